@@ -1,0 +1,1 @@
+//! iron-proxy's eBPF object, compiled from C by `build.rs`.

@@ -1,0 +1,3 @@
+//! iron-proxy: an egress-control proxy for untrusted workloads.
+
+pub mod rules;

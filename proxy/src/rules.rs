@@ -1,0 +1,402 @@
+//! Destination rules shared by every transform: host globs, CIDRs, methods and
+//! path patterns, as in `allowlist.rules[]`. Parsing happens once, at config
+//! load; matching is allocation-free.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+/// What a rule is matched against: the normalized view of one request.
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    /// Lowercase host name without port or trailing dot (an IP literal is kept as text).
+    pub host: &'a str,
+    /// The host parsed as an IP literal, when it is one.
+    pub ip: Option<IpAddr>,
+    /// Uppercase HTTP method; empty for host-only (sni-only) requests.
+    pub method: &'a str,
+    /// Path without the query; empty for host-only requests.
+    pub path: &'a str,
+}
+
+/// Errors in a rule or pattern, reported with the config location by the caller.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RuleError {
+    /// A host pattern that is empty or holds characters no host name can have.
+    #[error("invalid host pattern {0:?}")]
+    Host(String),
+    /// A path pattern that does not start with '/'.
+    #[error("path pattern {0:?} must start with '/'")]
+    Path(String),
+    /// Not a CIDR (a bare IP is not accepted: write 10.0.0.1/32).
+    #[error("invalid CIDR {0:?}: expected address/prefix such as 10.0.0.0/8")]
+    Cidr(String),
+    /// Not an HTTP method token.
+    #[error("invalid HTTP method {0:?}")]
+    Method(String),
+    /// Both or neither of host and cidr.
+    #[error("a rule needs exactly one of 'host' or 'cidr'")]
+    HostXorCidr,
+}
+
+/// Normalizes a host for matching: lowercase, no port, no trailing dot, no IPv6 brackets.
+pub fn normalize_host(raw: &str) -> String {
+    let h = raw.trim();
+    let h = if let Some(rest) = h.strip_prefix('[') {
+        rest.split(']').next().unwrap_or(rest)
+    } else if h.matches(':').count() == 1 {
+        h.split(':').next().unwrap_or(h)
+    } else {
+        h
+    };
+    h.trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// A hostname glob: `*` alone matches every host, `*.x.com` matches x.com and
+/// every subdomain, and any other `*` matches any run of characters.
+#[derive(Clone, PartialEq, Eq)]
+pub enum HostPattern {
+    /// `*`
+    Any,
+    /// An exact name.
+    Exact(String),
+    /// `*.suffix`: the apex and every subdomain.
+    Subdomains(String),
+    /// Any other glob, split on `*`.
+    Glob(Vec<String>),
+}
+
+impl HostPattern {
+    /// True when `host` (already normalized) matches.
+    pub fn matches(&self, host: &str) -> bool {
+        match self {
+            HostPattern::Any => true,
+            HostPattern::Exact(e) => e == host,
+            HostPattern::Subdomains(apex) => {
+                host == apex
+                    || (host.len() > apex.len()
+                        && host.ends_with(apex.as_str())
+                        && host.as_bytes()[host.len() - apex.len() - 1] == b'.')
+            }
+            HostPattern::Glob(parts) => glob_match(parts, host),
+        }
+    }
+}
+
+impl FromStr for HostPattern {
+    type Err = RuleError;
+    fn from_str(s: &str) -> Result<Self, RuleError> {
+        let p = s.trim().trim_end_matches('.').to_ascii_lowercase();
+        let valid = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '*' | ':');
+        if p.is_empty() || !p.chars().all(valid) {
+            return Err(RuleError::Host(s.to_string()));
+        }
+        if p == "*" {
+            return Ok(HostPattern::Any);
+        }
+        if let Some(apex) = p.strip_prefix("*.") {
+            if !apex.contains('*') && !apex.is_empty() {
+                return Ok(HostPattern::Subdomains(apex.to_string()));
+            }
+        }
+        if p.contains('*') {
+            return Ok(HostPattern::Glob(p.split('*').map(str::to_string).collect()));
+        }
+        Ok(HostPattern::Exact(p))
+    }
+}
+
+impl fmt::Display for HostPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HostPattern::Any => f.write_str("*"),
+            HostPattern::Exact(e) => f.write_str(e),
+            HostPattern::Subdomains(a) => write!(f, "*.{a}"),
+            HostPattern::Glob(parts) => f.write_str(&parts.join("*")),
+        }
+    }
+}
+
+impl fmt::Debug for HostPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "HostPattern({self})")
+    }
+}
+
+/// A path pattern: must start with `/`; `*` matches any run of characters, `/` included.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PathPattern {
+    parts: Vec<String>,
+}
+
+impl PathPattern {
+    /// True when `path` matches.
+    pub fn matches(&self, path: &str) -> bool {
+        glob_match(&self.parts, path)
+    }
+}
+
+impl FromStr for PathPattern {
+    type Err = RuleError;
+    fn from_str(s: &str) -> Result<Self, RuleError> {
+        if !s.starts_with('/') {
+            return Err(RuleError::Path(s.to_string()));
+        }
+        Ok(PathPattern { parts: s.split('*').map(str::to_string).collect() })
+    }
+}
+
+impl fmt::Debug for PathPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PathPattern({})", self.parts.join("*"))
+    }
+}
+
+/// Matches `text` against a glob split on `*` (`parts.len() - 1` wildcards).
+fn glob_match(parts: &[String], text: &str) -> bool {
+    match parts {
+        [] => text.is_empty(),
+        [only] => only == text,
+        [first, middle @ .., last] => {
+            if text.len() < first.len() + last.len()
+                || !text.starts_with(first.as_str())
+                || !text.ends_with(last.as_str())
+            {
+                return false;
+            }
+            let mut rest = &text[first.len()..text.len() - last.len()];
+            for part in middle {
+                match rest.find(part.as_str()) {
+                    Some(i) => rest = &rest[i + part.len()..],
+                    None => return false,
+                }
+            }
+            true
+        }
+    }
+}
+
+/// Parses a CIDR strictly: a bare address is refused.
+pub fn parse_cidr(s: &str) -> Result<IpNet, RuleError> {
+    if !s.contains('/') {
+        return Err(RuleError::Cidr(s.to_string()));
+    }
+    s.trim().parse::<IpNet>().map_err(|_| RuleError::Cidr(s.to_string()))
+}
+
+/// Unmaps IPv4-mapped IPv6 addresses so v4 CIDRs apply to them.
+pub fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    }
+}
+
+/// The allowed methods of a rule: all, or a list of uppercase tokens.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum MethodSet {
+    /// Omitted, or `["*"]`.
+    #[default]
+    All,
+    /// Only these (uppercase).
+    Only(Vec<String>),
+}
+
+impl MethodSet {
+    fn parse(list: Option<Vec<String>>) -> Result<Self, RuleError> {
+        let Some(list) = list else { return Ok(MethodSet::All) };
+        if list.is_empty() || list.iter().any(|m| m == "*") {
+            return Ok(MethodSet::All);
+        }
+        let mut out = Vec::with_capacity(list.len());
+        for m in list {
+            if m.is_empty() || !m.bytes().all(|b| b.is_ascii_alphabetic() || b == b'-') {
+                return Err(RuleError::Method(m));
+            }
+            out.push(m.to_ascii_uppercase());
+        }
+        Ok(MethodSet::Only(out))
+    }
+
+    /// True when `method` is allowed. A host-only request (empty method) matches only `All`.
+    pub fn matches(&self, method: &str) -> bool {
+        match self {
+            MethodSet::All => true,
+            MethodSet::Only(list) => list.iter().any(|m| m.eq_ignore_ascii_case(method)),
+        }
+    }
+}
+
+/// Where a rule points: a host glob or a CIDR.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RuleTarget {
+    /// `host:`
+    Host(HostPattern),
+    /// `cidr:`, matched against IP-literal hosts only.
+    Cidr(IpNet),
+}
+
+/// One entry of `rules[]`, as used by allowlist and every scoped transform.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "RawRule")]
+pub struct Rule {
+    /// Host or CIDR.
+    pub target: RuleTarget,
+    /// Allowed methods.
+    pub methods: MethodSet,
+    /// Allowed paths; empty means all.
+    pub paths: Vec<PathPattern>,
+}
+
+/// The YAML shape of a rule, before validation.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRule {
+    host: Option<String>,
+    cidr: Option<String>,
+    methods: Option<Vec<String>>,
+    paths: Option<Vec<String>>,
+}
+
+impl TryFrom<RawRule> for Rule {
+    type Error = RuleError;
+    fn try_from(raw: RawRule) -> Result<Self, RuleError> {
+        let target = match (raw.host, raw.cidr) {
+            (Some(h), None) => RuleTarget::Host(h.parse()?),
+            (None, Some(c)) => RuleTarget::Cidr(parse_cidr(&c)?),
+            _ => return Err(RuleError::HostXorCidr),
+        };
+        let paths = raw
+            .paths
+            .unwrap_or_default()
+            .iter()
+            .map(|p| p.parse())
+            .collect::<Result<Vec<PathPattern>, _>>()?;
+        Ok(Rule { target, methods: MethodSet::parse(raw.methods)?, paths })
+    }
+}
+
+impl Rule {
+    /// True when the target (host or IP) matches, ignoring method and path.
+    pub fn matches_host(&self, t: &Target<'_>) -> bool {
+        match &self.target {
+            RuleTarget::Host(h) => h.matches(t.host),
+            RuleTarget::Cidr(net) => t.ip.is_some_and(|ip| net.contains(&canonical_ip(ip))),
+        }
+    }
+
+    /// True when host, method and path all match. A host-only request (sni-only
+    /// mode) matches only rules without method or path restrictions.
+    pub fn matches(&self, t: &Target<'_>) -> bool {
+        self.matches_host(t)
+            && self.methods.matches(t.method)
+            && (self.paths.is_empty() || self.paths.iter().any(|p| p.matches(t.path)))
+    }
+}
+
+/// A scope made of rules: empty means "everything".
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Scope(pub Vec<Rule>);
+
+impl Scope {
+    /// True when the scope is empty or any rule matches.
+    pub fn applies(&self, t: &Target<'_>) -> bool {
+        self.0.is_empty() || self.0.iter().any(|r| r.matches(t))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn t<'a>(host: &'a str, method: &'a str, path: &'a str) -> Target<'a> {
+        Target { host, ip: host.parse().ok(), method, path }
+    }
+
+    #[test]
+    fn host_patterns() {
+        let sub: HostPattern = "*.Anthropic.com".parse().expect("valid");
+        assert!(sub.matches("anthropic.com"));
+        assert!(sub.matches("api.anthropic.com"));
+        assert!(sub.matches("a.b.anthropic.com"));
+        assert!(!sub.matches("evilanthropic.com"));
+        assert!(!sub.matches("anthropic.com.evil.net"));
+        let any: HostPattern = "*".parse().expect("valid");
+        assert!(any.matches("whatever.example"));
+        let glob: HostPattern = "api-*.example.com".parse().expect("valid");
+        assert!(glob.matches("api-eu.example.com"));
+        assert!(!glob.matches("www.example.com"));
+        assert_eq!("bad host!".parse::<HostPattern>(), Err(RuleError::Host("bad host!".into())));
+    }
+
+    #[test]
+    fn normalize() {
+        assert_eq!(normalize_host("API.Example.com:443"), "api.example.com");
+        assert_eq!(normalize_host("example.com."), "example.com");
+        assert_eq!(normalize_host("[::1]:8080"), "::1");
+        assert_eq!(normalize_host("::1"), "::1");
+    }
+
+    #[test]
+    fn paths_and_methods() {
+        let rule: Rule = serde_yaml_ng::from_str(
+            "host: api.openai.com\nmethods: [post]\npaths: [\"/v1/*\"]",
+        )
+        .expect("valid rule");
+        assert!(rule.matches(&t("api.openai.com", "POST", "/v1/chat/completions")));
+        assert!(!rule.matches(&t("api.openai.com", "GET", "/v1/models")));
+        assert!(!rule.matches(&t("api.openai.com", "POST", "/v2/x")));
+        assert!(!rule.matches(&t("api.openai.com", "", "")), "host-only request vs method rule");
+    }
+
+    #[test]
+    fn rule_errors() {
+        let e = serde_yaml_ng::from_str::<Rule>("host: a.com\ncidr: 10.0.0.0/8").unwrap_err();
+        assert!(e.to_string().contains("exactly one"), "{e}");
+        let e = serde_yaml_ng::from_str::<Rule>("cidr: 10.0.0.1").unwrap_err();
+        assert!(e.to_string().contains("invalid CIDR"), "{e}");
+        let e = serde_yaml_ng::from_str::<Rule>("host: a.com\npaths: [v1]").unwrap_err();
+        assert!(e.to_string().contains("must start with '/'"), "{e}");
+        let e = serde_yaml_ng::from_str::<Rule>("host: a.com\nmethod: [GET]").unwrap_err();
+        assert!(e.to_string().contains("unknown field"), "{e}");
+    }
+
+    #[test]
+    fn cidr_rules_match_ip_literals_only() {
+        let rule: Rule = serde_yaml_ng::from_str("cidr: 10.0.0.0/8").expect("valid");
+        assert!(rule.matches(&t("10.1.2.3", "GET", "/")));
+        assert!(!rule.matches(&t("ten.example", "GET", "/")));
+        let mapped = Target { host: "::ffff:10.1.2.3", ip: "::ffff:10.1.2.3".parse().ok(), method: "GET", path: "/" };
+        assert!(rule.matches(&mapped), "v4-mapped v6 is unmapped first");
+    }
+
+    proptest! {
+        #[test]
+        fn subdomain_glob_matches_exactly_suffixes(label in "[a-z0-9]{1,10}", apex in "[a-z]{1,8}\\.[a-z]{2,3}") {
+            let p: HostPattern = format!("*.{apex}").parse().expect("valid");
+            let sub = format!("{label}.{apex}");
+            let glued = format!("{label}{apex}");
+            prop_assert!(p.matches(&apex));
+            prop_assert!(p.matches(&sub));
+            prop_assert!(!p.matches(&glued));
+        }
+
+        #[test]
+        fn literal_paths_match_only_themselves(a in "/[a-z/]{0,12}", b in "/[a-z/]{0,12}") {
+            let p: PathPattern = a.parse().expect("starts with /");
+            prop_assert_eq!(p.matches(&b), a == b);
+        }
+
+        #[test]
+        fn trailing_star_is_prefix(prefix in "/[a-z/]{0,8}", rest in "[a-z/]{0,8}") {
+            let p: PathPattern = format!("{prefix}*").parse().expect("starts with /");
+            let path = format!("{prefix}{rest}");
+            prop_assert!(p.matches(&path));
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Shared end-to-end harness.
