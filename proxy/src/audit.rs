@@ -1,0 +1,297 @@
+//! The audit log: exactly one JSON record per request (or per tunnelled
+//! connection), written when the exchange ends, errors included. Records go to
+//! their own sink (stderr by default), apart from operational logs.
+//!
+//! The field layout is flat, as in the product docs; `docs/audit-log.md`
+//! documents every field.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+/// How the request reached the proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// `proxy.http_listen`, plain HTTP.
+    Http,
+    /// `proxy.https_listen`, TLS terminated (MITM).
+    Https,
+    /// Inside a CONNECT or SOCKS5 tunnel, or an absolute-form request on the tunnel port.
+    Tunnel,
+    /// Redirected by eBPF or nftables to the transparent listener.
+    Transparent,
+    /// TLS passed through untouched (tls.mode sni-only).
+    SniOnly,
+}
+
+/// The outcome recorded in `action`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// Forwarded upstream (also for warn-mode violations).
+    Allow,
+    /// Refused by policy or by request hygiene.
+    Reject,
+    /// The proxy or the upstream failed.
+    Error,
+}
+
+/// One transform's part in a request, as in `request_transforms[]`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TransformTrace {
+    /// The transform's name (`allowlist`, `secrets`, or a judge's instance name).
+    pub name: String,
+    /// `continue`, `reject` or `stub`.
+    pub action: &'static str,
+    /// Free-form annotations the transform added; omitted when empty.
+    #[serde(skip_serializing_if = "Map::is_empty")]
+    pub annotations: Map<String, Value>,
+}
+
+/// Which process opened the connection (from eBPF interception).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, Default)]
+pub struct ClientProcess {
+    /// Process id (thread group id) of the connecting process.
+    pub pid: u32,
+    /// Its user id.
+    pub uid: u32,
+    /// Its command name (`comm`, at most 15 bytes).
+    pub comm: String,
+    /// The cgroup v2 path of the process, relative to the cgroup mount.
+    pub cgroup: String,
+}
+
+/// The tunnel a request travelled through, if any.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct TunnelInfo {
+    /// `connect` or `socks5`.
+    pub kind: &'static str,
+    /// The target the client asked the tunnel for (`host:port`).
+    pub target: String,
+}
+
+/// One audit record. Built up during the request and emitted once by [`AuditSink::emit`].
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditRecord {
+    /// RFC 3339 time the request started.
+    pub time: String,
+    /// `INFO`, `WARN` for blocked requests, `ERROR` for errors.
+    pub level: &'static str,
+    /// Unique id of this request.
+    pub request_id: String,
+    /// Client address as seen by the proxy.
+    pub remote_addr: String,
+    /// How the request arrived.
+    pub mode: Mode,
+    /// Host the client asked for, without port.
+    pub host: String,
+    /// HTTP method; empty for connection-level records.
+    pub method: String,
+    /// Request path (no query); empty for connection-level records.
+    pub path: String,
+    /// TLS server name the client sent, when TLS was seen.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sni: Option<String>,
+    /// Outcome.
+    pub action: Action,
+    /// HTTP status returned to the client (0 when the connection closed without a response).
+    pub status_code: u16,
+    /// Wall time from request start to the end of the exchange.
+    pub duration_ms: u64,
+    /// Request-phase trace, in pipeline order.
+    pub request_transforms: Vec<TransformTrace>,
+    /// Response-phase trace, in pipeline order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub response_transforms: Vec<TransformTrace>,
+    /// The transform that rejected the request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rejected_by: Option<String>,
+    /// Machine-readable reason for rejects and errors (`deny_cidr`, `upstream_timeout`, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Human-readable detail for errors; never contains secrets.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The process that made the request (transparent interception only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client: Option<ClientProcess>,
+    /// The original destination of an intercepted connection (`ip:port`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub original_dst: Option<String>,
+    /// The tunnel the request came through.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tunnel: Option<TunnelInfo>,
+    /// Bytes from client to upstream, for connection-level records (tunnels, WebSockets, passthrough).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes_sent: Option<u64>,
+    /// Bytes from upstream to client, for connection-level records.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes_received: Option<u64>,
+    /// Extra top-level fields added by transforms (for example `body_capture`).
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl AuditRecord {
+    /// A new record for a request that starts now.
+    pub fn new(mode: Mode, remote_addr: String) -> Self {
+        AuditRecord {
+            time: now_rfc3339(),
+            level: "INFO",
+            request_id: uuid::Uuid::now_v7().to_string(),
+            remote_addr,
+            mode,
+            host: String::new(),
+            method: String::new(),
+            path: String::new(),
+            sni: None,
+            action: Action::Allow,
+            status_code: 0,
+            duration_ms: 0,
+            request_transforms: Vec::new(),
+            response_transforms: Vec::new(),
+            rejected_by: None,
+            reason: None,
+            error: None,
+            client: None,
+            original_dst: None,
+            tunnel: None,
+            bytes_sent: None,
+            bytes_received: None,
+            extra: Map::new(),
+        }
+    }
+
+    /// Marks the record as rejected by `by` for `reason` (level WARN).
+    pub fn reject(&mut self, by: Option<&str>, reason: &str, status: u16) {
+        self.action = Action::Reject;
+        self.level = "WARN";
+        self.rejected_by = by.map(str::to_string);
+        self.reason = Some(reason.to_string());
+        self.status_code = status;
+    }
+
+    /// Marks the record as an error (level ERROR).
+    pub fn fail(&mut self, reason: &str, detail: String, status: u16) {
+        self.action = Action::Error;
+        self.level = "ERROR";
+        self.reason = Some(reason.to_string());
+        self.error = Some(detail);
+        self.status_code = status;
+    }
+}
+
+fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// Something that receives finished records besides the JSON sink (OTLP export, metrics).
+pub trait AuditObserver: Send + Sync {
+    /// Called once per record, after it is final.
+    fn observe(&self, record: &AuditRecord);
+}
+
+/// Where audit records go: JSON lines to a writer, plus observers.
+#[derive(Clone)]
+pub struct AuditSink {
+    out: Arc<Mutex<Box<dyn Write + Send>>>,
+    observers: Arc<arc_swap::ArcSwap<Vec<Arc<dyn AuditObserver>>>>,
+}
+
+impl AuditSink {
+    /// Records to stderr.
+    pub fn stderr() -> Self {
+        Self::to_writer(Box::new(std::io::stderr()))
+    }
+
+    /// Records to any writer (tests, files).
+    pub fn to_writer(w: Box<dyn Write + Send>) -> Self {
+        AuditSink {
+            out: Arc::new(Mutex::new(w)),
+            observers: Arc::new(arc_swap::ArcSwap::from_pointee(Vec::new())),
+        }
+    }
+
+    /// Adds an observer that sees every later record.
+    pub fn add_observer(&self, o: Arc<dyn AuditObserver>) {
+        self.observers.rcu(|cur| {
+            let mut v = Vec::clone(cur);
+            v.push(o.clone());
+            v
+        });
+    }
+
+    /// Writes the record as one JSON line. Called exactly once per request.
+    pub fn emit(&self, record: &AuditRecord) {
+        for o in self.observers.load().iter() {
+            o.observe(record);
+        }
+        let mut line = match serde_json::to_vec(record) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, "audit record did not serialize");
+                return;
+            }
+        };
+        line.push(b'\n');
+        // A poisoned lock only means another writer panicked mid-line; keep logging.
+        let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(e) = out.write_all(&line).and_then(|_| out.flush()) {
+            tracing::error!(error = %e, "writing audit record");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+    impl Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("test lock").extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn record_is_flat_json_line() {
+        let buf = Buf::default();
+        let sink = AuditSink::to_writer(Box::new(buf.clone()));
+        let mut r = AuditRecord::new(Mode::Http, "127.0.0.1:5000".into());
+        r.host = "example.com".into();
+        r.method = "GET".into();
+        r.path = "/".into();
+        r.request_transforms.push(TransformTrace {
+            name: "allowlist".into(),
+            action: "reject",
+            annotations: Map::new(),
+        });
+        r.reject(Some("allowlist"), "not_allowlisted", 403);
+        sink.emit(&r);
+        let text = String::from_utf8(buf.0.lock().expect("lock").clone()).expect("utf8");
+        assert!(
+            text.ends_with('\n') && text.matches('\n').count() == 1,
+            "{text}"
+        );
+        let v: Value = serde_json::from_str(text.trim()).expect("json");
+        assert_eq!(v["host"], "example.com");
+        assert_eq!(v["action"], "reject");
+        assert_eq!(v["level"], "WARN");
+        assert_eq!(v["rejected_by"], "allowlist");
+        assert_eq!(v["status_code"], 403);
+        assert_eq!(v["mode"], "http");
+        assert_eq!(v["request_transforms"][0]["name"], "allowlist");
+        assert!(v["request_transforms"][0].get("annotations").is_none());
+        assert!(v.get("client").is_none());
+    }
+}

@@ -1,0 +1,147 @@
+//! Command-line interface. The original product uses Go-style single-dash long
+//! flags (`-config`); they keep working next to `--config`.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// iron-proxy: egress control for untrusted workloads.
+#[derive(Debug, Parser)]
+#[command(name = "iron-proxy", disable_version_flag = true)]
+pub struct Cli {
+    /// Path to the YAML config (runs the proxy when no command is given).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Print the version and exit.
+    #[arg(short = 'v', long = "version")]
+    pub version: bool,
+    /// What to do; without a command, run the proxy.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the proxy (the default).
+    Run,
+    /// Check a config file: every error is printed; exit 0 when valid.
+    #[command(alias = "check")]
+    Validate {
+        /// Treat missing referenced files and unset environment variables as errors.
+        #[arg(long)]
+        strict: bool,
+    },
+    /// Print the version.
+    Version,
+    /// Write a new CA certificate and key for MITM.
+    GenerateCa {
+        /// Directory for ca.crt and ca.key.
+        #[arg(long, default_value = ".")]
+        outdir: PathBuf,
+        /// Common name of the CA.
+        #[arg(long, default_value = "iron-proxy CA")]
+        name: String,
+        /// Validity in hours.
+        #[arg(long = "expiry-hours", default_value_t = 8760)]
+        expiry_hours: u64,
+        /// Key algorithm.
+        #[arg(long, value_enum, default_value_t = Alg::Ecdsa)]
+        alg: Alg,
+    },
+    /// Inspect or remove eBPF interception.
+    Intercept {
+        /// status or detach.
+        #[command(subcommand)]
+        action: InterceptAction,
+    },
+}
+
+/// CA key algorithms.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Alg {
+    /// ECDSA P-256 (fast leaf minting).
+    Ecdsa,
+    /// RSA 4096.
+    Rsa4096,
+    /// Ed25519.
+    Ed25519,
+}
+
+/// `intercept` actions.
+#[derive(Debug, Subcommand)]
+pub enum InterceptAction {
+    /// What is attached where, pin state and counters.
+    Status,
+    /// Remove pins and links: the only way interception ends.
+    Detach,
+}
+
+/// Rewrites Go-style `-flag` into `--flag` (single-letter flags such as `-v` are left alone).
+pub fn normalize_args(args: impl IntoIterator<Item = String>) -> Vec<String> {
+    args.into_iter()
+        .enumerate()
+        .map(|(i, a)| {
+            let long_single_dash = i > 0
+                && a.starts_with('-')
+                && !a.starts_with("--")
+                && a.len() > 2
+                && a[1..]
+                    .chars()
+                    .next()
+                    .is_some_and(|c| c.is_ascii_alphabetic());
+            if long_single_dash {
+                format!("-{a}")
+            } else {
+                a
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(normalize_args(args.iter().map(|s| s.to_string()))).expect("parses")
+    }
+
+    #[test]
+    fn go_style_flags() {
+        let c = parse(&["iron-proxy", "-config", "/etc/p.yaml"]);
+        assert_eq!(
+            c.config.as_deref(),
+            Some(std::path::Path::new("/etc/p.yaml"))
+        );
+        let c = parse(&["iron-proxy", "validate", "-config=/x.yaml", "-strict"]);
+        assert!(matches!(
+            c.command,
+            Some(Command::Validate { strict: true })
+        ));
+        let c = parse(&["iron-proxy", "check", "--config", "/x.yaml"]);
+        assert!(matches!(
+            c.command,
+            Some(Command::Validate { strict: false })
+        ));
+        assert!(parse(&["iron-proxy", "-v"]).version);
+        let c = parse(&[
+            "iron-proxy",
+            "generate-ca",
+            "-outdir",
+            "/tmp/x",
+            "-expiry-hours",
+            "24",
+            "-alg",
+            "ed25519",
+        ]);
+        assert!(matches!(
+            c.command,
+            Some(Command::GenerateCa {
+                expiry_hours: 24,
+                alg: Alg::Ed25519,
+                ..
+            })
+        ));
+    }
+}

@@ -1,0 +1,522 @@
+//! One HTTP exchange, whatever listener it came from: identify the
+//! destination, enforce hygiene, run the request phase, forward upstream, run
+//! the response phase, and write exactly one audit record when it ends.
+
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Uri, Version};
+use http_body::Frame;
+use hyper::body::Incoming;
+
+use crate::audit::{AuditRecord, AuditSink, ClientProcess, Mode, TunnelInfo};
+use crate::body::{self, Body, BoxError, BufferError};
+use crate::pipeline::{policy_response, BufferedBody, Dest, Flow, PhaseOutcome};
+use crate::rules::normalize_host;
+use crate::state::Shared;
+
+/// What the listener knows about the client connection.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    /// Client address.
+    pub remote: SocketAddr,
+    /// How the connection arrived.
+    pub mode: Mode,
+    /// TLS server name the client sent, when the proxy terminated TLS.
+    pub sni: Option<String>,
+    /// True when the client leg was TLS (the upstream leg is then TLS too).
+    pub tls: bool,
+    /// Port to dial when the request names none.
+    pub default_port: u16,
+    /// A host the request's Host must agree with (a CONNECT/SOCKS5 target).
+    pub expected_host: Option<String>,
+    /// The process behind an intercepted connection.
+    pub client: Option<ClientProcess>,
+    /// The original destination of an intercepted connection.
+    pub original_dst: Option<SocketAddr>,
+    /// The tunnel the connection came through.
+    pub tunnel: Option<TunnelInfo>,
+}
+
+impl ConnInfo {
+    /// A connection with nothing known beyond its address and mode.
+    pub fn new(remote: SocketAddr, mode: Mode, tls: bool, default_port: u16) -> Self {
+        ConnInfo {
+            remote,
+            mode,
+            sni: None,
+            tls,
+            default_port,
+            expected_host: None,
+            client: None,
+            original_dst: None,
+            tunnel: None,
+        }
+    }
+
+    /// A fresh audit record pre-filled from the connection.
+    pub fn record(&self) -> AuditRecord {
+        let mut rec = AuditRecord::new(self.mode, self.remote.to_string());
+        rec.sni = self.sni.clone();
+        rec.client = self.client.clone();
+        rec.original_dst = self.original_dst.map(|a| a.to_string());
+        rec.tunnel = self.tunnel.clone();
+        rec
+    }
+}
+
+/// Emits its record exactly once, when dropped: at the end of the response
+/// body, or when the client goes away.
+pub struct AuditGuard {
+    record: Option<AuditRecord>,
+    sink: AuditSink,
+    started: std::time::Instant,
+}
+
+impl AuditGuard {
+    /// A guard for `record`.
+    pub fn new(record: AuditRecord, sink: AuditSink) -> Self {
+        AuditGuard {
+            record: Some(record),
+            sink,
+            started: std::time::Instant::now(),
+        }
+    }
+
+    /// The record, for late changes.
+    pub fn record_mut(&mut self) -> Option<&mut AuditRecord> {
+        self.record.as_mut()
+    }
+}
+
+impl Drop for AuditGuard {
+    fn drop(&mut self) {
+        if let Some(mut r) = self.record.take() {
+            r.duration_ms = self.started.elapsed().as_millis() as u64;
+            self.sink.emit(&r);
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that carries the audit guard until the body ends.
+    struct AuditedBody {
+        #[pin]
+        inner: Body,
+        guard: Option<AuditGuard>,
+    }
+}
+
+impl http_body::Body for AuditedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.project();
+        let res = this.inner.poll_frame(cx);
+        match &res {
+            Poll::Ready(None) => {
+                this.guard.take();
+            }
+            Poll::Ready(Some(Err(e))) => {
+                if let Some(r) = this.guard.as_mut().and_then(|g| g.record_mut()) {
+                    r.error = Some(format!("response body: {e}"));
+                }
+                this.guard.take();
+            }
+            _ => {}
+        }
+        res
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+fn finish(rsp: Response<Body>, mut guard: AuditGuard) -> Response<Body> {
+    if let Some(r) = guard.record_mut() {
+        if r.status_code == 0 {
+            r.status_code = rsp.status().as_u16();
+        }
+    }
+    let (parts, inner) = rsp.into_parts();
+    Response::from_parts(
+        parts,
+        body::boxed(AuditedBody {
+            inner,
+            guard: Some(guard),
+        }),
+    )
+}
+
+fn error_response(status: StatusCode, message: &str) -> Response<Body> {
+    let mut rsp = Response::new(body::full(format!("iron-proxy: {message}\n")));
+    *rsp.status_mut() = status;
+    rsp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    rsp
+}
+
+/// Connection-level headers that never cross the proxy (RFC 9110 §7.6.1), plus
+/// the proxy's own credentials header.
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authorization",
+    "proxy-authenticate",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
+/// Removes hop-by-hop headers, including those named by `Connection`. Keeps
+/// `te: trailers` (gRPC needs it) and, when `upgrade` is set, the upgrade pair.
+pub fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: bool) {
+    let named: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .filter(|n| !(upgrade && n == header::UPGRADE))
+        .collect();
+    for n in named {
+        h.remove(n);
+    }
+    let trailers = h
+        .get(header::TE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+        });
+    for name in HOP_BY_HOP {
+        if upgrade && (name == "connection" || name == "upgrade") {
+            continue;
+        }
+        h.remove(name);
+    }
+    if trailers {
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+    h.remove(header::TRANSFER_ENCODING);
+}
+
+/// True when a path contains a `.` or `..` segment (also percent-encoded).
+pub fn has_dot_segment(path: &str) -> bool {
+    path.split('/').any(|seg| {
+        let decoded = seg.replace("%2e", ".").replace("%2E", ".");
+        decoded == "." || decoded == ".."
+    })
+}
+
+fn is_upgrade(req: &Request<Incoming>) -> bool {
+    req.version() == Version::HTTP_11
+        && req.headers().contains_key(header::UPGRADE)
+        && req
+            .headers()
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| {
+                v.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            })
+}
+
+/// Splits the request's authority into a normalized host and a port.
+fn authority(req: &Request<Incoming>, default_port: u16) -> Option<(String, u16)> {
+    let raw = match req.uri().authority() {
+        Some(a) => a.as_str().to_string(),
+        None => req.headers().get(header::HOST)?.to_str().ok()?.to_string(),
+    };
+    let raw = raw.rsplit('@').next().unwrap_or(&raw).to_string();
+    let uri: Uri = format!("http://{raw}/").parse().ok()?;
+    let host = normalize_host(uri.host()?);
+    if host.is_empty() {
+        return None;
+    }
+    Some((host, uri.port_u16().unwrap_or(default_port)))
+}
+
+/// The boxed future of [`handle`]; boxing pins down its `Send` bound for hyper.
+pub type HandleFuture =
+    Pin<Box<dyn std::future::Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
+/// Handles one request. Never fails: every outcome is a response plus one audit record.
+pub async fn handle(
+    shared: Arc<Shared>,
+    conn: Arc<ConnInfo>,
+    mut req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let mut rec = conn.record();
+    rec.method = req.method().as_str().to_string();
+    rec.path = req.uri().path().to_string();
+    let sink = shared.audit.clone();
+
+    if !shared.is_ready() {
+        rec.fail(
+            "not_ready",
+            "the proxy is starting and refuses traffic until policy is loaded".into(),
+            503,
+        );
+        return Ok(finish(
+            error_response(StatusCode::SERVICE_UNAVAILABLE, "not ready"),
+            AuditGuard::new(rec, sink),
+        ));
+    }
+    let Some((host, port)) = authority(&req, conn.default_port) else {
+        rec.reject(None, "missing_host", 400);
+        return Ok(finish(
+            error_response(StatusCode::BAD_REQUEST, "request names no host"),
+            AuditGuard::new(rec, sink),
+        ));
+    };
+    rec.host = host.clone();
+    for (what, expected) in [("SNI", &conn.sni), ("tunnel target", &conn.expected_host)] {
+        if let Some(exp) = expected {
+            if normalize_host(exp) != host {
+                rec.reject(None, "host_mismatch", 421);
+                let msg = format!("Host {host} does not match the {what} {exp}");
+                return Ok(finish(
+                    error_response(StatusCode::MISDIRECTED_REQUEST, &msg),
+                    AuditGuard::new(rec, sink),
+                ));
+            }
+        }
+    }
+    let path = req.uri().path().to_string();
+    if has_dot_segment(&path) || !(path.starts_with('/') || path == "*") {
+        rec.reject(None, "invalid_path", 400);
+        return Ok(finish(
+            error_response(
+                StatusCode::BAD_REQUEST,
+                "path has dot segments or is not absolute",
+            ),
+            AuditGuard::new(rec, sink),
+        ));
+    }
+
+    let policy = shared.policy();
+    let upgrade = is_upgrade(&req);
+    let client_upgrade = if upgrade {
+        Some(hyper::upgrade::on(&mut req))
+    } else {
+        None
+    };
+    let tls = conn.tls || req.uri().scheme() == Some(&http::uri::Scheme::HTTPS);
+    let dest = Dest {
+        ip: host.parse::<IpAddr>().ok(),
+        host: host.clone(),
+        port,
+        tls,
+    };
+    let mut cx = Flow::new(
+        dest,
+        req.method().as_str().to_ascii_uppercase(),
+        path.clone(),
+    );
+
+    // Rebuild the request with an absolute upstream URI and a boxed body.
+    let (mut parts, incoming) = req.into_parts();
+    strip_hop_by_hop(&mut parts.headers, upgrade);
+    let pq = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".into());
+    let scheme = if tls { "https" } else { "http" };
+    let host_part = if cx.dest.ip.is_some_and(|ip| ip.is_ipv6()) {
+        format!("[{host}]")
+    } else {
+        host.clone()
+    };
+    parts.uri = match format!("{scheme}://{host_part}:{port}{pq}").parse() {
+        Ok(u) => u,
+        Err(_) => {
+            rec.reject(None, "invalid_uri", 400);
+            return Ok(finish(
+                error_response(StatusCode::BAD_REQUEST, "invalid request target"),
+                AuditGuard::new(rec, sink),
+            ));
+        }
+    };
+    parts.version = Version::HTTP_11;
+    let mut body = body::incoming(incoming);
+    if policy.pipeline.wants_request_body(&cx, &parts) {
+        match body::collect(body, policy.limits.max_request_body_bytes).await {
+            Ok(bytes) => {
+                parts.extensions.insert(BufferedBody(bytes.clone()));
+                body = body::full(bytes);
+            }
+            Err(BufferError::TooLarge { limit }) => {
+                rec.reject(None, "request_body_too_large", 413);
+                let msg = format!("request body exceeds proxy.max_request_body_bytes ({limit})");
+                return Ok(finish(
+                    error_response(StatusCode::PAYLOAD_TOO_LARGE, &msg),
+                    AuditGuard::new(rec, sink),
+                ));
+            }
+            Err(BufferError::Read(e)) => {
+                rec.fail("client_body_error", e.to_string(), 400);
+                return Ok(finish(
+                    error_response(StatusCode::BAD_REQUEST, "reading request body failed"),
+                    AuditGuard::new(rec, sink),
+                ));
+            }
+        }
+    }
+    let mut req = Request::from_parts(parts, body);
+
+    match policy
+        .pipeline
+        .on_request(&mut req, &mut cx, &mut rec.request_transforms)
+        .await
+    {
+        PhaseOutcome::Continue => {}
+        PhaseOutcome::Reject(by, r) => {
+            rec.reject(Some(&by), &r.reason, r.status.as_u16());
+            tracing::debug!(host = %host, transform = %by, reason = %r.reason, "rejected");
+            return Ok(finish(r.to_response(), AuditGuard::new(rec, sink)));
+        }
+        PhaseOutcome::Stub(_, rsp) => return Ok(finish(rsp, AuditGuard::new(rec, sink))),
+        PhaseOutcome::Fail(by, e) => {
+            rec.fail(e.reason, e.detail.clone(), e.status.as_u16());
+            rec.rejected_by = Some(by);
+            return Ok(finish(
+                error_response(e.status, "the proxy failed closed on this request"),
+                AuditGuard::new(rec, sink),
+            ));
+        }
+    }
+    rec.extra.append(&mut cx.audit_extra);
+
+    let upstream = match shared
+        .upstream
+        .send(req, policy.limits.upstream_response_header_timeout)
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::debug!(host = %host, error = %e, "upstream failed");
+            rec.fail(e.reason(), e.to_string(), e.status().as_u16());
+            return Ok(finish(
+                error_response(e.status(), &e.to_string()),
+                AuditGuard::new(rec, sink),
+            ));
+        }
+    };
+
+    if upstream.status() == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(client_up) = client_upgrade {
+            return Ok(crate::upgrade::splice(
+                upstream,
+                client_up,
+                AuditGuard::new(rec, sink),
+            ));
+        }
+    }
+
+    let (mut parts, incoming) = upstream.into_parts();
+    strip_hop_by_hop(&mut parts.headers, false);
+    let mut rsp = Response::from_parts(parts, body::incoming(incoming));
+    if policy.pipeline.wants_response_body(&cx) {
+        let (parts, b) = rsp.into_parts();
+        match body::collect(b, policy.limits.max_response_body_bytes).await {
+            Ok(bytes) => rsp = Response::from_parts(parts, body::full(bytes)),
+            Err(e) => {
+                let reason = if matches!(e, BufferError::TooLarge { .. }) {
+                    "response_body_too_large"
+                } else {
+                    "upstream_body_error"
+                };
+                rec.fail(reason, e.to_string(), 502);
+                return Ok(finish(
+                    error_response(StatusCode::BAD_GATEWAY, &e.to_string()),
+                    AuditGuard::new(rec, sink),
+                ));
+            }
+        }
+    }
+    rec.status_code = rsp.status().as_u16();
+    match policy
+        .pipeline
+        .on_response(&mut rsp, &mut cx, &mut rec.response_transforms)
+        .await
+    {
+        PhaseOutcome::Continue => {}
+        PhaseOutcome::Reject(by, r) => {
+            rec.reject(Some(&by), &r.reason, r.status.as_u16());
+            return Ok(finish(r.to_response(), AuditGuard::new(rec, sink)));
+        }
+        PhaseOutcome::Stub(_, s) => {
+            rec.status_code = s.status().as_u16();
+            return Ok(finish(s, AuditGuard::new(rec, sink)));
+        }
+        PhaseOutcome::Fail(by, e) => {
+            rec.fail(e.reason, e.detail.clone(), e.status.as_u16());
+            rec.rejected_by = Some(by);
+            return Ok(finish(
+                error_response(e.status, "the proxy failed closed on this response"),
+                AuditGuard::new(rec, sink),
+            ));
+        }
+    }
+    rec.extra.append(&mut cx.audit_extra);
+    Ok(finish(rsp, AuditGuard::new(rec, sink)))
+}
+
+/// A policy refusal for a connection that never became an HTTP exchange
+/// (tunnels, passthrough): the response used when one can still be sent.
+pub fn connection_refusal(message: &str) -> Response<Body> {
+    policy_response(StatusCode::FORBIDDEN, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dot_segments() {
+        assert!(has_dot_segment("/a/../b"));
+        assert!(has_dot_segment("/a/./b"));
+        assert!(has_dot_segment("/a/%2e%2E/b"));
+        assert!(!has_dot_segment("/a/..b/c"));
+        assert!(!has_dot_segment("/a%2Fb"));
+    }
+
+    #[test]
+    fn hop_by_hop() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "connection",
+            HeaderValue::from_static("keep-alive, x-custom"),
+        );
+        h.insert("x-custom", HeaderValue::from_static("1"));
+        h.insert("proxy-authorization", HeaderValue::from_static("Basic x"));
+        h.insert("te", HeaderValue::from_static("trailers"));
+        h.insert("x-keep", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h, false);
+        assert!(h.get("x-custom").is_none());
+        assert!(h.get("proxy-authorization").is_none());
+        assert!(h.get("connection").is_none());
+        assert_eq!(h.get("te").map(|v| v.as_bytes()), Some(&b"trailers"[..]));
+        assert!(h.get("x-keep").is_some());
+    }
+}

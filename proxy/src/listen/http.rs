@@ -1,0 +1,29 @@
+//! `proxy.http_listen`: plain HTTP, routed by Host (origin-form) or by the
+//! request URI (absolute-form).
+
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+use crate::audit::Mode;
+use crate::exchange::ConnInfo;
+use crate::state::Shared;
+
+/// Accepts plain-HTTP connections until the task is dropped.
+pub async fn run(listener: TcpListener, shared: Arc<Shared>) {
+    loop {
+        let (stream, remote) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed on http listener");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            super::serve_http(shared, ConnInfo::new(remote, Mode::Http, false, 80), stream).await;
+        });
+    }
+}

@@ -1,0 +1,360 @@
+//! The transform pipeline: a flat, ordered list of transforms, each with a
+//! request phase and a response phase. The first reject short-circuits.
+//! A [`Pipeline`] is immutable; reloads build a new one and swap it in (see
+//! `crate::state`), so in-flight requests finish on the pipeline they started with.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use http::{Request, Response, StatusCode};
+use serde_json::{Map, Value};
+
+use crate::audit::TransformTrace;
+use crate::body::{self, Body};
+use crate::rules::Target;
+
+/// A transform's decision.
+pub enum Verdict {
+    /// Go on to the next transform (or upstream).
+    Continue,
+    /// Refuse the request; nothing reaches the upstream.
+    Reject(Rejection),
+    /// Answer the request locally with this response (for example a stubbed token endpoint).
+    Stub(Response<Body>),
+}
+
+/// A policy refusal: a result, not an error.
+pub struct Rejection {
+    /// Status returned to the client (403 unless the transform says otherwise).
+    pub status: StatusCode,
+    /// Machine-readable reason for the audit record.
+    pub reason: String,
+    /// Short human-readable message for the response body.
+    pub message: String,
+}
+
+impl Rejection {
+    /// A 403 with the standard iron-proxy body.
+    pub fn forbidden(reason: impl Into<String>, message: impl Into<String>) -> Self {
+        Rejection {
+            status: StatusCode::FORBIDDEN,
+            reason: reason.into(),
+            message: message.into(),
+        }
+    }
+
+    /// The response the client sees. The body says plainly that iron-proxy policy
+    /// refused the request, so agents stop retrying with other tricks.
+    pub fn to_response(&self) -> Response<Body> {
+        policy_response(self.status, &self.message)
+    }
+}
+
+/// A plain-text response whose body names iron-proxy policy as the cause.
+pub fn policy_response(status: StatusCode, message: &str) -> Response<Body> {
+    let text = format!(
+        "Blocked by iron-proxy policy: {message}\nThis request was refused by the egress proxy; retrying by another route will not help.\n"
+    );
+    let mut rsp = Response::new(body::full(text));
+    *rsp.status_mut() = status;
+    rsp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    rsp.headers_mut()
+        .insert("x-iron-proxy-blocked", http::HeaderValue::from_static("1"));
+    rsp
+}
+
+/// The appliance failed inside a transform; the request fails closed.
+#[derive(Debug, thiserror::Error)]
+#[error("{detail}")]
+pub struct TransformError {
+    /// Status returned to the client (502 for upstream-ish failures, 500 otherwise).
+    pub status: StatusCode,
+    /// Machine-readable reason for the audit record.
+    pub reason: &'static str,
+    /// Human-readable detail; must never contain a secret value.
+    pub detail: String,
+}
+
+/// The normalized destination of a request, owned.
+#[derive(Debug, Clone)]
+pub struct Dest {
+    /// Lowercase host without port or trailing dot.
+    pub host: String,
+    /// The host as an IP literal, when it is one.
+    pub ip: Option<IpAddr>,
+    /// Destination port.
+    pub port: u16,
+    /// Whether the upstream leg uses TLS.
+    pub tls: bool,
+}
+
+/// Per-request context handed to every transform (pingora's `CTX`).
+pub struct Flow {
+    /// Where the request goes.
+    pub dest: Dest,
+    /// Uppercase method (empty for host-only requests).
+    pub method: String,
+    /// Request path without query (empty for host-only requests).
+    pub path: String,
+    /// When the request started.
+    pub started: Instant,
+    /// Fields added to the top level of the audit record (for example `body_capture`).
+    pub audit_extra: Map<String, Value>,
+    annotations: Map<String, Value>,
+}
+
+impl Flow {
+    /// A context for a request to `dest`.
+    pub fn new(dest: Dest, method: String, path: String) -> Self {
+        Flow {
+            dest,
+            method,
+            path,
+            started: Instant::now(),
+            audit_extra: Map::new(),
+            annotations: Map::new(),
+        }
+    }
+
+    /// The view that rules match against.
+    pub fn target(&self) -> Target<'_> {
+        Target {
+            host: &self.dest.host,
+            ip: self.dest.ip,
+            method: &self.method,
+            path: &self.path,
+        }
+    }
+
+    /// Adds an annotation to the current transform's trace entry.
+    pub fn annotate(&mut self, key: impl Into<String>, value: impl Into<Value>) {
+        self.annotations.insert(key.into(), value.into());
+    }
+
+    /// Mutable access to the current transform's annotations (for list-valued keys).
+    pub fn annotations_mut(&mut self) -> &mut Map<String, Value> {
+        &mut self.annotations
+    }
+}
+
+/// One step of the pipeline.
+#[async_trait]
+pub trait Transform: Send + Sync {
+    /// Name shown in the audit trace.
+    fn name(&self) -> &str;
+
+    /// Whether this transform needs the whole request body buffered for this request.
+    fn wants_request_body(&self, _cx: &Flow, _req: &http::request::Parts) -> bool {
+        false
+    }
+
+    /// Whether this transform needs the whole response body buffered.
+    fn wants_response_body(&self, _cx: &Flow) -> bool {
+        false
+    }
+
+    /// Request phase. A buffered body is available as `Full` bytes through [`body_bytes`].
+    async fn on_request(
+        &self,
+        req: &mut Request<Body>,
+        cx: &mut Flow,
+    ) -> Result<Verdict, TransformError>;
+
+    /// Response phase.
+    async fn on_response(
+        &self,
+        _rsp: &mut Response<Body>,
+        _cx: &mut Flow,
+    ) -> Result<Verdict, TransformError> {
+        Ok(Verdict::Continue)
+    }
+}
+
+/// The outcome of a pipeline phase.
+pub enum PhaseOutcome {
+    /// Every transform continued.
+    Continue,
+    /// A transform rejected; its name and the rejection.
+    Reject(String, Rejection),
+    /// A transform answered locally.
+    Stub(String, Response<Body>),
+    /// A transform failed; the request fails closed.
+    Fail(String, TransformError),
+}
+
+/// An immutable, ordered list of transforms.
+#[derive(Default, Clone)]
+pub struct Pipeline {
+    transforms: Vec<Arc<dyn Transform>>,
+}
+
+impl Pipeline {
+    /// A pipeline running `transforms` in this order.
+    pub fn new(transforms: Vec<Arc<dyn Transform>>) -> Self {
+        Pipeline { transforms }
+    }
+
+    /// The transforms, in order.
+    pub fn transforms(&self) -> &[Arc<dyn Transform>] {
+        &self.transforms
+    }
+
+    /// True when some transform needs the request body of this request.
+    pub fn wants_request_body(&self, cx: &Flow, parts: &http::request::Parts) -> bool {
+        self.transforms
+            .iter()
+            .any(|t| t.wants_request_body(cx, parts))
+    }
+
+    /// True when some transform needs the response body.
+    pub fn wants_response_body(&self, cx: &Flow) -> bool {
+        self.transforms.iter().any(|t| t.wants_response_body(cx))
+    }
+
+    /// Runs the request phase, appending to `trace`.
+    pub async fn on_request(
+        &self,
+        req: &mut Request<Body>,
+        cx: &mut Flow,
+        trace: &mut Vec<TransformTrace>,
+    ) -> PhaseOutcome {
+        for t in &self.transforms {
+            cx.annotations = Map::new();
+            let result = t.on_request(req, cx).await;
+            let (action, outcome) = match result {
+                Ok(Verdict::Continue) => ("continue", None),
+                Ok(Verdict::Reject(r)) => (
+                    "reject",
+                    Some(PhaseOutcome::Reject(t.name().to_string(), r)),
+                ),
+                Ok(Verdict::Stub(rsp)) => {
+                    ("stub", Some(PhaseOutcome::Stub(t.name().to_string(), rsp)))
+                }
+                Err(e) => ("error", Some(PhaseOutcome::Fail(t.name().to_string(), e))),
+            };
+            trace.push(TransformTrace {
+                name: t.name().to_string(),
+                action,
+                annotations: std::mem::take(&mut cx.annotations),
+            });
+            if let Some(o) = outcome {
+                return o;
+            }
+        }
+        PhaseOutcome::Continue
+    }
+
+    /// Runs the response phase, appending to `trace`.
+    pub async fn on_response(
+        &self,
+        rsp: &mut Response<Body>,
+        cx: &mut Flow,
+        trace: &mut Vec<TransformTrace>,
+    ) -> PhaseOutcome {
+        for t in &self.transforms {
+            cx.annotations = Map::new();
+            let result = t.on_response(rsp, cx).await;
+            let (action, outcome) = match result {
+                Ok(Verdict::Continue) => ("continue", None),
+                Ok(Verdict::Reject(r)) => (
+                    "reject",
+                    Some(PhaseOutcome::Reject(t.name().to_string(), r)),
+                ),
+                Ok(Verdict::Stub(s)) => ("stub", Some(PhaseOutcome::Stub(t.name().to_string(), s))),
+                Err(e) => ("error", Some(PhaseOutcome::Fail(t.name().to_string(), e))),
+            };
+            // Only transforms that did something in the response phase appear there.
+            if action != "continue" || !cx.annotations.is_empty() {
+                trace.push(TransformTrace {
+                    name: t.name().to_string(),
+                    action,
+                    annotations: std::mem::take(&mut cx.annotations),
+                });
+            }
+            if let Some(o) = outcome {
+                return o;
+            }
+        }
+        PhaseOutcome::Continue
+    }
+}
+
+/// The buffered bytes of a body, when the pipeline buffered it.
+///
+/// The pipeline replaces a buffered body with a `Full` body and records the
+/// bytes in the request extensions, so transforms can read and rewrite them.
+#[derive(Clone, Debug)]
+pub struct BufferedBody(pub bytes::Bytes);
+
+/// The buffered request body, if the pipeline buffered it for this request.
+pub fn body_bytes<T>(msg: &http::Request<T>) -> Option<&bytes::Bytes> {
+    msg.extensions().get::<BufferedBody>().map(|b| &b.0)
+}
+
+/// Replaces a buffered request body (keeps the extension and Content-Length in step).
+pub fn set_body_bytes(req: &mut Request<Body>, bytes: bytes::Bytes) {
+    let len = bytes.len();
+    req.extensions_mut().insert(BufferedBody(bytes.clone()));
+    *req.body_mut() = body::full(bytes);
+    if req.headers().contains_key(http::header::CONTENT_LENGTH) {
+        req.headers_mut()
+            .insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(len));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Fixed(&'static str, fn() -> Verdict);
+    #[async_trait]
+    impl Transform for Fixed {
+        fn name(&self) -> &str {
+            self.0
+        }
+        async fn on_request(
+            &self,
+            _req: &mut Request<Body>,
+            cx: &mut Flow,
+        ) -> Result<Verdict, TransformError> {
+            cx.annotate("seen", true);
+            Ok((self.1)())
+        }
+    }
+
+    fn flow() -> Flow {
+        Flow::new(
+            Dest {
+                host: "a.test".into(),
+                ip: None,
+                port: 80,
+                tls: false,
+            },
+            "GET".into(),
+            "/".into(),
+        )
+    }
+
+    #[tokio::test]
+    async fn first_reject_short_circuits() {
+        let p = Pipeline::new(vec![
+            Arc::new(Fixed("one", || Verdict::Continue)),
+            Arc::new(Fixed("two", || {
+                Verdict::Reject(Rejection::forbidden("no", "no"))
+            })),
+            Arc::new(Fixed("three", || Verdict::Continue)),
+        ]);
+        let mut req = Request::new(body::empty());
+        let mut trace = Vec::new();
+        let out = p.on_request(&mut req, &mut flow(), &mut trace).await;
+        assert!(matches!(out, PhaseOutcome::Reject(ref n, _) if n == "two"));
+        let names: Vec<_> = trace.iter().map(|t| (t.name.as_str(), t.action)).collect();
+        assert_eq!(names, [("one", "continue"), ("two", "reject")]);
+        assert_eq!(trace[0].annotations["seen"], true);
+    }
+}

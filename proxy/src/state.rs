@@ -1,0 +1,94 @@
+//! Process-wide state shared by every listener: the swappable policy (the
+//! pipeline and the limits that come with it), the upstream client and the
+//! audit sink. A reload builds a whole new [`Policy`] first and then swaps it;
+//! requests in flight keep the `Arc` they started with.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+
+use crate::audit::AuditSink;
+use crate::pipeline::Pipeline;
+use crate::upstream::{DenyList, Upstream};
+
+/// Request limits from `proxy.*`.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// `proxy.max_request_body_bytes`: cap for buffered request bodies.
+    pub max_request_body_bytes: usize,
+    /// `proxy.max_response_body_bytes`: cap for buffered response bodies (0 = none).
+    pub max_response_body_bytes: usize,
+    /// `proxy.upstream_response_header_timeout`.
+    pub upstream_response_header_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_request_body_bytes: 1 << 20,
+            max_response_body_bytes: 0,
+            upstream_response_header_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Everything a reload replaces at once.
+pub struct Policy {
+    /// The transforms.
+    pub pipeline: Pipeline,
+    /// Body and timeout limits.
+    pub limits: Limits,
+}
+
+/// State shared by all connections.
+pub struct Shared {
+    policy: ArcSwap<Policy>,
+    /// The deny list, shared with the dialer.
+    pub deny: Arc<ArcSwap<DenyList>>,
+    /// The pooled upstream client.
+    pub upstream: Upstream,
+    /// Where audit records go.
+    pub audit: AuditSink,
+    ready: AtomicBool,
+}
+
+impl Shared {
+    /// State with an initial policy; not ready until [`Shared::set_ready`].
+    pub fn new(
+        policy: Policy,
+        deny: Arc<ArcSwap<DenyList>>,
+        upstream: Upstream,
+        audit: AuditSink,
+    ) -> Self {
+        Shared {
+            policy: ArcSwap::from_pointee(policy),
+            deny,
+            upstream,
+            audit,
+            ready: AtomicBool::new(false),
+        }
+    }
+
+    /// The current policy; hold the `Arc` for the whole request.
+    pub fn policy(&self) -> Arc<Policy> {
+        self.policy.load_full()
+    }
+
+    /// Swaps in a new policy and deny list atomically for new requests.
+    pub fn swap(&self, policy: Policy, deny: DenyList) {
+        self.deny.store(Arc::new(deny));
+        self.policy.store(Arc::new(policy));
+    }
+
+    /// True once policy, listeners and interception are in place.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// Marks the proxy ready (or not).
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Release);
+    }
+}
