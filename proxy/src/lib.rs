@@ -13,3 +13,8 @@ pub mod state;
 pub mod transforms;
 pub mod upgrade;
 pub mod upstream;
+pub mod app;
+pub mod cmd;
+
+/// The version of this build.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,1 +1,47 @@
-fn main() {}
+//! The `iron-proxy` binary: parses arguments and calls the library.
+//! Exit codes: 0 clean shutdown, 1 startup or runtime failure, 2 usage error.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use iron_proxy::cli::{Cli, Command, InterceptAction};
+
+fn main() -> ExitCode {
+    let args = iron_proxy::cli::normalize_args(std::env::args());
+    let cli = match Cli::try_parse_from(args) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
+        }
+    };
+    if cli.version || matches!(cli.command, Some(Command::Version)) {
+        println!("iron-proxy {}", iron_proxy::VERSION);
+        return ExitCode::SUCCESS;
+    }
+    let need_config = |cli: &Cli| match &cli.config {
+        Some(p) => Ok(p.clone()),
+        None => {
+            eprintln!("iron-proxy: missing -config FILE (see iron-proxy --help)");
+            Err(ExitCode::from(2))
+        }
+    };
+    match cli.command {
+        None | Some(Command::Run) => match need_config(&cli) {
+            Ok(path) => iron_proxy::cmd::run(&path),
+            Err(code) => code,
+        },
+        Some(Command::Validate { strict }) => match need_config(&cli) {
+            Ok(path) => iron_proxy::cmd::validate(&path, strict),
+            Err(code) => code,
+        },
+        Some(Command::GenerateCa { ref outdir, ref name, expiry_hours, alg }) => {
+            iron_proxy::cmd::generate_ca(outdir, name, expiry_hours, alg)
+        }
+        Some(Command::Intercept { ref action }) => match need_config(&cli) {
+            Ok(path) => iron_proxy::cmd::intercept(&path, matches!(action, InterceptAction::Detach)),
+            Err(code) => code,
+        },
+        Some(Command::Version) => ExitCode::SUCCESS,
+    }
+}

@@ -105,6 +105,9 @@ pub struct Flow {
     pub started: Instant,
     /// Fields added to the top level of the audit record (for example `body_capture`).
     pub audit_extra: Map<String, Value>,
+    /// A host-only check of a tunnel target whose inner requests will be
+    /// checked again in full: a rule's host alone is enough to continue.
+    pub precheck: bool,
     annotations: Map<String, Value>,
 }
 

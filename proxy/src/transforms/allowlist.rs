@@ -100,6 +100,12 @@ impl Allowlist {
         }
         self.rules.iter().any(|r| r.matches(t))
     }
+
+    /// True when some entry could allow requests to this host, whatever their
+    /// method and path (for tunnel targets whose inner requests are checked later).
+    pub fn allows_host(&self, t: &Target<'_>) -> bool {
+        self.allows(t) || self.rules.iter().any(|r| r.matches_host(t))
+    }
 }
 
 #[async_trait]
@@ -113,7 +119,7 @@ impl Transform for Allowlist {
         _req: &mut Request<Body>,
         cx: &mut Flow,
     ) -> Result<Verdict, TransformError> {
-        if self.allows(&cx.target()) {
+        if self.allows(&cx.target()) || (cx.precheck && self.allows_host(&cx.target())) {
             return Ok(Verdict::Continue);
         }
         let what = if cx.method.is_empty() {

@@ -1,0 +1,121 @@
+//! The commands behind the CLI, each returning the process exit code:
+//! 0 for success or a clean shutdown, 1 for a failure, 2 for a usage error.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use crate::app::App;
+use crate::audit::AuditSink;
+use crate::cli::Alg;
+use crate::config;
+
+fn init_tracing(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("IRON_LOG_FILTER")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("iron_proxy={level},warn")));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+}
+
+fn print_config_errors(errors: &config::ConfigErrors) {
+    for e in &errors.0 {
+        eprintln!("{e}");
+    }
+}
+
+/// `iron-proxy -config FILE`: runs until SIGTERM/SIGINT.
+pub fn run(path: &Path) -> ExitCode {
+    let cfg = match config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            print_config_errors(&e);
+            eprintln!("iron-proxy: {} error(s) in {}; not starting", e.0.len(), path.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    init_tracing(cfg.log.level.as_str());
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("iron-proxy: starting the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async move {
+        let mut app = match App::start(cfg, path, AuditSink::stderr()).await {
+            Ok(app) => app,
+            Err(e) => {
+                tracing::error!(error = %e, "startup failed");
+                eprintln!("iron-proxy: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        tracing::info!(version = crate::VERSION, "ready");
+        wait_for_shutdown().await;
+        tracing::info!("shutting down");
+        app.stop_accepting();
+        ExitCode::SUCCESS
+    })
+}
+
+async fn wait_for_shutdown() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// `iron-proxy validate -config FILE [-strict]`.
+pub fn validate(path: &Path, strict: bool) -> ExitCode {
+    let cfg = match config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            print_config_errors(&e);
+            eprintln!("{}: invalid ({} error(s))", path.display(), e.0.len());
+            return ExitCode::FAILURE;
+        }
+    };
+    let refs = config::check_references(&cfg, &|k| std::env::var(k).ok());
+    let kind = if strict { "error" } else { "warning" };
+    for r in &refs {
+        eprintln!("{}: {kind}: {r}", path.display());
+    }
+    if strict && !refs.is_empty() {
+        eprintln!("{}: invalid under -strict ({} problem(s))", path.display(), refs.len());
+        return ExitCode::FAILURE;
+    }
+    println!("{}: valid", path.display());
+    ExitCode::SUCCESS
+}
+
+/// `iron-proxy generate-ca`.
+pub fn generate_ca(outdir: &Path, name: &str, expiry_hours: u64, alg: Alg) -> ExitCode {
+    let alg = match alg {
+        Alg::Ecdsa => crate::tls::generate::CaAlg::Ecdsa,
+        Alg::Rsa4096 => crate::tls::generate::CaAlg::Rsa4096,
+        Alg::Ed25519 => crate::tls::generate::CaAlg::Ed25519,
+    };
+    match crate::tls::generate::generate_ca(outdir, name, expiry_hours, alg) {
+        Ok((cert, key)) => {
+            println!("wrote {} (0644) and {} (0600)", cert.display(), key.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("iron-proxy generate-ca: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `iron-proxy intercept status|detach -config FILE`.
+pub fn intercept(path: &Path, detach: bool) -> ExitCode {
+    let _ = (path, detach);
+    eprintln!("iron-proxy intercept: not supported yet by this build");
+    ExitCode::FAILURE
+}

@@ -1,0 +1,237 @@
+//! The "original destination" intake: a connection whose destination is
+//! already known (a CONNECT/SOCKS5 target, an intercepted socket's original
+//! destination, or the HTTPS listener) is sniffed, then handed to MITM, to
+//! TLS passthrough (sni-only), or to the plain HTTP path. Anything else is
+//! refused and audited.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio_rustls::TlsAcceptor;
+
+use crate::audit::AuditRecord;
+use crate::exchange::{AuditGuard, ConnInfo};
+use crate::pipeline::{Dest, Flow, PhaseOutcome};
+use crate::rules::normalize_host;
+use crate::state::Shared;
+use crate::tls::sniff::{peek_client_hello, PrefixedStream, Sniff};
+use crate::tls::{LeafCache, SniResolver};
+
+/// Largest ClientHello the proxy reads before deciding.
+pub const MAX_CLIENT_HELLO: usize = 16 * 1024;
+/// How long a client may take to send its first bytes.
+pub const SNIFF_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How TLS from workloads is handled (`tls.mode`).
+#[derive(Clone)]
+pub enum TlsHandling {
+    /// Terminate TLS with leaves minted from the CA.
+    Mitm {
+        /// Server config with the SNI resolver and ALPN h2/http1.1.
+        config: Arc<rustls::ServerConfig>,
+        /// The leaf cache, for SNI-less connections to an IP.
+        cache: Arc<LeafCache>,
+    },
+    /// Pass TLS through after checking the SNI.
+    SniOnly,
+}
+
+/// Everything a listener needs to take a connection in.
+#[derive(Clone)]
+pub struct Intake {
+    /// Shared proxy state.
+    pub shared: Arc<Shared>,
+    /// TLS handling.
+    pub tls: TlsHandling,
+}
+
+/// What is known about where the connection was going.
+#[derive(Debug, Clone)]
+pub struct KnownDest {
+    /// A host name or IP literal, when known (CONNECT target, original IP).
+    pub host: Option<String>,
+    /// The destination port.
+    pub port: u16,
+}
+
+impl Intake {
+    /// Runs the pipeline on a host-only request and reports whether it may go on.
+    /// With `precheck`, the inner requests will be checked again in full, so a
+    /// rule's host alone is enough here.
+    pub async fn check_host(&self, conn: &ConnInfo, host: &str, port: u16, precheck: bool, rec: &mut AuditRecord) -> bool {
+        let policy = self.shared.policy();
+        let dest = Dest { ip: host.parse().ok(), host: host.to_string(), port, tls: true };
+        let mut cx = Flow::new(dest, String::new(), String::new());
+        cx.precheck = precheck;
+        let mut req = http::Request::new(crate::body::empty());
+        rec.host = host.to_string();
+        rec.sni = rec.sni.clone().or_else(|| conn.sni.clone());
+        match policy.pipeline.on_request(&mut req, &mut cx, &mut rec.request_transforms).await {
+            PhaseOutcome::Continue => true,
+            PhaseOutcome::Reject(by, r) => {
+                rec.reject(Some(&by), &r.reason, r.status.as_u16());
+                false
+            }
+            PhaseOutcome::Stub(by, _) => {
+                rec.reject(Some(&by), "stub_on_tunnel", 403);
+                false
+            }
+            PhaseOutcome::Fail(by, e) => {
+                rec.fail(e.reason, e.detail, e.status.as_u16());
+                rec.rejected_by = Some(by);
+                false
+            }
+        }
+    }
+
+    /// Sniffs `io` and serves it according to what it carries.
+    pub async fn serve<I>(&self, mut io: I, mut conn: ConnInfo, dest: KnownDest)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let (verdict, prefix) = match peek_client_hello(&mut io, MAX_CLIENT_HELLO, SNIFF_TIMEOUT).await {
+            Ok(v) => v,
+            Err(e) => {
+                let mut rec = conn.record();
+                rec.host = dest.host.clone().unwrap_or_default();
+                rec.reject(None, "no_client_data", 0);
+                rec.error = Some(e.to_string());
+                self.shared.audit.emit(&rec);
+                return;
+            }
+        };
+        let is_http = looks_like_http(&prefix);
+        let io = PrefixedStream::new(prefix, io);
+        match verdict {
+            Sniff::Tls { sni, .. } => self.serve_tls(io, conn, dest, sni).await,
+            Sniff::NotTls if is_http => {
+                conn.default_port = dest.port;
+                conn.tls = false;
+                super::serve_http(self.shared.clone(), conn, io).await;
+            }
+            other => {
+                let mut rec = conn.record();
+                rec.host = dest.host.clone().unwrap_or_default();
+                let reason = match other {
+                    Sniff::Malformed(_) => "malformed_client_hello",
+                    Sniff::TooLarge => "client_hello_too_large",
+                    _ => "unknown_protocol",
+                };
+                rec.reject(None, reason, 0);
+                self.shared.audit.emit(&rec);
+                let mut io = io;
+                let _ = io.shutdown().await;
+            }
+        }
+    }
+
+    async fn serve_tls<I>(&self, io: PrefixedStream<I>, mut conn: ConnInfo, dest: KnownDest, sni: Option<String>)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let sni = sni.map(|s| normalize_host(&s));
+        conn.sni = sni.clone();
+        // The name the proxy will dial: the SNI; without SNI, the known destination (an IP is treated as that IP).
+        let Some(host) = sni.clone().or_else(|| dest.host.clone()) else {
+            let mut rec = conn.record();
+            rec.reject(None, "missing_sni", 0);
+            self.shared.audit.emit(&rec);
+            return;
+        };
+        match &self.tls {
+            TlsHandling::SniOnly => self.passthrough(io, conn, &host, dest.port).await,
+            TlsHandling::Mitm { config, cache } => {
+                let config = if sni.is_some() {
+                    config.clone()
+                } else {
+                    // No SNI: present a leaf for the destination itself (an IP SAN for IPs).
+                    let name = host.clone();
+                    let mut c = (**config).clone();
+                    c.cert_resolver = Arc::new(SniResolver::fixed(cache.clone(), name));
+                    Arc::new(c)
+                };
+                let tls = match TlsAcceptor::from(config).accept(io).await {
+                    Ok(t) => t,
+                    Err(e) => {
+                        let mut rec = conn.record();
+                        rec.host = host;
+                        rec.reject(None, "client_tls_handshake_failed", 0);
+                        rec.error = Some(e.to_string());
+                        self.shared.audit.emit(&rec);
+                        return;
+                    }
+                };
+                if sni.is_none() {
+                    conn.expected_host = Some(host);
+                }
+                conn.tls = true;
+                conn.default_port = dest.port;
+                super::serve_http(self.shared.clone(), conn, tls).await;
+            }
+        }
+    }
+
+    /// sni-only: check the host, then splice TCP to the SNI name on the same port.
+    async fn passthrough<I>(&self, mut io: PrefixedStream<I>, conn: ConnInfo, host: &str, port: u16)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let mut rec = conn.record();
+        rec.mode = crate::audit::Mode::SniOnly;
+        if let Some(expected) = conn.expected_host.as_deref() {
+            if normalize_host(expected) != host {
+                rec.host = host.to_string();
+                rec.reject(None, "host_mismatch", 0);
+                self.shared.audit.emit(&rec);
+                return;
+            }
+        }
+        if !self.check_host(&conn, host, port, false, &mut rec).await {
+            self.shared.audit.emit(&rec);
+            let _ = io.shutdown().await;
+            return;
+        }
+        let mut guard = self.shared.audit.emit(&rec);
+        let mut upstream = match self.shared.upstream.dialer().tcp(host, port).await {
+            Ok(u) => u,
+            Err(e) => {
+                if let Some(r) = guard.record_mut() {
+                    r.fail(e.reason(), e.to_string(), 0);
+                }
+                return;
+            }
+        };
+        let result = tokio::io::copy_bidirectional(&mut io, &mut upstream).await;
+        if let Some(r) = guard.record_mut() {
+            match result {
+                Ok((sent, received)) => {
+                    r.bytes_sent = Some(sent);
+                    r.bytes_received = Some(received);
+                }
+                Err(e) => r.error = Some(format!("passthrough: {e}")),
+            }
+        }
+    }
+}
+
+/// True when the first bytes look like an HTTP/1 request line or an HTTP/2 preface.
+fn looks_like_http(prefix: &[u8]) -> bool {
+    let token_len = prefix.iter().take_while(|b| b.is_ascii_uppercase()).count();
+    (3..=10).contains(&token_len) && prefix.get(token_len) == Some(&b' ')
+        || prefix.starts_with(b"PRI * HTTP/2.0")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::looks_like_http;
+
+    #[test]
+    fn http_detection() {
+        assert!(looks_like_http(b"GET / HTTP/1.1\r\n"));
+        assert!(looks_like_http(b"OPTIONS * HTTP/1.1\r\n"));
+        assert!(looks_like_http(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"));
+        assert!(!looks_like_http(b"SSH-2.0-OpenSSH_9.2\r\n"));
+        assert!(!looks_like_http(b"\x00\x01garbage"));
+    }
+}

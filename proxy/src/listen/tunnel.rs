@@ -1,0 +1,205 @@
+//! `proxy.tunnel_listen`: HTTP CONNECT, SOCKS5 (no auth; IPv4, IPv6 and
+//! domain targets) and absolute-form HTTP proxy requests on one port, told
+//! apart by the first byte. The tunnel target goes through the pipeline; the
+//! inner stream is then sniffed like any connection with a known destination.
+
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use super::sniffed::{Intake, KnownDest};
+use crate::audit::{Mode, TunnelInfo};
+use crate::body::{self, Body};
+use crate::exchange::{self, ConnInfo};
+use crate::rules::normalize_host;
+
+/// Errors while reading a SOCKS5 handshake.
+#[derive(Debug, thiserror::Error)]
+pub enum SocksError {
+    /// The client offered a version other than 5.
+    #[error("unsupported SOCKS version {0}")]
+    Version(u8),
+    /// The client does not offer "no authentication".
+    #[error("client offers no acceptable authentication method")]
+    NoAcceptableAuth,
+    /// A command other than CONNECT.
+    #[error("unsupported SOCKS command {0}")]
+    Command(u8),
+    /// An unknown address type.
+    #[error("unsupported SOCKS address type {0}")]
+    AddressType(u8),
+    /// A domain that is not UTF-8.
+    #[error("SOCKS domain is not valid text")]
+    Domain,
+    /// Reading or writing failed.
+    #[error("socks i/o")]
+    Io(#[from] std::io::Error),
+}
+
+/// SOCKS5 reply codes.
+const SOCKS_OK: u8 = 0x00;
+const SOCKS_NOT_ALLOWED: u8 = 0x02;
+const SOCKS_CMD_UNSUPPORTED: u8 = 0x07;
+const SOCKS_ATYP_UNSUPPORTED: u8 = 0x08;
+
+/// Accepts tunnel connections until the task is dropped.
+pub async fn run(listener: TcpListener, intake: Intake) {
+    loop {
+        let (stream, remote) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed on tunnel listener");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let intake = intake.clone();
+        tokio::spawn(async move { serve(stream, remote, intake).await });
+    }
+}
+
+async fn serve(stream: TcpStream, remote: SocketAddr, intake: Intake) {
+    let mut first = [0u8; 1];
+    match stream.peek(&mut first).await {
+        Ok(1) if first[0] == 0x05 => {
+            if let Err(e) = socks5(stream, remote, &intake).await {
+                tracing::debug!(client = %remote, error = %e, "socks5 handshake failed");
+            }
+        }
+        Ok(1) => http_proxy(stream, remote, intake).await,
+        _ => {}
+    }
+}
+
+async fn http_proxy(stream: TcpStream, remote: SocketAddr, intake: Intake) {
+    let svc = service_fn(move |req: Request<Incoming>| {
+        let intake = intake.clone();
+        let fut: exchange::HandleFuture = Box::pin(async move {
+            if req.method() == Method::CONNECT {
+                Ok(connect(req, remote, intake).await)
+            } else {
+                let conn = Arc::new(ConnInfo::new(remote, Mode::Tunnel, false, 80));
+                exchange::handle(intake.shared.clone(), conn, req).await
+            }
+        });
+        fut
+    });
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().preserve_header_case(true);
+    if let Err(e) = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).await {
+        tracing::debug!(client = %remote, error = %e, "tunnel client connection ended with an error");
+    }
+}
+
+fn status(code: StatusCode, text: &str) -> Response<Body> {
+    let mut r = Response::new(body::full(format!("iron-proxy: {text}\n")));
+    *r.status_mut() = code;
+    r
+}
+
+/// Answers a CONNECT: check the target, reply 200, then serve the inner stream.
+async fn connect(mut req: Request<Incoming>, remote: SocketAddr, intake: Intake) -> Response<Body> {
+    let Some(authority) = req.uri().authority().cloned() else {
+        return status(StatusCode::BAD_REQUEST, "CONNECT needs host:port");
+    };
+    let host = normalize_host(authority.host());
+    let Some(port) = authority.port_u16() else {
+        return status(StatusCode::BAD_REQUEST, "CONNECT needs host:port");
+    };
+    let mut conn = ConnInfo::new(remote, Mode::Tunnel, false, port);
+    conn.tunnel = Some(TunnelInfo { kind: "connect", target: format!("{host}:{port}") });
+    let mut rec = conn.record();
+    rec.method = "CONNECT".into();
+    if !intake.check_host(&conn, &host, port, precheck(&intake), &mut rec).await {
+        let msg = format!("CONNECT to {host}:{port} is not allowed");
+        intake.shared.audit.emit(&rec);
+        return crate::exchange::connection_refusal(&msg);
+    }
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(up) => {
+                conn.expected_host = Some(host.clone());
+                intake.serve(TokioIo::new(up), conn, KnownDest { host: Some(host), port }).await;
+            }
+            Err(e) => tracing::debug!(error = %e, "CONNECT upgrade failed"),
+        }
+    });
+    Response::new(body::empty())
+}
+
+/// In MITM mode the inner requests are checked in full, so the target check is host-only.
+fn precheck(intake: &Intake) -> bool {
+    matches!(intake.tls, super::sniffed::TlsHandling::Mitm { .. })
+}
+
+async fn socks_reply(s: &mut TcpStream, code: u8) -> std::io::Result<()> {
+    s.write_all(&[0x05, code, 0x00, 0x01, 0, 0, 0, 0, 0, 0]).await
+}
+
+async fn socks5(mut s: TcpStream, remote: SocketAddr, intake: &Intake) -> Result<(), SocksError> {
+    let mut head = [0u8; 2];
+    s.read_exact(&mut head).await?;
+    if head[0] != 0x05 {
+        return Err(SocksError::Version(head[0]));
+    }
+    let mut methods = vec![0u8; head[1] as usize];
+    s.read_exact(&mut methods).await?;
+    if !methods.contains(&0x00) {
+        s.write_all(&[0x05, 0xff]).await?;
+        return Err(SocksError::NoAcceptableAuth);
+    }
+    s.write_all(&[0x05, 0x00]).await?;
+    let mut req = [0u8; 4];
+    s.read_exact(&mut req).await?;
+    if req[0] != 0x05 {
+        return Err(SocksError::Version(req[0]));
+    }
+    if req[1] != 0x01 {
+        socks_reply(&mut s, SOCKS_CMD_UNSUPPORTED).await?;
+        return Err(SocksError::Command(req[1]));
+    }
+    let host = match req[3] {
+        0x01 => {
+            let mut a = [0u8; 4];
+            s.read_exact(&mut a).await?;
+            Ipv4Addr::from(a).to_string()
+        }
+        0x04 => {
+            let mut a = [0u8; 16];
+            s.read_exact(&mut a).await?;
+            Ipv6Addr::from(a).to_string()
+        }
+        0x03 => {
+            let len = s.read_u8().await? as usize;
+            let mut d = vec![0u8; len];
+            s.read_exact(&mut d).await?;
+            normalize_host(std::str::from_utf8(&d).map_err(|_| SocksError::Domain)?)
+        }
+        other => {
+            socks_reply(&mut s, SOCKS_ATYP_UNSUPPORTED).await?;
+            return Err(SocksError::AddressType(other));
+        }
+    };
+    let port = s.read_u16().await?;
+    let mut conn = ConnInfo::new(remote, Mode::Tunnel, false, port);
+    conn.tunnel = Some(TunnelInfo { kind: "socks5", target: format!("{host}:{port}") });
+    let mut rec = conn.record();
+    if !intake.check_host(&conn, &host, port, precheck(intake), &mut rec).await {
+        intake.shared.audit.emit(&rec);
+        socks_reply(&mut s, SOCKS_NOT_ALLOWED).await?;
+        return Ok(());
+    }
+    socks_reply(&mut s, SOCKS_OK).await?;
+    conn.expected_host = Some(host.clone());
+    intake.serve(s, conn, KnownDest { host: Some(host), port }).await;
+    Ok(())
+}
