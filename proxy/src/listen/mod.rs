@@ -4,6 +4,7 @@
 pub mod http;
 pub mod https;
 pub mod sniffed;
+pub mod transparent;
 pub mod tunnel;
 
 use std::sync::Arc;

@@ -1,0 +1,84 @@
+//! `intercept.listen`: connections redirected by eBPF (or nftables REDIRECT).
+//! The original destination comes from the interception maps (or from
+//! `SO_ORIGINAL_DST`); the proxy then dials the name the client asked for
+//! (SNI or Host), never the IP it connected to.
+
+use std::net::SocketAddr;
+use std::os::fd::AsFd;
+use std::sync::Arc;
+
+use tokio::net::{TcpListener, TcpStream};
+
+use super::sniffed::{Intake, KnownDest};
+use crate::audit::{ClientProcess, Mode};
+use crate::exchange::ConnInfo;
+
+/// Where a redirected connection was going, and who made it.
+#[derive(Debug, Clone)]
+pub struct Redirected {
+    /// The original destination.
+    pub dst: SocketAddr,
+    /// The process, when the interception layer recorded it.
+    pub client: Option<ClientProcess>,
+}
+
+/// Finds the original destination of an accepted, redirected connection.
+pub trait OriginLookup: Send + Sync {
+    /// `peer` is the client's address, `local` the listener side of the accepted socket.
+    fn lookup(&self, stream: &TcpStream, peer: SocketAddr, local: SocketAddr) -> Option<Redirected>;
+}
+
+/// `SO_ORIGINAL_DST` / `IP6T_SO_ORIGINAL_DST` on the accepted socket: answered
+/// by conntrack after an nftables REDIRECT, or by the eBPF getsockopt program.
+pub struct SockoptLookup;
+
+impl OriginLookup for SockoptLookup {
+    fn lookup(&self, stream: &TcpStream, _peer: SocketAddr, local: SocketAddr) -> Option<Redirected> {
+        use nix::sys::socket::{getsockopt, sockopt};
+        let fd = stream.as_fd();
+        let dst = if local.is_ipv4() {
+            let sin = getsockopt(&fd, sockopt::OriginalDst).ok()?;
+            SocketAddr::from((std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)), u16::from_be(sin.sin_port)))
+        } else {
+            let sin6 = getsockopt(&fd, sockopt::Ip6tOriginalDst).ok()?;
+            SocketAddr::from((std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr), u16::from_be(sin6.sin6_port)))
+        };
+        Some(Redirected { dst, client: None })
+    }
+}
+
+/// Accepts redirected connections until the task is dropped.
+pub async fn run(listener: TcpListener, intake: Intake, lookup: Arc<dyn OriginLookup>) {
+    loop {
+        let (stream, remote) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed on transparent listener");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let local = match stream.local_addr() {
+            Ok(l) => l,
+            Err(_) => continue,
+        };
+        let Some(origin) = lookup.lookup(&stream, remote, local) else {
+            // Nothing recorded: not a redirected connection. Refuse rather than guess.
+            let mut conn = ConnInfo::new(remote, Mode::Transparent, false, 0);
+            conn.client = None;
+            let mut rec = conn.record();
+            rec.reject(None, "unknown_original_destination", 0);
+            intake.shared.audit.emit(&rec);
+            continue;
+        };
+        let intake = intake.clone();
+        tokio::spawn(async move {
+            let mut conn = ConnInfo::new(remote, Mode::Transparent, false, origin.dst.port());
+            conn.client = origin.client;
+            conn.original_dst = Some(origin.dst);
+            let ip = crate::rules::canonical_ip(origin.dst.ip()).to_string();
+            intake.serve(stream, conn, KnownDest { host: Some(ip), port: origin.dst.port() }).await;
+        });
+    }
+}
