@@ -1,0 +1,1 @@
+//! getaddrinfo in a netns.

@@ -1,0 +1,1 @@
+//! dig and dnsmasq tests.
