@@ -171,7 +171,12 @@ async fn tcp_exchange(
 }
 
 /// Parses an upstream packet and checks it answers our question.
-fn check_answer(server: SocketAddr, raw: &[u8], id: u16, q: &Question) -> Result<Message, DnsError> {
+fn check_answer(
+    server: SocketAddr,
+    raw: &[u8],
+    id: u16,
+    q: &Question,
+) -> Result<Message, DnsError> {
     let msg = Message::from_vec(raw).map_err(|e| invalid(server, e))?;
     if msg.metadata.id != id || msg.metadata.message_type != MessageType::Response {
         return Err(invalid(server, "id mismatch or not a response"));

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use hickory_proto::op::{Edns, Header, HeaderCounts, Metadata, MessageType, OpCode, ResponseCode};
+use hickory_proto::op::{Edns, Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode};
 use hickory_proto::rr::{DNSClass, Record, RecordType};
 use hickory_server::net::runtime::Time;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
@@ -102,10 +102,7 @@ impl Handler {
             qtype,
             recursion_desired: request.metadata.recursion_desired,
             checking_disabled: request.metadata.checking_disabled,
-            dnssec_ok: request
-                .edns
-                .as_ref()
-                .is_some_and(|e| e.flags().dnssec_ok),
+            dnssec_ok: request.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok),
         };
         self.resolve(question).await
     }

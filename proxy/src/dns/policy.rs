@@ -50,7 +50,10 @@ impl Policy {
             match rec {
                 StaticRecord::A { name, ip } => {
                     let key = record_key(name)?;
-                    match records.entry(key).or_insert_with(|| StaticEntry::A(Vec::new())) {
+                    match records
+                        .entry(key)
+                        .or_insert_with(|| StaticEntry::A(Vec::new()))
+                    {
                         StaticEntry::A(ips) => ips.push(*ip),
                         StaticEntry::Cname(_) => return Err(DnsError::CnameConflict(name.clone())),
                     }
@@ -205,7 +208,10 @@ mod tests {
             ip: Ipv4Addr::new(10, 1, 1, 1),
         }];
         let p = Policy::new(&settings(recs, &["*.cluster.local"])).expect("policy");
-        assert!(matches!(p.route(&name("db.cluster.local.")), Route::Record(_)));
+        assert!(matches!(
+            p.route(&name("db.cluster.local.")),
+            Route::Record(_)
+        ));
         assert_eq!(p.route(&name("API.cluster.local")), Route::Passthrough);
         assert_eq!(p.route(&name("cluster.local")), Route::Passthrough);
         assert_eq!(p.route(&name("evil.com")), Route::Intercept);

@@ -59,7 +59,10 @@ pub(super) async fn start(s: DnsSettings) -> (DnsServer, SocketAddr) {
 pub(super) fn query_bytes(name: &str, qtype: RecordType, edns: Option<u16>) -> (u16, Vec<u8>) {
     let mut msg = Message::query();
     msg.metadata.recursion_desired = true;
-    msg.add_query(Query::query(Name::from_ascii(name).expect("test name"), qtype));
+    msg.add_query(Query::query(
+        Name::from_ascii(name).expect("test name"),
+        qtype,
+    ));
     if let Some(size) = edns {
         let mut e = Edns::new();
         e.set_max_payload(size);

@@ -27,8 +27,16 @@ async fn intercepts_every_type_over_udp_and_tcp() {
         assert_eq!(a.answers[0].ttl, crate::dns::LOCAL_TTL);
         for t in [RecordType::AAAA, RecordType::TXT, RecordType::MX] {
             let m = ask("no-such-name.invalid.", t).await;
-            assert_eq!(m.metadata.response_code, ResponseCode::NoError, "{t} tcp={tcp}");
-            assert!(m.answers.is_empty(), "{t} should be empty, got {:?}", m.answers);
+            assert_eq!(
+                m.metadata.response_code,
+                ResponseCode::NoError,
+                "{t} tcp={tcp}"
+            );
+            assert!(
+                m.answers.is_empty(),
+                "{t} should be empty, got {:?}",
+                m.answers
+            );
         }
     }
     assert_eq!(server.stats().snapshot().intercepted, 8);
@@ -42,7 +50,10 @@ async fn aaaa_answers_proxy_ip6_when_set() {
     let (_server, addr) = start(s).await;
     let m = udp_query(addr, "x.test.", RecordType::AAAA, None).await;
     match m.answers.as_slice() {
-        [r] => assert_eq!(r.data, RData::AAAA(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1).into())),
+        [r] => assert_eq!(
+            r.data,
+            RData::AAAA(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1).into())
+        ),
         other => panic!("expected one AAAA, got {other:?}"),
     }
 }
@@ -66,7 +77,10 @@ async fn static_records_take_precedence_and_cnames_follow_targets() {
     let (server, addr) = start(s).await;
 
     let m = udp_query(addr, "db.pass.test.", RecordType::A, None).await;
-    assert_eq!(a_addrs(&m), vec![Ipv4Addr::new(10, 1, 1, 1), Ipv4Addr::new(10, 1, 1, 2)]);
+    assert_eq!(
+        a_addrs(&m),
+        vec![Ipv4Addr::new(10, 1, 1, 1), Ipv4Addr::new(10, 1, 1, 2)]
+    );
     let m = udp_query(addr, "db.pass.test.", RecordType::AAAA, None).await;
     assert!(m.answers.is_empty(), "static A name has no AAAA");
 
@@ -74,7 +88,12 @@ async fn static_records_take_precedence_and_cnames_follow_targets() {
     let kinds: Vec<RecordType> = m.answers.iter().map(|r| r.record_type()).collect();
     assert_eq!(
         kinds,
-        [RecordType::CNAME, RecordType::CNAME, RecordType::A, RecordType::A]
+        [
+            RecordType::CNAME,
+            RecordType::CNAME,
+            RecordType::A,
+            RecordType::A
+        ]
     );
     let m = tcp_query(addr, "to-pass.test.", RecordType::A).await;
     assert_eq!(m.answers[0].record_type(), RecordType::CNAME);
@@ -100,19 +119,31 @@ async fn intercepted_names_never_reach_the_upstream() {
     let mut s = settings(&["*.pass.test"], Some(up.addr));
     s.records = vec![cname_record("c.test", "secret-target.test")];
     let (server, addr) = start(s).await;
-    for t in [RecordType::A, RecordType::AAAA, RecordType::TXT, RecordType::MX, RecordType::ANY] {
+    for t in [
+        RecordType::A,
+        RecordType::AAAA,
+        RecordType::TXT,
+        RecordType::MX,
+        RecordType::ANY,
+    ] {
         udp_query(addr, "secret.evil.test.", t, Some(1232)).await;
         tcp_query(addr, "secret.evil.test.", t).await;
         udp_query(addr, "c.test.", t, None).await;
     }
     // A label holding a dot whose text form ends in ".pass.test".
     let mut raw = Message::query();
-    let mut n = hickory_proto::rr::Name::from_labels(vec![b"x".to_vec(), b"leak.pass".to_vec(), b"test".to_vec()])
-        .expect("name");
+    let mut n = hickory_proto::rr::Name::from_labels(vec![
+        b"x".to_vec(),
+        b"leak.pass".to_vec(),
+        b"test".to_vec(),
+    ])
+    .expect("name");
     n.set_fqdn(true);
     raw.add_query(hickory_proto::op::Query::query(n, RecordType::A));
     let sock = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
-    sock.send_to(&raw.to_vec().expect("encode"), addr).await.expect("send");
+    sock.send_to(&raw.to_vec().expect("encode"), addr)
+        .await
+        .expect("send");
     let mut buf = [0u8; 512];
     tokio::time::timeout(Duration::from_secs(5), sock.recv(&mut buf))
         .await
@@ -134,7 +165,10 @@ async fn truncated_upstream_answer_falls_back_to_tcp_and_truncates_to_client() {
     let (_server, addr) = start(settings(&["big.test"], Some(up.addr))).await;
     // No EDNS: 60 A records (~1 KiB) exceed 512 bytes, so the client sees TC.
     let m = udp_query(addr, "big.test.", RecordType::A, None).await;
-    assert!(m.metadata.truncation, "udp answer over 512 bytes must set TC");
+    assert!(
+        m.metadata.truncation,
+        "udp answer over 512 bytes must set TC"
+    );
     let m = tcp_query(addr, "big.test.", RecordType::A).await;
     assert!(!m.metadata.truncation);
     assert_eq!(a_addrs(&m).len(), 60);
@@ -143,7 +177,10 @@ async fn truncated_upstream_answer_falls_back_to_tcp_and_truncates_to_client() {
     let m = udp_query(addr, "big.test.", RecordType::A, Some(4096)).await;
     assert_eq!(a_addrs(&m).len(), 60);
     let seen = up.seen();
-    assert!(seen.iter().any(|s| s.ends_with("udp")) && seen.iter().any(|s| s.ends_with("tcp")), "{seen:?}");
+    assert!(
+        seen.iter().any(|s| s.ends_with("udp")) && seen.iter().any(|s| s.ends_with("tcp")),
+        "{seen:?}"
+    );
 }
 
 #[tokio::test]
@@ -154,7 +191,7 @@ async fn malformed_packets_are_dropped_and_service_continues() {
     let junk: Vec<Vec<u8>> = vec![
         vec![],
         vec![0xff; 5],
-        good[..14].to_vec(),                // header plus a cut name
+        good[..14].to_vec(), // header plus a cut name
         [&good[..4], &[0xff, 0xff], &good[6..]].concat(), // qdcount 65535
         (0..=255u8).cycle().take(3000).collect(),
     ];
@@ -162,7 +199,9 @@ async fn malformed_packets_are_dropped_and_service_continues() {
         sock.send_to(j, addr).await.expect("send junk");
     }
     let mut tcp = TcpStream::connect(addr).await.expect("connect");
-    tcp.write_all(&[0x00, 0x05, 1, 2, 3, 4, 5]).await.expect("write junk");
+    tcp.write_all(&[0x00, 0x05, 1, 2, 3, 4, 5])
+        .await
+        .expect("write junk");
     drop(tcp);
     let m = udp_query(addr, "x.test.", RecordType::A, None).await;
     assert_eq!(a_addrs(&m), vec![PROXY_IP]);
@@ -182,7 +221,9 @@ async fn refuses_other_classes_and_zone_transfers() {
     q.set_query_class(DNSClass::CH);
     msg.add_query(q);
     let sock = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
-    sock.send_to(&msg.to_vec().expect("encode"), addr).await.expect("send");
+    sock.send_to(&msg.to_vec().expect("encode"), addr)
+        .await
+        .expect("send");
     let mut buf = [0u8; 512];
     let n = tokio::time::timeout(Duration::from_secs(5), sock.recv(&mut buf))
         .await
@@ -222,7 +263,11 @@ async fn silent_upstream_blocks_nothing_else() {
     let (server, addr) = start(settings(&["*.slow.test"], Some(up.addr))).await;
     let started = Instant::now();
     let slow: Vec<_> = (0..5)
-        .map(|i| tokio::spawn(async move { udp_query(addr, &format!("h{i}.slow.test."), RecordType::A, None).await }))
+        .map(|i| {
+            tokio::spawn(async move {
+                udp_query(addr, &format!("h{i}.slow.test."), RecordType::A, None).await
+            })
+        })
         .collect();
     tokio::time::sleep(Duration::from_millis(100)).await;
     for i in 0..20 {
@@ -239,7 +284,10 @@ async fn silent_upstream_blocks_nothing_else() {
         assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
     }
     let waited = started.elapsed();
-    assert!(waited < crate::dns::UPSTREAM_TIMEOUT + Duration::from_secs(2), "{waited:?}");
+    assert!(
+        waited < crate::dns::UPSTREAM_TIMEOUT + Duration::from_secs(2),
+        "{waited:?}"
+    );
     let st = server.stats().snapshot();
     assert_eq!((st.failed, st.intercepted), (5, 20));
 }
@@ -254,7 +302,10 @@ async fn forwarding_to_itself_is_detected() {
     let started = Instant::now();
     let m = udp_query(addr, "x.loop.test.", RecordType::A, None).await;
     assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
-    assert!(started.elapsed() < Duration::from_secs(2), "loop not cut short");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "loop not cut short"
+    );
     assert!(server.stats().snapshot().failed >= 1);
 }
 
