@@ -28,6 +28,11 @@ pub(crate) const LOOP_OPTION: u16 = 65_001;
 /// UDP payload size we advertise upstream (the DNS flag day 2020 value).
 const UPSTREAM_PAYLOAD: u16 = 1232;
 
+/// Most upstream exchanges in flight at once. Each holds a socket for up to
+/// the timeout, so a flood of passthrough queries to a dead upstream must not
+/// exhaust file descriptors; past the limit a query gets SERVFAIL at once.
+const MAX_IN_FLIGHT: usize = 1024;
+
 /// What the client asked, as far as the upstream gets to see it.
 #[derive(Debug, Clone)]
 pub(crate) struct Question {
@@ -44,6 +49,7 @@ pub(crate) struct Forwarder {
     servers: Vec<SocketAddr>,
     timeout: Duration,
     loop_token: [u8; 16],
+    in_flight: tokio::sync::Semaphore,
 }
 
 impl Forwarder {
@@ -52,6 +58,7 @@ impl Forwarder {
             servers,
             timeout,
             loop_token: *uuid::Uuid::new_v4().as_bytes(),
+            in_flight: tokio::sync::Semaphore::new(MAX_IN_FLIGHT),
         }
     }
 
@@ -66,6 +73,10 @@ impl Forwarder {
         if self.servers.is_empty() {
             return Err(DnsError::NoUpstream);
         }
+        let _permit = self
+            .in_flight
+            .try_acquire()
+            .map_err(|_| DnsError::UpstreamBusy)?;
         let deadline = Instant::now() + self.timeout;
         let mut fallback = None;
         let mut last_err = DnsError::NoUpstream;

@@ -117,6 +117,9 @@ pub enum DnsError {
     /// No upstream nameserver is available for a passthrough query.
     #[error("no upstream nameserver configured")]
     NoUpstream,
+    /// Too many passthrough queries are already waiting on the upstream.
+    #[error("too many upstream queries in flight")]
+    UpstreamBusy,
     /// The upstream did not answer in time.
     #[error("upstream {0} timed out")]
     UpstreamTimeout(SocketAddr),

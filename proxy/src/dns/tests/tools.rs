@@ -258,6 +258,10 @@ async fn large_passthrough_answer_sets_tc_and_tcp_gets_it_whole() {
     assert_eq!(txt.len(), 1, "{}", d.raw);
     assert!(txt[0].len() > 2000, "whole TXT record over tcp: {}", d.raw);
     assert_eq!(d.answers[0].1, DNSMASQ_TTL);
+    // Three client queries (udp, udp, then dig's tcp retry), each forwarded
+    // over udp, truncated by dnsmasq (1232-byte payload) and retried over tcp.
+    let log = up.log();
+    assert_eq!(log.matches("query[TXT] big.pass.test").count(), 6, "{log}");
 }
 
 #[tokio::test]
