@@ -152,9 +152,7 @@ impl Drop for FakeUpstream {
 
 impl FakeUpstream {
     pub(super) async fn start(mode: Mode) -> FakeUpstream {
-        let udp = UdpSocket::bind("127.0.0.1:0").await.expect("bind fake udp");
-        let addr = udp.local_addr().expect("addr");
-        let tcp = TcpListener::bind(addr).await.expect("bind fake tcp");
+        let (udp, tcp, addr) = bind_udp_tcp().await;
         let seen = Arc::new(Mutex::new(Vec::new()));
         let seen_udp = seen.clone();
         let udp_task = tokio::spawn(async move {
@@ -196,6 +194,19 @@ impl FakeUpstream {
     pub(super) fn seen(&self) -> Vec<String> {
         self.seen.lock().expect("lock").clone()
     }
+}
+
+/// A UDP socket and a TCP listener on the same 127.0.0.1 port.
+async fn bind_udp_tcp() -> (UdpSocket, TcpListener, SocketAddr) {
+    for _ in 0..20 {
+        let udp = UdpSocket::bind("127.0.0.1:0").await.expect("bind fake udp");
+        let addr = udp.local_addr().expect("addr");
+        // The TCP side of that port may be taken by another test: try another.
+        if let Ok(tcp) = TcpListener::bind(addr).await {
+            return (udp, tcp, addr);
+        }
+    }
+    panic!("no free udp+tcp port pair for the fake upstream");
 }
 
 fn fake_answer(raw: &[u8], mode: Mode, udp: bool, seen: &Mutex<Vec<String>>) -> Option<Vec<u8>> {
