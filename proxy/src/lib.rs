@@ -1,10 +1,14 @@
 //! iron-proxy: an egress-control proxy for untrusted workloads.
 //!
-//! See `ARCHITECTURE.md` for the data flow. `main.rs` is a thin CLI over [`run`].
+//! See `ARCHITECTURE.md` for the data flow. `main.rs` is a thin CLI over
+//! [`cmd`], which starts an [`app::App`].
 
+pub mod app;
 pub mod audit;
 pub mod body;
 pub mod cli;
+pub mod cmd;
+pub mod dns;
 pub mod exchange;
 pub mod listen;
 pub mod pipeline;
@@ -13,8 +17,6 @@ pub mod state;
 pub mod transforms;
 pub mod upgrade;
 pub mod upstream;
-pub mod app;
-pub mod cmd;
 
 /// The version of this build.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,210 @@
+//! Forwarding of passthrough names to the upstream resolver.
+//!
+//! The client's packet is never relayed: a fresh query is built that carries
+//! only the question (name, type, class IN), the RD and CD flags, and the DO
+//! bit, so nothing else the client put in its packet leaves the proxy. The
+//! query goes over UDP from a new socket with a random id and is retried over
+//! TCP when the answer is truncated. The answer's records are returned
+//! untouched, so TTLs are exactly the upstream's. Nothing is cached.
+
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
+
+use hickory_proto::op::{Edns, Message, MessageType, Query, ResponseCode};
+use hickory_proto::rr::rdata::opt::EdnsOption;
+use hickory_proto::rr::{Name, RecordType};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+use tokio::time::Instant;
+use tracing::debug;
+
+use super::DnsError;
+
+/// EDNS option code (local/experimental range, RFC 6891) that marks queries
+/// this server forwards, so that a query coming back to it is recognized as a
+/// forwarding loop instead of being forwarded again.
+pub(crate) const LOOP_OPTION: u16 = 65_001;
+
+/// UDP payload size we advertise upstream (the DNS flag day 2020 value).
+const UPSTREAM_PAYLOAD: u16 = 1232;
+
+/// Most upstream exchanges in flight at once. Each holds a socket for up to
+/// the timeout, so a flood of passthrough queries to a dead upstream must not
+/// exhaust file descriptors; past the limit a query gets SERVFAIL at once.
+const MAX_IN_FLIGHT: usize = 1024;
+
+/// What the client asked, as far as the upstream gets to see it.
+#[derive(Debug, Clone)]
+pub(crate) struct Question {
+    pub(crate) name: Name,
+    pub(crate) qtype: RecordType,
+    pub(crate) recursion_desired: bool,
+    pub(crate) checking_disabled: bool,
+    pub(crate) dnssec_ok: bool,
+}
+
+/// Sends passthrough questions to the upstream nameservers, in order.
+#[derive(Debug)]
+pub(crate) struct Forwarder {
+    servers: Vec<SocketAddr>,
+    timeout: Duration,
+    loop_token: [u8; 16],
+    in_flight: tokio::sync::Semaphore,
+}
+
+impl Forwarder {
+    pub(crate) fn new(servers: Vec<SocketAddr>, timeout: Duration) -> Forwarder {
+        Forwarder {
+            servers,
+            timeout,
+            loop_token: *uuid::Uuid::new_v4().as_bytes(),
+            in_flight: tokio::sync::Semaphore::new(MAX_IN_FLIGHT),
+        }
+    }
+
+    /// True when `opt` is the marker this process puts on forwarded queries.
+    pub(crate) fn is_own_marker(&self, opt: &EdnsOption) -> bool {
+        matches!(opt, EdnsOption::Unknown(LOOP_OPTION, data) if data.as_slice() == self.loop_token)
+    }
+
+    /// Asks the upstreams, within the overall timeout. Returns the first answer
+    /// that is not SERVFAIL/REFUSED, else the last such answer, else the error.
+    pub(crate) async fn forward(&self, q: &Question) -> Result<Message, DnsError> {
+        if self.servers.is_empty() {
+            return Err(DnsError::NoUpstream);
+        }
+        let _permit = self
+            .in_flight
+            .try_acquire()
+            .map_err(|_| DnsError::UpstreamBusy)?;
+        let deadline = Instant::now() + self.timeout;
+        let mut fallback = None;
+        let mut last_err = DnsError::NoUpstream;
+        for (i, server) in self.servers.iter().enumerate() {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                break;
+            }
+            // Leave the later servers their share of the time.
+            let left = u32::try_from(self.servers.len() - i).unwrap_or(u32::MAX);
+            let budget = remaining / left;
+            match tokio::time::timeout(budget, self.ask(*server, q)).await {
+                Ok(Ok(msg)) => {
+                    let rcode = msg.metadata.response_code;
+                    if rcode == ResponseCode::ServFail || rcode == ResponseCode::Refused {
+                        debug!(upstream = %server, %rcode, "upstream refused or failed; trying next");
+                        fallback = Some(msg);
+                        continue;
+                    }
+                    return Ok(msg);
+                }
+                Ok(Err(e)) => last_err = e,
+                Err(_) => last_err = DnsError::UpstreamTimeout(*server),
+            }
+        }
+        fallback.ok_or(last_err)
+    }
+
+    async fn ask(&self, server: SocketAddr, q: &Question) -> Result<Message, DnsError> {
+        let mut query = Message::query();
+        query.metadata.recursion_desired = q.recursion_desired;
+        query.metadata.checking_disabled = q.checking_disabled;
+        query.add_query(Query::query(q.name.clone(), q.qtype));
+        let mut edns = Edns::new();
+        edns.set_max_payload(UPSTREAM_PAYLOAD);
+        edns.set_dnssec_ok(q.dnssec_ok);
+        edns.options_mut()
+            .insert(EdnsOption::Unknown(LOOP_OPTION, self.loop_token.to_vec()));
+        query.set_edns(edns);
+        let id = query.metadata.id;
+        let bytes = query.to_vec().map_err(|e| invalid(server, e))?;
+
+        let answer = udp_exchange(server, &bytes, id, q).await?;
+        if !answer.metadata.truncation {
+            return Ok(answer);
+        }
+        debug!(upstream = %server, name = %q.name, "truncated over udp; retrying over tcp");
+        tcp_exchange(server, &bytes, id, q).await
+    }
+}
+
+async fn udp_exchange(
+    server: SocketAddr,
+    query: &[u8],
+    id: u16,
+    q: &Question,
+) -> Result<Message, DnsError> {
+    let io = |source| DnsError::UpstreamIo {
+        addr: server,
+        source,
+    };
+    let local: SocketAddr = if server.is_ipv4() {
+        (Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let socket = UdpSocket::bind(local).await.map_err(io)?;
+    // Connected: the kernel drops datagrams from any other source.
+    socket.connect(server).await.map_err(io)?;
+    socket.send(query).await.map_err(io)?;
+    let mut buf = vec![0u8; 65_535];
+    loop {
+        let n = socket.recv(&mut buf).await.map_err(io)?;
+        // Garbage or a stale/forged answer: keep waiting for the real one
+        // (the caller's timeout bounds the wait).
+        match check_answer(server, &buf[..n], id, q) {
+            Ok(msg) => return Ok(msg),
+            Err(e) => debug!(error = %e, "ignoring udp datagram from upstream"),
+        }
+    }
+}
+
+async fn tcp_exchange(
+    server: SocketAddr,
+    query: &[u8],
+    id: u16,
+    q: &Question,
+) -> Result<Message, DnsError> {
+    let io = |source| DnsError::UpstreamIo {
+        addr: server,
+        source,
+    };
+    let len = u16::try_from(query.len()).map_err(|_| invalid(server, "query too long"))?;
+    let mut stream = TcpStream::connect(server).await.map_err(io)?;
+    let mut framed = Vec::with_capacity(query.len() + 2);
+    framed.extend_from_slice(&len.to_be_bytes());
+    framed.extend_from_slice(query);
+    stream.write_all(&framed).await.map_err(io)?;
+    let len = stream.read_u16().await.map_err(io)?;
+    let mut buf = vec![0u8; usize::from(len)];
+    stream.read_exact(&mut buf).await.map_err(io)?;
+    check_answer(server, &buf, id, q)
+}
+
+/// Parses an upstream packet and checks it answers our question.
+fn check_answer(
+    server: SocketAddr,
+    raw: &[u8],
+    id: u16,
+    q: &Question,
+) -> Result<Message, DnsError> {
+    let msg = Message::from_vec(raw).map_err(|e| invalid(server, e))?;
+    if msg.metadata.id != id || msg.metadata.message_type != MessageType::Response {
+        return Err(invalid(server, "id mismatch or not a response"));
+    }
+    let asked = match msg.queries.as_slice() {
+        [only] => only.name == q.name && only.query_type == q.qtype,
+        _ => false,
+    };
+    if !asked {
+        return Err(invalid(server, "answer is for another question"));
+    }
+    Ok(msg)
+}
+
+fn invalid(addr: SocketAddr, reason: impl ToString) -> DnsError {
+    DnsError::UpstreamInvalid {
+        addr,
+        reason: reason.to_string(),
+    }
+}

@@ -1,0 +1,216 @@
+//! hickory-server request handler: checks the query, resolves it through the
+//! policy (records → passthrough → intercept, following static CNAMEs), and
+//! sends the answer. hickory runs each UDP query in its own task, so a slow
+//! upstream never holds up other queries.
+
+use std::sync::Arc;
+
+use hickory_proto::op::{Edns, Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode};
+use hickory_proto::rr::{DNSClass, Record, RecordType};
+use hickory_server::net::runtime::Time;
+use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
+use hickory_server::zone_handler::MessageResponseBuilder;
+use tracing::{debug, warn};
+
+use super::forward::{Forwarder, Question};
+use super::policy::{self, Policy, Route, StaticEntry, MAX_CNAME_CHAIN};
+use super::stats::{DnsStats, Outcome};
+
+/// Largest UDP answer we send, whatever the client advertises.
+const MAX_UDP_PAYLOAD: u16 = 4096;
+
+/// The answer to one query, before encoding.
+struct Resolution {
+    rcode: ResponseCode,
+    answers: Vec<Record>,
+    authorities: Vec<Record>,
+    additionals: Vec<Record>,
+    authoritative: bool,
+    authentic_data: bool,
+    outcome: Outcome,
+}
+
+impl Resolution {
+    fn local(answers: Vec<Record>, outcome: Outcome) -> Resolution {
+        Resolution {
+            rcode: ResponseCode::NoError,
+            answers,
+            authorities: Vec::new(),
+            additionals: Vec::new(),
+            authoritative: false,
+            authentic_data: false,
+            outcome,
+        }
+    }
+
+    fn error(rcode: ResponseCode, outcome: Outcome) -> Resolution {
+        Resolution {
+            rcode,
+            ..Resolution::local(Vec::new(), outcome)
+        }
+    }
+}
+
+/// The server's request handler.
+pub(crate) struct Handler {
+    policy: Policy,
+    forwarder: Forwarder,
+    stats: Arc<DnsStats>,
+}
+
+impl Handler {
+    pub(crate) fn new(policy: Policy, forwarder: Forwarder, stats: Arc<DnsStats>) -> Handler {
+        Handler {
+            policy,
+            forwarder,
+            stats,
+        }
+    }
+
+    /// Checks what hickory has not checked yet, then resolves.
+    async fn answer(&self, request: &Request) -> Resolution {
+        if request.metadata.message_type != MessageType::Query
+            || request.metadata.op_code != OpCode::Query
+        {
+            return Resolution::error(ResponseCode::NotImp, Outcome::Refused);
+        }
+        if let Some(edns) = &request.edns {
+            if edns.version() > 0 {
+                return Resolution::error(ResponseCode::BADVERS, Outcome::Refused);
+            }
+            if edns
+                .options()
+                .as_ref()
+                .iter()
+                .any(|(_, opt)| self.forwarder.is_own_marker(opt))
+            {
+                warn!("dns forwarding loop: the upstream resolver sent our own query back");
+                return Resolution::error(ResponseCode::ServFail, Outcome::Failed);
+            }
+        }
+        let [query] = request.queries.queries() else {
+            return Resolution::error(ResponseCode::FormErr, Outcome::Refused);
+        };
+        let qtype = query.query_type();
+        if query.query_class() != DNSClass::IN
+            || matches!(qtype, RecordType::AXFR | RecordType::IXFR)
+        {
+            return Resolution::error(ResponseCode::Refused, Outcome::Refused);
+        }
+        let question = Question {
+            name: query.original().name.clone(),
+            qtype,
+            recursion_desired: request.metadata.recursion_desired,
+            checking_disabled: request.metadata.checking_disabled,
+            dnssec_ok: request.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok),
+        };
+        self.resolve(question).await
+    }
+
+    /// Records → passthrough → intercept, following static CNAMEs; the CNAMEs
+    /// come first in the answer section, then the target's answers.
+    async fn resolve(&self, mut q: Question) -> Resolution {
+        let mut chain: Vec<Record> = Vec::new();
+        let mut first: Option<Outcome> = None;
+        for _ in 0..=MAX_CNAME_CHAIN {
+            let route = self.policy.route(&q.name);
+            let step = match route {
+                Route::Record(_) => Outcome::Record,
+                Route::Passthrough => Outcome::Passthrough,
+                Route::Intercept => Outcome::Intercepted,
+            };
+            let outcome = *first.get_or_insert(step);
+            match route {
+                Route::Record(StaticEntry::Cname(target)) => {
+                    chain.push(policy::cname_record(&q.name, target));
+                    if q.qtype == RecordType::CNAME {
+                        return Resolution::local(chain, outcome);
+                    }
+                    q.name = target.clone();
+                }
+                Route::Record(StaticEntry::A(ips)) => {
+                    chain.extend(policy::static_a_answers(&q.name, ips, q.qtype));
+                    return Resolution::local(chain, outcome);
+                }
+                Route::Intercept => {
+                    chain.extend(self.policy.intercept_answers(&q.name, q.qtype));
+                    return Resolution::local(chain, outcome);
+                }
+                Route::Passthrough => {
+                    return match self.forwarder.forward(&q).await {
+                        Ok(msg) => {
+                            chain.extend(msg.answers);
+                            Resolution {
+                                rcode: msg.metadata.response_code,
+                                answers: chain,
+                                authorities: msg.authorities,
+                                additionals: msg.additionals,
+                                authoritative: msg.metadata.authoritative,
+                                authentic_data: msg.metadata.authentic_data,
+                                outcome,
+                            }
+                        }
+                        Err(error) => {
+                            debug!(name = %q.name, %error, "passthrough failed");
+                            Resolution::error(ResponseCode::ServFail, Outcome::Failed)
+                        }
+                    };
+                }
+            }
+        }
+        // Unreachable with validated records (chains are checked at start).
+        Resolution::error(ResponseCode::ServFail, Outcome::Failed)
+    }
+}
+
+#[async_trait::async_trait]
+impl RequestHandler for Handler {
+    async fn handle_request<R: ResponseHandler, T: Time>(
+        &self,
+        request: &Request,
+        mut response_handle: R,
+    ) -> ResponseInfo {
+        let res = self.answer(request).await;
+        self.stats.count(res.outcome);
+        if let [q] = request.queries.queries() {
+            debug!(name = %q.name(), qtype = %q.query_type(), outcome = %res.outcome,
+                rcode = %res.rcode, answers = res.answers.len(), "dns query");
+        } else {
+            debug!(outcome = %res.outcome, rcode = %res.rcode, "dns query");
+        }
+
+        let response_edns = request.edns.as_ref().map(|req| {
+            let mut edns = Edns::new();
+            edns.set_max_payload(req.max_payload().clamp(512, MAX_UDP_PAYLOAD));
+            edns.set_dnssec_ok(req.flags().dnssec_ok);
+            edns.set_version(0);
+            edns
+        });
+        let mut metadata = Metadata::response_from_request(&request.metadata);
+        metadata.response_code = res.rcode;
+        metadata.recursion_available = true;
+        metadata.authoritative = res.authoritative;
+        metadata.authentic_data = res.authentic_data;
+
+        let builder = MessageResponseBuilder::new(&request.queries, response_edns.as_ref());
+        // hickory truncates over UDP to the client's payload size and sets TC.
+        let response = builder.build(
+            metadata,
+            res.answers.iter(),
+            res.authorities.iter(),
+            std::iter::empty(),
+            res.additionals.iter(),
+        );
+        match response_handle.send_response(response).await {
+            Ok(info) => info,
+            Err(error) => {
+                debug!(%error, "sending dns response failed");
+                metadata.response_code = ResponseCode::ServFail;
+                ResponseInfo::from(Header {
+                    metadata,
+                    counts: HeaderCounts::default(),
+                })
+            }
+        }
+    }
+}

@@ -1,0 +1,285 @@
+//! Tests with real tools: `dig` as the client and `dnsmasq` as the upstream
+//! resolver, all on 127.0.0.1.
+
+use std::net::{Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use super::*;
+use crate::dns::build_resolver;
+
+/// dnsmasq's TTL for its local answers (`--local-ttl`).
+const DNSMASQ_TTL: u32 = 4321;
+
+/// What dig printed, parsed.
+#[derive(Debug)]
+struct Dig {
+    status: String,
+    flags: Vec<String>,
+    /// (name, ttl, type, rdata)
+    answers: Vec<(String, u32, String, String)>,
+    raw: String,
+}
+
+impl Dig {
+    fn rdata(&self, rtype: &str) -> Vec<&str> {
+        self.answers
+            .iter()
+            .filter(|a| a.2 == rtype)
+            .map(|a| a.3.as_str())
+            .collect()
+    }
+}
+
+async fn dig(server: SocketAddr, args: &[&str]) -> Dig {
+    let out = tokio::process::Command::new("dig")
+        .arg(format!("@{}", server.ip()))
+        .args([
+            "-p",
+            &server.port().to_string(),
+            "+time=5",
+            "+tries=1",
+            "+nocookie",
+        ])
+        .args(args)
+        .output()
+        .await
+        .expect("dig runs (apt-get install dnsutils)");
+    let raw = String::from_utf8_lossy(&out.stdout).into_owned();
+    let status = raw
+        .split("status: ")
+        .nth(1)
+        .and_then(|s| s.split(',').next())
+        .unwrap_or_else(|| panic!("no status in dig output:\n{raw}"))
+        .to_string();
+    let flags = raw
+        .split(";; flags: ")
+        .nth(1)
+        .and_then(|s| s.split(';').next())
+        .map(|s| s.split_whitespace().map(str::to_string).collect())
+        .unwrap_or_default();
+    let mut answers = Vec::new();
+    if let Some(section) = raw.split(";; ANSWER SECTION:\n").nth(1) {
+        for line in section.lines().take_while(|l| !l.trim().is_empty()) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if let [name, ttl, _class, rtype, rest @ ..] = f.as_slice() {
+                let ttl = ttl.parse().unwrap_or_else(|_| panic!("ttl in {line:?}"));
+                answers.push((name.to_string(), ttl, rtype.to_string(), rest.join(" ")));
+            }
+        }
+    }
+    Dig {
+        status,
+        flags,
+        answers,
+        raw,
+    }
+}
+
+/// A dnsmasq child on 127.0.0.1, killed by PID on drop.
+struct Dnsmasq {
+    child: Child,
+    addr: SocketAddr,
+    log: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Dnsmasq {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Dnsmasq {
+    async fn start(extra: &[String]) -> Dnsmasq {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("dnsmasq.log");
+        let port = free_port();
+        let stderr = std::fs::File::create(dir.path().join("stderr")).expect("stderr file");
+        let child = Command::new("dnsmasq")
+            .args([
+                "--no-daemon",
+                "--conf-file=/dev/null",
+                "--pid-file=",
+                "--user=root",
+                &format!("--port={port}"),
+                "--listen-address=127.0.0.1",
+                "--bind-interfaces",
+                "--no-resolv",
+                "--no-hosts",
+                "--address=/pass.test/198.18.0.10",
+                "--txt-record=pass.test,hello",
+                &format!("--local-ttl={DNSMASQ_TTL}"),
+                "--log-queries",
+                &format!("--log-facility={}", log.display()),
+            ])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("dnsmasq runs (apt-get install dnsmasq-base)");
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let guard = Dnsmasq {
+            child,
+            addr,
+            log,
+            dir,
+        };
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                return guard;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let err = std::fs::read_to_string(guard.dir.path().join("stderr")).unwrap_or_default();
+        panic!("dnsmasq did not start listening on {addr}: {err}");
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the query log mentions `needle` (dnsmasq writes it asynchronously).
+    async fn wait_log(&self, needle: &str) -> String {
+        for _ in 0..100 {
+            let log = self.log();
+            if log.contains(needle) {
+                return log;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("dnsmasq log never mentioned {needle:?}:\n{}", self.log());
+    }
+}
+
+#[tokio::test]
+async fn dig_gets_intercepted_and_static_answers_over_udp_and_tcp() {
+    let mut s = settings(&[], None);
+    s.records = vec![
+        a_record("db.test", [10, 9, 9, 9]),
+        cname_record("alias.test", "db.test"),
+    ];
+    let (_server, addr) = start(s).await;
+    for mode in ["+notcp", "+tcp"] {
+        let d = dig(addr, &[mode, "x.example.com", "A"]).await;
+        assert_eq!(d.status, "NOERROR", "{mode}: {}", d.raw);
+        assert_eq!(
+            d.rdata("A"),
+            vec![PROXY_IP.to_string()],
+            "{mode}: {}",
+            d.raw
+        );
+        for t in ["AAAA", "TXT"] {
+            let d = dig(addr, &[mode, "x.example.com", t]).await;
+            assert_eq!(d.status, "NOERROR", "{mode} {t}: {}", d.raw);
+            assert!(d.answers.is_empty(), "{mode} {t}: {}", d.raw);
+        }
+        let d = dig(addr, &[mode, "alias.test", "CNAME"]).await;
+        assert_eq!(d.rdata("CNAME"), vec!["db.test."], "{mode}: {}", d.raw);
+        let d = dig(addr, &[mode, "alias.test", "A"]).await;
+        assert_eq!(d.rdata("CNAME"), vec!["db.test."], "{mode}: {}", d.raw);
+        assert_eq!(d.rdata("A"), vec!["10.9.9.9"], "{mode}: {}", d.raw);
+    }
+
+    let mut s = settings(&[], None);
+    s.proxy_ip6 = Some(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 0x53));
+    let (_server6, addr6) = start(s).await;
+    for mode in ["+notcp", "+tcp"] {
+        let d = dig(addr6, &[mode, "x.example.com", "AAAA"]).await;
+        assert_eq!(d.rdata("AAAA"), vec!["fd00::53"], "{mode}: {}", d.raw);
+    }
+}
+
+#[tokio::test]
+async fn dnsmasq_passthrough_keeps_answers_and_ttls() {
+    let up = Dnsmasq::start(&[]).await;
+    let (server, addr) = start(settings(&["pass.test", "*.pass.test"], Some(up.addr))).await;
+    for mode in ["+notcp", "+tcp"] {
+        let d = dig(addr, &[mode, "pass.test", "A"]).await;
+        assert_eq!(d.status, "NOERROR", "{}", d.raw);
+        assert_eq!(d.rdata("A"), vec!["198.18.0.10"], "{mode}: {}", d.raw);
+        assert_eq!(
+            d.answers[0].1, DNSMASQ_TTL,
+            "TTL as upstream gave it: {}",
+            d.raw
+        );
+        let d = dig(addr, &[mode, "www.pass.test", "A"]).await;
+        assert_eq!(d.rdata("A"), vec!["198.18.0.10"], "{mode}: {}", d.raw);
+        let d = dig(addr, &[mode, "pass.test", "TXT"]).await;
+        assert_eq!(d.rdata("TXT"), vec!["\"hello\""], "{mode}: {}", d.raw);
+        assert_eq!(d.answers[0].1, DNSMASQ_TTL, "{}", d.raw);
+    }
+    up.wait_log("query[TXT] pass.test").await;
+    assert_eq!(server.stats().snapshot().passthrough, 6);
+}
+
+#[tokio::test]
+async fn intercepted_names_never_reach_dnsmasq() {
+    let up = Dnsmasq::start(&[]).await;
+    let mut s = settings(&["pass.test", "*.pass.test"], Some(up.addr));
+    s.records = vec![cname_record("via-cname.test", "cname-target.exfil.test")];
+    let (_server, addr) = start(s).await;
+    for t in ["A", "AAAA", "TXT", "MX", "ANY"] {
+        dig(addr, &["+notcp", "secret-udp.exfil.test", t]).await;
+        dig(addr, &["+tcp", "secret-tcp.exfil.test", t]).await;
+        dig(addr, &["+notcp", "via-cname.test", t]).await;
+        dig(addr, &["+tcp", "pass.test.exfil.test", t]).await;
+    }
+    // A passthrough query afterwards proves the log is live.
+    dig(addr, &["+notcp", "marker.pass.test", "A"]).await;
+    let log = up.wait_log("marker.pass.test").await;
+    assert!(
+        !log.contains("exfil"),
+        "an intercepted name reached the upstream:\n{log}"
+    );
+}
+
+#[tokio::test]
+async fn large_passthrough_answer_sets_tc_and_tcp_gets_it_whole() {
+    let chunk = "a".repeat(200);
+    let strings = vec![chunk; 10].join(",");
+    let up = Dnsmasq::start(&[format!("--txt-record=big.pass.test,{strings}")]).await;
+    let (_server, addr) = start(settings(&["*.pass.test"], Some(up.addr))).await;
+    let d = dig(
+        addr,
+        &["+notcp", "+ignore", "+bufsize=1232", "big.pass.test", "TXT"],
+    )
+    .await;
+    assert!(
+        d.flags.iter().any(|f| f == "tc"),
+        "expected TC over udp: {}",
+        d.raw
+    );
+    // dig retries over TCP by itself when it sees TC.
+    let d = dig(addr, &["+bufsize=1232", "big.pass.test", "TXT"]).await;
+    let txt = d.rdata("TXT");
+    assert_eq!(txt.len(), 1, "{}", d.raw);
+    assert!(txt[0].len() > 2000, "whole TXT record over tcp: {}", d.raw);
+    assert_eq!(d.answers[0].1, DNSMASQ_TTL);
+    // Three client queries (udp, udp, then dig's tcp retry), each forwarded
+    // over udp, truncated by dnsmasq (1232-byte payload) and retried over tcp.
+    let log = up.log();
+    assert_eq!(log.matches("query[TXT] big.pass.test").count(), 6, "{log}");
+}
+
+#[tokio::test]
+async fn build_resolver_uses_the_given_upstream() {
+    let up = Dnsmasq::start(&[]).await;
+    let resolver = build_resolver(Some(up.addr)).expect("resolver");
+    let ips = resolver.lookup_ip("www.pass.test.").await.expect("lookup");
+    let v4: Vec<_> = ips.iter().collect();
+    assert!(v4.contains(&"198.18.0.10".parse().expect("ip")), "{v4:?}");
+    let left = ips
+        .valid_until()
+        .saturating_duration_since(std::time::Instant::now());
+    assert!(
+        left > Duration::from_secs(u64::from(DNSMASQ_TTL) - 30)
+            && left <= Duration::from_secs(u64::from(DNSMASQ_TTL)),
+        "cache honours the upstream TTL: {left:?}"
+    );
+    up.wait_log("www.pass.test").await;
+    // The OS-config variant only reads /etc/resolv.conf here; it sends nothing.
+    build_resolver(None).expect("resolver from resolv.conf");
+}
