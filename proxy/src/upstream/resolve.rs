@@ -5,16 +5,14 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
-use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::TokioResolver;
 
 /// Errors building the resolver or resolving a name.
 #[derive(Debug, thiserror::Error)]
 pub enum ResolveError {
-    /// The OS resolver configuration could not be read.
-    #[error("reading the system resolver configuration")]
-    SystemConf(#[source] hickory_resolver::net::NetError),
+    /// The resolver could not be built (for example, unreadable resolv.conf).
+    #[error("building the resolver")]
+    Build(#[source] crate::dns::DnsError),
     /// The lookup failed or returned no address.
     #[error("resolving {name}: {detail}")]
     Lookup {
@@ -34,24 +32,7 @@ pub struct Resolver {
 impl Resolver {
     /// A resolver using `upstream` (UDP and TCP) or, when `None`, the OS configuration.
     pub fn new(upstream: Option<SocketAddr>) -> Result<Self, ResolveError> {
-        let builder = match upstream {
-            Some(addr) => {
-                let mut udp = ConnectionConfig::udp();
-                udp.port = addr.port();
-                let mut tcp = ConnectionConfig::tcp();
-                tcp.port = addr.port();
-                let ns = NameServerConfig::new(addr.ip(), true, vec![udp, tcp]);
-                let config = ResolverConfig::from_parts(None, vec![], vec![ns]);
-                TokioResolver::builder_with_config(config, TokioRuntimeProvider::default())
-            }
-            None => TokioResolver::builder_tokio().map_err(ResolveError::SystemConf)?,
-        };
-        Ok(Resolver {
-            inner: builder.build().map_err(|e| ResolveError::Lookup {
-                name: String::new(),
-                detail: e.to_string(),
-            })?,
-        })
+        Ok(Resolver { inner: crate::dns::build_resolver(upstream).map_err(ResolveError::Build)? })
     }
 
     /// All addresses of `host` (A and AAAA). An IP literal resolves to itself.
