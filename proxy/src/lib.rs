@@ -14,6 +14,7 @@ pub mod listen;
 pub mod pipeline;
 pub mod rules;
 pub mod state;
+pub mod tls;
 pub mod transforms;
 pub mod upgrade;
 pub mod upstream;

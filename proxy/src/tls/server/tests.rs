@@ -1,0 +1,195 @@
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use rustls_pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+use super::*;
+use crate::tls::sniff::{peek_client_hello, PrefixedStream, Sniff};
+use crate::tls::test_support::minter;
+use crate::tls::{LeafCache, SniResolver};
+
+/// A MITM-style server the way the listeners will use it: peek the
+/// ClientHello, replay it with PrefixedStream, then terminate TLS. Each
+/// connection gets back the SNI that the sniffer saw.
+async fn start_server(cache: Arc<LeafCache>) -> SocketAddr {
+    let config = server_config(Arc::new(SniResolver::new(cache)), ALPN_H2_HTTP11);
+    let acceptor = TlsAcceptor::from(config);
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let (verdict, bytes) =
+                    peek_client_hello(&mut tcp, 32 * 1024, Duration::from_secs(5))
+                        .await
+                        .expect("peek");
+                let Sniff::Tls { sni, .. } = verdict else {
+                    panic!("not TLS: {verdict:?}")
+                };
+                // A failed handshake (no SNI) just ends this connection.
+                if let Ok(mut tls) = acceptor.accept(PrefixedStream::new(bytes, tcp)).await {
+                    let _ = tls.write_all(format!("{sni:?}").as_bytes()).await;
+                    let _ = tls.shutdown().await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+fn connector(ca: &CertificateDer<'static>, alpn: &[&[u8]]) -> TlsConnector {
+    let mut roots = RootCertStore::empty();
+    roots.add(ca.clone()).expect("root");
+    TlsConnector::from(client_config(roots, alpn))
+}
+
+#[tokio::test]
+async fn mitm_handshake_with_sni_negotiates_h2_and_presents_leaf_and_ca() {
+    let cache = Arc::new(LeafCache::new(minter().0, 100));
+    let ca = cache.minter().ca().cert_der().clone();
+    let addr = start_server(cache.clone()).await;
+
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let name = ServerName::try_from("example.test").expect("name");
+    let mut tls = connector(&ca, ALPN_H2_HTTP11)
+        .connect(name, tcp)
+        .await
+        .expect("handshake");
+    let (_, conn) = tls.get_ref();
+    assert_eq!(conn.alpn_protocol(), Some(&b"h2"[..]));
+    let presented = conn.peer_certificates().expect("certs");
+    assert_eq!(presented.len(), 2, "leaf then CA");
+    assert_eq!(presented[1], ca);
+    let mut echoed = String::new();
+    tls.read_to_string(&mut echoed).await.expect("read");
+    assert_eq!(echoed, r#"Some("example.test")"#);
+
+    // An HTTP/1.1-only client gets http/1.1.
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let name = ServerName::try_from("example.test").expect("name");
+    let tls = connector(&ca, &[b"http/1.1"])
+        .connect(name, tcp)
+        .await
+        .expect("handshake");
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+    assert_eq!(cache.stats().mints, 1, "second handshake reused the leaf");
+}
+
+#[tokio::test]
+async fn handshake_without_sni_fails_cleanly_and_the_server_keeps_serving() {
+    let cache = Arc::new(LeafCache::new(minter().0, 100));
+    let ca = cache.minter().ca().cert_der().clone();
+    let addr = start_server(cache.clone()).await;
+
+    // rustls sends no SNI for an IP address.
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let ip = ServerName::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST).into());
+    let err = connector(&ca, ALPN_H2_HTTP11)
+        .connect(ip, tcp)
+        .await
+        .expect_err("no SNI");
+    assert!(
+        err.to_string().contains("alert"),
+        "expected a TLS alert, got: {err}"
+    );
+    assert_eq!(cache.stats().mints, 0);
+
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let name = ServerName::try_from("next.test").expect("name");
+    let mut tls = connector(&ca, ALPN_H2_HTTP11)
+        .connect(name, tcp)
+        .await
+        .expect("next client");
+    let mut echoed = String::new();
+    tls.read_to_string(&mut echoed).await.expect("read");
+    assert_eq!(echoed, r#"Some("next.test")"#);
+}
+
+#[tokio::test]
+async fn client_that_does_not_trust_the_ca_fails() {
+    let cache = Arc::new(LeafCache::new(minter().0, 100));
+    let addr = start_server(cache).await;
+    let other = crate::tls::test_support::make_ca_with(
+        &crate::tls::test_support::ca_params("some other CA"),
+        &rcgen::PKCS_ECDSA_P256_SHA256,
+    );
+    let other_ca = crate::tls::test_support::load(&other)
+        .expect("load")
+        .cert_der()
+        .clone();
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let name = ServerName::try_from("example.test").expect("name");
+    let err = connector(&other_ca, ALPN_H2_HTTP11)
+        .connect(name, tcp)
+        .await
+        .expect_err("untrusted");
+    assert!(err.to_string().contains("UnknownIssuer"), "{err}");
+}
+
+/// Runs `native_roots_child` in a child process with SSL_CERT_FILE set, so
+/// no test mutates this process's environment.
+fn run_native_roots_child(cert_file: &std::path::Path, expect: &str) {
+    let exe = std::env::current_exe().expect("test binary");
+    let out = std::process::Command::new(exe)
+        .args([
+            "--exact",
+            "tls::server::tests::native_roots_child",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env("SSL_CERT_FILE", cert_file)
+        .env_remove("SSL_CERT_DIR")
+        .env("IRON_TLS_TEST_EXPECT", expect)
+        .output()
+        .expect("running the child");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && text.contains("1 passed"),
+        "child failed:\n{text}"
+    );
+}
+
+#[test]
+fn upstream_roots_honour_ssl_cert_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (minter, ca) = minter();
+    drop(minter);
+    let file = dir.path().join("roots.pem");
+    std::fs::write(&file, &ca.cert_pem).expect("write");
+    run_native_roots_child(&file, "one");
+    let empty = dir.path().join("empty.pem");
+    std::fs::write(&empty, "").expect("write");
+    run_native_roots_child(&empty, "none");
+}
+
+#[test]
+#[ignore = "run by upstream_roots_honour_ssl_cert_file in a child process"]
+fn native_roots_child() {
+    match std::env::var("IRON_TLS_TEST_EXPECT").as_deref() {
+        Ok("one") => {
+            let roots = load_native_roots().expect("roots from SSL_CERT_FILE");
+            assert_eq!(roots.len(), 1);
+            let config = upstream_client_config().expect("config");
+            assert_eq!(
+                config.alpn_protocols,
+                vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+            );
+        }
+        Ok("none") => {
+            let err = upstream_client_config().expect_err("no roots");
+            assert!(
+                err.to_string().starts_with("no upstream root certificates"),
+                "{err}"
+            );
+        }
+        other => panic!("unexpected IRON_TLS_TEST_EXPECT {other:?}"),
+    }
+}
