@@ -206,7 +206,8 @@ pub enum MethodSet {
 }
 
 impl MethodSet {
-    fn parse(list: Option<Vec<String>>) -> Result<Self, RuleError> {
+    /// Parses a `methods:` list: omitted, empty or containing `*` means all.
+    pub fn parse(list: Option<Vec<String>>) -> Result<Self, RuleError> {
         let Some(list) = list else { return Ok(MethodSet::All) };
         if list.is_empty() || list.iter().any(|m| m == "*") {
             return Ok(MethodSet::All);
