@@ -103,7 +103,9 @@ impl FromStr for HostPattern {
             }
         }
         if p.contains('*') {
-            return Ok(HostPattern::Glob(p.split('*').map(str::to_string).collect()));
+            return Ok(HostPattern::Glob(
+                p.split('*').map(str::to_string).collect(),
+            ));
         }
         Ok(HostPattern::Exact(p))
     }
@@ -145,7 +147,9 @@ impl FromStr for PathPattern {
         if !s.starts_with('/') {
             return Err(RuleError::Path(s.to_string()));
         }
-        Ok(PathPattern { parts: s.split('*').map(str::to_string).collect() })
+        Ok(PathPattern {
+            parts: s.split('*').map(str::to_string).collect(),
+        })
     }
 }
 
@@ -184,7 +188,9 @@ pub fn parse_cidr(s: &str) -> Result<IpNet, RuleError> {
     if !s.contains('/') {
         return Err(RuleError::Cidr(s.to_string()));
     }
-    s.trim().parse::<IpNet>().map_err(|_| RuleError::Cidr(s.to_string()))
+    s.trim()
+        .parse::<IpNet>()
+        .map_err(|_| RuleError::Cidr(s.to_string()))
 }
 
 /// Unmaps IPv4-mapped IPv6 addresses so v4 CIDRs apply to them.
@@ -208,7 +214,9 @@ pub enum MethodSet {
 impl MethodSet {
     /// Parses a `methods:` list: omitted, empty or containing `*` means all.
     pub fn parse(list: Option<Vec<String>>) -> Result<Self, RuleError> {
-        let Some(list) = list else { return Ok(MethodSet::All) };
+        let Some(list) = list else {
+            return Ok(MethodSet::All);
+        };
         if list.is_empty() || list.iter().any(|m| m == "*") {
             return Ok(MethodSet::All);
         }
@@ -276,7 +284,11 @@ impl TryFrom<RawRule> for Rule {
             .iter()
             .map(|p| p.parse())
             .collect::<Result<Vec<PathPattern>, _>>()?;
-        Ok(Rule { target, methods: MethodSet::parse(raw.methods)?, paths })
+        Ok(Rule {
+            target,
+            methods: MethodSet::parse(raw.methods)?,
+            paths,
+        })
     }
 }
 
@@ -316,7 +328,12 @@ mod tests {
     use proptest::prelude::*;
 
     fn t<'a>(host: &'a str, method: &'a str, path: &'a str) -> Target<'a> {
-        Target { host, ip: host.parse().ok(), method, path }
+        Target {
+            host,
+            ip: host.parse().ok(),
+            method,
+            path,
+        }
     }
 
     #[test]
@@ -332,7 +349,10 @@ mod tests {
         let glob: HostPattern = "api-*.example.com".parse().expect("valid");
         assert!(glob.matches("api-eu.example.com"));
         assert!(!glob.matches("www.example.com"));
-        assert_eq!("bad host!".parse::<HostPattern>(), Err(RuleError::Host("bad host!".into())));
+        assert_eq!(
+            "bad host!".parse::<HostPattern>(),
+            Err(RuleError::Host("bad host!".into()))
+        );
     }
 
     #[test]
@@ -345,25 +365,30 @@ mod tests {
 
     #[test]
     fn paths_and_methods() {
-        let rule: Rule = serde_yaml_ng::from_str(
-            "host: api.openai.com\nmethods: [post]\npaths: [\"/v1/*\"]",
-        )
-        .expect("valid rule");
+        let rule: Rule =
+            serde_yaml_ng::from_str("host: api.openai.com\nmethods: [post]\npaths: [\"/v1/*\"]")
+                .expect("valid rule");
         assert!(rule.matches(&t("api.openai.com", "POST", "/v1/chat/completions")));
         assert!(!rule.matches(&t("api.openai.com", "GET", "/v1/models")));
         assert!(!rule.matches(&t("api.openai.com", "POST", "/v2/x")));
-        assert!(!rule.matches(&t("api.openai.com", "", "")), "host-only request vs method rule");
+        assert!(
+            !rule.matches(&t("api.openai.com", "", "")),
+            "host-only request vs method rule"
+        );
     }
 
     #[test]
     fn rule_errors() {
-        let e = serde_yaml_ng::from_str::<Rule>("host: a.com\ncidr: 10.0.0.0/8").unwrap_err();
+        let e = serde_yaml_ng::from_str::<Rule>("host: a.com\ncidr: 10.0.0.0/8")
+            .expect_err("must be refused");
         assert!(e.to_string().contains("exactly one"), "{e}");
-        let e = serde_yaml_ng::from_str::<Rule>("cidr: 10.0.0.1").unwrap_err();
+        let e = serde_yaml_ng::from_str::<Rule>("cidr: 10.0.0.1").expect_err("must be refused");
         assert!(e.to_string().contains("invalid CIDR"), "{e}");
-        let e = serde_yaml_ng::from_str::<Rule>("host: a.com\npaths: [v1]").unwrap_err();
+        let e = serde_yaml_ng::from_str::<Rule>("host: a.com\npaths: [v1]")
+            .expect_err("must be refused");
         assert!(e.to_string().contains("must start with '/'"), "{e}");
-        let e = serde_yaml_ng::from_str::<Rule>("host: a.com\nmethod: [GET]").unwrap_err();
+        let e = serde_yaml_ng::from_str::<Rule>("host: a.com\nmethod: [GET]")
+            .expect_err("must be refused");
         assert!(e.to_string().contains("unknown field"), "{e}");
     }
 
@@ -372,7 +397,12 @@ mod tests {
         let rule: Rule = serde_yaml_ng::from_str("cidr: 10.0.0.0/8").expect("valid");
         assert!(rule.matches(&t("10.1.2.3", "GET", "/")));
         assert!(!rule.matches(&t("ten.example", "GET", "/")));
-        let mapped = Target { host: "::ffff:10.1.2.3", ip: "::ffff:10.1.2.3".parse().ok(), method: "GET", path: "/" };
+        let mapped = Target {
+            host: "::ffff:10.1.2.3",
+            ip: "::ffff:10.1.2.3".parse().ok(),
+            method: "GET",
+            path: "/",
+        };
         assert!(rule.matches(&mapped), "v4-mapped v6 is unmapped first");
     }
 

@@ -1,7 +1,7 @@
 //! The top-level sections other than transforms and mcp: `dns`, `proxy`,
 //! `tls`, `management`, `metrics`, `log`, and our `intercept`.
 
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 
 use ipnet::IpNet;
@@ -17,9 +17,9 @@ use crate::rules::HostPattern;
 pub struct DnsConfig {
     /// Bind address (default `:53`).
     pub listen: ListenAddr,
-    /// The address every intercepted name resolves to (A, or AAAA when IPv6).
-    pub proxy_ip: IpAddr,
-    /// Our addition: an IPv6 address served for AAAA queries when `proxy_ip` is IPv4.
+    /// The IPv4 address every intercepted name resolves to (A answers).
+    pub proxy_ip: Ipv4Addr,
+    /// Our addition: the IPv6 address for AAAA answers (none: empty NOERROR).
     pub proxy_ip6: Option<Ipv6Addr>,
     /// Resolver for passthrough names and for upstream connections; the OS default when absent.
     pub upstream_resolver: Option<SocketAddr>,
@@ -41,23 +41,32 @@ pub struct DnsRecord {
 /// The typed value of a static record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DnsRecordValue {
-    /// `type: A` with an address (an IPv6 address is served as AAAA).
-    A(IpAddr),
+    /// `type: A` with an IPv4 address.
+    A(Ipv4Addr),
     /// `type: CNAME` with a lowercase target name.
     Cname(String),
 }
 
 fn hostname(s: &str) -> Result<String, String> {
     let name = s.trim_end_matches('.').to_ascii_lowercase();
-    let label_ok = |l: &str| !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
     if name.is_empty() || name.len() > 253 || !name.split('.').all(label_ok) {
         return Err(format!("invalid host name {s:?}"));
     }
     Ok(name)
 }
 
-fn ip(node: &Node, cx: &mut Cx) -> Res<IpAddr> {
-    str_with(node, cx, |s| s.parse::<IpAddr>().map_err(|_| format!("invalid IP address {s:?}")))
+fn ipv4(node: &Node, cx: &mut Cx, hint: &str) -> Res<Ipv4Addr> {
+    str_with(node, cx, |s| match s.parse::<IpAddr>() {
+        Ok(IpAddr::V4(v4)) => Ok(v4),
+        Ok(IpAddr::V6(_)) => Err(format!("{s:?} is an IPv6 address; {hint}")),
+        Err(_) => Err(format!("invalid IPv4 address {s:?}")),
+    })
 }
 
 /// `host:port`, or a bare IP meaning port 53.
@@ -79,34 +88,90 @@ impl Decode for DnsRecord {
     fn decode(node: &Node, cx: &mut Cx) -> Res<Self> {
         let m = cx.map(node, &["name", "type", "value"])?;
         let name = m.req_with(cx, "name", |n, cx| str_with(n, cx, hostname));
-        let kind = m.req_with(cx, "type", |n, cx| one_of(n, cx, "record type", &[("A", RecordType::A), ("CNAME", RecordType::Cname)]));
+        let kind = m.req_with(cx, "type", |n, cx| {
+            one_of(
+                n,
+                cx,
+                "record type",
+                &[("A", RecordType::A), ("CNAME", RecordType::Cname)],
+            )
+        });
         let value = match kind {
-            Ok(RecordType::A) => m.req_with(cx, "value", ip).map(DnsRecordValue::A),
-            Ok(RecordType::Cname) => m.req_with(cx, "value", |n, cx| str_with(n, cx, hostname)).map(DnsRecordValue::Cname),
+            Ok(RecordType::A) => m
+                .req_with(cx, "value", |n, cx| {
+                    ipv4(n, cx, "A records take IPv4 addresses")
+                })
+                .map(DnsRecordValue::A),
+            Ok(RecordType::Cname) => m
+                .req_with(cx, "value", |n, cx| str_with(n, cx, hostname))
+                .map(DnsRecordValue::Cname),
             Err(f) => Err(f),
         };
-        Ok(DnsRecord { name: name?, value: value? })
+        Ok(DnsRecord {
+            name: name?,
+            value: value?,
+        })
     }
+}
+
+/// `records[]`, refusing a name with a CNAME and any other record (RFC 1034 §3.6.2).
+fn records(node: &Node, cx: &mut Cx) -> Res<Vec<DnsRecord>> {
+    let list: Vec<DnsRecord> = Decode::decode(node, cx)?;
+    for (i, r) in list.iter().enumerate() {
+        let clash = list[..i].iter().any(|o| {
+            o.name == r.name
+                && (matches!(o.value, DnsRecordValue::Cname(_))
+                    || matches!(r.value, DnsRecordValue::Cname(_)))
+        });
+        if clash {
+            let pos = match &node.kind {
+                Kind::Seq(items) => items.get(i).map_or(node.pos, |n| n.pos),
+                _ => node.pos,
+            };
+            let msg = format!("'{}' has a CNAME and another record", r.name);
+            return Err(cx.index(i, |cx| cx.error(pos, msg)));
+        }
+    }
+    Ok(list)
 }
 
 impl Decode for DnsConfig {
     fn decode(node: &Node, cx: &mut Cx) -> Res<Self> {
-        let m = cx.map(node, &["listen", "proxy_ip", "proxy_ip6", "upstream_resolver", "passthrough", "records"])?;
+        let m = cx.map(
+            node,
+            &[
+                "listen",
+                "proxy_ip",
+                "proxy_ip6",
+                "upstream_resolver",
+                "passthrough",
+                "records",
+            ],
+        )?;
         let listen = m.or(cx, "listen", ListenAddr::AllInterfaces(53));
-        let proxy_ip = m.req_with(cx, "proxy_ip", ip);
+        let proxy_ip = m.req_with(cx, "proxy_ip", |n, cx| {
+            ipv4(
+                n,
+                cx,
+                "proxy_ip is the IPv4 answer (set proxy_ip6 for AAAA)",
+            )
+        });
         let proxy_ip6 = m.opt_with(cx, "proxy_ip6", |n, cx| {
-            str_with(n, cx, |s| s.parse::<Ipv6Addr>().map_err(|_| format!("invalid IPv6 address {s:?}")))
+            str_with(n, cx, |s| {
+                s.parse::<Ipv6Addr>()
+                    .map_err(|_| format!("invalid IPv6 address {s:?}"))
+            })
         });
         let upstream_resolver = m.opt_with(cx, "upstream_resolver", resolver);
         let passthrough = m.or_default(cx, "passthrough");
-        let records = m.or_default(cx, "records");
+        let records = m.opt_with(cx, "records", records);
         Ok(DnsConfig {
             listen: listen?,
             proxy_ip: proxy_ip?,
             proxy_ip6: proxy_ip6?,
             upstream_resolver: upstream_resolver?,
             passthrough: passthrough?,
-            records: records?,
+            records: records?.unwrap_or_default(),
         })
     }
 }
@@ -131,11 +196,19 @@ pub struct ProxyConfig {
 }
 
 /// `upstream_deny_cidrs` when unset: IMDS (v4 and v6) and loopback.
-pub const DEFAULT_DENY_CIDRS: [&str; 4] = ["169.254.169.254/32", "fd00:ec2::254/128", "127.0.0.0/8", "::1/128"];
+pub const DEFAULT_DENY_CIDRS: [&str; 4] = [
+    "169.254.169.254/32",
+    "fd00:ec2::254/128",
+    "127.0.0.0/8",
+    "::1/128",
+];
 
 /// The default deny list, parsed.
 pub fn default_deny_cidrs() -> Vec<IpNet> {
-    DEFAULT_DENY_CIDRS.iter().map(|c| c.parse().expect("constant CIDRs are valid")).collect()
+    DEFAULT_DENY_CIDRS
+        .iter()
+        .map(|c| c.parse().expect("constant CIDRs are valid"))
+        .collect()
 }
 
 impl Decode for ProxyConfig {
@@ -177,7 +250,8 @@ impl Decode for ProxyConfig {
 
 /// A positive duration of `n` seconds (for defaults).
 pub(crate) fn secs(n: u64) -> PositiveDuration {
-    PositiveDuration::new(std::time::Duration::from_secs(n)).expect("default durations are positive")
+    PositiveDuration::new(std::time::Duration::from_secs(n))
+        .expect("default durations are positive")
 }
 
 /// `tls:`: how HTTPS is handled. `mode: mitm` is the default and needs the CA.
@@ -210,11 +284,34 @@ enum Mode {
 
 impl Decode for TlsConfig {
     fn decode(node: &Node, cx: &mut Cx) -> Res<Self> {
-        let m = cx.map(node, &["mode", "ca_cert", "ca_key", "cert_cache_size", "leaf_cert_expiry_hours"])?;
-        let mode = m.opt_with(cx, "mode", |n, cx| one_of(n, cx, "tls mode", &[("mitm", Mode::Mitm), ("sni-only", Mode::SniOnly)]));
-        let size = m.opt_with(cx, "cert_cache_size", |n, cx| int(n, cx, 1, i64::from(u32::MAX)));
-        let hours = m.opt_with(cx, "leaf_cert_expiry_hours", |n, cx| int(n, cx, 1, 24 * 365 * 20));
-        let (ca_cert, ca_key) = (m.opt::<PathBuf>(cx, "ca_cert"), m.opt::<PathBuf>(cx, "ca_key"));
+        let m = cx.map(
+            node,
+            &[
+                "mode",
+                "ca_cert",
+                "ca_key",
+                "cert_cache_size",
+                "leaf_cert_expiry_hours",
+            ],
+        )?;
+        let mode = m.opt_with(cx, "mode", |n, cx| {
+            one_of(
+                n,
+                cx,
+                "tls mode",
+                &[("mitm", Mode::Mitm), ("sni-only", Mode::SniOnly)],
+            )
+        });
+        let size = m.opt_with(cx, "cert_cache_size", |n, cx| {
+            int(n, cx, 1, i64::from(u32::MAX))
+        });
+        let hours = m.opt_with(cx, "leaf_cert_expiry_hours", |n, cx| {
+            int(n, cx, 1, 24 * 365 * 20)
+        });
+        let (ca_cert, ca_key) = (
+            m.opt::<PathBuf>(cx, "ca_cert"),
+            m.opt::<PathBuf>(cx, "ca_key"),
+        );
         if mode?.unwrap_or(Mode::Mitm) == Mode::SniOnly {
             return Ok(TlsConfig::SniOnly);
         }
@@ -246,7 +343,10 @@ impl Decode for ManagementConfig {
         let m = cx.map(node, &["listen", "api_key_env"])?;
         let listen = m.req(cx, "listen");
         let api_key_env = m.or(cx, "api_key_env", "IRON_MANAGEMENT_API_KEY".to_string());
-        Ok(ManagementConfig { listen: listen?, api_key_env: api_key_env? })
+        Ok(ManagementConfig {
+            listen: listen?,
+            api_key_env: api_key_env?,
+        })
     }
 }
 
@@ -260,14 +360,18 @@ pub struct MetricsConfig {
 
 impl Default for MetricsConfig {
     fn default() -> Self {
-        MetricsConfig { listen: ListenAddr::AllInterfaces(9090) }
+        MetricsConfig {
+            listen: ListenAddr::AllInterfaces(9090),
+        }
     }
 }
 
 impl Decode for MetricsConfig {
     fn decode(node: &Node, cx: &mut Cx) -> Res<Self> {
         let m = cx.map(node, &["listen"])?;
-        Ok(MetricsConfig { listen: m.or(cx, "listen", ListenAddr::AllInterfaces(9090))? })
+        Ok(MetricsConfig {
+            listen: m.or(cx, "listen", ListenAddr::AllInterfaces(9090))?,
+        })
     }
 }
 
@@ -307,10 +411,16 @@ pub struct LogConfig {
 impl Decode for LogConfig {
     fn decode(node: &Node, cx: &mut Cx) -> Res<Self> {
         let m = cx.map(node, &["level"])?;
-        let levels =
-            [("debug", LogLevel::Debug), ("info", LogLevel::Info), ("warn", LogLevel::Warn), ("error", LogLevel::Error)];
+        let levels = [
+            ("debug", LogLevel::Debug),
+            ("info", LogLevel::Info),
+            ("warn", LogLevel::Warn),
+            ("error", LogLevel::Error),
+        ];
         let level = m.opt_with(cx, "level", |n, cx| one_of(n, cx, "log level", &levels))?;
-        Ok(LogConfig { level: level.unwrap_or_default() })
+        Ok(LogConfig {
+            level: level.unwrap_or_default(),
+        })
     }
 }
 
@@ -365,7 +475,10 @@ impl Decode for UidSpec {
             return Ok(UidSpec::Id(id));
         }
         let plain = matches!(node.kind, Kind::Scalar { plain: true, .. });
-        let valid = !text.is_empty() && text.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'$'));
+        let valid = !text.is_empty()
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'$'));
         if (plain && text.bytes().all(|b| b.is_ascii_digit() || b == b'-')) || !valid {
             return Err(cx.error(node.pos, format!("invalid uid or user name {text:?}")));
         }
@@ -375,15 +488,31 @@ impl Decode for UidSpec {
 
 impl Decode for InterceptConfig {
     fn decode(node: &Node, cx: &mut Cx) -> Res<Self> {
-        let m = cx.map(node, &["mode", "cgroups", "uids", "listen", "dns", "pin_path"])?;
-        let modes = [("ebpf", InterceptMode::Ebpf), ("nftables", InterceptMode::Nftables)];
+        let m = cx.map(
+            node,
+            &["mode", "cgroups", "uids", "listen", "dns", "pin_path"],
+        )?;
+        let modes = [
+            ("ebpf", InterceptMode::Ebpf),
+            ("nftables", InterceptMode::Nftables),
+        ];
         let mode = m.opt_with(cx, "mode", |n, cx| one_of(n, cx, "intercept mode", &modes));
         let cgroups = m.or_default::<Vec<PathBuf>>(cx, "cgroups");
         let uids = m.or_default::<Vec<UidSpec>>(cx, "uids");
-        let listen = m.or(cx, "listen", ListenAddr::Addr(SocketAddr::from(([127, 0, 0, 1], 15001))));
+        let listen = m.or(
+            cx,
+            "listen",
+            ListenAddr::Addr(SocketAddr::from(([127, 0, 0, 1], 15001))),
+        );
         let dns = m.opt(cx, "dns");
         let pin_path = m.opt_with(cx, "pin_path", |n, cx| {
-            str_with(n, cx, |s| if s.starts_with('/') { Ok(PathBuf::from(s)) } else { Err(format!("pin_path {s:?} must be absolute")) })
+            str_with(n, cx, |s| {
+                if s.starts_with('/') {
+                    Ok(PathBuf::from(s))
+                } else {
+                    Err(format!("pin_path {s:?} must be absolute"))
+                }
+            })
         });
         let (cgroups, uids) = (cgroups?, uids?);
         if cgroups.is_empty() && uids.is_empty() {
