@@ -108,10 +108,7 @@ impl Cx {
         let mut seen: Vec<&str> = Vec::new();
         let mut known = Vec::with_capacity(entries.len());
         for (k, v) in entries {
-            let Some(name) = k
-                .scalar()
-                .filter(|_| !matches!(k.kind, Kind::Seq(_) | Kind::Map(_)))
-            else {
+            let Some(name) = k.scalar() else {
                 self.error(k.pos, "keys must be plain strings");
                 continue;
             };

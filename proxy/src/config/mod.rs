@@ -14,38 +14,46 @@
 mod common;
 mod credentials;
 mod decode;
+mod dns;
 mod env;
 mod error;
+mod hmac;
+mod intercept;
+mod judge;
 mod mcp;
+mod oauth;
 mod refs;
 mod secrets;
 mod sections;
+mod sources;
 mod transforms;
 mod values;
 mod yaml;
 
 use std::path::Path;
 
-pub use common::{OpRef, SecretSourceConfig};
-pub use credentials::{
-    AwsAuthConfig, AwsCredentials, GcpAuthConfig, GcpCredentials, HmacAlgorithm, HmacHeader,
-    HmacSignConfig, HmacSignature, HmacTimestamp, KeyEncoding, OAuthGrant, OAuthTokenConfig,
-    OAuthTokenEntry, OutputEncoding, TimestampFormat, HMAC_HEADER_FIELDS, HMAC_MESSAGE_FIELDS,
-};
+pub use credentials::{AwsAuthConfig, AwsCredentials, GcpAuthConfig, GcpCredentials};
+pub use dns::{DnsConfig, DnsRecord, DnsRecordValue};
 pub use env::ENV_VARS;
 pub use error::{ConfigError, ConfigErrors};
+pub use hmac::{
+    HmacAlgorithm, HmacHeader, HmacSignConfig, HmacSignature, HmacTimestamp, KeyEncoding,
+    OutputEncoding, TimestampFormat, HMAC_HEADER_FIELDS, HMAC_MESSAGE_FIELDS,
+};
+pub use intercept::{InterceptConfig, InterceptMode, UidSpec};
+pub use judge::{CircuitBreakerConfig, JudgeConfig, JudgeFallback, JudgeProvider, ProviderConfig};
 pub use mcp::{ArgCondition, ArgMatcher, McpConfig, McpErrorConfig, McpServer, McpTool};
+pub use oauth::{OAuthGrant, OAuthTokenConfig, OAuthTokenEntry};
 pub use refs::{check_references, Reference, ReferenceKind};
 pub use secrets::{InjectConfig, ReplaceConfig, SecretEntry, SecretMode, SecretsConfig};
 pub use sections::{
-    default_deny_cidrs, DnsConfig, DnsRecord, DnsRecordValue, InterceptConfig, InterceptMode,
-    LogConfig, LogLevel, ManagementConfig, MetricsConfig, MitmConfig, ProxyConfig, TlsConfig,
-    UidSpec, DEFAULT_DENY_CIDRS,
+    default_deny_cidrs, LogConfig, LogLevel, ManagementConfig, MetricsConfig, MitmConfig,
+    ProxyConfig, TlsConfig, DEFAULT_DENY_CIDRS,
 };
+pub use sources::{OpRef, SecretSourceConfig};
 pub use transforms::{
-    AllowlistConfig, AnnotateConfig, AnnotationGroup, BodyCaptureConfig, CircuitBreakerConfig,
-    GrpcClientCert, GrpcConfig, GrpcTlsConfig, HeaderAllowlistConfig, JudgeConfig, JudgeFallback,
-    JudgeProvider, ProviderConfig, TransformConfig, TRANSFORM_NAMES,
+    AllowlistConfig, AnnotateConfig, AnnotationGroup, BodyCaptureConfig, GrpcClientCert,
+    GrpcConfig, GrpcTlsConfig, HeaderAllowlistConfig, TransformConfig, TRANSFORM_NAMES,
 };
 pub use values::{
     GoDuration, HeaderMatcher, ListenAddr, NonNegativeDuration, PositiveDuration, ValueError,

@@ -5,10 +5,12 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use super::common::SecretSourceConfig;
-use super::credentials::{AwsCredentials, GcpCredentials, OAuthGrant};
+use super::credentials::{AwsCredentials, GcpCredentials};
+use super::judge::JudgeProvider;
+use super::oauth::OAuthGrant;
 use super::sections::TlsConfig;
-use super::transforms::{JudgeProvider, TransformConfig};
+use super::sources::SecretSourceConfig;
+use super::transforms::TransformConfig;
 use super::Config;
 
 /// A missing file or unset variable, with the field that names it.

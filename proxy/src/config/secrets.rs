@@ -2,8 +2,9 @@
 //! into, matching requests. The backwards-compatible form with the replace
 //! fields at the top of an entry is normalized into `replace`.
 
-use super::common::{header_name, template, SecretSourceConfig};
+use super::common::{header_name, template};
 use super::decode::{str_with, Cx, Decode, MapDe, Res};
+use super::sources::SecretSourceConfig;
 use super::values::HeaderMatcher;
 use super::yaml::Node;
 use crate::rules::Scope;
