@@ -1,0 +1,134 @@
+//! Decoders for the building blocks every section uses: rules and scopes,
+//! CIDRs, listen addresses, durations, header matchers, header names, URLs
+//! and templates.
+
+use ipnet::IpNet;
+
+use super::decode::{parse_str, str_with, Cx, Decode, Res};
+use super::values::{GoDuration, HeaderMatcher, ListenAddr, NonNegativeDuration, PositiveDuration};
+use super::yaml::Node;
+use crate::rules::{
+    parse_cidr, HostPattern, MethodSet, PathPattern, Rule, RuleError, RuleTarget, Scope,
+};
+
+macro_rules! decode_from_str {
+    ($($t:ty),*) => {$(
+        impl Decode for $t {
+            fn decode(node: &Node, cx: &mut Cx) -> Res<Self> {
+                parse_str(node, cx)
+            }
+        }
+    )*};
+}
+decode_from_str!(
+    ListenAddr,
+    GoDuration,
+    PositiveDuration,
+    NonNegativeDuration,
+    HeaderMatcher,
+    HostPattern,
+    PathPattern
+);
+
+impl Decode for IpNet {
+    /// A CIDR; a bare address is refused.
+    fn decode(node: &Node, cx: &mut Cx) -> Res<Self> {
+        str_with(node, cx, |s| parse_cidr(s).map_err(|e| e.to_string()))
+    }
+}
+
+impl Decode for Rule {
+    fn decode(node: &Node, cx: &mut Cx) -> Res<Self> {
+        let m = cx.map(node, &["host", "cidr", "methods", "paths"])?;
+        let host = m.opt::<HostPattern>(cx, "host");
+        let cidr = m.opt::<IpNet>(cx, "cidr");
+        let methods = m.opt_with(cx, "methods", |n, cx| {
+            let list = Vec::<String>::decode(n, cx)?;
+            MethodSet::parse(Some(list)).map_err(|e| cx.error(n.pos, e.to_string()))
+        });
+        let paths = m.or_default::<Vec<PathPattern>>(cx, "paths");
+        let target = match (host?, cidr?) {
+            (Some(h), None) => RuleTarget::Host(h),
+            (None, Some(c)) => RuleTarget::Cidr(c),
+            _ => return Err(cx.error(m.pos, RuleError::HostXorCidr.to_string())),
+        };
+        Ok(Rule {
+            target,
+            methods: methods?.unwrap_or_default(),
+            paths: paths?,
+        })
+    }
+}
+
+impl Decode for Scope {
+    fn decode(node: &Node, cx: &mut Cx) -> Res<Self> {
+        Vec::<Rule>::decode(node, cx).map(Scope)
+    }
+}
+
+/// Decodes an HTTP header name (a token), as written.
+pub(crate) fn header_name(node: &Node, cx: &mut Cx) -> Res<String> {
+    str_with(node, cx, |s| {
+        http::HeaderName::from_bytes(s.as_bytes())
+            .map(|_| s.to_string())
+            .map_err(|_| format!("invalid header name {s:?}"))
+    })
+}
+
+/// Parses a template field and checks every field it reads against `fields`
+/// (top-level names) and, for `.Credentials.<name>`, against `credentials`
+/// (`None` when the credential names are unknown because they failed to decode).
+pub(crate) fn template(
+    node: &Node,
+    cx: &mut Cx,
+    fields: &[&str],
+    credentials: Option<&[&str]>,
+) -> Res<crate::template::Template> {
+    let tmpl = str_with(node, cx, |s| {
+        crate::template::Template::parse(s).map_err(|e| format!("invalid template: {e}"))
+    })?;
+    for path in tmpl.fields() {
+        let dotted: String = path.iter().map(|p| format!(".{p}")).collect();
+        let top = path[0].as_str();
+        let problem = if !fields.contains(&top) {
+            let names: Vec<String> = fields.iter().map(|f| format!(".{f}")).collect();
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            Some(match super::decode::suggest(&format!(".{top}"), &names) {
+                Some(s) => format!(
+                    "template uses unknown field {dotted}, did you mean {s}? (available: {})",
+                    names.join(", ")
+                ),
+                None => format!(
+                    "template uses unknown field {dotted} (available: {})",
+                    names.join(", ")
+                ),
+            })
+        } else if top == "Credentials" {
+            match (path.get(1).map(String::as_str), credentials) {
+                (Some(_), None) if path.len() == 2 => None,
+                (Some(name), Some(credentials)) if path.len() == 2 && credentials.contains(&name) => None,
+                (Some(name), Some(credentials)) if path.len() == 2 => Some(match super::decode::suggest(name, credentials) {
+                    Some(s) => format!("template uses {dotted} but there is no credential '{name}', did you mean '{s}'?"),
+                    None => format!("template uses {dotted} but there is no credential '{name}' (credentials: {})", credentials.join(", ")),
+                }),
+                _ => Some(format!("template uses {dotted}: write .Credentials.<name>")),
+            }
+        } else if path.len() > 1 {
+            Some(format!("template uses {dotted}, but .{top} has no fields"))
+        } else {
+            None
+        };
+        if let Some(msg) = problem {
+            return Err(cx.error(node.pos, msg));
+        }
+    }
+    Ok(tmpl)
+}
+
+/// An http(s) URL with a host.
+pub(crate) fn http_url(node: &Node, cx: &mut Cx) -> Res<url::Url> {
+    str_with(node, cx, |s| match url::Url::parse(s) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.has_host() => Ok(u),
+        _ => Err(format!("invalid URL {s:?}: expected http(s)://host[/path]")),
+    })
+}

@@ -1,0 +1,257 @@
+//! The small top-level sections: `proxy`, `tls`, `management`, `metrics`, `log`.
+
+use std::path::PathBuf;
+
+use ipnet::IpNet;
+
+use super::decode::{int, one_of, Cx, Decode, Res};
+use super::values::{ListenAddr, PositiveDuration};
+use super::yaml::Node;
+
+/// `proxy:`: listeners and upstream limits. Always present (all fields have defaults).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyConfig {
+    /// Plain HTTP listener (default `:80`).
+    pub http_listen: ListenAddr,
+    /// HTTPS listener (default `:443`).
+    pub https_listen: ListenAddr,
+    /// CONNECT/SOCKS5 listener; disabled when absent.
+    pub tunnel_listen: Option<ListenAddr>,
+    /// Request body buffering cap, when a transform needs the body (default 1 MiB).
+    pub max_request_body_bytes: u64,
+    /// Response body buffering cap; `0` (the default) means unlimited.
+    pub max_response_body_bytes: u64,
+    /// Wait for upstream response headers (default 30s).
+    pub upstream_response_header_timeout: PositiveDuration,
+    /// Ranges never dialled. Unset gives [`DEFAULT_DENY_CIDRS`]; `[]` opts out.
+    pub upstream_deny_cidrs: Vec<IpNet>,
+}
+
+/// `upstream_deny_cidrs` when unset: IMDS (v4 and v6) and loopback.
+pub const DEFAULT_DENY_CIDRS: [&str; 4] = [
+    "169.254.169.254/32",
+    "fd00:ec2::254/128",
+    "127.0.0.0/8",
+    "::1/128",
+];
+
+/// The default deny list, parsed.
+pub fn default_deny_cidrs() -> Vec<IpNet> {
+    DEFAULT_DENY_CIDRS
+        .iter()
+        .map(|c| c.parse().expect("constant CIDRs are valid"))
+        .collect()
+}
+
+impl Decode for ProxyConfig {
+    fn decode(node: &Node, cx: &mut Cx) -> Res<Self> {
+        let m = cx.map(
+            node,
+            &[
+                "http_listen",
+                "https_listen",
+                "tunnel_listen",
+                "max_request_body_bytes",
+                "max_response_body_bytes",
+                "upstream_response_header_timeout",
+                "upstream_deny_cidrs",
+            ],
+        )?;
+        let http_listen = m.or(cx, "http_listen", ListenAddr::AllInterfaces(80));
+        let https_listen = m.or(cx, "https_listen", ListenAddr::AllInterfaces(443));
+        let tunnel_listen = m.opt(cx, "tunnel_listen");
+        let max_req = m.or(cx, "max_request_body_bytes", 1_048_576u64);
+        let max_rsp = m.or(cx, "max_response_body_bytes", 0u64);
+        let timeout = m.or(cx, "upstream_response_header_timeout", secs(30));
+        // An explicit empty list opts out; null or absent gives the defaults.
+        let deny = match m.node("upstream_deny_cidrs") {
+            Some(_) => m.req(cx, "upstream_deny_cidrs"),
+            None => Ok(default_deny_cidrs()),
+        };
+        Ok(ProxyConfig {
+            http_listen: http_listen?,
+            https_listen: https_listen?,
+            tunnel_listen: tunnel_listen?,
+            max_request_body_bytes: max_req?,
+            max_response_body_bytes: max_rsp?,
+            upstream_response_header_timeout: timeout?,
+            upstream_deny_cidrs: deny?,
+        })
+    }
+}
+
+/// A positive duration of `n` seconds (for defaults).
+pub(crate) fn secs(n: u64) -> PositiveDuration {
+    PositiveDuration::new(std::time::Duration::from_secs(n))
+        .expect("default durations are positive")
+}
+
+/// `tls:`: how HTTPS is handled. `mode: mitm` is the default and needs the CA.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsConfig {
+    /// Terminate TLS with leaf certificates minted from the CA.
+    Mitm(MitmConfig),
+    /// Peek at the SNI and pass TLS through (the CA fields are ignored).
+    SniOnly,
+}
+
+/// The CA and leaf-cache settings of MITM mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MitmConfig {
+    /// CA certificate, PEM.
+    pub ca_cert: PathBuf,
+    /// CA private key, PEM.
+    pub ca_key: PathBuf,
+    /// Leaf certificates kept in the LRU cache (default 1000, at least 1).
+    pub cert_cache_size: usize,
+    /// Leaf validity in hours (default 72, at least 1).
+    pub leaf_cert_expiry_hours: u32,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    Mitm,
+    SniOnly,
+}
+
+impl Decode for TlsConfig {
+    fn decode(node: &Node, cx: &mut Cx) -> Res<Self> {
+        let m = cx.map(
+            node,
+            &[
+                "mode",
+                "ca_cert",
+                "ca_key",
+                "cert_cache_size",
+                "leaf_cert_expiry_hours",
+            ],
+        )?;
+        let mode = m.opt_with(cx, "mode", |n, cx| {
+            one_of(
+                n,
+                cx,
+                "tls mode",
+                &[("mitm", Mode::Mitm), ("sni-only", Mode::SniOnly)],
+            )
+        });
+        let size = m.opt_with(cx, "cert_cache_size", |n, cx| {
+            int(n, cx, 1, i64::from(u32::MAX))
+        });
+        let hours = m.opt_with(cx, "leaf_cert_expiry_hours", |n, cx| {
+            int(n, cx, 1, 24 * 365 * 20)
+        });
+        let (ca_cert, ca_key) = (
+            m.opt::<PathBuf>(cx, "ca_cert"),
+            m.opt::<PathBuf>(cx, "ca_key"),
+        );
+        if mode?.unwrap_or(Mode::Mitm) == Mode::SniOnly {
+            return Ok(TlsConfig::SniOnly);
+        }
+        let need = |cx: &mut Cx, v: Option<PathBuf>, key: &str| {
+            v.ok_or_else(|| cx.error(m.pos, format!("missing required field '{key}' (required in mitm mode, the default; or set mode: sni-only)")))
+        };
+        let (ca_cert, ca_key) = (ca_cert?, ca_key?);
+        let (ca_cert, ca_key) = (need(cx, ca_cert, "ca_cert"), need(cx, ca_key, "ca_key"));
+        Ok(TlsConfig::Mitm(MitmConfig {
+            ca_cert: ca_cert?,
+            ca_key: ca_key?,
+            cert_cache_size: size?.map_or(1000, |v| usize::try_from(v).unwrap_or(usize::MAX)),
+            leaf_cert_expiry_hours: hours?.map_or(72, |v| u32::try_from(v).unwrap_or(u32::MAX)),
+        }))
+    }
+}
+
+/// `management:`: the bearer-authenticated management API. Absent means disabled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManagementConfig {
+    /// Bind address (required; keep it on loopback).
+    pub listen: ListenAddr,
+    /// Variable holding the bearer token (default `IRON_MANAGEMENT_API_KEY`).
+    pub api_key_env: String,
+}
+
+impl Decode for ManagementConfig {
+    fn decode(node: &Node, cx: &mut Cx) -> Res<Self> {
+        let m = cx.map(node, &["listen", "api_key_env"])?;
+        let listen = m.req(cx, "listen");
+        let api_key_env = m.or(cx, "api_key_env", "IRON_MANAGEMENT_API_KEY".to_string());
+        Ok(ManagementConfig {
+            listen: listen?,
+            api_key_env: api_key_env?,
+        })
+    }
+}
+
+/// `metrics:`: the Prometheus endpoint. The spec documents no way to disable
+/// it, so it is always on: an absent block means `listen: ":9090"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsConfig {
+    /// Bind address (default `:9090`).
+    pub listen: ListenAddr,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            listen: ListenAddr::AllInterfaces(9090),
+        }
+    }
+}
+
+impl Decode for MetricsConfig {
+    fn decode(node: &Node, cx: &mut Cx) -> Res<Self> {
+        let m = cx.map(node, &["listen"])?;
+        Ok(MetricsConfig {
+            listen: m.or(cx, "listen", ListenAddr::AllInterfaces(9090))?,
+        })
+    }
+}
+
+/// `log.level`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogLevel {
+    /// `debug`
+    Debug,
+    /// `info` (default)
+    #[default]
+    Info,
+    /// `warn`
+    Warn,
+    /// `error`
+    Error,
+}
+
+impl LogLevel {
+    /// The name as written in config (`debug`, `info`, `warn`, `error`).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warn => "warn",
+            LogLevel::Error => "error",
+        }
+    }
+}
+
+/// `log:`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LogConfig {
+    /// Verbosity (default `info`).
+    pub level: LogLevel,
+}
+
+impl Decode for LogConfig {
+    fn decode(node: &Node, cx: &mut Cx) -> Res<Self> {
+        let m = cx.map(node, &["level"])?;
+        let levels = [
+            ("debug", LogLevel::Debug),
+            ("info", LogLevel::Info),
+            ("warn", LogLevel::Warn),
+            ("error", LogLevel::Error),
+        ];
+        let level = m.opt_with(cx, "level", |n, cx| one_of(n, cx, "log level", &levels))?;
+        Ok(LogConfig {
+            level: level.unwrap_or_default(),
+        })
+    }
+}

@@ -1,0 +1,346 @@
+//! `transforms[]`: the entry shape (`name` + `config`) and the policy
+//! transforms (allowlist, header_allowlist, body_capture, annotate, grpc).
+//! The others have their own files: secrets, credentials (gcp, aws), oauth,
+//! hmac, judge.
+
+use std::path::PathBuf;
+
+use ipnet::IpNet;
+
+use super::credentials::{AwsAuthConfig, GcpAuthConfig};
+use super::decode::{str_with, unknown, Cx, Decode, Res};
+use super::hmac::HmacSignConfig;
+use super::judge::JudgeConfig;
+use super::oauth::OAuthTokenConfig;
+use super::secrets::SecretsConfig;
+use super::values::HeaderMatcher;
+use super::yaml::Node;
+use crate::rules::{HostPattern, Rule, Scope};
+
+/// One `transforms[]` entry: the transform named by `name`, with its `config`.
+#[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)] // built once per config load; size does not matter
+pub enum TransformConfig {
+    /// `allowlist`
+    Allowlist(AllowlistConfig),
+    /// `secrets`
+    Secrets(SecretsConfig),
+    /// `gcp_auth`
+    GcpAuth(GcpAuthConfig),
+    /// `oauth_token`
+    OauthToken(OAuthTokenConfig),
+    /// `aws_auth`
+    AwsAuth(AwsAuthConfig),
+    /// `hmac_sign`
+    HmacSign(HmacSignConfig),
+    /// `body_capture`
+    BodyCapture(BodyCaptureConfig),
+    /// `annotate`
+    Annotate(AnnotateConfig),
+    /// `grpc`
+    Grpc(GrpcConfig),
+    /// `judge`
+    Judge(JudgeConfig),
+    /// `header_allowlist`
+    HeaderAllowlist(HeaderAllowlistConfig),
+}
+
+/// Transform names as written in config.
+pub const TRANSFORM_NAMES: [&str; 11] = [
+    "allowlist",
+    "secrets",
+    "gcp_auth",
+    "oauth_token",
+    "aws_auth",
+    "hmac_sign",
+    "body_capture",
+    "annotate",
+    "grpc",
+    "judge",
+    "header_allowlist",
+];
+
+impl TransformConfig {
+    /// The transform's `name` as written in config.
+    pub fn name(&self) -> &'static str {
+        let i = match self {
+            TransformConfig::Allowlist(_) => 0,
+            TransformConfig::Secrets(_) => 1,
+            TransformConfig::GcpAuth(_) => 2,
+            TransformConfig::OauthToken(_) => 3,
+            TransformConfig::AwsAuth(_) => 4,
+            TransformConfig::HmacSign(_) => 5,
+            TransformConfig::BodyCapture(_) => 6,
+            TransformConfig::Annotate(_) => 7,
+            TransformConfig::Grpc(_) => 8,
+            TransformConfig::Judge(_) => 9,
+            TransformConfig::HeaderAllowlist(_) => 10,
+        };
+        TRANSFORM_NAMES[i]
+    }
+}
+
+impl Decode for TransformConfig {
+    /// A missing or null `config` is an empty one: transforms whose fields all
+    /// have defaults (allowlist, secrets, header_allowlist, ...) accept it.
+    fn decode(node: &Node, cx: &mut Cx) -> Res<Self> {
+        let m = cx.map(node, &["name", "config"])?;
+        let name = m.req_with(cx, "name", |n, cx| {
+            str_with(n, cx, |s| {
+                TRANSFORM_NAMES.iter().position(|t| *t == s).ok_or_else(|| {
+                    let mut msg = unknown("transform", s, &TRANSFORM_NAMES);
+                    if !msg.contains("expected one of") {
+                        msg.push_str(&format!(
+                            " (valid transforms: {})",
+                            TRANSFORM_NAMES.join(", ")
+                        ));
+                    }
+                    msg
+                })
+            })
+        })?;
+        let empty = Node::empty_map(m.key_pos("config").unwrap_or(m.pos));
+        let config = m.node("config").unwrap_or(&empty);
+        cx.key("config", |cx| {
+            Ok(match name {
+                0 => TransformConfig::Allowlist(Decode::decode(config, cx)?),
+                1 => TransformConfig::Secrets(Decode::decode(config, cx)?),
+                2 => TransformConfig::GcpAuth(Decode::decode(config, cx)?),
+                3 => TransformConfig::OauthToken(Decode::decode(config, cx)?),
+                4 => TransformConfig::AwsAuth(Decode::decode(config, cx)?),
+                5 => TransformConfig::HmacSign(Decode::decode(config, cx)?),
+                6 => TransformConfig::BodyCapture(Decode::decode(config, cx)?),
+                7 => TransformConfig::Annotate(Decode::decode(config, cx)?),
+                8 => TransformConfig::Grpc(Decode::decode(config, cx)?),
+                9 => TransformConfig::Judge(Decode::decode(config, cx)?),
+                _ => TransformConfig::HeaderAllowlist(Decode::decode(config, cx)?),
+            })
+        })
+    }
+}
+
+/// `allowlist`: default-deny on destinations.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AllowlistConfig {
+    /// Host globs allowed with any method and path.
+    pub domains: Vec<HostPattern>,
+    /// CIDRs allowed with any method and path.
+    pub cidrs: Vec<IpNet>,
+    /// Rules with method and path filters.
+    pub rules: Vec<Rule>,
+    /// Log violations instead of blocking.
+    pub warn: bool,
+}
+
+impl Decode for AllowlistConfig {
+    fn decode(node: &Node, cx: &mut Cx) -> Res<Self> {
+        let m = cx.map(node, &["domains", "cidrs", "rules", "warn"])?;
+        let (domains, cidrs, rules, warn) = (
+            m.or_default(cx, "domains"),
+            m.or_default(cx, "cidrs"),
+            m.or_default(cx, "rules"),
+            m.or(cx, "warn", false),
+        );
+        Ok(AllowlistConfig {
+            domains: domains?,
+            cidrs: cidrs?,
+            rules: rules?,
+            warn: warn?,
+        })
+    }
+}
+
+/// `header_allowlist`: strips request headers not listed.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct HeaderAllowlistConfig {
+    /// Literal names or `/regex/`es.
+    pub headers: Vec<HeaderMatcher>,
+    /// Where it applies (empty: everywhere).
+    pub rules: Scope,
+}
+
+impl Decode for HeaderAllowlistConfig {
+    fn decode(node: &Node, cx: &mut Cx) -> Res<Self> {
+        let m = cx.map(node, &["headers", "rules"])?;
+        let (headers, rules) = (m.or_default(cx, "headers"), m.or_default(cx, "rules"));
+        Ok(HeaderAllowlistConfig {
+            headers: headers?,
+            rules: rules?,
+        })
+    }
+}
+
+/// `body_capture`: records request bodies in the audit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BodyCaptureConfig {
+    /// Capture cap per request (default 16 KiB).
+    pub max_request_body_bytes: u64,
+    /// Where it applies (empty: everywhere).
+    pub rules: Scope,
+}
+
+impl Decode for BodyCaptureConfig {
+    fn decode(node: &Node, cx: &mut Cx) -> Res<Self> {
+        let m = cx.map(node, &["max_request_body_bytes", "rules"])?;
+        let (max, rules) = (
+            m.or(cx, "max_request_body_bytes", 16_384u64),
+            m.or_default(cx, "rules"),
+        );
+        Ok(BodyCaptureConfig {
+            max_request_body_bytes: max?,
+            rules: rules?,
+        })
+    }
+}
+
+/// `annotate`: copies request header values into the audit log.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AnnotateConfig {
+    /// Annotation groups.
+    pub annotations: Vec<AnnotationGroup>,
+}
+
+/// One `annotate.annotations[]` group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnnotationGroup {
+    /// Requests it applies to (empty: all).
+    pub rules: Scope,
+    /// Header names to capture.
+    pub headers: Vec<String>,
+}
+
+impl Decode for AnnotateConfig {
+    fn decode(node: &Node, cx: &mut Cx) -> Res<Self> {
+        let m = cx.map(node, &["annotations"])?;
+        Ok(AnnotateConfig {
+            annotations: m.or_default(cx, "annotations")?,
+        })
+    }
+}
+
+struct HeaderName(String);
+
+impl Decode for HeaderName {
+    fn decode(node: &Node, cx: &mut Cx) -> Res<Self> {
+        super::common::header_name(node, cx).map(HeaderName)
+    }
+}
+
+impl Decode for AnnotationGroup {
+    fn decode(node: &Node, cx: &mut Cx) -> Res<Self> {
+        let m = cx.map(node, &["rules", "headers"])?;
+        let (rules, headers) = (
+            m.or_default(cx, "rules"),
+            m.or_default::<Vec<HeaderName>>(cx, "headers"),
+        );
+        Ok(AnnotationGroup {
+            rules: rules?,
+            headers: headers?.into_iter().map(|h| h.0).collect(),
+        })
+    }
+}
+
+/// `grpc`: delegates to an external TransformService.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrpcConfig {
+    /// Identifier for logs.
+    pub name: String,
+    /// Server address, `host:port` (or a URI with a scheme).
+    pub target: String,
+    /// Forward request bodies.
+    pub send_request_body: bool,
+    /// Forward response bodies.
+    pub send_response_body: bool,
+    /// Where it applies (empty: everywhere).
+    pub rules: Scope,
+    /// TLS to the server; `None` is plaintext (absent, or `enabled: false`).
+    pub tls: Option<GrpcTlsConfig>,
+}
+
+/// `grpc.tls` when enabled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrpcTlsConfig {
+    /// Custom CA; system roots when absent.
+    pub ca_cert: Option<PathBuf>,
+    /// Client certificate and key for mTLS (set together).
+    pub client: Option<GrpcClientCert>,
+}
+
+/// mTLS client identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrpcClientCert {
+    /// `cert`
+    pub cert: PathBuf,
+    /// `key`
+    pub key: PathBuf,
+}
+
+fn grpc_target(s: &str) -> Result<String, String> {
+    let ok = s.contains("://")
+        || s.rsplit_once(':')
+            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
+    if ok && !s.contains(char::is_whitespace) {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "invalid gRPC target {s:?}: expected host:port such as \"localhost:9500\""
+        ))
+    }
+}
+
+fn grpc_tls(node: &Node, cx: &mut Cx) -> Res<Option<GrpcTlsConfig>> {
+    let m = cx.map(node, &["enabled", "ca_cert", "cert", "key"])?;
+    let enabled = m.or(cx, "enabled", false);
+    let ca_cert = m.opt::<PathBuf>(cx, "ca_cert");
+    let (cert, key) = (m.opt::<PathBuf>(cx, "cert"), m.opt::<PathBuf>(cx, "key"));
+    let client = match (cert?, key?) {
+        (Some(cert), Some(key)) => Some(GrpcClientCert { cert, key }),
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(cx.error(
+                m.key_pos("cert").unwrap_or(m.pos),
+                "'cert' must be set together with 'key'",
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(cx.error(
+                m.key_pos("key").unwrap_or(m.pos),
+                "'key' must be set together with 'cert'",
+            ))
+        }
+    };
+    Ok(enabled?.then_some(GrpcTlsConfig {
+        ca_cert: ca_cert?,
+        client,
+    }))
+}
+
+impl Decode for GrpcConfig {
+    fn decode(node: &Node, cx: &mut Cx) -> Res<Self> {
+        let m = cx.map(
+            node,
+            &[
+                "name",
+                "target",
+                "send_request_body",
+                "send_response_body",
+                "rules",
+                "tls",
+            ],
+        )?;
+        let name = m.req(cx, "name");
+        let target = m.req_with(cx, "target", |n, cx| str_with(n, cx, grpc_target));
+        let send_req = m.or(cx, "send_request_body", false);
+        let send_rsp = m.or(cx, "send_response_body", false);
+        let rules = m.or_default(cx, "rules");
+        let tls = m.opt_with(cx, "tls", grpc_tls);
+        Ok(GrpcConfig {
+            name: name?,
+            target: target?,
+            send_request_body: send_req?,
+            send_response_body: send_rsp?,
+            rules: rules?,
+            tls: tls?.flatten(),
+        })
+    }
+}
