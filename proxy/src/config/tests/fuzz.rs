@@ -1,6 +1,6 @@
 //! Robustness: arbitrary input and mangled real configs never panic, and every
-//! The fixture is the spec's full example (06-configuration.md) plus an `intercept` block.
-//! error carries a position when it comes from the file.
+//! error carries a position when it comes from the file. The fixture is the
+//! spec's full example (06-configuration.md) plus an `intercept` block.
 
 use proptest::prelude::*;
 
