@@ -168,6 +168,8 @@ fn decode_config(root: &Node, cx: &mut Cx) -> Res<Config> {
     let metrics = section::<MetricsConfig>(root, cx, "metrics");
     let log = section::<LogConfig>(root, cx, "log");
     let intercept = m.opt::<InterceptConfig>(cx, "intercept");
+    let judges = unique_judge_names(root, cx);
+    judges?;
     let config = Config {
         dns: dns?,
         proxy: proxy?,
@@ -179,42 +181,35 @@ fn decode_config(root: &Node, cx: &mut Cx) -> Res<Config> {
         log: log?,
         intercept: intercept?,
     };
-    cross_checks(&config, root, cx)?;
+    intercept_dns(&config, root, cx)?;
     Ok(config)
 }
 
-/// Rules that span sections or list entries.
-fn cross_checks(cfg: &Config, root: &Node, cx: &mut Cx) -> Res<()> {
+/// Judge names must be unique. Checked on the document, so a duplicate is
+/// reported even when other entries have errors.
+fn unique_judge_names(root: &Node, cx: &mut Cx) -> Res<()> {
+    let Some(yaml::Kind::Seq(items)) = root.get("transforms").map(|n| &n.kind) else {
+        return Ok(());
+    };
+    let mut seen: Vec<(&str, usize)> = Vec::new();
     let mut ok = true;
-    let mut judges: Vec<(&str, usize)> = Vec::new();
-    for (i, t) in cfg.transforms.iter().enumerate() {
-        let TransformConfig::Judge(j) = t else {
+    for (i, entry) in items.iter().enumerate() {
+        if entry.get("name").and_then(Node::scalar) != Some("judge") {
+            continue;
+        }
+        let Some(name_node) = entry.get("config").and_then(|c| c.get("name")) else {
             continue;
         };
-        if let Some((_, first)) = judges.iter().find(|(n, _)| *n == j.name) {
-            let node = item(root, "transforms", i)
-                .and_then(|n| n.get("config"))
-                .and_then(|n| n.get("name"));
-            let pos = node.map_or(root.pos, |n| n.pos);
-            let msg = format!("duplicate judge name '{}' (also used by transforms[{first}]); judge names must be unique", j.name);
-            cx.error_at_path(pos, format!("transforms[{i}].config.name"), msg);
-            ok = false;
-        } else {
-            judges.push((&j.name, i));
-        }
-    }
-    if let Some(ic) = &cfg.intercept {
-        if ic.dns == Some(true) && cfg.dns.is_none() {
-            let pos = root
-                .get("intercept")
-                .and_then(|n| n.get("dns"))
-                .map_or(root.pos, |n| n.pos);
-            cx.error_at_path(
-                pos,
-                "intercept.dns".into(),
-                "DNS redirection needs a dns block (the proxy's DNS server)",
-            );
-            ok = false;
+        let Some(name) = name_node.scalar() else {
+            continue;
+        };
+        match seen.iter().find(|(n, _)| *n == name) {
+            Some((_, first)) => {
+                let msg = format!("duplicate judge name '{name}' (also used by transforms[{first}]); judge names must be unique");
+                cx.error_at_path(name_node.pos, format!("transforms[{i}].config.name"), msg);
+                ok = false;
+            }
+            None => seen.push((name, i)),
         }
     }
     if ok {
@@ -224,11 +219,18 @@ fn cross_checks(cfg: &Config, root: &Node, cx: &mut Cx) -> Res<()> {
     }
 }
 
-/// `root[key][i]` when present.
-fn item<'n>(root: &'n Node, key: &str, i: usize) -> Option<&'n Node> {
-    match &root.get(key)?.kind {
-        yaml::Kind::Seq(items) => items.get(i),
-        _ => None,
+/// `intercept.dns: true` needs the DNS server.
+fn intercept_dns(cfg: &Config, root: &Node, cx: &mut Cx) -> Res<()> {
+    match &cfg.intercept {
+        Some(ic) if ic.dns == Some(true) && cfg.dns.is_none() => {
+            let pos = root
+                .get("intercept")
+                .and_then(|n| n.get("dns"))
+                .map_or(root.pos, |n| n.pos);
+            let msg = "DNS redirection needs a dns block (the proxy's DNS server)";
+            Err(cx.error_at_path(pos, "intercept.dns".into(), msg))
+        }
+        _ => Ok(()),
     }
 }
 

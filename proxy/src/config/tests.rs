@@ -3,6 +3,7 @@
 
 mod broken;
 mod env;
+mod fuzz;
 mod spec_files;
 
 use super::*;

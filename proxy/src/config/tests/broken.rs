@@ -141,6 +141,14 @@ fn duplicate_judge_names() {
         &format!("transforms:\n  - name: judge\n    config:\n      name: guard\n{JUDGE}  - name: judge\n    config:\n      name: guard\n{JUDGE}"),
         &["proxy.yaml:10:13: transforms[1].config.name: duplicate judge name 'guard' (also used by transforms[0]); judge names must be unique"],
     );
+    // Still reported when another entry is broken.
+    refused(
+        &format!("transforms:\n  - name: judge\n    config:\n      name: guard\n{JUDGE}  - name: judge\n    config:\n      name: guard\n      timeout: 0s\n{JUDGE}"),
+        &[
+            "proxy.yaml:10:13: transforms[1].config.name: duplicate judge name 'guard' (also used by transforms[0]); judge names must be unique",
+            "proxy.yaml:11:16: transforms[1].config.timeout: duration \"0s\" must be positive",
+        ],
+    );
 }
 
 #[test]
