@@ -190,6 +190,8 @@ fn native_roots_child() {
                 "{err}"
             );
         }
+        // Run directly (e.g. --include-ignored) without the parent's setup: nothing to check.
+        Err(_) => {}
         other => panic!("unexpected IRON_TLS_TEST_EXPECT {other:?}"),
     }
 }
