@@ -75,20 +75,34 @@ pub fn build_policy(cfg: &Config) -> Result<(Policy, DenyList), AppError> {
         transforms.push(build_transform(index, t)?);
     }
     let limits = Limits {
-        max_request_body_bytes: usize::try_from(cfg.proxy.max_request_body_bytes).unwrap_or(usize::MAX),
-        max_response_body_bytes: usize::try_from(cfg.proxy.max_response_body_bytes).unwrap_or(usize::MAX),
+        max_request_body_bytes: usize::try_from(cfg.proxy.max_request_body_bytes)
+            .unwrap_or(usize::MAX),
+        max_response_body_bytes: usize::try_from(cfg.proxy.max_response_body_bytes)
+            .unwrap_or(usize::MAX),
         upstream_response_header_timeout: cfg.proxy.upstream_response_header_timeout.get(),
     };
     let deny = DenyList::new(cfg.proxy.upstream_deny_cidrs.clone());
-    Ok((Policy { pipeline: Pipeline::new(transforms), limits }, deny))
+    Ok((
+        Policy {
+            pipeline: Pipeline::new(transforms),
+            limits,
+        },
+        deny,
+    ))
 }
 
 fn build_transform(index: usize, t: &TransformConfig) -> Result<Arc<dyn Transform>, AppError> {
     match t {
-        TransformConfig::Allowlist(c) => {
-            Ok(Arc::new(Allowlist::new(c.domains.clone(), c.cidrs.clone(), c.rules.clone(), c.warn)))
-        }
-        other => Err(AppError::NotSupported { index, name: other.name() }),
+        TransformConfig::Allowlist(c) => Ok(Arc::new(Allowlist::new(
+            c.domains.clone(),
+            c.cidrs.clone(),
+            c.rules.clone(),
+            c.warn,
+        ))),
+        other => Err(AppError::NotSupported {
+            index,
+            name: other.name(),
+        }),
     }
 }
 
@@ -97,7 +111,12 @@ pub fn bind(what: &'static str, spec: &ListenAddr) -> Result<Vec<TcpListener>, A
     let mut out = Vec::new();
     for addr in spec.socket_addrs() {
         let err = |source| AppError::Bind { what, addr, source };
-        let sock = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, Some(socket2::Protocol::TCP)).map_err(err)?;
+        let sock = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )
+        .map_err(err)?;
         if addr.is_ipv6() {
             sock.set_only_v6(true).map_err(err)?;
         }
@@ -115,9 +134,11 @@ fn tls_handling(cfg: &Config) -> Result<TlsHandling, AppError> {
     match &cfg.tls {
         TlsConfig::SniOnly => Ok(TlsHandling::SniOnly),
         TlsConfig::Mitm(m) => {
-            let ca = crate::tls::CertificateAuthority::load(&m.ca_cert, &m.ca_key).map_err(|e| AppError::Tls(e.to_string()))?;
+            let ca = crate::tls::CertificateAuthority::load(&m.ca_cert, &m.ca_key)
+                .map_err(|e| AppError::Tls(e.to_string()))?;
             let lifetime = Duration::from_secs(u64::from(m.leaf_cert_expiry_hours) * 3600);
-            let minter = crate::tls::LeafMinter::new(Arc::new(ca), lifetime).map_err(|e| AppError::Tls(e.to_string()))?;
+            let minter = crate::tls::LeafMinter::new(Arc::new(ca), lifetime)
+                .map_err(|e| AppError::Tls(e.to_string()))?;
             let cache = Arc::new(crate::tls::LeafCache::new(minter, m.cert_cache_size as u64));
             let resolver = Arc::new(crate::tls::SniResolver::new(cache.clone()));
             let config = crate::tls::server_config(resolver, crate::tls::ALPN_H2_HTTP11);
@@ -143,26 +164,39 @@ impl App {
     pub async fn start(cfg: Config, config_path: &Path, audit: AuditSink) -> Result<App, AppError> {
         let (policy, deny) = build_policy(&cfg)?;
         let tls = tls_handling(&cfg)?;
-        let upstream_tls = crate::tls::upstream_client_config().map_err(|e| AppError::Tls(e.to_string()))?;
+        let upstream_tls =
+            crate::tls::upstream_client_config().map_err(|e| AppError::Tls(e.to_string()))?;
         let resolver = Resolver::new(cfg.dns.as_ref().and_then(|d| d.upstream_resolver))?;
         let deny = Arc::new(ArcSwap::from_pointee(deny));
         let dialer = Dialer::new(resolver, deny.clone(), upstream_tls);
         let shared = Arc::new(Shared::new(policy, deny, Upstream::new(dialer), audit));
-        let intake = Intake { shared: shared.clone(), tls };
+        let intake = Intake {
+            shared: shared.clone(),
+            tls,
+        };
 
         let mut tasks = Vec::new();
         let mut bound = Vec::new();
         for l in bind("http_listen", &cfg.proxy.http_listen)? {
-            bound.push(("http", l.local_addr().map_err(|e| AppError::Tls(e.to_string()))?));
+            bound.push((
+                "http",
+                l.local_addr().map_err(|e| AppError::Tls(e.to_string()))?,
+            ));
             tasks.push(tokio::spawn(crate::listen::http::run(l, shared.clone())));
         }
         for l in bind("https_listen", &cfg.proxy.https_listen)? {
-            bound.push(("https", l.local_addr().map_err(|e| AppError::Tls(e.to_string()))?));
+            bound.push((
+                "https",
+                l.local_addr().map_err(|e| AppError::Tls(e.to_string()))?,
+            ));
             tasks.push(tokio::spawn(crate::listen::https::run(l, intake.clone())));
         }
         if let Some(t) = &cfg.proxy.tunnel_listen {
             for l in bind("tunnel_listen", t)? {
-                bound.push(("tunnel", l.local_addr().map_err(|e| AppError::Tls(e.to_string()))?));
+                bound.push((
+                    "tunnel",
+                    l.local_addr().map_err(|e| AppError::Tls(e.to_string()))?,
+                ));
                 tasks.push(tokio::spawn(crate::listen::tunnel::run(l, intake.clone())));
             }
         }
@@ -170,7 +204,12 @@ impl App {
         for (name, addr) in &bound {
             tracing::info!(listener = name, addr = %addr, "listening");
         }
-        Ok(App { shared, config_path: config_path.to_path_buf(), bound, tasks })
+        Ok(App {
+            shared,
+            config_path: config_path.to_path_buf(),
+            bound,
+            tasks,
+        })
     }
 
     /// Stops accepting new connections.

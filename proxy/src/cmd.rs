@@ -12,7 +12,12 @@ use crate::config;
 fn init_tracing(level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("IRON_LOG_FILTER")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("iron_proxy={level},warn")));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .try_init();
 }
 
 fn print_config_errors(errors: &config::ConfigErrors) {
@@ -27,12 +32,19 @@ pub fn run(path: &Path) -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             print_config_errors(&e);
-            eprintln!("iron-proxy: {} error(s) in {}; not starting", e.0.len(), path.display());
+            eprintln!(
+                "iron-proxy: {} error(s) in {}; not starting",
+                e.0.len(),
+                path.display()
+            );
             return ExitCode::FAILURE;
         }
     };
     init_tracing(cfg.log.level.as_str());
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("iron-proxy: starting the runtime: {e}");
@@ -87,7 +99,11 @@ pub fn validate(path: &Path, strict: bool) -> ExitCode {
         eprintln!("{}: {kind}: {r}", path.display());
     }
     if strict && !refs.is_empty() {
-        eprintln!("{}: invalid under -strict ({} problem(s))", path.display(), refs.len());
+        eprintln!(
+            "{}: invalid under -strict ({} problem(s))",
+            path.display(),
+            refs.len()
+        );
         return ExitCode::FAILURE;
     }
     println!("{}: valid", path.display());
@@ -103,7 +119,11 @@ pub fn generate_ca(outdir: &Path, name: &str, expiry_hours: u64, alg: Alg) -> Ex
     };
     match crate::tls::generate::generate_ca(outdir, name, expiry_hours, alg) {
         Ok((cert, key)) => {
-            println!("wrote {} (0644) and {} (0600)", cert.display(), key.display());
+            println!(
+                "wrote {} (0644) and {} (0600)",
+                cert.display(),
+                key.display()
+            );
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -12,7 +12,11 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
         }
     };
     if cli.version || matches!(cli.command, Some(Command::Version)) {
@@ -35,11 +39,16 @@ fn main() -> ExitCode {
             Ok(path) => iron_proxy::cmd::validate(&path, strict),
             Err(code) => code,
         },
-        Some(Command::GenerateCa { ref outdir, ref name, expiry_hours, alg }) => {
-            iron_proxy::cmd::generate_ca(outdir, name, expiry_hours, alg)
-        }
+        Some(Command::GenerateCa {
+            ref outdir,
+            ref name,
+            expiry_hours,
+            alg,
+        }) => iron_proxy::cmd::generate_ca(outdir, name, expiry_hours, alg),
         Some(Command::Intercept { ref action }) => match need_config(&cli) {
-            Ok(path) => iron_proxy::cmd::intercept(&path, matches!(action, InterceptAction::Detach)),
+            Ok(path) => {
+                iron_proxy::cmd::intercept(&path, matches!(action, InterceptAction::Detach))
+            }
             Err(code) => code,
         },
         Some(Command::Version) => ExitCode::SUCCESS,

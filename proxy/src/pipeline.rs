@@ -120,6 +120,7 @@ impl Flow {
             path,
             started: Instant::now(),
             audit_extra: Map::new(),
+            precheck: false,
             annotations: Map::new(),
         }
     }

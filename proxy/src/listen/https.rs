@@ -24,7 +24,16 @@ pub async fn run(listener: TcpListener, intake: Intake) {
         let intake = intake.clone();
         tokio::spawn(async move {
             let conn = ConnInfo::new(remote, Mode::Https, true, 443);
-            intake.serve(stream, conn, KnownDest { host: None, port: 443 }).await;
+            intake
+                .serve(
+                    stream,
+                    conn,
+                    KnownDest {
+                        host: None,
+                        port: 443,
+                    },
+                )
+                .await;
         });
     }
 }

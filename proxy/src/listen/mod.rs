@@ -24,10 +24,15 @@ where
 {
     let conn = Arc::new(conn);
     let remote = conn.remote;
-    let svc = service_fn(move |req| -> exchange::HandleFuture { Box::pin(exchange::handle(shared.clone(), conn.clone(), req)) });
+    let svc = service_fn(move |req| -> exchange::HandleFuture {
+        Box::pin(exchange::handle(shared.clone(), conn.clone(), req))
+    });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().preserve_header_case(true).keep_alive(true);
-    if let Err(e) = builder.serve_connection_with_upgrades(TokioIo::new(io), svc).await {
+    if let Err(e) = builder
+        .serve_connection_with_upgrades(TokioIo::new(io), svc)
+        .await
+    {
         tracing::debug!(client = %remote, error = %e, "client connection ended with an error");
     }
 }

@@ -16,7 +16,9 @@ use crate::pipeline::{Dest, Flow, PhaseOutcome};
 use crate::rules::normalize_host;
 use crate::state::Shared;
 use crate::tls::sniff::{peek_client_hello, PrefixedStream, Sniff};
-use crate::tls::{LeafCache, SniResolver};
+use crate::tls::LeafCache;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 
 /// Largest ClientHello the proxy reads before deciding.
 pub const MAX_CLIENT_HELLO: usize = 16 * 1024;
@@ -59,15 +61,31 @@ impl Intake {
     /// Runs the pipeline on a host-only request and reports whether it may go on.
     /// With `precheck`, the inner requests will be checked again in full, so a
     /// rule's host alone is enough here.
-    pub async fn check_host(&self, conn: &ConnInfo, host: &str, port: u16, precheck: bool, rec: &mut AuditRecord) -> bool {
+    pub async fn check_host(
+        &self,
+        conn: &ConnInfo,
+        host: &str,
+        port: u16,
+        precheck: bool,
+        rec: &mut AuditRecord,
+    ) -> bool {
         let policy = self.shared.policy();
-        let dest = Dest { ip: host.parse().ok(), host: host.to_string(), port, tls: true };
+        let dest = Dest {
+            ip: host.parse().ok(),
+            host: host.to_string(),
+            port,
+            tls: true,
+        };
         let mut cx = Flow::new(dest, String::new(), String::new());
         cx.precheck = precheck;
         let mut req = http::Request::new(crate::body::empty());
         rec.host = host.to_string();
         rec.sni = rec.sni.clone().or_else(|| conn.sni.clone());
-        match policy.pipeline.on_request(&mut req, &mut cx, &mut rec.request_transforms).await {
+        match policy
+            .pipeline
+            .on_request(&mut req, &mut cx, &mut rec.request_transforms)
+            .await
+        {
             PhaseOutcome::Continue => true,
             PhaseOutcome::Reject(by, r) => {
                 rec.reject(Some(&by), &r.reason, r.status.as_u16());
@@ -90,17 +108,18 @@ impl Intake {
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let (verdict, prefix) = match peek_client_hello(&mut io, MAX_CLIENT_HELLO, SNIFF_TIMEOUT).await {
-            Ok(v) => v,
-            Err(e) => {
-                let mut rec = conn.record();
-                rec.host = dest.host.clone().unwrap_or_default();
-                rec.reject(None, "no_client_data", 0);
-                rec.error = Some(e.to_string());
-                self.shared.audit.emit(&rec);
-                return;
-            }
-        };
+        let (verdict, prefix) =
+            match peek_client_hello(&mut io, MAX_CLIENT_HELLO, SNIFF_TIMEOUT).await {
+                Ok(v) => v,
+                Err(e) => {
+                    let mut rec = conn.record();
+                    rec.host = dest.host.clone().unwrap_or_default();
+                    rec.reject(None, "no_client_data", 0);
+                    rec.error = Some(e.to_string());
+                    self.shared.audit.emit(&rec);
+                    return;
+                }
+            };
         let is_http = looks_like_http(&prefix);
         let io = PrefixedStream::new(prefix, io);
         match verdict {
@@ -126,8 +145,13 @@ impl Intake {
         }
     }
 
-    async fn serve_tls<I>(&self, io: PrefixedStream<I>, mut conn: ConnInfo, dest: KnownDest, sni: Option<String>)
-    where
+    async fn serve_tls<I>(
+        &self,
+        io: PrefixedStream<I>,
+        mut conn: ConnInfo,
+        dest: KnownDest,
+        sni: Option<String>,
+    ) where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let sni = sni.map(|s| normalize_host(&s));
@@ -148,7 +172,10 @@ impl Intake {
                     // No SNI: present a leaf for the destination itself (an IP SAN for IPs).
                     let name = host.clone();
                     let mut c = (**config).clone();
-                    c.cert_resolver = Arc::new(SniResolver::fixed(cache.clone(), name));
+                    c.cert_resolver = Arc::new(FixedName {
+                        cache: cache.clone(),
+                        name,
+                    });
                     Arc::new(c)
                 };
                 let tls = match TlsAcceptor::from(config).accept(io).await {
@@ -192,7 +219,7 @@ impl Intake {
             let _ = io.shutdown().await;
             return;
         }
-        let mut guard = self.shared.audit.emit(&rec);
+        let mut guard = AuditGuard::new(rec, self.shared.audit.clone());
         let mut upstream = match self.shared.upstream.dialer().tcp(host, port).await {
             Ok(u) => u,
             Err(e) => {
@@ -212,6 +239,20 @@ impl Intake {
                 Err(e) => r.error = Some(format!("passthrough: {e}")),
             }
         }
+    }
+}
+
+/// Presents the leaf for one fixed name whatever the ClientHello says: used
+/// for SNI-less TLS to a known destination (an IP is treated as that IP).
+#[derive(Debug)]
+struct FixedName {
+    cache: Arc<LeafCache>,
+    name: String,
+}
+
+impl ResolvesServerCert for FixedName {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.cache.get(&self.name).ok()
     }
 }
 

@@ -25,7 +25,8 @@ pub struct Redirected {
 /// Finds the original destination of an accepted, redirected connection.
 pub trait OriginLookup: Send + Sync {
     /// `peer` is the client's address, `local` the listener side of the accepted socket.
-    fn lookup(&self, stream: &TcpStream, peer: SocketAddr, local: SocketAddr) -> Option<Redirected>;
+    fn lookup(&self, stream: &TcpStream, peer: SocketAddr, local: SocketAddr)
+        -> Option<Redirected>;
 }
 
 /// `SO_ORIGINAL_DST` / `IP6T_SO_ORIGINAL_DST` on the accepted socket: answered
@@ -33,15 +34,26 @@ pub trait OriginLookup: Send + Sync {
 pub struct SockoptLookup;
 
 impl OriginLookup for SockoptLookup {
-    fn lookup(&self, stream: &TcpStream, _peer: SocketAddr, local: SocketAddr) -> Option<Redirected> {
+    fn lookup(
+        &self,
+        stream: &TcpStream,
+        _peer: SocketAddr,
+        local: SocketAddr,
+    ) -> Option<Redirected> {
         use nix::sys::socket::{getsockopt, sockopt};
         let fd = stream.as_fd();
         let dst = if local.is_ipv4() {
             let sin = getsockopt(&fd, sockopt::OriginalDst).ok()?;
-            SocketAddr::from((std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)), u16::from_be(sin.sin_port)))
+            SocketAddr::from((
+                std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)),
+                u16::from_be(sin.sin_port),
+            ))
         } else {
             let sin6 = getsockopt(&fd, sockopt::Ip6tOriginalDst).ok()?;
-            SocketAddr::from((std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr), u16::from_be(sin6.sin6_port)))
+            SocketAddr::from((
+                std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr),
+                u16::from_be(sin6.sin6_port),
+            ))
         };
         Some(Redirected { dst, client: None })
     }
@@ -78,7 +90,16 @@ pub async fn run(listener: TcpListener, intake: Intake, lookup: Arc<dyn OriginLo
             conn.client = origin.client;
             conn.original_dst = Some(origin.dst);
             let ip = crate::rules::canonical_ip(origin.dst.ip()).to_string();
-            intake.serve(stream, conn, KnownDest { host: Some(ip), port: origin.dst.port() }).await;
+            intake
+                .serve(
+                    stream,
+                    conn,
+                    KnownDest {
+                        host: Some(ip),
+                        port: origin.dst.port(),
+                    },
+                )
+                .await;
         });
     }
 }

@@ -94,7 +94,10 @@ async fn http_proxy(stream: TcpStream, remote: SocketAddr, intake: Intake) {
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().preserve_header_case(true);
-    if let Err(e) = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).await {
+    if let Err(e) = builder
+        .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+        .await
+    {
         tracing::debug!(client = %remote, error = %e, "tunnel client connection ended with an error");
     }
 }
@@ -115,10 +118,16 @@ async fn connect(mut req: Request<Incoming>, remote: SocketAddr, intake: Intake)
         return status(StatusCode::BAD_REQUEST, "CONNECT needs host:port");
     };
     let mut conn = ConnInfo::new(remote, Mode::Tunnel, false, port);
-    conn.tunnel = Some(TunnelInfo { kind: "connect", target: format!("{host}:{port}") });
+    conn.tunnel = Some(TunnelInfo {
+        kind: "connect",
+        target: format!("{host}:{port}"),
+    });
     let mut rec = conn.record();
     rec.method = "CONNECT".into();
-    if !intake.check_host(&conn, &host, port, precheck(&intake), &mut rec).await {
+    if !intake
+        .check_host(&conn, &host, port, precheck(&intake), &mut rec)
+        .await
+    {
         let msg = format!("CONNECT to {host}:{port} is not allowed");
         intake.shared.audit.emit(&rec);
         return crate::exchange::connection_refusal(&msg);
@@ -128,7 +137,16 @@ async fn connect(mut req: Request<Incoming>, remote: SocketAddr, intake: Intake)
         match on_upgrade.await {
             Ok(up) => {
                 conn.expected_host = Some(host.clone());
-                intake.serve(TokioIo::new(up), conn, KnownDest { host: Some(host), port }).await;
+                intake
+                    .serve(
+                        TokioIo::new(up),
+                        conn,
+                        KnownDest {
+                            host: Some(host),
+                            port,
+                        },
+                    )
+                    .await;
             }
             Err(e) => tracing::debug!(error = %e, "CONNECT upgrade failed"),
         }
@@ -142,7 +160,8 @@ fn precheck(intake: &Intake) -> bool {
 }
 
 async fn socks_reply(s: &mut TcpStream, code: u8) -> std::io::Result<()> {
-    s.write_all(&[0x05, code, 0x00, 0x01, 0, 0, 0, 0, 0, 0]).await
+    s.write_all(&[0x05, code, 0x00, 0x01, 0, 0, 0, 0, 0, 0])
+        .await
 }
 
 async fn socks5(mut s: TcpStream, remote: SocketAddr, intake: &Intake) -> Result<(), SocksError> {
@@ -191,15 +210,30 @@ async fn socks5(mut s: TcpStream, remote: SocketAddr, intake: &Intake) -> Result
     };
     let port = s.read_u16().await?;
     let mut conn = ConnInfo::new(remote, Mode::Tunnel, false, port);
-    conn.tunnel = Some(TunnelInfo { kind: "socks5", target: format!("{host}:{port}") });
+    conn.tunnel = Some(TunnelInfo {
+        kind: "socks5",
+        target: format!("{host}:{port}"),
+    });
     let mut rec = conn.record();
-    if !intake.check_host(&conn, &host, port, precheck(intake), &mut rec).await {
+    if !intake
+        .check_host(&conn, &host, port, precheck(intake), &mut rec)
+        .await
+    {
         intake.shared.audit.emit(&rec);
         socks_reply(&mut s, SOCKS_NOT_ALLOWED).await?;
         return Ok(());
     }
     socks_reply(&mut s, SOCKS_OK).await?;
     conn.expected_host = Some(host.clone());
-    intake.serve(s, conn, KnownDest { host: Some(host), port }).await;
+    intake
+        .serve(
+            s,
+            conn,
+            KnownDest {
+                host: Some(host),
+                port,
+            },
+        )
+        .await;
     Ok(())
 }

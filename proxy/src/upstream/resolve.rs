@@ -32,7 +32,9 @@ pub struct Resolver {
 impl Resolver {
     /// A resolver using `upstream` (UDP and TCP) or, when `None`, the OS configuration.
     pub fn new(upstream: Option<SocketAddr>) -> Result<Self, ResolveError> {
-        Ok(Resolver { inner: crate::dns::build_resolver(upstream).map_err(ResolveError::Build)? })
+        Ok(Resolver {
+            inner: crate::dns::build_resolver(upstream).map_err(ResolveError::Build)?,
+        })
     }
 
     /// All addresses of `host` (A and AAAA). An IP literal resolves to itself.
