@@ -206,7 +206,7 @@ impl Curl {
     /// Starts curl with `-N` and returns while the transfer runs; the body is read line by
     /// line (see [`CurlStream`]).
     pub fn spawn(self) -> CurlStream {
-        let dir = tempfile::tempdir().expect("creating a temp dir");
+        let dir = crate::paths::scratch_dir("curl");
         let head_path = dir.path().join("headers");
         let mut cmd = self.command();
         cmd.arg("-N").arg("-D").arg(&head_path).args(&self.args);
@@ -215,7 +215,7 @@ impl Curl {
 
     /// Runs curl to completion.
     pub fn run(self) -> CurlResult {
-        let dir = tempfile::tempdir().expect("creating a temp dir");
+        let dir = crate::paths::scratch_dir("curl");
         let (body_path, head_path) = (dir.path().join("body"), dir.path().join("headers"));
         let mut cmd = self.command();
         cmd.arg("-o").arg(&body_path).arg("-D").arg(&head_path);

@@ -89,7 +89,7 @@ impl Dnsmasq {
     /// Whether `name` was queried at least once.
     pub fn was_queried(&self, name: &str) -> bool {
         let name = name.trim_end_matches('.').to_ascii_lowercase();
-        self.queries().iter().any(|q| *q == name)
+        self.queries().contains(&name)
     }
 
     pub(crate) fn ensure_running(&mut self, addr: SocketAddr) {

@@ -7,9 +7,11 @@
 //! let net = FakeInternet::new();
 //! let up = Upstream::https("httpbin.test").start(&net);
 //! let px = Proxy::with("transforms: []").resolver(&net).start();
-//! let r = curl(["--cacert", px.ca(), "--resolve", &px.resolve_https("httpbin.test"),
-//!               "https://httpbin.test/get"]);
+//! // The URL, SNI and Host stay the upstream's; the connection goes to the proxy's listener.
+//! let r = Curl::get("https://httpbin.test/get").via(&px).run();
 //! assert_eq!(r.status, 200, "{r}");
+//! up.wait_for_request(|r| r.path() == "/get");
+//! assert!(px.wait_for_audit(|a| a.host() == Some("httpbin.test")).is_allowed());
 //! ```
 //!
 //! - [`FakeInternet`] is a network namespace joined to the host by a veth pair, addressed from

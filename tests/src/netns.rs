@@ -87,6 +87,12 @@ impl FakeInternet {
         let pid = std::process::id();
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let name = format!("{NS_PREFIX}{pid}-{n}");
+        // Everything that can fail without kernel state comes first.
+        let dir = crate::paths::scratch_dir(&n.to_string());
+        let ca = TestCa::new(
+            "iron-proxy test upstream CA",
+            &dir.path().join("upstream-ca"),
+        );
         ip(&["netns", "add", &name]);
         let offset = pid.wrapping_mul(37);
         let mut created = None;
@@ -109,14 +115,6 @@ impl FakeInternet {
             let _ = try_ip(&["netns", "del", &name]);
             panic!("no free 198.18.0.0/15 slot for a fake internet");
         };
-        let dir = tempfile::Builder::new()
-            .prefix(&format!("{name}."))
-            .tempdir()
-            .expect("creating a temp dir");
-        let ca = TestCa::new(
-            "iron-proxy test upstream CA",
-            &dir.path().join("upstream-ca"),
-        );
         let inner = Arc::new(Inner {
             dns: Mutex::new(Dnsmasq::new(&name, dir.path().join("dnsmasq"))),
             name,
@@ -322,9 +320,30 @@ fn kill_namespace_processes(name: &str) {
     }
 }
 
-/// Removes namespaces left by earlier test processes that died without cleaning up (their
-/// creator PID, part of the name, no longer exists).
+/// The creator PID in `ipx-<pid>-...`, if `name` is one of ours.
+fn creator_pid(name: &str) -> Option<u32> {
+    name.strip_prefix(NS_PREFIX)?
+        .split('-')
+        .next()?
+        .parse()
+        .ok()
+}
+
+fn pid_alive(pid: u32) -> bool {
+    Path::new("/proc").join(pid.to_string()).exists()
+}
+
+/// Removes namespaces and scratch dirs left by earlier test processes that died without
+/// cleaning up (their creator PID, part of the name, no longer exists).
 fn sweep_stale_namespaces() {
+    if let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if creator_pid(&name).is_some_and(|pid| !pid_alive(pid)) {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
     let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
         return;
     };
@@ -332,14 +351,7 @@ fn sweep_stale_namespaces() {
         let Some(name) = line.split_whitespace().next() else {
             continue;
         };
-        let Some(pid) = name
-            .strip_prefix(NS_PREFIX)
-            .and_then(|rest| rest.split('-').next())
-            .and_then(|pid| pid.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if !Path::new("/proc").join(pid.to_string()).exists() {
+        if creator_pid(name).is_some_and(|pid| !pid_alive(pid)) {
             eprintln!("removing stale test namespace {name}");
             kill_namespace_processes(name);
             let _ = try_ip(&["netns", "del", name]);

@@ -100,3 +100,12 @@ pub fn venv_python() -> PathBuf {
         })
         .clone()
 }
+
+/// A temp dir named `ipx-<pid>-<tag>.XXXX`, removed on drop; if the test process dies first,
+/// the next run's sweep (see [`crate::netns`]) removes it because `<pid>` is gone.
+pub fn scratch_dir(tag: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("ipx-{}-{tag}.", std::process::id()))
+        .tempdir()
+        .expect("creating a temp dir")
+}

@@ -86,8 +86,7 @@ impl CurlStream {
         let headers = last_header_block(&heads);
         let status_code = heads
             .lines()
-            .filter(|l| l.starts_with("HTTP/"))
-            .last()
+            .rfind(|l| l.starts_with("HTTP/"))
             .and_then(|l| l.split_whitespace().nth(1))
             .and_then(|c| c.parse().ok())
             .unwrap_or(0);

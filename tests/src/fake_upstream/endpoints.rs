@@ -36,7 +36,7 @@ use super::{ConnInfo, Shared};
 /// Response body type: full or streamed.
 pub type Body = BoxBody<Bytes, Infallible>;
 
-fn full(b: impl Into<Bytes>) -> Body {
+pub(super) fn full(b: impl Into<Bytes>) -> Body {
     Full::new(b.into()).boxed()
 }
 
@@ -50,7 +50,7 @@ fn channel_body() -> (mpsc::Sender<Bytes>, Body) {
     (tx, StreamBody::new(stream).boxed())
 }
 
-fn respond(
+pub(super) fn respond(
     shared: &Shared,
     status: StatusCode,
     ctype: Option<&'static str>,
@@ -68,7 +68,7 @@ fn respond(
     rsp
 }
 
-fn json_response(shared: &Shared, status: StatusCode, v: &Value) -> Response<Body> {
+pub(super) fn json_response(shared: &Shared, status: StatusCode, v: &Value) -> Response<Body> {
     let mut text = serde_json::to_string_pretty(v).unwrap_or_default();
     text.push('\n');
     respond(shared, status, Some("application/json"), full(text))
@@ -173,7 +173,7 @@ pub async fn handle(
 
     if path == "/ws" {
         log(&shared, &echo, None);
-        return Ok(websocket(req, &shared));
+        return Ok(super::ws::websocket(req, &shared));
     }
 
     let body = match req.into_body().collect().await {
@@ -340,73 +340,4 @@ fn log(shared: &Shared, echo: &Value, body: Option<&Bytes>) {
     let mut f = file.lock().expect("log lock");
     let _ = writeln!(f, "{entry}");
     let _ = f.flush();
-}
-
-/// Answers a WebSocket handshake with 101 and echoes messages on the upgraded connection.
-fn websocket(mut req: Request<Incoming>, shared: &Shared) -> Response<Body> {
-    use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-    use tokio_tungstenite::tungstenite::protocol::Role;
-
-    let is_ws = req
-        .headers()
-        .get(http::header::UPGRADE)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
-    let Some(key) = req.headers().get("sec-websocket-key").cloned() else {
-        return json_response(
-            shared,
-            StatusCode::BAD_REQUEST,
-            &json!({"error": "not a websocket handshake"}),
-        );
-    };
-    if !is_ws {
-        return json_response(
-            shared,
-            StatusCode::BAD_REQUEST,
-            &json!({"error": "not a websocket handshake"}),
-        );
-    }
-    let protocol = req
-        .headers()
-        .get("sec-websocket-protocol")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(',').next())
-        .map(|v| v.trim().to_string());
-    let on_upgrade = hyper::upgrade::on(&mut req);
-    tokio::spawn(async move {
-        use futures_util::{SinkExt, StreamExt};
-        let Ok(upgraded) = on_upgrade.await else {
-            return;
-        };
-        let io = hyper_util::rt::TokioIo::new(upgraded);
-        let mut ws =
-            tokio_tungstenite::WebSocketStream::from_raw_socket(io, Role::Server, None).await;
-        while let Some(Ok(msg)) = ws.next().await {
-            if msg.is_text() || msg.is_binary() {
-                if ws.send(msg).await.is_err() {
-                    break;
-                }
-            } else if msg.is_close() {
-                break;
-            }
-        }
-    });
-    let mut rsp = respond(
-        shared,
-        StatusCode::SWITCHING_PROTOCOLS,
-        None,
-        full(Bytes::new()),
-    );
-    let h = rsp.headers_mut();
-    h.insert(http::header::UPGRADE, HeaderValue::from_static("websocket"));
-    h.insert(
-        http::header::CONNECTION,
-        HeaderValue::from_static("Upgrade"),
-    );
-    if let Ok(v) = HeaderValue::from_str(&derive_accept_key(key.as_bytes())) {
-        h.insert("sec-websocket-accept", v);
-    }
-    if let Some(p) = protocol.and_then(|p| HeaderValue::from_str(&p).ok()) {
-        h.insert("sec-websocket-protocol", p);
-    }
-    rsp
 }

@@ -7,6 +7,7 @@
 
 pub mod endpoints;
 pub mod tap;
+mod ws;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
