@@ -3,3 +3,4 @@
 //! `cargo test -p iron-proxy-tests --test e2e`.
 
 mod harness_selftest;
+mod smoke;

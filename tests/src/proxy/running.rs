@@ -240,16 +240,39 @@ impl ProxyProcess {
     }
 }
 
-/// The proxy's readiness marker: a line `ready`, or a JSON log whose message is `ready`.
+/// The proxy's readiness marker: a line `ready`, a JSON log whose message is `ready`, or a
+/// tracing text line `... INFO ready ...` (ANSI colours stripped).
 fn is_ready_line(line: &str) -> bool {
-    if line.trim() == "ready" {
+    let plain = strip_ansi(line);
+    if plain.trim() == "ready" {
         return true;
     }
-    let Ok(v) = serde_json::from_str::<Value>(line) else {
-        return false;
-    };
-    let msg = v.get("message").or_else(|| v.pointer("/fields/message"));
-    msg.and_then(Value::as_str) == Some("ready")
+    if let Ok(v) = serde_json::from_str::<Value>(&plain) {
+        let msg = v.get("message").or_else(|| v.pointer("/fields/message"));
+        return msg.and_then(Value::as_str) == Some("ready");
+    }
+    let words: Vec<&str> = plain.split_whitespace().collect();
+    words
+        .windows(2)
+        .any(|w| w[0].ends_with("INFO") && w[1] == "ready")
+}
+
+/// Removes `ESC [ ... letter` sequences.
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn sockaddr_for_curl(a: SocketAddr) -> String {
@@ -273,5 +296,23 @@ impl Drop for ProxyProcess {
             );
         }
         self.child.stop(Duration::from_secs(5));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recognises_ready_lines() {
+        assert!(is_ready_line("ready"));
+        assert!(is_ready_line(
+            r#"{"level":"INFO","fields":{"message":"ready"}}"#
+        ));
+        assert!(is_ready_line(
+            "\u{1b}[2m2026-01-01T00:00:00Z\u{1b}[0m \u{1b}[32m INFO\u{1b}[0m ready \u{1b}[3mversion\u{1b}[0m=0.1.0"
+        ));
+        assert!(!is_ready_line("INFO not ready yet"));
+        assert!(!is_ready_line("INFO serving /readyz"));
     }
 }
