@@ -275,7 +275,7 @@ fn proxy_runner_renders_config_waits_parses_audit_and_kills() {
     std::fs::set_permissions(&bin, std::os::unix::fs::PermissionsExt::from_mode(0o755))
         .expect("chmod");
 
-    let px = Proxy::with("transforms: []")
+    let mut px = Proxy::with("transforms: []")
         .resolver(&net)
         .binary(&bin)
         .start();
@@ -289,6 +289,14 @@ fn proxy_runner_renders_config_waits_parses_audit_and_kills() {
         1,
         "operational lines are not audit records"
     );
+    // A reload test rewrites the config; the harness keeps its ports, resolver and CA.
+    let http = cfg["proxy"]["http_listen"].clone();
+    px.rewrite_config("transforms: [{name: allowlist, config: {domains: [x.test]}}]");
+    let text = std::fs::read_to_string(px.config_path()).expect("read config");
+    let again: serde_json::Value = serde_yaml_ng::from_str(&text).expect("yaml");
+    assert_eq!(again["proxy"]["http_listen"], http);
+    assert_eq!(again["tls"]["ca_key"], cfg["tls"]["ca_key"]);
+    assert_eq!(again["transforms"][0]["config"]["domains"][0], "x.test");
     let pid = px.pid();
     drop(px);
     assert!(
