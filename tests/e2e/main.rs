@@ -1,1 +1,6 @@
-//! End-to-end tests against the real binary.
+//! End-to-end tests against the real binary. The harness lives in `tests/src/` (crate
+//! `iron_proxy_tests`); each module here is one area. Run as root:
+//! `cargo test -p iron-proxy-tests --test e2e`.
+
+mod harness_selftest;
+mod smoke;

@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Prepares this machine for the iron-proxy end-to-end suite. Idempotent; run as root on
+# Debian/Ubuntu. It only touches what is missing:
+#   - apt packages for the tools the harness runs (curl, dig, dnsmasq, ip, nft, clang, ...);
+#   - a Python virtualenv at target/test-venv with tests/requirements.txt (re-installed only
+#     when the requirements file changes, tracked by a stamp holding its sha256);
+#   - bpffs mounted at /sys/fs/bpf.
+# Usage: scripts/setup-test-env.sh [--venv-only]
+set -euo pipefail
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+venv="${IRON_TEST_VENV:-$repo/target/test-venv}"
+reqs="$repo/tests/requirements.txt"
+venv_only=0
+[[ "${1:-}" == "--venv-only" ]] && venv_only=1
+
+say() { echo "setup-test-env: $*"; }
+
+if [[ $venv_only -eq 0 ]]; then
+    if [[ $(id -u) -ne 0 ]]; then
+        say "must run as root (it installs packages and mounts bpffs)" >&2
+        exit 1
+    fi
+
+    # command -> apt package providing it
+    declare -A wanted=(
+        [curl]=curl [dig]=dnsutils [dnsmasq]=dnsmasq-base [ip]=iproute2 [nft]=nftables
+        [clang]=clang [llvm-strip]=llvm [openssl]=openssl [git]=git [python3]=python3
+    )
+    missing=()
+    for cmd in "${!wanted[@]}"; do
+        command -v "$cmd" >/dev/null 2>&1 || missing+=("${wanted[$cmd]}")
+    done
+    # Packages without a command to probe.
+    for pkg in libbpf-dev linux-libc-dev ca-certificates; do
+        dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+    done
+    python3 -m venv --help >/dev/null 2>&1 || missing+=(python3-venv)
+    python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
+
+    if [[ ${#missing[@]} -gt 0 ]]; then
+        say "installing missing packages: ${missing[*]}"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -q
+        apt-get install -y -q --no-install-recommends "${missing[@]}"
+    else
+        say "system packages present"
+    fi
+    # bpftool is packaged on Debian but not on every Ubuntu release; best effort.
+    if ! command -v bpftool >/dev/null 2>&1; then
+        if apt-cache show bpftool >/dev/null 2>&1; then
+            say "installing bpftool"
+            apt-get install -y -q --no-install-recommends bpftool
+        else
+            say "bpftool not available from apt; skipping (optional)"
+        fi
+    fi
+
+    if ! mountpoint -q /sys/fs/bpf; then
+        say "mounting bpffs at /sys/fs/bpf"
+        mkdir -p /sys/fs/bpf
+        mount -t bpf bpf /sys/fs/bpf
+    else
+        say "bpffs already mounted"
+    fi
+fi
+
+# The venv is shared by parallel test processes: serialise its creation.
+mkdir -p "$(dirname "$venv")"
+exec 9>"$venv.lock"
+flock 9
+
+if [[ ! -x "$venv/bin/python" ]]; then
+    say "creating virtualenv $venv"
+    python3 -m venv "$venv"
+fi
+want="$(sha256sum "$reqs" | cut -d' ' -f1)"
+stamp="$venv/.requirements.sha256"
+if [[ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]]; then
+    say "installing python packages from tests/requirements.txt"
+    "$venv/bin/python" -m pip install -q --upgrade pip
+    "$venv/bin/python" -m pip install -q -r "$reqs"
+    echo "$want" >"$stamp"
+else
+    say "python packages up to date"
+fi
+say "done"

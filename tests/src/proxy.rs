@@ -1,0 +1,222 @@
+//! `Proxy`: starts the real `iron-proxy` binary with a rendered config and reads its audit log.
+//!
+//! ```no_run
+//! # use iron_proxy_tests::*;
+//! let net = FakeInternet::new();
+//! let px = Proxy::with("transforms: []").resolver(&net).start();
+//! let rec = px.wait_for_audit(|r| r.host() == Some("httpbin.test"));
+//! ```
+//!
+//! The binary is found by [`crate::paths::iron_proxy_bin`] (`IRON_PROXY_BIN`, else next to the
+//! test executable). Its stdout and stderr are captured line by line (and kept in `proxy.log`
+//! in the proxy's temp dir); audit records are parsed from both. When a test panics while a
+//! proxy is running, the tail of its log is printed.
+
+pub mod render;
+mod running;
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::ca::TestCa;
+use crate::netns::FakeInternet;
+use crate::process::{ChildGuard, Lines};
+
+pub use render::Ports;
+pub use running::ProxyProcess;
+
+/// Something that can be a proxy config: YAML text or a JSON value.
+pub trait IntoConfig {
+    /// The config as a JSON value.
+    fn into_config(self) -> Value;
+}
+
+impl IntoConfig for &str {
+    fn into_config(self) -> Value {
+        serde_yaml_ng::from_str(self).unwrap_or_else(|e| panic!("test config is not YAML: {e}"))
+    }
+}
+
+impl IntoConfig for String {
+    fn into_config(self) -> Value {
+        self.as_str().into_config()
+    }
+}
+
+impl IntoConfig for Value {
+    fn into_config(self) -> Value {
+        self
+    }
+}
+
+/// Builder for a proxy process.
+#[derive(Debug)]
+pub struct Proxy {
+    config: Value,
+    net: Option<FakeInternet>,
+    env: Vec<(String, String)>,
+    args: Vec<String>,
+    listen_ip: IpAddr,
+    binary: Option<PathBuf>,
+}
+
+impl Proxy {
+    /// A proxy with `config` (YAML text or `serde_json::Value`); see [`render`] for what the
+    /// harness fills in.
+    pub fn with(config: impl IntoConfig) -> Self {
+        Self {
+            config: config.into_config(),
+            net: None,
+            env: Vec::new(),
+            args: Vec::new(),
+            listen_ip: IpAddr::from([127, 0, 0, 1]),
+            binary: None,
+        }
+    }
+
+    /// Resolves through `net`'s DNS (`dns.upstream_resolver`) and trusts `net`'s upstream CA
+    /// (`SSL_CERT_FILE`).
+    pub fn resolver(mut self, net: &FakeInternet) -> Self {
+        self.net = Some(net.clone());
+        self
+    }
+
+    /// Sets an environment variable for the proxy (e.g. a secret it reads).
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    /// Adds a command-line argument after `-config FILE`.
+    pub fn arg(mut self, arg: &str) -> Self {
+        self.args.push(arg.to_string());
+        self
+    }
+
+    /// Binds the harness-chosen listeners to `ip` instead of 127.0.0.1.
+    pub fn listen_ip(mut self, ip: IpAddr) -> Self {
+        self.listen_ip = ip;
+        self
+    }
+
+    /// Runs this executable instead of the located `iron-proxy` (e.g. a stand-in).
+    pub fn binary(mut self, path: impl Into<PathBuf>) -> Self {
+        self.binary = Some(path.into());
+        self
+    }
+
+    /// Renders the config, spawns the proxy and waits until its listeners accept connections
+    /// (or it logs `ready`: a bare line, or a JSON log with that message). Panics with the proxy's output if it exits.
+    pub fn start(self) -> ProxyProcess {
+        let mut px = self.spawn();
+        px.wait_ready();
+        px
+    }
+
+    /// Starts the proxy expecting it to exit on its own (bad config, `validate`, ...): returns
+    /// its exit status and output lines. Panics if it is still running after `timeout`.
+    pub fn run_to_exit(self, timeout: Duration) -> (ExitStatus, Vec<String>) {
+        let mut px = self.spawn();
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = px.child.try_status() {
+                // Let the reader threads drain the pipes.
+                std::thread::sleep(Duration::from_millis(50));
+                return (status, px.logs());
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "iron-proxy still running after {timeout:?}:\n{}",
+                    px.logs().join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn spawn(self) -> ProxyProcess {
+        let dir = crate::paths::scratch_dir("proxy");
+        let ca = TestCa::new("iron-proxy test MITM CA", &dir.path().join("ca"));
+        let resolver = self.net.as_ref().map(FakeInternet::resolver);
+        let mut config = self.config;
+        let ports = render::render(
+            &mut config,
+            &render::Inputs {
+                listen_ip: self.listen_ip,
+                resolver,
+                ca: (path_str(&ca.cert_path()), path_str(&ca.key_path())),
+            },
+        );
+        let config_path = dir.path().join("proxy.yaml");
+        write_config(&config_path, &config);
+
+        let bin = self.binary.unwrap_or_else(crate::paths::iron_proxy_bin);
+        let mut cmd = Command::new(&bin);
+        cmd.arg("-config").arg(&config_path).args(&self.args);
+        for var in [
+            "HTTP_PROXY",
+            "HTTPS_PROXY",
+            "ALL_PROXY",
+            "NO_PROXY",
+            "http_proxy",
+            "https_proxy",
+            "all_proxy",
+            "no_proxy",
+            "SSL_CERT_DIR",
+        ] {
+            cmd.env_remove(var);
+        }
+        if let Some(net) = &self.net {
+            cmd.env("SSL_CERT_FILE", net.ca_bundle());
+        }
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)))
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = ChildGuard::spawn("iron-proxy", &mut cmd);
+        let log_path = dir.path().join("proxy.log");
+        let file = std::sync::Arc::new(std::sync::Mutex::new(
+            std::fs::File::create(&log_path).expect("creating proxy.log"),
+        ));
+        let tee = |prefix: &'static str| {
+            let file = file.clone();
+            move |line: &str| {
+                use std::io::Write;
+                if let Ok(mut f) = file.lock() {
+                    let _ = writeln!(f, "{prefix}{line}");
+                }
+            }
+        };
+        let stdout = child.child_mut().stdout.take().expect("piped stdout");
+        let stderr = child.child_mut().stderr.take().expect("piped stderr");
+        let (out, _) = Lines::capture(stdout, tee("[stdout] "));
+        let (err, _) = Lines::capture(stderr, tee(""));
+        ProxyProcess {
+            ca_path: path_str(&ca.cert_path()),
+            _ca: ca,
+            config,
+            config_path,
+            log_path,
+            ports,
+            stdout: out,
+            stderr: err,
+            child,
+            _net: self.net,
+            dir,
+        }
+    }
+}
+
+fn path_str(p: &Path) -> String {
+    p.to_str().expect("temp paths are UTF-8").to_string()
+}
+
+pub(crate) fn write_config(path: &Path, config: &Value) {
+    let yaml = serde_yaml_ng::to_string(config).expect("a JSON value serialises to YAML");
+    std::fs::write(path, yaml).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+}
