@@ -76,16 +76,15 @@ static __always_inline int iron_dns_ok4(const struct iron_config *cfg)
 }
 
 /* Whether a DNS listener usable for this IPv6-socket address exists:
- * v4-mapped needs the v4 listener; native v6 prefers the v6 listener and
- * falls back to the v4 listener, v4-mapped. */
+ * v4-mapped needs the v4 listener, native IPv6 the v6 one. The kernel
+ * refuses a native IPv6 UDP destination rewritten v4-mapped (sendmsg6:
+ * ENOTSUPP, connect6: EPERM), so there is no fallback. */
 static __always_inline int iron_dns_ok6(const struct iron_config *cfg,
 					int mapped)
 {
 	if (!cfg)
 		return 0;
-	if (mapped)
-		return cfg->flags & IRON_F_DNS_V4;
-	return cfg->flags & (IRON_F_DNS_V4 | IRON_F_DNS_V6);
+	return cfg->flags & (mapped ? IRON_F_DNS_V4 : IRON_F_DNS_V6);
 }
 
 /* Writes a 16-byte address into ctx->user_ip6. */
@@ -98,9 +97,10 @@ static __always_inline void iron_set_ip6(struct bpf_sock_addr *ctx,
 	ctx->user_ip6[3] = a[3];
 }
 
-/* Rewrites an IPv6-socket destination to the transparent or DNS listener:
- * the v6 listener for native v6 when configured, else the v4 listener
- * v4-mapped. */
+/* Rewrites an IPv6-socket destination to the transparent or DNS listener.
+ * Native IPv6 TCP goes to the v6 listener when configured, else to the v4
+ * listener v4-mapped; DNS goes to the listener of its own family (see
+ * iron_dns_ok6). */
 static __always_inline void iron_redirect6(struct bpf_sock_addr *ctx,
 					   const struct iron_config *cfg,
 					   int mapped, int dns)
@@ -108,7 +108,7 @@ static __always_inline void iron_redirect6(struct bpf_sock_addr *ctx,
 	__u32 t[4];
 	__u16 port;
 
-	if (dns && !mapped && (cfg->flags & IRON_F_DNS_V6)) {
+	if (dns && !mapped) {
 		iron_words(t, cfg->dns_v6);
 		port = cfg->dns_v6_port;
 	} else if (dns) {
