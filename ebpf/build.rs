@@ -159,15 +159,39 @@ fn check_layout(clang: &str, flags: &[String], out: &Path) -> Result<()> {
     use ebpf_common::{Config, DenyKey, Origin, Tuple};
 
     let mut c = String::from("#include \"iron_common.h\"\n");
-    layout!(c, "iron_config", Config, [
-        listen_v6, dns_v6, proxy_cgroup_id, listen_v4, dns_v4, proxy_tgid, proxy_uid,
-        flags, listen_v4_port, listen_v6_port, dns_v4_port, dns_v6_port, pad,
-    ]);
+    layout!(
+        c,
+        "iron_config",
+        Config,
+        [
+            listen_v6,
+            dns_v6,
+            proxy_cgroup_id,
+            listen_v4,
+            dns_v4,
+            proxy_tgid,
+            proxy_uid,
+            flags,
+            listen_v4_port,
+            listen_v6_port,
+            dns_v4_port,
+            dns_v6_port,
+            pad,
+        ]
+    );
     layout!(c, "iron_deny_key", DenyKey, [prefixlen, addr]);
-    layout!(c, "iron_origin", Origin, [
-        cgroup_id, addr, pid, tgid, uid, gid, port, family, pad, comm,
-    ]);
-    layout!(c, "iron_tuple", Tuple, [src_addr, dst_addr, src_port, dst_port, pad]);
+    layout!(
+        c,
+        "iron_origin",
+        Origin,
+        [cgroup_id, addr, pid, tgid, uid, gid, port, family, pad, comm,]
+    );
+    layout!(
+        c,
+        "iron_tuple",
+        Tuple,
+        [src_addr, dst_addr, src_port, dst_port, pad]
+    );
 
     let mut names: Vec<&str> = Vec::new();
     constants!(c, names, [

@@ -114,7 +114,14 @@ const fn hook(
     attach_type: u32,
     since: &'static str,
 ) -> Hook {
-    Hook { name, object, program, kind, attach_type, since }
+    Hook {
+        name,
+        object,
+        program,
+        kind,
+        attach_type,
+        since,
+    }
 }
 
 // `enum bpf_attach_type` values.
@@ -133,21 +140,97 @@ const BPF_CGROUP_INET6_GETPEERNAME: u32 = 30;
 /// Hooks attached to every intercepted cgroup. sock_create comes first and
 /// the connect hooks last, so a half-attached cgroup refuses more, not less.
 pub(crate) const WORKLOAD_HOOKS: [Hook; 10] = [
-    hook("sock_create", "sock_create", "iron_sock_create", Kind::Sock, BPF_CGROUP_INET_SOCK_CREATE, "4.10"),
-    hook("sockops", "sockops", "iron_sockops", Kind::SockOps, BPF_CGROUP_SOCK_OPS, "4.13"),
-    hook("recvmsg4", "udp", "iron_recvmsg4", Kind::SockAddr, BPF_CGROUP_UDP4_RECVMSG, "5.2"),
-    hook("recvmsg6", "udp", "iron_recvmsg6", Kind::SockAddr, BPF_CGROUP_UDP6_RECVMSG, "5.2"),
-    hook("getpeername4", "udp", "iron_getpeername4", Kind::SockAddr, BPF_CGROUP_INET4_GETPEERNAME, "5.8"),
-    hook("getpeername6", "udp", "iron_getpeername6", Kind::SockAddr, BPF_CGROUP_INET6_GETPEERNAME, "5.8"),
-    hook("sendmsg4", "udp", "iron_sendmsg4", Kind::SockAddr, BPF_CGROUP_UDP4_SENDMSG, "4.18"),
-    hook("sendmsg6", "udp", "iron_sendmsg6", Kind::SockAddr, BPF_CGROUP_UDP6_SENDMSG, "4.18"),
-    hook("connect4", "connect", "iron_connect4", Kind::SockAddr, BPF_CGROUP_INET4_CONNECT, "4.17"),
-    hook("connect6", "connect", "iron_connect6", Kind::SockAddr, BPF_CGROUP_INET6_CONNECT, "4.17"),
+    hook(
+        "sock_create",
+        "sock_create",
+        "iron_sock_create",
+        Kind::Sock,
+        BPF_CGROUP_INET_SOCK_CREATE,
+        "4.10",
+    ),
+    hook(
+        "sockops",
+        "sockops",
+        "iron_sockops",
+        Kind::SockOps,
+        BPF_CGROUP_SOCK_OPS,
+        "4.13",
+    ),
+    hook(
+        "recvmsg4",
+        "udp",
+        "iron_recvmsg4",
+        Kind::SockAddr,
+        BPF_CGROUP_UDP4_RECVMSG,
+        "5.2",
+    ),
+    hook(
+        "recvmsg6",
+        "udp",
+        "iron_recvmsg6",
+        Kind::SockAddr,
+        BPF_CGROUP_UDP6_RECVMSG,
+        "5.2",
+    ),
+    hook(
+        "getpeername4",
+        "udp",
+        "iron_getpeername4",
+        Kind::SockAddr,
+        BPF_CGROUP_INET4_GETPEERNAME,
+        "5.8",
+    ),
+    hook(
+        "getpeername6",
+        "udp",
+        "iron_getpeername6",
+        Kind::SockAddr,
+        BPF_CGROUP_INET6_GETPEERNAME,
+        "5.8",
+    ),
+    hook(
+        "sendmsg4",
+        "udp",
+        "iron_sendmsg4",
+        Kind::SockAddr,
+        BPF_CGROUP_UDP4_SENDMSG,
+        "4.18",
+    ),
+    hook(
+        "sendmsg6",
+        "udp",
+        "iron_sendmsg6",
+        Kind::SockAddr,
+        BPF_CGROUP_UDP6_SENDMSG,
+        "4.18",
+    ),
+    hook(
+        "connect4",
+        "connect",
+        "iron_connect4",
+        Kind::SockAddr,
+        BPF_CGROUP_INET4_CONNECT,
+        "4.17",
+    ),
+    hook(
+        "connect6",
+        "connect",
+        "iron_connect6",
+        Kind::SockAddr,
+        BPF_CGROUP_INET6_CONNECT,
+        "4.17",
+    ),
 ];
 
 /// The hook answering `SO_ORIGINAL_DST` where the proxy runs.
-pub(crate) const GETSOCKOPT_HOOK: Hook =
-    hook("getsockopt", "getsockopt", "iron_getsockopt", Kind::Sockopt, BPF_CGROUP_GETSOCKOPT, "5.3");
+pub(crate) const GETSOCKOPT_HOOK: Hook = hook(
+    "getsockopt",
+    "getsockopt",
+    "iron_getsockopt",
+    Kind::Sockopt,
+    BPF_CGROUP_GETSOCKOPT,
+    "5.3",
+);
 
 /// The loaded objects, their maps reused from (or pinned to) `maps_dir`.
 pub(crate) struct Loaded {
@@ -162,7 +245,10 @@ impl Loaded {
             let ebpf = EbpfLoader::new()
                 .default_map_pin_directory(maps_dir)
                 .load(obj.bytes)
-                .map_err(|e| LinksError::Object { object: obj.name, source: Box::new(e) })?;
+                .map_err(|e| LinksError::Object {
+                    object: obj.name,
+                    source: Box::new(e),
+                })?;
             objects.push((obj.name, ebpf));
         }
         let mut loaded = Self { objects };
@@ -190,7 +276,10 @@ impl Loaded {
             .iter_mut()
             .find(|(name, _)| *name == h.object)
             .and_then(|(_, ebpf)| ebpf.program_mut(h.program))
-            .ok_or(LinksError::Missing { program: h.program, object: h.object })
+            .ok_or(LinksError::Missing {
+                program: h.program,
+                object: h.object,
+            })
     }
 
     /// Makes sure `h` runs on `cgroup` through a link pinned in `links_dir`:
@@ -235,9 +324,14 @@ impl Loaded {
             path: cgroup.to_owned(),
             source,
         })?;
-        let link = sys::link_create(prog_fd, cgroup_file.as_fd(), h.attach_type).map_err(|source| {
-            LinksError::Attach { hook: h.name, cgroup: cgroup.to_owned(), source }
-        })?;
+        let link =
+            sys::link_create(prog_fd, cgroup_file.as_fd(), h.attach_type).map_err(|source| {
+                LinksError::Attach {
+                    hook: h.name,
+                    cgroup: cgroup.to_owned(),
+                    source,
+                }
+            })?;
         sys::obj_pin(link.as_fd(), &pin).map_err(pin_err("pinning"))?;
         Ok((pin, Some(link)))
     }

@@ -56,13 +56,43 @@ fn op(name: &'static str, op: &'static str) -> impl FnOnce(MapError) -> MapsErro
 fn expected() -> [(&'static str, MapType, usize, usize, u32); 7] {
     use std::mem::size_of;
     [
-        (map::IRON_CFG, MapType::Array, 4, size_of::<Config>(), limits::IRON_CFG_SLOTS),
+        (
+            map::IRON_CFG,
+            MapType::Array,
+            4,
+            size_of::<Config>(),
+            limits::IRON_CFG_SLOTS,
+        ),
         (map::IRON_CFG_SEL, MapType::Array, 4, 4, 1),
-        (map::IRON_DENY, MapType::LpmTrie, 20, 4, limits::IRON_DENY_MAX),
+        (
+            map::IRON_DENY,
+            MapType::LpmTrie,
+            20,
+            4,
+            limits::IRON_DENY_MAX,
+        ),
         (map::IRON_UIDS, MapType::Hash, 4, 4, limits::IRON_UIDS_MAX),
-        (map::IRON_BY_COOKIE, MapType::LruHash, 8, size_of::<Origin>(), limits::IRON_ORIGINS_MAX),
-        (map::IRON_BY_TUPLE, MapType::LruHash, size_of::<Tuple>(), size_of::<Origin>(), limits::IRON_ORIGINS_MAX),
-        (map::IRON_COUNTERS, MapType::PerCpuArray, 4, 8, counter::IRON_CNT_MAX),
+        (
+            map::IRON_BY_COOKIE,
+            MapType::LruHash,
+            8,
+            size_of::<Origin>(),
+            limits::IRON_ORIGINS_MAX,
+        ),
+        (
+            map::IRON_BY_TUPLE,
+            MapType::LruHash,
+            size_of::<Tuple>(),
+            size_of::<Origin>(),
+            limits::IRON_ORIGINS_MAX,
+        ),
+        (
+            map::IRON_COUNTERS,
+            MapType::PerCpuArray,
+            4,
+            8,
+            counter::IRON_CNT_MAX,
+        ),
     ]
 }
 
@@ -75,7 +105,12 @@ pub(crate) fn check_pinned(maps_dir: &Path) -> Result<(), MapsError> {
         }
         let info = MapInfo::from_pin(&path).map_err(op(name, "opening pinned"))?;
         let found_ty = info.map_type().map_err(op(name, "reading type of"))?;
-        let found = (found_ty, info.key_size() as usize, info.value_size() as usize, info.max_entries());
+        let found = (
+            found_ty,
+            info.key_size() as usize,
+            info.value_size() as usize,
+            info.max_entries(),
+        );
         if found != (ty, key, value, entries) {
             return Err(MapsError::Incompatible {
                 path,
@@ -119,15 +154,25 @@ impl SettingsMaps {
     pub(crate) fn apply(&mut self, s: &InterceptSettings) -> Result<(), MapsError> {
         let deny = deny_entries(&s.deny);
         if deny.len() > limits::IRON_DENY_MAX as usize {
-            return Err(MapsError::TooMany { name: map::IRON_DENY, count: deny.len(), max: limits::IRON_DENY_MAX });
+            return Err(MapsError::TooMany {
+                name: map::IRON_DENY,
+                count: deny.len(),
+                max: limits::IRON_DENY_MAX,
+            });
         }
         let uids: BTreeSet<u32> = s.uids.iter().copied().collect();
         if uids.len() > limits::IRON_UIDS_MAX as usize {
-            return Err(MapsError::TooMany { name: map::IRON_UIDS, count: uids.len(), max: limits::IRON_UIDS_MAX });
+            return Err(MapsError::TooMany {
+                name: map::IRON_UIDS,
+                count: uids.len(),
+                max: limits::IRON_UIDS_MAX,
+            });
         }
 
         for uid in &uids {
-            self.uids.insert(uid, 1, 0).map_err(op(map::IRON_UIDS, "inserting into"))?;
+            self.uids
+                .insert(uid, 1, 0)
+                .map_err(op(map::IRON_UIDS, "inserting into"))?;
         }
         for ((len, addr), mask) in &deny {
             self.deny
@@ -135,10 +180,18 @@ impl SettingsMaps {
                 .map_err(op(map::IRON_DENY, "inserting into"))?;
         }
 
-        let live = self.sel.get(&0, 0).map_err(op(map::IRON_CFG_SEL, "reading"))? & 1;
+        let live = self
+            .sel
+            .get(&0, 0)
+            .map_err(op(map::IRON_CFG_SEL, "reading"))?
+            & 1;
         let next = 1 - live;
-        self.cfg.set(next, build_config(s), 0).map_err(op(map::IRON_CFG, "writing"))?;
-        self.sel.set(0, next, 0).map_err(op(map::IRON_CFG_SEL, "writing"))?;
+        self.cfg
+            .set(next, build_config(s), 0)
+            .map_err(op(map::IRON_CFG, "writing"))?;
+        self.sel
+            .set(0, next, 0)
+            .map_err(op(map::IRON_CFG_SEL, "writing"))?;
 
         let stale_uids: Vec<u32> = self
             .uids
@@ -147,7 +200,9 @@ impl SettingsMaps {
             .filter(|u| !uids.contains(u))
             .collect();
         for uid in stale_uids {
-            self.uids.remove(&uid).map_err(op(map::IRON_UIDS, "removing from"))?;
+            self.uids
+                .remove(&uid)
+                .map_err(op(map::IRON_UIDS, "removing from"))?;
         }
         let stale_deny: Vec<(u32, [u8; 16])> = self
             .deny
@@ -219,8 +274,11 @@ pub(crate) fn deny_entries(deny: &[DenyCidr]) -> BTreeMap<(u32, [u8; 16]), u32> 
             ipnet::IpNet::V4(n) => 96 + u32::from(n.prefix_len()),
             ipnet::IpNet::V6(n) => u32::from(n.prefix_len()),
         };
-        let mask = if d.workload { class::IRON_CLASS_WORKLOAD } else { 0 }
-            | if d.proxy { class::IRON_CLASS_PROXY } else { 0 };
+        let mask = if d.workload {
+            class::IRON_CLASS_WORKLOAD
+        } else {
+            0
+        } | if d.proxy { class::IRON_CLASS_PROXY } else { 0 };
         *entries.entry((len, addr16(net.addr()))).or_default() |= mask;
     }
     let snapshot: Vec<((u32, [u8; 16]), u32)> = entries.iter().map(|(k, v)| (*k, *v)).collect();
@@ -275,7 +333,8 @@ pub struct Counters {
 pub(crate) fn read_counters(maps_dir: &Path) -> Result<Counters, MapsError> {
     let name = map::IRON_COUNTERS;
     let arr: PerCpuArray<MapData, u64> =
-        PerCpuArray::try_from(Map::PerCpuArray(open(maps_dir, name)?)).map_err(op(name, "typing"))?;
+        PerCpuArray::try_from(Map::PerCpuArray(open(maps_dir, name)?))
+            .map_err(op(name, "typing"))?;
     let mut v = [0u64; counter::IRON_CNT_MAX as usize];
     for (i, slot) in v.iter_mut().enumerate() {
         let per_cpu = arr.get(&(i as u32), 0).map_err(op(name, "reading"))?;

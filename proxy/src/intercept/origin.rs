@@ -47,7 +47,11 @@ pub struct Origin {
 
 impl Origin {
     pub(crate) fn from_raw(raw: &ebpf_common::Origin) -> Self {
-        let end = raw.comm.iter().position(|&b| b == 0).unwrap_or(raw.comm.len());
+        let end = raw
+            .comm
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(raw.comm.len());
         Self {
             dst: socket_addr(raw.addr, u16::from_be(raw.port)),
             pid: raw.pid,

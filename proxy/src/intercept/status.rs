@@ -54,7 +54,9 @@ pub(crate) fn read(pin_path: &Path) -> Result<Status, InterceptError> {
             let Some((cgroup_id, hook)) = links::pin_hook(&pin) else {
                 continue;
             };
-            let info = sys::obj_get(&pin).and_then(|fd| sys::link_info(fd.as_fd())).ok();
+            let info = sys::obj_get(&pin)
+                .and_then(|fd| sys::link_info(fd.as_fd()))
+                .ok();
             status.links.push(LinkStatus {
                 hook,
                 cgroup_id,
@@ -75,7 +77,11 @@ pub(crate) fn read(pin_path: &Path) -> Result<Status, InterceptError> {
 impl fmt::Display for Status {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if !self.pinned {
-            return writeln!(f, "interception: off (nothing pinned at {})", self.pin_path.display());
+            return writeln!(
+                f,
+                "interception: off (nothing pinned at {})",
+                self.pin_path.display()
+            );
         }
         let live = self.links.iter().filter(|l| l.attached).count();
         writeln!(
@@ -86,10 +92,10 @@ impl fmt::Display for Status {
             self.pin_path.display()
         )?;
         for l in &self.links {
-            let path = l
-                .cgroup_path
-                .as_ref()
-                .map_or_else(|| format!("cgroup id {}", l.cgroup_id), |p| p.display().to_string());
+            let path = l.cgroup_path.as_ref().map_or_else(
+                || format!("cgroup id {}", l.cgroup_id),
+                |p| p.display().to_string(),
+            );
             let state = if l.attached { "attached" } else { "DETACHED" };
             writeln!(f, "  {:<13} {state:<9} {path}", l.hook)?;
         }

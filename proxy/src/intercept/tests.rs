@@ -18,7 +18,11 @@ fn settings() -> InterceptSettings {
         dns_v4: Some(SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 1), 15053)),
         dns_v6: None,
         deny: vec![],
-        proxy: ProxyIdentity { tgid: Some(42), cgroup_id: None, uid: Some(7) },
+        proxy: ProxyIdentity {
+            tgid: Some(42),
+            cgroup_id: None,
+            uid: Some(7),
+        },
         getsockopt_cgroups: vec![],
         pin_path: PathBuf::from("/sys/fs/bpf/x"),
     }
@@ -48,19 +52,29 @@ fn uid_filter_flag_follows_uids() {
 fn deny_v4_is_v4_mapped_and_inherits_classes() {
     let deny = vec![
         DenyCidr::workload("127.0.0.0/8".parse().expect("cidr")),
-        DenyCidr { net: "127.0.0.3/32".parse().expect("cidr"), workload: false, proxy: true },
+        DenyCidr {
+            net: "127.0.0.3/32".parse().expect("cidr"),
+            workload: false,
+            proxy: true,
+        },
         DenyCidr::all("10.1.2.3/8".parse().expect("cidr")),
         DenyCidr::all("fd00::/8".parse().expect("cidr")),
     ];
     let e = deny_entries(&deny);
     let key = |ip: Ipv4Addr, len: u32| (96 + len, ip.to_ipv6_mapped().octets());
-    assert_eq!(e.get(&key(Ipv4Addr::new(127, 0, 0, 0), 8)), Some(&class::IRON_CLASS_WORKLOAD));
+    assert_eq!(
+        e.get(&key(Ipv4Addr::new(127, 0, 0, 0), 8)),
+        Some(&class::IRON_CLASS_WORKLOAD)
+    );
     assert_eq!(
         e.get(&key(Ipv4Addr::new(127, 0, 0, 3), 32)),
         Some(&(class::IRON_CLASS_WORKLOAD | class::IRON_CLASS_PROXY)),
         "the /32 inside 127/8 must keep the workload class"
     );
-    assert!(e.contains_key(&key(Ipv4Addr::new(10, 0, 0, 0), 8)), "host bits are cleared");
+    assert!(
+        e.contains_key(&key(Ipv4Addr::new(10, 0, 0, 0), 8)),
+        "host bits are cleared"
+    );
     let mut fd00 = [0u8; 16];
     fd00[0] = 0xfd;
     assert!(e.contains_key(&(8, fd00)));
@@ -81,9 +95,15 @@ fn tuple_key_normalizes_v4_mapped() {
 #[test]
 fn origin_reports_v4_mapped_as_v4() {
     let a = addr16("127.0.0.2".parse().expect("ip"));
-    assert_eq!(socket_addr(a, 443), "127.0.0.2:443".parse::<SocketAddr>().expect("addr"));
+    assert_eq!(
+        socket_addr(a, 443),
+        "127.0.0.2:443".parse::<SocketAddr>().expect("addr")
+    );
     let b = addr16("::1".parse().expect("ip"));
-    assert_eq!(socket_addr(b, 80), "[::1]:80".parse::<SocketAddr>().expect("addr"));
+    assert_eq!(
+        socket_addr(b, 80),
+        "[::1]:80".parse::<SocketAddr>().expect("addr")
+    );
 }
 
 #[test]
@@ -105,13 +125,19 @@ fn mountinfo_finds_cgroup2_with_escapes() {
         cgroup::parse_cgroup2_mount(text),
         Some(PathBuf::from("/sys/fs/cgroup/my dir"))
     );
-    assert_eq!(cgroup::parse_cgroup2_mount("1 2 0:1 / / rw - ext4 /dev/sda rw\n"), None);
+    assert_eq!(
+        cgroup::parse_cgroup2_mount("1 2 0:1 / / rw - ext4 /dev/sda rw\n"),
+        None
+    );
 }
 
 #[test]
 fn resolve_cgroup_joins_relative_and_refuses_dotdot() {
     let m = Path::new("/sys/fs/cgroup/unified");
-    assert_eq!(resolve_cgroup(m, Path::new("a/b")).expect("ok"), m.join("a/b"));
+    assert_eq!(
+        resolve_cgroup(m, Path::new("a/b")).expect("ok"),
+        m.join("a/b")
+    );
     assert_eq!(resolve_cgroup(m, Path::new("/a")).expect("ok"), m.join("a"));
     assert_eq!(resolve_cgroup(m, &m.join("x")).expect("ok"), m.join("x"));
     assert!(resolve_cgroup(m, Path::new("a/../../etc")).is_err());

@@ -18,12 +18,21 @@ pub fn run() {
     let l4 = TcpListener::bind("127.0.0.1:0").expect("bind v4");
     let l6 = TcpListener::bind("[::1]:0").expect("bind v6");
     let mut out = std::io::stdout();
-    writeln!(out, "HELPER ports {} {}", l4.local_addr().expect("a").port(), l6.local_addr().expect("a").port())
-        .expect("stdout");
+    writeln!(
+        out,
+        "HELPER ports {} {}",
+        l4.local_addr().expect("a").port(),
+        l6.local_addr().expect("a").port()
+    )
+    .expect("stdout");
     out.flush().expect("flush");
     let (c4, _) = l4.accept().expect("accept v4");
     let answer4 = match getsockopt(&c4, sockopt::OriginalDst) {
-        Ok(sin) => SocketAddr::from((Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)), u16::from_be(sin.sin_port))).to_string(),
+        Ok(sin) => SocketAddr::from((
+            Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)),
+            u16::from_be(sin.sin_port),
+        ))
+        .to_string(),
         Err(e) => format!("error:{e}"),
     };
     finish(c4);
@@ -31,11 +40,17 @@ pub fn run() {
     out.flush().expect("flush");
     let (c6, _) = l6.accept().expect("accept v6");
     let answer6 = match getsockopt(&c6, sockopt::Ip6tOriginalDst) {
-        Ok(sin6) => SocketAddr::from((Ipv6Addr::from(sin6.sin6_addr.s6_addr), u16::from_be(sin6.sin6_port))).to_string(),
+        Ok(sin6) => SocketAddr::from((
+            Ipv6Addr::from(sin6.sin6_addr.s6_addr),
+            u16::from_be(sin6.sin6_port),
+        ))
+        .to_string(),
         Err(e) => format!("error:{e}"),
     };
     // An unrelated getsockopt in the same cgroup still works.
-    let plain = getsockopt(&c6, sockopt::ReuseAddr).map(|_| "ok").unwrap_or("broken");
+    let plain = getsockopt(&c6, sockopt::ReuseAddr)
+        .map(|_| "ok")
+        .unwrap_or("broken");
     finish(c6);
     writeln!(out, "HELPER v6 {answer6} plain {plain}").expect("stdout");
     out.flush().expect("flush");
@@ -54,10 +69,15 @@ pub fn parent_test() {
 
     let exe = std::env::current_exe().expect("test binary");
     let mut cmd = Command::new(exe);
-    cmd.args(["--exact", "getsockopt_helper", "--nocapture", "--test-threads=1"])
-        .env("IRON_GETSOCKOPT_HELPER", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
+    cmd.args([
+        "--exact",
+        "getsockopt_helper",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env("IRON_GETSOCKOPT_HELPER", "1")
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null());
     let mut child = proxy_cg.spawn(&mut cmd, None);
     // Lines arrive through a channel so a silent helper fails the test
     // instead of hanging it (the cgroup guard then kills the helper).
@@ -85,12 +105,23 @@ pub fn parent_test() {
     let _ic = attach(&s);
 
     // The helper replies nothing; the workload just connects and closes.
-    let ran = run_workload(&workloads, None, &["tcp", "127.0.0.2", "8080", "tcp", "::1", "9443"]);
-    assert!(ran.lines.iter().all(|l| l.starts_with("tcp ok")), "{:?}", ran.lines);
+    let ran = run_workload(
+        &workloads,
+        None,
+        &["tcp", "127.0.0.2", "8080", "tcp", "::1", "9443"],
+    );
+    assert!(
+        ran.lines.iter().all(|l| l.starts_with("tcp ok")),
+        "{:?}",
+        ran.lines
+    );
     assert_eq!(next(), "v4 127.0.0.2:8080");
     assert_eq!(next(), "v6 [::1]:9443 plain ok");
     let status = child.wait().expect("helper exit");
     assert!(status.success(), "helper failed: {status}");
-    let c = Interceptor::status(&pins.path).expect("status").counters.expect("counters");
+    let c = Interceptor::status(&pins.path)
+        .expect("status")
+        .counters
+        .expect("counters");
     assert_eq!(c.origdst_answered, 2);
 }

@@ -15,7 +15,9 @@ const EPERM: &str = "1";
 const ECONNREFUSED: &str = "111";
 
 fn settings(cg: &TestCgroup, pins: &TestPins, listen: SocketAddr) -> InterceptSettings {
-    let SocketAddr::V4(listen_v4) = listen else { panic!("v4 listener expected") };
+    let SocketAddr::V4(listen_v4) = listen else {
+        panic!("v4 listener expected")
+    };
     InterceptSettings {
         cgroups: vec![cg.path.clone()],
         uids: vec![],
@@ -36,8 +38,10 @@ fn attach(s: &InterceptSettings) -> Interceptor {
     Interceptor::attach(s).unwrap_or_else(|e| panic!("attach: {e} ({e:?})"))
 }
 
-fn field<'a>(line: &'a str, n: usize) -> &'a str {
-    line.split_whitespace().nth(n).unwrap_or_else(|| panic!("no field {n} in {line:?}"))
+fn field(line: &str, n: usize) -> &str {
+    line.split_whitespace()
+        .nth(n)
+        .unwrap_or_else(|| panic!("no field {n} in {line:?}"))
 }
 
 #[test]
@@ -61,21 +65,39 @@ fn tcp_v4_is_redirected_and_origin_found() {
 
     let seen = proxy.seen();
     assert_eq!(seen.len(), 1, "one connection at the proxy: {seen:?}");
-    let o = seen[0].origin.clone().expect("origin found by tuple lookup");
+    let o = seen[0]
+        .origin
+        .clone()
+        .expect("origin found by tuple lookup");
     assert_eq!(o.dst, direct.addr);
     assert_eq!((o.tgid, o.pid, o.uid, o.gid), (ran.pid, ran.pid, 0, 0));
     assert_eq!(o.comm, "python3");
     assert_eq!(o.cgroup_id, cg.id());
-    assert_eq!(iron_proxy::intercept::cgroup_path(o.cgroup_id), Some(cg.path.clone()));
-    assert_eq!(ic.original_dst().lookup(seen[0].peer, seen[0].local), Some(o));
+    assert_eq!(
+        iron_proxy::intercept::cgroup_path(o.cgroup_id),
+        Some(cg.path.clone())
+    );
+    assert_eq!(
+        ic.original_dst().lookup(seen[0].peer, seen[0].local),
+        Some(o)
+    );
 
     // A process outside the cgroup goes direct.
     assert_eq!(connect_here(direct.addr).expect("direct connect"), "direct");
-    assert!(direct.seen().len() == 1, "only the outside connection reached the direct server");
+    assert!(
+        direct.seen().len() == 1,
+        "only the outside connection reached the direct server"
+    );
 
     let status = Interceptor::status(&pins.path).expect("status");
     assert_eq!(status.links.len(), 10, "{status}");
-    assert!(status.links.iter().all(|l| l.attached && l.cgroup_path.as_deref() == Some(cg.path.as_path())), "{status}");
+    assert!(
+        status
+            .links
+            .iter()
+            .all(|l| l.attached && l.cgroup_path.as_deref() == Some(cg.path.as_path())),
+        "{status}"
+    );
     let c = status.counters.expect("counters");
     assert!(c.redirected >= 1 && c.tuple_recorded >= 1, "{c:?}");
 }
@@ -90,28 +112,60 @@ fn tcp_v6_and_v4_mapped_are_redirected() {
     let proxy4 = Server::proxy("127.0.0.1:0", &pins.path);
     let proxy6 = Server::proxy("[::1]:0", &pins.path);
     let mut s = settings(&cg, &pins, proxy4.addr);
-    let SocketAddr::V6(l6) = proxy6.addr else { panic!("v6") };
+    let SocketAddr::V6(l6) = proxy6.addr else {
+        panic!("v6")
+    };
     s.listen_v6 = Some(l6);
     let ic = attach(&s);
 
-    let ran = run_workload(&cg, None, &["tcp", "::1", "8443", "tcp", "::ffff:127.0.0.2", "8080", "tcp", "::ffff:127.0.0.3", "80"]);
+    let ran = run_workload(
+        &cg,
+        None,
+        &[
+            "tcp",
+            "::1",
+            "8443",
+            "tcp",
+            "::ffff:127.0.0.2",
+            "8080",
+            "tcp",
+            "::ffff:127.0.0.3",
+            "80",
+        ],
+    );
     assert_eq!(ran.lines[0], "tcp ok ::1 8443 proxy|[::1]:8443");
-    assert_eq!(ran.lines[1], "tcp ok ::ffff:127.0.0.2 8080 proxy|127.0.0.2:8080");
-    assert_eq!(ran.lines[2], format!("tcp err {EPERM}"), "v4 deny list applies v4-mapped");
+    assert_eq!(
+        ran.lines[1],
+        "tcp ok ::ffff:127.0.0.2 8080 proxy|127.0.0.2:8080"
+    );
+    assert_eq!(
+        ran.lines[2],
+        format!("tcp err {EPERM}"),
+        "v4 deny list applies v4-mapped"
+    );
     drop(ic);
 
     let o6 = proxy6.seen()[0].origin.clone().expect("v6 origin");
     assert_eq!(o6.dst, "[::1]:8443".parse::<SocketAddr>().expect("addr"));
     let seen4 = proxy4.seen();
-    assert!(seen4[0].peer.is_ipv4(), "v4-mapped lands on the v4 listener");
-    assert_eq!(seen4[0].origin.as_ref().map(|o| o.dst), Some("127.0.0.2:8080".parse().expect("addr")));
+    assert!(
+        seen4[0].peer.is_ipv4(),
+        "v4-mapped lands on the v4 listener"
+    );
+    assert_eq!(
+        seen4[0].origin.as_ref().map(|o| o.dst),
+        Some("127.0.0.2:8080".parse().expect("addr"))
+    );
 
     // Without a v6 listener, native IPv6 goes to the v4 listener, v4-mapped.
     s.listen_v6 = None;
     let _ic = attach(&s);
     let ran = run_workload(&cg, None, &["tcp", "::1", "8444"]);
     assert_eq!(ran.lines, vec!["tcp ok ::1 8444 proxy|[::1]:8444"]);
-    assert_eq!(proxy4.seen()[1].origin.as_ref().map(|o| o.dst), Some("[::1]:8444".parse().expect("addr")));
+    assert_eq!(
+        proxy4.seen()[1].origin.as_ref().map(|o| o.dst),
+        Some("[::1]:8444".parse().expect("addr"))
+    );
 }
 
 #[test]
@@ -123,10 +177,17 @@ fn deny_list_refuses_with_eperm() {
     let pins = TestPins::new();
     let proxy = Server::proxy("127.0.0.1:0", &pins.path);
     let _ic = attach(&settings(&cg, &pins, proxy.addr));
-    let ran = run_workload(&cg, None, &["tcp", "127.0.0.3", "443", "tcp", "127.0.0.2", "443"]);
+    let ran = run_workload(
+        &cg,
+        None,
+        &["tcp", "127.0.0.3", "443", "tcp", "127.0.0.2", "443"],
+    );
     assert_eq!(ran.lines[0], format!("tcp err {EPERM}"));
     assert_eq!(ran.lines[1], "tcp ok 127.0.0.2 443 proxy|127.0.0.2:443");
-    let c = Interceptor::status(&pins.path).expect("status").counters.expect("counters");
+    let c = Interceptor::status(&pins.path)
+        .expect("status")
+        .counters
+        .expect("counters");
     assert_eq!(c.denied, 1);
 }
 
@@ -141,8 +202,12 @@ fn udp_is_refused_and_dns_redirected() {
     let dns = UdpEcho::start("127.0.0.1:0");
     let dns6 = UdpEcho::start("[::1]:0");
     let mut s = settings(&cg, &pins, proxy.addr);
-    let SocketAddr::V4(d4) = dns.addr else { panic!("v4") };
-    let SocketAddr::V6(d6) = dns6.addr else { panic!("v6") };
+    let SocketAddr::V4(d4) = dns.addr else {
+        panic!("v4")
+    };
+    let SocketAddr::V6(d6) = dns6.addr else {
+        panic!("v6")
+    };
     s.dns_v4 = Some(d4);
     s.dns_v6 = Some(d6);
     let _ic = attach(&s);
@@ -151,14 +216,30 @@ fn udp_is_refused_and_dns_redirected() {
         &cg,
         None,
         &[
-            "udp", "127.0.0.2", "443",
-            "udpconn", "127.0.0.2", "443",
-            "udp", "127.0.0.9", "53",
-            "udpconn", "127.0.0.9", "53",
-            "udp", "::ffff:127.0.0.9", "53",
-            "udp", "::1", "53",
-            "udpconn", "::1", "53",
-            "udp", "127.0.0.3", "53",
+            "udp",
+            "127.0.0.2",
+            "443",
+            "udpconn",
+            "127.0.0.2",
+            "443",
+            "udp",
+            "127.0.0.9",
+            "53",
+            "udpconn",
+            "127.0.0.9",
+            "53",
+            "udp",
+            "::ffff:127.0.0.9",
+            "53",
+            "udp",
+            "::1",
+            "53",
+            "udpconn",
+            "::1",
+            "53",
+            "udp",
+            "127.0.0.3",
+            "53",
         ],
     );
     assert_eq!(
@@ -176,22 +257,44 @@ fn udp_is_refused_and_dns_redirected() {
             "udp ok 127.0.0.3 53 pong".to_owned(),
         ]
     );
-    let c = Interceptor::status(&pins.path).expect("status").counters.expect("counters");
+    let c = Interceptor::status(&pins.path)
+        .expect("status")
+        .counters
+        .expect("counters");
     assert_eq!((c.udp_refused, c.dns_redirected), (2, 6), "{c:?}");
 
     // Without a v6 DNS listener, UDP DNS to a native IPv6 resolver is
     // refused (the kernel will not send it to a v4-mapped listener).
     s.dns_v6 = None;
     let _ic = attach(&s);
-    let ran = run_workload(&cg, None, &["udp", "::1", "53", "udpconn", "::1", "53", "udp", "::ffff:127.0.0.9", "53"]);
+    let ran = run_workload(
+        &cg,
+        None,
+        &[
+            "udp",
+            "::1",
+            "53",
+            "udpconn",
+            "::1",
+            "53",
+            "udp",
+            "::ffff:127.0.0.9",
+            "53",
+        ],
+    );
     assert_eq!(
         ran.lines,
-        vec![format!("udp err {EPERM}"), format!("udpconn err {EPERM}"), "udp ok ::ffff:127.0.0.9 53 pong".to_owned()]
+        vec![
+            format!("udp err {EPERM}"),
+            format!("udpconn err {EPERM}"),
+            "udp ok ::ffff:127.0.0.9 53 pong".to_owned()
+        ]
     );
 
     // And nothing changes for a process outside the cgroup.
     let here = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
-    here.send_to(b"x", "127.0.0.2:443").expect("outside the cgroup UDP is untouched");
+    here.send_to(b"x", "127.0.0.2:443")
+        .expect("outside the cgroup UDP is untouched");
 }
 
 #[test]
@@ -202,7 +305,20 @@ fn raw_and_ping_sockets_are_refused() {
     let cg = TestCgroup::new();
     let pins = TestPins::new();
     let _ic = attach(&settings(&cg, &pins, "127.0.0.1:9".parse().expect("addr")));
-    let ran = run_workload(&cg, None, &["raw", "raw6", "udplite", "mptcp", "tcp", "127.0.0.3", "1", "ping"]);
+    let ran = run_workload(
+        &cg,
+        None,
+        &[
+            "raw",
+            "raw6",
+            "udplite",
+            "mptcp",
+            "tcp",
+            "127.0.0.3",
+            "1",
+            "ping",
+        ],
+    );
     assert_eq!(
         ran.lines[..5],
         [
@@ -216,11 +332,17 @@ fn raw_and_ping_sockets_are_refused() {
     );
     // ICMP ping sockets: refused by us, or earlier by ping_group_range (EACCES).
     assert!(ran.lines[5].starts_with("ping err"), "{:?}", ran.lines);
-    let c = Interceptor::status(&pins.path).expect("status").counters.expect("counters");
+    let c = Interceptor::status(&pins.path)
+        .expect("status")
+        .counters
+        .expect("counters");
     assert!(c.raw_refused >= 4, "{c:?}");
     // Root outside the cgroup still may.
     let outside = std::process::Command::new(python())
-        .args(["-c", "import socket; socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)"])
+        .args([
+            "-c",
+            "import socket; socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)",
+        ])
         .status()
         .expect("python");
     assert!(outside.success());
@@ -240,10 +362,19 @@ fn uid_filter_selects_only_listed_uids() {
     let _ic = attach(&s);
     let port = direct.port().to_string();
     let nobody = run_workload(&cg, Some(65534), &["tcp", "127.0.0.2", &port]);
-    assert_eq!(nobody.lines, vec![format!("tcp ok 127.0.0.2 {port} proxy|127.0.0.2:{port}")]);
+    assert_eq!(
+        nobody.lines,
+        vec![format!("tcp ok 127.0.0.2 {port} proxy|127.0.0.2:{port}")]
+    );
     assert_eq!(proxy.seen()[0].origin.as_ref().map(|o| o.uid), Some(65534));
     let root = run_workload(&cg, None, &["tcp", "127.0.0.2", &port, "raw"]);
-    assert_eq!(root.lines, vec![format!("tcp ok 127.0.0.2 {port} direct"), "raw ok".to_owned()]);
+    assert_eq!(
+        root.lines,
+        vec![
+            format!("tcp ok 127.0.0.2 {port} direct"),
+            "raw ok".to_owned()
+        ]
+    );
 }
 
 #[test]
@@ -256,14 +387,31 @@ fn proxy_identity_is_exempt_but_proxy_class_deny_applies() {
     let proxy = Server::proxy("127.0.0.1:0", &pins.path);
     let direct = Server::direct("127.0.0.2:0");
     let mut s = settings(&cg, &pins, proxy.addr);
-    s.proxy = ProxyIdentity { uid: Some(65533), ..ProxyIdentity::default() };
+    s.proxy = ProxyIdentity {
+        uid: Some(65533),
+        ..ProxyIdentity::default()
+    };
     s.deny = vec![
         DenyCidr::all("127.0.0.3/32".parse().expect("cidr")),
         DenyCidr::workload("127.0.0.4/32".parse().expect("cidr")),
     ];
     let _ic = attach(&s);
     let port = direct.port().to_string();
-    let ran = run_workload(&cg, Some(65533), &["tcp", "127.0.0.2", &port, "tcp", "127.0.0.3", "80", "tcp", "127.0.0.4", "1"]);
+    let ran = run_workload(
+        &cg,
+        Some(65533),
+        &[
+            "tcp",
+            "127.0.0.2",
+            &port,
+            "tcp",
+            "127.0.0.3",
+            "80",
+            "tcp",
+            "127.0.0.4",
+            "1",
+        ],
+    );
     assert_eq!(
         ran.lines,
         vec![
@@ -290,9 +438,15 @@ fn many_concurrent_connections_keep_distinct_origins() {
     assert_eq!(ran.lines, vec!["many ok 500"]);
     let seen = proxy.seen();
     assert_eq!(seen.len(), 500);
-    let dsts: std::collections::BTreeSet<SocketAddr> =
-        seen.iter().filter_map(|s| s.origin.as_ref().map(|o| o.dst)).collect();
-    assert_eq!(dsts.len(), 500, "every connection has its own original destination");
+    let dsts: std::collections::BTreeSet<SocketAddr> = seen
+        .iter()
+        .filter_map(|s| s.origin.as_ref().map(|o| o.dst))
+        .collect();
+    assert_eq!(
+        dsts.len(),
+        500,
+        "every connection has its own original destination"
+    );
 }
 
 #[test]
@@ -309,7 +463,11 @@ fn pinned_interception_outlives_the_handle_until_detach() {
     drop(attach(&s));
 
     let ran = run_workload(&cg, None, &["tcp", "127.0.0.2", &port]);
-    assert_eq!(ran.lines, vec![format!("tcp ok 127.0.0.2 {port} proxy|127.0.0.2:{port}")], "still intercepted after drop");
+    assert_eq!(
+        ran.lines,
+        vec![format!("tcp ok 127.0.0.2 {port} proxy|127.0.0.2:{port}")],
+        "still intercepted after drop"
+    );
 
     // Takeover: same links, new programs, counters kept.
     let before = Interceptor::status(&pins.path).expect("status");
@@ -317,11 +475,18 @@ fn pinned_interception_outlives_the_handle_until_detach() {
     let after = Interceptor::status(&pins.path).expect("status");
     assert_eq!(before.links.len(), after.links.len());
     for (b, a) in before.links.iter().zip(&after.links) {
-        assert_eq!((b.link_id, &b.hook), (a.link_id, &a.hook), "the link is kept");
+        assert_eq!(
+            (b.link_id, &b.hook),
+            (a.link_id, &a.hook),
+            "the link is kept"
+        );
         assert_ne!(b.prog_id, a.prog_id, "{} got the new program", a.hook);
         assert!(a.attached);
     }
-    assert!(after.counters.expect("counters").redirected >= 1, "counters survive takeover");
+    assert!(
+        after.counters.expect("counters").redirected >= 1,
+        "counters survive takeover"
+    );
 
     // The proxy is gone: workloads fail closed.
     drop(proxy);
@@ -332,7 +497,13 @@ fn pinned_interception_outlives_the_handle_until_detach() {
     assert!(!Path::new(&pins.path).exists(), "pins removed");
     assert!(!Interceptor::status(&pins.path).expect("status").pinned);
     let ran = run_workload(&cg, None, &["tcp", "127.0.0.2", &port, "raw"]);
-    assert_eq!(ran.lines, vec![format!("tcp ok 127.0.0.2 {port} direct"), "raw ok".to_owned()]);
+    assert_eq!(
+        ran.lines,
+        vec![
+            format!("tcp ok 127.0.0.2 {port} direct"),
+            "raw ok".to_owned()
+        ]
+    );
 }
 
 #[test]
@@ -349,14 +520,23 @@ fn takeover_drops_cgroups_no_longer_selected() {
     let mut s = settings(&a, &pins, proxy.addr);
     s.cgroups.push(b.path.clone());
     drop(attach(&s));
-    assert_eq!(Interceptor::status(&pins.path).expect("status").links.len(), 20);
+    assert_eq!(
+        Interceptor::status(&pins.path).expect("status").links.len(),
+        20
+    );
     s.cgroups.pop();
     let _ic = attach(&s);
-    assert_eq!(Interceptor::status(&pins.path).expect("status").links.len(), 10);
+    assert_eq!(
+        Interceptor::status(&pins.path).expect("status").links.len(),
+        10
+    );
     let in_b = run_workload(&b, None, &["tcp", "127.0.0.2", &port]);
     assert_eq!(in_b.lines, vec![format!("tcp ok 127.0.0.2 {port} direct")]);
     let in_a = run_workload(&a, None, &["tcp", "127.0.0.2", &port]);
-    assert_eq!(in_a.lines, vec![format!("tcp ok 127.0.0.2 {port} proxy|127.0.0.2:{port}")]);
+    assert_eq!(
+        in_a.lines,
+        vec![format!("tcp ok 127.0.0.2 {port} proxy|127.0.0.2:{port}")]
+    );
 }
 
 #[test]

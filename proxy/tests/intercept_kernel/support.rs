@@ -19,7 +19,11 @@ use iron_proxy::intercept::{self, Interceptor, Origin, OriginalDst};
 static NEXT: AtomicUsize = AtomicUsize::new(0);
 
 fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::SeqCst))
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::SeqCst)
+    )
 }
 
 /// Whether privileged tests run. Not root: fail, unless IRON_SKIP_PRIVILEGED=1.
@@ -55,8 +59,13 @@ impl TestCgroup {
     /// Spawns `cmd` inside this cgroup, switching to `uid` (and gid) after
     /// joining when given.
     pub fn spawn(&self, cmd: &mut Command, uid: Option<u32>) -> Child {
-        let procs = CString::new(self.path.join("cgroup.procs").into_os_string().into_encoded_bytes())
-            .expect("path without NUL");
+        let procs = CString::new(
+            self.path
+                .join("cgroup.procs")
+                .into_os_string()
+                .into_encoded_bytes(),
+        )
+        .expect("path without NUL");
         // SAFETY: the closure runs between fork and exec and only makes
         // async-signal-safe calls (open, write, close, set*id) on data
         // prepared before the fork.
@@ -90,14 +99,23 @@ impl Drop for TestCgroup {
     fn drop(&mut self) {
         for _ in 0..100 {
             let procs = std::fs::read_to_string(self.path.join("cgroup.procs")).unwrap_or_default();
-            let pids: Vec<i32> = procs.lines().filter_map(|l| l.trim().parse().ok()).collect();
+            let pids: Vec<i32> = procs
+                .lines()
+                .filter_map(|l| l.trim().parse().ok())
+                .collect();
             if pids.is_empty() {
                 break;
             }
             // Only processes this test started can be in its fresh cgroup.
             for pid in pids {
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL);
-                let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), Some(nix::sys::wait::WaitPidFlag::WNOHANG));
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::SIGKILL,
+                );
+                let _ = nix::sys::wait::waitpid(
+                    nix::unistd::Pid::from_raw(pid),
+                    Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -108,7 +126,10 @@ impl Drop for TestCgroup {
                 Err(_) => std::thread::sleep(Duration::from_millis(20)),
             }
         }
-        eprintln!("warning: could not remove test cgroup {}", self.path.display());
+        eprintln!(
+            "warning: could not remove test cgroup {}",
+            self.path.display()
+        );
     }
 }
 
@@ -120,7 +141,9 @@ pub struct TestPins {
 
 impl TestPins {
     pub fn new() -> Self {
-        Self { path: PathBuf::from("/sys/fs/bpf").join(unique("iron-proxy-test")) }
+        Self {
+            path: PathBuf::from("/sys/fs/bpf").join(unique("iron-proxy-test")),
+        }
     }
 }
 
@@ -199,7 +222,11 @@ while i < len(args):
 "#;
 
 pub fn python() -> &'static str {
-    if Path::new("/usr/bin/python3").exists() { "/usr/bin/python3" } else { "python3" }
+    if Path::new("/usr/bin/python3").exists() {
+        "/usr/bin/python3"
+    } else {
+        "python3"
+    }
 }
 
 /// A finished workload: its pid and output lines.
@@ -211,11 +238,18 @@ pub struct Ran {
 /// Runs the python workload with `ops` in `cg`, as `uid` when given.
 pub fn run_workload(cg: &TestCgroup, uid: Option<u32>, ops: &[&str]) -> Ran {
     let mut cmd = Command::new(python());
-    cmd.arg("-c").arg(WORKLOAD).args(ops).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.arg("-c")
+        .arg(WORKLOAD)
+        .args(ops)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let child = cg.spawn(&mut cmd, uid);
     let pid = child.id();
     let out = child.wait_with_output().expect("workload output");
-    let lines: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect();
+    let lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
     assert!(
         out.status.success(),
         "workload failed: {}\nstdout: {lines:?}\nstderr: {}",
@@ -254,8 +288,12 @@ impl Server {
 
     fn start(bind: &str, pins: Option<PathBuf>) -> Self {
         let addr: SocketAddr = bind.parse().expect("bind address");
-        let sock = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)
-            .expect("socket");
+        let sock = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM,
+            None,
+        )
+        .expect("socket");
         sock.set_reuse_address(true).expect("reuseaddr");
         sock.bind(&addr.into()).expect("bind");
         sock.listen(1024).expect("listen");
@@ -284,7 +322,12 @@ impl Server {
                 }
             }
         });
-        Self { addr, seen, stop, thread: Some(thread) }
+        Self {
+            addr,
+            seen,
+            stop,
+            thread: Some(thread),
+        }
     }
 
     pub fn port(&self) -> u16 {
@@ -296,9 +339,16 @@ impl Server {
     }
 }
 
-fn serve(mut conn: TcpStream, peer: SocketAddr, lookup: Option<&OriginalDst>, proxy: bool, seen: &Mutex<Vec<Seen>>) {
+fn serve(
+    mut conn: TcpStream,
+    peer: SocketAddr,
+    lookup: Option<&OriginalDst>,
+    proxy: bool,
+    seen: &Mutex<Vec<Seen>>,
+) {
     conn.set_nonblocking(false).expect("blocking");
-    conn.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
     let local = conn.local_addr().expect("local");
     let origin = lookup.and_then(|l| l.lookup(peer, local));
     let mut line = String::new();
@@ -312,7 +362,11 @@ fn serve(mut conn: TcpStream, peer: SocketAddr, lookup: Option<&OriginalDst>, pr
         "direct\n".to_owned()
     };
     let _ = conn.write_all(reply.as_bytes());
-    seen.lock().expect("seen lock").push(Seen { peer, local, origin });
+    seen.lock().expect("seen lock").push(Seen {
+        peer,
+        local,
+        origin,
+    });
 }
 
 impl Drop for Server {
@@ -334,7 +388,8 @@ pub struct UdpEcho {
 impl UdpEcho {
     pub fn start(bind: &str) -> Self {
         let sock = UdpSocket::bind(bind).expect("udp bind");
-        sock.set_read_timeout(Some(Duration::from_millis(20))).expect("timeout");
+        sock.set_read_timeout(Some(Duration::from_millis(20)))
+            .expect("timeout");
         let addr = sock.local_addr().expect("udp addr");
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();
@@ -346,7 +401,11 @@ impl UdpEcho {
                 }
             }
         });
-        Self { addr, stop, thread: Some(thread) }
+        Self {
+            addr,
+            stop,
+            thread: Some(thread),
+        }
     }
 }
 
