@@ -16,33 +16,33 @@
 #include <linux/types.h>
 
 /* Per-CPU counter indices (map iron_counters). */
-#define IRON_CNT_REDIRECTED 0
-#define IRON_CNT_DENIED 1
-#define IRON_CNT_UDP_REFUSED 2
-#define IRON_CNT_DNS_REDIRECTED 3
-#define IRON_CNT_RAW_REFUSED 4
-#define IRON_CNT_PROXY_EXEMPT 5
-#define IRON_CNT_TUPLE_RECORDED 6
+#define IRON_CNT_REDIRECTED	  0
+#define IRON_CNT_DENIED		  1
+#define IRON_CNT_UDP_REFUSED	  2
+#define IRON_CNT_DNS_REDIRECTED	  3
+#define IRON_CNT_RAW_REFUSED	  4
+#define IRON_CNT_PROXY_EXEMPT	  5
+#define IRON_CNT_TUPLE_RECORDED	  6
 #define IRON_CNT_ORIGDST_ANSWERED 7
-#define IRON_CNT_UNCONFIGURED 8
-#define IRON_CNT_MAX 9
+#define IRON_CNT_UNCONFIGURED	  8
+#define IRON_CNT_MAX		  9
 
 /* Classes a deny entry applies to (bitmask, the LPM trie's value). */
 #define IRON_CLASS_WORKLOAD 1
-#define IRON_CLASS_PROXY 2
+#define IRON_CLASS_PROXY    2
 
 /* iron_config.flags */
 #define IRON_F_CONFIGURED 1  /* unset: workloads fail closed (EPERM) */
-#define IRON_F_LISTEN_V6 2   /* listen_v6 is valid */
-#define IRON_F_DNS_V4 4      /* dns_v4 is valid */
-#define IRON_F_DNS_V6 8      /* dns_v6 is valid */
+#define IRON_F_LISTEN_V6  2  /* listen_v6 is valid */
+#define IRON_F_DNS_V4	  4  /* dns_v4 is valid */
+#define IRON_F_DNS_V6	  8  /* dns_v6 is valid */
 #define IRON_F_UID_FILTER 16 /* only uids in iron_uids are intercepted */
-#define IRON_F_PROXY_UID 32  /* proxy_uid is valid */
+#define IRON_F_PROXY_UID  32 /* proxy_uid is valid */
 
 /* Map sizes. */
-#define IRON_CFG_SLOTS 2
-#define IRON_DENY_MAX 4096
-#define IRON_UIDS_MAX 1024
+#define IRON_CFG_SLOTS	 2
+#define IRON_DENY_MAX	 4096
+#define IRON_UIDS_MAX	 1024
 #define IRON_ORIGINS_MAX 65536
 
 /* Interception settings, double-buffered: iron_cfg_sel says which slot
@@ -52,7 +52,7 @@ struct iron_config {
 	__u8 dns_v6[16];
 	__u64 proxy_cgroup_id; /* 0: unused */
 	__u32 listen_v4;       /* network order */
-	__u32 dns_v4;          /* network order */
+	__u32 dns_v4;	       /* network order */
 	__u32 proxy_tgid;      /* 0: unused */
 	__u32 proxy_uid;       /* valid if IRON_F_PROXY_UID */
 	__u32 flags;

@@ -15,10 +15,10 @@
 
 #include "iron_common.h"
 
-#define IRON_AF_INET 2
-#define IRON_AF_INET6 10
+#define IRON_AF_INET	 2
+#define IRON_AF_INET6	 10
 #define IRON_SOCK_STREAM 1
-#define IRON_SOCK_DGRAM 2
+#define IRON_SOCK_DGRAM	 2
 
 /*
  * Explicit context loads. clang 14 may compute `ctx + off` once and
@@ -27,22 +27,22 @@
  * arithmetic on sock prohibited"). These emit one load at a constant
  * offset from the unmodified pointer.
  */
-#define IRON_LOAD32(dst, ptr, type, field)                                     \
-	asm volatile("%0 = *(u32 *)(%1 + %2)"                                  \
-		     : "=r"(dst)                                               \
+#define IRON_LOAD32(dst, ptr, type, field)    \
+	asm volatile("%0 = *(u32 *)(%1 + %2)" \
+		     : "=r"(dst)              \
 		     : "r"(ptr), "i"(__builtin_offsetof(type, field)))
-#define IRON_LOAD16(dst, ptr, type, field)                                     \
-	asm volatile("%0 = *(u16 *)(%1 + %2)"                                  \
-		     : "=r"(dst)                                               \
+#define IRON_LOAD16(dst, ptr, type, field)    \
+	asm volatile("%0 = *(u16 *)(%1 + %2)" \
+		     : "=r"(dst)              \
 		     : "r"(ptr), "i"(__builtin_offsetof(type, field)))
-#define IRON_LOAD64(dst, ptr, type, field)                                     \
-	asm volatile("%0 = *(u64 *)(%1 + %2)"                                  \
-		     : "=r"(dst)                                               \
+#define IRON_LOAD64(dst, ptr, type, field)    \
+	asm volatile("%0 = *(u64 *)(%1 + %2)" \
+		     : "=r"(dst)              \
 		     : "r"(ptr), "i"(__builtin_offsetof(type, field)))
 
 /* Verdicts of sock_addr programs: 1 lets the call proceed, 0 fails it
  * with EPERM. */
-#define IRON_ALLOW 1
+#define IRON_ALLOW  1
 #define IRON_REFUSE 0
 
 struct {
@@ -139,8 +139,7 @@ static __always_inline int iron_is_proxy(const struct iron_config *cfg)
 	if (cfg->proxy_cgroup_id &&
 	    bpf_get_current_cgroup_id() == cfg->proxy_cgroup_id)
 		return 1;
-	if ((cfg->flags & IRON_F_PROXY_UID) &&
-	    (__u32)uid_gid == cfg->proxy_uid)
+	if ((cfg->flags & IRON_F_PROXY_UID) && (__u32)uid_gid == cfg->proxy_uid)
 		return 1;
 	return 0;
 }
@@ -172,7 +171,7 @@ static __always_inline int iron_is_v4_mapped(const __u32 a[4])
 /* Whether a deny entry of this class covers the 16-byte address. */
 static __always_inline int iron_denied(const __u32 a[4], __u32 class)
 {
-	struct iron_deny_key key = { .prefixlen = 128 };
+	struct iron_deny_key key = {.prefixlen = 128};
 	__u32 *mask;
 
 	__builtin_memcpy(key.addr, a, 16);

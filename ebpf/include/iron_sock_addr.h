@@ -9,10 +9,10 @@
 #include "iron_maps.h"
 
 enum iron_action {
-	IRON_PASS,        /* leave the call alone */
-	IRON_FAIL,        /* fail the call with EPERM */
+	IRON_PASS,	  /* leave the call alone */
+	IRON_FAIL,	  /* fail the call with EPERM */
 	IRON_TO_LISTENER, /* rewrite to the transparent listener */
-	IRON_TO_DNS,      /* rewrite to the DNS listener */
+	IRON_TO_DNS,	  /* rewrite to the DNS listener */
 };
 
 /*
@@ -59,8 +59,8 @@ iron_decide(const struct iron_config *cfg, __u32 proto, const __u32 a[4],
 }
 
 /* Remembers where this socket wanted to go, keyed by its cookie. */
-static __always_inline void iron_record(void *ctx, const __u32 a[4],
-					__u16 port, __u16 family)
+static __always_inline void iron_record(void *ctx, const __u32 a[4], __u16 port,
+					__u16 family)
 {
 	struct iron_origin o;
 	__u64 cookie = bpf_get_socket_cookie(ctx);
@@ -126,8 +126,7 @@ static __always_inline void iron_redirect6(struct bpf_sock_addr *ctx,
 }
 
 /* Reads ctx->user_ip6 as four words. */
-static __always_inline void iron_get_ip6(struct bpf_sock_addr *ctx,
-					 __u32 a[4])
+static __always_inline void iron_get_ip6(struct bpf_sock_addr *ctx, __u32 a[4])
 {
 	a[0] = ctx->user_ip6[0];
 	a[1] = ctx->user_ip6[1];

@@ -11,8 +11,8 @@
 #include "iron_maps.h"
 
 #define IRON_SO_ORIGINAL_DST 80
-#define IRON_SOL_IP 0
-#define IRON_SOL_IPV6 41
+#define IRON_SOL_IP	     0
+#define IRON_SOL_IPV6	     41
 
 #define IRON_SK_LOAD(dst, field) IRON_LOAD32(dst, sk, struct bpf_sock, field)
 

@@ -9,7 +9,8 @@
  */
 #include "iron_maps.h"
 
-#define IRON_OPS_LOAD(dst, field) IRON_LOAD32(dst, ctx, struct bpf_sock_ops, field)
+#define IRON_OPS_LOAD(dst, field) \
+	IRON_LOAD32(dst, ctx, struct bpf_sock_ops, field)
 
 SEC("sockops")
 int iron_sockops(struct bpf_sock_ops *ctx)

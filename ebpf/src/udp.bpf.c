@@ -71,12 +71,14 @@ static __always_inline int iron_is_listener6(const struct iron_config *cfg,
 	}
 	if ((cfg->flags & IRON_F_LISTEN_V6) && port == cfg->listen_v6_port) {
 		iron_words(t, cfg->listen_v6);
-		if (a[0] == t[0] && a[1] == t[1] && a[2] == t[2] && a[3] == t[3])
+		if (a[0] == t[0] && a[1] == t[1] && a[2] == t[2] &&
+		    a[3] == t[3])
 			return 1;
 	}
 	if ((cfg->flags & IRON_F_DNS_V6) && port == cfg->dns_v6_port) {
 		iron_words(t, cfg->dns_v6);
-		if (a[0] == t[0] && a[1] == t[1] && a[2] == t[2] && a[3] == t[3])
+		if (a[0] == t[0] && a[1] == t[1] && a[2] == t[2] &&
+		    a[3] == t[3])
 			return 1;
 	}
 	return 0;
