@@ -11,6 +11,7 @@ pub mod cmd;
 pub mod config;
 pub mod dns;
 pub mod exchange;
+pub mod intercept;
 pub mod listen;
 pub mod pipeline;
 pub mod rules;

@@ -1,0 +1,208 @@
+/* SPDX-License-Identifier: (GPL-2.0 OR Apache-2.0) */
+/*
+ * Maps and helpers shared by every iron-proxy program. Each object file
+ * carries the same definitions; the maps are pinned by name, so the
+ * loader creates them once and every object reuses the pinned ones.
+ */
+#ifndef IRON_MAPS_H
+#define IRON_MAPS_H
+
+#include <linux/bpf.h>
+#include <linux/in.h>
+#include <linux/in6.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#include "iron_common.h"
+
+#define IRON_AF_INET	 2
+#define IRON_AF_INET6	 10
+#define IRON_SOCK_STREAM 1
+#define IRON_SOCK_DGRAM	 2
+
+/*
+ * Explicit context loads. clang 14 may compute `ctx + off` once and
+ * dereference it later, or do arithmetic on a socket pointer; the
+ * verifier rejects both ("dereference of modified ctx ptr", "pointer
+ * arithmetic on sock prohibited"). These emit one load at a constant
+ * offset from the unmodified pointer.
+ */
+#define IRON_LOAD32(dst, ptr, type, field)    \
+	asm volatile("%0 = *(u32 *)(%1 + %2)" \
+		     : "=r"(dst)              \
+		     : "r"(ptr), "i"(__builtin_offsetof(type, field)))
+#define IRON_LOAD16(dst, ptr, type, field)    \
+	asm volatile("%0 = *(u16 *)(%1 + %2)" \
+		     : "=r"(dst)              \
+		     : "r"(ptr), "i"(__builtin_offsetof(type, field)))
+#define IRON_LOAD64(dst, ptr, type, field)    \
+	asm volatile("%0 = *(u64 *)(%1 + %2)" \
+		     : "=r"(dst)              \
+		     : "r"(ptr), "i"(__builtin_offsetof(type, field)))
+
+/* Verdicts of sock_addr programs: 1 lets the call proceed, 0 fails it
+ * with EPERM. */
+#define IRON_ALLOW  1
+#define IRON_REFUSE 0
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, IRON_CFG_SLOTS);
+	__type(key, __u32);
+	__type(value, struct iron_config);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} iron_cfg SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} iron_cfg_sel SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, IRON_DENY_MAX);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct iron_deny_key);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} iron_deny SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, IRON_UIDS_MAX);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} iron_uids SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, IRON_ORIGINS_MAX);
+	__type(key, __u64);
+	__type(value, struct iron_origin);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} iron_by_cookie SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, IRON_ORIGINS_MAX);
+	__type(key, struct iron_tuple);
+	__type(value, struct iron_origin);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} iron_by_tuple SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, IRON_CNT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} iron_counters SEC(".maps");
+
+/* The live configuration slot, or NULL (treated as unconfigured). */
+static __always_inline struct iron_config *iron_cfg_load(void)
+{
+	__u32 zero = 0;
+	__u32 *sel = bpf_map_lookup_elem(&iron_cfg_sel, &zero);
+	__u32 slot;
+
+	if (!sel)
+		return NULL;
+	slot = *sel & 1;
+	return bpf_map_lookup_elem(&iron_cfg, &slot);
+}
+
+static __always_inline void iron_count(__u32 idx)
+{
+	__u64 *v = bpf_map_lookup_elem(&iron_counters, &idx);
+
+	if (v)
+		*v += 1; /* per-CPU slot: no atomics needed */
+}
+
+static __always_inline int iron_configured(const struct iron_config *cfg)
+{
+	return cfg && (cfg->flags & IRON_F_CONFIGURED);
+}
+
+/* Whether the current task is the proxy itself. */
+static __always_inline int iron_is_proxy(const struct iron_config *cfg)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u64 uid_gid = bpf_get_current_uid_gid();
+
+	if (cfg->proxy_tgid && (__u32)(pid_tgid >> 32) == cfg->proxy_tgid)
+		return 1;
+	if (cfg->proxy_cgroup_id &&
+	    bpf_get_current_cgroup_id() == cfg->proxy_cgroup_id)
+		return 1;
+	if ((cfg->flags & IRON_F_PROXY_UID) && (__u32)uid_gid == cfg->proxy_uid)
+		return 1;
+	return 0;
+}
+
+/* Whether the current task's uid is selected for interception. */
+static __always_inline int iron_uid_selected(const struct iron_config *cfg)
+{
+	__u32 uid;
+
+	if (!(cfg->flags & IRON_F_UID_FILTER))
+		return 1;
+	uid = (__u32)bpf_get_current_uid_gid();
+	return bpf_map_lookup_elem(&iron_uids, &uid) != NULL;
+}
+
+static __always_inline void iron_v4_mapped(__u32 a[4], __u32 ip4)
+{
+	a[0] = 0;
+	a[1] = 0;
+	a[2] = bpf_htonl(0xffff);
+	a[3] = ip4;
+}
+
+static __always_inline int iron_is_v4_mapped(const __u32 a[4])
+{
+	return a[0] == 0 && a[1] == 0 && a[2] == bpf_htonl(0xffff);
+}
+
+/* Whether a deny entry of this class covers the 16-byte address. */
+static __always_inline int iron_denied(const __u32 a[4], __u32 class)
+{
+	struct iron_deny_key key = {.prefixlen = 128};
+	__u32 *mask;
+
+	__builtin_memcpy(key.addr, a, 16);
+	mask = bpf_map_lookup_elem(&iron_deny, &key);
+	return mask && (*mask & class);
+}
+
+/* Fills an origin record: where the task wanted to go, and who it is. */
+static __always_inline void iron_fill_origin(struct iron_origin *o,
+					     const __u32 a[4], __u16 port,
+					     __u16 family)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u64 uid_gid = bpf_get_current_uid_gid();
+
+	__builtin_memset(o, 0, sizeof(*o));
+	o->cgroup_id = bpf_get_current_cgroup_id();
+	__builtin_memcpy(o->addr, a, 16);
+	o->pid = (__u32)pid_tgid;
+	o->tgid = (__u32)(pid_tgid >> 32);
+	o->uid = (__u32)uid_gid;
+	o->gid = (__u32)(uid_gid >> 32);
+	o->port = port;
+	o->family = family;
+	bpf_get_current_comm(o->comm, sizeof(o->comm));
+}
+
+/* Reads 16 bytes of a config address as four network-order words. */
+static __always_inline void iron_words(__u32 out[4], const __u8 in[16])
+{
+	__builtin_memcpy(out, in, 16);
+}
+
+#endif /* IRON_MAPS_H */

@@ -1,0 +1,137 @@
+/* SPDX-License-Identifier: (GPL-2.0 OR Apache-2.0) */
+/*
+ * The policy shared by the connect and sendmsg programs: deny list,
+ * proxy exemption, uid selection, DNS and TCP redirection.
+ */
+#ifndef IRON_SOCK_ADDR_H
+#define IRON_SOCK_ADDR_H
+
+#include "iron_maps.h"
+
+enum iron_action {
+	IRON_PASS,	  /* leave the call alone */
+	IRON_FAIL,	  /* fail the call with EPERM */
+	IRON_TO_LISTENER, /* rewrite to the transparent listener */
+	IRON_TO_DNS,	  /* rewrite to the DNS listener */
+};
+
+/*
+ * Decides what happens to a connect or sendmsg of protocol `proto` to the
+ * 16-byte address `a` and network-order `port`. `dns_ok` says whether a
+ * DNS listener of a usable family is configured.
+ *
+ * Order: unconfigured fails closed; the proxy is only subject to the
+ * proxy-class deny entries; unselected uids pass; port 53 goes to the
+ * DNS listener (whatever resolver was asked, before the deny list, so a
+ * stub resolver on 127.0.0.53 keeps working); workload-class deny
+ * entries fail; TCP goes to the listener; everything else fails.
+ */
+static __always_inline enum iron_action
+iron_decide(const struct iron_config *cfg, __u32 proto, const __u32 a[4],
+	    __u16 port, int dns_ok)
+{
+	if (!iron_configured(cfg)) {
+		iron_count(IRON_CNT_UNCONFIGURED);
+		return IRON_FAIL;
+	}
+	if (iron_is_proxy(cfg)) {
+		if (iron_denied(a, IRON_CLASS_PROXY)) {
+			iron_count(IRON_CNT_DENIED);
+			return IRON_FAIL;
+		}
+		iron_count(IRON_CNT_PROXY_EXEMPT);
+		return IRON_PASS;
+	}
+	if (!iron_uid_selected(cfg))
+		return IRON_PASS;
+	if (port == bpf_htons(53) && dns_ok &&
+	    (proto == IPPROTO_UDP || proto == IPPROTO_TCP))
+		return IRON_TO_DNS;
+	if (iron_denied(a, IRON_CLASS_WORKLOAD)) {
+		iron_count(IRON_CNT_DENIED);
+		return IRON_FAIL;
+	}
+	if (proto == IPPROTO_TCP)
+		return IRON_TO_LISTENER;
+	if (proto == IPPROTO_UDP)
+		iron_count(IRON_CNT_UDP_REFUSED);
+	return IRON_FAIL;
+}
+
+/* Remembers where this socket wanted to go, keyed by its cookie. */
+static __always_inline void iron_record(void *ctx, const __u32 a[4], __u16 port,
+					__u16 family)
+{
+	struct iron_origin o;
+	__u64 cookie = bpf_get_socket_cookie(ctx);
+
+	iron_fill_origin(&o, a, port, family);
+	bpf_map_update_elem(&iron_by_cookie, &cookie, &o, BPF_ANY);
+}
+
+/* Whether a DNS listener usable from an IPv4 socket exists. */
+static __always_inline int iron_dns_ok4(const struct iron_config *cfg)
+{
+	return cfg && (cfg->flags & IRON_F_DNS_V4);
+}
+
+/* Whether a DNS listener usable for this IPv6-socket address exists:
+ * v4-mapped needs the v4 listener, native IPv6 the v6 one. The kernel
+ * refuses a native IPv6 UDP destination rewritten v4-mapped (sendmsg6:
+ * ENOTSUPP, connect6: EPERM), so there is no fallback. */
+static __always_inline int iron_dns_ok6(const struct iron_config *cfg,
+					int mapped)
+{
+	if (!cfg)
+		return 0;
+	return cfg->flags & (mapped ? IRON_F_DNS_V4 : IRON_F_DNS_V6);
+}
+
+/* Writes a 16-byte address into ctx->user_ip6. */
+static __always_inline void iron_set_ip6(struct bpf_sock_addr *ctx,
+					 const __u32 a[4])
+{
+	ctx->user_ip6[0] = a[0];
+	ctx->user_ip6[1] = a[1];
+	ctx->user_ip6[2] = a[2];
+	ctx->user_ip6[3] = a[3];
+}
+
+/* Rewrites an IPv6-socket destination to the transparent or DNS listener.
+ * Native IPv6 TCP goes to the v6 listener when configured, else to the v4
+ * listener v4-mapped; DNS goes to the listener of its own family (see
+ * iron_dns_ok6). */
+static __always_inline void iron_redirect6(struct bpf_sock_addr *ctx,
+					   const struct iron_config *cfg,
+					   int mapped, int dns)
+{
+	__u32 t[4];
+	__u16 port;
+
+	if (dns && !mapped) {
+		iron_words(t, cfg->dns_v6);
+		port = cfg->dns_v6_port;
+	} else if (dns) {
+		iron_v4_mapped(t, cfg->dns_v4);
+		port = cfg->dns_v4_port;
+	} else if (!mapped && (cfg->flags & IRON_F_LISTEN_V6)) {
+		iron_words(t, cfg->listen_v6);
+		port = cfg->listen_v6_port;
+	} else {
+		iron_v4_mapped(t, cfg->listen_v4);
+		port = cfg->listen_v4_port;
+	}
+	iron_set_ip6(ctx, t);
+	ctx->user_port = port;
+}
+
+/* Reads ctx->user_ip6 as four words. */
+static __always_inline void iron_get_ip6(struct bpf_sock_addr *ctx, __u32 a[4])
+{
+	a[0] = ctx->user_ip6[0];
+	a[1] = ctx->user_ip6[1];
+	a[2] = ctx->user_ip6[2];
+	a[3] = ctx->user_ip6[3];
+}
+
+#endif /* IRON_SOCK_ADDR_H */

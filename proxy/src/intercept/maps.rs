@@ -1,0 +1,356 @@
+//! The pinned maps: opening them, checking that maps pinned by an earlier run
+//! have the layout this build expects, and writing the settings into them
+//! without a moment where the kernel sees a half-applied configuration.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use aya::maps::lpm_trie::Key;
+use aya::maps::{Array, HashMap, LpmTrie, Map, MapData, MapError, MapInfo, MapType, PerCpuArray};
+use ebpf_common::{class, counter, flags, limits, map, Config, Origin, Tuple};
+
+use super::settings::{DenyCidr, InterceptSettings};
+
+/// Errors of map access.
+#[derive(Debug, thiserror::Error)]
+pub enum MapsError {
+    /// A pinned map could not be opened or used.
+    #[error("{op} on map {name}")]
+    Op {
+        /// Map name.
+        name: &'static str,
+        /// What was being done.
+        op: &'static str,
+        /// The underlying error.
+        #[source]
+        source: MapError,
+    },
+    /// A map pinned by an earlier version has a different layout.
+    #[error("pinned map {path} has {found}, this build expects {expected}; run `detach` first")]
+    Incompatible {
+        /// The pin.
+        path: PathBuf,
+        /// What the pinned map has.
+        found: String,
+        /// What this build expects.
+        expected: String,
+    },
+    /// More entries than the map holds.
+    #[error("{count} entries for {name}, at most {max} fit")]
+    TooMany {
+        /// Map name.
+        name: &'static str,
+        /// Entries requested.
+        count: usize,
+        /// Capacity.
+        max: u32,
+    },
+}
+
+fn op(name: &'static str, op: &'static str) -> impl FnOnce(MapError) -> MapsError {
+    move |source| MapsError::Op { name, op, source }
+}
+
+/// The layout each map must have: (name, type, key size, value size, entries).
+fn expected() -> [(&'static str, MapType, usize, usize, u32); 7] {
+    use std::mem::size_of;
+    [
+        (
+            map::IRON_CFG,
+            MapType::Array,
+            4,
+            size_of::<Config>(),
+            limits::IRON_CFG_SLOTS,
+        ),
+        (map::IRON_CFG_SEL, MapType::Array, 4, 4, 1),
+        (
+            map::IRON_DENY,
+            MapType::LpmTrie,
+            20,
+            4,
+            limits::IRON_DENY_MAX,
+        ),
+        (map::IRON_UIDS, MapType::Hash, 4, 4, limits::IRON_UIDS_MAX),
+        (
+            map::IRON_BY_COOKIE,
+            MapType::LruHash,
+            8,
+            size_of::<Origin>(),
+            limits::IRON_ORIGINS_MAX,
+        ),
+        (
+            map::IRON_BY_TUPLE,
+            MapType::LruHash,
+            size_of::<Tuple>(),
+            size_of::<Origin>(),
+            limits::IRON_ORIGINS_MAX,
+        ),
+        (
+            map::IRON_COUNTERS,
+            MapType::PerCpuArray,
+            4,
+            8,
+            counter::IRON_CNT_MAX,
+        ),
+    ]
+}
+
+/// Refuses to reuse pinned maps whose layout differs from this build's.
+pub(crate) fn check_pinned(maps_dir: &Path) -> Result<(), MapsError> {
+    for (name, ty, key, value, entries) in expected() {
+        let path = maps_dir.join(name);
+        if !path.exists() {
+            continue;
+        }
+        let info = MapInfo::from_pin(&path).map_err(op(name, "opening pinned"))?;
+        let found_ty = info.map_type().map_err(op(name, "reading type of"))?;
+        let found = (
+            found_ty,
+            info.key_size() as usize,
+            info.value_size() as usize,
+            info.max_entries(),
+        );
+        if found != (ty, key, value, entries) {
+            return Err(MapsError::Incompatible {
+                path,
+                found: format!("{found:?}"),
+                expected: format!("{:?}", (ty, key, value, entries)),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn open(maps_dir: &Path, name: &'static str) -> Result<MapData, MapsError> {
+    MapData::from_pin(maps_dir.join(name)).map_err(op(name, "opening pinned"))
+}
+
+/// The pinned settings maps, opened.
+pub(crate) struct SettingsMaps {
+    cfg: Array<MapData, Config>,
+    sel: Array<MapData, u32>,
+    deny: LpmTrie<MapData, [u8; 16], u32>,
+    uids: HashMap<MapData, u32, u32>,
+}
+
+impl SettingsMaps {
+    pub(crate) fn open(maps_dir: &Path) -> Result<Self, MapsError> {
+        Ok(Self {
+            cfg: Array::try_from(Map::Array(open(maps_dir, map::IRON_CFG)?))
+                .map_err(op(map::IRON_CFG, "typing"))?,
+            sel: Array::try_from(Map::Array(open(maps_dir, map::IRON_CFG_SEL)?))
+                .map_err(op(map::IRON_CFG_SEL, "typing"))?,
+            deny: LpmTrie::try_from(Map::LpmTrie(open(maps_dir, map::IRON_DENY)?))
+                .map_err(op(map::IRON_DENY, "typing"))?,
+            uids: HashMap::try_from(Map::HashMap(open(maps_dir, map::IRON_UIDS)?))
+                .map_err(op(map::IRON_UIDS, "typing"))?,
+        })
+    }
+
+    /// Applies `s`. New uid and deny entries go in first, then the config
+    /// slot flips, then stale entries go: at every instant the kernel
+    /// enforces the old settings, the new ones, or their union of denials.
+    pub(crate) fn apply(&mut self, s: &InterceptSettings) -> Result<(), MapsError> {
+        let deny = deny_entries(&s.deny);
+        if deny.len() > limits::IRON_DENY_MAX as usize {
+            return Err(MapsError::TooMany {
+                name: map::IRON_DENY,
+                count: deny.len(),
+                max: limits::IRON_DENY_MAX,
+            });
+        }
+        let uids: BTreeSet<u32> = s.uids.iter().copied().collect();
+        if uids.len() > limits::IRON_UIDS_MAX as usize {
+            return Err(MapsError::TooMany {
+                name: map::IRON_UIDS,
+                count: uids.len(),
+                max: limits::IRON_UIDS_MAX,
+            });
+        }
+
+        for uid in &uids {
+            self.uids
+                .insert(uid, 1, 0)
+                .map_err(op(map::IRON_UIDS, "inserting into"))?;
+        }
+        for ((len, addr), mask) in &deny {
+            self.deny
+                .insert(&Key::new(*len, *addr), mask, 0)
+                .map_err(op(map::IRON_DENY, "inserting into"))?;
+        }
+
+        let live = self
+            .sel
+            .get(&0, 0)
+            .map_err(op(map::IRON_CFG_SEL, "reading"))?
+            & 1;
+        let next = 1 - live;
+        self.cfg
+            .set(next, build_config(s), 0)
+            .map_err(op(map::IRON_CFG, "writing"))?;
+        self.sel
+            .set(0, next, 0)
+            .map_err(op(map::IRON_CFG_SEL, "writing"))?;
+
+        let stale_uids: Vec<u32> = self
+            .uids
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|u| !uids.contains(u))
+            .collect();
+        for uid in stale_uids {
+            self.uids
+                .remove(&uid)
+                .map_err(op(map::IRON_UIDS, "removing from"))?;
+        }
+        let stale_deny: Vec<(u32, [u8; 16])> = self
+            .deny
+            .keys()
+            .filter_map(Result::ok)
+            .map(|k| (k.prefix_len(), k.data()))
+            .filter(|k| !deny.contains_key(k))
+            .collect();
+        for (len, addr) in stale_deny {
+            self.deny
+                .remove(&Key::new(len, addr))
+                .map_err(op(map::IRON_DENY, "removing from"))?;
+        }
+        Ok(())
+    }
+}
+
+/// The kernel's view of the settings.
+pub(crate) fn build_config(s: &InterceptSettings) -> Config {
+    let mut c = Config {
+        flags: flags::IRON_F_CONFIGURED,
+        listen_v4: u32::from_ne_bytes(s.listen_v4.ip().octets()),
+        listen_v4_port: s.listen_v4.port().to_be(),
+        ..Config::default()
+    };
+    if let Some(l) = s.listen_v6 {
+        c.flags |= flags::IRON_F_LISTEN_V6;
+        c.listen_v6 = l.ip().octets();
+        c.listen_v6_port = l.port().to_be();
+    }
+    if let Some(d) = s.dns_v4 {
+        c.flags |= flags::IRON_F_DNS_V4;
+        c.dns_v4 = u32::from_ne_bytes(d.ip().octets());
+        c.dns_v4_port = d.port().to_be();
+    }
+    if let Some(d) = s.dns_v6 {
+        c.flags |= flags::IRON_F_DNS_V6;
+        c.dns_v6 = d.ip().octets();
+        c.dns_v6_port = d.port().to_be();
+    }
+    if !s.uids.is_empty() {
+        c.flags |= flags::IRON_F_UID_FILTER;
+    }
+    c.proxy_tgid = s.proxy.tgid.unwrap_or(0);
+    c.proxy_cgroup_id = s.proxy.cgroup_id.unwrap_or(0);
+    if let Some(uid) = s.proxy.uid {
+        c.flags |= flags::IRON_F_PROXY_UID;
+        c.proxy_uid = uid;
+    }
+    c
+}
+
+/// A 16-byte address, IPv4 written v4-mapped.
+pub fn addr16(ip: IpAddr) -> [u8; 16] {
+    match ip {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+        IpAddr::V6(v6) => v6.octets(),
+    }
+}
+
+/// Deny trie entries: (prefix length over 128 bits, address) to class mask.
+/// An LPM lookup returns only the longest match, so each entry also carries
+/// the classes of every shorter entry that contains it.
+pub(crate) fn deny_entries(deny: &[DenyCidr]) -> BTreeMap<(u32, [u8; 16]), u32> {
+    let mut entries: BTreeMap<(u32, [u8; 16]), u32> = BTreeMap::new();
+    for d in deny {
+        let net = d.net.trunc();
+        let len = match net {
+            ipnet::IpNet::V4(n) => 96 + u32::from(n.prefix_len()),
+            ipnet::IpNet::V6(n) => u32::from(n.prefix_len()),
+        };
+        let mask = if d.workload {
+            class::IRON_CLASS_WORKLOAD
+        } else {
+            0
+        } | if d.proxy { class::IRON_CLASS_PROXY } else { 0 };
+        *entries.entry((len, addr16(net.addr()))).or_default() |= mask;
+    }
+    let snapshot: Vec<((u32, [u8; 16]), u32)> = entries.iter().map(|(k, v)| (*k, *v)).collect();
+    for ((len, addr), mask) in entries.iter_mut() {
+        for ((olen, oaddr), omask) in &snapshot {
+            if olen < len && prefix_eq(addr, oaddr, *olen) {
+                *mask |= omask;
+            }
+        }
+    }
+    entries
+}
+
+/// Whether the first `bits` bits of `a` and `b` are equal.
+fn prefix_eq(a: &[u8; 16], b: &[u8; 16], bits: u32) -> bool {
+    let full = (bits / 8) as usize;
+    if a[..full] != b[..full] {
+        return false;
+    }
+    let rest = bits % 8;
+    if rest == 0 {
+        return true;
+    }
+    let m = 0xffu8 << (8 - rest);
+    (a[full] & m) == (b[full] & m)
+}
+
+/// Counter values, summed over CPUs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// TCP connects sent to the transparent listener.
+    pub redirected: u64,
+    /// Connects and sends refused by the deny list.
+    pub denied: u64,
+    /// UDP (other than DNS) refused.
+    pub udp_refused: u64,
+    /// Port-53 traffic sent to the DNS listener.
+    pub dns_redirected: u64,
+    /// Raw, ICMP and other non-TCP/UDP sockets refused.
+    pub raw_refused: u64,
+    /// The proxy's own connects let through.
+    pub proxy_exempt: u64,
+    /// Client 4-tuples recorded for the lookup.
+    pub tuple_recorded: u64,
+    /// `SO_ORIGINAL_DST` answers from the getsockopt program.
+    pub origdst_answered: u64,
+    /// Calls refused because no configuration was loaded.
+    pub unconfigured: u64,
+}
+
+/// Reads the pinned counters.
+pub(crate) fn read_counters(maps_dir: &Path) -> Result<Counters, MapsError> {
+    let name = map::IRON_COUNTERS;
+    let arr: PerCpuArray<MapData, u64> =
+        PerCpuArray::try_from(Map::PerCpuArray(open(maps_dir, name)?))
+            .map_err(op(name, "typing"))?;
+    let mut v = [0u64; counter::IRON_CNT_MAX as usize];
+    for (i, slot) in v.iter_mut().enumerate() {
+        let per_cpu = arr.get(&(i as u32), 0).map_err(op(name, "reading"))?;
+        *slot = per_cpu.iter().sum();
+    }
+    use counter::*;
+    let at = |i: u32| v[i as usize];
+    Ok(Counters {
+        redirected: at(IRON_CNT_REDIRECTED),
+        denied: at(IRON_CNT_DENIED),
+        udp_refused: at(IRON_CNT_UDP_REFUSED),
+        dns_redirected: at(IRON_CNT_DNS_REDIRECTED),
+        raw_refused: at(IRON_CNT_RAW_REFUSED),
+        proxy_exempt: at(IRON_CNT_PROXY_EXEMPT),
+        tuple_recorded: at(IRON_CNT_TUPLE_RECORDED),
+        origdst_answered: at(IRON_CNT_ORIGDST_ANSWERED),
+        unconfigured: at(IRON_CNT_UNCONFIGURED),
+    })
+}

@@ -1,0 +1,259 @@
+//! eBPF transparent interception: loads the programs of `iron-proxy-ebpf`,
+//! writes the settings into their maps, attaches them to the selected
+//! cgroups and pins everything under bpffs.
+//!
+//! Pins keep interception in force when the proxy exits or crashes: the
+//! workloads then fail closed (nothing listens where they are sent).
+//! [`Interceptor::detach`] is the only way interception ends. A restarted
+//! proxy calling [`Interceptor::attach`] with the same `pin_path` reuses the
+//! pinned maps and swaps the programs inside the pinned links atomically.
+//!
+//! Pin layout: `<pin_path>/maps/<map>` and `<pin_path>/links/<cgroup id>_<hook>`.
+
+mod cgroup;
+mod links;
+mod maps;
+mod origin;
+mod settings;
+mod status;
+mod sys;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use std::os::fd::OwnedFd;
+
+pub use cgroup::{
+    cgroup2_mount, cgroup_id, cgroup_path, current_cgroup, resolve_cgroup, CgroupError,
+};
+pub use links::LinksError;
+pub use maps::{addr16, Counters, MapsError};
+pub use origin::{Origin, OriginError, OriginalDst};
+pub use settings::{resolve_user, DenyCidr, InterceptSettings, ProxyIdentity, SettingsError};
+pub use status::{LinkStatus, Status};
+
+/// The oldest kernel with every hook used here (getpeername hooks, links).
+pub const MIN_KERNEL: (u32, u32) = (5, 8);
+
+/// Errors of attaching, detaching and inspecting interception.
+#[derive(Debug, thiserror::Error)]
+pub enum InterceptError {
+    /// The kernel is older than [`MIN_KERNEL`].
+    #[error("kernel {release} is too old: eBPF interception needs Linux 5.8 or newer (cgroup BPF links, getpeername hooks)")]
+    KernelTooOld {
+        /// `uname -r`.
+        release: String,
+    },
+    /// The kernel version could not be read.
+    #[error("reading the kernel version")]
+    KernelVersion(#[source] std::io::Error),
+    /// cgroup discovery failed.
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
+    /// A selected cgroup is not a cgroup v2 directory.
+    #[error("{0} is not a cgroup v2 directory")]
+    NotCgroup2(PathBuf),
+    /// No cgroup was selected.
+    #[error("no cgroup selected for interception")]
+    NoCgroups,
+    /// The pin directory's parent is not on bpffs.
+    #[error("{0} is not on a BPF filesystem (mount one with `mount -t bpf bpf /sys/fs/bpf`)")]
+    NotBpffs(PathBuf),
+    /// The pin directory could not be created or read.
+    #[error("pin directory {path}")]
+    PinDir {
+        /// The directory.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Loading or linking programs failed.
+    #[error(transparent)]
+    Links(#[from] LinksError),
+    /// Writing or reading the maps failed.
+    #[error(transparent)]
+    Maps(#[from] MapsError),
+    /// Opening the origin lookup failed.
+    #[error(transparent)]
+    Origin(#[from] OriginError),
+}
+
+pub(crate) fn maps_dir(pin_path: &Path) -> PathBuf {
+    pin_path.join("maps")
+}
+
+pub(crate) fn links_dir(pin_path: &Path) -> PathBuf {
+    pin_path.join("links")
+}
+
+/// Interception in force. Dropping it keeps interception in force (the links
+/// stay pinned); call [`Interceptor::detach`] to end it.
+pub struct Interceptor {
+    pin_path: PathBuf,
+    original_dst: OriginalDst,
+    /// Links this run created, kept open for the process's lifetime.
+    _links: Vec<OwnedFd>,
+    /// Keeps the programs' fds open until drop (the links hold them after).
+    _loaded: links::Loaded,
+}
+
+impl std::fmt::Debug for Interceptor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Interceptor")
+            .field("pin_path", &self.pin_path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Interceptor {
+    /// Loads, configures, attaches and pins. With pins already under
+    /// `settings.pin_path`, takes them over: maps are reused and updated in
+    /// place, programs are swapped inside the existing links, and links of
+    /// cgroups no longer selected are detached last.
+    pub fn attach(settings: &InterceptSettings) -> Result<Self, InterceptError> {
+        preflight(settings)?;
+        let pin = &settings.pin_path;
+        let (maps_dir, links_dir) = (maps_dir(pin), links_dir(pin));
+        for dir in [pin, &maps_dir, &links_dir] {
+            create_private_dir(dir)?;
+        }
+        maps::check_pinned(&maps_dir)?;
+        let mut loaded = links::Loaded::load(&maps_dir)?;
+        maps::SettingsMaps::open(&maps_dir)?.apply(settings)?;
+
+        let mut wanted = BTreeSet::new();
+        let mut created = Vec::new();
+        let plan = settings
+            .cgroups
+            .iter()
+            .flat_map(|c| links::WORKLOAD_HOOKS.iter().map(move |h| (h, c)))
+            .chain(
+                settings
+                    .getsockopt_cgroups
+                    .iter()
+                    .map(|c| (&links::GETSOCKOPT_HOOK, c)),
+            );
+        for (hook, cgroup) in plan {
+            let (path, link) = loaded.ensure(hook, cgroup, &links_dir)?;
+            wanted.insert(path);
+            created.extend(link);
+        }
+        for stale in read_dir_sorted(&links_dir)? {
+            if !wanted.contains(&stale) {
+                tracing::info!(pin = %stale.display(), "detaching a link no longer selected");
+                links::detach_pinned(&stale)?;
+            }
+        }
+        Ok(Self {
+            pin_path: pin.clone(),
+            original_dst: OriginalDst::open(pin)?,
+            _links: created,
+            _loaded: loaded,
+        })
+    }
+
+    /// Ends interception: detaches every pinned link (even ones another
+    /// process holds open), then removes every pin and the pin directory.
+    /// Succeeds when nothing is pinned.
+    pub fn detach(pin_path: &Path) -> Result<(), InterceptError> {
+        if !pin_path.exists() {
+            return Ok(());
+        }
+        let links_dir = links_dir(pin_path);
+        if links_dir.exists() {
+            for pin in read_dir_sorted(&links_dir)? {
+                links::detach_pinned(&pin)?;
+            }
+        }
+        let maps_dir = maps_dir(pin_path);
+        if maps_dir.exists() {
+            for pin in read_dir_sorted(&maps_dir)? {
+                std::fs::remove_file(&pin).map_err(|source| InterceptError::PinDir {
+                    path: pin.clone(),
+                    source,
+                })?;
+            }
+        }
+        for dir in [links_dir.as_path(), maps_dir.as_path(), pin_path] {
+            if dir.exists() {
+                std::fs::remove_dir(dir).map_err(|source| InterceptError::PinDir {
+                    path: dir.to_owned(),
+                    source,
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// What is attached where, and the counters.
+    pub fn status(pin_path: &Path) -> Result<Status, InterceptError> {
+        status::read(pin_path)
+    }
+
+    /// The origin lookup for accepted connections.
+    pub fn original_dst(&self) -> OriginalDst {
+        self.original_dst.clone()
+    }
+
+    /// The counters, summed over CPUs.
+    pub fn counters(&self) -> Result<Counters, InterceptError> {
+        Ok(maps::read_counters(&maps_dir(&self.pin_path))?)
+    }
+
+    /// Where the maps and links are pinned.
+    pub fn pin_path(&self) -> &Path {
+        &self.pin_path
+    }
+}
+
+fn preflight(settings: &InterceptSettings) -> Result<(), InterceptError> {
+    let (version, release) = sys::kernel_version().map_err(InterceptError::KernelVersion)?;
+    if version < MIN_KERNEL {
+        return Err(InterceptError::KernelTooOld { release });
+    }
+    cgroup2_mount()?;
+    if settings.cgroups.is_empty() {
+        return Err(InterceptError::NoCgroups);
+    }
+    for c in settings.cgroups.iter().chain(&settings.getsockopt_cgroups) {
+        if !c.is_absolute() || !sys::is_cgroup2(c).unwrap_or(false) {
+            return Err(InterceptError::NotCgroup2(c.clone()));
+        }
+    }
+    let parent = settings
+        .pin_path
+        .parent()
+        .ok_or_else(|| InterceptError::NotBpffs(settings.pin_path.clone()))?;
+    if !sys::is_bpffs(parent).unwrap_or(false) {
+        return Err(InterceptError::NotBpffs(parent.to_owned()));
+    }
+    Ok(())
+}
+
+fn create_private_dir(dir: &Path) -> Result<(), InterceptError> {
+    use std::os::unix::fs::DirBuilderExt;
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(InterceptError::PinDir {
+            path: dir.to_owned(),
+            source: e,
+        }),
+        _ => Ok(()),
+    }
+}
+
+fn read_dir_sorted(dir: &Path) -> Result<Vec<PathBuf>, InterceptError> {
+    let err = |source| InterceptError::PinDir {
+        path: dir.to_owned(),
+        source,
+    };
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(err)? {
+        out.push(entry.map_err(err)?.path());
+    }
+    out.sort();
+    Ok(out)
+}

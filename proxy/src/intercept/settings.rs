@@ -1,0 +1,135 @@
+//! What the loader needs to know, already resolved: which cgroups and uids are
+//! intercepted, where the listeners are, what is denied, and how the kernel
+//! recognises the proxy itself. The config layer maps `intercept:` to this.
+
+use std::net::{SocketAddrV4, SocketAddrV6};
+use std::path::PathBuf;
+
+use ipnet::IpNet;
+
+/// Errors of resolving settings inputs.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// A user name is unknown to the system.
+    #[error("unknown user {0:?}")]
+    UnknownUser(String),
+    /// The user database could not be read.
+    #[error("looking up user {name:?}")]
+    Lookup {
+        /// The user name.
+        name: String,
+        /// The underlying error.
+        #[source]
+        source: nix::Error,
+    },
+}
+
+/// Interception settings for [`Interceptor::attach`](super::Interceptor::attach).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InterceptSettings {
+    /// Absolute cgroup v2 directories whose processes (and descendants') are
+    /// intercepted. Only cgroups the operator dedicates to workloads: the
+    /// programs apply to every process in them. A cgroup holding the proxy
+    /// itself may be listed too: the proxy is recognised by [`Self::proxy`]
+    /// and only the proxy-class deny entries apply to it.
+    pub cgroups: Vec<PathBuf>,
+    /// Uids to intercept inside those cgroups; empty means every uid.
+    pub uids: Vec<u32>,
+    /// The transparent listener (IPv4). TCP connects to any port go here.
+    pub listen_v4: SocketAddrV4,
+    /// The transparent listener for native IPv6 connects. Without it they
+    /// go to `listen_v4`, v4-mapped (which fails for `IPV6_V6ONLY` sockets:
+    /// closed, not open).
+    pub listen_v6: Option<SocketAddrV6>,
+    /// The DNS listener; port 53 (UDP and TCP) goes here. Without any DNS
+    /// listener, UDP port 53 is refused like all other UDP.
+    pub dns_v4: Option<SocketAddrV4>,
+    /// The DNS listener for native IPv6 resolvers. Without it, DNS to a
+    /// native IPv6 resolver is refused over UDP (the kernel will not send it
+    /// to a v4-mapped listener) and TCP port 53 goes to the transparent
+    /// listener.
+    pub dns_v6: Option<SocketAddrV6>,
+    /// Destinations refused in the kernel (EPERM), per class.
+    pub deny: Vec<DenyCidr>,
+    /// How the kernel recognises the proxy's own sockets.
+    pub proxy: ProxyIdentity,
+    /// cgroups (created for the proxy, holding nothing else) where a
+    /// `cgroup/getsockopt` program answers `SO_ORIGINAL_DST` and
+    /// `IP6T_SO_ORIGINAL_DST`. Optional: the proxy can use
+    /// [`OriginalDst::lookup`](super::OriginalDst::lookup) instead.
+    pub getsockopt_cgroups: Vec<PathBuf>,
+    /// A directory on bpffs (e.g. `/sys/fs/bpf/iron-proxy`) for the pinned
+    /// maps and links. Its parent must exist.
+    pub pin_path: PathBuf,
+}
+
+/// A destination range the kernel refuses, and for whom.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DenyCidr {
+    /// The range; IPv4 ranges also match v4-mapped IPv6 addresses.
+    pub net: IpNet,
+    /// Applies to intercepted workloads.
+    pub workload: bool,
+    /// Applies to the proxy's own sockets (where its cgroup is attached).
+    /// Leave loopback ranges out of this class, or the proxy's DNS replies
+    /// to workloads are refused.
+    pub proxy: bool,
+}
+
+impl DenyCidr {
+    /// A range refused to workloads and the proxy alike.
+    pub fn all(net: IpNet) -> Self {
+        Self {
+            net,
+            workload: true,
+            proxy: true,
+        }
+    }
+
+    /// A range refused to workloads only.
+    pub fn workload(net: IpNet) -> Self {
+        Self {
+            net,
+            workload: true,
+            proxy: false,
+        }
+    }
+}
+
+/// How the programs tell the proxy's own sockets from a workload's. A socket
+/// is the proxy's when any given field matches the calling task.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProxyIdentity {
+    /// Process id as the kernel's initial pid namespace sees it.
+    pub tgid: Option<u32>,
+    /// cgroup v2 id of a cgroup dedicated to the proxy.
+    pub cgroup_id: Option<u64>,
+    /// A uid only the proxy runs as.
+    pub uid: Option<u32>,
+}
+
+impl ProxyIdentity {
+    /// This process, by pid. Correct when the proxy runs in the initial pid
+    /// namespace; in a container prefer a cgroup id or a dedicated uid.
+    pub fn current_process() -> Self {
+        Self {
+            tgid: Some(std::process::id()),
+            ..Self::default()
+        }
+    }
+}
+
+/// Resolves a user name, or a decimal uid, to a uid.
+pub fn resolve_user(name: &str) -> Result<u32, SettingsError> {
+    if let Ok(uid) = name.parse::<u32>() {
+        return Ok(uid);
+    }
+    match nix::unistd::User::from_name(name) {
+        Ok(Some(user)) => Ok(user.uid.as_raw()),
+        Ok(None) => Err(SettingsError::UnknownUser(name.to_owned())),
+        Err(source) => Err(SettingsError::Lookup {
+            name: name.to_owned(),
+            source,
+        }),
+    }
+}
