@@ -9,6 +9,7 @@ pub mod exchange;
 pub mod listen;
 pub mod pipeline;
 pub mod rules;
+pub mod secrets;
 pub mod state;
 pub mod transforms;
 pub mod upgrade;
