@@ -5,12 +5,14 @@
 pub mod audit;
 pub mod body;
 pub mod cli;
+pub mod config;
 pub mod exchange;
 pub mod listen;
 pub mod pipeline;
 pub mod rules;
 pub mod secrets;
 pub mod state;
+pub mod template;
 pub mod transforms;
 pub mod upgrade;
 pub mod upstream;

@@ -212,10 +212,9 @@ pub enum MethodSet {
 }
 
 impl MethodSet {
-    fn parse(list: Option<Vec<String>>) -> Result<Self, RuleError> {
-        let Some(list) = list else {
-            return Ok(MethodSet::All);
-        };
+    /// Parses a `methods:` list: omitted, empty or containing `*` means all.
+    pub fn parse(list: Option<Vec<String>>) -> Result<Self, RuleError> {
+        let Some(list) = list else { return Ok(MethodSet::All) };
         if list.is_empty() || list.iter().any(|m| m == "*") {
             return Ok(MethodSet::All);
         }

@@ -1,0 +1,357 @@
+//! The decoding machinery: typed values are built from [`Node`]s while every
+//! error is recorded with its position and field path, and decoding goes on
+//! past it, so one run reports every problem in the file.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use super::error::ConfigError;
+use super::yaml::{Kind, Node, Pos};
+
+/// Marks a value that could not be decoded; its error is already recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Failed;
+
+/// The result of decoding one value.
+pub(crate) type Res<T> = Result<T, Failed>;
+
+/// One step of a field path.
+#[derive(Debug, Clone)]
+enum Seg {
+    Key(String),
+    Index(usize),
+}
+
+/// Decoding context: the file name, the current field path and the errors so far.
+pub(crate) struct Cx {
+    file: String,
+    path: Vec<Seg>,
+    pub errors: Vec<ConfigError>,
+}
+
+impl Cx {
+    pub fn new(file: &str) -> Cx {
+        Cx { file: file.to_string(), path: Vec::new(), errors: Vec::new() }
+    }
+
+    /// The current field path, e.g. `transforms[1].config.secrets[0]`.
+    pub fn path(&self) -> String {
+        let mut out = String::new();
+        for seg in &self.path {
+            match seg {
+                Seg::Key(k) if out.is_empty() => out.push_str(k),
+                Seg::Key(k) => {
+                    out.push('.');
+                    out.push_str(k);
+                }
+                Seg::Index(i) => out.push_str(&format!("[{i}]")),
+            }
+        }
+        out
+    }
+
+    /// Records an error at `pos` for the current path.
+    pub fn error(&mut self, pos: Pos, message: impl Into<String>) -> Failed {
+        let path = self.path();
+        self.error_at_path(pos, path, message)
+    }
+
+    /// Records an error at `pos` for an explicit path.
+    pub fn error_at_path(&mut self, pos: Pos, path: String, message: impl Into<String>) -> Failed {
+        let (file, line, column) = match pos {
+            Pos::File { line, column } => (self.file.clone(), Some(line), Some(column)),
+            Pos::Env(var) => (var.to_string(), None, None),
+        };
+        self.errors.push(ConfigError { file, line, column, path, message: message.into() });
+        Failed
+    }
+
+    /// Runs `f` with `key` appended to the path.
+    pub fn key<T>(&mut self, key: &str, f: impl FnOnce(&mut Cx) -> T) -> T {
+        self.path.push(Seg::Key(key.to_string()));
+        let out = f(self);
+        self.path.pop();
+        out
+    }
+
+    /// Runs `f` with `[index]` appended to the path.
+    pub fn index<T>(&mut self, index: usize, f: impl FnOnce(&mut Cx) -> T) -> T {
+        self.path.push(Seg::Index(index));
+        let out = f(self);
+        self.path.pop();
+        out
+    }
+
+    /// Checks that `node` is a mapping (null counts as empty) whose keys are all in
+    /// `fields`; records unknown and duplicate keys and goes on without them.
+    pub fn map<'n>(&mut self, node: &'n Node, fields: &[&str]) -> Res<MapDe<'n>> {
+        let entries: &[(Node, Node)] = match &node.kind {
+            Kind::Map(entries) => entries,
+            _ if node.is_null() => &[],
+            _ => return Err(self.error(node.pos, format!("expected a mapping, found {}", node.type_name()))),
+        };
+        let mut seen: Vec<&str> = Vec::new();
+        let mut known = Vec::with_capacity(entries.len());
+        for (k, v) in entries {
+            let Some(name) = k.scalar().filter(|_| !matches!(k.kind, Kind::Seq(_) | Kind::Map(_))) else {
+                self.error(k.pos, "keys must be plain strings");
+                continue;
+            };
+            if seen.contains(&name) {
+                self.error(k.pos, format!("duplicate field '{name}'"));
+                continue;
+            }
+            seen.push(name);
+            if fields.contains(&name) {
+                known.push((name, k, v));
+            } else {
+                self.error(k.pos, unknown("field", name, fields));
+            }
+        }
+        Ok(MapDe { pos: node.pos, entries: known })
+    }
+}
+
+/// "unknown field 'x', did you mean 'y'?" or the list of valid names when nothing is close.
+pub(crate) fn unknown(what: &str, name: &str, valid: &[&str]) -> String {
+    match suggest(name, valid) {
+        Some(s) => format!("unknown {what} '{name}', did you mean '{s}'?"),
+        None => format!("unknown {what} '{name}' (expected one of: {})", valid.join(", ")),
+    }
+}
+
+/// The valid name closest to `name`, when it is close enough to be a likely typo.
+pub(crate) fn suggest<'a>(name: &str, valid: &[&'a str]) -> Option<&'a str> {
+    let lower = name.to_ascii_lowercase();
+    valid
+        .iter()
+        .map(|v| (strsim::damerau_levenshtein(&lower, v), *v))
+        .filter(|(d, v)| *d <= (v.len().max(name.len()) / 3).max(1))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, v)| v)
+        .or_else(|| {
+            valid
+                .iter()
+                .map(|v| (strsim::jaro_winkler(&lower, v), *v))
+                .filter(|(s, _)| *s >= 0.88)
+                .max_by(|a, b| a.0.total_cmp(&b.0))
+                .map(|(_, v)| v)
+        })
+}
+
+/// The known fields of one mapping, for field-by-field decoding.
+pub(crate) struct MapDe<'n> {
+    /// Position of the mapping, for "missing field" errors.
+    pub pos: Pos,
+    entries: Vec<(&'n str, &'n Node, &'n Node)>,
+}
+
+impl<'n> MapDe<'n> {
+    /// The value of `key`, if present and not null.
+    pub fn node(&self, key: &str) -> Option<&'n Node> {
+        self.entries.iter().find(|(k, _, _)| *k == key).map(|(_, _, v)| *v).filter(|v| !v.is_null())
+    }
+
+    /// The position of `key` itself, if present.
+    pub fn key_pos(&self, key: &str) -> Option<Pos> {
+        self.entries.iter().find(|(k, _, _)| *k == key).map(|(_, k, _)| k.pos)
+    }
+
+    /// True when `key` is present with a non-null value.
+    pub fn has(&self, key: &str) -> bool {
+        self.node(key).is_some()
+    }
+
+    /// A required field.
+    pub fn req<T: Decode>(&self, cx: &mut Cx, key: &str) -> Res<T> {
+        self.req_with(cx, key, T::decode)
+    }
+
+    /// A required field decoded by `f`.
+    pub fn req_with<T>(&self, cx: &mut Cx, key: &str, f: impl FnOnce(&Node, &mut Cx) -> Res<T>) -> Res<T> {
+        match self.node(key) {
+            Some(n) => cx.key(key, |cx| f(n, cx)),
+            None => Err(cx.error(self.pos, format!("missing required field '{key}'"))),
+        }
+    }
+
+    /// An optional field.
+    pub fn opt<T: Decode>(&self, cx: &mut Cx, key: &str) -> Res<Option<T>> {
+        self.opt_with(cx, key, T::decode)
+    }
+
+    /// An optional field decoded by `f`.
+    pub fn opt_with<T>(&self, cx: &mut Cx, key: &str, f: impl FnOnce(&Node, &mut Cx) -> Res<T>) -> Res<Option<T>> {
+        self.node(key).map(|n| cx.key(key, |cx| f(n, cx))).transpose()
+    }
+
+    /// An optional field with a default.
+    pub fn or<T: Decode>(&self, cx: &mut Cx, key: &str, default: T) -> Res<T> {
+        Ok(self.opt(cx, key)?.unwrap_or(default))
+    }
+
+    /// An optional field defaulting to `T::default()`.
+    pub fn or_default<T: Decode + Default>(&self, cx: &mut Cx, key: &str) -> Res<T> {
+        Ok(self.opt(cx, key)?.unwrap_or_default())
+    }
+
+    /// A required list that must not be empty ("at least one ... is required").
+    pub fn non_empty<T: Decode>(&self, cx: &mut Cx, key: &str, what: &str) -> Res<Vec<T>> {
+        let list: Vec<T> = self.req(cx, key)?;
+        if list.is_empty() {
+            let pos = self.node(key).map_or(self.pos, |n| n.pos);
+            return Err(cx.key(key, |cx| cx.error(pos, format!("at least one {what} is required"))));
+        }
+        Ok(list)
+    }
+}
+
+/// A type that can be decoded from a node.
+pub(crate) trait Decode: Sized {
+    /// Decodes `node`, recording errors in `cx`.
+    fn decode(node: &Node, cx: &mut Cx) -> Res<Self>;
+}
+
+/// The text of a scalar node; lists and mappings are refused.
+pub(crate) fn scalar<'n>(node: &'n Node, cx: &mut Cx, expected: &str) -> Res<&'n str> {
+    match &node.kind {
+        Kind::Scalar { text, .. } if !node.is_null() => Ok(text),
+        _ => Err(cx.error(node.pos, format!("expected {expected}, found {}", node.type_name()))),
+    }
+}
+
+/// Decodes a string and parses it with `FromStr`, reporting the parse error at the node.
+pub(crate) fn parse_str<T>(node: &Node, cx: &mut Cx) -> Res<T>
+where
+    T: FromStr,
+    T::Err: std::fmt::Display,
+{
+    let text = scalar(node, cx, "a string")?;
+    text.parse::<T>().map_err(|e| cx.error(node.pos, e.to_string()))
+}
+
+/// Decodes a string and checks it with `f`.
+pub(crate) fn str_with<T>(node: &Node, cx: &mut Cx, f: impl FnOnce(&str) -> Result<T, String>) -> Res<T> {
+    let text = scalar(node, cx, "a string")?;
+    f(text).map_err(|e| cx.error(node.pos, e))
+}
+
+impl Decode for String {
+    fn decode(node: &Node, cx: &mut Cx) -> Res<Self> {
+        scalar(node, cx, "a string").map(str::to_string)
+    }
+}
+
+impl Decode for PathBuf {
+    fn decode(node: &Node, cx: &mut Cx) -> Res<Self> {
+        str_with(node, cx, |s| if s.is_empty() { Err("path must not be empty".into()) } else { Ok(PathBuf::from(s)) })
+    }
+}
+
+impl Decode for bool {
+    fn decode(node: &Node, cx: &mut Cx) -> Res<Self> {
+        match &node.kind {
+            Kind::Scalar { text, plain: true } => match text.as_str() {
+                "true" | "True" | "TRUE" => return Ok(true),
+                "false" | "False" | "FALSE" => return Ok(false),
+                _ => {}
+            },
+            Kind::Scalar { .. } | Kind::Seq(_) | Kind::Map(_) => {}
+        }
+        Err(cx.error(node.pos, format!("expected a boolean (true or false), found {}", describe(node))))
+    }
+}
+
+/// Describes a node for type errors: short plain scalars are quoted, the rest named by type.
+fn describe(node: &Node) -> String {
+    match &node.kind {
+        Kind::Scalar { text, plain: true } if !node.is_null() && text.len() <= 40 => format!("'{text}'"),
+        _ => node.type_name().to_string(),
+    }
+}
+
+/// Decodes an integer in a range.
+pub(crate) fn int(node: &Node, cx: &mut Cx, min: i64, max: i64) -> Res<i64> {
+    let parsed = match &node.kind {
+        Kind::Scalar { text, plain: true } => text.parse::<i64>().ok(),
+        _ => None,
+    };
+    match parsed {
+        Some(v) if (min..=max).contains(&v) => Ok(v),
+        Some(v) => Err(cx.error(node.pos, format!("{v} is out of range ({min}..={max})"))),
+        None => Err(cx.error(node.pos, format!("expected an integer, found {}", describe(node)))),
+    }
+}
+
+macro_rules! decode_uint {
+    ($($t:ty),*) => {$(
+        impl Decode for $t {
+            fn decode(node: &Node, cx: &mut Cx) -> Res<Self> {
+                let max = i64::try_from(<$t>::MAX).unwrap_or(i64::MAX);
+                int(node, cx, 0, max).map(|v| <$t>::try_from(v).unwrap_or(<$t>::MAX))
+            }
+        }
+    )*};
+}
+decode_uint!(u16, u32, u64, usize);
+
+impl<T: Decode> Decode for Vec<T> {
+    /// Every element is decoded, so each bad element reports its own error.
+    fn decode(node: &Node, cx: &mut Cx) -> Res<Self> {
+        let items: &[Node] = match &node.kind {
+            Kind::Seq(items) => items,
+            _ if node.is_null() => &[],
+            _ => return Err(cx.error(node.pos, format!("expected a list, found {}", node.type_name()))),
+        };
+        let mut out = Vec::with_capacity(items.len());
+        let mut failed = false;
+        for (i, item) in items.iter().enumerate() {
+            match cx.index(i, |cx| T::decode(item, cx)) {
+                Ok(v) => out.push(v),
+                Err(Failed) => failed = true,
+            }
+        }
+        if failed { Err(Failed) } else { Ok(out) }
+    }
+}
+
+/// A mapping with user-chosen keys (credential names, header names), in document order.
+pub(crate) fn entries<T: Decode>(node: &Node, cx: &mut Cx) -> Res<Vec<(String, T)>> {
+    let list: &[(Node, Node)] = match &node.kind {
+        Kind::Map(list) => list,
+        _ if node.is_null() => &[],
+        _ => return Err(cx.error(node.pos, format!("expected a mapping, found {}", node.type_name()))),
+    };
+    let mut out: Vec<(String, T)> = Vec::with_capacity(list.len());
+    let mut failed = false;
+    for (k, v) in list {
+        let Ok(name) = scalar(k, cx, "a string key") else {
+            failed = true;
+            continue;
+        };
+        if out.iter().any(|(n, _)| n == name) {
+            cx.error(k.pos, format!("duplicate key '{name}'"));
+            failed = true;
+            continue;
+        }
+        match cx.key(name, |cx| T::decode(v, cx)) {
+            Ok(value) => out.push((name.to_string(), value)),
+            Err(Failed) => failed = true,
+        }
+    }
+    if failed { Err(Failed) } else { Ok(out) }
+}
+
+/// Decodes one of a fixed set of names, listing the valid ones (with a suggestion) otherwise.
+pub(crate) fn one_of<T: Copy>(node: &Node, cx: &mut Cx, what: &str, table: &[(&str, T)]) -> Res<T> {
+    let text = scalar(node, cx, what)?;
+    if let Some((_, v)) = table.iter().find(|(name, _)| *name == text) {
+        return Ok(*v);
+    }
+    let names: Vec<&str> = table.iter().map(|(n, _)| *n).collect();
+    let msg = match suggest(text, &names) {
+        Some(s) => format!("invalid {what} '{text}', did you mean '{s}'? (expected one of: {})", names.join(", ")),
+        None => format!("invalid {what} '{text}' (expected one of: {})", names.join(", ")),
+    };
+    Err(cx.error(node.pos, msg))
+}

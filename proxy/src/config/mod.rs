@@ -1,0 +1,190 @@
+//! The YAML configuration: typed, fully validated at load, with errors that
+//! name the file, line, column and field path of every problem found.
+//!
+//! Entry points: [`load`] (file + process environment), [`parse`] (text +
+//! any environment), [`check_references`] (files and variables the config
+//! points at that are missing, for `validate`).
+//!
+//! Sections whose absence changes behaviour are `Option`s (`dns`, `mcp`,
+//! `management`, `intercept`: absent means off). `proxy`, `tls`, `metrics` and
+//! `log` always exist: every field has a default, except `tls.ca_cert`/`ca_key`
+//! which MITM mode (the default) requires. The metrics endpoint has no
+//! documented off switch, so it always listens (default `:9090`).
+
+mod common;
+mod credentials;
+mod decode;
+mod env;
+mod error;
+mod mcp;
+mod refs;
+mod secrets;
+mod sections;
+mod transforms;
+mod values;
+mod yaml;
+
+use std::path::Path;
+
+pub use common::{OpRef, SecretSourceConfig};
+pub use credentials::{
+    AwsAuthConfig, AwsCredentials, GcpAuthConfig, GcpCredentials, HmacAlgorithm, HmacHeader, HmacSignConfig, HmacSignature,
+    HmacTimestamp, KeyEncoding, OAuthGrant, OAuthTokenConfig, OAuthTokenEntry, OutputEncoding, TimestampFormat,
+    HMAC_HEADER_FIELDS, HMAC_MESSAGE_FIELDS,
+};
+pub use env::ENV_VARS;
+pub use error::{ConfigError, ConfigErrors};
+pub use mcp::{ArgCondition, ArgMatcher, McpConfig, McpErrorConfig, McpServer, McpTool};
+pub use refs::{check_references, Reference, ReferenceKind};
+pub use secrets::{InjectConfig, ReplaceConfig, SecretEntry, SecretMode, SecretsConfig};
+pub use sections::{
+    default_deny_cidrs, DnsConfig, DnsRecord, DnsRecordValue, InterceptConfig, InterceptMode, LogConfig, LogLevel,
+    ManagementConfig, MetricsConfig, MitmConfig, ProxyConfig, TlsConfig, UidSpec, DEFAULT_DENY_CIDRS,
+};
+pub use transforms::{
+    AllowlistConfig, AnnotateConfig, AnnotationGroup, BodyCaptureConfig, CircuitBreakerConfig, GrpcClientCert, GrpcConfig,
+    GrpcTlsConfig, HeaderAllowlistConfig, JudgeConfig, JudgeFallback, JudgeProvider, ProviderConfig, TransformConfig,
+    TRANSFORM_NAMES,
+};
+pub use values::{GoDuration, HeaderMatcher, ListenAddr, NonNegativeDuration, PositiveDuration, ValueError};
+
+use decode::{Cx, Decode, Failed, Res};
+use yaml::{Node, Pos};
+
+/// A whole, valid configuration. Field names are the YAML keys.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Built-in DNS server; `None` when the block is absent.
+    pub dns: Option<DnsConfig>,
+    /// Listeners and upstream limits.
+    pub proxy: ProxyConfig,
+    /// MITM or SNI passthrough.
+    pub tls: TlsConfig,
+    /// The pipeline, in order.
+    pub transforms: Vec<TransformConfig>,
+    /// MCP tool policies; `None` when absent.
+    pub mcp: Option<McpConfig>,
+    /// Management API; `None` (disabled) when absent.
+    pub management: Option<ManagementConfig>,
+    /// Metrics endpoint (always on).
+    pub metrics: MetricsConfig,
+    /// Logging.
+    pub log: LogConfig,
+    /// Transparent interception (ours); `None` when absent.
+    pub intercept: Option<InterceptConfig>,
+}
+
+const TOP_FIELDS: [&str; 9] = ["dns", "proxy", "tls", "transforms", "mcp", "management", "metrics", "log", "intercept"];
+
+/// Reads and parses `path`, applying `IRON_*` overrides from the process environment.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigError { file: file.clone(), line: None, column: None, path: String::new(), message: format!("cannot read config: {e}") }])
+    })?;
+    parse(&text, &file, &|name| std::env::var(name).ok())
+}
+
+/// Parses config `text` (named `file` in errors), applying `IRON_*` overrides looked up with `env`.
+pub fn parse(text: &str, file: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigErrors> {
+    let mut root = yaml::parse(text).map_err(|e| {
+        let (line, column) = match e.pos {
+            Pos::File { line, column } => (Some(line), Some(column)),
+            Pos::Env(_) => (None, None),
+        };
+        ConfigErrors(vec![ConfigError {
+            file: file.to_string(),
+            line,
+            column,
+            path: String::new(),
+            message: format!("invalid YAML: {}", e.message),
+        }])
+    })?;
+    let mut cx = Cx::new(file);
+    env::apply(&mut root, env, &mut cx);
+    let config = decode_config(&root, &mut cx);
+    let mut errors = cx.errors;
+    // File errors in line order, environment errors after them (stable otherwise).
+    errors.sort_by_key(|e| (e.line.is_none(), e.line, e.column));
+    match config {
+        Ok(config) if errors.is_empty() => Ok(config),
+        _ if errors.is_empty() => Err(ConfigErrors(vec![ConfigError {
+            file: file.to_string(),
+            line: None,
+            column: None,
+            path: String::new(),
+            message: "invalid config".into(),
+        }])),
+        _ => Err(ConfigErrors(errors)),
+    }
+}
+
+/// Decodes a section that always exists: an absent block decodes as an empty one.
+fn section<T: Decode>(root: &Node, cx: &mut Cx, key: &str) -> Res<T> {
+    let empty = Node::empty_map(root.pos);
+    let node = root.get(key).filter(|n| !n.is_null()).unwrap_or(&empty);
+    cx.key(key, |cx| T::decode(node, cx))
+}
+
+fn decode_config(root: &Node, cx: &mut Cx) -> Res<Config> {
+    let m = cx.map(root, &TOP_FIELDS)?;
+    let dns = m.opt::<DnsConfig>(cx, "dns");
+    let proxy = section::<ProxyConfig>(root, cx, "proxy");
+    let tls = section::<TlsConfig>(root, cx, "tls");
+    let transforms = m.or_default::<Vec<TransformConfig>>(cx, "transforms");
+    let mcp = m.opt::<McpConfig>(cx, "mcp");
+    let management = m.opt::<ManagementConfig>(cx, "management");
+    let metrics = section::<MetricsConfig>(root, cx, "metrics");
+    let log = section::<LogConfig>(root, cx, "log");
+    let intercept = m.opt::<InterceptConfig>(cx, "intercept");
+    let config = Config {
+        dns: dns?,
+        proxy: proxy?,
+        tls: tls?,
+        transforms: transforms?,
+        mcp: mcp?,
+        management: management?,
+        metrics: metrics?,
+        log: log?,
+        intercept: intercept?,
+    };
+    cross_checks(&config, root, cx)?;
+    Ok(config)
+}
+
+/// Rules that span sections or list entries.
+fn cross_checks(cfg: &Config, root: &Node, cx: &mut Cx) -> Res<()> {
+    let mut ok = true;
+    let mut judges: Vec<(&str, usize)> = Vec::new();
+    for (i, t) in cfg.transforms.iter().enumerate() {
+        let TransformConfig::Judge(j) = t else { continue };
+        if let Some((_, first)) = judges.iter().find(|(n, _)| *n == j.name) {
+            let node = item(root, "transforms", i).and_then(|n| n.get("config")).and_then(|n| n.get("name"));
+            let pos = node.map_or(root.pos, |n| n.pos);
+            let msg = format!("duplicate judge name '{}' (also used by transforms[{first}]); judge names must be unique", j.name);
+            cx.error_at_path(pos, format!("transforms[{i}].config.name"), msg);
+            ok = false;
+        } else {
+            judges.push((&j.name, i));
+        }
+    }
+    if let Some(ic) = &cfg.intercept {
+        if ic.dns == Some(true) && cfg.dns.is_none() {
+            let pos = root.get("intercept").and_then(|n| n.get("dns")).map_or(root.pos, |n| n.pos);
+            cx.error_at_path(pos, "intercept.dns".into(), "DNS redirection needs a dns block (the proxy's DNS server)");
+            ok = false;
+        }
+    }
+    if ok { Ok(()) } else { Err(Failed) }
+}
+
+/// `root[key][i]` when present.
+fn item<'n>(root: &'n Node, key: &str, i: usize) -> Option<&'n Node> {
+    match &root.get(key)?.kind {
+        yaml::Kind::Seq(items) => items.get(i),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests;

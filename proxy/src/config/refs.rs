@@ -1,0 +1,164 @@
+//! Files and environment variables a valid config points at but that are not
+//! there. `validate` prints these as warnings (errors under `-strict`): they
+//! are facts about this machine, not about the config text.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use super::common::SecretSourceConfig;
+use super::credentials::{AwsCredentials, GcpCredentials, OAuthGrant};
+use super::sections::TlsConfig;
+use super::transforms::{JudgeProvider, TransformConfig};
+use super::Config;
+
+/// A missing file or unset variable, with the field that names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reference {
+    /// Field path, e.g. `transforms[1].config.secrets[0].source.var`.
+    pub path: String,
+    /// What is missing.
+    pub kind: ReferenceKind,
+}
+
+/// What is missing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReferenceKind {
+    /// A file that does not exist.
+    MissingFile(PathBuf),
+    /// An environment variable that is not set (or empty).
+    UnsetEnv(String),
+}
+
+impl fmt::Display for Reference {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            ReferenceKind::MissingFile(p) => write!(f, "{}: file {} does not exist", self.path, p.display()),
+            ReferenceKind::UnsetEnv(v) => write!(f, "{}: environment variable {v} is not set", self.path),
+        }
+    }
+}
+
+struct Walk<'e> {
+    env: &'e dyn Fn(&str) -> Option<String>,
+    out: Vec<Reference>,
+}
+
+impl Walk<'_> {
+    fn file(&mut self, path: String, file: &Path) {
+        if !file.exists() {
+            self.out.push(Reference { path, kind: ReferenceKind::MissingFile(file.to_path_buf()) });
+        }
+    }
+
+    fn var(&mut self, path: String, var: &str) {
+        if (self.env)(var).is_none_or(|v| v.is_empty()) {
+            self.out.push(Reference { path, kind: ReferenceKind::UnsetEnv(var.to_string()) });
+        }
+    }
+
+    fn source(&mut self, path: String, src: &SecretSourceConfig) {
+        for (field, var) in src.env_vars() {
+            self.var(format!("{path}.{field}"), var);
+        }
+    }
+
+    fn opt_source(&mut self, path: String, src: Option<&SecretSourceConfig>) {
+        if let Some(s) = src {
+            self.source(path, s);
+        }
+    }
+}
+
+/// Lists referenced files that don't exist and environment variables that aren't set.
+pub fn check_references(cfg: &Config, env: &dyn Fn(&str) -> Option<String>) -> Vec<Reference> {
+    let mut w = Walk { env, out: Vec::new() };
+    if let TlsConfig::Mitm(m) = &cfg.tls {
+        w.file("tls.ca_cert".into(), &m.ca_cert);
+        w.file("tls.ca_key".into(), &m.ca_key);
+    }
+    if let Some(mg) = &cfg.management {
+        w.var("management.api_key_env".into(), &mg.api_key_env);
+    }
+    for (i, t) in cfg.transforms.iter().enumerate() {
+        let p = format!("transforms[{i}].config");
+        match t {
+            TransformConfig::Secrets(s) => {
+                for (j, e) in s.secrets.iter().enumerate() {
+                    w.source(format!("{p}.secrets[{j}].source"), &e.source);
+                }
+            }
+            TransformConfig::GcpAuth(g) => match &g.credentials {
+                GcpCredentials::KeyfilePath(f) => w.file(format!("{p}.keyfile_path"), f),
+                GcpCredentials::Keyfile(s) => w.source(format!("{p}.keyfile"), s),
+                GcpCredentials::WorkloadIdentity => {}
+            },
+            TransformConfig::OauthToken(o) => {
+                for (j, tok) in o.tokens.iter().enumerate() {
+                    let q = format!("{p}.tokens[{j}]");
+                    oauth_grant(&mut w, &q, &tok.grant);
+                    for (name, src) in &tok.token_endpoint_headers {
+                        w.source(format!("{q}.token_endpoint_headers.{name}"), src);
+                    }
+                }
+            }
+            TransformConfig::AwsAuth(a) => {
+                if let AwsCredentials::Static { access_key_id, secret_access_key, session_token } = &a.credentials {
+                    w.source(format!("{p}.access_key_id"), access_key_id);
+                    w.source(format!("{p}.secret_access_key"), secret_access_key);
+                    w.opt_source(format!("{p}.session_token"), session_token.as_ref());
+                }
+            }
+            TransformConfig::HmacSign(h) => {
+                for (name, src) in &h.credentials {
+                    w.source(format!("{p}.credentials.{name}"), src);
+                }
+            }
+            TransformConfig::Grpc(g) => {
+                if let Some(tls) = &g.tls {
+                    if let Some(ca) = &tls.ca_cert {
+                        w.file(format!("{p}.tls.ca_cert"), ca);
+                    }
+                    if let Some(c) = &tls.client {
+                        w.file(format!("{p}.tls.cert"), &c.cert);
+                        w.file(format!("{p}.tls.key"), &c.key);
+                    }
+                }
+            }
+            TransformConfig::Judge(j) => {
+                let (JudgeProvider::Anthropic(pc) | JudgeProvider::OpenAi(pc)) = &j.provider;
+                w.var(format!("{p}.provider.api_key_env"), &pc.api_key_env);
+            }
+            TransformConfig::Allowlist(_)
+            | TransformConfig::BodyCapture(_)
+            | TransformConfig::Annotate(_)
+            | TransformConfig::HeaderAllowlist(_) => {}
+        }
+    }
+    w.out
+}
+
+fn oauth_grant(w: &mut Walk<'_>, q: &str, grant: &OAuthGrant) {
+    match grant {
+        OAuthGrant::RefreshToken { refresh_token, client_id, client_secret } => {
+            w.source(format!("{q}.refresh_token"), refresh_token);
+            w.source(format!("{q}.client_id"), client_id);
+            w.opt_source(format!("{q}.client_secret"), client_secret.as_ref());
+        }
+        OAuthGrant::ClientCredentials { client_id, client_secret } => {
+            w.source(format!("{q}.client_id"), client_id);
+            w.source(format!("{q}.client_secret"), client_secret);
+        }
+        OAuthGrant::Password { username, password, client_id, client_secret } => {
+            w.source(format!("{q}.username"), username);
+            w.source(format!("{q}.password"), password);
+            w.source(format!("{q}.client_id"), client_id);
+            w.opt_source(format!("{q}.client_secret"), client_secret.as_ref());
+        }
+        OAuthGrant::JwtBearer { issuer, subject, private_key, private_key_id, .. } => {
+            w.source(format!("{q}.issuer"), issuer);
+            w.source(format!("{q}.subject"), subject);
+            w.source(format!("{q}.private_key"), private_key);
+            w.opt_source(format!("{q}.private_key_id"), private_key_id.as_ref());
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! The `secrets` transform: static credentials injected into, or swapped
+//! into, matching requests. The backwards-compatible form with the replace
+//! fields at the top of an entry is normalized into `replace`.
+
+use super::common::{header_name, template, SecretSourceConfig};
+use super::decode::{str_with, Cx, Decode, MapDe, Res};
+use super::values::HeaderMatcher;
+use super::yaml::Node;
+use crate::rules::Scope;
+use crate::template::Template;
+
+/// `secrets`: a list of independent entries.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SecretsConfig {
+    /// The entries, evaluated independently.
+    pub secrets: Vec<SecretEntry>,
+}
+
+/// One `secrets.secrets[]` entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SecretEntry {
+    /// Where the real value comes from.
+    pub source: SecretSourceConfig,
+    /// Inject or replace.
+    pub mode: SecretMode,
+    /// Where it applies (empty: every request).
+    pub rules: Scope,
+}
+
+/// Exactly one of `inject` or `replace`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SecretMode {
+    /// Set a header or query parameter unconditionally.
+    Inject(InjectConfig),
+    /// Swap a proxy token for the real value.
+    Replace(ReplaceConfig),
+}
+
+/// `inject`: exactly one target.
+#[derive(Debug, Clone, PartialEq)]
+pub enum InjectConfig {
+    /// `header:` (casing kept), with an optional `formatter` (default: the raw value).
+    Header {
+        /// Header name as written.
+        name: String,
+        /// Template over `.Value`.
+        formatter: Option<Template>,
+    },
+    /// `query_param:` set to the raw value (a formatter is refused here: the spec says it is not used).
+    QueryParam {
+        /// Parameter name.
+        name: String,
+    },
+}
+
+/// `replace`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplaceConfig {
+    /// The placeholder the workload sends (non-empty).
+    pub proxy_value: String,
+    /// Headers scanned; empty scans all.
+    pub match_headers: Vec<HeaderMatcher>,
+    /// Scan the body.
+    pub match_body: bool,
+    /// Scan the URL path.
+    pub match_path: bool,
+    /// Scan the query string.
+    pub match_query: bool,
+    /// Reject (403) matching requests that lack the token.
+    pub require: bool,
+}
+
+const REPLACE_FIELDS: [&str; 6] = ["proxy_value", "match_headers", "match_body", "match_path", "match_query", "require"];
+
+impl Decode for SecretsConfig {
+    fn decode(node: &Node, cx: &mut Cx) -> Res<Self> {
+        let m = cx.map(node, &["secrets"])?;
+        Ok(SecretsConfig { secrets: m.or_default(cx, "secrets")? })
+    }
+}
+
+/// Reads the replace fields from `m` (a `replace:` block, or a legacy entry).
+fn replace_fields(m: &MapDe<'_>, cx: &mut Cx) -> Res<ReplaceConfig> {
+    let proxy_value = m.req_with(cx, "proxy_value", |n, cx| {
+        str_with(n, cx, |s| if s.is_empty() { Err("proxy_value must not be empty".into()) } else { Ok(s.to_string()) })
+    });
+    let match_headers = m.or_default(cx, "match_headers");
+    let match_body = m.or(cx, "match_body", false);
+    let match_path = m.or(cx, "match_path", false);
+    let match_query = m.or(cx, "match_query", false);
+    let require = m.or(cx, "require", false);
+    Ok(ReplaceConfig {
+        proxy_value: proxy_value?,
+        match_headers: match_headers?,
+        match_body: match_body?,
+        match_path: match_path?,
+        match_query: match_query?,
+        require: require?,
+    })
+}
+
+impl Decode for ReplaceConfig {
+    fn decode(node: &Node, cx: &mut Cx) -> Res<Self> {
+        let m = cx.map(node, &REPLACE_FIELDS)?;
+        replace_fields(&m, cx)
+    }
+}
+
+impl Decode for InjectConfig {
+    fn decode(node: &Node, cx: &mut Cx) -> Res<Self> {
+        let m = cx.map(node, &["header", "query_param", "formatter"])?;
+        let header = m.opt_with(cx, "header", header_name);
+        let query = m.opt_with(cx, "query_param", |n, cx| {
+            str_with(n, cx, |s| if s.is_empty() { Err("query_param must not be empty".into()) } else { Ok(s.to_string()) })
+        });
+        let formatter = m.opt_with(cx, "formatter", |n, cx| template(n, cx, &["Value"], &[]));
+        match (header?, query?) {
+            (Some(name), None) => Ok(InjectConfig::Header { name, formatter: formatter? }),
+            (None, Some(name)) => {
+                if let Some(pos) = m.key_pos("formatter").filter(|_| m.has("formatter")) {
+                    return Err(cx.error(pos, "'formatter' is not used with 'query_param' (the raw value is set)"));
+                }
+                Ok(InjectConfig::QueryParam { name })
+            }
+            (Some(_), Some(_)) => Err(cx.error(m.pos, "'header' and 'query_param' are mutually exclusive")),
+            (None, None) => Err(cx.error(m.pos, "one of 'header' or 'query_param' is required")),
+        }
+    }
+}
+
+impl Decode for SecretEntry {
+    fn decode(node: &Node, cx: &mut Cx) -> Res<Self> {
+        let fields = ["source", "inject", "replace", "rules"];
+        let all: Vec<&str> = fields.iter().chain(REPLACE_FIELDS.iter()).copied().collect();
+        let m = cx.map(node, &all)?;
+        let source = m.req(cx, "source");
+        let rules = m.or_default(cx, "rules");
+        let legacy = REPLACE_FIELDS.iter().find_map(|f| m.key_pos(f).map(|p| (*f, p)));
+        let mode = match (m.node("inject"), m.node("replace"), legacy) {
+            (Some(_), None, None) => m.req(cx, "inject").map(SecretMode::Inject),
+            (None, Some(_), None) => m.req(cx, "replace").map(SecretMode::Replace),
+            (None, None, Some(_)) => replace_fields(&m, cx).map(SecretMode::Replace),
+            (Some(_), Some(_), _) => {
+                let pos = m.key_pos("replace").unwrap_or(m.pos);
+                Err(cx.error(pos, "'inject' and 'replace' are mutually exclusive"))
+            }
+            (None, Some(_), Some((field, pos))) => Err(cx.error(
+                pos,
+                format!("'{field}' belongs inside the 'replace' block: do not mix the top-level (legacy) replace fields with 'replace'"),
+            )),
+            (Some(_), None, Some((field, pos))) => {
+                Err(cx.error(pos, format!("'{field}' is a replace-mode field, but this entry uses 'inject'")))
+            }
+            (None, None, None) => Err(cx.error(m.pos, "one of 'inject' or 'replace' is required")),
+        };
+        Ok(SecretEntry { source: source?, mode: mode?, rules: rules? })
+    }
+}

@@ -1,0 +1,416 @@
+//! Go `text/template`-compatible formatters, for `inject.formatter` and the
+//! `hmac_sign` message and header templates. Parsed once at config load.
+//!
+//! We implement the subset those fields use rather than embed gtmpl: we need
+//! the referenced field names at load time (Go's `missingkey=error` makes an
+//! unknown field a config error), and errors that can never carry a secret.
+//! Supported, with Go's meaning:
+//! - text, and actions `{{ ... }}` with the trim markers `{{- ` and ` -}}`;
+//! - comments `{{/* ... */}}`;
+//! - fields `.Value`, `.Credentials.key` (nested maps);
+//! - string literals `"..."` (Go escapes) and raw strings `` `...` ``;
+//! - function calls `{{ base64 "x-access-token:" .Value }}`: `base64`
+//!   concatenates its arguments and base64-encodes them (standard alphabet);
+//! - pipelines `{{ .Value | base64 }}` (the left value becomes the last argument).
+//!
+//! Anything else (`if`, `range`, variables, numbers, `.` alone) is a parse error.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use base64::Engine as _;
+use zeroize::Zeroizing;
+
+/// Template errors. None of them contains a value from the context.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TemplateError {
+    /// The template text is malformed or uses an unsupported construct.
+    #[error("template column {column}: {message}")]
+    Parse {
+        /// 1-based character column in the template text.
+        column: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// A field the template uses is not in the context.
+    #[error("template field {0} is not set")]
+    MissingField(String),
+    /// A field names a map where a value was needed (e.g. `.Credentials`).
+    #[error("template field {0} is a map, not a value")]
+    NotAValue(String),
+}
+
+/// A parsed template.
+#[derive(Clone)]
+pub struct Template {
+    source: String,
+    pieces: Vec<Piece>,
+}
+
+#[derive(Clone)]
+enum Piece {
+    Text(String),
+    Action(Vec<Command>),
+}
+
+#[derive(Clone)]
+enum Command {
+    Operand(Operand),
+    Call(Func, Vec<Operand>),
+}
+
+#[derive(Clone)]
+enum Operand {
+    Field(Vec<String>),
+    Literal(String),
+}
+
+#[derive(Clone, Copy)]
+enum Func {
+    Base64,
+}
+
+const FUNCS: &[(&str, Func)] = &[("base64", Func::Base64)];
+
+impl Template {
+    /// Parses `source`.
+    pub fn parse(source: &str) -> Result<Template, TemplateError> {
+        let mut pieces = Vec::new();
+        let mut rest = source;
+        let mut offset = 0; // chars consumed, for columns
+        let mut trim_next = false;
+        while !rest.is_empty() {
+            let Some(open) = rest.find("{{") else {
+                push_text(&mut pieces, rest, trim_next, false);
+                break;
+            };
+            let inner_start = open + 2;
+            let after_open = &rest[inner_start..];
+            let trim_left = after_open.starts_with("- ") || after_open.starts_with("-\t") || after_open.starts_with("-\n");
+            push_text(&mut pieces, &rest[..open], trim_next, trim_left);
+            let column = offset + rest[..open].chars().count() + 1;
+            let close = after_open.find("}}").ok_or(TemplateError::Parse { column, message: "unclosed action".into() })?;
+            let mut inner = &after_open[..close];
+            if trim_left {
+                inner = &inner[1..];
+            }
+            trim_next = inner.ends_with(" -") || inner.ends_with("\t-") || inner.ends_with("\n-");
+            if trim_next {
+                inner = &inner[..inner.len() - 1];
+            }
+            let trimmed = inner.trim();
+            if !(trimmed.starts_with("/*") && trimmed.ends_with("*/")) {
+                let action = parse_action(inner).map_err(|(c, message)| TemplateError::Parse { column: column + 2 + c, message })?;
+                pieces.push(Piece::Action(action));
+            }
+            let consumed = inner_start + close + 2;
+            offset += rest[..consumed].chars().count();
+            rest = &rest[consumed..];
+        }
+        Ok(Template { source: source.to_string(), pieces })
+    }
+
+    /// The template text as written.
+    pub fn as_str(&self) -> &str {
+        &self.source
+    }
+
+    /// Every field path the template reads, e.g. `["Credentials", "key"]`.
+    pub fn fields(&self) -> Vec<&[String]> {
+        let mut out = Vec::new();
+        for piece in &self.pieces {
+            let Piece::Action(cmds) = piece else { continue };
+            for cmd in cmds {
+                let ops: &[Operand] = match cmd {
+                    Command::Operand(op) => std::slice::from_ref(op),
+                    Command::Call(_, args) => args,
+                };
+                out.extend(ops.iter().filter_map(|op| match op {
+                    Operand::Field(path) => Some(path.as_slice()),
+                    Operand::Literal(_) => None,
+                }));
+            }
+        }
+        out
+    }
+
+    /// Renders with `ctx`. A missing field is an error (Go's `missingkey=error`).
+    pub fn render(&self, ctx: &TemplateContext) -> Result<String, TemplateError> {
+        let mut out = String::new();
+        for piece in &self.pieces {
+            match piece {
+                Piece::Text(t) => out.push_str(t),
+                Piece::Action(cmds) => {
+                    let mut prev: Option<Zeroizing<String>> = None;
+                    for cmd in cmds {
+                        prev = Some(match cmd {
+                            Command::Operand(op) => eval(op, ctx)?,
+                            Command::Call(func, args) => {
+                                let mut vals = args.iter().map(|a| eval(a, ctx)).collect::<Result<Vec<_>, _>>()?;
+                                vals.extend(prev.take());
+                                call(*func, &vals)
+                            }
+                        });
+                    }
+                    if let Some(v) = prev {
+                        out.push_str(&v);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn push_text(pieces: &mut Vec<Piece>, text: &str, trim_start: bool, trim_end: bool) {
+    let mut t = text;
+    if trim_start {
+        t = t.trim_start();
+    }
+    if trim_end {
+        t = t.trim_end();
+    }
+    if !t.is_empty() {
+        pieces.push(Piece::Text(t.to_string()));
+    }
+}
+
+fn eval(op: &Operand, ctx: &TemplateContext) -> Result<Zeroizing<String>, TemplateError> {
+    match op {
+        Operand::Literal(s) => Ok(Zeroizing::new(s.clone())),
+        Operand::Field(path) => ctx.lookup(path).map(|s| Zeroizing::new(s.to_string())),
+    }
+}
+
+fn call(func: Func, args: &[Zeroizing<String>]) -> Zeroizing<String> {
+    match func {
+        Func::Base64 => {
+            let joined = Zeroizing::new(args.iter().map(|a| a.as_str()).collect::<String>());
+            Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(joined.as_bytes()))
+        }
+    }
+}
+
+type ParseErr = (usize, String);
+
+/// Parses the inside of one action into a pipeline.
+fn parse_action(inner: &str) -> Result<Vec<Command>, ParseErr> {
+    let mut cmds = Vec::new();
+    for (stage, (start, text)) in split_pipes(inner)?.into_iter().enumerate() {
+        let ops = tokenize(text).map_err(|(c, m)| (start + c, m))?;
+        let Some((first_col, first)) = ops.first() else {
+            return Err((start, "missing value in action".into()));
+        };
+        let cmd = match first {
+            Tok::Ident(name) => {
+                let func = FUNCS
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, f)| *f)
+                    .ok_or_else(|| (start + first_col, format!("unknown function {name:?} (available: base64)")))?;
+                let args: Vec<Operand> = ops[1..]
+                    .iter()
+                    .map(|(c, t)| match t {
+                        Tok::Op(op) => Ok(op.clone()),
+                        Tok::Ident(n) => Err((start + c, format!("function {n:?} cannot be an argument"))),
+                    })
+                    .collect::<Result<_, _>>()?;
+                if args.is_empty() && stage == 0 {
+                    return Err((start + first_col, format!("{name} needs at least one argument")));
+                }
+                Command::Call(func, args)
+            }
+            Tok::Op(op) => {
+                if stage > 0 {
+                    return Err((start + first_col, "only a function can follow '|'".into()));
+                }
+                if let Some((c, _)) = ops.get(1) {
+                    return Err((start + c, "unexpected operand after a value (call a function to combine values)".into()));
+                }
+                Command::Operand(op.clone())
+            }
+        };
+        cmds.push(cmd);
+    }
+    Ok(cmds)
+}
+
+/// Splits on `|` outside string literals, keeping each stage's start column.
+fn split_pipes(inner: &str) -> Result<Vec<(usize, &str)>, ParseErr> {
+    let mut stages = Vec::new();
+    let mut start = 0;
+    let mut quote: Option<char> = None;
+    let mut escaped = false;
+    for (i, c) in inner.char_indices() {
+        match quote {
+            Some(q) => {
+                if escaped {
+                    escaped = false;
+                } else if c == '\\' && q == '"' {
+                    escaped = true;
+                } else if c == q {
+                    quote = None;
+                }
+            }
+            None if c == '"' || c == '`' => quote = Some(c),
+            None if c == '|' => {
+                stages.push((inner[..start].chars().count(), &inner[start..i]));
+                start = i + 1;
+            }
+            None => {}
+        }
+    }
+    if quote.is_some() {
+        return Err((inner.chars().count(), "unterminated string".into()));
+    }
+    stages.push((inner[..start].chars().count(), &inner[start..]));
+    Ok(stages)
+}
+
+enum Tok {
+    Ident(String),
+    Op(Operand),
+}
+
+/// Splits one pipeline stage into operands, each with its column (0-based, chars).
+fn tokenize(text: &str) -> Result<Vec<(usize, Tok)>, ParseErr> {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    let ident = |c: char| c.is_alphanumeric() || c == '_';
+    while i < chars.len() {
+        let c = chars[i];
+        let start = i;
+        if c.is_whitespace() {
+            i += 1;
+        } else if c == '.' {
+            let mut path = Vec::new();
+            while i < chars.len() && chars[i] == '.' {
+                let s = i + 1;
+                i = s;
+                while i < chars.len() && ident(chars[i]) {
+                    i += 1;
+                }
+                if i == s {
+                    return Err((start, "'.' must be followed by a field name such as .Value".into()));
+                }
+                path.push(chars[s..i].iter().collect());
+            }
+            out.push((start, Tok::Op(Operand::Field(path))));
+        } else if c == '"' || c == '`' {
+            let mut s = String::new();
+            i += 1;
+            loop {
+                let Some(&ch) = chars.get(i) else { return Err((start, "unterminated string".into())) };
+                i += 1;
+                match ch {
+                    _ if ch == c => break,
+                    '\\' if c == '"' => {
+                        let esc = chars.get(i).copied().ok_or((start, "unterminated string".to_string()))?;
+                        i += 1;
+                        s.push(match esc {
+                            'n' => '\n',
+                            't' => '\t',
+                            'r' => '\r',
+                            '\\' => '\\',
+                            '"' => '"',
+                            _ => return Err((i - 2, format!("unsupported escape \\{esc}"))),
+                        });
+                    }
+                    _ => s.push(ch),
+                }
+            }
+            out.push((start, Tok::Op(Operand::Literal(s))));
+        } else if c.is_alphabetic() || c == '_' {
+            while i < chars.len() && ident(chars[i]) {
+                i += 1;
+            }
+            out.push((start, Tok::Ident(chars[start..i].iter().collect())));
+        } else {
+            return Err((start, format!("unsupported syntax at {c:?}")));
+        }
+    }
+    Ok(out)
+}
+
+impl fmt::Debug for Template {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Template({:?})", self.source)
+    }
+}
+
+impl fmt::Display for Template {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.source)
+    }
+}
+
+impl PartialEq for Template {
+    fn eq(&self, other: &Self) -> bool {
+        self.source == other.source
+    }
+}
+
+impl Eq for Template {}
+
+/// A value in a [`TemplateContext`]: a string (often a secret, zeroized on drop) or a nested map.
+#[derive(Clone)]
+pub enum TemplateValue {
+    /// A string value.
+    Str(Zeroizing<String>),
+    /// A nested map, e.g. `Credentials`.
+    Map(BTreeMap<String, TemplateValue>),
+}
+
+/// The data a template renders against. `Debug` shows names only, never values.
+#[derive(Clone, Default)]
+pub struct TemplateContext {
+    root: BTreeMap<String, TemplateValue>,
+}
+
+impl TemplateContext {
+    /// An empty context.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets a top-level string field, e.g. `Value`.
+    pub fn set(&mut self, name: impl Into<String>, value: impl Into<String>) -> &mut Self {
+        self.root.insert(name.into(), TemplateValue::Str(Zeroizing::new(value.into())));
+        self
+    }
+
+    /// Sets a top-level map field, e.g. `Credentials`.
+    pub fn set_map<K: Into<String>, V: Into<String>>(
+        &mut self,
+        name: impl Into<String>,
+        entries: impl IntoIterator<Item = (K, V)>,
+    ) -> &mut Self {
+        let map = entries.into_iter().map(|(k, v)| (k.into(), TemplateValue::Str(Zeroizing::new(v.into())))).collect();
+        self.root.insert(name.into(), TemplateValue::Map(map));
+        self
+    }
+
+    fn lookup(&self, path: &[String]) -> Result<&str, TemplateError> {
+        let dotted = || path.iter().map(|p| format!(".{p}")).collect::<String>();
+        let mut map = &self.root;
+        for (i, seg) in path.iter().enumerate() {
+            match map.get(seg) {
+                Some(TemplateValue::Str(s)) if i + 1 == path.len() => return Ok(s),
+                Some(TemplateValue::Map(m)) if i + 1 < path.len() => map = m,
+                Some(TemplateValue::Map(_)) => return Err(TemplateError::NotAValue(dotted())),
+                Some(TemplateValue::Str(_)) | None => return Err(TemplateError::MissingField(dotted())),
+            }
+        }
+        Err(TemplateError::MissingField(dotted()))
+    }
+}
+
+impl fmt::Debug for TemplateContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.root.keys()).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests;
