@@ -84,7 +84,11 @@ impl AwsShared {
             .await
     }
 
-    async fn region(&self, configured: &Option<String>, backend: &'static str) -> Result<String, SecretError> {
+    async fn region(
+        &self,
+        configured: &Option<String>,
+        backend: &'static str,
+    ) -> Result<String, SecretError> {
         if let Some(r) = configured.as_ref().or(self.inner.overrides.region.as_ref()) {
             return Ok(r.clone());
         }
@@ -147,7 +151,12 @@ impl AwsShared {
     }
 
     /// One signed AWS JSON 1.1 call; returns the 200 response body.
-    async fn call(&self, api: Api, region: &str, body: Vec<u8>) -> Result<Zeroizing<Vec<u8>>, SecretError> {
+    async fn call(
+        &self,
+        api: Api,
+        region: &str,
+        body: Vec<u8>,
+    ) -> Result<Zeroizing<Vec<u8>>, SecretError> {
         let backend = api.backend;
         let err = |detail: String| SecretError::Backend { backend, detail };
         let creds = self.credentials(backend).await?;
@@ -156,7 +165,9 @@ impl AwsShared {
             .parse()
             .map_err(|_| err(format!("invalid endpoint URL {url:?}")))?;
         if uri.host().is_none() || uri.scheme().is_none() {
-            return Err(err(format!("endpoint URL {url:?} needs a scheme and a host")));
+            return Err(err(format!(
+                "endpoint URL {url:?} needs a scheme and a host"
+            )));
         }
         if uri.path().is_empty() || uri.path_and_query().is_none() {
             url.push('/');
@@ -183,14 +194,24 @@ impl AwsShared {
             .iter()
             .filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?)))
             .collect();
-        let signable = SignableRequest::new("POST", url.as_str(), headers.into_iter(), SignableBody::Bytes(&body))
-            .map_err(|e| err(format!("signing: {e}")))?;
+        let signable = SignableRequest::new(
+            "POST",
+            url.as_str(),
+            headers.into_iter(),
+            SignableBody::Bytes(&body),
+        )
+        .map_err(|e| err(format!("signing: {e}")))?;
         let (instructions, _signature) = sign(signable, &params)
             .map_err(|e| err(format!("signing: {e}")))?
             .into_parts();
         instructions.apply_to_request_http1x(&mut req);
         let req = req.map(|()| Full::new(Bytes::from(body)));
-        let (status, rsp) = self.inner.http.send(req).await.map_err(|e| err(format!("{url}: {e}")))?;
+        let (status, rsp) = self
+            .inner
+            .http
+            .send(req)
+            .await
+            .map_err(|e| err(format!("{url}: {e}")))?;
         if status.is_success() {
             return Ok(rsp);
         }
@@ -204,7 +225,10 @@ impl AwsShared {
         let detail = match serde_json::from_slice::<AwsError>(&rsp) {
             Ok(e) => format!(
                 "{status}: {}: {}",
-                e.kind.as_deref().map(|k| k.rsplit('#').next().unwrap_or(k)).unwrap_or("error"),
+                e.kind
+                    .as_deref()
+                    .map(|k| k.rsplit('#').next().unwrap_or(k))
+                    .unwrap_or("error"),
                 e.message.unwrap_or_default()
             ),
             Err(_) => format!("{status}"),
@@ -260,9 +284,15 @@ impl SecretsManager {
 #[async_trait]
 impl Fetch for SecretsManager {
     async fn fetch(&self) -> Result<SecretValue, SecretError> {
-        let region = self.aws.region(&self.region, GET_SECRET_VALUE.backend).await?;
+        let region = self
+            .aws
+            .region(&self.region, GET_SECRET_VALUE.backend)
+            .await?;
         let body = serde_json::json!({ "SecretId": self.secret_id }).to_string();
-        let rsp = self.aws.call(GET_SECRET_VALUE, &region, body.into_bytes()).await?;
+        let rsp = self
+            .aws
+            .call(GET_SECRET_VALUE, &region, body.into_bytes())
+            .await?;
         #[derive(Deserialize)]
         struct Out {
             #[serde(rename = "SecretString")]
@@ -274,7 +304,8 @@ impl Fetch for SecretsManager {
             backend: "aws_sm",
             detail: detail.to_string(),
         };
-        let out: Out = serde_json::from_slice(&rsp).map_err(|_| bad("malformed GetSecretValue response"))?;
+        let out: Out =
+            serde_json::from_slice(&rsp).map_err(|_| bad("malformed GetSecretValue response"))?;
         let binary = out.binary.map(Zeroizing::new);
         match (out.string, binary) {
             (Some(s), _) => Ok(SecretValue::from(Zeroizing::new(s))),
@@ -284,7 +315,8 @@ impl Fetch for SecretsManager {
                         .decode(b64.as_bytes())
                         .map_err(|_| bad("SecretBinary is not base64"))?,
                 );
-                let s = std::str::from_utf8(&bytes).map_err(|_| bad("SecretBinary is not UTF-8 text"))?;
+                let s = std::str::from_utf8(&bytes)
+                    .map_err(|_| bad("SecretBinary is not UTF-8 text"))?;
                 Ok(SecretValue::new(s.to_string()))
             }
             (None, None) => Err(bad("the secret has neither SecretString nor SecretBinary")),
@@ -302,7 +334,12 @@ pub struct ParameterStore {
 
 impl ParameterStore {
     /// A source for parameter `name`.
-    pub fn new(aws: AwsShared, name: String, region: Option<String>, with_decryption: bool) -> Self {
+    pub fn new(
+        aws: AwsShared,
+        name: String,
+        region: Option<String>,
+        with_decryption: bool,
+    ) -> Self {
         ParameterStore {
             aws,
             name,
@@ -316,8 +353,12 @@ impl ParameterStore {
 impl Fetch for ParameterStore {
     async fn fetch(&self) -> Result<SecretValue, SecretError> {
         let region = self.aws.region(&self.region, GET_PARAMETER.backend).await?;
-        let body = serde_json::json!({ "Name": self.name, "WithDecryption": self.with_decryption }).to_string();
-        let rsp = self.aws.call(GET_PARAMETER, &region, body.into_bytes()).await?;
+        let body = serde_json::json!({ "Name": self.name, "WithDecryption": self.with_decryption })
+            .to_string();
+        let rsp = self
+            .aws
+            .call(GET_PARAMETER, &region, body.into_bytes())
+            .await?;
         #[derive(Deserialize)]
         struct Out {
             #[serde(rename = "Parameter")]

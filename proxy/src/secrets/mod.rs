@@ -18,7 +18,6 @@ pub mod cache;
 pub mod env;
 pub mod http;
 pub mod onepassword;
-mod shim;
 pub mod value;
 
 use std::collections::HashMap;
@@ -29,8 +28,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use zeroize::{Zeroize, Zeroizing};
 
+pub use crate::config::{OpRef, SecretSourceConfig};
 pub use cache::Cached;
-pub use shim::{NonNegativeDuration, OpRef, SecretSourceConfig};
 pub use value::SecretValue;
 
 /// Why a secret could not be resolved. Never contains the value.
@@ -250,7 +249,10 @@ fn identity(cfg: &SecretSourceConfig) -> (String, String) {
             ttl,
             ..
         } => (
-            format!("aws_ssm:{region:?}:{with_decryption}:{name}:{:?}", ttl.get()),
+            format!(
+                "aws_ssm:{region:?}:{with_decryption}:{name}:{:?}",
+                ttl.get()
+            ),
             name.clone(),
         ),
         SecretSourceConfig::OnePassword {

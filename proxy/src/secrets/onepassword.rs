@@ -89,7 +89,13 @@ fn encode(s: &str) -> String {
 
 impl Connect {
     /// A source for `secret_ref` through the server named by `host_env`.
-    pub fn new(secret_ref: OpRef, host_env: String, token_env: String, env: EnvLookup, http: HttpClient) -> Self {
+    pub fn new(
+        secret_ref: OpRef,
+        host_env: String,
+        token_env: String,
+        env: EnvLookup,
+        http: HttpClient,
+    ) -> Self {
         Connect {
             secret_ref,
             host_env,
@@ -99,11 +105,16 @@ impl Connect {
         }
     }
 
-    async fn get(&self, base: &str, token: &SecretValue, path: &str) -> Result<Zeroizing<Vec<u8>>, SecretError> {
+    async fn get(
+        &self,
+        base: &str,
+        token: &SecretValue,
+        path: &str,
+    ) -> Result<Zeroizing<Vec<u8>>, SecretError> {
         let url = format!("{}{path}", base.trim_end_matches('/'));
         let auth = Zeroizing::new(format!("Bearer {}", token.expose()));
-        let mut auth_value =
-            http::HeaderValue::from_str(&auth).map_err(|_| connect_err(format!("{} holds an invalid token", self.token_env)))?;
+        let mut auth_value = http::HeaderValue::from_str(&auth)
+            .map_err(|_| connect_err(format!("{} holds an invalid token", self.token_env)))?;
         auth_value.set_sensitive(true);
         let req = Request::builder()
             .method("GET")
@@ -112,7 +123,11 @@ impl Connect {
             .header(http::header::ACCEPT, "application/json")
             .body(Full::new(Bytes::new()))
             .map_err(|_| connect_err(format!("invalid Connect URL {url:?}")))?;
-        let (status, body) = self.http.send(req).await.map_err(|e| connect_err(format!("{url}: {e}")))?;
+        let (status, body) = self
+            .http
+            .send(req)
+            .await
+            .map_err(|e| connect_err(format!("{url}: {e}")))?;
         if !status.is_success() {
             #[derive(Deserialize)]
             struct ApiError {
@@ -128,23 +143,36 @@ impl Connect {
     }
 
     /// Resolves a vault or item by title, else treats the name as an id.
-    async fn lookup(&self, base: &str, token: &SecretValue, list_path: &str, name: &str) -> Result<String, SecretError> {
+    async fn lookup(
+        &self,
+        base: &str,
+        token: &SecretValue,
+        list_path: &str,
+        name: &str,
+    ) -> Result<String, SecretError> {
         let filter = encode(&format!("title eq \"{}\"", name.replace('"', "\\\"")));
-        let body = self.get(base, token, &format!("{list_path}?filter={filter}")).await?;
-        let found: Vec<Named> =
-            serde_json::from_slice(&body).map_err(|_| connect_err(format!("malformed response from {list_path}")))?;
+        let body = self
+            .get(base, token, &format!("{list_path}?filter={filter}"))
+            .await?;
+        let found: Vec<Named> = serde_json::from_slice(&body)
+            .map_err(|_| connect_err(format!("malformed response from {list_path}")))?;
         match found.as_slice() {
             [one] => Ok(one.id.clone()),
             [] if looks_like_id(name) => Ok(name.to_string()),
             [] => Err(connect_err(format!("{list_path}: nothing titled {name:?}"))),
-            many => Err(connect_err(format!("{list_path}: {} entries titled {name:?}", many.len()))),
+            many => Err(connect_err(format!(
+                "{list_path}: {} entries titled {name:?}",
+                many.len()
+            ))),
         }
     }
 }
 
 /// 1Password ids are 26 lowercase alphanumerics.
 fn looks_like_id(s: &str) -> bool {
-    s.len() == 26 && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    s.len() == 26
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
 }
 
 #[async_trait]
@@ -163,17 +191,24 @@ impl Fetch for Connect {
         let vault = self.lookup(&base, &token, "/v1/vaults", &r.vault).await?;
         let items = format!("/v1/vaults/{}/items", encode(&vault));
         let item = self.lookup(&base, &token, &items, &r.item).await?;
-        let body = self.get(&base, &token, &format!("{items}/{}", encode(&item))).await?;
-        let parsed: Item = serde_json::from_slice(&body).map_err(|_| connect_err("malformed item response".into()))?;
-        let sections: ItemSections = serde_json::from_slice(&body).unwrap_or(ItemSections { sections: vec![] });
+        let body = self
+            .get(&base, &token, &format!("{items}/{}", encode(&item)))
+            .await?;
+        let parsed: Item = serde_json::from_slice(&body)
+            .map_err(|_| connect_err("malformed item response".into()))?;
+        let sections: ItemSections =
+            serde_json::from_slice(&body).unwrap_or(ItemSections { sections: vec![] });
         let in_section = |f: &Field| match (&r.section, &f.section) {
             (None, _) => true,
             (Some(_), None) => false,
             (Some(want), Some(s)) => {
-                let label = s
-                    .label
-                    .clone()
-                    .or_else(|| sections.sections.iter().find(|x| x.id == s.id).and_then(|x| x.label.clone()));
+                let label = s.label.clone().or_else(|| {
+                    sections
+                        .sections
+                        .iter()
+                        .find(|x| x.id == s.id)
+                        .and_then(|x| x.label.clone())
+                });
                 s.id == *want || label.as_deref() == Some(want.as_str())
             }
         };
@@ -217,7 +252,10 @@ impl OpCli {
 #[async_trait]
 impl Fetch for OpCli {
     async fn fetch(&self) -> Result<SecretValue, SecretError> {
-        let err = |detail: String| SecretError::Backend { backend: CLI, detail };
+        let err = |detail: String| SecretError::Backend {
+            backend: CLI,
+            detail,
+        };
         let token = self
             .env
             .secret(&self.token_env)
@@ -247,10 +285,17 @@ impl Fetch for OpCli {
         let stdout = Zeroizing::new(out.stdout);
         if !out.status.success() {
             let stderr = String::from_utf8_lossy(&out.stderr);
-            let line = stderr.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
+            let line = stderr
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("")
+                .trim();
             return Err(err(format!("`op read` failed ({}): {line}", out.status)));
         }
-        let text = std::str::from_utf8(&stdout).map_err(|_| err("`op read` printed non-UTF-8 output".into()))?;
-        Ok(SecretValue::new(text.trim_end_matches(['\r', '\n']).to_string()))
+        let text = std::str::from_utf8(&stdout)
+            .map_err(|_| err("`op read` printed non-UTF-8 output".into()))?;
+        Ok(SecretValue::new(
+            text.trim_end_matches(['\r', '\n']).to_string(),
+        ))
     }
 }
