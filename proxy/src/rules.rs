@@ -214,9 +214,7 @@ pub enum MethodSet {
 impl MethodSet {
     /// Parses a `methods:` list: omitted, empty or containing `*` means all.
     pub fn parse(list: Option<Vec<String>>) -> Result<Self, RuleError> {
-        let Some(list) = list else {
-            return Ok(MethodSet::All);
-        };
+        let Some(list) = list else { return Ok(MethodSet::All) };
         if list.is_empty() || list.iter().any(|m| m == "*") {
             return Ok(MethodSet::All);
         }

@@ -86,15 +86,10 @@ impl Template {
             };
             let inner_start = open + 2;
             let after_open = &rest[inner_start..];
-            let trim_left = after_open.starts_with("- ")
-                || after_open.starts_with("-\t")
-                || after_open.starts_with("-\n");
+            let trim_left = after_open.starts_with("- ") || after_open.starts_with("-\t") || after_open.starts_with("-\n");
             push_text(&mut pieces, &rest[..open], trim_next, trim_left);
             let column = offset + rest[..open].chars().count() + 1;
-            let close = after_open.find("}}").ok_or(TemplateError::Parse {
-                column,
-                message: "unclosed action".into(),
-            })?;
+            let close = after_open.find("}}").ok_or(TemplateError::Parse { column, message: "unclosed action".into() })?;
             let mut inner = &after_open[..close];
             if trim_left {
                 inner = &inner[1..];
@@ -105,20 +100,14 @@ impl Template {
             }
             let trimmed = inner.trim();
             if !(trimmed.starts_with("/*") && trimmed.ends_with("*/")) {
-                let action = parse_action(inner).map_err(|(c, message)| TemplateError::Parse {
-                    column: column + 2 + c,
-                    message,
-                })?;
+                let action = parse_action(inner).map_err(|(c, message)| TemplateError::Parse { column: column + 2 + c, message })?;
                 pieces.push(Piece::Action(action));
             }
             let consumed = inner_start + close + 2;
             offset += rest[..consumed].chars().count();
             rest = &rest[consumed..];
         }
-        Ok(Template {
-            source: source.to_string(),
-            pieces,
-        })
+        Ok(Template { source: source.to_string(), pieces })
     }
 
     /// The template text as written.
@@ -157,10 +146,7 @@ impl Template {
                         prev = Some(match cmd {
                             Command::Operand(op) => eval(op, ctx)?,
                             Command::Call(func, args) => {
-                                let mut vals =
-                                    args.iter()
-                                        .map(|a| eval(a, ctx))
-                                        .collect::<Result<Vec<_>, _>>()?;
+                                let mut vals = args.iter().map(|a| eval(a, ctx)).collect::<Result<Vec<_>, _>>()?;
                                 vals.extend(prev.take());
                                 call(*func, &vals)
                             }
@@ -221,26 +207,16 @@ fn parse_action(inner: &str) -> Result<Vec<Command>, ParseErr> {
                     .iter()
                     .find(|(n, _)| n == name)
                     .map(|(_, f)| *f)
-                    .ok_or_else(|| {
-                        (
-                            start + first_col,
-                            format!("unknown function {name:?} (available: base64)"),
-                        )
-                    })?;
+                    .ok_or_else(|| (start + first_col, format!("unknown function {name:?} (available: base64)")))?;
                 let args: Vec<Operand> = ops[1..]
                     .iter()
                     .map(|(c, t)| match t {
                         Tok::Op(op) => Ok(op.clone()),
-                        Tok::Ident(n) => {
-                            Err((start + c, format!("function {n:?} cannot be an argument")))
-                        }
+                        Tok::Ident(n) => Err((start + c, format!("function {n:?} cannot be an argument"))),
                     })
                     .collect::<Result<_, _>>()?;
                 if args.is_empty() && stage == 0 {
-                    return Err((
-                        start + first_col,
-                        format!("{name} needs at least one argument"),
-                    ));
+                    return Err((start + first_col, format!("{name} needs at least one argument")));
                 }
                 Command::Call(func, args)
             }
@@ -249,11 +225,7 @@ fn parse_action(inner: &str) -> Result<Vec<Command>, ParseErr> {
                     return Err((start + first_col, "only a function can follow '|'".into()));
                 }
                 if let Some((c, _)) = ops.get(1) {
-                    return Err((
-                        start + c,
-                        "unexpected operand after a value (call a function to combine values)"
-                            .into(),
-                    ));
+                    return Err((start + c, "unexpected operand after a value (call a function to combine values)".into()));
                 }
                 Command::Operand(op.clone())
             }
@@ -320,10 +292,7 @@ fn tokenize(text: &str) -> Result<Vec<(usize, Tok)>, ParseErr> {
                     i += 1;
                 }
                 if i == s {
-                    return Err((
-                        start,
-                        "'.' must be followed by a field name such as .Value".into(),
-                    ));
+                    return Err((start, "'.' must be followed by a field name such as .Value".into()));
                 }
                 path.push(chars[s..i].iter().collect());
             }
@@ -332,17 +301,12 @@ fn tokenize(text: &str) -> Result<Vec<(usize, Tok)>, ParseErr> {
             let mut s = String::new();
             i += 1;
             loop {
-                let Some(&ch) = chars.get(i) else {
-                    return Err((start, "unterminated string".into()));
-                };
+                let Some(&ch) = chars.get(i) else { return Err((start, "unterminated string".into())) };
                 i += 1;
                 match ch {
                     _ if ch == c => break,
                     '\\' if c == '"' => {
-                        let esc = chars
-                            .get(i)
-                            .copied()
-                            .ok_or((start, "unterminated string".to_string()))?;
+                        let esc = chars.get(i).copied().ok_or((start, "unterminated string".to_string()))?;
                         i += 1;
                         s.push(match esc {
                             'n' => '\n',
@@ -412,10 +376,7 @@ impl TemplateContext {
 
     /// Sets a top-level string field, e.g. `Value`.
     pub fn set(&mut self, name: impl Into<String>, value: impl Into<String>) -> &mut Self {
-        self.root.insert(
-            name.into(),
-            TemplateValue::Str(Zeroizing::new(value.into())),
-        );
+        self.root.insert(name.into(), TemplateValue::Str(Zeroizing::new(value.into())));
         self
     }
 
@@ -425,10 +386,7 @@ impl TemplateContext {
         name: impl Into<String>,
         entries: impl IntoIterator<Item = (K, V)>,
     ) -> &mut Self {
-        let map = entries
-            .into_iter()
-            .map(|(k, v)| (k.into(), TemplateValue::Str(Zeroizing::new(v.into()))))
-            .collect();
+        let map = entries.into_iter().map(|(k, v)| (k.into(), TemplateValue::Str(Zeroizing::new(v.into())))).collect();
         self.root.insert(name.into(), TemplateValue::Map(map));
         self
     }
@@ -441,9 +399,7 @@ impl TemplateContext {
                 Some(TemplateValue::Str(s)) if i + 1 == path.len() => return Ok(s),
                 Some(TemplateValue::Map(m)) if i + 1 < path.len() => map = m,
                 Some(TemplateValue::Map(_)) => return Err(TemplateError::NotAValue(dotted())),
-                Some(TemplateValue::Str(_)) | None => {
-                    return Err(TemplateError::MissingField(dotted()))
-                }
+                Some(TemplateValue::Str(_)) | None => return Err(TemplateError::MissingField(dotted())),
             }
         }
         Err(TemplateError::MissingField(dotted()))

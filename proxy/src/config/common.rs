@@ -9,9 +9,7 @@ use ipnet::IpNet;
 use super::decode::{one_of, parse_str, str_with, Cx, Decode, Res};
 use super::values::{GoDuration, HeaderMatcher, ListenAddr, NonNegativeDuration, PositiveDuration};
 use super::yaml::Node;
-use crate::rules::{
-    parse_cidr, HostPattern, MethodSet, PathPattern, Rule, RuleError, RuleTarget, Scope,
-};
+use crate::rules::{parse_cidr, HostPattern, MethodSet, PathPattern, Rule, RuleError, RuleTarget, Scope};
 
 macro_rules! decode_from_str {
     ($($t:ty),*) => {$(
@@ -22,15 +20,7 @@ macro_rules! decode_from_str {
         }
     )*};
 }
-decode_from_str!(
-    ListenAddr,
-    GoDuration,
-    PositiveDuration,
-    NonNegativeDuration,
-    HeaderMatcher,
-    HostPattern,
-    PathPattern
-);
+decode_from_str!(ListenAddr, GoDuration, PositiveDuration, NonNegativeDuration, HeaderMatcher, HostPattern, PathPattern);
 
 impl Decode for IpNet {
     /// A CIDR; a bare address is refused.
@@ -54,11 +44,7 @@ impl Decode for Rule {
             (None, Some(c)) => RuleTarget::Cidr(c),
             _ => return Err(cx.error(m.pos, RuleError::HostXorCidr.to_string())),
         };
-        Ok(Rule {
-            target,
-            methods: methods?.unwrap_or_default(),
-            paths: paths?,
-        })
+        Ok(Rule { target, methods: methods?.unwrap_or_default(), paths: paths? })
     }
 }
 
@@ -84,21 +70,14 @@ pub struct OpRef {
 impl FromStr for OpRef {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let bad = || {
-            format!("invalid 1Password reference {s:?}: expected op://vault/item/[section/]field")
-        };
+        let bad = || format!("invalid 1Password reference {s:?}: expected op://vault/item/[section/]field");
         let rest = s.strip_prefix("op://").ok_or_else(bad)?;
         let parts: Vec<&str> = rest.split('/').collect();
         if parts.iter().any(|p| p.is_empty()) {
             return Err(bad());
         }
         match parts.as_slice() {
-            [v, i, f] => Ok(OpRef {
-                vault: v.to_string(),
-                item: i.to_string(),
-                section: None,
-                field: f.to_string(),
-            }),
+            [v, i, f] => Ok(OpRef { vault: v.to_string(), item: i.to_string(), section: None, field: f.to_string() }),
             [v, i, sec, f] => Ok(OpRef {
                 vault: v.to_string(),
                 item: i.to_string(),
@@ -210,11 +189,7 @@ impl SecretSourceConfig {
             SecretSourceConfig::Env { var, .. } => vec![("var", var)],
             SecretSourceConfig::AwsSm { .. } | SecretSourceConfig::AwsSsm { .. } => vec![],
             SecretSourceConfig::OnePassword { token_env, .. } => vec![("token_env", token_env)],
-            SecretSourceConfig::OnePasswordConnect {
-                host_env,
-                token_env,
-                ..
-            } => {
+            SecretSourceConfig::OnePasswordConnect { host_env, token_env, .. } => {
                 vec![("host_env", host_env), ("token_env", token_env)]
             }
         }
@@ -245,51 +220,23 @@ impl Decode for SecretSourceConfig {
             let m = cx.map(node, &["type"])?;
             return Err(cx.error(m.pos, "missing required field 'type' (env, aws_sm, aws_ssm, 1password or 1password_connect)"));
         };
-        let kind = cx.key("type", |cx| {
-            one_of(type_node, cx, "secret source type", SOURCE_TYPES)
-        })?;
-        let ttl = |m: &super::decode::MapDe<'_>, cx: &mut Cx| {
-            m.or_default::<NonNegativeDuration>(cx, "ttl")
-        };
-        let op_ref = |m: &super::decode::MapDe<'_>, cx: &mut Cx| {
-            m.req_with(cx, "secret_ref", parse_str::<OpRef>)
-        };
+        let kind = cx.key("type", |cx| one_of(type_node, cx, "secret source type", SOURCE_TYPES))?;
+        let ttl = |m: &super::decode::MapDe<'_>, cx: &mut Cx| m.or_default::<NonNegativeDuration>(cx, "ttl");
+        let op_ref = |m: &super::decode::MapDe<'_>, cx: &mut Cx| m.req_with(cx, "secret_ref", parse_str::<OpRef>);
         Ok(match kind {
             SourceType::Env => {
                 let m = cx.map(node, &["type", "var", "json_key"])?;
                 let (var, json_key) = (m.req(cx, "var"), m.opt(cx, "json_key"));
-                SecretSourceConfig::Env {
-                    var: var?,
-                    json_key: json_key?,
-                }
+                SecretSourceConfig::Env { var: var?, json_key: json_key? }
             }
             SourceType::AwsSm => {
                 let m = cx.map(node, &["type", "secret_id", "region", "json_key", "ttl"])?;
-                let (secret_id, region, json_key, ttl) = (
-                    m.req(cx, "secret_id"),
-                    m.opt(cx, "region"),
-                    m.opt(cx, "json_key"),
-                    ttl(&m, cx),
-                );
-                SecretSourceConfig::AwsSm {
-                    secret_id: secret_id?,
-                    region: region?,
-                    json_key: json_key?,
-                    ttl: ttl?,
-                }
+                let (secret_id, region, json_key, ttl) =
+                    (m.req(cx, "secret_id"), m.opt(cx, "region"), m.opt(cx, "json_key"), ttl(&m, cx));
+                SecretSourceConfig::AwsSm { secret_id: secret_id?, region: region?, json_key: json_key?, ttl: ttl? }
             }
             SourceType::AwsSsm => {
-                let m = cx.map(
-                    node,
-                    &[
-                        "type",
-                        "name",
-                        "region",
-                        "with_decryption",
-                        "json_key",
-                        "ttl",
-                    ],
-                )?;
+                let m = cx.map(node, &["type", "name", "region", "with_decryption", "json_key", "ttl"])?;
                 let name = m.req(cx, "name");
                 let region = m.opt(cx, "region");
                 let with_decryption = m.or(cx, "with_decryption", true);
@@ -303,32 +250,14 @@ impl Decode for SecretSourceConfig {
                 }
             }
             SourceType::OnePassword => {
-                let m = cx.map(
-                    node,
-                    &["type", "secret_ref", "token_env", "json_key", "ttl"],
-                )?;
+                let m = cx.map(node, &["type", "secret_ref", "token_env", "json_key", "ttl"])?;
                 let secret_ref = op_ref(&m, cx);
                 let token_env = m.or(cx, "token_env", "OP_SERVICE_ACCOUNT_TOKEN".to_string());
                 let (json_key, ttl) = (m.opt(cx, "json_key"), ttl(&m, cx));
-                SecretSourceConfig::OnePassword {
-                    secret_ref: secret_ref?,
-                    token_env: token_env?,
-                    json_key: json_key?,
-                    ttl: ttl?,
-                }
+                SecretSourceConfig::OnePassword { secret_ref: secret_ref?, token_env: token_env?, json_key: json_key?, ttl: ttl? }
             }
             SourceType::OnePasswordConnect => {
-                let m = cx.map(
-                    node,
-                    &[
-                        "type",
-                        "secret_ref",
-                        "host_env",
-                        "token_env",
-                        "json_key",
-                        "ttl",
-                    ],
-                )?;
+                let m = cx.map(node, &["type", "secret_ref", "host_env", "token_env", "json_key", "ttl"])?;
                 let secret_ref = op_ref(&m, cx);
                 let host_env = m.or(cx, "host_env", "OP_CONNECT_HOST".to_string());
                 let token_env = m.or(cx, "token_env", "OP_CONNECT_TOKEN".to_string());
@@ -356,15 +285,8 @@ pub(crate) fn header_name(node: &Node, cx: &mut Cx) -> Res<String> {
 
 /// Parses a template field and checks every field it reads against `fields`
 /// (top-level names) and, for `.Credentials.<name>`, against `credentials`.
-pub(crate) fn template(
-    node: &Node,
-    cx: &mut Cx,
-    fields: &[&str],
-    credentials: &[&str],
-) -> Res<crate::template::Template> {
-    let tmpl = str_with(node, cx, |s| {
-        crate::template::Template::parse(s).map_err(|e| format!("invalid template: {e}"))
-    })?;
+pub(crate) fn template(node: &Node, cx: &mut Cx, fields: &[&str], credentials: &[&str]) -> Res<crate::template::Template> {
+    let tmpl = str_with(node, cx, |s| crate::template::Template::parse(s).map_err(|e| format!("invalid template: {e}")))?;
     for path in tmpl.fields() {
         let dotted: String = path.iter().map(|p| format!(".{p}")).collect();
         let top = path[0].as_str();
@@ -372,14 +294,8 @@ pub(crate) fn template(
             let names: Vec<String> = fields.iter().map(|f| format!(".{f}")).collect();
             let names: Vec<&str> = names.iter().map(String::as_str).collect();
             Some(match super::decode::suggest(&format!(".{top}"), &names) {
-                Some(s) => format!(
-                    "template uses unknown field {dotted}, did you mean {s}? (available: {})",
-                    names.join(", ")
-                ),
-                None => format!(
-                    "template uses unknown field {dotted} (available: {})",
-                    names.join(", ")
-                ),
+                Some(s) => format!("template uses unknown field {dotted}, did you mean {s}? (available: {})", names.join(", ")),
+                None => format!("template uses unknown field {dotted} (available: {})", names.join(", ")),
             })
         } else if top == "Credentials" {
             match path.get(1).map(String::as_str) {

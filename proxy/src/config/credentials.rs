@@ -39,41 +39,18 @@ pub enum GcpCredentials {
 /// `credentials_provider` for GCP (`type` only) or AWS (`type`, optional `region`).
 fn workload_identity(node: &Node, cx: &mut Cx, fields: &[&str]) -> Res<Option<String>> {
     let m = cx.map(node, fields)?;
-    let kind = m.req_with(cx, "type", |n, cx| {
-        one_of(
-            n,
-            cx,
-            "credentials provider type",
-            &[("workload_identity", ())],
-        )
-    });
-    let region = if fields.contains(&"region") {
-        m.opt::<String>(cx, "region")
-    } else {
-        Ok(None)
-    };
+    let kind = m.req_with(cx, "type", |n, cx| one_of(n, cx, "credentials provider type", &[("workload_identity", ())]));
+    let region = if fields.contains(&"region") { m.opt::<String>(cx, "region") } else { Ok(None) };
     kind?;
     region
 }
 
 impl Decode for GcpAuthConfig {
     fn decode(node: &Node, cx: &mut Cx) -> Res<Self> {
-        let m = cx.map(
-            node,
-            &[
-                "keyfile_path",
-                "keyfile",
-                "credentials_provider",
-                "subject",
-                "scopes",
-                "rules",
-            ],
-        )?;
+        let m = cx.map(node, &["keyfile_path", "keyfile", "credentials_provider", "subject", "scopes", "rules"])?;
         let path = m.opt::<PathBuf>(cx, "keyfile_path");
         let keyfile = m.opt::<SecretSourceConfig>(cx, "keyfile");
-        let provider = m.opt_with(cx, "credentials_provider", |n, cx| {
-            workload_identity(n, cx, &["type"])
-        });
+        let provider = m.opt_with(cx, "credentials_provider", |n, cx| workload_identity(n, cx, &["type"]));
         let subject = m.opt::<String>(cx, "subject");
         let scopes = m.non_empty::<String>(cx, "scopes", "scope");
         let rules = m.or_default(cx, "rules");
@@ -81,25 +58,14 @@ impl Decode for GcpAuthConfig {
             (Some(p), None, None) => Ok(GcpCredentials::KeyfilePath(p)),
             (None, Some(k), None) => Ok(GcpCredentials::Keyfile(k)),
             (None, None, Some(_)) => Ok(GcpCredentials::WorkloadIdentity),
-            _ => Err(cx.error(
-                m.pos,
-                "exactly one of 'keyfile_path', 'keyfile' or 'credentials_provider' must be set",
-            )),
+            _ => Err(cx.error(m.pos, "exactly one of 'keyfile_path', 'keyfile' or 'credentials_provider' must be set")),
         };
         let subject = subject?;
         if let (Ok(GcpCredentials::WorkloadIdentity), Some(_)) = (&credentials, &subject) {
             let pos = m.key_pos("subject").unwrap_or(m.pos);
-            return Err(cx.error(
-                pos,
-                "'subject' (domain-wide delegation) is incompatible with 'credentials_provider'",
-            ));
+            return Err(cx.error(pos, "'subject' (domain-wide delegation) is incompatible with 'credentials_provider'"));
         }
-        Ok(GcpAuthConfig {
-            credentials: credentials?,
-            subject,
-            scopes: scopes?,
-            rules: rules?,
-        })
+        Ok(GcpAuthConfig { credentials: credentials?, subject, scopes: scopes?, rules: rules? })
     }
 }
 
@@ -194,24 +160,14 @@ enum Grant {
     Jwt,
 }
 
-const GRANTS: [(&str, Grant); 4] = [
-    ("refresh_token", Grant::Refresh),
-    ("client_credentials", Grant::Client),
-    ("password", Grant::Password),
-    ("jwt_bearer", Grant::Jwt),
-];
+const GRANTS: [(&str, Grant); 4] =
+    [("refresh_token", Grant::Refresh), ("client_credentials", Grant::Client), ("password", Grant::Password), ("jwt_bearer", Grant::Jwt)];
 
 /// Credential fields and which grants take them.
 const GRANT_FIELDS: [(&str, &[Grant]); 10] = [
     ("refresh_token", &[Grant::Refresh]),
-    (
-        "client_id",
-        &[Grant::Refresh, Grant::Client, Grant::Password],
-    ),
-    (
-        "client_secret",
-        &[Grant::Refresh, Grant::Client, Grant::Password],
-    ),
+    ("client_id", &[Grant::Refresh, Grant::Client, Grant::Password]),
+    ("client_secret", &[Grant::Refresh, Grant::Client, Grant::Password]),
     ("username", &[Grant::Password]),
     ("password", &[Grant::Password]),
     ("issuer", &[Grant::Jwt]),
@@ -224,10 +180,7 @@ const GRANT_FIELDS: [(&str, &[Grant]); 10] = [
 fn grant(m: &MapDe<'_>, cx: &mut Cx, kind: Grant, name: &str) -> Res<OAuthGrant> {
     for (field, grants) in GRANT_FIELDS {
         if let (Some(pos), false) = (m.key_pos(field), grants.contains(&kind)) {
-            cx.error(
-                pos,
-                format!("field '{field}' is not used by grant '{name}'"),
-            );
+            cx.error(pos, format!("field '{field}' is not used by grant '{name}'"));
         }
     }
     let src = |cx: &mut Cx, f: &str| -> Res<SecretSourceConfig> {
@@ -236,63 +189,29 @@ fn grant(m: &MapDe<'_>, cx: &mut Cx, kind: Grant, name: &str) -> Res<OAuthGrant>
     let opt = |cx: &mut Cx, f: &str| m.opt::<SecretSourceConfig>(cx, f);
     Ok(match kind {
         Grant::Refresh => {
-            let (r, id, secret) = (
-                src(cx, "refresh_token"),
-                src(cx, "client_id"),
-                opt(cx, "client_secret"),
-            );
-            OAuthGrant::RefreshToken {
-                refresh_token: r?,
-                client_id: id?,
-                client_secret: secret?,
-            }
+            let (r, id, secret) = (src(cx, "refresh_token"), src(cx, "client_id"), opt(cx, "client_secret"));
+            OAuthGrant::RefreshToken { refresh_token: r?, client_id: id?, client_secret: secret? }
         }
         Grant::Client => {
             let (id, secret) = (src(cx, "client_id"), src(cx, "client_secret"));
-            OAuthGrant::ClientCredentials {
-                client_id: id?,
-                client_secret: secret?,
-            }
+            OAuthGrant::ClientCredentials { client_id: id?, client_secret: secret? }
         }
         Grant::Password => {
             let (u, p) = (src(cx, "username"), src(cx, "password"));
             let (id, secret) = (src(cx, "client_id"), opt(cx, "client_secret"));
-            OAuthGrant::Password {
-                username: u?,
-                password: p?,
-                client_id: id?,
-                client_secret: secret?,
-            }
+            OAuthGrant::Password { username: u?, password: p?, client_id: id?, client_secret: secret? }
         }
         Grant::Jwt => {
-            let (iss, sub, key) = (
-                src(cx, "issuer"),
-                src(cx, "subject"),
-                src(cx, "private_key"),
-            );
+            let (iss, sub, key) = (src(cx, "issuer"), src(cx, "subject"), src(cx, "private_key"));
             let (kid, aud) = (opt(cx, "private_key_id"), m.req::<String>(cx, "audience"));
-            OAuthGrant::JwtBearer {
-                issuer: iss?,
-                subject: sub?,
-                private_key: key?,
-                private_key_id: kid?,
-                audience: aud?,
-            }
+            OAuthGrant::JwtBearer { issuer: iss?, subject: sub?, private_key: key?, private_key_id: kid?, audience: aud? }
         }
     })
 }
 
 impl Decode for OAuthTokenEntry {
     fn decode(node: &Node, cx: &mut Cx) -> Res<Self> {
-        let mut fields = vec![
-            "grant",
-            "token_endpoint",
-            "scopes",
-            "rules",
-            "header",
-            "value_prefix",
-            "token_endpoint_headers",
-        ];
+        let mut fields = vec!["grant", "token_endpoint", "scopes", "rules", "header", "value_prefix", "token_endpoint_headers"];
         fields.extend(GRANT_FIELDS.iter().map(|(f, _)| *f));
         let m = cx.map(node, &fields)?;
         let kind = m.req_with(cx, "grant", |n, cx| one_of(n, cx, "grant", &GRANTS));
@@ -332,9 +251,7 @@ impl Decode for OAuthTokenEntry {
 impl Decode for OAuthTokenConfig {
     fn decode(node: &Node, cx: &mut Cx) -> Res<Self> {
         let m = cx.map(node, &["tokens"])?;
-        Ok(OAuthTokenConfig {
-            tokens: m.non_empty(cx, "tokens", "token entry")?,
-        })
+        Ok(OAuthTokenConfig { tokens: m.non_empty(cx, "tokens", "token entry")? })
     }
 }
 
@@ -390,24 +307,15 @@ impl Decode for AwsAuthConfig {
                 "rules",
             ],
         )?;
-        let provider = m.opt_with(cx, "credentials_provider", |n, cx| {
-            workload_identity(n, cx, &["type", "region"])
-        });
+        let provider = m.opt_with(cx, "credentials_provider", |n, cx| workload_identity(n, cx, &["type", "region"]));
         let credentials = if m.has("credentials_provider") {
-            let static_key = ["access_key_id", "secret_access_key", "session_token"]
-                .into_iter()
-                .find(|k| m.has(k));
+            let static_key = ["access_key_id", "secret_access_key", "session_token"].into_iter().find(|k| m.has(k));
             match (static_key, provider) {
                 (Some(k), _) => {
                     let pos = m.key_pos(k).unwrap_or(m.pos);
-                    Err(cx.error(
-                        pos,
-                        format!("'{k}' and 'credentials_provider' are mutually exclusive"),
-                    ))
+                    Err(cx.error(pos, format!("'{k}' and 'credentials_provider' are mutually exclusive")))
                 }
-                (None, p) => p.map(|r| AwsCredentials::WorkloadIdentity {
-                    region: r.flatten(),
-                }),
+                (None, p) => p.map(|r| AwsCredentials::WorkloadIdentity { region: r.flatten() }),
             }
         } else {
             let what = "(or set 'credentials_provider')";
@@ -416,20 +324,12 @@ impl Decode for AwsAuthConfig {
             let token = m.opt::<SecretSourceConfig>(cx, "session_token");
             if id.is_err() || secret.is_err() {
                 // "missing required field" was recorded; say how else to satisfy it.
-                if let Some(last) = cx
-                    .errors
-                    .last_mut()
-                    .filter(|e| e.message.starts_with("missing required field"))
-                {
+                if let Some(last) = cx.errors.last_mut().filter(|e| e.message.starts_with("missing required field")) {
                     last.message = format!("{} {what}", last.message);
                 }
             }
             match (id, secret, token) {
-                (Ok(a), Ok(s), Ok(t)) => Ok(AwsCredentials::Static {
-                    access_key_id: a,
-                    secret_access_key: s,
-                    session_token: t,
-                }),
+                (Ok(a), Ok(s), Ok(t)) => Ok(AwsCredentials::Static { access_key_id: a, secret_access_key: s, session_token: t }),
                 _ => Err(Failed),
             }
         };
@@ -540,32 +440,13 @@ pub struct HmacHeader {
 }
 
 /// Fields of the message template; `Credentials` is checked against the credential names.
-pub const HMAC_MESSAGE_FIELDS: [&str; 8] = [
-    "Timestamp",
-    "Method",
-    "Path",
-    "PathWithQuery",
-    "Query",
-    "Host",
-    "Body",
-    "Credentials",
-];
+pub const HMAC_MESSAGE_FIELDS: [&str; 8] = ["Timestamp", "Method", "Path", "PathWithQuery", "Query", "Host", "Body", "Credentials"];
 /// Fields of header value templates.
 pub const HMAC_HEADER_FIELDS: [&str; 3] = ["Timestamp", "Signature", "Credentials"];
 
 impl Decode for HmacSignConfig {
     fn decode(node: &Node, cx: &mut Cx) -> Res<Self> {
-        let m = cx.map(
-            node,
-            &[
-                "timestamp",
-                "signature",
-                "credentials",
-                "headers",
-                "allow_chunked_body",
-                "rules",
-            ],
-        )?;
+        let m = cx.map(node, &["timestamp", "signature", "credentials", "headers", "allow_chunked_body", "rules"])?;
         let credentials = m.req_with(cx, "credentials", |n, cx| {
             let list = entries::<SecretSourceConfig>(n, cx)?;
             if !list.iter().any(|(k, _)| k == "secret") {
@@ -574,10 +455,7 @@ impl Decode for HmacSignConfig {
             Ok(list)
         });
         // Templates are checked against the credential names; if those failed, only the fixed fields.
-        let names: Vec<&str> = credentials
-            .as_ref()
-            .map(|c| c.iter().map(|(k, _)| k.as_str()).collect())
-            .unwrap_or_default();
+        let names: Vec<&str> = credentials.as_ref().map(|c| c.iter().map(|(k, _)| k.as_str()).collect()).unwrap_or_default();
         let timestamp = m.req_with(cx, "timestamp", |n, cx| {
             let t = cx.map(n, &["format"])?;
             let formats = [
@@ -586,41 +464,17 @@ impl Decode for HmacSignConfig {
                 ("unix_nanos", TimestampFormat::UnixNanos),
                 ("rfc3339", TimestampFormat::Rfc3339),
             ];
-            Ok(HmacTimestamp {
-                format: t.req_with(cx, "format", |n, cx| {
-                    one_of(n, cx, "timestamp format", &formats)
-                })?,
-            })
+            Ok(HmacTimestamp { format: t.req_with(cx, "format", |n, cx| one_of(n, cx, "timestamp format", &formats))? })
         });
         let signature = m.req_with(cx, "signature", |n, cx| {
-            let s = cx.map(
-                n,
-                &["algorithm", "key_encoding", "output_encoding", "message"],
-            )?;
-            let algos = [
-                ("sha256", HmacAlgorithm::Sha256),
-                ("sha512", HmacAlgorithm::Sha512),
-                ("sha1", HmacAlgorithm::Sha1),
-            ];
-            let keys = [
-                ("raw", KeyEncoding::Raw),
-                ("base64", KeyEncoding::Base64),
-                ("hex", KeyEncoding::Hex),
-            ];
-            let outs = [
-                ("base64", OutputEncoding::Base64),
-                ("hex", OutputEncoding::Hex),
-            ];
+            let s = cx.map(n, &["algorithm", "key_encoding", "output_encoding", "message"])?;
+            let algos = [("sha256", HmacAlgorithm::Sha256), ("sha512", HmacAlgorithm::Sha512), ("sha1", HmacAlgorithm::Sha1)];
+            let keys = [("raw", KeyEncoding::Raw), ("base64", KeyEncoding::Base64), ("hex", KeyEncoding::Hex)];
+            let outs = [("base64", OutputEncoding::Base64), ("hex", OutputEncoding::Hex)];
             let algorithm = s.req_with(cx, "algorithm", |n, cx| one_of(n, cx, "algorithm", &algos));
-            let key_encoding = s.req_with(cx, "key_encoding", |n, cx| {
-                one_of(n, cx, "key encoding", &keys)
-            });
-            let output_encoding = s.req_with(cx, "output_encoding", |n, cx| {
-                one_of(n, cx, "output encoding", &outs)
-            });
-            let message = s.req_with(cx, "message", |n, cx| {
-                template(n, cx, &HMAC_MESSAGE_FIELDS, &names)
-            });
+            let key_encoding = s.req_with(cx, "key_encoding", |n, cx| one_of(n, cx, "key encoding", &keys));
+            let output_encoding = s.req_with(cx, "output_encoding", |n, cx| one_of(n, cx, "output encoding", &outs));
+            let message = s.req_with(cx, "message", |n, cx| template(n, cx, &HMAC_MESSAGE_FIELDS, &names));
             Ok(HmacSignature {
                 algorithm: algorithm?,
                 key_encoding: key_encoding?,
@@ -645,10 +499,7 @@ impl Decode for HmacSignConfig {
 /// `headers[]`: at least one, each value template checked against the credential names.
 fn hmac_headers(node: &Node, cx: &mut Cx, names: &[&str]) -> Res<Vec<HmacHeader>> {
     let Kind::Seq(items) = &node.kind else {
-        return Err(cx.error(
-            node.pos,
-            format!("expected a list, found {}", node.type_name()),
-        ));
+        return Err(cx.error(node.pos, format!("expected a list, found {}", node.type_name())));
     };
     if items.is_empty() {
         return Err(cx.error(node.pos, "at least one header is required"));
@@ -659,22 +510,13 @@ fn hmac_headers(node: &Node, cx: &mut Cx, names: &[&str]) -> Res<Vec<HmacHeader>
         let header = cx.index(i, |cx| {
             let h = cx.map(item, &["name", "value"])?;
             let name = h.req_with(cx, "name", header_name);
-            let value = h.req_with(cx, "value", |n, cx| {
-                template(n, cx, &HMAC_HEADER_FIELDS, names)
-            });
-            Ok(HmacHeader {
-                name: name?,
-                value: value?,
-            })
+            let value = h.req_with(cx, "value", |n, cx| template(n, cx, &HMAC_HEADER_FIELDS, names));
+            Ok(HmacHeader { name: name?, value: value? })
         });
         match header {
             Ok(h) => out.push(h),
             Err(Failed) => failed = true,
         }
     }
-    if failed {
-        Err(Failed)
-    } else {
-        Ok(out)
-    }
+    if failed { Err(Failed) } else { Ok(out) }
 }

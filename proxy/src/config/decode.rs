@@ -31,11 +31,7 @@ pub(crate) struct Cx {
 
 impl Cx {
     pub fn new(file: &str) -> Cx {
-        Cx {
-            file: file.to_string(),
-            path: Vec::new(),
-            errors: Vec::new(),
-        }
+        Cx { file: file.to_string(), path: Vec::new(), errors: Vec::new() }
     }
 
     /// The current field path, e.g. `transforms[1].config.secrets[0]`.
@@ -66,13 +62,7 @@ impl Cx {
             Pos::File { line, column } => (self.file.clone(), Some(line), Some(column)),
             Pos::Env(var) => (var.to_string(), None, None),
         };
-        self.errors.push(ConfigError {
-            file,
-            line,
-            column,
-            path,
-            message: message.into(),
-        });
+        self.errors.push(ConfigError { file, line, column, path, message: message.into() });
         Failed
     }
 
@@ -98,20 +88,12 @@ impl Cx {
         let entries: &[(Node, Node)] = match &node.kind {
             Kind::Map(entries) => entries,
             _ if node.is_null() => &[],
-            _ => {
-                return Err(self.error(
-                    node.pos,
-                    format!("expected a mapping, found {}", node.type_name()),
-                ))
-            }
+            _ => return Err(self.error(node.pos, format!("expected a mapping, found {}", node.type_name()))),
         };
         let mut seen: Vec<&str> = Vec::new();
         let mut known = Vec::with_capacity(entries.len());
         for (k, v) in entries {
-            let Some(name) = k
-                .scalar()
-                .filter(|_| !matches!(k.kind, Kind::Seq(_) | Kind::Map(_)))
-            else {
+            let Some(name) = k.scalar().filter(|_| !matches!(k.kind, Kind::Seq(_) | Kind::Map(_))) else {
                 self.error(k.pos, "keys must be plain strings");
                 continue;
             };
@@ -126,10 +108,7 @@ impl Cx {
                 self.error(k.pos, unknown("field", name, fields));
             }
         }
-        Ok(MapDe {
-            pos: node.pos,
-            entries: known,
-        })
+        Ok(MapDe { pos: node.pos, entries: known })
     }
 }
 
@@ -137,10 +116,7 @@ impl Cx {
 pub(crate) fn unknown(what: &str, name: &str, valid: &[&str]) -> String {
     match suggest(name, valid) {
         Some(s) => format!("unknown {what} '{name}', did you mean '{s}'?"),
-        None => format!(
-            "unknown {what} '{name}' (expected one of: {})",
-            valid.join(", ")
-        ),
+        None => format!("unknown {what} '{name}' (expected one of: {})", valid.join(", ")),
     }
 }
 
@@ -173,19 +149,12 @@ pub(crate) struct MapDe<'n> {
 impl<'n> MapDe<'n> {
     /// The value of `key`, if present and not null.
     pub fn node(&self, key: &str) -> Option<&'n Node> {
-        self.entries
-            .iter()
-            .find(|(k, _, _)| *k == key)
-            .map(|(_, _, v)| *v)
-            .filter(|v| !v.is_null())
+        self.entries.iter().find(|(k, _, _)| *k == key).map(|(_, _, v)| *v).filter(|v| !v.is_null())
     }
 
     /// The position of `key` itself, if present.
     pub fn key_pos(&self, key: &str) -> Option<Pos> {
-        self.entries
-            .iter()
-            .find(|(k, _, _)| *k == key)
-            .map(|(_, k, _)| k.pos)
+        self.entries.iter().find(|(k, _, _)| *k == key).map(|(_, k, _)| k.pos)
     }
 
     /// True when `key` is present with a non-null value.
@@ -199,12 +168,7 @@ impl<'n> MapDe<'n> {
     }
 
     /// A required field decoded by `f`.
-    pub fn req_with<T>(
-        &self,
-        cx: &mut Cx,
-        key: &str,
-        f: impl FnOnce(&Node, &mut Cx) -> Res<T>,
-    ) -> Res<T> {
+    pub fn req_with<T>(&self, cx: &mut Cx, key: &str, f: impl FnOnce(&Node, &mut Cx) -> Res<T>) -> Res<T> {
         match self.node(key) {
             Some(n) => cx.key(key, |cx| f(n, cx)),
             None => Err(cx.error(self.pos, format!("missing required field '{key}'"))),
@@ -217,15 +181,8 @@ impl<'n> MapDe<'n> {
     }
 
     /// An optional field decoded by `f`.
-    pub fn opt_with<T>(
-        &self,
-        cx: &mut Cx,
-        key: &str,
-        f: impl FnOnce(&Node, &mut Cx) -> Res<T>,
-    ) -> Res<Option<T>> {
-        self.node(key)
-            .map(|n| cx.key(key, |cx| f(n, cx)))
-            .transpose()
+    pub fn opt_with<T>(&self, cx: &mut Cx, key: &str, f: impl FnOnce(&Node, &mut Cx) -> Res<T>) -> Res<Option<T>> {
+        self.node(key).map(|n| cx.key(key, |cx| f(n, cx))).transpose()
     }
 
     /// An optional field with a default.
@@ -243,9 +200,7 @@ impl<'n> MapDe<'n> {
         let list: Vec<T> = self.req(cx, key)?;
         if list.is_empty() {
             let pos = self.node(key).map_or(self.pos, |n| n.pos);
-            return Err(cx.key(key, |cx| {
-                cx.error(pos, format!("at least one {what} is required"))
-            }));
+            return Err(cx.key(key, |cx| cx.error(pos, format!("at least one {what} is required"))));
         }
         Ok(list)
     }
@@ -261,10 +216,7 @@ pub(crate) trait Decode: Sized {
 pub(crate) fn scalar<'n>(node: &'n Node, cx: &mut Cx, expected: &str) -> Res<&'n str> {
     match &node.kind {
         Kind::Scalar { text, .. } if !node.is_null() => Ok(text),
-        _ => Err(cx.error(
-            node.pos,
-            format!("expected {expected}, found {}", node.type_name()),
-        )),
+        _ => Err(cx.error(node.pos, format!("expected {expected}, found {}", node.type_name()))),
     }
 }
 
@@ -275,16 +227,11 @@ where
     T::Err: std::fmt::Display,
 {
     let text = scalar(node, cx, "a string")?;
-    text.parse::<T>()
-        .map_err(|e| cx.error(node.pos, e.to_string()))
+    text.parse::<T>().map_err(|e| cx.error(node.pos, e.to_string()))
 }
 
 /// Decodes a string and checks it with `f`.
-pub(crate) fn str_with<T>(
-    node: &Node,
-    cx: &mut Cx,
-    f: impl FnOnce(&str) -> Result<T, String>,
-) -> Res<T> {
+pub(crate) fn str_with<T>(node: &Node, cx: &mut Cx, f: impl FnOnce(&str) -> Result<T, String>) -> Res<T> {
     let text = scalar(node, cx, "a string")?;
     f(text).map_err(|e| cx.error(node.pos, e))
 }
@@ -297,13 +244,7 @@ impl Decode for String {
 
 impl Decode for PathBuf {
     fn decode(node: &Node, cx: &mut Cx) -> Res<Self> {
-        str_with(node, cx, |s| {
-            if s.is_empty() {
-                Err("path must not be empty".into())
-            } else {
-                Ok(PathBuf::from(s))
-            }
-        })
+        str_with(node, cx, |s| if s.is_empty() { Err("path must not be empty".into()) } else { Ok(PathBuf::from(s)) })
     }
 }
 
@@ -317,22 +258,14 @@ impl Decode for bool {
             },
             Kind::Scalar { .. } | Kind::Seq(_) | Kind::Map(_) => {}
         }
-        Err(cx.error(
-            node.pos,
-            format!(
-                "expected a boolean (true or false), found {}",
-                describe(node)
-            ),
-        ))
+        Err(cx.error(node.pos, format!("expected a boolean (true or false), found {}", describe(node))))
     }
 }
 
 /// Describes a node for type errors: short plain scalars are quoted, the rest named by type.
 fn describe(node: &Node) -> String {
     match &node.kind {
-        Kind::Scalar { text, plain: true } if !node.is_null() && text.len() <= 40 => {
-            format!("'{text}'")
-        }
+        Kind::Scalar { text, plain: true } if !node.is_null() && text.len() <= 40 => format!("'{text}'"),
         _ => node.type_name().to_string(),
     }
 }
@@ -346,10 +279,7 @@ pub(crate) fn int(node: &Node, cx: &mut Cx, min: i64, max: i64) -> Res<i64> {
     match parsed {
         Some(v) if (min..=max).contains(&v) => Ok(v),
         Some(v) => Err(cx.error(node.pos, format!("{v} is out of range ({min}..={max})"))),
-        None => Err(cx.error(
-            node.pos,
-            format!("expected an integer, found {}", describe(node)),
-        )),
+        None => Err(cx.error(node.pos, format!("expected an integer, found {}", describe(node)))),
     }
 }
 
@@ -371,12 +301,7 @@ impl<T: Decode> Decode for Vec<T> {
         let items: &[Node] = match &node.kind {
             Kind::Seq(items) => items,
             _ if node.is_null() => &[],
-            _ => {
-                return Err(cx.error(
-                    node.pos,
-                    format!("expected a list, found {}", node.type_name()),
-                ))
-            }
+            _ => return Err(cx.error(node.pos, format!("expected a list, found {}", node.type_name()))),
         };
         let mut out = Vec::with_capacity(items.len());
         let mut failed = false;
@@ -386,11 +311,7 @@ impl<T: Decode> Decode for Vec<T> {
                 Err(Failed) => failed = true,
             }
         }
-        if failed {
-            Err(Failed)
-        } else {
-            Ok(out)
-        }
+        if failed { Err(Failed) } else { Ok(out) }
     }
 }
 
@@ -399,12 +320,7 @@ pub(crate) fn entries<T: Decode>(node: &Node, cx: &mut Cx) -> Res<Vec<(String, T
     let list: &[(Node, Node)] = match &node.kind {
         Kind::Map(list) => list,
         _ if node.is_null() => &[],
-        _ => {
-            return Err(cx.error(
-                node.pos,
-                format!("expected a mapping, found {}", node.type_name()),
-            ))
-        }
+        _ => return Err(cx.error(node.pos, format!("expected a mapping, found {}", node.type_name()))),
     };
     let mut out: Vec<(String, T)> = Vec::with_capacity(list.len());
     let mut failed = false;
@@ -423,11 +339,7 @@ pub(crate) fn entries<T: Decode>(node: &Node, cx: &mut Cx) -> Res<Vec<(String, T
             Err(Failed) => failed = true,
         }
     }
-    if failed {
-        Err(Failed)
-    } else {
-        Ok(out)
-    }
+    if failed { Err(Failed) } else { Ok(out) }
 }
 
 /// Decodes one of a fixed set of names, listing the valid ones (with a suggestion) otherwise.
@@ -438,14 +350,8 @@ pub(crate) fn one_of<T: Copy>(node: &Node, cx: &mut Cx, what: &str, table: &[(&s
     }
     let names: Vec<&str> = table.iter().map(|(n, _)| *n).collect();
     let msg = match suggest(text, &names) {
-        Some(s) => format!(
-            "invalid {what} '{text}', did you mean '{s}'? (expected one of: {})",
-            names.join(", ")
-        ),
-        None => format!(
-            "invalid {what} '{text}' (expected one of: {})",
-            names.join(", ")
-        ),
+        Some(s) => format!("invalid {what} '{text}', did you mean '{s}'? (expected one of: {})", names.join(", ")),
+        None => format!("invalid {what} '{text}' (expected one of: {})", names.join(", ")),
     };
     Err(cx.error(node.pos, msg))
 }

@@ -28,9 +28,9 @@ use std::path::Path;
 
 pub use common::{OpRef, SecretSourceConfig};
 pub use credentials::{
-    AwsAuthConfig, AwsCredentials, GcpAuthConfig, GcpCredentials, HmacAlgorithm, HmacHeader,
-    HmacSignConfig, HmacSignature, HmacTimestamp, KeyEncoding, OAuthGrant, OAuthTokenConfig,
-    OAuthTokenEntry, OutputEncoding, TimestampFormat, HMAC_HEADER_FIELDS, HMAC_MESSAGE_FIELDS,
+    AwsAuthConfig, AwsCredentials, GcpAuthConfig, GcpCredentials, HmacAlgorithm, HmacHeader, HmacSignConfig, HmacSignature,
+    HmacTimestamp, KeyEncoding, OAuthGrant, OAuthTokenConfig, OAuthTokenEntry, OutputEncoding, TimestampFormat,
+    HMAC_HEADER_FIELDS, HMAC_MESSAGE_FIELDS,
 };
 pub use env::ENV_VARS;
 pub use error::{ConfigError, ConfigErrors};
@@ -38,18 +38,15 @@ pub use mcp::{ArgCondition, ArgMatcher, McpConfig, McpErrorConfig, McpServer, Mc
 pub use refs::{check_references, Reference, ReferenceKind};
 pub use secrets::{InjectConfig, ReplaceConfig, SecretEntry, SecretMode, SecretsConfig};
 pub use sections::{
-    default_deny_cidrs, DnsConfig, DnsRecord, DnsRecordValue, InterceptConfig, InterceptMode,
-    LogConfig, LogLevel, ManagementConfig, MetricsConfig, MitmConfig, ProxyConfig, TlsConfig,
-    UidSpec, DEFAULT_DENY_CIDRS,
+    default_deny_cidrs, DnsConfig, DnsRecord, DnsRecordValue, InterceptConfig, InterceptMode, LogConfig, LogLevel,
+    ManagementConfig, MetricsConfig, MitmConfig, ProxyConfig, TlsConfig, UidSpec, DEFAULT_DENY_CIDRS,
 };
 pub use transforms::{
-    AllowlistConfig, AnnotateConfig, AnnotationGroup, BodyCaptureConfig, CircuitBreakerConfig,
-    GrpcClientCert, GrpcConfig, GrpcTlsConfig, HeaderAllowlistConfig, JudgeConfig, JudgeFallback,
-    JudgeProvider, ProviderConfig, TransformConfig, TRANSFORM_NAMES,
+    AllowlistConfig, AnnotateConfig, AnnotationGroup, BodyCaptureConfig, CircuitBreakerConfig, GrpcClientCert, GrpcConfig,
+    GrpcTlsConfig, HeaderAllowlistConfig, JudgeConfig, JudgeFallback, JudgeProvider, ProviderConfig, TransformConfig,
+    TRANSFORM_NAMES,
 };
-pub use values::{
-    GoDuration, HeaderMatcher, ListenAddr, NonNegativeDuration, PositiveDuration, ValueError,
-};
+pub use values::{GoDuration, HeaderMatcher, ListenAddr, NonNegativeDuration, PositiveDuration, ValueError};
 
 use decode::{Cx, Decode, Failed, Res};
 use yaml::{Node, Pos};
@@ -77,39 +74,19 @@ pub struct Config {
     pub intercept: Option<InterceptConfig>,
 }
 
-const TOP_FIELDS: [&str; 9] = [
-    "dns",
-    "proxy",
-    "tls",
-    "transforms",
-    "mcp",
-    "management",
-    "metrics",
-    "log",
-    "intercept",
-];
+const TOP_FIELDS: [&str; 9] = ["dns", "proxy", "tls", "transforms", "mcp", "management", "metrics", "log", "intercept"];
 
 /// Reads and parses `path`, applying `IRON_*` overrides from the process environment.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     let file = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| {
-        ConfigErrors(vec![ConfigError {
-            file: file.clone(),
-            line: None,
-            column: None,
-            path: String::new(),
-            message: format!("cannot read config: {e}"),
-        }])
+        ConfigErrors(vec![ConfigError { file: file.clone(), line: None, column: None, path: String::new(), message: format!("cannot read config: {e}") }])
     })?;
     parse(&text, &file, &|name| std::env::var(name).ok())
 }
 
 /// Parses config `text` (named `file` in errors), applying `IRON_*` overrides looked up with `env`.
-pub fn parse(
-    text: &str,
-    file: &str,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Config, ConfigErrors> {
+pub fn parse(text: &str, file: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigErrors> {
     let mut root = yaml::parse(text).map_err(|e| {
         let (line, column) = match e.pos {
             Pos::File { line, column } => (Some(line), Some(column)),
@@ -180,13 +157,9 @@ fn cross_checks(cfg: &Config, root: &Node, cx: &mut Cx) -> Res<()> {
     let mut ok = true;
     let mut judges: Vec<(&str, usize)> = Vec::new();
     for (i, t) in cfg.transforms.iter().enumerate() {
-        let TransformConfig::Judge(j) = t else {
-            continue;
-        };
+        let TransformConfig::Judge(j) = t else { continue };
         if let Some((_, first)) = judges.iter().find(|(n, _)| *n == j.name) {
-            let node = item(root, "transforms", i)
-                .and_then(|n| n.get("config"))
-                .and_then(|n| n.get("name"));
+            let node = item(root, "transforms", i).and_then(|n| n.get("config")).and_then(|n| n.get("name"));
             let pos = node.map_or(root.pos, |n| n.pos);
             let msg = format!("duplicate judge name '{}' (also used by transforms[{first}]); judge names must be unique", j.name);
             cx.error_at_path(pos, format!("transforms[{i}].config.name"), msg);
@@ -197,23 +170,12 @@ fn cross_checks(cfg: &Config, root: &Node, cx: &mut Cx) -> Res<()> {
     }
     if let Some(ic) = &cfg.intercept {
         if ic.dns == Some(true) && cfg.dns.is_none() {
-            let pos = root
-                .get("intercept")
-                .and_then(|n| n.get("dns"))
-                .map_or(root.pos, |n| n.pos);
-            cx.error_at_path(
-                pos,
-                "intercept.dns".into(),
-                "DNS redirection needs a dns block (the proxy's DNS server)",
-            );
+            let pos = root.get("intercept").and_then(|n| n.get("dns")).map_or(root.pos, |n| n.pos);
+            cx.error_at_path(pos, "intercept.dns".into(), "DNS redirection needs a dns block (the proxy's DNS server)");
             ok = false;
         }
     }
-    if ok {
-        Ok(())
-    } else {
-        Err(Failed)
-    }
+    if ok { Ok(()) } else { Err(Failed) }
 }
 
 /// `root[key][i]` when present.

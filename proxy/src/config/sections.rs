@@ -49,12 +49,7 @@ pub enum DnsRecordValue {
 
 fn hostname(s: &str) -> Result<String, String> {
     let name = s.trim_end_matches('.').to_ascii_lowercase();
-    let label_ok = |l: &str| {
-        !l.is_empty()
-            && l.len() <= 63
-            && l.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    };
+    let label_ok = |l: &str| !l.is_empty() && l.len() <= 63 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     if name.is_empty() || name.len() > 253 || !name.split('.').all(label_ok) {
         return Err(format!("invalid host name {s:?}"));
     }
@@ -62,10 +57,7 @@ fn hostname(s: &str) -> Result<String, String> {
 }
 
 fn ip(node: &Node, cx: &mut Cx) -> Res<IpAddr> {
-    str_with(node, cx, |s| {
-        s.parse::<IpAddr>()
-            .map_err(|_| format!("invalid IP address {s:?}"))
-    })
+    str_with(node, cx, |s| s.parse::<IpAddr>().map_err(|_| format!("invalid IP address {s:?}")))
 }
 
 /// `host:port`, or a bare IP meaning port 53.
@@ -87,48 +79,23 @@ impl Decode for DnsRecord {
     fn decode(node: &Node, cx: &mut Cx) -> Res<Self> {
         let m = cx.map(node, &["name", "type", "value"])?;
         let name = m.req_with(cx, "name", |n, cx| str_with(n, cx, hostname));
-        let kind = m.req_with(cx, "type", |n, cx| {
-            one_of(
-                n,
-                cx,
-                "record type",
-                &[("A", RecordType::A), ("CNAME", RecordType::Cname)],
-            )
-        });
+        let kind = m.req_with(cx, "type", |n, cx| one_of(n, cx, "record type", &[("A", RecordType::A), ("CNAME", RecordType::Cname)]));
         let value = match kind {
             Ok(RecordType::A) => m.req_with(cx, "value", ip).map(DnsRecordValue::A),
-            Ok(RecordType::Cname) => m
-                .req_with(cx, "value", |n, cx| str_with(n, cx, hostname))
-                .map(DnsRecordValue::Cname),
+            Ok(RecordType::Cname) => m.req_with(cx, "value", |n, cx| str_with(n, cx, hostname)).map(DnsRecordValue::Cname),
             Err(f) => Err(f),
         };
-        Ok(DnsRecord {
-            name: name?,
-            value: value?,
-        })
+        Ok(DnsRecord { name: name?, value: value? })
     }
 }
 
 impl Decode for DnsConfig {
     fn decode(node: &Node, cx: &mut Cx) -> Res<Self> {
-        let m = cx.map(
-            node,
-            &[
-                "listen",
-                "proxy_ip",
-                "proxy_ip6",
-                "upstream_resolver",
-                "passthrough",
-                "records",
-            ],
-        )?;
+        let m = cx.map(node, &["listen", "proxy_ip", "proxy_ip6", "upstream_resolver", "passthrough", "records"])?;
         let listen = m.or(cx, "listen", ListenAddr::AllInterfaces(53));
         let proxy_ip = m.req_with(cx, "proxy_ip", ip);
         let proxy_ip6 = m.opt_with(cx, "proxy_ip6", |n, cx| {
-            str_with(n, cx, |s| {
-                s.parse::<Ipv6Addr>()
-                    .map_err(|_| format!("invalid IPv6 address {s:?}"))
-            })
+            str_with(n, cx, |s| s.parse::<Ipv6Addr>().map_err(|_| format!("invalid IPv6 address {s:?}")))
         });
         let upstream_resolver = m.opt_with(cx, "upstream_resolver", resolver);
         let passthrough = m.or_default(cx, "passthrough");
@@ -164,19 +131,11 @@ pub struct ProxyConfig {
 }
 
 /// `upstream_deny_cidrs` when unset: IMDS (v4 and v6) and loopback.
-pub const DEFAULT_DENY_CIDRS: [&str; 4] = [
-    "169.254.169.254/32",
-    "fd00:ec2::254/128",
-    "127.0.0.0/8",
-    "::1/128",
-];
+pub const DEFAULT_DENY_CIDRS: [&str; 4] = ["169.254.169.254/32", "fd00:ec2::254/128", "127.0.0.0/8", "::1/128"];
 
 /// The default deny list, parsed.
 pub fn default_deny_cidrs() -> Vec<IpNet> {
-    DEFAULT_DENY_CIDRS
-        .iter()
-        .map(|c| c.parse().expect("constant CIDRs are valid"))
-        .collect()
+    DEFAULT_DENY_CIDRS.iter().map(|c| c.parse().expect("constant CIDRs are valid")).collect()
 }
 
 impl Decode for ProxyConfig {
@@ -218,8 +177,7 @@ impl Decode for ProxyConfig {
 
 /// A positive duration of `n` seconds (for defaults).
 pub(crate) fn secs(n: u64) -> PositiveDuration {
-    PositiveDuration::new(std::time::Duration::from_secs(n))
-        .expect("default durations are positive")
+    PositiveDuration::new(std::time::Duration::from_secs(n)).expect("default durations are positive")
 }
 
 /// `tls:`: how HTTPS is handled. `mode: mitm` is the default and needs the CA.
@@ -252,34 +210,11 @@ enum Mode {
 
 impl Decode for TlsConfig {
     fn decode(node: &Node, cx: &mut Cx) -> Res<Self> {
-        let m = cx.map(
-            node,
-            &[
-                "mode",
-                "ca_cert",
-                "ca_key",
-                "cert_cache_size",
-                "leaf_cert_expiry_hours",
-            ],
-        )?;
-        let mode = m.opt_with(cx, "mode", |n, cx| {
-            one_of(
-                n,
-                cx,
-                "tls mode",
-                &[("mitm", Mode::Mitm), ("sni-only", Mode::SniOnly)],
-            )
-        });
-        let size = m.opt_with(cx, "cert_cache_size", |n, cx| {
-            int(n, cx, 1, i64::from(u32::MAX))
-        });
-        let hours = m.opt_with(cx, "leaf_cert_expiry_hours", |n, cx| {
-            int(n, cx, 1, 24 * 365 * 20)
-        });
-        let (ca_cert, ca_key) = (
-            m.opt::<PathBuf>(cx, "ca_cert"),
-            m.opt::<PathBuf>(cx, "ca_key"),
-        );
+        let m = cx.map(node, &["mode", "ca_cert", "ca_key", "cert_cache_size", "leaf_cert_expiry_hours"])?;
+        let mode = m.opt_with(cx, "mode", |n, cx| one_of(n, cx, "tls mode", &[("mitm", Mode::Mitm), ("sni-only", Mode::SniOnly)]));
+        let size = m.opt_with(cx, "cert_cache_size", |n, cx| int(n, cx, 1, i64::from(u32::MAX)));
+        let hours = m.opt_with(cx, "leaf_cert_expiry_hours", |n, cx| int(n, cx, 1, 24 * 365 * 20));
+        let (ca_cert, ca_key) = (m.opt::<PathBuf>(cx, "ca_cert"), m.opt::<PathBuf>(cx, "ca_key"));
         if mode?.unwrap_or(Mode::Mitm) == Mode::SniOnly {
             return Ok(TlsConfig::SniOnly);
         }
@@ -311,10 +246,7 @@ impl Decode for ManagementConfig {
         let m = cx.map(node, &["listen", "api_key_env"])?;
         let listen = m.req(cx, "listen");
         let api_key_env = m.or(cx, "api_key_env", "IRON_MANAGEMENT_API_KEY".to_string());
-        Ok(ManagementConfig {
-            listen: listen?,
-            api_key_env: api_key_env?,
-        })
+        Ok(ManagementConfig { listen: listen?, api_key_env: api_key_env? })
     }
 }
 
@@ -328,18 +260,14 @@ pub struct MetricsConfig {
 
 impl Default for MetricsConfig {
     fn default() -> Self {
-        MetricsConfig {
-            listen: ListenAddr::AllInterfaces(9090),
-        }
+        MetricsConfig { listen: ListenAddr::AllInterfaces(9090) }
     }
 }
 
 impl Decode for MetricsConfig {
     fn decode(node: &Node, cx: &mut Cx) -> Res<Self> {
         let m = cx.map(node, &["listen"])?;
-        Ok(MetricsConfig {
-            listen: m.or(cx, "listen", ListenAddr::AllInterfaces(9090))?,
-        })
+        Ok(MetricsConfig { listen: m.or(cx, "listen", ListenAddr::AllInterfaces(9090))? })
     }
 }
 
@@ -379,16 +307,10 @@ pub struct LogConfig {
 impl Decode for LogConfig {
     fn decode(node: &Node, cx: &mut Cx) -> Res<Self> {
         let m = cx.map(node, &["level"])?;
-        let levels = [
-            ("debug", LogLevel::Debug),
-            ("info", LogLevel::Info),
-            ("warn", LogLevel::Warn),
-            ("error", LogLevel::Error),
-        ];
+        let levels =
+            [("debug", LogLevel::Debug), ("info", LogLevel::Info), ("warn", LogLevel::Warn), ("error", LogLevel::Error)];
         let level = m.opt_with(cx, "level", |n, cx| one_of(n, cx, "log level", &levels))?;
-        Ok(LogConfig {
-            level: level.unwrap_or_default(),
-        })
+        Ok(LogConfig { level: level.unwrap_or_default() })
     }
 }
 
@@ -443,10 +365,7 @@ impl Decode for UidSpec {
             return Ok(UidSpec::Id(id));
         }
         let plain = matches!(node.kind, Kind::Scalar { plain: true, .. });
-        let valid = !text.is_empty()
-            && text
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'$'));
+        let valid = !text.is_empty() && text.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'$'));
         if (plain && text.bytes().all(|b| b.is_ascii_digit() || b == b'-')) || !valid {
             return Err(cx.error(node.pos, format!("invalid uid or user name {text:?}")));
         }
@@ -456,31 +375,15 @@ impl Decode for UidSpec {
 
 impl Decode for InterceptConfig {
     fn decode(node: &Node, cx: &mut Cx) -> Res<Self> {
-        let m = cx.map(
-            node,
-            &["mode", "cgroups", "uids", "listen", "dns", "pin_path"],
-        )?;
-        let modes = [
-            ("ebpf", InterceptMode::Ebpf),
-            ("nftables", InterceptMode::Nftables),
-        ];
+        let m = cx.map(node, &["mode", "cgroups", "uids", "listen", "dns", "pin_path"])?;
+        let modes = [("ebpf", InterceptMode::Ebpf), ("nftables", InterceptMode::Nftables)];
         let mode = m.opt_with(cx, "mode", |n, cx| one_of(n, cx, "intercept mode", &modes));
         let cgroups = m.or_default::<Vec<PathBuf>>(cx, "cgroups");
         let uids = m.or_default::<Vec<UidSpec>>(cx, "uids");
-        let listen = m.or(
-            cx,
-            "listen",
-            ListenAddr::Addr(SocketAddr::from(([127, 0, 0, 1], 15001))),
-        );
+        let listen = m.or(cx, "listen", ListenAddr::Addr(SocketAddr::from(([127, 0, 0, 1], 15001))));
         let dns = m.opt(cx, "dns");
         let pin_path = m.opt_with(cx, "pin_path", |n, cx| {
-            str_with(n, cx, |s| {
-                if s.starts_with('/') {
-                    Ok(PathBuf::from(s))
-                } else {
-                    Err(format!("pin_path {s:?} must be absolute"))
-                }
-            })
+            str_with(n, cx, |s| if s.starts_with('/') { Ok(PathBuf::from(s)) } else { Err(format!("pin_path {s:?} must be absolute")) })
         });
         let (cgroups, uids) = (cgroups?, uids?);
         if cgroups.is_empty() && uids.is_empty() {

@@ -87,10 +87,7 @@ impl Decode for TransformConfig {
                 TRANSFORM_NAMES.iter().position(|t| *t == s).ok_or_else(|| {
                     let mut msg = unknown("transform", s, &TRANSFORM_NAMES);
                     if !msg.contains("expected one of") {
-                        msg.push_str(&format!(
-                            " (valid transforms: {})",
-                            TRANSFORM_NAMES.join(", ")
-                        ));
+                        msg.push_str(&format!(" (valid transforms: {})", TRANSFORM_NAMES.join(", ")));
                     }
                     msg
                 })
@@ -132,18 +129,9 @@ pub struct AllowlistConfig {
 impl Decode for AllowlistConfig {
     fn decode(node: &Node, cx: &mut Cx) -> Res<Self> {
         let m = cx.map(node, &["domains", "cidrs", "rules", "warn"])?;
-        let (domains, cidrs, rules, warn) = (
-            m.or_default(cx, "domains"),
-            m.or_default(cx, "cidrs"),
-            m.or_default(cx, "rules"),
-            m.or(cx, "warn", false),
-        );
-        Ok(AllowlistConfig {
-            domains: domains?,
-            cidrs: cidrs?,
-            rules: rules?,
-            warn: warn?,
-        })
+        let (domains, cidrs, rules, warn) =
+            (m.or_default(cx, "domains"), m.or_default(cx, "cidrs"), m.or_default(cx, "rules"), m.or(cx, "warn", false));
+        Ok(AllowlistConfig { domains: domains?, cidrs: cidrs?, rules: rules?, warn: warn? })
     }
 }
 
@@ -160,10 +148,7 @@ impl Decode for HeaderAllowlistConfig {
     fn decode(node: &Node, cx: &mut Cx) -> Res<Self> {
         let m = cx.map(node, &["headers", "rules"])?;
         let (headers, rules) = (m.or_default(cx, "headers"), m.or_default(cx, "rules"));
-        Ok(HeaderAllowlistConfig {
-            headers: headers?,
-            rules: rules?,
-        })
+        Ok(HeaderAllowlistConfig { headers: headers?, rules: rules? })
     }
 }
 
@@ -179,14 +164,8 @@ pub struct BodyCaptureConfig {
 impl Decode for BodyCaptureConfig {
     fn decode(node: &Node, cx: &mut Cx) -> Res<Self> {
         let m = cx.map(node, &["max_request_body_bytes", "rules"])?;
-        let (max, rules) = (
-            m.or(cx, "max_request_body_bytes", 16_384u64),
-            m.or_default(cx, "rules"),
-        );
-        Ok(BodyCaptureConfig {
-            max_request_body_bytes: max?,
-            rules: rules?,
-        })
+        let (max, rules) = (m.or(cx, "max_request_body_bytes", 16_384u64), m.or_default(cx, "rules"));
+        Ok(BodyCaptureConfig { max_request_body_bytes: max?, rules: rules? })
     }
 }
 
@@ -209,9 +188,7 @@ pub struct AnnotationGroup {
 impl Decode for AnnotateConfig {
     fn decode(node: &Node, cx: &mut Cx) -> Res<Self> {
         let m = cx.map(node, &["annotations"])?;
-        Ok(AnnotateConfig {
-            annotations: m.or_default(cx, "annotations")?,
-        })
+        Ok(AnnotateConfig { annotations: m.or_default(cx, "annotations")? })
     }
 }
 
@@ -226,14 +203,8 @@ impl Decode for HeaderName {
 impl Decode for AnnotationGroup {
     fn decode(node: &Node, cx: &mut Cx) -> Res<Self> {
         let m = cx.map(node, &["rules", "headers"])?;
-        let (rules, headers) = (
-            m.or_default(cx, "rules"),
-            m.or_default::<Vec<HeaderName>>(cx, "headers"),
-        );
-        Ok(AnnotationGroup {
-            rules: rules?,
-            headers: headers?.into_iter().map(|h| h.0).collect(),
-        })
+        let (rules, headers) = (m.or_default(cx, "rules"), m.or_default::<Vec<HeaderName>>(cx, "headers"));
+        Ok(AnnotationGroup { rules: rules?, headers: headers?.into_iter().map(|h| h.0).collect() })
     }
 }
 
@@ -274,14 +245,11 @@ pub struct GrpcClientCert {
 
 fn grpc_target(s: &str) -> Result<String, String> {
     let ok = s.contains("://")
-        || s.rsplit_once(':')
-            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
+        || s.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
     if ok && !s.contains(char::is_whitespace) {
         Ok(s.to_string())
     } else {
-        Err(format!(
-            "invalid gRPC target {s:?}: expected host:port such as \"localhost:9500\""
-        ))
+        Err(format!("invalid gRPC target {s:?}: expected host:port such as \"localhost:9500\""))
     }
 }
 
@@ -296,25 +264,12 @@ fn grpc_tls(node: &Node, cx: &mut Cx) -> Res<Option<GrpcTlsConfig>> {
         (Some(_), None) => return Err(cx.error(m.pos, "'cert' must be set together with 'key'")),
         (None, Some(_)) => return Err(cx.error(m.pos, "'key' must be set together with 'cert'")),
     };
-    Ok(enabled?.then_some(GrpcTlsConfig {
-        ca_cert: ca_cert?,
-        client,
-    }))
+    Ok(enabled?.then_some(GrpcTlsConfig { ca_cert: ca_cert?, client }))
 }
 
 impl Decode for GrpcConfig {
     fn decode(node: &Node, cx: &mut Cx) -> Res<Self> {
-        let m = cx.map(
-            node,
-            &[
-                "name",
-                "target",
-                "send_request_body",
-                "send_response_body",
-                "rules",
-                "tls",
-            ],
-        )?;
+        let m = cx.map(node, &["name", "target", "send_request_body", "send_response_body", "rules", "tls"])?;
         let name = m.req(cx, "name");
         let target = m.req_with(cx, "target", |n, cx| str_with(n, cx, grpc_target));
         let send_req = m.or(cx, "send_request_body", false);
@@ -374,10 +329,7 @@ pub struct CircuitBreakerConfig {
 
 impl Default for CircuitBreakerConfig {
     fn default() -> Self {
-        CircuitBreakerConfig {
-            consecutive_failures: 5,
-            cooldown: secs(10),
-        }
+        CircuitBreakerConfig { consecutive_failures: 5, cooldown: secs(10) }
     }
 }
 
@@ -413,40 +365,21 @@ pub(crate) fn http_url(node: &Node, cx: &mut Cx) -> Res<Url> {
 
 impl Decode for JudgeProvider {
     fn decode(node: &Node, cx: &mut Cx) -> Res<Self> {
-        let m = cx.map(
-            node,
-            &["type", "model", "api_key_env", "base_url", "max_tokens"],
-        )?;
-        let kind = m.req_with(cx, "type", |n, cx| {
-            one_of(
-                n,
-                cx,
-                "provider type",
-                &[("anthropic", true), ("openai", false)],
-            )
-        });
+        let m = cx.map(node, &["type", "model", "api_key_env", "base_url", "max_tokens"])?;
+        let kind = m.req_with(cx, "type", |n, cx| one_of(n, cx, "provider type", &[("anthropic", true), ("openai", false)]));
         let model = m.req(cx, "model");
         let api_key_env = m.req(cx, "api_key_env");
         let base_url = m.opt_with(cx, "base_url", http_url);
         let max_tokens = m.opt_with(cx, "max_tokens", |n, cx| int(n, cx, 1, i64::from(u32::MAX)));
         let anthropic = kind?;
-        let default_url = if anthropic {
-            "https://api.anthropic.com"
-        } else {
-            "https://api.openai.com"
-        };
+        let default_url = if anthropic { "https://api.anthropic.com" } else { "https://api.openai.com" };
         let cfg = ProviderConfig {
             model: model?,
             api_key_env: api_key_env?,
-            base_url: base_url?
-                .unwrap_or_else(|| Url::parse(default_url).expect("constant URL is valid")),
+            base_url: base_url?.unwrap_or_else(|| Url::parse(default_url).expect("constant URL is valid")),
             max_tokens: max_tokens?.map_or(256, |v| u32::try_from(v).unwrap_or(u32::MAX)),
         };
-        Ok(if anthropic {
-            JudgeProvider::Anthropic(cfg)
-        } else {
-            JudgeProvider::OpenAi(cfg)
-        })
+        Ok(if anthropic { JudgeProvider::Anthropic(cfg) } else { JudgeProvider::OpenAi(cfg) })
     }
 }
 
@@ -459,10 +392,7 @@ impl Decode for CircuitBreakerConfig {
         let m = cx.map(node, &["consecutive_failures", "cooldown"])?;
         let failures = m.opt_with(cx, "consecutive_failures", positive_u32);
         let cooldown = m.or(cx, "cooldown", secs(10));
-        Ok(CircuitBreakerConfig {
-            consecutive_failures: failures?.unwrap_or(5),
-            cooldown: cooldown?,
-        })
+        Ok(CircuitBreakerConfig { consecutive_failures: failures?.unwrap_or(5), cooldown: cooldown? })
     }
 }
 
@@ -470,41 +400,18 @@ impl Decode for JudgeConfig {
     fn decode(node: &Node, cx: &mut Cx) -> Res<Self> {
         let m = cx.map(
             node,
-            &[
-                "name",
-                "prompt",
-                "rules",
-                "provider",
-                "fallback",
-                "timeout",
-                "max_concurrent",
-                "circuit_breaker",
-            ],
+            &["name", "prompt", "rules", "provider", "fallback", "timeout", "max_concurrent", "circuit_breaker"],
         )?;
         let name = m.req_with(cx, "name", |n, cx| {
-            str_with(n, cx, |s| {
-                if s.trim().is_empty() {
-                    Err("name must not be empty".into())
-                } else {
-                    Ok(s.to_string())
-                }
-            })
+            str_with(n, cx, |s| if s.trim().is_empty() { Err("name must not be empty".into()) } else { Ok(s.to_string()) })
         });
         let prompt = m.req_with(cx, "prompt", |n, cx| {
-            str_with(n, cx, |s| {
-                if s.trim().is_empty() {
-                    Err("prompt must not be empty".into())
-                } else {
-                    Ok(s.to_string())
-                }
-            })
+            str_with(n, cx, |s| if s.trim().is_empty() { Err("prompt must not be empty".into()) } else { Ok(s.to_string()) })
         });
         let rules = m.non_empty::<Rule>(cx, "rules", "rule");
         let provider = m.req(cx, "provider");
         let fallbacks = [("deny", JudgeFallback::Deny), ("skip", JudgeFallback::Skip)];
-        let fallback = m.opt_with(cx, "fallback", |n, cx| {
-            one_of(n, cx, "judge fallback", &fallbacks)
-        });
+        let fallback = m.opt_with(cx, "fallback", |n, cx| one_of(n, cx, "judge fallback", &fallbacks));
         let timeout = m.or(cx, "timeout", secs(8));
         let max_concurrent = m.opt_with(cx, "max_concurrent", positive_u32);
         let circuit_breaker = m.or_default(cx, "circuit_breaker");
