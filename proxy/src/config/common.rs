@@ -284,8 +284,14 @@ pub(crate) fn header_name(node: &Node, cx: &mut Cx) -> Res<String> {
 }
 
 /// Parses a template field and checks every field it reads against `fields`
-/// (top-level names) and, for `.Credentials.<name>`, against `credentials`.
-pub(crate) fn template(node: &Node, cx: &mut Cx, fields: &[&str], credentials: &[&str]) -> Res<crate::template::Template> {
+/// (top-level names) and, for `.Credentials.<name>`, against `credentials`
+/// (`None` when the credential names are unknown because they failed to decode).
+pub(crate) fn template(
+    node: &Node,
+    cx: &mut Cx,
+    fields: &[&str],
+    credentials: Option<&[&str]>,
+) -> Res<crate::template::Template> {
     let tmpl = str_with(node, cx, |s| crate::template::Template::parse(s).map_err(|e| format!("invalid template: {e}")))?;
     for path in tmpl.fields() {
         let dotted: String = path.iter().map(|p| format!(".{p}")).collect();
@@ -298,9 +304,10 @@ pub(crate) fn template(node: &Node, cx: &mut Cx, fields: &[&str], credentials: &
                 None => format!("template uses unknown field {dotted} (available: {})", names.join(", ")),
             })
         } else if top == "Credentials" {
-            match path.get(1).map(String::as_str) {
-                Some(name) if path.len() == 2 && credentials.contains(&name) => None,
-                Some(name) if path.len() == 2 => Some(match super::decode::suggest(name, credentials) {
+            match (path.get(1).map(String::as_str), credentials) {
+                (Some(_), None) if path.len() == 2 => None,
+                (Some(name), Some(credentials)) if path.len() == 2 && credentials.contains(&name) => None,
+                (Some(name), Some(credentials)) if path.len() == 2 => Some(match super::decode::suggest(name, credentials) {
                     Some(s) => format!("template uses {dotted} but there is no credential '{name}', did you mean '{s}'?"),
                     None => format!("template uses {dotted} but there is no credential '{name}' (credentials: {})", credentials.join(", ")),
                 }),

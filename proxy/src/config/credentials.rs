@@ -455,7 +455,8 @@ impl Decode for HmacSignConfig {
             Ok(list)
         });
         // Templates are checked against the credential names; if those failed, only the fixed fields.
-        let names: Vec<&str> = credentials.as_ref().map(|c| c.iter().map(|(k, _)| k.as_str()).collect()).unwrap_or_default();
+        let names: Option<Vec<&str>> = credentials.as_ref().ok().map(|c| c.iter().map(|(k, _)| k.as_str()).collect());
+        let names = names.as_deref();
         let timestamp = m.req_with(cx, "timestamp", |n, cx| {
             let t = cx.map(n, &["format"])?;
             let formats = [
@@ -474,7 +475,7 @@ impl Decode for HmacSignConfig {
             let algorithm = s.req_with(cx, "algorithm", |n, cx| one_of(n, cx, "algorithm", &algos));
             let key_encoding = s.req_with(cx, "key_encoding", |n, cx| one_of(n, cx, "key encoding", &keys));
             let output_encoding = s.req_with(cx, "output_encoding", |n, cx| one_of(n, cx, "output encoding", &outs));
-            let message = s.req_with(cx, "message", |n, cx| template(n, cx, &HMAC_MESSAGE_FIELDS, &names));
+            let message = s.req_with(cx, "message", |n, cx| template(n, cx, &HMAC_MESSAGE_FIELDS, names));
             Ok(HmacSignature {
                 algorithm: algorithm?,
                 key_encoding: key_encoding?,
@@ -482,7 +483,7 @@ impl Decode for HmacSignConfig {
                 message: message?,
             })
         });
-        let headers = m.req_with(cx, "headers", |n, cx| hmac_headers(n, cx, &names));
+        let headers = m.req_with(cx, "headers", |n, cx| hmac_headers(n, cx, names));
         let chunked = m.or(cx, "allow_chunked_body", false);
         let rules = m.non_empty::<Rule>(cx, "rules", "rule");
         Ok(HmacSignConfig {
@@ -497,7 +498,7 @@ impl Decode for HmacSignConfig {
 }
 
 /// `headers[]`: at least one, each value template checked against the credential names.
-fn hmac_headers(node: &Node, cx: &mut Cx, names: &[&str]) -> Res<Vec<HmacHeader>> {
+fn hmac_headers(node: &Node, cx: &mut Cx, names: Option<&[&str]>) -> Res<Vec<HmacHeader>> {
     let Kind::Seq(items) = &node.kind else {
         return Err(cx.error(node.pos, format!("expected a list, found {}", node.type_name())));
     };

@@ -113,7 +113,7 @@ impl Decode for InjectConfig {
         let query = m.opt_with(cx, "query_param", |n, cx| {
             str_with(n, cx, |s| if s.is_empty() { Err("query_param must not be empty".into()) } else { Ok(s.to_string()) })
         });
-        let formatter = m.opt_with(cx, "formatter", |n, cx| template(n, cx, &["Value"], &[]));
+        let formatter = m.opt_with(cx, "formatter", |n, cx| template(n, cx, &["Value"], Some(&[])));
         match (header?, query?) {
             (Some(name), None) => Ok(InjectConfig::Header { name, formatter: formatter? }),
             (None, Some(name)) => {
@@ -136,22 +136,27 @@ impl Decode for SecretEntry {
         let source = m.req(cx, "source");
         let rules = m.or_default(cx, "rules");
         let legacy = REPLACE_FIELDS.iter().find_map(|f| m.key_pos(f).map(|p| (*f, p)));
-        let mode = match (m.node("inject"), m.node("replace"), legacy) {
-            (Some(_), None, None) => m.req(cx, "inject").map(SecretMode::Inject),
-            (None, Some(_), None) => m.req(cx, "replace").map(SecretMode::Replace),
-            (None, None, Some(_)) => replace_fields(&m, cx).map(SecretMode::Replace),
-            (Some(_), Some(_), _) => {
-                let pos = m.key_pos("replace").unwrap_or(m.pos);
-                Err(cx.error(pos, "'inject' and 'replace' are mutually exclusive"))
+        // Both blocks are decoded even when they conflict, so their own errors show too.
+        let inject = m.opt::<InjectConfig>(cx, "inject");
+        let replace = m.opt::<ReplaceConfig>(cx, "replace");
+        if m.has("inject") && m.has("replace") {
+            let pos = m.key_pos("replace").unwrap_or(m.pos);
+            return Err(cx.error(pos, "'inject' and 'replace' are mutually exclusive"));
+        }
+        if let Some((field, pos)) = legacy {
+            if m.has("inject") {
+                return Err(cx.error(pos, format!("'{field}' is a replace-mode field, but this entry uses 'inject'")));
             }
-            (None, Some(_), Some((field, pos))) => Err(cx.error(
-                pos,
-                format!("'{field}' belongs inside the 'replace' block: do not mix the top-level (legacy) replace fields with 'replace'"),
-            )),
-            (Some(_), None, Some((field, pos))) => {
-                Err(cx.error(pos, format!("'{field}' is a replace-mode field, but this entry uses 'inject'")))
+            if m.has("replace") {
+                let msg = format!("'{field}' belongs inside 'replace': do not mix the legacy top-level replace fields with a 'replace' block");
+                return Err(cx.error(pos, msg));
             }
-            (None, None, None) => Err(cx.error(m.pos, "one of 'inject' or 'replace' is required")),
+        }
+        let mode = match (inject?, replace?) {
+            (Some(i), _) => Ok(SecretMode::Inject(i)),
+            (None, Some(r)) => Ok(SecretMode::Replace(r)),
+            (None, None) if legacy.is_some() => replace_fields(&m, cx).map(SecretMode::Replace),
+            (None, None) => Err(cx.error(m.pos, "one of 'inject' or 'replace' is required")),
         };
         Ok(SecretEntry { source: source?, mode: mode?, rules: rules? })
     }

@@ -411,7 +411,12 @@ impl Decode for JudgeConfig {
         let rules = m.non_empty::<Rule>(cx, "rules", "rule");
         let provider = m.req(cx, "provider");
         let fallbacks = [("deny", JudgeFallback::Deny), ("skip", JudgeFallback::Skip)];
-        let fallback = m.opt_with(cx, "fallback", |n, cx| one_of(n, cx, "judge fallback", &fallbacks));
+        let fallback = m.opt_with(cx, "fallback", |n, cx| {
+            if n.scalar() == Some("allow") {
+                return Err(cx.error(n.pos, "invalid judge fallback 'allow' (expected one of: deny, skip): a failing judge cannot approve a request"));
+            }
+            one_of(n, cx, "judge fallback", &fallbacks)
+        });
         let timeout = m.or(cx, "timeout", secs(8));
         let max_concurrent = m.opt_with(cx, "max_concurrent", positive_u32);
         let circuit_breaker = m.or_default(cx, "circuit_breaker");

@@ -189,7 +189,13 @@ impl MarkedEventReceiver for Builder {
             Event::SequenceStart(anchor, _) => self.stack.push((Node { pos, kind: Kind::Seq(Vec::new()) }, anchor, None)),
             Event::MappingStart(anchor, _) => self.stack.push((Node { pos, kind: Kind::Map(Vec::new()) }, anchor, None)),
             Event::SequenceEnd | Event::MappingEnd => {
-                if let Some((node, anchor, _)) = self.stack.pop() {
+                if let Some((mut node, anchor, _)) = self.stack.pop() {
+                    // A block mapping's start mark is at its first ':'; point at the first key instead.
+                    if let Kind::Map(entries) = &node.kind {
+                        if let Some((k, _)) = entries.first() {
+                            node.pos = k.pos;
+                        }
+                    }
                     self.finish(node, anchor);
                 }
             }

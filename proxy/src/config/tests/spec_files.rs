@@ -1,0 +1,134 @@
+//! Every YAML block extracted from the spec (`shared/spec/configs/`) must parse.
+//!
+//! Files are of three kinds (see configs/README.md): complete configs, top-level
+//! fragments, and transform list items. Each is merged onto [`BASE`] (which
+//! supplies the CA paths MITM mode needs): a mapping is deep-merged, a list is
+//! the `transforms:` list. The docs elide some bodies with `...` (`config: ...`,
+//! `config: {...}`, `replace: ...`); those are replaced with a minimal valid body
+//! for that transform, and reported in the test output.
+
+use std::path::{Path, PathBuf};
+
+use serde_yaml_ng::{Mapping, Value};
+
+use super::{ok, BASE};
+
+/// `shared/spec/configs`, normally `../../shared` from the crate (beside the
+/// repository); the nearest ancestor that has it, so worktrees work too.
+fn spec_dir() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .ancestors()
+        .map(|a| a.join("shared/spec/configs"))
+        .find(|p| p.is_dir())
+        .unwrap_or_else(|| panic!("shared/spec/configs not found above {}: the spec examples are required", manifest.display()))
+}
+
+fn yaml_files(dir: &Path) -> Vec<PathBuf> {
+    let entries = std::fs::read_dir(dir).unwrap_or_else(|e| panic!("spec configs missing at {}: {e}", dir.display()));
+    let mut files: Vec<PathBuf> = entries
+        .map(|e| e.expect("readable dir entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// A minimal valid `config:` per transform, for bodies the docs elide.
+fn minimal_config(name: &str) -> Value {
+    let text = match name {
+        "judge" => "{name: elided, prompt: elided, rules: [{host: example.com}], provider: {type: anthropic, model: m, api_key_env: K}}",
+        "grpc" => "{name: elided, target: \"localhost:9500\"}",
+        _ => "{}",
+    };
+    serde_yaml_ng::from_str(text).expect("valid minimal config")
+}
+
+fn is_elided(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s == "...",
+        Value::Mapping(m) => m.len() == 1 && m.get("...").is_some_and(Value::is_null),
+        _ => false,
+    }
+}
+
+/// Replaces elided bodies; returns how many were replaced.
+fn fill_elisions(v: &mut Value) -> usize {
+    let mut n = 0;
+    match v {
+        Value::Mapping(m) => {
+            let name = m.get("name").and_then(Value::as_str).map(str::to_string);
+            for (k, child) in m.iter_mut() {
+                if is_elided(child) {
+                    *child = match (k.as_str(), &name) {
+                        (Some("config"), Some(name)) => minimal_config(name),
+                        (Some("replace"), _) => serde_yaml_ng::from_str("{proxy_value: elided}").expect("valid"),
+                        _ => continue,
+                    };
+                    n += 1;
+                } else {
+                    n += fill_elisions(child);
+                }
+            }
+        }
+        Value::Sequence(items) => n += items.iter_mut().map(fill_elisions).sum::<usize>(),
+        _ => {}
+    }
+    n
+}
+
+fn merge(base: &mut Mapping, over: Mapping) {
+    for (k, v) in over {
+        match (base.get_mut(&k), v) {
+            (Some(Value::Mapping(b)), Value::Mapping(o)) => merge(b, o),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+}
+
+/// The config a spec file stands for, as YAML text.
+fn complete(text: &str) -> (String, usize) {
+    let mut doc: Value = serde_yaml_ng::from_str(text).expect("spec file is valid YAML");
+    let elided = fill_elisions(&mut doc);
+    let Value::Mapping(mut base) = serde_yaml_ng::from_str(BASE).expect("base") else { panic!("base is a mapping") };
+    match doc {
+        Value::Mapping(m) => merge(&mut base, m),
+        Value::Sequence(items) => {
+            base.insert("transforms".into(), Value::Sequence(items));
+        }
+        other => panic!("unexpected spec file shape: {other:?}"),
+    }
+    (serde_yaml_ng::to_string(&base).expect("serializes"), elided)
+}
+
+#[test]
+fn every_spec_config_parses() {
+    let dir = spec_dir();
+    let mut files = yaml_files(&dir);
+    files.extend(yaml_files(&dir.join("embedded")));
+    assert!(files.len() >= 50, "expected the spec's config files, found {}", files.len());
+    for file in files {
+        let text = std::fs::read_to_string(&file).expect("readable");
+        let (config, elided) = complete(&text);
+        if elided > 0 {
+            println!("{}: {elided} elided body(ies) filled in", file.display());
+        }
+        let parsed = super::parse(&config, &file.display().to_string(), &|_| None);
+        if let Err(e) = parsed {
+            panic!("{} does not parse:\n{e}\n--- as merged:\n{config}", file.display());
+        }
+    }
+}
+
+#[test]
+fn complete_spec_configs_parse_as_written() {
+    // Complete configs that carry their own tls block parse without any merging,
+    // so their line numbers are the file's.
+    for name in ["configuration-01-full-example.yaml", "quickstart-02-proxy-config.yaml", "embedded/deploy-on-kubernetes-configmap-proxy-yaml.yaml"] {
+        let text = std::fs::read_to_string(spec_dir().join(name)).expect("readable");
+        let cfg = ok(&text);
+        assert!(!cfg.transforms.is_empty(), "{name}");
+    }
+}
