@@ -75,20 +75,16 @@ async fn decodes_gzip_deflate_and_brotli() {
     let mut zl = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
     zl.write_all(&text).expect("zlib");
     let zl = zl.finish().expect("zlib");
-    // A brotli stream of "hello compressed world", made with `brotli -c`.
-    let br: Vec<u8> = vec![
-        0x0b, 0x0a, 0x80, 0x68, 0x65, 0x6c, 0x6c, 0x6f, 0x20, 0x63, 0x6f, 0x6d, 0x70, 0x72, 0x65,
-        0x73, 0x73, 0x65, 0x64, 0x20, 0x77, 0x6f, 0x72, 0x6c, 0x64, 0x03,
-    ];
+    let br = brotli_stored(&text);
     for (body, enc) in [(gz, "gzip"), (zl, "deflate"), (br, "br")] {
         let t = BodyCapture::new(&cfg(16_384));
         let mut cx = flow("POST");
         run(&t, req(body, Some(enc)), &mut cx).await;
+        let notes = cx.annotations_mut().clone();
         assert_eq!(
             cx.audit_extra["body_capture"]["request_body"],
             "hello compressed world",
-            "{enc}: {:?}",
-            cx.annotations_mut()
+            "{enc}: {notes:?}"
         );
     }
 }
@@ -115,4 +111,22 @@ fn buffers_only_matching_requests() {
     let (parts, _) = Request::new(()).into_parts();
     assert!(t.wants_request_body(&flow("POST"), &parts));
     assert!(!t.wants_request_body(&flow("GET"), &parts));
+}
+
+/// A brotli stream holding `data` in one uncompressed meta-block (RFC 7932 §9.2).
+fn brotli_stored(data: &[u8]) -> Vec<u8> {
+    assert!(!data.is_empty() && data.len() <= 1 << 16);
+    let mut bits: Vec<u8> = vec![0]; // WBITS = 16
+    bits.push(0); // ISLAST = 0
+    bits.extend([0, 0]); // MNIBBLES = 4
+    let mlen = data.len() - 1;
+    bits.extend((0..16).map(|i| ((mlen >> i) & 1) as u8));
+    bits.push(1); // ISUNCOMPRESSED
+    let mut out = vec![0u8; bits.len().div_ceil(8)];
+    for (i, b) in bits.iter().enumerate() {
+        out[i / 8] |= b << (i % 8);
+    }
+    out.extend_from_slice(data);
+    out.push(0b11); // ISLAST, ISLASTEMPTY
+    out
 }
