@@ -44,7 +44,11 @@ impl Scripted {
 impl Fetch for Scripted {
     async fn fetch(&self) -> Result<SecretValue, SecretError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
-        self.answer.lock().expect("lock").clone().map(SecretValue::new)
+        self.answer
+            .lock()
+            .expect("lock")
+            .clone()
+            .map(SecretValue::new)
     }
 }
 
@@ -69,7 +73,11 @@ async fn ttl_refresh_picks_up_a_changed_value() {
     assert_eq!(s.get().await.expect("value").expose(), "v1");
     backend.set(Ok("v2".into()));
     tokio::time::sleep(Duration::from_secs(30)).await;
-    assert_eq!(s.get().await.expect("value").expose(), "v1", "not yet refreshed");
+    assert_eq!(
+        s.get().await.expect("value").expose(),
+        "v1",
+        "not yet refreshed"
+    );
     tokio::time::sleep(Duration::from_secs(31)).await;
     settle().await;
     assert_eq!(s.get().await.expect("value").expose(), "v2");
@@ -113,7 +121,10 @@ async fn ttl_zero_reads_once_and_concurrent_gets_share_one_fetch() {
     let backend = Scripted::new("once");
     let s = Secret::from_fetch("k", Box::new(backend.clone()), Duration::ZERO);
     let (a, b) = tokio::join!(s.get(), s.get());
-    assert_eq!((a.expect("a").expose(), b.expect("b").expose()), ("once", "once"));
+    assert_eq!(
+        (a.expect("a").expose(), b.expect("b").expose()),
+        ("once", "once")
+    );
     tokio::time::sleep(Duration::from_secs(86_400)).await;
     settle().await;
     assert_eq!(backend.calls(), 1);
@@ -127,7 +138,10 @@ async fn empty_values_and_timeouts_are_errors() {
 
 fn fixed_env(pairs: &[(&str, &str)]) -> EnvLookup {
     EnvLookup::Fixed(Arc::new(
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<HashMap<_, _>>(),
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<HashMap<_, _>>(),
     ))
 }
 
@@ -146,14 +160,23 @@ async fn env_source_json_key_and_sharing() {
     assert_eq!(id.name(), "PAIR");
     assert_eq!(id.get().await.expect("id").expose(), "client-1");
     assert_eq!(secret.get().await.expect("secret").expose(), "s3cr3t");
-    assert!(Arc::ptr_eq(&id.cached, &secret.cached), "one cache per backend value");
+    assert!(
+        Arc::ptr_eq(&id.cached, &secret.cached),
+        "one cache per backend value"
+    );
     let err = |key: &str| SecretError::JsonKey {
         key: key.into(),
         reason: String::new(),
     };
     for (key, want) in [("missing", err("missing")), ("n", err("n"))] {
         match sources.secret(&src(Some(key), "PAIR")).get().await {
-            Err(SecretError::JsonKey { key: k, .. }) => assert_eq!(SecretError::JsonKey { key: k, reason: String::new() }, want),
+            Err(SecretError::JsonKey { key: k, .. }) => assert_eq!(
+                SecretError::JsonKey {
+                    key: k,
+                    reason: String::new()
+                },
+                want
+            ),
             other => panic!("{key}: {other:?}"),
         }
     }
@@ -166,7 +189,11 @@ async fn env_source_json_key_and_sharing() {
         env: fixed_env(&[("PLAIN", "not-json-secret")]),
         ..Default::default()
     });
-    let e = plain.secret(&src(Some("k"), "PLAIN")).get().await.expect_err("not json");
+    let e = plain
+        .secret(&src(Some("k"), "PLAIN"))
+        .get()
+        .await
+        .expect_err("not json");
     assert!(!e.to_string().contains("not-json-secret"), "{e}");
 }
 
@@ -178,5 +205,8 @@ async fn dropped_sources_are_forgotten() {
         json_key: None,
     };
     let weak = Arc::downgrade(&sources.secret(&cfg).cached);
-    assert!(weak.upgrade().is_none(), "the registry holds no strong reference");
+    assert!(
+        weak.upgrade().is_none(),
+        "the registry holds no strong reference"
+    );
 }

@@ -149,7 +149,10 @@ mod tests {
         t.on_request(&mut req, &mut cx).await.expect("continue");
         let mut names: Vec<&str> = req.headers().keys().map(|n| n.as_str()).collect();
         names.sort();
-        assert_eq!(names, ["authorization", "content-length", "host", "x-trace-id"]);
+        assert_eq!(
+            names,
+            ["authorization", "content-length", "host", "x-trace-id"]
+        );
         assert_eq!(
             cx.annotations_mut()["stripped_headers"],
             serde_json::json!(["Cookie", "X-Debug"])

@@ -6,8 +6,8 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use ::http::Request;
+use bytes::Bytes;
 use http_body_util::Full;
 
 use super::*;
@@ -30,7 +30,11 @@ fn moto_binary() -> Option<std::path::PathBuf> {
         return Some(p.into());
     }
     let mut candidates: Vec<std::path::PathBuf> = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).map(|d| d.join("moto_server")).collect())
+        .map(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join("moto_server"))
+                .collect()
+        })
         .unwrap_or_default();
     if let Some(t) = std::env::var_os("CARGO_TARGET_DIR") {
         candidates.push(std::path::PathBuf::from(t).join("venv/bin/moto_server"));
@@ -55,7 +59,10 @@ async fn start_moto() -> Option<Moto> {
         url: format!("http://127.0.0.1:{port}"),
     };
     for _ in 0..200 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
             return Some(moto);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -77,14 +84,20 @@ async fn call(url: &str, service: &str, target: &str, body: serde_json::Value) {
         .body(Full::new(Bytes::from(body.to_string())))
         .expect("request");
     let (status, rsp) = http::HttpClient::new().send(req).await.expect("moto call");
-    assert!(status.is_success(), "{target}: {status} {}", String::from_utf8_lossy(&rsp));
+    assert!(
+        status.is_success(),
+        "{target}: {status} {}",
+        String::from_utf8_lossy(&rsp)
+    );
 }
 
 fn sources(url: &str) -> Sources {
     Sources::new(SourcesOptions {
         env: fixed_env(&[("AWS_ENDPOINT_URL", url)]),
         aws: aws::AwsOverrides {
-            credentials: Some(aws_credential_types::Credentials::new("testing", "testing", None, None, "test")),
+            credentials: Some(aws_credential_types::Credentials::new(
+                "testing", "testing", None, None, "test",
+            )),
             region: Some("us-east-1".into()),
         },
         ..Default::default()
@@ -114,7 +127,11 @@ async fn aws_sources_against_moto() {
     let src = sources(&url);
 
     // json_key on Secrets Manager; SecureString from Parameter Store.
-    let key = src.secret(&sm("anthropic-key", Some("api_key"), Duration::from_secs(1)));
+    let key = src.secret(&sm(
+        "anthropic-key",
+        Some("api_key"),
+        Duration::from_secs(1),
+    ));
     assert_eq!(key.name(), "anthropic-key");
     assert_eq!(key.get().await.expect("aws_sm").expose(), "sk-moto-1");
     let param = src.secret(&SecretSourceConfig::AwsSsm {
@@ -126,8 +143,15 @@ async fn aws_sources_against_moto() {
     });
     assert_eq!(param.name(), "/myapp/key");
     assert_eq!(param.get().await.expect("aws_ssm").expose(), "ssm-secret-1");
-    let missing = src.secret(&sm("no-such-secret", None, Duration::ZERO)).get().await.expect_err("missing");
-    assert!(missing.to_string().contains("ResourceNotFoundException"), "{missing}");
+    let missing = src
+        .secret(&sm("no-such-secret", None, Duration::ZERO))
+        .get()
+        .await
+        .expect_err("missing");
+    assert!(
+        missing.to_string().contains("ResourceNotFoundException"),
+        "{missing}"
+    );
 
     // Rotation: the ttl refresh sees the new value.
     call(&url, "secretsmanager", "secretsmanager.PutSecretValue",
@@ -145,7 +169,23 @@ async fn aws_sources_against_moto() {
     // Backend down: the last good value stays in service; a never-fetched source fails.
     drop(moto);
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    assert_eq!(key.get().await.expect("last good value").expose(), "sk-moto-2");
-    let e = src.secret(&sm("other", None, Duration::ZERO)).get().await.expect_err("down");
-    assert!(matches!(e, SecretError::Backend { backend: "aws_sm", .. }), "{e}");
+    assert_eq!(
+        key.get().await.expect("last good value").expose(),
+        "sk-moto-2"
+    );
+    let e = src
+        .secret(&sm("other", None, Duration::ZERO))
+        .get()
+        .await
+        .expect_err("down");
+    assert!(
+        matches!(
+            e,
+            SecretError::Backend {
+                backend: "aws_sm",
+                ..
+            }
+        ),
+        "{e}"
+    );
 }

@@ -36,12 +36,20 @@ async fn reads_through_the_cli_with_the_token_in_its_env() {
     let dir = fake_op();
     let path = format!("{}:/usr/bin:/bin", dir.path().display());
     let sources = Sources::new(SourcesOptions {
-        env: fixed_env(&[("PATH", &path), ("MY_OP_TOKEN", "ops_token_1"), ("SHOULD_NOT_LEAK", "1")]),
+        env: fixed_env(&[
+            ("PATH", &path),
+            ("MY_OP_TOKEN", "ops_token_1"),
+            ("SHOULD_NOT_LEAK", "1"),
+        ]),
         ..Default::default()
     });
     let s = sources.secret(&source("op://Engineering/OpenAI/credential"));
     assert_eq!(s.get().await.expect("value").expose(), "sk-from-op");
-    let e = sources.secret(&source("op://Engineering/Nope/credential")).get().await.expect_err("missing");
+    let e = sources
+        .secret(&source("op://Engineering/Nope/credential"))
+        .get()
+        .await
+        .expect_err("missing");
     assert!(e.to_string().contains("item not found"), "{e}");
 }
 
@@ -49,9 +57,16 @@ async fn reads_through_the_cli_with_the_token_in_its_env() {
 async fn missing_cli_is_a_clear_error() {
     let empty = tempfile::tempdir().expect("tempdir");
     let sources = Sources::new(SourcesOptions {
-        env: fixed_env(&[("PATH", &empty.path().display().to_string()), ("MY_OP_TOKEN", "t")]),
+        env: fixed_env(&[
+            ("PATH", &empty.path().display().to_string()),
+            ("MY_OP_TOKEN", "t"),
+        ]),
         ..Default::default()
     });
-    let e = sources.secret(&source("op://a/b/c")).get().await.expect_err("no op");
+    let e = sources
+        .secret(&source("op://a/b/c"))
+        .get()
+        .await
+        .expect_err("no op");
     assert!(e.to_string().contains("`op` was not found in PATH"), "{e}");
 }

@@ -82,8 +82,7 @@ async fn decodes_gzip_deflate_and_brotli() {
         run(&t, req(body, Some(enc)), &mut cx).await;
         let notes = cx.annotations_mut().clone();
         assert_eq!(
-            cx.audit_extra["body_capture"]["request_body"],
-            "hello compressed world",
+            cx.audit_extra["body_capture"]["request_body"], "hello compressed world",
             "{enc}: {notes:?}"
         );
     }

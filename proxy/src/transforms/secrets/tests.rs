@@ -44,7 +44,10 @@ fn rules(yaml: &str) -> Scope {
 fn replace(token: &str, headers: &[&str]) -> ReplaceConfig {
     ReplaceConfig {
         proxy_value: token.into(),
-        match_headers: headers.iter().map(|h| h.parse().expect("matcher")).collect(),
+        match_headers: headers
+            .iter()
+            .map(|h| h.parse().expect("matcher"))
+            .collect(),
         match_body: false,
         match_path: false,
         match_query: false,
@@ -92,7 +95,11 @@ fn with_body(mut req: Request<Body>, body: &str) -> Request<Body> {
     req
 }
 
-async fn run(t: &Secrets, req: &mut Request<Body>, cx: &mut Flow) -> Result<Verdict, TransformError> {
+async fn run(
+    t: &Secrets,
+    req: &mut Request<Body>,
+    cx: &mut Flow,
+) -> Result<Verdict, TransformError> {
     t.on_request(req, cx).await
 }
 
@@ -114,9 +121,15 @@ async fn inject_header_replaces_every_casing_and_formats() {
         }),
         "[{host: api.openai.com, methods: [POST], paths: ['/v1/*']}]",
     )]);
-    let mut req = get("https://api.openai.com/v1/chat", &[("AUTHORIZATION", "Bearer workload-own")]);
+    let mut req = get(
+        "https://api.openai.com/v1/chat",
+        &[("AUTHORIZATION", "Bearer workload-own")],
+    );
     let mut cx = flow("api.openai.com", "POST", "/v1/chat");
-    assert!(matches!(run(&t, &mut req, &mut cx).await, Ok(Verdict::Continue)));
+    assert!(matches!(
+        run(&t, &mut req, &mut cx).await,
+        Ok(Verdict::Continue)
+    ));
     assert_eq!(header(&req, "authorization"), [format!("Bearer {REAL}")]);
     assert!(req.headers()["authorization"].is_sensitive());
     assert_eq!(
@@ -138,21 +151,32 @@ async fn inject_base64_formatter_and_query_param() {
             env("GH_TOKEN"),
             SecretMode::Inject(InjectConfig::Header {
                 name: "Authorization".into(),
-                formatter: Some(Template::parse(r#"Basic {{ base64 "x-access-token:" .Value }}"#).expect("template")),
+                formatter: Some(
+                    Template::parse(r#"Basic {{ base64 "x-access-token:" .Value }}"#)
+                        .expect("template"),
+                ),
             }),
             "[{host: api.github.com}]",
         ),
         entry(
             env("OPENAI_API_KEY"),
-            SecretMode::Inject(InjectConfig::QueryParam { name: "api_key".into() }),
+            SecretMode::Inject(InjectConfig::QueryParam {
+                name: "api_key".into(),
+            }),
             "[{host: api.github.com}]",
         ),
     ]);
     let mut req = get("https://api.github.com:443/user?api_key=old&q=a%20b", &[]);
     let mut cx = flow("api.github.com", "GET", "/user");
     run(&t, &mut req, &mut cx).await.expect("continue");
-    assert_eq!(header(&req, "authorization"), ["Basic eC1hY2Nlc3MtdG9rZW46Z2hwX2FiYzEyMw=="]);
-    assert_eq!(req.uri().query(), Some(format!("q=a%20b&api_key={REAL}").as_str()));
+    assert_eq!(
+        header(&req, "authorization"),
+        ["Basic eC1hY2Nlc3MtdG9rZW46Z2hwX2FiYzEyMw=="]
+    );
+    assert_eq!(
+        req.uri().query(),
+        Some(format!("q=a%20b&api_key={REAL}").as_str())
+    );
     assert_eq!(
         cx.annotations_mut()["injected"],
         json!([
@@ -165,13 +189,21 @@ async fn inject_base64_formatter_and_query_param() {
 #[tokio::test]
 async fn replace_in_literal_regex_and_all_headers() {
     let t = transform(vec![
-        entry(env("OPENAI_API_KEY"), SecretMode::Replace(replace(TOKEN, &["Authorization"])), "[]"),
+        entry(
+            env("OPENAI_API_KEY"),
+            SecretMode::Replace(replace(TOKEN, &["Authorization"])),
+            "[]",
+        ),
         entry(
             env("INTERNAL_TOKEN"),
             SecretMode::Replace(replace("proxy-internal-tok", &["/^x-int.*$/"])),
             "[]",
         ),
-        entry(env("GH_TOKEN"), SecretMode::Replace(replace("proxy-gh", &[])), "[]"),
+        entry(
+            env("GH_TOKEN"),
+            SecretMode::Replace(replace("proxy-gh", &[])),
+            "[]",
+        ),
     ]);
     let mut req = get(
         "https://httpbin.org/headers",
@@ -208,11 +240,17 @@ async fn replace_inside_basic_auth() {
     )]);
     let mut req = get(
         "https://github.com/x.git/info/refs",
-        &[("Authorization", &format!("Basic {}", b64("x-access-token:proxy-gh")))],
+        &[(
+            "Authorization",
+            &format!("Basic {}", b64("x-access-token:proxy-gh")),
+        )],
     );
     let mut cx = flow("github.com", "GET", "/x.git/info/refs");
     run(&t, &mut req, &mut cx).await.expect("continue");
-    assert_eq!(header(&req, "authorization"), [format!("Basic {}", b64("x-access-token:ghp_abc123"))]);
+    assert_eq!(
+        header(&req, "authorization"),
+        [format!("Basic {}", b64("x-access-token:ghp_abc123"))]
+    );
     assert_eq!(
         cx.annotations_mut()["swapped"],
         json!([{"secret": "GH_TOKEN", "locations": ["header:authorization"]}])
@@ -225,7 +263,11 @@ async fn replace_in_body_path_and_query() {
     r.match_body = true;
     r.match_path = true;
     r.match_query = true;
-    let t = transform(vec![entry(env("INTERNAL_TOKEN"), SecretMode::Replace(r), "[{host: api.telegram.org}]")]);
+    let t = transform(vec![entry(
+        env("INTERNAL_TOKEN"),
+        SecretMode::Replace(r),
+        "[{host: api.telegram.org}]",
+    )]);
     let (parts, _) = Request::new(()).into_parts();
     assert!(t.wants_request_body(&flow("api.telegram.org", "POST", "/"), &parts));
     assert!(!t.wants_request_body(&flow("elsewhere.org", "POST", "/"), &parts));
@@ -237,7 +279,10 @@ async fn replace_in_body_path_and_query() {
     let mut cx = flow("api.telegram.org", "POST", "/botproxy-tg-token-123/send");
     run(&t, &mut req, &mut cx).await.expect("continue");
     assert_eq!(req.uri().path(), "/botreal-internal-secret-value/send");
-    assert_eq!(req.uri().query(), Some("token=real-internal-secret-value&keep=a+b"));
+    assert_eq!(
+        req.uri().query(),
+        Some("token=real-internal-secret-value&keep=a+b")
+    );
     let body = crate::pipeline::body_bytes(&req).expect("buffered").clone();
     assert_eq!(&body[..], br#"{"token":"real-internal-secret-value"}"#);
     assert_eq!(header(&req, "content-length"), [body.len().to_string()]);
@@ -245,24 +290,41 @@ async fn replace_in_body_path_and_query() {
         cx.annotations_mut()["swapped"],
         json!([{"secret": "INTERNAL_TOKEN", "locations": ["query:token", "path", "body"]}])
     );
-    assert_eq!(cx.path, "/botproxy-tg-token-123/send", "Flow keeps the workload's view");
+    assert_eq!(
+        cx.path, "/botproxy-tg-token-123/send",
+        "Flow keeps the workload's view"
+    );
 }
 
 #[tokio::test]
 async fn path_and_query_are_not_scanned_unless_enabled() {
-    let t = transform(vec![entry(env("INTERNAL_TOKEN"), SecretMode::Replace(replace("tok", &[])), "[]")]);
+    let t = transform(vec![entry(
+        env("INTERNAL_TOKEN"),
+        SecretMode::Replace(replace("tok", &[])),
+        "[]",
+    )]);
     let mut req = get("https://a.test/tok?x=tok", &[]);
     let mut cx = flow("a.test", "GET", "/tok");
     run(&t, &mut req, &mut cx).await.expect("continue");
-    assert_eq!(req.uri().path_and_query().map(|p| p.as_str()), Some("/tok?x=tok"));
+    assert_eq!(
+        req.uri().path_and_query().map(|p| p.as_str()),
+        Some("/tok?x=tok")
+    );
 }
 
 #[tokio::test]
 async fn require_rejects_requests_without_the_token() {
     let mut r = replace("pk-proxy-anthropic", &["x-api-key"]);
     r.require = true;
-    let t = transform(vec![entry(env("OPENAI_API_KEY"), SecretMode::Replace(r), "[{host: api.anthropic.com}]")]);
-    let mut req = get("https://api.anthropic.com/v1/messages", &[("x-api-key", "sk-ant-workload-own")]);
+    let t = transform(vec![entry(
+        env("OPENAI_API_KEY"),
+        SecretMode::Replace(r),
+        "[{host: api.anthropic.com}]",
+    )]);
+    let mut req = get(
+        "https://api.anthropic.com/v1/messages",
+        &[("x-api-key", "sk-ant-workload-own")],
+    );
     let mut cx = flow("api.anthropic.com", "POST", "/v1/messages");
     match run(&t, &mut req, &mut cx).await {
         Ok(Verdict::Reject(r)) => {
@@ -283,7 +345,11 @@ async fn require_rejects_requests_without_the_token() {
 #[tokio::test]
 async fn fail_closed_when_the_secret_cannot_be_resolved() {
     let t = transform(vec![
-        entry(env("MISSING_VAR"), SecretMode::Replace(replace(TOKEN, &[])), "[{host: a.test}]"),
+        entry(
+            env("MISSING_VAR"),
+            SecretMode::Replace(replace(TOKEN, &[])),
+            "[{host: a.test}]",
+        ),
         entry(
             env("MISSING_VAR"),
             SecretMode::Inject(InjectConfig::Header {
@@ -300,7 +366,10 @@ async fn fail_closed_when_the_secret_cannot_be_resolved() {
         Err(e) => e,
         Ok(_) => panic!("expected fail closed"),
     };
-    assert_eq!((e.status, e.reason), (StatusCode::BAD_GATEWAY, "secret_unavailable"));
+    assert_eq!(
+        (e.status, e.reason),
+        (StatusCode::BAD_GATEWAY, "secret_unavailable")
+    );
     assert!(e.detail.contains("MISSING_VAR"), "{}", e.detail);
     // Token absent: the value is not needed, the request goes on.
     let mut req = get("https://a.test/", &[]);
@@ -310,7 +379,9 @@ async fn fail_closed_when_the_secret_cannot_be_resolved() {
     ));
     // Inject: always needs the value.
     let mut req = get("https://b.test/", &[]);
-    assert!(run(&t, &mut req, &mut flow("b.test", "GET", "/")).await.is_err());
+    assert!(run(&t, &mut req, &mut flow("b.test", "GET", "/"))
+        .await
+        .is_err());
 }
 
 #[tokio::test]
@@ -327,7 +398,9 @@ async fn json_key_extracts_a_field() {
         "[]",
     )]);
     let mut req = get("https://a.test/", &[]);
-    run(&t, &mut req, &mut flow("a.test", "GET", "/")).await.expect("continue");
+    run(&t, &mut req, &mut flow("a.test", "GET", "/"))
+        .await
+        .expect("continue");
     assert_eq!(header(&req, "x-api-key"), ["from-json"]);
 }
 
@@ -335,7 +408,9 @@ async fn json_key_extracts_a_field() {
 /// returns the raw request head the server received.
 async fn wire_head(req: Request<Body>) -> String {
     use tokio::io::AsyncReadExt;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("addr");
     let server = tokio::spawn(async move {
         let (mut s, _) = listener.accept().await.expect("accept");
@@ -366,7 +441,9 @@ async fn wire_head(req: Request<Body>) -> String {
 /// A request as the listener hands it over: parsed by a case-preserving hyper server.
 async fn parsed(head: &'static str) -> Request<Body> {
     let (mut a, b) = tokio::io::duplex(8192);
-    tokio::io::AsyncWriteExt::write_all(&mut a, head.as_bytes()).await.expect("write");
+    tokio::io::AsyncWriteExt::write_all(&mut a, head.as_bytes())
+        .await
+        .expect("write");
     let (tx, rx) = tokio::sync::oneshot::channel();
     let tx = Mutex::new(Some(tx));
     let svc = hyper::service::service_fn(move |r: Request<hyper::body::Incoming>| {
@@ -395,7 +472,11 @@ async fn header_casing_on_the_wire() {
             }),
             "[]",
         ),
-        entry(env("GH_TOKEN"), SecretMode::Replace(replace("proxy-gh", &["Authorization"])), "[]"),
+        entry(
+            env("GH_TOKEN"),
+            SecretMode::Replace(replace("proxy-gh", &["Authorization"])),
+            "[]",
+        ),
     ]);
     let mut req = parsed(
         "GET / HTTP/1.1\r\nHost: a.test\r\nX-Custom-CASE: 1\r\nauthorization: token proxy-gh\r\nx-api-key: old\r\n\r\n",
@@ -405,10 +486,20 @@ async fn header_casing_on_the_wire() {
     run(&t, &mut req, &mut cx).await.expect("continue");
     let head = wire_head(req).await;
     assert!(head.contains("\r\nX-API-Key: "), "{head}");
-    assert!(head.contains("\r\nAuthorization: token ghp_abc123\r\n"), "{head}");
-    assert!(head.contains("\r\nX-Custom-CASE: 1\r\n"), "client casing kept: {head}");
+    assert!(
+        head.contains("\r\nAuthorization: token ghp_abc123\r\n"),
+        "{head}"
+    );
+    assert!(
+        head.contains("\r\nX-Custom-CASE: 1\r\n"),
+        "client casing kept: {head}"
+    );
     assert!(head.contains("\r\nHost: a.test\r\n"), "{head}");
-    assert_eq!(head.matches("x-api-key").count() + head.matches("X-API-Key").count(), 1, "{head}");
+    assert_eq!(
+        head.matches("x-api-key").count() + head.matches("X-API-Key").count(),
+        1,
+        "{head}"
+    );
 }
 
 /// Runs requests through the pipeline with TRACE logs captured, and checks
@@ -448,19 +539,29 @@ async fn secret_values_never_reach_logs_or_audit() {
             }),
             "[{host: a.test}]",
         ),
-        entry(env("MISSING"), SecretMode::Replace(replace("proxy-missing", &[])), "[]"),
+        entry(
+            env("MISSING"),
+            SecretMode::Replace(replace("proxy-missing", &[])),
+            "[]",
+        ),
     ]));
     let pipeline = Pipeline::new(vec![t]);
     let mut audit = Vec::new();
     for (uri, headers) in [
-        ("https://a.test/p/proxy-openai-abc123?k=proxy-openai-abc123", vec![("x-k", TOKEN)]),
+        (
+            "https://a.test/p/proxy-openai-abc123?k=proxy-openai-abc123",
+            vec![("x-k", TOKEN)],
+        ),
         ("https://b.test/", vec![("x-m", "proxy-missing")]),
     ] {
         let req = get(uri, &headers);
         let mut req = with_body(req, TOKEN);
         let mut cx = flow(req.uri().host().unwrap_or(""), "POST", req.uri().path());
-        let mut rec = crate::audit::AuditRecord::new(crate::audit::Mode::Https, "127.0.0.1:1".into());
-        let outcome = pipeline.on_request(&mut req, &mut cx, &mut rec.request_transforms).await;
+        let mut rec =
+            crate::audit::AuditRecord::new(crate::audit::Mode::Https, "127.0.0.1:1".into());
+        let outcome = pipeline
+            .on_request(&mut req, &mut cx, &mut rec.request_transforms)
+            .await;
         if let crate::pipeline::PhaseOutcome::Fail(by, e) = outcome {
             rec.fail(e.reason, e.detail.clone(), e.status.as_u16());
             rec.rejected_by = Some(by);
@@ -469,7 +570,10 @@ async fn secret_values_never_reach_logs_or_audit() {
     }
     let logs = String::from_utf8(logs.0.lock().expect("lock").clone()).expect("utf8");
     let audit = audit.join("\n");
-    assert!(audit.contains("swapped") && audit.contains("secret_unavailable"), "{audit}");
+    assert!(
+        audit.contains("swapped") && audit.contains("secret_unavailable"),
+        "{audit}"
+    );
     for secret in [REAL, "ghp_abc123"] {
         assert!(!logs.contains(secret), "secret in logs:\n{logs}");
         assert!(!audit.contains(secret), "secret in audit:\n{audit}");
