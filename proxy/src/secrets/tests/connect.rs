@@ -100,6 +100,7 @@ fn source(secret_ref: &str, json_key: Option<&str>) -> SecretSourceConfig {
 
 #[tokio::test]
 async fn reads_fields_by_title_label_and_section() {
+    let logs = crate::secrets::tests::TraceCapture::start();
     let host = fake_connect().await;
     let sources = Sources::new(SourcesOptions {
         env: fixed_env(&[("OP_CONNECT_HOST", &host), ("OP_CONNECT_TOKEN", TOKEN)]),
@@ -120,6 +121,11 @@ async fn reads_fields_by_title_label_and_section() {
         .await
         .expect_err("missing item");
     assert!(e.to_string().contains("nothing titled \"Nope\""), "{e}");
+    let logs = logs.text();
+    assert!(logs.contains("secret fetched"), "capture works: {logs}");
+    for secret in [TOKEN, "sk-top-level", "sk-in-prod", "from-json"] {
+        assert!(!logs.contains(secret), "{secret} in TRACE logs:\n{logs}");
+    }
 }
 
 #[tokio::test]
