@@ -214,7 +214,9 @@ pub enum MethodSet {
 impl MethodSet {
     /// Parses a `methods:` list: omitted, empty or containing `*` means all.
     pub fn parse(list: Option<Vec<String>>) -> Result<Self, RuleError> {
-        let Some(list) = list else { return Ok(MethodSet::All) };
+        let Some(list) = list else {
+            return Ok(MethodSet::All);
+        };
         if list.is_empty() || list.iter().any(|m| m == "*") {
             return Ok(MethodSet::All);
         }
@@ -377,13 +379,16 @@ mod tests {
 
     #[test]
     fn rule_errors() {
-        let e = serde_yaml_ng::from_str::<Rule>("host: a.com\ncidr: 10.0.0.0/8").unwrap_err();
+        let e = serde_yaml_ng::from_str::<Rule>("host: a.com\ncidr: 10.0.0.0/8")
+            .expect_err("must be refused");
         assert!(e.to_string().contains("exactly one"), "{e}");
-        let e = serde_yaml_ng::from_str::<Rule>("cidr: 10.0.0.1").unwrap_err();
+        let e = serde_yaml_ng::from_str::<Rule>("cidr: 10.0.0.1").expect_err("must be refused");
         assert!(e.to_string().contains("invalid CIDR"), "{e}");
-        let e = serde_yaml_ng::from_str::<Rule>("host: a.com\npaths: [v1]").unwrap_err();
+        let e = serde_yaml_ng::from_str::<Rule>("host: a.com\npaths: [v1]")
+            .expect_err("must be refused");
         assert!(e.to_string().contains("must start with '/'"), "{e}");
-        let e = serde_yaml_ng::from_str::<Rule>("host: a.com\nmethod: [GET]").unwrap_err();
+        let e = serde_yaml_ng::from_str::<Rule>("host: a.com\nmethod: [GET]")
+            .expect_err("must be refused");
         assert!(e.to_string().contains("unknown field"), "{e}");
     }
 

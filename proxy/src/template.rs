@@ -86,10 +86,15 @@ impl Template {
             };
             let inner_start = open + 2;
             let after_open = &rest[inner_start..];
-            let trim_left = after_open.starts_with("- ") || after_open.starts_with("-\t") || after_open.starts_with("-\n");
+            let trim_left = after_open.starts_with("- ")
+                || after_open.starts_with("-\t")
+                || after_open.starts_with("-\n");
             push_text(&mut pieces, &rest[..open], trim_next, trim_left);
             let column = offset + rest[..open].chars().count() + 1;
-            let close = after_open.find("}}").ok_or(TemplateError::Parse { column, message: "unclosed action".into() })?;
+            let close = after_open.find("}}").ok_or(TemplateError::Parse {
+                column,
+                message: "unclosed action".into(),
+            })?;
             let mut inner = &after_open[..close];
             if trim_left {
                 inner = &inner[1..];
@@ -100,14 +105,21 @@ impl Template {
             }
             let trimmed = inner.trim();
             if !(trimmed.starts_with("/*") && trimmed.ends_with("*/")) {
-                let action = parse_action(inner).map_err(|(c, message)| TemplateError::Parse { column: column + 2 + c, message })?;
+                let action =
+                    parse::parse_action(inner).map_err(|(c, message)| TemplateError::Parse {
+                        column: column + 2 + c,
+                        message,
+                    })?;
                 pieces.push(Piece::Action(action));
             }
             let consumed = inner_start + close + 2;
             offset += rest[..consumed].chars().count();
             rest = &rest[consumed..];
         }
-        Ok(Template { source: source.to_string(), pieces })
+        Ok(Template {
+            source: source.to_string(),
+            pieces,
+        })
     }
 
     /// The template text as written.
@@ -146,7 +158,10 @@ impl Template {
                         prev = Some(match cmd {
                             Command::Operand(op) => eval(op, ctx)?,
                             Command::Call(func, args) => {
-                                let mut vals = args.iter().map(|a| eval(a, ctx)).collect::<Result<Vec<_>, _>>()?;
+                                let mut vals =
+                                    args.iter()
+                                        .map(|a| eval(a, ctx))
+                                        .collect::<Result<Vec<_>, _>>()?;
                                 vals.extend(prev.take());
                                 call(*func, &vals)
                             }
@@ -189,148 +204,6 @@ fn call(func: Func, args: &[Zeroizing<String>]) -> Zeroizing<String> {
             Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(joined.as_bytes()))
         }
     }
-}
-
-type ParseErr = (usize, String);
-
-/// Parses the inside of one action into a pipeline.
-fn parse_action(inner: &str) -> Result<Vec<Command>, ParseErr> {
-    let mut cmds = Vec::new();
-    for (stage, (start, text)) in split_pipes(inner)?.into_iter().enumerate() {
-        let ops = tokenize(text).map_err(|(c, m)| (start + c, m))?;
-        let Some((first_col, first)) = ops.first() else {
-            return Err((start, "missing value in action".into()));
-        };
-        let cmd = match first {
-            Tok::Ident(name) => {
-                let func = FUNCS
-                    .iter()
-                    .find(|(n, _)| n == name)
-                    .map(|(_, f)| *f)
-                    .ok_or_else(|| (start + first_col, format!("unknown function {name:?} (available: base64)")))?;
-                let args: Vec<Operand> = ops[1..]
-                    .iter()
-                    .map(|(c, t)| match t {
-                        Tok::Op(op) => Ok(op.clone()),
-                        Tok::Ident(n) => Err((start + c, format!("function {n:?} cannot be an argument"))),
-                    })
-                    .collect::<Result<_, _>>()?;
-                if args.is_empty() && stage == 0 {
-                    return Err((start + first_col, format!("{name} needs at least one argument")));
-                }
-                Command::Call(func, args)
-            }
-            Tok::Op(op) => {
-                if stage > 0 {
-                    return Err((start + first_col, "only a function can follow '|'".into()));
-                }
-                if let Some((c, _)) = ops.get(1) {
-                    return Err((start + c, "unexpected operand after a value (call a function to combine values)".into()));
-                }
-                Command::Operand(op.clone())
-            }
-        };
-        cmds.push(cmd);
-    }
-    Ok(cmds)
-}
-
-/// Splits on `|` outside string literals, keeping each stage's start column.
-fn split_pipes(inner: &str) -> Result<Vec<(usize, &str)>, ParseErr> {
-    let mut stages = Vec::new();
-    let mut start = 0;
-    let mut quote: Option<char> = None;
-    let mut escaped = false;
-    for (i, c) in inner.char_indices() {
-        match quote {
-            Some(q) => {
-                if escaped {
-                    escaped = false;
-                } else if c == '\\' && q == '"' {
-                    escaped = true;
-                } else if c == q {
-                    quote = None;
-                }
-            }
-            None if c == '"' || c == '`' => quote = Some(c),
-            None if c == '|' => {
-                stages.push((inner[..start].chars().count(), &inner[start..i]));
-                start = i + 1;
-            }
-            None => {}
-        }
-    }
-    if quote.is_some() {
-        return Err((inner.chars().count(), "unterminated string".into()));
-    }
-    stages.push((inner[..start].chars().count(), &inner[start..]));
-    Ok(stages)
-}
-
-enum Tok {
-    Ident(String),
-    Op(Operand),
-}
-
-/// Splits one pipeline stage into operands, each with its column (0-based, chars).
-fn tokenize(text: &str) -> Result<Vec<(usize, Tok)>, ParseErr> {
-    let chars: Vec<char> = text.chars().collect();
-    let mut out = Vec::new();
-    let mut i = 0;
-    let ident = |c: char| c.is_alphanumeric() || c == '_';
-    while i < chars.len() {
-        let c = chars[i];
-        let start = i;
-        if c.is_whitespace() {
-            i += 1;
-        } else if c == '.' {
-            let mut path = Vec::new();
-            while i < chars.len() && chars[i] == '.' {
-                let s = i + 1;
-                i = s;
-                while i < chars.len() && ident(chars[i]) {
-                    i += 1;
-                }
-                if i == s {
-                    return Err((start, "'.' must be followed by a field name such as .Value".into()));
-                }
-                path.push(chars[s..i].iter().collect());
-            }
-            out.push((start, Tok::Op(Operand::Field(path))));
-        } else if c == '"' || c == '`' {
-            let mut s = String::new();
-            i += 1;
-            loop {
-                let Some(&ch) = chars.get(i) else { return Err((start, "unterminated string".into())) };
-                i += 1;
-                match ch {
-                    _ if ch == c => break,
-                    '\\' if c == '"' => {
-                        let esc = chars.get(i).copied().ok_or((start, "unterminated string".to_string()))?;
-                        i += 1;
-                        s.push(match esc {
-                            'n' => '\n',
-                            't' => '\t',
-                            'r' => '\r',
-                            '\\' => '\\',
-                            '"' => '"',
-                            _ => return Err((i - 2, format!("unsupported escape \\{esc}"))),
-                        });
-                    }
-                    _ => s.push(ch),
-                }
-            }
-            out.push((start, Tok::Op(Operand::Literal(s))));
-        } else if c.is_alphabetic() || c == '_' {
-            while i < chars.len() && ident(chars[i]) {
-                i += 1;
-            }
-            out.push((start, Tok::Ident(chars[start..i].iter().collect())));
-        } else {
-            return Err((start, format!("unsupported syntax at {c:?}")));
-        }
-    }
-    Ok(out)
 }
 
 impl fmt::Debug for Template {
@@ -376,7 +249,10 @@ impl TemplateContext {
 
     /// Sets a top-level string field, e.g. `Value`.
     pub fn set(&mut self, name: impl Into<String>, value: impl Into<String>) -> &mut Self {
-        self.root.insert(name.into(), TemplateValue::Str(Zeroizing::new(value.into())));
+        self.root.insert(
+            name.into(),
+            TemplateValue::Str(Zeroizing::new(value.into())),
+        );
         self
     }
 
@@ -386,7 +262,10 @@ impl TemplateContext {
         name: impl Into<String>,
         entries: impl IntoIterator<Item = (K, V)>,
     ) -> &mut Self {
-        let map = entries.into_iter().map(|(k, v)| (k.into(), TemplateValue::Str(Zeroizing::new(v.into())))).collect();
+        let map = entries
+            .into_iter()
+            .map(|(k, v)| (k.into(), TemplateValue::Str(Zeroizing::new(v.into()))))
+            .collect();
         self.root.insert(name.into(), TemplateValue::Map(map));
         self
     }
@@ -399,7 +278,9 @@ impl TemplateContext {
                 Some(TemplateValue::Str(s)) if i + 1 == path.len() => return Ok(s),
                 Some(TemplateValue::Map(m)) if i + 1 < path.len() => map = m,
                 Some(TemplateValue::Map(_)) => return Err(TemplateError::NotAValue(dotted())),
-                Some(TemplateValue::Str(_)) | None => return Err(TemplateError::MissingField(dotted())),
+                Some(TemplateValue::Str(_)) | None => {
+                    return Err(TemplateError::MissingField(dotted()))
+                }
             }
         }
         Err(TemplateError::MissingField(dotted()))
@@ -412,5 +293,6 @@ impl fmt::Debug for TemplateContext {
     }
 }
 
+mod parse;
 #[cfg(test)]
 mod tests;

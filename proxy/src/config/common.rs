@@ -1,15 +1,15 @@
 //! Decoders for the building blocks every section uses: rules and scopes,
-//! CIDRs, listen addresses, durations, header matchers and secret sources.
-
-use std::fmt;
-use std::str::FromStr;
+//! CIDRs, listen addresses, durations, header matchers, header names, URLs
+//! and templates.
 
 use ipnet::IpNet;
 
-use super::decode::{one_of, parse_str, str_with, Cx, Decode, Res};
+use super::decode::{parse_str, str_with, Cx, Decode, Res};
 use super::values::{GoDuration, HeaderMatcher, ListenAddr, NonNegativeDuration, PositiveDuration};
 use super::yaml::Node;
-use crate::rules::{parse_cidr, HostPattern, MethodSet, PathPattern, Rule, RuleError, RuleTarget, Scope};
+use crate::rules::{
+    parse_cidr, HostPattern, MethodSet, PathPattern, Rule, RuleError, RuleTarget, Scope,
+};
 
 macro_rules! decode_from_str {
     ($($t:ty),*) => {$(
@@ -20,7 +20,15 @@ macro_rules! decode_from_str {
         }
     )*};
 }
-decode_from_str!(ListenAddr, GoDuration, PositiveDuration, NonNegativeDuration, HeaderMatcher, HostPattern, PathPattern);
+decode_from_str!(
+    ListenAddr,
+    GoDuration,
+    PositiveDuration,
+    NonNegativeDuration,
+    HeaderMatcher,
+    HostPattern,
+    PathPattern
+);
 
 impl Decode for IpNet {
     /// A CIDR; a bare address is refused.
@@ -44,233 +52,17 @@ impl Decode for Rule {
             (None, Some(c)) => RuleTarget::Cidr(c),
             _ => return Err(cx.error(m.pos, RuleError::HostXorCidr.to_string())),
         };
-        Ok(Rule { target, methods: methods?.unwrap_or_default(), paths: paths? })
+        Ok(Rule {
+            target,
+            methods: methods?.unwrap_or_default(),
+            paths: paths?,
+        })
     }
 }
 
 impl Decode for Scope {
     fn decode(node: &Node, cx: &mut Cx) -> Res<Self> {
         Vec::<Rule>::decode(node, cx).map(Scope)
-    }
-}
-
-/// A 1Password secret reference, `op://vault/item/[section/]field`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OpRef {
-    /// Vault name or id.
-    pub vault: String,
-    /// Item name or id.
-    pub item: String,
-    /// Optional section.
-    pub section: Option<String>,
-    /// Field name.
-    pub field: String,
-}
-
-impl FromStr for OpRef {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let bad = || format!("invalid 1Password reference {s:?}: expected op://vault/item/[section/]field");
-        let rest = s.strip_prefix("op://").ok_or_else(bad)?;
-        let parts: Vec<&str> = rest.split('/').collect();
-        if parts.iter().any(|p| p.is_empty()) {
-            return Err(bad());
-        }
-        match parts.as_slice() {
-            [v, i, f] => Ok(OpRef { vault: v.to_string(), item: i.to_string(), section: None, field: f.to_string() }),
-            [v, i, sec, f] => Ok(OpRef {
-                vault: v.to_string(),
-                item: i.to_string(),
-                section: Some(sec.to_string()),
-                field: f.to_string(),
-            }),
-            _ => Err(bad()),
-        }
-    }
-}
-
-impl fmt::Display for OpRef {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "op://{}/{}/", self.vault, self.item)?;
-        if let Some(s) = &self.section {
-            write!(f, "{s}/")?;
-        }
-        f.write_str(&self.field)
-    }
-}
-
-/// Where a secret value comes from (`source:`, and every credential field of
-/// the signing transforms). Each variant carries the optional `json_key`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SecretSourceConfig {
-    /// `type: env`: an environment variable of the proxy process, read once.
-    Env {
-        /// Variable name.
-        var: String,
-        /// Field to extract when the value is JSON.
-        json_key: Option<String>,
-    },
-    /// `type: aws_sm`: AWS Secrets Manager.
-    AwsSm {
-        /// ARN or name.
-        secret_id: String,
-        /// Region; the SDK default when absent.
-        region: Option<String>,
-        /// Field to extract when the value is JSON.
-        json_key: Option<String>,
-        /// Refresh interval; zero reads once.
-        ttl: NonNegativeDuration,
-    },
-    /// `type: aws_ssm`: AWS Systems Manager Parameter Store.
-    AwsSsm {
-        /// Parameter name or ARN.
-        name: String,
-        /// Region; the SDK default when absent.
-        region: Option<String>,
-        /// Decrypt SecureString parameters (default true).
-        with_decryption: bool,
-        /// Field to extract when the value is JSON.
-        json_key: Option<String>,
-        /// Refresh interval; zero reads once.
-        ttl: NonNegativeDuration,
-    },
-    /// `type: 1password`: 1Password with a service account token.
-    OnePassword {
-        /// The `op://` reference.
-        secret_ref: OpRef,
-        /// Variable holding the service account token (default `OP_SERVICE_ACCOUNT_TOKEN`).
-        token_env: String,
-        /// Field to extract when the value is JSON.
-        json_key: Option<String>,
-        /// Refresh interval; zero reads once.
-        ttl: NonNegativeDuration,
-    },
-    /// `type: 1password_connect`: a 1Password Connect server.
-    OnePasswordConnect {
-        /// The `op://` reference.
-        secret_ref: OpRef,
-        /// Variable holding the Connect URL (default `OP_CONNECT_HOST`).
-        host_env: String,
-        /// Variable holding the Connect token (default `OP_CONNECT_TOKEN`).
-        token_env: String,
-        /// Field to extract when the value is JSON.
-        json_key: Option<String>,
-        /// Refresh interval; zero reads once.
-        ttl: NonNegativeDuration,
-    },
-}
-
-impl SecretSourceConfig {
-    /// The `json_key`, whatever the type.
-    pub fn json_key(&self) -> Option<&str> {
-        match self {
-            SecretSourceConfig::Env { json_key, .. }
-            | SecretSourceConfig::AwsSm { json_key, .. }
-            | SecretSourceConfig::AwsSsm { json_key, .. }
-            | SecretSourceConfig::OnePassword { json_key, .. }
-            | SecretSourceConfig::OnePasswordConnect { json_key, .. } => json_key.as_deref(),
-        }
-    }
-
-    /// The refresh interval (zero for `env`, which is read once).
-    pub fn ttl(&self) -> NonNegativeDuration {
-        match self {
-            SecretSourceConfig::Env { .. } => NonNegativeDuration::default(),
-            SecretSourceConfig::AwsSm { ttl, .. }
-            | SecretSourceConfig::AwsSsm { ttl, .. }
-            | SecretSourceConfig::OnePassword { ttl, .. }
-            | SecretSourceConfig::OnePasswordConnect { ttl, .. } => *ttl,
-        }
-    }
-
-    /// Environment variables this source reads (the value itself, or a token/host).
-    pub fn env_vars(&self) -> Vec<(&'static str, &str)> {
-        match self {
-            SecretSourceConfig::Env { var, .. } => vec![("var", var)],
-            SecretSourceConfig::AwsSm { .. } | SecretSourceConfig::AwsSsm { .. } => vec![],
-            SecretSourceConfig::OnePassword { token_env, .. } => vec![("token_env", token_env)],
-            SecretSourceConfig::OnePasswordConnect { host_env, token_env, .. } => {
-                vec![("host_env", host_env), ("token_env", token_env)]
-            }
-        }
-    }
-}
-
-#[derive(Clone, Copy)]
-enum SourceType {
-    Env,
-    AwsSm,
-    AwsSsm,
-    OnePassword,
-    OnePasswordConnect,
-}
-
-const SOURCE_TYPES: &[(&str, SourceType)] = &[
-    ("env", SourceType::Env),
-    ("aws_sm", SourceType::AwsSm),
-    ("aws_ssm", SourceType::AwsSsm),
-    ("1password", SourceType::OnePassword),
-    ("1password_connect", SourceType::OnePasswordConnect),
-];
-
-impl Decode for SecretSourceConfig {
-    fn decode(node: &Node, cx: &mut Cx) -> Res<Self> {
-        let Some(type_node) = node.get("type").filter(|n| !n.is_null()) else {
-            // Report through the generic path: not a mapping, or no type.
-            let m = cx.map(node, &["type"])?;
-            return Err(cx.error(m.pos, "missing required field 'type' (env, aws_sm, aws_ssm, 1password or 1password_connect)"));
-        };
-        let kind = cx.key("type", |cx| one_of(type_node, cx, "secret source type", SOURCE_TYPES))?;
-        let ttl = |m: &super::decode::MapDe<'_>, cx: &mut Cx| m.or_default::<NonNegativeDuration>(cx, "ttl");
-        let op_ref = |m: &super::decode::MapDe<'_>, cx: &mut Cx| m.req_with(cx, "secret_ref", parse_str::<OpRef>);
-        Ok(match kind {
-            SourceType::Env => {
-                let m = cx.map(node, &["type", "var", "json_key"])?;
-                let (var, json_key) = (m.req(cx, "var"), m.opt(cx, "json_key"));
-                SecretSourceConfig::Env { var: var?, json_key: json_key? }
-            }
-            SourceType::AwsSm => {
-                let m = cx.map(node, &["type", "secret_id", "region", "json_key", "ttl"])?;
-                let (secret_id, region, json_key, ttl) =
-                    (m.req(cx, "secret_id"), m.opt(cx, "region"), m.opt(cx, "json_key"), ttl(&m, cx));
-                SecretSourceConfig::AwsSm { secret_id: secret_id?, region: region?, json_key: json_key?, ttl: ttl? }
-            }
-            SourceType::AwsSsm => {
-                let m = cx.map(node, &["type", "name", "region", "with_decryption", "json_key", "ttl"])?;
-                let name = m.req(cx, "name");
-                let region = m.opt(cx, "region");
-                let with_decryption = m.or(cx, "with_decryption", true);
-                let (json_key, ttl) = (m.opt(cx, "json_key"), ttl(&m, cx));
-                SecretSourceConfig::AwsSsm {
-                    name: name?,
-                    region: region?,
-                    with_decryption: with_decryption?,
-                    json_key: json_key?,
-                    ttl: ttl?,
-                }
-            }
-            SourceType::OnePassword => {
-                let m = cx.map(node, &["type", "secret_ref", "token_env", "json_key", "ttl"])?;
-                let secret_ref = op_ref(&m, cx);
-                let token_env = m.or(cx, "token_env", "OP_SERVICE_ACCOUNT_TOKEN".to_string());
-                let (json_key, ttl) = (m.opt(cx, "json_key"), ttl(&m, cx));
-                SecretSourceConfig::OnePassword { secret_ref: secret_ref?, token_env: token_env?, json_key: json_key?, ttl: ttl? }
-            }
-            SourceType::OnePasswordConnect => {
-                let m = cx.map(node, &["type", "secret_ref", "host_env", "token_env", "json_key", "ttl"])?;
-                let secret_ref = op_ref(&m, cx);
-                let host_env = m.or(cx, "host_env", "OP_CONNECT_HOST".to_string());
-                let token_env = m.or(cx, "token_env", "OP_CONNECT_TOKEN".to_string());
-                let (json_key, ttl) = (m.opt(cx, "json_key"), ttl(&m, cx));
-                SecretSourceConfig::OnePasswordConnect {
-                    secret_ref: secret_ref?,
-                    host_env: host_env?,
-                    token_env: token_env?,
-                    json_key: json_key?,
-                    ttl: ttl?,
-                }
-            }
-        })
     }
 }
 
@@ -292,7 +84,9 @@ pub(crate) fn template(
     fields: &[&str],
     credentials: Option<&[&str]>,
 ) -> Res<crate::template::Template> {
-    let tmpl = str_with(node, cx, |s| crate::template::Template::parse(s).map_err(|e| format!("invalid template: {e}")))?;
+    let tmpl = str_with(node, cx, |s| {
+        crate::template::Template::parse(s).map_err(|e| format!("invalid template: {e}"))
+    })?;
     for path in tmpl.fields() {
         let dotted: String = path.iter().map(|p| format!(".{p}")).collect();
         let top = path[0].as_str();
@@ -300,8 +94,14 @@ pub(crate) fn template(
             let names: Vec<String> = fields.iter().map(|f| format!(".{f}")).collect();
             let names: Vec<&str> = names.iter().map(String::as_str).collect();
             Some(match super::decode::suggest(&format!(".{top}"), &names) {
-                Some(s) => format!("template uses unknown field {dotted}, did you mean {s}? (available: {})", names.join(", ")),
-                None => format!("template uses unknown field {dotted} (available: {})", names.join(", ")),
+                Some(s) => format!(
+                    "template uses unknown field {dotted}, did you mean {s}? (available: {})",
+                    names.join(", ")
+                ),
+                None => format!(
+                    "template uses unknown field {dotted} (available: {})",
+                    names.join(", ")
+                ),
             })
         } else if top == "Credentials" {
             match (path.get(1).map(String::as_str), credentials) {
@@ -323,4 +123,12 @@ pub(crate) fn template(
         }
     }
     Ok(tmpl)
+}
+
+/// An http(s) URL with a host.
+pub(crate) fn http_url(node: &Node, cx: &mut Cx) -> Res<url::Url> {
+    str_with(node, cx, |s| match url::Url::parse(s) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.has_host() => Ok(u),
+        _ => Err(format!("invalid URL {s:?}: expected http(s)://host[/path]")),
+    })
 }

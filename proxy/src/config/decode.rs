@@ -31,7 +31,11 @@ pub(crate) struct Cx {
 
 impl Cx {
     pub fn new(file: &str) -> Cx {
-        Cx { file: file.to_string(), path: Vec::new(), errors: Vec::new() }
+        Cx {
+            file: file.to_string(),
+            path: Vec::new(),
+            errors: Vec::new(),
+        }
     }
 
     /// The current field path, e.g. `transforms[1].config.secrets[0]`.
@@ -62,7 +66,13 @@ impl Cx {
             Pos::File { line, column } => (self.file.clone(), Some(line), Some(column)),
             Pos::Env(var) => (var.to_string(), None, None),
         };
-        self.errors.push(ConfigError { file, line, column, path, message: message.into() });
+        self.errors.push(ConfigError {
+            file,
+            line,
+            column,
+            path,
+            message: message.into(),
+        });
         Failed
     }
 
@@ -88,12 +98,17 @@ impl Cx {
         let entries: &[(Node, Node)] = match &node.kind {
             Kind::Map(entries) => entries,
             _ if node.is_null() => &[],
-            _ => return Err(self.error(node.pos, format!("expected a mapping, found {}", node.type_name()))),
+            _ => {
+                return Err(self.error(
+                    node.pos,
+                    format!("expected a mapping, found {}", node.type_name()),
+                ))
+            }
         };
         let mut seen: Vec<&str> = Vec::new();
         let mut known = Vec::with_capacity(entries.len());
         for (k, v) in entries {
-            let Some(name) = k.scalar().filter(|_| !matches!(k.kind, Kind::Seq(_) | Kind::Map(_))) else {
+            let Some(name) = k.scalar() else {
                 self.error(k.pos, "keys must be plain strings");
                 continue;
             };
@@ -108,7 +123,10 @@ impl Cx {
                 self.error(k.pos, unknown("field", name, fields));
             }
         }
-        Ok(MapDe { pos: node.pos, entries: known })
+        Ok(MapDe {
+            pos: node.pos,
+            entries: known,
+        })
     }
 }
 
@@ -116,7 +134,10 @@ impl Cx {
 pub(crate) fn unknown(what: &str, name: &str, valid: &[&str]) -> String {
     match suggest(name, valid) {
         Some(s) => format!("unknown {what} '{name}', did you mean '{s}'?"),
-        None => format!("unknown {what} '{name}' (expected one of: {})", valid.join(", ")),
+        None => format!(
+            "unknown {what} '{name}' (expected one of: {})",
+            valid.join(", ")
+        ),
     }
 }
 
@@ -149,12 +170,19 @@ pub(crate) struct MapDe<'n> {
 impl<'n> MapDe<'n> {
     /// The value of `key`, if present and not null.
     pub fn node(&self, key: &str) -> Option<&'n Node> {
-        self.entries.iter().find(|(k, _, _)| *k == key).map(|(_, _, v)| *v).filter(|v| !v.is_null())
+        self.entries
+            .iter()
+            .find(|(k, _, _)| *k == key)
+            .map(|(_, _, v)| *v)
+            .filter(|v| !v.is_null())
     }
 
     /// The position of `key` itself, if present.
     pub fn key_pos(&self, key: &str) -> Option<Pos> {
-        self.entries.iter().find(|(k, _, _)| *k == key).map(|(_, k, _)| k.pos)
+        self.entries
+            .iter()
+            .find(|(k, _, _)| *k == key)
+            .map(|(_, k, _)| k.pos)
     }
 
     /// True when `key` is present with a non-null value.
@@ -168,7 +196,12 @@ impl<'n> MapDe<'n> {
     }
 
     /// A required field decoded by `f`.
-    pub fn req_with<T>(&self, cx: &mut Cx, key: &str, f: impl FnOnce(&Node, &mut Cx) -> Res<T>) -> Res<T> {
+    pub fn req_with<T>(
+        &self,
+        cx: &mut Cx,
+        key: &str,
+        f: impl FnOnce(&Node, &mut Cx) -> Res<T>,
+    ) -> Res<T> {
         match self.node(key) {
             Some(n) => cx.key(key, |cx| f(n, cx)),
             None => Err(cx.error(self.pos, format!("missing required field '{key}'"))),
@@ -181,8 +214,15 @@ impl<'n> MapDe<'n> {
     }
 
     /// An optional field decoded by `f`.
-    pub fn opt_with<T>(&self, cx: &mut Cx, key: &str, f: impl FnOnce(&Node, &mut Cx) -> Res<T>) -> Res<Option<T>> {
-        self.node(key).map(|n| cx.key(key, |cx| f(n, cx))).transpose()
+    pub fn opt_with<T>(
+        &self,
+        cx: &mut Cx,
+        key: &str,
+        f: impl FnOnce(&Node, &mut Cx) -> Res<T>,
+    ) -> Res<Option<T>> {
+        self.node(key)
+            .map(|n| cx.key(key, |cx| f(n, cx)))
+            .transpose()
     }
 
     /// An optional field with a default.
@@ -200,7 +240,9 @@ impl<'n> MapDe<'n> {
         let list: Vec<T> = self.req(cx, key)?;
         if list.is_empty() {
             let pos = self.node(key).map_or(self.pos, |n| n.pos);
-            return Err(cx.key(key, |cx| cx.error(pos, format!("at least one {what} is required"))));
+            return Err(cx.key(key, |cx| {
+                cx.error(pos, format!("at least one {what} is required"))
+            }));
         }
         Ok(list)
     }
@@ -216,7 +258,10 @@ pub(crate) trait Decode: Sized {
 pub(crate) fn scalar<'n>(node: &'n Node, cx: &mut Cx, expected: &str) -> Res<&'n str> {
     match &node.kind {
         Kind::Scalar { text, .. } if !node.is_null() => Ok(text),
-        _ => Err(cx.error(node.pos, format!("expected {expected}, found {}", node.type_name()))),
+        _ => Err(cx.error(
+            node.pos,
+            format!("expected {expected}, found {}", node.type_name()),
+        )),
     }
 }
 
@@ -227,11 +272,16 @@ where
     T::Err: std::fmt::Display,
 {
     let text = scalar(node, cx, "a string")?;
-    text.parse::<T>().map_err(|e| cx.error(node.pos, e.to_string()))
+    text.parse::<T>()
+        .map_err(|e| cx.error(node.pos, e.to_string()))
 }
 
 /// Decodes a string and checks it with `f`.
-pub(crate) fn str_with<T>(node: &Node, cx: &mut Cx, f: impl FnOnce(&str) -> Result<T, String>) -> Res<T> {
+pub(crate) fn str_with<T>(
+    node: &Node,
+    cx: &mut Cx,
+    f: impl FnOnce(&str) -> Result<T, String>,
+) -> Res<T> {
     let text = scalar(node, cx, "a string")?;
     f(text).map_err(|e| cx.error(node.pos, e))
 }
@@ -244,7 +294,13 @@ impl Decode for String {
 
 impl Decode for PathBuf {
     fn decode(node: &Node, cx: &mut Cx) -> Res<Self> {
-        str_with(node, cx, |s| if s.is_empty() { Err("path must not be empty".into()) } else { Ok(PathBuf::from(s)) })
+        str_with(node, cx, |s| {
+            if s.is_empty() {
+                Err("path must not be empty".into())
+            } else {
+                Ok(PathBuf::from(s))
+            }
+        })
     }
 }
 
@@ -258,14 +314,22 @@ impl Decode for bool {
             },
             Kind::Scalar { .. } | Kind::Seq(_) | Kind::Map(_) => {}
         }
-        Err(cx.error(node.pos, format!("expected a boolean (true or false), found {}", describe(node))))
+        Err(cx.error(
+            node.pos,
+            format!(
+                "expected a boolean (true or false), found {}",
+                describe(node)
+            ),
+        ))
     }
 }
 
 /// Describes a node for type errors: short plain scalars are quoted, the rest named by type.
 fn describe(node: &Node) -> String {
     match &node.kind {
-        Kind::Scalar { text, plain: true } if !node.is_null() && text.len() <= 40 => format!("'{text}'"),
+        Kind::Scalar { text, plain: true } if !node.is_null() && text.len() <= 40 => {
+            format!("'{text}'")
+        }
         _ => node.type_name().to_string(),
     }
 }
@@ -279,7 +343,10 @@ pub(crate) fn int(node: &Node, cx: &mut Cx, min: i64, max: i64) -> Res<i64> {
     match parsed {
         Some(v) if (min..=max).contains(&v) => Ok(v),
         Some(v) => Err(cx.error(node.pos, format!("{v} is out of range ({min}..={max})"))),
-        None => Err(cx.error(node.pos, format!("expected an integer, found {}", describe(node)))),
+        None => Err(cx.error(
+            node.pos,
+            format!("expected an integer, found {}", describe(node)),
+        )),
     }
 }
 
@@ -301,7 +368,12 @@ impl<T: Decode> Decode for Vec<T> {
         let items: &[Node] = match &node.kind {
             Kind::Seq(items) => items,
             _ if node.is_null() => &[],
-            _ => return Err(cx.error(node.pos, format!("expected a list, found {}", node.type_name()))),
+            _ => {
+                return Err(cx.error(
+                    node.pos,
+                    format!("expected a list, found {}", node.type_name()),
+                ))
+            }
         };
         let mut out = Vec::with_capacity(items.len());
         let mut failed = false;
@@ -311,7 +383,11 @@ impl<T: Decode> Decode for Vec<T> {
                 Err(Failed) => failed = true,
             }
         }
-        if failed { Err(Failed) } else { Ok(out) }
+        if failed {
+            Err(Failed)
+        } else {
+            Ok(out)
+        }
     }
 }
 
@@ -320,7 +396,12 @@ pub(crate) fn entries<T: Decode>(node: &Node, cx: &mut Cx) -> Res<Vec<(String, T
     let list: &[(Node, Node)] = match &node.kind {
         Kind::Map(list) => list,
         _ if node.is_null() => &[],
-        _ => return Err(cx.error(node.pos, format!("expected a mapping, found {}", node.type_name()))),
+        _ => {
+            return Err(cx.error(
+                node.pos,
+                format!("expected a mapping, found {}", node.type_name()),
+            ))
+        }
     };
     let mut out: Vec<(String, T)> = Vec::with_capacity(list.len());
     let mut failed = false;
@@ -339,7 +420,11 @@ pub(crate) fn entries<T: Decode>(node: &Node, cx: &mut Cx) -> Res<Vec<(String, T
             Err(Failed) => failed = true,
         }
     }
-    if failed { Err(Failed) } else { Ok(out) }
+    if failed {
+        Err(Failed)
+    } else {
+        Ok(out)
+    }
 }
 
 /// Decodes one of a fixed set of names, listing the valid ones (with a suggestion) otherwise.
@@ -350,8 +435,14 @@ pub(crate) fn one_of<T: Copy>(node: &Node, cx: &mut Cx, what: &str, table: &[(&s
     }
     let names: Vec<&str> = table.iter().map(|(n, _)| *n).collect();
     let msg = match suggest(text, &names) {
-        Some(s) => format!("invalid {what} '{text}', did you mean '{s}'? (expected one of: {})", names.join(", ")),
-        None => format!("invalid {what} '{text}' (expected one of: {})", names.join(", ")),
+        Some(s) => format!(
+            "invalid {what} '{text}', did you mean '{s}'? (expected one of: {})",
+            names.join(", ")
+        ),
+        None => format!(
+            "invalid {what} '{text}' (expected one of: {})",
+            names.join(", ")
+        ),
     };
     Err(cx.error(node.pos, msg))
 }

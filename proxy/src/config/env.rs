@@ -18,19 +18,49 @@ use super::yaml::{Kind, Node, Pos};
 const OVERRIDES: [(&str, &str, &str, bool); 17] = [
     ("IRON_DNS_LISTEN", "dns", "listen", false),
     ("IRON_DNS_PROXY_IP", "dns", "proxy_ip", false),
-    ("IRON_DNS_UPSTREAM_RESOLVER", "dns", "upstream_resolver", false),
+    (
+        "IRON_DNS_UPSTREAM_RESOLVER",
+        "dns",
+        "upstream_resolver",
+        false,
+    ),
     ("IRON_PROXY_HTTP_LISTEN", "proxy", "http_listen", false),
     ("IRON_PROXY_HTTPS_LISTEN", "proxy", "https_listen", false),
     ("IRON_PROXY_TUNNEL_LISTEN", "proxy", "tunnel_listen", false),
-    ("IRON_PROXY_MAX_REQUEST_BODY_BYTES", "proxy", "max_request_body_bytes", false),
-    ("IRON_PROXY_MAX_RESPONSE_BODY_BYTES", "proxy", "max_response_body_bytes", false),
-    ("IRON_PROXY_UPSTREAM_RESPONSE_HEADER_TIMEOUT", "proxy", "upstream_response_header_timeout", false),
-    ("IRON_PROXY_UPSTREAM_DENY_CIDRS", "proxy", "upstream_deny_cidrs", true),
+    (
+        "IRON_PROXY_MAX_REQUEST_BODY_BYTES",
+        "proxy",
+        "max_request_body_bytes",
+        false,
+    ),
+    (
+        "IRON_PROXY_MAX_RESPONSE_BODY_BYTES",
+        "proxy",
+        "max_response_body_bytes",
+        false,
+    ),
+    (
+        "IRON_PROXY_UPSTREAM_RESPONSE_HEADER_TIMEOUT",
+        "proxy",
+        "upstream_response_header_timeout",
+        false,
+    ),
+    (
+        "IRON_PROXY_UPSTREAM_DENY_CIDRS",
+        "proxy",
+        "upstream_deny_cidrs",
+        true,
+    ),
     ("IRON_TLS_MODE", "tls", "mode", false),
     ("IRON_TLS_CA_CERT", "tls", "ca_cert", false),
     ("IRON_TLS_CA_KEY", "tls", "ca_key", false),
     ("IRON_TLS_CERT_CACHE_SIZE", "tls", "cert_cache_size", false),
-    ("IRON_TLS_LEAF_CERT_EXPIRY_HOURS", "tls", "leaf_cert_expiry_hours", false),
+    (
+        "IRON_TLS_LEAF_CERT_EXPIRY_HOURS",
+        "tls",
+        "leaf_cert_expiry_hours",
+        false,
+    ),
     ("IRON_METRICS_LISTEN", "metrics", "listen", false),
     ("IRON_MANAGEMENT_LISTEN", "management", "listen", false),
 ];
@@ -81,11 +111,17 @@ pub(crate) fn apply(root: &mut Node, env: &dyn Fn(&str) -> Option<String>, cx: &
                 dns_forced_off = true;
             }
             None => {
-                cx.error_at_path(Pos::Env(ENABLED), "dns".into(), format!("invalid boolean {v:?} (expected true or false)"));
+                cx.error_at_path(
+                    Pos::Env(ENABLED),
+                    "dns".into(),
+                    format!("invalid boolean {v:?} (expected true or false)"),
+                );
             }
         }
     }
-    let log = env("IRON_LOG_LEVEL").filter(|v| !v.is_empty()).map(|v| ("IRON_LOG_LEVEL", "log", "level", v, false));
+    let log = env("IRON_LOG_LEVEL")
+        .filter(|v| !v.is_empty())
+        .map(|v| ("IRON_LOG_LEVEL", "log", "level", v, false));
     let overrides = OVERRIDES
         .iter()
         .filter_map(|&(var, section, key, list)| {
@@ -106,8 +142,16 @@ pub(crate) fn apply(root: &mut Node, env: &dyn Fn(&str) -> Option<String>, cx: &
             continue;
         }
         let node = if list {
-            let items = value.split(',').map(str::trim).filter(|s| !s.is_empty()).map(|s| Node::plain(s, pos)).collect();
-            Node { pos, kind: Kind::Seq(items) }
+            let items = value
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| Node::plain(s, pos))
+                .collect();
+            Node {
+                pos,
+                kind: Kind::Seq(items),
+            }
         } else {
             Node::plain(value.trim(), pos)
         };

@@ -28,7 +28,10 @@ pub struct McpErrorConfig {
 
 impl Default for McpErrorConfig {
     fn default() -> Self {
-        McpErrorConfig { code: -32001, message: "blocked by iron-proxy policy".into() }
+        McpErrorConfig {
+            code: -32001,
+            message: "blocked by iron-proxy policy".into(),
+        }
     }
 }
 
@@ -84,12 +87,20 @@ fn json(node: &Node) -> Value {
                 .parse::<i64>()
                 .map(Value::from)
                 .ok()
-                .or_else(|| t.parse::<f64>().ok().filter(|f| f.is_finite()).map(Value::from))
+                .or_else(|| {
+                    t.parse::<f64>()
+                        .ok()
+                        .filter(|f| f.is_finite())
+                        .map(Value::from)
+                })
                 .unwrap_or_else(|| Value::String(t.to_string())),
         },
         Kind::Seq(items) => Value::Array(items.iter().map(json).collect()),
         Kind::Map(entries) => Value::Object(
-            entries.iter().map(|(k, v)| (k.scalar().unwrap_or_default().to_string(), json(v))).collect(),
+            entries
+                .iter()
+                .map(|(k, v)| (k.scalar().unwrap_or_default().to_string(), json(v)))
+                .collect(),
         ),
     }
 }
@@ -107,25 +118,35 @@ impl Decode for ArgMatcher {
             })
         });
         // `equals: null` is a real condition, so presence is checked on the key.
-        let present: Vec<&str> = ["equals", "in", "matches"].into_iter().filter(|k| m.key_pos(k).is_some()).collect();
+        let present: Vec<&str> = ["equals", "in", "matches"]
+            .into_iter()
+            .filter(|k| m.key_pos(k).is_some())
+            .collect();
         let condition = match (present.first().copied(), present.get(1)) {
             (None, _) => Err(cx.error(m.pos, "one of 'equals', 'in' or 'matches' is required")),
             (Some(_), Some(second)) => {
                 let pos = m.key_pos(second).unwrap_or(m.pos);
                 Err(cx.error(pos, "'equals', 'in' and 'matches' are mutually exclusive"))
             }
-            (Some("equals"), None) => Ok(ArgCondition::Equals(m.node("equals").map_or(Value::Null, json))),
+            (Some("equals"), None) => Ok(ArgCondition::Equals(
+                m.node("equals").map_or(Value::Null, json),
+            )),
             (Some("in"), None) => m.req_with(cx, "in", |n, cx| match &n.kind {
                 Kind::Seq(items) => Ok(ArgCondition::In(items.iter().map(json).collect())),
                 _ => Err(cx.error(n.pos, format!("expected a list, found {}", n.type_name()))),
             }),
             (Some(_), None) => m.req_with(cx, "matches", |n, cx| {
                 str_with(n, cx, |s| {
-                    Regex::new(s).map(ArgCondition::Matches).map_err(|e| format!("invalid regex {s:?}: {}", first_line(&e.to_string())))
+                    Regex::new(s)
+                        .map(ArgCondition::Matches)
+                        .map_err(|e| format!("invalid regex {s:?}: {}", first_line(&e.to_string())))
                 })
             }),
         };
-        Ok(ArgMatcher { path: path?, condition: condition? })
+        Ok(ArgMatcher {
+            path: path?,
+            condition: condition?,
+        })
     }
 }
 
@@ -133,7 +154,10 @@ impl Decode for McpTool {
     fn decode(node: &Node, cx: &mut Cx) -> Res<Self> {
         let m = cx.map(node, &["name", "when"])?;
         let (name, when) = (m.req(cx, "name"), m.or_default(cx, "when"));
-        Ok(McpTool { name: name?, when: when? })
+        Ok(McpTool {
+            name: name?,
+            when: when?,
+        })
     }
 }
 
@@ -143,7 +167,11 @@ impl Decode for McpServer {
         let name = m.req(cx, "name");
         let rules = m.non_empty::<Rule>(cx, "rules", "rule");
         let tools = m.or_default(cx, "tools");
-        Ok(McpServer { name: name?, rules: Scope(rules?), tools: tools? })
+        Ok(McpServer {
+            name: name?,
+            rules: Scope(rules?),
+            tools: tools?,
+        })
     }
 }
 
@@ -153,7 +181,10 @@ impl Decode for McpErrorConfig {
         let code = m.opt_with(cx, "code", |n, cx| int(n, cx, i64::MIN, i64::MAX));
         let message = m.opt::<String>(cx, "message");
         let d = McpErrorConfig::default();
-        Ok(McpErrorConfig { code: code?.unwrap_or(d.code), message: message?.unwrap_or(d.message) })
+        Ok(McpErrorConfig {
+            code: code?.unwrap_or(d.code),
+            message: message?.unwrap_or(d.message),
+        })
     }
 }
 
@@ -161,6 +192,9 @@ impl Decode for McpConfig {
     fn decode(node: &Node, cx: &mut Cx) -> Res<Self> {
         let m = cx.map(node, &["error", "servers"])?;
         let (error, servers) = (m.or_default(cx, "error"), m.or_default(cx, "servers"));
-        Ok(McpConfig { error: error?, servers: servers? })
+        Ok(McpConfig {
+            error: error?,
+            servers: servers?,
+        })
     }
 }

@@ -14,39 +14,50 @@
 mod common;
 mod credentials;
 mod decode;
+mod dns;
 mod env;
 mod error;
+mod hmac;
+mod intercept;
+mod judge;
 mod mcp;
+mod oauth;
 mod refs;
 mod secrets;
 mod sections;
+mod sources;
 mod transforms;
 mod values;
 mod yaml;
 
 use std::path::Path;
 
-pub use common::{OpRef, SecretSourceConfig};
-pub use credentials::{
-    AwsAuthConfig, AwsCredentials, GcpAuthConfig, GcpCredentials, HmacAlgorithm, HmacHeader, HmacSignConfig, HmacSignature,
-    HmacTimestamp, KeyEncoding, OAuthGrant, OAuthTokenConfig, OAuthTokenEntry, OutputEncoding, TimestampFormat,
-    HMAC_HEADER_FIELDS, HMAC_MESSAGE_FIELDS,
-};
+pub use credentials::{AwsAuthConfig, AwsCredentials, GcpAuthConfig, GcpCredentials};
+pub use dns::{DnsConfig, DnsRecord, DnsRecordValue};
 pub use env::ENV_VARS;
 pub use error::{ConfigError, ConfigErrors};
+pub use hmac::{
+    HmacAlgorithm, HmacHeader, HmacSignConfig, HmacSignature, HmacTimestamp, KeyEncoding,
+    OutputEncoding, TimestampFormat, HMAC_HEADER_FIELDS, HMAC_MESSAGE_FIELDS,
+};
+pub use intercept::{InterceptConfig, InterceptMode, UidSpec};
+pub use judge::{CircuitBreakerConfig, JudgeConfig, JudgeFallback, JudgeProvider, ProviderConfig};
 pub use mcp::{ArgCondition, ArgMatcher, McpConfig, McpErrorConfig, McpServer, McpTool};
+pub use oauth::{OAuthGrant, OAuthTokenConfig, OAuthTokenEntry};
 pub use refs::{check_references, Reference, ReferenceKind};
 pub use secrets::{InjectConfig, ReplaceConfig, SecretEntry, SecretMode, SecretsConfig};
 pub use sections::{
-    default_deny_cidrs, DnsConfig, DnsRecord, DnsRecordValue, InterceptConfig, InterceptMode, LogConfig, LogLevel,
-    ManagementConfig, MetricsConfig, MitmConfig, ProxyConfig, TlsConfig, UidSpec, DEFAULT_DENY_CIDRS,
+    default_deny_cidrs, LogConfig, LogLevel, ManagementConfig, MetricsConfig, MitmConfig,
+    ProxyConfig, TlsConfig, DEFAULT_DENY_CIDRS,
 };
+pub use sources::{OpRef, SecretSourceConfig};
 pub use transforms::{
-    AllowlistConfig, AnnotateConfig, AnnotationGroup, BodyCaptureConfig, CircuitBreakerConfig, GrpcClientCert, GrpcConfig,
-    GrpcTlsConfig, HeaderAllowlistConfig, JudgeConfig, JudgeFallback, JudgeProvider, ProviderConfig, TransformConfig,
-    TRANSFORM_NAMES,
+    AllowlistConfig, AnnotateConfig, AnnotationGroup, BodyCaptureConfig, GrpcClientCert,
+    GrpcConfig, GrpcTlsConfig, HeaderAllowlistConfig, TransformConfig, TRANSFORM_NAMES,
 };
-pub use values::{GoDuration, HeaderMatcher, ListenAddr, NonNegativeDuration, PositiveDuration, ValueError};
+pub use values::{
+    GoDuration, HeaderMatcher, ListenAddr, NonNegativeDuration, PositiveDuration, ValueError,
+};
 
 use decode::{Cx, Decode, Failed, Res};
 use yaml::{Node, Pos};
@@ -74,19 +85,39 @@ pub struct Config {
     pub intercept: Option<InterceptConfig>,
 }
 
-const TOP_FIELDS: [&str; 9] = ["dns", "proxy", "tls", "transforms", "mcp", "management", "metrics", "log", "intercept"];
+const TOP_FIELDS: [&str; 9] = [
+    "dns",
+    "proxy",
+    "tls",
+    "transforms",
+    "mcp",
+    "management",
+    "metrics",
+    "log",
+    "intercept",
+];
 
 /// Reads and parses `path`, applying `IRON_*` overrides from the process environment.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     let file = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| {
-        ConfigErrors(vec![ConfigError { file: file.clone(), line: None, column: None, path: String::new(), message: format!("cannot read config: {e}") }])
+        ConfigErrors(vec![ConfigError {
+            file: file.clone(),
+            line: None,
+            column: None,
+            path: String::new(),
+            message: format!("cannot read config: {e}"),
+        }])
     })?;
     parse(&text, &file, &|name| std::env::var(name).ok())
 }
 
 /// Parses config `text` (named `file` in errors), applying `IRON_*` overrides looked up with `env`.
-pub fn parse(text: &str, file: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigErrors> {
+pub fn parse(
+    text: &str,
+    file: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigErrors> {
     let mut root = yaml::parse(text).map_err(|e| {
         let (line, column) = match e.pos {
             Pos::File { line, column } => (Some(line), Some(column)),
@@ -137,6 +168,8 @@ fn decode_config(root: &Node, cx: &mut Cx) -> Res<Config> {
     let metrics = section::<MetricsConfig>(root, cx, "metrics");
     let log = section::<LogConfig>(root, cx, "log");
     let intercept = m.opt::<InterceptConfig>(cx, "intercept");
+    let judges = unique_judge_names(root, cx);
+    judges?;
     let config = Config {
         dns: dns?,
         proxy: proxy?,
@@ -148,41 +181,56 @@ fn decode_config(root: &Node, cx: &mut Cx) -> Res<Config> {
         log: log?,
         intercept: intercept?,
     };
-    cross_checks(&config, root, cx)?;
+    intercept_dns(&config, root, cx)?;
     Ok(config)
 }
 
-/// Rules that span sections or list entries.
-fn cross_checks(cfg: &Config, root: &Node, cx: &mut Cx) -> Res<()> {
+/// Judge names must be unique. Checked on the document, so a duplicate is
+/// reported even when other entries have errors.
+fn unique_judge_names(root: &Node, cx: &mut Cx) -> Res<()> {
+    let Some(yaml::Kind::Seq(items)) = root.get("transforms").map(|n| &n.kind) else {
+        return Ok(());
+    };
+    let mut seen: Vec<(&str, usize)> = Vec::new();
     let mut ok = true;
-    let mut judges: Vec<(&str, usize)> = Vec::new();
-    for (i, t) in cfg.transforms.iter().enumerate() {
-        let TransformConfig::Judge(j) = t else { continue };
-        if let Some((_, first)) = judges.iter().find(|(n, _)| *n == j.name) {
-            let node = item(root, "transforms", i).and_then(|n| n.get("config")).and_then(|n| n.get("name"));
-            let pos = node.map_or(root.pos, |n| n.pos);
-            let msg = format!("duplicate judge name '{}' (also used by transforms[{first}]); judge names must be unique", j.name);
-            cx.error_at_path(pos, format!("transforms[{i}].config.name"), msg);
-            ok = false;
-        } else {
-            judges.push((&j.name, i));
+    for (i, entry) in items.iter().enumerate() {
+        if entry.get("name").and_then(Node::scalar) != Some("judge") {
+            continue;
+        }
+        let Some(name_node) = entry.get("config").and_then(|c| c.get("name")) else {
+            continue;
+        };
+        let Some(name) = name_node.scalar() else {
+            continue;
+        };
+        match seen.iter().find(|(n, _)| *n == name) {
+            Some((_, first)) => {
+                let msg = format!("duplicate judge name '{name}' (also used by transforms[{first}]); judge names must be unique");
+                cx.error_at_path(name_node.pos, format!("transforms[{i}].config.name"), msg);
+                ok = false;
+            }
+            None => seen.push((name, i)),
         }
     }
-    if let Some(ic) = &cfg.intercept {
-        if ic.dns == Some(true) && cfg.dns.is_none() {
-            let pos = root.get("intercept").and_then(|n| n.get("dns")).map_or(root.pos, |n| n.pos);
-            cx.error_at_path(pos, "intercept.dns".into(), "DNS redirection needs a dns block (the proxy's DNS server)");
-            ok = false;
-        }
+    if ok {
+        Ok(())
+    } else {
+        Err(Failed)
     }
-    if ok { Ok(()) } else { Err(Failed) }
 }
 
-/// `root[key][i]` when present.
-fn item<'n>(root: &'n Node, key: &str, i: usize) -> Option<&'n Node> {
-    match &root.get(key)?.kind {
-        yaml::Kind::Seq(items) => items.get(i),
-        _ => None,
+/// `intercept.dns: true` needs the DNS server.
+fn intercept_dns(cfg: &Config, root: &Node, cx: &mut Cx) -> Res<()> {
+    match &cfg.intercept {
+        Some(ic) if ic.dns == Some(true) && cfg.dns.is_none() => {
+            let pos = root
+                .get("intercept")
+                .and_then(|n| n.get("dns"))
+                .map_or(root.pos, |n| n.pos);
+            let msg = "DNS redirection needs a dns block (the proxy's DNS server)";
+            Err(cx.error_at_path(pos, "intercept.dns".into(), msg))
+        }
+        _ => Ok(()),
     }
 }
 

@@ -5,10 +5,12 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use super::common::SecretSourceConfig;
-use super::credentials::{AwsCredentials, GcpCredentials, OAuthGrant};
+use super::credentials::{AwsCredentials, GcpCredentials};
+use super::judge::JudgeProvider;
+use super::oauth::OAuthGrant;
 use super::sections::TlsConfig;
-use super::transforms::{JudgeProvider, TransformConfig};
+use super::sources::SecretSourceConfig;
+use super::transforms::TransformConfig;
 use super::Config;
 
 /// A missing file or unset variable, with the field that names it.
@@ -32,8 +34,12 @@ pub enum ReferenceKind {
 impl fmt::Display for Reference {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.kind {
-            ReferenceKind::MissingFile(p) => write!(f, "{}: file {} does not exist", self.path, p.display()),
-            ReferenceKind::UnsetEnv(v) => write!(f, "{}: environment variable {v} is not set", self.path),
+            ReferenceKind::MissingFile(p) => {
+                write!(f, "{}: file {} does not exist", self.path, p.display())
+            }
+            ReferenceKind::UnsetEnv(v) => {
+                write!(f, "{}: environment variable {v} is not set", self.path)
+            }
         }
     }
 }
@@ -46,13 +52,19 @@ struct Walk<'e> {
 impl Walk<'_> {
     fn file(&mut self, path: String, file: &Path) {
         if !file.exists() {
-            self.out.push(Reference { path, kind: ReferenceKind::MissingFile(file.to_path_buf()) });
+            self.out.push(Reference {
+                path,
+                kind: ReferenceKind::MissingFile(file.to_path_buf()),
+            });
         }
     }
 
     fn var(&mut self, path: String, var: &str) {
         if (self.env)(var).is_none_or(|v| v.is_empty()) {
-            self.out.push(Reference { path, kind: ReferenceKind::UnsetEnv(var.to_string()) });
+            self.out.push(Reference {
+                path,
+                kind: ReferenceKind::UnsetEnv(var.to_string()),
+            });
         }
     }
 
@@ -71,7 +83,10 @@ impl Walk<'_> {
 
 /// Lists referenced files that don't exist and environment variables that aren't set.
 pub fn check_references(cfg: &Config, env: &dyn Fn(&str) -> Option<String>) -> Vec<Reference> {
-    let mut w = Walk { env, out: Vec::new() };
+    let mut w = Walk {
+        env,
+        out: Vec::new(),
+    };
     if let TlsConfig::Mitm(m) = &cfg.tls {
         w.file("tls.ca_cert".into(), &m.ca_cert);
         w.file("tls.ca_key".into(), &m.ca_key);
@@ -102,7 +117,12 @@ pub fn check_references(cfg: &Config, env: &dyn Fn(&str) -> Option<String>) -> V
                 }
             }
             TransformConfig::AwsAuth(a) => {
-                if let AwsCredentials::Static { access_key_id, secret_access_key, session_token } = &a.credentials {
+                if let AwsCredentials::Static {
+                    access_key_id,
+                    secret_access_key,
+                    session_token,
+                } = &a.credentials
+                {
                     w.source(format!("{p}.access_key_id"), access_key_id);
                     w.source(format!("{p}.secret_access_key"), secret_access_key);
                     w.opt_source(format!("{p}.session_token"), session_token.as_ref());
@@ -139,22 +159,40 @@ pub fn check_references(cfg: &Config, env: &dyn Fn(&str) -> Option<String>) -> V
 
 fn oauth_grant(w: &mut Walk<'_>, q: &str, grant: &OAuthGrant) {
     match grant {
-        OAuthGrant::RefreshToken { refresh_token, client_id, client_secret } => {
+        OAuthGrant::RefreshToken {
+            refresh_token,
+            client_id,
+            client_secret,
+        } => {
             w.source(format!("{q}.refresh_token"), refresh_token);
             w.source(format!("{q}.client_id"), client_id);
             w.opt_source(format!("{q}.client_secret"), client_secret.as_ref());
         }
-        OAuthGrant::ClientCredentials { client_id, client_secret } => {
+        OAuthGrant::ClientCredentials {
+            client_id,
+            client_secret,
+        } => {
             w.source(format!("{q}.client_id"), client_id);
             w.source(format!("{q}.client_secret"), client_secret);
         }
-        OAuthGrant::Password { username, password, client_id, client_secret } => {
+        OAuthGrant::Password {
+            username,
+            password,
+            client_id,
+            client_secret,
+        } => {
             w.source(format!("{q}.username"), username);
             w.source(format!("{q}.password"), password);
             w.source(format!("{q}.client_id"), client_id);
             w.opt_source(format!("{q}.client_secret"), client_secret.as_ref());
         }
-        OAuthGrant::JwtBearer { issuer, subject, private_key, private_key_id, .. } => {
+        OAuthGrant::JwtBearer {
+            issuer,
+            subject,
+            private_key,
+            private_key_id,
+            ..
+        } => {
             w.source(format!("{q}.issuer"), issuer);
             w.source(format!("{q}.subject"), subject);
             w.source(format!("{q}.private_key"), private_key);

@@ -2,8 +2,9 @@
 //! into, matching requests. The backwards-compatible form with the replace
 //! fields at the top of an entry is normalized into `replace`.
 
-use super::common::{header_name, template, SecretSourceConfig};
+use super::common::{header_name, template};
 use super::decode::{str_with, Cx, Decode, MapDe, Res};
+use super::sources::SecretSourceConfig;
 use super::values::HeaderMatcher;
 use super::yaml::Node;
 use crate::rules::Scope;
@@ -70,19 +71,34 @@ pub struct ReplaceConfig {
     pub require: bool,
 }
 
-const REPLACE_FIELDS: [&str; 6] = ["proxy_value", "match_headers", "match_body", "match_path", "match_query", "require"];
+const REPLACE_FIELDS: [&str; 6] = [
+    "proxy_value",
+    "match_headers",
+    "match_body",
+    "match_path",
+    "match_query",
+    "require",
+];
 
 impl Decode for SecretsConfig {
     fn decode(node: &Node, cx: &mut Cx) -> Res<Self> {
         let m = cx.map(node, &["secrets"])?;
-        Ok(SecretsConfig { secrets: m.or_default(cx, "secrets")? })
+        Ok(SecretsConfig {
+            secrets: m.or_default(cx, "secrets")?,
+        })
     }
 }
 
 /// Reads the replace fields from `m` (a `replace:` block, or a legacy entry).
 fn replace_fields(m: &MapDe<'_>, cx: &mut Cx) -> Res<ReplaceConfig> {
     let proxy_value = m.req_with(cx, "proxy_value", |n, cx| {
-        str_with(n, cx, |s| if s.is_empty() { Err("proxy_value must not be empty".into()) } else { Ok(s.to_string()) })
+        str_with(n, cx, |s| {
+            if s.is_empty() {
+                Err("proxy_value must not be empty".into())
+            } else {
+                Ok(s.to_string())
+            }
+        })
     });
     let match_headers = m.or_default(cx, "match_headers");
     let match_body = m.or(cx, "match_body", false);
@@ -111,18 +127,34 @@ impl Decode for InjectConfig {
         let m = cx.map(node, &["header", "query_param", "formatter"])?;
         let header = m.opt_with(cx, "header", header_name);
         let query = m.opt_with(cx, "query_param", |n, cx| {
-            str_with(n, cx, |s| if s.is_empty() { Err("query_param must not be empty".into()) } else { Ok(s.to_string()) })
+            str_with(n, cx, |s| {
+                if s.is_empty() {
+                    Err("query_param must not be empty".into())
+                } else {
+                    Ok(s.to_string())
+                }
+            })
         });
-        let formatter = m.opt_with(cx, "formatter", |n, cx| template(n, cx, &["Value"], Some(&[])));
+        let formatter = m.opt_with(cx, "formatter", |n, cx| {
+            template(n, cx, &["Value"], Some(&[]))
+        });
         match (header?, query?) {
-            (Some(name), None) => Ok(InjectConfig::Header { name, formatter: formatter? }),
+            (Some(name), None) => Ok(InjectConfig::Header {
+                name,
+                formatter: formatter?,
+            }),
             (None, Some(name)) => {
                 if let Some(pos) = m.key_pos("formatter").filter(|_| m.has("formatter")) {
-                    return Err(cx.error(pos, "'formatter' is not used with 'query_param' (the raw value is set)"));
+                    return Err(cx.error(
+                        pos,
+                        "'formatter' is not used with 'query_param' (the raw value is set)",
+                    ));
                 }
                 Ok(InjectConfig::QueryParam { name })
             }
-            (Some(_), Some(_)) => Err(cx.error(m.pos, "'header' and 'query_param' are mutually exclusive")),
+            (Some(_), Some(_)) => {
+                Err(cx.error(m.pos, "'header' and 'query_param' are mutually exclusive"))
+            }
             (None, None) => Err(cx.error(m.pos, "one of 'header' or 'query_param' is required")),
         }
     }
@@ -131,11 +163,17 @@ impl Decode for InjectConfig {
 impl Decode for SecretEntry {
     fn decode(node: &Node, cx: &mut Cx) -> Res<Self> {
         let fields = ["source", "inject", "replace", "rules"];
-        let all: Vec<&str> = fields.iter().chain(REPLACE_FIELDS.iter()).copied().collect();
+        let all: Vec<&str> = fields
+            .iter()
+            .chain(REPLACE_FIELDS.iter())
+            .copied()
+            .collect();
         let m = cx.map(node, &all)?;
         let source = m.req(cx, "source");
         let rules = m.or_default(cx, "rules");
-        let legacy = REPLACE_FIELDS.iter().find_map(|f| m.key_pos(f).map(|p| (*f, p)));
+        let legacy = REPLACE_FIELDS
+            .iter()
+            .find_map(|f| m.key_pos(f).map(|p| (*f, p)));
         // Both blocks are decoded even when they conflict, so their own errors show too.
         let inject = m.opt::<InjectConfig>(cx, "inject");
         let replace = m.opt::<ReplaceConfig>(cx, "replace");
@@ -145,7 +183,10 @@ impl Decode for SecretEntry {
         }
         if let Some((field, pos)) = legacy {
             if m.has("inject") {
-                return Err(cx.error(pos, format!("'{field}' is a replace-mode field, but this entry uses 'inject'")));
+                return Err(cx.error(
+                    pos,
+                    format!("'{field}' is a replace-mode field, but this entry uses 'inject'"),
+                ));
             }
             if m.has("replace") {
                 let msg = format!("'{field}' belongs inside 'replace': do not mix the legacy top-level replace fields with a 'replace' block");
@@ -158,6 +199,10 @@ impl Decode for SecretEntry {
             (None, None) if legacy.is_some() => replace_fields(&m, cx).map(SecretMode::Replace),
             (None, None) => Err(cx.error(m.pos, "one of 'inject' or 'replace' is required")),
         };
-        Ok(SecretEntry { source: source?, mode: mode?, rules: rules? })
+        Ok(SecretEntry {
+            source: source?,
+            mode: mode?,
+            rules: rules?,
+        })
     }
 }

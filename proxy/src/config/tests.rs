@@ -2,9 +2,12 @@
 //! right place, defaults, environment overrides and references.
 
 mod broken;
+mod env;
+mod fuzz;
 mod spec_files;
 
 use super::*;
+use env::env_of;
 
 /// A config that needs nothing else: the CA paths MITM mode requires.
 pub(super) const BASE: &str = "tls:\n  ca_cert: /certs/ca.crt\n  ca_key: /certs/ca.key\n";
@@ -15,7 +18,8 @@ fn no_env(_: &str) -> Option<String> {
 
 /// Parses `text` (file name `proxy.yaml`) with no environment, expecting success.
 pub(super) fn ok(text: &str) -> Config {
-    parse(text, "proxy.yaml", &no_env).unwrap_or_else(|e| panic!("expected a valid config, got:\n{e}\n--- config:\n{text}"))
+    parse(text, "proxy.yaml", &no_env)
+        .unwrap_or_else(|e| panic!("expected a valid config, got:\n{e}\n--- config:\n{text}"))
 }
 
 /// Parses `text`, expecting failure; returns the error lines.
@@ -30,24 +34,30 @@ pub(super) fn errs_env(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Vec<
     }
 }
 
-fn env_of(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
-    move |k| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
-}
-
 #[test]
 fn defaults() {
     let cfg = ok(BASE);
-    assert!(cfg.dns.is_none() && cfg.mcp.is_none() && cfg.management.is_none() && cfg.intercept.is_none());
+    assert!(
+        cfg.dns.is_none()
+            && cfg.mcp.is_none()
+            && cfg.management.is_none()
+            && cfg.intercept.is_none()
+    );
     let p = &cfg.proxy;
     assert_eq!(p.http_listen, ListenAddr::AllInterfaces(80));
     assert_eq!(p.https_listen, ListenAddr::AllInterfaces(443));
     assert_eq!(p.tunnel_listen, None);
     assert_eq!(p.max_request_body_bytes, 1_048_576);
     assert_eq!(p.max_response_body_bytes, 0);
-    assert_eq!(p.upstream_response_header_timeout.get(), std::time::Duration::from_secs(30));
+    assert_eq!(
+        p.upstream_response_header_timeout.get(),
+        std::time::Duration::from_secs(30)
+    );
     assert_eq!(p.upstream_deny_cidrs, default_deny_cidrs());
     assert_eq!(p.upstream_deny_cidrs.len(), 4);
-    let TlsConfig::Mitm(m) = &cfg.tls else { panic!("mitm is the default") };
+    let TlsConfig::Mitm(m) = &cfg.tls else {
+        panic!("mitm is the default")
+    };
     assert_eq!((m.cert_cache_size, m.leaf_cert_expiry_hours), (1000, 72));
     assert_eq!(cfg.metrics.listen, ListenAddr::AllInterfaces(9090));
     assert_eq!(cfg.log.level, LogLevel::Info);
@@ -58,11 +68,17 @@ fn defaults() {
     ));
     let dns = cfg.dns.expect("dns block");
     assert_eq!(dns.listen, ListenAddr::AllInterfaces(53));
-    assert_eq!(dns.upstream_resolver, Some("1.1.1.1:53".parse().expect("addr")));
+    assert_eq!(
+        dns.upstream_resolver,
+        Some("1.1.1.1:53".parse().expect("addr"))
+    );
     let mg = cfg.management.expect("management");
     assert_eq!(mg.api_key_env, "IRON_MANAGEMENT_API_KEY");
     let mcp = cfg.mcp.expect("mcp");
-    assert_eq!((mcp.error.code, mcp.error.message.as_str()), (-32001, "blocked by iron-proxy policy"));
+    assert_eq!(
+        (mcp.error.code, mcp.error.message.as_str()),
+        (-32001, "blocked by iron-proxy policy")
+    );
     assert!(cfg.proxy.upstream_deny_cidrs.is_empty(), "[] opts out");
 }
 
@@ -88,26 +104,58 @@ fn transform_defaults() {
           inject: {{header: X-Key}}
 "
     ));
-    let TransformConfig::Judge(j) = &cfg.transforms[0] else { panic!("judge") };
+    let TransformConfig::Judge(j) = &cfg.transforms[0] else {
+        panic!("judge")
+    };
     assert_eq!(j.fallback, JudgeFallback::Deny);
     assert_eq!(j.timeout.get(), std::time::Duration::from_secs(8));
     assert_eq!(j.max_concurrent, 100);
     assert_eq!(j.circuit_breaker, CircuitBreakerConfig::default());
     assert_eq!(j.circuit_breaker.consecutive_failures, 5);
-    assert_eq!(j.circuit_breaker.cooldown.get(), std::time::Duration::from_secs(10));
-    let JudgeProvider::OpenAi(pc) = &j.provider else { panic!("openai") };
-    assert_eq!((pc.base_url.as_str(), pc.max_tokens), ("https://api.openai.com/", 256));
-    let TransformConfig::BodyCapture(b) = &cfg.transforms[1] else { panic!("body_capture") };
+    assert_eq!(
+        j.circuit_breaker.cooldown.get(),
+        std::time::Duration::from_secs(10)
+    );
+    let JudgeProvider::OpenAi(pc) = &j.provider else {
+        panic!("openai")
+    };
+    assert_eq!(
+        (pc.base_url.as_str(), pc.max_tokens),
+        ("https://api.openai.com/", 256)
+    );
+    let TransformConfig::BodyCapture(b) = &cfg.transforms[1] else {
+        panic!("body_capture")
+    };
     assert_eq!(b.max_request_body_bytes, 16_384);
-    let TransformConfig::Secrets(s) = &cfg.transforms[2] else { panic!("secrets") };
-    let SecretSourceConfig::AwsSsm { with_decryption, ttl, .. } = &s.secrets[0].source else { panic!("ssm") };
+    let TransformConfig::Secrets(s) = &cfg.transforms[2] else {
+        panic!("secrets")
+    };
+    let SecretSourceConfig::AwsSsm {
+        with_decryption,
+        ttl,
+        ..
+    } = &s.secrets[0].source
+    else {
+        panic!("ssm")
+    };
     assert!(*with_decryption && ttl.is_zero());
-    let SecretSourceConfig::OnePasswordConnect { host_env, token_env, secret_ref, .. } = &s.secrets[1].source else {
+    let SecretSourceConfig::OnePasswordConnect {
+        host_env,
+        token_env,
+        secret_ref,
+        ..
+    } = &s.secrets[1].source
+    else {
         panic!("connect")
     };
-    assert_eq!((host_env.as_str(), token_env.as_str()), ("OP_CONNECT_HOST", "OP_CONNECT_TOKEN"));
+    assert_eq!(
+        (host_env.as_str(), token_env.as_str()),
+        ("OP_CONNECT_HOST", "OP_CONNECT_TOKEN")
+    );
     assert_eq!(secret_ref.section.as_deref(), Some("s"));
-    let SecretSourceConfig::OnePassword { token_env, .. } = &s.secrets[2].source else { panic!("1password") };
+    let SecretSourceConfig::OnePassword { token_env, .. } = &s.secrets[2].source else {
+        panic!("1password")
+    };
     assert_eq!(token_env, "OP_SERVICE_ACCOUNT_TOKEN");
 }
 
@@ -124,68 +172,16 @@ fn backwards_compatible_replace_form() {
         _ => panic!("secrets"),
     };
     assert_eq!(entry(&legacy), entry(&modern));
-    let SecretMode::Replace(r) = entry(&legacy).mode else { panic!("replace") };
+    let SecretMode::Replace(r) = entry(&legacy).mode else {
+        panic!("replace")
+    };
     assert!(r.require && !r.match_body);
     assert!(r.match_headers[0].matches("authorization"));
-    assert!(r.match_headers[1].matches("X-Api-Key"), "regex is case-insensitive");
-    assert!(!r.match_headers[1].matches("Authorization"));
-}
-
-#[test]
-fn env_overrides() {
-    let env = env_of(&[
-        ("IRON_PROXY_HTTP_LISTEN", "127.0.0.1:8080"),
-        ("IRON_PROXY_TUNNEL_LISTEN", "[::1]:1080"),
-        ("IRON_PROXY_MAX_REQUEST_BODY_BYTES", "42"),
-        ("IRON_PROXY_UPSTREAM_RESPONSE_HEADER_TIMEOUT", "2m"),
-        ("IRON_PROXY_UPSTREAM_DENY_CIDRS", "10.0.0.0/8, 192.168.0.0/16"),
-        ("IRON_TLS_MODE", "sni-only"),
-        ("IRON_METRICS_LISTEN", "127.0.0.1:9091"),
-        ("IRON_MANAGEMENT_LISTEN", "127.0.0.1:9092"),
-        ("IRON_LOG_LEVEL", "debug"),
-        ("IRON_DNS_ENABLED", "true"),
-        ("IRON_DNS_PROXY_IP", "10.1.2.3"),
-    ]);
-    let cfg = parse("proxy:\n  http_listen: \":80\"\n", "proxy.yaml", &env).expect("valid with overrides");
-    assert_eq!(cfg.proxy.http_listen.to_string(), "127.0.0.1:8080");
-    assert_eq!(cfg.proxy.tunnel_listen.map(|l| l.to_string()).as_deref(), Some("[::1]:1080"));
-    assert_eq!(cfg.proxy.max_request_body_bytes, 42);
-    assert_eq!(cfg.proxy.upstream_response_header_timeout.to_string(), "2m0s");
-    assert_eq!(cfg.proxy.upstream_deny_cidrs.len(), 2);
-    assert_eq!(cfg.tls, TlsConfig::SniOnly, "sni-only needs no CA");
-    assert_eq!(cfg.metrics.listen.port(), 9091);
-    assert_eq!(cfg.management.map(|m| m.listen.port()), Some(9092));
-    assert_eq!(cfg.log.level, LogLevel::Debug);
-    assert_eq!(cfg.dns.map(|d| d.proxy_ip.to_string()).as_deref(), Some("10.1.2.3"));
-
-    // Empty deny list opts out; IRON_DNS_ENABLED=false removes the block; empty values are unset.
-    let env = env_of(&[("IRON_PROXY_UPSTREAM_DENY_CIDRS", ""), ("IRON_DNS_ENABLED", "0"), ("IRON_LOG_LEVEL", "")]);
-    let cfg = parse(&format!("{BASE}dns: {{proxy_ip: 10.0.0.1}}\nlog: {{level: warn}}\n"), "p.yaml", &env).expect("valid");
-    assert!(cfg.proxy.upstream_deny_cidrs.is_empty() && cfg.dns.is_none());
-    assert_eq!(cfg.log.level, LogLevel::Warn);
-}
-
-#[test]
-fn env_override_errors_name_the_variable() {
-    let env = env_of(&[
-        ("IRON_TLS_MODE", "mitn"),
-        ("IRON_PROXY_MAX_RESPONSE_BODY_BYTES", "lots"),
-        ("IRON_DNS_LISTEN", ":5353"),
-        ("IRON_PROXY_UPSTREAM_DENY_CIDRS", "10.0.0.1"),
-    ]);
-    assert_eq!(
-        errs_env(BASE, &env),
-        [
-            "IRON_DNS_LISTEN: dns.listen: cannot apply: DNS is disabled (no dns block; add one or set IRON_DNS_ENABLED=true)",
-            "IRON_PROXY_MAX_RESPONSE_BODY_BYTES: proxy.max_response_body_bytes: expected an integer, found 'lots'",
-            "IRON_PROXY_UPSTREAM_DENY_CIDRS: proxy.upstream_deny_cidrs[0]: invalid CIDR \"10.0.0.1\": expected address/prefix such as 10.0.0.0/8",
-            "IRON_TLS_MODE: tls.mode: invalid tls mode 'mitn', did you mean 'mitm'? (expected one of: mitm, sni-only)",
-        ]
+    assert!(
+        r.match_headers[1].matches("X-Api-Key"),
+        "regex is case-insensitive"
     );
-    let env = env_of(&[("IRON_DNS_ENABLED", "yes please")]);
-    assert_eq!(errs_env(BASE, &env), ["IRON_DNS_ENABLED: dns: invalid boolean \"yes please\" (expected true or false)"]);
-    let env = env_of(&[("IRON_DNS_ENABLED", "true")]);
-    assert_eq!(errs_env(BASE, &env), ["IRON_DNS_ENABLED: dns: missing required field 'proxy_ip'"]);
+    assert!(!r.match_headers[1].matches("Authorization"));
 }
 
 #[test]
@@ -193,12 +189,30 @@ fn listen_addresses() {
     let p = |s: &str| s.parse::<ListenAddr>();
     assert_eq!(p(":80"), Ok(ListenAddr::AllInterfaces(80)));
     assert_eq!(p(":80").map(|l| l.socket_addrs().len()), Ok(2));
-    assert_eq!(p(":80").map(|l| l.to_socket_addr().to_string()), Ok("[::]:80".into()));
-    assert_eq!(p("127.0.0.1:9092").map(|l| l.to_socket_addr().to_string()), Ok("127.0.0.1:9092".into()));
+    assert_eq!(
+        p(":80").map(|l| l.to_socket_addr().to_string()),
+        Ok("[::]:80".into())
+    );
+    assert_eq!(
+        p("127.0.0.1:9092").map(|l| l.to_socket_addr().to_string()),
+        Ok("127.0.0.1:9092".into())
+    );
     assert_eq!(p("[::1]:53").map(|l| l.to_string()), Ok("[::1]:53".into()));
     assert_eq!(p("0.0.0.0:0").map(|l| l.port()), Ok(0));
-    assert_eq!(p("localhost:9090").map(|l| l.to_string()), Ok("127.0.0.1:9090".into()));
-    for bad in ["80", ":http", "::1:53", "example.com:80", "1.2.3.4:99999", "", ":", "[::1]"] {
+    assert_eq!(
+        p("localhost:9090").map(|l| l.to_string()),
+        Ok("127.0.0.1:9090".into())
+    );
+    for bad in [
+        "80",
+        ":http",
+        "::1:53",
+        "example.com:80",
+        "1.2.3.4:99999",
+        "",
+        ":",
+        "[::1]",
+    ] {
         assert!(p(bad).is_err(), "{bad:?} must be refused");
     }
 }
@@ -218,9 +232,17 @@ fn go_durations() {
     }
     assert!("0s".parse::<PositiveDuration>().is_err());
     assert!("-1s".parse::<NonNegativeDuration>().is_err());
-    assert!("0".parse::<NonNegativeDuration>().is_ok_and(|d| d.is_zero()));
-    assert_eq!("90m".parse::<PositiveDuration>().map(|d| d.to_string()), Ok("1h30m0s".into()));
-    assert_eq!("1500ms".parse::<PositiveDuration>().map(|d| d.to_string()), Ok("1.5s".into()));
+    assert!("0"
+        .parse::<NonNegativeDuration>()
+        .is_ok_and(|d| d.is_zero()));
+    assert_eq!(
+        "90m".parse::<PositiveDuration>().map(|d| d.to_string()),
+        Ok("1h30m0s".into())
+    );
+    assert_eq!(
+        "1500ms".parse::<PositiveDuration>().map(|d| d.to_string()),
+        Ok("1.5s".into())
+    );
 }
 
 #[test]
@@ -228,12 +250,27 @@ fn intercept_section() {
     let cfg = ok(&format!("{BASE}dns: {{proxy_ip: 10.0.0.1}}\nintercept:\n  cgroups: [workload.slice, /sys/fs/cgroup/x]\n  uids: [1001, runner, \"1002\"]\n"));
     let ic = cfg.intercept.clone().expect("intercept");
     assert_eq!(ic.mode, InterceptMode::Ebpf);
-    assert_eq!(ic.uids, [UidSpec::Id(1001), UidSpec::Name("runner".into()), UidSpec::Id(1002)]);
+    assert_eq!(
+        ic.uids,
+        [
+            UidSpec::Id(1001),
+            UidSpec::Name("runner".into()),
+            UidSpec::Id(1002)
+        ]
+    );
     assert_eq!(ic.listen.to_string(), "127.0.0.1:15001");
     assert_eq!(ic.pin_path, std::path::Path::new("/sys/fs/bpf/iron-proxy"));
-    assert!(ic.dns_enabled(&cfg), "dns defaults to on when a dns block exists");
-    let cfg = ok(&format!("{BASE}intercept: {{uids: [0], mode: nftables, dns: false}}\n"));
-    assert!(!cfg.intercept.as_ref().is_some_and(|ic| ic.dns_enabled(&cfg)));
+    assert!(
+        ic.dns_enabled(&cfg),
+        "dns defaults to on when a dns block exists"
+    );
+    let cfg = ok(&format!(
+        "{BASE}intercept: {{uids: [0], mode: nftables, dns: false}}\n"
+    ));
+    assert!(!cfg
+        .intercept
+        .as_ref()
+        .is_some_and(|ic| ic.dns_enabled(&cfg)));
 }
 
 #[test]
@@ -257,7 +294,10 @@ transforms:
     );
     let cfg = ok(&text);
     let env = env_of(&[("SET_VAR", "v"), ("OP_CONNECT_HOST", "")]);
-    let refs: Vec<String> = check_references(&cfg, &env).iter().map(ToString::to_string).collect();
+    let refs: Vec<String> = check_references(&cfg, &env)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
     assert_eq!(
         refs,
         [
@@ -277,6 +317,15 @@ fn header_matchers() {
     assert_eq!(l.literal(), Some("Content-Type"));
     assert!(l.matches("content-type"));
     assert!("/(/".parse::<HeaderMatcher>().is_err());
-    assert!("//".parse::<HeaderMatcher>().is_err(), "empty regex matches everything: refused");
-    assert_eq!("/".parse::<HeaderMatcher>().ok().and_then(|m| m.literal().map(str::to_string)).as_deref(), Some("/"));
+    assert!(
+        "//".parse::<HeaderMatcher>().is_err(),
+        "empty regex matches everything: refused"
+    );
+    assert_eq!(
+        "/".parse::<HeaderMatcher>()
+            .ok()
+            .and_then(|m| m.literal().map(str::to_string))
+            .as_deref(),
+        Some("/")
+    );
 }

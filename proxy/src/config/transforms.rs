@@ -1,22 +1,25 @@
 //! `transforms[]`: the entry shape (`name` + `config`) and the policy
-//! transforms (allowlist, header_allowlist, body_capture, annotate, grpc, judge).
-//! Credential transforms live in `secrets.rs` and `credentials.rs`.
+//! transforms (allowlist, header_allowlist, body_capture, annotate, grpc).
+//! The others have their own files: secrets, credentials (gcp, aws), oauth,
+//! hmac, judge.
 
 use std::path::PathBuf;
 
 use ipnet::IpNet;
-use url::Url;
 
-use super::credentials::{AwsAuthConfig, GcpAuthConfig, HmacSignConfig, OAuthTokenConfig};
-use super::decode::{int, one_of, str_with, unknown, Cx, Decode, Res};
+use super::credentials::{AwsAuthConfig, GcpAuthConfig};
+use super::decode::{str_with, unknown, Cx, Decode, Res};
+use super::hmac::HmacSignConfig;
+use super::judge::JudgeConfig;
+use super::oauth::OAuthTokenConfig;
 use super::secrets::SecretsConfig;
-use super::sections::secs;
-use super::values::{HeaderMatcher, PositiveDuration};
+use super::values::HeaderMatcher;
 use super::yaml::Node;
 use crate::rules::{HostPattern, Rule, Scope};
 
 /// One `transforms[]` entry: the transform named by `name`, with its `config`.
 #[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)] // built once per config load; size does not matter
 pub enum TransformConfig {
     /// `allowlist`
     Allowlist(AllowlistConfig),
@@ -87,7 +90,10 @@ impl Decode for TransformConfig {
                 TRANSFORM_NAMES.iter().position(|t| *t == s).ok_or_else(|| {
                     let mut msg = unknown("transform", s, &TRANSFORM_NAMES);
                     if !msg.contains("expected one of") {
-                        msg.push_str(&format!(" (valid transforms: {})", TRANSFORM_NAMES.join(", ")));
+                        msg.push_str(&format!(
+                            " (valid transforms: {})",
+                            TRANSFORM_NAMES.join(", ")
+                        ));
                     }
                     msg
                 })
@@ -129,9 +135,18 @@ pub struct AllowlistConfig {
 impl Decode for AllowlistConfig {
     fn decode(node: &Node, cx: &mut Cx) -> Res<Self> {
         let m = cx.map(node, &["domains", "cidrs", "rules", "warn"])?;
-        let (domains, cidrs, rules, warn) =
-            (m.or_default(cx, "domains"), m.or_default(cx, "cidrs"), m.or_default(cx, "rules"), m.or(cx, "warn", false));
-        Ok(AllowlistConfig { domains: domains?, cidrs: cidrs?, rules: rules?, warn: warn? })
+        let (domains, cidrs, rules, warn) = (
+            m.or_default(cx, "domains"),
+            m.or_default(cx, "cidrs"),
+            m.or_default(cx, "rules"),
+            m.or(cx, "warn", false),
+        );
+        Ok(AllowlistConfig {
+            domains: domains?,
+            cidrs: cidrs?,
+            rules: rules?,
+            warn: warn?,
+        })
     }
 }
 
@@ -148,7 +163,10 @@ impl Decode for HeaderAllowlistConfig {
     fn decode(node: &Node, cx: &mut Cx) -> Res<Self> {
         let m = cx.map(node, &["headers", "rules"])?;
         let (headers, rules) = (m.or_default(cx, "headers"), m.or_default(cx, "rules"));
-        Ok(HeaderAllowlistConfig { headers: headers?, rules: rules? })
+        Ok(HeaderAllowlistConfig {
+            headers: headers?,
+            rules: rules?,
+        })
     }
 }
 
@@ -164,8 +182,14 @@ pub struct BodyCaptureConfig {
 impl Decode for BodyCaptureConfig {
     fn decode(node: &Node, cx: &mut Cx) -> Res<Self> {
         let m = cx.map(node, &["max_request_body_bytes", "rules"])?;
-        let (max, rules) = (m.or(cx, "max_request_body_bytes", 16_384u64), m.or_default(cx, "rules"));
-        Ok(BodyCaptureConfig { max_request_body_bytes: max?, rules: rules? })
+        let (max, rules) = (
+            m.or(cx, "max_request_body_bytes", 16_384u64),
+            m.or_default(cx, "rules"),
+        );
+        Ok(BodyCaptureConfig {
+            max_request_body_bytes: max?,
+            rules: rules?,
+        })
     }
 }
 
@@ -188,7 +212,9 @@ pub struct AnnotationGroup {
 impl Decode for AnnotateConfig {
     fn decode(node: &Node, cx: &mut Cx) -> Res<Self> {
         let m = cx.map(node, &["annotations"])?;
-        Ok(AnnotateConfig { annotations: m.or_default(cx, "annotations")? })
+        Ok(AnnotateConfig {
+            annotations: m.or_default(cx, "annotations")?,
+        })
     }
 }
 
@@ -203,8 +229,14 @@ impl Decode for HeaderName {
 impl Decode for AnnotationGroup {
     fn decode(node: &Node, cx: &mut Cx) -> Res<Self> {
         let m = cx.map(node, &["rules", "headers"])?;
-        let (rules, headers) = (m.or_default(cx, "rules"), m.or_default::<Vec<HeaderName>>(cx, "headers"));
-        Ok(AnnotationGroup { rules: rules?, headers: headers?.into_iter().map(|h| h.0).collect() })
+        let (rules, headers) = (
+            m.or_default(cx, "rules"),
+            m.or_default::<Vec<HeaderName>>(cx, "headers"),
+        );
+        Ok(AnnotationGroup {
+            rules: rules?,
+            headers: headers?.into_iter().map(|h| h.0).collect(),
+        })
     }
 }
 
@@ -245,11 +277,14 @@ pub struct GrpcClientCert {
 
 fn grpc_target(s: &str) -> Result<String, String> {
     let ok = s.contains("://")
-        || s.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
+        || s.rsplit_once(':')
+            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
     if ok && !s.contains(char::is_whitespace) {
         Ok(s.to_string())
     } else {
-        Err(format!("invalid gRPC target {s:?}: expected host:port such as \"localhost:9500\""))
+        Err(format!(
+            "invalid gRPC target {s:?}: expected host:port such as \"localhost:9500\""
+        ))
     }
 }
 
@@ -261,15 +296,38 @@ fn grpc_tls(node: &Node, cx: &mut Cx) -> Res<Option<GrpcTlsConfig>> {
     let client = match (cert?, key?) {
         (Some(cert), Some(key)) => Some(GrpcClientCert { cert, key }),
         (None, None) => None,
-        (Some(_), None) => return Err(cx.error(m.pos, "'cert' must be set together with 'key'")),
-        (None, Some(_)) => return Err(cx.error(m.pos, "'key' must be set together with 'cert'")),
+        (Some(_), None) => {
+            return Err(cx.error(
+                m.key_pos("cert").unwrap_or(m.pos),
+                "'cert' must be set together with 'key'",
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(cx.error(
+                m.key_pos("key").unwrap_or(m.pos),
+                "'key' must be set together with 'cert'",
+            ))
+        }
     };
-    Ok(enabled?.then_some(GrpcTlsConfig { ca_cert: ca_cert?, client }))
+    Ok(enabled?.then_some(GrpcTlsConfig {
+        ca_cert: ca_cert?,
+        client,
+    }))
 }
 
 impl Decode for GrpcConfig {
     fn decode(node: &Node, cx: &mut Cx) -> Res<Self> {
-        let m = cx.map(node, &["name", "target", "send_request_body", "send_response_body", "rules", "tls"])?;
+        let m = cx.map(
+            node,
+            &[
+                "name",
+                "target",
+                "send_request_body",
+                "send_response_body",
+                "rules",
+                "tls",
+            ],
+        )?;
         let name = m.req(cx, "name");
         let target = m.req_with(cx, "target", |n, cx| str_with(n, cx, grpc_target));
         let send_req = m.or(cx, "send_request_body", false);
@@ -283,152 +341,6 @@ impl Decode for GrpcConfig {
             send_response_body: send_rsp?,
             rules: rules?,
             tls: tls?.flatten(),
-        })
-    }
-}
-
-/// `judge`: an LLM that may deny matching requests.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JudgeConfig {
-    /// Instance name, unique across judges.
-    pub name: String,
-    /// The natural-language policy.
-    pub prompt: String,
-    /// Where it applies (at least one rule).
-    pub rules: Scope,
-    /// The LLM backend.
-    pub provider: JudgeProvider,
-    /// What a failed call does (default deny).
-    pub fallback: JudgeFallback,
-    /// Per-call timeout (default 8s).
-    pub timeout: PositiveDuration,
-    /// In-flight call cap (default 100, at least 1).
-    pub max_concurrent: u32,
-    /// Consecutive-failure breaker.
-    pub circuit_breaker: CircuitBreakerConfig,
-}
-
-/// `judge.fallback`. There is deliberately no `allow`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum JudgeFallback {
-    /// Reject with 403 (default).
-    #[default]
-    Deny,
-    /// Continue with the next transform.
-    Skip,
-}
-
-/// `judge.circuit_breaker`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CircuitBreakerConfig {
-    /// Failures in a row that open the breaker (default 5, at least 1).
-    pub consecutive_failures: u32,
-    /// How long it stays open (default 10s).
-    pub cooldown: PositiveDuration,
-}
-
-impl Default for CircuitBreakerConfig {
-    fn default() -> Self {
-        CircuitBreakerConfig { consecutive_failures: 5, cooldown: secs(10) }
-    }
-}
-
-/// `judge.provider`, by `type`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum JudgeProvider {
-    /// Anthropic Messages API (base_url default `https://api.anthropic.com`).
-    Anthropic(ProviderConfig),
-    /// OpenAI Chat Completions (base_url default `https://api.openai.com`).
-    OpenAi(ProviderConfig),
-}
-
-/// The fields both providers share.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProviderConfig {
-    /// Model id.
-    pub model: String,
-    /// Variable holding the API key.
-    pub api_key_env: String,
-    /// API base URL.
-    pub base_url: Url,
-    /// Response token cap (default 256).
-    pub max_tokens: u32,
-}
-
-/// An http(s) URL with a host.
-pub(crate) fn http_url(node: &Node, cx: &mut Cx) -> Res<Url> {
-    str_with(node, cx, |s| match Url::parse(s) {
-        Ok(u) if matches!(u.scheme(), "http" | "https") && u.has_host() => Ok(u),
-        _ => Err(format!("invalid URL {s:?}: expected http(s)://host[/path]")),
-    })
-}
-
-impl Decode for JudgeProvider {
-    fn decode(node: &Node, cx: &mut Cx) -> Res<Self> {
-        let m = cx.map(node, &["type", "model", "api_key_env", "base_url", "max_tokens"])?;
-        let kind = m.req_with(cx, "type", |n, cx| one_of(n, cx, "provider type", &[("anthropic", true), ("openai", false)]));
-        let model = m.req(cx, "model");
-        let api_key_env = m.req(cx, "api_key_env");
-        let base_url = m.opt_with(cx, "base_url", http_url);
-        let max_tokens = m.opt_with(cx, "max_tokens", |n, cx| int(n, cx, 1, i64::from(u32::MAX)));
-        let anthropic = kind?;
-        let default_url = if anthropic { "https://api.anthropic.com" } else { "https://api.openai.com" };
-        let cfg = ProviderConfig {
-            model: model?,
-            api_key_env: api_key_env?,
-            base_url: base_url?.unwrap_or_else(|| Url::parse(default_url).expect("constant URL is valid")),
-            max_tokens: max_tokens?.map_or(256, |v| u32::try_from(v).unwrap_or(u32::MAX)),
-        };
-        Ok(if anthropic { JudgeProvider::Anthropic(cfg) } else { JudgeProvider::OpenAi(cfg) })
-    }
-}
-
-fn positive_u32(node: &Node, cx: &mut Cx) -> Res<u32> {
-    int(node, cx, 1, i64::from(u32::MAX)).map(|v| u32::try_from(v).unwrap_or(u32::MAX))
-}
-
-impl Decode for CircuitBreakerConfig {
-    fn decode(node: &Node, cx: &mut Cx) -> Res<Self> {
-        let m = cx.map(node, &["consecutive_failures", "cooldown"])?;
-        let failures = m.opt_with(cx, "consecutive_failures", positive_u32);
-        let cooldown = m.or(cx, "cooldown", secs(10));
-        Ok(CircuitBreakerConfig { consecutive_failures: failures?.unwrap_or(5), cooldown: cooldown? })
-    }
-}
-
-impl Decode for JudgeConfig {
-    fn decode(node: &Node, cx: &mut Cx) -> Res<Self> {
-        let m = cx.map(
-            node,
-            &["name", "prompt", "rules", "provider", "fallback", "timeout", "max_concurrent", "circuit_breaker"],
-        )?;
-        let name = m.req_with(cx, "name", |n, cx| {
-            str_with(n, cx, |s| if s.trim().is_empty() { Err("name must not be empty".into()) } else { Ok(s.to_string()) })
-        });
-        let prompt = m.req_with(cx, "prompt", |n, cx| {
-            str_with(n, cx, |s| if s.trim().is_empty() { Err("prompt must not be empty".into()) } else { Ok(s.to_string()) })
-        });
-        let rules = m.non_empty::<Rule>(cx, "rules", "rule");
-        let provider = m.req(cx, "provider");
-        let fallbacks = [("deny", JudgeFallback::Deny), ("skip", JudgeFallback::Skip)];
-        let fallback = m.opt_with(cx, "fallback", |n, cx| {
-            if n.scalar() == Some("allow") {
-                return Err(cx.error(n.pos, "invalid judge fallback 'allow' (expected one of: deny, skip): a failing judge cannot approve a request"));
-            }
-            one_of(n, cx, "judge fallback", &fallbacks)
-        });
-        let timeout = m.or(cx, "timeout", secs(8));
-        let max_concurrent = m.opt_with(cx, "max_concurrent", positive_u32);
-        let circuit_breaker = m.or_default(cx, "circuit_breaker");
-        Ok(JudgeConfig {
-            name: name?,
-            prompt: prompt?,
-            rules: Scope(rules?),
-            provider: provider?,
-            fallback: fallback?.unwrap_or_default(),
-            timeout: timeout?,
-            max_concurrent: max_concurrent?.unwrap_or(100),
-            circuit_breaker: circuit_breaker?,
         })
     }
 }

@@ -58,7 +58,10 @@ impl ListenAddr {
     pub fn socket_addrs(&self) -> Vec<SocketAddr> {
         match self {
             ListenAddr::AllInterfaces(p) => {
-                vec![SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), *p), SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), *p)]
+                vec![
+                    SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), *p),
+                    SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), *p),
+                ]
             }
             ListenAddr::Addr(a) => vec![*a],
         }
@@ -94,7 +97,8 @@ impl FromStr for ListenAddr {
         if host.is_empty() {
             return Ok(ListenAddr::AllInterfaces(port));
         }
-        let ip: IpAddr = if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        let ip: IpAddr = if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']'))
+        {
             IpAddr::V6(v6.parse().map_err(|_| bad())?)
         } else if host.eq_ignore_ascii_case("localhost") {
             IpAddr::V4(Ipv4Addr::LOCALHOST)
@@ -137,12 +141,16 @@ impl FromStr for GoDuration {
         }
         let mut total: f64 = 0.0;
         while !rest.is_empty() {
-            let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(bad)?;
+            let num_len = rest
+                .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+                .ok_or_else(bad)?;
             let (num, tail) = rest.split_at(num_len);
             if num.is_empty() || num == "." || num.matches('.').count() > 1 {
                 return Err(bad());
             }
-            let unit_len = tail.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(tail.len());
+            let unit_len = tail
+                .find(|c: char| c.is_ascii_digit() || c == '.')
+                .unwrap_or(tail.len());
             let (unit, tail) = tail.split_at(unit_len);
             let scale: f64 = match unit {
                 "ns" => 1.0,
@@ -309,7 +317,10 @@ impl FromStr for HeaderMatcher {
     fn from_str(s: &str) -> Result<Self, ValueError> {
         match s.strip_prefix('/').and_then(|r| r.strip_suffix('/')) {
             Some(pattern) if s.len() >= 2 => {
-                let err = |reason: String| ValueError::Regex { pattern: pattern.to_string(), reason };
+                let err = |reason: String| ValueError::Regex {
+                    pattern: pattern.to_string(),
+                    reason,
+                };
                 if pattern.is_empty() {
                     return Err(err("empty pattern matches every header".into()));
                 }
@@ -326,7 +337,12 @@ impl FromStr for HeaderMatcher {
 
 /// The most informative line of a multi-line regex error.
 pub(crate) fn first_line(msg: &str) -> String {
-    msg.lines().rev().find(|l| l.starts_with("error:")).unwrap_or(msg).trim_start_matches("error: ").to_string()
+    msg.lines()
+        .rev()
+        .find(|l| l.starts_with("error:"))
+        .unwrap_or(msg)
+        .trim_start_matches("error: ")
+        .to_string()
 }
 
 impl fmt::Debug for HeaderMatcher {

@@ -19,7 +19,10 @@ pub(crate) enum Pos {
 impl Pos {
     fn from_marker(m: Marker) -> Pos {
         // yaml-rust2 lines are 1-based, columns 0-based.
-        Pos::File { line: m.line(), column: m.col() + 1 }
+        Pos::File {
+            line: m.line(),
+            column: m.col() + 1,
+        }
     }
 }
 
@@ -44,12 +47,21 @@ pub(crate) enum Kind {
 impl Node {
     /// A plain scalar, as an environment override produces.
     pub fn plain(text: impl Into<String>, pos: Pos) -> Node {
-        Node { pos, kind: Kind::Scalar { text: text.into(), plain: true } }
+        Node {
+            pos,
+            kind: Kind::Scalar {
+                text: text.into(),
+                plain: true,
+            },
+        }
     }
 
     /// An empty mapping.
     pub fn empty_map(pos: Pos) -> Node {
-        Node { pos, kind: Kind::Map(Vec::new()) }
+        Node {
+            pos,
+            kind: Kind::Map(Vec::new()),
+        }
     }
 
     /// True for `~`, `null` and an empty plain value.
@@ -77,7 +89,10 @@ impl Node {
     /// The key node and value under `key` when this is a mapping.
     pub fn entry(&self, key: &str) -> Option<(&Node, &Node)> {
         match &self.kind {
-            Kind::Map(entries) => entries.iter().find(|(k, _)| k.scalar() == Some(key)).map(|(k, v)| (k, v)),
+            Kind::Map(entries) => entries
+                .iter()
+                .find(|(k, _)| k.scalar() == Some(key))
+                .map(|(k, v)| (k, v)),
             _ => None,
         }
     }
@@ -114,7 +129,9 @@ impl Node {
         if absent {
             self.set(key, Node::empty_map(pos));
         }
-        let Kind::Map(entries) = &mut self.kind else { return None };
+        let Kind::Map(entries) = &mut self.kind else {
+            return None;
+        };
         let (_, v) = entries.iter_mut().find(|(k, _)| k.scalar() == Some(key))?;
         matches!(v.kind, Kind::Map(_)).then_some(v)
     }
@@ -131,21 +148,28 @@ pub(crate) struct SyntaxError {
 pub(crate) fn parse(text: &str) -> Result<Node, SyntaxError> {
     let mut builder = Builder::default();
     let mut parser = Parser::new_from_str(text);
-    parser
-        .load(&mut builder, true)
-        .map_err(|e| SyntaxError { pos: Pos::from_marker(*e.marker()), message: e.info().to_string() })?;
+    parser.load(&mut builder, true).map_err(|e| SyntaxError {
+        pos: Pos::from_marker(*e.marker()),
+        message: e.info().to_string(),
+    })?;
     if let Some(err) = builder.error {
         return Err(err);
     }
     let mut docs = builder.docs.into_iter();
-    let root = docs.next().unwrap_or(Node::empty_map(Pos::File { line: 1, column: 1 }));
+    let root = docs
+        .next()
+        .unwrap_or(Node::empty_map(Pos::File { line: 1, column: 1 }));
     if let Some(extra) = docs.next() {
         return Err(SyntaxError {
             pos: extra.pos,
             message: "the config must be a single YAML document (found a second one)".into(),
         });
     }
-    Ok(if root.is_null() { Node::empty_map(root.pos) } else { root })
+    Ok(if root.is_null() {
+        Node::empty_map(root.pos)
+    } else {
+        root
+    })
 }
 
 /// Builds nodes from parser events.
@@ -184,10 +208,30 @@ impl MarkedEventReceiver for Builder {
         match ev {
             Event::Scalar(text, style, anchor, _tag) => {
                 let plain = style == TScalarStyle::Plain;
-                self.finish(Node { pos, kind: Kind::Scalar { text, plain } }, anchor);
+                self.finish(
+                    Node {
+                        pos,
+                        kind: Kind::Scalar { text, plain },
+                    },
+                    anchor,
+                );
             }
-            Event::SequenceStart(anchor, _) => self.stack.push((Node { pos, kind: Kind::Seq(Vec::new()) }, anchor, None)),
-            Event::MappingStart(anchor, _) => self.stack.push((Node { pos, kind: Kind::Map(Vec::new()) }, anchor, None)),
+            Event::SequenceStart(anchor, _) => self.stack.push((
+                Node {
+                    pos,
+                    kind: Kind::Seq(Vec::new()),
+                },
+                anchor,
+                None,
+            )),
+            Event::MappingStart(anchor, _) => self.stack.push((
+                Node {
+                    pos,
+                    kind: Kind::Map(Vec::new()),
+                },
+                anchor,
+                None,
+            )),
             Event::SequenceEnd | Event::MappingEnd => {
                 if let Some((mut node, anchor, _)) = self.stack.pop() {
                     // A block mapping's start mark is at its first ':'; point at the first key instead.
@@ -202,7 +246,10 @@ impl MarkedEventReceiver for Builder {
             Event::Alias(id) => match self.anchors.get(&id).cloned() {
                 Some(node) => self.finish(Node { pos, ..node }, 0),
                 None => {
-                    self.error.get_or_insert(SyntaxError { pos, message: "unknown alias".into() });
+                    self.error.get_or_insert(SyntaxError {
+                        pos,
+                        message: "unknown alias".into(),
+                    });
                 }
             },
             _ => {}

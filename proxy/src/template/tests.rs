@@ -8,13 +8,19 @@ fn ctx() -> TemplateContext {
 }
 
 fn render(src: &str) -> String {
-    Template::parse(src).expect("parses").render(&ctx()).expect("renders")
+    Template::parse(src)
+        .expect("parses")
+        .render(&ctx())
+        .expect("renders")
 }
 
 #[test]
 fn text_and_fields() {
     assert_eq!(render("Bearer {{ .Value }}"), "Bearer ghp_abc123");
-    assert_eq!(render("{{.Timestamp}}{{.Credentials.key}}!"), "1700000000k1!");
+    assert_eq!(
+        render("{{.Timestamp}}{{.Credentials.key}}!"),
+        "1700000000k1!"
+    );
     assert_eq!(render("no actions"), "no actions");
     assert_eq!(render(""), "");
 }
@@ -22,8 +28,14 @@ fn text_and_fields() {
 #[test]
 fn base64_concatenates_its_arguments() {
     // The spec's GitHub example: base64("x-access-token:" + token).
-    assert_eq!(render(r#"Basic {{ base64 "x-access-token:" .Value }}"#), "Basic eC1hY2Nlc3MtdG9rZW46Z2hwX2FiYzEyMw==");
-    assert_eq!(render("{{ .Value | base64 }}"), render("{{ base64 .Value }}"));
+    assert_eq!(
+        render(r#"Basic {{ base64 "x-access-token:" .Value }}"#),
+        "Basic eC1hY2Nlc3MtdG9rZW46Z2hwX2FiYzEyMw=="
+    );
+    assert_eq!(
+        render("{{ .Value | base64 }}"),
+        render("{{ base64 .Value }}")
+    );
     assert_eq!(render(r#"{{ base64 "a" "b" }}"#), "YWI=");
     assert_eq!(render(r#"{{ base64 `x"y` }}"#), "eCJ5");
 }
@@ -44,7 +56,10 @@ fn fields_are_listed() {
 #[test]
 fn parse_errors() {
     let err = |src: &str| Template::parse(src).expect_err(src).to_string();
-    assert_eq!(err("Bearer {{ .Value "), "template column 8: unclosed action");
+    assert_eq!(
+        err("Bearer {{ .Value "),
+        "template column 8: unclosed action"
+    );
     assert!(err("{{ b64 .Value }}").contains("unknown function \"b64\""));
     assert!(err("{{ . }}").contains("field name"));
     assert!(err("{{ if .Value }}x{{ end }}").contains("unknown function \"if\""));
@@ -58,10 +73,19 @@ fn parse_errors() {
 fn render_errors_never_show_values() {
     let t = Template::parse("{{ .Credentials.missing }}").expect("parses");
     let e = t.render(&ctx()).expect_err("missing");
-    assert_eq!(e, TemplateError::MissingField(".Credentials.missing".into()));
-    let e = Template::parse("{{ .Credentials }}").expect("parses").render(&ctx()).expect_err("map");
+    assert_eq!(
+        e,
+        TemplateError::MissingField(".Credentials.missing".into())
+    );
+    let e = Template::parse("{{ .Credentials }}")
+        .expect("parses")
+        .render(&ctx())
+        .expect_err("map");
     assert_eq!(e, TemplateError::NotAValue(".Credentials".into()));
-    let e = Template::parse("{{ .Value.x }}").expect("parses").render(&ctx()).expect_err("scalar");
+    let e = Template::parse("{{ .Value.x }}")
+        .expect("parses")
+        .render(&ctx())
+        .expect_err("scalar");
     assert!(!e.to_string().contains("ghp_"), "{e}");
     assert!(!format!("{:?}", ctx()).contains("ghp_"));
 }

@@ -1,71 +1,289 @@
-use super::*;
+//! Broken configs: each is refused with the exact file:line:column, field path
+//! and message. The CA block goes last so line numbers are the snippet's own.
+
+use super::{errs, BASE};
+
+/// Asserts that `snippet` (followed by the CA block) fails with exactly `expected`.
+fn refused(snippet: &str, expected: &[&str]) {
+    let text = format!("{snippet}{BASE}");
+    let got = errs(&text);
+    assert_eq!(got, expected, "\n--- config:\n{text}");
+}
+
+const SECRET_HEAD: &str = "transforms:\n  - name: secrets\n    config:\n      secrets:\n";
 
 #[test]
-fn scratch() {
-    let text = r#"tls:
-  ca_cert: /c
-  ca_key: /k
+fn unknown_key_at_depth_with_suggestion() {
+    refused(
+        &format!("{SECRET_HEAD}        - source: {{type: env, var: K}}\n          replace:\n            proxy_value: pk\n            match_header: [x-api-key]\n"),
+        &["proxy.yaml:8:13: transforms[0].config.secrets[0].replace: unknown field 'match_header', did you mean 'match_headers'?"],
+    );
+    refused(
+        "proxy:\n  listen: \":80\"\n",
+        &["proxy.yaml:2:3: proxy: unknown field 'listen' (expected one of: http_listen, https_listen, tunnel_listen, max_request_body_bytes, max_response_body_bytes, upstream_response_header_timeout, upstream_deny_cidrs)"],
+    );
+    // Fields are per source type: `ttl` is not an env source field.
+    refused(
+        &format!("{SECRET_HEAD}        - source: {{type: env, var: K, ttl: 5m}}\n          inject: {{header: X-Key}}\n"),
+        &["proxy.yaml:5:39: transforms[0].config.secrets[0].source: unknown field 'ttl' (expected one of: type, var, json_key)"],
+    );
+}
+
+#[test]
+fn bare_ip_as_cidr() {
+    refused(
+        "transforms:\n  - name: allowlist\n    config:\n      cidrs: [\"10.0.0.0/8\", \"10.1.2.3\"]\n",
+        &["proxy.yaml:4:29: transforms[0].config.cidrs[1]: invalid CIDR \"10.1.2.3\": expected address/prefix such as 10.0.0.0/8"],
+    );
+}
+
+#[test]
+fn bad_regex() {
+    refused(
+        "transforms:\n  - name: header_allowlist\n    config:\n      headers:\n        - Accept\n        - \"/^X-(Trace/\"\n",
+        &["proxy.yaml:6:11: transforms[0].config.headers[1]: invalid regex \"^X-(Trace\": unclosed group"],
+    );
+}
+
+#[test]
+fn path_without_slash() {
+    refused(
+        "transforms:\n  - name: allowlist\n    config:\n      rules:\n        - host: api.openai.com\n          paths: [\"v1/*\"]\n",
+        &["proxy.yaml:6:19: transforms[0].config.rules[0].paths[0]: path pattern \"v1/*\" must start with '/'"],
+    );
+}
+
+#[test]
+fn non_positive_and_negative_durations() {
+    refused(
+        "proxy:\n  upstream_response_header_timeout: 0s\n",
+        &["proxy.yaml:2:37: proxy.upstream_response_header_timeout: duration \"0s\" must be positive"],
+    );
+    refused(
+        &format!("{SECRET_HEAD}        - source: {{type: aws_sm, secret_id: s, ttl: -5m}}\n          inject: {{header: X}}\n"),
+        &["proxy.yaml:5:53: transforms[0].config.secrets[0].source.ttl: duration \"-5m\" must not be negative"],
+    );
+    refused(
+        "proxy:\n  upstream_response_header_timeout: 30\n",
+        &["proxy.yaml:2:37: proxy.upstream_response_header_timeout: invalid duration \"30\": expected a number with a unit such as \"30s\", \"5m\", \"1h30m\" or \"250ms\""],
+    );
+}
+
+#[test]
+fn bad_enums() {
+    refused(
+        "log:\n  level: warning\n",
+        &["proxy.yaml:2:10: log.level: invalid log level 'warning', did you mean 'warn'? (expected one of: debug, info, warn, error)"],
+    );
+    refused(
+        "dns:\n  proxy_ip: 10.0.0.2\n  records:\n    - {name: a.local, type: AAAA, value: \"::1\"}\n",
+        &["proxy.yaml:4:29: dns.records[0].type: invalid record type 'AAAA' (expected one of: A, CNAME)"],
+    );
+}
+
+#[test]
+fn dns_values() {
+    refused(
+        "dns:\n  proxy_ip: \"fd00::2\"\n  upstream_resolver: dns.google\n  records:\n    - {name: db.internal, type: A, value: 10.0.0.5}\n    - {name: db.internal, type: CNAME, value: other.internal}\n",
+        &[
+            "proxy.yaml:2:13: dns.proxy_ip: \"fd00::2\" is an IPv6 address; proxy_ip is the IPv4 answer (set proxy_ip6 for AAAA)",
+            "proxy.yaml:3:22: dns.upstream_resolver: invalid resolver address \"dns.google\": expected ip:port such as \"8.8.8.8:53\" or \"[2001:4860:4860::8888]:53\"",
+            "proxy.yaml:6:8: dns.records[1]: 'db.internal' has a CNAME and another record",
+        ],
+    );
+}
+
+#[test]
+fn inject_and_replace_together() {
+    refused(
+        &format!("{SECRET_HEAD}        - source: {{type: env, var: K}}\n          inject: {{header: Authorization}}\n          replace: {{proxy_value: pk}}\n"),
+        &["proxy.yaml:7:11: transforms[0].config.secrets[0]: 'inject' and 'replace' are mutually exclusive"],
+    );
+    refused(
+        &format!("{SECRET_HEAD}        - source: {{type: env, var: K}}\n          replace: {{proxy_value: pk}}\n          match_body: true\n"),
+        &["proxy.yaml:7:11: transforms[0].config.secrets[0]: 'match_body' belongs inside 'replace': do not mix the legacy top-level replace fields with a 'replace' block"],
+    );
+    refused(
+        &format!("{SECRET_HEAD}        - source: {{type: env, var: K}}\n          rules: []\n"),
+        &["proxy.yaml:5:11: transforms[0].config.secrets[0]: one of 'inject' or 'replace' is required"],
+    );
+}
+
+#[test]
+fn host_and_cidr_in_one_rule() {
+    refused(
+        "transforms:\n  - name: allowlist\n    config:\n      rules:\n        - host: a.com\n          cidr: 10.0.0.0/8\n",
+        &["proxy.yaml:5:11: transforms[0].config.rules[0]: a rule needs exactly one of 'host' or 'cidr'"],
+    );
+}
+
+#[test]
+fn mcp_equals_and_in() {
+    refused(
+        "mcp:\n  servers:\n    - name: gh\n      rules: [{host: mcp.github.com}]\n      tools:\n        - name: create_issue\n          when:\n            - path: owner\n              equals: ironsh\n              in: [a, b]\n",
+        &["proxy.yaml:10:15: mcp.servers[0].tools[0].when[0]: 'equals', 'in' and 'matches' are mutually exclusive"],
+    );
+}
+
+const JUDGE: &str = "      prompt: p\n      rules: [{host: api.github.com}]\n      provider: {type: anthropic, model: m, api_key_env: K}\n";
+
+#[test]
+fn judge_fallback_allow() {
+    refused(
+        &format!("transforms:\n  - name: judge\n    config:\n      name: guard\n      fallback: allow\n{JUDGE}"),
+        &["proxy.yaml:5:17: transforms[0].config.fallback: invalid judge fallback 'allow' (expected one of: deny, skip): a failing judge cannot approve a request"],
+    );
+}
+
+#[test]
+fn duplicate_judge_names() {
+    refused(
+        &format!("transforms:\n  - name: judge\n    config:\n      name: guard\n{JUDGE}  - name: judge\n    config:\n      name: guard\n{JUDGE}"),
+        &["proxy.yaml:10:13: transforms[1].config.name: duplicate judge name 'guard' (also used by transforms[0]); judge names must be unique"],
+    );
+    // Still reported when another entry is broken.
+    refused(
+        &format!("transforms:\n  - name: judge\n    config:\n      name: guard\n{JUDGE}  - name: judge\n    config:\n      name: guard\n      timeout: 0s\n{JUDGE}"),
+        &[
+            "proxy.yaml:10:13: transforms[1].config.name: duplicate judge name 'guard' (also used by transforms[0]); judge names must be unique",
+            "proxy.yaml:11:16: transforms[1].config.timeout: duration \"0s\" must be positive",
+        ],
+    );
+}
+
+#[test]
+fn bad_templates() {
+    refused(
+        &format!("{SECRET_HEAD}        - source: {{type: env, var: K}}\n          inject:\n            header: Authorization\n            formatter: \"Bearer {{{{ .Value }}\"\n"),
+        &["proxy.yaml:8:24: transforms[0].config.secrets[0].inject.formatter: invalid template: template column 8: unclosed action"],
+    );
+    refused(
+        &format!("{SECRET_HEAD}        - source: {{type: env, var: K}}\n          inject: {{header: Authorization, formatter: \"Basic {{{{ b64 .Value }}}}\"}}\n"),
+        &["proxy.yaml:6:54: transforms[0].config.secrets[0].inject.formatter: invalid template: template column 10: unknown function \"b64\" (available: base64)"],
+    );
+    refused(
+        "transforms:
+  - name: hmac_sign
+    config:
+      timestamp: {format: unix_seconds}
+      signature: {algorithm: sha256, key_encoding: raw, output_encoding: hex, message: \"{{.Timestamp}}{{.Credentials.kye}}\"}
+      credentials: {key: {type: env, var: A}, secret: {type: env, var: B}}
+      headers: [{name: X-Sig, value: \"{{.Signature}}\"}]
+      rules: [{host: api.example.com}]
+",
+        &["proxy.yaml:5:88: transforms[0].config.signature.message: template uses .Credentials.kye but there is no credential 'kye', did you mean 'key'?"],
+    );
+}
+
+#[test]
+fn yaml_syntax_error() {
+    refused(
+        "proxy:\n  http_listen: \":80\"\n   https_listen: \":443\"\n",
+        &["proxy.yaml:3:16: invalid YAML: while parsing a block mapping, did not find expected key"],
+    );
+    assert_eq!(errs("dns: [\n"), ["proxy.yaml:2:1: invalid YAML: while parsing a node, did not find expected node content"]);
+}
+
+#[test]
+fn missing_required_fields() {
+    refused(
+        "dns:\n  listen: \":53\"\n",
+        &["proxy.yaml:2:3: dns: missing required field 'proxy_ip'"],
+    );
+    assert_eq!(
+        errs("proxy: {}\n"),
+        [
+            "proxy.yaml:1:1: tls: missing required field 'ca_cert' (required in mitm mode, the default; or set mode: sni-only)",
+            "proxy.yaml:1:1: tls: missing required field 'ca_key' (required in mitm mode, the default; or set mode: sni-only)",
+        ]
+    );
+    refused(
+        "transforms:\n  - name: oauth_token\n    config:\n      tokens:\n        - grant: password\n          username: {type: env, var: U}\n          client_id: {type: env, var: C}\n          token_endpoint: \"https://x.example/token\"\n          rules: [{host: x.example}]\n",
+        &["proxy.yaml:5:11: transforms[0].config.tokens[0]: missing required field 'password'"],
+    );
+}
+
+#[test]
+fn unknown_transform_name() {
+    refused(
+        "transforms:\n  - name: allowlst\n",
+        &["proxy.yaml:2:11: transforms[0].name: unknown transform 'allowlst', did you mean 'allowlist'? (valid transforms: allowlist, secrets, gcp_auth, oauth_token, aws_auth, hmac_sign, body_capture, annotate, grpc, judge, header_allowlist)"],
+    );
+}
+
+#[test]
+fn mutually_exclusive_credentials() {
+    refused(
+        "transforms:\n  - name: gcp_auth\n    config:\n      keyfile_path: /k.json\n      credentials_provider: {type: workload_identity}\n      scopes: [s]\n",
+        &["proxy.yaml:4:7: transforms[0].config: exactly one of 'keyfile_path', 'keyfile' or 'credentials_provider' must be set"],
+    );
+    refused(
+        "transforms:\n  - name: gcp_auth\n    config:\n      credentials_provider: {type: workload_identity}\n      subject: a@b.example\n      scopes: [s]\n",
+        &["proxy.yaml:5:7: transforms[0].config: 'subject' (domain-wide delegation) is incompatible with 'credentials_provider'"],
+    );
+    refused(
+        "transforms:\n  - name: aws_auth\n    config:\n      access_key_id: {type: env, var: A}\n      credentials_provider: {type: workload_identity}\n      rules: [{host: \"*.amazonaws.com\"}]\n",
+        &["proxy.yaml:4:7: transforms[0].config: 'access_key_id' and 'credentials_provider' are mutually exclusive"],
+    );
+    refused(
+        "transforms:\n  - name: grpc\n    config:\n      name: g\n      target: \"localhost:9500\"\n      tls: {enabled: true, cert: /c.pem}\n",
+        &["proxy.yaml:6:28: transforms[0].config.tls: 'cert' must be set together with 'key'"],
+    );
+}
+
+#[test]
+fn intercept_constraints() {
+    refused(
+        "intercept:\n  mode: ebpf\n",
+        &["proxy.yaml:2:3: intercept: at least one of 'cgroups' or 'uids' is required"],
+    );
+    refused(
+        "intercept:\n  uids: [1001]\n  dns: true\n",
+        &["proxy.yaml:3:8: intercept.dns: DNS redirection needs a dns block (the proxy's DNS server)"],
+    );
+}
+
+#[test]
+fn duplicate_keys() {
+    refused(
+        "log:\n  level: info\n  level: debug\n",
+        &["proxy.yaml:3:3: log: duplicate field 'level'"],
+    );
+}
+
+#[test]
+fn every_error_in_a_file_is_reported() {
+    refused(
+        "dns:
+  proxy_ip: 10.0.0.300
 proxy:
-  upstream_response_header_timeout: 0s
-  upstream_deny_cidrs: ["10.0.0.1", "::1/128"]
-  http_listen: "localhost"
+  upstream_deny_cidrs: [\"169.254.169.254\"]
+  tunnel_listen: \"1080\"
 transforms:
   - name: allowlist
     config:
-      domain: ["a.com"]
-      rules:
-        - host: a.com
-          cidr: 10.0.0.0/8
-        - host: b.com
-          paths: ["v1/*"]
+      domain: [a.com]
   - name: secrets
     config:
       secrets:
-        - source: {type: env, var: X}
-          inject: {header: Authorization, formatter: "Bearer {{ .Valu }}"}
-          replace:
-            proxy_value: x
-            match_header: [a]
-        - source: {type: envv, var: X}
-          replace: {proxy_value: x, match_headers: ["/(/"]}
-        - source: {type: 1password, secret_ref: "op:/x"}
-          inject: {query_param: k, formatter: "x"}
-  - name: judge
-    config:
-      name: j
-      prompt: p
-      fallback: allow
-      rules: []
-      provider: {type: anthropic, model: m, api_key_env: K}
-  - name: judge
-    config:
-      name: j
-      prompt: p
-      timeout: -1s
-      rules: [{host: a}]
-      provider: {type: anthropic, model: m, api_key_env: K}
-  - name: allowlst
-  - name: hmac_sign
-    config:
-      timestamp: {format: unix}
-      signature: {algorithm: sha256, key_encoding: raw, output_encoding: hex, message: "{{.Timestamp}}{{.Credentials.ky}}"}
-      credentials: {key: {type: env, var: A}}
-      headers: [{name: X, value: "{{.Sig}}"}]
-      rules: [{host: a}]
-mcp:
-  servers:
-    - name: gh
-      rules: [{host: a}]
-      tools:
-        - name: t
-          when:
-            - {path: owner, equals: x, in: [y]}
-            - {path: title, matches: "("}
-logg: {}
-"#;
-    for e in errs(text) { println!("{e}"); }
-    for t in ["a: [", "a: b\n  c: d\nx", "- 1", "tls: 5", "transforms:\n  - name: oauth_token\n    config:\n      tokens:\n        - grant: client_credentials\n          client_id: {type: env, var: A}\n          username: {type: env, var: B}\n          token_endpoint: ftp://x\n          rules: [{host: a}]\n"] {
-        println!("---"); for e in errs(t) { println!("{e}"); }
-    }
-    panic!();
+        - source: {type: env}
+          inject: {header: \"Bad Header\"}
+        - source: {type: env, var: K}
+          replace: {proxy_value: \"\"}
+metrics:
+  listen: 9090
+logs: {}
+",
+        &[
+            "proxy.yaml:2:13: dns.proxy_ip: invalid IPv4 address \"10.0.0.300\"",
+            "proxy.yaml:4:25: proxy.upstream_deny_cidrs[0]: invalid CIDR \"169.254.169.254\": expected address/prefix such as 10.0.0.0/8",
+            "proxy.yaml:5:18: proxy.tunnel_listen: invalid listen address \"1080\": expected host:port such as \":80\", \"127.0.0.1:9090\" or \"[::1]:53\"",
+            "proxy.yaml:9:7: transforms[0].config: unknown field 'domain', did you mean 'domains'?",
+            "proxy.yaml:13:20: transforms[1].config.secrets[0].source: missing required field 'var'",
+            "proxy.yaml:14:28: transforms[1].config.secrets[0].inject.header: invalid header name \"Bad Header\"",
+            "proxy.yaml:16:34: transforms[1].config.secrets[1].replace.proxy_value: proxy_value must not be empty",
+            "proxy.yaml:18:11: metrics.listen: invalid listen address \"9090\": expected host:port such as \":80\", \"127.0.0.1:9090\" or \"[::1]:53\"",
+            "proxy.yaml:19:1: unknown field 'logs', did you mean 'log'?",
+        ],
+    );
 }

@@ -21,11 +21,17 @@ fn spec_dir() -> PathBuf {
         .ancestors()
         .map(|a| a.join("shared/spec/configs"))
         .find(|p| p.is_dir())
-        .unwrap_or_else(|| panic!("shared/spec/configs not found above {}: the spec examples are required", manifest.display()))
+        .unwrap_or_else(|| {
+            panic!(
+                "shared/spec/configs not found above {}: the spec examples are required",
+                manifest.display()
+            )
+        })
 }
 
 fn yaml_files(dir: &Path) -> Vec<PathBuf> {
-    let entries = std::fs::read_dir(dir).unwrap_or_else(|e| panic!("spec configs missing at {}: {e}", dir.display()));
+    let entries = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("spec configs missing at {}: {e}", dir.display()));
     let mut files: Vec<PathBuf> = entries
         .map(|e| e.expect("readable dir entry").path())
         .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
@@ -62,7 +68,9 @@ fn fill_elisions(v: &mut Value) -> usize {
                 if is_elided(child) {
                     *child = match (k.as_str(), &name) {
                         (Some("config"), Some(name)) => minimal_config(name),
-                        (Some("replace"), _) => serde_yaml_ng::from_str("{proxy_value: elided}").expect("valid"),
+                        (Some("replace"), _) => {
+                            serde_yaml_ng::from_str("{proxy_value: elided}").expect("valid")
+                        }
                         _ => continue,
                     };
                     n += 1;
@@ -92,7 +100,9 @@ fn merge(base: &mut Mapping, over: Mapping) {
 fn complete(text: &str) -> (String, usize) {
     let mut doc: Value = serde_yaml_ng::from_str(text).expect("spec file is valid YAML");
     let elided = fill_elisions(&mut doc);
-    let Value::Mapping(mut base) = serde_yaml_ng::from_str(BASE).expect("base") else { panic!("base is a mapping") };
+    let Value::Mapping(mut base) = serde_yaml_ng::from_str(BASE).expect("base") else {
+        panic!("base is a mapping")
+    };
     match doc {
         Value::Mapping(m) => merge(&mut base, m),
         Value::Sequence(items) => {
@@ -108,7 +118,11 @@ fn every_spec_config_parses() {
     let dir = spec_dir();
     let mut files = yaml_files(&dir);
     files.extend(yaml_files(&dir.join("embedded")));
-    assert!(files.len() >= 50, "expected the spec's config files, found {}", files.len());
+    assert!(
+        files.len() >= 50,
+        "expected the spec's config files, found {}",
+        files.len()
+    );
     for file in files {
         let text = std::fs::read_to_string(&file).expect("readable");
         let (config, elided) = complete(&text);
@@ -117,7 +131,10 @@ fn every_spec_config_parses() {
         }
         let parsed = super::parse(&config, &file.display().to_string(), &|_| None);
         if let Err(e) = parsed {
-            panic!("{} does not parse:\n{e}\n--- as merged:\n{config}", file.display());
+            panic!(
+                "{} does not parse:\n{e}\n--- as merged:\n{config}",
+                file.display()
+            );
         }
     }
 }
@@ -126,7 +143,11 @@ fn every_spec_config_parses() {
 fn complete_spec_configs_parse_as_written() {
     // Complete configs that carry their own tls block parse without any merging,
     // so their line numbers are the file's.
-    for name in ["configuration-01-full-example.yaml", "quickstart-02-proxy-config.yaml", "embedded/deploy-on-kubernetes-configmap-proxy-yaml.yaml"] {
+    for name in [
+        "configuration-01-full-example.yaml",
+        "quickstart-02-proxy-config.yaml",
+        "embedded/deploy-on-kubernetes-configmap-proxy-yaml.yaml",
+    ] {
         let text = std::fs::read_to_string(spec_dir().join(name)).expect("readable");
         let cfg = ok(&text);
         assert!(!cfg.transforms.is_empty(), "{name}");
