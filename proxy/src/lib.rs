@@ -15,6 +15,7 @@ pub mod intercept;
 pub mod listen;
 pub mod pipeline;
 pub mod rules;
+pub mod secrets;
 pub mod state;
 pub mod template;
 pub mod tls;

@@ -2,3 +2,8 @@
 //! ready-to-run [`crate::pipeline::Transform`].
 
 pub mod allowlist;
+pub mod annotate;
+pub mod body_capture;
+pub mod header_allowlist;
+pub mod secrets;
+pub mod wire_case;

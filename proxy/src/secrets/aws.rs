@@ -1,0 +1,390 @@
+//! The `aws_sm` and `aws_ssm` sources: Secrets Manager `GetSecretValue` and
+//! Parameter Store `GetParameter`, as AWS JSON 1.1 calls signed with SigV4.
+//!
+//! Credentials and the default region come from `aws-config`'s standard
+//! chain (environment, shared config and credentials files, web identity,
+//! ECS container credentials, IMDSv2), loaded once and shared by every AWS
+//! source. Endpoints honour `AWS_ENDPOINT_URL_SECRETS_MANAGER`,
+//! `AWS_ENDPOINT_URL_SSM` and `AWS_ENDPOINT_URL` (unless
+//! `AWS_IGNORE_CONFIGURED_ENDPOINT_URLS=true`), else
+//! `https://{service}.{region}.amazonaws.com` (`.com.cn` in China regions).
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use aws_config::{BehaviorVersion, SdkConfig};
+use aws_credential_types::provider::ProvideCredentials;
+use aws_credential_types::Credentials;
+use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
+use aws_sigv4::sign::v4;
+use base64::Engine as _;
+use bytes::Bytes;
+use http::Request;
+use http_body_util::Full;
+use serde::Deserialize;
+use zeroize::Zeroizing;
+
+use super::http::HttpClient;
+use super::{EnvLookup, Fetch, SecretError, SecretValue};
+
+/// Replacements for the default chain, for tests and special deployments.
+#[derive(Clone, Default)]
+pub struct AwsOverrides {
+    /// Use these credentials instead of the default chain.
+    pub credentials: Option<Credentials>,
+    /// Region for sources that name none, instead of the default chain's.
+    pub region: Option<String>,
+}
+
+/// What every AWS source shares: the loaded SDK config and cached credentials.
+#[derive(Clone)]
+pub struct AwsShared {
+    inner: Arc<AwsInner>,
+}
+
+struct AwsInner {
+    overrides: AwsOverrides,
+    http: HttpClient,
+    env: EnvLookup,
+    sdk: tokio::sync::OnceCell<SdkConfig>,
+    creds: tokio::sync::Mutex<Option<Credentials>>,
+}
+
+/// Credentials closer than this to expiry are fetched again.
+const CREDENTIALS_REFRESH_MARGIN: Duration = Duration::from_secs(300);
+
+impl AwsShared {
+    /// Shared state; nothing is loaded until the first fetch.
+    pub fn new(overrides: AwsOverrides, http: HttpClient, env: EnvLookup) -> Self {
+        AwsShared {
+            inner: Arc::new(AwsInner {
+                overrides,
+                http,
+                env,
+                sdk: tokio::sync::OnceCell::new(),
+                creds: tokio::sync::Mutex::new(None),
+            }),
+        }
+    }
+
+    async fn sdk(&self) -> &SdkConfig {
+        self.inner
+            .sdk
+            .get_or_init(|| async {
+                use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
+                let http = aws_smithy_http_client::Builder::new()
+                    .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
+                    .build_https();
+                aws_config::defaults(BehaviorVersion::latest())
+                    .http_client(http)
+                    .load()
+                    .await
+            })
+            .await
+    }
+
+    async fn region(
+        &self,
+        configured: &Option<String>,
+        backend: &'static str,
+    ) -> Result<String, SecretError> {
+        if let Some(r) = configured.as_ref().or(self.inner.overrides.region.as_ref()) {
+            return Ok(r.clone());
+        }
+        self.sdk()
+            .await
+            .region()
+            .map(|r| r.to_string())
+            .ok_or_else(|| SecretError::Backend {
+                backend,
+                detail: "no AWS region: set `region` on the source or AWS_REGION".into(),
+            })
+    }
+
+    async fn credentials(&self, backend: &'static str) -> Result<Credentials, SecretError> {
+        if let Some(c) = &self.inner.overrides.credentials {
+            return Ok(c.clone());
+        }
+        let mut cached = self.inner.creds.lock().await;
+        if let Some(c) = cached.as_ref() {
+            let fresh = c
+                .expiry()
+                .is_none_or(|e| e > SystemTime::now() + CREDENTIALS_REFRESH_MARGIN);
+            if fresh {
+                return Ok(c.clone());
+            }
+        }
+        let err = |detail: String| SecretError::Backend { backend, detail };
+        let provider = self
+            .sdk()
+            .await
+            .credentials_provider()
+            .ok_or_else(|| err("no AWS credentials provider is configured".into()))?;
+        let c = provider
+            .provide_credentials()
+            .await
+            .map_err(|e| err(format!("loading AWS credentials: {}", chain(&e))))?;
+        *cached = Some(c.clone());
+        Ok(c)
+    }
+
+    /// The endpoint for a service: the override variables, else the public one.
+    fn endpoint(&self, service_var: &str, prefix: &str, region: &str) -> String {
+        let env = &self.inner.env;
+        let ignore = env
+            .var("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS")
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        if !ignore {
+            for var in [service_var, "AWS_ENDPOINT_URL"] {
+                if let Some(url) = env.var(var).filter(|u| !u.is_empty()) {
+                    return url;
+                }
+            }
+        }
+        let suffix = if region.starts_with("cn-") {
+            "amazonaws.com.cn"
+        } else {
+            "amazonaws.com"
+        };
+        format!("https://{prefix}.{region}.{suffix}")
+    }
+
+    /// One signed AWS JSON 1.1 call; returns the 200 response body.
+    async fn call(
+        &self,
+        api: Api,
+        region: &str,
+        body: Vec<u8>,
+    ) -> Result<Zeroizing<Vec<u8>>, SecretError> {
+        let backend = api.backend;
+        let err = |detail: String| SecretError::Backend { backend, detail };
+        let creds = self.credentials(backend).await?;
+        let mut url = self.endpoint(api.endpoint_var, api.prefix, region);
+        let uri: http::Uri = url
+            .parse()
+            .map_err(|_| err(format!("invalid endpoint URL {url:?}")))?;
+        if uri.host().is_none() || uri.scheme().is_none() {
+            return Err(err(format!(
+                "endpoint URL {url:?} needs a scheme and a host"
+            )));
+        }
+        if uri.path().is_empty() || uri.path_and_query().is_none() {
+            url.push('/');
+        }
+        let mut req = Request::builder()
+            .method("POST")
+            .uri(&url)
+            .header("content-type", "application/x-amz-json-1.1")
+            .header("x-amz-target", api.target)
+            .body(())
+            .map_err(|e| err(format!("building request: {e}")))?;
+        let identity = creds.into();
+        let params = v4::SigningParams::builder()
+            .identity(&identity)
+            .region(region)
+            .name(api.signing_name)
+            .time(SystemTime::now())
+            .settings(SigningSettings::default())
+            .build()
+            .map_err(|e| err(format!("signing: {e}")))?
+            .into();
+        let headers: Vec<(&str, &str)> = req
+            .headers()
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?)))
+            .collect();
+        let signable = SignableRequest::new(
+            "POST",
+            url.as_str(),
+            headers.into_iter(),
+            SignableBody::Bytes(&body),
+        )
+        .map_err(|e| err(format!("signing: {e}")))?;
+        let (instructions, _signature) = sign(signable, &params)
+            .map_err(|e| err(format!("signing: {e}")))?
+            .into_parts();
+        instructions.apply_to_request_http1x(&mut req);
+        let req = req.map(|()| Full::new(Bytes::from(body)));
+        let (status, rsp) = self
+            .inner
+            .http
+            .send(req)
+            .await
+            .map_err(|e| err(format!("{url}: {e}")))?;
+        if status.is_success() {
+            return Ok(rsp);
+        }
+        #[derive(Deserialize)]
+        struct AwsError {
+            #[serde(rename = "__type")]
+            kind: Option<String>,
+            #[serde(alias = "Message")]
+            message: Option<String>,
+        }
+        let detail = match serde_json::from_slice::<AwsError>(&rsp) {
+            Ok(e) => format!(
+                "{status}: {}: {}",
+                e.kind
+                    .as_deref()
+                    .map(|k| k.rsplit('#').next().unwrap_or(k))
+                    .unwrap_or("error"),
+                e.message.unwrap_or_default()
+            ),
+            Err(_) => format!("{status}"),
+        };
+        Err(err(detail))
+    }
+}
+
+/// One AWS operation.
+#[derive(Clone, Copy)]
+struct Api {
+    backend: &'static str,
+    signing_name: &'static str,
+    prefix: &'static str,
+    endpoint_var: &'static str,
+    target: &'static str,
+}
+
+const GET_SECRET_VALUE: Api = Api {
+    backend: "aws_sm",
+    signing_name: "secretsmanager",
+    prefix: "secretsmanager",
+    endpoint_var: "AWS_ENDPOINT_URL_SECRETS_MANAGER",
+    target: "secretsmanager.GetSecretValue",
+};
+
+const GET_PARAMETER: Api = Api {
+    backend: "aws_ssm",
+    signing_name: "ssm",
+    prefix: "ssm",
+    endpoint_var: "AWS_ENDPOINT_URL_SSM",
+    target: "AmazonSSM.GetParameter",
+};
+
+/// `aws_sm`: one Secrets Manager secret (`SecretString`, or UTF-8 `SecretBinary`).
+pub struct SecretsManager {
+    aws: AwsShared,
+    secret_id: String,
+    region: Option<String>,
+}
+
+impl SecretsManager {
+    /// A source for `secret_id`.
+    pub fn new(aws: AwsShared, secret_id: String, region: Option<String>) -> Self {
+        SecretsManager {
+            aws,
+            secret_id,
+            region,
+        }
+    }
+}
+
+#[async_trait]
+impl Fetch for SecretsManager {
+    async fn fetch(&self) -> Result<SecretValue, SecretError> {
+        let region = self
+            .aws
+            .region(&self.region, GET_SECRET_VALUE.backend)
+            .await?;
+        let body = serde_json::json!({ "SecretId": self.secret_id }).to_string();
+        let rsp = self
+            .aws
+            .call(GET_SECRET_VALUE, &region, body.into_bytes())
+            .await?;
+        #[derive(Deserialize)]
+        struct Out {
+            #[serde(rename = "SecretString")]
+            string: Option<String>,
+            #[serde(rename = "SecretBinary")]
+            binary: Option<String>,
+        }
+        let bad = |detail: &str| SecretError::Backend {
+            backend: "aws_sm",
+            detail: detail.to_string(),
+        };
+        let out: Out =
+            serde_json::from_slice(&rsp).map_err(|_| bad("malformed GetSecretValue response"))?;
+        let binary = out.binary.map(Zeroizing::new);
+        match (out.string, binary) {
+            (Some(s), _) => Ok(SecretValue::from(Zeroizing::new(s))),
+            (None, Some(b64)) => {
+                let bytes = Zeroizing::new(
+                    base64::engine::general_purpose::STANDARD
+                        .decode(b64.as_bytes())
+                        .map_err(|_| bad("SecretBinary is not base64"))?,
+                );
+                let s = std::str::from_utf8(&bytes)
+                    .map_err(|_| bad("SecretBinary is not UTF-8 text"))?;
+                Ok(SecretValue::new(s.to_string()))
+            }
+            (None, None) => Err(bad("the secret has neither SecretString nor SecretBinary")),
+        }
+    }
+}
+
+/// `aws_ssm`: one Parameter Store parameter.
+pub struct ParameterStore {
+    aws: AwsShared,
+    name: String,
+    region: Option<String>,
+    with_decryption: bool,
+}
+
+impl ParameterStore {
+    /// A source for parameter `name`.
+    pub fn new(
+        aws: AwsShared,
+        name: String,
+        region: Option<String>,
+        with_decryption: bool,
+    ) -> Self {
+        ParameterStore {
+            aws,
+            name,
+            region,
+            with_decryption,
+        }
+    }
+}
+
+#[async_trait]
+impl Fetch for ParameterStore {
+    async fn fetch(&self) -> Result<SecretValue, SecretError> {
+        let region = self.aws.region(&self.region, GET_PARAMETER.backend).await?;
+        let body = serde_json::json!({ "Name": self.name, "WithDecryption": self.with_decryption })
+            .to_string();
+        let rsp = self
+            .aws
+            .call(GET_PARAMETER, &region, body.into_bytes())
+            .await?;
+        #[derive(Deserialize)]
+        struct Out {
+            #[serde(rename = "Parameter")]
+            parameter: Param,
+        }
+        #[derive(Deserialize)]
+        struct Param {
+            #[serde(rename = "Value")]
+            value: String,
+        }
+        let out: Out = serde_json::from_slice(&rsp).map_err(|_| SecretError::Backend {
+            backend: "aws_ssm",
+            detail: "malformed GetParameter response".into(),
+        })?;
+        Ok(SecretValue::from(Zeroizing::new(out.parameter.value)))
+    }
+}
+
+/// An error and its sources on one line.
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        src = s.source();
+    }
+    out
+}

@@ -1,0 +1,386 @@
+//! Secret sources: where credential values come from (`source:` blocks), and
+//! the cache that keeps them fresh.
+//!
+//! Every source is fetched lazily, the first time a request needs it, unless
+//! the [`Sources`] registry was built with prefetching on (the running proxy
+//! does that, so values are usually fetched at startup, before traffic). A
+//! source with a non-zero `ttl` is then refreshed in the background every
+//! `ttl`; `ttl: 0` reads once. See [`cache`] for the failure semantics: the
+//! last good value is served while refreshes fail, failures are retried with
+//! backoff, and a source that has never produced a value fails requests fast
+//! for [`cache::FAILURE_CACHE`] before trying its backend again.
+//!
+//! Values are [`SecretValue`]s: zeroized on drop, printed as `***`. Errors
+//! ([`SecretError`]) carry names and backend messages, never values.
+
+pub mod aws;
+pub mod cache;
+pub mod env;
+pub mod http;
+pub mod onepassword;
+pub mod value;
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use zeroize::{Zeroize, Zeroizing};
+
+pub use crate::config::{OpRef, SecretSourceConfig};
+pub use cache::Cached;
+pub use value::SecretValue;
+
+/// Why a secret could not be resolved. Never contains the value.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum SecretError {
+    /// An environment variable the source reads is unset or empty.
+    #[error("environment variable {0} is not set or empty")]
+    EnvMissing(String),
+    /// The value is not a JSON object holding `json_key` as a string.
+    #[error("json_key {key:?}: {reason}")]
+    JsonKey {
+        /// The configured key.
+        key: String,
+        /// What is wrong (never the value).
+        reason: String,
+    },
+    /// The backend refused or failed.
+    #[error("{backend}: {detail}")]
+    Backend {
+        /// `aws_sm`, `aws_ssm`, `1password`, `1password_connect`.
+        backend: &'static str,
+        /// The backend's message (status, error type), never a value.
+        detail: String,
+    },
+    /// The source resolved to an empty string.
+    #[error("resolved to an empty value")]
+    Empty,
+    /// The fetch did not finish in time.
+    #[error("fetch timed out after {0:?}")]
+    Timeout(Duration),
+}
+
+/// Fetches the current raw value of one source (before `json_key`).
+#[async_trait]
+pub trait Fetch: Send + Sync {
+    /// One fetch from the backend.
+    async fn fetch(&self) -> Result<SecretValue, SecretError>;
+}
+
+/// How sources read the process environment: the real one, or a fixed map in tests.
+#[derive(Clone, Default)]
+pub enum EnvLookup {
+    /// `std::env`.
+    #[default]
+    Process,
+    /// A fixed map (tests).
+    Fixed(Arc<HashMap<String, String>>),
+}
+
+impl EnvLookup {
+    /// The variable's value, if set.
+    pub fn var(&self, name: &str) -> Option<String> {
+        match self {
+            EnvLookup::Process => std::env::var(name).ok(),
+            EnvLookup::Fixed(m) => m.get(name).cloned(),
+        }
+    }
+
+    /// The variable's value as a secret, if set and non-empty.
+    pub fn secret(&self, name: &str) -> Option<SecretValue> {
+        self.var(name)
+            .filter(|v| !v.is_empty())
+            .map(SecretValue::new)
+    }
+
+    /// The variable as an OS string (for child processes).
+    pub fn os_var(&self, name: &str) -> Option<OsString> {
+        match self {
+            EnvLookup::Process => std::env::var_os(name),
+            EnvLookup::Fixed(m) => m.get(name).map(OsString::from),
+        }
+    }
+}
+
+/// Options of a [`Sources`] registry.
+#[derive(Clone, Default)]
+pub struct SourcesOptions {
+    /// Start fetching each new source immediately (in the background) instead
+    /// of on first use. Needs a Tokio runtime when sources are created.
+    pub prefetch: bool,
+    /// The environment sources read.
+    pub env: EnvLookup,
+    /// AWS settings that replace the default chain (tests).
+    pub aws: aws::AwsOverrides,
+}
+
+/// Builds [`Secret`]s from `source:` configs and shares what can be shared:
+/// one cache per distinct backend value (several `json_key`s of one AWS secret
+/// cost one fetch), one AWS config, one HTTP client. Keep one registry for the
+/// life of the process: a config reload that keeps a source reuses its cached
+/// value instead of fetching again. Dropped sources stop refreshing.
+#[derive(Clone)]
+pub struct Sources {
+    inner: Arc<SourcesInner>,
+}
+
+struct SourcesInner {
+    opts: SourcesOptions,
+    caches: Mutex<HashMap<String, Weak<Cached>>>,
+    aws: aws::AwsShared,
+    http: http::HttpClient,
+}
+
+impl Default for Sources {
+    fn default() -> Self {
+        Sources::new(SourcesOptions::default())
+    }
+}
+
+impl Sources {
+    /// A registry with `opts`.
+    pub fn new(opts: SourcesOptions) -> Self {
+        let http = http::HttpClient::new();
+        Sources {
+            inner: Arc::new(SourcesInner {
+                aws: aws::AwsShared::new(opts.aws.clone(), http.clone(), opts.env.clone()),
+                http,
+                opts,
+                caches: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// The environment sources read.
+    pub fn env(&self) -> &EnvLookup {
+        &self.inner.opts.env
+    }
+
+    /// A handle on the value `cfg` describes. No I/O happens here unless
+    /// prefetching is on, and then only in the background.
+    pub fn secret(&self, cfg: &SecretSourceConfig) -> Secret {
+        let (key, name) = identity(cfg);
+        let mut caches = self.inner.caches.lock().unwrap_or_else(|p| p.into_inner());
+        caches.retain(|_, w| w.strong_count() > 0);
+        let cached = match caches.get(&key).and_then(Weak::upgrade) {
+            Some(c) => c,
+            None => {
+                let c = Cached::new(name.clone(), self.fetcher(cfg), cfg.ttl().get());
+                caches.insert(key, Arc::downgrade(&c));
+                if self.inner.opts.prefetch {
+                    c.prefetch();
+                }
+                c
+            }
+        };
+        Secret {
+            name,
+            cached,
+            json_key: cfg.json_key().map(str::to_string),
+        }
+    }
+
+    fn fetcher(&self, cfg: &SecretSourceConfig) -> Box<dyn Fetch> {
+        let env = self.inner.opts.env.clone();
+        match cfg {
+            SecretSourceConfig::Env { var, .. } => Box::new(env::EnvSource::new(var.clone(), env)),
+            SecretSourceConfig::AwsSm {
+                secret_id, region, ..
+            } => Box::new(aws::SecretsManager::new(
+                self.inner.aws.clone(),
+                secret_id.clone(),
+                region.clone(),
+            )),
+            SecretSourceConfig::AwsSsm {
+                name,
+                region,
+                with_decryption,
+                ..
+            } => Box::new(aws::ParameterStore::new(
+                self.inner.aws.clone(),
+                name.clone(),
+                region.clone(),
+                *with_decryption,
+            )),
+            SecretSourceConfig::OnePassword {
+                secret_ref,
+                token_env,
+                ..
+            } => Box::new(onepassword::OpCli::new(
+                secret_ref.clone(),
+                token_env.clone(),
+                env,
+            )),
+            SecretSourceConfig::OnePasswordConnect {
+                secret_ref,
+                host_env,
+                token_env,
+                ..
+            } => Box::new(onepassword::Connect::new(
+                secret_ref.clone(),
+                host_env.clone(),
+                token_env.clone(),
+                env,
+                self.inner.http.clone(),
+            )),
+        }
+    }
+}
+
+/// The cache key (the source without `json_key`) and the audit name of a source.
+fn identity(cfg: &SecretSourceConfig) -> (String, String) {
+    match cfg {
+        SecretSourceConfig::Env { var, .. } => (format!("env:{var}"), var.clone()),
+        SecretSourceConfig::AwsSm {
+            secret_id,
+            region,
+            ttl,
+            ..
+        } => (
+            format!("aws_sm:{region:?}:{secret_id}:{:?}", ttl.get()),
+            secret_id.clone(),
+        ),
+        SecretSourceConfig::AwsSsm {
+            name,
+            region,
+            with_decryption,
+            ttl,
+            ..
+        } => (
+            format!(
+                "aws_ssm:{region:?}:{with_decryption}:{name}:{:?}",
+                ttl.get()
+            ),
+            name.clone(),
+        ),
+        SecretSourceConfig::OnePassword {
+            secret_ref,
+            token_env,
+            ttl,
+            ..
+        } => (
+            format!("1password:{token_env}:{secret_ref}:{:?}", ttl.get()),
+            secret_ref.to_string(),
+        ),
+        SecretSourceConfig::OnePasswordConnect {
+            secret_ref,
+            host_env,
+            token_env,
+            ttl,
+            ..
+        } => (
+            format!(
+                "1password_connect:{host_env}:{token_env}:{secret_ref}:{:?}",
+                ttl.get()
+            ),
+            secret_ref.to_string(),
+        ),
+    }
+}
+
+/// A configured secret: a shared cache plus the optional `json_key`.
+#[derive(Clone)]
+pub struct Secret {
+    name: String,
+    cached: Arc<Cached>,
+    json_key: Option<String>,
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Secret")
+            .field("name", &self.name)
+            .field("json_key", &self.json_key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Secret {
+    /// The source's identifier as shown in audit records: the variable name
+    /// for `env`, `secret_id` for `aws_sm`, `name` for `aws_ssm`, the
+    /// `op://` reference for the 1Password sources.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The current value (from the cache, fetching it if it never was).
+    pub async fn get(&self) -> Result<SecretValue, SecretError> {
+        let raw = self.cached.get().await?;
+        match &self.json_key {
+            None => Ok(raw),
+            Some(key) => extract_json_key(&raw, key),
+        }
+    }
+
+    /// A secret with a fixed value, for tests and for callers that already hold one.
+    pub fn fixed(name: &str, value: &str) -> Secret {
+        Secret {
+            name: name.to_string(),
+            cached: Cached::new(
+                name.to_string(),
+                Box::new(FixedFetch(SecretValue::new(value.to_string()))),
+                Duration::ZERO,
+            ),
+            json_key: None,
+        }
+    }
+
+    /// A secret over any fetcher (tests, other transforms' own backends).
+    pub fn from_fetch(name: &str, fetch: Box<dyn Fetch>, ttl: Duration) -> Secret {
+        Secret {
+            name: name.to_string(),
+            cached: Cached::new(name.to_string(), fetch, ttl),
+            json_key: None,
+        }
+    }
+}
+
+struct FixedFetch(SecretValue);
+
+#[async_trait]
+impl Fetch for FixedFetch {
+    async fn fetch(&self) -> Result<SecretValue, SecretError> {
+        Ok(self.0.clone())
+    }
+}
+
+/// Parses `raw` as a JSON object and returns its string field `key`. The
+/// parsed copy of the other fields is wiped before it is freed.
+pub fn extract_json_key(raw: &SecretValue, key: &str) -> Result<SecretValue, SecretError> {
+    let err = |reason: &str| SecretError::JsonKey {
+        key: key.to_string(),
+        reason: reason.to_string(),
+    };
+    let mut doc: serde_json::Value =
+        serde_json::from_str(raw.expose()).map_err(|_| err("the value is not valid JSON"))?;
+    let out = match doc.as_object_mut() {
+        None => Err(err("the value is not a JSON object")),
+        Some(obj) => match obj.get_mut(key) {
+            None => Err(err("no such key in the JSON value")),
+            Some(serde_json::Value::String(s)) => {
+                Ok(SecretValue::from(Zeroizing::new(std::mem::take(s))))
+            }
+            Some(_) => Err(err("the field is not a string")),
+        },
+    };
+    wipe(&mut doc);
+    let v = out?;
+    if v.is_empty() {
+        return Err(SecretError::Empty);
+    }
+    Ok(v)
+}
+
+fn wipe(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::String(s) => s.zeroize(),
+        serde_json::Value::Array(a) => a.iter_mut().for_each(wipe),
+        serde_json::Value::Object(o) => o.values_mut().for_each(wipe),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests;

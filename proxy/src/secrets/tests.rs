@@ -1,0 +1,250 @@
+//! Tests of the secret sources and the cache.
+
+mod connect;
+mod moto;
+mod op_cli;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use super::*;
+
+/// A backend whose answers the test controls; counts fetches.
+#[derive(Clone)]
+struct Scripted {
+    answer: Arc<Mutex<Result<String, SecretError>>>,
+    calls: Arc<AtomicUsize>,
+}
+
+impl Default for Scripted {
+    fn default() -> Self {
+        Scripted {
+            answer: Arc::new(Mutex::new(Err(SecretError::Empty))),
+            calls: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+}
+
+impl Scripted {
+    fn new(v: &str) -> Self {
+        let s = Scripted::default();
+        s.set(Ok(v.to_string()));
+        s
+    }
+    fn set(&self, r: Result<String, SecretError>) {
+        *self.answer.lock().expect("lock") = r;
+    }
+    fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+}
+
+#[async_trait]
+impl Fetch for Scripted {
+    async fn fetch(&self) -> Result<SecretValue, SecretError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.answer
+            .lock()
+            .expect("lock")
+            .clone()
+            .map(SecretValue::new)
+    }
+}
+
+fn down() -> SecretError {
+    SecretError::Backend {
+        backend: "aws_sm",
+        detail: "503 Service Unavailable".into(),
+    }
+}
+
+/// Lets spawned tasks run (paused clock: no time passes).
+async fn settle() {
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn ttl_refresh_picks_up_a_changed_value() {
+    let backend = Scripted::new("v1");
+    let s = Secret::from_fetch("k", Box::new(backend.clone()), Duration::from_secs(60));
+    assert_eq!(s.get().await.expect("value").expose(), "v1");
+    backend.set(Ok("v2".into()));
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert_eq!(
+        s.get().await.expect("value").expose(),
+        "v1",
+        "not yet refreshed"
+    );
+    tokio::time::sleep(Duration::from_secs(31)).await;
+    settle().await;
+    assert_eq!(s.get().await.expect("value").expose(), "v2");
+    assert_eq!(backend.calls(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn last_good_value_is_served_while_the_backend_fails() {
+    let backend = Scripted::new("good");
+    let s = Secret::from_fetch("k", Box::new(backend.clone()), Duration::from_secs(10));
+    assert_eq!(s.get().await.expect("value").expose(), "good");
+    backend.set(Err(down()));
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    settle().await;
+    assert_eq!(s.get().await.expect("stale value").expose(), "good");
+    let failed = backend.calls();
+    // Retries back off: 1 s, 2 s, 4 s, 8 s, then at most the ttl (10 s).
+    assert!((10..=16).contains(&failed), "{failed} fetches in 120 s");
+    backend.set(Ok("rotated".into()));
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    settle().await;
+    assert_eq!(s.get().await.expect("value").expose(), "rotated");
+}
+
+#[tokio::test(start_paused = true)]
+async fn first_failure_is_cached_briefly() {
+    let backend = Scripted::default();
+    backend.set(Err(down()));
+    let s = Secret::from_fetch("k", Box::new(backend.clone()), Duration::ZERO);
+    assert_eq!(s.get().await, Err(down()));
+    assert_eq!(s.get().await, Err(down()));
+    assert_eq!(backend.calls(), 1, "failure cached");
+    backend.set(Ok("late".into()));
+    tokio::time::sleep(cache::FAILURE_CACHE + Duration::from_millis(1)).await;
+    assert_eq!(s.get().await.expect("value").expose(), "late");
+    assert_eq!(backend.calls(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn ttl_zero_reads_once_and_concurrent_gets_share_one_fetch() {
+    let backend = Scripted::new("once");
+    let s = Secret::from_fetch("k", Box::new(backend.clone()), Duration::ZERO);
+    let (a, b) = tokio::join!(s.get(), s.get());
+    assert_eq!(
+        (a.expect("a").expose(), b.expect("b").expose()),
+        ("once", "once")
+    );
+    tokio::time::sleep(Duration::from_secs(86_400)).await;
+    settle().await;
+    assert_eq!(backend.calls(), 1);
+}
+
+#[tokio::test]
+async fn empty_values_and_timeouts_are_errors() {
+    let s = Secret::from_fetch("k", Box::new(Scripted::new("")), Duration::ZERO);
+    assert_eq!(s.get().await, Err(SecretError::Empty));
+}
+
+fn fixed_env(pairs: &[(&str, &str)]) -> EnvLookup {
+    EnvLookup::Fixed(Arc::new(
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<HashMap<_, _>>(),
+    ))
+}
+
+#[tokio::test]
+async fn env_source_json_key_and_sharing() {
+    let sources = Sources::new(SourcesOptions {
+        env: fixed_env(&[("PAIR", r#"{"id":"client-1","secret":"s3cr3t","n":1}"#)]),
+        ..Default::default()
+    });
+    let src = |key: Option<&str>, var: &str| SecretSourceConfig::Env {
+        var: var.into(),
+        json_key: key.map(str::to_string),
+    };
+    let id = sources.secret(&src(Some("id"), "PAIR"));
+    let secret = sources.secret(&src(Some("secret"), "PAIR"));
+    assert_eq!(id.name(), "PAIR");
+    assert_eq!(id.get().await.expect("id").expose(), "client-1");
+    assert_eq!(secret.get().await.expect("secret").expose(), "s3cr3t");
+    assert!(
+        Arc::ptr_eq(&id.cached, &secret.cached),
+        "one cache per backend value"
+    );
+    let err = |key: &str| SecretError::JsonKey {
+        key: key.into(),
+        reason: String::new(),
+    };
+    for (key, want) in [("missing", err("missing")), ("n", err("n"))] {
+        match sources.secret(&src(Some(key), "PAIR")).get().await {
+            Err(SecretError::JsonKey { key: k, .. }) => assert_eq!(
+                SecretError::JsonKey {
+                    key: k,
+                    reason: String::new()
+                },
+                want
+            ),
+            other => panic!("{key}: {other:?}"),
+        }
+    }
+    assert_eq!(
+        sources.secret(&src(None, "UNSET")).get().await,
+        Err(SecretError::EnvMissing("UNSET".into()))
+    );
+    // A non-JSON value with json_key: the error names the key, not the value.
+    let plain = Sources::new(SourcesOptions {
+        env: fixed_env(&[("PLAIN", "not-json-secret")]),
+        ..Default::default()
+    });
+    let e = plain
+        .secret(&src(Some("k"), "PLAIN"))
+        .get()
+        .await
+        .expect_err("not json");
+    assert!(!e.to_string().contains("not-json-secret"), "{e}");
+}
+
+#[tokio::test]
+async fn dropped_sources_are_forgotten() {
+    let sources = Sources::default();
+    let cfg = SecretSourceConfig::Env {
+        var: "X".into(),
+        json_key: None,
+    };
+    let weak = Arc::downgrade(&sources.secret(&cfg).cached);
+    assert!(
+        weak.upgrade().is_none(),
+        "the registry holds no strong reference"
+    );
+}
+
+/// Captures every log line at TRACE level on this thread until dropped.
+pub(crate) struct TraceCapture {
+    buf: Arc<Mutex<Vec<u8>>>,
+    _guard: tracing::subscriber::DefaultGuard,
+}
+
+#[derive(Clone)]
+struct BufWriter(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for BufWriter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("lock").extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl TraceCapture {
+    pub(crate) fn start() -> Self {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let w = BufWriter(buf.clone());
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_writer(move || w.clone())
+            .finish();
+        TraceCapture {
+            buf,
+            _guard: tracing::subscriber::set_default(subscriber),
+        }
+    }
+
+    pub(crate) fn text(&self) -> String {
+        String::from_utf8_lossy(&self.buf.lock().expect("lock")).into_owned()
+    }
+}

@@ -1,0 +1,161 @@
+//! The `body_capture` transform: records the decoded request body of matching
+//! requests in the audit record, under the top-level
+//! `body_capture.request_body` (and `request_body_truncated: true` when the
+//! body is longer than `max_request_body_bytes`). The body is decoded first
+//! when `Content-Encoding` is `gzip`, `x-gzip`, `deflate` (zlib or raw) or
+//! `br`, or a list of those; the cap applies to the decoded bytes, and
+//! decoding stops there, so a compression bomb costs at most the cap. A cut
+//! falls on a UTF-8 character boundary; bytes that are not UTF-8 are recorded
+//! lossily (U+FFFD). The trace entry gets `captured_bytes` and `truncated`.
+//!
+//! Observation only: it never rejects. A body it cannot decode (unknown
+//! encoding, corrupt data) is annotated `body_capture_error` and not recorded.
+//! It asks the pipeline to buffer the body of matching requests, so the
+//! proxy-wide `proxy.max_request_body_bytes` limit applies to them. Put it
+//! before `secrets` so the record shows proxy tokens, not real credentials.
+
+use std::io::Read;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use http::header::CONTENT_ENCODING;
+use http::Request;
+use serde_json::json;
+
+use crate::body::Body;
+use crate::config::BodyCaptureConfig;
+use crate::pipeline::{body_bytes, Flow, Transform, TransformError, Verdict};
+use crate::rules::Scope;
+
+/// The built transform.
+pub struct BodyCapture {
+    max: usize,
+    rules: Scope,
+}
+
+/// Builds the transform.
+pub fn build(cfg: &BodyCaptureConfig) -> Arc<dyn Transform> {
+    Arc::new(BodyCapture::new(cfg))
+}
+
+impl BodyCapture {
+    /// The transform, concretely typed.
+    pub fn new(cfg: &BodyCaptureConfig) -> Self {
+        BodyCapture {
+            max: usize::try_from(cfg.max_request_body_bytes).unwrap_or(usize::MAX),
+            rules: cfg.rules.clone(),
+        }
+    }
+}
+
+/// Decodes `body` per the `Content-Encoding` list, reading at most `cap + 1`
+/// decoded bytes (one more than kept, to detect truncation).
+pub fn decode(body: &[u8], encodings: &str, cap: usize) -> Result<Vec<u8>, String> {
+    let limit = cap.saturating_add(1) as u64;
+    let mut data = body.to_vec();
+    let codings: Vec<String> = encodings
+        .split(',')
+        .map(|c| c.trim().to_ascii_lowercase())
+        .filter(|c| !c.is_empty() && c != "identity")
+        .collect();
+    // Codings are listed in the order applied; undo them last to first.
+    for (i, coding) in codings.iter().enumerate().rev() {
+        // Only the outermost decode is capped; inner layers need their whole input.
+        let lim = if i == 0 { limit } else { u64::MAX };
+        let mut out = Vec::new();
+        let res = match coding.as_str() {
+            "gzip" | "x-gzip" => flate2::read::MultiGzDecoder::new(&data[..])
+                .take(lim)
+                .read_to_end(&mut out),
+            "deflate" => {
+                let zlib = flate2::read::ZlibDecoder::new(&data[..])
+                    .take(lim)
+                    .read_to_end(&mut out);
+                if zlib.is_err() {
+                    out.clear();
+                    flate2::read::DeflateDecoder::new(&data[..])
+                        .take(lim)
+                        .read_to_end(&mut out)
+                } else {
+                    zlib
+                }
+            }
+            "br" => brotli_decompressor::Decompressor::new(&data[..], 4096)
+                .take(lim)
+                .read_to_end(&mut out),
+            other => return Err(format!("unsupported content-encoding {other:?}")),
+        };
+        res.map_err(|e| format!("decoding {coding}: {e}"))?;
+        data = out;
+    }
+    Ok(data)
+}
+
+/// Cuts `data` to at most `cap` bytes on a UTF-8 boundary; true when cut.
+fn truncate_utf8(data: &mut Vec<u8>, cap: usize) -> bool {
+    if data.len() <= cap {
+        return false;
+    }
+    let mut end = cap;
+    // Step back over at most 3 continuation bytes of a split character.
+    while end > 0 && cap - end < 3 && (data[end] & 0xC0) == 0x80 {
+        end -= 1;
+    }
+    if std::str::from_utf8(&data[..end]).is_err() {
+        end = cap; // not text anyway: keep the whole prefix
+    }
+    data.truncate(end);
+    true
+}
+
+#[async_trait]
+impl Transform for BodyCapture {
+    fn name(&self) -> &str {
+        "body_capture"
+    }
+
+    fn wants_request_body(&self, cx: &Flow, _req: &http::request::Parts) -> bool {
+        !cx.method.is_empty() && self.rules.applies(&cx.target())
+    }
+
+    async fn on_request(
+        &self,
+        req: &mut Request<Body>,
+        cx: &mut Flow,
+    ) -> Result<Verdict, TransformError> {
+        if !self.rules.applies(&cx.target()) {
+            return Ok(Verdict::Continue);
+        }
+        let Some(raw) = body_bytes(req) else {
+            return Ok(Verdict::Continue);
+        };
+        if raw.is_empty() {
+            return Ok(Verdict::Continue);
+        }
+        let encodings: Vec<String> = req
+            .headers()
+            .get_all(CONTENT_ENCODING)
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .collect();
+        let mut data = match decode(raw, &encodings.join(","), self.max) {
+            Ok(d) => d,
+            Err(e) => {
+                cx.annotate("body_capture_error", e);
+                return Ok(Verdict::Continue);
+            }
+        };
+        let truncated = truncate_utf8(&mut data, self.max);
+        cx.annotate("captured_bytes", data.len());
+        cx.annotate("truncated", truncated);
+        let mut capture = json!({ "request_body": String::from_utf8_lossy(&data) });
+        if truncated {
+            capture["request_body_truncated"] = true.into();
+        }
+        cx.audit_extra.insert("body_capture".into(), capture);
+        Ok(Verdict::Continue)
+    }
+}
+
+#[cfg(test)]
+mod tests;

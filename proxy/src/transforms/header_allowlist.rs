@@ -1,0 +1,171 @@
+//! The `header_allowlist` transform: default-deny on request headers. A header
+//! passes when a literal entry names it (case-insensitive) or a `/regex/`
+//! entry matches its canonical name (`X-Trace-Id`); every other header is
+//! removed and its canonical name recorded in the `stripped_headers`
+//! annotation.
+//!
+//! Framing and connection headers are never touched, whatever the list says:
+//! `Host` (the upstream needs it, and it names the destination the policy
+//! already checked), `Content-Length` and `Transfer-Encoding` (body framing),
+//! and `Connection`, `Upgrade` and `TE` (hop-by-hop, already reduced by the
+//! exchange to what an upgrade or gRPC needs). Place the transform after the
+//! credential transforms so the headers they set survive.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use http::header::HeaderName;
+use http::Request;
+use serde_json::Value;
+
+use crate::body::Body;
+use crate::config::{HeaderAllowlistConfig, HeaderMatcher};
+use crate::pipeline::{Flow, Transform, TransformError, Verdict};
+use crate::rules::Scope;
+use crate::transforms::secrets::canonical;
+
+/// Headers kept regardless of the list.
+const ALWAYS_KEPT: [&str; 6] = [
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "upgrade",
+    "te",
+];
+
+/// The built transform.
+pub struct HeaderAllowlist {
+    headers: Vec<HeaderMatcher>,
+    rules: Scope,
+}
+
+/// Builds the transform.
+pub fn build(cfg: &HeaderAllowlistConfig) -> Arc<dyn Transform> {
+    Arc::new(HeaderAllowlist::new(cfg))
+}
+
+impl HeaderAllowlist {
+    /// The transform, concretely typed.
+    pub fn new(cfg: &HeaderAllowlistConfig) -> Self {
+        HeaderAllowlist {
+            headers: cfg.headers.clone(),
+            rules: cfg.rules.clone(),
+        }
+    }
+
+    /// True when the header named `name` (lowercase) passes.
+    pub fn allows(&self, name: &str) -> bool {
+        if ALWAYS_KEPT.contains(&name) {
+            return true;
+        }
+        let canon = canonical(name);
+        self.headers.iter().any(|m| match m {
+            HeaderMatcher::Literal(l) => l.eq_ignore_ascii_case(name),
+            HeaderMatcher::Regex(r) => r.is_match(&canon),
+        })
+    }
+}
+
+#[async_trait]
+impl Transform for HeaderAllowlist {
+    fn name(&self) -> &str {
+        "header_allowlist"
+    }
+
+    async fn on_request(
+        &self,
+        req: &mut Request<Body>,
+        cx: &mut Flow,
+    ) -> Result<Verdict, TransformError> {
+        if !self.rules.applies(&cx.target()) {
+            return Ok(Verdict::Continue);
+        }
+        let denied: Vec<HeaderName> = req
+            .headers()
+            .keys()
+            .filter(|n| !self.allows(n.as_str()))
+            .cloned()
+            .collect();
+        if denied.is_empty() {
+            return Ok(Verdict::Continue);
+        }
+        let mut stripped = Vec::with_capacity(denied.len());
+        for name in denied {
+            req.headers_mut().remove(&name);
+            stripped.push(Value::from(canonical(name.as_str())));
+        }
+        cx.annotate("stripped_headers", stripped);
+        Ok(Verdict::Continue)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::Dest;
+
+    fn cfg(headers: &[&str], rules: &str) -> HeaderAllowlistConfig {
+        HeaderAllowlistConfig {
+            headers: headers
+                .iter()
+                .map(|h| h.parse().expect("matcher"))
+                .collect(),
+            rules: Scope(serde_yaml_ng::from_str(rules).expect("rules")),
+        }
+    }
+
+    fn flow(host: &str) -> Flow {
+        Flow::new(
+            Dest {
+                host: host.into(),
+                ip: None,
+                port: 443,
+                tls: true,
+            },
+            "GET".into(),
+            "/".into(),
+        )
+    }
+
+    fn request() -> Request<Body> {
+        Request::builder()
+            .uri("https://api.openai.com/v1/x")
+            .header("Host", "api.openai.com")
+            .header("Authorization", "Bearer x")
+            .header("Cookie", "a=b")
+            .header("X-Trace-Id", "1")
+            .header("x-debug", "1")
+            .header("content-length", "0")
+            .body(crate::body::empty())
+            .expect("request")
+    }
+
+    #[tokio::test]
+    async fn strips_unlisted_and_keeps_host() {
+        let t = HeaderAllowlist::new(&cfg(&["authorization", "/^X-Trace-.*$/"], "[]"));
+        let mut req = request();
+        let mut cx = flow("api.openai.com");
+        t.on_request(&mut req, &mut cx).await.expect("continue");
+        let mut names: Vec<&str> = req.headers().keys().map(|n| n.as_str()).collect();
+        names.sort();
+        assert_eq!(
+            names,
+            ["authorization", "content-length", "host", "x-trace-id"]
+        );
+        assert_eq!(
+            cx.annotations_mut()["stripped_headers"],
+            serde_json::json!(["Cookie", "X-Debug"])
+        );
+    }
+
+    #[tokio::test]
+    async fn rules_scope_the_allowlist() {
+        let t = HeaderAllowlist::new(&cfg(&["Authorization"], "[{host: api.openai.com}]"));
+        let mut req = request();
+        let mut cx = flow("other.example");
+        t.on_request(&mut req, &mut cx).await.expect("continue");
+        assert!(req.headers().contains_key("cookie"));
+        assert!(cx.annotations_mut().is_empty());
+    }
+}

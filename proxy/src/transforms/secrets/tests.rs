@@ -1,0 +1,408 @@
+//! Tests of the secrets transform.
+
+mod leak;
+mod wire;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use http::Request;
+use serde_json::json;
+
+use super::*;
+use crate::config::{ReplaceConfig, SecretEntry, SecretSourceConfig};
+use crate::pipeline::{BufferedBody, Dest, Pipeline};
+use crate::secrets::{EnvLookup, SourcesOptions};
+
+const REAL: &str = "sk-real-openai-key-do-not-share";
+const TOKEN: &str = "proxy-openai-abc123";
+
+fn sources() -> Sources {
+    let env: HashMap<String, String> = [
+        ("OPENAI_API_KEY", REAL),
+        ("INTERNAL_TOKEN", "real-internal-secret-value"),
+        ("GH_TOKEN", "ghp_abc123"),
+        ("JSON_SECRET", r#"{"api_key":"from-json","other":"x"}"#),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    Sources::new(SourcesOptions {
+        env: EnvLookup::Fixed(Arc::new(env)),
+        ..Default::default()
+    })
+}
+
+fn env(var: &str) -> SecretSourceConfig {
+    SecretSourceConfig::Env {
+        var: var.into(),
+        json_key: None,
+    }
+}
+
+fn rules(yaml: &str) -> Scope {
+    Scope(serde_yaml_ng::from_str(yaml).expect("rules"))
+}
+
+fn replace(token: &str, headers: &[&str]) -> ReplaceConfig {
+    ReplaceConfig {
+        proxy_value: token.into(),
+        match_headers: headers
+            .iter()
+            .map(|h| h.parse().expect("matcher"))
+            .collect(),
+        match_body: false,
+        match_path: false,
+        match_query: false,
+        require: false,
+    }
+}
+
+fn entry(source: SecretSourceConfig, mode: SecretMode, scope: &str) -> SecretEntry {
+    SecretEntry {
+        source,
+        mode,
+        rules: rules(scope),
+    }
+}
+
+fn transform(entries: Vec<SecretEntry>) -> Secrets {
+    Secrets::new(&SecretsConfig { secrets: entries }, &sources()).expect("build")
+}
+
+fn flow(host: &str, method: &str, path: &str) -> Flow {
+    Flow::new(
+        Dest {
+            host: host.into(),
+            ip: None,
+            port: 443,
+            tls: true,
+        },
+        method.into(),
+        path.into(),
+    )
+}
+
+fn get(uri: &str, headers: &[(&str, &str)]) -> Request<Body> {
+    let mut b = Request::builder().uri(uri);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    b.body(crate::body::empty()).expect("request")
+}
+
+fn with_body(mut req: Request<Body>, body: &str) -> Request<Body> {
+    let bytes = bytes::Bytes::from(body.to_string());
+    *req.body_mut() = crate::body::full(bytes.clone());
+    req.extensions_mut().insert(BufferedBody(bytes));
+    req
+}
+
+async fn run(
+    t: &Secrets,
+    req: &mut Request<Body>,
+    cx: &mut Flow,
+) -> Result<Verdict, TransformError> {
+    t.on_request(req, cx).await
+}
+
+fn header<'a>(req: &'a Request<Body>, name: &str) -> Vec<&'a str> {
+    req.headers()
+        .get_all(name)
+        .iter()
+        .map(|v| v.to_str().expect("ascii"))
+        .collect()
+}
+
+#[tokio::test]
+async fn inject_header_replaces_every_casing_and_formats() {
+    let t = transform(vec![entry(
+        env("OPENAI_API_KEY"),
+        SecretMode::Inject(InjectConfig::Header {
+            name: "Authorization".into(),
+            formatter: Some(Template::parse("Bearer {{ .Value }}").expect("template")),
+        }),
+        "[{host: api.openai.com, methods: [POST], paths: ['/v1/*']}]",
+    )]);
+    let mut req = get(
+        "https://api.openai.com/v1/chat",
+        &[("AUTHORIZATION", "Bearer workload-own")],
+    );
+    let mut cx = flow("api.openai.com", "POST", "/v1/chat");
+    assert!(matches!(
+        run(&t, &mut req, &mut cx).await,
+        Ok(Verdict::Continue)
+    ));
+    assert_eq!(header(&req, "authorization"), [format!("Bearer {REAL}")]);
+    assert!(req.headers()["authorization"].is_sensitive());
+    assert_eq!(
+        cx.annotations_mut()["injected"],
+        json!([{"secret": "OPENAI_API_KEY", "locations": ["header:Authorization"]}])
+    );
+    // Out of scope: a GET is left alone.
+    let mut req = get("https://api.openai.com/v1/models", &[]);
+    let mut cx = flow("api.openai.com", "GET", "/v1/models");
+    run(&t, &mut req, &mut cx).await.expect("continue");
+    assert!(req.headers().get("authorization").is_none());
+    assert!(cx.annotations_mut().is_empty());
+}
+
+#[tokio::test]
+async fn inject_base64_formatter_and_query_param() {
+    let t = transform(vec![
+        entry(
+            env("GH_TOKEN"),
+            SecretMode::Inject(InjectConfig::Header {
+                name: "Authorization".into(),
+                formatter: Some(
+                    Template::parse(r#"Basic {{ base64 "x-access-token:" .Value }}"#)
+                        .expect("template"),
+                ),
+            }),
+            "[{host: api.github.com}]",
+        ),
+        entry(
+            env("OPENAI_API_KEY"),
+            SecretMode::Inject(InjectConfig::QueryParam {
+                name: "api_key".into(),
+            }),
+            "[{host: api.github.com}]",
+        ),
+    ]);
+    let mut req = get("https://api.github.com:443/user?api_key=old&q=a%20b", &[]);
+    let mut cx = flow("api.github.com", "GET", "/user");
+    run(&t, &mut req, &mut cx).await.expect("continue");
+    assert_eq!(
+        header(&req, "authorization"),
+        ["Basic eC1hY2Nlc3MtdG9rZW46Z2hwX2FiYzEyMw=="]
+    );
+    assert_eq!(
+        req.uri().query(),
+        Some(format!("q=a%20b&api_key={REAL}").as_str())
+    );
+    assert_eq!(
+        cx.annotations_mut()["injected"],
+        json!([
+            {"secret": "GH_TOKEN", "locations": ["header:Authorization"]},
+            {"secret": "OPENAI_API_KEY", "locations": ["query:api_key"]}
+        ])
+    );
+}
+
+#[tokio::test]
+async fn replace_in_literal_regex_and_all_headers() {
+    let t = transform(vec![
+        entry(
+            env("OPENAI_API_KEY"),
+            SecretMode::Replace(replace(TOKEN, &["Authorization"])),
+            "[]",
+        ),
+        entry(
+            env("INTERNAL_TOKEN"),
+            SecretMode::Replace(replace("proxy-internal-tok", &["/^x-int.*$/"])),
+            "[]",
+        ),
+        entry(
+            env("GH_TOKEN"),
+            SecretMode::Replace(replace("proxy-gh", &[])),
+            "[]",
+        ),
+    ]);
+    let mut req = get(
+        "https://httpbin.org/headers",
+        &[
+            ("authorization", &format!("Bearer {TOKEN}")),
+            ("X-Internal", "proxy-internal-tok"),
+            ("x-other", &format!("{TOKEN} proxy-gh")),
+        ],
+    );
+    let mut cx = flow("httpbin.org", "GET", "/headers");
+    run(&t, &mut req, &mut cx).await.expect("continue");
+    assert_eq!(header(&req, "authorization"), [format!("Bearer {REAL}")]);
+    assert_eq!(header(&req, "x-internal"), ["real-internal-secret-value"]);
+    // x-other is not in OPENAI's match_headers, but GH scans all headers.
+    assert_eq!(header(&req, "x-other"), [format!("{TOKEN} ghp_abc123")]);
+    assert_eq!(
+        cx.annotations_mut()["swapped"],
+        json!([
+            {"secret": "OPENAI_API_KEY", "locations": ["header:Authorization"]},
+            {"secret": "INTERNAL_TOKEN", "locations": ["header:X-Internal"]},
+            {"secret": "GH_TOKEN", "locations": ["header:X-Other"]}
+        ])
+    );
+}
+
+#[tokio::test]
+async fn replace_inside_basic_auth() {
+    use base64::Engine as _;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let t = transform(vec![entry(
+        env("GH_TOKEN"),
+        SecretMode::Replace(replace("proxy-gh", &["authorization"])),
+        "[]",
+    )]);
+    let mut req = get(
+        "https://github.com/x.git/info/refs",
+        &[(
+            "Authorization",
+            &format!("Basic {}", b64("x-access-token:proxy-gh")),
+        )],
+    );
+    let mut cx = flow("github.com", "GET", "/x.git/info/refs");
+    run(&t, &mut req, &mut cx).await.expect("continue");
+    assert_eq!(
+        header(&req, "authorization"),
+        [format!("Basic {}", b64("x-access-token:ghp_abc123"))]
+    );
+    assert_eq!(
+        cx.annotations_mut()["swapped"],
+        json!([{"secret": "GH_TOKEN", "locations": ["header:authorization"]}])
+    );
+}
+
+#[tokio::test]
+async fn replace_in_body_path_and_query() {
+    let mut r = replace("proxy-tg-token-123", &[]);
+    r.match_body = true;
+    r.match_path = true;
+    r.match_query = true;
+    let t = transform(vec![entry(
+        env("INTERNAL_TOKEN"),
+        SecretMode::Replace(r),
+        "[{host: api.telegram.org}]",
+    )]);
+    let (parts, _) = Request::new(()).into_parts();
+    assert!(t.wants_request_body(&flow("api.telegram.org", "POST", "/"), &parts));
+    assert!(!t.wants_request_body(&flow("elsewhere.org", "POST", "/"), &parts));
+    let req = get(
+        "https://api.telegram.org/botproxy-tg-token-123/send?token=proxy-tg-token-123&keep=a+b",
+        &[("content-length", "31")],
+    );
+    let mut req = with_body(req, r#"{"token":"proxy-tg-token-123"}"#);
+    let mut cx = flow("api.telegram.org", "POST", "/botproxy-tg-token-123/send");
+    run(&t, &mut req, &mut cx).await.expect("continue");
+    assert_eq!(req.uri().path(), "/botreal-internal-secret-value/send");
+    assert_eq!(
+        req.uri().query(),
+        Some("token=real-internal-secret-value&keep=a+b")
+    );
+    let body = crate::pipeline::body_bytes(&req).expect("buffered").clone();
+    assert_eq!(&body[..], br#"{"token":"real-internal-secret-value"}"#);
+    assert_eq!(header(&req, "content-length"), [body.len().to_string()]);
+    assert_eq!(
+        cx.annotations_mut()["swapped"],
+        json!([{"secret": "INTERNAL_TOKEN", "locations": ["query:token", "path", "body"]}])
+    );
+    assert_eq!(
+        cx.path, "/botproxy-tg-token-123/send",
+        "Flow keeps the workload's view"
+    );
+}
+
+#[tokio::test]
+async fn path_and_query_are_not_scanned_unless_enabled() {
+    let t = transform(vec![entry(
+        env("INTERNAL_TOKEN"),
+        SecretMode::Replace(replace("tok", &[])),
+        "[]",
+    )]);
+    let mut req = get("https://a.test/tok?x=tok", &[]);
+    let mut cx = flow("a.test", "GET", "/tok");
+    run(&t, &mut req, &mut cx).await.expect("continue");
+    assert_eq!(
+        req.uri().path_and_query().map(|p| p.as_str()),
+        Some("/tok?x=tok")
+    );
+}
+
+#[tokio::test]
+async fn require_rejects_requests_without_the_token() {
+    let mut r = replace("pk-proxy-anthropic", &["x-api-key"]);
+    r.require = true;
+    let t = transform(vec![entry(
+        env("OPENAI_API_KEY"),
+        SecretMode::Replace(r),
+        "[{host: api.anthropic.com}]",
+    )]);
+    let mut req = get(
+        "https://api.anthropic.com/v1/messages",
+        &[("x-api-key", "sk-ant-workload-own")],
+    );
+    let mut cx = flow("api.anthropic.com", "POST", "/v1/messages");
+    match run(&t, &mut req, &mut cx).await {
+        Ok(Verdict::Reject(r)) => {
+            assert_eq!(r.status, StatusCode::FORBIDDEN);
+            assert_eq!(r.reason, "proxy_token_missing");
+        }
+        _ => panic!("expected a 403 rejection"),
+    }
+    assert_eq!(cx.annotations_mut()["rejected"], "OPENAI_API_KEY");
+    // Other hosts are out of scope.
+    let mut req = get("https://other.test/", &[]);
+    assert!(matches!(
+        run(&t, &mut req, &mut flow("other.test", "GET", "/")).await,
+        Ok(Verdict::Continue)
+    ));
+}
+
+#[tokio::test]
+async fn fail_closed_when_the_secret_cannot_be_resolved() {
+    let t = transform(vec![
+        entry(
+            env("MISSING_VAR"),
+            SecretMode::Replace(replace(TOKEN, &[])),
+            "[{host: a.test}]",
+        ),
+        entry(
+            env("MISSING_VAR"),
+            SecretMode::Inject(InjectConfig::Header {
+                name: "X-Key".into(),
+                formatter: None,
+            }),
+            "[{host: b.test}]",
+        ),
+    ]);
+    // Token present, value unavailable: refused, never forwarded with the placeholder.
+    let mut req = get("https://a.test/", &[("x-key", TOKEN)]);
+    let mut cx = flow("a.test", "GET", "/");
+    let e = match run(&t, &mut req, &mut cx).await {
+        Err(e) => e,
+        Ok(_) => panic!("expected fail closed"),
+    };
+    assert_eq!(
+        (e.status, e.reason),
+        (StatusCode::BAD_GATEWAY, "secret_unavailable")
+    );
+    assert!(e.detail.contains("MISSING_VAR"), "{}", e.detail);
+    // Token absent: the value is not needed, the request goes on.
+    let mut req = get("https://a.test/", &[]);
+    assert!(matches!(
+        run(&t, &mut req, &mut flow("a.test", "GET", "/")).await,
+        Ok(Verdict::Continue)
+    ));
+    // Inject: always needs the value.
+    let mut req = get("https://b.test/", &[]);
+    assert!(run(&t, &mut req, &mut flow("b.test", "GET", "/"))
+        .await
+        .is_err());
+}
+
+#[tokio::test]
+async fn json_key_extracts_a_field() {
+    let t = transform(vec![entry(
+        SecretSourceConfig::Env {
+            var: "JSON_SECRET".into(),
+            json_key: Some("api_key".into()),
+        },
+        SecretMode::Inject(InjectConfig::Header {
+            name: "x-api-key".into(),
+            formatter: None,
+        }),
+        "[]",
+    )]);
+    let mut req = get("https://a.test/", &[]);
+    run(&t, &mut req, &mut flow("a.test", "GET", "/"))
+        .await
+        .expect("continue");
+    assert_eq!(header(&req, "x-api-key"), ["from-json"]);
+}
