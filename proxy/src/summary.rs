@@ -27,6 +27,24 @@ pub const STEP_SUMMARY_LIMIT: usize = 1024 * 1024;
 /// Path segments kept when paths are collapsed.
 const PATH_SEGMENTS: usize = 2;
 
+/// `iron-proxy summary` flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SummaryArgs {
+    /// The audit log (JSON lines; other lines are skipped).
+    #[arg(
+        long = "log-file",
+        value_name = "FILE",
+        default_value = "/var/log/iron-proxy.log"
+    )]
+    pub log_file: PathBuf,
+    /// List paths as logged instead of collapsing them to their first segments.
+    #[arg(long = "show-full-paths")]
+    pub show_full_paths: bool,
+    /// Also write an egress-rules file allowing every warned or denied host (learning mode).
+    #[arg(long = "suggest-rules", value_name = "OUT")]
+    pub suggest_rules: Option<PathBuf>,
+}
+
 /// Errors from `summary`.
 #[derive(Debug, thiserror::Error)]
 pub enum SummaryError {
@@ -127,25 +145,33 @@ pub fn outcome(rec: &serde_json::Value) -> Option<Outcome> {
         "allow" if warned(rec) => Outcome::Warned,
         "allow" => Outcome::Allowed,
         "reject" => Outcome::Denied,
-        "error" if rec.get("reason").and_then(|r| r.as_str()) == Some("deny_cidr") => Outcome::Denied,
+        "error" if rec.get("reason").and_then(|r| r.as_str()) == Some("deny_cidr") => {
+            Outcome::Denied
+        }
         _ => Outcome::Failed,
     })
 }
 
 fn warned(rec: &serde_json::Value) -> bool {
-    rec.get("request_transforms").and_then(|t| t.as_array()).is_some_and(|ts| {
-        ts.iter().any(|t| {
-            t.get("name").and_then(|n| n.as_str()) == Some("allowlist")
-                && t.pointer("/annotations/action").and_then(|a| a.as_str()) == Some("warn")
+    rec.get("request_transforms")
+        .and_then(|t| t.as_array())
+        .is_some_and(|ts| {
+            ts.iter().any(|t| {
+                t.get("name").and_then(|n| n.as_str()) == Some("allowlist")
+                    && t.pointer("/annotations/action").and_then(|a| a.as_str()) == Some("warn")
+            })
         })
-    })
 }
 
 /// Collapses `/a/b/c/d` to `/a/b/*`.
 pub fn collapse_path(path: &str) -> String {
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     if segments.len() <= PATH_SEGMENTS {
-        return if path.is_empty() { "/".into() } else { path.to_string() };
+        return if path.is_empty() {
+            "/".into()
+        } else {
+            path.to_string()
+        };
     }
     format!("/{}/*", segments[..PATH_SEGMENTS].join("/"))
 }
@@ -153,7 +179,10 @@ pub fn collapse_path(path: &str) -> String {
 impl Summary {
     /// An empty summary; `full_paths` keeps paths as logged.
     pub fn new(full_paths: bool) -> Self {
-        Summary { full_paths, ..Default::default() }
+        Summary {
+            full_paths,
+            ..Default::default()
+        }
     }
 
     /// Adds one log line; returns whether it was an audit record.
@@ -171,8 +200,16 @@ impl Summary {
             return false;
         };
         self.records += 1;
-        let host = rec.get("host").and_then(|h| h.as_str()).unwrap_or("").to_ascii_lowercase();
-        let host = if host.is_empty() { "(unknown)".to_string() } else { host };
+        let host = rec
+            .get("host")
+            .and_then(|h| h.as_str())
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        let host = if host.is_empty() {
+            "(unknown)".to_string()
+        } else {
+            host
+        };
         let path = rec.get("path").and_then(|p| p.as_str()).unwrap_or("");
         let path = if path.is_empty() {
             "(connection)".to_string()
@@ -182,7 +219,8 @@ impl Summary {
             collapse_path(path)
         };
         let by_allowlist = o == Outcome::Warned
-            || (o == Outcome::Denied && rec.get("reason").and_then(|r| r.as_str()) == Some("not_allowlisted"));
+            || (o == Outcome::Denied
+                && rec.get("reason").and_then(|r| r.as_str()) == Some("not_allowlisted"));
         let stats = self.hosts.entry(host).or_default();
         stats.counts.add(o);
         stats.paths.entry(path).or_default().add(o);
@@ -261,30 +299,54 @@ impl Summary {
 /// `iron-proxy summary`: reads `log_file`, appends the markdown to
 /// `$GITHUB_STEP_SUMMARY` (stdout when unset) and optionally writes suggested
 /// rules. Returns the number of audit records read.
-pub fn run(log_file: &Path, full_paths: bool, suggest_rules: Option<&Path>) -> Result<u64, SummaryError> {
-    let read_err = |source| SummaryError::ReadLog { path: log_file.to_path_buf(), source };
+pub fn run(
+    log_file: &Path,
+    full_paths: bool,
+    suggest_rules: Option<&Path>,
+) -> Result<u64, SummaryError> {
+    let read_err = |source| SummaryError::ReadLog {
+        path: log_file.to_path_buf(),
+        source,
+    };
     let file = std::fs::File::open(log_file).map_err(read_err)?;
     let mut summary = Summary::new(full_paths);
-    summary.read(std::io::BufReader::new(file)).map_err(read_err)?;
+    summary
+        .read(std::io::BufReader::new(file))
+        .map_err(read_err)?;
     match std::env::var_os("GITHUB_STEP_SUMMARY").filter(|p| !p.is_empty()) {
         Some(p) => {
             let path = PathBuf::from(p);
-            let used = std::fs::metadata(&path).map(|m| m.len() as usize).unwrap_or(0);
+            let used = std::fs::metadata(&path)
+                .map(|m| m.len() as usize)
+                .unwrap_or(0);
             let md = summary.to_markdown(STEP_SUMMARY_LIMIT.saturating_sub(used));
-            let write_err = |source| SummaryError::WriteSummary { path: path.clone(), source };
-            let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(write_err)?;
+            let write_err = |source| SummaryError::WriteSummary {
+                path: path.clone(),
+                source,
+            };
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .map_err(write_err)?;
             f.write_all(md.as_bytes()).map_err(write_err)?;
         }
         None => {
             let md = summary.to_markdown(STEP_SUMMARY_LIMIT);
             std::io::stdout()
                 .write_all(md.as_bytes())
-                .map_err(|source| SummaryError::WriteSummary { path: "<stdout>".into(), source })?;
+                .map_err(|source| SummaryError::WriteSummary {
+                    path: "<stdout>".into(),
+                    source,
+                })?;
         }
     }
     if let Some(out) = suggest_rules {
         let text = summary.suggested_rules(&log_file.display().to_string());
-        std::fs::write(out, text).map_err(|source| SummaryError::WriteRules { path: out.to_path_buf(), source })?;
+        std::fs::write(out, text).map_err(|source| SummaryError::WriteRules {
+            path: out.to_path_buf(),
+            source,
+        })?;
     }
     Ok(summary.records)
 }

@@ -30,13 +30,18 @@ pub(super) fn code(s: &str) -> String {
 pub(super) fn is_hostname(h: &str) -> bool {
     !h.is_empty()
         && h.len() <= 253
-        && h.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-' || b == b'*')
+        && h.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-' || b == b'*'
+        })
         && !h.starts_with('.')
         && !h.ends_with('.')
 }
 
 fn row(name: &str, c: &Counts) -> String {
-    format!("| {} | {} | {} | {} | {} |\n", name, c.total, c.allowed, c.warned, c.denied)
+    format!(
+        "| {} | {} | {} | {} | {} |\n",
+        name, c.total, c.allowed, c.warned, c.denied
+    )
 }
 
 const HEADER: &str = "| HOST | TOTAL | ALLOWED | WARNED | DENIED |\n|---|---:|---:|---:|---:|\n";
@@ -96,7 +101,9 @@ pub(super) fn markdown(s: &Summary, hosts: &[(&String, &HostStats)], budget: usi
         ));
     }
     let mut details = String::from("\n<details><summary>Requests by path</summary>\n\n");
-    details.push_str("| HOST | PATH | TOTAL | ALLOWED | WARNED | DENIED |\n|---|---|---:|---:|---:|---:|\n");
+    details.push_str(
+        "| HOST | PATH | TOTAL | ALLOWED | WARNED | DENIED |\n|---|---|---:|---:|---:|---:|\n",
+    );
     let close = "\n</details>\n\n";
     let mut omitted = 0usize;
     for (host, h) in hosts {
@@ -118,7 +125,9 @@ pub(super) fn markdown(s: &Summary, hosts: &[(&String, &HostStats)], budget: usi
         }
     }
     if omitted > 0 {
-        details.push_str(&format!("\n_{omitted} more path row(s) not shown: the step summary is limited to 1 MiB._\n"));
+        details.push_str(&format!(
+            "\n_{omitted} more path row(s) not shown: the step summary is limited to 1 MiB._\n"
+        ));
     }
     details.push_str(close);
     out.push_str(&details);

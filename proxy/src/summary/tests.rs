@@ -24,9 +24,15 @@ fn counts_per_host() {
     assert_eq!(s.records, 7);
     assert_eq!(s.skipped, 3);
     let npm = &s.hosts["registry.npmjs.org"].counts;
-    assert_eq!((npm.total, npm.allowed, npm.warned, npm.denied), (3, 2, 0, 0));
+    assert_eq!(
+        (npm.total, npm.allowed, npm.warned, npm.denied),
+        (3, 2, 0, 0)
+    );
     let evil = &s.hosts["evil.example"].counts;
-    assert_eq!((evil.total, evil.allowed, evil.warned, evil.denied), (1, 0, 1, 0));
+    assert_eq!(
+        (evil.total, evil.allowed, evil.warned, evil.denied),
+        (1, 0, 1, 0)
+    );
     let blocked = &s.hosts["blocked.example"].counts;
     assert_eq!((blocked.total, blocked.denied), (1, 1));
 }
@@ -34,10 +40,19 @@ fn counts_per_host() {
 #[test]
 fn markdown_table_and_details() {
     let md = sample(false).to_markdown(STEP_SUMMARY_LIMIT);
-    assert!(md.contains("| HOST | TOTAL | ALLOWED | WARNED | DENIED |"), "{md}");
-    assert!(md.contains("| `registry.npmjs.org` | 3 | 2 | 0 | 0 |"), "{md}");
+    assert!(
+        md.contains("| HOST | TOTAL | ALLOWED | WARNED | DENIED |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| `registry.npmjs.org` | 3 | 2 | 0 | 0 |"),
+        "{md}"
+    );
     assert!(md.contains("| `evil.example` | 1 | 0 | 1 | 0 |"), "{md}");
-    assert!(md.contains("<details>") && md.contains("</details>"), "{md}");
+    assert!(
+        md.contains("<details>") && md.contains("</details>"),
+        "{md}"
+    );
     // Collapsed paths.
     assert!(md.contains("`/upload/a/*`"), "{md}");
     assert!(md.contains("`/react/-/*`"), "{md}");
@@ -45,7 +60,10 @@ fn markdown_table_and_details() {
     // Hosts with warned/denied requests come first.
     let first = md.find("`evil.example`").expect("evil listed");
     let npm = md.find("`registry.npmjs.org`").expect("npm listed");
-    assert!(first < npm, "warned hosts must sort before clean ones:\n{md}");
+    assert!(
+        first < npm,
+        "warned hosts must sort before clean ones:\n{md}"
+    );
 }
 
 #[test]
@@ -81,7 +99,10 @@ fn untrusted_hosts_cannot_inject_markdown() {
 fn stays_under_the_limit() {
     let mut s = Summary::new(true);
     for i in 0..40_000 {
-        let line = format!(r#"{{"host":"h{i}.example.com","path":"/p/{i}/{}","action":"allow"}}"#, "x".repeat(40));
+        let line = format!(
+            r#"{{"host":"h{i}.example.com","path":"/p/{i}/{}","action":"allow"}}"#,
+            "x".repeat(40)
+        );
         s.add_line(&line);
     }
     let md = s.to_markdown(STEP_SUMMARY_LIMIT);
@@ -95,7 +116,9 @@ fn stays_under_the_limit() {
 #[test]
 fn empty_log() {
     let s = Summary::new(false);
-    assert!(s.to_markdown(STEP_SUMMARY_LIMIT).contains("No requests were recorded"));
+    assert!(s
+        .to_markdown(STEP_SUMMARY_LIMIT)
+        .contains("No requests were recorded"));
 }
 
 #[test]
@@ -125,8 +148,13 @@ fn run_appends_to_step_summary() {
     std::env::remove_var("GITHUB_STEP_SUMMARY");
     assert_eq!(n, 7);
     let text = std::fs::read_to_string(&summary_file).expect("read summary");
-    assert!(text.starts_with("previous step\n## iron-proxy egress summary"), "{text}");
-    assert!(std::fs::read_to_string(&rules).expect("rules").contains("evil.example"));
+    assert!(
+        text.starts_with("previous step\n## iron-proxy egress summary"),
+        "{text}"
+    );
+    assert!(std::fs::read_to_string(&rules)
+        .expect("rules")
+        .contains("evil.example"));
     let missing = run(&dir.path().join("nope.log"), false, None);
     assert!(matches!(missing, Err(SummaryError::ReadLog { .. })));
 }
