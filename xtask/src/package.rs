@@ -229,6 +229,14 @@ fn shlib_depends(work: &Path, bin: &Path) -> Result<String> {
 fn build_deb(root: &Path, stage: &Path, work: &Path, out: &Path) -> Result<PathBuf> {
     let tree = work.join("deb");
     run(Command::new("cp").args(["-a"]).arg(stage).arg(&tree))?;
+    install(
+        &root.join("packaging/deb/lintian-overrides"),
+        &tree.join("usr/share/lintian/overrides/iron-proxy"),
+        0o644,
+    )?;
+    for d in ["usr/share/lintian", "usr/share/lintian/overrides"] {
+        fs::set_permissions(tree.join(d), fs::Permissions::from_mode(0o755))?;
+    }
     let control = tree.join("DEBIAN");
     fs::create_dir_all(&control)?;
     fs::set_permissions(&control, fs::Permissions::from_mode(0o755))?;
