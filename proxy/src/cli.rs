@@ -49,6 +49,10 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = Alg::Ecdsa)]
         alg: Alg,
     },
+    /// Set up this host: CA, config, systemd unit and secrets file; start the service.
+    Init(crate::init::InitArgs),
+    /// Summarise an audit log as markdown (GitHub job summary), optionally suggesting rules.
+    Summary(crate::summary::SummaryArgs),
     /// Inspect or remove eBPF interception.
     Intercept {
         /// status or detach.
@@ -143,5 +147,59 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn init_and_summary_flags() {
+        let c = parse(&[
+            "iron-proxy",
+            "init",
+            "-allow",
+            "a.com,b.com",
+            "-allow",
+            "c.com",
+            "-intercept-user",
+            "app",
+            "-intercept-cgroup",
+            "/sys/fs/cgroup/ci.slice",
+            "-warn",
+            "-config-dir",
+            "/srv/ip",
+            "-root",
+            "/tmp/r",
+            "-no-start",
+            "-force",
+            "-trust",
+        ]);
+        let Some(Command::Init(a)) = c.command else {
+            panic!("expected init, got {:?}", c.command)
+        };
+        assert_eq!(a.allow, ["a.com", "b.com", "c.com"]);
+        assert_eq!(a.intercept_users, ["app"]);
+        assert_eq!(a.intercept_cgroups, ["/sys/fs/cgroup/ci.slice"]);
+        assert!(a.warn && a.no_start && a.force && a.trust);
+        assert_eq!(a.config_dir, std::path::Path::new("/srv/ip"));
+        assert!(
+            c.config.is_none(),
+            "-config-dir must not be taken for -config"
+        );
+        let c = parse(&[
+            "iron-proxy",
+            "summary",
+            "-log-file",
+            "/x.log",
+            "-show-full-paths",
+            "-suggest-rules",
+            "o.yaml",
+        ]);
+        let Some(Command::Summary(s)) = c.command else {
+            panic!("expected summary, got {:?}", c.command)
+        };
+        assert_eq!(s.log_file, std::path::Path::new("/x.log"));
+        assert!(s.show_full_paths);
+        assert_eq!(
+            s.suggest_rules.as_deref(),
+            Some(std::path::Path::new("o.yaml"))
+        );
     }
 }

@@ -139,3 +139,34 @@ pub fn intercept(path: &Path, detach: bool) -> ExitCode {
     eprintln!("iron-proxy intercept: not supported yet by this build");
     ExitCode::FAILURE
 }
+
+/// `iron-proxy init`: prints each step and how to verify; exit 1 on failure.
+pub fn init(args: &crate::init::InitArgs) -> ExitCode {
+    match crate::init::run(args) {
+        Ok(report) => {
+            for s in &report.steps {
+                println!("{s}");
+            }
+            println!("\nVerify:");
+            for v in &report.verify {
+                println!("  {v}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("iron-proxy init: {}", crate::init::error_chain(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `iron-proxy summary`: exit 1 when the log cannot be read or the summary written.
+pub fn summary(args: &crate::summary::SummaryArgs) -> ExitCode {
+    match crate::summary::run(&args.log_file, args.show_full_paths, args.suggest_rules.as_deref()) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("iron-proxy summary: {}", crate::init::error_chain(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
