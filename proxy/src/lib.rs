@@ -7,6 +7,7 @@ pub mod body;
 pub mod cli;
 pub mod exchange;
 pub mod listen;
+pub mod ops;
 pub mod pipeline;
 pub mod rules;
 pub mod state;
