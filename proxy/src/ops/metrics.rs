@@ -16,31 +16,28 @@
 
 use std::collections::HashSet;
 use std::fmt;
-use std::future::Future;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use axum::extract::State;
-use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
-use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
-use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
-use tokio::net::TcpListener;
 
 use crate::audit::{Action, AuditObserver, AuditRecord, Mode};
 
 mod exposition;
+mod labels;
+mod server;
+mod sources;
 #[cfg(test)]
 mod tests;
+
+use labels::*;
+pub use server::{router, serve};
+use sources::{BoundedLabel, CounterSource};
 
 /// Errors from the metrics module.
 #[derive(Debug, thiserror::Error)]
@@ -72,48 +69,6 @@ const TRANSFORM_BUCKETS: [f64; 11] = [
 const MAX_LABEL_LEN: usize = 64;
 /// Distinct values kept per free-text label; later ones become `other`.
 const MAX_LABEL_VALUES: usize = 64;
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct RequestLabels {
-    action: &'static str,
-    mode: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ModeLabel {
-    mode: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ReasonLabel {
-    reason: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct DecisionLabels {
-    transform: String,
-    action: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct TransformLabel {
-    transform: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct SourceLabel {
-    source: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ResultLabel {
-    result: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct VersionLabel {
-    version: &'static str,
-}
 
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
@@ -236,6 +191,24 @@ impl Metrics {
                 m.otel_dropped.clone(),
             );
             r.register("build_info", "Build information", build_info);
+        }
+        // Known label combinations start at zero so rate() and absent() work from the first scrape.
+        for action in [Action::Allow, Action::Reject, Action::Error] {
+            for mode in [
+                Mode::Http,
+                Mode::Https,
+                Mode::Tunnel,
+                Mode::Transparent,
+                Mode::SniOnly,
+            ] {
+                let _ = m.requests.get_or_create(&RequestLabels {
+                    action: action_label(action),
+                    mode: mode_label(mode),
+                });
+            }
+        }
+        for result in ["success", "failure"] {
+            let _ = m.reloads.get_or_create(&ResultLabel { result });
         }
         let names = [
             "requests",
@@ -423,146 +396,4 @@ impl AuditObserver for MetricsObserver {
     fn observe(&self, record: &AuditRecord) {
         self.0.record_request(record);
     }
-}
-
-fn mode_label(m: Mode) -> &'static str {
-    match m {
-        Mode::Http => "http",
-        Mode::Https => "https",
-        Mode::Tunnel => "tunnel",
-        Mode::Transparent => "transparent",
-        Mode::SniOnly => "sni-only",
-    }
-}
-
-fn action_label(a: Action) -> &'static str {
-    match a {
-        Action::Allow => "allow",
-        Action::Reject => "reject",
-        Action::Error => "error",
-    }
-}
-
-fn unix_seconds(t: SystemTime) -> f64 {
-    match t.duration_since(SystemTime::UNIX_EPOCH) {
-        Ok(d) => d.as_secs_f64(),
-        Err(e) => -e.duration().as_secs_f64(),
-    }
-}
-
-/// Caps a free-text label: at most [`MAX_LABEL_VALUES`] distinct values of at
-/// most [`MAX_LABEL_LEN`] bytes; anything beyond becomes `other`.
-#[derive(Default)]
-struct BoundedLabel {
-    seen: RwLock<HashSet<String>>,
-}
-
-impl BoundedLabel {
-    fn admit(&self, v: &str) -> String {
-        let mut end = v.len().min(MAX_LABEL_LEN);
-        while !v.is_char_boundary(end) {
-            end -= 1;
-        }
-        let v = &v[..end];
-        if self
-            .seen
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(v)
-        {
-            return v.to_string();
-        }
-        let mut seen = self.seen.write().unwrap_or_else(|p| p.into_inner());
-        if seen.len() < MAX_LABEL_VALUES {
-            seen.insert(v.to_string());
-            v.to_string()
-        } else {
-            "other".to_string()
-        }
-    }
-}
-
-struct CounterSource {
-    name: String,
-    help: String,
-    labels: Vec<String>,
-    read: CounterSourceFn,
-}
-
-impl fmt::Debug for CounterSource {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CounterSource")
-            .field("name", &self.name)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Collector for CounterSource {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
-        let samples = (self.read)();
-        let mut metric =
-            encoder.encode_descriptor(&self.name, &self.help, None, MetricType::Counter)?;
-        for (values, v) in samples {
-            if values.len() != self.labels.len() {
-                continue;
-            }
-            let set: Vec<(&str, &str)> = self
-                .labels
-                .iter()
-                .map(String::as_str)
-                .zip(values.iter().map(String::as_str))
-                .collect();
-            ConstCounter::new(v).encode(metric.encode_family(&set)?)?;
-        }
-        Ok(())
-    }
-}
-
-/// Routes `/metrics`, `/healthz` and `/readyz`.
-pub fn router(metrics: Arc<Metrics>, ready: ReadyFn) -> Router {
-    Router::new()
-        .route("/metrics", get(scrape))
-        .route("/healthz", get(|| async { (StatusCode::OK, "ok\n") }))
-        .route(
-            "/readyz",
-            get(move || async move {
-                if ready() {
-                    (StatusCode::OK, "ready\n")
-                } else {
-                    (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
-                }
-            }),
-        )
-        .with_state(metrics)
-}
-
-async fn scrape(State(m): State<Arc<Metrics>>, headers: HeaderMap) -> Response {
-    let wants_openmetrics = headers
-        .get_all(header::ACCEPT)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| v.contains("application/openmetrics-text"));
-    if wants_openmetrics {
-        let ct = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-        ([(header::CONTENT_TYPE, ct)], m.encode_openmetrics()).into_response()
-    } else {
-        let ct = "text/plain; version=0.0.4; charset=utf-8";
-        ([(header::CONTENT_TYPE, ct)], m.encode_prometheus()).into_response()
-    }
-}
-
-/// Serves [`router`] on `listener` until `shutdown` resolves.
-pub async fn serve(
-    listener: TcpListener,
-    metrics: Arc<Metrics>,
-    ready: ReadyFn,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), MetricsError> {
-    if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, "metrics endpoint listening");
-    }
-    axum::serve(listener, router(metrics, ready))
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(MetricsError::Serve)
 }

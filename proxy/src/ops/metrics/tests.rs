@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
+use tokio::net::TcpListener;
+
 use super::*;
 use crate::audit::{AuditSink, TransformTrace};
 use crate::ops::testutil::{request, run_python};
