@@ -40,6 +40,15 @@ pub enum ManagementError {
         /// The variable named by `management.api_key_env`.
         var: String,
     },
+    /// The listen address could not be bound.
+    #[error("binding the management api to {addr}")]
+    Bind {
+        /// `management.listen`.
+        addr: std::net::SocketAddr,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// The HTTP server failed.
     #[error("serving the management api")]
     Serve(#[source] std::io::Error),
@@ -330,6 +339,34 @@ pub async fn serve(
         .with_graceful_shutdown(shutdown)
         .await
         .map_err(ManagementError::Serve)
+}
+
+/// Startup in one call: reads the token from `api_key_env` (failing before
+/// anything is bound when it is missing), binds `listen` and serves in a task.
+/// Returns the bound address and the server task.
+pub fn start(
+    listen: std::net::SocketAddr,
+    api_key_env: &str,
+    controller: Arc<ReloadController>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<
+    (
+        std::net::SocketAddr,
+        tokio::task::JoinHandle<Result<(), ManagementError>>,
+    ),
+    ManagementError,
+> {
+    let key = ApiKey::from_env(api_key_env)?;
+    let bind_err = |source| ManagementError::Bind {
+        addr: listen,
+        source,
+    };
+    let listener = crate::ops::bind(listen).map_err(bind_err)?;
+    let addr = listener.local_addr().map_err(bind_err)?;
+    Ok((
+        addr,
+        tokio::spawn(serve(listener, controller, key, shutdown)),
+    ))
 }
 
 fn now_rfc3339() -> String {

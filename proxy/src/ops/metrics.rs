@@ -36,7 +36,7 @@ mod sources;
 mod tests;
 
 use labels::*;
-pub use server::{router, serve};
+pub use server::{router, serve, start};
 use sources::{BoundedLabel, CounterSource};
 
 /// Errors from the metrics module.
@@ -45,6 +45,15 @@ pub enum MetricsError {
     /// A callback metric name is not `[a-z_][a-z0-9_]*`, or is already taken.
     #[error("invalid or duplicate metric name {0:?}")]
     BadName(String),
+    /// The listen address could not be bound.
+    #[error("binding the metrics endpoint to {addr}")]
+    Bind {
+        /// `metrics.listen`.
+        addr: std::net::SocketAddr,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// The metrics HTTP server failed.
     #[error("serving metrics")]
     Serve(#[source] std::io::Error),

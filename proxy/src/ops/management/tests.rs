@@ -57,7 +57,7 @@ impl Drop for Server {
     }
 }
 
-async fn start() -> Server {
+async fn start_server() -> Server {
     let fail = Arc::new(AtomicBool::new(false));
     let f = fail.clone();
     let reloader = FnReloader(move || {
@@ -104,7 +104,7 @@ fn json(body: &str) -> Value {
 
 #[tokio::test]
 async fn reload_status_and_auth_over_http() {
-    let s = start().await;
+    let s = start_server().await;
     let auth = format!("Bearer {TOKEN}");
     let good = [("authorization", auth.as_str())];
 
@@ -247,5 +247,28 @@ async fn concurrent_reloads_run_one_at_a_time() {
     assert_eq!(
         c.status().last_reload.map(|l| l.trigger),
         Some(Trigger::Signal)
+    );
+}
+
+#[tokio::test]
+async fn start_refuses_without_a_token_before_binding() {
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let taken = holder.local_addr().expect("addr");
+    let c = ReloadController::new(
+        Arc::new(FnReloader(|| async { Ok(ReloadSummary::default()) })),
+        String::new(),
+        None,
+    );
+    // The port is taken too; the missing token must be reported first.
+    let err = start(
+        taken,
+        "IRON_PROXY_TEST_SURELY_UNSET_MANAGEMENT_KEY",
+        c,
+        async {},
+    )
+    .expect_err("must refuse");
+    assert!(
+        matches!(err, ManagementError::MissingApiKey { .. }),
+        "{err}"
     );
 }

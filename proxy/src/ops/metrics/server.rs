@@ -60,3 +60,29 @@ pub async fn serve(
         .await
         .map_err(MetricsError::Serve)
 }
+
+/// Startup in one call: binds `listen` and serves in a task. Returns the bound
+/// address and the server task.
+pub fn start(
+    listen: std::net::SocketAddr,
+    metrics: Arc<Metrics>,
+    ready: ReadyFn,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<
+    (
+        std::net::SocketAddr,
+        tokio::task::JoinHandle<Result<(), MetricsError>>,
+    ),
+    MetricsError,
+> {
+    let bind_err = |source| MetricsError::Bind {
+        addr: listen,
+        source,
+    };
+    let listener = crate::ops::bind(listen).map_err(bind_err)?;
+    let addr = listener.local_addr().map_err(bind_err)?;
+    Ok((
+        addr,
+        tokio::spawn(serve(listener, metrics, ready, shutdown)),
+    ))
+}

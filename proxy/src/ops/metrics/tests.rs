@@ -317,3 +317,21 @@ async fn scrape_parses_with_official_parser_and_readiness_flips() {
     let _ = stop_tx.send(());
     server.await.expect("join").expect("server");
 }
+
+#[tokio::test]
+async fn start_on_all_interfaces_accepts_ipv4() {
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let (addr, task) = start(
+        "[::]:0".parse().expect("addr"),
+        Arc::new(Metrics::new()),
+        Arc::new(|| true),
+        async move {
+            let _ = rx.await;
+        },
+    )
+    .expect("start");
+    let v4 = std::net::SocketAddr::from(([127, 0, 0, 1], addr.port()));
+    assert_eq!(request(v4, "GET", "/healthz", &[]).await.status, 200);
+    let _ = tx.send(());
+    task.await.expect("join").expect("serve");
+}
