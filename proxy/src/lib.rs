@@ -14,6 +14,7 @@ pub mod exchange;
 pub mod init;
 pub mod intercept;
 pub mod listen;
+pub mod ops;
 pub mod pipeline;
 pub mod rules;
 pub mod secrets;

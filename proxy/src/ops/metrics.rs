@@ -1,0 +1,408 @@
+//! Prometheus metrics, `/healthz` and `/readyz`, served on `metrics.listen`.
+//!
+//! [`Metrics`] owns every `iron_proxy_*` metric. Request counters are fed by
+//! [`MetricsObserver`], an [`AuditObserver`], so each audited request is counted
+//! exactly once, in the one place that always runs. Counters owned by other
+//! modules (DNS, certificate cache, eBPF per-CPU maps) are read at scrape time
+//! through callbacks ([`Metrics::register_counter_source`]), so those modules
+//! only expose a cheap `stats()` and never depend on this one.
+//!
+//! Label values are bounded: they come from enums, from config (transform
+//! names) or from the proxy's own reason codes, and every free-text label is
+//! capped in length and in distinct values. Hosts and paths are never labels.
+//!
+//! `/metrics` speaks the classic Prometheus text format (0.0.4), or OpenMetrics
+//! when the scraper asks for it in `Accept`.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::audit::{Action, AuditObserver, AuditRecord, Mode};
+
+mod exposition;
+mod labels;
+mod server;
+mod sources;
+#[cfg(test)]
+mod tests;
+
+use labels::*;
+pub use server::{router, serve, start};
+use sources::{BoundedLabel, CounterSource};
+
+/// Errors from the metrics module.
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    /// A callback metric name is not `[a-z_][a-z0-9_]*`, or is already taken.
+    #[error("invalid or duplicate metric name {0:?}")]
+    BadName(String),
+    /// The listen address could not be bound.
+    #[error("binding the metrics endpoint to {addr}")]
+    Bind {
+        /// `metrics.listen`.
+        addr: std::net::SocketAddr,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The metrics HTTP server failed.
+    #[error("serving metrics")]
+    Serve(#[source] std::io::Error),
+}
+
+/// Reads a module's counters at scrape time: one `(label values, value)` per series,
+/// label values in the order given at registration. Must be quick (atomics, no I/O).
+pub type CounterSourceFn = Box<dyn Fn() -> Vec<(Vec<String>, u64)> + Send + Sync>;
+
+/// Tells `/readyz` whether the proxy may receive traffic.
+pub type ReadyFn = Arc<dyn Fn() -> bool + Send + Sync>;
+
+/// Histogram buckets for whole requests, in seconds.
+const REQUEST_BUCKETS: [f64; 14] = [
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+/// Histogram buckets for one transform, in seconds.
+const TRANSFORM_BUCKETS: [f64; 11] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1, 0.5, 2.0,
+];
+/// Longest free-text label value kept.
+const MAX_LABEL_LEN: usize = 64;
+/// Distinct values kept per free-text label; later ones become `other`.
+const MAX_LABEL_VALUES: usize = 64;
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn request_histogram() -> Histogram {
+    Histogram::new(REQUEST_BUCKETS)
+}
+
+fn transform_histogram() -> Histogram {
+    Histogram::new(TRANSFORM_BUCKETS)
+}
+
+/// Every `iron_proxy_*` metric. Share it as `Arc<Metrics>`; updates are atomic
+/// and take no lock beyond the label map's read lock.
+pub struct Metrics {
+    registry: Mutex<Registry>,
+    names: Mutex<HashSet<String>>,
+    requests: Family<RequestLabels, Counter>,
+    request_duration: HistogramFamily<ModeLabel>,
+    upstream_errors: Family<ReasonLabel, Counter>,
+    transform_decisions: Family<DecisionLabels, Counter>,
+    transform_duration: HistogramFamily<TransformLabel>,
+    secret_failures: Family<SourceLabel, Counter>,
+    reloads: Family<ResultLabel, Counter>,
+    last_reload_success: Gauge<f64, AtomicU64>,
+    ca_expiry: Gauge,
+    otel_dropped: Counter,
+    reasons: BoundedLabel,
+    transforms: BoundedLabel,
+    sources: BoundedLabel,
+}
+
+impl fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// All metrics registered, at zero; `build_info` is set to this crate's version.
+    pub fn new() -> Self {
+        let m = Metrics {
+            registry: Mutex::new(Registry::with_prefix("iron_proxy")),
+            names: Mutex::new(HashSet::new()),
+            requests: Family::default(),
+            request_duration: Family::new_with_constructor(request_histogram),
+            upstream_errors: Family::default(),
+            transform_decisions: Family::default(),
+            transform_duration: Family::new_with_constructor(transform_histogram),
+            secret_failures: Family::default(),
+            reloads: Family::default(),
+            last_reload_success: Gauge::default(),
+            ca_expiry: Gauge::default(),
+            otel_dropped: Counter::default(),
+            reasons: BoundedLabel::default(),
+            transforms: BoundedLabel::default(),
+            sources: BoundedLabel::default(),
+        };
+        let build_info = Family::<VersionLabel, Gauge>::default();
+        build_info
+            .get_or_create(&VersionLabel {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        {
+            let mut r = m.registry();
+            r.register(
+                "requests",
+                "Audited requests and connections, by outcome and how they arrived",
+                m.requests.clone(),
+            );
+            r.register(
+                "request_duration_seconds",
+                "Wall time of audited requests",
+                m.request_duration.clone(),
+            );
+            r.register(
+                "upstream_errors",
+                "Requests that ended in an error, by reason",
+                m.upstream_errors.clone(),
+            );
+            r.register(
+                "transform_decisions",
+                "Transform verdicts, by transform and action",
+                m.transform_decisions.clone(),
+            );
+            r.register(
+                "transform_duration_seconds",
+                "Time spent in one transform hook",
+                m.transform_duration.clone(),
+            );
+            r.register(
+                "secret_resolution_failures",
+                "Secrets that could not be resolved, by source type",
+                m.secret_failures.clone(),
+            );
+            r.register(
+                "reloads",
+                "Configuration reloads, by result",
+                m.reloads.clone(),
+            );
+            r.register(
+                "last_reload_success_timestamp_seconds",
+                "Unix time of the last successful configuration load",
+                m.last_reload_success.clone(),
+            );
+            r.register(
+                "ca_expiry_timestamp_seconds",
+                "Unix time at which the interception CA certificate expires",
+                m.ca_expiry.clone(),
+            );
+            r.register(
+                "otel_dropped_records",
+                "Audit records not delivered to the OTLP collector (queue full or export failed)",
+                m.otel_dropped.clone(),
+            );
+            r.register("build_info", "Build information", build_info);
+        }
+        // Known label combinations start at zero so rate() and absent() work from the first scrape.
+        for action in [Action::Allow, Action::Reject, Action::Error] {
+            for mode in [
+                Mode::Http,
+                Mode::Https,
+                Mode::Tunnel,
+                Mode::Transparent,
+                Mode::SniOnly,
+            ] {
+                let _ = m.requests.get_or_create(&RequestLabels {
+                    action: action_label(action),
+                    mode: mode_label(mode),
+                });
+            }
+        }
+        for result in ["success", "failure"] {
+            let _ = m.reloads.get_or_create(&ResultLabel { result });
+        }
+        let names = [
+            "requests",
+            "request_duration_seconds",
+            "upstream_errors",
+            "transform_decisions",
+            "transform_duration_seconds",
+            "secret_resolution_failures",
+            "reloads",
+            "last_reload_success_timestamp_seconds",
+            "ca_expiry_timestamp_seconds",
+            "otel_dropped_records",
+            "build_info",
+        ];
+        m.names
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(names.iter().map(|n| n.to_string()));
+        m
+    }
+
+    fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
+        // A panic while encoding leaves the registry intact; keep serving.
+        self.registry.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// An audit observer that feeds this registry; add it to the `AuditSink` once.
+    pub fn observer(self: &Arc<Self>) -> Arc<dyn AuditObserver> {
+        Arc::new(MetricsObserver(self.clone()))
+    }
+
+    /// Counts one finished audit record (what [`MetricsObserver`] does).
+    pub fn record_request(&self, r: &AuditRecord) {
+        let mode = mode_label(r.mode);
+        self.requests
+            .get_or_create(&RequestLabels {
+                action: action_label(r.action),
+                mode,
+            })
+            .inc();
+        self.request_duration
+            .get_or_create(&ModeLabel { mode })
+            .observe(r.duration_ms as f64 / 1000.0);
+        if r.action == Action::Error {
+            let reason = self.reasons.admit(r.reason.as_deref().unwrap_or("unknown"));
+            self.upstream_errors
+                .get_or_create(&ReasonLabel { reason })
+                .inc();
+        }
+        for t in r.request_transforms.iter().chain(&r.response_transforms) {
+            let transform = self.transforms.admit(&t.name);
+            self.transform_decisions
+                .get_or_create(&DecisionLabels {
+                    transform,
+                    action: t.action.to_string(),
+                })
+                .inc();
+        }
+    }
+
+    /// Records the time one transform hook took; called from the pipeline loop.
+    pub fn observe_transform(&self, name: &str, took: Duration) {
+        let transform = self.transforms.admit(name);
+        self.transform_duration
+            .get_or_create(&TransformLabel { transform })
+            .observe(took.as_secs_f64());
+    }
+
+    /// Counts a secret that failed to resolve; `source` is the source type (`env`, `aws_sm`, ...).
+    pub fn secret_resolution_failed(&self, source: &str) {
+        let source = self.sources.admit(source);
+        self.secret_failures
+            .get_or_create(&SourceLabel { source })
+            .inc();
+    }
+
+    /// Counts a reload; a success also sets the last-success timestamp to now.
+    pub fn reload_finished(&self, success: bool) {
+        let result = if success { "success" } else { "failure" };
+        self.reloads.get_or_create(&ResultLabel { result }).inc();
+        if success {
+            self.config_loaded(SystemTime::now());
+        }
+    }
+
+    /// Sets the last-success timestamp without counting a reload (the initial load).
+    pub fn config_loaded(&self, at: SystemTime) {
+        self.last_reload_success.set(unix_seconds(at));
+    }
+
+    /// Sets the CA certificate's expiry time.
+    pub fn set_ca_expiry(&self, not_after: SystemTime) {
+        self.ca_expiry.set(unix_seconds(not_after) as i64);
+    }
+
+    /// The counter OTLP export increments for each record it could not deliver.
+    pub fn otel_dropped_counter(&self) -> Counter {
+        self.otel_dropped.clone()
+    }
+
+    /// Adds a counter family read at scrape time, exposed as `iron_proxy_<name>_total`.
+    /// `name` is given without prefix and without `_total`.
+    pub fn register_counter_source(
+        &self,
+        name: &str,
+        help: &str,
+        labels: &[&str],
+        read: CounterSourceFn,
+    ) -> Result<(), MetricsError> {
+        let valid = |s: &str| {
+            s.bytes().next().is_some_and(|b| !b.is_ascii_digit())
+                && s.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        };
+        if !valid(name) || name.ends_with("_total") || !labels.iter().all(|l| valid(l)) {
+            return Err(MetricsError::BadName(name.to_string()));
+        }
+        if !self
+            .names
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_string())
+        {
+            return Err(MetricsError::BadName(name.to_string()));
+        }
+        self.registry().register_collector(Box::new(CounterSource {
+            name: name.to_string(),
+            help: help.to_string(),
+            labels: labels.iter().map(|l| l.to_string()).collect(),
+            read,
+        }));
+        Ok(())
+    }
+
+    /// `iron_proxy_dns_queries_total{outcome}` from the DNS server's stats.
+    pub fn register_dns_queries(&self, read: CounterSourceFn) -> Result<(), MetricsError> {
+        self.register_counter_source(
+            "dns_queries",
+            "DNS queries answered, by outcome",
+            &["outcome"],
+            read,
+        )
+    }
+
+    /// `iron_proxy_cert_cache_total{result=hit|miss|mint}` from the leaf cache's stats.
+    pub fn register_cert_cache(&self, read: CounterSourceFn) -> Result<(), MetricsError> {
+        self.register_counter_source(
+            "cert_cache",
+            "Leaf certificate cache lookups, by result",
+            &["result"],
+            read,
+        )
+    }
+
+    /// `iron_proxy_intercept_events_total{event}` from the eBPF per-CPU counters
+    /// (`redirected`, `denied`, `udp_refused`, `dns_redirected`, `raw_refused`).
+    pub fn register_intercept_events(&self, read: CounterSourceFn) -> Result<(), MetricsError> {
+        self.register_counter_source(
+            "intercept_events",
+            "eBPF interception events, summed over CPUs",
+            &["event"],
+            read,
+        )
+    }
+
+    /// The OpenMetrics text of every metric.
+    pub fn encode_openmetrics(&self) -> String {
+        let mut out = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry()) {
+            tracing::error!(error = %e, "encoding metrics");
+        }
+        out
+    }
+
+    /// The classic Prometheus text format (0.0.4) of every metric.
+    pub fn encode_prometheus(&self) -> String {
+        exposition::openmetrics_to_prometheus(&self.encode_openmetrics())
+    }
+}
+
+/// Feeds [`Metrics`] from the audit sink: one count per audited request.
+pub struct MetricsObserver(pub Arc<Metrics>);
+
+impl AuditObserver for MetricsObserver {
+    fn observe(&self, record: &AuditRecord) {
+        self.0.record_request(record);
+    }
+}

@@ -1,0 +1,328 @@
+//! OTLP export of audit records as OpenTelemetry log records, configured only
+//! by the standard `OTEL_*` environment variables (see [`OtelSettings::from_env`]).
+//!
+//! [`OtelExporter`] is an [`AuditObserver`]. `observe()` clones the record into
+//! a bounded queue with `try_send` and returns: it never waits for the
+//! collector. A worker task batches the queue and exports with the official
+//! `opentelemetry-otlp` exporter (HTTP/protobuf or gRPC). Records that find the
+//! queue full, or whose export fails, are counted in
+//! `iron_proxy_otel_dropped_records_total`. We do not use the SDK's
+//! `BatchLogProcessor` because it counts its drops privately.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use opentelemetry::logs::LoggerProvider as _;
+use opentelemetry::InstrumentationScope;
+use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig, WithTonicConfig};
+use opentelemetry_sdk::logs::{
+    LogBatch, LogExporter as _, SdkLogRecord, SdkLogger, SdkLoggerProvider,
+};
+use prometheus_client::metrics::counter::Counter;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::audit::{AuditObserver, AuditRecord};
+
+mod convert;
+mod settings;
+#[cfg(test)]
+mod tests;
+
+pub use settings::{OtelSettings, OtlpProtocol};
+
+/// Errors from OTLP export setup.
+#[derive(Debug, thiserror::Error)]
+pub enum OtelError {
+    /// `OTEL_EXPORTER_OTLP_PROTOCOL` is neither `http/protobuf` nor `grpc`.
+    #[error("unsupported OTEL_EXPORTER_OTLP_PROTOCOL {0:?} (use http/protobuf or grpc)")]
+    UnsupportedProtocol(String),
+    /// An `OTEL_*` variable could not be parsed.
+    #[error("invalid {var}: {detail}")]
+    BadVariable {
+        /// The variable.
+        var: &'static str,
+        /// What is wrong (never the value of a header).
+        detail: String,
+    },
+    /// An https endpoint but no usable root certificates.
+    #[error("no trusted root certificates for the https OTLP endpoint")]
+    NoRoots,
+    /// The OTLP exporter could not be built.
+    #[error("building the otlp exporter")]
+    Build(#[source] opentelemetry_otlp::ExporterBuildError),
+}
+
+enum Control {
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// Exports audit records to an OTLP collector without ever slowing requests.
+pub struct OtelExporter {
+    tx: mpsc::Sender<AuditRecord>,
+    control: Mutex<Option<mpsc::UnboundedSender<Control>>>,
+    closed: AtomicBool,
+    dropped: Counter,
+}
+
+impl fmt::Debug for OtelExporter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OtelExporter").finish_non_exhaustive()
+    }
+}
+
+impl OtelExporter {
+    /// Builds the exporter and starts its worker; needs a tokio runtime.
+    /// `dropped` is incremented for every record not delivered
+    /// (pass [`crate::ops::metrics::Metrics::otel_dropped_counter`]).
+    pub fn start(settings: OtelSettings, dropped: Counter) -> Result<Arc<Self>, OtelError> {
+        let mut exporter = build_exporter(&settings)?;
+        let resource = settings.resource();
+        exporter.set_resource(&resource);
+        tracing::info!(
+            endpoint = %settings.endpoint_for_log(),
+            protocol = settings.protocol.as_str(),
+            service_name = %settings.service_name,
+            "otel exporter enabled"
+        );
+        let (tx, rx) = mpsc::channel(settings.queue_size.max(1));
+        let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
+        let worker = Worker {
+            rx,
+            control: ctl_rx,
+            exporter,
+            provider: SdkLoggerProvider::builder().with_resource(resource).build(),
+            scope: InstrumentationScope::builder("iron-proxy")
+                .with_version(env!("CARGO_PKG_VERSION"))
+                .build(),
+            max_batch: settings.max_batch.max(1),
+            flush_interval: settings.flush_interval,
+            export_timeout: settings.export_timeout,
+            dropped: dropped.clone(),
+            failing: false,
+        };
+        tokio::spawn(worker.run());
+        Ok(Arc::new(OtelExporter {
+            tx,
+            control: Mutex::new(Some(ctl_tx)),
+            closed: AtomicBool::new(false),
+            dropped,
+        }))
+    }
+
+    /// Records not delivered so far.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.get()
+    }
+
+    /// Exports what is queued, shuts the exporter down and stops the worker,
+    /// waiting at most `timeout`. Records observed afterwards count as dropped.
+    pub async fn shutdown(&self, timeout: Duration) {
+        self.closed.store(true, Ordering::Release);
+        let ctl = self
+            .control
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let Some(ctl) = ctl else { return };
+        let (done_tx, done_rx) = oneshot::channel();
+        if ctl.send(Control::Shutdown(done_tx)).is_err() {
+            return;
+        }
+        if tokio::time::timeout(timeout, done_rx).await.is_err() {
+            tracing::warn!("otel exporter did not flush within the shutdown timeout");
+        }
+    }
+}
+
+impl AuditObserver for OtelExporter {
+    fn observe(&self, record: &AuditRecord) {
+        if self.closed.load(Ordering::Acquire) {
+            self.dropped.inc();
+            return;
+        }
+        // Reserve first so a full queue costs no clone.
+        match self.tx.try_reserve() {
+            Ok(permit) => permit.send(record.clone()),
+            Err(_) => {
+                self.dropped.inc();
+            }
+        }
+    }
+}
+
+struct Worker {
+    rx: mpsc::Receiver<AuditRecord>,
+    control: mpsc::UnboundedReceiver<Control>,
+    exporter: opentelemetry_otlp::LogExporter,
+    provider: SdkLoggerProvider,
+    scope: InstrumentationScope,
+    max_batch: usize,
+    flush_interval: Duration,
+    export_timeout: Duration,
+    dropped: Counter,
+    failing: bool,
+}
+
+impl Worker {
+    async fn run(mut self) {
+        let logger = self.provider.logger_with_scope(self.scope.clone());
+        let mut batch = Vec::with_capacity(self.max_batch);
+        let mut tick = tokio::time::interval(self.flush_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                ctl = self.control.recv() => {
+                    self.rx.close();
+                    while let Ok(r) = self.rx.try_recv() {
+                        batch.push(r);
+                        if batch.len() >= self.max_batch {
+                            self.export(&logger, &mut batch).await;
+                        }
+                    }
+                    self.export(&logger, &mut batch).await;
+                    if let Err(e) = self.exporter.shutdown() {
+                        tracing::debug!(error = %e, "otel exporter shutdown");
+                    }
+                    if let Some(Control::Shutdown(done)) = ctl {
+                        let _ = done.send(());
+                    }
+                    return;
+                }
+                r = self.rx.recv() => match r {
+                    Some(r) => {
+                        batch.push(r);
+                        if batch.len() >= self.max_batch {
+                            self.export(&logger, &mut batch).await;
+                        }
+                    }
+                    None => {
+                        self.export(&logger, &mut batch).await;
+                        return;
+                    }
+                },
+                _ = tick.tick() => self.export(&logger, &mut batch).await,
+            }
+        }
+    }
+
+    async fn export(&mut self, logger: &SdkLogger, batch: &mut Vec<AuditRecord>) {
+        if batch.is_empty() {
+            return;
+        }
+        let n = batch.len() as u64;
+        let observed = SystemTime::now();
+        let records: Vec<SdkLogRecord> = batch
+            .drain(..)
+            .map(|r| convert::log_record(logger, &r, observed))
+            .collect();
+        let refs: Vec<(&SdkLogRecord, &InstrumentationScope)> =
+            records.iter().map(|r| (r, &self.scope)).collect();
+        let result = tokio::time::timeout(
+            self.export_timeout,
+            self.exporter.export(LogBatch::new(&refs)),
+        )
+        .await;
+        let err = match result {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(_) => Some("export timed out".to_string()),
+        };
+        match err {
+            None if self.failing => {
+                self.failing = false;
+                tracing::info!("otel export recovered");
+            }
+            None => {}
+            Some(e) => {
+                self.dropped.inc_by(n);
+                if !self.failing {
+                    self.failing = true;
+                    tracing::warn!(error = %e, records = n, "otel export failing; records are dropped until it recovers");
+                }
+            }
+        }
+    }
+}
+
+fn build_exporter(s: &OtelSettings) -> Result<opentelemetry_otlp::LogExporter, OtelError> {
+    match s.protocol {
+        OtlpProtocol::HttpProtobuf => {
+            let client = opentelemetry_http::hyper::HyperClient::new(
+                https_connector(s)?,
+                s.export_timeout,
+                None,
+            );
+            let headers: HashMap<String, String> = s
+                .headers
+                .iter()
+                .map(|(k, v)| (k.clone(), String::clone(v)))
+                .collect();
+            opentelemetry_otlp::LogExporter::builder()
+                .with_http()
+                .with_http_client(client)
+                .with_endpoint(s.http_logs_url())
+                .with_protocol(Protocol::HttpBinary)
+                .with_timeout(s.export_timeout)
+                .with_headers(headers)
+                .build()
+                .map_err(OtelError::Build)
+        }
+        OtlpProtocol::Grpc => {
+            let mut map = http::HeaderMap::new();
+            for (k, v) in &s.headers {
+                if let (Ok(k), Ok(v)) = (
+                    http::HeaderName::try_from(k.as_str()),
+                    http::HeaderValue::try_from(v.as_str()),
+                ) {
+                    map.insert(k, v);
+                }
+            }
+            let mut b = opentelemetry_otlp::LogExporter::builder()
+                .with_tonic()
+                .with_endpoint(s.endpoint.clone())
+                .with_protocol(Protocol::Grpc)
+                .with_timeout(s.export_timeout)
+                .with_metadata(
+                    opentelemetry_otlp::tonic_types::metadata::MetadataMap::from_headers(map),
+                );
+            if s.endpoint.starts_with("https://") {
+                b = b.with_tls_config(
+                    opentelemetry_otlp::tonic_types::transport::ClientTlsConfig::new()
+                        .with_native_roots(),
+                );
+            }
+            b.build().map_err(OtelError::Build)
+        }
+    }
+}
+
+fn https_connector(
+    s: &OtelSettings,
+) -> Result<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    OtelError,
+> {
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    let (added, _) = roots.add_parsable_certificates(native.certs);
+    if added == 0 && s.endpoint.starts_with("https://") {
+        return Err(OtelError::NoRoots);
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| OtelError::BadVariable {
+            var: "OTEL_EXPORTER_OTLP_ENDPOINT",
+            detail: format!("tls setup: {e}"),
+        })?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .build())
+}

@@ -1,0 +1,95 @@
+//! Process signals and lifecycle: SIGTERM/SIGINT start a graceful shutdown,
+//! SIGHUP reloads the configuration, [`Drain`] lets in-flight requests finish,
+//! and the `sd_notify` helpers tell systemd (`Type=notify`) where we are.
+//!
+//! A graceful shutdown, as `run()` can do it:
+//!
+//! ```ignore
+//! let mut stop = ShutdownSignal::install()?;       // before the listeners start
+//! let drain = Drain::new();                        // accept loops select on drain.stopping()
+//! notify_ready();
+//! let which = stop.recv().await;
+//! notify_stopping();
+//! drain.drain(Duration::from_secs(30)).await;      // stop accepting, wait for in-flight work
+//! if let Some(otel) = otel { otel.shutdown(Duration::from_secs(5)).await; }
+//! std::process::exit(0);
+//! ```
+
+use std::sync::Arc;
+
+use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio::task::JoinHandle;
+
+use crate::ops::management::{ReloadController, Trigger};
+
+mod drain;
+mod notify;
+
+pub use drain::{Drain, DrainGuard, DrainOutcome};
+pub use notify::{notify_ready, notify_reloading, notify_stopping, sd_notify, sd_notify_to};
+
+/// Errors from signal handling.
+#[derive(Debug, thiserror::Error)]
+pub enum SignalError {
+    /// Installing a signal handler failed.
+    #[error("installing the {signal} handler")]
+    Install {
+        /// The signal's name.
+        signal: &'static str,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn install(kind: SignalKind, name: &'static str) -> Result<Signal, SignalError> {
+    signal(kind).map_err(|source| SignalError::Install {
+        signal: name,
+        source,
+    })
+}
+
+/// SIGTERM and SIGINT. Install it early: from then on these signals no longer
+/// kill the process, they only wake [`ShutdownSignal::recv`].
+pub struct ShutdownSignal {
+    term: Signal,
+    int: Signal,
+}
+
+impl ShutdownSignal {
+    /// Installs the handlers; needs a tokio runtime.
+    pub fn install() -> Result<Self, SignalError> {
+        Ok(ShutdownSignal {
+            term: install(SignalKind::terminate(), "SIGTERM")?,
+            int: install(SignalKind::interrupt(), "SIGINT")?,
+        })
+    }
+
+    /// Resolves on the next SIGTERM or SIGINT and says which.
+    pub async fn recv(&mut self) -> &'static str {
+        let which = tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        };
+        tracing::info!(signal = which, "shutting down");
+        which
+    }
+}
+
+/// Reloads through `controller` on every SIGHUP, for the life of the process.
+/// Signals that arrive during a reload are coalesced into one more reload.
+pub fn spawn_reload_on_sighup(
+    controller: Arc<ReloadController>,
+) -> Result<JoinHandle<()>, SignalError> {
+    let mut hup = install(SignalKind::hangup(), "SIGHUP")?;
+    Ok(tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading configuration");
+            // The controller logs the outcome and records it for /v1/status.
+            let _ = controller.reload(Trigger::Signal).await;
+        }
+    }))
+}
+
+#[cfg(test)]
+mod tests;
