@@ -52,7 +52,15 @@ pub fn run(path: &Path) -> ExitCode {
         }
     };
     rt.block_on(async move {
-        let mut app = match App::start(cfg, path, AuditSink::stderr()).await {
+        // Install signal handlers first so a SIGTERM during startup is not lost.
+        let mut stop = match crate::ops::ShutdownSignal::install() {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("iron-proxy: installing signal handlers: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let app = match App::start(cfg, path, AuditSink::stderr()).await {
             Ok(app) => app,
             Err(e) => {
                 tracing::error!(error = %e, "startup failed");
@@ -61,27 +69,15 @@ pub fn run(path: &Path) -> ExitCode {
             }
         };
         tracing::info!(version = crate::VERSION, "ready");
-        wait_for_shutdown().await;
-        tracing::info!("shutting down");
-        app.stop_accepting();
+        let signal = stop.recv().await;
+        tracing::info!(signal, "shutting down");
+        app.shutdown(SHUTDOWN_GRACE).await;
         ExitCode::SUCCESS
     })
 }
 
-async fn wait_for_shutdown() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
-}
+/// How long in-flight requests may take to finish after SIGTERM/SIGINT.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// `iron-proxy validate -config FILE [-strict]`.
 pub fn validate(path: &Path, strict: bool) -> ExitCode {
@@ -133,11 +129,46 @@ pub fn generate_ca(outdir: &Path, name: &str, expiry_hours: u64, alg: Alg) -> Ex
     }
 }
 
-/// `iron-proxy intercept status|detach -config FILE`.
+/// `iron-proxy intercept status|detach -config FILE`. Detach is the only way
+/// interception ends: the pinned programs outlive the proxy so that workloads
+/// fail closed when it stops.
 pub fn intercept(path: &Path, detach: bool) -> ExitCode {
-    let _ = (path, detach);
-    eprintln!("iron-proxy intercept: not supported yet by this build");
-    ExitCode::FAILURE
+    let cfg = match config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            print_config_errors(&e);
+            return ExitCode::FAILURE;
+        }
+    };
+    let pin = match &cfg.intercept {
+        Some(ic) => ic.pin_path.clone(),
+        None => std::path::PathBuf::from(crate::config::DEFAULT_PIN_PATH),
+    };
+    if detach {
+        return match crate::intercept::Interceptor::detach(&pin) {
+            Ok(()) => {
+                println!(
+                    "interception detached; pins under {} removed",
+                    pin.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("iron-proxy intercept detach: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    match crate::intercept::Interceptor::status(&pin) {
+        Ok(status) => {
+            println!("{status}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("iron-proxy intercept status: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// `iron-proxy init`: prints each step and how to verify; exit 1 on failure.
@@ -162,7 +193,11 @@ pub fn init(args: &crate::init::InitArgs) -> ExitCode {
 
 /// `iron-proxy summary`: exit 1 when the log cannot be read or the summary written.
 pub fn summary(args: &crate::summary::SummaryArgs) -> ExitCode {
-    match crate::summary::run(&args.log_file, args.show_full_paths, args.suggest_rules.as_deref()) {
+    match crate::summary::run(
+        &args.log_file,
+        args.show_full_paths,
+        args.suggest_rules.as_deref(),
+    ) {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("iron-proxy summary: {}", crate::init::error_chain(&e));

@@ -259,8 +259,54 @@ fn authority(req: &Request<Incoming>, default_port: u16) -> Option<(String, u16)
 pub type HandleFuture =
     Pin<Box<dyn std::future::Future<Output = Result<Response<Body>, Infallible>> + Send>>;
 
+pin_project_lite::pin_project! {
+    /// Keeps the exchange counted as in flight (for graceful shutdown) until its body ends.
+    struct Tracked {
+        #[pin]
+        inner: Body,
+        _drain: crate::ops::signals::DrainGuard,
+    }
+}
+
+impl http_body::Body for Tracked {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.project().inner.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// Handles one request. Never fails: every outcome is a response plus one audit record.
 pub async fn handle(
+    shared: Arc<Shared>,
+    conn: Arc<ConnInfo>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let drain = shared.drain.guard();
+    let rsp = handle_tracked(shared, conn, req).await?;
+    let (parts, inner) = rsp.into_parts();
+    Ok(Response::from_parts(
+        parts,
+        body::boxed(Tracked {
+            inner,
+            _drain: drain,
+        }),
+    ))
+}
+
+async fn handle_tracked(
     shared: Arc<Shared>,
     conn: Arc<ConnInfo>,
     mut req: Request<Incoming>,

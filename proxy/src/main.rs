@@ -39,9 +39,12 @@ fn main() -> ExitCode {
             Ok(path) => iron_proxy::cmd::validate(&path, strict),
             Err(code) => code,
         },
-        Some(Command::GenerateCa { ref outdir, ref name, expiry_hours, alg }) => {
-            iron_proxy::cmd::generate_ca(outdir, name, expiry_hours, alg)
-        }
+        Some(Command::GenerateCa {
+            ref outdir,
+            ref name,
+            expiry_hours,
+            alg,
+        }) => iron_proxy::cmd::generate_ca(outdir, name, expiry_hours, alg),
         Some(Command::Init(ref args)) => iron_proxy::cmd::init(args),
         Some(Command::Summary(ref args)) => iron_proxy::cmd::summary(args),
         Some(Command::Intercept { ref action }) => match need_config(&cli) {

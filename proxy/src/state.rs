@@ -51,6 +51,8 @@ pub struct Shared {
     pub upstream: Upstream,
     /// Where audit records go.
     pub audit: AuditSink,
+    /// Tracks in-flight exchanges for graceful shutdown.
+    pub drain: crate::ops::Drain,
     ready: AtomicBool,
 }
 
@@ -61,12 +63,14 @@ impl Shared {
         deny: Arc<ArcSwap<DenyList>>,
         upstream: Upstream,
         audit: AuditSink,
+        drain: crate::ops::Drain,
     ) -> Self {
         Shared {
             policy: ArcSwap::from_pointee(policy),
             deny,
             upstream,
             audit,
+            drain,
             ready: AtomicBool::new(false),
         }
     }

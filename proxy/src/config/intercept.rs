@@ -8,6 +8,9 @@ use super::decode::{one_of, str_with, Cx, Decode, Res};
 use super::values::ListenAddr;
 use super::yaml::{Kind, Node};
 
+/// Where programs, maps and links are pinned unless `intercept.pin_path` says otherwise.
+pub const DEFAULT_PIN_PATH: &str = "/sys/fs/bpf/iron-proxy";
+
 /// `intercept:` (ours): transparent interception of chosen workloads.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InterceptConfig {
@@ -108,7 +111,7 @@ impl Decode for InterceptConfig {
             uids,
             listen: listen?,
             dns: dns?,
-            pin_path: pin_path?.unwrap_or_else(|| PathBuf::from("/sys/fs/bpf/iron-proxy")),
+            pin_path: pin_path?.unwrap_or_else(|| PathBuf::from(DEFAULT_PIN_PATH)),
         })
     }
 }

@@ -40,7 +40,7 @@ pub use hmac::{
     HmacAlgorithm, HmacHeader, HmacSignConfig, HmacSignature, HmacTimestamp, KeyEncoding,
     OutputEncoding, TimestampFormat, HMAC_HEADER_FIELDS, HMAC_MESSAGE_FIELDS,
 };
-pub use intercept::{InterceptConfig, InterceptMode, UidSpec};
+pub use intercept::{InterceptConfig, InterceptMode, UidSpec, DEFAULT_PIN_PATH};
 pub use judge::{CircuitBreakerConfig, JudgeConfig, JudgeFallback, JudgeProvider, ProviderConfig};
 pub use mcp::{ArgCondition, ArgMatcher, McpConfig, McpErrorConfig, McpServer, McpTool};
 pub use oauth::{OAuthGrant, OAuthTokenConfig, OAuthTokenEntry};

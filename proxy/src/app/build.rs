@@ -1,0 +1,72 @@
+//! Config → running transforms. Used at startup and by every reload, which
+//! builds a whole new [`Policy`] before swapping it in.
+
+use std::sync::Arc;
+
+use crate::config::{Config, TransformConfig};
+use crate::pipeline::{Pipeline, Transform};
+use crate::secrets::Sources;
+use crate::state::{Limits, Policy};
+use crate::transforms;
+use crate::upstream::DenyList;
+
+use super::AppError;
+
+/// Builds the swappable part of the proxy from a config. `sources` is kept
+/// for the life of the process so reloads reuse cached secret values.
+pub fn build_policy(cfg: &Config, sources: &Sources) -> Result<(Policy, DenyList), AppError> {
+    let mut list: Vec<Arc<dyn Transform>> = Vec::with_capacity(cfg.transforms.len());
+    for (index, t) in cfg.transforms.iter().enumerate() {
+        list.push(build_transform(index, t, sources)?);
+    }
+    let limits = Limits {
+        max_request_body_bytes: usize::try_from(cfg.proxy.max_request_body_bytes)
+            .unwrap_or(usize::MAX),
+        max_response_body_bytes: usize::try_from(cfg.proxy.max_response_body_bytes)
+            .unwrap_or(usize::MAX),
+        upstream_response_header_timeout: cfg.proxy.upstream_response_header_timeout.get(),
+    };
+    let deny = DenyList::new(cfg.proxy.upstream_deny_cidrs.clone());
+    Ok((
+        Policy {
+            pipeline: Pipeline::new(list),
+            limits,
+        },
+        deny,
+    ))
+}
+
+fn build_transform(
+    index: usize,
+    t: &TransformConfig,
+    sources: &Sources,
+) -> Result<Arc<dyn Transform>, AppError> {
+    let name = t.name();
+    let failed = |detail: String| AppError::Transform {
+        index,
+        name,
+        detail,
+    };
+    Ok(match t {
+        TransformConfig::Allowlist(c) => Arc::new(transforms::allowlist::Allowlist::new(
+            c.domains.clone(),
+            c.cidrs.clone(),
+            c.rules.clone(),
+            c.warn,
+        )),
+        TransformConfig::Secrets(c) => {
+            transforms::secrets::build(c, sources).map_err(|e| failed(e.to_string()))?
+        }
+        TransformConfig::HeaderAllowlist(c) => transforms::header_allowlist::build(c),
+        TransformConfig::Annotate(c) => {
+            transforms::annotate::build(c).map_err(|e| failed(e.to_string()))?
+        }
+        TransformConfig::BodyCapture(c) => transforms::body_capture::build(c),
+        TransformConfig::GcpAuth(_)
+        | TransformConfig::OauthToken(_)
+        | TransformConfig::AwsAuth(_)
+        | TransformConfig::HmacSign(_)
+        | TransformConfig::Grpc(_)
+        | TransformConfig::Judge(_) => return Err(AppError::NotSupported { index, name }),
+    })
+}

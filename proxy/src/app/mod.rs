@@ -1,0 +1,419 @@
+//! Startup, reload and shutdown: turn a [`Config`] into running listeners.
+//! Startup is fail-closed: listeners answer 503 until the pipeline, the
+//! listeners and interception are all in place; only then is the proxy ready
+//! (`/readyz`, systemd `READY=1`).
+
+mod build;
+mod intercept;
+mod reload;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::audit::AuditSink;
+use crate::config::{self, Config, ListenAddr, TlsConfig};
+use crate::dns::{DnsServer, DnsSettings, StaticRecord};
+use crate::intercept::Interceptor;
+use crate::listen::sniffed::{Intake, TlsHandling};
+use crate::listen::transparent::{OriginLookup, Redirected, SockoptLookup};
+use crate::ops::{self, Drain, Metrics};
+use crate::secrets::{Sources, SourcesOptions};
+use crate::state::Shared;
+use crate::upstream::{Dialer, Resolver, Upstream};
+
+pub use build::build_policy;
+
+/// Why the proxy could not start (or a reload could not build).
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// The config file is invalid.
+    #[error("{0}")]
+    Config(#[from] config::ConfigErrors),
+    /// A transform whose implementation has not landed yet.
+    #[error("transforms[{index}]: transform '{name}' is not supported yet by this build (validate accepts its config)")]
+    NotSupported {
+        /// Position in `transforms`.
+        index: usize,
+        /// Transform name.
+        name: &'static str,
+    },
+    /// A feature (config section) whose implementation has not landed yet.
+    #[error("{0}: not supported yet by this build (validate accepts its config)")]
+    FeatureNotSupported(&'static str),
+    /// A transform's config could not be turned into a running transform.
+    #[error("transforms[{index}] ({name}): {detail}")]
+    Transform {
+        /// Position in `transforms`.
+        index: usize,
+        /// Transform name.
+        name: &'static str,
+        /// What failed.
+        detail: String,
+    },
+    /// The CA or another TLS piece failed to load.
+    #[error("tls: {0}")]
+    Tls(String),
+    /// The upstream resolver could not be built.
+    #[error("upstream resolver: {0}")]
+    Resolver(#[from] crate::upstream::resolve::ResolveError),
+    /// A listener could not be bound.
+    #[error("binding {what} on {addr}: {source}")]
+    Bind {
+        /// Which listener.
+        what: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The DNS server failed to start.
+    #[error("dns: {0}")]
+    Dns(String),
+    /// eBPF interception failed to start.
+    #[error("intercept: {0}")]
+    Intercept(String),
+    /// The metrics, management or OTLP endpoints failed to start.
+    #[error("{0}")]
+    Ops(String),
+}
+
+/// Binds every address of a listen spec (`:80` means IPv4 and IPv6).
+pub fn bind(what: &'static str, spec: &ListenAddr) -> Result<Vec<TcpListener>, AppError> {
+    let mut out = Vec::new();
+    for addr in spec.socket_addrs() {
+        let err = |source| AppError::Bind { what, addr, source };
+        let sock = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )
+        .map_err(err)?;
+        if addr.is_ipv6() {
+            sock.set_only_v6(true).map_err(err)?;
+        }
+        sock.set_reuse_address(true).map_err(err)?;
+        sock.set_nonblocking(true).map_err(err)?;
+        sock.bind(&addr.into()).map_err(err)?;
+        sock.listen(1024).map_err(err)?;
+        let std: std::net::TcpListener = sock.into();
+        out.push(TcpListener::from_std(std).map_err(err)?);
+    }
+    Ok(out)
+}
+
+fn tls_handling(cfg: &Config, metrics: &Metrics) -> Result<TlsHandling, AppError> {
+    match &cfg.tls {
+        TlsConfig::SniOnly => Ok(TlsHandling::SniOnly),
+        TlsConfig::Mitm(m) => {
+            let tls_err = |e: &dyn std::fmt::Display| AppError::Tls(e.to_string());
+            let ca = crate::tls::CertificateAuthority::load(&m.ca_cert, &m.ca_key)
+                .map_err(|e| tls_err(&e))?;
+            metrics.set_ca_expiry(SystemTime::from(ca.not_after()));
+            let lifetime = Duration::from_secs(u64::from(m.leaf_cert_expiry_hours) * 3600);
+            let minter =
+                crate::tls::LeafMinter::new(Arc::new(ca), lifetime).map_err(|e| tls_err(&e))?;
+            let cache = Arc::new(crate::tls::LeafCache::new(minter, m.cert_cache_size as u64));
+            let stats_cache = cache.clone();
+            let _ = metrics.register_cert_cache(Box::new(move || {
+                let s = stats_cache.stats();
+                vec![
+                    (vec!["hit".into()], s.hits),
+                    (vec!["miss".into()], s.misses),
+                    (vec!["mint".into()], s.mints),
+                ]
+            }));
+            let resolver = Arc::new(crate::tls::SniResolver::new(cache.clone()));
+            let config = crate::tls::server_config(resolver, crate::tls::ALPN_H2_HTTP11);
+            Ok(TlsHandling::Mitm { config, cache })
+        }
+    }
+}
+
+fn dns_settings(d: &config::DnsConfig) -> DnsSettings {
+    DnsSettings {
+        listen: d.listen.socket_addrs(),
+        proxy_ip: d.proxy_ip,
+        proxy_ip6: d.proxy_ip6,
+        upstream: d.upstream_resolver,
+        passthrough: d.passthrough.clone(),
+        records: d
+            .records
+            .iter()
+            .map(|r| match &r.value {
+                config::DnsRecordValue::A(ip) => StaticRecord::A {
+                    name: r.name.clone(),
+                    ip: *ip,
+                },
+                config::DnsRecordValue::Cname(t) => StaticRecord::Cname {
+                    name: r.name.clone(),
+                    target: t.clone(),
+                },
+            })
+            .collect(),
+    }
+}
+
+/// Looks up original destinations in the eBPF maps, falling back to `SO_ORIGINAL_DST`.
+struct BpfLookup(crate::intercept::OriginalDst);
+
+impl OriginLookup for BpfLookup {
+    fn lookup(
+        &self,
+        stream: &tokio::net::TcpStream,
+        peer: SocketAddr,
+        local: SocketAddr,
+    ) -> Option<Redirected> {
+        match self.0.lookup(peer, local) {
+            Some(o) => Some(Redirected {
+                dst: o.dst,
+                client: Some(crate::audit::ClientProcess {
+                    pid: o.tgid,
+                    uid: o.uid,
+                    comm: o.comm,
+                    cgroup: crate::intercept::cgroup_path(o.cgroup_id)
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default(),
+                }),
+            }),
+            None => SockoptLookup.lookup(stream, peer, local),
+        }
+    }
+}
+
+/// A running proxy.
+pub struct App {
+    /// Shared state (policy, upstream, audit).
+    pub shared: Arc<Shared>,
+    /// The config file it was started from.
+    pub config_path: PathBuf,
+    /// Bound listener addresses, by listener name.
+    pub bound: Vec<(&'static str, SocketAddr)>,
+    /// Metrics registry.
+    pub metrics: Arc<Metrics>,
+    /// In-flight request tracking for graceful shutdown.
+    pub drain: Drain,
+    tasks: Vec<JoinHandle<()>>,
+    dns: Option<DnsServer>,
+    otel: Option<Arc<ops::OtelExporter>>,
+    _interceptor: Option<Interceptor>,
+}
+
+impl App {
+    /// Starts everything the config asks for, in an order that never lets
+    /// traffic through unchecked: the pipeline is built first, listeners answer
+    /// 503 until everything is up, and interception attaches last (its
+    /// redirects land on listeners that already exist).
+    pub async fn start(cfg: Config, config_path: &Path, audit: AuditSink) -> Result<App, AppError> {
+        if cfg.mcp.as_ref().is_some_and(|m| !m.servers.is_empty()) {
+            return Err(AppError::FeatureNotSupported("mcp"));
+        }
+        let metrics = Arc::new(Metrics::new());
+        metrics.config_loaded(SystemTime::now());
+        audit.add_observer(metrics.observer());
+        let otel = match ops::OtelSettings::from_env()
+            .map_err(|e| AppError::Ops(format!("opentelemetry: {e}")))?
+        {
+            Some(s) => {
+                let exporter = ops::OtelExporter::start(s, metrics.otel_dropped_counter())
+                    .map_err(|e| AppError::Ops(format!("opentelemetry: {e}")))?;
+                audit.add_observer(exporter.clone());
+                Some(exporter)
+            }
+            None => None,
+        };
+        let sources = Sources::new(SourcesOptions {
+            prefetch: true,
+            ..SourcesOptions::default()
+        });
+        let (policy, deny) = build_policy(&cfg, &sources)?;
+        let tls = tls_handling(&cfg, &metrics)?;
+        let upstream_tls =
+            crate::tls::upstream_client_config().map_err(|e| AppError::Tls(e.to_string()))?;
+        let resolver = Resolver::new(cfg.dns.as_ref().and_then(|d| d.upstream_resolver))?;
+        let deny = Arc::new(ArcSwap::from_pointee(deny));
+        let dialer = Dialer::new(resolver, deny.clone(), upstream_tls);
+        let drain = Drain::new();
+        let shared = Arc::new(Shared::new(
+            policy,
+            deny,
+            Upstream::new(dialer),
+            audit,
+            drain.clone(),
+        ));
+        let intake = Intake {
+            shared: shared.clone(),
+            tls,
+        };
+
+        let mut tasks = Vec::new();
+        let mut bound = Vec::new();
+        fn push(bound: &mut Vec<(&'static str, SocketAddr)>, name: &'static str, l: &TcpListener) {
+            if let Ok(a) = l.local_addr() {
+                bound.push((name, a));
+            }
+        }
+        for l in bind("proxy.http_listen", &cfg.proxy.http_listen)? {
+            push(&mut bound, "http", &l);
+            tasks.push(tokio::spawn(crate::listen::http::run(l, shared.clone())));
+        }
+        for l in bind("proxy.https_listen", &cfg.proxy.https_listen)? {
+            push(&mut bound, "https", &l);
+            tasks.push(tokio::spawn(crate::listen::https::run(l, intake.clone())));
+        }
+        if let Some(t) = &cfg.proxy.tunnel_listen {
+            for l in bind("proxy.tunnel_listen", t)? {
+                push(&mut bound, "tunnel", &l);
+                tasks.push(tokio::spawn(crate::listen::tunnel::run(l, intake.clone())));
+            }
+        }
+        let dns = match &cfg.dns {
+            Some(d) => {
+                let server = DnsServer::start(dns_settings(d))
+                    .await
+                    .map_err(|e| AppError::Dns(e.to_string()))?;
+                for a in server.local_addrs() {
+                    bound.push(("dns", *a));
+                }
+                let stats = server.stats();
+                let _ = metrics.register_dns_queries(Box::new(move || {
+                    let s = stats.snapshot();
+                    [
+                        ("intercepted", s.intercepted),
+                        ("passthrough", s.passthrough),
+                        ("record", s.record),
+                        ("refused", s.refused),
+                        ("failed", s.failed),
+                    ]
+                    .into_iter()
+                    .map(|(k, v)| (vec![k.to_string()], v))
+                    .collect()
+                }));
+                Some(server)
+            }
+            None => None,
+        };
+
+        let mut interceptor = None;
+        if let Some(ic) = &cfg.intercept {
+            if ic.mode == config::InterceptMode::Nftables {
+                return Err(AppError::FeatureNotSupported("intercept.mode: nftables"));
+            }
+            let listeners = bind("intercept.listen", &ic.listen)?;
+            let transparent: Vec<SocketAddr> = listeners
+                .iter()
+                .filter_map(|l| l.local_addr().ok())
+                .collect();
+            let dns_addrs: Vec<SocketAddr> = match (&dns, ic.dns_enabled(&cfg)) {
+                (Some(server), true) => server.local_addrs().to_vec(),
+                _ => Vec::new(),
+            };
+            let settings = intercept::settings(&cfg, ic, &transparent, &dns_addrs)?;
+            let attached =
+                Interceptor::attach(&settings).map_err(|e| AppError::Intercept(e.to_string()))?;
+            let lookup: Arc<dyn OriginLookup> = Arc::new(BpfLookup(attached.original_dst()));
+            let pin = settings.pin_path.clone();
+            let _ =
+                metrics.register_intercept_events(Box::new(move || {
+                    match Interceptor::status(&pin) {
+                        Ok(crate::intercept::Status {
+                            counters: Some(c), ..
+                        }) => [
+                            ("redirected", c.redirected),
+                            ("denied", c.denied),
+                            ("udp_refused", c.udp_refused),
+                            ("dns_redirected", c.dns_redirected),
+                            ("raw_refused", c.raw_refused),
+                        ]
+                        .into_iter()
+                        .map(|(k, v)| (vec![k.to_string()], v))
+                        .collect(),
+                        _ => Vec::new(),
+                    }
+                }));
+            for l in listeners {
+                push(&mut bound, "transparent", &l);
+                tasks.push(tokio::spawn(crate::listen::transparent::run(
+                    l,
+                    intake.clone(),
+                    lookup.clone(),
+                )));
+            }
+            interceptor = Some(attached);
+        }
+
+        let ready_shared = shared.clone();
+        let (addr, _) = ops::metrics::start(
+            cfg.metrics.listen.to_socket_addr(),
+            metrics.clone(),
+            Arc::new(move || ready_shared.is_ready()),
+            drain.stopping(),
+        )
+        .map_err(|e| AppError::Ops(format!("metrics.listen: {e}")))?;
+        bound.push(("metrics", addr));
+        let sources_for_reload = sources.clone();
+        let controller = reload::controller(
+            config_path,
+            shared.clone(),
+            sources_for_reload,
+            metrics.clone(),
+        )?;
+        if let Some(m) = &cfg.management {
+            let (addr, _) = ops::management::start(
+                m.listen.to_socket_addr(),
+                &m.api_key_env,
+                controller.clone(),
+                drain.stopping(),
+            )
+            .map_err(|e| AppError::Ops(format!("management: {e}")))?;
+            bound.push(("management", addr));
+        }
+        ops::signals::spawn_reload_on_sighup(controller)
+            .map_err(|e| AppError::Ops(e.to_string()))?;
+
+        shared.set_ready(true);
+        ops::signals::notify_ready();
+        for (name, addr) in &bound {
+            tracing::info!(listener = name, addr = %addr, "listening");
+        }
+        Ok(App {
+            shared,
+            config_path: config_path.to_path_buf(),
+            bound,
+            metrics,
+            drain,
+            tasks,
+            dns,
+            otel,
+            _interceptor: interceptor,
+        })
+    }
+
+    /// Graceful shutdown: stop accepting, let in-flight requests finish up to
+    /// `grace`, flush the OTLP exporter. Interception stays pinned (fail closed).
+    pub async fn shutdown(mut self, grace: Duration) {
+        ops::signals::notify_stopping();
+        self.shared.set_ready(false);
+        for t in self.tasks.drain(..) {
+            t.abort();
+        }
+        match self.drain.drain(grace).await {
+            ops::signals::DrainOutcome::Drained => tracing::info!("in-flight requests drained"),
+            ops::signals::DrainOutcome::TimedOut { in_flight } => {
+                tracing::warn!(in_flight, "shutdown grace period over; dropping requests")
+            }
+        }
+        if let Some(dns) = self.dns.take() {
+            let _ = dns.shutdown().await;
+        }
+        if let Some(otel) = self.otel.take() {
+            otel.shutdown(Duration::from_secs(5)).await;
+        }
+    }
+}
