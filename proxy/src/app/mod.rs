@@ -160,6 +160,17 @@ fn dns_settings(d: &config::DnsConfig) -> DnsSettings {
     }
 }
 
+/// A cgroup path as `/a/b`, relative to the cgroup v2 mount (as in /proc/PID/cgroup).
+fn relative_cgroup(p: &Path) -> String {
+    match crate::intercept::cgroup2_mount() {
+        Ok(mount) => match p.strip_prefix(&mount) {
+            Ok(rel) => format!("/{}", rel.display()),
+            Err(_) => p.display().to_string(),
+        },
+        Err(_) => p.display().to_string(),
+    }
+}
+
 /// Looks up original destinations in the eBPF maps, falling back to `SO_ORIGINAL_DST`.
 struct BpfLookup(crate::intercept::OriginalDst);
 
@@ -178,7 +189,7 @@ impl OriginLookup for BpfLookup {
                     uid: o.uid,
                     comm: o.comm,
                     cgroup: crate::intercept::cgroup_path(o.cgroup_id)
-                        .map(|p| p.display().to_string())
+                        .map(|p| relative_cgroup(&p))
                         .unwrap_or_default(),
                 }),
             }),
