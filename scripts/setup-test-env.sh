@@ -26,6 +26,7 @@ if [[ $venv_only -eq 0 ]]; then
     declare -A wanted=(
         [curl]=curl [dig]=dnsutils [dnsmasq]=dnsmasq-base [ip]=iproute2 [nft]=nftables
         [clang]=clang [llvm-strip]=llvm [openssl]=openssl [git]=git [python3]=python3
+        [lintian]=lintian [rpmbuild]=rpm [systemd-analyze]=systemd [unshare]=util-linux
     )
     missing=()
     for cmd in "${!wanted[@]}"; do

@@ -21,5 +21,10 @@ cargo build --workspace --all-targets
 echo "== tests"
 # One test binary per crate; the e2e suite runs the real binary against a fake internet in network namespaces.
 cargo test --workspace -- --test-threads="${IRON_TEST_THREADS:-2}"
+echo "== packages: .deb/.rpm build, lintian, rpm -qpl, install/purge round trip"
+cargo xtask package --profile dev --check
+echo "== GitHub Action in a simulated runner"
+deb=$(ls -t target/package/iron-proxy_*.deb 2>/dev/null | head -1)
+bash packaging/github-action/test.sh "$deb"
 echo "== xtask bench --quick (smoke only; never fails on numbers)"
 if cargo xtask --help 2>/dev/null | grep -q bench; then cargo xtask bench --quick; fi
