@@ -3,4 +3,5 @@
 //! `cargo test -p iron-proxy-tests --test e2e`.
 
 mod harness_selftest;
+mod intercept;
 mod smoke;

@@ -21,12 +21,15 @@
 //!   ([`dnsmasq`]).
 //! - [`Proxy`] renders a config, starts the proxy binary and parses its audit log ([`audit`]).
 //! - [`client`] runs real clients (curl, Python in a virtualenv).
+//! - [`cgroup`] runs workloads in a test cgroup under eBPF interception ([`TestCgroup`],
+//!   [`PinGuard`]).
 //!
 //! Harness functions panic with a message that says what failed: they are test code, and a
 //! panic points at the failing line. Every privileged resource sits behind a Drop guard.
 
 pub mod audit;
 pub mod ca;
+pub mod cgroup;
 pub mod client;
 pub mod dnsmasq;
 pub mod fake_upstream;
@@ -38,6 +41,7 @@ pub mod upstream;
 
 pub use audit::{Audit, AuditRecord};
 pub use ca::TestCa;
+pub use cgroup::{PinGuard, TestCgroup, Workload, WorkloadCurl};
 pub use client::{curl, python, python_in, Curl, CurlResult, PyResult};
 pub use netns::{FakeInternet, Host};
 pub use proxy::{Proxy, ProxyProcess};

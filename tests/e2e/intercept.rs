@@ -1,0 +1,555 @@
+//! eBPF transparent interception, end to end: workloads in a test cgroup run real clients
+//! with no proxy settings at all, and every connection they make ends up at the proxy, which
+//! dials the name the client asked for (SNI or Host), never the IP it connected to. Also: the
+//! kernel-side deny list, UDP, DNS redirection, who is (not) intercepted, many connections at
+//! once, and fail-closed behaviour when the proxy dies.
+//!
+//! Safety: programs attach only to the test's own cgroup; workloads connect only to
+//! fake-internet addresses (inside the test's namespace) and loopback.
+
+use std::net::IpAddr;
+
+use iron_proxy_tests::process::run_with_timeout;
+use iron_proxy_tests::*;
+use nix::sys::signal::Signal;
+use serde_json::{json, Value};
+
+/// A proxy intercepting one test cgroup. Fields drop in order: the proxy stops, then the
+/// pins are detached, then the cgroup is removed.
+pub(crate) struct Lab {
+    pub px: ProxyProcess,
+    pub pins: PinGuard,
+    pub cg: TestCgroup,
+    pub net: FakeInternet,
+    pub config: Value,
+}
+
+/// The base config: `httpbin.test` allowed; DNS answers with the veth's host side (a
+/// fake-internet address, so a workload following it is intercepted, not denied as loopback);
+/// the transparent listener on an ephemeral loopback port.
+pub(crate) fn base_config(net: &FakeInternet, cg: &TestCgroup, pins: &PinGuard) -> Value {
+    json!({
+        "transforms": [{"name": "allowlist", "config": {"domains": ["httpbin.test"]}}],
+        "dns": {"proxy_ip": net.host_side_v4().to_string()},
+        "intercept": {
+            "cgroups": [cg.path()],
+            "listen": "127.0.0.1:0",
+            "pin_path": pins.path(),
+        },
+    })
+}
+
+impl Lab {
+    /// Starts a proxy intercepting a fresh cgroup with [`base_config`].
+    pub fn start(net: &FakeInternet) -> Self {
+        Self::start_with(net, |_| {})
+    }
+
+    /// Like [`Lab::start`], after `edit` changed the config.
+    pub fn start_with(net: &FakeInternet, edit: impl FnOnce(&mut Value)) -> Self {
+        let cg = TestCgroup::new();
+        let pins = PinGuard::new();
+        let mut config = base_config(net, &cg, &pins);
+        edit(&mut config);
+        let px = start_intercepting(net, config.clone());
+        Self {
+            px,
+            pins,
+            cg,
+            net: net.clone(),
+            config,
+        }
+    }
+
+    /// curl in the cgroup, trusting the proxy's CA.
+    pub fn curl(&self, args: &[&str]) -> WorkloadCurl {
+        let mut all = vec!["--cacert", self.px.ca()];
+        all.extend_from_slice(args);
+        self.cg.curl(all)
+    }
+
+    /// The audit record for the request with this path.
+    pub fn audit_for(&self, path: &str) -> AuditRecord {
+        self.px.wait_for_audit(|a| a.path() == Some(path))
+    }
+}
+
+/// Starts the proxy and waits until interception is in force: the transparent listener is
+/// logged only after the programs are attached and the proxy is ready.
+pub(crate) fn start_intercepting(net: &FakeInternet, config: Value) -> ProxyProcess {
+    let px = Proxy::with(config).resolver(net).start();
+    px.wait_for_log(|l| l.contains("listening") && l.contains("transparent"));
+    px
+}
+
+/// Waits until the proxy process has exited (after a SIGKILL).
+pub(crate) fn wait_stopped(px: &mut ProxyProcess) {
+    wait_until(
+        std::time::Duration::from_secs(5),
+        "the proxy to exit",
+        || (!px.is_running()).then_some(()),
+    );
+}
+
+/// `name:port:ip` for `curl --resolve` (IPv6 in brackets).
+pub(crate) fn resolve(name: &str, port: u16, ip: impl Into<IpAddr>) -> String {
+    match ip.into() {
+        IpAddr::V4(v4) => format!("{name}:{port}:{v4}"),
+        IpAddr::V6(v6) => format!("{name}:{port}:[{v6}]"),
+    }
+}
+
+/// Socket probes run by a workload: each argument is `kind,host,port`; prints a JSON object
+/// mapping each argument to `"ok"` or the errno. Kinds: `tcp` (connect), `tcplo` (connect
+/// bound to `lo`, so that nothing could leave the machine even if interception were off),
+/// `udp` (sendto), `udpconnect` (connect + send), `raw` (raw ICMP socket), `packet`
+/// (AF_PACKET socket; nothing is sent).
+pub(crate) const PROBE: &str = r#"
+import json, socket, sys
+def fam(h): return socket.AF_INET6 if ':' in h else socket.AF_INET
+out = {}
+for spec in sys.argv[1:]:
+    kind, host, port = spec.split(',')
+    try:
+        if kind in ('tcp', 'tcplo'):
+            s = socket.socket(fam(host), socket.SOCK_STREAM)
+            s.settimeout(5)
+            if kind == 'tcplo':
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, b'lo')
+            s.connect((host, int(port)))
+        elif kind == 'udp':
+            s = socket.socket(fam(host), socket.SOCK_DGRAM)
+            s.sendto(b'x', (host, int(port)))
+        elif kind == 'udpconnect':
+            s = socket.socket(fam(host), socket.SOCK_DGRAM)
+            s.connect((host, int(port)))
+            s.send(b'x')
+        elif kind == 'raw':
+            socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+        elif kind == 'raw6':
+            socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+        elif kind == 'packet':
+            socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))
+        out[spec] = 'ok'
+    except OSError as e:
+        out[spec] = e.errno
+print(json.dumps(out))
+"#;
+
+/// Runs [`PROBE`] in `cg` and returns `spec → result` (`"ok"` or an errno).
+pub(crate) fn probe(cg: &TestCgroup, specs: &[String]) -> Value {
+    let r = cg.python(PROBE, specs);
+    r.assert_ok();
+    r.json()
+}
+
+pub(crate) const EPERM: i64 = 1;
+
+/// Panics unless every spec's result is `expected`.
+pub(crate) fn assert_probes(results: &Value, specs: &[String], expected: Value, why: &str) {
+    for s in specs {
+        assert_eq!(results[s], expected, "{s}: {why}; all results: {results}");
+    }
+}
+
+#[test]
+fn https_and_http_by_name_reach_the_upstream_through_the_proxy_and_name_the_process() {
+    require_root!();
+    let net = FakeInternet::new();
+    let up = Upstream::https("httpbin.test").start(&net);
+    let lab = Lab::start(&net);
+
+    // No proxy settings: curl connects to the upstream's own address.
+    let r = lab.curl(&[
+        "--resolve",
+        &resolve("httpbin.test", 443, up.ip()),
+        "https://httpbin.test/anything/tls",
+    ]);
+    let echo = r.expect_status(200).json();
+    assert_eq!(echo["upstream"], "httpbin.test", "{r}");
+    let seen = up.wait_for_request(|q| q.path() == "/anything/tls");
+    assert_eq!(seen.sni(), Some("httpbin.test"));
+
+    let rec = lab.audit_for("/anything/tls");
+    assert!(rec.is_allowed(), "{rec}");
+    assert_eq!(rec.str("mode"), Some("transparent"), "{rec}");
+    assert_eq!(rec.host(), Some("httpbin.test"), "{rec}");
+    assert_eq!(
+        rec.str("original_dst"),
+        Some(format!("{}:443", up.ip()).as_str()),
+        "{rec}"
+    );
+    assert_eq!(
+        rec.pointer("/client"),
+        Some(&json!({"pid": r.pid, "uid": 0, "comm": "curl", "cgroup": lab.cg.relative()})),
+        "the audit record names the workload process: {rec}"
+    );
+
+    let r = lab.curl(&[
+        "--resolve",
+        &resolve("httpbin.test", 80, up.ip()),
+        "http://httpbin.test/anything/plain",
+    ]);
+    r.expect_status(200);
+    up.wait_for_request(|q| q.path() == "/anything/plain" && q.sni().is_none());
+    let rec = lab.audit_for("/anything/plain");
+    assert!(rec.is_allowed(), "{rec}");
+    assert_eq!(rec.str("mode"), Some("transparent"), "{rec}");
+    assert_eq!(
+        rec.str("original_dst"),
+        Some(format!("{}:80", up.ip()).as_str())
+    );
+    assert_eq!(rec.pointer("/client/pid"), Some(&json!(r.pid)), "{rec}");
+}
+
+#[test]
+fn names_outside_the_allowlist_and_ip_literals_get_403_without_touching_the_upstream() {
+    require_root!();
+    let net = FakeInternet::new();
+    let evil = Upstream::https("evil.test").start(&net);
+    let lab = Lab::start(&net);
+    let ip = evil.ip().to_string();
+
+    for (args, path) in [
+        (
+            vec![
+                "--resolve".to_string(),
+                resolve("evil.test", 443, evil.ip()),
+                "https://evil.test/anything/name-tls".into(),
+            ],
+            "/anything/name-tls",
+        ),
+        (
+            vec![
+                "--resolve".to_string(),
+                resolve("evil.test", 80, evil.ip()),
+                "http://evil.test/anything/name-plain".into(),
+            ],
+            "/anything/name-plain",
+        ),
+        (
+            vec![format!("https://{ip}/anything/ip-tls")],
+            "/anything/ip-tls",
+        ),
+        (
+            vec![format!("http://{ip}/anything/ip-plain")],
+            "/anything/ip-plain",
+        ),
+    ] {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let r = lab.curl(&args);
+        assert_eq!(r.status, 403, "{path}: {r}");
+        let rec = lab.audit_for(path);
+        assert_eq!(rec.action(), Some("reject"), "{rec}");
+        assert_eq!(rec.rejected_by(), Some("allowlist"), "{rec}");
+        assert_eq!(rec.str("mode"), Some("transparent"), "{rec}");
+    }
+    evil.assert_untouched();
+}
+
+#[test]
+fn an_allowed_sni_pointed_at_another_ip_reaches_the_allowed_name_not_that_ip() {
+    require_root!();
+    let net = FakeInternet::new();
+    let up = Upstream::https("httpbin.test").start(&net);
+    let evil = Upstream::https("evil.test").start(&net);
+    let lab = Lab::start(&net);
+
+    for (port, scheme) in [(443, "https"), (80, "http")] {
+        let path = format!("/anything/fronted-{scheme}");
+        let r = lab.curl(&[
+            "--resolve",
+            &resolve("httpbin.test", port, evil.ip()),
+            &format!("{scheme}://httpbin.test{path}"),
+        ]);
+        let echo = r.expect_status(200).json();
+        assert_eq!(
+            echo["upstream"], "httpbin.test",
+            "the proxy dials the name, not the IP the workload chose: {r}"
+        );
+        up.wait_for_request(|q| q.path() == path);
+        let rec = lab.audit_for(&path);
+        assert_eq!(
+            rec.str("original_dst"),
+            Some(format!("{}:{port}", evil.ip()).as_str()),
+            "{rec}"
+        );
+    }
+    evil.assert_untouched();
+}
+
+#[test]
+fn connects_into_deny_cidrs_fail_with_eperm_in_the_kernel() {
+    require_root!();
+    let net = FakeInternet::new();
+    let internal = Upstream::https("internal.test").start(&net);
+    let open = net.add_host();
+    let (v4, v6) = (internal.ip(), internal.ipv6());
+    let lab = Lab::start_with(&net, |c| {
+        c["proxy"] = json!({"upstream_deny_cidrs": [
+            format!("{v4}/32"), format!("{v6}/128"),
+            "169.254.169.254/32", "fd00:ec2::254/128", "127.0.0.0/8", "::1/128",
+        ]});
+    });
+
+    let denied: Vec<String> = [
+        format!("tcp,{v4},443"),
+        format!("tcp,{v6},443"),
+        format!("tcp,::ffff:{v4},443"),
+        format!("tcp,{v4},8080"),
+        "tcp,127.0.0.1,80".to_string(),
+        "tcp,::1,80".to_string(),
+        "tcp,::ffff:127.0.0.1,80".to_string(),
+    ]
+    .into();
+    let allowed = vec![
+        format!("tcp,{},443", open.v4),
+        format!("tcp,{},443", open.v6),
+    ];
+    let all: Vec<String> = denied.iter().chain(&allowed).cloned().collect();
+    let results = probe(&lab.cg, &all);
+    assert_probes(
+        &results,
+        &denied,
+        json!(EPERM),
+        "a denied range must give EPERM",
+    );
+    assert_probes(
+        &results,
+        &allowed,
+        json!("ok"),
+        "an address outside the deny list is redirected to the proxy (nothing listens there)",
+    );
+    internal.assert_untouched();
+}
+
+#[test]
+fn udp_other_than_dns_is_refused_with_eperm() {
+    require_root!();
+    let net = FakeInternet::new();
+    let lab = Lab::start(&net);
+    let target = net.add_host();
+    let specs: Vec<String> = vec![
+        format!("udp,{},443", target.v4),
+        format!("udpconnect,{},443", target.v4),
+        format!("udp,{},443", target.v6),
+        format!("udpconnect,{},443", target.v6),
+        format!("udp,{},123", target.v4),
+    ];
+    let results = probe(&lab.cg, &specs);
+    assert_probes(
+        &results,
+        &specs,
+        json!(EPERM),
+        "QUIC and other UDP must be refused",
+    );
+}
+
+#[test]
+fn dns_to_a_foreign_resolver_is_answered_by_the_proxy_over_udp_and_tcp() {
+    require_root!();
+    let net = FakeInternet::new();
+    let lab = Lab::start(&net);
+    // A fake-internet address where no DNS server runs.
+    let foreign = net.add_host();
+    let expected = net.host_side_v4().to_string();
+    for transport in ["+notcp", "+tcp"] {
+        let at = format!("@{}", foreign.v4);
+        let ran = lab.cg.dig(&[
+            &at,
+            "example.test",
+            "A",
+            "+short",
+            "+time=3",
+            "+tries=1",
+            transport,
+        ]);
+        assert_eq!(
+            ran.stdout.trim(),
+            expected,
+            "dig {transport} at a foreign resolver must get the proxy's answer (dns.proxy_ip): {ran}"
+        );
+    }
+}
+
+#[test]
+fn processes_outside_the_cgroup_are_untouched() {
+    require_root!();
+    let net = FakeInternet::new();
+    let up = Upstream::https("httpbin.test").start(&net);
+    let lab = Lab::start(&net);
+
+    // From the test process (not in the cgroup) a name the proxy would refuse goes direct.
+    let r = curl([
+        "--resolve",
+        &resolve("unlisted.test", 80, up.ip()),
+        "http://unlisted.test/anything/outside",
+    ]);
+    r.expect_status(200);
+    up.wait_for_request(|q| q.path() == "/anything/outside" && q.host() == "unlisted.test");
+
+    // The same request from inside is intercepted and refused.
+    let r = lab.curl(&[
+        "--resolve",
+        &resolve("unlisted.test", 80, up.ip()),
+        "http://unlisted.test/anything/inside",
+    ]);
+    assert_eq!(r.status, 403, "{r}");
+    lab.audit_for("/anything/inside");
+    up.assert_no_request(|q| q.path() == "/anything/inside");
+    assert!(
+        lab.px
+            .audit()
+            .find(|a| a.path() == Some("/anything/outside"))
+            .is_none(),
+        "the outside request must not have gone through the proxy"
+    );
+}
+
+#[test]
+fn with_uids_only_those_users_inside_the_cgroup_are_intercepted() {
+    require_root!();
+    let net = FakeInternet::new();
+    let up = Upstream::https("httpbin.test").start(&net);
+    let lab = Lab::start_with(&net, |c| c["intercept"]["uids"] = json!([65534]));
+    let unlisted = resolve("unlisted.test", 80, up.ip());
+
+    let r = lab.cg.command("curl").as_uid(65534).curl([
+        "--resolve",
+        &unlisted,
+        "http://unlisted.test/anything/nobody",
+    ]);
+    assert_eq!(r.status, 403, "uid 65534 is intercepted: {r}");
+    let rec = lab.audit_for("/anything/nobody");
+    assert_eq!(rec.pointer("/client/uid"), Some(&json!(65534)), "{rec}");
+    assert_eq!(rec.pointer("/client/pid"), Some(&json!(r.pid)), "{rec}");
+
+    let r = lab
+        .cg
+        .curl(["--resolve", &unlisted, "http://unlisted.test/anything/root"]);
+    r.expect_status(200);
+    up.wait_for_request(|q| q.path() == "/anything/root" && q.host() == "unlisted.test");
+    up.assert_no_request(|q| q.path() == "/anything/nobody");
+}
+
+/// Opens N connections at once to distinct ports of one fake-internet address, each asking
+/// for a distinct path, and reports which answered with their own path.
+const MANY: &str = r#"
+import asyncio, json, sys
+ip, base, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+async def one(k):
+    r, w = await asyncio.open_connection(ip, base + k)
+    w.write(('GET /anything/c%d HTTP/1.1\r\nHost: httpbin.test:80\r\nConnection: close\r\n\r\n' % k).encode())
+    await w.drain()
+    data = await r.read()
+    w.close()
+    head, _, body = data.partition(b'\r\n\r\n')
+    return head.startswith(b'HTTP/1.1 200') and ('"/anything/c%d"' % k).encode() in body
+async def main():
+    conns = await asyncio.gather(*(one(k) for k in range(n)), return_exceptions=True)
+    bad = [k for k, ok in enumerate(conns) if ok is not True]
+    print(json.dumps({'ok': n - len(bad), 'bad': bad[:10], 'errors': [str(conns[k]) for k in bad[:3]]}))
+asyncio.run(main())
+"#;
+
+#[test]
+fn five_hundred_concurrent_connections_keep_their_original_destinations() {
+    require_root!();
+    const N: u16 = 500;
+    const BASE: u16 = 20000;
+    let net = FakeInternet::new();
+    let up = Upstream::https("httpbin.test").start(&net);
+    let lab = Lab::start(&net);
+
+    let out = lab
+        .cg
+        .python(MANY, [up.ip().to_string(), BASE.to_string(), N.to_string()]);
+    out.assert_ok();
+    assert_eq!(out.json()["ok"], json!(N), "{out}");
+
+    let audit = lab.px.audit();
+    let mut wrong = Vec::new();
+    for k in 0..N {
+        let path = format!("/anything/c{k}");
+        let want = format!("{}:{}", up.ip(), BASE + k);
+        match audit.find(|a| a.path() == Some(path.as_str())) {
+            Some(rec) if rec.str("original_dst") == Some(want.as_str()) => {}
+            other => wrong.push((k, other.map(|r| r.to_string()))),
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} connections lost their original destination, e.g. {:?}",
+        wrong.len(),
+        &wrong[..wrong.len().min(3)]
+    );
+}
+
+#[test]
+fn a_killed_proxy_fails_closed_a_restart_takes_over_and_detach_goes_direct() {
+    require_root!();
+    let net = FakeInternet::new();
+    let up = Upstream::https("httpbin.test").start(&net);
+    let mut lab = Lab::start(&net);
+    let by_name = resolve("httpbin.test", 80, up.ip());
+    let unlisted = resolve("unlisted.test", 80, up.ip());
+
+    lab.curl(&["--resolve", &by_name, "http://httpbin.test/anything/before"])
+        .expect_status(200);
+
+    lab.px.signal(Signal::SIGKILL);
+    wait_stopped(&mut lab.px);
+    assert!(lab.pins.is_pinned(), "interception stays pinned");
+    let r = lab.curl(&["--resolve", &unlisted, "http://unlisted.test/anything/dead"]);
+    assert_eq!(
+        r.exit, 7,
+        "with the proxy dead the workload gets connection refused, not the internet: {r}"
+    );
+    up.assert_no_request(|q| q.path() == "/anything/dead");
+
+    // Same config, same pins: the new proxy takes over the pinned links.
+    lab.px = start_intercepting(&net, lab.config.clone());
+    lab.curl(&["--resolve", &by_name, "http://httpbin.test/anything/again"])
+        .expect_status(200);
+    let rec = lab.audit_for("/anything/again");
+    assert_eq!(rec.str("mode"), Some("transparent"), "{rec}");
+    let r = lab.curl(&[
+        "--resolve",
+        &unlisted,
+        "http://unlisted.test/anything/again-unlisted",
+    ]);
+    assert_eq!(r.status, 403, "{r}");
+
+    let mut detach = std::process::Command::new(paths::iron_proxy_bin());
+    detach
+        .args(["intercept", "detach", "-config"])
+        .arg(lab.px.config_path());
+    let out = run_with_timeout(
+        "intercept detach",
+        &mut detach,
+        std::time::Duration::from_secs(20),
+    );
+    assert_eq!(
+        out.exit,
+        0,
+        "intercept detach failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!lab.pins.is_pinned(), "detach removes the pins");
+    // Direct again: the upstream itself answers a name the proxy would refuse.
+    let r = lab.curl(&[
+        "--resolve",
+        &unlisted,
+        "http://unlisted.test/anything/direct",
+    ]);
+    r.expect_status(200);
+    up.wait_for_request(|q| q.path() == "/anything/direct" && q.host() == "unlisted.test");
+    assert!(
+        lab.px
+            .audit()
+            .find(|a| a.path() == Some("/anything/direct"))
+            .is_none(),
+        "after detach the proxy is not involved"
+    );
+}
