@@ -3,4 +3,6 @@
 //! `cargo test -p iron-proxy-tests --test e2e`.
 
 mod harness_selftest;
+mod ops;
+mod secrets;
 mod smoke;
