@@ -4,4 +4,6 @@
 
 mod harness_selftest;
 mod intercept;
+mod ops;
+mod secrets;
 mod smoke;

@@ -1,0 +1,208 @@
+//! `aws_sm` and `aws_ssm` sources against moto's server on loopback: `json_key`, a SecureString
+//! parameter, and a rotation picked up after `ttl`.
+//!
+//! The proxy's secret backend client dials directly (backend traffic is the proxy's own, not
+//! subject to `upstream_deny_cidrs`), so a loopback moto is reachable while the workload's
+//! traffic still goes to the fake internet.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use iron_proxy_tests::process::{ChildGuard, Lines};
+use iron_proxy_tests::proxy::render::free_port;
+use iron_proxy_tests::*;
+use serde_json::json;
+
+use super::assert_no_leak;
+
+/// moto's server on 127.0.0.1, killed by PID on drop.
+struct Moto {
+    addr: SocketAddr,
+    _child: ChildGuard,
+    _stderr: Lines,
+}
+
+impl Moto {
+    fn start() -> Self {
+        let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let port = free_port(ip, false);
+        let python = paths::venv_python();
+        let bin = python.with_file_name("moto_server");
+        let mut cmd = Command::new(&bin);
+        cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = ChildGuard::spawn("moto_server", &mut cmd);
+        let stderr = child.child_mut().stderr.take().expect("piped stderr");
+        let (lines, _) = Lines::capture(stderr, |_| {});
+        let addr = SocketAddr::new(ip, port);
+        wait_until(Duration::from_secs(30), "moto_server to listen", || {
+            if let Some(status) = child.try_status() {
+                panic!(
+                    "moto_server exited ({status}):\n{}",
+                    lines.snapshot().join("\n")
+                );
+            }
+            TcpStream::connect_timeout(&addr, Duration::from_millis(100)).ok()
+        });
+        Moto {
+            addr,
+            _child: child,
+            _stderr: lines,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Runs a boto3 snippet against this server; `sm` and `ssm` are clients.
+    fn boto(&self, code: &str) {
+        let script = format!(
+            "import boto3, sys\n\
+             kw = dict(endpoint_url=sys.argv[1], region_name='us-east-1',\n\
+                       aws_access_key_id='testing', aws_secret_access_key='testing')\n\
+             sm = boto3.client('secretsmanager', **kw)\n\
+             ssm = boto3.client('ssm', **kw)\n\
+             {code}\n"
+        );
+        python(&script, [self.url()]).assert_ok();
+    }
+
+    /// A proxy with the AWS environment pointing at this server and nowhere else.
+    fn proxy(&self, config: &str, net: &FakeInternet) -> ProxyProcess {
+        Proxy::with(config)
+            .resolver(net)
+            .env("AWS_ENDPOINT_URL", &self.url())
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_CONFIG_FILE", "/nonexistent/iron-e2e-aws-config")
+            .env(
+                "AWS_SHARED_CREDENTIALS_FILE",
+                "/nonexistent/iron-e2e-aws-credentials",
+            )
+            .start()
+    }
+}
+
+const SM_V1: &str = "sk-ant-real-v1-5c1e";
+const SM_V2: &str = "sk-ant-real-v2-9f3a";
+const SM_OTHER: &str = "other-field-never-used";
+const SSM_VALUE: &str = "sk-openai-from-ssm-7d2b";
+
+const CONFIG: &str = r#"
+transforms:
+  - name: allowlist
+    config:
+      domains: ["httpbin.test"]
+  - name: secrets
+    config:
+      secrets:
+        - source:
+            type: aws_sm
+            secret_id: "e2e/anthropic"
+            json_key: "api_key"
+            ttl: 2s
+          replace:
+            proxy_value: "pk-proxy-anthropic"
+            match_headers: ["x-api-key"]
+            require: true
+          rules:
+            - host: "httpbin.test"
+              paths: ["/anything/sm"]
+        - source:
+            type: aws_ssm
+            name: "/myapp/openai-key"
+            with_decryption: true
+          replace:
+            proxy_value: "pk-proxy-openai-param"
+            match_headers: ["Authorization"]
+          rules:
+            - host: "httpbin.test"
+              paths: ["/anything/ssm"]
+log:
+  level: "debug"
+"#;
+
+/// What the upstream saw in `header` for a fresh request to `path` carrying `placeholder`.
+fn swap_through(
+    px: &ProxyProcess,
+    up: &UpstreamHandle,
+    path: &str,
+    header: &str,
+    placeholder: &str,
+) -> String {
+    let marker = format!("{}", up.requests().len());
+    Curl::get(&format!("https://httpbin.test{path}?n={marker}"))
+        .header(header, placeholder)
+        .via(px)
+        .run()
+        .expect_status(200);
+    let seen = up.wait_for_request(|r| r.path() == path && r.0["args"]["n"] == json!(marker));
+    seen.header(header).unwrap_or("").to_string()
+}
+
+#[test]
+fn aws_secrets_manager_and_parameter_store_through_moto() {
+    require_root!();
+    let moto = Moto::start();
+    moto.boto(&format!(
+        "sm.create_secret(Name='e2e/anthropic', SecretString='{{\"api_key\": \"{SM_V1}\", \"other\": \"{SM_OTHER}\"}}')\n\
+         ssm.put_parameter(Name='/myapp/openai-key', Value='Bearer {SSM_VALUE}', Type='SecureString')"
+    ));
+    let net = FakeInternet::new();
+    let up = Upstream::https("httpbin.test").start(&net);
+    let px = moto.proxy(CONFIG, &net);
+
+    // Secrets Manager with json_key.
+    assert_eq!(
+        swap_through(&px, &up, "/anything/sm", "x-api-key", "pk-proxy-anthropic"),
+        SM_V1
+    );
+    let rec = px.wait_for_audit(|a| a.path() == Some("/anything/sm"));
+    assert_eq!(
+        rec.annotation("secrets", "swapped"),
+        Some(&json!([{"secret": "e2e/anthropic", "locations": ["header:x-api-key"]}])),
+        "{rec}"
+    );
+
+    // Parameter Store, SecureString decrypted; the whole header value is the placeholder.
+    assert_eq!(
+        swap_through(
+            &px,
+            &up,
+            "/anything/ssm",
+            "Authorization",
+            "pk-proxy-openai-param"
+        ),
+        format!("Bearer {SSM_VALUE}")
+    );
+    let rec = px.wait_for_audit(|a| a.path() == Some("/anything/ssm"));
+    assert_eq!(
+        rec.annotation("secrets", "swapped"),
+        Some(&json!([{"secret": "/myapp/openai-key", "locations": ["header:Authorization"]}])),
+        "{rec}"
+    );
+
+    // Rotate in Secrets Manager: requests pick up the new value after the 2 s ttl, and every
+    // request in between carries either the old or the new value, never the placeholder.
+    moto.boto(&format!(
+        "sm.put_secret_value(SecretId='e2e/anthropic', SecretString='{{\"api_key\": \"{SM_V2}\"}}')"
+    ));
+    wait_until(
+        Duration::from_secs(15),
+        "the rotated secret to be used",
+        || {
+            let v = swap_through(&px, &up, "/anything/sm", "x-api-key", "pk-proxy-anthropic");
+            assert!(v == SM_V1 || v == SM_V2, "unexpected value upstream: {v:?}");
+            (v == SM_V2).then_some(())
+        },
+    );
+
+    up.assert_no_request(|r| r.0.to_string().contains("pk-proxy-"));
+    assert_no_leak(&px, &[SM_V1, SM_V2, SM_OTHER, SSM_VALUE]);
+}
