@@ -357,7 +357,7 @@ pub async fn handle(
             ));
         }
     };
-    parts.version = Version::HTTP_11;
+    // parts.version stays the client's: Upstream::send picks the upstream's from it.
     let mut body = body::incoming(incoming);
     if policy.pipeline.wants_request_body(&cx, &parts) {
         match body::collect(body, policy.limits.max_request_body_bytes).await {
