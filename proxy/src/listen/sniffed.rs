@@ -204,6 +204,7 @@ impl Intake {
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
+        let started = std::time::Instant::now();
         let mut rec = conn.record();
         rec.mode = crate::audit::Mode::SniOnly;
         if let Some(expected) = conn.expected_host.as_deref() {
@@ -219,7 +220,7 @@ impl Intake {
             let _ = io.shutdown().await;
             return;
         }
-        let mut guard = AuditGuard::new(rec, self.shared.audit.clone());
+        let mut guard = AuditGuard::since(rec, self.shared.audit.clone(), started);
         let upstream = match self.shared.upstream.dialer().tcp(host, port).await {
             Ok(u) => u,
             Err(e) => {
