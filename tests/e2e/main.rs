@@ -4,3 +4,4 @@
 
 mod harness_selftest;
 mod smoke;
+mod tls;
