@@ -79,12 +79,18 @@ pub struct AuditGuard {
 }
 
 impl AuditGuard {
-    /// A guard for `record`.
+    /// A guard for `record`; `duration_ms` counts from now.
     pub fn new(record: AuditRecord, sink: AuditSink) -> Self {
+        Self::since(record, sink, std::time::Instant::now())
+    }
+
+    /// A guard for `record` of an exchange that began at `started`, so that
+    /// `duration_ms` includes the request phase and the wait for the upstream.
+    pub fn since(record: AuditRecord, sink: AuditSink, started: std::time::Instant) -> Self {
         AuditGuard {
             record: Some(record),
             sink,
-            started: std::time::Instant::now(),
+            started,
         }
     }
 
@@ -311,6 +317,7 @@ async fn handle_tracked(
     conn: Arc<ConnInfo>,
     mut req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
+    let started = std::time::Instant::now();
     let mut rec = conn.record();
     rec.method = req.method().as_str().to_string();
     rec.path = req.uri().path().to_string();
@@ -324,14 +331,14 @@ async fn handle_tracked(
         );
         return Ok(finish(
             error_response(StatusCode::SERVICE_UNAVAILABLE, "not ready"),
-            AuditGuard::new(rec, sink),
+            AuditGuard::since(rec, sink, started),
         ));
     }
     let Some((host, port)) = authority(&req, conn.default_port) else {
         rec.reject(None, "missing_host", 400);
         return Ok(finish(
             error_response(StatusCode::BAD_REQUEST, "request names no host"),
-            AuditGuard::new(rec, sink),
+            AuditGuard::since(rec, sink, started),
         ));
     };
     rec.host = host.clone();
@@ -342,7 +349,7 @@ async fn handle_tracked(
                 let msg = format!("Host {host} does not match the {what} {exp}");
                 return Ok(finish(
                     error_response(StatusCode::MISDIRECTED_REQUEST, &msg),
-                    AuditGuard::new(rec, sink),
+                    AuditGuard::since(rec, sink, started),
                 ));
             }
         }
@@ -355,7 +362,7 @@ async fn handle_tracked(
                 StatusCode::BAD_REQUEST,
                 "path has dot segments or is not absolute",
             ),
-            AuditGuard::new(rec, sink),
+            AuditGuard::since(rec, sink, started),
         ));
     }
 
@@ -399,11 +406,11 @@ async fn handle_tracked(
             rec.reject(None, "invalid_uri", 400);
             return Ok(finish(
                 error_response(StatusCode::BAD_REQUEST, "invalid request target"),
-                AuditGuard::new(rec, sink),
+                AuditGuard::since(rec, sink, started),
             ));
         }
     };
-    parts.version = Version::HTTP_11;
+    // parts.version stays the client's: Upstream::send picks the upstream's from it.
     let mut body = body::incoming(incoming);
     if policy.pipeline.wants_request_body(&cx, &parts) {
         match body::collect(body, policy.limits.max_request_body_bytes).await {
@@ -416,14 +423,14 @@ async fn handle_tracked(
                 let msg = format!("request body exceeds proxy.max_request_body_bytes ({limit})");
                 return Ok(finish(
                     error_response(StatusCode::PAYLOAD_TOO_LARGE, &msg),
-                    AuditGuard::new(rec, sink),
+                    AuditGuard::since(rec, sink, started),
                 ));
             }
             Err(BufferError::Read(e)) => {
                 rec.fail("client_body_error", e.to_string(), 400);
                 return Ok(finish(
                     error_response(StatusCode::BAD_REQUEST, "reading request body failed"),
-                    AuditGuard::new(rec, sink),
+                    AuditGuard::since(rec, sink, started),
                 ));
             }
         }
@@ -439,15 +446,20 @@ async fn handle_tracked(
         PhaseOutcome::Reject(by, r) => {
             rec.reject(Some(&by), &r.reason, r.status.as_u16());
             tracing::debug!(host = %host, transform = %by, reason = %r.reason, "rejected");
-            return Ok(finish(r.to_response(), AuditGuard::new(rec, sink)));
+            return Ok(finish(
+                r.to_response(),
+                AuditGuard::since(rec, sink, started),
+            ));
         }
-        PhaseOutcome::Stub(_, rsp) => return Ok(finish(rsp, AuditGuard::new(rec, sink))),
+        PhaseOutcome::Stub(_, rsp) => {
+            return Ok(finish(rsp, AuditGuard::since(rec, sink, started)))
+        }
         PhaseOutcome::Fail(by, e) => {
             rec.fail(e.reason, e.detail.clone(), e.status.as_u16());
             rec.rejected_by = Some(by);
             return Ok(finish(
                 error_response(e.status, "the proxy failed closed on this request"),
-                AuditGuard::new(rec, sink),
+                AuditGuard::since(rec, sink, started),
             ));
         }
     }
@@ -464,7 +476,7 @@ async fn handle_tracked(
             rec.fail(e.reason(), e.to_string(), e.status().as_u16());
             return Ok(finish(
                 error_response(e.status(), &e.to_string()),
-                AuditGuard::new(rec, sink),
+                AuditGuard::since(rec, sink, started),
             ));
         }
     };
@@ -474,7 +486,7 @@ async fn handle_tracked(
             return Ok(crate::upgrade::splice(
                 upstream,
                 client_up,
-                AuditGuard::new(rec, sink),
+                AuditGuard::since(rec, sink, started),
             ));
         }
     }
@@ -495,7 +507,7 @@ async fn handle_tracked(
                 rec.fail(reason, e.to_string(), 502);
                 return Ok(finish(
                     error_response(StatusCode::BAD_GATEWAY, &e.to_string()),
-                    AuditGuard::new(rec, sink),
+                    AuditGuard::since(rec, sink, started),
                 ));
             }
         }
@@ -509,23 +521,26 @@ async fn handle_tracked(
         PhaseOutcome::Continue => {}
         PhaseOutcome::Reject(by, r) => {
             rec.reject(Some(&by), &r.reason, r.status.as_u16());
-            return Ok(finish(r.to_response(), AuditGuard::new(rec, sink)));
+            return Ok(finish(
+                r.to_response(),
+                AuditGuard::since(rec, sink, started),
+            ));
         }
         PhaseOutcome::Stub(_, s) => {
             rec.status_code = s.status().as_u16();
-            return Ok(finish(s, AuditGuard::new(rec, sink)));
+            return Ok(finish(s, AuditGuard::since(rec, sink, started)));
         }
         PhaseOutcome::Fail(by, e) => {
             rec.fail(e.reason, e.detail.clone(), e.status.as_u16());
             rec.rejected_by = Some(by);
             return Ok(finish(
                 error_response(e.status, "the proxy failed closed on this response"),
-                AuditGuard::new(rec, sink),
+                AuditGuard::since(rec, sink, started),
             ));
         }
     }
     rec.extra.append(&mut cx.audit_extra);
-    Ok(finish(rsp, AuditGuard::new(rec, sink)))
+    Ok(finish(rsp, AuditGuard::since(rec, sink, started)))
 }
 
 /// A policy refusal for a connection that never became an HTTP exchange

@@ -1,12 +1,23 @@
 //! Protocol upgrades (WebSocket): once the pipeline allowed the request and the
 //! upstream answered 101, both sides are spliced byte for byte. The exchange is
 //! audited once, when the upgraded connection ends, with the bytes moved.
+//!
+//! [`splice_counted`] is also the passthrough splice (sni-only): it counts bytes
+//! as they flow, so the counts survive a connection that ends with an error.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use http::Response;
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::audit::AuditRecord;
 use crate::body::{self, Body};
 use crate::exchange::AuditGuard;
 
@@ -37,19 +48,172 @@ pub fn splice(
                 return;
             }
         };
-        let mut c = TokioIo::new(c);
-        let mut u = TokioIo::new(u);
-        let result = tokio::io::copy_bidirectional(&mut c, &mut u).await;
+        let outcome = splice_counted(TokioIo::new(c), TokioIo::new(u)).await;
         if let Some(r) = guard.record_mut() {
-            match result {
-                Ok((sent, received)) => {
-                    r.bytes_sent = Some(sent);
-                    r.bytes_received = Some(received);
-                }
-                Err(e) => r.error = Some(format!("upgraded connection: {e}")),
-            }
+            outcome.record(r, "upgraded connection");
         }
         drop(guard);
     });
     Response::from_parts(parts, body::empty())
+}
+
+/// What a splice moved, and how it ended.
+#[derive(Debug)]
+pub struct SpliceOutcome {
+    /// Bytes read from the client and sent upstream.
+    pub sent: u64,
+    /// Bytes read from the upstream and sent to the client.
+    pub received: u64,
+    /// Why it ended, if not by an orderly close from both sides.
+    pub error: Option<io::Error>,
+}
+
+impl SpliceOutcome {
+    /// Writes the byte counts, and the error if any, into an audit record.
+    pub fn record(&self, rec: &mut AuditRecord, what: &str) {
+        rec.bytes_sent = Some(self.sent);
+        rec.bytes_received = Some(self.received);
+        if let Some(e) = &self.error {
+            rec.error = Some(format!("{what}: {e}"));
+        }
+    }
+}
+
+/// Copies both ways between `client` and `upstream` until both directions end,
+/// counting bytes as they flow. A peer that closes without TLS close_notify
+/// (common: many clients just close the socket) counts as an orderly close.
+pub async fn splice_counted<C, U>(client: C, upstream: U) -> SpliceOutcome
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
+    let sent = Arc::new(AtomicU64::new(0));
+    let received = Arc::new(AtomicU64::new(0));
+    let mut c = Counted {
+        inner: client,
+        count: sent.clone(),
+    };
+    let mut u = Counted {
+        inner: upstream,
+        count: received.clone(),
+    };
+    let error = match tokio::io::copy_bidirectional(&mut c, &mut u).await {
+        Ok(_) => None,
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => None,
+        Err(e) => Some(e),
+    };
+    SpliceOutcome {
+        sent: sent.load(Ordering::Relaxed),
+        received: received.load(Ordering::Relaxed),
+        error,
+    }
+}
+
+/// A stream that counts the bytes read from it.
+struct Counted<S> {
+    inner: S,
+    count: Arc<AtomicU64>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let res = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let n = buf.filled().len().saturating_sub(before);
+        self.count.fetch_add(n as u64, Ordering::Relaxed);
+        res
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn counts_survive_an_error_and_unexpected_eof_is_an_orderly_close() {
+        let (client, mut client_peer) = tokio::io::duplex(64);
+        let (upstream, mut upstream_peer) = tokio::io::duplex(64);
+        let task = tokio::spawn(splice_counted(client, upstream));
+        client_peer.write_all(b"hello").await.expect("write");
+        let mut got = [0u8; 5];
+        upstream_peer.read_exact(&mut got).await.expect("read");
+        upstream_peer.write_all(b"hi").await.expect("write");
+        let mut got = [0u8; 2];
+        client_peer.read_exact(&mut got).await.expect("read");
+        drop(client_peer);
+        drop(upstream_peer);
+        let out = task.await.expect("splice task");
+        assert_eq!((out.sent, out.received), (5, 2));
+        assert!(out.error.is_none(), "{:?}", out.error);
+    }
+
+    #[tokio::test]
+    async fn a_read_error_is_reported_with_the_counts_so_far() {
+        let (client, mut client_peer) = tokio::io::duplex(64);
+        let upstream = tokio_test_io_error();
+        let task = tokio::spawn(splice_counted(client, upstream));
+        client_peer.write_all(b"abc").await.expect("write");
+        let out = task.await.expect("splice task");
+        assert!(out.error.is_some());
+        let mut rec = AuditRecord::new(crate::audit::Mode::Https, "127.0.0.1:1".into());
+        out.record(&mut rec, "spliced");
+        assert!(rec
+            .error
+            .as_deref()
+            .is_some_and(|e| e.starts_with("spliced: ")));
+        assert!(rec.bytes_sent.is_some() && rec.bytes_received == Some(0));
+    }
+
+    /// A stream whose every read fails with a reset and whose writes vanish.
+    fn tokio_test_io_error() -> impl AsyncRead + AsyncWrite + Unpin {
+        struct Broken;
+        impl AsyncRead for Broken {
+            fn poll_read(
+                self: Pin<&mut Self>,
+                _: &mut Context<'_>,
+                _: &mut ReadBuf<'_>,
+            ) -> Poll<io::Result<()>> {
+                Poll::Ready(Err(io::ErrorKind::ConnectionReset.into()))
+            }
+        }
+        impl AsyncWrite for Broken {
+            fn poll_write(
+                self: Pin<&mut Self>,
+                _: &mut Context<'_>,
+                b: &[u8],
+            ) -> Poll<io::Result<usize>> {
+                Poll::Ready(Ok(b.len()))
+            }
+            fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+                Poll::Ready(Ok(()))
+            }
+            fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+                Poll::Ready(Ok(()))
+            }
+        }
+        Broken
+    }
 }

@@ -7,3 +7,4 @@ mod intercept;
 mod ops;
 mod secrets;
 mod smoke;
+mod tls;

@@ -204,6 +204,7 @@ impl Intake {
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
+        let started = std::time::Instant::now();
         let mut rec = conn.record();
         rec.mode = crate::audit::Mode::SniOnly;
         if let Some(expected) = conn.expected_host.as_deref() {
@@ -219,8 +220,8 @@ impl Intake {
             let _ = io.shutdown().await;
             return;
         }
-        let mut guard = AuditGuard::new(rec, self.shared.audit.clone());
-        let mut upstream = match self.shared.upstream.dialer().tcp(host, port).await {
+        let mut guard = AuditGuard::since(rec, self.shared.audit.clone(), started);
+        let upstream = match self.shared.upstream.dialer().tcp(host, port).await {
             Ok(u) => u,
             Err(e) => {
                 if let Some(r) = guard.record_mut() {
@@ -229,15 +230,9 @@ impl Intake {
                 return;
             }
         };
-        let result = tokio::io::copy_bidirectional(&mut io, &mut upstream).await;
+        let outcome = crate::upgrade::splice_counted(io, upstream).await;
         if let Some(r) = guard.record_mut() {
-            match result {
-                Ok((sent, received)) => {
-                    r.bytes_sent = Some(sent);
-                    r.bytes_received = Some(received);
-                }
-                Err(e) => r.error = Some(format!("passthrough: {e}")),
-            }
+            outcome.record(r, "passthrough");
         }
     }
 }

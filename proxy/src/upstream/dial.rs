@@ -82,7 +82,12 @@ impl DialError {
 pub struct Dialer {
     resolver: Resolver,
     deny: Arc<arc_swap::ArcSwap<DenyList>>,
+    /// TLS with the configured ALPN (h2 and http/1.1).
     tls: TlsConnector,
+    /// TLS offering http/1.1 only, for HTTP/1 clients and upgrades.
+    tls_h1: TlsConnector,
+    /// Which of the two this dialer uses.
+    http1_only: bool,
 }
 
 impl Dialer {
@@ -92,10 +97,24 @@ impl Dialer {
         deny: Arc<arc_swap::ArcSwap<DenyList>>,
         tls: Arc<rustls::ClientConfig>,
     ) -> Self {
+        let mut h1 = (*tls).clone();
+        h1.alpn_protocols = vec![b"http/1.1".to_vec()];
         Dialer {
             resolver,
             deny,
             tls: TlsConnector::from(tls),
+            tls_h1: TlsConnector::from(Arc::new(h1)),
+            http1_only: false,
+        }
+    }
+
+    /// The same dialer offering only http/1.1 through ALPN: an HTTP/1.1 client's
+    /// request (and a WebSocket upgrade, which HTTP/2 cannot carry) then reaches
+    /// the upstream as HTTP/1.1.
+    pub fn http1_only(&self) -> Dialer {
+        Dialer {
+            http1_only: true,
+            ..self.clone()
         }
     }
 
@@ -143,7 +162,12 @@ impl Dialer {
             host: host.to_string(),
             detail: e.to_string(),
         })?;
-        self.tls
+        let connector = if self.http1_only {
+            &self.tls_h1
+        } else {
+            &self.tls
+        };
+        connector
             .connect(name, tcp)
             .await
             .map_err(|e| DialError::Tls {

@@ -1,6 +1,9 @@
-//! The upstream side: name resolution, the deny list, dialing, and a pooled
-//! HTTP client (one pool per scheme+host+port, HTTP/2 when the upstream offers
-//! it through ALPN, HTTP/1.1 otherwise, header case preserved).
+//! The upstream side: name resolution, the deny list, dialing, and pooled
+//! HTTP clients (one pool per scheme+host+port, header case preserved). The
+//! upstream leg speaks the client's HTTP version where it can: an HTTP/2
+//! client's request goes out as HTTP/2 when the upstream offers it through
+//! ALPN (HTTP/1.1 otherwise); an HTTP/1 client's request always goes out as
+//! HTTP/1.1, so upgrades such as WebSocket keep working.
 
 pub mod deny;
 pub mod dial;
@@ -52,22 +55,32 @@ impl UpstreamError {
     }
 }
 
-/// The pooled upstream HTTP client.
+/// The pooled upstream HTTP clients.
 #[derive(Clone)]
 pub struct Upstream {
+    /// Offers h2 and http/1.1 (for HTTP/2 clients).
     client: Client<Dialer, Body>,
+    /// Offers http/1.1 only (for HTTP/1 clients).
+    client_h1: Client<Dialer, Body>,
     dialer: Dialer,
+}
+
+fn client(dialer: Dialer) -> Client<Dialer, Body> {
+    Client::builder(TokioExecutor::new())
+        .http1_preserve_header_case(true)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(64)
+        .build(dialer)
 }
 
 impl Upstream {
     /// A client over `dialer`.
     pub fn new(dialer: Dialer) -> Self {
-        let client = Client::builder(TokioExecutor::new())
-            .http1_preserve_header_case(true)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(64)
-            .build(dialer.clone());
-        Upstream { client, dialer }
+        Upstream {
+            client: client(dialer.clone()),
+            client_h1: client(dialer.http1_only()),
+            dialer,
+        }
     }
 
     /// The dialer, for raw TCP legs (tunnels, passthrough, upgrades).
@@ -76,12 +89,23 @@ impl Upstream {
     }
 
     /// Sends `req` (absolute URI) and waits at most `header_timeout` for the response head.
+    ///
+    /// `req`'s version is the client's: HTTP/2 may go out as HTTP/2 (if the
+    /// upstream agrees through ALPN), anything else goes out as HTTP/1.1.
     pub async fn send(
         &self,
-        req: Request<Body>,
+        mut req: Request<Body>,
         header_timeout: Duration,
     ) -> Result<Response<Incoming>, UpstreamError> {
-        match tokio::time::timeout(header_timeout, self.client.request(req)).await {
+        let client = if req.version() == http::Version::HTTP_2 {
+            &self.client
+        } else {
+            &self.client_h1
+        };
+        // The pooled connection decides the wire version; HTTP/1.1 is what hyper
+        // accepts on either kind.
+        *req.version_mut() = http::Version::HTTP_11;
+        match tokio::time::timeout(header_timeout, client.request(req)).await {
             Err(_) => Err(UpstreamError::Timeout(header_timeout)),
             Ok(Ok(rsp)) => Ok(rsp),
             Ok(Err(e)) => {

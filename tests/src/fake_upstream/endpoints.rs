@@ -11,6 +11,7 @@
 //! | `/sse` | `text/event-stream`: `?count=` events (default 3), the first at once, then one every `?interval_ms=` (default 300) |
 //! | `/response-headers?K=V` | sets each query pair as a response header |
 //! | `/ws` | WebSocket echo (text and binary) |
+//! | any path, `content-type: application/grpc` | a tiny gRPC service, see [`super::grpc`] |
 //!
 //! The echo: `method`, `path`, `url`, `args` (query; repeated keys become arrays), `headers`
 //! (object, names as received; on HTTP/1 with their original casing), `header_list` (pairs in
@@ -176,6 +177,7 @@ pub async fn handle(
         return Ok(super::ws::websocket(req, &shared));
     }
 
+    let parts_headers = req.headers().clone();
     let body = match req.into_body().collect().await {
         Ok(b) => b.to_bytes(),
         Err(_) => Bytes::new(),
@@ -184,6 +186,9 @@ pub async fn handle(
     echo["data"] = json!(String::from_utf8_lossy(&body));
     echo["json"] = serde_json::from_slice(&body).unwrap_or(Value::Null);
     log(&shared, &echo, Some(&body));
+    if super::grpc::is_grpc(&parts_headers) {
+        return Ok(super::grpc::handle(&path, &body, &shared));
+    }
     Ok(route(&path, echo, &shared).await)
 }
 

@@ -6,6 +6,7 @@
 //! every listener is bound.
 
 pub mod endpoints;
+mod grpc;
 pub mod tap;
 mod ws;
 

@@ -1,0 +1,112 @@
+//! MITM through `https_listen`: curl over HTTP/1.1 and HTTP/2, Python requests through
+//! `HTTPS_PROXY`, and SNI/Host agreement.
+
+use super::*;
+
+#[test]
+fn curl_over_http1_and_http2_reaches_upstream_with_the_same_version() {
+    require_root!();
+    let (_net, up, px) = mitm_with("httpbin.test");
+
+    for (flag, tag, want) in [("--http1.1", "h1", "HTTP/1.1"), ("--http2", "h2", "HTTP/2")] {
+        let path = format!("/anything/{tag}");
+        let r = Curl::get(&up.url(&path)).args([flag]).via(&px).run();
+        let echo = r.expect_status(200).json();
+        assert_eq!(echo["sni"], "httpbin.test", "{r}");
+        let seen = up.wait_for_request(|q| q.path() == path);
+        assert_eq!(
+            seen.http_version(),
+            want,
+            "curl {flag}: the upstream should see the client's HTTP version: {seen}"
+        );
+        let rec = px.wait_for_audit(|a| a.path() == Some(path.as_str()));
+        assert!(rec.is_allowed(), "{rec}");
+        assert_eq!(rec.str("mode"), Some("https"), "{rec}");
+        assert_eq!(rec.str("sni"), Some("httpbin.test"), "{rec}");
+        assert_eq!(rec.status_code(), Some(200), "{rec}");
+    }
+}
+
+#[test]
+fn python_requests_through_https_proxy_is_intercepted_and_audited() {
+    require_root!();
+    let (_net, up, px) = mitm_with("httpbin.test");
+    let script = r#"
+import json, os, sys
+os.environ["HTTPS_PROXY"] = sys.argv[1]
+os.environ["REQUESTS_CA_BUNDLE"] = sys.argv[2]
+import requests
+r = requests.get("https://httpbin.test/anything/py?x=1", headers={"X-From": "requests"}, timeout=20)
+print(json.dumps({"status": r.status_code, "echo": r.json()}))
+"#;
+    let proxy = format!("http://{}", hostport(px.tunnel_addr()));
+    let out = python(script, [proxy.as_str(), px.ca()]);
+    let v = out.assert_ok().json();
+    assert_eq!(v["status"], 200, "{out}");
+    assert_eq!(v["echo"]["args"]["x"], "1", "{out}");
+    let seen = up.wait_for_request(|q| q.path() == "/anything/py");
+    assert_eq!(seen.header("x-from"), Some("requests"), "{seen}");
+
+    let rec = px.wait_for_audit(|a| a.path() == Some("/anything/py"));
+    assert!(rec.is_allowed(), "{rec}");
+    assert_eq!(rec.str("mode"), Some("tunnel"), "{rec}");
+    assert_eq!(
+        rec.pointer("/tunnel/kind"),
+        Some(&"connect".into()),
+        "{rec}"
+    );
+    assert_eq!(
+        rec.pointer("/tunnel/target"),
+        Some(&"httpbin.test:443".into()),
+        "{rec}"
+    );
+}
+
+#[test]
+fn host_header_that_disagrees_with_sni_gets_421_and_never_reaches_upstream() {
+    require_root!();
+    let net = FakeInternet::new();
+    let up = Upstream::https("httpbin.test").start(&net);
+    let other = Upstream::https("sse.test").start(&net);
+    let px = Proxy::with(MITM).resolver(&net).start();
+
+    for flag in ["--http1.1", "--http2"] {
+        // SNI httpbin.test, Host (or :authority) sse.test: domain fronting.
+        let r = Curl::get(&up.url("/anything/fronted"))
+            .args([flag])
+            .header("Host", "sse.test")
+            .via(&px)
+            .run();
+        assert_eq!(r.status, 421, "curl {flag}:\n{r}");
+    }
+    let audit = px.audit();
+    let recs: Vec<_> = audit
+        .iter()
+        .filter(|a| a.path() == Some("/anything/fronted"))
+        .collect();
+    assert_eq!(recs.len(), 2, "one record per refused request:\n{audit}");
+    for rec in recs {
+        assert_eq!(rec.action(), Some("reject"), "{rec}");
+        assert_eq!(rec.str("reason"), Some("host_mismatch"), "{rec}");
+        assert_eq!(rec.status_code(), Some(421), "{rec}");
+        assert_eq!(rec.str("sni"), Some("httpbin.test"), "{rec}");
+    }
+    up.assert_untouched();
+    other.assert_untouched();
+}
+
+#[test]
+fn duration_covers_the_wait_for_the_upstream() {
+    require_root!();
+    let (_net, up, px) = mitm_with("httpbin.test");
+    // The upstream sleeps 1 s before it sends its response headers.
+    Curl::get(&up.url("/delay/1"))
+        .via(&px)
+        .run()
+        .expect_status(200);
+    let rec = px.wait_for_audit(|a| a.path() == Some("/delay/1"));
+    assert!(
+        rec.duration_ms().is_some_and(|d| d >= 1000),
+        "duration_ms must include the upstream's 1 s: {rec}"
+    );
+}

@@ -1,0 +1,131 @@
+//! Streaming through MITM: server-sent events arrive as they are sent, and a WebSocket is
+//! spliced and audited once, when it closes, with status 101.
+
+use std::path::Path;
+
+use super::*;
+
+#[test]
+fn sse_events_arrive_before_the_upstream_finishes() {
+    require_root!();
+    let (_net, up, px) = mitm_with("sse.test");
+
+    let sse_records = || {
+        px.audit()
+            .iter()
+            .filter(|a| a.path() == Some("/sse"))
+            .count()
+    };
+    for (round, flag) in ["--http1.1", "--http2"].into_iter().enumerate() {
+        let stream = Curl::get(&up.url("/sse?count=3&interval_ms=1500"))
+            .args([flag])
+            .via(&px)
+            .spawn();
+        let (first, _) = stream.wait_for_line(Duration::from_secs(10), |l| l.contains(r#""n":0"#));
+        assert!(first.starts_with("data:"), "{first}");
+        // The upstream sends the last event 3 s after the first: it cannot be here yet, and
+        // the exchange is not over, so it is not audited yet.
+        let lines = stream.lines();
+        assert!(
+            !lines.iter().any(|l| l.contains(r#""n":2"#)),
+            "curl {flag}: the whole stream arrived at once: {lines:?}"
+        );
+        assert_eq!(
+            sse_records(),
+            round,
+            "curl {flag}: audited before the stream ended:\n{}",
+            px.audit()
+        );
+        let (r, _) = stream.finish();
+        assert_eq!(r.exit, 0, "{r}");
+        assert!(r.body.contains(r#""n":2"#), "{r}");
+        wait_until(Duration::from_secs(10), "the SSE audit record", || {
+            (sse_records() == round + 1).then_some(())
+        });
+        let audit = px.audit();
+        let rec = audit
+            .iter()
+            .rfind(|a| a.path() == Some("/sse"))
+            .expect("just counted");
+        assert!(rec.is_allowed(), "{rec}");
+        assert_eq!(rec.status_code(), Some(200), "{rec}");
+    }
+}
+
+/// Connects to `wss://ws.test/ws` over a socket to the proxy's HTTPS listener, echoes two
+/// messages, writes `<dir>/echoed`, waits for `<dir>/close`, then closes.
+const WS_CLIENT: &str = r#"
+import json, os, socket, ssl, sys, time
+from websockets.sync.client import connect
+host, port, ca, flags = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+ctx = ssl.create_default_context(cafile=ca)
+sock = socket.create_connection((host, port), timeout=10)
+got = []
+with connect("wss://ws.test/ws", sock=sock, ssl=ctx, open_timeout=10) as ws:
+    for msg in ["hello", "world"]:
+        ws.send(msg)
+        got.append(ws.recv(timeout=10))
+    ws.send(b"\x00\x01binary")
+    got.append(repr(ws.recv(timeout=10)))
+    open(os.path.join(flags, "echoed"), "w").close()
+    deadline = time.time() + 30
+    while not os.path.exists(os.path.join(flags, "close")) and time.time() < deadline:
+        time.sleep(0.02)
+print(json.dumps({"got": got}))
+"#;
+
+#[test]
+fn websocket_echoes_through_mitm_and_is_audited_once_when_it_closes() {
+    require_root!();
+    let (_net, up, px) = mitm_with("ws.test");
+    let flags = tempfile::tempdir().expect("temp dir");
+    let dir = flags.path().to_str().expect("utf-8 temp path").to_string();
+    let https = px.https_addr();
+    let ca = px.ca().to_string();
+    let client = std::thread::spawn(move || {
+        python(
+            WS_CLIENT,
+            [https.ip().to_string(), https.port().to_string(), ca, dir],
+        )
+    });
+
+    let echoed = Path::new(flags.path()).join("echoed");
+    wait_until(Duration::from_secs(30), "the WebSocket echo", || {
+        (echoed.exists() || client.is_finished()).then_some(())
+    });
+    if !echoed.exists() {
+        let out = client.join().expect("client thread");
+        panic!("the WebSocket client gave up:\n{out}");
+    }
+    up.wait_for_request(|q| q.path() == "/ws");
+    assert!(
+        px.audit().find(|a| a.path() == Some("/ws")).is_none(),
+        "the WebSocket was audited while still open:\n{}",
+        px.audit()
+    );
+    std::fs::write(flags.path().join("close"), "").expect("writing the close flag");
+    let out = client.join().expect("client thread");
+    let v = out.assert_ok().json();
+    assert_eq!(
+        v["got"],
+        serde_json::json!(["hello", "world", "b'\\x00\\x01binary'"]),
+        "{out}"
+    );
+
+    let rec = px.wait_for_audit(|a| a.path() == Some("/ws"));
+    assert!(rec.is_allowed(), "{rec}");
+    assert_eq!(rec.status_code(), Some(101), "{rec}");
+    assert_eq!(rec.host(), Some("ws.test"), "{rec}");
+    let sent = rec.pointer("/bytes_sent").and_then(|v| v.as_u64());
+    let received = rec.pointer("/bytes_received").and_then(|v| v.as_u64());
+    assert!(
+        sent.is_some_and(|n| n > 0) && received.is_some_and(|n| n > 0),
+        "the record counts the spliced bytes: {rec}"
+    );
+    let n = px
+        .audit()
+        .iter()
+        .filter(|a| a.path() == Some("/ws"))
+        .count();
+    assert_eq!(n, 1, "exactly one record:\n{}", px.audit());
+}

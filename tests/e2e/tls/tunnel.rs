@@ -1,0 +1,119 @@
+//! CONNECT and SOCKS5 on `tunnel_listen`: the tunnel target is checked, the inner TLS is
+//! MITM'd, and the inner request's audit record names the tunnel.
+
+use super::*;
+
+/// The inner request's record: allowed, mode `tunnel`, with the tunnel it came through.
+fn assert_tunnelled(px: &ProxyProcess, path: &str, kind: &str, target: &str) {
+    let rec = px.wait_for_audit(|a| a.path() == Some(path));
+    assert!(rec.is_allowed(), "{rec}");
+    assert_eq!(rec.str("mode"), Some("tunnel"), "{rec}");
+    assert_eq!(rec.method(), Some("GET"), "{rec}");
+    assert_eq!(rec.status_code(), Some(200), "{rec}");
+    assert_eq!(rec.pointer("/tunnel/kind"), Some(&kind.into()), "{rec}");
+    assert_eq!(rec.pointer("/tunnel/target"), Some(&target.into()), "{rec}");
+}
+
+#[test]
+fn curl_through_connect_and_socks5h_is_intercepted_and_audited_with_the_tunnel() {
+    require_root!();
+    let (_net, up, px) = mitm_with("httpbin.test");
+
+    let r = Curl::get(&up.url("/anything/connect"))
+        .through_connect(&px)
+        .run();
+    assert_eq!(r.json()["sni"], "httpbin.test", "{r}");
+    up.wait_for_request(|q| q.path() == "/anything/connect");
+    assert_tunnelled(&px, "/anything/connect", "connect", "httpbin.test:443");
+
+    let r = Curl::get(&up.url("/anything/socks"))
+        .through_socks5(&px)
+        .run();
+    r.expect_status(200);
+    up.wait_for_request(|q| q.path() == "/anything/socks");
+    assert_tunnelled(&px, "/anything/socks", "socks5", "httpbin.test:443");
+}
+
+#[test]
+fn socks5_to_an_ip_allowed_by_cidr_reaches_that_ip() {
+    require_root!();
+    let net = FakeInternet::new();
+    let up = Upstream::https("httpbin.test").unregistered().start(&net);
+    let px = Proxy::with(MITM).resolver(&net).start();
+
+    // socks5:// (not socks5h): curl resolves nothing itself here, the URL is an IP; no SNI is
+    // sent for an IP, so the proxy presents a leaf for the IP and dials the IP.
+    let url = format!("https://{}/anything/by-ip", up.ip());
+    let r = Curl::get(&url)
+        .args([
+            "--cacert".to_string(),
+            px.ca().to_string(),
+            "--proxy".to_string(),
+            format!("socks5://{}", hostport(px.tunnel_addr())),
+        ])
+        .run();
+    let echo = r.expect_status(200).json();
+    assert_eq!(echo["path"], "/anything/by-ip", "{r}");
+    up.wait_for_request(|q| q.path() == "/anything/by-ip");
+    let target = format!("{}:443", up.ip());
+    assert_tunnelled(&px, "/anything/by-ip", "socks5", &target);
+}
+
+#[test]
+fn connect_to_a_denied_host_is_refused_with_403_and_audited() {
+    require_root!();
+    let net = FakeInternet::new();
+    let evil = Upstream::https("evil.test").start(&net);
+    let px = Proxy::with(MITM).resolver(&net).start();
+
+    let r = Curl::get(&evil.url("/get")).through_connect(&px).run();
+    assert_ne!(r.exit, 0, "curl must fail when CONNECT is refused:\n{r}");
+    assert!(
+        r.stderr.contains("403"),
+        "curl should report the CONNECT 403:\n{r}"
+    );
+    let rec = px.wait_for_audit(|a| a.host() == Some("evil.test"));
+    assert_eq!(rec.action(), Some("reject"), "{rec}");
+    assert_eq!(rec.method(), Some("CONNECT"), "{rec}");
+    assert_eq!(rec.rejected_by(), Some("allowlist"), "{rec}");
+    assert_eq!(rec.status_code(), Some(403), "{rec}");
+    assert_eq!(
+        rec.pointer("/tunnel/kind"),
+        Some(&"connect".into()),
+        "{rec}"
+    );
+    assert_eq!(
+        rec.pointer("/tunnel/target"),
+        Some(&"evil.test:443".into()),
+        "{rec}"
+    );
+
+    let r = Curl::get(&evil.url("/get")).through_socks5(&px).run();
+    assert_ne!(r.exit, 0, "curl must fail when SOCKS5 is refused:\n{r}");
+    let rec = px.wait_for_audit(|a| {
+        a.host() == Some("evil.test") && a.pointer("/tunnel/kind") == Some(&"socks5".into())
+    });
+    assert_eq!(rec.action(), Some("reject"), "{rec}");
+    assert_eq!(rec.rejected_by(), Some("allowlist"), "{rec}");
+    evil.assert_untouched();
+}
+
+#[test]
+fn request_inside_a_connect_tunnel_must_name_the_tunnel_target() {
+    require_root!();
+    let net = FakeInternet::new();
+    let up = Upstream::https("httpbin.test").start(&net);
+    let other = Upstream::https("sse.test").start(&net);
+    let px = Proxy::with(MITM).resolver(&net).start();
+
+    // CONNECT httpbin.test:443, then TLS with SNI httpbin.test but Host sse.test.
+    let r = Curl::get(&up.url("/anything/fronted"))
+        .header("Host", "sse.test")
+        .through_connect(&px)
+        .run();
+    assert_eq!(r.status, 421, "{r}");
+    let rec = px.wait_for_audit(|a| a.path() == Some("/anything/fronted"));
+    assert_eq!(rec.str("reason"), Some("host_mismatch"), "{rec}");
+    up.assert_untouched();
+    other.assert_untouched();
+}
