@@ -20,7 +20,6 @@ pub(crate) struct Lab {
     pub px: ProxyProcess,
     pub pins: PinGuard,
     pub cg: TestCgroup,
-    pub net: FakeInternet,
     pub config: Value,
 }
 
@@ -51,12 +50,11 @@ impl Lab {
         let pins = PinGuard::new();
         let mut config = base_config(net, &cg, &pins);
         edit(&mut config);
-        let px = start_intercepting(net, config.clone());
+        let px = start_intercepting(Proxy::with(config.clone()).resolver(net));
         Self {
             px,
             pins,
             cg,
-            net: net.clone(),
             config,
         }
     }
@@ -76,8 +74,8 @@ impl Lab {
 
 /// Starts the proxy and waits until interception is in force: the transparent listener is
 /// logged only after the programs are attached and the proxy is ready.
-pub(crate) fn start_intercepting(net: &FakeInternet, config: Value) -> ProxyProcess {
-    let px = Proxy::with(config).resolver(net).start();
+pub(crate) fn start_intercepting(proxy: Proxy) -> ProxyProcess {
+    let px = proxy.start();
     px.wait_for_log(|l| l.contains("listening") && l.contains("transparent"));
     px
 }
@@ -508,7 +506,7 @@ fn a_killed_proxy_fails_closed_a_restart_takes_over_and_detach_goes_direct() {
     up.assert_no_request(|q| q.path() == "/anything/dead");
 
     // Same config, same pins: the new proxy takes over the pinned links.
-    lab.px = start_intercepting(&net, lab.config.clone());
+    lab.px = start_intercepting(Proxy::with(lab.config.clone()).resolver(&net));
     lab.curl(&["--resolve", &by_name, "http://httpbin.test/anything/again"])
         .expect_status(200);
     let rec = lab.audit_for("/anything/again");
