@@ -111,6 +111,10 @@ fn quic_and_other_udp_are_refused() {
         format!("udp,{},443", up.ipv6()),
         format!("udp,::ffff:{},443", up.ip()),
         format!("udp,{},8443", up.ip()),
+        // A UDP socket connected to port 53 (allowed: DNS) may not sendto elsewhere.
+        format!("udpconnect-sendto,{},443", up.ip()),
+        // DNS to a native IPv6 resolver when the proxy's DNS listens on IPv4 only.
+        format!("udp,{},53", net.ns_side_v6()),
     ];
     let results = probe(&lab.cg, &specs);
     assert_probes(&results, &specs, json!(EPERM), "UDP other than DNS");
@@ -318,6 +322,15 @@ fn raw_sockets_are_refused() {
         json!(EPERM),
         "raw sockets, even as root",
     );
+    // Other protocols are refused too: MPTCP and UDP-Lite by the sock_create hook; SCTP and
+    // ICMP "ping" sockets fail on this kernel before the hook (no SCTP module; root is not
+    // in ping_group_range), and the hook would refuse them with EPERM otherwise.
+    let others = ["mptcp,-,0", "udplite,-,0", "sctp,-,0", "ping,-,0"].map(String::from);
+    let results = probe(&lab.cg, &others);
+    assert_probes(&results, &others[..2], json!(EPERM), "sock_create");
+    for spec in &others[2..] {
+        assert!(results[spec].is_i64(), "{spec} must fail: {results}");
+    }
     // AF_PACKET is outside the cgroup hooks; without CAP_NET_RAW the kernel refuses it.
     let packet = vec!["packet,-,0".to_string()];
     let out = lab
@@ -443,5 +456,93 @@ fn a_double_forked_child_is_still_intercepted() {
     );
     assert_eq!(rec.pointer("/client/comm"), Some(&json!("curl")));
     assert_ne!(rec.pointer("/client/pid"), Some(&json!(parent.pid)));
+    up.assert_untouched();
+}
+
+#[test]
+fn tcp_fast_open_is_redirected_like_connect() {
+    require_root!();
+    let net = FakeInternet::new();
+    let up = Upstream::https("httpbin.test").start(&net);
+    let lab = Lab::start(&net);
+    // sendto(MSG_FASTOPEN) without connect(): the SYN carries the request.
+    let spec = vec![format!("tfo,{},80", up.ip())];
+    let results = probe(&lab.cg, &spec);
+    assert_eq!(results[&spec[0]], "HTTP/1.1 403 Forbidden", "{results}");
+    let rec = lab.audit_for("/anything/tfo");
+    assert_eq!(
+        rec.str("original_dst"),
+        Some(format!("{}:80", up.ip()).as_str())
+    );
+    up.assert_untouched();
+}
+
+#[test]
+fn another_network_namespace_does_not_escape_the_hooks() {
+    require_root!();
+    let net = FakeInternet::new();
+    let up = Upstream::https("httpbin.test").start(&net);
+    let lab = Lab::start(&net);
+    // A root workload enters the fake internet's own namespace, right next to the upstream:
+    // the hooks follow the cgroup, so the connect is still redirected, to a loopback port
+    // where nothing listens in that namespace.
+    let r = lab
+        .cg
+        .command("ip")
+        .args([
+            "netns",
+            "exec",
+            net.name(),
+            "curl",
+            "-sS",
+            "--max-time",
+            "5",
+        ])
+        .arg(format!("http://{}/anything/netns", up.ip()))
+        .run();
+    assert_eq!(r.exit, 7, "connection refused: {r}");
+    up.assert_untouched();
+}
+
+#[test]
+fn an_unprivileged_workload_cannot_leave_the_cgroup_kill_the_proxy_or_detach() {
+    require_root!();
+    let net = FakeInternet::new();
+    let up = Upstream::https("httpbin.test").start(&net);
+    let lab = Lab::start(&net);
+    let nobody = |program: &str| lab.cg.command(program).as_uid(65534);
+
+    let root_procs = iron_proxy_tests::cgroup::cgroup2_mount().join("cgroup.procs");
+    let r = nobody("sh")
+        .arg("-c")
+        .arg(format!(
+            "echo $$ > {} ; grep '^0::' /proc/self/cgroup",
+            root_procs.display()
+        ))
+        .run();
+    assert!(r.stderr.contains("Permission denied"), "{r}");
+    assert_eq!(
+        r.stdout.trim(),
+        format!("0::{}", lab.cg.relative()),
+        "still in the cgroup: {r}"
+    );
+
+    let r = nobody("kill").args(["-9", &lab.px.pid().to_string()]).run();
+    assert_ne!(r.exit, 0, "{r}");
+    let r = nobody("rm").arg("-rf").arg(lab.pins.path()).run();
+    assert_ne!(r.exit, 0, "{r}");
+    let r = nobody(&paths::iron_proxy_bin().to_string_lossy())
+        .args(["intercept", "detach", "-config"])
+        .arg(lab.px.config_path())
+        .run();
+    assert_ne!(r.exit, 0, "{r}");
+
+    // Interception is still in force.
+    let r = nobody("curl").curl([
+        "--resolve",
+        &resolve("unlisted.test", 80, up.ip()),
+        "http://unlisted.test/anything/after",
+    ]);
+    assert_eq!(r.status, 403, "{r}");
     up.assert_untouched();
 }

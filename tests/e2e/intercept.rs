@@ -101,7 +101,9 @@ pub(crate) fn resolve(name: &str, port: u16, ip: impl Into<IpAddr>) -> String {
 /// mapping each argument to `"ok"` or the errno. Kinds: `tcp` (connect), `tcplo` (connect
 /// bound to `lo`, so that nothing could leave the machine even if interception were off),
 /// `udp` (sendto), `udpconnect` (connect + send), `raw` (raw ICMP socket), `packet`
-/// (AF_PACKET socket; nothing is sent).
+/// (AF_PACKET socket; nothing is sent), `sctp`/`mptcp`/`udplite`/`ping` (socket creation),
+/// `tfo` (TCP Fast Open `sendto` without `connect`; prints the status line it got back),
+/// `udpconnect-sendto` (UDP connected to port 53, then `sendto` another port).
 pub(crate) const PROBE: &str = r#"
 import json, socket, sys
 def fam(h): return socket.AF_INET6 if ':' in h else socket.AF_INET
@@ -128,6 +130,20 @@ for spec in sys.argv[1:]:
             socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
         elif kind == 'packet':
             socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))
+        elif kind in ('sctp', 'mptcp', 'udplite', 'ping'):
+            proto = {'sctp': 132, 'mptcp': 262, 'udplite': 136, 'ping': 1}[kind]
+            typ = socket.SOCK_DGRAM if kind in ('udplite', 'ping') else socket.SOCK_STREAM
+            socket.socket(socket.AF_INET, typ, proto)
+        elif kind == 'tfo':
+            s = socket.socket(fam(host), socket.SOCK_STREAM)
+            s.sendto(b'GET /anything/tfo HTTP/1.1\r\nHost: unlisted.test\r\nConnection: close\r\n\r\n', socket.MSG_FASTOPEN, (host, int(port)))
+            s.settimeout(5)
+            out[spec] = s.recv(100).split(b'\r\n')[0].decode()
+            continue
+        elif kind == 'udpconnect-sendto':
+            s = socket.socket(fam(host), socket.SOCK_DGRAM)
+            s.connect((host, 53))
+            s.sendto(b'x', (host, int(port)))
         out[spec] = 'ok'
     except OSError as e:
         out[spec] = e.errno
