@@ -17,14 +17,11 @@
 //! process still inside is killed by PID before the directory is removed. Leftovers of a
 //! killed test run (cgroups and pins whose `<pid>` is gone) are swept by the next run.
 
-use std::ffi::{CString, OsStr, OsString};
-use std::fmt;
-use std::io::Read;
-use std::ops::Deref;
+mod workload;
+
+use std::ffi::{OsStr, OsString};
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Once;
 use std::time::{Duration, Instant};
@@ -32,15 +29,13 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use crate::client::{CurlResult, PyResult};
-use crate::process::ChildGuard;
+use crate::client::PyResult;
+
+pub use workload::{system_python, Ran, Workload, WorkloadCurl};
 
 /// Prefix of every cgroup and pin directory the harness creates: `iron-e2e-<pid>-<n>`.
 const PREFIX: &str = "iron-e2e-";
-/// How long a workload may run before it is killed.
-const WORKLOAD_TIMEOUT: Duration = Duration::from_secs(30);
-
-static COUNTER: AtomicU32 = AtomicU32::new(0);
+pub(crate) static COUNTER: AtomicU32 = AtomicU32::new(0);
 static SWEEP: Once = Once::new();
 
 fn unique_name() -> String {
@@ -139,16 +134,7 @@ impl TestCgroup {
 
     /// A command that runs `program` inside this cgroup.
     pub fn command(&self, program: impl AsRef<OsStr>) -> Workload {
-        let mut cmd = Command::new(program);
-        for var in PROXY_ENV {
-            cmd.env_remove(var);
-        }
-        Workload {
-            cmd,
-            procs: self.path.join("cgroup.procs"),
-            uid: None,
-            shared: self.shared.path().to_path_buf(),
-        }
+        Workload::new(program, self.path.join("cgroup.procs"), self.shared.path())
     }
 
     /// `curl ARGS` inside the cgroup, as root; see [`Workload::curl`].
@@ -296,253 +282,6 @@ fn sweep_stale() {
     }
 }
 
-/// Proxy variables scrubbed from every workload: interception must work without them.
-const PROXY_ENV: [&str; 8] = [
-    "HTTP_PROXY",
-    "HTTPS_PROXY",
-    "ALL_PROXY",
-    "NO_PROXY",
-    "http_proxy",
-    "https_proxy",
-    "all_proxy",
-    "no_proxy",
-];
-
-/// The distribution's Python (stdlib only): readable by every uid, unlike the test venv.
-pub fn system_python() -> &'static str {
-    if Path::new("/usr/bin/python3").exists() {
-        "/usr/bin/python3"
-    } else {
-        "python3"
-    }
-}
-
-/// A command to run inside a [`TestCgroup`]. The child joins the cgroup between fork and
-/// exec, so everything it runs, and every descendant, is a workload.
-#[derive(Debug)]
-pub struct Workload {
-    cmd: Command,
-    procs: PathBuf,
-    uid: Option<u32>,
-    shared: PathBuf,
-}
-
-/// What a workload did.
-#[derive(Clone, Debug)]
-pub struct Ran {
-    /// Its PID (the audit record's `client.pid` for connections it made itself).
-    pub pid: u32,
-    /// Exit code; -1 when killed.
-    pub exit: i32,
-    /// stdout, lossy UTF-8.
-    pub stdout: String,
-    /// stderr, lossy UTF-8.
-    pub stderr: String,
-}
-
-impl fmt::Display for Ran {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "pid {} exit {}\nstdout:\n{}\nstderr:\n{}",
-            self.pid, self.exit, self.stdout, self.stderr
-        )
-    }
-}
-
-impl Workload {
-    /// Adds an argument.
-    pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Self {
-        self.cmd.arg(arg);
-        self
-    }
-
-    /// Adds arguments.
-    pub fn args<I, S>(mut self, args: I) -> Self
-    where
-        I: IntoIterator<Item = S>,
-        S: AsRef<OsStr>,
-    {
-        self.cmd.args(args);
-        self
-    }
-
-    /// Runs as `uid` (gid the same, no supplementary groups) after joining the cgroup.
-    pub fn as_uid(mut self, uid: u32) -> Self {
-        self.uid = Some(uid);
-        self
-    }
-
-    /// Spawns it inside the cgroup; the guard kills it (by PID) on drop.
-    pub fn spawn(mut self) -> ChildGuard {
-        let procs = CString::new(self.procs.into_os_string().into_encoded_bytes())
-            .expect("cgroup path without NUL");
-        let uid = self.uid;
-        // SAFETY: the closure runs between fork and exec and only makes async-signal-safe
-        // calls (open, write, close, setgroups, setgid, setuid) on data prepared before fork.
-        unsafe {
-            self.cmd.pre_exec(move || {
-                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-                if fd < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                // "0" moves the writing process: the child, before it execs.
-                let ok = libc::write(fd, b"0".as_ptr().cast(), 1) == 1;
-                libc::close(fd);
-                if !ok {
-                    return Err(std::io::Error::last_os_error());
-                }
-                if let Some(uid) = uid {
-                    if libc::setgroups(0, std::ptr::null()) != 0
-                        || libc::setgid(uid) != 0
-                        || libc::setuid(uid) != 0
-                    {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                }
-                Ok(())
-            });
-        }
-        ChildGuard::spawn("workload", &mut self.cmd)
-    }
-
-    /// Runs it to completion (killed after 30 s), capturing its output.
-    pub fn run(mut self) -> Ran {
-        self.cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut guard = self.spawn();
-        let pid = guard.pid();
-        let read_all = |mut r: Box<dyn Read + Send>| {
-            std::thread::spawn(move || {
-                let mut v = Vec::new();
-                let _ = r.read_to_end(&mut v);
-                v
-            })
-        };
-        let out = read_all(Box::new(guard.child_mut().stdout.take().expect("piped")));
-        let err = read_all(Box::new(guard.child_mut().stderr.take().expect("piped")));
-        let deadline = Instant::now() + WORKLOAD_TIMEOUT;
-        let status = loop {
-            if let Some(status) = guard.try_status() {
-                break Some(status);
-            }
-            if Instant::now() >= deadline {
-                break guard.stop(Duration::ZERO);
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        };
-        let text = |h: std::thread::JoinHandle<Vec<u8>>| {
-            String::from_utf8_lossy(&h.join().unwrap_or_default()).into_owned()
-        };
-        Ran {
-            pid,
-            exit: status.and_then(|s| s.code()).unwrap_or(-1),
-            stdout: text(out),
-            stderr: text(err),
-        }
-    }
-
-    /// Runs `python -c script args...` (the program given to [`TestCgroup::command`]).
-    pub fn python<I, S>(self, script: &str, args: I) -> PyResult
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<OsString>,
-    {
-        let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
-        let mut w = self.arg("-c").arg(script).args(args);
-        w.cmd.env("PYTHONUNBUFFERED", "1");
-        let ran = w.run();
-        PyResult {
-            exit: ran.exit,
-            stdout: ran.stdout,
-            stderr: ran.stderr,
-        }
-    }
-
-    /// Runs curl (the program given to [`TestCgroup::command`]) with `ARGS` plus
-    /// `-sS --noproxy '*' --max-time 10`, no proxy settings: whatever reaches the proxy got
-    /// there by interception.
-    pub fn curl<I, S>(self, args: I) -> WorkloadCurl
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<OsString>,
-    {
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let body = self.shared.join(format!("curl-{n}.body"));
-        let head = self.shared.join(format!("curl-{n}.head"));
-        let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
-        let ran = self
-            .args([
-                "-sS",
-                "--noproxy",
-                "*",
-                "--max-time",
-                "10",
-                "-w",
-                "%{http_code}",
-            ])
-            .arg("-o")
-            .arg(&body)
-            .arg("-D")
-            .arg(&head)
-            .args(args)
-            .run();
-        let body_bytes = std::fs::read(&body).unwrap_or_default();
-        let heads = std::fs::read_to_string(&head).unwrap_or_default();
-        let _ = std::fs::remove_file(&body);
-        let _ = std::fs::remove_file(&head);
-        WorkloadCurl {
-            pid: ran.pid,
-            result: CurlResult {
-                status: ran.stdout.trim().parse().unwrap_or(0),
-                body: String::from_utf8_lossy(&body_bytes).into_owned(),
-                body_bytes,
-                headers: last_headers(&heads),
-                stderr: ran.stderr,
-                exit: ran.exit,
-            },
-        }
-    }
-}
-
-/// The response headers of the last response in a `curl -D` dump.
-fn last_headers(dump: &str) -> Vec<(String, String)> {
-    let mut last = Vec::new();
-    for line in dump.lines().map(|l| l.trim_end_matches('\r')) {
-        if line.starts_with("HTTP/") {
-            last.clear();
-        } else if let Some((k, v)) = line.split_once(':') {
-            last.push((k.trim().to_string(), v.trim().to_string()));
-        }
-    }
-    last
-}
-
-/// A curl run inside a cgroup: the usual [`CurlResult`] plus curl's PID.
-#[derive(Clone, Debug)]
-pub struct WorkloadCurl {
-    /// curl's PID.
-    pub pid: u32,
-    /// What curl did.
-    pub result: CurlResult,
-}
-
-impl Deref for WorkloadCurl {
-    type Target = CurlResult;
-
-    fn deref(&self) -> &CurlResult {
-        &self.result
-    }
-}
-
-impl fmt::Display for WorkloadCurl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "(workload pid {}) {}", self.pid, self.result)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -553,11 +292,5 @@ mod tests {
         assert_eq!(creator_pid(&name), Some(std::process::id()));
         assert_eq!(creator_pid("iron-proxy"), None);
         assert_eq!(creator_pid("iron-e2e-x-1"), None);
-    }
-
-    #[test]
-    fn keeps_the_last_header_block() {
-        let dump = "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 403 Forbidden\r\nx-a: b\r\n\r\n";
-        assert_eq!(last_headers(dump), vec![("x-a".into(), "b".into())]);
     }
 }

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_rustls::TlsAcceptor;
 
 use crate::audit::AuditRecord;
@@ -189,12 +189,39 @@ impl Intake {
                         return;
                     }
                 };
+                // What TLS carries must be HTTP too: anything else (DNS over TLS, a raw
+                // protocol) is refused and audited here rather than dropped by the HTTP parser.
+                let mut tls = tls;
+                let first = match read_request_start(&mut tls).await {
+                    Ok(first) if looks_like_http(&first) => first,
+                    result => {
+                        let mut rec = conn.record();
+                        rec.host = host;
+                        match result {
+                            Ok(first) if first.is_empty() => {
+                                rec.reject(None, "no_client_data", 0);
+                                rec.error = Some("no request inside TLS".into());
+                            }
+                            Ok(_) => {
+                                rec.reject(None, "unknown_protocol", 0);
+                                rec.error = Some("TLS carries something other than HTTP".into());
+                            }
+                            Err(e) => {
+                                rec.reject(None, "no_client_data", 0);
+                                rec.error = Some(e.to_string());
+                            }
+                        }
+                        self.shared.audit.emit(&rec);
+                        let _ = tls.shutdown().await;
+                        return;
+                    }
+                };
                 if sni.is_none() {
                     conn.expected_host = Some(host);
                 }
                 conn.tls = true;
                 conn.default_port = dest.port;
-                super::serve_http(self.shared.clone(), conn, tls).await;
+                super::serve_http(self.shared.clone(), conn, PrefixedStream::new(first, tls)).await;
             }
         }
     }
@@ -251,6 +278,39 @@ impl ResolvesServerCert for FixedName {
     }
 }
 
+/// Longest request-method token [`looks_like_http`] accepts, plus the space after it.
+const REQUEST_START: usize = 11;
+
+/// Reads the first bytes of a decrypted stream: until one is not an uppercase letter (the
+/// method token has ended) or [`REQUEST_START`] bytes arrived, whichever is first; fewer at
+/// EOF. Enough for [`looks_like_http`] to decide. Bounded by [`SNIFF_TIMEOUT`].
+async fn read_request_start<I>(io: &mut I) -> std::io::Result<Vec<u8>>
+where
+    I: AsyncRead + Unpin,
+{
+    let read = async {
+        let mut buf = Vec::with_capacity(REQUEST_START);
+        let mut chunk = [0u8; REQUEST_START];
+        while buf.len() < REQUEST_START && buf.iter().all(u8::is_ascii_uppercase) {
+            let want = REQUEST_START - buf.len();
+            let n = io.read(&mut chunk[..want]).await?;
+            if n == 0 {
+                break;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        Ok(buf)
+    };
+    tokio::time::timeout(SNIFF_TIMEOUT, read)
+        .await
+        .unwrap_or_else(|_| {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "no request within the sniff timeout",
+            ))
+        })
+}
+
 /// True when the first bytes look like an HTTP/1 request line or an HTTP/2 preface.
 fn looks_like_http(prefix: &[u8]) -> bool {
     let token_len = prefix.iter().take_while(|b| b.is_ascii_uppercase()).count();
@@ -260,7 +320,34 @@ fn looks_like_http(prefix: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::looks_like_http;
+    use super::{looks_like_http, read_request_start};
+
+    async fn start_of(bytes: &[u8]) -> Vec<u8> {
+        let (mut client, mut server) = tokio::io::duplex(64);
+        use tokio::io::AsyncWriteExt;
+        client.write_all(bytes).await.expect("write");
+        drop(client);
+        read_request_start(&mut server).await.expect("read")
+    }
+
+    #[tokio::test]
+    async fn reads_just_enough_to_tell_http_from_anything_else() {
+        for (input, http) in [
+            (&b"GET /anything HTTP/1.1\r\n"[..], true),
+            (b"OPTIONS * HTTP/1.1\r\n", true),
+            (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", true),
+            // A DNS-over-TLS message: a two-byte length, then the query.
+            (b"\x00\x1e\x12\x34\x01\x00", false),
+            (b"GETTINGLONGERTHANAMETHOD", false),
+            (b"GE", false),
+        ] {
+            let first = start_of(input).await;
+            assert!(first.len() <= super::REQUEST_START);
+            assert!(input.starts_with(&first));
+            assert_eq!(looks_like_http(&first), http, "{input:?} -> {first:?}");
+        }
+        assert!(start_of(b"").await.is_empty());
+    }
 
     #[test]
     fn http_detection() {

@@ -1,0 +1,234 @@
+//! Bypass attempts on the boundary itself rather than on where traffic goes: other socket
+//! families, the proxy's own ports, killing it, leaving the cgroup, daemonising, other
+//! network namespaces.
+
+use std::time::Duration;
+
+use iron_proxy_tests::cgroup::system_python;
+use iron_proxy_tests::*;
+use nix::sys::signal::Signal;
+use serde_json::json;
+
+use super::assert_no_address;
+use crate::intercept::lab::{
+    assert_probes, probe, resolve, start_intercepting, wait_stopped, Lab, EPERM, PROBE,
+};
+
+#[test]
+fn raw_sockets_are_refused() {
+    require_root!();
+    let net = FakeInternet::new();
+    let lab = Lab::start(&net);
+    let specs = vec!["raw,-,0".to_string(), "raw6,-,0".to_string()];
+    assert_probes(
+        &probe(&lab.cg, &specs),
+        &specs,
+        json!(EPERM),
+        "raw sockets, even as root",
+    );
+    // Other protocols are refused too: MPTCP and UDP-Lite by the sock_create hook; SCTP and
+    // ICMP "ping" sockets fail on this kernel before the hook (no SCTP module; root is not
+    // in ping_group_range), and the hook would refuse them with EPERM otherwise.
+    let others = ["mptcp,-,0", "udplite,-,0", "sctp,-,0", "ping,-,0"].map(String::from);
+    let results = probe(&lab.cg, &others);
+    assert_probes(&results, &others[..2], json!(EPERM), "sock_create");
+    for spec in &others[2..] {
+        assert!(results[spec].is_i64(), "{spec} must fail: {results}");
+    }
+    // AF_PACKET is outside the cgroup hooks; without CAP_NET_RAW the kernel refuses it.
+    let packet = vec!["packet,-,0".to_string()];
+    let out = lab
+        .cg
+        .command(system_python())
+        .as_uid(65534)
+        .python(PROBE, &packet);
+    out.assert_ok();
+    assert_probes(
+        &out.json(),
+        &packet,
+        json!(EPERM),
+        "AF_PACKET without CAP_NET_RAW",
+    );
+}
+
+#[test]
+fn the_proxys_own_ports_are_unreachable_from_workloads() {
+    require_root!();
+    let net = FakeInternet::new();
+    let cg = TestCgroup::new();
+    let pins = PinGuard::new();
+    let mut config = crate::intercept::lab::base_config(&net, &cg, &pins);
+    config["management"] = json!({"listen": "auto"});
+    let px = start_intercepting(
+        Proxy::with(config)
+            .resolver(&net)
+            .env("IRON_MANAGEMENT_API_KEY", "test-management-token"),
+    );
+    let transparent = px
+        .logs()
+        .iter()
+        .find(|l| l.contains("listening") && l.contains("transparent"))
+        .and_then(|l| l.rsplit_once("127.0.0.1:").map(|(_, p)| p.to_string()))
+        .map(|p| {
+            p.chars()
+                .take_while(char::is_ascii_digit)
+                .collect::<String>()
+        })
+        .expect("transparent listener port in the log");
+    let ports = [
+        px.metrics_addr().port().to_string(),
+        px.management_addr().port().to_string(),
+        px.http_addr().port().to_string(),
+        px.https_addr().port().to_string(),
+        px.dns_addr().port().to_string(),
+        transparent,
+    ];
+    let mut specs = Vec::new();
+    for p in &ports {
+        for host in ["127.0.0.1", "::1", "::ffff:127.0.0.1"] {
+            specs.push(format!("tcp,{host},{p}"));
+        }
+    }
+    assert_probes(
+        &probe(&cg, &specs),
+        &specs,
+        json!(EPERM),
+        "loopback is in the default deny list",
+    );
+    // Through a non-loopback local address the connection is redirected like any other,
+    // and an IP-literal Host is refused.
+    let url = format!(
+        "http://{}:{}/reload",
+        net.host_side_v4(),
+        px.management_addr().port()
+    );
+    let r = cg.curl(["-X", "POST", &url]);
+    assert_eq!(r.status, 403, "{r}");
+    drop(px);
+    drop(pins);
+}
+
+#[test]
+fn killing_the_proxy_fails_closed() {
+    require_root!();
+    let net = FakeInternet::new();
+    let up = Upstream::https("httpbin.test").start(&net);
+    let mut lab = Lab::start(&net);
+    lab.px.signal(Signal::SIGKILL);
+    wait_stopped(&mut lab.px);
+    let r = lab.curl(&[
+        "--resolve",
+        &resolve("httpbin.test", 443, up.ip()),
+        "https://httpbin.test/anything/dead",
+    ]);
+    assert_eq!(r.exit, 7, "connection refused, not the internet: {r}");
+    let ran = lab.cg.dig(&[
+        &format!("@{}", net.resolver().ip()),
+        "httpbin.test",
+        "+short",
+        "+time=2",
+        "+tries=1",
+    ]);
+    assert_no_address(&ran, "DNS with the proxy dead");
+    up.assert_untouched();
+    assert!(!net.dns().was_queried("httpbin.test"));
+}
+
+#[test]
+fn a_double_forked_child_is_still_intercepted() {
+    require_root!();
+    let net = FakeInternet::new();
+    let up = Upstream::https("httpbin.test").start(&net);
+    let lab = Lab::start(&net);
+    let out = lab.cg.shared_dir().join("grandchild.out");
+    let script = format!(
+        "(setsid sh -c 'curl -sS --noproxy \"*\" --max-time 10 -o /dev/null -w %{{http_code}} \
+         --resolve {} http://unlisted.test/anything/grandchild > {} 2>&1' &) ; exit 0",
+        resolve("unlisted.test", 80, up.ip()),
+        out.display()
+    );
+    let parent = lab.cg.command("sh").args(["-c", &script]).run();
+    assert_eq!(parent.exit, 0, "{parent}");
+    let status = wait_until(Duration::from_secs(15), "the grandchild's curl", || {
+        std::fs::read_to_string(&out).ok().filter(|s| s.len() >= 3)
+    });
+    assert_eq!(status.trim(), "403", "the grandchild was intercepted");
+    let rec = lab.audit_for("/anything/grandchild");
+    assert_eq!(
+        rec.pointer("/client/cgroup"),
+        Some(&json!(lab.cg.relative()))
+    );
+    assert_eq!(rec.pointer("/client/comm"), Some(&json!("curl")));
+    assert_ne!(rec.pointer("/client/pid"), Some(&json!(parent.pid)));
+    up.assert_untouched();
+}
+
+#[test]
+fn another_network_namespace_does_not_escape_the_hooks() {
+    require_root!();
+    let net = FakeInternet::new();
+    let up = Upstream::https("httpbin.test").start(&net);
+    let lab = Lab::start(&net);
+    // A root workload enters the fake internet's own namespace, right next to the upstream:
+    // the hooks follow the cgroup, so the connect is still redirected, to a loopback port
+    // where nothing listens in that namespace.
+    let r = lab
+        .cg
+        .command("ip")
+        .args([
+            "netns",
+            "exec",
+            net.name(),
+            "curl",
+            "-sS",
+            "--max-time",
+            "5",
+        ])
+        .arg(format!("http://{}/anything/netns", up.ip()))
+        .run();
+    assert_eq!(r.exit, 7, "connection refused: {r}");
+    up.assert_untouched();
+}
+
+#[test]
+fn an_unprivileged_workload_cannot_leave_the_cgroup_kill_the_proxy_or_detach() {
+    require_root!();
+    let net = FakeInternet::new();
+    let up = Upstream::https("httpbin.test").start(&net);
+    let lab = Lab::start(&net);
+    let nobody = |program: &str| lab.cg.command(program).as_uid(65534);
+
+    let root_procs = iron_proxy_tests::cgroup::cgroup2_mount().join("cgroup.procs");
+    let r = nobody("sh")
+        .arg("-c")
+        .arg(format!(
+            "echo $$ > {} ; grep '^0::' /proc/self/cgroup",
+            root_procs.display()
+        ))
+        .run();
+    assert!(r.stderr.contains("Permission denied"), "{r}");
+    assert_eq!(
+        r.stdout.trim(),
+        format!("0::{}", lab.cg.relative()),
+        "still in the cgroup: {r}"
+    );
+
+    let r = nobody("kill").args(["-9", &lab.px.pid().to_string()]).run();
+    assert_ne!(r.exit, 0, "{r}");
+    let r = nobody("rm").arg("-rf").arg(lab.pins.path()).run();
+    assert_ne!(r.exit, 0, "{r}");
+    let r = nobody(&paths::iron_proxy_bin().to_string_lossy())
+        .args(["intercept", "detach", "-config"])
+        .arg(lab.px.config_path())
+        .run();
+    assert_ne!(r.exit, 0, "{r}");
+
+    // Interception is still in force.
+    let r = nobody("curl").curl([
+        "--resolve",
+        &resolve("unlisted.test", 80, up.ip()),
+        "http://unlisted.test/anything/after",
+    ]);
+    assert_eq!(r.status, 403, "{r}");
+    up.assert_untouched();
+}

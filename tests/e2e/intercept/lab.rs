@@ -1,0 +1,159 @@
+//! The fixture shared by the interception and bypass tests: a proxy intercepting a fresh
+//! test cgroup ([`Lab`]), and a socket prober that workloads run ([`PROBE`]).
+
+use std::net::IpAddr;
+
+use iron_proxy_tests::*;
+use serde_json::{json, Value};
+
+/// A proxy intercepting one test cgroup. Fields drop in order: the proxy stops, then the
+/// pins are detached, then the cgroup is removed.
+pub(crate) struct Lab {
+    pub px: ProxyProcess,
+    pub pins: PinGuard,
+    pub cg: TestCgroup,
+    pub config: Value,
+}
+
+/// The base config: `httpbin.test` allowed; DNS answers with the veth's host side (a
+/// fake-internet address, so a workload following it is intercepted, not denied as loopback);
+/// the transparent listener on an ephemeral loopback port.
+pub(crate) fn base_config(net: &FakeInternet, cg: &TestCgroup, pins: &PinGuard) -> Value {
+    json!({
+        "transforms": [{"name": "allowlist", "config": {"domains": ["httpbin.test"]}}],
+        "dns": {"proxy_ip": net.host_side_v4().to_string()},
+        "intercept": {
+            "cgroups": [cg.path()],
+            "listen": "127.0.0.1:0",
+            "pin_path": pins.path(),
+        },
+    })
+}
+
+impl Lab {
+    /// Starts a proxy intercepting a fresh cgroup with [`base_config`].
+    pub fn start(net: &FakeInternet) -> Self {
+        Self::start_with(net, |_| {})
+    }
+
+    /// Like [`Lab::start`], after `edit` changed the config.
+    pub fn start_with(net: &FakeInternet, edit: impl FnOnce(&mut Value)) -> Self {
+        let cg = TestCgroup::new();
+        let pins = PinGuard::new();
+        let mut config = base_config(net, &cg, &pins);
+        edit(&mut config);
+        let px = start_intercepting(Proxy::with(config.clone()).resolver(net));
+        Self {
+            px,
+            pins,
+            cg,
+            config,
+        }
+    }
+
+    /// curl in the cgroup, trusting the proxy's CA.
+    pub fn curl(&self, args: &[&str]) -> WorkloadCurl {
+        let mut all = vec!["--cacert", self.px.ca()];
+        all.extend_from_slice(args);
+        self.cg.curl(all)
+    }
+
+    /// The audit record for the request with this path.
+    pub fn audit_for(&self, path: &str) -> AuditRecord {
+        self.px.wait_for_audit(|a| a.path() == Some(path))
+    }
+}
+
+/// Starts the proxy and waits until interception is in force: the transparent listener is
+/// logged only after the programs are attached and the proxy is ready.
+pub(crate) fn start_intercepting(proxy: Proxy) -> ProxyProcess {
+    let px = proxy.start();
+    px.wait_for_log(|l| l.contains("listening") && l.contains("transparent"));
+    px
+}
+
+/// Waits until the proxy process has exited (after a SIGKILL).
+pub(crate) fn wait_stopped(px: &mut ProxyProcess) {
+    wait_until(
+        std::time::Duration::from_secs(5),
+        "the proxy to exit",
+        || (!px.is_running()).then_some(()),
+    );
+}
+
+/// `name:port:ip` for `curl --resolve` (IPv6 in brackets).
+pub(crate) fn resolve(name: &str, port: u16, ip: impl Into<IpAddr>) -> String {
+    match ip.into() {
+        IpAddr::V4(v4) => format!("{name}:{port}:{v4}"),
+        IpAddr::V6(v6) => format!("{name}:{port}:[{v6}]"),
+    }
+}
+
+/// Socket probes run by a workload: each argument is `kind,host,port`; prints a JSON object
+/// mapping each argument to `"ok"` or the errno. Kinds: `tcp` (connect), `tcplo` (connect
+/// bound to `lo`, so that nothing could leave the machine even if interception were off),
+/// `udp` (sendto), `udpconnect` (connect + send), `raw` (raw ICMP socket), `packet`
+/// (AF_PACKET socket; nothing is sent), `sctp`/`mptcp`/`udplite`/`ping` (socket creation),
+/// `tfo` (TCP Fast Open `sendto` without `connect`; prints the status line it got back),
+/// `udpconnect-sendto` (UDP connected to port 53, then `sendto` another port).
+pub(crate) const PROBE: &str = r#"
+import json, socket, sys
+def fam(h): return socket.AF_INET6 if ':' in h else socket.AF_INET
+out = {}
+for spec in sys.argv[1:]:
+    kind, host, port = spec.split(',')
+    try:
+        if kind in ('tcp', 'tcplo'):
+            s = socket.socket(fam(host), socket.SOCK_STREAM)
+            s.settimeout(5)
+            if kind == 'tcplo':
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, b'lo')
+            s.connect((host, int(port)))
+        elif kind == 'udp':
+            s = socket.socket(fam(host), socket.SOCK_DGRAM)
+            s.sendto(b'x', (host, int(port)))
+        elif kind == 'udpconnect':
+            s = socket.socket(fam(host), socket.SOCK_DGRAM)
+            s.connect((host, int(port)))
+            s.send(b'x')
+        elif kind == 'raw':
+            socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+        elif kind == 'raw6':
+            socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+        elif kind == 'packet':
+            socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))
+        elif kind in ('sctp', 'mptcp', 'udplite', 'ping'):
+            proto = {'sctp': 132, 'mptcp': 262, 'udplite': 136, 'ping': 1}[kind]
+            typ = socket.SOCK_DGRAM if kind in ('udplite', 'ping') else socket.SOCK_STREAM
+            socket.socket(socket.AF_INET, typ, proto)
+        elif kind == 'tfo':
+            s = socket.socket(fam(host), socket.SOCK_STREAM)
+            s.sendto(b'GET /anything/tfo HTTP/1.1\r\nHost: unlisted.test\r\nConnection: close\r\n\r\n', socket.MSG_FASTOPEN, (host, int(port)))
+            s.settimeout(5)
+            out[spec] = s.recv(100).split(b'\r\n')[0].decode()
+            continue
+        elif kind == 'udpconnect-sendto':
+            s = socket.socket(fam(host), socket.SOCK_DGRAM)
+            s.connect((host, 53))
+            s.sendto(b'x', (host, int(port)))
+        out[spec] = 'ok'
+    except OSError as e:
+        out[spec] = e.errno
+print(json.dumps(out))
+"#;
+
+/// Runs [`PROBE`] in `cg` and returns `spec → result` (`"ok"` or an errno).
+pub(crate) fn probe(cg: &TestCgroup, specs: &[String]) -> Value {
+    let r = cg.python(PROBE, specs);
+    r.assert_ok();
+    r.json()
+}
+
+pub(crate) const EPERM: i64 = 1;
+
+/// Panics unless every spec's result is `expected`.
+pub(crate) fn assert_probes(results: &Value, specs: &[String], expected: Value, why: &str) {
+    for s in specs {
+        assert_eq!(results[s], expected, "{s}: {why}; all results: {results}");
+    }
+}
