@@ -51,7 +51,9 @@ impl ProxyProcess {
             }
             pending.retain(|a| TcpStream::connect_timeout(a, Duration::from_millis(100)).is_err());
             let said_ready = self.logs().iter().any(|l| is_ready_line(l));
-            if pending.is_empty() || said_ready {
+            // Listeners accept (and answer 503) before interception is attached:
+            // ready means the `ready` log line, or /readyz answering 200.
+            if said_ready || (pending.is_empty() && self.ports.metrics.is_none_or(readyz_ok)) {
                 return;
             }
             if Instant::now() >= deadline {
@@ -315,4 +317,18 @@ mod tests {
         assert!(!is_ready_line("INFO not ready yet"));
         assert!(!is_ready_line("INFO serving /readyz"));
     }
+}
+
+/// True when `GET /readyz` on the metrics listener answers 200.
+fn readyz_ok(addr: SocketAddr) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(100)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+    if s.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").is_err() {
+        return false;
+    }
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.1 200")
 }
