@@ -247,7 +247,7 @@ fn dnsmasq_answers_registered_names_and_logs_queries() {
 }
 
 /// A stand-in for iron-proxy: listens on the rendered http/https ports, writes one audit
-/// line to stderr, and runs until killed.
+/// line and a `ready` line to stderr, and runs until killed.
 const STAND_IN: &str = r#"#!/bin/sh
 cfg="$2"
 exec python3 - "$cfg" <<'PY'
@@ -261,6 +261,7 @@ for key in ("http_listen", "https_listen"):
 print("operational log line", file=sys.stderr, flush=True)
 print(json.dumps({"host": "a.test", "method": "GET", "path": "/", "action": "reject",
                   "rejected_by": "allowlist", "status_code": 403}), file=sys.stderr, flush=True)
+print("ready", file=sys.stderr, flush=True)
 time.sleep(3600)
 PY
 "#;
