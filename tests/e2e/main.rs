@@ -2,5 +2,6 @@
 //! `iron_proxy_tests`); each module here is one area. Run as root:
 //! `cargo test -p iron-proxy-tests --test e2e`.
 
+mod foundation;
 mod harness_selftest;
 mod smoke;
