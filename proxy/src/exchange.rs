@@ -315,6 +315,21 @@ pub async fn handle(
             AuditGuard::new(rec, sink),
         ));
     }
+    if req.method() == http::Method::CONNECT {
+        // Tunnels are served by proxy.tunnel_listen; here CONNECT has no path and
+        // would otherwise be refused as an invalid path, which misleads.
+        rec.host = authority(&req, 443).map(|(h, _)| h).unwrap_or_default();
+        rec.reject(None, "connect_not_supported", 405);
+        let mut rsp = error_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "CONNECT is served on proxy.tunnel_listen, not on this listener",
+        );
+        rsp.headers_mut().insert(
+            header::ALLOW,
+            HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
+        );
+        return Ok(finish(rsp, AuditGuard::new(rec, sink)));
+    }
     let Some((host, port)) = authority(&req, conn.default_port) else {
         rec.reject(None, "missing_host", 400);
         return Ok(finish(
