@@ -35,15 +35,16 @@ transforms:
     .resolver(&net)
     .start();
     let dir = paths::scratch_dir("bodies");
-    let data = body_file(dir.path(), "big", "", 200_000);
+    // Over 1 MiB, so curl also exercises `Expect: 100-continue`.
+    let data = body_file(dir.path(), "big", "", 3 << 20);
 
     let r = plain(&px, "http://stream.test/anything/big")
         .args(["--data-binary", &data])
         .run();
     r.expect_status(200);
-    assert_eq!(r.json()["body_len"], 200_000, "the whole body arrived: {r}");
+    assert_eq!(r.json()["body_len"], 3 << 20, "the whole body arrived: {r}");
     let seen = up.wait_for_request(|q| q.path() == "/anything/big");
-    assert_eq!(seen.0["body_len"], 200_000, "{seen}");
+    assert_eq!(seen.0["body_len"], 3 << 20, "{seen}");
     audited(&px, "stream.test", "/anything/big", &allowed(200));
 }
 
@@ -100,7 +101,20 @@ transforms:
         "/anything/big",
         &refused(413, "request_body_too_large"),
     );
-    up.assert_no_request(|q| q.path() == "/anything/big");
+    // A body far past the cap (curl waits for `100 Continue`) gets the same answer,
+    // not a reset connection.
+    let huge = body_file(dir.path(), "huge", "token=pk-body-placeholder&", 3 << 20);
+    let r = plain(&px, "http://body.test/anything/huge")
+        .args(["--data-binary", &huge])
+        .run();
+    assert_eq!(r.status, 413, "{r}");
+    audited(
+        &px,
+        "body.test",
+        "/anything/huge",
+        &refused(413, "request_body_too_large"),
+    );
+    up.assert_no_request(|q| q.path() == "/anything/big" || q.path() == "/anything/huge");
 
     // The same body to a host outside the transform's rules streams through.
     let r = plain(&px, "http://other.test/anything/big")

@@ -18,22 +18,36 @@ fn default_list_refuses_a_name_resolving_to_loopback() {
     net.dns()
         .set("rebind.test", &[IpAddr::from([127, 0, 0, 1])]);
     net.dns().set("rebind6.test", &["::1".parse().expect("ip")]);
+    // One good address does not excuse a denied one (DNS rebinding).
+    let silent = net.add_host();
+    net.dns().set(
+        "mixed.test",
+        &[IpAddr::V4(silent.v4), IpAddr::from([127, 0, 0, 1])],
+    );
     let px = Proxy::with(
         r#"
 transforms:
   - name: allowlist
     config:
-      domains: ["rebind.test", "rebind6.test"]
+      domains: ["rebind.test", "rebind6.test", "mixed.test"]
+      cidrs: ["127.0.0.0/8", "::1/128"]
 "#,
     )
     .resolver(&net)
     .start();
 
     let port = local.port;
-    for host in ["rebind.test", "rebind6.test"] {
-        let r = plain(&px, &format!("http://{host}:{port}/anything/loop")).run();
-        assert_eq!(r.status, 502, "{r}");
-        let rec = audited(&px, host, "/anything/loop", &failed(502, "deny_cidr"));
+    for (host, path) in [
+        ("rebind.test", "/rebind"),
+        ("rebind6.test", "/rebind6"),
+        ("mixed.test", "/mixed"),
+        ("127.0.0.1", "/v4-literal"),
+        ("[::1]", "/v6-literal"),
+        ("[::ffff:127.0.0.1]", "/v4-mapped-literal"),
+    ] {
+        let r = plain(&px, &format!("http://{host}:{port}{path}")).run();
+        assert_eq!(r.status, 502, "{host}: {r}");
+        let rec = audited_path(&px, path, &failed(502, "deny_cidr"));
         let detail = rec.str("error").unwrap_or_default();
         assert!(
             detail.contains("127.0.0.0/8") || detail.contains("::1/128"),

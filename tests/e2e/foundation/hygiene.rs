@@ -5,7 +5,7 @@
 
 use iron_proxy_tests::*;
 
-use super::{allowed, audited, plain, refused};
+use super::{allowed, audited, audited_path, plain, refused};
 
 const CONFIG: &str = r#"
 transforms:
@@ -83,6 +83,26 @@ fn absolute_form_host_header_cannot_front_another_name() {
 }
 
 #[test]
+fn connect_on_the_plain_listener_is_refused_with_405() {
+    require_root!();
+    let net = FakeInternet::new();
+    let up = Upstream::https("tunnel.hyg.test").start(&net);
+    let px = Proxy::with(CONFIG).resolver(&net).start();
+
+    // An HTTPS URL through an http:// proxy makes curl send CONNECT.
+    let r = absolute(&px, "https://tunnel.hyg.test/get").run();
+    assert!(r.stderr.contains("405"), "{r}");
+    let rec = px.wait_for_audit(|a| a.method() == Some("CONNECT"));
+    assert_eq!(rec.host(), Some("tunnel.hyg.test"), "{rec}");
+    assert_eq!(rec.action(), Some("reject"), "{rec}");
+    assert_eq!(rec.status_code(), Some(405), "{rec}");
+    assert_eq!(rec.str("reason"), Some("connect_not_supported"), "{rec}");
+    assert_eq!(rec.str("level"), Some("WARN"), "{rec}");
+    assert_eq!(rec.rejected_by(), None, "{rec}");
+    up.assert_untouched();
+}
+
+#[test]
 fn hop_by_hop_headers_and_proxy_credentials_are_not_forwarded() {
     require_root!();
     let net = FakeInternet::new();
@@ -133,6 +153,24 @@ fn hop_by_hop_headers_and_proxy_credentials_are_not_forwarded() {
 }
 
 #[test]
+fn hop_by_hop_response_headers_are_not_returned() {
+    require_root!();
+    let net = FakeInternet::new();
+    let _up = Upstream::http("rsp.hyg.test").start(&net);
+    let px = Proxy::with(CONFIG).resolver(&net).start();
+
+    let path =
+        "/response-headers?Connection=X-Up-Hop&X-Up-Hop=1&Proxy-Authenticate=Basic&X-Up-Kept=1";
+    let r = plain(&px, &format!("http://rsp.hyg.test{path}")).run();
+    r.expect_status(200);
+    for h in ["x-up-hop", "proxy-authenticate"] {
+        assert_eq!(r.header(h), None, "{h} reached the client: {r}");
+    }
+    assert_eq!(r.header("x-up-kept"), Some("1"), "{r}");
+    audited(&px, "rsp.hyg.test", "/response-headers", &allowed(200));
+}
+
+#[test]
 fn dot_segments_are_refused_and_encoded_slashes_kept() {
     require_root!();
     let net = FakeInternet::new();
@@ -156,6 +194,12 @@ fn dot_segments_are_refused_and_encoded_slashes_kept() {
             .run();
         assert_eq!(r.status, 400, "{path} over MITM: {r}");
     }
+    // No Host header at all (HTTP/1.1 origin form).
+    let r = plain(&px, "http://paths.hyg.test/anything/no-host")
+        .header("Host", "")
+        .run();
+    assert_eq!(r.status, 400, "{r}");
+    audited_path(&px, "/anything/no-host", &refused(400, "missing_host"));
     up.assert_untouched();
 
     for (curl, path) in [
