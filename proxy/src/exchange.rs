@@ -246,19 +246,53 @@ fn is_upgrade(req: &Request<Incoming>) -> bool {
             })
 }
 
-/// Splits the request's authority into a normalized host and a port.
-fn authority(req: &Request<Incoming>, default_port: u16) -> Option<(String, u16)> {
-    let raw = match req.uri().authority() {
-        Some(a) => a.as_str().to_string(),
-        None => req.headers().get(header::HOST)?.to_str().ok()?.to_string(),
-    };
-    let raw = raw.rsplit('@').next().unwrap_or(&raw).to_string();
-    let uri: Uri = format!("http://{raw}/").parse().ok()?;
-    let host = normalize_host(uri.host()?);
+/// Splits an authority (`host[:port]`, userinfo dropped) into a normalized
+/// host and a port; `None` when it is not a valid authority.
+fn split_authority(raw: &str, default_port: u16) -> Option<(String, u16)> {
+    let a: http::uri::Authority = raw.parse().ok()?;
+    let host = normalize_host(a.host());
     if host.is_empty() {
         return None;
     }
-    Some((host, uri.port_u16().unwrap_or(default_port)))
+    Some((host, a.port_u16().unwrap_or(default_port)))
+}
+
+/// The request's destination: the URI's authority (absolute form, HTTP/2
+/// `:authority`), else the Host header.
+fn authority(req: &Request<Incoming>, default_port: u16) -> Option<(String, u16)> {
+    match req.uri().authority() {
+        Some(a) => split_authority(a.as_str(), default_port),
+        None => split_authority(
+            req.headers().get(header::HOST)?.to_str().ok()?,
+            default_port,
+        ),
+    }
+}
+
+/// The Host header, when the URI also names an authority and the two disagree.
+///
+/// RFC 9112 §3.2.2 lets a proxy ignore Host for an absolute-form request, but
+/// the header still reaches the upstream: `GET http://allowed/` with
+/// `Host: other` would dial the allowed name and ask its server (a shared CDN
+/// front, say) for another site. A boundary refuses instead, as it does when
+/// Host and SNI disagree.
+fn conflicting_host_header(
+    headers: &HeaderMap,
+    uri: &Uri,
+    dest: (&str, u16),
+    default_port: u16,
+) -> Option<String> {
+    uri.authority()?;
+    let value = headers.get(header::HOST)?;
+    let text = String::from_utf8_lossy(value.as_bytes()).into_owned();
+    match value
+        .to_str()
+        .ok()
+        .and_then(|v| split_authority(v, default_port))
+    {
+        Some((host, port)) if host == dest.0 && port == dest.1 => None,
+        _ => Some(text),
+    }
 }
 
 /// The boxed future of [`handle`]; boxing pins down its `Send` bound for hyper.
@@ -334,6 +368,21 @@ async fn handle_tracked(
             AuditGuard::since(rec, sink, started),
         ));
     }
+    if req.method() == http::Method::CONNECT {
+        // Tunnels are served by proxy.tunnel_listen; here CONNECT has no path and
+        // would otherwise be refused as an invalid path, which misleads.
+        rec.host = authority(&req, 443).map(|(h, _)| h).unwrap_or_default();
+        rec.reject(None, "connect_not_supported", 405);
+        let mut rsp = error_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "CONNECT is served on proxy.tunnel_listen, not on this listener",
+        );
+        rsp.headers_mut().insert(
+            header::ALLOW,
+            HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
+        );
+        return Ok(finish(rsp, AuditGuard::new(rec, sink)));
+    }
     let Some((host, port)) = authority(&req, conn.default_port) else {
         rec.reject(None, "missing_host", 400);
         return Ok(finish(
@@ -353,6 +402,16 @@ async fn handle_tracked(
                 ));
             }
         }
+    }
+    if let Some(h) =
+        conflicting_host_header(req.headers(), req.uri(), (&host, port), conn.default_port)
+    {
+        rec.reject(None, "host_mismatch", 421);
+        let msg = format!("Host {h} does not match the request target {host}:{port}");
+        return Ok(finish(
+            error_response(StatusCode::MISDIRECTED_REQUEST, &msg),
+            AuditGuard::new(rec, sink),
+        ));
     }
     let path = req.uri().path().to_string();
     if has_dot_segment(&path) || !(path.starts_with('/') || path == "*") {
@@ -560,6 +619,39 @@ mod tests {
         assert!(has_dot_segment("/a/%2e%2E/b"));
         assert!(!has_dot_segment("/a/..b/c"));
         assert!(!has_dot_segment("/a%2Fb"));
+    }
+
+    #[test]
+    fn host_header_must_agree_with_an_absolute_uri() {
+        let conflict = |uri: &str, host: Option<&str>| {
+            let uri: Uri = uri.parse().expect("uri");
+            let mut h = HeaderMap::new();
+            if let Some(v) = host {
+                h.insert(header::HOST, HeaderValue::from_str(v).expect("value"));
+            }
+            let (dest, port) = match uri.authority() {
+                Some(a) => split_authority(a.as_str(), 80).expect("authority"),
+                None => ("origin.test".to_string(), 80),
+            };
+            conflicting_host_header(&h, &uri, (&dest, port), 80)
+        };
+        assert_eq!(conflict("http://a.test/x", Some("a.test")), None);
+        assert_eq!(conflict("http://a.test/x", Some("A.Test.:80")), None);
+        assert_eq!(conflict("http://a.test:8080/x", Some("a.test:8080")), None);
+        assert_eq!(conflict("http://a.test/x", None), None, "HTTP/1.0 or h2");
+        assert_eq!(conflict("/x", Some("b.test")), None, "origin form");
+        assert_eq!(
+            conflict("http://a.test/x", Some("b.test")),
+            Some("b.test".into())
+        );
+        assert_eq!(
+            conflict("http://a.test/x", Some("a.test:8080")),
+            Some("a.test:8080".into())
+        );
+        assert_eq!(
+            conflict("http://a.test/x", Some("a.test/evil")),
+            Some("a.test/evil".into())
+        );
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! `cargo test -p iron-proxy-tests --test e2e`.
 
 mod bypass;
+mod foundation;
 mod harness_selftest;
 mod intercept;
 mod ops;

@@ -1,0 +1,426 @@
+//! The binary's command line, run as a real process (no root needed): version
+//! flags, `validate`/`check` on good and broken configs (file:line:col, field
+//! path, suggestions), `-strict`, the spec's complete example configs, usage
+//! errors, and startup failures that must exit 1 with a clear message.
+//!
+//! Being an integration test of the `iron-proxy` package, this file also makes
+//! `cargo test -p iron-proxy` build the binary the end-to-end suite runs.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_iron-proxy");
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// What one run of the binary did.
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn expect_code(&self, code: i32, what: &str) -> &Self {
+        assert_eq!(
+            self.code,
+            Some(code),
+            "{what}: unexpected exit code\n{self}"
+        );
+        self
+    }
+
+    fn expect_stderr(&self, needle: &str) -> &Self {
+        assert!(
+            self.stderr.contains(needle),
+            "expected stderr to contain {needle:?}\n{self}"
+        );
+        self
+    }
+
+    fn expect_stdout(&self, needle: &str) -> &Self {
+        assert!(
+            self.stdout.contains(needle),
+            "expected stdout to contain {needle:?}\n{self}"
+        );
+        self
+    }
+}
+
+impl std::fmt::Display for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {:?}\n--- stdout:\n{}\n--- stderr:\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+/// Runs the binary with `args` and a scrubbed environment plus `env`; kills it
+/// (by its PID) if it is still running after 20 s.
+fn run_env(args: &[&str], env: &[(&str, &str)]) -> Run {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (out_path, err_path) = (dir.path().join("out"), dir.path().join("err"));
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .env_remove("IRON_LOG_FILTER")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out_path).expect("stdout file"))
+        .stderr(std::fs::File::create(&err_path).expect("stderr file"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("IRON_") {
+            cmd.env_remove(k);
+        }
+    }
+    let mut child = cmd.spawn().expect("spawning iron-proxy");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("waiting for iron-proxy") {
+            break s;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "iron-proxy {args:?} still running after 20 s\nstderr:\n{}",
+                std::fs::read_to_string(&err_path).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Run {
+        code: status.code(),
+        stdout: std::fs::read_to_string(&out_path).unwrap_or_default(),
+        stderr: std::fs::read_to_string(&err_path).unwrap_or_default(),
+    }
+}
+
+fn run(args: &[&str]) -> Run {
+    run_env(args, &[])
+}
+
+/// A temp dir holding `proxy.yaml` with `text`.
+struct ConfigFile {
+    dir: tempfile::TempDir,
+}
+
+impl ConfigFile {
+    fn new(text: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("proxy.yaml"), text).expect("writing proxy.yaml");
+        ConfigFile { dir }
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.path().join("proxy.yaml")
+    }
+
+    fn arg(&self) -> String {
+        self.path().to_str().expect("UTF-8 temp path").to_string()
+    }
+}
+
+/// A fresh CA written by the binary's own `generate-ca`.
+fn generated_ca(dir: &Path) -> (String, String) {
+    let out = dir.to_str().expect("UTF-8 temp path");
+    run(&["generate-ca", "-outdir", out]).expect_code(0, "generate-ca");
+    let s = |f: &str| dir.join(f).to_str().expect("UTF-8").to_string();
+    (s("ca.crt"), s("ca.key"))
+}
+
+/// A config whose listeners take free loopback ports, for runs that must fail
+/// before serving (or would otherwise collide with :80/:443).
+fn runnable(ca: &(String, String), transforms: &str) -> String {
+    format!(
+        "proxy:\n  http_listen: \"127.0.0.1:0\"\n  https_listen: \"127.0.0.1:0\"\ntls:\n  ca_cert: \"{}\"\n  ca_key: \"{}\"\ntransforms:\n{transforms}",
+        ca.0, ca.1
+    )
+}
+
+const CA_BLOCK: &str = "tls:\n  ca_cert: /nonexistent/ca.crt\n  ca_key: /nonexistent/ca.key\n";
+
+#[test]
+fn version_flags_and_command_print_the_version() {
+    for args in [&["--version"][..], &["-v"], &["version"]] {
+        run(args)
+            .expect_code(0, &format!("{args:?}"))
+            .expect_stdout(&format!("iron-proxy {VERSION}"));
+    }
+}
+
+#[test]
+fn validate_accepts_a_valid_config_and_check_is_an_alias() {
+    let cfg = ConfigFile::new(&format!(
+        "{CA_BLOCK}transforms:\n  - name: allowlist\n    config:\n      domains: [\"*.example.com\"]\n"
+    ));
+    for cmd in ["validate", "check"] {
+        let r = run(&[cmd, "-config", &cfg.arg()]);
+        r.expect_code(0, cmd).expect_stdout("valid");
+        // The missing CA files are facts about this machine: a warning, not an error.
+        r.expect_stderr("warning");
+    }
+    // Long-dash and `=` spellings too.
+    run(&["validate", &format!("--config={}", cfg.arg())]).expect_code(0, "--config=");
+}
+
+/// Each broken config, the location and the text its error line must carry.
+const BROKEN: &[(&str, &str, &str)] = &[
+    (
+        "proxy:\n  listen: \":80\"\n",
+        "proxy.yaml:2:3:",
+        "proxy: unknown field 'listen'",
+    ),
+    (
+        "transforms:\n  - name: secrets\n    config:\n      secrets:\n        - source: {type: env, var: K}\n          replace:\n            proxy_value: pk\n            match_header: [x-api-key]\n",
+        "proxy.yaml:8:13:",
+        "transforms[0].config.secrets[0].replace: unknown field 'match_header', did you mean 'match_headers'?",
+    ),
+    (
+        "proxy:\n  http_listen: \":80\"\n   https_listen: \":443\"\n",
+        "proxy.yaml:3:16:",
+        "invalid YAML",
+    ),
+    (
+        "transforms:\n  - name: allowlist\n    config:\n      cidrs: [\"10.0.0.0/8\", \"10.1.2.3\"]\n",
+        "proxy.yaml:4:29:",
+        "transforms[0].config.cidrs[1]: invalid CIDR \"10.1.2.3\"",
+    ),
+    (
+        "transforms:\n  - name: allowlist\n    config:\n      rules:\n        - host: api.openai.com\n          paths: [\"v1/*\"]\n",
+        "proxy.yaml:6:19:",
+        "transforms[0].config.rules[0].paths[0]: path pattern \"v1/*\" must start with '/'",
+    ),
+    (
+        "proxy:\n  upstream_response_header_timeout: 0s\n",
+        "proxy.yaml:2:37:",
+        "proxy.upstream_response_header_timeout: duration \"0s\" must be positive",
+    ),
+    (
+        "log:\n  level: warning\n",
+        "proxy.yaml:2:10:",
+        "log.level: invalid log level 'warning', did you mean 'warn'?",
+    ),
+    (
+        "transforms:\n  - name: allowlist\n    config:\n      rules:\n        - host: a.com\n          cidr: 10.0.0.0/8\n",
+        "proxy.yaml:5:11:",
+        "transforms[0].config.rules[0]: a rule needs exactly one of 'host' or 'cidr'",
+    ),
+    (
+        "transforms:\n  - name: allowlsit\n    config: {}\n",
+        "proxy.yaml:2:",
+        "transforms[0].name",
+    ),
+];
+
+#[test]
+fn validate_refuses_broken_configs_with_location_and_field_path() {
+    for (snippet, at, message) in BROKEN {
+        // The CA block goes last so the snippet's line numbers are the file's.
+        let cfg = ConfigFile::new(&format!("{snippet}{CA_BLOCK}"));
+        for cmd in ["validate", "check"] {
+            let r = run(&[cmd, "-config", &cfg.arg()]);
+            r.expect_code(1, &format!("{cmd} of {snippet:?}"));
+            let line = r
+                .stderr
+                .lines()
+                .find(|l| l.contains(message))
+                .unwrap_or_else(|| panic!("no error line with {message:?} for {snippet:?}\n{r}"));
+            assert!(
+                line.contains(at),
+                "error line lacks the location {at:?}: {line}\n{r}"
+            );
+            assert!(
+                line.contains(&cfg.arg()) || line.starts_with("proxy.yaml:"),
+                "error line does not name the file: {line}"
+            );
+        }
+    }
+}
+
+#[test]
+fn unknown_transform_name_suggests_the_closest() {
+    let cfg = ConfigFile::new(&format!(
+        "transforms:\n  - name: allowlsit\n    config: {{}}\n{CA_BLOCK}"
+    ));
+    run(&["validate", "-config", &cfg.arg()])
+        .expect_code(1, "typo in a transform name")
+        .expect_stderr("did you mean 'allowlist'?");
+}
+
+#[test]
+fn strict_turns_missing_files_and_unset_env_into_errors() {
+    let ca_dir = tempfile::tempdir().expect("temp dir");
+    let ca = generated_ca(ca_dir.path());
+    let secret = "transforms:\n  - name: secrets\n    config:\n      secrets:\n        - source: {type: env, var: IRON_CLI_TEST_UNSET_VAR}\n          inject: {header: X-Key}\n";
+    let unset_env = ConfigFile::new(&format!(
+        "tls:\n  ca_cert: \"{}\"\n  ca_key: \"{}\"\n{secret}",
+        ca.0, ca.1
+    ));
+    let missing_file = ConfigFile::new(CA_BLOCK);
+    for (cfg, what) in [
+        (&unset_env, "IRON_CLI_TEST_UNSET_VAR"),
+        (&missing_file, "/nonexistent/ca.crt"),
+    ] {
+        run(&["validate", "-config", &cfg.arg()])
+            .expect_code(0, &format!("{what} without -strict"))
+            .expect_stderr("warning")
+            .expect_stderr(what);
+        run(&["validate", "-config", &cfg.arg(), "-strict"])
+            .expect_code(1, &format!("{what} under -strict"))
+            .expect_stderr("error")
+            .expect_stderr(what);
+    }
+    // Once the variable is set, -strict has nothing to say.
+    run_env(
+        &["validate", "-strict", "-config", &unset_env.arg()],
+        &[("IRON_CLI_TEST_UNSET_VAR", "value")],
+    )
+    .expect_code(0, "-strict with the variable set");
+}
+
+/// `shared/spec/configs`: the nearest ancestor of the crate that has it.
+fn spec_dir() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .ancestors()
+        .map(|a| a.join("shared/spec/configs"))
+        .find(|p| p.is_dir())
+        .unwrap_or_else(|| panic!("shared/spec/configs not found above {}", manifest.display()))
+}
+
+/// The complete configs listed in the spec's configs/README.md (kind
+/// `proxy-config`), plus `embedded/`. Fragments and transform list items are
+/// merged onto a base by the config module's unit tests.
+fn complete_spec_configs() -> Vec<PathBuf> {
+    let dir = spec_dir();
+    let readme = std::fs::read_to_string(dir.join("README.md")).expect("configs/README.md");
+    let mut files: Vec<PathBuf> = readme
+        .lines()
+        .filter(|l| l.starts_with("| [") && l.trim_end().ends_with("| proxy-config |"))
+        .filter_map(|l| Some(l.split_once("](")?.1.split_once(')')?.0.to_string()))
+        .map(|f| dir.join(f))
+        .collect();
+    if let Ok(entries) = std::fs::read_dir(dir.join("embedded")) {
+        files.extend(entries.flatten().map(|e| e.path()));
+    }
+    files.sort();
+    files
+}
+
+#[test]
+fn every_complete_spec_config_validates() {
+    let files = complete_spec_configs();
+    assert!(
+        files.len() >= 20,
+        "expected the spec's complete configs, found {files:?}"
+    );
+    for f in &files {
+        let text =
+            std::fs::read_to_string(f).unwrap_or_else(|e| panic!("reading {}: {e}", f.display()));
+        // Bodies the docs elide (`config: ...`) are filled in by the config module's
+        // unit test; here they are skipped.
+        if text
+            .lines()
+            .any(|l| l.trim_end().ends_with(": ...") || l.trim_end().ends_with(": {...}"))
+        {
+            eprintln!("skipping {} (elided bodies)", f.display());
+            continue;
+        }
+        // Some guides leave `tls:` out (their deployment mounts it elsewhere); MITM, the
+        // default, needs the CA paths, so give those the same block the unit tests use.
+        let has_tls = text.lines().any(|l| l.starts_with("tls:"));
+        let text = if has_tls {
+            text
+        } else {
+            format!("{text}\n{CA_BLOCK}")
+        };
+        let cfg = ConfigFile::new(&text);
+        // Without -strict, missing CA files and unset secrets are only warnings.
+        run(&["validate", "-config", &cfg.arg()]).expect_code(0, &f.display().to_string());
+    }
+}
+
+#[test]
+fn full_example_validates_strictly_once_its_references_exist() {
+    let text = std::fs::read_to_string(spec_dir().join("configuration-01-full-example.yaml"))
+        .expect("full example");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca = generated_ca(dir.path());
+    let mut text = text
+        .replace("/certs/ca.crt", &ca.0)
+        .replace("/certs/ca.key", &ca.1);
+    for f in ["grpc-ca.pem", "grpc-client.pem", "grpc-client-key.pem"] {
+        let p = dir.path().join(f);
+        std::fs::write(&p, "placeholder").expect("writing a referenced file");
+        text = text.replace(&format!("/etc/iron-proxy/{f}"), p.to_str().expect("UTF-8"));
+    }
+    let cfg = ConfigFile::new(&text);
+    let env = [
+        ("OPENAI_API_KEY", "sk-test"),
+        ("ANTHROPIC_API_KEY", "sk-ant-test"),
+        ("IRON_MANAGEMENT_API_KEY", "mgmt"),
+    ];
+    let r = run_env(&["validate", "-strict", "-config", &cfg.arg()], &env);
+    r.expect_code(0, "full example under -strict");
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    run(&["--no-such-flag"])
+        .expect_code(2, "unknown flag")
+        .expect_stderr("--no-such-flag");
+    run(&["validate", "-no-such-flag"]).expect_code(2, "unknown validate flag");
+    run(&["no-such-command"]).expect_code(2, "unknown command");
+    run(&["validate"])
+        .expect_code(2, "validate without -config")
+        .expect_stderr("-config");
+}
+
+#[test]
+fn missing_config_file_exits_1_naming_it() {
+    run(&["validate", "-config", "/nonexistent/proxy.yaml"])
+        .expect_code(1, "validate of a missing file")
+        .expect_stderr("/nonexistent/proxy.yaml");
+    run(&["-config", "/nonexistent/proxy.yaml"])
+        .expect_code(1, "run with a missing file")
+        .expect_stderr("/nonexistent/proxy.yaml");
+}
+
+#[test]
+fn run_with_an_unsupported_transform_fails_at_startup() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca = generated_ca(dir.path());
+    let cfg = ConfigFile::new(&runnable(
+        &ca,
+        "  - name: grpc\n    config:\n      name: policy\n      target: \"localhost:9500\"\n",
+    ));
+    // validate accepts the config...
+    run(&["validate", "-config", &cfg.arg()]).expect_code(0, "validate of a grpc transform");
+    // ...but the proxy refuses to start without it rather than run with less policy.
+    run(&["-config", &cfg.arg()])
+        .expect_code(1, "run with a grpc transform")
+        .expect_stderr("grpc")
+        .expect_stderr("not supported yet");
+}
+
+#[test]
+fn run_with_a_missing_ca_file_exits_1_naming_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca = (
+        dir.path().join("missing-ca.crt"),
+        dir.path().join("missing-ca.key"),
+    );
+    let ca = (
+        ca.0.to_str().expect("UTF-8").to_string(),
+        ca.1.to_str().expect("UTF-8").to_string(),
+    );
+    let cfg = ConfigFile::new(&runnable(
+        &ca,
+        "  - name: allowlist\n    config:\n      domains: [a.test]\n",
+    ));
+    run(&["-config", &cfg.arg()])
+        .expect_code(1, "run with a missing CA")
+        .expect_stderr("missing-ca.crt");
+}

@@ -1,0 +1,281 @@
+//! Allowlist decisions through the real binary: domains (exact, `*.x` with its
+//! apex, bare `*`), CIDRs (IP-literal hosts only), rules (methods and paths)
+//! and warn mode. A refused request gets the iron-proxy policy body and never
+//! reaches its upstream.
+
+use iron_proxy_tests::*;
+
+use super::{allowed, assert_policy_refusal, audited, plain, NOT_ALLOWLISTED};
+
+/// The fake internet's /24, for `cidrs` and deny lists.
+pub fn subnet(net: &FakeInternet) -> String {
+    let o = net.host_side_v4().octets();
+    format!("{}.{}.{}.0/24", o[0], o[1], o[2])
+}
+
+#[test]
+fn exact_and_wildcard_domains_allow_only_what_they_name() {
+    require_root!();
+    let net = FakeInternet::new();
+    let exact = Upstream::https("exact.test").start(&net);
+    let wild = Upstream::https("wild.test")
+        .alias("api.wild.test")
+        .start(&net);
+    let lookalike = Upstream::https("notwild.test")
+        .alias("exact.test.evil")
+        .start(&net);
+    let px = Proxy::with(
+        r#"
+transforms:
+  - name: allowlist
+    config:
+      domains: ["exact.test", "*.wild.test"]
+"#,
+    )
+    .resolver(&net)
+    .start();
+
+    // Exact name, plain HTTP and MITM HTTPS.
+    plain(&px, "http://exact.test/get").run().expect_status(200);
+    exact.wait_for_request(|q| q.path() == "/get" && q.sni().is_none());
+    audited(&px, "exact.test", "/get", &allowed(200));
+    Curl::get("https://exact.test/anything/tls")
+        .via(&px)
+        .run()
+        .expect_status(200);
+    exact.wait_for_request(|q| q.path() == "/anything/tls" && q.sni() == Some("exact.test"));
+    audited(&px, "exact.test", "/anything/tls", &allowed(200));
+
+    // `*.wild.test` admits a subdomain and the apex.
+    plain(&px, "http://api.wild.test/anything/sub")
+        .run()
+        .expect_status(200);
+    wild.wait_for_request(|q| q.path() == "/anything/sub" && q.host() == "api.wild.test");
+    audited(&px, "api.wild.test", "/anything/sub", &allowed(200));
+    Curl::get("https://wild.test/anything/apex")
+        .via(&px)
+        .run()
+        .expect_status(200);
+    wild.wait_for_request(|q| q.path() == "/anything/apex");
+    audited(&px, "wild.test", "/anything/apex", &allowed(200));
+
+    // A suffix that is not a label boundary, and a name that merely starts with an allowed one.
+    for (url, host) in [
+        ("http://notwild.test/get", "notwild.test"),
+        ("https://notwild.test/get", "notwild.test"),
+        ("http://exact.test.evil/get", "exact.test.evil"),
+    ] {
+        let r = Curl::get(url).via(&px).run();
+        assert_policy_refusal(&r);
+        audited(&px, host, "/get", &NOT_ALLOWLISTED);
+    }
+    lookalike.assert_untouched();
+    assert!(
+        !net.dns().was_queried("notwild.test"),
+        "a refused name must not even be resolved"
+    );
+}
+
+#[test]
+fn bare_star_admits_every_name_but_no_ip_literal() {
+    require_root!();
+    let net = FakeInternet::new();
+    let up = Upstream::https("anything.test").start(&net);
+    let px = Proxy::with(
+        r#"
+transforms:
+  - name: allowlist
+    config:
+      domains: ["*"]
+"#,
+    )
+    .resolver(&net)
+    .start();
+
+    plain(&px, "http://anything.test/get")
+        .run()
+        .expect_status(200);
+    audited(&px, "anything.test", "/get", &allowed(200));
+    up.wait_for_request(|q| q.path() == "/get");
+
+    let ip = up.ip().to_string();
+    let r = plain(&px, &format!("http://{ip}/anything/by-ip")).run();
+    assert_policy_refusal(&r);
+    audited(&px, &ip, "/anything/by-ip", &NOT_ALLOWLISTED);
+    up.assert_no_request(|q| q.path() == "/anything/by-ip");
+}
+
+#[test]
+fn cidrs_admit_ip_literals_inside_and_nothing_else() {
+    require_root!();
+    let net = FakeInternet::new();
+    let up = Upstream::http("byname.test").start(&net);
+    let other = Upstream::http("other.test").start(&net);
+    let px = Proxy::with(format!(
+        r#"
+transforms:
+  - name: allowlist
+    config:
+      cidrs: ["{}/32"]
+"#,
+        up.ip()
+    ))
+    .resolver(&net)
+    .start();
+
+    let ip = up.ip().to_string();
+    plain(&px, &format!("http://{ip}/anything/v4"))
+        .run()
+        .expect_status(200);
+    up.wait_for_request(|q| q.path() == "/anything/v4");
+    audited(&px, &ip, "/anything/v4", &allowed(200));
+
+    // The name of a host inside the range is not an IP literal: cidrs do not admit it.
+    let r = plain(&px, "http://byname.test/anything/name").run();
+    assert_policy_refusal(&r);
+    audited(&px, "byname.test", "/anything/name", &NOT_ALLOWLISTED);
+    up.assert_no_request(|q| q.path() != "/anything/v4");
+
+    // An address outside the range.
+    let outside = other.ip().to_string();
+    let r = plain(&px, &format!("http://{outside}/anything/outside")).run();
+    assert_policy_refusal(&r);
+    audited(&px, &outside, "/anything/outside", &NOT_ALLOWLISTED);
+    other.assert_untouched();
+}
+
+#[test]
+fn rules_filter_by_method_and_path() {
+    require_root!();
+    let net = FakeInternet::new();
+    let api = Upstream::https("api.rules.test").start(&net);
+    let ipup = Upstream::http("ip.rules.test").start(&net);
+    let ip = ipup.ip().to_string();
+    let px = Proxy::with(format!(
+        r#"
+transforms:
+  - name: allowlist
+    config:
+      rules:
+        - host: "api.rules.test"
+          methods: ["GET", "post"]
+          paths: ["/v1/*", "/status/201"]
+        - cidr: "{ip}/32"
+          methods: ["GET"]
+"#
+    ))
+    .resolver(&net)
+    .start();
+
+    // `/v1/*` admits anything below /v1/ (the fake upstream answers 404 for unknown paths).
+    plain(&px, "http://api.rules.test/v1/models")
+        .run()
+        .expect_status(404);
+    api.wait_for_request(|q| q.path() == "/v1/models" && q.method() == "GET");
+    audited(&px, "api.rules.test", "/v1/models", &allowed(404));
+    Curl::get("https://api.rules.test/v1/chat/completions")
+        .args(["-X", "POST", "-d", "{}"])
+        .via(&px)
+        .run()
+        .expect_status(404);
+    api.wait_for_request(|q| q.path() == "/v1/chat/completions" && q.method() == "POST");
+    audited(&px, "api.rules.test", "/v1/chat/completions", &allowed(404));
+    plain(&px, "http://api.rules.test/status/201")
+        .run()
+        .expect_status(201);
+    audited(&px, "api.rules.test", "/status/201", &allowed(201));
+
+    // Method mismatch, path mismatch (plain and MITM), and `/v1` itself (not below /v1/).
+    let cases = [
+        (
+            plain(&px, "http://api.rules.test/v1/delete-me").args(["-X", "DELETE"]),
+            "/v1/delete-me",
+            "DELETE",
+        ),
+        (
+            plain(&px, "http://api.rules.test/v2/models"),
+            "/v2/models",
+            "GET",
+        ),
+        (
+            Curl::get("https://api.rules.test/admin").via(&px),
+            "/admin",
+            "GET",
+        ),
+        (plain(&px, "http://api.rules.test/v1"), "/v1", "GET"),
+    ];
+    for (curl, path, method) in cases {
+        let r = curl.run();
+        assert_policy_refusal(&r);
+        let rec = audited(&px, "api.rules.test", path, &NOT_ALLOWLISTED);
+        assert_eq!(rec.method(), Some(method), "{rec}");
+    }
+    api.assert_no_request(|q| {
+        q.method() == "DELETE" || ["/v2/models", "/admin", "/v1"].contains(&q.path())
+    });
+
+    // A cidr rule: GET on the IP literal passes, POST does not.
+    plain(&px, &format!("http://{ip}/anything/cidr"))
+        .run()
+        .expect_status(200);
+    audited(&px, &ip, "/anything/cidr", &allowed(200));
+    let r = plain(&px, &format!("http://{ip}/anything/cidr-post"))
+        .args(["-d", "x=1"])
+        .run();
+    assert_policy_refusal(&r);
+    audited(&px, &ip, "/anything/cidr-post", &NOT_ALLOWLISTED);
+    ipup.assert_no_request(|q| q.method() == "POST");
+}
+
+#[test]
+fn warn_mode_forwards_and_annotates() {
+    require_root!();
+    let net = FakeInternet::new();
+    let up = Upstream::https("unlisted.test").start(&net);
+    let px = Proxy::with(
+        r#"
+transforms:
+  - name: allowlist
+    config:
+      warn: true
+      domains: ["listed.test"]
+"#,
+    )
+    .resolver(&net)
+    .start();
+
+    for (curl, path) in [
+        (
+            plain(&px, "http://unlisted.test/anything/warn"),
+            "/anything/warn",
+        ),
+        (
+            Curl::get("https://unlisted.test/anything/warn-tls").via(&px),
+            "/anything/warn-tls",
+        ),
+    ] {
+        curl.run().expect_status(200);
+        up.wait_for_request(|q| q.path() == path);
+        let rec = audited(&px, "unlisted.test", path, &allowed(200));
+        assert_eq!(
+            rec.annotation("allowlist", "action")
+                .and_then(|v| v.as_str()),
+            Some("warn"),
+            "{rec}"
+        );
+        let reason = rec
+            .annotation("allowlist", "reason")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default();
+        assert!(
+            reason.contains("unlisted.test"),
+            "the warning names the host: {rec}"
+        );
+        assert_eq!(
+            rec.transform("allowlist")
+                .and_then(|t| t["action"].as_str()),
+            Some("continue"),
+            "{rec}"
+        );
+    }
+}

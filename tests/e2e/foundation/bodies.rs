@@ -1,0 +1,131 @@
+//! Request bodies: streamed by default, whatever their size; buffered only
+//! when a transform needs them (here `secrets` with `replace.match_body`),
+//! and then refused with 413 past `proxy.max_request_body_bytes`, never
+//! truncated.
+
+use iron_proxy_tests::*;
+
+use super::{allowed, audited, plain, refused};
+
+/// Writes `len` bytes of `fill`, optionally starting with `prefix`, to a file
+/// for `curl --data-binary @file`.
+fn body_file(dir: &std::path::Path, name: &str, prefix: &str, len: usize) -> String {
+    let mut body = prefix.as_bytes().to_vec();
+    body.resize(len, b'x');
+    let path = dir.join(name);
+    std::fs::write(&path, &body).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+    format!("@{}", path.display())
+}
+
+#[test]
+fn a_body_larger_than_the_cap_streams_when_no_transform_needs_it() {
+    require_root!();
+    let net = FakeInternet::new();
+    let up = Upstream::http("stream.test").start(&net);
+    let px = Proxy::with(
+        r#"
+proxy:
+  max_request_body_bytes: 1024
+transforms:
+  - name: allowlist
+    config:
+      domains: ["stream.test"]
+"#,
+    )
+    .resolver(&net)
+    .start();
+    let dir = paths::scratch_dir("bodies");
+    // Over 1 MiB, so curl also exercises `Expect: 100-continue`.
+    let data = body_file(dir.path(), "big", "", 3 << 20);
+
+    let r = plain(&px, "http://stream.test/anything/big")
+        .args(["--data-binary", &data])
+        .run();
+    r.expect_status(200);
+    assert_eq!(r.json()["body_len"], 3 << 20, "the whole body arrived: {r}");
+    let seen = up.wait_for_request(|q| q.path() == "/anything/big");
+    assert_eq!(seen.0["body_len"], 3 << 20, "{seen}");
+    audited(&px, "stream.test", "/anything/big", &allowed(200));
+}
+
+#[test]
+fn a_body_a_transform_must_read_is_refused_past_the_cap() {
+    require_root!();
+    let net = FakeInternet::new();
+    let up = Upstream::http("body.test").start(&net);
+    let other = Upstream::http("other.test").start(&net);
+    let px = Proxy::with(
+        r#"
+proxy:
+  max_request_body_bytes: 1024
+transforms:
+  - name: allowlist
+    config:
+      domains: ["body.test", "other.test"]
+  - name: secrets
+    config:
+      secrets:
+        - source: {type: env, var: FOUNDATION_BODY_SECRET}
+          replace:
+            proxy_value: "pk-body-placeholder"
+            match_body: true
+          rules:
+            - host: "body.test"
+"#,
+    )
+    .env("FOUNDATION_BODY_SECRET", "real-body-secret")
+    .resolver(&net)
+    .start();
+    let dir = paths::scratch_dir("bodies");
+
+    // Within the cap, the body is buffered and the placeholder swapped.
+    let small = body_file(dir.path(), "small", "token=pk-body-placeholder&", 600);
+    plain(&px, "http://body.test/anything/small")
+        .args(["--data-binary", &small])
+        .run()
+        .expect_status(200);
+    let seen = up.wait_for_request(|q| q.path() == "/anything/small");
+    assert!(seen.body().starts_with("token=real-body-secret&"), "{seen}");
+    audited(&px, "body.test", "/anything/small", &allowed(200));
+
+    // Past the cap: 413, audited, and nothing reaches the upstream.
+    let big = body_file(dir.path(), "big", "token=pk-body-placeholder&", 4096);
+    let r = plain(&px, "http://body.test/anything/big")
+        .args(["--data-binary", &big])
+        .run();
+    assert_eq!(r.status, 413, "{r}");
+    assert!(r.body.contains("max_request_body_bytes"), "{r}");
+    audited(
+        &px,
+        "body.test",
+        "/anything/big",
+        &refused(413, "request_body_too_large"),
+    );
+    // A body far past the cap (curl waits for `100 Continue`) gets the same answer,
+    // not a reset connection.
+    let huge = body_file(dir.path(), "huge", "token=pk-body-placeholder&", 3 << 20);
+    let r = plain(&px, "http://body.test/anything/huge")
+        .args(["--data-binary", &huge])
+        .run();
+    assert_eq!(r.status, 413, "{r}");
+    audited(
+        &px,
+        "body.test",
+        "/anything/huge",
+        &refused(413, "request_body_too_large"),
+    );
+    up.assert_no_request(|q| q.path() == "/anything/big" || q.path() == "/anything/huge");
+
+    // The same body to a host outside the transform's rules streams through.
+    let r = plain(&px, "http://other.test/anything/big")
+        .args(["--data-binary", &big])
+        .run();
+    r.expect_status(200);
+    let seen = other.wait_for_request(|q| q.path() == "/anything/big");
+    assert_eq!(seen.0["body_len"], 4096, "{seen}");
+    assert!(
+        seen.body().starts_with("token=pk-body-placeholder&"),
+        "no transform touched it: {seen}"
+    );
+    audited(&px, "other.test", "/anything/big", &allowed(200));
+}

@@ -1,0 +1,219 @@
+//! HTTP hygiene on `proxy.http_listen`: absolute-form requests, the upstream
+//! port taken from Host, hop-by-hop headers (and the client's proxy
+//! credentials) never forwarded, header-name case kept on HTTP/1.1, dot
+//! segments refused, encoded slashes passed through untouched.
+
+use iron_proxy_tests::*;
+
+use super::{allowed, audited, audited_path, plain, refused};
+
+const CONFIG: &str = r#"
+transforms:
+  - name: allowlist
+    config:
+      domains: ["*.hyg.test"]
+"#;
+
+/// `curl -x http://<http_listen> URL`: an absolute-form request to the plain listener.
+fn absolute(px: &ProxyProcess, url: &str) -> Curl {
+    Curl::new([
+        "-x".to_string(),
+        format!("http://{}", px.http_addr()),
+        url.to_string(),
+    ])
+}
+
+#[test]
+fn absolute_form_and_host_ports_route_to_the_named_upstream() {
+    require_root!();
+    let net = FakeInternet::new();
+    let up = Upstream::http("abs.hyg.test").start(&net);
+    let ported = Upstream::http("ported.hyg.test")
+        .plain_port(8080)
+        .start(&net);
+    let px = Proxy::with(CONFIG).resolver(&net).start();
+
+    let r = absolute(&px, "http://abs.hyg.test/anything/abs?q=1").run();
+    r.expect_status(200);
+    let seen = up.wait_for_request(|q| q.path() == "/anything/abs");
+    assert_eq!(seen.host(), "abs.hyg.test", "{seen}");
+    assert_eq!(seen.0["args"]["q"], "1", "the query is forwarded: {seen}");
+    let rec = audited(&px, "abs.hyg.test", "/anything/abs", &allowed(200));
+    assert_eq!(rec.str("mode"), Some("http"), "{rec}");
+
+    // The port comes from Host (origin form) or from the URI (absolute form).
+    plain(&px, "http://ported.hyg.test:8080/anything/host-port")
+        .run()
+        .expect_status(200);
+    let seen = ported.wait_for_request(|q| q.path() == "/anything/host-port");
+    assert!(
+        seen.0["listener"].as_str().unwrap_or("").ends_with(":8080"),
+        "{seen}"
+    );
+    audited(&px, "ported.hyg.test", "/anything/host-port", &allowed(200));
+    absolute(&px, "http://ported.hyg.test:8080/anything/abs-port")
+        .run()
+        .expect_status(200);
+    ported.wait_for_request(|q| q.path() == "/anything/abs-port");
+    audited(&px, "ported.hyg.test", "/anything/abs-port", &allowed(200));
+
+    // Nothing listens on the default port there: the port really was taken from Host.
+    let r = plain(&px, "http://ported.hyg.test/anything/default-port").run();
+    assert_eq!(r.status, 502, "{r}");
+}
+
+#[test]
+fn absolute_form_host_header_cannot_front_another_name() {
+    require_root!();
+    let net = FakeInternet::new();
+    let up = Upstream::http("front.hyg.test").start(&net);
+    let px = Proxy::with(CONFIG).resolver(&net).start();
+
+    let r = absolute(&px, "http://front.hyg.test/anything/fronted")
+        .header("Host", "evil.example")
+        .run();
+    assert_eq!(r.status, 421, "{r}");
+    audited(
+        &px,
+        "front.hyg.test",
+        "/anything/fronted",
+        &refused(421, "host_mismatch"),
+    );
+    up.assert_no_request(|q| q.host() == "evil.example");
+}
+
+#[test]
+fn connect_on_the_plain_listener_is_refused_with_405() {
+    require_root!();
+    let net = FakeInternet::new();
+    let up = Upstream::https("tunnel.hyg.test").start(&net);
+    let px = Proxy::with(CONFIG).resolver(&net).start();
+
+    // An HTTPS URL through an http:// proxy makes curl send CONNECT.
+    let r = absolute(&px, "https://tunnel.hyg.test/get").run();
+    assert!(r.stderr.contains("405"), "{r}");
+    let rec = px.wait_for_audit(|a| a.method() == Some("CONNECT"));
+    assert_eq!(rec.host(), Some("tunnel.hyg.test"), "{rec}");
+    assert_eq!(rec.action(), Some("reject"), "{rec}");
+    assert_eq!(rec.status_code(), Some(405), "{rec}");
+    assert_eq!(rec.str("reason"), Some("connect_not_supported"), "{rec}");
+    assert_eq!(rec.str("level"), Some("WARN"), "{rec}");
+    assert_eq!(rec.rejected_by(), None, "{rec}");
+    up.assert_untouched();
+}
+
+#[test]
+fn hop_by_hop_headers_and_proxy_credentials_are_not_forwarded() {
+    require_root!();
+    let net = FakeInternet::new();
+    let up = Upstream::http("hop.hyg.test").start(&net);
+    let px = Proxy::with(CONFIG).resolver(&net).start();
+
+    let hop = |curl: Curl| {
+        curl.header("Connection", "keep-alive, X-Hop-Named")
+            .header("X-Hop-Named", "1")
+            .header("Keep-Alive", "timeout=5")
+            .header("Proxy-Connection", "keep-alive")
+            .header("TE", "gzip")
+            .header("Trailer", "X-Checksum")
+            .header("X-End-To-End", "kept")
+            .header("X-MiXeD-CaSe", "kept")
+    };
+    hop(plain(&px, "http://hop.hyg.test/anything/origin-form"))
+        .header("Proxy-Authorization", "Basic c2VjcmV0OnNlY3JldA==")
+        .run()
+        .expect_status(200);
+    // curl sends Proxy-Authorization itself for -U on an absolute-form request.
+    hop(absolute(&px, "http://hop.hyg.test/anything/absolute-form"))
+        .args(["-U", "user:proxy-password"])
+        .run()
+        .expect_status(200);
+
+    for path in ["/anything/origin-form", "/anything/absolute-form"] {
+        let seen = up.wait_for_request(|q| q.path() == path);
+        for h in [
+            "connection",
+            "x-hop-named",
+            "keep-alive",
+            "proxy-connection",
+            "proxy-authorization",
+            "te",
+            "trailer",
+        ] {
+            assert_eq!(seen.header(h), None, "{h} reached the upstream: {seen}");
+        }
+        assert_eq!(seen.header("x-end-to-end"), Some("kept"), "{seen}");
+        let names: Vec<&str> = seen.headers().into_iter().map(|(k, _)| k).collect();
+        assert!(
+            names.contains(&"X-MiXeD-CaSe"),
+            "header-name case is kept on HTTP/1.1, got {names:?}"
+        );
+        audited(&px, "hop.hyg.test", path, &allowed(200));
+    }
+}
+
+#[test]
+fn hop_by_hop_response_headers_are_not_returned() {
+    require_root!();
+    let net = FakeInternet::new();
+    let _up = Upstream::http("rsp.hyg.test").start(&net);
+    let px = Proxy::with(CONFIG).resolver(&net).start();
+
+    let path =
+        "/response-headers?Connection=X-Up-Hop&X-Up-Hop=1&Proxy-Authenticate=Basic&X-Up-Kept=1";
+    let r = plain(&px, &format!("http://rsp.hyg.test{path}")).run();
+    r.expect_status(200);
+    for h in ["x-up-hop", "proxy-authenticate"] {
+        assert_eq!(r.header(h), None, "{h} reached the client: {r}");
+    }
+    assert_eq!(r.header("x-up-kept"), Some("1"), "{r}");
+    audited(&px, "rsp.hyg.test", "/response-headers", &allowed(200));
+}
+
+#[test]
+fn dot_segments_are_refused_and_encoded_slashes_kept() {
+    require_root!();
+    let net = FakeInternet::new();
+    let up = Upstream::https("paths.hyg.test").start(&net);
+    let px = Proxy::with(CONFIG).resolver(&net).start();
+
+    for path in [
+        "/anything/../get",
+        "/anything/./get",
+        "/anything/%2e%2E/get",
+        "/anything/.%2e/get",
+    ] {
+        let r = plain(&px, &format!("http://paths.hyg.test{path}"))
+            .args(["--path-as-is"])
+            .run();
+        assert_eq!(r.status, 400, "{path}: {r}");
+        audited(&px, "paths.hyg.test", path, &refused(400, "invalid_path"));
+        let r = Curl::get(&format!("https://paths.hyg.test{path}"))
+            .args(["--path-as-is"])
+            .via(&px)
+            .run();
+        assert_eq!(r.status, 400, "{path} over MITM: {r}");
+    }
+    // No Host header at all (HTTP/1.1 origin form).
+    let r = plain(&px, "http://paths.hyg.test/anything/no-host")
+        .header("Host", "")
+        .run();
+    assert_eq!(r.status, 400, "{r}");
+    audited_path(&px, "/anything/no-host", &refused(400, "missing_host"));
+    up.assert_untouched();
+
+    for (curl, path) in [
+        (
+            plain(&px, "http://paths.hyg.test/anything/a%2Fb"),
+            "/anything/a%2Fb",
+        ),
+        (
+            Curl::get("https://paths.hyg.test/anything/c%2fd").via(&px),
+            "/anything/c%2fd",
+        ),
+    ] {
+        curl.run().expect_status(200);
+        up.wait_for_request(|q| q.path() == path);
+        audited(&px, "paths.hyg.test", path, &allowed(200));
+    }
+}
