@@ -154,6 +154,33 @@ transforms:
         !px.logs().iter().any(|l| l.contains(API_KEY)),
         "the management token is never logged"
     );
+
+    // Both outcomes are counted.
+    let m = scrape(&px);
+    assert_eq!(
+        sample(&m, "iron_proxy_reloads_total", &[("result", "success")]),
+        Some(1.0),
+        "{m:?}"
+    );
+    assert_eq!(
+        sample(&m, "iron_proxy_reloads_total", &[("result", "failure")]),
+        Some(1.0),
+        "{m:?}"
+    );
+}
+
+#[test]
+fn management_api_without_its_token_refuses_to_start() {
+    require_root!();
+    let (status, logs) =
+        Proxy::with(policy(&["httpbin.test"])).run_to_exit(Duration::from_secs(20));
+    assert_eq!(status.code(), Some(1), "{}", logs.join("\n"));
+    assert!(
+        logs.iter()
+            .any(|l| l.contains("IRON_E2E_MGMT_KEY") && l.contains("unauthenticated")),
+        "the error names the variable:\n{}",
+        logs.join("\n")
+    );
 }
 
 #[test]
@@ -175,6 +202,33 @@ fn sighup_reloads_the_config() {
     let status = management(&px, "GET", "/v1/status", Some(API_KEY)).json();
     assert_eq!(status["last_reload"]["result"], "success", "{status}");
     assert_eq!(status["last_reload"]["trigger"], "signal", "{status}");
+
+    // A broken file on SIGHUP: logged, recorded, the proxy keeps running the old policy.
+    px.rewrite_config(
+        "transforms: [{name: allowlist, config: {domains: [\"httpbin.test\"]}}]\nbogus: 1\n",
+    );
+    px.signal(Signal::SIGHUP);
+    let failed = wait_until(
+        Duration::from_secs(10),
+        "the failed SIGHUP reload recorded",
+        || {
+            let s = management(&px, "GET", "/v1/status", Some(API_KEY)).json();
+            (s["last_reload"]["result"] == "failure").then_some(s)
+        },
+    );
+    assert!(
+        failed["last_reload"]["errors"]
+            .to_string()
+            .contains("bogus"),
+        "{failed}"
+    );
+    px.wait_for_log(|l| l.contains("keeping the running configuration"));
+    assert!(px.is_running(), "a bad reload must not stop the proxy");
+    assert_eq!(
+        status_of(&px, "other.test"),
+        200,
+        "the old policy is still in force"
+    );
 }
 
 /// Two alternating policies: both allow httpbin.test and inject a header naming the
