@@ -68,7 +68,8 @@ def write_records(out, transport, headers, request):
                     "observed_time_unix_nano": lr.observed_time_unix_nano,
                     "severity_number": lr.severity_number,
                     "severity_text": lr.severity_text,
-                    "event_name": lr.event_name,
+                    # event_name is in opentelemetry-proto >= 1.5 (python package 1.30+).
+                    "event_name": getattr(lr, "event_name", ""),
                     "body": any_value(lr.body),
                     "attributes": attributes(lr.attributes),
                 }, sort_keys=True))

@@ -1,1 +1,580 @@
-//! Operations.
+//! Operations through the real binary: the management API's reload (200, 401, 405, 422, with
+//! the policy checked before and after), SIGHUP reload, requests that never fail during
+//! repeated reloads, Prometheus metrics parsed by the official client, health and readiness,
+//! OTLP export over HTTP and gRPC, a collector that is down, and the SIGTERM drain.
+
+mod otlp;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use iron_proxy_tests::*;
+use nix::sys::signal::Signal;
+use serde_json::Value;
+
+const API_KEY: &str = "mgmt-e2e-token-3141";
+
+/// An allowlist of `domains`, the management API on a harness port. (`rewrite_config` keeps
+/// the harness's listen addresses for keys the new config leaves out, so it gets no `listen`.)
+fn policy(domains: &[&str]) -> String {
+    policy_file(domains).replace("management:\n", "management:\n  listen: auto\n")
+}
+
+/// [`policy`] without `management.listen`, for `rewrite_config`.
+fn policy_file(domains: &[&str]) -> String {
+    format!(
+        r#"
+management:
+  api_key_env: IRON_E2E_MGMT_KEY
+transforms:
+  - name: allowlist
+    config:
+      domains: {domains:?}
+"#
+    )
+}
+
+/// A proxy started with `config` and the management token in its environment.
+fn managed_proxy(config: &str, net: &FakeInternet) -> ProxyProcess {
+    Proxy::with(config)
+        .resolver(net)
+        .env("IRON_E2E_MGMT_KEY", API_KEY)
+        .start()
+}
+
+/// `curl -X method http://<management>/path`, with `Authorization: Bearer token` if given.
+fn management(px: &ProxyProcess, method: &str, path: &str, token: Option<&str>) -> CurlResult {
+    let mut c = Curl::get(&format!("http://{}{path}", px.management_addr())).args(["-X", method]);
+    if let Some(t) = token {
+        c = c.header("Authorization", &format!("Bearer {t}"));
+    }
+    c.run()
+}
+
+fn reload(px: &ProxyProcess) -> CurlResult {
+    management(px, "POST", "/v1/reload", Some(API_KEY))
+}
+
+/// Status of `GET https://<host>/get` through the proxy.
+fn status_of(px: &ProxyProcess, host: &str) -> u16 {
+    Curl::get(&format!("https://{host}/get"))
+        .via(px)
+        .run()
+        .status
+}
+
+#[test]
+fn management_reload_answers_200_401_405_422_and_swaps_the_policy() {
+    require_root!();
+    let net = FakeInternet::new();
+    let _a = Upstream::https("httpbin.test").start(&net);
+    let b = Upstream::https("other.test").start(&net);
+    let mut px = managed_proxy(&policy(&["httpbin.test"]), &net);
+
+    assert_eq!(status_of(&px, "httpbin.test"), 200);
+    assert_eq!(status_of(&px, "other.test"), 403);
+    b.assert_untouched();
+
+    // The new policy is on disk, but nobody authorised the reload.
+    px.rewrite_config(policy_file(&["httpbin.test", "other.test"]));
+    let r = management(&px, "POST", "/v1/reload", None);
+    assert_eq!(r.status, 401, "{r}");
+    assert!(
+        r.header("www-authenticate")
+            .is_some_and(|v| v.starts_with("Bearer")),
+        "{r}"
+    );
+    let r = management(&px, "POST", "/v1/reload", Some("wrong-token"));
+    assert_eq!(r.status, 401, "{r}");
+    // Unknown routes are behind the token too (no probing without it).
+    assert_eq!(
+        management(&px, "POST", "/v1/nothing-here", None).status,
+        401
+    );
+    assert_eq!(status_of(&px, "other.test"), 403, "no reload happened");
+
+    // Wrong method, authenticated.
+    let r = management(&px, "GET", "/v1/reload", Some(API_KEY));
+    assert_eq!(r.status, 405, "{r}");
+    assert_eq!(status_of(&px, "other.test"), 403, "no reload happened");
+
+    // A good reload.
+    let r = reload(&px);
+    assert_eq!(r.status, 200, "{r}");
+    let body = r.json();
+    assert_eq!(body["status"], "reloaded", "{body}");
+    let hash = body["config_hash"].as_str().unwrap_or_default().to_string();
+    assert_eq!(hash.len(), 64, "a SHA-256 config hash: {body}");
+    assert_eq!(
+        status_of(&px, "other.test"),
+        200,
+        "allowed after the reload"
+    );
+
+    // A broken config that would also deny other.test: 422 with the errors; the running
+    // policy stays in force.
+    px.rewrite_config(
+        r#"
+management: {api_key_env: IRON_E2E_MGMT_KEY}
+transforms:
+  - name: allowlist
+    config:
+      domains: ["httpbin.test"]
+      domainz: ["oops.test"]
+"#,
+    );
+    let r = reload(&px);
+    assert_eq!(r.status, 422, "{r}");
+    let errors = r.json()["errors"].clone();
+    let listed = errors.as_array().cloned().unwrap_or_default();
+    assert!(!listed.is_empty(), "errors listed: {errors}");
+    assert!(
+        errors.to_string().contains("domainz"),
+        "the error names the bad key: {errors}"
+    );
+    assert_eq!(
+        status_of(&px, "other.test"),
+        200,
+        "the old policy is still in force"
+    );
+    assert_eq!(status_of(&px, "httpbin.test"), 200);
+
+    // /v1/status: the last reload failed, the hash is still the good one.
+    let status = management(&px, "GET", "/v1/status", Some(API_KEY)).json();
+    assert_eq!(status["config_hash"], hash.as_str(), "{status}");
+    assert_eq!(status["last_reload"]["result"], "failure", "{status}");
+    assert_eq!(status["last_reload"]["trigger"], "api", "{status}");
+    assert_eq!(
+        management(&px, "GET", "/v1/status", None).status,
+        401,
+        "status needs the token too"
+    );
+    assert!(
+        !px.logs().iter().any(|l| l.contains(API_KEY)),
+        "the management token is never logged"
+    );
+
+    // Both outcomes are counted.
+    let m = scrape(&px);
+    assert_eq!(
+        sample(&m, "iron_proxy_reloads_total", &[("result", "success")]),
+        Some(1.0),
+        "{m:?}"
+    );
+    assert_eq!(
+        sample(&m, "iron_proxy_reloads_total", &[("result", "failure")]),
+        Some(1.0),
+        "{m:?}"
+    );
+}
+
+#[test]
+fn management_api_without_its_token_refuses_to_start() {
+    require_root!();
+    let (status, logs) =
+        Proxy::with(policy(&["httpbin.test"])).run_to_exit(Duration::from_secs(20));
+    assert_eq!(status.code(), Some(1), "{}", logs.join("\n"));
+    assert!(
+        logs.iter()
+            .any(|l| l.contains("IRON_E2E_MGMT_KEY") && l.contains("unauthenticated")),
+        "the error names the variable:\n{}",
+        logs.join("\n")
+    );
+}
+
+#[test]
+fn sighup_reloads_the_config() {
+    require_root!();
+    let net = FakeInternet::new();
+    let _b = Upstream::https("other.test").start(&net);
+    let mut px = managed_proxy(&policy(&["httpbin.test"]), &net);
+    assert_eq!(status_of(&px, "other.test"), 403);
+
+    px.rewrite_config(policy_file(&["other.test"]));
+    px.signal(Signal::SIGHUP);
+    wait_until(
+        Duration::from_secs(10),
+        "other.test allowed after SIGHUP",
+        || (status_of(&px, "other.test") == 200).then_some(()),
+    );
+    assert!(px.is_running(), "SIGHUP must not stop the proxy");
+    let status = management(&px, "GET", "/v1/status", Some(API_KEY)).json();
+    assert_eq!(status["last_reload"]["result"], "success", "{status}");
+    assert_eq!(status["last_reload"]["trigger"], "signal", "{status}");
+
+    // A broken file on SIGHUP: logged, recorded, the proxy keeps running the old policy.
+    px.rewrite_config(
+        "transforms: [{name: allowlist, config: {domains: [\"httpbin.test\"]}}]\nbogus: 1\n",
+    );
+    px.signal(Signal::SIGHUP);
+    let failed = wait_until(
+        Duration::from_secs(10),
+        "the failed SIGHUP reload recorded",
+        || {
+            let s = management(&px, "GET", "/v1/status", Some(API_KEY)).json();
+            (s["last_reload"]["result"] == "failure").then_some(s)
+        },
+    );
+    assert!(
+        failed["last_reload"]["errors"]
+            .to_string()
+            .contains("bogus"),
+        "{failed}"
+    );
+    px.wait_for_log(|l| l.contains("keeping the running configuration"));
+    assert!(px.is_running(), "a bad reload must not stop the proxy");
+    assert_eq!(
+        status_of(&px, "other.test"),
+        200,
+        "the old policy is still in force"
+    );
+}
+
+/// Two alternating policies: both allow httpbin.test and inject a header naming the
+/// generation, so the upstream proves every request ran on one complete pipeline.
+fn generation(n: usize) -> String {
+    let gen = if n % 2 == 0 { "even" } else { "odd" };
+    format!(
+        r#"
+management:
+  api_key_env: IRON_E2E_MGMT_KEY
+transforms:
+  - name: allowlist
+    config:
+      domains: ["httpbin.test", "{gen}.test"]
+  - name: secrets
+    config:
+      secrets:
+        - source: {{type: env, var: IRON_E2E_GEN_SECRET}}
+          inject:
+            header: "X-Generation"
+            formatter: "{gen} {{{{ .Value }}}}"
+          rules:
+            - host: "httpbin.test"
+"#
+    )
+}
+
+#[test]
+fn requests_during_repeated_reloads_never_fail() {
+    require_root!();
+    const RELOADS: usize = 20;
+    let net = FakeInternet::new();
+    let up = Upstream::https("httpbin.test").start(&net);
+    let start = generation(0).replace("management:\n", "management:\n  listen: auto\n");
+    let mut px = Proxy::with(start.as_str())
+        .resolver(&net)
+        .env("IRON_E2E_MGMT_KEY", API_KEY)
+        .env("IRON_E2E_GEN_SECRET", "v")
+        .start();
+
+    let stop = AtomicBool::new(false);
+    let done = AtomicUsize::new(0);
+    let failures = Mutex::new(Vec::new());
+    // The clients only need the listener addresses and the CA, not the process handle.
+    let args = [
+        "--cacert".to_string(),
+        px.ca().to_string(),
+        "--connect-to".to_string(),
+        format!(":443:{}", px.https_addr()),
+    ];
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| {
+                while !stop.load(Ordering::Relaxed) {
+                    let r = Curl::get("https://httpbin.test/get")
+                        .args(args.clone())
+                        .run();
+                    if r.status != 200 {
+                        failures.lock().expect("failures lock").push(r);
+                    }
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+        }
+        for n in 1..=RELOADS {
+            // Interleave without sleeping: each reload waits for a request to finish after
+            // the previous one.
+            let before = done.load(Ordering::Relaxed);
+            wait_until(Duration::from_secs(20), "a request between reloads", || {
+                (done.load(Ordering::Relaxed) > before).then_some(())
+            });
+            px.rewrite_config(generation(n));
+            let r = reload(&px);
+            if r.status != 200 {
+                stop.store(true, Ordering::Relaxed);
+                panic!("reload {n} failed: {r}");
+            }
+        }
+        let before = done.load(Ordering::Relaxed);
+        wait_until(
+            Duration::from_secs(20),
+            "a request after the last reload",
+            || (done.load(Ordering::Relaxed) > before + 1).then_some(()),
+        );
+        stop.store(true, Ordering::Relaxed);
+    });
+
+    let failures = failures.into_inner().expect("failures lock");
+    let total = done.load(Ordering::Relaxed);
+    assert!(
+        failures.is_empty(),
+        "{} of {total} requests failed during reloads; first:\n{}",
+        failures.len(),
+        failures[0]
+    );
+    assert!(
+        total > RELOADS,
+        "only {total} requests ran across {RELOADS} reloads"
+    );
+    let seen = up.requests();
+    assert_eq!(seen.len(), total, "every request reached the upstream");
+    for r in &seen {
+        let g = r.header("x-generation");
+        assert!(
+            g == Some("even v") || g == Some("odd v"),
+            "a request ran on a partial pipeline: {r}"
+        );
+    }
+    let status = management(&px, "GET", "/v1/status", Some(API_KEY)).json();
+    assert_eq!(status["last_reload"]["result"], "success", "{status}");
+}
+
+/// Every sample of the proxy's `/metrics`, parsed by the official `prometheus_client` parser:
+/// `(sample name, labels, value)`.
+fn scrape(px: &ProxyProcess) -> Vec<(String, Value, f64)> {
+    let script = r#"
+import json, sys, urllib.request
+from prometheus_client.parser import text_string_to_metric_families
+text = urllib.request.urlopen(sys.argv[1], timeout=10).read().decode()
+out = [[s.name, s.labels, s.value] for f in text_string_to_metric_families(text) for s in f.samples]
+print(json.dumps(out))
+"#;
+    let r = python(script, [format!("http://{}/metrics", px.metrics_addr())]);
+    r.assert_ok();
+    r.json()
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|s| {
+            (
+                s[0].as_str().unwrap_or_default().to_string(),
+                s[1].clone(),
+                s[2].as_f64().unwrap_or(f64::NAN),
+            )
+        })
+        .collect()
+}
+
+/// The value of sample `name` whose labels include `labels`.
+fn sample(samples: &[(String, Value, f64)], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    samples
+        .iter()
+        .find(|(n, l, _)| n == name && labels.iter().all(|(k, v)| l[*k] == *v))
+        .map(|(_, _, v)| *v)
+}
+
+#[test]
+fn metrics_count_requests_by_action_and_health_endpoints_answer() {
+    require_root!();
+    let net = FakeInternet::new();
+    let _up = Upstream::https("httpbin.test").start(&net);
+    let px = Proxy::with(
+        r#"
+transforms:
+  - name: allowlist
+    config:
+      domains: ["httpbin.test", "nxdomain.test"]
+"#,
+    )
+    .resolver(&net)
+    .start();
+
+    let get = |path: &str| Curl::get(&format!("http://{}{path}", px.metrics_addr())).run();
+    assert_eq!(get("/healthz").status, 200);
+    assert_eq!(get("/readyz").status, 200);
+
+    let before = scrape(&px);
+    for (name, labels) in [
+        (
+            "iron_proxy_requests_total",
+            vec![("action", "allow"), ("mode", "https")],
+        ),
+        (
+            "iron_proxy_requests_total",
+            vec![("action", "error"), ("mode", "https")],
+        ),
+        ("iron_proxy_reloads_total", vec![("result", "success")]),
+    ] {
+        assert_eq!(
+            sample(&before, name, &labels),
+            Some(0.0),
+            "{name}{labels:?} starts at zero"
+        );
+    }
+    assert!(
+        sample(&before, "iron_proxy_build_info", &[]).is_some(),
+        "build_info exported: {before:?}"
+    );
+
+    for _ in 0..3 {
+        assert_eq!(status_of(&px, "httpbin.test"), 200);
+    }
+    for _ in 0..2 {
+        assert_eq!(status_of(&px, "evil.test"), 403);
+    }
+    assert_eq!(
+        status_of(&px, "nxdomain.test"),
+        502,
+        "allowed but does not resolve"
+    );
+
+    // The harness's readiness probe (a connect without data) is audited as a reject too, so
+    // the expected counts come from the audit log: the metrics must agree with it exactly.
+    let audited = |action: &str| {
+        px.audit()
+            .iter()
+            .filter(|r| r.action() == Some(action) && r.str("mode") == Some("https"))
+            .count() as f64
+    };
+    let count = |s: &[(String, Value, f64)], action: &str| {
+        sample(
+            s,
+            "iron_proxy_requests_total",
+            &[("action", action), ("mode", "https")],
+        )
+    };
+    let after = wait_until(
+        Duration::from_secs(10),
+        "metrics to agree with the audit log",
+        || {
+            let s = scrape(&px);
+            ["allow", "reject", "error"]
+                .iter()
+                .all(|a| count(&s, a) == Some(audited(a)))
+                .then_some(s)
+        },
+    );
+    let probes = px
+        .audit()
+        .iter()
+        .filter(|r| r.str("reason") == Some("no_client_data"))
+        .count() as f64;
+    assert_eq!(count(&after, "allow"), Some(3.0), "{after:?}");
+    assert_eq!(count(&after, "reject"), Some(2.0 + probes), "{after:?}");
+    assert_eq!(count(&after, "error"), Some(1.0), "{after:?}");
+    assert_eq!(
+        sample(
+            &after,
+            "iron_proxy_upstream_errors_total",
+            &[("reason", "dns_failure")]
+        ),
+        Some(1.0),
+        "{after:?}"
+    );
+    assert_eq!(
+        sample(
+            &after,
+            "iron_proxy_request_duration_seconds_count",
+            &[("mode", "https")]
+        ),
+        Some(6.0 + probes),
+        "{after:?}"
+    );
+    assert_eq!(get("/readyz").status, 200, "still ready");
+}
+
+#[test]
+fn sigterm_drains_an_in_flight_request_then_exits_0() {
+    require_root!();
+    let net = FakeInternet::new();
+    let up = Upstream::https("httpbin.test").start(&net);
+    let mut px = Proxy::with(
+        r#"
+transforms:
+  - name: allowlist
+    config:
+      domains: ["httpbin.test"]
+"#,
+    )
+    .resolver(&net)
+    .start();
+
+    let slow = Curl::get("https://httpbin.test/delay/2").via(&px).spawn();
+    up.wait_for_request(|r| r.path() == "/delay/2");
+    px.signal(Signal::SIGTERM);
+
+    // New connections are refused while the slow one is still running...
+    let https = px.https_addr();
+    wait_until(Duration::from_secs(10), "the listener to close", || {
+        std::net::TcpStream::connect_timeout(&https, Duration::from_millis(200))
+            .is_err()
+            .then_some(())
+    });
+    let metrics = px.metrics_addr();
+    assert!(
+        std::net::TcpStream::connect_timeout(&metrics, Duration::from_millis(200)).is_err()
+            || Curl::get(&format!("http://{metrics}/readyz")).run().status != 200,
+        "not ready while draining"
+    );
+    assert!(px.is_running(), "the proxy waits for the in-flight request");
+
+    // ...and the in-flight one completes.
+    let (r, _) = slow.finish();
+    assert_eq!(r.status, 200, "{r}");
+    assert!(r.body.contains("/delay/2"), "the whole body arrived: {r}");
+    let rec = px.wait_for_audit(|a| a.path() == Some("/delay/2"));
+    assert!(rec.is_allowed(), "{rec}");
+
+    let status = wait_until(Duration::from_secs(15), "the proxy to exit", || {
+        (!px.is_running()).then(|| px.stop())
+    });
+    let status = status.expect("an exit status");
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "clean exit after the drain: {status}"
+    );
+    px.wait_for_log(|l| l.contains("in-flight requests drained"));
+}
+
+#[test]
+fn reload_refuses_what_startup_refuses_and_reports_restart_only_changes() {
+    require_root!();
+    let net = FakeInternet::new();
+    let _b = Upstream::https("other.test").start(&net);
+    let mut px = managed_proxy(&policy(&["httpbin.test"]), &net);
+
+    // MCP tool policies cannot be enforced by this build: startup refuses them, so a reload
+    // must not load them and silently ignore them.
+    px.rewrite_config(format!(
+        "{}mcp:\n  servers:\n    - name: github\n      rules: [{{host: mcp.test}}]\n      tools: [{{name: search_repositories}}]\n",
+        policy_file(&["httpbin.test", "other.test"])
+    ));
+    let r = reload(&px);
+    assert_eq!(r.status, 422, "{r}");
+    assert!(r.json()["errors"].to_string().contains("mcp"), "{r}");
+    assert_eq!(status_of(&px, "other.test"), 403, "nothing was swapped in");
+
+    // A change to a startup-only setting: the policy part applies, the response says what
+    // needs a restart, and the running value stays (still plain `info` logging).
+    px.rewrite_config(format!(
+        "{}log:\n  level: debug\n",
+        policy_file(&["httpbin.test", "other.test"])
+    ));
+    let r = reload(&px);
+    assert_eq!(r.status, 200, "{r}");
+    assert_eq!(
+        r.json()["restart_required"],
+        serde_json::json!(["log"]),
+        "{r}"
+    );
+    assert_eq!(status_of(&px, "other.test"), 200);
+    px.wait_for_log(|l| l.contains("take effect only after a restart"));
+
+    px.rewrite_config(policy_file(&["other.test"]));
+    let r = reload(&px);
+    assert_eq!(r.json()["restart_required"], serde_json::json!([]), "{r}");
+}

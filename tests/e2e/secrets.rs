@@ -77,6 +77,8 @@ fn quickstart_five_requests() {
         .resolver(&net)
         .env("OPENAI_API_KEY", OPENAI)
         .env("INTERNAL_TOKEN", INTERNAL)
+        // Every crate at TRACE (hyper, h2, rustls too): the leak scan at the end covers it all.
+        .env("IRON_LOG_FILTER", "trace")
         .start();
 
     // 1. Allowed.
@@ -148,6 +150,10 @@ fn quickstart_five_requests() {
     // No request carried a placeholder upstream.
     up.assert_no_request(|r| r.0.to_string().contains("proxy-openai-abc123"));
     up.assert_no_request(|r| r.0.to_string().contains("proxy-internal-tok"));
+    assert!(
+        px.logs().iter().any(|l| l.contains("TRACE")),
+        "IRON_LOG_FILTER=trace took effect"
+    );
     assert_no_leak(&px, &[OPENAI, INTERNAL]);
 }
 
@@ -329,6 +335,7 @@ const REGEX_REAL: &str = "real-service-token-77";
 const BODY_REAL: &str = "real-body-secret-88";
 const PATH_REAL: &str = "123456:real/bot-token";
 const REQUIRED_REAL: &str = "real-required-key-99";
+const BASIC_REAL: &str = "real-basic-password-66";
 
 /// Replace entries for every location, and a `require` entry on its own path.
 const REPLACE: &str = r#"
@@ -361,6 +368,13 @@ transforms:
           rules:
             - host: "httpbin.test"
               paths: ["/anything/bot*"]
+        - source: {type: env, var: BASIC_PASSWORD}
+          replace:
+            proxy_value: "pk-proxy-basic"
+            match_headers: ["Authorization"]
+          rules:
+            - host: "httpbin.test"
+              paths: ["/anything/basic-auth"]
         - source: {type: env, var: REQUIRED_KEY}
           replace:
             proxy_value: "pk-proxy-required"
@@ -380,6 +394,7 @@ fn replace_proxy(net: &FakeInternet) -> ProxyProcess {
         .env("BODY_SECRET", BODY_REAL)
         .env("TELEGRAM_BOT_TOKEN", PATH_REAL)
         .env("REQUIRED_KEY", REQUIRED_REAL)
+        .env("BASIC_PASSWORD", BASIC_REAL)
         .start()
 }
 
@@ -409,6 +424,22 @@ fn replace_in_regex_headers_body_path_and_several_at_once() {
     assert_eq!(
         rec.annotation("secrets", "swapped"),
         Some(&json!([{"secret": "SERVICE_TOKEN", "locations": ["header:X-Service-Token"]}])),
+        "{rec}"
+    );
+
+    // Authorization: Basic is decoded, swapped and re-encoded.
+    Curl::get("https://httpbin.test/anything/basic-auth")
+        .args(["-u", "x-access-token:pk-proxy-basic"])
+        .via(&px)
+        .run()
+        .expect_status(200);
+    let seen = up.wait_for_request(|r| r.path() == "/anything/basic-auth");
+    let basic = format!("Basic {}", b64(&format!("x-access-token:{BASIC_REAL}")));
+    assert_eq!(seen.header("authorization"), Some(basic.as_str()), "{seen}");
+    let rec = px.wait_for_audit(|a| a.path() == Some("/anything/basic-auth"));
+    assert_eq!(
+        rec.annotation("secrets", "swapped"),
+        Some(&json!([{"secret": "BASIC_PASSWORD", "locations": ["header:Authorization"]}])),
         "{rec}"
     );
 
@@ -498,7 +529,12 @@ fn replace_in_regex_headers_body_path_and_several_at_once() {
         (s.contains("pk-proxy-body") || s.contains("proxy-tg-token-123"))
             && !r.path().ends_with("/regex")
     });
-    assert_no_leak(&px, &[REGEX_REAL, BODY_REAL, PATH_REAL, &encoded]);
+    assert_no_leak(
+        &px,
+        &[
+            REGEX_REAL, BODY_REAL, PATH_REAL, &encoded, BASIC_REAL, &basic,
+        ],
+    );
 }
 
 #[test]

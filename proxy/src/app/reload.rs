@@ -1,7 +1,15 @@
 //! Hot reload (`POST /v1/reload`, SIGHUP): re-read the config file, build a
 //! complete new policy, and swap it in only if everything built. Requests in
-//! flight keep the policy they started with. Listener addresses, TLS, DNS and
-//! interception settings are fixed at startup; changing them needs a restart.
+//! flight keep the policy they started with.
+//!
+//! What a reload changes: `transforms`, and in `proxy` the body limits, the
+//! upstream response header timeout and `upstream_deny_cidrs`. Everything else
+//! (listener addresses, `tls`, `dns`, `management`, `metrics`, `log`,
+//! `intercept`) is fixed at startup. A reload that changes one of those still
+//! applies the rest, keeps the running values, logs a warning and lists the
+//! sections in the response's `restart_required`. A config that startup would
+//! refuse (`mcp` servers, which this build cannot enforce) is refused by the
+//! reload too, so a reload can never load a policy that is silently ignored.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -9,7 +17,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde_json::{Map, Value};
 
-use crate::config;
+use crate::config::{self, Config};
 use crate::ops::{self, Metrics, ReloadController, ReloadSummary, Reloader};
 use crate::secrets::Sources;
 use crate::state::Shared;
@@ -20,27 +28,86 @@ struct FileReloader {
     path: PathBuf,
     shared: Arc<Shared>,
     sources: Sources,
+    /// The config the process started with, for the settings a reload cannot
+    /// change (`None` if the file could not be parsed again at startup).
+    started: Option<Config>,
 }
 
 #[async_trait]
 impl Reloader for FileReloader {
     async fn reload(&self) -> Result<ReloadSummary, Vec<String>> {
+        let file = self.path.display().to_string();
+        // Parse the very bytes that are hashed, so the reported hash is the config in force.
         let bytes = tokio::fs::read(&self.path)
             .await
-            .map_err(|e| vec![format!("{}: {e}", self.path.display())])?;
-        let cfg = config::load(&self.path)
+            .map_err(|e| vec![format!("{file}: cannot read config: {e}")])?;
+        let text = std::str::from_utf8(&bytes)
+            .map_err(|_| vec![format!("{file}: the config is not UTF-8")])?;
+        let cfg = config::parse(text, &file, &|name| std::env::var(name).ok())
             .map_err(|e| e.0.iter().map(|x| x.to_string()).collect::<Vec<_>>())?;
+        refuse_unsupported(&cfg).map_err(|e| vec![e.to_string()])?;
         let (policy, deny) = build_policy(&cfg, &self.sources).map_err(|e| vec![e.to_string()])?;
         let transforms = policy.pipeline.transforms().len();
         self.shared.swap(policy, deny);
-        tracing::info!(transforms, "configuration reloaded");
+        let restart_required = self
+            .started
+            .as_ref()
+            .map(|old| restart_only_changes(old, &cfg))
+            .unwrap_or_default();
+        if restart_required.is_empty() {
+            tracing::info!(transforms, "configuration reloaded");
+        } else {
+            tracing::warn!(
+                transforms,
+                sections = ?restart_required,
+                "configuration reloaded; these settings changed but take effect only after a restart"
+            );
+        }
         let mut details = Map::new();
         details.insert("transforms".into(), Value::from(transforms));
+        details.insert("restart_required".into(), Value::from(restart_required));
         Ok(ReloadSummary {
             config_hash: ops::management::config_hash(&bytes),
             details,
         })
     }
+}
+
+/// What startup refuses, a reload refuses too.
+fn refuse_unsupported(cfg: &Config) -> Result<(), AppError> {
+    if cfg.mcp.as_ref().is_some_and(|m| !m.servers.is_empty()) {
+        return Err(AppError::FeatureNotSupported("mcp"));
+    }
+    Ok(())
+}
+
+/// The settings fixed at startup that differ between `old` and `new`, by config path.
+fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    let mut check = |changed: bool, name: &'static str| {
+        if changed {
+            out.push(name);
+        }
+    };
+    check(
+        old.proxy.http_listen != new.proxy.http_listen,
+        "proxy.http_listen",
+    );
+    check(
+        old.proxy.https_listen != new.proxy.https_listen,
+        "proxy.https_listen",
+    );
+    check(
+        old.proxy.tunnel_listen != new.proxy.tunnel_listen,
+        "proxy.tunnel_listen",
+    );
+    check(old.tls != new.tls, "tls");
+    check(old.dns != new.dns, "dns");
+    check(old.management != new.management, "management");
+    check(old.metrics != new.metrics, "metrics");
+    check(old.log != new.log, "log");
+    check(old.intercept != new.intercept, "intercept");
+    out
 }
 
 /// The reload controller shared by the management API and SIGHUP.
@@ -52,14 +119,70 @@ pub fn controller(
 ) -> Result<Arc<ReloadController>, AppError> {
     let bytes =
         std::fs::read(path).map_err(|e| AppError::Ops(format!("{}: {e}", path.display())))?;
+    // Startup parsed this file a moment ago; parse it again to know the
+    // settings a reload cannot change.
+    let started = std::str::from_utf8(&bytes).ok().and_then(|text| {
+        config::parse(text, &path.display().to_string(), &|name| {
+            std::env::var(name).ok()
+        })
+        .ok()
+    });
     let reloader = Arc::new(FileReloader {
         path: path.to_path_buf(),
         shared,
         sources,
+        started,
     });
     Ok(ReloadController::new(
         reloader,
         ops::management::config_hash(&bytes),
         Some(metrics),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Config {
+        config::parse(text, "test.yaml", &|_| None).expect("a valid test config")
+    }
+
+    const BASE: &str = r#"
+proxy: {http_listen: "127.0.0.1:8080", https_listen: "127.0.0.1:8443"}
+tls: {mode: sni-only}
+transforms:
+  - name: allowlist
+    config: {domains: ["a.test"]}
+"#;
+
+    #[test]
+    fn policy_changes_need_no_restart() {
+        let new = BASE.replace("a.test", "b.test").replace(
+            "proxy: {",
+            "proxy: {max_request_body_bytes: 10, upstream_deny_cidrs: [], ",
+        );
+        assert!(restart_only_changes(&parse(BASE), &parse(&new)).is_empty());
+    }
+
+    #[test]
+    fn listener_tls_and_log_changes_are_reported() {
+        let new = BASE
+            .replace("127.0.0.1:8080", "127.0.0.1:8081")
+            .replace("{mode: sni-only}", "{mode: sni-only}\nlog: {level: debug}");
+        assert_eq!(
+            restart_only_changes(&parse(BASE), &parse(&new)),
+            vec!["proxy.http_listen", "log"]
+        );
+    }
+
+    #[test]
+    fn mcp_servers_are_refused_like_at_startup() {
+        let with_mcp = format!(
+            "{BASE}mcp:\n  servers:\n    - name: gh\n      rules: [{{host: mcp.test}}]\n      tools: [{{name: search}}]\n"
+        );
+        let err = refuse_unsupported(&parse(&with_mcp)).expect_err("mcp is not enforced yet");
+        assert!(err.to_string().contains("mcp"), "{err}");
+        assert!(refuse_unsupported(&parse(BASE)).is_ok());
+    }
 }

@@ -1,5 +1,6 @@
 //! `aws_sm` and `aws_ssm` sources against moto's server on loopback: `json_key`, a SecureString
-//! parameter, and a rotation picked up after `ttl`.
+//! parameter, a rotation picked up after `ttl`, a secret the backend does not have (fail
+//! closed), and a backend that goes down (the last good value stays in service).
 //!
 //! The proxy's secret backend client dials directly (backend traffic is the proxy's own, not
 //! subject to `upstream_deny_cidrs`), so a loopback moto is reachable while the workload's
@@ -19,7 +20,7 @@ use super::assert_no_leak;
 /// moto's server on 127.0.0.1, killed by PID on drop.
 struct Moto {
     addr: SocketAddr,
-    _child: ChildGuard,
+    child: ChildGuard,
     _stderr: Lines,
 }
 
@@ -49,9 +50,14 @@ impl Moto {
         });
         Moto {
             addr,
-            _child: child,
+            child,
             _stderr: lines,
         }
+    }
+
+    /// Stops the server (the backend goes down).
+    fn stop(&mut self) {
+        self.child.stop(Duration::from_secs(2));
     }
 
     fn url(&self) -> String {
@@ -85,6 +91,8 @@ impl Moto {
                 "AWS_SHARED_CREDENTIALS_FILE",
                 "/nonexistent/iron-e2e-aws-credentials",
             )
+            // Every crate at TRACE (the backend HTTP client too) for the leak scan.
+            .env("IRON_LOG_FILTER", "trace")
             .start()
     }
 }
@@ -114,6 +122,14 @@ transforms:
           rules:
             - host: "httpbin.test"
               paths: ["/anything/sm"]
+        - source:
+            type: aws_sm
+            secret_id: "e2e/does-not-exist"
+          inject:
+            header: "X-Missing"
+          rules:
+            - host: "httpbin.test"
+              paths: ["/anything/missing"]
         - source:
             type: aws_ssm
             name: "/myapp/openai-key"
@@ -149,7 +165,7 @@ fn swap_through(
 #[test]
 fn aws_secrets_manager_and_parameter_store_through_moto() {
     require_root!();
-    let moto = Moto::start();
+    let mut moto = Moto::start();
     moto.boto(&format!(
         "sm.create_secret(Name='e2e/anthropic', SecretString='{{\"api_key\": \"{SM_V1}\", \"other\": \"{SM_OTHER}\"}}')\n\
          ssm.put_parameter(Name='/myapp/openai-key', Value='Bearer {SSM_VALUE}', Type='SecureString')"
@@ -201,6 +217,31 @@ fn aws_secrets_manager_and_parameter_store_through_moto() {
             assert!(v == SM_V1 || v == SM_V2, "unexpected value upstream: {v:?}");
             (v == SM_V2).then_some(())
         },
+    );
+
+    // A secret the backend does not have: fail closed, the cause named, nothing forwarded.
+    let r = Curl::get("https://httpbin.test/anything/missing")
+        .via(&px)
+        .run();
+    assert_eq!(r.status, 502, "{r}");
+    let rec = px.wait_for_audit(|a| a.path() == Some("/anything/missing"));
+    assert_eq!(rec.str("reason"), Some("secret_unavailable"), "{rec}");
+    let error = rec.str("error").unwrap_or_default();
+    assert!(
+        error.contains("e2e/does-not-exist") && error.contains("ResourceNotFound"),
+        "{rec}"
+    );
+    up.assert_no_request(|r| r.path() == "/anything/missing");
+
+    // The backend goes down: refreshes fail, the last good value stays in service.
+    moto.stop();
+    px.wait_for_log(|l| {
+        l.contains("secret refresh failed; serving the last good value")
+            && l.contains("e2e/anthropic")
+    });
+    assert_eq!(
+        swap_through(&px, &up, "/anything/sm", "x-api-key", "pk-proxy-anthropic"),
+        SM_V2
     );
 
     up.assert_no_request(|r| r.0.to_string().contains("pk-proxy-"));

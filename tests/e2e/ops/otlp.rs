@@ -1,0 +1,231 @@
+//! OTLP export of audit records, received by `tests/otlp_receiver.py` (the official
+//! opentelemetry-proto definitions) over HTTP/protobuf and over gRPC; and a collector that is
+//! down, which must leave requests unaffected.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use iron_proxy_tests::process::{ChildGuard, Lines};
+use iron_proxy_tests::proxy::render::free_port;
+use iron_proxy_tests::*;
+use serde_json::{json, Value};
+
+/// The test OTLP receiver, killed by PID on drop.
+struct Receiver {
+    http_port: u16,
+    grpc_port: u16,
+    out: PathBuf,
+    _dir: tempfile::TempDir,
+    _child: ChildGuard,
+    _stdout: Lines,
+}
+
+impl Receiver {
+    fn start() -> Self {
+        let dir = paths::scratch_dir("otlp");
+        let out = dir.path().join("records.jsonl");
+        let script = paths::repo_root().join("tests").join("otlp_receiver.py");
+        let mut cmd = Command::new(paths::venv_python());
+        cmd.arg(&script)
+            .arg("--out")
+            .arg(&out)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let mut child = ChildGuard::spawn("otlp_receiver", &mut cmd);
+        let stdout = child.child_mut().stdout.take().expect("piped stdout");
+        let (lines, _) = Lines::capture(stdout, |_| {});
+        let Some(first) = lines.wait_for(Duration::from_secs(30), |l| l.starts_with('{')) else {
+            panic!(
+                "otlp_receiver printed no ports (exit: {:?})",
+                child.try_status()
+            );
+        };
+        let ports: Value = serde_json::from_str(&first)
+            .unwrap_or_else(|e| panic!("otlp_receiver's first line is not JSON ({e}): {first}"));
+        let port = |k: &str| {
+            ports[k]
+                .as_u64()
+                .and_then(|p| u16::try_from(p).ok())
+                .unwrap_or_else(|| panic!("no {k} in {ports}"))
+        };
+        Receiver {
+            http_port: port("http_port"),
+            grpc_port: port("grpc_port"),
+            out,
+            _dir: dir,
+            _child: child,
+            _stdout: lines,
+        }
+    }
+
+    fn records(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.out)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// Waits (up to 15 s) for a record whose attributes match `pred`.
+    fn wait_for(&self, pred: impl Fn(&Value) -> bool) -> Value {
+        wait_until(Duration::from_secs(15), "an OTLP log record", || {
+            self.records().into_iter().find(|r| pred(&r["attributes"]))
+        })
+    }
+}
+
+const CONFIG: &str = r#"
+transforms:
+  - name: allowlist
+    config:
+      domains: ["httpbin.test"]
+  - name: secrets
+    config:
+      secrets:
+        - source: {type: env, var: IRON_E2E_OTEL_SECRET}
+          replace:
+            proxy_value: "pk-proxy-otel"
+            match_headers: ["Authorization"]
+          rules:
+            - host: "httpbin.test"
+"#;
+
+const SECRET: &str = "real-otel-test-secret-5150";
+
+fn exporting_proxy(net: &FakeInternet, endpoint: &str, protocol: &str) -> ProxyProcess {
+    Proxy::with(CONFIG)
+        .resolver(net)
+        .env("IRON_E2E_OTEL_SECRET", SECRET)
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
+        .env("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
+        .env("OTEL_EXPORTER_OTLP_HEADERS", "x-collector-auth=e2e%20token")
+        .env("OTEL_SERVICE_NAME", "iron-proxy-e2e")
+        .env(
+            "OTEL_RESOURCE_ATTRIBUTES",
+            "deployment.environment=e2e,team=egress",
+        )
+        .start()
+}
+
+fn export_roundtrip(protocol: &str) {
+    let rx = Receiver::start();
+    let net = FakeInternet::new();
+    let _up = Upstream::https("httpbin.test").start(&net);
+    let port = if protocol == "grpc" {
+        rx.grpc_port
+    } else {
+        rx.http_port
+    };
+    let px = exporting_proxy(&net, &format!("http://127.0.0.1:{port}"), protocol);
+    px.wait_for_log(|l| l.contains("otel exporter enabled") && l.contains(protocol));
+
+    Curl::get("https://httpbin.test/anything/otel")
+        .header("Authorization", "pk-proxy-otel")
+        .via(&px)
+        .run()
+        .expect_status(200);
+    assert_eq!(
+        Curl::get("https://evil.test/blocked").via(&px).run().status,
+        403
+    );
+
+    let allowed = rx.wait_for(|a| a["path"] == "/anything/otel");
+    let transport = if protocol == "grpc" { "grpc" } else { "http" };
+    assert_eq!(allowed["transport"], transport, "{allowed}");
+    assert_eq!(
+        allowed["headers"]["x-collector-auth"], "e2e token",
+        "OTEL_EXPORTER_OTLP_HEADERS sent, percent-decoded: {allowed}"
+    );
+    let res = &allowed["resource"];
+    assert_eq!(res["service.name"], "iron-proxy-e2e", "{allowed}");
+    assert_eq!(res["deployment.environment"], "e2e", "{allowed}");
+    assert_eq!(res["team"], "egress", "{allowed}");
+    let a = &allowed["attributes"];
+    assert_eq!(a["host"], "httpbin.test", "{allowed}");
+    assert_eq!(a["method"], "GET", "{allowed}");
+    assert_eq!(a["action"], "allow", "{allowed}");
+    assert_eq!(a["status_code"], 200, "{allowed}");
+    assert!(
+        a["duration_ms"].is_i64(),
+        "duration_ms is a number: {allowed}"
+    );
+    assert_eq!(
+        a["request_transforms"],
+        json!([
+            {"name": "allowlist", "action": "continue"},
+            {"name": "secrets", "action": "continue", "annotations": {
+                "swapped": [{"secret": "IRON_E2E_OTEL_SECRET", "locations": ["header:Authorization"]}]
+            }}
+        ]),
+        "{allowed}"
+    );
+    // The same record as the audit line on stderr.
+    let rec = px.wait_for_audit(|r| r.path() == Some("/anything/otel"));
+    assert_eq!(a["request_id"].as_str(), rec.str("request_id"), "{allowed}");
+
+    let rejected = rx.wait_for(|a| a["host"] == "evil.test");
+    assert_eq!(rejected["attributes"]["action"], "reject", "{rejected}");
+    assert_eq!(
+        rejected["attributes"]["rejected_by"], "allowlist",
+        "{rejected}"
+    );
+    assert_eq!(rejected["severity_text"], "WARN", "{rejected}");
+
+    let everything = std::fs::read_to_string(&rx.out).unwrap_or_default();
+    assert!(
+        !everything.contains(SECRET),
+        "the secret value reached the collector"
+    );
+}
+
+#[test]
+fn otlp_export_over_http_protobuf() {
+    require_root!();
+    export_roundtrip("http/protobuf");
+}
+
+#[test]
+fn otlp_export_over_grpc() {
+    require_root!();
+    export_roundtrip("grpc");
+}
+
+#[test]
+fn a_collector_that_is_down_leaves_requests_unaffected() {
+    require_root!();
+    let net = FakeInternet::new();
+    let up = Upstream::https("httpbin.test").start(&net);
+    for protocol in ["http/protobuf", "grpc"] {
+        // A port nobody listens on: every export fails with connection refused.
+        let port = free_port("127.0.0.1".parse().expect("an IP"), false);
+        let px = exporting_proxy(&net, &format!("http://127.0.0.1:{port}"), protocol);
+        for i in 0..10 {
+            let r = Curl::get(&format!("https://httpbin.test/anything/down-{i}"))
+                .header("Authorization", "pk-proxy-otel")
+                .via(&px)
+                .run();
+            assert_eq!(r.status, 200, "{protocol}: request {i}: {r}");
+        }
+        // The records were dropped and counted, and the proxy said so once.
+        wait_until(
+            Duration::from_secs(15),
+            "dropped OTLP records counted",
+            || {
+                let m = Curl::get(&format!("http://{}/metrics", px.metrics_addr())).run();
+                m.body
+                    .lines()
+                    .find_map(|l| l.strip_prefix("iron_proxy_otel_dropped_records_total "))
+                    .and_then(|v| v.trim().parse::<f64>().ok())
+                    .filter(|v| *v >= 10.0)
+            },
+        );
+        px.wait_for_log(|l| l.contains("otel export failing"));
+    }
+    assert_eq!(
+        up.requests().len(),
+        20,
+        "every request reached the upstream"
+    );
+}
