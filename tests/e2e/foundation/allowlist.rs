@@ -116,9 +116,10 @@ fn cidrs_admit_ip_literals_inside_and_nothing_else() {
 transforms:
   - name: allowlist
     config:
-      cidrs: ["{}/32"]
+      cidrs: ["{}/32", "{}/128"]
 "#,
-        up.ip()
+        up.ip(),
+        up.ipv6()
     ))
     .resolver(&net)
     .start();
@@ -130,11 +131,18 @@ transforms:
     up.wait_for_request(|q| q.path() == "/anything/v4");
     audited(&px, &ip, "/anything/v4", &allowed(200));
 
+    let v6 = up.ipv6().to_string();
+    plain(&px, &format!("http://[{v6}]/anything/v6"))
+        .run()
+        .expect_status(200);
+    up.wait_for_request(|q| q.path() == "/anything/v6");
+    audited(&px, &v6, "/anything/v6", &allowed(200));
+
     // The name of a host inside the range is not an IP literal: cidrs do not admit it.
     let r = plain(&px, "http://byname.test/anything/name").run();
     assert_policy_refusal(&r);
     audited(&px, "byname.test", "/anything/name", &NOT_ALLOWLISTED);
-    up.assert_no_request(|q| q.path() != "/anything/v4");
+    up.assert_no_request(|q| !["/anything/v4", "/anything/v6"].contains(&q.path()));
 
     // An address outside the range.
     let outside = other.ip().to_string();

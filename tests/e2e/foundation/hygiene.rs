@@ -5,7 +5,7 @@
 
 use iron_proxy_tests::*;
 
-use super::{allowed, audited, audited_path, plain, refused};
+use super::{allowed, audited, audited_path, failed, plain, refused};
 
 const CONFIG: &str = r#"
 transforms:
@@ -60,6 +60,12 @@ fn absolute_form_and_host_ports_route_to_the_named_upstream() {
     // Nothing listens on the default port there: the port really was taken from Host.
     let r = plain(&px, "http://ported.hyg.test/anything/default-port").run();
     assert_eq!(r.status, 502, "{r}");
+    audited(
+        &px,
+        "ported.hyg.test",
+        "/anything/default-port",
+        &failed(502, "connect_failed"),
+    );
 }
 
 #[test]
@@ -193,6 +199,9 @@ fn dot_segments_are_refused_and_encoded_slashes_kept() {
             .via(&px)
             .run();
         assert_eq!(r.status, 400, "{path} over MITM: {r}");
+        let rec = px.wait_for_audit(|a| a.path() == Some(path) && a.str("mode") == Some("https"));
+        assert_eq!(rec.str("reason"), Some("invalid_path"), "{rec}");
+        assert_eq!(rec.status_code(), Some(400), "{rec}");
     }
     // No Host header at all (HTTP/1.1 origin form).
     let r = plain(&px, "http://paths.hyg.test/anything/no-host")
