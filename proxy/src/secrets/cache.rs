@@ -16,13 +16,18 @@
 //!
 //! The refresh task holds only a weak reference, so it ends when the source is
 //! dropped (for example when a reload removes it).
+//!
+//! Every failed backend fetch (first fetch or refresh, not the requests
+//! answered from a remembered failure) is reported to the registry's
+//! [`FailureHook`], with the source type, for
+//! `iron_proxy_secret_resolution_failures_total`.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{Fetch, SecretError, SecretValue};
+use super::{FailureHook, Fetch, SecretError, SecretValue};
 
 /// How long a failed first fetch is remembered before the backend is asked again.
 pub const FAILURE_CACHE: Duration = Duration::from_secs(5);
@@ -36,6 +41,9 @@ pub const RETRY_MAX: Duration = Duration::from_secs(300);
 /// One source's cached value.
 pub struct Cached {
     name: String,
+    /// Source type (`env`, `aws_sm`, ...) for the failure hook.
+    kind: &'static str,
+    on_failure: Option<FailureHook>,
     fetcher: Box<dyn Fetch>,
     ttl: Duration,
     state: Mutex<State>,
@@ -52,8 +60,21 @@ struct State {
 impl Cached {
     /// A cache over `fetcher`, refreshed every `ttl` (zero: never).
     pub fn new(name: String, fetcher: Box<dyn Fetch>, ttl: Duration) -> Arc<Self> {
+        Self::with_failure_hook(name, fetcher, ttl, "", None)
+    }
+
+    /// [`Cached::new`] that reports each failed fetch to `on_failure` with `kind`.
+    pub fn with_failure_hook(
+        name: String,
+        fetcher: Box<dyn Fetch>,
+        ttl: Duration,
+        kind: &'static str,
+        on_failure: Option<FailureHook>,
+    ) -> Arc<Self> {
         Arc::new(Cached {
             name,
+            kind,
+            on_failure,
             fetcher,
             ttl,
             state: Mutex::new(State::default()),
@@ -125,14 +146,17 @@ impl Cached {
     }
 
     async fn fetch_once(&self) -> Result<SecretValue, SecretError> {
-        let v = match tokio::time::timeout(FETCH_TIMEOUT, self.fetcher.fetch()).await {
-            Ok(r) => r?,
-            Err(_) => return Err(SecretError::Timeout(FETCH_TIMEOUT)),
+        let result = match tokio::time::timeout(FETCH_TIMEOUT, self.fetcher.fetch()).await {
+            Ok(Ok(v)) if v.is_empty() => Err(SecretError::Empty),
+            Ok(r) => r,
+            Err(_) => Err(SecretError::Timeout(FETCH_TIMEOUT)),
         };
-        if v.is_empty() {
-            return Err(SecretError::Empty);
+        if result.is_err() {
+            if let Some(hook) = &self.on_failure {
+                hook(self.kind);
+            }
         }
-        Ok(v)
+        result
     }
 }
 

@@ -104,6 +104,11 @@ impl EnvLookup {
     }
 }
 
+/// Called with the source type (`env`, `aws_sm`, `aws_ssm`, `1password`,
+/// `1password_connect`) each time a backend fetch fails; the running proxy
+/// points it at `Metrics::secret_resolution_failed`. Must be quick.
+pub type FailureHook = Arc<dyn Fn(&'static str) + Send + Sync>;
+
 /// Options of a [`Sources`] registry.
 #[derive(Clone, Default)]
 pub struct SourcesOptions {
@@ -114,6 +119,8 @@ pub struct SourcesOptions {
     pub env: EnvLookup,
     /// AWS settings that replace the default chain (tests).
     pub aws: aws::AwsOverrides,
+    /// Told about every failed backend fetch (metrics).
+    pub on_fetch_failure: Option<FailureHook>,
 }
 
 /// Builds [`Secret`]s from `source:` configs and shares what can be shared:
@@ -167,7 +174,13 @@ impl Sources {
         let cached = match caches.get(&key).and_then(Weak::upgrade) {
             Some(c) => c,
             None => {
-                let c = Cached::new(name.clone(), self.fetcher(cfg), cfg.ttl().get());
+                let c = Cached::with_failure_hook(
+                    name.clone(),
+                    self.fetcher(cfg),
+                    cfg.ttl().get(),
+                    source_type(cfg),
+                    self.inner.opts.on_fetch_failure.clone(),
+                );
                 caches.insert(key, Arc::downgrade(&c));
                 if self.inner.opts.prefetch {
                     c.prefetch();
@@ -226,6 +239,17 @@ impl Sources {
                 self.inner.http.clone(),
             )),
         }
+    }
+}
+
+/// The `type:` of a source, as written in the config.
+fn source_type(cfg: &SecretSourceConfig) -> &'static str {
+    match cfg {
+        SecretSourceConfig::Env { .. } => "env",
+        SecretSourceConfig::AwsSm { .. } => "aws_sm",
+        SecretSourceConfig::AwsSsm { .. } => "aws_ssm",
+        SecretSourceConfig::OnePassword { .. } => "1password",
+        SecretSourceConfig::OnePasswordConnect { .. } => "1password_connect",
     }
 }
 

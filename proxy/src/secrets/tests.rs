@@ -117,6 +117,61 @@ async fn first_failure_is_cached_briefly() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn every_failed_fetch_reaches_the_failure_hook_with_the_source_type() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let sources = Sources::new(SourcesOptions {
+        env: fixed_env(&[("SET", "v")]),
+        on_fetch_failure: Some(Arc::new(move |kind| {
+            log.lock().expect("lock").push(kind);
+        })),
+        ..Default::default()
+    });
+    let env = |var: &str| SecretSourceConfig::Env {
+        var: var.into(),
+        json_key: None,
+    };
+    assert!(sources.secret(&env("SET")).get().await.is_ok());
+    let unset = sources.secret(&env("UNSET"));
+    assert!(unset.get().await.is_err());
+    assert!(
+        unset.get().await.is_err(),
+        "answered from the remembered failure"
+    );
+    assert_eq!(
+        *seen.lock().expect("lock"),
+        vec!["env"],
+        "one failed fetch, one count"
+    );
+    tokio::time::sleep(cache::FAILURE_CACHE + Duration::from_millis(1)).await;
+    assert!(unset.get().await.is_err());
+    assert_eq!(*seen.lock().expect("lock"), vec!["env", "env"]);
+
+    // Refresh failures count too (the last good value stays in service).
+    let backend = Scripted::new("good");
+    let counted = Arc::new(AtomicUsize::new(0));
+    let c = counted.clone();
+    let hook: FailureHook = Arc::new(move |kind| {
+        assert_eq!(kind, "aws_sm");
+        c.fetch_add(1, Ordering::SeqCst);
+    });
+    let cached = Cached::with_failure_hook(
+        "k".into(),
+        Box::new(backend.clone()),
+        Duration::from_secs(10),
+        "aws_sm",
+        Some(hook),
+    );
+    assert!(cached.get().await.is_ok());
+    backend.set(Err(down()));
+    // The refresh at 10 s fails; its first retry is due at 11 s.
+    tokio::time::sleep(Duration::from_millis(10_500)).await;
+    settle().await;
+    assert_eq!(cached.get().await.expect("stale").expose(), "good");
+    assert_eq!(counted.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(start_paused = true)]
 async fn ttl_zero_reads_once_and_concurrent_gets_share_one_fetch() {
     let backend = Scripted::new("once");
     let s = Secret::from_fetch("k", Box::new(backend.clone()), Duration::ZERO);
