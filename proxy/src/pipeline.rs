@@ -195,12 +195,22 @@ pub enum PhaseOutcome {
 #[derive(Default, Clone)]
 pub struct Pipeline {
     transforms: Vec<Arc<dyn Transform>>,
+    metrics: Option<Arc<crate::ops::Metrics>>,
 }
 
 impl Pipeline {
     /// A pipeline running `transforms` in this order.
     pub fn new(transforms: Vec<Arc<dyn Transform>>) -> Self {
-        Pipeline { transforms }
+        Pipeline {
+            transforms,
+            metrics: None,
+        }
+    }
+
+    /// Records each transform's duration in `iron_proxy_transform_duration_seconds`.
+    pub fn with_metrics(mut self, metrics: Arc<crate::ops::Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// The transforms, in order.
@@ -229,7 +239,11 @@ impl Pipeline {
     ) -> PhaseOutcome {
         for t in &self.transforms {
             cx.annotations = Map::new();
+            let started = Instant::now();
             let result = t.on_request(req, cx).await;
+            if let Some(m) = &self.metrics {
+                m.observe_transform(t.name(), started.elapsed());
+            }
             let (action, outcome) = match result {
                 Ok(Verdict::Continue) => ("continue", None),
                 Ok(Verdict::Reject(r)) => (
@@ -262,7 +276,11 @@ impl Pipeline {
     ) -> PhaseOutcome {
         for t in &self.transforms {
             cx.annotations = Map::new();
+            let started = Instant::now();
             let result = t.on_response(rsp, cx).await;
+            if let Some(m) = &self.metrics {
+                m.observe_transform(t.name(), started.elapsed());
+            }
             let (action, outcome) = match result {
                 Ok(Verdict::Continue) => ("continue", None),
                 Ok(Verdict::Reject(r)) => (

@@ -14,7 +14,11 @@ use super::AppError;
 
 /// Builds the swappable part of the proxy from a config. `sources` is kept
 /// for the life of the process so reloads reuse cached secret values.
-pub fn build_policy(cfg: &Config, sources: &Sources) -> Result<(Policy, DenyList), AppError> {
+pub fn build_policy(
+    cfg: &Config,
+    sources: &Sources,
+    metrics: Option<&Arc<crate::ops::Metrics>>,
+) -> Result<(Policy, DenyList), AppError> {
     let mut list: Vec<Arc<dyn Transform>> = Vec::with_capacity(cfg.transforms.len());
     for (index, t) in cfg.transforms.iter().enumerate() {
         list.push(build_transform(index, t, sources)?);
@@ -29,7 +33,10 @@ pub fn build_policy(cfg: &Config, sources: &Sources) -> Result<(Policy, DenyList
     let deny = DenyList::new(cfg.proxy.upstream_deny_cidrs.clone());
     Ok((
         Policy {
-            pipeline: Pipeline::new(list),
+            pipeline: match metrics {
+                Some(m) => Pipeline::new(list).with_metrics(m.clone()),
+                None => Pipeline::new(list),
+            },
             limits,
         },
         deny,

@@ -239,11 +239,15 @@ impl App {
             }
             None => None,
         };
+        let failures = metrics.clone();
         let sources = Sources::new(SourcesOptions {
             prefetch: true,
+            on_fetch_failure: Some(Arc::new(move |kind| {
+                failures.secret_resolution_failed(kind)
+            })),
             ..SourcesOptions::default()
         });
-        let (policy, deny) = build_policy(&cfg, &sources)?;
+        let (policy, deny) = build_policy(&cfg, &sources, Some(&metrics))?;
         let tls = tls_handling(&cfg, &metrics)?;
         let upstream_tls =
             crate::tls::upstream_client_config().map_err(|e| AppError::Tls(e.to_string()))?;

@@ -31,6 +31,7 @@ struct FileReloader {
     /// The config the process started with, for the settings a reload cannot
     /// change (`None` if the file could not be parsed again at startup).
     started: Option<Config>,
+    metrics: Arc<Metrics>,
 }
 
 #[async_trait]
@@ -46,7 +47,8 @@ impl Reloader for FileReloader {
         let cfg = config::parse(text, &file, &|name| std::env::var(name).ok())
             .map_err(|e| e.0.iter().map(|x| x.to_string()).collect::<Vec<_>>())?;
         refuse_unsupported(&cfg).map_err(|e| vec![e.to_string()])?;
-        let (policy, deny) = build_policy(&cfg, &self.sources).map_err(|e| vec![e.to_string()])?;
+        let (policy, deny) = build_policy(&cfg, &self.sources, Some(&self.metrics))
+            .map_err(|e| vec![e.to_string()])?;
         let transforms = policy.pipeline.transforms().len();
         self.shared.swap(policy, deny);
         let restart_required = self
@@ -132,6 +134,7 @@ pub fn controller(
         shared,
         sources,
         started,
+        metrics: metrics.clone(),
     });
     Ok(ReloadController::new(
         reloader,

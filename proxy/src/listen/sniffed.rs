@@ -108,18 +108,25 @@ impl Intake {
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let (verdict, prefix) =
-            match peek_client_hello(&mut io, MAX_CLIENT_HELLO, SNIFF_TIMEOUT).await {
-                Ok(v) => v,
-                Err(e) => {
-                    let mut rec = conn.record();
-                    rec.host = dest.host.clone().unwrap_or_default();
-                    rec.reject(None, "no_client_data", 0);
-                    rec.error = Some(e.to_string());
-                    self.shared.audit.emit(&rec);
-                    return;
-                }
-            };
+        let (verdict, prefix) = match peek_client_hello(&mut io, MAX_CLIENT_HELLO, SNIFF_TIMEOUT)
+            .await
+        {
+            Ok(v) => v,
+            Err(crate::tls::sniff::SniffError::Closed(0)) => {
+                // Connected and closed without a byte (TCP health checks,
+                // port probes): no request, so no audit record.
+                tracing::debug!(client = %conn.remote, "connection closed before sending anything");
+                return;
+            }
+            Err(e) => {
+                let mut rec = conn.record();
+                rec.host = dest.host.clone().unwrap_or_default();
+                rec.reject(None, "no_client_data", 0);
+                rec.error = Some(e.to_string());
+                self.shared.audit.emit(&rec);
+                return;
+            }
+        };
         let is_http = looks_like_http(&prefix);
         let io = PrefixedStream::new(prefix, io);
         match verdict {
