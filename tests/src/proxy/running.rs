@@ -301,6 +301,22 @@ impl Drop for ProxyProcess {
     }
 }
 
+/// True when `GET /readyz` on the metrics listener answers 200.
+fn readyz_ok(addr: SocketAddr) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(100)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+    if s.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.1 200")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -317,20 +333,4 @@ mod tests {
         assert!(!is_ready_line("INFO not ready yet"));
         assert!(!is_ready_line("INFO serving /readyz"));
     }
-}
-
-/// True when `GET /readyz` on the metrics listener answers 200.
-fn readyz_ok(addr: SocketAddr) -> bool {
-    use std::io::{Read, Write};
-    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(100)) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
-    if s.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .is_err()
-    {
-        return false;
-    }
-    let mut head = [0u8; 12];
-    s.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.1 200")
 }
