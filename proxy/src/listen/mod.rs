@@ -8,31 +8,121 @@ pub mod transparent;
 pub mod tunnel;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 
 use crate::exchange::{self, ConnInfo};
 use crate::state::Shared;
+use crate::tls::sniff::PrefixedStream;
+
+/// How long a client may take to start its first request (also after a TLS
+/// handshake): the same bound as for the first bytes of a sniffed connection.
+pub const FIRST_REQUEST_TIMEOUT: Duration = sniffed::SNIFF_TIMEOUT;
+/// How long an HTTP/1 client may take to send a whole request head (and how
+/// long a keep-alive connection may sit idle between requests).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The HTTP/2 connection preface; its prefix decides between HTTP/1 and HTTP/2.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Reads until the bytes decide HTTP/1 versus HTTP/2 (a byte that differs
+/// from the HTTP/2 preface, or the whole preface), within `timeout`. Returns
+/// the bytes read, or `None` when the client sent nothing usable in time.
+/// hyper's own version detection has no deadline, so without this a client
+/// that connects and stays silent would hold its connection forever.
+pub(crate) async fn read_first_bytes<I>(io: &mut I, timeout: Duration) -> Option<Vec<u8>>
+where
+    I: AsyncRead + Unpin,
+{
+    let read = async {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while buf.len() < H2_PREFACE.len() && H2_PREFACE.starts_with(&buf) {
+            let n = io.read(&mut chunk).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        Some(buf)
+    };
+    tokio::time::timeout(timeout, read).await.ok().flatten()
+}
 
 /// Serves HTTP/1.1 and HTTP/2 (by preface or ALPN) on `io` through the pipeline.
-pub async fn serve_http<I>(shared: Arc<Shared>, conn: ConnInfo, io: I)
+pub async fn serve_http<I>(shared: Arc<Shared>, conn: ConnInfo, mut io: I)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let conn = Arc::new(conn);
     let remote = conn.remote;
+    let Some(first) = read_first_bytes(&mut io, FIRST_REQUEST_TIMEOUT).await else {
+        tracing::debug!(client = %remote, "no request within {FIRST_REQUEST_TIMEOUT:?}; closing");
+        return;
+    };
+    let io = PrefixedStream::new(first, io);
+    let conn = Arc::new(conn);
     let svc = service_fn(move |req| -> exchange::HandleFuture {
         Box::pin(exchange::handle(shared.clone(), conn.clone(), req))
     });
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().preserve_header_case(true).keep_alive(true);
-    if let Err(e) = builder
+    if let Err(e) = http_builder()
         .serve_connection_with_upgrades(TokioIo::new(io), svc)
         .await
     {
         tracing::debug!(client = %remote, error = %e, "client connection ended with an error");
+    }
+}
+
+/// The server builder every listener uses: header case preserved, and a timer
+/// so that HTTP/1 heads and idle keep-alive connections are bounded by
+/// [`HEADER_READ_TIMEOUT`].
+pub(crate) fn http_builder() -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .preserve_header_case(true)
+        .keep_alive(true)
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    builder
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    #[tokio::test]
+    async fn first_bytes_decide_the_version_or_time_out() {
+        let (mut client, mut server) = tokio::io::duplex(64);
+        client
+            .write_all(b"GET / HTTP/1.1\r\n")
+            .await
+            .expect("write");
+        let got = read_first_bytes(&mut server, Duration::from_secs(5)).await;
+        assert_eq!(got.as_deref(), Some(&b"GET / HTTP/1.1\r\n"[..]));
+
+        let (mut client, mut server) = tokio::io::duplex(64);
+        client
+            .write_all(b"PRI * HTTP/2.0\r\n")
+            .await
+            .expect("write");
+        let pending = read_first_bytes(&mut server, Duration::from_millis(50));
+        assert_eq!(pending.await, None, "half a preface then silence times out");
+
+        let (mut client, mut server) = tokio::io::duplex(64);
+        client.write_all(H2_PREFACE).await.expect("write");
+        let got = read_first_bytes(&mut server, Duration::from_secs(5)).await;
+        assert_eq!(got.as_deref(), Some(H2_PREFACE));
+
+        let (client, mut server) = tokio::io::duplex(64);
+        drop(client);
+        assert_eq!(
+            read_first_bytes(&mut server, Duration::from_secs(5)).await,
+            None
+        );
     }
 }

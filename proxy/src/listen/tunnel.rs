@@ -9,16 +9,16 @@ use std::sync::Arc;
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use super::sniffed::{Intake, KnownDest};
+use super::sniffed::{Intake, KnownDest, SNIFF_TIMEOUT};
 use crate::audit::{Mode, TunnelInfo};
 use crate::body::{self, Body};
 use crate::exchange::{self, ConnInfo};
 use crate::rules::normalize_host;
+use crate::tls::sniff::PrefixedStream;
 
 /// Errors while reading a SOCKS5 handshake.
 #[derive(Debug, thiserror::Error)]
@@ -38,10 +38,16 @@ pub enum SocksError {
     /// A domain that is not UTF-8.
     #[error("SOCKS domain is not valid text")]
     Domain,
+    /// The client did not finish its request in time.
+    #[error("no complete SOCKS5 request within {0:?}")]
+    Timeout(std::time::Duration),
     /// Reading or writing failed.
     #[error("socks i/o")]
     Io(#[from] std::io::Error),
 }
+
+/// A tunnel client connection, with the bytes read to tell SOCKS5 from HTTP put back.
+type Client = PrefixedStream<TcpStream>;
 
 /// SOCKS5 reply codes.
 const SOCKS_OK: u8 = 0x00;
@@ -66,20 +72,23 @@ pub async fn run(listener: TcpListener, intake: Intake) {
     }
 }
 
-async fn serve(stream: TcpStream, remote: SocketAddr, intake: Intake) {
-    let mut first = [0u8; 1];
-    match stream.peek(&mut first).await {
-        Ok(1) if first[0] == 0x05 => {
-            if let Err(e) = socks5(stream, remote, &intake).await {
-                tracing::debug!(client = %remote, error = %e, "socks5 handshake failed");
-            }
+async fn serve(mut stream: TcpStream, remote: SocketAddr, intake: Intake) {
+    let Some(first) = super::read_first_bytes(&mut stream, SNIFF_TIMEOUT).await else {
+        tracing::debug!(client = %remote, "tunnel client sent nothing within {SNIFF_TIMEOUT:?}");
+        return;
+    };
+    let socks = first.first() == Some(&0x05);
+    let stream = PrefixedStream::new(first, stream);
+    if socks {
+        if let Err(e) = socks5(stream, remote, &intake).await {
+            tracing::debug!(client = %remote, error = %e, "socks5 handshake failed");
         }
-        Ok(1) => http_proxy(stream, remote, intake).await,
-        _ => {}
+    } else {
+        http_proxy(stream, remote, intake).await;
     }
 }
 
-async fn http_proxy(stream: TcpStream, remote: SocketAddr, intake: Intake) {
+async fn http_proxy(stream: Client, remote: SocketAddr, intake: Intake) {
     let svc = service_fn(move |req: Request<Incoming>| {
         let intake = intake.clone();
         let fut: exchange::HandleFuture = Box::pin(async move {
@@ -92,9 +101,7 @@ async fn http_proxy(stream: TcpStream, remote: SocketAddr, intake: Intake) {
         });
         fut
     });
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().preserve_header_case(true);
-    if let Err(e) = builder
+    if let Err(e) = super::http_builder()
         .serve_connection_with_upgrades(TokioIo::new(stream), svc)
         .await
     {
@@ -159,56 +166,15 @@ fn precheck(intake: &Intake) -> bool {
     matches!(intake.tls, super::sniffed::TlsHandling::Mitm { .. })
 }
 
-async fn socks_reply(s: &mut TcpStream, code: u8) -> std::io::Result<()> {
+async fn socks_reply(s: &mut Client, code: u8) -> std::io::Result<()> {
     s.write_all(&[0x05, code, 0x00, 0x01, 0, 0, 0, 0, 0, 0])
         .await
 }
 
-async fn socks5(mut s: TcpStream, remote: SocketAddr, intake: &Intake) -> Result<(), SocksError> {
-    let mut head = [0u8; 2];
-    s.read_exact(&mut head).await?;
-    if head[0] != 0x05 {
-        return Err(SocksError::Version(head[0]));
-    }
-    let mut methods = vec![0u8; head[1] as usize];
-    s.read_exact(&mut methods).await?;
-    if !methods.contains(&0x00) {
-        s.write_all(&[0x05, 0xff]).await?;
-        return Err(SocksError::NoAcceptableAuth);
-    }
-    s.write_all(&[0x05, 0x00]).await?;
-    let mut req = [0u8; 4];
-    s.read_exact(&mut req).await?;
-    if req[0] != 0x05 {
-        return Err(SocksError::Version(req[0]));
-    }
-    if req[1] != 0x01 {
-        socks_reply(&mut s, SOCKS_CMD_UNSUPPORTED).await?;
-        return Err(SocksError::Command(req[1]));
-    }
-    let host = match req[3] {
-        0x01 => {
-            let mut a = [0u8; 4];
-            s.read_exact(&mut a).await?;
-            Ipv4Addr::from(a).to_string()
-        }
-        0x04 => {
-            let mut a = [0u8; 16];
-            s.read_exact(&mut a).await?;
-            Ipv6Addr::from(a).to_string()
-        }
-        0x03 => {
-            let len = s.read_u8().await? as usize;
-            let mut d = vec![0u8; len];
-            s.read_exact(&mut d).await?;
-            normalize_host(std::str::from_utf8(&d).map_err(|_| SocksError::Domain)?)
-        }
-        other => {
-            socks_reply(&mut s, SOCKS_ATYP_UNSUPPORTED).await?;
-            return Err(SocksError::AddressType(other));
-        }
-    };
-    let port = s.read_u16().await?;
+async fn socks5(mut s: Client, remote: SocketAddr, intake: &Intake) -> Result<(), SocksError> {
+    let (host, port) = tokio::time::timeout(SNIFF_TIMEOUT, socks5_request(&mut s))
+        .await
+        .map_err(|_| SocksError::Timeout(SNIFF_TIMEOUT))??;
     let mut conn = ConnInfo::new(remote, Mode::Tunnel, false, port);
     conn.tunnel = Some(TunnelInfo {
         kind: "socks5",
@@ -236,4 +202,53 @@ async fn socks5(mut s: TcpStream, remote: SocketAddr, intake: &Intake) -> Result
         )
         .await;
     Ok(())
+}
+
+/// Reads the SOCKS5 greeting and CONNECT request; answers unsupported ones.
+async fn socks5_request(s: &mut Client) -> Result<(String, u16), SocksError> {
+    let mut head = [0u8; 2];
+    s.read_exact(&mut head).await?;
+    if head[0] != 0x05 {
+        return Err(SocksError::Version(head[0]));
+    }
+    let mut methods = vec![0u8; head[1] as usize];
+    s.read_exact(&mut methods).await?;
+    if !methods.contains(&0x00) {
+        s.write_all(&[0x05, 0xff]).await?;
+        return Err(SocksError::NoAcceptableAuth);
+    }
+    s.write_all(&[0x05, 0x00]).await?;
+    let mut req = [0u8; 4];
+    s.read_exact(&mut req).await?;
+    if req[0] != 0x05 {
+        return Err(SocksError::Version(req[0]));
+    }
+    if req[1] != 0x01 {
+        socks_reply(s, SOCKS_CMD_UNSUPPORTED).await?;
+        return Err(SocksError::Command(req[1]));
+    }
+    let host = match req[3] {
+        0x01 => {
+            let mut a = [0u8; 4];
+            s.read_exact(&mut a).await?;
+            Ipv4Addr::from(a).to_string()
+        }
+        0x04 => {
+            let mut a = [0u8; 16];
+            s.read_exact(&mut a).await?;
+            Ipv6Addr::from(a).to_string()
+        }
+        0x03 => {
+            let len = s.read_u8().await? as usize;
+            let mut d = vec![0u8; len];
+            s.read_exact(&mut d).await?;
+            normalize_host(std::str::from_utf8(&d).map_err(|_| SocksError::Domain)?)
+        }
+        other => {
+            socks_reply(s, SOCKS_ATYP_UNSUPPORTED).await?;
+            return Err(SocksError::AddressType(other));
+        }
+    };
+    let port = s.read_u16().await?;
+    Ok((host, port))
 }

@@ -61,6 +61,9 @@ fn two_hundred_concurrent_handshakes_for_a_new_name_mint_one_leaf() {
         "200 concurrent handshakes for one new name must share one minted leaf: {v}"
     );
     assert_eq!(v["serials"].as_array().map_or(0, Vec::len), 1, "{v}");
+    if let Some(mints) = cert_cache_mints(&px) {
+        assert_eq!(mints, 1.0, "iron_proxy_cert_cache_total{{result=\"mint\"}}");
+    }
 
     // The cache keeps it; another name gets its own leaf.
     let again = handshakes(&px, "fresh.httpbin.test", 1);
@@ -70,4 +73,23 @@ fn two_hundred_concurrent_handshakes_for_a_new_name_mint_one_leaf() {
     );
     let other = handshakes(&px, "other.httpbin.test", 1);
     assert_ne!(other["distinct"], v["distinct"], "a leaf per name");
+}
+
+/// `iron_proxy_cert_cache_total{result="mint"}` from `/metrics`, once the metrics server
+/// exposes the leaf cache (`None` until then, or when the listener is not up).
+fn cert_cache_mints(px: &ProxyProcess) -> Option<f64> {
+    let url = format!("http://{}/metrics", hostport(px.metrics_addr()));
+    let r = Curl::get(&url).max_time(5).run();
+    if r.status != 200 {
+        eprintln!(
+            "no /metrics yet ({}); relying on the leaf serials",
+            r.status
+        );
+        return None;
+    }
+    r.body
+        .lines()
+        .find(|l| l.starts_with("iron_proxy_cert_cache_total") && l.contains(r#"result="mint""#))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
 }

@@ -158,6 +158,33 @@ fn client_hello(sni: &str) -> Vec<u8> {
     out
 }
 
+/// A TLS connection to the proxy's HTTPS listener for `sni` whose handshake is complete and
+/// on which nothing has been sent; trusts the proxy's CA.
+fn tls_handshake_only(
+    px: &ProxyProcess,
+    sni: &str,
+) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    let ca = rustls::pki_types::CertificateDer::from_pem_file(px.ca()).expect("the proxy CA");
+    roots.add(ca).expect("adding the proxy CA");
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from(sni.to_string()).expect("a valid name");
+    let mut conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name)
+        .expect("a client connection");
+    let mut sock = Raw::connect(px.https_addr()).stream;
+    while conn.is_handshaking() {
+        conn.complete_io(&mut sock)
+            .unwrap_or_else(|e| panic!("TLS handshake with the proxy: {e}"));
+    }
+    rustls::StreamOwned::new(conn, sock)
+}
+
 /// The proxy's open file descriptors (`/proc/PID/fd`).
 fn open_fds(px: &ProxyProcess) -> usize {
     let dir = format!("/proc/{}/fd", px.pid());

@@ -11,6 +11,14 @@ fn a_stalled_client_hello_is_timed_out_while_others_are_served() {
 
     let mut stalled = Raw::connect(px.https_addr());
     stalled.send(&partial_client_hello());
+    // Silent clients everywhere else: each is closed after the first-bytes timeout (10 s).
+    let mut silent_tls = tls_handshake_only(&px, "httpbin.test");
+    let mut silent_http = Raw::connect(px.http_addr());
+    let mut silent_tunnel = Raw::connect(px.tunnel_addr());
+    let mut half_preface = Raw::connect(px.http_addr());
+    half_preface.send(b"PRI * HTTP/2.0\r\n");
+    let mut half_socks = Raw::connect(px.tunnel_addr());
+    half_socks.send(&[0x05]);
     assert_still_serving(&px, &up, "while-stalled");
     // The sniff timeout is 10 s; the proxy then closes and audits the connection.
     let rec = px.wait_for_audit_within(Duration::from_secs(20), |a| {
@@ -23,6 +31,24 @@ fn a_stalled_client_hello_is_timed_out_while_others_are_served() {
         "{rec}"
     );
     stalled.read_to_close();
+    for (what, raw) in [
+        ("silent plain HTTP", &mut silent_http),
+        ("silent tunnel client", &mut silent_tunnel),
+        ("half an HTTP/2 preface", &mut half_preface),
+        ("half a SOCKS5 greeting", &mut half_socks),
+    ] {
+        let got = raw.read_to_close();
+        assert!(
+            got.is_empty(),
+            "{what}: closed without a reply, got {got:?}"
+        );
+    }
+    let mut buf = [0u8; 64];
+    match std::io::Read::read(&mut silent_tls, &mut buf) {
+        Ok(0) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {}
+        other => panic!("a TLS client that never sends a request must be closed: {other:?}"),
+    }
 }
 
 #[test]

@@ -117,3 +117,73 @@ fn request_inside_a_connect_tunnel_must_name_the_tunnel_target() {
     up.assert_untouched();
     other.assert_untouched();
 }
+
+#[test]
+fn tls_for_another_name_inside_a_connect_tunnel_gets_421() {
+    require_root!();
+    let net = FakeInternet::new();
+    let up = Upstream::https("httpbin.test").start(&net);
+    let other = Upstream::https("sse.test").start(&net);
+    let px = Proxy::with(MITM).resolver(&net).start();
+
+    // With a proxy, --connect-to changes only the CONNECT target: CONNECT httpbin.test:443,
+    // then SNI and Host sse.test inside the tunnel.
+    let r = Curl::get(&other.url("/anything/swapped"))
+        .args(["--connect-to", "sse.test:443:httpbin.test:443"])
+        .through_connect(&px)
+        .run();
+    assert_eq!(r.status, 421, "{r}");
+    let rec = px.wait_for_audit(|a| a.path() == Some("/anything/swapped"));
+    assert_eq!(rec.str("reason"), Some("host_mismatch"), "{rec}");
+    assert_eq!(rec.str("sni"), Some("sse.test"), "{rec}");
+    assert_eq!(
+        rec.pointer("/tunnel/target"),
+        Some(&"httpbin.test:443".into()),
+        "{rec}"
+    );
+    up.assert_untouched();
+    other.assert_untouched();
+}
+
+#[test]
+fn sni_only_through_connect_passes_tls_through_and_audits_the_tunnel() {
+    require_root!();
+    let net = FakeInternet::new();
+    let up = Upstream::https("httpbin.test").start(&net);
+    let config = r#"
+proxy:
+  tunnel_listen: auto
+tls:
+  mode: sni-only
+transforms:
+  - name: allowlist
+    config:
+      domains: ["httpbin.test"]
+"#;
+    let px = Proxy::with(config).resolver(&net).start();
+    let ca = net.ca_bundle();
+    let r = Curl::get(&up.url("/anything/tunnel-pass"))
+        .args([
+            "--cacert".to_string(),
+            ca.to_str().expect("utf-8 path").to_string(),
+            "--proxy".to_string(),
+            format!("http://{}", hostport(px.tunnel_addr())),
+        ])
+        .run();
+    r.expect_status(200);
+    up.wait_for_request(|q| q.path() == "/anything/tunnel-pass");
+    let rec = px.wait_for_audit(|a| a.host() == Some("httpbin.test"));
+    assert!(rec.is_allowed(), "{rec}");
+    assert_eq!(rec.str("mode"), Some("sni-only"), "{rec}");
+    assert_eq!(
+        rec.pointer("/tunnel/kind"),
+        Some(&"connect".into()),
+        "{rec}"
+    );
+    assert!(
+        rec.pointer("/bytes_received")
+            .and_then(|v| v.as_u64())
+            .is_some_and(|n| n > 0),
+        "{rec}"
+    );
+}
