@@ -5,7 +5,10 @@
 //!   `--check` also runs lintian, `rpm -qpl`, `systemd-analyze verify` and an
 //!   install/purge round trip of the .deb on this machine.
 //! - `cargo xtask action-test`: runs the GitHub Action's simulated-runner test.
+//! - `cargo xtask bench [--quick]`: iron-proxy against direct and peer proxies
+//!   (see docs/benchmarks.md); results in `target/bench/`.
 
+mod bench;
 mod check;
 mod package;
 
@@ -49,6 +52,8 @@ enum Cmd {
         #[arg(long, value_name = "PATH")]
         deb: Option<PathBuf>,
     },
+    /// Benchmark iron-proxy against direct and peer proxies (docs/benchmarks.md).
+    Bench(bench::BenchArgs),
 }
 
 fn workspace_root() -> PathBuf {
@@ -96,6 +101,7 @@ fn main() -> Result<()> {
             }
             Ok(())
         }
+        Cmd::Bench(args) => bench::main(&root, &target_dir(&root), args),
     }
 }
 

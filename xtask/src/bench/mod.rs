@@ -1,0 +1,130 @@
+//! `cargo xtask bench`: iron-proxy against direct and against peer proxies,
+//! on this machine, in one run. See docs/benchmarks.md for what is measured
+//! and how to read it.
+//!
+//! One HTTPS upstream (hyper + rustls, in this process, `127.0.0.x:443`) and
+//! one load client (also in this process) serve every topology; each proxy is
+//! its own process, measured through /proc. Results go to
+//! `<target>/bench/results.json` and `summary.md`.
+
+mod certs;
+mod dns;
+mod load;
+mod micro;
+mod peers;
+mod procstat;
+mod report;
+mod results;
+mod run;
+mod topo;
+mod upstream;
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+
+/// Options of `cargo xtask bench`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// Smoke test for CI: direct and iron-proxy only, no peers, half a second
+    /// per run. Fails only if the harness or the proxy is broken, never on numbers.
+    #[arg(long)]
+    pub quick: bool,
+    /// Run only these topologies (comma-separated: direct, iron-https,
+    /// iron-connect, squid-bump, mitmproxy, tinyproxy-tunnel).
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<String>,
+    /// Skip the peer proxies (squid, mitmproxy, tinyproxy).
+    #[arg(long)]
+    pub no_peers: bool,
+    /// Measured seconds per run (default 2; --quick 0.5).
+    #[arg(long)]
+    pub duration: Option<f64>,
+    /// Runs per measure, median reported (default 3; --quick 1).
+    #[arg(long)]
+    pub repeats: Option<usize>,
+    /// Keep-alive connections.
+    #[arg(long, default_value_t = 32)]
+    pub conns: usize,
+    /// Concurrent loops in new-connection mode.
+    #[arg(long, default_value_t = 8)]
+    pub new_conns: usize,
+    /// Idle connections held open through iron-proxy for the memory measure
+    /// (default 10000; --quick 200; 0 skips).
+    #[arg(long)]
+    pub idle: Option<usize>,
+    /// Idle connections for each peer (default 2000; 0 skips).
+    #[arg(long)]
+    pub idle_peers: Option<usize>,
+    /// Cargo profile for iron-proxy and this harness (default release; --quick dev).
+    #[arg(long)]
+    pub profile: Option<String>,
+    /// Use this iron-proxy binary instead of building one.
+    #[arg(long, value_name = "PATH")]
+    pub proxy_bin: Option<PathBuf>,
+    /// Also profile iron-proxy (https_listen, keep-alive 1 KiB and 64 KiB) with
+    /// `perf record -g` for this many seconds each; reports go next to the results.
+    #[arg(long, value_name = "SECS")]
+    pub perf: Option<u64>,
+    /// Keep iron-proxy's stderr (log and audit lines) under <out>/work instead
+    /// of /dev/null; large on a full run.
+    #[arg(long)]
+    pub proxy_log: bool,
+    /// Output directory (default <target>/bench).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+}
+
+/// Entry point: re-runs itself in release when asked for a release bench
+/// from a debug build (the load client must not be the bottleneck), builds
+/// iron-proxy, then measures.
+pub fn main(root: &std::path::Path, target: &std::path::Path, args: BenchArgs) -> Result<()> {
+    let profile = args
+        .profile
+        .clone()
+        .unwrap_or_else(|| if args.quick { "dev" } else { "release" }.into());
+    if profile == "release" && cfg!(debug_assertions) {
+        eprintln!("bench: re-running the harness built with --release");
+        let status = std::process::Command::new(std::env::var("CARGO").unwrap_or("cargo".into()))
+            .args(["run", "--quiet", "--release", "-p", "xtask", "--"])
+            .args(std::env::args_os().skip(1))
+            .current_dir(root)
+            .status()
+            .context("running cargo")?;
+        if !status.success() {
+            bail!("bench (release harness) failed: {status}");
+        }
+        return Ok(());
+    }
+    let proxy_bin = match &args.proxy_bin {
+        Some(p) => p.clone(),
+        None => build_proxy(root, target, &profile)?,
+    };
+    let out = args.out.clone().unwrap_or_else(|| target.join("bench"));
+    run::run(root, &out, &proxy_bin, &profile, &args)
+}
+
+fn build_proxy(root: &std::path::Path, target: &std::path::Path, profile: &str) -> Result<PathBuf> {
+    let mut cmd = std::process::Command::new(std::env::var("CARGO").unwrap_or("cargo".into()));
+    cmd.args([
+        "build",
+        "--quiet",
+        "-p",
+        "iron-proxy",
+        "--bin",
+        "iron-proxy",
+    ])
+    .current_dir(root);
+    let dir = if profile == "dev" {
+        "debug"
+    } else {
+        cmd.args(["--profile", profile]);
+        profile
+    };
+    eprintln!("bench: building iron-proxy ({profile})");
+    let status = cmd.status().context("running cargo build")?;
+    if !status.success() {
+        bail!("cargo build -p iron-proxy failed: {status}");
+    }
+    Ok(target.join(dir).join("iron-proxy"))
+}

@@ -1,0 +1,261 @@
+//! Peer proxies: squid-openssl with ssl-bump and tinyproxy from Debian, and
+//! mitmproxy from PyPI in a virtualenv under the bench directory. Each is
+//! installed on first use and started in the foreground on a free loopback
+//! port with a config written here. They log to /dev/null or to files in
+//! their work directory, as iron-proxy's audit log goes to /dev/null.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use anyhow::{bail, Context, Result};
+
+use super::certs::UPSTREAM_NAME;
+use super::load::Route;
+use super::procstat::Watch;
+use super::topo::{free_port, wait_listening, ChildGuard, Env, Running};
+
+const CERTGEN: &str = "/usr/lib/squid/security_file_certgen";
+
+/// Installs a Debian package when `binary` is missing.
+pub fn ensure_apt(package: &str, binary: &str) -> Result<()> {
+    if Path::new(binary).exists() {
+        return Ok(());
+    }
+    eprintln!("bench: installing {package} (apt-get)");
+    let install = || {
+        Command::new("apt-get")
+            .args(["install", "-y", "--no-install-recommends", package])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdout(Stdio::null())
+            .status()
+    };
+    if !install()?.success() {
+        let _ = Command::new("apt-get")
+            .arg("update")
+            .stdout(Stdio::null())
+            .status();
+        if !install()?.success() {
+            bail!("apt-get install {package} failed");
+        }
+    }
+    if !Path::new(binary).exists() {
+        bail!("{package} installed but {binary} is missing");
+    }
+    Ok(())
+}
+
+/// Creates the virtualenv and installs mitmproxy into it when missing.
+pub fn ensure_mitmproxy(venv: &Path) -> Result<()> {
+    if venv.join("bin/mitmdump").exists() {
+        return Ok(());
+    }
+    eprintln!("bench: installing mitmproxy into {} (pip)", venv.display());
+    let ok = Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(venv)
+        .status()
+        .context("running python3 -m venv")?
+        .success();
+    if !ok {
+        bail!("python3 -m venv failed");
+    }
+    let ok = Command::new("timeout")
+        .arg("400")
+        .arg(venv.join("bin/pip"))
+        .args(["install", "--quiet", "mitmproxy"])
+        .status()
+        .context("running pip")?
+        .success();
+    if !ok {
+        bail!("pip install mitmproxy failed");
+    }
+    Ok(())
+}
+
+/// squid with `ssl_bump peek step1; bump all`, one worker, no cache.
+pub fn start_squid(env: &Env<'_>) -> Result<Running> {
+    ensure_apt("squid-openssl", "/usr/sbin/squid")?;
+    if !Path::new(CERTGEN).exists() {
+        bail!("{CERTGEN} missing: squid without OpenSSL support (install squid-openssl)");
+    }
+    let dir = env.work.join("squid");
+    std::fs::create_dir_all(&dir)?;
+    let port = free_port(false)?;
+    std::fs::copy(&env.certs.mitm_ca_combined, dir.join("ca.pem"))?;
+    std::fs::copy(&env.certs.upstream_ca, dir.join("upstream-ca.pem"))?;
+    std::fs::write(
+        dir.join("hosts"),
+        format!("{} {UPSTREAM_NAME}\n", env.upstream.ip()),
+    )?;
+    let db = dir.join("ssl_db");
+    let ok = Command::new(CERTGEN)
+        .args(["-c", "-M", "16MB", "-s"])
+        .arg(&db)
+        .stdout(Stdio::null())
+        .status()?
+        .success();
+    if !ok {
+        bail!("{CERTGEN} -c failed");
+    }
+    let d = dir.display();
+    let conf = format!(
+        r#"http_port 127.0.0.1:{port} ssl-bump tls-cert={d}/ca.pem generate-host-certificates=on dynamic_cert_mem_cache_size=16MB
+sslcrtd_program {CERTGEN} -s {d}/ssl_db -M 16MB
+sslcrtd_children 4 startup=1 idle=1
+acl step1 at_step SslBump1
+ssl_bump peek step1
+ssl_bump bump all
+tls_outgoing_options cafile={d}/upstream-ca.pem
+http_access allow all
+cache deny all
+hosts_file {d}/hosts
+access_log stdio:/dev/null
+cache_log {d}/cache.log
+pid_filename {d}/squid.pid
+coredump_dir {d}
+max_filedescriptors 65536
+shutdown_lifetime 0 seconds
+pinger_enable off
+"#
+    );
+    std::fs::write(dir.join("squid.conf"), conf)?;
+    // squid drops to the `proxy` user, which must read and write its directory.
+    let ok = Command::new("chown")
+        .args(["-R", "proxy:proxy"])
+        .arg(&dir)
+        .status()?
+        .success();
+    if !ok {
+        bail!("chown -R proxy:proxy {} failed", dir.display());
+    }
+    let stderr = std::fs::File::create(dir.join("stderr.log"))?;
+    let child = Command::new("/usr/sbin/squid")
+        .arg("-N")
+        .arg("-f")
+        .arg(dir.join("squid.conf"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .context("starting squid")?;
+    let guard = ChildGuard::new(child);
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    wait_listening(guard.pid(), &[addr], &dir.join("cache.log"))?;
+    Ok(Running {
+        route: Route {
+            addr,
+            connect: Some(format!("{UPSTREAM_NAME}:443")),
+            host: UPSTREAM_NAME.into(),
+        },
+        watch: Some(Watch { pid: guard.pid() }),
+        version: first_line(Command::new("/usr/sbin/squid").arg("-v")),
+        _child: Some(guard),
+    })
+}
+
+/// mitmdump in regular (CONNECT) mode with the shared MITM CA.
+pub fn start_mitmproxy(env: &Env<'_>) -> Result<Running> {
+    ensure_mitmproxy(&env.venv)?;
+    let dir = env.work.join("mitmproxy");
+    std::fs::create_dir_all(&dir)?;
+    std::fs::copy(&env.certs.mitm_ca_combined, dir.join("mitmproxy-ca.pem"))?;
+    let port = free_port(false)?;
+    let stderr = std::fs::File::create(dir.join("stderr.log"))?;
+    let bin = env.venv.join("bin/mitmdump");
+    let child = Command::new(&bin)
+        .args(["--listen-host", "127.0.0.1", "--listen-port"])
+        .arg(port.to_string())
+        .arg("--set")
+        .arg(format!("confdir={}", dir.display()))
+        .arg("--set")
+        .arg(format!(
+            "ssl_verify_upstream_trusted_ca={}",
+            env.certs.upstream_ca.display()
+        ))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .context("starting mitmdump")?;
+    let guard = ChildGuard::new(child);
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    wait_listening(guard.pid(), &[addr], &dir.join("stderr.log"))?;
+    Ok(Running {
+        // mitmproxy resolves CONNECT targets with the system resolver, so the
+        // tunnel names the upstream's IP; the client's SNI still names the host.
+        route: Route {
+            addr,
+            connect: Some(env.upstream.to_string()),
+            host: UPSTREAM_NAME.into(),
+        },
+        watch: Some(Watch { pid: guard.pid() }),
+        version: first_line(Command::new(&bin).arg("--version")),
+        _child: Some(guard),
+    })
+}
+
+/// tinyproxy as a plain CONNECT tunnel: the TLS session is the client's and the upstream's.
+pub fn start_tinyproxy(env: &Env<'_>) -> Result<Running> {
+    ensure_apt("tinyproxy", "/usr/bin/tinyproxy")?;
+    let dir = env.work.join("tinyproxy");
+    std::fs::create_dir_all(&dir)?;
+    let port = free_port(false)?;
+    let d = dir.display();
+    let conf = format!(
+        r#"User nobody
+Group nogroup
+Port {port}
+Listen 127.0.0.1
+Timeout 600
+MaxClients 12000
+Allow 127.0.0.1
+ConnectPort 443
+LogLevel Error
+LogFile "{d}/tinyproxy.log"
+PidFile "{d}/tinyproxy.pid"
+"#
+    );
+    std::fs::write(dir.join("tinyproxy.conf"), conf)?;
+    let ok = Command::new("chown")
+        .args(["-R", "nobody:nogroup"])
+        .arg(&dir)
+        .status()?
+        .success();
+    if !ok {
+        bail!("chown -R nobody:nogroup {} failed", dir.display());
+    }
+    let stderr = std::fs::File::create(dir.join("stderr.log"))?;
+    let child = Command::new("/usr/bin/tinyproxy")
+        .arg("-d")
+        .arg("-c")
+        .arg(dir.join("tinyproxy.conf"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .context("starting tinyproxy")?;
+    let guard = ChildGuard::new(child);
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    wait_listening(guard.pid(), &[addr], &dir.join("stderr.log"))?;
+    Ok(Running {
+        route: Route {
+            addr,
+            connect: Some(env.upstream.to_string()),
+            host: UPSTREAM_NAME.into(),
+        },
+        watch: Some(Watch { pid: guard.pid() }),
+        version: first_line(Command::new("/usr/bin/tinyproxy").arg("-v")),
+        _child: Some(guard),
+    })
+}
+
+fn first_line(cmd: &mut Command) -> String {
+    cmd.output()
+        .map(|o| {
+            let mut s = String::from_utf8_lossy(&o.stdout).into_owned();
+            s.push_str(&String::from_utf8_lossy(&o.stderr));
+            s.lines().next().unwrap_or("").trim().to_string()
+        })
+        .unwrap_or_default()
+}

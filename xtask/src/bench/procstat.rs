@@ -1,0 +1,189 @@
+//! Process accounting from /proc: CPU time (utime + stime) and memory (VmRSS,
+//! VmHWM) of a proxy, summed over the process and its descendants (squid's
+//! certificate helpers, for example), and raising RLIMIT_NOFILE.
+
+use std::collections::HashMap;
+
+use anyhow::{Context, Result};
+
+/// Watches one process tree.
+#[derive(Clone, Copy, Debug)]
+pub struct Watch {
+    /// The root process.
+    pub pid: u32,
+}
+
+/// CPU time of a process tree at one moment.
+#[derive(Clone, Copy, Debug)]
+pub struct CpuSample {
+    ticks: u64,
+}
+
+impl CpuSample {
+    /// Microseconds of CPU between two samples.
+    pub fn delta_us(before: &CpuSample, after: &CpuSample) -> f64 {
+        after.ticks.saturating_sub(before.ticks) as f64 * 1e6 / clk_tck()
+    }
+}
+
+/// Memory of a process tree, in KiB.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct Mem {
+    /// Current resident set size.
+    pub rss_kib: u64,
+    /// Peak resident set size (VmHWM).
+    pub hwm_kib: u64,
+}
+
+impl Watch {
+    /// Utime + stime of the tree now.
+    pub fn sample(&self) -> Result<CpuSample> {
+        let mut ticks = 0;
+        for pid in self.tree() {
+            // Processes may exit between listing and reading; skip them.
+            if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+                if let Some((_, utime, stime)) = parse_stat(&stat) {
+                    ticks += utime + stime;
+                }
+            }
+        }
+        if ticks == 0 && !alive(self.pid) {
+            anyhow::bail!("process {} is gone", self.pid);
+        }
+        Ok(CpuSample { ticks })
+    }
+
+    /// VmRSS and VmHWM of the tree, summed.
+    pub fn mem(&self) -> Mem {
+        let mut m = Mem::default();
+        for pid in self.tree() {
+            let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+                continue;
+            };
+            m.rss_kib += status_kib(&status, "VmRSS:");
+            m.hwm_kib += status_kib(&status, "VmHWM:");
+        }
+        m
+    }
+
+    /// The root and all its descendants.
+    fn tree(&self) -> Vec<u32> {
+        let mut parent_of: HashMap<u32, u32> = HashMap::new();
+        if let Ok(dir) = std::fs::read_dir("/proc") {
+            for e in dir.flatten() {
+                let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                    continue;
+                };
+                if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+                    if let Some((ppid, _, _)) = parse_stat(&stat) {
+                        parent_of.insert(pid, ppid);
+                    }
+                }
+            }
+        }
+        let mut out = vec![self.pid];
+        let mut i = 0;
+        while i < out.len() {
+            let p = out[i];
+            out.extend(parent_of.iter().filter(|(_, &pp)| pp == p).map(|(&c, _)| c));
+            i += 1;
+        }
+        out
+    }
+}
+
+/// True when /proc has the pid and it is not a zombie.
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => s
+            .rsplit_once(')')
+            .map(|(_, rest)| !rest.trim_start().starts_with('Z'))
+            .unwrap_or(false),
+        Err(_) => false,
+    }
+}
+
+/// (ppid, utime, stime) from /proc/PID/stat. The command name may hold
+/// spaces and parentheses, so fields are counted after the last ')'.
+fn parse_stat(stat: &str) -> Option<(u32, u64, u64)> {
+    let (_, rest) = stat.rsplit_once(')')?;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // After ')': state(0) ppid(1) ... utime(11) stime(12).
+    Some((
+        f.get(1)?.parse().ok()?,
+        f.get(11)?.parse().ok()?,
+        f.get(12)?.parse().ok()?,
+    ))
+}
+
+fn status_kib(status: &str, key: &str) -> u64 {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn clk_tck() -> f64 {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 {
+        t as f64
+    } else {
+        100.0
+    }
+}
+
+/// Raises RLIMIT_NOFILE (soft and, when allowed, hard) to at least `want`;
+/// children inherit it. Returns the soft limit now in force.
+pub fn raise_nofile(want: u64) -> Result<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit into the struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("getrlimit(RLIMIT_NOFILE)");
+    }
+    if lim.rlim_cur >= want {
+        return Ok(lim.rlim_cur);
+    }
+    let raised = libc::rlimit {
+        rlim_cur: want,
+        rlim_max: lim.rlim_max.max(want),
+    };
+    // SAFETY: setrlimit reads one rlimit from a struct we own.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+        return Ok(want);
+    }
+    // Not allowed to raise the hard limit (not root): take what the hard limit allows.
+    let capped = libc::rlimit {
+        rlim_cur: lim.rlim_max,
+        rlim_max: lim.rlim_max,
+    };
+    // SAFETY: as above.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &capped) } == 0 {
+        return Ok(lim.rlim_max);
+    }
+    Ok(lim.rlim_cur)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_with_parens_in_comm() {
+        let s = "42 (a) b) S 7 42 42 0 -1 4194560 100 0 0 0 15 3 0 0 20 0 1 0 1 1 1";
+        assert_eq!(parse_stat(s), Some((7, 15, 3)));
+    }
+
+    #[test]
+    fn percentile_nearest_rank() {
+        let v: Vec<u32> = (1..=100).collect();
+        assert_eq!(super::super::load::percentile(&v, 0.5), 50.0);
+        assert_eq!(super::super::load::percentile(&v, 0.99), 99.0);
+        assert_eq!(super::super::load::percentile(&[], 0.5), 0.0);
+    }
+}

@@ -1,0 +1,260 @@
+//! Markdown summary of [`Results`]: rates and ratios to direct and to the
+//! peers, single-connection latency and what each proxy adds, CPU and memory,
+//! the micro-benchmarks, and the issue's targets side by side.
+
+use std::fmt::Write as _;
+
+use super::results::{Results, TopoResult};
+
+/// Measure keys.
+pub const KA_1K: &str = "keepalive_1k";
+/// Keep-alive, 64 KiB bodies.
+pub const KA_64K: &str = "keepalive_64k";
+/// New connection per request, 1 KiB.
+pub const NC_1K: &str = "newconn_1k";
+/// One keep-alive connection, 1 KiB (latency).
+pub const LAT_KA: &str = "latency_keepalive_1k";
+/// One new-connection loop, 1 KiB (latency).
+pub const LAT_NC: &str = "latency_newconn_1k";
+
+fn get<'a>(r: &'a Results, name: &str) -> Option<&'a TopoResult> {
+    r.topologies
+        .iter()
+        .find(|t| t.name == name && t.skipped.is_none())
+}
+
+fn rate(t: Option<&TopoResult>, m: &str) -> Option<f64> {
+    t?.measures
+        .get(m)
+        .map(|x| x.median.rate)
+        .filter(|v| *v > 0.0)
+}
+
+fn lat(t: Option<&TopoResult>, m: &str) -> Option<(f64, f64)> {
+    t?.measures
+        .get(m)
+        .filter(|x| x.median.requests > 0)
+        .map(|x| (x.median.p50_us, x.median.p99_us))
+}
+
+fn added_p50(t: Option<&TopoResult>, direct: Option<&TopoResult>) -> Option<f64> {
+    Some(lat(t, LAT_KA)?.0 - lat(direct, LAT_KA)?.0)
+}
+
+fn ratio(a: Option<f64>, b: Option<f64>) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}×", a / b),
+        _ => "–".into(),
+    }
+}
+
+fn num(v: Option<f64>, prec: usize) -> String {
+    v.map_or("–".into(), |v| format!("{v:.prec$}"))
+}
+
+/// The summary as markdown.
+pub fn markdown(r: &Results) -> String {
+    let mut s = String::new();
+    let m = &r.machine;
+    let st = &r.settings;
+    let _ = writeln!(
+        s,
+        "Machine: {} × {}, {} GiB, kernel {}, {}; {}; commit {}; load average {} at start, {} at end.",
+        m.cpus, m.cpu, m.mem_gib, m.kernel, m.os, m.rustc, m.commit, m.loadavg_start, m.loadavg_end
+    );
+    let _ = writeln!(
+        s,
+        "Settings: {}s measured after {}s warm-up, median of {} run(s); {} keep-alive connections; \
+         {} new-connection loops; iron-proxy built with profile `{}`; wall time {:.0}s.\n",
+        st.measure_secs,
+        st.warmup_secs,
+        st.repeats,
+        st.conns,
+        st.new_conns,
+        st.profile,
+        r.wall_secs
+    );
+    let direct = get(r, "direct");
+
+    s.push_str("### Throughput\n\n");
+    s.push_str("| topology | keep-alive 1 KiB req/s | ×direct | keep-alive 64 KiB req/s | ×direct | new TLS conn/s (1 KiB) | ×direct | proxy CPU µs/req 1 KiB | 64 KiB | per new conn | proxy cores used (1 KiB) | peak RSS MiB |\n");
+    s.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    for t in &r.topologies {
+        if let Some(why) = &t.skipped {
+            let _ = writeln!(
+                s,
+                "| {} | skipped: {} |||||||||||",
+                t.name,
+                why.replace('|', "/")
+            );
+            continue;
+        }
+        let cpu = |k: &str| {
+            t.measures
+                .get(k)
+                .and_then(|x| x.median.proxy_cpu_us_per_req)
+        };
+        let cores = t.measures.get(KA_1K).and_then(|x| x.median.proxy_cores);
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            t.name,
+            num(rate(Some(t), KA_1K), 0),
+            ratio(rate(Some(t), KA_1K), rate(direct, KA_1K)),
+            num(rate(Some(t), KA_64K), 0),
+            ratio(rate(Some(t), KA_64K), rate(direct, KA_64K)),
+            num(rate(Some(t), NC_1K), 0),
+            ratio(rate(Some(t), NC_1K), rate(direct, NC_1K)),
+            num(cpu(KA_1K), 1),
+            num(cpu(KA_64K), 1),
+            num(cpu(NC_1K), 1),
+            num(cores, 2),
+            num(t.peak_rss_kib.map(|k| k as f64 / 1024.0), 1),
+        );
+    }
+
+    s.push_str("\n### Latency at one connection (µs) and what the proxy adds over direct\n\n");
+    s.push_str("| topology | keep-alive p50 | p99 | added p50 | added p99 | new-conn p50 | p99 | added p50 | added p99 |\n");
+    s.push_str("|---|---|---|---|---|---|---|---|---|\n");
+    for t in r.topologies.iter().filter(|t| t.skipped.is_none()) {
+        let ka = lat(Some(t), LAT_KA);
+        let nc = lat(Some(t), LAT_NC);
+        let dka = lat(direct, LAT_KA);
+        let dnc = lat(direct, LAT_NC);
+        let add = |a: Option<(f64, f64)>, d: Option<(f64, f64)>, p99: bool| match (a, d) {
+            (Some(a), Some(d)) if t.name != "direct" => {
+                let v = if p99 { a.1 - d.1 } else { a.0 - d.0 };
+                format!("{v:+.0}")
+            }
+            _ => "–".into(),
+        };
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            t.name,
+            num(ka.map(|x| x.0), 0),
+            num(ka.map(|x| x.1), 0),
+            add(ka, dka, false),
+            add(ka, dka, true),
+            num(nc.map(|x| x.0), 0),
+            num(nc.map(|x| x.1), 0),
+            add(nc, dnc, false),
+            add(nc, dnc, true),
+        );
+    }
+
+    let peers: Vec<&TopoResult> = r
+        .topologies
+        .iter()
+        .filter(|t| {
+            t.skipped.is_none()
+                && ["squid-bump", "mitmproxy", "tinyproxy-tunnel"].contains(&t.name.as_str())
+        })
+        .collect();
+    if !peers.is_empty() {
+        s.push_str("\n### iron-proxy (CONNECT, MITM) relative to each peer (>1 means iron-proxy is faster)\n\n");
+        s.push_str("| peer | keep-alive 1 KiB | keep-alive 64 KiB | new TLS conn/s | keep-alive added p50 (iron / peer) |\n|---|---|---|---|---|\n");
+        let iron = get(r, "iron-connect");
+        for p in peers {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {} / {} µs |",
+                p.name,
+                ratio(rate(iron, KA_1K), rate(Some(p), KA_1K)),
+                ratio(rate(iron, KA_64K), rate(Some(p), KA_64K)),
+                ratio(rate(iron, NC_1K), rate(Some(p), NC_1K)),
+                num(added_p50(iron, direct), 0),
+                num(added_p50(Some(p), direct), 0),
+            );
+        }
+    }
+
+    s.push_str("\n### Memory with idle connections (each opened, one request, then held)\n\n");
+    s.push_str("| topology | connections open | failed | RSS before MiB | RSS with them MiB | KiB per connection |\n|---|---|---|---|---|---|\n");
+    for t in &r.topologies {
+        if let Some(i) = &t.idle {
+            let _ = writeln!(
+                s,
+                "| {} | {} / {} | {} | {:.1} | {:.1} | {:.1} |",
+                t.name,
+                i.open,
+                i.requested,
+                i.failed,
+                i.before.rss_kib as f64 / 1024.0,
+                i.after.rss_kib as f64 / 1024.0,
+                i.kib_per_conn
+            );
+        }
+    }
+
+    s.push_str("\n### Micro-benchmarks (in-process, iron-proxy library)\n\n");
+    if let Some(a) = &r.allowlist {
+        let _ = writeln!(
+            s,
+            "- allowlist, {} domains (70% exact, 30% `*.apex`): index built in {:.0} ms; decision {:.0} ns (exact hit), {:.0} ns (wildcard hit, 3 labels deep), {:.0} ns (miss).",
+            a.domains, a.build_ms, a.exact_hit_ns, a.wildcard_hit_ns, a.miss_ns
+        );
+    }
+    if let Some(l) = &r.leaf {
+        let _ = writeln!(
+            s,
+            "- leaf mint (`LeafMinter::mint`, ECDSA P-256 CA, shared leaf key): p50 {:.0} µs, p99 {:.0} µs, mean {:.0} µs over {} mints; cache hit (`LeafCache::get`) {:.0} ns.",
+            l.mint_p50_us, l.mint_p99_us, l.mint_mean_us, l.mints, l.cache_hit_ns
+        );
+    }
+
+    s.push_str("\n### Targets from the issue\n\n| target | measured | met |\n|---|---|---|\n");
+    let mut target = |name: &str,
+                      measured: Option<f64>,
+                      fmt: &dyn Fn(f64) -> String,
+                      ok: &dyn Fn(f64) -> bool| {
+        let (v, met) = match measured {
+            Some(v) => (fmt(v), if ok(v) { "yes" } else { "**no**" }),
+            None => ("–".into(), "–"),
+        };
+        let _ = writeln!(s, "| {name} | {v} | {met} |");
+    };
+    for (label, topo) in [("https_listen", "iron-https"), ("CONNECT", "iron-connect")] {
+        let t = get(r, topo);
+        let q = |a: Option<f64>, b: Option<f64>| Some(a? / b?);
+        target(
+            &format!("keep-alive MITM ≥ 0.5× direct ({label}, 1 KiB)"),
+            q(rate(t, KA_1K), rate(direct, KA_1K)),
+            &|v| format!("{v:.2}×"),
+            &|v| v >= 0.5,
+        );
+        target(
+            &format!("keep-alive MITM ≥ 0.5× direct ({label}, 64 KiB)"),
+            q(rate(t, KA_64K), rate(direct, KA_64K)),
+            &|v| format!("{v:.2}×"),
+            &|v| v >= 0.5,
+        );
+        target(
+            &format!("new TLS conn/s ≥ 0.9× direct ({label})"),
+            q(rate(t, NC_1K), rate(direct, NC_1K)),
+            &|v| format!("{v:.2}×"),
+            &|v| v >= 0.9,
+        );
+        target(
+            &format!("added p50 ≤ 60 µs, keep-alive ({label})"),
+            added_p50(t, direct),
+            &|v| format!("{v:.0} µs"),
+            &|v| v <= 60.0,
+        );
+    }
+    target(
+        "leaf mint ≤ 100 µs (p50)",
+        r.leaf.as_ref().map(|l| l.mint_p50_us),
+        &|v| format!("{v:.0} µs"),
+        &|v| v <= 100.0,
+    );
+    target(
+        "allowlist ≤ 1 µs at 100k (worst case of hit/miss)",
+        r.allowlist
+            .as_ref()
+            .map(|a| a.exact_hit_ns.max(a.wildcard_hit_ns).max(a.miss_ns)),
+        &|v| format!("{v:.0} ns"),
+        &|v| v <= 1000.0,
+    );
+    s
+}

@@ -1,0 +1,214 @@
+//! The shape of `target/bench/results.json`, the machine description, and
+//! medians over repeated runs.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+use serde::Serialize;
+
+use super::load::RunResult;
+use super::micro::{AllowlistResult, LeafResult};
+use super::procstat::Mem;
+
+/// Everything one `cargo xtask bench` run measured.
+#[derive(Debug, Serialize)]
+pub struct Results {
+    /// Unix time at the start.
+    pub started_unix: u64,
+    /// The command line.
+    pub command: String,
+    /// Quick (smoke) mode.
+    pub quick: bool,
+    /// The machine.
+    pub machine: Machine,
+    /// Run settings.
+    pub settings: Settings,
+    /// Library micro-benchmarks.
+    pub allowlist: Option<AllowlistResult>,
+    /// Leaf minting.
+    pub leaf: Option<LeafResult>,
+    /// One entry per topology, in order.
+    pub topologies: Vec<TopoResult>,
+    /// perf reports written, if profiling was asked for.
+    pub perf_reports: Vec<String>,
+    /// Total wall time in seconds.
+    pub wall_secs: f64,
+}
+
+/// Settings in force.
+#[derive(Debug, Serialize, Clone)]
+pub struct Settings {
+    /// Measured seconds per run.
+    pub measure_secs: f64,
+    /// Warm-up seconds per run.
+    pub warmup_secs: f64,
+    /// Runs per measure (median reported).
+    pub repeats: usize,
+    /// Keep-alive connections.
+    pub conns: usize,
+    /// New-connection loops.
+    pub new_conns: usize,
+    /// Idle connections for iron-proxy.
+    pub idle: usize,
+    /// Idle connections for peers.
+    pub idle_peers: usize,
+    /// Upstream worker threads (in the harness process).
+    pub upstream_threads: usize,
+    /// Load-client worker threads (in the harness process).
+    pub client_threads: usize,
+    /// Cargo profile of iron-proxy.
+    pub profile: String,
+}
+
+/// One topology's results.
+#[derive(Debug, Serialize, Default)]
+pub struct TopoResult {
+    /// Topology name.
+    pub name: String,
+    /// The proxy's version line.
+    pub version: String,
+    /// Why it was not run, if it was not.
+    pub skipped: Option<String>,
+    /// Measures by name (`keepalive_1k`, ...).
+    pub measures: BTreeMap<String, Measure>,
+    /// Peak RSS (VmHWM) after the load runs, KiB.
+    pub peak_rss_kib: Option<u64>,
+    /// Idle-connection memory.
+    pub idle: Option<IdleResult>,
+}
+
+/// One measure: the median and every run.
+#[derive(Debug, Serialize)]
+pub struct Measure {
+    /// Field-wise median over the runs.
+    pub median: RunResult,
+    /// Each run.
+    pub runs: Vec<RunResult>,
+}
+
+/// Memory with many idle connections.
+#[derive(Debug, Serialize, Default)]
+pub struct IdleResult {
+    /// Connections asked for.
+    pub requested: usize,
+    /// Connections opened (one request each) and still open at measurement.
+    pub open: usize,
+    /// Connections that failed to open.
+    pub failed: u64,
+    /// The first failure.
+    pub first_error: Option<String>,
+    /// Proxy memory before opening them.
+    pub before: Mem,
+    /// Proxy memory with them open.
+    pub after: Mem,
+    /// (after.rss - before.rss) / open, KiB.
+    pub kib_per_conn: f64,
+}
+
+/// The machine the numbers come from.
+#[derive(Debug, Serialize)]
+pub struct Machine {
+    /// CPU model.
+    pub cpu: String,
+    /// Logical CPUs.
+    pub cpus: usize,
+    /// Memory in GiB.
+    pub mem_gib: f64,
+    /// Kernel release.
+    pub kernel: String,
+    /// OS name.
+    pub os: String,
+    /// rustc version.
+    pub rustc: String,
+    /// Git commit of the tree.
+    pub commit: String,
+    /// /proc/loadavg when the bench started (other work on the machine skews numbers).
+    pub loadavg_start: String,
+    /// /proc/loadavg at the end.
+    pub loadavg_end: String,
+}
+
+impl Machine {
+    /// Reads /proc and asks rustc and git.
+    pub fn detect(root: &std::path::Path) -> Self {
+        let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+        let cpuinfo = read("/proc/cpuinfo");
+        let cpu = cpuinfo
+            .lines()
+            .find_map(|l| l.strip_prefix("model name"))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_string())
+            .unwrap_or_default();
+        let mem_kib: f64 = read("/proc/meminfo")
+            .lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        let os = read("/etc/os-release")
+            .lines()
+            .find_map(|l| l.strip_prefix("PRETTY_NAME="))
+            .map(|v| v.trim_matches('"').to_string())
+            .unwrap_or_default();
+        let out = |cmd: &mut Command| {
+            cmd.output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+                .unwrap_or_default()
+        };
+        Machine {
+            cpu,
+            cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
+            mem_gib: (mem_kib / 1024.0 / 1024.0 * 10.0).round() / 10.0,
+            kernel: read("/proc/sys/kernel/osrelease").trim().to_string(),
+            os,
+            rustc: out(Command::new("rustc").arg("--version")),
+            commit: out(Command::new("git").arg("-C").arg(root).args([
+                "rev-parse",
+                "--short",
+                "HEAD",
+            ])),
+            loadavg_start: String::new(),
+            loadavg_end: loadavg(),
+        }
+    }
+}
+
+/// Field-wise median of runs (errors summed).
+pub fn median(runs: &[RunResult]) -> RunResult {
+    let med = |f: &dyn Fn(&RunResult) -> f64| -> f64 {
+        let mut v: Vec<f64> = runs.iter().map(f).collect();
+        v.sort_by(f64::total_cmp);
+        if v.is_empty() {
+            0.0
+        } else {
+            v[v.len() / 2]
+        }
+    };
+    let med_opt = |f: &dyn Fn(&RunResult) -> Option<f64>| -> Option<f64> {
+        let mut v: Vec<f64> = runs.iter().filter_map(f).collect();
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied()
+    };
+    RunResult {
+        requests: med(&|r| r.requests as f64) as u64,
+        errors: runs.iter().map(|r| r.errors).sum(),
+        first_error: runs.iter().find_map(|r| r.first_error.clone()),
+        rate: med(&|r| r.rate),
+        p50_us: med(&|r| r.p50_us),
+        p90_us: med(&|r| r.p90_us),
+        p99_us: med(&|r| r.p99_us),
+        mean_us: med(&|r| r.mean_us),
+        proxy_cpu_us_per_req: med_opt(&|r| r.proxy_cpu_us_per_req),
+        proxy_cores: med_opt(&|r| r.proxy_cores),
+    }
+}
+
+/// The first three fields of /proc/loadavg.
+pub fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}

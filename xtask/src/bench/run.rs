@@ -1,0 +1,342 @@
+//! One bench run: set up certificates, the upstream and the client, run the
+//! micro-benchmarks, measure every topology, optionally profile, and write
+//! the results.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use super::certs::Certs;
+use super::load::{Client, Mode, RunResult, Spec};
+use super::report::{self, KA_1K, KA_64K, LAT_KA, LAT_NC, NC_1K};
+use super::results::{median, IdleResult, Machine, Measure, Results, Settings, TopoResult};
+use super::topo::{self, Env, Kind};
+use super::upstream::Upstream;
+use super::{micro, procstat, BenchArgs};
+
+/// Threads for the upstream and for the client, each (the machine has 2 cores).
+const THREADS: usize = 2;
+
+/// Runs the bench and writes results under `out`.
+pub fn run(
+    root: &Path,
+    out: &Path,
+    proxy_bin: &Path,
+    profile: &str,
+    args: &BenchArgs,
+) -> Result<()> {
+    let t0 = Instant::now();
+    let load_start = super::results::loadavg();
+    let quick = args.quick;
+    let settings = Settings {
+        measure_secs: args.duration.unwrap_or(if quick { 0.5 } else { 2.0 }),
+        warmup_secs: if quick { 0.2 } else { 0.5 },
+        repeats: args.repeats.unwrap_or(if quick { 1 } else { 3 }).max(1),
+        conns: args.conns.max(1),
+        new_conns: args.new_conns.max(1),
+        idle: args.idle.unwrap_or(if quick { 200 } else { 10_000 }),
+        idle_peers: args.idle_peers.unwrap_or(2000),
+        upstream_threads: THREADS,
+        client_threads: THREADS,
+        profile: profile.to_string(),
+    };
+    let work = out.join("work");
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
+    // The client holds every idle connection, and tunnels hold an upstream one too.
+    let want = (settings.idle.max(settings.idle_peers) as u64) * 3 + 4096;
+    let nofile = procstat::raise_nofile(want)?;
+    if nofile < want {
+        eprintln!("bench: RLIMIT_NOFILE is {nofile} (< {want}); idle-connection counts may fail");
+    }
+
+    let listener = Upstream::bind()?;
+    let certs = Certs::create(&work.join("certs"), listener.local_addr()?.ip())?;
+    let upstream = Upstream::start(listener, certs.upstream_server_config()?, THREADS)?;
+    let client_tls = certs.client_config()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(THREADS)
+        .thread_name("bench-client")
+        .enable_all()
+        .build()?;
+    let env = Env {
+        work: &work,
+        certs: &certs,
+        upstream: upstream.addr,
+        dns: upstream.dns,
+        proxy_bin,
+        venv: out.join("venv"),
+        proxy_log: args.proxy_log,
+    };
+    eprintln!(
+        "bench: upstream on {}; results in {}",
+        upstream.addr,
+        out.display()
+    );
+
+    let budget = Duration::from_secs_f64(if quick { 0.3 } else { 2.0 });
+    let allowlist = micro::allowlist(100_000, budget)?;
+    eprintln!(
+        "bench: allowlist 100k: {:.0} / {:.0} / {:.0} ns (exact / wildcard / miss)",
+        allowlist.exact_hit_ns, allowlist.wildcard_hit_ns, allowlist.miss_ns
+    );
+    let leaf = micro::leaf(&certs.mitm_ca_cert, &certs.mitm_ca_key, budget)?;
+    eprintln!("bench: leaf mint p50 {:.0} µs", leaf.mint_p50_us);
+
+    let kinds: Vec<Kind> = Kind::ALL
+        .into_iter()
+        .filter(|k| !(quick || args.no_peers) || !k.is_peer())
+        .filter(|k| args.only.is_empty() || args.only.iter().any(|o| o == k.name()))
+        .collect();
+    let mut failures = Vec::new();
+    let mut topologies = Vec::new();
+    for kind in kinds {
+        let mut tr = TopoResult {
+            name: kind.name().into(),
+            ..Default::default()
+        };
+        if let Err(e) = measure(kind, &env, &rt, &client_tls, &settings, &mut tr) {
+            let why = format!("{e:#}");
+            eprintln!("bench: {}: {why}", kind.name());
+            if !kind.is_peer() {
+                failures.push(format!("{}: {why}", kind.name()));
+            }
+            tr.skipped = Some(why);
+        }
+        topologies.push(tr);
+    }
+
+    let mut perf_reports = Vec::new();
+    if let Some(secs) = args.perf {
+        match perf_profile(&env, &rt, &client_tls, &settings, secs, out) {
+            Ok(files) => perf_reports = files,
+            Err(e) => eprintln!("bench: perf profile skipped: {e:#}"),
+        }
+    }
+
+    let results = Results {
+        started_unix: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+            .saturating_sub(t0.elapsed().as_secs()),
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        quick,
+        machine: Machine {
+            loadavg_start: load_start,
+            ..Machine::detect(root)
+        },
+        settings,
+        allowlist: Some(allowlist),
+        leaf: Some(leaf),
+        topologies,
+        perf_reports,
+        wall_secs: t0.elapsed().as_secs_f64(),
+    };
+    let json = serde_json::to_string_pretty(&results)?;
+    std::fs::write(out.join("results.json"), &json)?;
+    std::fs::write(
+        out.join(format!("results-{}.json", results.started_unix)),
+        &json,
+    )?;
+    let md = report::markdown(&results);
+    std::fs::write(out.join("summary.md"), &md)?;
+    println!("{md}");
+    println!("wrote {}", out.join("results.json").display());
+    drop(rt);
+    drop(upstream);
+    if !failures.is_empty() {
+        bail!("bench harness failures:\n  {}", failures.join("\n  "));
+    }
+    Ok(())
+}
+
+fn specs(s: &Settings) -> Vec<(&'static str, Spec)> {
+    let spec = |mode, conns, path| Spec {
+        mode,
+        conns,
+        path,
+        warmup: Duration::from_secs_f64(s.warmup_secs),
+        measure: Duration::from_secs_f64(s.measure_secs),
+    };
+    vec![
+        (KA_1K, spec(Mode::KeepAlive, s.conns, "/1k")),
+        (KA_64K, spec(Mode::KeepAlive, s.conns, "/64k")),
+        (NC_1K, spec(Mode::NewConn, s.new_conns, "/1k")),
+        (LAT_KA, spec(Mode::KeepAlive, 1, "/1k")),
+        (LAT_NC, spec(Mode::NewConn, 1, "/1k")),
+    ]
+}
+
+fn measure(
+    kind: Kind,
+    env: &Env<'_>,
+    rt: &tokio::runtime::Runtime,
+    tls: &Arc<rustls::ClientConfig>,
+    s: &Settings,
+    tr: &mut TopoResult,
+) -> Result<()> {
+    let running = topo::start(kind, env)?;
+    tr.version = running.version.clone();
+    let client = Client::new(running.route.clone(), tls.clone())?;
+    rt.block_on(async {
+        let mut c = client.open().await?;
+        client.get(&mut c, "/1k").await
+    })
+    .context("first request (rerun with --proxy-log to keep the proxy's log)")?;
+    for (key, spec) in specs(s) {
+        let mut runs: Vec<RunResult> = Vec::new();
+        for i in 0..s.repeats {
+            let r = rt.block_on(client.run(&spec, running.watch.as_ref()))?;
+            eprintln!(
+                "bench: {:<16} {:<22} run {}/{}: {:>8.0}/s  p50 {:>6.0}µs  p99 {:>6.0}µs  cpu/req {}  errors {}",
+                kind.name(),
+                key,
+                i + 1,
+                s.repeats,
+                r.rate,
+                r.p50_us,
+                r.p99_us,
+                r.proxy_cpu_us_per_req.map_or("-".into(), |v| format!("{v:.1}µs")),
+                r.errors
+            );
+            if r.requests == 0 {
+                bail!(
+                    "{key}: no request completed ({})",
+                    r.first_error.as_deref().unwrap_or("no error recorded")
+                );
+            }
+            runs.push(r);
+        }
+        tr.measures.insert(
+            key.to_string(),
+            Measure {
+                median: median(&runs),
+                runs,
+            },
+        );
+    }
+    tr.peak_rss_kib = running.watch.map(|w| w.mem().hwm_kib);
+    drop(running);
+
+    let n = if kind.is_peer() { s.idle_peers } else { s.idle };
+    if n > 0 && kind != Kind::Direct {
+        tr.idle = Some(idle(kind, env, rt, tls, n)?);
+    }
+    Ok(())
+}
+
+/// Opens `n` connections through a fresh proxy, one request each, and
+/// measures the proxy's memory with them held open.
+fn idle(
+    kind: Kind,
+    env: &Env<'_>,
+    rt: &tokio::runtime::Runtime,
+    tls: &Arc<rustls::ClientConfig>,
+    n: usize,
+) -> Result<IdleResult> {
+    let running = topo::start(kind, env)?;
+    let Some(w) = running.watch else {
+        bail!("no process to measure");
+    };
+    let client = Client::new(running.route.clone(), tls.clone())?;
+    std::thread::sleep(Duration::from_millis(200));
+    let before = w.mem();
+    let t = Instant::now();
+    let (senders, failed, first_error) = rt.block_on(client.open_idle(n, 64, "/1k"));
+    rt.block_on(async { tokio::time::sleep(Duration::from_secs(1)).await });
+    let after = w.mem();
+    let open = senders.iter().filter(|s| !s.is_closed()).count();
+    eprintln!(
+        "bench: {:<16} idle: {open}/{n} open in {:.1}s, RSS {} → {} KiB, {failed} failed",
+        kind.name(),
+        t.elapsed().as_secs_f64(),
+        before.rss_kib,
+        after.rss_kib
+    );
+    drop(senders);
+    let kib_per_conn = if open > 0 {
+        after.rss_kib.saturating_sub(before.rss_kib) as f64 / open as f64
+    } else {
+        0.0
+    };
+    Ok(IdleResult {
+        requested: n,
+        open,
+        failed,
+        first_error,
+        before,
+        after,
+        kib_per_conn,
+    })
+}
+
+/// `perf record -g` on iron-proxy (https_listen) under keep-alive load, 1 KiB
+/// then 64 KiB; writes flat reports by symbol and by shared object.
+fn perf_profile(
+    env: &Env<'_>,
+    rt: &tokio::runtime::Runtime,
+    tls: &Arc<rustls::ClientConfig>,
+    s: &Settings,
+    secs: u64,
+    out: &Path,
+) -> Result<Vec<String>> {
+    let running = topo::start(Kind::IronHttps, env)?;
+    let Some(w) = running.watch else {
+        bail!("no proxy process");
+    };
+    let client = Client::new(running.route.clone(), tls.clone())?;
+    let mut files = Vec::new();
+    for path in ["/1k", "/64k"] {
+        let tag = path.trim_start_matches('/');
+        let data = out.join(format!("perf-iron-https-{tag}.data"));
+        let mut perf = Command::new("perf")
+            .args(["record", "-F", "999", "-g", "-p"])
+            .arg(w.pid.to_string())
+            .arg("-o")
+            .arg(&data)
+            .args(["--", "sleep"])
+            .arg(secs.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting perf (apt-get install linux-perf)")?;
+        let spec = Spec {
+            mode: Mode::KeepAlive,
+            conns: s.conns,
+            path,
+            warmup: Duration::from_millis(300),
+            measure: Duration::from_secs(secs),
+        };
+        let r = rt.block_on(client.run(&spec, Some(&w)))?;
+        let status = perf.wait()?;
+        if !status.success() {
+            bail!("perf record failed: {status}");
+        }
+        eprintln!("bench: perf {path}: {:.0} req/s under perf", r.rate);
+        for (sort, suffix) in [("symbol", "symbols"), ("dso", "dso")] {
+            let txt = out.join(format!("perf-iron-https-{tag}-{suffix}.txt"));
+            let report = Command::new("perf")
+                .arg("report")
+                .arg("-i")
+                .arg(&data)
+                .args([
+                    "--stdio",
+                    "--no-children",
+                    "-g",
+                    "none",
+                    "--percent-limit",
+                    "0.3",
+                    "--sort",
+                ])
+                .arg(sort)
+                .output()
+                .context("running perf report")?;
+            std::fs::write(&txt, &report.stdout)?;
+            files.push(txt.display().to_string());
+        }
+    }
+    Ok(files)
+}

@@ -1,0 +1,266 @@
+//! Topologies: how the load client reaches the upstream. Direct, iron-proxy
+//! (MITM through `https_listen`, MITM through a CONNECT tunnel) and the peers
+//! (see [`super::peers`]). Each proxy is a fresh process, stopped by PID when
+//! its [`Running`] is dropped.
+
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use super::certs::{Certs, UPSTREAM_NAME};
+use super::load::Route;
+use super::procstat::{alive, Watch};
+
+/// One way of reaching the upstream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Client straight to the upstream.
+    Direct,
+    /// iron-proxy MITM, the client connecting to `https_listen` (as DNS interception does).
+    IronHttps,
+    /// iron-proxy MITM inside an HTTP CONNECT tunnel on `tunnel_listen`.
+    IronConnect,
+    /// squid-openssl with ssl-bump (CONNECT).
+    Squid,
+    /// mitmproxy (mitmdump, regular mode, CONNECT).
+    Mitmproxy,
+    /// tinyproxy: a CONNECT tunnel without MITM (TLS is end to end).
+    Tinyproxy,
+}
+
+impl Kind {
+    /// Every topology, in report order.
+    pub const ALL: [Kind; 6] = [
+        Kind::Direct,
+        Kind::IronHttps,
+        Kind::IronConnect,
+        Kind::Squid,
+        Kind::Mitmproxy,
+        Kind::Tinyproxy,
+    ];
+
+    /// The name used in results.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Direct => "direct",
+            Kind::IronHttps => "iron-https",
+            Kind::IronConnect => "iron-connect",
+            Kind::Squid => "squid-bump",
+            Kind::Mitmproxy => "mitmproxy",
+            Kind::Tinyproxy => "tinyproxy-tunnel",
+        }
+    }
+
+    /// True for the third-party proxies.
+    pub fn is_peer(self) -> bool {
+        matches!(self, Kind::Squid | Kind::Mitmproxy | Kind::Tinyproxy)
+    }
+}
+
+/// What starting a topology needs.
+pub struct Env<'a> {
+    /// Scratch directory for configs and logs.
+    pub work: &'a Path,
+    /// Certificates.
+    pub certs: &'a Certs,
+    /// The upstream's address (port 443).
+    pub upstream: SocketAddr,
+    /// The bench DNS responder (answers every A query with the upstream's IP).
+    pub dns: SocketAddr,
+    /// The iron-proxy binary.
+    pub proxy_bin: &'a Path,
+    /// Python virtualenv for mitmproxy.
+    pub venv: PathBuf,
+    /// Keep iron-proxy's stderr (operational log and audit records) in
+    /// `<work>/<topology>/stderr.log` instead of /dev/null.
+    pub proxy_log: bool,
+}
+
+/// A started topology.
+pub struct Running {
+    /// How the client reaches the upstream through it.
+    pub route: Route,
+    /// The proxy process, if there is one.
+    pub watch: Option<Watch>,
+    /// The proxy's version string, for the report.
+    pub version: String,
+    /// Kept to stop the process when dropped.
+    pub _child: Option<ChildGuard>,
+}
+
+/// Stops a child we started, by its PID: SIGTERM, then SIGKILL after 3s.
+pub struct ChildGuard {
+    child: Child,
+}
+
+impl ChildGuard {
+    /// Guards `child`.
+    pub fn new(child: Child) -> Self {
+        ChildGuard { child }
+    }
+
+    /// The child's PID.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            // SAFETY: kill() on a PID we spawned and have not yet reaped.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `kind`.
+pub fn start(kind: Kind, env: &Env<'_>) -> Result<Running> {
+    match kind {
+        Kind::Direct => Ok(Running {
+            route: Route {
+                addr: env.upstream,
+                connect: None,
+                host: UPSTREAM_NAME.into(),
+            },
+            watch: None,
+            version: String::new(),
+            _child: None,
+        }),
+        Kind::IronHttps | Kind::IronConnect => start_iron(kind, env),
+        Kind::Squid => super::peers::start_squid(env),
+        Kind::Mitmproxy => super::peers::start_mitmproxy(env),
+        Kind::Tinyproxy => super::peers::start_tinyproxy(env),
+    }
+}
+
+fn start_iron(kind: Kind, env: &Env<'_>) -> Result<Running> {
+    let dir = env.work.join(kind.name());
+    std::fs::create_dir_all(&dir)?;
+    let https = free_port(false)?;
+    let tunnel = free_port(false)?;
+    let http = free_port(false)?;
+    let dns = free_port(true)?;
+    let metrics = free_port(false)?;
+    // The proxy resolves the upstream's name through the bench DNS responder, so
+    // no system file is touched.
+    let config = format!(
+        r#"dns:
+  listen: "127.0.0.1:{dns}"
+  proxy_ip: "127.0.0.1"
+  upstream_resolver: "{resolver}"
+proxy:
+  http_listen: "127.0.0.1:{http}"
+  https_listen: "127.0.0.1:{https}"
+  tunnel_listen: "127.0.0.1:{tunnel}"
+  upstream_deny_cidrs: []
+tls:
+  mode: mitm
+  ca_cert: "{ca_cert}"
+  ca_key: "{ca_key}"
+transforms:
+  - name: allowlist
+    config:
+      domains: ["{UPSTREAM_NAME}"]
+metrics:
+  listen: "127.0.0.1:{metrics}"
+log:
+  level: warn
+"#,
+        resolver = env.dns,
+        ca_cert = env.certs.mitm_ca_cert.display(),
+        ca_key = env.certs.mitm_ca_key.display(),
+    );
+    let cfg_path = dir.join("proxy.yaml");
+    std::fs::write(&cfg_path, config)?;
+    // The audit log (one JSON line per request) goes to stderr: /dev/null
+    // unless asked, or a full run would write gigabytes.
+    let log = dir.join("stderr.log");
+    let stderr = if env.proxy_log {
+        Stdio::from(std::fs::File::create(&log)?)
+    } else {
+        Stdio::null()
+    };
+    let child = Command::new(env.proxy_bin)
+        .arg("--config")
+        .arg(&cfg_path)
+        .env("SSL_CERT_FILE", &env.certs.upstream_ca)
+        .env_remove("SSL_CERT_DIR")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .with_context(|| format!("starting {}", env.proxy_bin.display()))?;
+    let guard = ChildGuard::new(child);
+    let listen = SocketAddr::from((Ipv4Addr::LOCALHOST, https));
+    let tunnel_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, tunnel));
+    wait_listening(guard.pid(), &[listen, tunnel_addr], &log)?;
+    let route = match kind {
+        Kind::IronHttps => Route {
+            addr: listen,
+            connect: None,
+            host: UPSTREAM_NAME.into(),
+        },
+        _ => Route {
+            addr: tunnel_addr,
+            connect: Some(format!("{UPSTREAM_NAME}:443")),
+            host: UPSTREAM_NAME.into(),
+        },
+    };
+    Ok(Running {
+        route,
+        watch: Some(Watch { pid: guard.pid() }),
+        version: format!("iron-proxy {}", iron_proxy::VERSION),
+        _child: Some(guard),
+    })
+}
+
+/// A free loopback port (free for UDP too when `udp`).
+pub fn free_port(udp: bool) -> Result<u16> {
+    for _ in 0..100 {
+        let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+        let port = l.local_addr()?.port();
+        if !udp || UdpSocket::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    bail!("no free loopback port")
+}
+
+/// Waits until every address accepts TCP, failing early if `pid` exits.
+pub fn wait_listening(pid: u32, addrs: &[SocketAddr], log: &Path) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for addr in addrs {
+        loop {
+            if std::net::TcpStream::connect_timeout(addr, Duration::from_millis(200)).is_ok() {
+                break;
+            }
+            if !alive(pid) {
+                let tail = std::fs::read_to_string(log)
+                    .unwrap_or_else(|_| "(no log kept: rerun with --proxy-log)".into());
+                let tail: String = tail.lines().rev().take(15).collect::<Vec<_>>().join("\n");
+                bail!("process {pid} exited before listening on {addr}; log tail (newest first):\n{tail}");
+            }
+            if Instant::now() > deadline {
+                bail!("process {pid} did not listen on {addr} within 30s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    Ok(())
+}
