@@ -241,33 +241,15 @@ impl Pipeline {
             cx.annotations = Map::new();
             let started = Instant::now();
             let result = t.on_request(req, cx).await;
-            if let Some(m) = &self.metrics {
-                m.observe_transform(t.name(), started.elapsed());
-            }
-            let (action, outcome) = match result {
-                Ok(Verdict::Continue) => ("continue", None),
-                Ok(Verdict::Reject(r)) => (
-                    "reject",
-                    Some(PhaseOutcome::Reject(t.name().to_string(), r)),
-                ),
-                Ok(Verdict::Stub(rsp)) => {
-                    ("stub", Some(PhaseOutcome::Stub(t.name().to_string(), rsp)))
-                }
-                Err(e) => ("error", Some(PhaseOutcome::Fail(t.name().to_string(), e))),
-            };
-            trace.push(TransformTrace {
-                name: t.name().to_string(),
-                action,
-                annotations: std::mem::take(&mut cx.annotations),
-            });
-            if let Some(o) = outcome {
+            if let Some(o) = self.settle(t.as_ref(), started, result, cx, trace, true) {
                 return o;
             }
         }
         PhaseOutcome::Continue
     }
 
-    /// Runs the response phase, appending to `trace`.
+    /// Runs the response phase, appending to `trace` only the transforms that
+    /// did something in it.
     pub async fn on_response(
         &self,
         rsp: &mut Response<Body>,
@@ -278,31 +260,42 @@ impl Pipeline {
             cx.annotations = Map::new();
             let started = Instant::now();
             let result = t.on_response(rsp, cx).await;
-            if let Some(m) = &self.metrics {
-                m.observe_transform(t.name(), started.elapsed());
-            }
-            let (action, outcome) = match result {
-                Ok(Verdict::Continue) => ("continue", None),
-                Ok(Verdict::Reject(r)) => (
-                    "reject",
-                    Some(PhaseOutcome::Reject(t.name().to_string(), r)),
-                ),
-                Ok(Verdict::Stub(s)) => ("stub", Some(PhaseOutcome::Stub(t.name().to_string(), s))),
-                Err(e) => ("error", Some(PhaseOutcome::Fail(t.name().to_string(), e))),
-            };
-            // Only transforms that did something in the response phase appear there.
-            if action != "continue" || !cx.annotations.is_empty() {
-                trace.push(TransformTrace {
-                    name: t.name().to_string(),
-                    action,
-                    annotations: std::mem::take(&mut cx.annotations),
-                });
-            }
-            if let Some(o) = outcome {
+            if let Some(o) = self.settle(t.as_ref(), started, result, cx, trace, false) {
                 return o;
             }
         }
         PhaseOutcome::Continue
+    }
+
+    /// Records one transform's outcome (metrics, trace entry) and says whether
+    /// the phase stops here.
+    fn settle(
+        &self,
+        t: &dyn Transform,
+        started: Instant,
+        result: Result<Verdict, TransformError>,
+        cx: &mut Flow,
+        trace: &mut Vec<TransformTrace>,
+        always_trace: bool,
+    ) -> Option<PhaseOutcome> {
+        if let Some(m) = &self.metrics {
+            m.observe_transform(t.name(), started.elapsed());
+        }
+        let name = || t.name().to_string();
+        let (action, outcome) = match result {
+            Ok(Verdict::Continue) => ("continue", None),
+            Ok(Verdict::Reject(r)) => ("reject", Some(PhaseOutcome::Reject(name(), r))),
+            Ok(Verdict::Stub(rsp)) => ("stub", Some(PhaseOutcome::Stub(name(), rsp))),
+            Err(e) => ("error", Some(PhaseOutcome::Fail(name(), e))),
+        };
+        if always_trace || action != "continue" || !cx.annotations.is_empty() {
+            trace.push(TransformTrace {
+                name: name(),
+                action,
+                annotations: std::mem::take(&mut cx.annotations),
+            });
+        }
+        outcome
     }
 }
 
