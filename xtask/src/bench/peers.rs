@@ -89,9 +89,12 @@ pub fn start_squid(env: &Env<'_>) -> Result<Running> {
         format!("{} {UPSTREAM_NAME}\n", env.upstream.ip()),
     )?;
     let db = dir.join("ssl_db");
+    // certgen -c refuses an existing database (a restart for the idle measure).
+    let _ = std::fs::remove_dir_all(&db);
     let ok = Command::new(CERTGEN)
-        .args(["-c", "-M", "16MB", "-s"])
+        .args(["-c", "-s"])
         .arg(&db)
+        .args(["-M", "16MB"])
         .stdout(Stdio::null())
         .status()?
         .success();

@@ -47,9 +47,10 @@ pub fn run(
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
     // The client holds every idle connection, and tunnels hold an upstream one too.
-    let want = (settings.idle.max(settings.idle_peers) as u64) * 3 + 4096;
-    let nofile = procstat::raise_nofile(want)?;
-    if nofile < want {
+    let idle_max = settings.idle.max(settings.idle_peers) as u64;
+    let nofile = procstat::raise_nofile(idle_max * 3 + 4096)?;
+    if nofile < idle_max * 2 + 1024 {
+        let want = idle_max * 2 + 1024;
         eprintln!("bench: RLIMIT_NOFILE is {nofile} (< {want}); idle-connection counts may fail");
     }
 
