@@ -62,8 +62,10 @@ pub struct BenchArgs {
     /// Use this iron-proxy binary instead of building one.
     #[arg(long, value_name = "PATH")]
     pub proxy_bin: Option<PathBuf>,
-    /// Also profile iron-proxy (https_listen, keep-alive 1 KiB and 64 KiB) with
-    /// `perf record -g` for this many seconds each; reports go next to the results.
+    /// Also profile iron-proxy (https_listen; keep-alive 1 KiB and 64 KiB, new
+    /// connections) with
+    /// `perf record --call-graph dwarf` for this many seconds each; reports go
+    /// next to the results.
     #[arg(long, value_name = "SECS")]
     pub perf: Option<u64>,
     /// Keep iron-proxy's stderr (log and audit lines) under <out>/work instead

@@ -110,15 +110,7 @@ pub fn run(
         topologies.push(tr);
     }
 
-    let mut perf_reports = Vec::new();
-    if let Some(secs) = args.perf {
-        match perf_profile(&env, &rt, &client_tls, &settings, secs, out) {
-            Ok(files) => perf_reports = files,
-            Err(e) => eprintln!("bench: perf profile skipped: {e:#}"),
-        }
-    }
-
-    let results = Results {
+    let mut results = Results {
         started_unix: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs())
@@ -133,18 +125,21 @@ pub fn run(
         allowlist: Some(allowlist),
         leaf: Some(leaf),
         topologies,
-        perf_reports,
+        perf_reports: Vec::new(),
         wall_secs: t0.elapsed().as_secs_f64(),
     };
-    let json = serde_json::to_string_pretty(&results)?;
-    std::fs::write(out.join("results.json"), &json)?;
-    std::fs::write(
-        out.join(format!("results-{}.json", results.started_unix)),
-        &json,
-    )?;
-    let md = report::markdown(&results);
-    std::fs::write(out.join("summary.md"), &md)?;
-    println!("{md}");
+    // Written before profiling, so that a failing perf loses nothing.
+    write_results(out, &results)?;
+    if let Some(secs) = args.perf {
+        match perf_profile(&env, &rt, &client_tls, &results.settings, secs, out) {
+            Ok(files) => {
+                results.perf_reports = files;
+                write_results(out, &results)?;
+            }
+            Err(e) => eprintln!("bench: perf profile skipped: {e:#}"),
+        }
+    }
+    println!("{}", report::markdown(&results));
     println!("wrote {}", out.join("results.json").display());
     drop(rt);
     drop(upstream);
@@ -152,6 +147,16 @@ pub fn run(
         bail!("bench harness failures:\n  {}", failures.join("\n  "));
     }
     Ok(())
+}
+
+fn write_results(out: &Path, results: &Results) -> Result<()> {
+    let json = serde_json::to_string_pretty(results)?;
+    let write = |name: String, data: &str| {
+        std::fs::write(out.join(&name), data).with_context(|| format!("writing {name}"))
+    };
+    write("results.json".into(), &json)?;
+    write(format!("results-{}.json", results.started_unix), &json)?;
+    write("summary.md".into(), &report::markdown(results))
 }
 
 fn specs(s: &Settings) -> Vec<(&'static str, Spec)> {
@@ -274,8 +279,9 @@ fn idle(
     })
 }
 
-/// `perf record -g` on iron-proxy (https_listen) under keep-alive load, 1 KiB
-/// then 64 KiB; writes flat reports by symbol and by shared object.
+/// `perf record` (DWARF call graphs) on iron-proxy (https_listen) under
+/// keep-alive load (1 KiB, 64 KiB) and new-connection load; writes reports
+/// by symbol (self and inclusive time) and by shared object.
 fn perf_profile(
     env: &Env<'_>,
     rt: &tokio::runtime::Runtime,
@@ -290,23 +296,30 @@ fn perf_profile(
     };
     let client = Client::new(running.route.clone(), tls.clone())?;
     let mut files = Vec::new();
-    for path in ["/1k", "/64k"] {
-        let tag = path.trim_start_matches('/');
+    let runs = [
+        ("keepalive-1k", Mode::KeepAlive, s.conns, "/1k"),
+        ("keepalive-64k", Mode::KeepAlive, s.conns, "/64k"),
+        ("newconn-1k", Mode::NewConn, s.new_conns, "/1k"),
+    ];
+    for (tag, mode, conns, path) in runs {
         let data = out.join(format!("perf-iron-https-{tag}.data"));
+        let log = out.join(format!("perf-iron-https-{tag}.log"));
         let mut perf = Command::new("perf")
-            .args(["record", "-F", "999", "-g", "-p"])
+            // DWARF unwinding: release builds have no frame pointers, and the
+            // inclusive (children) view needs whole user-space stacks.
+            .args(["record", "-F", "499", "--call-graph", "dwarf,16384", "-p"])
             .arg(w.pid.to_string())
             .arg("-o")
             .arg(&data)
             .args(["--", "sleep"])
             .arg(secs.to_string())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
             .spawn()
             .context("starting perf (apt-get install linux-perf)")?;
         let spec = Spec {
-            mode: Mode::KeepAlive,
-            conns: s.conns,
+            mode,
+            conns,
             path,
             warmup: Duration::from_millis(300),
             measure: Duration::from_secs(secs),
@@ -314,24 +327,22 @@ fn perf_profile(
         let r = rt.block_on(client.run(&spec, Some(&w)))?;
         let status = perf.wait()?;
         if !status.success() {
-            bail!("perf record failed: {status}");
+            let why = std::fs::read_to_string(&log).unwrap_or_default();
+            bail!("perf record failed ({status}): {}", why.trim());
         }
-        eprintln!("bench: perf {path}: {:.0} req/s under perf", r.rate);
-        for (sort, suffix) in [("symbol", "symbols"), ("dso", "dso")] {
+        eprintln!("bench: perf {tag}: {:.0}/s under perf", r.rate);
+        for (children, sort, suffix) in [
+            ("--no-children", "symbol", "self"),
+            ("--children", "symbol", "inclusive"),
+            ("--no-children", "dso", "dso"),
+        ] {
             let txt = out.join(format!("perf-iron-https-{tag}-{suffix}.txt"));
             let report = Command::new("perf")
                 .arg("report")
                 .arg("-i")
                 .arg(&data)
-                .args([
-                    "--stdio",
-                    "--no-children",
-                    "-g",
-                    "none",
-                    "--percent-limit",
-                    "0.3",
-                    "--sort",
-                ])
+                .args(["--stdio", children, "-g", "none", "--percent-limit", "0.5"])
+                .arg("--sort")
                 .arg(sort)
                 .output()
                 .context("running perf report")?;
