@@ -60,7 +60,14 @@ pub fn run(path: &Path) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let app = match App::start(cfg, path, AuditSink::stderr()).await {
+        let audit = match AuditSink::stderr() {
+            Ok(a) => a,
+            Err(e) => {
+                eprintln!("iron-proxy: starting the audit writer thread: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let app = match App::start(cfg, path, audit.clone()).await {
             Ok(app) => app,
             Err(e) => {
                 tracing::error!(error = %e, "startup failed");
@@ -72,6 +79,8 @@ pub fn run(path: &Path) -> ExitCode {
         let signal = stop.recv().await;
         tracing::info!(signal, "shutting down");
         app.shutdown(SHUTDOWN_GRACE).await;
+        // Every record of the drained requests reaches the log before exit.
+        audit.flush();
         ExitCode::SUCCESS
     })
 }

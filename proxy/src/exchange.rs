@@ -194,16 +194,18 @@ const HOP_BY_HOP: [&str; 8] = [
 /// Removes hop-by-hop headers, including those named by `Connection`. Keeps
 /// `te: trailers` (gRPC needs it) and, when `upgrade` is set, the upgrade pair.
 pub fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: bool) {
-    let named: Vec<HeaderName> = h
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .filter(|n| !(upgrade && n == header::UPGRADE))
-        .collect();
-    for n in named {
-        h.remove(n);
+    if h.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = h
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .filter(|n| !(upgrade && n == header::UPGRADE))
+            .collect();
+        for n in named {
+            h.remove(n);
+        }
     }
     let trailers = h
         .get(header::TE)
@@ -250,6 +252,10 @@ fn is_upgrade(req: &Request<Incoming>) -> bool {
 /// host and a port; `None` when it is not a valid authority.
 fn split_authority(raw: &str, default_port: u16) -> Option<(String, u16)> {
     let a: http::uri::Authority = raw.parse().ok()?;
+    host_port(&a, default_port)
+}
+
+fn host_port(a: &http::uri::Authority, default_port: u16) -> Option<(String, u16)> {
     let host = normalize_host(a.host());
     if host.is_empty() {
         return None;
@@ -261,7 +267,7 @@ fn split_authority(raw: &str, default_port: u16) -> Option<(String, u16)> {
 /// `:authority`), else the Host header.
 fn authority(req: &Request<Incoming>, default_port: u16) -> Option<(String, u16)> {
     match req.uri().authority() {
-        Some(a) => split_authority(a.as_str(), default_port),
+        Some(a) => host_port(a, default_port),
         None => split_authority(
             req.headers().get(header::HOST)?.to_str().ok()?,
             default_port,

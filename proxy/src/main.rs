@@ -6,6 +6,12 @@ use std::process::ExitCode;
 use clap::Parser;
 use iron_proxy::cli::{Cli, Command, InterceptAction};
 
+/// mimalloc instead of glibc malloc: the request path allocates per request
+/// (headers, bodies, the audit line) and glibc's arena locking and
+/// consolidation showed up at 12-17% of proxy CPU (docs/benchmarks.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let args = iron_proxy::cli::normalize_args(std::env::args());
     let cli = match Cli::try_parse_from(args) {

@@ -38,6 +38,8 @@ pub fn server_config(resolver: Arc<dyn ResolvesServerCert>, alpn: &[&[u8]]) -> A
         .with_no_client_auth()
         .with_cert_resolver(resolver);
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    // Our suite order (AES-128-GCM first, see `provider`), not the client's.
+    config.ignore_client_order = true;
     Arc::new(config)
 }
 

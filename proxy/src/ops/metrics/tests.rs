@@ -70,7 +70,7 @@ fn sample_value(f: &Value, sample: &str, labels: &[(&str, &str)]) -> f64 {
 #[test]
 fn observer_counts_each_record_once() {
     let m = Arc::new(Metrics::new());
-    let sink = AuditSink::to_writer(Box::new(std::io::sink()));
+    let sink = AuditSink::to_writer(Box::new(std::io::sink())).expect("sink");
     sink.add_observer(m.observer());
     sink.emit(&record(Mode::Http, Action::Allow, None, 20));
     sink.emit(&record(Mode::Http, Action::Allow, None, 20));

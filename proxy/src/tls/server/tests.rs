@@ -195,3 +195,31 @@ fn native_roots_child() {
         other => panic!("unexpected IRON_TLS_TEST_EXPECT {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn mitm_server_picks_aes128_even_when_the_client_prefers_aes256() {
+    let cache = Arc::new(LeafCache::new(minter().0, 100));
+    let ca = cache.minter().ca().cert_der().clone();
+    let addr = start_server(cache).await;
+    let mut roots = RootCertStore::empty();
+    roots.add(ca).expect("root");
+    // Stock ring order: TLS13_AES_256_GCM_SHA384 first, like curl and browsers.
+    let stock = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    assert_eq!(
+        stock.crypto_provider().cipher_suites[0].suite(),
+        rustls::CipherSuite::TLS13_AES_256_GCM_SHA384
+    );
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let tls = TlsConnector::from(Arc::new(stock))
+        .connect(ServerName::try_from("example.test").expect("name"), tcp)
+        .await
+        .expect("handshake");
+    let suite = tls.get_ref().1.negotiated_cipher_suite().expect("suite");
+    assert_eq!(suite.suite(), rustls::CipherSuite::TLS13_AES_128_GCM_SHA256);
+}

@@ -5,8 +5,11 @@
 //! The field layout is flat, as in the product docs; `docs/audit-log.md`
 //! documents every field.
 
+mod writer;
+
+use std::cell::RefCell;
 use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -196,25 +199,33 @@ pub trait AuditObserver: Send + Sync {
     fn observe(&self, record: &AuditRecord);
 }
 
-/// Where audit records go: JSON lines to a writer, plus observers.
+/// Where audit records go: JSON lines to a writer, plus observers. The lines
+/// are written by a dedicated thread in batches ([`writer`]); [`AuditSink::flush`]
+/// waits until everything emitted so far is out.
 #[derive(Clone)]
 pub struct AuditSink {
-    out: Arc<Mutex<Box<dyn Write + Send>>>,
+    out: Arc<writer::LineWriter>,
     observers: Arc<arc_swap::ArcSwap<Vec<Arc<dyn AuditObserver>>>>,
 }
 
 impl AuditSink {
     /// Records to stderr.
-    pub fn stderr() -> Self {
+    pub fn stderr() -> std::io::Result<Self> {
         Self::to_writer(Box::new(std::io::stderr()))
     }
 
-    /// Records to any writer (tests, files).
-    pub fn to_writer(w: Box<dyn Write + Send>) -> Self {
-        AuditSink {
-            out: Arc::new(Mutex::new(w)),
+    /// Records to any writer (tests, files). Fails only when the writer
+    /// thread cannot be started.
+    pub fn to_writer(w: Box<dyn Write + Send>) -> std::io::Result<Self> {
+        Ok(AuditSink {
+            out: Arc::new(writer::LineWriter::spawn(w)?),
             observers: Arc::new(arc_swap::ArcSwap::from_pointee(Vec::new())),
-        }
+        })
+    }
+
+    /// Waits until every record emitted so far is written and flushed.
+    pub fn flush(&self) {
+        self.out.flush();
     }
 
     /// Adds an observer that sees every later record.
@@ -231,25 +242,31 @@ impl AuditSink {
         for o in self.observers.load().iter() {
             o.observe(record);
         }
-        let mut line = match serde_json::to_vec(record) {
-            Ok(l) => l,
-            Err(e) => {
+        thread_local! {
+            // Reused per worker thread: serializing allocates nothing once warm.
+            static LINE: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+        }
+        LINE.with_borrow_mut(|line| {
+            line.clear();
+            if let Err(e) = serde_json::to_writer(&mut *line, record) {
                 tracing::error!(error = %e, "audit record did not serialize");
                 return;
             }
-        };
-        line.push(b'\n');
-        // A poisoned lock only means another writer panicked mid-line; keep logging.
-        let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
-        if let Err(e) = out.write_all(&line).and_then(|_| out.flush()) {
-            tracing::error!(error = %e, "writing audit record");
-        }
+            line.push(b'\n');
+            self.out.push(line);
+            if line.capacity() > 256 << 10 {
+                // One huge record (a body capture) should not pin its buffer forever.
+                *line = Vec::new();
+            }
+        });
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use std::sync::Mutex;
 
     #[derive(Clone, Default)]
     struct Buf(Arc<Mutex<Vec<u8>>>);
@@ -266,7 +283,7 @@ mod tests {
     #[test]
     fn record_is_flat_json_line() {
         let buf = Buf::default();
-        let sink = AuditSink::to_writer(Box::new(buf.clone()));
+        let sink = AuditSink::to_writer(Box::new(buf.clone())).expect("sink");
         let mut r = AuditRecord::new(Mode::Http, "127.0.0.1:5000".into());
         r.host = "example.com".into();
         r.method = "GET".into();
@@ -278,6 +295,7 @@ mod tests {
         });
         r.reject(Some("allowlist"), "not_allowlisted", 403);
         sink.emit(&r);
+        sink.flush();
         let text = String::from_utf8(buf.0.lock().expect("lock").clone()).expect("utf8");
         assert!(
             text.ends_with('\n') && text.matches('\n').count() == 1,
