@@ -4,6 +4,7 @@
 
 use std::fmt::Write as _;
 
+use super::connect::ConnectResult;
 use super::results::{Results, TopoResult};
 
 /// Measure keys.
@@ -113,6 +114,16 @@ pub fn markdown(r: &Results) -> String {
         );
     }
 
+    for t in &r.topologies {
+        if let Some(n) = t.redirected {
+            let _ = writeln!(
+                s,
+                "\n{}: the kernel redirected {n} connects of the load client (a child process in a bench cgroup, no proxy settings) to iron-proxy's transparent listener.",
+                t.name
+            );
+        }
+    }
+
     s.push_str("\n### Latency at one connection (µs) and what the proxy adds over direct\n\n");
     s.push_str("| topology | keep-alive p50 | p99 | added p50 | added p99 | new-conn p50 | p99 | added p50 | added p99 |\n");
     s.push_str("|---|---|---|---|---|---|---|---|---|\n");
@@ -203,6 +214,10 @@ pub fn markdown(r: &Results) -> String {
         );
     }
 
+    if let Some(c) = &r.connect {
+        connect_table(&mut s, c);
+    }
+
     s.push_str("\n### Targets from the issue\n\n| target | measured | met |\n|---|---|---|\n");
     let mut target = |name: &str,
                       measured: Option<f64>,
@@ -214,7 +229,11 @@ pub fn markdown(r: &Results) -> String {
         };
         let _ = writeln!(s, "| {name} | {v} | {met} |");
     };
-    for (label, topo) in [("https_listen", "iron-https"), ("CONNECT", "iron-connect")] {
+    for (label, topo) in [
+        ("https_listen", "iron-https"),
+        ("CONNECT", "iron-connect"),
+        ("eBPF interception", "iron-intercept"),
+    ] {
         let t = get(r, topo);
         let q = |a: Option<f64>, b: Option<f64>| Some(a? / b?);
         target(
@@ -243,6 +262,14 @@ pub fn markdown(r: &Results) -> String {
         );
     }
     target(
+        "eBPF connect overhead ≤ 10% over direct (mean socket+connect+close)",
+        r.connect
+            .as_ref()
+            .and_then(|c| Some((c.mean("ebpf")? / c.mean("direct")? - 1.0) * 100.0)),
+        &|v| format!("{v:+.1}%"),
+        &|v| v <= 10.0,
+    );
+    target(
         "leaf mint ≤ 100 µs (p50)",
         r.leaf.as_ref().map(|l| l.mint_p50_us),
         &|v| format!("{v:.0} µs"),
@@ -257,4 +284,48 @@ pub fn markdown(r: &Results) -> String {
         &|v| v <= 1000.0,
     );
     s
+}
+
+fn connect_table(s: &mut String, c: &ConnectResult) {
+    let _ = writeln!(
+        s,
+        "\n### connect() cost: direct, eBPF redirect, nftables REDIRECT\n\n\
+         One iteration: `socket()`, `SO_LINGER 0`, blocking `connect()` to 127.0.0.1, `close()`; the far \
+         side accepts and closes. {} run(s) of {} s per setup, interleaved; medians.\n",
+        c.repeats, c.secs_per_run
+    );
+    s.push_str("| setup | ns per iteration | × direct | added ns | p50 ns | p99 ns | client CPU ns | what |\n|---|---|---|---|---|---|---|---|\n");
+    let direct = c.mean("direct");
+    for st in &c.setups {
+        if let Some(why) = &st.skipped {
+            let _ = writeln!(s, "| {} | skipped: {} |||||||", st.name, why.replace('|', "/"));
+            continue;
+        }
+        let added = match (st.mean_ns, direct) {
+            (Some(a), Some(d)) if st.name != "direct" => format!("{:+.0}", a - d),
+            _ => "–".into(),
+        };
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            st.name,
+            num(st.mean_ns, 0),
+            ratio(st.mean_ns, direct),
+            added,
+            num(st.p50_ns, 0),
+            num(st.p99_ns, 0),
+            num(st.cpu_ns, 0),
+            st.what
+        );
+    }
+    if let Some(n) = c.ebpf_redirected {
+        let _ = writeln!(s, "\neBPF `redirected` counter over the eBPF runs: {n}.");
+    }
+    if !c.other_nft_tables.is_empty() {
+        let _ = writeln!(
+            s,
+            "\nOther nft tables were loaded during every setup: {}.",
+            c.other_nft_tables.join(", ")
+        );
+    }
 }

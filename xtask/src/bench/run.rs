@@ -10,15 +10,19 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use super::certs::Certs;
+use super::connect;
 use super::load::{Client, Mode, RunResult, Spec};
+use super::procstat::Watch;
+use super::remote::Remote;
 use super::report::{self, KA_1K, KA_64K, LAT_KA, LAT_NC, NC_1K};
 use super::results::{median, IdleResult, Machine, Measure, Results, Settings, TopoResult};
 use super::topo::{self, Env, Kind};
 use super::upstream::Upstream;
+use super::sandbox::check_interrupted;
 use super::{micro, procstat, BenchArgs};
 
 /// Threads for the upstream and for the client, each (the machine has 2 cores).
-const THREADS: usize = 2;
+pub const THREADS: usize = 2;
 
 /// Runs the bench and writes results under `out`.
 pub fn run(
@@ -86,20 +90,49 @@ pub fn run(
     );
     let leaf = micro::leaf(&certs.mitm_ca_cert, &certs.mitm_ca_key, budget)?;
     eprintln!("bench: leaf mint p50 {:.0} µs", leaf.mint_p50_us);
+    let mut failures = Vec::new();
+    // SAFETY: geteuid(2) has no preconditions.
+    let root_user = unsafe { libc::geteuid() } == 0;
+    let want_connect = args.only.is_empty() || args.only.iter().any(|o| o == "connect");
+    if want_connect && !root_user {
+        eprintln!("bench: connect() micro-benchmark skipped: it needs root (cgroups, eBPF, nft)");
+    }
+    let connect = if want_connect && root_user {
+        let secs = if quick { 0.3 } else { 2.0 };
+        let r = connect::bench(secs, settings.repeats)?;
+        for s in &r.setups {
+            if let Some(why) = &s.skipped {
+                eprintln!("bench: connect {}: skipped: {why}", s.name);
+                // nft's cgroupv2 support depends on the system; ours must work.
+                if s.name != "nftables" {
+                    failures.push(format!("connect {}: {why}", s.name));
+                }
+            }
+        }
+        Some(r)
+    } else {
+        None
+    };
 
     let kinds: Vec<Kind> = Kind::ALL
         .into_iter()
         .filter(|k| !(quick || args.no_peers) || !k.is_peer())
         .filter(|k| args.only.is_empty() || args.only.iter().any(|o| o == k.name()))
         .collect();
-    let mut failures = Vec::new();
     let mut topologies = Vec::new();
     for kind in kinds {
+        check_interrupted()?;
         let mut tr = TopoResult {
             name: kind.name().into(),
             ..Default::default()
         };
+        if kind == Kind::IronIntercept && !root_user {
+            tr.skipped = Some("needs root (a cgroup and eBPF programs)".into());
+            topologies.push(tr);
+            continue;
+        }
         if let Err(e) = measure(kind, &env, &rt, &client_tls, &settings, &mut tr) {
+            check_interrupted()?;
             let why = format!("{e:#}");
             eprintln!("bench: {}: {why}", kind.name());
             if !kind.is_peer() {
@@ -124,6 +157,7 @@ pub fn run(
         settings,
         allowlist: Some(allowlist),
         leaf: Some(leaf),
+        connect,
         topologies,
         perf_reports: Vec::new(),
         wall_secs: t0.elapsed().as_secs_f64(),
@@ -186,16 +220,28 @@ fn measure(
 ) -> Result<()> {
     let running = topo::start(kind, env)?;
     tr.version = running.version.clone();
-    let client = Client::new(running.route.clone(), tls.clone())?;
-    rt.block_on(async {
-        let mut c = client.open().await?;
-        client.get(&mut c, "/1k").await
-    })
-    .context("first request (rerun with --proxy-log to keep the proxy's log)")?;
+    let runner = match &running.intercept {
+        Some(i) => Runner::Remote(Remote {
+            cgroup: i.cgroup.path().to_path_buf(),
+            route: running.route.clone(),
+            cas: vec![env.certs.upstream_ca.clone(), env.certs.mitm_ca_cert.clone()],
+        }),
+        None => Runner::Local(Client::new(running.route.clone(), tls.clone())?),
+    };
+    runner
+        .first(rt)
+        .context("first request (rerun with --proxy-log to keep the proxy's log)")?;
+    if let Some(i) = &running.intercept {
+        // The probe must have gone through the eBPF redirect, not straight to the upstream.
+        if i.redirected().unwrap_or(0) == 0 {
+            bail!("the client's connect was not redirected (eBPF counter is 0)");
+        }
+    }
     for (key, spec) in specs(s) {
         let mut runs: Vec<RunResult> = Vec::new();
         for i in 0..s.repeats {
-            let r = rt.block_on(client.run(&spec, running.watch.as_ref()))?;
+            check_interrupted()?;
+            let r = runner.run(rt, &spec, running.watch.as_ref())?;
             eprintln!(
                 "bench: {:<16} {:<22} run {}/{}: {:>8.0}/s  p50 {:>6.0}µs  p99 {:>6.0}µs  cpu/req {}  errors {}",
                 kind.name(),
@@ -225,13 +271,51 @@ fn measure(
         );
     }
     tr.peak_rss_kib = running.watch.map(|w| w.mem().hwm_kib);
+    tr.redirected = running.intercept.as_ref().and_then(|i| i.redirected());
     drop(running);
 
     let n = if kind.is_peer() { s.idle_peers } else { s.idle };
-    if n > 0 && kind != Kind::Direct {
+    // The idle measure holds connections in this process: not for the eBPF topology.
+    if n > 0 && kind != Kind::Direct && kind != Kind::IronIntercept {
         tr.idle = Some(idle(kind, env, rt, tls, n)?);
     }
     Ok(())
+}
+
+/// The load client: in this process, or a child in the eBPF topology's cgroup.
+enum Runner {
+    /// In this process.
+    Local(Client),
+    /// A `bench-client` child per run.
+    Remote(Remote),
+}
+
+impl Runner {
+    /// One request on a fresh connection.
+    fn first(&self, rt: &tokio::runtime::Runtime) -> Result<()> {
+        match self {
+            Runner::Local(c) => rt
+                .block_on(async {
+                    let mut s = c.open().await?;
+                    c.get(&mut s, "/1k").await
+                })
+                .map(drop),
+            Runner::Remote(r) => r.probe(),
+        }
+    }
+
+    /// One run of `spec`.
+    fn run(
+        &self,
+        rt: &tokio::runtime::Runtime,
+        spec: &Spec,
+        watch: Option<&Watch>,
+    ) -> Result<RunResult> {
+        match self {
+            Runner::Local(c) => rt.block_on(c.run(spec, watch)),
+            Runner::Remote(r) => r.run(spec, watch),
+        }
+    }
 }
 
 /// Opens `n` connections through a fresh proxy, one request each, and
