@@ -204,7 +204,8 @@ pub fn spawn_json<T: DeserializeOwned>(
     if !status.success() {
         bail!("bench client failed ({status}): {}", err.trim());
     }
-    serde_json::from_str(out.trim()).with_context(|| format!("parsing the bench client's output {out:?}"))
+    serde_json::from_str(out.trim())
+        .with_context(|| format!("parsing the bench client's output {out:?}"))
 }
 
 /// The load client of the eBPF topology: each run is a child in `cgroup`.
@@ -266,5 +267,41 @@ impl Remote {
         }
         let timeout = spec.warmup + spec.measure + Duration::from_secs(40);
         spawn_json(&self.cgroup, &a, timeout)
+    }
+}
+
+/// The load client: in this process, or a child in the eBPF topology's cgroup.
+pub enum Runner {
+    /// In this process.
+    Local(Client),
+    /// A `bench-client` child per run.
+    Remote(Remote),
+}
+
+impl Runner {
+    /// One request on a fresh connection.
+    pub fn first(&self, rt: &tokio::runtime::Runtime) -> Result<()> {
+        match self {
+            Runner::Local(c) => rt
+                .block_on(async {
+                    let mut s = c.open().await?;
+                    c.get(&mut s, "/1k").await
+                })
+                .map(drop),
+            Runner::Remote(r) => r.probe(),
+        }
+    }
+
+    /// One run of `spec`.
+    pub fn run(
+        &self,
+        rt: &tokio::runtime::Runtime,
+        spec: &Spec,
+        watch: Option<&Watch>,
+    ) -> Result<RunResult> {
+        match self {
+            Runner::Local(c) => rt.block_on(c.run(spec, watch)),
+            Runner::Remote(r) => r.run(spec, watch),
+        }
     }
 }

@@ -12,13 +12,12 @@ use anyhow::{bail, Context, Result};
 use super::certs::Certs;
 use super::connect;
 use super::load::{Client, Mode, RunResult, Spec};
-use super::procstat::Watch;
-use super::remote::Remote;
+use super::remote::{Remote, Runner};
 use super::report::{self, KA_1K, KA_64K, LAT_KA, LAT_NC, NC_1K};
 use super::results::{median, IdleResult, Machine, Measure, Results, Settings, TopoResult};
+use super::sandbox::check_interrupted;
 use super::topo::{self, Env, Kind};
 use super::upstream::Upstream;
-use super::sandbox::check_interrupted;
 use super::{micro, procstat, BenchArgs};
 
 /// Threads for the upstream and for the client, each (the machine has 2 cores).
@@ -98,8 +97,9 @@ pub fn run(
         eprintln!("bench: connect() micro-benchmark skipped: it needs root (cgroups, eBPF, nft)");
     }
     let connect = if want_connect && root_user {
-        let secs = if quick { 0.3 } else { 2.0 };
+        let secs = args.duration.unwrap_or(if quick { 0.3 } else { 2.0 });
         let r = connect::bench(secs, settings.repeats)?;
+        check_interrupted()?;
         for s in &r.setups {
             if let Some(why) = &s.skipped {
                 eprintln!("bench: connect {}: skipped: {why}", s.name);
@@ -224,7 +224,10 @@ fn measure(
         Some(i) => Runner::Remote(Remote {
             cgroup: i.cgroup.path().to_path_buf(),
             route: running.route.clone(),
-            cas: vec![env.certs.upstream_ca.clone(), env.certs.mitm_ca_cert.clone()],
+            cas: vec![
+                env.certs.upstream_ca.clone(),
+                env.certs.mitm_ca_cert.clone(),
+            ],
         }),
         None => Runner::Local(Client::new(running.route.clone(), tls.clone())?),
     };
@@ -280,42 +283,6 @@ fn measure(
         tr.idle = Some(idle(kind, env, rt, tls, n)?);
     }
     Ok(())
-}
-
-/// The load client: in this process, or a child in the eBPF topology's cgroup.
-enum Runner {
-    /// In this process.
-    Local(Client),
-    /// A `bench-client` child per run.
-    Remote(Remote),
-}
-
-impl Runner {
-    /// One request on a fresh connection.
-    fn first(&self, rt: &tokio::runtime::Runtime) -> Result<()> {
-        match self {
-            Runner::Local(c) => rt
-                .block_on(async {
-                    let mut s = c.open().await?;
-                    c.get(&mut s, "/1k").await
-                })
-                .map(drop),
-            Runner::Remote(r) => r.probe(),
-        }
-    }
-
-    /// One run of `spec`.
-    fn run(
-        &self,
-        rt: &tokio::runtime::Runtime,
-        spec: &Spec,
-        watch: Option<&Watch>,
-    ) -> Result<RunResult> {
-        match self {
-            Runner::Local(c) => rt.block_on(c.run(spec, watch)),
-            Runner::Remote(r) => r.run(spec, watch),
-        }
-    }
 }
 
 /// Opens `n` connections through a fresh proxy, one request each, and

@@ -124,7 +124,10 @@ fn remove_cgroup(path: &Path) {
             return;
         }
         if Instant::now() >= deadline {
-            eprintln!("bench: warning: could not remove cgroup {}: {e}", path.display());
+            eprintln!(
+                "bench: warning: could not remove cgroup {}: {e}",
+                path.display()
+            );
             return;
         }
         std::thread::sleep(Duration::from_millis(10));

@@ -313,7 +313,10 @@ fn wait_attached(pid: u32, i: &Intercepted) -> Result<()> {
             bail!("iron-proxy exited before attaching its programs (rerun with --proxy-log)");
         }
         if Instant::now() > deadline {
-            bail!("iron-proxy did not attach to {} within 30s", i.cgroup.path().display());
+            bail!(
+                "iron-proxy did not attach to {} within 30s",
+                i.cgroup.path().display()
+            );
         }
         std::thread::sleep(Duration::from_millis(50));
     }

@@ -22,15 +22,18 @@ use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use iron_proxy::intercept::{InterceptSettings, Interceptor, ProxyIdentity};
 use serde::{Deserialize, Serialize};
 
-use super::load::percentile;
 use super::remote::spawn_json;
 use super::sandbox::{check_interrupted, mount_of, BenchCgroup, NftTable, PinDir};
+
+mod child;
+
+pub use child::client_loop;
 
 /// nft 1.0.6 resolves `socket cgroupv2` paths against this directory.
 const NFT_CGROUP_ROOT: &str = "/sys/fs/cgroup";
@@ -91,101 +94,19 @@ pub struct ConnectResult {
 }
 
 impl ConnectResult {
-    /// A setup's median mean, if it was measured.
-    pub fn mean(&self, name: &str) -> Option<f64> {
+    /// A measured setup.
+    pub fn setup(&self, name: &str) -> Option<&ConnectSetup> {
         self.setups
             .iter()
-            .find(|s| s.name == name && s.skipped.is_none())?
-            .mean_ns
+            .find(|s| s.name == name && s.skipped.is_none() && !s.runs.is_empty())
     }
-}
 
-/// The child side: loops for `secs` and reports.
-pub fn client_loop(addr: SocketAddr, secs: f64) -> Result<ConnectRun> {
-    let SocketAddr::V4(v4) = addr else {
-        bail!("IPv4 only");
-    };
-    let sa = libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: v4.port().to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from(*v4.ip()).to_be(),
-        },
-        sin_zero: [0; 8],
-    };
-    let linger = libc::linger {
-        l_onoff: 1,
-        l_linger: 0,
-    };
-    let mut run = ConnectRun::default();
-    let mut lat: Vec<u32> = Vec::with_capacity(1 << 16);
-    let cpu0 = thread_cpu_ns();
-    let start = Instant::now();
-    let end = start + Duration::from_secs_f64(secs);
-    while Instant::now() < end {
-        let t0 = Instant::now();
-        // SAFETY: plain syscalls on a socket this loop owns; `sa` and
-        // `linger` outlive the calls and their sizes are passed.
-        let rc = unsafe {
-            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-            if fd < 0 {
-                -1
-            } else {
-                libc::setsockopt(
-                    fd,
-                    libc::SOL_SOCKET,
-                    libc::SO_LINGER,
-                    (&raw const linger).cast(),
-                    size_of::<libc::linger>() as libc::socklen_t,
-                );
-                let rc = libc::connect(
-                    fd,
-                    (&raw const sa).cast(),
-                    size_of::<libc::sockaddr_in>() as libc::socklen_t,
-                );
-                let err = std::io::Error::last_os_error();
-                libc::close(fd);
-                if rc == 0 {
-                    0
-                } else {
-                    err.raw_os_error().unwrap_or(-1)
-                }
-            }
-        };
-        let ns = t0.elapsed().as_nanos();
-        if rc == 0 {
-            run.connects += 1;
-            lat.push(u32::try_from(ns).unwrap_or(u32::MAX));
-        } else {
-            run.errors += 1;
-            if run.first_error.is_none() {
-                let e = std::io::Error::from_raw_os_error(rc);
-                run.first_error = Some(format!("connect {addr}: {e}"));
-            }
-            if run.errors >= 1000 {
-                break;
-            }
-        }
+    /// `setup / direct - 1` of a field, in percent.
+    pub fn overhead_pct(&self, name: &str, f: fn(&ConnectSetup) -> Option<f64>) -> Option<f64> {
+        let d = f(self.setup("direct")?)?;
+        let v = f(self.setup(name)?)?;
+        (d > 0.0).then(|| (v / d - 1.0) * 100.0)
     }
-    let wall = start.elapsed().as_nanos() as f64;
-    let cpu = thread_cpu_ns().saturating_sub(cpu0) as f64;
-    let n = (run.connects + run.errors).max(1) as f64;
-    run.mean_ns = wall / n;
-    run.cpu_ns = cpu / n;
-    lat.sort_unstable();
-    run.p50_ns = percentile(&lat, 0.50);
-    run.p99_ns = percentile(&lat, 0.99);
-    Ok(run)
-}
-
-fn thread_cpu_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
 }
 
 /// Accepts and closes on 127.0.0.1 until dropped.
@@ -232,17 +153,21 @@ impl Drop for Acceptor {
     }
 }
 
-/// The nft rule body for `cg`, or why nft cannot name it.
-fn nft_rule(cg: &BenchCgroup, port: u16) -> Result<String> {
-    let mount = mount_of("cgroup2").context("no cgroup2 mount")?;
-    let rel = cg.path().strip_prefix(NFT_CGROUP_ROOT).with_context(|| {
+/// The nft rule body redirecting TCP from the cgroup at `cg` (under the
+/// cgroup2 `mount`) to `port`, or why nft cannot name that cgroup.
+fn nft_rule(cg: &Path, mount: &Path, port: u16) -> Result<String> {
+    let rel = cg.strip_prefix(NFT_CGROUP_ROOT).with_context(|| {
         format!(
             "nft resolves cgroupv2 paths under {NFT_CGROUP_ROOT}, and the cgroup2 mount {} is not there",
             mount.display()
         )
     })?;
     // The level is the cgroup's depth in the v2 hierarchy, not in the path nft sees.
-    let level = cg.path().strip_prefix(&mount)?.components().count();
+    let level = cg
+        .strip_prefix(mount)
+        .with_context(|| format!("{} is not under {}", cg.display(), mount.display()))?
+        .components()
+        .count();
     Ok(format!(
         "  chain out {{\n    type nat hook output priority -100; policy accept;\n    \
          meta l4proto tcp socket cgroupv2 level {level} \"{}\" redirect to :{port}\n  }}",
@@ -266,7 +191,14 @@ fn nft_tables() -> Vec<String> {
 }
 
 fn one_run(cg: &Path, addr: SocketAddr, secs: f64) -> Result<ConnectRun> {
-    let args = ["connect", "--addr", &addr.to_string(), "--secs", &secs.to_string()].map(Into::into);
+    let args = [
+        "connect",
+        "--addr",
+        &addr.to_string(),
+        "--secs",
+        &secs.to_string(),
+    ]
+    .map(Into::into);
     let r: ConnectRun = spawn_json(cg, &args, Duration::from_secs_f64(secs + 30.0))?;
     if r.connects == 0 {
         bail!(
@@ -291,8 +223,14 @@ pub fn bench(secs: f64, repeats: usize) -> Result<ConnectResult> {
 
     let mut setups = [
         ("direct", "to the listener, no program or rule"),
-        ("ebpf", "to a closed port, redirected by iron-proxy's cgroup programs"),
-        ("nftables", "to a closed port, redirected by an nft nat output rule (socket cgroupv2)"),
+        (
+            "ebpf",
+            "to a closed port, redirected by iron-proxy's cgroup programs",
+        ),
+        (
+            "nftables",
+            "to a closed port, redirected by an nft nat output rule (socket cgroupv2)",
+        ),
     ]
     .map(|(name, what)| ConnectSetup {
         name: name.into(),
@@ -320,7 +258,9 @@ pub fn bench(secs: f64, repeats: usize) -> Result<ConnectResult> {
             None
         }
     };
-    let nft_body = nft_rule(&cg_nft, acceptor.addr.port());
+    let nft_body = mount_of("cgroup2")
+        .context("no cgroup2 mount")
+        .and_then(|mount| nft_rule(cg_nft.path(), &mount, acceptor.addr.port()));
     if let Err(e) = &nft_body {
         setups[2].skipped = Some(format!("{e:#}"));
     }
@@ -354,7 +294,10 @@ pub fn bench(secs: f64, repeats: usize) -> Result<ConnectResult> {
                     );
                     setup.runs.push(r);
                 }
-                Err(e) => setup.skipped = Some(format!("{e:#}")),
+                Err(e) => {
+                    check_interrupted()?;
+                    setup.skipped = Some(format!("{e:#}"));
+                }
             }
         }
     }
@@ -383,3 +326,6 @@ pub fn bench(secs: f64, repeats: usize) -> Result<ConnectResult> {
         other_nft_tables,
     })
 }
+
+#[cfg(test)]
+mod tests;
