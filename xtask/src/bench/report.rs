@@ -328,6 +328,19 @@ fn connect_table(s: &mut String, c: &ConnectResult) {
     if let Some(n) = c.ebpf_redirected {
         let _ = writeln!(s, "\neBPF `redirected` counter over the eBPF runs: {n}.");
     }
+    if !c.ebpf_programs.is_empty() {
+        s.push_str("\niron-proxy's programs per connect (an extra eBPF run with BPF run-time statistics on):\n\n| hook | runs per connect | ns per run | ns per connect |\n|---|---|---|---|\n");
+        for p in &c.ebpf_programs {
+            let _ = writeln!(
+                s,
+                "| {} | {:.2} | {:.0} | {:.0} |",
+                p.hook, p.runs_per_connect, p.ns_per_run, p.ns_per_connect
+            );
+        }
+    }
+    if let Some(e) = &c.ebpf_programs_error {
+        let _ = writeln!(s, "\nPer-program eBPF statistics unavailable: {e}.");
+    }
     if !c.other_nft_tables.is_empty() {
         let _ = writeln!(
             s,

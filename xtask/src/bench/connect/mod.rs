@@ -32,8 +32,10 @@ use super::remote::spawn_json;
 use super::sandbox::{check_interrupted, mount_of, BenchCgroup, NftTable, PinDir};
 
 mod child;
+mod profile;
 
 pub use child::client_loop;
+pub use profile::ProgramCost;
 
 /// nft 1.0.6 resolves `socket cgroupv2` paths against this directory.
 const NFT_CGROUP_ROOT: &str = "/sys/fs/cgroup";
@@ -91,6 +93,11 @@ pub struct ConnectResult {
     pub ebpf_redirected: Option<u64>,
     /// nft tables that existed before the bench (their hooks tax every setup).
     pub other_nft_tables: Vec<String>,
+    /// iron-proxy's programs in an extra eBPF run with BPF statistics on,
+    /// most expensive first.
+    pub ebpf_programs: Vec<ProgramCost>,
+    /// Why `ebpf_programs` is empty, if it is.
+    pub ebpf_programs_error: Option<String>,
 }
 
 impl ConnectResult {
@@ -305,6 +312,16 @@ pub fn bench(secs: f64, repeats: usize) -> Result<ConnectResult> {
         (Some(b), Some(a)) => Some(a.saturating_sub(b)),
         _ => None,
     };
+    let (mut ebpf_programs, mut ebpf_programs_error) = (Vec::new(), None);
+    if interceptor.is_some() && setups[1].skipped.is_none() {
+        match profile::programs(pins.path(), cg_ebpf.path(), closed, secs.min(1.0)) {
+            Ok(p) => ebpf_programs = p,
+            Err(e) => {
+                check_interrupted()?;
+                ebpf_programs_error = Some(format!("{e:#}"));
+            }
+        }
+    }
     drop(interceptor);
     drop(pins);
     for s in setups.iter_mut() {
@@ -324,6 +341,8 @@ pub fn bench(secs: f64, repeats: usize) -> Result<ConnectResult> {
         setups: setups.into_iter().collect(),
         ebpf_redirected,
         other_nft_tables,
+        ebpf_programs,
+        ebpf_programs_error,
     })
 }
 
