@@ -14,6 +14,7 @@ mod dns;
 mod load;
 mod micro;
 mod peers;
+mod perf;
 mod procstat;
 mod remote;
 mod report;

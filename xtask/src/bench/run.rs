@@ -3,7 +3,6 @@
 //! the results.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -165,7 +164,7 @@ pub fn run(
     // Written before profiling, so that a failing perf loses nothing.
     write_results(out, &results)?;
     if let Some(secs) = args.perf {
-        match perf_profile(&env, &rt, &client_tls, &results.settings, secs, out) {
+        match super::perf::profile(&env, &rt, &client_tls, &results.settings, secs, out) {
             Ok(files) => {
                 results.perf_reports = files;
                 write_results(out, &results)?;
@@ -220,15 +219,8 @@ fn measure(
 ) -> Result<()> {
     let running = topo::start(kind, env)?;
     tr.version = running.version.clone();
-    let runner = match &running.intercept {
-        Some(i) => Runner::Remote(Remote {
-            cgroup: i.cgroup.path().to_path_buf(),
-            route: running.route.clone(),
-            cas: vec![
-                env.certs.upstream_ca.clone(),
-                env.certs.mitm_ca_cert.clone(),
-            ],
-        }),
+    let runner = match remote_for(&running, env) {
+        Some(r) => Runner::Remote(r),
         None => Runner::Local(Client::new(running.route.clone(), tls.clone())?),
     };
     runner
@@ -278,11 +270,22 @@ fn measure(
     drop(running);
 
     let n = if kind.is_peer() { s.idle_peers } else { s.idle };
-    // The idle measure holds connections in this process: not for the eBPF topology.
-    if n > 0 && kind != Kind::Direct && kind != Kind::IronIntercept {
+    if n > 0 && kind != Kind::Direct {
         tr.idle = Some(idle(kind, env, rt, tls, n)?);
     }
     Ok(())
+}
+
+/// For the eBPF topology: the load client as a child in its cgroup.
+fn remote_for(running: &topo::Running, env: &Env<'_>) -> Option<Remote> {
+    running.intercept.as_ref().map(|i| Remote {
+        cgroup: i.cgroup.path().to_path_buf(),
+        route: running.route.clone(),
+        cas: vec![
+            env.certs.upstream_ca.clone(),
+            env.certs.mitm_ca_cert.clone(),
+        ],
+    })
 }
 
 /// Opens `n` connections through a fresh proxy, one request each, and
@@ -298,14 +301,29 @@ fn idle(
     let Some(w) = running.watch else {
         bail!("no process to measure");
     };
-    let client = Client::new(running.route.clone(), tls.clone())?;
     std::thread::sleep(Duration::from_millis(200));
     let before = w.mem();
     let t = Instant::now();
-    let (senders, failed, first_error) = rt.block_on(client.open_idle(n, 64, "/1k"));
-    rt.block_on(async { tokio::time::sleep(Duration::from_secs(1)).await });
+    // The connections are held in this process, or by a child in the eBPF
+    // topology's cgroup; they close when `senders` / `hold` drop.
+    let (mut senders, mut hold) = (Vec::new(), None);
+    let (open, failed, first_error) = match remote_for(&running, env) {
+        Some(remote) => {
+            let h = remote.hold_idle(n)?;
+            let r = h.report.clone();
+            hold = Some(h);
+            (r.open, r.failed, r.first_error)
+        }
+        None => {
+            let client = Client::new(running.route.clone(), tls.clone())?;
+            let (s, failed, first_error) = rt.block_on(client.open_idle(n, 64, "/1k"));
+            rt.block_on(async { tokio::time::sleep(Duration::from_secs(1)).await });
+            senders = s;
+            let open = senders.iter().filter(|s| !s.is_closed()).count();
+            (open, failed, first_error)
+        }
+    };
     let after = w.mem();
-    let open = senders.iter().filter(|s| !s.is_closed()).count();
     eprintln!(
         "bench: {:<16} idle: {open}/{n} open in {:.1}s, RSS {} → {} KiB, {failed} failed",
         kind.name(),
@@ -314,6 +332,7 @@ fn idle(
         after.rss_kib
     );
     drop(senders);
+    drop(hold);
     let kib_per_conn = if open > 0 {
         after.rss_kib.saturating_sub(before.rss_kib) as f64 / open as f64
     } else {
@@ -328,78 +347,4 @@ fn idle(
         after,
         kib_per_conn,
     })
-}
-
-/// `perf record` (DWARF call graphs) on iron-proxy (https_listen) under
-/// keep-alive load (1 KiB, 64 KiB) and new-connection load; writes reports
-/// by symbol (self and inclusive time) and by shared object.
-fn perf_profile(
-    env: &Env<'_>,
-    rt: &tokio::runtime::Runtime,
-    tls: &Arc<rustls::ClientConfig>,
-    s: &Settings,
-    secs: u64,
-    out: &Path,
-) -> Result<Vec<String>> {
-    let running = topo::start(Kind::IronHttps, env)?;
-    let Some(w) = running.watch else {
-        bail!("no proxy process");
-    };
-    let client = Client::new(running.route.clone(), tls.clone())?;
-    let mut files = Vec::new();
-    let runs = [
-        ("keepalive-1k", Mode::KeepAlive, s.conns, "/1k"),
-        ("keepalive-64k", Mode::KeepAlive, s.conns, "/64k"),
-        ("newconn-1k", Mode::NewConn, s.new_conns, "/1k"),
-    ];
-    for (tag, mode, conns, path) in runs {
-        let data = out.join(format!("perf-iron-https-{tag}.data"));
-        let log = out.join(format!("perf-iron-https-{tag}.log"));
-        let mut perf = Command::new("perf")
-            // DWARF unwinding: release builds have no frame pointers, and the
-            // inclusive (children) view needs whole user-space stacks.
-            .args(["record", "-F", "499", "--call-graph", "dwarf,16384", "-p"])
-            .arg(w.pid.to_string())
-            .arg("-o")
-            .arg(&data)
-            .args(["--", "sleep"])
-            .arg(secs.to_string())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log)?)
-            .spawn()
-            .context("starting perf (apt-get install linux-perf)")?;
-        let spec = Spec {
-            mode,
-            conns,
-            path,
-            warmup: Duration::from_millis(300),
-            measure: Duration::from_secs(secs),
-        };
-        let r = rt.block_on(client.run(&spec, Some(&w)))?;
-        let status = perf.wait()?;
-        if !status.success() {
-            let why = std::fs::read_to_string(&log).unwrap_or_default();
-            bail!("perf record failed ({status}): {}", why.trim());
-        }
-        eprintln!("bench: perf {tag}: {:.0}/s under perf", r.rate);
-        for (children, sort, suffix) in [
-            ("--no-children", "symbol", "self"),
-            ("--children", "symbol", "inclusive"),
-            ("--no-children", "dso", "dso"),
-        ] {
-            let txt = out.join(format!("perf-iron-https-{tag}-{suffix}.txt"));
-            let report = Command::new("perf")
-                .arg("report")
-                .arg("-i")
-                .arg(&data)
-                .args(["--stdio", children, "-g", "none", "--percent-limit", "0.5"])
-                .arg("--sort")
-                .arg(sort)
-                .output()
-                .context("running perf report")?;
-            std::fs::write(&txt, &report.stdout)?;
-            files.push(txt.display().to_string());
-        }
-    }
-    Ok(files)
 }

@@ -8,156 +8,53 @@
 
 use std::ffi::OsString;
 use std::io::Read as _;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
-use super::certs;
+mod child;
+
 use super::load::{Client, Mode, Route, RunResult, Spec};
 use super::procstat::Watch;
-use super::sandbox::{interrupted, mount_of};
+use super::sandbox::interrupted;
+pub use child::{child_main, ClientArgs};
 
-/// Hidden `xtask bench-client` (run by the bench, not by hand).
-#[derive(clap::Args, Debug)]
-pub struct ClientArgs {
-    /// cgroup v2 directory to join before doing anything else.
-    #[arg(long)]
-    pub cgroup: PathBuf,
-    /// What to run.
-    #[command(subcommand)]
-    pub what: ClientCmd,
+/// What the idle child reports once its connections are open.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IdleOpen {
+    /// Connections open (one request each) a second after opening.
+    pub open: usize,
+    /// Connections that failed to open.
+    pub failed: u64,
+    /// The first failure.
+    pub first_error: Option<String>,
 }
 
-/// What the child runs.
-#[derive(clap::Subcommand, Debug)]
-pub enum ClientCmd {
-    /// HTTPS load; prints a `RunResult` as JSON.
-    Load {
-        /// Where the TCP connections go (redirected by the kernel).
-        #[arg(long)]
-        addr: SocketAddr,
-        /// TLS server name and Host header.
-        #[arg(long)]
-        host: String,
-        /// CA certificates to trust (PEM), repeatable.
-        #[arg(long)]
-        ca: Vec<PathBuf>,
-        /// Keep-alive or a new connection per request.
-        #[arg(long, value_enum)]
-        mode: Mode,
-        /// Connections or loops.
-        #[arg(long)]
-        conns: usize,
-        /// `/1k` or `/64k`.
-        #[arg(long)]
-        path: String,
-        /// Warm-up, milliseconds.
-        #[arg(long)]
-        warmup_ms: u64,
-        /// Measured window, milliseconds.
-        #[arg(long)]
-        measure_ms: u64,
-        /// The proxy's PID, for CPU accounting over the measured window.
-        #[arg(long)]
-        watch_pid: Option<u32>,
-        /// Only one request on one connection (start-up check).
-        #[arg(long)]
-        probe: bool,
-    },
-    /// TCP connect() + close loop; prints a `ConnectRun` as JSON.
-    Connect {
-        /// Where to connect.
-        #[arg(long)]
-        addr: SocketAddr,
-        /// Seconds to loop.
-        #[arg(long)]
-        secs: f64,
-    },
+/// A child holding idle connections; they close when this drops.
+pub struct IdleHold {
+    child: Child,
+    /// What the child reported.
+    pub report: IdleOpen,
 }
 
-/// Entry point of the child.
-pub fn child_main(args: ClientArgs) -> Result<()> {
-    join_cgroup(&args.cgroup)?;
-    let json = match args.what {
-        ClientCmd::Connect { addr, secs } => {
-            serde_json::to_string(&super::connect::client_loop(addr, secs)?)?
+impl Drop for IdleHold {
+    fn drop(&mut self) {
+        // EOF on its stdin ends the child.
+        drop(self.child.stdin.take());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
-        ClientCmd::Load {
-            addr,
-            host,
-            ca,
-            mode,
-            conns,
-            path,
-            warmup_ms,
-            measure_ms,
-            watch_pid,
-            probe,
-        } => {
-            let path = match path.as_str() {
-                "/1k" => "/1k",
-                "/64k" => "/64k",
-                other => bail!("unknown path {other}"),
-            };
-            let tls = certs::client_config_from(&ca)?;
-            let route = Route {
-                addr,
-                connect: None,
-                host,
-            };
-            let client = Client::new(route, tls)?;
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(super::run::THREADS)
-                .thread_name("bench-client")
-                .enable_all()
-                .build()?;
-            let r = if probe {
-                rt.block_on(async {
-                    let mut c = client.open().await?;
-                    client.get(&mut c, path).await
-                })?;
-                RunResult {
-                    requests: 1,
-                    ..RunResult::default()
-                }
-            } else {
-                let spec = Spec {
-                    mode,
-                    conns,
-                    path,
-                    warmup: Duration::from_millis(warmup_ms),
-                    measure: Duration::from_millis(measure_ms),
-                };
-                let watch = watch_pid.map(|pid| Watch { pid });
-                rt.block_on(client.run(&spec, watch.as_ref()))?
-            };
-            rt.shutdown_background();
-            serde_json::to_string(&r)?
-        }
-    };
-    println!("{json}");
-    Ok(())
-}
-
-/// Moves this process into `cgroup` and checks that `/proc/self/cgroup` says so.
-fn join_cgroup(cgroup: &Path) -> Result<()> {
-    let procs = cgroup.join("cgroup.procs");
-    std::fs::write(&procs, std::process::id().to_string())
-        .with_context(|| format!("writing {}", procs.display()))?;
-    let mount = mount_of("cgroup2").context("no cgroup2 mount")?;
-    let rel = cgroup
-        .strip_prefix(&mount)
-        .with_context(|| format!("{} is not under {}", cgroup.display(), mount.display()))?;
-    let want = format!("0::/{}", rel.display());
-    let have = std::fs::read_to_string("/proc/self/cgroup").context("reading /proc/self/cgroup")?;
-    if !have.lines().any(|l| l == want) {
-        bail!("not in {} after joining it: {have}", cgroup.display());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
-    Ok(())
 }
 
 /// Runs `xtask bench-client --cgroup <cgroup> <args>` and parses its stdout.
@@ -244,6 +141,61 @@ impl Remote {
             a.push(v.into());
         }
         a
+    }
+
+    /// Starts a child holding `n` idle connections (one request each) and
+    /// waits for its report.
+    pub fn hold_idle(&self, n: usize) -> Result<IdleHold> {
+        let mut a = self.args(Mode::KeepAlive, 1, "/1k");
+        a.extend(["--warmup-ms", "0", "--measure-ms", "0", "--idle"].map(OsString::from));
+        a.push(n.to_string().into());
+        let exe = std::env::current_exe().context("locating the xtask binary")?;
+        let mut child = Command::new(exe)
+            .arg("bench-client")
+            .arg("--cgroup")
+            .arg(&self.cgroup)
+            .args(&a)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting the bench client")?;
+        let stdout = child.stdout.take().context("child stdout")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let r = std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line);
+            let _ = tx.send(r.map(|_| line));
+        });
+        // Held from here on, so the child goes whatever happens next.
+        let mut hold = IdleHold {
+            child,
+            report: IdleOpen {
+                open: 0,
+                failed: 0,
+                first_error: None,
+            },
+        };
+        let deadline = Instant::now() + Duration::from_secs(300);
+        let line = loop {
+            match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(r) => break r.context("reading the bench client's report")?,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    if interrupted() {
+                        bail!("interrupted");
+                    }
+                    if Instant::now() > deadline {
+                        bail!("the idle bench client did not report within 300 s");
+                    }
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    bail!("the idle bench client exited without a report")
+                }
+            }
+        };
+        hold.report = serde_json::from_str(line.trim())
+            .with_context(|| format!("parsing the idle bench client's report {line:?}"))?;
+        Ok(hold)
     }
 
     /// One request on one connection.
