@@ -33,8 +33,10 @@ use anyhow::{bail, Context, Result};
 /// Options of `cargo xtask bench`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchArgs {
-    /// Smoke test for CI: direct and iron-proxy only, no peers, half a second
-    /// per run. Fails only if the harness or the proxy is broken, never on numbers.
+    /// Smoke test for CI: direct, the iron-proxy topologies (https_listen,
+    /// CONNECT, eBPF interception) and the connect() micro-benchmark, no
+    /// peers, half a second per run. Fails only if the harness or the proxy
+    /// is broken, never on numbers.
     #[arg(long)]
     pub quick: bool,
     /// Run only these topologies (comma-separated: direct, iron-https,
