@@ -54,6 +54,9 @@ enum Cmd {
     },
     /// Benchmark iron-proxy against direct and peer proxies (docs/benchmarks.md).
     Bench(bench::BenchArgs),
+    /// The bench's load client inside a cgroup (run by `bench`, not by hand).
+    #[command(hide = true)]
+    BenchClient(bench::ClientArgs),
 }
 
 fn workspace_root() -> PathBuf {
@@ -102,6 +105,7 @@ fn main() -> Result<()> {
             Ok(())
         }
         Cmd::Bench(args) => bench::main(&root, &target_dir(&root), args),
+        Cmd::BenchClient(args) => bench::client_main(args),
     }
 }
 

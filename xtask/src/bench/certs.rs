@@ -105,22 +105,28 @@ impl Certs {
     /// only HTTP/1.1, and never resumes sessions (every new connection is a
     /// full handshake).
     pub fn client_config(&self) -> Result<Arc<rustls::ClientConfig>> {
-        let mut roots = RootCertStore::empty();
-        for path in [&self.upstream_ca, &self.mitm_ca_cert] {
-            for cert in CertificateDer::pem_file_iter(path)
-                .with_context(|| format!("reading {}", path.display()))?
-            {
-                roots.add(cert.with_context(|| format!("parsing {}", path.display()))?)?;
-            }
-        }
-        let mut cfg = rustls::ClientConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-        cfg.resumption = rustls::client::Resumption::disabled();
-        Ok(Arc::new(cfg))
+        client_config_from(&[self.upstream_ca.clone(), self.mitm_ca_cert.clone()])
     }
+}
+
+/// A client config trusting the PEM certificates in `cas` (the load client's;
+/// the `bench-client` child builds it from the same files).
+pub fn client_config_from(cas: &[PathBuf]) -> Result<Arc<rustls::ClientConfig>> {
+    let mut roots = RootCertStore::empty();
+    for path in cas {
+        for cert in CertificateDer::pem_file_iter(path)
+            .with_context(|| format!("reading {}", path.display()))?
+        {
+            roots.add(cert.with_context(|| format!("parsing {}", path.display()))?)?;
+        }
+    }
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    cfg.resumption = rustls::client::Resumption::disabled();
+    Ok(Arc::new(cfg))
 }
 
 /// rustls with ring, as the proxy uses.

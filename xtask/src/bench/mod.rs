@@ -3,21 +3,28 @@
 //! and how to read it.
 //!
 //! One HTTPS upstream (hyper + rustls, in this process, `127.0.0.x:443`) and
-//! one load client (also in this process) serve every topology; each proxy is
+//! one load client (also in this process, or for the eBPF topology a child
+//! inside a bench cgroup, see [`remote`]) serve every topology; each proxy is
 //! its own process, measured through /proc. Results go to
 //! `<target>/bench/results.json` and `summary.md`.
 
 mod certs;
+mod connect;
 mod dns;
 mod load;
 mod micro;
 mod peers;
+mod perf;
 mod procstat;
+mod remote;
 mod report;
 mod results;
 mod run;
+mod sandbox;
 mod topo;
 mod upstream;
+
+pub use remote::{child_main as client_main, ClientArgs};
 
 use std::path::PathBuf;
 
@@ -26,12 +33,15 @@ use anyhow::{bail, Context, Result};
 /// Options of `cargo xtask bench`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchArgs {
-    /// Smoke test for CI: direct and iron-proxy only, no peers, half a second
-    /// per run. Fails only if the harness or the proxy is broken, never on numbers.
+    /// Smoke test for CI: direct, the iron-proxy topologies (https_listen,
+    /// CONNECT, eBPF interception) and the connect() micro-benchmark, no
+    /// peers, half a second per run. Fails only if the harness or the proxy
+    /// is broken, never on numbers.
     #[arg(long)]
     pub quick: bool,
     /// Run only these topologies (comma-separated: direct, iron-https,
-    /// iron-connect, squid-bump, mitmproxy, tinyproxy-tunnel).
+    /// iron-connect, iron-intercept, squid-bump, mitmproxy, tinyproxy-tunnel)
+    /// and, when listed, `connect` (the connect() micro-benchmark).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// Skip the peer proxies (squid, mitmproxy, tinyproxy).
@@ -81,6 +91,9 @@ pub struct BenchArgs {
 /// from a debug build (the load client must not be the bottleneck), builds
 /// iron-proxy, then measures.
 pub fn main(root: &std::path::Path, target: &std::path::Path, args: BenchArgs) -> Result<()> {
+    // Ctrl-C unwinds through the Drop guards (cgroups, pins, nft tables)
+    // instead of killing the harness; a release re-run waits for its child.
+    sandbox::install_interrupt_handler();
     let profile = args
         .profile
         .clone()
@@ -103,6 +116,7 @@ pub fn main(root: &std::path::Path, target: &std::path::Path, args: BenchArgs) -
         None => build_proxy(root, target, &profile)?,
     };
     let out = args.out.clone().unwrap_or_else(|| target.join("bench"));
+    sandbox::sweep_stale();
     run::run(root, &out, &proxy_bin, &profile, &args)
 }
 

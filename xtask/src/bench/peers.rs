@@ -154,6 +154,7 @@ pinger_enable off
         watch: Some(Watch { pid: guard.pid() }),
         version: first_line(Command::new("/usr/sbin/squid").arg("-v")),
         _child: Some(guard),
+        intercept: None,
     })
 }
 
@@ -195,6 +196,7 @@ pub fn start_mitmproxy(env: &Env<'_>) -> Result<Running> {
         watch: Some(Watch { pid: guard.pid() }),
         version: first_line(Command::new(&bin).arg("--version")),
         _child: Some(guard),
+        intercept: None,
     })
 }
 
@@ -250,6 +252,7 @@ PidFile "{d}/tinyproxy.pid"
         watch: Some(Watch { pid: guard.pid() }),
         version: first_line(Command::new("/usr/bin/tinyproxy").arg("-v")),
         _child: Some(guard),
+        intercept: None,
     })
 }
 

@@ -4,6 +4,7 @@
 
 use std::fmt::Write as _;
 
+use super::connect::ConnectResult;
 use super::results::{Results, TopoResult};
 
 /// Measure keys.
@@ -113,6 +114,16 @@ pub fn markdown(r: &Results) -> String {
         );
     }
 
+    for t in &r.topologies {
+        if let Some(n) = t.redirected {
+            let _ = writeln!(
+                s,
+                "\n{}: the kernel redirected {n} connects of the load client (a child process in a bench cgroup, no proxy settings) to iron-proxy's transparent listener.",
+                t.name
+            );
+        }
+    }
+
     s.push_str("\n### Latency at one connection (µs) and what the proxy adds over direct\n\n");
     s.push_str("| topology | keep-alive p50 | p99 | added p50 | added p99 | new-conn p50 | p99 | added p50 | added p99 |\n");
     s.push_str("|---|---|---|---|---|---|---|---|---|\n");
@@ -203,6 +214,10 @@ pub fn markdown(r: &Results) -> String {
         );
     }
 
+    if let Some(c) = &r.connect {
+        connect_table(&mut s, c);
+    }
+
     s.push_str("\n### Targets from the issue\n\n| target | measured | met |\n|---|---|---|\n");
     let mut target = |name: &str,
                       measured: Option<f64>,
@@ -214,7 +229,11 @@ pub fn markdown(r: &Results) -> String {
         };
         let _ = writeln!(s, "| {name} | {v} | {met} |");
     };
-    for (label, topo) in [("https_listen", "iron-https"), ("CONNECT", "iron-connect")] {
+    for (label, topo) in [
+        ("https_listen", "iron-https"),
+        ("CONNECT", "iron-connect"),
+        ("eBPF interception", "iron-intercept"),
+    ] {
         let t = get(r, topo);
         let q = |a: Option<f64>, b: Option<f64>| Some(a? / b?);
         target(
@@ -242,6 +261,19 @@ pub fn markdown(r: &Results) -> String {
             &|v| v <= 60.0,
         );
     }
+    let connect = r.connect.as_ref();
+    target(
+        "eBPF connect overhead ≤ 10% over direct (p50 wall time of socket+connect+close)",
+        connect.and_then(|c| c.overhead_pct("ebpf", |s| s.p50_ns)),
+        &|v| format!("{v:+.1}%"),
+        &|v| v <= 10.0,
+    );
+    target(
+        "eBPF connect overhead ≤ 10% over direct (client CPU per iteration)",
+        connect.and_then(|c| c.overhead_pct("ebpf", |s| s.cpu_ns)),
+        &|v| format!("{v:+.1}%"),
+        &|v| v <= 10.0,
+    );
     target(
         "leaf mint ≤ 100 µs (p50)",
         r.leaf.as_ref().map(|l| l.mint_p50_us),
@@ -257,4 +289,63 @@ pub fn markdown(r: &Results) -> String {
         &|v| v <= 1000.0,
     );
     s
+}
+
+fn connect_table(s: &mut String, c: &ConnectResult) {
+    let _ = writeln!(
+        s,
+        "\n### connect() cost: direct, eBPF redirect, nftables REDIRECT\n\n\
+         One iteration: `socket()`, `SO_LINGER 0`, blocking `connect()` to 127.0.0.1, `close()`, in a child \
+         process inside a bench cgroup; the far side accepts and closes. {} run(s) of {} s per setup, \
+         interleaved; medians. Wall time per iteration, and the client thread's CPU time per iteration.\n",
+        c.repeats, c.secs_per_run
+    );
+    s.push_str("| setup | p50 ns | × direct | mean ns | p99 ns | client CPU ns | × direct | what |\n|---|---|---|---|---|---|---|---|\n");
+    let direct = c.setup("direct");
+    for st in &c.setups {
+        if let Some(why) = &st.skipped {
+            let _ = writeln!(
+                s,
+                "| {} | skipped: {} |||||||",
+                st.name,
+                why.replace('|', "/")
+            );
+            continue;
+        }
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            st.name,
+            num(st.p50_ns, 0),
+            ratio(st.p50_ns, direct.and_then(|d| d.p50_ns)),
+            num(st.mean_ns, 0),
+            num(st.p99_ns, 0),
+            num(st.cpu_ns, 0),
+            ratio(st.cpu_ns, direct.and_then(|d| d.cpu_ns)),
+            st.what
+        );
+    }
+    if let Some(n) = c.ebpf_redirected {
+        let _ = writeln!(s, "\neBPF `redirected` counter over the eBPF runs: {n}.");
+    }
+    if !c.ebpf_programs.is_empty() {
+        s.push_str("\niron-proxy's programs per connect (an extra eBPF run with BPF run-time statistics on):\n\n| hook | runs per connect | ns per run | ns per connect |\n|---|---|---|---|\n");
+        for p in &c.ebpf_programs {
+            let _ = writeln!(
+                s,
+                "| {} | {:.2} | {:.0} | {:.0} |",
+                p.hook, p.runs_per_connect, p.ns_per_run, p.ns_per_connect
+            );
+        }
+    }
+    if let Some(e) = &c.ebpf_programs_error {
+        let _ = writeln!(s, "\nPer-program eBPF statistics unavailable: {e}.");
+    }
+    if !c.other_nft_tables.is_empty() {
+        let _ = writeln!(
+            s,
+            "\nOther nft tables were loaded during every setup: {}.",
+            c.other_nft_tables.join(", ")
+        );
+    }
 }

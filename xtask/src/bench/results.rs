@@ -6,6 +6,7 @@ use std::process::Command;
 
 use serde::Serialize;
 
+use super::connect::ConnectResult;
 use super::load::RunResult;
 use super::micro::{AllowlistResult, LeafResult};
 use super::procstat::Mem;
@@ -27,6 +28,8 @@ pub struct Results {
     pub allowlist: Option<AllowlistResult>,
     /// Leaf minting.
     pub leaf: Option<LeafResult>,
+    /// connect() cost: direct, eBPF redirect, nftables redirect.
+    pub connect: Option<ConnectResult>,
     /// One entry per topology, in order.
     pub topologies: Vec<TopoResult>,
     /// perf reports written, if profiling was asked for.
@@ -75,6 +78,9 @@ pub struct TopoResult {
     pub peak_rss_kib: Option<u64>,
     /// Idle-connection memory.
     pub idle: Option<IdleResult>,
+    /// eBPF topology: connects the kernel redirected to the transparent
+    /// listener over the whole run (proves the client was intercepted).
+    pub redirected: Option<u64>,
 }
 
 /// One measure: the median and every run.

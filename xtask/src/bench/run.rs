@@ -3,22 +3,24 @@
 //! the results.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
 use super::certs::Certs;
+use super::connect;
 use super::load::{Client, Mode, RunResult, Spec};
+use super::remote::{Remote, Runner};
 use super::report::{self, KA_1K, KA_64K, LAT_KA, LAT_NC, NC_1K};
 use super::results::{median, IdleResult, Machine, Measure, Results, Settings, TopoResult};
+use super::sandbox::check_interrupted;
 use super::topo::{self, Env, Kind};
 use super::upstream::Upstream;
 use super::{micro, procstat, BenchArgs};
 
 /// Threads for the upstream and for the client, each (the machine has 2 cores).
-const THREADS: usize = 2;
+pub const THREADS: usize = 2;
 
 /// Runs the bench and writes results under `out`.
 pub fn run(
@@ -86,20 +88,50 @@ pub fn run(
     );
     let leaf = micro::leaf(&certs.mitm_ca_cert, &certs.mitm_ca_key, budget)?;
     eprintln!("bench: leaf mint p50 {:.0} µs", leaf.mint_p50_us);
+    let mut failures = Vec::new();
+    // SAFETY: geteuid(2) has no preconditions.
+    let root_user = unsafe { libc::geteuid() } == 0;
+    let want_connect = args.only.is_empty() || args.only.iter().any(|o| o == "connect");
+    if want_connect && !root_user {
+        eprintln!("bench: connect() micro-benchmark skipped: it needs root (cgroups, eBPF, nft)");
+    }
+    let connect = if want_connect && root_user {
+        let secs = args.duration.unwrap_or(if quick { 0.3 } else { 2.0 });
+        let r = connect::bench(secs, settings.repeats)?;
+        check_interrupted()?;
+        for s in &r.setups {
+            if let Some(why) = &s.skipped {
+                eprintln!("bench: connect {}: skipped: {why}", s.name);
+                // nft's cgroupv2 support depends on the system; ours must work.
+                if s.name != "nftables" {
+                    failures.push(format!("connect {}: {why}", s.name));
+                }
+            }
+        }
+        Some(r)
+    } else {
+        None
+    };
 
     let kinds: Vec<Kind> = Kind::ALL
         .into_iter()
         .filter(|k| !(quick || args.no_peers) || !k.is_peer())
         .filter(|k| args.only.is_empty() || args.only.iter().any(|o| o == k.name()))
         .collect();
-    let mut failures = Vec::new();
     let mut topologies = Vec::new();
     for kind in kinds {
+        check_interrupted()?;
         let mut tr = TopoResult {
             name: kind.name().into(),
             ..Default::default()
         };
+        if kind == Kind::IronIntercept && !root_user {
+            tr.skipped = Some("needs root (a cgroup and eBPF programs)".into());
+            topologies.push(tr);
+            continue;
+        }
         if let Err(e) = measure(kind, &env, &rt, &client_tls, &settings, &mut tr) {
+            check_interrupted()?;
             let why = format!("{e:#}");
             eprintln!("bench: {}: {why}", kind.name());
             if !kind.is_peer() {
@@ -124,6 +156,7 @@ pub fn run(
         settings,
         allowlist: Some(allowlist),
         leaf: Some(leaf),
+        connect,
         topologies,
         perf_reports: Vec::new(),
         wall_secs: t0.elapsed().as_secs_f64(),
@@ -131,7 +164,7 @@ pub fn run(
     // Written before profiling, so that a failing perf loses nothing.
     write_results(out, &results)?;
     if let Some(secs) = args.perf {
-        match perf_profile(&env, &rt, &client_tls, &results.settings, secs, out) {
+        match super::perf::profile(&env, &rt, &client_tls, &results.settings, secs, out) {
             Ok(files) => {
                 results.perf_reports = files;
                 write_results(out, &results)?;
@@ -186,16 +219,24 @@ fn measure(
 ) -> Result<()> {
     let running = topo::start(kind, env)?;
     tr.version = running.version.clone();
-    let client = Client::new(running.route.clone(), tls.clone())?;
-    rt.block_on(async {
-        let mut c = client.open().await?;
-        client.get(&mut c, "/1k").await
-    })
-    .context("first request (rerun with --proxy-log to keep the proxy's log)")?;
+    let runner = match remote_for(&running, env) {
+        Some(r) => Runner::Remote(r),
+        None => Runner::Local(Client::new(running.route.clone(), tls.clone())?),
+    };
+    runner
+        .first(rt)
+        .context("first request (rerun with --proxy-log to keep the proxy's log)")?;
+    if let Some(i) = &running.intercept {
+        // The probe must have gone through the eBPF redirect, not straight to the upstream.
+        if i.redirected().unwrap_or(0) == 0 {
+            bail!("the client's connect was not redirected (eBPF counter is 0)");
+        }
+    }
     for (key, spec) in specs(s) {
         let mut runs: Vec<RunResult> = Vec::new();
         for i in 0..s.repeats {
-            let r = rt.block_on(client.run(&spec, running.watch.as_ref()))?;
+            check_interrupted()?;
+            let r = runner.run(rt, &spec, running.watch.as_ref())?;
             eprintln!(
                 "bench: {:<16} {:<22} run {}/{}: {:>8.0}/s  p50 {:>6.0}µs  p99 {:>6.0}µs  cpu/req {}  errors {}",
                 kind.name(),
@@ -225,6 +266,7 @@ fn measure(
         );
     }
     tr.peak_rss_kib = running.watch.map(|w| w.mem().hwm_kib);
+    tr.redirected = running.intercept.as_ref().and_then(|i| i.redirected());
     drop(running);
 
     let n = if kind.is_peer() { s.idle_peers } else { s.idle };
@@ -232,6 +274,18 @@ fn measure(
         tr.idle = Some(idle(kind, env, rt, tls, n)?);
     }
     Ok(())
+}
+
+/// For the eBPF topology: the load client as a child in its cgroup.
+fn remote_for(running: &topo::Running, env: &Env<'_>) -> Option<Remote> {
+    running.intercept.as_ref().map(|i| Remote {
+        cgroup: i.cgroup.path().to_path_buf(),
+        route: running.route.clone(),
+        cas: vec![
+            env.certs.upstream_ca.clone(),
+            env.certs.mitm_ca_cert.clone(),
+        ],
+    })
 }
 
 /// Opens `n` connections through a fresh proxy, one request each, and
@@ -247,14 +301,29 @@ fn idle(
     let Some(w) = running.watch else {
         bail!("no process to measure");
     };
-    let client = Client::new(running.route.clone(), tls.clone())?;
     std::thread::sleep(Duration::from_millis(200));
     let before = w.mem();
     let t = Instant::now();
-    let (senders, failed, first_error) = rt.block_on(client.open_idle(n, 64, "/1k"));
-    rt.block_on(async { tokio::time::sleep(Duration::from_secs(1)).await });
+    // The connections are held in this process, or by a child in the eBPF
+    // topology's cgroup; they close when `senders` / `hold` drop.
+    let (mut senders, mut hold) = (Vec::new(), None);
+    let (open, failed, first_error) = match remote_for(&running, env) {
+        Some(remote) => {
+            let h = remote.hold_idle(n)?;
+            let r = h.report.clone();
+            hold = Some(h);
+            (r.open, r.failed, r.first_error)
+        }
+        None => {
+            let client = Client::new(running.route.clone(), tls.clone())?;
+            let (s, failed, first_error) = rt.block_on(client.open_idle(n, 64, "/1k"));
+            rt.block_on(async { tokio::time::sleep(Duration::from_secs(1)).await });
+            senders = s;
+            let open = senders.iter().filter(|s| !s.is_closed()).count();
+            (open, failed, first_error)
+        }
+    };
     let after = w.mem();
-    let open = senders.iter().filter(|s| !s.is_closed()).count();
     eprintln!(
         "bench: {:<16} idle: {open}/{n} open in {:.1}s, RSS {} → {} KiB, {failed} failed",
         kind.name(),
@@ -263,6 +332,7 @@ fn idle(
         after.rss_kib
     );
     drop(senders);
+    drop(hold);
     let kib_per_conn = if open > 0 {
         after.rss_kib.saturating_sub(before.rss_kib) as f64 / open as f64
     } else {
@@ -277,78 +347,4 @@ fn idle(
         after,
         kib_per_conn,
     })
-}
-
-/// `perf record` (DWARF call graphs) on iron-proxy (https_listen) under
-/// keep-alive load (1 KiB, 64 KiB) and new-connection load; writes reports
-/// by symbol (self and inclusive time) and by shared object.
-fn perf_profile(
-    env: &Env<'_>,
-    rt: &tokio::runtime::Runtime,
-    tls: &Arc<rustls::ClientConfig>,
-    s: &Settings,
-    secs: u64,
-    out: &Path,
-) -> Result<Vec<String>> {
-    let running = topo::start(Kind::IronHttps, env)?;
-    let Some(w) = running.watch else {
-        bail!("no proxy process");
-    };
-    let client = Client::new(running.route.clone(), tls.clone())?;
-    let mut files = Vec::new();
-    let runs = [
-        ("keepalive-1k", Mode::KeepAlive, s.conns, "/1k"),
-        ("keepalive-64k", Mode::KeepAlive, s.conns, "/64k"),
-        ("newconn-1k", Mode::NewConn, s.new_conns, "/1k"),
-    ];
-    for (tag, mode, conns, path) in runs {
-        let data = out.join(format!("perf-iron-https-{tag}.data"));
-        let log = out.join(format!("perf-iron-https-{tag}.log"));
-        let mut perf = Command::new("perf")
-            // DWARF unwinding: release builds have no frame pointers, and the
-            // inclusive (children) view needs whole user-space stacks.
-            .args(["record", "-F", "499", "--call-graph", "dwarf,16384", "-p"])
-            .arg(w.pid.to_string())
-            .arg("-o")
-            .arg(&data)
-            .args(["--", "sleep"])
-            .arg(secs.to_string())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log)?)
-            .spawn()
-            .context("starting perf (apt-get install linux-perf)")?;
-        let spec = Spec {
-            mode,
-            conns,
-            path,
-            warmup: Duration::from_millis(300),
-            measure: Duration::from_secs(secs),
-        };
-        let r = rt.block_on(client.run(&spec, Some(&w)))?;
-        let status = perf.wait()?;
-        if !status.success() {
-            let why = std::fs::read_to_string(&log).unwrap_or_default();
-            bail!("perf record failed ({status}): {}", why.trim());
-        }
-        eprintln!("bench: perf {tag}: {:.0}/s under perf", r.rate);
-        for (children, sort, suffix) in [
-            ("--no-children", "symbol", "self"),
-            ("--children", "symbol", "inclusive"),
-            ("--no-children", "dso", "dso"),
-        ] {
-            let txt = out.join(format!("perf-iron-https-{tag}-{suffix}.txt"));
-            let report = Command::new("perf")
-                .arg("report")
-                .arg("-i")
-                .arg(&data)
-                .args(["--stdio", children, "-g", "none", "--percent-limit", "0.5"])
-                .arg("--sort")
-                .arg(sort)
-                .output()
-                .context("running perf report")?;
-            std::fs::write(&txt, &report.stdout)?;
-            files.push(txt.display().to_string());
-        }
-    }
-    Ok(files)
 }

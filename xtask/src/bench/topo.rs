@@ -1,7 +1,8 @@
 //! Topologies: how the load client reaches the upstream. Direct, iron-proxy
-//! (MITM through `https_listen`, MITM through a CONNECT tunnel) and the peers
-//! (see [`super::peers`]). Each proxy is a fresh process, stopped by PID when
-//! its [`Running`] is dropped.
+//! (MITM through `https_listen`, MITM through a CONNECT tunnel, MITM of a
+//! client redirected by eBPF interception) and the peers (see
+//! [`super::peers`]). Each proxy is a fresh process, stopped by PID when its
+//! [`Running`] is dropped; the eBPF topology's cgroup and pins go after it.
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -13,6 +14,7 @@ use anyhow::{bail, Context, Result};
 use super::certs::{Certs, UPSTREAM_NAME};
 use super::load::Route;
 use super::procstat::{alive, Watch};
+use super::sandbox::{BenchCgroup, PinDir};
 
 /// One way of reaching the upstream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,6 +25,10 @@ pub enum Kind {
     IronHttps,
     /// iron-proxy MITM inside an HTTP CONNECT tunnel on `tunnel_listen`.
     IronConnect,
+    /// iron-proxy MITM of a client with no proxy settings, in a bench
+    /// cgroup whose connects iron-proxy's eBPF programs redirect to its
+    /// transparent listener.
+    IronIntercept,
     /// squid-openssl with ssl-bump (CONNECT).
     Squid,
     /// mitmproxy (mitmdump, regular mode, CONNECT).
@@ -33,10 +39,11 @@ pub enum Kind {
 
 impl Kind {
     /// Every topology, in report order.
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 7] = [
         Kind::Direct,
         Kind::IronHttps,
         Kind::IronConnect,
+        Kind::IronIntercept,
         Kind::Squid,
         Kind::Mitmproxy,
         Kind::Tinyproxy,
@@ -48,6 +55,7 @@ impl Kind {
             Kind::Direct => "direct",
             Kind::IronHttps => "iron-https",
             Kind::IronConnect => "iron-connect",
+            Kind::IronIntercept => "iron-intercept",
             Kind::Squid => "squid-bump",
             Kind::Mitmproxy => "mitmproxy",
             Kind::Tinyproxy => "tinyproxy-tunnel",
@@ -89,6 +97,26 @@ pub struct Running {
     pub version: String,
     /// Kept to stop the process when dropped.
     pub _child: Option<ChildGuard>,
+    /// The eBPF topology's cgroup and pins, dropped after the proxy.
+    pub intercept: Option<Intercepted>,
+}
+
+/// What the eBPF topology created: the load client must run in `cgroup`.
+pub struct Intercepted {
+    /// iron-proxy's pin directory (detached on drop).
+    pub pins: PinDir,
+    /// The cgroup iron-proxy intercepts (removed on drop).
+    pub cgroup: BenchCgroup,
+}
+
+impl Intercepted {
+    /// The pinned `redirected` counter: connects sent to the transparent listener.
+    pub fn redirected(&self) -> Option<u64> {
+        iron_proxy::intercept::Interceptor::status(self.pins.path())
+            .ok()?
+            .counters
+            .map(|c| c.redirected)
+    }
 }
 
 /// Stops a child we started, by its PID: SIGTERM, then SIGKILL after 3s.
@@ -141,8 +169,9 @@ pub fn start(kind: Kind, env: &Env<'_>) -> Result<Running> {
             watch: None,
             version: String::new(),
             _child: None,
+            intercept: None,
         }),
-        Kind::IronHttps | Kind::IronConnect => start_iron(kind, env),
+        Kind::IronHttps | Kind::IronConnect | Kind::IronIntercept => start_iron(kind, env),
         Kind::Squid => super::peers::start_squid(env),
         Kind::Mitmproxy => super::peers::start_mitmproxy(env),
         Kind::Tinyproxy => super::peers::start_tinyproxy(env),
@@ -157,6 +186,28 @@ fn start_iron(kind: Kind, env: &Env<'_>) -> Result<Running> {
     let http = free_port(false)?;
     let dns = free_port(true)?;
     let metrics = free_port(false)?;
+    let transparent = free_port(false)?;
+    // The client connects to the upstream itself, which must be on loopback
+    // (or in a bench netns): nothing else is ever a destination.
+    if kind == Kind::IronIntercept && !env.upstream.ip().is_loopback() {
+        bail!("the upstream {} is not on loopback", env.upstream);
+    }
+    // Created before the proxy starts, dropped after it stops.
+    let intercept = match kind {
+        Kind::IronIntercept => Some(Intercepted {
+            pins: PinDir::new()?,
+            cgroup: BenchCgroup::new()?,
+        }),
+        _ => None,
+    };
+    let intercept_block = match &intercept {
+        Some(i) => format!(
+            "intercept:\n  cgroups: [\"{}\"]\n  listen: \"127.0.0.1:{transparent}\"\n  dns: false\n  pin_path: \"{}\"\n",
+            i.cgroup.path().display(),
+            i.pins.path().display()
+        ),
+        None => String::new(),
+    };
     // The proxy resolves the upstream's name through the bench DNS responder, so
     // no system file is touched.
     let config = format!(
@@ -181,7 +232,7 @@ metrics:
   listen: "127.0.0.1:{metrics}"
 log:
   level: warn
-"#,
+{intercept_block}"#,
         resolver = env.dns,
         ca_cert = env.certs.mitm_ca_cert.display(),
         ca_key = env.certs.mitm_ca_key.display(),
@@ -209,8 +260,22 @@ log:
     let guard = ChildGuard::new(child);
     let listen = SocketAddr::from((Ipv4Addr::LOCALHOST, https));
     let tunnel_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, tunnel));
-    wait_listening(guard.pid(), &[listen, tunnel_addr], &log)?;
+    let transparent_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, transparent));
+    let mut addrs = vec![listen, tunnel_addr];
+    if let Some(i) = &intercept {
+        addrs.push(transparent_addr);
+        wait_listening(guard.pid(), &addrs, &log)?;
+        wait_attached(guard.pid(), i)?;
+    } else {
+        wait_listening(guard.pid(), &addrs, &log)?;
+    }
     let route = match kind {
+        // No proxy settings: the client dials the upstream, the kernel redirects.
+        Kind::IronIntercept => Route {
+            addr: env.upstream,
+            connect: None,
+            host: UPSTREAM_NAME.into(),
+        },
         Kind::IronHttps => Route {
             addr: listen,
             connect: None,
@@ -227,7 +292,34 @@ log:
         watch: Some(Watch { pid: guard.pid() }),
         version: format!("iron-proxy {}", iron_proxy::VERSION),
         _child: Some(guard),
+        intercept,
     })
+}
+
+/// Waits until iron-proxy's links are pinned and attached to the bench cgroup.
+fn wait_attached(pid: u32, i: &Intercepted) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let st = iron_proxy::intercept::Interceptor::status(i.pins.path());
+        if let Ok(st) = &st {
+            let ours = |l: &iron_proxy::intercept::LinkStatus| {
+                l.attached && l.cgroup_path.as_deref() == Some(i.cgroup.path())
+            };
+            if st.links.iter().any(|l| l.hook == "connect4" && ours(l)) {
+                return Ok(());
+            }
+        }
+        if !alive(pid) {
+            bail!("iron-proxy exited before attaching its programs (rerun with --proxy-log)");
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "iron-proxy did not attach to {} within 30s",
+                i.cgroup.path().display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// A free loopback port (free for UDP too when `udp`).
