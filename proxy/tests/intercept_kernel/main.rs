@@ -90,7 +90,7 @@ fn tcp_v4_is_redirected_and_origin_found() {
     );
 
     let status = Interceptor::status(&pins.path).expect("status");
-    assert_eq!(status.links.len(), 10, "{status}");
+    assert_eq!(status.links.len(), 11, "{status}");
     assert!(
         status
             .links
