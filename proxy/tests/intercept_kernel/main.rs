@@ -3,6 +3,7 @@
 //! its own cgroup and pin directory (removed on drop) and sends traffic to
 //! loopback only.
 
+mod deny_reload;
 mod support;
 
 use std::net::SocketAddr;
@@ -522,13 +523,13 @@ fn takeover_drops_cgroups_no_longer_selected() {
     drop(attach(&s));
     assert_eq!(
         Interceptor::status(&pins.path).expect("status").links.len(),
-        20
+        22
     );
     s.cgroups.pop();
     let _ic = attach(&s);
     assert_eq!(
         Interceptor::status(&pins.path).expect("status").links.len(),
-        10
+        11
     );
     let in_b = run_workload(&b, None, &["tcp", "127.0.0.2", &port]);
     assert_eq!(in_b.lines, vec![format!("tcp ok 127.0.0.2 {port} direct")]);
