@@ -125,7 +125,9 @@ fn a_connection_opened_before_interception_cannot_send_once_the_proxy_runs() {
     assert_eq!(r.status, 200, "{r}");
     up.wait_for_request(|q| q.path() == "/anything/outside");
     assert!(
-        px.audit().find(|a| a.path() == Some("/anything/outside")).is_none(),
+        px.audit()
+            .find(|a| a.path() == Some("/anything/outside"))
+            .is_none(),
         "the outside request must not pass the proxy"
     );
 }
@@ -154,7 +156,8 @@ fn a_sighup_reload_moves_the_kernel_deny_list() {
     config["proxy"]["upstream_deny_cidrs"] = deny(b);
     lab.px.rewrite_config(config);
     lab.px.signal(Signal::SIGHUP);
-    lab.px.wait_for_log(|l| l.contains("kernel deny list reloaded"));
+    lab.px
+        .wait_for_log(|l| l.contains("kernel deny list reloaded"));
 
     let after = probe(&lab.cg, &specs);
     assert_eq!(

@@ -59,9 +59,8 @@ impl Reloader for FileReloader {
         let kernel_deny = match &self.intercept_pins {
             Some(pin) => {
                 let cidrs = super::intercept::deny_cidrs(&cfg);
-                let entries = crate::intercept::Interceptor::update_deny(pin, &cidrs).map_err(
-                    |e| vec![format!("intercept: updating the kernel deny list: {e}")],
-                )?;
+                let entries = crate::intercept::Interceptor::update_deny(pin, &cidrs)
+                    .map_err(|e| vec![format!("intercept: updating the kernel deny list: {e}")])?;
                 tracing::info!(
                     cidrs = cidrs.len(),
                     entries,
