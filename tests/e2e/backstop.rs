@@ -176,3 +176,24 @@ fn a_sighup_reload_moves_the_kernel_deny_list() {
     let rec = lab.audit_for("/anything/undenied");
     assert_eq!(rec.str("mode"), Some("transparent"), "{rec}");
 }
+
+#[test]
+fn a_proxy_inside_the_intercepted_cgroup_is_exempt_from_the_backstop() {
+    require_root!();
+    let net = FakeInternet::new();
+    let up = Upstream::https("httpbin.test").start(&net);
+    let lab = Lab::start(&net);
+    // The proxy (recognised by its pid) joins the cgroup it intercepts: its new sockets are
+    // the cgroup's, and the backstop knows them only by the cookie connect/sendmsg marked.
+    std::fs::write(lab.cg.path().join("cgroup.procs"), lab.px.pid().to_string())
+        .expect("moving the proxy into the test cgroup");
+
+    let r = lab.curl(&[
+        "--resolve",
+        &resolve("httpbin.test", 443, up.ip()),
+        "https://httpbin.test/anything/proxy-inside",
+    ]);
+    r.expect_status(200);
+    up.wait_for_request(|q| q.path() == "/anything/proxy-inside");
+    assert_eq!(intercept_event(&lab.px, "backstop_dropped"), 0);
+}

@@ -3,6 +3,7 @@
 //! its own cgroup and pin directory (removed on drop) and sends traffic to
 //! loopback only.
 
+mod backstop;
 mod deny_reload;
 mod support;
 
