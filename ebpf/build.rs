@@ -204,6 +204,7 @@ fn check_layout(clang: &str, flags: &[String], out: &Path) -> Result<()> {
         IRON_CNT_TUPLE_RECORDED => IRON_CNT_TUPLE_RECORDED,
         IRON_CNT_ORIGDST_ANSWERED => IRON_CNT_ORIGDST_ANSWERED,
         IRON_CNT_UNCONFIGURED => IRON_CNT_UNCONFIGURED,
+        IRON_CNT_BACKSTOP_DROPPED => IRON_CNT_BACKSTOP_DROPPED,
         IRON_CNT_MAX => IRON_CNT_MAX,
         IRON_CLASS_WORKLOAD => IRON_CLASS_WORKLOAD,
         IRON_CLASS_PROXY => IRON_CLASS_PROXY,
@@ -217,6 +218,7 @@ fn check_layout(clang: &str, flags: &[String], out: &Path) -> Result<()> {
         IRON_DENY_MAX => IRON_DENY_MAX,
         IRON_UIDS_MAX => IRON_UIDS_MAX,
         IRON_ORIGINS_MAX => IRON_ORIGINS_MAX,
+        IRON_PROXY_SOCKS_MAX => IRON_PROXY_SOCKS_MAX,
     ]);
 
     // Every constant the header defines must be checked above.

@@ -30,8 +30,12 @@ pub mod counter {
     pub const IRON_CNT_ORIGDST_ANSWERED: u32 = 7;
     /// Calls refused because no configuration was loaded (fail closed).
     pub const IRON_CNT_UNCONFIGURED: u32 = 8;
+    /// Packets of workload sockets dropped by the cgroup_skb backstop
+    /// (beyond loopback and the listeners, e.g. a connection older than
+    /// interception).
+    pub const IRON_CNT_BACKSTOP_DROPPED: u32 = 9;
     /// Number of counters.
-    pub const IRON_CNT_MAX: u32 = 9;
+    pub const IRON_CNT_MAX: u32 = 10;
 
     /// Counter names, by index.
     pub const NAMES: [&str; IRON_CNT_MAX as usize] = [
@@ -44,6 +48,7 @@ pub mod counter {
         "tuple_recorded",
         "origdst_answered",
         "unconfigured",
+        "backstop_dropped",
     ];
 }
 
@@ -81,6 +86,9 @@ pub mod limits {
     pub const IRON_UIDS_MAX: u32 = 1024;
     /// Entries of each origin LRU map.
     pub const IRON_ORIGINS_MAX: u32 = 65536;
+    /// Entries of the proxy socket marks (LRU: an idle mark may be evicted
+    /// after this many newer ones; see `iron_proxy_socks`).
+    pub const IRON_PROXY_SOCKS_MAX: u32 = 65536;
 }
 
 /// Map names, as the C objects spell them (also their pin file names).
@@ -99,8 +107,12 @@ pub mod map {
     pub const IRON_BY_TUPLE: &str = "iron_by_tuple";
     /// `PERCPU_ARRAY[IRON_CNT_MAX]` of `u64`.
     pub const IRON_COUNTERS: &str = "iron_counters";
+    /// `LRU_HASH` of socket cookie to `u32` (1): sockets of the proxy that
+    /// sent beyond loopback, marked by connect/sendmsg for the cgroup_skb
+    /// backstop, which cannot see the calling task.
+    pub const IRON_PROXY_SOCKS: &str = "iron_proxy_socks";
     /// Every map, in creation order.
-    pub const ALL: [&str; 7] = [
+    pub const ALL: [&str; 8] = [
         IRON_CFG,
         IRON_CFG_SEL,
         IRON_DENY,
@@ -108,6 +120,7 @@ pub mod map {
         IRON_BY_COOKIE,
         IRON_BY_TUPLE,
         IRON_COUNTERS,
+        IRON_PROXY_SOCKS,
     ];
 }
 

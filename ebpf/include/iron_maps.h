@@ -102,6 +102,17 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } iron_counters SEC(".maps");
 
+/* Sockets of the proxy that sent beyond loopback, by socket cookie:
+ * marked by the connect and sendmsg programs (which see the calling
+ * task), read by the cgroup_skb backstop (which sees only the socket). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, IRON_PROXY_SOCKS_MAX);
+	__type(key, __u64);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} iron_proxy_socks SEC(".maps");
+
 /* The live configuration slot, or NULL (treated as unconfigured). */
 static __always_inline struct iron_config *iron_cfg_load(void)
 {
@@ -166,6 +177,14 @@ static __always_inline void iron_v4_mapped(__u32 a[4], __u32 ip4)
 static __always_inline int iron_is_v4_mapped(const __u32 a[4])
 {
 	return a[0] == 0 && a[1] == 0 && a[2] == bpf_htonl(0xffff);
+}
+
+/* Whether the 16-byte address is loopback: 127.0.0.0/8 (v4-mapped) or ::1. */
+static __always_inline int iron_is_loopback(const __u32 a[4])
+{
+	if (iron_is_v4_mapped(a))
+		return (bpf_ntohl(a[3]) >> 24) == 127;
+	return a[0] == 0 && a[1] == 0 && a[2] == 0 && a[3] == bpf_htonl(1);
 }
 
 /* Whether a deny entry of this class covers the 16-byte address. */

@@ -15,6 +15,21 @@ enum iron_action {
 	IRON_TO_DNS,	  /* rewrite to the DNS listener */
 };
 
+/* Remembers that this socket is the proxy's, for the cgroup_skb
+ * backstop. Loopback destinations need no mark (the backstop lets them
+ * through), which keeps the proxy's local chatter out of the map. */
+static __always_inline void iron_mark_proxy(void *ctx, const __u32 a[4])
+{
+	__u64 cookie;
+	__u32 one = 1;
+
+	if (iron_is_loopback(a))
+		return;
+	cookie = bpf_get_socket_cookie(ctx);
+	if (!bpf_map_lookup_elem(&iron_proxy_socks, &cookie))
+		bpf_map_update_elem(&iron_proxy_socks, &cookie, &one, BPF_ANY);
+}
+
 /*
  * Decides what happens to a connect or sendmsg of protocol `proto` to the
  * 16-byte address `a` and network-order `port`. `dns_ok` says whether a
@@ -27,8 +42,8 @@ enum iron_action {
  * entries fail; TCP goes to the listener; everything else fails.
  */
 static __always_inline enum iron_action
-iron_decide(const struct iron_config *cfg, __u32 proto, const __u32 a[4],
-	    __u16 port, int dns_ok)
+iron_decide(void *ctx, const struct iron_config *cfg, __u32 proto,
+	    const __u32 a[4], __u16 port, int dns_ok)
 {
 	if (!iron_configured(cfg)) {
 		iron_count(IRON_CNT_UNCONFIGURED);
@@ -40,6 +55,7 @@ iron_decide(const struct iron_config *cfg, __u32 proto, const __u32 a[4],
 			return IRON_FAIL;
 		}
 		iron_count(IRON_CNT_PROXY_EXEMPT);
+		iron_mark_proxy(ctx, a);
 		return IRON_PASS;
 	}
 	if (!iron_uid_selected(cfg))

@@ -11,7 +11,7 @@ fn parse(name: &str) -> aya_obj::Object {
 
 #[test]
 fn objects_hold_every_program() {
-    let expected: [(&str, &[&str]); 5] = [
+    let expected: [(&str, &[&str]); 6] = [
         ("connect", &["iron_connect4", "iron_connect6"]),
         (
             "udp",
@@ -27,6 +27,7 @@ fn objects_hold_every_program() {
         ("sockops", &["iron_sockops"]),
         ("getsockopt", &["iron_getsockopt"]),
         ("sock_create", &["iron_sock_create"]),
+        ("skb", &["iron_skb_egress"]),
     ];
     assert_eq!(OBJECTS.len(), expected.len(), "unexpected object count");
     for (name, programs) in expected {

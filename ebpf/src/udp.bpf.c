@@ -21,7 +21,7 @@ int iron_sendmsg4(struct bpf_sock_addr *ctx)
 	enum iron_action act;
 
 	iron_v4_mapped(a, ctx->user_ip4);
-	act = iron_decide(cfg, ctx->protocol, a, port, iron_dns_ok4(cfg));
+	act = iron_decide(ctx, cfg, ctx->protocol, a, port, iron_dns_ok4(cfg));
 	if (act == IRON_PASS)
 		return IRON_ALLOW;
 	if (act != IRON_TO_DNS || !cfg)
@@ -44,7 +44,7 @@ int iron_sendmsg6(struct bpf_sock_addr *ctx)
 
 	iron_get_ip6(ctx, a);
 	mapped = iron_is_v4_mapped(a);
-	act = iron_decide(cfg, ctx->protocol, a, port,
+	act = iron_decide(ctx, cfg, ctx->protocol, a, port,
 			  iron_dns_ok6(cfg, mapped));
 	if (act == IRON_PASS)
 		return IRON_ALLOW;

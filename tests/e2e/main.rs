@@ -2,6 +2,7 @@
 //! `iron_proxy_tests`); each module here is one area. Run as root:
 //! `cargo test -p iron-proxy-tests --test e2e`.
 
+mod backstop;
 mod bypass;
 mod foundation;
 mod harness_selftest;

@@ -22,6 +22,24 @@ fn loopback_for(addr: SocketAddr) -> SocketAddr {
     }
 }
 
+/// The kernel deny list for `proxy.upstream_deny_cidrs` (also what a reload
+/// writes into the pinned trie).
+pub fn deny_cidrs(cfg: &Config) -> Vec<DenyCidr> {
+    cfg.proxy
+        .upstream_deny_cidrs
+        .iter()
+        .map(|net| {
+            // Loopback stays workload-only so the proxy's own loopback traffic
+            // (DNS replies to workloads, the upstream resolver) keeps working.
+            if net.addr().is_loopback() {
+                DenyCidr::workload(*net)
+            } else {
+                DenyCidr::all(*net)
+            }
+        })
+        .collect()
+}
+
 /// Builds the kernel-side settings. `transparent` is the bound transparent
 /// listener; `dns` the bound DNS server addresses (when DNS redirection is on).
 pub fn settings(
@@ -67,20 +85,7 @@ pub fn settings(
     let listen_v4: SocketAddrV4 = v4(transparent)
         .ok_or_else(|| err("intercept.listen must include an IPv4 address".into()))?;
     let listen_v6: Option<SocketAddrV6> = v6(transparent);
-    let deny = cfg
-        .proxy
-        .upstream_deny_cidrs
-        .iter()
-        .map(|net| {
-            // Loopback stays workload-only so the proxy's own loopback traffic
-            // (DNS replies to workloads, the upstream resolver) keeps working.
-            if net.addr().is_loopback() {
-                DenyCidr::workload(*net)
-            } else {
-                DenyCidr::all(*net)
-            }
-        })
-        .collect();
+    let deny = deny_cidrs(cfg);
     Ok(InterceptSettings {
         cgroups,
         uids,

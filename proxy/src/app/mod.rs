@@ -345,6 +345,7 @@ impl App {
                             ("udp_refused", c.udp_refused),
                             ("dns_redirected", c.dns_redirected),
                             ("raw_refused", c.raw_refused),
+                            ("backstop_dropped", c.backstop_dropped),
                         ]
                         .into_iter()
                         .map(|(k, v)| (vec![k.to_string()], v))
@@ -378,6 +379,7 @@ impl App {
             shared.clone(),
             sources_for_reload,
             metrics.clone(),
+            interceptor.as_ref().map(|i| i.pin_path().to_owned()),
         )?;
         if let Some(m) = &cfg.management {
             let (addr, _) = ops::management::start(

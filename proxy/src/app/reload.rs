@@ -3,7 +3,10 @@
 //! flight keep the policy they started with.
 //!
 //! What a reload changes: `transforms`, and in `proxy` the body limits, the
-//! upstream response header timeout and `upstream_deny_cidrs`. Everything else
+//! upstream response header timeout and `upstream_deny_cidrs`. With eBPF
+//! interception the new deny list is written into the pinned kernel trie too
+//! (new ranges first, then the removed ones go, so a range in both lists is
+//! never absent), before the userspace policy swaps. Everything else
 //! (listener addresses, `tls`, `dns`, `management`, `metrics`, `log`,
 //! `intercept`) is fixed at startup. A reload that changes one of those still
 //! applies the rest, keeps the running values, logs a warning and lists the
@@ -32,6 +35,9 @@ struct FileReloader {
     /// change (`None` if the file could not be parsed again at startup).
     started: Option<Config>,
     metrics: Arc<Metrics>,
+    /// The pin directory of eBPF interception in force, whose deny trie
+    /// follows `proxy.upstream_deny_cidrs`.
+    intercept_pins: Option<PathBuf>,
 }
 
 #[async_trait]
@@ -50,6 +56,21 @@ impl Reloader for FileReloader {
         let (policy, deny) = build_policy(&cfg, &self.sources, Some(&self.metrics))
             .map_err(|e| vec![e.to_string()])?;
         let transforms = policy.pipeline.transforms().len();
+        let kernel_deny = match &self.intercept_pins {
+            Some(pin) => {
+                let cidrs = super::intercept::deny_cidrs(&cfg);
+                let entries = crate::intercept::Interceptor::update_deny(pin, &cidrs)
+                    .map_err(|e| vec![format!("intercept: updating the kernel deny list: {e}")])?;
+                tracing::info!(
+                    cidrs = cidrs.len(),
+                    entries,
+                    pin = %pin.display(),
+                    "kernel deny list reloaded"
+                );
+                Some(cidrs.len())
+            }
+            None => None,
+        };
         self.shared.swap(policy, deny);
         let restart_required = self
             .started
@@ -67,6 +88,9 @@ impl Reloader for FileReloader {
         }
         let mut details = Map::new();
         details.insert("transforms".into(), Value::from(transforms));
+        if let Some(cidrs) = kernel_deny {
+            details.insert("kernel_deny_cidrs".into(), Value::from(cidrs));
+        }
         details.insert("restart_required".into(), Value::from(restart_required));
         Ok(ReloadSummary {
             config_hash: ops::management::config_hash(&bytes),
@@ -113,11 +137,13 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
 }
 
 /// The reload controller shared by the management API and SIGHUP.
+/// `intercept_pins`: the pin directory of eBPF interception in force.
 pub fn controller(
     path: &Path,
     shared: Arc<Shared>,
     sources: Sources,
     metrics: Arc<Metrics>,
+    intercept_pins: Option<PathBuf>,
 ) -> Result<Arc<ReloadController>, AppError> {
     let bytes =
         std::fs::read(path).map_err(|e| AppError::Ops(format!("{}: {e}", path.display())))?;
@@ -135,6 +161,7 @@ pub fn controller(
         sources,
         started,
         metrics: metrics.clone(),
+        intercept_pins,
     });
     Ok(ReloadController::new(
         reloader,

@@ -10,7 +10,9 @@ use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use aya::programs::{CgroupSock, CgroupSockAddr, CgroupSockopt, Program, ProgramError, SockOps};
+use aya::programs::{
+    CgroupSkb, CgroupSock, CgroupSockAddr, CgroupSockopt, Program, ProgramError, SockOps,
+};
 use aya::{Ebpf, EbpfError, EbpfLoader};
 
 use super::cgroup::{cgroup_id, CgroupError};
@@ -91,6 +93,7 @@ enum Kind {
     SockOps,
     Sockopt,
     Sock,
+    Skb,
 }
 
 /// One attach point: which program, from which object, and since when the
@@ -125,6 +128,7 @@ const fn hook(
 }
 
 // `enum bpf_attach_type` values.
+const BPF_CGROUP_INET_EGRESS: u32 = 1;
 const BPF_CGROUP_INET_SOCK_CREATE: u32 = 2;
 const BPF_CGROUP_SOCK_OPS: u32 = 3;
 const BPF_CGROUP_INET4_CONNECT: u32 = 10;
@@ -137,9 +141,18 @@ const BPF_CGROUP_GETSOCKOPT: u32 = 21;
 const BPF_CGROUP_INET4_GETPEERNAME: u32 = 29;
 const BPF_CGROUP_INET6_GETPEERNAME: u32 = 30;
 
-/// Hooks attached to every intercepted cgroup. sock_create comes first and
-/// the connect hooks last, so a half-attached cgroup refuses more, not less.
-pub(crate) const WORKLOAD_HOOKS: [Hook; 10] = [
+/// Hooks attached to every intercepted cgroup. The egress backstop and
+/// sock_create come first and the connect hooks last, so a half-attached
+/// cgroup refuses more, not less.
+pub(crate) const WORKLOAD_HOOKS: [Hook; 11] = [
+    hook(
+        "skb_egress",
+        "skb",
+        "iron_skb_egress",
+        Kind::Skb,
+        BPF_CGROUP_INET_EGRESS,
+        "5.0",
+    ),
     hook(
         "sock_create",
         "sock_create",
@@ -265,6 +278,7 @@ impl Loaded {
                 Kind::SockOps => <&mut SockOps>::try_from(p).and_then(|p| p.load()),
                 Kind::Sockopt => <&mut CgroupSockopt>::try_from(p).and_then(|p| p.load()),
                 Kind::Sock => <&mut CgroupSock>::try_from(p).and_then(|p| p.load()),
+                Kind::Skb => <&mut CgroupSkb>::try_from(p).and_then(|p| p.load()),
             }
             .map_err(load_err)?;
         }

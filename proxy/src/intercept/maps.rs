@@ -53,7 +53,7 @@ fn op(name: &'static str, op: &'static str) -> impl FnOnce(MapError) -> MapsErro
 }
 
 /// The layout each map must have: (name, type, key size, value size, entries).
-fn expected() -> [(&'static str, MapType, usize, usize, u32); 7] {
+fn expected() -> [(&'static str, MapType, usize, usize, u32); 8] {
     use std::mem::size_of;
     [
         (
@@ -92,6 +92,13 @@ fn expected() -> [(&'static str, MapType, usize, usize, u32); 7] {
             4,
             8,
             counter::IRON_CNT_MAX,
+        ),
+        (
+            map::IRON_PROXY_SOCKS,
+            MapType::LruHash,
+            8,
+            4,
+            limits::IRON_PROXY_SOCKS_MAX,
         ),
     ]
 }
@@ -152,14 +159,7 @@ impl SettingsMaps {
     /// slot flips, then stale entries go: at every instant the kernel
     /// enforces the old settings, the new ones, or their union of denials.
     pub(crate) fn apply(&mut self, s: &InterceptSettings) -> Result<(), MapsError> {
-        let deny = deny_entries(&s.deny);
-        if deny.len() > limits::IRON_DENY_MAX as usize {
-            return Err(MapsError::TooMany {
-                name: map::IRON_DENY,
-                count: deny.len(),
-                max: limits::IRON_DENY_MAX,
-            });
-        }
+        let deny = checked_deny_entries(&s.deny)?;
         let uids: BTreeSet<u32> = s.uids.iter().copied().collect();
         if uids.len() > limits::IRON_UIDS_MAX as usize {
             return Err(MapsError::TooMany {
@@ -174,11 +174,7 @@ impl SettingsMaps {
                 .insert(uid, 1, 0)
                 .map_err(op(map::IRON_UIDS, "inserting into"))?;
         }
-        for ((len, addr), mask) in &deny {
-            self.deny
-                .insert(&Key::new(*len, *addr), mask, 0)
-                .map_err(op(map::IRON_DENY, "inserting into"))?;
-        }
+        self.insert_deny(&deny)?;
 
         let live = self
             .sel
@@ -204,6 +200,33 @@ impl SettingsMaps {
                 .remove(&uid)
                 .map_err(op(map::IRON_UIDS, "removing from"))?;
         }
+        self.remove_stale_deny(&deny)?;
+        Ok(())
+    }
+
+    /// Replaces the deny trie's entries with `deny`'s: new and changed
+    /// entries first, then the stale ones go, so a range in both the old
+    /// and the new list is never absent. Returns the number of entries.
+    pub(crate) fn apply_deny(&mut self, deny: &[DenyCidr]) -> Result<usize, MapsError> {
+        let entries = checked_deny_entries(deny)?;
+        self.insert_deny(&entries)?;
+        self.remove_stale_deny(&entries)?;
+        Ok(entries.len())
+    }
+
+    fn insert_deny(&mut self, deny: &BTreeMap<(u32, [u8; 16]), u32>) -> Result<(), MapsError> {
+        for ((len, addr), mask) in deny {
+            self.deny
+                .insert(&Key::new(*len, *addr), mask, 0)
+                .map_err(op(map::IRON_DENY, "inserting into"))?;
+        }
+        Ok(())
+    }
+
+    fn remove_stale_deny(
+        &mut self,
+        deny: &BTreeMap<(u32, [u8; 16]), u32>,
+    ) -> Result<(), MapsError> {
         let stale_deny: Vec<(u32, [u8; 16])> = self
             .deny
             .keys()
@@ -218,6 +241,19 @@ impl SettingsMaps {
         }
         Ok(())
     }
+}
+
+/// [`deny_entries`], refused when they do not fit the trie.
+fn checked_deny_entries(deny: &[DenyCidr]) -> Result<BTreeMap<(u32, [u8; 16]), u32>, MapsError> {
+    let entries = deny_entries(deny);
+    if entries.len() > limits::IRON_DENY_MAX as usize {
+        return Err(MapsError::TooMany {
+            name: map::IRON_DENY,
+            count: entries.len(),
+            max: limits::IRON_DENY_MAX,
+        });
+    }
+    Ok(entries)
 }
 
 /// The kernel's view of the settings.
@@ -327,6 +363,8 @@ pub struct Counters {
     pub origdst_answered: u64,
     /// Calls refused because no configuration was loaded.
     pub unconfigured: u64,
+    /// Packets of workload sockets dropped by the cgroup_skb backstop.
+    pub backstop_dropped: u64,
 }
 
 /// Reads the pinned counters.
@@ -352,5 +390,6 @@ pub(crate) fn read_counters(maps_dir: &Path) -> Result<Counters, MapsError> {
         tuple_recorded: at(IRON_CNT_TUPLE_RECORDED),
         origdst_answered: at(IRON_CNT_ORIGDST_ANSWERED),
         unconfigured: at(IRON_CNT_UNCONFIGURED),
+        backstop_dropped: at(IRON_CNT_BACKSTOP_DROPPED),
     })
 }

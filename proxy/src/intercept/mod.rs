@@ -194,6 +194,14 @@ impl Interceptor {
         status::read(pin_path)
     }
 
+    /// Replaces the kernel deny list of the interception pinned at
+    /// `pin_path` (a reload of `proxy.upstream_deny_cidrs`). New entries go
+    /// in before stale ones go, so a range in both the old and the new list
+    /// is never absent. Returns the number of trie entries written.
+    pub fn update_deny(pin_path: &Path, deny: &[DenyCidr]) -> Result<usize, InterceptError> {
+        Ok(maps::SettingsMaps::open(&maps_dir(pin_path))?.apply_deny(deny)?)
+    }
+
     /// The origin lookup for accepted connections.
     pub fn original_dst(&self) -> OriginalDst {
         self.original_dst.clone()

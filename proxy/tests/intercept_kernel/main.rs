@@ -3,6 +3,8 @@
 //! its own cgroup and pin directory (removed on drop) and sends traffic to
 //! loopback only.
 
+mod backstop;
+mod deny_reload;
 mod support;
 
 use std::net::SocketAddr;
@@ -90,7 +92,7 @@ fn tcp_v4_is_redirected_and_origin_found() {
     );
 
     let status = Interceptor::status(&pins.path).expect("status");
-    assert_eq!(status.links.len(), 10, "{status}");
+    assert_eq!(status.links.len(), 11, "{status}");
     assert!(
         status
             .links
@@ -522,13 +524,13 @@ fn takeover_drops_cgroups_no_longer_selected() {
     drop(attach(&s));
     assert_eq!(
         Interceptor::status(&pins.path).expect("status").links.len(),
-        20
+        22
     );
     s.cgroups.pop();
     let _ic = attach(&s);
     assert_eq!(
         Interceptor::status(&pins.path).expect("status").links.len(),
-        10
+        11
     );
     let in_b = run_workload(&b, None, &["tcp", "127.0.0.2", &port]);
     assert_eq!(in_b.lines, vec![format!("tcp ok 127.0.0.2 {port} direct")]);

@@ -1,0 +1,154 @@
+// SPDX-License-Identifier: (GPL-2.0 OR Apache-2.0)
+/*
+ * cgroup_skb/egress: the backstop behind the socket hooks. Those see
+ * connect() and sendmsg(), so they miss sockets connected before
+ * interception was attached (a long-lived connection of a process that
+ * predates the proxy) and anything else that reaches the IP layer
+ * without passing them. This program sees every IPv4/IPv6 packet a
+ * socket of an intercepted cgroup sends, and drops (returns 0; a local
+ * sender gets EPERM, TCP retransmits until it times out) each one from a
+ * selected workload socket whose destination is neither loopback nor one
+ * of the proxy's redirect targets (the transparent and DNS listeners).
+ *
+ * Exempt, like in connect4: the proxy's own sockets, recognised by the
+ * socket's cgroup id or uid, or by the socket cookie connect/sendmsg
+ * marked when the calling task was the proxy (iron_proxy_socks); packets
+ * sent from a redirect target (the proxy's listeners answering); and
+ * sockets of unselected uids. Unconfigured maps fail closed.
+ *
+ * The socket's uid (bpf_get_socket_uid) is its creator's fsuid; the
+ * socket hooks use the calling task's uid. Both are the same unless a
+ * socket is handed to another user (SCM_RIGHTS, setuid after socket()).
+ *
+ * Helpers (all present in cgroup_skb programs since Linux 5.0):
+ * bpf_skb_load_bytes, bpf_get_socket_uid, bpf_get_socket_cookie,
+ * bpf_skb_cgroup_id. The program sees the packet from its network header.
+ */
+#include "iron_maps.h"
+
+#define IRON_SKB_PASS 1
+#define IRON_SKB_DROP 0
+
+/* A packet's endpoints, as 16-byte (v4-mapped) addresses, and its
+ * network-order ports when it has a TCP or UDP header we could read. */
+struct iron_pkt {
+	__u32 src[4];
+	__u32 dst[4];
+	__u16 sport;
+	__u16 dport;
+	int ports;
+};
+
+/* Reads the IP header and ports. Returns 0 on success, -1 when the
+ * packet is neither IPv4 nor IPv6 or too short. */
+static __always_inline int iron_parse(struct __sk_buff *skb, struct iron_pkt *p)
+{
+	__u8 hdr[40];
+	__u16 ports[2];
+	__u32 l4_off, ip4;
+	__u8 proto;
+
+	if (bpf_skb_load_bytes(skb, 0, hdr, 20))
+		return -1;
+	if ((hdr[0] >> 4) == 4) {
+		__builtin_memcpy(&ip4, &hdr[12], 4);
+		iron_v4_mapped(p->src, ip4);
+		__builtin_memcpy(&ip4, &hdr[16], 4);
+		iron_v4_mapped(p->dst, ip4);
+		proto = hdr[9];
+		l4_off = (hdr[0] & 0xf) * 4;
+		/* A non-first fragment has no L4 header. */
+		if ((hdr[6] & 0x1f) || hdr[7])
+			return 0;
+	} else if ((hdr[0] >> 4) == 6) {
+		if (bpf_skb_load_bytes(skb, 0, hdr, 40))
+			return -1;
+		__builtin_memcpy(p->src, &hdr[8], 16);
+		__builtin_memcpy(p->dst, &hdr[24], 16);
+		/* Extension headers are not walked: no ports, so no
+		 * redirect-target match, only the loopback test. */
+		proto = hdr[6];
+		l4_off = 40;
+	} else {
+		return -1;
+	}
+	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
+		return 0;
+	if (l4_off < 20 || l4_off > 60)
+		return 0;
+	if (bpf_skb_load_bytes(skb, l4_off, ports, 4))
+		return 0;
+	p->sport = ports[0];
+	p->dport = ports[1];
+	p->ports = 1;
+	return 0;
+}
+
+static __always_inline int iron_eq16(const __u32 a[4], const __u8 b[16])
+{
+	__u32 t[4];
+
+	iron_words(t, b);
+	return a[0] == t[0] && a[1] == t[1] && a[2] == t[2] && a[3] == t[3];
+}
+
+/* Whether (a, port) is the transparent or the DNS listener. */
+static __always_inline int iron_is_target(const struct iron_config *cfg,
+					  const __u32 a[4], __u16 port)
+{
+	if (iron_is_v4_mapped(a)) {
+		if (a[3] == cfg->listen_v4 && port == cfg->listen_v4_port)
+			return 1;
+		return (cfg->flags & IRON_F_DNS_V4) && a[3] == cfg->dns_v4 &&
+		       port == cfg->dns_v4_port;
+	}
+	if ((cfg->flags & IRON_F_LISTEN_V6) && port == cfg->listen_v6_port &&
+	    iron_eq16(a, cfg->listen_v6))
+		return 1;
+	return (cfg->flags & IRON_F_DNS_V6) && port == cfg->dns_v6_port &&
+	       iron_eq16(a, cfg->dns_v6);
+}
+
+/* Whether the socket that sent this packet is exempt: the proxy's, or
+ * a uid that is not intercepted. */
+static __always_inline int iron_skb_exempt(struct __sk_buff *skb,
+					   const struct iron_config *cfg)
+{
+	__u32 uid = bpf_get_socket_uid(skb);
+	__u64 cookie;
+
+	if (cfg->proxy_cgroup_id &&
+	    bpf_skb_cgroup_id(skb) == cfg->proxy_cgroup_id)
+		return 1;
+	if ((cfg->flags & IRON_F_PROXY_UID) && uid == cfg->proxy_uid)
+		return 1;
+	if ((cfg->flags & IRON_F_UID_FILTER) &&
+	    !bpf_map_lookup_elem(&iron_uids, &uid))
+		return 1;
+	cookie = bpf_get_socket_cookie(skb);
+	return bpf_map_lookup_elem(&iron_proxy_socks, &cookie) != NULL;
+}
+
+SEC("cgroup_skb/egress")
+int iron_skb_egress(struct __sk_buff *skb)
+{
+	struct iron_config *cfg = iron_cfg_load();
+	struct iron_pkt p;
+
+	__builtin_memset(&p, 0, sizeof(p));
+	if (iron_parse(skb, &p) == 0) {
+		if (iron_is_loopback(p.dst))
+			return IRON_SKB_PASS;
+		if (iron_configured(cfg) && p.ports &&
+		    (iron_is_target(cfg, p.dst, p.dport) ||
+		     iron_is_target(cfg, p.src, p.sport)))
+			return IRON_SKB_PASS;
+	}
+	/* Not IP (or unreadable), or beyond loopback and the listeners. */
+	if (iron_configured(cfg) && iron_skb_exempt(skb, cfg))
+		return IRON_SKB_PASS;
+	iron_count(IRON_CNT_BACKSTOP_DROPPED);
+	return IRON_SKB_DROP;
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -1,0 +1,199 @@
+//! The cgroup_skb egress backstop and the kernel deny list across reloads.
+//!
+//! - A workload connection opened before interception was attached (so it never passed the
+//!   connect hooks) can no longer send a byte to the fake internet once the proxy runs: UDP
+//!   gets EPERM, TCP stalls, the upstream sees nothing, and the backstop counter goes up. New
+//!   connections of the same workload are redirected as usual; a process outside the cgroup is
+//!   untouched.
+//! - A SIGHUP reload that changes `proxy.upstream_deny_cidrs` moves the kernel deny list too.
+//!
+//! Safety: programs attach only to the test's own cgroup; traffic goes only to fake-internet
+//! addresses (inside the test's namespace) and loopback.
+
+use std::time::Duration;
+
+use iron_proxy_tests::*;
+use nix::sys::signal::Signal;
+use serde_json::{json, Value};
+
+use crate::intercept::lab::*;
+
+/// A workload holding connections opened before interception: a TCP connection with one
+/// HTTP request answered, and a connected UDP socket. It then waits for `<dir>/go`, tries
+/// both once more, and writes `tcp <sent|errno>` and `udp <ok|errno>` to `<dir>/result`.
+const EARLY_BIRD: &str = r#"
+import os, socket, sys, time
+host, port, dir = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+def req(path):
+    return ('GET %s HTTP/1.1\r\nHost: httpbin.test\r\n\r\n' % path).encode()
+t = socket.create_connection((host, port), timeout=5)
+t.sendall(req('/anything/before'))
+t.recv(65536)
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.connect((host, 9))
+open(os.path.join(dir, 'connected'), 'w').close()
+while not os.path.exists(os.path.join(dir, 'go')):
+    time.sleep(0.02)
+out = []
+try:
+    t.sendall(req('/anything/after'))
+    out.append('tcp sent')
+except OSError as e:
+    out.append('tcp %d' % e.errno)
+try:
+    u.send(b'x')
+    out.append('udp ok')
+except OSError as e:
+    out.append('udp %d' % e.errno)
+with open(os.path.join(dir, 'result.tmp'), 'w') as f:
+    f.write('\n'.join(out))
+os.rename(os.path.join(dir, 'result.tmp'), os.path.join(dir, 'result'))
+time.sleep(60)
+"#;
+
+/// `iron_proxy_intercept_events_total{event="<event>"}` from the proxy's `/metrics`.
+fn intercept_event(px: &ProxyProcess, event: &str) -> u64 {
+    let r = Curl::get(&format!("http://{}/metrics", px.metrics_addr())).run();
+    assert_eq!(r.status, 200, "{r}");
+    let label = format!("event=\"{event}\"");
+    r.body
+        .lines()
+        .find(|l| l.starts_with("iron_proxy_intercept_events_total{") && l.contains(&label))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
+#[test]
+fn a_connection_opened_before_interception_cannot_send_once_the_proxy_runs() {
+    require_root!();
+    let net = FakeInternet::new();
+    let up = Upstream::http("httpbin.test").start(&net);
+    let cg = TestCgroup::new();
+    let pins = PinGuard::new();
+    let dir = cg.shared_dir().to_path_buf();
+
+    // Opened while nothing intercepts the cgroup: it goes direct.
+    let _bird = cg
+        .command(iron_proxy_tests::cgroup::system_python())
+        .args(["-c", EARLY_BIRD])
+        .arg(up.ip().to_string())
+        .arg(up.plain_port().to_string())
+        .arg(&dir)
+        .spawn();
+    wait_until(Duration::from_secs(10), "the early connection", || {
+        dir.join("connected").exists().then_some(())
+    });
+    up.wait_for_request(|q| q.path() == "/anything/before");
+
+    let px = start_intercepting(Proxy::with(base_config(&net, &cg, &pins)).resolver(&net));
+    assert_eq!(intercept_event(&px, "backstop_dropped"), 0);
+
+    std::fs::write(dir.join("go"), b"").expect("writing the go file");
+    let result = wait_until(Duration::from_secs(10), "the early bird's result", || {
+        std::fs::read_to_string(dir.join("result")).ok()
+    });
+    assert_eq!(
+        result.lines().collect::<Vec<_>>(),
+        vec!["tcp sent", &format!("udp {EPERM}")],
+        "TCP data is only queued (the segment is dropped, then retransmitted and dropped), \
+         a connected UDP socket gets EPERM"
+    );
+    // One UDP datagram, the TCP segment and at least one retransmission.
+    wait_until(
+        Duration::from_secs(10),
+        "backstop drops (UDP, TCP and a TCP retransmission)",
+        || (intercept_event(&px, "backstop_dropped") >= 3).then_some(()),
+    );
+    up.assert_no_request(|q| q.path() == "/anything/after");
+
+    // New connections of the same cgroup are redirected to the proxy as usual.
+    let r = cg.curl([
+        "--resolve",
+        &resolve("httpbin.test", 80, up.ip()),
+        "http://httpbin.test/anything/redirected",
+    ]);
+    r.expect_status(200);
+    up.wait_for_request(|q| q.path() == "/anything/redirected");
+    let rec = px.wait_for_audit(|a| a.path() == Some("/anything/redirected"));
+    assert_eq!(rec.str("mode"), Some("transparent"), "{rec}");
+
+    // A process outside the cgroup still goes direct.
+    let r = Curl::get(&up.http_url("/anything/outside"))
+        .args(["--resolve", &up.curl_resolve()])
+        .run();
+    assert_eq!(r.status, 200, "{r}");
+    up.wait_for_request(|q| q.path() == "/anything/outside");
+    assert!(
+        px.audit()
+            .find(|a| a.path() == Some("/anything/outside"))
+            .is_none(),
+        "the outside request must not pass the proxy"
+    );
+}
+
+#[test]
+fn a_sighup_reload_moves_the_kernel_deny_list() {
+    require_root!();
+    let net = FakeInternet::new();
+    let a = net.add_host().ips()[0];
+    let b = net.add_host().ips()[0];
+    let deny = |ip: std::net::IpAddr| json!([format!("{ip}/32")]);
+    let mut lab = Lab::start_with(&net, |c| {
+        c["proxy"] = json!({"upstream_deny_cidrs": deny(a)});
+    });
+    let specs = [format!("tcp,{a},80"), format!("tcp,{b},80")];
+
+    let before = probe(&lab.cg, &specs);
+    assert_eq!(before[&specs[0]], json!(EPERM), "{before}");
+    assert_eq!(
+        before[&specs[1]],
+        json!("ok"),
+        "redirected to the proxy: {before}"
+    );
+
+    let mut config: Value = lab.config.clone();
+    config["proxy"]["upstream_deny_cidrs"] = deny(b);
+    lab.px.rewrite_config(config);
+    lab.px.signal(Signal::SIGHUP);
+    lab.px
+        .wait_for_log(|l| l.contains("kernel deny list reloaded"));
+
+    let after = probe(&lab.cg, &specs);
+    assert_eq!(
+        after[&specs[1]],
+        json!(EPERM),
+        "newly denied in the kernel: {after}"
+    );
+    assert_eq!(
+        after[&specs[0]],
+        json!("ok"),
+        "no longer denied in the kernel: {after}"
+    );
+    // The range no longer denied reaches the proxy, which judges it as usual.
+    let r = lab.curl(&[&format!("http://{a}/anything/undenied")]);
+    assert_eq!(r.status, 403, "an IP literal outside `cidrs`: {r}");
+    let rec = lab.audit_for("/anything/undenied");
+    assert_eq!(rec.str("mode"), Some("transparent"), "{rec}");
+}
+
+#[test]
+fn a_proxy_inside_the_intercepted_cgroup_is_exempt_from_the_backstop() {
+    require_root!();
+    let net = FakeInternet::new();
+    let up = Upstream::https("httpbin.test").start(&net);
+    let lab = Lab::start(&net);
+    // The proxy (recognised by its pid) joins the cgroup it intercepts: its new sockets are
+    // the cgroup's, and the backstop knows them only by the cookie connect/sendmsg marked.
+    std::fs::write(lab.cg.path().join("cgroup.procs"), lab.px.pid().to_string())
+        .expect("moving the proxy into the test cgroup");
+
+    let r = lab.curl(&[
+        "--resolve",
+        &resolve("httpbin.test", 443, up.ip()),
+        "https://httpbin.test/anything/proxy-inside",
+    ]);
+    r.expect_status(200);
+    up.wait_for_request(|q| q.path() == "/anything/proxy-inside");
+    assert_eq!(intercept_event(&lab.px, "backstop_dropped"), 0);
+}
