@@ -83,6 +83,8 @@ struct {
 	__uint(max_entries, IRON_ORIGINS_MAX);
 	__type(key, __u64);
 	__type(value, struct iron_origin);
+	/* Per-CPU LRU lists: no shared lock on insert, eviction stays local. */
+	__uint(map_flags, BPF_F_NO_COMMON_LRU);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } iron_by_cookie SEC(".maps");
 
@@ -91,6 +93,8 @@ struct {
 	__uint(max_entries, IRON_ORIGINS_MAX);
 	__type(key, struct iron_tuple);
 	__type(value, struct iron_origin);
+	/* Per-CPU LRU lists: no shared lock on insert, eviction stays local. */
+	__uint(map_flags, BPF_F_NO_COMMON_LRU);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } iron_by_tuple SEC(".maps");
 

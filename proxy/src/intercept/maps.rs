@@ -26,8 +26,10 @@ pub enum MapsError {
         #[source]
         source: MapError,
     },
-    /// A map pinned by an earlier version has a different layout.
-    #[error("pinned map {path} has {found}, this build expects {expected}; run `detach` first")]
+    /// A pinned map with an older layout could not be moved aside.
+    #[error(
+        "pinned map {path} has {found}, this build expects {expected}; moving it aside failed"
+    )]
     Incompatible {
         /// The pin.
         path: PathBuf,
@@ -35,6 +37,9 @@ pub enum MapsError {
         found: String,
         /// What this build expects.
         expected: String,
+        /// Why the rename failed.
+        #[source]
+        source: std::io::Error,
     },
     /// More entries than the map holds.
     #[error("{count} entries for {name}, at most {max} fit")]
@@ -103,10 +108,27 @@ fn expected() -> [(&'static str, MapType, usize, usize, u32); 8] {
     ]
 }
 
-/// Refuses to reuse pinned maps whose layout differs from this build's.
-pub(crate) fn check_pinned(maps_dir: &Path) -> Result<(), MapsError> {
+/// Suffix of a pinned map moved aside because its layout is older than this build's.
+/// (bpffs refuses dots in the names of pinned objects.)
+const REPLACED: &str = "_replaced";
+
+/// Pinned maps whose layout differs from this build's (an upgrade changed a
+/// map) are moved to `<name>_replaced`, so that loading creates and pins
+/// fresh ones. The programs still attached keep using the old maps until
+/// their links are switched to the new programs, so enforcement never
+/// lapses; the caller removes the returned pins once that is done (or puts
+/// them back with [`restore_aside`] if the takeover fails). What a replaced
+/// map held is lost: counters restart, and connections accepted before the
+/// switch may lose their original destination.
+pub(crate) fn set_aside_incompatible(maps_dir: &Path) -> Result<Vec<PathBuf>, MapsError> {
+    let mut aside = Vec::new();
     for (name, ty, key, value, entries) in expected() {
         let path = maps_dir.join(name);
+        let old = maps_dir.join(format!("{name}{REPLACED}"));
+        if old.exists() {
+            // Left by a takeover that died halfway; the current pin (if any) is newer.
+            let _ = std::fs::remove_file(&old);
+        }
         if !path.exists() {
             continue;
         }
@@ -118,15 +140,51 @@ pub(crate) fn check_pinned(maps_dir: &Path) -> Result<(), MapsError> {
             info.value_size() as usize,
             info.max_entries(),
         );
-        if found != (ty, key, value, entries) {
+        if found == (ty, key, value, entries) {
+            continue;
+        }
+        let (found, expected) = (
+            format!("{found:?}"),
+            format!("{:?}", (ty, key, value, entries)),
+        );
+        if let Err(source) = move_pin(&path, &old) {
+            restore_aside(&aside);
             return Err(MapsError::Incompatible {
                 path,
-                found: format!("{found:?}"),
-                expected: format!("{:?}", (ty, key, value, entries)),
+                found,
+                expected,
+                source,
             });
         }
+        tracing::warn!(map = name, %found, %expected, "pinned map has an older layout; replacing it");
+        aside.push(old);
     }
-    Ok(())
+    Ok(aside)
+}
+
+/// Moves a pin: pin the object again under `to`, then unpin `from`.
+fn move_pin(from: &Path, to: &Path) -> std::io::Result<()> {
+    use std::os::fd::AsFd;
+    let fd = super::sys::obj_get(from)?;
+    super::sys::obj_pin(fd.as_fd(), to)?;
+    std::fs::remove_file(from)
+}
+
+/// Puts maps moved aside by [`set_aside_incompatible`] back (a failed takeover).
+pub(crate) fn restore_aside(aside: &[PathBuf]) {
+    for old in aside {
+        let Some(pin) = old
+            .to_str()
+            .and_then(|p| p.strip_suffix(REPLACED))
+            .map(PathBuf::from)
+        else {
+            continue;
+        };
+        let _ = std::fs::remove_file(&pin);
+        if let Err(e) = move_pin(old, &pin) {
+            tracing::error!(pin = %pin.display(), error = %e, "restoring a pinned map");
+        }
+    }
 }
 
 fn open(maps_dir: &Path, name: &'static str) -> Result<MapData, MapsError> {

@@ -112,8 +112,11 @@ impl std::fmt::Debug for Interceptor {
 impl Interceptor {
     /// Loads, configures, attaches and pins. With pins already under
     /// `settings.pin_path`, takes them over: maps are reused and updated in
-    /// place, programs are swapped inside the existing links, and links of
-    /// cgroups no longer selected are detached last.
+    /// place (a map whose layout changed in an upgrade is replaced: the
+    /// attached programs keep the old one until their link switches),
+    /// programs are swapped inside the existing links, and links of cgroups
+    /// no longer selected are detached last. No step leaves workloads
+    /// unintercepted.
     pub fn attach(settings: &InterceptSettings) -> Result<Self, InterceptError> {
         preflight(settings)?;
         let pin = &settings.pin_path;
@@ -121,9 +124,30 @@ impl Interceptor {
         for dir in [pin, &maps_dir, &links_dir] {
             create_private_dir(dir)?;
         }
-        maps::check_pinned(&maps_dir)?;
-        let mut loaded = links::Loaded::load(&maps_dir)?;
-        maps::SettingsMaps::open(&maps_dir)?.apply(settings)?;
+        let aside = maps::set_aside_incompatible(&maps_dir)?;
+        let attached = Self::load_and_link(settings, &maps_dir, &links_dir);
+        match &attached {
+            // The links now run the new programs, which use the new maps.
+            Ok(_) => {
+                for old in &aside {
+                    if let Err(e) = std::fs::remove_file(old) {
+                        tracing::warn!(pin = %old.display(), error = %e, "removing a replaced map");
+                    }
+                }
+            }
+            Err(_) => maps::restore_aside(&aside),
+        }
+        attached
+    }
+
+    fn load_and_link(
+        settings: &InterceptSettings,
+        maps_dir: &Path,
+        links_dir: &Path,
+    ) -> Result<Self, InterceptError> {
+        let pin = &settings.pin_path;
+        let mut loaded = links::Loaded::load(maps_dir)?;
+        maps::SettingsMaps::open(maps_dir)?.apply(settings)?;
 
         let mut wanted = BTreeSet::new();
         let mut created = Vec::new();
@@ -138,11 +162,11 @@ impl Interceptor {
                     .map(|c| (&links::GETSOCKOPT_HOOK, c)),
             );
         for (hook, cgroup) in plan {
-            let (path, link) = loaded.ensure(hook, cgroup, &links_dir)?;
+            let (path, link) = loaded.ensure(hook, cgroup, links_dir)?;
             wanted.insert(path);
             created.extend(link);
         }
-        for stale in read_dir_sorted(&links_dir)? {
+        for stale in read_dir_sorted(links_dir)? {
             if !wanted.contains(&stale) {
                 tracing::info!(pin = %stale.display(), "detaching a link no longer selected");
                 links::detach_pinned(&stale)?;

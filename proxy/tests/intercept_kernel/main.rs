@@ -6,6 +6,7 @@
 mod backstop;
 mod deny_reload;
 mod support;
+mod upgrade;
 
 use std::net::SocketAddr;
 use std::path::Path;
