@@ -317,9 +317,6 @@ impl App {
 
         let mut interceptor = None;
         if let Some(ic) = &cfg.intercept {
-            if ic.mode == config::InterceptMode::Nftables {
-                return Err(AppError::FeatureNotSupported("intercept.mode: nftables"));
-            }
             let listeners = bind("intercept.listen", &ic.listen)?;
             let transparent: Vec<SocketAddr> = listeners
                 .iter()
@@ -330,6 +327,17 @@ impl App {
                 _ => Vec::new(),
             };
             let settings = intercept::settings(&cfg, ic, &transparent, &dns_addrs)?;
+            if ic.mode == config::InterceptMode::Nftables {
+                let lookup = intercept::start_nftables(&settings, &metrics)?;
+                for l in listeners {
+                    push(&mut bound, "transparent", &l);
+                    tasks.push(tokio::spawn(crate::listen::transparent::run(
+                        l,
+                        intake.clone(),
+                        lookup.clone(),
+                    )));
+                }
+            } else {
             let attached =
                 Interceptor::attach(&settings).map_err(|e| AppError::Intercept(e.to_string()))?;
             let lookup: Arc<dyn OriginLookup> = Arc::new(BpfLookup(attached.original_dst()));
@@ -361,6 +369,7 @@ impl App {
                 )));
             }
             interceptor = Some(attached);
+            }
         }
 
         let ready_shared = shared.clone();
