@@ -5,8 +5,8 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
-use crate::config::{Config, InterceptConfig, UidSpec};
 use crate::audit::ClientProcess;
+use crate::config::{Config, InterceptConfig, UidSpec};
 use crate::intercept::nft::{owner, NftInterceptor};
 use crate::intercept::{self, DenyCidr, InterceptSettings, ProxyIdentity};
 use crate::listen::transparent::{OriginLookup, Redirected, SockoptLookup};
@@ -108,8 +108,8 @@ pub fn start_nftables(
     let attached =
         NftInterceptor::attach(settings).map_err(|e| AppError::Intercept(e.to_string()))?;
     let pin = settings.pin_path.clone();
-    let _ = metrics.register_intercept_events(Box::new(move || {
-        match NftInterceptor::status(&pin) {
+    let _ =
+        metrics.register_intercept_events(Box::new(move || match NftInterceptor::status(&pin) {
             Ok(s) if s.present => {
                 let c = s.counters;
                 [
@@ -124,8 +124,7 @@ pub fn start_nftables(
                 .collect()
             }
             _ => Vec::new(),
-        }
-    }));
+        }));
     Ok(std::sync::Arc::new(NftLookup {
         cgroups: attached.cgroups().to_vec(),
     }))

@@ -338,13 +338,12 @@ impl App {
                     )));
                 }
             } else {
-            let attached =
-                Interceptor::attach(&settings).map_err(|e| AppError::Intercept(e.to_string()))?;
-            let lookup: Arc<dyn OriginLookup> = Arc::new(BpfLookup(attached.original_dst()));
-            let pin = settings.pin_path.clone();
-            let _ =
-                metrics.register_intercept_events(Box::new(move || {
-                    match Interceptor::status(&pin) {
+                let attached = Interceptor::attach(&settings)
+                    .map_err(|e| AppError::Intercept(e.to_string()))?;
+                let lookup: Arc<dyn OriginLookup> = Arc::new(BpfLookup(attached.original_dst()));
+                let pin = settings.pin_path.clone();
+                let _ = metrics.register_intercept_events(Box::new(
+                    move || match Interceptor::status(&pin) {
                         Ok(crate::intercept::Status {
                             counters: Some(c), ..
                         }) => [
@@ -358,17 +357,17 @@ impl App {
                         .map(|(k, v)| (vec![k.to_string()], v))
                         .collect(),
                         _ => Vec::new(),
-                    }
-                }));
-            for l in listeners {
-                push(&mut bound, "transparent", &l);
-                tasks.push(tokio::spawn(crate::listen::transparent::run(
-                    l,
-                    intake.clone(),
-                    lookup.clone(),
-                )));
-            }
-            interceptor = Some(attached);
+                    },
+                ));
+                for l in listeners {
+                    push(&mut bound, "transparent", &l);
+                    tasks.push(tokio::spawn(crate::listen::transparent::run(
+                        l,
+                        intake.clone(),
+                        lookup.clone(),
+                    )));
+                }
+                interceptor = Some(attached);
             }
         }
 

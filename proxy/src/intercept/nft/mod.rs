@@ -82,14 +82,12 @@ impl NftInterceptor {
         let table = table_name(&settings.pin_path);
         nft_cmd::preflight(&table, &selectors)?;
         let script = render(&table, settings, &selectors);
-        nft_cmd::run(&["-f", "-"], Some(&script), "replacing the table").map_err(|e| {
-            match e {
-                NftError::Nft { stderr, .. } => NftError::Nft {
-                    what: "replacing the table",
-                    stderr,
-                },
-                other => other,
-            }
+        nft_cmd::run(&["-f", "-"], Some(&script), "replacing the table").map_err(|e| match e {
+            NftError::Nft { stderr, .. } => NftError::Nft {
+                what: "replacing the table",
+                stderr,
+            },
+            other => other,
         })?;
         tracing::info!(table = %table, "nftables interception in force");
         Ok(Self {
@@ -132,7 +130,9 @@ fn refuse_self_selection(
         let uid_hit = sel.uids.is_empty() || sel.uids.contains(&uid);
         let cg_hit = match (&sel.cgroup, &own) {
             (None, _) => true,
-            (Some((_, _, rel)), Some(own)) => own.starts_with(mount.join(rel.trim_start_matches('/'))),
+            (Some((_, _, rel)), Some(own)) => {
+                own.starts_with(mount.join(rel.trim_start_matches('/')))
+            }
             (Some(_), None) => false,
         };
         if uid_hit && cg_hit {

@@ -12,10 +12,18 @@ use super::ruleset::{probe_socket, probe_tables, Selector};
 use super::NftError;
 
 /// Runs `nft ARGS` with `stdin`; returns stdout.
-pub(crate) fn run(args: &[&str], stdin: Option<&str>, what: &'static str) -> Result<String, NftError> {
+pub(crate) fn run(
+    args: &[&str],
+    stdin: Option<&str>,
+    what: &'static str,
+) -> Result<String, NftError> {
     let mut child = Command::new("nft")
         .args(args)
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -101,6 +109,12 @@ pub(crate) fn list_table(name: &str) -> Result<Option<serde_json::Value>, NftErr
     if !exists {
         return Ok(None);
     }
-    let text = run(&["-j", "list", "table", "inet", name], None, "listing the table")?;
-    serde_json::from_str(&text).map(Some).map_err(NftError::Json)
+    let text = run(
+        &["-j", "list", "table", "inet", name],
+        None,
+        "listing the table",
+    )?;
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(NftError::Json)
 }

@@ -75,7 +75,11 @@ pub fn find(
             .map(|s| s.trim_end().to_owned());
         owner.cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
             .ok()
-            .and_then(|t| t.lines().find_map(|l| l.strip_prefix("0::")).map(str::to_owned));
+            .and_then(|t| {
+                t.lines()
+                    .find_map(|l| l.strip_prefix("0::"))
+                    .map(str::to_owned)
+            });
     }
     Ok(owner)
 }
@@ -99,7 +103,11 @@ fn socket_entry(local: SocketAddr, remote: SocketAddr) -> Result<(u32, u64), Own
 
 /// `(uid, inode)` of the entry `local -> remote` in `/proc/net/tcp{,6}` text.
 /// IPv4 tuples also match their v4-mapped form (IPv6 sockets).
-pub(crate) fn find_in_table(text: &str, local: SocketAddr, remote: SocketAddr) -> Option<(u32, u64)> {
+pub(crate) fn find_in_table(
+    text: &str,
+    local: SocketAddr,
+    remote: SocketAddr,
+) -> Option<(u32, u64)> {
     let norm = |a: SocketAddr| (crate::rules::canonical_ip(a.ip()), a.port());
     text.lines().skip(1).find_map(|line| {
         let f: Vec<&str> = line.split_whitespace().collect();

@@ -151,8 +151,16 @@ pub fn render(table: &str, settings: &InterceptSettings, selectors: &[Selector])
         .filter(|d| d.workload)
         .map(|d| d.net)
         .collect();
-    let deny4: Vec<IpNet> = deny.iter().copied().filter(|n| n.addr().is_ipv4()).collect();
-    let deny6: Vec<IpNet> = deny.iter().copied().filter(|n| n.addr().is_ipv6()).collect();
+    let deny4: Vec<IpNet> = deny
+        .iter()
+        .copied()
+        .filter(|n| n.addr().is_ipv4())
+        .collect();
+    let deny6: Vec<IpNet> = deny
+        .iter()
+        .copied()
+        .filter(|n| n.addr().is_ipv6())
+        .collect();
     let p4 = settings.listen_v4.port();
     let p6 = settings.listen_v6.map_or(p4, |a| a.port());
 
@@ -258,14 +266,14 @@ pub fn render(table: &str, settings: &InterceptSettings, selectors: &[Selector])
 /// A probe script for preflight: only checks (`nft -c`), never applied.
 pub(crate) fn probe_tables(table: &str) -> String {
     format!(
-        "table inet {table}_probe {{\n\tchain n {{ type nat hook output priority -100; meta l4proto tcp meta skuid 4294967294 redirect to :1 }}\n\tchain f {{ type filter hook output priority -150; meta skuid 4294967294 reject with icmpx admin-prohibited }}\n}}\n"
+        "table inet {table}_probe {{\n\tchain n {{ type nat hook output priority -100; meta l4proto tcp meta skuid 4294967294 redirect to :1\n\t}}\n\tchain f {{ type filter hook output priority -150; meta skuid 4294967294 reject with icmpx admin-prohibited\n\t}}\n}}\n"
     )
 }
 
 /// A probe of the `socket cgroupv2` expression on one selected cgroup.
 pub(crate) fn probe_socket(table: &str, sel: &Selector) -> String {
     format!(
-        "table inet {table}_probe {{\n\tchain f {{ type filter hook output priority -150; {}meta skuid 4294967294 counter }}\n}}\n",
+        "table inet {table}_probe {{\n\tchain f {{ type filter hook output priority -150; {}meta skuid 4294967294 counter\n\t}}\n}}\n",
         sel.matcher()
     )
 }

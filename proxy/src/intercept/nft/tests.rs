@@ -29,9 +29,15 @@ const MOUNT: &str = "/sys/fs/cgroup/unified";
 
 #[test]
 fn table_names_are_per_pin_path() {
-    assert_eq!(table_name(Path::new("/sys/fs/bpf/iron-proxy")), "iron_proxy");
+    assert_eq!(
+        table_name(Path::new("/sys/fs/bpf/iron-proxy")),
+        "iron_proxy"
+    );
     let a = table_name(Path::new("/sys/fs/bpf/test-a"));
-    assert!(a.starts_with("iron_proxy_") && a.len() == "iron_proxy_".len() + 8, "{a}");
+    assert!(
+        a.starts_with("iron_proxy_") && a.len() == "iron_proxy_".len() + 8,
+        "{a}"
+    );
     assert_eq!(a, table_name(Path::new("/sys/fs/bpf/test-a")));
     assert_ne!(a, table_name(Path::new("/sys/fs/bpf/test-b")));
 }
@@ -59,7 +65,10 @@ fn uid_mode_selects_by_uid_alone() {
     assert_eq!(sel.len(), 1);
     assert_eq!(sel[0].cgroup, None);
     let text = render("t", &s, &sel);
-    assert!(text.contains("\t\tmeta skuid { 1001, 1002 } jump nat_workload"), "{text}");
+    assert!(
+        text.contains("\t\tmeta skuid { 1001, 1002 } jump nat_workload"),
+        "{text}"
+    );
     assert!(!text.contains("cgroupv2"), "{text}");
     assert!(selectors(&settings(&[MOUNT], &[]), Path::new(MOUNT)).is_err());
 }
@@ -125,9 +134,17 @@ fn delete_is_one_json_batch_that_tolerates_absence() {
 #[test]
 fn proc_net_tcp_addresses_parse() {
     let v4 = parse_addr("0100007F:3A99").expect("v4");
-    assert_eq!(v4, "127.0.0.1:15001".parse::<SocketAddr>().expect("literal"));
+    assert_eq!(
+        v4,
+        "127.0.0.1:15001".parse::<SocketAddr>().expect("literal")
+    );
     let v6 = parse_addr("0000000000000000FFFF00000100007F:0050").expect("mapped");
-    assert_eq!(v6, "[::ffff:127.0.0.1]:80".parse::<SocketAddr>().expect("literal"));
+    assert_eq!(
+        v6,
+        "[::ffff:127.0.0.1]:80"
+            .parse::<SocketAddr>()
+            .expect("literal")
+    );
     assert!(parse_addr("zz:1").is_none());
 }
 
@@ -159,6 +176,13 @@ fn counters_are_summed_by_comment() {
     };
     from_listing(&listing, &mut st);
     assert_eq!(st.selection, ["cgroup=/ci"]);
-    assert_eq!((st.counters.redirected, st.counters.denied, st.counters.udp_refused), (5, 1, 4));
+    assert_eq!(
+        (
+            st.counters.redirected,
+            st.counters.denied,
+            st.counters.udp_refused
+        ),
+        (5, 1, 4)
+    );
     assert!(st.to_string().contains("mode nftables, table inet t"));
 }
