@@ -407,3 +407,35 @@ fn nft_a_killed_proxy_fails_closed_a_restart_replaces_the_table_and_detach_goes_
     .expect_status(200);
     up.wait_for_request(|q| q.path() == "/anything/nft-direct");
 }
+
+#[test]
+fn nft_five_hundred_concurrent_connections_keep_their_original_destinations() {
+    require_root!();
+    const N: u16 = 500;
+    const BASE: u16 = 21000;
+    let net = FakeInternet::new();
+    let up = Upstream::https("httpbin.test").start(&net);
+    let lab = NftLab::start(&net);
+    let out = lab.cg.python(
+        crate::intercept::MANY,
+        [up.ip().to_string(), BASE.to_string(), N.to_string()],
+    );
+    out.assert_ok();
+    assert_eq!(out.json()["ok"], json!(N), "{out}");
+    let audit = lab.px.audit();
+    let wrong: Vec<u16> = (0..N)
+        .filter(|k| {
+            let path = format!("/anything/c{k}");
+            let want = format!("{}:{}", up.ip(), BASE + k);
+            audit
+                .find(|a| a.path() == Some(path.as_str()))
+                .is_none_or(|r| r.str("original_dst") != Some(want.as_str()))
+        })
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "{} connections lost their original destination, e.g. {:?}",
+        wrong.len(),
+        &wrong[..wrong.len().min(5)]
+    );
+}

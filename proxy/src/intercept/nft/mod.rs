@@ -78,7 +78,7 @@ impl NftInterceptor {
     pub fn attach(settings: &InterceptSettings) -> Result<Self, NftError> {
         let mount = cgroup2_mount()?;
         let selectors = ruleset::selectors(settings, &mount)?;
-        refuse_self_selection(settings, &mount, &selectors)?;
+        refuse_self_selection(&mount, &selectors)?;
         let table = table_name(&settings.pin_path);
         nft_cmd::preflight(&table, &selectors)?;
         let script = render(&table, settings, &selectors);
@@ -119,11 +119,7 @@ impl NftInterceptor {
 
 /// nftables cannot tell the proxy's sockets from a workload's the way the
 /// eBPF programs do (by pid), so the proxy must sit outside the selection.
-fn refuse_self_selection(
-    settings: &InterceptSettings,
-    mount: &Path,
-    selectors: &[Selector],
-) -> Result<(), NftError> {
+fn refuse_self_selection(mount: &Path, selectors: &[Selector]) -> Result<(), NftError> {
     let uid = nix::unistd::getuid().as_raw();
     let own = super::current_cgroup().ok();
     for sel in selectors {
@@ -139,6 +135,5 @@ fn refuse_self_selection(
             return Err(NftError::ProxySelected(sel.label()));
         }
     }
-    let _ = settings;
     Ok(())
 }

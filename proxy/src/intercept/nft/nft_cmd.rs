@@ -44,8 +44,13 @@ pub(crate) fn run(
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// The kernel's refusal text, or the error itself when it is not one (a
+/// syntax error is our bug, not a missing kernel feature).
 fn stderr_of(e: NftError) -> Result<String, NftError> {
     match e {
+        NftError::Nft { stderr, what } if stderr.contains("syntax error") => {
+            Err(NftError::Nft { what, stderr })
+        }
         NftError::Nft { stderr, .. } => Ok(stderr),
         other => Err(other),
     }
