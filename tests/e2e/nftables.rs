@@ -439,3 +439,47 @@ fn nft_five_hundred_concurrent_connections_keep_their_original_destinations() {
         &wrong[..wrong.len().min(5)]
     );
 }
+
+/// Starts a proxy with `intercept` (nftables mode) and an empty `PATH`, expecting it to refuse.
+fn refused_start(net: &FakeInternet, intercept: Value) -> String {
+    let empty = tempfile::tempdir().expect("temp dir");
+    let path = empty.path().to_str().expect("utf-8 temp path").to_owned();
+    let config = json!({
+        "transforms": [{"name": "allowlist", "config": {"domains": ["httpbin.test"]}}],
+        "intercept": intercept,
+    });
+    let (status, logs) = Proxy::with(config)
+        .resolver(net)
+        .env("PATH", &path)
+        .run_to_exit(Duration::from_secs(20));
+    assert!(
+        !status.success(),
+        "the proxy must refuse to start:\n{}",
+        logs.join("\n")
+    );
+    logs.join("\n")
+}
+
+#[test]
+fn nft_startup_names_what_is_missing_and_refuses_to_select_itself() {
+    require_root!();
+    let net = FakeInternet::new();
+    let cg = TestCgroup::new();
+    let table = NftTable::new();
+    let logs = refused_start(
+        &net,
+        json!({"mode": "nftables", "cgroups": [cg.path()], "listen": "127.0.0.1:0", "pin_path": table.pin.path()}),
+    );
+    assert!(logs.contains("`nft` not found"), "{logs}");
+    // uid mode selecting the proxy's own uid: refused before nft is even looked for (the
+    // empty PATH is a second safety net: nothing could be installed anyway).
+    let logs = refused_start(
+        &net,
+        json!({"mode": "nftables", "uids": [0], "listen": "127.0.0.1:0", "pin_path": table.pin.path()}),
+    );
+    assert!(
+        logs.contains("the proxy itself runs in an intercepted"),
+        "{logs}"
+    );
+    assert!(!table.exists());
+}
