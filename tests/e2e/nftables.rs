@@ -6,115 +6,17 @@
 //! Safety: the rules select only the test's own cgroup; every table is deleted on drop (also
 //! on failure); workloads connect only to fake-internet addresses and loopback.
 
-use std::time::Duration;
+mod lab;
 
-use iron_proxy::intercept::nft::{table_name, NftInterceptor};
-use iron_proxy_tests::process::run_with_timeout;
 use iron_proxy_tests::*;
+use lab::*;
 use nix::sys::signal::Signal;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::intercept::lab::{probe, resolve, start_intercepting, wait_stopped, EPERM};
 
 const EHOSTUNREACH: i64 = 113;
 const ECONNREFUSED: i64 = 111;
-
-/// This test's nft table (named from a unique pin path); deleted on drop.
-struct NftTable {
-    pin: PinGuard,
-}
-
-impl NftTable {
-    fn new() -> Self {
-        Self {
-            pin: PinGuard::new(),
-        }
-    }
-
-    fn name(&self) -> String {
-        table_name(self.pin.path())
-    }
-
-    fn exists(&self) -> bool {
-        std::process::Command::new("nft")
-            .args(["list", "table", "inet", &self.name()])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    }
-}
-
-impl Drop for NftTable {
-    fn drop(&mut self) {
-        if let Err(e) = NftInterceptor::detach(self.pin.path()) {
-            eprintln!("warning: deleting nft table {}: {e}", self.name());
-        }
-    }
-}
-
-/// A proxy intercepting one test cgroup through nftables. Drops in order: the proxy stops,
-/// the table is deleted, the cgroup is removed.
-struct NftLab {
-    px: ProxyProcess,
-    table: NftTable,
-    cg: TestCgroup,
-    config: Value,
-}
-
-impl NftLab {
-    fn start(net: &FakeInternet) -> Self {
-        Self::start_with(net, |_| {})
-    }
-
-    fn start_with(net: &FakeInternet, edit: impl FnOnce(&mut Value)) -> Self {
-        let cg = TestCgroup::new();
-        let table = NftTable::new();
-        let mut config = json!({
-            "transforms": [{"name": "allowlist", "config": {"domains": ["httpbin.test"]}}],
-            "dns": {"proxy_ip": net.host_side_v4().to_string()},
-            "intercept": {
-                "mode": "nftables",
-                "cgroups": [cg.path()],
-                "listen": "127.0.0.1:0",
-                "pin_path": table.pin.path(),
-            },
-        });
-        edit(&mut config);
-        let px = start_intercepting(Proxy::with(config.clone()).resolver(net));
-        assert!(table.exists(), "table inet {} after start", table.name());
-        Self {
-            px,
-            table,
-            cg,
-            config,
-        }
-    }
-
-    fn curl(&self, args: &[&str]) -> WorkloadCurl {
-        let mut all = vec!["--cacert", self.px.ca()];
-        all.extend_from_slice(args);
-        self.cg.curl(all)
-    }
-
-    fn audit_for(&self, path: &str) -> AuditRecord {
-        self.px.wait_for_audit(|a| a.path() == Some(path))
-    }
-
-    /// `iron-proxy intercept ACTION -config <the proxy's config>`: (exit, stdout+stderr).
-    fn intercept_cmd(&self, action: &str) -> (i32, String) {
-        let mut cmd = std::process::Command::new(paths::iron_proxy_bin());
-        cmd.args(["intercept", action, "-config"])
-            .arg(self.px.config_path());
-        let out = run_with_timeout("intercept", &mut cmd, Duration::from_secs(20));
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.exit, text)
-    }
-}
 
 #[test]
 fn nft_https_and_http_by_name_reach_the_upstream_and_name_the_process() {
@@ -281,17 +183,6 @@ fn nft_udp_other_than_dns_and_raw_icmp_are_refused() {
     assert_eq!(out.json(), json!(EPERM), "raw ICMP echo: {out}");
 }
 
-/// Sends one ICMP echo request from a raw socket; prints `"ok"` or the errno.
-const RAW_ECHO: &str = r#"
-import json, socket, sys
-s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
-try:
-    s.sendto(b'\x08\x00\xf7\xff\x00\x00\x00\x00', (sys.argv[1], 0))
-    print(json.dumps('ok'))
-except OSError as e:
-    print(json.dumps(e.errno))
-"#;
-
 #[test]
 fn nft_dns_to_a_foreign_resolver_is_answered_by_the_proxy_over_udp_and_tcp() {
     require_root!();
@@ -438,26 +329,6 @@ fn nft_five_hundred_concurrent_connections_keep_their_original_destinations() {
         wrong.len(),
         &wrong[..wrong.len().min(5)]
     );
-}
-
-/// Starts a proxy with `intercept` (nftables mode) and an empty `PATH`, expecting it to refuse.
-fn refused_start(net: &FakeInternet, intercept: Value) -> String {
-    let empty = tempfile::tempdir().expect("temp dir");
-    let path = empty.path().to_str().expect("utf-8 temp path").to_owned();
-    let config = json!({
-        "transforms": [{"name": "allowlist", "config": {"domains": ["httpbin.test"]}}],
-        "intercept": intercept,
-    });
-    let (status, logs) = Proxy::with(config)
-        .resolver(net)
-        .env("PATH", &path)
-        .run_to_exit(Duration::from_secs(20));
-    assert!(
-        !status.success(),
-        "the proxy must refuse to start:\n{}",
-        logs.join("\n")
-    );
-    logs.join("\n")
 }
 
 #[test]
