@@ -149,6 +149,13 @@ pub fn intercept(path: &Path, detach: bool) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(ic) = cfg
+        .intercept
+        .as_ref()
+        .filter(|ic| ic.mode == crate::config::InterceptMode::Nftables)
+    {
+        return intercept_nftables(&ic.pin_path, detach);
+    }
     let pin = match &cfg.intercept {
         Some(ic) => ic.pin_path.clone(),
         None => std::path::PathBuf::from(crate::config::DEFAULT_PIN_PATH),
@@ -169,6 +176,36 @@ pub fn intercept(path: &Path, detach: bool) -> ExitCode {
         };
     }
     match crate::intercept::Interceptor::status(&pin) {
+        Ok(status) => {
+            println!("{status}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("iron-proxy intercept status: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `intercept status|detach` in nftables mode: the table of this pin path.
+fn intercept_nftables(pin: &Path, detach: bool) -> ExitCode {
+    use crate::intercept::nft::{table_name, NftInterceptor};
+    if detach {
+        return match NftInterceptor::detach(pin) {
+            Ok(()) => {
+                println!(
+                    "interception detached; table inet {} removed",
+                    table_name(pin)
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("iron-proxy intercept detach: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    match NftInterceptor::status(pin) {
         Ok(status) => {
             println!("{status}");
             ExitCode::SUCCESS

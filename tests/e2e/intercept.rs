@@ -297,7 +297,7 @@ fn with_uids_only_those_users_inside_the_cgroup_are_intercepted() {
 
 /// Opens N connections at once to distinct ports of one fake-internet address, each asking
 /// for a distinct path, and reports which answered with their own path.
-const MANY: &str = r#"
+pub(crate) const MANY: &str = r#"
 import asyncio, json, sys
 ip, base, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 async def one(k):

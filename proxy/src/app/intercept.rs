@@ -1,12 +1,15 @@
 //! Config → eBPF interception settings. `intercept.cgroups` are resolved
 //! against the cgroup v2 mount (found in /proc/self/mountinfo), user names to
 //! uids; with `uids` but no `cgroups`, the programs go on the cgroup v2 root
-//! and filter by uid.
+//! and filter by uid (nftables mode: `meta skuid` alone).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
+use crate::audit::ClientProcess;
 use crate::config::{Config, InterceptConfig, UidSpec};
+use crate::intercept::nft::{owner, NftInterceptor};
 use crate::intercept::{self, DenyCidr, InterceptSettings, ProxyIdentity};
+use crate::listen::transparent::{OriginLookup, Redirected, SockoptLookup};
 
 use super::AppError;
 
@@ -98,4 +101,64 @@ pub fn settings(
         getsockopt_cgroups: Vec::new(),
         pin_path: ic.pin_path.clone(),
     })
+}
+
+/// `intercept.mode: nftables`: installs the table, registers its counters as
+/// `intercept_events`, and returns the origin lookup (conntrack's
+/// `SO_ORIGINAL_DST`, the process from `/proc`).
+pub fn start_nftables(
+    settings: &InterceptSettings,
+    metrics: &crate::ops::Metrics,
+) -> Result<std::sync::Arc<dyn OriginLookup>, AppError> {
+    let attached =
+        NftInterceptor::attach(settings).map_err(|e| AppError::Intercept(e.to_string()))?;
+    let pin = settings.pin_path.clone();
+    let _ =
+        metrics.register_intercept_events(Box::new(move || match NftInterceptor::status(&pin) {
+            Ok(s) if s.present => {
+                let c = s.counters;
+                [
+                    ("redirected", c.redirected),
+                    ("denied", c.denied),
+                    ("udp_refused", c.udp_refused),
+                    ("dns_redirected", c.dns_redirected),
+                    ("raw_refused", c.raw_refused),
+                ]
+                .into_iter()
+                .map(|(k, v)| (vec![k.to_string()], v))
+                .collect()
+            }
+            _ => Vec::new(),
+        }));
+    Ok(std::sync::Arc::new(NftLookup {
+        cgroups: attached.cgroups().to_vec(),
+    }))
+}
+
+/// Original destination from conntrack; the client process from `/proc`.
+struct NftLookup {
+    cgroups: Vec<std::path::PathBuf>,
+}
+
+impl OriginLookup for NftLookup {
+    fn lookup(
+        &self,
+        stream: &tokio::net::TcpStream,
+        peer: SocketAddr,
+        local: SocketAddr,
+    ) -> Option<Redirected> {
+        let mut found = SockoptLookup.lookup(stream, peer, local)?;
+        match owner::find(peer, found.dst, &self.cgroups) {
+            Ok(o) => {
+                found.client = Some(ClientProcess {
+                    pid: o.pid.unwrap_or(0),
+                    uid: o.uid,
+                    comm: o.comm.unwrap_or_default(),
+                    cgroup: o.cgroup.unwrap_or_default(),
+                })
+            }
+            Err(e) => tracing::debug!(error = %e, "no owner for redirected connection"),
+        }
+        Some(found)
+    }
 }

@@ -317,9 +317,6 @@ impl App {
 
         let mut interceptor = None;
         if let Some(ic) = &cfg.intercept {
-            if ic.mode == config::InterceptMode::Nftables {
-                return Err(AppError::FeatureNotSupported("intercept.mode: nftables"));
-            }
             let listeners = bind("intercept.listen", &ic.listen)?;
             let transparent: Vec<SocketAddr> = listeners
                 .iter()
@@ -330,13 +327,23 @@ impl App {
                 _ => Vec::new(),
             };
             let settings = intercept::settings(&cfg, ic, &transparent, &dns_addrs)?;
-            let attached =
-                Interceptor::attach(&settings).map_err(|e| AppError::Intercept(e.to_string()))?;
-            let lookup: Arc<dyn OriginLookup> = Arc::new(BpfLookup(attached.original_dst()));
-            let pin = settings.pin_path.clone();
-            let _ =
-                metrics.register_intercept_events(Box::new(move || {
-                    match Interceptor::status(&pin) {
+            if ic.mode == config::InterceptMode::Nftables {
+                let lookup = intercept::start_nftables(&settings, &metrics)?;
+                for l in listeners {
+                    push(&mut bound, "transparent", &l);
+                    tasks.push(tokio::spawn(crate::listen::transparent::run(
+                        l,
+                        intake.clone(),
+                        lookup.clone(),
+                    )));
+                }
+            } else {
+                let attached = Interceptor::attach(&settings)
+                    .map_err(|e| AppError::Intercept(e.to_string()))?;
+                let lookup: Arc<dyn OriginLookup> = Arc::new(BpfLookup(attached.original_dst()));
+                let pin = settings.pin_path.clone();
+                let _ = metrics.register_intercept_events(Box::new(
+                    move || match Interceptor::status(&pin) {
                         Ok(crate::intercept::Status {
                             counters: Some(c), ..
                         }) => [
@@ -351,17 +358,18 @@ impl App {
                         .map(|(k, v)| (vec![k.to_string()], v))
                         .collect(),
                         _ => Vec::new(),
-                    }
-                }));
-            for l in listeners {
-                push(&mut bound, "transparent", &l);
-                tasks.push(tokio::spawn(crate::listen::transparent::run(
-                    l,
-                    intake.clone(),
-                    lookup.clone(),
-                )));
+                    },
+                ));
+                for l in listeners {
+                    push(&mut bound, "transparent", &l);
+                    tasks.push(tokio::spawn(crate::listen::transparent::run(
+                        l,
+                        intake.clone(),
+                        lookup.clone(),
+                    )));
+                }
+                interceptor = Some(attached);
             }
-            interceptor = Some(attached);
         }
 
         let ready_shared = shared.clone();

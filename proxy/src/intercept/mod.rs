@@ -13,6 +13,7 @@
 mod cgroup;
 mod links;
 mod maps;
+pub mod nft;
 mod origin;
 mod settings;
 mod status;
