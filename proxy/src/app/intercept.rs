@@ -161,4 +161,8 @@ impl OriginLookup for NftLookup {
         }
         Some(found)
     }
+
+    fn blocking(&self) -> bool {
+        true
+    }
 }

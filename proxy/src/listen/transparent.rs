@@ -27,6 +27,31 @@ pub trait OriginLookup: Send + Sync {
     /// `peer` is the client's address, `local` the listener side of the accepted socket.
     fn lookup(&self, stream: &TcpStream, peer: SocketAddr, local: SocketAddr)
         -> Option<Redirected>;
+
+    /// True when `lookup` may block for a while (scanning /proc): it then
+    /// runs on the blocking pool instead of a runtime worker.
+    fn blocking(&self) -> bool {
+        false
+    }
+}
+
+/// Runs `lookup` for one accepted connection, on the blocking pool when it may block.
+async fn find_origin(
+    lookup: Arc<dyn OriginLookup>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+) -> Option<(TcpStream, Option<Redirected>)> {
+    if !lookup.blocking() {
+        let origin = lookup.lookup(&stream, peer, local);
+        return Some((stream, origin));
+    }
+    tokio::task::spawn_blocking(move || {
+        let origin = lookup.lookup(&stream, peer, local);
+        (stream, origin)
+    })
+    .await
+    .ok()
 }
 
 /// `SO_ORIGINAL_DST` / `IP6T_SO_ORIGINAL_DST` on the accepted socket: answered
@@ -75,17 +100,22 @@ pub async fn run(listener: TcpListener, intake: Intake, lookup: Arc<dyn OriginLo
             Ok(l) => l,
             Err(_) => continue,
         };
-        let Some(origin) = lookup.lookup(&stream, remote, local) else {
-            // Nothing recorded: not a redirected connection. Refuse rather than guess.
-            let mut conn = ConnInfo::new(remote, Mode::Transparent, false, 0);
-            conn.client = None;
-            let mut rec = conn.record();
-            rec.reject(None, "unknown_original_destination", 0);
-            intake.shared.audit.emit(&rec);
-            continue;
-        };
         let intake = intake.clone();
+        let lookup = lookup.clone();
+        // The lookup runs in the connection's task, so a slow one (nftables
+        // attribution scans /proc) never holds up the accept loop.
         tokio::spawn(async move {
+            let Some((stream, found)) = find_origin(lookup, stream, remote, local).await else {
+                return;
+            };
+            let Some(origin) = found else {
+                // Nothing recorded: not a redirected connection. Refuse rather than guess.
+                let conn = ConnInfo::new(remote, Mode::Transparent, false, 0);
+                let mut rec = conn.record();
+                rec.reject(None, "unknown_original_destination", 0);
+                intake.shared.audit.emit(&rec);
+                return;
+            };
             let mut conn = ConnInfo::new(remote, Mode::Transparent, false, origin.dst.port());
             conn.client = origin.client;
             conn.original_dst = Some(origin.dst);
