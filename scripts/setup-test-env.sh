@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Prepares this machine for the iron-proxy end-to-end suite. Idempotent; run as root on
 # Debian/Ubuntu. It only touches what is missing:
-#   - apt packages for the tools the harness runs (curl, dig, dnsmasq, ip, nft, clang, ...);
+#   - apt packages for the tools the harness runs (curl, dig, dnsmasq, ip, nft, clang, ...),
+#     the packaging checks (lintian, rpm, groff, man) and the live systemd test
+#     (systemd-nspawn, mmdebstrap);
 #   - a Python virtualenv at target/test-venv with tests/requirements.txt (re-installed only
 #     when the requirements file changes, tracked by a stamp holding its sha256);
 #   - bpffs mounted at /sys/fs/bpf.
@@ -27,6 +29,8 @@ if [[ $venv_only -eq 0 ]]; then
         [curl]=curl [dig]=dnsutils [dnsmasq]=dnsmasq-base [ip]=iproute2 [nft]=nftables
         [clang]=clang [llvm-strip]=llvm [openssl]=openssl [git]=git [python3]=python3
         [lintian]=lintian [rpmbuild]=rpm [systemd-analyze]=systemd [unshare]=util-linux
+        [systemd-nspawn]=systemd-container [mmdebstrap]=mmdebstrap [nsenter]=util-linux
+        [groff]=groff-base [man]=man-db
     )
     missing=()
     for cmd in "${!wanted[@]}"; do

@@ -23,6 +23,9 @@ echo "== tests"
 cargo test --workspace -- --test-threads="${IRON_TEST_THREADS:-2}"
 echo "== packages: .deb/.rpm build, lintian, rpm -qpl, install/purge round trip"
 cargo xtask package --profile dev --check
+echo "== systemd: the packaged unit under a real systemd (PID 1 in a systemd-nspawn container)"
+deb=$(ls -t target/package/iron-proxy_*.deb 2>/dev/null | head -1)
+bash scripts/systemd-test.sh "$deb"
 echo "== GitHub Action in a simulated runner"
 deb=$(ls -t target/package/iron-proxy_*.deb 2>/dev/null | head -1)
 bash packaging/github-action/test.sh "$deb"
