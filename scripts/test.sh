@@ -26,6 +26,8 @@ cargo xtask package --profile dev --check
 echo "== systemd: the packaged unit under a real systemd (PID 1 in a systemd-nspawn container)"
 deb=$(ls -t target/package/iron-proxy_*.deb 2>/dev/null | head -1)
 bash scripts/systemd-test.sh "$deb"
+echo "== Helm chart: helm lint, helm template against the manifests, validate the rendered config"
+bash scripts/helm-test.sh target/debug/iron-proxy
 echo "== GitHub Action in a simulated runner"
 deb=$(ls -t target/package/iron-proxy_*.deb 2>/dev/null | head -1)
 bash packaging/github-action/test.sh "$deb"
