@@ -203,6 +203,12 @@ in_ct iron-proxy init -allow allowed.test -intercept-user "$user" ||
 [[ "$(in_ct systemctl is-enabled iron-proxy)" == enabled ]] || fail "iron-proxy is not enabled after init"
 say "ok: init enabled and started the unit"
 
+pid_first="$(unit_prop iron-proxy MainPID)"
+second="$(in_ct iron-proxy init -allow allowed.test -intercept-user "$user")" || fail "a second init failed"
+[[ "$(unit_prop iron-proxy MainPID)" == "$pid_first" ]] || fail "a second, identical init restarted the service"
+grep -q 'already running' <<<"$second" || fail "a second init did not say the service was already running: $second"
+say "ok: a second identical init changes nothing"
+
 readyz() { in_ct curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:9090/readyz || true; }
 [[ "$(readyz)" == 200 ]] || fail "/readyz does not answer 200 after init"
 
@@ -217,9 +223,12 @@ say "ok: READY=1 came after listeners and interception"
 
 # Where the programs are: in the container's cgroup subtree (ours), not the host's root.
 if command -v bpftool >/dev/null; then
-    [[ -n "$(bpftool cgroup show "$cg/payload" 2>/dev/null | tail -n +2)" ]] ||
-        fail "no programs attached under $cg/payload"
-    say "ok: programs attached under $cg/payload"
+    ours="$(bpftool cgroup show "$cg/payload" 2>/dev/null | awk 'NR > 1 { print $1 }' | sort)"
+    [[ -n "$ours" ]] || fail "no programs attached under $cg/payload"
+    at_root="$(bpftool cgroup show "$cg2" 2>/dev/null | awk 'NR > 1 { print $1 }' | sort)"
+    [[ -z "$(comm -12 <(echo "$ours") <(echo "$at_root"))" ]] ||
+        fail "programs of the container are attached to the host's root cgroup $cg2"
+    say "ok: programs attached under $cg/payload, none of them at the host root"
 fi
 
 # ---- traffic ----------------------------------------------------------------
