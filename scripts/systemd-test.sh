@@ -7,6 +7,8 @@
 # What it proves, in a container with its own network namespace whose cgroup
 # subtree this script created:
 #   - the .deb installs without enabling or starting anything;
+#   - without interception (the packaged config) the unit runs where
+#     /sys/fs/bpf does not exist;
 #   - `iron-proxy init -allow allowed.test -intercept-user app` enables and
 #     starts the unit and waits for /readyz; the unit is active;
 #   - Type=notify: `systemctl restart` returns only after READY=1, and at that
@@ -127,7 +129,6 @@ say "booting $tree in a container (cgroup $cg)"
     exec systemd-nspawn --quiet --boot --directory="$tree" --volatile=overlay \
         --machine="$machine" --register=no --keep-unit --private-network \
         --capability=CAP_BPF,CAP_PERFMON,CAP_NET_ADMIN --system-call-filter=bpf \
-        --tmpfs=/sys/fs/bpf:mode=0700 \
         --bind-ro="$deb:/iron-test/iron-proxy.deb" \
         --console=read-only
 ) </dev/null >"$log" 2>&1 &
@@ -178,7 +179,6 @@ esac
 say "container booted ($state), leader pid $leader"
 
 # ---- the world inside -------------------------------------------------------
-in_ct mount -t bpf bpf /sys/fs/bpf
 in_ct ip addr add "$upstream_ip/32" dev lo
 in_ct sh -c "echo '$upstream_ip allowed.test denied.test' >>/etc/hosts"
 in_ct mkdir -p /srv/www
@@ -196,6 +196,23 @@ in_ct dpkg -i /iron-test/iron-proxy.deb >/dev/null
 say "ok: dpkg -i installed the unit, disabled and inactive"
 in_ct systemd-analyze verify iron-proxy.service || fail "systemd-analyze verify iron-proxy.service"
 
+# Without interception the unit needs no bpffs; here /sys/fs/bpf does not even exist.
+readyz() { in_ct curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:9090/readyz || true; }
+in_ct test ! -e /sys/fs/bpf || fail "/sys/fs/bpf exists before the test made it"
+in_ct iron-proxy generate-ca -outdir /etc/iron-proxy >/dev/null
+in_ct systemctl start iron-proxy ||
+    fail "the packaged config does not start without bpffs: $(in_ct systemctl status --no-pager iron-proxy)"
+[[ "$(readyz)" == 200 ]] || fail "/readyz does not answer 200 for the packaged config"
+in_ct systemctl stop iron-proxy
+in_ct rm /etc/iron-proxy/ca.crt /etc/iron-proxy/ca.key
+say "ok: the packaged config (no interception) runs without /sys/fs/bpf"
+
+# What a host's systemd does at boot: bpffs at /sys/fs/bpf (nspawn's /sys is a
+# read-only tmpfs without that directory). A fresh bpffs instance, private to
+# the container: its pins go away with the container.
+in_ct sh -c 'mount -o remount,rw /sys && mkdir /sys/fs/bpf && mount -o remount,ro /sys &&
+    mount -t bpf -o mode=0700 bpf /sys/fs/bpf'
+
 # ---- init -------------------------------------------------------------------
 in_ct iron-proxy init -allow allowed.test -intercept-user "$user" ||
     fail "iron-proxy init (journal: $(in_ct journalctl -u iron-proxy --no-pager -n 30))"
@@ -209,7 +226,6 @@ second="$(in_ct iron-proxy init -allow allowed.test -intercept-user "$user")" ||
 grep -q 'already running' <<<"$second" || fail "a second init did not say the service was already running: $second"
 say "ok: a second identical init changes nothing"
 
-readyz() { in_ct curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:9090/readyz || true; }
 [[ "$(readyz)" == 200 ]] || fail "/readyz does not answer 200 after init"
 
 # Type=notify: restart blocks until READY=1, so right after it returns the

@@ -29,7 +29,6 @@ bash scripts/systemd-test.sh "$deb"
 echo "== Helm chart: helm lint, helm template against the manifests, validate the rendered config"
 bash scripts/helm-test.sh target/debug/iron-proxy
 echo "== GitHub Action in a simulated runner"
-deb=$(ls -t target/package/iron-proxy_*.deb 2>/dev/null | head -1)
 bash packaging/github-action/test.sh "$deb"
 echo "== xtask bench --quick (smoke only; never fails on numbers)"
 if cargo xtask --help 2>/dev/null | grep -q bench; then cargo xtask bench --quick; fi
