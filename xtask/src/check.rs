@@ -1,7 +1,8 @@
 //! `cargo xtask package --check`: lintian (no errors), `rpm -qpl` (every file
 //! listed, proxy.yaml a %config(noreplace) file, no script that enables or
 //! starts the service), and an install/purge round trip of the .deb on this
-//! machine: files appear, the installed unit passes `systemd-analyze verify`,
+//! machine: files appear, the man page renders with `man -l` and no
+//! warnings, the installed unit passes `systemd-analyze verify`,
 //! the shipped config passes `iron-proxy validate`, nothing is started, and
 //! purge removes everything.
 //!
@@ -51,6 +52,16 @@ fn lintian(deb: &Path) -> Result<()> {
         "lintian reported {} error(s):\n{}",
         errors.len(),
         errors.join("\n")
+    );
+    // The man page ships in the package: any tag about it is a regression.
+    let man: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("manual-page") || l.contains("manpage"))
+        .collect();
+    ensure!(
+        man.is_empty(),
+        "lintian complains about the man page:\n{}",
+        man.join("\n")
     );
     Ok(())
 }
@@ -193,6 +204,7 @@ fn install_round_trip(built: &Built, validate: bool) -> Result<()> {
         "proxy.yaml is not a conffile: {conffiles}"
     );
     nothing_started()?;
+    man_renders("/usr/share/man/man1/iron-proxy.1.gz")?;
     let deb_scripts = ["postinst", "prerm", "postrm"]
         .iter()
         .filter_map(|s| std::fs::read_to_string(format!("/var/lib/dpkg/info/{NAME}.{s}")).ok())
@@ -224,6 +236,24 @@ fn install_round_trip(built: &Built, validate: bool) -> Result<()> {
         "/etc/iron-proxy still present after purge"
     );
     ensure!(!installed(), "package still installed after purge");
+    Ok(())
+}
+
+/// `man -l` renders the installed page, and `man --warnings` has nothing to say.
+fn man_renders(page: &str) -> Result<()> {
+    let out = Command::new("man")
+        .args(["--warnings", "-l", page])
+        .env("MANWIDTH", "80")
+        .env("MAN_KEEP_FORMATTING", "0")
+        .output()
+        .context("running man (apt-get install man-db)")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let warnings = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        out.status.success() && text.contains("iron-proxy init") && warnings.trim().is_empty(),
+        "man -l {page} did not render cleanly (status {}):\n{warnings}",
+        out.status
+    );
     Ok(())
 }
 

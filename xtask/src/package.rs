@@ -6,6 +6,7 @@
 //! - `/usr/lib/systemd/system/iron-proxy.service`
 //! - `/etc/iron-proxy/proxy.yaml` (conffile; intercepts nothing)
 //! - `/etc/logrotate.d/iron-proxy` (conffile)
+//! - `/usr/share/man/man1/iron-proxy.1.gz` (from `docs/man/iron-proxy.1`)
 //! - `/usr/share/doc/iron-proxy/` (copyright, changelog, guides)
 //!
 //! The maintainer scripts never enable or start the service.
@@ -141,6 +142,12 @@ fn stage_tree(root: &Path, binary: &Path, stage: &Path) -> Result<Vec<String>> {
             .unwrap_or(d);
         install(&src, &put(&format!("{doc}/{name}")), 0o644)?;
     }
+    let man = fs::read(root.join("docs/man/iron-proxy.1")).context("reading the man page")?;
+    write(
+        &put("usr/share/man/man1/iron-proxy.1.gz"),
+        &gzip(&man)?,
+        0o644,
+    )?;
     let changelog = gzip(changelog().as_bytes())?;
     write(&put(&format!("{doc}/changelog.gz")), &changelog, 0o644)?;
     // Every directory 0755 whatever the umask was.
