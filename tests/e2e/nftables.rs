@@ -354,3 +354,31 @@ fn nft_startup_names_what_is_missing_and_refuses_to_select_itself() {
     );
     assert!(!table.exists());
 }
+
+#[test]
+fn nft_a_sighup_reload_replaces_the_deny_rules() {
+    require_root!();
+    let net = FakeInternet::new();
+    let a = net.add_host().v4;
+    let b = net.add_host().v4;
+    let deny = |ip: std::net::Ipv4Addr| json!([format!("{ip}/32")]);
+    let mut lab = NftLab::start_with(&net, |c| {
+        c["proxy"] = json!({"upstream_deny_cidrs": deny(a)});
+    });
+    let specs = [format!("tcp,{a},80"), format!("tcp,{b},80")];
+    let before = probe(&lab.cg, &specs);
+    assert_eq!(before[&specs[0]], json!(EHOSTUNREACH), "{before}");
+    assert_eq!(before[&specs[1]], json!("ok"), "redirected: {before}");
+
+    let mut config = lab.config.clone();
+    config["proxy"]["upstream_deny_cidrs"] = deny(b);
+    lab.px.rewrite_config(config);
+    lab.px.signal(Signal::SIGHUP);
+    lab.px
+        .wait_for_log(|l| l.contains("kernel deny list reloaded"));
+
+    let after = probe(&lab.cg, &specs);
+    assert_eq!(after[&specs[1]], json!(EHOSTUNREACH), "newly denied: {after}");
+    assert_eq!(after[&specs[0]], json!("ok"), "no longer denied: {after}");
+    assert!(lab.table.exists(), "the table was replaced, not removed");
+}

@@ -316,6 +316,7 @@ impl App {
         };
 
         let mut interceptor = None;
+        let mut kernel_deny = None;
         if let Some(ic) = &cfg.intercept {
             let listeners = bind("intercept.listen", &ic.listen)?;
             let transparent: Vec<SocketAddr> = listeners
@@ -329,6 +330,7 @@ impl App {
             let settings = intercept::settings(&cfg, ic, &transparent, &dns_addrs)?;
             if ic.mode == config::InterceptMode::Nftables {
                 let lookup = intercept::start_nftables(&settings, &metrics)?;
+                kernel_deny = Some(reload::KernelDeny::Nft(settings.clone()));
                 for l in listeners {
                     push(&mut bound, "transparent", &l);
                     tasks.push(tokio::spawn(crate::listen::transparent::run(
@@ -368,6 +370,7 @@ impl App {
                         lookup.clone(),
                     )));
                 }
+                kernel_deny = Some(reload::KernelDeny::Bpf(attached.pin_path().to_owned()));
                 interceptor = Some(attached);
             }
         }
@@ -387,7 +390,7 @@ impl App {
             shared.clone(),
             sources_for_reload,
             metrics.clone(),
-            interceptor.as_ref().map(|i| i.pin_path().to_owned()),
+            kernel_deny,
         )?;
         if let Some(m) = &cfg.management {
             let (addr, _) = ops::management::start(

@@ -35,9 +35,37 @@ struct FileReloader {
     /// change (`None` if the file could not be parsed again at startup).
     started: Option<Config>,
     metrics: Arc<Metrics>,
-    /// The pin directory of eBPF interception in force, whose deny trie
-    /// follows `proxy.upstream_deny_cidrs`.
-    intercept_pins: Option<PathBuf>,
+    /// The interception in force, whose kernel deny list follows
+    /// `proxy.upstream_deny_cidrs`.
+    kernel_deny: Option<KernelDeny>,
+}
+
+/// Interception whose kernel-side deny list a reload must update.
+#[derive(Debug, Clone)]
+pub enum KernelDeny {
+    /// eBPF: the pin directory; the deny trie is updated in place.
+    Bpf(PathBuf),
+    /// nftables: the settings the table was built from; the table is
+    /// replaced in one transaction with the new deny list.
+    Nft(crate::intercept::InterceptSettings),
+}
+
+impl KernelDeny {
+    /// Puts `cidrs` into the kernel; returns how many entries were written.
+    fn update(&self, cidrs: Vec<crate::intercept::DenyCidr>) -> Result<usize, String> {
+        match self {
+            KernelDeny::Bpf(pin) => crate::intercept::Interceptor::update_deny(pin, &cidrs)
+                .map_err(|e| e.to_string()),
+            KernelDeny::Nft(settings) => {
+                let mut s = settings.clone();
+                s.deny = cidrs;
+                let n = s.deny.len();
+                crate::intercept::nft::NftInterceptor::attach(&s)
+                    .map(|_| n)
+                    .map_err(|e| e.to_string())
+            }
+        }
+    }
 }
 
 #[async_trait]
@@ -56,18 +84,15 @@ impl Reloader for FileReloader {
         let (policy, deny) = build_policy(&cfg, &self.sources, Some(&self.metrics))
             .map_err(|e| vec![e.to_string()])?;
         let transforms = policy.pipeline.transforms().len();
-        let kernel_deny = match &self.intercept_pins {
-            Some(pin) => {
+        let kernel_deny = match &self.kernel_deny {
+            Some(kd) => {
                 let cidrs = super::intercept::deny_cidrs(&cfg);
-                let entries = crate::intercept::Interceptor::update_deny(pin, &cidrs)
+                let n = cidrs.len();
+                let entries = kd
+                    .update(cidrs)
                     .map_err(|e| vec![format!("intercept: updating the kernel deny list: {e}")])?;
-                tracing::info!(
-                    cidrs = cidrs.len(),
-                    entries,
-                    pin = %pin.display(),
-                    "kernel deny list reloaded"
-                );
-                Some(cidrs.len())
+                tracing::info!(cidrs = n, entries, "kernel deny list reloaded");
+                Some(n)
             }
             None => None,
         };
@@ -137,13 +162,13 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
 }
 
 /// The reload controller shared by the management API and SIGHUP.
-/// `intercept_pins`: the pin directory of eBPF interception in force.
+/// `kernel_deny`: the interception in force, if any.
 pub fn controller(
     path: &Path,
     shared: Arc<Shared>,
     sources: Sources,
     metrics: Arc<Metrics>,
-    intercept_pins: Option<PathBuf>,
+    kernel_deny: Option<KernelDeny>,
 ) -> Result<Arc<ReloadController>, AppError> {
     let bytes =
         std::fs::read(path).map_err(|e| AppError::Ops(format!("{}: {e}", path.display())))?;
@@ -161,7 +186,7 @@ pub fn controller(
         sources,
         started,
         metrics: metrics.clone(),
-        intercept_pins,
+        kernel_deny,
     });
     Ok(ReloadController::new(
         reloader,
