@@ -378,7 +378,11 @@ fn nft_a_sighup_reload_replaces_the_deny_rules() {
         .wait_for_log(|l| l.contains("kernel deny list reloaded"));
 
     let after = probe(&lab.cg, &specs);
-    assert_eq!(after[&specs[1]], json!(EHOSTUNREACH), "newly denied: {after}");
+    assert_eq!(
+        after[&specs[1]],
+        json!(EHOSTUNREACH),
+        "newly denied: {after}"
+    );
     assert_eq!(after[&specs[0]], json!("ok"), "no longer denied: {after}");
     assert!(lab.table.exists(), "the table was replaced, not removed");
 }

@@ -54,8 +54,9 @@ impl KernelDeny {
     /// Puts `cidrs` into the kernel; returns how many entries were written.
     fn update(&self, cidrs: Vec<crate::intercept::DenyCidr>) -> Result<usize, String> {
         match self {
-            KernelDeny::Bpf(pin) => crate::intercept::Interceptor::update_deny(pin, &cidrs)
-                .map_err(|e| e.to_string()),
+            KernelDeny::Bpf(pin) => {
+                crate::intercept::Interceptor::update_deny(pin, &cidrs).map_err(|e| e.to_string())
+            }
             KernelDeny::Nft(settings) => {
                 let mut s = settings.clone();
                 s.deny = cidrs;
