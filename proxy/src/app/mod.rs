@@ -330,7 +330,7 @@ impl App {
             let settings = intercept::settings(&cfg, ic, &transparent, &dns_addrs)?;
             if ic.mode == config::InterceptMode::Nftables {
                 let lookup = intercept::start_nftables(&settings, &metrics)?;
-                kernel_deny = Some(reload::KernelDeny::Nft(settings.clone()));
+                kernel_deny = Some(reload::KernelDeny::Nft(Box::new(settings.clone())));
                 for l in listeners {
                     push(&mut bound, "transparent", &l);
                     tasks.push(tokio::spawn(crate::listen::transparent::run(

@@ -47,7 +47,7 @@ pub enum KernelDeny {
     Bpf(PathBuf),
     /// nftables: the settings the table was built from; the table is
     /// replaced in one transaction with the new deny list.
-    Nft(crate::intercept::InterceptSettings),
+    Nft(Box<crate::intercept::InterceptSettings>),
 }
 
 impl KernelDeny {
@@ -58,7 +58,7 @@ impl KernelDeny {
                 crate::intercept::Interceptor::update_deny(pin, &cidrs).map_err(|e| e.to_string())
             }
             KernelDeny::Nft(settings) => {
-                let mut s = settings.clone();
+                let mut s = (**settings).clone();
                 s.deny = cidrs;
                 let n = s.deny.len();
                 crate::intercept::nft::NftInterceptor::attach(&s)
