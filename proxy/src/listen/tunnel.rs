@@ -171,10 +171,36 @@ async fn socks_reply(s: &mut Client, code: u8) -> std::io::Result<()> {
         .await
 }
 
+impl SocksError {
+    /// The audit `reason` of a failed handshake.
+    fn reason(&self) -> &'static str {
+        match self {
+            SocksError::Timeout(_) | SocksError::Io(_) => "no_client_data",
+            _ => "socks5_unsupported",
+        }
+    }
+}
+
 async fn socks5(mut s: Client, remote: SocketAddr, intake: &Intake) -> Result<(), SocksError> {
-    let (host, port) = tokio::time::timeout(SNIFF_TIMEOUT, socks5_request(&mut s))
+    let request = tokio::time::timeout(SNIFF_TIMEOUT, socks5_request(&mut s))
         .await
-        .map_err(|_| SocksError::Timeout(SNIFF_TIMEOUT))??;
+        .unwrap_or(Err(SocksError::Timeout(SNIFF_TIMEOUT)));
+    let (host, port) = match request {
+        Ok(target) => target,
+        Err(e) => {
+            // The client spoke SOCKS5 but never named a target it may have: one record.
+            let mut conn = ConnInfo::new(remote, Mode::Tunnel, false, 0);
+            conn.tunnel = Some(TunnelInfo {
+                kind: "socks5",
+                target: String::new(),
+            });
+            let mut rec = conn.record();
+            rec.reject(None, e.reason(), 0);
+            rec.error = Some(format!("SOCKS5 handshake: {e}"));
+            intake.shared.audit.emit(&rec);
+            return Err(e);
+        }
+    };
     let mut conn = ConnInfo::new(remote, Mode::Tunnel, false, port);
     conn.tunnel = Some(TunnelInfo {
         kind: "socks5",

@@ -187,3 +187,36 @@ transforms:
         "{rec}"
     );
 }
+
+#[test]
+fn a_refused_socks5_handshake_is_answered_and_audited() {
+    require_root!();
+    let (_net, _up, px) = mitm_with("httpbin.test");
+
+    // Username/password only: the proxy offers no acceptable method (0xff) and closes.
+    let mut auth = Raw::connect(px.tunnel_addr());
+    auth.send(&[0x05, 0x01, 0x02]);
+    assert_eq!(auth.read_to_close(), vec![0x05, 0xff]);
+    // BIND instead of CONNECT: "command not supported" (0x07).
+    let mut bind = Raw::connect(px.tunnel_addr());
+    bind.send(&[0x05, 0x01, 0x00])
+        .send(&[0x05, 0x02, 0x00, 0x01, 127, 0, 0, 1, 0, 80]);
+    let reply = bind.read_to_close();
+    assert_eq!(&reply[..2], &[0x05, 0x00], "greeting accepted: {reply:?}");
+    assert_eq!(reply.get(3), Some(&0x07), "then BIND refused: {reply:?}");
+
+    for (raw, detail) in [
+        (&auth, "no acceptable authentication"),
+        (&bind, "unsupported SOCKS command 2"),
+    ] {
+        let me = raw.local();
+        let rec = px.wait_for_audit(|a| a.str("remote_addr") == Some(me.as_str()));
+        assert_eq!(rec.action(), Some("reject"), "{rec}");
+        assert_eq!(rec.str("reason"), Some("socks5_unsupported"), "{rec}");
+        assert_eq!(rec.pointer("/tunnel/kind"), Some(&"socks5".into()), "{rec}");
+        assert!(
+            rec.str("error").is_some_and(|e| e.contains(detail)),
+            "{detail}: {rec}"
+        );
+    }
+}
