@@ -113,26 +113,42 @@ pub fn start_nftables(
     let attached =
         NftInterceptor::attach(settings).map_err(|e| AppError::Intercept(e.to_string()))?;
     let pin = settings.pin_path.clone();
-    let _ =
-        metrics.register_intercept_events(Box::new(move || match NftInterceptor::status(&pin) {
-            Ok(s) if s.present => {
-                let c = s.counters;
-                [
-                    ("redirected", c.redirected),
-                    ("denied", c.denied),
-                    ("udp_refused", c.udp_refused),
-                    ("dns_redirected", c.dns_redirected),
-                    ("raw_refused", c.raw_refused),
-                ]
-                .into_iter()
-                .map(|(k, v)| (vec![k.to_string()], v))
-                .collect()
-            }
-            _ => Vec::new(),
-        }));
+    register_events(metrics, false, move || {
+        NftInterceptor::status(&pin)
+            .ok()
+            .filter(|s| s.present)
+            .map(|s| s.counters)
+    });
     Ok(std::sync::Arc::new(NftLookup {
         cgroups: attached.cgroups().to_vec(),
     }))
+}
+
+/// Registers the interception counters as the `intercept_events` metric;
+/// `read` gives the current counters, or `None` when nothing is installed.
+/// `backstop_dropped` only exists with the eBPF backstop.
+pub fn register_events(
+    metrics: &crate::ops::Metrics,
+    with_backstop: bool,
+    read: impl Fn() -> Option<intercept::Counters> + Send + Sync + 'static,
+) {
+    let _ = metrics.register_intercept_events(Box::new(move || {
+        let Some(c) = read() else {
+            return Vec::new();
+        };
+        [
+            ("redirected", c.redirected),
+            ("denied", c.denied),
+            ("udp_refused", c.udp_refused),
+            ("dns_redirected", c.dns_redirected),
+            ("raw_refused", c.raw_refused),
+            ("backstop_dropped", c.backstop_dropped),
+        ]
+        .into_iter()
+        .filter(|(k, _)| with_backstop || *k != "backstop_dropped")
+        .map(|(k, v)| (vec![k.to_string()], v))
+        .collect()
+    }));
 }
 
 /// Original destination from conntrack; the client process from `/proc`.

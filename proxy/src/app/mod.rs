@@ -328,50 +328,28 @@ impl App {
                 _ => Vec::new(),
             };
             let settings = intercept::settings(&cfg, ic, &transparent, &dns_addrs)?;
-            if ic.mode == config::InterceptMode::Nftables {
-                let lookup = intercept::start_nftables(&settings, &metrics)?;
+            let lookup: Arc<dyn OriginLookup> = if ic.mode == config::InterceptMode::Nftables {
                 kernel_deny = Some(reload::KernelDeny::Nft(Box::new(settings.clone())));
-                for l in listeners {
-                    push(&mut bound, "transparent", &l);
-                    tasks.push(tokio::spawn(crate::listen::transparent::run(
-                        l,
-                        intake.clone(),
-                        lookup.clone(),
-                    )));
-                }
+                intercept::start_nftables(&settings, &metrics)?
             } else {
                 let attached = Interceptor::attach(&settings)
                     .map_err(|e| AppError::Intercept(e.to_string()))?;
-                let lookup: Arc<dyn OriginLookup> = Arc::new(BpfLookup(attached.original_dst()));
                 let pin = settings.pin_path.clone();
-                let _ = metrics.register_intercept_events(Box::new(
-                    move || match Interceptor::status(&pin) {
-                        Ok(crate::intercept::Status {
-                            counters: Some(c), ..
-                        }) => [
-                            ("redirected", c.redirected),
-                            ("denied", c.denied),
-                            ("udp_refused", c.udp_refused),
-                            ("dns_redirected", c.dns_redirected),
-                            ("raw_refused", c.raw_refused),
-                            ("backstop_dropped", c.backstop_dropped),
-                        ]
-                        .into_iter()
-                        .map(|(k, v)| (vec![k.to_string()], v))
-                        .collect(),
-                        _ => Vec::new(),
-                    },
-                ));
-                for l in listeners {
-                    push(&mut bound, "transparent", &l);
-                    tasks.push(tokio::spawn(crate::listen::transparent::run(
-                        l,
-                        intake.clone(),
-                        lookup.clone(),
-                    )));
-                }
+                intercept::register_events(&metrics, true, move || {
+                    Interceptor::status(&pin).ok().and_then(|s| s.counters)
+                });
                 kernel_deny = Some(reload::KernelDeny::Bpf(attached.pin_path().to_owned()));
+                let lookup = Arc::new(BpfLookup(attached.original_dst()));
                 interceptor = Some(attached);
+                lookup
+            };
+            for l in listeners {
+                push(&mut bound, "transparent", &l);
+                tasks.push(tokio::spawn(crate::listen::transparent::run(
+                    l,
+                    intake.clone(),
+                    lookup.clone(),
+                )));
             }
         }
 
