@@ -213,26 +213,7 @@ fn dns_to_a_foreign_resolver_is_answered_by_the_proxy_over_udp_and_tcp() {
     require_root!();
     let net = FakeInternet::new();
     let lab = Lab::start(&net);
-    // A fake-internet address where no DNS server runs.
-    let foreign = net.add_host();
-    let expected = net.host_side_v4().to_string();
-    for transport in ["+notcp", "+tcp"] {
-        let at = format!("@{}", foreign.v4);
-        let ran = lab.cg.dig(&[
-            &at,
-            "example.test",
-            "A",
-            "+short",
-            "+time=3",
-            "+tries=1",
-            transport,
-        ]);
-        assert_eq!(
-            ran.stdout.trim(),
-            expected,
-            "dig {transport} at a foreign resolver must get the proxy's answer (dns.proxy_ip): {ran}"
-        );
-    }
+    assert_foreign_dns_answered_by_the_proxy(&lab.cg, &net);
 }
 
 #[test]
@@ -295,57 +276,13 @@ fn with_uids_only_those_users_inside_the_cgroup_are_intercepted() {
     up.assert_no_request(|q| q.path() == "/anything/nobody");
 }
 
-/// Opens N connections at once to distinct ports of one fake-internet address, each asking
-/// for a distinct path, and reports which answered with their own path.
-pub(crate) const MANY: &str = r#"
-import asyncio, json, sys
-ip, base, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-async def one(k):
-    r, w = await asyncio.open_connection(ip, base + k)
-    w.write(('GET /anything/c%d HTTP/1.1\r\nHost: httpbin.test:80\r\nConnection: close\r\n\r\n' % k).encode())
-    await w.drain()
-    data = await r.read()
-    w.close()
-    head, _, body = data.partition(b'\r\n\r\n')
-    return head.startswith(b'HTTP/1.1 200') and ('"/anything/c%d"' % k).encode() in body
-async def main():
-    conns = await asyncio.gather(*(one(k) for k in range(n)), return_exceptions=True)
-    bad = [k for k, ok in enumerate(conns) if ok is not True]
-    print(json.dumps({'ok': n - len(bad), 'bad': bad[:10], 'errors': [str(conns[k]) for k in bad[:3]]}))
-asyncio.run(main())
-"#;
-
 #[test]
 fn five_hundred_concurrent_connections_keep_their_original_destinations() {
     require_root!();
-    const N: u16 = 500;
-    const BASE: u16 = 20000;
     let net = FakeInternet::new();
     let up = Upstream::https("httpbin.test").start(&net);
     let lab = Lab::start(&net);
-
-    let out = lab
-        .cg
-        .python(MANY, [up.ip().to_string(), BASE.to_string(), N.to_string()]);
-    out.assert_ok();
-    assert_eq!(out.json()["ok"], json!(N), "{out}");
-
-    let audit = lab.px.audit();
-    let mut wrong = Vec::new();
-    for k in 0..N {
-        let path = format!("/anything/c{k}");
-        let want = format!("{}:{}", up.ip(), BASE + k);
-        match audit.find(|a| a.path() == Some(path.as_str())) {
-            Some(rec) if rec.str("original_dst") == Some(want.as_str()) => {}
-            other => wrong.push((k, other.map(|r| r.to_string()))),
-        }
-    }
-    assert!(
-        wrong.is_empty(),
-        "{} connections lost their original destination, e.g. {:?}",
-        wrong.len(),
-        &wrong[..wrong.len().min(3)]
-    );
+    assert_concurrent_origins_kept(&lab.cg, &lab.px, &up, 20000, 500);
 }
 
 #[test]

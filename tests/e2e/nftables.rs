@@ -13,7 +13,10 @@ use lab::*;
 use nix::sys::signal::Signal;
 use serde_json::json;
 
-use crate::intercept::lab::{probe, resolve, start_intercepting, wait_stopped, EPERM};
+use crate::intercept::lab::{
+    assert_concurrent_origins_kept, assert_foreign_dns_answered_by_the_proxy, probe, resolve,
+    start_intercepting, wait_stopped, EPERM,
+};
 
 const EHOSTUNREACH: i64 = 113;
 const ECONNREFUSED: i64 = 111;
@@ -188,25 +191,7 @@ fn nft_dns_to_a_foreign_resolver_is_answered_by_the_proxy_over_udp_and_tcp() {
     require_root!();
     let net = FakeInternet::new();
     let lab = NftLab::start(&net);
-    let foreign = net.add_host();
-    let expected = net.host_side_v4().to_string();
-    for transport in ["+notcp", "+tcp"] {
-        let at = format!("@{}", foreign.v4);
-        let ran = lab.cg.dig(&[
-            &at,
-            "example.test",
-            "A",
-            "+short",
-            "+time=3",
-            "+tries=1",
-            transport,
-        ]);
-        assert_eq!(
-            ran.stdout.trim(),
-            expected,
-            "dig {transport} at a foreign resolver must get the proxy's answer: {ran}"
-        );
-    }
+    assert_foreign_dns_answered_by_the_proxy(&lab.cg, &net);
 }
 
 #[test]
@@ -302,33 +287,10 @@ fn nft_a_killed_proxy_fails_closed_a_restart_replaces_the_table_and_detach_goes_
 #[test]
 fn nft_five_hundred_concurrent_connections_keep_their_original_destinations() {
     require_root!();
-    const N: u16 = 500;
-    const BASE: u16 = 21000;
     let net = FakeInternet::new();
     let up = Upstream::https("httpbin.test").start(&net);
     let lab = NftLab::start(&net);
-    let out = lab.cg.python(
-        crate::intercept::MANY,
-        [up.ip().to_string(), BASE.to_string(), N.to_string()],
-    );
-    out.assert_ok();
-    assert_eq!(out.json()["ok"], json!(N), "{out}");
-    let audit = lab.px.audit();
-    let wrong: Vec<u16> = (0..N)
-        .filter(|k| {
-            let path = format!("/anything/c{k}");
-            let want = format!("{}:{}", up.ip(), BASE + k);
-            audit
-                .find(|a| a.path() == Some(path.as_str()))
-                .is_none_or(|r| r.str("original_dst") != Some(want.as_str()))
-        })
-        .collect();
-    assert!(
-        wrong.is_empty(),
-        "{} connections lost their original destination, e.g. {:?}",
-        wrong.len(),
-        &wrong[..wrong.len().min(5)]
-    );
+    assert_concurrent_origins_kept(&lab.cg, &lab.px, &up, 21000, 500);
 }
 
 #[test]

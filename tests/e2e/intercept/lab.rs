@@ -157,3 +157,80 @@ pub(crate) fn assert_probes(results: &Value, specs: &[String], expected: Value, 
         assert_eq!(results[s], expected, "{s}: {why}; all results: {results}");
     }
 }
+
+/// `dig` at a fake-internet address where no DNS server runs, over UDP and TCP, from the
+/// workload cgroup: the interception must hand both to the proxy's DNS server, which answers
+/// with its own address (`dns.proxy_ip`).
+pub(crate) fn assert_foreign_dns_answered_by_the_proxy(cg: &TestCgroup, net: &FakeInternet) {
+    let foreign = net.add_host();
+    let expected = net.host_side_v4().to_string();
+    for transport in ["+notcp", "+tcp"] {
+        let at = format!("@{}", foreign.v4);
+        let ran = cg.dig(&[
+            &at,
+            "example.test",
+            "A",
+            "+short",
+            "+time=3",
+            "+tries=1",
+            transport,
+        ]);
+        assert_eq!(
+            ran.stdout.trim(),
+            expected,
+            "dig {transport} at a foreign resolver must get the proxy's answer (dns.proxy_ip): {ran}"
+        );
+    }
+}
+
+/// `n` concurrent redirected connections from the workload cgroup to `up` on ports
+/// `base..base+n`: every one is answered, and its audit record names its own original
+/// destination.
+pub(crate) fn assert_concurrent_origins_kept(
+    cg: &TestCgroup,
+    px: &ProxyProcess,
+    up: &UpstreamHandle,
+    base: u16,
+    n: u16,
+) {
+    let out = cg.python(MANY, [up.ip().to_string(), base.to_string(), n.to_string()]);
+    out.assert_ok();
+    assert_eq!(out.json()["ok"], json!(n), "{out}");
+
+    let audit = px.audit();
+    let mut wrong = Vec::new();
+    for k in 0..n {
+        let path = format!("/anything/c{k}");
+        let want = format!("{}:{}", up.ip(), base + k);
+        match audit.find(|a| a.path() == Some(path.as_str())) {
+            Some(rec) if rec.str("original_dst") == Some(want.as_str()) => {}
+            other => wrong.push((k, other.map(|r| r.to_string()))),
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} connections lost their original destination, e.g. {:?}",
+        wrong.len(),
+        &wrong[..wrong.len().min(3)]
+    );
+}
+
+/// Opens N connections at once to distinct ports of one fake-internet address, each asking
+/// for a distinct path, and reports which answered with their own path.
+pub(crate) const MANY: &str = r#"
+import asyncio, json, sys
+ip, base, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+async def one(k):
+    r, w = await asyncio.open_connection(ip, base + k)
+    w.write(('GET /anything/c%d HTTP/1.1\r\nHost: httpbin.test:80\r\nConnection: close\r\n\r\n' % k).encode())
+    await w.drain()
+    data = await r.read()
+    w.close()
+    head, _, body = data.partition(b'\r\n\r\n')
+    return head.startswith(b'HTTP/1.1 200') and ('"/anything/c%d"' % k).encode() in body
+async def main():
+    conns = await asyncio.gather(*(one(k) for k in range(n)), return_exceptions=True)
+    bad = [k for k, ok in enumerate(conns) if ok is not True]
+    print(json.dumps({'ok': n - len(bad), 'bad': bad[:10], 'errors': [str(conns[k]) for k in bad[:3]]}))
+asyncio.run(main())
+"#;
