@@ -93,11 +93,8 @@ impl LineWriter {
     /// flushed (or the writer failed on it; that is logged).
     pub fn flush(&self) {
         let mut st = self.queue.lock();
+        // `push` already woke the writer for anything queued.
         let target = st.queued;
-        if st.idle && !st.buf.is_empty() {
-            st.idle = false;
-            self.queue.data.notify_one();
-        }
         while st.written < target {
             st = self
                 .queue
