@@ -41,6 +41,9 @@ pub struct ConnInfo {
     pub original_dst: Option<SocketAddr>,
     /// The tunnel the connection came through.
     pub tunnel: Option<TunnelInfo>,
+    /// The upstream connection this client connection holds, when its task
+    /// drives one (see `upstream::held`); `None` sends through the shared pool.
+    pub held: Option<crate::upstream::HeldSlot>,
 }
 
 impl ConnInfo {
@@ -56,6 +59,7 @@ impl ConnInfo {
             client: None,
             original_dst: None,
             tunnel: None,
+            held: None,
         }
     }
 
@@ -532,7 +536,11 @@ async fn handle_tracked(
 
     let upstream = match shared
         .upstream
-        .send(req, policy.limits.upstream_response_header_timeout)
+        .send(
+            req,
+            policy.limits.upstream_response_header_timeout,
+            conn.held.as_ref().filter(|_| !upgrade),
+        )
         .await
     {
         Ok(r) => r,

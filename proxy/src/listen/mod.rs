@@ -18,6 +18,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use crate::exchange::{self, ConnInfo};
 use crate::state::Shared;
 use crate::tls::sniff::PrefixedStream;
+use crate::upstream::{held, HeldSlot};
 
 /// How long a client may take to start its first request (also after a TLS
 /// handshake): the same bound as for the first bytes of a sniffed connection.
@@ -54,7 +55,7 @@ where
 }
 
 /// Serves HTTP/1.1 and HTTP/2 (by preface or ALPN) on `io` through the pipeline.
-pub async fn serve_http<I>(shared: Arc<Shared>, conn: ConnInfo, mut io: I)
+pub async fn serve_http<I>(shared: Arc<Shared>, mut conn: ConnInfo, mut io: I)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -64,14 +65,16 @@ where
         return;
     };
     let io = PrefixedStream::new(first, io);
+    // This task drives the upstream connection its HTTP/1 requests go out on.
+    let held = HeldSlot::default();
+    conn.held = Some(held.clone());
     let conn = Arc::new(conn);
     let svc = service_fn(move |req| -> exchange::HandleFuture {
         Box::pin(exchange::handle(shared.clone(), conn.clone(), req))
     });
-    if let Err(e) = http_builder()
-        .serve_connection_with_upgrades(TokioIo::new(io), svc)
-        .await
-    {
+    let builder = http_builder();
+    let served = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
+    if let Err(e) = held::drive(held, served).await {
         tracing::debug!(client = %remote, error = %e, "client connection ended with an error");
     }
 }

@@ -7,19 +7,23 @@
 
 pub mod deny;
 pub mod dial;
+pub mod held;
 pub mod resolve;
 
-use std::error::Error as _;
+use std::sync::Arc;
 use std::time::Duration;
 
-use http::{Request, Response};
+use http::{header, HeaderValue, Request, Response, Uri};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use tower_service::Service as _;
 
 use crate::body::Body;
 pub use deny::DenyList;
 pub use dial::{DialError, Dialer};
+pub use held::HeldSlot;
+use held::{Held, IdlePool, Key};
 pub use resolve::Resolver;
 
 /// Why a request to the upstream failed.
@@ -63,6 +67,8 @@ pub struct Upstream {
     /// Offers http/1.1 only (for HTTP/1 clients).
     client_h1: Client<Dialer, Body>,
     dialer: Dialer,
+    /// Idle HTTP/1 connections handed between client connections (see [`held`]).
+    idle: Arc<IdlePool>,
 }
 
 fn client(dialer: Dialer) -> Client<Dialer, Body> {
@@ -80,6 +86,7 @@ impl Upstream {
             client: client(dialer.clone()),
             client_h1: client(dialer.http1_only()),
             dialer,
+            idle: Arc::default(),
         }
     }
 
@@ -92,7 +99,25 @@ impl Upstream {
     ///
     /// `req`'s version is the client's: HTTP/2 may go out as HTTP/2 (if the
     /// upstream agrees through ALPN), anything else goes out as HTTP/1.1.
+    ///
+    /// With a `held` slot, an HTTP/1 request goes out on the upstream
+    /// connection that slot holds (see [`held`]); HTTP/2 requests and
+    /// protocol upgrades use the shared pool.
     pub async fn send(
+        &self,
+        req: Request<Body>,
+        header_timeout: Duration,
+        held: Option<&HeldSlot>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        match held {
+            Some(slot) if req.version() < http::Version::HTTP_2 => {
+                self.send_held(slot, req, header_timeout).await
+            }
+            _ => self.send_pooled(req, header_timeout).await,
+        }
+    }
+
+    async fn send_pooled(
         &self,
         mut req: Request<Body>,
         header_timeout: Duration,
@@ -108,21 +133,128 @@ impl Upstream {
         match tokio::time::timeout(header_timeout, client.request(req)).await {
             Err(_) => Err(UpstreamError::Timeout(header_timeout)),
             Ok(Ok(rsp)) => Ok(rsp),
-            Ok(Err(e)) => {
-                let mut src = e.source();
-                while let Some(s) = src {
-                    if let Some(d) = s.downcast_ref::<DialError>() {
-                        return Err(UpstreamError::Dial(d.clone()));
+            Ok(Err(e)) => Err(classify(&e)),
+        }
+    }
+
+    /// Sends an HTTP/1 request on the connection `slot` holds, or on an idle
+    /// pooled one, or on a new one; the slot then holds that connection. A
+    /// request that a reused connection refused before sending any of it
+    /// (the upstream closed it meanwhile) is sent again on a new one.
+    async fn send_held(
+        &self,
+        slot: &HeldSlot,
+        req: Request<Body>,
+        header_timeout: Duration,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let (key, mut req) = origin_form(req)?;
+        let deadline = tokio::time::Instant::now() + header_timeout;
+        let mut fresh_only = false;
+        loop {
+            let reused = if fresh_only {
+                None
+            } else {
+                slot.take(&key).or_else(|| self.idle.take(&key))
+            };
+            let mut held = match reused {
+                Some(h) => h,
+                None => {
+                    let dial = self.dial_http1(&key);
+                    match tokio::time::timeout_at(deadline, dial).await {
+                        Err(_) => return Err(UpstreamError::Timeout(header_timeout)),
+                        Ok(r) => r?,
                     }
-                    src = s.source();
                 }
-                let mut detail = e.to_string();
-                if let Some(s) = e.source() {
-                    detail.push_str(": ");
-                    detail.push_str(&s.to_string());
-                }
-                Err(UpstreamError::Http(detail))
+            };
+            let reused = held.reused;
+            let sent = held.sender.try_send_request(req);
+            slot.hold(held);
+            match tokio::time::timeout_at(deadline, sent).await {
+                Err(_) => return Err(UpstreamError::Timeout(header_timeout)),
+                Ok(Ok(rsp)) => return Ok(rsp),
+                Ok(Err(mut e)) => match e.take_message() {
+                    Some(back) if reused => {
+                        req = back;
+                        fresh_only = true;
+                    }
+                    _ => return Err(classify(e.error())),
+                },
             }
         }
     }
+
+    /// Dials `key` offering only http/1.1 and starts an HTTP/1 connection on it.
+    async fn dial_http1(&self, key: &Key) -> Result<Held, UpstreamError> {
+        let host = if key.host.contains(':') {
+            format!("[{}]", key.host)
+        } else {
+            key.host.clone()
+        };
+        let scheme = if key.tls { "https" } else { "http" };
+        let uri: Uri = format!("{scheme}://{host}:{}/", key.port)
+            .parse()
+            .map_err(|_| UpstreamError::Dial(DialError::NoHost))?;
+        let io = self.dialer.http1_only().call(uri).await?;
+        let (sender, conn) = hyper::client::conn::http1::Builder::new()
+            .preserve_header_case(true)
+            .handshake(io)
+            .await
+            .map_err(|e| classify(&e))?;
+        Ok(Held::new(key.clone(), sender, conn, self.idle.clone()))
+    }
+}
+
+/// Splits an absolute-form request into the upstream it goes to and the
+/// request as an HTTP/1 origin server expects it: origin-form target, a
+/// `Host` header, HTTP/1.1.
+fn origin_form(mut req: Request<Body>) -> Result<(Key, Request<Body>), UpstreamError> {
+    let uri = req.uri().clone();
+    let tls = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
+    let authority = uri.authority().ok_or(DialError::NoHost)?.clone();
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let port = authority.port_u16().unwrap_or(if tls { 443 } else { 80 });
+    if !req.headers().contains_key(header::HOST) {
+        let default = if tls { 443 } else { 80 };
+        let value = if port == default {
+            authority.host().to_string()
+        } else {
+            format!("{}:{port}", authority.host())
+        };
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            req.headers_mut().insert(header::HOST, v);
+        }
+    }
+    let target = uri
+        .path_and_query()
+        .map(|pq| pq.as_str())
+        .filter(|pq| !pq.is_empty())
+        .unwrap_or("/");
+    *req.uri_mut() =
+        Uri::try_from(target).map_err(|e| UpstreamError::Http(format!("request target: {e}")))?;
+    *req.version_mut() = http::Version::HTTP_11;
+    Ok((Key { tls, host, port }, req))
+}
+
+/// Turns a client error into an [`UpstreamError`], keeping a dial failure's reason.
+fn classify(e: &(dyn std::error::Error + 'static)) -> UpstreamError {
+    let mut src = e.source();
+    if let Some(d) = e.downcast_ref::<DialError>() {
+        return UpstreamError::Dial(d.clone());
+    }
+    while let Some(s) = src {
+        if let Some(d) = s.downcast_ref::<DialError>() {
+            return UpstreamError::Dial(d.clone());
+        }
+        src = s.source();
+    }
+    let mut detail = e.to_string();
+    if let Some(s) = e.source() {
+        detail.push_str(": ");
+        detail.push_str(&s.to_string());
+    }
+    UpstreamError::Http(detail)
 }

@@ -1,0 +1,322 @@
+//! The upstream HTTP/1 connection a client connection holds.
+//!
+//! An HTTP/1 client connection sends one request at a time, and in MITM and
+//! interception modes nearly always to one host. So instead of handing each
+//! request to a pooled connection running in a task of its own (a channel
+//! send, a pool lookup and a cross-task wake-up per request), the client
+//! connection's task keeps the upstream connection it last used in a
+//! [`HeldSlot`] and drives it itself: [`Driven`] polls the server side and
+//! the held upstream connection in one task.
+//!
+//! When the client connection ends, an idle held connection goes back to the
+//! shared [`IdlePool`], so the next client connection to the same host starts
+//! with a warm upstream connection instead of a new TCP and TLS handshake.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::{Duration, Instant};
+
+use hyper::client::conn::http1;
+
+use super::dial::Conn;
+use crate::body::Body;
+
+/// How many idle connections the pool keeps per host.
+const MAX_IDLE_PER_HOST: usize = 64;
+/// How long an idle connection may wait in the pool.
+pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// How often [`IdlePool`] sweeps out expired connections (on its next use).
+const SWEEP_EVERY: Duration = Duration::from_secs(15);
+/// How many times [`Driven`] re-polls after waking itself before it yields.
+const MAX_SELF_POLLS: usize = 8;
+
+/// Which upstream a connection talks to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct Key {
+    /// Whether the leg is TLS.
+    pub tls: bool,
+    /// The host, as dialed.
+    pub host: String,
+    /// The port.
+    pub port: u16,
+}
+
+/// One open upstream HTTP/1 connection: the request sender and the
+/// connection future that does its I/O.
+pub(crate) struct Held {
+    pub key: Key,
+    pub sender: http1::SendRequest<Body>,
+    conn: Pin<Box<http1::Connection<Conn, Body>>>,
+    /// Where it goes when its client connection ends.
+    pool: Arc<IdlePool>,
+    /// Whether it has already carried a request (a failed send on a reused
+    /// connection may be retried on a fresh one).
+    pub reused: bool,
+}
+
+impl Held {
+    /// A fresh connection that will return to `pool`.
+    pub fn new(
+        key: Key,
+        sender: http1::SendRequest<Body>,
+        conn: http1::Connection<Conn, Body>,
+        pool: Arc<IdlePool>,
+    ) -> Self {
+        Held {
+            key,
+            sender,
+            conn: Box::pin(conn),
+            pool,
+            reused: false,
+        }
+    }
+
+    /// Drives the connection's I/O; false once it has ended.
+    fn poll_open(&mut self, cx: &mut Context<'_>) -> bool {
+        self.conn.as_mut().poll(cx).is_pending()
+    }
+
+    /// True when it is open and idle, ready for a request. Lets the
+    /// connection settle first (a finished response, a close by the peer).
+    fn ready(&mut self) -> bool {
+        let mut cx = Context::from_waker(Waker::noop());
+        self.poll_open(&mut cx) && self.sender.is_ready()
+    }
+
+    /// Returns an idle connection to its pool; drops anything else.
+    fn release(mut self) {
+        if self.ready() {
+            let pool = self.pool.clone();
+            pool.put(self);
+        }
+    }
+}
+
+/// Idle upstream HTTP/1 connections, by upstream, newest last.
+#[derive(Default)]
+pub(crate) struct IdlePool {
+    inner: Mutex<PoolInner>,
+}
+
+#[derive(Default)]
+struct PoolInner {
+    idle: HashMap<Key, Vec<(Instant, Held)>>,
+    last_sweep: Option<Instant>,
+}
+
+impl IdlePool {
+    fn lock(&self) -> MutexGuard<'_, PoolInner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The newest idle connection to `key` that is still open.
+    pub fn take(&self, key: &Key) -> Option<Held> {
+        let mut inner = self.lock();
+        inner.sweep();
+        let list = inner.idle.get_mut(key)?;
+        while let Some((_, mut held)) = list.pop() {
+            if held.ready() {
+                held.reused = true;
+                return Some(held);
+            }
+        }
+        None
+    }
+
+    fn put(&self, held: Held) {
+        let mut inner = self.lock();
+        inner.sweep();
+        let list = inner.idle.entry(held.key.clone()).or_default();
+        if list.len() >= MAX_IDLE_PER_HOST {
+            list.remove(0);
+        }
+        list.push((Instant::now(), held));
+    }
+
+    /// How many idle connections the pool holds.
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.lock().idle.values().map(Vec::len).sum()
+    }
+}
+
+impl PoolInner {
+    /// Drops connections idle for longer than [`IDLE_TIMEOUT`], or closed by the peer.
+    fn sweep(&mut self) {
+        let now = Instant::now();
+        if self
+            .last_sweep
+            .is_some_and(|t| now.duration_since(t) < SWEEP_EVERY)
+        {
+            return;
+        }
+        self.last_sweep = Some(now);
+        for list in self.idle.values_mut() {
+            list.retain_mut(|(since, held)| {
+                now.duration_since(*since) < IDLE_TIMEOUT && held.ready()
+            });
+        }
+        self.idle.retain(|_, list| !list.is_empty());
+    }
+}
+
+/// The upstream connection one client connection holds, shared by its
+/// request handler (which sends on it) and its [`Driven`] task (which does
+/// its I/O). Returned to the pool when the last handle drops.
+#[derive(Clone, Default)]
+pub struct HeldSlot {
+    inner: Arc<SlotInner>,
+}
+
+#[derive(Default)]
+struct SlotInner {
+    held: Mutex<Option<Held>>,
+}
+
+impl Drop for SlotInner {
+    fn drop(&mut self) {
+        let held = self
+            .held
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(h) = held {
+            h.release();
+        }
+    }
+}
+
+impl std::fmt::Debug for HeldSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HeldSlot").finish_non_exhaustive()
+    }
+}
+
+impl HeldSlot {
+    fn lock(&self) -> MutexGuard<'_, Option<Held>> {
+        self.inner.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The held connection when it goes to `key` and is ready. One to
+    /// another upstream goes back to the pool.
+    pub(crate) fn take(&self, key: &Key) -> Option<Held> {
+        let mut held = self.lock().take()?;
+        if held.key != *key {
+            held.release();
+            return None;
+        }
+        if !held.ready() {
+            return None;
+        }
+        held.reused = true;
+        Some(held)
+    }
+
+    /// Holds `held`, so the client connection's task drives it. Whatever
+    /// was held before goes back to the pool.
+    pub(crate) fn hold(&self, held: Held) {
+        let previous = self.lock().replace(held);
+        if let Some(p) = previous {
+            p.release();
+        }
+    }
+
+    /// Drives the held connection's I/O; drops it once it has ended.
+    fn poll_held(&self, cx: &mut Context<'_>) {
+        let mut slot = self.lock();
+        if let Some(h) = slot.as_mut() {
+            if !h.poll_open(cx) {
+                *slot = None;
+            }
+        }
+    }
+}
+
+/// Records wake-ups that happen while [`Driven`] itself is polling, so it
+/// can poll again at once instead of rescheduling its task; other wake-ups
+/// go to the task.
+struct SelfWake {
+    polling: AtomicBool,
+    woken: AtomicBool,
+    task: Mutex<Option<Waker>>,
+}
+
+impl Wake for SelfWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::SeqCst);
+        if !self.polling.load(Ordering::SeqCst) {
+            let task = self.task.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(w) = task.as_ref() {
+                w.wake_by_ref();
+            }
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A client connection's future together with the upstream connection it holds.
+    pub struct Driven<F> {
+        #[pin]
+        inner: F,
+        slot: HeldSlot,
+        wake: Arc<SelfWake>,
+        waker: Waker,
+    }
+}
+
+/// Runs `inner` (a client connection) and the upstream connection in `slot` in one task.
+pub fn drive<F: Future>(slot: HeldSlot, inner: F) -> Driven<F> {
+    let wake = Arc::new(SelfWake {
+        polling: AtomicBool::new(false),
+        woken: AtomicBool::new(false),
+        task: Mutex::new(None),
+    });
+    Driven {
+        inner,
+        slot,
+        waker: Waker::from(wake.clone()),
+        wake,
+    }
+}
+
+impl<F: Future> Future for Driven<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let mut this = self.project();
+        {
+            let mut task = this.wake.task.lock().unwrap_or_else(|e| e.into_inner());
+            if !task.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                *task = Some(cx.waker().clone());
+            }
+        }
+        let mut own = Context::from_waker(this.waker);
+        for _ in 0..MAX_SELF_POLLS {
+            this.wake.woken.store(false, Ordering::SeqCst);
+            this.wake.polling.store(true, Ordering::SeqCst);
+            if let Poll::Ready(out) = this.inner.as_mut().poll(&mut own) {
+                this.wake.polling.store(false, Ordering::SeqCst);
+                return Poll::Ready(out);
+            }
+            this.slot.poll_held(&mut own);
+            this.wake.polling.store(false, Ordering::SeqCst);
+            if !this.wake.woken.swap(false, Ordering::SeqCst) {
+                return Poll::Pending;
+            }
+        }
+        // Still busy: let other tasks run, and come back.
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,264 @@
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicUsize;
+
+use http_body_util::BodyExt as _;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+
+use super::*;
+use crate::upstream::{DenyList, DialError, Dialer, Resolver, Upstream, UpstreamError};
+
+/// A plain HTTP/1 origin on loopback that answers `conn <n> <target> <host>`
+/// and counts the connections it accepted. `close_idle` closes every
+/// connection after its first response.
+struct Origin {
+    addr: SocketAddr,
+    accepted: Arc<AtomicUsize>,
+}
+
+async fn origin(close_after_one: bool) -> Origin {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let n = count.fetch_add(1, Ordering::SeqCst) + 1;
+            tokio::spawn(async move {
+                let svc = service_fn(
+                    move |req: http::Request<hyper::body::Incoming>| async move {
+                        let host = req
+                            .headers()
+                            .get(http::header::HOST)
+                            .map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned())
+                            .unwrap_or_default();
+                        let text = format!("conn {n} {} {host}", req.uri());
+                        Ok::<_, Infallible>(http::Response::new(http_body_util::Full::new(
+                            bytes::Bytes::from(text),
+                        )))
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .keep_alive(!close_after_one)
+                    .serve_connection(TokioIo::new(tcp), svc)
+                    .await;
+            });
+        }
+    });
+    Origin { addr, accepted }
+}
+
+fn upstream() -> Upstream {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    let deny = Arc::new(arc_swap::ArcSwap::from_pointee(DenyList::new(Vec::new())));
+    Upstream::new(Dialer::new(
+        Resolver::new(None).expect("resolver"),
+        deny,
+        Arc::new(tls),
+    ))
+}
+
+fn get(addr: SocketAddr, path: &str) -> http::Request<Body> {
+    http::Request::get(format!("http://{addr}{path}"))
+        .body(crate::body::empty())
+        .expect("request")
+}
+
+/// Sends `req` through `slot` in a task that drives the slot, as a client
+/// connection's task does; returns the body text.
+async fn send(up: &Upstream, slot: &HeldSlot, req: http::Request<Body>) -> String {
+    let fut = async {
+        let rsp = up
+            .send(req, Duration::from_secs(5), Some(slot))
+            .await
+            .expect("upstream answers");
+        let body = rsp.into_body().collect().await.expect("body").to_bytes();
+        String::from_utf8_lossy(&body).into_owned()
+    };
+    drive(slot.clone(), fut).await
+}
+
+#[tokio::test]
+async fn one_client_connection_keeps_one_upstream_connection() {
+    let o = origin(false).await;
+    let up = upstream();
+    let slot = HeldSlot::default();
+    let first = send(&up, &slot, get(o.addr, "/a?x=1")).await;
+    let second = send(&up, &slot, get(o.addr, "/b")).await;
+    assert_eq!(
+        first,
+        format!("conn 1 /a?x=1 {}", o.addr),
+        "origin form plus Host"
+    );
+    assert_eq!(second, format!("conn 1 /b {}", o.addr));
+    assert_eq!(o.accepted.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_finished_client_connection_hands_its_upstream_connection_to_the_next() {
+    let o = origin(false).await;
+    let up = upstream();
+    let slot = HeldSlot::default();
+    send(&up, &slot, get(o.addr, "/")).await;
+    drop(slot);
+    assert_eq!(
+        up.idle.len(),
+        1,
+        "the idle connection went back to the pool"
+    );
+
+    let next = HeldSlot::default();
+    assert_eq!(
+        send(&up, &next, get(o.addr, "/")).await,
+        format!("conn 1 / {}", o.addr)
+    );
+    assert_eq!(up.idle.len(), 0, "the next client connection holds it now");
+    assert_eq!(o.accepted.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_connection_the_upstream_closed_is_replaced() {
+    let o = origin(true).await;
+    let up = upstream();
+    let slot = HeldSlot::default();
+    for n in 1..=3 {
+        assert_eq!(
+            send(&up, &slot, get(o.addr, "/")).await,
+            format!("conn {n} / {}", o.addr)
+        );
+    }
+    drop(slot);
+    assert_eq!(up.idle.len(), 0, "closed connections never reach the pool");
+}
+
+#[tokio::test]
+async fn another_upstream_gets_its_own_connection() {
+    let a = origin(false).await;
+    let b = origin(false).await;
+    let up = upstream();
+    let slot = HeldSlot::default();
+    send(&up, &slot, get(a.addr, "/")).await;
+    assert_eq!(
+        send(&up, &slot, get(b.addr, "/")).await,
+        format!("conn 1 / {}", b.addr)
+    );
+    assert_eq!(up.idle.len(), 1, "the connection to a waits in the pool");
+    assert_eq!(
+        send(&up, &slot, get(a.addr, "/")).await,
+        format!("conn 1 / {}", a.addr),
+        "and is taken back from there"
+    );
+    assert_eq!(a.accepted.load(Ordering::SeqCst), 1);
+    assert_eq!(b.accepted.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_refused_dial_is_a_dial_error() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    drop(listener);
+    let up = upstream();
+    let slot = HeldSlot::default();
+    let err = drive(
+        slot.clone(),
+        up.send(get(addr, "/"), Duration::from_secs(5), Some(&slot)),
+    )
+    .await
+    .expect_err("nothing listens");
+    assert!(
+        matches!(err, UpstreamError::Dial(DialError::Connect { .. })),
+        "{err:?}"
+    );
+    assert_eq!(err.reason(), "connect_failed");
+}
+
+/// A future that wakes itself `n` times before it completes.
+struct SelfWaking {
+    left: usize,
+    polls: Arc<AtomicUsize>,
+}
+
+impl Future for SelfWaking {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        self.polls.fetch_add(1, Ordering::SeqCst);
+        if self.left == 0 {
+            return Poll::Ready(());
+        }
+        self.left -= 1;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+/// Counts how often the task was woken.
+struct CountWake(AtomicUsize);
+
+impl Wake for CountWake {
+    fn wake(self: Arc<Self>) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn wake_ups_during_a_poll_are_served_in_that_poll() {
+    let polls = Arc::new(AtomicUsize::new(0));
+    let inner = SelfWaking {
+        left: 3,
+        polls: polls.clone(),
+    };
+    let mut driven = Box::pin(drive(HeldSlot::default(), inner));
+    let count = Arc::new(CountWake(AtomicUsize::new(0)));
+    let waker = Waker::from(count.clone());
+    let mut cx = Context::from_waker(&waker);
+    assert!(
+        driven.as_mut().poll(&mut cx).is_ready(),
+        "one poll of the task"
+    );
+    assert_eq!(polls.load(Ordering::SeqCst), 4);
+    assert_eq!(
+        count.0.load(Ordering::SeqCst),
+        0,
+        "the task was never rescheduled"
+    );
+
+    let polls = Arc::new(AtomicUsize::new(0));
+    let inner = SelfWaking {
+        left: MAX_SELF_POLLS + 2,
+        polls: polls.clone(),
+    };
+    let mut driven = Box::pin(drive(HeldSlot::default(), inner));
+    assert!(
+        driven.as_mut().poll(&mut cx).is_pending(),
+        "a busy future yields"
+    );
+    assert_eq!(polls.load(Ordering::SeqCst), MAX_SELF_POLLS);
+    assert_eq!(count.0.load(Ordering::SeqCst), 1, "and asks to run again");
+    assert!(driven.as_mut().poll(&mut cx).is_ready());
+}
+
+#[tokio::test]
+async fn a_wake_up_from_elsewhere_reaches_the_task() {
+    let notify = Arc::new(Notify::new());
+    let n = notify.clone();
+    let waiter = tokio::spawn(drive(HeldSlot::default(), async move {
+        n.notified().await;
+    }));
+    tokio::task::yield_now().await;
+    notify.notify_one();
+    tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .expect("the driven task woke up")
+        .expect("no panic");
+}
