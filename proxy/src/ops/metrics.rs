@@ -29,12 +29,14 @@ use prometheus_client::registry::Registry;
 use crate::audit::{Action, AuditObserver, AuditRecord, Mode};
 
 mod exposition;
+mod handles;
 mod labels;
 mod server;
 mod sources;
 #[cfg(test)]
 mod tests;
 
+use handles::{HandleCache, TransformHandles};
 use labels::*;
 pub use server::{router, serve, start};
 use sources::{BoundedLabel, CounterSource};
@@ -106,6 +108,7 @@ pub struct Metrics {
     otel_dropped: Counter,
     reasons: BoundedLabel,
     transforms: BoundedLabel,
+    transform_handles: HandleCache,
     sources: BoundedLabel,
 }
 
@@ -139,6 +142,7 @@ impl Metrics {
             otel_dropped: Counter::default(),
             reasons: BoundedLabel::default(),
             transforms: BoundedLabel::default(),
+            transform_handles: HandleCache::default(),
             sources: BoundedLabel::default(),
         };
         let build_info = Family::<VersionLabel, Gauge>::default();
@@ -268,22 +272,37 @@ impl Metrics {
                 .inc();
         }
         for t in r.request_transforms.iter().chain(&r.response_transforms) {
-            let transform = self.transforms.admit(&t.name);
-            self.transform_decisions
-                .get_or_create(&DecisionLabels {
-                    transform,
-                    action: t.action.to_string(),
-                })
-                .inc();
+            let h = self.transform(&t.name);
+            let labels = || DecisionLabels {
+                transform: h.label.clone(),
+                action: t.action,
+            };
+            match h.decision(t.action, || {
+                self.transform_decisions.get_or_create(&labels()).clone()
+            }) {
+                Some(c) => c.inc(),
+                None => self.transform_decisions.get_or_create(&labels()).inc(),
+            };
         }
     }
 
     /// Records the time one transform hook took; called from the pipeline loop.
     pub fn observe_transform(&self, name: &str, took: Duration) {
-        let transform = self.transforms.admit(name);
-        self.transform_duration
-            .get_or_create(&TransformLabel { transform })
-            .observe(took.as_secs_f64());
+        self.transform(name).duration.observe(took.as_secs_f64());
+    }
+
+    /// The metric handles of the transform called `name`.
+    fn transform(&self, name: &str) -> Arc<TransformHandles> {
+        self.transform_handles.get(name, || {
+            let transform = self.transforms.admit(name);
+            let duration = self
+                .transform_duration
+                .get_or_create(&TransformLabel {
+                    transform: transform.clone(),
+                })
+                .clone();
+            TransformHandles::new(transform, duration)
+        })
     }
 
     /// Counts a secret that failed to resolve; `source` is the source type (`env`, `aws_sm`, ...).

@@ -25,7 +25,7 @@ pub(super) struct ReasonLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(super) struct DecisionLabels {
     pub(super) transform: String,
-    pub(super) action: String,
+    pub(super) action: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
