@@ -9,11 +9,36 @@ use iron_proxy::cli::{Cli, Command, InterceptAction};
 /// mimalloc instead of glibc malloc: the request path allocates per request
 /// (headers, bodies, the audit line) and glibc's arena locking and
 /// consolidation showed up at 12-17% of proxy CPU (docs/benchmarks.md).
-/// mimalloc reads its options from the environment before `main` runs; the
-/// systemd unit sets `MIMALLOC_ARENA_EAGER_COMMIT=0`, which roughly halves
-/// peak RSS under load at no CPU cost.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// mimalloc's `arena_eager_commit` (option 4 in mimalloc 3's `mi_option_e`).
+const MI_OPTION_ARENA_EAGER_COMMIT: std::ffi::c_int = 4;
+
+unsafe extern "C" {
+    fn mi_option_set(option: std::ffi::c_int, value: std::ffi::c_long);
+}
+
+/// Turns off mimalloc's eager arena commit, which roughly halves peak RSS
+/// under load at no CPU cost (docs/benchmarks.md), unless the environment
+/// sets `MIMALLOC_ARENA_EAGER_COMMIT` itself. mimalloc reads an option the
+/// first time it needs it, which is the first allocation, and Rust's runtime
+/// allocates before `main`; so this runs as an ELF constructor, before any
+/// Rust code, and allocates nothing.
+extern "C" fn mimalloc_defaults() {
+    // SAFETY: getenv with a NUL-terminated name; it allocates nothing. The
+    // constructor runs single-threaded, before anything could call setenv.
+    let set = unsafe { !libc::getenv(c"MIMALLOC_ARENA_EAGER_COMMIT".as_ptr()).is_null() };
+    if !set {
+        // SAFETY: mi_option_set only stores the value in mimalloc's static
+        // option table; it is valid to call before mimalloc initializes.
+        unsafe { mi_option_set(MI_OPTION_ARENA_EAGER_COMMIT, 0) };
+    }
+}
+
+#[used]
+#[unsafe(link_section = ".init_array")]
+static MIMALLOC_DEFAULTS: extern "C" fn() = mimalloc_defaults;
 
 fn main() -> ExitCode {
     let args = iron_proxy::cli::normalize_args(std::env::args());
