@@ -53,6 +53,8 @@ pub struct Shared {
     pub audit: AuditSink,
     /// Tracks in-flight exchanges for graceful shutdown.
     pub drain: crate::ops::Drain,
+    /// The runtimes that serve client connections.
+    pub workers: crate::listen::workers::Workers,
     ready: AtomicBool,
 }
 
@@ -64,6 +66,7 @@ impl Shared {
         upstream: Upstream,
         audit: AuditSink,
         drain: crate::ops::Drain,
+        workers: crate::listen::workers::Workers,
     ) -> Self {
         Shared {
             policy: ArcSwap::from_pointee(policy),
@@ -71,6 +74,7 @@ impl Shared {
             upstream,
             audit,
             drain,
+            workers,
             ready: AtomicBool::new(false),
         }
     }

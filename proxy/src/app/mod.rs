@@ -22,6 +22,7 @@ use crate::dns::{DnsServer, DnsSettings, StaticRecord};
 use crate::intercept::Interceptor;
 use crate::listen::sniffed::{Intake, TlsHandling};
 use crate::listen::transparent::{OriginLookup, Redirected, SockoptLookup};
+use crate::listen::workers::Workers;
 use crate::ops::{self, Drain, Metrics};
 use crate::secrets::{Sources, SourcesOptions};
 use crate::state::Shared;
@@ -62,6 +63,9 @@ pub enum AppError {
     /// The upstream resolver could not be built.
     #[error("upstream resolver: {0}")]
     Resolver(#[from] crate::upstream::resolve::ResolveError),
+    /// The connection workers could not start.
+    #[error(transparent)]
+    Workers(#[from] crate::listen::workers::WorkersError),
     /// A listener could not be bound.
     #[error("binding {what} on {addr}: {source}")]
     Bind {
@@ -255,12 +259,14 @@ impl App {
         let deny = Arc::new(ArcSwap::from_pointee(deny));
         let dialer = Dialer::new(resolver, deny.clone(), upstream_tls);
         let drain = Drain::new();
+        let workers = Workers::start(Workers::default_count())?;
         let shared = Arc::new(Shared::new(
             policy,
             deny,
             Upstream::new(dialer),
             audit,
             drain.clone(),
+            workers,
         ));
         let intake = Intake {
             shared: shared.clone(),
@@ -415,6 +421,9 @@ impl App {
                 tracing::warn!(in_flight, "shutdown grace period over; dropping requests")
             }
         }
+        // Connections still open (idle keep-alive, or past the grace period) end here.
+        let workers = self.shared.workers.clone();
+        let _ = tokio::task::spawn_blocking(move || workers.stop()).await;
         if let Some(dns) = self.dns.take() {
             let _ = dns.shutdown().await;
         }

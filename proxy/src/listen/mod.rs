@@ -6,6 +6,7 @@ pub mod https;
 pub mod sniffed;
 pub mod transparent;
 pub mod tunnel;
+pub mod workers;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -67,8 +67,9 @@ pub async fn run(listener: TcpListener, intake: Intake) {
             }
         };
         let _ = stream.set_nodelay(true);
+        let workers = intake.shared.workers.clone();
         let intake = intake.clone();
-        tokio::spawn(async move { serve(stream, remote, intake).await });
+        workers.spawn(stream, move |stream| serve(stream, remote, intake));
     }
 }
 
