@@ -33,6 +33,11 @@ pub struct Mem {
     pub rss_kib: u64,
     /// Peak resident set size (VmHWM).
     pub hwm_kib: u64,
+    /// Current anonymous resident memory (RssAnon: heap, stacks).
+    pub anon_kib: u64,
+    /// Current file-backed resident memory (RssFile: mostly the binary's
+    /// pages, shared with every other process mapping the same file).
+    pub file_kib: u64,
 }
 
 impl Watch {
@@ -62,6 +67,8 @@ impl Watch {
             };
             m.rss_kib += status_kib(&status, "VmRSS:");
             m.hwm_kib += status_kib(&status, "VmHWM:");
+            m.anon_kib += status_kib(&status, "RssAnon:");
+            m.file_kib += status_kib(&status, "RssFile:");
         }
         m
     }

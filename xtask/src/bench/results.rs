@@ -76,6 +76,10 @@ pub struct TopoResult {
     pub measures: BTreeMap<String, Measure>,
     /// Peak RSS (VmHWM) after the load runs, KiB.
     pub peak_rss_kib: Option<u64>,
+    /// RSS before any load, KiB.
+    pub start_rss_kib: Option<u64>,
+    /// Anonymous (RssAnon) and file-backed (RssFile) RSS right after the load runs, KiB.
+    pub after_load_anon_file_kib: Option<(u64, u64)>,
     /// Idle-connection memory.
     pub idle: Option<IdleResult>,
     /// eBPF topology: connects the kernel redirected to the transparent

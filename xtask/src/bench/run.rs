@@ -219,6 +219,7 @@ fn measure(
 ) -> Result<()> {
     let running = topo::start(kind, env)?;
     tr.version = running.version.clone();
+    tr.start_rss_kib = running.watch.as_ref().map(|w| w.mem().rss_kib);
     let runner = match remote_for(&running, env) {
         Some(r) => Runner::Remote(r),
         None => Runner::Local(Client::new(running.route.clone(), tls.clone())?),
@@ -265,7 +266,9 @@ fn measure(
             },
         );
     }
-    tr.peak_rss_kib = running.watch.map(|w| w.mem().hwm_kib);
+    let after = running.watch.as_ref().map(|w| w.mem());
+    tr.peak_rss_kib = after.map(|m| m.hwm_kib);
+    tr.after_load_anon_file_kib = after.map(|m| (m.anon_kib, m.file_kib));
     tr.redirected = running.intercept.as_ref().and_then(|i| i.redirected());
     drop(running);
 
