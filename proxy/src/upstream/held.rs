@@ -8,9 +8,13 @@
 //! [`HeldSlot`] and drives it itself: [`Driven`] polls the server side and
 //! the held upstream connection in one task.
 //!
-//! When the client connection ends, an idle held connection goes back to the
-//! shared [`IdlePool`], so the next client connection to the same host starts
-//! with a warm upstream connection instead of a new TCP and TLS handshake.
+//! As soon as its response is done, the upstream connection goes back to the
+//! shared [`IdlePool`]: the client connection's next request takes it back
+//! from there (a short lock), and meanwhile another client connection to the
+//! same host can use it. So an idle client connection holds no upstream
+//! connection, upstream connections number the requests in flight rather
+//! than the client connections open, and a new client connection starts with
+//! a warm upstream connection instead of a new TCP and TLS handshake.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -225,12 +229,19 @@ impl HeldSlot {
         }
     }
 
-    /// Drives the held connection's I/O; drops it once it has ended.
+    /// Drives the held connection's I/O: drops it once it has ended, and
+    /// returns it to the pool once its exchange is done.
     fn poll_held(&self, cx: &mut Context<'_>) {
         let mut slot = self.lock();
-        if let Some(h) = slot.as_mut() {
-            if !h.poll_open(cx) {
-                *slot = None;
+        let Some(h) = slot.as_mut() else {
+            return;
+        };
+        if !h.poll_open(cx) {
+            *slot = None;
+        } else if h.sender.is_ready() {
+            if let Some(idle) = slot.take() {
+                drop(slot);
+                idle.release();
             }
         }
     }

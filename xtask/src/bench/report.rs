@@ -116,7 +116,9 @@ pub fn markdown(r: &Results) -> String {
 
     s.push_str("\n### Memory under load (MiB)\n\n");
     s.push_str("File-backed pages are mostly the binary's code, shared with every process that maps the same file; anonymous memory is the heap and stacks.\n\n");
-    s.push_str("| topology | RSS at start | peak RSS | anonymous after load | file-backed after load |\n");
+    s.push_str(
+        "| topology | RSS at start | peak RSS | anonymous after load | file-backed after load |\n",
+    );
     s.push_str("|---|---|---|---|---|\n");
     for t in r.topologies.iter().filter(|t| t.skipped.is_none()) {
         let mib = |k: Option<u64>| num(k.map(|k| k as f64 / 1024.0), 1);
