@@ -29,12 +29,13 @@ fn expected() -> [(&'static str, MapType, usize, usize, u32); 8] {
             limits::IRON_DENY_MAX,
         ),
         (map::IRON_UIDS, MapType::Hash, 4, 4, limits::IRON_UIDS_MAX),
+        // Socket-local storage: an `int` key and no entries limit.
         (
-            map::IRON_BY_COOKIE,
-            MapType::LruHash,
-            8,
+            map::IRON_SK_ORIGIN,
+            MapType::SkStorage,
+            4,
             size_of::<Origin>(),
-            limits::IRON_ORIGINS_MAX,
+            0,
         ),
         (
             map::IRON_BY_TUPLE,
@@ -65,16 +66,20 @@ fn expected() -> [(&'static str, MapType, usize, usize, u32); 8] {
 const REPLACED: &str = "_replaced";
 
 /// Pinned maps whose layout differs from this build's (an upgrade changed a
-/// map) are moved to `<name>_replaced`, so that loading creates and pins
-/// fresh ones. The programs still attached keep using the old maps until
-/// their links are switched to the new programs, so enforcement never
-/// lapses; the caller removes the returned pins once that is done (or puts
-/// them back with [`restore_aside`] if the takeover fails). What a replaced
-/// map held is lost: counters restart, and connections accepted before the
-/// switch may lose their original destination.
+/// map), and pinned maps this build no longer uses ([`map::OBSOLETE`]), are
+/// moved to `<name>_replaced`, so that loading creates and pins fresh ones.
+/// The programs still attached keep using the old maps until their links are
+/// switched to the new programs, so enforcement never lapses; the caller
+/// removes the returned pins once that is done (or puts them back with
+/// [`restore_aside`] if the takeover fails). What a replaced map held is
+/// lost: counters restart, and connections accepted before the switch may
+/// lose their original destination.
 pub(crate) fn set_aside_incompatible(maps_dir: &Path) -> Result<Vec<PathBuf>, MapsError> {
     let mut aside = Vec::new();
-    for (name, ty, key, value, entries) in expected() {
+    let wanted =
+        expected().map(|(name, ty, key, value, entries)| (name, Some((ty, key, value, entries))));
+    let obsolete = map::OBSOLETE.map(|name| (name, None));
+    for (name, layout) in wanted.into_iter().chain(obsolete) {
         let path = maps_dir.join(name);
         let old = maps_dir.join(format!("{name}{REPLACED}"));
         if old.exists() {
@@ -92,12 +97,12 @@ pub(crate) fn set_aside_incompatible(maps_dir: &Path) -> Result<Vec<PathBuf>, Ma
             info.value_size() as usize,
             info.max_entries(),
         );
-        if found == (ty, key, value, entries) {
+        if layout == Some(found) {
             continue;
         }
         let (found, expected) = (
             format!("{found:?}"),
-            format!("{:?}", (ty, key, value, entries)),
+            layout.map_or_else(|| "no such map".to_owned(), |l| format!("{l:?}")),
         );
         if let Err(source) = move_pin(&path, &old) {
             restore_aside(&aside);
@@ -108,7 +113,11 @@ pub(crate) fn set_aside_incompatible(maps_dir: &Path) -> Result<Vec<PathBuf>, Ma
                 source,
             });
         }
-        tracing::warn!(map = name, %found, %expected, "pinned map has an older layout; replacing it");
+        if layout.is_some() {
+            tracing::warn!(map = name, %found, %expected, "pinned map has an older layout; replacing it");
+        } else {
+            tracing::info!(map = name, %found, "removing a pinned map this build no longer uses");
+        }
         aside.push(old);
     }
     Ok(aside)
