@@ -84,7 +84,7 @@ pub mod limits {
     pub const IRON_DENY_MAX: u32 = 4096;
     /// Entries of the uid filter.
     pub const IRON_UIDS_MAX: u32 = 1024;
-    /// Entries of each origin LRU map.
+    /// Entries of the origin-by-tuple LRU map.
     pub const IRON_ORIGINS_MAX: u32 = 65536;
     /// Entries of the proxy socket marks (LRU: an idle mark may be evicted
     /// after this many newer ones; see `iron_proxy_socks`).
@@ -101,9 +101,11 @@ pub mod map {
     pub const IRON_DENY: &str = "iron_deny";
     /// `HASH` of uid to `u32` (1): the uid filter.
     pub const IRON_UIDS: &str = "iron_uids";
-    /// `LRU_HASH` of socket cookie to [`Origin`](crate::Origin).
-    pub const IRON_BY_COOKIE: &str = "iron_by_cookie";
-    /// `LRU_HASH` of [`Tuple`](crate::Tuple) to [`Origin`](crate::Origin).
+    /// `SK_STORAGE` (`int` key, no entries limit) of [`Origin`](crate::Origin):
+    /// the connect-time origin, stored on the socket and freed with it.
+    pub const IRON_SK_ORIGIN: &str = "iron_sk_origin";
+    /// `LRU_HASH` of [`Tuple`](crate::Tuple) to [`Origin`](crate::Origin); an
+    /// entry is removed when the proxy reads it.
     pub const IRON_BY_TUPLE: &str = "iron_by_tuple";
     /// `PERCPU_ARRAY[IRON_CNT_MAX]` of `u64`.
     pub const IRON_COUNTERS: &str = "iron_counters";
@@ -111,13 +113,18 @@ pub mod map {
     /// sent beyond loopback, marked by connect/sendmsg for the cgroup_skb
     /// backstop, which cannot see the calling task.
     pub const IRON_PROXY_SOCKS: &str = "iron_proxy_socks";
+    /// Maps of older builds that this one no longer uses; a takeover removes
+    /// their pins once the links run the new programs.
+    /// `iron_by_cookie` was an `LRU_HASH` of socket cookie to `Origin`,
+    /// replaced by [`IRON_SK_ORIGIN`].
+    pub const OBSOLETE: [&str; 1] = ["iron_by_cookie"];
     /// Every map, in creation order.
     pub const ALL: [&str; 8] = [
         IRON_CFG,
         IRON_CFG_SEL,
         IRON_DENY,
         IRON_UIDS,
-        IRON_BY_COOKIE,
+        IRON_SK_ORIGIN,
         IRON_BY_TUPLE,
         IRON_COUNTERS,
         IRON_PROXY_SOCKS,

@@ -78,16 +78,21 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } iron_uids SEC(".maps");
 
+/* The connect-time origin of a redirected socket, stored on the socket
+ * itself (socket-local storage): written by connect4/6 and sendmsg4/6,
+ * read by sockops and by recvmsg/getpeername. Freed with the socket, so
+ * it never fills up and never evicts. */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, IRON_ORIGINS_MAX);
-	__type(key, __u64);
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
 	__type(value, struct iron_origin);
-	/* Per-CPU LRU lists: no shared lock on insert, eviction stays local. */
-	__uint(map_flags, BPF_F_NO_COMMON_LRU);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} iron_by_cookie SEC(".maps");
+} iron_sk_origin SEC(".maps");
 
+/* Origins by the client's 4-tuple, for the proxy's lookup on accept:
+ * written by sockops, removed when the proxy reads the entry (its
+ * lookup, or the getsockopt program's answer). */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, IRON_ORIGINS_MAX);

@@ -6,7 +6,10 @@
  * accepted sockets whose client iron_by_tuple knows.
  *
  * It always returns 1: returning 0 would fail every getsockopt in the
- * cgroup. When it answers it sets retval = 0 and optlen.
+ * cgroup. When it answers it sets retval = 0 and optlen, and removes the
+ * iron_by_tuple entry: the proxy asks once per accepted connection, and
+ * an empty map never has to evict. A question it leaves unanswered (SOL_IP
+ * for an IPv6 origin, a short buffer) keeps the entry for the retry.
  */
 #include "iron_maps.h"
 
@@ -25,6 +28,7 @@ int iron_getsockopt(struct bpf_sockopt *ctx)
 	void *optval, *optval_end;
 	__u32 src[4], dst[4], orig[4];
 	__u32 proto, family, ip4, src_port, dst_port;
+	__u16 orig_port;
 	int level = ctx->level;
 
 	if (ctx->optname != IRON_SO_ORIGINAL_DST ||
@@ -67,6 +71,7 @@ int iron_getsockopt(struct bpf_sockopt *ctx)
 	if (!o)
 		return 1;
 	__builtin_memcpy(orig, o->addr, 16);
+	orig_port = o->port;
 
 	IRON_LOAD64(optval, ctx, struct bpf_sockopt, optval);
 	IRON_LOAD64(optval_end, ctx, struct bpf_sockopt, optval_end);
@@ -79,7 +84,7 @@ int iron_getsockopt(struct bpf_sockopt *ctx)
 			return 1;
 		__builtin_memset(sin, 0, sizeof(*sin));
 		sin->sin_family = IRON_AF_INET;
-		sin->sin_port = o->port;
+		sin->sin_port = orig_port;
 		sin->sin_addr.s_addr = orig[3];
 		ctx->optlen = sizeof(*sin);
 	} else {
@@ -89,11 +94,12 @@ int iron_getsockopt(struct bpf_sockopt *ctx)
 			return 1;
 		__builtin_memset(sin6, 0, sizeof(*sin6));
 		sin6->sin6_family = IRON_AF_INET6;
-		sin6->sin6_port = o->port;
+		sin6->sin6_port = orig_port;
 		__builtin_memcpy(&sin6->sin6_addr, orig, 16);
 		ctx->optlen = sizeof(*sin6);
 	}
 	ctx->retval = 0;
+	bpf_map_delete_elem(&iron_by_tuple, &t);
 	iron_count(IRON_CNT_ORIGDST_ANSWERED);
 	return 1;
 }

@@ -37,14 +37,15 @@ struct iron_pkt {
 	__u16 sport;
 	__u16 dport;
 	int ports;
+	__u32 l4_off; /* 0: no TCP/UDP header to read */
 };
 
-/* Reads the IP header and ports. Returns 0 on success, -1 when the
- * packet is neither IPv4 nor IPv6 or too short. */
+/* Reads the IP header. Returns 0 on success, -1 when the packet is
+ * neither IPv4 nor IPv6 or too short. Ports are read separately
+ * (iron_parse_ports), only when the destination is not loopback. */
 static __always_inline int iron_parse(struct __sk_buff *skb, struct iron_pkt *p)
 {
 	__u8 hdr[40];
-	__u16 ports[2];
 	__u32 l4_off, ip4;
 	__u8 proto;
 
@@ -76,12 +77,24 @@ static __always_inline int iron_parse(struct __sk_buff *skb, struct iron_pkt *p)
 		return 0;
 	if (l4_off < 20 || l4_off > 60)
 		return 0;
+	p->l4_off = l4_off;
+	return 0;
+}
+
+/* Reads the TCP or UDP ports, when iron_parse found such a header. */
+static __always_inline void iron_parse_ports(struct __sk_buff *skb,
+					     struct iron_pkt *p)
+{
+	__u16 ports[2];
+	__u32 l4_off = p->l4_off;
+
+	if (l4_off < 20 || l4_off > 60)
+		return;
 	if (bpf_skb_load_bytes(skb, l4_off, ports, 4))
-		return 0;
+		return;
 	p->sport = ports[0];
 	p->dport = ports[1];
 	p->ports = 1;
-	return 0;
 }
 
 static __always_inline int iron_eq16(const __u32 a[4], const __u8 b[16])
@@ -132,16 +145,21 @@ static __always_inline int iron_skb_exempt(struct __sk_buff *skb,
 SEC("cgroup_skb/egress")
 int iron_skb_egress(struct __sk_buff *skb)
 {
-	struct iron_config *cfg = iron_cfg_load();
+	struct iron_config *cfg;
 	struct iron_pkt p;
+	int parsed;
 
 	__builtin_memset(&p, 0, sizeof(p));
-	if (iron_parse(skb, &p) == 0) {
-		if (iron_is_loopback(p.dst))
-			return IRON_SKB_PASS;
-		if (iron_configured(cfg) && p.ports &&
-		    (iron_is_target(cfg, p.dst, p.dport) ||
-		     iron_is_target(cfg, p.src, p.sport)))
+	parsed = iron_parse(skb, &p) == 0;
+	/* Loopback passes before anything else is read: it is most of what
+	 * an intercepted workload sends (its traffic to the proxy). */
+	if (parsed && iron_is_loopback(p.dst))
+		return IRON_SKB_PASS;
+	cfg = iron_cfg_load();
+	if (parsed && iron_configured(cfg)) {
+		iron_parse_ports(skb, &p);
+		if (p.ports && (iron_is_target(cfg, p.dst, p.dport) ||
+				iron_is_target(cfg, p.src, p.sport)))
 			return IRON_SKB_PASS;
 	}
 	/* Not IP (or unreadable), or beyond loopback and the listeners. */

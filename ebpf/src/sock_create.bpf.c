@@ -11,14 +11,16 @@
 SEC("cgroup/sock_create")
 int iron_sock_create(struct bpf_sock *ctx)
 {
-	struct iron_config *cfg = iron_cfg_load();
+	struct iron_config *cfg;
 	__u32 type = ctx->type;
 	__u32 proto = ctx->protocol;
 
+	/* TCP and UDP pass without a map lookup. */
 	if (type == IRON_SOCK_STREAM && proto == IPPROTO_TCP)
 		return 1;
 	if (type == IRON_SOCK_DGRAM && proto == IPPROTO_UDP)
 		return 1;
+	cfg = iron_cfg_load();
 	/* An unconfigured map fails closed, like the connect hooks. */
 	if (iron_configured(cfg) &&
 	    (iron_is_proxy(cfg) || !iron_uid_selected(cfg)))

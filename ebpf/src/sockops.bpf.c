@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: (GPL-2.0 OR Apache-2.0)
 /*
  * sockops: at TCP_CONNECT_CB (after the ephemeral port is chosen, before
- * the SYN) copy the connect-time origin, found by socket cookie, into
- * iron_by_tuple keyed by the 4-tuple the proxy will see on accept().
+ * the SYN) copy the connect-time origin, found in the socket's local
+ * storage (iron_sk_origin), into iron_by_tuple keyed by the 4-tuple the
+ * proxy will see on accept(). Every other callback returns at once.
  *
  * Byte orders: local_port is host order; remote_port holds the
  * network-order port in its upper 16 bits.
@@ -17,15 +18,18 @@ int iron_sockops(struct bpf_sock_ops *ctx)
 {
 	struct iron_tuple t;
 	struct iron_origin *o;
-	__u64 cookie;
+	struct bpf_sock *sk;
 	__u32 op, family, local_port, remote_port, ip4;
 	__u32 src[4], dst[4];
 
 	IRON_OPS_LOAD(op, op);
 	if (op != BPF_SOCK_OPS_TCP_CONNECT_CB)
 		return 1;
-	cookie = bpf_get_socket_cookie(ctx);
-	o = bpf_map_lookup_elem(&iron_by_cookie, &cookie);
+	/* NULL unless a full socket (always one at TCP_CONNECT_CB). */
+	IRON_LOAD64(sk, ctx, struct bpf_sock_ops, sk);
+	if (!sk)
+		return 1;
+	o = bpf_sk_storage_get(&iron_sk_origin, sk, 0, 0);
 	if (!o)
 		return 1;
 

@@ -93,17 +93,28 @@ static __always_inline int iron_is_listener4(const struct iron_config *cfg,
 	       port == cfg->dns_v4_port;
 }
 
+/* The origin connect/sendmsg recorded on this socket, or NULL. */
+static __always_inline struct iron_origin *
+iron_origin_of(struct bpf_sock_addr *ctx)
+{
+	struct bpf_sock *sk;
+
+	IRON_LOAD64(sk, ctx, struct bpf_sock_addr, sk);
+	if (!sk)
+		return NULL;
+	return bpf_sk_storage_get(&iron_sk_origin, sk, 0, 0);
+}
+
 /* Shows the original peer in place of a listener's address (IPv4). */
 static __always_inline void iron_restore4(struct bpf_sock_addr *ctx)
 {
 	struct iron_config *cfg = iron_cfg_load();
-	__u64 cookie = bpf_get_socket_cookie(ctx);
 	struct iron_origin *o;
 	__u32 orig[4];
 
 	if (!iron_configured(cfg))
 		return;
-	o = bpf_map_lookup_elem(&iron_by_cookie, &cookie);
+	o = iron_origin_of(ctx);
 	if (!o)
 		return;
 	if (!iron_is_listener4(cfg, ctx->user_ip4, (__u16)ctx->user_port))
@@ -119,13 +130,12 @@ static __always_inline void iron_restore4(struct bpf_sock_addr *ctx)
 static __always_inline void iron_restore6(struct bpf_sock_addr *ctx)
 {
 	struct iron_config *cfg = iron_cfg_load();
-	__u64 cookie = bpf_get_socket_cookie(ctx);
 	struct iron_origin *o;
 	__u32 cur[4], orig[4];
 
 	if (!iron_configured(cfg))
 		return;
-	o = bpf_map_lookup_elem(&iron_by_cookie, &cookie);
+	o = iron_origin_of(ctx);
 	if (!o)
 		return;
 	iron_get_ip6(ctx, cur);

@@ -1,15 +1,22 @@
 //! Recovering where an intercepted connection was going, and who made it,
 //! from the accepted socket's addresses: a lookup in the pinned tuple map
 //! that sockops fills. This works without any getsockopt program.
+//!
+//! The lookup takes the entry out of the map: the proxy asks once per
+//! accepted connection, and a map that stays nearly empty never makes
+//! sockops evict on the workload's `connect()`.
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV6};
+use std::os::fd::AsFd;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use aya::maps::{HashMap, Map, MapData, MapError};
 use ebpf_common::{map, Tuple};
 
 use super::maps::addr16;
+use super::sys;
 
 /// Errors of opening the origin lookup.
 #[derive(Debug, thiserror::Error)]
@@ -88,7 +95,11 @@ pub(crate) fn tuple_key(peer: SocketAddr, local: SocketAddr) -> Tuple {
 /// between threads.
 #[derive(Clone)]
 pub struct OriginalDst {
-    map: Arc<HashMap<MapData, Tuple, ebpf_common::Origin>>,
+    /// The tuple map; its key and value sizes were checked on open.
+    map: Arc<MapData>,
+    /// Whether the kernel does lookup-and-delete on hash maps (5.14+);
+    /// cleared on the first refusal, then lookup and delete go separately.
+    one_step: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for OriginalDst {
@@ -106,16 +117,50 @@ impl OriginalDst {
             path: path.clone(),
             source,
         };
-        let data = MapData::from_pin(&path).map_err(open_err)?;
-        let map = HashMap::try_from(Map::LruHashMap(data)).map_err(open_err)?;
-        Ok(Self { map: Arc::new(map) })
+        let map = Map::LruHashMap(MapData::from_pin(&path).map_err(open_err)?);
+        // Checks the map's type and its key and value sizes.
+        HashMap::<_, Tuple, ebpf_common::Origin>::try_from(&map).map_err(open_err)?;
+        let Map::LruHashMap(data) = map else {
+            unreachable!("built as LruHashMap above")
+        };
+        Ok(Self {
+            map: Arc::new(data),
+            one_step: Arc::new(AtomicBool::new(true)),
+        })
     }
 
     /// The origin of the connection accepted with this `peer` (the
     /// workload's address and port) on this `local` address (the listener's,
     /// as `getsockname` reports it), if the kernel intercepted it.
+    ///
+    /// The entry is removed as it is read: ask once per accepted connection
+    /// (a second call answers `None`).
     pub fn lookup(&self, peer: SocketAddr, local: SocketAddr) -> Option<Origin> {
         let key = tuple_key(peer, local);
-        self.map.get(&key, 0).ok().map(|raw| Origin::from_raw(&raw))
+        let mut raw = ebpf_common::Origin::default();
+        let fd = self.map.fd().as_fd();
+        if self.one_step.load(Ordering::Relaxed) {
+            // SAFETY: `open` checked the key and value sizes against `Tuple`
+            // and `ebpf_common::Origin`.
+            match unsafe { sys::map_lookup_and_delete(fd, &key, &mut raw) } {
+                Ok(()) => return Some(Origin::from_raw(&raw)),
+                Err(e) if !unsupported(&e) => return None,
+                Err(_) => self.one_step.store(false, Ordering::Relaxed),
+            }
+        }
+        // SAFETY: as above.
+        unsafe { sys::map_lookup(fd, &key, &mut raw) }.ok()?;
+        // SAFETY: as above. A failed delete leaves the entry to the LRU.
+        let _ = unsafe { sys::map_delete(fd, &key) };
+        Some(Origin::from_raw(&raw))
     }
+}
+
+/// Whether the kernel refused lookup-and-delete on this map type (before
+/// 5.14): `ENOTSUPP` (524, kernel-internal), or `EOPNOTSUPP`/`EINVAL`.
+fn unsupported(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(524) | Some(libc::EOPNOTSUPP) | Some(libc::EINVAL)
+    )
 }

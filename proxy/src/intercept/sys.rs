@@ -2,8 +2,9 @@
 //! cannot pin a cgroup/getsockopt link, nor update or force-detach a link):
 //! creating a cgroup link, pinning, opening a pin, replacing a link's program
 //! (`BPF_LINK_UPDATE`), forcing a link off (`BPF_LINK_DETACH`) and reading a
-//! link's info. Plus the kernel
-//! and filesystem checks the loader runs first.
+//! link's info. Plus the element commands the origin lookup needs on a
+//! shared map handle (aya's `remove` wants `&mut`), and the kernel and
+//! filesystem checks the loader runs first.
 //!
 //! Each attribute struct is the prefix of `union bpf_attr` that the command
 //! reads; the kernel accepts a shorter attribute and zero-fills the rest.
@@ -14,11 +15,14 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
+const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
+const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
 const BPF_OBJ_PIN: libc::c_long = 6;
 const BPF_OBJ_GET: libc::c_long = 7;
 const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
 const BPF_LINK_CREATE: libc::c_long = 28;
 const BPF_LINK_UPDATE: libc::c_long = 29;
+const BPF_MAP_LOOKUP_AND_DELETE_ELEM: libc::c_long = 21;
 const BPF_LINK_DETACH: libc::c_long = 34;
 
 /// `statfs` magic of bpffs.
@@ -34,6 +38,16 @@ struct ObjGetAttr {
     file_flags: u32,
     path_fd: i32,
     pad: u32,
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct MapElemAttr {
+    map_fd: u32,
+    pad: u32,
+    key: u64,
+    value: u64,
+    flags: u64,
 }
 
 #[repr(C)]
@@ -128,6 +142,61 @@ pub fn obj_pin(fd: BorrowedFd<'_>, path: &Path) -> io::Result<()> {
         ..Default::default()
     };
     bpf(BPF_OBJ_PIN, &mut attr).map(drop)
+}
+
+/// # Safety
+/// `map`'s key size must be `size_of::<K>()` and its value size
+/// `size_of::<V>()`: the kernel reads and writes that many bytes.
+unsafe fn map_elem<K: aya::Pod, V: aya::Pod>(
+    cmd: libc::c_long,
+    map: BorrowedFd<'_>,
+    key: &K,
+    value: Option<&mut V>,
+) -> io::Result<()> {
+    let mut attr = MapElemAttr {
+        map_fd: fd_u32(map)?,
+        key: key as *const K as u64,
+        value: value.map_or(0, |v| v as *mut V as u64),
+        ..Default::default()
+    };
+    bpf(cmd, &mut attr).map(drop)
+}
+
+/// Copies the value stored under `key` into `value`.
+///
+/// # Safety
+/// As [`map_elem`]: `K` and `V` have the map's key and value sizes.
+pub(crate) unsafe fn map_lookup<K: aya::Pod, V: aya::Pod>(
+    map: BorrowedFd<'_>,
+    key: &K,
+    value: &mut V,
+) -> io::Result<()> {
+    // SAFETY: the caller's promise.
+    unsafe { map_elem(BPF_MAP_LOOKUP_ELEM, map, key, Some(value)) }
+}
+
+/// Removes `key`'s entry.
+///
+/// # Safety
+/// As [`map_elem`]: `K` has the map's key size.
+pub(crate) unsafe fn map_delete<K: aya::Pod>(map: BorrowedFd<'_>, key: &K) -> io::Result<()> {
+    // SAFETY: the caller's promise; no value is passed.
+    unsafe { map_elem::<K, u8>(BPF_MAP_DELETE_ELEM, map, key, None) }
+}
+
+/// Copies the value stored under `key` into `value` and removes the entry, in
+/// one step. Hash maps support it since Linux 5.14; older kernels answer
+/// `ENOTSUPP` (524).
+///
+/// # Safety
+/// As [`map_elem`]: `K` and `V` have the map's key and value sizes.
+pub(crate) unsafe fn map_lookup_and_delete<K: aya::Pod, V: aya::Pod>(
+    map: BorrowedFd<'_>,
+    key: &K,
+    value: &mut V,
+) -> io::Result<()> {
+    // SAFETY: the caller's promise.
+    unsafe { map_elem(BPF_MAP_LOOKUP_AND_DELETE_ELEM, map, key, Some(value)) }
 }
 
 /// Attaches a program to a cgroup as a link, exclusively (no

@@ -1,7 +1,9 @@
 //! `SO_ORIGINAL_DST` through the cgroup/getsockopt program: the listener runs
 //! in a child process (this test binary again) inside a second test cgroup
 //! that has the getsockopt program attached, and asks with nix's
-//! `OriginalDst` / `Ip6tOriginalDst`.
+//! `OriginalDst` / `Ip6tOriginalDst`. An answered question takes the tuple
+//! entry out of the map; an unanswered one (`SOL_IP` for an IPv6 origin)
+//! leaves it for the `SOL_IPV6` retry.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};
@@ -35,10 +37,16 @@ pub fn run() {
         .to_string(),
         Err(e) => format!("error:{e}"),
     };
+    let ends4 = ends(&c4);
     finish(c4);
-    writeln!(out, "HELPER v4 {answer4}").expect("stdout");
+    writeln!(out, "HELPER v4 {answer4} {ends4}").expect("stdout");
     out.flush().expect("flush");
     let (c6, _) = l6.accept().expect("accept v6");
+    // SOL_IP cannot carry an IPv6 origin: unanswered, the entry stays.
+    let sol_ip = match getsockopt(&c6, sockopt::OriginalDst) {
+        Ok(_) => "answered",
+        Err(_) => "unanswered",
+    };
     let answer6 = match getsockopt(&c6, sockopt::Ip6tOriginalDst) {
         Ok(sin6) => SocketAddr::from((
             Ipv6Addr::from(sin6.sin6_addr.s6_addr),
@@ -51,9 +59,19 @@ pub fn run() {
     let plain = getsockopt(&c6, sockopt::ReuseAddr)
         .map(|_| "ok")
         .unwrap_or("broken");
+    let ends6 = ends(&c6);
     finish(c6);
-    writeln!(out, "HELPER v6 {answer6} plain {plain}").expect("stdout");
+    writeln!(out, "HELPER v6 {sol_ip} {answer6} plain {plain} {ends6}").expect("stdout");
     out.flush().expect("flush");
+}
+
+/// "<peer> <local>" of an accepted connection.
+fn ends(conn: &std::net::TcpStream) -> String {
+    format!(
+        "{} {}",
+        conn.peer_addr().expect("peer"),
+        conn.local_addr().expect("local")
+    )
 }
 
 /// Reads the workload's line, so closing does not reset the connection.
@@ -102,7 +120,7 @@ pub fn parent_test() {
     let mut s = settings(&workloads, &pins, SocketAddr::from(([127, 0, 0, 1], p4)));
     s.listen_v6 = Some(std::net::SocketAddrV6::new(Ipv6Addr::LOCALHOST, p6, 0, 0));
     s.getsockopt_cgroups = vec![proxy_cg.path.clone()];
-    let _ic = attach(&s);
+    let ic = attach(&s);
 
     // The helper replies nothing; the workload just connects and closes.
     let ran = run_workload(
@@ -115,8 +133,27 @@ pub fn parent_test() {
         "{:?}",
         ran.lines
     );
-    assert_eq!(next(), "v4 127.0.0.2:8080");
-    assert_eq!(next(), "v6 [::1]:9443 plain ok");
+    let v4 = next();
+    assert_eq!(
+        v4.split(' ').take(2).collect::<Vec<_>>(),
+        ["v4", "127.0.0.2:8080"],
+        "{v4}"
+    );
+    let v6 = next();
+    assert_eq!(
+        v6.split(' ').take(5).collect::<Vec<_>>(),
+        ["v6", "unanswered", "[::1]:9443", "plain", "ok"],
+        "{v6}"
+    );
+    // Both answered questions took their entries out of the tuple map.
+    for (line, at) in [(&v4, 2), (&v6, 5)] {
+        let addr = |n: usize| -> SocketAddr { field(line, n).parse().expect("address") };
+        assert_eq!(
+            ic.original_dst().lookup(addr(at), addr(at + 1)),
+            None,
+            "tuple entry left after the answer: {line}"
+        );
+    }
     let status = child.wait().expect("helper exit");
     assert!(status.success(), "helper failed: {status}");
     let c = Interceptor::status(&pins.path)

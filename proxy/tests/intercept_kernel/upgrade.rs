@@ -65,3 +65,112 @@ fn takeover_replaces_a_map_whose_layout_changed() {
         .expect("a fresh counters map of the right layout");
     assert_eq!(counters.redirected, 1, "counters restart with the new map");
 }
+
+/// Creates an unpinned `LRU_HASH` map (key 8 bytes, value 64, 65,536
+/// entries: the layout of the old `iron_by_cookie`) and pins it at `path`.
+fn pin_old_by_cookie(path: &std::path::Path) {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::os::unix::ffi::OsStrExt;
+    #[repr(C)]
+    #[derive(Default)]
+    struct Create {
+        map_type: u32,
+        key_size: u32,
+        value_size: u32,
+        max_entries: u32,
+        map_flags: u32,
+    }
+    #[repr(C)]
+    #[derive(Default)]
+    struct Pin {
+        pathname: u64,
+        bpf_fd: u32,
+        file_flags: u32,
+    }
+    fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> libc::c_long {
+        // SAFETY: `attr` is a live `#[repr(C)]` prefix of `union bpf_attr`
+        // for `cmd`, with its size passed alongside.
+        unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                cmd,
+                attr as *mut T as *mut libc::c_void,
+                std::mem::size_of::<T>(),
+            )
+        }
+    }
+    const BPF_MAP_CREATE: libc::c_long = 0;
+    const BPF_OBJ_PIN: libc::c_long = 6;
+    const BPF_MAP_TYPE_LRU_HASH: u32 = 9;
+    let fd = bpf(
+        BPF_MAP_CREATE,
+        &mut Create {
+            map_type: BPF_MAP_TYPE_LRU_HASH,
+            key_size: 8,
+            value_size: 64,
+            max_entries: 65536,
+            ..Default::default()
+        },
+    );
+    assert!(
+        fd >= 0,
+        "creating an LRU map: {}",
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: a successful BPF_MAP_CREATE returns a new fd that we now own.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).expect("pin path");
+    let mut pin = Pin {
+        pathname: c.as_ptr() as u64,
+        bpf_fd: std::os::fd::AsRawFd::as_raw_fd(&fd) as u32,
+        ..Default::default()
+    };
+    assert_eq!(
+        bpf(BPF_OBJ_PIN, &mut pin),
+        0,
+        "pinning {}: {}",
+        path.display(),
+        std::io::Error::last_os_error()
+    );
+}
+
+#[test]
+fn takeover_removes_the_pin_of_a_map_no_longer_used() {
+    if !privileged() {
+        return;
+    }
+    let cg = TestCgroup::new();
+    let pins = TestPins::new();
+    let proxy = Server::proxy("127.0.0.1:0", &pins.path);
+    let direct = Server::direct("127.0.0.2:0");
+    let port = direct.port().to_string();
+    let s = settings(&cg, &pins, proxy.addr);
+    drop(attach(&s));
+
+    // What a build that kept origins by socket cookie left pinned.
+    let old = pins.path.join("maps").join("iron_by_cookie");
+    pin_old_by_cookie(&old);
+    let _ic = attach(&s);
+    assert!(!old.exists(), "the obsolete iron_by_cookie pin is removed");
+    let names: Vec<String> = std::fs::read_dir(pins.path.join("maps"))
+        .expect("maps dir")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names.iter().any(|n| n == "iron_sk_origin")
+            && !names.iter().any(|n| n.ends_with("_replaced")),
+        "{names:?}"
+    );
+    let ran = run_workload(&cg, None, &["tcp", "127.0.0.2", &port]);
+    assert_eq!(
+        ran.lines,
+        vec![format!("tcp ok 127.0.0.2 {port} proxy|127.0.0.2:{port}")],
+        "intercepted, origin found and getpeername restored"
+    );
+
+    // detach removes a leftover obsolete pin too.
+    pin_old_by_cookie(&old);
+    Interceptor::detach(&pins.path).expect("detach");
+    assert!(!pins.path.exists(), "every pin removed");
+}

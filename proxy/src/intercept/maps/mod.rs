@@ -7,10 +7,14 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use aya::maps::lpm_trie::Key;
-use aya::maps::{Array, HashMap, LpmTrie, Map, MapData, MapError, MapInfo, MapType, PerCpuArray};
-use ebpf_common::{class, counter, flags, limits, map, Config, Origin, Tuple};
+use aya::maps::{Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray};
+use ebpf_common::{class, counter, flags, limits, map, Config};
 
 use super::settings::{DenyCidr, InterceptSettings};
+
+mod layout;
+
+pub(crate) use layout::{restore_aside, set_aside_incompatible};
 
 /// Errors of map access.
 #[derive(Debug, thiserror::Error)]
@@ -55,136 +59,6 @@ pub enum MapsError {
 
 fn op(name: &'static str, op: &'static str) -> impl FnOnce(MapError) -> MapsError {
     move |source| MapsError::Op { name, op, source }
-}
-
-/// The layout each map must have: (name, type, key size, value size, entries).
-fn expected() -> [(&'static str, MapType, usize, usize, u32); 8] {
-    use std::mem::size_of;
-    [
-        (
-            map::IRON_CFG,
-            MapType::Array,
-            4,
-            size_of::<Config>(),
-            limits::IRON_CFG_SLOTS,
-        ),
-        (map::IRON_CFG_SEL, MapType::Array, 4, 4, 1),
-        (
-            map::IRON_DENY,
-            MapType::LpmTrie,
-            20,
-            4,
-            limits::IRON_DENY_MAX,
-        ),
-        (map::IRON_UIDS, MapType::Hash, 4, 4, limits::IRON_UIDS_MAX),
-        (
-            map::IRON_BY_COOKIE,
-            MapType::LruHash,
-            8,
-            size_of::<Origin>(),
-            limits::IRON_ORIGINS_MAX,
-        ),
-        (
-            map::IRON_BY_TUPLE,
-            MapType::LruHash,
-            size_of::<Tuple>(),
-            size_of::<Origin>(),
-            limits::IRON_ORIGINS_MAX,
-        ),
-        (
-            map::IRON_COUNTERS,
-            MapType::PerCpuArray,
-            4,
-            8,
-            counter::IRON_CNT_MAX,
-        ),
-        (
-            map::IRON_PROXY_SOCKS,
-            MapType::LruHash,
-            8,
-            4,
-            limits::IRON_PROXY_SOCKS_MAX,
-        ),
-    ]
-}
-
-/// Suffix of a pinned map moved aside because its layout is older than this build's.
-/// (bpffs refuses dots in the names of pinned objects.)
-const REPLACED: &str = "_replaced";
-
-/// Pinned maps whose layout differs from this build's (an upgrade changed a
-/// map) are moved to `<name>_replaced`, so that loading creates and pins
-/// fresh ones. The programs still attached keep using the old maps until
-/// their links are switched to the new programs, so enforcement never
-/// lapses; the caller removes the returned pins once that is done (or puts
-/// them back with [`restore_aside`] if the takeover fails). What a replaced
-/// map held is lost: counters restart, and connections accepted before the
-/// switch may lose their original destination.
-pub(crate) fn set_aside_incompatible(maps_dir: &Path) -> Result<Vec<PathBuf>, MapsError> {
-    let mut aside = Vec::new();
-    for (name, ty, key, value, entries) in expected() {
-        let path = maps_dir.join(name);
-        let old = maps_dir.join(format!("{name}{REPLACED}"));
-        if old.exists() {
-            // Left by a takeover that died halfway; the current pin (if any) is newer.
-            let _ = std::fs::remove_file(&old);
-        }
-        if !path.exists() {
-            continue;
-        }
-        let info = MapInfo::from_pin(&path).map_err(op(name, "opening pinned"))?;
-        let found_ty = info.map_type().map_err(op(name, "reading type of"))?;
-        let found = (
-            found_ty,
-            info.key_size() as usize,
-            info.value_size() as usize,
-            info.max_entries(),
-        );
-        if found == (ty, key, value, entries) {
-            continue;
-        }
-        let (found, expected) = (
-            format!("{found:?}"),
-            format!("{:?}", (ty, key, value, entries)),
-        );
-        if let Err(source) = move_pin(&path, &old) {
-            restore_aside(&aside);
-            return Err(MapsError::Incompatible {
-                path,
-                found,
-                expected,
-                source,
-            });
-        }
-        tracing::warn!(map = name, %found, %expected, "pinned map has an older layout; replacing it");
-        aside.push(old);
-    }
-    Ok(aside)
-}
-
-/// Moves a pin: pin the object again under `to`, then unpin `from`.
-fn move_pin(from: &Path, to: &Path) -> std::io::Result<()> {
-    use std::os::fd::AsFd;
-    let fd = super::sys::obj_get(from)?;
-    super::sys::obj_pin(fd.as_fd(), to)?;
-    std::fs::remove_file(from)
-}
-
-/// Puts maps moved aside by [`set_aside_incompatible`] back (a failed takeover).
-pub(crate) fn restore_aside(aside: &[PathBuf]) {
-    for old in aside {
-        let Some(pin) = old
-            .to_str()
-            .and_then(|p| p.strip_suffix(REPLACED))
-            .map(PathBuf::from)
-        else {
-            continue;
-        };
-        let _ = std::fs::remove_file(&pin);
-        if let Err(e) = move_pin(old, &pin) {
-            tracing::error!(pin = %pin.display(), error = %e, "restoring a pinned map");
-        }
-    }
 }
 
 fn open(maps_dir: &Path, name: &'static str) -> Result<MapData, MapsError> {
