@@ -37,6 +37,11 @@ pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 const SWEEP_EVERY: Duration = Duration::from_secs(15);
 /// How many times [`Driven`] re-polls after waking itself before it yields.
 const MAX_SELF_POLLS: usize = 8;
+/// An idle connection parked for longer than this is polled once before it
+/// is handed out, to notice a close by the peer. One parked more recently
+/// is handed out as is: if the peer closed it meanwhile, the request comes
+/// back unsent and goes out on a new connection (see `Upstream::send_held`).
+const RECHECK_AFTER: Duration = Duration::from_secs(1);
 
 /// Which upstream a connection talks to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -94,9 +99,14 @@ impl Held {
     /// Returns an idle connection to its pool; drops anything else.
     fn release(mut self) {
         if self.ready() {
-            let pool = self.pool.clone();
-            pool.put(self);
+            self.park();
         }
+    }
+
+    /// Puts a connection known to be open and idle into its pool.
+    fn park(self) {
+        let pool = self.pool.clone();
+        pool.put(self);
     }
 }
 
@@ -121,9 +131,11 @@ impl IdlePool {
     pub fn take(&self, key: &Key) -> Option<Held> {
         let mut inner = self.lock();
         inner.sweep();
+        let now = Instant::now();
         let list = inner.idle.get_mut(key)?;
-        while let Some((_, mut held)) = list.pop() {
-            if held.ready() {
+        while let Some((since, mut held)) = list.pop() {
+            let fresh = now.duration_since(since) < RECHECK_AFTER;
+            if (fresh && held.sender.is_ready()) || held.ready() {
                 held.reused = true;
                 return Some(held);
             }
@@ -239,9 +251,10 @@ impl HeldSlot {
         if !h.poll_open(cx) {
             *slot = None;
         } else if h.sender.is_ready() {
+            // Just polled: open, and its exchange is done.
             if let Some(idle) = slot.take() {
                 drop(slot);
-                idle.release();
+                idle.park();
             }
         }
     }

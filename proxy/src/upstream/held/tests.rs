@@ -301,3 +301,54 @@ async fn an_idle_client_connection_holds_no_upstream_connection() {
     let _ = go_on_tx.send(());
     client.await.expect("no panic");
 }
+
+/// An origin that answers one request per connection and then closes it
+/// without saying so (no `Connection: close`): a pooled connection to it is
+/// dead by the time it is reused.
+async fn silently_closing_origin() -> Origin {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let n = count.fetch_add(1, Ordering::SeqCst) + 1;
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let mut got = Vec::new();
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tcp.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(k) => got.extend_from_slice(&buf[..k]),
+                    }
+                }
+                let body = format!("conn {n}");
+                let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len());
+                let _ = tcp.write_all(format!("{head}{body}").as_bytes()).await;
+            });
+        }
+    });
+    Origin { addr, accepted }
+}
+
+#[tokio::test]
+async fn a_request_on_a_connection_closed_while_idle_goes_out_on_a_new_one() {
+    let o = silently_closing_origin().await;
+    let up = upstream();
+    let first = HeldSlot::default();
+    assert_eq!(send(&up, &first, get(o.addr, "/")).await, "conn 1");
+    drop(first);
+    // Let the origin's close arrive; the pooled connection does not know yet.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let next = HeldSlot::default();
+    assert_eq!(
+        send(&up, &next, get(o.addr, "/")).await,
+        "conn 2",
+        "sent again on a new connection, not failed"
+    );
+    assert_eq!(o.accepted.load(Ordering::SeqCst), 2);
+}

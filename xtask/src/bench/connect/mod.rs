@@ -21,11 +21,11 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use iron_proxy::intercept::{InterceptSettings, Interceptor, ProxyIdentity};
+use iron_proxy::intercept::{InterceptSettings, Interceptor, OriginalDst, ProxyIdentity};
 use serde::{Deserialize, Serialize};
 
 use super::remote::spawn_json;
@@ -116,8 +116,12 @@ impl ConnectResult {
     }
 }
 
-/// Accepts and closes on 127.0.0.1 until dropped.
+/// Accepts and closes on 127.0.0.1 until dropped. Once the eBPF programs
+/// are attached it also takes each connection's origin out of the tuple
+/// map, as iron-proxy's transparent listener does; otherwise the map would
+/// fill up and every connect would pay for an eviction the proxy never causes.
 struct Acceptor {
+    origins: Arc<OnceLock<OriginalDst>>,
     addr: SocketAddrV4,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -134,14 +138,22 @@ impl Acceptor {
         };
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
+        let origins: Arc<OnceLock<OriginalDst>> = Arc::default();
+        let lookup = origins.clone();
         let thread = std::thread::Builder::new()
             .name("bench-accept".into())
             .spawn(move || {
                 while !flag.load(Ordering::Relaxed) {
-                    let _ = l.accept();
+                    let Ok((s, peer)) = l.accept() else {
+                        continue;
+                    };
+                    if let (Some(od), Ok(local)) = (lookup.get(), s.local_addr()) {
+                        let _ = od.lookup(peer, local);
+                    }
                 }
             })?;
         Ok(Acceptor {
+            origins,
             addr,
             stop,
             thread: Some(thread),
@@ -259,7 +271,10 @@ pub fn bench(secs: f64, repeats: usize) -> Result<ConnectResult> {
     };
     // Dropped before `pins`, whose drop detaches.
     let interceptor = match Interceptor::attach(&settings) {
-        Ok(i) => Some(i),
+        Ok(i) => {
+            let _ = acceptor.origins.set(i.original_dst());
+            Some(i)
+        }
         Err(e) => {
             setups[1].skipped = Some(format!("attaching iron-proxy's programs: {e}"));
             None
