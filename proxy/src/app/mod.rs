@@ -266,7 +266,7 @@ impl App {
             Upstream::new(dialer),
             audit,
             drain.clone(),
-            workers,
+            workers.clone(),
         ));
         let intake = Intake {
             shared: shared.clone(),
@@ -282,16 +282,25 @@ impl App {
         }
         for l in bind("proxy.http_listen", &cfg.proxy.http_listen)? {
             push(&mut bound, "http", &l);
-            tasks.push(tokio::spawn(crate::listen::http::run(l, shared.clone())));
+            let sh = shared.clone();
+            tasks.extend(
+                workers.accept_on_each(l, move |l| crate::listen::http::run(l, sh.clone()))?,
+            );
         }
         for l in bind("proxy.https_listen", &cfg.proxy.https_listen)? {
             push(&mut bound, "https", &l);
-            tasks.push(tokio::spawn(crate::listen::https::run(l, intake.clone())));
+            let i = intake.clone();
+            tasks.extend(
+                workers.accept_on_each(l, move |l| crate::listen::https::run(l, i.clone()))?,
+            );
         }
         if let Some(t) = &cfg.proxy.tunnel_listen {
             for l in bind("proxy.tunnel_listen", t)? {
                 push(&mut bound, "tunnel", &l);
-                tasks.push(tokio::spawn(crate::listen::tunnel::run(l, intake.clone())));
+                let i = intake.clone();
+                tasks.extend(
+                    workers.accept_on_each(l, move |l| crate::listen::tunnel::run(l, i.clone()))?,
+                );
             }
         }
         let dns = match &cfg.dns {
@@ -351,11 +360,10 @@ impl App {
             };
             for l in listeners {
                 push(&mut bound, "transparent", &l);
-                tasks.push(tokio::spawn(crate::listen::transparent::run(
-                    l,
-                    intake.clone(),
-                    lookup.clone(),
-                )));
+                let (i, lookup) = (intake.clone(), lookup.clone());
+                tasks.extend(workers.accept_on_each(l, move |l| {
+                    crate::listen::transparent::run(l, i.clone(), lookup.clone())
+                })?);
             }
         }
 

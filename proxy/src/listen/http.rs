@@ -21,9 +21,9 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>) {
             }
         };
         let _ = stream.set_nodelay(true);
-        let sh = shared.clone();
-        shared.workers.spawn(stream, move |stream| async move {
-            super::serve_http(sh, ConnInfo::new(remote, Mode::Http, false, 80), stream).await;
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            super::serve_http(shared, ConnInfo::new(remote, Mode::Http, false, 80), stream).await;
         });
     }
 }

@@ -21,9 +21,8 @@ pub async fn run(listener: TcpListener, intake: Intake) {
             }
         };
         let _ = stream.set_nodelay(true);
-        let workers = intake.shared.workers.clone();
         let intake = intake.clone();
-        workers.spawn(stream, move |stream| async move {
+        tokio::spawn(async move {
             let conn = ConnInfo::new(remote, Mode::Https, true, 443);
             intake
                 .serve(

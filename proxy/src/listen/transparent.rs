@@ -100,12 +100,11 @@ pub async fn run(listener: TcpListener, intake: Intake, lookup: Arc<dyn OriginLo
             Ok(l) => l,
             Err(_) => continue,
         };
-        let workers = intake.shared.workers.clone();
         let intake = intake.clone();
         let lookup = lookup.clone();
         // The lookup runs in the connection's task, so a slow one (nftables
         // attribution scans /proc) never holds up the accept loop.
-        workers.spawn(stream, move |stream| async move {
+        tokio::spawn(async move {
             let Some((stream, found)) = find_origin(lookup, stream, remote, local).await else {
                 return;
             };

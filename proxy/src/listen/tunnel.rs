@@ -67,9 +67,8 @@ pub async fn run(listener: TcpListener, intake: Intake) {
             }
         };
         let _ = stream.set_nodelay(true);
-        let workers = intake.shared.workers.clone();
         let intake = intake.clone();
-        workers.spawn(stream, move |stream| serve(stream, remote, intake));
+        tokio::spawn(async move { serve(stream, remote, intake).await });
     }
 }
 

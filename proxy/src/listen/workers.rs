@@ -1,25 +1,25 @@
-//! Connection workers: every accepted client connection is served, from its
-//! first byte to its close, on one of a fixed set of single-threaded tokio
-//! runtimes, one per core, picked round-robin.
+//! Connection workers: client connections are accepted and served, from
+//! accept to close, on a fixed set of single-threaded tokio runtimes, one
+//! per core. Every worker runs each listener's accept loop on a clone of the
+//! listening socket, so whichever worker is free takes the next connection,
+//! and a connection never changes thread.
 //!
 //! On the shared work-stealing runtime, idle workers park on a futex and are
 //! woken to steal whenever tasks queue up, and a connection's wake-ups hop
 //! between threads; on a loaded host that showed up as the largest item of
-//! the keep-alive profile (context switches, `futex`). Here a connection
-//! never changes thread and no worker wakes another. The accept loops, the
-//! DNS server and the control plane stay on the main runtime; the hand-off
-//! costs each new connection one re-registration of its socket.
+//! the keep-alive profile (context switches, `futex`). Here no worker wakes
+//! another. The DNS server and the control plane stay on the main runtime.
 
 use std::future::Future;
 use std::io;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use tokio::net::TcpStream;
+use tokio::net::TcpListener;
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
+use tokio::task::JoinHandle as TaskHandle;
 
 /// How long a stopping worker waits for its tasks' blocking work.
 const STOP_TIMEOUT: Duration = Duration::from_secs(2);
@@ -35,6 +35,14 @@ pub enum WorkersError {
         /// The OS error.
         source: io::Error,
     },
+    /// A listening socket could not be shared with the workers.
+    #[error("sharing listener {addr} with the connection workers: {source}")]
+    Listener {
+        /// The listener's address, when known.
+        addr: String,
+        /// The OS error.
+        source: io::Error,
+    },
 }
 
 /// The connection workers; cheap to clone.
@@ -45,7 +53,6 @@ pub struct Workers {
 
 struct Inner {
     handles: Vec<Handle>,
-    next: AtomicUsize,
     running: Mutex<Vec<Running>>,
 }
 
@@ -91,7 +98,6 @@ impl Workers {
         Ok(Workers {
             inner: Arc::new(Inner {
                 handles,
-                next: AtomicUsize::new(0),
                 running: Mutex::new(running),
             }),
         })
@@ -111,29 +117,39 @@ impl Workers {
         self.inner.handles.len()
     }
 
-    /// Serves `stream` with `serve` on the next worker. The stream moves to
-    /// that worker's reactor; a stream that cannot move is closed (logged).
-    pub fn spawn<F, Fut>(&self, stream: TcpStream, serve: F)
+    /// Runs `run` (an accept loop) on every worker, each with its own clone
+    /// of `listener`; the connections it spawns stay on that worker. Returns
+    /// the loops' handles (abort them to stop accepting).
+    pub fn accept_on_each<F, Fut>(
+        &self,
+        listener: TcpListener,
+        run: F,
+    ) -> Result<Vec<TaskHandle<()>>, WorkersError>
     where
-        F: FnOnce(TcpStream) -> Fut + Send + 'static,
+        F: Fn(TcpListener) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        let std = match stream.into_std() {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "handing a connection to a worker failed");
-                return;
-            }
+        let addr = listener
+            .local_addr()
+            .map_or_else(|_| "?".to_string(), |a| a.to_string());
+        let err = |source| WorkersError::Listener {
+            addr: addr.clone(),
+            source,
         };
-        let n = self.inner.next.fetch_add(1, Ordering::Relaxed) % self.inner.handles.len();
-        self.inner.handles[n].spawn(async move {
-            match TcpStream::from_std(std) {
-                Ok(stream) => serve(stream).await,
-                Err(e) => {
-                    tracing::warn!(error = %e, "registering a connection on its worker failed")
+        let std = listener.into_std().map_err(err)?;
+        let run = Arc::new(run);
+        let mut loops = Vec::new();
+        for h in &self.inner.handles {
+            let l = std.try_clone().map_err(err)?;
+            let run = run.clone();
+            loops.push(h.spawn(async move {
+                match TcpListener::from_std(l) {
+                    Ok(l) => run(l).await,
+                    Err(e) => tracing::error!(error = %e, "registering a listener on a connection worker failed"),
                 }
-            }
-        });
+            }));
+        }
+        Ok(loops)
     }
 
     /// Stops every worker: their connections are dropped. Waits for the threads.
@@ -157,46 +173,44 @@ impl Workers {
 mod tests {
     use super::*;
     use std::collections::HashSet;
+    use std::sync::atomic::Ordering;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
-    /// Accepts `n` connections and serves each on the workers, answering
-    /// with the name of the thread that served it.
-    async fn serve_names(workers: &Workers, n: usize) -> Vec<String> {
+    #[tokio::test]
+    async fn every_worker_accepts_and_serves_its_connections_on_its_own_thread() {
+        let workers = Workers::start(2).expect("start");
+        assert_eq!(workers.count(), 2);
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let clients = tokio::spawn(async move {
-            let mut names = Vec::new();
-            for _ in 0..n {
-                let mut c = TcpStream::connect(addr).await.expect("connect");
-                let mut name = String::new();
-                c.read_to_string(&mut name).await.expect("read");
-                names.push(name);
-            }
-            names
-        });
-        for _ in 0..n {
-            let (s, _) = listener.accept().await.expect("accept");
-            workers.spawn(s, |mut s| async move {
-                let name = std::thread::current().name().unwrap_or("").to_string();
-                let _ = s.write_all(name.as_bytes()).await;
-            });
+        let loops = workers
+            .accept_on_each(listener, |l| async move {
+                while let Ok((mut s, _)) = l.accept().await {
+                    let accepted_on = std::thread::current().name().unwrap_or("").to_string();
+                    tokio::spawn(async move {
+                        let served_on = std::thread::current().name().unwrap_or("").to_string();
+                        let _ = s
+                            .write_all(format!("{accepted_on} {served_on}").as_bytes())
+                            .await;
+                    });
+                }
+            })
+            .expect("accept loops");
+        assert_eq!(loops.len(), 2, "one accept loop per worker");
+        let mut names = HashSet::new();
+        for _ in 0..20 {
+            let mut c = tokio::net::TcpStream::connect(addr).await.expect("connect");
+            let mut text = String::new();
+            c.read_to_string(&mut text).await.expect("read");
+            let (accepted_on, served_on) = text.split_once(' ').expect("two names");
+            assert!(accepted_on.starts_with("iron-conn-"), "{text}");
+            assert_eq!(accepted_on, served_on, "served where it was accepted");
+            names.insert(accepted_on.to_string());
         }
-        clients.await.expect("clients")
-    }
-
-    #[tokio::test]
-    async fn connections_are_spread_over_the_workers_and_stay_on_one_thread() {
-        let workers = Workers::start(3).expect("start");
-        assert_eq!(workers.count(), 3);
-        let names = serve_names(&workers, 6).await;
-        assert_eq!(
-            names,
-            ["iron-conn-0", "iron-conn-1", "iron-conn-2"].repeat(2),
-            "round-robin, each connection served on a worker thread"
-        );
-        let distinct: HashSet<_> = names.iter().collect();
-        assert_eq!(distinct.len(), 3);
+        for l in loops {
+            l.abort();
+        }
+        assert!(!names.is_empty());
         workers.stop();
     }
 
@@ -211,16 +225,26 @@ mod tests {
         let workers = Workers::start(1).expect("start");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let _client = TcpStream::connect(addr).await.expect("connect");
-        let (s, _) = listener.accept().await.expect("accept");
+        let _client = tokio::net::TcpStream::connect(addr).await.expect("connect");
         let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = Flag(dropped.clone());
+        let flag = Mutex::new(Some(flag));
         let (started_tx, started) = oneshot::channel();
-        workers.spawn(s, move |_s| async move {
-            let _flag = flag;
-            let _ = started_tx.send(());
-            std::future::pending::<()>().await;
-        });
+        let started_tx = Mutex::new(Some(started_tx));
+        let _loops = workers
+            .accept_on_each(listener, move |l| {
+                let flag = flag.lock().expect("lock").take();
+                let tx = started_tx.lock().expect("lock").take();
+                async move {
+                    let _conn = l.accept().await;
+                    let _flag = flag;
+                    if let Some(tx) = tx {
+                        let _ = tx.send(());
+                    }
+                    std::future::pending::<()>().await;
+                }
+            })
+            .expect("accept loop");
         started.await.expect("the connection task started");
         let w = workers.clone();
         tokio::task::spawn_blocking(move || w.stop())
