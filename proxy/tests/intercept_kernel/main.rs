@@ -41,6 +41,31 @@ fn attach(s: &InterceptSettings) -> Interceptor {
     Interceptor::attach(s).unwrap_or_else(|e| panic!("attach: {e} ({e:?})"))
 }
 
+/// A test's own cgroup and pin directory, a proxy listener and a direct
+/// server on 127.0.0.2. Fields drop in order: servers first, then the pins
+/// (detached), then the cgroup.
+struct Lab {
+    direct: Server,
+    proxy: Server,
+    pins: TestPins,
+    cg: TestCgroup,
+}
+
+impl Lab {
+    fn new() -> Self {
+        let cg = TestCgroup::new();
+        let pins = TestPins::new();
+        let proxy = Server::proxy("127.0.0.1:0", &pins.path);
+        let direct = Server::direct("127.0.0.2:0");
+        Lab {
+            direct,
+            proxy,
+            pins,
+            cg,
+        }
+    }
+}
+
 fn field(line: &str, n: usize) -> &str {
     line.split_whitespace()
         .nth(n)
@@ -52,14 +77,17 @@ fn tcp_v4_is_redirected_and_origin_found() {
     if !privileged() {
         return;
     }
-    let cg = TestCgroup::new();
-    let pins = TestPins::new();
-    let proxy = Server::proxy("127.0.0.1:0", &pins.path);
-    let direct = Server::direct("127.0.0.2:0");
-    let ic = attach(&settings(&cg, &pins, proxy.addr));
+    let lab = Lab::new();
+    let Lab {
+        cg,
+        pins,
+        proxy,
+        direct,
+    } = &lab;
+    let ic = attach(&settings(cg, pins, proxy.addr));
 
     let target = direct.addr.to_string();
-    let ran = run_workload(&cg, None, &["tcp", "127.0.0.2", &direct.port().to_string()]);
+    let ran = run_workload(cg, None, &["tcp", "127.0.0.2", &direct.port().to_string()]);
     assert_eq!(
         ran.lines,
         vec![format!("tcp ok 127.0.0.2 {} proxy|{target}", direct.port())],
@@ -357,21 +385,24 @@ fn uid_filter_selects_only_listed_uids() {
     if !privileged() {
         return;
     }
-    let cg = TestCgroup::new();
-    let pins = TestPins::new();
-    let proxy = Server::proxy("127.0.0.1:0", &pins.path);
-    let direct = Server::direct("127.0.0.2:0");
-    let mut s = settings(&cg, &pins, proxy.addr);
+    let lab = Lab::new();
+    let Lab {
+        cg,
+        pins,
+        proxy,
+        direct,
+    } = &lab;
+    let mut s = settings(cg, pins, proxy.addr);
     s.uids = vec![65534];
     let _ic = attach(&s);
     let port = direct.port().to_string();
-    let nobody = run_workload(&cg, Some(65534), &["tcp", "127.0.0.2", &port]);
+    let nobody = run_workload(cg, Some(65534), &["tcp", "127.0.0.2", &port]);
     assert_eq!(
         nobody.lines,
         vec![format!("tcp ok 127.0.0.2 {port} proxy|127.0.0.2:{port}")]
     );
     assert_eq!(proxy.seen()[0].origin.as_ref().map(|o| o.uid), Some(65534));
-    let root = run_workload(&cg, None, &["tcp", "127.0.0.2", &port, "raw"]);
+    let root = run_workload(cg, None, &["tcp", "127.0.0.2", &port, "raw"]);
     assert_eq!(
         root.lines,
         vec![
@@ -386,11 +417,14 @@ fn proxy_identity_is_exempt_but_proxy_class_deny_applies() {
     if !privileged() {
         return;
     }
-    let cg = TestCgroup::new();
-    let pins = TestPins::new();
-    let proxy = Server::proxy("127.0.0.1:0", &pins.path);
-    let direct = Server::direct("127.0.0.2:0");
-    let mut s = settings(&cg, &pins, proxy.addr);
+    let lab = Lab::new();
+    let Lab {
+        cg,
+        pins,
+        proxy,
+        direct,
+    } = &lab;
+    let mut s = settings(cg, pins, proxy.addr);
     s.proxy = ProxyIdentity {
         uid: Some(65533),
         ..ProxyIdentity::default()
@@ -402,7 +436,7 @@ fn proxy_identity_is_exempt_but_proxy_class_deny_applies() {
     let _ic = attach(&s);
     let port = direct.port().to_string();
     let ran = run_workload(
-        &cg,
+        cg,
         Some(65533),
         &[
             "tcp",
@@ -458,10 +492,13 @@ fn pinned_interception_outlives_the_handle_until_detach() {
     if !privileged() {
         return;
     }
-    let cg = TestCgroup::new();
-    let pins = TestPins::new();
-    let proxy = Server::proxy("127.0.0.1:0", &pins.path);
-    let direct = Server::direct("127.0.0.2:0");
+    // Bound in this order so that they drop in reverse: servers, pins, cgroup.
+    let Lab {
+        cg,
+        pins,
+        proxy,
+        direct,
+    } = Lab::new();
     let port = direct.port().to_string();
     let s = settings(&cg, &pins, proxy.addr);
     drop(attach(&s));

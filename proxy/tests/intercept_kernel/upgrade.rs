@@ -7,19 +7,22 @@ use aya::maps::MapData;
 use iron_proxy::intercept::Interceptor;
 
 use super::support::*;
-use super::{attach, settings};
+use super::{attach, settings, Lab};
 
 #[test]
 fn takeover_replaces_a_map_whose_layout_changed() {
     if !privileged() {
         return;
     }
-    let cg = TestCgroup::new();
-    let pins = TestPins::new();
-    let proxy = Server::proxy("127.0.0.1:0", &pins.path);
-    let direct = Server::direct("127.0.0.2:0");
+    let lab = Lab::new();
+    let Lab {
+        cg,
+        pins,
+        proxy,
+        direct,
+    } = &lab;
     let port = direct.port().to_string();
-    let s = settings(&cg, &pins, proxy.addr);
+    let s = settings(cg, pins, proxy.addr);
     drop(attach(&s));
     let before = Interceptor::status(&pins.path).expect("status");
 
@@ -32,7 +35,7 @@ fn takeover_replaces_a_map_whose_layout_changed() {
         .expect("open a map of another layout")
         .pin(&counters)
         .expect("pin it as iron_counters");
-    let ran = run_workload(&cg, None, &["tcp", "127.0.0.2", &port]);
+    let ran = run_workload(cg, None, &["tcp", "127.0.0.2", &port]);
     assert_eq!(
         ran.lines,
         vec![format!("tcp ok 127.0.0.2 {port} proxy|127.0.0.2:{port}")],
@@ -53,7 +56,7 @@ fn takeover_replaces_a_map_whose_layout_changed() {
         .collect();
     assert!(leftovers.is_empty(), "replaced pins removed: {leftovers:?}");
 
-    let ran = run_workload(&cg, None, &["tcp", "127.0.0.2", &port]);
+    let ran = run_workload(cg, None, &["tcp", "127.0.0.2", &port]);
     assert_eq!(
         ran.lines,
         vec![format!("tcp ok 127.0.0.2 {port} proxy|127.0.0.2:{port}")],
@@ -139,12 +142,15 @@ fn takeover_removes_the_pin_of_a_map_no_longer_used() {
     if !privileged() {
         return;
     }
-    let cg = TestCgroup::new();
-    let pins = TestPins::new();
-    let proxy = Server::proxy("127.0.0.1:0", &pins.path);
-    let direct = Server::direct("127.0.0.2:0");
+    let lab = Lab::new();
+    let Lab {
+        cg,
+        pins,
+        proxy,
+        direct,
+    } = &lab;
     let port = direct.port().to_string();
-    let s = settings(&cg, &pins, proxy.addr);
+    let s = settings(cg, pins, proxy.addr);
     drop(attach(&s));
 
     // What a build that kept origins by socket cookie left pinned.
@@ -162,7 +168,7 @@ fn takeover_removes_the_pin_of_a_map_no_longer_used() {
             && !names.iter().any(|n| n.ends_with("_replaced")),
         "{names:?}"
     );
-    let ran = run_workload(&cg, None, &["tcp", "127.0.0.2", &port]);
+    let ran = run_workload(cg, None, &["tcp", "127.0.0.2", &port]);
     assert_eq!(
         ran.lines,
         vec![format!("tcp ok 127.0.0.2 {port} proxy|127.0.0.2:{port}")],
