@@ -222,6 +222,12 @@ impl LoggedRequest {
         self.0["sni"].as_str()
     }
 
+    /// The source port of the connection the request came on: one
+    /// connection, one port.
+    pub fn origin_port(&self) -> Option<u64> {
+        self.0["origin_port"].as_u64()
+    }
+
     /// `HTTP/1.1`, `HTTP/2`, ...
     pub fn http_version(&self) -> &str {
         self.0["http_version"].as_str().unwrap_or("")

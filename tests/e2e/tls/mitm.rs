@@ -110,3 +110,31 @@ fn duration_covers_the_wait_for_the_upstream() {
         "duration_ms must include the upstream's 1 s: {rec}"
     );
 }
+
+#[test]
+fn sequential_client_connections_share_one_warm_upstream_connection() {
+    require_root!();
+    let (_net, up, px) = mitm_with("httpbin.test");
+    // Three curl processes, each its own client connection and TLS handshake.
+    for n in 0..3 {
+        let path = format!("/anything/reuse-{n}");
+        Curl::get(&up.url(&path))
+            .args(["--http1.1"])
+            .via(&px)
+            .run()
+            .expect_status(200);
+    }
+    let ports: Vec<_> = (0..3)
+        .map(|n| {
+            let path = format!("/anything/reuse-{n}");
+            up.wait_for_request(|q| q.path() == path)
+                .origin_port()
+                .expect("the upstream logs the source port")
+        })
+        .collect();
+    assert!(
+        ports.iter().all(|p| *p == ports[0]),
+        "each client connection's request should reuse the idle upstream connection \
+         the previous one returned to the pool; source ports: {ports:?}"
+    );
+}

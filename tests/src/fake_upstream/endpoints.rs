@@ -165,6 +165,7 @@ pub async fn handle(
         "http_version": version_str(req.version()),
         "host": host,
         "origin": info.peer.ip().to_string(),
+        "origin_port": info.peer.port(),
         "listener": info.local.to_string(),
         "tls": info.tls,
         "sni": info.sni,
@@ -333,6 +334,7 @@ fn log(shared: &Shared, echo: &Value, body: Option<&Bytes>) {
         "alpn": echo["alpn"],
         "tls": echo["tls"],
         "origin": echo["origin"],
+        "origin_port": echo["origin_port"],
         "listener": echo["listener"],
         "upstream": echo["upstream"],
     });
