@@ -155,6 +155,16 @@ impl Dialer {
         })
     }
 
+    /// A connection to `host:port` for an HTTP client: TLS when `tls`, plain TCP otherwise.
+    pub async fn open(&self, host: &str, port: u16, tls: bool) -> Result<Conn, DialError> {
+        let stream = if tls {
+            Stream::Tls(Box::new(self.tls(host, port).await?))
+        } else {
+            Stream::Plain(self.tcp(host, port).await?)
+        };
+        Ok(Conn(TokioIo::new(stream)))
+    }
+
     /// TCP plus TLS to `host`, verifying its certificate against the system roots.
     pub async fn tls(&self, host: &str, port: u16) -> Result<TlsStream<TcpStream>, DialError> {
         let tcp = self.tcp(host, port).await?;
@@ -314,12 +324,7 @@ impl tower_service::Service<Uri> for Dialer {
                 .to_string();
             let tls = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
             let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
-            let stream = if tls {
-                Stream::Tls(Box::new(this.tls(&host, port).await?))
-            } else {
-                Stream::Plain(this.tcp(&host, port).await?)
-            };
-            Ok(Conn(TokioIo::new(stream)))
+            this.open(&host, port, tls).await
         })
     }
 }

@@ -17,7 +17,6 @@ use http::{header, HeaderValue, Request, Response, Uri};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use tower_service::Service as _;
 
 use crate::body::Body;
 pub use deny::DenyList;
@@ -67,6 +66,8 @@ pub struct Upstream {
     /// Offers http/1.1 only (for HTTP/1 clients).
     client_h1: Client<Dialer, Body>,
     dialer: Dialer,
+    /// The dialer offering http/1.1 only, for held HTTP/1 connections.
+    dialer_h1: Dialer,
     /// Idle HTTP/1 connections handed between client connections (see [`held`]).
     idle: Arc<IdlePool>,
 }
@@ -85,6 +86,7 @@ impl Upstream {
         Upstream {
             client: client(dialer.clone()),
             client_h1: client(dialer.http1_only()),
+            dialer_h1: dialer.http1_only(),
             dialer,
             idle: Arc::default(),
         }
@@ -185,16 +187,7 @@ impl Upstream {
 
     /// Dials `key` offering only http/1.1 and starts an HTTP/1 connection on it.
     async fn dial_http1(&self, key: &Key) -> Result<Held, UpstreamError> {
-        let host = if key.host.contains(':') {
-            format!("[{}]", key.host)
-        } else {
-            key.host.clone()
-        };
-        let scheme = if key.tls { "https" } else { "http" };
-        let uri: Uri = format!("{scheme}://{host}:{}/", key.port)
-            .parse()
-            .map_err(|_| UpstreamError::Dial(DialError::NoHost))?;
-        let io = self.dialer.http1_only().call(uri).await?;
+        let io = self.dialer_h1.open(&key.host, key.port, key.tls).await?;
         let (sender, conn) = hyper::client::conn::http1::Builder::new()
             .preserve_header_case(true)
             .handshake(io)
