@@ -13,8 +13,7 @@
 use std::time::Duration;
 
 use iron_proxy_tests::*;
-use nix::sys::signal::Signal;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::intercept::lab::*;
 
@@ -138,9 +137,8 @@ fn a_sighup_reload_moves_the_kernel_deny_list() {
     let net = FakeInternet::new();
     let a = net.add_host().ips()[0];
     let b = net.add_host().ips()[0];
-    let deny = |ip: std::net::IpAddr| json!([format!("{ip}/32")]);
     let mut lab = Lab::start_with(&net, |c| {
-        c["proxy"] = json!({"upstream_deny_cidrs": deny(a)});
+        c["proxy"] = json!({"upstream_deny_cidrs": [format!("{a}/32")]});
     });
     let specs = [format!("tcp,{a},80"), format!("tcp,{b},80")];
 
@@ -152,12 +150,7 @@ fn a_sighup_reload_moves_the_kernel_deny_list() {
         "redirected to the proxy: {before}"
     );
 
-    let mut config: Value = lab.config.clone();
-    config["proxy"]["upstream_deny_cidrs"] = deny(b);
-    lab.px.rewrite_config(config);
-    lab.px.signal(Signal::SIGHUP);
-    lab.px
-        .wait_for_log(|l| l.contains("kernel deny list reloaded"));
+    reload_kernel_deny(&mut lab.px, &lab.config, b);
 
     let after = probe(&lab.cg, &specs);
     assert_eq!(

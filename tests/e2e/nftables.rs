@@ -14,8 +14,8 @@ use nix::sys::signal::Signal;
 use serde_json::json;
 
 use crate::intercept::lab::{
-    assert_concurrent_origins_kept, assert_foreign_dns_answered_by_the_proxy, probe, resolve,
-    start_intercepting, wait_stopped, EPERM,
+    assert_concurrent_origins_kept, assert_foreign_dns_answered_by_the_proxy, probe,
+    reload_kernel_deny, resolve, start_intercepting, wait_stopped, EPERM,
 };
 
 const EHOSTUNREACH: i64 = 113;
@@ -323,21 +323,15 @@ fn nft_a_sighup_reload_replaces_the_deny_rules() {
     let net = FakeInternet::new();
     let a = net.add_host().v4;
     let b = net.add_host().v4;
-    let deny = |ip: std::net::Ipv4Addr| json!([format!("{ip}/32")]);
     let mut lab = NftLab::start_with(&net, |c| {
-        c["proxy"] = json!({"upstream_deny_cidrs": deny(a)});
+        c["proxy"] = json!({"upstream_deny_cidrs": [format!("{a}/32")]});
     });
     let specs = [format!("tcp,{a},80"), format!("tcp,{b},80")];
     let before = probe(&lab.cg, &specs);
     assert_eq!(before[&specs[0]], json!(EHOSTUNREACH), "{before}");
     assert_eq!(before[&specs[1]], json!("ok"), "redirected: {before}");
 
-    let mut config = lab.config.clone();
-    config["proxy"]["upstream_deny_cidrs"] = deny(b);
-    lab.px.rewrite_config(config);
-    lab.px.signal(Signal::SIGHUP);
-    lab.px
-        .wait_for_log(|l| l.contains("kernel deny list reloaded"));
+    reload_kernel_deny(&mut lab.px, &lab.config, b.into());
 
     let after = probe(&lab.cg, &specs);
     assert_eq!(

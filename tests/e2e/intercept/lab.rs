@@ -4,6 +4,7 @@
 use std::net::IpAddr;
 
 use iron_proxy_tests::*;
+use nix::sys::signal::Signal;
 use serde_json::{json, Value};
 
 /// A proxy intercepting one test cgroup. Fields drop in order: the proxy stops, then the
@@ -234,3 +235,13 @@ async def main():
     print(json.dumps({'ok': n - len(bad), 'bad': bad[:10], 'errors': [str(conns[k]) for k in bad[:3]]}))
 asyncio.run(main())
 "#;
+
+/// Reloads `px` (SIGHUP) with `config`'s `upstream_deny_cidrs` replaced by `ip/32`, and
+/// waits until the proxy says the kernel deny list moved with it.
+pub(crate) fn reload_kernel_deny(px: &mut ProxyProcess, config: &Value, ip: IpAddr) {
+    let mut config = config.clone();
+    config["proxy"]["upstream_deny_cidrs"] = json!([format!("{ip}/32")]);
+    px.rewrite_config(config);
+    px.signal(Signal::SIGHUP);
+    px.wait_for_log(|l| l.contains("kernel deny list reloaded"));
+}
