@@ -41,6 +41,7 @@ extern "C" fn mimalloc_defaults() {
 static MIMALLOC_DEFAULTS: extern "C" fn() = mimalloc_defaults;
 
 fn main() -> ExitCode {
+    iron_proxy::tls::install_default_provider();
     let args = iron_proxy::cli::normalize_args(std::env::args());
     let cli = match Cli::try_parse_from(args) {
         Ok(c) => c,

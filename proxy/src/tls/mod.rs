@@ -27,20 +27,43 @@ pub use leaf::{LeafError, LeafMinter, MintedLeaf};
 pub use server::{server_config, upstream_client_config, TlsConfigError, ALPN_H2_HTTP11};
 pub use sniff::{peek_client_hello, sniff, PrefixedStream, Sniff, SniffError};
 
-/// The ring crypto provider, shared by every config and signer we build.
+/// The crypto provider shared by every config and signer we build: aws-lc-rs.
 ///
-/// Its suites are ring's defaults with `TLS13_AES_128_GCM_SHA256` moved
-/// first: AES-128 costs less per record than AES-256, and its SHA-256 key
-/// schedule less per handshake than SHA-384 (the proxy pays both on two legs).
-/// The MITM server config prefers this order over the client's.
+/// - Its X25519 costs about half of ring's, the largest single item of a new
+///   MITM connection (docs/benchmarks.md, round 4).
+/// - Suites are its defaults with `TLS13_AES_128_GCM_SHA256` moved first:
+///   AES-128 costs less per record than AES-256, and its SHA-256 key schedule
+///   less per handshake than SHA-384 (the proxy pays both on two legs). The
+///   MITM server config prefers this order over the client's.
+/// - Key exchange offers the X25519MLKEM768 hybrid first, so upstream
+///   connections are post-quantum where the server supports it (a ring-only
+///   server still gets the X25519 share in the same ClientHello). As a server,
+///   rustls follows the client's group order, so a workload that offers the
+///   hybrid gets it and one that offers X25519 pays for X25519 only.
 pub(crate) fn provider() -> Arc<CryptoProvider> {
     static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
     PROVIDER
         .get_or_init(|| {
-            let mut p = rustls::crypto::ring::default_provider();
+            use rustls::crypto::aws_lc_rs::{self, kx_group};
+            let mut p = aws_lc_rs::default_provider();
             p.cipher_suites
                 .sort_by_key(|s| s.suite() != rustls::CipherSuite::TLS13_AES_128_GCM_SHA256);
+            p.kx_groups = vec![
+                kx_group::X25519MLKEM768,
+                kx_group::X25519,
+                kx_group::SECP256R1,
+                kx_group::SECP384R1,
+            ];
             Arc::new(p)
         })
         .clone()
+}
+
+/// Makes [`provider`] the process default, for libraries that build rustls
+/// configs without naming one. rustls picks a default by itself only when a
+/// single provider is compiled in; this binary has two (ring stays for crates
+/// that ask for it by name). Idempotent.
+pub fn install_default_provider() {
+    // An Err means a default is already installed: ours, from an earlier call.
+    let _ = CryptoProvider::install_default((*provider()).clone());
 }

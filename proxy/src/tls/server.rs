@@ -34,7 +34,7 @@ pub fn server_config(resolver: Arc<dyn ResolvesServerCert>, alpn: &[&[u8]]) -> A
     let mut config = ServerConfig::builder_with_provider(super::provider())
         .with_safe_default_protocol_versions()
         // The ring provider supports TLS 1.2 and 1.3 with its default suites.
-        .expect("ring provider supports the default protocol versions")
+        .expect("the aws-lc-rs provider supports the default protocol versions")
         .with_no_client_auth()
         .with_cert_resolver(resolver);
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
@@ -68,7 +68,7 @@ pub fn load_native_roots() -> Result<RootCertStore, TlsConfigError> {
 pub fn client_config(roots: RootCertStore, alpn: &[&[u8]]) -> Arc<ClientConfig> {
     let mut config = ClientConfig::builder_with_provider(super::provider())
         .with_safe_default_protocol_versions()
-        .expect("ring provider supports the default protocol versions")
+        .expect("the aws-lc-rs provider supports the default protocol versions")
         .with_root_certificates(roots)
         .with_no_client_auth();
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();

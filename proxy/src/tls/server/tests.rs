@@ -223,3 +223,125 @@ async fn mitm_server_picks_aes128_even_when_the_client_prefers_aes256() {
     let suite = tls.get_ref().1.negotiated_cipher_suite().expect("suite");
     assert_eq!(suite.suite(), rustls::CipherSuite::TLS13_AES_128_GCM_SHA256);
 }
+
+/// The key-exchange group of one handshake between `server` and `client`
+/// over an in-memory pipe, for the name `example.test`.
+async fn negotiated_group(
+    server: Arc<ServerConfig>,
+    client: Arc<rustls::ClientConfig>,
+) -> rustls::NamedGroup {
+    let (a, b) = tokio::io::duplex(64 * 1024);
+    let accept = tokio::spawn(async move { TlsAcceptor::from(server).accept(b).await });
+    let name = ServerName::try_from("example.test").expect("name");
+    let tls = TlsConnector::from(client)
+        .connect(name, a)
+        .await
+        .expect("handshake");
+    let group = tls
+        .get_ref()
+        .1
+        .negotiated_key_exchange_group()
+        .expect("group")
+        .name();
+    accept.await.expect("join").expect("server handshake");
+    group
+}
+
+/// A server config for `example.test` on a provider limited to `groups`.
+fn server_with_groups(
+    cache: Arc<LeafCache>,
+    provider: rustls::crypto::CryptoProvider,
+    groups: Vec<&'static dyn rustls::crypto::SupportedKxGroup>,
+) -> Arc<ServerConfig> {
+    let provider = rustls::crypto::CryptoProvider {
+        kx_groups: groups,
+        ..provider
+    };
+    let config = ServerConfig::builder_with_provider(Arc::new(provider))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(SniResolver::new(cache)));
+    Arc::new(config)
+}
+
+fn roots_for(cache: &LeafCache) -> RootCertStore {
+    let mut roots = RootCertStore::empty();
+    roots
+        .add(cache.minter().ca().cert_der().clone())
+        .expect("root");
+    roots
+}
+
+#[tokio::test]
+async fn upstream_leg_is_post_quantum_where_the_server_can_and_x25519_where_it_cannot() {
+    use rustls::crypto::{aws_lc_rs, ring};
+    let cache = Arc::new(LeafCache::new(minter().0, 100));
+    let ours = client_config(roots_for(&cache), ALPN_H2_HTTP11);
+
+    let hybrid = server_with_groups(
+        cache.clone(),
+        aws_lc_rs::default_provider(),
+        vec![
+            aws_lc_rs::kx_group::X25519MLKEM768,
+            aws_lc_rs::kx_group::X25519,
+        ],
+    );
+    assert_eq!(
+        negotiated_group(hybrid, ours.clone()).await,
+        rustls::NamedGroup::X25519MLKEM768
+    );
+
+    // ring has no ML-KEM: the X25519 share sent alongside the hybrid one is used.
+    let classic = server_with_groups(
+        cache.clone(),
+        ring::default_provider(),
+        vec![ring::kx_group::X25519],
+    );
+    assert_eq!(
+        negotiated_group(classic, ours).await,
+        rustls::NamedGroup::X25519
+    );
+}
+
+#[tokio::test]
+async fn mitm_server_follows_the_client_group_order() {
+    use rustls::crypto::{aws_lc_rs, ring};
+    let cache = Arc::new(LeafCache::new(minter().0, 100));
+    let mitm = server_config(Arc::new(SniResolver::new(cache.clone())), ALPN_H2_HTTP11);
+    let client = |provider: rustls::crypto::CryptoProvider| {
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots_for(&cache))
+            .with_no_client_auth();
+        Arc::new(config)
+    };
+
+    // A client offering the hybrid first (browsers, curl with OpenSSL 3.5) gets it.
+    let pq = rustls::crypto::CryptoProvider {
+        kx_groups: vec![
+            aws_lc_rs::kx_group::X25519MLKEM768,
+            aws_lc_rs::kx_group::X25519,
+        ],
+        ..aws_lc_rs::default_provider()
+    };
+    assert_eq!(
+        negotiated_group(mitm.clone(), client(pq)).await,
+        rustls::NamedGroup::X25519MLKEM768
+    );
+    // One offering X25519 first pays for X25519 only, not the hybrid.
+    assert_eq!(
+        negotiated_group(mitm.clone(), client(ring::default_provider())).await,
+        rustls::NamedGroup::X25519
+    );
+    // P-256 only still works.
+    let p256 = rustls::crypto::CryptoProvider {
+        kx_groups: vec![ring::kx_group::SECP256R1],
+        ..ring::default_provider()
+    };
+    assert_eq!(
+        negotiated_group(mitm, client(p256)).await,
+        rustls::NamedGroup::secp256r1
+    );
+}
