@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
@@ -33,8 +33,10 @@ use crate::body::Body;
 const MAX_IDLE_PER_HOST: usize = 64;
 /// How long an idle connection may wait in the pool.
 pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
-/// How often [`IdlePool`] sweeps out expired connections (on its next use).
-const SWEEP_EVERY: Duration = Duration::from_secs(15);
+/// How often [`IdlePool`] sweeps out expired and closed connections: on a
+/// timer (see [`IdlePool::start_sweeper`]), and on use when the last sweep is
+/// older than this.
+pub(crate) const SWEEP_EVERY: Duration = Duration::from_secs(15);
 /// How many times [`Driven`] re-polls after waking itself before it yields.
 const MAX_SELF_POLLS: usize = 8;
 /// An idle connection parked for longer than this is polled once before it
@@ -60,8 +62,9 @@ pub(crate) struct Held {
     pub key: Key,
     pub sender: http1::SendRequest<Body>,
     conn: Pin<Box<http1::Connection<Conn, Body>>>,
-    /// Where it goes when its client connection ends.
-    pool: Arc<IdlePool>,
+    /// Where it goes when its client connection ends. Weak: the pool holds
+    /// its idle connections, which must not keep the pool alive.
+    pool: Weak<IdlePool>,
     /// Whether it has already carried a request (a failed send on a reused
     /// connection may be retried on a fresh one).
     pub reused: bool,
@@ -73,13 +76,13 @@ impl Held {
         key: Key,
         sender: http1::SendRequest<Body>,
         conn: http1::Connection<Conn, Body>,
-        pool: Arc<IdlePool>,
+        pool: &Arc<IdlePool>,
     ) -> Self {
         Held {
             key,
             sender,
             conn: Box::pin(conn),
-            pool,
+            pool: Arc::downgrade(pool),
             reused: false,
         }
     }
@@ -105,8 +108,9 @@ impl Held {
 
     /// Puts a connection known to be open and idle into its pool.
     fn park(self) {
-        let pool = self.pool.clone();
-        pool.put(self);
+        if let Some(pool) = self.pool.upgrade() {
+            pool.put(self);
+        }
     }
 }
 
@@ -127,10 +131,35 @@ impl IdlePool {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Sweeps `pool` every `every` from a task on the current tokio runtime,
+    /// so that connections the peer closed are closed here too (instead of
+    /// waiting in CLOSE_WAIT) and expired ones go, even when nothing uses the
+    /// pool. The task ends with the pool. Does nothing outside a runtime.
+    pub fn start_sweeper(pool: &Arc<IdlePool>, every: Duration) {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let pool = Arc::downgrade(pool);
+        rt.spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await; // the first tick is immediate
+            loop {
+                tick.tick().await;
+                let Some(pool) = pool.upgrade() else {
+                    return;
+                };
+                // Dropped outside the lock: closing sockets takes syscalls.
+                let closed = pool.lock().sweep();
+                drop(closed);
+            }
+        });
+    }
+
     /// The newest idle connection to `key` that is still open.
     pub fn take(&self, key: &Key) -> Option<Held> {
         let mut inner = self.lock();
-        inner.sweep();
+        inner.sweep_due();
         let now = Instant::now();
         let list = inner.idle.get_mut(key)?;
         while let Some((since, mut held)) = list.pop() {
@@ -145,7 +174,7 @@ impl IdlePool {
 
     fn put(&self, held: Held) {
         let mut inner = self.lock();
-        inner.sweep();
+        inner.sweep_due();
         let list = inner.idle.entry(held.key.clone()).or_default();
         if list.len() >= MAX_IDLE_PER_HOST {
             list.remove(0);
@@ -161,22 +190,31 @@ impl IdlePool {
 }
 
 impl PoolInner {
-    /// Drops connections idle for longer than [`IDLE_TIMEOUT`], or closed by the peer.
-    fn sweep(&mut self) {
+    /// Sweeps when the last sweep is older than [`SWEEP_EVERY`].
+    fn sweep_due(&mut self) {
         let now = Instant::now();
         if self
             .last_sweep
-            .is_some_and(|t| now.duration_since(t) < SWEEP_EVERY)
+            .is_none_or(|t| now.duration_since(t) >= SWEEP_EVERY)
         {
-            return;
+            drop(self.sweep());
         }
+    }
+
+    /// Takes out connections idle for longer than [`IDLE_TIMEOUT`], or
+    /// closed by the peer, and returns them for the caller to drop.
+    fn sweep(&mut self) -> Vec<Held> {
+        let now = Instant::now();
         self.last_sweep = Some(now);
+        let mut gone = Vec::new();
         for list in self.idle.values_mut() {
-            list.retain_mut(|(since, held)| {
-                now.duration_since(*since) < IDLE_TIMEOUT && held.ready()
+            let expired = list.extract_if(.., |(since, held)| {
+                now.duration_since(*since) >= IDLE_TIMEOUT || !held.ready()
             });
+            gone.extend(expired.map(|(_, held)| held));
         }
         self.idle.retain(|_, list| !list.is_empty());
+        gone
     }
 }
 

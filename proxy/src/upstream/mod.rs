@@ -76,19 +76,24 @@ fn client(dialer: Dialer) -> Client<Dialer, Body> {
     Client::builder(TokioExecutor::new())
         .http1_preserve_header_case(true)
         .pool_idle_timeout(Duration::from_secs(90))
+        // Without a timer, expired idle connections are only noticed on checkout.
+        .pool_timer(hyper_util::rt::TokioTimer::new())
         .pool_max_idle_per_host(64)
         .build(dialer)
 }
 
 impl Upstream {
     /// A client over `dialer`.
+    /// Inside a tokio runtime, also starts the idle pool's sweeper there.
     pub fn new(dialer: Dialer) -> Self {
+        let idle = Arc::default();
+        IdlePool::start_sweeper(&idle, held::SWEEP_EVERY);
         Upstream {
             client: client(dialer.clone()),
             client_h1: client(dialer.http1_only()),
             dialer_h1: dialer.http1_only(),
             dialer,
-            idle: Arc::default(),
+            idle,
         }
     }
 
@@ -193,7 +198,7 @@ impl Upstream {
             .handshake(io)
             .await
             .map_err(|e| classify(&e))?;
-        Ok(Held::new(key.clone(), sender, conn, self.idle.clone()))
+        Ok(Held::new(key.clone(), sender, conn, &self.idle))
     }
 }
 

@@ -352,3 +352,77 @@ async fn a_request_on_a_connection_closed_while_idle_goes_out_on_a_new_one() {
     );
     assert_eq!(o.accepted.load(Ordering::SeqCst), 2);
 }
+
+/// An origin that answers one request per connection, then holds the
+/// connection open until `close` is notified, and closes it without a word.
+async fn origin_closing_on(close: Arc<Notify>) -> Origin {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            let close = close.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let mut got = Vec::new();
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tcp.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(k) => got.extend_from_slice(&buf[..k]),
+                    }
+                }
+                let _ = tcp
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await;
+                close.notified().await;
+            });
+        }
+    });
+    Origin { addr, accepted }
+}
+
+#[tokio::test]
+async fn an_idle_connection_the_upstream_closed_is_closed_here_without_further_use() {
+    let close = Arc::new(Notify::new());
+    let o = origin_closing_on(close.clone()).await;
+    let up = upstream();
+    let slot = HeldSlot::default();
+    assert_eq!(send(&up, &slot, get(o.addr, "/")).await, "ok");
+    drop(slot);
+    assert_eq!(up.idle.len(), 1, "parked after its response");
+    // The origin closes its end; nothing uses the pool from here on. A
+    // sweeper faster than the production one stands in for the passing time.
+    close.notify_waiters();
+    IdlePool::start_sweeper(&up.idle, Duration::from_millis(20));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while up.idle.len() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the closed connection is still parked (it would sit in CLOSE_WAIT)"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(o.accepted.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn the_sweeper_leaves_open_connections_and_idle_ones_do_not_keep_the_pool_alive() {
+    let o = origin(false).await;
+    let up = upstream();
+    let slot = HeldSlot::default();
+    send(&up, &slot, get(o.addr, "/")).await;
+    drop(slot);
+    let pool = up.idle.clone();
+    IdlePool::start_sweeper(&pool, Duration::from_millis(5));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(pool.len(), 1, "an open idle connection stays");
+    let weak = Arc::downgrade(&pool);
+    drop((pool, up));
+    assert!(
+        weak.upgrade().is_none(),
+        "neither the parked connection nor the sweepers hold the pool"
+    );
+}
