@@ -1,4 +1,5 @@
-//! `--perf SECS`: perf profiles of iron-proxy (https_listen) under load.
+//! `--perf SECS`: perf profiles of iron-proxy (https_listen) under load, and
+//! per-request counts of its system calls and context switches.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -13,7 +14,8 @@ use super::topo::{self, Env, Kind};
 
 /// `perf record` (DWARF call graphs) on iron-proxy (https_listen) under
 /// keep-alive load (1 KiB, 64 KiB) and new-connection load; writes reports
-/// by symbol (self and inclusive time) and by shared object.
+/// by symbol (self and inclusive time) and by shared object, and per-request
+/// counts from `perf stat` over the same window.
 pub fn profile(
     env: &Env<'_>,
     rt: &tokio::runtime::Runtime,
@@ -49,6 +51,18 @@ pub fn profile(
             .stderr(std::fs::File::create(&log)?)
             .spawn()
             .context("starting perf (apt-get install linux-perf)")?;
+        let stat_file = out.join(format!("perf-iron-https-{tag}-stat.csv"));
+        let mut stat = Command::new("perf")
+            .args(["stat", "-x", ",", "-e", STAT_EVENTS, "-p"])
+            .arg(w.pid.to_string())
+            .arg("-o")
+            .arg(&stat_file)
+            .args(["--", "sleep"])
+            .arg(secs.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting perf stat")?;
         let spec = Spec {
             mode,
             conns,
@@ -63,6 +77,16 @@ pub fn profile(
             bail!("perf record failed ({status}): {}", why.trim());
         }
         eprintln!("bench: perf {tag}: {:.0}/s under perf", r.rate);
+        stat.wait()?;
+        // The load runs through the whole perf window (it starts first and
+        // measures `secs` after a warm-up), so the window saw about this many.
+        let requests = r.rate * secs as f64;
+        let csv = std::fs::read_to_string(&stat_file).unwrap_or_default();
+        let per_request = per_request(&csv, requests);
+        eprintln!("bench: perf {tag}: {}", per_request.replace('\n', "; "));
+        let txt = out.join(format!("perf-iron-https-{tag}-stat.txt"));
+        std::fs::write(&txt, format!("{per_request}\n"))?;
+        files.push(txt.display().to_string());
         for (children, sort, suffix) in [
             ("--no-children", "symbol", "self"),
             ("--children", "symbol", "inclusive"),
@@ -83,4 +107,63 @@ pub fn profile(
         }
     }
     Ok(files)
+}
+
+/// What `perf stat` counts alongside each profile.
+const STAT_EVENTS: &str = "raw_syscalls:sys_enter,context-switches,task-clock";
+
+/// Each counter of a `perf stat -x ,` report divided by `requests`, one line
+/// per counter (`task-clock` in microseconds of CPU).
+fn per_request(csv: &str, requests: f64) -> String {
+    let mut lines = Vec::new();
+    for line in csv
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+    {
+        let fields: Vec<&str> = line.split(',').collect();
+        let (Some(value), Some(event)) = (fields.first(), fields.get(2)) else {
+            continue;
+        };
+        let Ok(value) = value.parse::<f64>() else {
+            lines.push(format!("{event}: not counted ({value})"));
+            continue;
+        };
+        let (name, scale) = match *event {
+            "task-clock" => ("CPU µs", 1000.0), // reported in msec
+            "raw_syscalls:sys_enter" => ("system calls", 1.0),
+            other => (other, 1.0),
+        };
+        let per = if requests > 0.0 {
+            value * scale / requests
+        } else {
+            0.0
+        };
+        lines.push(format!("{name} per request: {per:.2}"));
+    }
+    if lines.is_empty() {
+        lines.push("perf stat counted nothing".to_string());
+    }
+    lines.join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::per_request;
+
+    #[test]
+    fn per_request_divides_each_counter() {
+        let csv = "# started on Mon\n\n\
+                   40000,,raw_syscalls:sys_enter,2000000000,100.00,,\n\
+                   1000,,context-switches,2000000000,100.00,,\n\
+                   300.5,msec,task-clock,300500000,100.00,0.150,CPUs utilized\n\
+                   <not counted>,,cycles,0,0.00,,\n";
+        let out = per_request(csv, 10_000.0);
+        assert_eq!(
+            out,
+            "system calls per request: 4.00\n\
+             context-switches per request: 0.10\n\
+             CPU µs per request: 30.05\n\
+             cycles: not counted (<not counted>)"
+        );
+    }
 }
