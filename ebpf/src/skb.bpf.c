@@ -125,9 +125,10 @@ static __always_inline int iron_is_target(const struct iron_config *cfg,
 }
 
 /* Whether the socket that sent this packet carries the proxy's mark.
- * skb->sk is a sock_common; before Linux 5.10 bpf_sk_storage_get takes
- * only a full socket, hence bpf_sk_fullsock (the cgroup egress hook runs
- * only for packets of full sockets, so this is not expected to fail). */
+ * skb->sk is a sock_common, and before Linux 5.10 bpf_sk_storage_get
+ * takes only a full socket, hence bpf_sk_fullsock. It is NULL for a
+ * listener's SYN-ACK (a request socket), which carries no mark anyway:
+ * marks come from connect and sendmsg. */
 static __always_inline int iron_skb_marked(struct __sk_buff *skb)
 {
 	struct bpf_sock *sk;
