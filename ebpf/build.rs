@@ -218,7 +218,6 @@ fn check_layout(clang: &str, flags: &[String], out: &Path) -> Result<()> {
         IRON_DENY_MAX => IRON_DENY_MAX,
         IRON_UIDS_MAX => IRON_UIDS_MAX,
         IRON_ORIGINS_MAX => IRON_ORIGINS_MAX,
-        IRON_PROXY_SOCKS_MAX => IRON_PROXY_SOCKS_MAX,
     ]);
 
     // Every constant the header defines must be checked above.

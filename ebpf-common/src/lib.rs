@@ -86,9 +86,6 @@ pub mod limits {
     pub const IRON_UIDS_MAX: u32 = 1024;
     /// Entries of the origin-by-tuple LRU map.
     pub const IRON_ORIGINS_MAX: u32 = 65536;
-    /// Entries of the proxy socket marks (LRU: an idle mark may be evicted
-    /// after this many newer ones; see `iron_proxy_socks`).
-    pub const IRON_PROXY_SOCKS_MAX: u32 = 65536;
 }
 
 /// Map names, as the C objects spell them (also their pin file names).
@@ -109,15 +106,18 @@ pub mod map {
     pub const IRON_BY_TUPLE: &str = "iron_by_tuple";
     /// `PERCPU_ARRAY[IRON_CNT_MAX]` of `u64`.
     pub const IRON_COUNTERS: &str = "iron_counters";
-    /// `LRU_HASH` of socket cookie to `u32` (1): sockets of the proxy that
-    /// sent beyond loopback, marked by connect/sendmsg for the cgroup_skb
-    /// backstop, which cannot see the calling task.
-    pub const IRON_PROXY_SOCKS: &str = "iron_proxy_socks";
+    /// `SK_STORAGE` (`int` key, no entries limit) of `u32` (1): the mark of a
+    /// proxy socket that sent beyond loopback, set by connect/sendmsg for the
+    /// cgroup_skb backstop (which cannot see the calling task), stored on the
+    /// socket and freed with it, so never evicted.
+    pub const IRON_SK_PROXY: &str = "iron_sk_proxy";
     /// Maps of older builds that this one no longer uses; a takeover removes
     /// their pins once the links run the new programs.
-    /// `iron_by_cookie` was an `LRU_HASH` of socket cookie to `Origin`,
-    /// replaced by [`IRON_SK_ORIGIN`].
-    pub const OBSOLETE: [&str; 1] = ["iron_by_cookie"];
+    /// - `iron_by_cookie` was an `LRU_HASH` of socket cookie to `Origin`,
+    ///   replaced by [`IRON_SK_ORIGIN`];
+    /// - `iron_proxy_socks` was an `LRU_HASH` (65,536 entries) of socket
+    ///   cookie to `u32`, replaced by [`IRON_SK_PROXY`].
+    pub const OBSOLETE: [&str; 2] = ["iron_by_cookie", "iron_proxy_socks"];
     /// Every map, in creation order.
     pub const ALL: [&str; 8] = [
         IRON_CFG,
@@ -127,7 +127,7 @@ pub mod map {
         IRON_SK_ORIGIN,
         IRON_BY_TUPLE,
         IRON_COUNTERS,
-        IRON_PROXY_SOCKS,
+        IRON_SK_PROXY,
     ];
 }
 

@@ -41,11 +41,10 @@
 #define IRON_F_PROXY_UID  32 /* proxy_uid is valid */
 
 /* Map sizes. */
-#define IRON_CFG_SLOTS	     2
-#define IRON_DENY_MAX	     4096
-#define IRON_UIDS_MAX	     1024
-#define IRON_ORIGINS_MAX     65536
-#define IRON_PROXY_SOCKS_MAX 65536
+#define IRON_CFG_SLOTS	 2
+#define IRON_DENY_MAX	 4096
+#define IRON_UIDS_MAX	 1024
+#define IRON_ORIGINS_MAX 65536
 
 /* Interception settings, double-buffered: iron_cfg_sel says which slot
  * of iron_cfg is live, so a program never reads a half-written one. */

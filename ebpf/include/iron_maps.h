@@ -111,16 +111,19 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } iron_counters SEC(".maps");
 
-/* Sockets of the proxy that sent beyond loopback, by socket cookie:
- * marked by the connect and sendmsg programs (which see the calling
- * task), read by the cgroup_skb backstop (which sees only the socket). */
+/* The mark of a proxy socket that sent beyond loopback (value 1), stored
+ * on the socket itself: set by the connect and sendmsg programs (which see
+ * the calling task), read by the cgroup_skb backstop (which sees only the
+ * socket). Freed with the socket, so a mark is never evicted however many
+ * sockets the proxy opens. Kept apart from iron_sk_origin, whose presence
+ * means "redirected" to sockops, recvmsg and getpeername. */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, IRON_PROXY_SOCKS_MAX);
-	__type(key, __u64);
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
 	__type(value, __u32);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} iron_proxy_socks SEC(".maps");
+} iron_sk_proxy SEC(".maps");
 
 /* The live configuration slot, or NULL (treated as unconfigured). */
 static __always_inline struct iron_config *iron_cfg_load(void)

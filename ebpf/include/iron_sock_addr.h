@@ -15,19 +15,25 @@ enum iron_action {
 	IRON_TO_DNS,	  /* rewrite to the DNS listener */
 };
 
-/* Remembers that this socket is the proxy's, for the cgroup_skb
- * backstop. Loopback destinations need no mark (the backstop lets them
- * through), which keeps the proxy's local chatter out of the map. */
-static __always_inline void iron_mark_proxy(void *ctx, const __u32 a[4])
+/* Marks this socket as the proxy's, in its socket-local storage, for the
+ * cgroup_skb backstop. Loopback destinations need no mark (the backstop
+ * lets them through), which spares the proxy's local chatter an
+ * allocation. A socket already marked is found and left alone; if the
+ * storage cannot be allocated the socket stays unmarked, and the backstop
+ * drops its packets beyond loopback (fails closed). */
+static __always_inline void iron_mark_proxy(struct bpf_sock_addr *ctx,
+					    const __u32 a[4])
 {
-	__u64 cookie;
+	struct bpf_sock *sk;
 	__u32 one = 1;
 
 	if (iron_is_loopback(a))
 		return;
-	cookie = bpf_get_socket_cookie(ctx);
-	if (!bpf_map_lookup_elem(&iron_proxy_socks, &cookie))
-		bpf_map_update_elem(&iron_proxy_socks, &cookie, &one, BPF_ANY);
+	IRON_LOAD64(sk, ctx, struct bpf_sock_addr, sk);
+	if (!sk)
+		return;
+	bpf_sk_storage_get(&iron_sk_proxy, sk, &one,
+			   BPF_SK_STORAGE_GET_F_CREATE);
 }
 
 /*
@@ -42,7 +48,8 @@ static __always_inline void iron_mark_proxy(void *ctx, const __u32 a[4])
  * entries fail; TCP goes to the listener; everything else fails.
  */
 static __always_inline enum iron_action
-iron_decide(void *ctx, const struct iron_config *cfg, __u32 proto,
+iron_decide(struct bpf_sock_addr *ctx, const struct iron_config *cfg,
+	    __u32 proto,
 	    const __u32 a[4], __u16 port, int dns_ok)
 {
 	if (!iron_configured(cfg)) {

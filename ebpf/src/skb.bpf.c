@@ -11,8 +11,9 @@
  * of the proxy's redirect targets (the transparent and DNS listeners).
  *
  * Exempt, like in connect4: the proxy's own sockets, recognised by the
- * socket's cgroup id or uid, or by the socket cookie connect/sendmsg
- * marked when the calling task was the proxy (iron_proxy_socks); packets
+ * socket's cgroup id or uid, or by the mark connect/sendmsg left in the
+ * socket's local storage when the calling task was the proxy
+ * (iron_sk_proxy); packets
  * sent from a redirect target (the proxy's listeners answering); and
  * sockets of unselected uids. Unconfigured maps fail closed.
  *
@@ -20,9 +21,10 @@
  * socket hooks use the calling task's uid. Both are the same unless a
  * socket is handed to another user (SCM_RIGHTS, setuid after socket()).
  *
- * Helpers (all present in cgroup_skb programs since Linux 5.0):
- * bpf_skb_load_bytes, bpf_get_socket_uid, bpf_get_socket_cookie,
- * bpf_skb_cgroup_id. The program sees the packet from its network header.
+ * Helpers (all present in cgroup_skb programs since Linux 5.2):
+ * bpf_skb_load_bytes, bpf_get_socket_uid, bpf_skb_cgroup_id,
+ * bpf_sk_fullsock (5.1) and bpf_sk_storage_get (5.2). The program sees
+ * the packet from its network header.
  */
 #include "iron_maps.h"
 
@@ -122,13 +124,30 @@ static __always_inline int iron_is_target(const struct iron_config *cfg,
 	       iron_eq16(a, cfg->dns_v6);
 }
 
+/* Whether the socket that sent this packet carries the proxy's mark.
+ * skb->sk is a sock_common, and before Linux 5.10 bpf_sk_storage_get
+ * takes only a full socket, hence bpf_sk_fullsock. It is NULL for a
+ * listener's SYN-ACK (a request socket), which carries no mark anyway:
+ * marks come from connect and sendmsg. */
+static __always_inline int iron_skb_marked(struct __sk_buff *skb)
+{
+	struct bpf_sock *sk;
+
+	IRON_LOAD64(sk, skb, struct __sk_buff, sk);
+	if (!sk)
+		return 0;
+	sk = bpf_sk_fullsock(sk);
+	if (!sk)
+		return 0;
+	return bpf_sk_storage_get(&iron_sk_proxy, sk, 0, 0) != NULL;
+}
+
 /* Whether the socket that sent this packet is exempt: the proxy's, or
  * a uid that is not intercepted. */
 static __always_inline int iron_skb_exempt(struct __sk_buff *skb,
 					   const struct iron_config *cfg)
 {
 	__u32 uid = bpf_get_socket_uid(skb);
-	__u64 cookie;
 
 	if (cfg->proxy_cgroup_id &&
 	    bpf_skb_cgroup_id(skb) == cfg->proxy_cgroup_id)
@@ -138,8 +157,7 @@ static __always_inline int iron_skb_exempt(struct __sk_buff *skb,
 	if ((cfg->flags & IRON_F_UID_FILTER) &&
 	    !bpf_map_lookup_elem(&iron_uids, &uid))
 		return 1;
-	cookie = bpf_get_socket_cookie(skb);
-	return bpf_map_lookup_elem(&iron_proxy_socks, &cookie) != NULL;
+	return iron_skb_marked(skb);
 }
 
 SEC("cgroup_skb/egress")

@@ -1,10 +1,11 @@
 //! Privileged tests of eBPF interception on the real kernel. They run as
 //! root and fail otherwise, unless IRON_SKIP_PRIVILEGED=1. Every test makes
 //! its own cgroup and pin directory (removed on drop) and sends traffic to
-//! loopback only.
+//! loopback, or inside a network namespace of its own.
 
 mod backstop;
 mod deny_reload;
+mod proxy_marks;
 mod support;
 mod upgrade;
 

@@ -31,7 +31,7 @@ fn takeover_replaces_a_map_whose_layout_changed() {
     let maps = pins.path.join("maps");
     let counters = maps.join("iron_counters");
     std::fs::remove_file(&counters).expect("unpin counters");
-    MapData::from_pin(maps.join("iron_proxy_socks"))
+    MapData::from_pin(maps.join("iron_uids"))
         .expect("open a map of another layout")
         .pin(&counters)
         .expect("pin it as iron_counters");
@@ -69,9 +69,14 @@ fn takeover_replaces_a_map_whose_layout_changed() {
     assert_eq!(counters.redirected, 1, "counters restart with the new map");
 }
 
-/// Creates an unpinned `LRU_HASH` map (key 8 bytes, value 64, 65,536
-/// entries: the layout of the old `iron_by_cookie`) and pins it at `path`.
-fn pin_old_by_cookie(path: &std::path::Path) {
+/// The maps older builds pinned and this one no longer uses, each an
+/// `LRU_HASH` of 65,536 entries keyed by socket cookie: (name, value size).
+const OLD_MAPS: [(&str, u32); 2] = [("iron_by_cookie", 64), ("iron_proxy_socks", 4)];
+
+/// Creates an unpinned `LRU_HASH` map (key 8 bytes, value `value_size`,
+/// 65,536 entries: the layout of an old map in [`OLD_MAPS`]) and pins it at
+/// `path`.
+fn pin_old_lru(path: &std::path::Path, value_size: u32) {
     use std::os::fd::{FromRawFd, OwnedFd};
     use std::os::unix::ffi::OsStrExt;
     #[repr(C)]
@@ -110,7 +115,7 @@ fn pin_old_by_cookie(path: &std::path::Path) {
         &mut Create {
             map_type: BPF_MAP_TYPE_LRU_HASH,
             key_size: 8,
-            value_size: 64,
+            value_size,
             max_entries: 65536,
             ..Default::default()
         },
@@ -153,20 +158,35 @@ fn takeover_removes_the_pin_of_a_map_no_longer_used() {
     let s = settings(cg, pins, proxy.addr);
     drop(attach(&s));
 
-    // What a build that kept origins by socket cookie left pinned.
-    let old = pins.path.join("maps").join("iron_by_cookie");
-    pin_old_by_cookie(&old);
+    // What builds that kept origins, and proxy socket marks, by socket
+    // cookie left pinned.
+    let maps = pins.path.join("maps");
+    for (name, value_size) in OLD_MAPS {
+        pin_old_lru(&maps.join(name), value_size);
+    }
     let _ic = attach(&s);
-    assert!(!old.exists(), "the obsolete iron_by_cookie pin is removed");
-    let names: Vec<String> = std::fs::read_dir(pins.path.join("maps"))
+    let names: Vec<String> = std::fs::read_dir(&maps)
         .expect("maps dir")
         .filter_map(|e| e.ok())
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
+    for (old, _) in OLD_MAPS {
+        assert!(
+            !names.iter().any(|n| n.starts_with(old)),
+            "the obsolete {old} pin is removed: {names:?}"
+        );
+    }
     assert!(
-        names.iter().any(|n| n == "iron_sk_origin")
+        ["iron_sk_origin", "iron_sk_proxy"]
+            .iter()
+            .all(|m| names.iter().any(|n| n == m))
             && !names.iter().any(|n| n.ends_with("_replaced")),
         "{names:?}"
+    );
+    let status = Interceptor::status(&pins.path).expect("status");
+    assert!(
+        status.counters.is_some() && status.links.iter().all(|l| l.attached),
+        "status reads the new maps: {status}"
     );
     let ran = run_workload(cg, None, &["tcp", "127.0.0.2", &port]);
     assert_eq!(
@@ -175,8 +195,10 @@ fn takeover_removes_the_pin_of_a_map_no_longer_used() {
         "intercepted, origin found and getpeername restored"
     );
 
-    // detach removes a leftover obsolete pin too.
-    pin_old_by_cookie(&old);
+    // detach removes leftover obsolete pins too.
+    for (name, value_size) in OLD_MAPS {
+        pin_old_lru(&maps.join(name), value_size);
+    }
     Interceptor::detach(&pins.path).expect("detach");
     assert!(!pins.path.exists(), "every pin removed");
 }

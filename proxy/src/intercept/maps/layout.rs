@@ -51,13 +51,7 @@ fn expected() -> [(&'static str, MapType, usize, usize, u32); 8] {
             8,
             counter::IRON_CNT_MAX,
         ),
-        (
-            map::IRON_PROXY_SOCKS,
-            MapType::LruHash,
-            8,
-            4,
-            limits::IRON_PROXY_SOCKS_MAX,
-        ),
+        (map::IRON_SK_PROXY, MapType::SkStorage, 4, 4, 0),
     ]
 }
 
@@ -72,8 +66,9 @@ const REPLACED: &str = "_replaced";
 /// switched to the new programs, so enforcement never lapses; the caller
 /// removes the returned pins once that is done (or puts them back with
 /// [`restore_aside`] if the takeover fails). What a replaced map held is
-/// lost: counters restart, and connections accepted before the switch may
-/// lose their original destination.
+/// lost: counters restart, connections accepted before the switch may lose
+/// their original destination, and sockets the old programs marked as the
+/// proxy's (an old build's `iron_proxy_socks`) lose that mark.
 pub(crate) fn set_aside_incompatible(maps_dir: &Path) -> Result<Vec<PathBuf>, MapsError> {
     let mut aside = Vec::new();
     let wanted =
