@@ -311,7 +311,7 @@ fn https_connector(
     if added == 0 && s.endpoint.starts_with("https://") {
         return Err(OtelError::NoRoots);
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = crate::tls::provider();
     let tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| OtelError::BadVariable {

@@ -74,7 +74,7 @@ impl AwsShared {
             .get_or_init(|| async {
                 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
                 let http = aws_smithy_http_client::Builder::new()
-                    .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
+                    .tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc))
                     .build_https();
                 aws_config::defaults(BehaviorVersion::latest())
                     .http_client(http)

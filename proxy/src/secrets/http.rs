@@ -36,9 +36,7 @@ impl HttpClient {
         self.inner
             .get_or_init(|| {
                 let https = hyper_rustls::HttpsConnectorBuilder::new()
-                    .with_provider_and_native_roots(Arc::new(
-                        rustls::crypto::ring::default_provider(),
-                    ))
+                    .with_provider_and_native_roots(crate::tls::provider())
                     .map_err(|e| format!("loading system root certificates: {e}"))?
                     .https_or_http()
                     .enable_http1()

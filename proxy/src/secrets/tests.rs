@@ -293,11 +293,18 @@ impl TraceCapture {
             .with_max_level(tracing::Level::TRACE)
             .with_writer(move || w.clone())
             .finish();
-        TraceCapture {
+        let capture = TraceCapture {
             buf,
             _guard: tracing::subscriber::set_default(subscriber),
-        }
+        };
+        // This test's own callsite: enabled whatever other tests running in
+        // parallel did to the interest cache of shared callsites.
+        tracing::trace!("{}", TraceCapture::PROBE);
+        capture
     }
+
+    /// A line every working capture holds.
+    pub(crate) const PROBE: &'static str = "trace capture probe";
 
     pub(crate) fn text(&self) -> String {
         String::from_utf8_lossy(&self.buf.lock().expect("lock")).into_owned()

@@ -82,12 +82,9 @@ pub enum GenerateError {
         #[source]
         source: std::io::Error,
     },
-    /// Generating the RSA key failed.
+    /// Generating or encoding the RSA key failed (aws-lc gives no detail).
     #[error("generating the RSA key")]
-    Rsa(#[source] rsa::Error),
-    /// Encoding the RSA key failed.
-    #[error("encoding the RSA key")]
-    RsaEncode(#[source] rsa::pkcs8::Error),
+    Rsa,
     /// Generating the key or the certificate failed.
     #[error("generating the CA")]
     Rcgen(#[source] rcgen::Error),
@@ -175,12 +172,12 @@ fn generate_key(alg: CaAlg) -> Result<KeyPair, GenerateError> {
         }
         CaAlg::Ed25519 => KeyPair::generate_for(&rcgen::PKCS_ED25519).map_err(GenerateError::Rcgen),
         CaAlg::Rsa4096 => {
-            use rsa::pkcs8::EncodePrivateKey;
-            let mut rng = rsa::rand_core::OsRng;
-            let rsa_key = rsa::RsaPrivateKey::new(&mut rng, 4096).map_err(GenerateError::Rsa)?;
-            let der = rsa_key.to_pkcs8_der().map_err(GenerateError::RsaEncode)?;
+            use aws_lc_rs::encoding::AsDer as _;
+            let rsa_key = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa4096)
+                .map_err(|_| GenerateError::Rsa)?;
+            let der = rsa_key.as_der().map_err(|_| GenerateError::Rsa)?;
             KeyPair::from_pkcs8_der_and_sign_algo(
-                &PrivatePkcs8KeyDer::from(der.as_bytes()),
+                &PrivatePkcs8KeyDer::from(der.as_ref()),
                 &rcgen::PKCS_RSA_SHA256,
             )
             .map_err(GenerateError::Rcgen)
@@ -188,21 +185,27 @@ fn generate_key(alg: CaAlg) -> Result<KeyPair, GenerateError> {
     }
 }
 
-/// ring writes Ed25519 keys as PKCS#8 v2 with the public key in a form
-/// OpenSSL 3.0 refuses; re-encode as plain v1 (RFC 8410), which every tool reads.
-fn ed25519_v1_pem(v2: &[u8]) -> Result<zeroize::Zeroizing<String>, GenerateError> {
+/// Crypto libraries write Ed25519 keys as PKCS#8 v2 with the public key in a
+/// form OpenSSL 3.0 refuses; re-encode as plain v1 (RFC 8410), which every
+/// tool reads. A v1 key is re-encoded as is.
+fn ed25519_v1_pem(der: &[u8]) -> Result<zeroize::Zeroizing<String>, GenerateError> {
     // SEQUENCE, INTEGER 1, AlgorithmIdentifier { id-Ed25519 }, OCTET STRING { OCTET STRING (32) }
     const V2_PREFIX: [u8; 16] = [
         0x30, 0x51, 0x02, 0x01, 0x01, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04,
         0x20,
     ];
-    let seed = v2
+    // The same with version 0 and no public key.
+    const V1_PREFIX: [u8; 16] = [
+        0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04,
+        0x20,
+    ];
+    let seed = der
         .strip_prefix(&V2_PREFIX[..])
+        .or_else(|| der.strip_prefix(&V1_PREFIX[..]))
         .and_then(|rest| rest.get(..32))
         .ok_or(GenerateError::Rcgen(rcgen::Error::CouldNotParseKeyPair))?;
     let mut v1 = zeroize::Zeroizing::new(Vec::with_capacity(48));
-    v1.extend_from_slice(&[0x30, 0x2e, 0x02, 0x01, 0x00]);
-    v1.extend_from_slice(&V2_PREFIX[5..]);
+    v1.extend_from_slice(&V1_PREFIX);
     v1.extend_from_slice(seed);
     let pem = pem_encode("PRIVATE KEY", &v1);
     Ok(zeroize::Zeroizing::new(pem))

@@ -142,7 +142,7 @@ fn partial_client_hello() -> Vec<u8> {
 
 /// A complete ClientHello for `sni`, as rustls sends it.
 fn client_hello(sni: &str) -> Vec<u8> {
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .expect("ring supports the default versions")
@@ -168,7 +168,7 @@ fn tls_handshake_only(
     let mut roots = rustls::RootCertStore::empty();
     let ca = rustls::pki_types::CertificateDer::from_pem_file(px.ca()).expect("the proxy CA");
     roots.add(ca).expect("adding the proxy CA");
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .expect("ring supports the default versions")

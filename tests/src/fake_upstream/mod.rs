@@ -123,7 +123,7 @@ fn tls_config(args: &Args) -> Result<Arc<rustls::ServerConfig>, ServerError> {
         .collect::<Result<Vec<_>, _>>()
         .map_err(load(cert))?;
     let key = PrivateKeyDer::from_pem_file(key).map_err(load(key))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()

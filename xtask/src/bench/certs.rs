@@ -131,7 +131,7 @@ pub fn client_config_from(cas: &[PathBuf]) -> Result<Arc<rustls::ClientConfig>> 
 
 /// rustls with ring, as the proxy uses.
 pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
 fn write(path: &Path, data: &[u8]) -> Result<()> {

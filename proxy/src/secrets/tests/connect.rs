@@ -122,7 +122,13 @@ async fn reads_fields_by_title_label_and_section() {
         .expect_err("missing item");
     assert!(e.to_string().contains("nothing titled \"Nope\""), "{e}");
     let logs = logs.text();
-    assert!(logs.contains("secret fetched"), "capture works: {logs}");
+    // Shared callsites (like the cache's "secret fetched") may be silenced
+    // by a race in tracing's interest cache between tests on other threads;
+    // the probe shows this capture works.
+    assert!(
+        logs.contains(crate::secrets::tests::TraceCapture::PROBE),
+        "capture works: {logs}"
+    );
     for secret in [TOKEN, "sk-top-level", "sk-in-prod", "from-json"] {
         assert!(!logs.contains(secret), "{secret} in TRACE logs:\n{logs}");
     }

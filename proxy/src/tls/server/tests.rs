@@ -203,9 +203,9 @@ async fn mitm_server_picks_aes128_even_when_the_client_prefers_aes256() {
     let addr = start_server(cache).await;
     let mut roots = RootCertStore::empty();
     roots.add(ca).expect("root");
-    // Stock ring order: TLS13_AES_256_GCM_SHA384 first, like curl and browsers.
+    // Stock rustls order: TLS13_AES_256_GCM_SHA384 first, like curl and browsers.
     let stock = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
+        rustls::crypto::aws_lc_rs::default_provider(),
     ))
     .with_safe_default_protocol_versions()
     .expect("versions")
@@ -275,7 +275,7 @@ fn roots_for(cache: &LeafCache) -> RootCertStore {
 
 #[tokio::test]
 async fn upstream_leg_is_post_quantum_where_the_server_can_and_x25519_where_it_cannot() {
-    use rustls::crypto::{aws_lc_rs, ring};
+    use rustls::crypto::aws_lc_rs::{self, kx_group};
     let cache = Arc::new(LeafCache::new(minter().0, 100));
     let ours = client_config(roots_for(&cache), ALPN_H2_HTTP11);
 
@@ -292,11 +292,11 @@ async fn upstream_leg_is_post_quantum_where_the_server_can_and_x25519_where_it_c
         rustls::NamedGroup::X25519MLKEM768
     );
 
-    // ring has no ML-KEM: the X25519 share sent alongside the hybrid one is used.
+    // A server without ML-KEM uses the X25519 share sent alongside the hybrid one.
     let classic = server_with_groups(
         cache.clone(),
-        ring::default_provider(),
-        vec![ring::kx_group::X25519],
+        aws_lc_rs::default_provider(),
+        vec![kx_group::X25519],
     );
     assert_eq!(
         negotiated_group(classic, ours).await,
@@ -306,7 +306,7 @@ async fn upstream_leg_is_post_quantum_where_the_server_can_and_x25519_where_it_c
 
 #[tokio::test]
 async fn mitm_server_follows_the_client_group_order() {
-    use rustls::crypto::{aws_lc_rs, ring};
+    use rustls::crypto::aws_lc_rs::{self, kx_group};
     let cache = Arc::new(LeafCache::new(minter().0, 100));
     let mitm = server_config(Arc::new(SniResolver::new(cache.clone())), ALPN_H2_HTTP11);
     let client = |provider: rustls::crypto::CryptoProvider| {
@@ -330,15 +330,20 @@ async fn mitm_server_follows_the_client_group_order() {
         negotiated_group(mitm.clone(), client(pq)).await,
         rustls::NamedGroup::X25519MLKEM768
     );
-    // One offering X25519 first pays for X25519 only, not the hybrid.
+    // One offering X25519 first (stock rustls order without the
+    // prefer-post-quantum feature) pays for X25519 only, not the hybrid.
+    let classic = rustls::crypto::CryptoProvider {
+        kx_groups: vec![kx_group::X25519, kx_group::SECP256R1],
+        ..aws_lc_rs::default_provider()
+    };
     assert_eq!(
-        negotiated_group(mitm.clone(), client(ring::default_provider())).await,
+        negotiated_group(mitm.clone(), client(classic)).await,
         rustls::NamedGroup::X25519
     );
     // P-256 only still works.
     let p256 = rustls::crypto::CryptoProvider {
-        kx_groups: vec![ring::kx_group::SECP256R1],
-        ..ring::default_provider()
+        kx_groups: vec![kx_group::SECP256R1],
+        ..aws_lc_rs::default_provider()
     };
     assert_eq!(
         negotiated_group(mitm, client(p256)).await,

@@ -55,7 +55,7 @@ async fn origin(close_after_one: bool) -> Origin {
 }
 
 fn upstream() -> Upstream {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = crate::tls::provider();
     let tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .expect("versions")
