@@ -3,6 +3,7 @@
 
 pub mod http;
 pub mod https;
+pub mod linger;
 pub mod sniffed;
 pub mod transparent;
 pub mod tunnel;
@@ -65,7 +66,9 @@ where
         tracing::debug!(client = %remote, "no request within {FIRST_REQUEST_TIMEOUT:?}; closing");
         return;
     };
-    let io = PrefixedStream::new(first, io);
+    // Closed by the proxy first, the connection drains what the client
+    // still sends, so that it reads the response instead of a reset.
+    let io = linger::Linger::new(PrefixedStream::new(first, io));
     // This task drives the upstream connection its HTTP/1 requests go out on.
     let held = HeldSlot::default();
     conn.held = Some(held.clone());

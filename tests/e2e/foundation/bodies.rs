@@ -17,6 +17,30 @@ fn body_file(dir: &std::path::Path, name: &str, prefix: &str, len: usize) -> Str
     format!("@{}", path.display())
 }
 
+/// POSTs a 32 MiB body to `http://body.test/anything/raw` through the proxy
+/// at argv[1]:argv[2] in one go, then prints the response's status line.
+const RAW_BIG_POST: &str = r#"
+import socket, sys
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+n = 32 << 20
+s.sendall(("POST http://body.test/anything/raw HTTP/1.1\r\nHost: body.test\r\n"
+           "Content-Type: application/octet-stream\r\n"
+           "Content-Length: %d\r\n\r\n" % n).encode())
+chunk = b"token=pk-body-placeholder&" + b"x" * ((1 << 20) - 26)
+try:
+    for _ in range(32):
+        s.sendall(chunk)
+except OSError as e:
+    sys.exit("sending the body failed: %s" % e)
+data = b""
+while True:
+    d = s.recv(65536)
+    if not d:
+        break
+    data += d
+print(data.split(b"\r\n")[0].decode())
+"#;
+
 #[test]
 fn a_body_larger_than_the_cap_streams_when_no_transform_needs_it() {
     require_root!();
@@ -114,7 +138,33 @@ transforms:
         "/anything/huge",
         &refused(413, "request_body_too_large"),
     );
-    up.assert_no_request(|q| q.path() == "/anything/big" || q.path() == "/anything/huge");
+    // A client that sends its whole 32 MiB body without waiting (no `Expect`),
+    // far more than the socket buffers hold: the proxy refuses after the cap,
+    // then reads and drops the rest (lingering close) instead of resetting
+    // the connection, so the client finishes sending and reads the 413.
+    let raw = python(
+        RAW_BIG_POST,
+        [
+            px.http_addr().ip().to_string(),
+            px.http_addr().port().to_string(),
+        ],
+    );
+    raw.assert_ok();
+    assert_eq!(
+        raw.stdout.trim(),
+        "HTTP/1.1 413 Payload Too Large",
+        "stderr: {}",
+        raw.stderr
+    );
+    audited(
+        &px,
+        "body.test",
+        "/anything/raw",
+        &refused(413, "request_body_too_large"),
+    );
+    up.assert_no_request(|q| {
+        q.path() == "/anything/big" || q.path() == "/anything/huge" || q.path() == "/anything/raw"
+    });
 
     // The same body to a host outside the transform's rules streams through.
     let r = plain(&px, "http://other.test/anything/big")

@@ -1,0 +1,109 @@
+use std::net::SocketAddr;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use super::*;
+
+const RESPONSE: &[u8] =
+    b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+
+/// A server that reads the first 4 KiB of each connection, answers
+/// [`RESPONSE`] and closes, with or without lingering.
+async fn refusing_server(linger: bool) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                if linger {
+                    let mut io = Linger::new(tcp);
+                    let _ = io.read_exact(&mut buf).await;
+                    let _ = io.write_all(RESPONSE).await;
+                } else {
+                    let mut io = tcp;
+                    let _ = io.read_exact(&mut buf).await;
+                    let _ = io.write_all(RESPONSE).await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Sends a 32 MiB request (far more than the socket buffers hold), then
+/// reads the answer; what went wrong, if anything.
+async fn send_big_then_read(addr: SocketAddr) -> Result<Vec<u8>, std::io::Error> {
+    let mut tcp = TcpStream::connect(addr).await?;
+    let chunk = vec![b'x'; 1 << 20];
+    for _ in 0..32 {
+        tcp.write_all(&chunk).await?;
+    }
+    let mut got = Vec::new();
+    tcp.read_to_end(&mut got).await?;
+    Ok(got)
+}
+
+#[tokio::test]
+async fn a_client_still_sending_gets_the_response_instead_of_a_reset() {
+    // Control: closing with unread bytes resets the connection mid-send.
+    let plain = refusing_server(false).await;
+    let err = send_big_then_read(plain)
+        .await
+        .expect_err("a plain close resets the sender");
+    assert!(
+        matches!(
+            err.kind(),
+            std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+        ),
+        "{err}"
+    );
+
+    let lingering = refusing_server(true).await;
+    let got = send_big_then_read(lingering)
+        .await
+        .expect("the whole request is taken and the response read");
+    assert_eq!(got, RESPONSE);
+}
+
+#[tokio::test]
+async fn end_of_stream_is_noticed_so_nothing_is_drained() {
+    let (mut client, server) = tokio::io::duplex(1024);
+    let mut io = Linger::new(server);
+    client.write_all(b"bye").await.expect("write");
+    client.shutdown().await.expect("shutdown");
+    let mut got = Vec::new();
+    io.read_to_end(&mut got).await.expect("read");
+    assert_eq!(got, b"bye");
+    assert!(io.eof);
+    // An empty read buffer is not an end of stream.
+    let mut fresh = Linger::new(tokio::io::duplex(16).1);
+    let mut none = [0u8; 0];
+    fresh.read(&mut none).await.expect("read nothing");
+    assert!(!fresh.eof);
+}
+
+#[tokio::test(start_paused = true)]
+async fn draining_stops_when_the_client_goes_quiet_or_time_is_up() {
+    // Quiet: nothing arrives for LINGER_QUIET.
+    let (client, server) = tokio::io::duplex(1024);
+    let started = tokio::time::Instant::now();
+    assert_eq!(drain(server).await, 0);
+    assert_eq!(started.elapsed(), LINGER_QUIET);
+    drop(client);
+
+    // Chatty: a byte every second keeps it going until LINGER_FOR.
+    let (mut client, server) = tokio::io::duplex(1024);
+    let chatter = tokio::spawn(async move {
+        while client.write_all(b"x").await.is_ok() {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
+    let started = tokio::time::Instant::now();
+    let discarded = drain(server).await;
+    assert!(started.elapsed() <= LINGER_FOR + Duration::from_secs(1));
+    assert!(started.elapsed() >= LINGER_FOR - Duration::from_secs(1));
+    assert!((9..=11).contains(&discarded), "{discarded}");
+    chatter.abort();
+}
