@@ -190,17 +190,20 @@ fn websocket_echo_with_python_websockets() {
     require_root!();
     let net = FakeInternet::new();
     let up = Upstream::https("ws.test").start(&net);
+    // The asyncio client, not `websockets.sync`: see "WebSockets from Python" in tests/README.md.
     let script = r#"
-import json, socket, ssl, sys
-from websockets.sync.client import connect
-ctx = ssl.create_default_context(cafile=sys.argv[1])
-sock = socket.create_connection((sys.argv[2], 443), timeout=10)
-with connect("wss://ws.test/ws", sock=sock, ssl=ctx, server_hostname="ws.test") as ws:
-    ws.send("hello")
-    text = ws.recv(timeout=5)
-    ws.send(b"\x00\x01\x02")
-    data = ws.recv(timeout=5)
-print(json.dumps({"text": text, "binary": list(data)}))
+import asyncio, json, socket, ssl, sys
+from websockets.asyncio.client import connect
+async def main():
+    ctx = ssl.create_default_context(cafile=sys.argv[1])
+    sock = socket.create_connection((sys.argv[2], 443), timeout=10)
+    async with connect("wss://ws.test/ws", sock=sock, ssl=ctx, server_hostname="ws.test") as ws:
+        await ws.send("hello")
+        text = await asyncio.wait_for(ws.recv(), 5)
+        await ws.send(b"\x00\x01\x02")
+        data = await asyncio.wait_for(ws.recv(), 5)
+    return {"text": text, "binary": list(data)}
+print(json.dumps(asyncio.run(main())))
 "#;
     let ca = net.ca_bundle();
     let out = python(script, [ca.to_str().expect("utf8"), &up.ip().to_string()]);

@@ -53,25 +53,29 @@ fn sse_events_arrive_before_the_upstream_finishes() {
 }
 
 /// Connects to `wss://ws.test/ws` over a socket to the proxy's HTTPS listener, echoes two
-/// messages, writes `<dir>/echoed`, waits for `<dir>/close`, then closes.
+/// messages, writes `<dir>/echoed`, waits for `<dir>/close`, then closes. The asyncio client,
+/// not `websockets.sync`: see "WebSockets from Python" in tests/README.md.
 const WS_CLIENT: &str = r#"
-import json, os, socket, ssl, sys, time
-from websockets.sync.client import connect
+import asyncio, json, os, socket, ssl, sys, time
+from websockets.asyncio.client import connect
 host, port, ca, flags = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
-ctx = ssl.create_default_context(cafile=ca)
-sock = socket.create_connection((host, port), timeout=10)
-got = []
-with connect("wss://ws.test/ws", sock=sock, ssl=ctx, open_timeout=10) as ws:
-    for msg in ["hello", "world"]:
-        ws.send(msg)
-        got.append(ws.recv(timeout=10))
-    ws.send(b"\x00\x01binary")
-    got.append(repr(ws.recv(timeout=10)))
-    open(os.path.join(flags, "echoed"), "w").close()
-    deadline = time.time() + 30
-    while not os.path.exists(os.path.join(flags, "close")) and time.time() < deadline:
-        time.sleep(0.02)
-print(json.dumps({"got": got}))
+async def main():
+    ctx = ssl.create_default_context(cafile=ca)
+    sock = socket.create_connection((host, port), timeout=10)
+    got = []
+    async with connect("wss://ws.test/ws", sock=sock, ssl=ctx, server_hostname="ws.test",
+                       open_timeout=10) as ws:
+        for msg in ["hello", "world"]:
+            await ws.send(msg)
+            got.append(await asyncio.wait_for(ws.recv(), 10))
+        await ws.send(b"\x00\x01binary")
+        got.append(repr(await asyncio.wait_for(ws.recv(), 10)))
+        open(os.path.join(flags, "echoed"), "w").close()
+        deadline = time.time() + 30
+        while not os.path.exists(os.path.join(flags, "close")) and time.time() < deadline:
+            await asyncio.sleep(0.02)
+    return got
+print(json.dumps({"got": asyncio.run(main())}))
 "#;
 
 #[test]
