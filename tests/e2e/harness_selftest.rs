@@ -314,3 +314,60 @@ fn proxy_runner_renders_config_waits_parses_audit_and_kills() {
     assert!(!status.success());
     assert!(lines.is_empty());
 }
+
+/// A proxy stand-in that fails like iron-proxy losing a port the first time
+/// it runs (per `$IRON_STAND_IN_MARK`), and starts the next time.
+const LOSES_A_PORT_ONCE: &str = r#"#!/bin/sh
+if [ ! -e "$IRON_STAND_IN_MARK" ]; then
+  echo first > "$IRON_STAND_IN_MARK"
+  echo "iron-proxy: binding proxy.http_listen 127.0.0.1:1: Address already in use (os error 98)" >&2
+  exit 1
+fi
+echo again >> "$IRON_STAND_IN_MARK"
+echo ready >&2
+exec sleep 3600
+"#;
+
+#[test]
+fn proxy_runner_starts_again_on_fresh_ports_when_a_port_was_taken() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bin = dir.path().join("stand-in");
+    std::fs::write(&bin, LOSES_A_PORT_ONCE).expect("write stand-in");
+    std::fs::set_permissions(&bin, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let mark = dir.path().join("runs");
+    let mark_str = mark.to_str().expect("utf-8 temp path");
+
+    let px = Proxy::with("transforms: []")
+        .binary(&bin)
+        .env("IRON_STAND_IN_MARK", mark_str)
+        .start();
+    let runs = std::fs::read_to_string(&mark).expect("runs");
+    assert_eq!(runs, "first\nagain\n", "failed once, then started");
+    drop(px);
+
+    // Any other startup failure is reported at once, not retried.
+    let once = dir.path().join("once");
+    std::fs::write(
+        &once,
+        "#!/bin/sh\necho run >> \"$IRON_STAND_IN_MARK\"\necho 'bad config' >&2\nexit 1\n",
+    )
+    .expect("write");
+    std::fs::set_permissions(&once, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let count = dir.path().join("count");
+    let count_str = count.to_str().expect("utf-8 temp path").to_string();
+    let failed = std::panic::catch_unwind(move || {
+        Proxy::with("transforms: []")
+            .binary(&once)
+            .env("IRON_STAND_IN_MARK", &count_str)
+            .start()
+    });
+    let why = failed.expect_err("a failing start panics");
+    let why = why.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(
+        why.contains("exited during startup") && why.contains("bad config"),
+        "{why}"
+    );
+    assert_eq!(std::fs::read_to_string(&count).expect("count"), "run\n");
+}

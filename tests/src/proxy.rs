@@ -64,6 +64,9 @@ pub struct Proxy {
     binary: Option<PathBuf>,
 }
 
+/// How many times [`Proxy::start`] starts a proxy that lost a port to another process.
+const START_ATTEMPTS: usize = 3;
+
 impl Proxy {
     /// A proxy with `config` (YAML text or `serde_json::Value`); see [`render`] for what the
     /// harness fills in.
@@ -111,10 +114,23 @@ impl Proxy {
 
     /// Renders the config, spawns the proxy and waits until its listeners accept connections
     /// (or it logs `ready`: a bare line, or a JSON log with that message). Panics with the proxy's output if it exits.
+    ///
+    /// The harness picks free ports and the proxy binds them a moment later; when another
+    /// process took one in between (the proxy exits with "Address already in use"), it starts
+    /// again on fresh ports, up to [`START_ATTEMPTS`] times.
     pub fn start(self) -> ProxyProcess {
-        let mut px = self.spawn();
-        px.wait_ready();
-        px
+        let mut attempt = 1;
+        loop {
+            let mut px = self.spawn();
+            match px.wait_ready() {
+                Ok(()) => return px,
+                Err(why) if attempt < START_ATTEMPTS && why.contains("Address already in use") => {
+                    eprintln!("iron-proxy lost a port to another process; starting again");
+                    attempt += 1;
+                }
+                Err(why) => panic!("{why}"),
+            }
+        }
     }
 
     /// Starts the proxy expecting it to exit on its own (bad config, `validate`, ...): returns
@@ -138,11 +154,11 @@ impl Proxy {
         }
     }
 
-    fn spawn(self) -> ProxyProcess {
+    fn spawn(&self) -> ProxyProcess {
         let dir = crate::paths::scratch_dir("proxy");
         let ca = TestCa::new("iron-proxy test MITM CA", &dir.path().join("ca"));
         let resolver = self.net.as_ref().map(FakeInternet::resolver);
-        let mut config = self.config;
+        let mut config = self.config.clone();
         let ports = render::render(
             &mut config,
             &render::Inputs {
@@ -154,7 +170,10 @@ impl Proxy {
         let config_path = dir.path().join("proxy.yaml");
         write_config(&config_path, &config);
 
-        let bin = self.binary.unwrap_or_else(crate::paths::iron_proxy_bin);
+        let bin = self
+            .binary
+            .clone()
+            .unwrap_or_else(crate::paths::iron_proxy_bin);
         let mut cmd = Command::new(&bin);
         cmd.arg("-config").arg(&config_path).args(&self.args);
         for var in [
@@ -206,7 +225,7 @@ impl Proxy {
             stdout: out,
             stderr: err,
             child,
-            _net: self.net,
+            _net: self.net.clone(),
             dir,
         }
     }

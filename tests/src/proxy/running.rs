@@ -34,7 +34,9 @@ pub struct ProxyProcess {
 }
 
 impl ProxyProcess {
-    pub(super) fn wait_ready(&mut self) {
+    /// Waits for the listeners (or the `ready` line); the error says why the proxy exited
+    /// during startup. Panics if it is still not ready after [`READY_TIMEOUT`].
+    pub(super) fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + READY_TIMEOUT;
         let mut pending: Vec<SocketAddr> = [self.ports.http, self.ports.https, self.ports.tunnel]
             .into_iter()
@@ -43,18 +45,18 @@ impl ProxyProcess {
         loop {
             if let Some(status) = self.child.try_status() {
                 std::thread::sleep(Duration::from_millis(50));
-                panic!(
+                return Err(format!(
                     "iron-proxy exited during startup ({status}); config:\n{}\noutput:\n{}",
                     std::fs::read_to_string(&self.config_path).unwrap_or_default(),
                     self.logs().join("\n")
-                );
+                ));
             }
             pending.retain(|a| TcpStream::connect_timeout(a, Duration::from_millis(100)).is_err());
             let said_ready = self.logs().iter().any(|l| is_ready_line(l));
             // Listeners accept (and answer 503) before interception is attached:
             // ready means the `ready` log line, or /readyz answering 200.
             if said_ready || (pending.is_empty() && self.ports.metrics.is_none_or(readyz_ok)) {
-                return;
+                return Ok(());
             }
             if Instant::now() >= deadline {
                 panic!(
