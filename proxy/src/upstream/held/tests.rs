@@ -306,6 +306,12 @@ async fn an_idle_client_connection_holds_no_upstream_connection() {
 /// without saying so (no `Connection: close`): a pooled connection to it is
 /// dead by the time it is reused.
 async fn silently_closing_origin() -> Origin {
+    closing_origin(None).await
+}
+
+/// Like [`silently_closing_origin`], closing each connection only once
+/// `close` is notified when one is given.
+async fn closing_origin(close: Option<Arc<Notify>>) -> Origin {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
@@ -317,6 +323,7 @@ async fn silently_closing_origin() -> Origin {
                 return;
             };
             let n = count.fetch_add(1, Ordering::SeqCst) + 1;
+            let close = close.clone();
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 4096];
                 let mut got = Vec::new();
@@ -329,6 +336,9 @@ async fn silently_closing_origin() -> Origin {
                 let body = format!("conn {n}");
                 let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len());
                 let _ = tcp.write_all(format!("{head}{body}").as_bytes()).await;
+                if let Some(close) = close {
+                    close.notified().await;
+                }
             });
         }
     });
@@ -353,44 +363,13 @@ async fn a_request_on_a_connection_closed_while_idle_goes_out_on_a_new_one() {
     assert_eq!(o.accepted.load(Ordering::SeqCst), 2);
 }
 
-/// An origin that answers one request per connection, then holds the
-/// connection open until `close` is notified, and closes it without a word.
-async fn origin_closing_on(close: Arc<Notify>) -> Origin {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let count = accepted.clone();
-    tokio::spawn(async move {
-        while let Ok((mut tcp, _)) = listener.accept().await {
-            count.fetch_add(1, Ordering::SeqCst);
-            let close = close.clone();
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 4096];
-                let mut got = Vec::new();
-                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match tcp.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(k) => got.extend_from_slice(&buf[..k]),
-                    }
-                }
-                let _ = tcp
-                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                    .await;
-                close.notified().await;
-            });
-        }
-    });
-    Origin { addr, accepted }
-}
-
 #[tokio::test]
 async fn an_idle_connection_the_upstream_closed_is_closed_here_without_further_use() {
     let close = Arc::new(Notify::new());
-    let o = origin_closing_on(close.clone()).await;
+    let o = closing_origin(Some(close.clone())).await;
     let up = upstream();
     let slot = HeldSlot::default();
-    assert_eq!(send(&up, &slot, get(o.addr, "/")).await, "ok");
+    assert_eq!(send(&up, &slot, get(o.addr, "/")).await, "conn 1");
     drop(slot);
     assert_eq!(up.idle.len(), 1, "parked after its response");
     // The origin closes its end; nothing uses the pool from here on. A
