@@ -80,7 +80,8 @@ async fn end_of_stream_is_noticed_so_nothing_is_drained() {
     // An empty read buffer is not an end of stream.
     let mut fresh = Linger::new(tokio::io::duplex(16).1);
     let mut none = [0u8; 0];
-    fresh.read(&mut none).await.expect("read nothing");
+    let n = fresh.read(&mut none).await.expect("read nothing");
+    assert_eq!(n, 0);
     assert!(!fresh.eof);
 }
 
