@@ -254,9 +254,12 @@ impl Loaded {
     /// Loads every object and every program in it.
     pub(crate) fn load(maps_dir: &Path) -> Result<Self, LinksError> {
         let mut objects = Vec::new();
+        // One loader for every object: each new loader parses the kernel's
+        // BTF (/sys/kernel/btf/vmlinux, several MB) again.
+        let mut loader = EbpfLoader::new();
+        loader.default_map_pin_directory(maps_dir);
         for obj in iron_proxy_ebpf::OBJECTS {
-            let ebpf = EbpfLoader::new()
-                .default_map_pin_directory(maps_dir)
+            let ebpf = loader
                 .load(obj.bytes)
                 .map_err(|e| LinksError::Object {
                     object: obj.name,
