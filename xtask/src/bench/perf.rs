@@ -38,31 +38,23 @@ pub fn profile(
     for (tag, mode, conns, path) in runs {
         let data = out.join(format!("perf-iron-https-{tag}.data"));
         let log = out.join(format!("perf-iron-https-{tag}.log"));
-        let mut perf = Command::new("perf")
-            // DWARF unwinding: release builds have no frame pointers, and the
-            // inclusive (children) view needs whole user-space stacks.
-            .args(["record", "-F", "499", "--call-graph", "dwarf,16384", "-p"])
-            .arg(w.pid.to_string())
-            .arg("-o")
-            .arg(&data)
-            .args(["--", "sleep"])
-            .arg(secs.to_string())
-            .stdout(Stdio::null())
+        // DWARF unwinding: release builds have no frame pointers, and the
+        // inclusive (children) view needs whole user-space stacks.
+        let record = ["record", "-F", "499", "--call-graph", "dwarf,16384"];
+        let mut perf = perf_on(w.pid, &record, &data, secs)
             .stderr(std::fs::File::create(&log)?)
             .spawn()
             .context("starting perf (apt-get install linux-perf)")?;
         let stat_file = out.join(format!("perf-iron-https-{tag}-stat.csv"));
-        let mut stat = Command::new("perf")
-            .args(["stat", "-x", ",", "-e", STAT_EVENTS, "-p"])
-            .arg(w.pid.to_string())
-            .arg("-o")
-            .arg(&stat_file)
-            .args(["--", "sleep"])
-            .arg(secs.to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting perf stat")?;
+        let mut stat = perf_on(
+            w.pid,
+            &["stat", "-x", ",", "-e", STAT_EVENTS],
+            &stat_file,
+            secs,
+        )
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting perf stat")?;
         let spec = Spec {
             mode,
             conns,
@@ -107,6 +99,20 @@ pub fn profile(
         }
     }
     Ok(files)
+}
+
+/// `perf ARGS -p PID -o OUTPUT -- sleep SECS`, with stdout discarded.
+fn perf_on(pid: u32, args: &[&str], output: &Path, secs: u64) -> Command {
+    let mut cmd = Command::new("perf");
+    cmd.args(args)
+        .arg("-p")
+        .arg(pid.to_string())
+        .arg("-o")
+        .arg(output)
+        .args(["--", "sleep"])
+        .arg(secs.to_string())
+        .stdout(Stdio::null());
+    cmd
 }
 
 /// What `perf stat` counts alongside each profile.
