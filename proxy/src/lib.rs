@@ -3,6 +3,7 @@
 //! See `ARCHITECTURE.md` for the data flow. `main.rs` is a thin CLI over
 //! [`cmd`], which starts an [`app::App`].
 
+pub mod alloc;
 pub mod app;
 pub mod audit;
 pub mod body;

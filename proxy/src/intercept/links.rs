@@ -259,12 +259,10 @@ impl Loaded {
         let mut loader = EbpfLoader::new();
         loader.default_map_pin_directory(maps_dir);
         for obj in iron_proxy_ebpf::OBJECTS {
-            let ebpf = loader
-                .load(obj.bytes)
-                .map_err(|e| LinksError::Object {
-                    object: obj.name,
-                    source: Box::new(e),
-                })?;
+            let ebpf = loader.load(obj.bytes).map_err(|e| LinksError::Object {
+                object: obj.name,
+                source: Box::new(e),
+            })?;
             objects.push((obj.name, ebpf));
         }
         let mut loaded = Self { objects };

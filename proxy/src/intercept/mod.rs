@@ -148,6 +148,8 @@ impl Interceptor {
     ) -> Result<Self, InterceptError> {
         let pin = &settings.pin_path;
         let mut loaded = links::Loaded::load(maps_dir)?;
+        // The kernel BTF aya parsed while loading is freed by now.
+        crate::alloc::return_free_memory();
         maps::SettingsMaps::open(maps_dir)?.apply(settings)?;
 
         let mut wanted = BTreeSet::new();
