@@ -83,10 +83,22 @@ where
     }
 }
 
-/// The server builder every listener uses: header case preserved, and a timer
+/// How often an HTTP/2 client connection is PINGed to check that the client
+/// is still there (long-lived gRPC streams, idle multiplexed connections).
+pub const H2_PING_INTERVAL: Duration = Duration::from_secs(30);
+/// How long the client has to answer that PING before the connection closes.
+pub const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The server builder every listener uses: header case preserved, a timer
 /// so that HTTP/1 heads and idle keep-alive connections are bounded by
-/// [`HEADER_READ_TIMEOUT`].
+/// [`HEADER_READ_TIMEOUT`], and HTTP/2 PINGs ([`H2_PING_INTERVAL`],
+/// [`H2_PING_TIMEOUT`]) so that a client gone silent does not hold its
+/// connection and streams forever.
 pub(crate) fn http_builder() -> auto::Builder<TokioExecutor> {
+    http_builder_with(H2_PING_INTERVAL, H2_PING_TIMEOUT)
+}
+
+fn http_builder_with(ping_every: Duration, ping_timeout: Duration) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -95,12 +107,74 @@ pub(crate) fn http_builder() -> auto::Builder<TokioExecutor> {
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT);
     builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(ping_every))
+        .keep_alive_timeout(ping_timeout);
+    builder
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use tokio::io::AsyncWriteExt;
+
+    /// Reads one HTTP/2 frame: (type, flags, payload); None at end of stream.
+    async fn read_frame(io: &mut tokio::net::TcpStream) -> Option<(u8, u8, Vec<u8>)> {
+        let mut head = [0u8; 9];
+        io.read_exact(&mut head).await.ok()?;
+        let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+        let mut payload = vec![0u8; len];
+        io.read_exact(&mut payload).await.ok()?;
+        Some((head[3], head[4], payload))
+    }
+
+    #[tokio::test]
+    async fn a_silent_http2_client_is_pinged_and_then_dropped() {
+        const PING: u8 = 0x6;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.expect("accept");
+            let svc = service_fn(|_req| async {
+                Ok::<_, std::convert::Infallible>(hyper::Response::new(crate::body::empty()))
+            });
+            let builder = http_builder_with(Duration::from_millis(100), Duration::from_millis(200));
+            let _ = builder.serve_connection(TokioIo::new(tcp), svc).await;
+        });
+        let mut client = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        // The preface and an empty SETTINGS frame; then the client says nothing
+        // more, and never answers a PING.
+        client.write_all(H2_PREFACE).await.expect("preface");
+        client
+            .write_all(&[0, 0, 0, 0x4, 0, 0, 0, 0, 0])
+            .await
+            .expect("settings");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let pinged = tokio::time::timeout_at(deadline, async {
+            loop {
+                match read_frame(&mut client).await {
+                    Some((PING, flags, _)) if flags & 0x1 == 0 => return true,
+                    Some(_) => continue,
+                    None => return false,
+                }
+            }
+        })
+        .await
+        .expect("a PING within 10 s");
+        assert!(pinged, "the server closed without a PING");
+        // Unanswered, the PING ends the connection (a GOAWAY may come first).
+        let closed = tokio::time::timeout_at(deadline, async {
+            while read_frame(&mut client).await.is_some() {}
+        })
+        .await;
+        assert!(
+            closed.is_ok(),
+            "the connection stayed open after the PING timeout"
+        );
+    }
 
     #[tokio::test]
     async fn first_bytes_decide_the_version_or_time_out() {
