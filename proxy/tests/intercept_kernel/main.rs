@@ -53,17 +53,26 @@ struct Lab {
 }
 
 impl Lab {
-    fn new() -> Self {
+    /// A lab, or None when the test cannot run here (not root).
+    fn start() -> Option<Self> {
+        if !privileged() {
+            return None;
+        }
         let cg = TestCgroup::new();
         let pins = TestPins::new();
         let proxy = Server::proxy("127.0.0.1:0", &pins.path);
         let direct = Server::direct("127.0.0.2:0");
-        Lab {
+        Some(Lab {
             direct,
             proxy,
             pins,
             cg,
-        }
+        })
+    }
+
+    /// Interception of this lab's cgroup to its proxy listener.
+    fn settings(&self) -> InterceptSettings {
+        settings(&self.cg, &self.pins, self.proxy.addr)
     }
 }
 
@@ -75,17 +84,16 @@ fn field(line: &str, n: usize) -> &str {
 
 #[test]
 fn tcp_v4_is_redirected_and_origin_found() {
-    if !privileged() {
+    let Some(lab) = Lab::start() else {
         return;
-    }
-    let lab = Lab::new();
+    };
     let Lab {
         cg,
         pins,
         proxy,
         direct,
     } = &lab;
-    let ic = attach(&settings(cg, pins, proxy.addr));
+    let ic = attach(&lab.settings());
 
     let target = direct.addr.to_string();
     let ran = run_workload(cg, None, &["tcp", "127.0.0.2", &direct.port().to_string()]);
@@ -383,17 +391,13 @@ fn raw_and_ping_sockets_are_refused() {
 
 #[test]
 fn uid_filter_selects_only_listed_uids() {
-    if !privileged() {
+    let Some(lab) = Lab::start() else {
         return;
-    }
-    let lab = Lab::new();
+    };
     let Lab {
-        cg,
-        pins,
-        proxy,
-        direct,
+        cg, proxy, direct, ..
     } = &lab;
-    let mut s = settings(cg, pins, proxy.addr);
+    let mut s = lab.settings();
     s.uids = vec![65534];
     let _ic = attach(&s);
     let port = direct.port().to_string();
@@ -415,17 +419,13 @@ fn uid_filter_selects_only_listed_uids() {
 
 #[test]
 fn proxy_identity_is_exempt_but_proxy_class_deny_applies() {
-    if !privileged() {
+    let Some(lab) = Lab::start() else {
         return;
-    }
-    let lab = Lab::new();
+    };
     let Lab {
-        cg,
-        pins,
-        proxy,
-        direct,
+        cg, proxy, direct, ..
     } = &lab;
-    let mut s = settings(cg, pins, proxy.addr);
+    let mut s = lab.settings();
     s.proxy = ProxyIdentity {
         uid: Some(65533),
         ..ProxyIdentity::default()
@@ -490,16 +490,16 @@ fn many_concurrent_connections_keep_distinct_origins() {
 
 #[test]
 fn pinned_interception_outlives_the_handle_until_detach() {
-    if !privileged() {
-        return;
-    }
     // Bound in this order so that they drop in reverse: servers, pins, cgroup.
-    let Lab {
+    let Some(Lab {
         cg,
         pins,
         proxy,
         direct,
-    } = Lab::new();
+    }) = Lab::start()
+    else {
+        return;
+    };
     let port = direct.port().to_string();
     let s = settings(&cg, &pins, proxy.addr);
     drop(attach(&s));

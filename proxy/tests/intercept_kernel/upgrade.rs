@@ -7,22 +7,18 @@ use aya::maps::MapData;
 use iron_proxy::intercept::Interceptor;
 
 use super::support::*;
-use super::{attach, settings, Lab};
+use super::{attach, Lab};
 
 #[test]
 fn takeover_replaces_a_map_whose_layout_changed() {
-    if !privileged() {
+    let Some(lab) = Lab::start() else {
         return;
-    }
-    let lab = Lab::new();
+    };
     let Lab {
-        cg,
-        pins,
-        proxy,
-        direct,
+        cg, pins, direct, ..
     } = &lab;
     let port = direct.port().to_string();
-    let s = settings(cg, pins, proxy.addr);
+    let s = lab.settings();
     drop(attach(&s));
     let before = Interceptor::status(&pins.path).expect("status");
 
@@ -144,18 +140,14 @@ fn pin_old_lru(path: &std::path::Path, value_size: u32) {
 
 #[test]
 fn takeover_removes_the_pin_of_a_map_no_longer_used() {
-    if !privileged() {
+    let Some(lab) = Lab::start() else {
         return;
-    }
-    let lab = Lab::new();
+    };
     let Lab {
-        cg,
-        pins,
-        proxy,
-        direct,
+        cg, pins, direct, ..
     } = &lab;
     let port = direct.port().to_string();
-    let s = settings(cg, pins, proxy.addr);
+    let s = lab.settings();
     drop(attach(&s));
 
     // What builds that kept origins, and proxy socket marks, by socket
