@@ -33,9 +33,8 @@ use crate::body::Body;
 const MAX_IDLE_PER_HOST: usize = 64;
 /// How long an idle connection may wait in the pool.
 pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
-/// How often [`IdlePool`] sweeps out expired and closed connections: on a
-/// timer (see [`IdlePool::start_sweeper`]), and on use when the last sweep is
-/// older than this.
+/// How often [`IdlePool`] sweeps out expired and closed connections (see
+/// [`IdlePool::start_sweeper`]).
 pub(crate) const SWEEP_EVERY: Duration = Duration::from_secs(15);
 /// How many times [`Driven`] re-polls after waking itself before it yields.
 const MAX_SELF_POLLS: usize = 8;
@@ -123,7 +122,6 @@ pub(crate) struct IdlePool {
 #[derive(Default)]
 struct PoolInner {
     idle: HashMap<Key, Vec<(Instant, Held)>>,
-    last_sweep: Option<Instant>,
 }
 
 impl IdlePool {
@@ -149,9 +147,7 @@ impl IdlePool {
                 let Some(pool) = pool.upgrade() else {
                     return;
                 };
-                // Dropped outside the lock: closing sockets takes syscalls.
-                let closed = pool.lock().sweep();
-                drop(closed);
+                pool.lock().sweep();
             }
         });
     }
@@ -159,7 +155,6 @@ impl IdlePool {
     /// The newest idle connection to `key` that is still open.
     pub fn take(&self, key: &Key) -> Option<Held> {
         let mut inner = self.lock();
-        inner.sweep_due();
         let now = Instant::now();
         let list = inner.idle.get_mut(key)?;
         while let Some((since, mut held)) = list.pop() {
@@ -174,7 +169,6 @@ impl IdlePool {
 
     fn put(&self, held: Held) {
         let mut inner = self.lock();
-        inner.sweep_due();
         let list = inner.idle.entry(held.key.clone()).or_default();
         if list.len() >= MAX_IDLE_PER_HOST {
             list.remove(0);
@@ -190,31 +184,15 @@ impl IdlePool {
 }
 
 impl PoolInner {
-    /// Sweeps when the last sweep is older than [`SWEEP_EVERY`].
-    fn sweep_due(&mut self) {
+    /// Closes connections idle for longer than [`IDLE_TIMEOUT`], or closed by the peer.
+    fn sweep(&mut self) {
         let now = Instant::now();
-        if self
-            .last_sweep
-            .is_none_or(|t| now.duration_since(t) >= SWEEP_EVERY)
-        {
-            drop(self.sweep());
-        }
-    }
-
-    /// Takes out connections idle for longer than [`IDLE_TIMEOUT`], or
-    /// closed by the peer, and returns them for the caller to drop.
-    fn sweep(&mut self) -> Vec<Held> {
-        let now = Instant::now();
-        self.last_sweep = Some(now);
-        let mut gone = Vec::new();
         for list in self.idle.values_mut() {
-            let expired = list.extract_if(.., |(since, held)| {
-                now.duration_since(*since) >= IDLE_TIMEOUT || !held.ready()
+            list.retain_mut(|(since, held)| {
+                now.duration_since(*since) < IDLE_TIMEOUT && held.ready()
             });
-            gone.extend(expired.map(|(_, held)| held));
         }
         self.idle.retain(|_, list| !list.is_empty());
-        gone
     }
 }
 
