@@ -36,8 +36,8 @@ pub use sniff::{peek_client_hello, sniff, PrefixedStream, Sniff, SniffError};
 ///   less per handshake than SHA-384 (the proxy pays both on two legs). The
 ///   MITM server config prefers this order over the client's.
 /// - Key exchange offers the X25519MLKEM768 hybrid first, so upstream
-///   connections are post-quantum where the server supports it (a ring-only
-///   server still gets the X25519 share in the same ClientHello). As a server,
+///   connections are post-quantum where the server supports it (a server without
+///   ML-KEM still gets the X25519 share in the same ClientHello). As a server,
 ///   rustls follows the client's group order, so a workload that offers the
 ///   hybrid gets it and one that offers X25519 pays for X25519 only.
 pub(crate) fn provider() -> Arc<CryptoProvider> {
@@ -59,10 +59,10 @@ pub(crate) fn provider() -> Arc<CryptoProvider> {
         .clone()
 }
 
-/// Makes [`provider`] the process default, for libraries that build rustls
-/// configs without naming one. rustls picks a default by itself only when a
-/// single provider is compiled in; this binary has two (ring stays for crates
-/// that ask for it by name). Idempotent.
+/// Makes [`provider`] the process default, so that libraries building rustls
+/// configs without naming a provider get the same suites and groups as the
+/// rest of the process instead of rustls's stock aws-lc-rs order (which a
+/// dependency's `prefer-post-quantum` feature changes). Idempotent.
 pub fn install_default_provider() {
     // An Err means a default is already installed: ours, from an earlier call.
     let _ = CryptoProvider::install_default((*provider()).clone());
