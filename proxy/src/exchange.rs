@@ -44,6 +44,9 @@ pub struct ConnInfo {
     /// The upstream connection this client connection holds, when its task
     /// drives one (see `upstream::held`); `None` sends through the shared pool.
     pub held: Option<crate::upstream::HeldSlot>,
+    /// `remote` and `original_dst` as text, formatted at the connection's
+    /// first record and reused by the records of its later requests.
+    texts: std::sync::OnceLock<(String, Option<String>)>,
 }
 
 impl ConnInfo {
@@ -60,15 +63,23 @@ impl ConnInfo {
             original_dst: None,
             tunnel: None,
             held: None,
+            texts: std::sync::OnceLock::new(),
         }
     }
 
-    /// A fresh audit record pre-filled from the connection.
+    /// A fresh audit record pre-filled from the connection. The connection's
+    /// addresses must not change once it has made a record.
     pub fn record(&self) -> AuditRecord {
-        let mut rec = AuditRecord::new(self.mode, self.remote.to_string());
+        let (remote, original_dst) = self.texts.get_or_init(|| {
+            (
+                self.remote.to_string(),
+                self.original_dst.map(|a| a.to_string()),
+            )
+        });
+        let mut rec = AuditRecord::new(self.mode, remote.clone());
         rec.sni = self.sni.clone();
         rec.client = self.client.clone();
-        rec.original_dst = self.original_dst.map(|a| a.to_string());
+        rec.original_dst = original_dst.clone();
         rec.tunnel = self.tunnel.clone();
         rec
     }
@@ -183,16 +194,17 @@ fn error_response(status: StatusCode, message: &str) -> Response<Body> {
 }
 
 /// Connection-level headers that never cross the proxy (RFC 9110 §7.6.1), plus
-/// the proxy's own credentials header.
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authorization",
-    "proxy-authenticate",
-    "te",
-    "trailer",
-    "upgrade",
+/// the proxy's own credentials header. Built names, so that removing them does
+/// not parse a string per request.
+static HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHORIZATION,
+    header::PROXY_AUTHENTICATE,
+    header::TE,
+    header::TRAILER,
+    header::UPGRADE,
 ];
 
 /// Removes hop-by-hop headers, including those named by `Connection`. Keeps
@@ -218,8 +230,8 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: bool) {
             v.split(',')
                 .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
         });
-    for name in HOP_BY_HOP {
-        if upgrade && (name == "connection" || name == "upgrade") {
+    for name in HOP_BY_HOP.iter() {
+        if upgrade && (name == header::CONNECTION || name == header::UPGRADE) {
             continue;
         }
         h.remove(name);
@@ -230,11 +242,21 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: bool) {
     h.remove(header::TRANSFER_ENCODING);
 }
 
-/// True when a path contains a `.` or `..` segment (also percent-encoded).
+/// True when a path contains a `.` or `..` segment (also percent-encoded,
+/// `%2e` in either case).
 pub fn has_dot_segment(path: &str) -> bool {
     path.split('/').any(|seg| {
-        let decoded = seg.replace("%2e", ".").replace("%2E", ".");
-        decoded == "." || decoded == ".."
+        let mut rest = seg.as_bytes();
+        let mut dots = 0;
+        while !rest.is_empty() && dots < 3 {
+            rest = match rest {
+                [b'.', tail @ ..] => tail,
+                [b'%', b'2', b'e' | b'E', tail @ ..] => tail,
+                _ => return false,
+            };
+            dots += 1;
+        }
+        rest.is_empty() && (dots == 1 || dots == 2)
     })
 }
 
@@ -303,6 +325,32 @@ fn conflicting_host_header(
         Some((host, port)) if host == dest.0 && port == dest.1 => None,
         _ => Some(text),
     }
+}
+
+/// The absolute URI a request goes upstream with: its path and query as they
+/// came (no copy, no re-parse) under the destination's scheme and authority.
+fn upstream_uri(
+    tls: bool,
+    host: &str,
+    ipv6: bool,
+    port: u16,
+    pq: http::uri::PathAndQuery,
+) -> Result<Uri, http::Error> {
+    let scheme = if tls {
+        http::uri::Scheme::HTTPS
+    } else {
+        http::uri::Scheme::HTTP
+    };
+    let authority = if ipv6 {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    Uri::builder()
+        .scheme(scheme)
+        .authority(authority)
+        .path_and_query(pq)
+        .build()
 }
 
 /// The boxed future of [`handle`]; boxing pins down its `Send` bound for hyper.
@@ -458,18 +506,19 @@ async fn handle_tracked(
     // Rebuild the request with an absolute upstream URI and a boxed body.
     let (mut parts, incoming) = req.into_parts();
     strip_hop_by_hop(&mut parts.headers, upgrade);
+    // The path and query are reused as they are (no copy, no re-parse).
     let pq = parts
         .uri
         .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "/".into());
-    let scheme = if tls { "https" } else { "http" };
-    let host_part = if cx.dest.ip.is_some_and(|ip| ip.is_ipv6()) {
-        format!("[{host}]")
-    } else {
-        host.clone()
-    };
-    parts.uri = match format!("{scheme}://{host_part}:{port}{pq}").parse() {
+        .cloned()
+        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+    parts.uri = match upstream_uri(
+        tls,
+        &host,
+        cx.dest.ip.is_some_and(|ip| ip.is_ipv6()),
+        port,
+        pq,
+    ) {
         Ok(u) => u,
         Err(_) => {
             rec.reject(None, "invalid_uri", 400);
@@ -633,6 +682,15 @@ mod tests {
         assert!(has_dot_segment("/a/%2e%2E/b"));
         assert!(!has_dot_segment("/a/..b/c"));
         assert!(!has_dot_segment("/a%2Fb"));
+        assert!(has_dot_segment("."));
+        assert!(has_dot_segment("/a/%2E"));
+        assert!(has_dot_segment("/a/.%2e/"));
+        assert!(!has_dot_segment("/a/.../b"));
+        assert!(!has_dot_segment("/a/%2e%2e%2e"));
+        assert!(!has_dot_segment("/a/%2/b"));
+        assert!(!has_dot_segment("/a/%2f/b"));
+        assert!(!has_dot_segment("/a//b/"));
+        assert!(!has_dot_segment("/.well-known/x"));
     }
 
     #[test]
@@ -666,6 +724,26 @@ mod tests {
             conflict("http://a.test/x", Some("a.test/evil")),
             Some("a.test/evil".into())
         );
+    }
+
+    #[test]
+    fn upstream_uris() {
+        let uri = |tls, host, v6, port, pq: &str| {
+            upstream_uri(tls, host, v6, port, pq.parse().expect("pq")).map(|u| u.to_string())
+        };
+        assert_eq!(
+            uri(true, "a.test", false, 443, "/x?y=1&z").ok().as_deref(),
+            Some("https://a.test:443/x?y=1&z")
+        );
+        assert_eq!(
+            uri(false, "::1", true, 8080, "/").ok().as_deref(),
+            Some("http://[::1]:8080/")
+        );
+        assert_eq!(
+            uri(false, "10.0.0.1", false, 80, "*").ok().as_deref(),
+            Some("http://10.0.0.1:80*")
+        );
+        assert!(uri(false, "a b", false, 80, "/").is_err());
     }
 
     #[test]

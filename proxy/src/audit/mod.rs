@@ -144,7 +144,7 @@ impl AuditRecord {
         AuditRecord {
             time: now_rfc3339(),
             level: "INFO",
-            request_id: uuid::Uuid::now_v7().to_string(),
+            request_id: request_id(),
             remote_addr,
             mode,
             host: String::new(),
@@ -185,6 +185,15 @@ impl AuditRecord {
         self.error = Some(detail);
         self.status_code = status;
     }
+}
+
+/// A fresh v7 UUID, hyphenated (encoded directly, without the formatter).
+fn request_id() -> String {
+    let mut buf = uuid::Uuid::encode_buffer();
+    uuid::Uuid::now_v7()
+        .hyphenated()
+        .encode_lower(&mut buf)
+        .to_string()
 }
 
 fn now_rfc3339() -> String {

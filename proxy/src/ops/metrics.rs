@@ -17,7 +17,7 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use prometheus_client::metrics::counter::Counter;
@@ -110,6 +110,35 @@ pub struct Metrics {
     transforms: BoundedLabel,
     transform_handles: HandleCache,
     sources: BoundedLabel,
+    /// `requests` and `request_duration` handles by [`Action`] and [`Mode`]
+    /// ([`action_slot`], [`mode_slot`]), taken from the families on first use, so that
+    /// counting a request does not hash labels under the families' lock.
+    request_handles: [[OnceLock<Counter>; MODES]; ACTIONS],
+    duration_handles: [OnceLock<Histogram>; MODES],
+}
+
+/// How many [`Mode`]s and [`Action`]s there are (the handle arrays' sizes).
+const MODES: usize = 5;
+const ACTIONS: usize = 3;
+
+/// A mode's index in the handle arrays (exhaustive: a new mode fails to compile here).
+fn mode_slot(m: Mode) -> usize {
+    match m {
+        Mode::Http => 0,
+        Mode::Https => 1,
+        Mode::Tunnel => 2,
+        Mode::Transparent => 3,
+        Mode::SniOnly => 4,
+    }
+}
+
+/// An action's index in the handle arrays.
+fn action_slot(a: Action) -> usize {
+    match a {
+        Action::Allow => 0,
+        Action::Reject => 1,
+        Action::Error => 2,
+    }
 }
 
 impl fmt::Debug for Metrics {
@@ -144,6 +173,8 @@ impl Metrics {
             transforms: BoundedLabel::default(),
             transform_handles: HandleCache::default(),
             sources: BoundedLabel::default(),
+            request_handles: Default::default(),
+            duration_handles: Default::default(),
         };
         let build_info = Family::<VersionLabel, Gauge>::default();
         build_info
@@ -256,14 +287,22 @@ impl Metrics {
     /// Counts one finished audit record (what [`MetricsObserver`] does).
     pub fn record_request(&self, r: &AuditRecord) {
         let mode = mode_label(r.mode);
-        self.requests
-            .get_or_create(&RequestLabels {
-                action: action_label(r.action),
-                mode,
+        self.request_handles[action_slot(r.action)][mode_slot(r.mode)]
+            .get_or_init(|| {
+                self.requests
+                    .get_or_create(&RequestLabels {
+                        action: action_label(r.action),
+                        mode,
+                    })
+                    .clone()
             })
             .inc();
-        self.request_duration
-            .get_or_create(&ModeLabel { mode })
+        self.duration_handles[mode_slot(r.mode)]
+            .get_or_init(|| {
+                self.request_duration
+                    .get_or_create(&ModeLabel { mode })
+                    .clone()
+            })
             .observe(r.duration_ms as f64 / 1000.0);
         if r.action == Action::Error {
             let reason = self.reasons.admit(r.reason.as_deref().unwrap_or("unknown"));
