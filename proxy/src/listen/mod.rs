@@ -30,7 +30,7 @@ pub const FIRST_REQUEST_TIMEOUT: Duration = sniffed::SNIFF_TIMEOUT;
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The HTTP/2 connection preface; its prefix decides between HTTP/1 and HTTP/2.
-const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+pub(crate) const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// Reads until the bytes decide HTTP/1 versus HTTP/2 (a byte that differs
 /// from the HTTP/2 preface, or the whole preface), within `timeout`. Returns

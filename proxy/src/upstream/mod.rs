@@ -9,6 +9,8 @@ pub mod deny;
 pub mod dial;
 pub mod held;
 pub mod resolve;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +21,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
 use crate::body::Body;
+use crate::listen::{H2_PING_INTERVAL, H2_PING_TIMEOUT};
 pub use deny::DenyList;
 pub use dial::{DialError, Dialer};
 pub use held::HeldSlot;
@@ -72,9 +75,18 @@ pub struct Upstream {
     idle: Arc<IdlePool>,
 }
 
-fn client(dialer: Dialer) -> Client<Dialer, Body> {
+/// A pooled client over `dialer`. HTTP/2 connections are PINGed every
+/// `ping_every`, idle ones too, and closed when a PING goes unanswered for
+/// `ping_timeout`: an upstream that vanished (a dropped NAT entry, a dead
+/// host) then fails the streams it holds, a streamed response body included,
+/// instead of leaving them open forever.
+fn client(dialer: Dialer, ping_every: Duration, ping_timeout: Duration) -> Client<Dialer, Body> {
     Client::builder(TokioExecutor::new())
         .http1_preserve_header_case(true)
+        .timer(hyper_util::rt::TokioTimer::new())
+        .http2_keep_alive_interval(ping_every)
+        .http2_keep_alive_timeout(ping_timeout)
+        .http2_keep_alive_while_idle(true)
         .pool_idle_timeout(Duration::from_secs(90))
         // Without a timer, expired idle connections are only noticed on checkout.
         .pool_timer(hyper_util::rt::TokioTimer::new())
@@ -86,11 +98,17 @@ impl Upstream {
     /// A client over `dialer`.
     /// Inside a tokio runtime, also starts the idle pool's sweeper there.
     pub fn new(dialer: Dialer) -> Self {
+        Self::with_h2_pings(dialer, H2_PING_INTERVAL, H2_PING_TIMEOUT)
+    }
+
+    /// A client whose HTTP/2 connections are PINGed every `every` and
+    /// dropped after `timeout` without an answer.
+    pub(crate) fn with_h2_pings(dialer: Dialer, every: Duration, timeout: Duration) -> Self {
         let idle = Arc::default();
         IdlePool::start_sweeper(&idle, held::SWEEP_EVERY);
         Upstream {
-            client: client(dialer.clone()),
-            client_h1: client(dialer.http1_only()),
+            client: client(dialer.clone(), every, timeout),
+            client_h1: client(dialer.http1_only(), every, timeout),
             dialer_h1: dialer.http1_only(),
             dialer,
             idle,

@@ -1,0 +1,142 @@
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::BodyExt as _;
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpListener;
+
+use super::*;
+use crate::listen::H2_PREFACE;
+
+const SETTINGS: u8 = 0x4;
+const HEADERS: u8 = 0x1;
+const PING: u8 = 0x6;
+const ACK: u8 = 0x1;
+const END_HEADERS: u8 = 0x4;
+
+/// Reads one HTTP/2 frame: (type, flags, stream, payload); None at end of stream.
+async fn read_frame<R: AsyncRead + Unpin>(io: &mut R) -> Option<(u8, u8, u32, Vec<u8>)> {
+    let mut head = [0u8; 9];
+    io.read_exact(&mut head).await.ok()?;
+    let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+    let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+    let mut payload = vec![0u8; len];
+    io.read_exact(&mut payload).await.ok()?;
+    Some((head[3], head[4], stream, payload))
+}
+
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = (payload.len() as u32).to_be_bytes();
+    let mut f = vec![len[1], len[2], len[3], kind, flags];
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// An HTTPS upstream on 127.0.0.1 that speaks HTTP/2 (ALPN h2) by hand:
+/// it answers the first request with a 200 head and then goes silent, as a
+/// host that vanished mid-response would, never answering a PING. Returns
+/// its port, the CA to trust, the PINGs it saw, and a channel that fires when
+/// the proxy closes the connection.
+async fn vanishing_h2_upstream() -> (
+    u16,
+    rustls::RootCertStore,
+    Arc<AtomicUsize>,
+    tokio::sync::oneshot::Receiver<()>,
+) {
+    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).expect("cert");
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.cert.der().clone()).expect("root");
+    let key = rustls_pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
+    let mut tls = rustls::ServerConfig::builder_with_provider(crate::tls::provider())
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.cert.der().clone()], key)
+        .expect("server config");
+    tls.alpn_protocols = vec![b"h2".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let pings = Arc::new(AtomicUsize::new(0));
+    let seen = pings.clone();
+    let (closed_tx, closed) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.expect("accept");
+        let mut io = acceptor.accept(tcp).await.expect("TLS");
+        let mut preface = [0u8; 24];
+        io.read_exact(&mut preface).await.expect("preface");
+        assert_eq!(&preface[..], H2_PREFACE);
+        io.write_all(&frame(SETTINGS, 0, 0, &[]))
+            .await
+            .expect("settings");
+        while let Some((kind, flags, stream, _)) = read_frame(&mut io).await {
+            match kind {
+                SETTINGS if flags & ACK == 0 => {
+                    io.write_all(&frame(SETTINGS, ACK, 0, &[]))
+                        .await
+                        .expect("ack");
+                }
+                // `:status: 200` is entry 8 of HPACK's static table. No
+                // END_STREAM: the body is still to come, and never does.
+                HEADERS => {
+                    io.write_all(&frame(HEADERS, END_HEADERS, stream, &[0x88]))
+                        .await
+                        .expect("headers");
+                }
+                PING if flags & ACK == 0 => {
+                    seen.fetch_add(1, Ordering::SeqCst);
+                }
+                _ => {}
+            }
+        }
+        let _ = closed_tx.send(());
+    });
+    (port, roots, pings, closed)
+}
+
+fn upstream_trusting(roots: rustls::RootCertStore, every: Duration, timeout: Duration) -> Upstream {
+    let mut tls = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let deny = Arc::new(arc_swap::ArcSwap::from_pointee(DenyList::new(Vec::new())));
+    let dialer = Dialer::new(Resolver::new(None).expect("resolver"), deny, Arc::new(tls));
+    Upstream::with_h2_pings(dialer, every, timeout)
+}
+
+#[tokio::test]
+async fn an_http2_upstream_that_goes_silent_is_pinged_and_its_stream_fails() {
+    let (port, roots, pings, closed) = vanishing_h2_upstream().await;
+    let up = upstream_trusting(
+        roots,
+        Duration::from_millis(100),
+        Duration::from_millis(200),
+    );
+    let mut req = http::Request::get(format!("https://127.0.0.1:{port}/stream"))
+        .body(crate::body::empty())
+        .expect("request");
+    *req.version_mut() = http::Version::HTTP_2;
+    let rsp = up
+        .send(req, Duration::from_secs(5), None)
+        .await
+        .expect("the response head");
+    assert_eq!(rsp.status(), http::StatusCode::OK);
+    assert_eq!(rsp.version(), http::Version::HTTP_2, "ALPN chose h2");
+    // Without PINGs this body never ends: the upstream is silent but open.
+    let body = tokio::time::timeout(Duration::from_secs(10), rsp.into_body().collect())
+        .await
+        .expect("the stream failed within 10 s instead of hanging");
+    assert!(body.is_err(), "the silent stream ended cleanly");
+    assert!(
+        pings.load(Ordering::SeqCst) >= 1,
+        "no PING reached the upstream"
+    );
+    tokio::time::timeout(Duration::from_secs(10), closed)
+        .await
+        .expect("the proxy closed the upstream connection")
+        .expect("the upstream task ended");
+}
