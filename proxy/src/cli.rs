@@ -79,6 +79,14 @@ pub enum InterceptAction {
     Status,
     /// Remove pins and links: the only way interception ends.
     Detach,
+    /// Internal: load, attach and pin the eBPF programs with settings read as
+    /// JSON from stdin, then exit (`run` does this in a child process).
+    #[command(hide = true)]
+    Load {
+        /// The log level (the proxy passes its own).
+        #[arg(long, default_value = "info")]
+        log_level: String,
+    },
 }
 
 /// Rewrites Go-style `-flag` into `--flag` (single-letter flags such as `-v` are left alone).

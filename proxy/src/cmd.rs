@@ -9,7 +9,8 @@ use crate::audit::AuditSink;
 use crate::cli::Alg;
 use crate::config;
 
-fn init_tracing(level: &str) {
+/// Logs to stderr at `level` (`IRON_LOG_FILTER` overrides).
+pub fn init_tracing(level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("IRON_LOG_FILTER")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("iron_proxy={level},warn")));
     let _ = tracing_subscriber::fmt()

@@ -82,6 +82,12 @@ fn main() -> ExitCode {
         }) => iron_proxy::cmd::generate_ca(outdir, name, expiry_hours, alg),
         Some(Command::Init(ref args)) => iron_proxy::cmd::init(args),
         Some(Command::Summary(ref args)) => iron_proxy::cmd::summary(args),
+        Some(Command::Intercept {
+            action: InterceptAction::Load { ref log_level },
+        }) => {
+            iron_proxy::cmd::init_tracing(log_level);
+            iron_proxy::intercept::loader_main()
+        }
         Some(Command::Intercept { ref action }) => match need_config(&cli) {
             Ok(path) => {
                 iron_proxy::cmd::intercept(&path, matches!(action, InterceptAction::Detach))

@@ -353,3 +353,30 @@ fn a_killed_proxy_fails_closed_a_restart_takes_over_and_detach_goes_direct() {
         "after detach the proxy is not involved"
     );
 }
+
+#[test]
+fn a_load_that_fails_in_the_loader_child_stops_the_proxy_with_its_reason() {
+    require_root!();
+    let net = FakeInternet::new();
+    let cg = TestCgroup::new();
+    let pins = PinGuard::new();
+    // The programs are loaded by a child process (`intercept load`); its error must reach
+    // the proxy's own exit message. A pin directory off bpffs is refused there.
+    let not_bpffs = tempfile::tempdir().expect("tempdir");
+    let mut config = base_config(&net, &cg, &pins);
+    config["intercept"]["pin_path"] = json!(not_bpffs.path().join("pins"));
+    let (status, logs) = Proxy::with(config)
+        .resolver(&net)
+        .run_to_exit(std::time::Duration::from_secs(20));
+    let text = logs.join("\n");
+    assert_eq!(status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("loading the eBPF programs failed")
+            && text.contains("is not on a BPF filesystem"),
+        "{text}"
+    );
+    assert!(
+        !not_bpffs.path().join("pins").exists(),
+        "nothing was created off bpffs"
+    );
+}

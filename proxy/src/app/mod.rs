@@ -347,7 +347,7 @@ impl App {
                 kernel_deny = Some(reload::KernelDeny::Nft(Box::new(settings.clone())));
                 intercept::start_nftables(&settings, &metrics)?
             } else {
-                let attached = Interceptor::attach(&settings)
+                let attached = Interceptor::attach_in_child(&settings)
                     .map_err(|e| AppError::Intercept(e.to_string()))?;
                 let pin = settings.pin_path.clone();
                 intercept::register_events(&metrics, true, move || {

@@ -12,6 +12,7 @@
 
 mod cgroup;
 mod links;
+mod loader;
 mod maps;
 pub mod nft;
 mod origin;
@@ -31,6 +32,7 @@ pub use cgroup::{
     cgroup2_mount, cgroup_id, cgroup_path, current_cgroup, resolve_cgroup, CgroupError,
 };
 pub use links::LinksError;
+pub use loader::{child_main as loader_main, LoaderError};
 pub use maps::{addr16, Counters, MapsError};
 pub use origin::{Origin, OriginError, OriginalDst};
 pub use settings::{resolve_user, DenyCidr, InterceptSettings, ProxyIdentity, SettingsError};
@@ -78,6 +80,12 @@ pub enum InterceptError {
     /// Writing or reading the maps failed.
     #[error(transparent)]
     Maps(#[from] MapsError),
+    /// The loader child process failed.
+    #[error(transparent)]
+    Loader(#[from] LoaderError),
+    /// [`Interceptor::adopt`] found no pinned links to take over.
+    #[error("nothing is attached under {0}: the loader pinned no links")]
+    NotAttached(PathBuf),
     /// Opening the origin lookup failed.
     #[error(transparent)]
     Origin(#[from] OriginError),
@@ -98,8 +106,9 @@ pub struct Interceptor {
     original_dst: OriginalDst,
     /// Links this run created, kept open for the process's lifetime.
     _links: Vec<OwnedFd>,
-    /// Keeps the programs' fds open until drop (the links hold them after).
-    _loaded: links::Loaded,
+    /// Keeps the programs' fds open until drop (the links hold them after);
+    /// `None` when another process loaded them ([`Interceptor::adopt`]).
+    _loaded: Option<links::Loaded>,
 }
 
 impl std::fmt::Debug for Interceptor {
@@ -179,7 +188,26 @@ impl Interceptor {
             pin_path: pin.clone(),
             original_dst: OriginalDst::open(pin)?,
             _links: created,
-            _loaded: loaded,
+            _loaded: Some(loaded),
+        })
+    }
+
+    /// Takes over interception another process attached and pinned under
+    /// `pin_path` (the loader child, see [`Interceptor::attach_in_child`]):
+    /// opens the pinned maps. The pinned links keep the programs attached.
+    pub fn adopt(pin_path: &Path) -> Result<Self, InterceptError> {
+        let links = links_dir(pin_path);
+        if read_dir_sorted(&links)
+            .map(|l| l.is_empty())
+            .unwrap_or(true)
+        {
+            return Err(InterceptError::NotAttached(pin_path.to_owned()));
+        }
+        Ok(Self {
+            pin_path: pin_path.to_owned(),
+            original_dst: OriginalDst::open(pin_path)?,
+            _links: Vec::new(),
+            _loaded: None,
         })
     }
 

@@ -25,7 +25,8 @@ pub enum SettingsError {
 }
 
 /// Interception settings for [`Interceptor::attach`](super::Interceptor::attach).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Serializable, for the loader child ([`Interceptor::attach_in_child`](super::Interceptor::attach_in_child)).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct InterceptSettings {
     /// Absolute cgroup v2 directories whose processes (and descendants') are
     /// intercepted. Only cgroups the operator dedicates to workloads: the
@@ -64,7 +65,7 @@ pub struct InterceptSettings {
 }
 
 /// A destination range the kernel refuses, and for whom.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DenyCidr {
     /// The range; IPv4 ranges also match v4-mapped IPv6 addresses.
     pub net: IpNet,
@@ -98,7 +99,7 @@ impl DenyCidr {
 
 /// How the programs tell the proxy's own sockets from a workload's. A socket
 /// is the proxy's when any given field matches the calling task.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ProxyIdentity {
     /// Process id as the kernel's initial pid namespace sees it.
     pub tgid: Option<u32>,

@@ -1,0 +1,232 @@
+//! Loading the eBPF programs in a short-lived child process.
+//!
+//! aya 0.14 parses the kernel's BTF (`/sys/kernel/btf/vmlinux`, several MB of
+//! type data, tens of MB once parsed) every time it loads an object. Done in
+//! the proxy itself, that parse sets the process's peak RSS for good, and the
+//! allocator keeps part of it. The proxy therefore runs itself
+//! (`/proc/self/exe intercept load --log-level L`, hidden from `--help`) with the settings
+//! as JSON on stdin: the child loads, attaches and pins everything, exactly as
+//! [`Interceptor::attach`] does in process, and exits. The proxy then takes
+//! the pinned maps over ([`Interceptor::adopt`]); the pinned links keep the
+//! programs attached without any process holding them.
+//!
+//! The child's logs go to the proxy's stderr. Its outcome comes back on
+//! stdout: nothing on success, the error (with its causes) on failure.
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::{Command, ExitCode, Stdio};
+
+use super::{InterceptError, InterceptSettings, Interceptor};
+
+/// The program the proxy runs as its loader: itself, even when the binary on
+/// disk was replaced since it started (an upgrade in progress).
+const SELF_EXE: &str = "/proc/self/exe";
+
+/// Errors of running the loader child.
+#[derive(Debug, thiserror::Error)]
+pub enum LoaderError {
+    /// The settings did not serialize (not expected: plain data).
+    #[error("encoding the interception settings for the loader: {0}")]
+    Encode(#[source] serde_json::Error),
+    /// The child could not be started or talked to.
+    #[error("running the eBPF loader ({exe} intercept load)")]
+    Spawn {
+        /// The program run.
+        exe: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The child reported a failure, or died.
+    #[error("loading the eBPF programs failed ({status}): {message}")]
+    Failed {
+        /// The child's exit status.
+        status: std::process::ExitStatus,
+        /// What the child reported.
+        message: String,
+    },
+}
+
+impl Interceptor {
+    /// [`Interceptor::attach`] in a child process (see the module docs), then
+    /// [`Interceptor::adopt`] of what it pinned.
+    pub fn attach_in_child(settings: &InterceptSettings) -> Result<Self, InterceptError> {
+        attach_with(Path::new(SELF_EXE), settings)
+    }
+}
+
+/// Runs `exe intercept load` with `settings` and adopts the result.
+pub(crate) fn attach_with(
+    exe: &Path,
+    settings: &InterceptSettings,
+) -> Result<Interceptor, InterceptError> {
+    let json = serde_json::to_vec(settings).map_err(LoaderError::Encode)?;
+    let spawn_err = |source| LoaderError::Spawn {
+        exe: exe.display().to_string(),
+        source,
+    };
+    // The child logs at the proxy's level.
+    let level = tracing::level_filters::LevelFilter::current().to_string();
+    let mut child = Command::new(exe)
+        .args(["intercept", "load", "--log-level", &level])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(spawn_err)?;
+    // Writing may fail only when the child exited early; its status says why.
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(&json);
+    }
+    let out = child.wait_with_output().map_err(spawn_err)?;
+    if !out.status.success() {
+        let reported = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let message = if reported.is_empty() {
+            "the loader reported nothing (see the log above)".to_string()
+        } else {
+            reported
+        };
+        return Err(LoaderError::Failed {
+            status: out.status,
+            message,
+        }
+        .into());
+    }
+    Interceptor::adopt(&settings.pin_path)
+}
+
+/// The child's side: settings from stdin, [`Interceptor::attach`], outcome on
+/// stdout. Exit code 0 on success, 1 on failure, 2 for unreadable settings.
+pub fn child_main() -> ExitCode {
+    let mut input = Vec::new();
+    let settings: InterceptSettings = match std::io::stdin()
+        .read_to_end(&mut input)
+        .map_err(|e| e.to_string())
+        .and_then(|_| serde_json::from_slice(&input).map_err(|e| e.to_string()))
+    {
+        Ok(s) => s,
+        Err(e) => {
+            println!("reading the interception settings from stdin: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match Interceptor::attach(&settings) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            println!("{}", error_chain(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// An error and its causes, `: `-separated.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let part = s.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = s.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::intercept::{DenyCidr, ProxyIdentity};
+    use std::net::{SocketAddrV4, SocketAddrV6};
+
+    fn settings() -> InterceptSettings {
+        InterceptSettings {
+            cgroups: vec!["/sys/fs/cgroup/workloads".into()],
+            uids: vec![1000, 1001],
+            listen_v4: "127.0.0.1:15001".parse::<SocketAddrV4>().expect("v4"),
+            listen_v6: Some("[::1]:15001".parse::<SocketAddrV6>().expect("v6")),
+            dns_v4: Some("127.0.0.1:53".parse().expect("dns")),
+            dns_v6: None,
+            deny: vec![
+                DenyCidr::all("169.254.0.0/16".parse().expect("net")),
+                DenyCidr::workload("fd00::/8".parse().expect("net")),
+            ],
+            proxy: ProxyIdentity {
+                tgid: Some(42),
+                cgroup_id: None,
+                uid: Some(999),
+            },
+            getsockopt_cgroups: Vec::new(),
+            pin_path: "/sys/fs/bpf/iron-proxy".into(),
+        }
+    }
+
+    #[test]
+    fn settings_reach_the_child_unchanged() {
+        let json = serde_json::to_vec(&settings()).expect("encode");
+        let back: InterceptSettings = serde_json::from_slice(&json).expect("decode");
+        assert_eq!(back, settings());
+    }
+
+    #[test]
+    fn a_loader_that_fails_is_reported_with_what_it_printed() {
+        // `sh -c` stands in for the proxy: it ignores its arguments, reads
+        // the settings and fails the way the child does.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fake = dir.path().join("fake-loader");
+        std::fs::write(
+            &fake,
+            "#!/bin/sh\ncat >/dev/null\necho 'kernel 4.19 is too old'\nexit 1\n",
+        )
+        .expect("write");
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        // Another test thread forking while the script was open for writing
+        // makes exec fail with ETXTBSY for a moment.
+        let mut tries = 0;
+        let err = loop {
+            let err = attach_with(&fake, &settings()).expect_err("the loader failed");
+            let busy = matches!(
+                &err,
+                InterceptError::Loader(LoaderError::Spawn { source, .. })
+                    if source.raw_os_error() == Some(libc::ETXTBSY)
+            );
+            tries += 1;
+            if !busy || tries == 50 {
+                break err;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        let text = err.to_string();
+        assert!(
+            text.contains("loading the eBPF programs failed")
+                && text.contains("kernel 4.19 is too old"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_loader_that_cannot_start_is_named() {
+        let err = attach_with(Path::new("/nonexistent/iron-proxy"), &settings())
+            .expect_err("no such program");
+        let text = error_chain(&err);
+        assert!(
+            text.contains("/nonexistent/iron-proxy intercept load"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn error_chains_are_joined_once() {
+        let e = LoaderError::Spawn {
+            exe: "x".into(),
+            source: std::io::Error::other("boom"),
+        };
+        assert_eq!(
+            error_chain(&e),
+            "running the eBPF loader (x intercept load): boom"
+        );
+    }
+}
