@@ -66,6 +66,7 @@ pub(crate) fn attach_with(
         exe: exe.display().to_string(),
         source,
     };
+    let started = std::time::Instant::now();
     // The child logs at the proxy's level.
     let level = tracing::level_filters::LevelFilter::current().to_string();
     let mut child = Command::new(exe)
@@ -93,6 +94,11 @@ pub(crate) fn attach_with(
         }
         .into());
     }
+    tracing::info!(
+        pin = %settings.pin_path.display(),
+        took_ms = started.elapsed().as_millis() as u64,
+        "eBPF programs loaded, attached and pinned by the loader child"
+    );
     Interceptor::adopt(&settings.pin_path)
 }
 
