@@ -83,7 +83,9 @@ fn every_subcommand_and_flag_is_documented() {
         .map(|c| (c.get_name().to_string(), c))
         .collect();
     while let Some((name, cmd)) = stack.pop() {
-        if cmd.get_name() == "help" {
+        // Hidden commands are internal (`intercept load`, which the proxy runs as
+        // its eBPF loader child), not part of the user's interface.
+        if cmd.get_name() == "help" || cmd.is_hide_set() {
             continue;
         }
         let Some(top) = name.split(' ').next() else {
