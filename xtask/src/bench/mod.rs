@@ -28,6 +28,25 @@ pub use remote::{child_main as client_main, ClientArgs};
 
 use std::path::PathBuf;
 
+/// The deny list iron-proxy runs with in the bench, in the proxy and, with
+/// interception, in the kernel: the spec's defaults without loopback (the
+/// bench's upstream is on loopback) plus the private ranges a hardened
+/// deployment adds, so every check walks a populated list.
+pub(crate) const BENCH_DENY: [&str; 6] = [
+    "169.254.169.254/32",
+    "fd00:ec2::254/128",
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "fc00::/7",
+];
+
+/// [`BENCH_DENY`] as a YAML flow sequence.
+pub(crate) fn bench_deny_yaml() -> String {
+    let quoted: Vec<String> = BENCH_DENY.iter().map(|c| format!("\"{c}\"")).collect();
+    format!("[{}]", quoted.join(", "))
+}
+
 use anyhow::{bail, Context, Result};
 
 /// Options of `cargo xtask bench`.

@@ -219,7 +219,7 @@ proxy:
   http_listen: "127.0.0.1:{http}"
   https_listen: "127.0.0.1:{https}"
   tunnel_listen: "127.0.0.1:{tunnel}"
-  upstream_deny_cidrs: []
+  upstream_deny_cidrs: {deny}
 tls:
   mode: mitm
   ca_cert: "{ca_cert}"
@@ -234,6 +234,7 @@ log:
   level: warn
 {intercept_block}"#,
         resolver = env.dns,
+        deny = super::bench_deny_yaml(),
         ca_cert = env.certs.mitm_ca_cert.display(),
         ca_key = env.certs.mitm_ca_key.display(),
     );

@@ -25,7 +25,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use iron_proxy::intercept::{InterceptSettings, Interceptor, OriginalDst, ProxyIdentity};
+use iron_proxy::intercept::{DenyCidr, InterceptSettings, Interceptor, OriginalDst, ProxyIdentity};
 use serde::{Deserialize, Serialize};
 
 use super::remote::spawn_json;
@@ -264,7 +264,11 @@ pub fn bench(secs: f64, repeats: usize) -> Result<ConnectResult> {
         listen_v6: None,
         dns_v4: None,
         dns_v6: None,
-        deny: Vec::new(),
+        // Parsed once more by the bench's unit test, which checks every entry.
+        deny: super::BENCH_DENY
+            .iter()
+            .filter_map(|c| c.parse().ok().map(DenyCidr::all))
+            .collect(),
         proxy: ProxyIdentity::current_process(),
         getsockopt_cgroups: Vec::new(),
         pin_path: pins.path().to_path_buf(),

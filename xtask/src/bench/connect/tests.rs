@@ -44,3 +44,19 @@ fn overhead_is_relative_to_direct() {
     r.setups[1].skipped = Some("no".into());
     assert_eq!(r.overhead_pct("ebpf", |s| s.p50_ns), None);
 }
+
+#[test]
+fn the_bench_deny_list_parses_and_spares_loopback() {
+    let nets: Vec<ipnet::IpNet> = crate::bench::BENCH_DENY
+        .iter()
+        .map(|c| c.parse().expect("a valid CIDR"))
+        .collect();
+    assert_eq!(nets.len(), crate::bench::BENCH_DENY.len());
+    for lo in ["127.0.0.1", "::1"] {
+        let ip: std::net::IpAddr = lo.parse().expect("ip");
+        assert!(!nets.iter().any(|n| n.contains(&ip)), "{lo} is denied");
+    }
+    let yaml: Vec<String> =
+        serde_yaml_ng::from_str(&crate::bench::bench_deny_yaml()).expect("YAML");
+    assert_eq!(yaml, crate::bench::BENCH_DENY);
+}
