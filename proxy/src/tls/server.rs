@@ -1,8 +1,9 @@
 //! rustls configurations: the MITM server side facing workloads, and the
 //! client side facing real upstreams.
 //!
-//! Both use the ring provider explicitly rather than a process default, so a
-//! dependency that enables another provider cannot change what we negotiate.
+//! Both use the aws-lc-rs provider explicitly (`super::provider`) rather than
+//! a process default, so a dependency that enables another provider cannot
+//! change what we negotiate.
 
 use std::sync::Arc;
 
@@ -33,13 +34,29 @@ fn first_error(errors: &[String]) -> String {
 pub fn server_config(resolver: Arc<dyn ResolvesServerCert>, alpn: &[&[u8]]) -> Arc<ServerConfig> {
     let mut config = ServerConfig::builder_with_provider(super::provider())
         .with_safe_default_protocol_versions()
-        // The ring provider supports TLS 1.2 and 1.3 with its default suites.
+        // The aws-lc-rs provider supports TLS 1.2 and 1.3 with its default suites.
         .expect("the aws-lc-rs provider supports the default protocol versions")
         .with_no_client_auth()
         .with_cert_resolver(resolver);
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     // Our suite order (AES-128-GCM first, see `provider`), not the client's.
     config.ignore_client_order = true;
+    // Session resumption that holds up under load: stateless tickets, sealed
+    // with AEAD keys that rustls keeps in memory only and rotates every 6 h,
+    // so a workload reconnecting to a host (Node's https agent, curl, a
+    // browser) skips the certificate and its signature however many other
+    // clients came in between. The default, a 256-entry session cache fed two
+    // entries per handshake, forgets a session after ~128 other handshakes.
+    // One ticket per handshake: clients resume the latest one.
+    match rustls::crypto::aws_lc_rs::Ticketer::new() {
+        Ok(ticketer) => {
+            config.ticketer = ticketer;
+            config.send_tls13_tickets = 1;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "no TLS session tickets; resumption falls back to a session cache")
+        }
+    }
     Arc::new(config)
 }
 

@@ -138,3 +138,46 @@ fn sequential_client_connections_share_one_warm_upstream_connection() {
          the previous one returned to the pool; source ports: {ports:?}"
     );
 }
+
+#[test]
+fn python_ssl_resumes_its_tls_session_with_the_proxy() {
+    require_root!();
+    let (_net, up, px) = mitm_with("httpbin.test");
+    // The stdlib's ssl module (OpenSSL), straight at https_listen: a second
+    // connection offering the first one's session ticket is resumed.
+    let script = r#"
+import json, socket, ssl, sys
+host, port, ca = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+ctx = ssl.create_default_context(cafile=ca)
+def get(path, session=None):
+    with socket.create_connection((host, port), timeout=20) as raw:
+        with ctx.wrap_socket(raw, server_hostname="httpbin.test", session=session) as s:
+            s.sendall(f"GET {path} HTTP/1.1\r\nHost: httpbin.test\r\nConnection: close\r\n\r\n".encode())
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+            return s.session, s.session_reused, data.split(b"\r\n", 1)[0].decode()
+first, reused1, status1 = get("/anything/full")
+_, reused2, status2 = get("/anything/resumed", first)
+print(json.dumps({"reused": [reused1, reused2], "status": [status1, status2]}))
+"#;
+    let addr = px.https_addr();
+    let out = python(
+        script,
+        [
+            addr.ip().to_string(),
+            addr.port().to_string(),
+            px.ca().to_string(),
+        ],
+    );
+    let v = out.assert_ok().json();
+    assert_eq!(v["reused"], serde_json::json!([false, true]), "{out}");
+    assert_eq!(
+        v["status"],
+        serde_json::json!(["HTTP/1.1 200 OK", "HTTP/1.1 200 OK"]),
+        "{out}"
+    );
+    up.wait_for_request(|q| q.path() == "/anything/resumed");
+    let rec = px.wait_for_audit(|a| a.path() == Some("/anything/resumed"));
+    assert!(rec.is_allowed(), "{rec}");
+}

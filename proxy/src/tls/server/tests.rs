@@ -350,3 +350,35 @@ async fn mitm_server_follows_the_client_group_order() {
         rustls::NamedGroup::secp256r1
     );
 }
+
+/// Connects to `addr` as `name` with `tls`, reads the server's whole reply
+/// (which also takes in its session ticket) and says whether the handshake
+/// was a resumption.
+async fn resumed(tls: &TlsConnector, addr: SocketAddr, name: &str) -> bool {
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let name = ServerName::try_from(name.to_string()).expect("name");
+    let mut conn = tls.connect(name, tcp).await.expect("handshake");
+    let mut reply = Vec::new();
+    let _ = conn.read_to_end(&mut reply).await;
+    conn.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed)
+}
+
+#[tokio::test]
+async fn a_client_resumes_its_session_even_after_hundreds_of_other_handshakes() {
+    let cache = Arc::new(LeafCache::new(minter().0, 100));
+    let ca = cache.minter().ca().cert_der().clone();
+    let addr = start_server(cache).await;
+    let client = connector(&ca, ALPN_H2_HTTP11);
+    assert!(!resumed(&client, addr, "api.test").await, "first is full");
+    assert!(resumed(&client, addr, "api.test").await, "second resumes");
+    // Other clients (fresh configs: nothing to resume) fill any bounded
+    // server-side session store many times over.
+    for _ in 0..300 {
+        let other = connector(&ca, ALPN_H2_HTTP11);
+        assert!(!resumed(&other, addr, "other.test").await);
+    }
+    assert!(
+        resumed(&client, addr, "api.test").await,
+        "the ticket outlived 300 other handshakes"
+    );
+}
