@@ -178,8 +178,8 @@ mod tests {
 
     #[test]
     fn a_loader_that_fails_is_reported_with_what_it_printed() {
-        // `sh -c` stands in for the proxy: it ignores its arguments, reads
-        // the settings and fails the way the child does.
+        // A shell script stands in for the proxy: it ignores its arguments,
+        // reads the settings and fails the way the child does.
         let dir = tempfile::tempdir().expect("tempdir");
         let fake = dir.path().join("fake-loader");
         std::fs::write(
