@@ -12,6 +12,8 @@ pub mod cmd;
 pub mod config;
 pub mod dns;
 pub mod exchange;
+#[cfg(test)]
+mod h2_frames;
 pub mod init;
 pub mod intercept;
 pub mod listen;

@@ -119,19 +119,9 @@ mod tests {
     use super::*;
     use tokio::io::AsyncWriteExt;
 
-    /// Reads one HTTP/2 frame: (type, flags, payload); None at end of stream.
-    async fn read_frame(io: &mut tokio::net::TcpStream) -> Option<(u8, u8, Vec<u8>)> {
-        let mut head = [0u8; 9];
-        io.read_exact(&mut head).await.ok()?;
-        let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
-        let mut payload = vec![0u8; len];
-        io.read_exact(&mut payload).await.ok()?;
-        Some((head[3], head[4], payload))
-    }
-
     #[tokio::test]
     async fn a_silent_http2_client_is_pinged_and_then_dropped() {
-        const PING: u8 = 0x6;
+        use crate::h2_frames::{read_frame, Frame, ACK, PING};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -156,7 +146,9 @@ mod tests {
         let pinged = tokio::time::timeout_at(deadline, async {
             loop {
                 match read_frame(&mut client).await {
-                    Some((PING, flags, _)) if flags & 0x1 == 0 => return true,
+                    Some(Frame {
+                        kind: PING, flags, ..
+                    }) if flags & ACK == 0 => return true,
                     Some(_) => continue,
                     None => return false,
                 }

@@ -3,36 +3,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http_body_util::BodyExt as _;
-use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpListener;
 
 use super::*;
+use crate::h2_frames::*;
 use crate::listen::H2_PREFACE;
-
-const SETTINGS: u8 = 0x4;
-const HEADERS: u8 = 0x1;
-const PING: u8 = 0x6;
-const ACK: u8 = 0x1;
-const END_HEADERS: u8 = 0x4;
-
-/// Reads one HTTP/2 frame: (type, flags, stream, payload); None at end of stream.
-async fn read_frame<R: AsyncRead + Unpin>(io: &mut R) -> Option<(u8, u8, u32, Vec<u8>)> {
-    let mut head = [0u8; 9];
-    io.read_exact(&mut head).await.ok()?;
-    let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
-    let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
-    let mut payload = vec![0u8; len];
-    io.read_exact(&mut payload).await.ok()?;
-    Some((head[3], head[4], stream, payload))
-}
-
-fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-    let len = (payload.len() as u32).to_be_bytes();
-    let mut f = vec![len[1], len[2], len[3], kind, flags];
-    f.extend_from_slice(&stream.to_be_bytes());
-    f.extend_from_slice(payload);
-    f
-}
 
 /// An HTTPS upstream on 127.0.0.1 that speaks HTTP/2 (ALPN h2) by hand:
 /// it answers the first request with a 200 head and then goes silent, as a
@@ -71,7 +47,12 @@ async fn vanishing_h2_upstream() -> (
         io.write_all(&frame(SETTINGS, 0, 0, &[]))
             .await
             .expect("settings");
-        while let Some((kind, flags, stream, _)) = read_frame(&mut io).await {
+        while let Some(Frame {
+            kind,
+            flags,
+            stream,
+        }) = read_frame(&mut io).await
+        {
             match kind {
                 SETTINGS if flags & ACK == 0 => {
                     io.write_all(&frame(SETTINGS, ACK, 0, &[]))

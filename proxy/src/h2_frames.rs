@@ -1,0 +1,42 @@
+//! Raw HTTP/2 frames for tests that play a misbehaving peer by hand (one
+//! that never answers a PING, one that goes silent mid-response).
+
+use tokio::io::{AsyncRead, AsyncReadExt as _};
+
+pub(crate) const HEADERS: u8 = 0x1;
+pub(crate) const SETTINGS: u8 = 0x4;
+pub(crate) const PING: u8 = 0x6;
+/// The ACK flag of SETTINGS and PING.
+pub(crate) const ACK: u8 = 0x1;
+pub(crate) const END_HEADERS: u8 = 0x4;
+
+/// One frame as read: type, flags, stream id, payload.
+pub(crate) struct Frame {
+    pub kind: u8,
+    pub flags: u8,
+    pub stream: u32,
+}
+
+/// Reads one frame (its payload is discarded); None at end of stream.
+pub(crate) async fn read_frame<R: AsyncRead + Unpin>(io: &mut R) -> Option<Frame> {
+    let mut head = [0u8; 9];
+    io.read_exact(&mut head).await.ok()?;
+    let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+    let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+    let mut payload = vec![0u8; len];
+    io.read_exact(&mut payload).await.ok()?;
+    Some(Frame {
+        kind: head[3],
+        flags: head[4],
+        stream,
+    })
+}
+
+/// Encodes one frame.
+pub(crate) fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = (payload.len() as u32).to_be_bytes();
+    let mut f = vec![len[1], len[2], len[3], kind, flags];
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
