@@ -10,7 +10,7 @@ use crate::cli::Alg;
 use crate::config;
 
 /// Logs to stderr at `level` (`IRON_LOG_FILTER` overrides).
-pub fn init_tracing(level: &str) {
+fn init_tracing(level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("IRON_LOG_FILTER")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("iron_proxy={level},warn")));
     let _ = tracing_subscriber::fmt()
@@ -189,6 +189,13 @@ pub fn intercept(path: &Path, detach: bool) -> ExitCode {
 }
 
 /// `intercept status|detach` in nftables mode: the table of this pin path.
+/// `iron-proxy intercept load` (hidden): the eBPF loader child that `run`
+/// starts; settings as JSON on stdin, outcome on stdout.
+pub fn intercept_load(log_level: &str) -> ExitCode {
+    init_tracing(log_level);
+    crate::intercept::loader_main()
+}
+
 fn intercept_nftables(pin: &Path, detach: bool) -> ExitCode {
     use crate::intercept::nft::{table_name, NftInterceptor};
     if detach {

@@ -84,10 +84,7 @@ fn main() -> ExitCode {
         Some(Command::Summary(ref args)) => iron_proxy::cmd::summary(args),
         Some(Command::Intercept {
             action: InterceptAction::Load { ref log_level },
-        }) => {
-            iron_proxy::cmd::init_tracing(log_level);
-            iron_proxy::intercept::loader_main()
-        }
+        }) => iron_proxy::cmd::intercept_load(log_level),
         Some(Command::Intercept { ref action }) => match need_config(&cli) {
             Ok(path) => {
                 iron_proxy::cmd::intercept(&path, matches!(action, InterceptAction::Detach))
