@@ -31,7 +31,7 @@ if [[ $venv_only -eq 0 ]]; then
         [clang]=clang [llvm-strip]=llvm [openssl]=openssl [git]=git [python3]=python3
         [lintian]=lintian [rpmbuild]=rpm [systemd-analyze]=systemd [unshare]=util-linux
         [systemd-nspawn]=systemd-container [mmdebstrap]=mmdebstrap [nsenter]=util-linux
-        [groff]=groff-base [man]=man-db
+        [groff]=groff-base [man]=man-db [valgrind]=valgrind
     )
     missing=()
     for cmd in "${!wanted[@]}"; do

@@ -32,3 +32,5 @@ echo "== GitHub Action in a simulated runner"
 bash packaging/github-action/test.sh "$deb"
 echo "== xtask bench --quick (smoke only; never fails on numbers)"
 if cargo xtask --help 2>/dev/null | grep -q bench; then cargo xtask bench --quick; fi
+echo "== xtask link-order (smoke: callgrind over the debug binary; the release list is proxy/link-order.txt)"
+cargo xtask link-order --proxy-bin target/debug/iron-proxy --out target/link-order-smoke.txt --duration 2

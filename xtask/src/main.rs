@@ -54,6 +54,9 @@ enum Cmd {
     },
     /// Benchmark iron-proxy against direct and peer proxies (docs/benchmarks.md).
     Bench(bench::BenchArgs),
+    /// Profile iron-proxy under callgrind and write proxy/link-order.txt, the
+    /// function order for release links (docs/benchmarks.md, round 6).
+    LinkOrder(bench::link_order::LinkOrderArgs),
     /// The bench's load client inside a cgroup (run by `bench`, not by hand).
     #[command(hide = true)]
     BenchClient(bench::ClientArgs),
@@ -105,6 +108,7 @@ fn main() -> Result<()> {
             Ok(())
         }
         Cmd::Bench(args) => bench::main(&root, &target_dir(&root), args),
+        Cmd::LinkOrder(args) => bench::link_order::main(&root, &target_dir(&root), args),
         Cmd::BenchClient(args) => bench::client_main(args),
     }
 }

@@ -11,6 +11,7 @@
 mod certs;
 mod connect;
 mod dns;
+pub mod link_order;
 mod load;
 mod micro;
 mod peers;
@@ -134,9 +135,26 @@ pub fn main(root: &std::path::Path, target: &std::path::Path, args: BenchArgs) -
         Some(p) => p.clone(),
         None => build_proxy(root, target, &profile)?,
     };
+    if profile == "release" {
+        warn_if_link_order_stale(root, &proxy_bin);
+    }
     let out = args.out.clone().unwrap_or_else(|| target.join("bench"));
     sandbox::sweep_stale();
     run::run(root, &out, &proxy_bin, &profile, &args)
+}
+
+/// Release binaries are linked with `proxy/link-order.txt`; say so when the
+/// list no longer matches the binary's functions (new dependency versions).
+fn warn_if_link_order_stale(root: &std::path::Path, proxy_bin: &std::path::Path) {
+    let list = root.join("proxy/link-order.txt");
+    match link_order::coverage(&list, proxy_bin) {
+        Ok((found, listed)) if found * 10 < listed * 9 => eprintln!(
+            "bench: warning: {proxy_bin:?} defines only {found} of the {listed} functions in \
+             proxy/link-order.txt; run `cargo xtask link-order` and rebuild"
+        ),
+        Ok(_) => {}
+        Err(e) => eprintln!("bench: could not compare proxy/link-order.txt with the binary: {e:#}"),
+    }
 }
 
 fn build_proxy(root: &std::path::Path, target: &std::path::Path, profile: &str) -> Result<PathBuf> {
