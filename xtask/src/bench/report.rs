@@ -42,6 +42,10 @@ fn added_p50(t: Option<&TopoResult>, direct: Option<&TopoResult>) -> Option<f64>
     Some(lat(t, LAT_KA)?.0 - lat(direct, LAT_KA)?.0)
 }
 
+fn cpu_per_req(t: Option<&TopoResult>, m: &str) -> Option<f64> {
+    t?.measures.get(m)?.median.proxy_cpu_us_per_req
+}
+
 fn ratio(a: Option<f64>, b: Option<f64>) -> String {
     match (a, b) {
         (Some(a), Some(b)) if b > 0.0 => format!("{:.2}×", a / b),
@@ -117,9 +121,9 @@ pub fn markdown(r: &Results) -> String {
     s.push_str("\n### Memory under load (MiB)\n\n");
     s.push_str("File-backed pages are mostly the binary's code, shared with every process that maps the same file; anonymous memory is the heap and stacks.\n\n");
     s.push_str(
-        "| topology | RSS at start | peak RSS | anonymous after load | file-backed after load |\n",
+        "| topology | RSS at start | peak RSS, 1 KiB keep-alive | peak RSS, all measures | anonymous after load | file-backed after load |\n",
     );
-    s.push_str("|---|---|---|---|---|\n");
+    s.push_str("|---|---|---|---|---|---|\n");
     for t in r.topologies.iter().filter(|t| t.skipped.is_none()) {
         let mib = |k: Option<u64>| num(k.map(|k| k as f64 / 1024.0), 1);
         let (anon, file) = t.after_load_anon_file_kib.unzip();
@@ -128,9 +132,10 @@ pub fn markdown(r: &Results) -> String {
         }
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} |",
             t.name,
             mib(t.start_rss_kib),
+            mib(t.peak_rss_1k_kib),
             mib(t.peak_rss_kib),
             mib(anon),
             mib(file),
@@ -283,6 +288,40 @@ pub fn markdown(r: &Results) -> String {
             added_p50(t, direct),
             &|v| format!("{v:.0} µs"),
             &|v| v <= 60.0,
+        );
+        target(
+            &format!("proxy CPU ≤ 20 µs per keep-alive request ({label}, 1 KiB)"),
+            cpu_per_req(t, KA_1K),
+            &|v| format!("{v:.1} µs"),
+            &|v| v <= 20.0,
+        );
+        target(
+            &format!("proxy CPU ≤ 200 µs per new client connection ({label})"),
+            cpu_per_req(t, NC_1K),
+            &|v| format!("{v:.0} µs"),
+            &|v| v <= 200.0,
+        );
+        // 15 MB, decimal: 14.3 MiB.
+        let mb = |kib: u64| kib as f64 * 1024.0 / 1e6;
+        target(
+            &format!("peak RSS ≤ 15 MB at 32 connections ({label}, 1 KiB keep-alive)"),
+            t.and_then(|t| t.peak_rss_1k_kib).map(mb),
+            &|v| format!("{v:.1} MB"),
+            &|v| v <= 15.0,
+        );
+        target(
+            &format!("peak RSS ≤ 15 MB at 32 connections ({label}, all measures, 64 KiB included)"),
+            t.and_then(|t| t.peak_rss_kib).map(mb),
+            &|v| format!("{v:.1} MB"),
+            &|v| v <= 15.0,
+        );
+        target(
+            &format!("≤ 50 KiB per idle connection ({label})"),
+            t.and_then(|t| t.idle.as_ref())
+                .filter(|i| i.open > 0)
+                .map(|i| i.kib_per_conn),
+            &|v| format!("{v:.1} KiB"),
+            &|v| v <= 50.0,
         );
     }
     let connect = r.connect.as_ref();

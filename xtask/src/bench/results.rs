@@ -76,6 +76,10 @@ pub struct TopoResult {
     pub measures: BTreeMap<String, Measure>,
     /// Peak RSS (VmHWM) after the load runs, KiB.
     pub peak_rss_kib: Option<u64>,
+    /// Peak RSS (VmHWM) after the first measure, 1 KiB responses over 32
+    /// keep-alive connections (the reference conditions), KiB. The
+    /// 64 KiB measure that follows raises the overall peak.
+    pub peak_rss_1k_kib: Option<u64>,
     /// RSS before any load, KiB.
     pub start_rss_kib: Option<u64>,
     /// Anonymous (RssAnon) and file-backed (RssFile) RSS right after the load runs, KiB.

@@ -258,6 +258,9 @@ fn measure(
             }
             runs.push(r);
         }
+        if key == KA_1K {
+            tr.peak_rss_1k_kib = running.watch.as_ref().map(|w| w.mem().hwm_kib);
+        }
         tr.measures.insert(
             key.to_string(),
             Measure {
