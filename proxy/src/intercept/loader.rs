@@ -13,8 +13,9 @@
 //! The child's logs go to the proxy's stderr. Its outcome comes back on
 //! stdout: nothing on success, the error (with its causes) on failure.
 
+use std::ffi::OsString;
 use std::io::{Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 
 use super::{InterceptError, InterceptSettings, Interceptor};
@@ -23,6 +24,19 @@ use crate::init::error_chain;
 /// The program the proxy runs as its loader: itself, even when the binary on
 /// disk was replaced since it started (an upgrade in progress).
 const SELF_EXE: &str = "/proc/self/exe";
+
+/// Names another loader binary instead of [`SELF_EXE`]. For profiling: under
+/// valgrind `/proc/self/exe` is valgrind's own tool, so `cargo xtask
+/// link-order` points this at the binary it profiles. It must be the same
+/// build as the proxy (the settings cross over as JSON).
+pub const LOADER_ENV: &str = "IRON_PROXY_LOADER_EXE";
+
+/// The loader to run, given [`LOADER_ENV`]'s value.
+fn loader_exe(var: Option<OsString>) -> PathBuf {
+    var.filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(SELF_EXE))
+}
 
 /// Errors of running the loader child.
 #[derive(Debug, thiserror::Error)]
@@ -53,7 +67,7 @@ impl Interceptor {
     /// [`Interceptor::attach`] in a child process (see the module docs), then
     /// [`Interceptor::adopt`] of what it pinned.
     pub fn attach_in_child(settings: &InterceptSettings) -> Result<Self, InterceptError> {
-        attach_with(Path::new(SELF_EXE), settings)
+        attach_with(&loader_exe(std::env::var_os(LOADER_ENV)), settings)
     }
 }
 
@@ -132,6 +146,16 @@ mod tests {
     use super::*;
     use crate::intercept::{DenyCidr, ProxyIdentity};
     use std::net::{SocketAddrV4, SocketAddrV6};
+
+    #[test]
+    fn the_loader_is_the_running_binary_unless_the_environment_names_one() {
+        assert_eq!(loader_exe(None), Path::new("/proc/self/exe"));
+        assert_eq!(loader_exe(Some("".into())), Path::new("/proc/self/exe"));
+        assert_eq!(
+            loader_exe(Some("/opt/iron-proxy".into())),
+            Path::new("/opt/iron-proxy")
+        );
+    }
 
     fn settings() -> InterceptSettings {
         InterceptSettings {

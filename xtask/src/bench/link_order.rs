@@ -2,11 +2,12 @@
 //! benchmark run executes, hottest first, for lld's `--symbol-ordering-file`
 //! (`proxy/build.rs` passes it to release links).
 //!
-//! The bench's https_listen and CONNECT topologies run once with iron-proxy
-//! under callgrind, whose output names every function that ran, with its
-//! instruction count. (Not eBPF interception: the proxy starts its loader
-//! child as `/proc/self/exe`, which under valgrind is valgrind's own tool.
-//! Its per-connection path is https_listen's.) Sampling (perf) would
+//! The bench's iron-proxy topologies (https_listen, CONNECT, eBPF
+//! interception) run once with iron-proxy under callgrind, whose output names
+//! every function that ran, with its instruction count. Under valgrind
+//! `/proc/self/exe` is valgrind's own tool, so the wrapper names the eBPF
+//! loader child's binary in `IRON_PROXY_LOADER_EXE`; the child runs natively
+//! and is not profiled (its code runs in another process). Sampling (perf) would
 //! miss what runs once, at start-up or per connection, and those functions cost
 //! memory too: the kernel maps code in 64 KiB blocks, so one stray function
 //! keeps its neighbours resident.
@@ -34,7 +35,7 @@ pub struct LinkOrderArgs {
 }
 
 /// The topologies whose code paths the list covers.
-const TOPOLOGIES: [&str; 2] = ["iron-https", "iron-connect"];
+const TOPOLOGIES: [&str; 3] = ["iron-https", "iron-connect", "iron-intercept"];
 
 pub fn main(root: &Path, target: &Path, args: LinkOrderArgs) -> Result<()> {
     sandbox::install_interrupt_handler();
@@ -138,11 +139,13 @@ pub fn coverage(list: &Path, bin: &Path) -> Result<(usize, usize)> {
 fn write_wrapper(work: &Path, proxy_bin: &Path) -> Result<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     let wrapper = work.join("iron-proxy-callgrind");
+    // The eBPF loader child cannot be `/proc/self/exe` under valgrind.
     let script = format!(
-        "#!/bin/sh\nexec valgrind --tool=callgrind --callgrind-out-file={}/callgrind.%p.out \
-         --dump-instr=no --compress-strings=no --compress-pos=no --demangle=no '{}' \"$@\"\n",
-        work.display(),
-        proxy_bin.display()
+        "#!/bin/sh\nexport IRON_PROXY_LOADER_EXE='{bin}'\n\
+         exec valgrind --tool=callgrind --callgrind-out-file={work}/callgrind.%p.out \
+         --dump-instr=no --compress-strings=no --compress-pos=no --demangle=no '{bin}' \"$@\"\n",
+        work = work.display(),
+        bin = proxy_bin.display()
     );
     std::fs::write(&wrapper, script).with_context(|| format!("writing {}", wrapper.display()))?;
     std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755))
