@@ -194,8 +194,11 @@ impl Costs {
                     .split_whitespace()
                     .nth(1)
                     .and_then(|v| v.parse::<u64>().ok());
-                if let (Some(name), Some(ir)) = (&current, ir) {
-                    *self.by_name.entry(name.clone()).or_insert(0) += ir;
+                // `current` was entered at its `fn=` line.
+                if let (Some(total), Some(ir)) =
+                    (current.as_ref().and_then(|n| self.by_name.get_mut(n)), ir)
+                {
+                    *total += ir;
                 }
             }
         }
