@@ -2,7 +2,7 @@
 //!
 //! `link-order.txt` lists the functions a benchmark run executes, hottest
 //! first (`cargo xtask link-order` writes it). lld places them together at the
-//! start of `.text`, so the code a running proxy touches fills about 3 MiB of
+//! start of `.text`, so the code a running proxy touches fills about 4 MiB of
 //! pages instead of being spread over most of the 14 MB: the kernel maps code
 //! in 64 KiB fault-around blocks, and scattered functions pull their
 //! neighbours in (docs/benchmarks.md, round 6). Names the build no longer has
