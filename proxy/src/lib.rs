@@ -19,6 +19,7 @@ pub mod intercept;
 pub mod listen;
 pub mod ops;
 pub mod pipeline;
+pub mod resident;
 pub mod rules;
 pub mod secrets;
 pub mod state;

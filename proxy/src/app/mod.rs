@@ -402,6 +402,15 @@ impl App {
         for (name, addr) in &bound {
             tracing::info!(listener = name, addr = %addr, "listening");
         }
+        match crate::resident::release_startup_pages() {
+            Ok(r) => tracing::debug!(
+                mappings = r.mappings,
+                kib = r.bytes / 1024,
+                refused = r.refused,
+                "released start-up pages"
+            ),
+            Err(e) => tracing::debug!(error = %e, "start-up pages not released"),
+        }
         Ok(App {
             shared,
             config_path: config_path.to_path_buf(),
