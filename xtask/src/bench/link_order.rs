@@ -11,6 +11,12 @@
 //! miss what runs once, at start-up or per connection, and those functions cost
 //! memory too: the kernel maps code in 64 KiB blocks, so one stray function
 //! keeps its neighbours resident.
+//!
+//! The list has two parts. Callgrind dumps a profile when the proxy leaves
+//! `release_startup_pages` (the end of start-up, where the proxy unmaps the
+//! read-only pages start-up touched): the functions that run after it come
+//! first, hottest first, then those that ran only before it. Once start-up
+//! pages are released, a serving proxy maps back only the first part.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -73,34 +79,44 @@ pub fn main(root: &Path, target: &Path, args: LinkOrderArgs) -> Result<()> {
     run::run(root, &work.join("bench"), &wrapper, "release", &bench)?;
 
     let mut costs = Costs::default();
-    let mut files = 0;
+    let (mut serving, mut startup) = (0, 0);
     for entry in std::fs::read_dir(&work).with_context(|| format!("{}", work.display()))? {
         let path = entry?.path();
-        let is_profile = path
+        let Some(phase) = path
             .file_name()
             .and_then(|n| n.to_str())
-            .is_some_and(|n| n.starts_with("callgrind.") && n.ends_with(".out"));
-        if is_profile {
-            let text = std::fs::read_to_string(&path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            costs.add(&text);
-            files += 1;
+            .and_then(profile_phase)
+        else {
+            continue;
+        };
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        costs.add(&text, phase);
+        match phase {
+            Phase::Serving => serving += 1,
+            Phase::Startup => startup += 1,
         }
     }
-    if files == 0 {
+    if serving == 0 {
         bail!("callgrind wrote no profile under {}", work.display());
+    }
+    if startup == 0 {
+        eprintln!(
+            "link-order: no start-up profile (callgrind saw no return from {STARTUP_END}); \
+             the list does not separate start-up from serving"
+        );
     }
     let data = std::fs::read(&proxy_bin).with_context(|| format!("{}", proxy_bin.display()))?;
     let functions = function_symbols(&data)
         .with_context(|| format!("reading the symbols of {}", proxy_bin.display()))?;
     let order = costs.order(&functions);
-    if order.is_empty() {
+    if order.names.is_empty() {
         bail!(
             "none of the functions callgrind saw are in {}'s symbol table (stripped?)",
             proxy_bin.display()
         );
     }
-    let bytes: u64 = order.iter().map(|n| functions[n.as_str()]).sum();
+    let bytes: u64 = order.names.iter().map(|n| functions[n.as_str()]).sum();
     let total: u64 = functions.values().sum();
     let out = args
         .out
@@ -108,13 +124,20 @@ pub fn main(root: &Path, target: &Path, args: LinkOrderArgs) -> Result<()> {
         .unwrap_or_else(|| root.join("proxy/link-order.txt"));
     std::fs::write(&out, render(&order)).with_context(|| format!("writing {}", out.display()))?;
     println!(
-        "wrote {}: {} of {} functions ({:.2} of {:.2} MiB of code) ran in {} callgrind profile(s)",
+        "wrote {}: {} of {} functions ({:.2} of {:.2} MiB of code) ran in {} callgrind profile(s), \
+         {} of them ({:.2} MiB) while serving",
         out.display(),
-        order.len(),
+        order.names.len(),
         functions.len(),
         bytes as f64 / 1048576.0,
         total as f64 / 1048576.0,
-        files
+        serving + startup,
+        order.serving,
+        order.names[..order.serving]
+            .iter()
+            .map(|n| functions[n.as_str()])
+            .sum::<u64>() as f64
+            / 1048576.0,
     );
     Ok(())
 }
@@ -135,7 +158,34 @@ pub fn coverage(list: &Path, bin: &Path) -> Result<(usize, usize)> {
     Ok((found, names.len()))
 }
 
-/// A script that runs the proxy under callgrind, one profile per process.
+/// The function whose return ends start-up (`resident::release_startup_pages`,
+/// never inlined), as a callgrind pattern over mangled names.
+const STARTUP_END: &str = "*8resident21release_startup_pages*";
+
+/// Which part of a process's life a profile covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Up to the return from [`STARTUP_END`]: `callgrind.<pid>.out.<n>`,
+    /// the dump callgrind writes there.
+    Startup,
+    /// After it (or the whole run, if it never returned):
+    /// `callgrind.<pid>.out`, written at exit.
+    Serving,
+}
+
+/// The phase of a profile file named `name`, `None` if it is not one.
+fn profile_phase(name: &str) -> Option<Phase> {
+    let rest = name.strip_prefix("callgrind.")?;
+    let (_pid, tail) = rest.split_once('.')?;
+    match tail {
+        "out" => Some(Phase::Serving),
+        t if t.strip_prefix("out.")?.parse::<u32>().is_ok() => Some(Phase::Startup),
+        _ => None,
+    }
+}
+
+/// A script that runs the proxy under callgrind, one profile per process,
+/// plus one dump at the end of start-up.
 fn write_wrapper(work: &Path, proxy_bin: &Path) -> Result<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     let wrapper = work.join("iron-proxy-callgrind");
@@ -143,6 +193,7 @@ fn write_wrapper(work: &Path, proxy_bin: &Path) -> Result<PathBuf> {
     let script = format!(
         "#!/bin/sh\nexport IRON_PROXY_LOADER_EXE='{bin}'\n\
          exec valgrind --tool=callgrind --callgrind-out-file={work}/callgrind.%p.out \
+         --dump-after='{STARTUP_END}' \
          --dump-instr=no --compress-strings=no --compress-pos=no --demangle=no '{bin}' \"$@\"\n",
         work = work.display(),
         bin = proxy_bin.display()
@@ -167,10 +218,20 @@ fn function_symbols(elf: &[u8]) -> Result<HashMap<&str, u64>> {
     Ok(functions)
 }
 
-/// Instructions per function name, summed over callgrind profiles.
+/// Instructions per function name and phase, summed over callgrind profiles.
 #[derive(Default, Debug)]
 struct Costs {
-    by_name: HashMap<String, u64>,
+    serving: HashMap<String, u64>,
+    startup: HashMap<String, u64>,
+}
+
+/// The link order: functions that ran while serving, hottest first, then
+/// those that ran only during start-up.
+#[derive(Debug, PartialEq, Eq)]
+struct Order {
+    names: Vec<String>,
+    /// How many of `names` ran while serving (the first ones).
+    serving: usize,
 }
 
 impl Costs {
@@ -180,15 +241,19 @@ impl Costs {
     /// callee's inclusive cost, counted for the caller as well, so that a
     /// function's rank reflects the time spent under it; `cfn=` names a
     /// callee, which ran even if it has no line of its own.
-    fn add(&mut self, text: &str) {
+    fn add(&mut self, text: &str, phase: Phase) {
+        let by_name = match phase {
+            Phase::Serving => &mut self.serving,
+            Phase::Startup => &mut self.startup,
+        };
         let mut current: Option<String> = None;
         for line in text.lines() {
             if let Some(name) = line.strip_prefix("fn=") {
                 let name = name.trim().to_string();
-                self.by_name.entry(name.clone()).or_insert(0);
+                by_name.entry(name.clone()).or_insert(0);
                 current = Some(name);
             } else if let Some(name) = line.strip_prefix("cfn=") {
-                self.by_name.entry(name.trim().to_string()).or_insert(0);
+                by_name.entry(name.trim().to_string()).or_insert(0);
             } else if line.starts_with(|c: char| c.is_ascii_digit() || c == '+' || c == '-') {
                 let ir = line
                     .split_whitespace()
@@ -196,7 +261,7 @@ impl Costs {
                     .and_then(|v| v.parse::<u64>().ok());
                 // `current` was entered at its `fn=` line.
                 if let (Some(total), Some(ir)) =
-                    (current.as_ref().and_then(|n| self.by_name.get_mut(n)), ir)
+                    (current.as_ref().and_then(|n| by_name.get_mut(n)), ir)
                 {
                     *total += ir;
                 }
@@ -204,27 +269,40 @@ impl Costs {
         }
     }
 
-    /// The functions of `functions` that ran, most instructions first (ties
-    /// by name, so the list is stable).
-    fn order(&self, functions: &HashMap<&str, u64>) -> Vec<String> {
-        let mut ran: Vec<(&String, u64)> = self
-            .by_name
-            .iter()
-            .filter(|(name, _)| functions.contains_key(name.as_str()))
-            .map(|(name, ir)| (name, *ir))
-            .collect();
-        ran.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
-        ran.into_iter().map(|(name, _)| name.clone()).collect()
+    /// The functions of `functions` that ran: those that ran while
+    /// serving, then the others, each part most instructions first (ties by
+    /// name, so the list is stable).
+    fn order(&self, functions: &HashMap<&str, u64>) -> Order {
+        let ranked = |costs: &HashMap<String, u64>, skip: &HashMap<String, u64>| {
+            let mut ran: Vec<(&String, u64)> = costs
+                .iter()
+                .filter(|(name, _)| functions.contains_key(name.as_str()))
+                .filter(|(name, _)| !skip.contains_key(name.as_str()))
+                .map(|(name, ir)| (name, *ir))
+                .collect();
+            ran.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+            ran.into_iter()
+                .map(|(name, _)| name.clone())
+                .collect::<Vec<_>>()
+        };
+        let mut names = ranked(&self.serving, &HashMap::new());
+        let serving = names.len();
+        names.extend(ranked(&self.startup, &self.serving));
+        Order { names, serving }
     }
 }
 
-fn render(order: &[String]) -> String {
+fn render(order: &Order) -> String {
     let mut text = String::from(
-        "# Functions a benchmark run executes, hottest first: lld's --symbol-ordering-file\n\
-         # for release builds (proxy/build.rs). Written by `cargo xtask link-order`;\n\
-         # regenerate after dependency or profile changes (names carry their crate's hash).\n",
+        "# Functions a benchmark run executes: lld's --symbol-ordering-file for release\n\
+         # builds (proxy/build.rs). Written by `cargo xtask link-order`; regenerate after\n\
+         # dependency or profile changes (names carry their crate's hash).\n\
+         # First those that run while serving, hottest first:\n",
     );
-    for name in order {
+    for (i, name) in order.names.iter().enumerate() {
+        if i == order.serving {
+            text.push_str("# Then those that ran only during start-up:\n");
+        }
         text.push_str(name);
         text.push('\n');
     }
@@ -260,7 +338,7 @@ totals: 101407
     #[test]
     fn functions_are_ranked_by_instructions_and_filtered_to_the_binary() {
         let mut costs = Costs::default();
-        costs.add(PROFILE);
+        costs.add(PROFILE, Phase::Serving);
         let functions: HashMap<&str, u64> = [
             ("_ZN4main4hot17h0000000000000001E", 64),
             ("_ZN4main6callee17h0000000000000002E", 32),
@@ -271,7 +349,7 @@ totals: 101407
         .collect();
         // hot: 500 own + 900 under its call; memcpy is libc's, not the binary's.
         assert_eq!(
-            costs.order(&functions),
+            costs.order(&functions).names,
             [
                 "_ZN4main4hot17h0000000000000001E",
                 "_ZN4main6callee17h0000000000000002E",
@@ -281,16 +359,53 @@ totals: 101407
     }
 
     #[test]
+    fn serving_functions_come_before_start_up_only_ones() {
+        let mut costs = Costs::default();
+        // Start-up: a heavy parser, and `shared`, which also serves.
+        costs.add("fn=parse\n1 9000\nfn=shared\n1 50\n", Phase::Startup);
+        costs.add("fn=shared\n1 10\nfn=serve\n1 20\n", Phase::Serving);
+        let functions: HashMap<&str, u64> = [("parse", 1), ("shared", 1), ("serve", 1)]
+            .into_iter()
+            .collect();
+        let order = costs.order(&functions);
+        assert_eq!(order.names, ["serve", "shared", "parse"]);
+        assert_eq!(order.serving, 2);
+        let text = render(&order);
+        let body: Vec<&str> = text.lines().skip(4).collect();
+        assert_eq!(
+            body,
+            [
+                "serve",
+                "shared",
+                "# Then those that ran only during start-up:",
+                "parse"
+            ]
+        );
+    }
+
+    #[test]
+    fn profile_files_are_told_apart_by_their_dump_suffix() {
+        assert_eq!(profile_phase("callgrind.4242.out"), Some(Phase::Serving));
+        assert_eq!(profile_phase("callgrind.4242.out.1"), Some(Phase::Startup));
+        assert_eq!(profile_phase("callgrind.4242.out.x"), None);
+        assert_eq!(profile_phase("callgrind.4242.txt"), None);
+        assert_eq!(profile_phase("iron-proxy-callgrind"), None);
+    }
+
+    #[test]
     fn a_callee_without_its_own_cost_lines_still_ran() {
         let mut costs = Costs::default();
-        costs.add("fn=a\n1 5\ncfn=b\ncalls=1 2\n2 0\n");
+        costs.add("fn=a\n1 5\ncfn=b\ncalls=1 2\n2 0\n", Phase::Serving);
         let functions: HashMap<&str, u64> = [("a", 1), ("b", 1)].into_iter().collect();
-        assert_eq!(costs.order(&functions), ["a", "b"]);
+        assert_eq!(costs.order(&functions).names, ["a", "b"]);
     }
 
     #[test]
     fn the_list_is_one_name_per_line_after_a_comment_header() {
-        let text = render(&["x".into(), "y".into()]);
+        let text = render(&Order {
+            names: vec!["x".into(), "y".into()],
+            serving: 2,
+        });
         let names: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
         assert_eq!(names, ["x", "y"]);
     }

@@ -270,6 +270,11 @@ log:
     } else {
         wait_listening(guard.pid(), &addrs, &log)?;
     }
+    // The listeners answer 503 until start-up is over; measure from then.
+    wait_ready(
+        guard.pid(),
+        SocketAddr::from((Ipv4Addr::LOCALHOST, metrics)),
+    )?;
     let route = match kind {
         // No proxy settings: the client dials the upstream, the kernel redirects.
         Kind::IronIntercept => Route {
@@ -321,6 +326,40 @@ fn wait_attached(pid: u32, i: &Intercepted) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Waits until iron-proxy's `/readyz` (on its metrics listener) answers 200.
+fn wait_ready(pid: u32, metrics: SocketAddr) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if readyz_ok(metrics) {
+            return Ok(());
+        }
+        if !alive(pid) {
+            bail!("iron-proxy exited before it was ready (rerun with --proxy-log)");
+        }
+        if Instant::now() > deadline {
+            bail!("iron-proxy was not ready within 30s (http://{metrics}/readyz)");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Whether `GET /readyz` answers 200.
+fn readyz_ok(metrics: SocketAddr) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect_timeout(&metrics, Duration::from_millis(200))
+    else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    if s.write_all(b"GET /readyz HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.1 200")
 }
 
 /// A free loopback port (free for UDP too when `udp`).
