@@ -397,11 +397,9 @@ impl App {
         ops::signals::spawn_reload_on_sighup(controller)
             .map_err(|e| AppError::Ops(e.to_string()))?;
 
-        shared.set_ready(true);
-        ops::signals::notify_ready();
-        for (name, addr) in &bound {
-            tracing::info!(listener = name, addr = %addr, "listening");
-        }
+        // Start-up is over: what it alone touched need not stay mapped. Done
+        // before readiness, so that `xtask link-order`'s profile, dumped when
+        // this returns, counts no served request as start-up.
         match crate::resident::release_startup_pages() {
             Ok(r) => tracing::debug!(
                 mappings = r.mappings,
@@ -410,6 +408,11 @@ impl App {
                 "released start-up pages"
             ),
             Err(e) => tracing::debug!(error = %e, "start-up pages not released"),
+        }
+        shared.set_ready(true);
+        ops::signals::notify_ready();
+        for (name, addr) in &bound {
+            tracing::info!(listener = name, addr = %addr, "listening");
         }
         Ok(App {
             shared,
