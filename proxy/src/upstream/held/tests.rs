@@ -405,3 +405,47 @@ async fn the_sweeper_leaves_open_connections_and_idle_ones_do_not_keep_the_pool_
         "neither the parked connection nor the sweepers hold the pool"
     );
 }
+
+/// Reads are capped at 16 KiB (`dial::READ_CAP`): a response head of
+/// 100 KiB and a 300 KiB body still arrive whole.
+#[tokio::test]
+async fn a_head_and_a_body_larger_than_one_read_arrive_whole() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let body: Vec<u8> = (0..300 * 1024u32).map(|i| (i % 251) as u8).collect();
+    let mut response = b"HTTP/1.1 200 OK\r\n".to_vec();
+    // 50 headers of 2 KB: hyper allows at most 100 headers.
+    for i in 0..50 {
+        response.extend_from_slice(format!("x-big-{i}: {}\r\n", "v".repeat(2000)).as_bytes());
+    }
+    response.extend_from_slice(format!("content-length: {}\r\n\r\n", body.len()).as_bytes());
+    response.extend_from_slice(&body);
+    tokio::spawn(async move {
+        let (mut tcp, _) = listener.accept().await.expect("accept");
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = tcp.read(&mut buf).await.expect("read");
+            assert!(n > 0, "request ended early");
+            seen.extend_from_slice(&buf[..n]);
+        }
+        tcp.write_all(&response).await.expect("write");
+    });
+    let up = upstream();
+    let slot = HeldSlot::default();
+    let fut = async {
+        let rsp = up
+            .send(get(addr, "/"), Duration::from_secs(5), Some(&slot))
+            .await
+            .expect("upstream answers");
+        let headers = rsp.headers().clone();
+        let got = rsp.into_body().collect().await.expect("body").to_bytes();
+        (headers, got)
+    };
+    let (headers, got) = drive(slot.clone(), fut).await;
+    assert_eq!(headers.len(), 51, "50 large headers and content-length");
+    assert_eq!(headers["x-big-49"].len(), 2000);
+    assert_eq!(got.len(), body.len());
+    assert!(got[..] == body[..], "body bytes differ");
+}
