@@ -195,13 +195,15 @@ pub enum Stream {
     Tls(Box<TlsStream<TcpStream>>),
 }
 
-/// The most one read of a [`Stream`] returns: one TLS record's plaintext.
+/// The most one read of a [`Stream`] returns: two TLS records' plaintext.
 /// hyper's HTTP/1 read buffer grows (doubling, up to about 400 KiB)
 /// whenever a read fills it, and keeps that capacity for the connection's
-/// life, idle in the pool included: 128 KiB per connection after 64 KiB
-/// bodies. With reads of at most 16 KiB it stops at 32 KiB. A response head
-/// may still be as large as hyper allows: it accumulates over reads.
-pub const READ_CAP: usize = 16 * 1024;
+/// life, idle in the pool included: 128 KiB or more per connection after
+/// 64 KiB bodies. With reads of at most 32 KiB it stops at 64 KiB. 16 KiB
+/// would save more memory but costs CPU on large bodies: smaller chunks
+/// mean more writes to the client (docs/benchmarks.md, round 7). A response
+/// head may still be as large as hyper allows: it accumulates over reads.
+pub const READ_CAP: usize = 32 * 1024;
 
 impl AsyncRead for Stream {
     fn poll_read(
