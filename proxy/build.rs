@@ -1,12 +1,15 @@
 //! Orders the release binary's functions at link time.
 //!
-//! `link-order.txt` lists the functions a benchmark run executes, hottest
-//! first (`cargo xtask link-order` writes it). lld places them together at the
+//! `link-order.txt` lists the functions a benchmark run executes: those that
+//! run while serving, hottest first, then those that ran only during start-up
+//! (`cargo xtask link-order` writes it). lld places them together at the
 //! start of `.text`, so the code a running proxy touches fills about 4 MiB of
 //! pages instead of being spread over most of the 14 MB: the kernel maps code
 //! in 64 KiB fault-around blocks, and scattered functions pull their
-//! neighbours in (docs/benchmarks.md, round 6). Names the build no longer has
-//! are skipped; new functions go after the listed ones.
+//! neighbours in (docs/benchmarks.md, rounds 6 and 7). Once the proxy has
+//! released its start-up pages (`resident.rs`) it maps back mostly the first
+//! part. Names the build no longer has are skipped; new functions go after
+//! the listed ones.
 //!
 //! Applied only where the linker is known to be lld, which reads the option:
 //! release builds for x86_64-unknown-linux-gnu, where rustc links with its own
