@@ -19,6 +19,7 @@ pub mod intercept;
 pub mod listen;
 pub mod ops;
 pub mod pipeline;
+pub mod read_cap;
 pub mod resident;
 pub mod rules;
 pub mod secrets;

@@ -18,6 +18,7 @@ use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 
 use crate::exchange::{self, ConnInfo};
+use crate::read_cap::ReadCap;
 use crate::state::Shared;
 use crate::tls::sniff::PrefixedStream;
 use crate::upstream::{held, HeldSlot};
@@ -67,8 +68,9 @@ where
         return;
     };
     // Closed by the proxy first, the connection drains what the client
-    // still sends, so that it reads the response instead of a reset.
-    let io = linger::Linger::new(PrefixedStream::new(first, io));
+    // still sends, so that it reads the response instead of a reset. Reads
+    // are capped so that hyper's read buffer stays small after an upload.
+    let io = linger::Linger::new(ReadCap::new(PrefixedStream::new(first, io)));
     // This task drives the upstream connection its HTTP/1 requests go out on.
     let held = HeldSlot::default();
     conn.held = Some(held.clone());

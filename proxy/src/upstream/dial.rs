@@ -21,6 +21,7 @@ use tokio_rustls::TlsConnector;
 
 use super::deny::DenyList;
 use super::resolve::Resolver;
+use crate::read_cap::poll_read_capped;
 
 /// How long one TCP connect attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -195,46 +196,17 @@ pub enum Stream {
     Tls(Box<TlsStream<TcpStream>>),
 }
 
-/// The most one read of a [`Stream`] returns: two TLS records' plaintext.
-/// hyper's HTTP/1 read buffer grows (doubling, up to about 400 KiB)
-/// whenever a read fills it, and keeps that capacity for the connection's
-/// life, idle in the pool included: 128 KiB or more per connection after
-/// 64 KiB bodies. With reads of at most 32 KiB it stops at 64 KiB. 16 KiB
-/// would save more memory but costs CPU on large bodies: smaller chunks
-/// mean more writes to the client (docs/benchmarks.md, round 7). A response
-/// head may still be as large as hyper allows: it accumulates over reads.
-pub const READ_CAP: usize = 32 * 1024;
-
+/// Reads are capped (`read_cap`), so that hyper's read buffer on an
+/// upstream connection stays small after large bodies.
 impl AsyncRead for Stream {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if buf.remaining() <= READ_CAP {
-            return this.poll_read_uncapped(cx, buf);
-        }
-        let mut capped = buf.take(READ_CAP);
-        std::task::ready!(this.poll_read_uncapped(cx, &mut capped))?;
-        let n = capped.filled().len();
-        // SAFETY: `capped` views the start of `buf`'s unfilled part, and the
-        // read initialized its first `n` bytes.
-        unsafe { buf.assume_init(n) };
-        buf.advance(n);
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl Stream {
-    fn poll_read_uncapped(
-        &mut self,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self {
-            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        match self.get_mut() {
+            Stream::Plain(s) => poll_read_capped(Pin::new(s), cx, buf),
+            Stream::Tls(s) => poll_read_capped(Pin::new(s.as_mut()), cx, buf),
         }
     }
 }
@@ -357,48 +329,5 @@ impl tower_service::Service<Uri> for Dialer {
             let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
             this.open(&host, port, tls).await
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-    /// A connected pair: the far end, and our end as a plain [`Stream`].
-    async fn pair() -> (TcpStream, Stream) {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let near = TcpStream::connect(l.local_addr().unwrap());
-        let (near, far) = tokio::join!(near, l.accept());
-        (far.unwrap().0, Stream::Plain(near.unwrap()))
-    }
-
-    #[tokio::test]
-    async fn one_read_returns_at_most_the_cap_and_nothing_is_lost() {
-        let (mut far, mut near) = pair().await;
-        let sent: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
-        far.write_all(&sent).await.unwrap();
-        far.shutdown().await.unwrap();
-        // Wait until the kernel holds all of it, so a read could take more
-        // than the cap.
-        tokio::time::sleep(Duration::from_millis(50)).await;
-
-        let mut big = vec![0u8; 64 * 1024];
-        let n = near.read(&mut big).await.unwrap();
-        assert_eq!(n, READ_CAP, "a 64 KiB buffer gets one capped read");
-        let mut got = big[..n].to_vec();
-        near.read_to_end(&mut got).await.unwrap();
-        assert_eq!(got.len(), sent.len());
-        assert!(got == sent, "bytes differ");
-    }
-
-    #[tokio::test]
-    async fn a_small_buffer_is_filled_as_usual() {
-        let (mut far, mut near) = pair().await;
-        far.write_all(&[7u8; 3000]).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        let mut small = [0u8; 1000];
-        assert_eq!(near.read(&mut small).await.unwrap(), 1000);
-        assert!(small.iter().all(|&b| b == 7));
     }
 }

@@ -406,7 +406,7 @@ async fn the_sweeper_leaves_open_connections_and_idle_ones_do_not_keep_the_pool_
     );
 }
 
-/// Reads are capped at 32 KiB (`dial::READ_CAP`): a response head of
+/// Reads are capped at 32 KiB (`read_cap::READ_CAP`): a response head of
 /// 100 KiB and a 300 KiB body still arrive whole.
 #[tokio::test]
 async fn a_head_and_a_body_larger_than_one_read_arrive_whole() {
