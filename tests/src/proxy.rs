@@ -15,6 +15,8 @@
 pub mod render;
 mod running;
 
+pub use running::readyz_ok;
+
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};

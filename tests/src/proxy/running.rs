@@ -303,8 +303,9 @@ impl Drop for ProxyProcess {
     }
 }
 
-/// True when `GET /readyz` on the metrics listener answers 200.
-fn readyz_ok(addr: SocketAddr) -> bool {
+/// True when `GET /readyz` on the metrics listener answers 200 (also what
+/// `cargo xtask bench` waits for).
+pub fn readyz_ok(addr: SocketAddr) -> bool {
     use std::io::{Read, Write};
     let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(100)) else {
         return false;

@@ -332,7 +332,7 @@ fn wait_attached(pid: u32, i: &Intercepted) -> Result<()> {
 fn wait_ready(pid: u32, metrics: SocketAddr) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if readyz_ok(metrics) {
+        if iron_proxy_tests::proxy::readyz_ok(metrics) {
             return Ok(());
         }
         if !alive(pid) {
@@ -343,23 +343,6 @@ fn wait_ready(pid: u32, metrics: SocketAddr) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-/// Whether `GET /readyz` answers 200.
-fn readyz_ok(metrics: SocketAddr) -> bool {
-    use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect_timeout(&metrics, Duration::from_millis(200))
-    else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    if s.write_all(b"GET /readyz HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
-        .is_err()
-    {
-        return false;
-    }
-    let mut head = [0u8; 12];
-    s.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.1 200")
 }
 
 /// A free loopback port (free for UDP too when `udp`).
