@@ -78,6 +78,21 @@ pub fn release_startup_pages() -> Result<Released, ResidentError> {
     Ok(released)
 }
 
+/// [`release_startup_pages`], with a debug log line of what it did: `after`
+/// names the work whose pages go (start-up, a reload).
+pub fn release_after(after: &str) {
+    match release_startup_pages() {
+        Ok(r) => tracing::debug!(
+            after,
+            mappings = r.mappings,
+            kib = r.bytes / 1024,
+            refused = r.refused,
+            "released read-only file-backed pages"
+        ),
+        Err(e) => tracing::debug!(after, error = %e, "read-only pages not released"),
+    }
+}
+
 /// The mappings of an smaps text that [`release_startup_pages`] releases.
 /// Each mapping is a header line (`start-end perms offset dev inode path`)
 /// followed by `Key: value` lines; a mapping whose fields cannot be read is

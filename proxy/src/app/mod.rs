@@ -400,15 +400,7 @@ impl App {
         // Start-up is over: what it alone touched need not stay mapped. Done
         // before readiness, so that `xtask link-order`'s profile, dumped when
         // this returns, counts no served request as start-up.
-        match crate::resident::release_startup_pages() {
-            Ok(r) => tracing::debug!(
-                mappings = r.mappings,
-                kib = r.bytes / 1024,
-                refused = r.refused,
-                "released start-up pages"
-            ),
-            Err(e) => tracing::debug!(error = %e, "start-up pages not released"),
-        }
+        crate::resident::release_after("start-up");
         shared.set_ready(true);
         ops::signals::notify_ready();
         for (name, addr) in &bound {

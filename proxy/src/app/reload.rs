@@ -98,6 +98,8 @@ impl Reloader for FileReloader {
             None => None,
         };
         self.shared.swap(policy, deny);
+        // Parsing and building touched start-up code again.
+        crate::resident::release_after("reload");
         let restart_required = self
             .started
             .as_ref()

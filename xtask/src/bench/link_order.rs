@@ -165,11 +165,12 @@ const STARTUP_END: &str = "*8resident21release_startup_pages*";
 /// Which part of a process's life a profile covers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
-    /// Up to the return from [`STARTUP_END`]: `callgrind.<pid>.out.<n>`,
+    /// Up to the first return from [`STARTUP_END`]: `callgrind.<pid>.out.1`,
     /// the dump callgrind writes there.
     Startup,
     /// After it (or the whole run, if it never returned):
-    /// `callgrind.<pid>.out`, written at exit.
+    /// `callgrind.<pid>.out`, written at exit, and `callgrind.<pid>.out.<n>`
+    /// for n > 1, dumped when a reload released pages again.
     Serving,
 }
 
@@ -179,8 +180,10 @@ fn profile_phase(name: &str) -> Option<Phase> {
     let (_pid, tail) = rest.split_once('.')?;
     match tail {
         "out" => Some(Phase::Serving),
-        t if t.strip_prefix("out.")?.parse::<u32>().is_ok() => Some(Phase::Startup),
-        _ => None,
+        t => match t.strip_prefix("out.")?.parse::<u32>().ok()? {
+            1 => Some(Phase::Startup),
+            _ => Some(Phase::Serving),
+        },
     }
 }
 
@@ -387,6 +390,7 @@ totals: 101407
     fn profile_files_are_told_apart_by_their_dump_suffix() {
         assert_eq!(profile_phase("callgrind.4242.out"), Some(Phase::Serving));
         assert_eq!(profile_phase("callgrind.4242.out.1"), Some(Phase::Startup));
+        assert_eq!(profile_phase("callgrind.4242.out.2"), Some(Phase::Serving));
         assert_eq!(profile_phase("callgrind.4242.out.x"), None);
         assert_eq!(profile_phase("callgrind.4242.txt"), None);
         assert_eq!(profile_phase("iron-proxy-callgrind"), None);
