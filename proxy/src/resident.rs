@@ -124,11 +124,22 @@ fn finish((cand, anonymous): (Candidate, Option<u64>)) -> Option<Candidate> {
     (anonymous == Some(0) && cand.rss > 0).then_some(cand)
 }
 
-/// `None` when `line` is not a mapping header; `Some(None)` for a header
-/// of a mapping that is not a candidate; `Some(Some(range))` for one that
-/// is: readable, not writable, private (`r--p` or `r-xp`), backed by a
-/// file (a non-zero inode and a path).
+/// `None` when `line` is a `Key: value` line (its first word ends with a
+/// colon); otherwise it starts a mapping: `Some(Some(range))` for a
+/// candidate, readable, not writable, private (`r--p` or `r-xp`), backed by
+/// a file (a non-zero inode and a path), and `Some(None)` for any other
+/// mapping or a header that cannot be read, whose fields are then ignored
+/// (they never count for the mapping before it).
 fn header(line: &str) -> Option<Option<Range<usize>>> {
+    let first = line.split_ascii_whitespace().next()?;
+    if first.ends_with(':') {
+        return None;
+    }
+    Some(candidate_range(line))
+}
+
+/// The range of a mapping header line, if the mapping is a candidate.
+fn candidate_range(line: &str) -> Option<Range<usize>> {
     let mut parts = line.split_ascii_whitespace();
     let (start, end) = parts.next()?.split_once('-')?;
     let start = usize::from_str_radix(start, 16).ok()?;
@@ -143,7 +154,7 @@ fn header(line: &str) -> Option<Option<Range<usize>>> {
         && inode != "0"
         && path.is_some_and(|p| p.starts_with('/'))
         && end > start;
-    Some(candidate.then_some(start..end))
+    candidate.then_some(start..end)
 }
 
 /// The value of a `Key:   N kB` line, in kB.
@@ -219,6 +230,15 @@ Anonymous:             0 kB
             "left alone: RELRO with private pages, writable, anonymous, \
              shared, nothing resident, no Anonymous line, vdso"
         );
+    }
+
+    #[test]
+    fn the_fields_of_an_unreadable_header_never_count_for_the_mapping_before() {
+        // A RELRO mapping with private pages, then a header that cannot be
+        // read whose Anonymous line says 0: the RELRO mapping must stay out.
+        let text = "1000-2000 r--p 0 fe:01 5 /bin/x\nRss: 4 kB\nAnonymous: 4 kB\n\
+                    zz-yy r--p 0 fe:01 5 /bin/x\nRss: 4 kB\nAnonymous: 0 kB\n";
+        assert!(candidates(text).is_empty());
     }
 
     #[test]
