@@ -196,6 +196,22 @@ pub enum Stream {
     Tls(Box<TlsStream<TcpStream>>),
 }
 
+impl Stream {
+    /// Registers the socket with the calling task's runtime instead of the
+    /// one it was opened on (see `held`): a duplicate descriptor joins this
+    /// runtime's reactor, then the original leaves its own and is closed.
+    /// The connection itself (TCP and TLS state) is untouched.
+    pub fn rehome(&mut self) -> io::Result<()> {
+        let tcp = match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(s) => s.get_mut().0,
+        };
+        let dup: std::net::TcpStream = socket2::SockRef::from(&*tcp).try_clone()?.into();
+        *tcp = TcpStream::from_std(dup)?;
+        Ok(())
+    }
+}
+
 /// Reads are capped (`read_cap`), so that hyper's read buffer on an
 /// upstream connection stays small after large bodies.
 impl AsyncRead for Stream {

@@ -15,6 +15,17 @@
 //! connection, upstream connections number the requests in flight rather
 //! than the client connections open, and a new client connection starts with
 //! a warm upstream connection instead of a new TCP and TLS handshake.
+//!
+//! A connection's socket is registered with the reactor of the runtime it was
+//! dialed on (its [`Home`], one per connection worker). Driven from another
+//! runtime, each of its readiness events would wake the home runtime's
+//! thread, which would then wake the client connection's thread: two thread
+//! wake-ups per event instead of none. So the pool hands out a connection of
+//! the caller's own runtime first, and one from elsewhere only when it has
+//! none; that one is moved to the caller's runtime first ([`Held::rehome`]:
+//! a few system calls, once). Dialing a new one instead would leave every
+//! runtime holding as many idle connections as it ever had requests in
+//! flight.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -55,10 +66,28 @@ pub(crate) struct Key {
     pub port: u16,
 }
 
+/// The HTTP/1 client settings of every held connection.
+pub(crate) fn http1_client() -> http1::Builder {
+    let mut b = http1::Builder::new();
+    b.preserve_header_case(true);
+    b
+}
+
+/// The tokio runtime whose reactor a socket is registered with (`None`
+/// outside a runtime): one per connection worker, one for the main runtime.
+type Home = Option<tokio::runtime::Id>;
+
+/// The runtime the calling task runs on.
+fn current_home() -> Home {
+    tokio::runtime::Handle::try_current().ok().map(|h| h.id())
+}
+
 /// One open upstream HTTP/1 connection: the request sender and the
 /// connection future that does its I/O.
 pub(crate) struct Held {
     pub key: Key,
+    /// The runtime it was dialed on, whose reactor its socket is registered with.
+    home: Home,
     pub sender: http1::SendRequest<Body>,
     conn: Pin<Box<http1::Connection<Conn, Body>>>,
     /// Where it goes when its client connection ends. Weak: the pool holds
@@ -70,7 +99,8 @@ pub(crate) struct Held {
 }
 
 impl Held {
-    /// A fresh connection that will return to `pool`.
+    /// A fresh connection, dialed on the calling task's runtime, that will
+    /// return to `pool`.
     pub fn new(
         key: Key,
         sender: http1::SendRequest<Body>,
@@ -79,11 +109,46 @@ impl Held {
     ) -> Self {
         Held {
             key,
+            home: current_home(),
             sender,
             conn: Box::pin(conn),
             pool: Arc::downgrade(pool),
             reused: false,
         }
+    }
+
+    /// Whether it was dialed on the calling task's runtime.
+    pub fn at_home(&self) -> bool {
+        self.home == current_home()
+    }
+
+    /// Moves an idle connection to the calling task's runtime: its socket
+    /// joins this runtime's reactor and a new HTTP/1 connection state takes
+    /// over the same stream. None (the connection is dropped) if it is not
+    /// idle or the socket cannot be moved.
+    pub async fn rehome(self) -> Option<Held> {
+        let Held {
+            key,
+            conn,
+            pool,
+            reused,
+            ..
+        } = self;
+        let parts = Pin::into_inner(conn).into_parts();
+        if !parts.read_buf.is_empty() {
+            return None;
+        }
+        let mut io = parts.io;
+        io.0.inner_mut().rehome().ok()?;
+        let (sender, conn) = http1_client().handshake(io).await.ok()?;
+        Some(Held {
+            key,
+            home: current_home(),
+            sender,
+            conn: Box::pin(conn),
+            pool,
+            reused,
+        })
     }
 
     /// Drives the connection's I/O; false once it has ended.
@@ -113,7 +178,8 @@ impl Held {
     }
 }
 
-/// Idle upstream HTTP/1 connections, by upstream, newest last.
+/// Idle upstream HTTP/1 connections, by upstream, newest last. Each is
+/// handed out only on its [`Home`] runtime.
 #[derive(Default)]
 pub(crate) struct IdlePool {
     inner: Mutex<PoolInner>,
@@ -152,19 +218,25 @@ impl IdlePool {
         });
     }
 
-    /// The newest idle connection to `key` that is still open.
+    /// The newest idle connection to `key` that is still open: one of the
+    /// calling task's runtime if there is one (see [`Held::at_home`]).
     pub fn take(&self, key: &Key) -> Option<Held> {
+        let home = current_home();
         let mut inner = self.lock();
         let now = Instant::now();
         let list = inner.idle.get_mut(key)?;
-        while let Some((since, mut held)) = list.pop() {
+        loop {
+            let i = list
+                .iter()
+                .rposition(|(_, h)| h.home == home)
+                .or_else(|| list.len().checked_sub(1))?;
+            let (since, mut held) = list.remove(i);
             let fresh = now.duration_since(since) < RECHECK_AFTER;
             if (fresh && held.sender.is_ready()) || held.ready() {
                 held.reused = true;
                 return Some(held);
             }
         }
-        None
     }
 
     fn put(&self, held: Held) {

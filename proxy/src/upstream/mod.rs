@@ -179,7 +179,10 @@ impl Upstream {
             let reused = if fresh_only {
                 None
             } else {
-                slot.take(&key).or_else(|| self.idle.take(&key))
+                match slot.take(&key).or_else(|| self.idle.take(&key)) {
+                    Some(h) if !h.at_home() => h.rehome().await,
+                    other => other,
+                }
             };
             let mut held = match reused {
                 Some(h) => h,
@@ -211,8 +214,7 @@ impl Upstream {
     /// Dials `key` offering only http/1.1 and starts an HTTP/1 connection on it.
     async fn dial_http1(&self, key: &Key) -> Result<Held, UpstreamError> {
         let io = self.dialer_h1.open(&key.host, key.port, key.tls).await?;
-        let (sender, conn) = hyper::client::conn::http1::Builder::new()
-            .preserve_header_case(true)
+        let (sender, conn) = held::http1_client()
             .handshake(io)
             .await
             .map_err(|e| classify(&e))?;

@@ -163,6 +163,60 @@ async fn another_upstream_gets_its_own_connection() {
     assert_eq!(b.accepted.load(Ordering::SeqCst), 1);
 }
 
+/// Two connection workers (current-thread runtimes) and an origin on a
+/// runtime of its own: the pool hands each runtime its own connections
+/// first, and moves one from elsewhere to the caller's runtime instead of
+/// dialing a new one.
+#[test]
+fn idle_connections_go_to_their_own_runtime_first_and_move_when_taken_elsewhere() {
+    let rt = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+    };
+    let origin_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("origin runtime");
+    let (a, b) = (rt(), rt());
+    let o = origin_rt.block_on(origin(false));
+    let up = upstream();
+    let on = |rt: &tokio::runtime::Runtime| {
+        let slot = HeldSlot::default();
+        let text = rt.block_on(send(&up, &slot, get(o.addr, "/")));
+        drop(slot);
+        text
+    };
+
+    // Two connections, both dialed on a.
+    let (s1, s2) = (HeldSlot::default(), HeldSlot::default());
+    a.block_on(async {
+        tokio::join!(
+            send(&up, &s1, get(o.addr, "/")),
+            send(&up, &s2, get(o.addr, "/"))
+        )
+    });
+    drop((s1, s2));
+    assert_eq!(up.idle.len(), 2);
+    assert_eq!(o.accepted.load(Ordering::SeqCst), 2);
+
+    // b has none of its own: it takes one of a's rather than dialing.
+    let b_conn = on(&b);
+    for _ in 0..3 {
+        assert_eq!(on(&b), b_conn, "b keeps the one it moved");
+        assert_ne!(on(&a), b_conn, "a takes the one still its own");
+    }
+    assert_eq!(o.accepted.load(Ordering::SeqCst), 2, "nothing was dialed");
+
+    // The moved connection is registered with b's reactor: it works with
+    // a's runtime gone, which a connection still registered there would not.
+    drop(a);
+    assert_eq!(on(&b), b_conn);
+    assert_eq!(o.accepted.load(Ordering::SeqCst), 2);
+}
+
 #[tokio::test]
 async fn a_refused_dial_is_a_dial_error() {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
