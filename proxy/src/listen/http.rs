@@ -20,7 +20,6 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>) {
                 continue;
             }
         };
-        let _ = stream.set_nodelay(true);
         let shared = shared.clone();
         tokio::spawn(async move {
             super::serve_http(shared, ConnInfo::new(remote, Mode::Http, false, 80), stream).await;

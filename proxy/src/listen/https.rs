@@ -20,7 +20,6 @@ pub async fn run(listener: TcpListener, intake: Intake) {
                 continue;
             }
         };
-        let _ = stream.set_nodelay(true);
         let intake = intake.clone();
         tokio::spawn(async move {
             let conn = ConnInfo::new(remote, Mode::Https, true, 443);

@@ -95,7 +95,6 @@ pub async fn run(listener: TcpListener, intake: Intake, lookup: Arc<dyn OriginLo
                 continue;
             }
         };
-        let _ = stream.set_nodelay(true);
         let local = match stream.local_addr() {
             Ok(l) => l,
             Err(_) => continue,

@@ -66,7 +66,6 @@ pub async fn run(listener: TcpListener, intake: Intake) {
                 continue;
             }
         };
-        let _ = stream.set_nodelay(true);
         let intake = intake.clone();
         tokio::spawn(async move { serve(stream, remote, intake).await });
     }
