@@ -24,7 +24,7 @@ pub mod counter {
     pub const IRON_CNT_RAW_REFUSED: u32 = 4;
     /// Connects by the proxy itself, let through.
     pub const IRON_CNT_PROXY_EXEMPT: u32 = 5;
-    /// Client 4-tuples recorded by sockops.
+    /// Client 4-tuples recorded by the egress program on a redirected SYN.
     pub const IRON_CNT_TUPLE_RECORDED: u32 = 6;
     /// `SO_ORIGINAL_DST` answers given by the getsockopt program.
     pub const IRON_CNT_ORIGDST_ANSWERED: u32 = 7;

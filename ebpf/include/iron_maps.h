@@ -80,8 +80,8 @@ struct {
 
 /* The connect-time origin of a redirected socket, stored on the socket
  * itself (socket-local storage): written by connect4/6 and sendmsg4/6,
- * read by sockops and by recvmsg/getpeername. Freed with the socket, so
- * it never fills up and never evicts. */
+ * read by the egress program (on a TCP SYN) and by recvmsg/getpeername.
+ * Freed with the socket, so it never fills up and never evicts. */
 struct {
 	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
@@ -91,8 +91,8 @@ struct {
 } iron_sk_origin SEC(".maps");
 
 /* Origins by the client's 4-tuple, for the proxy's lookup on accept:
- * written by sockops, removed when the proxy reads the entry (its
- * lookup, or the getsockopt program's answer). */
+ * written by the egress program on the SYN, removed when the proxy reads
+ * the entry (its lookup, or the getsockopt program's answer). */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, IRON_ORIGINS_MAX);
@@ -116,7 +116,7 @@ struct {
  * the calling task), read by the cgroup_skb backstop (which sees only the
  * socket). Freed with the socket, so a mark is never evicted however many
  * sockets the proxy opens. Kept apart from iron_sk_origin, whose presence
- * means "redirected" to sockops, recvmsg and getpeername. */
+ * means "redirected" to the egress program, recvmsg and getpeername. */
 struct {
 	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
 	__uint(map_flags, BPF_F_NO_PREALLOC);

@@ -3,7 +3,8 @@
  * cgroup/connect4 and cgroup/connect6: deny, exempt the proxy, send
  * port 53 to the DNS listener and every TCP port to the transparent
  * listener; refuse other UDP. The original destination is recorded in
- * the socket's local storage for sockops (TCP) and recvmsg/getpeername.
+ * the socket's local storage for the egress program (TCP, on the SYN)
+ * and recvmsg/getpeername.
  */
 #include "iron_sock_addr.h"
 

@@ -10,6 +10,13 @@
  * selected workload socket whose destination is neither loopback nor one
  * of the proxy's redirect targets (the transparent and DNS listeners).
  *
+ * It also records each redirected connection for the proxy's lookup: on
+ * a SYN from a socket whose connect-time origin is in its local storage
+ * (iron_sk_origin, written by connect4/6), it copies that origin into
+ * iron_by_tuple keyed by the packet's 4-tuple, which is the one the proxy
+ * sees on accept(). The SYN is the first packet to carry the ephemeral
+ * port, and it leaves before the proxy can accept the connection.
+ *
  * Exempt, like in connect4: the proxy's own sockets, recognised by the
  * socket's cgroup id or uid, or by the mark connect/sendmsg left in the
  * socket's local storage when the calling task was the proxy
@@ -31,6 +38,9 @@
 #define IRON_SKB_PASS 1
 #define IRON_SKB_DROP 0
 
+#define IRON_TCP_SYN 0x02
+#define IRON_TCP_ACK 0x10
+
 /* A packet's endpoints, as 16-byte (v4-mapped) addresses, and its
  * network-order ports when it has a TCP or UDP header we could read. */
 struct iron_pkt {
@@ -40,11 +50,14 @@ struct iron_pkt {
 	__u16 dport;
 	int ports;
 	__u32 l4_off; /* 0: no TCP/UDP header to read */
+	__u8 proto;   /* IPPROTO_TCP or IPPROTO_UDP when l4_off is set */
+	__u8 tcp_flags;
 };
 
 /* Reads the IP header. Returns 0 on success, -1 when the packet is
  * neither IPv4 nor IPv6 or too short. Ports are read separately
- * (iron_parse_ports), only when the destination is not loopback. */
+ * (iron_parse_ports): a TCP header's always (with its flags), a UDP
+ * header's only when the destination is not loopback. */
 static __always_inline int iron_parse(struct __sk_buff *skb, struct iron_pkt *p)
 {
 	__u8 hdr[40];
@@ -80,23 +93,72 @@ static __always_inline int iron_parse(struct __sk_buff *skb, struct iron_pkt *p)
 	if (l4_off < 20 || l4_off > 60)
 		return 0;
 	p->l4_off = l4_off;
+	p->proto = proto;
 	return 0;
 }
 
-/* Reads the TCP or UDP ports, when iron_parse found such a header. */
+/* Reads the TCP or UDP ports, and a TCP header's flags, when iron_parse
+ * found such a header. */
 static __always_inline void iron_parse_ports(struct __sk_buff *skb,
 					     struct iron_pkt *p)
 {
-	__u16 ports[2];
+	__u8 l4[14];
 	__u32 l4_off = p->l4_off;
 
-	if (l4_off < 20 || l4_off > 60)
+	if (l4_off < 20 || l4_off > 60 || p->ports)
 		return;
-	if (bpf_skb_load_bytes(skb, l4_off, ports, 4))
+	if (p->proto == IPPROTO_TCP) {
+		if (bpf_skb_load_bytes(skb, l4_off, l4, 14))
+			return;
+		p->tcp_flags = l4[13];
+	} else if (bpf_skb_load_bytes(skb, l4_off, l4, 4)) {
 		return;
-	p->sport = ports[0];
-	p->dport = ports[1];
+	}
+	__builtin_memcpy(&p->sport, &l4[0], 2);
+	__builtin_memcpy(&p->dport, &l4[2], 2);
 	p->ports = 1;
+}
+
+/* The full socket that sent this packet, or NULL. skb->sk is a
+ * sock_common, and before Linux 5.10 bpf_sk_storage_get takes only a full
+ * socket, hence bpf_sk_fullsock. It is NULL for a listener's SYN-ACK (a
+ * request socket). */
+static __always_inline struct bpf_sock *iron_skb_sock(struct __sk_buff *skb)
+{
+	struct bpf_sock *sk;
+
+	IRON_LOAD64(sk, skb, struct __sk_buff, sk);
+	if (!sk)
+		return NULL;
+	return bpf_sk_fullsock(sk);
+}
+
+/* On a connection's first SYN from a redirected socket, records its
+ * origin under the packet's 4-tuple for the proxy (see the top). A
+ * retransmitted SYN writes the same entry again. */
+static __always_inline void iron_skb_record(struct __sk_buff *skb,
+					    const struct iron_pkt *p)
+{
+	struct iron_tuple t;
+	struct iron_origin *o;
+	struct bpf_sock *sk;
+
+	if (p->proto != IPPROTO_TCP || !p->ports ||
+	    (p->tcp_flags & (IRON_TCP_SYN | IRON_TCP_ACK)) != IRON_TCP_SYN)
+		return;
+	sk = iron_skb_sock(skb);
+	if (!sk)
+		return;
+	o = bpf_sk_storage_get(&iron_sk_origin, sk, 0, 0);
+	if (!o)
+		return;
+	__builtin_memset(&t, 0, sizeof(t));
+	__builtin_memcpy(t.src_addr, p->src, 16);
+	__builtin_memcpy(t.dst_addr, p->dst, 16);
+	t.src_port = p->sport;
+	t.dst_port = p->dport;
+	if (bpf_map_update_elem(&iron_by_tuple, &t, o, BPF_ANY) == 0)
+		iron_count(IRON_CNT_TUPLE_RECORDED);
 }
 
 static __always_inline int iron_eq16(const __u32 a[4], const __u8 b[16])
@@ -124,19 +186,13 @@ static __always_inline int iron_is_target(const struct iron_config *cfg,
 	       iron_eq16(a, cfg->dns_v6);
 }
 
-/* Whether the socket that sent this packet carries the proxy's mark.
- * skb->sk is a sock_common, and before Linux 5.10 bpf_sk_storage_get
- * takes only a full socket, hence bpf_sk_fullsock. It is NULL for a
- * listener's SYN-ACK (a request socket), which carries no mark anyway:
- * marks come from connect and sendmsg. */
+/* Whether the socket that sent this packet carries the proxy's mark. A
+ * request socket (a listener's SYN-ACK) carries none: marks come from
+ * connect and sendmsg. */
 static __always_inline int iron_skb_marked(struct __sk_buff *skb)
 {
-	struct bpf_sock *sk;
+	struct bpf_sock *sk = iron_skb_sock(skb);
 
-	IRON_LOAD64(sk, skb, struct __sk_buff, sk);
-	if (!sk)
-		return 0;
-	sk = bpf_sk_fullsock(sk);
 	if (!sk)
 		return 0;
 	return bpf_sk_storage_get(&iron_sk_proxy, sk, 0, 0) != NULL;
@@ -169,8 +225,12 @@ int iron_skb_egress(struct __sk_buff *skb)
 
 	__builtin_memset(&p, 0, sizeof(p));
 	parsed = iron_parse(skb, &p) == 0;
-	/* Loopback passes before anything else is read: it is most of what
-	 * an intercepted workload sends (its traffic to the proxy). */
+	if (parsed && p.proto == IPPROTO_TCP) {
+		iron_parse_ports(skb, &p);
+		iron_skb_record(skb, &p);
+	}
+	/* Loopback passes before any map is read: it is most of what an
+	 * intercepted workload sends (its traffic to the proxy). */
 	if (parsed && iron_is_loopback(p.dst))
 		return IRON_SKB_PASS;
 	cfg = iron_cfg_load();

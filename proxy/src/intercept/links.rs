@@ -10,9 +10,7 @@ use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use aya::programs::{
-    CgroupSkb, CgroupSock, CgroupSockAddr, CgroupSockopt, Program, ProgramError, SockOps,
-};
+use aya::programs::{CgroupSkb, CgroupSock, CgroupSockAddr, CgroupSockopt, Program, ProgramError};
 use aya::{Ebpf, EbpfError, EbpfLoader};
 
 use super::cgroup::{cgroup_id, CgroupError};
@@ -90,7 +88,6 @@ pub enum LinksError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     SockAddr,
-    SockOps,
     Sockopt,
     Sock,
     Skb,
@@ -130,7 +127,6 @@ const fn hook(
 // `enum bpf_attach_type` values.
 const BPF_CGROUP_INET_EGRESS: u32 = 1;
 const BPF_CGROUP_INET_SOCK_CREATE: u32 = 2;
-const BPF_CGROUP_SOCK_OPS: u32 = 3;
 const BPF_CGROUP_INET4_CONNECT: u32 = 10;
 const BPF_CGROUP_INET6_CONNECT: u32 = 11;
 const BPF_CGROUP_UDP4_SENDMSG: u32 = 14;
@@ -144,7 +140,7 @@ const BPF_CGROUP_INET6_GETPEERNAME: u32 = 30;
 /// Hooks attached to every intercepted cgroup. The egress backstop and
 /// sock_create come first and the connect hooks last, so a half-attached
 /// cgroup refuses more, not less.
-pub(crate) const WORKLOAD_HOOKS: [Hook; 11] = [
+pub(crate) const WORKLOAD_HOOKS: [Hook; 10] = [
     hook(
         "skb_egress",
         "skb",
@@ -160,14 +156,6 @@ pub(crate) const WORKLOAD_HOOKS: [Hook; 11] = [
         Kind::Sock,
         BPF_CGROUP_INET_SOCK_CREATE,
         "4.10",
-    ),
-    hook(
-        "sockops",
-        "sockops",
-        "iron_sockops",
-        Kind::SockOps,
-        BPF_CGROUP_SOCK_OPS,
-        "4.13",
     ),
     hook(
         "recvmsg4",
@@ -276,7 +264,6 @@ impl Loaded {
             let p = loaded.program_mut(h)?;
             match h.kind {
                 Kind::SockAddr => <&mut CgroupSockAddr>::try_from(p).and_then(|p| p.load()),
-                Kind::SockOps => <&mut SockOps>::try_from(p).and_then(|p| p.load()),
                 Kind::Sockopt => <&mut CgroupSockopt>::try_from(p).and_then(|p| p.load()),
                 Kind::Sock => <&mut CgroupSock>::try_from(p).and_then(|p| p.load()),
                 Kind::Skb => <&mut CgroupSkb>::try_from(p).and_then(|p| p.load()),

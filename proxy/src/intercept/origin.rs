@@ -1,10 +1,11 @@
 //! Recovering where an intercepted connection was going, and who made it,
 //! from the accepted socket's addresses: a lookup in the pinned tuple map
-//! that sockops fills. This works without any getsockopt program.
+//! that the egress program fills on each redirected SYN. This works without
+//! any getsockopt program.
 //!
 //! The lookup takes the entry out of the map: the proxy asks once per
 //! accepted connection, and a map that stays nearly empty never makes
-//! sockops evict on the workload's `connect()`.
+//! the egress program evict on a workload's SYN.
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::os::fd::AsFd;

@@ -25,7 +25,7 @@ pub struct Status {
 /// One pinned link.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LinkStatus {
-    /// Hook name (`connect4`, `sockops`, ...).
+    /// Hook name (`connect4`, `skb_egress`, ...).
     pub hook: String,
     /// The pin.
     pub pin: PathBuf,

@@ -19,7 +19,7 @@ use super::one_run;
 /// One program's share of a redirected connect.
 #[derive(Debug, Clone, Serialize)]
 pub struct ProgramCost {
-    /// The hook (`connect4`, `sockops`, `sock_create`, ...).
+    /// The hook (`connect4`, `skb_egress`, `sock_create`, ...).
     pub hook: String,
     /// Runs per connect (socket + connect + close iteration).
     pub runs_per_connect: f64,
