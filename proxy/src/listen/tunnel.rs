@@ -6,6 +6,7 @@
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
+use http::uri::Authority;
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -13,7 +14,9 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+use super::connect_head::{self, FirstRequest};
 use super::sniffed::{Intake, KnownDest, SNIFF_TIMEOUT};
+use super::HEADER_READ_TIMEOUT;
 use crate::audit::{Mode, TunnelInfo};
 use crate::body::{self, Body};
 use crate::exchange::{self, ConnInfo};
@@ -76,14 +79,23 @@ async fn serve(mut stream: TcpStream, remote: SocketAddr, intake: Intake) {
         tracing::debug!(client = %remote, "tunnel client sent nothing within {SNIFF_TIMEOUT:?}");
         return;
     };
-    let socks = first.first() == Some(&0x05);
-    let stream = PrefixedStream::new(first, stream);
-    if socks {
+    if first.first() == Some(&0x05) {
+        let stream = PrefixedStream::new(first, stream);
         if let Err(e) = socks5(stream, remote, &intake).await {
             tracing::debug!(client = %remote, error = %e, "socks5 handshake failed");
         }
-    } else {
-        http_proxy(stream, remote, intake).await;
+        return;
+    }
+    match connect_head::read(&mut stream, first, HEADER_READ_TIMEOUT).await {
+        FirstRequest::Connect { target, head } => {
+            connect_direct(stream, head, &target, remote, intake).await;
+        }
+        FirstRequest::Other(bytes) => {
+            http_proxy(PrefixedStream::new(bytes, stream), remote, intake).await;
+        }
+        FirstRequest::Gone => {
+            tracing::debug!(client = %remote, "tunnel client did not finish its first request");
+        }
     }
 }
 
@@ -114,14 +126,28 @@ fn status(code: StatusCode, text: &str) -> Response<Body> {
     r
 }
 
-/// Answers a CONNECT: check the target, reply 200, then serve the inner stream.
-async fn connect(mut req: Request<Incoming>, remote: SocketAddr, intake: Intake) -> Response<Body> {
-    let Some(authority) = req.uri().authority().cloned() else {
-        return status(StatusCode::BAD_REQUEST, "CONNECT needs host:port");
+/// The answer to an admitted CONNECT on the direct path.
+const CONNECT_OK: &[u8] = b"HTTP/1.1 200 Connection established\r\n\r\n";
+
+/// A CONNECT target the pipeline let through.
+struct Admitted {
+    conn: ConnInfo,
+    dest: KnownDest,
+}
+
+/// Checks a CONNECT's target: the tunnel to open, or the response that
+/// refuses it (audited here).
+async fn admit(
+    target: Option<&Authority>,
+    remote: SocketAddr,
+    intake: &Intake,
+) -> Result<Admitted, Response<Body>> {
+    let Some(authority) = target else {
+        return Err(status(StatusCode::BAD_REQUEST, "CONNECT needs host:port"));
     };
     let host = normalize_host(authority.host());
     let Some(port) = authority.port_u16() else {
-        return status(StatusCode::BAD_REQUEST, "CONNECT needs host:port");
+        return Err(status(StatusCode::BAD_REQUEST, "CONNECT needs host:port"));
     };
     let mut conn = ConnInfo::new(remote, Mode::Tunnel, false, port);
     conn.tunnel = Some(TunnelInfo {
@@ -131,33 +157,74 @@ async fn connect(mut req: Request<Incoming>, remote: SocketAddr, intake: Intake)
     let mut rec = conn.record();
     rec.method = "CONNECT".into();
     if !intake
-        .check_host(&conn, &host, port, precheck(&intake), &mut rec)
+        .check_host(&conn, &host, port, precheck(intake), &mut rec)
         .await
     {
         let msg = format!("CONNECT to {host}:{port} is not allowed");
         intake.shared.audit.emit(&rec);
-        return crate::exchange::connection_refusal(&msg);
+        return Err(crate::exchange::connection_refusal(&msg));
     }
+    conn.expected_host = Some(host.clone());
+    let dest = KnownDest {
+        host: Some(host),
+        port,
+    };
+    Ok(Admitted { conn, dest })
+}
+
+/// Answers a CONNECT that arrived through hyper: check the target, reply
+/// 200, then serve the inner stream once hyper hands it over.
+async fn connect(mut req: Request<Incoming>, remote: SocketAddr, intake: Intake) -> Response<Body> {
+    let Admitted { conn, dest } = match admit(req.uri().authority(), remote, &intake).await {
+        Ok(a) => a,
+        Err(refusal) => return refusal,
+    };
     let on_upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
         match on_upgrade.await {
-            Ok(up) => {
-                conn.expected_host = Some(host.clone());
-                intake
-                    .serve(
-                        TokioIo::new(up),
-                        conn,
-                        KnownDest {
-                            host: Some(host),
-                            port,
-                        },
-                    )
-                    .await;
-            }
+            Ok(up) => intake.serve(TokioIo::new(up), conn, dest).await,
             Err(e) => tracing::debug!(error = %e, "CONNECT upgrade failed"),
         }
     });
     Response::new(body::empty())
+}
+
+/// Answers a CONNECT read without hyper (see `connect_head`): the tunnel
+/// is served on the TCP stream itself. A refusal goes out through hyper,
+/// which reads `head` again and sends the response.
+async fn connect_direct(
+    mut stream: TcpStream,
+    head: Vec<u8>,
+    target: &Authority,
+    remote: SocketAddr,
+    intake: Intake,
+) {
+    match admit(Some(target), remote, &intake).await {
+        Ok(Admitted { conn, dest }) => {
+            if stream.write_all(CONNECT_OK).await.is_ok() {
+                intake.serve(stream, conn, dest).await;
+            }
+        }
+        Err(refusal) => {
+            let refusal = std::sync::Mutex::new(Some(refusal));
+            let svc = service_fn(move |_req: Request<Incoming>| {
+                let rsp = refusal
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .take()
+                    .unwrap_or_else(|| status(StatusCode::BAD_REQUEST, "one request only"));
+                std::future::ready(Ok::<_, std::convert::Infallible>(rsp))
+            });
+            let io = TokioIo::new(PrefixedStream::new(head, stream));
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .keep_alive(false)
+                .serve_connection(io, svc)
+                .await
+            {
+                tracing::debug!(client = %remote, error = %e, "sending a CONNECT refusal failed");
+            }
+        }
+    }
 }
 
 /// In MITM mode the inner requests are checked in full, so the target check is host-only.

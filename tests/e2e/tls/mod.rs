@@ -164,6 +164,17 @@ fn tls_handshake_only(
     px: &ProxyProcess,
     sni: &str,
 ) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    let mut conn = tls_client(px, sni);
+    let mut sock = Raw::connect(px.https_addr()).stream;
+    while conn.is_handshaking() {
+        conn.complete_io(&mut sock)
+            .unwrap_or_else(|e| panic!("TLS handshake with the proxy: {e}"));
+    }
+    rustls::StreamOwned::new(conn, sock)
+}
+
+/// A rustls client connection for `sni` that trusts the proxy's CA, before any byte is sent.
+fn tls_client(px: &ProxyProcess, sni: &str) -> rustls::ClientConnection {
     use rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
     let ca = rustls::pki_types::CertificateDer::from_pem_file(px.ca()).expect("the proxy CA");
@@ -175,14 +186,7 @@ fn tls_handshake_only(
         .with_root_certificates(roots)
         .with_no_client_auth();
     let name = rustls::pki_types::ServerName::try_from(sni.to_string()).expect("a valid name");
-    let mut conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name)
-        .expect("a client connection");
-    let mut sock = Raw::connect(px.https_addr()).stream;
-    while conn.is_handshaking() {
-        conn.complete_io(&mut sock)
-            .unwrap_or_else(|e| panic!("TLS handshake with the proxy: {e}"));
-    }
-    rustls::StreamOwned::new(conn, sock)
+    rustls::ClientConnection::new(std::sync::Arc::new(config), name).expect("a client connection")
 }
 
 /// The proxy's open file descriptors (`/proc/PID/fd`).

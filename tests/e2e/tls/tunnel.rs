@@ -34,6 +34,37 @@ fn curl_through_connect_and_socks5h_is_intercepted_and_audited_with_the_tunnel()
     assert_tunnelled(&px, "/anything/socks", "socks5", "httpbin.test:443");
 }
 
+/// Most clients wait for the CONNECT's answer before starting TLS (the proxy reads such a
+/// CONNECT itself and serves the tunnel on the bare TCP stream). One that sends its ClientHello
+/// right behind the CONNECT goes through hyper's CONNECT path instead, and nothing it sent
+/// early is lost.
+#[test]
+fn a_client_hello_sent_before_the_connect_answer_is_not_lost() {
+    require_root!();
+    let (_net, up, px) = mitm_with("httpbin.test");
+    let mut conn = tls_client(&px, "httpbin.test");
+    let mut first = b"CONNECT httpbin.test:443 HTTP/1.1\r\nHost: httpbin.test:443\r\n\r\n".to_vec();
+    while conn.wants_write() {
+        conn.write_tls(&mut first).expect("writing to a Vec");
+    }
+    let mut raw = Raw::connect(px.tunnel_addr());
+    raw.send(&first);
+    let head = raw.read_head();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+
+    let mut tls = rustls::StreamOwned::new(conn, raw.stream);
+    tls.write_all(b"GET /anything/early HTTP/1.1\r\nHost: httpbin.test\r\nConnection: close\r\n\r\n")
+        .expect("sending the request inside the tunnel");
+    let mut reply = Vec::new();
+    // The proxy may close without close_notify after a `Connection: close` response.
+    let _ = std::io::Read::read_to_end(&mut tls, &mut reply);
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert!(reply.contains("/anything/early"), "{reply}");
+    up.wait_for_request(|q| q.path() == "/anything/early");
+    assert_tunnelled(&px, "/anything/early", "connect", "httpbin.test:443");
+}
+
 #[test]
 fn socks5_to_an_ip_allowed_by_cidr_reaches_that_ip() {
     require_root!();
