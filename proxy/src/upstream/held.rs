@@ -178,8 +178,8 @@ impl Held {
     }
 }
 
-/// Idle upstream HTTP/1 connections, by upstream, newest last. Each is
-/// handed out only on its [`Home`] runtime.
+/// Idle upstream HTTP/1 connections, by upstream, newest last. Each goes
+/// first to a client connection on its [`Home`] runtime.
 #[derive(Default)]
 pub(crate) struct IdlePool {
     inner: Mutex<PoolInner>,
