@@ -134,7 +134,12 @@ mod tests {
         let head = b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\nUser-Agent: curl\r\n\r\n";
         assert_eq!(first(&[head]).await, connect("example.com:443", head));
         assert_eq!(
-            first(&[b"CONN", b"ECT example.com:443 HTTP/1.1\r\n", b"Host: x\r\n\r\n"]).await,
+            first(&[
+                b"CONN",
+                b"ECT example.com:443 HTTP/1.1\r\n",
+                b"Host: x\r\n\r\n"
+            ])
+            .await,
             connect(
                 "example.com:443",
                 b"CONNECT example.com:443 HTTP/1.1\r\nHost: x\r\n\r\n"

@@ -53,8 +53,10 @@ fn a_client_hello_sent_before_the_connect_answer_is_not_lost() {
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
 
     let mut tls = rustls::StreamOwned::new(conn, raw.stream);
-    tls.write_all(b"GET /anything/early HTTP/1.1\r\nHost: httpbin.test\r\nConnection: close\r\n\r\n")
-        .expect("sending the request inside the tunnel");
+    tls.write_all(
+        b"GET /anything/early HTTP/1.1\r\nHost: httpbin.test\r\nConnection: close\r\n\r\n",
+    )
+    .expect("sending the request inside the tunnel");
     let mut reply = Vec::new();
     // The proxy may close without close_notify after a `Connection: close` response.
     let _ = std::io::Read::read_to_end(&mut tls, &mut reply);
