@@ -4,7 +4,7 @@
 use iron_proxy::intercept::{DenyCidr, Interceptor};
 
 use super::support::*;
-use super::{attach, settings, EPERM};
+use super::{attach, settings, EPERM, LINKS_PER_CGROUP};
 
 #[test]
 fn update_deny_moves_the_kernel_deny_list() {
@@ -57,6 +57,10 @@ fn update_deny_moves_the_kernel_deny_list() {
         "after: 127.0.0.3 redirected as usual, 127.0.0.4 and .5 denied"
     );
     let status = Interceptor::status(&pins.path).expect("status");
-    assert_eq!(status.links.len(), 11, "links untouched: {status}");
+    assert_eq!(
+        status.links.len(),
+        LINKS_PER_CGROUP,
+        "links untouched: {status}"
+    );
     assert!(status.links.iter().all(|l| l.attached), "{status}");
 }

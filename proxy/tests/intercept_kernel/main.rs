@@ -17,6 +17,9 @@ use support::*;
 
 const EPERM: &str = "1";
 const ECONNREFUSED: &str = "111";
+/// Links pinned per intercepted cgroup: connect4/6, sendmsg4/6, recvmsg4/6,
+/// getpeername4/6, sock_create and skb_egress.
+const LINKS_PER_CGROUP: usize = 10;
 
 fn settings(cg: &TestCgroup, pins: &TestPins, listen: SocketAddr) -> InterceptSettings {
     let SocketAddr::V4(listen_v4) = listen else {
@@ -131,7 +134,7 @@ fn tcp_v4_is_redirected_and_origin_found() {
     );
 
     let status = Interceptor::status(&pins.path).expect("status");
-    assert_eq!(status.links.len(), 11, "{status}");
+    assert_eq!(status.links.len(), LINKS_PER_CGROUP, "{status}");
     assert!(
         status
             .links
@@ -564,13 +567,13 @@ fn takeover_drops_cgroups_no_longer_selected() {
     drop(attach(&s));
     assert_eq!(
         Interceptor::status(&pins.path).expect("status").links.len(),
-        22
+        2 * LINKS_PER_CGROUP
     );
     s.cgroups.pop();
     let _ic = attach(&s);
     assert_eq!(
         Interceptor::status(&pins.path).expect("status").links.len(),
-        11
+        LINKS_PER_CGROUP
     );
     let in_b = run_workload(&b, None, &["tcp", "127.0.0.2", &port]);
     assert_eq!(in_b.lines, vec![format!("tcp ok 127.0.0.2 {port} direct")]);
