@@ -229,8 +229,8 @@ int iron_skb_egress(struct __sk_buff *skb)
 		iron_parse_ports(skb, &p);
 		iron_skb_record(skb, &p);
 	}
-	/* Loopback passes before any map is read: it is most of what an
-	 * intercepted workload sends (its traffic to the proxy). */
+	/* Loopback passes before the configuration is read: it is most of
+	 * what an intercepted workload sends (its traffic to the proxy). */
 	if (parsed && iron_is_loopback(p.dst))
 		return IRON_SKB_PASS;
 	cfg = iron_cfg_load();
