@@ -75,10 +75,10 @@ pub(crate) fn http1_client() -> http1::Builder {
 
 /// The tokio runtime whose reactor a socket is registered with (`None`
 /// outside a runtime): one per connection worker, one for the main runtime.
-type Home = Option<tokio::runtime::Id>;
+pub(crate) type Home = Option<tokio::runtime::Id>;
 
 /// The runtime the calling task runs on.
-fn current_home() -> Home {
+pub(crate) fn current_home() -> Home {
     tokio::runtime::Handle::try_current().ok().map(|h| h.id())
 }
 
@@ -117,9 +117,9 @@ impl Held {
         }
     }
 
-    /// Whether it was dialed on the calling task's runtime.
-    pub fn at_home(&self) -> bool {
-        self.home == current_home()
+    /// The runtime it was dialed on (or moved to).
+    pub fn home(&self) -> Home {
+        self.home
     }
 
     /// Moves an idle connection to the calling task's runtime: its socket
@@ -218,10 +218,9 @@ impl IdlePool {
         });
     }
 
-    /// The newest idle connection to `key` that is still open: one of the
-    /// calling task's runtime if there is one (see [`Held::at_home`]).
-    pub fn take(&self, key: &Key) -> Option<Held> {
-        let home = current_home();
+    /// The newest idle connection to `key` that is still open: one of
+    /// runtime `home` (the caller's) if there is one.
+    pub fn take(&self, key: &Key, home: Home) -> Option<Held> {
         let mut inner = self.lock();
         let now = Instant::now();
         let list = inner.idle.get_mut(key)?;

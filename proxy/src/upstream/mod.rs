@@ -174,13 +174,15 @@ impl Upstream {
     ) -> Result<Response<Incoming>, UpstreamError> {
         let (key, mut req) = origin_form(req)?;
         let deadline = tokio::time::Instant::now() + header_timeout;
+        // The runtime this task runs on: idle connections of its own go first.
+        let home = held::current_home();
         let mut fresh_only = false;
         loop {
             let reused = if fresh_only {
                 None
             } else {
-                match slot.take(&key).or_else(|| self.idle.take(&key)) {
-                    Some(h) if !h.at_home() => h.rehome().await,
+                match slot.take(&key).or_else(|| self.idle.take(&key, home)) {
+                    Some(h) if h.home() != home => h.rehome().await,
                     other => other,
                 }
             };
