@@ -16,6 +16,7 @@ use crate::pipeline::{Dest, Flow, PhaseOutcome};
 use crate::rules::normalize_host;
 use crate::state::Shared;
 use crate::tls::sniff::{peek_client_hello, PrefixedStream, Sniff};
+use crate::tls::ticket_hold::TicketHold;
 use crate::tls::LeafCache;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
@@ -24,6 +25,8 @@ use rustls::sign::CertifiedKey;
 pub const MAX_CLIENT_HELLO: usize = 16 * 1024;
 /// How long a client may take to send its first bytes.
 pub const SNIFF_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a failed handshake's alert may take to leave.
+const HELD_ALERT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// How TLS from workloads is handled (`tls.mode`).
 #[derive(Clone)]
@@ -185,7 +188,7 @@ impl Intake {
                     });
                     Arc::new(c)
                 };
-                let tls = match TlsAcceptor::from(config).accept(io).await {
+                let mut tls = match mitm_handshake(config, io, SNIFF_TIMEOUT).await {
                     Ok(t) => t,
                     Err(e) => {
                         let mut rec = conn.record();
@@ -198,7 +201,6 @@ impl Intake {
                 };
                 // What TLS carries must be HTTP too: anything else (DNS over TLS, a raw
                 // protocol) is refused and audited here rather than dropped by the HTTP parser.
-                let mut tls = tls;
                 let first = match read_request_start(&mut tls).await {
                     Ok(first) if looks_like_http(&first) => first,
                     result => {
@@ -271,6 +273,43 @@ impl Intake {
     }
 }
 
+/// The client-facing TLS handshake, within `deadline` (a client that sends
+/// its ClientHello and then stalls would otherwise hold its connection
+/// forever). The IO goes under a [`TicketHold`], released once the
+/// handshake is done: the session ticket leaves with the first response.
+async fn mitm_handshake<I>(
+    config: Arc<rustls::ServerConfig>,
+    io: I,
+    deadline: Duration,
+) -> std::io::Result<MitmStream<I>>
+where
+    I: AsyncRead + AsyncWrite + Unpin,
+{
+    let accept = TlsAcceptor::from(config).accept(TicketHold::new(io));
+    match tokio::time::timeout(deadline, accept.into_fallible()).await {
+        Ok(Ok(mut tls)) => {
+            tls.get_mut().0.release();
+            Ok(tls)
+        }
+        Ok(Err((e, mut io))) => {
+            // An alert held back after the client's Finished goes out before
+            // the connection closes.
+            io.release();
+            if io.held() > 0 {
+                let _ = tokio::time::timeout(HELD_ALERT_TIMEOUT, io.shutdown()).await;
+            }
+            Err(e)
+        }
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("TLS handshake not done within {deadline:?}"),
+        )),
+    }
+}
+
+/// A client-facing TLS stream after [`mitm_handshake`].
+type MitmStream<I> = tokio_rustls::server::TlsStream<TicketHold<I>>;
+
 /// Presents the leaf for one fixed name whatever the ClientHello says: used
 /// for SNI-less TLS to a known destination (an IP is treated as that IP).
 #[derive(Debug)]
@@ -327,7 +366,72 @@ fn looks_like_http(prefix: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::{looks_like_http, read_request_start};
+    use super::{looks_like_http, mitm_handshake, read_request_start};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::{TcpListener, TcpStream};
+
+    /// A MITM server config, a client config trusting its CA, and a
+    /// connected pair (client end, server end).
+    async fn mitm_pair() -> (
+        Arc<rustls::ServerConfig>,
+        Arc<rustls::ClientConfig>,
+        TcpStream,
+        TcpStream,
+    ) {
+        use crate::tls::server::{client_config, server_config, ALPN_H2_HTTP11};
+        let cache = Arc::new(crate::tls::LeafCache::new(
+            crate::tls::test_support::minter().0,
+            10,
+        ));
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cache.minter().ca().cert_der().clone()).unwrap();
+        let server = server_config(
+            Arc::new(crate::tls::SniResolver::new(cache)),
+            ALPN_H2_HTTP11,
+        );
+        let client = client_config(roots, ALPN_H2_HTTP11);
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (c, s) = tokio::join!(TcpStream::connect(l.local_addr().unwrap()), l.accept());
+        (server, client, c.unwrap(), s.unwrap().0)
+    }
+
+    #[tokio::test]
+    async fn a_client_that_stalls_after_its_client_hello_is_dropped_at_the_deadline() {
+        let (server, client, mut c, s) = mitm_pair().await;
+        // A real ClientHello, and then nothing.
+        let name = rustls_pki_types::ServerName::try_from("api.test").unwrap();
+        let mut hello = Vec::new();
+        rustls::ClientConnection::new(client, name)
+            .unwrap()
+            .write_tls(&mut hello)
+            .unwrap();
+        c.write_all(&hello).await.unwrap();
+        let started = Instant::now();
+        let err = mitm_handshake(server, s, Duration::from_millis(300))
+            .await
+            .expect_err("a stalled handshake must fail");
+        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut, "{err}");
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(300) && took < Duration::from_secs(5),
+            "{took:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_client_that_completes_its_handshake_in_time_is_served() {
+        let (server, client, c, s) = mitm_pair().await;
+        let name = rustls_pki_types::ServerName::try_from("api.test").unwrap();
+        let connect = tokio_rustls::TlsConnector::from(client).connect(name, c);
+        let (client, served) = tokio::join!(
+            connect,
+            mitm_handshake(server, s, Duration::from_millis(300))
+        );
+        client.expect("client handshake");
+        served.expect("server handshake");
+    }
 
     async fn start_of(bytes: &[u8]) -> Vec<u8> {
         let (mut client, mut server) = tokio::io::duplex(64);

@@ -16,9 +16,10 @@ pub mod generate;
 pub mod leaf;
 pub mod server;
 pub mod sniff;
+pub mod ticket_hold;
 
 #[cfg(test)]
-mod test_support;
+pub(crate) mod test_support;
 
 pub use ca::{CaError, CertificateAuthority};
 pub use cache::{CacheStats, LeafCache, SniResolver};

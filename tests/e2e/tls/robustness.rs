@@ -19,6 +19,9 @@ fn a_stalled_client_hello_is_timed_out_while_others_are_served() {
     half_preface.send(b"PRI * HTTP/2.0\r\n");
     let mut half_socks = Raw::connect(px.tunnel_addr());
     half_socks.send(&[0x05]);
+    // A whole ClientHello, then silence: the handshake has 10 s as well.
+    let mut stalled_handshake = Raw::connect(px.https_addr());
+    stalled_handshake.send(&client_hello("httpbin.test"));
     assert_still_serving(&px, &up, "while-stalled");
     // The sniff timeout is 10 s; the proxy then closes and audits the connection.
     let rec = px.wait_for_audit_within(Duration::from_secs(20), |a| {
@@ -31,6 +34,19 @@ fn a_stalled_client_hello_is_timed_out_while_others_are_served() {
         "{rec}"
     );
     stalled.read_to_close();
+    let rec = px.wait_for_audit_within(Duration::from_secs(20), |a| {
+        a.str("remote_addr") == Some(stalled_handshake.local().as_str())
+    });
+    assert_eq!(rec.action(), Some("reject"), "{rec}");
+    assert_eq!(rec.str("reason"), Some("client_tls_handshake_failed"), "{rec}");
+    assert!(
+        rec.str("error").is_some_and(|e| e.contains("not done within 10s")),
+        "{rec}"
+    );
+    assert!(
+        !stalled_handshake.read_to_close().is_empty(),
+        "the server's first flight came before the close"
+    );
     for (what, raw) in [
         ("silent plain HTTP", &mut silent_http),
         ("silent tunnel client", &mut silent_tunnel),
