@@ -38,9 +38,14 @@ fn a_stalled_client_hello_is_timed_out_while_others_are_served() {
         a.str("remote_addr") == Some(stalled_handshake.local().as_str())
     });
     assert_eq!(rec.action(), Some("reject"), "{rec}");
-    assert_eq!(rec.str("reason"), Some("client_tls_handshake_failed"), "{rec}");
+    assert_eq!(
+        rec.str("reason"),
+        Some("client_tls_handshake_failed"),
+        "{rec}"
+    );
     assert!(
-        rec.str("error").is_some_and(|e| e.contains("not done within 10s")),
+        rec.str("error")
+            .is_some_and(|e| e.contains("not done within 10s")),
         "{rec}"
     );
     assert!(

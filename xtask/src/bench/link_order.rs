@@ -74,6 +74,7 @@ pub fn main(root: &Path, target: &Path, args: LinkOrderArgs) -> Result<()> {
         perf: None,
         proxy_log: false,
         out: Some(work.join("bench")),
+        against: None,
     };
     sandbox::sweep_stale();
     run::run(root, &work.join("bench"), &wrapper, "release", &bench)?;

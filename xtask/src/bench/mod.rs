@@ -9,6 +9,7 @@
 //! `<target>/bench/results.json` and `summary.md`.
 
 mod certs;
+mod compare;
 mod connect;
 mod dns;
 pub mod link_order;
@@ -105,6 +106,13 @@ pub struct BenchArgs {
     /// Output directory (default <target>/bench).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// Compare with this second iron-proxy binary (B; A is --proxy-bin or the
+    /// one built): the iron-proxy topologies of --only (default iron-https)
+    /// in interleaved rounds, A B then B A, one run per measure each;
+    /// --repeats sets the rounds (default 6). Reports the median of the
+    /// per-round ratios B / A, in compare.md and compare.json.
+    #[arg(long, value_name = "PATH")]
+    pub against: Option<PathBuf>,
 }
 
 /// Entry point: re-runs itself in release when asked for a release bench
@@ -136,7 +144,9 @@ pub fn main(root: &std::path::Path, target: &std::path::Path, args: BenchArgs) -
         None => build_proxy(root, target, &profile)?,
     };
     if profile == "release" {
-        warn_if_link_order_stale(root, &proxy_bin);
+        for bin in std::iter::once(&proxy_bin).chain(&args.against) {
+            warn_if_link_order_stale(root, bin);
+        }
     }
     let out = args.out.clone().unwrap_or_else(|| target.join("bench"));
     sandbox::sweep_stale();

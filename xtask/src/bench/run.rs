@@ -80,6 +80,10 @@ pub fn run(
         out.display()
     );
 
+    if let Some(b) = &args.against {
+        return compare(args, &settings, &env, b, &rt, &client_tls, out);
+    }
+
     let budget = Duration::from_secs_f64(if quick { 0.3 } else { 2.0 });
     let allowlist = micro::allowlist(100_000, budget)?;
     eprintln!(
@@ -179,6 +183,54 @@ pub fn run(
     if !failures.is_empty() {
         bail!("bench harness failures:\n  {}", failures.join("\n  "));
     }
+    Ok(())
+}
+
+/// `--against`: A and B in interleaved rounds (see [`super::compare`]).
+fn compare(
+    args: &BenchArgs,
+    settings: &Settings,
+    env: &Env<'_>,
+    b: &Path,
+    rt: &tokio::runtime::Runtime,
+    tls: &Arc<rustls::ClientConfig>,
+    out: &Path,
+) -> Result<()> {
+    // SAFETY: geteuid(2) has no preconditions.
+    let root_user = unsafe { libc::geteuid() } == 0;
+    let kinds: Vec<Kind> = Kind::ALL
+        .into_iter()
+        .filter(|k| !k.is_peer() && *k != Kind::Direct)
+        .filter(|k| *k != Kind::IronIntercept || root_user)
+        .filter(|k| {
+            if args.only.is_empty() {
+                *k == Kind::IronHttps
+            } else {
+                args.only.iter().any(|o| o == k.name())
+            }
+        })
+        .collect();
+    if kinds.is_empty() {
+        bail!("--against compares iron-proxy topologies: name them with --only (iron-https, iron-connect, iron-intercept)");
+    }
+    let rounds = args.repeats.unwrap_or(6).max(1);
+    let one = Settings {
+        repeats: 1,
+        idle: 0,
+        idle_peers: 0,
+        ..settings.clone()
+    };
+    let env_b = super::compare::env_for(env, b);
+    let cmp = super::compare::run(
+        [env, &env_b],
+        &kinds,
+        rounds,
+        one.clone(),
+        out,
+        |kind, e, tr| measure(kind, e, rt, tls, &one, tr),
+    )?;
+    println!("{}", super::compare::markdown(&cmp));
+    println!("wrote {}", out.join("compare.json").display());
     Ok(())
 }
 
