@@ -169,17 +169,6 @@ fn dns_settings(d: &config::DnsConfig) -> DnsSettings {
     }
 }
 
-/// A cgroup path as `/a/b`, relative to the cgroup v2 mount (as in /proc/PID/cgroup).
-fn relative_cgroup(p: &Path) -> String {
-    match crate::intercept::cgroup2_mount() {
-        Ok(mount) => match p.strip_prefix(&mount) {
-            Ok(rel) => format!("/{}", rel.display()),
-            Err(_) => p.display().to_string(),
-        },
-        Err(_) => p.display().to_string(),
-    }
-}
-
 /// Looks up original destinations in the eBPF maps, falling back to `SO_ORIGINAL_DST`.
 struct BpfLookup(crate::intercept::OriginalDst);
 
@@ -197,9 +186,7 @@ impl OriginLookup for BpfLookup {
                     pid: o.tgid,
                     uid: o.uid,
                     comm: o.comm,
-                    cgroup: crate::intercept::cgroup_path(o.cgroup_id)
-                        .map(|p| relative_cgroup(&p))
-                        .unwrap_or_default(),
+                    cgroup: crate::intercept::cgroup_name(o.cgroup_id).unwrap_or_default(),
                 }),
             }),
             None => SockoptLookup.lookup(stream, peer, local),

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 /// Errors of cgroup discovery.
 #[derive(Debug, thiserror::Error)]
@@ -120,8 +121,15 @@ pub fn current_cgroup() -> Result<PathBuf, CgroupError> {
     resolve_cgroup(&mount, Path::new(rel))
 }
 
-fn path_cache() -> &'static Mutex<HashMap<u64, PathBuf>> {
-    static CACHE: OnceLock<Mutex<HashMap<u64, PathBuf>>> = OnceLock::new();
+/// A cached answer of [`cgroup_path`]: the directory, and when it was last
+/// seen to still have the id.
+struct Known {
+    path: PathBuf,
+    checked: Instant,
+}
+
+fn path_cache() -> &'static Mutex<HashMap<u64, Known>> {
+    static CACHE: OnceLock<Mutex<HashMap<u64, Known>>> = OnceLock::new();
     CACHE.get_or_init(|| Mutex::new(HashMap::new()))
 }
 
@@ -129,16 +137,39 @@ fn path_cache() -> &'static Mutex<HashMap<u64, PathBuf>> {
 /// cannot stall the caller.
 const WALK_LIMIT: usize = 20_000;
 
+/// How long a cached id → path answer is used before its directory is
+/// checked again. A cgroup can be renamed or removed (ids are not reused),
+/// so an answer is at most this stale; checking on every use cost a `stat`
+/// per intercepted connection.
+const RECHECK_AFTER: Duration = Duration::from_secs(1);
+
 /// The directory of the cgroup with this id, best effort: a walk of the
-/// cgroup2 hierarchy, cached (entries are re-checked before use).
+/// cgroup2 hierarchy, cached (an entry is checked again once it is older
+/// than [`RECHECK_AFTER`]).
 pub fn cgroup_path(id: u64) -> Option<PathBuf> {
+    cgroup_path_at(id, Instant::now())
+}
+
+fn cgroup_path_at(id: u64, now: Instant) -> Option<PathBuf> {
     let cache = path_cache();
-    {
+    let stale = {
         let guard = cache.lock().ok()?;
-        if let Some(p) = guard.get(&id) {
-            if cgroup_id(p).ok() == Some(id) {
-                return Some(p.clone());
+        match guard.get(&id) {
+            Some(k) if now.saturating_duration_since(k.checked) < RECHECK_AFTER => {
+                return Some(k.path.clone())
             }
+            Some(k) => Some(k.path.clone()),
+            None => None,
+        }
+    };
+    if let Some(p) = stale {
+        if cgroup_id(&p).ok() == Some(id) {
+            if let Ok(mut guard) = cache.lock() {
+                if let Some(k) = guard.get_mut(&id) {
+                    k.checked = now;
+                }
+            }
+            return Some(p);
         }
     }
     let mount = cgroup2_mount().ok()?;
@@ -172,7 +203,82 @@ pub fn cgroup_path(id: u64) -> Option<PathBuf> {
         if guard.len() > 4 * WALK_LIMIT {
             guard.clear();
         }
-        guard.extend(seen);
+        guard.extend(
+            seen.into_iter()
+                .map(|(ino, path)| (ino, Known { path, checked: now })),
+        );
     }
     found
+}
+
+/// The cgroup with this id as `/a/b`, relative to the cgroup v2 mount (the
+/// way `/proc/PID/cgroup` spells it), for audit records; `None` when it
+/// cannot be found. The mount point is read once per process.
+pub fn cgroup_name(id: u64) -> Option<String> {
+    static MOUNT: OnceLock<Option<PathBuf>> = OnceLock::new();
+    let path = cgroup_path(id)?;
+    let mount = MOUNT.get_or_init(|| cgroup2_mount().ok());
+    Some(relative_name(&path, mount.as_deref()))
+}
+
+/// `path` relative to `mount`, as `/a/b` (the mount itself is `/`); the
+/// whole path when it is not under the mount.
+fn relative_name(path: &Path, mount: Option<&Path>) -> String {
+    match mount.and_then(|m| path.strip_prefix(m).ok()) {
+        Some(rel) => format!("/{}", rel.display()),
+        None => path.display().to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_relative_to_the_mount() {
+        let mount = Path::new("/sys/fs/cgroup/unified");
+        let name = |p: &str, m| relative_name(Path::new(p), m);
+        assert_eq!(name("/sys/fs/cgroup/unified/a/b", Some(mount)), "/a/b");
+        assert_eq!(name("/sys/fs/cgroup/unified", Some(mount)), "/");
+        assert_eq!(name("/elsewhere/x", Some(mount)), "/elsewhere/x");
+        assert_eq!(name("/sys/fs/cgroup/unified/a", None), "/sys/fs/cgroup/unified/a");
+    }
+
+    #[test]
+    fn a_cached_path_is_trusted_for_a_while_then_checked_again() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("cg");
+        std::fs::create_dir(&dir).expect("mkdir");
+        let id = cgroup_id(&dir).expect("ino");
+        let t0 = Instant::now();
+        path_cache().lock().expect("lock").insert(
+            id,
+            Known {
+                path: dir.clone(),
+                checked: t0,
+            },
+        );
+        // Renamed: within RECHECK_AFTER the cached answer stands, unchecked.
+        let moved = tmp.path().join("moved");
+        std::fs::rename(&dir, &moved).expect("rename");
+        let soon = t0 + RECHECK_AFTER / 2;
+        assert_eq!(cgroup_path_at(id, soon), Some(dir.clone()));
+        // Later it is checked: the old path no longer has the id, so it is
+        // not the answer (the walk of the real hierarchy cannot find a
+        // temporary directory).
+        let later = t0 + RECHECK_AFTER * 2;
+        assert_ne!(cgroup_path_at(id, later), Some(dir.clone()));
+        // A path that still has its id is confirmed, and trusted again.
+        path_cache().lock().expect("lock").insert(
+            id,
+            Known {
+                path: moved.clone(),
+                checked: t0,
+            },
+        );
+        assert_eq!(cgroup_path_at(id, later), Some(moved.clone()));
+        let checked = path_cache().lock().expect("lock").get(&id).map(|k| k.checked);
+        assert_eq!(checked, Some(later));
+        path_cache().lock().expect("lock").remove(&id);
+    }
 }

@@ -72,6 +72,7 @@ pub fn main(root: &Path, target: &Path, args: LinkOrderArgs) -> Result<()> {
         profile: Some("release".into()),
         proxy_bin: Some(wrapper.clone()),
         perf: None,
+        perf_topology: "iron-https".into(),
         proxy_log: false,
         out: Some(work.join("bench")),
         against: None,

@@ -93,12 +93,16 @@ pub struct BenchArgs {
     /// Use this iron-proxy binary instead of building one.
     #[arg(long, value_name = "PATH")]
     pub proxy_bin: Option<PathBuf>,
-    /// Also profile iron-proxy (https_listen; keep-alive 1 KiB and 64 KiB, new
-    /// connections) with
+    /// Also profile iron-proxy (https_listen unless --perf-topology; keep-alive
+    /// 1 KiB and 64 KiB, new connections) with
     /// `perf record --call-graph dwarf` for this many seconds each; reports go
     /// next to the results.
     #[arg(long, value_name = "SECS")]
     pub perf: Option<u64>,
+    /// The iron-proxy topology `--perf` profiles: iron-https (default),
+    /// iron-connect or iron-intercept.
+    #[arg(long, value_name = "TOPOLOGY", default_value = "iron-https")]
+    pub perf_topology: String,
     /// Keep iron-proxy's stderr (log and audit lines) under <out>/work instead
     /// of /dev/null; large on a full run.
     #[arg(long)]

@@ -1,5 +1,6 @@
-//! `--perf SECS`: perf profiles of iron-proxy (https_listen) under load, and
-//! per-request counts of its system calls and context switches.
+//! `--perf SECS`: perf profiles of iron-proxy (https_listen, or the topology
+//! `--perf-topology` names) under load, and per-request counts of its system
+//! calls and context switches.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -12,7 +13,7 @@ use super::load::{Client, Mode, Spec};
 use super::results::Settings;
 use super::topo::{self, Env, Kind};
 
-/// `perf record` (DWARF call graphs) on iron-proxy (https_listen) under
+/// `perf record` (DWARF call graphs) on iron-proxy in topology `kind` under
 /// keep-alive load (1 KiB, 64 KiB) and new-connection load; writes reports
 /// by symbol (self and inclusive time) and by shared object, and per-request
 /// counts from `perf stat` over the same window.
@@ -22,9 +23,11 @@ pub fn profile(
     tls: &Arc<rustls::ClientConfig>,
     s: &Settings,
     secs: u64,
+    kind: Kind,
     out: &Path,
 ) -> Result<Vec<String>> {
-    let running = topo::start(Kind::IronHttps, env)?;
+    let running = topo::start(kind, env)?;
+    let name = kind.name();
     let Some(w) = running.watch else {
         bail!("no proxy process");
     };
@@ -36,8 +39,8 @@ pub fn profile(
         ("newconn-1k", Mode::NewConn, s.new_conns, "/1k"),
     ];
     for (tag, mode, conns, path) in runs {
-        let data = out.join(format!("perf-iron-https-{tag}.data"));
-        let log = out.join(format!("perf-iron-https-{tag}.log"));
+        let data = out.join(format!("perf-{name}-{tag}.data"));
+        let log = out.join(format!("perf-{name}-{tag}.log"));
         // DWARF unwinding: release builds have no frame pointers, and the
         // inclusive (children) view needs whole user-space stacks.
         let record = ["record", "-F", "499", "--call-graph", "dwarf,16384"];
@@ -45,7 +48,7 @@ pub fn profile(
             .stderr(std::fs::File::create(&log)?)
             .spawn()
             .context("starting perf (apt-get install linux-perf)")?;
-        let stat_file = out.join(format!("perf-iron-https-{tag}-stat.csv"));
+        let stat_file = out.join(format!("perf-{name}-{tag}-stat.csv"));
         let mut stat = perf_on(
             w.pid,
             &["stat", "-x", ",", "-e", STAT_EVENTS],
@@ -76,7 +79,7 @@ pub fn profile(
         let csv = std::fs::read_to_string(&stat_file).unwrap_or_default();
         let per_request = per_request(&csv, requests);
         eprintln!("bench: perf {tag}: {}", per_request.replace('\n', "; "));
-        let txt = out.join(format!("perf-iron-https-{tag}-stat.txt"));
+        let txt = out.join(format!("perf-{name}-{tag}-stat.txt"));
         std::fs::write(&txt, format!("{per_request}\n"))?;
         files.push(txt.display().to_string());
         for (children, sort, suffix) in [
@@ -84,7 +87,7 @@ pub fn profile(
             ("--children", "symbol", "inclusive"),
             ("--no-children", "dso", "dso"),
         ] {
-            let txt = out.join(format!("perf-iron-https-{tag}-{suffix}.txt"));
+            let txt = out.join(format!("perf-{name}-{tag}-{suffix}.txt"));
             let report = Command::new("perf")
                 .arg("report")
                 .arg("-i")
@@ -113,6 +116,14 @@ fn perf_on(pid: u32, args: &[&str], output: &Path, secs: u64) -> Command {
         .arg(secs.to_string())
         .stdout(Stdio::null());
     cmd
+}
+
+/// The topology `--perf-topology` names: one of iron-proxy's.
+pub fn topology(name: &str) -> Result<Kind> {
+    match Kind::ALL.into_iter().find(|k| k.name() == name) {
+        Some(k) if !k.is_peer() && k != Kind::Direct => Ok(k),
+        _ => bail!("--perf-topology {name:?}: expected iron-https, iron-connect or iron-intercept"),
+    }
 }
 
 /// What `perf stat` counts alongside each profile.
@@ -154,7 +165,17 @@ fn per_request(csv: &str, requests: f64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::per_request;
+    use super::{per_request, topology, Kind};
+
+    #[test]
+    fn perf_topology_names_an_iron_proxy_topology() {
+        assert_eq!(topology("iron-intercept").unwrap(), Kind::IronIntercept);
+        assert_eq!(topology("iron-https").unwrap(), Kind::IronHttps);
+        for bad in ["direct", "squid-bump", "iron"] {
+            let e = topology(bad).unwrap_err().to_string();
+            assert!(e.contains(bad) && e.contains("iron-connect"), "{e}");
+        }
+    }
 
     #[test]
     fn per_request_divides_each_counter() {

@@ -33,6 +33,7 @@ pub fn run(
     let t0 = Instant::now();
     let load_start = super::results::loadavg();
     let quick = args.quick;
+    let perf_kind = super::perf::topology(&args.perf_topology)?;
     let settings = Settings {
         measure_secs: args.duration.unwrap_or(if quick { 0.5 } else { 2.0 }),
         warmup_secs: if quick { 0.2 } else { 0.5 },
@@ -168,7 +169,15 @@ pub fn run(
     // Written before profiling, so that a failing perf loses nothing.
     write_results(out, &results)?;
     if let Some(secs) = args.perf {
-        match super::perf::profile(&env, &rt, &client_tls, &results.settings, secs, out) {
+        match super::perf::profile(
+            &env,
+            &rt,
+            &client_tls,
+            &results.settings,
+            secs,
+            perf_kind,
+            out,
+        ) {
             Ok(files) => {
                 results.perf_reports = files;
                 write_results(out, &results)?;
