@@ -241,7 +241,10 @@ mod tests {
         assert_eq!(name("/sys/fs/cgroup/unified/a/b", Some(mount)), "/a/b");
         assert_eq!(name("/sys/fs/cgroup/unified", Some(mount)), "/");
         assert_eq!(name("/elsewhere/x", Some(mount)), "/elsewhere/x");
-        assert_eq!(name("/sys/fs/cgroup/unified/a", None), "/sys/fs/cgroup/unified/a");
+        assert_eq!(
+            name("/sys/fs/cgroup/unified/a", None),
+            "/sys/fs/cgroup/unified/a"
+        );
     }
 
     #[test]
@@ -277,7 +280,11 @@ mod tests {
             },
         );
         assert_eq!(cgroup_path_at(id, later), Some(moved.clone()));
-        let checked = path_cache().lock().expect("lock").get(&id).map(|k| k.checked);
+        let checked = path_cache()
+            .lock()
+            .expect("lock")
+            .get(&id)
+            .map(|k| k.checked);
         assert_eq!(checked, Some(later));
         path_cache().lock().expect("lock").remove(&id);
     }
