@@ -180,15 +180,21 @@ impl OriginLookup for BpfLookup {
         local: SocketAddr,
     ) -> Option<Redirected> {
         match self.0.lookup(peer, local) {
-            Some(o) => Some(Redirected {
-                dst: o.dst,
-                client: Some(crate::audit::ClientProcess {
-                    pid: o.tgid,
-                    uid: o.uid,
-                    comm: o.comm,
-                    cgroup: crate::intercept::cgroup_name(o.cgroup_id).unwrap_or_default(),
-                }),
-            }),
+            Some(o) => {
+                // The name, when cached; otherwise `find_origin` walks the
+                // hierarchy for it off the worker thread.
+                let cgroup = crate::intercept::cgroup_name_cached(o.cgroup_id);
+                Some(Redirected {
+                    dst: o.dst,
+                    unnamed_cgroup: cgroup.is_none().then_some(o.cgroup_id),
+                    client: Some(crate::audit::ClientProcess {
+                        pid: o.tgid,
+                        uid: o.uid,
+                        comm: o.comm,
+                        cgroup: cgroup.unwrap_or_default(),
+                    }),
+                })
+            }
             None => SockoptLookup.lookup(stream, peer, local),
         }
     }

@@ -151,27 +151,38 @@ pub fn cgroup_path(id: u64) -> Option<PathBuf> {
 }
 
 fn cgroup_path_at(id: u64, now: Instant) -> Option<PathBuf> {
+    if let Some(p) = cached_path_at(id, now) {
+        return Some(p);
+    }
+    walk_for(id, now)
+}
+
+/// The cached answer for `id`, checked again (one `stat`) when it is older
+/// than [`RECHECK_AFTER`]; `None` when only a walk can tell.
+fn cached_path_at(id: u64, now: Instant) -> Option<PathBuf> {
     let cache = path_cache();
     let stale = {
         let guard = cache.lock().ok()?;
-        match guard.get(&id) {
-            Some(k) if now.saturating_duration_since(k.checked) < RECHECK_AFTER => {
-                return Some(k.path.clone())
-            }
-            Some(k) => Some(k.path.clone()),
-            None => None,
+        let k = guard.get(&id)?;
+        if now.saturating_duration_since(k.checked) < RECHECK_AFTER {
+            return Some(k.path.clone());
         }
+        k.path.clone()
     };
-    if let Some(p) = stale {
-        if cgroup_id(&p).ok() == Some(id) {
-            if let Ok(mut guard) = cache.lock() {
-                if let Some(k) = guard.get_mut(&id) {
-                    k.checked = now;
-                }
-            }
-            return Some(p);
+    if cgroup_id(&stale).ok() != Some(id) {
+        return None;
+    }
+    if let Ok(mut guard) = cache.lock() {
+        if let Some(k) = guard.get_mut(&id) {
+            k.checked = now;
         }
     }
+    Some(stale)
+}
+
+/// Walks the cgroup2 hierarchy for the directory with this id, caching every
+/// directory it passes.
+fn walk_for(id: u64, now: Instant) -> Option<PathBuf> {
     let mount = cgroup2_mount().ok()?;
     let mut stack = vec![mount];
     let mut found = None;
@@ -199,7 +210,7 @@ fn cgroup_path_at(id: u64, now: Instant) -> Option<PathBuf> {
             }
         }
     }
-    if let Ok(mut guard) = cache.lock() {
+    if let Ok(mut guard) = path_cache().lock() {
         if guard.len() > 4 * WALK_LIMIT {
             guard.clear();
         }
@@ -215,10 +226,21 @@ fn cgroup_path_at(id: u64, now: Instant) -> Option<PathBuf> {
 /// way `/proc/PID/cgroup` spells it), for audit records; `None` when it
 /// cannot be found. The mount point is read once per process.
 pub fn cgroup_name(id: u64) -> Option<String> {
+    named(&cgroup_path(id)?)
+}
+
+/// [`cgroup_name`] from the cache alone: `None` when the id is not cached
+/// (or its directory no longer has it), so that only a walk of the
+/// hierarchy, which can take milliseconds, could find it. Callers on an
+/// async worker use this first and run [`cgroup_name`] on the blocking pool.
+pub fn cgroup_name_cached(id: u64) -> Option<String> {
+    named(&cached_path_at(id, Instant::now())?)
+}
+
+fn named(path: &Path) -> Option<String> {
     static MOUNT: OnceLock<Option<PathBuf>> = OnceLock::new();
-    let path = cgroup_path(id)?;
     let mount = MOUNT.get_or_init(|| cgroup2_mount().ok());
-    Some(relative_name(&path, mount.as_deref()))
+    Some(relative_name(path, mount.as_deref()))
 }
 
 /// `path` relative to `mount`, as `/a/b` (the mount itself is `/`); the

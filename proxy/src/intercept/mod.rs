@@ -29,7 +29,8 @@ use std::path::{Path, PathBuf};
 use std::os::fd::OwnedFd;
 
 pub use cgroup::{
-    cgroup2_mount, cgroup_id, cgroup_name, cgroup_path, current_cgroup, resolve_cgroup, CgroupError,
+    cgroup2_mount, cgroup_id, cgroup_name, cgroup_name_cached, cgroup_path, current_cgroup,
+    resolve_cgroup, CgroupError,
 };
 pub use links::LinksError;
 pub use loader::{child_main as loader_main, LoaderError};

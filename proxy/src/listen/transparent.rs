@@ -20,6 +20,10 @@ pub struct Redirected {
     pub dst: SocketAddr,
     /// The process, when the interception layer recorded it.
     pub client: Option<ClientProcess>,
+    /// The id of the process's cgroup when its name (`client.cgroup`) is
+    /// still to be found: a walk of the cgroup hierarchy, which
+    /// [`find_origin`] runs on the blocking pool.
+    pub unnamed_cgroup: Option<u64>,
 }
 
 /// Finds the original destination of an accepted, redirected connection.
@@ -43,7 +47,16 @@ async fn find_origin(
     local: SocketAddr,
 ) -> Option<(TcpStream, Option<Redirected>)> {
     if !lookup.blocking() {
-        let origin = lookup.lookup(&stream, peer, local);
+        let mut origin = lookup.lookup(&stream, peer, local);
+        if let Some(id) = origin.as_mut().and_then(|o| o.unnamed_cgroup.take()) {
+            let name = tokio::task::spawn_blocking(move || crate::intercept::cgroup_name(id))
+                .await
+                .ok()
+                .flatten();
+            if let Some(client) = origin.as_mut().and_then(|o| o.client.as_mut()) {
+                client.cgroup = name.unwrap_or_default();
+            }
+        }
         return Some((stream, origin));
     }
     tokio::task::spawn_blocking(move || {
@@ -80,7 +93,11 @@ impl OriginLookup for SockoptLookup {
                 u16::from_be(sin6.sin6_port),
             ))
         };
-        Some(Redirected { dst, client: None })
+        Some(Redirected {
+            dst,
+            client: None,
+            unnamed_cgroup: None,
+        })
     }
 }
 
@@ -130,5 +147,50 @@ pub async fn run(listener: TcpListener, intake: Intake, lookup: Arc<dyn OriginLo
                 )
                 .await;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Answers every lookup with this process's uid and the given cgroup id,
+    /// its name left to `find_origin`.
+    struct Unnamed(u64);
+
+    impl OriginLookup for Unnamed {
+        fn lookup(&self, _: &TcpStream, _: SocketAddr, local: SocketAddr) -> Option<Redirected> {
+            Some(Redirected {
+                dst: local,
+                client: Some(ClientProcess {
+                    pid: std::process::id(),
+                    uid: 0,
+                    comm: "test".into(),
+                    cgroup: String::new(),
+                }),
+                unnamed_cgroup: Some(self.0),
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_cgroup_not_yet_named_is_looked_up_off_the_worker() {
+        let own = crate::intercept::current_cgroup().expect("cgroup v2 is mounted");
+        let id = crate::intercept::cgroup_id(&own).expect("cgroup id");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let _client = TcpStream::connect(addr).await.expect("connect");
+        let (stream, peer) = listener.accept().await.expect("accept");
+        let (_, found) = find_origin(Arc::new(Unnamed(id)), stream, peer, addr)
+            .await
+            .expect("the lookup ran");
+        let found = found.expect("an origin");
+        let mount = crate::intercept::cgroup2_mount().expect("mount");
+        let rel = own.strip_prefix(&mount).expect("under the mount");
+        assert_eq!(
+            found.client.expect("client").cgroup,
+            format!("/{}", rel.display())
+        );
+        assert_eq!(found.unnamed_cgroup, None);
     }
 }
