@@ -537,7 +537,12 @@ async fn handle_tracked(
                 body = body::full(bytes);
             }
             Err(BufferError::TooLarge { limit }) => {
-                rec.reject(None, "request_body_too_large", 413);
+                // A signer would see a truncated body: refused as the spec's
+                // `body_truncated`, by that transform.
+                match policy.pipeline.body_signer(&cx, &parts) {
+                    Some(by) => rec.reject(Some(by), "body_truncated", 413),
+                    None => rec.reject(None, "request_body_too_large", 413),
+                }
                 let msg = format!("request body exceeds proxy.max_request_body_bytes ({limit})");
                 return Ok(finish(
                     error_response(StatusCode::PAYLOAD_TOO_LARGE, &msg),

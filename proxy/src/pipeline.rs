@@ -157,6 +157,14 @@ pub trait Transform: Send + Sync {
         false
     }
 
+    /// The transform that signs the buffered body of this request, if this
+    /// one does: a body over `proxy.max_request_body_bytes` is then refused
+    /// as `body_truncated` (what a signer reports), not as
+    /// `request_body_too_large`.
+    fn signs_request_body(&self, _cx: &Flow, _req: &http::request::Parts) -> bool {
+        false
+    }
+
     /// Whether this transform needs the whole response body buffered.
     fn wants_response_body(&self, _cx: &Flow) -> bool {
         false
@@ -223,6 +231,14 @@ impl Pipeline {
         self.transforms
             .iter()
             .any(|t| t.wants_request_body(cx, parts))
+    }
+
+    /// The name of the first transform that signs this request's body, if any.
+    pub fn body_signer(&self, cx: &Flow, parts: &http::request::Parts) -> Option<&str> {
+        self.transforms
+            .iter()
+            .find(|t| t.signs_request_body(cx, parts))
+            .map(|t| t.name())
     }
 
     /// True when some transform needs the response body.
@@ -309,6 +325,21 @@ pub struct BufferedBody(pub bytes::Bytes);
 /// The buffered request body, if the pipeline buffered it for this request.
 pub fn body_bytes<T>(msg: &http::Request<T>) -> Option<&bytes::Bytes> {
     msg.extensions().get::<BufferedBody>().map(|b| &b.0)
+}
+
+/// A flow to `host` on port 443 over TLS, for transform tests.
+#[cfg(test)]
+pub(crate) fn test_flow(host: &str, method: &str, path: &str) -> Flow {
+    Flow::new(
+        Dest {
+            host: host.into(),
+            ip: None,
+            port: 443,
+            tls: true,
+        },
+        method.into(),
+        path.into(),
+    )
 }
 
 /// Replaces a buffered request body (keeps the extension and Content-Length in step).

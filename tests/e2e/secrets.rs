@@ -1,11 +1,13 @@
 //! Static secrets through the real binary and MITM: the quickstart's five requests, inject
 //! formatters and wire casing, every replace location, `require`, fail-closed on a secret that
-//! cannot be resolved, and AWS Secrets Manager / Parameter Store sources against moto.
+//! cannot be resolved, AWS Secrets Manager / Parameter Store sources against moto, and
+//! `hmac_sign` verified by Python's own HMAC.
 //!
 //! Each test ends with a leak scan: the proxy's whole output (logs and audit) holds none of
 //! the real values, although the upstream saw them.
 
 mod aws;
+mod hmac;
 mod inject;
 mod replace;
 

@@ -69,10 +69,12 @@ fn build_transform(
             transforms::annotate::build(c).map_err(|e| failed(e.to_string()))?
         }
         TransformConfig::BodyCapture(c) => transforms::body_capture::build(c),
+        TransformConfig::HmacSign(c) => {
+            transforms::hmac_sign::build(c, sources).map_err(|e| failed(e.to_string()))?
+        }
         TransformConfig::GcpAuth(_)
         | TransformConfig::OauthToken(_)
         | TransformConfig::AwsAuth(_)
-        | TransformConfig::HmacSign(_)
         | TransformConfig::Grpc(_)
         | TransformConfig::Judge(_) => return Err(AppError::NotSupported { index, name }),
     })

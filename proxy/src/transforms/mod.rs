@@ -5,5 +5,6 @@ pub mod allowlist;
 pub mod annotate;
 pub mod body_capture;
 pub mod header_allowlist;
+pub mod hmac_sign;
 pub mod secrets;
 pub mod wire_case;

@@ -11,7 +11,7 @@ use serde_json::json;
 
 use super::*;
 use crate::config::{ReplaceConfig, SecretEntry, SecretSourceConfig};
-use crate::pipeline::{BufferedBody, Dest, Pipeline};
+use crate::pipeline::{BufferedBody, Pipeline};
 use crate::secrets::{EnvLookup, SourcesOptions};
 
 const REAL: &str = "sk-real-openai-key-do-not-share";
@@ -71,16 +71,7 @@ fn transform(entries: Vec<SecretEntry>) -> Secrets {
 }
 
 fn flow(host: &str, method: &str, path: &str) -> Flow {
-    Flow::new(
-        Dest {
-            host: host.into(),
-            ip: None,
-            port: 443,
-            tls: true,
-        },
-        method.into(),
-        path.into(),
-    )
+    crate::pipeline::test_flow(host, method, path)
 }
 
 fn get(uri: &str, headers: &[(&str, &str)]) -> Request<Body> {
