@@ -135,6 +135,13 @@ impl HmacSign {
         })
     }
 
+    /// Whether this request is one to sign. A host-only check (a tunnel's
+    /// target, an `sni-only` connection) has no method, path or body: there
+    /// is nothing to sign, and the inner requests are checked one by one.
+    fn applies(&self, cx: &Flow) -> bool {
+        !cx.method.is_empty() && self.rules.applies(&cx.target())
+    }
+
     /// Checks the buffered body against what the request declared; the
     /// body to sign, or the refusal.
     fn checked_body(&self, req: &Request<Body>, cx: &mut Flow) -> Result<bytes::Bytes, Rejection> {
@@ -299,7 +306,7 @@ impl Transform for HmacSign {
     }
 
     fn wants_request_body(&self, cx: &Flow, _req: &http::request::Parts) -> bool {
-        self.rules.applies(&cx.target())
+        self.applies(cx)
     }
 
     fn signs_request_body(&self, cx: &Flow, req: &http::request::Parts) -> bool {
@@ -311,7 +318,7 @@ impl Transform for HmacSign {
         req: &mut Request<Body>,
         cx: &mut Flow,
     ) -> Result<Verdict, TransformError> {
-        if !self.rules.applies(&cx.target()) {
+        if !self.applies(cx) {
             return Ok(Verdict::Continue);
         }
         let body = match self.checked_body(req, cx) {

@@ -375,3 +375,19 @@ fn the_transform_wants_the_body_only_where_its_rules_apply() {
     assert!(t.wants_request_body(&flow("api.example.com", "POST", "/o"), &parts));
     assert!(!t.wants_request_body(&flow("other.example.com", "POST", "/o"), &parts));
 }
+
+#[tokio::test]
+async fn a_host_only_check_signs_nothing() {
+    // A CONNECT target or an sni-only connection: no method, path or body.
+    let t = transform(EXCHANGE, ENV);
+    let mut req = request("GET", "https://api.example.com/", &[], None);
+    let mut cx = flow("api.example.com", "", "");
+    let (outcome, trace) = run(t, &mut req, &mut cx).await;
+    assert!(matches!(outcome, PhaseOutcome::Continue));
+    assert!(req.headers().is_empty(), "nothing set");
+    assert!(
+        trace.annotations.is_empty(),
+        "nothing claimed: {:?}",
+        trace.annotations
+    );
+}
