@@ -7,6 +7,7 @@
 //! the real values, although the upstream saw them.
 
 mod aws;
+mod aws_auth;
 mod hmac;
 mod inject;
 mod replace;

@@ -72,9 +72,9 @@ fn build_transform(
         TransformConfig::HmacSign(c) => {
             transforms::hmac_sign::build(c, sources).map_err(|e| failed(e.to_string()))?
         }
+        TransformConfig::AwsAuth(c) => transforms::aws_auth::build(c, sources),
         TransformConfig::GcpAuth(_)
         | TransformConfig::OauthToken(_)
-        | TransformConfig::AwsAuth(_)
         | TransformConfig::Grpc(_)
         | TransformConfig::Judge(_) => return Err(AppError::NotSupported { index, name }),
     })

@@ -76,10 +76,11 @@ impl AwsShared {
                 let http = aws_smithy_http_client::Builder::new()
                     .tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc))
                     .build_https();
-                aws_config::defaults(BehaviorVersion::latest())
-                    .http_client(http)
-                    .load()
-                    .await
+                let mut loader = aws_config::defaults(BehaviorVersion::latest()).http_client(http);
+                if let Some(r) = &self.inner.overrides.region {
+                    loader = loader.region(aws_config::Region::new(r.clone()));
+                }
+                loader.load().await
             })
             .await
     }
@@ -102,7 +103,12 @@ impl AwsShared {
             })
     }
 
-    async fn credentials(&self, backend: &'static str) -> Result<Credentials, SecretError> {
+    /// Credentials from the overrides or the default chain, cached until
+    /// five minutes before they expire. `backend` names the user in errors.
+    pub(crate) async fn credentials(
+        &self,
+        backend: &'static str,
+    ) -> Result<Credentials, SecretError> {
         if let Some(c) = &self.inner.overrides.credentials {
             return Ok(c.clone());
         }

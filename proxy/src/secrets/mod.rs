@@ -165,6 +165,23 @@ impl Sources {
         &self.inner.opts.env
     }
 
+    /// The AWS default credential chain (environment, shared files, web
+    /// identity, ECS, IMDSv2), for `aws_auth`'s workload identity: the
+    /// registry's own, or one whose region discovery `region` overrides.
+    pub fn aws_chain(&self, region: Option<String>) -> aws::AwsShared {
+        match region {
+            None => self.inner.aws.clone(),
+            Some(r) => aws::AwsShared::new(
+                aws::AwsOverrides {
+                    credentials: self.inner.opts.aws.credentials.clone(),
+                    region: Some(r),
+                },
+                self.inner.http.clone(),
+                self.inner.opts.env.clone(),
+            ),
+        }
+    }
+
     /// A handle on the value `cfg` describes. No I/O happens here unless
     /// prefetching is on, and then only in the background.
     pub fn secret(&self, cfg: &SecretSourceConfig) -> Secret {

@@ -34,18 +34,18 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use aws_lc_rs::hmac;
 use base64::Engine as _;
-use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::header::{HeaderName, HeaderValue};
 use http::{Request, StatusCode};
 use serde_json::Value;
 use zeroize::Zeroizing;
 
 use crate::body::Body;
 use crate::config::{HmacAlgorithm, HmacSignConfig, KeyEncoding, OutputEncoding, TimestampFormat};
-use crate::pipeline::{body_bytes, Flow, Rejection, Transform, TransformError, Verdict};
+use crate::pipeline::{Flow, Transform, TransformError, Verdict};
 use crate::rules::Scope;
 use crate::secrets::{Secret, Sources};
 use crate::template::{Template, TemplateContext};
-use crate::transforms::wire_case;
+use crate::transforms::{signed_body, wire_case};
 
 /// The credential that holds the HMAC key.
 const KEY_CREDENTIAL: &str = "secret";
@@ -140,83 +140,6 @@ impl HmacSign {
     /// is nothing to sign, and the inner requests are checked one by one.
     fn applies(&self, cx: &Flow) -> bool {
         !cx.method.is_empty() && self.rules.applies(&cx.target())
-    }
-
-    /// Checks the buffered body against what the request declared; the
-    /// body to sign, or the refusal.
-    fn checked_body(&self, req: &Request<Body>, cx: &mut Flow) -> Result<bytes::Bytes, Rejection> {
-        let body = body_bytes(req).cloned().unwrap_or_default();
-        let declared = req
-            .headers()
-            .get(CONTENT_LENGTH)
-            .map(|v| v.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok()));
-        match declared {
-            // hyper refuses a request with an unparsable Content-Length
-            // before it gets here; refuse rather than guess if one does.
-            Some(None) => Err(refuse(
-                cx,
-                StatusCode::BAD_REQUEST,
-                "body_read_failed",
-                "the request's Content-Length is not a number".into(),
-            )),
-            Some(Some(n)) if n > 0 && body.is_empty() => {
-                cx.annotate("content_length", n);
-                cx.annotate("buffered_length", 0);
-                Err(refuse(
-                    cx,
-                    StatusCode::BAD_REQUEST,
-                    "body_missing",
-                    format!("the request declared a {n}-byte body but sent none"),
-                ))
-            }
-            Some(Some(n)) if n != body.len() as u64 => {
-                cx.annotate("content_length", n);
-                cx.annotate("buffered_length", body.len());
-                Err(refuse(
-                    cx,
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "body_truncated",
-                    format!(
-                        "the buffered body ({} bytes) is not the declared {n} bytes; \
-                         raise proxy.max_request_body_bytes to sign larger bodies",
-                        body.len()
-                    ),
-                ))
-            }
-            Some(Some(_)) => Ok(body),
-            None => {
-                let chunked = req.headers().contains_key(TRANSFER_ENCODING) || !body.is_empty();
-                if chunked && !self.allow_chunked_body {
-                    cx.annotate("buffered_length", body.len());
-                    return Err(refuse(
-                        cx,
-                        StatusCode::BAD_REQUEST,
-                        "chunked_body_not_allowed",
-                        "a body without Content-Length cannot be signed \
-                         (set allow_chunked_body: true to sign it as buffered)"
-                            .into(),
-                    ));
-                }
-                if chunked {
-                    tracing::warn!(
-                        host = %cx.dest.host,
-                        bytes = body.len(),
-                        "hmac_sign: signing a body sent without Content-Length, as buffered"
-                    );
-                }
-                Ok(body)
-            }
-        }
-    }
-}
-
-/// A refusal with `reason`, annotated as the spec's `rejected`.
-fn refuse(cx: &mut Flow, status: StatusCode, reason: &'static str, message: String) -> Rejection {
-    cx.annotate("rejected", reason);
-    Rejection {
-        status,
-        reason: reason.into(),
-        message,
     }
 }
 
@@ -321,7 +244,7 @@ impl Transform for HmacSign {
         if !self.applies(cx) {
             return Ok(Verdict::Continue);
         }
-        let body = match self.checked_body(req, cx) {
+        let body = match signed_body::checked(req, cx, self.allow_chunked_body, self.name()) {
             Ok(b) => b,
             Err(refusal) => return Ok(Verdict::Reject(refusal)),
         };
