@@ -2,7 +2,8 @@
 //! fake internet with IAM authentication on (`INITIAL_NO_AUTH_ACTION_COUNT`), so it checks
 //! every SigV4 signature against the access keys it issued, as AWS does. boto3 in the
 //! workload signs with AWS's documented placeholder keys, which moto refuses; through the
-//! proxy the same calls succeed, and STS names the IAM user of the proxy's real key.
+//! proxy the same calls succeed, and STS names the IAM user of the proxy's real key, from
+//! static secret sources and from the AWS default chain (`workload_identity`).
 
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::Duration;
@@ -199,5 +200,38 @@ log:
     let rec = px.wait_for_audit(|a| a.str("reason") == Some("missing_sigv4"));
     assert_eq!(rec.rejected_by(), Some("aws_auth"), "{rec}");
 
+    assert_no_leak(&px, &[&secret]);
+    drop(px);
+
+    // credentials_provider: workload_identity, the AWS default chain. Its first source, the
+    // environment, holds the real key here; AWS_REGION and AWS_EC2_METADATA_DISABLED keep the
+    // chain from asking instance metadata (no traffic beyond the test's own addresses).
+    let config = r#"
+proxy:
+  tunnel_listen: auto
+transforms:
+  - name: aws_auth
+    config:
+      credentials_provider: {type: workload_identity}
+      rules:
+        - host: "aws.test"
+"#;
+    let px = Proxy::with(config)
+        .resolver(&net)
+        .env("AWS_ACCESS_KEY_ID", &key_id)
+        .env("AWS_SECRET_ACCESS_KEY", &secret)
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .start();
+    let r = workload(
+        Some(px.tunnel_addr()),
+        moto_addr,
+        "print(json.dumps(attempt(lambda: sts.get_caller_identity()['Arn'])))",
+    );
+    assert_eq!(
+        r,
+        json!({"ok": "arn:aws:iam::123456789012:user/iron-e2e"}),
+        "{r}"
+    );
     assert_no_leak(&px, &[&secret]);
 }
