@@ -103,7 +103,6 @@ impl Transform for HeaderAllowlist {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::Dest;
 
     fn cfg(headers: &[&str], rules: &str) -> HeaderAllowlistConfig {
         HeaderAllowlistConfig {
@@ -116,16 +115,7 @@ mod tests {
     }
 
     fn flow(host: &str) -> Flow {
-        Flow::new(
-            Dest {
-                host: host.into(),
-                ip: None,
-                port: 443,
-                tls: true,
-            },
-            "GET".into(),
-            "/".into(),
-        )
+        crate::pipeline::test_flow(host, "GET", "/")
     }
 
     fn request() -> Request<Body> {

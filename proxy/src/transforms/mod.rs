@@ -9,4 +9,6 @@ pub mod header_allowlist;
 pub mod hmac_sign;
 pub mod secrets;
 pub mod signed_body;
+#[cfg(test)]
+pub(crate) mod test_support;
 pub mod wire_case;

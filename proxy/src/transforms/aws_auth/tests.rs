@@ -2,9 +2,6 @@
 //! verifier in the e2e suite (moto with IAM authentication); these check the parsing of
 //! the workload's signature, the gating, what is replaced and what is recorded.
 
-use std::collections::HashMap;
-use std::sync::Arc;
-
 use http::Request;
 use serde_json::json;
 use sha2::Digest as _;
@@ -12,23 +9,12 @@ use sha2::Digest as _;
 use super::*;
 use crate::audit::TransformTrace;
 use crate::config::TransformConfig;
-use crate::pipeline::{BufferedBody, PhaseOutcome, Pipeline};
-use crate::secrets::{EnvLookup, SourcesOptions};
+use crate::pipeline::PhaseOutcome;
+use crate::transforms::test_support::{header, request, run, sources};
 
 const REAL_ID: &str = "AKIAREALREALREAL0001";
 const REAL_SECRET: &str = "real/secret/access/key/0123456789abcdefgh";
 const PLACEHOLDER_AUTH: &str = "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20250101/us-east-1/sts/aws4_request, SignedHeaders=content-type;host;x-amz-date, Signature=0123abcd";
-
-fn sources(env: &[(&str, &str)]) -> Sources {
-    let env: HashMap<String, String> = env
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    Sources::new(SourcesOptions {
-        env: EnvLookup::Fixed(Arc::new(env)),
-        ..Default::default()
-    })
-}
 
 const ENV: &[(&str, &str)] = &[("AK", REAL_ID), ("SK", REAL_SECRET), ("TOK", "session-tok")];
 
@@ -51,20 +37,6 @@ fn flow(method: &str) -> Flow {
     crate::pipeline::test_flow("sts.us-east-1.amazonaws.com", method, "/")
 }
 
-fn request(method: &str, uri: &str, headers: &[(&str, &str)], body: Option<&str>) -> Request<Body> {
-    let mut b = Request::builder().method(method).uri(uri);
-    for (k, v) in headers {
-        b = b.header(*k, *v);
-    }
-    let mut req = b.body(crate::body::empty()).expect("request");
-    if let Some(body) = body {
-        let bytes = bytes::Bytes::from(body.to_string());
-        *req.body_mut() = crate::body::full(bytes.clone());
-        req.extensions_mut().insert(BufferedBody(bytes));
-    }
-    req
-}
-
 fn signed_post(body: &str) -> Request<Body> {
     request(
         "POST",
@@ -80,20 +52,6 @@ fn signed_post(body: &str) -> Request<Body> {
         ],
         Some(body),
     )
-}
-
-async fn run(t: AwsAuth, req: &mut Request<Body>, cx: &mut Flow) -> (PhaseOutcome, TransformTrace) {
-    let pipeline = Pipeline::new(vec![Arc::new(t)]);
-    let mut trace = Vec::new();
-    let outcome = pipeline.on_request(req, cx, &mut trace).await;
-    (outcome, trace.pop().expect("a trace entry"))
-}
-
-fn header(req: &Request<Body>, name: &str) -> String {
-    req.headers()
-        .get(name)
-        .map(|v| v.to_str().expect("ascii").to_string())
-        .unwrap_or_default()
 }
 
 #[tokio::test]

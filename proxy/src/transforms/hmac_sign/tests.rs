@@ -2,9 +2,6 @@
 //! vectors (RFC 4231, RFC 2202) or computed here with the RustCrypto `hmac`
 //! crate, an implementation independent of the transform's aws-lc-rs.
 
-use std::collections::HashMap;
-use std::sync::Arc;
-
 use ::hmac::{Hmac, Mac};
 use http::Request;
 use serde_json::json;
@@ -12,21 +9,10 @@ use serde_json::json;
 use super::*;
 use crate::audit::TransformTrace;
 use crate::config::TransformConfig;
-use crate::pipeline::{BufferedBody, PhaseOutcome, Pipeline};
-use crate::secrets::{EnvLookup, SourcesOptions};
+use crate::pipeline::{BufferedBody, PhaseOutcome};
+use crate::transforms::test_support::{header, request, run, sources};
 
 const KEY_B64: &str = "c2VjcmV0LWtleS1mb3ItdGVzdHM="; // "secret-key-for-tests"
-
-fn sources(env: &[(&str, &str)]) -> Sources {
-    let env: HashMap<String, String> = env
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    Sources::new(SourcesOptions {
-        env: EnvLookup::Fixed(Arc::new(env)),
-        ..Default::default()
-    })
-}
 
 /// The transform from a config's `config:` block (YAML, indented for a transforms[] entry).
 fn transform(config: &str, env: &[(&str, &str)]) -> HmacSign {
@@ -61,39 +47,6 @@ const ENV: &[(&str, &str)] = &[("API_KEY", "ak-123"), ("API_SECRET", KEY_B64)];
 
 fn flow(host: &str, method: &str, path: &str) -> Flow {
     crate::pipeline::test_flow(host, method, path)
-}
-
-fn request(method: &str, uri: &str, headers: &[(&str, &str)], body: Option<&str>) -> Request<Body> {
-    let mut b = Request::builder().method(method).uri(uri);
-    for (k, v) in headers {
-        b = b.header(*k, *v);
-    }
-    let mut req = b.body(crate::body::empty()).expect("request");
-    if let Some(body) = body {
-        let bytes = bytes::Bytes::from(body.to_string());
-        *req.body_mut() = crate::body::full(bytes.clone());
-        req.extensions_mut().insert(BufferedBody(bytes));
-    }
-    req
-}
-
-/// Runs the transform through a pipeline, as the exchange does.
-async fn run(
-    t: HmacSign,
-    req: &mut Request<Body>,
-    cx: &mut Flow,
-) -> (PhaseOutcome, TransformTrace) {
-    let pipeline = Pipeline::new(vec![Arc::new(t)]);
-    let mut trace = Vec::new();
-    let outcome = pipeline.on_request(req, cx, &mut trace).await;
-    (outcome, trace.pop().expect("a trace entry"))
-}
-
-fn header(req: &Request<Body>, name: &str) -> String {
-    req.headers()
-        .get(name)
-        .map(|v| v.to_str().expect("ascii").to_string())
-        .unwrap_or_default()
 }
 
 fn hmac_sha256_b64(key: &[u8], message: &str) -> String {
