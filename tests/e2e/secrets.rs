@@ -10,6 +10,7 @@ mod aws;
 mod aws_auth;
 mod hmac;
 mod inject;
+mod oauth;
 mod replace;
 
 use iron_proxy_tests::*;

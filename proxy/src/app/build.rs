@@ -73,9 +73,11 @@ fn build_transform(
             transforms::hmac_sign::build(c, sources).map_err(|e| failed(e.to_string()))?
         }
         TransformConfig::AwsAuth(c) => transforms::aws_auth::build(c, sources),
-        TransformConfig::GcpAuth(_)
-        | TransformConfig::OauthToken(_)
-        | TransformConfig::Grpc(_)
-        | TransformConfig::Judge(_) => return Err(AppError::NotSupported { index, name }),
+        TransformConfig::OauthToken(c) => {
+            transforms::oauth_token::build(c, sources).map_err(|e| failed(e.to_string()))?
+        }
+        TransformConfig::GcpAuth(_) | TransformConfig::Grpc(_) | TransformConfig::Judge(_) => {
+            return Err(AppError::NotSupported { index, name })
+        }
     })
 }

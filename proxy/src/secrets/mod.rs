@@ -165,6 +165,12 @@ impl Sources {
         &self.inner.opts.env
     }
 
+    /// The HTTP client secret backends use (system roots, TLS on aws-lc-rs),
+    /// for other calls the proxy makes on its own behalf (OAuth2 token endpoints).
+    pub fn http_client(&self) -> http::HttpClient {
+        self.inner.http.clone()
+    }
+
     /// The AWS default credential chain (environment, shared files, web
     /// identity, ECS, IMDSv2), for `aws_auth`'s workload identity: the
     /// registry's own, or one whose region discovery `region` overrides.

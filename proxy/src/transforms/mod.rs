@@ -7,6 +7,7 @@ pub mod aws_auth;
 pub mod body_capture;
 pub mod header_allowlist;
 pub mod hmac_sign;
+pub mod oauth_token;
 pub mod secrets;
 pub mod signed_body;
 #[cfg(test)]

@@ -1,0 +1,718 @@
+//! The `oauth_token` transform: OAuth2 access tokens minted at the boundary
+//! and injected as `Authorization: Bearer` (spec: OAuth2 Token Injection).
+//!
+//! Each `tokens[]` entry is one grant (RFC 6749 `refresh_token`,
+//! `client_credentials`, `password`; RFC 7523 `jwt_bearer`) with its
+//! credentials, each a secret source. Per request:
+//! - a request to an entry's `token_endpoint` is answered by the proxy with
+//!   the stub token (`stub` action, `stubbed: oauth2_token_endpoint`), so a
+//!   sandboxed SDK can run its OAuth2 handshake without real credentials;
+//! - otherwise the first entry whose rules match sets its header (default
+//!   `Authorization`, prefix `Bearer `) to a cached token, or to one minted
+//!   now: one mint at a time per entry (single flight), tokens reused until
+//!   ten seconds before `expires_in`. A mint that fails refuses the request
+//!   (502 `token_unavailable`) rather than letting it out unauthenticated.
+//!
+//! Client authentication is HTTP Basic when the entry has a `client_secret`,
+//! falling back once to form parameters if the endpoint refuses it (as
+//! golang.org/x/oauth2's auto-detection does), and remembered per entry.
+//! A credential whose value changes (a source with a `ttl`, rotated in its
+//! store) discards the cached token. A refresh token the endpoint rotates is
+//! kept in memory for later exchanges, never written back; it is dropped if
+//! the source's value changes.
+//!
+//! Audit: `grant` and `injected` on success, `stubbed` for the token
+//! endpoint, `grant`, `error` and `rejected: token_unavailable` on failure.
+//! No token, secret or assertion is ever recorded.
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use base64::Engine as _;
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use serde::Deserialize;
+use serde_json::Value;
+use sha2::Digest as _;
+use zeroize::Zeroizing;
+
+use crate::body::Body;
+use crate::config::{OAuthGrant, OAuthTokenConfig, OAuthTokenEntry};
+use crate::pipeline::{Flow, Rejection, Transform, TransformError, Verdict};
+use crate::rules::Scope;
+use crate::secrets::http::HttpClient;
+use crate::secrets::{Secret, Sources};
+
+/// The token the stubbed endpoint hands out.
+pub const STUB_TOKEN: &str = "iron-proxy-stub-token";
+/// A token this close to expiry is minted again (golang.org/x/oauth2 uses 10 s).
+const EXPIRY_MARGIN: Duration = Duration::from_secs(10);
+/// Lifetime of a `jwt_bearer` assertion.
+const ASSERTION_LIFETIME: u64 = 3600;
+
+/// Errors building the transform from its config.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// A header name that is not a valid HTTP header name.
+    #[error("oauth_token.tokens[{index}]: invalid header name {name:?}")]
+    HeaderName {
+        /// Entry index.
+        index: usize,
+        /// The name as written.
+        name: String,
+    },
+}
+
+/// The built transform.
+pub struct OAuthToken {
+    entries: Vec<Entry>,
+    http: HttpClient,
+}
+
+struct Entry {
+    grant: Grant,
+    endpoint: url::Url,
+    scopes: Vec<String>,
+    rules: Scope,
+    header: HeaderName,
+    header_written: String,
+    prefix: String,
+    endpoint_headers: Vec<(HeaderName, Secret)>,
+    /// 0: not known yet, 1: Basic header, 2: form parameters.
+    auth_style: AtomicU8,
+    state: tokio::sync::Mutex<State>,
+}
+
+enum Grant {
+    RefreshToken {
+        refresh_token: Secret,
+        client_id: Secret,
+        client_secret: Option<Secret>,
+    },
+    ClientCredentials {
+        client_id: Secret,
+        client_secret: Secret,
+    },
+    Password {
+        username: Secret,
+        password: Secret,
+        client_id: Secret,
+        client_secret: Option<Secret>,
+    },
+    JwtBearer {
+        issuer: Secret,
+        subject: Secret,
+        private_key: Secret,
+        private_key_id: Option<Secret>,
+        audience: String,
+    },
+}
+
+impl Grant {
+    fn name(&self) -> &'static str {
+        match self {
+            Grant::RefreshToken { .. } => "refresh_token",
+            Grant::ClientCredentials { .. } => "client_credentials",
+            Grant::Password { .. } => "password",
+            Grant::JwtBearer { .. } => "jwt_bearer",
+        }
+    }
+
+    /// Every credential, named as in the config, optional ones when set.
+    fn secrets(&self) -> Vec<(&'static str, &Secret)> {
+        let mut out: Vec<(&'static str, &Secret)> = Vec::new();
+        fn push<'a>(
+            out: &mut Vec<(&'static str, &'a Secret)>,
+            name: &'static str,
+            s: Option<&'a Secret>,
+        ) {
+            if let Some(s) = s {
+                out.push((name, s));
+            }
+        }
+        let mut add = |name, s| push(&mut out, name, s);
+        match self {
+            Grant::RefreshToken {
+                refresh_token,
+                client_id,
+                client_secret,
+            } => {
+                add("refresh_token", Some(refresh_token));
+                add("client_id", Some(client_id));
+                add("client_secret", client_secret.as_ref());
+            }
+            Grant::ClientCredentials {
+                client_id,
+                client_secret,
+            } => {
+                add("client_id", Some(client_id));
+                add("client_secret", Some(client_secret));
+            }
+            Grant::Password {
+                username,
+                password,
+                client_id,
+                client_secret,
+            } => {
+                add("username", Some(username));
+                add("password", Some(password));
+                add("client_id", Some(client_id));
+                add("client_secret", client_secret.as_ref());
+            }
+            Grant::JwtBearer {
+                issuer,
+                subject,
+                private_key,
+                private_key_id,
+                ..
+            } => {
+                add("issuer", Some(issuer));
+                add("subject", Some(subject));
+                add("private_key", Some(private_key));
+                add("private_key_id", private_key_id.as_ref());
+            }
+        }
+        out
+    }
+}
+
+#[derive(Default)]
+struct State {
+    /// Fingerprint of the credential values the cached state was made from.
+    fingerprint: Option<[u8; 32]>,
+    token: Option<Cached>,
+    /// A refresh token the endpoint rotated to.
+    rotated_refresh: Option<Zeroizing<String>>,
+}
+
+struct Cached {
+    access: Zeroizing<String>,
+    expires: Option<Instant>,
+}
+
+/// Resolved credentials by config name.
+struct Creds(Vec<(&'static str, Zeroizing<String>)>);
+
+impl Creds {
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn fingerprint(&self) -> [u8; 32] {
+        let mut h = sha2::Sha256::new();
+        for (n, v) in &self.0 {
+            h.update(n.as_bytes());
+            h.update([0]);
+            h.update(v.as_bytes());
+            h.update([0]);
+        }
+        h.finalize().into()
+    }
+}
+
+/// Why a token could not be had; never holds a credential or token.
+struct MintError(String);
+
+/// Builds the transform; credential sources come from (and are shared through) `sources`.
+pub fn build(cfg: &OAuthTokenConfig, sources: &Sources) -> Result<Arc<dyn Transform>, BuildError> {
+    Ok(Arc::new(OAuthToken::new(cfg, sources)?))
+}
+
+impl OAuthToken {
+    /// The transform, concretely typed (tests).
+    pub fn new(cfg: &OAuthTokenConfig, sources: &Sources) -> Result<Self, BuildError> {
+        let entries = cfg
+            .tokens
+            .iter()
+            .enumerate()
+            .map(|(index, e)| Entry::new(index, e, sources))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(OAuthToken {
+            entries,
+            http: sources.http_client(),
+        })
+    }
+}
+
+impl Entry {
+    fn new(index: usize, e: &OAuthTokenEntry, sources: &Sources) -> Result<Self, BuildError> {
+        let s = |c| sources.secret(c);
+        let grant = match &e.grant {
+            OAuthGrant::RefreshToken {
+                refresh_token,
+                client_id,
+                client_secret,
+            } => Grant::RefreshToken {
+                refresh_token: s(refresh_token),
+                client_id: s(client_id),
+                client_secret: client_secret.as_ref().map(s),
+            },
+            OAuthGrant::ClientCredentials {
+                client_id,
+                client_secret,
+            } => Grant::ClientCredentials {
+                client_id: s(client_id),
+                client_secret: s(client_secret),
+            },
+            OAuthGrant::Password {
+                username,
+                password,
+                client_id,
+                client_secret,
+            } => Grant::Password {
+                username: s(username),
+                password: s(password),
+                client_id: s(client_id),
+                client_secret: client_secret.as_ref().map(s),
+            },
+            OAuthGrant::JwtBearer {
+                issuer,
+                subject,
+                private_key,
+                private_key_id,
+                audience,
+            } => Grant::JwtBearer {
+                issuer: s(issuer),
+                subject: s(subject),
+                private_key: s(private_key),
+                private_key_id: private_key_id.as_ref().map(s),
+                audience: audience.clone(),
+            },
+        };
+        let name_of = |name: &str| {
+            HeaderName::from_bytes(name.as_bytes()).map_err(|_| BuildError::HeaderName {
+                index,
+                name: name.to_string(),
+            })
+        };
+        let endpoint_headers = e
+            .token_endpoint_headers
+            .iter()
+            .map(|(n, src)| Ok((name_of(n)?, s(src))))
+            .collect::<Result<Vec<_>, BuildError>>()?;
+        Ok(Entry {
+            grant,
+            endpoint: e.token_endpoint.clone(),
+            scopes: e.scopes.clone(),
+            rules: e.rules.clone(),
+            header: name_of(&e.header)?,
+            header_written: e.header.clone(),
+            prefix: e.value_prefix.clone(),
+            endpoint_headers,
+            auth_style: AtomicU8::new(0),
+            state: tokio::sync::Mutex::new(State::default()),
+        })
+    }
+
+    /// True for a request to this entry's token endpoint (host, port and path).
+    fn is_endpoint(&self, cx: &Flow, path: &str) -> bool {
+        let host = self.endpoint.host_str().unwrap_or("");
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        crate::rules::normalize_host(host).eq_ignore_ascii_case(&cx.dest.host)
+            && self.endpoint.port_or_known_default() == Some(cx.dest.port)
+            && self.endpoint.path().trim_end_matches('/') == path.trim_end_matches('/')
+    }
+
+    /// A valid token: the cached one, or a new one (one mint at a time).
+    async fn token(&self, http: &HttpClient) -> Result<Zeroizing<String>, MintError> {
+        let mut creds = Vec::new();
+        for (name, secret) in self.grant.secrets() {
+            let v = secret
+                .get()
+                .await
+                .map_err(|e| MintError(format!("credential {name} ({}): {e}", secret.name())))?;
+            creds.push((name, Zeroizing::new(v.expose().to_string())));
+        }
+        let creds = Creds(creds);
+        let fingerprint = creds.fingerprint();
+        let mut state = self.state.lock().await;
+        if state.fingerprint != Some(fingerprint) {
+            // New or rotated credentials: nothing made from the old ones stays.
+            *state = State {
+                fingerprint: Some(fingerprint),
+                ..State::default()
+            };
+        }
+        if let Some(t) = &state.token {
+            if t.expires.is_none_or(|e| e > Instant::now() + EXPIRY_MARGIN) {
+                return Ok(t.access.clone());
+            }
+        }
+        let minted = self
+            .mint(
+                http,
+                &creds,
+                state.rotated_refresh.as_ref().map(|r| r.as_str()),
+            )
+            .await?;
+        if let Some(r) = minted.refresh_token {
+            if matches!(self.grant, Grant::RefreshToken { .. }) {
+                state.rotated_refresh = Some(r);
+            }
+        }
+        let access = minted.access_token.clone();
+        state.token = Some(Cached {
+            access: minted.access_token,
+            expires: minted
+                .expires_in
+                .filter(|s| *s > 0)
+                .map(|s| Instant::now() + Duration::from_secs(s)),
+        });
+        Ok(access)
+    }
+
+    /// One token request, with the client-authentication fallback.
+    async fn mint(
+        &self,
+        http: &HttpClient,
+        creds: &Creds,
+        rotated_refresh: Option<&str>,
+    ) -> Result<TokenResponse, MintError> {
+        let mut form: Vec<(&str, String)> = Vec::new();
+        match &self.grant {
+            Grant::RefreshToken { .. } => {
+                form.push(("grant_type", "refresh_token".into()));
+                let refresh = rotated_refresh
+                    .or(creds.get("refresh_token"))
+                    .unwrap_or_default();
+                form.push(("refresh_token", refresh.to_string()));
+            }
+            Grant::ClientCredentials { .. } => {
+                form.push(("grant_type", "client_credentials".into()));
+            }
+            Grant::Password { .. } => {
+                form.push(("grant_type", "password".into()));
+                form.push(("username", creds.get("username").unwrap_or("").into()));
+                form.push(("password", creds.get("password").unwrap_or("").into()));
+            }
+            Grant::JwtBearer { audience, .. } => {
+                form.push((
+                    "grant_type",
+                    "urn:ietf:params:oauth:grant-type:jwt-bearer".into(),
+                ));
+                form.push(("assertion", self.assertion(creds, audience)?.to_string()));
+            }
+        }
+        if !self.scopes.is_empty() {
+            form.push(("scope", self.scopes.join(" ")));
+        }
+        let client = match &self.grant {
+            Grant::JwtBearer { .. } => None,
+            _ => Some((
+                creds.get("client_id").unwrap_or(""),
+                creds.get("client_secret"),
+            )),
+        };
+        let basic_possible = matches!(client, Some((_, Some(_))));
+        let style = self.auth_style.load(Ordering::Relaxed);
+        let first_basic = basic_possible && style != 2;
+        let first = self.post(http, creds, &form, client, first_basic).await?;
+        let rsp = match first {
+            Ok(t) => {
+                if basic_possible {
+                    self.auth_style
+                        .store(if first_basic { 1 } else { 2 }, Ordering::Relaxed);
+                }
+                return Ok(t);
+            }
+            Err(e) if first_basic && style == 0 => {
+                // The endpoint may want the client in the form instead.
+                let second = self.post(http, creds, &form, client, false).await?;
+                match second {
+                    Ok(t) => {
+                        self.auth_style.store(2, Ordering::Relaxed);
+                        return Ok(t);
+                    }
+                    Err(_) => e,
+                }
+            }
+            Err(e) => e,
+        };
+        Err(MintError(rsp))
+    }
+
+    /// POSTs the token request; `Ok(Err(detail))` is the endpoint's refusal.
+    async fn post(
+        &self,
+        http: &HttpClient,
+        creds: &Creds,
+        form: &[(&str, String)],
+        client: Option<(&str, Option<&str>)>,
+        basic: bool,
+    ) -> Result<Result<TokenResponse, String>, MintError> {
+        let _ = creds;
+        let mut extra = Vec::with_capacity(self.endpoint_headers.len());
+        for (name, secret) in &self.endpoint_headers {
+            let v = secret.get().await.map_err(|e| {
+                MintError(format!(
+                    "token_endpoint_headers {name} ({}): {e}",
+                    secret.name()
+                ))
+            })?;
+            let mut hv = HeaderValue::from_str(v.expose()).map_err(|_| {
+                MintError(format!(
+                    "token_endpoint_headers {name}: not a valid header value"
+                ))
+            })?;
+            hv.set_sensitive(true);
+            extra.push((name.clone(), hv));
+        }
+        let (req, body) = self.token_request(form, client, basic, extra)?;
+        let req = req
+            .body(Full::new(Bytes::from(body.as_bytes().to_vec())))
+            .map_err(|e| MintError(format!("building the token request: {e}")))?;
+        self.send(http, req).await
+    }
+
+    /// The token request's head and form body.
+    fn token_request(
+        &self,
+        form: &[(&str, String)],
+        client: Option<(&str, Option<&str>)>,
+        basic: bool,
+        extra: Vec<(HeaderName, HeaderValue)>,
+    ) -> Result<(http::request::Builder, Zeroizing<String>), MintError> {
+        let mut body = url::form_urlencoded::Serializer::new(String::new());
+        for (k, v) in form {
+            body.append_pair(k, v);
+        }
+        let mut req = Request::builder()
+            .method("POST")
+            .uri(self.endpoint.as_str())
+            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(http::header::ACCEPT, "application/json");
+        match client {
+            Some((id, Some(secret))) if basic => {
+                let enc = |s: &str| {
+                    url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>()
+                };
+                let pair = Zeroizing::new(format!("{}:{}", enc(id), enc(secret)));
+                let value = Zeroizing::new(format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(pair.as_bytes())
+                ));
+                let mut hv = HeaderValue::from_str(&value)
+                    .map_err(|_| MintError("the client credentials are not header-safe".into()))?;
+                hv.set_sensitive(true);
+                req = req.header(AUTHORIZATION, hv);
+            }
+            Some((id, secret)) => {
+                body.append_pair("client_id", id);
+                if let Some(secret) = secret {
+                    body.append_pair("client_secret", secret);
+                }
+            }
+            None => {}
+        }
+        for (name, hv) in extra {
+            req = req.header(name, hv);
+        }
+        Ok((req, Zeroizing::new(body.finish())))
+    }
+
+    /// Sends the token request; `Ok(Err(detail))` is the endpoint's refusal.
+    async fn send(
+        &self,
+        http: &HttpClient,
+        req: Request<Full<Bytes>>,
+    ) -> Result<Result<TokenResponse, String>, MintError> {
+        let (status, rsp) = http
+            .send(req)
+            .await
+            .map_err(|e| MintError(format!("{}: {e}", self.endpoint)))?;
+        if !status.is_success() {
+            #[derive(Deserialize)]
+            struct OAuthError {
+                error: Option<String>,
+                error_description: Option<String>,
+            }
+            let detail = match serde_json::from_slice::<OAuthError>(&rsp) {
+                Ok(OAuthError {
+                    error: Some(e),
+                    error_description,
+                }) => format!(
+                    "token endpoint {status}: {e}{}",
+                    error_description
+                        .map(|d| format!(" ({d})"))
+                        .unwrap_or_default()
+                ),
+                _ => format!("token endpoint {status}"),
+            };
+            return Ok(Err(detail));
+        }
+        let parsed: RawToken = serde_json::from_slice(&rsp).map_err(|_| {
+            MintError("the token endpoint's answer is not an OAuth2 token response".into())
+        })?;
+        let Some(access) = parsed.access_token.filter(|t| !t.is_empty()) else {
+            return Err(MintError(
+                "the token endpoint's answer has no access_token".into(),
+            ));
+        };
+        Ok(Ok(TokenResponse {
+            access_token: Zeroizing::new(access),
+            expires_in: parsed.expires_in.and_then(|v| match v {
+                Value::Number(n) => n.as_u64(),
+                Value::String(s) => s.parse().ok(),
+                _ => None,
+            }),
+            refresh_token: parsed.refresh_token.map(Zeroizing::new),
+        }))
+    }
+
+    /// The signed RFC 7523 assertion (RS256), as golang.org/x/oauth2/jwt builds it.
+    fn assertion(&self, creds: &Creds, audience: &str) -> Result<Zeroizing<String>, MintError> {
+        let pem = creds.get("private_key").unwrap_or("");
+        let key = rsa_key(pem)?;
+        let mut header = serde_json::json!({"alg": "RS256", "typ": "JWT"});
+        if let Some(kid) = creds.get("private_key_id") {
+            header["kid"] = Value::from(kid);
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let mut claims = serde_json::json!({
+            "iss": creds.get("issuer").unwrap_or(""),
+            "sub": creds.get("subject").unwrap_or(""),
+            "aud": audience,
+            "iat": now,
+            "exp": now + ASSERTION_LIFETIME,
+        });
+        if !self.scopes.is_empty() {
+            claims["scope"] = Value::from(self.scopes.join(" "));
+        }
+        let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+        let signing_input = format!(
+            "{}.{}",
+            b64(header.to_string().as_bytes()),
+            b64(claims.to_string().as_bytes())
+        );
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        let mut sig = vec![0; key.public_modulus_len()];
+        key.sign(
+            &aws_lc_rs::signature::RSA_PKCS1_SHA256,
+            &rng,
+            signing_input.as_bytes(),
+            &mut sig,
+        )
+        .map_err(|_| MintError("signing the JWT assertion failed".into()))?;
+        Ok(Zeroizing::new(format!("{signing_input}.{}", b64(&sig))))
+    }
+}
+
+/// An RSA private key from PEM (PKCS#8 `PRIVATE KEY` or PKCS#1 `RSA PRIVATE KEY`).
+fn rsa_key(pem: &str) -> Result<aws_lc_rs::signature::RsaKeyPair, MintError> {
+    use rustls_pki_types::PrivateKeyDer;
+    let bad = || MintError("private_key is not a PEM RSA private key".into());
+    let der = rustls_pemfile::private_key(&mut pem.as_bytes())
+        .map_err(|_| bad())?
+        .ok_or_else(bad)?;
+    match &der {
+        PrivateKeyDer::Pkcs8(k) => {
+            aws_lc_rs::signature::RsaKeyPair::from_pkcs8(k.secret_pkcs8_der())
+        }
+        PrivateKeyDer::Pkcs1(k) => aws_lc_rs::signature::RsaKeyPair::from_der(k.secret_pkcs1_der()),
+        _ => return Err(bad()),
+    }
+    .map_err(|_| bad())
+}
+
+#[derive(Deserialize)]
+struct RawToken {
+    access_token: Option<String>,
+    expires_in: Option<Value>,
+    refresh_token: Option<String>,
+}
+
+struct TokenResponse {
+    access_token: Zeroizing<String>,
+    expires_in: Option<u64>,
+    refresh_token: Option<Zeroizing<String>>,
+}
+
+/// The token endpoint's stand-in answer.
+fn stub_response() -> Response<Body> {
+    let body = serde_json::json!({
+        "access_token": STUB_TOKEN,
+        "expires_in": 3600,
+        "token_type": "Bearer",
+    })
+    .to_string();
+    let mut rsp = Response::new(crate::body::full(body));
+    rsp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    rsp.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    );
+    rsp
+}
+
+#[async_trait]
+impl Transform for OAuthToken {
+    fn name(&self) -> &str {
+        "oauth_token"
+    }
+
+    async fn on_request(
+        &self,
+        req: &mut Request<Body>,
+        cx: &mut Flow,
+    ) -> Result<Verdict, TransformError> {
+        if cx.method.is_empty() {
+            return Ok(Verdict::Continue);
+        }
+        let path = req.uri().path().to_string();
+        if self.entries.iter().any(|e| e.is_endpoint(cx, &path)) {
+            cx.annotate("stubbed", "oauth2_token_endpoint");
+            return Ok(Verdict::Stub(stub_response()));
+        }
+        let target = cx.target();
+        let Some(entry) = self.entries.iter().find(|e| e.rules.applies(&target)) else {
+            return Ok(Verdict::Continue);
+        };
+        let grant = entry.grant.name();
+        cx.annotate("grant", grant);
+        let token = match entry.token(&self.http).await {
+            Ok(t) => t,
+            Err(MintError(detail)) => {
+                cx.annotate("error", detail.clone());
+                cx.annotate("rejected", "token_unavailable");
+                return Ok(Verdict::Reject(Rejection {
+                    status: StatusCode::BAD_GATEWAY,
+                    reason: "token_unavailable".into(),
+                    message: format!("no OAuth2 token for this request ({grant} grant): {detail}"),
+                }));
+            }
+        };
+        let value = Zeroizing::new(format!("{}{}", entry.prefix, token.as_str()));
+        let mut hv = HeaderValue::from_str(&value).map_err(|_| TransformError {
+            status: StatusCode::BAD_GATEWAY,
+            reason: "token_unavailable",
+            detail: "the access token is not a valid header value".into(),
+        })?;
+        hv.set_sensitive(true);
+        req.headers_mut().remove(&entry.header);
+        req.headers_mut().insert(entry.header.clone(), hv);
+        cx.annotate(
+            "injected",
+            vec![Value::from(format!("header:{}", entry.header_written))],
+        );
+        crate::transforms::wire_case::set_header_case(
+            req,
+            std::slice::from_ref(&entry.header_written),
+        )
+        .await;
+        Ok(Verdict::Continue)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,218 @@
+//! Tests of the oauth_token transform that need no token server: the endpoint stub, the
+//! RS256 assertion (verified with the public key), failing closed, entry selection. Minting
+//! against a real authorization server is the e2e test `secrets::oauth` (Authlib).
+
+use base64::Engine as _;
+use serde_json::json;
+
+use super::*;
+use crate::config::TransformConfig;
+use crate::pipeline::PhaseOutcome;
+use crate::transforms::test_support::{header, request, run, sources};
+
+fn transform(tokens: &str, env: &[(&str, &str)]) -> OAuthToken {
+    let text = format!(
+        "tls: {{ca_cert: /nonexistent/ca.pem, ca_key: /nonexistent/ca.key}}\n\
+         transforms:\n  - name: oauth_token\n    config:\n      tokens:\n{tokens}"
+    );
+    let cfg = crate::config::parse(&text, "test.yaml", &|_| None).expect("config");
+    let Some(TransformConfig::OauthToken(c)) = cfg.transforms.first() else {
+        panic!("not oauth_token");
+    };
+    OAuthToken::new(c, &sources(env)).expect("build")
+}
+
+const CC: &str = "        - grant: client_credentials
+          client_id: {type: env, var: ID}
+          client_secret: {type: env, var: SECRET}
+          token_endpoint: \"https://login.example.com/oauth2/token\"
+          rules: [{host: api.example.com}]
+";
+
+fn flow(host: &str, method: &str, path: &str) -> Flow {
+    crate::pipeline::test_flow(host, method, path)
+}
+
+#[tokio::test]
+async fn the_token_endpoint_is_answered_with_the_stub() {
+    let t = transform(CC, &[]);
+    let mut req = request(
+        "POST",
+        "/oauth2/token",
+        &[],
+        Some("grant_type=client_credentials"),
+    );
+    let mut cx = flow("login.example.com", "POST", "/oauth2/token");
+    let (outcome, trace) = run(t, &mut req, &mut cx).await;
+    let PhaseOutcome::Stub(_, rsp) = outcome else {
+        panic!("not stubbed")
+    };
+    assert_eq!(rsp.headers()["content-type"], "application/json");
+    let body = crate::body::collect(rsp.into_body(), 4096)
+        .await
+        .expect("body");
+    let body: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(
+        body,
+        json!({"access_token": STUB_TOKEN, "expires_in": 3600, "token_type": "Bearer"})
+    );
+    assert_eq!(
+        trace.annotations.get("stubbed"),
+        Some(&json!("oauth2_token_endpoint"))
+    );
+    // Another path or port on that host is not the endpoint.
+    let t = transform(CC, &[]);
+    assert!(!t.entries[0].is_endpoint(&flow("login.example.com", "POST", "/other"), "/other"));
+    let mut other_port = flow("login.example.com", "POST", "/oauth2/token");
+    other_port.dest.port = 8443;
+    assert!(!t.entries[0].is_endpoint(&other_port, "/oauth2/token"));
+    assert!(t.entries[0].is_endpoint(
+        &flow("LOGIN.example.com", "POST", "/oauth2/token/"),
+        "/oauth2/token/"
+    ));
+}
+
+#[tokio::test]
+async fn a_token_that_cannot_be_minted_refuses_the_request() {
+    // No credentials at all: the mint fails before any network call.
+    let t = transform(CC, &[]);
+    let mut req = request(
+        "GET",
+        "/v1/things",
+        &[("authorization", "Bearer iron-proxy-stub-token")],
+        None,
+    );
+    let mut cx = flow("api.example.com", "GET", "/v1/things");
+    let (outcome, trace) = run(t, &mut req, &mut cx).await;
+    let PhaseOutcome::Reject(_, r) = outcome else {
+        panic!("not refused")
+    };
+    assert_eq!(
+        (r.status.as_u16(), r.reason.as_str()),
+        (502, "token_unavailable")
+    );
+    assert_eq!(
+        trace.annotations.get("grant"),
+        Some(&json!("client_credentials"))
+    );
+    assert_eq!(
+        trace.annotations.get("rejected"),
+        Some(&json!("token_unavailable"))
+    );
+    assert!(trace.annotations.get("error").is_some());
+    assert_eq!(
+        header(&req, "authorization"),
+        "Bearer iron-proxy-stub-token",
+        "left as it was"
+    );
+}
+
+#[tokio::test]
+async fn requests_outside_every_entry_and_host_only_checks_are_untouched() {
+    let t = transform(CC, &[("ID", "i"), ("SECRET", "s")]);
+    let mut req = request("GET", "/", &[], None);
+    let (outcome, trace) = run(t, &mut req, &mut flow("elsewhere.example.com", "GET", "/")).await;
+    assert!(matches!(outcome, PhaseOutcome::Continue));
+    assert!(trace.annotations.is_empty());
+    let t = transform(CC, &[("ID", "i"), ("SECRET", "s")]);
+    let (outcome, trace) = run(t, &mut req, &mut flow("api.example.com", "", "")).await;
+    assert!(matches!(outcome, PhaseOutcome::Continue));
+    assert!(trace.annotations.is_empty());
+}
+
+#[test]
+fn the_jwt_assertion_is_rs256_over_the_configured_claims() {
+    use aws_lc_rs::encoding::AsDer;
+    use aws_lc_rs::signature::KeyPair as _;
+    let key = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).expect("key");
+    let der = AsDer::<aws_lc_rs::encoding::Pkcs8V1Der>::as_der(&key).expect("pkcs8");
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der.as_ref());
+    let pem = format!("-----BEGIN PRIVATE KEY-----\n{b64}\n-----END PRIVATE KEY-----\n");
+    let t = transform(
+        "        - grant: jwt_bearer
+          issuer: {type: env, var: ISS}
+          subject: {type: env, var: SUB}
+          private_key: {type: env, var: KEY}
+          private_key_id: {type: env, var: KID}
+          audience: \"account.example.com\"
+          token_endpoint: \"https://account.example.com/oauth/token\"
+          scopes: [signature, impersonation]
+          rules: [{host: api.example.com}]
+",
+        &[],
+    );
+    let creds = Creds(vec![
+        ("issuer", Zeroizing::new("integration-key".into())),
+        ("subject", Zeroizing::new("user-guid".into())),
+        ("private_key", Zeroizing::new(pem)),
+        ("private_key_id", Zeroizing::new("kid-1".into())),
+    ]);
+    let jwt = t.entries[0]
+        .assertion(&creds, "account.example.com")
+        .map_err(|e| e.0)
+        .expect("assertion");
+    let parts: Vec<&str> = jwt.split('.').collect();
+    assert_eq!(parts.len(), 3);
+    let decode = |s: &str| {
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(s)
+            .expect("b64url");
+        serde_json::from_slice::<serde_json::Value>(&bytes).expect("json")
+    };
+    assert_eq!(
+        decode(parts[0]),
+        json!({"alg": "RS256", "typ": "JWT", "kid": "kid-1"})
+    );
+    let claims = decode(parts[1]);
+    assert_eq!(claims["iss"], json!("integration-key"));
+    assert_eq!(claims["sub"], json!("user-guid"));
+    assert_eq!(claims["aud"], json!("account.example.com"));
+    assert_eq!(claims["scope"], json!("signature impersonation"));
+    let (iat, exp) = (
+        claims["iat"].as_u64().expect("iat"),
+        claims["exp"].as_u64().expect("exp"),
+    );
+    assert_eq!(exp - iat, ASSERTION_LIFETIME);
+    let public =
+        AsDer::<aws_lc_rs::encoding::PublicKeyX509Der>::as_der(key.public_key()).expect("spki");
+    let sig = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(parts[2])
+        .expect("sig");
+    aws_lc_rs::signature::UnparsedPublicKey::new(
+        &aws_lc_rs::signature::RSA_PKCS1_2048_8192_SHA256,
+        public.as_ref(),
+    )
+    .verify(format!("{}.{}", parts[0], parts[1]).as_bytes(), &sig)
+    .expect("the signature verifies with the public key");
+
+    // Not a PEM RSA key: a clear error, no key material in it.
+    let bad = Creds(vec![(
+        "private_key",
+        Zeroizing::new("-----BEGIN NOTHING-----".into()),
+    )]);
+    let e = t.entries[0]
+        .assertion(&bad, "a")
+        .map(|_| ())
+        .map_err(|e| e.0)
+        .unwrap_err();
+    assert!(e.contains("not a PEM RSA private key"), "{e}");
+}
+
+#[test]
+fn a_changed_credential_changes_the_fingerprint() {
+    let a = Creds(vec![
+        ("client_id", Zeroizing::new("i".into())),
+        ("client_secret", Zeroizing::new("s1".into())),
+    ]);
+    let b = Creds(vec![
+        ("client_id", Zeroizing::new("i".into())),
+        ("client_secret", Zeroizing::new("s2".into())),
+    ]);
+    let c = Creds(vec![
+        ("client_id", Zeroizing::new("is".into())),
+        ("client_secret", Zeroizing::new("1".into())),
+    ]);
+    assert_ne!(a.fingerprint(), b.fingerprint());
+    assert_ne!(a.fingerprint(), c.fingerprint(), "field boundaries count");
+    assert_eq!(a.fingerprint(), a.fingerprint());
+}

@@ -1,0 +1,207 @@
+//! `oauth_token` through the real binary against an Authlib authorization server (a real
+//! OAuth2 implementation: it checks client authentication, users, rotating refresh tokens
+//! and RS256 assertion signatures): all four grants mint tokens the server's protected
+//! resource accepts, tokens are cached, a rotated refresh token is used for the next
+//! exchange, the token endpoint is stubbed for the workload, a refused mint fails closed.
+
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::process::Stdio;
+use std::time::Duration;
+
+use iron_proxy_tests::netns::NetProcess;
+use iron_proxy_tests::*;
+use serde_json::{json, Value};
+
+use super::assert_no_leak;
+
+/// The Authlib server on a fresh host of `net`, port 80; `api.test` resolves to it.
+fn authlib(net: &FakeInternet, state: &std::path::Path) -> (NetProcess, SocketAddr) {
+    let host = net.add_host();
+    let addr = SocketAddr::new(IpAddr::V4(host.v4), 80);
+    net.dns().set("api.test", &[IpAddr::V4(host.v4)]);
+    let script = paths::repo_root().join("tests/oauth_server.py");
+    let mut cmd = net.command(paths::venv_python());
+    cmd.arg(&script)
+        .args([host.v4.to_string(), "80".into()])
+        .arg(state)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let server = net.spawn("oauth_server", &mut cmd);
+    // It writes its JWT key before it listens.
+    wait_until(Duration::from_secs(30), "oauth_server to listen", || {
+        TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()
+    });
+    (server, addr)
+}
+
+fn stats(addr: SocketAddr) -> Value {
+    curl(["-s", &format!("http://{addr}/stats")]).json()
+}
+
+#[test]
+fn oauth_token_mints_what_an_authlib_server_accepts() {
+    require_root!();
+    let net = FakeInternet::new();
+    let state = tempfile::tempdir().expect("state dir");
+    let (_server, addr) = authlib(&net, state.path());
+    let key = std::fs::read_to_string(state.path().join("jwt_key.pem")).expect("jwt key");
+    let endpoint = format!("http://{addr}/oauth/token");
+    let config = format!(
+        r#"
+transforms:
+  - name: allowlist
+    config:
+      domains: ["api.test"]
+      cidrs: ["{ip}/32"]
+  - name: oauth_token
+    config:
+      tokens:
+        - grant: client_credentials
+          client_id: {{type: env, var: CC_ID}}
+          client_secret: {{type: env, var: CC_SECRET}}
+          token_endpoint: "{endpoint}"
+          rules: [{{host: api.test, paths: ["/api/cc"]}}]
+        - grant: password
+          username: {{type: env, var: PW_USER}}
+          password: {{type: env, var: PW_PASSWORD}}
+          client_id: {{type: env, var: PW_ID}}
+          client_secret: {{type: env, var: PW_SECRET}}
+          token_endpoint: "{endpoint}"
+          rules: [{{host: api.test, paths: ["/api/pw"]}}]
+        - grant: refresh_token
+          refresh_token: {{type: env, var: RT_TOKEN}}
+          client_id: {{type: env, var: RT_ID}}
+          client_secret: {{type: env, var: RT_SECRET}}
+          token_endpoint: "{endpoint}"
+          scopes: ["read"]
+          rules: [{{host: api.test, paths: ["/api/rt"]}}]
+        - grant: jwt_bearer
+          issuer: {{type: env, var: JWT_ISS}}
+          subject: {{type: env, var: JWT_SUB}}
+          private_key: {{type: env, var: JWT_KEY}}
+          audience: "{endpoint}"
+          token_endpoint: "{endpoint}"
+          rules: [{{host: api.test, paths: ["/api/jwt"]}}]
+        - grant: client_credentials
+          client_id: {{type: env, var: CC_ID}}
+          client_secret: {{type: env, var: WRONG_SECRET}}
+          token_endpoint: "{endpoint}"
+          rules: [{{host: api.test, paths: ["/api/bad"]}}]
+log:
+  level: "debug"
+"#,
+        ip = addr.ip()
+    );
+    let px = Proxy::with(config.as_str())
+        .resolver(&net)
+        .env("CC_ID", "cc-client")
+        .env("CC_SECRET", "cc-secret")
+        .env("WRONG_SECRET", "not-the-secret")
+        .env("PW_USER", "svc-user")
+        .env("PW_PASSWORD", "svc-password")
+        .env("PW_ID", "pw-client")
+        .env("PW_SECRET", "pw-secret")
+        .env("RT_TOKEN", "rt-initial")
+        .env("RT_ID", "rt-client")
+        .env("RT_SECRET", "rt-secret")
+        .env("JWT_ISS", "jwt-issuer")
+        .env("JWT_SUB", "svc-user")
+        .env("JWT_KEY", &key)
+        .start();
+    let get = |path: &str| {
+        Curl::get(&format!("http://api.test{path}"))
+            .header("Authorization", "Bearer iron-proxy-stub-token")
+            .via(&px)
+            .run()
+    };
+
+    // Each grant: the resource server accepts the minted token and says who it was for.
+    for (path, client, user, grant) in [
+        ("/api/cc", "cc-client", Value::Null, "client_credentials"),
+        ("/api/pw", "pw-client", json!("svc-user"), "password"),
+        ("/api/rt", "rt-client", json!("svc-user"), "refresh_token"),
+        (
+            "/api/jwt",
+            "jwt-issuer",
+            json!("svc-user"),
+            "urn:ietf:params:oauth:grant-type:jwt-bearer",
+        ),
+    ] {
+        let r = get(path);
+        r.expect_status(200);
+        let body = r.json();
+        assert_eq!(body["client"], json!(client), "{path}: {body}");
+        assert_eq!(body["user"], user, "{path}: {body}");
+        assert_eq!(body["grant"], json!(grant), "{path}: {body}");
+    }
+    let rec = px.wait_for_audit(|a| a.path() == Some("/api/jwt"));
+    assert_eq!(
+        rec.annotation("oauth_token", "grant"),
+        Some(&json!("jwt_bearer")),
+        "{rec}"
+    );
+    assert_eq!(
+        rec.annotation("oauth_token", "injected"),
+        Some(&json!(["header:Authorization"])),
+        "{rec}"
+    );
+
+    // Cached: more client_credentials requests mint nothing more. The refresh_token
+    // entry's tokens live 5 s, inside the 10 s margin, so its next use exchanges again,
+    // with the refresh token the server rotated to (the initial one is revoked by now).
+    get("/api/cc").expect_status(200);
+    get("/api/cc").expect_status(200);
+    get("/api/rt").expect_status(200);
+    let issued = stats(addr);
+    assert_eq!(issued["client_credentials"], json!(1), "{issued}");
+    assert_eq!(issued["refresh_token"], json!(2), "{issued}");
+
+    // The workload's own token request is answered by the proxy with the stub.
+    let stub = Curl::get(&endpoint)
+        .args(["-X", "POST", "-d", "grant_type=client_credentials"])
+        .via(&px)
+        .run();
+    stub.expect_status(200);
+    assert_eq!(
+        stub.json(),
+        json!({"access_token": "iron-proxy-stub-token", "expires_in": 3600, "token_type": "Bearer"})
+    );
+    let rec = px.wait_for_audit(|a| a.path() == Some("/oauth/token"));
+    assert_eq!(
+        rec.transform("oauth_token").and_then(|t| t.get("action")),
+        Some(&json!("stub")),
+        "{rec}"
+    );
+    assert_eq!(
+        rec.annotation("oauth_token", "stubbed"),
+        Some(&json!("oauth2_token_endpoint")),
+        "{rec}"
+    );
+    assert_eq!(
+        stats(addr)["client_credentials"],
+        json!(1),
+        "the stub reached no server"
+    );
+
+    // A mint the server refuses fails closed: 502, nothing forwarded unauthenticated.
+    let r = get("/api/bad");
+    assert_eq!(r.status, 502, "{r}");
+    let rec = px.wait_for_audit(|a| a.path() == Some("/api/bad"));
+    assert_eq!(rec.str("reason"), Some("token_unavailable"), "{rec}");
+    let error = rec
+        .annotation("oauth_token", "error")
+        .cloned()
+        .unwrap_or_default();
+    assert!(error.to_string().contains("invalid_client"), "{rec}");
+
+    assert_no_leak(
+        &px,
+        &[
+            "cc-secret",
+            "pw-secret",
+            "svc-password",
+            "rt-secret",
+            "rt-initial",
+        ],
+    );
+}

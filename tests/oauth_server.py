@@ -1,0 +1,207 @@
+"""An OAuth2 authorization server for the end-to-end suite, built on Authlib.
+
+Authlib does the protocol work: client authentication (client_secret_basic and
+client_secret_post), the RFC 6749 client_credentials, password and refresh_token
+grants (refresh tokens rotate: each exchange revokes the one it used), and the
+RFC 7523 JWT bearer grant (assertion signature, issuer, expiry). This file only
+supplies the records those grants look up.
+
+Usage: oauth_server.py HOST PORT STATE_DIR
+
+- POST /oauth/token: the token endpoint.
+- GET  /api/<name>: a protected resource; 200 with who the bearer token was
+  issued to, 401 without a valid token.
+- GET  /stats: how many tokens each grant issued.
+
+At start-up it writes STATE_DIR/jwt_key.pem, the RSA private key whose public
+half it trusts for the JWT bearer grant's issuer, then prints "ready".
+"""
+
+import json
+import os
+import sys
+import time
+from collections import Counter
+
+from authlib.integrations.flask_oauth2 import AuthorizationServer
+from authlib.oauth2.rfc6749 import ClientMixin, TokenMixin, grants
+from authlib.oauth2.rfc7523 import JWTBearerGrant
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from flask import Flask, jsonify, request
+
+HOST, PORT, STATE = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+# The suite's fake internet speaks plain HTTP to this server.
+os.environ["AUTHLIB_INSECURE_TRANSPORT"] = "1"
+
+KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+with open(os.path.join(STATE, "jwt_key.pem"), "wb") as f:
+    f.write(
+        KEY.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+PUBLIC_PEM = KEY.public_key().public_bytes(
+    serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+)
+
+
+class Client(ClientMixin):
+    def __init__(self, client_id, secret, grant_types):
+        self.client_id, self.secret, self.grant_types = client_id, secret, grant_types
+
+    def get_client_id(self):
+        return self.client_id
+
+    def get_default_redirect_uri(self):
+        return None
+
+    def get_allowed_scope(self, scope):
+        return scope or ""
+
+    def check_redirect_uri(self, redirect_uri):
+        return False
+
+    def check_client_secret(self, client_secret):
+        return self.secret is not None and client_secret == self.secret
+
+    def check_endpoint_auth_method(self, method, endpoint):
+        if self.secret is None:
+            return method == "none"
+        return method in ("client_secret_basic", "client_secret_post")
+
+    def check_response_type(self, response_type):
+        return False
+
+    def check_grant_type(self, grant_type):
+        return grant_type in self.grant_types
+
+
+CLIENTS = {
+    "cc-client": Client("cc-client", "cc-secret", ["client_credentials"]),
+    "pw-client": Client("pw-client", "pw-secret", ["password"]),
+    "rt-client": Client("rt-client", "rt-secret", ["refresh_token"]),
+    "jwt-issuer": Client("jwt-issuer", None, [JWTBearerGrant.GRANT_TYPE]),
+}
+USERS = {"svc-user": "svc-password"}
+
+
+class Token(TokenMixin):
+    def __init__(self, client_id, user, scope, refresh_token=None):
+        self.client_id, self.user, self.scope = client_id, user, scope
+        self.refresh_token, self.revoked = refresh_token, False
+
+    def check_client(self, client):
+        return client.get_client_id() == self.client_id
+
+    def get_scope(self):
+        return self.scope
+
+    def get_expires_in(self):
+        return 3600
+
+    def is_expired(self):
+        return False
+
+    def is_revoked(self):
+        return self.revoked
+
+
+ACCESS = {}
+REFRESH = {
+    # The refresh token the proxy is configured with, issued "earlier".
+    "rt-initial": Token("rt-client", "svc-user", "read", "rt-initial"),
+}
+ISSUED = Counter()
+
+
+def save_token(token, req):
+    user = req.user if isinstance(req.user, str) else None
+    t = Token(req.client.get_client_id(), user, token.get("scope", ""), token.get("refresh_token"))
+    ACCESS[token["access_token"]] = (t, req.grant_type, time.time() + token["expires_in"])
+    if t.refresh_token:
+        REFRESH[t.refresh_token] = t
+    ISSUED[req.grant_type] += 1
+
+
+class PasswordGrant(grants.ResourceOwnerPasswordCredentialsGrant):
+    TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
+
+    def authenticate_user(self, username, password):
+        return username if USERS.get(username) == password else None
+
+
+class ClientCredentialsGrant(grants.ClientCredentialsGrant):
+    TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
+
+
+class RefreshTokenGrant(grants.RefreshTokenGrant):
+    TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
+    INCLUDE_NEW_REFRESH_TOKEN = True
+
+    def authenticate_refresh_token(self, refresh_token):
+        t = REFRESH.get(refresh_token)
+        return t if t and not t.revoked else None
+
+    def authenticate_user(self, credential):
+        return credential.user
+
+    def revoke_old_credential(self, credential):
+        credential.revoked = True
+
+
+class JwtGrant(JWTBearerGrant):
+    def resolve_issuer_client(self, issuer):
+        return CLIENTS.get(issuer)
+
+    def resolve_client_key(self, client, headers, payload):
+        return PUBLIC_PEM
+
+    def authenticate_user(self, subject):
+        return subject if subject in USERS else None
+
+    def has_granted_permission(self, client, user):
+        return True
+
+
+app = Flask(__name__)
+app.config["OAUTH2_REFRESH_TOKEN_GENERATOR"] = True
+app.config["OAUTH2_TOKEN_EXPIRES_IN"] = {
+    "client_credentials": 3600,
+    "password": 3600,
+    # Short: each use of the refresh_token entry exchanges (and rotates) again.
+    "refresh_token": 5,
+    JWTBearerGrant.GRANT_TYPE: 3600,
+}
+server = AuthorizationServer(app, query_client=CLIENTS.get, save_token=save_token)
+server.register_grant(ClientCredentialsGrant)
+server.register_grant(PasswordGrant)
+server.register_grant(RefreshTokenGrant)
+server.register_grant(JwtGrant)
+
+
+@app.route("/oauth/token", methods=["POST"])
+def issue_token():
+    return server.create_token_response()
+
+
+@app.route("/api/<name>")
+def api(name):
+    auth = request.headers.get("Authorization", "")
+    found = ACCESS.get(auth[len("Bearer "):]) if auth.startswith("Bearer ") else None
+    if not found or found[2] < time.time():
+        return jsonify({"error": "invalid_token"}), 401
+    token, grant, _ = found
+    return jsonify({"client": token.client_id, "user": token.user, "grant": grant, "api": name})
+
+
+@app.route("/stats")
+def stats():
+    return jsonify(dict(ISSUED))
+
+
+if __name__ == "__main__":
+    print("ready", flush=True)
+    app.run(host=HOST, port=PORT, threaded=True)
