@@ -11,6 +11,8 @@ Usage: oauth_server.py HOST PORT STATE_DIR
 - POST /oauth/token: the token endpoint.
 - GET  /api/<name>: a protected resource; 200 with who the bearer token was
   issued to, 401 without a valid token.
+- GET  /computeMetadata/v1/instance/service-accounts/default/token: a stand-in
+  for the GCE/GKE metadata server's token path.
 - GET  /stats: how many tokens each grant issued.
 
 At start-up it writes STATE_DIR/jwt_key.pem, the RSA private key whose public
@@ -84,6 +86,10 @@ CLIENTS = {
     "pw-client": Client("pw-client", "pw-secret", ["password"]),
     "rt-client": Client("rt-client", "rt-secret", ["refresh_token"]),
     "jwt-issuer": Client("jwt-issuer", None, [JWTBearerGrant.GRANT_TYPE]),
+    # A Google-style service account: the JWT issuer is its client_email.
+    "gcp-sa@iron-e2e.iam.gserviceaccount.com": Client(
+        "gcp-sa@iron-e2e.iam.gserviceaccount.com", None, [JWTBearerGrant.GRANT_TYPE]
+    ),
 }
 USERS = {"svc-user": "svc-password"}
 
@@ -113,6 +119,8 @@ ACCESS = {}
 REFRESH = {
     # The refresh token the proxy is configured with, issued "earlier".
     "rt-initial": Token("rt-client", "svc-user", "read", "rt-initial"),
+    # An authorized_user credentials file's refresh token (gcp_auth).
+    "rt-gcp-user": Token("rt-client", "svc-user", "", "rt-gcp-user"),
 }
 ISSUED = Counter()
 
@@ -195,6 +203,18 @@ def api(name):
         return jsonify({"error": "invalid_token"}), 401
     token, grant, _ = found
     return jsonify({"client": token.client_id, "user": token.user, "grant": grant, "api": name})
+
+
+@app.route("/computeMetadata/v1/instance/service-accounts/default/token")
+def metadata_token():
+    """A stand-in for the GCE/GKE metadata server's token path (what GKE Workload
+    Identity serves): needs its header, answers a token the resource accepts."""
+    if request.headers.get("Metadata-Flavor") != "Google":
+        return "missing Metadata-Flavor", 403
+    token = "md-" + os.urandom(12).hex()
+    ACCESS[token] = (Token("metadata-default", None, request.args.get("scopes", "")), "metadata", time.time() + 3600)
+    ISSUED["metadata"] += 1
+    return jsonify({"access_token": token, "expires_in": 3599, "token_type": "Bearer"})
 
 
 @app.route("/stats")

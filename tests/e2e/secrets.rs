@@ -8,6 +8,7 @@
 
 mod aws;
 mod aws_auth;
+mod gcp;
 mod hmac;
 mod inject;
 mod oauth;

@@ -76,7 +76,8 @@ fn build_transform(
         TransformConfig::OauthToken(c) => {
             transforms::oauth_token::build(c, sources).map_err(|e| failed(e.to_string()))?
         }
-        TransformConfig::GcpAuth(_) | TransformConfig::Grpc(_) | TransformConfig::Judge(_) => {
+        TransformConfig::GcpAuth(c) => transforms::gcp_auth::build(c, sources),
+        TransformConfig::Grpc(_) | TransformConfig::Judge(_) => {
             return Err(AppError::NotSupported { index, name })
         }
     })

@@ -5,6 +5,7 @@ pub mod allowlist;
 pub mod annotate;
 pub mod aws_auth;
 pub mod body_capture;
+pub mod gcp_auth;
 pub mod header_allowlist;
 pub mod hmac_sign;
 pub mod oauth_token;

@@ -218,7 +218,7 @@ impl Creds {
 }
 
 /// Why a token could not be had; never holds a credential or token.
-struct MintError(String);
+pub(crate) struct MintError(pub(crate) String);
 
 /// Builds the transform; credential sources come from (and are shared through) `sources`.
 pub fn build(cfg: &OAuthTokenConfig, sources: &Sources) -> Result<Arc<dyn Transform>, BuildError> {
@@ -468,7 +468,7 @@ impl Entry {
         let req = req
             .body(Full::new(Bytes::from(body.as_bytes().to_vec())))
             .map_err(|e| MintError(format!("building the token request: {e}")))?;
-        self.send(http, req).await
+        exchange(http, self.endpoint.as_str(), req).await
     }
 
     /// The token request's head and form body.
@@ -517,67 +517,9 @@ impl Entry {
         Ok((req, Zeroizing::new(body.finish())))
     }
 
-    /// Sends the token request; `Ok(Err(detail))` is the endpoint's refusal.
-    async fn send(
-        &self,
-        http: &HttpClient,
-        req: Request<Full<Bytes>>,
-    ) -> Result<Result<TokenResponse, String>, MintError> {
-        let (status, rsp) = http
-            .send(req)
-            .await
-            .map_err(|e| MintError(format!("{}: {e}", self.endpoint)))?;
-        if !status.is_success() {
-            #[derive(Deserialize)]
-            struct OAuthError {
-                error: Option<String>,
-                error_description: Option<String>,
-            }
-            let detail = match serde_json::from_slice::<OAuthError>(&rsp) {
-                Ok(OAuthError {
-                    error: Some(e),
-                    error_description,
-                }) => format!(
-                    "token endpoint {status}: {e}{}",
-                    error_description
-                        .map(|d| format!(" ({d})"))
-                        .unwrap_or_default()
-                ),
-                _ => format!("token endpoint {status}"),
-            };
-            return Ok(Err(detail));
-        }
-        let parsed: RawToken = serde_json::from_slice(&rsp).map_err(|_| {
-            MintError("the token endpoint's answer is not an OAuth2 token response".into())
-        })?;
-        let Some(access) = parsed.access_token.filter(|t| !t.is_empty()) else {
-            return Err(MintError(
-                "the token endpoint's answer has no access_token".into(),
-            ));
-        };
-        Ok(Ok(TokenResponse {
-            access_token: Zeroizing::new(access),
-            expires_in: parsed.expires_in.and_then(|v| match v {
-                Value::Number(n) => n.as_u64(),
-                Value::String(s) => s.parse().ok(),
-                _ => None,
-            }),
-            refresh_token: parsed.refresh_token.map(Zeroizing::new),
-        }))
-    }
-
     /// The signed RFC 7523 assertion (RS256), as golang.org/x/oauth2/jwt builds it.
     fn assertion(&self, creds: &Creds, audience: &str) -> Result<Zeroizing<String>, MintError> {
-        let pem = creds.get("private_key").unwrap_or("");
-        let key = rsa_key(pem)?;
-        let mut header = serde_json::json!({"alg": "RS256", "typ": "JWT"});
-        if let Some(kid) = creds.get("private_key_id") {
-            header["kid"] = Value::from(kid);
-        }
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let now = unix_now();
         let mut claims = serde_json::json!({
             "iss": creds.get("issuer").unwrap_or(""),
             "sub": creds.get("subject").unwrap_or(""),
@@ -588,23 +530,100 @@ impl Entry {
         if !self.scopes.is_empty() {
             claims["scope"] = Value::from(self.scopes.join(" "));
         }
-        let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
-        let signing_input = format!(
-            "{}.{}",
-            b64(header.to_string().as_bytes()),
-            b64(claims.to_string().as_bytes())
-        );
-        let rng = aws_lc_rs::rand::SystemRandom::new();
-        let mut sig = vec![0; key.public_modulus_len()];
-        key.sign(
-            &aws_lc_rs::signature::RSA_PKCS1_SHA256,
-            &rng,
-            signing_input.as_bytes(),
-            &mut sig,
+        sign_jwt(
+            creds.get("private_key").unwrap_or(""),
+            creds.get("private_key_id"),
+            &claims,
         )
-        .map_err(|_| MintError("signing the JWT assertion failed".into()))?;
-        Ok(Zeroizing::new(format!("{signing_input}.{}", b64(&sig))))
     }
+}
+
+/// Seconds since the Unix epoch.
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// A compact RS256 JWT over `claims`, signed with the PEM RSA key `pem`
+/// (aws-lc-rs), with `kid` in the header when given.
+pub(crate) fn sign_jwt(
+    pem: &str,
+    kid: Option<&str>,
+    claims: &Value,
+) -> Result<Zeroizing<String>, MintError> {
+    let key = rsa_key(pem)?;
+    let mut header = serde_json::json!({"alg": "RS256", "typ": "JWT"});
+    if let Some(kid) = kid {
+        header["kid"] = Value::from(kid);
+    }
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let signing_input = format!(
+        "{}.{}",
+        b64(header.to_string().as_bytes()),
+        b64(claims.to_string().as_bytes())
+    );
+    let rng = aws_lc_rs::rand::SystemRandom::new();
+    let mut sig = vec![0; key.public_modulus_len()];
+    key.sign(
+        &aws_lc_rs::signature::RSA_PKCS1_SHA256,
+        &rng,
+        signing_input.as_bytes(),
+        &mut sig,
+    )
+    .map_err(|_| MintError("signing the JWT assertion failed".into()))?;
+    Ok(Zeroizing::new(format!("{signing_input}.{}", b64(&sig))))
+}
+
+/// Sends a token request to `endpoint`; `Ok(Err(detail))` is the endpoint's
+/// refusal (its `error` and `error_description`), `Err` anything else.
+pub(crate) async fn exchange(
+    http: &HttpClient,
+    endpoint: &str,
+    req: Request<Full<Bytes>>,
+) -> Result<Result<TokenResponse, String>, MintError> {
+    let (status, rsp) = http
+        .send(req)
+        .await
+        .map_err(|e| MintError(format!("{endpoint}: {e}")))?;
+    if !status.is_success() {
+        #[derive(Deserialize)]
+        struct OAuthError {
+            error: Option<String>,
+            error_description: Option<String>,
+        }
+        let detail = match serde_json::from_slice::<OAuthError>(&rsp) {
+            Ok(OAuthError {
+                error: Some(e),
+                error_description,
+            }) => format!(
+                "token endpoint {status}: {e}{}",
+                error_description
+                    .map(|d| format!(" ({d})"))
+                    .unwrap_or_default()
+            ),
+            _ => format!("token endpoint {status}"),
+        };
+        return Ok(Err(detail));
+    }
+    let parsed: RawToken = serde_json::from_slice(&rsp).map_err(|_| {
+        MintError("the token endpoint's answer is not an OAuth2 token response".into())
+    })?;
+    let Some(access) = parsed.access_token.filter(|t| !t.is_empty()) else {
+        return Err(MintError(
+            "the token endpoint's answer has no access_token".into(),
+        ));
+    };
+    Ok(Ok(TokenResponse {
+        access_token: Zeroizing::new(access),
+        expires_in: parsed.expires_in.and_then(|v| match v {
+            Value::Number(n) => n.as_u64(),
+            Value::String(s) => s.parse().ok(),
+            _ => None,
+        }),
+        refresh_token: parsed.refresh_token.map(Zeroizing::new),
+    }))
 }
 
 /// An RSA private key from PEM (PKCS#8 `PRIVATE KEY` or PKCS#1 `RSA PRIVATE KEY`).
@@ -631,14 +650,14 @@ struct RawToken {
     refresh_token: Option<String>,
 }
 
-struct TokenResponse {
-    access_token: Zeroizing<String>,
-    expires_in: Option<u64>,
-    refresh_token: Option<Zeroizing<String>>,
+pub(crate) struct TokenResponse {
+    pub(crate) access_token: Zeroizing<String>,
+    pub(crate) expires_in: Option<u64>,
+    pub(crate) refresh_token: Option<Zeroizing<String>>,
 }
 
 /// The token endpoint's stand-in answer.
-fn stub_response() -> Response<Body> {
+pub(crate) fn stub_response() -> Response<Body> {
     let body = serde_json::json!({
         "access_token": STUB_TOKEN,
         "expires_in": 3600,

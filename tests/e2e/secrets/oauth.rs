@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use super::assert_no_leak;
 
 /// The Authlib server on a fresh host of `net`, port 80; `api.test` resolves to it.
-fn authlib(net: &FakeInternet, state: &std::path::Path) -> (NetProcess, SocketAddr) {
+pub(super) fn authlib(net: &FakeInternet, state: &std::path::Path) -> (NetProcess, SocketAddr) {
     let host = net.add_host();
     let addr = SocketAddr::new(IpAddr::V4(host.v4), 80);
     net.dns().set("api.test", &[IpAddr::V4(host.v4)]);

@@ -1,0 +1,348 @@
+//! The `gcp_auth` transform: Google Cloud access tokens minted from a
+//! service account and injected as `Authorization: Bearer` (spec: GCP
+//! Service Accounts).
+//!
+//! - **Stubs first**, before the rules: a request to Google's OAuth2 token
+//!   endpoint (`oauth2.googleapis.com/token`) or to the metadata server's
+//!   service-account token paths (`metadata.google.internal` or
+//!   `169.254.169.254`, `/computeMetadata/v1/instance/service-accounts/*/token`)
+//!   is answered with the stub token, so Google SDKs finish their Application
+//!   Default Credentials discovery without credentials (and without a packet
+//!   to the metadata address).
+//! - **Minting**: from a service-account keyfile (`keyfile_path`, or a secret
+//!   source `keyfile`), an RFC 7523 assertion (RS256; `iss` the
+//!   `client_email`, `scope`, `aud` the keyfile's `token_uri`, `sub` for
+//!   domain-wide delegation) exchanged at `token_uri`. With
+//!   `credentials_provider: workload_identity`, Google's default chain:
+//!   `GOOGLE_APPLICATION_CREDENTIALS` (a service-account keyfile, or an
+//!   `authorized_user` refresh token), else the metadata server
+//!   (`GCE_METADATA_HOST`, default `metadata.google.internal`).
+//! - One cached token per transform, reused until 10 s before expiry, one
+//!   mint at a time; a keyfile whose content changes discards it.
+//! - A mint that fails refuses the request: 403 `token_unavailable`.
+//!
+//! Audit: `service_account` and `injected`; `stubbed`; `error` and `rejected`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use http::{Request, StatusCode};
+use http_body_util::Full;
+use serde::Deserialize;
+use serde_json::Value;
+use sha2::Digest as _;
+use zeroize::Zeroizing;
+
+use super::oauth_token::{exchange, sign_jwt, stub_response, unix_now, MintError, TokenResponse};
+use crate::body::Body;
+use crate::config::{GcpAuthConfig, GcpCredentials};
+use crate::pipeline::{Flow, Rejection, Transform, TransformError, Verdict};
+use crate::rules::Scope;
+use crate::secrets::http::HttpClient;
+use crate::secrets::{EnvLookup, Secret, Sources};
+
+/// Google's OAuth2 token endpoint, the default `token_uri`.
+const GOOGLE_TOKEN_URI: &str = "https://oauth2.googleapis.com/token";
+/// The hosts of the metadata server.
+const METADATA_HOSTS: [&str; 2] = ["metadata.google.internal", "169.254.169.254"];
+/// A token this close to expiry is minted again.
+const EXPIRY_MARGIN: Duration = Duration::from_secs(10);
+
+/// The built transform.
+pub struct GcpAuth {
+    source: Source,
+    subject: Option<String>,
+    scopes: Vec<String>,
+    rules: Scope,
+    http: HttpClient,
+    env: EnvLookup,
+    state: tokio::sync::Mutex<State>,
+}
+
+enum Source {
+    Path(PathBuf),
+    Secret(Secret),
+    DefaultChain,
+}
+
+#[derive(Default)]
+struct State {
+    fingerprint: Option<[u8; 32]>,
+    token: Option<(Zeroizing<String>, Option<Instant>)>,
+    account: String,
+}
+
+/// The fields of a credentials JSON file this transform uses.
+#[derive(Deserialize)]
+struct CredentialsFile {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    client_email: Option<String>,
+    private_key: Option<String>,
+    private_key_id: Option<String>,
+    token_uri: Option<String>,
+    // authorized_user
+    client_id: Option<String>,
+    client_secret: Option<String>,
+    refresh_token: Option<String>,
+}
+
+/// Builds the transform.
+pub fn build(cfg: &GcpAuthConfig, sources: &Sources) -> Arc<dyn Transform> {
+    Arc::new(GcpAuth::new(cfg, sources))
+}
+
+impl GcpAuth {
+    /// The transform, concretely typed (tests).
+    pub fn new(cfg: &GcpAuthConfig, sources: &Sources) -> Self {
+        GcpAuth {
+            source: match &cfg.credentials {
+                GcpCredentials::KeyfilePath(p) => Source::Path(p.clone()),
+                GcpCredentials::Keyfile(s) => Source::Secret(sources.secret(s)),
+                GcpCredentials::WorkloadIdentity => Source::DefaultChain,
+            },
+            subject: cfg.subject.clone(),
+            scopes: cfg.scopes.clone(),
+            rules: cfg.rules.clone(),
+            http: sources.http_client(),
+            env: sources.env().clone(),
+            state: tokio::sync::Mutex::new(State::default()),
+        }
+    }
+
+    /// The credentials JSON text, or `None` for the metadata server.
+    async fn credentials_text(&self) -> Result<Option<Zeroizing<String>>, MintError> {
+        let read = |p: &std::path::Path| {
+            std::fs::read_to_string(p)
+                .map(Zeroizing::new)
+                .map_err(|e| MintError(format!("reading {}: {e}", p.display())))
+        };
+        match &self.source {
+            Source::Path(p) => read(p).map(Some),
+            Source::Secret(s) => s
+                .get()
+                .await
+                .map(|v| Some(Zeroizing::new(v.expose().to_string())))
+                .map_err(|e| MintError(format!("keyfile ({}): {e}", s.name()))),
+            Source::DefaultChain => match self.env.var("GOOGLE_APPLICATION_CREDENTIALS") {
+                Some(p) if !p.is_empty() => read(std::path::Path::new(&p)).map(Some),
+                _ => Ok(None),
+            },
+        }
+    }
+
+    /// A valid token and the account it is for: cached, or minted now.
+    async fn token(&self) -> Result<(Zeroizing<String>, String), MintError> {
+        let text = self.credentials_text().await?;
+        let fingerprint: [u8; 32] =
+            sha2::Sha256::digest(text.as_ref().map(|t| t.as_bytes()).unwrap_or(b"metadata")).into();
+        let mut state = self.state.lock().await;
+        if state.fingerprint != Some(fingerprint) {
+            *state = State {
+                fingerprint: Some(fingerprint),
+                ..State::default()
+            };
+        }
+        if let Some((t, expires)) = &state.token {
+            if expires.is_none_or(|e| e > Instant::now() + EXPIRY_MARGIN) {
+                return Ok((t.clone(), state.account.clone()));
+            }
+        }
+        let (minted, account) = match &text {
+            Some(text) => self.mint_from_file(text).await?,
+            None => self.mint_from_metadata().await?,
+        };
+        let access = minted.access_token.clone();
+        state.token = Some((
+            minted.access_token,
+            minted
+                .expires_in
+                .filter(|s| *s > 0)
+                .map(|s| Instant::now() + Duration::from_secs(s)),
+        ));
+        state.account = account.clone();
+        Ok((access, account))
+    }
+
+    async fn mint_from_file(&self, text: &str) -> Result<(TokenResponse, String), MintError> {
+        let file: CredentialsFile = serde_json::from_str(text).map_err(|e| {
+            MintError(format!(
+                "the credentials are not valid JSON: line {}",
+                e.line()
+            ))
+        })?;
+        let token_uri = file
+            .token_uri
+            .clone()
+            .unwrap_or_else(|| GOOGLE_TOKEN_URI.into());
+        match file.kind.as_deref() {
+            Some("service_account") => {
+                let email = file
+                    .client_email
+                    .ok_or_else(|| MintError("the keyfile has no client_email".into()))?;
+                let key = Zeroizing::new(
+                    file.private_key
+                        .ok_or_else(|| MintError("the keyfile has no private_key".into()))?,
+                );
+                let now = unix_now();
+                let mut claims = serde_json::json!({
+                    "iss": email,
+                    "scope": self.scopes.join(" "),
+                    "aud": token_uri,
+                    "iat": now,
+                    "exp": now + 3600,
+                });
+                if let Some(sub) = &self.subject {
+                    claims["sub"] = Value::from(sub.as_str());
+                }
+                let assertion = sign_jwt(&key, file.private_key_id.as_deref(), &claims)?;
+                let form = [
+                    ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
+                    ("assertion", assertion.as_str()),
+                ];
+                let t = self.post(&token_uri, &form).await?;
+                Ok((t, email))
+            }
+            Some("authorized_user") if self.subject.is_none() => {
+                let field = |v: Option<String>, name: &str| {
+                    v.map(Zeroizing::new)
+                        .ok_or_else(|| MintError(format!("the credentials have no {name}")))
+                };
+                let id = field(file.client_id, "client_id")?;
+                let secret = field(file.client_secret, "client_secret")?;
+                let refresh = field(file.refresh_token, "refresh_token")?;
+                let form = [
+                    ("grant_type", "refresh_token"),
+                    ("client_id", id.as_str()),
+                    ("client_secret", secret.as_str()),
+                    ("refresh_token", refresh.as_str()),
+                ];
+                let t = self.post(&token_uri, &form).await?;
+                Ok((t, "authorized_user".into()))
+            }
+            Some("authorized_user") => Err(MintError(
+                "subject (domain-wide delegation) needs a service-account keyfile".into(),
+            )),
+            other => Err(MintError(format!(
+                "credentials of type {:?} are not supported (service_account, authorized_user)",
+                other.unwrap_or("")
+            ))),
+        }
+    }
+
+    async fn post(&self, uri: &str, form: &[(&str, &str)]) -> Result<TokenResponse, MintError> {
+        let body = Zeroizing::new(
+            url::form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(form)
+                .finish(),
+        );
+        let req = Request::builder()
+            .method("POST")
+            .uri(uri)
+            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Full::new(Bytes::from(body.as_bytes().to_vec())))
+            .map_err(|e| MintError(format!("building the token request: {e}")))?;
+        exchange(&self.http, uri, req).await?.map_err(MintError)
+    }
+
+    /// A token from the metadata server (GKE Workload Identity, GCE, Cloud Run).
+    async fn mint_from_metadata(&self) -> Result<(TokenResponse, String), MintError> {
+        if self.subject.is_some() {
+            return Err(MintError(
+                "subject (domain-wide delegation) cannot be used with metadata-server credentials"
+                    .into(),
+            ));
+        }
+        let host = self
+            .env
+            .var("GCE_METADATA_HOST")
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| METADATA_HOSTS[0].into());
+        let scopes = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("scopes", &self.scopes.join(","))
+            .finish();
+        let uri = format!(
+            "http://{host}/computeMetadata/v1/instance/service-accounts/default/token?{scopes}"
+        );
+        let req = Request::builder()
+            .uri(&uri)
+            .header("Metadata-Flavor", "Google")
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| MintError(format!("building the metadata request: {e}")))?;
+        let t = exchange(&self.http, &uri, req).await?.map_err(MintError)?;
+        Ok((t, "default".into()))
+    }
+}
+
+/// True for a token request a Google SDK makes: the OAuth2 endpoint or the
+/// metadata server's service-account token paths.
+fn is_token_request(cx: &Flow, path: &str) -> bool {
+    let host = cx.dest.host.as_str();
+    if host.eq_ignore_ascii_case("oauth2.googleapis.com") {
+        return path.trim_end_matches('/') == "/token";
+    }
+    if METADATA_HOSTS.iter().any(|m| host.eq_ignore_ascii_case(m)) {
+        let Some(rest) = path.strip_prefix("/computeMetadata/v1/instance/service-accounts/") else {
+            return false;
+        };
+        return rest.split_once('/').is_some_and(|(account, tail)| {
+            !account.is_empty() && tail.trim_end_matches('/') == "token"
+        });
+    }
+    false
+}
+
+#[async_trait]
+impl Transform for GcpAuth {
+    fn name(&self) -> &str {
+        "gcp_auth"
+    }
+
+    async fn on_request(
+        &self,
+        req: &mut Request<Body>,
+        cx: &mut Flow,
+    ) -> Result<Verdict, TransformError> {
+        if cx.method.is_empty() {
+            return Ok(Verdict::Continue);
+        }
+        if is_token_request(cx, req.uri().path()) {
+            cx.annotate("stubbed", "oauth2_token_endpoint");
+            return Ok(Verdict::Stub(stub_response()));
+        }
+        if !self.rules.applies(&cx.target()) {
+            return Ok(Verdict::Continue);
+        }
+        let (token, account) = match self.token().await {
+            Ok(t) => t,
+            Err(MintError(detail)) => {
+                cx.annotate("error", detail.clone());
+                cx.annotate("rejected", "token_unavailable");
+                return Ok(Verdict::Reject(Rejection {
+                    status: StatusCode::FORBIDDEN,
+                    reason: "token_unavailable".into(),
+                    message: format!("no Google Cloud token for this request: {detail}"),
+                }));
+            }
+        };
+        let value = Zeroizing::new(format!("Bearer {}", token.as_str()));
+        let mut hv = HeaderValue::from_str(&value).map_err(|_| TransformError {
+            status: StatusCode::FORBIDDEN,
+            reason: "token_unavailable",
+            detail: "the access token is not a valid header value".into(),
+        })?;
+        hv.set_sensitive(true);
+        req.headers_mut().remove(AUTHORIZATION);
+        req.headers_mut().insert(AUTHORIZATION, hv);
+        cx.annotate("service_account", account);
+        cx.annotate("injected", vec![Value::from("header:Authorization")]);
+        Ok(Verdict::Continue)
+    }
+}
+
+#[cfg(test)]
+mod tests;
