@@ -560,31 +560,30 @@ async fn handle_tracked(
     }
     let mut req = Request::from_parts(parts, body);
 
-    match policy
+    let local = match policy
         .pipeline
         .on_request(&mut req, &mut cx, &mut rec.request_transforms)
         .await
     {
-        PhaseOutcome::Continue => {}
+        PhaseOutcome::Continue => None,
         PhaseOutcome::Reject(by, r) => {
             rec.reject(Some(&by), &r.reason, r.status.as_u16());
             tracing::debug!(host = %host, transform = %by, reason = %r.reason, "rejected");
-            return Ok(finish(
-                r.to_response(),
-                AuditGuard::since(rec, sink, started),
-            ));
+            Some(r.to_response())
         }
-        PhaseOutcome::Stub(_, rsp) => {
-            return Ok(finish(rsp, AuditGuard::since(rec, sink, started)))
-        }
+        PhaseOutcome::Stub(_, rsp) => Some(rsp),
         PhaseOutcome::Fail(by, e) => {
             rec.fail(e.reason, e.detail.clone(), e.status.as_u16());
             rec.rejected_by = Some(by);
-            return Ok(finish(
-                error_response(e.status, "the proxy failed closed on this request"),
-                AuditGuard::since(rec, sink, started),
-            ));
+            Some(error_response(
+                e.status,
+                "the proxy failed closed on this request",
+            ))
         }
+    };
+    if let Some(rsp) = local {
+        drain_unread(req.into_body()).await;
+        return Ok(finish(rsp, AuditGuard::since(rec, sink, started)));
     }
     rec.extra.append(&mut cx.audit_extra);
 
@@ -668,6 +667,37 @@ async fn handle_tracked(
     }
     rec.extra.append(&mut cx.audit_extra);
     Ok(finish(rsp, AuditGuard::since(rec, sink, started)))
+}
+
+/// How much of a request body the proxy reads before answering the request
+/// itself (a refusal, a stub), and for how long.
+const DRAIN_LIMIT: usize = 64 * 1024;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Reads what is left of the body of a request the proxy answers itself, up
+/// to [`DRAIN_LIMIT`] within [`DRAIN_TIME`]. Dropping an HTTP/2 request body
+/// mid-stream resets the stream (CANCEL) while the client may still be
+/// sending, and clients then report the whole exchange as failed (curl:
+/// "Stream error in the HTTP/2 framing layer") instead of reading the answer;
+/// over HTTP/1.1 it spares the connection. A bigger or slower body is
+/// dropped (reset) as before.
+async fn drain_unread(mut body: Body) {
+    use http_body_util::BodyExt as _;
+    if http_body::Body::is_end_stream(&body) {
+        return;
+    }
+    let mut read = 0;
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
+        while let Some(Ok(frame)) = body.frame().await {
+            if let Some(data) = frame.data_ref() {
+                read += data.len();
+                if read > DRAIN_LIMIT {
+                    break;
+                }
+            }
+        }
+    })
+    .await;
 }
 
 /// A policy refusal for a connection that never became an HTTP exchange
