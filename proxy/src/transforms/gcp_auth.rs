@@ -25,11 +25,10 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use http::header::{AUTHORIZATION, CONTENT_TYPE};
 use http::{Request, StatusCode};
 use http_body_util::Full;
 use serde::Deserialize;
@@ -37,10 +36,13 @@ use serde_json::Value;
 use sha2::Digest as _;
 use zeroize::Zeroizing;
 
-use super::oauth_token::{exchange, sign_jwt, stub_response, unix_now, MintError, TokenResponse};
+use super::oauth_token::{
+    exchange, inject, sign_jwt, stub_response, unavailable, unix_now, Cached, MintError,
+    TokenResponse,
+};
 use crate::body::Body;
 use crate::config::{GcpAuthConfig, GcpCredentials};
-use crate::pipeline::{Flow, Rejection, Transform, TransformError, Verdict};
+use crate::pipeline::{Flow, Transform, TransformError, Verdict};
 use crate::rules::Scope;
 use crate::secrets::http::HttpClient;
 use crate::secrets::{EnvLookup, Secret, Sources};
@@ -49,8 +51,6 @@ use crate::secrets::{EnvLookup, Secret, Sources};
 const GOOGLE_TOKEN_URI: &str = "https://oauth2.googleapis.com/token";
 /// The hosts of the metadata server.
 const METADATA_HOSTS: [&str; 2] = ["metadata.google.internal", "169.254.169.254"];
-/// A token this close to expiry is minted again.
-const EXPIRY_MARGIN: Duration = Duration::from_secs(10);
 
 /// The built transform.
 pub struct GcpAuth {
@@ -72,7 +72,7 @@ enum Source {
 #[derive(Default)]
 struct State {
     fingerprint: Option<[u8; 32]>,
-    token: Option<(Zeroizing<String>, Option<Instant>)>,
+    token: Option<Cached>,
     account: String,
 }
 
@@ -147,25 +147,16 @@ impl GcpAuth {
                 ..State::default()
             };
         }
-        if let Some((t, expires)) = &state.token {
-            if expires.is_none_or(|e| e > Instant::now() + EXPIRY_MARGIN) {
-                return Ok((t.clone(), state.account.clone()));
-            }
+        if let Some(t) = state.token.as_ref().and_then(Cached::usable) {
+            return Ok((t, state.account.clone()));
         }
         let (minted, account) = match &text {
             Some(text) => self.mint_from_file(text).await?,
             None => self.mint_from_metadata().await?,
         };
-        let access = minted.access_token.clone();
-        state.token = Some((
-            minted.access_token,
-            minted
-                .expires_in
-                .filter(|s| *s > 0)
-                .map(|s| Instant::now() + Duration::from_secs(s)),
-        ));
+        state.token = Some(Cached::new(&minted));
         state.account = account.clone();
-        Ok((access, account))
+        Ok((minted.access_token, account))
     }
 
     async fn mint_from_file(&self, text: &str) -> Result<(TokenResponse, String), MintError> {
@@ -320,26 +311,20 @@ impl Transform for GcpAuth {
         let (token, account) = match self.token().await {
             Ok(t) => t,
             Err(MintError(detail)) => {
-                cx.annotate("error", detail.clone());
-                cx.annotate("rejected", "token_unavailable");
-                return Ok(Verdict::Reject(Rejection {
-                    status: StatusCode::FORBIDDEN,
-                    reason: "token_unavailable".into(),
-                    message: format!("no Google Cloud token for this request: {detail}"),
-                }));
+                let what = "Google Cloud token";
+                return Ok(unavailable(cx, StatusCode::FORBIDDEN, what, detail));
             }
         };
         let value = Zeroizing::new(format!("Bearer {}", token.as_str()));
-        let mut hv = HeaderValue::from_str(&value).map_err(|_| TransformError {
-            status: StatusCode::FORBIDDEN,
-            reason: "token_unavailable",
-            detail: "the access token is not a valid header value".into(),
-        })?;
-        hv.set_sensitive(true);
-        req.headers_mut().remove(AUTHORIZATION);
-        req.headers_mut().insert(AUTHORIZATION, hv);
+        inject(
+            req,
+            cx,
+            &AUTHORIZATION,
+            "Authorization",
+            &value,
+            StatusCode::FORBIDDEN,
+        )?;
         cx.annotate("service_account", account);
-        cx.annotate("injected", vec![Value::from("header:Authorization")]);
         Ok(Verdict::Continue)
     }
 }

@@ -189,9 +189,69 @@ struct State {
     rotated_refresh: Option<Zeroizing<String>>,
 }
 
-struct Cached {
+/// A minted token and when it stops being worth using.
+pub(crate) struct Cached {
     access: Zeroizing<String>,
     expires: Option<Instant>,
+}
+
+impl Cached {
+    /// The endpoint's answer; no (or a zero) `expires_in` never expires.
+    pub(crate) fn new(minted: &TokenResponse) -> Self {
+        Cached {
+            access: minted.access_token.clone(),
+            expires: minted
+                .expires_in
+                .filter(|s| *s > 0)
+                .map(|s| Instant::now() + Duration::from_secs(s)),
+        }
+    }
+
+    /// The token, unless it expires within [`EXPIRY_MARGIN`].
+    pub(crate) fn usable(&self) -> Option<Zeroizing<String>> {
+        self.expires
+            .is_none_or(|e| e > Instant::now() + EXPIRY_MARGIN)
+            .then(|| self.access.clone())
+    }
+}
+
+/// The refusal of a request no token could be minted for: `status`, reason
+/// `token_unavailable`, the cause in `error`.
+pub(crate) fn unavailable(
+    cx: &mut Flow,
+    status: StatusCode,
+    what: &str,
+    detail: String,
+) -> Verdict {
+    cx.annotate("error", detail.clone());
+    cx.annotate("rejected", "token_unavailable");
+    Verdict::Reject(Rejection {
+        status,
+        reason: "token_unavailable".into(),
+        message: format!("no {what} for this request: {detail}"),
+    })
+}
+
+/// Sets `name` to `value` (sensitive, every earlier value replaced) and
+/// annotates `injected` with `written`, the name as configured.
+pub(crate) fn inject(
+    req: &mut Request<Body>,
+    cx: &mut Flow,
+    name: &HeaderName,
+    written: &str,
+    value: &str,
+    status: StatusCode,
+) -> Result<(), TransformError> {
+    let mut hv = HeaderValue::from_str(value).map_err(|_| TransformError {
+        status,
+        reason: "token_unavailable",
+        detail: "the access token is not a valid header value".into(),
+    })?;
+    hv.set_sensitive(true);
+    req.headers_mut().remove(name);
+    req.headers_mut().insert(name.clone(), hv);
+    cx.annotate("injected", vec![Value::from(format!("header:{written}"))]);
+    Ok(())
 }
 
 /// Resolved credentials by config name.
@@ -340,10 +400,8 @@ impl Entry {
                 ..State::default()
             };
         }
-        if let Some(t) = &state.token {
-            if t.expires.is_none_or(|e| e > Instant::now() + EXPIRY_MARGIN) {
-                return Ok(t.access.clone());
-            }
+        if let Some(t) = state.token.as_ref().and_then(Cached::usable) {
+            return Ok(t);
         }
         let minted = self
             .mint(
@@ -352,20 +410,13 @@ impl Entry {
                 state.rotated_refresh.as_ref().map(|r| r.as_str()),
             )
             .await?;
+        state.token = Some(Cached::new(&minted));
         if let Some(r) = minted.refresh_token {
             if matches!(self.grant, Grant::RefreshToken { .. }) {
                 state.rotated_refresh = Some(r);
             }
         }
-        let access = minted.access_token.clone();
-        state.token = Some(Cached {
-            access: minted.access_token,
-            expires: minted
-                .expires_in
-                .filter(|s| *s > 0)
-                .map(|s| Instant::now() + Duration::from_secs(s)),
-        });
-        Ok(access)
+        Ok(minted.access_token)
     }
 
     /// One token request, with the client-authentication fallback.
@@ -413,7 +464,7 @@ impl Entry {
         let basic_possible = matches!(client, Some((_, Some(_))));
         let style = self.auth_style.load(Ordering::Relaxed);
         let first_basic = basic_possible && style != 2;
-        let first = self.post(http, creds, &form, client, first_basic).await?;
+        let first = self.post(http, &form, client, first_basic).await?;
         let rsp = match first {
             Ok(t) => {
                 if basic_possible {
@@ -424,7 +475,7 @@ impl Entry {
             }
             Err(e) if first_basic && style == 0 => {
                 // The endpoint may want the client in the form instead.
-                let second = self.post(http, creds, &form, client, false).await?;
+                let second = self.post(http, &form, client, false).await?;
                 match second {
                     Ok(t) => {
                         self.auth_style.store(2, Ordering::Relaxed);
@@ -442,12 +493,10 @@ impl Entry {
     async fn post(
         &self,
         http: &HttpClient,
-        creds: &Creds,
         form: &[(&str, String)],
         client: Option<(&str, Option<&str>)>,
         basic: bool,
     ) -> Result<Result<TokenResponse, String>, MintError> {
-        let _ = creds;
         let mut extra = Vec::with_capacity(self.endpoint_headers.len());
         for (name, secret) in &self.endpoint_headers {
             let v = secret.get().await.map_err(|e| {
@@ -702,28 +751,19 @@ impl Transform for OAuthToken {
         let token = match entry.token(&self.http).await {
             Ok(t) => t,
             Err(MintError(detail)) => {
-                cx.annotate("error", detail.clone());
-                cx.annotate("rejected", "token_unavailable");
-                return Ok(Verdict::Reject(Rejection {
-                    status: StatusCode::BAD_GATEWAY,
-                    reason: "token_unavailable".into(),
-                    message: format!("no OAuth2 token for this request ({grant} grant): {detail}"),
-                }));
+                let what = format!("OAuth2 token ({grant} grant)");
+                return Ok(unavailable(cx, StatusCode::BAD_GATEWAY, &what, detail));
             }
         };
         let value = Zeroizing::new(format!("{}{}", entry.prefix, token.as_str()));
-        let mut hv = HeaderValue::from_str(&value).map_err(|_| TransformError {
-            status: StatusCode::BAD_GATEWAY,
-            reason: "token_unavailable",
-            detail: "the access token is not a valid header value".into(),
-        })?;
-        hv.set_sensitive(true);
-        req.headers_mut().remove(&entry.header);
-        req.headers_mut().insert(entry.header.clone(), hv);
-        cx.annotate(
-            "injected",
-            vec![Value::from(format!("header:{}", entry.header_written))],
-        );
+        inject(
+            req,
+            cx,
+            &entry.header,
+            &entry.header_written,
+            &value,
+            StatusCode::BAD_GATEWAY,
+        )?;
         crate::transforms::wire_case::set_header_case(
             req,
             std::slice::from_ref(&entry.header_written),
