@@ -16,7 +16,7 @@ use hyper::body::Incoming;
 
 use crate::audit::{AuditRecord, AuditSink, ClientProcess, Mode, TunnelInfo};
 use crate::body::{self, Body, BoxError, BufferError};
-use crate::pipeline::{policy_response, BufferedBody, Dest, Flow, PhaseOutcome};
+use crate::pipeline::{policy_response, BufferedBody, Dest, Flow, OriginalBody, PhaseOutcome};
 use crate::rules::normalize_host;
 use crate::state::Shared;
 
@@ -119,6 +119,7 @@ impl Drop for AuditGuard {
     fn drop(&mut self) {
         if let Some(mut r) = self.record.take() {
             r.duration_ms = self.started.elapsed().as_millis() as u64;
+            r.settle_late();
             self.sink.emit(&r);
         }
     }
@@ -534,6 +535,7 @@ async fn handle_tracked(
         match body::collect(body, policy.limits.max_request_body_bytes).await {
             Ok(bytes) => {
                 parts.extensions.insert(BufferedBody(bytes.clone()));
+                parts.extensions.insert(OriginalBody(bytes.clone()));
                 body = body::full(bytes);
             }
             Err(BufferError::TooLarge { limit }) => {
@@ -560,16 +562,17 @@ async fn handle_tracked(
     }
     let mut req = Request::from_parts(parts, body);
 
-    let local = match policy
+    let outcome = policy
         .pipeline
         .on_request(&mut req, &mut cx, &mut rec.request_transforms)
-        .await
-    {
+        .await;
+    rec.late.append(&mut cx.late_audit);
+    let local = match outcome {
         PhaseOutcome::Continue => None,
         PhaseOutcome::Reject(by, r) => {
             rec.reject(Some(&by), &r.reason, r.status.as_u16());
             tracing::debug!(host = %host, transform = %by, reason = %r.reason, "rejected");
-            Some(r.to_response())
+            Some(r.into_response())
         }
         PhaseOutcome::Stub(_, rsp) => Some(rsp),
         PhaseOutcome::Fail(by, e) => {
@@ -639,16 +642,17 @@ async fn handle_tracked(
         }
     }
     rec.status_code = rsp.status().as_u16();
-    match policy
+    let outcome = policy
         .pipeline
         .on_response(&mut rsp, &mut cx, &mut rec.response_transforms)
-        .await
-    {
+        .await;
+    rec.late.append(&mut cx.late_audit);
+    match outcome {
         PhaseOutcome::Continue => {}
         PhaseOutcome::Reject(by, r) => {
             rec.reject(Some(&by), &r.reason, r.status.as_u16());
             return Ok(finish(
-                r.to_response(),
+                r.into_response(),
                 AuditGuard::since(rec, sink, started),
             ));
         }

@@ -17,6 +17,7 @@ mod h2_frames;
 pub mod init;
 pub mod intercept;
 pub mod listen;
+pub mod mcp;
 pub mod ops;
 pub mod pipeline;
 pub mod read_cap;

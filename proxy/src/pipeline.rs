@@ -33,6 +33,9 @@ pub struct Rejection {
     pub reason: String,
     /// Short human-readable message for the response body.
     pub message: String,
+    /// The response to send instead of the standard refusal body (a
+    /// protocol-level refusal, such as a JSON-RPC error envelope).
+    pub answer: Option<Box<Response<Body>>>,
 }
 
 impl Rejection {
@@ -42,13 +45,18 @@ impl Rejection {
             status: StatusCode::FORBIDDEN,
             reason: reason.into(),
             message: message.into(),
+            answer: None,
         }
     }
 
-    /// The response the client sees. The body says plainly that iron-proxy policy
-    /// refused the request, so agents stop retrying with other tricks.
-    pub fn to_response(&self) -> Response<Body> {
-        policy_response(self.status, &self.message)
+    /// The response the client sees: the transform's own answer, else a body
+    /// that says plainly that iron-proxy policy refused the request, so agents
+    /// stop retrying with other tricks.
+    pub fn into_response(self) -> Response<Body> {
+        match self.answer {
+            Some(rsp) => *rsp,
+            None => policy_response(self.status, &self.message),
+        }
     }
 }
 
@@ -108,6 +116,11 @@ pub struct Flow {
     /// A host-only check of a tunnel target whose inner requests will be
     /// checked again in full: a rule's host alone is enough to continue.
     pub precheck: bool,
+    /// State a transform carries from its request phase to its response phase.
+    pub ext: http::Extensions,
+    /// Audit fields completed only when the exchange ends (what a streamed
+    /// response showed); the exchange moves them into its record.
+    pub late_audit: Vec<crate::audit::LateField>,
     annotations: Map<String, Value>,
 }
 
@@ -121,6 +134,8 @@ impl Flow {
             started: Instant::now(),
             audit_extra: Map::new(),
             precheck: false,
+            ext: http::Extensions::new(),
+            late_audit: Vec::new(),
             annotations: Map::new(),
         }
     }
@@ -151,6 +166,13 @@ impl Flow {
 pub trait Transform: Send + Sync {
     /// Name shown in the audit trace.
     fn name(&self) -> &str;
+
+    /// Whether the audit trace lists this transform when it continued without
+    /// annotating anything. A stage that applies to few requests (the MCP
+    /// interceptor) says no, and annotates when it applies.
+    fn traced_when_idle(&self) -> bool {
+        true
+    }
 
     /// Whether this transform needs the whole request body buffered for this request.
     fn wants_request_body(&self, _cx: &Flow, _req: &http::request::Parts) -> bool {
@@ -304,7 +326,8 @@ impl Pipeline {
             Ok(Verdict::Stub(rsp)) => ("stub", Some(PhaseOutcome::Stub(name(), rsp))),
             Err(e) => ("error", Some(PhaseOutcome::Fail(name(), e))),
         };
-        if always_trace || action != "continue" || !cx.annotations.is_empty() {
+        let traced = always_trace && t.traced_when_idle();
+        if traced || action != "continue" || !cx.annotations.is_empty() {
             trace.push(TransformTrace {
                 name: name(),
                 action,
@@ -325,6 +348,17 @@ pub struct BufferedBody(pub bytes::Bytes);
 /// The buffered request body, if the pipeline buffered it for this request.
 pub fn body_bytes<T>(msg: &http::Request<T>) -> Option<&bytes::Bytes> {
     msg.extensions().get::<BufferedBody>().map(|b| &b.0)
+}
+
+/// The request body as the client sent it, before any transform rewrote it.
+/// It never holds a real credential (the workload has none), so it is what
+/// may be echoed back or written to the audit record.
+#[derive(Clone, Debug)]
+pub struct OriginalBody(pub bytes::Bytes);
+
+/// The buffered request body as the client sent it (see [`OriginalBody`]).
+pub fn original_body_bytes<T>(msg: &http::Request<T>) -> Option<&bytes::Bytes> {
+    msg.extensions().get::<OriginalBody>().map(|b| &b.0)
 }
 
 /// A flow to `host` on port 443 over TLS, for transform tests.

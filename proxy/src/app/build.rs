@@ -30,6 +30,14 @@ pub fn build_policy(
             .unwrap_or(usize::MAX),
         upstream_response_header_timeout: cfg.proxy.upstream_response_header_timeout.get(),
     };
+    if let Some(mcp) = cfg.mcp.as_ref().filter(|m| !m.servers.is_empty()) {
+        // After every configured transform (spec: MCP Interception).
+        list.push(Arc::new(crate::mcp::McpInterceptor::new(
+            mcp,
+            limits.max_request_body_bytes,
+            limits.max_response_body_bytes,
+        )));
+    }
     let deny = DenyList::new(cfg.proxy.upstream_deny_cidrs.clone());
     Ok((
         Policy {

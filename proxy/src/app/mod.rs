@@ -44,9 +44,6 @@ pub enum AppError {
         /// Transform name.
         name: &'static str,
     },
-    /// A feature (config section) whose implementation has not landed yet.
-    #[error("{0}: not supported yet by this build (validate accepts its config)")]
-    FeatureNotSupported(&'static str),
     /// A transform's config could not be turned into a running transform.
     #[error("transforms[{index}] ({name}): {detail}")]
     Transform {
@@ -224,9 +221,6 @@ impl App {
     /// 503 until everything is up, and interception attaches last (its
     /// redirects land on listeners that already exist).
     pub async fn start(cfg: Config, config_path: &Path, audit: AuditSink) -> Result<App, AppError> {
-        if cfg.mcp.as_ref().is_some_and(|m| !m.servers.is_empty()) {
-            return Err(AppError::FeatureNotSupported("mcp"));
-        }
         let metrics = Arc::new(Metrics::new());
         metrics.config_loaded(SystemTime::now());
         audit.add_observer(metrics.observer());

@@ -81,7 +81,6 @@ impl Reloader for FileReloader {
             .map_err(|_| vec![format!("{file}: the config is not UTF-8")])?;
         let cfg = config::parse(text, &file, &|name| std::env::var(name).ok())
             .map_err(|e| e.0.iter().map(|x| x.to_string()).collect::<Vec<_>>())?;
-        refuse_unsupported(&cfg).map_err(|e| vec![e.to_string()])?;
         let (policy, deny) = build_policy(&cfg, &self.sources, Some(&self.metrics))
             .map_err(|e| vec![e.to_string()])?;
         let transforms = policy.pipeline.transforms().len();
@@ -125,14 +124,6 @@ impl Reloader for FileReloader {
             details,
         })
     }
-}
-
-/// What startup refuses, a reload refuses too.
-fn refuse_unsupported(cfg: &Config) -> Result<(), AppError> {
-    if cfg.mcp.as_ref().is_some_and(|m| !m.servers.is_empty()) {
-        return Err(AppError::FeatureNotSupported("mcp"));
-    }
-    Ok(())
 }
 
 /// The settings fixed at startup that differ between `old` and `new`, by config path.
@@ -235,12 +226,26 @@ transforms:
     }
 
     #[test]
-    fn mcp_servers_are_refused_like_at_startup() {
+    fn mcp_servers_run_after_the_transforms() {
         let with_mcp = format!(
             "{BASE}mcp:\n  servers:\n    - name: gh\n      rules: [{{host: mcp.test}}]\n      tools: [{{name: search}}]\n"
         );
-        let err = refuse_unsupported(&parse(&with_mcp)).expect_err("mcp is not enforced yet");
-        assert!(err.to_string().contains("mcp"), "{err}");
-        assert!(refuse_unsupported(&parse(BASE)).is_ok());
+        let sources = crate::secrets::Sources::new(crate::secrets::SourcesOptions::default());
+        let (policy, _) =
+            super::super::build::build_policy(&parse(&with_mcp), &sources, None).expect("builds");
+        let names: Vec<_> = policy
+            .pipeline
+            .transforms()
+            .iter()
+            .map(|t| t.name())
+            .collect();
+        assert_eq!(names.last(), Some(&"mcp"), "{names:?}");
+        let (policy, _) =
+            super::super::build::build_policy(&parse(BASE), &sources, None).expect("builds");
+        assert!(policy
+            .pipeline
+            .transforms()
+            .iter()
+            .all(|t| t.name() != "mcp"));
     }
 }

@@ -136,6 +136,21 @@ pub struct AuditRecord {
     /// Extra top-level fields added by transforms (for example `body_capture`).
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+    /// Fields known only when the exchange ends; [`AuditRecord::settle_late`]
+    /// moves them into `extra` just before the record is written.
+    #[serde(skip)]
+    pub late: Vec<LateField>,
+}
+
+/// A top-level audit field computed when the record is written (say, what a
+/// filter saw in a streamed response body).
+#[derive(Clone)]
+pub struct LateField(pub std::sync::Arc<dyn Fn() -> Option<(String, Value)> + Send + Sync>);
+
+impl std::fmt::Debug for LateField {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LateField")
+    }
 }
 
 impl AuditRecord {
@@ -165,6 +180,16 @@ impl AuditRecord {
             bytes_sent: None,
             bytes_received: None,
             extra: Map::new(),
+            late: Vec::new(),
+        }
+    }
+
+    /// Computes the late fields into `extra`.
+    pub fn settle_late(&mut self) {
+        for f in std::mem::take(&mut self.late) {
+            if let Some((k, v)) = (f.0)() {
+                self.extra.insert(k, v);
+            }
         }
     }
 

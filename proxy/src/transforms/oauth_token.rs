@@ -229,6 +229,7 @@ pub(crate) fn unavailable(
         status,
         reason: "token_unavailable".into(),
         message: format!("no {what} for this request: {detail}"),
+        answer: None,
     })
 }
 

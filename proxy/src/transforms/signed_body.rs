@@ -100,5 +100,6 @@ pub fn refuse(
         status,
         reason: reason.into(),
         message,
+        answer: None,
     }
 }

@@ -155,16 +155,16 @@ fn complete_spec_configs_parse_as_written() {
 }
 
 /// The spec's configs build into a running pipeline, not only parse, unless
-/// they use a transform (or the `mcp` block) this build does not run yet; the
-/// credential transforms' examples (`hmac_sign`, `aws_auth`, `oauth_token`,
-/// `gcp_auth`) are among those that must build.
+/// they use a transform this build does not run yet; the credential
+/// transforms' examples (`hmac_sign`, `aws_auth`, `oauth_token`, `gcp_auth`)
+/// and the `mcp` examples are among those that must build.
 #[tokio::test]
 async fn spec_configs_build_their_pipelines() {
     const NOT_YET: [&str; 2] = ["grpc", "judge"];
     let dir = spec_dir();
     let mut files = yaml_files(&dir);
     files.extend(yaml_files(&dir.join("embedded")));
-    let (mut built, mut signing) = (0, 0);
+    let (mut built, mut signing, mut mcp) = (0, 0, 0);
     for file in files {
         let text = std::fs::read_to_string(&file).expect("readable");
         let (config, _) = complete(&text);
@@ -174,11 +174,19 @@ async fn spec_configs_build_their_pipelines() {
         if names.iter().any(|n| NOT_YET.contains(n)) {
             continue;
         }
-        if let Err(e) = crate::app::build_policy(&cfg, &crate::secrets::Sources::default(), None) {
-            panic!(
+        match crate::app::build_policy(&cfg, &crate::secrets::Sources::default(), None) {
+            Err(e) => panic!(
                 "{} does not build: {e}\n--- as merged:\n{config}",
                 file.display()
-            );
+            ),
+            Ok((policy, _)) => {
+                let runs_mcp = policy
+                    .pipeline
+                    .transforms()
+                    .iter()
+                    .any(|t| t.name() == "mcp");
+                mcp += usize::from(runs_mcp);
+            }
         }
         built += 1;
         signing += usize::from(
@@ -191,5 +199,9 @@ async fn spec_configs_build_their_pipelines() {
     assert!(
         signing >= 8,
         "the hmac_sign and aws_auth examples build ({signing})"
+    );
+    assert!(
+        mcp >= 2,
+        "the mcp examples build and run the interceptor ({mcp})"
     );
 }

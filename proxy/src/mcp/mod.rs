@@ -1,0 +1,403 @@
+//! MCP interception (the top-level `mcp:` block): a default-deny tool
+//! allowlist for Streamable HTTP MCP servers. It runs as the last stage of the
+//! pipeline, after every configured transform, so the allowlist has already
+//! admitted the host and `secrets` has already swapped proxy tokens:
+//!
+//! - request: the JSON-RPC body of a request a server policy covers is parsed
+//!   strictly; a `tools/call` the policy does not allow is answered with the
+//!   configured JSON-RPC error (same id) and never reaches the server. A
+//!   batch with one denied call is refused whole. A body that is not JSON-RPC
+//!   is refused too (fail closed: the server might read it otherwise).
+//! - response: `tools/list` answers lose the tools the policy denies, in
+//!   `application/json` bodies and, event by event, in `text/event-stream`.
+//! - audit: the record gets a top-level `mcp` section with the server policy
+//!   and one entry per JSON-RPC message seen. Ids, tool names and error
+//!   envelopes come from the body as the client sent it, never from the
+//!   rewritten one: a proxy token swapped into an id must not come back to the
+//!   workload (or reach the log) as the real credential.
+
+pub mod filter;
+pub mod jsonrpc;
+pub mod policy;
+pub mod sse;
+
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::header::{ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE};
+use http::{HeaderValue, Request, Response, StatusCode};
+use serde_json::{json, Value};
+
+use crate::audit::LateField;
+use crate::body::{self, Body, BufferError};
+use crate::config::{McpConfig, McpErrorConfig};
+use crate::pipeline::{
+    body_bytes, original_body_bytes, Flow, Rejection, Transform, TransformError, Verdict,
+};
+use filter::Want;
+use jsonrpc::Message;
+use policy::{Decision, ServerPolicy};
+
+/// The largest event of a streamed answer the filter holds while
+/// `proxy.max_response_body_bytes` is 0 (unlimited).
+const SSE_EVENT_LIMIT: usize = 16 << 20;
+
+/// Audit entries kept per exchange; the rest are counted.
+const MAX_ENTRIES: usize = 64;
+
+/// The interceptor, built from the `mcp:` block.
+pub struct McpInterceptor {
+    servers: Vec<Arc<ServerPolicy>>,
+    error: McpErrorConfig,
+    max_request: usize,
+    max_response: usize,
+}
+
+/// What the request phase leaves for the response phase.
+#[derive(Clone)]
+struct McpState {
+    server: Arc<ServerPolicy>,
+    want: Option<Want>,
+    log: Arc<McpLog>,
+}
+
+/// The `mcp` section of one audit record, filled as messages go by (a
+/// streamed response adds to it until it ends).
+pub struct McpLog {
+    server: String,
+    entries: Mutex<(Vec<Value>, usize)>,
+}
+
+impl McpLog {
+    /// An empty section for the policy `server`.
+    pub fn new(server: &str) -> Self {
+        McpLog {
+            server: server.to_string(),
+            entries: Mutex::new((Vec::new(), 0)),
+        }
+    }
+
+    /// Adds one message entry (counted only, past [`MAX_ENTRIES`]).
+    pub fn push(&self, entry: Value) {
+        let mut e = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if e.0.len() < MAX_ENTRIES {
+            e.0.push(entry);
+        } else {
+            e.1 += 1;
+        }
+    }
+
+    /// The section as it stands.
+    pub fn to_value(&self) -> Value {
+        let e = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let mut v = json!({"server": self.server, "messages": e.0});
+        if e.1 > 0 {
+            v["messages_omitted"] = Value::from(e.1);
+        }
+        v
+    }
+
+    fn late_field(self: &Arc<Self>) -> LateField {
+        let log = self.clone();
+        LateField(Arc::new(move || Some(("mcp".to_string(), log.to_value()))))
+    }
+}
+
+impl McpInterceptor {
+    /// The interceptor for `cfg`, with the proxy's body limits (0: none).
+    pub fn new(cfg: &McpConfig, max_request: usize, max_response: usize) -> Self {
+        McpInterceptor {
+            servers: cfg
+                .servers
+                .iter()
+                .map(|s| Arc::new(ServerPolicy::new(s)))
+                .collect(),
+            error: cfg.error.clone(),
+            max_request,
+            max_response,
+        }
+    }
+
+    /// The first server policy covering this request.
+    fn server_for(&self, cx: &Flow) -> Option<&Arc<ServerPolicy>> {
+        if cx.precheck {
+            return None;
+        }
+        let t = cx.target();
+        self.servers.iter().find(|s| s.covers(&t))
+    }
+
+    /// A JSON response refusing the request.
+    fn refuse(status: StatusCode, reason: &str, message: String, body: &Value) -> Verdict {
+        let mut rsp = Response::new(body::full(body.to_string()));
+        *rsp.status_mut() = status;
+        let h = rsp.headers_mut();
+        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        h.insert("x-iron-proxy-blocked", HeaderValue::from_static("1"));
+        Verdict::Reject(Rejection {
+            status,
+            reason: reason.into(),
+            message,
+            answer: Some(Box::new(rsp)),
+        })
+    }
+
+    /// Refuses a body that is not JSON-RPC the interceptor can judge.
+    fn refuse_unreadable(cx: &mut Flow, log: &McpLog, code: i64, detail: String) -> Verdict {
+        cx.annotate("rejected", "mcp_invalid_request");
+        log.push(json!({"from": "client", "decision": "deny", "reason": detail}));
+        Self::refuse(
+            StatusCode::BAD_REQUEST,
+            "mcp_invalid_request",
+            detail.clone(),
+            &jsonrpc::error(&Value::Null, code, &format!("iron-proxy: {detail}")),
+        )
+    }
+}
+
+/// The body decoded per `Content-Encoding` (none, gzip, deflate, br), capped.
+fn decoded(req: &Request<Body>, bytes: &Bytes, cap: usize) -> Result<Bytes, String> {
+    let Some(enc) = req.headers().get(CONTENT_ENCODING) else {
+        return Ok(bytes.clone());
+    };
+    let enc = enc
+        .to_str()
+        .map_err(|_| "the Content-Encoding header is not text".to_string())?;
+    let cap = if cap == 0 { usize::MAX - 1 } else { cap };
+    let out = crate::transforms::body_capture::decode(bytes, enc, cap)
+        .map_err(|e| format!("the request body cannot be decoded ({e})"))?;
+    if out.len() > cap {
+        return Err("the decoded request body exceeds proxy.max_request_body_bytes".into());
+    }
+    Ok(Bytes::from(out))
+}
+
+#[async_trait]
+impl Transform for McpInterceptor {
+    fn name(&self) -> &str {
+        "mcp"
+    }
+
+    fn traced_when_idle(&self) -> bool {
+        false
+    }
+
+    fn wants_request_body(&self, cx: &Flow, _req: &http::request::Parts) -> bool {
+        self.server_for(cx).is_some()
+    }
+
+    async fn on_request(
+        &self,
+        req: &mut Request<Body>,
+        cx: &mut Flow,
+    ) -> Result<Verdict, TransformError> {
+        let Some(server) = self.server_for(cx).cloned() else {
+            return Ok(Verdict::Continue);
+        };
+        cx.annotate("server", server.name.clone());
+        let log = Arc::new(McpLog::new(&server.name));
+        cx.late_audit.push(log.late_field());
+        let body = body_bytes(req).cloned().unwrap_or_default();
+        let sent = original_body_bytes(req)
+            .cloned()
+            .unwrap_or_else(|| body.clone());
+        let mut state = McpState {
+            server: server.clone(),
+            want: None,
+            log: log.clone(),
+        };
+        if body.is_empty() {
+            // A GET opens the server's stream: answers there cannot be matched
+            // to a request this proxy saw, so they are judged by their shape.
+            if cx.method == "GET" {
+                state.want = Some(Want::Shape);
+                req.headers_mut().remove(ACCEPT_ENCODING);
+            }
+            cx.ext.insert(state);
+            return Ok(Verdict::Continue);
+        }
+        let (text, sent_text) = match (
+            decoded(req, &body, self.max_request),
+            decoded(req, &sent, self.max_request),
+        ) {
+            (Ok(t), Ok(s)) => (t, s),
+            (Err(e), _) | (_, Err(e)) => {
+                return Ok(Self::refuse_unreadable(cx, &log, jsonrpc::PARSE_ERROR, e));
+            }
+        };
+        let parsed = match jsonrpc::parse(&text) {
+            Ok(p) => p,
+            Err(e) => {
+                let code = match e {
+                    jsonrpc::ParseError::Json(_) => jsonrpc::PARSE_ERROR,
+                    jsonrpc::ParseError::Shape(_) => jsonrpc::INVALID_REQUEST,
+                };
+                return Ok(Self::refuse_unreadable(cx, &log, code, e.to_string()));
+            }
+        };
+        // Labels (ids, names) from the body as sent; see the module doc.
+        let labels = if sent_text == text {
+            Some(parsed.clone())
+        } else {
+            jsonrpc::parse(&sent_text)
+                .ok()
+                .filter(|l| l.messages.len() == parsed.messages.len())
+        };
+        let label = |i: usize| labels.as_ref().and_then(|l| l.messages.get(i));
+        let mut denied = 0;
+        let mut list_ids = Vec::new();
+        for (i, msg) in parsed.messages.iter().enumerate() {
+            let shown = label(i);
+            let mut entry = json!({
+                "from": "client",
+                "kind": msg.kind(),
+                "decision": "forward",
+            });
+            if let Some(m) = shown.and_then(Message::method) {
+                entry["method"] = Value::from(m);
+            }
+            if let Some(id) = shown.map(Message::id).filter(|id| !id.is_null()) {
+                entry["id"] = id.clone();
+            }
+            match msg {
+                Message::Request { method, params, .. }
+                | Message::Notification { method, params }
+                    if method == "tools/call" =>
+                {
+                    let tool = params.get("name").and_then(Value::as_str);
+                    let shown_tool = shown.and_then(|m| match m {
+                        Message::Request { params, .. } | Message::Notification { params, .. } => {
+                            params.get("name").and_then(Value::as_str)
+                        }
+                        Message::Response { .. } => None,
+                    });
+                    if let Some(t) = shown_tool {
+                        entry["tool"] = Value::from(t);
+                    }
+                    let args = params.get("arguments").unwrap_or(&Value::Null);
+                    let decision = match tool {
+                        Some(t) => server.decide(t, args),
+                        None => Decision::Deny("the call names no tool".into()),
+                    };
+                    match decision {
+                        Decision::Allow => entry["decision"] = Value::from("allow"),
+                        Decision::Deny(why) => {
+                            denied += 1;
+                            entry["decision"] = Value::from("deny");
+                            entry["reason"] = Value::from(why);
+                        }
+                    }
+                }
+                Message::Request { id, method, .. } if method == "tools/list" => {
+                    list_ids.push(id.clone());
+                }
+                _ => {}
+            }
+            log.push(entry);
+        }
+        if denied > 0 {
+            cx.annotate("rejected", "mcp_tool_denied");
+            cx.annotate("denied_calls", denied);
+            let envelope = |i: usize| {
+                let id = label(i).map_or(Value::Null, |m| m.id().clone());
+                jsonrpc::error(&id, self.error.code, &self.error.message)
+            };
+            let body = if parsed.batch {
+                Value::Array((0..parsed.messages.len()).map(envelope).collect())
+            } else {
+                envelope(0)
+            };
+            return Ok(Self::refuse(
+                StatusCode::OK,
+                "mcp_tool_denied",
+                self.error.message.clone(),
+                &body,
+            ));
+        }
+        if !list_ids.is_empty() {
+            state.want = Some(Want::Ids(list_ids));
+            // Answers must come back readable to be filtered.
+            req.headers_mut().remove(ACCEPT_ENCODING);
+        }
+        cx.ext.insert(state);
+        Ok(Verdict::Continue)
+    }
+
+    async fn on_response(
+        &self,
+        rsp: &mut Response<Body>,
+        cx: &mut Flow,
+    ) -> Result<Verdict, TransformError> {
+        let Some(McpState {
+            server,
+            want: Some(mut want),
+            log,
+        }) = cx.ext.remove::<McpState>()
+        else {
+            return Ok(Verdict::Continue);
+        };
+        if !rsp.status().is_success() {
+            return Ok(Verdict::Continue);
+        }
+        let unfilterable = |detail: String| TransformError {
+            status: StatusCode::BAD_GATEWAY,
+            reason: "mcp_unfilterable_response",
+            detail,
+        };
+        if let Some(enc) = rsp.headers().get(CONTENT_ENCODING) {
+            if !enc.as_bytes().eq_ignore_ascii_case(b"identity") {
+                return Err(unfilterable(
+                    "the MCP server encoded a tools/list answer although asked for identity".into(),
+                ));
+            }
+        }
+        let mime = rsp
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(|m| m.trim().to_ascii_lowercase())
+            .unwrap_or_default();
+        match mime.as_str() {
+            "application/json" => {
+                let b = std::mem::replace(rsp.body_mut(), body::empty());
+                let bytes = body::collect(b, self.max_response)
+                    .await
+                    .map_err(|e| match e {
+                        BufferError::TooLarge { limit } => unfilterable(format!(
+                            "the tools/list answer exceeds proxy.max_response_body_bytes ({limit})"
+                        )),
+                        BufferError::Read(e) => TransformError {
+                            status: StatusCode::BAD_GATEWAY,
+                            reason: "upstream_body_error",
+                            detail: format!("reading the MCP server's answer: {e}"),
+                        },
+                    })?;
+                let out = filter::filter(&bytes, &mut want, &server);
+                for seen in out.seen {
+                    log.push(seen);
+                }
+                let bytes = out.rewritten.map_or(bytes, Bytes::from);
+                rsp.headers_mut()
+                    .insert(CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+                *rsp.body_mut() = body::full(bytes);
+            }
+            "text/event-stream" => {
+                let b = std::mem::replace(rsp.body_mut(), body::empty());
+                rsp.headers_mut().remove(CONTENT_LENGTH);
+                // An unbounded stream still gets a bound on the one event it holds.
+                let limit = match self.max_response {
+                    0 => SSE_EVENT_LIMIT,
+                    n => n,
+                };
+                *rsp.body_mut() = body::boxed(sse::SseFilter::new(b, want, server, log, limit));
+            }
+            _ => {}
+        }
+        Ok(Verdict::Continue)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,284 @@
+use super::*;
+use crate::config::{ArgCondition, ArgMatcher, McpServer, McpTool};
+use crate::pipeline::{test_flow, BufferedBody, OriginalBody};
+use crate::rules::{Rule, Scope};
+use http_body_util::BodyExt;
+
+fn interceptor() -> McpInterceptor {
+    let rule: Rule =
+        serde_json::from_str(r#"{"host": "mcp.test", "paths": ["/mcp", "/mcp/*"]}"#).expect("rule");
+    McpInterceptor::new(
+        &McpConfig {
+            error: McpErrorConfig {
+                code: -32042,
+                message: "no".into(),
+            },
+            servers: vec![McpServer {
+                name: "gh".into(),
+                rules: Scope(vec![rule]),
+                tools: vec![
+                    McpTool {
+                        name: "search".into(),
+                        when: vec![],
+                    },
+                    McpTool {
+                        name: "create_issue".into(),
+                        when: vec![ArgMatcher {
+                            path: vec!["owner".into()],
+                            condition: ArgCondition::Equals(json!("ironsh")),
+                        }],
+                    },
+                ],
+            }],
+        },
+        1 << 20,
+        0,
+    )
+}
+
+/// A request as the pipeline hands it over: the body buffered, and the body
+/// the client sent (different when an earlier transform rewrote it).
+fn request(body: &str, sent: &str) -> Request<Body> {
+    let mut req = Request::new(body::full(body.to_string()));
+    req.extensions_mut()
+        .insert(BufferedBody(Bytes::from(body.to_string())));
+    req.extensions_mut()
+        .insert(OriginalBody(Bytes::from(sent.to_string())));
+    req
+}
+
+async fn judge(body: &str) -> (Verdict, Flow, Request<Body>) {
+    judge_sent(body, body).await
+}
+
+async fn judge_sent(body: &str, sent: &str) -> (Verdict, Flow, Request<Body>) {
+    let mut cx = test_flow("mcp.test", "POST", "/mcp");
+    let mut req = request(body, sent);
+    let v = interceptor()
+        .on_request(&mut req, &mut cx)
+        .await
+        .expect("no failure");
+    (v, cx, req)
+}
+
+async fn answer(v: Verdict) -> (u16, String, Value) {
+    let Verdict::Reject(r) = v else {
+        panic!("expected a refusal")
+    };
+    let reason = r.reason.clone();
+    let rsp = r.into_response();
+    let status = rsp.status().as_u16();
+    assert_eq!(rsp.headers()[CONTENT_TYPE], "application/json");
+    let bytes = rsp.into_body().collect().await.expect("body").to_bytes();
+    (
+        status,
+        reason,
+        serde_json::from_slice(&bytes).expect("json"),
+    )
+}
+
+fn audit(cx: &Flow) -> Value {
+    let f = cx.late_audit.first().expect("an mcp audit section");
+    let (k, v) = (f.0)().expect("field");
+    assert_eq!(k, "mcp");
+    v
+}
+
+#[tokio::test]
+async fn a_denied_call_is_answered_with_the_configured_error_and_its_id() {
+    let (v, cx, _) = judge(
+        r#"{"jsonrpc":"2.0","id":"call-9","method":"tools/call","params":{"name":"delete_repo","arguments":{}}}"#,
+    )
+    .await;
+    let (status, reason, body) = answer(v).await;
+    assert_eq!((status, reason.as_str()), (200, "mcp_tool_denied"));
+    assert_eq!(
+        body,
+        json!({"jsonrpc":"2.0","id":"call-9","error":{"code":-32042,"message":"no"}})
+    );
+    let a = audit(&cx);
+    assert_eq!(a["server"], "gh");
+    assert_eq!(a["messages"][0]["tool"], "delete_repo");
+    assert_eq!(a["messages"][0]["decision"], "deny");
+    assert_eq!(a["messages"][0]["id"], "call-9");
+}
+
+#[tokio::test]
+async fn allowed_calls_and_other_methods_go_through() {
+    for body in [
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"search","arguments":{"q":"x"}}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"create_issue","arguments":{"owner":"ironsh"}}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{}}"#,
+        r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+        r#"{"jsonrpc":"2.0","id":5,"result":{}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"file:///etc/passwd"}}"#,
+    ] {
+        let (v, cx, _) = judge(body).await;
+        assert!(matches!(v, Verdict::Continue), "{body}");
+        assert_ne!(audit(&cx)["messages"][0]["decision"], "deny", "{body}");
+    }
+    let (v, _, _) = judge(
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"create_issue","arguments":{"owner":"evil"}}}"#,
+    )
+    .await;
+    assert!(matches!(v, Verdict::Reject(_)), "argument matcher");
+}
+
+#[tokio::test]
+async fn a_batch_with_one_denied_call_is_refused_whole() {
+    let (v, cx, _) = judge(
+        r#"[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"search"}},
+            {"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"rm"}},
+            {"jsonrpc":"2.0","method":"notifications/x"}]"#,
+    )
+    .await;
+    let (status, _, body) = answer(v).await;
+    assert_eq!(status, 200);
+    let ids: Vec<_> = body
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|e| e["id"].clone())
+        .collect();
+    assert_eq!(ids, [json!(1), json!(2), Value::Null]);
+    let decisions: Vec<_> = audit(&cx)["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|m| m["decision"].clone())
+        .collect();
+    assert_eq!(decisions, ["allow", "deny", "forward"]);
+}
+
+#[tokio::test]
+async fn bodies_that_are_not_json_rpc_are_refused() {
+    for (body, code) in [
+        ("tools/call please", -32700),
+        (
+            r#"{"id":1,"method":"tools/call","params":{"name":"search","name":"rm"}}"#,
+            -32700,
+        ),
+        (r#"{"id":1,"params":{}}"#, -32600),
+        ("[]", -32600),
+    ] {
+        let (v, cx, _) = judge(body).await;
+        let (status, reason, rsp) = answer(v).await;
+        assert_eq!(
+            (status, reason.as_str()),
+            (400, "mcp_invalid_request"),
+            "{body}"
+        );
+        assert_eq!(rsp["error"]["code"], code, "{body}");
+        assert_eq!(rsp["id"], Value::Null);
+        assert_eq!(audit(&cx)["messages"][0]["decision"], "deny");
+    }
+    // A call that names no tool is a denied call.
+    let (v, _, _) = judge(r#"{"id":1,"method":"tools/call","params":{}}"#).await;
+    assert_eq!(answer(v).await.1, "mcp_tool_denied");
+}
+
+#[tokio::test]
+async fn ids_and_names_shown_come_from_the_body_as_sent() {
+    // An earlier `secrets` transform swapped a proxy token inside the id and
+    // the tool name: the error and the audit must not carry the real value.
+    let sent = r#"{"jsonrpc":"2.0","id":"PROXY_TOKEN","method":"tools/call","params":{"name":"PROXY_TOKEN"}}"#;
+    let swapped = sent.replace("PROXY_TOKEN", "real-secret-value");
+    let (v, cx, _) = judge_sent(&swapped, sent).await;
+    let (_, _, body) = answer(v).await;
+    assert_eq!(body["id"], "PROXY_TOKEN");
+    let a = audit(&cx).to_string();
+    assert!(!a.contains("real-secret-value"), "{a}");
+    assert!(a.contains("PROXY_TOKEN"), "{a}");
+}
+
+#[tokio::test]
+async fn compressed_bodies_are_judged_decoded() {
+    use std::io::Write;
+    let call = r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"rm"}}"#;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(call.as_bytes()).expect("gzip");
+    let bytes = Bytes::from(gz.finish().expect("gzip"));
+    let mut req = Request::new(body::full(bytes.clone()));
+    req.headers_mut()
+        .insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    req.extensions_mut().insert(BufferedBody(bytes.clone()));
+    let mut cx = test_flow("mcp.test", "POST", "/mcp");
+    let v = interceptor()
+        .on_request(&mut req, &mut cx)
+        .await
+        .expect("ok");
+    assert_eq!(answer(v).await.2["id"], 3);
+    // An encoding the proxy cannot read is refused, not forwarded.
+    req.headers_mut()
+        .insert(CONTENT_ENCODING, HeaderValue::from_static("zstd"));
+    let v = interceptor()
+        .on_request(&mut req, &mut cx)
+        .await
+        .expect("ok");
+    assert_eq!(answer(v).await.0, 400);
+}
+
+#[tokio::test]
+async fn requests_outside_the_servers_are_untouched() {
+    let i = interceptor();
+    let mut cx = test_flow("other.test", "POST", "/mcp");
+    assert!(!i.wants_request_body(&cx, &Request::new(()).into_parts().0));
+    let mut req = request("not json", "not json");
+    assert!(matches!(
+        i.on_request(&mut req, &mut cx).await.expect("ok"),
+        Verdict::Continue
+    ));
+    assert!(cx.late_audit.is_empty());
+    assert!(!i.traced_when_idle());
+}
+
+#[tokio::test]
+async fn tools_list_answers_are_filtered() {
+    let (v, mut cx, req) =
+        judge(r#"{"jsonrpc":"2.0","id":4,"method":"tools/list","params":{}}"#).await;
+    assert!(matches!(v, Verdict::Continue));
+    assert!(req.headers().get(ACCEPT_ENCODING).is_none());
+    let list = r#"{"jsonrpc":"2.0","id":4,"result":{"tools":[{"name":"search"},{"name":"rm"},{"name":"create_issue"}]}}"#;
+    let mut rsp = Response::new(body::full(list));
+    rsp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    rsp.headers_mut()
+        .insert(CONTENT_LENGTH, HeaderValue::from(list.len()));
+    let v = interceptor()
+        .on_response(&mut rsp, &mut cx)
+        .await
+        .expect("ok");
+    assert!(matches!(v, Verdict::Continue));
+    let len: usize = rsp.headers()[CONTENT_LENGTH]
+        .to_str()
+        .expect("text")
+        .parse()
+        .expect("number");
+    let bytes = rsp.into_body().collect().await.expect("body").to_bytes();
+    assert_eq!(len, bytes.len());
+    let v: Value = serde_json::from_slice(&bytes).expect("json");
+    assert_eq!(
+        v["result"]["tools"],
+        json!([{"name": "search"}, {"name": "create_issue"}])
+    );
+    let a = audit(&cx);
+    assert_eq!(a["messages"][1]["decision"], "filter");
+    assert_eq!(a["messages"][1]["tools_removed"], json!(["rm"]));
+}
+
+#[tokio::test]
+async fn an_encoded_answer_to_filter_fails_closed() {
+    let (_, mut cx, _) = judge(r#"{"jsonrpc":"2.0","id":4,"method":"tools/list"}"#).await;
+    let mut rsp = Response::new(body::full("..."));
+    rsp.headers_mut()
+        .insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    let e = interceptor()
+        .on_response(&mut rsp, &mut cx)
+        .await
+        .err()
+        .expect("fails closed");
+    assert_eq!(
+        (e.status, e.reason),
+        (StatusCode::BAD_GATEWAY, "mcp_unfilterable_response")
+    );
+}
