@@ -7,6 +7,7 @@ mod bypass;
 mod foundation;
 mod harness_selftest;
 mod intercept;
+mod mcp;
 mod nftables;
 mod ops;
 mod secrets;

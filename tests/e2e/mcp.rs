@@ -1,0 +1,199 @@
+//! MCP interception through the real binary, with the official MCP Python SDK on both ends
+//! (tests/mcp_peer.py): a FastMCP server over Streamable HTTP in the fake internet (HTTPS,
+//! answering as SSE on one host and as JSON on another) and the SDK's client session through
+//! CONNECT + MITM. The server logs every call that reaches it, so "never reached the
+//! upstream" is checked on the server, not inferred from what the client saw.
+
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use iron_proxy_tests::netns::NetProcess;
+use iron_proxy_tests::*;
+use serde_json::{json, Value};
+
+/// A FastMCP server on a fresh host of `net` (port 443) named `name`, answering in `mode`
+/// ("sse" or "json"); its calls go to `calls`.
+fn mcp_server(net: &FakeInternet, name: &str, mode: &str, calls: &Path) -> NetProcess {
+    let host = net.add_host();
+    net.dns().set(name, &[IpAddr::V4(host.v4)]);
+    let dir = net.dir().join(name);
+    std::fs::create_dir_all(&dir).expect("server dir");
+    let leaf = net.ca().issue(&[name.to_string()], &dir, "server");
+    let mut cmd = net.command(paths::venv_python());
+    cmd.arg(peer())
+        .args(["server", &host.v4.to_string(), "443"])
+        .arg(calls)
+        .arg(mode)
+        .arg(&leaf.cert)
+        .arg(&leaf.key)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let server = net.spawn(&format!("mcp server {name}"), &mut cmd);
+    let addr = SocketAddr::new(IpAddr::V4(host.v4), 443);
+    wait_until(Duration::from_secs(60), "the MCP server to listen", || {
+        TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()
+    });
+    server
+}
+
+fn peer() -> PathBuf {
+    paths::repo_root().join("tests/mcp_peer.py")
+}
+
+/// Runs a peer command on the host, through the proxy's CONNECT listener.
+fn through(px: &ProxyProcess, args: &[&str]) -> Value {
+    let script = r#"
+import os, runpy, sys
+os.environ["HTTPS_PROXY"] = sys.argv[1]
+os.environ["SSL_CERT_FILE"] = sys.argv[2]
+sys.argv = sys.argv[3:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"#;
+    let proxy = format!("http://{}", px.tunnel_addr());
+    let peer = peer();
+    let mut all: Vec<&str> = vec![&proxy, px.ca(), peer.to_str().expect("utf-8 path")];
+    all.extend_from_slice(args);
+    let out = python(script, all);
+    out.assert_ok().json()
+}
+
+fn calls(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("call line"))
+        .collect()
+}
+
+const CONFIG: &str = r#"
+proxy:
+  tunnel_listen: auto
+transforms:
+  - name: allowlist
+    config:
+      domains: ["mcp-sse.test", "mcp-json.test"]
+mcp:
+  servers:
+    - name: github
+      rules:
+        - host: "mcp-*.test"
+          paths: ["/mcp", "/mcp/*"]
+      tools:
+        - name: "search_repositories"
+        - name: "create_issue"
+          when:
+            - path: "owner"
+              equals: "ironsh"
+            - path: "repo"
+              in: ["iron-proxy", "tunis-v2"]
+            - path: "title"
+              matches: "^\\[bot\\]"
+"#;
+
+#[test]
+fn the_sdk_sees_only_allowed_tools_and_denied_calls_never_reach_the_server() {
+    require_root!();
+    let net = FakeInternet::new();
+    let state = tempfile::tempdir().expect("state dir");
+    let sse_calls = state.path().join("sse.jsonl");
+    let json_calls = state.path().join("json.jsonl");
+    let _sse = mcp_server(&net, "mcp-sse.test", "sse", &sse_calls);
+    let _json = mcp_server(&net, "mcp-json.test", "json", &json_calls);
+    let px = Proxy::with(CONFIG).resolver(&net).start();
+
+    for (host, log) in [("mcp-sse.test", &sse_calls), ("mcp-json.test", &json_calls)] {
+        let out = through(&px, &["client", &format!("https://{host}/mcp")]);
+        assert_eq!(
+            out["tools"],
+            json!(["create_issue", "search_repositories"]),
+            "{host}: tools/list is filtered: {out}"
+        );
+        assert_eq!(out["search"], "found repositories for iron", "{host}: {out}");
+        assert_eq!(
+            out["create_allowed"], "opened ironsh/iron-proxy: [bot] hi",
+            "{host}: {out}"
+        );
+        let denied = json!({"code": -32001, "message": "blocked by iron-proxy policy"});
+        for name in ["delete", "create_denied", "echo"] {
+            assert_eq!(out[name], denied, "{host}: {name} is refused with the error: {out}");
+        }
+        let reached: Vec<Value> = calls(log).iter().map(|c| c["tool"].clone()).collect();
+        assert_eq!(
+            reached,
+            [json!("search_repositories"), json!("create_issue")],
+            "{host}: only the allowed calls reached the server"
+        );
+
+        // The audit: a refused call is a reject by `mcp` with its tool and decision; the
+        // tools/list record shows what was removed.
+        let rec = px.wait_for_audit(|a| {
+            a.host() == Some(host)
+                && a.pointer("/mcp/messages/0/tool") == Some(&json!("delete_repository"))
+        });
+        assert_eq!(rec.action(), Some("reject"), "{rec}");
+        assert_eq!(rec.rejected_by(), Some("mcp"), "{rec}");
+        assert_eq!(rec.str("reason"), Some("mcp_tool_denied"), "{rec}");
+        assert_eq!(rec.status_code(), Some(200), "{rec}");
+        assert_eq!(rec.pointer("/mcp/server"), Some(&json!("github")), "{rec}");
+        assert_eq!(
+            rec.pointer("/mcp/messages/0/decision"),
+            Some(&json!("deny")),
+            "{rec}"
+        );
+        let rec = px.wait_for_audit(|a| {
+            a.host() == Some(host)
+                && a.pointer("/mcp/messages/0/method") == Some(&json!("tools/list"))
+        });
+        assert!(rec.is_allowed(), "{rec}");
+        let removed = rec
+            .pointer("/mcp/messages/1/tools_removed")
+            .unwrap_or_else(|| panic!("the answer's filtering is audited: {rec}"));
+        assert_eq!(removed, &json!(["delete_repository", "echo"]), "{rec}");
+        let rec = px.wait_for_audit(|a| {
+            a.host() == Some(host)
+                && a.pointer("/mcp/messages/0/tool") == Some(&json!("search_repositories"))
+        });
+        assert!(rec.is_allowed(), "{rec}");
+        assert_eq!(
+            rec.pointer("/mcp/messages/0/decision"),
+            Some(&json!("allow")),
+            "{rec}"
+        );
+    }
+}
+
+#[test]
+fn requests_no_sdk_sends_are_judged_too() {
+    require_root!();
+    let net = FakeInternet::new();
+    let state = tempfile::tempdir().expect("state dir");
+    let log = state.path().join("calls.jsonl");
+    let _server = mcp_server(&net, "mcp-sse.test", "sse", &log);
+    let px = Proxy::with(CONFIG).resolver(&net).start();
+
+    let out = through(&px, &["raw", "https://mcp-sse.test/mcp"]);
+    // `/%6Dcp` is `/mcp` to the server: covered by the policy.
+    assert_eq!(out["encoded_path"]["status"], 200, "{out}");
+    assert_eq!(
+        out["encoded_path"]["body"],
+        json!({"jsonrpc": "2.0", "id": 11, "error": {"code": -32001, "message": "blocked by iron-proxy policy"}}),
+        "{out}"
+    );
+    // Two `name` keys: the proxy and the server could read different tools.
+    assert_eq!(out["duplicate_key"]["status"], 400, "{out}");
+    assert_eq!(out["duplicate_key"]["body"]["error"]["code"], -32700, "{out}");
+    // One denied call refuses the whole batch, each entry answered by id.
+    assert_eq!(out["batch"]["status"], 200, "{out}");
+    let ids: Vec<Value> = out["batch"]["body"]
+        .as_array()
+        .unwrap_or_else(|| panic!("a batch of errors: {out}"))
+        .iter()
+        .map(|e| e["id"].clone())
+        .collect();
+    assert_eq!(ids, [json!(13), json!(14)], "{out}");
+    assert!(calls(&log).is_empty(), "nothing reached the server: {:?}", calls(&log));
+    let rec = px.wait_for_audit(|a| a.str("reason") == Some("mcp_invalid_request"));
+    assert_eq!(rec.status_code(), Some(400), "{rec}");
+}
