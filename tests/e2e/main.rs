@@ -7,6 +7,7 @@ mod bypass;
 mod foundation;
 mod harness_selftest;
 mod intercept;
+mod judge;
 mod mcp;
 mod nftables;
 mod ops;

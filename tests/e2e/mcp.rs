@@ -110,14 +110,20 @@ fn the_sdk_sees_only_allowed_tools_and_denied_calls_never_reach_the_server() {
             json!(["create_issue", "search_repositories"]),
             "{host}: tools/list is filtered: {out}"
         );
-        assert_eq!(out["search"], "found repositories for iron", "{host}: {out}");
+        assert_eq!(
+            out["search"], "found repositories for iron",
+            "{host}: {out}"
+        );
         assert_eq!(
             out["create_allowed"], "opened ironsh/iron-proxy: [bot] hi",
             "{host}: {out}"
         );
         let denied = json!({"code": -32001, "message": "blocked by iron-proxy policy"});
         for name in ["delete", "create_denied", "echo"] {
-            assert_eq!(out[name], denied, "{host}: {name} is refused with the error: {out}");
+            assert_eq!(
+                out[name], denied,
+                "{host}: {name} is refused with the error: {out}"
+            );
         }
         let reached: Vec<Value> = calls(log).iter().map(|c| c["tool"].clone()).collect();
         assert_eq!(
@@ -183,7 +189,10 @@ fn requests_no_sdk_sends_are_judged_too() {
     );
     // Two `name` keys: the proxy and the server could read different tools.
     assert_eq!(out["duplicate_key"]["status"], 400, "{out}");
-    assert_eq!(out["duplicate_key"]["body"]["error"]["code"], -32700, "{out}");
+    assert_eq!(
+        out["duplicate_key"]["body"]["error"]["code"], -32700,
+        "{out}"
+    );
     // One denied call refuses the whole batch, each entry answered by id.
     assert_eq!(out["batch"]["status"], 200, "{out}");
     let ids: Vec<Value> = out["batch"]["body"]
@@ -193,7 +202,11 @@ fn requests_no_sdk_sends_are_judged_too() {
         .map(|e| e["id"].clone())
         .collect();
     assert_eq!(ids, [json!(13), json!(14)], "{out}");
-    assert!(calls(&log).is_empty(), "nothing reached the server: {:?}", calls(&log));
+    assert!(
+        calls(&log).is_empty(),
+        "nothing reached the server: {:?}",
+        calls(&log)
+    );
     let rec = px.wait_for_audit(|a| a.str("reason") == Some("mcp_invalid_request"));
     assert_eq!(rec.status_code(), Some(400), "{rec}");
 }

@@ -85,8 +85,9 @@ fn build_transform(
             transforms::oauth_token::build(c, sources).map_err(|e| failed(e.to_string()))?
         }
         TransformConfig::GcpAuth(c) => transforms::gcp_auth::build(c, sources),
-        TransformConfig::Grpc(_) | TransformConfig::Judge(_) => {
-            return Err(AppError::NotSupported { index, name })
+        TransformConfig::Judge(c) => {
+            transforms::judge::build(c, sources).map_err(|e| failed(e.to_string()))?
         }
+        TransformConfig::Grpc(_) => return Err(AppError::NotSupported { index, name }),
     })
 }

@@ -8,6 +8,7 @@ pub mod body_capture;
 pub mod gcp_auth;
 pub mod header_allowlist;
 pub mod hmac_sign;
+pub mod judge;
 pub mod oauth_token;
 pub mod secrets;
 pub mod signed_body;

@@ -1,0 +1,315 @@
+//! The two LLM backends a judge can call: Anthropic's Messages API and
+//! OpenAI's Chat Completions API. One request in, the model's text and token
+//! counts out; the API key goes only into the request's (sensitive) header.
+
+use bytes::Bytes;
+use http::{HeaderValue, Request};
+use http_body_util::Full;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::config::{JudgeProvider, ProviderConfig};
+use crate::secrets::http::HttpClient;
+use crate::secrets::SecretValue;
+
+/// Why a call produced no model text.
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    /// The request could not be sent or its answer read.
+    #[error("calling {endpoint}: {detail}")]
+    Transport {
+        /// Where the call went.
+        endpoint: String,
+        /// What failed.
+        detail: String,
+    },
+    /// The API answered with an error status.
+    #[error("{endpoint} answered {status}{}", kind.as_deref().map(|k| format!(" ({k})")).unwrap_or_default())]
+    Status {
+        /// Where the call went.
+        endpoint: String,
+        /// The status.
+        status: u16,
+        /// The API's error type, when it sent one (`authentication_error`, ...).
+        kind: Option<String>,
+    },
+    /// The answer is not the API's response shape.
+    #[error("{endpoint}: {detail}")]
+    Shape {
+        /// Where the call went.
+        endpoint: String,
+        /// What was wrong.
+        detail: &'static str,
+    },
+}
+
+/// What the model said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Completion {
+    /// The text of the answer.
+    pub text: String,
+    /// Prompt tokens billed.
+    pub input_tokens: Option<u64>,
+    /// Answer tokens billed.
+    pub output_tokens: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Api {
+    Anthropic,
+    OpenAi,
+}
+
+/// A configured backend.
+pub struct Provider {
+    api: Api,
+    /// The model id.
+    pub model: String,
+    endpoint: String,
+    key: SecretValue,
+    max_tokens: u32,
+}
+
+impl Provider {
+    /// The backend of `cfg`, with its API key.
+    pub fn new(cfg: &JudgeProvider, key: SecretValue) -> Self {
+        let (api, c, path): (Api, &ProviderConfig, &str) = match cfg {
+            JudgeProvider::Anthropic(c) => (Api::Anthropic, c, "v1/messages"),
+            JudgeProvider::OpenAi(c) => (Api::OpenAi, c, "v1/chat/completions"),
+        };
+        let base = c.base_url.as_str().trim_end_matches('/');
+        Provider {
+            api,
+            model: c.model.clone(),
+            endpoint: format!("{base}/{path}"),
+            key,
+            max_tokens: c.max_tokens,
+        }
+    }
+
+    /// The API request for a system prompt and a user message.
+    pub fn request(&self, system: &str, user: &str) -> Result<Request<Full<Bytes>>, http::Error> {
+        let (body, auth_name, auth_value) = match self.api {
+            Api::Anthropic => (
+                json!({
+                    "model": self.model,
+                    "max_tokens": self.max_tokens,
+                    "system": system,
+                    "messages": [{"role": "user", "content": user}],
+                }),
+                "x-api-key",
+                self.key.expose().to_string(),
+            ),
+            Api::OpenAi => (
+                json!({
+                    "model": self.model,
+                    "max_completion_tokens": self.max_tokens,
+                    "messages": [
+                        {"role": "system", "content": system},
+                        {"role": "user", "content": user},
+                    ],
+                }),
+                "authorization",
+                format!("Bearer {}", self.key.expose()),
+            ),
+        };
+        let mut auth = HeaderValue::from_str(&auth_value).map_err(http::Error::from)?;
+        auth.set_sensitive(true);
+        let mut b = Request::post(&self.endpoint)
+            .header("content-type", "application/json")
+            .header(auth_name, auth);
+        if self.api == Api::Anthropic {
+            b = b.header("anthropic-version", "2023-06-01");
+        }
+        b.body(Full::new(Bytes::from(body.to_string())))
+    }
+
+    /// Reads an answer with `status` and `body`.
+    pub fn parse(&self, status: u16, body: &[u8]) -> Result<Completion, ProviderError> {
+        if !(200..300).contains(&status) {
+            #[derive(Deserialize)]
+            struct ErrBody {
+                error: Option<ErrDetail>,
+            }
+            #[derive(Deserialize)]
+            struct ErrDetail {
+                #[serde(rename = "type")]
+                kind: Option<String>,
+            }
+            let kind = serde_json::from_slice::<ErrBody>(body)
+                .ok()
+                .and_then(|b| b.error)
+                .and_then(|d| d.kind)
+                .map(|k| k.chars().take(64).collect());
+            return Err(ProviderError::Status {
+                endpoint: self.endpoint.clone(),
+                status,
+                kind,
+            });
+        }
+        let shape = |detail| ProviderError::Shape {
+            endpoint: self.endpoint.clone(),
+            detail,
+        };
+        match self.api {
+            Api::Anthropic => {
+                #[derive(Deserialize)]
+                struct Msg {
+                    content: Vec<Block>,
+                    usage: Option<Usage>,
+                }
+                #[derive(Deserialize)]
+                struct Block {
+                    #[serde(rename = "type")]
+                    kind: String,
+                    text: Option<String>,
+                }
+                #[derive(Deserialize)]
+                struct Usage {
+                    input_tokens: Option<u64>,
+                    output_tokens: Option<u64>,
+                }
+                let m: Msg = serde_json::from_slice(body)
+                    .map_err(|_| shape("the answer is not a Messages API response"))?;
+                let text: String = m
+                    .content
+                    .into_iter()
+                    .filter(|b| b.kind == "text")
+                    .filter_map(|b| b.text)
+                    .collect();
+                Ok(Completion {
+                    text,
+                    input_tokens: m.usage.as_ref().and_then(|u| u.input_tokens),
+                    output_tokens: m.usage.as_ref().and_then(|u| u.output_tokens),
+                })
+            }
+            Api::OpenAi => {
+                #[derive(Deserialize)]
+                struct Chat {
+                    choices: Vec<Choice>,
+                    usage: Option<Usage>,
+                }
+                #[derive(Deserialize)]
+                struct Choice {
+                    message: ChoiceMsg,
+                }
+                #[derive(Deserialize)]
+                struct ChoiceMsg {
+                    content: Option<String>,
+                }
+                #[derive(Deserialize)]
+                struct Usage {
+                    prompt_tokens: Option<u64>,
+                    completion_tokens: Option<u64>,
+                }
+                let c: Chat = serde_json::from_slice(body)
+                    .map_err(|_| shape("the answer is not a Chat Completions response"))?;
+                let text = c
+                    .choices
+                    .into_iter()
+                    .next()
+                    .and_then(|ch| ch.message.content)
+                    .ok_or_else(|| shape("the answer has no message content"))?;
+                Ok(Completion {
+                    text,
+                    input_tokens: c.usage.as_ref().and_then(|u| u.prompt_tokens),
+                    output_tokens: c.usage.as_ref().and_then(|u| u.completion_tokens),
+                })
+            }
+        }
+    }
+
+    /// One call.
+    pub async fn complete(
+        &self,
+        http: &HttpClient,
+        system: &str,
+        user: &str,
+    ) -> Result<Completion, ProviderError> {
+        let transport = |detail: String| ProviderError::Transport {
+            endpoint: self.endpoint.clone(),
+            detail,
+        };
+        let req = self
+            .request(system, user)
+            .map_err(|e| transport(format!("building the request: {e}")))?;
+        let (status, body) = http.send(req).await.map_err(transport)?;
+        self.parse(status.as_u16(), &body)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+    use url::Url;
+
+    fn provider(anthropic: bool, base: &str) -> Provider {
+        let c = ProviderConfig {
+            model: "m-1".into(),
+            api_key_env: "K".into(),
+            base_url: Url::parse(base).expect("url"),
+            max_tokens: 99,
+        };
+        let cfg = if anthropic {
+            JudgeProvider::Anthropic(c)
+        } else {
+            JudgeProvider::OpenAi(c)
+        };
+        Provider::new(&cfg, SecretValue::new("sk-test".into()))
+    }
+
+    async fn body(req: Request<Full<Bytes>>) -> serde_json::Value {
+        let b = req.into_body().collect().await.expect("body").to_bytes();
+        serde_json::from_slice(&b).expect("json")
+    }
+
+    #[tokio::test]
+    async fn anthropic_requests_and_answers() {
+        let p = provider(true, "https://gw.test/anthropic/");
+        let req = p.request("sys", "user").expect("request");
+        assert_eq!(req.uri(), "https://gw.test/anthropic/v1/messages");
+        assert_eq!(req.headers()["x-api-key"], "sk-test");
+        assert!(req.headers()["x-api-key"].is_sensitive());
+        assert_eq!(req.headers()["anthropic-version"], "2023-06-01");
+        let b = body(req).await;
+        assert_eq!(b["system"], "sys");
+        assert_eq!(b["max_tokens"], 99);
+        assert_eq!(b["messages"], json!([{"role": "user", "content": "user"}]));
+        let ok = br#"{"id":"m","type":"message","role":"assistant","content":[{"type":"text","text":"{\"decision\":"},{"type":"text","text":"\"ALLOW\"}"}],"usage":{"input_tokens":10,"output_tokens":3}}"#;
+        assert_eq!(
+            p.parse(200, ok).expect("parsed"),
+            Completion {
+                text: r#"{"decision":"ALLOW"}"#.into(),
+                input_tokens: Some(10),
+                output_tokens: Some(3)
+            }
+        );
+        let e = p
+            .parse(401, br#"{"type":"error","error":{"type":"authentication_error","message":"bad key sk-test"}}"#)
+            .expect_err("status");
+        assert_eq!(
+            e.to_string(),
+            "https://gw.test/anthropic/v1/messages answered 401 (authentication_error)"
+        );
+        assert!(p.parse(200, b"<html>").is_err());
+    }
+
+    #[tokio::test]
+    async fn openai_requests_and_answers() {
+        let p = provider(false, "https://api.openai.com");
+        let req = p.request("sys", "user").expect("request");
+        assert_eq!(req.uri(), "https://api.openai.com/v1/chat/completions");
+        assert_eq!(req.headers()["authorization"], "Bearer sk-test");
+        let b = body(req).await;
+        assert_eq!(b["max_completion_tokens"], 99);
+        assert_eq!(
+            b["messages"][0],
+            json!({"role": "system", "content": "sys"})
+        );
+        let ok = br#"{"id":"c","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"{\"decision\":\"DENY\"}"},"finish_reason":"stop"}],"usage":{"prompt_tokens":7,"completion_tokens":2,"total_tokens":9}}"#;
+        let c = p.parse(200, ok).expect("parsed");
+        assert_eq!((c.input_tokens, c.output_tokens), (Some(7), Some(2)));
+        assert!(p.parse(200, br#"{"choices":[]}"#).is_err());
+    }
+}
