@@ -503,6 +503,7 @@ async fn handle_tracked(
         req.method().as_str().to_ascii_uppercase(),
         path.clone(),
     );
+    cx.conn = Some(conn.clone());
 
     // Rebuild the request with an absolute upstream URI and a boxed body.
     let (mut parts, incoming) = req.into_parts();

@@ -118,6 +118,8 @@ pub struct Flow {
     pub precheck: bool,
     /// State a transform carries from its request phase to its response phase.
     pub ext: http::Extensions,
+    /// The client connection, when the exchange came from a listener.
+    pub conn: Option<Arc<crate::exchange::ConnInfo>>,
     /// Audit fields completed only when the exchange ends (what a streamed
     /// response showed); the exchange moves them into its record.
     pub late_audit: Vec<crate::audit::LateField>,
@@ -135,6 +137,7 @@ impl Flow {
             audit_extra: Map::new(),
             precheck: false,
             ext: http::Extensions::new(),
+            conn: None,
             late_audit: Vec::new(),
             annotations: Map::new(),
         }

@@ -5,6 +5,7 @@
 mod backstop;
 mod bypass;
 mod foundation;
+mod grpc_transform;
 mod harness_selftest;
 mod intercept;
 mod judge;

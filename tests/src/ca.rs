@@ -82,8 +82,24 @@ impl TestCa {
     /// Issues a server certificate for `names` (DNS names or IP literals) and writes it as
     /// `<dir>/<stem>.crt` / `<stem>.key`.
     pub fn issue(&self, names: &[String], dir: &Path, stem: &str) -> Leaf {
+        self.issue_for(names, dir, stem, ExtendedKeyUsagePurpose::ServerAuth)
+    }
+
+    /// Issues a client certificate (clientAuth) for mTLS, like [`TestCa::issue`].
+    pub fn issue_client(&self, names: &[String], dir: &Path, stem: &str) -> Leaf {
+        self.issue_for(names, dir, stem, ExtendedKeyUsagePurpose::ClientAuth)
+    }
+
+    fn issue_for(
+        &self,
+        names: &[String],
+        dir: &Path,
+        stem: &str,
+        usage: ExtendedKeyUsagePurpose,
+    ) -> Leaf {
         let key = KeyPair::generate().expect("generating a leaf key");
-        let params = leaf_params(names);
+        let mut params = leaf_params(names);
+        params.extended_key_usages = vec![usage];
         let cert = params
             .signed_by(&key, &self.issuer)
             .expect("signing a leaf certificate");

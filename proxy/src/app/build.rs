@@ -88,6 +88,8 @@ fn build_transform(
         TransformConfig::Judge(c) => {
             transforms::judge::build(c, sources).map_err(|e| failed(e.to_string()))?
         }
-        TransformConfig::Grpc(_) => return Err(AppError::NotSupported { index, name }),
+        TransformConfig::Grpc(c) => {
+            transforms::grpc::build(c).map_err(|e| failed(e.to_string()))?
+        }
     })
 }

@@ -36,14 +36,6 @@ pub enum AppError {
     /// The config file is invalid.
     #[error("{0}")]
     Config(#[from] config::ConfigErrors),
-    /// A transform whose implementation has not landed yet.
-    #[error("transforms[{index}]: transform '{name}' is not supported yet by this build (validate accepts its config)")]
-    NotSupported {
-        /// Position in `transforms`.
-        index: usize,
-        /// Transform name.
-        name: &'static str,
-    },
     /// A transform's config could not be turned into a running transform.
     #[error("transforms[{index}] ({name}): {detail}")]
     Transform {

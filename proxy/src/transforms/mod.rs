@@ -6,6 +6,7 @@ pub mod annotate;
 pub mod aws_auth;
 pub mod body_capture;
 pub mod gcp_auth;
+pub mod grpc;
 pub mod header_allowlist;
 pub mod hmac_sign;
 pub mod judge;

@@ -1,0 +1,483 @@
+//! The `grpc` transform: request and response processing delegated to an
+//! external TransformService server (proxy/proto/transform/v1/transform.proto).
+//!
+//! For a request its `rules` match (all requests when empty) it calls
+//! `TransformRequest` with the request (its body only with
+//! `send_request_body`); for the response, `TransformResponse` (the body
+//! only with `send_response_body`). The server continues, possibly changing
+//! the message, or rejects, possibly with its own response. Its annotations
+//! go to the transform's audit trace entry. A failed call (server down,
+//! error status, deadline) fails the request closed: 502
+//! `grpc_transform_failed`.
+//!
+//! A server may change a request's method, path and query, headers and body,
+//! but not where it goes: a modified URL naming another scheme, host or port
+//! fails closed, since the allowlist ran on the original destination.
+
+pub mod wire;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
+use http::{HeaderMap, Request, Response, StatusCode};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+use crate::body::{self, Body};
+use crate::config::GrpcConfig;
+use crate::pipeline::{
+    body_bytes, policy_response, set_body_bytes, Flow, Rejection, Transform, TransformError,
+    Verdict,
+};
+use crate::rules::Scope;
+use wire::{HeaderValues, HttpRequest, HttpResponse, TransformAction, TransformContext};
+
+/// Deadline of one call to the server.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Deadline to connect to the server.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why the transform cannot be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// A TLS file could not be read.
+    #[error("grpc transform '{name}': reading {what} {path}: {source}")]
+    Read {
+        /// The transform's name.
+        name: String,
+        /// `ca_cert`, `cert` or `key`.
+        what: &'static str,
+        /// The path.
+        path: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The target or the TLS settings were refused by the gRPC client.
+    #[error("grpc transform '{name}': {detail}")]
+    Endpoint {
+        /// The transform's name.
+        name: String,
+        /// What was wrong.
+        detail: String,
+    },
+}
+
+/// A built `grpc` transform.
+pub struct GrpcTransform {
+    name: String,
+    rules: Scope,
+    send_request_body: bool,
+    send_response_body: bool,
+    channel: Channel,
+}
+
+/// The request as sent in the request phase, kept for `TransformResponse`.
+#[derive(Clone, Default)]
+struct Sent(Arc<Vec<(usize, HttpRequest)>>);
+
+/// Builds the transform; the connection is made on first use.
+pub fn build(cfg: &GrpcConfig) -> Result<Arc<dyn Transform>, BuildError> {
+    Ok(Arc::new(GrpcTransform::new(cfg)?))
+}
+
+impl GrpcTransform {
+    /// The transform, concretely typed.
+    pub fn new(cfg: &GrpcConfig) -> Result<Self, BuildError> {
+        let name = cfg.name.clone();
+        let endpoint_err = |detail: String| BuildError::Endpoint {
+            name: name.clone(),
+            detail,
+        };
+        let read = |what: &'static str, path: &std::path::Path| {
+            std::fs::read(path).map_err(|source| BuildError::Read {
+                name: name.clone(),
+                what,
+                path: path.display().to_string(),
+                source,
+            })
+        };
+        let uri = if cfg.target.contains("://") {
+            cfg.target.clone()
+        } else if cfg.tls.is_some() {
+            format!("https://{}", cfg.target)
+        } else {
+            format!("http://{}", cfg.target)
+        };
+        let mut endpoint = Endpoint::from_shared(uri)
+            .map_err(|e| endpoint_err(format!("invalid target {:?}: {e}", cfg.target)))?
+            .timeout(CALL_TIMEOUT)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true);
+        if let Some(tls) = &cfg.tls {
+            let mut t = ClientTlsConfig::new();
+            t = match &tls.ca_cert {
+                Some(p) => t.ca_certificate(Certificate::from_pem(read("ca_cert", p)?)),
+                None => t.with_native_roots(),
+            };
+            if let Some(c) = &tls.client {
+                t = t.identity(Identity::from_pem(
+                    read("cert", &c.cert)?,
+                    read("key", &c.key)?,
+                ));
+            }
+            endpoint = endpoint
+                .tls_config(t)
+                .map_err(|e| endpoint_err(format!("TLS settings: {e}")))?;
+        }
+        Ok(GrpcTransform {
+            name: cfg.name.clone(),
+            rules: cfg.rules.clone(),
+            send_request_body: cfg.send_request_body,
+            send_response_body: cfg.send_response_body,
+            channel: endpoint.connect_lazy(),
+        })
+    }
+
+    fn applies(&self, cx: &Flow) -> bool {
+        !cx.precheck && self.rules.applies(&cx.target())
+    }
+
+    fn key(&self) -> usize {
+        self as *const Self as usize
+    }
+
+    fn failed(&self, rpc: &str, e: impl std::fmt::Display) -> TransformError {
+        TransformError {
+            status: StatusCode::BAD_GATEWAY,
+            reason: "grpc_transform_failed",
+            detail: format!("grpc transform '{}': {rpc}: {e}", self.name),
+        }
+    }
+
+    async fn call<Q, R>(&self, path: &'static str, msg: Q) -> Result<R, TransformError>
+    where
+        Q: prost::Message + Send + Sync + 'static,
+        R: prost::Message + Default + Send + Sync + 'static,
+    {
+        let rpc = path.rsplit('/').next().unwrap_or(path);
+        let mut grpc = tonic::client::Grpc::new(self.channel.clone());
+        grpc.ready().await.map_err(|e| self.failed(rpc, e))?;
+        let codec = tonic_prost::ProstCodec::<Q, R>::default();
+        let path = http::uri::PathAndQuery::from_static(path);
+        grpc.unary(tonic::Request::new(msg), path, codec)
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|s| {
+                self.failed(
+                    rpc,
+                    format!(
+                        "{:?}: {}",
+                        s.code(),
+                        s.message().chars().take(200).collect::<String>()
+                    ),
+                )
+            })
+    }
+}
+
+fn context(cx: &Flow) -> TransformContext {
+    let conn = cx.conn.as_deref();
+    TransformContext {
+        sni: conn.and_then(|c| c.sni.clone()).unwrap_or_default(),
+        client_cert_der: Bytes::new(),
+        tunnel: conn
+            .and_then(|c| c.tunnel.as_ref())
+            .map(|t| wire::TunnelInfo {
+                target: t.target.clone(),
+            }),
+    }
+}
+
+fn headers_to_wire(h: &HeaderMap) -> HashMap<String, HeaderValues> {
+    let mut out: HashMap<String, HeaderValues> = HashMap::new();
+    for (name, value) in h {
+        out.entry(name.as_str().to_string())
+            .or_default()
+            .values
+            .push(String::from_utf8_lossy(value.as_bytes()).into_owned());
+    }
+    out
+}
+
+/// Replaces `h` with the server's header set, keeping the framing headers
+/// (`Content-Length`, `Transfer-Encoding`) and `Host` the proxy manages.
+fn replace_headers(
+    h: &mut HeaderMap,
+    from: &HashMap<String, HeaderValues>,
+    who: &str,
+) -> Result<(), String> {
+    let kept: Vec<(HeaderName, HeaderValue)> = [CONTENT_LENGTH, TRANSFER_ENCODING, HOST]
+        .into_iter()
+        .flat_map(|n| {
+            h.get_all(&n)
+                .iter()
+                .map(|v| (n.clone(), v.clone()))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let mut new = HeaderMap::new();
+    for (name, values) in from {
+        let n = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| format!("{who}: invalid header name {name:?}"))?;
+        if n == CONTENT_LENGTH || n == TRANSFER_ENCODING || n == HOST {
+            continue;
+        }
+        for v in &values.values {
+            let v = HeaderValue::from_str(v)
+                .map_err(|_| format!("{who}: invalid value for header {name:?}"))?;
+            new.append(n.clone(), v);
+        }
+    }
+    crate::exchange::strip_hop_by_hop(&mut new, false);
+    for (n, v) in kept {
+        new.append(n, v);
+    }
+    *h = new;
+    Ok(())
+}
+
+/// A response built from the server's `HttpResponse` (status 0 means 403).
+fn response_from_wire(r: &HttpResponse) -> Result<Response<Body>, String> {
+    let status = match r.status_code {
+        0 => StatusCode::FORBIDDEN,
+        s => u16::try_from(s)
+            .ok()
+            .and_then(|s| StatusCode::from_u16(s).ok())
+            .ok_or_else(|| format!("invalid status {s}"))?,
+    };
+    let mut rsp = Response::new(body::full(r.body.clone()));
+    *rsp.status_mut() = status;
+    replace_headers(rsp.headers_mut(), &r.headers, "response")?;
+    rsp.headers_mut()
+        .insert(CONTENT_LENGTH, HeaderValue::from(r.body.len()));
+    Ok(rsp)
+}
+
+fn annotate(cx: &mut Flow, annotations: HashMap<String, String>) {
+    let mut sorted: Vec<_> = annotations.into_iter().collect();
+    sorted.sort();
+    for (k, v) in sorted {
+        cx.annotate(k, v);
+    }
+}
+
+#[async_trait]
+impl Transform for GrpcTransform {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn wants_request_body(&self, cx: &Flow, _req: &http::request::Parts) -> bool {
+        self.send_request_body && self.applies(cx)
+    }
+
+    fn wants_response_body(&self, cx: &Flow) -> bool {
+        self.send_response_body && self.applies(cx)
+    }
+
+    async fn on_request(
+        &self,
+        req: &mut Request<Body>,
+        cx: &mut Flow,
+    ) -> Result<Verdict, TransformError> {
+        if !self.applies(cx) {
+            return Ok(Verdict::Continue);
+        }
+        let sent = HttpRequest {
+            method: req.method().as_str().to_string(),
+            url: req.uri().to_string(),
+            headers: headers_to_wire(req.headers()),
+            body: if self.send_request_body {
+                body_bytes(req).cloned().unwrap_or_default()
+            } else {
+                Bytes::new()
+            },
+            host: cx.dest.host.clone(),
+            remote_addr: cx
+                .conn
+                .as_ref()
+                .map(|c| c.remote.to_string())
+                .unwrap_or_default(),
+        };
+        let answer: wire::TransformRequestResponse = self
+            .call(
+                wire::TRANSFORM_REQUEST,
+                wire::TransformRequestRequest {
+                    context: Some(context(cx)),
+                    request: Some(sent.clone()),
+                },
+            )
+            .await?;
+        annotate(cx, answer.annotations);
+        let mut stash = cx.ext.get::<Sent>().cloned().unwrap_or_default();
+        Arc::make_mut(&mut stash.0).push((self.key(), sent));
+        cx.ext.insert(stash);
+        if answer.action == TransformAction::Reject as i32 {
+            cx.annotate("rejected", "grpc_rejected");
+            let answer = match &answer.response {
+                Some(r) => response_from_wire(r).map_err(|e| self.failed("TransformRequest", e))?,
+                None => policy_response(
+                    StatusCode::FORBIDDEN,
+                    &format!("refused by the '{}' policy server", self.name),
+                ),
+            };
+            return Ok(Verdict::Reject(Rejection {
+                status: answer.status(),
+                reason: "grpc_rejected".into(),
+                message: String::new(),
+                answer: Some(Box::new(answer)),
+            }));
+        }
+        if let Some(m) = answer.modified_request {
+            self.modify_request(req, cx, m)
+                .map_err(|e| self.failed("TransformRequest", e))?;
+        }
+        Ok(Verdict::Continue)
+    }
+
+    async fn on_response(
+        &self,
+        rsp: &mut Response<Body>,
+        cx: &mut Flow,
+    ) -> Result<Verdict, TransformError> {
+        let Some(sent) = cx.ext.get::<Sent>().and_then(|s| {
+            s.0.iter()
+                .find(|(k, _)| *k == self.key())
+                .map(|(_, r)| r.clone())
+        }) else {
+            return Ok(Verdict::Continue);
+        };
+        let body = if self.send_response_body {
+            let b = std::mem::replace(rsp.body_mut(), body::empty());
+            let bytes = body::collect(b, 0)
+                .await
+                .map_err(|e| self.failed("TransformResponse", e))?;
+            *rsp.body_mut() = body::full(bytes.clone());
+            bytes
+        } else {
+            Bytes::new()
+        };
+        let answer: wire::TransformResponseResponse = self
+            .call(
+                wire::TRANSFORM_RESPONSE,
+                wire::TransformResponseRequest {
+                    context: Some(context(cx)),
+                    request: Some(sent),
+                    response: Some(HttpResponse {
+                        status_code: i32::from(rsp.status().as_u16()),
+                        headers: headers_to_wire(rsp.headers()),
+                        body,
+                    }),
+                },
+            )
+            .await?;
+        annotate(cx, answer.annotations);
+        if answer.action == TransformAction::Reject as i32 {
+            cx.annotate("rejected", "grpc_rejected");
+            let answer = match &answer.modified_response {
+                Some(r) => {
+                    response_from_wire(r).map_err(|e| self.failed("TransformResponse", e))?
+                }
+                None => policy_response(
+                    StatusCode::FORBIDDEN,
+                    &format!("refused by the '{}' policy server", self.name),
+                ),
+            };
+            return Ok(Verdict::Reject(Rejection {
+                status: answer.status(),
+                reason: "grpc_rejected".into(),
+                message: String::new(),
+                answer: Some(Box::new(answer)),
+            }));
+        }
+        if let Some(m) = answer.modified_response {
+            if m.status_code != 0 {
+                *rsp.status_mut() = u16::try_from(m.status_code)
+                    .ok()
+                    .and_then(|s| StatusCode::from_u16(s).ok())
+                    .ok_or_else(|| {
+                        self.failed(
+                            "TransformResponse",
+                            format!("invalid status {}", m.status_code),
+                        )
+                    })?;
+            }
+            if !m.headers.is_empty() {
+                replace_headers(rsp.headers_mut(), &m.headers, "modified_response")
+                    .map_err(|e| self.failed("TransformResponse", e))?;
+            }
+            if !m.body.is_empty() {
+                rsp.headers_mut().remove(TRANSFER_ENCODING);
+                rsp.headers_mut()
+                    .insert(CONTENT_LENGTH, HeaderValue::from(m.body.len()));
+                *rsp.body_mut() = body::full(m.body);
+            }
+        }
+        Ok(Verdict::Continue)
+    }
+}
+
+impl GrpcTransform {
+    /// Applies a `modified_request`; the destination must not change.
+    fn modify_request(
+        &self,
+        req: &mut Request<Body>,
+        cx: &mut Flow,
+        m: HttpRequest,
+    ) -> Result<(), String> {
+        if !m.method.is_empty() {
+            *req.method_mut() = http::Method::from_bytes(m.method.as_bytes())
+                .map_err(|_| format!("modified_request: invalid method {:?}", m.method))?;
+            cx.method = m.method.to_ascii_uppercase();
+        }
+        if !m.url.is_empty() {
+            let new: http::Uri = m
+                .url
+                .parse()
+                .map_err(|_| format!("modified_request: invalid url {:?}", m.url))?;
+            let old = req.uri().clone();
+            let same_place = new.scheme() == old.scheme()
+                && new.host().map(crate::rules::normalize_host)
+                    == old.host().map(crate::rules::normalize_host)
+                && new.port_u16().or(old.port_u16()) == old.port_u16();
+            if new.scheme().is_some() && !same_place {
+                return Err(format!(
+                    "modified_request: url {:?} names another destination than {old} (only the path and query may change)",
+                    m.url
+                ));
+            }
+            let pq = new
+                .path_and_query()
+                .cloned()
+                .ok_or_else(|| format!("modified_request: url {:?} has no path", m.url))?;
+            if crate::exchange::has_dot_segment(pq.path()) {
+                return Err(format!(
+                    "modified_request: url {:?} has dot segments",
+                    m.url
+                ));
+            }
+            let mut parts = old.into_parts();
+            parts.path_and_query = Some(pq.clone());
+            *req.uri_mut() = http::Uri::from_parts(parts)
+                .map_err(|_| format!("modified_request: invalid url {:?}", m.url))?;
+            cx.path = pq.path().to_string();
+        }
+        if !m.headers.is_empty() {
+            replace_headers(req.headers_mut(), &m.headers, "modified_request")?;
+        }
+        if !m.body.is_empty() {
+            req.headers_mut().remove(TRANSFER_ENCODING);
+            req.headers_mut()
+                .insert(CONTENT_LENGTH, HeaderValue::from(m.body.len()));
+            set_body_bytes(req, m.body);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;
