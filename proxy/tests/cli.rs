@@ -389,20 +389,27 @@ fn missing_config_file_exits_1_naming_it() {
 }
 
 #[test]
-fn run_with_an_unsupported_transform_fails_at_startup() {
+fn run_with_a_transform_that_cannot_start_exits_1_naming_why() {
     let dir = tempfile::tempdir().expect("temp dir");
     let ca = generated_ca(dir.path());
-    let cfg = ConfigFile::new(&runnable(
-        &ca,
-        "  - name: grpc\n    config:\n      name: policy\n      target: \"localhost:9500\"\n",
-    ));
-    // validate accepts the config...
-    run(&["validate", "-config", &cfg.arg()]).expect_code(0, "validate of a grpc transform");
-    // ...but the proxy refuses to start without it rather than run with less policy.
-    run(&["-config", &cfg.arg()])
-        .expect_code(1, "run with a grpc transform")
-        .expect_stderr("grpc")
-        .expect_stderr("not supported yet");
+    for (transform, want) in [
+        (
+            "  - name: judge\n    config:\n      name: guard\n      prompt: \"Deny all.\"\n      rules: [{host: a.test}]\n      provider: {type: openai, model: m, api_key_env: IRON_TEST_UNSET_KEY}\n",
+            "provider.api_key_env names IRON_TEST_UNSET_KEY, which is not set",
+        ),
+        (
+            "  - name: grpc\n    config:\n      name: policy\n      target: \"localhost:9500\"\n      tls: {enabled: true, ca_cert: /nonexistent/grpc-ca.pem}\n",
+            "grpc transform 'policy': reading ca_cert /nonexistent/grpc-ca.pem",
+        ),
+    ] {
+        let cfg = ConfigFile::new(&runnable(&ca, transform));
+        // validate accepts the config (it checks the file, not the host)...
+        run(&["validate", "-config", &cfg.arg()]).expect_code(0, "validate");
+        // ...but the proxy refuses to start rather than run with less policy.
+        run(&["-config", &cfg.arg()])
+            .expect_code(1, "run")
+            .expect_stderr(want);
+    }
 }
 
 #[test]

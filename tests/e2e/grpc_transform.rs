@@ -3,10 +3,8 @@
 //! grpcio-tools): what the proxy sends, rejects with and without the server's response,
 //! request and response rewrites, a destination change refused, failures closed, mTLS.
 
-use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Stdio;
-use std::time::Duration;
 
 use iron_proxy_tests::ca::Leaf;
 use iron_proxy_tests::netns::NetProcess;
@@ -21,25 +19,15 @@ fn server(
     log: &Path,
     pki: Option<&Path>,
 ) -> (NetProcess, SocketAddr, Option<Leaf>) {
-    let host = net.add_host();
-    let addr = SocketAddr::new(IpAddr::V4(host.v4), 50051);
-    let mut cmd = net.command(paths::venv_python());
-    cmd.arg(paths::repo_root().join("tests/grpc_transform_server.py"))
-        .arg(addr.to_string())
-        .arg(log)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let client = pki.map(|dir| {
-        let server = net.ca().issue(&[host.v4.to_string()], dir, "server");
-        cmd.arg(net.ca_bundle()).arg(&server.cert).arg(&server.key);
-        net.ca().issue_client(&["iron-proxy".into()], dir, "client")
+    let mut client = None;
+    let (proc, addr) = net.python_peer("grpc_transform_server.py", 50051, |host, cmd| {
+        cmd.arg(format!("{}:50051", host.v4)).arg(log);
+        if let Some(dir) = pki {
+            let server = net.ca().issue(&[host.v4.to_string()], dir, "server");
+            cmd.arg(net.ca_bundle()).arg(&server.cert).arg(&server.key);
+            client = Some(net.ca().issue_client(&["iron-proxy".into()], dir, "client"));
+        }
     });
-    let proc = net.spawn("grpc_transform_server", &mut cmd);
-    wait_until(
-        Duration::from_secs(60),
-        "the TransformService server to listen",
-        || TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok(),
-    );
     (proc, addr, client)
 }
 

@@ -4,10 +4,8 @@
 //! from their response models; only the model's decision is simulated (no model runs
 //! offline). Curl is the workload; the upstream logs what reached it.
 
-use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Stdio;
-use std::time::Duration;
 
 use iron_proxy_tests::netns::NetProcess;
 use iron_proxy_tests::*;
@@ -17,22 +15,10 @@ const KEY: &str = "sk-llm-test-key";
 
 /// The provider on a fresh host of `net`, port 80; its requests go to `log`.
 fn provider(net: &FakeInternet, log: &Path) -> (NetProcess, SocketAddr) {
-    let host = net.add_host();
-    let addr = SocketAddr::new(IpAddr::V4(host.v4), 80);
-    let script = paths::repo_root().join("tests/llm_provider.py");
-    let mut cmd = net.command(paths::venv_python());
-    cmd.arg(&script)
-        .args([host.v4.to_string(), "80".into(), KEY.into()])
-        .arg(log)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let server = net.spawn("llm_provider", &mut cmd);
-    wait_until(
-        Duration::from_secs(30),
-        "the LLM provider to listen",
-        || TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok(),
-    );
-    (server, addr)
+    net.python_peer("llm_provider.py", 80, |host, cmd| {
+        cmd.args([host.v4.to_string(), "80".into(), KEY.into()])
+            .arg(log);
+    })
 }
 
 fn seen(log: &Path) -> Vec<Value> {

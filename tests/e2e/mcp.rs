@@ -4,10 +4,7 @@
 //! CONNECT + MITM. The server logs every call that reaches it, so "never reached the
 //! upstream" is checked on the server, not inferred from what the client saw.
 
-use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::time::Duration;
 
 use iron_proxy_tests::netns::NetProcess;
 use iron_proxy_tests::*;
@@ -16,25 +13,17 @@ use serde_json::{json, Value};
 /// A FastMCP server on a fresh host of `net` (port 443) named `name`, answering in `mode`
 /// ("sse" or "json"); its calls go to `calls`.
 fn mcp_server(net: &FakeInternet, name: &str, mode: &str, calls: &Path) -> NetProcess {
-    let host = net.add_host();
-    net.dns().set(name, &[IpAddr::V4(host.v4)]);
     let dir = net.dir().join(name);
     std::fs::create_dir_all(&dir).expect("server dir");
     let leaf = net.ca().issue(&[name.to_string()], &dir, "server");
-    let mut cmd = net.command(paths::venv_python());
-    cmd.arg(peer())
-        .args(["server", &host.v4.to_string(), "443"])
-        .arg(calls)
-        .arg(mode)
-        .arg(&leaf.cert)
-        .arg(&leaf.key)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let server = net.spawn(&format!("mcp server {name}"), &mut cmd);
-    let addr = SocketAddr::new(IpAddr::V4(host.v4), 443);
-    wait_until(Duration::from_secs(60), "the MCP server to listen", || {
-        TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()
+    let (server, addr) = net.python_peer("mcp_peer.py", 443, |host, cmd| {
+        cmd.args(["server", &host.v4.to_string(), "443"])
+            .arg(calls)
+            .arg(mode)
+            .arg(&leaf.cert)
+            .arg(&leaf.key);
     });
+    net.dns().set(name, &[addr.ip()]);
     server
 }
 

@@ -253,6 +253,35 @@ impl FakeInternet {
         }
     }
 
+    /// Runs `script` (a path under the repository's `tests/`) with the test virtualenv's
+    /// Python on a fresh host of this fake internet, and waits until it accepts TCP on
+    /// `port` there (60 s). `args` adds the script's arguments, knowing the host; the
+    /// process is stopped when the returned guard drops.
+    pub fn python_peer(
+        &self,
+        script: &str,
+        port: u16,
+        args: impl FnOnce(&Host, &mut Command),
+    ) -> (NetProcess, std::net::SocketAddr) {
+        let host = self.add_host();
+        let addr = std::net::SocketAddr::new(IpAddr::V4(host.v4), port);
+        let mut cmd = self.command(crate::paths::venv_python());
+        cmd.arg(crate::paths::repo_root().join("tests").join(script));
+        args(&host, &mut cmd);
+        cmd.stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        let proc = self.spawn(script, &mut cmd);
+        crate::wait_until(
+            std::time::Duration::from_secs(60),
+            &format!("{script} to listen"),
+            || {
+                std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_millis(200))
+                    .ok()
+            },
+        );
+        (proc, addr)
+    }
+
     /// Scratch directory for this fake internet (certificates, logs), removed on drop.
     pub fn dir(&self) -> &Path {
         self.inner.dir.path()

@@ -4,9 +4,7 @@
 //! resource accepts, tokens are cached, a rotated refresh token is used for the next
 //! exchange, the token endpoint is stubbed for the workload, a refused mint fails closed.
 
-use std::net::{IpAddr, SocketAddr, TcpStream};
-use std::process::Stdio;
-use std::time::Duration;
+use std::net::SocketAddr;
 
 use iron_proxy_tests::netns::NetProcess;
 use iron_proxy_tests::*;
@@ -15,22 +13,12 @@ use serde_json::{json, Value};
 use super::assert_no_leak;
 
 /// The Authlib server on a fresh host of `net`, port 80; `api.test` resolves to it.
+/// It writes its JWT key before it listens.
 pub(super) fn authlib(net: &FakeInternet, state: &std::path::Path) -> (NetProcess, SocketAddr) {
-    let host = net.add_host();
-    let addr = SocketAddr::new(IpAddr::V4(host.v4), 80);
-    net.dns().set("api.test", &[IpAddr::V4(host.v4)]);
-    let script = paths::repo_root().join("tests/oauth_server.py");
-    let mut cmd = net.command(paths::venv_python());
-    cmd.arg(&script)
-        .args([host.v4.to_string(), "80".into()])
-        .arg(state)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let server = net.spawn("oauth_server", &mut cmd);
-    // It writes its JWT key before it listens.
-    wait_until(Duration::from_secs(30), "oauth_server to listen", || {
-        TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()
+    let (server, addr) = net.python_peer("oauth_server.py", 80, |host, cmd| {
+        cmd.args([host.v4.to_string(), "80".into()]).arg(state);
     });
+    net.dns().set("api.test", &[addr.ip()]);
     (server, addr)
 }
 

@@ -317,20 +317,7 @@ impl Transform for GrpcTransform {
         Arc::make_mut(&mut stash.0).push((self.key(), sent));
         cx.ext.insert(stash);
         if answer.action == TransformAction::Reject as i32 {
-            cx.annotate("rejected", "grpc_rejected");
-            let answer = match &answer.response {
-                Some(r) => response_from_wire(r).map_err(|e| self.failed("TransformRequest", e))?,
-                None => policy_response(
-                    StatusCode::FORBIDDEN,
-                    &format!("refused by the '{}' policy server", self.name),
-                ),
-            };
-            return Ok(Verdict::Reject(Rejection {
-                status: answer.status(),
-                reason: "grpc_rejected".into(),
-                message: String::new(),
-                answer: Some(Box::new(answer)),
-            }));
+            return self.reject(cx, "TransformRequest", answer.response.as_ref());
         }
         if let Some(m) = answer.modified_request {
             self.modify_request(req, cx, m)
@@ -377,22 +364,7 @@ impl Transform for GrpcTransform {
             .await?;
         annotate(cx, answer.annotations);
         if answer.action == TransformAction::Reject as i32 {
-            cx.annotate("rejected", "grpc_rejected");
-            let answer = match &answer.modified_response {
-                Some(r) => {
-                    response_from_wire(r).map_err(|e| self.failed("TransformResponse", e))?
-                }
-                None => policy_response(
-                    StatusCode::FORBIDDEN,
-                    &format!("refused by the '{}' policy server", self.name),
-                ),
-            };
-            return Ok(Verdict::Reject(Rejection {
-                status: answer.status(),
-                reason: "grpc_rejected".into(),
-                message: String::new(),
-                answer: Some(Box::new(answer)),
-            }));
+            return self.reject(cx, "TransformResponse", answer.modified_response.as_ref());
         }
         if let Some(m) = answer.modified_response {
             if m.status_code != 0 {
@@ -422,6 +394,29 @@ impl Transform for GrpcTransform {
 }
 
 impl GrpcTransform {
+    /// A REJECT: the server's response (status 0 means 403), or the standard 403.
+    fn reject(
+        &self,
+        cx: &mut Flow,
+        rpc: &str,
+        response: Option<&HttpResponse>,
+    ) -> Result<Verdict, TransformError> {
+        cx.annotate("rejected", "grpc_rejected");
+        let answer = match response {
+            Some(r) => response_from_wire(r).map_err(|e| self.failed(rpc, e))?,
+            None => policy_response(
+                StatusCode::FORBIDDEN,
+                &format!("refused by the '{}' policy server", self.name),
+            ),
+        };
+        Ok(Verdict::Reject(Rejection {
+            status: answer.status(),
+            reason: "grpc_rejected".into(),
+            message: String::new(),
+            answer: Some(Box::new(answer)),
+        }))
+    }
+
     /// Applies a `modified_request`; the destination must not change.
     fn modify_request(
         &self,
