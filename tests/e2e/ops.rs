@@ -351,15 +351,18 @@ fn reload_refuses_what_startup_refuses_and_reports_restart_only_changes() {
     let _b = Upstream::https("other.test").start(&net);
     let mut px = managed_proxy(&policy(&["httpbin.test"]), &net);
 
-    // MCP tool policies cannot be enforced by this build: startup refuses them, so a reload
-    // must not load them and silently ignore them.
+    // A judge whose API key variable is unset cannot run: startup refuses it, so a reload
+    // must not load a policy without it.
     px.rewrite_config(format!(
-        "{}mcp:\n  servers:\n    - name: github\n      rules: [{{host: mcp.test}}]\n      tools: [{{name: search_repositories}}]\n",
+        "{}  - name: judge\n    config:\n      name: guard\n      prompt: \"Deny all.\"\n      rules: [{{host: other.test}}]\n      provider: {{type: openai, model: m, api_key_env: IRON_TEST_UNSET_KEY}}\n",
         policy_file(&["httpbin.test", "other.test"])
     ));
     let r = reload(&px);
     assert_eq!(r.status, 422, "{r}");
-    assert!(r.json()["errors"].to_string().contains("mcp"), "{r}");
+    assert!(
+        r.json()["errors"].to_string().contains("IRON_TEST_UNSET_KEY"),
+        "{r}"
+    );
     assert_eq!(status_of(&px, "other.test"), 403, "nothing was swapped in");
 
     // A change to a startup-only setting: the policy part applies, the response says what
