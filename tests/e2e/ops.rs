@@ -360,7 +360,9 @@ fn reload_refuses_what_startup_refuses_and_reports_restart_only_changes() {
     let r = reload(&px);
     assert_eq!(r.status, 422, "{r}");
     assert!(
-        r.json()["errors"].to_string().contains("IRON_TEST_UNSET_KEY"),
+        r.json()["errors"]
+            .to_string()
+            .contains("IRON_TEST_UNSET_KEY"),
         "{r}"
     );
     assert_eq!(status_of(&px, "other.test"), 403, "nothing was swapped in");
