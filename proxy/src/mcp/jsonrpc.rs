@@ -268,6 +268,38 @@ mod tests {
         }
     }
 
+    fn json_value() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            "[a-z\\\"\u{e9}\u{1f600} ]{0,8}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 32, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                proptest::collection::btree_map("[a-z]{1,4}", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        /// Any bytes: an answer, never a panic.
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..256)) {
+            let _ = parse(&bytes);
+        }
+
+        /// JSON without duplicate keys reads as serde_json reads it.
+        #[test]
+        fn strict_agrees_with_serde_json_on_valid_json(v in json_value()) {
+            let text = serde_json::to_vec(&v).expect("serializes");
+            proptest::prop_assert_eq!(parse_strict(&text).expect("valid"), v);
+        }
+    }
+
     #[test]
     fn error_envelopes_keep_the_id() {
         assert_eq!(

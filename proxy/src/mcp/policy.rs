@@ -44,6 +44,9 @@ impl ServerPolicy {
         if self.rules.0.iter().any(|r| r.matches(t)) {
             return true;
         }
+        if !t.path.contains('%') && !t.path.contains("//") {
+            return false;
+        }
         let decoded = percent_decode(t.path);
         let collapsed = collapse_slashes(&decoded);
         let covers = |path: &str| {

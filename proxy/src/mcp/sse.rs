@@ -332,6 +332,19 @@ data: \"result\":{\"tools\":[{\"name\":\"search\"},{\"name\":\"rm_rf\"}]}}\n\n",
     }
 
     proptest! {
+        /// Whatever the server sends that holds no tools/list answer comes out byte for
+        /// byte, however it is cut.
+        #[test]
+        fn other_streams_pass_unchanged(
+            bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..300),
+            cut in 0usize..300,
+        ) {
+            let cut = cut.min(bytes.len());
+            let chunks = vec![bytes[..cut].to_vec(), bytes[cut..].to_vec()];
+            let (out, _) = run(chunks, Want::Shape, 0);
+            prop_assert_eq!(out.expect("stream"), bytes);
+        }
+
         /// However the bytes are cut into chunks, the output is the same.
         #[test]
         fn chunking_does_not_matter(cuts in proptest::collection::vec(0..STREAM.len(), 0..12)) {

@@ -66,6 +66,16 @@ impl Breaker {
         })
     }
 
+    /// True while the breaker refuses calls (open and cooling down, or its
+    /// probe out): a caller can apply its fallback without queueing first.
+    pub fn is_open(&self) -> bool {
+        match *self.state.lock().unwrap_or_else(|p| p.into_inner()) {
+            State::Closed { .. } => false,
+            State::Open { until } => Instant::now() < until,
+            State::HalfOpen => true,
+        }
+    }
+
     fn record(&self, ok: bool, probe: bool) {
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let open = State::Open {
@@ -116,6 +126,7 @@ mod tests {
         assert!(b.admit().is_some(), "two in a row: still closed");
         b.admit().expect("closed").settle(false);
         assert!(b.admit().is_none(), "three in a row: open");
+        assert!(b.is_open());
         tokio::time::advance(Duration::from_secs(9)).await;
         assert!(b.admit().is_none(), "still cooling down");
         tokio::time::advance(Duration::from_secs(1)).await;
@@ -124,6 +135,7 @@ mod tests {
         probe.settle(false);
         assert!(b.admit().is_none(), "a failed probe reopens");
         tokio::time::advance(Duration::from_secs(10)).await;
+        assert!(!b.is_open(), "cooled down: a probe may go");
         b.admit().expect("probe").settle(true);
         assert!(b.admit().is_some() && b.admit().is_some(), "closed again");
     }

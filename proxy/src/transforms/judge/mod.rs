@@ -174,6 +174,14 @@ impl Judge {
 
     /// One LLM call under the breaker and the timeout; annotates tokens and raw output.
     async fn judge(&self, envelope: &str, cx: &mut Flow) -> Outcome {
+        let open = || Outcome::Failed {
+            reason: "circuit breaker open".into(),
+            tripped: true,
+        };
+        // An open breaker answers at once, without queueing for a slot.
+        if self.breaker.is_open() {
+            return open();
+        }
         let Ok(_slot) = self.slots.acquire().await else {
             return Outcome::Failed {
                 reason: "the judge is shutting down".into(),
@@ -181,10 +189,7 @@ impl Judge {
             };
         };
         let Some(ticket) = self.breaker.admit() else {
-            return Outcome::Failed {
-                reason: "circuit breaker open".into(),
-                tripped: true,
-            };
+            return open();
         };
         let call = self.provider.complete(&self.http, &self.system, envelope);
         let completion = match tokio::time::timeout(self.timeout, call).await {
