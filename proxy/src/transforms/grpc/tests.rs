@@ -2,9 +2,12 @@
 //! and may not do. Calls to a real TransformService server (grpcio) are the e2e test
 //! `grpc_transform`.
 
+use std::collections::HashMap;
+
 use super::*;
 use crate::config::TransformConfig;
 use crate::transforms::test_support::request;
+use wire::HeaderValues;
 
 fn transform(extra: &str) -> Result<GrpcTransform, BuildError> {
     let text = format!(
