@@ -86,20 +86,44 @@ fn post(url: &str, body: &str, px: &ProxyProcess) -> CurlResult {
         .run()
 }
 
-#[test]
-fn judges_allow_and_deny_with_both_providers_and_see_only_proxy_tokens() {
-    require_root!();
+/// The proxy with [`config`], the provider and the upstream, dropped in that order.
+struct Lab {
+    px: ProxyProcess,
+    up: UpstreamHandle,
+    _llm: NetProcess,
+    log: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+    _net: FakeInternet,
+}
+
+/// A [`Lab`] whose second (OpenAI) judge gets `openai_key`.
+fn lab(openai_key: &str) -> Lab {
     let net = FakeInternet::new();
     let dir = tempfile::tempdir().expect("dir");
     let log = dir.path().join("llm.jsonl");
-    let (_llm, llm) = provider(&net, &log);
+    let (llm_proc, llm) = provider(&net, &log);
     let up = Upstream::https("api.test").start(&net);
     let px = Proxy::with(config(llm).as_str())
         .resolver(&net)
         .env("JUDGE_ANTHROPIC_KEY", KEY)
-        .env("JUDGE_OPENAI_KEY", KEY)
+        .env("JUDGE_OPENAI_KEY", openai_key)
         .env("API_TOKEN", "real-api-token-456")
         .start();
+    Lab {
+        px,
+        up,
+        _llm: llm_proc,
+        log,
+        _dir: dir,
+        _net: net,
+    }
+}
+
+#[test]
+fn judges_allow_and_deny_with_both_providers_and_see_only_proxy_tokens() {
+    require_root!();
+    let lab = lab(KEY);
+    let (px, up, log) = (&lab.px, &lab.up, lab.log.as_path());
 
     // Allowed by the model: reaches the upstream with the real token (secrets ran after).
     let r = post(
@@ -210,17 +234,8 @@ fn judges_allow_and_deny_with_both_providers_and_see_only_proxy_tokens() {
 #[test]
 fn provider_failures_apply_the_fallback() {
     require_root!();
-    let net = FakeInternet::new();
-    let dir = tempfile::tempdir().expect("dir");
-    let log = dir.path().join("llm.jsonl");
-    let (_llm, llm) = provider(&net, &log);
-    let up = Upstream::https("api.test").start(&net);
-    let px = Proxy::with(config(llm).as_str())
-        .resolver(&net)
-        .env("JUDGE_ANTHROPIC_KEY", KEY)
-        .env("JUDGE_OPENAI_KEY", "sk-wrong-key")
-        .env("API_TOKEN", "real-api-token-456")
-        .start();
+    let lab = lab("sk-wrong-key");
+    let (px, up) = (&lab.px, &lab.up);
 
     // An API error: fallback deny.
     post(&up.url("/anything/repos/fail-500"), "{}", &px).expect_status(403);
