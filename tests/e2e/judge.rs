@@ -129,7 +129,7 @@ fn judges_allow_and_deny_with_both_providers_and_see_only_proxy_tokens() {
     let r = post(
         &up.url("/anything/repos/x/comments"),
         r#"{"body":"lgtm"}"#,
-        &px,
+        px,
     );
     r.expect_status(200);
     let at_upstream = up.wait_for_request(|q| q.path() == "/anything/repos/x/comments");
@@ -149,7 +149,7 @@ fn judges_allow_and_deny_with_both_providers_and_see_only_proxy_tokens() {
     assert!(a["duration_ms"].as_u64().is_some(), "{rec}");
 
     // What the model saw: the policy embedded, the envelope, the proxy token (not the real one).
-    let calls = seen(&log);
+    let calls = seen(log);
     let first = &calls[0];
     assert_eq!(first["api"], "anthropic");
     assert!(first["system"]
@@ -176,7 +176,7 @@ fn judges_allow_and_deny_with_both_providers_and_see_only_proxy_tokens() {
     let r = post(
         &up.url("/anything/repos/x/billing"),
         r#"{"plan":"free"}"#,
-        &px,
+        px,
     );
     r.expect_status(403);
     assert!(r.body.contains("denied by judge 'write-guard'"), "{r}");
@@ -191,22 +191,22 @@ fn judges_allow_and_deny_with_both_providers_and_see_only_proxy_tokens() {
     assert_eq!(rec.annotation("judge", "decision"), Some(&json!("DENY")));
 
     // Not matched (GET): no LLM call, no annotations.
-    let before = seen(&log).len();
+    let before = seen(log).len();
     Curl::get(&up.url("/anything/repos/x"))
-        .via(&px)
+        .via(px)
         .run()
         .expect_status(200);
     let rec =
         px.wait_for_audit(|a| a.path() == Some("/anything/repos/x") && a.method() == Some("GET"));
     assert!(rec.transform("judge").is_none(), "{rec}");
     assert_eq!(
-        seen(&log).len(),
+        seen(log).len(),
         before,
         "no LLM call for an unmatched request"
     );
 
     // Two instances match: both must allow; the OpenAI judge denies a deletion.
-    let r = post(&up.url("/anything/second/ok"), "{}", &px);
+    let r = post(&up.url("/anything/second/ok"), "{}", px);
     r.expect_status(200);
     let rec = px.wait_for_audit(|a| a.path() == Some("/anything/second/ok"));
     let judges: Vec<&Value> = rec
@@ -218,11 +218,11 @@ fn judges_allow_and_deny_with_both_providers_and_see_only_proxy_tokens() {
     assert_eq!(judges[1]["annotations"]["instance"], "second-opinion");
     assert_eq!(judges[1]["annotations"]["model"], "gpt-5.4-nano");
     let r = Curl::new(["-s", "-X", "DELETE", &up.url("/anything/second/delete-me")])
-        .via(&px)
+        .via(px)
         .run();
     r.expect_status(403);
     assert!(
-        seen(&log).iter().any(|c| c["api"] == "openai"),
+        seen(log).iter().any(|c| c["api"] == "openai"),
         "the OpenAI-style judge was called"
     );
     assert!(up
@@ -238,7 +238,7 @@ fn provider_failures_apply_the_fallback() {
     let (px, up) = (&lab.px, &lab.up);
 
     // An API error: fallback deny.
-    post(&up.url("/anything/repos/fail-500"), "{}", &px).expect_status(403);
+    post(&up.url("/anything/repos/fail-500"), "{}", px).expect_status(403);
     let rec = px.wait_for_audit(|a| a.path() == Some("/anything/repos/fail-500"));
     assert_eq!(rec.str("reason"), Some("judge_unavailable"), "{rec}");
     let a = rec.annotations("judge").expect("annotations");
@@ -253,7 +253,7 @@ fn provider_failures_apply_the_fallback() {
     );
 
     // Prose instead of a decision: fallback, with the raw output kept.
-    post(&up.url("/anything/repos/garbage"), "{}", &px).expect_status(403);
+    post(&up.url("/anything/repos/garbage"), "{}", px).expect_status(403);
     let rec = px.wait_for_audit(|a| a.path() == Some("/anything/repos/garbage"));
     assert_eq!(
         rec.annotation("judge", "raw_output"),
@@ -261,10 +261,10 @@ fn provider_failures_apply_the_fallback() {
     );
 
     // A decision in a code fence is read.
-    post(&up.url("/anything/repos/fenced"), "{}", &px).expect_status(200);
+    post(&up.url("/anything/repos/fenced"), "{}", px).expect_status(200);
 
     // Too slow: the 2 s timeout, fallback deny.
-    post(&up.url("/anything/repos/slow"), "{}", &px).expect_status(403);
+    post(&up.url("/anything/repos/slow"), "{}", px).expect_status(403);
     let rec = px.wait_for_audit(|a| a.path() == Some("/anything/repos/slow"));
     assert!(
         rec.annotation("judge", "reason")
@@ -275,7 +275,7 @@ fn provider_failures_apply_the_fallback() {
 
     // The second judge's key is wrong (401): its fallback is skip, so the first judge's
     // ALLOW stands and the request goes through.
-    post(&up.url("/anything/second/thing"), "{}", &px).expect_status(200);
+    post(&up.url("/anything/second/thing"), "{}", px).expect_status(200);
     let rec = px.wait_for_audit(|a| a.path() == Some("/anything/second/thing"));
     let second = rec
         .request_transforms()
