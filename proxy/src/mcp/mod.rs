@@ -217,14 +217,18 @@ impl Transform for McpInterceptor {
             cx.ext.insert(state);
             return Ok(Verdict::Continue);
         }
-        let (text, sent_text) = match (
-            decoded(req, &body, self.max_request),
-            decoded(req, &sent, self.max_request),
-        ) {
-            (Ok(t), Ok(s)) => (t, s),
-            (Err(e), _) | (_, Err(e)) => {
-                return Ok(Self::refuse_unreadable(cx, &log, jsonrpc::PARSE_ERROR, e));
-            }
+        // The body as sent is decoded again only when a transform rewrote it.
+        let decode = |b: &Bytes| decoded(req, b, self.max_request);
+        let (text, sent_text) = match decode(&body).and_then(|t| {
+            let s = if sent == body {
+                t.clone()
+            } else {
+                decode(&sent)?
+            };
+            Ok((t, s))
+        }) {
+            Ok(pair) => pair,
+            Err(e) => return Ok(Self::refuse_unreadable(cx, &log, jsonrpc::PARSE_ERROR, e)),
         };
         let parsed = match jsonrpc::parse(&text) {
             Ok(p) => p,

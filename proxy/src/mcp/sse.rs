@@ -74,30 +74,28 @@ impl SseFilter {
                 break;
             }
             match scan(&self.buf, self.scan, eof) {
-                Scan::Event(end) => {
-                    let event = self.buf.split_to(end);
-                    self.scan = 0;
-                    match self.rewrite(&event) {
-                        Some(new) => out.extend_from_slice(&new),
-                        None => out.extend_from_slice(&event),
-                    }
-                }
+                Scan::Event(end) => self.emit(end, &mut out),
                 Scan::More(at) => {
                     self.scan = at;
                     if eof && !self.buf.is_empty() {
                         // Some clients dispatch an unterminated last event; judge it too.
-                        let event = self.buf.split();
-                        self.scan = 0;
-                        match self.rewrite(&event) {
-                            Some(new) => out.extend_from_slice(&new),
-                            None => out.extend_from_slice(&event),
-                        }
+                        self.emit(self.buf.len(), &mut out);
                     }
                     break;
                 }
             }
         }
         out.freeze()
+    }
+
+    /// Moves the event `buf[..end]` to `out`, rewritten when it must be.
+    fn emit(&mut self, end: usize, out: &mut BytesMut) {
+        let event = self.buf.split_to(end);
+        self.scan = 0;
+        match self.rewrite(&event) {
+            Some(new) => out.extend_from_slice(&new),
+            None => out.extend_from_slice(&event),
+        }
     }
 
     /// The event rewritten, when its data is an answer that lost tools.

@@ -76,9 +76,10 @@ pub struct GrpcTransform {
     channel: Channel,
 }
 
-/// The request as sent in the request phase, kept for `TransformResponse`.
+/// The requests as sent in the request phase, by transform, kept for
+/// `TransformResponse` (each transform takes its own out).
 #[derive(Clone, Default)]
-struct Sent(Arc<Vec<(usize, HttpRequest)>>);
+struct Sent(Vec<(usize, HttpRequest)>);
 
 /// Builds the transform; the connection is made on first use.
 pub fn build(cfg: &GrpcConfig) -> Result<Arc<dyn Transform>, BuildError> {
@@ -228,11 +229,14 @@ impl Transform for GrpcTransform {
             )
             .await?;
         annotate(cx, answer.annotations);
-        let mut stash = cx.ext.get::<Sent>().cloned().unwrap_or_default();
-        Arc::make_mut(&mut stash.0).push((self.key(), sent));
-        cx.ext.insert(stash);
         if answer.action == TransformAction::Reject as i32 {
             return self.reject(cx, "TransformRequest", answer.response.as_ref());
+        }
+        match cx.ext.get_mut::<Sent>() {
+            Some(stash) => stash.0.push((self.key(), sent)),
+            None => {
+                cx.ext.insert(Sent(vec![(self.key(), sent)]));
+            }
         }
         if let Some(m) = answer.modified_request {
             self.modify_request(req, cx, m)
@@ -246,10 +250,9 @@ impl Transform for GrpcTransform {
         rsp: &mut Response<Body>,
         cx: &mut Flow,
     ) -> Result<Verdict, TransformError> {
-        let Some(sent) = cx.ext.get::<Sent>().and_then(|s| {
-            s.0.iter()
-                .find(|(k, _)| *k == self.key())
-                .map(|(_, r)| r.clone())
+        let Some(sent) = cx.ext.get_mut::<Sent>().and_then(|s| {
+            let at = s.0.iter().position(|(k, _)| *k == self.key())?;
+            Some(s.0.swap_remove(at).1)
         }) else {
             return Ok(Verdict::Continue);
         };

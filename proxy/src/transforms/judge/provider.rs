@@ -98,7 +98,7 @@ impl Provider {
                     "messages": [{"role": "user", "content": user}],
                 }),
                 "x-api-key",
-                self.key.expose().to_string(),
+                zeroize::Zeroizing::new(self.key.expose().to_string()),
             ),
             Api::OpenAi => (
                 json!({
@@ -110,9 +110,10 @@ impl Provider {
                     ],
                 }),
                 "authorization",
-                format!("Bearer {}", self.key.expose()),
+                zeroize::Zeroizing::new(format!("Bearer {}", self.key.expose())),
             ),
         };
+        // The key's one copy outside its SecretValue is wiped when dropped.
         let mut auth = HeaderValue::from_str(&auth_value).map_err(http::Error::from)?;
         auth.set_sensitive(true);
         let mut b = Request::post(&self.endpoint)
