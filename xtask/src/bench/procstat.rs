@@ -73,6 +73,15 @@ impl Watch {
         m
     }
 
+    /// Resets the tree's peak RSS (VmHWM) to its current RSS (writes 5 to
+    /// /proc/PID/clear_refs), so the next `mem()` reports the peak since now.
+    pub fn reset_peak(&self) {
+        for pid in self.tree() {
+            // A process that exited meanwhile has no peak left to reset.
+            let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
+        }
+    }
+
     /// The root and all its descendants.
     fn tree(&self) -> Vec<u32> {
         let mut parent_of: HashMap<u32, u32> = HashMap::new();

@@ -121,9 +121,9 @@ pub fn markdown(r: &Results) -> String {
     s.push_str("\n### Memory under load (MiB)\n\n");
     s.push_str("File-backed pages are mostly the binary's code, shared with every process that maps the same file; anonymous memory is the heap and stacks.\n\n");
     s.push_str(
-        "| topology | RSS at start | peak RSS, 1 KiB keep-alive | peak RSS, all measures | anonymous after load | file-backed after load |\n",
+        "| topology | RSS at start | start-up peak | peak, 1 KiB keep-alive | peak, 64 KiB keep-alive | peak, new connections | peak RSS under load (all measures) | anonymous after load | file-backed after load |\n",
     );
-    s.push_str("|---|---|---|---|---|---|\n");
+    s.push_str("|---|---|---|---|---|---|---|---|---|\n");
     for t in r.topologies.iter().filter(|t| t.skipped.is_none()) {
         let mib = |k: Option<u64>| num(k.map(|k| k as f64 / 1024.0), 1);
         let (anon, file) = t.after_load_anon_file_kib.unzip();
@@ -132,10 +132,13 @@ pub fn markdown(r: &Results) -> String {
         }
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             t.name,
             mib(t.start_rss_kib),
+            mib(t.start_peak_rss_kib),
             mib(t.peak_rss_1k_kib),
+            mib(t.measures.get(KA_64K).and_then(|m| m.peak_rss_kib)),
+            mib(t.measures.get(NC_1K).and_then(|m| m.peak_rss_kib)),
             mib(t.peak_rss_kib),
             mib(anon),
             mib(file),

@@ -74,12 +74,15 @@ pub struct TopoResult {
     pub skipped: Option<String>,
     /// Measures by name (`keepalive_1k`, ...).
     pub measures: BTreeMap<String, Measure>,
-    /// Peak RSS (VmHWM) after the load runs, KiB.
+    /// Peak RSS (VmHWM) over all the load runs (the largest of the measures'
+    /// peaks), KiB.
     pub peak_rss_kib: Option<u64>,
-    /// Peak RSS (VmHWM) after the first measure, 1 KiB responses over 32
-    /// keep-alive connections (the reference conditions), KiB. The
-    /// 64 KiB measure that follows raises the overall peak.
+    /// Peak RSS (VmHWM) during the first measure, 1 KiB responses over 32
+    /// keep-alive connections (the reference conditions), KiB.
     pub peak_rss_1k_kib: Option<u64>,
+    /// Peak RSS (VmHWM) before any load, KiB: start-up's (for eBPF
+    /// interception, loading the programs).
+    pub start_peak_rss_kib: Option<u64>,
     /// RSS before any load, KiB.
     pub start_rss_kib: Option<u64>,
     /// Anonymous (RssAnon) and file-backed (RssFile) RSS right after the load runs, KiB.
@@ -98,6 +101,9 @@ pub struct Measure {
     pub median: RunResult,
     /// Each run.
     pub runs: Vec<RunResult>,
+    /// The proxy's peak RSS (VmHWM) during this measure's runs, KiB (the
+    /// peak is reset before each measure).
+    pub peak_rss_kib: Option<u64>,
 }
 
 /// Memory with many idle connections.

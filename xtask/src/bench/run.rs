@@ -294,7 +294,13 @@ fn measure(
             bail!("the client's connect was not redirected (eBPF counter is 0)");
         }
     }
+    // The peak so far is start-up's (for eBPF interception, loading the
+    // programs); from here on each measure's peak is taken on its own.
+    tr.start_peak_rss_kib = running.watch.as_ref().map(|w| w.mem().hwm_kib);
     for (key, spec) in specs(s) {
+        if let Some(w) = &running.watch {
+            w.reset_peak();
+        }
         let mut runs: Vec<RunResult> = Vec::new();
         for i in 0..s.repeats {
             check_interrupted()?;
@@ -319,19 +325,21 @@ fn measure(
             }
             runs.push(r);
         }
+        let peak = running.watch.as_ref().map(|w| w.mem().hwm_kib);
         if key == KA_1K {
-            tr.peak_rss_1k_kib = running.watch.as_ref().map(|w| w.mem().hwm_kib);
+            tr.peak_rss_1k_kib = peak;
         }
+        tr.peak_rss_kib = tr.peak_rss_kib.max(peak);
         tr.measures.insert(
             key.to_string(),
             Measure {
                 median: median(&runs),
                 runs,
+                peak_rss_kib: peak,
             },
         );
     }
     let after = running.watch.as_ref().map(|w| w.mem());
-    tr.peak_rss_kib = after.map(|m| m.hwm_kib);
     tr.after_load_anon_file_kib = after.map(|m| (m.anon_kib, m.file_kib));
     tr.redirected = running.intercept.as_ref().and_then(|i| i.redirected());
     drop(running);
