@@ -13,6 +13,15 @@ Usage: oauth_server.py HOST PORT STATE_DIR
   issued to, 401 without a valid token.
 - GET  /computeMetadata/v1/instance/service-accounts/default/token: a stand-in
   for the GCE/GKE metadata server's token path.
+- POST /v1/token: a Google STS stand-in (RFC 8693 token exchange, Workload
+  Identity Federation): checks the request's fields as Google documents them
+  and verifies the subject token (an RS256 JWT from /oidc/token, checked with
+  Authlib's JOSE: signature, issuer, audience, expiry).
+- POST /v1/projects/-/serviceAccounts/<email>:generateAccessToken: an IAM
+  Credentials stand-in; needs an STS token with the iam or cloud-platform scope.
+- GET  /oidc/token?audience=A: an OIDC token issuer in the style of GitHub
+  Actions' (needs "Authorization: bearer gh-request-token"; answers
+  {"count", "value"}); `raw=1` answers the JWT alone.
 - GET  /stats: how many tokens each grant issued.
 
 At start-up it writes STATE_DIR/jwt_key.pem, the RSA private key whose public
@@ -23,9 +32,11 @@ import json
 import os
 import sys
 import time
+import urllib.parse
 from collections import Counter
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer
+from authlib.jose import JoseError, jwt
 from authlib.oauth2.rfc6749 import ClientMixin, TokenMixin, grants
 from authlib.oauth2.rfc7523 import JWTBearerGrant
 from cryptography.hazmat.primitives import serialization
@@ -215,6 +226,120 @@ def metadata_token():
     ACCESS[token] = (Token("metadata-default", None, request.args.get("scopes", "")), "metadata", time.time() + 3600)
     ISSUED["metadata"] += 1
     return jsonify({"access_token": token, "expires_in": 3599, "token_type": "Bearer"})
+
+
+OIDC_ISSUER = "https://token.actions.test"
+STS_GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"
+ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
+SUBJECT_TOKEN_TYPES = {
+    "urn:ietf:params:oauth:token-type:jwt",
+    "urn:ietf:params:oauth:token-type:id_token",
+}
+CLOUD_PLATFORM = "https://www.googleapis.com/auth/cloud-platform"
+IAM_SCOPE = "https://www.googleapis.com/auth/iam"
+# Every STS request as received, for the test to compare clients.
+STS_REQUESTS = []
+
+
+def sts_error(code, description, status=400):
+    return jsonify({"error": code, "error_description": description}), status
+
+
+@app.route("/oidc/token")
+def oidc_token():
+    if request.headers.get("Authorization", "").lower() != "bearer gh-request-token":
+        return jsonify({"message": "bad request token"}), 401
+    now = int(time.time())
+    claims = {
+        "iss": OIDC_ISSUER,
+        "sub": "repo:iron/e2e:ref:refs/heads/main",
+        "aud": request.args.get("audience", ""),
+        "iat": now,
+        "exp": now + 300,
+    }
+    token = jwt.encode({"alg": "RS256", "kid": "oidc-1"}, claims, KEY).decode()
+    ISSUED["oidc"] += 1
+    if request.args.get("raw"):
+        return token
+    return jsonify({"count": 1, "value": token})
+
+
+@app.route("/v1/token", methods=["POST"])
+def sts_token():
+    if not request.content_type or not request.content_type.startswith(
+        "application/x-www-form-urlencoded"
+    ):
+        return sts_error("invalid_request", "form body expected")
+    f = request.form
+    STS_REQUESTS.append({k: f[k] for k in f if k != "subject_token"})
+    if f.get("grant_type") != STS_GRANT:
+        return sts_error("unsupported_grant_type", "grant_type")
+    if f.get("requested_token_type") != ACCESS_TOKEN_TYPE:
+        return sts_error("invalid_request", "requested_token_type")
+    if f.get("subject_token_type") not in SUBJECT_TOKEN_TYPES:
+        return sts_error("invalid_request", "subject_token_type")
+    audience = f.get("audience", "")
+    if not audience.startswith("//iam.googleapis.com/"):
+        return sts_error("invalid_target", "audience")
+    scope = f.get("scope", "")
+    if not scope:
+        return sts_error("invalid_scope", "scope")
+    if "options" in f:
+        try:
+            # google-auth percent-encodes the JSON before form-encoding it.
+            json.loads(urllib.parse.unquote(f["options"]))["userProject"]
+        except (ValueError, KeyError, TypeError):
+            return sts_error("invalid_request", "options")
+    try:
+        claims = jwt.decode(
+            f.get("subject_token", ""),
+            PUBLIC_PEM,
+            claims_options={
+                "iss": {"essential": True, "value": OIDC_ISSUER},
+                "aud": {"essential": True, "value": "https:" + audience},
+                "exp": {"essential": True},
+            },
+        )
+        claims.validate()
+    except (JoseError, ValueError) as e:
+        return sts_error("invalid_grant", "subject token: " + type(e).__name__)
+    token = "sts-" + os.urandom(12).hex()
+    ACCESS[token] = (Token("federated:" + claims["sub"], None, scope), "token-exchange", time.time() + 3600)
+    ISSUED["token-exchange"] += 1
+    return jsonify(
+        {"access_token": token, "issued_token_type": ACCESS_TOKEN_TYPE, "token_type": "Bearer", "expires_in": 3599}
+    )
+
+
+@app.route("/v1/projects/<project>/serviceAccounts/<path:target>", methods=["POST"])
+def generate_access_token(project, target):
+    email, _, method = target.partition(":")
+    if method != "generateAccessToken" or project != "-":
+        return jsonify({"error": {"code": 404, "message": "not found", "status": "NOT_FOUND"}}), 404
+    auth = request.headers.get("Authorization", "")
+    found = ACCESS.get(auth[len("Bearer "):]) if auth.startswith("Bearer ") else None
+    if not found or found[1] != "token-exchange" or found[2] < time.time():
+        return jsonify({"error": {"code": 401, "message": "bad token", "status": "UNAUTHENTICATED"}}), 401
+    # Google accepts either scope on the caller's token.
+    if not {CLOUD_PLATFORM, IAM_SCOPE} & set(found[0].scope.split()):
+        return jsonify({"error": {"code": 403, "message": "scope", "status": "PERMISSION_DENIED"}}), 403
+    if email.startswith("denied"):
+        return jsonify({"error": {"code": 403, "message": "Permission iam.serviceAccounts.getAccessToken denied", "status": "PERMISSION_DENIED"}}), 403
+    body = request.get_json(silent=True) or {}
+    scopes = body.get("scope")
+    if not isinstance(scopes, list) or not scopes:
+        return jsonify({"error": {"code": 400, "message": "scope", "status": "INVALID_ARGUMENT"}}), 400
+    lifetime = int(str(body.get("lifetime", "3600s")).rstrip("s"))
+    token = "ya29.imp-" + os.urandom(12).hex()
+    ACCESS[token] = (Token(email, found[0].client_id, " ".join(scopes)), "impersonated", time.time() + lifetime)
+    ISSUED["impersonated"] += 1
+    expire = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + lifetime))
+    return jsonify({"accessToken": token, "expireTime": expire})
+
+
+@app.route("/sts_requests")
+def sts_requests():
+    return jsonify(STS_REQUESTS)
 
 
 @app.route("/stats")

@@ -14,8 +14,9 @@
 //!   `client_email`, `scope`, `aud` the keyfile's `token_uri`, `sub` for
 //!   domain-wide delegation) exchanged at `token_uri`. With
 //!   `credentials_provider: workload_identity`, Google's default chain:
-//!   `GOOGLE_APPLICATION_CREDENTIALS` (a service-account keyfile, or an
-//!   `authorized_user` refresh token), else the metadata server
+//!   `GOOGLE_APPLICATION_CREDENTIALS` (a service-account keyfile, an
+//!   `authorized_user` refresh token, or `external_account` Workload
+//!   Identity Federation: [`external_account`]), else the metadata server
 //!   (`GCE_METADATA_HOST`, default `metadata.google.internal`).
 //! - One cached token per transform, reused until 10 s before expiry, one
 //!   mint at a time; a keyfile whose content changes discards it.
@@ -215,11 +216,14 @@ impl GcpAuth {
                 let t = self.post(&token_uri, &form).await?;
                 Ok((t, "authorized_user".into()))
             }
-            Some("authorized_user") => Err(MintError(
+            Some("external_account") if self.subject.is_none() => {
+                external_account::mint(&self.http, text, &self.scopes).await
+            }
+            Some("authorized_user" | "external_account") => Err(MintError(
                 "subject (domain-wide delegation) needs a service-account keyfile".into(),
             )),
             other => Err(MintError(format!(
-                "credentials of type {:?} are not supported (service_account, authorized_user)",
+                "credentials of type {:?} are not supported (service_account, authorized_user, external_account)",
                 other.unwrap_or("")
             ))),
         }
@@ -328,6 +332,8 @@ impl Transform for GcpAuth {
         Ok(Verdict::Continue)
     }
 }
+
+mod external_account;
 
 #[cfg(test)]
 mod tests;

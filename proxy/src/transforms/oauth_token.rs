@@ -279,6 +279,7 @@ impl Creds {
 }
 
 /// Why a token could not be had; never holds a credential or token.
+#[derive(Debug)]
 pub(crate) struct MintError(pub(crate) String);
 
 /// Builds the transform; credential sources come from (and are shared through) `sources`.

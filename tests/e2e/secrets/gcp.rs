@@ -190,3 +190,208 @@ fn gcp_auth_mints_from_keyfiles_and_stubs_the_sdk_endpoints() {
     let rec = px.wait_for_audit(|a| a.path() == Some("/api/gcp"));
     assert_eq!(rec.str("reason"), Some("token_unavailable"), "{rec}");
 }
+
+const POOL: &str =
+    "//iam.googleapis.com/projects/123/locations/global/workloadIdentityPools/ci/providers/gh";
+const CI_SA: &str = "ci@iron-e2e.iam.gserviceaccount.com";
+
+/// An `external_account` credentials file against the Authlib server's STS and IAM
+/// Credentials stand-ins.
+fn external_account(addr: SocketAddr, source: Value, impersonate: Option<&str>) -> Value {
+    let mut f = json!({
+        "type": "external_account",
+        "audience": POOL,
+        "subject_token_type": "urn:ietf:params:oauth:token-type:jwt",
+        "token_url": format!("http://{addr}/v1/token"),
+        "credential_source": source,
+    });
+    if let Some(sa) = impersonate {
+        f["service_account_impersonation_url"] = json!(format!(
+            "http://{addr}/v1/projects/-/serviceAccounts/{sa}:generateAccessToken"
+        ));
+    }
+    f
+}
+
+/// What Google's own library (google-auth) sends to the STS stand-in for the same
+/// credentials file: it refreshes the credentials with these scopes, so the stand-in has
+/// checked google-auth's requests as it checks the proxy's.
+fn google_auth_refresh(file: &std::path::Path) {
+    let r = python(
+        r#"
+import json, sys
+import google.auth.transport.requests
+from google.auth import identity_pool
+info = json.load(open(sys.argv[1]))
+creds = identity_pool.Credentials.from_info(
+    info, scopes=["https://www.googleapis.com/auth/cloud-platform"])
+creds.refresh(google.auth.transport.requests.Request())
+print(json.dumps({"token": bool(creds.token)}))
+"#,
+        [file.as_os_str()],
+    );
+    assert_eq!(r.exit, 0, "google-auth refresh failed:\n{r}");
+}
+
+fn sts_requests(addr: SocketAddr) -> Vec<Value> {
+    let v = curl(["-s", &format!("http://{addr}/sts_requests")]).json();
+    v.as_array().expect("sts requests").clone()
+}
+
+#[test]
+fn gcp_auth_federates_external_account_credentials_as_google_auth_does() {
+    require_root!();
+    let net = FakeInternet::new();
+    let state = tempfile::tempdir().expect("state dir");
+    let (_server, addr) = authlib(&net, state.path());
+    let token_audience = format!("https:{POOL}");
+    let query = url_query(&token_audience);
+
+    // A file source (a projected Kubernetes token, or a file a CI step wrote), with
+    // service-account impersonation.
+    let jwt = curl([
+        "-s",
+        "-H",
+        "Authorization: bearer gh-request-token",
+        &format!("http://{addr}/oidc/token?raw=1&audience={query}"),
+    ])
+    .body
+    .trim()
+    .to_string();
+    assert!(jwt.starts_with("eyJ"), "{jwt}");
+    let token_file = state.path().join("oidc-token");
+    std::fs::write(&token_file, &jwt).expect("write token");
+    let impersonating = state.path().join("wif-file.json");
+    let file_source = json!({"file": token_file.display().to_string()});
+    std::fs::write(
+        &impersonating,
+        external_account(addr, file_source, Some(CI_SA)).to_string(),
+    )
+    .expect("write credentials");
+    let px = Proxy::with(config("credentials_provider: {type: workload_identity}").as_str())
+        .resolver(&net)
+        .env(
+            "GOOGLE_APPLICATION_CREDENTIALS",
+            &impersonating.display().to_string(),
+        )
+        .start();
+    let body = api(&px);
+    assert_eq!(
+        (&body["client"], &body["grant"], &body["user"]),
+        (
+            &json!(CI_SA),
+            &json!("impersonated"),
+            &json!("federated:repo:iron/e2e:ref:refs/heads/main")
+        ),
+        "{body}"
+    );
+    let rec = px.wait_for_audit(|a| a.path() == Some("/api/gcp"));
+    assert_eq!(
+        rec.annotation("gcp_auth", "service_account"),
+        Some(&json!(CI_SA)),
+        "{rec}"
+    );
+    // The token is cached: a second request mints nothing.
+    api(&px);
+    let stats = curl(["-s", &format!("http://{addr}/stats")]).json();
+    assert_eq!(
+        (&stats["token-exchange"], &stats["impersonated"]),
+        (&json!(1), &json!(1)),
+        "{stats}"
+    );
+    assert_no_leak(&px, &[jwt.as_str()]);
+    drop(px);
+
+    // A url source in GitHub Actions' shape (JSON answer, request token in a header),
+    // without impersonation: the federated token is the access token.
+    let direct = state.path().join("wif-url.json");
+    let url_source = json!({
+        "url": format!("http://{addr}/oidc/token?audience={query}"),
+        "headers": {"Authorization": "bearer gh-request-token"},
+        "format": {"type": "json", "subject_token_field_name": "value"},
+    });
+    std::fs::write(
+        &direct,
+        external_account(addr, url_source, None).to_string(),
+    )
+    .expect("write credentials");
+    let px = Proxy::with(config("credentials_provider: {type: workload_identity}").as_str())
+        .resolver(&net)
+        .env(
+            "GOOGLE_APPLICATION_CREDENTIALS",
+            &direct.display().to_string(),
+        )
+        .start();
+    let body = api(&px);
+    assert_eq!(
+        (&body["client"], &body["grant"]),
+        (
+            &json!("federated:repo:iron/e2e:ref:refs/heads/main"),
+            &json!("token-exchange")
+        ),
+        "{body}"
+    );
+    let rec = px.wait_for_audit(|a| a.path() == Some("/api/gcp"));
+    assert_eq!(
+        rec.annotation("gcp_auth", "service_account"),
+        Some(&json!("external_account")),
+        "{rec}"
+    );
+    assert_no_leak(&px, &["gh-request-token"]);
+    drop(px);
+
+    // google-auth sends the same token exchanges for the same two files.
+    let ours = sts_requests(addr);
+    assert_eq!(ours.len(), 2, "{ours:?}");
+    google_auth_refresh(&impersonating);
+    google_auth_refresh(&direct);
+    let all = sts_requests(addr);
+    assert_eq!(all.len(), 4, "{all:?}");
+    assert_eq!(
+        ours[0], all[2],
+        "file source + impersonation: proxy vs google-auth"
+    );
+    assert_eq!(ours[1], all[3], "url source: proxy vs google-auth");
+
+    // Impersonation the IAM stand-in refuses: 403 token_unavailable, with its reason.
+    let denied = state.path().join("wif-denied.json");
+    let file_source = json!({"file": token_file.display().to_string()});
+    std::fs::write(
+        &denied,
+        external_account(
+            addr,
+            file_source,
+            Some("denied@iron-e2e.iam.gserviceaccount.com"),
+        )
+        .to_string(),
+    )
+    .expect("write credentials");
+    let px = Proxy::with(config("credentials_provider: {type: workload_identity}").as_str())
+        .resolver(&net)
+        .env(
+            "GOOGLE_APPLICATION_CREDENTIALS",
+            &denied.display().to_string(),
+        )
+        .start();
+    let r = Curl::get("http://api.test/api/gcp").via(&px).run();
+    assert_eq!(r.status, 403, "{r}");
+    let rec = px.wait_for_audit(|a| a.path() == Some("/api/gcp"));
+    assert_eq!(rec.str("reason"), Some("token_unavailable"), "{rec}");
+    assert!(
+        rec.to_string().contains("PERMISSION_DENIED"),
+        "the audit names the refusal: {rec}"
+    );
+    assert_no_leak(&px, &[jwt.as_str()]);
+}
+
+/// `s` percent-encoded for a query string.
+fn url_query(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

@@ -102,7 +102,7 @@ async fn a_keyfile_that_cannot_be_used_refuses_with_403() {
         (
             "keyfile: {type: env, var: KF}",
             vec![("KF", r#"{"type":"external_account"}"#)],
-            "external_account",
+            "external_account credentials have no audience",
         ),
         (
             "keyfile: {type: env, var: KF}",

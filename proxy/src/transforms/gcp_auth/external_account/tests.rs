@@ -1,0 +1,171 @@
+use super::*;
+
+fn source(json: Value) -> CredentialSource {
+    serde_json::from_value(json).expect("credential_source")
+}
+
+fn shape_of(json: Value) -> Result<String, String> {
+    let s = source(json);
+    checked_source(&s)
+        .map(|(from, shape)| {
+            let from = match from {
+                Source::File(f) => format!("file {f}"),
+                Source::Url(u, h) => format!("url {u} {}", h.len()),
+            };
+            let shape = match shape {
+                Shape::Text => "text".to_string(),
+                Shape::Json(f) => format!("json {f}"),
+            };
+            format!("{from} {shape}")
+        })
+        .map_err(|MintError(e)| e)
+}
+
+#[test]
+fn credential_sources_are_checked() {
+    assert_eq!(
+        shape_of(serde_json::json!({"file": "/t"})).unwrap(),
+        "file /t text"
+    );
+    assert_eq!(
+        shape_of(serde_json::json!({
+            "url": "http://x/t", "headers": {"Authorization": "bearer r"},
+            "format": {"type": "json", "subject_token_field_name": "value"}
+        }))
+        .unwrap(),
+        "url http://x/t 1 json value"
+    );
+    for (json, expect) in [
+        (
+            serde_json::json!({"environment_id": "aws1", "region_url": "x"}),
+            "AWS-sourced",
+        ),
+        (
+            serde_json::json!({"executable": {"command": "/bin/true"}}),
+            "executable-sourced",
+        ),
+        (
+            serde_json::json!({"file": "/t", "url": "http://x"}),
+            "both file and url",
+        ),
+        (serde_json::json!({}), "neither file nor url"),
+        (
+            serde_json::json!({"file": "/t", "format": {"type": "json"}}),
+            "needs subject_token_field_name",
+        ),
+        (
+            serde_json::json!({"file": "/t", "format": {"type": "xml"}}),
+            "\"xml\" is not supported",
+        ),
+    ] {
+        let err = shape_of(json.clone()).expect_err(&json.to_string());
+        assert!(err.contains(expect), "{json}: {err}");
+    }
+}
+
+#[tokio::test]
+async fn subject_tokens_are_read_from_files_as_text_or_json() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let http = HttpClient::new();
+    let text = dir.path().join("token");
+    std::fs::write(&text, "  eyJ.subject.token\n").expect("write");
+    let text = text.to_str().expect("utf-8");
+    let got = subject_token(&http, &Source::File(text), &Shape::Text)
+        .await
+        .expect("text token");
+    assert_eq!(got.as_str(), "eyJ.subject.token");
+
+    let json = dir.path().join("token.json");
+    std::fs::write(&json, r#"{"id_token": "eyJ.json.token", "other": 1}"#).expect("write");
+    let json = json.to_str().expect("utf-8");
+    let got = subject_token(&http, &Source::File(json), &Shape::Json("id_token"))
+        .await
+        .expect("json token");
+    assert_eq!(got.as_str(), "eyJ.json.token");
+
+    for (path, shape, expect) in [
+        (json, Shape::Json("missing"), "no string field \"missing\""),
+        (json, Shape::Json("other"), "no string field \"other\""),
+        (text, Shape::Json("id_token"), "is not JSON"),
+        (
+            "/nonexistent/iron-token",
+            Shape::Text,
+            "/nonexistent/iron-token",
+        ),
+    ] {
+        let MintError(err) = subject_token(&http, &Source::File(path), &shape)
+            .await
+            .expect_err(expect);
+        assert!(err.contains(expect), "{err}");
+        // The token itself never appears in an error.
+        assert!(!err.contains("eyJ"), "{err}");
+    }
+    let empty = dir.path().join("empty");
+    std::fs::write(&empty, " \n").expect("write");
+    let MintError(err) = subject_token(&http, &Source::File(empty.to_str().unwrap()), &Shape::Text)
+        .await
+        .expect_err("empty");
+    assert!(err.contains("empty subject token"), "{err}");
+}
+
+#[tokio::test]
+async fn malformed_files_name_the_missing_field() {
+    let http = HttpClient::new();
+    for (json, expect) in [
+        (r#"{"type":"external_account"}"#, "no audience"),
+        (
+            r#"{"type":"external_account","audience":"//iam/x"}"#,
+            "no subject_token_type",
+        ),
+        (
+            r#"{"type":"external_account","audience":"//iam/x","subject_token_type":"jwt"}"#,
+            "no credential_source",
+        ),
+        (
+            r#"{"type":"external_account","audience":7}"#,
+            "malformed: invalid type",
+        ),
+    ] {
+        let Err(MintError(err)) = mint(&http, json, &[]).await else {
+            panic!("{json} minted");
+        };
+        assert!(err.contains(expect), "{json}: {err}");
+    }
+}
+
+#[test]
+fn impersonation_urls_name_the_account() {
+    assert_eq!(
+        account_of("https://iamcredentials.googleapis.com/v1/projects/-/serviceAccounts/ci@p.iam.gserviceaccount.com:generateAccessToken"),
+        "ci@p.iam.gserviceaccount.com"
+    );
+    assert_eq!(
+        account_of("https://h/v1/projects/-/serviceAccounts/ci%40p.iam.gserviceaccount.com:generateAccessToken"),
+        "ci@p.iam.gserviceaccount.com"
+    );
+    assert_eq!(account_of("https://h/v1/other"), "external_account");
+}
+
+#[test]
+fn expiry_times_become_seconds_from_now() {
+    let soon = time::OffsetDateTime::now_utc() + time::Duration::seconds(1800);
+    let soon = soon
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("format");
+    let left = seconds_until(&soon).expect("future");
+    assert!((1790..=1800).contains(&left), "{left}");
+    assert_eq!(seconds_until("2001-01-01T00:00:00Z"), None);
+    assert_eq!(seconds_until("tomorrow"), None);
+}
+
+#[test]
+fn google_api_errors_are_summarised() {
+    assert_eq!(
+        google_error(
+            br#"{"error":{"code":403,"message":"Permission denied","status":"PERMISSION_DENIED"}}"#
+        )
+        .as_deref(),
+        Some("PERMISSION_DENIED (Permission denied)")
+    );
+    assert_eq!(google_error(b"not json"), None);
+}
