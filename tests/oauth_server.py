@@ -15,13 +15,16 @@ Usage: oauth_server.py HOST PORT STATE_DIR
   for the GCE/GKE metadata server's token path.
 - POST /v1/token: a Google STS stand-in (RFC 8693 token exchange, Workload
   Identity Federation): checks the request's fields as Google documents them
-  and verifies the subject token (an RS256 JWT from /oidc/token, checked with
-  Authlib's JOSE: signature, issuer, audience, expiry).
+  and verifies the subject token: an RS256 JWT from /oidc/token (Authlib's
+  JOSE: signature, issuer, audience, expiry), or an AWS-signed GetCallerIdentity
+  request (its SigV4 signature recomputed with botocore).
 - POST /v1/projects/-/serviceAccounts/<email>:generateAccessToken: an IAM
   Credentials stand-in; needs an STS token with the iam or cloud-platform scope.
 - GET  /oidc/token?audience=A: an OIDC token issuer in the style of GitHub
   Actions' (needs "Authorization: bearer gh-request-token"; answers
   {"count", "value"}); `raw=1` answers the JWT alone.
+- PUT /latest/api/token and GET /latest/meta-data/...: an EC2 metadata server
+  stand-in (IMDSv2 session required): zone us-west-2b, role iron-e2e-role.
 - GET  /stats: how many tokens each grant issued.
 
 At start-up it writes STATE_DIR/jwt_key.pem, the RSA private key whose public
@@ -230,11 +233,56 @@ def metadata_token():
 
 OIDC_ISSUER = "https://token.actions.test"
 STS_GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"
+AWS_TOKEN_TYPE = "urn:ietf:params:aws:token-type:aws4_request"
 ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
 SUBJECT_TOKEN_TYPES = {
     "urn:ietf:params:oauth:token-type:jwt",
     "urn:ietf:params:oauth:token-type:id_token",
+    AWS_TOKEN_TYPE,
 }
+# The AWS identities the STS stand-in recognises: access key id -> secret key.
+AWS_KEYS = {"AKIAIRONE2EENV": "iron-e2e-env-secret", "ASIAIRONE2EIMDS": "iron-e2e-imds-secret"}
+IMDS_TOKEN = "imds-session-" + os.urandom(8).hex()
+
+
+def verify_aws_subject(token, audience):
+    """Checks an aws4_request subject token as Google STS would before replaying it to
+    AWS: a signed STS GetCallerIdentity POST whose SigV4 signature botocore (the AWS
+    SDK's signer) recomputes identically from the known secret key. Returns (the
+    caller's access key id, a summary of the request's shape) or raises ValueError."""
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    req = json.loads(urllib.parse.unquote(token))
+    headers = {h["key"]: h["value"] for h in req["headers"]}
+    url = urllib.parse.urlsplit(req["url"])
+    if req["method"] != "POST" or not url.hostname.startswith("sts."):
+        raise ValueError("not an STS POST")
+    if urllib.parse.parse_qs(url.query).get("Action") != ["GetCallerIdentity"]:
+        raise ValueError("not GetCallerIdentity")
+    if headers.get("x-goog-cloud-target-resource") != audience:
+        raise ValueError("x-goog-cloud-target-resource")
+    auth = dict(
+        part.strip().split("=", 1)
+        for part in headers["Authorization"][len("AWS4-HMAC-SHA256 "):].split(",")
+    )
+    key_id, date, region, service, _ = auth["Credential"].split("/")
+    # AWS checks the credential scope against the endpoint it was sent to.
+    if url.hostname != "sts.%s.amazonaws.com" % region or service != "sts":
+        raise ValueError("credential scope %s/%s for %s" % (region, service, url.hostname))
+    if not headers["x-amz-date"].startswith(date):
+        raise ValueError("credential scope date")
+    signed = auth["SignedHeaders"].split(";")
+    aws_req = AWSRequest(method="POST", url=req["url"], headers={h: headers[h] for h in signed}, data=b"")
+    aws_req.context["timestamp"] = headers["x-amz-date"]
+    signer = SigV4Auth(Credentials(key_id, AWS_KEYS[key_id], headers.get("x-amz-security-token")), service, region)
+    canonical = signer.canonical_request(aws_req)
+    expected = signer.signature(signer.string_to_sign(aws_req, canonical), aws_req)
+    if expected != auth["Signature"]:
+        raise ValueError("signature")
+    shape = {"url": req["url"], "method": req["method"], "headers": [h["key"] for h in req["headers"]], "signed": signed}
+    return key_id, shape
 CLOUD_PLATFORM = "https://www.googleapis.com/auth/cloud-platform"
 IAM_SCOPE = "https://www.googleapis.com/auth/iam"
 # Every STS request as received, for the test to compare clients.
@@ -264,6 +312,49 @@ def oidc_token():
     return jsonify({"count": 1, "value": token})
 
 
+def verify_jwt_subject(token, audience):
+    claims = jwt.decode(
+        token,
+        PUBLIC_PEM,
+        claims_options={
+            "iss": {"essential": True, "value": OIDC_ISSUER},
+            "aud": {"essential": True, "value": "https:" + audience},
+            "exp": {"essential": True},
+        },
+    )
+    claims.validate()
+    return claims
+
+
+@app.route("/latest/api/token", methods=["PUT"])
+def imds_session():
+    if not request.headers.get("X-aws-ec2-metadata-token-ttl-seconds"):
+        return "missing ttl", 400
+    return IMDS_TOKEN
+
+
+def imds_checked():
+    return request.headers.get("X-aws-ec2-metadata-token") == IMDS_TOKEN
+
+
+@app.route("/latest/meta-data/placement/availability-zone")
+def imds_zone():
+    return ("us-west-2b", 200) if imds_checked() else ("", 401)
+
+
+@app.route("/latest/meta-data/iam/security-credentials/")
+@app.route("/latest/meta-data/iam/security-credentials")
+def imds_role():
+    return ("iron-e2e-role", 200) if imds_checked() else ("", 401)
+
+
+@app.route("/latest/meta-data/iam/security-credentials/iron-e2e-role")
+def imds_role_credentials():
+    if not imds_checked():
+        return "", 401
+    return jsonify({"Code": "Success", "AccessKeyId": "ASIAIRONE2EIMDS", "SecretAccessKey": AWS_KEYS["ASIAIRONE2EIMDS"], "Token": "imds-session-token", "Expiration": "2099-01-01T00:00:00Z"})
+
+
 @app.route("/v1/token", methods=["POST"])
 def sts_token():
     if not request.content_type or not request.content_type.startswith(
@@ -290,19 +381,18 @@ def sts_token():
             json.loads(urllib.parse.unquote(f["options"]))["userProject"]
         except (ValueError, KeyError, TypeError):
             return sts_error("invalid_request", "options")
-    try:
-        claims = jwt.decode(
-            f.get("subject_token", ""),
-            PUBLIC_PEM,
-            claims_options={
-                "iss": {"essential": True, "value": OIDC_ISSUER},
-                "aud": {"essential": True, "value": "https:" + audience},
-                "exp": {"essential": True},
-            },
-        )
-        claims.validate()
-    except (JoseError, ValueError) as e:
-        return sts_error("invalid_grant", "subject token: " + type(e).__name__)
+    if f["subject_token_type"] == AWS_TOKEN_TYPE:
+        try:
+            key_id, shape = verify_aws_subject(f.get("subject_token", ""), audience)
+        except (ValueError, KeyError, TypeError) as e:
+            return sts_error("invalid_grant", "aws subject token: " + str(e))
+        STS_REQUESTS[-1]["aws_request"] = shape
+        claims = {"sub": "aws:" + key_id}
+    else:
+        try:
+            claims = verify_jwt_subject(f.get("subject_token", ""), audience)
+        except (JoseError, ValueError) as e:
+            return sts_error("invalid_grant", "subject token: " + type(e).__name__)
     token = "sts-" + os.urandom(12).hex()
     ACCESS[token] = (Token("federated:" + claims["sub"], None, scope), "token-exchange", time.time() + 3600)
     ISSUED["token-exchange"] += 1

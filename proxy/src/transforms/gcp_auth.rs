@@ -217,7 +217,7 @@ impl GcpAuth {
                 Ok((t, "authorized_user".into()))
             }
             Some("external_account") if self.subject.is_none() => {
-                external_account::mint(&self.http, text, &self.scopes).await
+                external_account::mint(&self.http, &self.env, text, &self.scopes).await
             }
             Some("authorized_user" | "external_account") => Err(MintError(
                 "subject (domain-wide delegation) needs a service-account keyfile".into(),

@@ -395,3 +395,112 @@ fn url_query(s: &str) -> String {
         })
         .collect()
 }
+
+/// An AWS-sourced `external_account` file: `extra` adds metadata-server fields.
+fn aws_external_account(addr: SocketAddr, extra: Value) -> Value {
+    let mut source = json!({
+        "environment_id": "aws1",
+        "regional_cred_verification_url":
+            "https://sts.{region}.amazonaws.com?Action=GetCallerIdentity&Version=2011-06-15",
+    });
+    for (k, v) in extra.as_object().expect("object") {
+        source[k] = v.clone();
+    }
+    let mut f = external_account(addr, source, None);
+    f["subject_token_type"] = json!("urn:ietf:params:aws:token-type:aws4_request");
+    f
+}
+
+#[test]
+fn gcp_auth_federates_aws_identities_with_signed_get_caller_identity() {
+    require_root!();
+    let net = FakeInternet::new();
+    let state = tempfile::tempdir().expect("state dir");
+    let (_server, addr) = authlib(&net, state.path());
+
+    // Credentials and region from the environment: nothing asks the metadata server.
+    let from_env = state.path().join("wif-aws-env.json");
+    std::fs::write(&from_env, aws_external_account(addr, json!({})).to_string())
+        .expect("write credentials");
+    let px = Proxy::with(config("credentials_provider: {type: workload_identity}").as_str())
+        .resolver(&net)
+        .env(
+            "GOOGLE_APPLICATION_CREDENTIALS",
+            &from_env.display().to_string(),
+        )
+        .env("AWS_ACCESS_KEY_ID", "AKIAIRONE2EENV")
+        .env("AWS_SECRET_ACCESS_KEY", "iron-e2e-env-secret")
+        .env("AWS_SESSION_TOKEN", "iron-e2e-env-session")
+        .env("AWS_REGION", "us-east-2")
+        .start();
+    let body = api(&px);
+    assert_eq!(
+        (&body["client"], &body["grant"]),
+        (
+            &json!("federated:aws:AKIAIRONE2EENV"),
+            &json!("token-exchange")
+        ),
+        "{body}"
+    );
+    assert_no_leak(&px, &["iron-e2e-env-secret", "iron-e2e-env-session"]);
+    drop(px);
+    let ours = sts_requests(addr);
+    assert_eq!(
+        ours[0]["aws_request"]["url"],
+        json!("https://sts.us-east-2.amazonaws.com?Action=GetCallerIdentity&Version=2011-06-15"),
+        "{ours:?}"
+    );
+
+    // google-auth, given the same file and environment, sends the same exchange: the same
+    // fields, the same signed request shape (header order, signed headers).
+    let r = python(
+        r#"
+import json, os, sys
+os.environ.update({"AWS_ACCESS_KEY_ID": "AKIAIRONE2EENV",
+    "AWS_SECRET_ACCESS_KEY": "iron-e2e-env-secret",
+    "AWS_SESSION_TOKEN": "iron-e2e-env-session", "AWS_REGION": "us-east-2"})
+import google.auth.transport.requests
+from google.auth import aws
+creds = aws.Credentials.from_info(json.load(open(sys.argv[1])),
+    scopes=["https://www.googleapis.com/auth/cloud-platform"])
+creds.refresh(google.auth.transport.requests.Request())
+print(json.dumps({"token": bool(creds.token)}))
+"#,
+        [from_env.as_os_str()],
+    );
+    assert_eq!(r.exit, 0, "google-auth refresh failed:\n{r}");
+    let all = sts_requests(addr);
+    assert_eq!(all.len(), 2, "{all:?}");
+    assert_eq!(ours[0], all[1], "AWS-sourced: proxy vs google-auth");
+
+    // No credentials in the environment: the metadata server (IMDSv2 session, zone,
+    // role, role credentials), here the stand-in.
+    let from_imds = state.path().join("wif-aws-imds.json");
+    let imds = json!({
+        "region_url": format!("http://{addr}/latest/meta-data/placement/availability-zone"),
+        "url": format!("http://{addr}/latest/meta-data/iam/security-credentials"),
+        "imdsv2_session_token_url": format!("http://{addr}/latest/api/token"),
+    });
+    std::fs::write(&from_imds, aws_external_account(addr, imds).to_string())
+        .expect("write credentials");
+    let px = Proxy::with(config("credentials_provider: {type: workload_identity}").as_str())
+        .resolver(&net)
+        .env(
+            "GOOGLE_APPLICATION_CREDENTIALS",
+            &from_imds.display().to_string(),
+        )
+        .start();
+    let body = api(&px);
+    assert_eq!(
+        body["client"],
+        json!("federated:aws:ASIAIRONE2EIMDS"),
+        "{body}"
+    );
+    let last = sts_requests(addr).pop().expect("a request");
+    assert_eq!(
+        last["aws_request"]["url"],
+        json!("https://sts.us-west-2.amazonaws.com?Action=GetCallerIdentity&Version=2011-06-15"),
+        "the region comes from the zone: {last}"
+    );
+    assert_no_leak(&px, &["iron-e2e-imds-secret", "imds-session-token"]);
+}

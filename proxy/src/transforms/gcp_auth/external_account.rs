@@ -25,10 +25,10 @@
 //!    access token (scopes in the exchange) and the audit says
 //!    `external_account`.
 //!
-//! Not supported, refused with a clear error: AWS-sourced credentials
-//! (`environment_id: aws1`) and executable-sourced ones (Google's own
-//! libraries refuse those unless `GOOGLE_EXTERNAL_ACCOUNT_ALLOW_EXECUTABLES`
-//! is set).
+//! AWS-sourced credentials (`environment_id: aws1`) sign a `GetCallerIdentity`
+//! request instead ([`aws`]). Executable-sourced ones are refused with a
+//! clear error (Google's own libraries refuse them unless
+//! `GOOGLE_EXTERNAL_ACCOUNT_ALLOW_EXECUTABLES` is set).
 
 use std::collections::BTreeMap;
 
@@ -43,6 +43,9 @@ use zeroize::Zeroizing;
 
 use super::super::oauth_token::{exchange, MintError, TokenResponse};
 use crate::secrets::http::HttpClient;
+use crate::secrets::EnvLookup;
+
+mod aws;
 
 /// Google STS, the default `token_url`.
 const GOOGLE_STS_URL: &str = "https://sts.googleapis.com/v1/token";
@@ -83,6 +86,9 @@ struct CredentialSource {
     format: Option<Format>,
     environment_id: Option<String>,
     executable: Option<Value>,
+    region_url: Option<String>,
+    regional_cred_verification_url: Option<String>,
+    imdsv2_session_token_url: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -96,6 +102,7 @@ struct Format {
 enum Source<'a> {
     File(&'a str),
     Url(&'a str, &'a BTreeMap<String, String>),
+    Aws(aws::AwsSource<'a>),
 }
 
 /// How the subject token is found in what the source returns.
@@ -108,6 +115,7 @@ enum Shape<'a> {
 /// file; returns it and the account the audit names.
 pub(super) async fn mint(
     http: &HttpClient,
+    env: &EnvLookup,
     text: &str,
     scopes: &[String],
 ) -> Result<(TokenResponse, String), MintError> {
@@ -128,7 +136,10 @@ pub(super) async fn mint(
         MintError("the external_account credentials have no credential_source".into())
     })?;
     let (from, shape) = checked_source(source)?;
-    let subject = subject_token(http, &from, &shape).await?;
+    let subject = match &from {
+        Source::Aws(src) => aws::subject_token(http, env, src, &audience).await?,
+        _ => subject_token(http, &from, &shape).await?,
+    };
 
     let impersonate = cfg.service_account_impersonation_url.as_deref();
     let joined = scopes.join(" ");
@@ -188,10 +199,14 @@ pub(super) async fn mint(
 /// The subject token's source and shape, or why the file cannot be used.
 fn checked_source(s: &CredentialSource) -> Result<(Source<'_>, Shape<'_>), MintError> {
     if let Some(env) = &s.environment_id {
-        return Err(MintError(format!(
-            "external_account credentials with environment_id {env:?} (AWS-sourced) are not \
-             supported; use a file or url credential source"
-        )));
+        aws::check_environment(env)?;
+        let src = aws::AwsSource {
+            region_url: s.region_url.as_deref(),
+            url: s.url.as_deref(),
+            regional_cred_verification_url: s.regional_cred_verification_url.as_deref(),
+            imdsv2_session_token_url: s.imdsv2_session_token_url.as_deref(),
+        };
+        return Ok((Source::Aws(src), Shape::Text));
     }
     if s.executable.is_some() {
         return Err(MintError(
@@ -240,6 +255,11 @@ async fn subject_token(
     shape: &Shape<'_>,
 ) -> Result<Zeroizing<String>, MintError> {
     let (raw, whence) = match from {
+        Source::Aws(_) => {
+            return Err(MintError(
+                "an AWS-sourced subject token is signed, not read".into(),
+            ))
+        }
         Source::File(path) => {
             let bytes = std::fs::read(path)
                 .map_err(|e| MintError(format!("reading the subject token file {path}: {e}")))?;

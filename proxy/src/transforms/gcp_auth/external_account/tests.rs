@@ -11,6 +11,7 @@ fn shape_of(json: Value) -> Result<String, String> {
             let from = match from {
                 Source::File(f) => format!("file {f}"),
                 Source::Url(u, h) => format!("url {u} {}", h.len()),
+                Source::Aws(a) => format!("aws {}", a.region_url.unwrap_or("-")),
             };
             let shape = match shape {
                 Shape::Text => "text".to_string(),
@@ -28,6 +29,11 @@ fn credential_sources_are_checked() {
         "file /t text"
     );
     assert_eq!(
+        shape_of(serde_json::json!({"environment_id": "aws1", "region_url": "http://m/az"}))
+            .unwrap(),
+        "aws http://m/az text"
+    );
+    assert_eq!(
         shape_of(serde_json::json!({
             "url": "http://x/t", "headers": {"Authorization": "bearer r"},
             "format": {"type": "json", "subject_token_field_name": "value"}
@@ -37,8 +43,8 @@ fn credential_sources_are_checked() {
     );
     for (json, expect) in [
         (
-            serde_json::json!({"environment_id": "aws1", "region_url": "x"}),
-            "AWS-sourced",
+            serde_json::json!({"environment_id": "aws2", "region_url": "x"}),
+            "only version 1",
         ),
         (
             serde_json::json!({"executable": {"command": "/bin/true"}}),
@@ -126,7 +132,7 @@ async fn malformed_files_name_the_missing_field() {
             "malformed: invalid type",
         ),
     ] {
-        let Err(MintError(err)) = mint(&http, json, &[]).await else {
+        let Err(MintError(err)) = mint(&http, &EnvLookup::default(), json, &[]).await else {
             panic!("{json} minted");
         };
         assert!(err.contains(expect), "{json}: {err}");
