@@ -363,6 +363,9 @@ def sts_token():
         return sts_error("invalid_request", "form body expected")
     f = request.form
     STS_REQUESTS.append({k: f[k] for k in f if k != "subject_token"})
+    if request.authorization is not None:
+        auth = request.authorization
+        STS_REQUESTS[-1]["client_auth"] = "%s %s:%s" % (auth.type, auth.username, auth.password)
     if f.get("grant_type") != STS_GRANT:
         return sts_error("unsupported_grant_type", "grant_type")
     if f.get("requested_token_type") != ACCESS_TOKEN_TYPE:

@@ -353,6 +353,73 @@ fn gcp_auth_federates_external_account_credentials_as_google_auth_does() {
     );
     assert_eq!(ours[1], all[3], "url source: proxy vs google-auth");
 
+    // A workforce pool (people, not workloads): its user project goes in `options`, unless
+    // a client id authenticates the exchange (HTTP Basic). Again as google-auth sends them.
+    let workforce = "//iam.googleapis.com/locations/global/workforcePools/staff/providers/oidc";
+    let wf_jwt = curl([
+        "-s",
+        "-H",
+        "Authorization: bearer gh-request-token",
+        &format!(
+            "http://{addr}/oidc/token?raw=1&audience={}",
+            url_query(&format!("https:{workforce}"))
+        ),
+    ])
+    .body
+    .trim()
+    .to_string();
+    let wf_token = state.path().join("wf-token");
+    std::fs::write(&wf_token, &wf_jwt).expect("write token");
+    let mut files = Vec::new();
+    for (name, extra) in [
+        (
+            "wif-workforce.json",
+            json!({"workforce_pool_user_project": "iron-e2e-proj"}),
+        ),
+        (
+            "wif-workforce-client.json",
+            json!({"workforce_pool_user_project": "iron-e2e-proj",
+                   "client_id": "wf-client", "client_secret": "wf-secret"}),
+        ),
+    ] {
+        let mut f = external_account(addr, json!({"file": wf_token.display().to_string()}), None);
+        f["audience"] = json!(workforce);
+        for (k, v) in extra.as_object().expect("object") {
+            f[k] = v.clone();
+        }
+        let path = state.path().join(name);
+        std::fs::write(&path, f.to_string()).expect("write credentials");
+        let px = Proxy::with(config("credentials_provider: {type: workload_identity}").as_str())
+            .resolver(&net)
+            .env(
+                "GOOGLE_APPLICATION_CREDENTIALS",
+                &path.display().to_string(),
+            )
+            .start();
+        assert_eq!(api(&px)["grant"], json!("token-exchange"));
+        assert_no_leak(&px, &["wf-secret"]);
+        files.push(path);
+    }
+    let ours = sts_requests(addr);
+    for f in &files {
+        google_auth_refresh(f);
+    }
+    let all = sts_requests(addr);
+    let n = ours.len();
+    assert_eq!(all.len(), n + 2, "{all:?}");
+    assert!(ours[n - 2]["options"].is_string(), "{:?}", ours[n - 2]);
+    assert_eq!(
+        ours[n - 1]["client_auth"],
+        json!("basic wf-client:wf-secret")
+    );
+    assert!(ours[n - 1].get("options").is_none(), "{:?}", ours[n - 1]);
+    assert_eq!(ours[n - 2], all[n], "workforce pool: proxy vs google-auth");
+    assert_eq!(
+        ours[n - 1],
+        all[n + 1],
+        "workforce pool with a client: proxy vs google-auth"
+    );
+
     // Impersonation the IAM stand-in refuses: 403 token_unavailable, with its reason.
     let denied = state.path().join("wif-denied.json");
     let file_source = json!({"file": token_file.display().to_string()});

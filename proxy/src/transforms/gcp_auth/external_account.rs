@@ -54,6 +54,14 @@ const GOOGLE_STS_URL: &str = "https://sts.googleapis.com/v1/token";
 const IAM_SCOPE: &str = "https://www.googleapis.com/auth/iam";
 const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
+/// What Python's `urllib.parse.quote` leaves alone (its default
+/// `safe="/"`): google-auth encodes `options` and AWS subject tokens so.
+const PY_QUOTE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'-')
+    .remove(b'~')
+    .remove(b'/');
 /// The largest `token_lifetime_seconds` Google accepts (12 hours; more than
 /// one hour needs an organisation policy exception).
 const MAX_LIFETIME_SECS: u64 = 43_200;
@@ -135,6 +143,17 @@ pub(super) async fn mint(
     let source = cfg.credential_source.as_ref().ok_or_else(|| {
         MintError("the external_account credentials have no credential_source".into())
     })?;
+    let user_project = cfg
+        .workforce_pool_user_project
+        .as_deref()
+        .filter(|p| !p.is_empty());
+    if user_project.is_some() && !is_workforce_pool(&audience) {
+        return Err(MintError(
+            "workforce_pool_user_project is set but the audience is not a workforce pool \
+             (//iam.googleapis.com/locations/<location>/workforcePools/...)"
+                .into(),
+        ));
+    }
     let (from, shape) = checked_source(source)?;
     let subject = match &from {
         Source::Aws(src) => aws::subject_token(http, env, src, &audience).await?,
@@ -148,22 +167,23 @@ pub(super) async fn mint(
     } else {
         joined.as_str()
     };
-    let basic = match (&cfg.client_id, &cfg.client_secret) {
-        (Some(id), Some(secret)) => Some(Zeroizing::new(format!(
+    // A client id authenticates the exchange (HTTP Basic, the secret may be
+    // empty), as google-auth does.
+    let basic = cfg.client_id.as_ref().map(|id| {
+        let secret = cfg.client_secret.as_deref().unwrap_or_default();
+        let pair = Zeroizing::new(format!("{id}:{secret}"));
+        Zeroizing::new(format!(
             "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"))
-        ))),
-        _ => None,
-    };
-    let options = match (&cfg.workforce_pool_user_project, &basic) {
-        // Percent-encoded JSON (then form-encoded), as google-auth sends it.
-        (Some(p), None) => Some(
-            percent_encoding::utf8_percent_encode(
-                &serde_json::json!({ "userProject": p }).to_string(),
-                percent_encoding::NON_ALPHANUMERIC,
-            )
-            .to_string(),
-        ),
+            base64::engine::general_purpose::STANDARD.encode(pair.as_bytes())
+        ))
+    });
+    let options = match (user_project, &basic) {
+        // JSON as Python writes it, percent-encoded (then form-encoded): the
+        // bytes google-auth sends.
+        (Some(p), None) => {
+            let json = format!("{{\"userProject\": {}}}", serde_json::Value::from(p));
+            Some(percent_encoding::utf8_percent_encode(&json, PY_QUOTE).to_string())
+        }
         _ => None,
     };
     let mut form = vec![
@@ -194,6 +214,15 @@ pub(super) async fn mint(
     }
     let token = impersonate_account(http, url, &federated.access_token, scopes, lifetime).await?;
     Ok((token, account_of(url)))
+}
+
+/// Whether `audience` names a workforce pool (people) rather than a
+/// workload identity pool.
+fn is_workforce_pool(audience: &str) -> bool {
+    audience
+        .strip_prefix("//iam.googleapis.com/locations/")
+        .and_then(|rest| rest.split_once('/'))
+        .is_some_and(|(location, rest)| !location.is_empty() && rest.starts_with("workforcePools/"))
 }
 
 /// The subject token's source and shape, or why the file cannot be used.

@@ -24,21 +24,12 @@ use aws_sigv4::sign::v4;
 use bytes::Bytes;
 use http::{Method, Request};
 use http_body_util::Full;
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use super::super::super::oauth_token::MintError;
 use crate::secrets::http::HttpClient;
 use crate::secrets::EnvLookup;
-
-/// What Python's `urllib.parse.quote` leaves alone (its default `safe="/"`).
-const QUOTE: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'_')
-    .remove(b'.')
-    .remove(b'-')
-    .remove(b'~')
-    .remove(b'/');
 
 /// The `credential_source` fields of an AWS-sourced file.
 pub(super) struct AwsSource<'a> {
@@ -215,7 +206,7 @@ fn signed_request(
         .map_err(|e| err(&e))?,
     );
     Ok(Zeroizing::new(
-        percent_encoding::utf8_percent_encode(&json, QUOTE).to_string(),
+        percent_encoding::utf8_percent_encode(&json, super::PY_QUOTE).to_string(),
     ))
 }
 

@@ -175,3 +175,30 @@ fn google_api_errors_are_summarised() {
     );
     assert_eq!(google_error(b"not json"), None);
 }
+
+#[test]
+fn workforce_pools_are_told_from_workload_pools() {
+    assert!(is_workforce_pool(
+        "//iam.googleapis.com/locations/global/workforcePools/staff/providers/okta"
+    ));
+    assert!(!is_workforce_pool(
+        "//iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/ci/providers/gh"
+    ));
+    assert!(!is_workforce_pool(
+        "//iam.googleapis.com/locations//workforcePools/x"
+    ));
+}
+
+#[tokio::test]
+async fn a_user_project_needs_a_workforce_audience() {
+    let json = r#"{"type":"external_account",
+        "audience":"//iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/p/providers/q",
+        "subject_token_type":"urn:ietf:params:oauth:token-type:jwt",
+        "workforce_pool_user_project":"proj",
+        "credential_source":{"file":"/nonexistent/iron-token"}}"#;
+    let Err(MintError(err)) = mint(&HttpClient::new(), &EnvLookup::default(), json, &[]).await
+    else {
+        panic!("minted");
+    };
+    assert!(err.contains("not a workforce pool"), "{err}");
+}
