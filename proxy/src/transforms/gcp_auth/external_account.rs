@@ -298,6 +298,8 @@ async fn subject_token(
             )
         }
         Source::Url(url, headers) => {
+            // Errors name the URL without its query, which may carry a token.
+            let shown = url.split_once('?').map_or(*url, |(path, _)| path);
             let mut req = Request::get(*url);
             for (k, v) in headers.iter() {
                 req = req.header(k.as_str(), v.as_str());
@@ -308,13 +310,13 @@ async fn subject_token(
             let (status, body) = http
                 .send(req)
                 .await
-                .map_err(|e| MintError(format!("the subject token url {url}: {e}")))?;
+                .map_err(|e| MintError(format!("the subject token url {shown}: {e}")))?;
             if !status.is_success() {
                 return Err(MintError(format!(
-                    "the subject token url {url} answered {status}"
+                    "the subject token url {shown} answered {status}"
                 )));
             }
-            (body, format!("the subject token url {url}"))
+            (body, format!("the subject token url {shown}"))
         }
     };
     let text =
