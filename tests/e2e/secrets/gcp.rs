@@ -213,6 +213,18 @@ fn external_account(addr: SocketAddr, source: Value, impersonate: Option<&str>) 
     f
 }
 
+/// Writes `creds` to `path` and configures a proxy whose default chain
+/// (`GOOGLE_APPLICATION_CREDENTIALS`) names it.
+fn federated(net: &FakeInternet, path: &std::path::Path, creds: &Value) -> Proxy {
+    std::fs::write(path, creds.to_string()).expect("write credentials");
+    Proxy::with(config("credentials_provider: {type: workload_identity}").as_str())
+        .resolver(net)
+        .env(
+            "GOOGLE_APPLICATION_CREDENTIALS",
+            &path.display().to_string(),
+        )
+}
+
 /// What Google's own library (google-auth) sends to the STS stand-in for the same
 /// credentials file: it refreshes the credentials with these scopes, so the stand-in has
 /// checked google-auth's requests as it checks the proxy's.
@@ -263,18 +275,12 @@ fn gcp_auth_federates_external_account_credentials_as_google_auth_does() {
     std::fs::write(&token_file, &jwt).expect("write token");
     let impersonating = state.path().join("wif-file.json");
     let file_source = json!({"file": token_file.display().to_string()});
-    std::fs::write(
+    let px = federated(
+        &net,
         &impersonating,
-        external_account(addr, file_source, Some(CI_SA)).to_string(),
+        &external_account(addr, file_source, Some(CI_SA)),
     )
-    .expect("write credentials");
-    let px = Proxy::with(config("credentials_provider: {type: workload_identity}").as_str())
-        .resolver(&net)
-        .env(
-            "GOOGLE_APPLICATION_CREDENTIALS",
-            &impersonating.display().to_string(),
-        )
-        .start();
+    .start();
     let body = api(&px);
     assert_eq!(
         (&body["client"], &body["grant"], &body["user"]),
@@ -310,18 +316,7 @@ fn gcp_auth_federates_external_account_credentials_as_google_auth_does() {
         "headers": {"Authorization": "bearer gh-request-token"},
         "format": {"type": "json", "subject_token_field_name": "value"},
     });
-    std::fs::write(
-        &direct,
-        external_account(addr, url_source, None).to_string(),
-    )
-    .expect("write credentials");
-    let px = Proxy::with(config("credentials_provider: {type: workload_identity}").as_str())
-        .resolver(&net)
-        .env(
-            "GOOGLE_APPLICATION_CREDENTIALS",
-            &direct.display().to_string(),
-        )
-        .start();
+    let px = federated(&net, &direct, &external_account(addr, url_source, None)).start();
     let body = api(&px);
     assert_eq!(
         (&body["client"], &body["grant"]),
@@ -388,14 +383,7 @@ fn gcp_auth_federates_external_account_credentials_as_google_auth_does() {
             f[k] = v.clone();
         }
         let path = state.path().join(name);
-        std::fs::write(&path, f.to_string()).expect("write credentials");
-        let px = Proxy::with(config("credentials_provider: {type: workload_identity}").as_str())
-            .resolver(&net)
-            .env(
-                "GOOGLE_APPLICATION_CREDENTIALS",
-                &path.display().to_string(),
-            )
-            .start();
+        let px = federated(&net, &path, &f).start();
         assert_eq!(api(&px)["grant"], json!("token-exchange"));
         assert_no_leak(&px, &["wf-secret"]);
         files.push(path);
@@ -423,23 +411,16 @@ fn gcp_auth_federates_external_account_credentials_as_google_auth_does() {
     // Impersonation the IAM stand-in refuses: 403 token_unavailable, with its reason.
     let denied = state.path().join("wif-denied.json");
     let file_source = json!({"file": token_file.display().to_string()});
-    std::fs::write(
+    let px = federated(
+        &net,
         &denied,
-        external_account(
+        &external_account(
             addr,
             file_source,
             Some("denied@iron-e2e.iam.gserviceaccount.com"),
-        )
-        .to_string(),
+        ),
     )
-    .expect("write credentials");
-    let px = Proxy::with(config("credentials_provider: {type: workload_identity}").as_str())
-        .resolver(&net)
-        .env(
-            "GOOGLE_APPLICATION_CREDENTIALS",
-            &denied.display().to_string(),
-        )
-        .start();
+    .start();
     let r = Curl::get("http://api.test/api/gcp").via(&px).run();
     assert_eq!(r.status, 403, "{r}");
     let rec = px.wait_for_audit(|a| a.path() == Some("/api/gcp"));
@@ -487,14 +468,7 @@ fn gcp_auth_federates_aws_identities_with_signed_get_caller_identity() {
 
     // Credentials and region from the environment: nothing asks the metadata server.
     let from_env = state.path().join("wif-aws-env.json");
-    std::fs::write(&from_env, aws_external_account(addr, json!({})).to_string())
-        .expect("write credentials");
-    let px = Proxy::with(config("credentials_provider: {type: workload_identity}").as_str())
-        .resolver(&net)
-        .env(
-            "GOOGLE_APPLICATION_CREDENTIALS",
-            &from_env.display().to_string(),
-        )
+    let px = federated(&net, &from_env, &aws_external_account(addr, json!({})))
         .env("AWS_ACCESS_KEY_ID", "AKIAIRONE2EENV")
         .env("AWS_SECRET_ACCESS_KEY", "iron-e2e-env-secret")
         .env("AWS_SESSION_TOKEN", "iron-e2e-env-session")
@@ -548,15 +522,7 @@ print(json.dumps({"token": bool(creds.token)}))
         "url": format!("http://{addr}/latest/meta-data/iam/security-credentials"),
         "imdsv2_session_token_url": format!("http://{addr}/latest/api/token"),
     });
-    std::fs::write(&from_imds, aws_external_account(addr, imds).to_string())
-        .expect("write credentials");
-    let px = Proxy::with(config("credentials_provider: {type: workload_identity}").as_str())
-        .resolver(&net)
-        .env(
-            "GOOGLE_APPLICATION_CREDENTIALS",
-            &from_imds.display().to_string(),
-        )
-        .start();
+    let px = federated(&net, &from_imds, &aws_external_account(addr, imds)).start();
     let body = api(&px);
     assert_eq!(
         body["client"],
