@@ -42,6 +42,9 @@ pub fn run(path: &Path) -> ExitCode {
         }
     };
     init_tracing(cfg.log.level.as_str());
+    for finding in config::lint(&cfg) {
+        tracing::warn!(%finding, "configuration warning");
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -103,6 +106,10 @@ pub fn validate(path: &Path, strict: bool) -> ExitCode {
     let kind = if strict { "error" } else { "warning" };
     for r in &refs {
         eprintln!("{}: {kind}: {r}", path.display());
+    }
+    // Lints are warnings even under -strict: each is a choice the spec allows.
+    for l in config::lint(&cfg) {
+        eprintln!("{}: warning: {l}", path.display());
     }
     if strict && !refs.is_empty() {
         eprintln!(

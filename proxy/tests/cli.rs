@@ -280,6 +280,36 @@ fn strict_turns_missing_files_and_unset_env_into_errors() {
     .expect_code(0, "-strict with the variable set");
 }
 
+#[test]
+fn validate_warns_about_a_judge_that_would_see_injected_credentials() {
+    let secrets = "  - name: secrets\n    config:\n      secrets:\n        - source: {type: env, var: IRON_CLI_LINT_KEY}\n          inject: {header: X-Key}\n";
+    let judge = "  - name: judge\n    config:\n      name: gate\n      prompt: no exfiltration\n      rules: [{host: api.test}]\n      provider: {type: anthropic, model: m, api_key_env: IRON_CLI_LINT_KEY}\n";
+    let env = [("IRON_CLI_LINT_KEY", "value")];
+    let after = ConfigFile::new(&format!(
+        "tls:\n  mode: sni-only\ntransforms:\n{secrets}{judge}"
+    ));
+    // A choice the spec allows: a warning naming both transforms, never an error.
+    for strict in [false, true] {
+        let mut args = vec!["validate", "-config"];
+        let arg = after.arg();
+        args.push(&arg);
+        if strict {
+            args.push("-strict");
+        }
+        run_env(&args, &env)
+            .expect_code(0, "a judge after secrets")
+            .expect_stderr(
+                "warning: transforms[1]: judge \"gate\" runs after transforms[0] (secrets)",
+            );
+    }
+    let before = ConfigFile::new(&format!(
+        "tls:\n  mode: sni-only\ntransforms:\n{judge}{secrets}"
+    ));
+    let r = run_env(&["validate", "-config", &before.arg()], &env);
+    r.expect_code(0, "judge first");
+    assert!(!r.stderr.contains("warning"), "{r}");
+}
+
 /// `shared/spec/configs`: the nearest ancestor of the crate that has it.
 fn spec_dir() -> PathBuf {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));

@@ -386,4 +386,21 @@ fn reload_refuses_what_startup_refuses_and_reports_restart_only_changes() {
     px.rewrite_config(policy_file(&["other.test"]));
     let r = reload(&px);
     assert_eq!(r.json()["restart_required"], serde_json::json!([]), "{r}");
+    assert!(r.json().get("warnings").is_none(), "{r}");
+
+    // A judge placed after `secrets` is allowed, and flagged: its provider would see the
+    // injected credentials. (PATH stands in for key variables the proxy surely has.)
+    px.rewrite_config(format!(
+        "{}  - name: secrets\n    config:\n      secrets:\n        - source: {{type: env, var: PATH}}\n          inject: {{header: X-Key}}\n          rules: [{{host: judged.test}}]\n  - name: judge\n    config:\n      name: late\n      prompt: \"Deny all.\"\n      rules: [{{host: judged.test}}]\n      provider: {{type: openai, model: m, api_key_env: PATH}}\n",
+        policy_file(&["other.test"])
+    ));
+    let r = reload(&px);
+    assert_eq!(r.status, 200, "{r}");
+    let body = r.json();
+    let warning = body["warnings"][0].as_str().unwrap_or_default();
+    assert!(
+        warning.starts_with("transforms[2]: judge \"late\" runs after transforms[1] (secrets)"),
+        "{r}"
+    );
+    px.wait_for_log(|l| l.contains("configuration warning"));
 }

@@ -83,6 +83,10 @@ impl Reloader for FileReloader {
             .map_err(|e| e.0.iter().map(|x| x.to_string()).collect::<Vec<_>>())?;
         let (policy, deny) = build_policy(&cfg, &self.sources, Some(&self.metrics))
             .map_err(|e| vec![e.to_string()])?;
+        let warnings: Vec<String> = config::lint(&cfg).iter().map(|l| l.to_string()).collect();
+        for finding in &warnings {
+            tracing::warn!(%finding, "configuration warning");
+        }
         let transforms = policy.pipeline.transforms().len();
         let kernel_deny = match &self.kernel_deny {
             Some(kd) => {
@@ -119,6 +123,9 @@ impl Reloader for FileReloader {
             details.insert("kernel_deny_cidrs".into(), Value::from(cidrs));
         }
         details.insert("restart_required".into(), Value::from(restart_required));
+        if !warnings.is_empty() {
+            details.insert("warnings".into(), Value::from(warnings));
+        }
         Ok(ReloadSummary {
             config_hash: ops::management::config_hash(&bytes),
             details,

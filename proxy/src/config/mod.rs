@@ -20,6 +20,7 @@ mod error;
 mod hmac;
 mod intercept;
 mod judge;
+mod lint;
 mod mcp;
 mod oauth;
 mod refs;
@@ -42,6 +43,7 @@ pub use hmac::{
 };
 pub use intercept::{InterceptConfig, InterceptMode, UidSpec, DEFAULT_PIN_PATH};
 pub use judge::{CircuitBreakerConfig, JudgeConfig, JudgeFallback, JudgeProvider, ProviderConfig};
+pub use lint::{lint, Lint};
 pub use mcp::{ArgCondition, ArgMatcher, McpConfig, McpErrorConfig, McpServer, McpTool};
 pub use oauth::{OAuthGrant, OAuthTokenConfig, OAuthTokenEntry};
 pub use refs::{check_references, Reference, ReferenceKind};

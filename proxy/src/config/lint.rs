@@ -1,0 +1,105 @@
+//! Valid configurations that probably do not do what their author meant.
+//! `validate` prints these as warnings (never errors, even under `-strict`:
+//! the spec allows each of them), and the proxy logs them at WARN when it
+//! starts and on each reload.
+
+use std::fmt;
+
+use super::transforms::TransformConfig;
+use super::Config;
+
+/// One finding, with the field it is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lint {
+    /// Field path, e.g. `transforms[3]`.
+    pub path: String,
+    /// What is probably wrong, and what to do instead.
+    pub message: String,
+}
+
+impl fmt::Display for Lint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// Whether a transform puts real credentials (or values derived from them)
+/// into the request.
+fn injects_credentials(t: &TransformConfig) -> bool {
+    matches!(
+        t,
+        TransformConfig::Secrets(_)
+            | TransformConfig::OauthToken(_)
+            | TransformConfig::GcpAuth(_)
+            | TransformConfig::AwsAuth(_)
+            | TransformConfig::HmacSign(_)
+    )
+}
+
+/// The configuration's findings, in config order.
+pub fn lint(cfg: &Config) -> Vec<Lint> {
+    let mut out = Vec::new();
+    // A judge placed after a transform that injects credentials sends them to
+    // its LLM provider (spec: LLM Judge, Pipeline Ordering).
+    for (i, t) in cfg.transforms.iter().enumerate() {
+        let TransformConfig::Judge(j) = t else {
+            continue;
+        };
+        let injected: Vec<String> = cfg.transforms[..i]
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| injects_credentials(e))
+            .map(|(k, e)| format!("transforms[{k}] ({})", e.name()))
+            .collect();
+        if !injected.is_empty() {
+            out.push(Lint {
+                path: format!("transforms[{i}]"),
+                message: format!(
+                    "judge {:?} runs after {}, so its LLM provider sees the real credentials \
+                     they inject; place the judge before them unless your threat model accepts \
+                     that",
+                    j.name,
+                    injected.join(", ")
+                ),
+            });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(transforms: &str) -> Config {
+        let text = format!(
+            "tls:\n  mode: sni-only\ntransforms:\n{transforms}\
+             \x20 - name: allowlist\n    config:\n      domains: [\"api.test\"]\n"
+        );
+        super::super::parse(&text, "t.yaml", &|_| None).expect("valid config")
+    }
+
+    const JUDGE: &str = "  - name: judge\n    config:\n      name: j1\n      prompt: p\n      \
+                         rules: [{host: api.test}]\n      provider: {type: anthropic, model: m, \
+                         api_key_env: K}\n";
+    const SECRETS: &str = "  - name: secrets\n    config:\n      secrets:\n        - source: \
+                           {type: env, var: S}\n          replace:\n            proxy_value: tok\n\
+                           \x20           match_headers: [Authorization]\n          rules: \
+                           [{host: api.test}]\n";
+
+    #[test]
+    fn a_judge_after_secrets_is_flagged_and_before_is_not() {
+        let after = lint(&config(&format!("{SECRETS}{JUDGE}")));
+        assert_eq!(after.len(), 1, "{after:?}");
+        assert_eq!(after[0].path, "transforms[1]");
+        assert!(
+            after[0]
+                .message
+                .contains("judge \"j1\" runs after transforms[0] (secrets)"),
+            "{}",
+            after[0]
+        );
+        assert_eq!(lint(&config(&format!("{JUDGE}{SECRETS}"))), vec![]);
+        assert_eq!(lint(&config(JUDGE)), vec![]);
+    }
+}
