@@ -2,6 +2,7 @@
 //! buffer a body up to a cap without ever truncating silently.
 
 use bytes::Bytes;
+use http_body::Body as _;
 use http_body_util::{combinators::BoxBody, BodyExt, Empty, Full};
 
 /// Any error a body can carry.
@@ -66,9 +67,176 @@ pub async fn collect(mut body: Body, limit: usize) -> Result<Bytes, BufferError>
     Ok(buf.freeze())
 }
 
+/// The start of a body, read for inspection, and what follows it.
+pub struct Prefix {
+    /// The bytes read: at least the amount asked for, unless the body ended.
+    pub bytes: Bytes,
+    /// The whole body again, to send on: `bytes` first, then the rest (the
+    /// unread data and any trailers). Nothing read is lost.
+    pub body: Body,
+    /// Whether `bytes` is the whole body's data.
+    pub complete: bool,
+}
+
+/// Reads the first `want` bytes of `body` (more when a chunk runs past them;
+/// fewer when the body ends first) without consuming the rest.
+pub async fn read_prefix(mut body: Body, want: usize) -> Result<Prefix, BufferError> {
+    let mut buf = bytes::BytesMut::new();
+    let mut trailers = None;
+    let mut ended = false;
+    while buf.len() < want.max(1) {
+        match body.frame().await {
+            None => {
+                ended = true;
+                break;
+            }
+            Some(frame) => match frame.map_err(BufferError::Read)?.into_data() {
+                Ok(data) => buf.extend_from_slice(&data),
+                // Trailers end the data; they go on after it.
+                Err(frame) => {
+                    trailers = frame.into_trailers().ok();
+                    ended = true;
+                    break;
+                }
+            },
+        }
+    }
+    let bytes = buf.freeze();
+    let complete = ended || body.is_end_stream();
+    let rest = if ended { None } else { Some(body) };
+    let body = Prefixed {
+        first: (!bytes.is_empty()).then(|| bytes.clone()),
+        rest,
+        trailers,
+    };
+    Ok(Prefix {
+        bytes,
+        body: body.boxed(),
+        complete,
+    })
+}
+
+/// A body that yields `first`, then `rest`, then `trailers`.
+struct Prefixed {
+    first: Option<Bytes>,
+    rest: Option<Body>,
+    trailers: Option<http::HeaderMap>,
+}
+
+impl http_body::Body for Prefixed {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        if let Some(b) = self.first.take() {
+            return std::task::Poll::Ready(Some(Ok(http_body::Frame::data(b))));
+        }
+        if let Some(rest) = self.rest.as_mut() {
+            return std::pin::Pin::new(rest).poll_frame(cx);
+        }
+        std::task::Poll::Ready(
+            self.trailers
+                .take()
+                .map(|t| Ok(http_body::Frame::trailers(t))),
+        )
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.first.is_none()
+            && self.trailers.is_none()
+            && self.rest.as_ref().is_none_or(|r| r.is_end_stream())
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        let first = self.first.as_ref().map_or(0, |b| b.len() as u64);
+        let mut hint = match &self.rest {
+            Some(r) => r.size_hint(),
+            None => http_body::SizeHint::with_exact(0),
+        };
+        // Upper first: set_lower refuses a lower bound above the upper one.
+        if let Some(upper) = hint.upper() {
+            hint.set_upper(upper + first);
+        }
+        hint.set_lower(hint.lower() + first);
+        hint
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A body that yields these frames one by one.
+    struct Frames(std::collections::VecDeque<http_body::Frame<Bytes>>);
+
+    impl http_body::Body for Frames {
+        type Data = Bytes;
+        type Error = BoxError;
+
+        fn poll_frame(
+            mut self: std::pin::Pin<&mut Self>,
+            _cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+            std::task::Poll::Ready(self.0.pop_front().map(Ok))
+        }
+    }
+
+    /// A body of `chunks`, each its own frame, then optional trailers.
+    fn chunked(chunks: &[&'static str], trailers: Option<http::HeaderMap>) -> Body {
+        let mut frames: std::collections::VecDeque<_> = chunks
+            .iter()
+            .map(|c| http_body::Frame::data(Bytes::from_static(c.as_bytes())))
+            .collect();
+        if let Some(t) = trailers {
+            frames.push_back(http_body::Frame::trailers(t));
+        }
+        Frames(frames).boxed()
+    }
+
+    #[tokio::test]
+    async fn a_prefix_is_read_and_the_whole_body_goes_on() {
+        let p = read_prefix(chunked(&["abc", "def", "ghi"], None), 4)
+            .await
+            .expect("prefix");
+        assert_eq!(p.bytes, "abcdef", "whole chunks, at least 4 bytes");
+        assert!(!p.complete);
+        assert_eq!(collect(p.body, 0).await.expect("rest"), "abcdefghi");
+
+        let p = read_prefix(chunked(&["abc"], None), 10)
+            .await
+            .expect("short");
+        assert_eq!(p.bytes, "abc");
+        assert!(p.complete);
+        assert_eq!(collect(p.body, 0).await.expect("rest"), "abc");
+
+        let p = read_prefix(empty(), 10).await.expect("empty");
+        assert!(p.complete && p.bytes.is_empty());
+        assert!(p.body.is_end_stream());
+    }
+
+    #[tokio::test]
+    async fn trailers_after_the_prefix_or_inside_it_are_kept() {
+        let mut t = http::HeaderMap::new();
+        t.insert("x-checksum", http::HeaderValue::from_static("42"));
+        for (chunks, want) in [(&["ab", "cd"][..], 1), (&["ab", "cd"][..], 100)] {
+            let p = read_prefix(chunked(chunks, Some(t.clone())), want)
+                .await
+                .expect("prefix");
+            let collected = p.body.collect().await.expect("body");
+            assert_eq!(collected.trailers(), Some(&t), "want {want}");
+            assert_eq!(collected.to_bytes(), "abcd", "want {want}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_size_hint_counts_the_prefix() {
+        let p = read_prefix(full("hello world"), 3).await.expect("prefix");
+        assert!(p.complete);
+        assert_eq!(p.body.size_hint().exact(), Some(11));
+    }
 
     #[tokio::test]
     async fn collect_refuses_past_limit() {

@@ -16,7 +16,9 @@ use hyper::body::Incoming;
 
 use crate::audit::{AuditRecord, AuditSink, ClientProcess, Mode, TunnelInfo};
 use crate::body::{self, Body, BoxError, BufferError};
-use crate::pipeline::{policy_response, BufferedBody, Dest, Flow, OriginalBody, PhaseOutcome};
+use crate::pipeline::{
+    policy_response, BodyNeed, BodyPrefix, BufferedBody, Dest, Flow, OriginalBody, PhaseOutcome,
+};
 use crate::rules::normalize_host;
 use crate::state::Shared;
 
@@ -532,7 +534,35 @@ async fn handle_tracked(
     };
     // parts.version stays the client's: Upstream::send picks the upstream's from it.
     let mut body = body::incoming(incoming);
-    if policy.pipeline.wants_request_body(&cx, &parts) {
+    let need = policy.pipeline.body_need(&cx, &parts);
+    if let BodyNeed::Prefix(want) = need {
+        let limit = policy.limits.max_request_body_bytes;
+        let want = if limit == 0 { want } else { want.min(limit) };
+        match body::read_prefix(body, want).await {
+            Ok(p) => {
+                // A chunk may run past `want`: transforms see `want` bytes at
+                // most (the limit holds), the body keeps them all.
+                let seen = p.bytes.len().min(want);
+                parts.extensions.insert(BodyPrefix {
+                    bytes: p.bytes.slice(..seen),
+                    complete: p.complete && seen == p.bytes.len(),
+                });
+                body = p.body;
+            }
+            Err(e) => {
+                let e = match e {
+                    BufferError::Read(e) => e.to_string(),
+                    other => other.to_string(),
+                };
+                rec.fail("client_body_error", e, 400);
+                return Ok(finish(
+                    error_response(StatusCode::BAD_REQUEST, "reading request body failed"),
+                    AuditGuard::since(rec, sink, started),
+                ));
+            }
+        }
+    }
+    if need == BodyNeed::Full {
         match body::collect(body, policy.limits.max_request_body_bytes).await {
             Ok(bytes) => {
                 parts.extensions.insert(BufferedBody(bytes.clone()));

@@ -182,6 +182,14 @@ pub trait Transform: Send + Sync {
         false
     }
 
+    /// How many leading bytes of this request's body this transform reads,
+    /// when it needs only a prefix (it never rewrites the body). The pipeline
+    /// reads that much (at most `proxy.max_request_body_bytes`) and streams
+    /// the rest on after the request phase; see [`body_view`].
+    fn request_body_prefix(&self, _cx: &Flow, _req: &http::request::Parts) -> Option<usize> {
+        None
+    }
+
     /// The transform that signs the buffered body of this request, if this
     /// one does: a body over `proxy.max_request_body_bytes` is then refused
     /// as `body_truncated` (what a signer reports), not as
@@ -256,6 +264,19 @@ impl Pipeline {
         self.transforms
             .iter()
             .any(|t| t.wants_request_body(cx, parts))
+    }
+
+    /// How much of this request's body the transforms read: all of it when
+    /// one wants it whole, else the longest prefix one asks for.
+    pub fn body_need(&self, cx: &Flow, parts: &http::request::Parts) -> BodyNeed {
+        if self.wants_request_body(cx, parts) {
+            return BodyNeed::Full;
+        }
+        self.transforms
+            .iter()
+            .filter_map(|t| t.request_body_prefix(cx, parts))
+            .max()
+            .map_or(BodyNeed::None, BodyNeed::Prefix)
     }
 
     /// The name of the first transform that signs this request's body, if any.
@@ -351,6 +372,41 @@ pub struct BufferedBody(pub bytes::Bytes);
 /// The buffered request body, if the pipeline buffered it for this request.
 pub fn body_bytes<T>(msg: &http::Request<T>) -> Option<&bytes::Bytes> {
     msg.extensions().get::<BufferedBody>().map(|b| &b.0)
+}
+
+/// How much of a request body the pipeline reads before the request phase.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyNeed {
+    /// None: the body streams through.
+    None,
+    /// The first bytes (at least this many, when the body has them); the
+    /// rest streams on after the request phase.
+    Prefix(usize),
+    /// All of it, buffered ([`BufferedBody`]).
+    Full,
+}
+
+/// The first bytes of a request body the pipeline read for transforms that
+/// need only a prefix. Unlike [`BufferedBody`] it is never the body that is
+/// sent: rewriting it would cut the body short, so only readers use it.
+#[derive(Clone, Debug)]
+pub struct BodyPrefix {
+    /// The bytes read.
+    pub bytes: bytes::Bytes,
+    /// Whether they are the whole body.
+    pub complete: bool,
+}
+
+/// The request body as far as the pipeline read it: the buffered body
+/// (complete), or the prefix read for [`Transform::request_body_prefix`]
+/// and whether it is complete.
+pub fn body_view<T>(msg: &http::Request<T>) -> Option<(&bytes::Bytes, bool)> {
+    if let Some(b) = body_bytes(msg) {
+        return Some((b, true));
+    }
+    msg.extensions()
+        .get::<BodyPrefix>()
+        .map(|p| (&p.bytes, p.complete))
 }
 
 /// The request body as the client sent it, before any transform rewrote it.

@@ -291,3 +291,55 @@ fn provider_failures_apply_the_fallback() {
     );
     assert!(!rec.json().to_string().contains("sk-wrong-key"), "{rec}");
 }
+
+#[test]
+fn a_body_longer_than_the_buffer_is_judged_on_its_start_and_sent_whole() {
+    require_root!();
+    let lab = lab(KEY);
+    let (px, up, log) = (&lab.px, &lab.up, lab.log.as_path());
+    // 2.5 MiB, past the default `proxy.max_request_body_bytes` (1 MiB): the judge sees the
+    // first MiB and a warning that more followed; the word the simulated model denies on
+    // sits after it, so this judge, like a model, cannot know about it.
+    let mut body: String = (0..(5 << 18) / 8).map(|i| format!("{i:07x} ")).collect();
+    body.push_str("billing");
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("upload.txt");
+    std::fs::write(&file, &body).expect("write body");
+    let r = Curl::new([
+        "-s",
+        "-X",
+        "POST",
+        "--data-binary",
+        &format!("@{}", file.display()),
+        &up.url("/anything/repos/x/upload"),
+    ])
+    .header("Content-Type", "text/plain")
+    .via(px)
+    .run();
+    r.expect_status(200);
+    let echo = r.json();
+    assert_eq!(echo["body_len"], body.len(), "{}", echo["body_len"]);
+    assert!(
+        echo["data"] == body.as_str(),
+        "the upstream got the body unchanged"
+    );
+    let rec = px.wait_for_audit(|a| a.path() == Some("/anything/repos/x/upload"));
+    assert_eq!(rec.annotation("judge", "decision"), Some(&json!("ALLOW")));
+    let call = seen(log)
+        .into_iter()
+        .find(|c| {
+            c["envelope"]["url"]
+                .as_str()
+                .is_some_and(|u| u.ends_with("/upload"))
+        })
+        .expect("the judge was asked");
+    let warnings = call["envelope"]["warnings"].to_string();
+    assert!(
+        warnings.contains("longer than the 1048576 bytes read for judging"),
+        "{warnings}"
+    );
+    assert!(
+        warnings.contains("body truncated to 16384 of"),
+        "{warnings}"
+    );
+}

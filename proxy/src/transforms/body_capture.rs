@@ -24,7 +24,7 @@ use serde_json::json;
 
 use crate::body::Body;
 use crate::config::BodyCaptureConfig;
-use crate::pipeline::{body_bytes, Flow, Transform, TransformError, Verdict};
+use crate::pipeline::{body_view, Flow, Transform, TransformError, Verdict};
 use crate::rules::Scope;
 
 /// The built transform.
@@ -46,6 +46,21 @@ impl BodyCapture {
             rules: cfg.rules.clone(),
         }
     }
+}
+
+impl BodyCapture {
+    fn captures(&self, cx: &Flow) -> bool {
+        !cx.method.is_empty() && self.rules.applies(&cx.target())
+    }
+}
+
+/// Whether the request declares a content coding other than `identity`.
+fn encoded(req: &http::request::Parts) -> bool {
+    req.headers.get_all(CONTENT_ENCODING).iter().any(|v| {
+        String::from_utf8_lossy(v.as_bytes())
+            .split(',')
+            .any(|c| !c.trim().is_empty() && !c.trim().eq_ignore_ascii_case("identity"))
+    })
 }
 
 /// Decodes `body` per the `Content-Encoding` list, reading at most `cap + 1`
@@ -114,8 +129,16 @@ impl Transform for BodyCapture {
         "body_capture"
     }
 
-    fn wants_request_body(&self, cx: &Flow, _req: &http::request::Parts) -> bool {
-        !cx.method.is_empty() && self.rules.applies(&cx.target())
+    /// A compressed body is buffered whole: how much of it the capture's
+    /// decoded bytes need is not known in advance.
+    fn wants_request_body(&self, cx: &Flow, req: &http::request::Parts) -> bool {
+        self.captures(cx) && encoded(req)
+    }
+
+    /// A plain body is read only as far as the capture keeps (one byte more
+    /// tells that it was cut); the rest streams on.
+    fn request_body_prefix(&self, cx: &Flow, req: &http::request::Parts) -> Option<usize> {
+        (self.captures(cx) && !encoded(req)).then(|| self.max.saturating_add(1))
     }
 
     async fn on_request(
@@ -126,7 +149,7 @@ impl Transform for BodyCapture {
         if !self.rules.applies(&cx.target()) {
             return Ok(Verdict::Continue);
         }
-        let Some(raw) = body_bytes(req) else {
+        let Some((raw, _complete)) = body_view(req) else {
             return Ok(Verdict::Continue);
         };
         if raw.is_empty() {

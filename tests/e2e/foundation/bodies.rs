@@ -1,7 +1,8 @@
 //! Request bodies: streamed by default, whatever their size; buffered only
 //! when a transform needs them (here `secrets` with `replace.match_body`),
 //! and then refused with 413 past `proxy.max_request_body_bytes`, never
-//! truncated.
+//! truncated; read only as far as needed when a transform reads just their
+//! start (`body_capture`), the rest streaming on untouched.
 
 use iron_proxy_tests::*;
 
@@ -70,6 +71,50 @@ transforms:
     let seen = up.wait_for_request(|q| q.path() == "/anything/big");
     assert_eq!(seen.0["body_len"], 3 << 20, "{seen}");
     audited(&px, "stream.test", "/anything/big", &allowed(200));
+}
+
+#[test]
+fn a_transform_that_reads_only_the_start_lets_a_long_body_through_whole() {
+    require_root!();
+    let net = FakeInternet::new();
+    let _up = Upstream::http("capture.test").start(&net);
+    let px = Proxy::with(
+        r#"
+proxy:
+  max_request_body_bytes: 1024
+transforms:
+  - name: allowlist
+    config:
+      domains: ["capture.test"]
+  - name: body_capture
+    config:
+      max_request_body_bytes: 64
+      rules:
+        - host: "capture.test"
+"#,
+    )
+    .resolver(&net)
+    .start();
+    let dir = paths::scratch_dir("bodies");
+    // 3 MiB: far past both caps; distinct bytes everywhere, so a lost or
+    // reordered chunk would show.
+    let body: String = (0..(3 << 20) / 8).map(|i| format!("{i:07x}\n")).collect();
+    let path = dir.path().join("long");
+    std::fs::write(&path, &body).expect("write body");
+    let r = plain(&px, "http://capture.test/anything/long")
+        .args(["--data-binary", &format!("@{}", path.display())])
+        .run();
+    r.expect_status(200);
+    let echo = r.json();
+    assert_eq!(echo["body_len"], 3 << 20, "{}", echo["body_len"]);
+    assert!(
+        echo["data"] == body.as_str(),
+        "the upstream got the body unchanged"
+    );
+    let rec = audited(&px, "capture.test", "/anything/long", &allowed(200));
+    let capture = &rec.0["body_capture"];
+    assert_eq!(capture["request_body"], body[..64], "{rec}");
+    assert_eq!(capture["request_body_truncated"], true, "{rec}");
 }
 
 #[test]

@@ -105,11 +105,26 @@ async fn undecodable_is_annotated_not_rejected() {
 }
 
 #[test]
-fn buffers_only_matching_requests() {
+fn reads_a_prefix_of_plain_bodies_and_buffers_encoded_ones() {
     let t = BodyCapture::new(&cfg(16));
     let (parts, _) = Request::new(()).into_parts();
-    assert!(t.wants_request_body(&flow("POST"), &parts));
+    assert_eq!(t.request_body_prefix(&flow("POST"), &parts), Some(17));
+    assert!(!t.wants_request_body(&flow("POST"), &parts));
+    assert_eq!(t.request_body_prefix(&flow("GET"), &parts), None);
     assert!(!t.wants_request_body(&flow("GET"), &parts));
+    let (gz, _) = Request::builder()
+        .header("content-encoding", "gzip")
+        .body(())
+        .expect("request")
+        .into_parts();
+    assert!(t.wants_request_body(&flow("POST"), &gz));
+    assert_eq!(t.request_body_prefix(&flow("POST"), &gz), None);
+    let (id, _) = Request::builder()
+        .header("content-encoding", "identity")
+        .body(())
+        .expect("request")
+        .into_parts();
+    assert_eq!(t.request_body_prefix(&flow("POST"), &id), Some(17));
 }
 
 /// A brotli stream holding `data` in one uncompressed meta-block (RFC 7932 §9.2).

@@ -70,6 +70,20 @@ pub fn build(
     env
 }
 
+/// Adds the warning that the body goes on past the `read` bytes the
+/// envelope was built from (the proxy reads at most
+/// `proxy.max_request_body_bytes` of it; the rest streams to the upstream
+/// unexamined once the judge allows the request).
+pub fn note_partial_body(env: &mut Value, read: usize) {
+    let note = Value::String(format!(
+        "the body is longer than the {read} bytes read for judging; the rest was not examined"
+    ));
+    match env.get_mut("warnings").and_then(Value::as_array_mut) {
+        Some(w) => w.push(note),
+        None => env["warnings"] = Value::from(vec![note]),
+    }
+}
+
 fn content_type(headers: &[Value]) -> Option<String> {
     headers
         .iter()
@@ -340,5 +354,21 @@ mod tests {
         assert!(s.contains("filename=\"dump.tar\""), "{s}");
         assert!(s.contains("application/x-tar"), "{s}");
         assert!(env.get("body").is_none());
+    }
+
+    #[test]
+    fn a_partly_read_body_is_flagged() {
+        let h = HeaderMap::new();
+        let mut env = build("POST", "/", "a.test", &h, Some(b"abc"));
+        note_partial_body(&mut env, 3);
+        assert_eq!(
+            env["warnings"],
+            json!([
+                "the body is longer than the 3 bytes read for judging; the rest was not examined"
+            ])
+        );
+        let mut env = build("POST", "/", "a.test", &h, Some(&[0xff; 4][..]));
+        note_partial_body(&mut env, 4);
+        assert_eq!(env["warnings"].as_array().map(Vec::len), Some(2), "{env}");
     }
 }

@@ -27,7 +27,7 @@ use tokio::sync::Semaphore;
 
 use crate::body::Body;
 use crate::config::{JudgeConfig, JudgeFallback, JudgeProvider};
-use crate::pipeline::{body_bytes, Flow, Rejection, Transform, TransformError, Verdict};
+use crate::pipeline::{body_view, Flow, Rejection, Transform, TransformError, Verdict};
 use crate::rules::Scope;
 use crate::secrets::http::HttpClient;
 use crate::secrets::Sources;
@@ -244,8 +244,11 @@ impl Transform for Judge {
         false
     }
 
-    fn wants_request_body(&self, cx: &Flow, _req: &http::request::Parts) -> bool {
-        self.applies(cx)
+    /// As much of the body as the proxy buffers (`proxy.max_request_body_bytes`):
+    /// a longer body is judged on its start, with a warning in the envelope,
+    /// and streams on if allowed.
+    fn request_body_prefix(&self, cx: &Flow, _req: &http::request::Parts) -> Option<usize> {
+        self.applies(cx).then_some(usize::MAX)
     }
 
     async fn on_request(
@@ -259,13 +262,17 @@ impl Transform for Judge {
         let started = tokio::time::Instant::now();
         cx.annotate("instance", self.instance.clone());
         cx.annotate("model", self.provider.model.clone());
-        let env = envelope::build(
+        let body = body_view(req);
+        let mut env = envelope::build(
             &cx.method,
             &req.uri().to_string(),
             &cx.dest.host,
             req.headers(),
-            body_bytes(req).map(|b| &b[..]),
+            body.map(|(b, _)| &b[..]),
         );
+        if let Some((b, false)) = body {
+            envelope::note_partial_body(&mut env, b.len());
+        }
         let outcome = self.judge(&env.to_string(), cx).await;
         cx.annotate(
             "duration_ms",

@@ -79,7 +79,9 @@ async fn requests_outside_the_rules_are_not_judged() {
     let j = judge("", "http://127.0.0.1:9", &[("KEY", "k")]).expect("judge");
     let mut req = request("GET", "https://api.test/repos/x", &[], None);
     let mut cx = flow("GET");
-    assert!(!j.wants_request_body(&cx, &http::Request::new(()).into_parts().0));
+    let parts = http::Request::new(()).into_parts().0;
+    assert!(!j.wants_request_body(&cx, &parts));
+    assert_eq!(j.request_body_prefix(&cx, &parts), None);
     let out = j.on_request(&mut req, &mut cx).await.expect("ok");
     assert!(matches!(out, Verdict::Continue));
     assert!(!j.traced_when_idle());
