@@ -51,20 +51,59 @@ pub fn incoming(b: hyper::body::Incoming) -> Body {
     b.map_err(|e| -> BoxError { Box::new(e) }).boxed()
 }
 
-/// Buffers the whole body, failing with [`BufferError::TooLarge`] past `limit`
-/// bytes (`0` means no limit).
-pub async fn collect(mut body: Body, limit: usize) -> Result<Bytes, BufferError> {
+/// Buffers the whole body's data, failing with [`BufferError::TooLarge`] past
+/// `limit` bytes (`0` means no limit). Trailers are dropped: use
+/// [`collect_all`] where the body goes on.
+pub async fn collect(body: Body, limit: usize) -> Result<Bytes, BufferError> {
+    collect_all(body, limit).await.map(|c| c.bytes)
+}
+
+/// A whole body, buffered.
+pub struct Collected {
+    /// Its data.
+    pub bytes: Bytes,
+    /// Its trailers (gRPC's `grpc-status`, for one), if it had any.
+    pub trailers: Option<http::HeaderMap>,
+}
+
+/// Buffers the whole body, data and trailers, failing with
+/// [`BufferError::TooLarge`] past `limit` bytes of data (`0`: no limit).
+pub async fn collect_all(mut body: Body, limit: usize) -> Result<Collected, BufferError> {
     let mut buf = bytes::BytesMut::new();
+    let mut trailers: Option<http::HeaderMap> = None;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(BufferError::Read)?;
-        if let Ok(data) = frame.into_data() {
-            if limit != 0 && buf.len() + data.len() > limit {
-                return Err(BufferError::TooLarge { limit });
+        match frame.into_data() {
+            Ok(data) => {
+                if limit != 0 && buf.len() + data.len() > limit {
+                    return Err(BufferError::TooLarge { limit });
+                }
+                buf.extend_from_slice(&data);
             }
-            buf.extend_from_slice(&data);
+            Err(frame) => {
+                if let Ok(t) = frame.into_trailers() {
+                    trailers.get_or_insert_with(http::HeaderMap::new).extend(t);
+                }
+            }
         }
     }
-    Ok(buf.freeze())
+    Ok(Collected {
+        bytes: buf.freeze(),
+        trailers,
+    })
+}
+
+/// A body of `bytes` followed by `trailers` (when there are any).
+pub fn with_trailers(bytes: Bytes, trailers: Option<http::HeaderMap>) -> Body {
+    match trailers {
+        None => full(bytes),
+        Some(t) => Prefixed {
+            first: (!bytes.is_empty()).then_some(bytes),
+            rest: None,
+            trailers: Some(t),
+        }
+        .boxed(),
+    }
 }
 
 /// The start of a body, read for inspection, and what follows it.
@@ -229,6 +268,25 @@ mod tests {
             assert_eq!(collected.trailers(), Some(&t), "want {want}");
             assert_eq!(collected.to_bytes(), "abcd", "want {want}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_buffered_body_keeps_its_trailers_when_it_goes_on() {
+        let mut t = http::HeaderMap::new();
+        t.insert("grpc-status", http::HeaderValue::from_static("0"));
+        let c = collect_all(chunked(&["ab", "cd"], Some(t.clone())), 0)
+            .await
+            .expect("collect");
+        assert_eq!(c.bytes, "abcd");
+        assert_eq!(c.trailers.as_ref(), Some(&t));
+        let again = with_trailers(c.bytes, c.trailers)
+            .collect()
+            .await
+            .expect("body");
+        assert_eq!(again.trailers(), Some(&t));
+        assert_eq!(again.to_bytes(), "abcd");
+        let plain = with_trailers(Bytes::from_static(b"x"), None);
+        assert_eq!(plain.size_hint().exact(), Some(1));
     }
 
     #[tokio::test]

@@ -17,7 +17,8 @@ use hyper::body::Incoming;
 use crate::audit::{AuditRecord, AuditSink, ClientProcess, Mode, TunnelInfo};
 use crate::body::{self, Body, BoxError, BufferError};
 use crate::pipeline::{
-    policy_response, BodyNeed, BodyPrefix, BufferedBody, Dest, Flow, OriginalBody, PhaseOutcome,
+    policy_response, BodyNeed, BodyPrefix, BodyTrailers, BufferedBody, Dest, Flow, OriginalBody,
+    PhaseOutcome,
 };
 use crate::rules::normalize_host;
 use crate::state::Shared;
@@ -563,11 +564,14 @@ async fn handle_tracked(
         }
     }
     if need == BodyNeed::Full {
-        match body::collect(body, policy.limits.max_request_body_bytes).await {
-            Ok(bytes) => {
-                parts.extensions.insert(BufferedBody(bytes.clone()));
-                parts.extensions.insert(OriginalBody(bytes.clone()));
-                body = body::full(bytes);
+        match body::collect_all(body, policy.limits.max_request_body_bytes).await {
+            Ok(c) => {
+                parts.extensions.insert(BufferedBody(c.bytes.clone()));
+                parts.extensions.insert(OriginalBody(c.bytes.clone()));
+                if let Some(t) = &c.trailers {
+                    parts.extensions.insert(BodyTrailers(t.clone()));
+                }
+                body = body::with_trailers(c.bytes, c.trailers);
             }
             Err(BufferError::TooLarge { limit }) => {
                 // A signer would see a truncated body: refused as the spec's
@@ -656,8 +660,14 @@ async fn handle_tracked(
     let mut rsp = Response::from_parts(parts, body::incoming(incoming));
     if policy.pipeline.wants_response_body(&cx) {
         let (parts, b) = rsp.into_parts();
-        match body::collect(b, policy.limits.max_response_body_bytes).await {
-            Ok(bytes) => rsp = Response::from_parts(parts, body::full(bytes)),
+        match body::collect_all(b, policy.limits.max_response_body_bytes).await {
+            Ok(c) => {
+                let mut parts = parts;
+                if let Some(t) = &c.trailers {
+                    parts.extensions.insert(BodyTrailers(t.clone()));
+                }
+                rsp = Response::from_parts(parts, body::with_trailers(c.bytes, c.trailers));
+            }
             Err(e) => {
                 let reason = if matches!(e, BufferError::TooLarge { .. }) {
                     "response_body_too_large"

@@ -435,11 +435,18 @@ pub(crate) fn test_flow(host: &str, method: &str, path: &str) -> Flow {
     )
 }
 
-/// Replaces a buffered request body (keeps the extension and Content-Length in step).
+/// The trailers of a buffered body, kept so that a rewritten body still
+/// ends with them.
+#[derive(Clone, Debug)]
+pub struct BodyTrailers(pub http::HeaderMap);
+
+/// Replaces a buffered request body (keeps the extension, the trailers and
+/// Content-Length in step).
 pub fn set_body_bytes(req: &mut Request<Body>, bytes: bytes::Bytes) {
     let len = bytes.len();
     req.extensions_mut().insert(BufferedBody(bytes.clone()));
-    *req.body_mut() = body::full(bytes);
+    let trailers = req.extensions().get::<BodyTrailers>().map(|t| t.0.clone());
+    *req.body_mut() = body::with_trailers(bytes, trailers);
     if req.headers().contains_key(http::header::CONTENT_LENGTH) {
         req.headers_mut()
             .insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(len));

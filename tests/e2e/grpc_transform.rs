@@ -240,3 +240,52 @@ fn mtls_to_the_server_and_an_unreachable_server_fails_closed() {
         }
     }
 }
+
+/// gRPC answers end in trailers (`grpc-status`): a transform that buffers the response body
+/// (here `send_response_body`) must send them on with it.
+#[test]
+fn a_buffered_grpc_response_keeps_its_trailers() {
+    require_root!();
+    let net = FakeInternet::new();
+    let dir = tempfile::tempdir().expect("dir");
+    let log = dir.path().join("calls.jsonl");
+    let (_srv, addr, _) = server(&net, &log, None);
+    let _up = Upstream::https("grpc.test").start(&net);
+    let px = Proxy::with(
+        format!(
+            r#"
+proxy:
+  tunnel_listen: auto
+transforms:
+  - name: allowlist
+    config:
+      domains: ["grpc.test"]
+  - name: grpc
+    config:
+      name: "policy-engine"
+      target: "{addr}"
+      send_response_body: true
+      rules:
+        - host: "grpc.test"
+"#
+        )
+        .as_str(),
+    )
+    .resolver(&net)
+    .start();
+    let proxy = format!("http://{}", px.tunnel_addr());
+    let out = python(
+        crate::tls::grpc::GRPC_CLIENT,
+        ["connect", px.ca(), proxy.as_str()],
+    );
+    crate::tls::grpc::check_calls(&out);
+    // The policy server saw each buffered answer (the echoed message framed in gRPC).
+    let seen = calls(&log);
+    assert!(
+        seen.iter().any(|c| c["rpc"] == "response"
+            && c["url"]
+                .as_str()
+                .is_some_and(|u| u.ends_with("/test.Echo/Unary"))),
+        "{seen:?}"
+    );
+}

@@ -6,7 +6,7 @@ use super::*;
 
 /// argv: mode (`connect` or `direct`), proxy CA, then the proxy URL (connect) or the HTTPS
 /// listener's `host:port` (direct, with the TLS name and authority overridden).
-const GRPC_CLIENT: &str = r#"
+pub(crate) const GRPC_CLIENT: &str = r#"
 import json, os, sys
 mode, ca = sys.argv[1], sys.argv[2]
 if mode == "connect":
@@ -33,7 +33,7 @@ with grpc.secure_channel(target, creds, options=options) as ch:
 print(json.dumps(out))
 "#;
 
-fn check_calls(out: &PyResult) {
+pub(crate) fn check_calls(out: &PyResult) {
     let v = out.assert_ok().json();
     assert_eq!(v["unary"], "ping", "{out}");
     assert_eq!(v["unary_code"], "OK", "{out}");

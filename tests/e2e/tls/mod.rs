@@ -6,7 +6,7 @@
 //! Every test checks the audit records the proxy wrote, not only what the client saw.
 
 mod generate_ca;
-mod grpc;
+pub(crate) mod grpc;
 mod leaf_cache;
 mod mitm;
 mod refusals;

@@ -29,8 +29,8 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 use crate::body::{self, Body};
 use crate::config::GrpcConfig;
 use crate::pipeline::{
-    body_bytes, policy_response, set_body_bytes, Flow, Rejection, Transform, TransformError,
-    Verdict,
+    body_bytes, policy_response, set_body_bytes, BodyTrailers, Flow, Rejection, Transform,
+    TransformError, Verdict,
 };
 use crate::rules::Scope;
 use convert::{annotate, context, headers_to_wire, replace_headers, response_from_wire};
@@ -258,11 +258,14 @@ impl Transform for GrpcTransform {
         };
         let body = if self.send_response_body {
             let b = std::mem::replace(rsp.body_mut(), body::empty());
-            let bytes = body::collect(b, 0)
+            let c = body::collect_all(b, 0)
                 .await
                 .map_err(|e| self.failed("TransformResponse", e))?;
-            *rsp.body_mut() = body::full(bytes.clone());
-            bytes
+            if let Some(t) = &c.trailers {
+                rsp.extensions_mut().insert(BodyTrailers(t.clone()));
+            }
+            *rsp.body_mut() = body::with_trailers(c.bytes.clone(), c.trailers);
+            c.bytes
         } else {
             Bytes::new()
         };
@@ -304,7 +307,8 @@ impl Transform for GrpcTransform {
                 rsp.headers_mut().remove(TRANSFER_ENCODING);
                 rsp.headers_mut()
                     .insert(CONTENT_LENGTH, HeaderValue::from(m.body.len()));
-                *rsp.body_mut() = body::full(m.body);
+                let trailers = rsp.extensions().get::<BodyTrailers>().map(|t| t.0.clone());
+                *rsp.body_mut() = body::with_trailers(m.body, trailers);
             }
         }
         Ok(Verdict::Continue)
