@@ -551,11 +551,12 @@ async fn handle_tracked(
                 body = p.body;
             }
             Err(e) => {
-                let e = match e {
-                    BufferError::Read(e) => e.to_string(),
+                // Only a failing client body stops a prefix read; say why it failed.
+                let detail = match e {
+                    BufferError::Read(inner) => inner.to_string(),
                     other => other.to_string(),
                 };
-                rec.fail("client_body_error", e, 400);
+                rec.fail("client_body_error", detail, 400);
                 return Ok(finish(
                     error_response(StatusCode::BAD_REQUEST, "reading request body failed"),
                     AuditGuard::since(rec, sink, started),
@@ -659,10 +660,9 @@ async fn handle_tracked(
     strip_hop_by_hop(&mut parts.headers, false);
     let mut rsp = Response::from_parts(parts, body::incoming(incoming));
     if policy.pipeline.wants_response_body(&cx) {
-        let (parts, b) = rsp.into_parts();
+        let (mut parts, b) = rsp.into_parts();
         match body::collect_all(b, policy.limits.max_response_body_bytes).await {
             Ok(c) => {
-                let mut parts = parts;
                 if let Some(t) = &c.trailers {
                     parts.extensions.insert(BodyTrailers(t.clone()));
                 }
