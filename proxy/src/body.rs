@@ -117,14 +117,35 @@ pub struct Prefix {
     pub complete: bool,
 }
 
+/// How long [`read_prefix`] waits for more of a body whose length is not
+/// declared before it settles for what it has: a streaming request (a gRPC
+/// stream, say) may send a little and then wait for the answer.
+pub const PREFIX_IDLE: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// Reads the first `want` bytes of `body` (more when a chunk runs past them;
-/// fewer when the body ends first) without consuming the rest.
-pub async fn read_prefix(mut body: Body, want: usize) -> Result<Prefix, BufferError> {
+/// fewer when the body ends first, or when its length is not declared and
+/// nothing more arrives within `idle`) without consuming the rest.
+pub async fn read_prefix(
+    mut body: Body,
+    want: usize,
+    idle: std::time::Duration,
+) -> Result<Prefix, BufferError> {
     let mut buf = bytes::BytesMut::new();
     let mut trailers = None;
     let mut ended = false;
+    // A declared length will arrive; an undeclared one may be a stream that
+    // waits for the answer.
+    let declared = body.size_hint().exact().is_some();
     while buf.len() < want.max(1) {
-        match body.frame().await {
+        let next = if declared {
+            body.frame().await
+        } else {
+            match tokio::time::timeout(idle, body.frame()).await {
+                Ok(f) => f,
+                Err(_) => break,
+            }
+        };
+        match next {
             None => {
                 ended = true;
                 break;
@@ -237,21 +258,21 @@ mod tests {
 
     #[tokio::test]
     async fn a_prefix_is_read_and_the_whole_body_goes_on() {
-        let p = read_prefix(chunked(&["abc", "def", "ghi"], None), 4)
+        let p = read_prefix(chunked(&["abc", "def", "ghi"], None), 4, PREFIX_IDLE)
             .await
             .expect("prefix");
         assert_eq!(p.bytes, "abcdef", "whole chunks, at least 4 bytes");
         assert!(!p.complete);
         assert_eq!(collect(p.body, 0).await.expect("rest"), "abcdefghi");
 
-        let p = read_prefix(chunked(&["abc"], None), 10)
+        let p = read_prefix(chunked(&["abc"], None), 10, PREFIX_IDLE)
             .await
             .expect("short");
         assert_eq!(p.bytes, "abc");
         assert!(p.complete);
         assert_eq!(collect(p.body, 0).await.expect("rest"), "abc");
 
-        let p = read_prefix(empty(), 10).await.expect("empty");
+        let p = read_prefix(empty(), 10, PREFIX_IDLE).await.expect("empty");
         assert!(p.complete && p.bytes.is_empty());
         assert!(p.body.is_end_stream());
     }
@@ -261,13 +282,59 @@ mod tests {
         let mut t = http::HeaderMap::new();
         t.insert("x-checksum", http::HeaderValue::from_static("42"));
         for (chunks, want) in [(&["ab", "cd"][..], 1), (&["ab", "cd"][..], 100)] {
-            let p = read_prefix(chunked(chunks, Some(t.clone())), want)
+            let p = read_prefix(chunked(chunks, Some(t.clone())), want, PREFIX_IDLE)
                 .await
                 .expect("prefix");
             let collected = p.body.collect().await.expect("body");
             assert_eq!(collected.trailers(), Some(&t), "want {want}");
             assert_eq!(collected.to_bytes(), "abcd", "want {want}");
         }
+    }
+
+    /// A body of undeclared length that sends `first`, then nothing until
+    /// the rest is sent through the returned channel.
+    fn stalling(first: &'static str) -> (Body, tokio::sync::oneshot::Sender<&'static str>) {
+        type Item = Result<http_body::Frame<Bytes>, BoxError>;
+        let (tx, rx) = tokio::sync::oneshot::channel::<&'static str>();
+        let (ftx, frx) = tokio::sync::mpsc::channel::<Item>(4);
+        tokio::spawn(async move {
+            let data =
+                |s: &'static str| Ok(http_body::Frame::data(Bytes::from_static(s.as_bytes())));
+            let _ = ftx.send(data(first)).await;
+            if let Ok(rest) = rx.await {
+                let _ = ftx.send(data(rest)).await;
+            }
+        });
+        (Channel(frx).boxed(), tx)
+    }
+
+    struct Channel(tokio::sync::mpsc::Receiver<Result<http_body::Frame<Bytes>, BoxError>>);
+
+    impl http_body::Body for Channel {
+        type Data = Bytes;
+        type Error = BoxError;
+
+        fn poll_frame(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+            self.0.poll_recv(cx)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stream_that_waits_for_its_answer_is_not_waited_for() {
+        let (body, more) = stalling("hello");
+        let idle = std::time::Duration::from_millis(50);
+        let read = read_prefix(body, 1024, idle);
+        let p = tokio::time::timeout(std::time::Duration::from_secs(5), read)
+            .await
+            .expect("the prefix read settles for what arrived")
+            .expect("prefix");
+        assert_eq!(p.bytes, "hello");
+        assert!(!p.complete);
+        more.send(" world").expect("send the rest");
+        assert_eq!(collect(p.body, 0).await.expect("rest"), "hello world");
     }
 
     #[tokio::test]
@@ -291,7 +358,9 @@ mod tests {
 
     #[tokio::test]
     async fn the_size_hint_counts_the_prefix() {
-        let p = read_prefix(full("hello world"), 3).await.expect("prefix");
+        let p = read_prefix(full("hello world"), 3, PREFIX_IDLE)
+            .await
+            .expect("prefix");
         assert!(p.complete);
         assert_eq!(p.body.size_hint().exact(), Some(11));
     }

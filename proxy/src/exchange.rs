@@ -539,7 +539,7 @@ async fn handle_tracked(
     if let BodyNeed::Prefix(want) = need {
         let limit = policy.limits.max_request_body_bytes;
         let want = if limit == 0 { want } else { want.min(limit) };
-        match body::read_prefix(body, want).await {
+        match body::read_prefix(body, want, body::PREFIX_IDLE).await {
             Ok(p) => {
                 // A chunk may run past `want`: transforms see `want` bytes at
                 // most (the limit holds), the body keeps them all.
