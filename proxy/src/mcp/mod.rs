@@ -349,13 +349,17 @@ impl Transform for McpInterceptor {
             reason: "mcp_unfilterable_response",
             detail,
         };
-        if let Some(enc) = rsp.headers().get(CONTENT_ENCODING) {
-            if !enc.as_bytes().eq_ignore_ascii_case(b"identity") {
-                return Err(unfilterable(
-                    "the MCP server encoded a tools/list answer although asked for identity".into(),
-                ));
-            }
-        }
+        // Asked for identity, a server may still compress: a JSON answer is
+        // decoded (and sent on plain); an encoded event stream is refused.
+        let encoding = rsp
+            .headers()
+            .get(CONTENT_ENCODING)
+            .map(|v| {
+                String::from_utf8_lossy(v.as_bytes())
+                    .trim()
+                    .to_ascii_lowercase()
+            })
+            .filter(|e| !e.is_empty() && e != "identity");
         let mime = rsp
             .headers()
             .get(CONTENT_TYPE)
@@ -363,6 +367,11 @@ impl Transform for McpInterceptor {
             .and_then(|v| v.split(';').next())
             .map(|m| m.trim().to_ascii_lowercase())
             .unwrap_or_default();
+        if encoding.is_some() && mime != "application/json" {
+            return Err(unfilterable(format!(
+                "the MCP server encoded a {mime} tools/list answer although asked for identity"
+            )));
+        }
         match mime.as_str() {
             "application/json" => {
                 let b = std::mem::replace(rsp.body_mut(), body::empty());
@@ -378,6 +387,26 @@ impl Transform for McpInterceptor {
                             detail: format!("reading the MCP server's answer: {e}"),
                         },
                     })?;
+                let bytes = match &encoding {
+                    None => bytes,
+                    Some(enc) => {
+                        let cap = match self.max_response {
+                            0 => usize::MAX - 1,
+                            n => n,
+                        };
+                        let plain = crate::transforms::body_capture::decode(&bytes, enc, cap)
+                            .map_err(|e| {
+                                unfilterable(format!("decoding the tools/list answer: {e}"))
+                            })?;
+                        if plain.len() > cap {
+                            return Err(unfilterable(format!(
+                                "the decoded tools/list answer exceeds proxy.max_response_body_bytes ({cap})"
+                            )));
+                        }
+                        rsp.headers_mut().remove(CONTENT_ENCODING);
+                        Bytes::from(plain)
+                    }
+                };
                 let out = filter::filter(&bytes, &mut want, &server);
                 for seen in out.seen {
                     log.push(seen);

@@ -267,18 +267,49 @@ async fn tools_list_answers_are_filtered() {
 }
 
 #[tokio::test]
-async fn an_encoded_answer_to_filter_fails_closed() {
+async fn an_encoded_event_stream_or_undecodable_answer_fails_closed() {
+    for (mime, body) in [
+        ("text/event-stream", "..."),
+        ("application/json", "not gzip"),
+    ] {
+        let (_, mut cx, _) = judge(r#"{"jsonrpc":"2.0","id":4,"method":"tools/list"}"#).await;
+        let mut rsp = Response::new(body::full(body));
+        rsp.headers_mut()
+            .insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        rsp.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static(mime));
+        let e = interceptor()
+            .on_response(&mut rsp, &mut cx)
+            .await
+            .err()
+            .expect("fails closed");
+        assert_eq!(
+            (e.status, e.reason),
+            (StatusCode::BAD_GATEWAY, "mcp_unfilterable_response"),
+            "{mime}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_compressed_json_answer_is_decoded_filtered_and_sent_plain() {
+    use std::io::Write as _;
     let (_, mut cx, _) = judge(r#"{"jsonrpc":"2.0","id":4,"method":"tools/list"}"#).await;
-    let mut rsp = Response::new(body::full("..."));
+    let list = r#"{"jsonrpc":"2.0","id":4,"result":{"tools":[{"name":"search"},{"name":"rm"}]}}"#;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(list.as_bytes()).expect("gzip");
+    let gz = gz.finish().expect("gzip");
+    let mut rsp = Response::new(body::full(gz));
     rsp.headers_mut()
         .insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
-    let e = interceptor()
+    rsp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    interceptor()
         .on_response(&mut rsp, &mut cx)
         .await
-        .err()
-        .expect("fails closed");
-    assert_eq!(
-        (e.status, e.reason),
-        (StatusCode::BAD_GATEWAY, "mcp_unfilterable_response")
-    );
+        .expect("filtered");
+    assert!(rsp.headers().get(CONTENT_ENCODING).is_none());
+    let bytes = rsp.into_body().collect().await.expect("body").to_bytes();
+    let v: Value = serde_json::from_slice(&bytes).expect("plain json");
+    assert_eq!(v["result"]["tools"], json!([{"name": "search"}]));
 }
