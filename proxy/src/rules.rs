@@ -320,6 +320,45 @@ impl Scope {
     pub fn applies(&self, t: &Target<'_>) -> bool {
         self.0.is_empty() || self.0.iter().any(|r| r.matches(t))
     }
+
+    /// False only when no host can be in both scopes (conservative: globs,
+    /// methods and paths are taken to overlap).
+    pub fn may_overlap(&self, other: &Scope) -> bool {
+        if self.0.is_empty() || other.0.is_empty() {
+            return true;
+        }
+        self.0.iter().any(|a| {
+            other
+                .0
+                .iter()
+                .any(|b| targets_may_overlap(&a.target, &b.target))
+        })
+    }
+}
+
+/// Whether one host or IP could match both targets.
+fn targets_may_overlap(a: &RuleTarget, b: &RuleTarget) -> bool {
+    use HostPattern::{Any, Exact, Glob, Subdomains};
+    match (a, b) {
+        (RuleTarget::Cidr(x), RuleTarget::Cidr(y)) => {
+            x.contains(&y.network()) || y.contains(&x.network())
+        }
+        (RuleTarget::Cidr(net), RuleTarget::Host(h))
+        | (RuleTarget::Host(h), RuleTarget::Cidr(net)) => match h {
+            Any | Glob(_) => true,
+            Exact(e) => e
+                .parse::<IpAddr>()
+                .is_ok_and(|ip| net.contains(&canonical_ip(ip))),
+            Subdomains(_) => false,
+        },
+        (RuleTarget::Host(x), RuleTarget::Host(y)) => match (x, y) {
+            (Any, _) | (_, Any) | (Glob(_), _) | (_, Glob(_)) => true,
+            (Exact(e), p) | (p, Exact(e)) => p.matches(e),
+            (Subdomains(s), Subdomains(t)) => {
+                Subdomains(s.clone()).matches(t) || Subdomains(t.clone()).matches(s)
+            }
+        },
+    }
 }
 
 #[cfg(test)]
@@ -333,6 +372,52 @@ mod tests {
             ip: host.parse().ok(),
             method,
             path,
+        }
+    }
+
+    fn scope(hosts: &[&str]) -> Scope {
+        Scope(
+            hosts
+                .iter()
+                .map(|h| {
+                    let target = match h.strip_prefix("cidr:") {
+                        Some(c) => RuleTarget::Cidr(parse_cidr(c).expect("cidr")),
+                        None => RuleTarget::Host(h.parse().expect("host")),
+                    };
+                    Rule {
+                        target,
+                        methods: MethodSet::All,
+                        paths: vec![],
+                    }
+                })
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn scopes_overlap_unless_no_host_can_be_in_both() {
+        for (a, b, overlap) in [
+            (&["api.openai.com"][..], &["api.github.com"][..], false),
+            (&["api.openai.com"][..], &["api.openai.com"][..], true),
+            (&["*.openai.com"][..], &["api.openai.com"][..], true),
+            (&["*.openai.com"][..], &["openai.com"][..], true),
+            (&["*.openai.com"][..], &["*.api.openai.com"][..], true),
+            (&["*.openai.com"][..], &["*.github.com"][..], false),
+            (&["api-*.test"][..], &["x.example"][..], true),
+            (&["*"][..], &["x.example"][..], true),
+            (&["cidr:10.0.0.0/8"][..], &["cidr:10.1.0.0/16"][..], true),
+            (
+                &["cidr:10.0.0.0/8"][..],
+                &["cidr:192.168.0.0/16"][..],
+                false,
+            ),
+            (&["cidr:10.0.0.0/8"][..], &["10.2.3.4"][..], true),
+            (&["cidr:10.0.0.0/8"][..], &["api.test"][..], false),
+            (&[][..], &["api.test"][..], true),
+            (&["a.test", "b.test"][..], &["c.test", "b.test"][..], true),
+        ] {
+            assert_eq!(scope(a).may_overlap(&scope(b)), overlap, "{a:?} / {b:?}");
+            assert_eq!(scope(b).may_overlap(&scope(a)), overlap, "{b:?} / {a:?}");
         }
     }
 

@@ -7,6 +7,7 @@ use std::fmt;
 
 use super::transforms::TransformConfig;
 use super::Config;
+use crate::rules::Scope;
 
 /// One finding, with the field it is about.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,17 +24,17 @@ impl fmt::Display for Lint {
     }
 }
 
-/// Whether a transform puts real credentials (or values derived from them)
-/// into the request.
-fn injects_credentials(t: &TransformConfig) -> bool {
-    matches!(
-        t,
-        TransformConfig::Secrets(_)
-            | TransformConfig::OauthToken(_)
-            | TransformConfig::GcpAuth(_)
-            | TransformConfig::AwsAuth(_)
-            | TransformConfig::HmacSign(_)
-    )
+/// Where a transform puts real credentials (or values derived from them)
+/// into requests: its scopes, or none when it injects nothing.
+fn credential_scopes(t: &TransformConfig) -> Vec<&Scope> {
+    match t {
+        TransformConfig::Secrets(s) => s.secrets.iter().map(|e| &e.rules).collect(),
+        TransformConfig::OauthToken(o) => o.tokens.iter().map(|e| &e.rules).collect(),
+        TransformConfig::GcpAuth(g) => vec![&g.rules],
+        TransformConfig::AwsAuth(a) => vec![&a.rules],
+        TransformConfig::HmacSign(h) => vec![&h.rules],
+        _ => Vec::new(),
+    }
 }
 
 /// The configuration's findings, in config order.
@@ -45,19 +46,20 @@ pub fn lint(cfg: &Config) -> Vec<Lint> {
         let TransformConfig::Judge(j) = t else {
             continue;
         };
+        // Only where the judge's rules and the injection's can meet.
         let injected: Vec<String> = cfg.transforms[..i]
             .iter()
             .enumerate()
-            .filter(|(_, e)| injects_credentials(e))
+            .filter(|(_, e)| credential_scopes(e).iter().any(|s| s.may_overlap(&j.rules)))
             .map(|(k, e)| format!("transforms[{k}] ({})", e.name()))
             .collect();
         if !injected.is_empty() {
             out.push(Lint {
                 path: format!("transforms[{i}]"),
                 message: format!(
-                    "judge {:?} runs after {}, so its LLM provider sees the real credentials \
-                     they inject; place the judge before them unless your threat model accepts \
-                     that",
+                    "judge {:?} runs after {}, so for the hosts both apply to its LLM provider \
+                     sees the real credentials they inject; place the judge before them unless \
+                     your threat model accepts that",
                     j.name,
                     injected.join(", ")
                 ),
@@ -101,5 +103,8 @@ mod tests {
         );
         assert_eq!(lint(&config(&format!("{JUDGE}{SECRETS}"))), vec![]);
         assert_eq!(lint(&config(JUDGE)), vec![]);
+        // Secrets for another host: the judge never sees them.
+        let elsewhere = SECRETS.replace("{host: api.test}", "{host: other.test}");
+        assert_eq!(lint(&config(&format!("{elsewhere}{JUDGE}"))), vec![]);
     }
 }
