@@ -127,10 +127,18 @@ pub(super) async fn mint(
     text: &str,
     scopes: &[String],
 ) -> Result<(TokenResponse, String), MintError> {
+    // Position and kind only: serde's message may quote a value, and the
+    // file holds credentials.
     let cfg: ExternalAccount = serde_json::from_str(text).map_err(|e| {
+        let kind = match e.classify() {
+            serde_json::error::Category::Data => "a field has the wrong type",
+            serde_json::error::Category::Eof => "it ends too early",
+            _ => "it is not JSON",
+        };
         MintError(format!(
-            "the external_account credentials are malformed: {}",
-            e.to_string().split(" at line").next().unwrap_or_default()
+            "the external_account credentials are malformed at line {} column {}: {kind}",
+            e.line(),
+            e.column()
         ))
     })?;
     let required = |v: &Option<String>, name: &str| -> Result<String, MintError> {

@@ -129,13 +129,18 @@ async fn malformed_files_name_the_missing_field() {
         ),
         (
             r#"{"type":"external_account","audience":7}"#,
-            "malformed: invalid type",
+            "malformed at line 1 column 39: a field has the wrong type",
+        ),
+        (
+            r#"{"type":"external_account","client_secret":12345678}"#,
+            "a field has the wrong type",
         ),
     ] {
         let Err(MintError(err)) = mint(&http, &EnvLookup::default(), json, &[]).await else {
             panic!("{json} minted");
         };
         assert!(err.contains(expect), "{json}: {err}");
+        assert!(!err.contains("12345678"), "a value is never quoted: {err}");
     }
 }
 
