@@ -537,3 +537,53 @@ print(json.dumps({"token": bool(creds.token)}))
     );
     assert_no_leak(&px, &["iron-e2e-imds-secret", "imds-session-token"]);
 }
+
+#[test]
+fn gcp_auth_runs_an_allowed_credential_executable() {
+    require_root!();
+    let net = FakeInternet::new();
+    let state = tempfile::tempdir().expect("state dir");
+    let (_server, addr) = authlib(&net, state.path());
+    let query = url_query(&format!("https:{POOL}"));
+    // The executable fetches the OIDC token itself and prints Google's executable-response.
+    let script = state.path().join("oidc-token.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nt=$(curl -s -H 'Authorization: bearer gh-request-token' \
+             'http://{addr}/oidc/token?raw=1&audience={query}')\n\
+             printf '{{\"version\":1,\"success\":true,\"token_type\":\"%s\",\"id_token\":\"%s\"}}' \
+             \"$GOOGLE_EXTERNAL_ACCOUNT_TOKEN_TYPE\" \"$t\"\n"
+        ),
+    )
+    .expect("write script");
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let creds = external_account(
+        addr,
+        json!({"executable": {"command": script.display().to_string(), "timeout_millis": 10000}}),
+        Some(CI_SA),
+    );
+    let path = state.path().join("wif-exec.json");
+    let px = federated(&net, &path, &creds)
+        .env("GOOGLE_EXTERNAL_ACCOUNT_ALLOW_EXECUTABLES", "1")
+        .start();
+    let body = api(&px);
+    assert_eq!(
+        (&body["client"], &body["grant"]),
+        (&json!(CI_SA), &json!("impersonated")),
+        "{body}"
+    );
+    drop(px);
+
+    // Without the opt-in the command never runs: 403, and the audit says why.
+    let px = federated(&net, &path, &creds).start();
+    let r = Curl::get("http://api.test/api/gcp").via(&px).run();
+    assert_eq!(r.status, 403, "{r}");
+    let rec = px.wait_for_audit(|a| a.path() == Some("/api/gcp"));
+    assert!(
+        rec.to_string()
+            .contains("GOOGLE_EXTERNAL_ACCOUNT_ALLOW_EXECUTABLES=1"),
+        "{rec}"
+    );
+}

@@ -26,9 +26,9 @@
 //!    `external_account`.
 //!
 //! AWS-sourced credentials (`environment_id: aws1`) sign a `GetCallerIdentity`
-//! request instead ([`aws`]). Executable-sourced ones are refused with a
-//! clear error (Google's own libraries refuse them unless
-//! `GOOGLE_EXTERNAL_ACCOUNT_ALLOW_EXECUTABLES` is set).
+//! request instead ([`aws`]); executable-sourced ones run a command that
+//! prints the token, only with `GOOGLE_EXTERNAL_ACCOUNT_ALLOW_EXECUTABLES=1`
+//! as in Google's own libraries ([`executable`]).
 
 use std::collections::BTreeMap;
 
@@ -46,6 +46,7 @@ use crate::secrets::http::HttpClient;
 use crate::secrets::EnvLookup;
 
 mod aws;
+mod executable;
 
 /// Google STS, the default `token_url`.
 const GOOGLE_STS_URL: &str = "https://sts.googleapis.com/v1/token";
@@ -93,7 +94,7 @@ struct CredentialSource {
     headers: BTreeMap<String, String>,
     format: Option<Format>,
     environment_id: Option<String>,
-    executable: Option<Value>,
+    executable: Option<executable::ExecutableConfig>,
     region_url: Option<String>,
     regional_cred_verification_url: Option<String>,
     imdsv2_session_token_url: Option<String>,
@@ -111,6 +112,7 @@ enum Source<'a> {
     File(&'a str),
     Url(&'a str, &'a BTreeMap<String, String>),
     Aws(aws::AwsSource<'a>),
+    Exec(&'a executable::ExecutableConfig),
 }
 
 /// How the subject token is found in what the source returns.
@@ -163,12 +165,16 @@ pub(super) async fn mint(
         ));
     }
     let (from, shape) = checked_source(source)?;
+    let impersonate = cfg.service_account_impersonation_url.as_deref();
     let subject = match &from {
         Source::Aws(src) => aws::subject_token(http, env, src, &audience).await?,
+        Source::Exec(exec) => {
+            let email = impersonate.map(account_of);
+            executable::subject_token(env, exec, &audience, &token_type, email.as_deref()).await?
+        }
         _ => subject_token(http, &from, &shape).await?,
     };
 
-    let impersonate = cfg.service_account_impersonation_url.as_deref();
     let joined = scopes.join(" ");
     let sts_scope = if impersonate.is_some() {
         IAM_SCOPE
@@ -245,12 +251,8 @@ fn checked_source(s: &CredentialSource) -> Result<(Source<'_>, Shape<'_>), MintE
         };
         return Ok((Source::Aws(src), Shape::Text));
     }
-    if s.executable.is_some() {
-        return Err(MintError(
-            "executable-sourced external_account credentials are not supported; use a file or \
-             url credential source"
-                .into(),
-        ));
+    if let Some(exec) = &s.executable {
+        return Ok((Source::Exec(exec), Shape::Text));
     }
     let from = match (&s.file, &s.url) {
         (Some(f), None) => Source::File(f),
@@ -292,9 +294,9 @@ async fn subject_token(
     shape: &Shape<'_>,
 ) -> Result<Zeroizing<String>, MintError> {
     let (raw, whence) = match from {
-        Source::Aws(_) => {
+        Source::Aws(_) | Source::Exec(_) => {
             return Err(MintError(
-                "an AWS-sourced subject token is signed, not read".into(),
+                "an AWS- or executable-sourced subject token is not read here".into(),
             ))
         }
         Source::File(path) => {

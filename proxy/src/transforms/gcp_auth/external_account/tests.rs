@@ -12,6 +12,7 @@ fn shape_of(json: Value) -> Result<String, String> {
                 Source::File(f) => format!("file {f}"),
                 Source::Url(u, h) => format!("url {u} {}", h.len()),
                 Source::Aws(a) => format!("aws {}", a.region_url.unwrap_or("-")),
+                Source::Exec(_) => "exec".to_string(),
             };
             let shape = match shape {
                 Shape::Text => "text".to_string(),
@@ -27,6 +28,10 @@ fn credential_sources_are_checked() {
     assert_eq!(
         shape_of(serde_json::json!({"file": "/t"})).unwrap(),
         "file /t text"
+    );
+    assert_eq!(
+        shape_of(serde_json::json!({"executable": {"command": "/bin/true"}})).unwrap(),
+        "exec text"
     );
     assert_eq!(
         shape_of(serde_json::json!({"environment_id": "aws1", "region_url": "http://m/az"}))
@@ -45,10 +50,6 @@ fn credential_sources_are_checked() {
         (
             serde_json::json!({"environment_id": "aws2", "region_url": "x"}),
             "only version 1",
-        ),
-        (
-            serde_json::json!({"executable": {"command": "/bin/true"}}),
-            "executable-sourced",
         ),
         (
             serde_json::json!({"file": "/t", "url": "http://x"}),
