@@ -229,31 +229,18 @@ impl http_body::Body for Prefixed {
 mod tests {
     use super::*;
 
-    /// A body that yields these frames one by one.
-    struct Frames(std::collections::VecDeque<http_body::Frame<Bytes>>);
-
-    impl http_body::Body for Frames {
-        type Data = Bytes;
-        type Error = BoxError;
-
-        fn poll_frame(
-            mut self: std::pin::Pin<&mut Self>,
-            _cx: &mut std::task::Context<'_>,
-        ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
-            std::task::Poll::Ready(self.0.pop_front().map(Ok))
-        }
-    }
-
     /// A body of `chunks`, each its own frame, then optional trailers.
     fn chunked(chunks: &[&'static str], trailers: Option<http::HeaderMap>) -> Body {
-        let mut frames: std::collections::VecDeque<_> = chunks
-            .iter()
-            .map(|c| http_body::Frame::data(Bytes::from_static(c.as_bytes())))
-            .collect();
-        if let Some(t) = trailers {
-            frames.push_back(http_body::Frame::trailers(t));
+        let (tx, rx) = tokio::sync::mpsc::channel(chunks.len() + 1);
+        for c in chunks {
+            let frame = http_body::Frame::data(Bytes::from_static(c.as_bytes()));
+            tx.try_send(Ok(frame)).expect("room for every frame");
         }
-        Frames(frames).boxed()
+        if let Some(t) = trailers {
+            tx.try_send(Ok(http_body::Frame::trailers(t)))
+                .expect("room for the trailers");
+        }
+        Channel(rx).boxed()
     }
 
     #[tokio::test]

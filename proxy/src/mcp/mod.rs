@@ -156,9 +156,17 @@ impl McpInterceptor {
     }
 }
 
-/// The body decoded per `Content-Encoding` (none, gzip, deflate, br), capped.
-fn decoded(req: &Request<Body>, bytes: &Bytes, cap: usize) -> Result<Bytes, String> {
-    let Some(enc) = req.headers().get(CONTENT_ENCODING) else {
+/// A request or response body (`what`) decoded per its `Content-Encoding`
+/// (none, gzip, deflate, br), at most `cap` bytes (`0`: no cap), the
+/// setting named `limit`.
+fn decoded(
+    headers: &http::HeaderMap,
+    bytes: &Bytes,
+    cap: usize,
+    what: &str,
+    limit: &str,
+) -> Result<Bytes, String> {
+    let Some(enc) = headers.get(CONTENT_ENCODING) else {
         return Ok(bytes.clone());
     };
     let enc = enc
@@ -166,9 +174,9 @@ fn decoded(req: &Request<Body>, bytes: &Bytes, cap: usize) -> Result<Bytes, Stri
         .map_err(|_| "the Content-Encoding header is not text".to_string())?;
     let cap = if cap == 0 { usize::MAX - 1 } else { cap };
     let out = crate::transforms::body_capture::decode(bytes, enc, cap)
-        .map_err(|e| format!("the request body cannot be decoded ({e})"))?;
+        .map_err(|e| format!("the {what} cannot be decoded ({e})"))?;
     if out.len() > cap {
-        return Err("the decoded request body exceeds proxy.max_request_body_bytes".into());
+        return Err(format!("the decoded {what} exceeds proxy.{limit}"));
     }
     Ok(Bytes::from(out))
 }
@@ -218,7 +226,10 @@ impl Transform for McpInterceptor {
             return Ok(Verdict::Continue);
         }
         // The body as sent is decoded again only when a transform rewrote it.
-        let decode = |b: &Bytes| decoded(req, b, self.max_request);
+        let decode = |b: &Bytes| {
+            let (cap, limit) = (self.max_request, "max_request_body_bytes");
+            decoded(req.headers(), b, cap, "request body", limit)
+        };
         let (text, sent_text) = match decode(&body).and_then(|t| {
             let s = if sent == body {
                 t.clone()
@@ -351,15 +362,10 @@ impl Transform for McpInterceptor {
         };
         // Asked for identity, a server may still compress: a JSON answer is
         // decoded (and sent on plain); an encoded event stream is refused.
-        let encoding = rsp
-            .headers()
-            .get(CONTENT_ENCODING)
-            .map(|v| {
-                String::from_utf8_lossy(v.as_bytes())
-                    .trim()
-                    .to_ascii_lowercase()
-            })
-            .filter(|e| !e.is_empty() && e != "identity");
+        let encoded = rsp.headers().get(CONTENT_ENCODING).is_some_and(|v| {
+            !crate::transforms::body_capture::codings(&String::from_utf8_lossy(v.as_bytes()))
+                .is_empty()
+        });
         let mime = rsp
             .headers()
             .get(CONTENT_TYPE)
@@ -367,7 +373,7 @@ impl Transform for McpInterceptor {
             .and_then(|v| v.split(';').next())
             .map(|m| m.trim().to_ascii_lowercase())
             .unwrap_or_default();
-        if encoding.is_some() && mime != "application/json" {
+        if encoded && mime != "application/json" {
             return Err(unfilterable(format!(
                 "the MCP server encoded a {mime} tools/list answer although asked for identity"
             )));
@@ -387,26 +393,10 @@ impl Transform for McpInterceptor {
                             detail: format!("reading the MCP server's answer: {e}"),
                         },
                     })?;
-                let bytes = match &encoding {
-                    None => bytes,
-                    Some(enc) => {
-                        let cap = match self.max_response {
-                            0 => usize::MAX - 1,
-                            n => n,
-                        };
-                        let plain = crate::transforms::body_capture::decode(&bytes, enc, cap)
-                            .map_err(|e| {
-                                unfilterable(format!("decoding the tools/list answer: {e}"))
-                            })?;
-                        if plain.len() > cap {
-                            return Err(unfilterable(format!(
-                                "the decoded tools/list answer exceeds proxy.max_response_body_bytes ({cap})"
-                            )));
-                        }
-                        rsp.headers_mut().remove(CONTENT_ENCODING);
-                        Bytes::from(plain)
-                    }
-                };
+                let (cap, limit) = (self.max_response, "max_response_body_bytes");
+                let bytes = decoded(rsp.headers(), &bytes, cap, "tools/list answer", limit)
+                    .map_err(unfilterable)?;
+                rsp.headers_mut().remove(CONTENT_ENCODING);
                 let out = filter::filter(&bytes, &mut want, &server);
                 for seen in out.seen {
                     log.push(seen);

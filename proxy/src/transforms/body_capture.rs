@@ -46,9 +46,7 @@ impl BodyCapture {
             rules: cfg.rules.clone(),
         }
     }
-}
 
-impl BodyCapture {
     fn captures(&self, cx: &Flow) -> bool {
         !cx.method.is_empty() && self.rules.applies(&cx.target())
     }
@@ -56,11 +54,20 @@ impl BodyCapture {
 
 /// Whether the request declares a content coding other than `identity`.
 fn encoded(req: &http::request::Parts) -> bool {
-    req.headers.get_all(CONTENT_ENCODING).iter().any(|v| {
-        String::from_utf8_lossy(v.as_bytes())
-            .split(',')
-            .any(|c| !c.trim().is_empty() && !c.trim().eq_ignore_ascii_case("identity"))
-    })
+    req.headers
+        .get_all(CONTENT_ENCODING)
+        .iter()
+        .any(|v| !codings(&String::from_utf8_lossy(v.as_bytes())).is_empty())
+}
+
+/// The codings of a `Content-Encoding` list, lowercase, `identity` left out,
+/// in the order they were applied.
+pub fn codings(encodings: &str) -> Vec<String> {
+    encodings
+        .split(',')
+        .map(|c| c.trim().to_ascii_lowercase())
+        .filter(|c| !c.is_empty() && c != "identity")
+        .collect()
 }
 
 /// Decodes `body` per the `Content-Encoding` list, reading at most `cap + 1`
@@ -68,13 +75,8 @@ fn encoded(req: &http::request::Parts) -> bool {
 pub fn decode(body: &[u8], encodings: &str, cap: usize) -> Result<Vec<u8>, String> {
     let limit = cap.saturating_add(1) as u64;
     let mut data = body.to_vec();
-    let codings: Vec<String> = encodings
-        .split(',')
-        .map(|c| c.trim().to_ascii_lowercase())
-        .filter(|c| !c.is_empty() && c != "identity")
-        .collect();
     // Codings are listed in the order applied; undo them last to first.
-    for (i, coding) in codings.iter().enumerate().rev() {
+    for (i, coding) in codings(encodings).iter().enumerate().rev() {
         // Only the outermost decode is capped; inner layers need their whole input.
         let lim = if i == 0 { limit } else { u64::MAX };
         let mut out = Vec::new();

@@ -196,7 +196,7 @@ impl GcpAuth {
                     ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
                     ("assertion", assertion.as_str()),
                 ];
-                let t = self.post(&token_uri, &form).await?;
+                let t = post_form(&self.http, &token_uri, &form, None).await?;
                 Ok((t, email))
             }
             Some("authorized_user") if self.subject.is_none() => {
@@ -213,7 +213,7 @@ impl GcpAuth {
                     ("client_secret", secret.as_str()),
                     ("refresh_token", refresh.as_str()),
                 ];
-                let t = self.post(&token_uri, &form).await?;
+                let t = post_form(&self.http, &token_uri, &form, None).await?;
                 Ok((t, "authorized_user".into()))
             }
             Some("external_account") if self.subject.is_none() => {
@@ -227,21 +227,6 @@ impl GcpAuth {
                 other.unwrap_or("")
             ))),
         }
-    }
-
-    async fn post(&self, uri: &str, form: &[(&str, &str)]) -> Result<TokenResponse, MintError> {
-        let body = Zeroizing::new(
-            url::form_urlencoded::Serializer::new(String::new())
-                .extend_pairs(form)
-                .finish(),
-        );
-        let req = Request::builder()
-            .method("POST")
-            .uri(uri)
-            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
-            .body(Full::new(Bytes::from(body.as_bytes().to_vec())))
-            .map_err(|e| MintError(format!("building the token request: {e}")))?;
-        exchange(&self.http, uri, req).await?.map_err(MintError)
     }
 
     /// A token from the metadata server (GKE Workload Identity, GCE, Cloud Run).
@@ -271,6 +256,29 @@ impl GcpAuth {
         let t = exchange(&self.http, &uri, req).await?.map_err(MintError)?;
         Ok((t, "default".into()))
     }
+}
+
+/// POSTs a form to an OAuth2 token endpoint, with `basic` as the
+/// `Authorization` header value (HTTP Basic client authentication) when set.
+async fn post_form(
+    http: &HttpClient,
+    uri: &str,
+    form: &[(&str, &str)],
+    basic: Option<&str>,
+) -> Result<TokenResponse, MintError> {
+    let body = Zeroizing::new(
+        url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(form)
+            .finish(),
+    );
+    let mut req = Request::post(uri).header(CONTENT_TYPE, "application/x-www-form-urlencoded");
+    if let Some(b) = basic {
+        req = req.header(AUTHORIZATION, b);
+    }
+    let req = req
+        .body(Full::new(Bytes::from(body.as_bytes().to_vec())))
+        .map_err(|e| MintError(format!("building the token request: {e}")))?;
+    exchange(http, uri, req).await?.map_err(MintError)
 }
 
 /// True for a token request a Google SDK makes: the OAuth2 endpoint or the

@@ -41,7 +41,8 @@ use serde::Deserialize;
 use serde_json::Value;
 use zeroize::Zeroizing;
 
-use super::super::oauth_token::{exchange, MintError, TokenResponse};
+use super::super::oauth_token::{MintError, TokenResponse};
+use super::post_form;
 use crate::secrets::http::HttpClient;
 use crate::secrets::EnvLookup;
 
@@ -346,29 +347,6 @@ async fn subject_token(
         return Err(MintError(format!("{whence} holds an empty subject token")));
     }
     Ok(token)
-}
-
-/// POSTs a form to an OAuth2 token endpoint, with HTTP Basic client
-/// authentication when `basic` is the header value.
-async fn post_form(
-    http: &HttpClient,
-    uri: &str,
-    form: &[(&str, &str)],
-    basic: Option<&str>,
-) -> Result<TokenResponse, MintError> {
-    let body = Zeroizing::new(
-        url::form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(form)
-            .finish(),
-    );
-    let mut req = Request::post(uri).header(CONTENT_TYPE, "application/x-www-form-urlencoded");
-    if let Some(b) = basic {
-        req = req.header(AUTHORIZATION, b);
-    }
-    let req = req
-        .body(Full::new(Bytes::from(body.as_bytes().to_vec())))
-        .map_err(|e| MintError(format!("building the token exchange request: {e}")))?;
-    exchange(http, uri, req).await?.map_err(MintError)
 }
 
 /// IAM Credentials' `generateAccessToken` answer.
