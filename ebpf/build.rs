@@ -218,6 +218,7 @@ fn check_layout(clang: &str, flags: &[String], out: &Path) -> Result<()> {
         IRON_DENY_MAX => IRON_DENY_MAX,
         IRON_UIDS_MAX => IRON_UIDS_MAX,
         IRON_ORIGINS_MAX => IRON_ORIGINS_MAX,
+        IRON_COOKIE_ORIGINS_MAX => IRON_COOKIE_ORIGINS_MAX,
     ]);
 
     // Every constant the header defines must be checked above.

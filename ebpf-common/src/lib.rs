@@ -86,6 +86,9 @@ pub mod limits {
     pub const IRON_UIDS_MAX: u32 = 1024;
     /// Entries of the origin-by-tuple LRU map.
     pub const IRON_ORIGINS_MAX: u32 = 65536;
+    /// Entries of the origin-by-socket-cookie hash: redirected sockets open
+    /// at once before origins spill into socket-local storage.
+    pub const IRON_COOKIE_ORIGINS_MAX: u32 = 16384;
 }
 
 /// Map names, as the C objects spell them (also their pin file names).
@@ -98,8 +101,13 @@ pub mod map {
     pub const IRON_DENY: &str = "iron_deny";
     /// `HASH` of uid to `u32` (1): the uid filter.
     pub const IRON_UIDS: &str = "iron_uids";
+    /// `HASH[IRON_COOKIE_ORIGINS_MAX]` of socket cookie (`u64`) to
+    /// [`Origin`](crate::Origin): the connect-time origin, removed by the
+    /// sock_release program when the socket closes.
+    pub const IRON_COOKIE_ORIGIN: &str = "iron_cookie_origin";
     /// `SK_STORAGE` (`int` key, no entries limit) of [`Origin`](crate::Origin):
-    /// the connect-time origin, stored on the socket and freed with it.
+    /// the connect-time origin when [`IRON_COOKIE_ORIGIN`] is full, stored on
+    /// the socket and freed with it.
     pub const IRON_SK_ORIGIN: &str = "iron_sk_origin";
     /// `LRU_HASH` of [`Tuple`](crate::Tuple) to [`Origin`](crate::Origin); an
     /// entry is removed when the proxy reads it.
@@ -119,7 +127,7 @@ pub mod map {
     ///   cookie to `u32`, replaced by [`IRON_SK_PROXY`].
     pub const OBSOLETE: [&str; 2] = ["iron_by_cookie", "iron_proxy_socks"];
     /// Every map, in creation order.
-    pub const ALL: [&str; 8] = [
+    pub const ALL: [&str; 9] = [
         IRON_CFG,
         IRON_CFG_SEL,
         IRON_DENY,
@@ -128,6 +136,7 @@ pub mod map {
         IRON_BY_TUPLE,
         IRON_COUNTERS,
         IRON_SK_PROXY,
+        IRON_COOKIE_ORIGIN,
     ];
 }
 

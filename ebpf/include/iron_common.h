@@ -45,6 +45,7 @@
 #define IRON_DENY_MAX	 4096
 #define IRON_UIDS_MAX	 1024
 #define IRON_ORIGINS_MAX 65536
+#define IRON_COOKIE_ORIGINS_MAX 16384
 
 /* Interception settings, double-buffered: iron_cfg_sel says which slot
  * of iron_cfg is live, so a program never reads a half-written one. */

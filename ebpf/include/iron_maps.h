@@ -79,9 +79,10 @@ struct {
 } iron_uids SEC(".maps");
 
 /* The connect-time origin of a redirected socket, stored on the socket
- * itself (socket-local storage): written by connect4/6 and sendmsg4/6,
- * read by the egress program (on a TCP SYN) and by recvmsg/getpeername.
- * Freed with the socket, so it never fills up and never evicts. */
+ * itself (socket-local storage): written by connect4/6 and sendmsg4/6
+ * when iron_cookie_origin is full, read by the egress program (on a TCP
+ * SYN) and by recvmsg/getpeername. Freed with the socket, so it never
+ * fills up and never evicts. */
 struct {
 	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
@@ -102,6 +103,21 @@ struct {
 	__uint(map_flags, BPF_F_NO_COMMON_LRU);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } iron_by_tuple SEC(".maps");
+
+/* The connect-time origin of a redirected socket by its socket cookie:
+ * written by connect4/6 and sendmsg4/6, read like iron_sk_origin, removed
+ * by the sock_release program when the socket is closed. Tried before
+ * iron_sk_origin because a preallocated hash entry costs a fraction of a
+ * socket's first local storage (an allocation, a memory charge, and an
+ * RCU-deferred free at close). When it is full (more redirected sockets
+ * open at once than it holds), the origin goes to iron_sk_origin. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, IRON_COOKIE_ORIGINS_MAX);
+	__type(key, __u64);
+	__type(value, struct iron_origin);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} iron_cookie_origin SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -228,6 +244,19 @@ static __always_inline void iron_fill_origin(struct iron_origin *o,
 	o->port = port;
 	o->family = family;
 	bpf_get_current_comm(o->comm, sizeof(o->comm));
+}
+
+/* The origin recorded for socket `sk` whose cookie is `cookie`: its
+ * iron_cookie_origin entry, else its local storage, else NULL. */
+static __always_inline struct iron_origin *iron_origin_find(__u64 cookie,
+							    struct bpf_sock *sk)
+{
+	struct iron_origin *o = bpf_map_lookup_elem(&iron_cookie_origin,
+						    &cookie);
+
+	if (o || !sk)
+		return o;
+	return bpf_sk_storage_get(&iron_sk_origin, sk, 0, 0);
 }
 
 /* Reads 16 bytes of a config address as four network-order words. */

@@ -81,26 +81,31 @@ iron_decide(struct bpf_sock_addr *ctx, const struct iron_config *cfg,
 	return IRON_FAIL;
 }
 
-/* Remembers where this socket wanted to go, in its socket-local storage.
- * Written in place: a UDP socket that two threads send from at once may
- * show recvmsg a mix of their resolvers (as with any last-writer-wins
- * record); TCP reads it later in the same connect(). If the storage
- * cannot be allocated nothing is recorded, and the proxy, finding no
- * origin, refuses the connection. */
+/* Remembers where this socket wanted to go: in iron_cookie_origin, or in
+ * the socket's local storage when that map is full. Replaced whole on each
+ * call: a UDP socket that two threads send from at once shows recvmsg the
+ * resolver of the last sendmsg (as with any last-writer-wins record); TCP
+ * reads it later in the same connect(). If neither can be written nothing
+ * is recorded, and the proxy, finding no origin, refuses the connection. */
 static __always_inline void iron_record(struct bpf_sock_addr *ctx,
 					const __u32 a[4], __u16 port,
 					__u16 family)
 {
+	__u64 cookie = bpf_get_socket_cookie(ctx);
+	struct iron_origin rec, *o;
 	struct bpf_sock *sk;
-	struct iron_origin *o;
 
+	iron_fill_origin(&rec, a, port, family);
+	if (bpf_map_update_elem(&iron_cookie_origin, &cookie, &rec,
+				BPF_ANY) == 0)
+		return;
 	IRON_LOAD64(sk, ctx, struct bpf_sock_addr, sk);
 	if (!sk)
 		return;
 	o = bpf_sk_storage_get(&iron_sk_origin, sk, 0,
 			       BPF_SK_STORAGE_GET_F_CREATE);
 	if (o)
-		iron_fill_origin(o, a, port, family);
+		__builtin_memcpy(o, &rec, sizeof(rec));
 }
 
 /* Whether a DNS listener usable from an IPv4 socket exists. */

@@ -11,8 +11,8 @@
  * of the proxy's redirect targets (the transparent and DNS listeners).
  *
  * It also records each redirected connection for the proxy's lookup: on
- * a SYN from a socket whose connect-time origin is in its local storage
- * (iron_sk_origin, written by connect4/6), it copies that origin into
+ * a SYN from a socket whose connect-time origin connect4/6 recorded (in
+ * iron_cookie_origin, or iron_sk_origin), it copies that origin into
  * iron_by_tuple keyed by the packet's 4-tuple, which is the one the proxy
  * sees on accept(). The SYN is the first packet to carry the ephemeral
  * port, and it leaves before the proxy can accept the connection.
@@ -203,15 +203,11 @@ static __always_inline void iron_skb_record(struct __sk_buff *skb,
 {
 	struct iron_tuple t;
 	struct iron_origin *o;
-	struct bpf_sock *sk;
 
 	if (p->proto != IPPROTO_TCP || !p->ports ||
 	    (p->tcp_flags & (IRON_TCP_SYN | IRON_TCP_ACK)) != IRON_TCP_SYN)
 		return;
-	sk = iron_skb_sock(skb);
-	if (!sk)
-		return;
-	o = bpf_sk_storage_get(&iron_sk_origin, sk, 0, 0);
+	o = iron_origin_find(bpf_get_socket_cookie(skb), iron_skb_sock(skb));
 	if (!o)
 		return;
 	__builtin_memset(&t, 0, sizeof(t));

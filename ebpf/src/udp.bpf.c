@@ -100,9 +100,7 @@ iron_origin_of(struct bpf_sock_addr *ctx)
 	struct bpf_sock *sk;
 
 	IRON_LOAD64(sk, ctx, struct bpf_sock_addr, sk);
-	if (!sk)
-		return NULL;
-	return bpf_sk_storage_get(&iron_sk_origin, sk, 0, 0);
+	return iron_origin_find(bpf_get_socket_cookie(ctx), sk);
 }
 
 /* Shows the original peer in place of a listener's address (IPv4). */

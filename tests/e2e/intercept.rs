@@ -285,6 +285,90 @@ fn five_hundred_concurrent_connections_keep_their_original_destinations() {
     assert_concurrent_origins_kept(&lab.cg, &lab.px, &up, 20000, 500);
 }
 
+/// The two held connections' report: each peer is the original destination, and each
+/// request was answered through the proxy.
+fn assert_held_peers(held: &HeldSockets, ip: std::net::Ipv4Addr) {
+    let r = &held.report;
+    assert_eq!(
+        r["v4"],
+        json!([format!("{ip}:80"), "HTTP/1.1 200 OK"]),
+        "{r}"
+    );
+    assert_eq!(
+        r["v6"],
+        json!([format!("::ffff:{ip}:80"), "HTTP/1.1 200 OK"]),
+        "{r}"
+    );
+}
+
+#[test]
+fn a_redirected_socket_reports_its_original_peer_and_its_origin_leaves_with_it() {
+    require_root!();
+    let net = FakeInternet::new();
+    let up = Upstream::https("httpbin.test").start(&net);
+    let lab = Lab::start(&net);
+    let origins = CookieOrigins::open(&lab.pins);
+    assert_eq!(origins.destinations(), Vec::<String>::new());
+
+    let held = HeldSockets::open(&lab.cg, up.ip());
+    assert_held_peers(&held, up.ip());
+    let want = format!("{}:80", up.ip());
+    assert_eq!(
+        origins.destinations(),
+        vec![want.clone(), want],
+        "one origin per open redirected socket"
+    );
+    held.close();
+    assert_eq!(
+        origins.destinations(),
+        Vec::<String>::new(),
+        "closing a socket removes its origin"
+    );
+    for path in ["/anything/held-v4", "/anything/held-v6"] {
+        let rec = lab.audit_for(path);
+        assert_eq!(
+            rec.str("original_dst"),
+            Some(format!("{}:80", up.ip()).as_str()),
+            "{rec}"
+        );
+    }
+}
+
+#[test]
+fn with_the_cookie_map_full_origins_spill_into_socket_storage() {
+    require_root!();
+    let net = FakeInternet::new();
+    let up = Upstream::https("httpbin.test").start(&net);
+    let lab = Lab::start(&net);
+    let mut origins = CookieOrigins::open(&lab.pins);
+    for n in 0..COOKIE_ORIGINS_MAX {
+        origins.insert_dummy(n).expect("filling iron_cookie_origin");
+    }
+    assert!(
+        origins.insert_dummy(COOKIE_ORIGINS_MAX).is_err(),
+        "the map must be full for this test"
+    );
+
+    let held = HeldSockets::open(&lab.cg, up.ip());
+    assert_held_peers(&held, up.ip());
+    held.close();
+    let dests = origins.destinations();
+    assert_eq!(dests.len() as u64, COOKIE_ORIGINS_MAX);
+    assert!(
+        dests.iter().all(|d| d == ":::0"),
+        "only the test's own entries (zeroed): {:?}",
+        dests.iter().find(|d| *d != ":::0")
+    );
+    for path in ["/anything/held-v4", "/anything/held-v6"] {
+        let rec = lab.audit_for(path);
+        assert_eq!(
+            rec.str("original_dst"),
+            Some(format!("{}:80", up.ip()).as_str()),
+            "{rec}"
+        );
+    }
+}
+
 #[test]
 fn a_killed_proxy_fails_closed_a_restart_takes_over_and_detach_goes_direct() {
     require_root!();

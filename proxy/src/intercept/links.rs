@@ -20,7 +20,7 @@ use super::sys;
 #[derive(Debug, thiserror::Error)]
 pub enum LinksError {
     /// A BPF object failed to load (maps or relocation).
-    #[error("loading BPF object {object} (needs Linux 5.8 or newer, and CAP_BPF with CAP_NET_ADMIN, or root)")]
+    #[error("loading BPF object {object} (needs Linux 5.9 or newer, and CAP_BPF with CAP_NET_ADMIN, or root)")]
     Object {
         /// Object name.
         object: &'static str,
@@ -127,6 +127,7 @@ const fn hook(
 // `enum bpf_attach_type` values.
 const BPF_CGROUP_INET_EGRESS: u32 = 1;
 const BPF_CGROUP_INET_SOCK_CREATE: u32 = 2;
+const BPF_CGROUP_INET_SOCK_RELEASE: u32 = 34;
 const BPF_CGROUP_INET4_CONNECT: u32 = 10;
 const BPF_CGROUP_INET6_CONNECT: u32 = 11;
 const BPF_CGROUP_UDP4_SENDMSG: u32 = 14;
@@ -140,7 +141,7 @@ const BPF_CGROUP_INET6_GETPEERNAME: u32 = 30;
 /// Hooks attached to every intercepted cgroup. The egress backstop and
 /// sock_create come first and the connect hooks last, so a half-attached
 /// cgroup refuses more, not less.
-pub(crate) const WORKLOAD_HOOKS: [Hook; 10] = [
+pub(crate) const WORKLOAD_HOOKS: [Hook; 11] = [
     hook(
         "skb_egress",
         "skb",
@@ -156,6 +157,14 @@ pub(crate) const WORKLOAD_HOOKS: [Hook; 10] = [
         Kind::Sock,
         BPF_CGROUP_INET_SOCK_CREATE,
         "4.10",
+    ),
+    hook(
+        "sock_release",
+        "sock_create",
+        "iron_sock_release",
+        Kind::Sock,
+        BPF_CGROUP_INET_SOCK_RELEASE,
+        "5.9",
     ),
     hook(
         "recvmsg4",

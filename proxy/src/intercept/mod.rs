@@ -39,14 +39,15 @@ pub use origin::{Origin, OriginError, OriginalDst};
 pub use settings::{resolve_user, DenyCidr, InterceptSettings, ProxyIdentity, SettingsError};
 pub use status::{LinkStatus, Status};
 
-/// The oldest kernel with every hook used here (getpeername hooks, links).
-pub const MIN_KERNEL: (u32, u32) = (5, 8);
+/// The oldest kernel with every hook used here (links and getpeername hooks
+/// since 5.8, sock_release since 5.9).
+pub const MIN_KERNEL: (u32, u32) = (5, 9);
 
 /// Errors of attaching, detaching and inspecting interception.
 #[derive(Debug, thiserror::Error)]
 pub enum InterceptError {
     /// The kernel is older than [`MIN_KERNEL`].
-    #[error("kernel {release} is too old: eBPF interception needs Linux 5.8 or newer (cgroup BPF links, getpeername hooks)")]
+    #[error("kernel {release} is too old: eBPF interception needs Linux 5.9 or newer (cgroup BPF links, getpeername and sock_release hooks)")]
     KernelTooOld {
         /// `uname -r`.
         release: String,

@@ -245,3 +245,137 @@ pub(crate) fn reload_kernel_deny(px: &mut ProxyProcess, config: &Value, ip: IpAd
     px.signal(Signal::SIGHUP);
     px.wait_for_log(|l| l.contains("kernel deny list reloaded"));
 }
+
+/// The kernel's origin-by-socket-cookie map (`iron_cookie_origin`), read and written from the
+/// test through its pin, as the programs see it.
+pub(crate) struct CookieOrigins {
+    map: aya::maps::HashMap<aya::maps::MapData, u64, [u8; ORIGIN_LEN]>,
+}
+
+/// `sizeof(struct iron_origin)`.
+const ORIGIN_LEN: usize = 64;
+/// `IRON_COOKIE_ORIGINS_MAX`.
+pub(crate) const COOKIE_ORIGINS_MAX: u64 = 16384;
+
+impl CookieOrigins {
+    pub fn open(pins: &PinGuard) -> Self {
+        let path = pins.path().join("maps").join("iron_cookie_origin");
+        let data = aya::maps::MapData::from_pin(&path)
+            .unwrap_or_else(|e| panic!("opening {}: {e}", path.display()));
+        let map = aya::maps::HashMap::try_from(aya::maps::Map::HashMap(data))
+            .expect("iron_cookie_origin is a hash of u64 to a 64-byte origin");
+        Self { map }
+    }
+
+    /// Every entry's original destination, `ip:port` (IPv4 shown plain), sorted.
+    pub fn destinations(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .map
+            .iter()
+            .map(|kv| {
+                let (_, o) = kv.expect("reading iron_cookie_origin");
+                let addr: [u8; 16] = o[8..24].try_into().expect("16 bytes");
+                let ip = std::net::Ipv6Addr::from(addr);
+                let ip: IpAddr = ip.to_ipv4_mapped().map_or(IpAddr::V6(ip), IpAddr::V4);
+                let port = u16::from_be_bytes([o[40], o[41]]);
+                format!("{ip}:{port}")
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Adds an entry under a cookie no socket has (cookies count up from 1).
+    pub fn insert_dummy(&mut self, n: u64) -> Result<(), aya::maps::MapError> {
+        self.map.insert(u64::MAX - n, [0u8; ORIGIN_LEN], 0)
+    }
+}
+
+/// Holds a redirected IPv4 and a redirected v4-mapped IPv6 TCP connection from the workload
+/// to `ip:80`, one request answered on each, and reports what `getpeername` said and the
+/// status lines. It writes its report to `argv[2]`, then waits for `argv[3]` to exist before
+/// it closes the sockets and exits.
+const HOLD: &str = r#"
+import json, os, socket, sys, time
+ip, out, go = sys.argv[1], sys.argv[2], sys.argv[3]
+def ask(s, tag):
+    s.sendall(('GET /anything/%s HTTP/1.1\r\nHost: httpbin.test\r\n\r\n' % tag).encode())
+    data = b''
+    while b'\r\n\r\n' not in data:
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return data.split(b'\r\n')[0].decode()
+s4 = socket.create_connection((ip, 80), timeout=10)
+s6 = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+s6.settimeout(10)
+s6.connect(('::ffff:' + ip, 80))
+report = {
+    'v4': ['%s:%d' % s4.getpeername()[:2], ask(s4, 'held-v4')],
+    'v6': ['%s:%d' % s6.getpeername()[:2], ask(s6, 'held-v6')],
+}
+with open(out + '.tmp', 'w') as f:
+    json.dump(report, f)
+os.rename(out + '.tmp', out)
+deadline = time.time() + 20
+while not os.path.exists(go) and time.time() < deadline:
+    time.sleep(0.02)
+s4.close()
+s6.close()
+"#;
+
+/// A workload running [`HOLD`].
+pub(crate) struct HeldSockets {
+    child: iron_proxy_tests::process::ChildGuard,
+    go: std::path::PathBuf,
+    /// What it reported: `{"v4": [peer, status line], "v6": [...]}`.
+    pub report: Value,
+}
+
+impl HeldSockets {
+    /// Starts it and waits for its report.
+    pub fn open(cg: &TestCgroup, ip: std::net::Ipv4Addr) -> Self {
+        let dir = cg.shared_dir();
+        let out = dir.join("held.json");
+        let go = dir.join("held.go");
+        let _ = std::fs::remove_file(&out);
+        let _ = std::fs::remove_file(&go);
+        let mut child = cg
+            .command(iron_proxy_tests::cgroup::system_python())
+            .arg("-c")
+            .arg(HOLD)
+            .arg(ip.to_string())
+            .arg(&out)
+            .arg(&go)
+            .spawn();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let report = loop {
+            if let Ok(text) = std::fs::read_to_string(&out) {
+                break serde_json::from_str(&text).expect("the workload's report is JSON");
+            }
+            if let Some(status) = child.try_status() {
+                panic!("the workload exited ({status}) before it reported");
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no report from the workload"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        Self { child, go, report }
+    }
+
+    /// Lets it close its sockets and waits until it has exited.
+    pub fn close(mut self) {
+        std::fs::write(&self.go, b"").expect("writing the go file");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while self.child.try_status().is_none() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the workload did not exit"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}

@@ -10,7 +10,7 @@ use ebpf_common::{counter, limits, map, Config, Origin, Tuple};
 use super::{op, MapsError};
 
 /// The layout each map must have: (name, type, key size, value size, entries).
-fn expected() -> [(&'static str, MapType, usize, usize, u32); 8] {
+fn expected() -> [(&'static str, MapType, usize, usize, u32); 9] {
     use std::mem::size_of;
     [
         (
@@ -52,6 +52,13 @@ fn expected() -> [(&'static str, MapType, usize, usize, u32); 8] {
             counter::IRON_CNT_MAX,
         ),
         (map::IRON_SK_PROXY, MapType::SkStorage, 4, 4, 0),
+        (
+            map::IRON_COOKIE_ORIGIN,
+            MapType::Hash,
+            8,
+            size_of::<Origin>(),
+            limits::IRON_COOKIE_ORIGINS_MAX,
+        ),
     ]
 }
 
