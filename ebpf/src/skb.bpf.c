@@ -274,6 +274,42 @@ static __always_inline int iron_skb_exempt(struct __sk_buff *skb,
 	return iron_skb_marked(skb);
 }
 
+/* Whether the packet is plain IPv4 (no options, not a fragment) or IPv6
+ * to loopback, and not a TCP SYN: it passes without further work. That is
+ * most of what an intercepted workload sends (its traffic to the proxy);
+ * a SYN to loopback may be a redirected connection to record. */
+static __always_inline int iron_loopback_not_syn(struct __sk_buff *skb)
+{
+	__u8 *h = (__u8 *)(long)skb->data;
+	__u8 *end = (__u8 *)(long)skb->data_end;
+	__u32 l4_off;
+	__u8 proto;
+
+	if (h + 40 > end)
+		return 0;
+	if (h[0] == 0x45) {
+		if (h[16] != 127 || (h[6] & 0x3f) || h[7])
+			return 0;
+		proto = h[9];
+		l4_off = 20;
+	} else if ((h[0] >> 4) == 6) {
+		__u32 w[4];
+
+		__builtin_memcpy(w, &h[24], 16);
+		if (w[0] || w[1] || w[2] || w[3] != bpf_htonl(1))
+			return 0;
+		proto = h[6];
+		l4_off = 40;
+	} else {
+		return 0;
+	}
+	if (proto != IPPROTO_TCP)
+		return proto == IPPROTO_UDP;
+	if (h + l4_off + 14 > end)
+		return 0;
+	return (h[l4_off + 13] & (IRON_TCP_SYN | IRON_TCP_ACK)) != IRON_TCP_SYN;
+}
+
 SEC("cgroup_skb/egress")
 int iron_skb_egress(struct __sk_buff *skb)
 {
@@ -281,6 +317,8 @@ int iron_skb_egress(struct __sk_buff *skb)
 	struct iron_pkt p;
 	int parsed;
 
+	if (iron_loopback_not_syn(skb))
+		return IRON_SKB_PASS;
 	__builtin_memset(&p, 0, sizeof(p));
 	parsed = iron_parse_direct(skb, &p);
 	if (!parsed) {
