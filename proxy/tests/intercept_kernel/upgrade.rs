@@ -169,7 +169,7 @@ fn takeover_removes_the_pin_of_a_map_no_longer_used() {
         );
     }
     assert!(
-        ["iron_sk_origin", "iron_sk_proxy"]
+        ["iron_cookie_origin", "iron_sk_origin", "iron_sk_proxy"]
             .iter()
             .all(|m| names.iter().any(|n| n == m))
             && !names.iter().any(|n| n.ends_with("_replaced")),

@@ -249,21 +249,21 @@ pub(crate) fn reload_kernel_deny(px: &mut ProxyProcess, config: &Value, ip: IpAd
 /// The kernel's origin-by-socket-cookie map (`iron_cookie_origin`), read and written from the
 /// test through its pin, as the programs see it.
 pub(crate) struct CookieOrigins {
-    map: aya::maps::HashMap<aya::maps::MapData, u64, [u8; ORIGIN_LEN]>,
+    map: aya::maps::HashMap<aya::maps::MapData, u64, ebpf_common::Origin>,
 }
-
-/// `sizeof(struct iron_origin)`.
-const ORIGIN_LEN: usize = 64;
-/// `IRON_COOKIE_ORIGINS_MAX`.
-pub(crate) const COOKIE_ORIGINS_MAX: u64 = 16384;
+/// How many origins the map holds.
+pub(crate) const COOKIE_ORIGINS_MAX: u64 = ebpf_common::limits::IRON_COOKIE_ORIGINS_MAX as u64;
 
 impl CookieOrigins {
     pub fn open(pins: &PinGuard) -> Self {
-        let path = pins.path().join("maps").join("iron_cookie_origin");
+        let path = pins
+            .path()
+            .join("maps")
+            .join(ebpf_common::map::IRON_COOKIE_ORIGIN);
         let data = aya::maps::MapData::from_pin(&path)
             .unwrap_or_else(|e| panic!("opening {}: {e}", path.display()));
         let map = aya::maps::HashMap::try_from(aya::maps::Map::HashMap(data))
-            .expect("iron_cookie_origin is a hash of u64 to a 64-byte origin");
+            .expect("iron_cookie_origin is a hash of u64 to an origin");
         Self { map }
     }
 
@@ -274,10 +274,9 @@ impl CookieOrigins {
             .iter()
             .map(|kv| {
                 let (_, o) = kv.expect("reading iron_cookie_origin");
-                let addr: [u8; 16] = o[8..24].try_into().expect("16 bytes");
-                let ip = std::net::Ipv6Addr::from(addr);
+                let ip = std::net::Ipv6Addr::from(o.addr);
                 let ip: IpAddr = ip.to_ipv4_mapped().map_or(IpAddr::V6(ip), IpAddr::V4);
-                let port = u16::from_be_bytes([o[40], o[41]]);
+                let port = u16::from_be(o.port);
                 format!("{ip}:{port}")
             })
             .collect();
@@ -287,7 +286,8 @@ impl CookieOrigins {
 
     /// Adds an entry under a cookie no socket has (cookies count up from 1).
     pub fn insert_dummy(&mut self, n: u64) -> Result<(), aya::maps::MapError> {
-        self.map.insert(u64::MAX - n, [0u8; ORIGIN_LEN], 0)
+        self.map
+            .insert(u64::MAX - n, ebpf_common::Origin::default(), 0)
     }
 }
 
