@@ -6,7 +6,7 @@ use std::fmt;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
-use super::maps::{read_counters, Counters};
+use super::maps::{count_cookie_origins, read_counters, Counters};
 use super::{cgroup, links, links_dir, maps_dir, read_dir_sorted, sys, InterceptError};
 
 /// The state under a pin directory.
@@ -20,6 +20,9 @@ pub struct Status {
     pub links: Vec<LinkStatus>,
     /// Counters, when the maps are pinned.
     pub counters: Option<Counters>,
+    /// Open redirected sockets whose origin sits in the cookie map, when it
+    /// is pinned (a build before it has none).
+    pub origins_held: Option<u64>,
 }
 
 /// One pinned link.
@@ -47,6 +50,7 @@ pub(crate) fn read(pin_path: &Path) -> Result<Status, InterceptError> {
         pinned: pin_path.exists(),
         links: Vec::new(),
         counters: None,
+        origins_held: None,
     };
     let links_dir = links_dir(pin_path);
     if links_dir.exists() {
@@ -68,8 +72,12 @@ pub(crate) fn read(pin_path: &Path) -> Result<Status, InterceptError> {
             });
         }
     }
-    if maps_dir(pin_path).exists() {
-        status.counters = Some(read_counters(&maps_dir(pin_path))?);
+    let maps = maps_dir(pin_path);
+    if maps.exists() {
+        status.counters = Some(read_counters(&maps)?);
+        if maps.join(ebpf_common::map::IRON_COOKIE_ORIGIN).exists() {
+            status.origins_held = Some(count_cookie_origins(&maps)?);
+        }
     }
     Ok(status)
 }
@@ -106,6 +114,13 @@ impl fmt::Display for Status {
                 c.redirected, c.denied, c.udp_refused, c.dns_redirected, c.raw_refused,
                 c.backstop_dropped, c.proxy_exempt, c.tuple_recorded, c.origdst_answered,
                 c.unconfigured
+            )?;
+        }
+        if let Some(n) = self.origins_held {
+            writeln!(
+                f,
+                "origins: {n} open redirected sockets in the cookie map (room for {}; beyond it, socket-local storage)",
+                ebpf_common::limits::IRON_COOKIE_ORIGINS_MAX
             )?;
         }
         Ok(())

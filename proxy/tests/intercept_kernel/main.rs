@@ -144,6 +144,17 @@ fn tcp_v4_is_redirected_and_origin_found() {
     );
     let c = status.counters.expect("counters");
     assert!(c.redirected >= 1 && c.tuple_recorded >= 1, "{c:?}");
+    assert_eq!(
+        status.origins_held,
+        Some(0),
+        "the workload's socket is closed, so its origin left the cookie map: {status}"
+    );
+    assert!(
+        status
+            .to_string()
+            .contains("origins: 0 open redirected sockets"),
+        "{status}"
+    );
 }
 
 #[test]

@@ -300,6 +300,21 @@ pub struct Counters {
 }
 
 /// Reads the pinned counters.
+/// How many redirected sockets have their origin in `iron_cookie_origin`
+/// (open ones; beyond [`limits::IRON_COOKIE_ORIGINS_MAX`] origins go to
+/// socket-local storage, which cannot be counted from here).
+pub(crate) fn count_cookie_origins(maps_dir: &Path) -> Result<u64, MapsError> {
+    let name = map::IRON_COOKIE_ORIGIN;
+    let origins: HashMap<MapData, u64, ebpf_common::Origin> =
+        HashMap::try_from(Map::HashMap(open(maps_dir, name)?)).map_err(op(name, "typing"))?;
+    let mut n = 0;
+    for key in origins.keys() {
+        key.map_err(op(name, "reading"))?;
+        n += 1;
+    }
+    Ok(n)
+}
+
 pub(crate) fn read_counters(maps_dir: &Path) -> Result<Counters, MapsError> {
     let name = map::IRON_COUNTERS;
     let arr: PerCpuArray<MapData, u64> =
