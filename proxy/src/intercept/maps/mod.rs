@@ -299,7 +299,6 @@ pub struct Counters {
     pub backstop_dropped: u64,
 }
 
-/// Reads the pinned counters.
 /// How many redirected sockets have their origin in `iron_cookie_origin`
 /// (open ones; beyond [`limits::IRON_COOKIE_ORIGINS_MAX`] origins go to
 /// socket-local storage, which cannot be counted from here).
@@ -315,6 +314,7 @@ pub(crate) fn count_cookie_origins(maps_dir: &Path) -> Result<u64, MapsError> {
     Ok(n)
 }
 
+/// Reads the pinned counters.
 pub(crate) fn read_counters(maps_dir: &Path) -> Result<Counters, MapsError> {
     let name = map::IRON_COUNTERS;
     let arr: PerCpuArray<MapData, u64> =
