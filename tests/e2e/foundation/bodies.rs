@@ -13,8 +13,13 @@ use super::{allowed, audited, plain, refused};
 fn body_file(dir: &std::path::Path, name: &str, prefix: &str, len: usize) -> String {
     let mut body = prefix.as_bytes().to_vec();
     body.resize(len, b'x');
+    body_arg(dir, name, &body)
+}
+
+/// Writes `body` to a file for `curl --data-binary @file` and returns that argument.
+fn body_arg(dir: &std::path::Path, name: &str, body: &[u8]) -> String {
     let path = dir.join(name);
-    std::fs::write(&path, &body).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+    std::fs::write(&path, body).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
     format!("@{}", path.display())
 }
 
@@ -99,10 +104,9 @@ transforms:
     // 3 MiB: far past both caps; distinct bytes everywhere, so a lost or
     // reordered chunk would show.
     let body: String = (0..(3 << 20) / 8).map(|i| format!("{i:07x}\n")).collect();
-    let path = dir.path().join("long");
-    std::fs::write(&path, &body).expect("write body");
+    let data = body_arg(dir.path(), "long", body.as_bytes());
     let r = plain(&px, "http://capture.test/anything/long")
-        .args(["--data-binary", &format!("@{}", path.display())])
+        .args(["--data-binary", &data])
         .run();
     r.expect_status(200);
     let echo = r.json();
