@@ -73,6 +73,16 @@ impl Watch {
         m
     }
 
+    /// Resident KiB of the root process's own executable code (the `r-xp`
+    /// mappings of `/proc/PID/exe`): for iron-proxy, about the serving part of
+    /// `proxy/link-order.txt` plus aws-lc's assembly when the list is current,
+    /// more when serving functions fell out of it.
+    pub fn exe_code_kib(&self) -> Option<u64> {
+        let exe = std::fs::read_link(format!("/proc/{}/exe", self.pid)).ok()?;
+        let smaps = std::fs::read_to_string(format!("/proc/{}/smaps", self.pid)).ok()?;
+        Some(exe_code_kib(&smaps, &exe.to_string_lossy()))
+    }
+
     /// Resets the tree's peak RSS (VmHWM) to its current RSS (writes 5 to
     /// /proc/PID/clear_refs), so the next `mem()` reports the peak since now.
     pub fn reset_peak(&self) {
@@ -106,6 +116,29 @@ impl Watch {
         }
         out
     }
+}
+
+/// The `Rss:` of the executable mappings of `exe` in an smaps text, KiB.
+fn exe_code_kib(smaps: &str, exe: &str) -> u64 {
+    let mut total = 0;
+    let mut in_code = false;
+    for line in smaps.lines() {
+        let mut fields = line.split_whitespace();
+        let first = fields.next().unwrap_or("");
+        if first.contains('-') && first.chars().next().is_some_and(|c| c.is_ascii_hexdigit()) {
+            let perms = fields.next().unwrap_or("");
+            // offset, device, inode, then the path (which may hold spaces).
+            let (_, _, _) = (fields.next(), fields.next(), fields.next());
+            let path = fields.collect::<Vec<_>>().join(" ");
+            in_code = perms.starts_with("r-x") && path == exe;
+        } else if in_code && first == "Rss:" {
+            total += fields
+                .next()
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+    }
+    total
 }
 
 /// True when /proc has the pid and it is not a zombie.
@@ -188,6 +221,23 @@ pub fn raise_nofile(want: u64) -> Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exe_code_counts_only_the_executables_code_mappings() {
+        let smaps = "\
+55d000000000-55d000100000 r--p 00000000 fe:00 1 /usr/bin/iron-proxy
+Rss:                 512 kB
+55d000100000-55d000900000 r-xp 00100000 fe:00 1 /usr/bin/iron-proxy
+Size:               8192 kB
+Rss:                3072 kB
+7f0000000000-7f0000100000 r-xp 00026000 fe:00 2 /usr/lib/x86_64-linux-gnu/libc.so.6
+Rss:                 704 kB
+7f0000200000-7f0000300000 r-xp 00000000 fe:00 3 /usr/bin/iron-proxy (deleted)
+Rss:                  64 kB
+";
+        assert_eq!(exe_code_kib(smaps, "/usr/bin/iron-proxy"), 3072);
+        assert_eq!(exe_code_kib(smaps, "/usr/bin/other"), 0);
+    }
 
     #[test]
     fn stat_with_parens_in_comm() {

@@ -119,11 +119,11 @@ pub fn markdown(r: &Results) -> String {
     }
 
     s.push_str("\n### Memory under load (MiB)\n\n");
-    s.push_str("File-backed pages are mostly the binary's code, shared with every process that maps the same file; anonymous memory is the heap and stacks.\n\n");
+    s.push_str("File-backed pages are mostly the binary's code, shared with every process that maps the same file; anonymous memory is the heap and stacks. \"Own code\" is the part of the file-backed pages that is the proxy binary's executable code: for iron-proxy about 2 MiB of listed serving functions plus aws-lc's AES-GCM and X25519 assembly when `proxy/link-order.txt` is current; more means serving functions fell out of the list (regenerate it with `cargo xtask link-order`).\n\n");
     s.push_str(
-        "| topology | RSS at start | start-up peak | peak, 1 KiB keep-alive | peak, 64 KiB keep-alive | peak, new connections | peak RSS under load (all measures) | anonymous after load | file-backed after load |\n",
+        "| topology | RSS at start | start-up peak | peak, 1 KiB keep-alive | peak, 64 KiB keep-alive | peak, new connections | peak RSS under load (all measures) | anonymous after load | file-backed after load | own code after load |\n",
     );
-    s.push_str("|---|---|---|---|---|---|---|---|---|\n");
+    s.push_str("|---|---|---|---|---|---|---|---|---|---|\n");
     for t in r.topologies.iter().filter(|t| t.skipped.is_none()) {
         let mib = |k: Option<u64>| num(k.map(|k| k as f64 / 1024.0), 1);
         let (anon, file) = t.after_load_anon_file_kib.unzip();
@@ -132,7 +132,7 @@ pub fn markdown(r: &Results) -> String {
         }
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             t.name,
             mib(t.start_rss_kib),
             mib(t.start_peak_rss_kib),
@@ -142,6 +142,7 @@ pub fn markdown(r: &Results) -> String {
             mib(t.peak_rss_kib),
             mib(anon),
             mib(file),
+            mib(t.after_load_code_kib),
         );
     }
     s.push('\n');

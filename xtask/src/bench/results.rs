@@ -87,6 +87,10 @@ pub struct TopoResult {
     pub start_rss_kib: Option<u64>,
     /// Anonymous (RssAnon) and file-backed (RssFile) RSS right after the load runs, KiB.
     pub after_load_anon_file_kib: Option<(u64, u64)>,
+    /// Resident code of the proxy's own binary right after the load runs,
+    /// KiB (iron-proxy: shows when `proxy/link-order.txt` is stale).
+    #[serde(default)]
+    pub after_load_code_kib: Option<u64>,
     /// Idle-connection memory.
     pub idle: Option<IdleResult>,
     /// eBPF topology: connects the kernel redirected to the transparent

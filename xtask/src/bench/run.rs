@@ -341,6 +341,7 @@ fn measure(
     }
     let after = running.watch.as_ref().map(|w| w.mem());
     tr.after_load_anon_file_kib = after.map(|m| (m.anon_kib, m.file_kib));
+    tr.after_load_code_kib = running.watch.as_ref().and_then(|w| w.exe_code_kib());
     tr.redirected = running.intercept.as_ref().and_then(|i| i.redirected());
     drop(running);
 
