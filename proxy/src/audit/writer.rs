@@ -26,10 +26,6 @@ struct State {
     written: u64,
     /// The writer is parked waiting for data and needs a wake-up.
     idle: bool,
-    /// Emitters and flushers waiting on `progress`: the writer signals it
-    /// only when there are some (a notify is a system call even when nobody
-    /// waits).
-    waiting: usize,
     /// No more lines will come: write what is left and stop.
     closed: bool,
 }
@@ -79,13 +75,11 @@ impl LineWriter {
     pub fn push(&self, line: &[u8]) {
         let mut st = self.queue.lock();
         while st.buf.len() >= MAX_PENDING && !st.closed {
-            st.waiting += 1;
             st = self
                 .queue
                 .progress
                 .wait(st)
                 .unwrap_or_else(|p| p.into_inner());
-            st.waiting -= 1;
         }
         st.buf.extend_from_slice(line);
         st.queued += 1;
@@ -102,13 +96,11 @@ impl LineWriter {
         // `push` already woke the writer for anything queued.
         let target = st.queued;
         while st.written < target {
-            st.waiting += 1;
             st = self
                 .queue
                 .progress
                 .wait(st)
                 .unwrap_or_else(|p| p.into_inner());
-            st.waiting -= 1;
         }
     }
 }
@@ -149,9 +141,7 @@ fn run(q: &Queue, mut out: Box<dyn Write + Send>) {
         {
             let mut st = q.lock();
             st.written = upto;
-            if st.waiting > 0 {
-                q.progress.notify_all();
-            }
+            q.progress.notify_all();
             if st.closed {
                 continue;
             }
