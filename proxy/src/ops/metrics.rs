@@ -311,29 +311,28 @@ impl Metrics {
                 .inc();
         }
         for t in r.request_transforms.iter().chain(&r.response_transforms) {
-            self.with_transform(&t.name, |h| {
-                let labels = || DecisionLabels {
-                    transform: h.label.clone(),
-                    action: t.action,
-                };
-                match h.decision(t.action, || {
-                    self.transform_decisions.get_or_create(&labels()).clone()
-                }) {
-                    Some(c) => c.inc(),
-                    None => self.transform_decisions.get_or_create(&labels()).inc(),
-                };
-            });
+            let h = self.transform(&t.name);
+            let labels = || DecisionLabels {
+                transform: h.label.clone(),
+                action: t.action,
+            };
+            match h.decision(t.action, || {
+                self.transform_decisions.get_or_create(&labels()).clone()
+            }) {
+                Some(c) => c.inc(),
+                None => self.transform_decisions.get_or_create(&labels()).inc(),
+            };
         }
     }
 
     /// Records the time one transform hook took; called from the pipeline loop.
     pub fn observe_transform(&self, name: &str, took: Duration) {
-        self.with_transform(name, |h| h.duration.observe(took.as_secs_f64()));
+        self.transform(name).duration.observe(took.as_secs_f64());
     }
 
-    /// Calls `f` with the metric handles of the transform called `name`.
-    fn with_transform<R>(&self, name: &str, f: impl FnOnce(&TransformHandles) -> R) -> R {
-        let make = || {
+    /// The metric handles of the transform called `name`.
+    fn transform(&self, name: &str) -> Arc<TransformHandles> {
+        self.transform_handles.get(name, || {
             let transform = self.transforms.admit(name);
             let duration = self
                 .transform_duration
@@ -342,8 +341,7 @@ impl Metrics {
                 })
                 .clone();
             TransformHandles::new(transform, duration)
-        };
-        self.transform_handles.with(name, make, f)
+        })
     }
 
     /// Counts a secret that failed to resolve; `source` is the source type (`env`, `aws_sm`, ...).
