@@ -127,9 +127,8 @@ fn exe_code_kib(smaps: &str, exe: &str) -> u64 {
         let first = fields.next().unwrap_or("");
         if first.contains('-') && first.chars().next().is_some_and(|c| c.is_ascii_hexdigit()) {
             let perms = fields.next().unwrap_or("");
-            // offset, device, inode, then the path (which may hold spaces).
-            let (_, _, _) = (fields.next(), fields.next(), fields.next());
-            let path = fields.collect::<Vec<_>>().join(" ");
+            // Offset, device and inode, then the path (which may hold spaces).
+            let path = fields.skip(3).collect::<Vec<_>>().join(" ");
             in_code = perms.starts_with("r-x") && path == exe;
         } else if in_code && first == "Rss:" {
             total += fields
