@@ -35,6 +35,7 @@ pub mod dnsmasq;
 pub mod fake_upstream;
 pub mod netns;
 pub mod paths;
+pub mod ports;
 pub mod process;
 pub mod proxy;
 pub mod upstream;

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use iron_proxy_tests::ports::free_port;
 use iron_proxy_tests::process::{ChildGuard, Lines};
-use iron_proxy_tests::proxy::render::free_port;
 use iron_proxy_tests::*;
 use serde_json::{json, Value};
 

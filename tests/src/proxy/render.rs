@@ -11,11 +11,11 @@
 //!   the key is absent;
 //! - `tls.ca_cert` / `tls.ca_key`: the proxy's test CA unless set or `tls.mode` is `sni-only`.
 
-use std::collections::HashSet;
-use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
-use std::sync::Mutex;
+use std::net::{IpAddr, SocketAddr};
 
 use serde_json::{Map, Value};
+
+use crate::ports::free_port;
 
 /// Ports chosen by the harness, per listener.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -43,29 +43,6 @@ pub struct Inputs {
     pub resolver: Option<SocketAddr>,
     /// MITM CA certificate and key paths.
     pub ca: (String, String),
-}
-
-/// Ports handed out by this process, so two tests never get the same one.
-static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
-
-/// A port free for TCP (and for UDP too when `udp`) on `ip`, never returned twice by this process.
-pub fn free_port(ip: IpAddr, udp: bool) -> u16 {
-    for _ in 0..200 {
-        let Ok(l) = TcpListener::bind((ip, 0)) else {
-            continue;
-        };
-        let Ok(port) = l.local_addr().map(|a| a.port()) else {
-            continue;
-        };
-        if udp && UdpSocket::bind((ip, port)).is_err() {
-            continue;
-        }
-        let mut guard = HANDED_OUT.lock().expect("ports lock");
-        if guard.get_or_insert_with(HashSet::new).insert(port) {
-            return port;
-        }
-    }
-    panic!("no free port on {ip}");
 }
 
 fn obj<'a>(root: &'a mut Value, key: &str) -> &'a mut Map<String, Value> {

@@ -4,7 +4,7 @@
 //! [`super::peers`]). Each proxy is a fresh process, stopped by PID when its
 //! [`Running`] is dropped; the eBPF topology's cgroup and pins go after it.
 
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -345,45 +345,13 @@ fn wait_ready(pid: u32, metrics: SocketAddr) -> Result<()> {
     }
 }
 
-/// A free loopback port (free for UDP too when `udp`), below the kernel's
-/// ephemeral range: a port the kernel hands out for `bind(0)` may be taken
-/// by a client socket's local port before the server binds it, and the
-/// new-connection measures cycle through thousands of those.
+/// A free loopback port (free for UDP too when `udp`), from the e2e harness:
+/// below the ephemeral range, so no client socket of the load takes it first.
 pub fn free_port(udp: bool) -> Result<u16> {
-    let ephemeral_lo = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
-        .unwrap_or(32768);
-    let candidates = outside_ephemeral(ephemeral_lo);
-    for _ in 0..200 {
-        let port = match &candidates {
-            Some(range) => range.start + (random_u32() % u32::from(range.end - range.start)) as u16,
-            None => 0,
-        };
-        let Ok(l) = TcpListener::bind((Ipv4Addr::LOCALHOST, port)) else {
-            continue;
-        };
-        let port = l.local_addr()?.port();
-        if !udp || UdpSocket::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
-            return Ok(port);
-        }
+    match iron_proxy_tests::ports::try_free_port(Ipv4Addr::LOCALHOST.into(), udp) {
+        Some(port) => Ok(port),
+        None => bail!("no free loopback port"),
     }
-    bail!("no free loopback port")
-}
-
-/// Ports from 10000 up to the ephemeral range, when there are enough of them.
-fn outside_ephemeral(ephemeral_lo: u16) -> Option<std::ops::Range<u16>> {
-    (ephemeral_lo > 11_000).then_some(10_000..ephemeral_lo)
-}
-
-/// A random number from std's per-process hasher keys and a counter.
-fn random_u32() -> u32 {
-    use std::hash::{BuildHasher, Hasher};
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-    h.finish() as u32
 }
 
 /// Waits until every address accepts TCP, failing early if `pid` exits.
@@ -407,34 +375,4 @@ pub fn wait_listening(pid: u32, addrs: &[SocketAddr], log: &Path) -> Result<()> 
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{free_port, outside_ephemeral};
-    use std::net::{Ipv4Addr, TcpListener, UdpSocket};
-
-    #[test]
-    fn free_ports_come_from_below_the_ephemeral_range() {
-        assert_eq!(outside_ephemeral(32768), Some(10_000..32768));
-        assert_eq!(
-            outside_ephemeral(1024),
-            None,
-            "too few ports below: bind(0)"
-        );
-        let lo: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-            .expect("port range")
-            .split_whitespace()
-            .next()
-            .and_then(|p| p.parse().ok())
-            .expect("lower bound");
-        for _ in 0..20 {
-            let port = free_port(true).expect("a port");
-            if lo > 11_000 {
-                assert!((10_000..lo).contains(&port), "{port} not below {lo}");
-            }
-            TcpListener::bind((Ipv4Addr::LOCALHOST, port)).expect("free for TCP");
-            UdpSocket::bind((Ipv4Addr::LOCALHOST, port)).expect("free for UDP");
-        }
-    }
 }
