@@ -57,6 +57,49 @@ fn num(v: Option<f64>, prec: usize) -> String {
     v.map_or("–".into(), |v| format!("{v:.prec$}"))
 }
 
+/// How far direct's rates may move between the start and the end of the run
+/// before the summary warns that ratios across topologies are unsafe. Runs of
+/// one measure spread by about ±10% on the 2-core test machine, so a medians'
+/// move below this is noise.
+const DRIFT_WARN: f64 = 0.20;
+
+/// The paragraph on direct measured again at the end of the run: its rates
+/// against the start's, and a warning when one moved by more than
+/// [`DRIFT_WARN`]. `None` when either measurement is missing.
+fn drift(start: Option<&TopoResult>, end: Option<&TopoResult>) -> Option<String> {
+    let end = end.filter(|t| t.skipped.is_none())?;
+    start?;
+    let mut parts = Vec::new();
+    let mut worst: f64 = 0.0;
+    for (key, what) in [
+        (KA_1K, "keep-alive 1 KiB"),
+        (KA_64K, "keep-alive 64 KiB"),
+        (NC_1K, "new connections"),
+    ] {
+        if let (Some(a), Some(b)) = (rate(start, key), rate(Some(end), key)) {
+            worst = worst.max((b / a - 1.0).abs());
+            parts.push(format!("{what} {b:.0}/s ({:.2}× the start's)", b / a));
+        }
+    }
+    if parts.is_empty() {
+        return None;
+    }
+    let mut s = format!(
+        "Direct measured again at the end of the run: {}.",
+        parts.join(", ")
+    );
+    if worst > DRIFT_WARN {
+        s.push_str(&format!(
+            " **The machine's speed changed by up to {:.0}% during the run**: ratios between \
+             topologies measured minutes apart are not reliable in this run. Compare iron-proxy \
+             builds with `--against` (interleaved rounds), or rerun.",
+            worst * 100.0
+        ));
+    }
+    s.push('\n');
+    Some(s)
+}
+
 /// The summary as markdown.
 pub fn markdown(r: &Results) -> String {
     let mut s = String::new();
@@ -116,6 +159,11 @@ pub fn markdown(r: &Results) -> String {
             num(cores, 2),
             num(t.peak_rss_kib.map(|k| k as f64 / 1024.0), 1),
         );
+    }
+
+    if let Some(d) = drift(direct, r.direct_end.as_ref()) {
+        s.push('\n');
+        s.push_str(&d);
     }
 
     s.push_str("\n### Memory under load (MiB)\n\n");
@@ -414,5 +462,72 @@ fn connect_table(s: &mut String, c: &ConnectResult) {
             "\nOther nft tables were loaded during every setup: {}.",
             c.other_nft_tables.join(", ")
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::load::RunResult;
+    use crate::bench::results::Measure;
+
+    fn direct(name: &str, ka: f64, nc: f64) -> TopoResult {
+        let mut t = TopoResult {
+            name: name.into(),
+            ..Default::default()
+        };
+        for (key, rate) in [(KA_1K, ka), (NC_1K, nc)] {
+            let median = RunResult {
+                rate,
+                requests: 1000,
+                ..Default::default()
+            };
+            t.measures.insert(
+                key.into(),
+                Measure {
+                    median: median.clone(),
+                    runs: vec![median],
+                    peak_rss_kib: None,
+                },
+            );
+        }
+        t
+    }
+
+    #[test]
+    fn drift_within_the_noise_is_reported_without_a_warning() {
+        let start = direct("direct", 100_000.0, 3_000.0);
+        let end = direct("direct (end)", 85_000.0, 3_150.0);
+        let text = drift(Some(&start), Some(&end)).expect("paragraph");
+        assert!(
+            text.contains("keep-alive 1 KiB 85000/s (0.85× the start's)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("new connections 3150/s (1.05× the start's)"),
+            "{text}"
+        );
+        assert!(!text.contains("speed changed"), "{text}");
+    }
+
+    #[test]
+    fn drift_beyond_the_noise_warns_that_ratios_are_unreliable() {
+        let start = direct("direct", 88_000.0, 2_200.0);
+        let end = direct("direct (end)", 90_000.0, 3_300.0);
+        let text = drift(Some(&start), Some(&end)).expect("paragraph");
+        assert!(text.contains("changed by up to 50%"), "{text}");
+        assert!(text.contains("--against"), "{text}");
+    }
+
+    #[test]
+    fn no_paragraph_without_both_measurements() {
+        let start = direct("direct", 88_000.0, 2_200.0);
+        assert!(drift(Some(&start), None).is_none());
+        assert!(drift(None, Some(&start)).is_none());
+        let skipped = TopoResult {
+            skipped: Some("failed".into()),
+            ..direct("direct (end)", 1.0, 1.0)
+        };
+        assert!(drift(Some(&start), Some(&skipped)).is_none());
     }
 }

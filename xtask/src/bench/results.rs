@@ -32,6 +32,10 @@ pub struct Results {
     pub connect: Option<ConnectResult>,
     /// One entry per topology, in order.
     pub topologies: Vec<TopoResult>,
+    /// Direct measured again after the other topologies (full runs that
+    /// include direct and another topology): how far the machine's speed
+    /// drifted during the run.
+    pub direct_end: Option<TopoResult>,
     /// perf reports written, if profiling was asked for.
     pub perf_reports: Vec<String>,
     /// Total wall time in seconds.

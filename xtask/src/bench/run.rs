@@ -146,6 +146,24 @@ pub fn run(
         }
         topologies.push(tr);
     }
+    let direct_end = if !quick && wants_direct_end(&topologies) {
+        check_interrupted()?;
+        eprintln!("bench: direct again, to see how far the machine's speed drifted during the run");
+        let mut tr = TopoResult {
+            name: "direct (end)".into(),
+            ..Default::default()
+        };
+        match measure(Kind::Direct, &env, &rt, &client_tls, &settings, &mut tr) {
+            Ok(()) => Some(tr),
+            Err(e) => {
+                check_interrupted()?;
+                eprintln!("bench: direct (end): {e:#}");
+                None
+            }
+        }
+    } else {
+        None
+    };
 
     let mut results = Results {
         started_unix: std::time::SystemTime::now()
@@ -163,6 +181,7 @@ pub fn run(
         leaf: Some(leaf),
         connect,
         topologies,
+        direct_end,
         perf_reports: Vec::new(),
         wall_secs: t0.elapsed().as_secs_f64(),
     };
@@ -193,6 +212,20 @@ pub fn run(
         bail!("bench harness failures:\n  {}", failures.join("\n  "));
     }
     Ok(())
+}
+
+/// Whether to measure direct again at the end: it ran, and so did at least
+/// one other topology after it.
+fn wants_direct_end(topologies: &[TopoResult]) -> bool {
+    let ran = |t: &&TopoResult| t.skipped.is_none();
+    topologies
+        .iter()
+        .filter(ran)
+        .any(|t| t.name == Kind::Direct.name())
+        && topologies
+            .iter()
+            .filter(ran)
+            .any(|t| t.name != Kind::Direct.name())
 }
 
 /// `--against`: A and B in interleaved rounds (see [`super::compare`]).
