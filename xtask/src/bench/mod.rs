@@ -95,8 +95,8 @@ pub struct BenchArgs {
     pub proxy_bin: Option<PathBuf>,
     /// Also profile iron-proxy (https_listen unless --perf-topology; keep-alive
     /// 1 KiB and 64 KiB, new connections) with
-    /// `perf record --call-graph dwarf` for this many seconds each; reports go
-    /// next to the results.
+    /// `perf record --call-graph dwarf` for this many seconds each; reports
+    /// and flamegraphs (SVG) go next to the results.
     #[arg(long, value_name = "SECS")]
     pub perf: Option<u64>,
     /// The iron-proxy topology `--perf` profiles: iron-https (default),

@@ -15,8 +15,8 @@ use super::topo::{self, Env, Kind};
 
 /// `perf record` (DWARF call graphs) on iron-proxy in topology `kind` under
 /// keep-alive load (1 KiB, 64 KiB) and new-connection load; writes reports
-/// by symbol (self and inclusive time) and by shared object, and per-request
-/// counts from `perf stat` over the same window.
+/// by symbol (self and inclusive time) and by shared object, a flamegraph
+/// (SVG), and per-request counts from `perf stat` over the same window.
 pub fn profile(
     env: &Env<'_>,
     rt: &tokio::runtime::Runtime,
@@ -100,8 +100,88 @@ pub fn profile(
             std::fs::write(&txt, &report.stdout)?;
             files.push(txt.display().to_string());
         }
+        let svg = out.join(format!("perf-{name}-{tag}.svg"));
+        flamegraph(
+            &data,
+            &svg,
+            &format!("iron-proxy ({name}), {tag}, {secs} s"),
+        )?;
+        files.push(svg.display().to_string());
     }
     Ok(files)
+}
+
+/// Draws a flamegraph of the samples in `data`: `perf script` (with inlined
+/// frames, which is most of a Rust release build's call stacks), folded and
+/// rendered with inferno.
+fn flamegraph(data: &Path, svg: &Path, title: &str) -> Result<()> {
+    let mut script = Command::new("perf")
+        .arg("script")
+        .arg("-i")
+        .arg(data)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("running perf script")?;
+    let stdout = script.stdout.take().context("perf script's output")?;
+    let drawn = draw(std::io::BufReader::new(stdout), svg, title);
+    let status = script.wait()?;
+    if !status.success() {
+        bail!("perf script -i {} failed ({status})", data.display());
+    }
+    drawn.with_context(|| format!("perf script -i {}", data.display()))
+}
+
+/// Folds `perf script` output and draws it into `svg`.
+fn draw(mut script: impl std::io::BufRead, svg: &Path, title: &str) -> Result<()> {
+    use inferno::collapse::Collapse;
+
+    let mut text = Vec::new();
+    script
+        .read_to_end(&mut text)
+        .context("reading the samples")?;
+    let mut folded = Vec::new();
+    inferno::collapse::perf::Folder::default()
+        .collapse(text.as_slice(), &mut folded)
+        .context("folding the stacks")?;
+    if folded.is_empty() {
+        bail!("no samples to draw");
+    }
+    let mut opts = inferno::flamegraph::Options::default();
+    opts.title = title.to_string();
+    // Frames are weighed by each sample's period: nanoseconds for perf's
+    // software clock (what a VM without a PMU samples), else the event's unit.
+    opts.count_name = count_name(&text);
+    let file = std::io::BufWriter::new(
+        std::fs::File::create(svg).with_context(|| format!("creating {}", svg.display()))?,
+    );
+    inferno::flamegraph::from_reader(&mut opts, folded.as_slice(), file)
+        .with_context(|| format!("drawing {}", svg.display()))?;
+    Ok(())
+}
+
+/// What a sample's period counts, from the event named in the first sample's
+/// header (`comm pid time: period event:`).
+fn count_name(script: &[u8]) -> String {
+    let first = script
+        .split(|b| *b == b'\n')
+        .map(String::from_utf8_lossy)
+        .find(|l| !l.trim().is_empty() && !l.starts_with(char::is_whitespace));
+    let event = first
+        .as_deref()
+        .and_then(|l| l.split_whitespace().last())
+        .map(|e| {
+            e.trim_end_matches(':')
+                .split(':')
+                .next()
+                .unwrap_or(e)
+                .to_string()
+        });
+    match event.as_deref() {
+        Some("cpu-clock" | "task-clock") => "ns of CPU".into(),
+        Some(e) if !e.is_empty() => e.into(),
+        _ => "samples".into(),
+    }
 }
 
 /// `perf ARGS -p PID -o OUTPUT -- sleep SECS`, with stdout discarded.
@@ -165,7 +245,7 @@ fn per_request(csv: &str, requests: f64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{per_request, topology, Kind};
+    use super::{count_name, draw, per_request, topology, Kind};
 
     #[test]
     fn perf_topology_names_an_iron_proxy_topology() {
@@ -175,6 +255,71 @@ mod tests {
             let e = topology(bad).unwrap_err().to_string();
             assert!(e.contains(bad) && e.contains("iron-connect"), "{e}");
         }
+    }
+
+    /// Two samples as `perf script` prints them (trimmed from a real profile).
+    const SCRIPT: &str = "\
+iron-conn-1 29842 54148.849469:    2004008 cpu-clock:pppH: 
+\tffffffff8226e079 _raw_spin_unlock_irqrestore+0x19 ([kernel.kallsyms])
+\tffffffff8206d66b tcp_sendmsg+0x2b ([kernel.kallsyms])
+\t           fde9d __GI___writev+0x4d (/usr/lib/x86_64-linux-gnu/libc.so.6)
+\t          4e7895 rustls::vecbuf::ChunkVecBuffer::write_to+0x255 (/tmp/iron-proxy)
+\t          4b44cc hyper::proto::h1::io::Buffered<T,B>::poll_flush+0x1ac (/tmp/iron-proxy)
+\tffffffffffffffff [unknown] ([unknown])
+
+iron-conn-1 29842 54148.852434:    2004008 cpu-clock:pppH: 
+\t         11ff505 aws_lc_0_47_0_aes_gcm_decrypt_avx512+0xb45 (/tmp/iron-proxy)
+\t          4bb3a4 rustls::record_layer::RecordLayer::decrypt_incoming+0x34 (/tmp/iron-proxy)
+\t          4af596 hyper::proto::h1::io::Buffered<T,B>::poll_read_from_io+0xc6 (/tmp/iron-proxy)
+\tffffffffffffffff [unknown] ([unknown])
+
+";
+
+    #[test]
+    fn a_flamegraph_is_drawn_from_perf_script_output() {
+        let dir = std::env::temp_dir().join(format!("iron-bench-flame-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let svg = dir.join("p.svg");
+        draw(
+            SCRIPT.as_bytes(),
+            &svg,
+            "iron-proxy (iron-https), keepalive-1k",
+        )
+        .expect("draw");
+        let text = std::fs::read_to_string(&svg).expect("svg");
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(text.starts_with("<?xml") && text.contains("<svg"), "an SVG");
+        assert!(
+            text.contains("iron-proxy (iron-https), keepalive-1k"),
+            "the title"
+        );
+        for frame in [
+            "ChunkVecBuffer::write_to",
+            "aes_gcm_decrypt_avx512",
+            "tcp_sendmsg",
+        ] {
+            assert!(text.contains(frame), "frame {frame} drawn");
+        }
+        assert!(
+            text.contains("ns of CPU"),
+            "cpu-clock periods are nanoseconds"
+        );
+    }
+
+    #[test]
+    fn the_count_is_named_after_the_sampled_event() {
+        assert_eq!(count_name(SCRIPT.as_bytes()), "ns of CPU");
+        let cycles = "proc 1 2.5:     100003 cycles:P: \n\t 1 f (x)\n";
+        assert_eq!(count_name(cycles.as_bytes()), "cycles");
+        assert_eq!(count_name(b""), "samples");
+    }
+
+    #[test]
+    fn an_empty_profile_is_an_error_not_an_empty_picture() {
+        let svg = std::env::temp_dir().join(format!("iron-bench-empty-{}.svg", std::process::id()));
+        let err = draw(&b""[..], &svg, "t").expect_err("nothing to draw");
+        assert!(format!("{err:#}").contains("no samples"), "{err:#}");
+        assert!(!svg.exists(), "no file written");
     }
 
     #[test]
