@@ -67,8 +67,7 @@ const DRIFT_WARN: f64 = 0.20;
 /// against the start's, and a warning when one moved by more than
 /// [`DRIFT_WARN`]. `None` when either measurement is missing.
 fn drift(start: Option<&TopoResult>, end: Option<&TopoResult>) -> Option<String> {
-    let end = end.filter(|t| t.skipped.is_none())?;
-    start?;
+    let (start, end) = (start?, end.filter(|t| t.skipped.is_none())?);
     let mut parts = Vec::new();
     let mut worst: f64 = 0.0;
     for (key, what) in [
@@ -76,7 +75,7 @@ fn drift(start: Option<&TopoResult>, end: Option<&TopoResult>) -> Option<String>
         (KA_64K, "keep-alive 64 KiB"),
         (NC_1K, "new connections"),
     ] {
-        if let (Some(a), Some(b)) = (rate(start, key), rate(Some(end), key)) {
+        if let (Some(a), Some(b)) = (rate(Some(start), key), rate(Some(end), key)) {
             worst = worst.max((b / a - 1.0).abs());
             parts.push(format!("{what} {b:.0}/s ({:.2}× the start's)", b / a));
         }
