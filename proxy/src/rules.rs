@@ -28,6 +28,14 @@ pub enum RuleError {
     /// A host pattern that is empty or holds characters no host name can have.
     #[error("invalid host pattern {0:?}")]
     Host(String),
+    /// A host pattern with an empty label: it could never match a host.
+    #[error("host pattern {pattern:?} has an empty label{hint}")]
+    EmptyLabel {
+        /// The pattern as written.
+        pattern: String,
+        /// What was probably meant, when that is clear (starts with "; ").
+        hint: String,
+    },
     /// A path pattern that does not start with '/'.
     #[error("path pattern {0:?} must start with '/'")]
     Path(String),
@@ -96,6 +104,20 @@ impl FromStr for HostPattern {
         }
         if p == "*" {
             return Ok(HostPattern::Any);
+        }
+        if p.split('.').any(str::is_empty) {
+            // squid's dstdomain and NO_PROXY read ".example.com" as the
+            // domain and its subdomains; here that is "*.example.com".
+            let hint = match p.strip_prefix('.') {
+                Some(rest) if !rest.is_empty() && !rest.contains("..") => {
+                    format!("; for {rest} and its subdomains write \"*.{rest}\"")
+                }
+                _ => " (two dots in a row)".to_string(),
+            };
+            return Err(RuleError::EmptyLabel {
+                pattern: s.to_string(),
+                hint,
+            });
         }
         if let Some(apex) = p.strip_prefix("*.") {
             if !apex.contains('*') && !apex.is_empty() {
@@ -438,6 +460,32 @@ mod tests {
             "bad host!".parse::<HostPattern>(),
             Err(RuleError::Host("bad host!".into()))
         );
+    }
+
+    #[test]
+    fn a_host_pattern_with_an_empty_label_is_refused_with_what_was_meant() {
+        let e = ".example.com"
+            .parse::<HostPattern>()
+            .expect_err("never matches");
+        assert_eq!(
+            e.to_string(),
+            "host pattern \".example.com\" has an empty label; for example.com and its \
+             subdomains write \"*.example.com\""
+        );
+        for p in ["foo..com", "*..com", "api.example..com"] {
+            let e = p.parse::<HostPattern>().expect_err(p);
+            assert_eq!(
+                e.to_string(),
+                format!("host pattern {p:?} has an empty label (two dots in a row)")
+            );
+        }
+        // A trailing dot is the root, not an empty label; IPv6 literals have none.
+        assert_eq!(
+            "example.com.".parse::<HostPattern>(),
+            Ok(HostPattern::Exact("example.com".into()))
+        );
+        assert!("::1".parse::<HostPattern>().is_ok());
+        assert!("*.".parse::<HostPattern>().is_ok(), "every host");
     }
 
     #[test]
