@@ -286,6 +286,29 @@ pub(crate) fn str_with<T>(
     f(text).map_err(|e| cx.error(node.pos, e))
 }
 
+/// An optional environment variable name (see [`env_var_name`]) with a default.
+pub(crate) fn env_or(m: &MapDe<'_>, cx: &mut Cx, key: &str, default: &str) -> Res<String> {
+    Ok(m.opt_with(cx, key, env_var_name)?
+        .unwrap_or_else(|| default.to_string()))
+}
+
+/// The name of an environment variable: not empty, and without `=` or NUL,
+/// which no variable name can hold (an empty name would otherwise only show
+/// up as "environment variable  is not set").
+pub(crate) fn env_var_name(node: &Node, cx: &mut Cx) -> Res<String> {
+    str_with(node, cx, |s| {
+        if s.is_empty() {
+            Err("environment variable name must not be empty".into())
+        } else if s.contains(['=', '\0']) {
+            Err(format!(
+                "{s:?} is not an environment variable name (it holds '=' or NUL)"
+            ))
+        } else {
+            Ok(s.to_string())
+        }
+    })
+}
+
 impl Decode for String {
     fn decode(node: &Node, cx: &mut Cx) -> Res<Self> {
         scalar(node, cx, "a string").map(str::to_string)

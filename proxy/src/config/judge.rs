@@ -4,7 +4,7 @@
 use url::Url;
 
 use super::common::http_url;
-use super::decode::{int, one_of, str_with, Cx, Decode, Res};
+use super::decode::{env_var_name, int, one_of, str_with, Cx, Decode, Res};
 use super::sections::secs;
 use super::values::PositiveDuration;
 use super::yaml::Node;
@@ -96,7 +96,7 @@ impl Decode for JudgeProvider {
             )
         });
         let model = m.req(cx, "model");
-        let api_key_env = m.req(cx, "api_key_env");
+        let api_key_env = m.req_with(cx, "api_key_env", env_var_name);
         let base_url = m.opt_with(cx, "base_url", http_url);
         let max_tokens = m.opt_with(cx, "max_tokens", |n, cx| int(n, cx, 1, i64::from(u32::MAX)));
         let anthropic = kind?;

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use ipnet::IpNet;
 
-use super::decode::{int, one_of, Cx, Decode, Res};
+use super::decode::{env_or, int, one_of, Cx, Decode, Res};
 use super::values::{ListenAddr, PositiveDuration};
 use super::yaml::Node;
 
@@ -174,7 +174,7 @@ impl Decode for ManagementConfig {
     fn decode(node: &Node, cx: &mut Cx) -> Res<Self> {
         let m = cx.map(node, &["listen", "api_key_env"])?;
         let listen = m.req(cx, "listen");
-        let api_key_env = m.or(cx, "api_key_env", "IRON_MANAGEMENT_API_KEY".to_string());
+        let api_key_env = env_or(&m, cx, "api_key_env", "IRON_MANAGEMENT_API_KEY");
         Ok(ManagementConfig {
             listen: listen?,
             api_key_env: api_key_env?,

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use super::decode::{one_of, parse_str, Cx, Decode, MapDe, Res};
+use super::decode::{env_or, env_var_name, one_of, parse_str, Cx, Decode, MapDe, Res};
 use super::values::NonNegativeDuration;
 use super::yaml::Node;
 
@@ -193,7 +193,7 @@ impl Decode for SecretSourceConfig {
         Ok(match kind {
             SourceType::Env => {
                 let m = cx.map(node, &["type", "var", "json_key"])?;
-                let (var, json_key) = (m.req(cx, "var"), m.opt(cx, "json_key"));
+                let (var, json_key) = (m.req_with(cx, "var", env_var_name), m.opt(cx, "json_key"));
                 SecretSourceConfig::Env {
                     var: var?,
                     json_key: json_key?,
@@ -244,7 +244,7 @@ impl Decode for SecretSourceConfig {
                     &["type", "secret_ref", "token_env", "json_key", "ttl"],
                 )?;
                 let secret_ref = op_ref(&m, cx);
-                let token_env = m.or(cx, "token_env", "OP_SERVICE_ACCOUNT_TOKEN".to_string());
+                let token_env = env_or(&m, cx, "token_env", "OP_SERVICE_ACCOUNT_TOKEN");
                 let (json_key, ttl) = (m.opt(cx, "json_key"), ttl(&m, cx));
                 SecretSourceConfig::OnePassword {
                     secret_ref: secret_ref?,
@@ -266,8 +266,8 @@ impl Decode for SecretSourceConfig {
                     ],
                 )?;
                 let secret_ref = op_ref(&m, cx);
-                let host_env = m.or(cx, "host_env", "OP_CONNECT_HOST".to_string());
-                let token_env = m.or(cx, "token_env", "OP_CONNECT_TOKEN".to_string());
+                let host_env = env_or(&m, cx, "host_env", "OP_CONNECT_HOST");
+                let token_env = env_or(&m, cx, "token_env", "OP_CONNECT_TOKEN");
                 let (json_key, ttl) = (m.opt(cx, "json_key"), ttl(&m, cx));
                 SecretSourceConfig::OnePasswordConnect {
                     secret_ref: secret_ref?,

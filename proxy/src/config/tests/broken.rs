@@ -287,3 +287,28 @@ logs: {}
         ],
     );
 }
+
+#[test]
+fn environment_variable_names_that_cannot_exist() {
+    refused(
+        &format!(
+            "{SECRET_HEAD}        - source: {{type: env, var: \"\"}}\n          inject: {{header: X-Key}}\n        - source: {{type: 1password_connect, secret_ref: \"op://v/i/f\", token_env: \"A=B\"}}\n          inject: {{header: X-Other}}\nmanagement:\n  listen: \"127.0.0.1:9092\"\n  api_key_env: \"\"\n"
+        ),
+        &[
+            "proxy.yaml:5:36: transforms[0].config.secrets[0].source.var: environment variable name must not be empty",
+            "proxy.yaml:7:82: transforms[0].config.secrets[1].source.token_env: \"A=B\" is not an environment variable name (it holds '=' or NUL)",
+            "proxy.yaml:11:16: management.api_key_env: environment variable name must not be empty",
+        ],
+    );
+}
+
+#[test]
+fn a_host_pattern_that_can_never_match() {
+    refused(
+        "transforms:\n  - name: allowlist\n    config:\n      domains: [\".example.com\", \"foo..com\"]\n",
+        &[
+            "proxy.yaml:4:17: transforms[0].config.domains[0]: host pattern \".example.com\" has an empty label; for example.com and its subdomains write \"*.example.com\"",
+            "proxy.yaml:4:33: transforms[0].config.domains[1]: host pattern \"foo..com\" has an empty label (two dots in a row)",
+        ],
+    );
+}
