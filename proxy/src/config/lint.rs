@@ -37,9 +37,53 @@ fn credential_scopes(t: &TransformConfig) -> Vec<&Scope> {
     }
 }
 
+/// Where a transform writes request headers: the credential transforms'
+/// scopes, and a `grpc` transform's (its server may set headers).
+fn header_writing_scopes(t: &TransformConfig) -> Vec<&Scope> {
+    match t {
+        TransformConfig::Grpc(g) => vec![&g.rules],
+        _ => credential_scopes(t),
+    }
+}
+
 /// The configuration's findings, in config order.
 pub fn lint(cfg: &Config) -> Vec<Lint> {
     let mut out = Vec::new();
+    // A header_allowlist placed before a transform that writes headers (spec:
+    // Header Allowlist, Pipeline Position: after every such transform).
+    for (i, t) in cfg.transforms.iter().enumerate() {
+        let TransformConfig::HeaderAllowlist(h) = t else {
+            continue;
+        };
+        let writers: Vec<String> = cfg.transforms[i + 1..]
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| {
+                header_writing_scopes(e)
+                    .iter()
+                    .any(|s| s.may_overlap(&h.rules))
+            })
+            .map(|(k, e)| format!("transforms[{}] ({})", i + 1 + k, e.name()))
+            .collect();
+        if !writers.is_empty() {
+            out.push(Lint {
+                path: format!("transforms[{i}]"),
+                message: {
+                    let (verb, they, work, run, them) = if writers.len() == 1 {
+                        ("writes", "it", "works", "runs", "it")
+                    } else {
+                        ("write", "they", "work", "run", "them")
+                    };
+                    format!(
+                        "header_allowlist runs before {}, which {verb} request headers on hosts \
+                         both apply to: the headers {they} {work} with are stripped before {they} \
+                         {run}; place header_allowlist after {them} (the spec's pipeline position)",
+                        writers.join(", ")
+                    )
+                },
+            });
+        }
+    }
     // A judge placed after a transform that injects credentials sends them to
     // its LLM provider (spec: LLM Judge, Pipeline Ordering).
     for (i, t) in cfg.transforms.iter().enumerate() {
@@ -88,6 +132,31 @@ mod tests {
                            {type: env, var: S}\n          replace:\n            proxy_value: tok\n\
                            \x20           match_headers: [Authorization]\n          rules: \
                            [{host: api.test}]\n";
+
+    const HEADERS: &str = "  - name: header_allowlist\n    config:\n      headers: [Accept]\n";
+
+    #[test]
+    fn a_header_allowlist_before_a_header_writer_is_flagged_and_after_is_not() {
+        let before = lint(&config(&format!("{HEADERS}{SECRETS}")));
+        assert_eq!(before.len(), 1, "{before:?}");
+        assert_eq!(before[0].path, "transforms[0]");
+        assert!(
+            before[0]
+                .message
+                .starts_with("header_allowlist runs before transforms[1] (secrets), which writes request headers on hosts both apply to: the headers it works with are stripped before it runs; place header_allowlist after it"),
+            "{}",
+            before[0]
+        );
+        assert_eq!(lint(&config(&format!("{SECRETS}{HEADERS}"))), vec![]);
+        // Scoped to another host than the secrets: they never meet.
+        let elsewhere = HEADERS.replace(
+            "headers: [Accept]\n",
+            "headers: [Accept]\n      rules: [{host: other.test}]\n",
+        );
+        assert_eq!(lint(&config(&format!("{elsewhere}{SECRETS}"))), vec![]);
+        // A judge writes no headers.
+        assert_eq!(lint(&config(&format!("{HEADERS}{JUDGE}"))), vec![]);
+    }
 
     #[test]
     fn a_judge_after_secrets_is_flagged_and_before_is_not() {
