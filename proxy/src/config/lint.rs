@@ -156,6 +156,19 @@ mod tests {
         assert_eq!(lint(&config(&format!("{elsewhere}{SECRETS}"))), vec![]);
         // A judge writes no headers.
         assert_eq!(lint(&config(&format!("{HEADERS}{JUDGE}"))), vec![]);
+        // A grpc server may set headers too; both are named.
+        let grpc = "  - name: grpc\n    config:\n      name: g\n      target: \"localhost:9500\"\n";
+        let both = lint(&config(&format!("{HEADERS}{SECRETS}{grpc}")));
+        assert_eq!(both.len(), 1, "{both:?}");
+        assert!(
+            both[0].message.starts_with(
+                "header_allowlist runs before transforms[1] (secrets), transforms[2] (grpc), \
+                 which write request headers on hosts both apply to: the headers they work with \
+                 are stripped before they run; place header_allowlist after them"
+            ),
+            "{}",
+            both[0]
+        );
     }
 
     #[test]
