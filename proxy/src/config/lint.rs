@@ -4,6 +4,7 @@
 //! starts and on each reload.
 
 use std::fmt;
+use std::ops::Range;
 
 use super::transforms::TransformConfig;
 use super::Config;
@@ -46,69 +47,70 @@ fn header_writing_scopes(t: &TransformConfig) -> Vec<&Scope> {
     }
 }
 
+/// `transforms[k] (name)` for each transform `k` in `range` that has a scope
+/// (as `scopes` gives them) that may meet `rules`.
+fn meeting(
+    cfg: &Config,
+    range: Range<usize>,
+    scopes: fn(&TransformConfig) -> Vec<&Scope>,
+    rules: &Scope,
+) -> Vec<String> {
+    range
+        .filter(|&k| {
+            scopes(&cfg.transforms[k])
+                .iter()
+                .any(|s| s.may_overlap(rules))
+        })
+        .map(|k| format!("transforms[{k}] ({})", cfg.transforms[k].name()))
+        .collect()
+}
+
 /// The configuration's findings, in config order.
 pub fn lint(cfg: &Config) -> Vec<Lint> {
     let mut out = Vec::new();
-    // A header_allowlist placed before a transform that writes headers (spec:
-    // Header Allowlist, Pipeline Position: after every such transform).
+    let n = cfg.transforms.len();
     for (i, t) in cfg.transforms.iter().enumerate() {
-        let TransformConfig::HeaderAllowlist(h) = t else {
-            continue;
-        };
-        let writers: Vec<String> = cfg.transforms[i + 1..]
-            .iter()
-            .enumerate()
-            .filter(|(_, e)| {
-                header_writing_scopes(e)
-                    .iter()
-                    .any(|s| s.may_overlap(&h.rules))
-            })
-            .map(|(k, e)| format!("transforms[{}] ({})", i + 1 + k, e.name()))
-            .collect();
-        if !writers.is_empty() {
-            out.push(Lint {
-                path: format!("transforms[{i}]"),
-                message: {
-                    let (verb, they, work, run, them) = if writers.len() == 1 {
-                        ("writes", "it", "works", "runs", "it")
-                    } else {
-                        ("write", "they", "work", "run", "them")
-                    };
-                    format!(
-                        "header_allowlist runs before {}, which {verb} request headers on hosts \
-                         both apply to: the headers {they} {work} with are stripped before {they} \
-                         {run}; place header_allowlist after {them} (the spec's pipeline position)",
-                        writers.join(", ")
-                    )
-                },
-            });
-        }
-    }
-    // A judge placed after a transform that injects credentials sends them to
-    // its LLM provider (spec: LLM Judge, Pipeline Ordering).
-    for (i, t) in cfg.transforms.iter().enumerate() {
-        let TransformConfig::Judge(j) = t else {
-            continue;
-        };
-        // Only where the judge's rules and the injection's can meet.
-        let injected: Vec<String> = cfg.transforms[..i]
-            .iter()
-            .enumerate()
-            .filter(|(_, e)| credential_scopes(e).iter().any(|s| s.may_overlap(&j.rules)))
-            .map(|(k, e)| format!("transforms[{k}] ({})", e.name()))
-            .collect();
-        if !injected.is_empty() {
-            out.push(Lint {
-                path: format!("transforms[{i}]"),
-                message: format!(
+        let message = match t {
+            // A judge placed after a transform that injects credentials sends
+            // them to its LLM provider (spec: LLM Judge, Pipeline Ordering).
+            TransformConfig::Judge(j) => {
+                let injected = meeting(cfg, 0..i, credential_scopes, &j.rules);
+                if injected.is_empty() {
+                    continue;
+                }
+                format!(
                     "judge {:?} runs after {}, so for the hosts both apply to its LLM provider \
                      sees the real credentials they inject; place the judge before them unless \
                      your threat model accepts that",
                     j.name,
                     injected.join(", ")
-                ),
-            });
-        }
+                )
+            }
+            // A header_allowlist placed before a transform that writes headers
+            // (spec: Header Allowlist, Pipeline Position: after every such one).
+            TransformConfig::HeaderAllowlist(h) => {
+                let writers = meeting(cfg, i + 1..n, header_writing_scopes, &h.rules);
+                if writers.is_empty() {
+                    continue;
+                }
+                let (verb, they, work, run, them) = if writers.len() == 1 {
+                    ("writes", "it", "works", "runs", "it")
+                } else {
+                    ("write", "they", "work", "run", "them")
+                };
+                format!(
+                    "header_allowlist runs before {}, which {verb} request headers on hosts \
+                     both apply to: the headers {they} {work} with are stripped before {they} \
+                     {run}; place header_allowlist after {them} (the spec's pipeline position)",
+                    writers.join(", ")
+                )
+            }
+            _ => continue,
+        };
+        out.push(Lint {
+            path: format!("transforms[{i}]"),
+            message,
+        });
     }
     out
 }
