@@ -77,6 +77,8 @@ pub fn main(root: &Path, target: &Path, args: LinkOrderArgs) -> Result<()> {
         proxy_log: false,
         out: Some(work.join("bench")),
         against: None,
+        // Only the proxy's code matters here.
+        unpaired: true,
     };
     sandbox::sweep_stale();
     run::run(root, &work.join("bench"), &wrapper, "release", &bench)?;

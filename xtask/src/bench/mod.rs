@@ -117,6 +117,11 @@ pub struct BenchArgs {
     /// per-round ratios B / A, in compare.md and compare.json.
     #[arg(long, value_name = "PATH")]
     pub against: Option<PathBuf>,
+    /// Do not pair each run of a proxy or peer with a direct run next to it.
+    /// Saves about a third of a full run's time; "×direct" and "added" are
+    /// then taken between medians measured minutes apart.
+    #[arg(long)]
+    pub unpaired: bool,
 }
 
 /// Entry point: re-runs itself in release when asked for a release bench

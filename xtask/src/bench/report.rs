@@ -38,8 +38,29 @@ fn lat(t: Option<&TopoResult>, m: &str) -> Option<(f64, f64)> {
         .map(|x| (x.median.p50_us, x.median.p99_us))
 }
 
+/// A topology's rate for measure `m` over direct's: the median of its paired
+/// runs' ratios when the runs were paired, else the ratio of the medians.
+fn vs_direct(t: Option<&TopoResult>, m: &str, direct: Option<&TopoResult>) -> Option<f64> {
+    let t = t?;
+    if let Some(p) = t.measures.get(m).and_then(|x| x.paired.as_ref()) {
+        return Some(p.rate_ratio);
+    }
+    Some(rate(Some(t), m)? / rate(direct, m)?)
+}
+
+/// What a topology adds to direct's p50 and p99 at measure `m` (paired, as
+/// [`vs_direct`]); `None` for direct itself.
+fn added(t: Option<&TopoResult>, m: &str, direct: Option<&TopoResult>) -> Option<(f64, f64)> {
+    let t = t.filter(|t| t.name != "direct")?;
+    if let Some(p) = t.measures.get(m).and_then(|x| x.paired.as_ref()) {
+        return Some((p.added_p50_us, p.added_p99_us));
+    }
+    let (a, d) = (lat(Some(t), m)?, lat(direct, m)?);
+    Some((a.0 - d.0, a.1 - d.1))
+}
+
 fn added_p50(t: Option<&TopoResult>, direct: Option<&TopoResult>) -> Option<f64> {
-    Some(lat(t, LAT_KA)?.0 - lat(direct, LAT_KA)?.0)
+    added(t, LAT_KA, direct).map(|a| a.0)
 }
 
 fn cpu_per_req(t: Option<&TopoResult>, m: &str) -> Option<f64> {
@@ -51,6 +72,10 @@ fn ratio(a: Option<f64>, b: Option<f64>) -> String {
         (Some(a), Some(b)) if b > 0.0 => format!("{:.2}×", a / b),
         _ => "–".into(),
     }
+}
+
+fn times(v: Option<f64>) -> String {
+    v.map_or("–".into(), |v| format!("{v:.2}×"))
 }
 
 fn num(v: Option<f64>, prec: usize) -> String {
@@ -89,14 +114,40 @@ fn drift(start: Option<&TopoResult>, end: Option<&TopoResult>) -> Option<String>
     );
     if worst > DRIFT_WARN {
         s.push_str(&format!(
-            " **The machine's speed changed by up to {:.0}% during the run**: ratios between \
-             topologies measured minutes apart are not reliable in this run. Compare iron-proxy \
-             builds with `--against` (interleaved rounds), or rerun.",
+            " **The machine's speed changed by up to {:.0}% during the run**: rates and CPU per \
+             request of topologies measured minutes apart do not compare in this run (paired \
+             ratios to direct still do). Compare iron-proxy builds with `--against` \
+             (interleaved rounds), or rerun.",
             worst * 100.0
         ));
     }
     s.push('\n');
     Some(s)
+}
+
+/// The note on paired runs under the throughput table: what "×direct"
+/// means, and how fast direct ran next to each topology (the guest's speed
+/// over the run). `None` when no measure was paired.
+fn pairing(r: &Results) -> Option<String> {
+    let during: Vec<String> = r
+        .topologies
+        .iter()
+        .filter(|t| t.skipped.is_none())
+        .filter_map(|t| {
+            let p = t.measures.get(KA_1K)?.paired.as_ref()?;
+            Some(format!("{} {:.0}/s", t.name, p.direct_rate))
+        })
+        .collect();
+    if during.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "\"×direct\" and \"added\" are paired: every run of a proxy had a direct run right before or after \
+         it, and the figure is the median of the per-pair ratios (differences for latency), so a change \
+         in the machine's speed during the run moves them little; rates and CPU per request are \
+         absolute and do move with it. Direct, keep-alive 1 KiB, next to each: {}.\n",
+        during.join(", ")
+    ))
 }
 
 /// The summary as markdown.
@@ -147,11 +198,11 @@ pub fn markdown(r: &Results) -> String {
             "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             t.name,
             num(rate(Some(t), KA_1K), 0),
-            ratio(rate(Some(t), KA_1K), rate(direct, KA_1K)),
+            times(vs_direct(Some(t), KA_1K, direct)),
             num(rate(Some(t), KA_64K), 0),
-            ratio(rate(Some(t), KA_64K), rate(direct, KA_64K)),
+            times(vs_direct(Some(t), KA_64K, direct)),
             num(rate(Some(t), NC_1K), 0),
-            ratio(rate(Some(t), NC_1K), rate(direct, NC_1K)),
+            times(vs_direct(Some(t), NC_1K, direct)),
             num(cpu(KA_1K), 1),
             num(cpu(KA_64K), 1),
             num(cpu(NC_1K), 1),
@@ -160,6 +211,10 @@ pub fn markdown(r: &Results) -> String {
         );
     }
 
+    if let Some(p) = pairing(r) {
+        s.push('\n');
+        s.push_str(&p);
+    }
     if let Some(d) = drift(direct, r.direct_end.as_ref()) {
         s.push('\n');
         s.push_str(&d);
@@ -210,27 +265,23 @@ pub fn markdown(r: &Results) -> String {
     for t in r.topologies.iter().filter(|t| t.skipped.is_none()) {
         let ka = lat(Some(t), LAT_KA);
         let nc = lat(Some(t), LAT_NC);
-        let dka = lat(direct, LAT_KA);
-        let dnc = lat(direct, LAT_NC);
-        let add = |a: Option<(f64, f64)>, d: Option<(f64, f64)>, p99: bool| match (a, d) {
-            (Some(a), Some(d)) if t.name != "direct" => {
-                let v = if p99 { a.1 - d.1 } else { a.0 - d.0 };
-                format!("{v:+.0}")
-            }
-            _ => "–".into(),
-        };
+        let signed = |v: Option<f64>| v.map_or("–".into(), |v| format!("{v:+.0}"));
+        let (aka, anc) = (
+            added(Some(t), LAT_KA, direct),
+            added(Some(t), LAT_NC, direct),
+        );
         let _ = writeln!(
             s,
             "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             t.name,
             num(ka.map(|x| x.0), 0),
             num(ka.map(|x| x.1), 0),
-            add(ka, dka, false),
-            add(ka, dka, true),
+            signed(aka.map(|x| x.0)),
+            signed(aka.map(|x| x.1)),
             num(nc.map(|x| x.0), 0),
             num(nc.map(|x| x.1), 0),
-            add(nc, dnc, false),
-            add(nc, dnc, true),
+            signed(anc.map(|x| x.0)),
+            signed(anc.map(|x| x.1)),
         );
     }
 
@@ -246,14 +297,18 @@ pub fn markdown(r: &Results) -> String {
         s.push_str("\n### iron-proxy (CONNECT, MITM) relative to each peer (>1 means iron-proxy is faster)\n\n");
         s.push_str("| peer | keep-alive 1 KiB | keep-alive 64 KiB | new TLS conn/s | keep-alive added p50 (iron / peer) |\n|---|---|---|---|---|\n");
         let iron = get(r, "iron-connect");
+        // Each side's ratio to direct, so that pairing carries over.
+        let over = |m: &str, p: &TopoResult| {
+            ratio(vs_direct(iron, m, direct), vs_direct(Some(p), m, direct))
+        };
         for p in peers {
             let _ = writeln!(
                 s,
                 "| {} | {} | {} | {} | {} / {} µs |",
                 p.name,
-                ratio(rate(iron, KA_1K), rate(Some(p), KA_1K)),
-                ratio(rate(iron, KA_64K), rate(Some(p), KA_64K)),
-                ratio(rate(iron, NC_1K), rate(Some(p), NC_1K)),
+                over(KA_1K, p),
+                over(KA_64K, p),
+                over(NC_1K, p),
                 num(added_p50(iron, direct), 0),
                 num(added_p50(Some(p), direct), 0),
             );
@@ -315,22 +370,21 @@ pub fn markdown(r: &Results) -> String {
         ("eBPF interception", "iron-intercept"),
     ] {
         let t = get(r, topo);
-        let q = |a: Option<f64>, b: Option<f64>| Some(a? / b?);
         target(
             &format!("keep-alive MITM ≥ 0.5× direct ({label}, 1 KiB)"),
-            q(rate(t, KA_1K), rate(direct, KA_1K)),
+            vs_direct(t, KA_1K, direct),
             &|v| format!("{v:.2}×"),
             &|v| v >= 0.5,
         );
         target(
             &format!("keep-alive MITM ≥ 0.5× direct ({label}, 64 KiB)"),
-            q(rate(t, KA_64K), rate(direct, KA_64K)),
+            vs_direct(t, KA_64K, direct),
             &|v| format!("{v:.2}×"),
             &|v| v >= 0.5,
         );
         target(
             &format!("new TLS conn/s ≥ 0.9× direct ({label})"),
-            q(rate(t, NC_1K), rate(direct, NC_1K)),
+            vs_direct(t, NC_1K, direct),
             &|v| format!("{v:.2}×"),
             &|v| v >= 0.9,
         );
@@ -468,7 +522,7 @@ fn connect_table(s: &mut String, c: &ConnectResult) {
 mod tests {
     use super::*;
     use crate::bench::load::RunResult;
-    use crate::bench::results::Measure;
+    use crate::bench::results::{Machine, Measure, Paired, Settings};
 
     fn direct(name: &str, ka: f64, nc: f64) -> TopoResult {
         let mut t = TopoResult {
@@ -487,6 +541,8 @@ mod tests {
                     median: median.clone(),
                     runs: vec![median],
                     peak_rss_kib: None,
+                    direct_runs: Vec::new(),
+                    paired: None,
                 },
             );
         }
@@ -528,5 +584,100 @@ mod tests {
             ..direct("direct (end)", 1.0, 1.0)
         };
         assert!(drift(Some(&start), Some(&skipped)).is_none());
+    }
+
+    fn results(topologies: Vec<TopoResult>) -> Results {
+        Results {
+            started_unix: 0,
+            command: String::new(),
+            quick: false,
+            machine: Machine {
+                cpu: String::new(),
+                cpus: 2,
+                mem_gib: 1.0,
+                kernel: String::new(),
+                os: String::new(),
+                rustc: String::new(),
+                commit: String::new(),
+                loadavg_start: String::new(),
+                loadavg_end: String::new(),
+            },
+            settings: Settings {
+                measure_secs: 2.0,
+                warmup_secs: 0.5,
+                repeats: 3,
+                conns: 32,
+                new_conns: 8,
+                idle: 0,
+                idle_peers: 0,
+                upstream_threads: 2,
+                client_threads: 2,
+                profile: "release".into(),
+                paired: true,
+            },
+            allowlist: None,
+            leaf: None,
+            connect: None,
+            topologies,
+            direct_end: None,
+            perf_reports: Vec::new(),
+            wall_secs: 1.0,
+        }
+    }
+
+    /// A proxy measured late in a run whose machine slowed down: 30k/s
+    /// against a direct that ran 100k/s at the start but 60k/s next to it.
+    fn late_proxy() -> TopoResult {
+        let mut t = direct("iron-https", 30_000.0, 3_000.0);
+        let m = t.measures.get_mut(KA_1K).expect("measure");
+        m.paired = Some(Paired {
+            rate_ratio: 0.5,
+            added_p50_us: 31.0,
+            added_p99_us: 45.0,
+            direct_rate: 60_000.0,
+        });
+        t
+    }
+
+    #[test]
+    fn paired_ratios_replace_the_ratio_of_medians() {
+        let r = results(vec![direct("direct", 100_000.0, 3_000.0), late_proxy()]);
+        let text = markdown(&r);
+        assert!(
+            text.contains("| iron-https | 30000 | 0.50× |"),
+            "the paired ratio, not 30k / 100k:\n{text}"
+        );
+        assert!(
+            text.contains("keep-alive MITM ≥ 0.5× direct (https_listen, 1 KiB) | 0.50× | yes"),
+            "{text}"
+        );
+        // Unpaired measures keep the ratio of medians.
+        assert!(text.contains("| 3000 | 1.00× |"), "{text}");
+        assert!(text.contains("next to each: iron-https 60000/s."), "{text}");
+    }
+
+    #[test]
+    fn paired_latency_is_the_median_of_the_pairs_differences() {
+        let mut t = late_proxy();
+        let m = t.measures.remove(KA_1K).expect("measure");
+        t.measures.insert(LAT_KA.into(), m);
+        let r = results(vec![direct("direct", 100_000.0, 3_000.0), t]);
+        assert_eq!(
+            added(get(&r, "iron-https"), LAT_KA, get(&r, "direct")),
+            Some((31.0, 45.0))
+        );
+        assert_eq!(added(get(&r, "direct"), LAT_KA, get(&r, "direct")), None);
+        assert!(markdown(&r).contains("| +31 | +45 |"));
+    }
+
+    #[test]
+    fn no_pairing_note_without_paired_runs() {
+        let r = results(vec![
+            direct("direct", 100_000.0, 3_000.0),
+            direct("iron-https", 30_000.0, 3_000.0),
+        ]);
+        let text = markdown(&r);
+        assert!(pairing(&r).is_none());
+        assert!(text.contains("| iron-https | 30000 | 0.30× |"), "{text}");
     }
 }

@@ -65,6 +65,9 @@ pub struct Settings {
     pub client_threads: usize,
     /// Cargo profile of iron-proxy.
     pub profile: String,
+    /// Every run of a topology other than direct is paired with a direct run
+    /// next to it (see [`Paired`]).
+    pub paired: bool,
 }
 
 /// One topology's results.
@@ -112,6 +115,62 @@ pub struct Measure {
     /// The proxy's peak RSS (VmHWM) during this measure's runs, KiB (the
     /// peak is reset before each measure).
     pub peak_rss_kib: Option<u64>,
+    /// The direct run paired with each run, in the same order (empty when
+    /// runs were not paired).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub direct_runs: Vec<RunResult>,
+    /// What the pairs say, when there are any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paired: Option<Paired>,
+}
+
+/// A measure against direct, run by run: each run of the topology has a
+/// direct run right before or after it (the order alternates), and the
+/// figures are medians of the per-pair ratios and differences. The guest's
+/// speed drifts by tens of percent within minutes; a drift slows both runs
+/// of a pair, so these move far less than a ratio of two topologies'
+/// medians measured minutes apart.
+#[derive(Debug, Serialize, Clone, PartialEq)]
+pub struct Paired {
+    /// Median over pairs of rate / direct rate.
+    pub rate_ratio: f64,
+    /// Median over pairs of p50 minus direct's p50, µs.
+    pub added_p50_us: f64,
+    /// Median over pairs of p99 minus direct's p99, µs.
+    pub added_p99_us: f64,
+    /// Median rate of the direct runs (how fast the machine was meanwhile).
+    pub direct_rate: f64,
+}
+
+impl Paired {
+    /// The pairs' medians; `None` without a complete pair (runs with no
+    /// request on either side are left out).
+    pub fn of(runs: &[RunResult], direct: &[RunResult]) -> Option<Paired> {
+        let pairs: Vec<(&RunResult, &RunResult)> = runs
+            .iter()
+            .zip(direct)
+            .filter(|(r, d)| r.requests > 0 && d.requests > 0 && d.rate > 0.0)
+            .collect();
+        if pairs.is_empty() {
+            return None;
+        }
+        let med = |f: &dyn Fn(&RunResult, &RunResult) -> f64| {
+            median_of(pairs.iter().map(|(r, d)| f(r, d)).collect())
+        };
+        Some(Paired {
+            rate_ratio: med(&|r, d| r.rate / d.rate),
+            added_p50_us: med(&|r, d| r.p50_us - d.p50_us),
+            added_p99_us: med(&|r, d| r.p99_us - d.p99_us),
+            direct_rate: med(&|_, d| d.rate),
+        })
+    }
+}
+
+/// The median of `v` (the upper one of an even count, as [`median`] takes);
+/// 0 when empty.
+fn median_of(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
 /// Memory with many idle connections.
@@ -203,15 +262,7 @@ impl Machine {
 
 /// Field-wise median of runs (errors summed).
 pub fn median(runs: &[RunResult]) -> RunResult {
-    let med = |f: &dyn Fn(&RunResult) -> f64| -> f64 {
-        let mut v: Vec<f64> = runs.iter().map(f).collect();
-        v.sort_by(f64::total_cmp);
-        if v.is_empty() {
-            0.0
-        } else {
-            v[v.len() / 2]
-        }
-    };
+    let med = |f: &dyn Fn(&RunResult) -> f64| -> f64 { median_of(runs.iter().map(f).collect()) };
     let med_opt = |f: &dyn Fn(&RunResult) -> Option<f64>| -> Option<f64> {
         let mut v: Vec<f64> = runs.iter().filter_map(f).collect();
         v.sort_by(f64::total_cmp);
@@ -239,4 +290,59 @@ pub fn loadavg() -> String {
         .take(3)
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(rate: f64, p50: f64, p99: f64) -> RunResult {
+        RunResult {
+            requests: 100,
+            rate,
+            p50_us: p50,
+            p99_us: p99,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn pairs_cancel_a_drift_that_the_medians_do_not() {
+        // The machine halves its speed between the first and the last pair;
+        // the topology runs at 0.3× whatever the speed.
+        let direct = [
+            run(100.0, 20.0, 30.0),
+            run(70.0, 28.0, 40.0),
+            run(50.0, 40.0, 60.0),
+        ];
+        let topo = [
+            run(30.0, 50.0, 70.0),
+            run(21.0, 60.0, 80.0),
+            run(15.0, 75.0, 100.0),
+        ];
+        let p = Paired::of(&topo, &direct).expect("pairs");
+        assert!((p.rate_ratio - 0.3).abs() < 1e-9, "{p:?}");
+        assert_eq!(p.added_p50_us, 32.0);
+        assert_eq!(p.added_p99_us, 40.0);
+        assert_eq!(p.direct_rate, 70.0);
+        // Whereas medians of runs taken at different times would mislead:
+        // here a late topology against an early direct.
+        assert!((median(&topo).rate / 100.0 - 0.3).abs() > 0.05);
+    }
+
+    #[test]
+    fn pairs_with_an_empty_side_are_left_out() {
+        let empty = RunResult::default();
+        let direct = [run(100.0, 20.0, 30.0), empty.clone()];
+        let topo = [empty, run(30.0, 50.0, 70.0)];
+        assert_eq!(Paired::of(&topo, &direct), None);
+        assert_eq!(Paired::of(&[], &[]), None);
+        let direct = [run(100.0, 20.0, 30.0), run(100.0, 20.0, 30.0)];
+        let failed = RunResult {
+            requests: 0,
+            ..run(0.0, 0.0, 0.0)
+        };
+        let p = Paired::of(&[failed, run(40.0, 30.0, 50.0)], &direct).expect("one pair");
+        assert!((p.rate_ratio - 0.4).abs() < 1e-9);
+    }
 }

@@ -13,7 +13,7 @@ use super::connect;
 use super::load::{Client, Mode, RunResult, Spec};
 use super::remote::{Remote, Runner};
 use super::report::{self, KA_1K, KA_64K, LAT_KA, LAT_NC, NC_1K};
-use super::results::{median, IdleResult, Machine, Measure, Results, Settings, TopoResult};
+use super::results::{median, IdleResult, Machine, Measure, Paired, Results, Settings, TopoResult};
 use super::sandbox::check_interrupted;
 use super::topo::{self, Env, Kind};
 use super::upstream::Upstream;
@@ -45,6 +45,7 @@ pub fn run(
         upstream_threads: THREADS,
         client_threads: THREADS,
         profile: profile.to_string(),
+        paired: !args.unpaired,
     };
     let work = out.join("work");
     let _ = std::fs::remove_dir_all(&work);
@@ -258,6 +259,7 @@ fn compare(
     let rounds = args.repeats.unwrap_or(6).max(1);
     let one = Settings {
         repeats: 1,
+        paired: false,
         idle: 0,
         idle_peers: 0,
         ..settings.clone()
@@ -330,26 +332,36 @@ fn measure(
     // The peak so far is start-up's (for eBPF interception, loading the
     // programs); from here on each measure's peak is taken on its own.
     tr.start_peak_rss_kib = running.watch.as_ref().map(|w| w.mem().hwm_kib);
+    // Each run of a proxy gets a direct run next to it (alternating which
+    // goes first), so that ratios to direct survive the guest's drift.
+    let direct = if s.paired && kind != Kind::Direct {
+        Some(Client::new(topo::direct_route(env), tls.clone())?)
+    } else {
+        None
+    };
     for (key, spec) in specs(s) {
         if let Some(w) = &running.watch {
             w.reset_peak();
         }
         let mut runs: Vec<RunResult> = Vec::new();
+        let mut direct_runs: Vec<RunResult> = Vec::new();
         for i in 0..s.repeats {
             check_interrupted()?;
+            let direct_first = i % 2 == 0;
+            let mut run_direct = || -> Result<()> {
+                if let Some(d) = &direct {
+                    check_interrupted()?;
+                    let r = rt.block_on(d.run(&spec, None))?;
+                    log_run("  (direct)", key, i, s.repeats, &r);
+                    direct_runs.push(r);
+                }
+                Ok(())
+            };
+            if direct_first {
+                run_direct()?;
+            }
             let r = runner.run(rt, &spec, running.watch.as_ref())?;
-            eprintln!(
-                "bench: {:<16} {:<22} run {}/{}: {:>8.0}/s  p50 {:>6.0}µs  p99 {:>6.0}µs  cpu/req {}  errors {}",
-                kind.name(),
-                key,
-                i + 1,
-                s.repeats,
-                r.rate,
-                r.p50_us,
-                r.p99_us,
-                r.proxy_cpu_us_per_req.map_or("-".into(), |v| format!("{v:.1}µs")),
-                r.errors
-            );
+            log_run(kind.name(), key, i, s.repeats, &r);
             if r.requests == 0 {
                 bail!(
                     "{key}: no request completed ({})",
@@ -357,6 +369,9 @@ fn measure(
                 );
             }
             runs.push(r);
+            if !direct_first {
+                run_direct()?;
+            }
         }
         let peak = running.watch.as_ref().map(|w| w.mem().hwm_kib);
         if key == KA_1K {
@@ -367,8 +382,10 @@ fn measure(
             key.to_string(),
             Measure {
                 median: median(&runs),
+                paired: Paired::of(&runs, &direct_runs),
                 runs,
                 peak_rss_kib: peak,
+                direct_runs,
             },
         );
     }
@@ -383,6 +400,22 @@ fn measure(
         tr.idle = Some(idle(kind, env, rt, tls, n)?);
     }
     Ok(())
+}
+
+/// One line of progress per run.
+fn log_run(who: &str, key: &str, i: usize, repeats: usize, r: &RunResult) {
+    eprintln!(
+        "bench: {:<16} {:<22} run {}/{}: {:>8.0}/s  p50 {:>6.0}µs  p99 {:>6.0}µs  cpu/req {}  errors {}",
+        who,
+        key,
+        i + 1,
+        repeats,
+        r.rate,
+        r.p50_us,
+        r.p99_us,
+        r.proxy_cpu_us_per_req.map_or("-".into(), |v| format!("{v:.1}µs")),
+        r.errors
+    );
 }
 
 /// For the eBPF topology: the load client as a child in its cgroup.

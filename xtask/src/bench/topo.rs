@@ -157,15 +157,20 @@ impl Drop for ChildGuard {
     }
 }
 
+/// The client's way straight to the upstream.
+pub fn direct_route(env: &Env<'_>) -> Route {
+    Route {
+        addr: env.upstream,
+        connect: None,
+        host: UPSTREAM_NAME.into(),
+    }
+}
+
 /// Starts `kind`.
 pub fn start(kind: Kind, env: &Env<'_>) -> Result<Running> {
     match kind {
         Kind::Direct => Ok(Running {
-            route: Route {
-                addr: env.upstream,
-                connect: None,
-                host: UPSTREAM_NAME.into(),
-            },
+            route: direct_route(env),
             watch: None,
             version: String::new(),
             _child: None,
