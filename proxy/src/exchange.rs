@@ -36,6 +36,10 @@ pub struct ConnInfo {
     pub tls: bool,
     /// Port to dial when the request names none.
     pub default_port: u16,
+    /// True when `default_port` is the destination's port for certain (a
+    /// tunnel target, an intercepted connection's original destination): a
+    /// Host naming another port is refused.
+    pub fixed_port: bool,
     /// A host the request's Host must agree with (a CONNECT/SOCKS5 target).
     pub expected_host: Option<String>,
     /// The process behind an intercepted connection.
@@ -61,6 +65,7 @@ impl ConnInfo {
             sni: None,
             tls,
             default_port,
+            fixed_port: false,
             expected_host: None,
             client: None,
             original_dst: None,
@@ -199,15 +204,16 @@ fn error_response(status: StatusCode, message: &str) -> Response<Body> {
 
 /// Connection-level headers that never cross the proxy (RFC 9110 §7.6.1), plus
 /// the proxy's own credentials header. Built names, so that removing them does
-/// not parse a string per request.
-static HOP_BY_HOP: [HeaderName; 8] = [
+/// not parse a string per request. `Trailer` is not one of them: it is
+/// end-to-end (RFC 9110 §6.6.2), and hyper sends an HTTP/1.1 response's
+/// trailers only for the fields it announces.
+static HOP_BY_HOP: [HeaderName; 7] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
     header::PROXY_AUTHORIZATION,
     header::PROXY_AUTHENTICATE,
     header::TE,
-    header::TRAILER,
     header::UPGRADE,
 ];
 
@@ -264,6 +270,16 @@ pub fn has_dot_segment(path: &str) -> bool {
     })
 }
 
+/// True for an HTTP/1.1 request with `Expect: 100-continue` (RFC 9110
+/// §10.1.1): until the proxy reads its body, the client waits.
+fn awaits_continue(req: &Request<Incoming>) -> bool {
+    req.version() == Version::HTTP_11
+        && req
+            .headers()
+            .get(header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+}
+
 fn is_upgrade(req: &Request<Incoming>) -> bool {
     req.version() == Version::HTTP_11
         && req.headers().contains_key(header::UPGRADE)
@@ -278,30 +294,104 @@ fn is_upgrade(req: &Request<Incoming>) -> bool {
             })
 }
 
-/// Splits an authority (`host[:port]`, userinfo dropped) into a normalized
-/// host and a port; `None` when it is not a valid authority.
+/// Splits an authority (`host[:port]`) into a normalized host and a port;
+/// `None` when it is not a valid authority.
 fn split_authority(raw: &str, default_port: u16) -> Option<(String, u16)> {
     let a: http::uri::Authority = raw.parse().ok()?;
     host_port(&a, default_port)
 }
 
+/// The host and port of a request's authority. `None` for what a Host header
+/// may not hold (RFC 9110 §7.2: `uri-host [":" port]`): userinfo, which
+/// upstreams read in more than one way (`a.test@b.test`), and a port that is
+/// not a number from 1 to 65535 (rather than quietly dialing the default).
+/// An empty port (`a.test:`) means the default.
 fn host_port(a: &http::uri::Authority, default_port: u16) -> Option<(String, u16)> {
+    let text = a.as_str();
+    if text.contains('@') {
+        return None;
+    }
     let host = normalize_host(a.host());
     if host.is_empty() {
         return None;
     }
-    Some((host, a.port_u16().unwrap_or(default_port)))
+    // The port's text: after the host's last `:` (after `]` for IPv6).
+    let port_text = match text.strip_prefix('[') {
+        Some(v6) => match v6.split_once(']')?.1 {
+            "" => None,
+            after => Some(after.strip_prefix(':')?),
+        },
+        None => text.rsplit_once(':').map(|(_, p)| p),
+    };
+    let port = match port_text {
+        None | Some("") => default_port,
+        // `u16::from_str` takes a leading `+`; a port is digits only.
+        Some(p) if p.bytes().all(|b| b.is_ascii_digit()) => p.parse::<u16>().ok()?,
+        Some(_) => return None,
+    };
+    (port != 0).then_some((host, port))
+}
+
+/// Why a request names no destination the proxy will dial.
+#[derive(Debug, PartialEq, Eq)]
+enum HostError {
+    /// No Host header (or an empty one) and no absolute URI.
+    Missing,
+    /// More than one Host header. RFC 9112 §3.2 answers 400: the proxy and the
+    /// upstream could each take a different one (domain fronting).
+    Duplicate,
+    /// A Host or `:authority` that is not `host[:port]`; the text as received
+    /// (lossy, cut short).
+    Invalid(String),
+}
+
+impl HostError {
+    fn reason(&self) -> &'static str {
+        match self {
+            HostError::Missing => "missing_host",
+            HostError::Duplicate | HostError::Invalid(_) => "invalid_host",
+        }
+    }
+
+    fn message(&self) -> String {
+        match self {
+            HostError::Missing => "request names no host".into(),
+            HostError::Duplicate => "request has more than one Host header".into(),
+            HostError::Invalid(v) => format!("{v:?} is not a valid host[:port]"),
+        }
+    }
 }
 
 /// The request's destination: the URI's authority (absolute form, HTTP/2
 /// `:authority`), else the Host header.
-fn authority(req: &Request<Incoming>, default_port: u16) -> Option<(String, u16)> {
-    match req.uri().authority() {
-        Some(a) => host_port(a, default_port),
-        None => split_authority(
-            req.headers().get(header::HOST)?.to_str().ok()?,
-            default_port,
-        ),
+fn destination(req: &Request<Incoming>, default_port: u16) -> Result<(String, u16), HostError> {
+    destination_of(req.uri(), req.headers(), default_port)
+}
+
+fn destination_of(
+    uri: &Uri,
+    headers: &HeaderMap,
+    default_port: u16,
+) -> Result<(String, u16), HostError> {
+    let invalid = |raw: &[u8]| {
+        let text = String::from_utf8_lossy(raw);
+        HostError::Invalid(text.chars().take(256).collect())
+    };
+    let mut hosts = headers.get_all(header::HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return Err(HostError::Duplicate);
+    }
+    match uri.authority() {
+        Some(a) => host_port(a, default_port).ok_or_else(|| invalid(a.as_str().as_bytes())),
+        None => {
+            let value = host.filter(|v| !v.is_empty()).ok_or(HostError::Missing)?;
+            value
+                .to_str()
+                .ok()
+                .and_then(|v| split_authority(v, default_port))
+                .ok_or_else(|| invalid(value.as_bytes()))
+        }
     }
 }
 
@@ -420,11 +510,15 @@ async fn handle_tracked(
     let sink = shared.audit.clone();
 
     if !shared.is_ready() {
-        rec.fail(
-            "not_ready",
-            "the proxy is starting and refuses traffic until policy is loaded".into(),
-            503,
-        );
+        rec.host = destination(&req, conn.default_port)
+            .map(|(h, _)| h)
+            .unwrap_or_default();
+        let why = if shared.is_stopping() {
+            "the proxy is shutting down and takes no new requests"
+        } else {
+            "the proxy is starting and refuses traffic until policy is loaded"
+        };
+        rec.fail("not_ready", why.into(), 503);
         return Ok(finish(
             error_response(StatusCode::SERVICE_UNAVAILABLE, "not ready"),
             AuditGuard::since(rec, sink, started),
@@ -433,7 +527,7 @@ async fn handle_tracked(
     if req.method() == http::Method::CONNECT {
         // Tunnels are served by proxy.tunnel_listen; here CONNECT has no path and
         // would otherwise be refused as an invalid path, which misleads.
-        rec.host = authority(&req, 443).map(|(h, _)| h).unwrap_or_default();
+        rec.host = destination(&req, 443).map(|(h, _)| h).unwrap_or_default();
         rec.reject(None, "connect_not_supported", 405);
         let mut rsp = error_response(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -445,14 +539,32 @@ async fn handle_tracked(
         );
         return Ok(finish(rsp, AuditGuard::new(rec, sink)));
     }
-    let Some((host, port)) = authority(&req, conn.default_port) else {
-        rec.reject(None, "missing_host", 400);
-        return Ok(finish(
-            error_response(StatusCode::BAD_REQUEST, "request names no host"),
-            AuditGuard::since(rec, sink, started),
-        ));
+    let (host, port) = match destination(&req, conn.default_port) {
+        Ok(d) => d,
+        Err(e) => {
+            rec.reject(None, e.reason(), 400);
+            let msg = e.message();
+            rec.error = Some(msg.clone());
+            return Ok(finish(
+                error_response(StatusCode::BAD_REQUEST, &msg),
+                AuditGuard::since(rec, sink, started),
+            ));
+        }
     };
     rec.host = host.clone();
+    if conn.fixed_port && port != conn.default_port {
+        // A tunnel's target or an intercepted connection's original
+        // destination names the port; Host may not send the request elsewhere.
+        rec.reject(None, "host_mismatch", 421);
+        let msg = format!(
+            "Host port {port} does not match the destination port {}",
+            conn.default_port
+        );
+        return Ok(finish(
+            error_response(StatusCode::MISDIRECTED_REQUEST, &msg),
+            AuditGuard::since(rec, sink, started),
+        ));
+    }
     for (what, expected) in [("SNI", &conn.sni), ("tunnel target", &conn.expected_host)] {
         if let Some(exp) = expected {
             if normalize_host(exp) != host {
@@ -489,6 +601,7 @@ async fn handle_tracked(
 
     let policy = shared.policy();
     let upgrade = is_upgrade(&req);
+    let awaits_continue = awaits_continue(&req);
     let client_upgrade = if upgrade {
         Some(hyper::upgrade::on(&mut req))
     } else {
@@ -621,7 +734,12 @@ async fn handle_tracked(
         }
     };
     if let Some(rsp) = local {
-        drain_unread(req.into_body()).await;
+        // A client waiting for `100 Continue` has sent no body yet: reading it
+        // would make hyper invite the upload only to refuse it. Left unread,
+        // hyper answers without the 100 and stops reading the connection.
+        if !(awaits_continue && need == BodyNeed::None) {
+            drain_unread(req.into_body()).await;
+        }
         return Ok(finish(rsp, AuditGuard::since(rec, sink, started)));
     }
     rec.extra.append(&mut cx.audit_extra);
@@ -804,6 +922,71 @@ mod tests {
             conflict("http://a.test/x", Some("a.test/evil")),
             Some("a.test/evil".into())
         );
+    }
+
+    #[test]
+    fn a_host_is_host_and_port_and_nothing_else() {
+        let ok = |raw: &str| split_authority(raw, 443);
+        assert_eq!(ok("A.Test."), Some(("a.test".into(), 443)));
+        assert_eq!(ok("a.test:8443"), Some(("a.test".into(), 8443)));
+        assert_eq!(ok("a.test:"), Some(("a.test".into(), 443)), "empty port");
+        assert_eq!(ok("a.test:0443"), Some(("a.test".into(), 443)));
+        assert_eq!(ok("[::1]:8080"), Some(("::1".into(), 8080)));
+        assert_eq!(ok("[::1]"), Some(("::1".into(), 443)));
+        assert_eq!(ok("10.0.0.1:80"), Some(("10.0.0.1".into(), 80)));
+        for bad in [
+            "denied.test@allowed.test",
+            "user:pw@a.test",
+            "a.test:99999",
+            "a.test:0",
+            "a.test:+5",
+            "a.test:8o",
+            "[::1]x",
+            "a.test/evil",
+            "a test",
+            "",
+        ] {
+            assert_eq!(ok(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_destination_comes_from_one_valid_host() {
+        let req = |uri: &str, hosts: &[&str]| {
+            let mut b = Request::builder().uri(uri);
+            for h in hosts {
+                b = b.header(header::HOST, *h);
+            }
+            b.body(()).expect("request")
+        };
+        let dest = |r: &Request<()>| destination_of(r.uri(), r.headers(), 80);
+        assert_eq!(dest(&req("/", &["a.test"])), Ok(("a.test".into(), 80)));
+        assert_eq!(
+            dest(&req("/", &["a.test", "b.test"])),
+            Err(HostError::Duplicate)
+        );
+        assert_eq!(
+            dest(&req("/", &["a.test", "a.test"])),
+            Err(HostError::Duplicate),
+            "even when they agree"
+        );
+        assert_eq!(
+            dest(&req("http://a.test/", &["a.test", "b.test"])),
+            Err(HostError::Duplicate),
+            "absolute form too"
+        );
+        assert_eq!(dest(&req("/", &[])), Err(HostError::Missing));
+        assert_eq!(dest(&req("/", &[""])), Err(HostError::Missing));
+        assert_eq!(
+            dest(&req("/", &["b.test@a.test"])),
+            Err(HostError::Invalid("b.test@a.test".into()))
+        );
+        assert_eq!(
+            dest(&req("http://b.test@a.test/", &[])),
+            Err(HostError::Invalid("b.test@a.test".into()))
+        );
+        assert_eq!(HostError::Duplicate.reason(), "invalid_host");
+        assert_eq!(HostError::Missing.reason(), "missing_host");
     }
 
     #[test]

@@ -56,6 +56,7 @@ pub struct Shared {
     /// The runtimes that serve client connections.
     pub workers: crate::listen::workers::Workers,
     ready: AtomicBool,
+    stopping: AtomicBool,
 }
 
 impl Shared {
@@ -76,6 +77,7 @@ impl Shared {
             drain,
             workers,
             ready: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
         }
     }
 
@@ -98,5 +100,16 @@ impl Shared {
     /// Marks the proxy ready (or not).
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::Release);
+    }
+
+    /// Marks the proxy as shutting down: no longer ready, for good.
+    pub fn set_stopping(&self) {
+        self.stopping.store(true, Ordering::Release);
+        self.set_ready(false);
+    }
+
+    /// True once shutdown has begun.
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
     }
 }

@@ -128,7 +128,7 @@ fn tls_handling(cfg: &Config, metrics: &Metrics) -> Result<TlsHandling, AppError
                 ]
             }));
             let resolver = Arc::new(crate::tls::SniResolver::new(cache.clone()));
-            let config = crate::tls::server_config(resolver, crate::tls::ALPN_H2_HTTP11);
+            let config = crate::tls::server_config(resolver, crate::tls::ALPN_SERVED);
             Ok(TlsHandling::Mitm { config, cache })
         }
     }
@@ -407,7 +407,7 @@ impl App {
     /// `grace`, flush the OTLP exporter. Interception stays pinned (fail closed).
     pub async fn shutdown(mut self, grace: Duration) {
         ops::signals::notify_stopping();
-        self.shared.set_ready(false);
+        self.shared.set_stopping();
         for t in self.tasks.drain(..) {
             t.abort();
         }

@@ -55,6 +55,8 @@ pub struct Intake {
 #[derive(Debug, Clone)]
 pub struct KnownDest {
     /// A host name or IP literal, when known (CONNECT target, original IP).
+    /// With it, `port` is the destination's for certain: requests whose Host
+    /// names another port are refused.
     pub host: Option<String>,
     /// The destination port.
     pub port: u16,
@@ -111,6 +113,7 @@ impl Intake {
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
+        conn.fixed_port = dest.host.is_some();
         let (verdict, prefix) = match peek_client_hello(&mut io, MAX_CLIENT_HELLO, SNIFF_TIMEOUT)
             .await
         {

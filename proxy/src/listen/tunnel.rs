@@ -272,17 +272,25 @@ async fn socks5(mut s: Client, remote: SocketAddr, intake: &Intake) -> Result<()
         kind: "socks5",
         target: format!("{host}:{port}"),
     });
-    let mut rec = conn.record();
-    if !intake
-        .check_host(&conn, &host, port, precheck(intake), &mut rec)
-        .await
-    {
-        intake.shared.audit.emit(&rec);
-        socks_reply(&mut s, SOCKS_NOT_ALLOWED).await?;
-        return Ok(());
+    // `socks5://` clients (curl, git, wget: the spec's own example) resolve
+    // the name themselves and send its address. An address is then treated
+    // as an intercepted connection's original destination is: the name
+    // inside (SNI, else Host) is checked in full and dialed, never the
+    // address the client picked; without a name, the address itself.
+    let by_address = host.parse::<std::net::IpAddr>().is_ok();
+    if !by_address {
+        let mut rec = conn.record();
+        if !intake
+            .check_host(&conn, &host, port, precheck(intake), &mut rec)
+            .await
+        {
+            intake.shared.audit.emit(&rec);
+            socks_reply(&mut s, SOCKS_NOT_ALLOWED).await?;
+            return Ok(());
+        }
+        conn.expected_host = Some(host.clone());
     }
     socks_reply(&mut s, SOCKS_OK).await?;
-    conn.expected_host = Some(host.clone());
     intake
         .serve(
             s,

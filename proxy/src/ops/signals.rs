@@ -71,7 +71,6 @@ impl ShutdownSignal {
             _ = self.term.recv() => "SIGTERM",
             _ = self.int.recv() => "SIGINT",
         };
-        tracing::info!(signal = which, "shutting down");
         which
     }
 }

@@ -25,7 +25,9 @@ pub use ca::{CaError, CertificateAuthority};
 pub use cache::{CacheStats, LeafCache, SniResolver};
 pub use generate::{generate_ca, CaAlg, GenerateError};
 pub use leaf::{LeafError, LeafMinter, MintedLeaf};
-pub use server::{server_config, upstream_client_config, TlsConfigError, ALPN_H2_HTTP11};
+pub use server::{
+    server_config, upstream_client_config, TlsConfigError, ALPN_H2_HTTP11, ALPN_SERVED,
+};
 pub use sniff::{peek_client_hello, sniff, PrefixedStream, Sniff, SniffError};
 
 /// The crypto provider shared by every config and signer we build: aws-lc-rs.

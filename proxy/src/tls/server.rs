@@ -13,6 +13,12 @@ use rustls::{ClientConfig, RootCertStore, ServerConfig};
 /// ALPN protocols the proxy offers on both sides, most preferred first.
 pub const ALPN_H2_HTTP11: &[&[u8]] = &[b"h2", b"http/1.1"];
 
+/// ALPN protocols the proxy accepts from clients: [`ALPN_H2_HTTP11`] and
+/// `http/1.0`, so that a client offering only that one (`curl --http1.0`) is
+/// served rather than refused with `no_application_protocol` (the HTTP
+/// server tells the versions apart by what the client sends).
+pub const ALPN_SERVED: &[&[u8]] = &[b"h2", b"http/1.1", b"http/1.0"];
+
 /// Errors from building TLS configurations.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsConfigError {

@@ -144,11 +144,12 @@ fn hop_by_hop_headers_and_proxy_credentials_are_not_forwarded() {
             "proxy-connection",
             "proxy-authorization",
             "te",
-            "trailer",
         ] {
             assert_eq!(seen.header(h), None, "{h} reached the upstream: {seen}");
         }
         assert_eq!(seen.header("x-end-to-end"), Some("kept"), "{seen}");
+        // Trailer is end-to-end (RFC 9110 §6.6.2).
+        assert_eq!(seen.header("trailer"), Some("X-Checksum"), "{seen}");
         let names: Vec<&str> = seen.headers().into_iter().map(|(k, _)| k).collect();
         assert!(
             names.contains(&"X-MiXeD-CaSe"),
@@ -174,6 +175,113 @@ fn hop_by_hop_response_headers_are_not_returned() {
     }
     assert_eq!(r.header("x-up-kept"), Some("1"), "{r}");
     audited(&px, "rsp.hyg.test", "/response-headers", &allowed(200));
+}
+
+#[test]
+fn response_trailers_reach_an_http1_client() {
+    require_root!();
+    let net = FakeInternet::new();
+    let _up = Upstream::http("trl.hyg.test").start(&net);
+    let px = Proxy::with(CONFIG).resolver(&net).start();
+
+    // curl passes trailers to its header dump, after the headers.
+    let r = plain(&px, "http://trl.hyg.test/trailers")
+        .header("TE", "trailers")
+        .run();
+    r.expect_status(200);
+    assert_eq!(r.header("trailer"), Some("X-Trailer-Check"), "{r}");
+    assert_eq!(r.header("x-trailer-check"), Some("done"), "{r}");
+    audited(&px, "trl.hyg.test", "/trailers", &allowed(200));
+}
+
+/// Sends `bytes` to `http_listen` as they are and returns the first response head.
+fn raw_head(px: &ProxyProcess, bytes: &[u8]) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(px.http_addr()).expect("connecting to the proxy");
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .expect("read timeout");
+    s.write_all(bytes).expect("writing to the proxy");
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match s.read(&mut b) {
+            Ok(1) => head.push(b[0]),
+            other => panic!("reading a response head: {other:?} after {head:?}"),
+        }
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+#[test]
+fn a_request_names_one_valid_host_or_is_refused() {
+    require_root!();
+    let net = FakeInternet::new();
+    let up = Upstream::http("one.hyg.test").start(&net);
+    let px = Proxy::with(CONFIG).resolver(&net).start();
+
+    for (path, host_lines, what) in [
+        // Policy would read the first and an upstream (a CDN front) the last.
+        (
+            "/dup",
+            "Host: one.hyg.test\r\nHost: evil.example\r\n",
+            "more than one Host",
+        ),
+        (
+            "/dup-same",
+            "Host: one.hyg.test\r\nHost: one.hyg.test\r\n",
+            "more than one Host",
+        ),
+        (
+            "/userinfo",
+            "Host: evil.example@one.hyg.test\r\n",
+            "not a valid host",
+        ),
+        (
+            "/port-range",
+            "Host: one.hyg.test:99999\r\n",
+            "not a valid host",
+        ),
+        (
+            "/port-sign",
+            "Host: one.hyg.test:+80\r\n",
+            "not a valid host",
+        ),
+    ] {
+        let head = raw_head(
+            &px,
+            format!("GET {path} HTTP/1.1\r\n{host_lines}Connection: close\r\n\r\n").as_bytes(),
+        );
+        assert!(head.starts_with("HTTP/1.1 400"), "{path}: {head}");
+        let rec = audited_path(&px, path, &refused(400, "invalid_host"));
+        assert!(
+            rec.str("error").is_some_and(|e| e.contains(what)),
+            "{path}: {rec}"
+        );
+    }
+    // Absolute form with userinfo: the same.
+    let head = raw_head(
+        &px,
+        b"GET http://evil.example@one.hyg.test/abs-userinfo HTTP/1.1\r\nConnection: close\r\n\r\n",
+    );
+    assert!(head.starts_with("HTTP/1.1 400"), "{head}");
+    audited_path(&px, "/abs-userinfo", &refused(400, "invalid_host"));
+    up.assert_untouched();
+}
+
+#[test]
+fn a_refusal_does_not_invite_an_expected_upload() {
+    require_root!();
+    let net = FakeInternet::new();
+    let px = Proxy::with(CONFIG).resolver(&net).start();
+
+    // The client waits for 100 Continue before sending 2 MB: the refusal comes
+    // first and alone.
+    let head = raw_head(
+        &px,
+        b"POST /upload HTTP/1.1\r\nHost: denied.example\r\nContent-Length: 2000000\r\nExpect: 100-continue\r\n\r\n",
+    );
+    assert!(head.starts_with("HTTP/1.1 403"), "{head}");
+    audited(&px, "denied.example", "/upload", &super::NOT_ALLOWLISTED);
 }
 
 #[test]

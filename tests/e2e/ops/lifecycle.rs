@@ -23,6 +23,11 @@ transforms:
 
     let slow = Curl::get("https://httpbin.test/delay/2").via(&px).spawn();
     up.wait_for_request(|r| r.path() == "/delay/2");
+    // A keep-alive client connection, idle when the signal comes.
+    let mut idle = KeepAlive::open(px.http_addr());
+    assert!(idle
+        .get("/before", "denied.test")
+        .starts_with("HTTP/1.1 403"));
     px.signal(Signal::SIGTERM);
 
     // New connections are refused while the slow one is still running...
@@ -39,6 +44,17 @@ transforms:
         "not ready while draining"
     );
     assert!(px.is_running(), "the proxy waits for the in-flight request");
+    // A new request on the idle connection is refused, and its record says why.
+    let head = idle.get("/after", "denied.test");
+    assert!(head.starts_with("HTTP/1.1 503"), "{head}");
+    let rec = px.wait_for_audit(|a| a.path() == Some("/after"));
+    assert_eq!(rec.str("reason"), Some("not_ready"), "{rec}");
+    assert_eq!(rec.host(), Some("denied.test"), "{rec}");
+    assert!(
+        rec.str("error")
+            .is_some_and(|e| e.contains("shutting down")),
+        "{rec}"
+    );
 
     // ...and the in-flight one completes.
     let (r, _) = slow.finish();
@@ -57,4 +73,43 @@ transforms:
         "clean exit after the drain: {status}"
     );
     px.wait_for_log(|l| l.contains("in-flight requests drained"));
+}
+
+/// A raw HTTP/1.1 keep-alive connection to `http_listen`.
+struct KeepAlive(std::net::TcpStream);
+
+impl KeepAlive {
+    fn open(addr: std::net::SocketAddr) -> Self {
+        let s = std::net::TcpStream::connect(addr).expect("connecting to the proxy");
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("read timeout");
+        KeepAlive(s)
+    }
+
+    /// Sends a GET and reads the whole response (Content-Length framed); returns its head.
+    fn get(&mut self, path: &str, host: &str) -> String {
+        use std::io::{Read, Write};
+        let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n");
+        self.0.write_all(req.as_bytes()).expect("writing a request");
+        let mut head = Vec::new();
+        let mut b = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            match self.0.read(&mut b) {
+                Ok(1) => head.push(b[0]),
+                other => panic!("reading a response head: {other:?} after {head:?}"),
+            }
+        }
+        let head = String::from_utf8_lossy(&head).into_owned();
+        let len: usize = head
+            .lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case("content-length")
+                    .then(|| v.trim().parse().ok())?
+            })
+            .unwrap_or(0);
+        let mut body = vec![0u8; len];
+        self.0.read_exact(&mut body).expect("reading the body");
+        head
+    }
 }

@@ -28,6 +28,23 @@ fn curl_over_http1_and_http2_reaches_upstream_with_the_same_version() {
 }
 
 #[test]
+fn a_client_offering_only_http_1_0_through_alpn_is_served() {
+    require_root!();
+    let (_net, up, px) = mitm_with("httpbin.test");
+
+    // curl --http1.0 offers ALPN "http/1.0" alone; refusing it
+    // (no_application_protocol) would fail a client every server accepts.
+    let r = Curl::get(&up.url("/anything/h10"))
+        .args(["--http1.0"])
+        .via(&px)
+        .run();
+    r.expect_status(200);
+    up.wait_for_request(|q| q.path() == "/anything/h10");
+    let rec = px.wait_for_audit(|a| a.path() == Some("/anything/h10"));
+    assert!(rec.is_allowed(), "{rec}");
+}
+
+#[test]
 fn python_requests_through_https_proxy_is_intercepted_and_audited() {
     require_root!();
     let (_net, up, px) = mitm_with("httpbin.test");

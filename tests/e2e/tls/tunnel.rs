@@ -93,6 +93,56 @@ fn socks5_to_an_ip_allowed_by_cidr_reaches_that_ip() {
 }
 
 #[test]
+fn socks5_with_a_name_the_client_resolved_is_checked_and_dialed_by_that_name() {
+    require_root!();
+    let net = FakeInternet::new();
+    let up = Upstream::https("httpbin.test").start(&net);
+    let evil = Upstream::https("evil.test").start(&net);
+    // Names only: neither address is allowed by itself.
+    let px = Proxy::with(
+        r#"
+proxy:
+  tunnel_listen: auto
+transforms:
+  - name: allowlist
+    config:
+      domains: ["httpbin.test"]
+"#,
+    )
+    .resolver(&net)
+    .start();
+
+    // ALL_PROXY=socks5://… (the spec's example): curl resolves the name and
+    // sends an IPv4 address; the SNI and Host still name the host.
+    let socks = |up: &UpstreamHandle, path: &str| {
+        Curl::get(&up.url(path))
+            .args([
+                "--cacert".to_string(),
+                px.ca().to_string(),
+                "--resolve".to_string(),
+                format!("{}:443:{}", up.name(), up.ip()),
+                "--proxy".to_string(),
+                format!("socks5://{}", hostport(px.tunnel_addr())),
+            ])
+            .run()
+    };
+    let r = socks(&up, "/anything/resolved");
+    r.expect_status(200);
+    up.wait_for_request(|q| q.path() == "/anything/resolved");
+    let target = format!("{}:443", up.ip());
+    assert_tunnelled(&px, "/anything/resolved", "socks5", &target);
+    let rec = px.wait_for_audit(|a| a.path() == Some("/anything/resolved"));
+    assert_eq!(rec.host(), Some("httpbin.test"), "{rec}");
+
+    // A name the allowlist does not hold is refused inside the tunnel.
+    let r = socks(&evil, "/anything/evil-resolved");
+    assert_eq!(r.status, 403, "{r}");
+    let rec = px.wait_for_audit(|a| a.path() == Some("/anything/evil-resolved"));
+    assert_eq!(rec.str("reason"), Some("not_allowlisted"), "{rec}");
+    evil.assert_untouched();
+}
+
+#[test]
 fn connect_to_a_denied_host_is_refused_with_403_and_audited() {
     require_root!();
     let net = FakeInternet::new();
@@ -149,6 +199,40 @@ fn request_inside_a_connect_tunnel_must_name_the_tunnel_target() {
     assert_eq!(rec.str("reason"), Some("host_mismatch"), "{rec}");
     up.assert_untouched();
     other.assert_untouched();
+}
+
+#[test]
+fn request_inside_a_tunnel_cannot_name_another_port() {
+    require_root!();
+    let net = FakeInternet::new();
+    let up = Upstream::https("httpbin.test").start(&net);
+    let px = Proxy::with(MITM).resolver(&net).start();
+
+    // CONNECT httpbin.test:443, then a Host naming port 8443: the tunnel's
+    // port holds, for CONNECT and SOCKS5 alike.
+    for (via, path) in [
+        ("connect", "/anything/port-c"),
+        ("socks5", "/anything/port-s"),
+    ] {
+        let curl = Curl::get(&up.url(path)).header("Host", "httpbin.test:8443");
+        let r = match via {
+            "connect" => curl.through_connect(&px),
+            _ => curl.through_socks5(&px),
+        }
+        .run();
+        assert_eq!(r.status, 421, "{via}: {r}");
+        assert!(r.body.contains("port 8443"), "{via}: {r}");
+        let rec = px.wait_for_audit(|a| a.path() == Some(path));
+        assert_eq!(rec.str("reason"), Some("host_mismatch"), "{via}: {rec}");
+        assert_eq!(rec.status_code(), Some(421), "{via}: {rec}");
+    }
+    // The same port spelled out is fine.
+    let r = Curl::get(&up.url("/anything/port-same"))
+        .header("Host", "httpbin.test:443")
+        .through_connect(&px)
+        .run();
+    assert_eq!(r.status, 200, "{r}");
+    up.wait_for_request(|q| q.path() == "/anything/port-same");
 }
 
 #[test]

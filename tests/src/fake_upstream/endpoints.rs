@@ -10,6 +10,7 @@
 //! | `/stream/{n}` | `n` JSON lines; `?interval_ms=` between them (default 0) |
 //! | `/sse` | `text/event-stream`: `?count=` events (default 3), the first at once, then one every `?interval_ms=` (default 300) |
 //! | `/response-headers?K=V` | sets each query pair as a response header |
+//! | `/trailers` | `Trailer: X-Trailer-Check`, a chunk of text, then the trailer `x-trailer-check: done` |
 //! | `/ws` | WebSocket echo (text and binary) |
 //! | any path, `content-type: application/grpc` | a tiny gRPC service, see [`super::grpc`] |
 //!
@@ -287,6 +288,26 @@ async fn route(path: &str, echo: Value, shared: &Shared) -> Response<Body> {
             rsp.headers_mut().insert(
                 http::header::CACHE_CONTROL,
                 HeaderValue::from_static("no-cache"),
+            );
+            rsp
+        }
+        ["trailers"] => {
+            let mut trailers = http::HeaderMap::new();
+            trailers.insert("x-trailer-check", HeaderValue::from_static("done"));
+            let frames = [
+                Frame::data(Bytes::from_static(b"trailers follow\n")),
+                Frame::trailers(trailers),
+            ];
+            let stream = futures_util::stream::iter(frames.map(Ok::<_, Infallible>));
+            let mut rsp = respond(
+                shared,
+                StatusCode::OK,
+                Some("text/plain"),
+                StreamBody::new(stream).boxed(),
+            );
+            rsp.headers_mut().insert(
+                http::header::TRAILER,
+                HeaderValue::from_static("X-Trailer-Check"),
             );
             rsp
         }
