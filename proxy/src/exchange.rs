@@ -158,7 +158,16 @@ impl http_body::Body for AuditedBody {
             }
             Poll::Ready(Some(Err(e))) => {
                 if let Some(r) = this.guard.as_mut().and_then(|g| g.record_mut()) {
-                    r.error = Some(format!("response body: {e}"));
+                    let detail = format!("response body: {e}");
+                    if r.reason.is_none() {
+                        // The head went out, the body broke off (the upstream
+                        // closed or reset mid-body): the client got less than
+                        // it was promised, so the record is an error too.
+                        let status = r.status_code;
+                        r.fail("upstream_body_error", detail, status);
+                    } else {
+                        r.error = Some(detail);
+                    }
                 }
                 this.guard.take();
             }

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 
 use iron_proxy_tests::*;
 
-use super::{audited, failed, plain};
+use super::{audited, failed, plain, LoopbackServer, TRUNCATED};
 
 #[test]
 fn unreachable_upstreams_get_502_with_the_cause() {
@@ -82,5 +82,41 @@ transforms:
         "slow.test",
         "/delay/2",
         &failed(504, "upstream_timeout"),
+    );
+}
+
+#[test]
+fn a_response_body_cut_short_is_an_error_in_the_audit() {
+    require_root!();
+    let net = FakeInternet::new();
+    let local = LoopbackServer::answering(TRUNCATED);
+    net.dns().set("short.test", &[IpAddr::from([127, 0, 0, 1])]);
+    let px = Proxy::with(
+        r#"
+proxy:
+  upstream_deny_cidrs: []
+transforms:
+  - name: allowlist
+    config:
+      domains: ["short.test"]
+"#,
+    )
+    .resolver(&net)
+    .start();
+
+    // The head (200, 100 bytes promised) goes out; the body stops at 8.
+    let r = plain(&px, &format!("http://short.test:{}/short", local.port)).run();
+    assert_eq!(r.status, 200, "{r}");
+    assert_ne!(r.exit, 0, "curl reports the short body: {r}");
+    let rec = audited(
+        &px,
+        "short.test",
+        "/short",
+        &failed(200, "upstream_body_error"),
+    );
+    assert!(
+        rec.str("error")
+            .is_some_and(|e| e.starts_with("response body:")),
+        "{rec}"
     );
 }

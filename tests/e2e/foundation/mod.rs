@@ -115,8 +115,20 @@ pub struct LoopbackServer {
     stop: Arc<AtomicBool>,
 }
 
+/// The loopback server's answer: 200 with an 8-byte body.
+const WHOLE: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\nConnection: close\r\n\r\nloopback";
+
+/// An answer that promises 100 bytes and closes after 8.
+pub const TRUNCATED: &[u8] =
+    b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\nConnection: close\r\n\r\nloopback";
+
 impl LoopbackServer {
     pub fn start() -> Self {
+        Self::answering(WHOLE)
+    }
+
+    /// A server that sends `answer` to every request, then closes.
+    pub fn answering(answer: &'static [u8]) -> Self {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("binding 127.0.0.1:0");
         listener
             .set_nonblocking(true)
@@ -131,7 +143,7 @@ impl LoopbackServer {
                     std::thread::sleep(Duration::from_millis(10));
                     continue;
                 };
-                let head = answer(s);
+                let head = respond(s, answer);
                 seen.lock().expect("heads lock").push(head);
             }
         });
@@ -144,7 +156,7 @@ impl LoopbackServer {
     }
 }
 
-fn answer(mut s: std::net::TcpStream) -> String {
+fn respond(mut s: std::net::TcpStream, answer: &[u8]) -> String {
     let _ = s.set_nonblocking(false);
     let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
     let mut buf = Vec::new();
@@ -155,8 +167,7 @@ fn answer(mut s: std::net::TcpStream) -> String {
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
         }
     }
-    let _ =
-        s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\nConnection: close\r\n\r\nloopback");
+    let _ = s.write_all(answer);
     String::from_utf8_lossy(&buf).into_owned()
 }
 
