@@ -28,6 +28,10 @@ pub enum RuleError {
     /// A host pattern that is empty or holds characters no host name can have.
     #[error("invalid host pattern {0:?}")]
     Host(String),
+    /// A host pattern with a port (`host:8080`): patterns name hosts only, so
+    /// it could never match.
+    #[error("host pattern {0:?} holds a port; patterns match host names (and IP addresses), never ports")]
+    Port(String),
     /// A host pattern with an empty label: it could never match a host.
     #[error("host pattern {pattern:?} has an empty label{hint}")]
     EmptyLabel {
@@ -104,6 +108,10 @@ impl FromStr for HostPattern {
         }
         if p == "*" {
             return Ok(HostPattern::Any);
+        }
+        // A ':' belongs to an IPv6 literal only.
+        if p.contains(':') && p.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err(RuleError::Port(s.to_string()));
         }
         if p.split('.').any(str::is_empty) {
             // squid's dstdomain and NO_PROXY read ".example.com" as the
@@ -486,6 +494,26 @@ mod tests {
         );
         assert!("::1".parse::<HostPattern>().is_ok());
         assert!("*.".parse::<HostPattern>().is_ok(), "every host");
+    }
+
+    #[test]
+    fn a_host_pattern_with_a_port_is_refused() {
+        for p in [
+            "localhost:18000",
+            "api.test:443",
+            "*.api.test:8080",
+            "fd00::1:x",
+        ] {
+            assert_eq!(
+                p.parse::<HostPattern>(),
+                Err(RuleError::Port(p.into())),
+                "{p}"
+            );
+        }
+        assert_eq!(
+            "fd00::1".parse::<HostPattern>(),
+            Ok(HostPattern::Exact("fd00::1".into()))
+        );
     }
 
     #[test]

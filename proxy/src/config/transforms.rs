@@ -132,17 +132,43 @@ pub struct AllowlistConfig {
     pub warn: bool,
 }
 
+/// An allowlist `domains` entry: a host pattern that is not an IP address.
+/// The allowlist matches IP literals against `cidrs` only (and `rules`), so
+/// an address here would load as an entry that never matches.
+struct DomainPattern(HostPattern);
+
+impl Decode for DomainPattern {
+    fn decode(node: &Node, cx: &mut Cx) -> Res<Self> {
+        super::decode::str_with(node, cx, |s| {
+            let p: HostPattern = s
+                .parse()
+                .map_err(|e: crate::rules::RuleError| e.to_string())?;
+            match &p {
+                HostPattern::Exact(h) => match h.parse::<std::net::IpAddr>() {
+                    Ok(ip) => Err(format!(
+                        "{s:?} is an IP address, which `domains` never matches; allow it in \
+                         `cidrs` as \"{ip}/{}\"",
+                        if ip.is_ipv4() { 32 } else { 128 }
+                    )),
+                    Err(_) => Ok(DomainPattern(p)),
+                },
+                _ => Ok(DomainPattern(p)),
+            }
+        })
+    }
+}
+
 impl Decode for AllowlistConfig {
     fn decode(node: &Node, cx: &mut Cx) -> Res<Self> {
         let m = cx.map(node, &["domains", "cidrs", "rules", "warn"])?;
         let (domains, cidrs, rules, warn) = (
-            m.or_default(cx, "domains"),
+            m.or_default::<Vec<DomainPattern>>(cx, "domains"),
             m.or_default(cx, "cidrs"),
             m.or_default(cx, "rules"),
             m.or(cx, "warn", false),
         );
         Ok(AllowlistConfig {
-            domains: domains?,
+            domains: domains?.into_iter().map(|d| d.0).collect(),
             cidrs: cidrs?,
             rules: rules?,
             warn: warn?,

@@ -312,3 +312,16 @@ fn a_host_pattern_that_can_never_match() {
         ],
     );
 }
+
+#[test]
+fn allowlist_domains_that_hold_an_address_or_a_port() {
+    refused(
+        "transforms:\n  - name: allowlist\n    config:\n      domains: [\"127.0.0.1\", \"::1\", \"localhost:18000\"]\n      rules:\n        - host: \"api.test:443\"\n",
+        &[
+            "proxy.yaml:4:17: transforms[0].config.domains[0]: \"127.0.0.1\" is an IP address, which `domains` never matches; allow it in `cidrs` as \"127.0.0.1/32\"",
+            "proxy.yaml:4:30: transforms[0].config.domains[1]: \"::1\" is an IP address, which `domains` never matches; allow it in `cidrs` as \"::1/128\"",
+            "proxy.yaml:4:37: transforms[0].config.domains[2]: host pattern \"localhost:18000\" holds a port; patterns match host names (and IP addresses), never ports",
+            "proxy.yaml:6:17: transforms[0].config.rules[0].host: host pattern \"api.test:443\" holds a port; patterns match host names (and IP addresses), never ports",
+        ],
+    );
+}
