@@ -126,7 +126,9 @@ impl AuditGuard {
 impl Drop for AuditGuard {
     fn drop(&mut self) {
         if let Some(mut r) = self.record.take() {
-            r.duration_ms = self.started.elapsed().as_millis() as u64;
+            let elapsed = self.started.elapsed();
+            r.duration_ms = elapsed.as_millis() as u64;
+            r.duration_us = elapsed.as_micros() as u64;
             r.settle_late();
             self.sink.emit(&r);
         }

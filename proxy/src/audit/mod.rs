@@ -104,6 +104,10 @@ pub struct AuditRecord {
     pub status_code: u16,
     /// Wall time from request start to the end of the exchange.
     pub duration_ms: u64,
+    /// The same in microseconds, for the duration histogram (whose first
+    /// bucket is 1 ms); not in the record.
+    #[serde(skip)]
+    pub duration_us: u64,
     /// Request-phase trace, in pipeline order.
     pub request_transforms: Vec<TransformTrace>,
     /// Response-phase trace, in pipeline order.
@@ -169,6 +173,7 @@ impl AuditRecord {
             action: Action::Allow,
             status_code: 0,
             duration_ms: 0,
+            duration_us: 0,
             request_transforms: Vec::new(),
             response_transforms: Vec::new(),
             rejected_by: None,

@@ -254,6 +254,10 @@ impl Metrics {
         for result in ["success", "failure"] {
             let _ = m.reloads.get_or_create(&ResultLabel { result });
         }
+        for source in ["env", "aws_sm", "aws_ssm", "1password", "1password_connect"] {
+            let source = m.sources.admit(source);
+            let _ = m.secret_failures.get_or_create(&SourceLabel { source });
+        }
         let names = [
             "requests",
             "request_duration_seconds",
@@ -303,7 +307,12 @@ impl Metrics {
                     .get_or_create(&ModeLabel { mode })
                     .clone()
             })
-            .observe(r.duration_ms as f64 / 1000.0);
+            .observe(match r.duration_us {
+                // Records timed by their exchange have microseconds; the
+                // rest (connection-level refusals) whole milliseconds.
+                0 => r.duration_ms as f64 / 1e3,
+                us => us as f64 / 1e6,
+            });
         if r.action == Action::Error {
             let reason = self.reasons.admit(r.reason.as_deref().unwrap_or("unknown"));
             self.upstream_errors

@@ -18,6 +18,7 @@ fn record(mode: Mode, action: Action, reason: Option<&str>, ms: u64) -> AuditRec
     r.host = "secret-host.example".into();
     r.path = "/private/path".into();
     r.duration_ms = ms;
+    r.duration_us = ms * 1000;
     r.request_transforms.push(TransformTrace {
         name: "allowlist".into(),
         action: "continue",
@@ -81,6 +82,14 @@ fn observer_counts_each_record_once() {
         1500,
     ));
     let text = m.encode_prometheus();
+    for source in ["env", "aws_sm", "aws_ssm", "1password", "1password_connect"] {
+        assert!(
+            text.contains(&format!(
+                "iron_proxy_secret_resolution_failures_total{{source=\"{source}\"}} 0\n"
+            )),
+            "every source type starts at zero: {text}"
+        );
+    }
     assert!(
         text.contains("iron_proxy_requests_total{action=\"allow\",mode=\"http\"} 2\n"),
         "{text}"
@@ -106,6 +115,27 @@ fn observer_counts_each_record_once() {
 }
 
 #[test]
+fn request_durations_keep_their_microseconds() {
+    let m = Arc::new(Metrics::new());
+    let sink = AuditSink::to_writer(Box::new(std::io::sink())).expect("sink");
+    sink.add_observer(m.observer());
+    // 1.7 ms: in whole milliseconds it would fall into the 1 ms bucket.
+    let mut r = record(Mode::Http, Action::Allow, None, 1);
+    r.duration_us = 1_700;
+    sink.emit(&r);
+    let text = m.encode_prometheus();
+    let bucket = |le: &str| {
+        format!("iron_proxy_request_duration_seconds_bucket{{le=\"{le}\",mode=\"http\"}} ")
+    };
+    assert!(text.contains(&format!("{}0\n", bucket("0.001"))), "{text}");
+    assert!(text.contains(&format!("{}1\n", bucket("0.005"))), "{text}");
+    assert!(
+        text.contains("iron_proxy_request_duration_seconds_sum{mode=\"http\"} 0.0017\n"),
+        "{text}"
+    );
+}
+
+#[test]
 fn free_text_labels_are_bounded() {
     let m = Metrics::new();
     for i in 0..(MAX_LABEL_VALUES + 10) {
@@ -118,7 +148,8 @@ fn free_text_labels_are_bounded() {
         .filter(|l| l.starts_with("iron_proxy_secret_resolution_failures_total{"))
         .count();
     assert_eq!(series, MAX_LABEL_VALUES + 1, "{text}");
-    assert!(text.contains("source=\"other\"} 11"), "{text}");
+    // The five known source types hold five of the values from the start.
+    assert!(text.contains("source=\"other\"} 16"), "{text}");
 }
 
 #[test]
