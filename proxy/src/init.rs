@@ -170,7 +170,10 @@ fn ours(path: &Path, markers: &[&str]) -> Result<bool, InitError> {
     }
 }
 
-/// Writes `content` to `path` unless a foreign file is there (then `-force` keeps a .bak).
+/// Writes `content` to `path` unless a foreign file is there (`-force`
+/// replaces it). Whatever it replaces with different content, its own earlier
+/// output included (which the spec's guide tells users to edit), is kept as
+/// `<name>.bak` first, so a rerun never silently discards hand edits.
 fn replace_owned(
     path: &Path,
     content: &str,
@@ -178,10 +181,20 @@ fn replace_owned(
     markers: &[&str],
     force: bool,
 ) -> Result<Change, InitError> {
-    if !ours(path, markers)? {
-        if !force {
-            return Err(InitError::Foreign(path.to_path_buf()));
+    if !ours(path, markers)? && !force {
+        return Err(InitError::Foreign(path.to_path_buf()));
+    }
+    let old = match std::fs::read(path) {
+        Ok(b) => Some(b),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(source) => {
+            return Err(InitError::Io {
+                path: path.to_path_buf(),
+                source,
+            })
         }
+    };
+    if old.is_some_and(|b| b != content.as_bytes()) {
         let bak = path.with_extension(format!(
             "{}.bak",
             path.extension()

@@ -133,6 +133,25 @@ fn second_run_changes_nothing() {
 }
 
 #[test]
+fn a_rerun_keeps_the_edited_config_as_a_backup() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    run(&args(tmp.path())).expect("first run");
+    let config = tmp.path().join("etc/iron-proxy/proxy.yaml");
+    let edited = format!("{}# my edit\n", read(&config));
+    std::fs::write(&config, &edited).expect("edit");
+    run(&args(tmp.path())).expect("second run");
+    assert!(
+        !read(&config).contains("# my edit"),
+        "init rewrote its file"
+    );
+    assert_eq!(
+        read(&tmp.path().join("etc/iron-proxy/proxy.yaml.bak")),
+        edited,
+        "the edit is kept"
+    );
+}
+
+#[test]
 fn drop_in_for_packaged_unit() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let packaged = tmp.path().join("usr/lib/systemd/system/iron-proxy.service");
