@@ -246,7 +246,7 @@ pub fn init(args: &crate::init::InitArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("iron-proxy init: {}", crate::init::error_chain(&e));
+            eprintln!("iron-proxy init: {}", crate::error_chain(&e));
             ExitCode::FAILURE
         }
     }
@@ -261,7 +261,7 @@ pub fn summary(args: &crate::summary::SummaryArgs) -> ExitCode {
     ) {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("iron-proxy summary: {}", crate::init::error_chain(&e));
+            eprintln!("iron-proxy summary: {}", crate::error_chain(&e));
             ExitCode::FAILURE
         }
     }
