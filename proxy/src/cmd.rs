@@ -51,7 +51,10 @@ pub fn run(path: &Path) -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("iron-proxy: starting the runtime: {e}");
+            eprintln!(
+                "iron-proxy: starting the runtime: {}",
+                crate::error_chain(&e)
+            );
             return ExitCode::FAILURE;
         }
     };
@@ -60,22 +63,26 @@ pub fn run(path: &Path) -> ExitCode {
         let mut stop = match crate::ops::ShutdownSignal::install() {
             Ok(s) => s,
             Err(e) => {
-                eprintln!("iron-proxy: installing signal handlers: {e}");
+                eprintln!("iron-proxy: {}", crate::error_chain(&e));
                 return ExitCode::FAILURE;
             }
         };
         let audit = match AuditSink::stderr() {
             Ok(a) => a,
             Err(e) => {
-                eprintln!("iron-proxy: starting the audit writer thread: {e}");
+                eprintln!(
+                    "iron-proxy: starting the audit writer thread: {}",
+                    crate::error_chain(&e)
+                );
                 return ExitCode::FAILURE;
             }
         };
         let app = match App::start(cfg, path, audit.clone()).await {
             Ok(app) => app,
             Err(e) => {
-                tracing::error!(error = %e, "startup failed");
-                eprintln!("iron-proxy: {e}");
+                // One line with the whole cause (not a log line as well: the
+                // same text twice in the journal).
+                eprintln!("iron-proxy: {}", crate::error_chain(&e));
                 return ExitCode::FAILURE;
             }
         };
@@ -140,7 +147,7 @@ pub fn generate_ca(outdir: &Path, name: &str, expiry_hours: u64, alg: Alg) -> Ex
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("iron-proxy generate-ca: {e}");
+            eprintln!("iron-proxy generate-ca: {}", crate::error_chain(&e));
             ExitCode::FAILURE
         }
     }
@@ -178,7 +185,7 @@ pub fn intercept(path: &Path, detach: bool) -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!("iron-proxy intercept detach: {e}");
+                eprintln!("iron-proxy intercept detach: {}", crate::error_chain(&e));
                 ExitCode::FAILURE
             }
         };
@@ -189,7 +196,7 @@ pub fn intercept(path: &Path, detach: bool) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("iron-proxy intercept status: {e}");
+            eprintln!("iron-proxy intercept status: {}", crate::error_chain(&e));
             ExitCode::FAILURE
         }
     }
@@ -215,7 +222,7 @@ fn intercept_nftables(pin: &Path, detach: bool) -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!("iron-proxy intercept detach: {e}");
+                eprintln!("iron-proxy intercept detach: {}", crate::error_chain(&e));
                 ExitCode::FAILURE
             }
         };
@@ -226,7 +233,7 @@ fn intercept_nftables(pin: &Path, detach: bool) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("iron-proxy intercept status: {e}");
+            eprintln!("iron-proxy intercept status: {}", crate::error_chain(&e));
             ExitCode::FAILURE
         }
     }
@@ -246,7 +253,7 @@ pub fn init(args: &crate::init::InitArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("iron-proxy init: {}", crate::init::error_chain(&e));
+            eprintln!("iron-proxy init: {}", crate::error_chain(&e));
             ExitCode::FAILURE
         }
     }
@@ -261,7 +268,7 @@ pub fn summary(args: &crate::summary::SummaryArgs) -> ExitCode {
     ) {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("iron-proxy summary: {}", crate::init::error_chain(&e));
+            eprintln!("iron-proxy summary: {}", crate::error_chain(&e));
             ExitCode::FAILURE
         }
     }

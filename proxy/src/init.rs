@@ -43,18 +43,6 @@ pub struct Report {
     pub verify: Vec<String>,
 }
 
-/// `e` and its sources joined with ": " (Display strings leave the source out).
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        cur = s.source();
-    }
-    out
-}
-
 /// `path` (absolute, as on the target system) under `root`.
 fn under(root: Option<&Path>, path: &Path) -> PathBuf {
     match root {

@@ -34,3 +34,18 @@ pub mod upstream;
 
 /// The version of this build.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// `e` and its sources joined with ": ". Display strings leave the source
+/// out (one `thiserror` enum per module, `#[source]` for the cause), so this
+/// is how a message gets its whole cause, each part once: the CLI prints
+/// every failure this way.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
+}

@@ -124,6 +124,8 @@ pub struct Flow {
     /// response showed); the exchange moves them into its record.
     pub late_audit: Vec<crate::audit::LateField>,
     annotations: Map<String, Value>,
+    /// Request headers a credential transform set in this request.
+    credential_headers: Vec<http::HeaderName>,
 }
 
 impl Flow {
@@ -140,6 +142,7 @@ impl Flow {
             conn: None,
             late_audit: Vec::new(),
             annotations: Map::new(),
+            credential_headers: Vec::new(),
         }
     }
 
@@ -161,6 +164,22 @@ impl Flow {
     /// Mutable access to the current transform's annotations (for list-valued keys).
     pub fn annotations_mut(&mut self) -> &mut Map<String, Value> {
         &mut self.annotations
+    }
+
+    /// Records that a credential transform (`secrets`, `oauth_token`,
+    /// `gcp_auth`, `aws_auth`, `hmac_sign`) set request header `name` to a
+    /// real credential or a value derived from one, so that a later transform
+    /// that copies headers into the audit record (`annotate`) leaves its
+    /// value out: secrets never reach the audit log, whatever the order.
+    pub fn mark_credential_header(&mut self, name: &http::HeaderName) {
+        if !self.credential_headers.contains(name) {
+            self.credential_headers.push(name.clone());
+        }
+    }
+
+    /// Whether a credential transform set request header `name` in this request.
+    pub fn is_credential_header(&self, name: &http::HeaderName) -> bool {
+        self.credential_headers.contains(name)
     }
 }
 

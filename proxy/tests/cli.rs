@@ -461,3 +461,55 @@ fn run_with_a_missing_ca_file_exits_1_naming_it() {
         .expect_code(1, "run with a missing CA")
         .expect_stderr("missing-ca.crt");
 }
+
+#[test]
+fn startup_and_generate_ca_failures_print_the_os_reason_once() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (cert, _) = generated_ca(dir.path());
+    let nope = dir.path().join("nope.key");
+    let nope = nope.to_str().expect("UTF-8").to_string();
+    let cfg = ConfigFile::new(&runnable(
+        &(cert, nope.clone()),
+        "  - name: allowlist\n    config:\n      domains: [a.test]\n",
+    ));
+    let r = run(&["-config", &cfg.arg()]);
+    r.expect_code(1, "run with a missing CA key")
+        .expect_stderr(&format!(
+            "iron-proxy: tls: reading {nope}: No such file or directory"
+        ));
+    assert_eq!(r.stderr.matches("No such file").count(), 1, "{r}");
+    // /proc refuses new directories, even to root.
+    let r = run(&["generate-ca", "-outdir", "/proc/nope"]);
+    r.expect_code(1, "generate-ca into /proc")
+        .expect_stderr("iron-proxy generate-ca: creating /proc/nope: No such file or directory");
+    assert_eq!(r.stderr.matches("No such file").count(), 1, "{r}");
+}
+
+#[test]
+fn validate_strict_does_not_read_the_ca_files_but_the_proxy_refuses_bad_ones() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let garbage = "not-pem-KEY-MATERIAL-MUST-NOT-BE-PRINTED\n";
+    let ca = (dir.path().join("ca.crt"), dir.path().join("ca.key"));
+    std::fs::write(&ca.0, garbage).expect("writing ca.crt");
+    std::fs::write(&ca.1, garbage).expect("writing ca.key");
+    let ca = (
+        ca.0.to_str().expect("UTF-8").to_string(),
+        ca.1.to_str().expect("UTF-8").to_string(),
+    );
+    let cfg = ConfigFile::new(&runnable(
+        &ca,
+        "  - name: allowlist\n    config:\n      domains: [a.test]\n",
+    ));
+    // Documented (docs/man/iron-proxy.1, validate): -strict checks that the CA files
+    // exist, not what they hold; startup loads them and refuses.
+    run(&["validate", "-strict", "-config", &cfg.arg()])
+        .expect_code(0, "validate -strict of a garbage CA")
+        .expect_stdout("valid");
+    let r = run(&["-config", &cfg.arg()]);
+    r.expect_code(1, "run with a garbage CA")
+        .expect_stderr(&format!(
+            "iron-proxy: tls: {}: no PEM certificate found",
+            ca.0
+        ));
+    assert!(!r.stderr.contains("KEY-MATERIAL"), "{r}");
+}

@@ -70,26 +70,25 @@ fn build_transform(
             c.warn,
         )),
         TransformConfig::Secrets(c) => {
-            transforms::secrets::build(c, sources).map_err(|e| failed(e.to_string()))?
+            transforms::secrets::build(c, sources).map_err(|e| failed(crate::error_chain(&e)))?
         }
         TransformConfig::HeaderAllowlist(c) => transforms::header_allowlist::build(c),
         TransformConfig::Annotate(c) => {
-            transforms::annotate::build(c).map_err(|e| failed(e.to_string()))?
+            transforms::annotate::build(c).map_err(|e| failed(crate::error_chain(&e)))?
         }
         TransformConfig::BodyCapture(c) => transforms::body_capture::build(c),
         TransformConfig::HmacSign(c) => {
-            transforms::hmac_sign::build(c, sources).map_err(|e| failed(e.to_string()))?
+            transforms::hmac_sign::build(c, sources).map_err(|e| failed(crate::error_chain(&e)))?
         }
         TransformConfig::AwsAuth(c) => transforms::aws_auth::build(c, sources),
-        TransformConfig::OauthToken(c) => {
-            transforms::oauth_token::build(c, sources).map_err(|e| failed(e.to_string()))?
-        }
+        TransformConfig::OauthToken(c) => transforms::oauth_token::build(c, sources)
+            .map_err(|e| failed(crate::error_chain(&e)))?,
         TransformConfig::GcpAuth(c) => transforms::gcp_auth::build(c, sources),
         TransformConfig::Judge(c) => {
-            transforms::judge::build(c, sources).map_err(|e| failed(e.to_string()))?
+            transforms::judge::build(c, sources).map_err(|e| failed(crate::error_chain(&e)))?
         }
         TransformConfig::Grpc(c) => {
-            transforms::grpc::build(c).map_err(|e| failed(e.to_string()))?
+            transforms::grpc::build(c).map_err(|e| failed(crate::error_chain(&e)))?
         }
     })
 }

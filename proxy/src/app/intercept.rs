@@ -52,12 +52,12 @@ pub fn settings(
     dns: &[SocketAddr],
 ) -> Result<InterceptSettings, AppError> {
     let err = |e: String| AppError::Intercept(e);
-    let mount = intercept::cgroup2_mount().map_err(|e| err(e.to_string()))?;
+    let mount = intercept::cgroup2_mount().map_err(|e| err(crate::error_chain(&e)))?;
     let mut cgroups = Vec::new();
     for c in &ic.cgroups {
         cgroups.push(
             intercept::resolve_cgroup(&mount, c)
-                .map_err(|e| err(format!("intercept.cgroups: {e}")))?,
+                .map_err(|e| err(format!("intercept.cgroups: {}", crate::error_chain(&e))))?,
         );
     }
     if cgroups.is_empty() {
@@ -68,9 +68,8 @@ pub fn settings(
     for u in &ic.uids {
         uids.push(match u {
             UidSpec::Id(id) => *id,
-            UidSpec::Name(n) => {
-                intercept::resolve_user(n).map_err(|e| err(format!("intercept.uids: {e}")))?
-            }
+            UidSpec::Name(n) => intercept::resolve_user(n)
+                .map_err(|e| err(format!("intercept.uids: {}", crate::error_chain(&e))))?,
         });
     }
     let v4 = |list: &[SocketAddr]| {
@@ -110,8 +109,8 @@ pub fn start_nftables(
     settings: &InterceptSettings,
     metrics: &crate::ops::Metrics,
 ) -> Result<std::sync::Arc<dyn OriginLookup>, AppError> {
-    let attached =
-        NftInterceptor::attach(settings).map_err(|e| AppError::Intercept(e.to_string()))?;
+    let attached = NftInterceptor::attach(settings)
+        .map_err(|e| AppError::Intercept(crate::error_chain(&e)))?;
     let pin = settings.pin_path.clone();
     register_events(metrics, false, move || {
         NftInterceptor::status(&pin)

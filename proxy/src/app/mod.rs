@@ -34,7 +34,7 @@ pub use build::build_policy;
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
     /// The config file is invalid.
-    #[error("{0}")]
+    #[error(transparent)]
     Config(#[from] config::ConfigErrors),
     /// A transform's config could not be turned into a running transform.
     #[error("transforms[{index}] ({name}): {detail}")]
@@ -46,17 +46,17 @@ pub enum AppError {
         /// What failed.
         detail: String,
     },
-    /// The CA or another TLS piece failed to load.
+    /// The CA or another TLS piece failed to load (the error with its causes).
     #[error("tls: {0}")]
     Tls(String),
     /// The upstream resolver could not be built.
-    #[error("upstream resolver: {0}")]
+    #[error("upstream resolver")]
     Resolver(#[from] crate::upstream::resolve::ResolveError),
     /// The connection workers could not start.
     #[error(transparent)]
     Workers(#[from] crate::listen::workers::WorkersError),
     /// A listener could not be bound.
-    #[error("binding {what} on {addr}: {source}")]
+    #[error("binding {what} on {addr}")]
     Bind {
         /// Which listener.
         what: &'static str,
@@ -66,10 +66,10 @@ pub enum AppError {
         #[source]
         source: std::io::Error,
     },
-    /// The DNS server failed to start.
+    /// The DNS server failed to start (the error with its causes).
     #[error("dns: {0}")]
     Dns(String),
-    /// eBPF interception failed to start.
+    /// Interception failed to start (the error with its causes).
     #[error("intercept: {0}")]
     Intercept(String),
     /// The metrics, management or OTLP endpoints failed to start.
@@ -110,7 +110,7 @@ fn tls_handling(cfg: &Config, metrics: &Metrics) -> Result<TlsHandling, AppError
     match &cfg.tls {
         TlsConfig::SniOnly => Ok(TlsHandling::SniOnly),
         TlsConfig::Mitm(m) => {
-            let tls_err = |e: &dyn std::fmt::Display| AppError::Tls(e.to_string());
+            let tls_err = |e: &dyn std::error::Error| AppError::Tls(crate::error_chain(e));
             let ca = crate::tls::CertificateAuthority::load(&m.ca_cert, &m.ca_key)
                 .map_err(|e| tls_err(&e))?;
             metrics.set_ca_expiry(SystemTime::from(ca.not_after()));
@@ -217,11 +217,13 @@ impl App {
         metrics.config_loaded(SystemTime::now());
         audit.add_observer(metrics.observer());
         let otel = match ops::OtelSettings::from_env()
-            .map_err(|e| AppError::Ops(format!("opentelemetry: {e}")))?
+            .map_err(|e| AppError::Ops(format!("opentelemetry: {}", crate::error_chain(&e))))?
         {
             Some(s) => {
                 let exporter = ops::OtelExporter::start(s, metrics.otel_dropped_counter())
-                    .map_err(|e| AppError::Ops(format!("opentelemetry: {e}")))?;
+                    .map_err(|e| {
+                        AppError::Ops(format!("opentelemetry: {}", crate::error_chain(&e)))
+                    })?;
                 audit.add_observer(exporter.clone());
                 Some(exporter)
             }
@@ -237,8 +239,8 @@ impl App {
         });
         let (policy, deny) = build_policy(&cfg, &sources, Some(&metrics))?;
         let tls = tls_handling(&cfg, &metrics)?;
-        let upstream_tls =
-            crate::tls::upstream_client_config().map_err(|e| AppError::Tls(e.to_string()))?;
+        let upstream_tls = crate::tls::upstream_client_config()
+            .map_err(|e| AppError::Tls(crate::error_chain(&e)))?;
         let resolver = Resolver::new(cfg.dns.as_ref().and_then(|d| d.upstream_resolver))?;
         let deny = Arc::new(ArcSwap::from_pointee(deny));
         let dialer = Dialer::new(resolver, deny.clone(), upstream_tls);
@@ -291,7 +293,7 @@ impl App {
             Some(d) => {
                 let server = DnsServer::start(dns_settings(d))
                     .await
-                    .map_err(|e| AppError::Dns(e.to_string()))?;
+                    .map_err(|e| AppError::Dns(crate::error_chain(&e)))?;
                 for a in server.local_addrs() {
                     bound.push(("dns", *a));
                 }
@@ -332,7 +334,7 @@ impl App {
                 intercept::start_nftables(&settings, &metrics)?
             } else {
                 let attached = Interceptor::attach_in_child(&settings)
-                    .map_err(|e| AppError::Intercept(e.to_string()))?;
+                    .map_err(|e| AppError::Intercept(crate::error_chain(&e)))?;
                 let pin = settings.pin_path.clone();
                 intercept::register_events(&metrics, true, move || {
                     Interceptor::status(&pin).ok().and_then(|s| s.counters)

@@ -6,7 +6,8 @@
 use std::fmt;
 use std::ops::Range;
 
-use super::transforms::TransformConfig;
+use super::secrets::{InjectConfig, SecretMode};
+use super::transforms::{AnnotationGroup, TransformConfig};
 use super::Config;
 use crate::rules::Scope;
 
@@ -47,12 +48,61 @@ fn header_writing_scopes(t: &TransformConfig) -> Vec<&Scope> {
     }
 }
 
+/// Where a credential transform may set request header `name` to a real
+/// credential or a value derived from one: the scopes of its entries that
+/// write that header.
+fn credential_header_scopes<'t>(t: &'t TransformConfig, name: &str) -> Vec<&'t Scope> {
+    let is = |written: &str| written.eq_ignore_ascii_case(name);
+    match t {
+        TransformConfig::Secrets(s) => s
+            .secrets
+            .iter()
+            .filter(|e| match &e.mode {
+                SecretMode::Inject(InjectConfig::Header { name, .. }) => is(name),
+                SecretMode::Inject(InjectConfig::QueryParam { .. }) => false,
+                // No `match_headers` scans every header; names are matched lowercase.
+                SecretMode::Replace(r) => {
+                    let lower = name.to_ascii_lowercase();
+                    r.match_headers.is_empty() || r.match_headers.iter().any(|m| m.matches(&lower))
+                }
+            })
+            .map(|e| &e.rules)
+            .collect(),
+        TransformConfig::OauthToken(o) => o
+            .tokens
+            .iter()
+            .filter(|e| is(&e.header))
+            .map(|e| &e.rules)
+            .collect(),
+        TransformConfig::GcpAuth(g) if is("authorization") => vec![&g.rules],
+        TransformConfig::AwsAuth(a) if is("authorization") || is("x-amz-security-token") => {
+            vec![&a.rules]
+        }
+        TransformConfig::HmacSign(h) if h.headers.iter().any(|w| is(&w.name)) => vec![&h.rules],
+        _ => Vec::new(),
+    }
+}
+
+/// Where a transform swaps real credentials into request bodies: the scopes
+/// of `secrets` entries that replace with `match_body`.
+fn body_credential_scopes(t: &TransformConfig) -> Vec<&Scope> {
+    match t {
+        TransformConfig::Secrets(s) => s
+            .secrets
+            .iter()
+            .filter(|e| matches!(&e.mode, SecretMode::Replace(r) if r.match_body))
+            .map(|e| &e.rules)
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
 /// `transforms[k] (name)` for each transform `k` in `range` that has a scope
 /// (as `scopes` gives them) that may meet `rules`.
 fn meeting(
     cfg: &Config,
     range: Range<usize>,
-    scopes: fn(&TransformConfig) -> Vec<&Scope>,
+    scopes: impl Fn(&TransformConfig) -> Vec<&Scope>,
     rules: &Scope,
 ) -> Vec<String> {
     range
@@ -62,6 +112,26 @@ fn meeting(
                 .any(|s| s.may_overlap(rules))
         })
         .map(|k| format!("transforms[{k}] ({})", cfg.transforms[k].name()))
+        .collect()
+}
+
+/// Whether transform `k` may set a header that annotation group `g`
+/// captures, on a host `g` applies to.
+fn sets_captured_header(cfg: &Config, k: usize, g: &AnnotationGroup) -> bool {
+    !meeting(
+        cfg,
+        k..k + 1,
+        |t| any_credential_header_scopes(t, &g.headers),
+        &g.rules,
+    )
+    .is_empty()
+}
+
+/// [`credential_header_scopes`] for any of `names`.
+fn any_credential_header_scopes<'t>(t: &'t TransformConfig, names: &[String]) -> Vec<&'t Scope> {
+    names
+        .iter()
+        .flat_map(|h| credential_header_scopes(t, h))
         .collect()
 }
 
@@ -103,6 +173,54 @@ pub fn lint(cfg: &Config) -> Vec<Lint> {
                      both apply to: the headers {they} {work} with are stripped before {they} \
                      {run}; place header_allowlist after {them} (the spec's pipeline position)",
                     writers.join(", ")
+                )
+            }
+            // An annotate placed after a credential transform that sets a header
+            // it captures would copy the credential into the audit record (spec:
+            // body_capture, annotate). It records such a header as "[redacted]"
+            // instead, but its author meant the workload's proxy token.
+            TransformConfig::Annotate(a) => {
+                let writers: Vec<String> = (0..i)
+                    .filter(|&k| {
+                        a.annotations
+                            .iter()
+                            .any(|g| sets_captured_header(cfg, k, g))
+                    })
+                    .map(|k| format!("transforms[{k}] ({})", cfg.transforms[k].name()))
+                    .collect();
+                if writers.is_empty() {
+                    continue;
+                }
+                let (verb, them) = if writers.len() == 1 {
+                    ("sets", "it")
+                } else {
+                    ("set", "them")
+                };
+                format!(
+                    "annotate runs after {}, which {verb} request headers it captures on hosts \
+                     both apply to: the audit record would hold the real credentials (annotate \
+                     records those headers as \"[redacted]\" instead); place annotate before \
+                     {them} to record the workload's proxy tokens",
+                    writers.join(", ")
+                )
+            }
+            // A body_capture placed after secrets that swap credentials into
+            // bodies records the real credentials (spec: body_capture).
+            TransformConfig::BodyCapture(b) => {
+                let swappers = meeting(cfg, 0..i, body_credential_scopes, &b.rules);
+                if swappers.is_empty() {
+                    continue;
+                }
+                let (verb, them) = if swappers.len() == 1 {
+                    ("swaps", "it")
+                } else {
+                    ("swap", "them")
+                };
+                format!(
+                    "body_capture runs after {}, which {verb} real credentials into request \
+                     bodies on hosts both apply to: the audit record would hold the \
+                     credentials; place body_capture before {them} (the spec's position)",
+                    swappers.join(", ")
                 )
             }
             _ => continue,
@@ -167,6 +285,87 @@ mod tests {
                 "header_allowlist runs before transforms[1] (secrets), transforms[2] (grpc), \
                  which write request headers on hosts both apply to: the headers they work with \
                  are stripped before they run; place header_allowlist after them"
+            ),
+            "{}",
+            both[0]
+        );
+    }
+
+    const ANNOTATE: &str = "  - name: annotate\n    config:\n      annotations:\n        - rules: \
+                            [{host: api.test}]\n          headers: [x-request-id, authorization]\n";
+
+    #[test]
+    fn an_annotate_after_a_transform_that_sets_a_captured_header_is_flagged_and_before_is_not() {
+        let after = lint(&config(&format!("{SECRETS}{ANNOTATE}")));
+        assert_eq!(after.len(), 1, "{after:?}");
+        assert_eq!(after[0].path, "transforms[1]");
+        assert_eq!(
+            after[0].message,
+            "annotate runs after transforms[0] (secrets), which sets request headers it captures \
+             on hosts both apply to: the audit record would hold the real credentials (annotate \
+             records those headers as \"[redacted]\" instead); place annotate before it to \
+             record the workload's proxy tokens"
+        );
+        assert_eq!(lint(&config(&format!("{ANNOTATE}{SECRETS}"))), vec![]);
+        // Captures only headers no credential transform sets (the spec's full example).
+        let request_id = ANNOTATE.replace("x-request-id, authorization", "x-request-id");
+        assert_eq!(lint(&config(&format!("{SECRETS}{request_id}"))), vec![]);
+        // Another host than the secrets: they never meet.
+        let elsewhere = ANNOTATE.replace("{host: api.test}", "{host: other.test}");
+        assert_eq!(lint(&config(&format!("{SECRETS}{elsewhere}"))), vec![]);
+        // An injected header, named in another case; and a second writer (gcp_auth sets
+        // Authorization): both are named.
+        let inject = "  - name: secrets\n    config:\n      secrets:\n        - source: {type: env, \
+                      var: S}\n          inject: {header: X-Api-Key, formatter: \"Key {{ .Value }}\"}\n";
+        let gcp = "  - name: gcp_auth\n    config:\n      credentials_provider: {type: \
+                   workload_identity}\n      scopes: [s]\n      rules: [{host: api.test}]\n";
+        let key = ANNOTATE.replace("x-request-id, authorization", "x-api-key");
+        assert_eq!(lint(&config(&format!("{inject}{key}"))).len(), 1);
+        let both_headers =
+            ANNOTATE.replace("x-request-id, authorization", "x-api-key, Authorization");
+        let both = lint(&config(&format!("{inject}{gcp}{both_headers}")));
+        assert_eq!(both.len(), 1, "{both:?}");
+        assert!(
+            both[0].message.starts_with(
+                "annotate runs after transforms[0] (secrets), transforms[1] (gcp_auth), which set \
+                 request headers it captures on hosts both apply to: the audit record would hold \
+                 the real credentials (annotate records those headers as \"[redacted]\" instead); \
+                 place annotate before them"
+            ),
+            "{}",
+            both[0]
+        );
+    }
+
+    #[test]
+    fn a_body_capture_after_secrets_in_bodies_is_flagged_and_before_is_not() {
+        let capture = "  - name: body_capture\n    config:\n      rules: [{host: api.test}]\n";
+        let in_body = SECRETS.replace(
+            "match_headers: [Authorization]\n",
+            "match_headers: [Authorization]\n            match_body: true\n",
+        );
+        let after = lint(&config(&format!("{in_body}{capture}")));
+        assert_eq!(after.len(), 1, "{after:?}");
+        assert_eq!(after[0].path, "transforms[1]");
+        assert_eq!(
+            after[0].message,
+            "body_capture runs after transforms[0] (secrets), which swaps real credentials into \
+             request bodies on hosts both apply to: the audit record would hold the credentials; \
+             place body_capture before it (the spec's position)"
+        );
+        assert_eq!(lint(&config(&format!("{capture}{in_body}"))), vec![]);
+        // Secrets in headers only: the body holds no credential.
+        assert_eq!(lint(&config(&format!("{SECRETS}{capture}"))), vec![]);
+        // Another host: they never meet.
+        let elsewhere = in_body.replace("{host: api.test}", "{host: other.test}");
+        assert_eq!(lint(&config(&format!("{elsewhere}{capture}"))), vec![]);
+        // Two swappers are both named.
+        let both = lint(&config(&format!("{in_body}{in_body}{capture}")));
+        assert!(
+            both[0].message.starts_with(
+                "body_capture runs after transforms[0] (secrets), transforms[1] (secrets), which \
+                 swap real credentials into request bodies on hosts both apply to: the audit \
+                 record would hold the credentials; place body_capture before them"
             ),
             "{}",
             both[0]

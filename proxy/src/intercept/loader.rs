@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 
 use super::{InterceptError, InterceptSettings, Interceptor};
-use crate::init::error_chain;
+use crate::error_chain;
 
 /// The program the proxy runs as its loader: itself, even when the binary on
 /// disk was replaced since it started (an upgrade in progress).

@@ -28,7 +28,7 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(2);
 #[derive(Debug, thiserror::Error)]
 pub enum WorkersError {
     /// A runtime or its thread could not be created.
-    #[error("starting connection worker {index}: {source}")]
+    #[error("starting connection worker {index}")]
     Start {
         /// Which worker.
         index: usize,
@@ -36,7 +36,7 @@ pub enum WorkersError {
         source: io::Error,
     },
     /// A listening socket could not be shared with the workers.
-    #[error("sharing listener {addr} with the connection workers: {source}")]
+    #[error("sharing listener {addr} with the connection workers")]
     Listener {
         /// The listener's address, when known.
         addr: String,

@@ -421,8 +421,10 @@ impl Transform for AwsAuth {
             .into_parts();
         instructions.apply_to_request_http1x(req);
         for name in ["authorization", "x-amz-security-token"] {
-            if let Some(v) = req.headers_mut().get_mut(HeaderName::from_static(name)) {
+            let name = HeaderName::from_static(name);
+            if let Some(v) = req.headers_mut().get_mut(&name) {
                 v.set_sensitive(true);
+                cx.mark_credential_header(&name);
             }
         }
         let mut injected = vec![

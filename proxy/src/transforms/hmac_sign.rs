@@ -350,6 +350,7 @@ impl Transform for HmacSign {
         for (h, v) in self.headers.iter().zip(values) {
             req.headers_mut().remove(&h.name);
             req.headers_mut().insert(h.name.clone(), v);
+            cx.mark_credential_header(&h.name);
             injected.push(Value::from(format!("header:{}", h.written)));
         }
         cx.annotate("injected", injected);

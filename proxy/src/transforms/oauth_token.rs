@@ -233,8 +233,9 @@ pub(crate) fn unavailable(
     })
 }
 
-/// Sets `name` to `value` (sensitive, every earlier value replaced) and
-/// annotates `injected` with `written`, the name as configured.
+/// Sets `name` to `value` (sensitive, every earlier value replaced), marks
+/// it as a credential header for this request, and annotates `injected`
+/// with `written`, the name as configured.
 pub(crate) fn inject(
     req: &mut Request<Body>,
     cx: &mut Flow,
@@ -251,6 +252,7 @@ pub(crate) fn inject(
     hv.set_sensitive(true);
     req.headers_mut().remove(name);
     req.headers_mut().insert(name.clone(), hv);
+    cx.mark_credential_header(name);
     cx.annotate("injected", vec![Value::from(format!("header:{written}"))]);
     Ok(())
 }

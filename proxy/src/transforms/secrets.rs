@@ -172,6 +172,7 @@ impl Transform for Secrets {
                         header_value(&render(formatter.as_ref(), &value, &e.secret)?, &e.secret)?;
                     req.headers_mut().remove(name);
                     req.headers_mut().insert(name.clone(), hv);
+                    cx.mark_credential_header(name);
                     wire_names.push(written.clone());
                     record(&mut injected, &e.secret, vec![format!("header:{written}")]);
                 }
@@ -218,6 +219,11 @@ impl Transform for Secrets {
                                 reason: "secret_replace_failed",
                                 detail: format!("secret {}: {detail}", e.secret.name()),
                             })?;
+                    for hit in &hits {
+                        if let replace::Hit::Header(name, _) = hit {
+                            cx.mark_credential_header(name);
+                        }
+                    }
                     wire_names.extend(r.literal_names().map(str::to_string));
                     record(&mut swapped, &e.secret, locations);
                 }

@@ -45,7 +45,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
     /// A TLS file could not be read.
-    #[error("grpc transform '{name}': reading {what} {path}: {source}")]
+    #[error("grpc transform '{name}': reading {what} {path}")]
     Read {
         /// The transform's name.
         name: String,
