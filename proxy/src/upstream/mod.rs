@@ -7,6 +7,7 @@
 
 pub mod deny;
 pub mod dial;
+mod head_timer;
 pub mod held;
 pub mod resolve;
 #[cfg(test)]
@@ -24,6 +25,7 @@ use crate::body::Body;
 use crate::listen::{H2_PING_INTERVAL, H2_PING_TIMEOUT};
 pub use deny::DenyList;
 pub use dial::{DialError, Dialer};
+use head_timer::HeadTimer;
 pub use held::HeldSlot;
 use held::{Held, IdlePool, Key};
 pub use resolve::Resolver;
@@ -34,9 +36,18 @@ pub enum UpstreamError {
     /// The upstream could not be reached.
     #[error(transparent)]
     Dial(#[from] DialError),
-    /// The upstream did not start its response in time.
+    /// The upstream did not start its response in time (connecting
+    /// included, the client's upload not; see `head_timer.rs`).
     #[error("upstream sent no response headers within {0:?}")]
     Timeout(Duration),
+    /// The upstream stopped taking the request body: it took none of it
+    /// for the response-header timeout and did not answer either.
+    #[error("upstream took none of the request body for {0:?}")]
+    Stalled(Duration),
+    /// The client stopped sending its request body before the response
+    /// began: it sent none of it for the response-header timeout.
+    #[error("the client sent none of its request body for {0:?}")]
+    ClientIdle(Duration),
     /// The exchange failed after connecting.
     #[error("upstream exchange failed: {0}")]
     Http(String),
@@ -47,15 +58,20 @@ impl UpstreamError {
     pub fn reason(&self) -> &'static str {
         match self {
             UpstreamError::Dial(d) => d.reason(),
-            UpstreamError::Timeout(_) => "upstream_timeout",
+            UpstreamError::Timeout(_) | UpstreamError::Stalled(_) => "upstream_timeout",
+            UpstreamError::ClientIdle(_) => "client_body_timeout",
             UpstreamError::Http(_) => "upstream_error",
         }
     }
 
-    /// The status the client gets: 504 for a timeout, 502 otherwise.
+    /// The status the client gets: 504 for an upstream timeout, 408 for a
+    /// client that stopped sending, 502 otherwise.
     pub fn status(&self) -> http::StatusCode {
         match self {
-            UpstreamError::Timeout(_) => http::StatusCode::GATEWAY_TIMEOUT,
+            UpstreamError::Timeout(_) | UpstreamError::Stalled(_) => {
+                http::StatusCode::GATEWAY_TIMEOUT
+            }
+            UpstreamError::ClientIdle(_) => http::StatusCode::REQUEST_TIMEOUT,
             _ => http::StatusCode::BAD_GATEWAY,
         }
     }
@@ -120,7 +136,11 @@ impl Upstream {
         &self.dialer
     }
 
-    /// Sends `req` (absolute URI) and waits at most `header_timeout` for the response head.
+    /// Sends `req` (absolute URI) and waits for the response head, failing
+    /// when the upstream keeps the exchange waiting for `header_timeout` (to
+    /// connect, to take the next piece of the body, or to start its response
+    /// once the body is sent), or the client does (to send the next piece).
+    /// An upload that keeps moving is not timed (see `head_timer.rs`).
     ///
     /// `req`'s version is the client's: HTTP/2 may go out as HTTP/2 (if the
     /// upstream agrees through ALPN), anything else goes out as HTTP/1.1.
@@ -134,18 +154,19 @@ impl Upstream {
         header_timeout: Duration,
         held: Option<&HeldSlot>,
     ) -> Result<Response<Incoming>, UpstreamError> {
+        let (req, timer) = HeadTimer::start(req, header_timeout);
         match held {
             Some(slot) if req.version() < http::Version::HTTP_2 => {
-                self.send_held(slot, req, header_timeout).await
+                self.send_held(slot, req, &timer).await
             }
-            _ => self.send_pooled(req, header_timeout).await,
+            _ => self.send_pooled(req, &timer).await,
         }
     }
 
     async fn send_pooled(
         &self,
         mut req: Request<Body>,
-        header_timeout: Duration,
+        timer: &HeadTimer,
     ) -> Result<Response<Incoming>, UpstreamError> {
         let client = if req.version() == http::Version::HTTP_2 {
             &self.client
@@ -155,11 +176,10 @@ impl Upstream {
         // The pooled connection decides the wire version; HTTP/1.1 is what hyper
         // accepts on either kind.
         *req.version_mut() = http::Version::HTTP_11;
-        match tokio::time::timeout(header_timeout, client.request(req)).await {
-            Err(_) => Err(UpstreamError::Timeout(header_timeout)),
-            Ok(Ok(rsp)) => Ok(rsp),
-            Ok(Err(e)) => Err(classify(&e)),
-        }
+        timer
+            .run(client.request(req))
+            .await?
+            .map_err(|e| classify(&e))
     }
 
     /// Sends an HTTP/1 request on the connection `slot` holds, or on an idle
@@ -170,10 +190,9 @@ impl Upstream {
         &self,
         slot: &HeldSlot,
         req: Request<Body>,
-        header_timeout: Duration,
+        timer: &HeadTimer,
     ) -> Result<Response<Incoming>, UpstreamError> {
         let (key, mut req) = origin_form(req)?;
-        let deadline = tokio::time::Instant::now() + header_timeout;
         // The runtime this task runs on: idle connections of its own go first.
         let home = held::current_home();
         let mut fresh_only = false;
@@ -188,21 +207,14 @@ impl Upstream {
             };
             let mut held = match reused {
                 Some(h) => h,
-                None => {
-                    let dial = self.dial_http1(&key);
-                    match tokio::time::timeout_at(deadline, dial).await {
-                        Err(_) => return Err(UpstreamError::Timeout(header_timeout)),
-                        Ok(r) => r?,
-                    }
-                }
+                None => timer.run(self.dial_http1(&key)).await??,
             };
             let reused = held.reused;
             let sent = held.sender.try_send_request(req);
             slot.hold(held);
-            match tokio::time::timeout_at(deadline, sent).await {
-                Err(_) => return Err(UpstreamError::Timeout(header_timeout)),
-                Ok(Ok(rsp)) => return Ok(rsp),
-                Ok(Err(mut e)) => match e.take_message() {
+            match timer.run(sent).await? {
+                Ok(rsp) => return Ok(rsp),
+                Err(mut e) => match e.take_message() {
                     Some(back) if reused => {
                         req = back;
                         fresh_only = true;

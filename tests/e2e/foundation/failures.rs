@@ -1,13 +1,14 @@
 //! Upstream failures map to one status and one audit reason each: a name that
 //! does not resolve (502 `dns_failure`), an address where nothing listens
 //! (502 `connect_failed`), an untrusted certificate (502 `upstream_tls_failed`)
-//! and no response headers in time (504 `upstream_timeout`).
+//! and no response headers in time (504 `upstream_timeout`), a time that
+//! starts when the request body has been sent: a slow upload is not cut off.
 
 use std::net::IpAddr;
 
 use iron_proxy_tests::*;
 
-use super::{audited, failed, plain, LoopbackServer, TRUNCATED};
+use super::{allowed, audited, failed, plain, LoopbackServer, TRUNCATED};
 
 #[test]
 fn unreachable_upstreams_get_502_with_the_cause() {
@@ -118,5 +119,122 @@ transforms:
         rec.str("error")
             .is_some_and(|e| e.starts_with("response body:")),
         "{rec}"
+    );
+}
+
+/// A proxy for `upload.test` whose header timeout (1 s) is far shorter
+/// than the uploads below (about 3 s at curl's `--limit-rate 100K`).
+fn upload_proxy(net: &FakeInternet) -> ProxyProcess {
+    Proxy::with(
+        r#"
+proxy:
+  upstream_response_header_timeout: 1s
+transforms:
+  - name: allowlist
+    config:
+      domains: ["upload.test"]
+"#,
+    )
+    .resolver(net)
+    .start()
+}
+
+/// Writes a `len`-byte body of distinct lines (a lost or reordered chunk
+/// would show) to `dir` and returns it with its `--data-binary` argument.
+fn distinct_body(dir: &std::path::Path, len: usize) -> (String, String) {
+    let mut body: String = (0..len.div_ceil(8)).map(|i| format!("{i:07x}\n")).collect();
+    body.truncate(len);
+    let path = dir.join("upload");
+    std::fs::write(&path, &body).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+    (body, format!("@{}", path.display()))
+}
+
+/// `curl` uploading `data` at 100 KiB/s, without `Expect: 100-continue`.
+fn slow_upload(curl: Curl, data: &str) -> Curl {
+    curl.args([
+        "--data-binary",
+        data,
+        "--limit-rate",
+        "100K",
+        "-H",
+        "Expect:",
+        "-H",
+        "content-type: text/plain",
+    ])
+}
+
+#[test]
+fn a_slow_upload_is_not_cut_off_by_the_header_timeout() {
+    require_root!();
+    let net = FakeInternet::new();
+    let up = Upstream::https("upload.test").start(&net);
+    let px = upload_proxy(&net);
+    let dir = paths::scratch_dir("uploads");
+    let (body, data) = distinct_body(dir.path(), 300_000);
+
+    // HTTP/1 on http_listen (the held upstream connection), then HTTP/2
+    // through the MITM listener (the pooled client, h2 upstream).
+    for (url, version, curl) in [
+        ("/post", "HTTP/1.1", plain(&px, "http://upload.test/post")),
+        (
+            "/anything/h2",
+            "HTTP/2",
+            Curl::get("https://upload.test/anything/h2").via(&px),
+        ),
+    ] {
+        let started = std::time::Instant::now();
+        let r = slow_upload(curl, &data).run();
+        let took = started.elapsed();
+        assert_eq!(r.status, 200, "{url}: {r}");
+        assert!(
+            took >= std::time::Duration::from_secs(2),
+            "{url}: the upload was not slow ({took:?}), so the test proves nothing"
+        );
+        let echo = r.json();
+        assert_eq!(echo["body_len"], 300_000, "{url}: {}", echo["body_len"]);
+        assert!(
+            echo["data"] == body.as_str(),
+            "{url}: the upstream got the body unchanged"
+        );
+        let seen = up.wait_for_request(|q| q.path() == url);
+        assert_eq!(seen.0["body_len"], 300_000, "{seen}");
+        assert_eq!(seen.http_version(), version, "{seen}");
+        audited(&px, "upload.test", url, &allowed(200));
+    }
+}
+
+#[test]
+fn an_upstream_that_reads_the_whole_body_and_never_answers_gets_504() {
+    require_root!();
+    let net = FakeInternet::new();
+    // Reads the whole body, then waits 5 s before its headers.
+    let up = Upstream::https("upload.test").start(&net);
+    let px = upload_proxy(&net);
+    let dir = paths::scratch_dir("uploads");
+    let (_, data) = distinct_body(dir.path(), 200_000);
+
+    let started = std::time::Instant::now();
+    let r = slow_upload(plain(&px, "http://upload.test/delay/5"), &data).run();
+    let took = started.elapsed();
+    assert_eq!(r.status, 504, "{r}");
+    assert!(
+        r.body.contains("no response headers within 1s"),
+        "the answer says why: {r}"
+    );
+    // The 2 s upload, then the 1 s header timeout: well before the upstream's 5 s.
+    assert!(
+        took >= std::time::Duration::from_millis(2500) && took < std::time::Duration::from_secs(5),
+        "timed out after {took:?}"
+    );
+    let seen = up.wait_for_request(|q| q.path() == "/delay/5");
+    assert_eq!(
+        seen.0["body_len"], 200_000,
+        "the whole body arrived: {seen}"
+    );
+    audited(
+        &px,
+        "upload.test",
+        "/delay/5",
+        &failed(504, "upstream_timeout"),
     );
 }
