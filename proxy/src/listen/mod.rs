@@ -5,6 +5,7 @@ mod connect_head;
 pub mod http;
 pub mod https;
 pub mod linger;
+pub mod refused;
 pub mod sniffed;
 pub mod transparent;
 pub mod tunnel;
@@ -59,6 +60,8 @@ where
 }
 
 /// Serves HTTP/1.1 and HTTP/2 (by preface or ALPN) on `io` through the pipeline.
+/// A request that hyper refuses to parse (and answers itself) is audited
+/// here, as it never reaches the pipeline (see [`refused`]).
 pub async fn serve_http<I>(shared: Arc<Shared>, mut conn: ConnInfo, mut io: I)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -76,6 +79,7 @@ where
     let held = HeldSlot::default();
     conn.held = Some(held.clone());
     let conn = Arc::new(conn);
+    let (audit_shared, audit_conn) = (shared.clone(), conn.clone());
     let svc = service_fn(move |req| -> exchange::HandleFuture {
         Box::pin(exchange::handle(shared.clone(), conn.clone(), req))
     });
@@ -83,6 +87,8 @@ where
     let served = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
     if let Err(e) = held::drive(held, served).await {
         tracing::debug!(client = %remote, error = %e, "client connection ended with an error");
+        // A request hyper refused to parse never reached the pipeline: audit it here.
+        refused::audit(&audit_shared, &audit_conn, &*e);
     }
 }
 

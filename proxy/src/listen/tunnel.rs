@@ -1,7 +1,9 @@
 //! `proxy.tunnel_listen`: HTTP CONNECT, SOCKS5 (no auth; IPv4, IPv6 and
 //! domain targets) and absolute-form HTTP proxy requests on one port, told
-//! apart by the first byte. The tunnel target goes through the pipeline; the
-//! inner stream is then sniffed like any connection with a known destination.
+//! apart by the first byte (a greeting of another SOCKS version, such as
+//! SOCKS4, is refused and audited). The tunnel target goes through the
+//! pipeline; the inner stream is then sniffed like any connection with a
+//! known destination.
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -52,6 +54,18 @@ pub enum SocksError {
 /// A tunnel client connection, with the bytes read to tell SOCKS5 from HTTP put back.
 type Client = PrefixedStream<TcpStream>;
 
+/// The first byte of a SOCKS5 greeting.
+const SOCKS5: u8 = 0x05;
+/// First bytes taken for a greeting of another SOCKS version: SOCKS4/4a
+/// (4), the SOCKS6 draft (6) and other small version numbers. No HTTP
+/// request starts with a control byte, so HTTP and CONNECT are not affected.
+const OTHER_SOCKS: std::ops::RangeInclusive<u8> = 0x01..=0x09;
+/// SOCKS4's version byte.
+const SOCKS4: u8 = 0x04;
+/// SOCKS4's reply to a refused request: reply version 0, code 0x5B
+/// ("request rejected or failed"), then port and address (ignored).
+const SOCKS4_REJECTED: [u8; 8] = [0x00, 0x5b, 0, 0, 0, 0, 0, 0];
+
 /// SOCKS5 reply codes.
 const SOCKS_OK: u8 = 0x00;
 const SOCKS_NOT_ALLOWED: u8 = 0x02;
@@ -79,12 +93,19 @@ async fn serve(mut stream: TcpStream, remote: SocketAddr, intake: Intake) {
         tracing::debug!(client = %remote, "tunnel client sent nothing within {SNIFF_TIMEOUT:?}");
         return;
     };
-    if first.first() == Some(&0x05) {
-        let stream = PrefixedStream::new(first, stream);
-        if let Err(e) = socks5(stream, remote, &intake).await {
-            tracing::debug!(client = %remote, error = %e, "socks5 handshake failed");
+    match first.first() {
+        Some(&SOCKS5) => {
+            let stream = PrefixedStream::new(first, stream);
+            if let Err(e) = socks5(stream, remote, &intake).await {
+                tracing::debug!(client = %remote, error = %e, "socks5 handshake failed");
+            }
+            return;
         }
-        return;
+        Some(&version) if OTHER_SOCKS.contains(&version) => {
+            refuse_socks_version(stream, version, remote, &intake).await;
+            return;
+        }
+        _ => {}
     }
     match connect_head::read(&mut stream, first, HEADER_READ_TIMEOUT).await {
         FirstRequest::Connect { target, head } => {
@@ -99,7 +120,10 @@ async fn serve(mut stream: TcpStream, remote: SocketAddr, intake: Intake) {
     }
 }
 
+/// Serves absolute-form requests and CONNECTs that were not read by
+/// `connect_head` through hyper.
 async fn http_proxy(stream: Client, remote: SocketAddr, intake: Intake) {
+    let shared = intake.shared.clone();
     let svc = service_fn(move |req: Request<Incoming>| {
         let intake = intake.clone();
         let fut: exchange::HandleFuture = Box::pin(async move {
@@ -112,11 +136,17 @@ async fn http_proxy(stream: Client, remote: SocketAddr, intake: Intake) {
         });
         fut
     });
+    // Like `serve_http`: a connection the proxy closes first (after a refused
+    // head) drains, so that the client reads the answer rather than a reset.
+    let stream = super::linger::Linger::new(stream);
     if let Err(e) = super::http_builder()
         .serve_connection_with_upgrades(TokioIo::new(stream), svc)
         .await
     {
         tracing::debug!(client = %remote, error = %e, "tunnel client connection ended with an error");
+        // A request hyper refused to parse never reached the service: audit it here.
+        let conn = ConnInfo::new(remote, Mode::Tunnel, false, 80);
+        super::refused::audit(&shared, &conn, &*e);
     }
 }
 
@@ -247,6 +277,40 @@ impl SocksError {
     }
 }
 
+/// The one record of a SOCKS handshake that named no target the tunnel serves.
+fn audit_handshake_failure(remote: SocketAddr, intake: &Intake, e: &SocksError) {
+    let mut conn = ConnInfo::new(remote, Mode::Tunnel, false, 0);
+    conn.tunnel = Some(TunnelInfo {
+        kind: "socks5",
+        target: String::new(),
+    });
+    let mut rec = conn.record();
+    rec.reject(None, e.reason(), 0);
+    rec.error = Some(format!("SOCKS5 handshake: {e}"));
+    intake.shared.audit.emit(&rec);
+}
+
+/// Refuses a greeting of another SOCKS version (see [`OTHER_SOCKS`]): audited
+/// like a SOCKS5 handshake the tunnel does not serve, answered with SOCKS4's
+/// "rejected" reply when it is SOCKS4/4a (other versions have no reply a
+/// client would understand), then closed without a reset.
+async fn refuse_socks_version(
+    mut stream: TcpStream,
+    version: u8,
+    remote: SocketAddr,
+    intake: &Intake,
+) {
+    let e = SocksError::Version(version);
+    tracing::debug!(client = %remote, error = %e, "socks handshake refused");
+    audit_handshake_failure(remote, intake, &e);
+    if version == SOCKS4 && stream.write_all(&SOCKS4_REJECTED).await.is_err() {
+        return;
+    }
+    // The rest of the request may still be unread: drain it, so that the
+    // client reads the reply instead of a reset.
+    super::linger::drain(stream).await;
+}
+
 async fn socks5(mut s: Client, remote: SocketAddr, intake: &Intake) -> Result<(), SocksError> {
     let request = tokio::time::timeout(SNIFF_TIMEOUT, socks5_request(&mut s))
         .await
@@ -255,15 +319,7 @@ async fn socks5(mut s: Client, remote: SocketAddr, intake: &Intake) -> Result<()
         Ok(target) => target,
         Err(e) => {
             // The client spoke SOCKS5 but never named a target it may have: one record.
-            let mut conn = ConnInfo::new(remote, Mode::Tunnel, false, 0);
-            conn.tunnel = Some(TunnelInfo {
-                kind: "socks5",
-                target: String::new(),
-            });
-            let mut rec = conn.record();
-            rec.reject(None, e.reason(), 0);
-            rec.error = Some(format!("SOCKS5 handshake: {e}"));
-            intake.shared.audit.emit(&rec);
+            audit_handshake_failure(remote, intake, &e);
             return Err(e);
         }
     };
@@ -308,7 +364,7 @@ async fn socks5(mut s: Client, remote: SocketAddr, intake: &Intake) -> Result<()
 async fn socks5_request(s: &mut Client) -> Result<(String, u16), SocksError> {
     let mut head = [0u8; 2];
     s.read_exact(&mut head).await?;
-    if head[0] != 0x05 {
+    if head[0] != SOCKS5 {
         return Err(SocksError::Version(head[0]));
     }
     let mut methods = vec![0u8; head[1] as usize];
@@ -320,7 +376,7 @@ async fn socks5_request(s: &mut Client) -> Result<(String, u16), SocksError> {
     s.write_all(&[0x05, 0x00]).await?;
     let mut req = [0u8; 4];
     s.read_exact(&mut req).await?;
-    if req[0] != 0x05 {
+    if req[0] != SOCKS5 {
         return Err(SocksError::Version(req[0]));
     }
     if req[1] != 0x01 {

@@ -1,6 +1,7 @@
 //! TLS interception end to end: MITM through `https_listen` and through CONNECT/SOCKS5 on
 //! `tunnel_listen` with real clients (curl, Python requests, grpcio, websockets), SNI/Host
-//! agreement, sni-only passthrough, refusal of what is not TLS or HTTP, leaf minting under
+//! agreement, sni-only passthrough, refusal of what is not TLS or HTTP (or is HTTP the
+//! parser refuses, on every listener), leaf minting under
 //! concurrency, `generate-ca`, and robustness against stalled and reset handshakes.
 //!
 //! Every test checks the audit records the proxy wrote, not only what the client saw.
@@ -8,6 +9,7 @@
 mod generate_ca;
 pub(crate) mod grpc;
 mod leaf_cache;
+mod malformed;
 mod mitm;
 mod refusals;
 mod robustness;

@@ -337,3 +337,65 @@ fn a_refused_socks5_handshake_is_answered_and_audited() {
         );
     }
 }
+
+#[test]
+fn a_socks4_or_other_version_greeting_is_refused_as_socks_and_audited() {
+    require_root!();
+    let (_net, up, px) = mitm_with("httpbin.test");
+
+    // curl speaking SOCKS4a gets SOCKS4's "request rejected" (0x5b), not an HTTP 400.
+    let r = curl([
+        "--socks4a".to_string(),
+        hostport(px.tunnel_addr()),
+        "http://httpbin.test/anything/socks4".to_string(),
+    ]);
+    assert_ne!(r.exit, 0, "{r}");
+    assert!(
+        r.stderr.contains("rejected") || r.stderr.contains("not permitted"),
+        "curl should report a SOCKS4 refusal: {r}"
+    );
+    // The same by hand: the 8-byte SOCKS4 reply, then a close.
+    let mut socks4 = Raw::connect(px.tunnel_addr());
+    socks4.send(&[0x04, 0x01, 0x00, 0x50, 127, 0, 0, 1, b'u', 0x00]);
+    assert_eq!(
+        socks4.read_to_close(),
+        vec![0x00, 0x5b, 0, 0, 0, 0, 0, 0],
+        "a SOCKS4 reply"
+    );
+    // A version no SOCKS speaks (the SOCKS6 draft's greeting): closed without an answer.
+    let mut socks6 = Raw::connect(px.tunnel_addr());
+    socks6.send(&[0x06, 0x01, 0x00]);
+    assert_eq!(socks6.read_to_close(), b"", "no HTTP answer to SOCKS6");
+
+    for (raw, detail) in [
+        (&socks4, "unsupported SOCKS version 4"),
+        (&socks6, "unsupported SOCKS version 6"),
+    ] {
+        let me = raw.local();
+        let rec = px.wait_for_audit(|a| a.str("remote_addr") == Some(me.as_str()));
+        assert_eq!(rec.action(), Some("reject"), "{rec}");
+        assert_eq!(rec.str("reason"), Some("socks5_unsupported"), "{rec}");
+        assert_eq!(rec.status_code(), Some(0), "{rec}");
+        assert_eq!(rec.pointer("/tunnel/kind"), Some(&"socks5".into()), "{rec}");
+        assert!(
+            rec.str("error").is_some_and(|e| e.contains(detail)),
+            "{detail}: {rec}"
+        );
+    }
+    let curl_refused = px
+        .audit()
+        .iter()
+        .filter(|a| {
+            a.str("error")
+                .is_some_and(|e| e.contains("SOCKS version 4"))
+        })
+        .count();
+    assert_eq!(curl_refused, 2, "curl's and ours: one record each");
+    up.assert_untouched();
+    // Plain HTTP and CONNECT on the same port are unaffected.
+    assert_still_serving(&px, &up, "after-socks4");
+    let r = Curl::get(&up.url("/anything/after-socks4-connect"))
+        .through_connect(&px)
+        .run();
+    r.expect_status(200);
+}

@@ -1,0 +1,281 @@
+//! Request heads the HTTP parser refuses (smuggling-shaped framing, bad header syntax, unknown
+//! versions, heads over the limits) are answered by the parser itself, before any transform
+//! runs. Each one still gets exactly one audit record, on every listener that serves HTTP;
+//! a connection that merely ends gets none.
+
+use std::io::Read;
+
+use super::*;
+
+/// Where a raw request goes in.
+#[derive(Debug, Clone, Copy)]
+enum Via {
+    /// `http_listen`, plain TCP.
+    Http,
+    /// `https_listen`, inside TLS (MITM).
+    Https,
+    /// `tunnel_listen` as an HTTP proxy (the request itself, absolute- or origin-form).
+    TunnelProxy,
+    /// Inside a CONNECT tunnel, plain HTTP.
+    TunnelConnect,
+}
+
+/// A malformed request: a label, its bytes, the status the parser answers and the reason.
+struct Case {
+    label: &'static str,
+    bytes: Vec<u8>,
+    status: u16,
+    reason: &'static str,
+}
+
+fn case(label: &'static str, bytes: impl Into<Vec<u8>>, status: u16, reason: &'static str) -> Case {
+    Case {
+        label,
+        bytes: bytes.into(),
+        status,
+        reason,
+    }
+}
+
+/// A request with `headers` (each ending in CRLF) after the Host header.
+fn with_headers(headers: &str) -> Vec<u8> {
+    format!("POST /anything/malformed HTTP/1.1\r\nHost: httpbin.test\r\n{headers}\r\n").into_bytes()
+}
+
+fn cases() -> Vec<Case> {
+    let bad = "malformed_request";
+    let mut long_uri = b"GET /anything/".to_vec();
+    long_uri.resize(100 * 1024, b'a');
+    long_uri.extend_from_slice(b" HTTP/1.1\r\nHost: httpbin.test\r\n\r\n");
+    let many: String = (0..120).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let big = format!("X-Big: {}\r\n", "a".repeat(512 * 1024));
+    vec![
+        case(
+            "two differing Content-Lengths",
+            with_headers("Content-Length: 5\r\nContent-Length: 6\r\n"),
+            400,
+            bad,
+        ),
+        case(
+            "Content-Length: 5, 5",
+            with_headers("Content-Length: 5, 5\r\n"),
+            400,
+            bad,
+        ),
+        case(
+            "Content-Length: +5",
+            with_headers("Content-Length: +5\r\n"),
+            400,
+            bad,
+        ),
+        case(
+            "Transfer-Encoding: xchunked",
+            with_headers("Transfer-Encoding: xchunked\r\n"),
+            400,
+            bad,
+        ),
+        case(
+            "Transfer-Encoding: chunked, identity",
+            with_headers("Transfer-Encoding: chunked, identity\r\n"),
+            400,
+            bad,
+        ),
+        case(
+            "a space before the colon",
+            with_headers("X-Bad : v\r\n"),
+            400,
+            bad,
+        ),
+        case("obs-fold", with_headers("X-Fold: a\r\n b\r\n"), 400, bad),
+        case("CR in a value", with_headers("X-Cr: a\rb\r\n"), 400, bad),
+        case("NUL in a value", with_headers("X-Nul: a\0b\r\n"), 400, bad),
+        case(
+            "an HTTP/0.9 request line",
+            "GET /anything/09\r\n\r\n",
+            400,
+            bad,
+        ),
+        case(
+            "an HTTP/2.0 request line",
+            "GET /anything/h2 HTTP/2.0\r\nHost: httpbin.test\r\n\r\n",
+            400,
+            bad,
+        ),
+        case(
+            "a space in the target",
+            "GET /any thing HTTP/1.1\r\nHost: httpbin.test\r\n\r\n",
+            400,
+            bad,
+        ),
+        case(
+            "a CONNECT to a UTF-8 IDN",
+            "CONNECT bücher.test:443 HTTP/1.1\r\nHost: bücher.test:443\r\n\r\n",
+            400,
+            bad,
+        ),
+        case("a 100 KiB URI", long_uri, 414, "uri_too_long"),
+        case(
+            "120 headers",
+            with_headers(&many),
+            431,
+            "request_header_too_large",
+        ),
+        case(
+            "a 512 KiB header",
+            with_headers(&big),
+            431,
+            "request_header_too_large",
+        ),
+    ]
+}
+
+/// Sends `bytes` as the first request on a new connection through `via`; returns what came
+/// back until the proxy closed, and our address as the audit record shows it.
+fn send_raw(px: &ProxyProcess, via: Via, bytes: &[u8]) -> (String, String) {
+    let (reply, me) = match via {
+        Via::Http | Via::TunnelProxy => {
+            let addr = match via {
+                Via::Http => px.http_addr(),
+                _ => px.tunnel_addr(),
+            };
+            let mut raw = Raw::connect(addr);
+            raw.send(bytes);
+            (raw.read_to_close(), raw.local())
+        }
+        Via::TunnelConnect => {
+            let mut raw = Raw::connect(px.tunnel_addr());
+            raw.send(b"CONNECT httpbin.test:80 HTTP/1.1\r\nHost: httpbin.test:80\r\n\r\n");
+            let head = raw.read_head();
+            assert!(head.starts_with("HTTP/1.1 200"), "CONNECT: {head}");
+            raw.send(bytes);
+            (raw.read_to_close(), raw.local())
+        }
+        Via::Https => {
+            let mut tls = tls_handshake_only(px, "httpbin.test");
+            let me = tls.sock.local_addr().expect("local addr").to_string();
+            tls.write_all(bytes)
+                .unwrap_or_else(|e| panic!("writing inside TLS: {e}"));
+            let mut reply = Vec::new();
+            // The proxy closes with close_notify; a reset after the answer is fine too.
+            let _ = tls.read_to_end(&mut reply);
+            (reply, me)
+        }
+    };
+    (String::from_utf8_lossy(&reply).into_owned(), me)
+}
+
+#[test]
+fn requests_the_parser_refuses_are_answered_and_audited_once_on_every_listener() {
+    require_root!();
+    let (_net, up, px) = mitm_with("httpbin.test");
+    let mut seen = Vec::new();
+    for via in [Via::Http, Via::Https, Via::TunnelProxy, Via::TunnelConnect] {
+        for c in cases() {
+            let (reply, me) = send_raw(&px, via, &c.bytes);
+            let what = format!("{} via {via:?}", c.label);
+            assert!(
+                reply.starts_with(&format!("HTTP/1.1 {} ", c.status)),
+                "{what}: the client got {reply:?}"
+            );
+            let rec = px.wait_for_audit(|a| a.str("remote_addr") == Some(me.as_str()));
+            assert_eq!(rec.action(), Some("reject"), "{what}: {rec}");
+            assert_eq!(rec.str("reason"), Some(c.reason), "{what}: {rec}");
+            assert_eq!(rec.status_code(), Some(c.status), "{what}: {rec}");
+            assert!(
+                rec.str("error").is_some_and(|e| !e.is_empty()),
+                "{what}: {rec}"
+            );
+            let mode = match via {
+                Via::Http => "http",
+                Via::Https => "https",
+                Via::TunnelProxy | Via::TunnelConnect => "tunnel",
+            };
+            assert_eq!(rec.str("mode"), Some(mode), "{what}: {rec}");
+            match via {
+                Via::Https => assert_eq!(rec.str("sni"), Some("httpbin.test"), "{what}: {rec}"),
+                Via::TunnelConnect => {
+                    assert_eq!(rec.host(), Some("httpbin.test"), "{what}: {rec}");
+                    assert_eq!(
+                        rec.pointer("/tunnel/kind"),
+                        Some(&"connect".into()),
+                        "{what}: {rec}"
+                    );
+                }
+                _ => {}
+            }
+            seen.push((what, me));
+        }
+    }
+    up.assert_untouched();
+    // A request after all of them is recorded; by then no refusal has a second record.
+    assert_still_serving(&px, &up, "after-malformed");
+    let audit = px.audit();
+    for (what, me) in seen {
+        let n = audit
+            .iter()
+            .filter(|a| a.str("remote_addr") == Some(me.as_str()))
+            .count();
+        assert_eq!(n, 1, "{what}: {n} records for {me}");
+    }
+}
+
+/// The `Content-Length` of a response head.
+fn content_length(head: &str) -> usize {
+    head.lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse().ok())?
+        })
+        .unwrap_or_else(|| panic!("no Content-Length in {head}"))
+}
+
+#[test]
+fn connections_that_just_end_leave_no_extra_record() {
+    require_root!();
+    let (_net, up, px) = mitm_with("httpbin.test");
+    let request = b"GET http://httpbin.test/anything/keep HTTP/1.1\r\nHost: httpbin.test\r\n\r\n";
+    let mut quiet = Vec::new();
+    for (how, addr) in [
+        ("close", px.http_addr()),
+        ("reset", px.http_addr()),
+        ("close", px.tunnel_addr()),
+    ] {
+        // One request served on a keep-alive connection, which the client then ends while
+        // the proxy waits for the next request.
+        let mut raw = Raw::connect(addr);
+        raw.send(request);
+        let head = raw.read_head();
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        // The whole body, so that closing sends a FIN rather than a reset.
+        let mut body = vec![0u8; content_length(&head)];
+        raw.stream.read_exact(&mut body).expect("reading the body");
+        let me = raw.local();
+        let rec = px.wait_for_audit(|a| a.str("remote_addr") == Some(me.as_str()));
+        assert!(rec.is_allowed(), "{rec}");
+        if how == "reset" {
+            raw.reset();
+        } else {
+            drop(raw);
+        }
+        quiet.push((format!("keep-alive then {how} on {addr}"), me, 1));
+    }
+    // Half a request head, then the client closes: nothing was refused.
+    let mut raw = Raw::connect(px.http_addr());
+    raw.send(b"GET /anything/half HTTP/1.1\r\nHost: http");
+    raw.stream
+        .shutdown(std::net::Shutdown::Write)
+        .expect("closing our side");
+    assert_eq!(raw.read_to_close(), b"", "no answer to half a head");
+    quiet.push(("half a head, then close".into(), raw.local(), 0));
+
+    assert_still_serving(&px, &up, "after-quiet-ends");
+    let audit = px.audit();
+    for (what, me, want) in quiet {
+        let n = audit
+            .iter()
+            .filter(|a| a.str("remote_addr") == Some(me.as_str()))
+            .count();
+        assert_eq!(n, want, "{what}: {n} records for {me}");
+    }
+}
