@@ -1,8 +1,10 @@
 //! Operations through the real binary: the management API's reload (200, 401, 405, 422, with
 //! the policy checked before and after), SIGHUP reload, requests that never fail during
 //! repeated reloads, Prometheus metrics parsed by the official client, health and readiness,
-//! OTLP export over HTTP and gRPC, a collector that is down, and the SIGTERM drain.
+//! OTLP export over HTTP and gRPC, a collector that is down, the SIGTERM drain, and hostile
+//! config files (deep nesting, alias bombs) refused on reload.
 
+mod hostile_config;
 mod lifecycle;
 mod metrics;
 mod otlp;

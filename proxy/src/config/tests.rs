@@ -4,6 +4,7 @@
 mod broken;
 mod env;
 mod fuzz;
+mod hostile;
 mod spec_files;
 
 use super::*;

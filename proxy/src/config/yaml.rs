@@ -1,10 +1,13 @@
 //! A YAML document tree that remembers where every node came from: a line and
 //! column in the file, or the `IRON_*` variable that overrode it. Built from
 //! yaml-rust2's event stream so config errors can point at the offending key.
+//! Nesting depth and alias expansion are limited ([`limits`]).
 
-use std::collections::HashMap;
+mod limits;
 
-use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
+use std::collections::{HashMap, HashSet};
+
+use yaml_rust2::parser::Event;
 use yaml_rust2::scanner::{Marker, TScalarStyle};
 
 /// Where a node came from.
@@ -145,15 +148,17 @@ pub(crate) struct SyntaxError {
 }
 
 /// Parses the first document of `text`. An empty document is an empty mapping.
+///
+/// Nesting and alias expansion are limited (see [`limits`]), so no input can
+/// overflow the stack or exhaust memory.
 pub(crate) fn parse(text: &str) -> Result<Node, SyntaxError> {
-    let mut builder = Builder::default();
-    let mut parser = Parser::new_from_str(text);
-    parser.load(&mut builder, true).map_err(|e| SyntaxError {
-        pos: Pos::from_marker(*e.marker()),
-        message: e.info().to_string(),
-    })?;
-    if let Some(err) = builder.error {
-        return Err(err);
+    let events = limits::read_events(text)?;
+    let mut builder = Builder {
+        aliased: events.aliased,
+        ..Builder::default()
+    };
+    for (ev, mark) in events.list {
+        builder.on_event(ev, mark)?;
     }
     let mut docs = builder.docs.into_iter();
     let root = docs
@@ -177,14 +182,15 @@ pub(crate) fn parse(text: &str) -> Result<Node, SyntaxError> {
 struct Builder {
     /// Open sequences and mappings, each with its anchor id; a mapping keeps a pending key.
     stack: Vec<(Node, usize, Option<Node>)>,
+    /// The anchors an alias refers to; only these are kept (a copy each).
+    aliased: HashSet<usize>,
     anchors: HashMap<usize, Node>,
     docs: Vec<Node>,
-    error: Option<SyntaxError>,
 }
 
 impl Builder {
     fn finish(&mut self, node: Node, anchor: usize) {
-        if anchor > 0 {
+        if self.aliased.contains(&anchor) {
             self.anchors.insert(anchor, node.clone());
         }
         let Some((parent, _, pending)) = self.stack.last_mut() else {
@@ -200,10 +206,10 @@ impl Builder {
             Kind::Scalar { .. } => {}
         }
     }
-}
 
-impl MarkedEventReceiver for Builder {
-    fn on_event(&mut self, ev: Event, mark: Marker) {
+    /// Takes one event. The events were read within the limits, so every copy
+    /// made here was counted there.
+    fn on_event(&mut self, ev: Event, mark: Marker) -> Result<(), SyntaxError> {
         let pos = Pos::from_marker(mark);
         match ev {
             Event::Scalar(text, style, anchor, _tag) => {
@@ -246,13 +252,14 @@ impl MarkedEventReceiver for Builder {
             Event::Alias(id) => match self.anchors.get(&id).cloned() {
                 Some(node) => self.finish(Node { pos, ..node }, 0),
                 None => {
-                    self.error.get_or_insert(SyntaxError {
+                    return Err(SyntaxError {
                         pos,
                         message: "unknown alias".into(),
-                    });
+                    })
                 }
             },
             _ => {}
         }
+        Ok(())
     }
 }

@@ -168,6 +168,14 @@ impl ProxyProcess {
         self.config = config;
     }
 
+    /// Replaces the config file with `text` byte for byte (for reload tests with files the
+    /// harness must not parse, such as hostile YAML). Does not signal the proxy, and
+    /// [`config`](Self::config) keeps describing the config the proxy started with.
+    pub fn write_config_text(&mut self, text: &str) {
+        std::fs::write(&self.config_path, text)
+            .unwrap_or_else(|e| panic!("writing {}: {e}", self.config_path.display()));
+    }
+
     /// The proxy's temp dir (config, CA, log).
     pub fn dir(&self) -> &Path {
         self.dir.path()
