@@ -51,6 +51,20 @@ pub fn incoming(b: hyper::body::Incoming) -> Body {
     b.map_err(|e| -> BoxError { Box::new(e) }).boxed()
 }
 
+/// A failure of the client's request body (a malformed chunk, a connection
+/// or stream the client ended mid-body), kept apart from the upstream's
+/// failures so that it is audited as the client's fault, whoever reads it.
+#[derive(Debug, thiserror::Error)]
+#[error("client request body: {0}")]
+pub struct ClientBodyError(#[source] pub hyper::Error);
+
+/// Boxes a request body received from a client; its errors are
+/// [`ClientBodyError`]s.
+pub fn from_client(b: hyper::body::Incoming) -> Body {
+    b.map_err(|e| -> BoxError { Box::new(ClientBodyError(e)) })
+        .boxed()
+}
+
 /// Buffers the whole body's data, failing with [`BufferError::TooLarge`] past
 /// `limit` bytes (`0` means no limit). Trailers are dropped: use
 /// [`collect_all`] where the body goes on.

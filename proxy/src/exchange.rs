@@ -658,7 +658,7 @@ async fn handle_tracked(
         }
     };
     // parts.version stays the client's: Upstream::send picks the upstream's from it.
-    let mut body = body::incoming(incoming);
+    let mut body = body::from_client(incoming);
     let need = policy.pipeline.body_need(&cx, &parts);
     if let BodyNeed::Prefix(want) = need {
         let limit = policy.limits.max_request_body_bytes;

@@ -48,6 +48,11 @@ pub enum UpstreamError {
     /// began: it sent none of it for the response-header timeout.
     #[error("the client sent none of its request body for {0:?}")]
     ClientIdle(Duration),
+    /// The client's request body failed while it was being sent (a
+    /// malformed chunk, or the client ended its connection or stream
+    /// mid-body): the client's fault, not the upstream's.
+    #[error("{0}")]
+    ClientBody(String),
     /// The exchange failed after connecting.
     #[error("upstream exchange failed: {0}")]
     Http(String),
@@ -60,18 +65,21 @@ impl UpstreamError {
             UpstreamError::Dial(d) => d.reason(),
             UpstreamError::Timeout(_) | UpstreamError::Stalled(_) => "upstream_timeout",
             UpstreamError::ClientIdle(_) => "client_body_timeout",
+            UpstreamError::ClientBody(_) => "client_body_error",
             UpstreamError::Http(_) => "upstream_error",
         }
     }
 
     /// The status the client gets: 504 for an upstream timeout, 408 for a
-    /// client that stopped sending, 502 otherwise.
+    /// client that stopped sending, 400 for a client body that failed, 502
+    /// otherwise.
     pub fn status(&self) -> http::StatusCode {
         match self {
             UpstreamError::Timeout(_) | UpstreamError::Stalled(_) => {
                 http::StatusCode::GATEWAY_TIMEOUT
             }
             UpstreamError::ClientIdle(_) => http::StatusCode::REQUEST_TIMEOUT,
+            UpstreamError::ClientBody(_) => http::StatusCode::BAD_REQUEST,
             _ => http::StatusCode::BAD_GATEWAY,
         }
     }
@@ -271,6 +279,18 @@ fn origin_form(mut req: Request<Body>) -> Result<(Key, Request<Body>), UpstreamE
     Ok((Key { tls, host, port }, req))
 }
 
+/// The description of the client body failure in `e`'s chain, if any.
+fn client_body_error(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(c) = err.downcast_ref::<crate::body::ClientBodyError>() {
+            return Some(crate::error_chain(c));
+        }
+        cur = err.source();
+    }
+    None
+}
+
 /// Turns a client error into an [`UpstreamError`], keeping a dial failure's reason.
 fn classify(e: &(dyn std::error::Error + 'static)) -> UpstreamError {
     let mut src = e.source();
@@ -282,6 +302,9 @@ fn classify(e: &(dyn std::error::Error + 'static)) -> UpstreamError {
             return UpstreamError::Dial(d.clone());
         }
         src = s.source();
+    }
+    if let Some(client) = client_body_error(e) {
+        return UpstreamError::ClientBody(client);
     }
     let mut detail = e.to_string();
     if let Some(s) = e.source() {

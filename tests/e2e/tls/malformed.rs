@@ -279,3 +279,73 @@ fn connections_that_just_end_leave_no_extra_record() {
         assert_eq!(n, want, "{what}: {n} records for {me}");
     }
 }
+
+/// A request body that breaks off is the client's fault, not the upstream's: a chunk size that is
+/// not hex, and a body shorter than its `Content-Length` (the client ends the connection), each
+/// streamed to the upstream as it comes, get 400 and one `client_body_error` record, on the plain
+/// and the TLS listener.
+#[test]
+fn a_request_body_that_breaks_off_is_audited_as_the_clients_error() {
+    require_root!();
+    let (_net, up, px) = mitm_with("httpbin.test");
+    let head = |framing: &str| {
+        format!("POST /anything/broken-body HTTP/1.1\r\nHost: httpbin.test\r\n{framing}\r\n")
+    };
+    let cases = [
+        (
+            "a chunk size that is not hex",
+            format!("{}5\r\nhello\r\nzz\r\n", head("Transfer-Encoding: chunked\r\n")),
+        ),
+        (
+            "a body short of its Content-Length",
+            format!("{}hello", head("Content-Length: 100\r\n")),
+        ),
+    ];
+    for via in [Via::Http, Via::Https] {
+        for (label, bytes) in &cases {
+            let what = format!("{label} via {via:?}");
+            let (reply, me) = send_and_end(&px, via, bytes.as_bytes());
+            let rec = px.wait_for_audit(|a| a.str("remote_addr") == Some(me.as_str()));
+            assert_eq!(rec.action(), Some("error"), "{what}: {rec}");
+            assert_eq!(rec.str("reason"), Some("client_body_error"), "{what}: {rec}");
+            assert_eq!(rec.status_code(), Some(400), "{what}: {rec}");
+            assert!(
+                rec.str("error")
+                    .is_some_and(|e| e.starts_with("client request body")),
+                "{what}: {rec}"
+            );
+            assert!(
+                reply.is_empty() || reply.starts_with("HTTP/1.1 400 "),
+                "{what}: the client got {reply:?}"
+            );
+        }
+    }
+    assert_still_serving(&px, &up, "after-broken-bodies");
+}
+
+/// Sends `bytes` on a new connection through `via`, then ends our sending side (a FIN, or
+/// close_notify inside TLS); returns whatever came back and our address.
+fn send_and_end(px: &ProxyProcess, via: Via, bytes: &[u8]) -> (String, String) {
+    match via {
+        Via::Https => {
+            let mut tls = tls_handshake_only(px, "httpbin.test");
+            let me = tls.sock.local_addr().expect("local addr").to_string();
+            tls.write_all(bytes)
+                .unwrap_or_else(|e| panic!("writing inside TLS: {e}"));
+            tls.conn.send_close_notify();
+            let _ = tls.flush();
+            let mut reply = Vec::new();
+            let _ = tls.read_to_end(&mut reply);
+            (String::from_utf8_lossy(&reply).into_owned(), me)
+        }
+        _ => {
+            let mut raw = Raw::connect(px.http_addr());
+            raw.send(bytes);
+            raw.stream
+                .shutdown(std::net::Shutdown::Write)
+                .expect("closing our side");
+            let reply = raw.read_to_close();
+            (String::from_utf8_lossy(&reply).into_owned(), raw.local())
+        }
+    }
+}
