@@ -224,6 +224,7 @@ pub fn env_for<'a>(base: &Env<'a>, bin: &'a Path) -> Env<'a> {
         dns: base.dns,
         proxy_bin: bin,
         venv: base.venv.clone(),
+        peer_build: base.peer_build.clone(),
         proxy_log: base.proxy_log,
     }
 }

@@ -81,7 +81,14 @@ pub fn main(root: &Path, target: &Path, args: LinkOrderArgs) -> Result<()> {
         unpaired: true,
     };
     sandbox::sweep_stale();
-    run::run(root, &work.join("bench"), &wrapper, "release", &bench)?;
+    run::run(
+        root,
+        target,
+        &work.join("bench"),
+        &wrapper,
+        "release",
+        &bench,
+    )?;
 
     let mut costs = Costs::default();
     let (mut serving, mut startup) = (0, 0);

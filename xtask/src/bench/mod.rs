@@ -61,11 +61,12 @@ pub struct BenchArgs {
     #[arg(long)]
     pub quick: bool,
     /// Run only these topologies (comma-separated: direct, iron-https,
-    /// iron-connect, iron-intercept, squid-bump, mitmproxy, tinyproxy-tunnel)
+    /// iron-connect, iron-intercept, squid-bump, mitmproxy, tinyproxy-tunnel,
+    /// hudsucker)
     /// and, when listed, `connect` (the connect() micro-benchmark).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
-    /// Skip the peer proxies (squid, mitmproxy, tinyproxy).
+    /// Skip the peer proxies (squid, mitmproxy, tinyproxy, hudsucker).
     #[arg(long)]
     pub no_peers: bool,
     /// Measured seconds per run (default 2; --quick 0.5).
@@ -159,7 +160,7 @@ pub fn main(root: &std::path::Path, target: &std::path::Path, args: BenchArgs) -
     }
     let out = args.out.clone().unwrap_or_else(|| target.join("bench"));
     sandbox::sweep_stale();
-    run::run(root, &out, &proxy_bin, &profile, &args)
+    run::run(root, target, &out, &proxy_bin, &profile, &args)
 }
 
 /// Release binaries are linked with `proxy/link-order.txt`; say so when the

@@ -1,6 +1,7 @@
-//! Peer proxies: squid-openssl with ssl-bump and tinyproxy from Debian, and
-//! mitmproxy from PyPI in a virtualenv under the bench directory. Each is
-//! installed on first use and started in the foreground on a free loopback
+//! Peer proxies: squid-openssl with ssl-bump and tinyproxy from Debian,
+//! mitmproxy from PyPI in a virtualenv under the bench directory, and
+//! hudsucker (a Rust MITM library on hyper and rustls) built from crates.io
+//! (`xtask/hudsucker-peer`). Each is installed or built on first use and started in the foreground on a free loopback
 //! port with a config written here. They log to /dev/null or to files in
 //! their work directory, as iron-proxy's audit log goes to /dev/null.
 
@@ -251,6 +252,65 @@ PidFile "{d}/tinyproxy.pid"
         },
         watch: Some(Watch { pid: guard.pid() }),
         version: first_line(Command::new("/usr/bin/tinyproxy").arg("-v")),
+        _child: Some(guard),
+        intercept: None,
+    })
+}
+
+/// Builds the hudsucker peer (`xtask/hudsucker-peer`, its own lock file) into
+/// `env.peer_build` unless it is there, and returns the binary.
+fn ensure_hudsucker(env: &Env<'_>) -> Result<std::path::PathBuf> {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("hudsucker-peer/Cargo.toml");
+    let bin = env.peer_build.join("release/bench-hudsucker");
+    if !bin.exists() {
+        eprintln!("bench: building the hudsucker peer (cargo, release; a few minutes once)");
+    }
+    let ok = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["build", "--release", "--locked", "--manifest-path"])
+        .arg(&manifest)
+        .arg("--target-dir")
+        .arg(&env.peer_build)
+        .stdout(Stdio::null())
+        .status()
+        .context("running cargo build for the hudsucker peer")?
+        .success();
+    if !ok || !bin.exists() {
+        bail!("building {} failed", manifest.display());
+    }
+    Ok(bin)
+}
+
+/// hudsucker as a MITM CONNECT proxy with the shared MITM CA, TCP_NODELAY on
+/// both legs, and the upstream's name resolved to the upstream (as the bench
+/// DNS answers it for the other proxies).
+pub fn start_hudsucker(env: &Env<'_>) -> Result<Running> {
+    let bin = ensure_hudsucker(env)?;
+    let dir = env.work.join("hudsucker");
+    std::fs::create_dir_all(&dir)?;
+    let port = free_port(false)?;
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let stderr = std::fs::File::create(dir.join("stderr.log"))?;
+    let child = Command::new(&bin)
+        .arg(addr.to_string())
+        .arg(&env.certs.mitm_ca_cert)
+        .arg(&env.certs.mitm_ca_key)
+        .arg(&env.certs.upstream_ca)
+        .arg(format!("{UPSTREAM_NAME}={}", env.upstream.ip()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .context("starting the hudsucker peer")?;
+    let guard = ChildGuard::new(child);
+    wait_listening(guard.pid(), &[addr], &dir.join("stderr.log"))?;
+    Ok(Running {
+        route: Route {
+            addr,
+            connect: Some(format!("{UPSTREAM_NAME}:{}", env.upstream.port())),
+            host: UPSTREAM_NAME.into(),
+        },
+        watch: Some(Watch { pid: guard.pid() }),
+        version: "hudsucker 0.25 (hyper 1, rustls 0.23, aws-lc-rs; TCP_NODELAY)".into(),
         _child: Some(guard),
         intercept: None,
     })

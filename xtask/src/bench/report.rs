@@ -290,7 +290,8 @@ pub fn markdown(r: &Results) -> String {
         .iter()
         .filter(|t| {
             t.skipped.is_none()
-                && ["squid-bump", "mitmproxy", "tinyproxy-tunnel"].contains(&t.name.as_str())
+                && ["squid-bump", "mitmproxy", "tinyproxy-tunnel", "hudsucker"]
+                    .contains(&t.name.as_str())
         })
         .collect();
     if !peers.is_empty() {

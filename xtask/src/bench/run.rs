@@ -25,6 +25,7 @@ pub const THREADS: usize = 2;
 /// Runs the bench and writes results under `out`.
 pub fn run(
     root: &Path,
+    target: &Path,
     out: &Path,
     proxy_bin: &Path,
     profile: &str,
@@ -74,6 +75,8 @@ pub fn run(
         dns: upstream.dns,
         proxy_bin,
         venv: out.join("venv"),
+        // Under the target directory, not `out`: kept across runs with other `--out`s.
+        peer_build: target.join("bench-peer"),
         proxy_log: args.proxy_log,
     };
     eprintln!(

@@ -35,11 +35,13 @@ pub enum Kind {
     Mitmproxy,
     /// tinyproxy: a CONNECT tunnel without MITM (TLS is end to end).
     Tinyproxy,
+    /// hudsucker (Rust, hyper + rustls) MITM over CONNECT, with TCP_NODELAY.
+    Hudsucker,
 }
 
 impl Kind {
     /// Every topology, in report order.
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 8] = [
         Kind::Direct,
         Kind::IronHttps,
         Kind::IronConnect,
@@ -47,6 +49,7 @@ impl Kind {
         Kind::Squid,
         Kind::Mitmproxy,
         Kind::Tinyproxy,
+        Kind::Hudsucker,
     ];
 
     /// The name used in results.
@@ -59,12 +62,16 @@ impl Kind {
             Kind::Squid => "squid-bump",
             Kind::Mitmproxy => "mitmproxy",
             Kind::Tinyproxy => "tinyproxy-tunnel",
+            Kind::Hudsucker => "hudsucker",
         }
     }
 
     /// True for the third-party proxies.
     pub fn is_peer(self) -> bool {
-        matches!(self, Kind::Squid | Kind::Mitmproxy | Kind::Tinyproxy)
+        matches!(
+            self,
+            Kind::Squid | Kind::Mitmproxy | Kind::Tinyproxy | Kind::Hudsucker
+        )
     }
 }
 
@@ -82,6 +89,8 @@ pub struct Env<'a> {
     pub proxy_bin: &'a Path,
     /// Python virtualenv for mitmproxy.
     pub venv: PathBuf,
+    /// Build directory of the hudsucker peer.
+    pub peer_build: PathBuf,
     /// Keep iron-proxy's stderr (operational log and audit records) in
     /// `<work>/<topology>/stderr.log` instead of /dev/null.
     pub proxy_log: bool,
@@ -180,6 +189,7 @@ pub fn start(kind: Kind, env: &Env<'_>) -> Result<Running> {
         Kind::Squid => super::peers::start_squid(env),
         Kind::Mitmproxy => super::peers::start_mitmproxy(env),
         Kind::Tinyproxy => super::peers::start_tinyproxy(env),
+        Kind::Hudsucker => super::peers::start_hudsucker(env),
     }
 }
 
