@@ -109,9 +109,22 @@ EOF
 say "validating the config"
 OPENAI_API_KEY=set "$PROXY" validate -config proxy.yaml
 
-say "starting iron-proxy (audit log: $WORK/audit.log)"
+# stderr carries operational logs and audit records, both as JSON lines; an audit
+# record is the line with an "action" key (docs/audit-log.md).
+AUDIT_FILTER='
+import json, sys
+for line in sys.stdin:
+    try:
+        rec = json.loads(line)
+    except ValueError:
+        continue
+    if isinstance(rec, dict) and "action" in rec:
+        sys.stdout.write(line)
+        sys.stdout.flush()
+'
+say "starting iron-proxy (audit log: $WORK/audit.log, everything: $WORK/proxy.log)"
 OPENAI_API_KEY=sk-real-openai-key-do-not-share SSL_CERT_FILE="$WORK/up-ca.crt" \
-  "$PROXY" -config proxy.yaml 2> >(tee -a "$WORK/proxy.log" | grep --line-buffered '^{' > "$WORK/audit.log") &
+  "$PROXY" -config proxy.yaml 2> >(tee -a "$WORK/proxy.log" | python3 -u -c "$AUDIT_FILTER" > "$WORK/audit.log") &
 PIDS+=($!)
 for _ in $(seq 1 100); do curl -s -o /dev/null http://127.0.0.1:19090/readyz && break; sleep 0.1; done
 "$PROXY" intercept status -config proxy.yaml | head -3

@@ -61,6 +61,24 @@ pub enum Command {
     },
 }
 
+/// `--log-format` of the loader child: the proxy's `log.format`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormatArg {
+    /// One JSON object per line.
+    Json,
+    /// tracing's text format.
+    Text,
+}
+
+impl From<LogFormatArg> for crate::config::LogFormat {
+    fn from(a: LogFormatArg) -> Self {
+        match a {
+            LogFormatArg::Json => Self::Json,
+            LogFormatArg::Text => Self::Text,
+        }
+    }
+}
+
 /// CA key algorithms.
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum Alg {
@@ -86,6 +104,9 @@ pub enum InterceptAction {
         /// The log level (the proxy passes its own).
         #[arg(long, default_value = "info")]
         log_level: String,
+        /// The log line format (the proxy passes its own).
+        #[arg(long, value_enum, default_value = "json")]
+        log_format: LogFormatArg,
     },
 }
 

@@ -9,18 +9,6 @@ use crate::audit::AuditSink;
 use crate::cli::Alg;
 use crate::config;
 
-/// Logs to stderr at `level` (`IRON_LOG_FILTER` overrides).
-fn init_tracing(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("IRON_LOG_FILTER")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("iron_proxy={level},warn")));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .try_init();
-}
-
 fn print_config_errors(errors: &config::ConfigErrors) {
     for e in &errors.0 {
         eprintln!("{e}");
@@ -41,7 +29,7 @@ pub fn run(path: &Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    init_tracing(cfg.log.level.as_str());
+    crate::ops::logs::init(cfg.log.level.as_str(), cfg.log.format);
     for finding in config::lint(&cfg) {
         tracing::warn!(%finding, "configuration warning");
     }
@@ -205,8 +193,8 @@ pub fn intercept(path: &Path, detach: bool) -> ExitCode {
 /// `intercept status|detach` in nftables mode: the table of this pin path.
 /// `iron-proxy intercept load` (hidden): the eBPF loader child that `run`
 /// starts; settings as JSON on stdin, outcome on stdout.
-pub fn intercept_load(log_level: &str) -> ExitCode {
-    init_tracing(log_level);
+pub fn intercept_load(log_level: &str, log_format: config::LogFormat) -> ExitCode {
+    crate::ops::logs::init(log_level, log_format);
     crate::intercept::loader_main()
 }
 

@@ -83,8 +83,12 @@ fn main() -> ExitCode {
         Some(Command::Init(ref args)) => iron_proxy::cmd::init(args),
         Some(Command::Summary(ref args)) => iron_proxy::cmd::summary(args),
         Some(Command::Intercept {
-            action: InterceptAction::Load { ref log_level },
-        }) => iron_proxy::cmd::intercept_load(log_level),
+            action:
+                InterceptAction::Load {
+                    ref log_level,
+                    log_format,
+                },
+        }) => iron_proxy::cmd::intercept_load(log_level, log_format.into()),
         Some(Command::Intercept { ref action }) => match need_config(&cli) {
             Ok(path) => {
                 iron_proxy::cmd::intercept(&path, matches!(action, InterceptAction::Detach))

@@ -1,11 +1,13 @@
 //! Operations through the real binary: the management API's reload (200, 401, 405, 422, with
 //! the policy checked before and after), SIGHUP reload, requests that never fail during
 //! repeated reloads, Prometheus metrics parsed by the official client, health and readiness,
-//! OTLP export over HTTP and gRPC, a collector that is down, the SIGTERM drain, and hostile
-//! config files (deep nesting, alias bombs) refused on reload.
+//! OTLP export over HTTP and gRPC, a collector that is down, the SIGTERM drain, hostile
+//! config files (deep nesting, alias bombs) refused on reload, and the JSON (or text)
+//! operational log lines next to the audit records on stderr.
 
 mod hostile_config;
 mod lifecycle;
+mod logs;
 mod metrics;
 mod otlp;
 

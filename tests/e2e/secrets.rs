@@ -158,7 +158,7 @@ fn quickstart_five_requests() {
     up.assert_no_request(|r| r.0.to_string().contains("proxy-openai-abc123"));
     up.assert_no_request(|r| r.0.to_string().contains("proxy-internal-tok"));
     assert!(
-        px.logs().iter().any(|l| l.contains("TRACE")),
+        px.log_lines().iter().any(|l| l.level() == "trace"),
         "IRON_LOG_FILTER=trace took effect"
     );
     assert_no_leak(&px, &[OPENAI, INTERNAL]);

@@ -1,8 +1,8 @@
 //! A typed view over audit records: the JSON lines the proxy writes when an exchange ends.
 //!
-//! A line counts as an audit record when it is a JSON object with a string `action` and at
-//! least one of `host`, `method`, `path`, `status_code` (operational logs may share the
-//! stream). Records nested under a tracing-style `fields` object are accepted too.
+//! A line counts as an audit record when it is a JSON object with a string `action`, the rule
+//! docs/audit-log.md gives readers: operational logs share the stream as JSON lines too
+//! ([`crate::logs`]), and never carry an `action` key.
 
 use serde_json::{Map, Value};
 
@@ -17,17 +17,9 @@ pub fn parse_line(line: &str) -> Option<AuditRecord> {
         return None;
     }
     let v: Value = serde_json::from_str(line).ok()?;
-    let is_record = |o: &Value| {
-        o.get("action").is_some_and(Value::is_string)
-            && ["host", "method", "path", "status_code"]
-                .iter()
-                .any(|k| o.get(k).is_some())
-    };
-    if is_record(&v) {
-        return Some(AuditRecord(v));
-    }
-    let fields = v.get("fields")?;
-    is_record(fields).then(|| AuditRecord(fields.clone()))
+    v.get("action")
+        .is_some_and(Value::is_string)
+        .then_some(AuditRecord(v))
 }
 
 impl AuditRecord {
@@ -205,11 +197,12 @@ mod tests {
     }
 
     #[test]
-    fn skips_operational_logs_and_accepts_nested_fields() {
+    fn skips_operational_logs() {
         let lines = [
             "plain text log line",
-            r#"{"level":"INFO","fields":{"message":"listening"}}"#,
-            r#"{"level":"WARN","fields":{"action":"reject","host":"evil.test","rejected_by":"allowlist"}}"#,
+            r#"{"time":"2026-01-01T00:00:00.000Z","level":"info","msg":"listening","listener":"http"}"#,
+            r#"{"time":"2026-01-01T00:00:00.000Z","level":"warn","msg":"x","field.action":"reject"}"#,
+            r#"{"action":"reject","host":"evil.test","rejected_by":"allowlist"}"#,
             QUICKSTART,
         ];
         let audit = Audit::parse(lines);

@@ -19,7 +19,8 @@
 //! - [`Upstream`] runs the `fake-upstream` server (httpbin-like) on one of those hosts, with a
 //!   certificate from the fake internet's CA, and registers its name in the fake DNS
 //!   ([`dnsmasq`]).
-//! - [`Proxy`] renders a config, starts the proxy binary and parses its audit log ([`audit`]).
+//! - [`Proxy`] renders a config, starts the proxy binary and parses its audit log ([`audit`])
+//!   and its JSON operational log lines ([`logs`]).
 //! - [`client`] runs real clients (curl, Python in a virtualenv).
 //! - [`cgroup`] runs workloads in a test cgroup under eBPF interception ([`TestCgroup`],
 //!   [`PinGuard`]).
@@ -33,6 +34,7 @@ pub mod cgroup;
 pub mod client;
 pub mod dnsmasq;
 pub mod fake_upstream;
+pub mod logs;
 pub mod netns;
 pub mod paths;
 pub mod ports;
@@ -44,6 +46,7 @@ pub use audit::{Audit, AuditRecord};
 pub use ca::TestCa;
 pub use cgroup::{PinGuard, TestCgroup, Workload, WorkloadCurl};
 pub use client::{curl, python, python_in, Curl, CurlResult, PyResult};
+pub use logs::LogLine;
 pub use netns::{FakeInternet, Host};
 pub use proxy::{Proxy, ProxyProcess};
 pub use upstream::{Upstream, UpstreamHandle};

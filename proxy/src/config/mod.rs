@@ -49,8 +49,8 @@ pub use oauth::{OAuthGrant, OAuthTokenConfig, OAuthTokenEntry};
 pub use refs::{check_references, Reference, ReferenceKind};
 pub use secrets::{InjectConfig, ReplaceConfig, SecretEntry, SecretMode, SecretsConfig};
 pub use sections::{
-    default_deny_cidrs, LogConfig, LogLevel, ManagementConfig, MetricsConfig, MitmConfig,
-    ProxyConfig, TlsConfig, DEFAULT_DENY_CIDRS,
+    default_deny_cidrs, LogConfig, LogFormat, LogLevel, ManagementConfig, MetricsConfig,
+    MitmConfig, ProxyConfig, TlsConfig, DEFAULT_DENY_CIDRS,
 };
 pub use sources::{OpRef, SecretSourceConfig};
 pub use transforms::{

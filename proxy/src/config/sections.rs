@@ -233,16 +233,40 @@ impl LogLevel {
     }
 }
 
+/// `log.format`: how operational log lines are written to stderr. Audit
+/// records are JSON lines either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// `json` (default): one JSON object per line, like the audit records,
+    /// so a log pipeline reads the whole stream as JSON lines.
+    #[default]
+    Json,
+    /// `text`: tracing's human-readable format, for a terminal.
+    Text,
+}
+
+impl LogFormat {
+    /// The name as written in config (`json`, `text`).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            LogFormat::Json => "json",
+            LogFormat::Text => "text",
+        }
+    }
+}
+
 /// `log:`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct LogConfig {
     /// Verbosity (default `info`).
     pub level: LogLevel,
+    /// Line format of operational logs (default `json`).
+    pub format: LogFormat,
 }
 
 impl Decode for LogConfig {
     fn decode(node: &Node, cx: &mut Cx) -> Res<Self> {
-        let m = cx.map(node, &["level"])?;
+        let m = cx.map(node, &["level", "format"])?;
         let levels = [
             ("debug", LogLevel::Debug),
             ("info", LogLevel::Info),
@@ -250,8 +274,11 @@ impl Decode for LogConfig {
             ("error", LogLevel::Error),
         ];
         let level = m.opt_with(cx, "level", |n, cx| one_of(n, cx, "log level", &levels))?;
+        let formats = [("json", LogFormat::Json), ("text", LogFormat::Text)];
+        let format = m.opt_with(cx, "format", |n, cx| one_of(n, cx, "log format", &formats))?;
         Ok(LogConfig {
             level: level.unwrap_or_default(),
+            format: format.unwrap_or_default(),
         })
     }
 }

@@ -62,6 +62,7 @@ fn defaults() {
     assert_eq!((m.cert_cache_size, m.leaf_cert_expiry_hours), (1000, 72));
     assert_eq!(cfg.metrics.listen, ListenAddr::AllInterfaces(9090));
     assert_eq!(cfg.log.level, LogLevel::Info);
+    assert_eq!(cfg.log.format, LogFormat::Json);
     assert!(cfg.transforms.is_empty());
 
     let cfg = ok(&format!(
@@ -158,6 +159,17 @@ fn transform_defaults() {
         panic!("1password")
     };
     assert_eq!(token_env, "OP_SERVICE_ACCOUNT_TOKEN");
+}
+
+#[test]
+fn log_format_text() {
+    let cfg = ok(&format!("{BASE}log:\n  level: debug\n  format: text\n"));
+    assert_eq!(cfg.log.level, LogLevel::Debug);
+    assert_eq!(cfg.log.format, LogFormat::Text);
+    assert_eq!(
+        ok(&format!("{BASE}log: {{format: json}}\n")).log.format,
+        LogFormat::Json
+    );
 }
 
 #[test]

@@ -4,9 +4,10 @@
 //! type data, tens of MB once parsed) every time it loads an object. Done in
 //! the proxy itself, that parse sets the process's peak RSS for good, and the
 //! allocator keeps part of it. The proxy therefore runs itself
-//! (`/proc/self/exe intercept load --log-level L`, hidden from `--help`) with the settings
-//! as JSON on stdin: the child loads, attaches and pins everything, exactly as
-//! [`Interceptor::attach`] does in process, and exits. The proxy then takes
+//! (`/proc/self/exe intercept load --log-level L --log-format F`, hidden
+//! from `--help`) with the settings as JSON on stdin: the child loads,
+//! attaches and pins everything, exactly as [`Interceptor::attach`] does in
+//! process, and exits. The proxy then takes
 //! the pinned maps over ([`Interceptor::adopt`]); the pinned links keep the
 //! programs attached without any process holding them.
 //!
@@ -82,10 +83,12 @@ pub(crate) fn attach_with(
         source,
     };
     let started = std::time::Instant::now();
-    // The child logs at the proxy's level.
+    // The child logs at the proxy's level, in the proxy's format.
     let level = tracing::level_filters::LevelFilter::current().to_string();
+    let format = crate::ops::logs::current_format().as_str();
     let mut child = Command::new(exe)
         .args(["intercept", "load", "--log-level", &level])
+        .args(["--log-format", format])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

@@ -11,6 +11,7 @@ use serde_json::Value;
 use super::{write_config, IntoConfig, Ports};
 use crate::audit::{Audit, AuditRecord};
 use crate::ca::TestCa;
+use crate::logs::LogLine;
 use crate::netns::FakeInternet;
 use crate::process::{ChildGuard, Lines};
 
@@ -213,6 +214,19 @@ impl ProxyProcess {
         lines
     }
 
+    /// Every stderr line so far (operational logs and audit records).
+    pub fn stderr(&self) -> Vec<String> {
+        self.stderr.snapshot()
+    }
+
+    /// Every operational log line so far that is JSON (`log.format: json`), in order.
+    pub fn log_lines(&self) -> Vec<LogLine> {
+        self.logs()
+            .iter()
+            .filter_map(|l| LogLine::parse(l))
+            .collect()
+    }
+
     /// Waits (up to 10 s) for an output line matching `pred`.
     pub fn wait_for_log(&self, pred: impl Fn(&str) -> bool) -> String {
         crate::wait_until(Duration::from_secs(10), "a matching proxy log line", || {
@@ -252,16 +266,16 @@ impl ProxyProcess {
     }
 }
 
-/// The proxy's readiness marker: a line `ready`, a JSON log whose message is `ready`, or a
-/// tracing text line `... INFO ready ...` (ANSI colours stripped).
+/// The proxy's readiness marker: a line `ready`, a JSON log line whose `msg` is `ready`
+/// (`log.format: json`), or a tracing text line `... INFO ready ...` (`log.format: text`,
+/// ANSI colours stripped).
 fn is_ready_line(line: &str) -> bool {
     let plain = strip_ansi(line);
     if plain.trim() == "ready" {
         return true;
     }
     if let Ok(v) = serde_json::from_str::<Value>(&plain) {
-        let msg = v.get("message").or_else(|| v.pointer("/fields/message"));
-        return msg.and_then(Value::as_str) == Some("ready");
+        return v.get("msg").and_then(Value::as_str) == Some("ready");
     }
     let words: Vec<&str> = plain.split_whitespace().collect();
     words
@@ -336,8 +350,9 @@ mod tests {
     fn recognises_ready_lines() {
         assert!(is_ready_line("ready"));
         assert!(is_ready_line(
-            r#"{"level":"INFO","fields":{"message":"ready"}}"#
+            r#"{"time":"2026-01-01T00:00:00.000Z","level":"info","msg":"ready","version":"0.1.0"}"#
         ));
+        assert!(!is_ready_line(r#"{"level":"info","msg":"not ready"}"#));
         assert!(is_ready_line(
             "\u{1b}[2m2026-01-01T00:00:00Z\u{1b}[0m \u{1b}[32m INFO\u{1b}[0m ready \u{1b}[3mversion\u{1b}[0m=0.1.0"
         ));

@@ -76,6 +76,14 @@ fn bad_enums() {
         &["proxy.yaml:2:10: log.level: invalid log level 'warning', did you mean 'warn'? (expected one of: debug, info, warn, error)"],
     );
     refused(
+        "log:\n  format: jsonl\n",
+        &["proxy.yaml:2:11: log.format: invalid log format 'jsonl', did you mean 'json'? (expected one of: json, text)"],
+    );
+    refused(
+        "log:\n  format: logfmt\n",
+        &["proxy.yaml:2:11: log.format: invalid log format 'logfmt' (expected one of: json, text)"],
+    );
+    refused(
         "dns:\n  proxy_ip: 10.0.0.2\n  records:\n    - {name: a.local, type: AAAA, value: \"::1\"}\n",
         &["proxy.yaml:4:29: dns.records[0].type: invalid record type 'AAAA' (expected one of: A, CNAME)"],
     );
