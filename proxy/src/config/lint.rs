@@ -8,21 +8,36 @@ use std::ops::Range;
 
 use super::secrets::{InjectConfig, SecretMode};
 use super::transforms::{AnnotationGroup, TransformConfig};
-use super::Config;
+use super::values::ListenAddr;
+use super::{Config, Location};
 use crate::rules::Scope;
 
-/// One finding, with the field it is about.
+/// One finding, with the field it is about and where that field was set.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lint {
+    /// Where the field was set: `proxy.yaml:14:5`, or the `IRON_*` variable.
+    pub location: Location,
     /// Field path, e.g. `transforms[3]`.
     pub path: String,
     /// What is probably wrong, and what to do instead.
     pub message: String,
 }
 
+impl Lint {
+    /// The finding about the field at `path` of `cfg`.
+    fn at(cfg: &Config, path: String, message: String) -> Lint {
+        Lint {
+            location: cfg.locate(&path),
+            path,
+            message,
+        }
+    }
+}
+
 impl fmt::Display for Lint {
+    /// As config errors are shown: `proxy.yaml:14:5: transforms[3]: message`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.path, self.message)
+        write!(f, "{}: {}: {}", self.location, self.path, self.message)
     }
 }
 
@@ -225,12 +240,36 @@ pub fn lint(cfg: &Config) -> Vec<Lint> {
             }
             _ => continue,
         };
-        out.push(Lint {
-            path: format!("transforms[{i}]"),
-            message,
-        });
+        out.push(Lint::at(cfg, format!("transforms[{i}]"), message));
     }
+    out.extend(management_off_loopback(cfg));
     out
+}
+
+/// The management API on an address other hosts can reach. It always wants
+/// its bearer token (it refuses to start without one), but it speaks plain
+/// HTTP: on a shared network the token can be read off the wire and replayed,
+/// and whoever has it can swap in any policy with `POST /v1/reload`. The
+/// spec asks for loopback unless a separate network protects the API.
+fn management_off_loopback(cfg: &Config) -> Option<Lint> {
+    let mg = cfg.management.as_ref()?;
+    let exposed = match &mg.listen {
+        ListenAddr::AllInterfaces(_) => "every interface".to_string(),
+        ListenAddr::Addr(a) if a.ip().to_canonical().is_loopback() => return None,
+        ListenAddr::Addr(a) if a.ip().is_unspecified() => "every interface".to_string(),
+        ListenAddr::Addr(a) => a.ip().to_string(),
+    };
+    let message = format!(
+        "the management API listens on {exposed} ({listen}) over plain HTTP: the bearer token \
+         from ${var} crosses the network unencrypted, and whoever reads it can load any policy \
+         with POST /v1/reload; set management.listen to \"127.0.0.1:{port}\" and reach it \
+         through SSH or a TLS proxy, unless only a trusted management network can reach this \
+         address",
+        listen = mg.listen,
+        var = mg.api_key_env,
+        port = mg.listen.port(),
+    );
+    Some(Lint::at(cfg, "management.listen".into(), message))
 }
 
 #[cfg(test)]

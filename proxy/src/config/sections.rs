@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use ipnet::IpNet;
 
-use super::decode::{env_or, int, one_of, Cx, Decode, Res};
+use super::decode::{env_or, int, one_of, one_of_any_case, Cx, Decode, Res};
 use super::values::{ListenAddr, PositiveDuration};
 use super::yaml::Node;
 
@@ -249,7 +249,10 @@ impl Decode for LogConfig {
             ("warn", LogLevel::Warn),
             ("error", LogLevel::Error),
         ];
-        let level = m.opt_with(cx, "level", |n, cx| one_of(n, cx, "log level", &levels))?;
+        // Any case, as Go's slog.Level reads it: `DEBUG`, `Info`.
+        let level = m.opt_with(cx, "level", |n, cx| {
+            one_of_any_case(n, cx, "log level", &levels)
+        })?;
         Ok(LogConfig {
             level: level.unwrap_or_default(),
         })

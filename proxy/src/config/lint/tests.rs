@@ -154,3 +154,72 @@ fn a_judge_after_secrets_is_flagged_and_before_is_not() {
     let elsewhere = SECRETS.replace("{host: api.test}", "{host: other.test}");
     assert_eq!(lint(&config(&format!("{elsewhere}{JUDGE}"))), vec![]);
 }
+
+#[test]
+fn findings_name_the_file_line_and_column_of_their_field() {
+    let text = format!("tls:\n  mode: sni-only\ntransforms:\n{SECRETS}{JUDGE}");
+    let cfg = super::super::parse(&text, "t.yaml", &|_| None).expect("valid config");
+    let found = lint(&cfg);
+    assert_eq!(found.len(), 1, "{found:?}");
+    // transforms[1] is the judge, whose entry starts on line 12 (`- name: judge`).
+    assert_eq!(found[0].location.to_string(), "t.yaml:12:5");
+    assert!(
+        found[0].to_string().starts_with(
+            "t.yaml:12:5: transforms[1]: judge \"j1\" runs after transforms[0] (secrets)"
+        ),
+        "{}",
+        found[0]
+    );
+}
+
+/// The findings of a config with `management: {listen: <listen>}`, under `env`.
+fn management_lints(listen: &str, env: &dyn Fn(&str) -> Option<String>) -> Vec<Lint> {
+    let text = format!("tls:\n  mode: sni-only\nmanagement:\n  listen: \"{listen}\"\n");
+    lint(&super::super::parse(&text, "t.yaml", env).expect("valid config"))
+}
+
+#[test]
+fn a_management_api_off_loopback_is_flagged_at_its_listen_address() {
+    for listen in [
+        ":9092",
+        "0.0.0.0:9092",
+        "[::]:9092",
+        "10.0.0.5:9092",
+        "[fd00::5]:9092",
+    ] {
+        let found = management_lints(listen, &|_| None);
+        assert_eq!(found.len(), 1, "{listen}: {found:?}");
+        assert_eq!(found[0].path, "management.listen");
+        assert_eq!(found[0].location.to_string(), "t.yaml:4:11", "{listen}");
+        assert!(
+            found[0]
+                .message
+                .contains(&format!("({listen}) over plain HTTP"))
+                && found[0]
+                    .message
+                    .contains("bearer token from $IRON_MANAGEMENT_API_KEY")
+                && found[0]
+                    .message
+                    .contains("set management.listen to \"127.0.0.1:9092\""),
+            "{listen}: {}",
+            found[0]
+        );
+    }
+    assert!(management_lints(":9092", &|_| None)[0]
+        .message
+        .starts_with("the management API listens on every interface (:9092)"));
+    for listen in [
+        "127.0.0.1:9092",
+        "127.0.0.2:9092",
+        "localhost:9092",
+        "[::1]:9092",
+        "[::ffff:127.0.0.1]:9092",
+    ] {
+        assert_eq!(management_lints(listen, &|_| None), vec![], "{listen}");
+    }
+    // Set by its variable: the finding names the variable, as an error would.
+    let env = |k: &str| (k == "IRON_MANAGEMENT_LISTEN").then(|| ":9092".to_string());
+    let found = management_lints("127.0.0.1:9092", &env);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].location.to_string(), "IRON_MANAGEMENT_LISTEN");
+}
