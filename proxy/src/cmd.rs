@@ -100,11 +100,12 @@ pub fn validate(path: &Path, strict: bool) -> ExitCode {
     let refs = config::check_references(&cfg, &|k| std::env::var(k).ok());
     let kind = if strict { "error" } else { "warning" };
     for r in &refs {
-        eprintln!("{}: {kind}: {r}", path.display());
+        eprintln!("{}: {kind}: {r}", cfg.locate(&r.path));
     }
     // Lints are warnings even under -strict: each is a choice the spec allows.
+    // Each names where its field was set, as errors do: `proxy.yaml:14:5: warning: ...`.
     for l in config::lint(&cfg) {
-        eprintln!("{}: warning: {l}", path.display());
+        eprintln!("{}: warning: {}: {}", l.location, l.path, l.message);
     }
     if strict && !refs.is_empty() {
         eprintln!(

@@ -2,14 +2,16 @@
 //! the policy checked before and after), SIGHUP reload, requests that never fail during
 //! repeated reloads, Prometheus metrics parsed by the official client, health and readiness,
 //! OTLP export over HTTP and gRPC, a collector that is down, the SIGTERM drain, hostile
-//! config files (deep nesting, alias bombs) refused on reload, and the JSON (or text)
-//! operational log lines next to the audit records on stderr.
+//! config files (deep nesting, alias bombs) refused on reload, `validate` on files as yaml.v3
+//! users write them, and the JSON (or text) operational log lines next to the audit records on
+//! stderr.
 
 mod hostile_config;
 mod lifecycle;
 mod logs;
 mod metrics;
 mod otlp;
+mod validate;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -402,8 +404,15 @@ fn reload_refuses_what_startup_refuses_and_reports_restart_only_changes() {
     assert_eq!(r.status, 200, "{r}");
     let body = r.json();
     let warning = body["warnings"][0].as_str().unwrap_or_default();
+    // Located like an error: `<dir>/proxy.yaml:<line>:<column>: transforms[2]: ...`.
+    let (location, finding) = warning.split_once(": transforms[2]: ").unwrap_or_default();
     assert!(
-        warning.starts_with("transforms[2]: judge \"late\" runs after transforms[1] (secrets)"),
+        finding.starts_with("judge \"late\" runs after transforms[1] (secrets)")
+            && location
+                .rsplit(':')
+                .take(2)
+                .all(|n| n.parse::<usize>().is_ok())
+            && location.contains("proxy.yaml:"),
         "{r}"
     );
     px.wait_for_log(|l| l.contains("configuration warning"));

@@ -38,6 +38,11 @@ impl Cx {
         }
     }
 
+    /// The config file being decoded, as errors name it.
+    pub fn file(&self) -> &str {
+        &self.file
+    }
+
     /// The current field path, e.g. `transforms[1].config.secrets[0]`.
     pub fn path(&self) -> String {
         let mut out = String::new();
@@ -452,8 +457,31 @@ pub(crate) fn entries<T: Decode>(node: &Node, cx: &mut Cx) -> Res<Vec<(String, T
 
 /// Decodes one of a fixed set of names, listing the valid ones (with a suggestion) otherwise.
 pub(crate) fn one_of<T: Copy>(node: &Node, cx: &mut Cx, what: &str, table: &[(&str, T)]) -> Res<T> {
+    one_of_by(node, cx, what, table, |name, text| name == text)
+}
+
+/// [`one_of`] ignoring ASCII case (`DEBUG`, `Info`), for values Go reads that
+/// way (`slog.Level.UnmarshalText`); the table's names are lowercase.
+pub(crate) fn one_of_any_case<T: Copy>(
+    node: &Node,
+    cx: &mut Cx,
+    what: &str,
+    table: &[(&str, T)],
+) -> Res<T> {
+    one_of_by(node, cx, what, table, |name, text| {
+        name.eq_ignore_ascii_case(text)
+    })
+}
+
+fn one_of_by<T: Copy>(
+    node: &Node,
+    cx: &mut Cx,
+    what: &str,
+    table: &[(&str, T)],
+    same: impl Fn(&str, &str) -> bool,
+) -> Res<T> {
     let text = scalar(node, cx, what)?;
-    if let Some((_, v)) = table.iter().find(|(name, _)| *name == text) {
+    if let Some((_, v)) = table.iter().find(|(name, _)| same(name, text)) {
         return Ok(*v);
     }
     let names: Vec<&str> = table.iter().map(|(n, _)| *n).collect();

@@ -8,21 +8,36 @@ use std::ops::Range;
 
 use super::secrets::{InjectConfig, SecretMode};
 use super::transforms::{AnnotationGroup, TransformConfig};
-use super::Config;
+use super::values::ListenAddr;
+use super::{Config, Location};
 use crate::rules::Scope;
 
-/// One finding, with the field it is about.
+/// One finding, with the field it is about and where that field was set.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lint {
+    /// Where the field was set: `proxy.yaml:14:5`, or the `IRON_*` variable.
+    pub location: Location,
     /// Field path, e.g. `transforms[3]`.
     pub path: String,
     /// What is probably wrong, and what to do instead.
     pub message: String,
 }
 
+impl Lint {
+    /// The finding about the field at `path` of `cfg`.
+    fn at(cfg: &Config, path: String, message: String) -> Lint {
+        Lint {
+            location: cfg.locate(&path),
+            path,
+            message,
+        }
+    }
+}
+
 impl fmt::Display for Lint {
+    /// As config errors are shown: `proxy.yaml:14:5: transforms[3]: message`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.path, self.message)
+        write!(f, "{}: {}: {}", self.location, self.path, self.message)
     }
 }
 
@@ -225,169 +240,37 @@ pub fn lint(cfg: &Config) -> Vec<Lint> {
             }
             _ => continue,
         };
-        out.push(Lint {
-            path: format!("transforms[{i}]"),
-            message,
-        });
+        out.push(Lint::at(cfg, format!("transforms[{i}]"), message));
     }
+    out.extend(management_off_loopback(cfg));
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn config(transforms: &str) -> Config {
-        let text = format!(
-            "tls:\n  mode: sni-only\ntransforms:\n{transforms}\
-             \x20 - name: allowlist\n    config:\n      domains: [\"api.test\"]\n"
-        );
-        super::super::parse(&text, "t.yaml", &|_| None).expect("valid config")
-    }
-
-    const JUDGE: &str = "  - name: judge\n    config:\n      name: j1\n      prompt: p\n      \
-                         rules: [{host: api.test}]\n      provider: {type: anthropic, model: m, \
-                         api_key_env: K}\n";
-    const SECRETS: &str = "  - name: secrets\n    config:\n      secrets:\n        - source: \
-                           {type: env, var: S}\n          replace:\n            proxy_value: tok\n\
-                           \x20           match_headers: [Authorization]\n          rules: \
-                           [{host: api.test}]\n";
-
-    const HEADERS: &str = "  - name: header_allowlist\n    config:\n      headers: [Accept]\n";
-
-    #[test]
-    fn a_header_allowlist_before_a_header_writer_is_flagged_and_after_is_not() {
-        let before = lint(&config(&format!("{HEADERS}{SECRETS}")));
-        assert_eq!(before.len(), 1, "{before:?}");
-        assert_eq!(before[0].path, "transforms[0]");
-        assert!(
-            before[0]
-                .message
-                .starts_with("header_allowlist runs before transforms[1] (secrets), which writes request headers on hosts both apply to: the headers it works with are stripped before it runs; place header_allowlist after it"),
-            "{}",
-            before[0]
-        );
-        assert_eq!(lint(&config(&format!("{SECRETS}{HEADERS}"))), vec![]);
-        // Scoped to another host than the secrets: they never meet.
-        let elsewhere = HEADERS.replace(
-            "headers: [Accept]\n",
-            "headers: [Accept]\n      rules: [{host: other.test}]\n",
-        );
-        assert_eq!(lint(&config(&format!("{elsewhere}{SECRETS}"))), vec![]);
-        // A judge writes no headers.
-        assert_eq!(lint(&config(&format!("{HEADERS}{JUDGE}"))), vec![]);
-        // A grpc server may set headers too; both are named.
-        let grpc = "  - name: grpc\n    config:\n      name: g\n      target: \"localhost:9500\"\n";
-        let both = lint(&config(&format!("{HEADERS}{SECRETS}{grpc}")));
-        assert_eq!(both.len(), 1, "{both:?}");
-        assert!(
-            both[0].message.starts_with(
-                "header_allowlist runs before transforms[1] (secrets), transforms[2] (grpc), \
-                 which write request headers on hosts both apply to: the headers they work with \
-                 are stripped before they run; place header_allowlist after them"
-            ),
-            "{}",
-            both[0]
-        );
-    }
-
-    const ANNOTATE: &str = "  - name: annotate\n    config:\n      annotations:\n        - rules: \
-                            [{host: api.test}]\n          headers: [x-request-id, authorization]\n";
-
-    #[test]
-    fn an_annotate_after_a_transform_that_sets_a_captured_header_is_flagged_and_before_is_not() {
-        let after = lint(&config(&format!("{SECRETS}{ANNOTATE}")));
-        assert_eq!(after.len(), 1, "{after:?}");
-        assert_eq!(after[0].path, "transforms[1]");
-        assert_eq!(
-            after[0].message,
-            "annotate runs after transforms[0] (secrets), which sets request headers it captures \
-             on hosts both apply to: the audit record would hold the real credentials (annotate \
-             records those headers as \"[redacted]\" instead); place annotate before it to \
-             record the workload's proxy tokens"
-        );
-        assert_eq!(lint(&config(&format!("{ANNOTATE}{SECRETS}"))), vec![]);
-        // Captures only headers no credential transform sets (the spec's full example).
-        let request_id = ANNOTATE.replace("x-request-id, authorization", "x-request-id");
-        assert_eq!(lint(&config(&format!("{SECRETS}{request_id}"))), vec![]);
-        // Another host than the secrets: they never meet.
-        let elsewhere = ANNOTATE.replace("{host: api.test}", "{host: other.test}");
-        assert_eq!(lint(&config(&format!("{SECRETS}{elsewhere}"))), vec![]);
-        // An injected header, named in another case; and a second writer (gcp_auth sets
-        // Authorization): both are named.
-        let inject = "  - name: secrets\n    config:\n      secrets:\n        - source: {type: env, \
-                      var: S}\n          inject: {header: X-Api-Key, formatter: \"Key {{ .Value }}\"}\n";
-        let gcp = "  - name: gcp_auth\n    config:\n      credentials_provider: {type: \
-                   workload_identity}\n      scopes: [s]\n      rules: [{host: api.test}]\n";
-        let key = ANNOTATE.replace("x-request-id, authorization", "x-api-key");
-        assert_eq!(lint(&config(&format!("{inject}{key}"))).len(), 1);
-        let both_headers =
-            ANNOTATE.replace("x-request-id, authorization", "x-api-key, Authorization");
-        let both = lint(&config(&format!("{inject}{gcp}{both_headers}")));
-        assert_eq!(both.len(), 1, "{both:?}");
-        assert!(
-            both[0].message.starts_with(
-                "annotate runs after transforms[0] (secrets), transforms[1] (gcp_auth), which set \
-                 request headers it captures on hosts both apply to: the audit record would hold \
-                 the real credentials (annotate records those headers as \"[redacted]\" instead); \
-                 place annotate before them"
-            ),
-            "{}",
-            both[0]
-        );
-    }
-
-    #[test]
-    fn a_body_capture_after_secrets_in_bodies_is_flagged_and_before_is_not() {
-        let capture = "  - name: body_capture\n    config:\n      rules: [{host: api.test}]\n";
-        let in_body = SECRETS.replace(
-            "match_headers: [Authorization]\n",
-            "match_headers: [Authorization]\n            match_body: true\n",
-        );
-        let after = lint(&config(&format!("{in_body}{capture}")));
-        assert_eq!(after.len(), 1, "{after:?}");
-        assert_eq!(after[0].path, "transforms[1]");
-        assert_eq!(
-            after[0].message,
-            "body_capture runs after transforms[0] (secrets), which swaps real credentials into \
-             request bodies on hosts both apply to: the audit record would hold the credentials; \
-             place body_capture before it (the spec's position)"
-        );
-        assert_eq!(lint(&config(&format!("{capture}{in_body}"))), vec![]);
-        // Secrets in headers only: the body holds no credential.
-        assert_eq!(lint(&config(&format!("{SECRETS}{capture}"))), vec![]);
-        // Another host: they never meet.
-        let elsewhere = in_body.replace("{host: api.test}", "{host: other.test}");
-        assert_eq!(lint(&config(&format!("{elsewhere}{capture}"))), vec![]);
-        // Two swappers are both named.
-        let both = lint(&config(&format!("{in_body}{in_body}{capture}")));
-        assert!(
-            both[0].message.starts_with(
-                "body_capture runs after transforms[0] (secrets), transforms[1] (secrets), which \
-                 swap real credentials into request bodies on hosts both apply to: the audit \
-                 record would hold the credentials; place body_capture before them"
-            ),
-            "{}",
-            both[0]
-        );
-    }
-
-    #[test]
-    fn a_judge_after_secrets_is_flagged_and_before_is_not() {
-        let after = lint(&config(&format!("{SECRETS}{JUDGE}")));
-        assert_eq!(after.len(), 1, "{after:?}");
-        assert_eq!(after[0].path, "transforms[1]");
-        assert!(
-            after[0]
-                .message
-                .contains("judge \"j1\" runs after transforms[0] (secrets)"),
-            "{}",
-            after[0]
-        );
-        assert_eq!(lint(&config(&format!("{JUDGE}{SECRETS}"))), vec![]);
-        assert_eq!(lint(&config(JUDGE)), vec![]);
-        // Secrets for another host: the judge never sees them.
-        let elsewhere = SECRETS.replace("{host: api.test}", "{host: other.test}");
-        assert_eq!(lint(&config(&format!("{elsewhere}{JUDGE}"))), vec![]);
-    }
+/// The management API on an address other hosts can reach. It always wants
+/// its bearer token (it refuses to start without one), but it speaks plain
+/// HTTP: on a shared network the token can be read off the wire and replayed,
+/// and whoever has it can swap in any policy with `POST /v1/reload`. The
+/// spec asks for loopback unless a separate network protects the API.
+fn management_off_loopback(cfg: &Config) -> Option<Lint> {
+    let mg = cfg.management.as_ref()?;
+    let exposed = match &mg.listen {
+        ListenAddr::AllInterfaces(_) => "every interface".to_string(),
+        ListenAddr::Addr(a) if a.ip().to_canonical().is_loopback() => return None,
+        ListenAddr::Addr(a) if a.ip().is_unspecified() => "every interface".to_string(),
+        ListenAddr::Addr(a) => a.ip().to_string(),
+    };
+    let message = format!(
+        "the management API listens on {exposed} ({listen}) over plain HTTP: the bearer token \
+         from ${var} crosses the network unencrypted, and whoever reads it can load any policy \
+         with POST /v1/reload; set management.listen to \"127.0.0.1:{port}\" and reach it \
+         through SSH or a TLS proxy, unless only a trusted management network can reach this \
+         address",
+        listen = mg.listen,
+        var = mg.api_key_env,
+        port = mg.listen.port(),
+    );
+    Some(Lint::at(cfg, "management.listen".into(), message))
 }
+
+#[cfg(test)]
+mod tests;

@@ -23,6 +23,7 @@ mod judge;
 mod lint;
 mod mcp;
 mod oauth;
+mod positions;
 mod refs;
 mod secrets;
 mod sections;
@@ -46,6 +47,7 @@ pub use judge::{CircuitBreakerConfig, JudgeConfig, JudgeFallback, JudgeProvider,
 pub use lint::{lint, Lint};
 pub use mcp::{ArgCondition, ArgMatcher, McpConfig, McpErrorConfig, McpServer, McpTool};
 pub use oauth::{OAuthGrant, OAuthTokenConfig, OAuthTokenEntry};
+pub use positions::Location;
 pub use refs::{check_references, Reference, ReferenceKind};
 pub use secrets::{InjectConfig, ReplaceConfig, SecretEntry, SecretMode, SecretsConfig};
 pub use sections::{
@@ -62,6 +64,7 @@ pub use values::{
 };
 
 use decode::{Cx, Decode, Failed, Res};
+use positions::Positions;
 use yaml::{Node, Pos};
 
 /// A whole, valid configuration. Field names are the YAML keys.
@@ -85,6 +88,17 @@ pub struct Config {
     pub log: LogConfig,
     /// Transparent interception (ours); `None` when absent.
     pub intercept: Option<InterceptConfig>,
+    /// Where each field was set, for findings about it ([`lint`]).
+    pub(crate) positions: Positions,
+}
+
+impl Config {
+    /// Where the field at `path` (`transforms[2]`, `management.listen`) was set:
+    /// `proxy.yaml:14:5`, or the `IRON_*` variable that set it. A field left at
+    /// its default is placed at the nearest enclosing field the file has.
+    pub fn locate(&self, path: &str) -> Location {
+        self.positions.locate(path)
+    }
 }
 
 const TOP_FIELDS: [&str; 9] = [
@@ -120,7 +134,7 @@ pub fn parse(
     file: &str,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, ConfigErrors> {
-    let mut root = yaml::parse(text).map_err(|e| {
+    let parsed = yaml::parse(text).map_err(|e| {
         let (line, column) = match e.pos {
             Pos::File { line, column } => (Some(line), Some(column)),
             Pos::Env(_) => (None, None),
@@ -133,9 +147,20 @@ pub fn parse(
             message: format!("invalid YAML: {}", e.message),
         }])
     })?;
+    // An empty file is a mistake (a truncated write, an unmounted ConfigMap), not
+    // "all defaults": it would otherwise fail later as a missing `tls.ca_cert`.
+    let Some(mut root) = parsed else {
+        return Err(ConfigErrors(vec![ConfigError {
+            file: file.to_string(),
+            line: None,
+            column: None,
+            path: String::new(),
+            message: "config file is empty".into(),
+        }]));
+    };
     let mut cx = Cx::new(file);
     env::apply(&mut root, env, &mut cx);
-    let config = decode_config(&root, &mut cx);
+    let config = decode_config(root, &mut cx);
     let mut errors = cx.errors;
     // File errors in line order, environment errors after them (stable otherwise).
     errors.sort_by_key(|e| (e.line.is_none(), e.line, e.column));
@@ -159,21 +184,23 @@ fn section<T: Decode>(root: &Node, cx: &mut Cx, key: &str) -> Res<T> {
     cx.key(key, |cx| T::decode(node, cx))
 }
 
-fn decode_config(root: &Node, cx: &mut Cx) -> Res<Config> {
-    let m = cx.map(root, &TOP_FIELDS)?;
+fn decode_config(root: Node, cx: &mut Cx) -> Res<Config> {
+    let m = cx.map(&root, &TOP_FIELDS)?;
     let dns = m.opt::<DnsConfig>(cx, "dns");
-    let proxy = section::<ProxyConfig>(root, cx, "proxy");
-    let tls = section::<TlsConfig>(root, cx, "tls");
+    let proxy = section::<ProxyConfig>(&root, cx, "proxy");
+    let tls = section::<TlsConfig>(&root, cx, "tls");
     let transforms = m.or_default::<Vec<TransformConfig>>(cx, "transforms");
     let mcp = m.opt::<McpConfig>(cx, "mcp");
     let management = m.opt::<ManagementConfig>(cx, "management");
-    let metrics = section::<MetricsConfig>(root, cx, "metrics");
-    let log = section::<LogConfig>(root, cx, "log");
+    let metrics = section::<MetricsConfig>(&root, cx, "metrics");
+    let log = section::<LogConfig>(&root, cx, "log");
     let intercept = m.opt::<InterceptConfig>(cx, "intercept");
-    let judges = unique_judge_names(root, cx);
+    let judges = unique_judge_names(&root, cx);
     judges?;
-    let config = Config {
-        dns: dns?,
+    let (dns, intercept) = (dns?, intercept?);
+    intercept_dns(dns.is_some(), intercept.as_ref(), &root, cx)?;
+    Ok(Config {
+        dns,
         proxy: proxy?,
         tls: tls?,
         transforms: transforms?,
@@ -181,10 +208,9 @@ fn decode_config(root: &Node, cx: &mut Cx) -> Res<Config> {
         management: management?,
         metrics: metrics?,
         log: log?,
-        intercept: intercept?,
-    };
-    intercept_dns(&config, root, cx)?;
-    Ok(config)
+        intercept,
+        positions: Positions::new(cx.file(), root),
+    })
 }
 
 /// Judge names must be unique. Checked on the document, so a duplicate is
@@ -222,9 +248,14 @@ fn unique_judge_names(root: &Node, cx: &mut Cx) -> Res<()> {
 }
 
 /// `intercept.dns: true` needs the DNS server.
-fn intercept_dns(cfg: &Config, root: &Node, cx: &mut Cx) -> Res<()> {
-    match &cfg.intercept {
-        Some(ic) if ic.dns == Some(true) && cfg.dns.is_none() => {
+fn intercept_dns(
+    dns: bool,
+    intercept: Option<&InterceptConfig>,
+    root: &Node,
+    cx: &mut Cx,
+) -> Res<()> {
+    match intercept {
+        Some(ic) if ic.dns == Some(true) && !dns => {
             let pos = root
                 .get("intercept")
                 .and_then(|n| n.get("dns"))

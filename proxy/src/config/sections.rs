@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use ipnet::IpNet;
 
-use super::decode::{env_or, int, one_of, Cx, Decode, Res};
+use super::decode::{env_or, int, one_of, one_of_any_case, Cx, Decode, Res};
 use super::values::{ListenAddr, PositiveDuration};
 use super::yaml::Node;
 
@@ -273,7 +273,10 @@ impl Decode for LogConfig {
             ("warn", LogLevel::Warn),
             ("error", LogLevel::Error),
         ];
-        let level = m.opt_with(cx, "level", |n, cx| one_of(n, cx, "log level", &levels))?;
+        // Any case, as Go's slog.Level reads it: `DEBUG`, `Info`.
+        let level = m.opt_with(cx, "level", |n, cx| {
+            one_of_any_case(n, cx, "log level", &levels)
+        })?;
         let formats = [("json", LogFormat::Json), ("text", LogFormat::Text)];
         let format = m.opt_with(cx, "format", |n, cx| one_of(n, cx, "log format", &formats))?;
         Ok(LogConfig {

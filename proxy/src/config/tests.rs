@@ -5,6 +5,7 @@ mod broken;
 mod env;
 mod fuzz;
 mod hostile;
+mod loading;
 mod spec_files;
 
 use super::*;

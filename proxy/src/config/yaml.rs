@@ -1,14 +1,19 @@
 //! A YAML document tree that remembers where every node came from: a line and
 //! column in the file, or the `IRON_*` variable that overrode it. Built from
 //! yaml-rust2's event stream so config errors can point at the offending key.
-//! Nesting depth and alias expansion are limited ([`limits`]).
+//! Nesting depth and alias expansion are limited ([`limits`]); merge keys
+//! ([`merge`]) and the standard tags ([`tags`]) are read as yaml.v3 reads them.
 
 mod limits;
+mod merge;
+mod tags;
 
 use std::collections::{HashMap, HashSet};
 
-use yaml_rust2::parser::Event;
+use yaml_rust2::parser::{Event, Tag};
 use yaml_rust2::scanner::{Marker, TScalarStyle};
+
+use tags::Std;
 
 /// Where a node came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,48 +152,53 @@ pub(crate) struct SyntaxError {
     pub message: String,
 }
 
-/// Parses the first document of `text`. An empty document is an empty mapping.
+/// Parses the first document of `text`: `None` when there is nothing in it (no
+/// document, only comments and whitespace, or a document that is just null).
 ///
+/// A leading UTF-8 byte order mark, which Windows editors write, is skipped as
+/// yaml.v3 skips it (yaml-rust2 would read it as part of the first key).
 /// Nesting and alias expansion are limited (see [`limits`]), so no input can
 /// overflow the stack or exhaust memory.
-pub(crate) fn parse(text: &str) -> Result<Node, SyntaxError> {
+pub(crate) fn parse(text: &str) -> Result<Option<Node>, SyntaxError> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let events = limits::read_events(text)?;
     let mut builder = Builder {
+        text,
         aliased: events.aliased,
-        ..Builder::default()
+        stack: Vec::new(),
+        anchors: HashMap::new(),
+        docs: Vec::new(),
+        previous: 0,
     };
     for (ev, mark) in events.list {
         builder.on_event(ev, mark)?;
     }
     let mut docs = builder.docs.into_iter();
-    let root = docs
-        .next()
-        .unwrap_or(Node::empty_map(Pos::File { line: 1, column: 1 }));
+    let root = docs.next();
     if let Some(extra) = docs.next() {
         return Err(SyntaxError {
             pos: extra.pos,
             message: "the config must be a single YAML document (found a second one)".into(),
         });
     }
-    Ok(if root.is_null() {
-        Node::empty_map(root.pos)
-    } else {
-        root
-    })
+    Ok(root.filter(|root| !root.is_null()))
 }
 
 /// Builds nodes from parser events.
-#[derive(Default)]
-struct Builder {
+struct Builder<'t> {
+    /// The document, to find where a tag was written.
+    text: &'t str,
     /// Open sequences and mappings, each with its anchor id; a mapping keeps a pending key.
     stack: Vec<(Node, usize, Option<Node>)>,
     /// The anchors an alias refers to; only these are kept (a copy each).
     aliased: HashSet<usize>,
     anchors: HashMap<usize, Node>,
     docs: Vec<Node>,
+    /// Character index of the previous event's mark.
+    previous: usize,
 }
 
-impl Builder {
+impl Builder<'_> {
     fn finish(&mut self, node: Node, anchor: usize) {
         if self.aliased.contains(&anchor) {
             self.anchors.insert(anchor, node.clone());
@@ -211,9 +221,20 @@ impl Builder {
     /// made here was counted there.
     fn on_event(&mut self, ev: Event, mark: Marker) -> Result<(), SyntaxError> {
         let pos = Pos::from_marker(mark);
+        let previous = std::mem::replace(&mut self.previous, mark.index());
         match ev {
-            Event::Scalar(text, style, anchor, _tag) => {
+            Event::Scalar(text, style, anchor, tag) => {
                 let plain = style == TScalarStyle::Plain;
+                let (text, plain) = match tag {
+                    None => (text, plain),
+                    Some(tag) => {
+                        let std = self.honoured(&tag, mark, previous)?;
+                        tags::scalar(std, text, plain).map_err(|message| SyntaxError {
+                            pos: self.tag_pos(&tag, mark, previous),
+                            message,
+                        })?
+                    }
+                };
                 self.finish(
                     Node {
                         pos,
@@ -222,28 +243,37 @@ impl Builder {
                     anchor,
                 );
             }
-            Event::SequenceStart(anchor, _) => self.stack.push((
-                Node {
-                    pos,
-                    kind: Kind::Seq(Vec::new()),
-                },
-                anchor,
-                None,
-            )),
-            Event::MappingStart(anchor, _) => self.stack.push((
-                Node {
-                    pos,
-                    kind: Kind::Map(Vec::new()),
-                },
-                anchor,
-                None,
-            )),
+            Event::SequenceStart(anchor, tag) => {
+                self.check_collection(tag.as_ref(), false, mark, previous)?;
+                self.stack.push((
+                    Node {
+                        pos,
+                        kind: Kind::Seq(Vec::new()),
+                    },
+                    anchor,
+                    None,
+                ));
+            }
+            Event::MappingStart(anchor, tag) => {
+                self.check_collection(tag.as_ref(), true, mark, previous)?;
+                self.stack.push((
+                    Node {
+                        pos,
+                        kind: Kind::Map(Vec::new()),
+                    },
+                    anchor,
+                    None,
+                ));
+            }
             Event::SequenceEnd | Event::MappingEnd => {
                 if let Some((mut node, anchor, _)) = self.stack.pop() {
-                    // A block mapping's start mark is at its first ':'; point at the first key instead.
-                    if let Kind::Map(entries) = &node.kind {
+                    if let Kind::Map(entries) = &mut node.kind {
+                        // A block mapping's start mark is at its first ':'; point at the first key instead.
                         if let Some((k, _)) = entries.first() {
                             node.pos = k.pos;
+                        }
+                        if entries.iter().any(|(k, _)| merge::is_merge_key(k)) {
+                            *entries = merge::expand(std::mem::take(entries))?;
                         }
                     }
                     self.finish(node, anchor);
@@ -262,4 +292,56 @@ impl Builder {
         }
         Ok(())
     }
+
+    /// What `tag` means, or an error naming it where it was written.
+    fn honoured(&self, tag: &Tag, mark: Marker, previous: usize) -> Result<Std, SyntaxError> {
+        tags::standard(tag).map_err(|message| SyntaxError {
+            pos: self.tag_pos(tag, mark, previous),
+            message,
+        })
+    }
+
+    /// A sequence's or mapping's tag must be honoured and fit it.
+    fn check_collection(
+        &self,
+        tag: Option<&Tag>,
+        is_map: bool,
+        mark: Marker,
+        previous: usize,
+    ) -> Result<(), SyntaxError> {
+        let Some(tag) = tag else {
+            return Ok(());
+        };
+        let std = self.honoured(tag, mark, previous)?;
+        tags::collection(std, is_map).map_err(|message| SyntaxError {
+            pos: self.tag_pos(tag, mark, previous),
+            message,
+        })
+    }
+
+    /// Where `tag` was written: the parser marks the tagged node, not its tag,
+    /// so the tag is looked for between the line of the previous event and the
+    /// node (the node itself when it is not found, e.g. written in full form).
+    fn tag_pos(&self, tag: &Tag, mark: Marker, previous: usize) -> Pos {
+        let byte = |chars: usize| {
+            self.text
+                .char_indices()
+                .nth(chars)
+                .map_or(self.text.len(), |(b, _)| b)
+        };
+        let (end, start) = (byte(mark.index()), byte(previous.min(mark.index())));
+        let start = self.text[..start].rfind('\n').map_or(0, |nl| nl + 1);
+        let Some(found) = self.text[start..end].rfind(&tags::display(tag)) else {
+            return Pos::from_marker(mark);
+        };
+        let at = start + found;
+        let line_start = self.text[..at].rfind('\n').map_or(0, |nl| nl + 1);
+        Pos::File {
+            line: self.text[..at].matches('\n').count() + 1,
+            column: self.text[line_start..at].chars().count() + 1,
+        }
+    }
 }
+
+#[cfg(test)]
+mod tests;

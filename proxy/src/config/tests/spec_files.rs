@@ -137,7 +137,8 @@ fn every_spec_config_parses() {
             ),
         };
         // The spec's examples follow its own ordering advice: none puts a capture
-        // after a transform that writes credentials where it captures.
+        // after a transform that writes credentials where it captures, and none
+        // exposes the management API.
         let findings = super::super::lint(&cfg);
         for f in &findings {
             println!("{}: warning: {f}", file.display());
@@ -149,6 +150,12 @@ fn every_spec_config_parses() {
             })
             .collect();
         assert!(captures.is_empty(), "{}: {captures:?}", file.display());
+        // Its management API examples listen on loopback, as it advises.
+        let exposed: Vec<_> = findings
+            .iter()
+            .filter(|f| f.path == "management.listen")
+            .collect();
+        assert!(exposed.is_empty(), "{}: {exposed:?}", file.display());
     }
 }
 

@@ -10,6 +10,11 @@
 //!   [`MAX_ALIAS_BYTES`] bytes of scalar text in all (a "billion laughs" file of
 //!   a few lines would otherwise expand to gigabytes).
 //!
+//! Merge keys (`<<: *base`, see `merge.rs`) move what an alias brought into the
+//! mapping that merges it, so they are counted here at the alias, in full, even
+//! when merging drops keys the mapping sets itself (building copied them all
+//! first); a mapping merged inline is text of the file, not an expansion.
+//!
 //! Building then copies only anchors some alias uses, each once; such a copy is
 //! no bigger than an expansion already counted, so building stays within twice
 //! the alias budget (an unused anchor on every level would otherwise be copied

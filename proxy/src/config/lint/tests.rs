@@ -1,0 +1,225 @@
+//! Lint findings: each is flagged where it applies, and not where it does not.
+
+use super::*;
+
+fn config(transforms: &str) -> Config {
+    let text = format!(
+        "tls:\n  mode: sni-only\ntransforms:\n{transforms}\
+         \x20 - name: allowlist\n    config:\n      domains: [\"api.test\"]\n"
+    );
+    super::super::parse(&text, "t.yaml", &|_| None).expect("valid config")
+}
+
+const JUDGE: &str = "  - name: judge\n    config:\n      name: j1\n      prompt: p\n      \
+                     rules: [{host: api.test}]\n      provider: {type: anthropic, model: m, \
+                     api_key_env: K}\n";
+const SECRETS: &str = "  - name: secrets\n    config:\n      secrets:\n        - source: \
+                       {type: env, var: S}\n          replace:\n            proxy_value: tok\n\
+                       \x20           match_headers: [Authorization]\n          rules: \
+                       [{host: api.test}]\n";
+
+const HEADERS: &str = "  - name: header_allowlist\n    config:\n      headers: [Accept]\n";
+
+#[test]
+fn a_header_allowlist_before_a_header_writer_is_flagged_and_after_is_not() {
+    let before = lint(&config(&format!("{HEADERS}{SECRETS}")));
+    assert_eq!(before.len(), 1, "{before:?}");
+    assert_eq!(before[0].path, "transforms[0]");
+    assert!(
+        before[0]
+            .message
+            .starts_with("header_allowlist runs before transforms[1] (secrets), which writes request headers on hosts both apply to: the headers it works with are stripped before it runs; place header_allowlist after it"),
+        "{}",
+        before[0]
+    );
+    assert_eq!(lint(&config(&format!("{SECRETS}{HEADERS}"))), vec![]);
+    // Scoped to another host than the secrets: they never meet.
+    let elsewhere = HEADERS.replace(
+        "headers: [Accept]\n",
+        "headers: [Accept]\n      rules: [{host: other.test}]\n",
+    );
+    assert_eq!(lint(&config(&format!("{elsewhere}{SECRETS}"))), vec![]);
+    // A judge writes no headers.
+    assert_eq!(lint(&config(&format!("{HEADERS}{JUDGE}"))), vec![]);
+    // A grpc server may set headers too; both are named.
+    let grpc = "  - name: grpc\n    config:\n      name: g\n      target: \"localhost:9500\"\n";
+    let both = lint(&config(&format!("{HEADERS}{SECRETS}{grpc}")));
+    assert_eq!(both.len(), 1, "{both:?}");
+    assert!(
+        both[0].message.starts_with(
+            "header_allowlist runs before transforms[1] (secrets), transforms[2] (grpc), \
+             which write request headers on hosts both apply to: the headers they work with \
+             are stripped before they run; place header_allowlist after them"
+        ),
+        "{}",
+        both[0]
+    );
+}
+
+const ANNOTATE: &str = "  - name: annotate\n    config:\n      annotations:\n        - rules: \
+                        [{host: api.test}]\n          headers: [x-request-id, authorization]\n";
+
+#[test]
+fn an_annotate_after_a_transform_that_sets_a_captured_header_is_flagged_and_before_is_not() {
+    let after = lint(&config(&format!("{SECRETS}{ANNOTATE}")));
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert_eq!(after[0].path, "transforms[1]");
+    assert_eq!(
+        after[0].message,
+        "annotate runs after transforms[0] (secrets), which sets request headers it captures \
+         on hosts both apply to: the audit record would hold the real credentials (annotate \
+         records those headers as \"[redacted]\" instead); place annotate before it to \
+         record the workload's proxy tokens"
+    );
+    assert_eq!(lint(&config(&format!("{ANNOTATE}{SECRETS}"))), vec![]);
+    // Captures only headers no credential transform sets (the spec's full example).
+    let request_id = ANNOTATE.replace("x-request-id, authorization", "x-request-id");
+    assert_eq!(lint(&config(&format!("{SECRETS}{request_id}"))), vec![]);
+    // Another host than the secrets: they never meet.
+    let elsewhere = ANNOTATE.replace("{host: api.test}", "{host: other.test}");
+    assert_eq!(lint(&config(&format!("{SECRETS}{elsewhere}"))), vec![]);
+    // An injected header, named in another case; and a second writer (gcp_auth sets
+    // Authorization): both are named.
+    let inject = "  - name: secrets\n    config:\n      secrets:\n        - source: {type: env, \
+                  var: S}\n          inject: {header: X-Api-Key, formatter: \"Key {{ .Value }}\"}\n";
+    let gcp = "  - name: gcp_auth\n    config:\n      credentials_provider: {type: \
+               workload_identity}\n      scopes: [s]\n      rules: [{host: api.test}]\n";
+    let key = ANNOTATE.replace("x-request-id, authorization", "x-api-key");
+    assert_eq!(lint(&config(&format!("{inject}{key}"))).len(), 1);
+    let both_headers = ANNOTATE.replace("x-request-id, authorization", "x-api-key, Authorization");
+    let both = lint(&config(&format!("{inject}{gcp}{both_headers}")));
+    assert_eq!(both.len(), 1, "{both:?}");
+    assert!(
+        both[0].message.starts_with(
+            "annotate runs after transforms[0] (secrets), transforms[1] (gcp_auth), which set \
+             request headers it captures on hosts both apply to: the audit record would hold \
+             the real credentials (annotate records those headers as \"[redacted]\" instead); \
+             place annotate before them"
+        ),
+        "{}",
+        both[0]
+    );
+}
+
+#[test]
+fn a_body_capture_after_secrets_in_bodies_is_flagged_and_before_is_not() {
+    let capture = "  - name: body_capture\n    config:\n      rules: [{host: api.test}]\n";
+    let in_body = SECRETS.replace(
+        "match_headers: [Authorization]\n",
+        "match_headers: [Authorization]\n            match_body: true\n",
+    );
+    let after = lint(&config(&format!("{in_body}{capture}")));
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert_eq!(after[0].path, "transforms[1]");
+    assert_eq!(
+        after[0].message,
+        "body_capture runs after transforms[0] (secrets), which swaps real credentials into \
+         request bodies on hosts both apply to: the audit record would hold the credentials; \
+         place body_capture before it (the spec's position)"
+    );
+    assert_eq!(lint(&config(&format!("{capture}{in_body}"))), vec![]);
+    // Secrets in headers only: the body holds no credential.
+    assert_eq!(lint(&config(&format!("{SECRETS}{capture}"))), vec![]);
+    // Another host: they never meet.
+    let elsewhere = in_body.replace("{host: api.test}", "{host: other.test}");
+    assert_eq!(lint(&config(&format!("{elsewhere}{capture}"))), vec![]);
+    // Two swappers are both named.
+    let both = lint(&config(&format!("{in_body}{in_body}{capture}")));
+    assert!(
+        both[0].message.starts_with(
+            "body_capture runs after transforms[0] (secrets), transforms[1] (secrets), which \
+             swap real credentials into request bodies on hosts both apply to: the audit \
+             record would hold the credentials; place body_capture before them"
+        ),
+        "{}",
+        both[0]
+    );
+}
+
+#[test]
+fn a_judge_after_secrets_is_flagged_and_before_is_not() {
+    let after = lint(&config(&format!("{SECRETS}{JUDGE}")));
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert_eq!(after[0].path, "transforms[1]");
+    assert!(
+        after[0]
+            .message
+            .contains("judge \"j1\" runs after transforms[0] (secrets)"),
+        "{}",
+        after[0]
+    );
+    assert_eq!(lint(&config(&format!("{JUDGE}{SECRETS}"))), vec![]);
+    assert_eq!(lint(&config(JUDGE)), vec![]);
+    // Secrets for another host: the judge never sees them.
+    let elsewhere = SECRETS.replace("{host: api.test}", "{host: other.test}");
+    assert_eq!(lint(&config(&format!("{elsewhere}{JUDGE}"))), vec![]);
+}
+
+#[test]
+fn findings_name_the_file_line_and_column_of_their_field() {
+    let text = format!("tls:\n  mode: sni-only\ntransforms:\n{SECRETS}{JUDGE}");
+    let cfg = super::super::parse(&text, "t.yaml", &|_| None).expect("valid config");
+    let found = lint(&cfg);
+    assert_eq!(found.len(), 1, "{found:?}");
+    // transforms[1] is the judge, whose entry starts on line 12 (`- name: judge`).
+    assert_eq!(found[0].location.to_string(), "t.yaml:12:5");
+    assert!(
+        found[0].to_string().starts_with(
+            "t.yaml:12:5: transforms[1]: judge \"j1\" runs after transforms[0] (secrets)"
+        ),
+        "{}",
+        found[0]
+    );
+}
+
+/// The findings of a config with `management: {listen: <listen>}`, under `env`.
+fn management_lints(listen: &str, env: &dyn Fn(&str) -> Option<String>) -> Vec<Lint> {
+    let text = format!("tls:\n  mode: sni-only\nmanagement:\n  listen: \"{listen}\"\n");
+    lint(&super::super::parse(&text, "t.yaml", env).expect("valid config"))
+}
+
+#[test]
+fn a_management_api_off_loopback_is_flagged_at_its_listen_address() {
+    for listen in [
+        ":9092",
+        "0.0.0.0:9092",
+        "[::]:9092",
+        "10.0.0.5:9092",
+        "[fd00::5]:9092",
+    ] {
+        let found = management_lints(listen, &|_| None);
+        assert_eq!(found.len(), 1, "{listen}: {found:?}");
+        assert_eq!(found[0].path, "management.listen");
+        assert_eq!(found[0].location.to_string(), "t.yaml:4:11", "{listen}");
+        assert!(
+            found[0]
+                .message
+                .contains(&format!("({listen}) over plain HTTP"))
+                && found[0]
+                    .message
+                    .contains("bearer token from $IRON_MANAGEMENT_API_KEY")
+                && found[0]
+                    .message
+                    .contains("set management.listen to \"127.0.0.1:9092\""),
+            "{listen}: {}",
+            found[0]
+        );
+    }
+    assert!(management_lints(":9092", &|_| None)[0]
+        .message
+        .starts_with("the management API listens on every interface (:9092)"));
+    for listen in [
+        "127.0.0.1:9092",
+        "127.0.0.2:9092",
+        "localhost:9092",
+        "[::1]:9092",
+        "[::ffff:127.0.0.1]:9092",
+    ] {
+        assert_eq!(management_lints(listen, &|_| None), vec![], "{listen}");
+    }
+    // Set by its variable: the finding names the variable, as an error would.
+    let env = |k: &str| (k == "IRON_MANAGEMENT_LISTEN").then(|| ":9092".to_string());
+    let found = management_lints("127.0.0.1:9092", &env);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].location.to_string(), "IRON_MANAGEMENT_LISTEN");
+}

@@ -1,0 +1,152 @@
+//! Reading the file as yaml.v3 reads it: a byte order mark, an empty file,
+//! merge keys and standard tags in real configs, and `log.level` in any case.
+
+use super::{errs, errs_env, ok, BASE};
+use crate::config::{parse, LogLevel, TlsConfig, TransformConfig};
+
+#[test]
+fn a_byte_order_mark_at_the_start_is_accepted() {
+    let cfg = ok(&format!("\u{feff}{BASE}log:\n  level: debug\n"));
+    assert_eq!(cfg.log.level, LogLevel::Debug);
+    assert!(matches!(cfg.tls, TlsConfig::Mitm(_)));
+    // Columns on the first line are the editor's, not shifted by the mark.
+    assert_eq!(
+        errs(&format!("\u{feff}tlz: {{}}\n{BASE}")),
+        ["proxy.yaml:1:1: unknown field 'tlz', did you mean 'tls'?"]
+    );
+}
+
+#[test]
+fn an_empty_file_is_an_error_at_the_file() {
+    for text in [
+        "",
+        "\n",
+        "  \n\t\n",
+        "# just comments\n# nothing else\n",
+        "\u{feff}",
+        "---\n",
+    ] {
+        assert_eq!(errs(text), ["proxy.yaml: config file is empty"], "{text:?}");
+    }
+    // Even when the environment would supply every required setting.
+    let env = |k: &str| (k == "IRON_TLS_MODE").then(|| "sni-only".to_string());
+    assert_eq!(errs_env("", &env), ["proxy.yaml: config file is empty"]);
+    // An explicit empty mapping means "all defaults".
+    assert!(parse("{}\n", "proxy.yaml", &env).is_ok());
+}
+
+const SHARED: &str = "transforms:
+  - name: secrets
+    config:
+      secrets:
+        - &first
+          source: {type: env, var: A}
+          replace: {proxy_value: tok-a, match_headers: [Authorization]}
+          rules: [{host: api.test}]
+        - <<: *first
+          source: {type: env, var: B}
+        - <<: [{replace: {proxy_value: tok-c}}, *first]
+          rules: [{host: other.test}]
+";
+
+/// The secrets entries of `cfg`'s first transform: (variable, proxy value, rules).
+fn entries(cfg: &crate::config::Config) -> Vec<(String, String, String)> {
+    let TransformConfig::Secrets(s) = &cfg.transforms[0] else {
+        panic!("a secrets transform")
+    };
+    s.secrets
+        .iter()
+        .map(|e| {
+            let crate::config::SecretSourceConfig::Env { var, .. } = &e.source else {
+                panic!("env sources")
+            };
+            let crate::config::SecretMode::Replace(r) = &e.mode else {
+                panic!("replace")
+            };
+            (var.clone(), r.proxy_value.clone(), format!("{:?}", e.rules))
+        })
+        .collect()
+}
+
+#[test]
+fn merge_keys_share_settings_between_entries() {
+    let cfg = ok(&format!("{BASE}{SHARED}"));
+    let got = entries(&cfg);
+    assert_eq!(got.len(), 3);
+    assert_eq!((got[1].0.as_str(), got[1].1.as_str()), ("B", "tok-a"));
+    assert_eq!(got[1].2, got[0].2, "rules merged from the first entry");
+    // The earlier merged mapping wins over the later, the entry's own keys over both.
+    assert_eq!((got[2].0.as_str(), got[2].1.as_str()), ("A", "tok-c"));
+    assert_ne!(got[2].2, got[0].2, "own rules win");
+}
+
+#[test]
+fn an_error_in_a_merged_value_points_where_it_was_written() {
+    let text = format!("{BASE}{SHARED}").replace("var: A}", "var: A, extra: 1}");
+    // The first entry and the last (which merges it) have the error, where the
+    // first one wrote it; the second has its own `source`.
+    assert_eq!(
+        errs(&text),
+        [
+            "proxy.yaml:9:39: transforms[0].config.secrets[0].source: unknown field 'extra' (expected one of: type, var, json_key)",
+            "proxy.yaml:9:39: transforms[0].config.secrets[2].source: unknown field 'extra' (expected one of: type, var, json_key)",
+        ]
+    );
+    let bad = format!("{BASE}{SHARED}").replace("- <<: *first", "- <<: first");
+    assert_eq!(
+        errs(&bad),
+        ["proxy.yaml:12:15: invalid YAML: '<<' merges a mapping or a list of mappings, found a scalar"]
+    );
+}
+
+#[test]
+fn standard_tags_give_strings_numbers_and_booleans_where_expected() {
+    let cfg = ok(&format!(
+        "{BASE}proxy:\n  max_request_body_bytes: !!int \"2048\"\n{}",
+        SHARED.replace("proxy_value: tok-a", "proxy_value: !!str 12345")
+    ));
+    assert_eq!(cfg.proxy.max_request_body_bytes, 2048);
+    assert_eq!(entries(&cfg)[0].1, "12345");
+    // A string where a number or boolean is expected is refused, like a quoted one.
+    assert_eq!(
+        errs(&format!(
+            "{BASE}proxy:\n  max_request_body_bytes: !!str 2048\n"
+        )),
+        ["proxy.yaml:5:33: proxy.max_request_body_bytes: expected an integer, found a string"]
+    );
+    assert_eq!(
+        errs(&format!("{BASE}transforms:\n  - name: allowlist\n    config: {{domains: [a.test], warn: !!str true}}\n")),
+        ["proxy.yaml:6:45: transforms[0].config.warn: expected a boolean (true or false), found a string"]
+    );
+    assert_eq!(
+        errs(&format!("{BASE}log: !custom {{level: info}}\n")),
+        ["proxy.yaml:4:6: invalid YAML: unknown tag '!custom' (supported: !!str, !!int, !!bool, !!float, !!null, !!map, !!seq, !!merge)"]
+    );
+}
+
+#[test]
+fn the_log_level_is_read_in_any_case() {
+    for (text, level) in [
+        ("DEBUG", LogLevel::Debug),
+        ("Info", LogLevel::Info),
+        ("wArN", LogLevel::Warn),
+        ("ERROR", LogLevel::Error),
+        ("\"Debug\"", LogLevel::Debug),
+    ] {
+        let cfg = ok(&format!("{BASE}log:\n  level: {text}\n"));
+        assert_eq!(cfg.log.level, level, "{text}");
+        assert_eq!(
+            cfg.log.level.as_str(),
+            text.trim_matches('"').to_lowercase()
+        );
+    }
+    // A real typo still gets its suggestion, in whatever case it was written.
+    assert_eq!(
+        errs(&format!("{BASE}log:\n  level: DEBG\n")),
+        ["proxy.yaml:5:10: log.level: invalid log level 'DEBG', did you mean 'debug'? (expected one of: debug, info, warn, error)"]
+    );
+    assert_eq!(
+        errs(&format!("{BASE}log:\n  level: verbose\n")),
+        ["proxy.yaml:5:10: log.level: invalid log level 'verbose' (expected one of: debug, info, warn, error)"]
+    );
+}

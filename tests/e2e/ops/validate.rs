@@ -1,0 +1,126 @@
+//! `iron-proxy validate` on files as editors and yaml.v3 users write them: a byte order
+//! mark, merge keys, standard tags and an upper-case log level are accepted; findings name
+//! the file, line and column of their field; an empty file and an unknown tag are errors.
+
+use std::process::Command;
+use std::time::Duration;
+
+use iron_proxy_tests::{paths, process};
+
+/// Runs `iron-proxy validate -config <file holding text>`: exit code, stdout, stderr, file.
+fn validate(text: &str) -> (i32, String, String, String) {
+    let dir = paths::scratch_dir("validate");
+    let file = dir.path().join("proxy.yaml");
+    std::fs::write(&file, text).expect("writing the config");
+    let out = process::run_with_timeout(
+        "iron-proxy validate",
+        Command::new(paths::iron_proxy_bin())
+            .arg("validate")
+            .arg("-config")
+            .arg(&file)
+            .env_remove("IRON_MANAGEMENT_LISTEN"),
+        Duration::from_secs(30),
+    );
+    (
+        out.exit,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        file.display().to_string(),
+    )
+}
+
+/// Written on Windows for the Go proxy: a byte order mark, an anchor merged into a second
+/// entry, a `!!str` tag, `INFO`; the management API on every interface, and a judge after
+/// the secrets it would see.
+const WINDOWS_CONFIG: &str = "\u{feff}# shared settings
+tls:
+  mode: sni-only
+management:
+  listen: \":19092\"
+  api_key_env: IRON_E2E_VALIDATE_KEY
+log:
+  level: INFO
+transforms:
+  - name: allowlist
+    config:
+      domains: [\"api.test\"]
+  - name: secrets
+    config:
+      secrets:
+        - &token
+          source: {type: env, var: IRON_E2E_VALIDATE_SECRET}
+          replace: {proxy_value: !!str 12345, match_headers: [Authorization]}
+          rules: [{host: api.test}]
+        - <<: *token
+          replace: {proxy_value: other}
+  - name: judge
+    config:
+      name: late
+      prompt: \"Deny all.\"
+      rules: [{host: api.test}]
+      provider: {type: openai, model: m, api_key_env: IRON_E2E_VALIDATE_SECRET}
+";
+
+#[test]
+fn validate_accepts_what_yaml_v3_accepts_and_locates_its_warnings() {
+    let (exit, stdout, stderr, file) = validate(WINDOWS_CONFIG);
+    assert_eq!(exit, 0, "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert_eq!(stdout.trim(), format!("{file}: valid"));
+    // Unset variables are warnings too, located the same way.
+    assert!(
+        stderr.contains(&format!(
+            "{file}:6:16: warning: management.api_key_env: environment variable \
+             IRON_E2E_VALIDATE_KEY is not set"
+        )),
+        "{stderr}"
+    );
+    let warnings: Vec<&str> = stderr
+        .lines()
+        .filter(|l| !l.contains("is not set"))
+        .collect();
+    assert_eq!(warnings.len(), 2, "{stderr}");
+    assert!(
+        warnings[0].starts_with(&format!(
+            "{file}:22:5: warning: transforms[2]: judge \"late\" runs after transforms[1] (secrets)"
+        )),
+        "{stderr}"
+    );
+    assert!(
+        warnings[1].starts_with(&format!(
+            "{file}:5:11: warning: management.listen: the management API listens on every \
+             interface (:19092) over plain HTTP: the bearer token from $IRON_E2E_VALIDATE_KEY \
+             crosses the network unencrypted"
+        )) && warnings[1].contains("set management.listen to \"127.0.0.1:19092\""),
+        "{stderr}"
+    );
+
+    // On loopback the management API is not flagged.
+    let (exit, _, stderr, _) =
+        validate(&WINDOWS_CONFIG.replace("\":19092\"", "\"127.0.0.1:19092\""));
+    assert_eq!(exit, 0, "{stderr}");
+    assert!(!stderr.contains("warning: management.listen"), "{stderr}");
+}
+
+#[test]
+fn validate_refuses_an_empty_file_and_an_unknown_tag_where_they_are() {
+    for text in ["", "\n# nothing here yet\n\n"] {
+        let (exit, stdout, stderr, file) = validate(text);
+        assert_eq!(exit, 1, "{text:?}: {stdout}{stderr}");
+        assert_eq!(
+            stderr.lines().collect::<Vec<_>>(),
+            [
+                format!("{file}: config file is empty"),
+                format!("{file}: invalid (1 error(s))")
+            ],
+            "{text:?}"
+        );
+    }
+    let (exit, _, stderr, file) = validate("tls: !vault {mode: sni-only}\n");
+    assert_eq!(exit, 1, "{stderr}");
+    assert!(
+        stderr.starts_with(&format!(
+            "{file}:1:6: invalid YAML: unknown tag '!vault' (supported:"
+        )),
+        "{stderr}"
+    );
+}
