@@ -38,6 +38,10 @@ pub enum TemplateError {
     /// A field names a map where a value was needed (e.g. `.Credentials`).
     #[error("template field {0} is a map, not a value")]
     NotAValue(String),
+    /// The output is not UTF-8 text where text is needed (a binary `.Body`
+    /// rendered into a header).
+    #[error("the rendered value is not UTF-8 text")]
+    NotText,
 }
 
 /// A parsed template.
@@ -146,14 +150,28 @@ impl Template {
         out
     }
 
-    /// Renders with `ctx`. A missing field is an error (Go's `missingkey=error`).
+    /// Renders with `ctx` into text. A missing field is an error (Go's
+    /// `missingkey=error`), and so is output that is not UTF-8 (a binary
+    /// `.Body`): use [`Template::render_bytes`] where bytes will do.
     pub fn render(&self, ctx: &TemplateContext) -> Result<String, TemplateError> {
-        let mut out = String::new();
+        let mut bytes = self.render_bytes(ctx)?;
+        // Moved out, not copied: the wiped buffer keeps no second copy.
+        String::from_utf8(std::mem::take(&mut *bytes)).map_err(|e| {
+            // The caller gets no value back, so wipe the one in the error.
+            drop(Zeroizing::new(e.into_bytes()));
+            TemplateError::NotText
+        })
+    }
+
+    /// Renders with `ctx` into bytes: values are byte strings, as in Go, so
+    /// a binary request body renders as it is.
+    pub fn render_bytes(&self, ctx: &TemplateContext) -> Result<Zeroizing<Vec<u8>>, TemplateError> {
+        let mut out = Zeroizing::new(Vec::new());
         for piece in &self.pieces {
             match piece {
-                Piece::Text(t) => out.push_str(t),
+                Piece::Text(t) => out.extend_from_slice(t.as_bytes()),
                 Piece::Action(cmds) => {
-                    let mut prev: Option<Zeroizing<String>> = None;
+                    let mut prev: Option<Zeroizing<Vec<u8>>> = None;
                     for cmd in cmds {
                         prev = Some(match cmd {
                             Command::Operand(op) => eval(op, ctx)?,
@@ -168,7 +186,7 @@ impl Template {
                         });
                     }
                     if let Some(v) = prev {
-                        out.push_str(&v);
+                        out.extend_from_slice(&v);
                     }
                 }
             }
@@ -190,18 +208,22 @@ fn push_text(pieces: &mut Vec<Piece>, text: &str, trim_start: bool, trim_end: bo
     }
 }
 
-fn eval(op: &Operand, ctx: &TemplateContext) -> Result<Zeroizing<String>, TemplateError> {
+fn eval(op: &Operand, ctx: &TemplateContext) -> Result<Zeroizing<Vec<u8>>, TemplateError> {
     match op {
-        Operand::Literal(s) => Ok(Zeroizing::new(s.clone())),
-        Operand::Field(path) => ctx.lookup(path).map(|s| Zeroizing::new(s.to_string())),
+        Operand::Literal(s) => Ok(Zeroizing::new(s.as_bytes().to_vec())),
+        Operand::Field(path) => ctx.lookup(path).map(|s| Zeroizing::new(s.to_vec())),
     }
 }
 
-fn call(func: Func, args: &[Zeroizing<String>]) -> Zeroizing<String> {
+fn call(func: Func, args: &[Zeroizing<Vec<u8>>]) -> Zeroizing<Vec<u8>> {
     match func {
         Func::Base64 => {
-            let joined = Zeroizing::new(args.iter().map(|a| a.as_str()).collect::<String>());
-            Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(joined.as_bytes()))
+            let mut joined = Zeroizing::new(Vec::new());
+            for a in args {
+                joined.extend_from_slice(a);
+            }
+            let encoded = base64::engine::general_purpose::STANDARD.encode(joined.as_slice());
+            Zeroizing::new(encoded.into_bytes())
         }
     }
 }
@@ -226,11 +248,12 @@ impl PartialEq for Template {
 
 impl Eq for Template {}
 
-/// A value in a [`TemplateContext`]: a string (often a secret, zeroized on drop) or a nested map.
+/// A value in a [`TemplateContext`]: a byte string (often a secret, zeroized
+/// on drop; text, except a binary `.Body`) or a nested map.
 #[derive(Clone)]
 pub enum TemplateValue {
-    /// A string value.
-    Str(Zeroizing<String>),
+    /// A string value, as bytes (Go strings are bytes too).
+    Str(Zeroizing<Vec<u8>>),
     /// A nested map, e.g. `Credentials`.
     Map(BTreeMap<String, TemplateValue>),
 }
@@ -251,7 +274,16 @@ impl TemplateContext {
     pub fn set(&mut self, name: impl Into<String>, value: impl Into<String>) -> &mut Self {
         self.root.insert(
             name.into(),
-            TemplateValue::Str(Zeroizing::new(value.into())),
+            TemplateValue::Str(Zeroizing::new(value.into().into_bytes())),
+        );
+        self
+    }
+
+    /// Sets a top-level field to bytes that need not be text, e.g. `Body`.
+    pub fn set_bytes(&mut self, name: impl Into<String>, value: &[u8]) -> &mut Self {
+        self.root.insert(
+            name.into(),
+            TemplateValue::Str(Zeroizing::new(value.to_vec())),
         );
         self
     }
@@ -264,13 +296,16 @@ impl TemplateContext {
     ) -> &mut Self {
         let map = entries
             .into_iter()
-            .map(|(k, v)| (k.into(), TemplateValue::Str(Zeroizing::new(v.into()))))
+            .map(|(k, v)| {
+                let v = Zeroizing::new(v.into().into_bytes());
+                (k.into(), TemplateValue::Str(v))
+            })
             .collect();
         self.root.insert(name.into(), TemplateValue::Map(map));
         self
     }
 
-    fn lookup(&self, path: &[String]) -> Result<&str, TemplateError> {
+    fn lookup(&self, path: &[String]) -> Result<&[u8], TemplateError> {
         let dotted = || path.iter().map(|p| format!(".{p}")).collect::<String>();
         let mut map = &self.root;
         for (i, seg) in path.iter().enumerate() {

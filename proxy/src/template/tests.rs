@@ -89,3 +89,14 @@ fn render_errors_never_show_values() {
     assert!(!e.to_string().contains("ghp_"), "{e}");
     assert!(!format!("{:?}", ctx()).contains("ghp_"));
 }
+
+#[test]
+fn values_are_bytes_and_text_output_must_be_utf8() {
+    let mut c = TemplateContext::new();
+    c.set_bytes("Body", b"a\xffb").set("Value", "v");
+    let t = Template::parse("{{.Value}}:{{.Body}}").expect("parses");
+    assert_eq!(t.render_bytes(&c).expect("renders").as_slice(), b"v:a\xffb");
+    assert_eq!(t.render(&c), Err(TemplateError::NotText));
+    let b64 = Template::parse("{{ base64 .Body }}").expect("parses");
+    assert_eq!(b64.render(&c).expect("renders"), "Yf9i");
+}

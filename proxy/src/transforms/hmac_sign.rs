@@ -19,10 +19,8 @@
 //! 5. **Headers** rendered and set in order, replacing any the client sent,
 //!    spelled on the HTTP/1.1 wire as configured.
 //!
-//! `.Body` is the body as text; a body that is not UTF-8 cannot be signed
-//! as the upstream would see it through a string template, so a message that
-//! uses `.Body` refuses it (500 `message_template_failed`) rather than
-//! signing a lossy copy.
+//! `.Body` is the body's bytes, as a Go string is: a binary body (gzip,
+//! protobuf, an upload) is signed over exactly the bytes the upstream gets.
 //!
 //! Audit: `injected: ["header:NAME", ...]` on success; on a refusal
 //! `rejected` (the reason) and the context: `content_length`,
@@ -272,25 +270,10 @@ impl Transform for HmacSign {
         for (field, value) in message_fields(req, cx) {
             ctx.set(field, value);
         }
-        if self.message_uses_body {
-            match std::str::from_utf8(&body) {
-                Ok(text) => {
-                    ctx.set("Body", text);
-                }
-                Err(_) => {
-                    return Err(failure(
-                        cx,
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "message_template_failed",
-                        "the request body is not UTF-8 text, which .Body needs".into(),
-                    ))
-                }
-            }
-        } else {
-            ctx.set("Body", "");
-        }
+        // `.Body` is the body's bytes, binary or not, as a Go string is.
+        ctx.set_bytes("Body", if self.message_uses_body { &body } else { &[] });
         ctx.set_map("Credentials", cred_map());
-        let message = self.message.render(&ctx).map(Zeroizing::new).map_err(|e| {
+        let message = self.message.render_bytes(&ctx).map_err(|e| {
             failure(
                 cx,
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -312,12 +295,7 @@ impl Transform for HmacSign {
                 format!("credential {KEY_CREDENTIAL}: {why}"),
             )
         })?;
-        let signature = Zeroizing::new(sign(
-            self.algorithm,
-            &key,
-            message.as_bytes(),
-            self.output_encoding,
-        ));
+        let signature = Zeroizing::new(sign(self.algorithm, &key, &message, self.output_encoding));
 
         let mut hctx = TemplateContext::new();
         hctx.set("Timestamp", ts.as_str());
