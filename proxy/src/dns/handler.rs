@@ -43,6 +43,24 @@ impl Resolution {
         }
     }
 
+    /// A local answer ending at `name`: the CNAME `chain` that led there, then
+    /// `answers`; with none of the asked type, an SOA in the authority section
+    /// so that resolvers cache the "no data" ([`policy::nodata_soa`]).
+    fn local_final(
+        mut chain: Vec<Record>,
+        answers: Vec<Record>,
+        name: &hickory_proto::rr::Name,
+        outcome: Outcome,
+    ) -> Resolution {
+        let nodata = answers.is_empty();
+        chain.extend(answers);
+        let mut r = Resolution::local(chain, outcome);
+        if nodata {
+            r.authorities.push(policy::nodata_soa(name));
+        }
+        r
+    }
+
     fn error(rcode: ResponseCode, outcome: Outcome) -> Resolution {
         Resolution {
             rcode,
@@ -129,12 +147,12 @@ impl Handler {
                     q.name = target.clone();
                 }
                 Route::Record(StaticEntry::A(ips)) => {
-                    chain.extend(policy::static_a_answers(&q.name, ips, q.qtype));
-                    return Resolution::local(chain, outcome);
+                    let answers = policy::static_a_answers(&q.name, ips, q.qtype);
+                    return Resolution::local_final(chain, answers, &q.name, outcome);
                 }
                 Route::Intercept => {
-                    chain.extend(self.policy.intercept_answers(&q.name, q.qtype));
-                    return Resolution::local(chain, outcome);
+                    let answers = self.policy.intercept_answers(&q.name, q.qtype);
+                    return Resolution::local_final(chain, answers, &q.name, outcome);
                 }
                 Route::Passthrough => {
                     return match self.forwarder.forward(&q).await {

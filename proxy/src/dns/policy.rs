@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use hickory_proto::rr::rdata::{A, AAAA, CNAME};
+use hickory_proto::rr::rdata::{A, AAAA, CNAME, SOA};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
 use super::{DnsError, DnsSettings, StaticRecord, LOCAL_TTL};
@@ -144,6 +144,20 @@ pub(crate) fn cname_record(name: &Name, target: &Name) -> Record {
     local_record(name, RData::CNAME(CNAME(target.clone())))
 }
 
+/// The SOA that goes with a local answer with no records of the asked type
+/// (AAAA or TXT for an intercepted name): RFC 2308 has resolvers cache such a
+/// "no data" answer for the SOA's minimum, here the local TTL, and without an
+/// SOA they may not cache it at all and ask again each time. Its owner is the
+/// name asked for, and it names no real server (`.invalid`, RFC 6761).
+pub(crate) fn nodata_soa(name: &Name) -> Record {
+    let server = Name::from_ascii("iron-proxy.invalid.").unwrap_or_else(|_| Name::root());
+    let mailbox =
+        Name::from_ascii("hostmaster.iron-proxy.invalid.").unwrap_or_else(|_| Name::root());
+    let ttl = LOCAL_TTL as i32;
+    let soa = SOA::new(server, mailbox, 1, ttl, ttl, ttl, LOCAL_TTL);
+    local_record(name, RData::SOA(soa))
+}
+
 fn local_record(name: &Name, rdata: RData) -> Record {
     Record::from_rdata(name.clone(), LOCAL_TTL, rdata)
 }
@@ -271,5 +285,18 @@ mod tests {
         let p = Policy::new(&s).expect("policy");
         assert_eq!(p.intercept_answers(&n, RecordType::AAAA).len(), 1);
         assert_eq!(p.intercept_answers(&n, RecordType::ANY).len(), 2);
+    }
+
+    #[test]
+    fn nodata_soa_is_owned_by_the_name_and_caches_for_the_local_ttl() {
+        let n = name("x.test.");
+        let soa = nodata_soa(&n);
+        assert_eq!(soa.name, n);
+        assert_eq!(soa.ttl, LOCAL_TTL);
+        let RData::SOA(rdata) = &soa.data else {
+            panic!("not an SOA: {soa:?}");
+        };
+        assert_eq!(rdata.minimum, LOCAL_TTL);
+        assert_eq!(rdata.mname.to_ascii(), "iron-proxy.invalid.");
     }
 }

@@ -171,10 +171,26 @@ async fn dig_gets_intercepted_and_static_answers_over_udp_and_tcp() {
             "{mode}: {}",
             d.raw
         );
+        assert!(!d.raw.contains("AUTHORITY SECTION"), "{mode}: {}", d.raw);
         for t in ["AAAA", "TXT"] {
             let d = dig(addr, &[mode, "x.example.com", t]).await;
             assert_eq!(d.status, "NOERROR", "{mode} {t}: {}", d.raw);
             assert!(d.answers.is_empty(), "{mode} {t}: {}", d.raw);
+            // "No data" with an SOA, so resolvers cache it (RFC 2308).
+            let authority = d
+                .raw
+                .split(";; AUTHORITY SECTION:\n")
+                .nth(1)
+                .and_then(|s| s.lines().next())
+                .unwrap_or_else(|| panic!("{mode} {t}: no authority section: {}", d.raw));
+            let f: Vec<&str> = authority.split_whitespace().collect();
+            assert_eq!(
+                f.get(..5),
+                Some(&["x.example.com.", "60", "IN", "SOA", "iron-proxy.invalid."][..]),
+                "{mode} {t}: {}",
+                d.raw
+            );
+            assert_eq!(f.last(), Some(&"60"), "{mode} {t}: minimum: {}", d.raw);
         }
         let d = dig(addr, &[mode, "alias.test", "CNAME"]).await;
         assert_eq!(d.rdata("CNAME"), vec!["db.test."], "{mode}: {}", d.raw);
