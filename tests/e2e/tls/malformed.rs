@@ -294,7 +294,10 @@ fn a_request_body_that_breaks_off_is_audited_as_the_clients_error() {
     let cases = [
         (
             "a chunk size that is not hex",
-            format!("{}5\r\nhello\r\nzz\r\n", head("Transfer-Encoding: chunked\r\n")),
+            format!(
+                "{}5\r\nhello\r\nzz\r\n",
+                head("Transfer-Encoding: chunked\r\n")
+            ),
         ),
         (
             "a body short of its Content-Length",
@@ -307,7 +310,11 @@ fn a_request_body_that_breaks_off_is_audited_as_the_clients_error() {
             let (reply, me) = send_and_end(&px, via, bytes.as_bytes());
             let rec = px.wait_for_audit(|a| a.str("remote_addr") == Some(me.as_str()));
             assert_eq!(rec.action(), Some("error"), "{what}: {rec}");
-            assert_eq!(rec.str("reason"), Some("client_body_error"), "{what}: {rec}");
+            assert_eq!(
+                rec.str("reason"),
+                Some("client_body_error"),
+                "{what}: {rec}"
+            );
             assert_eq!(rec.status_code(), Some(400), "{what}: {rec}");
             assert!(
                 rec.str("error")
