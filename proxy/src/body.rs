@@ -58,6 +58,22 @@ pub fn incoming(b: hyper::body::Incoming) -> Body {
 #[error("client request body: {0}")]
 pub struct ClientBodyError(#[source] pub hyper::Error);
 
+/// A transform's refusal of a request body it checks while the body streams
+/// to the upstream (`aws_auth` re-signing an aws-chunked upload): the body
+/// fails mid-stream, so the upstream never receives a complete request, and
+/// the exchange is audited as that transform's rejection with `reason`
+/// (status 400), not as an upstream or client-body error.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{detail}")]
+pub struct StreamRefusal {
+    /// The transform that refused (`rejected_by`).
+    pub by: &'static str,
+    /// The audit `reason`.
+    pub reason: &'static str,
+    /// What was wrong with the body; never a secret.
+    pub detail: String,
+}
+
 /// Boxes a request body received from a client; its errors are
 /// [`ClientBodyError`]s.
 pub fn from_client(b: hyper::body::Incoming) -> Body {

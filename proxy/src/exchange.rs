@@ -22,6 +22,7 @@ use crate::pipeline::{
 };
 use crate::rules::normalize_host;
 use crate::state::Shared;
+use crate::upstream::UpstreamError;
 
 /// What the listener knows about the client connection.
 #[derive(Debug, Clone)]
@@ -767,7 +768,13 @@ async fn handle_tracked(
         Ok(r) => r,
         Err(e) => {
             tracing::debug!(host = %host, error = %e, "upstream failed");
-            rec.fail(e.reason(), e.to_string(), e.status().as_u16());
+            if let UpstreamError::Refused(r) = &e {
+                // A transform refused the body as it streamed: its rejection.
+                rec.reject(Some(r.by), r.reason, e.status().as_u16());
+                rec.error = Some(r.detail.clone());
+            } else {
+                rec.fail(e.reason(), e.to_string(), e.status().as_u16());
+            }
             return Ok(finish(
                 error_response(e.status(), &e.to_string()),
                 AuditGuard::since(rec, sink, started),

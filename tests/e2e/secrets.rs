@@ -8,6 +8,7 @@
 
 mod aws;
 mod aws_auth;
+mod aws_stream;
 mod gcp;
 mod hmac;
 mod inject;

@@ -13,16 +13,24 @@
 //!    workload_identity`); a failure is `credential_unavailable` (502).
 //! 4. **Body.** Hashed from the buffered body, checked like `hmac_sign`'s
 //!    (`transforms::signed_body`), or `UNSIGNED-PAYLOAD` with
-//!    `unsigned_payload`.
+//!    `unsigned_payload`. A streaming upload (`x-amz-content-sha256:
+//!    STREAMING-*`, S3's aws-chunked bodies) is never buffered: its literal is
+//!    the payload hash, and a signed one's chunk signatures are made again as
+//!    the body streams (`streaming`, `chunked`).
 //! 5. **Re-signing** with `aws-sigv4`: the placeholder `Authorization`,
 //!    `X-Amz-Date`, `X-Amz-Security-Token` and `X-Amz-Content-Sha256` (and a
 //!    pre-signed URL's `X-Amz-*` query parameters) are dropped, and the request
 //!    is signed for the scope's region and service, now, over the headers the
 //!    workload signed (its `SignedHeaders`) and `host`. S3 gets its own rules
-//!    (single URI encoding, no path normalisation).
+//!    (single URI encoding, no path normalisation). An expired pre-signed
+//!    URL is refused (403 `presigned_url_expired`), as AWS would refuse it.
 //!
 //! Audit: `injected` (the headers set), `service`, `region`; on a refusal
 //! `rejected` and its context. No key, token or signature is recorded.
+
+mod chunked;
+mod presign;
+mod streaming;
 
 use std::time::SystemTime;
 
@@ -36,6 +44,7 @@ use aws_sigv4::sign::v4;
 use http::header::{HeaderName, AUTHORIZATION, HOST};
 use http::{Request, StatusCode, Uri};
 use serde_json::Value;
+use zeroize::Zeroizing;
 
 use crate::body::Body;
 use crate::config::{AwsAuthConfig, AwsCredentials};
@@ -44,6 +53,8 @@ use crate::rules::Scope;
 use crate::secrets::aws::AwsShared;
 use crate::secrets::{Secret, Sources};
 use crate::transforms::signed_body::{self, refuse};
+use presign::without_presign;
+use streaming::Payload;
 
 /// The SigV4 algorithm this transform re-signs.
 const ALGORITHM: &str = "AWS4-HMAC-SHA256";
@@ -53,16 +64,6 @@ const SIGNATURE_HEADERS: [&str; 4] = [
     "x-amz-date",
     "x-amz-security-token",
     "x-amz-content-sha256",
-];
-/// Query parameters of a pre-signed URL, dropped before re-signing in headers.
-const PRESIGN_PARAMS: [&str; 7] = [
-    "X-Amz-Algorithm",
-    "X-Amz-Credential",
-    "X-Amz-Date",
-    "X-Amz-Expires",
-    "X-Amz-SignedHeaders",
-    "X-Amz-Signature",
-    "X-Amz-Security-Token",
 ];
 
 /// The built transform.
@@ -240,27 +241,6 @@ fn scope(credential: &str, signed: &str, presigned: bool) -> Result<Inbound, &'s
     }
 }
 
-/// `uri`'s query without the pre-signed URL's `X-Amz-*` signature parameters,
-/// the others left as they were written.
-fn without_presign(query: &str) -> String {
-    query
-        .split('&')
-        .filter(|pair| {
-            let name = pair.split('=').next().unwrap_or("");
-            let name = percent_decode(name);
-            !PRESIGN_PARAMS.iter().any(|p| p.eq_ignore_ascii_case(&name))
-        })
-        .collect::<Vec<_>>()
-        .join("&")
-}
-
-fn percent_decode(s: &str) -> String {
-    url::form_urlencoded::parse(s.as_bytes())
-        .next()
-        .map(|(k, _)| k.into_owned())
-        .unwrap_or_default()
-}
-
 /// The absolute URL the upstream will see: scheme and authority from the
 /// destination (the default port left out, as hyper and AWS do), path and
 /// query from the request.
@@ -276,6 +256,23 @@ fn signing_url(cx: &Flow, path_and_query: &str) -> String {
         format!("{scheme}://{host}{path_and_query}")
     } else {
         format!("{scheme}://{host}:{}{path_and_query}", cx.dest.port)
+    }
+}
+
+/// A streaming upload's `x-amz-decoded-content-length` (the object's size,
+/// which the chunks must add up to), when it has one.
+fn decoded_length(req: &Request<Body>, payload: Payload) -> Result<Option<u64>, &'static str> {
+    if !payload.is_streaming() {
+        return Ok(None);
+    }
+    match req.headers().get("x-amz-decoded-content-length") {
+        None => Ok(None),
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .map(Some)
+            .ok_or("x-amz-decoded-content-length is not a number"),
     }
 }
 
@@ -295,8 +292,12 @@ impl Transform for AwsAuth {
         "aws_auth"
     }
 
-    fn wants_request_body(&self, cx: &Flow, _req: &http::request::Parts) -> bool {
-        !self.unsigned_payload && self.applies(cx)
+    /// The whole body, to hash it: not with `unsigned_payload`, nor for a
+    /// streaming upload (`STREAMING-*`), whose body streams through.
+    fn wants_request_body(&self, cx: &Flow, req: &http::request::Parts) -> bool {
+        !self.unsigned_payload
+            && self.applies(cx)
+            && Payload::of(&req.headers) == Ok(Payload::Plain)
     }
 
     fn signs_request_body(&self, cx: &Flow, req: &http::request::Parts) -> bool {
@@ -342,7 +343,46 @@ impl Transform for AwsAuth {
                 msg,
             )));
         }
-        let body = if self.unsigned_payload {
+        let now = SystemTime::now();
+        if found.presigned {
+            if let Some(when) = presign::expired(req.uri().query().unwrap_or(""), now) {
+                cx.annotate("expired", when.as_str());
+                return Ok(Verdict::Reject(refuse(
+                    cx,
+                    StatusCode::FORBIDDEN,
+                    "presigned_url_expired",
+                    format!("the pre-signed URL expired ({when}); aws_auth does not renew it"),
+                )));
+            }
+        }
+        let payload = match Payload::of(req.headers()) {
+            Ok(p) => p,
+            Err(value) => {
+                cx.annotate("payload", value.as_str());
+                return Ok(Verdict::Reject(refuse(
+                    cx,
+                    StatusCode::BAD_REQUEST,
+                    "unsupported_streaming_payload",
+                    format!(
+                        "aws_auth cannot re-sign a {value} upload \
+                         (only STREAMING-UNSIGNED-PAYLOAD-TRAILER and \
+                         STREAMING-AWS4-HMAC-SHA256-PAYLOAD[-TRAILER])"
+                    ),
+                )));
+            }
+        };
+        let decoded_length = match decoded_length(req, payload) {
+            Ok(n) => n,
+            Err(why) => {
+                return Ok(Verdict::Reject(refuse(
+                    cx,
+                    StatusCode::BAD_REQUEST,
+                    streaming::MALFORMED,
+                    why.into(),
+                )))
+            }
+        };
+        let body = if payload.is_streaming() || self.unsigned_payload {
             None
         } else {
             match signed_body::checked(req, cx, self.allow_chunked_body, self.name()) {
@@ -352,6 +392,8 @@ impl Transform for AwsAuth {
         };
         let creds = self.credentials(cx).await?;
         let has_token = creds.session_token().is_some();
+        // For re-signing a signed streaming body's chunks.
+        let secret = Zeroizing::new(creds.secret_access_key().to_string());
 
         // Drop the placeholder signature, in the headers and (pre-signed) the query.
         for h in SIGNATURE_HEADERS {
@@ -400,14 +442,15 @@ impl Transform for AwsAuth {
             .identity(&identity)
             .region(&found.region)
             .name(&found.service)
-            .time(SystemTime::now())
+            .time(now)
             .settings(settings)
             .build()
             .map_err(|e| failed(cx, format!("signing parameters: {e}")))?
             .into();
-        let signable_body = match &body {
-            Some(b) => SignableBody::Bytes(b),
-            None => SignableBody::UnsignedPayload,
+        let signable_body = match (&body, payload.literal()) {
+            (_, Some(literal)) => SignableBody::Precomputed(literal.to_string()),
+            (Some(b), None) => SignableBody::Bytes(b),
+            (None, None) => SignableBody::UnsignedPayload,
         };
         let signable = SignableRequest::new(
             req.method().as_str(),
@@ -416,10 +459,16 @@ impl Transform for AwsAuth {
             signable_body,
         )
         .map_err(|e| failed(cx, format!("the request cannot be signed: {e}")))?;
-        let (instructions, _signature) = sign(signable, &params)
+        let (instructions, seed) = sign(signable, &params)
             .map_err(|e| failed(cx, format!("signing: {e}")))?
             .into_parts();
         instructions.apply_to_request_http1x(req);
+        if let Payload::SignedChunks { trailer } = payload {
+            let signer =
+                chunked::ChunkSigner::new(&secret, now, &found.region, &found.service, seed);
+            let inner = std::mem::replace(req.body_mut(), crate::body::empty());
+            *req.body_mut() = streaming::resigned(inner, signer, trailer, decoded_length);
+        }
         for name in ["authorization", "x-amz-security-token"] {
             let name = HeaderName::from_static(name);
             if let Some(v) = req.headers_mut().get_mut(&name) {
@@ -436,6 +485,9 @@ impl Transform for AwsAuth {
             injected.push(Value::from("header:X-Amz-Security-Token"));
         }
         cx.annotate("injected", injected);
+        if let Some(literal) = payload.literal() {
+            cx.annotate("payload", literal);
+        }
         Ok(Verdict::Continue)
     }
 }

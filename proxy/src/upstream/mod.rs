@@ -53,6 +53,10 @@ pub enum UpstreamError {
     /// mid-body): the client's fault, not the upstream's.
     #[error("{0}")]
     ClientBody(String),
+    /// A transform refused the request body as it streamed (a malformed
+    /// aws-chunked upload `aws_auth` re-signs): that transform's rejection.
+    #[error(transparent)]
+    Refused(crate::body::StreamRefusal),
     /// The exchange failed after connecting.
     #[error("upstream exchange failed: {0}")]
     Http(String),
@@ -66,6 +70,7 @@ impl UpstreamError {
             UpstreamError::Timeout(_) | UpstreamError::Stalled(_) => "upstream_timeout",
             UpstreamError::ClientIdle(_) => "client_body_timeout",
             UpstreamError::ClientBody(_) => "client_body_error",
+            UpstreamError::Refused(r) => r.reason,
             UpstreamError::Http(_) => "upstream_error",
         }
     }
@@ -79,7 +84,9 @@ impl UpstreamError {
                 http::StatusCode::GATEWAY_TIMEOUT
             }
             UpstreamError::ClientIdle(_) => http::StatusCode::REQUEST_TIMEOUT,
-            UpstreamError::ClientBody(_) => http::StatusCode::BAD_REQUEST,
+            UpstreamError::ClientBody(_) | UpstreamError::Refused(_) => {
+                http::StatusCode::BAD_REQUEST
+            }
             _ => http::StatusCode::BAD_GATEWAY,
         }
     }
@@ -291,6 +298,18 @@ fn client_body_error(e: &(dyn std::error::Error + 'static)) -> Option<String> {
     None
 }
 
+/// A transform's refusal of the streamed request body in `e`'s chain, if any.
+fn stream_refusal(e: &(dyn std::error::Error + 'static)) -> Option<crate::body::StreamRefusal> {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(r) = err.downcast_ref::<crate::body::StreamRefusal>() {
+            return Some(r.clone());
+        }
+        cur = err.source();
+    }
+    None
+}
+
 /// Turns a client error into an [`UpstreamError`], keeping a dial failure's reason.
 fn classify(e: &(dyn std::error::Error + 'static)) -> UpstreamError {
     let mut src = e.source();
@@ -305,6 +324,9 @@ fn classify(e: &(dyn std::error::Error + 'static)) -> UpstreamError {
     }
     if let Some(client) = client_body_error(e) {
         return UpstreamError::ClientBody(client);
+    }
+    if let Some(refusal) = stream_refusal(e) {
+        return UpstreamError::Refused(refusal);
     }
     let mut detail = e.to_string();
     if let Some(s) = e.source() {

@@ -20,31 +20,55 @@ const PLACEHOLDER_SECRET: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
 /// Starts moto on a fresh host of `net` (port 80, IAM authentication after three calls),
 /// makes an IAM user with an allow-all policy and returns its access key.
 fn moto_with_iam(net: &FakeInternet) -> (NetProcess, SocketAddr, String, String) {
+    moto_with_iam_on(net, false)
+}
+
+/// Like [`moto_with_iam`]; with `tls`, on port 443 with a certificate for `aws.test` from
+/// the net's CA (which the proxy trusts).
+pub(super) fn moto_with_iam_on(
+    net: &FakeInternet,
+    tls: bool,
+) -> (NetProcess, SocketAddr, String, String) {
     let host = net.add_host();
-    let addr = SocketAddr::new(IpAddr::V4(host.v4), 80);
+    let port = if tls { 443 } else { 80 };
+    let addr = SocketAddr::new(IpAddr::V4(host.v4), port);
     net.dns().set("aws.test", &[IpAddr::V4(host.v4)]);
     let bin = paths::venv_python().with_file_name("moto_server");
     let mut cmd = net.command(&bin);
-    cmd.args(["-H", &host.v4.to_string(), "-p", "80"])
+    cmd.args(["-H", &host.v4.to_string(), "-p", &port.to_string()])
         .env("INITIAL_NO_AUTH_ACTION_COUNT", "3")
         // Path-style S3 on this name (moto would take `aws` for a bucket otherwise).
-        .env("MOTO_S3_CUSTOM_ENDPOINTS", "http://aws.test")
+        .env(
+            "MOTO_S3_CUSTOM_ENDPOINTS",
+            if tls {
+                "https://aws.test"
+            } else {
+                "http://aws.test"
+            },
+        )
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
+    if tls {
+        let dir = net.dir().join("moto-tls");
+        std::fs::create_dir_all(&dir).expect("moto's certificate directory");
+        let leaf = net.ca().issue(&["aws.test".to_string()], &dir, "moto");
+        cmd.arg("-c").arg(&leaf.cert).arg("-k").arg(&leaf.key);
+    }
     let moto = net.spawn("moto_server", &mut cmd);
     wait_until(Duration::from_secs(30), "moto_server to listen", || {
         TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()
     });
     // The three unauthenticated calls: user, access key, policy.
     let script = "import boto3, json, sys\n\
-        iam = boto3.client('iam', endpoint_url=sys.argv[1], region_name='us-east-1',\n\
+        iam = boto3.client('iam', endpoint_url=sys.argv[1], region_name='us-east-1', verify=False,\n\
                            aws_access_key_id='bootstrap', aws_secret_access_key='bootstrap')\n\
         iam.create_user(UserName='iron-e2e')\n\
         k = iam.create_access_key(UserName='iron-e2e')['AccessKey']\n\
         policy = {'Version': '2012-10-17', 'Statement': [{'Effect': 'Allow', 'Action': '*', 'Resource': '*'}]}\n\
         iam.put_user_policy(UserName='iron-e2e', PolicyName='all', PolicyDocument=json.dumps(policy))\n\
         print(json.dumps([k['AccessKeyId'], k['SecretAccessKey']]))";
-    let out = python(script, [format!("http://{addr}")]);
+    let scheme = if tls { "https" } else { "http" };
+    let out = python(script, [format!("{scheme}://{addr}")]);
     out.assert_ok();
     let keys = out.json();
     (

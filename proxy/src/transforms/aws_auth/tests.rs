@@ -201,19 +201,218 @@ fn the_scope_comes_from_the_header_or_a_presigned_url() {
     }
 }
 
-#[tokio::test]
-async fn a_presigned_url_is_re_signed_in_headers_without_its_signature_parameters() {
-    let mut req = request(
+/// A pre-signed GET signed `ago` seconds ago for `expires` seconds.
+fn presigned(ago: i64, expires: u64) -> Request<Body> {
+    let t = time::OffsetDateTime::now_utc() - time::Duration::seconds(ago);
+    let format = time::macros::format_description!("[year][month][day]T[hour][minute][second]Z");
+    let date = t.format(format).expect("formatted");
+    request(
         "GET",
-        "/bucket/key?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIAX%2F20250101%2Fus-east-1%2Fs3%2Faws4_request&X-Amz-Date=20250101T000000Z&X-Amz-Expires=60&X-Amz-SignedHeaders=host&X-Amz-Signature=abc&versionId=3",
+        &format!(
+            "/bucket/key?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIAX%2F20250101%2Fus-east-1%2Fs3%2Faws4_request&X-Amz-Date={date}&X-Amz-Expires={expires}&X-Amz-SignedHeaders=host&X-Amz-Signature=abc&versionId=3"
+        ),
         &[("host", "bucket.s3.amazonaws.com")],
         None,
-    );
+    )
+}
+
+#[tokio::test]
+async fn a_presigned_url_is_re_signed_in_headers_without_its_signature_parameters() {
+    let mut req = presigned(30, 60);
     let mut cx = crate::pipeline::test_flow("bucket.s3.amazonaws.com", "GET", "/bucket/key");
     let (outcome, _) = run(transform("", ENV), &mut req, &mut cx).await;
     assert!(matches!(outcome, PhaseOutcome::Continue));
     assert_eq!(req.uri().to_string(), "/bucket/key?versionId=3");
     assert!(header(&req, "authorization").contains("/us-east-1/s3/aws4_request"));
+}
+
+#[tokio::test]
+async fn an_expired_presigned_url_is_refused_not_renewed() {
+    let mut req = presigned(120, 60);
+    let mut cx = crate::pipeline::test_flow("bucket.s3.amazonaws.com", "GET", "/bucket/key");
+    // No credential is needed to refuse it.
+    let (outcome, trace) = run(transform("", &[]), &mut req, &mut cx).await;
+    let PhaseOutcome::Reject(_, r) = outcome else {
+        panic!("not refused");
+    };
+    assert_eq!(
+        (r.status.as_u16(), r.reason.as_str()),
+        (403, "presigned_url_expired")
+    );
+    assert!(r.message.contains("expired"), "{}", r.message);
+    assert!(trace.annotations.contains_key("expired"), "{trace:?}");
+    assert_eq!(header(&req, "authorization"), "", "not re-signed");
+}
+
+/// An S3 streaming upload as the workload's SDK sends it: `payload` in
+/// `x-amz-content-sha256`, the aws-chunked `body` streaming (not buffered).
+fn streaming_put(payload: &str, body: &str, decoded: &str) -> Request<Body> {
+    let auth = "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20250101/us-east-1/s3/aws4_request, SignedHeaders=content-encoding;host;x-amz-content-sha256;x-amz-date;x-amz-decoded-content-length;x-amz-trailer, Signature=0123abcd";
+    let mut req = request(
+        "PUT",
+        "/bucket/key",
+        &[
+            ("host", "s3.us-east-1.amazonaws.com"),
+            ("content-encoding", "aws-chunked"),
+            ("transfer-encoding", "chunked"),
+            ("x-amz-content-sha256", payload),
+            ("x-amz-date", "20250101T000000Z"),
+            ("x-amz-decoded-content-length", decoded),
+            ("x-amz-trailer", "x-amz-checksum-crc32"),
+            ("authorization", auth),
+        ],
+        None,
+    );
+    *req.body_mut() = crate::body::full(body.to_string());
+    req
+}
+
+fn s3_flow() -> Flow {
+    crate::pipeline::test_flow("s3.us-east-1.amazonaws.com", "PUT", "/bucket/key")
+}
+
+async fn body_of(req: Request<Body>) -> Result<String, crate::body::BoxError> {
+    use http_body_util::BodyExt as _;
+    let bytes = req.into_body().collect().await?.to_bytes();
+    Ok(String::from_utf8(bytes.to_vec()).expect("text"))
+}
+
+const UNSIGNED_BODY: &str = "5\r\nhello\r\n0\r\nx-amz-checksum-crc32:NhCmhg==\r\n\r\n";
+
+#[tokio::test]
+async fn an_unsigned_trailer_upload_streams_untouched_under_re_signed_headers() {
+    let t = transform("", ENV);
+    let req = streaming_put("STREAMING-UNSIGNED-PAYLOAD-TRAILER", UNSIGNED_BODY, "5");
+    let (parts, _) = req.into_parts();
+    assert!(
+        !t.wants_request_body(&s3_flow(), &parts),
+        "a streaming upload is not buffered"
+    );
+    let mut req = streaming_put("STREAMING-UNSIGNED-PAYLOAD-TRAILER", UNSIGNED_BODY, "5");
+    let (outcome, trace) = run(t, &mut req, &mut s3_flow()).await;
+    assert!(matches!(outcome, PhaseOutcome::Continue));
+    assert_eq!(
+        header(&req, "x-amz-content-sha256"),
+        "STREAMING-UNSIGNED-PAYLOAD-TRAILER"
+    );
+    let auth = header(&req, "authorization");
+    assert!(
+        auth.starts_with(&format!("AWS4-HMAC-SHA256 Credential={REAL_ID}/")),
+        "{auth}"
+    );
+    assert!(
+        auth.contains("SignedHeaders=content-encoding;host;x-amz-content-sha256;x-amz-date;x-amz-decoded-content-length;x-amz-trailer,"),
+        "{auth}"
+    );
+    for (h, v) in [
+        ("content-encoding", "aws-chunked"),
+        ("x-amz-decoded-content-length", "5"),
+        ("x-amz-trailer", "x-amz-checksum-crc32"),
+    ] {
+        assert_eq!(header(&req, h), v);
+    }
+    assert_eq!(
+        trace.annotations.get("payload"),
+        Some(&json!("STREAMING-UNSIGNED-PAYLOAD-TRAILER"))
+    );
+    assert_eq!(body_of(req).await.expect("body"), UNSIGNED_BODY);
+}
+
+#[tokio::test]
+async fn a_signed_chunk_upload_gets_chunk_signatures_of_the_real_key() {
+    let placeholder = "f".repeat(64);
+    let body = format!(
+        "5;chunk-signature={placeholder}\r\nhello\r\n0;chunk-signature={placeholder}\r\n\r\n"
+    );
+    let mut req = streaming_put("STREAMING-AWS4-HMAC-SHA256-PAYLOAD", &body, "5");
+    let (outcome, _) = run(transform("", ENV), &mut req, &mut s3_flow()).await;
+    assert!(matches!(outcome, PhaseOutcome::Continue));
+    assert_eq!(
+        header(&req, "x-amz-content-sha256"),
+        "STREAMING-AWS4-HMAC-SHA256-PAYLOAD"
+    );
+    // The first chunk's signature chains from the header signature, with the
+    // real key, at the request's X-Amz-Date.
+    let auth = header(&req, "authorization");
+    let seed = auth
+        .rsplit("Signature=")
+        .next()
+        .expect("signature")
+        .to_string();
+    let date = header(&req, "x-amz-date");
+    let time = presign::amz_date(&date).expect("X-Amz-Date");
+    let mut signer = chunked::ChunkSigner::new(REAL_SECRET, time, "us-east-1", "s3", seed);
+    let expected = format!(
+        "5;chunk-signature={}\r\nhello\r\n0;chunk-signature={}\r\n\r\n",
+        signer.chunk(b"hello"),
+        signer.chunk(b"")
+    );
+    assert_eq!(body_of(req).await.expect("re-signed"), expected);
+
+    // Malformed framing fails the body with the transform's refusal.
+    let mut req = streaming_put(
+        "STREAMING-AWS4-HMAC-SHA256-PAYLOAD",
+        "5\r\nhello\r\n0\r\n\r\n",
+        "5",
+    );
+    let (outcome, _) = run(transform("", ENV), &mut req, &mut s3_flow()).await;
+    assert!(matches!(outcome, PhaseOutcome::Continue));
+    let err = body_of(req).await.expect_err("refused");
+    let r = err
+        .downcast_ref::<crate::body::StreamRefusal>()
+        .expect("a refusal");
+    assert_eq!((r.by, r.reason), ("aws_auth", "aws_chunked_malformed"));
+}
+
+#[tokio::test]
+async fn streaming_refusals() {
+    for payload in [
+        "STREAMING-AWS4-ECDSA-P256-SHA256-PAYLOAD",
+        "STREAMING-AWS4-ECDSA-P256-SHA256-PAYLOAD-TRAILER",
+        "STREAMING-SOMETHING-NEW",
+    ] {
+        let mut req = streaming_put(payload, UNSIGNED_BODY, "5");
+        let (outcome, trace) = run(transform("", ENV), &mut req, &mut s3_flow()).await;
+        let PhaseOutcome::Reject(_, r) = outcome else {
+            panic!("{payload} not refused");
+        };
+        assert_eq!(
+            (r.status.as_u16(), r.reason.as_str()),
+            (400, "unsupported_streaming_payload")
+        );
+        assert!(r.message.contains(payload), "{}", r.message);
+        assert_eq!(trace.annotations.get("payload"), Some(&json!(payload)));
+    }
+    let mut req = streaming_put("STREAMING-UNSIGNED-PAYLOAD-TRAILER", UNSIGNED_BODY, "five");
+    let (outcome, _) = run(transform("", ENV), &mut req, &mut s3_flow()).await;
+    let PhaseOutcome::Reject(_, r) = outcome else {
+        panic!("not refused");
+    };
+    assert_eq!(
+        (r.status.as_u16(), r.reason.as_str()),
+        (400, "aws_chunked_malformed")
+    );
+
+    // A plain chunked body (no STREAMING-* mode) is still refused without
+    // allow_chunked_body, and signed as buffered with it.
+    let chunked = |req: &mut Request<Body>| {
+        req.headers_mut().remove("content-length");
+        req.headers_mut()
+            .insert("transfer-encoding", "chunked".parse().expect("value"));
+    };
+    let mut req = signed_post("Action=GetCallerIdentity");
+    chunked(&mut req);
+    let (status, reason, _) = refused(transform("", ENV), req).await;
+    assert_eq!((status, reason.as_str()), (400, "chunked_body_not_allowed"));
+    let mut req = signed_post("Action=GetCallerIdentity");
+    chunked(&mut req);
+    let t = transform("      allow_chunked_body: true\n", ENV);
+    let (outcome, _) = run(t, &mut req, &mut flow("POST")).await;
+    assert!(matches!(outcome, PhaseOutcome::Continue));
+    assert_eq!(
+        header(&req, "x-amz-content-sha256"),
+        hex::encode(sha2::Sha256::digest(b"Action=GetCallerIdentity"))
+    );
 }
 
 /// The refusal's status and reason, and the trace.
