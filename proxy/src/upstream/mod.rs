@@ -286,24 +286,14 @@ fn origin_form(mut req: Request<Body>) -> Result<(Key, Request<Body>), UpstreamE
     Ok((Key { tls, host, port }, req))
 }
 
-/// The description of the client body failure in `e`'s chain, if any.
-fn client_body_error(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+/// The first error of type `T` in `e`'s chain of sources, `e` included.
+fn in_chain<'a, T: std::error::Error + 'static>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a T> {
     let mut cur = Some(e);
     while let Some(err) = cur {
-        if let Some(c) = err.downcast_ref::<crate::body::ClientBodyError>() {
-            return Some(crate::error_chain(c));
-        }
-        cur = err.source();
-    }
-    None
-}
-
-/// A transform's refusal of the streamed request body in `e`'s chain, if any.
-fn stream_refusal(e: &(dyn std::error::Error + 'static)) -> Option<crate::body::StreamRefusal> {
-    let mut cur = Some(e);
-    while let Some(err) = cur {
-        if let Some(r) = err.downcast_ref::<crate::body::StreamRefusal>() {
-            return Some(r.clone());
+        if let Some(found) = err.downcast_ref::<T>() {
+            return Some(found);
         }
         cur = err.source();
     }
@@ -312,21 +302,14 @@ fn stream_refusal(e: &(dyn std::error::Error + 'static)) -> Option<crate::body::
 
 /// Turns a client error into an [`UpstreamError`], keeping a dial failure's reason.
 fn classify(e: &(dyn std::error::Error + 'static)) -> UpstreamError {
-    let mut src = e.source();
-    if let Some(d) = e.downcast_ref::<DialError>() {
+    if let Some(d) = in_chain::<DialError>(e) {
         return UpstreamError::Dial(d.clone());
     }
-    while let Some(s) = src {
-        if let Some(d) = s.downcast_ref::<DialError>() {
-            return UpstreamError::Dial(d.clone());
-        }
-        src = s.source();
+    if let Some(client) = in_chain::<crate::body::ClientBodyError>(e) {
+        return UpstreamError::ClientBody(crate::error_chain(client));
     }
-    if let Some(client) = client_body_error(e) {
-        return UpstreamError::ClientBody(client);
-    }
-    if let Some(refusal) = stream_refusal(e) {
-        return UpstreamError::Refused(refusal);
+    if let Some(refusal) = in_chain::<crate::body::StreamRefusal>(e) {
+        return UpstreamError::Refused(refusal.clone());
     }
     let mut detail = e.to_string();
     if let Some(s) = e.source() {
