@@ -58,6 +58,18 @@ pub fn incoming(b: hyper::body::Incoming) -> Body {
 #[error("client request body: {0}")]
 pub struct ClientBodyError(#[source] pub hyper::Error);
 
+/// A response body a transform cut on purpose, because the rest could not be
+/// passed on safely (an MCP event stream it could not filter, say). The
+/// audit record takes `reason` rather than `upstream_body_error`.
+#[derive(Debug, thiserror::Error)]
+#[error("{detail}")]
+pub struct BodyRefused {
+    /// The audit reason.
+    pub reason: &'static str,
+    /// What could not be passed on; never a secret value.
+    pub detail: String,
+}
+
 /// Boxes a request body received from a client; its errors are
 /// [`ClientBodyError`]s.
 pub fn from_client(b: hyper::body::Incoming) -> Body {

@@ -161,7 +161,11 @@ impl http_body::Body for AuditedBody {
             Poll::Ready(Some(Err(e))) => {
                 if let Some(r) = this.guard.as_mut().and_then(|g| g.record_mut()) {
                     let detail = format!("response body: {e}");
-                    if r.reason.is_none() {
+                    if let Some(b) = refused(e.as_ref()) {
+                        // A transform cut the body on purpose: its reason.
+                        let status = r.status_code;
+                        r.fail(b.reason, detail, status);
+                    } else if r.reason.is_none() {
                         // The head went out, the body broke off (the upstream
                         // closed or reset mid-body): the client got less than
                         // it was promised, so the record is an error too.
@@ -184,6 +188,16 @@ impl http_body::Body for AuditedBody {
 
     fn size_hint(&self) -> http_body::SizeHint {
         self.inner.size_hint()
+    }
+}
+
+/// The [`body::BodyRefused`] in an error's chain, if any.
+fn refused<'e>(mut e: &'e (dyn std::error::Error + 'static)) -> Option<&'e body::BodyRefused> {
+    loop {
+        if let Some(b) = e.downcast_ref::<body::BodyRefused>() {
+            return Some(b);
+        }
+        e = e.source()?;
     }
 }
 

@@ -1,9 +1,17 @@
 //! A streaming `text/event-stream` filter: the response body passes through
-//! event by event, and an event whose data is a `tools/list` answer is
-//! rewritten without the tools the policy denies. Nothing waits for the end
-//! of the stream; once every awaited answer has gone by, bytes pass straight
-//! through. Events follow the WHATWG rules: lines end in CRLF, LF or CR, an
+//! event by event, and an event whose data lists tools is rewritten without
+//! the tools the policy denies. Nothing waits for the end of the stream, and
+//! every event is judged until it ends (a second answer to an id that was
+//! already answered is filtered like the first). Events follow the WHATWG
+//! rules: a UTF-8 BOM may open the stream, lines end in CRLF, LF or CR, an
 //! empty line ends an event, and `data` lines join with LF.
+//!
+//! Fail closed: an event a client would parse (no `event` name, or
+//! `message`) whose non-empty data is not JSON the filter can read, or an
+//! event over the size limit, ends the stream. Each awaited `tools/list` id
+//! first gets a JSON-RPC error event (so the client fails the call at once
+//! rather than wait), then the body ends with a [`BodyRefused`] error, which
+//! the audit record shows as `mcp_unfilterable_response`.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -11,11 +19,12 @@ use std::task::{ready, Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 use http_body::Frame;
+use serde_json::json;
 
 use super::filter::{self, Want};
 use super::policy::ServerPolicy;
-use super::McpLog;
-use crate::body::{Body, BoxError};
+use super::{jsonrpc, McpLog, UNFILTERABLE, UNFILTERABLE_REASON};
+use crate::body::{Body, BodyRefused, BoxError};
 
 /// The filtering body.
 pub struct SseFilter {
@@ -28,6 +37,10 @@ pub struct SseFilter {
     log: Arc<McpLog>,
     /// Largest pending event (0: no limit).
     limit: usize,
+    /// True once the first event went out (only the stream's start may hold a BOM).
+    started: bool,
+    /// Why the stream is being cut, once it is.
+    refused: Option<String>,
     trailers: Option<Frame<Bytes>>,
     ended: bool,
 }
@@ -58,21 +71,18 @@ impl SseFilter {
             policy,
             log,
             limit,
+            started: false,
+            refused: None,
             trailers: None,
             ended: false,
         }
     }
 
     /// Takes every complete event out of the buffer, filtered; at `eof`, the
-    /// unterminated rest too.
+    /// unterminated rest too. Stops at an event it must refuse.
     fn take_events(&mut self, eof: bool) -> Bytes {
         let mut out = BytesMut::new();
-        loop {
-            if self.want.satisfied() {
-                out.extend_from_slice(&self.buf.split());
-                self.scan = 0;
-                break;
-            }
+        while self.refused.is_none() {
             match scan(&self.buf, self.scan, eof) {
                 Scan::Event(end) => self.emit(end, &mut out),
                 Scan::More(at) => {
@@ -88,20 +98,50 @@ impl SseFilter {
         out.freeze()
     }
 
-    /// Moves the event `buf[..end]` to `out`, rewritten when it must be.
+    /// Moves the event `buf[..end]` to `out`, rewritten when it must be; an
+    /// event that cannot be judged is dropped and the stream refused.
     fn emit(&mut self, end: usize, out: &mut BytesMut) {
         let event = self.buf.split_to(end);
         self.scan = 0;
-        match self.rewrite(&event) {
-            Some(new) => out.extend_from_slice(&new),
-            None => out.extend_from_slice(&event),
+        let judged = match event.strip_prefix(b"\xef\xbb\xbf") {
+            Some(rest) if !self.started => rest,
+            _ => &event[..],
+        };
+        self.started = true;
+        match self.rewrite(judged) {
+            Ok(Some(new)) => out.extend_from_slice(&new),
+            Ok(None) => out.extend_from_slice(&event),
+            Err(why) => self.refuse(why, out),
         }
     }
 
+    /// Cuts the stream: an error event for each awaited id, then (on the
+    /// next poll) a body error.
+    fn refuse(&mut self, why: String, out: &mut BytesMut) {
+        self.log.push(json!({
+            "from": "server",
+            "kind": "response",
+            "decision": "deny",
+            "reason": why,
+        }));
+        if let Want::Ids(ids) = &self.want {
+            for id in ids {
+                let envelope =
+                    jsonrpc::error(Some(&id.sent), jsonrpc::INTERNAL_ERROR, UNFILTERABLE);
+                out.extend_from_slice(b"event: message\ndata: ");
+                out.extend_from_slice(envelope.as_bytes());
+                out.extend_from_slice(b"\n\n");
+            }
+        }
+        self.buf.clear();
+        self.refused = Some(why);
+    }
+
     /// The event rewritten, when its data is an answer that lost tools.
-    fn rewrite(&mut self, event: &[u8]) -> Option<Vec<u8>> {
+    fn rewrite(&mut self, event: &[u8]) -> Result<Option<Vec<u8>>, String> {
         let lines = lines(event);
         let mut data: Option<Vec<u8>> = None;
+        let mut name: Option<&[u8]> = None;
         for line in &lines {
             if let Some(v) = field(line, b"data") {
                 match &mut data {
@@ -111,13 +151,27 @@ impl SseFilter {
                     }
                     None => data = Some(v.to_vec()),
                 }
+            } else if let Some(v) = field(line, b"event") {
+                name = Some(v);
             }
         }
-        let outcome = filter::filter(&data?, &mut self.want, &self.policy);
+        let Some(data) = data else {
+            return Ok(None);
+        };
+        let outcome = match filter::filter(&data, &self.want, &self.policy) {
+            Ok(o) => o,
+            // The SDKs skip empty data and events of another name.
+            Err(_) if data.is_empty() || !matches!(name, None | Some(b"" | b"message")) => {
+                return Ok(None)
+            }
+            Err(e) => return Err(format!("an event of the MCP server's stream: {e}")),
+        };
         for seen in outcome.seen {
             self.log.push(seen);
         }
-        let new = outcome.rewritten?;
+        let Some(new) = outcome.rewritten else {
+            return Ok(None);
+        };
         let mut out = Vec::with_capacity(new.len() + event.len() / 4 + 16);
         let mut wrote = false;
         for line in &lines {
@@ -134,7 +188,7 @@ impl SseFilter {
             }
         }
         out.push(b'\n');
-        Some(out)
+        Ok(Some(out))
     }
 }
 
@@ -201,23 +255,31 @@ impl http_body::Body for SseFilter {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         loop {
+            if let Some(why) = this.refused.take() {
+                this.ended = true;
+                this.trailers = None;
+                return Poll::Ready(Some(Err(Box::new(BodyRefused {
+                    reason: UNFILTERABLE_REASON,
+                    detail: why,
+                }))));
+            }
             if this.ended {
                 return Poll::Ready(this.trailers.take().map(Ok));
-            }
-            if this.want.satisfied() && this.buf.is_empty() {
-                return Pin::new(&mut this.inner).poll_frame(cx);
             }
             let out = match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
                 Some(Ok(frame)) => match frame.into_data() {
                     Ok(data) => {
                         this.buf.extend_from_slice(&data);
-                        let out = this.take_events(false);
-                        if this.limit != 0 && this.buf.len() > this.limit {
-                            return Poll::Ready(Some(Err(format!(
+                        let mut out = this.take_events(false);
+                        if this.refused.is_none() && this.limit != 0 && this.buf.len() > this.limit
+                        {
+                            let why = format!(
                                 "an MCP response stream event exceeds {} bytes",
                                 this.limit
-                            )
-                            .into())));
+                            );
+                            let mut more = BytesMut::from(&out[..]);
+                            this.refuse(why, &mut more);
+                            out = more.freeze();
                         }
                         out
                     }
@@ -240,7 +302,7 @@ impl http_body::Body for SseFilter {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.ended && self.trailers.is_none()
+        self.ended && self.trailers.is_none() && self.refused.is_none()
     }
 }
 
@@ -248,6 +310,7 @@ impl http_body::Body for SseFilter {
 mod tests {
     use super::*;
     use crate::config::{McpServer, McpTool};
+    use crate::mcp::jsonrpc;
     use crate::rules::Scope;
     use http_body_util::BodyExt;
     use proptest::prelude::*;
@@ -299,11 +362,11 @@ mod tests {
     }
 
     const STREAM: &str = "event: message\r\nid: 1\r\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\"}\r\n\r\n: keep-alive\n\nid: 2\ndata: {\"jsonrpc\":\"2.0\",\"id\":7,\n\
-data: \"result\":{\"tools\":[{\"name\":\"search\"},{\"name\":\"rm_rf\"}]}}\n\nretry: 10\r\rdata: after\n\n";
+data: \"result\":{\"tools\":[{\"name\":\"search\"},{\"name\":\"rm_rf\"}]}}\n\nretry: 10\r\revent: note\rdata: after\n\n";
 
     #[test]
     fn filters_the_awaited_answer_and_passes_everything_else() {
-        let (out, log) = run(vec![STREAM.into()], Want::Ids(vec![json!(7)]), 0);
+        let (out, log) = run(vec![STREAM.into()], Want::ids(&[json!(7)]), 0);
         let out = String::from_utf8(out.expect("stream")).expect("utf8");
         let expect = STREAM.replace(
             "id: 2\ndata: {\"jsonrpc\":\"2.0\",\"id\":7,\n\
@@ -317,14 +380,108 @@ data: \"result\":{\"tools\":[{\"name\":\"search\"},{\"name\":\"rm_rf\"}]}}\n\n",
     #[test]
     fn an_oversized_pending_event_fails_the_stream() {
         let big = format!("data: {}", "x".repeat(100));
-        let (out, _) = run(vec![big.into()], Want::Shape, 64);
+        let (out, log) = run(vec![big.into()], Want::Shape, 64);
         assert!(out.expect_err("limit").contains("exceeds 64"));
+        assert_eq!(log["messages"][0]["decision"], "deny");
+    }
+
+    /// The body's frames until its error, and the error.
+    fn until_error(chunks: Vec<Vec<u8>>, want: Want) -> (String, BoxError, Value) {
+        let log = Arc::new(McpLog::new("s"));
+        let body = crate::body::boxed(Chunks(chunks.into_iter().map(Bytes::from).collect()));
+        let mut f = SseFilter::new(body, want, policy(), log.clone(), 0);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let mut out = Vec::new();
+        let e = rt.block_on(async {
+            loop {
+                match f.frame().await {
+                    Some(Ok(frame)) => out.extend_from_slice(&frame.into_data().expect("data")),
+                    Some(Err(e)) => break e,
+                    None => panic!(
+                        "the stream ended cleanly: {}",
+                        String::from_utf8_lossy(&out)
+                    ),
+                }
+            }
+        });
+        assert!(
+            http_body::Body::is_end_stream(&f),
+            "nothing follows the error"
+        );
+        (String::from_utf8(out).expect("utf8"), e, log.to_value())
+    }
+
+    #[test]
+    fn an_answer_that_is_not_json_ends_the_stream_with_an_error_for_the_client() {
+        // QA case c: the Python SDK's parser reads NaN; serde_json does not.
+        let nan = "event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":7,\"result\":{\"tools\":[{\"name\":\"rm_rf\",\"inputSchema\":{\"default\":NaN}}]}}\n\n";
+        let first = "data: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\"}\n\n";
+        for bad in [
+            nan.as_bytes().to_vec(),
+            b"data: {\"id\":7,\"result\":{\"tools\":[{\"name\":\"rm\xff\"}]}}\n\n".to_vec(),
+            b"data: {\"id\":7,\"result\":{\"tools\":[{\"name\":\"rm_rf\"}]".to_vec(),
+        ] {
+            let chunks = vec![first.into(), bad.clone(), "data: later\n\n".into()];
+            let bad = String::from_utf8_lossy(&bad);
+            let (out, e, log) = until_error(chunks, Want::ids(&[json!(7)]));
+            assert!(!out.contains("rm"), "{bad}: {out}");
+            assert!(out.starts_with(first), "events before it pass: {out}");
+            assert!(!out.contains("later"), "nothing after it passes: {out}");
+            let error = out[first.len()..]
+                .strip_prefix("event: message\ndata: ")
+                .expect("an error event");
+            let v: Value = serde_json::from_str(error.trim_end()).expect("json");
+            assert_eq!(v["id"], 7, "{v}");
+            assert_eq!(v["error"]["code"], jsonrpc::INTERNAL_ERROR, "{v}");
+            let refused = e.downcast_ref::<BodyRefused>().expect("a BodyRefused");
+            assert_eq!(refused.reason, "mcp_unfilterable_response");
+            assert_eq!(log["messages"][0]["decision"], "deny", "{log}");
+        }
+        // On a GET stream there is no id to answer: the stream is cut.
+        let (out, _, _) = until_error(vec![nan.into()], Want::Shape);
+        assert_eq!(out, "");
+    }
+
+    #[test]
+    fn events_clients_skip_pass_as_they_are() {
+        let s = "event: other\ndata: NaN\n\nid: 3\ndata:\n\n: note\n\ndata: {\"id\":7,\"result\":{\"tools\":[]}}\n\n";
+        let (out, _) = run(vec![s.into()], Want::ids(&[json!(7)]), 0);
+        assert_eq!(out.expect("stream"), s.as_bytes());
+    }
+
+    #[test]
+    fn every_answer_of_the_stream_is_filtered_not_just_the_first() {
+        // QA case d: a second answer with the same id, and one with id "7".
+        let a = "data: {\"id\":7,\"result\":{\"tools\":[{\"name\":\"search\"}]}}\n\n";
+        let b = "data: {\"id\":7,\"result\":{\"tools\":[{\"name\":\"search\"},{\"name\":\"rm_rf\"}]}}\n\n";
+        let c = "data: {\"id\":\"7\",\"result\":{\"tools\":[{\"name\":\"rm_rf\"}]}}\n\n";
+        let (out, log) = run(
+            vec![a.into(), b.into(), c.into()],
+            Want::ids(&[json!(7)]),
+            0,
+        );
+        let out = String::from_utf8(out.expect("stream")).expect("utf8");
+        assert!(!out.contains("rm_rf"), "{out}");
+        assert_eq!(out.matches("search").count(), 2, "{out}");
+        assert_eq!(log["messages"][1]["tools_removed"], json!(["rm_rf"]));
+        assert_eq!(log["messages"][2]["tools_removed"], json!(["rm_rf"]));
+    }
+
+    #[test]
+    fn a_bom_opening_the_stream_does_not_hide_the_first_event() {
+        // WHATWG decoders (the TypeScript SDK's) drop it and dispatch the event.
+        let s = "\u{feff}data: {\"id\":7,\"result\":{\"tools\":[{\"name\":\"rm_rf\"}]}}\n\n";
+        let (out, _) = run(vec![s.into()], Want::ids(&[json!(7)]), 0);
+        let out = String::from_utf8(out.expect("stream")).expect("utf8");
+        assert!(!out.contains("rm_rf"), "{out}");
     }
 
     #[test]
     fn an_unterminated_last_event_is_judged_too() {
         let s = "data: {\"id\":7,\"result\":{\"tools\":[{\"name\":\"rm_rf\"}]}}";
-        let (out, _) = run(vec![s.into()], Want::Ids(vec![json!(7)]), 0);
+        let (out, _) = run(vec![s.into()], Want::ids(&[json!(7)]), 0);
         let out = String::from_utf8(out.expect("stream")).expect("utf8");
         assert!(!out.contains("rm_rf"), "{out}");
     }
@@ -346,7 +503,7 @@ data: \"result\":{\"tools\":[{\"name\":\"search\"},{\"name\":\"rm_rf\"}]}}\n\n",
         /// However the bytes are cut into chunks, the output is the same.
         #[test]
         fn chunking_does_not_matter(cuts in proptest::collection::vec(0..STREAM.len(), 0..12)) {
-            let whole = run(vec![STREAM.into()], Want::Ids(vec![json!(7)]), 0).0.expect("whole");
+            let whole = run(vec![STREAM.into()], Want::ids(&[json!(7)]), 0).0.expect("whole");
             let mut cuts = cuts;
             cuts.sort_unstable();
             cuts.dedup();
@@ -356,7 +513,7 @@ data: \"result\":{\"tools\":[{\"name\":\"search\"},{\"name\":\"rm_rf\"}]}}\n\n",
                 chunks.push(STREAM.as_bytes()[last..c].to_vec());
                 last = c;
             }
-            let (out, _) = run(chunks, Want::Ids(vec![json!(7)]), 0);
+            let (out, _) = run(chunks, Want::ids(&[json!(7)]), 0);
             prop_assert_eq!(out.expect("chunked"), whole);
         }
     }
