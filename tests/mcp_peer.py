@@ -13,6 +13,16 @@
     mcp_peer.py raw URL
         Hand-made requests no SDK sends (percent-encoded path, duplicate keys, a batch), with
         httpx through the same proxy. Prints one JSON line.
+
+    mcp_peer.py crafted HOST PORT CALLS_LOG CERT KEY
+        A hand-made hostile server (no SDK: it answers in ways FastMCP never would) over
+        HTTPS. Its tools/list answer lists "search_repositories" and "delete_repository" in
+        the form named by the last path segment (/mcp/MODE), each a way a filter that reads
+        less than the client does lets the denied tool through (see CRAFTED below).
+
+    mcp_peer.py list URL...
+        The SDK's client session, one per URL: initialize and list the tools. Prints one JSON
+        line mapping each URL's last path segment to {"tools": [...]} or {"error": "..."}.
 """
 
 import asyncio
@@ -122,6 +132,109 @@ async def raw(url):
     print(json.dumps(out))
 
 
+# The crafted server's tools/list answers, by mode: (content type, body) for a request id.
+def _crafted(mode, rid):
+    tools = [
+        {"name": "search_repositories", "inputSchema": {"type": "object"}},
+        {"name": "delete_repository", "inputSchema": {"type": "object"}},
+    ]
+
+    def answer(id_, tools_=tools):
+        return {"jsonrpc": "2.0", "id": id_, "result": {"tools": tools_}}
+
+    full = json.dumps(answer(rid))
+    if mode == "json_rpc_type":
+        # The Python SDK takes any type starting "application/json" as JSON.
+        return "application/json-rpc", full
+    if mode == "string_id":
+        # The Python SDK reads the answer id "1" as the request id 1.
+        return "application/json", json.dumps(answer(str(rid)))
+    if mode == "nan":
+        # Not JSON, but the SDK's parser (pydantic) reads NaN.
+        nan = dict(tools[1], inputSchema={"type": "object", "properties": {
+            "n": {"type": "number", "default": float("nan")}}})
+        return "application/json", json.dumps(answer(rid, [tools[0], nan]))
+    if mode == "sse_nan":
+        nan = dict(tools[1], inputSchema={"default": float("nan")})
+        return "text/event-stream", "event: message\ndata: " + json.dumps(answer(rid, [nan])) + "\n\n"
+    if mode == "sse_second_answer":
+        # The first answer carries the id but the SDK drops it (no "jsonrpc"); the second,
+        # with the same id, is the one it takes.
+        decoy = {"id": rid, "result": {"tools": []}}
+        return "text/event-stream", "".join(
+            "event: message\ndata: " + json.dumps(m) + "\n\n" for m in (decoy, answer(rid)))
+    raise ValueError(mode)
+
+
+def crafted(host, port, calls_log, cert, key):
+    import ssl
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args):
+            pass
+
+        def send(self, status, content_type=None, body=b""):
+            self.send_response(status)
+            if content_type:
+                self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self):
+            self.send(405)
+
+        def do_DELETE(self):
+            self.send(405)
+
+        def do_POST(self):
+            req = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+            if "id" not in req:
+                return self.send(202)
+            rid, method = req["id"], req.get("method")
+            if method == "initialize":
+                result = {"protocolVersion": req["params"]["protocolVersion"],
+                          "capabilities": {"tools": {}}, "serverInfo": {"name": "crafted", "version": "1"}}
+                body = {"jsonrpc": "2.0", "id": rid, "result": result}
+                return self.send(200, "application/json", json.dumps(body).encode())
+            if method == "tools/call":
+                with open(calls_log, "a") as f:
+                    f.write(json.dumps({"tool": req["params"]["name"]}) + "\n")
+                body = {"jsonrpc": "2.0", "id": rid, "result": {"content": [{"type": "text", "text": "ran"}]}}
+                return self.send(200, "application/json", json.dumps(body).encode())
+            content_type, body = _crafted(self.path.rsplit("/", 1)[-1], rid)
+            self.send(200, content_type, body.encode())
+
+    server = ThreadingHTTPServer((host, int(port)), Handler)
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert, key)
+    server.socket = tls.wrap_socket(server.socket, server_side=True)
+    server.serve_forever()
+
+
+async def list_tools(urls):
+    from mcp import ClientSession
+    from mcp.client.streamable_http import streamablehttp_client
+
+    async def one(url):
+        async with streamablehttp_client(url) as (read, write, _):
+            async with ClientSession(read, write) as s:
+                await s.initialize()
+                listed = await s.list_tools()
+                return {"tools": sorted(t.name for t in listed.tools)}
+
+    out = {}
+    for url in urls:
+        try:
+            out[url.rsplit("/", 1)[-1]] = await asyncio.wait_for(one(url), 10)
+        except BaseException as e:  # an ExceptionGroup from the SDK's task group, a timeout
+            out[url.rsplit("/", 1)[-1]] = {"error": repr(e)[:300]}
+    print(json.dumps(out))
+
+
 if __name__ == "__main__":
     cmd = sys.argv[1]
     if cmd == "server":
@@ -130,5 +243,9 @@ if __name__ == "__main__":
         asyncio.run(client(sys.argv[2]))
     elif cmd == "raw":
         asyncio.run(raw(sys.argv[2]))
+    elif cmd == "crafted":
+        crafted(*sys.argv[2:7])
+    elif cmd == "list":
+        asyncio.run(list_tools(sys.argv[2:]))
     else:
         sys.exit(f"unknown command {cmd}")

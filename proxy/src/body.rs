@@ -58,15 +58,16 @@ pub fn incoming(b: hyper::body::Incoming) -> Body {
 #[error("client request body: {0}")]
 pub struct ClientBodyError(#[source] pub hyper::Error);
 
-/// A transform's refusal of a request body it checks while the body streams
-/// to the upstream (`aws_auth` re-signing an aws-chunked upload): the body
-/// fails mid-stream, so the upstream never receives a complete request, and
-/// the exchange is audited as that transform's rejection with `reason`
-/// (status 400), not as an upstream or client-body error.
+/// A body a transform cut on purpose, mid-stream, because the rest could not
+/// be passed on safely: a request body `aws_auth` re-signs as it streams (a
+/// malformed aws-chunked upload: the upstream never receives a complete
+/// request, and the exchange is audited as that transform's rejection, 400),
+/// or a response `mcp` could not filter (audited with `reason` rather than
+/// `upstream_body_error`).
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{detail}")]
-pub struct StreamRefusal {
-    /// The transform that refused (`rejected_by`).
+pub struct BodyRefused {
+    /// The transform that refused (`rejected_by` for a request body).
     pub by: &'static str,
     /// The audit `reason`.
     pub reason: &'static str,

@@ -162,7 +162,11 @@ impl http_body::Body for AuditedBody {
             Poll::Ready(Some(Err(e))) => {
                 if let Some(r) = this.guard.as_mut().and_then(|g| g.record_mut()) {
                     let detail = format!("response body: {e}");
-                    if r.reason.is_none() {
+                    if let Some(b) = crate::find_in_chain::<body::BodyRefused>(e.as_ref()) {
+                        // A transform cut the body on purpose: its reason.
+                        let status = r.status_code;
+                        r.fail(b.reason, detail, status);
+                    } else if r.reason.is_none() {
                         // The head went out, the body broke off (the upstream
                         // closed or reset mid-body): the client got less than
                         // it was promised, so the record is an error too.

@@ -35,6 +35,20 @@ pub mod upstream;
 /// The version of this build.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
+/// The first error of type `T` in `e`'s chain of sources, `e` included.
+pub fn find_in_chain<'a, T: std::error::Error + 'static>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a T> {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(found) = err.downcast_ref::<T>() {
+            return Some(found);
+        }
+        cur = err.source();
+    }
+    None
+}
+
 /// `e` and its sources joined with ": ". Display strings leave the source
 /// out (one `thiserror` enum per module, `#[source]` for the cause), so this
 /// is how a message gets its whole cause, each part once: the CLI prints

@@ -199,3 +199,107 @@ fn requests_no_sdk_sends_are_judged_too() {
     let rec = px.wait_for_audit(|a| a.str("reason") == Some("mcp_invalid_request"));
     assert_eq!(rec.status_code(), Some(400), "{rec}");
 }
+
+/// The hostile server of `mcp_peer.py crafted` on a fresh host of `net` named `name`.
+fn crafted_server(net: &FakeInternet, name: &str, calls: &Path) -> NetProcess {
+    let dir = net.dir().join(name);
+    std::fs::create_dir_all(&dir).expect("server dir");
+    let leaf = net.ca().issue(&[name.to_string()], &dir, "server");
+    let (server, addr) = net.python_peer("mcp_peer.py", 443, |host, cmd| {
+        cmd.args(["crafted", &host.v4.to_string(), "443"])
+            .arg(calls)
+            .arg(&leaf.cert)
+            .arg(&leaf.key);
+    });
+    net.dns().set(name, &[addr.ip()]);
+    server
+}
+
+#[test]
+fn answers_the_filter_cannot_read_as_the_sdk_does_never_list_a_denied_tool() {
+    require_root!();
+    let net = FakeInternet::new();
+    let state = tempfile::tempdir().expect("state dir");
+    let log = state.path().join("calls.jsonl");
+    let _server = crafted_server(&net, "mcp-evil.test", &log);
+    let config = CONFIG.replace(
+        r#"domains: ["mcp-sse.test", "mcp-json.test"]"#,
+        r#"domains: ["mcp-evil.test"]"#,
+    );
+    let px = Proxy::with(config.as_str()).resolver(&net).start();
+
+    let modes = [
+        "json_rpc_type",
+        "string_id",
+        "nan",
+        "sse_nan",
+        "sse_second_answer",
+    ];
+    let urls: Vec<String> = modes
+        .iter()
+        .map(|m| format!("https://mcp-evil.test/mcp/{m}"))
+        .collect();
+    let mut args = vec!["list"];
+    args.extend(urls.iter().map(String::as_str));
+    let out = through(&px, &args);
+    let tools_list = |mode: &str| {
+        let path = format!("/mcp/{mode}");
+        px.wait_for_audit(move |a| {
+            a.path() == Some(path.as_str())
+                && a.pointer("/mcp/messages/0/method") == Some(&json!("tools/list"))
+        })
+    };
+
+    // Read as the SDK reads them, these answers are filtered: an `application/json-rpc`
+    // answer, one whose id is the string "1", and a second answer on the stream.
+    for mode in ["json_rpc_type", "string_id", "sse_second_answer"] {
+        assert_eq!(
+            out[mode],
+            json!({"tools": ["search_repositories"]}),
+            "{mode}: {out}"
+        );
+        let rec = tools_list(mode);
+        assert!(rec.is_allowed(), "{mode}: {rec}");
+        let removed: Vec<&Value> = rec
+            .pointer("/mcp/messages")
+            .and_then(Value::as_array)
+            .unwrap_or_else(|| panic!("{mode}: messages: {rec}"))
+            .iter()
+            .filter_map(|m| m.get("tools_removed"))
+            .collect();
+        assert!(
+            removed.contains(&&json!(["delete_repository"])),
+            "{mode}: the audit shows what was removed: {rec}"
+        );
+    }
+    // Answers it cannot read (NaN) fail the call instead of passing: a JSON answer is
+    // refused with 502, an event stream gets an error event and is cut.
+    for (mode, status) in [("nan", 502), ("sse_nan", 200)] {
+        let error = out[mode]["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{mode}: list_tools fails: {out}"));
+        assert!(!error.contains("delete_repository"), "{mode}: {out}");
+        let rec = tools_list(mode);
+        assert_eq!(rec.action(), Some("error"), "{mode}: {rec}");
+        assert_eq!(
+            rec.str("reason"),
+            Some("mcp_unfilterable_response"),
+            "{mode}: {rec}"
+        );
+        assert_eq!(rec.status_code(), Some(status), "{mode}: {rec}");
+        assert_eq!(
+            rec.pointer("/mcp/server"),
+            Some(&json!("github")),
+            "{mode}: {rec}"
+        );
+        assert_eq!(
+            rec.pointer("/mcp/messages/1/decision"),
+            Some(&json!("deny")),
+            "{mode}: {rec}"
+        );
+        assert!(
+            !rec.to_string().contains("delete_repository"),
+            "{mode}: {rec}"
+        );
+    }
+}

@@ -2,6 +2,13 @@
 //! the server: tools the policy does not allow are removed from the answer.
 //! The tools that stay are copied byte for byte (their schemas keep their key
 //! order); only the surrounding objects are re-serialized.
+//!
+//! Fail closed: a payload the filter cannot read as JSON (NaN, invalid UTF-8,
+//! cut short, trailing data) is an error, never passed on, since clients read
+//! more than strict JSON (the Python SDK's parser takes `NaN`). And every
+//! message whose `result` has a `tools` list is filtered, whatever its id:
+//! which answer a client files under its `tools/list` depends on how it
+//! normalises ids (see `ids.rs`) and, on a resumed stream, not on the id at all.
 
 use std::collections::BTreeMap;
 
@@ -9,23 +16,58 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
+use super::ids::correlates;
 use super::policy::ServerPolicy;
 
 /// Which server messages are `tools/list` answers.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub enum Want {
-    /// Answers to these request ids (the `tools/list` calls of the exchange's request).
-    Ids(Vec<Value>),
+    /// Answers to the `tools/list` calls of the exchange's request. Any other
+    /// message with a `result.tools` list is filtered too.
+    Ids(Vec<ListId>),
     /// Any answer whose result carries a `tools` array (a stream the client
     /// opened with GET, where the proxy saw no request to match ids against).
     Shape,
 }
 
+/// The id of one `tools/list` request.
+#[derive(Debug, Clone)]
+pub struct ListId {
+    /// As forwarded (what the server answers with).
+    pub id: Value,
+    /// As the client sent it, exactly (`null` when unknown): what an error
+    /// the proxy answers in the server's stead carries.
+    pub sent: Box<RawValue>,
+}
+
 impl Want {
-    /// True when no answer is awaited any more.
-    pub fn satisfied(&self) -> bool {
-        matches!(self, Want::Ids(ids) if ids.is_empty())
+    /// True when `id` answers one of the awaited `tools/list` requests.
+    pub fn awaits(&self, id: &Value) -> bool {
+        matches!(self, Want::Ids(ids) if ids.iter().any(|w| correlates(&w.id, id)))
     }
+}
+
+#[cfg(test)]
+impl Want {
+    /// Awaits these ids, sent as they are forwarded.
+    pub(crate) fn ids(ids: &[Value]) -> Want {
+        Want::Ids(
+            ids.iter()
+                .map(|id| ListId {
+                    id: id.clone(),
+                    sent: serde_json::value::to_raw_value(id).expect("serializes"),
+                })
+                .collect(),
+        )
+    }
+}
+
+/// Why a payload could not be judged.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FilterError {
+    /// Not JSON as RFC 8259 has it; the message names the position, never content.
+    #[error("the answer is not valid JSON ({0})")]
+    NotJson(String),
 }
 
 /// What filtering one payload did.
@@ -45,17 +87,14 @@ struct ToolHead {
     name: Option<Value>,
 }
 
-/// Filters `payload`; an answer matched by id is removed from `want`. A
-/// payload that is not JSON is left alone (it cannot list tools).
-pub fn filter(payload: &[u8], want: &mut Want, policy: &ServerPolicy) -> Outcome {
+/// Filters `payload` (see the module doc).
+pub fn filter(payload: &[u8], want: &Want, policy: &ServerPolicy) -> Result<Outcome, FilterError> {
     let mut out = Outcome::default();
-    let Ok(raw) = serde_json::from_slice::<&RawValue>(payload) else {
-        return out;
-    };
+    let raw = serde_json::from_slice::<&RawValue>(payload)
+        .map_err(|e| FilterError::NotJson(e.to_string()))?;
     if raw.get().trim_start().starts_with('[') {
-        let Ok(items) = serde_json::from_str::<Vec<&RawValue>>(raw.get()) else {
-            return out;
-        };
+        let items = serde_json::from_str::<Vec<&RawValue>>(raw.get())
+            .map_err(|e| FilterError::NotJson(e.to_string()))?;
         let mut changed = false;
         let mut rebuilt: Vec<Box<RawValue>> = Vec::with_capacity(items.len());
         for item in items {
@@ -73,41 +112,40 @@ pub fn filter(payload: &[u8], want: &mut Want, policy: &ServerPolicy) -> Outcome
     } else if let Some(new) = filter_message(raw, want, policy, &mut out.seen) {
         out.rewritten = Some(new.get().as_bytes().to_vec());
     }
-    out
+    Ok(out)
 }
 
-/// The filtered message, when it is a `tools/list` answer that lost tools.
+/// The filtered message, when it carries a tool list that lost tools.
 fn filter_message(
     raw: &RawValue,
-    want: &mut Want,
+    want: &Want,
     policy: &ServerPolicy,
     seen: &mut Vec<Value>,
 ) -> Option<Box<RawValue>> {
+    // Not an object: not an answer any client accepts.
     let mut msg: Object = serde_json::from_str(raw.get()).ok()?;
-    if msg.contains_key("method") {
-        return None;
-    }
     let id: Value = msg
         .get("id")
         .and_then(|r| serde_json::from_str(r.get()).ok())
         .unwrap_or(Value::Null);
+    let awaited = !msg.contains_key("method") && want.awaits(&id);
     let mut result: Object = serde_json::from_str(msg.get("result")?.get()).ok()?;
-    let tools: Vec<Box<RawValue>> = match want {
-        Want::Ids(ids) => {
-            let at = ids.iter().position(|w| super::policy::json_eq(w, &id))?;
-            ids.swap_remove(at);
-            let Some(tools) = result.get("tools") else {
-                seen.push(
-                    json!({"from": "server", "kind": "response", "method": "tools/list",
-                    "id": id, "decision": "pass", "reason": "answer lists no tools"}),
-                );
-                return None;
-            };
-            // Not a list: nothing the client could select from, and nothing
-            // to keep; the answer goes with no tools at all.
-            serde_json::from_str(tools.get()).unwrap_or_default()
+    let tools: Vec<Box<RawValue>> = match result.get("tools") {
+        None if awaited => {
+            seen.push(
+                json!({"from": "server", "kind": "response", "method": "tools/list",
+                "id": id, "decision": "pass", "reason": "answer lists no tools"}),
+            );
+            return None;
         }
-        Want::Shape => serde_json::from_str(result.get("tools")?.get()).ok()?,
+        None => return None,
+        Some(tools) => match serde_json::from_str(tools.get()) {
+            Ok(list) => list,
+            // Not a list: nothing the client could select from, and nothing
+            // to keep; the awaited answer goes with no tools at all.
+            Err(_) if awaited => Vec::new(),
+            Err(_) => return None,
+        },
     };
     let total = tools.len();
     let mut removed = Vec::new();
@@ -172,12 +210,15 @@ mod tests {
         })
     }
 
+    fn run(payload: &[u8], want: &Want) -> Outcome {
+        filter(payload, want, &policy()).expect("readable")
+    }
+
     const LIST: &str = r#"{"jsonrpc":"2.0","id":2,"result":{"tools":[{"name":"search","inputSchema":{"type":"object","properties":{"z":{},"a":{}}}},{"name":"delete_repo","inputSchema":{}},{"name":"create_issue","inputSchema":{}}],"nextCursor":"c"}}"#;
 
     #[test]
     fn removes_unlisted_tools_and_keeps_the_rest_verbatim() {
-        let mut want = Want::Ids(vec![json!(2)]);
-        let out = filter(LIST.as_bytes(), &mut want, &policy());
+        let out = run(LIST.as_bytes(), &Want::ids(&[json!(2)]));
         let text = String::from_utf8(out.rewritten.expect("rewritten")).expect("utf8");
         let v: Value = serde_json::from_str(&text).expect("json");
         let names: Vec<_> = v["result"]["tools"]
@@ -191,21 +232,20 @@ mod tests {
         assert_eq!(v["id"], 2);
         // Key order inside a kept tool is untouched ("z" before "a").
         assert!(text.contains(r#""properties":{"z":{},"a":{}}"#), "{text}");
-        assert!(want.satisfied());
         assert_eq!(out.seen[0]["tools_removed"], json!(["delete_repo"]));
         assert_eq!(out.seen[0]["decision"], "filter");
     }
 
     #[test]
-    fn only_the_awaited_answers_are_touched() {
-        let mut want = Want::Ids(vec![json!("other")]);
-        let out = filter(LIST.as_bytes(), &mut want, &policy());
-        assert!(out.rewritten.is_none() && out.seen.is_empty());
-        assert!(!want.satisfied());
+    fn every_tool_list_is_filtered_whatever_its_id() {
+        // An answer to another id still loses its denied tools: the client
+        // may file it under its tools/list all the same.
+        let out = run(LIST.as_bytes(), &Want::ids(&[json!("other")]));
+        let v: Value = serde_json::from_slice(&out.rewritten.expect("rewritten")).expect("json");
+        assert_eq!(v["result"]["tools"].as_array().map(Vec::len), Some(2));
         // A batch: the matching entry is filtered, the rest copied.
         let batch = format!(r#"[{{"jsonrpc":"2.0","id":1,"result":{{}}}},{LIST}]"#);
-        let mut want = Want::Ids(vec![json!(2)]);
-        let out = filter(batch.as_bytes(), &mut want, &policy());
+        let out = run(batch.as_bytes(), &Want::ids(&[json!(2)]));
         let v: Value = serde_json::from_slice(&out.rewritten.expect("rewritten")).expect("json");
         assert_eq!(v[0], json!({"jsonrpc":"2.0","id":1,"result":{}}));
         assert_eq!(v[1]["result"]["tools"].as_array().map(Vec::len), Some(2));
@@ -213,28 +253,63 @@ mod tests {
 
     #[test]
     fn shape_mode_and_odd_payloads() {
-        let mut want = Want::Shape;
-        let out = filter(LIST.as_bytes(), &mut want, &policy());
+        let out = run(LIST.as_bytes(), &Want::Shape);
         assert!(out.rewritten.is_some());
-        assert!(!want.satisfied(), "a GET stream never ends its watch");
         for odd in [
-            "not json",
             "{\"method\":\"tools/list\",\"id\":2}",
             "{\"id\":2,\"result\":5}",
+            "[1, \"x\"]",
+            "{\"id\":2,\"result\":{\"tools\":{}}}",
         ] {
-            let out = filter(odd.as_bytes(), &mut Want::Shape, &policy());
+            let out = run(odd.as_bytes(), &Want::Shape);
             assert!(out.rewritten.is_none(), "{odd}");
         }
         // A nameless or non-string-named tool is not listed.
         let odd =
             r#"{"id":2,"result":{"tools":[{"inputSchema":{}},{"name":5},{"name":"search"}]}}"#;
-        let out = filter(odd.as_bytes(), &mut Want::Ids(vec![json!(2)]), &policy());
+        let out = run(odd.as_bytes(), &Want::ids(&[json!(2)]));
         let v: Value = serde_json::from_slice(&out.rewritten.expect("rewritten")).expect("json");
         assert_eq!(v["result"]["tools"], json!([{"name": "search"}]));
         // A `tools` that is not a list is replaced by an empty one.
-        let odd = r#"{"id":2,"result":{"tools":{"name":"delete_repo"}}}"#;
-        let out = filter(odd.as_bytes(), &mut Want::Ids(vec![json!(2)]), &policy());
+        let odd = r#"{"id":"2","result":{"tools":{"name":"delete_repo"}}}"#;
+        let out = run(odd.as_bytes(), &Want::ids(&[json!(2)]));
         let v: Value = serde_json::from_slice(&out.rewritten.expect("rewritten")).expect("json");
         assert_eq!(v["result"]["tools"], json!([]));
+    }
+
+    #[test]
+    fn answers_the_client_normalises_to_its_id_are_awaited_answers() {
+        // The Python SDK reads id "1" as 1 (QA case b).
+        let list = r#"{"jsonrpc":"2.0","id":"1","result":{"tools":[{"name":"search"},{"name":"delete_repo"}]}}"#;
+        let out = run(list.as_bytes(), &Want::ids(&[json!(1)]));
+        let v: Value = serde_json::from_slice(&out.rewritten.expect("rewritten")).expect("json");
+        assert_eq!(v["result"]["tools"], json!([{"name": "search"}]));
+        assert_eq!(out.seen[0]["tools_removed"], json!(["delete_repo"]));
+        let none = r#"{"jsonrpc":"2.0","id":" 01 ","result":{}}"#;
+        let out = run(none.as_bytes(), &Want::ids(&[json!(1)]));
+        assert_eq!(out.seen[0]["reason"], "answer lists no tools");
+    }
+
+    #[test]
+    fn payloads_that_are_not_strict_json_are_errors() {
+        let nan = r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"delete_repo","inputSchema":{"default":NaN}}]}}"#;
+        let truncated = &LIST[..LIST.len() - 3];
+        let trailing = format!("{LIST} x");
+        let mut bad_utf8 = LIST.as_bytes().to_vec();
+        let at = LIST.find("delete_repo").expect("name");
+        bad_utf8[at + 6] = 0xff;
+        for (payload, why) in [
+            (nan.as_bytes(), "NaN"),
+            (truncated.as_bytes(), "truncated"),
+            (trailing.as_bytes(), "trailing data"),
+            (&bad_utf8[..], "invalid UTF-8"),
+            (b"Infinity", "Infinity"),
+            (b"", "empty"),
+        ] {
+            for want in [Want::ids(&[json!(2)]), Want::Shape] {
+                let e = filter(payload, &want, &policy()).expect_err(why);
+                assert!(matches!(e, FilterError::NotJson(_)), "{why}: {e}");
+            }
+        }
     }
 }

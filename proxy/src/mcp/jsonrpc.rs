@@ -7,6 +7,7 @@ use std::fmt;
 
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
 /// Why a request body is not JSON-RPC the interceptor can judge.
@@ -147,15 +148,42 @@ fn classify(v: Value) -> Result<Message, ParseError> {
     }
 }
 
-/// An error response to `id`.
-pub fn error(id: &Value, code: i64, message: &str) -> Value {
-    json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}})
+/// An error response to `id` (`None`: `null`), as text. The id is copied as
+/// the client wrote it: through a `Value` a large number would come back
+/// rounded (`1.2345678901234568e+29`) and the client could not match it.
+pub fn error(id: Option<&RawValue>, code: i64, message: &str) -> String {
+    let error = json!({"code": code, "message": message});
+    let id = id.map_or("null", RawValue::get);
+    format!(r#"{{"jsonrpc":"2.0","id":{id},"error":{error}}}"#)
+}
+
+/// The raw `id` of each message of a body (`None` where a message has none,
+/// or `null`), in order; `None` when the body does not parse as messages.
+pub fn raw_ids(bytes: &[u8]) -> Option<Vec<Option<Box<RawValue>>>> {
+    #[derive(Deserialize)]
+    struct IdOf<'a> {
+        #[serde(borrow, default)]
+        id: Option<&'a RawValue>,
+    }
+    let raw: &RawValue = serde_json::from_slice(bytes).ok()?;
+    let ids: Vec<IdOf<'_>> = if raw.get().trim_start().starts_with('[') {
+        serde_json::from_str(raw.get()).ok()?
+    } else {
+        vec![serde_json::from_str(raw.get()).ok()?]
+    };
+    Some(
+        ids.into_iter()
+            .map(|m| m.id.map(ToOwned::to_owned))
+            .collect(),
+    )
 }
 
 /// JSON-RPC's "Parse error" code.
 pub const PARSE_ERROR: i64 = -32700;
 /// JSON-RPC's "Invalid Request" code.
 pub const INVALID_REQUEST: i64 = -32600;
+/// JSON-RPC's "Internal error" code: the proxy could not pass an answer on.
+pub const INTERNAL_ERROR: i64 = -32603;
 
 /// A JSON value whose objects had no duplicate keys.
 struct Strict(Value);
@@ -302,9 +330,41 @@ mod tests {
 
     #[test]
     fn error_envelopes_keep_the_id() {
+        let id = RawValue::from_string(r#""r-1""#.into()).expect("raw");
+        let text = error(Some(&id), -32001, "no");
         assert_eq!(
-            error(&json!("r-1"), -32001, "no"),
+            serde_json::from_str::<Value>(&text).expect("json"),
             json!({"jsonrpc":"2.0","id":"r-1","error":{"code":-32001,"message":"no"}})
         );
+        assert_eq!(
+            serde_json::from_str::<Value>(&error(None, -1, "x")).expect("json")["id"],
+            Value::Null
+        );
+    }
+
+    #[test]
+    fn large_ids_come_back_digit_for_digit() {
+        let body = br#"[{"jsonrpc":"2.0","id":123456789012345678901234567890,"method":"a"},
+            {"jsonrpc":"2.0","method":"n"},{"id":null,"method":"b"},{"id":"s","method":"c"}]"#;
+        let ids = raw_ids(body).expect("ids");
+        let shown: Vec<Option<&str>> = ids
+            .iter()
+            .map(|i| i.as_deref().map(RawValue::get))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                Some("123456789012345678901234567890"),
+                None,
+                None,
+                Some(r#""s""#)
+            ]
+        );
+        let text = error(ids[0].as_deref(), -32001, "no");
+        assert!(
+            text.contains(r#""id":123456789012345678901234567890,"#),
+            "{text}"
+        );
+        assert!(raw_ids(b"not json").is_none());
     }
 }

@@ -9,7 +9,10 @@
 //!   batch with one denied call is refused whole. A body that is not JSON-RPC
 //!   is refused too (fail closed: the server might read it otherwise).
 //! - response: `tools/list` answers lose the tools the policy denies, in
-//!   `application/json` bodies and, event by event, in `text/event-stream`.
+//!   JSON bodies and, event by event, in `text/event-stream`. It fails
+//!   closed: an answer read as clients read it (`media.rs`, `ids.rs`) that
+//!   the filter cannot judge is refused (`mcp_unfilterable_response`), never
+//!   passed on.
 //! - audit: the record gets a top-level `mcp` section with the server policy
 //!   and one entry per JSON-RPC message seen. Ids, tool names and error
 //!   envelopes come from the body as the client sent it, never from the
@@ -17,7 +20,9 @@
 //!   workload (or reach the log) as the real credential.
 
 pub mod filter;
+pub mod ids;
 pub mod jsonrpc;
+pub mod media;
 pub mod policy;
 pub mod sse;
 
@@ -27,6 +32,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use http::header::{ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderValue, Request, Response, StatusCode};
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use crate::audit::LateField;
@@ -35,8 +41,9 @@ use crate::config::{McpConfig, McpErrorConfig};
 use crate::pipeline::{
     body_bytes, original_body_bytes, Flow, Rejection, Transform, TransformError, Verdict,
 };
-use filter::Want;
+use filter::{ListId, Want};
 use jsonrpc::Message;
+use media::Kind;
 use policy::{Decision, ServerPolicy};
 
 /// The largest event of a streamed answer the filter holds while
@@ -45,6 +52,12 @@ const SSE_EVENT_LIMIT: usize = 16 << 20;
 
 /// Audit entries kept per exchange; the rest are counted.
 const MAX_ENTRIES: usize = 64;
+
+/// The audit reason of an answer the interceptor could not filter.
+pub const UNFILTERABLE_REASON: &str = "mcp_unfilterable_response";
+
+/// The JSON-RPC error message a client gets for such an answer.
+pub const UNFILTERABLE: &str = "iron-proxy: the MCP server's answer could not be filtered";
 
 /// The interceptor, built from the `mcp:` block.
 pub struct McpInterceptor {
@@ -129,8 +142,8 @@ impl McpInterceptor {
     }
 
     /// A JSON response refusing the request.
-    fn refuse(status: StatusCode, reason: &str, message: String, body: &Value) -> Verdict {
-        let mut rsp = Response::new(body::full(body.to_string()));
+    fn refuse(status: StatusCode, reason: &str, message: String, body: String) -> Verdict {
+        let mut rsp = Response::new(body::full(body));
         *rsp.status_mut() = status;
         let h = rsp.headers_mut();
         h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -151,7 +164,7 @@ impl McpInterceptor {
             StatusCode::BAD_REQUEST,
             "mcp_invalid_request",
             detail.clone(),
-            &jsonrpc::error(&Value::Null, code, &format!("iron-proxy: {detail}")),
+            jsonrpc::error(None, code, &format!("iron-proxy: {detail}")),
         )
     }
 }
@@ -260,6 +273,12 @@ impl Transform for McpInterceptor {
                 .filter(|l| l.messages.len() == parsed.messages.len())
         };
         let label = |i: usize| labels.as_ref().and_then(|l| l.messages.get(i));
+        // Ids to echo, as raw text: a large number must come back digit for digit.
+        let raw_ids = labels
+            .as_ref()
+            .and_then(|_| jsonrpc::raw_ids(&sent_text))
+            .filter(|ids| ids.len() == parsed.messages.len());
+        let raw_id = |i: usize| raw_ids.as_ref().and_then(|ids| ids.get(i)?.as_deref());
         let mut denied = 0;
         let mut list_ids = Vec::new();
         for (i, msg) in parsed.messages.iter().enumerate() {
@@ -305,7 +324,10 @@ impl Transform for McpInterceptor {
                     }
                 }
                 Message::Request { id, method, .. } if method == "tools/list" => {
-                    list_ids.push(id.clone());
+                    list_ids.push(ListId {
+                        id: id.clone(),
+                        sent: raw_id(i).unwrap_or(RawValue::NULL).to_owned(),
+                    });
                 }
                 _ => {}
             }
@@ -314,12 +336,11 @@ impl Transform for McpInterceptor {
         if denied > 0 {
             cx.annotate("rejected", "mcp_tool_denied");
             cx.annotate("denied_calls", denied);
-            let envelope = |i: usize| {
-                let id = label(i).map_or(Value::Null, |m| m.id().clone());
-                jsonrpc::error(&id, self.error.code, &self.error.message)
-            };
+            let envelope =
+                |i: usize| jsonrpc::error(raw_id(i), self.error.code, &self.error.message);
             let body = if parsed.batch {
-                Value::Array((0..parsed.messages.len()).map(envelope).collect())
+                let all: Vec<String> = (0..parsed.messages.len()).map(envelope).collect();
+                format!("[{}]", all.join(","))
             } else {
                 envelope(0)
             };
@@ -327,7 +348,7 @@ impl Transform for McpInterceptor {
                 StatusCode::OK,
                 "mcp_tool_denied",
                 self.error.message.clone(),
-                &body,
+                body,
             ));
         }
         if !list_ids.is_empty() {
@@ -346,7 +367,7 @@ impl Transform for McpInterceptor {
     ) -> Result<Verdict, TransformError> {
         let Some(McpState {
             server,
-            want: Some(mut want),
+            want: Some(want),
             log,
         }) = cx.ext.remove::<McpState>()
         else {
@@ -355,10 +376,23 @@ impl Transform for McpInterceptor {
         if !rsp.status().is_success() {
             return Ok(Verdict::Continue);
         }
-        let unfilterable = |detail: String| TransformError {
-            status: StatusCode::BAD_GATEWAY,
-            reason: "mcp_unfilterable_response",
-            detail,
+        let unfilterable = |detail: String| {
+            log.push(
+                json!({"from": "server", "kind": "response", "decision": "deny",
+                "reason": detail}),
+            );
+            TransformError {
+                status: StatusCode::BAD_GATEWAY,
+                reason: UNFILTERABLE_REASON,
+                detail,
+            }
+        };
+        let kind = match (&want, media::kind(rsp.headers())) {
+            // The stream opened with GET: the TypeScript SDK reads it as an
+            // event stream whatever its type, so it is filtered as one.
+            (Want::Shape, Kind::SseOtherCharset) => Kind::SseOtherCharset,
+            (Want::Shape, _) => Kind::Sse,
+            (Want::Ids(_), k) => k,
         };
         // Asked for identity, a server may still compress: a JSON answer is
         // decoded (and sent on plain); an encoded event stream is refused.
@@ -366,20 +400,13 @@ impl Transform for McpInterceptor {
             !crate::transforms::body_capture::codings(&String::from_utf8_lossy(v.as_bytes()))
                 .is_empty()
         });
-        let mime = rsp
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .map(|m| m.trim().to_ascii_lowercase())
-            .unwrap_or_default();
-        if encoded && mime != "application/json" {
-            return Err(unfilterable(format!(
-                "the MCP server encoded a {mime} tools/list answer although asked for identity"
-            )));
-        }
-        match mime.as_str() {
-            "application/json" => {
+        let shown = || {
+            let ct = media::content_type(rsp.headers());
+            let ct: String = ct.chars().take(80).collect();
+            format!("{ct:?}")
+        };
+        match kind {
+            Kind::Json => {
                 let b = std::mem::replace(rsp.body_mut(), body::empty());
                 let bytes = body::collect(b, self.max_response)
                     .await
@@ -395,9 +422,10 @@ impl Transform for McpInterceptor {
                     })?;
                 let (cap, limit) = (self.max_response, "max_response_body_bytes");
                 let bytes = decoded(rsp.headers(), &bytes, cap, "tools/list answer", limit)
-                    .map_err(unfilterable)?;
+                    .map_err(&unfilterable)?;
                 rsp.headers_mut().remove(CONTENT_ENCODING);
-                let out = filter::filter(&bytes, &mut want, &server);
+                let out = filter::filter(&bytes, &want, &server)
+                    .map_err(|e| unfilterable(format!("the tools/list answer: {e}")))?;
                 for seen in out.seen {
                     log.push(seen);
                 }
@@ -406,7 +434,13 @@ impl Transform for McpInterceptor {
                     .insert(CONTENT_LENGTH, HeaderValue::from(bytes.len()));
                 *rsp.body_mut() = body::full(bytes);
             }
-            "text/event-stream" => {
+            Kind::Sse if encoded => {
+                return Err(unfilterable(format!(
+                    "the MCP server encoded a {} answer although asked for identity",
+                    shown()
+                )));
+            }
+            Kind::Sse => {
                 let b = std::mem::replace(rsp.body_mut(), body::empty());
                 rsp.headers_mut().remove(CONTENT_LENGTH);
                 // An unbounded stream still gets a bound on the one event it holds.
@@ -416,7 +450,24 @@ impl Transform for McpInterceptor {
                 };
                 *rsp.body_mut() = body::boxed(sse::SseFilter::new(b, want, server, log, limit));
             }
-            _ => {}
+            Kind::SseOtherCharset => {
+                return Err(unfilterable(format!(
+                    "the MCP server answered as {}: an event stream not in UTF-8",
+                    shown()
+                )));
+            }
+            Kind::Ambiguous => {
+                return Err(unfilterable(format!(
+                    "the MCP server answered tools/list as {}, which clients read as JSON or as an event stream",
+                    shown()
+                )));
+            }
+            Kind::Other => {
+                return Err(unfilterable(format!(
+                    "the MCP server answered tools/list as {}, neither JSON nor an event stream",
+                    shown()
+                )));
+            }
         }
         Ok(Verdict::Continue)
     }

@@ -1,9 +1,17 @@
 //! A streaming `text/event-stream` filter: the response body passes through
-//! event by event, and an event whose data is a `tools/list` answer is
-//! rewritten without the tools the policy denies. Nothing waits for the end
-//! of the stream; once every awaited answer has gone by, bytes pass straight
-//! through. Events follow the WHATWG rules: lines end in CRLF, LF or CR, an
+//! event by event, and an event whose data lists tools is rewritten without
+//! the tools the policy denies. Nothing waits for the end of the stream, and
+//! every event is judged until it ends (a second answer to an id that was
+//! already answered is filtered like the first). Events follow the WHATWG
+//! rules: a UTF-8 BOM may open the stream, lines end in CRLF, LF or CR, an
 //! empty line ends an event, and `data` lines join with LF.
+//!
+//! Fail closed: an event a client would parse (no `event` name, or
+//! `message`) whose non-empty data is not JSON the filter can read, or an
+//! event over the size limit, ends the stream. Each awaited `tools/list` id
+//! first gets a JSON-RPC error event (so the client fails the call at once
+//! rather than wait), then the body ends with a [`BodyRefused`] error, which
+//! the audit record shows as `mcp_unfilterable_response`.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -11,11 +19,12 @@ use std::task::{ready, Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 use http_body::Frame;
+use serde_json::json;
 
 use super::filter::{self, Want};
 use super::policy::ServerPolicy;
-use super::McpLog;
-use crate::body::{Body, BoxError};
+use super::{jsonrpc, McpLog, UNFILTERABLE, UNFILTERABLE_REASON};
+use crate::body::{Body, BodyRefused, BoxError};
 
 /// The filtering body.
 pub struct SseFilter {
@@ -28,6 +37,10 @@ pub struct SseFilter {
     log: Arc<McpLog>,
     /// Largest pending event (0: no limit).
     limit: usize,
+    /// True once the first event went out (only the stream's start may hold a BOM).
+    started: bool,
+    /// Why the stream is being cut, once it is.
+    refused: Option<String>,
     trailers: Option<Frame<Bytes>>,
     ended: bool,
 }
@@ -58,21 +71,18 @@ impl SseFilter {
             policy,
             log,
             limit,
+            started: false,
+            refused: None,
             trailers: None,
             ended: false,
         }
     }
 
     /// Takes every complete event out of the buffer, filtered; at `eof`, the
-    /// unterminated rest too.
+    /// unterminated rest too. Stops at an event it must refuse.
     fn take_events(&mut self, eof: bool) -> Bytes {
         let mut out = BytesMut::new();
-        loop {
-            if self.want.satisfied() {
-                out.extend_from_slice(&self.buf.split());
-                self.scan = 0;
-                break;
-            }
+        while self.refused.is_none() {
             match scan(&self.buf, self.scan, eof) {
                 Scan::Event(end) => self.emit(end, &mut out),
                 Scan::More(at) => {
@@ -88,20 +98,50 @@ impl SseFilter {
         out.freeze()
     }
 
-    /// Moves the event `buf[..end]` to `out`, rewritten when it must be.
+    /// Moves the event `buf[..end]` to `out`, rewritten when it must be; an
+    /// event that cannot be judged is dropped and the stream refused.
     fn emit(&mut self, end: usize, out: &mut BytesMut) {
         let event = self.buf.split_to(end);
         self.scan = 0;
-        match self.rewrite(&event) {
-            Some(new) => out.extend_from_slice(&new),
-            None => out.extend_from_slice(&event),
+        let judged = match event.strip_prefix(b"\xef\xbb\xbf") {
+            Some(rest) if !self.started => rest,
+            _ => &event[..],
+        };
+        self.started = true;
+        match self.rewrite(judged) {
+            Ok(Some(new)) => out.extend_from_slice(&new),
+            Ok(None) => out.extend_from_slice(&event),
+            Err(why) => self.refuse(why, out),
         }
     }
 
+    /// Cuts the stream: an error event for each awaited id, then (on the
+    /// next poll) a body error.
+    fn refuse(&mut self, why: String, out: &mut BytesMut) {
+        self.log.push(json!({
+            "from": "server",
+            "kind": "response",
+            "decision": "deny",
+            "reason": why,
+        }));
+        if let Want::Ids(ids) = &self.want {
+            for id in ids {
+                let envelope =
+                    jsonrpc::error(Some(&id.sent), jsonrpc::INTERNAL_ERROR, UNFILTERABLE);
+                out.extend_from_slice(b"event: message\ndata: ");
+                out.extend_from_slice(envelope.as_bytes());
+                out.extend_from_slice(b"\n\n");
+            }
+        }
+        self.buf.clear();
+        self.refused = Some(why);
+    }
+
     /// The event rewritten, when its data is an answer that lost tools.
-    fn rewrite(&mut self, event: &[u8]) -> Option<Vec<u8>> {
+    fn rewrite(&mut self, event: &[u8]) -> Result<Option<Vec<u8>>, String> {
         let lines = lines(event);
         let mut data: Option<Vec<u8>> = None;
+        let mut name: Option<&[u8]> = None;
         for line in &lines {
             if let Some(v) = field(line, b"data") {
                 match &mut data {
@@ -111,13 +151,27 @@ impl SseFilter {
                     }
                     None => data = Some(v.to_vec()),
                 }
+            } else if let Some(v) = field(line, b"event") {
+                name = Some(v);
             }
         }
-        let outcome = filter::filter(&data?, &mut self.want, &self.policy);
+        let Some(data) = data else {
+            return Ok(None);
+        };
+        let outcome = match filter::filter(&data, &self.want, &self.policy) {
+            Ok(o) => o,
+            // The SDKs skip empty data and events of another name.
+            Err(_) if data.is_empty() || !matches!(name, None | Some(b"" | b"message")) => {
+                return Ok(None)
+            }
+            Err(e) => return Err(format!("an event of the MCP server's stream: {e}")),
+        };
         for seen in outcome.seen {
             self.log.push(seen);
         }
-        let new = outcome.rewritten?;
+        let Some(new) = outcome.rewritten else {
+            return Ok(None);
+        };
         let mut out = Vec::with_capacity(new.len() + event.len() / 4 + 16);
         let mut wrote = false;
         for line in &lines {
@@ -134,7 +188,7 @@ impl SseFilter {
             }
         }
         out.push(b'\n');
-        Some(out)
+        Ok(Some(out))
     }
 }
 
@@ -201,23 +255,32 @@ impl http_body::Body for SseFilter {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         loop {
+            if let Some(why) = this.refused.take() {
+                this.ended = true;
+                this.trailers = None;
+                return Poll::Ready(Some(Err(Box::new(BodyRefused {
+                    by: "mcp",
+                    reason: UNFILTERABLE_REASON,
+                    detail: why,
+                }))));
+            }
             if this.ended {
                 return Poll::Ready(this.trailers.take().map(Ok));
-            }
-            if this.want.satisfied() && this.buf.is_empty() {
-                return Pin::new(&mut this.inner).poll_frame(cx);
             }
             let out = match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
                 Some(Ok(frame)) => match frame.into_data() {
                     Ok(data) => {
                         this.buf.extend_from_slice(&data);
-                        let out = this.take_events(false);
-                        if this.limit != 0 && this.buf.len() > this.limit {
-                            return Poll::Ready(Some(Err(format!(
+                        let mut out = this.take_events(false);
+                        if this.refused.is_none() && this.limit != 0 && this.buf.len() > this.limit
+                        {
+                            let why = format!(
                                 "an MCP response stream event exceeds {} bytes",
                                 this.limit
-                            )
-                            .into())));
+                            );
+                            let mut more = BytesMut::from(&out[..]);
+                            this.refuse(why, &mut more);
+                            out = more.freeze();
                         }
                         out
                     }
@@ -240,124 +303,9 @@ impl http_body::Body for SseFilter {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.ended && self.trailers.is_none()
+        self.ended && self.trailers.is_none() && self.refused.is_none()
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::{McpServer, McpTool};
-    use crate::rules::Scope;
-    use http_body_util::BodyExt;
-    use proptest::prelude::*;
-    use serde_json::{json, Value};
-    use std::collections::VecDeque;
-
-    /// A body that yields the given chunks.
-    struct Chunks(VecDeque<Bytes>);
-    impl http_body::Body for Chunks {
-        type Data = Bytes;
-        type Error = BoxError;
-        fn poll_frame(
-            mut self: Pin<&mut Self>,
-            _cx: &mut Context<'_>,
-        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-            Poll::Ready(self.0.pop_front().map(|b| Ok(Frame::data(b))))
-        }
-    }
-
-    fn policy() -> Arc<ServerPolicy> {
-        Arc::new(ServerPolicy::new(&McpServer {
-            name: "s".into(),
-            rules: Scope(vec![]),
-            tools: vec![McpTool {
-                name: "search".into(),
-                when: vec![],
-            }],
-        }))
-    }
-
-    fn run(chunks: Vec<Vec<u8>>, want: Want, limit: usize) -> (Result<Vec<u8>, String>, Value) {
-        let log = Arc::new(McpLog::new("s"));
-        let body = crate::body::boxed(Chunks(chunks.into_iter().map(Bytes::from).collect()));
-        let f = SseFilter::new(body, want, policy(), log.clone(), limit);
-        let out = futures_lite(f);
-        (out, log.to_value())
-    }
-
-    fn futures_lite(f: SseFilter) -> Result<Vec<u8>, String> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .expect("runtime");
-        rt.block_on(async {
-            f.collect()
-                .await
-                .map(|c| c.to_bytes().to_vec())
-                .map_err(|e| e.to_string())
-        })
-    }
-
-    const STREAM: &str = "event: message\r\nid: 1\r\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\"}\r\n\r\n: keep-alive\n\nid: 2\ndata: {\"jsonrpc\":\"2.0\",\"id\":7,\n\
-data: \"result\":{\"tools\":[{\"name\":\"search\"},{\"name\":\"rm_rf\"}]}}\n\nretry: 10\r\rdata: after\n\n";
-
-    #[test]
-    fn filters_the_awaited_answer_and_passes_everything_else() {
-        let (out, log) = run(vec![STREAM.into()], Want::Ids(vec![json!(7)]), 0);
-        let out = String::from_utf8(out.expect("stream")).expect("utf8");
-        let expect = STREAM.replace(
-            "id: 2\ndata: {\"jsonrpc\":\"2.0\",\"id\":7,\n\
-data: \"result\":{\"tools\":[{\"name\":\"search\"},{\"name\":\"rm_rf\"}]}}\n\n",
-            "id: 2\ndata: {\"id\":7,\"jsonrpc\":\"2.0\",\"result\":{\"tools\":[{\"name\":\"search\"}]}}\n\n",
-        );
-        assert_eq!(out, expect);
-        assert_eq!(log["messages"][0]["tools_removed"], json!(["rm_rf"]));
-    }
-
-    #[test]
-    fn an_oversized_pending_event_fails_the_stream() {
-        let big = format!("data: {}", "x".repeat(100));
-        let (out, _) = run(vec![big.into()], Want::Shape, 64);
-        assert!(out.expect_err("limit").contains("exceeds 64"));
-    }
-
-    #[test]
-    fn an_unterminated_last_event_is_judged_too() {
-        let s = "data: {\"id\":7,\"result\":{\"tools\":[{\"name\":\"rm_rf\"}]}}";
-        let (out, _) = run(vec![s.into()], Want::Ids(vec![json!(7)]), 0);
-        let out = String::from_utf8(out.expect("stream")).expect("utf8");
-        assert!(!out.contains("rm_rf"), "{out}");
-    }
-
-    proptest! {
-        /// Whatever the server sends that holds no tools/list answer comes out byte for
-        /// byte, however it is cut.
-        #[test]
-        fn other_streams_pass_unchanged(
-            bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..300),
-            cut in 0usize..300,
-        ) {
-            let cut = cut.min(bytes.len());
-            let chunks = vec![bytes[..cut].to_vec(), bytes[cut..].to_vec()];
-            let (out, _) = run(chunks, Want::Shape, 0);
-            prop_assert_eq!(out.expect("stream"), bytes);
-        }
-
-        /// However the bytes are cut into chunks, the output is the same.
-        #[test]
-        fn chunking_does_not_matter(cuts in proptest::collection::vec(0..STREAM.len(), 0..12)) {
-            let whole = run(vec![STREAM.into()], Want::Ids(vec![json!(7)]), 0).0.expect("whole");
-            let mut cuts = cuts;
-            cuts.sort_unstable();
-            cuts.dedup();
-            let mut chunks = Vec::new();
-            let mut last = 0;
-            for c in cuts.into_iter().chain([STREAM.len()]) {
-                chunks.push(STREAM.as_bytes()[last..c].to_vec());
-                last = c;
-            }
-            let (out, _) = run(chunks, Want::Ids(vec![json!(7)]), 0);
-            prop_assert_eq!(out.expect("chunked"), whole);
-        }
-    }
-}
+mod tests;

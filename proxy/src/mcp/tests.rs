@@ -313,3 +313,133 @@ async fn a_compressed_json_answer_is_decoded_filtered_and_sent_plain() {
     let v: Value = serde_json::from_slice(&bytes).expect("plain json");
     assert_eq!(v["result"]["tools"], json!([{"name": "search"}]));
 }
+
+/// The answer to a `tools/list` (id 4) with this type and body, as the client gets it.
+async fn list_answer(
+    content_type: &[&str],
+    body: &'static str,
+) -> (Result<Bytes, TransformError>, Flow) {
+    let (_, mut cx, _) = judge(r#"{"jsonrpc":"2.0","id":4,"method":"tools/list"}"#).await;
+    let mut rsp = Response::new(body::full(body));
+    for ct in content_type {
+        rsp.headers_mut()
+            .append(CONTENT_TYPE, HeaderValue::from_str(ct).expect("header"));
+    }
+    let out = match interceptor().on_response(&mut rsp, &mut cx).await {
+        Ok(_) => Ok(rsp.into_body().collect().await.expect("body").to_bytes()),
+        Err(e) => Err(e),
+    };
+    (out, cx)
+}
+
+const LEAKY: &str =
+    r#"{"jsonrpc":"2.0","id":4,"result":{"tools":[{"name":"search"},{"name":"rm"}]}}"#;
+
+#[tokio::test]
+async fn every_type_a_client_reads_as_json_is_filtered() {
+    // QA case a: the Python SDK takes anything starting `application/json`.
+    for ct in [
+        "application/json-rpc",
+        "Application/JSON; charset=utf-8",
+        "application/vnd.example+json",
+        "text/plain; x=application/json",
+    ] {
+        let (out, _) = list_answer(&[ct], LEAKY).await;
+        let bytes = out.unwrap_or_else(|e| panic!("{ct}: {e}"));
+        let v: Value = serde_json::from_slice(&bytes).expect("json");
+        assert_eq!(v["result"]["tools"], json!([{"name": "search"}]), "{ct}");
+    }
+}
+
+#[tokio::test]
+async fn an_answer_of_another_or_two_types_is_refused() {
+    for ct in [
+        &[][..],
+        &["text/plain"],
+        &["application/octet-stream"],
+        &["text/event-stream; x=application/json"],
+        &["application/json", "text/event-stream"],
+        &["text/event-stream; charset=utf-16"],
+    ] {
+        let (out, cx) = list_answer(ct, LEAKY).await;
+        let e = out.err().unwrap_or_else(|| panic!("{ct:?} refused"));
+        assert_eq!(
+            (e.status, e.reason),
+            (StatusCode::BAD_GATEWAY, "mcp_unfilterable_response"),
+            "{ct:?}"
+        );
+        let a = audit(&cx);
+        assert_eq!(a["server"], "gh");
+        assert_eq!(a["messages"][1]["decision"], "deny", "{a}");
+    }
+}
+
+#[tokio::test]
+async fn a_string_id_the_client_reads_as_its_own_is_filtered() {
+    // QA case b: the Python SDK reads "4" as 4.
+    let body = r#"{"jsonrpc":"2.0","id":"4","result":{"tools":[{"name":"search"},{"name":"rm"}]}}"#;
+    let (out, cx) = list_answer(&["application/json"], body).await;
+    let v: Value = serde_json::from_slice(&out.expect("filtered")).expect("json");
+    assert_eq!(v["result"]["tools"], json!([{"name": "search"}]));
+    assert_eq!(audit(&cx)["messages"][1]["tools_removed"], json!(["rm"]));
+}
+
+#[tokio::test]
+async fn a_json_answer_that_is_not_json_is_refused_not_passed() {
+    // QA case c: NaN is not JSON, but the Python SDK's parser reads it.
+    for body in [
+        r#"{"jsonrpc":"2.0","id":4,"result":{"tools":[{"name":"rm","inputSchema":{"default":NaN}}]}}"#,
+        r#"{"jsonrpc":"2.0","id":4,"result":{"tools":[{"name":"rm"}]"#,
+        "",
+    ] {
+        let (out, cx) = list_answer(&["application/json"], body).await;
+        let e = out.err().unwrap_or_else(|| panic!("{body} refused"));
+        assert_eq!(e.reason, "mcp_unfilterable_response", "{body}");
+        assert!(e.detail.contains("not valid JSON"), "{}", e.detail);
+        let a = audit(&cx);
+        assert_eq!(a["messages"][1]["decision"], "deny", "{a}");
+        assert!(!a.to_string().contains("\"rm\""), "{a}");
+    }
+}
+
+#[tokio::test]
+async fn a_get_stream_is_read_as_an_event_stream_whatever_its_type() {
+    let mut cx = test_flow("mcp.test", "GET", "/mcp");
+    let mut req = request("", "");
+    let i = interceptor();
+    assert!(matches!(
+        i.on_request(&mut req, &mut cx).await.expect("ok"),
+        Verdict::Continue
+    ));
+    let body =
+        "data: {\"jsonrpc\":\"2.0\",\"id\":9,\"result\":{\"tools\":[{\"name\":\"rm\"}]}}\n\n";
+    let mut rsp = Response::new(body::full(body));
+    rsp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    i.on_response(&mut rsp, &mut cx).await.expect("filtered");
+    let bytes = rsp.into_body().collect().await.expect("body").to_bytes();
+    assert!(!String::from_utf8_lossy(&bytes).contains("rm"), "{bytes:?}");
+}
+
+#[tokio::test]
+async fn error_envelopes_echo_large_ids_digit_for_digit() {
+    let (v, _, _) = judge(
+        r#"{"jsonrpc":"2.0","id":123456789012345678901234567890,"method":"tools/call","params":{"name":"rm"}}"#,
+    )
+    .await;
+    let Verdict::Reject(r) = v else {
+        panic!("expected a refusal")
+    };
+    let bytes = r
+        .into_response()
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    let text = String::from_utf8_lossy(&bytes);
+    assert!(
+        text.contains(r#""id":123456789012345678901234567890,"#),
+        "{text}"
+    );
+}

@@ -56,7 +56,7 @@ pub enum UpstreamError {
     /// A transform refused the request body as it streamed (a malformed
     /// aws-chunked upload `aws_auth` re-signs): that transform's rejection.
     #[error(transparent)]
-    Refused(crate::body::StreamRefusal),
+    Refused(crate::body::BodyRefused),
     /// The exchange failed after connecting.
     #[error("upstream exchange failed: {0}")]
     Http(String),
@@ -286,29 +286,15 @@ fn origin_form(mut req: Request<Body>) -> Result<(Key, Request<Body>), UpstreamE
     Ok((Key { tls, host, port }, req))
 }
 
-/// The first error of type `T` in `e`'s chain of sources, `e` included.
-fn in_chain<'a, T: std::error::Error + 'static>(
-    e: &'a (dyn std::error::Error + 'static),
-) -> Option<&'a T> {
-    let mut cur = Some(e);
-    while let Some(err) = cur {
-        if let Some(found) = err.downcast_ref::<T>() {
-            return Some(found);
-        }
-        cur = err.source();
-    }
-    None
-}
-
 /// Turns a client error into an [`UpstreamError`], keeping a dial failure's reason.
 fn classify(e: &(dyn std::error::Error + 'static)) -> UpstreamError {
-    if let Some(d) = in_chain::<DialError>(e) {
+    if let Some(d) = crate::find_in_chain::<DialError>(e) {
         return UpstreamError::Dial(d.clone());
     }
-    if let Some(client) = in_chain::<crate::body::ClientBodyError>(e) {
+    if let Some(client) = crate::find_in_chain::<crate::body::ClientBodyError>(e) {
         return UpstreamError::ClientBody(crate::error_chain(client));
     }
-    if let Some(refusal) = in_chain::<crate::body::StreamRefusal>(e) {
+    if let Some(refusal) = crate::find_in_chain::<crate::body::BodyRefused>(e) {
         return UpstreamError::Refused(refusal.clone());
     }
     let mut detail = e.to_string();

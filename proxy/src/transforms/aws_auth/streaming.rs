@@ -21,7 +21,7 @@ use http::HeaderMap;
 use http_body::{Frame, SizeHint};
 
 use super::chunked::{ChunkSigner, ChunkedError, Resigner};
-use crate::body::{Body, BoxError, StreamRefusal};
+use crate::body::{Body, BodyRefused, BoxError};
 
 /// The audit reason of a signed aws-chunked body that cannot be re-signed.
 pub const MALFORMED: &str = "aws_chunked_malformed";
@@ -80,7 +80,7 @@ impl Payload {
 }
 
 /// `inner`, an aws-chunked body, with its signatures made again by `signer`.
-/// A body whose framing does not parse fails with a [`StreamRefusal`]
+/// A body whose framing does not parse fails with a [`BodyRefused`]
 /// (`aws_chunked_malformed`), so the upstream never gets all of it.
 pub fn resigned(
     inner: Body,
@@ -109,7 +109,7 @@ struct Resigned {
 }
 
 fn refusal(e: ChunkedError) -> BoxError {
-    Box::new(StreamRefusal {
+    Box::new(BodyRefused {
         by: "aws_auth",
         reason: MALFORMED,
         detail: format!("aws_auth cannot re-sign the aws-chunked body: {e}"),
@@ -253,9 +253,7 @@ mod tests {
             .collect()
             .await
             .expect_err("refused");
-        let r = err
-            .downcast_ref::<StreamRefusal>()
-            .expect("a StreamRefusal");
+        let r = err.downcast_ref::<BodyRefused>().expect("a BodyRefused");
         assert_eq!((r.by, r.reason), ("aws_auth", MALFORMED));
         assert!(r.detail.contains("chunk header"), "{}", r.detail);
     }

@@ -359,7 +359,7 @@ async fn a_signed_chunk_upload_gets_chunk_signatures_of_the_real_key() {
     assert!(matches!(outcome, PhaseOutcome::Continue));
     let err = body_of(req).await.expect_err("refused");
     let r = err
-        .downcast_ref::<crate::body::StreamRefusal>()
+        .downcast_ref::<crate::body::BodyRefused>()
         .expect("a refusal");
     assert_eq!((r.by, r.reason), ("aws_auth", "aws_chunked_malformed"));
 }
