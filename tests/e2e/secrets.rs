@@ -8,6 +8,7 @@
 
 mod aws;
 mod aws_auth;
+mod backend_dns;
 mod gcp;
 mod hmac;
 mod inject;
