@@ -9,6 +9,7 @@
 mod aws;
 mod aws_auth;
 mod aws_stream;
+mod backend_dns;
 mod gcp;
 mod hmac;
 mod inject;

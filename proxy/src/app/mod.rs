@@ -24,6 +24,7 @@ use crate::listen::sniffed::{Intake, TlsHandling};
 use crate::listen::transparent::{OriginLookup, Redirected, SockoptLookup};
 use crate::listen::workers::Workers;
 use crate::ops::{self, Drain, Metrics};
+use crate::secrets::http::{BackendNet, OwnListeners};
 use crate::secrets::{Sources, SourcesOptions};
 use crate::state::Shared;
 use crate::upstream::{Dialer, Resolver, Upstream};
@@ -229,19 +230,34 @@ impl App {
             }
             None => None,
         };
+        // One resolver for the data plane and the proxy's own backend calls
+        // (secret sources, token mints, the judge): `dns` is fixed at
+        // startup, so neither needs rebuilding on reload.
+        let resolver = Resolver::new(cfg.dns.as_ref().and_then(|d| d.upstream_resolver))?;
+        // Filled as listeners bind (below); backend calls refuse these.
+        let own = OwnListeners::new();
+        if let Some(d) = &cfg.dns {
+            own.add_proxy_ip(d.proxy_ip.into());
+            if let Some(ip6) = d.proxy_ip6 {
+                own.add_proxy_ip(ip6.into());
+            }
+        }
         let failures = metrics.clone();
         let sources = Sources::new(SourcesOptions {
             prefetch: true,
             on_fetch_failure: Some(Arc::new(move |kind| {
                 failures.secret_resolution_failed(kind)
             })),
+            backend: BackendNet {
+                resolver: Some(resolver.clone()),
+                own: own.clone(),
+            },
             ..SourcesOptions::default()
         });
         let (policy, deny) = build_policy(&cfg, &sources, Some(&metrics))?;
         let tls = tls_handling(&cfg, &metrics)?;
         let upstream_tls = crate::tls::upstream_client_config()
             .map_err(|e| AppError::Tls(crate::error_chain(&e)))?;
-        let resolver = Resolver::new(cfg.dns.as_ref().and_then(|d| d.upstream_resolver))?;
         let deny = Arc::new(ArcSwap::from_pointee(deny));
         let dialer = Dialer::new(resolver, deny.clone(), upstream_tls);
         let drain = Drain::new();
@@ -387,6 +403,12 @@ impl App {
         // before readiness, so that `xtask link-order`'s profile, dumped when
         // this returns, counts no served request as start-up.
         crate::resident::release_after("start-up");
+        // Before readiness, so no request-driven backend call (a token mint)
+        // can miss one. Earlier calls (secret prefetches) find the listeners
+        // unbound or answering 503.
+        for (_, addr) in &bound {
+            own.add_listener(*addr);
+        }
         shared.set_ready(true);
         ops::signals::notify_ready();
         for (name, addr) in &bound {

@@ -13,6 +13,9 @@
 //! sections in the response's `restart_required`. A config that startup would
 //! refuse (`mcp` servers, which this build cannot enforce) is refused by the
 //! reload too, so a reload can never load a policy that is silently ignored.
+//! Transforms a reload builds take their backend HTTP client from the
+//! process-long [`Sources`], so it keeps the startup resolver, exactly as the
+//! data plane does (`dns` is restart-only).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -121,6 +121,9 @@ pub struct SourcesOptions {
     pub aws: aws::AwsOverrides,
     /// Told about every failed backend fetch (metrics).
     pub on_fetch_failure: Option<FailureHook>,
+    /// How backend calls resolve names and which addresses they refuse: the
+    /// running proxy passes the data plane's resolver and its own listeners.
+    pub backend: http::BackendNet,
 }
 
 /// Builds [`Secret`]s from `source:` configs and shares what can be shared:
@@ -149,7 +152,7 @@ impl Default for Sources {
 impl Sources {
     /// A registry with `opts`.
     pub fn new(opts: SourcesOptions) -> Self {
-        let http = http::HttpClient::new();
+        let http = http::HttpClient::with_net(opts.backend.clone());
         Sources {
             inner: Arc::new(SourcesInner {
                 aws: aws::AwsShared::new(opts.aws.clone(), http.clone(), opts.env.clone()),
@@ -165,8 +168,10 @@ impl Sources {
         &self.inner.opts.env
     }
 
-    /// The HTTP client secret backends use (system roots, TLS on aws-lc-rs),
-    /// for other calls the proxy makes on its own behalf (OAuth2 token endpoints).
+    /// The HTTP client secret backends use (system roots, TLS on aws-lc-rs,
+    /// the data plane's resolver, the proxy's own listeners refused), for
+    /// other calls the proxy makes on its own behalf (OAuth2 token endpoints,
+    /// Google token mints, the judge's provider).
     pub fn http_client(&self) -> http::HttpClient {
         self.inner.http.clone()
     }

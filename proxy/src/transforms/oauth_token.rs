@@ -668,6 +668,7 @@ pub(crate) async fn exchange(
             "the token endpoint's answer has no access_token".into(),
         ));
     };
+    refuse_stub(&access)?;
     Ok(Ok(TokenResponse {
         access_token: Zeroizing::new(access),
         expires_in: parsed.expires_in.and_then(|v| match v {
@@ -677,6 +678,22 @@ pub(crate) async fn exchange(
         }),
         refresh_token: parsed.refresh_token.map(Zeroizing::new),
     }))
+}
+
+/// Refuses iron-proxy's own stub token as a minted one: it means the token
+/// request reached an iron-proxy token-endpoint stub (this proxy through some
+/// path the connector could not see, or another iron-proxy in front), and
+/// injecting it upstream would send a placeholder as if it were a credential.
+pub(crate) fn refuse_stub(access_token: &str) -> Result<(), MintError> {
+    if access_token == STUB_TOKEN {
+        return Err(MintError(
+            "the token endpoint answered with iron-proxy's own stub token: the token request \
+             reached an iron-proxy, not the real endpoint; set dns.upstream_resolver to a \
+             resolver that answers with the endpoint's real address"
+                .into(),
+        ));
+    }
+    Ok(())
 }
 
 /// An RSA private key from PEM (PKCS#8 `PRIVATE KEY` or PKCS#1 `RSA PRIVATE KEY`).

@@ -41,7 +41,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use zeroize::Zeroizing;
 
-use super::super::oauth_token::{MintError, TokenResponse};
+use super::super::oauth_token::{refuse_stub, MintError, TokenResponse};
 use super::post_form;
 use crate::secrets::http::HttpClient;
 use crate::secrets::EnvLookup;
@@ -391,6 +391,7 @@ async fn impersonate_account(
         .access_token
         .filter(|t| !t.is_empty())
         .ok_or_else(|| MintError("the impersonation answer has no accessToken".into()))?;
+    refuse_stub(&access)?;
     Ok(TokenResponse {
         access_token: Zeroizing::new(access),
         // No expireTime: the lifetime asked for; one that cannot be read

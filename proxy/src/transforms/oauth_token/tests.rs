@@ -1,6 +1,7 @@
-//! Tests of the oauth_token transform that need no token server: the endpoint stub, the
-//! RS256 assertion (verified with the public key), failing closed, entry selection. Minting
-//! against a real authorization server is the e2e test `secrets::oauth` (Authlib).
+//! Tests of the oauth_token transform that need no real token server: the endpoint stub, the
+//! RS256 assertion (verified with the public key), failing closed (also on a stub token
+//! answered by a local stand-in), entry selection. Minting against a real authorization
+//! server is the e2e test `secrets::oauth` (Authlib).
 
 use base64::Engine as _;
 use serde_json::json;
@@ -104,6 +105,62 @@ async fn a_token_that_cannot_be_minted_refuses_the_request() {
         header(&req, "authorization"),
         "Bearer iron-proxy-stub-token",
         "left as it was"
+    );
+}
+
+/// An endpoint on 127.0.0.1 that answers every request the way iron-proxy's
+/// stub does; returns its token URL.
+async fn stub_answering_endpoint() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let svc = hyper::service::service_fn(|_req| async {
+                let body =
+                    json!({"access_token": STUB_TOKEN, "expires_in": 3600, "token_type": "Bearer"});
+                Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from(
+                    body.to_string(),
+                ))))
+            });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc),
+            );
+        }
+    });
+    format!("http://{addr}/oauth2/token")
+}
+
+#[tokio::test]
+async fn a_minted_stub_token_is_refused_not_injected() {
+    // An endpoint answering with iron-proxy's stub token is an iron-proxy
+    // (this one, reached some way the connector cannot see, or another).
+    let endpoint = stub_answering_endpoint().await;
+    let t = transform(
+        &CC.replace("https://login.example.com/oauth2/token", &endpoint),
+        &[("ID", "i"), ("SECRET", "s")],
+    );
+    let mut req = request("GET", "/v1/things", &[], None);
+    let mut cx = flow("api.example.com", "GET", "/v1/things");
+    let (outcome, trace) = run(t, &mut req, &mut cx).await;
+    let PhaseOutcome::Reject(_, r) = outcome else {
+        panic!("the stub token was accepted: {:?}", trace.annotations)
+    };
+    assert_eq!(
+        (r.status.as_u16(), r.reason.as_str()),
+        (502, "token_unavailable")
+    );
+    let error = trace
+        .annotations
+        .get("error")
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(error.contains("iron-proxy's own stub token"), "{error}");
+    assert!(
+        req.headers().get("authorization").is_none(),
+        "nothing injected"
     );
 }
 
