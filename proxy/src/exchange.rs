@@ -104,15 +104,19 @@ pub struct AuditGuard {
 
 impl AuditGuard {
     /// A guard for `record`; `duration_ms` counts from now.
-    pub fn new(record: AuditRecord, sink: AuditSink) -> Self {
+    pub fn new(record: impl Into<AuditRecord>, sink: AuditSink) -> Self {
         Self::since(record, sink, std::time::Instant::now())
     }
 
     /// A guard for `record` of an exchange that began at `started`, so that
     /// `duration_ms` includes the request phase and the wait for the upstream.
-    pub fn since(record: AuditRecord, sink: AuditSink, started: std::time::Instant) -> Self {
+    pub fn since(
+        record: impl Into<AuditRecord>,
+        sink: AuditSink,
+        started: std::time::Instant,
+    ) -> Self {
         AuditGuard {
-            record: Some(record),
+            record: Some(record.into()),
             sink,
             started,
         }
@@ -132,6 +136,64 @@ impl Drop for AuditGuard {
             r.duration_us = elapsed.as_micros() as u64;
             r.settle_late();
             self.sink.emit(&r);
+        }
+    }
+}
+
+/// The record of an exchange still in its request phase or waiting for the
+/// upstream. Taken (`into()`) when a response is chosen, it becomes that
+/// response's [`AuditGuard`]; dropped before that (the client closed its
+/// connection or stream while a transform, the judge or the upstream was
+/// still working, so hyper dropped the exchange), it is written at once as
+/// `client_closed`, status 0: a request that may have reached the upstream
+/// with an injected credential never goes unrecorded.
+struct Pending {
+    record: Option<AuditRecord>,
+    sink: AuditSink,
+    started: std::time::Instant,
+}
+
+impl Pending {
+    fn new(record: AuditRecord, sink: AuditSink, started: std::time::Instant) -> Self {
+        Pending {
+            record: Some(record),
+            sink,
+            started,
+        }
+    }
+}
+
+impl std::ops::Deref for Pending {
+    type Target = AuditRecord;
+    fn deref(&self) -> &AuditRecord {
+        // Only `From<Pending>` takes the record, and it consumes the Pending.
+        self.record.as_ref().expect("pending record present")
+    }
+}
+
+impl std::ops::DerefMut for Pending {
+    fn deref_mut(&mut self) -> &mut AuditRecord {
+        self.record.as_mut().expect("pending record present")
+    }
+}
+
+impl From<Pending> for AuditRecord {
+    fn from(mut p: Pending) -> AuditRecord {
+        p.record.take().expect("pending record present")
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if let Some(mut r) = self.record.take() {
+            if r.reason.is_none() {
+                r.fail(
+                    "client_closed",
+                    "the client closed the connection before the response began".into(),
+                    0,
+                );
+            }
+            drop(AuditGuard::since(r, self.sink.clone(), self.started));
         }
     }
 }
@@ -520,10 +582,12 @@ async fn handle_tracked(
     mut req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let started = std::time::Instant::now();
-    let mut rec = conn.record();
+    let sink = shared.audit.clone();
+    // Until a response is chosen, the record is pending: if the client goes
+    // away first (hyper drops this future), it is still written.
+    let mut rec = Pending::new(conn.record(), sink.clone(), started);
     rec.method = req.method().as_str().to_string();
     rec.path = req.uri().path().to_string();
-    let sink = shared.audit.clone();
 
     if !shared.is_ready() {
         rec.host = destination(&req, conn.default_port)
@@ -732,6 +796,9 @@ async fn handle_tracked(
         .on_request(&mut req, &mut cx, &mut rec.request_transforms)
         .await;
     rec.late.append(&mut cx.late_audit);
+    // What transforms recorded (a captured body) belongs in the record of a
+    // refused request too: those are the ones worth investigating.
+    rec.extra.append(&mut cx.audit_extra);
     let local = match outcome {
         PhaseOutcome::Continue => None,
         PhaseOutcome::Reject(by, r) => {
@@ -758,7 +825,6 @@ async fn handle_tracked(
         }
         return Ok(finish(rsp, AuditGuard::since(rec, sink, started)));
     }
-    rec.extra.append(&mut cx.audit_extra);
 
     let upstream = match shared
         .upstream
@@ -828,6 +894,7 @@ async fn handle_tracked(
         .on_response(&mut rsp, &mut cx, &mut rec.response_transforms)
         .await;
     rec.late.append(&mut cx.late_audit);
+    rec.extra.append(&mut cx.audit_extra);
     match outcome {
         PhaseOutcome::Continue => {}
         PhaseOutcome::Reject(by, r) => {
@@ -850,7 +917,6 @@ async fn handle_tracked(
             ));
         }
     }
-    rec.extra.append(&mut cx.audit_extra);
     Ok(finish(rsp, AuditGuard::since(rec, sink, started)))
 }
 

@@ -6,7 +6,7 @@
 
 use iron_proxy_tests::*;
 
-use super::{allowed, audited, plain, refused};
+use super::{allowed, audited, plain, refused, NOT_ALLOWLISTED};
 
 /// Writes `len` bytes of `fill`, optionally starting with `prefix`, to a file
 /// for `curl --data-binary @file`.
@@ -96,10 +96,23 @@ transforms:
       max_request_body_bytes: 64
       rules:
         - host: "capture.test"
+  - name: allowlist
+    config:
+      rules:
+        - host: "capture.test"
+          paths: ["/anything/*"]
 "#,
     )
     .resolver(&net)
     .start();
+    // Refused by the transform after body_capture: the record keeps what was captured, since
+    // denied requests are the ones worth investigating.
+    plain(&px, "http://capture.test/denied")
+        .args(["--data-binary", "exfil=1"])
+        .run()
+        .expect_status(403);
+    let rec = audited(&px, "capture.test", "/denied", &NOT_ALLOWLISTED);
+    assert_eq!(rec.0["body_capture"]["request_body"], "exfil=1", "{rec}");
     let dir = paths::scratch_dir("bodies");
     // 3 MiB: far past both caps; distinct bytes everywhere, so a lost or
     // reordered chunk would show.

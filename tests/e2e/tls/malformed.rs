@@ -356,3 +356,60 @@ fn send_and_end(px: &ProxyProcess, via: Via, bytes: &[u8]) -> (String, String) {
         }
     }
 }
+
+/// A client that gives up while the upstream is still working (here, before its response head)
+/// leaves a record all the same: the request reached the upstream, so it must be in the audit log
+/// (`client_closed`, status 0), on HTTP/1.1 and HTTP/2, through https_listen and CONNECT.
+#[test]
+fn a_request_the_client_abandons_before_the_response_is_still_audited() {
+    require_root!();
+    let (_net, up, px) = mitm_with("httpbin.test");
+    let cases = [
+        ("h1", "--http1.1", false),
+        ("h2", "--http2", false),
+        ("connect", "--http1.1", true),
+    ];
+    for (i, (label, flag, connect)) in cases.into_iter().enumerate() {
+        let curl = Curl::get(&up.url("/delay/3")).args([flag]).max_time(1);
+        let curl = if connect {
+            curl.through_connect(&px)
+        } else {
+            curl.via(&px)
+        };
+        let r = curl.run();
+        assert_eq!(r.exit, 28, "{label}: curl gave up after 1 s: {}", r.stderr);
+        // The abandoned requests so far, each with its record once the proxy noticed.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let abandoned = loop {
+            let found: Vec<_> = px
+                .audit()
+                .iter()
+                .filter(|a| a.path() == Some("/delay/3"))
+                .cloned()
+                .collect();
+            if found.len() > i || std::time::Instant::now() > deadline {
+                break found;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        assert_eq!(
+            abandoned.len(),
+            i + 1,
+            "{label}: one record per abandoned request"
+        );
+        let rec = &abandoned[i];
+        assert_eq!(rec.action(), Some("error"), "{label}: {rec}");
+        assert_eq!(rec.str("reason"), Some("client_closed"), "{label}: {rec}");
+        assert_eq!(rec.status_code(), Some(0), "{label}: {rec}");
+        assert_eq!(rec.host(), Some("httpbin.test"), "{label}: {rec}");
+    }
+    assert_eq!(
+        up.requests()
+            .iter()
+            .filter(|q| q.path() == "/delay/3")
+            .count(),
+        3,
+        "each abandoned request reached the upstream"
+    );
+    assert_still_serving(&px, &up, "after-abandoned");
+}
