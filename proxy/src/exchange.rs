@@ -103,20 +103,11 @@ pub struct AuditGuard {
 }
 
 impl AuditGuard {
-    /// A guard for `record`; `duration_ms` counts from now.
-    pub fn new(record: impl Into<AuditRecord>, sink: AuditSink) -> Self {
-        Self::since(record, sink, std::time::Instant::now())
-    }
-
     /// A guard for `record` of an exchange that began at `started`, so that
     /// `duration_ms` includes the request phase and the wait for the upstream.
-    pub fn since(
-        record: impl Into<AuditRecord>,
-        sink: AuditSink,
-        started: std::time::Instant,
-    ) -> Self {
+    pub fn since(record: AuditRecord, sink: AuditSink, started: std::time::Instant) -> Self {
         AuditGuard {
-            record: Some(record.into()),
+            record: Some(record),
             sink,
             started,
         }
@@ -141,7 +132,7 @@ impl Drop for AuditGuard {
 }
 
 /// The record of an exchange still in its request phase or waiting for the
-/// upstream. Taken (`into()`) when a response is chosen, it becomes that
+/// upstream. Taken ([`Pending::into_guard`]) when a response is chosen, it becomes that
 /// response's [`AuditGuard`]; dropped before that (the client closed its
 /// connection or stream while a transform, the judge or the upstream was
 /// still working, so hyper dropped the exchange), it is written at once as
@@ -177,9 +168,12 @@ impl std::ops::DerefMut for Pending {
     }
 }
 
-impl From<Pending> for AuditRecord {
-    fn from(mut p: Pending) -> AuditRecord {
-        p.record.take().expect("pending record present")
+impl Pending {
+    /// The guard of the response chosen for this exchange; `duration_ms`
+    /// counts from the exchange's start.
+    fn into_guard(mut self) -> AuditGuard {
+        let record = self.record.take().expect("pending record present");
+        AuditGuard::since(record, self.sink.clone(), self.started)
     }
 }
 
@@ -582,10 +576,9 @@ async fn handle_tracked(
     mut req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let started = std::time::Instant::now();
-    let sink = shared.audit.clone();
     // Until a response is chosen, the record is pending: if the client goes
     // away first (hyper drops this future), it is still written.
-    let mut rec = Pending::new(conn.record(), sink.clone(), started);
+    let mut rec = Pending::new(conn.record(), shared.audit.clone(), started);
     rec.method = req.method().as_str().to_string();
     rec.path = req.uri().path().to_string();
 
@@ -601,7 +594,7 @@ async fn handle_tracked(
         rec.fail("not_ready", why.into(), 503);
         return Ok(finish(
             error_response(StatusCode::SERVICE_UNAVAILABLE, "not ready"),
-            AuditGuard::since(rec, sink, started),
+            rec.into_guard(),
         ));
     }
     if req.method() == http::Method::CONNECT {
@@ -617,7 +610,7 @@ async fn handle_tracked(
             header::ALLOW,
             HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
         );
-        return Ok(finish(rsp, AuditGuard::new(rec, sink)));
+        return Ok(finish(rsp, rec.into_guard()));
     }
     let (host, port) = match destination(&req, conn.default_port) {
         Ok(d) => d,
@@ -627,7 +620,7 @@ async fn handle_tracked(
             rec.error = Some(msg.clone());
             return Ok(finish(
                 error_response(StatusCode::BAD_REQUEST, &msg),
-                AuditGuard::since(rec, sink, started),
+                rec.into_guard(),
             ));
         }
     };
@@ -642,7 +635,7 @@ async fn handle_tracked(
         );
         return Ok(finish(
             error_response(StatusCode::MISDIRECTED_REQUEST, &msg),
-            AuditGuard::since(rec, sink, started),
+            rec.into_guard(),
         ));
     }
     for (what, expected) in [("SNI", &conn.sni), ("tunnel target", &conn.expected_host)] {
@@ -652,7 +645,7 @@ async fn handle_tracked(
                 let msg = format!("Host {host} does not match the {what} {exp}");
                 return Ok(finish(
                     error_response(StatusCode::MISDIRECTED_REQUEST, &msg),
-                    AuditGuard::since(rec, sink, started),
+                    rec.into_guard(),
                 ));
             }
         }
@@ -664,7 +657,7 @@ async fn handle_tracked(
         let msg = format!("Host {h} does not match the request target {host}:{port}");
         return Ok(finish(
             error_response(StatusCode::MISDIRECTED_REQUEST, &msg),
-            AuditGuard::new(rec, sink),
+            rec.into_guard(),
         ));
     }
     let path = req.uri().path().to_string();
@@ -675,7 +668,7 @@ async fn handle_tracked(
                 StatusCode::BAD_REQUEST,
                 "path has dot segments or is not absolute",
             ),
-            AuditGuard::since(rec, sink, started),
+            rec.into_guard(),
         ));
     }
 
@@ -722,7 +715,7 @@ async fn handle_tracked(
             rec.reject(None, "invalid_uri", 400);
             return Ok(finish(
                 error_response(StatusCode::BAD_REQUEST, "invalid request target"),
-                AuditGuard::since(rec, sink, started),
+                rec.into_guard(),
             ));
         }
     };
@@ -752,7 +745,7 @@ async fn handle_tracked(
                 rec.fail("client_body_error", detail, 400);
                 return Ok(finish(
                     error_response(StatusCode::BAD_REQUEST, "reading request body failed"),
-                    AuditGuard::since(rec, sink, started),
+                    rec.into_guard(),
                 ));
             }
         }
@@ -777,14 +770,14 @@ async fn handle_tracked(
                 let msg = format!("request body exceeds proxy.max_request_body_bytes ({limit})");
                 return Ok(finish(
                     error_response(StatusCode::PAYLOAD_TOO_LARGE, &msg),
-                    AuditGuard::since(rec, sink, started),
+                    rec.into_guard(),
                 ));
             }
             Err(BufferError::Read(e)) => {
                 rec.fail("client_body_error", e.to_string(), 400);
                 return Ok(finish(
                     error_response(StatusCode::BAD_REQUEST, "reading request body failed"),
-                    AuditGuard::since(rec, sink, started),
+                    rec.into_guard(),
                 ));
             }
         }
@@ -823,7 +816,7 @@ async fn handle_tracked(
         if !(awaits_continue && need == BodyNeed::None) {
             drain_unread(req.into_body()).await;
         }
-        return Ok(finish(rsp, AuditGuard::since(rec, sink, started)));
+        return Ok(finish(rsp, rec.into_guard()));
     }
 
     let upstream = match shared
@@ -847,7 +840,7 @@ async fn handle_tracked(
             }
             return Ok(finish(
                 error_response(e.status(), &e.to_string()),
-                AuditGuard::since(rec, sink, started),
+                rec.into_guard(),
             ));
         }
     };
@@ -857,7 +850,7 @@ async fn handle_tracked(
             return Ok(crate::upgrade::splice(
                 upstream,
                 client_up,
-                AuditGuard::since(rec, sink, started),
+                rec.into_guard(),
             ));
         }
     }
@@ -883,7 +876,7 @@ async fn handle_tracked(
                 rec.fail(reason, e.to_string(), 502);
                 return Ok(finish(
                     error_response(StatusCode::BAD_GATEWAY, &e.to_string()),
-                    AuditGuard::since(rec, sink, started),
+                    rec.into_guard(),
                 ));
             }
         }
@@ -899,25 +892,22 @@ async fn handle_tracked(
         PhaseOutcome::Continue => {}
         PhaseOutcome::Reject(by, r) => {
             rec.reject(Some(&by), &r.reason, r.status.as_u16());
-            return Ok(finish(
-                r.into_response(),
-                AuditGuard::since(rec, sink, started),
-            ));
+            return Ok(finish(r.into_response(), rec.into_guard()));
         }
         PhaseOutcome::Stub(_, s) => {
             rec.status_code = s.status().as_u16();
-            return Ok(finish(s, AuditGuard::since(rec, sink, started)));
+            return Ok(finish(s, rec.into_guard()));
         }
         PhaseOutcome::Fail(by, e) => {
             rec.fail(e.reason, e.detail.clone(), e.status.as_u16());
             rec.rejected_by = Some(by);
             return Ok(finish(
                 error_response(e.status, "the proxy failed closed on this response"),
-                AuditGuard::since(rec, sink, started),
+                rec.into_guard(),
             ));
         }
     }
-    Ok(finish(rsp, AuditGuard::since(rec, sink, started)))
+    Ok(finish(rsp, rec.into_guard()))
 }
 
 /// How much of a request body the proxy reads before answering the request
