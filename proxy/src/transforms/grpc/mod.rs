@@ -346,11 +346,14 @@ impl GrpcTransform {
         cx: &mut Flow,
         m: HttpRequest,
     ) -> Result<(), String> {
-        if !m.method.is_empty() {
-            *req.method_mut() = http::Method::from_bytes(m.method.as_bytes())
-                .map_err(|_| format!("modified_request: invalid method {:?}", m.method))?;
-            cx.method = m.method.to_ascii_uppercase();
-        }
+        let method = if m.method.is_empty() {
+            None
+        } else {
+            Some(
+                http::Method::from_bytes(m.method.as_bytes())
+                    .map_err(|_| format!("modified_request: invalid method {:?}", m.method))?,
+            )
+        };
         if !m.url.is_empty() {
             let new: http::Uri = m
                 .url
@@ -381,7 +384,16 @@ impl GrpcTransform {
             parts.path_and_query = Some(pq.clone());
             *req.uri_mut() = http::Uri::from_parts(parts)
                 .map_err(|_| format!("modified_request: invalid url {:?}", m.url))?;
-            cx.path = pq.path().to_string();
+            if pq.path() != cx.path {
+                // The record's `path` stays the client's; say what went out.
+                cx.path = pq.path().to_string();
+                cx.annotate("forwarded_path", cx.path.clone());
+            }
+        }
+        if let Some(method) = method.filter(|m| m != req.method()) {
+            cx.method = method.as_str().to_string();
+            cx.annotate("forwarded_method", cx.method.clone());
+            *req.method_mut() = method;
         }
         if !m.headers.is_empty() {
             replace_headers(req.headers_mut(), &m.headers, "modified_request")?;

@@ -60,6 +60,22 @@ async fn a_server_may_change_the_path_but_not_the_destination() {
         .expect("path and query");
     assert_eq!(req.uri(), "https://api.test:443/b?y=2");
     assert_eq!(cx.path, "/b");
+    assert_eq!(
+        cx.annotations_mut().get("forwarded_path"),
+        Some(&serde_json::json!("/b")),
+        "the audit trace says where the request went (the record keeps the client's path)"
+    );
+    assert_eq!(cx.annotations_mut().get("forwarded_method"), None);
+    let method = HttpRequest {
+        method: "PUT".into(),
+        ..Default::default()
+    };
+    t.modify_request(&mut req, &mut cx, method).expect("method");
+    assert_eq!(req.method(), "PUT");
+    assert_eq!(
+        cx.annotations_mut().get("forwarded_method"),
+        Some(&serde_json::json!("PUT"))
+    );
     t.modify_request(&mut req, &mut cx, change("https://API.test:443/c"))
         .expect("same destination, spelled differently");
     assert_eq!(req.uri(), "https://api.test:443/c");
@@ -80,6 +96,13 @@ async fn a_server_may_change_the_path_but_not_the_destination() {
         "https://api.test:443/c",
         "a refused change changes nothing"
     );
+    let both = HttpRequest {
+        method: "DELETE".into(),
+        url: "https://evil.test/d".into(),
+        ..Default::default()
+    };
+    assert!(t.modify_request(&mut req, &mut cx, both).is_err());
+    assert_eq!(req.method(), "PUT", "nor the method of a refused change");
 }
 
 #[tokio::test]
