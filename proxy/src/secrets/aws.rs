@@ -18,7 +18,6 @@ use aws_credential_types::provider::ProvideCredentials;
 use aws_credential_types::Credentials;
 use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
 use aws_sigv4::sign::v4;
-use aws_smithy_runtime_api::client::dns::{DnsFuture, ResolveDns, ResolveDnsError};
 use base64::Engine as _;
 use bytes::Bytes;
 use http::Request;
@@ -26,7 +25,7 @@ use http_body_util::Full;
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
-use super::http::HttpClient;
+use super::http::{HttpClient, SdkHttp};
 use super::{EnvLookup, Fetch, SecretError, SecretValue};
 
 /// Replacements for the default chain, for tests and special deployments.
@@ -52,22 +51,6 @@ struct AwsInner {
     creds: tokio::sync::Mutex<Option<Credentials>>,
 }
 
-/// The proxy's [`Resolver`](crate::upstream::Resolver) as the AWS SDK's DNS resolver.
-#[derive(Clone)]
-struct SdkResolver(crate::upstream::Resolver);
-
-impl std::fmt::Debug for SdkResolver {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("SdkResolver")
-    }
-}
-
-impl ResolveDns for SdkResolver {
-    fn resolve_dns<'a>(&'a self, name: &'a str) -> DnsFuture<'a> {
-        DnsFuture::new(async move { self.0.lookup(name).await.map_err(ResolveDnsError::new) })
-    }
-}
-
 /// Credentials closer than this to expiry are fetched again.
 const CREDENTIALS_REFRESH_MARGIN: Duration = Duration::from_secs(300);
 
@@ -89,17 +72,11 @@ impl AwsShared {
         self.inner
             .sdk
             .get_or_init(|| async {
-                use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
-                let builder = aws_smithy_http_client::Builder::new()
-                    .tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc));
-                // The credential chain's calls (STS, SSO, ECS, IMDS) resolve
-                // like every other backend call; without a resolver (it could
-                // not be built) the SDK's own is the fallback, and the calls
-                // that need one fail on their own.
-                let http = match self.inner.http.resolver() {
-                    Ok(r) => builder.build_with_resolver(SdkResolver(r)),
-                    Err(_) => builder.build_https(),
-                };
+                // The credential chain's calls (STS, SSO, ECS, IMDS) go
+                // through the backend client like every other backend call.
+                let http = aws_smithy_runtime_api::client::http::SharedHttpClient::new(SdkHttp(
+                    self.inner.http.clone(),
+                ));
                 let mut loader = aws_config::defaults(BehaviorVersion::latest()).http_client(http);
                 if let Some(r) = &self.inner.overrides.region {
                     loader = loader.region(aws_config::Region::new(r.clone()));

@@ -9,15 +9,17 @@
 
 mod connect;
 mod own;
+mod sdk;
 
 pub use connect::{BackendConnector, ConnectError};
 pub use own::OwnListeners;
+pub use sdk::{SdkHttp, SdkHttpError};
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, StatusCode};
+use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
@@ -100,13 +102,21 @@ impl HttpClient {
         &self,
         req: Request<Full<Bytes>>,
     ) -> Result<(StatusCode, Zeroizing<Vec<u8>>), String> {
+        let rsp = self.send_full(req).await?;
+        Ok((rsp.status(), rsp.into_body()))
+    }
+
+    /// [`send`](Self::send), keeping the response's head.
+    pub async fn send_full(
+        &self,
+        req: Request<Full<Bytes>>,
+    ) -> Result<Response<Zeroizing<Vec<u8>>>, String> {
         let rsp = self
             .client()?
             .request(req)
             .await
             .map_err(|e| describe(&e))?;
-        let status = rsp.status();
-        let mut body = rsp.into_body();
+        let (head, mut body) = rsp.into_parts();
         let mut buf = Zeroizing::new(Vec::new());
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|e| format!("reading response: {e}"))?;
@@ -117,7 +127,7 @@ impl HttpClient {
                 buf.extend_from_slice(&data);
             }
         }
-        Ok((status, buf))
+        Ok(Response::from_parts(head, buf))
     }
 }
 
