@@ -352,18 +352,41 @@ fn awaits_continue(req: &Request<Incoming>) -> bool {
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
 }
 
+/// True for a WebSocket upgrade (RFC 6455 §4.1): HTTP/1.1, `Connection:
+/// upgrade`, and `Upgrade` naming `websocket` and nothing else. Only
+/// WebSocket is spliced: any other upgrade (`h2c`, `TLS/1.0`) would carry
+/// requests the pipeline never sees (an h2c stream to another path, method
+/// or `:authority`, with no audit record), so for those the upgrade headers
+/// are dropped and the request goes as an ordinary one, which is what a
+/// server ignoring the upgrade answers (RFC 9110 §7.8).
 fn is_upgrade(req: &Request<Incoming>) -> bool {
-    req.version() == Version::HTTP_11
-        && req.headers().contains_key(header::UPGRADE)
-        && req
-            .headers()
-            .get_all(header::CONNECTION)
+    let tokens = |name: header::HeaderName| {
+        req.headers()
+            .get_all(name)
             .iter()
-            .filter_map(|v| v.to_str().ok())
-            .any(|v| {
-                v.split(',')
-                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
-            })
+            // A value that is not text counts as a token of its own.
+            .map(|v| v.to_str().unwrap_or("?"))
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .collect::<Vec<_>>()
+    };
+    let upgrade = tokens(header::UPGRADE);
+    req.version() == Version::HTTP_11
+        && !upgrade.is_empty()
+        && upgrade.iter().all(|t| t.eq_ignore_ascii_case("websocket"))
+        && tokens(header::CONNECTION)
+            .iter()
+            .any(|t| t.eq_ignore_ascii_case("upgrade"))
+}
+
+/// True when an upstream's 101 switches to WebSocket, the one upgrade the
+/// proxy asked for.
+fn switches_to_websocket(rsp: &Response<Incoming>) -> bool {
+    rsp.headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("websocket"))
 }
 
 /// Splits an authority (`host[:port]`) into a normalized host and a port;
@@ -846,12 +869,25 @@ async fn handle_tracked(
     };
 
     if upstream.status() == StatusCode::SWITCHING_PROTOCOLS {
-        if let Some(client_up) = client_upgrade {
-            return Ok(crate::upgrade::splice(
-                upstream,
-                client_up,
-                rec.into_guard(),
-            ));
+        match client_upgrade {
+            Some(client_up) if switches_to_websocket(&upstream) => {
+                return Ok(crate::upgrade::splice(
+                    upstream,
+                    client_up,
+                    rec.into_guard(),
+                ));
+            }
+            _ => {
+                // Switching to anything else (or unasked) would hand the
+                // connection to a protocol the pipeline does not see.
+                let detail = "the upstream answered 101 Switching Protocols without the WebSocket \
+                              upgrade the request asked for";
+                rec.fail("upstream_error", detail.to_string(), 502);
+                return Ok(finish(
+                    error_response(StatusCode::BAD_GATEWAY, detail),
+                    rec.into_guard(),
+                ));
+            }
         }
     }
 

@@ -16,6 +16,7 @@ mod robustness;
 mod sni_only;
 mod streaming;
 mod tunnel;
+mod upgrades;
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
