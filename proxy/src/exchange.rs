@@ -325,10 +325,16 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: bool) {
 }
 
 /// True when a path contains a `.` or `..` segment (also percent-encoded,
-/// `%2e` in either case).
+/// `%2e` in either case), as any upstream may read its segments: split at
+/// `/`, and also at `\` and the encoded `%2F` / `%5C` (servers that decode
+/// or normalise them, IIS reading `\` as `/`), with `;` path parameters
+/// cut off (`..;` is `..` to Tomcat and Spring). Rules match the path as
+/// sent, so `/public/..%2Fprivate` would pass a `/public/*` rule and reach
+/// `/private` on such a server.
 pub fn has_dot_segment(path: &str) -> bool {
-    path.split('/').any(|seg| {
-        let mut rest = seg.as_bytes();
+    segments(path.as_bytes()).any(|seg| {
+        let seg = seg.split(|b| *b == b';').next().unwrap_or(seg);
+        let mut rest = seg;
         let mut dots = 0;
         while !rest.is_empty() && dots < 3 {
             rest = match rest {
@@ -339,6 +345,30 @@ pub fn has_dot_segment(path: &str) -> bool {
             dots += 1;
         }
         rest.is_empty() && (dots == 1 || dots == 2)
+    })
+}
+
+/// The segments of `path` split at every separator some server reads:
+/// `/`, `\`, `%2F`, `%5C` (either case).
+fn segments(path: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = Some(path);
+    std::iter::from_fn(move || {
+        let p = rest?;
+        let mut i = 0;
+        while i < p.len() {
+            let sep = match &p[i..] {
+                [b'/' | b'\\', ..] => 1,
+                [b'%', b'2', b'f' | b'F', ..] | [b'%', b'5', b'c' | b'C', ..] => 3,
+                _ => 0,
+            };
+            if sep > 0 {
+                rest = Some(&p[i + sep..]);
+                return Some(&p[..i]);
+            }
+            i += 1;
+        }
+        rest = None;
+        Some(p)
     })
 }
 
@@ -994,6 +1024,31 @@ mod tests {
         assert!(has_dot_segment("/a/%2e%2E/b"));
         assert!(!has_dot_segment("/a/..b/c"));
         assert!(!has_dot_segment("/a%2Fb"));
+        // Separators other servers read, and path parameters (QA E).
+        for bypass in [
+            "/public/..%2Fprivate",
+            "/public/..%2fprivate",
+            "/public/%2e%2e%2fprivate",
+            "/public/..;/private",
+            "/public/..;jsessionid=1/private",
+            "/public/.;/private",
+            "/public/..\\private",
+            "/public/..%5Cprivate",
+            "/public/..%5cprivate",
+            "/public%2F..%2Fprivate",
+        ] {
+            assert!(has_dot_segment(bypass), "{bypass}");
+        }
+        for fine in [
+            "/api/v4/projects/group%2Fproject",
+            "/a/b;v=1/c",
+            "/a\\b",
+            "/a%5Cb",
+            "/a/..b;x/c",
+            "/files/%2e%2e%2e",
+        ] {
+            assert!(!has_dot_segment(fine), "{fine}");
+        }
         assert!(has_dot_segment("."));
         assert!(has_dot_segment("/a/%2E"));
         assert!(has_dot_segment("/a/.%2e/"));

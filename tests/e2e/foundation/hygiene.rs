@@ -296,6 +296,10 @@ fn dot_segments_are_refused_and_encoded_slashes_kept() {
         "/anything/./get",
         "/anything/%2e%2E/get",
         "/anything/.%2e/get",
+        // Separators and path parameters other servers read (QA E).
+        "/anything/..%2Fget",
+        "/anything/..;/get",
+        "/anything/..%5cget",
     ] {
         let r = plain(&px, &format!("http://paths.hyg.test{path}"))
             .args(["--path-as-is"])
