@@ -17,7 +17,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, StatusCode};
+use http::{HeaderMap, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
@@ -100,13 +100,24 @@ impl HttpClient {
         &self,
         req: Request<Full<Bytes>>,
     ) -> Result<(StatusCode, Zeroizing<Vec<u8>>), String> {
+        self.exchange(req)
+            .await
+            .map(|(status, _, body)| (status, body))
+    }
+
+    /// Like [`HttpClient::send`], with the response headers (a caller that
+    /// honours `Retry-After`).
+    pub async fn exchange(
+        &self,
+        req: Request<Full<Bytes>>,
+    ) -> Result<(StatusCode, HeaderMap, Zeroizing<Vec<u8>>), String> {
         let rsp = self
             .client()?
             .request(req)
             .await
             .map_err(|e| describe(&e))?;
         let status = rsp.status();
-        let mut body = rsp.into_body();
+        let (parts, mut body) = rsp.into_parts();
         let mut buf = Zeroizing::new(Vec::new());
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|e| format!("reading response: {e}"))?;
@@ -117,7 +128,7 @@ impl HttpClient {
                 buf.extend_from_slice(&data);
             }
         }
-        Ok((status, buf))
+        Ok((status, parts.headers, buf))
     }
 }
 
