@@ -15,6 +15,8 @@ The simulated model reads the envelope (the user message) and answers:
   url contains "/slow"      -> sleeps 5 s first
   url contains "/garbage"   -> prose instead of JSON
   url contains "/fenced"    -> a JSON ALLOW inside a ```json fence
+  url contains "/echo-key"  -> prose quoting the API key it was called with (Anthropic)
+  url contains "/rate-limited" -> HTTP 429 with Retry-After: 60 (Anthropic)
   url or body contains "billing" or "delete" -> DENY
   otherwise                 -> ALLOW
 Every request's system prompt and envelope go to LOG as a JSON line.
@@ -58,9 +60,11 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, *args):
         pass
 
-    def reply(self, status, obj):
+    def reply(self, status, obj, headers=()):
         body = obj if isinstance(obj, bytes) else json.dumps(obj).encode()
         self.send_response(status)
+        for name, value in headers:
+            self.send_header(name, value)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -98,7 +102,12 @@ class Handler(BaseHTTPRequestHandler):
         envelope = json.loads(user)
         if "/fail-500" in envelope.get("url", ""):
             return self.reply(500, {"type": "error", "error": {"type": "api_error", "message": "internal"}})
+        if "/rate-limited" in envelope.get("url", ""):
+            return self.reply(429, {"type": "error", "error": {"type": "rate_limit_error", "message": "slow down"}},
+                              [("Retry-After", "60")])
         text = decide(envelope)
+        if "/echo-key" in envelope.get("url", ""):
+            text = f"Called with x-api-key {self.headers.get('x-api-key')}; looks fine to me."
         msg = Message(
             id="msg_test", type="message", role="assistant", model=req["model"],
             content=[{"type": "text", "text": text}], stop_reason="end_turn", stop_sequence=None,

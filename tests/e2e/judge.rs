@@ -56,6 +56,7 @@ transforms:
       name: "second-opinion"
       fallback: "skip"
       timeout: "1s"
+      max_concurrent: 1
       rules:
         - host: "api.test"
           paths: ["/anything/second/*"]
@@ -341,5 +342,102 @@ fn a_body_longer_than_the_buffer_is_judged_on_its_start_and_sent_whole() {
     assert!(
         warnings.contains("body truncated to 16384 of"),
         "{warnings}"
+    );
+}
+
+#[test]
+fn raw_output_never_carries_the_api_key() {
+    require_root!();
+    let lab = lab(KEY);
+    let (px, up) = (&lab.px, &lab.up);
+    // The provider quotes the key it was called with instead of deciding.
+    post(&up.url("/anything/repos/echo-key"), "{}", px).expect_status(403);
+    let rec = px.wait_for_audit(|a| a.path() == Some("/anything/repos/echo-key"));
+    let raw = rec
+        .annotation("judge", "raw_output")
+        .and_then(Value::as_str)
+        .unwrap_or_else(|| panic!("raw output kept: {rec}"));
+    assert_eq!(
+        raw, "Called with x-api-key [redacted]; looks fine to me.",
+        "{rec}"
+    );
+    assert!(!rec.json().to_string().contains(KEY), "{rec}");
+}
+
+#[test]
+fn retry_after_holds_calls_and_the_slot_wait_is_bounded() {
+    require_root!();
+    let lab = lab(KEY);
+    let (px, up, log) = (&lab.px, &lab.up, lab.log.as_path());
+
+    // max_concurrent 1, timeout 1 s: two calls to a provider that takes 5 s. The second
+    // waits for the slot only until its own deadline, not for the first call's.
+    let started = std::time::Instant::now();
+    let calls: Vec<_> = (0..2)
+        .map(|i| {
+            let curl = Curl::new([
+                "-s",
+                "-X",
+                "PUT",
+                &up.url(&format!("/anything/second/slow-{i}")),
+            ])
+            .via(px);
+            std::thread::spawn(move || curl.run())
+        })
+        .collect();
+    for c in calls {
+        c.join().expect("curl").expect_status(200); // fallback skip
+    }
+    let mut reasons: Vec<String> = (0..2)
+        .map(|i| {
+            let path = format!("/anything/second/slow-{i}");
+            let rec = px.wait_for_audit(|a| a.path() == Some(path.as_str()));
+            let a = rec.annotations("judge").expect("judge annotations");
+            assert_eq!(a["decision"], "FALLBACK_ALLOW", "{rec}");
+            a["reason"].as_str().expect("reason").to_string()
+        })
+        .collect();
+    reasons.sort();
+    assert_eq!(
+        reasons,
+        [
+            "LLM call timed out after 1s",
+            "waiting for a free slot (max_concurrent) timed out after 1s"
+        ]
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_millis(1900),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // A 429 with Retry-After: 60 holds the breaker open although one failure is far from
+    // consecutive_failures (5): the next request gets the fallback without a call.
+    post(&up.url("/anything/repos/rate-limited"), "{}", px).expect_status(403);
+    let rec = px.wait_for_audit(|a| a.path() == Some("/anything/repos/rate-limited"));
+    assert!(
+        rec.annotation("judge", "reason")
+            .and_then(Value::as_str)
+            .is_some_and(|r| r.contains("429 (rate_limit_error), retry after 60s")),
+        "{rec}"
+    );
+    let before = seen(log).len();
+    post(
+        &up.url("/anything/repos/x/comments"),
+        r#"{"body":"lgtm"}"#,
+        px,
+    )
+    .expect_status(403);
+    let rec = px.wait_for_audit(|a| a.path() == Some("/anything/repos/x/comments"));
+    assert_eq!(rec.str("reason"), Some("judge_unavailable"), "{rec}");
+    assert_eq!(
+        rec.annotation("judge", "circuit_breaker_tripped"),
+        Some(&json!(true)),
+        "{rec}"
+    );
+    assert_eq!(
+        seen(log).len(),
+        before,
+        "no LLM call while the provider asked to wait"
     );
 }

@@ -1,7 +1,8 @@
 //! A consecutive-failure circuit breaker, one per judge instance: after
 //! `threshold` failures in a row it opens for `cooldown`, then admits one
 //! probe; the probe's success closes it, its failure reopens it. Any success
-//! resets the count.
+//! resets the count. A provider's `Retry-After` holds it open for as long
+//! as asked ([`Breaker::hold`]).
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -76,6 +77,16 @@ impl Breaker {
         }
     }
 
+    /// Refuses calls until `until` (a provider's `Retry-After`), then admits
+    /// a probe as after a cooldown. Never shortens an open period.
+    pub fn hold(&self, until: Instant) {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        match *s {
+            State::Open { until: u } if u >= until => {}
+            _ => *s = State::Open { until },
+        }
+    }
+
     fn record(&self, ok: bool, probe: bool) {
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let open = State::Open {
@@ -138,6 +149,22 @@ mod tests {
         assert!(!b.is_open(), "cooled down: a probe may go");
         b.admit().expect("probe").settle(true);
         assert!(b.admit().is_some() && b.admit().is_some(), "closed again");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hold_opens_until_its_end_then_probes() {
+        let b = Breaker::new(5, Duration::from_secs(10));
+        b.admit().expect("closed").settle(false);
+        b.hold(Instant::now() + Duration::from_secs(30));
+        assert!(b.is_open() && b.admit().is_none(), "held after one failure");
+        b.hold(Instant::now() + Duration::from_secs(5));
+        tokio::time::advance(Duration::from_secs(29)).await;
+        assert!(b.admit().is_none(), "a shorter hold does not shorten it");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let probe = b.admit().expect("probe after the hold");
+        assert!(b.admit().is_none(), "one probe");
+        probe.settle(true);
+        assert!(b.admit().is_some(), "closed");
     }
 
     #[tokio::test(start_paused = true)]

@@ -1,11 +1,18 @@
 //! The JSON envelope a judge shows the model: method, URL, headers and body,
 //! each capped (spec: LLM Judge, Envelope Limits). What a cap drops is named
 //! in `warnings`, so the model knows it did not see everything. The headers
-//! an attacker would most like to hide come first, so padding the request
-//! with junk headers cannot push them out.
+//! an attacker would most like to hide come first (the first value of each
+//! always shown), so padding the request with junk headers or with repeats
+//! of one priority header cannot push them out. A compressed body is shown
+//! decoded, within a bound.
 
+use std::borrow::Cow;
+
+use http::header::CONTENT_ENCODING;
 use http::HeaderMap;
 use serde_json::{json, Value};
+
+use crate::transforms::body_capture;
 
 /// Largest body shown, in bytes.
 pub const BODY_CAP: usize = 16 * 1024;
@@ -15,6 +22,10 @@ pub const URL_CAP: usize = 2 * 1024;
 pub const HEADERS_CAP: usize = 4 * 1024;
 /// Longest header value shown, in bytes.
 pub const VALUE_CAP: usize = 512;
+/// Most bytes a compressed body is decoded to: well past the [`BODY_CAP`]
+/// shown (a multipart summary counts all its parts), and the bound on what a
+/// compression bomb can cost the judge.
+pub const DECODED_CAP: usize = 1 << 20;
 
 /// Headers shown before all others, in this order.
 const PRIORITY: [&str; 11] = [
@@ -49,16 +60,19 @@ pub fn build(
     } else {
         url.to_string()
     };
-    let mut headers = headers_shown(headers, &mut warnings);
-    if !headers.iter().any(|h| h["name"] == "host") {
-        headers.insert(
+    let mut shown = headers_shown(headers, &mut warnings);
+    if !shown.iter().any(|h| h["name"] == "host") {
+        shown.insert(
             0,
             json!({"name": "host", "value": cut_bytes(host, VALUE_CAP)}),
         );
     }
-    let mut env = json!({"method": method, "url": url, "headers": headers});
-    if let Some(b) = body.filter(|b| !b.is_empty()) {
-        match body_shown(b, content_type(&headers), &mut warnings) {
+    let mut env = json!({"method": method, "url": url, "headers": shown});
+    let decoded = body
+        .filter(|b| !b.is_empty())
+        .and_then(|b| decoded_body(b, headers, &mut warnings));
+    if let Some(b) = decoded {
+        match body_shown(&b, content_type(&shown), &mut warnings) {
             Shown::Text(t) => env["body"] = Value::String(t),
             Shown::Summary(s) => env["body_summary"] = Value::String(s),
             Shown::Nothing => {}
@@ -84,6 +98,60 @@ pub fn note_partial_body(env: &mut Value, read: usize) {
     }
 }
 
+/// The body as the workload meant it: decoded per its `Content-Encoding`
+/// (one of the codings `body_capture` reads: gzip, deflate, br), at most
+/// [`DECODED_CAP`] bytes of it, with a warning naming the encoding. A
+/// workload cannot hide its payload from the judge by compressing it. `None`
+/// (with a warning) when it cannot be decoded.
+fn decoded_body<'b>(
+    body: &'b [u8],
+    headers: &HeaderMap,
+    warnings: &mut Vec<String>,
+) -> Option<Cow<'b, [u8]>> {
+    let encodings = headers
+        .get_all(CONTENT_ENCODING)
+        .iter()
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let codings = body_capture::codings(&encodings);
+    if codings.is_empty() {
+        return Some(Cow::Borrowed(body));
+    }
+    let named = cut_bytes(&codings.join(", "), 64).to_string();
+    if codings.len() > 1 {
+        // `decode` caps only its last layer: an inner layer of a stacked
+        // coding could inflate without bound. No real client stacks them.
+        warnings.push(format!(
+            "body of {} bytes omitted: its Content-Encoding {named} stacks codings, which the judge does not decode",
+            body.len()
+        ));
+        return None;
+    }
+    match body_capture::decode(body, &encodings, DECODED_CAP) {
+        Ok(mut d) => {
+            let more = d.len() > DECODED_CAP;
+            d.truncate(DECODED_CAP);
+            warnings.push(format!(
+                "body decoded from Content-Encoding {named}: {} bytes as sent, {}{} bytes decoded{}",
+                body.len(),
+                if more { "more than " } else { "" },
+                d.len(),
+                if more { "; decoding stopped there" } else { "" },
+            ));
+            Some(Cow::Owned(d))
+        }
+        Err(e) => {
+            warnings.push(format!(
+                "body of {} bytes omitted: its Content-Encoding {named} could not be decoded ({})",
+                body.len(),
+                cut_bytes(&e, 200)
+            ));
+            None
+        }
+    }
+}
+
 fn content_type(headers: &[Value]) -> Option<String> {
     headers
         .iter()
@@ -104,39 +172,89 @@ pub fn cut_bytes(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
+/// The headers shown, within [`HEADERS_CAP`], in three passes:
+///
+/// 1. the first value of each [`PRIORITY`] header present, in that order. If
+///    these alone would overflow the cap, the budget is shared out max-min
+///    fairly (short values whole, the long ones cut to an equal share), so
+///    every one of them is shown, however an attacker inflates the others;
+/// 2. the further values of the priority headers, in the same order;
+/// 3. every other header, alphabetically.
+///
+/// In passes 2 and 3 a value that does not fit is dropped and counted.
 fn headers_shown(headers: &HeaderMap, warnings: &mut Vec<String>) -> Vec<Value> {
-    let mut names: Vec<&str> = headers.keys().map(|n| n.as_str()).collect();
-    names.sort_by_key(|n| {
-        (
-            PRIORITY
+    let capped = |name: &str| -> Vec<String> {
+        headers
+            .get_all(name)
+            .iter()
+            .map(|v| {
+                let text = String::from_utf8_lossy(v.as_bytes());
+                if text.len() > VALUE_CAP {
+                    format!(
+                        "{}...[truncated, {} bytes]",
+                        cut_bytes(&text, VALUE_CAP),
+                        text.len()
+                    )
+                } else {
+                    text.into_owned()
+                }
+            })
+            .collect()
+    };
+    let priority: Vec<(&str, Vec<String>)> = PRIORITY
+        .iter()
+        .map(|&n| (n, capped(n)))
+        .filter(|(_, v)| !v.is_empty())
+        .collect();
+    let mut others: Vec<&str> = headers
+        .keys()
+        .map(|n| n.as_str())
+        .filter(|n| !PRIORITY.contains(n))
+        .collect();
+    others.sort_unstable();
+    others.dedup();
+
+    let (mut out, mut used, mut dropped, mut shortened) = (Vec::new(), 0, 0, 0);
+    // Pass 1: the first value of every priority header, always.
+    let wants: Vec<usize> = priority.iter().map(|(n, v)| n.len() + v[0].len()).collect();
+    let shares = fair_shares(&wants, HEADERS_CAP);
+    for ((name, values), (want, share)) in priority.iter().zip(wants.iter().zip(shares)) {
+        let value = if share >= *want {
+            values[0].clone()
+        } else {
+            shortened += 1;
+            // Cut from the whole value, so the marker gives its real length.
+            let raw = headers
+                .get(*name)
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                .unwrap_or_default();
+            fit_value(&raw, share.saturating_sub(name.len()))
+        };
+        used += name.len() + value.len();
+        out.push(json!({"name": name, "value": value}));
+    }
+    // Passes 2 and 3: what fits of the rest.
+    let rest = priority
+        .iter()
+        .flat_map(|(n, v)| v.iter().skip(1).map(move |v| (*n, v.clone())))
+        .chain(
+            others
                 .iter()
-                .position(|p| p == n)
-                .unwrap_or(PRIORITY.len()),
-            *n,
-        )
-    });
-    names.dedup();
-    let (mut out, mut used, mut dropped) = (Vec::new(), 0, 0);
-    for name in names {
-        for value in headers.get_all(name) {
-            let text = String::from_utf8_lossy(value.as_bytes());
-            let shown = if text.len() > VALUE_CAP {
-                format!(
-                    "{}...[truncated, {} bytes]",
-                    cut_bytes(&text, VALUE_CAP),
-                    text.len()
-                )
-            } else {
-                text.into_owned()
-            };
-            let cost = name.len() + shown.len();
-            if used + cost > HEADERS_CAP {
-                dropped += 1;
-                continue;
-            }
-            used += cost;
-            out.push(json!({"name": name, "value": shown}));
+                .flat_map(|&n| capped(n).into_iter().map(move |v| (n, v))),
+        );
+    for (name, value) in rest {
+        let cost = name.len() + value.len();
+        if used + cost > HEADERS_CAP {
+            dropped += 1;
+            continue;
         }
+        used += cost;
+        out.push(json!({"name": name, "value": value}));
+    }
+    if shortened > 0 {
+        warnings.push(format!(
+            "{shortened} security-relevant header values shortened to share the {HEADERS_CAP}-byte header cap"
+        ));
     }
     if dropped > 0 {
         warnings.push(format!(
@@ -144,6 +262,35 @@ fn headers_shown(headers: &HeaderMap, warnings: &mut Vec<String>) -> Vec<Value> 
         ));
     }
     out
+}
+
+/// Shares `budget` among `wants` max-min fairly: in increasing order of
+/// want, each gets its want or an equal part of what is left, whichever is
+/// smaller. The shares never sum to more than `budget`.
+fn fair_shares(wants: &[usize], budget: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..wants.len()).collect();
+    order.sort_by_key(|&i| wants[i]);
+    let mut shares = vec![0; wants.len()];
+    let mut left = budget;
+    for (k, &i) in order.iter().enumerate() {
+        let share = wants[i].min(left / (wants.len() - k));
+        shares[i] = share;
+        left -= share;
+    }
+    shares
+}
+
+/// `text` in at most `max` bytes: whole when it fits, else its start and a
+/// marker with its length.
+fn fit_value(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let marker = format!("...[truncated, {} bytes]", text.len());
+    format!(
+        "{}{marker}",
+        cut_bytes(text, max.saturating_sub(marker.len()))
+    )
 }
 
 enum Shown {
@@ -242,133 +389,4 @@ fn multipart_summary(body: &[u8], content_type: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use http::HeaderValue;
-
-    #[test]
-    fn priority_headers_survive_header_inflation() {
-        let mut h = HeaderMap::new();
-        for i in 0..200 {
-            h.insert(
-                http::HeaderName::from_bytes(format!("x-junk-{i:03}").as_bytes()).expect("name"),
-                HeaderValue::from_static("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"),
-            );
-        }
-        h.insert("cookie", HeaderValue::from_static("session=1"));
-        h.insert("host", HeaderValue::from_static("api.github.com"));
-        h.insert(
-            "authorization",
-            HeaderValue::from_static("Bearer proxy-token"),
-        );
-        let env = build(
-            "POST",
-            "https://api.github.com/x",
-            "api.github.com",
-            &h,
-            None,
-        );
-        let names: Vec<&str> = env["headers"]
-            .as_array()
-            .expect("headers")
-            .iter()
-            .map(|v| v["name"].as_str().expect("name"))
-            .collect();
-        assert_eq!(&names[..3], ["host", "authorization", "cookie"]);
-        assert_eq!(names[3], "x-junk-000", "then alphabetical");
-        let total: usize = env["headers"]
-            .as_array()
-            .expect("headers")
-            .iter()
-            .map(|v| {
-                v["name"].as_str().unwrap_or("").len() + v["value"].as_str().unwrap_or("").len()
-            })
-            .sum();
-        assert!(total <= HEADERS_CAP, "{total}");
-        assert!(env["warnings"][0]
-            .as_str()
-            .expect("warning")
-            .contains("header values omitted"));
-    }
-
-    #[test]
-    fn long_values_urls_and_bodies_are_cut_with_warnings() {
-        let mut h = HeaderMap::new();
-        h.insert(
-            "x-long",
-            HeaderValue::from_str(&"v".repeat(600)).expect("value"),
-        );
-        let url = format!("https://a.test/{}", "p".repeat(3000));
-        let body = "é".repeat(BODY_CAP); // 2 bytes each: the cap falls on a boundary
-        let env = build("PUT", &url, "a.test", &h, Some(body.as_bytes()));
-        assert_eq!(env["url"].as_str().expect("url").len(), URL_CAP);
-        let v = env["headers"][1]["value"].as_str().expect("value");
-        assert_eq!(
-            env["headers"][0],
-            json!({"name": "host", "value": "a.test"})
-        );
-        assert!(v.ends_with("...[truncated, 600 bytes]"), "{v}");
-        assert_eq!(env["body"].as_str().expect("body").len(), BODY_CAP);
-        let w = env["warnings"].to_string();
-        assert!(w.contains("url truncated to 2048 of 3015 bytes"), "{w}");
-        assert!(w.contains("body truncated to 16384 of 32768 bytes"), "{w}");
-        // A cut through a character drops the half character.
-        let odd = format!("a{}", "é".repeat(BODY_CAP));
-        let env = build(
-            "PUT",
-            "/",
-            "a.test",
-            &HeaderMap::new(),
-            Some(odd.as_bytes()),
-        );
-        assert_eq!(env["body"].as_str().expect("body").len(), BODY_CAP - 1);
-    }
-
-    #[test]
-    fn binary_bodies_are_omitted_and_big_multipart_is_summarized() {
-        let env = build(
-            "POST",
-            "/",
-            "a.test",
-            &HeaderMap::new(),
-            Some(&[0xff, 0xfe, 0x00]),
-        );
-        assert!(env.get("body").is_none());
-        assert!(env["warnings"][0]
-            .as_str()
-            .expect("w")
-            .contains("not UTF-8"));
-
-        let mut h = HeaderMap::new();
-        h.insert(
-            "content-type",
-            HeaderValue::from_static("multipart/form-data; boundary=XyZ"),
-        );
-        let big = "z".repeat(BODY_CAP);
-        let body = format!(
-            "--XyZ\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nhello\r\n--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"dump.tar\"\r\nContent-Type: application/x-tar\r\n\r\n{big}\r\n--XyZ--\r\n"
-        );
-        let env = build("POST", "/", "a.test", &h, Some(body.as_bytes()));
-        let s = env["body_summary"].as_str().expect("summary");
-        assert!(s.contains("2 parts"), "{s}");
-        assert!(s.contains("filename=\"dump.tar\""), "{s}");
-        assert!(s.contains("application/x-tar"), "{s}");
-        assert!(env.get("body").is_none());
-    }
-
-    #[test]
-    fn a_partly_read_body_is_flagged() {
-        let h = HeaderMap::new();
-        let mut env = build("POST", "/", "a.test", &h, Some(b"abc"));
-        note_partial_body(&mut env, 3);
-        assert_eq!(
-            env["warnings"],
-            json!([
-                "the body is longer than the 3 bytes read for judging; the rest was not examined"
-            ])
-        );
-        let mut env = build("POST", "/", "a.test", &h, Some(&[0xff; 4][..]));
-        note_partial_body(&mut env, 4);
-        assert_eq!(env["warnings"].as_array().map(Vec::len), Some(2), "{env}");
-    }
-}
+mod tests;

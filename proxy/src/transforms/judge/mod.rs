@@ -15,6 +15,7 @@
 pub mod breaker;
 pub mod envelope;
 pub mod provider;
+pub mod redact;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,6 +39,9 @@ use provider::Provider;
 const REASON_CAP: usize = 512;
 /// Longest raw model output kept when it cannot be parsed, in bytes.
 const RAW_CAP: usize = 2048;
+/// Longest `Retry-After` honoured: a provider cannot switch a judge off
+/// (its fallback on) for longer than this with one answer.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
 
 /// Why a judge cannot be built.
 #[derive(Debug, thiserror::Error)]
@@ -172,36 +176,51 @@ impl Judge {
         !cx.precheck && self.rules.applies(&cx.target())
     }
 
-    /// One LLM call under the breaker and the timeout; annotates tokens and raw output.
-    async fn judge(&self, envelope: &str, cx: &mut Flow) -> Outcome {
+    /// One LLM call under the breaker and the timeout; annotates tokens
+    /// (when the provider answered) and raw output (when its answer is not a
+    /// decision), the latter with `secrets` and the API key redacted.
+    ///
+    /// The timeout covers the wait for a slot (`max_concurrent`) and the
+    /// call: a stuck provider holds no request longer than that.
+    async fn judge(&self, envelope: &str, secrets: &[&str], cx: &mut Flow) -> Outcome {
         let open = || Outcome::Failed {
             reason: "circuit breaker open".into(),
             tripped: true,
+        };
+        let timed_out = |what: &str| Outcome::Failed {
+            reason: format!("{what} timed out after {:?}", self.timeout),
+            tripped: false,
         };
         // An open breaker answers at once, without queueing for a slot.
         if self.breaker.is_open() {
             return open();
         }
-        let Ok(_slot) = self.slots.acquire().await else {
-            return Outcome::Failed {
-                reason: "the judge is shutting down".into(),
-                tripped: false,
-            };
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let _slot = match tokio::time::timeout_at(deadline, self.slots.acquire()).await {
+            Err(_) => return timed_out("waiting for a free slot (max_concurrent)"),
+            Ok(Err(_)) => {
+                return Outcome::Failed {
+                    reason: "the judge is shutting down".into(),
+                    tripped: false,
+                }
+            }
+            Ok(Ok(slot)) => slot,
         };
         let Some(ticket) = self.breaker.admit() else {
             return open();
         };
         let call = self.provider.complete(&self.http, &self.system, envelope);
-        let completion = match tokio::time::timeout(self.timeout, call).await {
+        let completion = match tokio::time::timeout_at(deadline, call).await {
             Err(_) => {
                 ticket.settle(false);
-                return Outcome::Failed {
-                    reason: format!("LLM call timed out after {:?}", self.timeout),
-                    tripped: false,
-                };
+                return timed_out("LLM call");
             }
             Ok(Err(e)) => {
                 ticket.settle(false);
+                if let Some(wait) = e.retry_after() {
+                    self.breaker
+                        .hold(tokio::time::Instant::now() + wait.min(MAX_RETRY_AFTER));
+                }
                 return Outcome::Failed {
                     reason: e.to_string(),
                     tripped: false,
@@ -209,6 +228,8 @@ impl Judge {
             }
             Ok(Ok(c)) => c,
         };
+        // The call succeeded (the provider answered and billed it), whether
+        // or not the answer turns out to be a decision.
         if let Some(n) = completion.input_tokens {
             cx.annotate("input_tokens", n);
         }
@@ -222,14 +243,22 @@ impl Judge {
             }
             None => {
                 ticket.settle(false);
-                let raw = envelope::cut_bytes(&completion.text, RAW_CAP);
-                cx.annotate("raw_output", raw);
+                // Redact before cutting, so no part of a secret survives the cut.
+                let raw = self.redact(&completion.text, secrets);
+                cx.annotate("raw_output", envelope::cut_bytes(&raw, RAW_CAP));
                 Outcome::Failed {
                     reason: "the model's answer is not a JSON decision (ALLOW or DENY)".into(),
                     tripped: false,
                 }
             }
         }
+    }
+
+    /// `text` without the API key and without `secrets`.
+    fn redact(&self, text: &str, secrets: &[&str]) -> String {
+        let mut all = secrets.to_vec();
+        all.push(self.provider.key().expose());
+        redact::redact(text, &all)
     }
 }
 
@@ -262,6 +291,7 @@ impl Transform for Judge {
         let started = tokio::time::Instant::now();
         cx.annotate("instance", self.instance.clone());
         cx.annotate("model", self.provider.model.clone());
+        let secrets = redact::request_secrets(req.headers(), cx);
         let body = body_view(req);
         let mut env = envelope::build(
             &cx.method,
@@ -273,7 +303,7 @@ impl Transform for Judge {
         if let Some((b, false)) = body {
             envelope::note_partial_body(&mut env, b.len());
         }
-        let outcome = self.judge(&env.to_string(), cx).await;
+        let outcome = self.judge(&env.to_string(), &secrets, cx).await;
         cx.annotate(
             "duration_ms",
             u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
@@ -289,7 +319,10 @@ impl Transform for Judge {
         Ok(match outcome {
             Outcome::Decided(d) => {
                 cx.annotate("decision", if d.allow { "ALLOW" } else { "DENY" });
-                cx.annotate("reason", capped(&d.reason, REASON_CAP));
+                cx.annotate(
+                    "reason",
+                    capped(&self.redact(&d.reason, &secrets), REASON_CAP),
+                );
                 if d.allow {
                     Verdict::Continue
                 } else {
@@ -300,7 +333,10 @@ impl Transform for Judge {
                 }
             }
             Outcome::Failed { reason, tripped } => {
-                cx.annotate("reason", capped(&reason, REASON_CAP));
+                cx.annotate(
+                    "reason",
+                    capped(&self.redact(&reason, &secrets), REASON_CAP),
+                );
                 if tripped {
                     cx.annotate("circuit_breaker_tripped", true);
                 }

@@ -2,6 +2,8 @@
 //! OpenAI's Chat Completions API. One request in, the model's text and token
 //! counts out; the API key goes only into the request's (sensitive) header.
 
+use std::time::{Duration, SystemTime};
+
 use bytes::Bytes;
 use http::{HeaderValue, Request};
 use http_body_util::Full;
@@ -24,7 +26,9 @@ pub enum ProviderError {
         detail: String,
     },
     /// The API answered with an error status.
-    #[error("{endpoint} answered {status}{}", kind.as_deref().map(|k| format!(" ({k})")).unwrap_or_default())]
+    #[error("{endpoint} answered {status}{}{}",
+        kind.as_deref().map(|k| format!(" ({k})")).unwrap_or_default(),
+        retry_after.map(|d| format!(", retry after {}s", d.as_secs())).unwrap_or_default())]
     Status {
         /// Where the call went.
         endpoint: String,
@@ -32,6 +36,8 @@ pub enum ProviderError {
         status: u16,
         /// The API's error type, when it sent one (`authentication_error`, ...).
         kind: Option<String>,
+        /// How long a 429 or 503 asked callers to wait (`Retry-After`).
+        retry_after: Option<Duration>,
     },
     /// The answer is not the API's response shape.
     #[error("{endpoint}: {detail}")]
@@ -85,6 +91,11 @@ impl Provider {
             key,
             max_tokens: c.max_tokens,
         }
+    }
+
+    /// The API key (for redacting it from what the judge records).
+    pub fn key(&self) -> &SecretValue {
+        &self.key
     }
 
     /// The API request for a system prompt and a user message.
@@ -146,6 +157,7 @@ impl Provider {
                 endpoint: self.endpoint.clone(),
                 status,
                 kind,
+                retry_after: None,
             });
         }
         let shape = |detail| ProviderError::Shape {
@@ -234,9 +246,48 @@ impl Provider {
         let req = self
             .request(system, user)
             .map_err(|e| transport(format!("building the request: {e}")))?;
-        let (status, body) = http.send(req).await.map_err(transport)?;
-        self.parse(status.as_u16(), &body)
+        let rsp = http.send_full(req).await.map_err(transport)?;
+        let (status, headers) = (rsp.status(), rsp.headers());
+        match self.parse(status.as_u16(), rsp.body()) {
+            Err(ProviderError::Status {
+                endpoint,
+                status,
+                kind,
+                retry_after: None,
+            }) if status == 429 || status == 503 => Err(ProviderError::Status {
+                endpoint,
+                status,
+                kind,
+                retry_after: headers
+                    .get(http::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| retry_after(v, SystemTime::now())),
+            }),
+            other => other,
+        }
     }
+}
+
+impl ProviderError {
+    /// How long the provider asked to be left alone (a 429 or 503 with `Retry-After`).
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ProviderError::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+/// A `Retry-After` value (RFC 9110 10.2.3): delay seconds or an HTTP date,
+/// as the time left from `now`. A date in the past is no wait (`None`).
+pub fn retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let v = value.trim();
+    if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
+        // Longer than u64 seconds: as long as can be said.
+        return Some(Duration::from_secs(v.parse().unwrap_or(u64::MAX))).filter(|d| !d.is_zero());
+    }
+    let at = httpdate::parse_http_date(v).ok()?;
+    at.duration_since(now).ok().filter(|d| !d.is_zero())
 }
 
 #[cfg(test)]
@@ -312,5 +363,27 @@ mod tests {
         let c = p.parse(200, ok).expect("parsed");
         assert_eq!((c.input_tokens, c.output_tokens), (Some(7), Some(2)));
         assert!(p.parse(200, br#"{"choices":[]}"#).is_err());
+    }
+
+    #[test]
+    fn retry_after_is_seconds_or_an_http_date() {
+        let now = httpdate::parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT").expect("date");
+        assert_eq!(retry_after(" 30 ", now), Some(Duration::from_secs(30)));
+        assert_eq!(retry_after("0", now), None);
+        assert_eq!(
+            retry_after("Sun, 06 Nov 1994 08:51:37 GMT", now),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(
+            retry_after("Sun, 06 Nov 1994 08:00:00 GMT", now),
+            None,
+            "past"
+        );
+        assert_eq!(retry_after("soon", now), None);
+        assert_eq!(retry_after("-5", now), None);
+        assert_eq!(
+            retry_after("99999999999999999999999", now),
+            Some(Duration::from_secs(u64::MAX))
+        );
     }
 }

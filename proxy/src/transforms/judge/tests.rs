@@ -1,9 +1,10 @@
 //! Judge tests that need no LLM: decisions, the prompt, rule matching,
-//! fallbacks on transport failure and timeout, the breaker. Calls to a
-//! provider speaking the real APIs are the e2e test `judge` (the official
+//! fallbacks on transport failure and timeout, the breaker, and the
+//! annotations of each outcome against a canned loopback provider. Calls to
+//! a provider speaking the real APIs are the e2e test `judge` (the official
 //! Anthropic and OpenAI SDK types check both directions).
 
-use serde_json::json;
+use serde_json::{json, Value};
 
 use super::*;
 use crate::config::TransformConfig;
@@ -179,4 +180,306 @@ impl Transform for ArcJudge {
     ) -> Result<Verdict, TransformError> {
         self.0.on_request(req, cx).await
     }
+}
+
+/// A loopback provider: each call's raw request (head and body) goes to
+/// `answer`, whose status, extra header lines and body are sent back after
+/// `delay`.
+async fn canned(
+    delay: Duration,
+    answer: impl Fn(&str) -> (u16, String, String) + Send + Sync + 'static,
+) -> (String, tokio::task::JoinHandle<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", l.local_addr().expect("addr"));
+    let answer = Arc::new(answer);
+    let task = tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let answer = answer.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let Ok(n) = s.read(&mut chunk).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).to_string();
+                    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+                        continue;
+                    };
+                    let len = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().to_string())
+                        })
+                        .and_then(|v| v.parse::<usize>().ok())
+                        .unwrap_or(0);
+                    if body.len() >= len {
+                        break;
+                    }
+                }
+                let (status, headers, body) = answer(&String::from_utf8_lossy(&buf));
+                tokio::time::sleep(delay).await;
+                let rsp = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n{headers}\r\n{body}",
+                    body.len()
+                );
+                let _ = s.write_all(rsp.as_bytes()).await;
+            });
+        }
+    });
+    (url, task)
+}
+
+/// An Anthropic Messages answer with `text` and token counts.
+fn message(text: &str) -> String {
+    json!({"id": "m", "type": "message", "role": "assistant",
+        "content": [{"type": "text", "text": text}],
+        "usage": {"input_tokens": 11, "output_tokens": 4}})
+    .to_string()
+}
+
+async fn judge_once(j: &Arc<Judge>) -> (PhaseOutcome, serde_json::Map<String, Value>) {
+    let mut req = request("POST", "https://api.test/repos/x", &[], Some("{}"));
+    let mut cx = flow("POST");
+    let (outcome, trace) = run(ArcJudge(j.clone()), &mut req, &mut cx).await;
+    (outcome, trace.annotations)
+}
+
+/// Spec, Audit Output: tokens "present only when the LLM call succeeded",
+/// raw_output "present only when decision parsing failed". An answer that is
+/// not a decision is a call that succeeded (and was billed): tokens and raw
+/// output; an error status or a timeout: neither.
+#[tokio::test]
+async fn annotations_of_each_outcome_follow_the_spec() {
+    let (url, t1) = canned(Duration::ZERO, |req| {
+        let text = if req.contains("/repos/x") && req.contains("garbage") {
+            "unused".to_string()
+        } else {
+            r#"{"decision":"ALLOW","reason":"fine"}"#.to_string()
+        };
+        (200, String::new(), message(&text))
+    })
+    .await;
+    let j = Arc::new(judge("", &url, &[("KEY", "sk-judge-key-1234")]).expect("judge"));
+    let (out, a) = judge_once(&j).await;
+    assert!(matches!(out, PhaseOutcome::Continue));
+    assert_eq!(
+        (
+            a["decision"].clone(),
+            a["input_tokens"].clone(),
+            a["output_tokens"].clone()
+        ),
+        (json!("ALLOW"), json!(11), json!(4))
+    );
+    assert!(
+        a.get("raw_output").is_none() && a.get("fallback_applied").is_none(),
+        "{a:?}"
+    );
+
+    let (url, t2) = canned(Duration::ZERO, |_| {
+        (200, String::new(), message("Sure, looks fine."))
+    })
+    .await;
+    let j = Arc::new(judge("", &url, &[("KEY", "sk-judge-key-1234")]).expect("judge"));
+    let (_, a) = judge_once(&j).await;
+    assert_eq!(a["decision"], "FALLBACK_DENY");
+    assert_eq!(a["raw_output"], "Sure, looks fine.");
+    assert_eq!(
+        (a["input_tokens"].clone(), a["output_tokens"].clone()),
+        (json!(11), json!(4)),
+        "{a:?}"
+    );
+
+    let (url, t3) = canned(Duration::ZERO, |_| {
+        (
+            500,
+            String::new(),
+            r#"{"type":"error","error":{"type":"api_error"}}"#.into(),
+        )
+    })
+    .await;
+    let j = Arc::new(judge("", &url, &[("KEY", "sk-judge-key-1234")]).expect("judge"));
+    let (_, a) = judge_once(&j).await;
+    assert!(
+        a["reason"]
+            .as_str()
+            .expect("reason")
+            .contains("500 (api_error)"),
+        "{a:?}"
+    );
+    for absent in [
+        "input_tokens",
+        "output_tokens",
+        "raw_output",
+        "circuit_breaker_tripped",
+    ] {
+        assert!(a.get(absent).is_none(), "{absent}: {a:?}");
+    }
+
+    let (url, t4) = canned(Duration::from_secs(5), |_| {
+        (200, String::new(), message("{}"))
+    })
+    .await;
+    let j = Arc::new(
+        judge(
+            "      timeout: 100ms\n",
+            &url,
+            &[("KEY", "sk-judge-key-1234")],
+        )
+        .expect("judge"),
+    );
+    let (_, a) = judge_once(&j).await;
+    assert!(
+        a["reason"]
+            .as_str()
+            .expect("reason")
+            .contains("LLM call timed out"),
+        "{a:?}"
+    );
+    for absent in ["input_tokens", "output_tokens", "raw_output"] {
+        assert!(a.get(absent).is_none(), "{absent}: {a:?}");
+    }
+    for t in [t1, t2, t3, t4] {
+        t.abort();
+    }
+}
+
+#[tokio::test]
+async fn raw_output_and_reasons_never_carry_the_key_or_injected_credentials() {
+    // Echoes the key it was sent, and the envelope (which holds the request's headers).
+    let (url, task) = canned(Duration::ZERO, |req| {
+        let key = req
+            .lines()
+            .find_map(|l| l.strip_prefix("x-api-key: "))
+            .unwrap_or("none")
+            .to_string();
+        let text = format!("I was called with key {key}; the request: {req}");
+        (200, String::new(), message(&text))
+    })
+    .await;
+    let key = "sk-judge-key-echoed-9876";
+    let j = Arc::new(judge("", &url, &[("KEY", key)]).expect("judge"));
+    let mut req = request(
+        "POST",
+        "https://api.test/repos/x",
+        &[("authorization", "Bearer real-token-from-secrets")],
+        Some("{}"),
+    );
+    let mut cx = flow("POST");
+    // As if `secrets` ran before the judge and injected the real token.
+    cx.mark_credential_header(&http::header::AUTHORIZATION);
+    let (_, trace) = run(ArcJudge(j.clone()), &mut req, &mut cx).await;
+    let raw = trace.annotations["raw_output"]
+        .as_str()
+        .expect("raw output");
+    assert!(raw.contains("I was called with key [redacted]"), "{raw}");
+    assert!(raw.contains("[redacted]"), "{raw}");
+    let all = json!(trace.annotations).to_string();
+    assert!(!all.contains(key), "the key leaked: {all}");
+    assert!(
+        !all.contains("real-token-from-secrets"),
+        "a credential leaked: {all}"
+    );
+    task.abort();
+
+    // A model reason quoting the credential is redacted too.
+    let (url, task) = canned(Duration::ZERO, |_| {
+        let d = json!({"decision": "DENY", "reason": "it sends Bearer real-token-from-secrets"});
+        (200, String::new(), message(&d.to_string()))
+    })
+    .await;
+    let j = Arc::new(judge("", &url, &[("KEY", key)]).expect("judge"));
+    let mut req = request(
+        "POST",
+        "https://api.test/repos/x",
+        &[("authorization", "Bearer real-token-from-secrets")],
+        Some("{}"),
+    );
+    let mut cx = flow("POST");
+    cx.mark_credential_header(&http::header::AUTHORIZATION);
+    let (_, trace) = run(ArcJudge(j.clone()), &mut req, &mut cx).await;
+    assert_eq!(trace.annotations["reason"], "it sends [redacted]");
+    task.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_holds_the_breaker_open() {
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = calls.clone();
+    let (url, task) = canned(Duration::ZERO, move |_| {
+        seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        (
+            429,
+            "retry-after: 30\r\n".into(),
+            r#"{"type":"error","error":{"type":"rate_limit_error"}}"#.into(),
+        )
+    })
+    .await;
+    let extra =
+        "      fallback: skip\n      circuit_breaker: {consecutive_failures: 5, cooldown: 1s}\n";
+    let j = Arc::new(judge(extra, &url, &[("KEY", "sk-judge-key-1234")]).expect("judge"));
+    let (out, a) = judge_once(&j).await;
+    assert!(matches!(out, PhaseOutcome::Continue), "fallback skip");
+    assert!(
+        a["reason"]
+            .as_str()
+            .expect("reason")
+            .contains("429 (rate_limit_error), retry after 30s"),
+        "{a:?}"
+    );
+    // One failure of five, yet no call until the 30 s are up.
+    tokio::time::advance(Duration::from_secs(29)).await;
+    let (out, a) = judge_once(&j).await;
+    assert!(matches!(out, PhaseOutcome::Continue));
+    assert_eq!(a["circuit_breaker_tripped"], true, "{a:?}");
+    assert_eq!(a["decision"], "FALLBACK_ALLOW");
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+    tokio::time::advance(Duration::from_secs(1)).await;
+    let (_, a) = judge_once(&j).await;
+    assert!(
+        a.get("circuit_breaker_tripped").is_none(),
+        "a probe went: {a:?}"
+    );
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
+    task.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_timeout_bounds_the_wait_for_a_slot() {
+    let (url, task) = canned(Duration::from_secs(3600), |_| {
+        (200, String::new(), message("{}"))
+    })
+    .await;
+    let extra = "      timeout: 1s\n      max_concurrent: 1\n";
+    let j = Arc::new(judge(extra, &url, &[("KEY", "sk-judge-key-1234")]).expect("judge"));
+    let started = tokio::time::Instant::now();
+    let one = tokio::spawn({
+        let j = j.clone();
+        async move { judge_once(&j).await.1 }
+    });
+    // The first holds the only slot while its call hangs.
+    tokio::task::yield_now().await;
+    let (out, a) = judge_once(&j).await;
+    assert!(matches!(out, PhaseOutcome::Reject(..)), "fallback deny");
+    assert_eq!(
+        a["reason"], "waiting for a free slot (max_concurrent) timed out after 1s",
+        "{a:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
+    );
+    let a = one.await.expect("first");
+    assert_eq!(a["reason"], "LLM call timed out after 1s", "{a:?}");
+    task.abort();
 }
