@@ -14,7 +14,7 @@
 //! proxy-wide `proxy.max_request_body_bytes` limit applies to them. Put it
 //! before `secrets` so the record shows proxy tokens, not real credentials.
 
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -71,41 +71,50 @@ pub fn codings(encodings: &str) -> Vec<String> {
 }
 
 /// Decodes `body` per the `Content-Encoding` list, reading at most `cap + 1`
-/// decoded bytes (one more than kept, to detect truncation).
+/// decoded bytes (one more than kept, to detect truncation). The layers are
+/// chained as streaming decoders, so an inner layer is decoded only as far
+/// as the outer one reads it: a stacked bomb (`gzip, gzip`) stops at the cap
+/// like a single one.
 pub fn decode(body: &[u8], encodings: &str, cap: usize) -> Result<Vec<u8>, String> {
-    let limit = cap.saturating_add(1) as u64;
-    let mut data = body.to_vec();
-    // Codings are listed in the order applied; undo them last to first.
-    for (i, coding) in codings(encodings).iter().enumerate().rev() {
-        // Only the outermost decode is capped; inner layers need their whole input.
-        let lim = if i == 0 { limit } else { u64::MAX };
-        let mut out = Vec::new();
-        let res = match coding.as_str() {
-            "gzip" | "x-gzip" => flate2::read::MultiGzDecoder::new(&data[..])
-                .take(lim)
-                .read_to_end(&mut out),
-            "deflate" => {
-                let zlib = flate2::read::ZlibDecoder::new(&data[..])
-                    .take(lim)
-                    .read_to_end(&mut out);
-                if zlib.is_err() {
-                    out.clear();
-                    flate2::read::DeflateDecoder::new(&data[..])
-                        .take(lim)
-                        .read_to_end(&mut out)
-                } else {
-                    zlib
-                }
-            }
-            "br" => brotli_decompressor::Decompressor::new(&data[..], 4096)
-                .take(lim)
-                .read_to_end(&mut out),
-            other => return Err(format!("unsupported content-encoding {other:?}")),
-        };
-        res.map_err(|e| format!("decoding {coding}: {e}"))?;
-        data = out;
+    let codings = codings(encodings);
+    if codings.is_empty() {
+        return Ok(body.to_vec());
     }
-    Ok(data)
+    // Codings are listed in the order applied; undo them last to first.
+    let mut reader: Box<dyn BufRead + '_> = Box::new(body);
+    for coding in codings.iter().rev() {
+        reader = Box::new(BufReader::new(layer(reader, coding)?));
+    }
+    let mut out = Vec::new();
+    reader
+        .take(cap.saturating_add(1) as u64)
+        .read_to_end(&mut out)
+        .map_err(|e| format!("decoding {}: {e}", codings.join(", ")))?;
+    Ok(out)
+}
+
+/// A decoder for one coding over `inner`.
+fn layer<'a>(mut inner: Box<dyn BufRead + 'a>, coding: &str) -> Result<Box<dyn Read + 'a>, String> {
+    Ok(match coding {
+        "gzip" | "x-gzip" => Box::new(flate2::bufread::MultiGzDecoder::new(inner)),
+        "deflate" => {
+            // RFC 9110 means zlib (RFC 1950); some servers send raw deflate
+            // (RFC 1951). A zlib header is CM 8 and a check sum of 31.
+            let head = inner
+                .fill_buf()
+                .map_err(|e| format!("decoding deflate: {e}"))?;
+            let zlib = head.len() >= 2
+                && head[0] & 0x0F == 8
+                && (u16::from(head[0]) << 8 | u16::from(head[1])) % 31 == 0;
+            if zlib {
+                Box::new(flate2::bufread::ZlibDecoder::new(inner))
+            } else {
+                Box::new(flate2::bufread::DeflateDecoder::new(inner))
+            }
+        }
+        "br" => Box::new(brotli_decompressor::Decompressor::new(inner, 4096)),
+        other => return Err(format!("unsupported content-encoding {other:?}")),
+    })
 }
 
 /// Cuts `data` to at most `cap` bytes on a UTF-8 boundary; true when cut.

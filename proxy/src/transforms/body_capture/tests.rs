@@ -88,6 +88,51 @@ async fn decodes_gzip_deflate_and_brotli() {
     }
 }
 
+#[test]
+fn raw_deflate_and_stacked_codings_decode() {
+    let text = b"hello compressed world".to_vec();
+    let mut raw = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+    raw.write_all(&text).expect("deflate");
+    let raw = raw.finish().expect("deflate");
+    assert_eq!(
+        super::decode(&raw, "deflate", 100).expect("raw deflate"),
+        text
+    );
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&raw).expect("gzip");
+    let stacked = gz.finish().expect("gzip");
+    assert_eq!(
+        super::decode(&stacked, "deflate, gzip", 100).expect("stacked"),
+        text
+    );
+}
+
+#[test]
+fn every_layer_is_decoded_only_as_far_as_the_cap() {
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(data).expect("gzip");
+        gz.finish().expect("gzip")
+    }
+    // 4 MiB that does not compress, gzipped twice; the outer stream is cut in
+    // half, so undoing the outer layer whole ends in an error 2 MiB in.
+    let mut x = 0x9E37_79B9_7F4A_7C15_u64;
+    let noise: Vec<u8> = (0..4 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    let mut body = gzip(&gzip(&noise));
+    body.truncate(body.len() / 2);
+    // Each layer is read only as far as the next needs: decoding stops one byte
+    // past the cap, long before the cut.
+    let out = super::decode(&body, "gzip, gzip", 64 << 10).expect("stops at the cap");
+    assert_eq!(out, noise[..(64 << 10) + 1]);
+}
+
 #[tokio::test]
 async fn undecodable_is_annotated_not_rejected() {
     let t = BodyCapture::new(&cfg(16_384));

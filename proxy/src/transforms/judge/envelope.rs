@@ -119,15 +119,6 @@ fn decoded_body<'b>(
         return Some(Cow::Borrowed(body));
     }
     let named = cut_bytes(&codings.join(", "), 64).to_string();
-    if codings.len() > 1 {
-        // `decode` caps only its last layer: an inner layer of a stacked
-        // coding could inflate without bound. No real client stacks them.
-        warnings.push(format!(
-            "body of {} bytes omitted: its Content-Encoding {named} stacks codings, which the judge does not decode",
-            body.len()
-        ));
-        return None;
-    }
     match body_capture::decode(body, &encodings, DECODED_CAP) {
         Ok(mut d) => {
             let more = d.len() > DECODED_CAP;
