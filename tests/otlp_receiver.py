@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A test OTLP logs receiver built on the official opentelemetry-proto definitions.
 
-Serves OTLP/HTTP (POST /v1/logs, protobuf or JSON body, optionally gzip) and
+Serves OTLP/HTTP (POST to any path, protobuf or JSON body, optionally gzip) and
 OTLP/gRPC (opentelemetry.proto.collector.logs.v1.LogsService/Export) on
 127.0.0.1, and appends every decoded log record as one JSON line to --out.
 
@@ -9,7 +9,8 @@ On startup it prints one JSON line to stdout with the bound ports:
     {"http_port": 43123, "grpc_port": 43124}
 
 Each output line:
-    {"transport": "http"|"grpc", "headers": {...}, "resource": {...},
+    {"transport": "http"|"grpc", "path": "/v1/logs" (the HTTP request path; "" for gRPC),
+     "headers": {...}, "resource": {...},
      "scope": {"name": ..., "version": ...}, "time_unix_nano": ..., "observed_time_unix_nano": ...,
      "severity_number": ..., "severity_text": ..., "event_name": ..., "body": ..., "attributes": {...}}
 AnyValues become plain JSON (arrays, objects, strings, numbers, booleans; bytes as base64).
@@ -52,7 +53,7 @@ def attributes(kvs):
     return {kv.key: any_value(kv.value) for kv in kvs}
 
 
-def write_records(out, transport, headers, request):
+def write_records(out, transport, path, headers, request):
     lines = []
     for rl in request.resource_logs:
         resource = attributes(rl.resource.attributes)
@@ -61,6 +62,7 @@ def write_records(out, transport, headers, request):
             for lr in sl.log_records:
                 lines.append(json.dumps({
                     "transport": transport,
+                    "path": path,
                     "headers": headers,
                     "resource": resource,
                     "scope": scope,
@@ -86,10 +88,10 @@ def http_handler(out):
         def log_message(self, *args):
             pass
 
+        # Any path is accepted and recorded: which URL an exporter posts to
+        # (OTEL_EXPORTER_OTLP_LOGS_ENDPOINT as-is, or <endpoint>/v1/logs) is
+        # for the test to assert.
         def do_POST(self):
-            if self.path != "/v1/logs":
-                self.send_error(404)
-                return
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
             if self.headers.get("Content-Encoding", "") == "gzip":
                 body = gzip.decompress(body)
@@ -104,7 +106,7 @@ def http_handler(out):
                 self.send_error(400, str(e))
                 return
             headers = {k.lower(): v for k, v in self.headers.items()}
-            write_records(out, "http", headers, req)
+            write_records(out, "http", self.path, headers, req)
             rsp = logs_service_pb2.ExportLogsServiceResponse().SerializeToString()
             self.send_response(200)
             self.send_header("Content-Type", "application/x-protobuf")
@@ -121,7 +123,7 @@ class LogsService(logs_service_pb2_grpc.LogsServiceServicer):
 
     def Export(self, request, context):
         headers = {k.lower(): v for k, v in context.invocation_metadata()}
-        write_records(self.out, "grpc", headers, request)
+        write_records(self.out, "grpc", "", headers, request)
         return logs_service_pb2.ExportLogsServiceResponse()
 
 

@@ -891,8 +891,10 @@ async fn handle_tracked(
             } else {
                 rec.fail(e.reason(), e.to_string(), e.status().as_u16());
             }
+            // The record keeps the detail (addresses tried); the client gets
+            // the host and the class of failure only.
             return Ok(finish(
-                error_response(e.status(), &e.to_string()),
+                error_response(e.status(), &e.client_message()),
                 rec.into_guard(),
             ));
         }

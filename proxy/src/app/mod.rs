@@ -217,19 +217,11 @@ impl App {
         let metrics = Arc::new(Metrics::new());
         metrics.config_loaded(SystemTime::now());
         audit.add_observer(metrics.observer());
-        let otel = match ops::OtelSettings::from_env()
-            .map_err(|e| AppError::Ops(format!("opentelemetry: {}", crate::error_chain(&e))))?
-        {
-            Some(s) => {
-                let exporter = ops::OtelExporter::start(s, metrics.otel_dropped_counter())
-                    .map_err(|e| {
-                        AppError::Ops(format!("opentelemetry: {}", crate::error_chain(&e)))
-                    })?;
-                audit.add_observer(exporter.clone());
-                Some(exporter)
-            }
-            None => None,
-        };
+        // Never fails: a bad OTEL_* value is logged and export goes on without it (or off).
+        let otel = ops::OtelExporter::start_from_env(metrics.otel_dropped_counter());
+        if let Some(exporter) = &otel {
+            audit.add_observer(exporter.clone());
+        }
         // One resolver for the data plane and the proxy's own backend calls
         // (secret sources, token mints, the judge): `dns` is fixed at
         // startup, so neither needs rebuilding on reload.

@@ -29,7 +29,7 @@ use hickory_resolver::net::NetError;
 use hickory_resolver::TokioResolver;
 use hickory_server::Server;
 use socket2::{Domain, Protocol, Socket, Type};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::rules::HostPattern;
 
@@ -42,6 +42,14 @@ pub const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// TTL of the answers this server makes up (intercepted names, static records).
 pub const LOCAL_TTL: u32 = 60;
+
+/// The receive buffer requested for each UDP socket. The kernel default
+/// (`net.core.rmem_default`, often 208 KiB) queues only about 256 small
+/// queries, so a burst from a busy workload (a build resolving hundreds of
+/// names at once) was dropped before the server could read it. The kernel
+/// caps the request at `net.core.rmem_max` (and reports double what it
+/// grants); we never change sysctls, only ask.
+pub const UDP_RECV_BUFFER: usize = 4 << 20;
 
 /// Idle timeout of a client's TCP connection to this server.
 const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -320,6 +328,17 @@ fn bind_socket(addr: SocketAddr, ty: Type, only_v6: bool) -> std::io::Result<Soc
     }
     if ty == Type::STREAM {
         socket.set_reuse_address(true)?;
+    } else {
+        // Best effort: a smaller buffer than asked for is still a working socket.
+        match socket.set_recv_buffer_size(UDP_RECV_BUFFER) {
+            Ok(()) => debug!(
+                %addr,
+                requested = UDP_RECV_BUFFER,
+                granted = socket.recv_buffer_size().unwrap_or(0),
+                "dns udp receive buffer (capped by net.core.rmem_max)"
+            ),
+            Err(e) => debug!(%addr, error = %e, "dns udp receive buffer left at the default"),
+        }
     }
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;

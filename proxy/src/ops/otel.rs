@@ -1,5 +1,7 @@
 //! OTLP export of audit records as OpenTelemetry log records, configured only
 //! by the standard `OTEL_*` environment variables (see [`OtelSettings::from_env`]).
+//! A bad `OTEL_*` value never stops the proxy: it is logged and ignored, or,
+//! for the endpoint, turns export off with an error (see [`OtelExporter::start_from_env`]).
 //!
 //! [`OtelExporter`] is an [`AuditObserver`]. `observe()` clones the record into
 //! a bounded queue with `try_send` and returns: it never waits for the
@@ -31,20 +33,17 @@ mod settings;
 #[cfg(test)]
 mod tests;
 
-pub use settings::{OtelSettings, OtlpProtocol};
+pub use settings::{OtelEnv, OtelExport, OtelSettings, OtlpProtocol};
 
 /// Errors from OTLP export setup.
 #[derive(Debug, thiserror::Error)]
 pub enum OtelError {
-    /// `OTEL_EXPORTER_OTLP_PROTOCOL` is neither `http/protobuf` nor `grpc`.
-    #[error("unsupported OTEL_EXPORTER_OTLP_PROTOCOL {0:?} (use http/protobuf or grpc)")]
-    UnsupportedProtocol(String),
     /// An `OTEL_*` variable could not be parsed.
     #[error("invalid {var}: {detail}")]
     BadVariable {
         /// The variable.
         var: &'static str,
-        /// What is wrong (never the value of a header).
+        /// What is wrong (never the value of a header or an endpoint).
         detail: String,
     },
     /// An https endpoint but no usable root certificates.
@@ -74,6 +73,43 @@ impl fmt::Debug for OtelExporter {
 }
 
 impl OtelExporter {
+    /// Reads the `OTEL_*` variables and starts exporting when they ask for it;
+    /// needs a tokio runtime. Never fails: ignored values are logged as
+    /// warnings, and an endpoint that is not an http(s) URL, or an exporter
+    /// that cannot be built, is logged as an error and leaves export off.
+    pub fn start_from_env(dropped: Counter) -> Option<Arc<Self>> {
+        Self::start_with(OtelSettings::from_env(), dropped)
+    }
+
+    /// [`OtelExporter::start_from_env`] for already-read variables.
+    pub fn start_with(env: OtelEnv, dropped: Counter) -> Option<Arc<Self>> {
+        for w in &env.warnings {
+            tracing::warn!(error = %w, "ignoring an invalid otel setting");
+        }
+        match env.export {
+            OtelExport::Enabled(s) => match Self::start(s, dropped) {
+                Ok(e) => Some(e),
+                Err(e) => {
+                    tracing::error!(error = %crate::error_chain(&e), "otel export disabled: the exporter could not be built");
+                    None
+                }
+            },
+            OtelExport::Unset => None,
+            OtelExport::SdkDisabled => {
+                tracing::info!("otel export disabled by OTEL_SDK_DISABLED=true");
+                None
+            }
+            OtelExport::ExporterNone => {
+                tracing::info!("otel export disabled by OTEL_LOGS_EXPORTER=none");
+                None
+            }
+            OtelExport::InvalidEndpoint(e) => {
+                tracing::error!(error = %e, "otel export disabled: invalid endpoint; audit records are not exported");
+                None
+            }
+        }
+    }
+
     /// Builds the exporter and starts its worker; needs a tokio runtime.
     /// `dropped` is incremented for every record not delivered
     /// (pass [`crate::ops::metrics::Metrics::otel_dropped_counter`]).
@@ -83,7 +119,9 @@ impl OtelExporter {
         exporter.set_resource(&resource);
         tracing::info!(
             endpoint = %settings.endpoint_for_log(),
+            endpoint_var = settings.endpoint_var,
             protocol = settings.protocol.as_str(),
+            timeout_ms = settings.export_timeout.as_millis(),
             service_name = %settings.service_name,
             "otel exporter enabled"
         );

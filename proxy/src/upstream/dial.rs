@@ -4,7 +4,7 @@
 
 use std::future::Future;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -23,60 +23,12 @@ use super::deny::DenyList;
 use super::resolve::Resolver;
 use crate::read_cap::poll_read_capped;
 
+mod error;
+
+pub use error::{ConnectFailure, DialError, TlsFailure};
+
 /// How long one TCP connect attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Why an upstream could not be reached.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum DialError {
-    /// A resolved address is inside `upstream_deny_cidrs`.
-    #[error("{host} resolves to {ip}, inside denied range {net}")]
-    Denied {
-        /// The name dialed.
-        host: String,
-        /// The offending address.
-        ip: IpAddr,
-        /// The deny range it falls in.
-        net: ipnet::IpNet,
-    },
-    /// Name resolution failed.
-    #[error("{0}")]
-    Resolve(String),
-    /// Every address refused or timed out.
-    #[error("connecting to {host}:{port}: {detail}")]
-    Connect {
-        /// The name dialed.
-        host: String,
-        /// The port dialed.
-        port: u16,
-        /// Last failure.
-        detail: String,
-    },
-    /// The TLS handshake with the upstream failed (including certificate verification).
-    #[error("TLS handshake with {host}: {detail}")]
-    Tls {
-        /// The name dialed.
-        host: String,
-        /// The handshake error.
-        detail: String,
-    },
-    /// The request URI had no host.
-    #[error("request has no upstream host")]
-    NoHost,
-}
-
-impl DialError {
-    /// The audit `reason` for this failure.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            DialError::Denied { .. } => "deny_cidr",
-            DialError::Resolve(_) => "dns_failure",
-            DialError::Connect { .. } => "connect_failed",
-            DialError::Tls { .. } => "upstream_tls_failed",
-            DialError::NoHost => "bad_request",
-        }
-    }
-}
 
 /// Everything needed to dial upstreams; cheap to clone.
 #[derive(Clone)]
@@ -125,7 +77,10 @@ impl Dialer {
             .resolver
             .lookup(host)
             .await
-            .map_err(|e| DialError::Resolve(e.to_string()))?;
+            .map_err(|e| DialError::Resolve {
+                host: host.to_string(),
+                detail: e.to_string(),
+            })?;
         let deny = self.deny.load();
         for ip in &ips {
             if let Some(net) = deny.check(*ip) {
@@ -137,6 +92,7 @@ impl Dialer {
             }
         }
         let mut last = String::from("no address");
+        let mut failure = ConnectFailure::Other;
         for ip in ips {
             let addr = SocketAddr::new(ip, port);
             match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
@@ -145,13 +101,20 @@ impl Dialer {
                     let _ = s.set_nodelay(true);
                     return Ok(s);
                 }
-                Ok(Err(e)) => last = format!("{addr}: {e}"),
-                Err(_) => last = format!("{addr}: timed out"),
+                Ok(Err(e)) => {
+                    failure = ConnectFailure::of(&e);
+                    last = format!("{addr}: {e}");
+                }
+                Err(_) => {
+                    failure = ConnectFailure::TimedOut;
+                    last = format!("{addr}: timed out");
+                }
             }
         }
         Err(DialError::Connect {
             host: host.to_string(),
             port,
+            failure,
             detail: last,
         })
     }
@@ -171,6 +134,7 @@ impl Dialer {
         let tcp = self.tcp(host, port).await?;
         let name = ServerName::try_from(host.to_string()).map_err(|e| DialError::Tls {
             host: host.to_string(),
+            failure: TlsFailure::BadServerName,
             detail: e.to_string(),
         })?;
         let connector = if self.http1_only {
@@ -183,6 +147,7 @@ impl Dialer {
             .await
             .map_err(|e| DialError::Tls {
                 host: host.to_string(),
+                failure: TlsFailure::of(&e),
                 detail: e.to_string(),
             })
     }

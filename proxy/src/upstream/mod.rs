@@ -24,7 +24,7 @@ use hyper_util::rt::TokioExecutor;
 use crate::body::Body;
 use crate::listen::{H2_PING_INTERVAL, H2_PING_TIMEOUT};
 pub use deny::DenyList;
-pub use dial::{DialError, Dialer};
+pub use dial::{ConnectFailure, DialError, Dialer, TlsFailure};
 use head_timer::HeadTimer;
 pub use held::HeldSlot;
 use held::{Held, IdlePool, Key};
@@ -72,6 +72,17 @@ impl UpstreamError {
             UpstreamError::ClientBody(_) => "client_body_error",
             UpstreamError::Refused(r) => r.reason,
             UpstreamError::Http(_) => "upstream_error",
+        }
+    }
+
+    /// The message the client gets in the error response's body. For a
+    /// dial failure it names the host and the class of failure but not the
+    /// addresses tried (see [`DialError::client_message`]); the full detail
+    /// (`Display`) goes to the audit record.
+    pub fn client_message(&self) -> String {
+        match self {
+            UpstreamError::Dial(d) => d.client_message(),
+            other => other.to_string(),
         }
     }
 

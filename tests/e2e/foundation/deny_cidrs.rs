@@ -47,6 +47,18 @@ transforms:
     ] {
         let r = plain(&px, &format!("http://{host}:{port}{path}")).run();
         assert_eq!(r.status, 502, "{host}: {r}");
+        // The workload is not told what the name resolved to, nor the range.
+        if host.ends_with(".test") {
+            assert_eq!(
+                r.body,
+                format!("iron-proxy: {host}: the upstream address is in a denied range\n"),
+                "{r}"
+            );
+        }
+        assert!(
+            !r.body.contains("/8") && !r.body.contains("/128"),
+            "the range is not in the body: {r}"
+        );
         let rec = audited_path(&px, path, &failed(502, "deny_cidr"));
         let detail = rec.str("error").unwrap_or_default();
         assert!(

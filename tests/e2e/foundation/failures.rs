@@ -3,6 +3,8 @@
 //! (502 `connect_failed`), an untrusted certificate (502 `upstream_tls_failed`)
 //! and no response headers in time (504 `upstream_timeout`), a time that
 //! starts when the request body has been sent: a slow upload is not cut off.
+//! The 502 body names the host and the class of failure, never the addresses
+//! the proxy resolved or tried (the audit record's `error` keeps those).
 
 use std::net::IpAddr;
 
@@ -30,15 +32,36 @@ transforms:
 
     let r = plain(&px, "http://nxdomain.test/get").run();
     assert_eq!(r.status, 502, "{r}");
+    assert_eq!(
+        r.body, "iron-proxy: nxdomain.test: name did not resolve\n",
+        "{r}"
+    );
     audited(&px, "nxdomain.test", "/get", &failed(502, "dns_failure"));
     assert!(net.dns().was_queried("nxdomain.test"));
 
     let r = plain(&px, "http://silent.test/get").run();
     assert_eq!(r.status, 502, "{r}");
-    audited(&px, "silent.test", "/get", &failed(502, "connect_failed"));
+    assert!(
+        r.body
+            .starts_with("iron-proxy: connecting to silent.test:80: connection "),
+        "host and class: {r}"
+    );
+    assert_no_address(&r.body, &[silent.v4.into()]);
+    let rec = audited(&px, "silent.test", "/get", &failed(502, "connect_failed"));
+    assert!(
+        rec.str("error")
+            .unwrap_or_default()
+            .contains(&silent.v4.to_string()),
+        "the audit record keeps the address tried: {rec}"
+    );
 
     let r = Curl::get("https://badcert.test/get").via(&px).run();
     assert_eq!(r.status, 502, "{r}");
+    assert_eq!(
+        r.body, "iron-proxy: TLS handshake with badcert.test failed: certificate not trusted\n",
+        "{r}"
+    );
+    assert_no_address(&r.body, &[badcert.ip().into()]);
     audited(
         &px,
         "badcert.test",
@@ -46,6 +69,28 @@ transforms:
         &failed(502, "upstream_tls_failed"),
     );
     badcert.assert_untouched();
+}
+
+/// Panics if `body` holds any IP address, naming `known` ones first.
+fn assert_no_address(body: &str, known: &[IpAddr]) {
+    for ip in known {
+        assert!(
+            !body.contains(&ip.to_string()),
+            "{ip} in the body: {body:?}"
+        );
+    }
+    let found: Vec<IpAddr> = body
+        .split(|c: char| !(c.is_ascii_hexdigit() || c == '.' || c == ':'))
+        .flat_map(|w| {
+            let w = w.trim_end_matches('.');
+            std::iter::once(w).chain(w.split(':'))
+        })
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    assert!(
+        found.is_empty(),
+        "addresses {found:?} in the body: {body:?}"
+    );
 }
 
 #[test]

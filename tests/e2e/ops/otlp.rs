@@ -134,6 +134,9 @@ fn export_roundtrip(protocol: &str) {
     let allowed = rx.wait_for(|a| a["path"] == "/anything/otel");
     let transport = if protocol == "grpc" { "grpc" } else { "http" };
     assert_eq!(allowed["transport"], transport, "{allowed}");
+    if protocol != "grpc" {
+        assert_eq!(allowed["path"], "/v1/logs", "{allowed}");
+    }
     assert_eq!(
         allowed["headers"]["x-collector-auth"], "e2e token",
         "OTEL_EXPORTER_OTLP_HEADERS sent, percent-decoded: {allowed}"
@@ -190,6 +193,150 @@ fn otlp_export_over_http_protobuf() {
 fn otlp_export_over_grpc() {
     require_root!();
     export_roundtrip("grpc");
+}
+
+/// `OTEL_EXPORTER_OTLP_LOGS_*` win over the generic variables, and the logs
+/// endpoint is used as-is (no `/v1/logs` appended): the generic endpoint is a
+/// port nobody listens on, so a record arrives only through the logs one.
+#[test]
+fn otlp_logs_variables_take_precedence_over_generic_ones() {
+    require_root!();
+    let rx = Receiver::start();
+    let net = FakeInternet::new();
+    let _up = Upstream::https("httpbin.test").start(&net);
+    let dead = free_port("127.0.0.1".parse().expect("an IP"), false);
+    let px = Proxy::with(CONFIG)
+        .resolver(&net)
+        .env("IRON_E2E_OTEL_SECRET", SECRET)
+        .env(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            &format!("http://127.0.0.1:{dead}"),
+        )
+        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+        .env(
+            "OTEL_EXPORTER_OTLP_HEADERS",
+            "x-generic=generic-secret-value",
+        )
+        .env("OTEL_EXPORTER_OTLP_TIMEOUT", "not-a-number")
+        .env(
+            "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",
+            &format!("http://127.0.0.1:{}/custom/logs", rx.http_port),
+        )
+        .env("OTEL_EXPORTER_OTLP_LOGS_PROTOCOL", "http/protobuf")
+        .env("OTEL_EXPORTER_OTLP_LOGS_HEADERS", "x-logs=logs%20token")
+        .env("OTEL_EXPORTER_OTLP_LOGS_TIMEOUT", "5000")
+        .start();
+    let enabled = px.wait_for_log(|l| l.contains("otel exporter enabled"));
+    let line = LogLine::parse(&enabled).unwrap_or_else(|| panic!("not a log line: {enabled}"));
+    assert_eq!(
+        line.str("endpoint_var"),
+        Some("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT"),
+        "{line}"
+    );
+    assert_eq!(line.str("protocol"), Some("http/protobuf"), "{line}");
+    assert_eq!(line.get("timeout_ms"), Some(&json!(5000)), "{line}");
+
+    Curl::get("https://httpbin.test/anything/logs-endpoint")
+        .header("Authorization", "pk-proxy-otel")
+        .via(&px)
+        .run()
+        .expect_status(200);
+    let got = rx.wait_for(|a| a["path"] == "/anything/logs-endpoint");
+    assert_eq!(got["transport"], "http", "{got}");
+    assert_eq!(
+        got["path"], "/custom/logs",
+        "the logs endpoint as-is: {got}"
+    );
+    assert_eq!(got["headers"]["x-logs"], "logs token", "{got}");
+    assert!(
+        got["headers"].get("x-generic").is_none(),
+        "the logs headers replace the generic ones: {got}"
+    );
+    // The shadowed generic timeout is never parsed, so nothing to warn about;
+    // and no header value ever reaches the proxy's own logs.
+    let logs = px.logs().join("\n");
+    assert!(
+        !logs.contains("logs token") && !logs.contains("generic-secret-value"),
+        "{logs}"
+    );
+}
+
+/// A bad `OTEL_*` value no longer stops the proxy: an invalid timeout is
+/// ignored with a warning (export goes on with the default), an invalid
+/// endpoint turns export off with an error, and `OTEL_SDK_DISABLED=true`
+/// turns it off with an info line.
+#[test]
+fn bad_otel_values_never_stop_the_proxy() {
+    require_root!();
+    let net = FakeInternet::new();
+    let _up = Upstream::https("httpbin.test").start(&net);
+    let dead = format!(
+        "http://127.0.0.1:{}",
+        free_port("127.0.0.1".parse().expect("an IP"), false)
+    );
+    // (variables, level of the expected line, its message)
+    let cases = [
+        (
+            vec![(
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                "collector-without-scheme:4318",
+            )],
+            "error",
+            "otel export disabled: invalid endpoint; audit records are not exported",
+        ),
+        (
+            vec![
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", &dead),
+                ("OTEL_SDK_DISABLED", "TRUE"),
+            ],
+            "info",
+            "otel export disabled by OTEL_SDK_DISABLED=true",
+        ),
+        (
+            vec![
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", &dead),
+                ("OTEL_EXPORTER_OTLP_TIMEOUT", "ten seconds"),
+            ],
+            "warn",
+            "ignoring an invalid otel setting",
+        ),
+    ];
+    for (vars, level, msg) in cases {
+        let mut p = Proxy::with(CONFIG)
+            .resolver(&net)
+            .env("IRON_E2E_OTEL_SECRET", SECRET);
+        for (k, v) in &vars {
+            p = p.env(k, v);
+        }
+        let px = p.start();
+        Curl::get("https://httpbin.test/anything/still-serving")
+            .header("Authorization", "pk-proxy-otel")
+            .via(&px)
+            .run()
+            .expect_status(200);
+        let lines = px.log_lines();
+        let line = lines
+            .iter()
+            .find(|l| l.msg() == msg)
+            .unwrap_or_else(|| panic!("{vars:?}: no {msg:?} line in {:#?}", px.logs()));
+        assert_eq!(line.level(), level, "{line}");
+        let enabled = lines.iter().find(|l| l.msg() == "otel exporter enabled");
+        if level == "warn" {
+            assert!(
+                line.str("error")
+                    .is_some_and(|e| e.contains("OTEL_EXPORTER_OTLP_TIMEOUT")),
+                "{line}"
+            );
+            let enabled = enabled.unwrap_or_else(|| panic!("{vars:?}: export is off"));
+            assert_eq!(
+                enabled.get("timeout_ms"),
+                Some(&json!(10000)),
+                "the default: {enabled}"
+            );
+        } else {
+            assert!(enabled.is_none(), "{vars:?}: export is on");
+        }
+    }
 }
 
 #[test]

@@ -1,7 +1,8 @@
 //! Tests of the DNS server: in-process queries (`server`), real tools such as
-//! dig and dnsmasq (`tools`), and getaddrinfo in a private network namespace
-//! (`netns`). Helpers shared by them live here.
+//! dig and dnsmasq (`tools`), getaddrinfo in a private network namespace
+//! (`netns`), and a burst of UDP queries (`burst`). Helpers shared by them live here.
 
+mod burst;
 mod netns;
 mod server;
 mod tools;

@@ -9,6 +9,9 @@ use zeroize::Zeroizing;
 
 use super::OtelError;
 
+#[cfg(test)]
+mod tests;
+
 /// `OTEL_EXPORTER_OTLP_PROTOCOL`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OtlpProtocol {
@@ -28,14 +31,35 @@ impl OtlpProtocol {
     }
 }
 
+/// The generic endpoint: a base URL, `/v1/logs` appended for http/protobuf.
+pub const ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
+/// The logs endpoint: used as-is (no path appended), and preferred over [`ENDPOINT`].
+pub const LOGS_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT";
+const PROTOCOL: [&str; 2] = [
+    "OTEL_EXPORTER_OTLP_LOGS_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_PROTOCOL",
+];
+const HEADERS: [&str; 2] = [
+    "OTEL_EXPORTER_OTLP_LOGS_HEADERS",
+    "OTEL_EXPORTER_OTLP_HEADERS",
+];
+const TIMEOUT: [&str; 2] = [
+    "OTEL_EXPORTER_OTLP_LOGS_TIMEOUT",
+    "OTEL_EXPORTER_OTLP_TIMEOUT",
+];
+/// The spec's default export timeout.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Everything OTLP export needs. Header values are secrets: `Debug` shows names only.
 #[derive(Clone)]
 pub struct OtelSettings {
-    /// `OTEL_EXPORTER_OTLP_ENDPOINT`: the collector's base URL.
+    /// The collector URL, from [`LOGS_ENDPOINT`] or else [`ENDPOINT`].
     pub endpoint: String,
-    /// `OTEL_EXPORTER_OTLP_PROTOCOL`.
+    /// Which of the two `endpoint` came from: only the generic one gets `/v1/logs`.
+    pub endpoint_var: &'static str,
+    /// `OTEL_EXPORTER_OTLP_LOGS_PROTOCOL`, else `OTEL_EXPORTER_OTLP_PROTOCOL`.
     pub protocol: OtlpProtocol,
-    /// `OTEL_EXPORTER_OTLP_HEADERS`, percent-decoded.
+    /// `OTEL_EXPORTER_OTLP_LOGS_HEADERS`, else `OTEL_EXPORTER_OTLP_HEADERS`, percent-decoded.
     pub headers: Vec<(String, Zeroizing<String>)>,
     /// `OTEL_SERVICE_NAME` (else `service.name` from the attributes, else `iron-proxy`).
     pub service_name: String,
@@ -47,7 +71,8 @@ pub struct OtelSettings {
     pub max_batch: usize,
     /// How long a partial batch waits.
     pub flush_interval: Duration,
-    /// `OTEL_EXPORTER_OTLP_TIMEOUT` (milliseconds; default 10 s).
+    /// `OTEL_EXPORTER_OTLP_LOGS_TIMEOUT`, else `OTEL_EXPORTER_OTLP_TIMEOUT`
+    /// (milliseconds; default 10 s): the deadline of one export request.
     pub export_timeout: Duration,
 }
 
@@ -56,53 +81,125 @@ impl fmt::Debug for OtelSettings {
         let names: Vec<&str> = self.headers.iter().map(|(k, _)| k.as_str()).collect();
         f.debug_struct("OtelSettings")
             .field("endpoint", &self.endpoint_for_log())
+            .field("endpoint_var", &self.endpoint_var)
             .field("protocol", &self.protocol)
             .field("header_names", &names)
             .field("service_name", &self.service_name)
             .field("resource_attributes", &self.resource_attributes)
+            .field("export_timeout", &self.export_timeout)
             .finish_non_exhaustive()
     }
 }
 
+/// What the `OTEL_*` variables ask for, and the values that were ignored.
+#[derive(Debug)]
+pub struct OtelEnv {
+    /// Whether to export, and where.
+    pub export: OtelExport,
+    /// Invalid values that were ignored (treated as unset, as the OTel
+    /// specification says). Their text never holds a header value.
+    pub warnings: Vec<OtelError>,
+}
+
+/// Whether the variables enable export.
+#[derive(Debug)]
+pub enum OtelExport {
+    /// Export with these settings.
+    Enabled(OtelSettings),
+    /// Neither endpoint variable is set: export is off (the default).
+    Unset,
+    /// `OTEL_SDK_DISABLED=true`: export is off whatever else is set.
+    SdkDisabled,
+    /// `OTEL_LOGS_EXPORTER=none`: export is off whatever else is set.
+    ExporterNone,
+    /// The endpoint in effect is not an http(s) URL. Export is off rather
+    /// than falling back to another endpoint: audit records must never go
+    /// somewhere the operator did not name.
+    InvalidEndpoint(OtelError),
+}
+
 impl OtelSettings {
-    /// Settings from the process environment; `None` when export is disabled
-    /// (`OTEL_EXPORTER_OTLP_ENDPOINT` unset or empty).
-    pub fn from_env() -> Result<Option<Self>, OtelError> {
+    /// Reads the process environment (see [`OtelSettings::from_lookup`]).
+    pub fn from_env() -> OtelEnv {
         Self::from_lookup(|k| std::env::var(k).ok())
     }
 
-    /// Settings from any variable lookup (tests).
-    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Option<Self>, OtelError> {
+    /// Reads the variables through `get` (tests pass a map). Never fails: an
+    /// invalid value is reported in [`OtelEnv::warnings`] and treated as
+    /// unset, except an invalid endpoint, which turns export off.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> OtelEnv {
+        // The spec: an empty value is the same as an unset one.
         let get = |k: &str| {
             get(k)
                 .map(|v| v.trim().to_string())
                 .filter(|v| !v.is_empty())
         };
-        let Some(endpoint) = get("OTEL_EXPORTER_OTLP_ENDPOINT") else {
-            return Ok(None);
-        };
-        if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
-            return Err(OtelError::BadVariable {
-                var: "OTEL_EXPORTER_OTLP_ENDPOINT",
-                detail: "must be an http:// or https:// URL".into(),
-            });
+        let mut warnings = Vec::new();
+        let done = |export, warnings| OtelEnv { export, warnings };
+        match get("OTEL_SDK_DISABLED") {
+            Some(v) if v.eq_ignore_ascii_case("true") => {
+                return done(OtelExport::SdkDisabled, warnings)
+            }
+            Some(v) if !v.eq_ignore_ascii_case("false") => warnings.push(OtelError::BadVariable {
+                var: "OTEL_SDK_DISABLED",
+                detail: format!("{v:?} is neither true nor false; using false"),
+            }),
+            _ => {}
         }
-        let protocol = match get("OTEL_EXPORTER_OTLP_PROTOCOL").as_deref() {
-            None | Some("http/protobuf") => OtlpProtocol::HttpProtobuf,
-            Some("grpc") => OtlpProtocol::Grpc,
-            Some(other) => return Err(OtelError::UnsupportedProtocol(other.to_string())),
+        match get("OTEL_LOGS_EXPORTER") {
+            Some(v) if v.eq_ignore_ascii_case("none") => {
+                return done(OtelExport::ExporterNone, warnings)
+            }
+            Some(v) if !v.eq_ignore_ascii_case("otlp") => warnings.push(OtelError::BadVariable {
+                var: "OTEL_LOGS_EXPORTER",
+                detail: format!("{v:?} is not supported (use otlp or none); using otlp"),
+            }),
+            _ => {}
+        }
+        let (endpoint_var, endpoint) = match (get(LOGS_ENDPOINT), get(ENDPOINT)) {
+            (Some(e), _) => (LOGS_ENDPOINT, e),
+            (None, Some(e)) => (ENDPOINT, e),
+            (None, None) => return done(OtelExport::Unset, warnings),
         };
-        let headers = get("OTEL_EXPORTER_OTLP_HEADERS")
-            .map(|h| parse_pairs(&h, "OTEL_EXPORTER_OTLP_HEADERS"))
-            .transpose()?
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(k, v)| (k, Zeroizing::new(v)))
-            .collect();
-        let resource_attributes = get("OTEL_RESOURCE_ATTRIBUTES")
-            .map(|h| parse_pairs(&h, "OTEL_RESOURCE_ATTRIBUTES"))
-            .transpose()?
+        if let Err(detail) = check_endpoint(&endpoint) {
+            let e = OtelError::BadVariable {
+                var: endpoint_var,
+                detail: detail.into(),
+            };
+            return done(OtelExport::InvalidEndpoint(e), warnings);
+        }
+        let protocol = first_valid(get, PROTOCOL, &mut warnings, |v| {
+            match v.to_ascii_lowercase().as_str() {
+                "http/protobuf" => Ok(OtlpProtocol::HttpProtobuf),
+                "grpc" => Ok(OtlpProtocol::Grpc),
+                _ => Err(format!(
+                    "unsupported protocol {v:?} (use http/protobuf or grpc); ignored"
+                )),
+            }
+        })
+        .unwrap_or(OtlpProtocol::HttpProtobuf);
+        let export_timeout = first_valid(get, TIMEOUT, &mut warnings, |v| match v.parse::<u64>() {
+            Ok(ms) if ms > 0 => Ok(Duration::from_millis(ms)),
+            _ => Err("must be a positive number of milliseconds; ignored".to_string()),
+        })
+        .unwrap_or(DEFAULT_TIMEOUT);
+        // The logs variable replaces the generic one; the two are not merged.
+        let headers = HEADERS
+            .iter()
+            .find_map(|var| get(var).map(|v| (*var, v)))
+            .map(|(var, v)| parse_headers(&v, var, &mut warnings))
             .unwrap_or_default();
+        let resource_attributes = match get("OTEL_RESOURCE_ATTRIBUTES") {
+            None => Vec::new(),
+            // The resource spec: on any error the whole value is discarded.
+            Some(v) => match parse_pairs(&v, "OTEL_RESOURCE_ATTRIBUTES") {
+                Ok(pairs) => pairs,
+                Err(e) => {
+                    warnings.push(e);
+                    Vec::new()
+                }
+            },
+        };
         let service_name = get("OTEL_SERVICE_NAME")
             .or_else(|| {
                 resource_attributes
@@ -111,15 +208,9 @@ impl OtelSettings {
                     .map(|(_, v)| v.clone())
             })
             .unwrap_or_else(|| "iron-proxy".to_string());
-        let export_timeout = match get("OTEL_EXPORTER_OTLP_TIMEOUT") {
-            None => Duration::from_secs(10),
-            Some(ms) => Duration::from_millis(ms.parse().map_err(|_| OtelError::BadVariable {
-                var: "OTEL_EXPORTER_OTLP_TIMEOUT",
-                detail: "must be a number of milliseconds".into(),
-            })?),
-        };
-        Ok(Some(OtelSettings {
+        let settings = OtelSettings {
             endpoint,
+            endpoint_var,
             protocol,
             headers,
             service_name,
@@ -128,12 +219,18 @@ impl OtelSettings {
             max_batch: 512,
             flush_interval: Duration::from_secs(1),
             export_timeout,
-        }))
+        };
+        done(OtelExport::Enabled(settings), warnings)
     }
 
-    /// The URL the HTTP exporter posts to.
+    /// The URL the HTTP exporter posts to: the logs endpoint as-is, or the
+    /// generic endpoint plus `/v1/logs` (the OTLP exporter specification).
     pub(super) fn http_logs_url(&self) -> String {
-        format!("{}/v1/logs", self.endpoint.trim_end_matches('/'))
+        if self.endpoint_var == LOGS_ENDPOINT {
+            self.endpoint.clone()
+        } else {
+            format!("{}/v1/logs", self.endpoint.trim_end_matches('/'))
+        }
     }
 
     /// The endpoint with any userinfo removed, for logs.
@@ -169,30 +266,97 @@ impl OtelSettings {
     }
 }
 
-/// `k1=v1,k2=v2`, values percent-decoded (W3C baggage style, as the OTEL spec says).
-fn parse_pairs(s: &str, var: &'static str) -> Result<Vec<(String, String)>, OtelError> {
-    let mut out = Vec::new();
-    for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
-        let Some((k, v)) = item.split_once('=') else {
-            return Err(OtelError::BadVariable {
-                var,
-                detail: format!("entry {} has no '='", out.len() + 1),
-            });
-        };
-        let k = k.trim();
-        if k.is_empty() {
-            return Err(OtelError::BadVariable {
-                var,
-                detail: format!("entry {} has an empty key", out.len() + 1),
-            });
+/// Whether `endpoint` is an http(s) URL with a host. The error never
+/// repeats the value: it may carry credentials in its userinfo.
+fn check_endpoint(endpoint: &str) -> Result<(), &'static str> {
+    match url::Url::parse(endpoint) {
+        Ok(u)
+            if matches!(u.scheme(), "http" | "https")
+                && u.host_str().is_some_and(|h| !h.is_empty()) =>
+        {
+            Ok(())
         }
-        let v = percent_encoding::percent_decode_str(v.trim())
-            .decode_utf8()
-            .map_err(|_| OtelError::BadVariable {
-                var,
-                detail: format!("value of {k} is not UTF-8 after percent-decoding"),
-            })?;
-        out.push((k.to_string(), v.into_owned()));
+        Ok(_) => Err("must be an http:// or https:// URL with a host"),
+        Err(_) => Err("not a URL (an http:// or https:// URL with a host is needed)"),
     }
-    Ok(out)
+}
+
+/// The first of `vars` (most specific first) that is set and parses; an
+/// invalid one is reported and treated as unset, so the next one applies.
+fn first_valid<T>(
+    get: impl Fn(&str) -> Option<String>,
+    vars: [&'static str; 2],
+    warnings: &mut Vec<OtelError>,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Option<T> {
+    for var in vars {
+        let Some(v) = get(var) else { continue };
+        match parse(&v) {
+            Ok(t) => return Some(t),
+            Err(detail) => warnings.push(OtelError::BadVariable { var, detail }),
+        }
+    }
+    None
+}
+
+/// The headers of `s`. An entry that does not parse, or is not a valid HTTP
+/// header, is skipped and reported by its position (never its value).
+fn parse_headers(
+    s: &str,
+    var: &'static str,
+    warnings: &mut Vec<OtelError>,
+) -> Vec<(String, Zeroizing<String>)> {
+    let mut out = Vec::new();
+    for (i, item) in entries(s).enumerate() {
+        let checked = parse_pair(item, i + 1).and_then(|(k, v)| {
+            let v = Zeroizing::new(v);
+            let valid = http::HeaderName::try_from(k.as_str()).is_ok()
+                && http::HeaderValue::try_from(v.as_str()).is_ok();
+            if valid {
+                Ok((k, v))
+            } else {
+                Err(format!("entry {} is not a valid HTTP header", i + 1))
+            }
+        });
+        match checked {
+            Ok(h) => out.push(h),
+            Err(detail) => warnings.push(OtelError::BadVariable {
+                var,
+                detail: format!("{detail}; entry skipped"),
+            }),
+        }
+    }
+    out
+}
+
+/// `k1=v1,k2=v2`, values percent-decoded (W3C baggage style, as the OTEL
+/// spec says); any bad entry makes the whole value invalid.
+fn parse_pairs(s: &str, var: &'static str) -> Result<Vec<(String, String)>, OtelError> {
+    entries(s)
+        .enumerate()
+        .map(|(i, item)| parse_pair(item, i + 1))
+        .collect::<Result<_, _>>()
+        .map_err(|detail| OtelError::BadVariable {
+            var,
+            detail: format!("{detail}; the whole value is ignored"),
+        })
+}
+
+fn entries(s: &str) -> impl Iterator<Item = &str> {
+    s.split(',').map(str::trim).filter(|i| !i.is_empty())
+}
+
+/// One `key=value` entry (the `n`th); the error names the entry, never its value.
+fn parse_pair(item: &str, n: usize) -> Result<(String, String), String> {
+    let Some((k, v)) = item.split_once('=') else {
+        return Err(format!("entry {n} has no '='"));
+    };
+    let k = k.trim();
+    if k.is_empty() {
+        return Err(format!("entry {n} has an empty key"));
+    }
+    let v = percent_encoding::percent_decode_str(v.trim())
+        .decode_utf8()
+        .map_err(|_| format!("value of entry {n} is not UTF-8 after percent-decoding"))?;
+    Ok((k.to_string(), v.into_owned()))
 }
