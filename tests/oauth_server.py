@@ -104,6 +104,10 @@ CLIENTS = {
     "gcp-sa@iron-e2e.iam.gserviceaccount.com": Client(
         "gcp-sa@iron-e2e.iam.gserviceaccount.com", None, [JWTBearerGrant.GRANT_TYPE]
     ),
+    # A second one (gcp_auth with several entries).
+    "gcp-sa2@iron-e2e.iam.gserviceaccount.com": Client(
+        "gcp-sa2@iron-e2e.iam.gserviceaccount.com", None, [JWTBearerGrant.GRANT_TYPE]
+    ),
 }
 USERS = {"svc-user": "svc-password"}
 

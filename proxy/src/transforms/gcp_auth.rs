@@ -3,12 +3,12 @@
 //! Service Accounts).
 //!
 //! - **Stubs first**, before the rules: a request to Google's OAuth2 token
-//!   endpoint (`oauth2.googleapis.com/token`) or to the metadata server's
-//!   service-account token paths (`metadata.google.internal` or
-//!   `169.254.169.254`, `/computeMetadata/v1/instance/service-accounts/*/token`)
-//!   is answered with the stub token, so Google SDKs finish their Application
-//!   Default Credentials discovery without credentials (and without a packet
-//!   to the metadata address).
+//!   endpoint (`oauth2.googleapis.com/token`) is answered with the stub token,
+//!   and the metadata server (`metadata.google.internal`, `169.254.169.254`) is
+//!   emulated for the configured account ([`metadata`]: the ping, the account's
+//!   e-mail and scopes, the project, the stub token), so Google SDKs finish
+//!   their Application Default Credentials discovery without credentials (and
+//!   without a packet to the metadata address).
 //! - **Minting**: from a service-account keyfile (`keyfile_path`, or a secret
 //!   source `keyfile`), an RFC 7523 assertion (RS256; `iss` the
 //!   `client_email`, `scope`, `aud` the keyfile's `token_uri`, `sub` for
@@ -18,8 +18,11 @@
 //!   `authorized_user` refresh token, or `external_account` Workload
 //!   Identity Federation: [`external_account`]), else the metadata server
 //!   (`GCE_METADATA_HOST`, default `metadata.google.internal`).
-//! - One cached token per transform, reused until 10 s before expiry, one
-//!   mint at a time; a keyfile whose content changes discards it.
+//! - One cached token per transform, refreshed in the background ahead of
+//!   expiry ([`cache`]); a keyfile whose content changes discards it.
+//! - **First match wins** across `gcp_auth` entries: once one has injected its
+//!   token into a request, later `gcp_auth` entries leave the request alone
+//!   (they neither mint nor inject nor annotate).
 //! - A mint that fails refuses the request: 403 `token_unavailable`.
 //!
 //! Audit: `service_account` and `injected`; `stubbed`; `error` and `rejected`.
@@ -38,8 +41,7 @@ use sha2::Digest as _;
 use zeroize::Zeroizing;
 
 use super::oauth_token::{
-    exchange, inject, sign_jwt, stub_response, unavailable, unix_now, Cached, MintError,
-    TokenResponse,
+    exchange, inject, sign_jwt, stub_response, unavailable, unix_now, MintError, TokenResponse,
 };
 use crate::body::Body;
 use crate::config::{GcpAuthConfig, GcpCredentials};
@@ -50,18 +52,21 @@ use crate::secrets::{EnvLookup, Secret, Sources};
 
 /// Google's OAuth2 token endpoint, the default `token_uri`.
 const GOOGLE_TOKEN_URI: &str = "https://oauth2.googleapis.com/token";
-/// The hosts of the metadata server.
-const METADATA_HOSTS: [&str; 2] = ["metadata.google.internal", "169.254.169.254"];
 
 /// The built transform.
 pub struct GcpAuth {
+    minter: Arc<Minter>,
+    rules: Scope,
+    cache: Arc<cache::TokenCache>,
+}
+
+/// Everything a mint needs; shared with background refreshes.
+struct Minter {
     source: Source,
     subject: Option<String>,
     scopes: Vec<String>,
-    rules: Scope,
     http: HttpClient,
     env: EnvLookup,
-    state: tokio::sync::Mutex<State>,
 }
 
 enum Source {
@@ -70,12 +75,10 @@ enum Source {
     DefaultChain,
 }
 
-#[derive(Default)]
-struct State {
-    fingerprint: Option<[u8; 32]>,
-    token: Option<Cached>,
-    account: String,
-}
+/// Set in a request's [`Flow::ext`] by the `gcp_auth` entry that injected its token: later
+/// entries leave the request alone (the first matching entry wins).
+#[derive(Clone, Copy)]
+struct Injected;
 
 /// The fields of a credentials JSON file this transform uses.
 #[derive(Deserialize)]
@@ -86,6 +89,7 @@ struct CredentialsFile {
     private_key: Option<String>,
     private_key_id: Option<String>,
     token_uri: Option<String>,
+    project_id: Option<String>,
     // authorized_user
     client_id: Option<String>,
     client_secret: Option<String>,
@@ -101,20 +105,85 @@ impl GcpAuth {
     /// The transform, concretely typed (tests).
     pub fn new(cfg: &GcpAuthConfig, sources: &Sources) -> Self {
         GcpAuth {
-            source: match &cfg.credentials {
-                GcpCredentials::KeyfilePath(p) => Source::Path(p.clone()),
-                GcpCredentials::Keyfile(s) => Source::Secret(sources.secret(s)),
-                GcpCredentials::WorkloadIdentity => Source::DefaultChain,
-            },
-            subject: cfg.subject.clone(),
-            scopes: cfg.scopes.clone(),
+            minter: Arc::new(Minter {
+                source: match &cfg.credentials {
+                    GcpCredentials::KeyfilePath(p) => Source::Path(p.clone()),
+                    GcpCredentials::Keyfile(s) => Source::Secret(sources.secret(s)),
+                    GcpCredentials::WorkloadIdentity => Source::DefaultChain,
+                },
+                subject: cfg.subject.clone(),
+                scopes: cfg.scopes.clone(),
+                http: sources.http_client(),
+                env: sources.env().clone(),
+            }),
             rules: cfg.rules.clone(),
-            http: sources.http_client(),
-            env: sources.env().clone(),
-            state: tokio::sync::Mutex::new(State::default()),
+            cache: Arc::default(),
         }
     }
 
+    /// A valid token and the account it is for: cached, or minted now.
+    async fn token(&self) -> Result<(Zeroizing<String>, String), MintError> {
+        let text = self.minter.credentials_text().await?;
+        let fingerprint: [u8; 32] =
+            sha2::Sha256::digest(text.as_ref().map(|t| t.as_bytes()).unwrap_or(b"metadata")).into();
+        let minter = self.minter.clone();
+        let mint = move || async move { minter.mint(text.as_ref().map(|t| t.as_str())).await };
+        self.cache.token(fingerprint, mint).await
+    }
+
+    /// Who the emulated metadata server says the workload is: the keyfile's account and
+    /// project, else `default` (the credentials are not needed to answer, so an unreadable
+    /// file only loses the e-mail and project).
+    async fn identity(&self) -> metadata::Identity<'_> {
+        let file = match self.minter.credentials_text().await {
+            Ok(Some(text)) => serde_json::from_str::<CredentialsFile>(&text).ok(),
+            _ => None,
+        };
+        let (email, project_id) = match file {
+            Some(f) => {
+                let email = f
+                    .client_email
+                    .filter(|_| f.kind.as_deref() == Some("service_account"));
+                (email, f.project_id)
+            }
+            None => (None, None),
+        };
+        metadata::Identity {
+            email: email.unwrap_or_else(|| "default".into()),
+            project_id,
+            scopes: &self.minter.scopes,
+        }
+    }
+
+    /// The stubbed answer to an SDK's own token or metadata request, if this is one.
+    async fn stub(&self, req: &Request<Body>, cx: &mut Flow) -> Option<Verdict> {
+        let path = req.uri().path();
+        if cx.dest.host.eq_ignore_ascii_case("oauth2.googleapis.com") {
+            if path.trim_end_matches('/') != "/token" {
+                return None;
+            }
+            cx.annotate("stubbed", "oauth2_token_endpoint");
+            return Some(Verdict::Stub(stub_response()));
+        }
+        let flavor = req
+            .headers()
+            .get_all("metadata-flavor")
+            .iter()
+            .any(|v| v == "Google");
+        let query = metadata::classify(&cx.dest.host, path, req.uri().query(), flavor)?;
+        if query == metadata::Query::Token {
+            let mut rsp = stub_response();
+            metadata::flavor(&mut rsp);
+            cx.annotate("stubbed", "oauth2_token_endpoint");
+            return Some(Verdict::Stub(rsp));
+        }
+        let rsp = metadata::answer(&query, &self.identity().await)?;
+        cx.annotate("stubbed", "metadata_server");
+        Some(Verdict::Stub(rsp))
+    }
+}
+
+impl Minter {
     /// The credentials JSON text, or `None` for the metadata server.
     async fn credentials_text(&self) -> Result<Option<Zeroizing<String>>, MintError> {
         let read = |p: &std::path::Path| {
@@ -136,30 +205,13 @@ impl GcpAuth {
         }
     }
 
-    /// A valid token and the account it is for: cached, or minted now.
-    async fn token(&self) -> Result<(Zeroizing<String>, String), MintError> {
-        let text = self.credentials_text().await?;
-        let fingerprint: [u8; 32] =
-            sha2::Sha256::digest(text.as_ref().map(|t| t.as_bytes()).unwrap_or(b"metadata")).into();
-        let mut state = self.state.lock().await;
-        if state.fingerprint != Some(fingerprint) {
-            *state = State {
-                fingerprint: Some(fingerprint),
-                ..State::default()
-            };
+    /// A new token and its account, from the credentials `text` or the metadata server.
+    async fn mint(&self, text: Option<&str>) -> Result<cache::Minted, MintError> {
+        match text {
+            Some(text) => self.mint_from_file(text).await,
+            None => self.mint_from_metadata().await,
         }
-        if let Some(t) = state.token.as_ref().and_then(Cached::usable) {
-            return Ok((t, state.account.clone()));
-        }
-        let (minted, account) = match &text {
-            Some(text) => self.mint_from_file(text).await?,
-            None => self.mint_from_metadata().await?,
-        };
-        state.token = Some(Cached::new(&minted));
-        state.account = account.clone();
-        Ok((minted.access_token, account))
     }
-
     async fn mint_from_file(&self, text: &str) -> Result<(TokenResponse, String), MintError> {
         let file: CredentialsFile = serde_json::from_str(text).map_err(|e| {
             MintError(format!(
@@ -241,7 +293,7 @@ impl GcpAuth {
             .env
             .var("GCE_METADATA_HOST")
             .filter(|h| !h.is_empty())
-            .unwrap_or_else(|| METADATA_HOSTS[0].into());
+            .unwrap_or_else(|| metadata::HOSTS[0].into());
         let scopes = url::form_urlencoded::Serializer::new(String::new())
             .append_pair("scopes", &self.scopes.join(","))
             .finish();
@@ -281,24 +333,6 @@ async fn post_form(
     exchange(http, uri, req).await?.map_err(MintError)
 }
 
-/// True for a token request a Google SDK makes: the OAuth2 endpoint or the
-/// metadata server's service-account token paths.
-fn is_token_request(cx: &Flow, path: &str) -> bool {
-    let host = cx.dest.host.as_str();
-    if host.eq_ignore_ascii_case("oauth2.googleapis.com") {
-        return path.trim_end_matches('/') == "/token";
-    }
-    if METADATA_HOSTS.iter().any(|m| host.eq_ignore_ascii_case(m)) {
-        let Some(rest) = path.strip_prefix("/computeMetadata/v1/instance/service-accounts/") else {
-            return false;
-        };
-        return rest.split_once('/').is_some_and(|(account, tail)| {
-            !account.is_empty() && tail.trim_end_matches('/') == "token"
-        });
-    }
-    false
-}
-
 #[async_trait]
 impl Transform for GcpAuth {
     fn name(&self) -> &str {
@@ -313,11 +347,10 @@ impl Transform for GcpAuth {
         if cx.method.is_empty() {
             return Ok(Verdict::Continue);
         }
-        if is_token_request(cx, req.uri().path()) {
-            cx.annotate("stubbed", "oauth2_token_endpoint");
-            return Ok(Verdict::Stub(stub_response()));
+        if let Some(stub) = self.stub(req, cx).await {
+            return Ok(stub);
         }
-        if !self.rules.applies(&cx.target()) {
+        if cx.ext.get::<Injected>().is_some() || !self.rules.applies(&cx.target()) {
             return Ok(Verdict::Continue);
         }
         let (token, account) = match self.token().await {
@@ -337,11 +370,14 @@ impl Transform for GcpAuth {
             StatusCode::FORBIDDEN,
         )?;
         cx.annotate("service_account", account);
+        cx.ext.insert(Injected);
         Ok(Verdict::Continue)
     }
 }
 
+mod cache;
 mod external_account;
+mod metadata;
 
 #[cfg(test)]
 mod tests;

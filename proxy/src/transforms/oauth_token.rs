@@ -27,7 +27,7 @@
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use base64::Engine as _;
@@ -38,6 +38,7 @@ use http_body_util::Full;
 use serde::Deserialize;
 use serde_json::Value;
 use sha2::Digest as _;
+use tokio::time::Instant;
 use zeroize::Zeroizing;
 
 use crate::body::Body;
@@ -189,7 +190,7 @@ struct State {
     rotated_refresh: Option<Zeroizing<String>>,
 }
 
-/// A minted token and when it stops being worth using.
+/// A minted token and when it stops being worth using (tokio's clock, so tests can pause it).
 pub(crate) struct Cached {
     access: Zeroizing<String>,
     expires: Option<Instant>,

@@ -587,3 +587,180 @@ fn gcp_auth_runs_an_allowed_credential_executable() {
         "{rec}"
     );
 }
+
+const SA2: &str = "gcp-sa2@iron-e2e.iam.gserviceaccount.com";
+
+#[test]
+fn gcp_auth_the_first_matching_entry_wins() {
+    require_root!();
+    let net = FakeInternet::new();
+    let state = tempfile::tempdir().expect("state dir");
+    let (_server, addr) = authlib(&net, state.path());
+    let key = std::fs::read_to_string(state.path().join("jwt_key.pem")).expect("jwt key");
+    let second = keyfile(addr, &key).replace(SA, SA2);
+    // The specific entry first, the catch-all after it (spec: order entries from most
+    // specific to least specific).
+    let cfg = r#"
+transforms:
+  - name: allowlist
+    config:
+      domains: ["api.test"]
+  - name: gcp_auth
+    config:
+      keyfile: {type: env, var: GCP_KEYFILE}
+      scopes: ["https://www.googleapis.com/auth/cloud-platform"]
+      rules: [{host: "api.test"}]
+  - name: gcp_auth
+    config:
+      keyfile: {type: env, var: GCP_KEYFILE2}
+      scopes: ["https://www.googleapis.com/auth/cloud-platform"]
+      rules: [{host: "*.test"}]
+"#;
+    let px = Proxy::with(cfg)
+        .resolver(&net)
+        .env("GCP_KEYFILE", &keyfile(addr, &key))
+        .env("GCP_KEYFILE2", &second)
+        .start();
+    assert_eq!(api(&px)["client"], json!(SA), "the first entry's account");
+    let rec = px.wait_for_audit(|a| a.path() == Some("/api/gcp"));
+    let entries: Vec<&Value> = rec
+        .request_transforms()
+        .iter()
+        .filter(|t| t["name"] == json!("gcp_auth"))
+        .collect();
+    assert_eq!(entries.len(), 2, "{rec}");
+    assert_eq!(
+        entries[0]["annotations"]["service_account"],
+        json!(SA),
+        "{rec}"
+    );
+    assert_eq!(
+        entries[1].get("annotations"),
+        None,
+        "the second entry did nothing: {rec}"
+    );
+    // Only the first entry minted.
+    let stats = curl(["-s", &format!("http://{addr}/stats")]).json();
+    assert_eq!(
+        stats["urn:ietf:params:oauth:grant-type:jwt-bearer"],
+        json!(1),
+        "{stats}"
+    );
+}
+
+/// google-auth's `compute_engine.Credentials` through the proxy, as a workload on a host
+/// without credentials runs it: the ping, the account's info, its token (the stub), the
+/// project, then an API call with the stub token. Every request goes to the proxy's
+/// `http_listen` as an HTTP proxy; the script refuses to resolve or connect to anything else
+/// (so nothing reaches the real metadata address even if a request escaped the session).
+const GOOGLE_AUTH_ON_GCE: &str = r#"
+import json, socket, sys
+proxy = sys.argv[1]
+host, port = proxy.rsplit(":", 1)
+allowed = (host, int(port))
+_connect = socket.socket.connect
+def connect(self, address):
+    if tuple(address[:2]) != allowed:
+        raise OSError("test guard: only the proxy may be dialled, not %r" % (address,))
+    return _connect(self, address)
+socket.socket.connect = connect
+_getaddrinfo = socket.getaddrinfo
+def getaddrinfo(name, *args, **kwargs):
+    if name != host:
+        raise OSError("test guard: only the proxy's address may be resolved, not %r" % (name,))
+    return _getaddrinfo(name, *args, **kwargs)
+socket.getaddrinfo = getaddrinfo
+
+import requests
+import google.auth.transport.requests
+from google.auth import compute_engine
+from google.auth.compute_engine import _metadata
+
+session = requests.Session()
+session.trust_env = False
+session.proxies = {"http": "http://" + proxy}
+request = google.auth.transport.requests.Request(session)
+out = {"ping": _metadata.ping(request)}
+creds = compute_engine.Credentials()
+creds.refresh(request)
+out["email"] = creds.service_account_email
+out["scopes"] = creds.scopes
+out["token"] = creds.token
+out["project"] = _metadata.get_project_id(request)
+# (creds.universe_domain would ask with a request of its own, outside this session.)
+out["universe"] = _metadata.get_universe_domain(request)
+r = session.get("http://api.test/api/gcp", headers={"Authorization": "Bearer " + creds.token})
+out["api"] = r.json()
+print(json.dumps(out))
+"#;
+
+#[test]
+fn gcp_auth_serves_google_auth_compute_engine_credentials() {
+    require_root!();
+    let net = FakeInternet::new();
+    let state = tempfile::tempdir().expect("state dir");
+    let (_server, addr) = authlib(&net, state.path());
+    let key = std::fs::read_to_string(state.path().join("jwt_key.pem")).expect("jwt key");
+    let cfg = r#"
+transforms:
+  - name: allowlist
+    config:
+      domains: ["api.test", "metadata.google.internal"]
+      cidrs: ["169.254.169.254/32"]
+  - name: gcp_auth
+    config:
+      keyfile: {type: env, var: GCP_KEYFILE}
+      scopes: ["https://www.googleapis.com/auth/cloud-platform"]
+      rules:
+        - host: "api.test"
+"#;
+    let px = Proxy::with(cfg)
+        .resolver(&net)
+        .env("GCP_KEYFILE", &keyfile(addr, &key))
+        .start();
+    let r = python(GOOGLE_AUTH_ON_GCE, [px.http_addr().to_string()]);
+    assert_eq!(r.exit, 0, "google-auth through the proxy failed:\n{r}");
+    let out: Value = serde_json::from_str(r.stdout.trim()).expect("the script's JSON");
+    assert_eq!(out["ping"], json!(true), "{out}");
+    assert_eq!(out["email"], json!(SA), "{out}");
+    assert_eq!(
+        out["scopes"],
+        json!(["https://www.googleapis.com/auth/cloud-platform"]),
+        "{out}"
+    );
+    assert_eq!(out["token"], json!("iron-proxy-stub-token"), "{out}");
+    assert_eq!(out["project"], json!("iron-e2e"), "{out}");
+    assert_eq!(out["universe"], json!("googleapis.com"), "{out}");
+    // The API call carried the service account's real token in place of the stub.
+    assert_eq!(out["api"]["client"], json!(SA), "{out}");
+
+    // The metadata requests were answered by the proxy (trace action `stub`), none dialled.
+    let ping = px.wait_for_audit(|a| a.host() == Some("169.254.169.254"));
+    assert_eq!(
+        ping.annotation("gcp_auth", "stubbed"),
+        Some(&json!("metadata_server")),
+        "{ping}"
+    );
+    let audit = px.audit();
+    let metadata: Vec<_> = audit
+        .0
+        .iter()
+        .filter(|a| a.host() == Some("metadata.google.internal"))
+        .collect();
+    assert!(metadata.len() >= 3, "{audit:?}");
+    for rec in metadata {
+        assert!(
+            rec.annotation("gcp_auth", "stubbed").is_some(),
+            "not stubbed: {rec}"
+        );
+    }
+
+    // Without Metadata-Flavor: Google, the real server's 403.
+    let r = Curl::get(
+        "http://metadata.google.internal/computeMetadata/v1/instance/service-accounts/default/token",
+    )
+    .via(&px)
+    .run();
+    assert_eq!(r.status, 403, "{r}");
+    assert_no_leak(&px, &["PRIVATE KEY"]);
+}

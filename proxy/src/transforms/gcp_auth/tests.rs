@@ -1,4 +1,5 @@
-//! Tests of the gcp_auth transform that need no token server: which requests are stubbed,
+//! Tests of the gcp_auth transform that need no token server: which requests are stubbed and
+//! the metadata server's emulated answers, a later entry after an earlier one's injection,
 //! failing closed with 403, the credentials-file checks. Minting is the e2e test
 //! `secrets::gcp` (an Authlib server as the token endpoint).
 
@@ -7,6 +8,7 @@ use serde_json::json;
 use super::*;
 use crate::config::TransformConfig;
 use crate::pipeline::PhaseOutcome;
+use crate::transforms::oauth_token::STUB_TOKEN;
 use crate::transforms::test_support::{header, request, run, sources};
 
 fn transform(credentials: &str, extra: &str, env: &[(&str, &str)]) -> GcpAuth {
@@ -29,42 +31,248 @@ fn flow(host: &str, method: &str, path: &str) -> Flow {
 }
 
 #[test]
-fn the_sdk_token_requests_are_recognised() {
-    let yes = [
-        ("oauth2.googleapis.com", "/token"),
+fn the_sdk_metadata_requests_are_recognised() {
+    use metadata::{classify, Leaf, Query};
+    let sa = "sa@p.iam.gserviceaccount.com";
+    let cases: [(&str, &str, Option<&str>, Option<Query>); 12] = [
+        ("169.254.169.254", "/", None, Some(Query::Ping)),
+        ("metadata.google.internal", "", None, Some(Query::Ping)),
         (
             "metadata.google.internal",
             "/computeMetadata/v1/instance/service-accounts/default/token",
+            Some("scopes=a,b"),
+            Some(Query::Token),
         ),
         (
             "169.254.169.254",
             "/computeMetadata/v1/instance/service-accounts/sa@p.iam.gserviceaccount.com/token",
+            None,
+            Some(Query::Token),
         ),
-    ];
-    for (host, path) in yes {
-        assert!(
-            is_token_request(&flow(host, "GET", path), path),
-            "{host}{path}"
-        );
-    }
-    let no = [
-        ("oauth2.googleapis.com", "/tokeninfo"),
         (
             "metadata.google.internal",
-            "/computeMetadata/v1/instance/service-accounts/default/email",
+            "/computeMetadata/v1/instance/service-accounts/default/",
+            Some("recursive=true"),
+            Some(Query::Account {
+                account: "default",
+                leaf: Leaf::Dir { recursive: true },
+            }),
+        ),
+        (
+            "metadata.google.internal",
+            "/computeMetadata/v1/instance/service-accounts/sa@p.iam.gserviceaccount.com/email",
+            None,
+            Some(Query::Account {
+                account: sa,
+                leaf: Leaf::Email,
+            }),
+        ),
+        (
+            "metadata.google.internal",
+            "/computeMetadata/v1/project/project-id",
+            None,
+            Some(Query::ProjectId),
+        ),
+        (
+            "metadata.google.internal",
+            "/computeMetadata/v1/universe/universe-domain",
+            None,
+            Some(Query::UniverseDomain),
+        ),
+        // Not emulated: identity tokens, other paths, an empty account, other hosts.
+        (
+            "metadata.google.internal",
+            "/computeMetadata/v1/instance/service-accounts/default/identity",
+            Some("audience=x"),
+            None,
+        ),
+        (
+            "metadata.google.internal",
+            "/computeMetadata/v1/instance/hostname",
+            None,
+            None,
         ),
         (
             "metadata.google.internal",
             "/computeMetadata/v1/instance/service-accounts//token",
+            None,
+            None,
         ),
-        ("storage.googleapis.com", "/token"),
+        ("storage.googleapis.com", "/", None, None),
     ];
-    for (host, path) in no {
-        assert!(
-            !is_token_request(&flow(host, "GET", path), path),
-            "{host}{path}"
+    for (host, path, query, expect) in cases {
+        assert_eq!(classify(host, path, query, true), expect, "{host}{path}");
+    }
+    // The metadata paths need Metadata-Flavor: Google; the ping does not.
+    assert_eq!(
+        classify(
+            "metadata.google.internal",
+            "/computeMetadata/v1/instance/service-accounts/default/token",
+            None,
+            false
+        ),
+        Some(Query::MissingFlavor)
+    );
+    assert_eq!(
+        classify("169.254.169.254", "/", None, false),
+        Some(Query::Ping)
+    );
+}
+
+/// A service-account keyfile whose key is never used (the metadata answers need none).
+const KEYFILE: &str = r#"{"type":"service_account","project_id":"iron-unit","client_email":"sa@iron-unit.iam.gserviceaccount.com","private_key":"x"}"#;
+
+/// Runs one request to the metadata server through `t`: its outcome and trace entry.
+async fn metadata_request(
+    t: GcpAuth,
+    host: &str,
+    uri: &str,
+    flavor: bool,
+) -> (PhaseOutcome, crate::audit::TransformTrace) {
+    let headers: &[(&str, &str)] = if flavor {
+        &[("metadata-flavor", "Google")]
+    } else {
+        &[]
+    };
+    let mut req = request("GET", uri, headers, None);
+    let path = uri.split('?').next().unwrap_or(uri);
+    run(t, &mut req, &mut flow(host, "GET", path)).await
+}
+
+/// The status, `Metadata-Flavor`, content type and body of a stubbed answer.
+async fn stubbed(outcome: PhaseOutcome) -> (u16, String, String, String) {
+    let PhaseOutcome::Stub(_, rsp) = outcome else {
+        panic!("not stubbed")
+    };
+    let h = |n: &str| {
+        rsp.headers()
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    let (status, flavor, kind) = (
+        rsp.status().as_u16(),
+        h("metadata-flavor"),
+        h("content-type"),
+    );
+    let body = http_body_util::BodyExt::collect(rsp.into_body())
+        .await
+        .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
+        .unwrap_or_default();
+    (status, flavor, kind, body)
+}
+
+#[tokio::test]
+async fn the_metadata_server_is_emulated_for_the_configured_account() {
+    let env = [("KF", KEYFILE)];
+    let t = || transform("keyfile: {type: env, var: KF}", "", &env);
+    let sa = "sa@iron-unit.iam.gserviceaccount.com";
+    let v1 = "/computeMetadata/v1";
+
+    // The ping (google-auth's _metadata.ping, Go's OnGCE): no request header needed.
+    let (outcome, trace) = metadata_request(t(), "169.254.169.254", "/", false).await;
+    assert_eq!(
+        trace.annotations.get("stubbed"),
+        Some(&json!("metadata_server"))
+    );
+    let (status, flavor, _, _) = stubbed(outcome).await;
+    assert_eq!((status, flavor.as_str()), (200, "Google"));
+
+    // What compute_engine.Credentials reads before its token, by alias and by e-mail.
+    for account in ["default", sa] {
+        let uri = format!("{v1}/instance/service-accounts/{account}/?recursive=true");
+        let (outcome, _) = metadata_request(t(), "metadata.google.internal", &uri, true).await;
+        let (status, flavor, kind, body) = stubbed(outcome).await;
+        assert_eq!(
+            (status, flavor.as_str(), kind.as_str()),
+            (200, "Google", "application/json")
+        );
+        assert_eq!(
+            serde_json::from_str::<Value>(&body).expect("json"),
+            json!({"aliases": ["default"], "email": sa,
+                   "scopes": ["https://www.googleapis.com/auth/cloud-platform"]})
         );
     }
+    for (path, expect) in [
+        ("instance/service-accounts/default/email", sa),
+        (
+            "instance/service-accounts/default/scopes",
+            "https://www.googleapis.com/auth/cloud-platform\n",
+        ),
+        ("project/project-id", "iron-unit"),
+        ("universe/universe-domain", "googleapis.com"),
+    ] {
+        let uri = format!("{v1}/{path}");
+        let (outcome, _) = metadata_request(t(), "metadata.google.internal", &uri, true).await;
+        let (status, flavor, _, body) = stubbed(outcome).await;
+        assert_eq!(
+            (status, flavor.as_str(), body.as_str()),
+            (200, "Google", expect),
+            "{path}"
+        );
+    }
+
+    // The token, for the account's e-mail too (google-auth asks by e-mail after the info).
+    let uri = format!("{v1}/instance/service-accounts/{sa}/token?scopes=x");
+    let (outcome, trace) = metadata_request(t(), "metadata.google.internal", &uri, true).await;
+    assert_eq!(
+        trace.annotations.get("stubbed"),
+        Some(&json!("oauth2_token_endpoint"))
+    );
+    let (status, flavor, _, body) = stubbed(outcome).await;
+    assert_eq!((status, flavor.as_str()), (200, "Google"));
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).expect("json")["access_token"],
+        json!(STUB_TOKEN)
+    );
+
+    // Without Metadata-Flavor: Google, 403 as the real server answers.
+    let uri = format!("{v1}/instance/service-accounts/default/token");
+    let (outcome, _) = metadata_request(t(), "metadata.google.internal", &uri, false).await;
+    assert_eq!(stubbed(outcome).await.0, 403);
+
+    // Another account, or a path not emulated: not answered here.
+    for path in [
+        "instance/service-accounts/other@p.iam.gserviceaccount.com/email",
+        "instance/hostname",
+    ] {
+        let uri = format!("{v1}/{path}");
+        let (outcome, trace) = metadata_request(t(), "metadata.google.internal", &uri, true).await;
+        assert!(matches!(outcome, PhaseOutcome::Continue), "{path}");
+        assert!(trace.annotations.is_empty(), "{path}");
+    }
+
+    // Without a service-account keyfile the account is only `default`, with no project.
+    let t = transform("keyfile_path: /nonexistent/sa.json", "", &[]);
+    let uri = format!("{v1}/instance/service-accounts/default/?recursive=true");
+    let (outcome, _) = metadata_request(t, "metadata.google.internal", &uri, true).await;
+    let body = stubbed(outcome).await.3;
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).expect("json")["email"],
+        json!("default")
+    );
+    let t = transform("keyfile_path: /nonexistent/sa.json", "", &[]);
+    let uri = format!("{v1}/project/project-id");
+    let (outcome, _) = metadata_request(t, "metadata.google.internal", &uri, true).await;
+    assert_eq!(stubbed(outcome).await.0, 404);
+}
+
+#[tokio::test]
+async fn a_later_entry_leaves_a_request_an_earlier_one_injected_into() {
+    // The keyfile cannot be read: had this entry tried to mint, it would refuse with 403.
+    let t = || transform("keyfile_path: /nonexistent/sa.json", "", &[]);
+    let mut cx = flow("storage.googleapis.com", "GET", "/v1/x");
+    cx.ext.insert(Injected);
+    let mut req = request("GET", "/v1/x", &[("authorization", "Bearer earlier")], None);
+    let (outcome, trace) = run(t(), &mut req, &mut cx).await;
+    assert!(matches!(outcome, PhaseOutcome::Continue));
+    assert!(trace.annotations.is_empty(), "{:?}", trace.annotations);
+    assert_eq!(header(&req, "authorization"), "Bearer earlier");
+    // Without an earlier injection the same entry applies (and here fails closed).
+    let mut cx = flow("storage.googleapis.com", "GET", "/v1/x");
+    let (outcome, _) = run(t(), &mut req, &mut cx).await;
+    assert!(matches!(outcome, PhaseOutcome::Reject(..)));
 }
 
 #[tokio::test]
