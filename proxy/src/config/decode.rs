@@ -2,6 +2,7 @@
 //! error is recorded with its position and field path, and decoding goes on
 //! past it, so one run reports every problem in the file.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::str::FromStr;
 
@@ -110,18 +111,18 @@ impl Cx {
                 ))
             }
         };
-        let mut seen: Vec<&str> = Vec::new();
+        // A hash set: a mapping of many (unknown) keys must not cost their square.
+        let mut seen: HashSet<&str> = HashSet::with_capacity(entries.len());
         let mut known = Vec::with_capacity(entries.len());
         for (k, v) in entries {
             let Some(name) = k.scalar() else {
                 self.error(k.pos, "keys must be plain strings");
                 continue;
             };
-            if seen.contains(&name) {
+            if !seen.insert(name) {
                 self.error(k.pos, format!("duplicate field '{name}'"));
                 continue;
             }
-            seen.push(name);
             if fields.contains(&name) {
                 known.push((name, k, v));
             } else {
@@ -432,19 +433,26 @@ pub(crate) fn entries<T: Decode>(node: &Node, cx: &mut Cx) -> Res<Vec<(String, T
         }
     };
     let mut out: Vec<(String, T)> = Vec::with_capacity(list.len());
+    // A hash set: 50,000 credentials must not cost 50,000 squared comparisons.
+    let mut seen: HashSet<&str> = HashSet::with_capacity(list.len());
     let mut failed = false;
     for (k, v) in list {
         let Ok(name) = scalar(k, cx, "a string key") else {
             failed = true;
             continue;
         };
-        if out.iter().any(|(n, _)| n == name) {
+        // Only decoded entries count, so a key repeated after a bad first one
+        // is decoded (and reported) in its own right.
+        if seen.contains(name) {
             cx.error(k.pos, format!("duplicate key '{name}'"));
             failed = true;
             continue;
         }
         match cx.key(name, |cx| T::decode(v, cx)) {
-            Ok(value) => out.push((name.to_string(), value)),
+            Ok(value) => {
+                seen.insert(name);
+                out.push((name.to_string(), value));
+            }
             Err(Failed) => failed = true,
         }
     }
