@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 use super::error::ConfigError;
-use super::yaml::{Kind, Node, Pos};
+use super::yaml::{self, Kind, Node, Number, Pos};
 
 /// Marks a value that could not be decoded; its error is already recorded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -334,14 +334,20 @@ impl Decode for PathBuf {
 }
 
 impl Decode for bool {
+    /// `true`/`false` (plain), and the YAML 1.1 spellings yaml.v3 takes into
+    /// a bool field, quoted or not: `yes`/`no`, `on`/`off`, `y`/`n`.
     fn decode(node: &Node, cx: &mut Cx) -> Res<Self> {
         match &node.kind {
-            Kind::Scalar { text, plain: true } => match text.as_str() {
-                "true" | "True" | "TRUE" => return Ok(true),
-                "false" | "False" | "FALSE" => return Ok(false),
-                _ => {}
+            Kind::Scalar { text, plain } => match text.as_str() {
+                "true" | "True" | "TRUE" if *plain => return Ok(true),
+                "false" | "False" | "FALSE" if *plain => return Ok(false),
+                other => {
+                    if let Some(b) = yaml::yaml11_bool(other) {
+                        return Ok(b);
+                    }
+                }
             },
-            Kind::Scalar { .. } | Kind::Seq(_) | Kind::Map(_) => {}
+            Kind::Seq(_) | Kind::Map(_) => {}
         }
         Err(cx.error(
             node.pos,
@@ -363,20 +369,53 @@ fn describe(node: &Node) -> String {
     }
 }
 
-/// Decodes an integer in a range.
+/// Decodes an integer in a range. A plain scalar in the file is read as
+/// yaml.v3 reads one into an integer field ([`yaml::number`]): `0x1F`,
+/// `0o17`, `0b101`, `1_000`, `+80`, and a float that is a whole number
+/// (`1e3`). A fraction is refused where yaml.v3 would truncate it. An
+/// `IRON_*` variable's value is a plain decimal, as before.
 pub(crate) fn int(node: &Node, cx: &mut Cx, min: i64, max: i64) -> Res<i64> {
-    let parsed = match &node.kind {
-        Kind::Scalar { text, plain: true } => text.parse::<i64>().ok(),
-        _ => None,
+    let parsed = match (&node.kind, node.pos) {
+        (Kind::Scalar { text, plain: true }, Pos::Env(_)) => {
+            text.parse::<i64>().map(Number::Int).map_err(|_| "")
+        }
+        (Kind::Scalar { text, plain: true }, Pos::File { .. }) if !node.is_null() => {
+            yaml::number(text)
+        }
+        _ => Err(""),
+    };
+    let out_of_range = |cx: &mut Cx, v: &dyn std::fmt::Display| {
+        cx.error(node.pos, format!("{v} is out of range ({min}..={max})"))
     };
     match parsed {
-        Some(v) if (min..=max).contains(&v) => Ok(v),
-        Some(v) => Err(cx.error(node.pos, format!("{v} is out of range ({min}..={max})"))),
-        None => Err(cx.error(
+        Ok(Number::Int(v)) if (min..=max).contains(&v) => Ok(v),
+        Ok(Number::Int(v)) => Err(out_of_range(cx, &v)),
+        // Whole: `as` is exact below 2^53 and saturates above, where the range check already failed.
+        Ok(Number::Float(f)) if f.is_finite() && f.fract() == 0.0 => {
+            if f < min as f64 || f > max as f64 {
+                Err(out_of_range(cx, &describe_text(node)))
+            } else {
+                Ok(f as i64)
+            }
+        }
+        Ok(Number::Float(_)) => Err(cx.error(
             node.pos,
-            format!("expected an integer, found {}", describe(node)),
+            format!(
+                "expected an integer, found {} (a fraction: yaml.v3 would drop it silently; \
+                 write a whole number)",
+                describe(node)
+            ),
+        )),
+        Err(why) => Err(cx.error(
+            node.pos,
+            format!("expected an integer, found {}{why}", describe(node)),
         )),
     }
+}
+
+/// The scalar's text, for "out of range" messages about a number written as a float.
+fn describe_text(node: &Node) -> String {
+    node.scalar().unwrap_or_default().to_string()
 }
 
 macro_rules! decode_uint {
