@@ -2,11 +2,12 @@
 //! error is recorded with its position and field path, and decoding goes on
 //! past it, so one run reports every problem in the file.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::str::FromStr;
 
 use super::error::ConfigError;
-use super::yaml::{Kind, Node, Pos};
+use super::yaml::{self, Kind, Node, Number, Pos};
 
 /// Marks a value that could not be decoded; its error is already recorded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,18 +111,18 @@ impl Cx {
                 ))
             }
         };
-        let mut seen: Vec<&str> = Vec::new();
+        // A hash set: a mapping of many (unknown) keys must not cost their square.
+        let mut seen: HashSet<&str> = HashSet::with_capacity(entries.len());
         let mut known = Vec::with_capacity(entries.len());
         for (k, v) in entries {
             let Some(name) = k.scalar() else {
                 self.error(k.pos, "keys must be plain strings");
                 continue;
             };
-            if seen.contains(&name) {
+            if !seen.insert(name) {
                 self.error(k.pos, format!("duplicate field '{name}'"));
                 continue;
             }
-            seen.push(name);
             if fields.contains(&name) {
                 known.push((name, k, v));
             } else {
@@ -333,14 +334,20 @@ impl Decode for PathBuf {
 }
 
 impl Decode for bool {
+    /// `true`/`false` (plain), and the YAML 1.1 spellings yaml.v3 takes into
+    /// a bool field, quoted or not: `yes`/`no`, `on`/`off`, `y`/`n`.
     fn decode(node: &Node, cx: &mut Cx) -> Res<Self> {
         match &node.kind {
-            Kind::Scalar { text, plain: true } => match text.as_str() {
-                "true" | "True" | "TRUE" => return Ok(true),
-                "false" | "False" | "FALSE" => return Ok(false),
-                _ => {}
+            Kind::Scalar { text, plain } => match text.as_str() {
+                "true" | "True" | "TRUE" if *plain => return Ok(true),
+                "false" | "False" | "FALSE" if *plain => return Ok(false),
+                other => {
+                    if let Some(b) = yaml::yaml11_bool(other) {
+                        return Ok(b);
+                    }
+                }
             },
-            Kind::Scalar { .. } | Kind::Seq(_) | Kind::Map(_) => {}
+            Kind::Seq(_) | Kind::Map(_) => {}
         }
         Err(cx.error(
             node.pos,
@@ -362,20 +369,53 @@ fn describe(node: &Node) -> String {
     }
 }
 
-/// Decodes an integer in a range.
+/// Decodes an integer in a range. A plain scalar in the file is read as
+/// yaml.v3 reads one into an integer field ([`yaml::number`]): `0x1F`,
+/// `0o17`, `0b101`, `1_000`, `+80`, and a float that is a whole number
+/// (`1e3`). A fraction is refused where yaml.v3 would truncate it. An
+/// `IRON_*` variable's value is a plain decimal, as before.
 pub(crate) fn int(node: &Node, cx: &mut Cx, min: i64, max: i64) -> Res<i64> {
-    let parsed = match &node.kind {
-        Kind::Scalar { text, plain: true } => text.parse::<i64>().ok(),
-        _ => None,
+    let parsed = match (&node.kind, node.pos) {
+        (Kind::Scalar { text, plain: true }, Pos::Env(_)) => {
+            text.parse::<i64>().map(Number::Int).map_err(|_| "")
+        }
+        (Kind::Scalar { text, plain: true }, Pos::File { .. }) if !node.is_null() => {
+            yaml::number(text)
+        }
+        _ => Err(""),
+    };
+    let out_of_range = |cx: &mut Cx, v: &dyn std::fmt::Display| {
+        cx.error(node.pos, format!("{v} is out of range ({min}..={max})"))
     };
     match parsed {
-        Some(v) if (min..=max).contains(&v) => Ok(v),
-        Some(v) => Err(cx.error(node.pos, format!("{v} is out of range ({min}..={max})"))),
-        None => Err(cx.error(
+        Ok(Number::Int(v)) if (min..=max).contains(&v) => Ok(v),
+        Ok(Number::Int(v)) => Err(out_of_range(cx, &v)),
+        // Whole: `as` is exact below 2^53 and saturates above, where the range check already failed.
+        Ok(Number::Float(f)) if f.is_finite() && f.fract() == 0.0 => {
+            if f < min as f64 || f > max as f64 {
+                Err(out_of_range(cx, &describe_text(node)))
+            } else {
+                Ok(f as i64)
+            }
+        }
+        Ok(Number::Float(_)) => Err(cx.error(
             node.pos,
-            format!("expected an integer, found {}", describe(node)),
+            format!(
+                "expected an integer, found {} (a fraction: yaml.v3 would drop it silently; \
+                 write a whole number)",
+                describe(node)
+            ),
+        )),
+        Err(why) => Err(cx.error(
+            node.pos,
+            format!("expected an integer, found {}{why}", describe(node)),
         )),
     }
+}
+
+/// The scalar's text, for "out of range" messages about a number written as a float.
+fn describe_text(node: &Node) -> String {
+    node.scalar().unwrap_or_default().to_string()
 }
 
 macro_rules! decode_uint {
@@ -432,19 +472,26 @@ pub(crate) fn entries<T: Decode>(node: &Node, cx: &mut Cx) -> Res<Vec<(String, T
         }
     };
     let mut out: Vec<(String, T)> = Vec::with_capacity(list.len());
+    // A hash set: 50,000 credentials must not cost 50,000 squared comparisons.
+    let mut seen: HashSet<&str> = HashSet::with_capacity(list.len());
     let mut failed = false;
     for (k, v) in list {
         let Ok(name) = scalar(k, cx, "a string key") else {
             failed = true;
             continue;
         };
-        if out.iter().any(|(n, _)| n == name) {
+        // Only decoded entries count, so a key repeated after a bad first one
+        // is decoded (and reported) in its own right.
+        if seen.contains(name) {
             cx.error(k.pos, format!("duplicate key '{name}'"));
             failed = true;
             continue;
         }
         match cx.key(name, |cx| T::decode(v, cx)) {
-            Ok(value) => out.push((name.to_string(), value)),
+            Ok(value) => {
+                seen.insert(name);
+                out.push((name.to_string(), value));
+            }
             Err(Failed) => failed = true,
         }
     }

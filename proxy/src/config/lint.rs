@@ -2,6 +2,9 @@
 //! `validate` prints these as warnings (never errors, even under `-strict`:
 //! the spec allows each of them), and the proxy logs them at WARN when it
 //! starts and on each reload.
+//!
+//! They are found at load ([`find`]), while the document is at hand to say
+//! where each field was set, and kept in the [`Config`]; [`lint`] hands them out.
 
 use std::fmt;
 use std::ops::Range;
@@ -23,13 +26,21 @@ pub struct Lint {
     pub message: String,
 }
 
-impl Lint {
-    /// The finding about the field at `path` of `cfg`.
-    fn at(cfg: &Config, path: String, message: String) -> Lint {
+/// A finding before it is placed: the field path and the message.
+pub(crate) struct Unplaced {
+    /// Field path, e.g. `transforms[3]`.
+    pub path: String,
+    /// What is probably wrong, and what to do instead.
+    pub message: String,
+}
+
+impl Unplaced {
+    /// The finding, set at `location`.
+    pub(crate) fn at(self, location: Location) -> Lint {
         Lint {
-            location: cfg.locate(&path),
-            path,
-            message,
+            location,
+            path: self.path,
+            message: self.message,
         }
     }
 }
@@ -150,8 +161,14 @@ fn any_credential_header_scopes<'t>(t: &'t TransformConfig, names: &[String]) ->
         .collect()
 }
 
-/// The configuration's findings, in config order.
+/// The configuration's findings, in config order. They were found when it
+/// was loaded (the document, which says where each field was set, is not kept).
 pub fn lint(cfg: &Config) -> Vec<Lint> {
+    cfg.findings.clone()
+}
+
+/// The findings about `cfg`, in config order, for the loader to place.
+pub(crate) fn find(cfg: &Config) -> Vec<Unplaced> {
     let mut out = Vec::new();
     let n = cfg.transforms.len();
     for (i, t) in cfg.transforms.iter().enumerate() {
@@ -240,7 +257,10 @@ pub fn lint(cfg: &Config) -> Vec<Lint> {
             }
             _ => continue,
         };
-        out.push(Lint::at(cfg, format!("transforms[{i}]"), message));
+        out.push(Unplaced {
+            path: format!("transforms[{i}]"),
+            message,
+        });
     }
     out.extend(management_off_loopback(cfg));
     out
@@ -251,7 +271,7 @@ pub fn lint(cfg: &Config) -> Vec<Lint> {
 /// HTTP: on a shared network the token can be read off the wire and replayed,
 /// and whoever has it can swap in any policy with `POST /v1/reload`. The
 /// spec asks for loopback unless a separate network protects the API.
-fn management_off_loopback(cfg: &Config) -> Option<Lint> {
+fn management_off_loopback(cfg: &Config) -> Option<Unplaced> {
     let mg = cfg.management.as_ref()?;
     let exposed = match &mg.listen {
         ListenAddr::AllInterfaces(_) => "every interface".to_string(),
@@ -269,7 +289,10 @@ fn management_off_loopback(cfg: &Config) -> Option<Lint> {
         var = mg.api_key_env,
         port = mg.listen.port(),
     );
-    Some(Lint::at(cfg, "management.listen".into(), message))
+    Some(Unplaced {
+        path: "management.listen".into(),
+        message,
+    })
 }
 
 #[cfg(test)]

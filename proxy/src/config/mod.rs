@@ -32,6 +32,7 @@ mod transforms;
 mod values;
 mod yaml;
 
+use std::collections::HashMap;
 use std::path::Path;
 
 pub use credentials::{AwsAuthConfig, AwsCredentials, GcpAuthConfig, GcpCredentials};
@@ -88,14 +89,20 @@ pub struct Config {
     pub log: LogConfig,
     /// Transparent interception (ours); `None` when absent.
     pub intercept: Option<InterceptConfig>,
-    /// Where each field was set, for findings about it ([`lint`]).
+    /// The findings about this config ([`lint`]), placed at load.
+    pub(crate) findings: Vec<Lint>,
+    /// Where the fields [`check_references`] may name were set. Only those:
+    /// the document itself is dropped once the config is decoded.
     pub(crate) positions: Positions,
 }
 
 impl Config {
-    /// Where the field at `path` (`transforms[2]`, `management.listen`) was set:
+    /// Where the field at `path` was set, for a field [`check_references`]
+    /// names (`tls.ca_cert`, `transforms[1].config.secrets[0].source.var`):
     /// `proxy.yaml:14:5`, or the `IRON_*` variable that set it. A field left at
     /// its default is placed at the nearest enclosing field the file has.
+    /// Positions are looked up at load, for those fields only; any other path
+    /// gets the file alone.
     pub fn locate(&self, path: &str) -> Location {
         self.positions.locate(path)
     }
@@ -199,7 +206,7 @@ fn decode_config(root: Node, cx: &mut Cx) -> Res<Config> {
     judges?;
     let (dns, intercept) = (dns?, intercept?);
     intercept_dns(dns.is_some(), intercept.as_ref(), &root, cx)?;
-    Ok(Config {
+    let mut config = Config {
         dns,
         proxy: proxy?,
         tls: tls?,
@@ -209,8 +216,26 @@ fn decode_config(root: Node, cx: &mut Cx) -> Res<Config> {
         metrics: metrics?,
         log: log?,
         intercept,
-        positions: Positions::new(cx.file(), root),
-    })
+        findings: Vec::new(),
+        positions: Positions::default(),
+    };
+    place(&mut config, cx.file(), &root);
+    // `root` is dropped here: the config keeps places, not the document.
+    Ok(config)
+}
+
+/// Finds the lint findings and looks up in the document where their fields,
+/// and those [`check_references`] may name, were set.
+fn place(config: &mut Config, file: &str, root: &Node) {
+    let unplaced = lint::find(config);
+    let paths: Vec<String> = unplaced.iter().map(|f| f.path.clone()).collect();
+    let locations = positions::locate_all(file, root, &paths);
+    config.findings = unplaced
+        .into_iter()
+        .zip(locations)
+        .map(|(f, location)| f.at(location))
+        .collect();
+    config.positions = Positions::new(file, root, refs::reference_paths(config));
 }
 
 /// Judge names must be unique. Checked on the document, so a duplicate is
@@ -219,7 +244,7 @@ fn unique_judge_names(root: &Node, cx: &mut Cx) -> Res<()> {
     let Some(yaml::Kind::Seq(items)) = root.get("transforms").map(|n| &n.kind) else {
         return Ok(());
     };
-    let mut seen: Vec<(&str, usize)> = Vec::new();
+    let mut seen: HashMap<&str, usize> = HashMap::new();
     let mut ok = true;
     for (i, entry) in items.iter().enumerate() {
         if entry.get("name").and_then(Node::scalar) != Some("judge") {
@@ -231,13 +256,15 @@ fn unique_judge_names(root: &Node, cx: &mut Cx) -> Res<()> {
         let Some(name) = name_node.scalar() else {
             continue;
         };
-        match seen.iter().find(|(n, _)| *n == name) {
-            Some((_, first)) => {
+        match seen.get(name) {
+            Some(first) => {
                 let msg = format!("duplicate judge name '{name}' (also used by transforms[{first}]); judge names must be unique");
                 cx.error_at_path(name_node.pos, format!("transforms[{i}].config.name"), msg);
                 ok = false;
             }
-            None => seen.push((name, i)),
+            None => {
+                seen.insert(name, i);
+            }
         }
     }
     if ok {

@@ -44,14 +44,17 @@ impl fmt::Display for Reference {
     }
 }
 
+/// The walk over the fields that name files and variables, keeping those
+/// the checks say are missing.
 struct Walk<'e> {
-    env: &'e dyn Fn(&str) -> Option<String>,
+    missing_var: &'e dyn Fn(&str) -> bool,
+    missing_file: &'e dyn Fn(&Path) -> bool,
     out: Vec<Reference>,
 }
 
 impl Walk<'_> {
     fn file(&mut self, path: String, file: &Path) {
-        if !file.exists() {
+        if (self.missing_file)(file) {
             self.out.push(Reference {
                 path,
                 kind: ReferenceKind::MissingFile(file.to_path_buf()),
@@ -60,7 +63,7 @@ impl Walk<'_> {
     }
 
     fn var(&mut self, path: String, var: &str) {
-        if (self.env)(var).is_none_or(|v| v.is_empty()) {
+        if (self.missing_var)(var) {
             self.out.push(Reference {
                 path,
                 kind: ReferenceKind::UnsetEnv(var.to_string()),
@@ -83,8 +86,28 @@ impl Walk<'_> {
 
 /// Lists referenced files that don't exist and environment variables that aren't set.
 pub fn check_references(cfg: &Config, env: &dyn Fn(&str) -> Option<String>) -> Vec<Reference> {
+    walk(cfg, &|var| env(var).is_none_or(|v| v.is_empty()), &|file| {
+        !file.exists()
+    })
+}
+
+/// The path of every field [`check_references`] may name, whatever the
+/// machine holds: the config keeps where these were set (see `positions`).
+pub(crate) fn reference_paths(cfg: &Config) -> Vec<String> {
+    walk(cfg, &|_| true, &|_| true)
+        .into_iter()
+        .map(|r| r.path)
+        .collect()
+}
+
+fn walk(
+    cfg: &Config,
+    missing_var: &dyn Fn(&str) -> bool,
+    missing_file: &dyn Fn(&Path) -> bool,
+) -> Vec<Reference> {
     let mut w = Walk {
-        env,
+        missing_var,
+        missing_file,
         out: Vec::new(),
     };
     if let TlsConfig::Mitm(m) = &cfg.tls {

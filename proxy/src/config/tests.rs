@@ -7,6 +7,7 @@ mod fuzz;
 mod hostile;
 mod loading;
 mod spec_files;
+mod yaml_compat;
 
 use super::*;
 use env::env_of;

@@ -2,10 +2,12 @@
 //! column in the file, or the `IRON_*` variable that overrode it. Built from
 //! yaml-rust2's event stream so config errors can point at the offending key.
 //! Nesting depth and alias expansion are limited ([`limits`]); merge keys
-//! ([`merge`]) and the standard tags ([`tags`]) are read as yaml.v3 reads them.
+//! ([`merge`]), the standard tags ([`tags`]) and numbers and booleans in typed
+//! fields ([`resolve`]) are read as yaml.v3 reads them.
 
 mod limits;
 mod merge;
+mod resolve;
 mod tags;
 
 use std::collections::{HashMap, HashSet};
@@ -13,6 +15,7 @@ use std::collections::{HashMap, HashSet};
 use yaml_rust2::parser::{Event, Tag};
 use yaml_rust2::scanner::{Marker, TScalarStyle};
 
+pub(crate) use resolve::{number, yaml11_bool, Number};
 use tags::Std;
 
 /// Where a node came from.
@@ -280,7 +283,12 @@ impl Builder<'_> {
                 }
             }
             Event::Alias(id) => match self.anchors.get(&id).cloned() {
-                Some(node) => self.finish(Node { pos, ..node }, 0),
+                Some(node) => {
+                    if let Some((_, _, Some(key))) = self.stack.last() {
+                        merge::check_alias(key, &node, pos)?;
+                    }
+                    self.finish(Node { pos, ..node }, 0)
+                }
                 None => {
                     return Err(SyntaxError {
                         pos,

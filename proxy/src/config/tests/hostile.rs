@@ -156,3 +156,45 @@ fn anchors_and_aliases_that_real_configs_use_still_work() {
     );
     assert_eq!(ok(&text).transforms.len(), 2);
 }
+
+/// A mapping with this many keys: far more than any real config, enough that
+/// a duplicate check comparing each key with every earlier one (1.25 billion
+/// comparisons) would take minutes instead of well under a second.
+const KEYS: usize = 50_000;
+
+#[test]
+fn a_mapping_with_50k_keys_loads() {
+    // `hmac_sign` credentials: a mapping with user-chosen keys.
+    let mut text = String::from(
+        "tls:\n  mode: sni-only\ntransforms:\n  - name: hmac_sign\n    config:\n      \
+         timestamp: {format: unix_seconds}\n      signature: {algorithm: sha256, key_encoding: \
+         raw, output_encoding: hex, message: \"{{.Timestamp}}\"}\n      \
+         headers: [{name: X-Sig, value: \"{{.Signature}}\"}]\n      rules: [{host: api.test}]\n      \
+         credentials:\n        secret: {type: env, var: S}\n",
+    );
+    for i in 0..KEYS {
+        text.push_str(&format!("        k{i}: {{type: env, var: V{i}}}\n"));
+    }
+    let cfg = ok(&text);
+    let TransformConfig::HmacSign(h) = &cfg.transforms[0] else {
+        panic!("expected hmac_sign, got {:?}", cfg.transforms[0].name());
+    };
+    assert_eq!(h.credentials.len(), KEYS + 1);
+    // A duplicate among them is still found, at its own line.
+    text.push_str("        k7: {type: env, var: AGAIN}\n");
+    assert_eq!(
+        errs(&text),
+        [format!(
+            "proxy.yaml:{}:9: transforms[0].config.credentials: duplicate key 'k7'",
+            KEYS + 12
+        )]
+    );
+    // And in a mapping of fixed fields, where each unknown key is reported.
+    let unknown: String = (0..KEYS).map(|i| format!("  x{i}: 1\n")).collect();
+    let found = errs(&format!("tls:\n  mode: sni-only\nlog:\n{unknown}  x3: 2\n"));
+    assert_eq!(found.len(), KEYS + 1);
+    assert_eq!(
+        found[KEYS],
+        format!("proxy.yaml:{}:3: log: duplicate field 'x3'", KEYS + 4)
+    );
+}

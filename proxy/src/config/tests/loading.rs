@@ -150,3 +150,56 @@ fn the_log_level_is_read_in_any_case() {
         ["proxy.yaml:5:10: log.level: invalid log level 'verbose' (expected one of: debug, info, warn, error)"]
     );
 }
+
+#[test]
+fn load_places_findings_and_references_then_keeps_no_document() {
+    const DOMAINS: usize = 10_000;
+    let domains: String = (0..DOMAINS)
+        .map(|i| format!("        - d{i}.test\n"))
+        .collect();
+    let text = format!(
+        "tls:\n  ca_cert: /nonexistent/ca.crt\n  ca_key: /nonexistent/ca.key\n\
+         management:\n  listen: \":9092\"\ntransforms:\n  - name: allowlist\n    config:\n      \
+         domains:\n{domains}  - name: secrets\n    config:\n      secrets:\n        \
+         - source: {{type: env, var: S}}\n          replace: {{proxy_value: tok, match_headers: \
+         [Authorization]}}\n          rules: [{{host: api.test}}]\n  - name: judge\n    \
+         config: {{name: j1, prompt: p, rules: [{{host: api.test}}], provider: {{type: anthropic, \
+         model: m, api_key_env: K}}}}\n"
+    );
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join("proxy.yaml");
+    std::fs::write(&path, text).expect("written");
+    let file = path.display().to_string();
+    let cfg = crate::config::load(&path).unwrap_or_else(|e| panic!("valid config, got:\n{e}"));
+
+    // Findings were placed at load, where each field was written.
+    let found: Vec<String> = crate::config::lint(&cfg)
+        .iter()
+        .map(|l| format!("{}: {}", l.location, l.path))
+        .collect();
+    let judge_line = 10 + DOMAINS + 6;
+    assert_eq!(
+        found,
+        [
+            format!("{file}:{judge_line}:5: transforms[2]"),
+            format!("{file}:5:11: management.listen"),
+        ]
+    );
+    // So were the fields `validate` may report as missing files or variables.
+    assert_eq!(
+        cfg.locate("tls.ca_cert").to_string(),
+        format!("{file}:2:12")
+    );
+    assert_eq!(
+        cfg.locate("transforms[1].config.secrets[0].source.var")
+            .to_string(),
+        format!("{file}:{}:36", 10 + DOMAINS + 3)
+    );
+    // The config keeps those places only: five (two CA files, three variables),
+    // not the ten thousand domains, which it can no longer place at all.
+    assert_eq!(cfg.positions.len(), 5);
+    assert_eq!(
+        cfg.locate("transforms[0].config.domains[7]").to_string(),
+        file
+    );
+}

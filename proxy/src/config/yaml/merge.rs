@@ -7,13 +7,18 @@
 //! merged mappings; the mapping's own keys keep theirs. Merged entries keep
 //! their positions, so an error in one points where it was written.
 //!
+//! The value of `<<` is a mapping, an alias of one, or a list written in place
+//! of mappings or aliases of them. yaml.v3 refuses an alias of a list, even a
+//! list of mappings (`<<: *defaults` with `defaults: [*a, *b]`), so this reader
+//! does too ([`check_alias`]).
+//!
 //! Merging moves entries out of nodes the builder already made: an alias was
 //! counted against the alias limits where it occurs (see [`super::limits`]),
 //! so a merge adds no work the limits have not counted.
 
 use std::collections::HashSet;
 
-use super::{Kind, Node, SyntaxError};
+use super::{Kind, Node, Pos, SyntaxError};
 
 /// True for a merge key: a plain `<<` (quoted or `!!str`, it is an ordinary key).
 pub(super) fn is_merge_key(key: &Node) -> bool {
@@ -62,6 +67,22 @@ pub(super) fn expand(entries: Vec<(Node, Node)>) -> Result<Vec<(Node, Node)>, Sy
         }
     }
     Ok(out)
+}
+
+/// An alias `aliased`, written at `pos` as the value of `key` in a mapping:
+/// an error when `key` is `<<` and the alias names a list, as yaml.v3 has it
+/// ("map merge requires map or sequence of maps as the value": only a list
+/// written in place may merge several mappings).
+pub(super) fn check_alias(key: &Node, aliased: &Node, pos: Pos) -> Result<(), SyntaxError> {
+    if is_merge_key(key) && matches!(aliased.kind, Kind::Seq(_)) {
+        return Err(SyntaxError {
+            pos,
+            message: "'<<' merges a mapping or a list of mappings, found an alias of a list \
+                      (yaml.v3 refuses it: write the list in place, '<<: [*a, *b]')"
+                .into(),
+        });
+    }
+    Ok(())
 }
 
 fn not_a_mapping(node: &Node) -> SyntaxError {

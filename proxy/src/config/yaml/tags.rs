@@ -8,6 +8,8 @@ use std::borrow::Cow;
 
 use yaml_rust2::parser::Tag;
 
+use super::resolve::int;
+
 /// The prefix `!!` stands for (unless a `%TAG` directive redefines it).
 const YAML_PREFIX: &str = "tag:yaml.org,2002:";
 
@@ -124,33 +126,6 @@ pub(super) fn scalar(tag: Std, text: String, plain: bool) -> Result<(String, boo
         Std::Seq => return Err("the !!seq tag is on a scalar, not a list".into()),
     }
     Ok((text, true))
-}
-
-/// An `!!int` as yaml.v3 reads one: an optional sign, then decimal digits or
-/// `0x`, `0o`, `0b` digits, with `_` separators. A decimal with a leading zero
-/// is refused: Go reads `010` as octal 8, which nobody means in a config.
-fn int(text: &str) -> Result<i64, &'static str> {
-    let digits: String = text.chars().filter(|c| *c != '_').collect();
-    let (negative, digits) = match digits.as_bytes().first() {
-        Some(b'-') => (true, &digits[1..]),
-        Some(b'+') => (false, &digits[1..]),
-        _ => (false, digits.as_str()),
-    };
-    let (radix, body) = match digits.get(..2) {
-        Some("0x" | "0X") => (16, &digits[2..]),
-        Some("0o" | "0O") => (8, &digits[2..]),
-        Some("0b" | "0B") => (2, &digits[2..]),
-        _ if digits.len() > 1 && digits.starts_with('0') => {
-            return Err(" (a leading 0 means octal to yaml.v3: write 0o... or drop the 0)")
-        }
-        _ => (10, digits),
-    };
-    if body.is_empty() || body.starts_with(['+', '-']) {
-        return Err("");
-    }
-    let magnitude = i128::from_str_radix(body, radix).map_err(|_| "")?;
-    let value = if negative { -magnitude } else { magnitude };
-    i64::try_from(value).map_err(|_| " (out of range)")
 }
 
 /// A `!!float`: a decimal number, or YAML's `.inf`, `-.inf`, `.nan` spellings.
