@@ -364,52 +364,14 @@ fn raw_output_never_carries_the_api_key() {
     assert!(!rec.json().to_string().contains(KEY), "{rec}");
 }
 
+/// The slot wait's bound (`max_concurrent`) is proven with a paused clock in the judge's
+/// unit tests (`the_timeout_bounds_the_wait_for_a_slot`): with real time, which request
+/// waits and for how long depends on scheduling.
 #[test]
-fn retry_after_holds_calls_and_the_slot_wait_is_bounded() {
+fn retry_after_holds_the_breaker_open() {
     require_root!();
     let lab = lab(KEY);
     let (px, up, log) = (&lab.px, &lab.up, lab.log.as_path());
-
-    // max_concurrent 1, timeout 1 s: two calls to a provider that takes 5 s. The second
-    // waits for the slot only until its own deadline, not for the first call's.
-    let started = std::time::Instant::now();
-    let calls: Vec<_> = (0..2)
-        .map(|i| {
-            let curl = Curl::new([
-                "-s",
-                "-X",
-                "PUT",
-                &up.url(&format!("/anything/second/slow-{i}")),
-            ])
-            .via(px);
-            std::thread::spawn(move || curl.run())
-        })
-        .collect();
-    for c in calls {
-        c.join().expect("curl").expect_status(200); // fallback skip
-    }
-    let mut reasons: Vec<String> = (0..2)
-        .map(|i| {
-            let path = format!("/anything/second/slow-{i}");
-            let rec = px.wait_for_audit(|a| a.path() == Some(path.as_str()));
-            let a = rec.annotations("judge").expect("judge annotations");
-            assert_eq!(a["decision"], "FALLBACK_ALLOW", "{rec}");
-            a["reason"].as_str().expect("reason").to_string()
-        })
-        .collect();
-    reasons.sort();
-    assert_eq!(
-        reasons,
-        [
-            "LLM call timed out after 1s",
-            "waiting for a free slot (max_concurrent) timed out after 1s"
-        ]
-    );
-    assert!(
-        started.elapsed() < std::time::Duration::from_millis(1900),
-        "{:?}",
-        started.elapsed()
-    );
 
     // A 429 with Retry-After: 60 holds the breaker open although one failure is far from
     // consecutive_failures (5): the next request gets the fallback without a call.
