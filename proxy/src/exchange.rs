@@ -38,8 +38,8 @@ pub struct ConnInfo {
     /// Port to dial when the request names none.
     pub default_port: u16,
     /// True when `default_port` is the destination's port for certain (a
-    /// tunnel target, an intercepted connection's original destination): a
-    /// Host naming another port is refused.
+    /// tunnel target, an intercepted connection's original destination,
+    /// `https_listen`'s 443): a Host naming another port is refused.
     pub fixed_port: bool,
     /// A host the request's Host must agree with (a CONNECT/SOCKS5 target).
     pub expected_host: Option<String>,
@@ -457,6 +457,15 @@ fn host_port(a: &http::uri::Authority, default_port: u16) -> Option<(String, u16
     (port != 0).then_some((host, port))
 }
 
+/// The host and port of a tunnel target (a CONNECT's request target, a
+/// SOCKS5 domain and port): RFC 9110 §9.3.6's `uri-host ":" port`, with the
+/// port required and, as for Host, no userinfo (`CONNECT b.test@a.test:443`
+/// names a.test to one reader and something else to another).
+pub(crate) fn tunnel_target(a: &http::uri::Authority) -> Option<(String, u16)> {
+    a.port()?;
+    host_port(a, 0)
+}
+
 /// Why a request names no destination the proxy will dial.
 #[derive(Debug, PartialEq, Eq)]
 enum HostError {
@@ -484,6 +493,22 @@ impl HostError {
             HostError::Duplicate => "request has more than one Host header".into(),
             HostError::Invalid(v) => format!("{v:?} is not a valid host[:port]"),
         }
+    }
+}
+
+/// The port a request means when its authority names none (RFC 9110
+/// §4.2.1, §4.2.2): the default port of the scheme its target URI names
+/// (absolute form, HTTP/2 `:scheme`), 443 for `https` and 80 for `http`;
+/// for origin form, the connection's (`http_listen` 80, `https_listen` 443,
+/// a tunnel's or intercepted connection's destination port). `GET
+/// https://a.test/` on a plain listener means a.test:443 (it goes upstream
+/// over TLS), never port 80. An `http` URI on a TLS connection is served as
+/// HTTPS (the client leg decides), so it keeps the connection's port.
+fn default_port(uri: &Uri, conn: &ConnInfo) -> u16 {
+    match uri.scheme() {
+        Some(s) if *s == http::uri::Scheme::HTTPS => 443,
+        Some(s) if *s == http::uri::Scheme::HTTP && !conn.tls => 80,
+        _ => conn.default_port,
     }
 }
 
@@ -635,8 +660,9 @@ async fn handle_tracked(
     rec.method = req.method().as_str().to_string();
     rec.path = req.uri().path().to_string();
 
+    let default_port = default_port(req.uri(), &conn);
     if !shared.is_ready() {
-        rec.host = destination(&req, conn.default_port)
+        rec.host = destination(&req, default_port)
             .map(|(h, _)| h)
             .unwrap_or_default();
         let why = if shared.is_stopping() {
@@ -665,7 +691,7 @@ async fn handle_tracked(
         );
         return Ok(finish(rsp, rec.into_guard()));
     }
-    let (host, port) = match destination(&req, conn.default_port) {
+    let (host, port) = match destination(&req, default_port) {
         Ok(d) => d,
         Err(e) => {
             rec.reject(None, e.reason(), 400);
@@ -703,8 +729,7 @@ async fn handle_tracked(
             }
         }
     }
-    if let Some(h) =
-        conflicting_host_header(req.headers(), req.uri(), (&host, port), conn.default_port)
+    if let Some(h) = conflicting_host_header(req.headers(), req.uri(), (&host, port), default_port)
     {
         rec.reject(None, "host_mismatch", 421);
         let msg = format!("Host {h} does not match the request target {host}:{port}");
@@ -1122,6 +1147,27 @@ mod tests {
     }
 
     #[test]
+    fn a_tunnel_target_is_host_and_port_without_userinfo() {
+        let target = |raw: &str| {
+            raw.parse::<http::uri::Authority>()
+                .ok()
+                .and_then(|a| tunnel_target(&a))
+        };
+        assert_eq!(target("A.Test:443"), Some(("a.test".into(), 443)));
+        assert_eq!(target("[::1]:8443"), Some(("::1".into(), 8443)));
+        for bad in [
+            "b.test@a.test:443",
+            "user:pw@a.test:443",
+            "a.test",
+            "a.test:",
+            "a.test:0",
+            "[::1]",
+        ] {
+            assert_eq!(target(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
     fn the_destination_comes_from_one_valid_host() {
         let req = |uri: &str, hosts: &[&str]| {
             let mut b = Request::builder().uri(uri);
@@ -1158,6 +1204,35 @@ mod tests {
         );
         assert_eq!(HostError::Duplicate.reason(), "invalid_host");
         assert_eq!(HostError::Missing.reason(), "missing_host");
+    }
+
+    #[test]
+    fn a_port_left_out_is_the_default_of_the_uris_scheme() {
+        let remote: SocketAddr = "127.0.0.1:5000".parse().expect("addr");
+        let plain = ConnInfo::new(remote, Mode::Http, false, 80);
+        let tls = ConnInfo::new(remote, Mode::Tunnel, true, 8443);
+        let port = |uri: &str, conn: &ConnInfo| {
+            let uri: Uri = uri.parse().expect("uri");
+            let mut h = HeaderMap::new();
+            h.insert(header::HOST, HeaderValue::from_static("a.test"));
+            let d = default_port(&uri, conn);
+            let dest = destination_of(&uri, &h, d).expect("a destination");
+            if uri.port().is_none() {
+                // Host without a port agrees with the URI: it means the same default.
+                assert_eq!(
+                    conflicting_host_header(&h, &uri, (&dest.0, dest.1), d),
+                    None
+                );
+            }
+            dest.1
+        };
+        assert_eq!(port("https://a.test/p", &plain), 443);
+        assert_eq!(port("http://a.test/p", &plain), 80);
+        assert_eq!(port("https://a.test:8443/p", &plain), 8443);
+        assert_eq!(port("/p", &plain), 80, "origin form: the listener's");
+        assert_eq!(port("/p", &tls), 8443, "origin form: the tunnel's");
+        assert_eq!(port("https://a.test/p", &tls), 443);
+        assert_eq!(port("http://a.test/p", &tls), 8443, "TLS decides");
     }
 
     #[test]

@@ -69,6 +69,11 @@ pub fn normalize_host(raw: &str) -> String {
 
 /// A hostname glob: `*` alone matches every host, `*.x.com` matches x.com and
 /// every subdomain, and any other `*` matches any run of characters.
+///
+/// IP literals are matched by `*` (the catch-all) and by an exact pattern
+/// naming that address, never by another glob: `127.0.0.*` or `*.5` would
+/// otherwise match addresses as text, which is what CIDRs (`cidrs`,
+/// `rules[].cidr`) are for; see [`HostPattern::matches_target`].
 #[derive(Clone, PartialEq, Eq)]
 pub enum HostPattern {
     /// `*`
@@ -82,7 +87,19 @@ pub enum HostPattern {
 }
 
 impl HostPattern {
-    /// True when `host` (already normalized) matches.
+    /// True when the target's host matches: as [`HostPattern::matches`] for
+    /// a name; for an IP literal, only `*` and an exact pattern do.
+    pub fn matches_target(&self, t: &Target<'_>) -> bool {
+        match self {
+            HostPattern::Any => true,
+            HostPattern::Exact(e) => e == t.host,
+            _ if t.ip.is_some() => false,
+            _ => self.matches(t.host),
+        }
+    }
+
+    /// True when `host` (already normalized, a name rather than an IP
+    /// literal) matches.
     pub fn matches(&self, host: &str) -> bool {
         match self {
             HostPattern::Any => true,
@@ -326,7 +343,7 @@ impl Rule {
     /// True when the target (host or IP) matches, ignoring method and path.
     pub fn matches_host(&self, t: &Target<'_>) -> bool {
         match &self.target {
-            RuleTarget::Host(h) => h.matches(t.host),
+            RuleTarget::Host(h) => h.matches_target(t),
             RuleTarget::Cidr(net) => t.ip.is_some_and(|ip| net.contains(&canonical_ip(ip))),
         }
     }
@@ -373,17 +390,23 @@ fn targets_may_overlap(a: &RuleTarget, b: &RuleTarget) -> bool {
         (RuleTarget::Cidr(x), RuleTarget::Cidr(y)) => {
             x.contains(&y.network()) || y.contains(&x.network())
         }
+        // Globs other than `*` match no IP literal (see HostPattern).
         (RuleTarget::Cidr(net), RuleTarget::Host(h))
         | (RuleTarget::Host(h), RuleTarget::Cidr(net)) => match h {
-            Any | Glob(_) => true,
+            Any => true,
             Exact(e) => e
                 .parse::<IpAddr>()
                 .is_ok_and(|ip| net.contains(&canonical_ip(ip))),
-            Subdomains(_) => false,
+            Subdomains(_) | Glob(_) => false,
         },
         (RuleTarget::Host(x), RuleTarget::Host(y)) => match (x, y) {
             (Any, _) | (_, Any) | (Glob(_), _) | (_, Glob(_)) => true,
-            (Exact(e), p) | (p, Exact(e)) => p.matches(e),
+            (Exact(e), p) | (p, Exact(e)) => p.matches_target(&Target {
+                host: e,
+                ip: e.parse().ok(),
+                method: "",
+                path: "",
+            }),
             (Subdomains(s), Subdomains(t)) => {
                 Subdomains(s.clone()).matches(t) || Subdomains(t.clone()).matches(s)
             }
@@ -551,6 +574,23 @@ mod tests {
         let e = serde_yaml_ng::from_str::<Rule>("host: a.com\nmethod: [GET]")
             .expect_err("must be refused");
         assert!(e.to_string().contains("unknown field"), "{e}");
+    }
+
+    #[test]
+    fn ip_literals_match_the_catch_all_and_exact_patterns_only() {
+        let rule = |host: &str| -> Rule {
+            serde_yaml_ng::from_str(&format!("host: {host:?}")).expect("valid")
+        };
+        let ip = t("127.0.0.5", "GET", "/");
+        assert!(rule("*").matches(&ip), "a bare * is the catch-all");
+        assert!(rule("127.0.0.5").matches(&ip), "an exact address");
+        for glob in ["127.0.0.*", "*.5", "*.0.0.5", "127.*"] {
+            assert!(!rule(glob).matches(&ip), "{glob} matches no IP literal");
+        }
+        assert!(rule("*").matches(&t("::1", "GET", "/")));
+        // Names still match those globs as text.
+        assert!(rule("127.0.0.*").matches(&t("127.0.0.example", "GET", "/")));
+        assert!(rule("*.5").matches(&t("host.5", "GET", "/")));
     }
 
     #[test]

@@ -109,6 +109,104 @@ fn credential_header_scopes<'t>(t: &'t TransformConfig, name: &str) -> Vec<&'t S
     }
 }
 
+/// The request headers a transform sets to a credential (or a value derived
+/// from one), as written, each with the scope it sets it on: `secrets`'
+/// injected headers and the headers its replacements name literally, the
+/// header `oauth_token` sets, `gcp_auth`'s and `aws_auth`'s `Authorization`
+/// (and SigV4's `X-Amz-Date`), `hmac_sign`'s headers.
+fn credential_headers(t: &TransformConfig) -> Vec<(&str, &Scope)> {
+    match t {
+        TransformConfig::Secrets(s) => s
+            .secrets
+            .iter()
+            .flat_map(|e| match &e.mode {
+                SecretMode::Inject(InjectConfig::Header { name, .. }) => {
+                    vec![(name.as_str(), &e.rules)]
+                }
+                SecretMode::Inject(InjectConfig::QueryParam { .. }) => Vec::new(),
+                SecretMode::Replace(r) => r
+                    .match_headers
+                    .iter()
+                    .filter_map(|m| m.literal())
+                    .map(|name| (name, &e.rules))
+                    .collect(),
+            })
+            .collect(),
+        TransformConfig::OauthToken(o) => o
+            .tokens
+            .iter()
+            .map(|e| (e.header.as_str(), &e.rules))
+            .collect(),
+        TransformConfig::GcpAuth(g) => vec![("Authorization", &g.rules)],
+        TransformConfig::AwsAuth(a) => vec![("Authorization", &a.rules), ("X-Amz-Date", &a.rules)],
+        TransformConfig::HmacSign(h) => h
+            .headers
+            .iter()
+            .map(|w| (w.name.as_str(), &h.rules))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// A `header_allowlist` at `transforms[i]` that does not list a header a
+/// transform before it sets to a credential, on a host both apply to: the
+/// header is stripped before the request leaves, though the transform's
+/// trace says it injected it. The headers, each with the transforms that
+/// set it.
+fn stripped_credential_headers(
+    cfg: &Config,
+    i: usize,
+    h: &super::HeaderAllowlistConfig,
+) -> Vec<(String, Vec<String>)> {
+    let kept = crate::transforms::header_allowlist::HeaderAllowlist::new(h);
+    let mut out: Vec<(String, Vec<String>)> = Vec::new();
+    for k in 0..i {
+        let t = &cfg.transforms[k];
+        for (name, scope) in credential_headers(t) {
+            if kept.allows(&name.to_ascii_lowercase()) || !scope.may_overlap(&h.rules) {
+                continue;
+            }
+            let writer = format!("transforms[{k}] ({})", t.name());
+            match out.iter_mut().find(|(n, _)| n.eq_ignore_ascii_case(name)) {
+                Some((_, writers)) if writers.contains(&writer) => {}
+                Some((_, writers)) => writers.push(writer),
+                None => out.push((name.to_string(), vec![writer])),
+            }
+        }
+    }
+    out
+}
+
+/// The finding for [`stripped_credential_headers`], if any.
+fn stripped_credentials(
+    cfg: &Config,
+    i: usize,
+    h: &super::HeaderAllowlistConfig,
+) -> Option<Unplaced> {
+    let stripped = stripped_credential_headers(cfg, i, h);
+    if stripped.is_empty() {
+        return None;
+    }
+    let list: Vec<String> = stripped
+        .iter()
+        .map(|(name, writers)| format!("{name} (set by {})", writers.join(", ")))
+        .collect();
+    let (them, headers) = if stripped.len() == 1 {
+        ("it", "that header")
+    } else {
+        ("them", "those headers")
+    };
+    Some(Unplaced {
+        path: format!("transforms[{i}]"),
+        message: format!(
+            "header_allowlist does not list {}: on hosts both apply to, it strips {headers} \
+             after the credential is set, and the upstream never receives {them}; add {them} \
+             to its headers",
+            list.join(", ")
+        ),
+    })
+}
+
 /// Where a transform swaps real credentials into request bodies: the scopes
 /// of `secrets` entries that replace with `match_body`.
 fn body_credential_scopes(t: &TransformConfig) -> Vec<&Scope> {
@@ -172,6 +270,9 @@ pub(crate) fn find(cfg: &Config) -> Vec<Unplaced> {
     let mut out = Vec::new();
     let n = cfg.transforms.len();
     for (i, t) in cfg.transforms.iter().enumerate() {
+        if let TransformConfig::HeaderAllowlist(h) = t {
+            out.extend(stripped_credentials(cfg, i, h));
+        }
         let message = match t {
             // A judge placed after a transform that injects credentials sends
             // them to its LLM provider (spec: LLM Judge, Pipeline Ordering).

@@ -133,8 +133,9 @@ pub struct AllowlistConfig {
 }
 
 /// An allowlist `domains` entry: a host pattern that is not an IP address.
-/// The allowlist matches IP literals against `cidrs` only (and `rules`), so
-/// an address here would load as an entry that never matches.
+/// The allowlist matches IP literals against `cidrs` (and `rules`, and a
+/// bare `*`) only, so an address here would load as an entry that never
+/// matches.
 struct DomainPattern(HostPattern);
 
 impl Decode for DomainPattern {

@@ -1,5 +1,11 @@
 //! `proxy.https_listen`: TLS from workloads that DNS interception or routing
-//! sent here. SNI is required and names the upstream (port 443).
+//! sent here. SNI is required and names the upstream, on port 443: this is
+//! where workloads' port-443 traffic lands (DNS answers `dns.proxy_ip`, so a
+//! connection to another port never reaches this listener), so a request
+//! whose Host or URI names another port is refused (421 `host_mismatch`),
+//! as on a tunnel or an intercepted connection, and as sni-only mode here
+//! always dials 443: a Host header cannot move an allowed name to another
+//! of its ports.
 
 use std::net::SocketAddr;
 
@@ -22,7 +28,8 @@ pub async fn run(listener: TcpListener, intake: Intake) {
         };
         let intake = intake.clone();
         tokio::spawn(async move {
-            let conn = ConnInfo::new(remote, Mode::Https, true, 443);
+            let mut conn = ConnInfo::new(remote, Mode::Https, true, 443);
+            conn.fixed_port = true;
             intake
                 .serve(
                     stream,

@@ -113,7 +113,8 @@ impl Intake {
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        conn.fixed_port = dest.host.is_some();
+        // A listener may know the port without a host (https_listen: 443).
+        conn.fixed_port |= dest.host.is_some();
         let (verdict, prefix) = match peek_client_hello(&mut io, MAX_CLIENT_HELLO, SNIFF_TIMEOUT)
             .await
         {
@@ -172,6 +173,10 @@ impl Intake {
         // The name the proxy will dial: the SNI; without SNI, the known destination (an IP is treated as that IP).
         let Some(host) = sni.clone().or_else(|| dest.host.clone()) else {
             let mut rec = conn.record();
+            if matches!(self.tls, TlsHandling::SniOnly) {
+                // As every other record of a TLS connection passed through.
+                rec.mode = crate::audit::Mode::SniOnly;
+            }
             rec.reject(None, "missing_sni", 0);
             self.shared.audit.emit(&rec);
             return;
@@ -255,6 +260,8 @@ impl Intake {
             }
         }
         if !self.check_host(&conn, host, port, false, &mut rec).await {
+            // Refused by closing the connection, not with an HTTP response: status 0.
+            rec.status_code = 0;
             self.shared.audit.emit(&rec);
             let _ = io.shutdown().await;
             return;

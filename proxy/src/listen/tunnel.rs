@@ -40,9 +40,11 @@ pub enum SocksError {
     /// An unknown address type.
     #[error("unsupported SOCKS address type {0}")]
     AddressType(u8),
-    /// A domain that is not UTF-8.
-    #[error("SOCKS domain is not valid text")]
-    Domain,
+    /// A domain that is not a host name: not UTF-8, or holding what no
+    /// host has (userinfo `b.test@a.test`, a port, a path); the text, lossy
+    /// and cut short.
+    #[error("SOCKS domain {0:?} is not a host name")]
+    Domain(String),
     /// The client did not finish its request in time.
     #[error("no complete SOCKS5 request within {0:?}")]
     Timeout(std::time::Duration),
@@ -172,12 +174,8 @@ async fn admit(
     remote: SocketAddr,
     intake: &Intake,
 ) -> Result<Admitted, Response<Body>> {
-    let Some(authority) = target else {
-        return Err(status(StatusCode::BAD_REQUEST, "CONNECT needs host:port"));
-    };
-    let host = normalize_host(authority.host());
-    let Some(port) = authority.port_u16() else {
-        return Err(status(StatusCode::BAD_REQUEST, "CONNECT needs host:port"));
+    let Some((host, port)) = target.and_then(exchange::tunnel_target) else {
+        return Err(refuse_target(target, remote, intake));
     };
     let mut conn = ConnInfo::new(remote, Mode::Tunnel, false, port);
     conn.tunnel = Some(TunnelInfo {
@@ -200,6 +198,34 @@ async fn admit(
         port,
     };
     Ok(Admitted { conn, dest })
+}
+
+/// Refuses (400, audited `invalid_host`) a CONNECT whose target is not
+/// `host:port`: no port, or userinfo (`CONNECT b.test@a.test:443`), which
+/// would otherwise be dropped quietly and the tunnel opened to a.test.
+fn refuse_target(
+    target: Option<&Authority>,
+    remote: SocketAddr,
+    intake: &Intake,
+) -> Response<Body> {
+    let text: String = target
+        .map(|a| a.as_str())
+        .unwrap_or_default()
+        .chars()
+        .take(256)
+        .collect();
+    let mut conn = ConnInfo::new(remote, Mode::Tunnel, false, 0);
+    conn.tunnel = Some(TunnelInfo {
+        kind: "connect",
+        target: text.clone(),
+    });
+    let mut rec = conn.record();
+    rec.method = "CONNECT".into();
+    rec.reject(None, "invalid_host", 400);
+    let msg = format!("CONNECT target {text:?} is not host:port");
+    rec.error = Some(msg.clone());
+    intake.shared.audit.emit(&rec);
+    status(StatusCode::BAD_REQUEST, &msg)
 }
 
 /// Answers a CONNECT that arrived through hyper: check the target, reply
@@ -272,6 +298,7 @@ impl SocksError {
     fn reason(&self) -> &'static str {
         match self {
             SocksError::Timeout(_) | SocksError::Io(_) => "no_client_data",
+            SocksError::Domain(_) => "invalid_host",
             _ => "socks5_unsupported",
         }
     }
@@ -340,6 +367,8 @@ async fn socks5(mut s: Client, remote: SocketAddr, intake: &Intake) -> Result<()
             .check_host(&conn, &host, port, precheck(intake), &mut rec)
             .await
         {
+            // Refused with a SOCKS reply, not an HTTP response: status 0.
+            rec.status_code = 0;
             intake.shared.audit.emit(&rec);
             socks_reply(&mut s, SOCKS_NOT_ALLOWED).await?;
             return Ok(());
@@ -398,7 +427,16 @@ async fn socks5_request(s: &mut Client) -> Result<(String, u16), SocksError> {
             let len = s.read_u8().await? as usize;
             let mut d = vec![0u8; len];
             s.read_exact(&mut d).await?;
-            normalize_host(std::str::from_utf8(&d).map_err(|_| SocksError::Domain)?)
+            let port = s.read_u16().await?;
+            return match socks_domain(&d) {
+                Some(host) => Ok((host, port)),
+                None => {
+                    // Refused as a target the tunnel does not allow.
+                    socks_reply(s, SOCKS_NOT_ALLOWED).await?;
+                    let text = String::from_utf8_lossy(&d).chars().take(256).collect();
+                    Err(SocksError::Domain(text))
+                }
+            };
         }
         other => {
             socks_reply(s, SOCKS_ATYP_UNSUPPORTED).await?;
@@ -407,4 +445,40 @@ async fn socks5_request(s: &mut Client) -> Result<(String, u16), SocksError> {
     };
     let port = s.read_u16().await?;
     Ok((host, port))
+}
+
+/// A SOCKS5 domain as a normalized host, when it is one: what a CONNECT
+/// target's host may be (an IPv6 literal too), so never userinfo
+/// (`b.test@a.test`), a port or a path.
+fn socks_domain(d: &[u8]) -> Option<String> {
+    let d = std::str::from_utf8(d).ok()?;
+    if d.parse::<Ipv6Addr>().is_ok() {
+        return Some(normalize_host(d));
+    }
+    // Any valid port will do: only the host is checked.
+    let a: Authority = format!("{d}:1").parse().ok()?;
+    exchange::tunnel_target(&a).map(|(host, _)| host)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::socks_domain;
+
+    #[test]
+    fn a_socks_domain_is_a_host_name_and_nothing_else() {
+        assert_eq!(socks_domain(b"A.Test."), Some("a.test".into()));
+        assert_eq!(socks_domain(b"10.0.0.1"), Some("10.0.0.1".into()));
+        assert_eq!(socks_domain(b"::1"), Some("::1".into()));
+        for bad in [
+            &b"b.test@a.test"[..],
+            b"user:pw@a.test",
+            b"a.test:8080",
+            b"a.test/evil",
+            b"a test",
+            b"",
+            b"\xff\xfe",
+        ] {
+            assert_eq!(socks_domain(bad), None, "{bad:?}");
+        }
+    }
 }

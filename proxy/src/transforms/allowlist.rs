@@ -88,11 +88,13 @@ impl Allowlist {
         }
     }
 
-    /// The decision alone: true when the target is allowed.
+    /// The decision alone: true when the target is allowed. An IP literal is
+    /// allowed by `cidrs` or by the catch-all `*` in `domains`; no other
+    /// domain pattern matches one (as in `rules[].host`, see `HostPattern`).
     pub fn allows(&self, t: &Target<'_>) -> bool {
         if let Some(ip) = t.ip {
             let ip = canonical_ip(ip);
-            if self.cidrs.iter().any(|n| n.contains(&ip)) {
+            if self.domains.any || self.cidrs.iter().any(|n| n.contains(&ip)) {
                 return true;
             }
         } else if self.domains.matches(t.host) {
@@ -190,13 +192,32 @@ mod tests {
     }
 
     #[test]
-    fn ip_literal_is_not_matched_by_domain_globs() {
-        let a = list(&["*"], &[], "[]", false);
-        assert!(a.allows(&t("anything.test", "GET", "/")));
+    fn ip_literals_match_the_catch_all_and_no_other_domain_glob() {
+        let any = list(&["*"], &[], "[]", false);
+        assert!(any.allows(&t("anything.test", "GET", "/")));
         assert!(
-            !a.allows(&t("203.0.113.9", "GET", "/")),
-            "IP literals need cidrs rules"
+            any.allows(&t("203.0.113.9", "GET", "/")),
+            "a bare * is the catch-all"
         );
+        assert!(any.allows(&t("::1", "GET", "/")));
+        let globs = list(&["203.0.113.*", "*.9", "*.example.com"], &[], "[]", false);
+        assert!(globs.allows(&t("203.0.113.name", "GET", "/")));
+        assert!(globs.allows(&t("api.example.com", "GET", "/")));
+        for ip in ["203.0.113.9", "::ffff:203.0.113.9"] {
+            assert!(
+                !globs.allows(&t(ip, "GET", "/")),
+                "{ip}: IP literals need cidrs"
+            );
+        }
+        // The same in rules[].host: `*` matches the address, other globs never do.
+        let rules = list(
+            &[],
+            &[],
+            "[{host: '*', methods: [PUT]}, {host: '203.0.113.*', methods: [POST]}]",
+            false,
+        );
+        assert!(rules.allows(&t("203.0.113.9", "PUT", "/")));
+        assert!(!rules.allows(&t("203.0.113.9", "POST", "/")));
     }
 
     #[tokio::test]

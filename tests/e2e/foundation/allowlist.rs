@@ -5,7 +5,7 @@
 
 use iron_proxy_tests::*;
 
-use super::{allowed, assert_policy_refusal, audited, plain, NOT_ALLOWLISTED};
+use super::{allowed, assert_policy_refusal, audited, failed, plain, NOT_ALLOWLISTED};
 
 /// The fake internet's /24, for `cidrs` and deny lists.
 pub fn subnet(net: &FakeInternet) -> String {
@@ -77,18 +77,22 @@ transforms:
 }
 
 #[test]
-fn bare_star_admits_every_name_but_no_ip_literal() {
+fn bare_star_admits_every_name_and_ip_literal_and_no_other_glob_admits_an_ip() {
     require_root!();
     let net = FakeInternet::new();
     let up = Upstream::https("anything.test").start(&net);
-    let px = Proxy::with(
+    let denied = Upstream::http("denied.test").start(&net);
+    let px = Proxy::with(format!(
         r#"
+proxy:
+  upstream_deny_cidrs: ["{}/32"]
 transforms:
   - name: allowlist
     config:
       domains: ["*"]
 "#,
-    )
+        denied.ip()
+    ))
     .resolver(&net)
     .start();
 
@@ -98,11 +102,42 @@ transforms:
     audited(&px, "anything.test", "/get", &allowed(200));
     up.wait_for_request(|q| q.path() == "/get");
 
+    // The catch-all admits an IP literal too (the spec: "matches any host")...
     let ip = up.ip().to_string();
-    let r = plain(&px, &format!("http://{ip}/anything/by-ip")).run();
+    plain(&px, &format!("http://{ip}/anything/by-ip"))
+        .run()
+        .expect_status(200);
+    audited(&px, &ip, "/anything/by-ip", &allowed(200));
+    up.wait_for_request(|q| q.path() == "/anything/by-ip");
+    // ...and upstream_deny_cidrs still apply on top.
+    let deny = denied.ip().to_string();
+    let r = plain(&px, &format!("http://{deny}/anything/denied")).run();
+    assert_eq!(r.status, 502, "{r}");
+    audited(&px, &deny, "/anything/denied", &failed(502, "deny_cidr"));
+    denied.assert_untouched();
+
+    // Any other glob matches names only, in `domains` and in `rules` alike: an address
+    // is not text to match "198.*" against (that is what cidrs are for).
+    let globs = Proxy::with(
+        r#"
+transforms:
+  - name: allowlist
+    config:
+      domains: ["198.*", "*.test"]
+      rules:
+        - host: "198.18.*"
+          methods: ["GET"]
+"#,
+    )
+    .resolver(&net)
+    .start();
+    plain(&globs, "http://anything.test/anything/glob-name")
+        .run()
+        .expect_status(200);
+    let r = plain(&globs, &format!("http://{ip}/anything/glob-ip")).run();
     assert_policy_refusal(&r);
-    audited(&px, &ip, "/anything/by-ip", &NOT_ALLOWLISTED);
-    up.assert_no_request(|q| q.path() == "/anything/by-ip");
+    audited(&globs, &ip, "/anything/glob-ip", &NOT_ALLOWLISTED);
+    up.assert_no_request(|q| q.path() == "/anything/glob-ip");
 }
 
 #[test]

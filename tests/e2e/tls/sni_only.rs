@@ -83,5 +83,32 @@ fn denied_sni_is_closed_and_audited() {
     assert_eq!(rec.str("mode"), Some("sni-only"), "{rec}");
     assert_eq!(rec.rejected_by(), Some("allowlist"), "{rec}");
     assert_eq!(rec.str("sni"), Some("evil.test"), "{rec}");
+    // Refused by closing the connection: no HTTP response, status 0.
+    assert_eq!(rec.status_code(), Some(0), "{rec}");
     evil.assert_untouched();
+}
+
+#[test]
+fn tls_without_sni_is_refused_and_audited_as_sni_only() {
+    require_root!();
+    let net = FakeInternet::new();
+    let up = Upstream::https("httpbin.test").start(&net);
+    let px = Proxy::with(SNI_ONLY).resolver(&net).start();
+
+    // curl sends no SNI for an IP literal.
+    let ca = net.ca_bundle();
+    let https = hostport(px.https_addr());
+    let r = Curl::new([
+        "--cacert".to_string(),
+        ca.to_str().expect("utf-8 path").to_string(),
+        format!("https://{https}/get"),
+    ])
+    .run();
+    assert_ne!(r.exit, 0, "{r}");
+    let rec = px.wait_for_audit(|a| a.str("reason") == Some("missing_sni"));
+    assert_eq!(rec.action(), Some("reject"), "{rec}");
+    assert_eq!(rec.status_code(), Some(0), "{rec}");
+    // As every other record of a connection in sni-only mode.
+    assert_eq!(rec.str("mode"), Some("sni-only"), "{rec}");
+    up.assert_untouched();
 }

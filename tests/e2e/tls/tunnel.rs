@@ -178,6 +178,8 @@ fn connect_to_a_denied_host_is_refused_with_403_and_audited() {
     });
     assert_eq!(rec.action(), Some("reject"), "{rec}");
     assert_eq!(rec.rejected_by(), Some("allowlist"), "{rec}");
+    // Refused with SOCKS reply 0x02, not an HTTP response.
+    assert_eq!(rec.status_code(), Some(0), "{rec}");
     evil.assert_untouched();
 }
 

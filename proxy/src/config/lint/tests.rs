@@ -32,7 +32,8 @@ fn a_header_allowlist_before_a_header_writer_is_flagged_and_after_is_not() {
         "{}",
         before[0]
     );
-    assert_eq!(lint(&config(&format!("{SECRETS}{HEADERS}"))), vec![]);
+    let listing = HEADERS.replace("[Accept]", "[Accept, Authorization]");
+    assert_eq!(lint(&config(&format!("{SECRETS}{listing}"))), vec![]);
     // Scoped to another host than the secrets: they never meet.
     let elsewhere = HEADERS.replace(
         "headers: [Accept]\n",
@@ -50,6 +51,55 @@ fn a_header_allowlist_before_a_header_writer_is_flagged_and_after_is_not() {
             "header_allowlist runs before transforms[1] (secrets), transforms[2] (grpc), \
              which write request headers on hosts both apply to: the headers they work with \
              are stripped before they run; place header_allowlist after them"
+        ),
+        "{}",
+        both[0]
+    );
+}
+
+const INJECT: &str = "  - name: secrets\n    config:\n      secrets:\n        - source: \
+                      {type: env, var: S}\n          inject:\n            header: X-Api-Key\n\
+                      \x20         rules: [{host: api.test}]\n";
+
+#[test]
+fn a_header_allowlist_that_strips_a_credential_set_before_it_is_flagged() {
+    let found = lint(&config(&format!("{INJECT}{HEADERS}")));
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].path, "transforms[1]");
+    assert_eq!(
+        found[0].message,
+        "header_allowlist does not list X-Api-Key (set by transforms[0] (secrets)): on hosts \
+         both apply to, it strips that header after the credential is set, and the upstream \
+         never receives it; add it to its headers"
+    );
+    // Where the field is: the header_allowlist entry (`- name: header_allowlist`, line 11).
+    assert!(
+        found[0]
+            .to_string()
+            .starts_with("t.yaml:11:5: transforms[1]: header_allowlist does not list X-Api-Key"),
+        "{}",
+        found[0]
+    );
+    // Listed in any case, or by a regex on the canonical name: kept, nothing to say.
+    for listed in ["[Accept, x-api-key]", "[Accept, \"/^X-Api-.*$/\"]"] {
+        let h = HEADERS.replace("[Accept]", listed);
+        assert_eq!(lint(&config(&format!("{INJECT}{h}"))), vec![], "{listed}");
+    }
+    // Scoped to another host than the secret: they never meet.
+    let elsewhere = HEADERS.replace(
+        "headers: [Accept]\n",
+        "headers: [Accept]\n      rules: [{host: other.test}]\n",
+    );
+    assert_eq!(lint(&config(&format!("{INJECT}{elsewhere}"))), vec![]);
+    // A replacement in a header it names, and an injection: both named, each once.
+    let both = lint(&config(&format!("{INJECT}{SECRETS}{INJECT}{HEADERS}")));
+    assert_eq!(both.len(), 1, "{both:?}");
+    assert!(
+        both[0].message.starts_with(
+            "header_allowlist does not list X-Api-Key (set by transforms[0] (secrets), \
+             transforms[2] (secrets)), Authorization (set by transforms[1] (secrets)): on hosts \
+             both apply to, it strips those headers after the credential is set, and the \
+             upstream never receives them; add them to its headers"
         ),
         "{}",
         both[0]
