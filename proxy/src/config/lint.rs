@@ -363,6 +363,8 @@ pub(crate) fn find(cfg: &Config) -> Vec<Unplaced> {
             message,
         });
     }
+    out.extend(coverage::no_allowlist(cfg));
+    out.extend(coverage::sni_only(cfg));
     out.extend(management_off_loopback(cfg));
     out
 }
@@ -395,6 +397,8 @@ fn management_off_loopback(cfg: &Config) -> Option<Unplaced> {
         message,
     })
 }
+
+mod coverage;
 
 #[cfg(test)]
 mod tests;

@@ -74,9 +74,19 @@ fn validate_accepts_what_yaml_v3_accepts_and_locates_its_warnings() {
         )),
         "{stderr}"
     );
+    // sni-only (chosen here so no CA files are needed): the secrets and the judge never
+    // see an HTTPS request, each flagged at its entry.
+    for at in [
+        "13:5: warning: transforms[1]: tls.mode is sni-only: HTTPS connections pass \
+                through undecrypted, so secrets never acts on them",
+        "22:5: warning: transforms[2]: tls.mode is sni-only: HTTPS connections pass \
+                through undecrypted, so judge never acts on them",
+    ] {
+        assert!(stderr.contains(&format!("{file}:{at}")), "{stderr}");
+    }
     let warnings: Vec<&str> = stderr
         .lines()
-        .filter(|l| !l.contains("is not set"))
+        .filter(|l| !l.contains("is not set") && !l.contains("tls.mode is sni-only"))
         .collect();
     assert_eq!(warnings.len(), 2, "{stderr}");
     assert!(

@@ -4,7 +4,7 @@ use super::*;
 
 fn config(transforms: &str) -> Config {
     let text = format!(
-        "tls:\n  mode: sni-only\ntransforms:\n{transforms}\
+        "tls:\n  ca_cert: ca.pem\n  ca_key: ca.key\ntransforms:\n{transforms}\
          \x20 - name: allowlist\n    config:\n      domains: [\"api.test\"]\n"
     );
     super::super::parse(&text, "t.yaml", &|_| None).expect("valid config")
@@ -17,6 +17,8 @@ const SECRETS: &str = "  - name: secrets\n    config:\n      secrets:\n        -
                        {type: env, var: S}\n          replace:\n            proxy_value: tok\n\
                        \x20           match_headers: [Authorization]\n          rules: \
                        [{host: api.test}]\n";
+
+const ALLOW: &str = "  - name: allowlist\n    config:\n      domains: [\"api.test\"]\n";
 
 const HEADERS: &str = "  - name: header_allowlist\n    config:\n      headers: [Accept]\n";
 
@@ -72,11 +74,11 @@ fn a_header_allowlist_that_strips_a_credential_set_before_it_is_flagged() {
          both apply to, it strips that header after the credential is set, and the upstream \
          never receives it; add it to its headers"
     );
-    // Where the field is: the header_allowlist entry (`- name: header_allowlist`, line 11).
+    // Where the field is: the header_allowlist entry (`- name: header_allowlist`, line 12).
     assert!(
         found[0]
             .to_string()
-            .starts_with("t.yaml:11:5: transforms[1]: header_allowlist does not list X-Api-Key"),
+            .starts_with("t.yaml:12:5: transforms[1]: header_allowlist does not list X-Api-Key"),
         "{}",
         found[0]
     );
@@ -207,15 +209,16 @@ fn a_judge_after_secrets_is_flagged_and_before_is_not() {
 
 #[test]
 fn findings_name_the_file_line_and_column_of_their_field() {
-    let text = format!("tls:\n  mode: sni-only\ntransforms:\n{SECRETS}{JUDGE}");
+    let text =
+        format!("tls:\n  ca_cert: ca.pem\n  ca_key: ca.key\ntransforms:\n{SECRETS}{JUDGE}{ALLOW}");
     let cfg = super::super::parse(&text, "t.yaml", &|_| None).expect("valid config");
     let found = lint(&cfg);
     assert_eq!(found.len(), 1, "{found:?}");
-    // transforms[1] is the judge, whose entry starts on line 12 (`- name: judge`).
-    assert_eq!(found[0].location.to_string(), "t.yaml:12:5");
+    // transforms[1] is the judge, whose entry starts on line 13 (`- name: judge`).
+    assert_eq!(found[0].location.to_string(), "t.yaml:13:5");
     assert!(
         found[0].to_string().starts_with(
-            "t.yaml:12:5: transforms[1]: judge \"j1\" runs after transforms[0] (secrets)"
+            "t.yaml:13:5: transforms[1]: judge \"j1\" runs after transforms[0] (secrets)"
         ),
         "{}",
         found[0]
@@ -224,7 +227,7 @@ fn findings_name_the_file_line_and_column_of_their_field() {
 
 /// The findings of a config with `management: {listen: <listen>}`, under `env`.
 fn management_lints(listen: &str, env: &dyn Fn(&str) -> Option<String>) -> Vec<Lint> {
-    let text = format!("tls:\n  mode: sni-only\nmanagement:\n  listen: \"{listen}\"\n");
+    let text = format!("tls:\n  ca_cert: ca.pem\n  ca_key: ca.key\nmanagement:\n  listen: \"{listen}\"\ntransforms:\n{ALLOW}");
     lint(&super::super::parse(&text, "t.yaml", env).expect("valid config"))
 }
 
@@ -240,7 +243,7 @@ fn a_management_api_off_loopback_is_flagged_at_its_listen_address() {
         let found = management_lints(listen, &|_| None);
         assert_eq!(found.len(), 1, "{listen}: {found:?}");
         assert_eq!(found[0].path, "management.listen");
-        assert_eq!(found[0].location.to_string(), "t.yaml:4:11", "{listen}");
+        assert_eq!(found[0].location.to_string(), "t.yaml:5:11", "{listen}");
         assert!(
             found[0]
                 .message
@@ -272,4 +275,78 @@ fn a_management_api_off_loopback_is_flagged_at_its_listen_address() {
     let found = management_lints("127.0.0.1:9092", &env);
     assert_eq!(found.len(), 1, "{found:?}");
     assert_eq!(found[0].location.to_string(), "IRON_MANAGEMENT_LISTEN");
+}
+
+#[test]
+fn a_config_without_an_allowlist_is_flagged() {
+    let text = format!("tls:\n  ca_cert: ca.pem\n  ca_key: ca.key\ntransforms:\n{SECRETS}");
+    let found = lint(&super::super::parse(&text, "t.yaml", &|_| None).expect("valid config"));
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].path, "transforms");
+    assert_eq!(found[0].location.to_string(), "t.yaml:5:3");
+    assert!(
+        found[0]
+            .message
+            .starts_with("no allowlist transform: every destination is allowed"),
+        "{}",
+        found[0]
+    );
+    // No transforms at all: the same, at the file (there is no field to point at).
+    let bare = "tls:\n  ca_cert: ca.pem\n  ca_key: ca.key\n";
+    let found = lint(&super::super::parse(bare, "t.yaml", &|_| None).expect("valid config"));
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].location.to_string(), "t.yaml");
+    // An allowlist in warn mode is an allowlist being rolled out: no finding.
+    let warn = format!(
+        "{bare}transforms:\n  - name: allowlist\n    config:\n      warn: true\n      domains: [\"*\"]\n"
+    );
+    assert_eq!(
+        lint(&super::super::parse(&warn, "t.yaml", &|_| None).expect("valid config")),
+        vec![]
+    );
+}
+
+#[test]
+fn sni_only_flags_what_needs_mitm_and_rules_that_restrict_requests() {
+    let text = format!(
+        "tls:\n  mode: sni-only\ntransforms:\n{SECRETS}  - name: allowlist\n    config:\n      \
+         domains: [\"api.test\"]\n      rules:\n        - host: \"a.test\"\n        - host: \
+         \"b.test\"\n          methods: [GET]\n        - host: \"c.test\"\n          paths: \
+         [\"/v1/*\"]\n"
+    );
+    let found = lint(&super::super::parse(&text, "t.yaml", &|_| None).expect("valid config"));
+    let paths: Vec<&str> = found.iter().map(|f| f.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "transforms[0]",
+            "transforms[1].config.rules[1]",
+            "transforms[1].config.rules[2]"
+        ],
+        "{found:?}"
+    );
+    assert!(
+        found[0].message.starts_with(
+            "tls.mode is sni-only: HTTPS connections pass through undecrypted, so secrets never \
+             acts on them"
+        ),
+        "{}",
+        found[0]
+    );
+    assert!(
+        found[1].message.contains("never admits one"),
+        "{}",
+        found[1]
+    );
+    // transforms[1].config.rules[1] is `- host: "b.test"` on line 17.
+    assert_eq!(found[1].location.to_string(), "t.yaml:17:11");
+    // The same config in MITM mode: nothing to say.
+    let mitm = text.replace(
+        "tls:\n  mode: sni-only\n",
+        "tls:\n  ca_cert: ca.pem\n  ca_key: ca.key\n",
+    );
+    assert_eq!(
+        lint(&super::super::parse(&mitm, "t.yaml", &|_| None).expect("valid config")),
+        vec![]
+    );
 }
