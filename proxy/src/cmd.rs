@@ -102,10 +102,30 @@ pub fn validate(path: &Path, strict: bool) -> ExitCode {
     for r in &refs {
         eprintln!("{}: {kind}: {r}", cfg.locate(&r.path));
     }
+    // The CA as the proxy loads it, when both files are here: a pair that does
+    // not load (not PEM, not a CA, expired, a key of another CA) stops the
+    // proxy, so it is an error here too, under -strict or not.
+    let ca_error = match &cfg.tls {
+        config::TlsConfig::Mitm(m) if m.ca_cert.exists() && m.ca_key.exists() => {
+            crate::tls::CertificateAuthority::load(&m.ca_cert, &m.ca_key).err()
+        }
+        _ => None,
+    };
+    if let Some(e) = &ca_error {
+        eprintln!(
+            "{}: error: tls: {}",
+            cfg.locate("tls.ca_cert"),
+            crate::error_chain(e)
+        );
+    }
     // Lints are warnings even under -strict: each is a choice the spec allows.
     // Each names where its field was set, as errors do: `proxy.yaml:14:5: warning: ...`.
     for l in config::lint(&cfg) {
         eprintln!("{}: warning: {}: {}", l.location, l.path, l.message);
+    }
+    if ca_error.is_some() {
+        eprintln!("{}: invalid (1 error(s))", path.display());
+        return ExitCode::FAILURE;
     }
     if strict && !refs.is_empty() {
         eprintln!(

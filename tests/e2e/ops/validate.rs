@@ -134,3 +134,62 @@ fn validate_refuses_an_empty_file_and_an_unknown_tag_where_they_are() {
         "{stderr}"
     );
 }
+
+/// Runs `iron-proxy generate-ca -outdir <dir>` (a fresh P-256 CA).
+fn generate_ca(dir: &std::path::Path) {
+    let out = process::run_with_timeout(
+        "iron-proxy generate-ca",
+        Command::new(paths::iron_proxy_bin())
+            .arg("generate-ca")
+            .arg("-outdir")
+            .arg(dir),
+        Duration::from_secs(30),
+    );
+    assert_eq!(out.exit, 0, "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn validate_loads_the_ca_as_the_proxy_would() {
+    let (a, b) = (
+        paths::scratch_dir("validate-ca-a"),
+        paths::scratch_dir("validate-ca-b"),
+    );
+    generate_ca(a.path());
+    generate_ca(b.path());
+    let config = |cert: &std::path::Path, key: &std::path::Path| {
+        format!(
+            "tls:\n  ca_cert: \"{}\"\n  ca_key: \"{}\"\ntransforms:\n  - name: allowlist\n    \
+             config:\n      domains: [\"api.test\"]\n",
+            cert.display(),
+            key.display()
+        )
+    };
+    let (a_crt, a_key, b_key) = (
+        a.path().join("ca.crt"),
+        a.path().join("ca.key"),
+        b.path().join("ca.key"),
+    );
+    let (exit, stdout, stderr, _) = validate(&config(&a_crt, &a_key));
+    assert_eq!(exit, 0, "a matching pair: {stderr}");
+    assert!(stdout.ends_with(": valid\n"), "{stdout}");
+
+    // The key of another CA: the proxy would refuse to start, so validate fails.
+    let (exit, stdout, stderr, file) = validate(&config(&a_crt, &b_key));
+    assert_eq!(exit, 1, "{stdout}{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{file}:2:12: error: tls: {} does not match the public key of {}",
+            b_key.display(),
+            a_crt.display()
+        )),
+        "{stderr}"
+    );
+    assert!(!stdout.contains("valid"), "{stdout}");
+
+    // Not a certificate at all.
+    let garbage = a.path().join("garbage.crt");
+    std::fs::write(&garbage, "garbage\n").expect("writing");
+    let (exit, _, stderr, _) = validate(&config(&garbage, &a_key));
+    assert_eq!(exit, 1, "{stderr}");
+    assert!(stderr.contains("no PEM certificate found"), "{stderr}");
+}
