@@ -843,7 +843,11 @@ async fn handle_tracked(
                 // `body_truncated`, by that transform.
                 match policy.pipeline.body_signer(&cx, &parts) {
                     Some(by) => rec.reject(Some(by), "body_truncated", 413),
-                    None => rec.reject(None, "request_body_too_large", 413),
+                    None => rec.reject(
+                        policy.pipeline.body_wanter(&cx, &parts),
+                        "request_body_too_large",
+                        413,
+                    ),
                 }
                 let msg = format!("request body exceeds proxy.max_request_body_bytes ({limit})");
                 return Ok(finish(

@@ -306,6 +306,16 @@ impl Pipeline {
             .map(|t| t.name())
     }
 
+    /// The first transform that needs this request's whole body: a body over
+    /// `proxy.max_request_body_bytes` is refused on its behalf
+    /// (`request_body_too_large`, `rejected_by` this name).
+    pub fn body_wanter(&self, cx: &Flow, parts: &http::request::Parts) -> Option<&str> {
+        self.transforms
+            .iter()
+            .find(|t| t.wants_request_body(cx, parts))
+            .map(|t| t.name())
+    }
+
     /// True when some transform needs the response body.
     pub fn wants_response_body(&self, cx: &Flow) -> bool {
         self.transforms.iter().any(|t| t.wants_response_body(cx))

@@ -6,7 +6,7 @@
 
 use iron_proxy_tests::*;
 
-use super::{allowed, audited, plain, refused, NOT_ALLOWLISTED};
+use super::{allowed, audited, plain, refused, Expect, NOT_ALLOWLISTED};
 
 /// Writes `len` bytes of `fill`, optionally starting with `prefix`, to a file
 /// for `curl --data-binary @file`.
@@ -185,7 +185,10 @@ transforms:
         &px,
         "body.test",
         "/anything/big",
-        &refused(413, "request_body_too_large"),
+        &Expect {
+            rejected_by: Some("secrets"),
+            ..refused(413, "request_body_too_large")
+        },
     );
     // A body far past the cap (curl waits for `100 Continue`) gets the same answer,
     // not a reset connection.
@@ -198,7 +201,10 @@ transforms:
         &px,
         "body.test",
         "/anything/huge",
-        &refused(413, "request_body_too_large"),
+        &Expect {
+            rejected_by: Some("secrets"),
+            ..refused(413, "request_body_too_large")
+        },
     );
     // A client that sends its whole 32 MiB body without waiting (no `Expect`),
     // far more than the socket buffers hold: the proxy refuses after the cap,
@@ -222,7 +228,10 @@ transforms:
         &px,
         "body.test",
         "/anything/raw",
-        &refused(413, "request_body_too_large"),
+        &Expect {
+            rejected_by: Some("secrets"),
+            ..refused(413, "request_body_too_large")
+        },
     );
     up.assert_no_request(|q| {
         q.path() == "/anything/big" || q.path() == "/anything/huge" || q.path() == "/anything/raw"
