@@ -209,12 +209,16 @@ pub struct BodyCaptureConfig {
 impl Decode for BodyCaptureConfig {
     fn decode(node: &Node, cx: &mut Cx) -> Res<Self> {
         let m = cx.map(node, &["max_request_body_bytes", "rules"])?;
+        // At least 1: a capture of nothing would record an empty, "truncated"
+        // body for every request (leave body_capture out instead).
         let (max, rules) = (
-            m.or(cx, "max_request_body_bytes", 16_384u64),
+            m.opt_with(cx, "max_request_body_bytes", |n, cx| {
+                super::decode::int(n, cx, 1, i64::MAX)
+            }),
             m.or_default(cx, "rules"),
         );
         Ok(BodyCaptureConfig {
-            max_request_body_bytes: max?,
+            max_request_body_bytes: max?.map_or(16_384, |v| v.unsigned_abs()),
             rules: rules?,
         })
     }

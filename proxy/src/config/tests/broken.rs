@@ -333,3 +333,11 @@ fn allowlist_domains_that_hold_an_address_or_a_port() {
         ],
     );
 }
+
+#[test]
+fn a_body_capture_of_nothing_is_refused() {
+    refused(
+        "transforms:\n  - name: body_capture\n    config:\n      max_request_body_bytes: 0\n",
+        &["proxy.yaml:4:31: transforms[0].config.max_request_body_bytes: 0 is out of range (1..=9223372036854775807)"],
+    );
+}
