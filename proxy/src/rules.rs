@@ -40,6 +40,18 @@ pub enum RuleError {
         /// What was probably meant, when that is clear (starts with "; ").
         hint: String,
     },
+    /// A glob of IPv4 addresses (`10.0.*`): host patterns other than a bare
+    /// `*` never match an IP literal, so it could never match.
+    #[error(
+        "host pattern {pattern:?} is a pattern of IP addresses, which host patterns never match \
+         (an IP literal matches a bare \"*\", its exact address, or a CIDR); write a CIDR{hint}"
+    )]
+    AddressGlob {
+        /// The pattern as written.
+        pattern: String,
+        /// The CIDR it probably means, when that is clear (starts with " ").
+        hint: String,
+    },
     /// A path pattern that does not start with '/'.
     #[error("path pattern {0:?} must start with '/'")]
     Path(String),
@@ -52,6 +64,43 @@ pub enum RuleError {
     /// Both or neither of host and cidr.
     #[error("a rule needs exactly one of 'host' or 'cidr'")]
     HostXorCidr,
+}
+
+/// True for a glob whose labels are all numbers or `*` (`10.0.*`,
+/// `192.168.*.*`): a pattern of IPv4 addresses, not of names (no top-level
+/// domain is all digits).
+fn is_address_glob(p: &str) -> bool {
+    let labels: Vec<&str> = p.split('.').collect();
+    labels.len() > 1
+        && labels
+            .iter()
+            .all(|l| l.chars().all(|c| c.is_ascii_digit() || c == '*'))
+        && labels.iter().any(|l| l.chars().any(|c| c.is_ascii_digit()))
+}
+
+/// The CIDR an address glob of whole leading octets means: `10.0.*` and
+/// `10.0.*.*` are `10.0.0.0/16`.
+fn cidr_of_glob(p: &str) -> Option<String> {
+    let labels: Vec<&str> = p.split('.').collect();
+    let fixed: Vec<u8> = labels
+        .iter()
+        .take_while(|l| **l != "*")
+        .map(|l| l.parse().ok())
+        .collect::<Option<_>>()?;
+    let rest_is_wild = labels[fixed.len()..].iter().all(|l| *l == "*");
+    if fixed.is_empty() || fixed.len() > 3 || labels.len() > 4 || !rest_is_wild {
+        return None;
+    }
+    let mut octets = fixed.clone();
+    octets.resize(4, 0);
+    Some(format!(
+        "{}.{}.{}.{}/{}",
+        octets[0],
+        octets[1],
+        octets[2],
+        octets[3],
+        fixed.len() * 8
+    ))
 }
 
 /// Normalizes a host for matching: lowercase, no port, no trailing dot, no IPv6 brackets.
@@ -142,6 +191,12 @@ impl FromStr for HostPattern {
             return Err(RuleError::EmptyLabel {
                 pattern: s.to_string(),
                 hint,
+            });
+        }
+        if p.contains('*') && is_address_glob(&p) {
+            return Err(RuleError::AddressGlob {
+                pattern: s.to_string(),
+                hint: cidr_of_glob(&p).map_or(String::new(), |c| format!(" such as {c}")),
             });
         }
         if let Some(apex) = p.strip_prefix("*.") {
@@ -584,13 +639,36 @@ mod tests {
         let ip = t("127.0.0.5", "GET", "/");
         assert!(rule("*").matches(&ip), "a bare * is the catch-all");
         assert!(rule("127.0.0.5").matches(&ip), "an exact address");
-        for glob in ["127.0.0.*", "*.5", "*.0.0.5", "127.*"] {
-            assert!(!rule(glob).matches(&ip), "{glob} matches no IP literal");
-        }
+        assert!(
+            !rule("*.example").matches(&ip),
+            "a name glob matches no IP literal"
+        );
         assert!(rule("*").matches(&t("::1", "GET", "/")));
-        // Names still match those globs as text.
-        assert!(rule("127.0.0.*").matches(&t("127.0.0.example", "GET", "/")));
-        assert!(rule("*.5").matches(&t("host.5", "GET", "/")));
+        // A glob of addresses could never match: refused, with the CIDR meant.
+        for (glob, hint) in [
+            ("127.0.0.*", " such as 127.0.0.0/24"),
+            ("127.*", " such as 127.0.0.0/8"),
+            ("10.0.*.*", " such as 10.0.0.0/16"),
+            ("*.0.0.5", ""),
+            ("*.5", ""),
+            ("10.*.0.1", ""),
+        ] {
+            let e = HostPattern::from_str(glob).expect_err(glob);
+            assert_eq!(
+                e,
+                RuleError::AddressGlob {
+                    pattern: glob.into(),
+                    hint: hint.into()
+                },
+                "{glob}"
+            );
+        }
+        assert!(HostPattern::from_str("*.example.com").is_ok());
+        assert!(HostPattern::from_str("api-*.example.com").is_ok());
+        assert!(
+            HostPattern::from_str("1password.*").is_ok(),
+            "not all digits"
+        );
     }
 
     #[test]

@@ -116,17 +116,17 @@ transforms:
     audited(&px, &deny, "/anything/denied", &failed(502, "deny_cidr"));
     denied.assert_untouched();
 
-    // Any other glob matches names only, in `domains` and in `rules` alike: an address
-    // is not text to match "198.*" against (that is what cidrs are for).
+    // Any other glob matches names only, in `domains` and in `rules` alike: an IP literal
+    // is not text to match a glob against (that is what cidrs are for).
     let globs = Proxy::with(
         r#"
 transforms:
   - name: allowlist
     config:
-      domains: ["198.*", "*.test"]
+      domains: ["*.test"]
       rules:
-        - host: "198.18.*"
-          methods: ["GET"]
+        - host: "*"
+          methods: ["POST"]
 "#,
     )
     .resolver(&net)
@@ -138,6 +138,25 @@ transforms:
     assert_policy_refusal(&r);
     audited(&globs, &ip, "/anything/glob-ip", &NOT_ALLOWLISTED);
     up.assert_no_request(|q| q.path() == "/anything/glob-ip");
+
+    // A glob of addresses could never match anything: refused when the config loads,
+    // with the CIDR it means.
+    for (field, glob) in [("domains", "198.*"), ("rules", "198.18.*")] {
+        let config = if field == "domains" {
+            format!("transforms:\n  - name: allowlist\n    config:\n      domains: [\"{glob}\"]\n")
+        } else {
+            format!("transforms:\n  - name: allowlist\n    config:\n      rules:\n        - host: \"{glob}\"\n")
+        };
+        let (status, lines) =
+            Proxy::with(config.as_str()).run_to_exit(std::time::Duration::from_secs(30));
+        assert!(!status.success(), "{glob}: {lines:?}");
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains(glob) && l.contains("is a pattern of IP addresses")),
+            "{glob}: {lines:?}"
+        );
+    }
 }
 
 #[test]
