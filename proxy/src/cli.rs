@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(name = "iron-proxy", disable_version_flag = true)]
 pub struct Cli {
-    /// Path to the YAML config (runs the proxy when no command is given).
+    /// Path to the YAML config, or `s3://bucket/key` (runs the proxy when no command is given).
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Print the version and exit.

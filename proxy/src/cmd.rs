@@ -8,6 +8,7 @@ use crate::app::App;
 use crate::audit::AuditSink;
 use crate::cli::Alg;
 use crate::config;
+use crate::config_source::ConfigSource;
 
 fn print_config_errors(errors: &config::ConfigErrors) {
     for e in &errors.0 {
@@ -15,16 +16,26 @@ fn print_config_errors(errors: &config::ConfigErrors) {
     }
 }
 
-/// `iron-proxy -config FILE`: runs until SIGTERM/SIGINT.
-pub fn run(path: &Path) -> ExitCode {
-    let cfg = match config::load(path) {
+/// The source `-config` names (a file, or `s3://bucket/key`); a malformed
+/// `s3://` URL is printed.
+fn config_source(arg: &Path) -> Option<ConfigSource> {
+    ConfigSource::parse(arg)
+        .map_err(|e| eprintln!("iron-proxy: {e}"))
+        .ok()
+}
+
+/// `iron-proxy -config FILE|s3://BUCKET/KEY`: runs until SIGTERM/SIGINT.
+pub fn run(arg: &Path) -> ExitCode {
+    let Some(source) = config_source(arg) else {
+        return ExitCode::FAILURE;
+    };
+    let (cfg, bytes) = match source.load_blocking() {
         Ok(c) => c,
         Err(e) => {
             print_config_errors(&e);
             eprintln!(
-                "iron-proxy: {} error(s) in {}; not starting",
+                "iron-proxy: {} error(s) in {source}; not starting",
                 e.0.len(),
-                path.display()
             );
             return ExitCode::FAILURE;
         }
@@ -65,7 +76,7 @@ pub fn run(path: &Path) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let app = match App::start(cfg, path, audit.clone()).await {
+        let app = match App::start(cfg, source, &bytes, audit.clone()).await {
             Ok(app) => app,
             Err(e) => {
                 // One line with the whole cause (not a log line as well: the
@@ -87,13 +98,16 @@ pub fn run(path: &Path) -> ExitCode {
 /// How long in-flight requests may take to finish after SIGTERM/SIGINT.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// `iron-proxy validate -config FILE [-strict]`.
-pub fn validate(path: &Path, strict: bool) -> ExitCode {
-    let cfg = match config::load(path) {
-        Ok(c) => c,
+/// `iron-proxy validate -config FILE|s3://BUCKET/KEY [-strict]`.
+pub fn validate(arg: &Path, strict: bool) -> ExitCode {
+    let Some(source) = config_source(arg) else {
+        return ExitCode::FAILURE;
+    };
+    let cfg = match source.load_blocking() {
+        Ok((c, _)) => c,
         Err(e) => {
             print_config_errors(&e);
-            eprintln!("{}: invalid ({} error(s))", path.display(), e.0.len());
+            eprintln!("{source}: invalid ({} error(s))", e.0.len());
             return ExitCode::FAILURE;
         }
     };
@@ -129,13 +143,12 @@ pub fn validate(path: &Path, strict: bool) -> ExitCode {
     }
     if strict && !refs.is_empty() {
         eprintln!(
-            "{}: invalid under -strict ({} problem(s))",
-            path.display(),
+            "{source}: invalid under -strict ({} problem(s))",
             refs.len()
         );
         return ExitCode::FAILURE;
     }
-    println!("{}: valid", path.display());
+    println!("{source}: valid");
     ExitCode::SUCCESS
 }
 
@@ -165,9 +178,12 @@ pub fn generate_ca(outdir: &Path, name: &str, expiry_hours: u64, alg: Alg) -> Ex
 /// `iron-proxy intercept status|detach -config FILE`. Detach is the only way
 /// interception ends: the pinned programs outlive the proxy so that workloads
 /// fail closed when it stops.
-pub fn intercept(path: &Path, detach: bool) -> ExitCode {
-    let cfg = match config::load(path) {
-        Ok(c) => c,
+pub fn intercept(arg: &Path, detach: bool) -> ExitCode {
+    let Some(source) = config_source(arg) else {
+        return ExitCode::FAILURE;
+    };
+    let cfg = match source.load_blocking() {
+        Ok((c, _)) => c,
         Err(e) => {
             print_config_errors(&e);
             return ExitCode::FAILURE;

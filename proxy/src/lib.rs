@@ -10,6 +10,7 @@ pub mod body;
 pub mod cli;
 pub mod cmd;
 pub mod config;
+pub mod config_source;
 pub mod dns;
 pub mod exchange;
 #[cfg(test)]

@@ -6,6 +6,7 @@
 //! users write them, and the JSON (or text) operational log lines next to the audit records on
 //! stderr.
 
+mod config_s3;
 mod hostile_config;
 mod lifecycle;
 mod logs;

@@ -64,6 +64,16 @@ pub struct Proxy {
     args: Vec<String>,
     listen_ip: IpAddr,
     binary: Option<PathBuf>,
+    config_arg: Option<ConfigArg>,
+}
+
+/// Turns the rendered config file into the `-config` argument (e.g. uploads it, returns its URL).
+struct ConfigArg(Box<dyn Fn(&Path) -> String + Send + Sync>);
+
+impl std::fmt::Debug for ConfigArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ConfigArg(..)")
+    }
 }
 
 /// How many times [`Proxy::start`] starts a proxy that lost a port to another process.
@@ -80,6 +90,7 @@ impl Proxy {
             args: Vec::new(),
             listen_ip: IpAddr::from([127, 0, 0, 1]),
             binary: None,
+            config_arg: None,
         }
     }
 
@@ -99,6 +110,13 @@ impl Proxy {
     /// Adds a command-line argument after `-config FILE`.
     pub fn arg(mut self, arg: &str) -> Self {
         self.args.push(arg.to_string());
+        self
+    }
+
+    /// Passes `-config f(rendered file)` instead of the file: `f` may upload the rendered
+    /// config somewhere and return its URL (`s3://bucket/key`). Called on every start attempt.
+    pub fn config_arg(mut self, f: impl Fn(&Path) -> String + Send + Sync + 'static) -> Self {
+        self.config_arg = Some(ConfigArg(Box::new(f)));
         self
     }
 
@@ -177,7 +195,11 @@ impl Proxy {
             .clone()
             .unwrap_or_else(crate::paths::iron_proxy_bin);
         let mut cmd = Command::new(&bin);
-        cmd.arg("-config").arg(&config_path).args(&self.args);
+        match &self.config_arg {
+            Some(f) => cmd.arg("-config").arg((f.0)(&config_path)),
+            None => cmd.arg("-config").arg(&config_path),
+        };
+        cmd.args(&self.args);
         for var in [
             "HTTP_PROXY",
             "HTTPS_PROXY",

@@ -8,7 +8,6 @@ mod intercept;
 mod reload;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -18,6 +17,7 @@ use tokio::task::JoinHandle;
 
 use crate::audit::AuditSink;
 use crate::config::{self, Config, ListenAddr, TlsConfig};
+use crate::config_source::ConfigSource;
 use crate::dns::{DnsServer, DnsSettings, StaticRecord};
 use crate::intercept::Interceptor;
 use crate::listen::sniffed::{Intake, TlsHandling};
@@ -194,8 +194,8 @@ impl OriginLookup for BpfLookup {
 pub struct App {
     /// Shared state (policy, upstream, audit).
     pub shared: Arc<Shared>,
-    /// The config file it was started from.
-    pub config_path: PathBuf,
+    /// Where the config was read from (a reload reads it there again).
+    pub config_source: ConfigSource,
     /// Bound listener addresses, by listener name.
     pub bound: Vec<(&'static str, SocketAddr)>,
     /// Metrics registry.
@@ -213,7 +213,13 @@ impl App {
     /// traffic through unchecked: the pipeline is built first, listeners answer
     /// 503 until everything is up, and interception attaches last (its
     /// redirects land on listeners that already exist).
-    pub async fn start(cfg: Config, config_path: &Path, audit: AuditSink) -> Result<App, AppError> {
+    /// `bytes` is the config as read from `source`, which `cfg` was parsed from.
+    pub async fn start(
+        cfg: Config,
+        source: ConfigSource,
+        bytes: &[u8],
+        audit: AuditSink,
+    ) -> Result<App, AppError> {
         let metrics = Arc::new(Metrics::new());
         metrics.config_loaded(SystemTime::now());
         audit.add_observer(metrics.observer());
@@ -372,12 +378,16 @@ impl App {
         bound.push(("metrics", addr));
         let sources_for_reload = sources.clone();
         let controller = reload::controller(
-            config_path,
+            source.clone(),
+            reload::Started {
+                config: cfg.clone(),
+                bytes,
+            },
             shared.clone(),
             sources_for_reload,
             metrics.clone(),
             kernel_deny,
-        )?;
+        );
         if let Some(m) = &cfg.management {
             let (addr, _) = ops::management::start(
                 m.listen.to_socket_addr(),
@@ -408,7 +418,7 @@ impl App {
         }
         Ok(App {
             shared,
-            config_path: config_path.to_path_buf(),
+            config_source: source,
             bound,
             metrics,
             drain,

@@ -1,4 +1,5 @@
-//! Hot reload (`POST /v1/reload`, SIGHUP): re-read the config file, build a
+//! Hot reload (`POST /v1/reload`, SIGHUP): re-read the config from its source
+//! (the file, or the S3 object fetched again), build a
 //! complete new policy, and swap it in only if everything built. Requests in
 //! flight keep the policy they started with.
 //!
@@ -17,26 +18,31 @@
 //! process-long [`Sources`], so it keeps the startup resolver, exactly as the
 //! data plane does (`dns` is restart-only).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde_json::{Map, Value};
 
 use crate::config::{self, Config};
+use crate::config_source::{self, ConfigSource};
 use crate::ops::{self, Metrics, ReloadController, ReloadSummary, Reloader};
+use crate::secrets::aws::AwsShared;
 use crate::secrets::Sources;
 use crate::state::Shared;
 
-use super::{build_policy, AppError};
+use super::build_policy;
 
-struct FileReloader {
-    path: PathBuf,
+struct SourceReloader {
+    source: ConfigSource,
+    /// The AWS chain an S3 source is fetched with (the backend client, so
+    /// the startup resolver).
+    aws: AwsShared,
     shared: Arc<Shared>,
     sources: Sources,
     /// The config the process started with, for the settings a reload cannot
-    /// change (`None` if the file could not be parsed again at startup).
-    started: Option<Config>,
+    /// change.
+    started: Config,
     metrics: Arc<Metrics>,
     /// The interception in force, whose kernel deny list follows
     /// `proxy.upstream_deny_cidrs`.
@@ -73,16 +79,16 @@ impl KernelDeny {
 }
 
 #[async_trait]
-impl Reloader for FileReloader {
+impl Reloader for SourceReloader {
     async fn reload(&self) -> Result<ReloadSummary, Vec<String>> {
-        let file = self.path.display().to_string();
+        let name = self.source.to_string();
         // Parse the very bytes that are hashed, so the reported hash is the config in force.
-        let bytes = tokio::fs::read(&self.path)
-            .await
-            .map_err(|e| vec![format!("{file}: cannot read config: {e}")])?;
-        let text = std::str::from_utf8(&bytes)
-            .map_err(|_| vec![format!("{file}: the config is not UTF-8")])?;
-        let cfg = config::parse(text, &file, &|name| std::env::var(name).ok())
+        let bytes = self.source.read(&self.aws).await.map_err(|e| match e {
+            // S3 errors name the object already.
+            config_source::SourceError::S3(e) => vec![e.to_string()],
+            e => vec![format!("{name}: {}", crate::error_chain(&e))],
+        })?;
+        let cfg = config_source::parse(&bytes, &name)
             .map_err(|e| e.0.iter().map(|x| x.to_string()).collect::<Vec<_>>())?;
         let (policy, deny) = build_policy(&cfg, &self.sources, Some(&self.metrics))
             .map_err(|e| vec![e.to_string()])?;
@@ -106,11 +112,7 @@ impl Reloader for FileReloader {
         self.shared.swap(policy, deny);
         // Parsing and building touched start-up code again.
         crate::resident::release_after("reload");
-        let restart_required = self
-            .started
-            .as_ref()
-            .map(|old| restart_only_changes(old, &cfg))
-            .unwrap_or_default();
+        let restart_required = restart_only_changes(&self.started, &cfg);
         if restart_required.is_empty() {
             tracing::info!(transforms, "configuration reloaded");
         } else {
@@ -165,38 +167,38 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     out
 }
 
+/// What the process started with.
+pub struct Started<'a> {
+    /// The config in force.
+    pub config: Config,
+    /// The bytes it was parsed from (their hash is the first `config_hash`).
+    pub bytes: &'a [u8],
+}
+
 /// The reload controller shared by the management API and SIGHUP.
 /// `kernel_deny`: the interception in force, if any.
 pub fn controller(
-    path: &Path,
+    source: ConfigSource,
+    started: Started<'_>,
     shared: Arc<Shared>,
     sources: Sources,
     metrics: Arc<Metrics>,
     kernel_deny: Option<KernelDeny>,
-) -> Result<Arc<ReloadController>, AppError> {
-    let bytes =
-        std::fs::read(path).map_err(|e| AppError::Ops(format!("{}: {e}", path.display())))?;
-    // Startup parsed this file a moment ago; parse it again to know the
-    // settings a reload cannot change.
-    let started = std::str::from_utf8(&bytes).ok().and_then(|text| {
-        config::parse(text, &path.display().to_string(), &|name| {
-            std::env::var(name).ok()
-        })
-        .ok()
-    });
-    let reloader = Arc::new(FileReloader {
-        path: path.to_path_buf(),
+) -> Arc<ReloadController> {
+    let reloader = Arc::new(SourceReloader {
+        source,
+        aws: sources.aws_chain(None),
         shared,
         sources,
-        started,
+        started: started.config,
         metrics: metrics.clone(),
         kernel_deny,
     });
-    Ok(ReloadController::new(
+    ReloadController::new(
         reloader,
-        ops::management::config_hash(&bytes),
+        ops::management::config_hash(started.bytes),
         Some(metrics),
-    ))
+    )
 }
 
 #[cfg(test)]

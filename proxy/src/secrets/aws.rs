@@ -136,25 +136,41 @@ impl AwsShared {
         Ok(c)
     }
 
-    /// The endpoint for a service: the override variables, else the public one.
-    fn endpoint(&self, service_var: &str, prefix: &str, region: &str) -> String {
+    /// The region the default chain (or the overrides) names, if any.
+    pub(crate) async fn default_region(&self) -> Option<String> {
+        if let Some(r) = &self.inner.overrides.region {
+            return Some(r.clone());
+        }
+        self.sdk().await.region().map(|r| r.to_string())
+    }
+
+    /// The backend HTTP client every AWS call goes through.
+    pub(crate) fn http(&self) -> &HttpClient {
+        &self.inner.http
+    }
+
+    /// The endpoint the environment configures for a service:
+    /// `service_var`, else `AWS_ENDPOINT_URL`, unless
+    /// `AWS_IGNORE_CONFIGURED_ENDPOINT_URLS=true`.
+    pub(crate) fn configured_endpoint(&self, service_var: &str) -> Option<String> {
         let env = &self.inner.env;
         let ignore = env
             .var("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS")
             .is_some_and(|v| v.eq_ignore_ascii_case("true"));
-        if !ignore {
-            for var in [service_var, "AWS_ENDPOINT_URL"] {
-                if let Some(url) = env.var(var).filter(|u| !u.is_empty()) {
-                    return url;
-                }
-            }
+        if ignore {
+            return None;
         }
-        let suffix = if region.starts_with("cn-") {
-            "amazonaws.com.cn"
-        } else {
-            "amazonaws.com"
-        };
-        format!("https://{prefix}.{region}.{suffix}")
+        [service_var, "AWS_ENDPOINT_URL"]
+            .into_iter()
+            .find_map(|var| env.var(var).filter(|u| !u.is_empty()))
+    }
+
+    /// The endpoint for a service: the override variables, else the public one.
+    fn endpoint(&self, service_var: &str, prefix: &str, region: &str) -> String {
+        if let Some(url) = self.configured_endpoint(service_var) {
+            return url;
+        }
+        format!("https://{prefix}.{region}.{}", dns_suffix(region))
     }
 
     /// One signed AWS JSON 1.1 call; returns the 200 response body.
@@ -381,6 +397,15 @@ impl Fetch for ParameterStore {
             detail: "malformed GetParameter response".into(),
         })?;
         Ok(SecretValue::from(Zeroizing::new(out.parameter.value)))
+    }
+}
+
+/// The domain of a region's public endpoints (`amazonaws.com.cn` in China).
+pub(crate) fn dns_suffix(region: &str) -> &'static str {
+    if region.starts_with("cn-") {
+        "amazonaws.com.cn"
+    } else {
+        "amazonaws.com"
     }
 }
 

@@ -111,6 +111,16 @@ impl HttpClient {
         &self,
         req: Request<Full<Bytes>>,
     ) -> Result<Response<Zeroizing<Vec<u8>>>, String> {
+        self.send_limited(req, MAX_RESPONSE_BYTES).await
+    }
+
+    /// [`send_full`](Self::send_full) with a response of at most `max` bytes
+    /// (a config file fetched from S3 may be larger than a secret).
+    pub async fn send_limited(
+        &self,
+        req: Request<Full<Bytes>>,
+        max: usize,
+    ) -> Result<Response<Zeroizing<Vec<u8>>>, String> {
         let rsp = self
             .client()?
             .request(req)
@@ -121,8 +131,8 @@ impl HttpClient {
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|e| format!("reading response: {e}"))?;
             if let Ok(data) = frame.into_data() {
-                if buf.len() + data.len() > MAX_RESPONSE_BYTES {
-                    return Err(format!("response larger than {MAX_RESPONSE_BYTES} bytes"));
+                if buf.len() + data.len() > max {
+                    return Err(format!("response larger than {max} bytes"));
                 }
                 buf.extend_from_slice(&data);
             }

@@ -6,95 +6,21 @@
 //! subject to `upstream_deny_cidrs`), so a loopback moto is reachable while the workload's
 //! traffic still goes to the fake internet.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use iron_proxy_tests::ports::free_port;
-use iron_proxy_tests::process::{ChildGuard, Lines};
 use iron_proxy_tests::*;
 use serde_json::json;
 
 use super::assert_no_leak;
 
-/// moto's server on 127.0.0.1, killed by PID on drop.
-struct Moto {
-    addr: SocketAddr,
-    child: ChildGuard,
-    _stderr: Lines,
-}
-
-impl Moto {
-    fn start() -> Self {
-        let ip = IpAddr::V4(Ipv4Addr::LOCALHOST);
-        let port = free_port(ip, false);
-        let python = paths::venv_python();
-        let bin = python.with_file_name("moto_server");
-        let mut cmd = Command::new(&bin);
-        cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut child = ChildGuard::spawn("moto_server", &mut cmd);
-        let stderr = child.child_mut().stderr.take().expect("piped stderr");
-        let (lines, _) = Lines::capture(stderr, |_| {});
-        let addr = SocketAddr::new(ip, port);
-        wait_until(Duration::from_secs(30), "moto_server to listen", || {
-            if let Some(status) = child.try_status() {
-                panic!(
-                    "moto_server exited ({status}):\n{}",
-                    lines.snapshot().join("\n")
-                );
-            }
-            TcpStream::connect_timeout(&addr, Duration::from_millis(100)).ok()
-        });
-        Moto {
-            addr,
-            child,
-            _stderr: lines,
-        }
+/// A proxy with the AWS environment pointing at `moto` and nowhere else.
+fn proxy(moto: &Moto, config: &str, net: &FakeInternet) -> ProxyProcess {
+    let mut p = Proxy::with(config).resolver(net);
+    for (k, v) in moto.env() {
+        p = p.env(k, &v);
     }
-
-    /// Stops the server (the backend goes down).
-    fn stop(&mut self) {
-        self.child.stop(Duration::from_secs(2));
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// Runs a boto3 snippet against this server; `sm` and `ssm` are clients.
-    fn boto(&self, code: &str) {
-        let script = format!(
-            "import boto3, sys\n\
-             kw = dict(endpoint_url=sys.argv[1], region_name='us-east-1',\n\
-                       aws_access_key_id='testing', aws_secret_access_key='testing')\n\
-             sm = boto3.client('secretsmanager', **kw)\n\
-             ssm = boto3.client('ssm', **kw)\n\
-             {code}\n"
-        );
-        python(&script, [self.url()]).assert_ok();
-    }
-
-    /// A proxy with the AWS environment pointing at this server and nowhere else.
-    fn proxy(&self, config: &str, net: &FakeInternet) -> ProxyProcess {
-        Proxy::with(config)
-            .resolver(net)
-            .env("AWS_ENDPOINT_URL", &self.url())
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env("AWS_REGION", "us-east-1")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("AWS_CONFIG_FILE", "/nonexistent/iron-e2e-aws-config")
-            .env(
-                "AWS_SHARED_CREDENTIALS_FILE",
-                "/nonexistent/iron-e2e-aws-credentials",
-            )
-            // Every crate at TRACE (the backend HTTP client too) for the leak scan.
-            .env("IRON_LOG_FILTER", "trace")
-            .start()
-    }
+    // Every crate at TRACE (the backend HTTP client too) for the leak scan.
+    p.env("IRON_LOG_FILTER", "trace").start()
 }
 
 const SM_V1: &str = "sk-ant-real-v1-5c1e";
@@ -169,10 +95,10 @@ fn aws_secrets_manager_and_parameter_store_through_moto() {
     moto.boto(&format!(
         "sm.create_secret(Name='e2e/anthropic', SecretString='{{\"api_key\": \"{SM_V1}\", \"other\": \"{SM_OTHER}\"}}')\n\
          ssm.put_parameter(Name='/myapp/openai-key', Value='Bearer {SSM_VALUE}', Type='SecureString')"
-    ));
+    ), &[]);
     let net = FakeInternet::new();
     let up = Upstream::https("httpbin.test").start(&net);
-    let px = moto.proxy(CONFIG, &net);
+    let px = proxy(&moto, CONFIG, &net);
 
     // Secrets Manager with json_key.
     assert_eq!(
@@ -206,9 +132,12 @@ fn aws_secrets_manager_and_parameter_store_through_moto() {
 
     // Rotate in Secrets Manager: requests pick up the new value after the 2 s ttl, and every
     // request in between carries either the old or the new value, never the placeholder.
-    moto.boto(&format!(
+    moto.boto(
+        &format!(
         "sm.put_secret_value(SecretId='e2e/anthropic', SecretString='{{\"api_key\": \"{SM_V2}\"}}')"
-    ));
+    ),
+        &[],
+    );
     wait_until(
         Duration::from_secs(15),
         "the rotated secret to be used",

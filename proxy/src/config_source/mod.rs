@@ -1,0 +1,180 @@
+//! Where the config comes from: a local file, or an S3 object
+//! (`-config s3://bucket/key`, fetched with a signed `GetObject`).
+//!
+//! Validation, startup and every reload read the config through a
+//! [`ConfigSource`], so a reload re-fetches the object. Errors, and the
+//! locations of config errors, are named by the source as given on the
+//! command line: `proxy.yaml:12:3: ...` or `s3://bucket/key:12:3: ...`.
+
+pub mod s3;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::config::{self, Config, ConfigError, ConfigErrors};
+use crate::secrets::aws::{AwsOverrides, AwsShared};
+use crate::secrets::http::HttpClient;
+use crate::secrets::EnvLookup;
+
+pub use s3::{S3Error, S3Object};
+
+/// A config's origin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigSource {
+    /// A local file.
+    File(PathBuf),
+    /// An S3 object.
+    S3(S3Object),
+}
+
+/// Why a config could not be read (not why it is invalid).
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// The file could not be read.
+    #[error("cannot read config")]
+    File(#[source] std::io::Error),
+    /// The S3 object could not be fetched.
+    #[error(transparent)]
+    S3(#[from] S3Error),
+    /// The runtime for the fetch could not start.
+    #[error("starting the runtime for the S3 fetch")]
+    Runtime(#[source] std::io::Error),
+}
+
+impl ConfigSource {
+    /// The source the `-config` argument names: `s3://bucket/key`, else a path.
+    pub fn parse(arg: &Path) -> Result<Self, S3Error> {
+        match arg.to_str() {
+            Some(s) if s.starts_with(s3::SCHEME) => S3Object::parse(s).map(ConfigSource::S3),
+            _ => Ok(ConfigSource::File(arg.to_path_buf())),
+        }
+    }
+
+    /// Reads the whole config. S3 fetches use `aws` (credentials, region,
+    /// endpoint and the backend HTTP client).
+    pub async fn read(&self, aws: &AwsShared) -> Result<Vec<u8>, SourceError> {
+        match self {
+            ConfigSource::File(path) => tokio::fs::read(path).await.map_err(SourceError::File),
+            ConfigSource::S3(obj) => Ok(obj.fetch(aws).await?),
+        }
+    }
+
+    /// [`read`](Self::read) outside a runtime (startup, `validate`): a
+    /// file is read directly; an S3 object is fetched on a short-lived
+    /// runtime with the default AWS chain and a client resolving with the OS
+    /// configuration (the config, and so `dns`, is not known yet).
+    pub fn read_blocking(&self) -> Result<Vec<u8>, SourceError> {
+        match self {
+            ConfigSource::File(path) => std::fs::read(path).map_err(SourceError::File),
+            ConfigSource::S3(obj) => {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(SourceError::Runtime)?;
+                rt.block_on(async {
+                    let aws = AwsShared::new(
+                        AwsOverrides::default(),
+                        HttpClient::new(),
+                        EnvLookup::Process,
+                    );
+                    Ok(obj.fetch(&aws).await?)
+                })
+            }
+        }
+    }
+
+    /// Reads and parses the config, applying `IRON_*` overrides from the
+    /// process environment. Returns the bytes too (their hash is the
+    /// management API's `config_hash`).
+    pub fn load_blocking(&self) -> Result<(Config, Vec<u8>), ConfigErrors> {
+        let name = self.to_string();
+        let bytes = self
+            .read_blocking()
+            .map_err(|e| one_error(&name, crate::error_chain(&e)))?;
+        let cfg = parse(&bytes, &name)?;
+        Ok((cfg, bytes))
+    }
+}
+
+/// Parses config `bytes` named `name` in errors, with the process environment.
+pub fn parse(bytes: &[u8], name: &str) -> Result<Config, ConfigErrors> {
+    let text = std::str::from_utf8(bytes)
+        .map_err(|_| one_error(name, "cannot read config: the config is not UTF-8".into()))?;
+    config::parse(text, name, &|var| std::env::var(var).ok())
+}
+
+fn one_error(name: &str, message: String) -> ConfigErrors {
+    ConfigErrors(vec![ConfigError {
+        file: name.to_string(),
+        line: None,
+        column: None,
+        path: String::new(),
+        message,
+    }])
+}
+
+impl fmt::Display for ConfigSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigSource::File(path) => write!(f, "{}", path.display()),
+            ConfigSource::S3(obj) => write!(f, "{obj}"),
+        }
+    }
+}
+
+/// How long one S3 fetch may take, credentials included.
+pub const FETCH_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The largest config fetched from S3.
+pub const MAX_CONFIG_BYTES: usize = 16 << 20;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_stay_paths_and_s3_urls_become_objects() {
+        assert_eq!(
+            ConfigSource::parse(Path::new("/etc/iron/proxy.yaml")).unwrap(),
+            ConfigSource::File("/etc/iron/proxy.yaml".into())
+        );
+        // A relative path that merely contains the scheme is still a path.
+        assert!(matches!(
+            ConfigSource::parse(Path::new("./s3://x/y")).unwrap(),
+            ConfigSource::File(_)
+        ));
+        let src = ConfigSource::parse(Path::new("s3://my-bucket/iron/proxy.yaml")).unwrap();
+        assert_eq!(src.to_string(), "s3://my-bucket/iron/proxy.yaml");
+        assert!(ConfigSource::parse(Path::new("s3://my-bucket")).is_err());
+    }
+
+    #[test]
+    fn config_errors_name_the_source() {
+        let err = parse(
+            b"tls: {mode: sni-only}\nproxy:\n  bogus: 1\n",
+            "s3://b-1/k.yaml",
+        )
+        .unwrap_err();
+        let first = err.0[0].to_string();
+        assert!(
+            first.starts_with("s3://b-1/k.yaml:3:3: proxy: unknown field 'bogus'"),
+            "{first}"
+        );
+        let err = parse(&[0xff, 0xfe], "s3://b-1/k.yaml").unwrap_err();
+        assert_eq!(
+            err.0[0].to_string(),
+            "s3://b-1/k.yaml: cannot read config: the config is not UTF-8"
+        );
+    }
+
+    #[test]
+    fn a_missing_file_is_named() {
+        let src = ConfigSource::File("/nonexistent/iron-proxy.yaml".into());
+        let err = src.load_blocking().unwrap_err().0[0].to_string();
+        assert!(
+            err.starts_with("/nonexistent/iron-proxy.yaml: cannot read config: "),
+            "{err}"
+        );
+    }
+}
