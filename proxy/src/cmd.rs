@@ -138,7 +138,7 @@ pub fn validate(arg: &Path, strict: bool) -> ExitCode {
         eprintln!("{}: warning: {}: {}", l.location, l.path, l.message);
     }
     if ca_error.is_some() {
-        eprintln!("{}: invalid (1 error(s))", path.display());
+        eprintln!("{source}: invalid (1 error(s))");
         return ExitCode::FAILURE;
     }
     if strict && !refs.is_empty() {
