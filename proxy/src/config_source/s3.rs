@@ -14,18 +14,15 @@
 //! the signature.
 
 use std::fmt;
-use std::time::SystemTime;
 
 use aws_sigv4::http_request::{
-    sign, PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest, SigningSettings,
-    UriPathNormalizationMode,
+    PayloadChecksumKind, PercentEncodingMode, SigningSettings, UriPathNormalizationMode,
 };
-use aws_sigv4::sign::v4;
 use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
 
-use crate::secrets::aws::{dns_suffix, AwsShared};
+use crate::secrets::aws::{dns_suffix, sign_request, AwsShared};
 
 use super::{FETCH_TIMEOUT, MAX_CONFIG_BYTES};
 
@@ -184,27 +181,8 @@ impl S3Object {
             .uri(&url)
             .body(())
             .map_err(|e| signing(e.to_string()))?;
-        let identity = creds.into();
-        let params = v4::SigningParams::builder()
-            .identity(&identity)
-            .region(&region)
-            .name("s3")
-            .time(SystemTime::now())
-            .settings(s3_signing_settings())
-            .build()
-            .map_err(|e| signing(e.to_string()))?
-            .into();
-        let signable = SignableRequest::new(
-            "GET",
-            url.as_str(),
-            std::iter::empty(),
-            SignableBody::Bytes(&[]),
-        )
-        .map_err(|e| signing(e.to_string()))?;
-        let (instructions, _signature) = sign(signable, &params)
-            .map_err(|e| signing(e.to_string()))?
-            .into_parts();
-        instructions.apply_to_request_http1x(&mut req);
+        sign_request(&mut req, &[], creds, &region, "s3", s3_signing_settings())
+            .map_err(signing)?;
         let req = req.map(|()| Full::new(Bytes::new()));
         // The URL carries no signature (that is in the headers), so naming it is safe.
         let rsp = aws

@@ -51,6 +51,46 @@ struct AwsInner {
     creds: tokio::sync::Mutex<Option<Credentials>>,
 }
 
+/// Signs `req` (its method, URL and headers, and `body`) with SigV4 for
+/// `service` in `region`, adding the signature headers to it.
+pub(crate) fn sign_request(
+    req: &mut Request<()>,
+    body: &[u8],
+    creds: Credentials,
+    region: &str,
+    service: &str,
+    settings: SigningSettings,
+) -> Result<(), String> {
+    let identity = creds.into();
+    let params = v4::SigningParams::builder()
+        .identity(&identity)
+        .region(region)
+        .name(service)
+        .time(SystemTime::now())
+        .settings(settings)
+        .build()
+        .map_err(|e| e.to_string())?
+        .into();
+    let uri = req.uri().to_string();
+    let headers: Vec<(&str, &str)> = req
+        .headers()
+        .iter()
+        .filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?)))
+        .collect();
+    let signable = SignableRequest::new(
+        req.method().as_str(),
+        &uri,
+        headers.into_iter(),
+        SignableBody::Bytes(body),
+    )
+    .map_err(|e| e.to_string())?;
+    let (instructions, _signature) = sign(signable, &params)
+        .map_err(|e| e.to_string())?
+        .into_parts();
+    instructions.apply_to_request_http1x(req);
+    Ok(())
+}
+
 /// Credentials closer than this to expiry are fetched again.
 const CREDENTIALS_REFRESH_MARGIN: Duration = Duration::from_secs(300);
 
@@ -202,32 +242,15 @@ impl AwsShared {
             .header("x-amz-target", api.target)
             .body(())
             .map_err(|e| err(format!("building request: {e}")))?;
-        let identity = creds.into();
-        let params = v4::SigningParams::builder()
-            .identity(&identity)
-            .region(region)
-            .name(api.signing_name)
-            .time(SystemTime::now())
-            .settings(SigningSettings::default())
-            .build()
-            .map_err(|e| err(format!("signing: {e}")))?
-            .into();
-        let headers: Vec<(&str, &str)> = req
-            .headers()
-            .iter()
-            .filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?)))
-            .collect();
-        let signable = SignableRequest::new(
-            "POST",
-            url.as_str(),
-            headers.into_iter(),
-            SignableBody::Bytes(&body),
+        sign_request(
+            &mut req,
+            &body,
+            creds,
+            region,
+            api.signing_name,
+            SigningSettings::default(),
         )
         .map_err(|e| err(format!("signing: {e}")))?;
-        let (instructions, _signature) = sign(signable, &params)
-            .map_err(|e| err(format!("signing: {e}")))?
-            .into_parts();
-        instructions.apply_to_request_http1x(&mut req);
         let req = req.map(|()| Full::new(Bytes::from(body)));
         let (status, rsp) = self
             .inner
