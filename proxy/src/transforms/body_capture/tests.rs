@@ -309,3 +309,22 @@ fn corrupt_zstd_is_an_error_naming_it() {
         super::decode(b"\x50\x2a\x4d\x18\xff\x00\x00\x00ab", "zstd", 100).expect_err("skippable");
     assert!(e.contains("skippable frame 1 is cut short"), "{e}");
 }
+
+proptest::proptest! {
+    /// Damaged zstd (bytes flipped, cut anywhere) is an error or decodes: never a panic.
+    #[test]
+    fn damaged_zstd_never_panics(
+        which in 0usize..3,
+        flips in proptest::collection::vec((0usize..4096, 1u8..=255), 1..4),
+        cut in 0usize..4096,
+    ) {
+        let base = [zstd_fixtures::HELLO, zstd_fixtures::FRAMES, &zstd_fixtures::BOMB[..512]][which];
+        let mut body = base.to_vec();
+        for (at, x) in flips {
+            let n = body.len();
+            body[at % n] ^= x;
+        }
+        body.truncate(cut.max(1));
+        let _ = super::decode(&body, "zstd", 4096);
+    }
+}
