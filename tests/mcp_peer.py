@@ -18,7 +18,9 @@
         A hand-made hostile server (no SDK: it answers in ways FastMCP never would) over
         HTTPS. Its tools/list answer lists "search_repositories" and "delete_repository" in
         the form named by the last path segment (/mcp/MODE), each a way a filter that reads
-        less than the client does lets the denied tool through (see CRAFTED below).
+        less than the client does lets the denied tool through (see _crafted below), or
+        compressed with zstd (/mcp/zstd, with the `zstandard` package) although the proxy
+        asked for no encoding.
 
     mcp_peer.py list URL...
         The SDK's client session, one per URL: initialize and list the tools. Prints one JSON
@@ -157,6 +159,9 @@ def _crafted(mode, rid):
     if mode == "sse_nan":
         nan = dict(tools[1], inputSchema={"default": float("nan")})
         return "text/event-stream", "event: message\ndata: " + json.dumps(answer(rid, [nan])) + "\n\n"
+    if mode == "zstd":
+        # Sent as Content-Encoding: zstd (see do_POST).
+        return "application/json", full
     if mode == "sse_second_answer":
         # The first answer carries the id but the SDK drops it (no "jsonrpc"); the second,
         # with the same id, is the one it takes.
@@ -176,10 +181,12 @@ def crafted(host, port, calls_log, cert, key):
         def log_message(self, *args):
             pass
 
-        def send(self, status, content_type=None, body=b""):
+        def send(self, status, content_type=None, body=b"", encoding=None):
             self.send_response(status)
             if content_type:
                 self.send_header("Content-Type", content_type)
+            if encoding:
+                self.send_header("Content-Encoding", encoding)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
@@ -205,7 +212,13 @@ def crafted(host, port, calls_log, cert, key):
                     f.write(json.dumps({"tool": req["params"]["name"]}) + "\n")
                 body = {"jsonrpc": "2.0", "id": rid, "result": {"content": [{"type": "text", "text": "ran"}]}}
                 return self.send(200, "application/json", json.dumps(body).encode())
-            content_type, body = _crafted(self.path.rsplit("/", 1)[-1], rid)
+            mode = self.path.rsplit("/", 1)[-1]
+            content_type, body = _crafted(mode, rid)
+            if mode == "zstd":
+                import zstandard
+
+                packed = zstandard.ZstdCompressor(write_checksum=True).compress(body.encode())
+                return self.send(200, content_type, packed, encoding="zstd")
             self.send(200, content_type, body.encode())
 
     server = ThreadingHTTPServer((host, int(port)), Handler)

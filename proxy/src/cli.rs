@@ -1,8 +1,10 @@
 //! Command-line interface. The original product uses Go-style single-dash long
-//! flags (`-config`); they keep working next to `--config`.
+//! flags (`-config`); they keep working next to `--config`, and the help shows
+//! both (`-config, --config <FILE>`).
 
 use std::path::PathBuf;
 
+use clap::error::ErrorKind;
 use clap::{Parser, Subcommand, ValueEnum};
 
 /// iron-proxy: egress control for untrusted workloads.
@@ -132,9 +134,119 @@ pub fn normalize_args(args: impl IntoIterator<Item = String>) -> Vec<String> {
         .collect()
 }
 
+/// The text clap prints for `e`, with every flag of a help listing shown in
+/// its Go-style form too: `--config <FILE>` becomes `-config, --config
+/// <FILE>`, `-v, --version` becomes `-v, -version, --version`; the help
+/// column is realigned. Other errors are rendered as clap renders them.
+pub fn render(e: &clap::Error) -> String {
+    let text = e.render().to_string();
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            go_style_help(&text)
+        }
+        _ => text,
+    }
+}
+
+/// A flag line of clap's help: its indent is 2 (`  -v, --version`) or 6
+/// (`      --config`); help text lines are indented further, or are not flags.
+fn flag_spec(line: &str) -> Option<(&str, &str)> {
+    let body = line
+        .strip_prefix("      --")
+        .map(|_| &line[6..])
+        .or_else(|| {
+            line.strip_prefix("  -")
+                .filter(|r| !r.starts_with(' '))
+                .map(|_| &line[2..])
+        })?;
+    // The spec ends at the first run of two spaces (or the end of the line).
+    match body.find("  ") {
+        Some(i) => Some((&body[..i], &body[i..])),
+        None => Some((body.trim_end(), "")),
+    }
+}
+
+/// `--name ...` → `-name, --name ...`; `-v, --version` → `-v, -version, --version`.
+fn go_style_spec(spec: &str) -> String {
+    match spec.find("--") {
+        Some(i) => {
+            let name_end = spec[i + 2..]
+                .find([' ', '='])
+                .map_or(spec.len(), |j| i + 2 + j);
+            format!("{}{}, {}", &spec[..i], &spec[i + 1..name_end], &spec[i..])
+        }
+        None => spec.to_string(),
+    }
+}
+
+fn go_style_help(help: &str) -> String {
+    let lines: Vec<&str> = help.split('\n').collect();
+    // Where the help text of a flag line starts, before and after.
+    let mut old_col = None;
+    let mut widest = 0;
+    for line in &lines {
+        if let Some((spec, rest)) = flag_spec(line) {
+            let spec_len = spec.len();
+            if !rest.trim().is_empty() {
+                let indent = line.len() - line.trim_start().len();
+                let gap = rest.len() - rest.trim_start().len();
+                old_col.get_or_insert(indent + spec_len + gap);
+                widest = widest.max(go_style_spec(spec).len());
+            }
+        }
+    }
+    let new_col = 2 + widest + 2;
+    let mut out = Vec::with_capacity(lines.len());
+    let mut in_flag = false;
+    for line in lines {
+        if let Some((spec, rest)) = flag_spec(line) {
+            let spec = go_style_spec(spec);
+            in_flag = true;
+            if rest.trim().is_empty() {
+                out.push(format!("  {spec}"));
+            } else {
+                out.push(format!(
+                    "  {spec:<w$}  {}",
+                    rest.trim_start(),
+                    w = new_col - 4
+                ));
+            }
+            continue;
+        }
+        let indent = line.len() - line.trim_start().len();
+        // A continued help text of a flag line (same-line layout): realigned.
+        match old_col {
+            Some(col) if in_flag && indent == col && !line.trim().is_empty() => {
+                out.push(format!("{:new_col$}{}", "", line.trim_start()));
+            }
+            _ => {
+                in_flag = in_flag && indent > 2;
+                out.push(line.to_string());
+            }
+        }
+    }
+    out.join("\n")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn help_shows_go_style_flags_aligned() {
+        let help = "Usage: x [OPTIONS]\n\nOptions:\n      --config <FILE>  Path\n  -v, --version        Print\n                       more\n  -h, --help           Print help\n";
+        assert_eq!(
+            go_style_help(help),
+            "Usage: x [OPTIONS]\n\nOptions:\n  -config, --config <FILE>  Path\n  -v, -version, --version   Print\n                            more\n  -h, -help, --help         Print help\n"
+        );
+        // The long layout: help text on its own lines, left as it is.
+        let help = "Options:\n      --alg <ALG>\n          Key algorithm\n\n          - ecdsa:   ECDSA\n\n  -h, --help\n          Print help\n";
+        assert_eq!(
+            go_style_help(help),
+            "Options:\n  -alg, --alg <ALG>\n          Key algorithm\n\n          - ecdsa:   ECDSA\n\n  -h, -help, --help\n          Print help\n"
+        );
+        assert_eq!(go_style_spec("--x=<V>"), "-x, --x=<V>");
+    }
 
     fn parse(args: &[&str]) -> Cli {
         Cli::try_parse_from(normalize_args(args.iter().map(|s| s.to_string()))).expect("parses")

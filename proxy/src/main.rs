@@ -1,6 +1,7 @@
 //! The `iron-proxy` binary: parses arguments and calls the library.
 //! Exit codes: 0 clean shutdown, 1 startup or runtime failure, 2 usage error.
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -46,7 +47,14 @@ fn main() -> ExitCode {
     let cli = match Cli::try_parse_from(args) {
         Ok(c) => c,
         Err(e) => {
-            let _ = e.print();
+            // Help lists the Go-style flags (`-config`) too.
+            // Written as clap prints: a closed pipe (`--help | head`) is no panic.
+            let text = iron_proxy::cli::render(&e);
+            let _ = if e.use_stderr() {
+                std::io::stderr().write_all(text.as_bytes())
+            } else {
+                std::io::stdout().write_all(text.as_bytes())
+            };
             return if e.use_stderr() {
                 ExitCode::from(2)
             } else {

@@ -151,6 +151,48 @@ fn version_flags_and_command_print_the_version() {
 }
 
 #[test]
+fn help_shows_the_documented_go_style_flags() {
+    // Go's flag package answers -h and -help; --help is the two-dash form.
+    for args in [&["--help"][..], &["-h"], &["-help"], &["help"]] {
+        let r = run(args);
+        r.expect_code(0, &format!("{args:?}"))
+            .expect_stdout("  -config, --config <FILE>  Path to the YAML config")
+            .expect_stdout("  -v, -version, --version   Print the version and exit")
+            .expect_stdout("  -h, -help, --help")
+            .expect_stdout("Commands:\n  run ");
+        assert!(!r.stdout.contains("\x1b["), "plain text: {r}");
+    }
+    // A subcommand's help, in the short and the long layout.
+    let r = run(&["init", "-h"]);
+    r.expect_code(0, "init -h")
+        .expect_stdout("  -allow, --allow <HOSTS>  ")
+        .expect_stdout("  -intercept-user, --intercept-user <USER>  ")
+        .expect_stdout("  -no-start, --no-start  ");
+    // Every flag line is aligned: the help texts start in one column.
+    let starts: std::collections::BTreeSet<usize> = r
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("  -"))
+        .map(|l| {
+            let spec_end = l[2..].find("  ").map_or(l.len(), |i| i + 2);
+            spec_end + l[spec_end..].len() - l[spec_end..].trim_start().len()
+        })
+        .collect();
+    assert_eq!(starts.len(), 1, "one help column: {r}");
+    run(&["generate-ca", "--help"])
+        .expect_code(0, "generate-ca --help")
+        .expect_stdout("\n  -alg, --alg <ALG>\n          Key algorithm")
+        .expect_stdout("\n  -expiry-hours, --expiry-hours <EXPIRY_HOURS>\n");
+    run(&["help", "validate"])
+        .expect_code(0, "help validate")
+        .expect_stdout("  -strict, --strict ");
+    // A command missing its subcommand prints its help as a usage error.
+    run(&["intercept"])
+        .expect_code(2, "intercept without an action")
+        .expect_stderr("  -config, --config <FILE>  ");
+}
+
+#[test]
 fn validate_accepts_a_valid_config_and_check_is_an_alias() {
     let cfg = ConfigFile::new(&format!(
         "{CA_BLOCK}transforms:\n  - name: allowlist\n    config:\n      domains: [\"*.example.com\"]\n"

@@ -170,7 +170,7 @@ impl McpInterceptor {
 }
 
 /// A request or response body (`what`) decoded per its `Content-Encoding`
-/// (none, gzip, deflate, br), at most `cap` bytes (`0`: no cap), the
+/// (none, gzip, deflate, br, zstd), at most `cap` bytes (`0`: no cap), the
 /// setting named `limit`.
 fn decoded(
     headers: &http::HeaderMap,

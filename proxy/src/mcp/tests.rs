@@ -208,9 +208,22 @@ async fn compressed_bodies_are_judged_decoded() {
         .await
         .expect("ok");
     assert_eq!(answer(v).await.2["id"], 3);
-    // An encoding the proxy cannot read is refused, not forwarded.
+    // zstd too.
+    let zst = Bytes::from_static(include_bytes!(
+        "../transforms/body_capture/fixtures/call.zst"
+    ));
+    let mut req = Request::new(body::full(zst.clone()));
     req.headers_mut()
         .insert(CONTENT_ENCODING, HeaderValue::from_static("zstd"));
+    req.extensions_mut().insert(BufferedBody(zst));
+    let v = interceptor()
+        .on_request(&mut req, &mut cx)
+        .await
+        .expect("ok");
+    assert_eq!(answer(v).await.2["id"], 3);
+    // An encoding the proxy cannot read is refused, not forwarded.
+    req.headers_mut()
+        .insert(CONTENT_ENCODING, HeaderValue::from_static("compress"));
     let v = interceptor()
         .on_request(&mut req, &mut cx)
         .await

@@ -2,9 +2,10 @@
 //! requests in the audit record, under the top-level
 //! `body_capture.request_body` (and `request_body_truncated: true` when the
 //! body is longer than `max_request_body_bytes`). The body is decoded first
-//! when `Content-Encoding` is `gzip`, `x-gzip`, `deflate` (zlib or raw) or
-//! `br`, or a list of those; the cap applies to the decoded bytes, and
-//! decoding stops there, so a compression bomb costs at most the cap. A cut
+//! when `Content-Encoding` is `gzip`, `x-gzip`, `deflate` (zlib or raw), `br`
+//! or `zstd`, or a list of those; the cap applies to the decoded bytes, and
+//! decoding stops there, so a compression bomb costs at most the cap (plus,
+//! for zstd, one window of at most 8 MiB: see [`zstd`]). A cut
 //! falls on a UTF-8 character boundary; bytes that are not UTF-8 are recorded
 //! lossily (U+FFFD). The trace entry gets `captured_bytes` and `truncated`.
 //!
@@ -26,6 +27,8 @@ use crate::body::Body;
 use crate::config::BodyCaptureConfig;
 use crate::pipeline::{body_view, Flow, Transform, TransformError, Verdict};
 use crate::rules::Scope;
+
+pub mod zstd;
 
 /// The built transform.
 pub struct BodyCapture {
@@ -113,6 +116,7 @@ fn layer<'a>(mut inner: Box<dyn BufRead + 'a>, coding: &str) -> Result<Box<dyn R
             }
         }
         "br" => Box::new(brotli_decompressor::Decompressor::new(inner, 4096)),
+        "zstd" => Box::new(zstd::ZstdDecoder::new(inner)),
         other => return Err(format!("unsupported content-encoding {other:?}")),
     })
 }

@@ -99,7 +99,7 @@ pub fn note_partial_body(env: &mut Value, read: usize) {
 }
 
 /// The body as the workload meant it: decoded per its `Content-Encoding`
-/// (one of the codings `body_capture` reads: gzip, deflate, br), at most
+/// (one of the codings `body_capture` reads: gzip, deflate, br, zstd), at most
 /// [`DECODED_CAP`] bytes of it, with a warning naming the encoding. A
 /// workload cannot hide its payload from the judge by compressing it. `None`
 /// (with a warning) when it cannot be decoded.

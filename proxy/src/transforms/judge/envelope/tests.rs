@@ -265,6 +265,20 @@ fn compressed_bodies_are_shown_decoded() {
             )
         );
     }
+    // zstd, made by the zstd CLI (body_capture's fixtures).
+    let zst = include_bytes!("../../body_capture/fixtures/hello.zst");
+    let mut h = HeaderMap::new();
+    h.insert("content-encoding", HeaderValue::from_static("zstd"));
+    let env = build("POST", "/", "a.test", &h, Some(zst));
+    assert_eq!(env["body"], "hello compressed world", "{env}");
+    assert_eq!(
+        env["warnings"][0],
+        format!(
+            "body decoded from Content-Encoding zstd: {} bytes as sent, 22 bytes decoded",
+            zst.len()
+        ),
+        "{env}"
+    );
 }
 
 #[test]
@@ -278,15 +292,20 @@ fn undecodable_and_bomb_bodies_are_flagged() {
         w.starts_with("body of 15 bytes omitted: its Content-Encoding gzip could not be decoded"),
         "{w}"
     );
-    h.insert("content-encoding", HeaderValue::from_static("zstd"));
-    let env = build("POST", "/", "a.test", &h, Some(b"\x28\xb5\x2f\xfd"));
-    assert!(
-        env["warnings"][0]
-            .as_str()
-            .expect("w")
-            .contains("zstd could not be decoded"),
-        "{env}"
-    );
+    for (enc, body) in [
+        ("compress", &b"\x1f\x9d\x90"[..]),
+        ("zstd", b"\x28\xb5\x2f\xfd"),
+    ] {
+        h.insert("content-encoding", HeaderValue::from_static(enc));
+        let env = build("POST", "/", "a.test", &h, Some(body));
+        assert!(
+            env["warnings"][0]
+                .as_str()
+                .expect("w")
+                .contains(&format!("{enc} could not be decoded")),
+            "{env}"
+        );
+    }
 
     // Stacked codings are decoded, the inner layers as far as the outer reads:
     // a stacked bomb (64 MiB of text, gzipped twice) stops at DECODED_CAP too.
