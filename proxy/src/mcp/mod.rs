@@ -169,6 +169,14 @@ impl McpInterceptor {
     }
 }
 
+/// Asks the server for an answer without content coding: `identity`
+/// explicitly, since a request without `Accept-Encoding` accepts any coding
+/// (RFC 9110 §12.5.3). A server that compresses anyway is still decoded.
+fn ask_identity(req: &mut Request<Body>) {
+    req.headers_mut()
+        .insert(ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+}
+
 /// A request or response body (`what`) decoded per its `Content-Encoding`
 /// (none, gzip, deflate, br, zstd), at most `cap` bytes (`0`: no cap), the
 /// setting named `limit`.
@@ -233,7 +241,7 @@ impl Transform for McpInterceptor {
             // to a request this proxy saw, so they are judged by their shape.
             if cx.method == "GET" {
                 state.want = Some(Want::Shape);
-                req.headers_mut().remove(ACCEPT_ENCODING);
+                ask_identity(req);
             }
             cx.ext.insert(state);
             return Ok(Verdict::Continue);
@@ -354,7 +362,7 @@ impl Transform for McpInterceptor {
         if !list_ids.is_empty() {
             state.want = Some(Want::Ids(list_ids));
             // Answers must come back readable to be filtered.
-            req.headers_mut().remove(ACCEPT_ENCODING);
+            ask_identity(req);
         }
         cx.ext.insert(state);
         Ok(Verdict::Continue)
