@@ -187,14 +187,12 @@ fn decoded(
     what: &str,
     limit: &str,
 ) -> Result<Bytes, String> {
-    let Some(enc) = headers.get(CONTENT_ENCODING) else {
+    let enc = crate::transforms::body_capture::content_encodings(headers);
+    if enc.is_empty() {
         return Ok(bytes.clone());
-    };
-    let enc = enc
-        .to_str()
-        .map_err(|_| "the Content-Encoding header is not text".to_string())?;
+    }
     let cap = if cap == 0 { usize::MAX - 1 } else { cap };
-    let out = crate::transforms::body_capture::decode(bytes, enc, cap)
+    let out = crate::transforms::body_capture::decode(bytes, &enc, cap)
         .map_err(|e| format!("the {what} cannot be decoded ({e})"))?;
     if out.len() > cap {
         return Err(format!("the decoded {what} exceeds proxy.{limit}"));
@@ -404,10 +402,10 @@ impl Transform for McpInterceptor {
         };
         // Asked for identity, a server may still compress: a JSON answer is
         // decoded (and sent on plain); an encoded event stream is refused.
-        let encoded = rsp.headers().get(CONTENT_ENCODING).is_some_and(|v| {
-            !crate::transforms::body_capture::codings(&String::from_utf8_lossy(v.as_bytes()))
-                .is_empty()
-        });
+        let encoded = !crate::transforms::body_capture::codings(
+            &crate::transforms::body_capture::content_encodings(rsp.headers()),
+        )
+        .is_empty();
         let shown = || {
             let ct = media::content_type(rsp.headers());
             let ct: String = ct.chars().take(80).collect();

@@ -310,24 +310,34 @@ async fn an_encoded_event_stream_or_undecodable_answer_fails_closed() {
 #[tokio::test]
 async fn a_compressed_json_answer_is_decoded_filtered_and_sent_plain() {
     use std::io::Write as _;
-    let (_, mut cx, _) = judge(r#"{"jsonrpc":"2.0","id":4,"method":"tools/list"}"#).await;
     let list = r#"{"jsonrpc":"2.0","id":4,"result":{"tools":[{"name":"search"},{"name":"rm"}]}}"#;
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     gz.write_all(list.as_bytes()).expect("gzip");
     let gz = gz.finish().expect("gzip");
-    let mut rsp = Response::new(body::full(gz));
-    rsp.headers_mut()
-        .insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
-    rsp.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    interceptor()
-        .on_response(&mut rsp, &mut cx)
-        .await
-        .expect("filtered");
-    assert!(rsp.headers().get(CONTENT_ENCODING).is_none());
-    let bytes = rsp.into_body().collect().await.expect("body").to_bytes();
-    let v: Value = serde_json::from_slice(&bytes).expect("plain json");
-    assert_eq!(v["result"]["tools"], json!([{"name": "search"}]));
+    // The coding in one field line, or in the second of two (RFC 9110 §5.3:
+    // repeated lines are one list).
+    for lines in [&["gzip"][..], &["identity", "gzip"][..]] {
+        let (_, mut cx, _) = judge(r#"{"jsonrpc":"2.0","id":4,"method":"tools/list"}"#).await;
+        let mut rsp = Response::new(body::full(gz.clone()));
+        for line in lines {
+            rsp.headers_mut()
+                .append(CONTENT_ENCODING, HeaderValue::from_static(line));
+        }
+        rsp.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        interceptor()
+            .on_response(&mut rsp, &mut cx)
+            .await
+            .expect("filtered");
+        assert!(rsp.headers().get(CONTENT_ENCODING).is_none(), "{lines:?}");
+        let bytes = rsp.into_body().collect().await.expect("body").to_bytes();
+        let v: Value = serde_json::from_slice(&bytes).expect("plain json");
+        assert_eq!(
+            v["result"]["tools"],
+            json!([{"name": "search"}]),
+            "{lines:?}"
+        );
+    }
 }
 
 /// The answer to a `tools/list` (id 4) with this type and body, as the client gets it.

@@ -63,6 +63,17 @@ fn encoded(req: &http::request::Parts) -> bool {
         .any(|v| !codings(&String::from_utf8_lossy(v.as_bytes())).is_empty())
 }
 
+/// Every `Content-Encoding` field line of `headers` joined into one list, as
+/// RFC 9110 §5.3 reads repeated lines.
+pub fn content_encodings(headers: &http::HeaderMap) -> String {
+    headers
+        .get_all(CONTENT_ENCODING)
+        .iter()
+        .map(|v| String::from_utf8_lossy(v.as_bytes()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The codings of a `Content-Encoding` list, lowercase, `identity` left out,
 /// in the order they were applied.
 pub fn codings(encodings: &str) -> Vec<String> {
@@ -170,13 +181,7 @@ impl Transform for BodyCapture {
         if raw.is_empty() {
             return Ok(Verdict::Continue);
         }
-        let encodings: Vec<String> = req
-            .headers()
-            .get_all(CONTENT_ENCODING)
-            .iter()
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-            .collect();
-        let mut data = match decode(raw, &encodings.join(","), self.max) {
+        let mut data = match decode(raw, &content_encodings(req.headers()), self.max) {
             Ok(d) => d,
             Err(e) => {
                 cx.annotate("body_capture_error", e);

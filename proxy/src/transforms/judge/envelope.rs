@@ -8,7 +8,6 @@
 
 use std::borrow::Cow;
 
-use http::header::CONTENT_ENCODING;
 use http::HeaderMap;
 use serde_json::{json, Value};
 
@@ -108,12 +107,7 @@ fn decoded_body<'b>(
     headers: &HeaderMap,
     warnings: &mut Vec<String>,
 ) -> Option<Cow<'b, [u8]>> {
-    let encodings = headers
-        .get_all(CONTENT_ENCODING)
-        .iter()
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-        .collect::<Vec<_>>()
-        .join(", ");
+    let encodings = body_capture::content_encodings(headers);
     let codings = body_capture::codings(&encodings);
     if codings.is_empty() {
         return Some(Cow::Borrowed(body));
