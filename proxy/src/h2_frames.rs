@@ -6,6 +6,11 @@ use tokio::io::{AsyncRead, AsyncReadExt as _};
 pub(crate) const HEADERS: u8 = 0x1;
 pub(crate) const SETTINGS: u8 = 0x4;
 pub(crate) const PING: u8 = 0x6;
+pub(crate) const WINDOW_UPDATE: u8 = 0x8;
+/// `SETTINGS_INITIAL_WINDOW_SIZE`, the stream receive window.
+pub(crate) const SETTINGS_INITIAL_WINDOW_SIZE: u16 = 0x4;
+/// The window every stream and the connection start with (RFC 9113 §6.9.2).
+pub(crate) const DEFAULT_WINDOW: u32 = 65_535;
 /// The ACK flag of SETTINGS and PING.
 pub(crate) const ACK: u8 = 0x1;
 pub(crate) const END_HEADERS: u8 = 0x4;
@@ -15,9 +20,26 @@ pub(crate) struct Frame {
     pub kind: u8,
     pub flags: u8,
     pub stream: u32,
+    pub payload: Vec<u8>,
 }
 
-/// Reads one frame (its payload is discarded); None at end of stream.
+impl Frame {
+    /// A SETTINGS frame's value for `id`, if it carries one.
+    pub(crate) fn setting(&self, id: u16) -> Option<u32> {
+        self.payload.chunks_exact(6).find_map(|e| {
+            (u16::from_be_bytes([e[0], e[1]]) == id)
+                .then(|| u32::from_be_bytes([e[2], e[3], e[4], e[5]]))
+        })
+    }
+
+    /// A WINDOW_UPDATE frame's increment.
+    pub(crate) fn increment(&self) -> Option<u32> {
+        let b: [u8; 4] = self.payload.get(..4)?.try_into().ok()?;
+        Some(u32::from_be_bytes(b) & 0x7fff_ffff)
+    }
+}
+
+/// Reads one frame; None at end of stream.
 pub(crate) async fn read_frame<R: AsyncRead + Unpin>(io: &mut R) -> Option<Frame> {
     let mut head = [0u8; 9];
     io.read_exact(&mut head).await.ok()?;
@@ -29,6 +51,7 @@ pub(crate) async fn read_frame<R: AsyncRead + Unpin>(io: &mut R) -> Option<Frame
         kind: head[3],
         flags: head[4],
         stream,
+        payload,
     })
 }
 

@@ -98,11 +98,31 @@ pub const H2_PING_INTERVAL: Duration = Duration::from_secs(30);
 /// How long the client has to answer that PING before the connection closes.
 pub const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// How much of one HTTP/2 stream's request body a client may send ahead of
+/// what the proxy has forwarded (the stream's receive window).
+///
+/// Well below [`H2_CONN_WINDOW`]: a stream whose body the proxy cannot move
+/// on (its upstream reads slowly or not at all, or is still being dialed)
+/// parks at most this much, and the client's other streams on the same
+/// connection keep the rest of the connection window. hyper's default, 1 MiB
+/// for both windows, let one such stream take the whole connection window
+/// and stall every other upload on the connection. A fixed window, not
+/// hyper's adaptive one: that one sets both windows to the same estimate,
+/// which brings the stall back.
+pub const H2_STREAM_WINDOW: u32 = 256 * 1024;
+/// How much request body, over all its streams, an HTTP/2 client connection
+/// may send ahead of what the proxy has forwarded: the most the proxy
+/// buffers for it (hyper's default, kept). Four streams stalled at once take
+/// it all; they are that client's own streams, and no other connection's.
+pub const H2_CONN_WINDOW: u32 = 1024 * 1024;
+
 /// The server builder every listener uses: header case preserved, a timer
 /// so that HTTP/1 heads and idle keep-alive connections are bounded by
-/// [`HEADER_READ_TIMEOUT`], and HTTP/2 PINGs ([`H2_PING_INTERVAL`],
+/// [`HEADER_READ_TIMEOUT`], HTTP/2 PINGs ([`H2_PING_INTERVAL`],
 /// [`H2_PING_TIMEOUT`]) so that a client gone silent does not hold its
-/// connection and streams forever.
+/// connection and streams forever, and HTTP/2 receive windows
+/// ([`H2_STREAM_WINDOW`], [`H2_CONN_WINDOW`]) that keep one stalled upload
+/// from stalling the connection's others.
 pub(crate) fn http_builder() -> auto::Builder<TokioExecutor> {
     http_builder_with(H2_PING_INTERVAL, H2_PING_TIMEOUT)
 }
@@ -119,7 +139,10 @@ fn http_builder_with(ping_every: Duration, ping_timeout: Duration) -> auto::Buil
         .http2()
         .timer(TokioTimer::new())
         .keep_alive_interval(Some(ping_every))
-        .keep_alive_timeout(ping_timeout);
+        .keep_alive_timeout(ping_timeout)
+        .adaptive_window(false)
+        .initial_stream_window_size(H2_STREAM_WINDOW)
+        .initial_connection_window_size(H2_CONN_WINDOW);
     builder
 }
 
@@ -175,6 +198,57 @@ mod tests {
             closed.is_ok(),
             "the connection stayed open after the PING timeout"
         );
+    }
+
+    #[tokio::test]
+    async fn a_stream_gets_a_quarter_of_the_connection_receive_window() {
+        use crate::h2_frames::*;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.expect("accept");
+            let svc = service_fn(|_req| async {
+                Ok::<_, std::convert::Infallible>(hyper::Response::new(crate::body::empty()))
+            });
+            let _ = http_builder()
+                .serve_connection(TokioIo::new(tcp), svc)
+                .await;
+        });
+        let mut client = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        client.write_all(H2_PREFACE).await.expect("preface");
+        client
+            .write_all(&frame(SETTINGS, 0, 0, &[]))
+            .await
+            .expect("settings");
+        // The server's SETTINGS (the stream window) and its WINDOW_UPDATE on
+        // stream 0 (the connection window, from the 65,535 every one starts with).
+        let (mut stream_window, mut conn_window) = (None, None);
+        let read = async {
+            while stream_window.is_none() || conn_window.is_none() {
+                let Some(f) = read_frame(&mut client).await else {
+                    break;
+                };
+                match f.kind {
+                    SETTINGS if f.flags & ACK == 0 => {
+                        stream_window = f.setting(SETTINGS_INITIAL_WINDOW_SIZE);
+                    }
+                    WINDOW_UPDATE if f.stream == 0 => {
+                        conn_window = f.increment().map(|i| i + DEFAULT_WINDOW);
+                    }
+                    _ => {}
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), read)
+            .await
+            .expect("the server's SETTINGS and WINDOW_UPDATE within 10 s");
+        assert_eq!(stream_window, Some(H2_STREAM_WINDOW));
+        assert_eq!(conn_window, Some(H2_CONN_WINDOW));
+        // One stream the proxy cannot drain leaves three quarters of the
+        // connection to the client's other streams.
+        assert_eq!(H2_CONN_WINDOW / H2_STREAM_WINDOW, 4);
     }
 
     #[tokio::test]

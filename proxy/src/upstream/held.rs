@@ -31,13 +31,14 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use hyper::client::conn::http1;
 
 use super::dial::Conn;
+use super::own_h2::{H2Client, OwnH2};
 use crate::body::Body;
 
 /// How many idle connections the pool keeps per host.
@@ -269,7 +270,8 @@ impl PoolInner {
 
 /// The upstream connection one client connection holds, shared by its
 /// request handler (which sends on it) and its [`Driven`] task (which does
-/// its I/O). Returned to the pool when the last handle drops.
+/// its I/O). Returned to the pool when the last handle drops. It also keeps
+/// the client connection's own HTTP/2 client (see [`super::own_h2`]).
 #[derive(Clone, Default)]
 pub struct HeldSlot {
     inner: Arc<SlotInner>,
@@ -278,6 +280,7 @@ pub struct HeldSlot {
 #[derive(Default)]
 struct SlotInner {
     held: Mutex<Option<Held>>,
+    h2: OnceLock<OwnH2>,
 }
 
 impl Drop for SlotInner {
@@ -317,6 +320,11 @@ impl HeldSlot {
         }
         held.reused = true;
         Some(held)
+    }
+
+    /// The client connection's own HTTP/2 client, made by `init` on first use.
+    pub(crate) fn h2_client(&self, init: impl FnOnce() -> OwnH2) -> &H2Client {
+        self.inner.h2.get_or_init(init).client()
     }
 
     /// Holds `held`, so the client connection's task drives it. Whatever

@@ -4,11 +4,17 @@
 //! client's request goes out as HTTP/2 when the upstream offers it through
 //! ALPN (HTTP/1.1 otherwise); an HTTP/1 client's request always goes out as
 //! HTTP/1.1, so upgrades such as WebSocket keep working.
+//!
+//! HTTP/2 upstream connections are not shared between client connections:
+//! each client connection has its own pooled client ([`own_h2`]), so that a
+//! workload that stops reading its responses, or holds many streams open,
+//! stalls only itself.
 
 pub mod deny;
 pub mod dial;
 mod head_timer;
 pub mod held;
+mod own_h2;
 pub mod resolve;
 #[cfg(test)]
 mod tests;
@@ -28,6 +34,7 @@ pub use dial::{ConnectFailure, DialError, Dialer, TlsFailure};
 use head_timer::HeadTimer;
 pub use held::HeldSlot;
 use held::{Held, IdlePool, Key};
+use own_h2::{OwnH2, Spares};
 pub use resolve::Resolver;
 
 /// Why a request to the upstream failed.
@@ -106,7 +113,8 @@ impl UpstreamError {
 /// The pooled upstream HTTP clients.
 #[derive(Clone)]
 pub struct Upstream {
-    /// Offers h2 and http/1.1 (for HTTP/2 clients).
+    /// Offers h2 and http/1.1: for HTTP/2 requests sent without a client
+    /// connection's slot (a client connection uses its own, see [`own_h2`]).
     client: Client<Dialer, Body>,
     /// Offers http/1.1 only (for HTTP/1 clients).
     client_h1: Client<Dialer, Body>,
@@ -115,13 +123,20 @@ pub struct Upstream {
     dialer_h1: Dialer,
     /// Idle HTTP/1 connections handed between client connections (see [`held`]).
     idle: Arc<IdlePool>,
+    /// HTTP/2 clients of ended client connections (see [`own_h2`]).
+    spares: Arc<Spares>,
+    /// How often HTTP/2 upstream connections are PINGed, and how long an
+    /// answer may take.
+    pings: (Duration, Duration),
 }
 
 /// A pooled client over `dialer`. HTTP/2 connections are PINGed every
 /// `ping_every`, idle ones too, and closed when a PING goes unanswered for
 /// `ping_timeout`: an upstream that vanished (a dropped NAT entry, a dead
 /// host) then fails the streams it holds, a streamed response body included,
-/// instead of leaving them open forever.
+/// instead of leaving them open forever. HTTP/2 receive windows as in
+/// [`own_h2`] (fixed: hyper's adaptive window sets the connection's window to
+/// the stream's, so one stalled stream would stall the connection).
 fn client(dialer: Dialer, ping_every: Duration, ping_timeout: Duration) -> Client<Dialer, Body> {
     Client::builder(TokioExecutor::new())
         .http1_preserve_header_case(true)
@@ -129,6 +144,9 @@ fn client(dialer: Dialer, ping_every: Duration, ping_timeout: Duration) -> Clien
         .http2_keep_alive_interval(ping_every)
         .http2_keep_alive_timeout(ping_timeout)
         .http2_keep_alive_while_idle(true)
+        .http2_adaptive_window(false)
+        .http2_initial_stream_window_size(own_h2::STREAM_WINDOW)
+        .http2_initial_connection_window_size(own_h2::CONN_WINDOW)
         .pool_idle_timeout(Duration::from_secs(90))
         // Without a timer, expired idle connections are only noticed on checkout.
         .pool_timer(hyper_util::rt::TokioTimer::new())
@@ -154,6 +172,8 @@ impl Upstream {
             dialer_h1: dialer.http1_only(),
             dialer,
             idle,
+            spares: Arc::default(),
+            pings: (every, timeout),
         }
     }
 
@@ -172,8 +192,9 @@ impl Upstream {
     /// upstream agrees through ALPN), anything else goes out as HTTP/1.1.
     ///
     /// With a `held` slot, an HTTP/1 request goes out on the upstream
-    /// connection that slot holds (see [`held`]); HTTP/2 requests and
-    /// protocol upgrades use the shared pool.
+    /// connection that slot holds (see [`held`]), an HTTP/2 request through
+    /// the slot's own HTTP/2 client (see [`own_h2`]); without one (protocol
+    /// upgrades), through the shared pool.
     pub async fn send(
         &self,
         req: Request<Body>,
@@ -185,20 +206,28 @@ impl Upstream {
             Some(slot) if req.version() < http::Version::HTTP_2 => {
                 self.send_held(slot, req, &timer).await
             }
-            _ => self.send_pooled(req, &timer).await,
+            Some(slot) => {
+                let key = key_of(req.uri())?;
+                let own = slot.h2_client(|| {
+                    OwnH2::for_key(key, held::current_home(), &self.spares, || {
+                        client(self.dialer.clone(), self.pings.0, self.pings.1)
+                    })
+                });
+                self.send_pooled(own, req, &timer).await
+            }
+            None if req.version() == http::Version::HTTP_2 => {
+                self.send_pooled(&self.client, req, &timer).await
+            }
+            None => self.send_pooled(&self.client_h1, req, &timer).await,
         }
     }
 
     async fn send_pooled(
         &self,
+        client: &Client<Dialer, Body>,
         mut req: Request<Body>,
         timer: &HeadTimer,
     ) -> Result<Response<Incoming>, UpstreamError> {
-        let client = if req.version() == http::Version::HTTP_2 {
-            &self.client
-        } else {
-            &self.client_h1
-        };
         // The pooled connection decides the wire version; HTTP/1.1 is what hyper
         // accepts on either kind.
         *req.version_mut() = http::Version::HTTP_11;
@@ -262,19 +291,27 @@ impl Upstream {
     }
 }
 
-/// Splits an absolute-form request into the upstream it goes to and the
-/// request as an HTTP/1 origin server expects it: origin-form target, a
-/// `Host` header, HTTP/1.1.
-fn origin_form(mut req: Request<Body>) -> Result<(Key, Request<Body>), UpstreamError> {
-    let uri = req.uri().clone();
+/// The upstream an absolute-form URI goes to.
+fn key_of(uri: &Uri) -> Result<Key, UpstreamError> {
     let tls = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
-    let authority = uri.authority().ok_or(DialError::NoHost)?.clone();
+    let authority = uri.authority().ok_or(DialError::NoHost)?;
     let host = authority
         .host()
         .trim_start_matches('[')
         .trim_end_matches(']')
         .to_string();
     let port = authority.port_u16().unwrap_or(if tls { 443 } else { 80 });
+    Ok(Key { tls, host, port })
+}
+
+/// Splits an absolute-form request into the upstream it goes to and the
+/// request as an HTTP/1 origin server expects it: origin-form target, a
+/// `Host` header, HTTP/1.1.
+fn origin_form(mut req: Request<Body>) -> Result<(Key, Request<Body>), UpstreamError> {
+    let uri = req.uri().clone();
+    let key = key_of(&uri)?;
+    let (tls, port) = (key.tls, key.port);
+    let authority = uri.authority().ok_or(DialError::NoHost)?.clone();
     if !req.headers().contains_key(header::HOST) {
         let default = if tls { 443 } else { 80 };
         let value = if port == default {
@@ -294,7 +331,7 @@ fn origin_form(mut req: Request<Body>) -> Result<(Key, Request<Body>), UpstreamE
     *req.uri_mut() =
         Uri::try_from(target).map_err(|e| UpstreamError::Http(format!("request target: {e}")))?;
     *req.version_mut() = http::Version::HTTP_11;
-    Ok((Key { tls, host, port }, req))
+    Ok((key, req))
 }
 
 /// Turns a client error into an [`UpstreamError`], keeping a dial failure's reason.

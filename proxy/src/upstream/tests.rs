@@ -51,6 +51,7 @@ async fn vanishing_h2_upstream() -> (
             kind,
             flags,
             stream,
+            ..
         }) = read_frame(&mut io).await
         {
             match kind {
@@ -120,4 +121,97 @@ async fn an_http2_upstream_that_goes_silent_is_pinged_and_its_stream_fails() {
         .await
         .expect("the proxy closed the upstream connection")
         .expect("the upstream task ended");
+}
+
+/// An HTTPS upstream on 127.0.0.1 speaking HTTP/2 only (ALPN h2, hyper's
+/// server) that answers every request 200 and counts the connections it
+/// accepts. Returns its port, the CA to trust and the count.
+async fn counting_h2_upstream() -> (u16, rustls::RootCertStore, Arc<AtomicUsize>) {
+    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).expect("cert");
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.cert.der().clone()).expect("root");
+    let key = rustls_pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
+    let mut tls = rustls::ServerConfig::builder_with_provider(crate::tls::provider())
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.cert.der().clone()], key)
+        .expect("server config");
+    tls.alpn_protocols = vec![b"h2".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            count.fetch_add(1, Ordering::SeqCst);
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(io) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let svc = hyper::service::service_fn(|_req| async {
+                    Ok::<_, std::convert::Infallible>(Response::new(crate::body::empty()))
+                });
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(io), svc)
+                    .await;
+            });
+        }
+    });
+    (port, roots, accepted)
+}
+
+/// Sends an HTTP/2 GET for `/` to the upstream on `port` as the client
+/// connection of `slot`; returns the status.
+async fn h2_get(up: &Upstream, port: u16, slot: &HeldSlot) -> http::StatusCode {
+    let mut req = http::Request::get(format!("https://127.0.0.1:{port}/"))
+        .body(crate::body::empty())
+        .expect("request");
+    *req.version_mut() = http::Version::HTTP_2;
+    let rsp = up
+        .send(req, Duration::from_secs(5), Some(slot))
+        .await
+        .expect("the response");
+    assert_eq!(rsp.version(), http::Version::HTTP_2, "ALPN chose h2");
+    rsp.status()
+}
+
+#[tokio::test]
+async fn client_connections_get_http2_upstream_connections_of_their_own_and_hand_them_on() {
+    let (port, roots, accepted) = counting_h2_upstream().await;
+    let up = upstream_trusting(roots, Duration::from_secs(30), Duration::from_secs(20));
+    let (a, b) = (HeldSlot::default(), HeldSlot::default());
+    for _ in 0..2 {
+        assert_eq!(h2_get(&up, port, &a).await, http::StatusCode::OK);
+        assert_eq!(h2_get(&up, port, &b).await, http::StatusCode::OK);
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        2,
+        "one upstream connection per client connection, reused by its own requests"
+    );
+    let key = Key {
+        tls: true,
+        host: "127.0.0.1".to_string(),
+        port,
+    };
+    // A's client connection ends: its client becomes a spare, and the next
+    // client connection to the host starts with its warm upstream connection.
+    drop(a);
+    assert_eq!(up.spares.count(&key), 1);
+    let c = HeldSlot::default();
+    assert_eq!(h2_get(&up, port, &c).await, http::StatusCode::OK);
+    assert_eq!(up.spares.count(&key), 0, "C took the spare");
+    assert_eq!(accepted.load(Ordering::SeqCst), 2, "C dialed nothing new");
+    // While C holds it, a fourth client connection dials its own.
+    let d = HeldSlot::default();
+    assert_eq!(h2_get(&up, port, &d).await, http::StatusCode::OK);
+    assert_eq!(accepted.load(Ordering::SeqCst), 3);
+    drop((b, c, d));
+    assert_eq!(up.spares.count(&key), 3);
 }

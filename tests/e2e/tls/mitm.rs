@@ -132,28 +132,33 @@ fn duration_covers_the_wait_for_the_upstream() {
 fn sequential_client_connections_share_one_warm_upstream_connection() {
     require_root!();
     let (_net, up, px) = mitm_with("httpbin.test");
-    // Three curl processes, each its own client connection and TLS handshake.
-    for n in 0..3 {
-        let path = format!("/anything/reuse-{n}");
-        Curl::get(&up.url(&path))
-            .args(["--http1.1"])
-            .via(&px)
-            .run()
-            .expect_status(200);
+    // Over HTTP/1.1 the held connection goes back to the idle pool; over HTTP/2 the
+    // client connection's own HTTP/2 client goes to the spares (upstream/own_h2.rs).
+    for (flag, tag) in [("--http1.1", "h1"), ("--http2", "h2")] {
+        // Three curl processes, each its own client connection and TLS handshake.
+        for n in 0..3 {
+            let path = format!("/anything/reuse-{tag}-{n}");
+            Curl::get(&up.url(&path))
+                .args([flag])
+                .via(&px)
+                .run()
+                .expect_status(200);
+        }
+        let ports: Vec<_> = (0..3)
+            .map(|n| {
+                let path = format!("/anything/reuse-{tag}-{n}");
+                let q = up.wait_for_request(|q| q.path() == path);
+                let want = if tag == "h2" { "HTTP/2" } else { "HTTP/1.1" };
+                assert_eq!(q.http_version(), want, "curl {flag}");
+                q.origin_port().expect("the upstream logs the source port")
+            })
+            .collect();
+        assert!(
+            ports.iter().all(|p| *p == ports[0]),
+            "curl {flag}: each client connection's request should reuse the idle upstream \
+             connection the previous one left; source ports: {ports:?}"
+        );
     }
-    let ports: Vec<_> = (0..3)
-        .map(|n| {
-            let path = format!("/anything/reuse-{n}");
-            up.wait_for_request(|q| q.path() == path)
-                .origin_port()
-                .expect("the upstream logs the source port")
-        })
-        .collect();
-    assert!(
-        ports.iter().all(|p| *p == ports[0]),
-        "each client connection's request should reuse the idle upstream connection \
-         the previous one returned to the pool; source ports: {ports:?}"
-    );
 }
 
 #[test]

@@ -7,6 +7,7 @@
 //! Every test checks the audit records the proxy wrote, not only what the client saw.
 
 mod authority;
+mod flow_control;
 mod generate_ca;
 pub(crate) mod grpc;
 mod leaf_cache;

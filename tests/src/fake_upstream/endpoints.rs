@@ -6,6 +6,7 @@
 //! | `/headers` | `{"headers": .., "header_list": ..}` |
 //! | `/status/{code}` | that status, empty body (3xx add `Location: /get`) |
 //! | `/delay/{secs}` | sleeps before sending headers, then the echo |
+//! | `/hold` | reads none of the request body and holds it unread for `?secs=` (default 60), then answers 200 with an empty body: an upstream that stalls an upload |
 //! | `/bytes/{n}` | `n` bytes, byte `i` is `i % 251`, streamed in 64 KiB chunks |
 //! | `/stream/{n}` | `n` JSON lines; `?interval_ms=` between them (default 0) |
 //! | `/sse` | `text/event-stream`: `?count=` events (default 3), the first at once, then one every `?interval_ms=` (default 300) |
@@ -177,6 +178,16 @@ pub async fn handle(
     if path == "/ws" {
         log(&shared, &echo, None);
         return Ok(super::ws::websocket(req, &shared));
+    }
+
+    if path == "/hold" {
+        log(&shared, &echo, None);
+        let secs = query_num(echo["args"].as_object().unwrap_or(&Map::new()), "secs", 60);
+        // The body stays unread (and so counts against the stream's and the
+        // connection's HTTP/2 receive windows) until it drops here.
+        let _unread = req.into_body();
+        tokio::time::sleep(Duration::from_secs(secs.min(600))).await;
+        return Ok(respond(&shared, StatusCode::OK, None, full(Bytes::new())));
     }
 
     let parts_headers = req.headers().clone();

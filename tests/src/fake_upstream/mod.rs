@@ -26,6 +26,10 @@ use tokio_rustls::TlsAcceptor;
 
 use self::tap::{HeadQueue, Tap};
 
+/// The most HTTP/2 streams one connection to the fake upstream may have open at a time
+/// (`SETTINGS_MAX_CONCURRENT_STREAMS`).
+pub const HTTP2_MAX_STREAMS: u32 = 100;
+
 /// Command line of `fake-upstream`.
 #[derive(Debug, clap::Parser)]
 #[command(
@@ -223,6 +227,16 @@ where
     let service = service_fn(move |req| endpoints::handle(req, info.clone(), shared.clone()));
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().preserve_header_case(true);
+    // HTTP/2 as servers on the internet commonly set it up: at most 100
+    // streams at a time (nginx 128, Go 250, most CDNs 100), and a connection
+    // window well above the stream window (hyper's default is 1 MiB for
+    // both), so that one stream whose upload `/hold` leaves unread does not
+    // block the other streams of the same upstream connection: a stall the
+    // tests then see is the proxy's, not this server's.
+    builder
+        .http2()
+        .max_concurrent_streams(HTTP2_MAX_STREAMS)
+        .initial_connection_window_size(16 << 20);
     let _ = builder
         .serve_connection_with_upgrades(TokioIo::new(tapped), service)
         .await;

@@ -1,0 +1,164 @@
+//! The upstream HTTP/2 connections of one client connection.
+//!
+//! An HTTP/2 client's requests go out on a pooled hyper client of that
+//! client connection's own ([`OwnH2`], kept in its [`HeldSlot`]), not on one
+//! the whole process shares. The upstream connections it opens carry only
+//! that client connection's streams, so what one workload does with its
+//! streams cannot stall another's:
+//!
+//! - flow control: the proxy forwards a response body only as fast as its
+//!   client reads it; what the upstream sends meanwhile waits in the upstream
+//!   connection's receive window ([`STREAM_WINDOW`] per stream,
+//!   [`CONN_WINDOW`] for the connection). On a shared connection, a client
+//!   that stopped reading a few large responses filled the connection's
+//!   window, and every other client's responses from that host stopped too
+//!   (hyper's defaults: 2 MiB per stream, 5 MiB per connection, so three
+//!   stalled streams were enough);
+//! - concurrency: streams a client holds open count against the upstream's
+//!   `SETTINGS_MAX_CONCURRENT_STREAMS` (often 100) on its own connection
+//!   only. On a shared connection, one client holding that many streams
+//!   queued every other client's requests to the host until their response
+//!   timeout.
+//!
+//! HTTP/1 clients already had that isolation: each request in flight has an
+//! upstream connection to itself (see [`super::held`]). The cost is more
+//! upstream connections: one per client connection (and host) instead of one
+//! per host. The memory the proxy holds for a client that stops reading is
+//! bounded per connection by [`CONN_WINDOW`].
+//!
+//! A client connection's HTTP/2 client does not end with it: its upstream
+//! connections, idle then, can serve the next client connection to the same
+//! host. [`Spares`] keeps it for that (up to [`MAX_SPARES_PER_HOST`] per
+//! host, for the pool's idle timeout), so that a workload opening a new
+//! HTTP/2 connection per request (curl in a script) does not pay an upstream
+//! handshake each time. A spare is taken by one client connection at a time.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use hyper_util::client::legacy::Client;
+
+use super::held::{Home, Key, IDLE_TIMEOUT};
+use super::Dialer;
+use crate::body::Body;
+
+/// How much of one response body an upstream may send ahead of what the
+/// proxy has passed on to its client (the stream's receive window). hyper's
+/// default: it bounds one stream's download rate from a distant upstream
+/// (2 MiB per round trip), so it is not lowered.
+pub(crate) const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
+/// How much response data, over all its streams, an upstream connection may
+/// send ahead of what the proxy has passed on: what the proxy buffers at most
+/// for the connection. hyper's default, kept: with the connection not shared,
+/// two stalled streams still leave room for the client's others, and only a
+/// client stalling three or more stalls itself.
+pub(crate) const CONN_WINDOW: u32 = 5 * 1024 * 1024;
+/// How many spare clients [`Spares`] keeps per host.
+const MAX_SPARES_PER_HOST: usize = 64;
+
+/// The pooled HTTP/2-capable client type (h2 or http/1.1 by ALPN).
+pub(crate) type H2Client = Client<Dialer, Body>;
+
+/// One client connection's upstream HTTP/2 client. Dropped with its client
+/// connection, it goes to [`Spares`] under the host of its first request.
+pub(crate) struct OwnH2 {
+    client: H2Client,
+    key: Key,
+    home: Home,
+    spares: Arc<Spares>,
+}
+
+impl OwnH2 {
+    /// A client for a connection whose first request goes to `key`: a spare
+    /// one for `key` if there is one, else a new one from `fresh`.
+    pub(crate) fn for_key(
+        key: Key,
+        home: Home,
+        spares: &Arc<Spares>,
+        fresh: impl FnOnce() -> H2Client,
+    ) -> Self {
+        let client = spares.take(&key, home).unwrap_or_else(fresh);
+        OwnH2 {
+            client,
+            key,
+            home,
+            spares: spares.clone(),
+        }
+    }
+
+    /// The client.
+    pub(crate) fn client(&self) -> &H2Client {
+        &self.client
+    }
+}
+
+impl Drop for OwnH2 {
+    fn drop(&mut self) {
+        self.spares
+            .put(self.key.clone(), self.home, self.client.clone());
+    }
+}
+
+/// Clients whose client connections ended, by the host of their first
+/// request: their idle upstream connections stay open for the pool's idle
+/// timeout (the client's own pool closes them after that).
+#[derive(Default)]
+pub(crate) struct Spares {
+    by_key: Mutex<HashMap<Key, Vec<Spare>>>,
+}
+
+struct Spare {
+    since: Instant,
+    home: Home,
+    client: H2Client,
+}
+
+impl Spares {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Vec<Spare>>> {
+        self.by_key.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A spare for `key`, one of runtime `home` first (its connections'
+    /// sockets are in that runtime's reactor), else the newest.
+    fn take(&self, key: &Key, home: Home) -> Option<H2Client> {
+        let mut by_key = self.lock();
+        let list = by_key.get_mut(key)?;
+        list.retain(|s| s.since.elapsed() < IDLE_TIMEOUT);
+        let at = list
+            .iter()
+            .rposition(|s| s.home == home)
+            .or_else(|| list.len().checked_sub(1))?;
+        let spare = list.remove(at);
+        if list.is_empty() {
+            by_key.remove(key);
+        }
+        Some(spare.client)
+    }
+
+    /// Keeps `client` as a spare for `key`; the oldest goes when there are
+    /// too many.
+    fn put(&self, key: Key, home: Home, client: H2Client) {
+        let mut by_key = self.lock();
+        // Hosts nobody asked for again: their spares expired.
+        by_key.retain(|_, list| {
+            list.retain(|s| s.since.elapsed() < IDLE_TIMEOUT);
+            !list.is_empty()
+        });
+        let list = by_key.entry(key).or_default();
+        if list.len() >= MAX_SPARES_PER_HOST {
+            list.remove(0);
+        }
+        list.push(Spare {
+            since: Instant::now(),
+            home,
+            client,
+        });
+    }
+
+    /// How many spares there are for `key`.
+    #[cfg(test)]
+    pub(crate) fn count(&self, key: &Key) -> usize {
+        self.lock().get(key).map_or(0, Vec::len)
+    }
+}
