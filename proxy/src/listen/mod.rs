@@ -151,9 +151,9 @@ mod tests {
     use super::*;
     use tokio::io::AsyncWriteExt;
 
-    #[tokio::test]
-    async fn a_silent_http2_client_is_pinged_and_then_dropped() {
-        use crate::h2_frames::{read_frame, Frame, ACK, PING};
+    /// Serves one connection on 127.0.0.1 with `builder` (every request
+    /// answered 200, empty) and returns the client's end.
+    async fn serve_one(builder: auto::Builder<TokioExecutor>) -> tokio::net::TcpStream {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -163,10 +163,19 @@ mod tests {
             let svc = service_fn(|_req| async {
                 Ok::<_, std::convert::Infallible>(hyper::Response::new(crate::body::empty()))
             });
-            let builder = http_builder_with(Duration::from_millis(100), Duration::from_millis(200));
             let _ = builder.serve_connection(TokioIo::new(tcp), svc).await;
         });
-        let mut client = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        tokio::net::TcpStream::connect(addr).await.expect("connect")
+    }
+
+    #[tokio::test]
+    async fn a_silent_http2_client_is_pinged_and_then_dropped() {
+        use crate::h2_frames::{read_frame, Frame, ACK, PING};
+        let mut client = serve_one(http_builder_with(
+            Duration::from_millis(100),
+            Duration::from_millis(200),
+        ))
+        .await;
         // The preface and an empty SETTINGS frame; then the client says nothing
         // more, and never answers a PING.
         client.write_all(H2_PREFACE).await.expect("preface");
@@ -203,20 +212,7 @@ mod tests {
     #[tokio::test]
     async fn a_stream_gets_a_quarter_of_the_connection_receive_window() {
         use crate::h2_frames::*;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        tokio::spawn(async move {
-            let (tcp, _) = listener.accept().await.expect("accept");
-            let svc = service_fn(|_req| async {
-                Ok::<_, std::convert::Infallible>(hyper::Response::new(crate::body::empty()))
-            });
-            let _ = http_builder()
-                .serve_connection(TokioIo::new(tcp), svc)
-                .await;
-        });
-        let mut client = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let mut client = serve_one(http_builder()).await;
         client.write_all(H2_PREFACE).await.expect("preface");
         client
             .write_all(&frame(SETTINGS, 0, 0, &[]))

@@ -10,16 +10,14 @@ use super::*;
 use crate::h2_frames::*;
 use crate::listen::H2_PREFACE;
 
-/// An HTTPS upstream on 127.0.0.1 that speaks HTTP/2 (ALPN h2) by hand:
-/// it answers the first request with a 200 head and then goes silent, as a
-/// host that vanished mid-response would, never answering a PING. Returns
-/// its port, the CA to trust, the PINGs it saw, and a channel that fires when
-/// the proxy closes the connection.
-async fn vanishing_h2_upstream() -> (
+/// A TLS listener on 127.0.0.1 offering ALPN h2 only, with a self-signed
+/// certificate for 127.0.0.1: the listener, its port, the root to trust and
+/// the acceptor.
+async fn h2_tls_listener() -> (
+    TcpListener,
     u16,
     rustls::RootCertStore,
-    Arc<AtomicUsize>,
-    tokio::sync::oneshot::Receiver<()>,
+    tokio_rustls::TlsAcceptor,
 ) {
     let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).expect("cert");
     let mut roots = rustls::RootCertStore::empty();
@@ -35,6 +33,21 @@ async fn vanishing_h2_upstream() -> (
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let port = listener.local_addr().expect("addr").port();
+    (listener, port, roots, acceptor)
+}
+
+/// An HTTPS upstream on 127.0.0.1 that speaks HTTP/2 (ALPN h2) by hand:
+/// it answers the first request with a 200 head and then goes silent, as a
+/// host that vanished mid-response would, never answering a PING. Returns
+/// its port, the CA to trust, the PINGs it saw, and a channel that fires when
+/// the proxy closes the connection.
+async fn vanishing_h2_upstream() -> (
+    u16,
+    rustls::RootCertStore,
+    Arc<AtomicUsize>,
+    tokio::sync::oneshot::Receiver<()>,
+) {
+    let (listener, port, roots, acceptor) = h2_tls_listener().await;
     let pings = Arc::new(AtomicUsize::new(0));
     let seen = pings.clone();
     let (closed_tx, closed) = tokio::sync::oneshot::channel();
@@ -127,20 +140,7 @@ async fn an_http2_upstream_that_goes_silent_is_pinged_and_its_stream_fails() {
 /// server) that answers every request 200 and counts the connections it
 /// accepts. Returns its port, the CA to trust and the count.
 async fn counting_h2_upstream() -> (u16, rustls::RootCertStore, Arc<AtomicUsize>) {
-    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).expect("cert");
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert.cert.der().clone()).expect("root");
-    let key = rustls_pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
-    let mut tls = rustls::ServerConfig::builder_with_provider(crate::tls::provider())
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_no_client_auth()
-        .with_single_cert(vec![cert.cert.der().clone()], key)
-        .expect("server config");
-    tls.alpn_protocols = vec![b"h2".to_vec()];
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let port = listener.local_addr().expect("addr").port();
+    let (listener, port, roots, acceptor) = h2_tls_listener().await;
     let accepted = Arc::new(AtomicUsize::new(0));
     let count = accepted.clone();
     tokio::spawn(async move {
