@@ -54,8 +54,10 @@ pub fn incoming(b: hyper::body::Incoming) -> Body {
 /// A failure of the client's request body (a malformed chunk, a connection
 /// or stream the client ended mid-body), kept apart from the upstream's
 /// failures so that it is audited as the client's fault, whoever reads it.
+/// The cause is the source only (not repeated in the message), so that
+/// [`crate::error_chain`] names it once.
 #[derive(Debug, thiserror::Error)]
-#[error("client request body: {0}")]
+#[error("client request body")]
 pub struct ClientBodyError(#[source] pub hyper::Error);
 
 /// A body a transform cut on purpose, mid-stream, because the rest could not

@@ -41,6 +41,11 @@ pub fn run(arg: &Path) -> ExitCode {
         }
     };
     crate::ops::logs::init(cfg.log.level.as_str(), cfg.log.format);
+    match crate::ops::fd_limit::raise() {
+        Ok(Some(r)) => tracing::info!(from = r.from, to = r.to, "raised the open-file limit"),
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "could not raise the open-file limit"),
+    }
     for finding in config::lint(&cfg) {
         tracing::warn!(%finding, "configuration warning");
     }

@@ -817,7 +817,7 @@ async fn handle_tracked(
             Err(e) => {
                 // Only a failing client body stops a prefix read; say why it failed.
                 let detail = match e {
-                    BufferError::Read(inner) => inner.to_string(),
+                    BufferError::Read(inner) => crate::error_chain(&*inner),
                     other => other.to_string(),
                 };
                 rec.fail("client_body_error", detail, 400);
@@ -856,7 +856,7 @@ async fn handle_tracked(
                 ));
             }
             Err(BufferError::Read(e)) => {
-                rec.fail("client_body_error", e.to_string(), 400);
+                rec.fail("client_body_error", crate::error_chain(&*e), 400);
                 return Ok(finish(
                     error_response(StatusCode::BAD_REQUEST, "reading request body failed"),
                     rec.into_guard(),

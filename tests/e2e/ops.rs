@@ -7,6 +7,7 @@
 //! stderr.
 
 mod config_s3;
+mod hostile_clients;
 mod hostile_config;
 mod lifecycle;
 mod logs;

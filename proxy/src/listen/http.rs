@@ -11,12 +11,15 @@ use crate::state::Shared;
 
 /// Accepts plain-HTTP connections until the task is dropped.
 pub async fn run(listener: TcpListener, shared: Arc<Shared>) {
+    let mut errors = super::accept::AcceptErrors::new("http");
     loop {
         let (stream, remote) = match listener.accept().await {
-            Ok(s) => s,
+            Ok(s) => {
+                errors.accepted();
+                s
+            }
             Err(e) => {
-                tracing::warn!(error = %e, "accept failed on http listener");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                errors.failed(&e).await;
                 continue;
             }
         };

@@ -17,12 +17,15 @@ use crate::exchange::ConnInfo;
 
 /// Accepts TLS connections until the task is dropped.
 pub async fn run(listener: TcpListener, intake: Intake) {
+    let mut errors = super::accept::AcceptErrors::new("https");
     loop {
         let (stream, remote): (_, SocketAddr) = match listener.accept().await {
-            Ok(s) => s,
+            Ok(s) => {
+                errors.accepted();
+                s
+            }
             Err(e) => {
-                tracing::warn!(error = %e, "accept failed on https listener");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                errors.failed(&e).await;
                 continue;
             }
         };

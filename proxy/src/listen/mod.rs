@@ -1,6 +1,7 @@
 //! Listeners: each accepts connections, works out what it can about the
 //! client and destination, and hands HTTP to [`serve_http`].
 
+pub(crate) mod accept;
 mod connect_head;
 pub mod http;
 pub mod https;

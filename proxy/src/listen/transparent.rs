@@ -103,12 +103,15 @@ impl OriginLookup for SockoptLookup {
 
 /// Accepts redirected connections until the task is dropped.
 pub async fn run(listener: TcpListener, intake: Intake, lookup: Arc<dyn OriginLookup>) {
+    let mut errors = super::accept::AcceptErrors::new("transparent");
     loop {
         let (stream, remote) = match listener.accept().await {
-            Ok(s) => s,
+            Ok(s) => {
+                errors.accepted();
+                s
+            }
             Err(e) => {
-                tracing::warn!(error = %e, "accept failed on transparent listener");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                errors.failed(&e).await;
                 continue;
             }
         };

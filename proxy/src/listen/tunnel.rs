@@ -76,12 +76,15 @@ const SOCKS_ATYP_UNSUPPORTED: u8 = 0x08;
 
 /// Accepts tunnel connections until the task is dropped.
 pub async fn run(listener: TcpListener, intake: Intake) {
+    let mut errors = super::accept::AcceptErrors::new("tunnel");
     loop {
         let (stream, remote) = match listener.accept().await {
-            Ok(s) => s,
+            Ok(s) => {
+                errors.accepted();
+                s
+            }
             Err(e) => {
-                tracing::warn!(error = %e, "accept failed on tunnel listener");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                errors.failed(&e).await;
                 continue;
             }
         };

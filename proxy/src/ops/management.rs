@@ -49,9 +49,6 @@ pub enum ManagementError {
         #[source]
         source: std::io::Error,
     },
-    /// The HTTP server failed.
-    #[error("serving the management api")]
-    Serve(#[source] std::io::Error),
 }
 
 /// The bearer token, kept only as its SHA-256 digest.
@@ -335,10 +332,8 @@ pub async fn serve(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "management api listening");
     }
-    axum::serve(listener, router(controller, key))
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(ManagementError::Serve)
+    crate::ops::serve::serve(listener, router(controller, key), "management", shutdown).await;
+    Ok(())
 }
 
 /// Startup in one call: reads the token from `api_key_env` (failing before

@@ -56,9 +56,6 @@ pub enum MetricsError {
         #[source]
         source: std::io::Error,
     },
-    /// The metrics HTTP server failed.
-    #[error("serving metrics")]
-    Serve(#[source] std::io::Error),
 }
 
 /// Reads a module's counters at scrape time: one `(label values, value)` per series,

@@ -7,10 +7,12 @@
 //! ([`metrics::MetricsObserver`] and [`otel::OtelExporter`]), both of which
 //! only touch atomics or a bounded queue.
 
+pub mod fd_limit;
 pub mod logs;
 pub mod management;
 pub mod metrics;
 pub mod otel;
+mod serve;
 pub mod signals;
 
 #[cfg(test)]

@@ -250,3 +250,84 @@ transforms:
     );
     audited(&px, "other.test", "/anything/big", &allowed(200));
 }
+
+/// A chunked body that breaks off while a transform reads it (all of it for `secrets` with
+/// `match_body`, its start for `body_capture`) is the client's fault: 400 and a record whose
+/// error names the cause once, down to the parser's complaint.
+#[test]
+fn a_broken_body_read_by_a_transform_is_audited_with_its_cause() {
+    require_root!();
+    let net = FakeInternet::new();
+    let _up = Upstream::http("broken.test").start(&net);
+    let readers = [
+        (
+            "secrets match_body",
+            r#"
+  - name: secrets
+    config:
+      secrets:
+        - source: {type: env, var: FOUNDATION_BODY_SECRET}
+          replace:
+            proxy_value: "pk-body-placeholder"
+            match_body: true
+          rules:
+            - host: "broken.test"
+"#,
+        ),
+        (
+            "body_capture",
+            r#"
+  - name: body_capture
+    config:
+      max_request_body_bytes: 64
+      rules:
+        - host: "broken.test"
+"#,
+        ),
+    ];
+    for (reader, transform) in readers {
+        let px = Proxy::with(format!(
+            "transforms:\n  - name: allowlist\n    config:\n      domains: [\"broken.test\"]\n{transform}"
+        ))
+        .env("FOUNDATION_BODY_SECRET", "real-body-secret")
+        .resolver(&net)
+        .start();
+        let script = r#"
+import socket, sys
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+s.sendall(b"POST /anything/broken HTTP/1.1\r\nHost: broken.test\r\n"
+          b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n")
+s.shutdown(socket.SHUT_WR)
+data = b""
+while True:
+    d = s.recv(65536)
+    if not d:
+        break
+    data += d
+print(data.split(b"\r\n")[0].decode())
+"#;
+        let addr = px.http_addr();
+        let r = python(script, [addr.ip().to_string(), addr.port().to_string()]);
+        r.assert_ok();
+        assert!(
+            r.stdout.starts_with("HTTP/1.1 400"),
+            "{reader}: {}",
+            r.stdout
+        );
+        let rec = px.wait_for_audit(|a| a.path() == Some("/anything/broken"));
+        assert_eq!(
+            rec.str("reason"),
+            Some("client_body_error"),
+            "{reader}: {rec}"
+        );
+        let error = rec.str("error").unwrap_or_default();
+        assert!(
+            error.starts_with("client request body: ") && error.contains("chunk size"),
+            "{reader}: the cause is named: {error:?}"
+        );
+        let causes: Vec<&str> = error.split(": ").collect();
+        let mut unique = causes.clone();
+        unique.dedup();
+        assert_eq!(causes, unique, "{reader}: a cause repeated in {error:?}");
+    }
+}

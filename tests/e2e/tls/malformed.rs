@@ -321,6 +321,12 @@ fn a_request_body_that_breaks_off_is_audited_as_the_clients_error() {
                     .is_some_and(|e| e.starts_with("client request body")),
                 "{what}: {rec}"
             );
+            // Each cause once: "client request body: error reading a body from connection: ..."
+            let error = rec.str("error").unwrap_or_default();
+            let causes: Vec<&str> = error.split(": ").collect();
+            let mut unique = causes.clone();
+            unique.dedup();
+            assert_eq!(causes, unique, "{what}: a cause repeated in {error:?}");
             assert!(
                 reply.is_empty() || reply.starts_with("HTTP/1.1 400 "),
                 "{what}: the client got {reply:?}"

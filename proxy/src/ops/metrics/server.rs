@@ -55,10 +55,8 @@ pub async fn serve(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "metrics endpoint listening");
     }
-    axum::serve(listener, router(metrics, ready))
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(MetricsError::Serve)
+    crate::ops::serve::serve(listener, router(metrics, ready), "metrics", shutdown).await;
+    Ok(())
 }
 
 /// Startup in one call: binds `listen` and serves in a task. Returns the bound

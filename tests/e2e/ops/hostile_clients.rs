@@ -1,0 +1,189 @@
+//! Clients that hold file descriptors: silent or half-sent connections to the metrics and
+//! management listeners are closed like the data plane's (the metrics listener defaults to
+//! every interface, so workloads reach it); the proxy raises its soft open-file limit to the
+//! hard one at start-up; and at the descriptor ceiling each accept loop warns once per
+//! period, not once per retry, then says when it accepts again.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::time::Duration;
+
+use iron_proxy_tests::*;
+
+use super::API_KEY;
+
+/// Reads until the proxy closes the connection; panics if it is still open after `bound`.
+fn read_until_closed(mut s: TcpStream, what: &str, bound: Duration) -> Vec<u8> {
+    s.set_read_timeout(Some(bound)).expect("read timeout");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return got,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return got,
+            Err(e) => panic!("{what}: the proxy kept the connection open ({e}); got {got:?}"),
+        }
+    }
+}
+
+fn connect(addr: SocketAddr) -> TcpStream {
+    TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("connecting to {addr}: {e}"))
+}
+
+#[test]
+fn silent_and_half_sent_clients_of_metrics_and_management_are_closed() {
+    let px = Proxy::with(
+        "management:\n  listen: auto\n  api_key_env: IRON_E2E_MGMT_KEY\ntransforms: []\n",
+    )
+    .env("IRON_E2E_MGMT_KEY", API_KEY)
+    .start();
+    let silent_metrics = connect(px.metrics_addr());
+    let silent_management = connect(px.management_addr());
+    let mut half_head = connect(px.metrics_addr());
+    half_head
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: metrics\r\n")
+        .expect("writing half a head");
+    let mut half_preface = connect(px.management_addr());
+    half_preface
+        .write_all(b"PRI * HTTP/2.0\r\n")
+        .expect("writing half a preface");
+    // Meanwhile both answer.
+    assert!(
+        iron_proxy_tests::proxy::readyz_ok(px.metrics_addr()),
+        "metrics answers"
+    );
+    let status = Curl::get(&format!("http://{}/v1/status", px.management_addr()))
+        .header("Authorization", &format!("Bearer {API_KEY}"))
+        .run();
+    assert_eq!(status.status, 200, "{status:?}");
+    // The first bytes are due within 10 s and a whole head within 30 s; a minute is the
+    // bound past which the connection counts as held open forever.
+    let bound = Duration::from_secs(60);
+    for (what, s) in [
+        ("a silent metrics client", silent_metrics),
+        ("a silent management client", silent_management),
+        ("half an HTTP/2 preface", half_preface),
+    ] {
+        let got = read_until_closed(s, what, bound);
+        assert!(
+            got.is_empty(),
+            "{what}: closed without a reply, got {got:?}"
+        );
+    }
+    let got = read_until_closed(half_head, "half a request head", bound);
+    let got = String::from_utf8_lossy(&got);
+    assert!(
+        got.is_empty() || got.starts_with("HTTP/1.1 408"),
+        "half a head: closed, or answered 408: {got:?}"
+    );
+}
+
+/// A policy that refuses every host but one, without resolving anything.
+const ALLOW_ONE: &str =
+    "transforms:\n  - name: allowlist\n    config:\n      domains: [\"allowed.test\"]\n";
+
+/// A stand-in executable that runs the proxy under `prlimit --nofile=SOFT:HARD`.
+fn under_nofile_limit(dir: &Path, soft: u64, hard: u64) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join("iron-proxy-limited");
+    let bin = paths::iron_proxy_bin();
+    std::fs::write(
+        &path,
+        format!(
+            "#!/bin/sh\nexec prlimit --nofile={soft}:{hard} -- {} \"$@\"\n",
+            bin.display()
+        ),
+    )
+    .expect("writing the wrapper");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    path
+}
+
+/// `(soft, hard)` of "Max open files" in /proc/PID/limits.
+fn nofile(pid: u32) -> (u64, u64) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("limits");
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("a Max open files line");
+    let nums: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    (nums[0], nums[1])
+}
+
+#[test]
+fn the_soft_open_file_limit_is_raised_to_the_hard_limit() {
+    let dir = paths::scratch_dir("nofile");
+    let px = Proxy::with("transforms: []")
+        .binary(under_nofile_limit(dir.path(), 256, 2048))
+        .start();
+    assert_eq!(nofile(px.pid()), (2048, 2048));
+    let line = px.wait_for_log(|l| l.contains("raised the open-file limit"));
+    assert!(
+        line.contains("\"from\":256") && line.contains("\"to\":2048"),
+        "{line}"
+    );
+}
+
+#[test]
+fn at_the_descriptor_ceiling_accept_loops_warn_once_per_period_and_recover() {
+    let dir = paths::scratch_dir("ceiling");
+    // 128 descriptors: the proxy's own (listeners, runtime, pipes) are about 30.
+    let px = Proxy::with(ALLOW_ONE)
+        .binary(under_nofile_limit(dir.path(), 128, 128))
+        .start();
+    let addr = px.http_addr();
+    // Silent clients fill the table; the rest wait in the listen backlog while each accept
+    // fails. The proxy closes the silent ones after 10 s, and the backlog is served.
+    let clients: Vec<TcpStream> = (0..200).map(|_| connect(addr)).collect();
+    // One snapshot of the log, taken when the first loop accepts again.
+    let lines: Vec<LogLine> = wait_until(
+        Duration::from_secs(120),
+        "a log line saying the http listener accepts again",
+        || {
+            let lines = px.log_lines();
+            lines.iter().any(is_recovery).then_some(lines)
+        },
+    );
+    drop(clients);
+    let failures: u64 = lines
+        .iter()
+        .filter(|l| is_recovery(l))
+        .map(|l| l.0["failures"].as_u64().expect("failures is a count"))
+        .sum();
+    let warnings: Vec<&LogLine> = lines
+        .iter()
+        .filter(|l| l.level() == "warn" && l.msg().starts_with("accept failed on http listener"))
+        .collect();
+    assert!(!warnings.is_empty(), "the ceiling is reported");
+    assert!(
+        warnings.iter().all(|w| w
+            .str("error")
+            .is_some_and(|e| e.contains("Too many open files"))),
+        "{warnings:?}"
+    );
+    // A loop retries every 50 ms; it warns when its run of failures starts and then at most
+    // every 10 s (200 retries), where it used to warn at every retry.
+    assert!(
+        warnings.len() as u64 * 10 <= failures,
+        "{} warnings for {failures} failed accepts",
+        warnings.len()
+    );
+    // And the listener serves again.
+    let r = Curl::get(&format!("http://{addr}/"))
+        .header("Host", "other.test")
+        .run();
+    assert_eq!(
+        r.status, 403,
+        "served (and refused by the allowlist): {r:?}"
+    );
+}
+
+fn is_recovery(l: &LogLine) -> bool {
+    l.msg() == "accepting connections again" && l.str("listener") == Some("http")
+}
