@@ -117,11 +117,22 @@ pub const H2_STREAM_WINDOW: u32 = 256 * 1024;
 /// it all; they are that client's own streams, and no other connection's.
 pub const H2_CONN_WINDOW: u32 = 1024 * 1024;
 
+/// The most an HTTP/1 client connection buffers in hyper, each way: a
+/// request head may be this large (beyond it: 431, or 414 for the URI),
+/// and response bytes the client has not read yet queue up to this much
+/// before the proxy stops pulling the upstream's body. hyper's default,
+/// about 408 KiB, let every client that stops reading its response pin that
+/// much (a few hundred such connections held a hundred MB). 128 KiB is
+/// above the 64 KiB request heads load balancers accept (AWS ALB) and
+/// Node's 16 KiB, and holds two 64 KiB TLS-record-sized writes.
+pub const H1_MAX_BUF: usize = 128 * 1024;
+
 /// The server builder every listener uses: header case preserved, a timer
 /// so that HTTP/1 heads and idle keep-alive connections are bounded by
 /// [`HEADER_READ_TIMEOUT`], HTTP/2 PINGs ([`H2_PING_INTERVAL`],
 /// [`H2_PING_TIMEOUT`]) so that a client gone silent does not hold its
-/// connection and streams forever, and HTTP/2 receive windows
+/// connection and streams forever, HTTP/1 buffers bounded by
+/// [`H1_MAX_BUF`], and HTTP/2 receive windows
 /// ([`H2_STREAM_WINDOW`], [`H2_CONN_WINDOW`]) that keep one stalled upload
 /// from stalling the connection's others.
 pub(crate) fn http_builder() -> auto::Builder<TokioExecutor> {
@@ -134,6 +145,7 @@ fn http_builder_with(ping_every: Duration, ping_timeout: Duration) -> auto::Buil
         .http1()
         .preserve_header_case(true)
         .keep_alive(true)
+        .max_buf_size(H1_MAX_BUF)
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT);
     builder
@@ -167,6 +179,79 @@ mod tests {
             let _ = builder.serve_connection(TokioIo::new(tcp), svc).await;
         });
         tokio::net::TcpStream::connect(addr).await.expect("connect")
+    }
+
+    /// An endless response body of 32 KiB chunks (the proxy reads upstreams 32 KiB at a
+    /// time), counting what is pulled.
+    struct Endless(Arc<std::sync::atomic::AtomicUsize>);
+
+    impl hyper::body::Body for Endless {
+        type Data = bytes::Bytes;
+        type Error = std::convert::Infallible;
+        fn poll_frame(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, Self::Error>>>
+        {
+            self.0
+                .fetch_add(32 * 1024, std::sync::atomic::Ordering::SeqCst);
+            std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(bytes::Bytes::from(
+                vec![b'x'; 32 * 1024],
+            )))))
+        }
+    }
+
+    /// A client that never reads its response: the server pulls from the
+    /// response body only as far as hyper's write buffer ([`H1_MAX_BUF`])
+    /// and the sockets' (shrunk) kernel buffers hold, not hyper's default
+    /// of about 408 KiB.
+    #[tokio::test]
+    async fn a_client_that_does_not_read_pins_a_bounded_response_buffer() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let pulled = Arc::new(AtomicUsize::new(0));
+        let counted = pulled.clone();
+        tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.expect("accept");
+            socket2::SockRef::from(&tcp)
+                .set_send_buffer_size(4096)
+                .expect("sndbuf");
+            let svc = service_fn(move |_req| {
+                let counted = counted.clone();
+                async move { Ok::<_, std::convert::Infallible>(hyper::Response::new(Endless(counted))) }
+            });
+            let _ = http_builder()
+                .serve_connection(TokioIo::new(tcp), svc)
+                .await;
+        });
+        let sock = tokio::net::TcpSocket::new_v4().expect("socket");
+        sock.set_recv_buffer_size(4096).expect("rcvbuf");
+        let mut client = sock.connect(addr).await.expect("connect");
+        client
+            .write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .expect("request");
+        // Wait until the server stops pulling (the buffers are full).
+        let mut last = 0;
+        for _ in 0..100 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let now = pulled.load(Ordering::SeqCst);
+            if now == last && now > 0 {
+                break;
+            }
+            last = now;
+        }
+        let pulled = pulled.load(Ordering::SeqCst);
+        // The write buffer, a chunk in hand, and the kernel's buffers
+        // (a few KiB at the smallest sizes it allows). Without the cap: ~408 KiB.
+        assert!(
+            pulled <= H1_MAX_BUF + 96 * 1024,
+            "{pulled} bytes pulled for a client that reads nothing"
+        );
+        drop(client);
     }
 
     #[tokio::test]
