@@ -39,8 +39,26 @@ impl AcceptErrors {
         }
     }
 
+    /// The next connection of `listener`. A failed accept is counted,
+    /// warned about when due and retried after [`ACCEPT_RETRY`].
+    /// Cancel-safe: nothing is lost when the future is dropped.
+    pub async fn accept(
+        &mut self,
+        listener: &tokio::net::TcpListener,
+    ) -> (tokio::net::TcpStream, std::net::SocketAddr) {
+        loop {
+            match listener.accept().await {
+                Ok(accepted) => {
+                    self.accepted();
+                    return accepted;
+                }
+                Err(e) => self.failed(&e).await,
+            }
+        }
+    }
+
     /// An accept succeeded: ends a run of failures (logging that it ended).
-    pub fn accepted(&mut self) {
+    fn accepted(&mut self) {
         if self.streak > 0 {
             tracing::info!(
                 listener = self.listener,
@@ -54,7 +72,7 @@ impl AcceptErrors {
     }
 
     /// An accept failed: warns when due, then waits [`ACCEPT_RETRY`].
-    pub async fn failed(&mut self, error: &std::io::Error) {
+    async fn failed(&mut self, error: &std::io::Error) {
         if let Some(since_last) = self.note(Instant::now()) {
             tracing::warn!(
                 listener = self.listener,

@@ -13,16 +13,7 @@ use crate::state::Shared;
 pub async fn run(listener: TcpListener, shared: Arc<Shared>) {
     let mut errors = super::accept::AcceptErrors::new("http");
     loop {
-        let (stream, remote) = match listener.accept().await {
-            Ok(s) => {
-                errors.accepted();
-                s
-            }
-            Err(e) => {
-                errors.failed(&e).await;
-                continue;
-            }
-        };
+        let (stream, remote) = errors.accept(&listener).await;
         let shared = shared.clone();
         tokio::spawn(async move {
             super::serve_http(shared, ConnInfo::new(remote, Mode::Http, false, 80), stream).await;

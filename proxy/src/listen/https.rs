@@ -19,16 +19,7 @@ use crate::exchange::ConnInfo;
 pub async fn run(listener: TcpListener, intake: Intake) {
     let mut errors = super::accept::AcceptErrors::new("https");
     loop {
-        let (stream, remote): (_, SocketAddr) = match listener.accept().await {
-            Ok(s) => {
-                errors.accepted();
-                s
-            }
-            Err(e) => {
-                errors.failed(&e).await;
-                continue;
-            }
-        };
+        let (stream, remote): (_, SocketAddr) = errors.accept(&listener).await;
         let intake = intake.clone();
         tokio::spawn(async move {
             let mut conn = ConnInfo::new(remote, Mode::Https, true, 443);

@@ -105,16 +105,7 @@ impl OriginLookup for SockoptLookup {
 pub async fn run(listener: TcpListener, intake: Intake, lookup: Arc<dyn OriginLookup>) {
     let mut errors = super::accept::AcceptErrors::new("transparent");
     loop {
-        let (stream, remote) = match listener.accept().await {
-            Ok(s) => {
-                errors.accepted();
-                s
-            }
-            Err(e) => {
-                errors.failed(&e).await;
-                continue;
-            }
-        };
+        let (stream, remote) = errors.accept(&listener).await;
         let local = match stream.local_addr() {
             Ok(l) => l,
             Err(_) => continue,

@@ -78,16 +78,7 @@ const SOCKS_ATYP_UNSUPPORTED: u8 = 0x08;
 pub async fn run(listener: TcpListener, intake: Intake) {
     let mut errors = super::accept::AcceptErrors::new("tunnel");
     loop {
-        let (stream, remote) = match listener.accept().await {
-            Ok(s) => {
-                errors.accepted();
-                s
-            }
-            Err(e) => {
-                errors.failed(&e).await;
-                continue;
-            }
-        };
+        let (stream, remote) = errors.accept(&listener).await;
         let intake = intake.clone();
         tokio::spawn(async move { serve(stream, remote, intake).await });
     }

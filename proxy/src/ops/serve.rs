@@ -34,19 +34,9 @@ pub async fn serve(
     let mut shutdown = std::pin::pin!(shutdown);
     let mut errors = AcceptErrors::new(name);
     loop {
-        let accepted = tokio::select! {
+        let (mut stream, remote) = tokio::select! {
             () = &mut shutdown => return,
-            a = listener.accept() => a,
-        };
-        let (mut stream, remote) = match accepted {
-            Ok(s) => {
-                errors.accepted();
-                s
-            }
-            Err(e) => {
-                errors.failed(&e).await;
-                continue;
-            }
+            a = errors.accept(&listener) => a,
         };
         let router = router.clone();
         tokio::spawn(async move {
