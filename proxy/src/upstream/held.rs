@@ -322,9 +322,17 @@ impl HeldSlot {
         Some(held)
     }
 
-    /// The client connection's own HTTP/2 client, made by `init` on first use.
-    pub(crate) fn h2_client(&self, init: impl FnOnce() -> OwnH2) -> &H2Client {
-        self.inner.h2.get_or_init(init).client()
+    /// The client connection's own HTTP/2 client, made by `init` on first
+    /// use (an `init` that fails leaves the slot without one).
+    pub(crate) fn h2_client<E>(
+        &self,
+        init: impl FnOnce() -> Result<OwnH2, E>,
+    ) -> Result<&H2Client, E> {
+        if let Some(own) = self.inner.h2.get() {
+            return Ok(own.client());
+        }
+        let own = init()?;
+        Ok(self.inner.h2.get_or_init(|| own).client())
     }
 
     /// Holds `held`, so the client connection's task drives it. Whatever

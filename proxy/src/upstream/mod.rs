@@ -207,12 +207,15 @@ impl Upstream {
                 self.send_held(slot, req, &timer).await
             }
             Some(slot) => {
-                let key = key_of(req.uri())?;
+                // The key only matters for the first request, which makes the client.
                 let own = slot.h2_client(|| {
-                    OwnH2::for_key(key, held::current_home(), &self.spares, || {
-                        client(self.dialer.clone(), self.pings.0, self.pings.1)
-                    })
-                });
+                    Ok::<_, UpstreamError>(OwnH2::for_key(
+                        key_of(req.uri())?,
+                        held::current_home(),
+                        &self.spares,
+                        || client(self.dialer.clone(), self.pings.0, self.pings.1),
+                    ))
+                })?;
                 self.send_pooled(own, req, &timer).await
             }
             None if req.version() == http::Version::HTTP_2 => {
