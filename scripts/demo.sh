@@ -148,14 +148,19 @@ workload "$CURL -H 'Authorization: Bearer proxy-openai-abc123' https://api.demo.
 
 say "4. bypass attempts: a direct IP, QUIC/UDP, the metadata service"
 workload "$CURL -w 'HTTP %{http_code} (IP literals need a cidrs rule)\n' -o /dev/null http://198.18.250.11/" || true
-workload "python3 -c \"import socket
-for what, fam, kind, addr in [('UDP 443 (QUIC)', socket.AF_INET, socket.SOCK_DGRAM, ('198.18.250.11', 443)), ('IMDS 169.254.169.254:80', socket.AF_INET, socket.SOCK_STREAM, ('169.254.169.254', 80))]:
-    s = socket.socket(fam, kind)
-    try:
-        s.connect(addr); s.send(b'x'); print(what, '-> sent?!')
-    except OSError as e:
-        print(what, '->', e.strerror, '(refused in the kernel)')
-\""
+PROBE='import socket, sys
+what, kind, host, port = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM if kind == "udp" else socket.SOCK_STREAM)
+try:
+    s.connect((host, port)); s.send(b"x"); print(what, "-> sent?!")
+except PermissionError:
+    print(what, "-> refused in the kernel (EPERM)")
+except OSError as e:
+    print(what, "->", e.strerror, "(not refused by iron-proxy!)")'
+workload "python3 -c '$PROBE' 'UDP 443 (QUIC)' udp 198.18.250.11 443"
+# The metadata address is not inside the fake internet, so this probe runs in a network
+# namespace of its own with no routes: were the kernel check missing, nothing would leave.
+workload "unshare --net python3 -c '$PROBE' 'IMDS 169.254.169.254:80' tcp 169.254.169.254 80"
 sleep 0.5
 
 say "audit log (one JSON record per request)"

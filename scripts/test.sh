@@ -21,6 +21,8 @@ cargo build --workspace --all-targets
 echo "== tests"
 # One test binary per crate; the e2e suite runs the real binary against a fake internet in network namespaces.
 cargo test --workspace -- --test-threads="${IRON_TEST_THREADS:-2}"
+echo "== the README's demo (scripts/demo.sh), every step checked"
+bash scripts/demo-test.sh
 echo "== packages: .deb/.rpm build, lintian, rpm -qpl, install/purge round trip"
 cargo xtask package --profile dev --check
 echo "== systemd: the packaged unit under a real systemd (PID 1 in a systemd-nspawn container)"

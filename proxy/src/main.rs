@@ -41,6 +41,17 @@ extern "C" fn mimalloc_defaults() {
 #[unsafe(link_section = ".init_array")]
 static MIMALLOC_DEFAULTS: extern "C" fn() = mimalloc_defaults;
 
+/// A one-shot command whose reader went away (`iron-proxy summary ... | head`)
+/// ends the way Unix tools do, killed by SIGPIPE, instead of panicking in
+/// `println!` (Rust starts with SIGPIPE ignored). The proxy itself and the
+/// eBPF loader child keep it ignored: a peer that resets a socket must not kill
+/// the process.
+fn default_sigpipe() {
+    // SAFETY: signal() with a valid signal number and SIG_DFL; called on the
+    // main thread before any other thread exists.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+}
+
 fn main() -> ExitCode {
     iron_proxy::tls::install_default_provider();
     let args = iron_proxy::cli::normalize_args(std::env::args());
@@ -62,6 +73,15 @@ fn main() -> ExitCode {
             };
         }
     };
+    if !matches!(
+        cli.command,
+        None | Some(Command::Run)
+            | Some(Command::Intercept {
+                action: InterceptAction::Load { .. }
+            })
+    ) {
+        default_sigpipe();
+    }
     if cli.version || matches!(cli.command, Some(Command::Version)) {
         println!("iron-proxy {}", iron_proxy::VERSION);
         return ExitCode::SUCCESS;

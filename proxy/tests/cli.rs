@@ -1,7 +1,8 @@
 //! The binary's command line, run as a real process (no root needed): version
 //! flags, `validate`/`check` on good and broken configs (file:line:col, field
 //! path, suggestions), `-strict`, the spec's complete example configs, usage
-//! errors, and startup failures that must exit 1 with a clear message.
+//! errors, startup failures that must exit 1 with a clear message, and output
+//! into a closed pipe.
 //!
 //! Being an integration test of the `iron-proxy` package, this file also makes
 //! `cargo test -p iron-proxy` build the binary the end-to-end suite runs.
@@ -564,4 +565,71 @@ fn validate_and_startup_refuse_a_bad_ca_without_printing_it() {
             ca.0
         ));
     assert!(!r.stderr.contains("KEY-MATERIAL"), "{r}");
+}
+
+/// Runs `iron-proxy ARGS` with stdout a pipe whose read end is already closed
+/// (`iron-proxy summary LOG | head -1`, a script that stops reading); returns how
+/// it ended and its stderr.
+fn into_closed_pipe(args: &[&str]) -> (std::process::ExitStatus, String) {
+    let (read, write) = nix::unistd::pipe().expect("pipe");
+    drop(read);
+    let err = tempfile::NamedTempFile::new().expect("stderr file");
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(write))
+        .stderr(Stdio::from(err.reopen().expect("stderr file")))
+        .spawn()
+        .expect("spawning iron-proxy");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("waiting for iron-proxy") {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("iron-proxy {args:?} did not end");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let stderr = std::fs::read_to_string(err.path()).unwrap_or_default();
+    (status, stderr)
+}
+
+/// Such commands end as Unix tools do, killed by SIGPIPE, not with a panic and
+/// its backtrace on stderr.
+#[test]
+fn one_shot_commands_end_quietly_when_the_reader_is_gone() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("proxy.yaml");
+    std::fs::write(
+        &config,
+        "tls:\n  mode: sni-only\ntransforms:\n  - name: allowlist\n    config:\n      domains: [api.test]\n",
+    )
+    .expect("writing the config");
+    let log = dir.path().join("audit.log");
+    std::fs::write(
+        &log,
+        r#"{"time":"2026-12-02T12:00:00Z","action":"allow","host":"api.test","method":"GET","path":"/a","status_code":200}
+"#,
+    )
+    .expect("writing the log");
+    let config = config.to_str().expect("utf-8 path");
+    let log = log.to_str().expect("utf-8 path");
+    for args in [
+        &["version"][..],
+        &["validate", "-config", config],
+        &["summary", "-log-file", log],
+    ] {
+        let (status, stderr) = into_closed_pipe(args);
+        assert!(
+            !stderr.contains("panicked"),
+            "iron-proxy {args:?} panicked on a closed pipe:\n{stderr}"
+        );
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(libc::SIGPIPE),
+            "iron-proxy {args:?}: {status}, stderr:\n{stderr}"
+        );
+    }
 }
