@@ -127,7 +127,7 @@ OPENAI_API_KEY=sk-real-openai-key-do-not-share SSL_CERT_FILE="$WORK/up-ca.crt" \
   "$PROXY" -config proxy.yaml 2> >(tee -a "$WORK/proxy.log" | python3 -u -c "$AUDIT_FILTER" > "$WORK/audit.log") &
 PIDS+=($!)
 for _ in $(seq 1 100); do curl -s -o /dev/null http://127.0.0.1:19090/readyz && break; sleep 0.1; done
-"$PROXY" intercept status -config proxy.yaml | head -3
+"$PROXY" intercept status -config proxy.yaml | sed -n 1,3p   # sed reads it all: no SIGPIPE under pipefail
 
 # The workload: a shell in its own cgroup, with its own resolv.conf pointing into the fake internet.
 printf 'nameserver 198.18.250.2\n' > resolv.conf
