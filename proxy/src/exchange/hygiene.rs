@@ -1,0 +1,219 @@
+//! Request hygiene: the hop-by-hop headers that never cross the proxy, dot
+//! segments in any spelling an upstream reads, and which requests wait for
+//! `100 Continue` or ask for a WebSocket upgrade.
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, Version};
+use hyper::body::Incoming;
+
+/// Connection-level headers that never cross the proxy (RFC 9110 §7.6.1), plus
+/// the proxy's own credentials header. Built names, so that removing them does
+/// not parse a string per request. `Trailer` is not one of them: it is
+/// end-to-end (RFC 9110 §6.6.2), and hyper sends an HTTP/1.1 response's
+/// trailers only for the fields it announces.
+static HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHORIZATION,
+    header::PROXY_AUTHENTICATE,
+    header::TE,
+    header::UPGRADE,
+];
+
+/// Removes hop-by-hop headers, including those named by `Connection`. Keeps
+/// `te: trailers` (gRPC needs it) and, when `upgrade` is set, the upgrade pair.
+pub fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: bool) {
+    if h.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = h
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .filter(|n| !(upgrade && n == header::UPGRADE))
+            .collect();
+        for n in named {
+            h.remove(n);
+        }
+    }
+    let trailers = h
+        .get(header::TE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+        });
+    for name in HOP_BY_HOP.iter() {
+        if upgrade && (name == header::CONNECTION || name == header::UPGRADE) {
+            continue;
+        }
+        h.remove(name);
+    }
+    if trailers {
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+    h.remove(header::TRANSFER_ENCODING);
+}
+
+/// True when a path contains a `.` or `..` segment (also percent-encoded,
+/// `%2e` in either case), as any upstream may read its segments: split at
+/// `/`, and also at `\` and the encoded `%2F` / `%5C` (servers that decode
+/// or normalise them, IIS reading `\` as `/`), with `;` path parameters
+/// cut off (`..;` is `..` to Tomcat and Spring). Rules match the path as
+/// sent, so `/public/..%2Fprivate` would pass a `/public/*` rule and reach
+/// `/private` on such a server.
+pub fn has_dot_segment(path: &str) -> bool {
+    segments(path.as_bytes()).any(|seg| {
+        let seg = seg.split(|b| *b == b';').next().unwrap_or(seg);
+        let mut rest = seg;
+        let mut dots = 0;
+        while !rest.is_empty() && dots < 3 {
+            rest = match rest {
+                [b'.', tail @ ..] => tail,
+                [b'%', b'2', b'e' | b'E', tail @ ..] => tail,
+                _ => return false,
+            };
+            dots += 1;
+        }
+        rest.is_empty() && (dots == 1 || dots == 2)
+    })
+}
+
+/// The segments of `path` split at every separator some server reads:
+/// `/`, `\`, `%2F`, `%5C` (either case).
+fn segments(path: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = Some(path);
+    std::iter::from_fn(move || {
+        let p = rest?;
+        let mut i = 0;
+        while i < p.len() {
+            let sep = match &p[i..] {
+                [b'/' | b'\\', ..] => 1,
+                [b'%', b'2', b'f' | b'F', ..] | [b'%', b'5', b'c' | b'C', ..] => 3,
+                _ => 0,
+            };
+            if sep > 0 {
+                rest = Some(&p[i + sep..]);
+                return Some(&p[..i]);
+            }
+            i += 1;
+        }
+        rest = None;
+        Some(p)
+    })
+}
+
+/// True for an HTTP/1.1 request with `Expect: 100-continue` (RFC 9110
+/// §10.1.1): until the proxy reads its body, the client waits.
+pub(super) fn awaits_continue(req: &Request<Incoming>) -> bool {
+    req.version() == Version::HTTP_11
+        && req
+            .headers()
+            .get(header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+}
+
+/// True for a WebSocket upgrade (RFC 6455 §4.1): HTTP/1.1, `Connection:
+/// upgrade`, and `Upgrade` naming `websocket` and nothing else. Only
+/// WebSocket is spliced: any other upgrade (`h2c`, `TLS/1.0`) would carry
+/// requests the pipeline never sees (an h2c stream to another path, method
+/// or `:authority`, with no audit record), so for those the upgrade headers
+/// are dropped and the request goes as an ordinary one, which is what a
+/// server ignoring the upgrade answers (RFC 9110 §7.8).
+pub(super) fn is_upgrade(req: &Request<Incoming>) -> bool {
+    let tokens = |name: header::HeaderName| {
+        req.headers()
+            .get_all(name)
+            .iter()
+            // A value that is not text counts as a token of its own.
+            .map(|v| v.to_str().unwrap_or("?"))
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .collect::<Vec<_>>()
+    };
+    let upgrade = tokens(header::UPGRADE);
+    req.version() == Version::HTTP_11
+        && !upgrade.is_empty()
+        && upgrade.iter().all(|t| t.eq_ignore_ascii_case("websocket"))
+        && tokens(header::CONNECTION)
+            .iter()
+            .any(|t| t.eq_ignore_ascii_case("upgrade"))
+}
+
+/// True when an upstream's 101 switches to WebSocket, the one upgrade the
+/// proxy asked for.
+pub(super) fn switches_to_websocket(rsp: &Response<Incoming>) -> bool {
+    rsp.headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("websocket"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dot_segments() {
+        assert!(has_dot_segment("/a/../b"));
+        assert!(has_dot_segment("/a/./b"));
+        assert!(has_dot_segment("/a/%2e%2E/b"));
+        assert!(!has_dot_segment("/a/..b/c"));
+        assert!(!has_dot_segment("/a%2Fb"));
+        // Separators other servers read, and path parameters (QA E).
+        for bypass in [
+            "/public/..%2Fprivate",
+            "/public/..%2fprivate",
+            "/public/%2e%2e%2fprivate",
+            "/public/..;/private",
+            "/public/..;jsessionid=1/private",
+            "/public/.;/private",
+            "/public/..\\private",
+            "/public/..%5Cprivate",
+            "/public/..%5cprivate",
+            "/public%2F..%2Fprivate",
+        ] {
+            assert!(has_dot_segment(bypass), "{bypass}");
+        }
+        for fine in [
+            "/api/v4/projects/group%2Fproject",
+            "/a/b;v=1/c",
+            "/a\\b",
+            "/a%5Cb",
+            "/a/..b;x/c",
+            "/files/%2e%2e%2e",
+        ] {
+            assert!(!has_dot_segment(fine), "{fine}");
+        }
+        assert!(has_dot_segment("."));
+        assert!(has_dot_segment("/a/%2E"));
+        assert!(has_dot_segment("/a/.%2e/"));
+        assert!(!has_dot_segment("/a/.../b"));
+        assert!(!has_dot_segment("/a/%2e%2e%2e"));
+        assert!(!has_dot_segment("/a/%2/b"));
+        assert!(!has_dot_segment("/a/%2f/b"));
+        assert!(!has_dot_segment("/a//b/"));
+        assert!(!has_dot_segment("/.well-known/x"));
+    }
+
+    #[test]
+    fn hop_by_hop() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "connection",
+            HeaderValue::from_static("keep-alive, x-custom"),
+        );
+        h.insert("x-custom", HeaderValue::from_static("1"));
+        h.insert("proxy-authorization", HeaderValue::from_static("Basic x"));
+        h.insert("te", HeaderValue::from_static("trailers"));
+        h.insert("x-keep", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h, false);
+        assert!(h.get("x-custom").is_none());
+        assert!(h.get("proxy-authorization").is_none());
+        assert!(h.get("connection").is_none());
+        assert_eq!(h.get("te").map(|v| v.as_bytes()), Some(&b"trailers"[..]));
+        assert!(h.get("x-keep").is_some());
+    }
+}

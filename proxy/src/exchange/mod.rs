@@ -1,0 +1,578 @@
+//! One HTTP exchange, whatever listener it came from: identify the
+//! destination, enforce hygiene, run the request phase, forward upstream, run
+//! the response phase, and write exactly one audit record when it ends.
+
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode};
+use http_body::Frame;
+use hyper::body::Incoming;
+
+use crate::audit::{AuditRecord, ClientProcess, Mode, TunnelInfo};
+use crate::body::{self, Body, BoxError, BufferError};
+use crate::pipeline::{
+    policy_response, BodyNeed, BodyPrefix, BodyTrailers, BufferedBody, Dest, Flow, OriginalBody,
+    PhaseOutcome,
+};
+use crate::rules::normalize_host;
+use crate::state::{Policy, Shared};
+use crate::upstream::UpstreamError;
+
+mod hygiene;
+mod record;
+mod target;
+
+pub use hygiene::{has_dot_segment, strip_hop_by_hop};
+pub use record::AuditGuard;
+pub(crate) use target::tunnel_target;
+
+use hygiene::{awaits_continue, is_upgrade, switches_to_websocket};
+use record::{finish, Pending};
+use target::{conflicting_host_header, default_port, destination, upstream_uri};
+
+/// What the listener knows about the client connection.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    /// Client address.
+    pub remote: SocketAddr,
+    /// How the connection arrived.
+    pub mode: Mode,
+    /// TLS server name the client sent, when the proxy terminated TLS.
+    pub sni: Option<String>,
+    /// True when the client leg was TLS (the upstream leg is then TLS too).
+    pub tls: bool,
+    /// Port to dial when the request names none.
+    pub default_port: u16,
+    /// True when `default_port` is the destination's port for certain (a
+    /// tunnel target, an intercepted connection's original destination,
+    /// `https_listen`'s 443): a Host naming another port is refused.
+    pub fixed_port: bool,
+    /// A host the request's Host must agree with (a CONNECT/SOCKS5 target).
+    pub expected_host: Option<String>,
+    /// The process behind an intercepted connection.
+    pub client: Option<ClientProcess>,
+    /// The original destination of an intercepted connection.
+    pub original_dst: Option<SocketAddr>,
+    /// The tunnel the connection came through.
+    pub tunnel: Option<TunnelInfo>,
+    /// The upstream connection this client connection holds, when its task
+    /// drives one (see `upstream::held`); `None` sends through the shared pool.
+    pub held: Option<crate::upstream::HeldSlot>,
+    /// `remote` and `original_dst` as text, formatted at the connection's
+    /// first record and reused by the records of its later requests.
+    texts: std::sync::OnceLock<(String, Option<String>)>,
+}
+
+impl ConnInfo {
+    /// A connection with nothing known beyond its address and mode.
+    pub fn new(remote: SocketAddr, mode: Mode, tls: bool, default_port: u16) -> Self {
+        ConnInfo {
+            remote,
+            mode,
+            sni: None,
+            tls,
+            default_port,
+            fixed_port: false,
+            expected_host: None,
+            client: None,
+            original_dst: None,
+            tunnel: None,
+            held: None,
+            texts: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// A fresh audit record pre-filled from the connection. The connection's
+    /// addresses must not change once it has made a record.
+    pub fn record(&self) -> AuditRecord {
+        let (remote, original_dst) = self.texts.get_or_init(|| {
+            (
+                self.remote.to_string(),
+                self.original_dst.map(|a| a.to_string()),
+            )
+        });
+        let mut rec = AuditRecord::new(self.mode, remote.clone());
+        rec.sni = self.sni.clone();
+        rec.client = self.client.clone();
+        rec.original_dst = original_dst.clone();
+        rec.tunnel = self.tunnel.clone();
+        rec
+    }
+}
+
+fn error_response(status: StatusCode, message: &str) -> Response<Body> {
+    let mut rsp = Response::new(body::full(format!("iron-proxy: {message}\n")));
+    *rsp.status_mut() = status;
+    rsp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    rsp
+}
+
+/// The boxed future of [`handle`]; boxing pins down its `Send` bound for hyper.
+pub type HandleFuture =
+    Pin<Box<dyn std::future::Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
+pin_project_lite::pin_project! {
+    /// Keeps the exchange counted as in flight (for graceful shutdown) until its body ends.
+    struct Tracked {
+        #[pin]
+        inner: Body,
+        _drain: crate::ops::signals::DrainGuard,
+    }
+}
+
+impl http_body::Body for Tracked {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.project().inner.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Handles one request. Never fails: every outcome is a response plus one audit record.
+pub async fn handle(
+    shared: Arc<Shared>,
+    conn: Arc<ConnInfo>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let drain = shared.drain.guard();
+    let rsp = handle_tracked(shared, conn, req).await?;
+    let (parts, inner) = rsp.into_parts();
+    Ok(Response::from_parts(
+        parts,
+        body::boxed(Tracked {
+            inner,
+            _drain: drain,
+        }),
+    ))
+}
+
+async fn handle_tracked(
+    shared: Arc<Shared>,
+    conn: Arc<ConnInfo>,
+    mut req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let started = std::time::Instant::now();
+    // Until a response is chosen, the record is pending: if the client goes
+    // away first (hyper drops this future), it is still written.
+    let mut rec = Pending::new(conn.record(), shared.audit.clone(), started);
+    rec.method = req.method().as_str().to_string();
+    rec.path = req.uri().path().to_string();
+
+    let (host, port) = match admit(&shared, &conn, &req, &mut rec) {
+        Ok(dest) => dest,
+        Err(rsp) => return Ok(finish(rsp, rec.into_guard())),
+    };
+    let path = req.uri().path().to_string();
+    let policy = shared.policy();
+    let upgrade = is_upgrade(&req);
+    let awaits_continue = awaits_continue(&req);
+    let client_upgrade = if upgrade {
+        Some(hyper::upgrade::on(&mut req))
+    } else {
+        None
+    };
+    let tls = conn.tls || req.uri().scheme() == Some(&http::uri::Scheme::HTTPS);
+    let dest = Dest {
+        ip: host.parse::<IpAddr>().ok(),
+        host: host.clone(),
+        port,
+        tls,
+    };
+    let mut cx = Flow::new(dest, req.method().as_str().to_ascii_uppercase(), path);
+    cx.conn = Some(conn.clone());
+
+    // Rebuild the request with an absolute upstream URI and a boxed body.
+    let (mut parts, incoming) = req.into_parts();
+    strip_hop_by_hop(&mut parts.headers, upgrade);
+    // The path and query are reused as they are (no copy, no re-parse).
+    let pq = parts
+        .uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+    let ipv6 = cx.dest.ip.is_some_and(|ip| ip.is_ipv6());
+    parts.uri = match upstream_uri(tls, &host, ipv6, port, pq) {
+        Ok(u) => u,
+        Err(_) => {
+            rec.reject(None, "invalid_uri", 400);
+            let rsp = error_response(StatusCode::BAD_REQUEST, "invalid request target");
+            return Ok(finish(rsp, rec.into_guard()));
+        }
+    };
+    // parts.version stays the client's: Upstream::send picks the upstream's from it.
+    let need = policy.pipeline.body_need(&cx, &parts);
+    let body = match read_request_body(
+        body::from_client(incoming),
+        need,
+        &policy,
+        &cx,
+        &mut parts,
+        &mut rec,
+    )
+    .await
+    {
+        Ok(b) => b,
+        Err(rsp) => return Ok(finish(rsp, rec.into_guard())),
+    };
+    let mut req = Request::from_parts(parts, body);
+
+    let outcome = policy
+        .pipeline
+        .on_request(&mut req, &mut cx, &mut rec.request_transforms)
+        .await;
+    rec.late.append(&mut cx.late_audit);
+    // What transforms recorded (a captured body) belongs in the record of a
+    // refused request too: those are the ones worth investigating.
+    rec.extra.append(&mut cx.audit_extra);
+    if let Some(rsp) = answered_by_policy(outcome, &mut rec, "request") {
+        // A client waiting for `100 Continue` has sent no body yet: reading it
+        // would make hyper invite the upload only to refuse it. Left unread,
+        // hyper answers without the 100 and stops reading the connection.
+        if !(awaits_continue && need == BodyNeed::None) {
+            drain_unread(req.into_body()).await;
+        }
+        return Ok(finish(rsp, rec.into_guard()));
+    }
+
+    let upstream = match shared
+        .upstream
+        .send(
+            req,
+            policy.limits.upstream_response_header_timeout,
+            conn.held.as_ref().filter(|_| !upgrade),
+        )
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::debug!(host = %host, error = %e, "upstream failed");
+            return Ok(finish(upstream_failure(&e, &mut rec), rec.into_guard()));
+        }
+    };
+
+    if upstream.status() == StatusCode::SWITCHING_PROTOCOLS {
+        return Ok(match client_upgrade {
+            Some(client_up) if switches_to_websocket(&upstream) => {
+                crate::upgrade::splice(upstream, client_up, rec.into_guard())
+            }
+            _ => {
+                // Switching to anything else (or unasked) would hand the
+                // connection to a protocol the pipeline does not see.
+                let detail = "the upstream answered 101 Switching Protocols without the WebSocket \
+                              upgrade the request asked for";
+                rec.fail("upstream_error", detail.to_string(), 502);
+                finish(
+                    error_response(StatusCode::BAD_GATEWAY, detail),
+                    rec.into_guard(),
+                )
+            }
+        });
+    }
+
+    let (mut parts, incoming) = upstream.into_parts();
+    strip_hop_by_hop(&mut parts.headers, false);
+    let mut rsp = Response::from_parts(parts, body::incoming(incoming));
+    if policy.pipeline.wants_response_body(&cx) {
+        rsp = match buffer_response(rsp, policy.limits.max_response_body_bytes, &mut rec).await {
+            Ok(r) => r,
+            Err(refusal) => return Ok(finish(refusal, rec.into_guard())),
+        };
+    }
+    rec.status_code = rsp.status().as_u16();
+    let outcome = policy
+        .pipeline
+        .on_response(&mut rsp, &mut cx, &mut rec.response_transforms)
+        .await;
+    rec.late.append(&mut cx.late_audit);
+    rec.extra.append(&mut cx.audit_extra);
+    if let Some(answer) = answered_by_policy(outcome, &mut rec, "response") {
+        return Ok(finish(answer, rec.into_guard()));
+    }
+    Ok(finish(rsp, rec.into_guard()))
+}
+
+/// The checks before any policy runs: the proxy is ready, the request is not
+/// a CONNECT, it names one valid destination that agrees with the
+/// connection's (a fixed port, the SNI, a tunnel's target) and with its own
+/// Host, and its path is absolute without dot segments. The destination, or
+/// the refusal (the record says why).
+#[allow(clippy::result_large_err)] // one per request, moved once, as the phases after it return theirs
+fn admit(
+    shared: &Shared,
+    conn: &ConnInfo,
+    req: &Request<Incoming>,
+    rec: &mut Pending,
+) -> Result<(String, u16), Response<Body>> {
+    let default_port = default_port(req.uri(), conn);
+    if !shared.is_ready() {
+        rec.host = destination(req, default_port)
+            .map(|(h, _)| h)
+            .unwrap_or_default();
+        let why = if shared.is_stopping() {
+            "the proxy is shutting down and takes no new requests"
+        } else {
+            "the proxy is starting and refuses traffic until policy is loaded"
+        };
+        rec.fail("not_ready", why.into(), 503);
+        return Err(error_response(StatusCode::SERVICE_UNAVAILABLE, "not ready"));
+    }
+    if req.method() == http::Method::CONNECT {
+        // Tunnels are served by proxy.tunnel_listen; here CONNECT has no path and
+        // would otherwise be refused as an invalid path, which misleads.
+        rec.host = destination(req, 443).map(|(h, _)| h).unwrap_or_default();
+        rec.reject(None, "connect_not_supported", 405);
+        let mut rsp = error_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "CONNECT is served on proxy.tunnel_listen, not on this listener",
+        );
+        rsp.headers_mut().insert(
+            header::ALLOW,
+            HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
+        );
+        return Err(rsp);
+    }
+    let (host, port) = destination(req, default_port).map_err(|e| {
+        rec.reject(None, e.reason(), 400);
+        let msg = e.message();
+        rec.error = Some(msg.clone());
+        error_response(StatusCode::BAD_REQUEST, &msg)
+    })?;
+    rec.host = host.clone();
+    let mismatch = |rec: &mut Pending, msg: String| {
+        rec.reject(None, "host_mismatch", 421);
+        error_response(StatusCode::MISDIRECTED_REQUEST, &msg)
+    };
+    if conn.fixed_port && port != conn.default_port {
+        // A tunnel's target or an intercepted connection's original
+        // destination names the port; Host may not send the request elsewhere.
+        let msg = format!(
+            "Host port {port} does not match the destination port {}",
+            conn.default_port
+        );
+        return Err(mismatch(rec, msg));
+    }
+    for (what, expected) in [("SNI", &conn.sni), ("tunnel target", &conn.expected_host)] {
+        if let Some(exp) = expected {
+            if normalize_host(exp) != host {
+                let msg = format!("Host {host} does not match the {what} {exp}");
+                return Err(mismatch(rec, msg));
+            }
+        }
+    }
+    if let Some(h) = conflicting_host_header(req.headers(), req.uri(), (&host, port), default_port)
+    {
+        let msg = format!("Host {h} does not match the request target {host}:{port}");
+        return Err(mismatch(rec, msg));
+    }
+    let path = req.uri().path();
+    if has_dot_segment(path) || !(path.starts_with('/') || path == "*") {
+        rec.reject(None, "invalid_path", 400);
+        return Err(error_response(
+            StatusCode::BAD_REQUEST,
+            "path has dot segments or is not absolute",
+        ));
+    }
+    Ok((host, port))
+}
+
+/// Reads as much of the request body as the pipeline asked for (`need`): a
+/// prefix the transforms see in `parts`' extensions, or the whole body,
+/// within `proxy.max_request_body_bytes`. The body to send on (what was read
+/// plus the rest), or the refusal (the record says why).
+async fn read_request_body(
+    mut body: Body,
+    need: BodyNeed,
+    policy: &Policy,
+    cx: &Flow,
+    parts: &mut http::request::Parts,
+    rec: &mut Pending,
+) -> Result<Body, Response<Body>> {
+    let body_error = || error_response(StatusCode::BAD_REQUEST, "reading request body failed");
+    if let BodyNeed::Prefix(want) = need {
+        let limit = policy.limits.max_request_body_bytes;
+        let want = if limit == 0 { want } else { want.min(limit) };
+        match body::read_prefix(body, want, body::PREFIX_IDLE).await {
+            Ok(p) => {
+                // A chunk may run past `want`: transforms see `want` bytes at
+                // most (the limit holds), the body keeps them all.
+                let seen = p.bytes.len().min(want);
+                parts.extensions.insert(BodyPrefix {
+                    bytes: p.bytes.slice(..seen),
+                    complete: p.complete && seen == p.bytes.len(),
+                });
+                body = p.body;
+            }
+            Err(e) => {
+                // Only a failing client body stops a prefix read; say why it failed.
+                let detail = match e {
+                    BufferError::Read(inner) => crate::error_chain(&*inner),
+                    other => other.to_string(),
+                };
+                rec.fail("client_body_error", detail, 400);
+                return Err(body_error());
+            }
+        }
+    }
+    if need == BodyNeed::Full {
+        match body::collect_all(body, policy.limits.max_request_body_bytes).await {
+            Ok(c) => {
+                parts.extensions.insert(BufferedBody(c.bytes.clone()));
+                parts.extensions.insert(OriginalBody(c.bytes.clone()));
+                if let Some(t) = &c.trailers {
+                    parts.extensions.insert(BodyTrailers(t.clone()));
+                }
+                body = body::with_trailers(c.bytes, c.trailers);
+            }
+            Err(BufferError::TooLarge { limit }) => {
+                // A signer would see a truncated body: refused as the spec's
+                // `body_truncated`, by that transform.
+                match policy.pipeline.body_signer(cx, parts) {
+                    Some(by) => rec.reject(Some(by), "body_truncated", 413),
+                    None => rec.reject(
+                        policy.pipeline.body_wanter(cx, parts),
+                        "request_body_too_large",
+                        413,
+                    ),
+                }
+                let msg = format!("request body exceeds proxy.max_request_body_bytes ({limit})");
+                return Err(error_response(StatusCode::PAYLOAD_TOO_LARGE, &msg));
+            }
+            Err(BufferError::Read(e)) => {
+                rec.fail("client_body_error", crate::error_chain(&*e), 400);
+                return Err(body_error());
+            }
+        }
+    }
+    Ok(body)
+}
+
+/// The answer a phase's outcome chose instead of going on (`None` to go on):
+/// a transform's rejection or stub, or a fail-closed error. `phase` names it
+/// in the error's text.
+fn answered_by_policy(
+    outcome: PhaseOutcome,
+    rec: &mut Pending,
+    phase: &str,
+) -> Option<Response<Body>> {
+    match outcome {
+        PhaseOutcome::Continue => None,
+        PhaseOutcome::Reject(by, r) => {
+            rec.reject(Some(&by), &r.reason, r.status.as_u16());
+            tracing::debug!(host = %rec.host, transform = %by, reason = %r.reason, "rejected");
+            Some(r.into_response())
+        }
+        PhaseOutcome::Stub(_, rsp) => {
+            rec.status_code = rsp.status().as_u16();
+            Some(rsp)
+        }
+        PhaseOutcome::Fail(by, e) => {
+            rec.fail(e.reason, e.detail.clone(), e.status.as_u16());
+            rec.rejected_by = Some(by);
+            let msg = format!("the proxy failed closed on this {phase}");
+            Some(error_response(e.status, &msg))
+        }
+    }
+}
+
+/// The answer to a request the upstream leg failed. The record keeps the
+/// detail (addresses tried); the client gets the host and the class of
+/// failure only.
+fn upstream_failure(e: &UpstreamError, rec: &mut Pending) -> Response<Body> {
+    if let UpstreamError::Refused(r) = e {
+        // A transform refused the body as it streamed: its rejection.
+        rec.reject(Some(r.by), r.reason, e.status().as_u16());
+        rec.error = Some(r.detail.clone());
+    } else {
+        rec.fail(e.reason(), e.to_string(), e.status().as_u16());
+    }
+    error_response(e.status(), &e.client_message())
+}
+
+/// The response with its whole body read (for transforms that need it), within
+/// `limit` (`proxy.max_response_body_bytes`); a 502 when it breaks off or is
+/// too large (the record says which).
+async fn buffer_response(
+    rsp: Response<Body>,
+    limit: usize,
+    rec: &mut Pending,
+) -> Result<Response<Body>, Response<Body>> {
+    let (mut parts, b) = rsp.into_parts();
+    match body::collect_all(b, limit).await {
+        Ok(c) => {
+            if let Some(t) = &c.trailers {
+                parts.extensions.insert(BodyTrailers(t.clone()));
+            }
+            Ok(Response::from_parts(
+                parts,
+                body::with_trailers(c.bytes, c.trailers),
+            ))
+        }
+        Err(e) => {
+            let reason = if matches!(e, BufferError::TooLarge { .. }) {
+                "response_body_too_large"
+            } else {
+                "upstream_body_error"
+            };
+            rec.fail(reason, e.to_string(), 502);
+            Err(error_response(StatusCode::BAD_GATEWAY, &e.to_string()))
+        }
+    }
+}
+
+/// How much of a request body the proxy reads before answering the request
+/// itself (a refusal, a stub), and for how long.
+const DRAIN_LIMIT: usize = 64 * 1024;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Reads what is left of the body of a request the proxy answers itself, up
+/// to [`DRAIN_LIMIT`] within [`DRAIN_TIME`]. Dropping an HTTP/2 request body
+/// mid-stream resets the stream (CANCEL) while the client may still be
+/// sending, and clients then report the whole exchange as failed (curl:
+/// "Stream error in the HTTP/2 framing layer") instead of reading the answer;
+/// over HTTP/1.1 it spares the connection. A bigger or slower body is
+/// dropped (reset) as before.
+async fn drain_unread(mut body: Body) {
+    use http_body_util::BodyExt as _;
+    if http_body::Body::is_end_stream(&body) {
+        return;
+    }
+    let mut read = 0;
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
+        while let Some(Ok(frame)) = body.frame().await {
+            if let Some(data) = frame.data_ref() {
+                read += data.len();
+                if read > DRAIN_LIMIT {
+                    break;
+                }
+            }
+        }
+    })
+    .await;
+}
+
+/// A policy refusal for a connection that never became an HTTP exchange
+/// (tunnels, passthrough): the response used when one can still be sent.
+pub fn connection_refusal(message: &str) -> Response<Body> {
+    policy_response(StatusCode::FORBIDDEN, message)
+}
