@@ -54,6 +54,14 @@ pub(crate) const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
 /// two stalled streams still leave room for the client's others, and only a
 /// client stalling three or more stalls itself.
 pub(crate) const CONN_WINDOW: u32 = 5 * 1024 * 1024;
+/// How much of one stream's request body the proxy queues for an upstream
+/// beyond what the upstream connection's socket takes. hyper's client
+/// default, 1 MiB per stream, let an upstream that advertises a large
+/// flow-control window and then reads nothing pin that much of a fast
+/// uploading client's body on each of its streams (the client's own receive
+/// window, `listen::H2_STREAM_WINDOW`, is handed back as the body moves into
+/// this queue). As on the client side (`listen::H2_MAX_SEND_BUF`).
+pub(crate) const MAX_SEND_BUF: usize = crate::listen::H2_MAX_SEND_BUF;
 /// How many spare clients [`Spares`] keeps per host.
 const MAX_SPARES_PER_HOST: usize = 64;
 
