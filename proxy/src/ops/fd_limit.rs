@@ -70,9 +70,7 @@ pub fn restore_in_child(cmd: &mut std::process::Command) -> &mut std::process::C
 }
 
 /// [`restore_in_child`] for a tokio command.
-pub fn restore_in_tokio_child(
-    cmd: &mut tokio::process::Command,
-) -> &mut tokio::process::Command {
+pub fn restore_in_tokio_child(cmd: &mut tokio::process::Command) -> &mut tokio::process::Command {
     if let Some((soft, hard)) = original() {
         // SAFETY: as in `restore_in_child`.
         unsafe {

@@ -332,7 +332,8 @@ async fn route(path: &str, echo: Value, shared: &Shared) -> Response<Body> {
             let count = query_num(&args, "count", 0).min(10_000);
             let len = query_num(&args, "len", 1).min(64 * 1024) as usize;
             let mut rsp = respond(shared, StatusCode::OK, None, full(Bytes::new()));
-            let value = HeaderValue::try_from("v".repeat(len)).unwrap_or(HeaderValue::from_static("v"));
+            let value =
+                HeaderValue::try_from("v".repeat(len)).unwrap_or(HeaderValue::from_static("v"));
             for i in 0..count {
                 if let Ok(name) = HeaderName::try_from(format!("x-many-{i}")) {
                     rsp.headers_mut().append(name, value.clone());

@@ -70,7 +70,11 @@ fn expired_spares_of_hosts_nobody_asks_for_go_when_another_is_put() {
     assert_eq!(spares.hosts(), 3);
     spares.put_at(key("d.test"), None, 20, t0 + IDLE_TIMEOUT);
     assert_eq!(spares.count(&key("a.test")), 0);
-    assert_eq!(spares.count(&key("b.test")), 1, "b.test's second is not expired");
+    assert_eq!(
+        spares.count(&key("b.test")),
+        1,
+        "b.test's second is not expired"
+    );
     assert_eq!(spares.count(&key("c.test")), 0);
     assert_eq!(spares.hosts(), 2);
 }
