@@ -82,3 +82,63 @@ pub fn restore_in_tokio_child(cmd: &mut tokio::process::Command) -> &mut tokio::
     }
     cmd
 }
+
+/// For tests: the process's limits lowered below the hard limit (as when
+/// started from a shell), then raised by [`raise`], once per process.
+/// Returns the limits the children must get.
+#[cfg(test)]
+pub(crate) fn raised_for_tests() -> (u64, u64) {
+    static ONCE: OnceLock<(u64, u64)> = OnceLock::new();
+    *ONCE.get_or_init(|| {
+        let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit");
+        let started = soft.min(hard - 1);
+        setrlimit(Resource::RLIMIT_NOFILE, started, hard).expect("setrlimit");
+        let raised = raise().expect("raise");
+        assert_eq!(
+            raised,
+            Some(Raised {
+                from: started,
+                to: hard
+            })
+        );
+        (started, hard)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A shell that prints its own open-file limits (soft, hard).
+    const PRINT_LIMITS: [&str; 2] = ["-c", "grep 'Max open files' /proc/$$/limits"];
+
+    fn limits_in(stdout: &[u8]) -> Vec<u64> {
+        String::from_utf8_lossy(stdout)
+            .split_whitespace()
+            .filter_map(|w| w.parse().ok())
+            .collect()
+    }
+
+    #[test]
+    fn a_child_starts_with_the_limit_the_process_started_with() {
+        let (started, hard) = raised_for_tests();
+        let mut cmd = std::process::Command::new("sh");
+        restore_in_child(&mut cmd);
+        let out = cmd.args(PRINT_LIMITS).output().expect("sh");
+        assert_eq!(limits_in(&out.stdout), [started, hard]);
+        // The process keeps the raised limit.
+        assert_eq!(
+            getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit"),
+            (hard, hard)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_tokio_child_starts_with_the_limit_the_process_started_with() {
+        let (started, hard) = raised_for_tests();
+        let mut cmd = tokio::process::Command::new("sh");
+        restore_in_tokio_child(&mut cmd);
+        let out = cmd.args(PRINT_LIMITS).output().await.expect("sh");
+        assert_eq!(limits_in(&out.stdout), [started, hard]);
+    }
+}
