@@ -9,11 +9,15 @@ pub(crate) const PING: u8 = 0x6;
 pub(crate) const WINDOW_UPDATE: u8 = 0x8;
 /// `SETTINGS_INITIAL_WINDOW_SIZE`, the stream receive window.
 pub(crate) const SETTINGS_INITIAL_WINDOW_SIZE: u16 = 0x4;
+/// `SETTINGS_MAX_HEADER_LIST_SIZE`, the largest header list the sender takes.
+pub(crate) const SETTINGS_MAX_HEADER_LIST_SIZE: u16 = 0x6;
 /// The window every stream and the connection start with (RFC 9113 §6.9.2).
 pub(crate) const DEFAULT_WINDOW: u32 = 65_535;
 /// The ACK flag of SETTINGS and PING.
 pub(crate) const ACK: u8 = 0x1;
 pub(crate) const END_HEADERS: u8 = 0x4;
+/// The END_STREAM flag of HEADERS and DATA.
+pub(crate) const END_STREAM: u8 = 0x1;
 
 /// One frame as read: type, flags, stream id, payload.
 pub(crate) struct Frame {

@@ -12,6 +12,8 @@ pub mod cmd;
 pub mod config;
 pub mod config_source;
 pub mod dns;
+#[cfg(test)]
+mod endless;
 pub mod exchange;
 #[cfg(test)]
 mod h2_frames;

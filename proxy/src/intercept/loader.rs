@@ -86,7 +86,10 @@ pub(crate) fn attach_with(
     // The child logs at the proxy's level, in the proxy's format.
     let level = tracing::level_filters::LevelFilter::current().to_string();
     let format = crate::ops::logs::current_format().as_str();
-    let mut child = Command::new(exe)
+    let mut cmd = Command::new(exe);
+    // With the open-file limit the proxy started with, not the raised one.
+    crate::ops::fd_limit::restore_in_child(&mut cmd);
+    let mut child = cmd
         .args(["intercept", "load", "--log-level", &level])
         .args(["--log-format", format])
         .stdin(Stdio::piped())
@@ -194,19 +197,34 @@ mod tests {
         // A shell script stands in for the proxy: it ignores its arguments,
         // reads the settings and fails the way the child does.
         let dir = tempfile::tempdir().expect("tempdir");
-        let fake = dir.path().join("fake-loader");
-        std::fs::write(
-            &fake,
+        let fake = script(
+            dir.path(),
             "#!/bin/sh\ncat >/dev/null\necho 'kernel 4.19 is too old'\nexit 1\n",
-        )
-        .expect("write");
+        );
+        let err = attach_failing(&fake);
+        let text = err.to_string();
+        assert!(
+            text.contains("loading the eBPF programs failed")
+                && text.contains("kernel 4.19 is too old"),
+            "{text}"
+        );
+    }
+
+    /// Writes `script` as an executable file in `dir`.
+    fn script(dir: &Path, script: &str) -> PathBuf {
         use std::os::unix::fs::PermissionsExt as _;
-        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-        // Another test thread forking while the script was open for writing
-        // makes exec fail with ETXTBSY for a moment.
+        let path = dir.join("fake-loader");
+        std::fs::write(&path, script).expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        path
+    }
+
+    /// Runs `attach_with(exe)`, again while another test thread's fork makes
+    /// exec fail with ETXTBSY (it held the script open for writing).
+    fn attach_failing(exe: &Path) -> InterceptError {
         let mut tries = 0;
-        let err = loop {
-            let err = attach_with(&fake, &settings()).expect_err("the loader failed");
+        loop {
+            let err = attach_with(exe, &settings()).expect_err("the loader failed");
             let busy = matches!(
                 &err,
                 InterceptError::Loader(LoaderError::Spawn { source, .. })
@@ -214,16 +232,34 @@ mod tests {
             );
             tries += 1;
             if !busy || tries == 50 {
-                break err;
+                return err;
             }
             std::thread::sleep(std::time::Duration::from_millis(20));
-        };
-        let text = err.to_string();
-        assert!(
-            text.contains("loading the eBPF programs failed")
-                && text.contains("kernel 4.19 is too old"),
-            "{text}"
+        }
+    }
+
+    /// The loader child starts with the open-file limit the proxy started
+    /// with, not the one `fd_limit::raise` gave the proxy (as Go's os/exec
+    /// does): its own /proc/PID/limits says so.
+    #[test]
+    fn the_loader_starts_with_the_open_file_limit_the_proxy_started_with() {
+        let (started, hard) = crate::ops::fd_limit::raised_for_tests();
+        // The child reports its limit the way the loader reports a failure.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fake = script(
+            dir.path(),
+            "#!/bin/sh\ncat >/dev/null\ngrep 'Max open files' /proc/$$/limits\nexit 1\n",
         );
+        let text = attach_failing(&fake).to_string();
+        let limits: Vec<u64> = text
+            .rsplit("Max open files")
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .take(2)
+            .filter_map(|n| n.parse().ok())
+            .collect();
+        assert_eq!(limits, [started, hard], "{text}");
     }
 
     #[test]

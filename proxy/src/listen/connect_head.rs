@@ -17,7 +17,8 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// The longest CONNECT head read here; a longer one goes to hyper.
 const HEAD_MAX: usize = 16 * 1024;
-/// Headers a CONNECT head may have here (hyper's default limit).
+/// Headers a CONNECT head may have here; one with more goes to hyper, whose
+/// limit is [`super::H1_MAX_HEADERS`].
 const HEADERS_MAX: usize = 100;
 /// What a CONNECT request starts with.
 const CONNECT: &[u8] = b"CONNECT ";

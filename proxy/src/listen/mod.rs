@@ -127,14 +127,42 @@ pub const H2_CONN_WINDOW: u32 = 1024 * 1024;
 /// Node's 16 KiB, and holds two 64 KiB TLS-record-sized writes.
 pub const H1_MAX_BUF: usize = 128 * 1024;
 
+/// How many header fields an HTTP/1 request head may have (beyond it:
+/// 431). hyper's default, 100, refused heads far below [`H1_MAX_BUF`]
+/// that the Go proxy took (its only bound is 1 MiB of head bytes): with
+/// this many, a head of fields of 8 bytes or more (`X-A: 1\r\n`) meets
+/// the byte limit first. Not higher: `http::HeaderMap` holds at most
+/// 24,576 names and panics beyond, so a head must stay well below that
+/// with room for the headers the proxy adds. The same number bounds the
+/// upstream's HTTP/1 response heads.
+pub const H1_MAX_HEADERS: usize = H1_MAX_BUF / 8;
+
+/// The most an HTTP/2 request's header list may take, counted as HTTP/2
+/// counts it (each field's name and value plus 32 bytes): the same bound
+/// as [`H1_MAX_BUF`] on an HTTP/1 head (hyper's default was 16 KiB).
+/// Beyond it the stream is answered 431 (by the h2 library) and reset.
+/// It is also the bound on the upstream's HTTP/2 response heads.
+pub const H2_MAX_HEADER_LIST: u32 = H1_MAX_BUF as u32;
+
+/// How much of one HTTP/2 stream's response the proxy queues for the
+/// client beyond what the client's socket takes. hyper's default, 400 KiB
+/// per stream, let a client that advertises a large flow-control window
+/// and then reads nothing pin that much on every stream it opens (200 of
+/// them per connection). 64 KiB holds four full-sized frames, enough that
+/// a client that reads keeps the socket busy (a bulk download through the
+/// proxy moves as fast as with the default).
+pub const H2_MAX_SEND_BUF: usize = 64 * 1024;
+
 /// The server builder every listener uses: header case preserved, a timer
 /// so that HTTP/1 heads and idle keep-alive connections are bounded by
 /// [`HEADER_READ_TIMEOUT`], HTTP/2 PINGs ([`H2_PING_INTERVAL`],
 /// [`H2_PING_TIMEOUT`]) so that a client gone silent does not hold its
 /// connection and streams forever, HTTP/1 buffers bounded by
-/// [`H1_MAX_BUF`], and HTTP/2 receive windows
+/// [`H1_MAX_BUF`] (and heads by it, not by a header count:
+/// [`H1_MAX_HEADERS`], [`H2_MAX_HEADER_LIST`]), HTTP/2 receive windows
 /// ([`H2_STREAM_WINDOW`], [`H2_CONN_WINDOW`]) that keep one stalled upload
-/// from stalling the connection's others.
+/// from stalling the connection's others, and HTTP/2 send queues bounded
+/// by [`H2_MAX_SEND_BUF`] per stream.
 pub(crate) fn http_builder() -> auto::Builder<TokioExecutor> {
     http_builder_with(H2_PING_INTERVAL, H2_PING_TIMEOUT)
 }
@@ -146,6 +174,7 @@ fn http_builder_with(ping_every: Duration, ping_timeout: Duration) -> auto::Buil
         .preserve_header_case(true)
         .keep_alive(true)
         .max_buf_size(H1_MAX_BUF)
+        .max_headers(H1_MAX_HEADERS)
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT);
     builder
@@ -155,13 +184,16 @@ fn http_builder_with(ping_every: Duration, ping_timeout: Duration) -> auto::Buil
         .keep_alive_timeout(ping_timeout)
         .adaptive_window(false)
         .initial_stream_window_size(H2_STREAM_WINDOW)
-        .initial_connection_window_size(H2_CONN_WINDOW);
+        .initial_connection_window_size(H2_CONN_WINDOW)
+        .max_header_list_size(H2_MAX_HEADER_LIST)
+        .max_send_buf_size(H2_MAX_SEND_BUF);
     builder
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::endless::{settled, Endless, CHUNK};
     use tokio::io::AsyncWriteExt;
 
     /// Serves one connection on 127.0.0.1 with `builder` (every request
@@ -181,24 +213,36 @@ mod tests {
         tokio::net::TcpStream::connect(addr).await.expect("connect")
     }
 
-    /// An endless response body of 32 KiB chunks (the proxy reads upstreams 32 KiB at a
-    /// time), counting what is pulled.
-    struct Endless(Arc<std::sync::atomic::AtomicUsize>);
+    /// Serves one connection on 127.0.0.1 with [`http_builder`], answering
+    /// every request with an [`Endless`] body counted in `pulled`; the
+    /// server's socket has the smallest send buffer the kernel allows.
+    /// Returns the address.
+    async fn serve_endless(pulled: Arc<std::sync::atomic::AtomicUsize>) -> std::net::SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.expect("accept");
+            socket2::SockRef::from(&tcp)
+                .set_send_buffer_size(4096)
+                .expect("sndbuf");
+            let svc = service_fn(move |_req| {
+                let counted = pulled.clone();
+                async move { Ok::<_, std::convert::Infallible>(hyper::Response::new(Endless(counted))) }
+            });
+            let _ = http_builder()
+                .serve_connection(TokioIo::new(tcp), svc)
+                .await;
+        });
+        addr
+    }
 
-    impl hyper::body::Body for Endless {
-        type Data = bytes::Bytes;
-        type Error = std::convert::Infallible;
-        fn poll_frame(
-            self: std::pin::Pin<&mut Self>,
-            _: &mut std::task::Context<'_>,
-        ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, Self::Error>>>
-        {
-            self.0
-                .fetch_add(32 * 1024, std::sync::atomic::Ordering::SeqCst);
-            std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(bytes::Bytes::from(
-                vec![b'x'; 32 * 1024],
-            )))))
-        }
+    /// A client of `addr` with the smallest receive buffer the kernel allows.
+    async fn small_window_client(addr: std::net::SocketAddr) -> tokio::net::TcpStream {
+        let sock = tokio::net::TcpSocket::new_v4().expect("socket");
+        sock.set_recv_buffer_size(4096).expect("rcvbuf");
+        sock.connect(addr).await.expect("connect")
     }
 
     /// A client that never reads its response: the server pulls from the
@@ -207,44 +251,15 @@ mod tests {
     /// of about 408 KiB.
     #[tokio::test]
     async fn a_client_that_does_not_read_pins_a_bounded_response_buffer() {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let pulled = Arc::new(AtomicUsize::new(0));
-        let counted = pulled.clone();
-        tokio::spawn(async move {
-            let (tcp, _) = listener.accept().await.expect("accept");
-            socket2::SockRef::from(&tcp)
-                .set_send_buffer_size(4096)
-                .expect("sndbuf");
-            let svc = service_fn(move |_req| {
-                let counted = counted.clone();
-                async move { Ok::<_, std::convert::Infallible>(hyper::Response::new(Endless(counted))) }
-            });
-            let _ = http_builder()
-                .serve_connection(TokioIo::new(tcp), svc)
-                .await;
-        });
-        let sock = tokio::net::TcpSocket::new_v4().expect("socket");
-        sock.set_recv_buffer_size(4096).expect("rcvbuf");
-        let mut client = sock.connect(addr).await.expect("connect");
+        let pulled = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let addr = serve_endless(pulled.clone()).await;
+        let mut client = small_window_client(addr).await;
         client
             .write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
             .await
             .expect("request");
         // Wait until the server stops pulling (the buffers are full).
-        let mut last = 0;
-        for _ in 0..100 {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            let now = pulled.load(Ordering::SeqCst);
-            if now == last && now > 0 {
-                break;
-            }
-            last = now;
-        }
-        let pulled = pulled.load(Ordering::SeqCst);
+        let pulled = settled(&pulled).await;
         // The write buffer, a chunk in hand, and the kernel's buffers
         // (a few KiB at the smallest sizes it allows). Without the cap: ~408 KiB.
         assert!(
@@ -252,6 +267,122 @@ mod tests {
             "{pulled} bytes pulled for a client that reads nothing"
         );
         drop(client);
+    }
+
+    /// The same over HTTP/2, from a client that opens the largest
+    /// flow-control windows there are (so that flow control never holds the
+    /// server back) and then reads nothing: each stream's response is pulled
+    /// only as far as [`H2_MAX_SEND_BUF`], a chunk in hand and the kernel's
+    /// buffers hold, not hyper's default of 400 KiB per stream.
+    #[tokio::test]
+    async fn an_http2_client_that_does_not_read_pins_a_bounded_buffer_per_stream() {
+        use crate::h2_frames::*;
+        const STREAMS: u32 = 2;
+        let pulled = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let addr = serve_endless(pulled.clone()).await;
+        let mut client = small_window_client(addr).await;
+        let max_window: u32 = 0x7fff_ffff;
+        let mut hello = H2_PREFACE.to_vec();
+        let mut settings = SETTINGS_INITIAL_WINDOW_SIZE.to_be_bytes().to_vec();
+        settings.extend_from_slice(&max_window.to_be_bytes());
+        hello.extend(frame(SETTINGS, 0, 0, &settings));
+        hello.extend(frame(
+            WINDOW_UPDATE,
+            0,
+            0,
+            &(max_window - DEFAULT_WINDOW).to_be_bytes(),
+        ));
+        // GET http://a/ from HPACK's static table (:method GET, :scheme
+        // http, :path /) and a literal :authority.
+        let block = [0x82, 0x86, 0x84, 0x41, 0x01, b'a'];
+        for i in 0..STREAMS {
+            hello.extend(frame(HEADERS, END_STREAM | END_HEADERS, 1 + 2 * i, &block));
+        }
+        client.write_all(&hello).await.expect("requests");
+        let pulled = settled(&pulled).await;
+        // Per stream: the send queue and a chunk in hand; the kernel's
+        // buffers and the frame being written once (as in the HTTP/1 test).
+        // Without the bound: over 400 KiB per stream.
+        let bound = STREAMS as usize * (H2_MAX_SEND_BUF + CHUNK) + 96 * 1024;
+        assert!(
+            pulled <= bound,
+            "{pulled} bytes pulled for {STREAMS} streams of a client that reads nothing \
+             (bound {bound})"
+        );
+        drop(client);
+    }
+
+    /// Sends `head` as the first request on a connection to `http_builder`
+    /// and returns the status line of the answer.
+    async fn status_of(head: &[u8]) -> String {
+        let mut client = serve_one(http_builder()).await;
+        client.write_all(head).await.expect("request");
+        let mut answer = Vec::new();
+        let mut chunk = [0u8; 1024];
+        while !answer.windows(2).any(|w| w == b"\r\n") {
+            let n = tokio::io::AsyncReadExt::read(&mut client, &mut chunk)
+                .await
+                .expect("answer");
+            if n == 0 {
+                break;
+            }
+            answer.extend_from_slice(&chunk[..n]);
+        }
+        let text = String::from_utf8_lossy(&answer);
+        text.lines().next().unwrap_or_default().to_string()
+    }
+
+    /// A request head of `fields` header lines, each `value` after a name
+    /// of its own (5 hex digits: with an empty value, 8 bytes a line).
+    fn head_with(fields: usize, value: &str) -> Vec<u8> {
+        let mut head = b"GET / HTTP/1.1\r\nHost: a\r\n".to_vec();
+        for i in 0..fields {
+            head.extend_from_slice(format!("{i:05x}:{value}\r\n").as_bytes());
+        }
+        head.extend_from_slice(b"\r\n");
+        head
+    }
+
+    /// The number of header fields does not refuse a request (hyper's
+    /// default refused more than 100): a head as large as [`H1_MAX_BUF`]
+    /// allows, of the shortest fields that still make the byte limit the
+    /// one that binds, gets through.
+    #[tokio::test]
+    async fn http1_heads_are_bounded_by_bytes_not_by_their_number_of_fields() {
+        assert_eq!(status_of(&head_with(150, " v")).await, "HTTP/1.1 200 OK");
+        // As many 8-byte fields as fit, each name different: the most the
+        // byte limit lets through (and the most names a header map gets).
+        let most = (H1_MAX_BUF - 64) / 8;
+        assert!(head_with(most, "").len() <= H1_MAX_BUF);
+        assert_eq!(status_of(&head_with(most, "")).await, "HTTP/1.1 200 OK");
+        // Beyond H1_MAX_BUF: 431 (tests/e2e/tls/malformed.rs, through the
+        // proxy, which drains what the client still sends so that it reads
+        // the answer; here the close would reset the connection).
+    }
+
+    /// An HTTP/2 client is told it may send a header list as large as an
+    /// HTTP/1 head (hyper's default was 16 KiB).
+    #[tokio::test]
+    async fn http2_header_lists_have_the_http1_head_bound() {
+        use crate::h2_frames::*;
+        let mut client = serve_one(http_builder()).await;
+        client.write_all(H2_PREFACE).await.expect("preface");
+        client
+            .write_all(&frame(SETTINGS, 0, 0, &[]))
+            .await
+            .expect("settings");
+        let read = async {
+            loop {
+                let f = read_frame(&mut client).await?;
+                if f.kind == SETTINGS && f.flags & ACK == 0 {
+                    return f.setting(SETTINGS_MAX_HEADER_LIST_SIZE);
+                }
+            }
+        };
+        let advertised = tokio::time::timeout(Duration::from_secs(10), read)
+            .await
+            .expect("the server's SETTINGS within 10 s");
+        assert_eq!(advertised, Some(H1_MAX_BUF as u32));
     }
 
     #[tokio::test]

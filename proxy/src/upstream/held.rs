@@ -67,10 +67,13 @@ pub(crate) struct Key {
     pub port: u16,
 }
 
-/// The HTTP/1 client settings of every held connection.
+/// The HTTP/1 client settings of every held connection: header case
+/// preserved, and response heads bounded by bytes rather than by hyper's
+/// default of 100 fields (see [`crate::listen::H1_MAX_HEADERS`]).
 pub(crate) fn http1_client() -> http1::Builder {
     let mut b = http1::Builder::new();
-    b.preserve_header_case(true);
+    b.preserve_header_case(true)
+        .max_headers(crate::listen::H1_MAX_HEADERS);
     b
 }
 

@@ -28,7 +28,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
 use crate::body::Body;
-use crate::listen::{H2_PING_INTERVAL, H2_PING_TIMEOUT};
+use crate::listen::{H1_MAX_HEADERS, H2_MAX_HEADER_LIST, H2_PING_INTERVAL, H2_PING_TIMEOUT};
 pub use deny::DenyList;
 pub use dial::{ConnectFailure, DialError, Dialer, TlsFailure};
 use head_timer::HeadTimer;
@@ -136,10 +136,14 @@ pub struct Upstream {
 /// host) then fails the streams it holds, a streamed response body included,
 /// instead of leaving them open forever. HTTP/2 receive windows as in
 /// [`own_h2`] (fixed: hyper's adaptive window sets the connection's window to
-/// the stream's, so one stalled stream would stall the connection).
+/// the stream's, so one stalled stream would stall the connection), and a
+/// send queue of [`own_h2::MAX_SEND_BUF`] per stream. Response heads are
+/// bounded as the client side bounds request heads: by bytes, not by a
+/// header count (see [`crate::listen::H1_MAX_HEADERS`]).
 fn client(dialer: Dialer, ping_every: Duration, ping_timeout: Duration) -> Client<Dialer, Body> {
     Client::builder(TokioExecutor::new())
         .http1_preserve_header_case(true)
+        .http1_max_headers(H1_MAX_HEADERS)
         .timer(hyper_util::rt::TokioTimer::new())
         .http2_keep_alive_interval(ping_every)
         .http2_keep_alive_timeout(ping_timeout)
@@ -147,6 +151,8 @@ fn client(dialer: Dialer, ping_every: Duration, ping_timeout: Duration) -> Clien
         .http2_adaptive_window(false)
         .http2_initial_stream_window_size(own_h2::STREAM_WINDOW)
         .http2_initial_connection_window_size(own_h2::CONN_WINDOW)
+        .http2_max_send_buf_size(own_h2::MAX_SEND_BUF)
+        .http2_max_header_list_size(H2_MAX_HEADER_LIST)
         .pool_idle_timeout(Duration::from_secs(90))
         // Without a timer, expired idle connections are only noticed on checkout.
         .pool_timer(hyper_util::rt::TokioTimer::new())

@@ -54,6 +54,14 @@ pub(crate) const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
 /// two stalled streams still leave room for the client's others, and only a
 /// client stalling three or more stalls itself.
 pub(crate) const CONN_WINDOW: u32 = 5 * 1024 * 1024;
+/// How much of one stream's request body the proxy queues for an upstream
+/// beyond what the upstream connection's socket takes. hyper's client
+/// default, 1 MiB per stream, let an upstream that advertises a large
+/// flow-control window and then reads nothing pin that much of a fast
+/// uploading client's body on each of its streams (the client's own receive
+/// window, `listen::H2_STREAM_WINDOW`, is handed back as the body moves into
+/// this queue). As on the client side (`listen::H2_MAX_SEND_BUF`).
+pub(crate) const MAX_SEND_BUF: usize = crate::listen::H2_MAX_SEND_BUF;
 /// How many spare clients [`Spares`] keeps per host.
 const MAX_SPARES_PER_HOST: usize = 64;
 
@@ -102,47 +110,73 @@ impl Drop for OwnH2 {
 
 /// Clients whose client connections ended, by the host of their first
 /// request: their idle upstream connections stay open for the pool's idle
-/// timeout (the client's own pool closes them after that).
-#[derive(Default)]
-pub(crate) struct Spares {
-    by_key: Mutex<HashMap<Key, Vec<Spare>>>,
+/// timeout (the client's own pool closes them after that). Generic over the
+/// client only for the tests.
+pub(crate) struct Spares<C = H2Client> {
+    by_key: Mutex<HashMap<Key, Vec<Spare<C>>>>,
 }
 
-struct Spare {
+impl<C> Default for Spares<C> {
+    fn default() -> Self {
+        Spares {
+            by_key: Mutex::default(),
+        }
+    }
+}
+
+struct Spare<C> {
     since: Instant,
     home: Home,
-    client: H2Client,
+    client: C,
 }
 
-impl Spares {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Vec<Spare>>> {
+impl<C> Spare<C> {
+    /// Whether it is still to be handed out at `now`.
+    fn fresh(&self, now: Instant) -> bool {
+        now.saturating_duration_since(self.since) < IDLE_TIMEOUT
+    }
+}
+
+impl<C> Spares<C> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Vec<Spare<C>>>> {
         self.by_key.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// A spare for `key`, one of runtime `home` first (its connections'
     /// sockets are in that runtime's reactor), else the newest.
-    fn take(&self, key: &Key, home: Home) -> Option<H2Client> {
+    fn take(&self, key: &Key, home: Home) -> Option<C> {
+        self.take_at(key, home, Instant::now())
+    }
+
+    /// [`Spares::take`] at `now`.
+    fn take_at(&self, key: &Key, home: Home, now: Instant) -> Option<C> {
         let mut by_key = self.lock();
         let list = by_key.get_mut(key)?;
-        list.retain(|s| s.since.elapsed() < IDLE_TIMEOUT);
+        list.retain(|s| s.fresh(now));
         let at = list
             .iter()
             .rposition(|s| s.home == home)
-            .or_else(|| list.len().checked_sub(1))?;
-        let spare = list.remove(at);
+            .or_else(|| list.len().checked_sub(1));
+        let spare = at.map(|at| list.remove(at));
+        // No list is left empty (all expired, or the last one taken).
         if list.is_empty() {
             by_key.remove(key);
         }
-        Some(spare.client)
+        spare.map(|s| s.client)
     }
 
     /// Keeps `client` as a spare for `key`; the oldest goes when there are
     /// too many.
-    fn put(&self, key: Key, home: Home, client: H2Client) {
+    fn put(&self, key: Key, home: Home, client: C) {
+        self.put_at(key, home, client, Instant::now());
+    }
+
+    /// [`Spares::put`] at `now`.
+    fn put_at(&self, key: Key, home: Home, client: C, now: Instant) {
         let mut by_key = self.lock();
         // Hosts nobody asked for again: their spares expired.
         by_key.retain(|_, list| {
-            list.retain(|s| s.since.elapsed() < IDLE_TIMEOUT);
+            list.retain(|s| s.fresh(now));
             !list.is_empty()
         });
         let list = by_key.entry(key).or_default();
@@ -150,7 +184,7 @@ impl Spares {
             list.remove(0);
         }
         list.push(Spare {
-            since: Instant::now(),
+            since: now,
             home,
             client,
         });
@@ -161,4 +195,13 @@ impl Spares {
     pub(crate) fn count(&self, key: &Key) -> usize {
         self.lock().get(key).map_or(0, Vec::len)
     }
+
+    /// How many hosts have spares.
+    #[cfg(test)]
+    fn hosts(&self) -> usize {
+        self.lock().len()
+    }
 }
+
+#[cfg(test)]
+mod tests;

@@ -215,3 +215,100 @@ async fn client_connections_get_http2_upstream_connections_of_their_own_and_hand
     drop((b, c, d));
     assert_eq!(up.spares.count(&key), 3);
 }
+
+/// An HTTPS upstream on 127.0.0.1 speaking HTTP/2 by hand that opens the
+/// largest flow-control windows there are, takes one request's HEADERS, and
+/// from then on reads nothing (its socket has the smallest receive buffer
+/// the kernel allows): an upstream that lets the proxy send all it wants and
+/// takes none of it. Returns its port and the CA to trust.
+async fn unread_h2_upstream() -> (u16, rustls::RootCertStore) {
+    let (listener, port, roots, acceptor) = h2_tls_listener().await;
+    socket2::SockRef::from(&listener)
+        .set_recv_buffer_size(4096)
+        .expect("rcvbuf");
+    tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.expect("accept");
+        let mut io = acceptor.accept(tcp).await.expect("TLS");
+        let mut preface = [0u8; 24];
+        io.read_exact(&mut preface).await.expect("preface");
+        let max_window: u32 = 0x7fff_ffff;
+        let mut settings = SETTINGS_INITIAL_WINDOW_SIZE.to_be_bytes().to_vec();
+        settings.extend_from_slice(&max_window.to_be_bytes());
+        let mut hello = frame(SETTINGS, 0, 0, &settings);
+        hello.extend(frame(
+            WINDOW_UPDATE,
+            0,
+            0,
+            &(max_window - DEFAULT_WINDOW).to_be_bytes(),
+        ));
+        io.write_all(&hello).await.expect("settings");
+        while let Some(f) = read_frame(&mut io).await {
+            match f.kind {
+                SETTINGS if f.flags & ACK == 0 => {
+                    io.write_all(&frame(SETTINGS, ACK, 0, &[]))
+                        .await
+                        .expect("ack");
+                }
+                HEADERS => break,
+                _ => {}
+            }
+        }
+        // Reads nothing more, and holds the connection open.
+        std::future::pending::<()>().await;
+        drop(io);
+    });
+    (port, roots)
+}
+
+/// A fast uploading client and an HTTP/2 upstream that takes none of the
+/// body: the proxy pulls the body only as far as the stream's send queue
+/// ([`own_h2::MAX_SEND_BUF`]), a chunk in hand, and the TLS and kernel
+/// buffers hold, not hyper's client default of 1 MiB per stream.
+#[tokio::test]
+async fn an_http2_upstream_that_takes_no_upload_pins_a_bounded_buffer() {
+    use crate::endless::{settled, Endless, CHUNK};
+    let (port, roots) = unread_h2_upstream().await;
+    let up = upstream_trusting(roots, Duration::from_secs(30), Duration::from_secs(20));
+    let pulled = Arc::new(AtomicUsize::new(0));
+    let mut req = http::Request::post(format!("https://127.0.0.1:{port}/upload"))
+        .body(crate::body::boxed(Endless(pulled.clone())))
+        .expect("request");
+    *req.version_mut() = http::Version::HTTP_2;
+    let slot = HeldSlot::default();
+    // No response ever comes; the send is dropped with the test.
+    let sending = tokio::spawn(async move {
+        let _ = up.send(req, Duration::from_secs(60), Some(&slot)).await;
+    });
+    let pulled = settled(&pulled).await;
+    // What the kernel holds does not count: the proxy's socket has a send
+    // buffer sized by the kernel's autotuning (MBs on loopback), not by the
+    // proxy, and the upstream took a little before it stopped reading.
+    let in_kernel = send_queue_towards(port) + 16 * 1024;
+    let held = pulled.saturating_sub(in_kernel);
+    // The send queue and a chunk in hand, rustls's buffer (64 KiB) and the
+    // frame being written. Without the bound: over 1 MiB.
+    let bound = own_h2::MAX_SEND_BUF + CHUNK + 96 * 1024;
+    assert!(
+        held <= bound,
+        "{held} bytes of the upload held in the proxy for an upstream that takes none \
+         ({pulled} pulled, {in_kernel} in the kernel; bound {bound})"
+    );
+    sending.abort();
+}
+
+/// The bytes the kernel holds unacknowledged or unsent on this host's TCP
+/// sockets whose remote port is `port` (`tx_queue` in /proc/net/tcp).
+fn send_queue_towards(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let remote_port = fields.get(2)?.rsplit(':').next()?;
+            (u16::from_str_radix(remote_port, 16).ok()? == port).then_some(())?;
+            let tx = fields.get(4)?.split(':').next()?;
+            usize::from_str_radix(tx, 16).ok()
+        })
+        .sum()
+}

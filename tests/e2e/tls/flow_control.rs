@@ -297,3 +297,36 @@ fn a_client_holding_every_upstream_stream_does_not_queue_another_clients_request
     let out = a.join().expect("client A thread");
     out.assert_ok();
 }
+
+/// A client that reads as fast as it can gets a bulk HTTP/2 download whole through MITM, with
+/// the send queue towards it bounded (64 KiB per stream, `listen::H2_MAX_SEND_BUF`). Checked by
+/// bytes (every byte, in order), never by time; the rate is printed, to compare builds by hand
+/// (`--nocapture`).
+#[test]
+fn a_fast_reader_gets_a_bulk_http2_download_whole() {
+    require_root!();
+    let net = FakeInternet::new();
+    let _up = Upstream::https("flow.test").start(&net);
+    let px = Proxy::with(FLOW).resolver(&net).start();
+    let n: usize = 256 << 20;
+    let started = std::time::Instant::now();
+    let r = Curl::get(&format!("https://flow.test/bytes/{n}"))
+        .args(["--http2"])
+        .max_time(300)
+        .via(&px)
+        .run();
+    let took = started.elapsed();
+    assert_eq!(r.exit, 0, "{}", r.stderr);
+    assert_eq!(r.status, 200, "{}", r.stderr);
+    assert_eq!(r.body_bytes.len(), n);
+    let wrong = r
+        .body_bytes
+        .iter()
+        .enumerate()
+        .position(|(i, b)| usize::from(*b) != i % 251);
+    assert_eq!(wrong, None, "the first byte out of place");
+    eprintln!(
+        "HTTP/2 bulk download through the proxy: {n} bytes in {took:?} ({:.0} MB/s)",
+        n as f64 / took.as_secs_f64() / 1e6
+    );
+}

@@ -11,6 +11,7 @@
 //! | `/stream/{n}` | `n` JSON lines; `?interval_ms=` between them (default 0) |
 //! | `/sse` | `text/event-stream`: `?count=` events (default 3), the first at once, then one every `?interval_ms=` (default 300) |
 //! | `/response-headers?K=V` | sets each query pair as a response header |
+//! | `/many-headers?count=N&len=L` | `N` response headers `x-many-<i>`, each a value of `L` bytes |
 //! | `/trailers` | `Trailer: X-Trailer-Check`, a chunk of text, then the trailer `x-trailer-check: done` |
 //! | `/ws` | WebSocket echo (text and binary) |
 //! | any path, `content-type: application/grpc` | a tiny gRPC service, see [`super::grpc`] |
@@ -242,11 +243,16 @@ async fn route(path: &str, echo: Value, shared: &Shared) -> Response<Body> {
             let n: usize = n.parse().unwrap_or(0).min(1 << 30);
             let (tx, body) = channel_body();
             tokio::spawn(async move {
+                // Slices of one pattern buffer, not bytes computed one by one: large bodies
+                // then cost this (unoptimized) server next to nothing.
+                static PATTERN: std::sync::OnceLock<Bytes> = std::sync::OnceLock::new();
+                let pattern =
+                    PATTERN.get_or_init(|| (0..65536 + 251).map(|j| (j % 251) as u8).collect());
                 let mut i = 0usize;
                 while i < n {
                     let end = (i + 65536).min(n);
-                    let chunk: Vec<u8> = (i..end).map(|j| (j % 251) as u8).collect();
-                    if tx.send(Bytes::from(chunk)).await.is_err() {
+                    let chunk = pattern.slice(i % 251..i % 251 + (end - i));
+                    if tx.send(chunk).await.is_err() {
                         return;
                     }
                     i = end;
@@ -320,6 +326,19 @@ async fn route(path: &str, echo: Value, shared: &Shared) -> Response<Body> {
                 http::header::TRAILER,
                 HeaderValue::from_static("X-Trailer-Check"),
             );
+            rsp
+        }
+        ["many-headers"] => {
+            let count = query_num(&args, "count", 0).min(10_000);
+            let len = query_num(&args, "len", 1).min(64 * 1024) as usize;
+            let mut rsp = respond(shared, StatusCode::OK, None, full(Bytes::new()));
+            let value =
+                HeaderValue::try_from("v".repeat(len)).unwrap_or(HeaderValue::from_static("v"));
+            for i in 0..count {
+                if let Ok(name) = HeaderName::try_from(format!("x-many-{i}")) {
+                    rsp.headers_mut().append(name, value.clone());
+                }
+            }
             rsp
         }
         ["response-headers"] => {

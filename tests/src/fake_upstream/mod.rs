@@ -29,6 +29,9 @@ use self::tap::{HeadQueue, Tap};
 /// The most HTTP/2 streams one connection to the fake upstream may have open at a time
 /// (`SETTINGS_MAX_CONCURRENT_STREAMS`).
 pub const HTTP2_MAX_STREAMS: u32 = 100;
+/// How many header fields an HTTP/1 head may have (the proxy's bound,
+/// `H1_MAX_HEADERS`; hyper's default is 100).
+const MAX_HEADERS: usize = 16 * 1024;
 
 /// Command line of `fake-upstream`.
 #[derive(Debug, clap::Parser)]
@@ -226,7 +229,13 @@ where
     let tapped = Tap::new(io, info.heads.clone());
     let service = service_fn(move |req| endpoints::handle(req, info.clone(), shared.clone()));
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().preserve_header_case(true);
+    // Heads as large as the proxy forwards (hyper's defaults, 100 fields and
+    // a 16 KiB HTTP/2 header list, are below them): a refusal the tests see
+    // is then the proxy's.
+    builder
+        .http1()
+        .preserve_header_case(true)
+        .max_headers(MAX_HEADERS);
     // HTTP/2 as servers on the internet commonly set it up: at most 100
     // streams at a time (nginx 128, Go 250, most CDNs 100), and a connection
     // window well above the stream window (hyper's default is 1 MiB for
@@ -235,6 +244,7 @@ where
     // tests then see is the proxy's, not this server's.
     builder
         .http2()
+        .max_header_list_size(1 << 20)
         .max_concurrent_streams(HTTP2_MAX_STREAMS)
         .initial_connection_window_size(16 << 20);
     let _ = builder

@@ -134,7 +134,7 @@ impl<IO> Tap<IO> {
             }
             return false;
         }
-        let mut fields = [httparse::EMPTY_HEADER; 128];
+        let mut fields = vec![httparse::EMPTY_HEADER; super::MAX_HEADERS];
         let mut req = httparse::Request::new(&mut fields);
         let n = match req.parse(&self.buf) {
             Ok(httparse::Status::Complete(n)) => n,

@@ -17,7 +17,9 @@ pub(crate) fn run(
     stdin: Option<&str>,
     what: &'static str,
 ) -> Result<String, NftError> {
-    let mut child = Command::new("nft")
+    let mut cmd = Command::new("nft");
+    crate::ops::fd_limit::restore_in_child(&mut cmd);
+    let mut child = cmd
         .args(args)
         .stdin(if stdin.is_some() {
             Stdio::piped()

@@ -86,6 +86,7 @@ pub(super) async fn subject_token(
     let mut words = command.split_whitespace();
     let program = words.next().unwrap_or(command);
     let mut cmd = tokio::process::Command::new(program);
+    crate::ops::fd_limit::restore_in_tokio_child(&mut cmd);
     cmd.args(words)
         .env("GOOGLE_EXTERNAL_ACCOUNT_AUDIENCE", audience)
         .env("GOOGLE_EXTERNAL_ACCOUNT_TOKEN_TYPE", token_type)

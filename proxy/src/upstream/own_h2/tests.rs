@@ -1,0 +1,99 @@
+//! The spares' cap and expiry, with the time passed in (no sleeping).
+
+use std::time::Duration;
+
+use super::*;
+
+fn key(host: &str) -> Key {
+    Key {
+        tls: true,
+        host: host.to_string(),
+        port: 443,
+    }
+}
+
+/// Every spare `spares` hands out for `key` at `now`, in the order it does.
+fn drain(spares: &Spares<u32>, key: &Key, now: Instant) -> Vec<u32> {
+    std::iter::from_fn(|| spares.take_at(key, None, now)).collect()
+}
+
+#[test]
+fn a_host_keeps_at_most_its_cap_of_spares_the_oldest_going_first() {
+    let spares = Spares::<u32>::default();
+    let t0 = Instant::now();
+    let extra = 6;
+    let n = MAX_SPARES_PER_HOST as u32 + extra;
+    for i in 0..n {
+        spares.put_at(key("a.test"), None, i, t0 + Duration::from_millis(i.into()));
+    }
+    assert_eq!(spares.count(&key("a.test")), MAX_SPARES_PER_HOST);
+    // Another host has a cap of its own.
+    spares.put_at(key("b.test"), None, 1000, t0);
+    assert_eq!(spares.count(&key("a.test")), MAX_SPARES_PER_HOST);
+    assert_eq!(spares.count(&key("b.test")), 1);
+    // The newest first; the oldest `extra` are gone.
+    let now = t0 + Duration::from_secs(1);
+    let want: Vec<u32> = (extra..n).rev().collect();
+    assert_eq!(drain(&spares, &key("a.test"), now), want);
+    assert_eq!(spares.count(&key("a.test")), 0);
+    assert_eq!(spares.hosts(), 1, "only b.test has spares left");
+}
+
+#[test]
+fn a_spare_is_handed_out_until_the_idle_timeout_and_not_after() {
+    let spares = Spares::<u32>::default();
+    let t0 = Instant::now();
+    let a = key("a.test");
+    spares.put_at(a.clone(), None, 1, t0);
+    let just_before = t0 + IDLE_TIMEOUT - Duration::from_millis(1);
+    assert_eq!(spares.take_at(&a, None, just_before), Some(1));
+
+    spares.put_at(a.clone(), None, 2, t0);
+    spares.put_at(a.clone(), None, 3, t0 + Duration::from_secs(10));
+    // At the timeout, the first is expired and the second is not.
+    assert_eq!(drain(&spares, &a, t0 + IDLE_TIMEOUT), [3]);
+
+    spares.put_at(a.clone(), None, 4, t0);
+    assert_eq!(spares.take_at(&a, None, t0 + IDLE_TIMEOUT), None);
+    // Nothing is left behind for the host: no empty list.
+    assert_eq!(spares.hosts(), 0);
+}
+
+#[test]
+fn expired_spares_of_hosts_nobody_asks_for_go_when_another_is_put() {
+    let spares = Spares::<u32>::default();
+    let t0 = Instant::now();
+    for (i, host) in ["a.test", "b.test", "c.test"].into_iter().enumerate() {
+        spares.put_at(key(host), None, i as u32, t0);
+    }
+    spares.put_at(key("b.test"), None, 10, t0 + Duration::from_secs(60));
+    assert_eq!(spares.hosts(), 3);
+    spares.put_at(key("d.test"), None, 20, t0 + IDLE_TIMEOUT);
+    assert_eq!(spares.count(&key("a.test")), 0);
+    assert_eq!(
+        spares.count(&key("b.test")),
+        1,
+        "b.test's second is not expired"
+    );
+    assert_eq!(spares.count(&key("c.test")), 0);
+    assert_eq!(spares.hosts(), 2);
+}
+
+#[tokio::test]
+async fn a_spare_of_the_takers_own_runtime_goes_first() {
+    let spares = Spares::<u32>::default();
+    let here: Home = Some(tokio::runtime::Handle::current().id());
+    let t0 = Instant::now();
+    let a = key("a.test");
+    spares.put_at(a.clone(), here, 1, t0);
+    spares.put_at(a.clone(), None, 2, t0 + Duration::from_secs(1));
+    spares.put_at(a.clone(), here, 3, t0 + Duration::from_secs(2));
+    spares.put_at(a.clone(), None, 4, t0 + Duration::from_secs(3));
+    let now = t0 + Duration::from_secs(4);
+    // The newest of the taker's runtime, then the newest of any.
+    assert_eq!(spares.take_at(&a, here, now), Some(3));
+    assert_eq!(spares.take_at(&a, here, now), Some(1));
+    assert_eq!(spares.take_at(&a, here, now), Some(4));
+    assert_eq!(spares.take_at(&a, None, now), Some(2));
+    assert_eq!(spares.take_at(&a, None, now), None);
+}
