@@ -169,8 +169,8 @@ mod tests {
         long_uri.resize(100 * 1024, b'a');
         long_uri.extend_from_slice(b" HTTP/1.1\r\nHost: a\r\n\r\n");
         assert_refused(long_uri, 414, "uri_too_long").await;
-        // A head over the size limit (the number of fields alone is no
-        // reason: `listen::H1_MAX_HEADERS`).
+        // A head over the size limit, with fewer fields than
+        // `listen::H1_MAX_HEADERS`.
         let mut big = b"GET / HTTP/1.1\r\nHost: a\r\n".to_vec();
         for i in 0..150 {
             big.extend_from_slice(format!("X-{i}: {}\r\n", "v".repeat(1024)).as_bytes());

@@ -29,8 +29,8 @@ use self::tap::{HeadQueue, Tap};
 /// The most HTTP/2 streams one connection to the fake upstream may have open at a time
 /// (`SETTINGS_MAX_CONCURRENT_STREAMS`).
 pub const HTTP2_MAX_STREAMS: u32 = 100;
-/// How many header fields an HTTP/1 head may have (the proxy's bound,
-/// `H1_MAX_HEADERS`; hyper's default is 100).
+/// How many header fields an HTTP/1 head may have: more than the proxy's bound
+/// (`H1_MAX_HEADERS`, 512; hyper's default is 100), so tests meet the proxy's.
 const MAX_HEADERS: usize = 16 * 1024;
 
 /// Command line of `fake-upstream`.
