@@ -11,11 +11,12 @@ others HTTPS.
   with a Basic challenge (what git's credential flow answers).
 - anything else: the static file under ROOT/static (a directory answers its
   index.html); `/npm/<name>` answers ROOT/static/npm/<name>/index.json, the
-  way a registry answers package metadata. GET /stream/N answers N lines, one
-  every 100 ms, chunked. GET /hold/ID answers "first" at once and "last" only once
+  way a registry answers package metadata. Files carry an ETag; If-None-Match
+  with it is answered 304. GET /hold/ID answers "first" at once and "last" only once
   GET /release/ID arrived (or after 30 s): a client that reads "first" before it
   asks for the release proves the response streams through the proxy.
 - POST /echo[/...]: answers what it received: length, sha256, the request's framing.
+- /early/...: 401 at once, the upload left unread, then the connection closed.
 
 Request bodies may be chunked and gzip-encoded (git sends both); the server
 de-chunks them, and git http-backend undoes the gzip itself. Every request is
@@ -118,6 +119,12 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def handle_any(self):
+        if self.path.startswith("/early/"):
+            # Answers before reading the upload (an auth check, a quota) and closes.
+            self.close_connection = True
+            self.answer(401, b"answered before the upload\n", extra=[("Connection", "close")])
+            self.record(401, b"")
+            return
         body = self.read_body()
         url = urllib.parse.urlsplit(self.path)
         path = urllib.parse.unquote(url.path)
@@ -139,26 +146,11 @@ class Handler(BaseHTTPRequestHandler):
             status = 200
             held(path[len("/release/"):]).set()
             self.answer(200, b"released\n")
-        elif path.startswith("/stream/"):
-            status = 200
-            self.stream(int(path.rsplit("/", 1)[1]))
         else:
             status = self.static(path)
         self.record(status, body)
 
     do_GET = do_POST = do_HEAD = do_PUT = handle_any
-
-    def stream(self, n):
-        self.send_response(200)
-        self.send_header("Content-Type", "text/plain")
-        self.send_header("Transfer-Encoding", "chunked")
-        self.end_headers()
-        for i in range(n):
-            line = f"line {i}\n".encode()
-            self.wfile.write(b"%x\r\n%s\r\n" % (len(line), line))
-            self.wfile.flush()
-            time.sleep(0.1)
-        self.wfile.write(b"0\r\n\r\n")
 
     def hold(self, name):
         self.send_response(200)
@@ -185,8 +177,14 @@ class Handler(BaseHTTPRequestHandler):
             return 404
         with open(full, "rb") as f:
             data = f.read()
+        etag = '"%s"' % hashlib.sha256(data).hexdigest()[:16]
+        if self.headers.get("If-None-Match") == etag:
+            self.send_response(304)
+            self.send_header("ETag", etag)
+            self.end_headers()
+            return 304
         ext = os.path.splitext(full)[1]
-        self.answer(200, data, TYPES.get(ext, "application/octet-stream"))
+        self.answer(200, data, TYPES.get(ext, "application/octet-stream"), [("ETag", etag)])
         return 200
 
     def git(self, path_info, query, body):

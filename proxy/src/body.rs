@@ -1,6 +1,10 @@
 //! Body types used across the proxy: a boxed streaming body, and helpers to
 //! buffer a body up to a cap without ever truncating silently.
 
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
 use bytes::Bytes;
 use http_body::Body as _;
 use http_body_util::{combinators::BoxBody, BodyExt, Empty, Full};
@@ -82,6 +86,160 @@ pub struct BodyRefused {
 pub fn from_client(b: hyper::body::Incoming) -> Body {
     b.map_err(|e| -> BoxError { Box::new(ClientBodyError(e)) })
         .boxed()
+}
+
+/// What becomes of an HTTP/2 request body that the exchange lets go of before
+/// the client has sent all of it: it is kept until the response has been
+/// sent, and then read to its end (and thrown away) for a while.
+///
+/// Dropping an HTTP/2 request body mid-stream makes h2 reset the stream once
+/// the response has been sent (RST_STREAM NO_ERROR, which RFC 9113 §8.1 gives
+/// a server that answered early to stop the upload), or at once with CANCEL
+/// if it has not (the response is then lost). Clients built on libcurl before
+/// 8 (curl 7.88 in Debian 12, so git there) fail the whole transfer when the
+/// stream is reset while they are still uploading, whatever the code: curl
+/// says "Stream error in the HTTP/2 framing layer" and never shows the answer,
+/// git "RPC failed; curl 92" and then "Everything up-to-date". Reading the
+/// rest of the upload instead lets the stream end cleanly, and the client
+/// reads the response. The exchange lets go of an unfinished body when it
+/// answers a request itself (a refusal) and when the upstream client drops it
+/// (the upstream answered, or failed, before reading it all).
+///
+/// A body from [`from_client_parked`] moves into its park when dropped before
+/// its end; [`Answered`] (held by the response body) marks the response sent
+/// when it drops, which is after hyper queued the response's END_STREAM. A
+/// body parked before then, or dropped after, is read on its own task for up
+/// to [`LINGER_TIME`] and [`LINGER_BYTES`], then dropped (reset NO_ERROR).
+#[derive(Clone, Default)]
+pub struct BodyPark(Arc<Mutex<Park>>);
+
+#[derive(Default)]
+enum Park {
+    /// The response is not sent yet: a body let go of waits here.
+    #[default]
+    Waiting,
+    Parked(hyper::body::Incoming),
+    /// The response has been sent.
+    Answered,
+}
+
+/// How long the rest of an upload is read after the response was sent.
+pub const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(30);
+/// How much of the rest of an upload is read after the response was sent.
+pub const LINGER_BYTES: usize = 64 << 20;
+
+impl std::fmt::Debug for BodyPark {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BodyPark")
+    }
+}
+
+impl BodyPark {
+    /// The guard the response body holds: dropping it marks the response sent.
+    pub fn answered_on_drop(&self) -> Answered {
+        Answered(self.clone())
+    }
+
+    /// Keeps `b` until the response is sent, or reads it out now if it was.
+    fn park(&self, b: hyper::body::Incoming) {
+        // A poisoned lock only means a holder panicked: the body is then
+        // dropped here (reset), as it was before parking existed.
+        let Ok(mut park) = self.0.lock() else { return };
+        match *park {
+            Park::Answered => {
+                drop(park);
+                linger(b);
+            }
+            _ => *park = Park::Parked(b),
+        }
+    }
+}
+
+/// Marks the response of a [`BodyPark`] sent when dropped.
+pub struct Answered(BodyPark);
+
+impl Drop for Answered {
+    fn drop(&mut self) {
+        let Ok(mut park) = self.0 .0.lock() else {
+            return;
+        };
+        if let Park::Parked(b) = std::mem::replace(&mut *park, Park::Answered) {
+            drop(park);
+            linger(b);
+        }
+    }
+}
+
+/// Reads what is left of an answered upload on its own task (see
+/// [`BodyPark`]); without a runtime, drops it.
+fn linger(mut b: hyper::body::Incoming) {
+    let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    rt.spawn(async move {
+        let mut read = 0;
+        let _ = tokio::time::timeout(LINGER_TIME, async {
+            while let Some(Ok(frame)) = b.frame().await {
+                if let Some(data) = frame.data_ref() {
+                    read += data.len();
+                    if read > LINGER_BYTES {
+                        break;
+                    }
+                }
+            }
+        })
+        .await;
+    });
+}
+
+/// Like [`from_client`], for a body that goes to `park` when dropped before
+/// its end (see [`BodyPark`]).
+pub fn from_client_parked(b: hyper::body::Incoming, park: BodyPark) -> Body {
+    Parked {
+        inner: Some(b),
+        park,
+    }
+    .map_err(|e| -> BoxError { Box::new(ClientBodyError(e)) })
+    .boxed()
+}
+
+/// A client's request body that parks itself when dropped unfinished.
+struct Parked {
+    inner: Option<hyper::body::Incoming>,
+    park: BodyPark,
+}
+
+impl http_body::Body for Parked {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut().inner.as_mut() {
+            Some(b) => Pin::new(b).poll_frame(cx),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(|b| b.is_end_stream())
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner
+            .as_ref()
+            .map_or_else(|| http_body::SizeHint::with_exact(0), |b| b.size_hint())
+    }
+}
+
+impl Drop for Parked {
+    fn drop(&mut self) {
+        if let Some(b) = self.inner.take().filter(|b| !b.is_end_stream()) {
+            self.park.park(b);
+        }
+    }
 }
 
 /// Buffers the whole body's data, failing with [`BufferError::TooLarge`] past

@@ -374,7 +374,7 @@ fn segments(path: &[u8]) -> impl Iterator<Item = &[u8]> {
 
 /// True for an HTTP/1.1 request with `Expect: 100-continue` (RFC 9110
 /// §10.1.1): until the proxy reads its body, the client waits.
-fn awaits_continue(req: &Request<Incoming>) -> bool {
+fn awaits_continue<B>(req: &Request<B>) -> bool {
     req.version() == Version::HTTP_11
         && req
             .headers()
@@ -389,7 +389,7 @@ fn awaits_continue(req: &Request<Incoming>) -> bool {
 /// or `:authority`, with no audit record), so for those the upgrade headers
 /// are dropped and the request goes as an ordinary one, which is what a
 /// server ignoring the upgrade answers (RFC 9110 §7.8).
-fn is_upgrade(req: &Request<Incoming>) -> bool {
+fn is_upgrade<B>(req: &Request<B>) -> bool {
     let tokens = |name: header::HeaderName| {
         req.headers()
             .get_all(name)
@@ -514,7 +514,7 @@ fn default_port(uri: &Uri, conn: &ConnInfo) -> u16 {
 
 /// The request's destination: the URI's authority (absolute form, HTTP/2
 /// `:authority`), else the Host header.
-fn destination(req: &Request<Incoming>, default_port: u16) -> Result<(String, u16), HostError> {
+fn destination<B>(req: &Request<B>, default_port: u16) -> Result<(String, u16), HostError> {
     destination_of(req.uri(), req.headers(), default_port)
 }
 
@@ -607,6 +607,8 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: Body,
         _drain: crate::ops::signals::DrainGuard,
+        // Dropped after the response's end was queued: see `body::BodyPark`.
+        _answered: Option<body::Answered>,
     }
 }
 
@@ -637,6 +639,14 @@ pub async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let drain = shared.drain.guard();
+    // An HTTP/2 request body let go of unfinished is read out once the
+    // response has been sent, so that the client gets the response rather
+    // than a reset.
+    let park = (req.version() == Version::HTTP_2).then(body::BodyPark::default);
+    let req = req.map(|b| match &park {
+        Some(p) => body::from_client_parked(b, p.clone()),
+        None => body::from_client(b),
+    });
     let rsp = handle_tracked(shared, conn, req).await?;
     let (parts, inner) = rsp.into_parts();
     Ok(Response::from_parts(
@@ -644,6 +654,7 @@ pub async fn handle(
         body::boxed(Tracked {
             inner,
             _drain: drain,
+            _answered: park.as_ref().map(body::BodyPark::answered_on_drop),
         }),
     ))
 }
@@ -651,7 +662,7 @@ pub async fn handle(
 async fn handle_tracked(
     shared: Arc<Shared>,
     conn: Arc<ConnInfo>,
-    mut req: Request<Incoming>,
+    mut req: Request<Body>,
 ) -> Result<Response<Body>, Infallible> {
     let started = std::time::Instant::now();
     // Until a response is chosen, the record is pending: if the client goes
@@ -773,7 +784,7 @@ async fn handle_tracked(
     cx.conn = Some(conn.clone());
 
     // Rebuild the request with an absolute upstream URI and a boxed body.
-    let (mut parts, incoming) = req.into_parts();
+    let (mut parts, mut body) = req.into_parts();
     strip_hop_by_hop(&mut parts.headers, upgrade);
     // The path and query are reused as they are (no copy, no re-parse).
     let pq = parts
@@ -798,7 +809,6 @@ async fn handle_tracked(
         }
     };
     // parts.version stays the client's: Upstream::send picks the upstream's from it.
-    let mut body = body::from_client(incoming);
     let need = policy.pipeline.body_need(&cx, &parts);
     if let BodyNeed::Prefix(want) = need {
         let limit = policy.limits.max_request_body_bytes;
@@ -1013,12 +1023,11 @@ const DRAIN_LIMIT: usize = 64 * 1024;
 const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Reads what is left of the body of a request the proxy answers itself, up
-/// to [`DRAIN_LIMIT`] within [`DRAIN_TIME`]. Dropping an HTTP/2 request body
-/// mid-stream resets the stream (CANCEL) while the client may still be
-/// sending, and clients then report the whole exchange as failed (curl:
-/// "Stream error in the HTTP/2 framing layer") instead of reading the answer;
-/// over HTTP/1.1 it spares the connection. A bigger or slower body is
-/// dropped (reset) as before.
+/// to [`DRAIN_LIMIT`] within [`DRAIN_TIME`], before answering: over HTTP/1.1
+/// it spares the connection. A bigger or slower body is dropped: over
+/// HTTP/1.1 the connection then closes after the answer; an HTTP/2 body is
+/// read out after the answer has been sent (`body::BodyPark`), so the stream
+/// is not reset under a client still uploading.
 async fn drain_unread(mut body: Body) {
     use http_body_util::BodyExt as _;
     if http_body::Body::is_end_stream(&body) {

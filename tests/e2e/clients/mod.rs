@@ -14,6 +14,7 @@ mod git;
 mod node;
 mod npm;
 mod pip;
+mod uploads;
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
@@ -40,8 +41,6 @@ enum Via {
     /// The origin's name resolves to `https_listen` (as DNS interception would answer).
     HttpsListen,
 }
-
-const BOTH: [Via; 2] = [Via::Connect, Via::HttpsListen];
 
 /// `tests/client_peer.py` on a fresh host of the fake internet, answering for `names`: HTTPS
 /// on ports 443 and 8443, plain HTTP on 80.
@@ -102,9 +101,11 @@ impl Origin {
             .collect()
     }
 
-    /// Forgets the requests so far (between phases of a test).
-    fn clear(&self) {
-        std::fs::write(&self.log, "").expect("clearing the origin log");
+    /// Panics if the origin answered a request for `path`.
+    fn assert_never(&self, path: &str) {
+        if let Some(r) = self.requests().iter().find(|r| r["path"] == path) {
+            panic!("the origin received {path}: {r}");
+        }
     }
 }
 

@@ -84,7 +84,7 @@ fn npm(via: Via) {
         format!("//{REGISTRY}/npm/:_authToken={}\n", "proxy-npm-token").as_bytes(),
     );
 
-    let npm = |project: &str, registry: &str, package: &str| {
+    let npm = |project: &str, registry: &str, package: &str, extra: &[&str]| {
         let dir = work.path().join(project);
         std::fs::create_dir_all(&dir).expect("project dir");
         write(
@@ -105,6 +105,7 @@ fn npm(via: Via) {
             .arg(format!("--cache={}", work.path().join("cache").display()))
             .arg(format!("--userconfig={}", npmrc.display()))
             .args(["--fetch-retries=0", "--loglevel=http"])
+            .args(extra)
             .env("HOME", work.path());
         if via == Via::Connect {
             cmd.arg(format!("--proxy={}", px.proxy_url()))
@@ -113,31 +114,36 @@ fn npm(via: Via) {
         (run(&mut cmd), dir)
     };
 
-    let (out, dir) = npm("app", REGISTRY, "tiny-pkg");
-    ok(out);
-    let installed = dir.join("node_modules/tiny-pkg");
-    assert_eq!(
-        std::fs::read_to_string(installed.join("index.js")).expect("installed package"),
-        "module.exports = 42;\n"
-    );
-    let requests = origin.requests();
-    for path in ["/npm/tiny-pkg", "/npm/tiny-pkg/-/tiny-pkg-1.0.0.tgz"] {
-        let r = requests
-            .iter()
-            .find(|r| r["path"] == path)
-            .unwrap_or_else(|| panic!("npm fetched {path}: {requests:?}"));
-        assert_eq!(r["status"], 200, "{r}");
+    // A fresh install, then one that revalidates its cache (If-None-Match, answered 304).
+    let runs: [(&str, u16, &[&str]); 2] = [("app", 200, &[]), ("again", 304, &["--prefer-online"])];
+    for (project, status, extra) in runs {
+        let (out, dir) = npm(project, REGISTRY, "tiny-pkg", extra);
+        ok(out);
+        let installed = dir.join("node_modules/tiny-pkg");
         assert_eq!(
-            r["authorization"],
-            format!("Bearer {REAL_TOKEN}"),
-            "the registry saw the real token: {r}"
+            std::fs::read_to_string(installed.join("index.js")).expect("installed package"),
+            "module.exports = 42;\n"
         );
+        let requests = origin.requests();
+        for path in ["/npm/tiny-pkg", "/npm/tiny-pkg/-/tiny-pkg-1.0.0.tgz"] {
+            let r = requests
+                .iter()
+                .rev()
+                .find(|r| r["path"] == path)
+                .unwrap_or_else(|| panic!("npm fetched {path}: {requests:?}"));
+            assert_eq!(r["status"], status, "{project}: {r}");
+            assert_eq!(
+                r["authorization"],
+                format!("Bearer {REAL_TOKEN}"),
+                "the registry saw the real token: {r}"
+            );
+        }
     }
     assert_audit_matches_origin(&px, &origin, REGISTRY, &[]);
     assert_never_logged(&px, REAL_TOKEN);
 
     // A registry on a host the allowlist does not name.
-    let (out, _) = npm("denied", DENIED, "other-pkg");
+    let (out, _) = npm("denied", DENIED, "other-pkg", &[]);
     assert_ne!(out.exit, 0, "npm failed:\n{}", text(&out));
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(said.contains("403"), "npm shows the proxy's 403:\n{said}");
