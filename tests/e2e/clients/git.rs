@@ -311,7 +311,7 @@ fn clone_fetch_push(via: Via) {
 }
 
 /// The `user:password` of a Basic credential.
-fn base64_decode_basic(value: &str) -> String {
+pub(super) fn base64_decode_basic(value: &str) -> String {
     use base64::Engine;
     let b64 = value.strip_prefix("Basic ").unwrap_or(value);
     let raw = base64::engine::general_purpose::STANDARD
@@ -421,4 +421,55 @@ fn git_with_require_through_connect() {
 fn git_with_require_through_https_listen() {
     require_root!();
     require_token_up_front(Via::HttpsListen);
+}
+
+/// Inject mode, the stronger isolation the spec recommends: git holds no credential at all,
+/// and the proxy adds GitHub-style Basic auth (`base64 "x-access-token:" .Value`) to every
+/// request, so there is no 401 round trip either.
+#[test]
+fn git_with_an_injected_credential_through_connect_and_https_listen() {
+    require_root!();
+    let net = FakeInternet::new();
+    let origin = Origin::start(&net, &[GIT_HOST]);
+    let scratch = tempfile::tempdir().expect("scratch");
+    let head = seed(&origin, scratch.path());
+    let px = Px::start(
+        &net,
+        r#"
+  - name: allowlist
+    config:
+      domains: ["git.test"]
+  - name: secrets
+    config:
+      secrets:
+        - source: {type: env, var: GIT_TOKEN}
+          inject:
+            header: "Authorization"
+            formatter: 'Basic {{ base64 "x-access-token:" .Value }}'
+          rules:
+            - host: "git.test"
+"#,
+    );
+    let url = format!("https://{GIT_HOST}/git/repo.git");
+    for (via, dir) in [(Via::Connect, "c"), (Via::HttpsListen, "h")] {
+        let git = Git::new(&px, via, &scratch.path().join("home"));
+        ok(git.run(scratch.path(), &["clone", "-q", &url, dir]));
+        assert_eq!(
+            local_git(&scratch.path().join(dir), &["rev-parse", "HEAD"]),
+            head
+        );
+    }
+    let requests = origin.requests();
+    assert!(!requests.is_empty());
+    for r in &requests {
+        assert_eq!(r["status"], 200, "no 401 round trip: {r}");
+        let auth = r["authorization"].as_str().unwrap_or_default();
+        assert_eq!(
+            base64_decode_basic(auth),
+            format!("x-access-token:{REAL_TOKEN}"),
+            "{r}"
+        );
+    }
+    assert_audit_matches_origin(&px, &origin, GIT_HOST, &[]);
+    assert_never_logged(&px, REAL_TOKEN);
 }

@@ -147,6 +147,7 @@ impl Px {
             .resolver(net)
             .env("GIT_TOKEN", REAL_TOKEN)
             .env("NPM_TOKEN", REAL_TOKEN)
+            .env("PIP_TOKEN", REAL_TOKEN)
             .start();
         Self {
             px,

@@ -7,10 +7,21 @@ use super::*;
 const INDEX: &str = "pypi.test";
 const DENIED: &str = "evil-pypi.test";
 
+/// A private index, the way CI reaches one: the credential in the index URL is a placeholder
+/// the proxy swaps for the real one.
 const TRANSFORMS: &str = r#"
   - name: allowlist
     config:
       domains: ["pypi.test"]
+  - name: secrets
+    config:
+      secrets:
+        - source: {type: env, var: PIP_TOKEN}
+          replace:
+            proxy_value: "proxy-git-token"
+            match_headers: ["Authorization"]
+          rules:
+            - host: "pypi.test"
 "#;
 
 /// Writes `tinypkg-0.1.0-py3-none-any.whl` (one module, `VALUE = 42`) under
@@ -64,7 +75,7 @@ fn pip(via: Via) {
                 "--timeout",
                 "20",
                 "--index-url",
-                &format!("https://{index}/simple"),
+                &format!("https://ci:{PROXY_TOKEN}@{index}/simple"),
                 "--cert",
                 px.ca(),
             ])
@@ -95,6 +106,17 @@ fn pip(via: Via) {
     );
     assert_eq!(out.assert_ok().stdout.trim(), "42", "{out}");
     assert_audit_matches_origin(&px, &origin, INDEX, &[]);
+    // pip sent the index URL's credential, which reached the index as the real one.
+    let requests = origin.requests();
+    for r in &requests {
+        let auth = r["authorization"].as_str().unwrap_or_default();
+        assert_eq!(
+            super::git::base64_decode_basic(auth),
+            format!("ci:{REAL_TOKEN}"),
+            "{r}"
+        );
+    }
+    assert_never_logged(&px, REAL_TOKEN);
     assert_eq!(
         origin
             .requests()
