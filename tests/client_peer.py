@@ -16,7 +16,8 @@ others HTTPS.
   GET /release/ID arrived (or after 30 s): a client that reads "first" before it
   asks for the release proves the response streams through the proxy.
 - POST /echo[/...]: answers what it received: length, sha256, the request's framing.
-- /early/...: 401 at once, the upload left unread, then the connection closed.
+- /early/...: 401 before reading the upload, then the upload read (2 s at most) and
+  the connection closed.
 
 Request bodies may be chunked and gzip-encoded (git sends both); the server
 de-chunks them, and git http-backend undoes the gzip itself. Every request is
@@ -120,9 +121,17 @@ class Handler(BaseHTTPRequestHandler):
 
     def handle_any(self):
         if self.path.startswith("/early/"):
-            # Answers before reading the upload (an auth check, a quota) and closes.
+            # Answers before reading the upload (an auth check, a quota), then reads what
+            # comes of it for a while before closing, as servers do (a close with unread
+            # data resets the connection, and the client may lose the answer).
             self.close_connection = True
             self.answer(401, b"answered before the upload\n", extra=[("Connection", "close")])
+            self.wfile.flush()
+            self.connection.settimeout(2)
+            try:
+                self.read_body()
+            except OSError:
+                pass
             self.record(401, b"")
             return
         body = self.read_body()

@@ -639,16 +639,21 @@ pub async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let drain = shared.drain.guard();
-    // An HTTP/2 request body let go of unfinished is read out once the
-    // response has been sent, so that the client gets the response rather
-    // than a reset.
-    let park = (req.version() == Version::HTTP_2).then(body::BodyPark::default);
+    // An HTTP/2 request body let go of unfinished is read out before the
+    // response ends (or after, if let go of later), so that the client gets
+    // the response rather than a reset.
+    let park = (req.version() == Version::HTTP_2 && !http_body::Body::is_end_stream(req.body()))
+        .then(body::BodyPark::default);
     let req = req.map(|b| match &park {
         Some(p) => body::from_client_parked(b, p.clone()),
         None => body::from_client(b),
     });
     let rsp = handle_tracked(shared, conn, req).await?;
     let (parts, inner) = rsp.into_parts();
+    let inner = match &park {
+        Some(p) => body::answer_after_upload(inner, p.clone()),
+        None => inner,
+    };
     Ok(Response::from_parts(
         parts,
         body::boxed(Tracked {
@@ -1026,8 +1031,8 @@ const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(2);
 /// to [`DRAIN_LIMIT`] within [`DRAIN_TIME`], before answering: over HTTP/1.1
 /// it spares the connection. A bigger or slower body is dropped: over
 /// HTTP/1.1 the connection then closes after the answer; an HTTP/2 body is
-/// read out after the answer has been sent (`body::BodyPark`), so the stream
-/// is not reset under a client still uploading.
+/// read out before the answer's end (`body::BodyPark`), so the stream is not
+/// reset under a client still uploading.
 async fn drain_unread(mut body: Body) {
     use http_body_util::BodyExt as _;
     if http_body::Body::is_end_stream(&body) {
