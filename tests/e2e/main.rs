@@ -4,6 +4,7 @@
 
 mod backstop;
 mod bypass;
+mod clients;
 mod foundation;
 mod grpc_transform;
 mod harness_selftest;

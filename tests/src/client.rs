@@ -368,3 +368,35 @@ mod tests {
         );
     }
 }
+
+/// An `/etc/hosts` for one client: [`HostsFile::command`] runs a program in a private mount
+/// namespace (`unshare -m`) where this file is bind-mounted over `/etc/hosts`, so a client that
+/// resolves names itself (git, pip, npm, Node) reaches the proxy's listeners the way DNS
+/// interception would send it there, without touching the machine's own `/etc/hosts`.
+#[derive(Debug)]
+pub struct HostsFile {
+    path: std::path::PathBuf,
+}
+
+impl HostsFile {
+    /// Writes `dir/hosts` mapping each name to its address (plus localhost).
+    pub fn new(dir: &std::path::Path, names: &[(&str, std::net::IpAddr)]) -> Self {
+        let mut text = String::from("127.0.0.1 localhost\n::1 localhost\n");
+        for (name, ip) in names {
+            text.push_str(&format!("{ip} {name}\n"));
+        }
+        let path = dir.join("hosts");
+        std::fs::write(&path, text).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+        Self { path }
+    }
+
+    /// `program` under this hosts file (arguments and environment are added by the caller).
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut cmd = Command::new("unshare");
+        cmd.args(["-m", "--propagation", "private", "sh", "-c"])
+            .arg(r#"mount --bind "$0" /etc/hosts && exec "$@""#)
+            .arg(&self.path)
+            .arg(program);
+        cmd
+    }
+}

@@ -46,7 +46,7 @@ pub mod upstream;
 pub use audit::{Audit, AuditRecord};
 pub use ca::TestCa;
 pub use cgroup::{PinGuard, TestCgroup, Workload, WorkloadCurl};
-pub use client::{curl, python, python_in, Curl, CurlResult, PyResult};
+pub use client::{curl, python, python_in, Curl, CurlResult, HostsFile, PyResult};
 pub use logs::LogLine;
 pub use moto::Moto;
 pub use netns::{FakeInternet, Host};

@@ -109,3 +109,21 @@ pub fn scratch_dir(tag: &str) -> tempfile::TempDir {
         .tempdir()
         .expect("creating a temp dir")
 }
+
+/// The Node packages of `tests/node` (undici), installed by `scripts/setup-test-env.sh` into
+/// `IRON_TEST_NODE` (default `<repo>/target/test-node`): the `node_modules` directory, for
+/// `NODE_PATH`. Runs the setup's on-demand part first, like [`venv_python`].
+pub fn node_modules() -> PathBuf {
+    venv_python();
+    let dir = match std::env::var_os("IRON_TEST_NODE") {
+        Some(dir) => PathBuf::from(dir),
+        None => repo_root().join("target").join("test-node"),
+    }
+    .join("node_modules");
+    assert!(
+        dir.join("undici").is_dir(),
+        "{} has no undici: install node and npm, then run scripts/setup-test-env.sh",
+        dir.display()
+    );
+    dir
+}

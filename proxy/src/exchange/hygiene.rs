@@ -106,7 +106,7 @@ fn segments(path: &[u8]) -> impl Iterator<Item = &[u8]> {
 
 /// True for an HTTP/1.1 request with `Expect: 100-continue` (RFC 9110
 /// §10.1.1): until the proxy reads its body, the client waits.
-pub(super) fn awaits_continue(req: &Request<Incoming>) -> bool {
+pub(super) fn awaits_continue<B>(req: &Request<B>) -> bool {
     req.version() == Version::HTTP_11
         && req
             .headers()
@@ -121,7 +121,7 @@ pub(super) fn awaits_continue(req: &Request<Incoming>) -> bool {
 /// or `:authority`, with no audit record), so for those the upgrade headers
 /// are dropped and the request goes as an ordinary one, which is what a
 /// server ignoring the upgrade answers (RFC 9110 §7.8).
-pub(super) fn is_upgrade(req: &Request<Incoming>) -> bool {
+pub(super) fn is_upgrade<B>(req: &Request<B>) -> bool {
     let tokens = |name: header::HeaderName| {
         req.headers()
             .get_all(name)

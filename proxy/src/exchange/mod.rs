@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
-use http::{Request, Response, StatusCode};
+use http::{Request, Response, StatusCode, Version};
 use http_body::Frame;
 use hyper::body::Incoming;
 
@@ -126,6 +126,8 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: Body,
         _drain: crate::ops::signals::DrainGuard,
+        // Dropped after the response's end was queued: see `body::BodyPark`.
+        _answered: Option<body::Answered>,
     }
 }
 
@@ -156,13 +158,27 @@ pub async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let drain = shared.drain.guard();
+    // An HTTP/2 request body let go of unfinished is read out before the
+    // response ends (or after, if let go of later), so that the client gets
+    // the response rather than a reset.
+    let park = (req.version() == Version::HTTP_2 && !http_body::Body::is_end_stream(req.body()))
+        .then(body::BodyPark::default);
+    let req = req.map(|b| match &park {
+        Some(p) => body::from_client_parked(b, p.clone()),
+        None => body::from_client(b),
+    });
     let rsp = handle_tracked(shared, conn, req).await?;
     let (parts, inner) = rsp.into_parts();
+    let inner = match &park {
+        Some(p) => body::answer_after_upload(inner, p.clone()),
+        None => inner,
+    };
     Ok(Response::from_parts(
         parts,
         body::boxed(Tracked {
             inner,
             _drain: drain,
+            _answered: park.as_ref().map(body::BodyPark::answered_on_drop),
         }),
     ))
 }
@@ -170,7 +186,7 @@ pub async fn handle(
 async fn handle_tracked(
     shared: Arc<Shared>,
     conn: Arc<ConnInfo>,
-    mut req: Request<Incoming>,
+    mut req: Request<Body>,
 ) -> Result<Response<Body>, Infallible> {
     let started = std::time::Instant::now();
     // Until a response is chosen, the record is pending: if the client goes
@@ -203,7 +219,7 @@ async fn handle_tracked(
     cx.conn = Some(conn.clone());
 
     // Rebuild the request with an absolute upstream URI and a boxed body.
-    let (mut parts, incoming) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
     strip_hop_by_hop(&mut parts.headers, upgrade);
     // The path and query are reused as they are (no copy, no re-parse).
     let pq = parts
@@ -222,16 +238,7 @@ async fn handle_tracked(
     };
     // parts.version stays the client's: Upstream::send picks the upstream's from it.
     let need = policy.pipeline.body_need(&cx, &parts);
-    let body = match read_request_body(
-        body::from_client(incoming),
-        need,
-        &policy,
-        &cx,
-        &mut parts,
-        &mut rec,
-    )
-    .await
-    {
+    let body = match read_request_body(body, need, &policy, &cx, &mut parts, &mut rec).await {
         Ok(b) => b,
         Err(rsp) => return Ok(finish(rsp, rec.into_guard())),
     };
@@ -321,7 +328,7 @@ async fn handle_tracked(
 fn admit(
     shared: &Shared,
     conn: &ConnInfo,
-    req: &Request<Incoming>,
+    req: &Request<Body>,
     rec: &mut Pending,
 ) -> Result<(String, u16), Response<Body>> {
     let default_port = default_port(req.uri(), conn);
@@ -546,12 +553,11 @@ const DRAIN_LIMIT: usize = 64 * 1024;
 const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Reads what is left of the body of a request the proxy answers itself, up
-/// to [`DRAIN_LIMIT`] within [`DRAIN_TIME`]. Dropping an HTTP/2 request body
-/// mid-stream resets the stream (CANCEL) while the client may still be
-/// sending, and clients then report the whole exchange as failed (curl:
-/// "Stream error in the HTTP/2 framing layer") instead of reading the answer;
-/// over HTTP/1.1 it spares the connection. A bigger or slower body is
-/// dropped (reset) as before.
+/// to [`DRAIN_LIMIT`] within [`DRAIN_TIME`], before answering: over HTTP/1.1
+/// it spares the connection. A bigger or slower body is dropped: over
+/// HTTP/1.1 the connection then closes after the answer; an HTTP/2 body is
+/// read out before the answer's end (`body::BodyPark`), so the stream is not
+/// reset under a client still uploading.
 async fn drain_unread(mut body: Body) {
     use http_body_util::BodyExt as _;
     if http_body::Body::is_end_stream(&body) {

@@ -5,7 +5,6 @@
 
 use http::header::{self, HeaderMap};
 use http::{Request, Uri};
-use hyper::body::Incoming;
 
 use super::ConnInfo;
 use crate::rules::normalize_host;
@@ -105,8 +104,8 @@ pub(super) fn default_port(uri: &Uri, conn: &ConnInfo) -> u16 {
 
 /// The request's destination: the URI's authority (absolute form, HTTP/2
 /// `:authority`), else the Host header.
-pub(super) fn destination(
-    req: &Request<Incoming>,
+pub(super) fn destination<B>(
+    req: &Request<B>,
     default_port: u16,
 ) -> Result<(String, u16), HostError> {
     destination_of(req.uri(), req.headers(), default_port)

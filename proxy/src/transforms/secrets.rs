@@ -10,6 +10,11 @@
 //!   re-encoded. With `require: true`, a request where the token appears in no
 //!   scanned location is refused with 403 (`proxy_token_missing`).
 //!
+//! The host-only check of a MITM tunnel's target (`Flow::precheck`) passes
+//! through untouched: the tunnel's inner requests are the ones checked. The
+//! host-only request of an sni-only connection is not passed through: nothing
+//! inside it will be checked, so `require` refuses it.
+//!
 //! **Fail closed.** A secret that cannot be resolved never lets a request out
 //! without it: an inject entry whose rules match, or a replace entry whose
 //! token is present, fails the request with 502 (`secret_unavailable`, the
@@ -150,6 +155,13 @@ impl Transform for Secrets {
         req: &mut Request<Body>,
         cx: &mut Flow,
     ) -> Result<Verdict, TransformError> {
+        // A tunnel's host-only check (CONNECT or SOCKS5 in MITM mode) has no
+        // request to apply a credential to or find a token in: the inner
+        // requests come through here in full. Refusing it for `require`
+        // would refuse every tunnelled request, token or not.
+        if cx.precheck {
+            return Ok(Verdict::Continue);
+        }
         let mut swapped = Vec::new();
         let mut injected = Vec::new();
         let mut wire_names: Vec<String> = Vec::new();

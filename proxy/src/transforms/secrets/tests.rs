@@ -336,6 +336,44 @@ async fn require_rejects_requests_without_the_token() {
     ));
 }
 
+/// The host-only check of a CONNECT/SOCKS5 target in MITM mode: its inner requests are
+/// checked in full, so `require` must not refuse the tunnel (it carries no headers at all),
+/// and no secret is resolved for it. An sni-only connection's host-only request is all the
+/// proxy sees, so `require` still refuses it there.
+#[tokio::test]
+async fn a_tunnel_precheck_is_neither_refused_nor_given_a_secret() {
+    let mut r = replace(TOKEN, &["authorization"]);
+    r.require = true;
+    let t = transform(vec![
+        entry(
+            env("GH_TOKEN"),
+            SecretMode::Replace(r),
+            "[{host: git.test}]",
+        ),
+        entry(
+            env("MISSING_VAR"),
+            SecretMode::Inject(InjectConfig::Header {
+                name: "X-Key".into(),
+                formatter: None,
+            }),
+            "[{host: git.test}]",
+        ),
+    ]);
+    let mut req = Request::new(crate::body::empty());
+    let mut cx = flow("git.test", "", "");
+    cx.precheck = true;
+    assert!(matches!(
+        run(&t, &mut req, &mut cx).await,
+        Ok(Verdict::Continue)
+    ));
+    assert!(req.headers().is_empty());
+    let mut cx = flow("git.test", "", "");
+    match run(&t, &mut req, &mut cx).await {
+        Ok(Verdict::Reject(r)) => assert_eq!(r.reason, "proxy_token_missing"),
+        _ => panic!("an sni-only host-only request without the token is refused"),
+    }
+}
+
 #[tokio::test]
 async fn fail_closed_when_the_secret_cannot_be_resolved() {
     let t = transform(vec![
