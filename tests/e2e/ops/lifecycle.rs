@@ -1,4 +1,5 @@
-//! Shutdown: SIGTERM stops accepting, drains the in-flight request, exits 0.
+//! Shutdown: SIGTERM stops accepting, drains the in-flight request, exits 0; a second signal
+//! ends the grace period, and the records of the exchanges it cuts say so.
 
 use std::time::Duration;
 
@@ -73,6 +74,68 @@ transforms:
         "clean exit after the drain: {status}"
     );
     px.wait_for_log(|l| l.contains("in-flight requests drained"));
+}
+
+/// Exchanges still running when the grace period ends are cut by the proxy, not by their
+/// clients: their records say `shutdown` (before, one waiting for its response head was
+/// recorded as `client_closed`, "the client closed the connection", and a response cut
+/// mid-body as a plain `allow`). A second SIGTERM ends the grace period at once (before, it
+/// was ignored and the drain waited its 30 s).
+#[test]
+fn a_second_sigterm_ends_the_drain_and_cut_exchanges_are_recorded_as_shutdown() {
+    require_root!();
+    let net = FakeInternet::new();
+    let up = Upstream::https("httpbin.test").start(&net);
+    let mut px = Proxy::with(
+        r#"
+transforms:
+  - name: allowlist
+    config:
+      domains: ["httpbin.test"]
+"#,
+    )
+    .resolver(&net)
+    .start();
+
+    let waiting = Curl::get("https://httpbin.test/delay/20").via(&px).spawn();
+    let streaming = Curl::get("https://httpbin.test/stream/100?interval_ms=500")
+        .via(&px)
+        .spawn();
+    up.wait_for_request(|r| r.path() == "/delay/20");
+    streaming.wait_for_line(Duration::from_secs(10), |l| {
+        l.contains("\"id\": 1") || l.contains("\"id\":1")
+    });
+
+    px.signal(Signal::SIGTERM);
+    px.wait_for_log(|l| l.contains("draining"));
+    px.signal(Signal::SIGTERM);
+    let status = wait_until(Duration::from_secs(15), "the proxy to exit", || {
+        (!px.is_running()).then(|| px.stop())
+    });
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "exit 0");
+    let _ = waiting.finish();
+    let _ = streaming.finish();
+
+    let rec = px.wait_for_audit(|a| a.path() == Some("/delay/20"));
+    assert_eq!(rec.str("reason"), Some("shutdown"), "{rec}");
+    assert_eq!(rec.action(), Some("error"), "{rec}");
+    assert_eq!(rec.status_code(), Some(0), "no response was sent: {rec}");
+    let rec = px.wait_for_audit(|a| a.path() == Some("/stream/100"));
+    assert_eq!(rec.str("reason"), Some("shutdown"), "{rec}");
+    assert_eq!(rec.action(), Some("error"), "the body was cut: {rec}");
+    assert_eq!(
+        rec.status_code(),
+        Some(200),
+        "the status already sent: {rec}"
+    );
+    assert_eq!(
+        px.audit()
+            .iter()
+            .filter(|a| a.host() == Some("httpbin.test"))
+            .count(),
+        2,
+        "one record each"
+    );
 }
 
 /// A raw HTTP/1.1 keep-alive connection to `http_listen`.
