@@ -117,6 +117,12 @@ impl AuditGuard {
     pub fn record_mut(&mut self) -> Option<&mut AuditRecord> {
         self.record.as_mut()
     }
+
+    /// True once shutdown's grace period is over: an exchange dropped now
+    /// was cut by the proxy.
+    pub fn is_abandoning(&self) -> bool {
+        self.sink.is_abandoning()
+    }
 }
 
 impl Drop for AuditGuard {
@@ -963,6 +969,7 @@ async fn handle_tracked(
                     upstream,
                     client_up,
                     rec.into_guard(),
+                    shared.drain.guard(),
                 ));
             }
             _ => {

@@ -276,10 +276,9 @@ impl Intake {
                 return;
             }
         };
-        let outcome = crate::upgrade::splice_counted(io, upstream).await;
-        if let Some(r) = guard.record_mut() {
-            outcome.record(r, "passthrough");
-        }
+        crate::upgrade::SplicedRecord::new(guard, self.shared.drain.guard(), "passthrough")
+            .run(io, upstream)
+            .await;
     }
 }
 
