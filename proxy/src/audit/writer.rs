@@ -40,6 +40,11 @@ const BATCH_WINDOW: Duration = Duration::from_millis(1);
 /// queue, before the output counts as stuck and full-queue lines are dropped.
 pub const STALL: Duration = Duration::from_secs(5);
 
+/// The most one `write` is handed: a slow pipe reader that takes 64 KiB
+/// every few seconds shows as progress, not as a stuck output (a blocking
+/// `write` of a 4 MiB batch to a pipe returns only once all of it is read).
+const WRITE_CHUNK: usize = 64 << 10;
+
 /// First and longest pause between attempts after a failed write.
 const RETRY_MIN: Duration = Duration::from_millis(50);
 const RETRY_MAX: Duration = Duration::from_secs(1);
@@ -253,7 +258,8 @@ fn run(q: &Queue, mut out: Box<dyn Write + Send>) {
             std::mem::swap(&mut batch, &mut st.buf);
             upto = st.queued;
         }
-        let res = match out.write(&batch[done..]) {
+        let end = batch.len().min(done + WRITE_CHUNK);
+        let res = match out.write(&batch[done..end]) {
             Ok(0) => Err(std::io::Error::new(
                 std::io::ErrorKind::WriteZero,
                 "the output took no bytes",
@@ -521,5 +527,41 @@ mod tests {
         assert_eq!(*total.lock().expect("lock"), kept as usize * (64 << 10));
         // And a full queue waits again rather than dropping.
         assert!(w.push(&line, Kind::Audit));
+    }
+
+    #[test]
+    fn a_slow_reader_that_keeps_reading_is_waited_for_not_dropped() {
+        // Takes any write whole, but at 64 KiB per 10 ms, as a blocking pipe
+        // write to a slow reader does: a 4 MiB batch handed over in one call
+        // would take 640 ms, over the stall limit below.
+        struct Paced(Arc<Mutex<usize>>);
+        impl Write for Paced {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                let chunks = b.len().div_ceil(64 << 10) as u32;
+                std::thread::sleep(Duration::from_millis(10) * chunks);
+                *self.0.lock().expect("lock") += b.len();
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let total = Arc::new(Mutex::new(0));
+        let w = LineWriter::spawn_with_stall(
+            Box::new(Paced(total.clone())),
+            Duration::from_millis(400),
+        )
+        .expect("spawn");
+        let line = vec![b'x'; 64 << 10];
+        // 12.5 MiB: the queue fills while a 4 MiB batch is being written.
+        for _ in 0..200 {
+            assert!(
+                w.push(&line, Kind::Audit),
+                "a moving reader gets back-pressure"
+            );
+        }
+        assert!(w.flush(Duration::from_secs(30)));
+        assert_eq!(w.dropped_audit(), 0);
+        assert_eq!(*total.lock().expect("lock"), 200 * (64 << 10));
     }
 }
