@@ -323,3 +323,62 @@ fn copytruncate_of_a_non_append_stderr_file_leaves_no_hole_of_nul_bytes() {
     assert_eq!(audit_paths(&json_lines(&after)), ["/after-rotation"]);
     px.stop();
 }
+
+/// A CONNECT or SOCKS5 request that is granted and then closed without a byte through the
+/// tunnel is a request, and gets its record (`no_client_data`, as one that stalls until the
+/// timeout does). Before, it was taken for a port probe and left no trace.
+#[test]
+fn a_tunnel_closed_unused_still_has_its_record() {
+    require_root!();
+    let px = Proxy::with(format!("proxy:\n  tunnel_listen: auto\n{DENY_ALL}").as_str()).start();
+
+    let mut connect = TcpStream::connect(px.tunnel_addr()).expect("connecting to the tunnel");
+    connect
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("read timeout");
+    connect
+        .write_all(b"CONNECT allowed.test:443 HTTP/1.1\r\nHost: allowed.test:443\r\n\r\n")
+        .expect("writing CONNECT");
+    let mut head = [0u8; 64];
+    let n = connect.read(&mut head).expect("reading the CONNECT answer");
+    let head = String::from_utf8_lossy(&head[..n]).into_owned();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let connect_port = connect.local_addr().expect("local addr").port();
+    drop(connect);
+
+    let mut socks = TcpStream::connect(px.tunnel_addr()).expect("connecting to the tunnel");
+    socks
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("read timeout");
+    socks.write_all(&[5, 1, 0]).expect("greeting");
+    let mut reply = [0u8; 2];
+    socks.read_exact(&mut reply).expect("method reply");
+    assert_eq!(reply, [5, 0]);
+    let mut req = vec![5, 1, 0, 3, 12];
+    req.extend_from_slice(b"allowed.test");
+    req.extend_from_slice(&443u16.to_be_bytes());
+    socks.write_all(&req).expect("CONNECT request");
+    let mut reply = [0u8; 10];
+    socks.read_exact(&mut reply).expect("CONNECT reply");
+    assert_eq!(reply[1], 0, "granted: {reply:?}");
+    let socks_port = socks.local_addr().expect("local addr").port();
+    drop(socks);
+
+    for (kind, port) in [("connect", connect_port), ("socks5", socks_port)] {
+        let rec = px.wait_for_audit(|a| {
+            a.str("remote_addr")
+                .is_some_and(|r| r.ends_with(&format!(":{port}")))
+        });
+        assert_eq!(rec.str("reason"), Some("no_client_data"), "{rec}");
+        assert_eq!(
+            rec.pointer("/tunnel/kind").and_then(Value::as_str),
+            Some(kind),
+            "{rec}"
+        );
+        assert_eq!(
+            rec.pointer("/tunnel/target").and_then(Value::as_str),
+            Some("allowed.test:443"),
+            "{rec}"
+        );
+    }
+}
