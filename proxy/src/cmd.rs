@@ -40,7 +40,11 @@ pub fn run(arg: &Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    crate::ops::logs::init(cfg.log.level.as_str(), cfg.log.format);
+    crate::ops::logs::append_to_stderr_file();
+    crate::ops::logs::init_queued(cfg.log.level.as_str(), cfg.log.format);
+    // Whatever way `run` returns, the queued log lines and audit records go
+    // out first (boundedly: a stuck stderr does not hold the exit forever).
+    let _flush = FlushStderr;
     match crate::ops::fd_limit::raise() {
         Ok(Some(r)) => tracing::info!(from = r.from, to = r.to, "raised the open-file limit"),
         Ok(None) => {}
@@ -55,6 +59,7 @@ pub fn run(arg: &Path) -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
+            FlushStderr::now();
             eprintln!(
                 "iron-proxy: starting the runtime: {}",
                 crate::error_chain(&e)
@@ -67,6 +72,7 @@ pub fn run(arg: &Path) -> ExitCode {
         let mut stop = match crate::ops::ShutdownSignal::install() {
             Ok(s) => s,
             Err(e) => {
+                FlushStderr::now();
                 eprintln!("iron-proxy: {}", crate::error_chain(&e));
                 return ExitCode::FAILURE;
             }
@@ -74,6 +80,7 @@ pub fn run(arg: &Path) -> ExitCode {
         let audit = match AuditSink::stderr() {
             Ok(a) => a,
             Err(e) => {
+                FlushStderr::now();
                 eprintln!(
                     "iron-proxy: starting the audit writer thread: {}",
                     crate::error_chain(&e)
@@ -86,6 +93,7 @@ pub fn run(arg: &Path) -> ExitCode {
             Err(e) => {
                 // One line with the whole cause (not a log line as well: the
                 // same text twice in the journal).
+                FlushStderr::now();
                 eprintln!("iron-proxy: {}", crate::error_chain(&e));
                 return ExitCode::FAILURE;
             }
@@ -93,11 +101,49 @@ pub fn run(arg: &Path) -> ExitCode {
         tracing::info!(version = crate::VERSION, "ready");
         let signal = stop.recv().await;
         tracing::info!(signal, "shutting down");
-        app.shutdown(SHUTDOWN_GRACE).await;
-        // Every record of the drained requests reaches the log before exit.
-        audit.flush();
-        ExitCode::SUCCESS
+        app.shutdown(SHUTDOWN_GRACE, stop.recv()).await;
+        // Every record of the drained requests reaches the log before exit;
+        // an output that takes none of them for EXIT_FLUSH fails the exit.
+        if audit.flush(EXIT_FLUSH) {
+            ExitCode::SUCCESS
+        } else {
+            FlushStderr::give_up();
+            ExitCode::FAILURE
+        }
     })
+}
+
+/// How long the exit waits for stderr to take the last records and lines.
+const EXIT_FLUSH: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Flushes the stderr writer thread when `run` returns, so that queued log
+/// lines are out before a plain-text error printed after them.
+struct FlushStderr;
+
+/// Set once a flush timed out: later ones would only wait as long again.
+static STDERR_STUCK: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+impl FlushStderr {
+    fn now() {
+        if STDERR_STUCK.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
+        if let Some(w) = crate::audit::stderr_writer() {
+            if !w.flush(EXIT_FLUSH) {
+                Self::give_up();
+            }
+        }
+    }
+
+    fn give_up() {
+        STDERR_STUCK.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Drop for FlushStderr {
+    fn drop(&mut self) {
+        Self::now();
+    }
 }
 
 /// How long in-flight requests may take to finish after SIGTERM/SIGINT.

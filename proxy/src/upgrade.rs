@@ -20,13 +20,16 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use crate::audit::AuditRecord;
 use crate::body::{self, Body};
 use crate::exchange::AuditGuard;
+use crate::ops::signals::DrainGuard;
 
 /// Answers the client's upgrade with the upstream's 101 and splices the two
-/// upgraded connections in a background task that owns the audit record.
+/// upgraded connections in a background task that owns the audit record. The
+/// task counts as in flight for graceful shutdown (`drain`).
 pub fn splice(
     mut upstream: Response<Incoming>,
     client: OnUpgrade,
     mut guard: AuditGuard,
+    drain: DrainGuard,
 ) -> Response<Body> {
     let upstream_up = hyper::upgrade::on(&mut upstream);
     let (parts, _) = upstream.into_parts();
@@ -34,10 +37,11 @@ pub fn splice(
         r.status_code = 101;
     }
     tokio::spawn(async move {
+        let mut spliced = SplicedRecord::new(guard, drain, "upgraded connection");
         let (c, u) = match tokio::join!(client, upstream_up) {
             (Ok(c), Ok(u)) => (c, u),
             (c, u) => {
-                if let Some(r) = guard.record_mut() {
+                if let Some(r) = spliced.guard.record_mut() {
                     let err = c
                         .err()
                         .or(u.err())
@@ -45,16 +49,78 @@ pub fn splice(
                         .unwrap_or_default();
                     r.error = Some(format!("upgrade failed: {err}"));
                 }
+                spliced.done = true;
                 return;
             }
         };
-        let outcome = splice_counted(TokioIo::new(c), TokioIo::new(u)).await;
-        if let Some(r) = guard.record_mut() {
-            outcome.record(r, "upgraded connection");
-        }
-        drop(guard);
+        spliced.run(TokioIo::new(c), TokioIo::new(u)).await;
     });
     Response::from_parts(parts, body::empty())
+}
+
+/// The audit record of a splice (a WebSocket, an sni-only passthrough) with
+/// its live byte counts, held in flight for graceful shutdown. However the
+/// splice ends, the record gets the bytes moved so far: when both sides
+/// close, on an error, and when shutdown's grace period ends and the splice
+/// is dropped mid-way, which the record then says (`reason: shutdown`).
+pub struct SplicedRecord {
+    guard: AuditGuard,
+    sent: Arc<AtomicU64>,
+    received: Arc<AtomicU64>,
+    what: &'static str,
+    /// The splice ended on its own (or never started): not cut by shutdown.
+    done: bool,
+    _drain: DrainGuard,
+}
+
+impl SplicedRecord {
+    /// Takes over `guard`; `what` names the splice in an `error`.
+    pub fn new(guard: AuditGuard, drain: DrainGuard, what: &'static str) -> Self {
+        SplicedRecord {
+            guard,
+            sent: Arc::new(AtomicU64::new(0)),
+            received: Arc::new(AtomicU64::new(0)),
+            what,
+            done: false,
+            _drain: drain,
+        }
+    }
+
+    /// Splices `client` and `upstream` until both directions end.
+    pub async fn run<C, U>(mut self, client: C, upstream: U)
+    where
+        C: AsyncRead + AsyncWrite + Unpin,
+        U: AsyncRead + AsyncWrite + Unpin,
+    {
+        let outcome = splice_into(client, upstream, self.sent.clone(), self.received.clone()).await;
+        if let Some(r) = self.guard.record_mut() {
+            outcome.record(r, self.what);
+        }
+        self.done = true;
+    }
+}
+
+impl Drop for SplicedRecord {
+    fn drop(&mut self) {
+        let sent = self.sent.load(Ordering::Relaxed);
+        let received = self.received.load(Ordering::Relaxed);
+        let cut = !self.done && self.guard.is_abandoning();
+        if let Some(r) = self.guard.record_mut() {
+            r.bytes_sent.get_or_insert(sent);
+            r.bytes_received.get_or_insert(received);
+            if cut {
+                let status = r.status_code;
+                r.fail(
+                    "shutdown",
+                    format!(
+                        "iron-proxy shut down during the {} (its grace period ended)",
+                        self.what
+                    ),
+                    status,
+                );
+            }
+        }
+    }
 }
 
 /// What a splice moved, and how it ended.
@@ -89,6 +155,21 @@ where
 {
     let sent = Arc::new(AtomicU64::new(0));
     let received = Arc::new(AtomicU64::new(0));
+    splice_into(client, upstream, sent, received).await
+}
+
+/// [`splice_counted`] into counters the caller keeps, so that the counts
+/// outlive a splice that is dropped before it ends.
+async fn splice_into<C, U>(
+    client: C,
+    upstream: U,
+    sent: Arc<AtomicU64>,
+    received: Arc<AtomicU64>,
+) -> SpliceOutcome
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
     let mut c = Counted {
         inner: client,
         count: sent.clone(),

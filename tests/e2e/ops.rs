@@ -6,6 +6,7 @@
 //! users write them, and the JSON (or text) operational log lines next to the audit records on
 //! stderr.
 
+mod audit_sink;
 mod config_s3;
 mod hostile_clients;
 mod hostile_config;
@@ -347,6 +348,30 @@ fn requests_during_repeated_reloads_never_fail() {
             g == Some("even v") || g == Some("odd v"),
             "a request ran on a partial pipeline: {r}"
         );
+    }
+    // One audit record per request, none lost or doubled across the swaps, each from one
+    // complete pipeline.
+    let records = wait_until(
+        Duration::from_secs(10),
+        "a record for every request",
+        || {
+            let n = px
+                .audit()
+                .iter()
+                .filter(|a| a.path() == Some("/get"))
+                .count();
+            (n >= total).then_some(n)
+        },
+    );
+    assert_eq!(records, total, "exactly one record per request");
+    for rec in px.audit().iter().filter(|a| a.path() == Some("/get")) {
+        let names: Vec<&str> = rec
+            .request_transforms()
+            .iter()
+            .filter_map(|t| t["name"].as_str())
+            .collect();
+        assert!(rec.is_allowed(), "{rec}");
+        assert_eq!(names, ["allowlist", "secrets"], "{rec}");
     }
     let status = management(&px, "GET", "/v1/status", Some(API_KEY)).json();
     assert_eq!(status["last_reload"]["result"], "success", "{status}");

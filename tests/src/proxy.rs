@@ -65,6 +65,17 @@ pub struct Proxy {
     listen_ip: IpAddr,
     binary: Option<PathBuf>,
     config_arg: Option<ConfigArg>,
+    stderr_to: Option<StderrTo>,
+}
+
+/// Where the proxy's stderr goes instead of the harness's pipe (made again on every start
+/// attempt).
+struct StderrTo(Box<dyn Fn() -> Stdio + Send + Sync>);
+
+impl std::fmt::Debug for StderrTo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StderrTo(..)")
+    }
 }
 
 /// Turns the rendered config file into the `-config` argument (e.g. uploads it, returns its URL).
@@ -91,6 +102,7 @@ impl Proxy {
             listen_ip: IpAddr::from([127, 0, 0, 1]),
             binary: None,
             config_arg: None,
+            stderr_to: None,
         }
     }
 
@@ -117,6 +129,15 @@ impl Proxy {
     /// config somewhere and return its URL (`s3://bucket/key`). Called on every start attempt.
     pub fn config_arg(mut self, f: impl Fn(&Path) -> String + Send + Sync + 'static) -> Self {
         self.config_arg = Some(ConfigArg(Box::new(f)));
+        self
+    }
+
+    /// Sends the proxy's stderr (audit records and operational logs) to what `f` returns (a file
+    /// opened for appending, as systemd's `StandardError=append:` does; one end of a pipe)
+    /// instead of the harness's reader: [`ProxyProcess::audit`] and the log helpers then see
+    /// only stdout. Readiness is still detected from the listeners and `/readyz`.
+    pub fn stderr_to(mut self, f: impl Fn() -> Stdio + Send + Sync + 'static) -> Self {
+        self.stderr_to = Some(StderrTo(Box::new(f)));
         self
     }
 
@@ -220,7 +241,10 @@ impl Proxy {
             .current_dir(dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+            .stderr(match &self.stderr_to {
+                Some(f) => (f.0)(),
+                None => Stdio::piped(),
+            });
         let mut child = ChildGuard::spawn("iron-proxy", &mut cmd);
         let log_path = dir.path().join("proxy.log");
         let file = std::sync::Arc::new(std::sync::Mutex::new(
@@ -236,9 +260,11 @@ impl Proxy {
             }
         };
         let stdout = child.child_mut().stdout.take().expect("piped stdout");
-        let stderr = child.child_mut().stderr.take().expect("piped stderr");
         let (out, _) = Lines::capture(stdout, tee("[stdout] "));
-        let (err, _) = Lines::capture(stderr, tee(""));
+        let err = match child.child_mut().stderr.take() {
+            Some(stderr) => Lines::capture(stderr, tee("")).0,
+            None => Lines::default(),
+        };
         ProxyProcess {
             ca_path: path_str(&ca.cert_path()),
             _ca: ca,

@@ -223,6 +223,7 @@ impl App {
         let metrics = Arc::new(Metrics::new());
         metrics.config_loaded(SystemTime::now());
         audit.add_observer(metrics.observer());
+        audit.count_drops_in(metrics.audit_dropped_counter());
         // Never fails: a bad OTEL_* value is logged and export goes on without it (or off).
         let otel = ops::OtelExporter::start_from_env(metrics.otel_dropped_counter());
         if let Some(exporter) = &otel {
@@ -430,16 +431,34 @@ impl App {
     }
 
     /// Graceful shutdown: stop accepting, let in-flight requests finish up to
-    /// `grace`, flush the OTLP exporter. Interception stays pinned (fail closed).
-    pub async fn shutdown(mut self, grace: Duration) {
+    /// `grace` (or until `hurry` resolves: a second SIGTERM/SIGINT), flush
+    /// the OTLP exporter. Interception stays pinned (fail closed). Exchanges
+    /// still running after that are cut, and their records say so
+    /// (`reason: shutdown`).
+    pub async fn shutdown(
+        mut self,
+        grace: Duration,
+        hurry: impl std::future::Future<Output = &'static str>,
+    ) {
         ops::signals::notify_stopping();
         self.shared.set_stopping();
         for t in self.tasks.drain(..) {
             t.abort();
         }
-        match self.drain.drain(grace).await {
+        let outcome = tokio::select! {
+            o = self.drain.drain(grace) => o,
+            signal = hurry => {
+                let in_flight = self.drain.in_flight();
+                tracing::warn!(signal, in_flight, "second signal; ending the grace period now");
+                ops::signals::DrainOutcome::TimedOut { in_flight }
+            }
+        };
+        match outcome {
             ops::signals::DrainOutcome::Drained => tracing::info!("in-flight requests drained"),
             ops::signals::DrainOutcome::TimedOut { in_flight } => {
+                // Records of the exchanges cut from here on say the proxy
+                // ended them, not the client.
+                self.shared.audit.abandon_in_flight();
                 tracing::warn!(in_flight, "shutdown grace period over; dropping requests")
             }
         }

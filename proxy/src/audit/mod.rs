@@ -7,6 +7,8 @@
 
 mod writer;
 
+pub use writer::{stderr as stderr_writer, Kind as LineKind, LineWriter, STALL};
+
 use std::cell::RefCell;
 use std::io::Write;
 use std::sync::Arc;
@@ -243,28 +245,81 @@ pub trait AuditObserver: Send + Sync {
 /// waits until everything emitted so far is out.
 #[derive(Clone)]
 pub struct AuditSink {
-    out: Arc<writer::LineWriter>,
+    out: Out,
     observers: Arc<arc_swap::ArcSwap<Vec<Arc<dyn AuditObserver>>>>,
+    /// Counts records the writer dropped (`iron_proxy_audit_dropped_records_total`).
+    dropped: Arc<std::sync::OnceLock<prometheus_client::metrics::counter::Counter>>,
+    /// Set when shutdown gives up waiting: exchanges cut from then on are
+    /// recorded as `shutdown`, not as the client's doing.
+    abandoning: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// The writer behind a sink: the process's stderr writer, or one of its own.
+#[derive(Clone)]
+enum Out {
+    Shared(&'static writer::LineWriter),
+    Own(Arc<writer::LineWriter>),
+}
+
+impl std::ops::Deref for Out {
+    type Target = writer::LineWriter;
+    fn deref(&self) -> &writer::LineWriter {
+        match self {
+            Out::Shared(w) => w,
+            Out::Own(w) => w,
+        }
+    }
 }
 
 impl AuditSink {
-    /// Records to stderr.
+    /// Records to stderr, through the writer thread the operational logs
+    /// share ([`stderr_writer`]), so the two never interleave.
     pub fn stderr() -> std::io::Result<Self> {
-        Self::to_writer(Box::new(std::io::stderr()))
+        match writer::stderr() {
+            Some(w) => Ok(Self::with_out(Out::Shared(w))),
+            None => Self::to_writer(Box::new(std::io::stderr())),
+        }
     }
 
     /// Records to any writer (tests, files). Fails only when the writer
     /// thread cannot be started.
     pub fn to_writer(w: Box<dyn Write + Send>) -> std::io::Result<Self> {
-        Ok(AuditSink {
-            out: Arc::new(writer::LineWriter::spawn(w)?),
-            observers: Arc::new(arc_swap::ArcSwap::from_pointee(Vec::new())),
-        })
+        Ok(Self::with_out(Out::Own(Arc::new(
+            writer::LineWriter::spawn(w)?,
+        ))))
     }
 
-    /// Waits until every record emitted so far is written and flushed.
-    pub fn flush(&self) {
-        self.out.flush();
+    fn with_out(out: Out) -> Self {
+        AuditSink {
+            out,
+            observers: Arc::new(arc_swap::ArcSwap::from_pointee(Vec::new())),
+            dropped: Arc::new(std::sync::OnceLock::new()),
+            abandoning: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        }
+    }
+
+    /// Shutdown's grace period is over: the exchanges still in flight are
+    /// about to be cut by the proxy.
+    pub fn abandon_in_flight(&self) {
+        self.abandoning
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// True once [`AuditSink::abandon_in_flight`] was called.
+    pub fn is_abandoning(&self) -> bool {
+        self.abandoning.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Counts the records the writer drops (a stuck output, see [`writer`])
+    /// in `counter` from now on.
+    pub fn count_drops_in(&self, counter: prometheus_client::metrics::counter::Counter) {
+        let _ = self.dropped.set(counter);
+    }
+
+    /// Waits until every record emitted so far is written and flushed, for
+    /// at most `timeout`. False when the output did not take them in time.
+    pub fn flush(&self, timeout: std::time::Duration) -> bool {
+        self.out.flush(timeout)
     }
 
     /// Adds an observer that sees every later record.
@@ -292,7 +347,11 @@ impl AuditSink {
                 return;
             }
             line.push(b'\n');
-            self.out.push(line);
+            if !self.out.push(line, writer::Kind::Audit) {
+                if let Some(c) = self.dropped.get() {
+                    c.inc();
+                }
+            }
             if line.capacity() > 256 << 10 {
                 // One huge record (a body capture) should not pin its buffer forever.
                 *line = Vec::new();
@@ -334,7 +393,7 @@ mod tests {
         });
         r.reject(Some("allowlist"), "not_allowlisted", 403);
         sink.emit(&r);
-        sink.flush();
+        assert!(sink.flush(std::time::Duration::from_secs(10)));
         let text = String::from_utf8(buf.0.lock().expect("lock").clone()).expect("utf8");
         assert!(
             text.ends_with('\n') && text.matches('\n').count() == 1,

@@ -1,14 +1,33 @@
-//! The audit log's writer thread. Request tasks append finished JSON lines to
-//! a shared buffer (a memcpy under a short lock, no syscall); one dedicated
-//! thread writes the buffer out in batches. Nothing is dropped: when the
-//! writer falls behind by [`MAX_PENDING`] bytes, emitters wait for it
-//! (back-pressure), and [`LineWriter::flush`] / dropping the last handle
-//! waits until every queued line is written.
+//! The stderr writer thread. Audit records and operational log lines are
+//! appended to one shared buffer (a memcpy under a short lock, no syscall);
+//! one dedicated thread writes the buffer out in batches, so the two never
+//! interleave, whatever stderr is (a file, a pipe, a terminal).
+//!
+//! What happens when the output misbehaves, as nginx, Envoy and Squid
+//! handle their logs, with the trade-off explicit (docs/audit-log.md):
+//!
+//! - **Slow** (a pipe whose reader lags): back-pressure. When
+//!   [`MAX_PENDING`] bytes are queued, emitters wait for the writer.
+//! - **Failing** (a full disk, `EIO`, a closed pipe): nothing written is
+//!   torn and nothing queued is thrown away. The writer keeps the bytes not
+//!   yet written, the rest of a line included, and tries again (every
+//!   [`RETRY_MIN`] to [`RETRY_MAX`]); one ERROR line says when writing
+//!   started to fail and one INFO line when it works again.
+//! - **Stuck** (the writer took nothing for [`STALL`] while emitters
+//!   waited): the data plane is never held forever by its log. From then
+//!   on, lines that find the queue full are dropped and counted
+//!   ([`LineWriter::dropped`], the `iron_proxy_audit_dropped_records_total`
+//!   metric for audit records) until the writer moves again; then one
+//!   ERROR line in the log itself says how many were lost.
+//!
+//! [`LineWriter::flush`] waits (boundedly) until every queued line is out.
 
+use std::cell::Cell;
 use std::io::Write;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Queued bytes at which emitters start waiting for the writer.
 const MAX_PENDING: usize = 4 << 20;
@@ -16,6 +35,28 @@ const MAX_PENDING: usize = 4 << 20;
 /// How long the writer lets lines gather after a write while busy, so a burst
 /// becomes one `write` instead of one per request.
 const BATCH_WINDOW: Duration = Duration::from_millis(1);
+
+/// How long the writer may take nothing, while emitters wait on a full
+/// queue, before the output counts as stuck and full-queue lines are dropped.
+pub const STALL: Duration = Duration::from_secs(5);
+
+/// The most one `write` is handed: a slow pipe reader that takes 64 KiB
+/// every few seconds shows as progress, not as a stuck output (a blocking
+/// `write` of a 4 MiB batch to a pipe returns only once all of it is read).
+const WRITE_CHUNK: usize = 64 << 10;
+
+/// First and longest pause between attempts after a failed write.
+const RETRY_MIN: Duration = Duration::from_millis(50);
+const RETRY_MAX: Duration = Duration::from_secs(1);
+
+/// What a line is, for the drop counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// An audit record.
+    Audit,
+    /// An operational log line.
+    Log,
+}
 
 #[derive(Default)]
 struct State {
@@ -28,14 +69,25 @@ struct State {
     idle: bool,
     /// No more lines will come: write what is left and stop.
     closed: bool,
+    /// When the writer last wrote a byte (or started).
+    last_progress: Option<Instant>,
+    /// The writer took nothing for [`STALL`] while lines waited: a full
+    /// queue drops instead of waiting, until the writer moves again.
+    stuck: bool,
+    /// Lines dropped since the writer last reported drops (audit, log).
+    unreported: (u64, u64),
 }
 
 struct Queue {
     state: Mutex<State>,
+    /// [`STALL`], shorter in tests.
+    stall: Duration,
     /// Signals the writer: data arrived, or closing.
     data: Condvar,
     /// Signals emitters and flushers: the writer made progress.
     progress: Condvar,
+    /// Audit records dropped since start.
+    dropped_audit: AtomicU64,
 }
 
 impl Queue {
@@ -46,40 +98,90 @@ impl Queue {
     }
 }
 
+thread_local! {
+    /// Set on the writer thread: its own log lines never wait for itself.
+    static ON_WRITER: Cell<bool> = const { Cell::new(false) };
+}
+
 /// A line-oriented writer backed by a thread. Dropping it writes everything
-/// queued and joins the thread.
+/// queued (giving up on an output that fails) and joins the thread.
 pub struct LineWriter {
     queue: Arc<Queue>,
     thread: Option<JoinHandle<()>>,
 }
 
+/// The process's stderr writer, shared by the audit sink and the
+/// operational logs; started on first use. `None` when the thread could not
+/// be started (callers then write to stderr directly).
+pub fn stderr() -> Option<&'static LineWriter> {
+    static STDERR: OnceLock<Option<LineWriter>> = OnceLock::new();
+    STDERR
+        .get_or_init(|| LineWriter::spawn(Box::new(std::io::stderr())).ok())
+        .as_ref()
+}
+
 impl LineWriter {
     /// Starts the writer thread over `out`.
     pub fn spawn(out: Box<dyn Write + Send>) -> std::io::Result<Self> {
+        Self::spawn_with_stall(out, STALL)
+    }
+
+    fn spawn_with_stall(out: Box<dyn Write + Send>, stall: Duration) -> std::io::Result<Self> {
         let queue = Arc::new(Queue {
-            state: Mutex::new(State::default()),
+            stall,
+            state: Mutex::new(State {
+                last_progress: Some(Instant::now()),
+                ..State::default()
+            }),
             data: Condvar::new(),
             progress: Condvar::new(),
+            dropped_audit: AtomicU64::new(0),
         });
         let q = queue.clone();
         let thread = std::thread::Builder::new()
             .name("audit-writer".into())
-            .spawn(move || run(&q, out))?;
+            .spawn(move || {
+                ON_WRITER.with(|w| w.set(true));
+                run(&q, out)
+            })?;
         Ok(LineWriter {
             queue,
             thread: Some(thread),
         })
     }
 
-    /// Queues one complete line (including its newline).
-    pub fn push(&self, line: &[u8]) {
+    /// Queues one complete line (including its newline). Returns false when
+    /// the line was dropped: the queue is full and the output stuck.
+    pub fn push(&self, line: &[u8], kind: Kind) -> bool {
         let mut st = self.queue.lock();
-        while st.buf.len() >= MAX_PENDING && !st.closed {
-            st = self
-                .queue
-                .progress
-                .wait(st)
-                .unwrap_or_else(|p| p.into_inner());
+        // The writer's own lines (a failure, the drop report) are few and
+        // must not be lost: they go in even over the limit.
+        let on_writer = ON_WRITER.with(Cell::get);
+        if st.buf.len() >= MAX_PENDING && !st.closed && !on_writer {
+            while st.buf.len() >= MAX_PENDING && !st.closed && !st.stuck {
+                let stall = self.queue.stall;
+                let since = st.last_progress.map_or(stall, |t| t.elapsed());
+                if since >= stall {
+                    st.stuck = true;
+                    break;
+                }
+                st = self
+                    .queue
+                    .progress
+                    .wait_timeout(st, stall - since)
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
+            }
+            if st.buf.len() >= MAX_PENDING && !st.closed {
+                match kind {
+                    Kind::Audit => {
+                        st.unreported.0 += 1;
+                        self.queue.dropped_audit.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Kind::Log => st.unreported.1 += 1,
+                }
+                return false;
+            }
         }
         st.buf.extend_from_slice(line);
         st.queued += 1;
@@ -87,21 +189,35 @@ impl LineWriter {
             st.idle = false;
             self.queue.data.notify_one();
         }
+        true
     }
 
-    /// Returns once every line queued before the call has been written and
-    /// flushed (or the writer failed on it; that is logged).
-    pub fn flush(&self) {
+    /// Audit records dropped since start (see the module docs).
+    pub fn dropped_audit(&self) -> u64 {
+        self.queue.dropped_audit.load(Ordering::Relaxed)
+    }
+
+    /// Waits until every line queued before the call has been written and
+    /// flushed, or `timeout` has passed. Returns false on a timeout (the
+    /// output is stuck or failing; the lines stay queued).
+    pub fn flush(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
         let mut st = self.queue.lock();
         // `push` already woke the writer for anything queued.
         let target = st.queued;
         while st.written < target {
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
             st = self
                 .queue
                 .progress
-                .wait(st)
-                .unwrap_or_else(|p| p.into_inner());
+                .wait_timeout(st, deadline - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
         }
+        true
     }
 }
 
@@ -120,8 +236,16 @@ impl Drop for LineWriter {
 
 fn run(q: &Queue, mut out: Box<dyn Write + Send>) {
     let mut batch = Vec::new();
+    // Bytes of `batch` already written; a failed write keeps the rest.
+    let mut done = 0;
+    let mut upto = 0;
+    // The first error of a failing spell, and the pause before the next try.
+    let mut failing: Option<std::io::Error> = None;
+    let mut retry = RETRY_MIN;
     loop {
-        let upto = {
+        if done == batch.len() {
+            batch.clear();
+            done = 0;
             let mut st = q.lock();
             while st.buf.is_empty() && !st.closed {
                 st.idle = true;
@@ -132,23 +256,77 @@ fn run(q: &Queue, mut out: Box<dyn Write + Send>) {
                 return;
             }
             std::mem::swap(&mut batch, &mut st.buf);
-            st.queued
-        };
-        if let Err(e) = out.write_all(&batch).and_then(|_| out.flush()) {
-            tracing::error!(error = %e, bytes = batch.len(), "writing audit records");
+            upto = st.queued;
         }
-        batch.clear();
-        {
-            let mut st = q.lock();
-            st.written = upto;
-            q.progress.notify_all();
-            if st.closed {
-                continue;
+        let end = batch.len().min(done + WRITE_CHUNK);
+        let res = match out.write(&batch[done..end]) {
+            Ok(0) => Err(std::io::Error::new(
+                std::io::ErrorKind::WriteZero,
+                "the output took no bytes",
+            )),
+            other => other,
+        };
+        match res {
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                if retry_later(q, &mut failing, &mut retry, e) {
+                    continue;
+                }
+                // Closing and the output fails: give up on what is left.
+                done = batch.len();
             }
         }
-        // Busy: let the next lines gather instead of writing one per request.
-        std::thread::sleep(BATCH_WINDOW);
+        let _ = out.flush();
+        let dropped = {
+            let mut st = q.lock();
+            st.last_progress = Some(Instant::now());
+            st.stuck = false;
+            if done == batch.len() {
+                st.written = upto;
+            }
+            q.progress.notify_all();
+            std::mem::take(&mut st.unreported)
+        };
+        if let Some(e) = failing.take() {
+            retry = RETRY_MIN;
+            tracing::info!(first_error = %e, "writing to stderr works again");
+        }
+        if dropped != (0, 0) {
+            tracing::error!(
+                audit_records = dropped.0,
+                log_lines = dropped.1,
+                stall_seconds = q.stall.as_secs(),
+                "stderr took nothing for a while; lines were dropped rather than block requests"
+            );
+        }
+        if done == batch.len() && !q.lock().closed {
+            // Busy: let the next lines gather instead of writing one per request.
+            std::thread::sleep(BATCH_WINDOW);
+        }
     }
+}
+
+/// After a failed write: the first failure of a spell is logged (the line
+/// waits in the queue, so it appears once the output works again), then the
+/// writer pauses and tries again. Returns false when the writer is closing:
+/// nothing more will be tried.
+fn retry_later(
+    q: &Queue,
+    failing: &mut Option<std::io::Error>,
+    retry: &mut Duration,
+    e: std::io::Error,
+) -> bool {
+    if q.lock().closed {
+        return false;
+    }
+    if failing.is_none() {
+        tracing::error!(error = %e, "writing to stderr failed; audit records are kept and written when it works again");
+        *failing = Some(e);
+    }
+    std::thread::sleep(*retry);
+    *retry = (*retry * 2).min(RETRY_MAX);
+    true
 }
 
 #[cfg(test)]
@@ -174,9 +352,9 @@ mod tests {
         let sink = Sink::default();
         let w = LineWriter::spawn(Box::new(sink.clone())).expect("spawn");
         for i in 0..1000 {
-            w.push(format!("{i}\n").as_bytes());
+            w.push(format!("{i}\n").as_bytes(), Kind::Audit);
         }
-        w.flush();
+        assert!(w.flush(Duration::from_secs(10)));
         let text = String::from_utf8(sink.0.lock().expect("lock").0.clone()).expect("utf8");
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 1000);
@@ -197,7 +375,7 @@ mod tests {
                 let w = w.clone();
                 std::thread::spawn(move || {
                     for i in 0..2000 {
-                        w.push(format!("{t}:{i}\n").as_bytes());
+                        w.push(format!("{t}:{i}\n").as_bytes(), Kind::Audit);
                     }
                 })
             })
@@ -235,9 +413,155 @@ mod tests {
         let w = LineWriter::spawn(Box::new(Slow(total.clone()))).expect("spawn");
         let line = vec![b'x'; 64 << 10];
         for _ in 0..160 {
-            w.push(&line); // 10 MiB through a 4 MiB queue
+            assert!(w.push(&line, Kind::Audit)); // 10 MiB through a 4 MiB queue
         }
         drop(w);
         assert_eq!(*total.lock().expect("lock"), 160 * (64 << 10));
+    }
+
+    /// Accepts `room` bytes, then fails with ENOSPC until `room` grows again.
+    #[derive(Clone, Default)]
+    struct Disk(Arc<Mutex<(Vec<u8>, usize, usize)>>);
+    impl Write for Disk {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            let mut g = self.0.lock().expect("test lock");
+            let room = g.1.saturating_sub(g.0.len());
+            if room == 0 {
+                g.2 += 1;
+                return Err(std::io::Error::from_raw_os_error(28));
+            }
+            let n = room.min(b.len());
+            g.0.extend_from_slice(&b[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_full_output_keeps_the_rest_and_writes_it_once_there_is_room() {
+        let disk = Disk::default();
+        disk.0.lock().expect("lock").1 = 1000; // room for a dozen lines and a piece
+        let w = LineWriter::spawn(Box::new(disk.clone())).expect("spawn");
+        for i in 0..200 {
+            assert!(w.push(
+                format!("{{\"n\":{i},\"pad\":\"{}\"}}\n", "x".repeat(60)).as_bytes(),
+                Kind::Audit
+            ));
+        }
+        assert!(!w.flush(Duration::from_millis(300)), "nothing more fits");
+        assert!(disk.0.lock().expect("lock").2 > 0, "writes were refused");
+        disk.0.lock().expect("lock").1 = usize::MAX; // space freed
+        assert!(
+            w.flush(Duration::from_secs(10)),
+            "written once there is room"
+        );
+        let text = String::from_utf8(disk.0.lock().expect("lock").0.clone()).expect("utf8");
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 200, "no line lost");
+        for (i, l) in lines.iter().enumerate() {
+            let v: serde_json::Value = serde_json::from_str(l).expect("a whole line");
+            assert_eq!(v["n"], i, "in order, none torn");
+        }
+        assert_eq!(w.dropped_audit(), 0);
+    }
+
+    #[test]
+    fn a_stuck_output_drops_and_counts_instead_of_blocking_forever() {
+        // An output that blocks until released, like a pipe nobody reads.
+        let gate = Arc::new((Mutex::new(false), Condvar::new()));
+        struct Stuck(Arc<(Mutex<bool>, Condvar)>, Arc<Mutex<usize>>);
+        impl Write for Stuck {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                let (m, c) = &*self.0;
+                let mut open = m.lock().expect("lock");
+                while !*open {
+                    open = c.wait(open).expect("wait");
+                }
+                *self.1.lock().expect("lock") += b.len();
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let total = Arc::new(Mutex::new(0));
+        let stall = Duration::from_millis(200);
+        let w = LineWriter::spawn_with_stall(Box::new(Stuck(gate.clone(), total.clone())), stall)
+            .expect("spawn");
+        let line = vec![b'x'; 64 << 10];
+        // Opens the gate when the test ends, even on a failed assertion, so
+        // that dropping the writer (which joins its thread) cannot hang.
+        struct Open(Arc<(Mutex<bool>, Condvar)>);
+        impl Drop for Open {
+            fn drop(&mut self) {
+                *self.0 .0.lock().unwrap_or_else(|p| p.into_inner()) = true;
+                self.0 .1.notify_all();
+            }
+        }
+        let _open = Open(gate.clone());
+        let mut kept = 0;
+        // 12 MiB into a 4 MiB queue over a writer that takes nothing (its
+        // first batch is at most 4 MiB too): without the stall rule this
+        // never returns.
+        for _ in 0..192 {
+            if w.push(&line, Kind::Audit) {
+                kept += 1;
+            }
+        }
+        let dropped = w.dropped_audit();
+        assert!(
+            dropped > 0,
+            "lines dropped once the output counted as stuck"
+        );
+        assert_eq!(kept + dropped, 192, "every line either kept or counted");
+        assert!(
+            !w.flush(Duration::from_millis(100)),
+            "a stuck output does not flush"
+        );
+        // The output moves again: what was kept is written.
+        *gate.0.lock().expect("lock") = true;
+        gate.1.notify_all();
+        assert!(w.flush(Duration::from_secs(10)));
+        assert_eq!(*total.lock().expect("lock"), kept as usize * (64 << 10));
+        // And a full queue waits again rather than dropping.
+        assert!(w.push(&line, Kind::Audit));
+    }
+
+    #[test]
+    fn a_slow_reader_that_keeps_reading_is_waited_for_not_dropped() {
+        // Takes any write whole, but at 64 KiB per 10 ms, as a blocking pipe
+        // write to a slow reader does: a 4 MiB batch handed over in one call
+        // would take 640 ms, over the stall limit below.
+        struct Paced(Arc<Mutex<usize>>);
+        impl Write for Paced {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                let chunks = b.len().div_ceil(64 << 10) as u32;
+                std::thread::sleep(Duration::from_millis(10) * chunks);
+                *self.0.lock().expect("lock") += b.len();
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let total = Arc::new(Mutex::new(0));
+        let w = LineWriter::spawn_with_stall(
+            Box::new(Paced(total.clone())),
+            Duration::from_millis(400),
+        )
+        .expect("spawn");
+        let line = vec![b'x'; 64 << 10];
+        // 12.5 MiB: the queue fills while a 4 MiB batch is being written.
+        for _ in 0..200 {
+            assert!(
+                w.push(&line, Kind::Audit),
+                "a moving reader gets back-pressure"
+            );
+        }
+        assert!(w.flush(Duration::from_secs(30)));
+        assert_eq!(w.dropped_audit(), 0);
+        assert_eq!(*total.lock().expect("lock"), 200 * (64 << 10));
     }
 }

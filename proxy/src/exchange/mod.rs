@@ -281,7 +281,7 @@ async fn handle_tracked(
     if upstream.status() == StatusCode::SWITCHING_PROTOCOLS {
         return Ok(match client_upgrade {
             Some(client_up) if switches_to_websocket(&upstream) => {
-                crate::upgrade::splice(upstream, client_up, rec.into_guard())
+                crate::upgrade::splice(upstream, client_up, rec.into_guard(), shared.drain.guard())
             }
             _ => {
                 // Switching to anything else (or unasked) would hand the

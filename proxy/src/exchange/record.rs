@@ -36,6 +36,12 @@ impl AuditGuard {
     pub fn record_mut(&mut self) -> Option<&mut AuditRecord> {
         self.record.as_mut()
     }
+
+    /// True once shutdown's grace period is over: an exchange dropped now
+    /// was cut by the proxy.
+    pub fn is_abandoning(&self) -> bool {
+        self.sink.is_abandoning()
+    }
 }
 
 impl Drop for AuditGuard {
@@ -99,7 +105,10 @@ impl Pending {
 impl Drop for Pending {
     fn drop(&mut self) {
         if let Some(mut r) = self.record.take() {
-            if r.reason.is_none() {
+            if self.sink.is_abandoning() {
+                // Not the client: shutdown's grace period ran out.
+                r.fail("shutdown", SHUTDOWN_BEFORE_RESPONSE.into(), 0);
+            } else if r.reason.is_none() {
                 r.fail(
                     "client_closed",
                     "the client closed the connection before the response began".into(),
@@ -111,12 +120,36 @@ impl Drop for Pending {
     }
 }
 
+/// `error` of an exchange cut by shutdown before its response began.
+const SHUTDOWN_BEFORE_RESPONSE: &str =
+    "iron-proxy shut down before the response began (its grace period ended)";
+
 pin_project_lite::pin_project! {
     /// A response body that carries the audit guard until the body ends.
     struct AuditedBody {
         #[pin]
         inner: Body,
         guard: Option<AuditGuard>,
+    }
+
+    impl PinnedDrop for AuditedBody {
+        fn drop(this: Pin<&mut Self>) {
+            // Dropped before its end: the client went away (the record keeps
+            // the response's status), or shutdown cut it, which the record says.
+            let this = this.project();
+            if let Some(g) = this.guard.as_mut() {
+                if g.sink.is_abandoning() {
+                    if let Some(r) = g.record_mut() {
+                        let status = r.status_code;
+                        r.fail(
+                            "shutdown",
+                            "iron-proxy shut down while the response body streamed (its grace period ended)".into(),
+                            status,
+                        );
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -136,7 +169,7 @@ impl http_body::Body for AuditedBody {
             }
             Poll::Ready(Some(Err(e))) => {
                 if let Some(r) = this.guard.as_mut().and_then(|g| g.record_mut()) {
-                    let detail = format!("response body: {e}");
+                    let detail = format!("response body: {}", crate::error_chain(e.as_ref()));
                     if let Some(b) = crate::find_in_chain::<body::BodyRefused>(e.as_ref()) {
                         // A transform cut the body on purpose: its reason.
                         let status = r.status_code;

@@ -119,10 +119,22 @@ impl Intake {
             .await
         {
             Ok(v) => v,
-            Err(crate::tls::sniff::SniffError::Closed(0)) => {
+            Err(crate::tls::sniff::SniffError::Closed(0)) if conn.tunnel.is_none() => {
                 // Connected and closed without a byte (TCP health checks,
                 // port probes): no request, so no audit record.
                 tracing::debug!(client = %conn.remote, "connection closed before sending anything");
+                return;
+            }
+            Err(crate::tls::sniff::SniffError::Closed(0)) => {
+                // A CONNECT or SOCKS5 request was made (and granted) and the
+                // client closed the tunnel unused: that request gets its
+                // record, as one that stalls does.
+                let mut rec = conn.record();
+                rec.host = dest.host.clone().unwrap_or_default();
+                rec.reject(None, "no_client_data", 0);
+                rec.error =
+                    Some("the client closed the tunnel without sending anything through it".into());
+                self.shared.audit.emit(&rec);
                 return;
             }
             Err(e) => {
@@ -276,10 +288,9 @@ impl Intake {
                 return;
             }
         };
-        let outcome = crate::upgrade::splice_counted(io, upstream).await;
-        if let Some(r) = guard.record_mut() {
-            outcome.record(r, "passthrough");
-        }
+        crate::upgrade::SplicedRecord::new(guard, self.shared.drain.guard(), "passthrough")
+            .run(io, upstream)
+            .await;
     }
 }
 

@@ -9,9 +9,10 @@
 //!
 //! Audit records share stderr and are told apart by their `action` key, so
 //! no operational line has one: a field named `action` (or `time`, `level`,
-//! `msg`) is written as `field.action`. Each line reaches stderr in one
-//! `write` (tracing-subscriber formats into a buffer first), so it never
-//! interleaves with the audit writer's batches.
+//! `msg`) is written as `field.action`. In the proxy (`run`) each line is
+//! queued on the stderr writer thread the audit records use
+//! (`audit::stderr_writer`), so the two never interleave and logging never
+//! waits on stderr itself; the short-lived commands write to stderr directly.
 
 use std::fmt;
 use std::sync::OnceLock;
@@ -45,15 +46,79 @@ static FORMAT: OnceLock<LogFormat> = OnceLock::new();
 /// Installs the global subscriber: stderr at `level` for iron-proxy and
 /// `warn` for everything else, unless `IRON_LOG_FILTER` holds a `tracing`
 /// filter directive. Does nothing when a subscriber is already installed.
+/// Lines go to stderr directly (short-lived commands); see [`init_queued`].
 pub fn init(level: &str, format: LogFormat) {
+    install(level, format, std::io::stderr);
+}
+
+/// [`init`] for the proxy itself: lines are queued on the stderr writer
+/// thread shared with the audit records, so they never interleave with a
+/// batch of records and a stuck stderr never holds a request's thread (see
+/// `audit::writer`). Call `audit::stderr_writer().flush` before exiting.
+pub fn init_queued(level: &str, format: LogFormat) {
+    install(level, format, || Queued);
+}
+
+fn install<W>(level: &str, format: LogFormat, writer: W)
+where
+    W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+{
     let filter = EnvFilter::try_from_env("IRON_LOG_FILTER")
         .unwrap_or_else(|_| EnvFilter::new(format!("iron_proxy={level},warn")));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    if subscriber(filter, format, ansi, std::io::stderr)
-        .try_init()
-        .is_ok()
-    {
+    if subscriber(filter, format, ansi, writer).try_init().is_ok() {
         let _ = FORMAT.set(format);
+    }
+}
+
+/// When stderr is a regular file opened without `O_APPEND` (`2>file` in a
+/// shell, systemd's `StandardError=file:`), sets `O_APPEND` on it, as nginx
+/// opens its logs: the proxy only ever appends, and after logrotate's
+/// `copytruncate` writes then land at the new end of the file instead of at
+/// the old offset, which left a hole of NUL bytes as long as the old file.
+/// Pipes, terminals and sockets are left alone.
+pub fn append_to_stderr_file() {
+    use std::os::fd::AsFd;
+    let _ = ensure_append(std::io::stderr().as_fd());
+}
+
+/// Sets `O_APPEND` on `fd` if it is a regular file; true when it did.
+fn ensure_append(fd: std::os::fd::BorrowedFd<'_>) -> bool {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    use nix::sys::stat::{fstat, SFlag};
+    let regular =
+        fstat(fd).is_ok_and(|st| st.st_mode & SFlag::S_IFMT.bits() == SFlag::S_IFREG.bits());
+    if !regular {
+        return false;
+    }
+    let Ok(flags) = fcntl(fd, FcntlArg::F_GETFL) else {
+        return false;
+    };
+    let flags = OFlag::from_bits_truncate(flags);
+    if flags.contains(OFlag::O_APPEND) {
+        return false;
+    }
+    fcntl(fd, FcntlArg::F_SETFL(flags | OFlag::O_APPEND)).is_ok()
+}
+
+/// A formatted event, queued as one line on the stderr writer thread.
+struct Queued;
+
+impl std::io::Write for Queued {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        // tracing-subscriber writes each formatted event with one
+        // `write_all`, so `buf` is one whole line.
+        match crate::audit::stderr_writer() {
+            Some(w) => {
+                w.push(buf, crate::audit::LineKind::Log);
+                Ok(buf.len())
+            }
+            None => std::io::stderr().write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -68,9 +133,13 @@ fn subscriber<W>(
 where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {
+    // No "[tracing-subscriber] Unable to write" fallback: it is an
+    // `eprint!`, which panics when stderr fails (a full disk), and that
+    // panic killed whichever thread logged, the audit writer included.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(writer);
+        .with_writer(writer)
+        .log_internal_errors(false);
     match format {
         LogFormat::Json => Box::new(
             builder

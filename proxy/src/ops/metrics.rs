@@ -103,6 +103,7 @@ pub struct Metrics {
     last_reload_success: Gauge<f64, AtomicU64>,
     ca_expiry: Gauge,
     otel_dropped: Counter,
+    audit_dropped: Counter,
     reasons: BoundedLabel,
     transforms: BoundedLabel,
     transform_handles: HandleCache,
@@ -166,6 +167,7 @@ impl Metrics {
             last_reload_success: Gauge::default(),
             ca_expiry: Gauge::default(),
             otel_dropped: Counter::default(),
+            audit_dropped: Counter::default(),
             reasons: BoundedLabel::default(),
             transforms: BoundedLabel::default(),
             transform_handles: HandleCache::default(),
@@ -231,6 +233,11 @@ impl Metrics {
                 "Audit records not delivered to the OTLP collector (queue full or export failed)",
                 m.otel_dropped.clone(),
             );
+            r.register(
+                "audit_dropped_records",
+                "Audit records not written to stderr: it took nothing for the stall limit while the queue was full",
+                m.audit_dropped.clone(),
+            );
             r.register("build_info", "Build information", build_info);
         }
         // Known label combinations start at zero so rate() and absent() work from the first scrape.
@@ -266,6 +273,7 @@ impl Metrics {
             "last_reload_success_timestamp_seconds",
             "ca_expiry_timestamp_seconds",
             "otel_dropped_records",
+            "audit_dropped_records",
             "build_info",
         ];
         m.names
@@ -380,6 +388,12 @@ impl Metrics {
     /// The counter OTLP export increments for each record it could not deliver.
     pub fn otel_dropped_counter(&self) -> Counter {
         self.otel_dropped.clone()
+    }
+
+    /// The counter of audit records the stderr writer dropped, for
+    /// [`crate::audit::AuditSink::count_drops_in`].
+    pub fn audit_dropped_counter(&self) -> Counter {
+        self.audit_dropped.clone()
     }
 
     /// Adds a counter family read at scrape time, exposed as `iron_proxy_<name>_total`.

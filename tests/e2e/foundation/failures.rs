@@ -160,9 +160,11 @@ transforms:
         "/short",
         &failed(200, "upstream_body_error"),
     );
+    // The cause, not just hyper's outer "error reading a body from connection".
     assert!(
         rec.str("error")
-            .is_some_and(|e| e.starts_with("response body:")),
+            .is_some_and(|e| e.starts_with("response body:")
+                && e.contains("end of file before message length reached")),
         "{rec}"
     );
 }

@@ -1,4 +1,5 @@
-//! Shutdown: SIGTERM stops accepting, drains the in-flight request, exits 0.
+//! Shutdown: SIGTERM stops accepting, drains the in-flight request, exits 0; a second signal
+//! ends the grace period, and the records of the exchanges it cuts say so.
 
 use std::time::Duration;
 
@@ -73,6 +74,171 @@ transforms:
         "clean exit after the drain: {status}"
     );
     px.wait_for_log(|l| l.contains("in-flight requests drained"));
+}
+
+/// Exchanges still running when the grace period ends are cut by the proxy, not by their
+/// clients: their records say `shutdown` (before, one waiting for its response head was
+/// recorded as `client_closed`, "the client closed the connection", and a response cut
+/// mid-body as a plain `allow`). A second SIGTERM ends the grace period at once (before, it
+/// was ignored and the drain waited its 30 s).
+#[test]
+fn a_second_sigterm_ends_the_drain_and_cut_exchanges_are_recorded_as_shutdown() {
+    require_root!();
+    let net = FakeInternet::new();
+    let up = Upstream::https("httpbin.test").start(&net);
+    let mut px = Proxy::with(
+        r#"
+transforms:
+  - name: allowlist
+    config:
+      domains: ["httpbin.test"]
+"#,
+    )
+    .resolver(&net)
+    .start();
+
+    let waiting = Curl::get("https://httpbin.test/delay/20").via(&px).spawn();
+    let streaming = Curl::get("https://httpbin.test/stream/100?interval_ms=500")
+        .via(&px)
+        .spawn();
+    up.wait_for_request(|r| r.path() == "/delay/20");
+    streaming.wait_for_line(Duration::from_secs(10), |l| {
+        l.contains("\"id\": 1") || l.contains("\"id\":1")
+    });
+
+    px.signal(Signal::SIGTERM);
+    px.wait_for_log(|l| l.contains("draining"));
+    px.signal(Signal::SIGTERM);
+    let status = wait_until(Duration::from_secs(15), "the proxy to exit", || {
+        (!px.is_running()).then(|| px.stop())
+    });
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "exit 0");
+    let _ = waiting.finish();
+    let _ = streaming.finish();
+
+    let rec = px.wait_for_audit(|a| a.path() == Some("/delay/20"));
+    assert_eq!(rec.str("reason"), Some("shutdown"), "{rec}");
+    assert_eq!(rec.action(), Some("error"), "{rec}");
+    assert_eq!(rec.status_code(), Some(0), "no response was sent: {rec}");
+    let rec = px.wait_for_audit(|a| a.path() == Some("/stream/100"));
+    assert_eq!(rec.str("reason"), Some("shutdown"), "{rec}");
+    assert_eq!(rec.action(), Some("error"), "the body was cut: {rec}");
+    assert_eq!(
+        rec.status_code(),
+        Some(200),
+        "the status already sent: {rec}"
+    );
+    assert_eq!(
+        px.audit()
+            .iter()
+            .filter(|a| a.host() == Some("httpbin.test"))
+            .count(),
+        2,
+        "one record each"
+    );
+}
+
+/// Connects to `wss://ws.test/ws` through the proxy's HTTPS listener, echoes one message,
+/// touches `<dir>/echoed`; once `<dir>/again` exists echoes another and touches
+/// `<dir>/echoed-again`; then waits for the connection to end. The asyncio client (see
+/// tests/README.md).
+const WS_HELD_OPEN: &str = r#"
+import asyncio, json, os, socket, ssl, sys, time
+from websockets.asyncio.client import connect
+host, port, ca, flags = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+def touch(name): open(os.path.join(flags, name), "w").close()
+async def main():
+    ctx = ssl.create_default_context(cafile=ca)
+    sock = socket.create_connection((host, port), timeout=10)
+    got = []
+    async with connect("wss://ws.test/ws", sock=sock, ssl=ctx, server_hostname="ws.test",
+                       open_timeout=10, ping_interval=None) as ws:
+        await ws.send("hello")
+        got.append(await asyncio.wait_for(ws.recv(), 10))
+        touch("echoed")
+        deadline = time.time() + 30
+        while not os.path.exists(os.path.join(flags, "again")) and time.time() < deadline:
+            await asyncio.sleep(0.02)
+        await ws.send("after-sigterm")
+        got.append(await asyncio.wait_for(ws.recv(), 10))
+        touch("echoed-again")
+        try:
+            await asyncio.wait_for(ws.recv(), 30)
+        except Exception as e:
+            got.append(type(e).__name__)
+    return got
+print(json.dumps({"got": asyncio.run(main())}))
+"#;
+
+/// A WebSocket open at SIGTERM is an exchange in flight: the drain waits for it (before, its
+/// splice was not counted, so the proxy cut it at once), and when the grace period ends (here
+/// a second SIGTERM) its record says `shutdown` and keeps the bytes it moved (before, a cut
+/// splice's record had no `bytes_sent`/`bytes_received`).
+#[test]
+fn a_websocket_open_at_sigterm_is_drained_and_its_cut_record_keeps_its_bytes() {
+    require_root!();
+    let net = FakeInternet::new();
+    let up = Upstream::https("ws.test").start(&net);
+    let mut px = Proxy::with(
+        r#"
+transforms:
+  - name: allowlist
+    config:
+      domains: ["ws.test"]
+"#,
+    )
+    .resolver(&net)
+    .start();
+    let flags = tempfile::tempdir().expect("temp dir");
+    let dir = flags.path().to_str().expect("utf-8 temp path").to_string();
+    let https = px.https_addr();
+    let ca = px.ca().to_string();
+    let client = std::thread::spawn(move || {
+        python(
+            WS_HELD_OPEN,
+            [https.ip().to_string(), https.port().to_string(), ca, dir],
+        )
+    });
+    let flag = |name: &str| flags.path().join(name);
+    wait_until(Duration::from_secs(30), "the WebSocket echo", || {
+        (flag("echoed").exists() || client.is_finished()).then_some(())
+    });
+    assert!(flag("echoed").exists(), "the WebSocket client gave up");
+    up.wait_for_request(|q| q.path() == "/ws");
+
+    px.signal(Signal::SIGTERM);
+    let draining = px.wait_for_log(|l| l.contains("\"draining\""));
+    assert!(
+        draining.contains("\"in_flight\":1"),
+        "the WebSocket is in flight: {draining}"
+    );
+    // Still spliced while the proxy drains.
+    std::fs::write(flag("again"), "").expect("writing a flag");
+    wait_until(Duration::from_secs(15), "the echo after SIGTERM", || {
+        (flag("echoed-again").exists() || client.is_finished()).then_some(())
+    });
+    assert!(
+        flag("echoed-again").exists(),
+        "the WebSocket was cut at SIGTERM instead of drained"
+    );
+    px.signal(Signal::SIGTERM);
+    let status = wait_until(Duration::from_secs(15), "the proxy to exit", || {
+        (!px.is_running()).then(|| px.stop())
+    });
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "exit 0");
+    let out = client.join().expect("client thread");
+    let got = out.assert_ok().json();
+    assert_eq!(got["got"][1], "after-sigterm", "{out}");
+
+    let rec = px.wait_for_audit(|a| a.path() == Some("/ws"));
+    assert_eq!(rec.str("reason"), Some("shutdown"), "{rec}");
+    assert_eq!(rec.status_code(), Some(101), "{rec}");
+    let sent = rec.pointer("/bytes_sent").and_then(|v| v.as_u64());
+    let received = rec.pointer("/bytes_received").and_then(|v| v.as_u64());
+    assert!(
+        sent.is_some_and(|n| n > 0) && received.is_some_and(|n| n > 0),
+        "the record keeps the bytes moved: {rec}"
+    );
 }
 
 /// A raw HTTP/1.1 keep-alive connection to `http_listen`.

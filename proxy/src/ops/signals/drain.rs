@@ -75,14 +75,9 @@ impl Drain {
         tracing::info!(in_flight = self.in_flight(), "draining");
         match tokio::time::timeout(grace, self.tracker.wait()).await {
             Ok(()) => DrainOutcome::Drained,
-            Err(_) => {
-                let in_flight = self.in_flight();
-                tracing::warn!(
-                    in_flight,
-                    "grace period over; abandoning in-flight requests"
-                );
-                DrainOutcome::TimedOut { in_flight }
-            }
+            Err(_) => DrainOutcome::TimedOut {
+                in_flight: self.in_flight(),
+            },
         }
     }
 }

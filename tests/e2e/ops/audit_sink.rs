@@ -1,0 +1,384 @@
+//! The audit log's output misbehaving under the proxy: a full disk (a small tmpfs of our own,
+//! rotated with copytruncate), a stderr pipe nobody reads, and a shutdown that cuts exchanges.
+//! Every line that reaches the output is a whole JSON line; nothing is lost without being
+//! counted; the data plane is never held forever.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use iron_proxy_tests::*;
+use nix::sys::signal::Signal;
+use serde_json::Value;
+
+use super::metrics::{sample, scrape};
+
+/// Refuses every host: each request is a 403 with its record, no upstream needed.
+const DENY_ALL: &str = r#"
+transforms:
+  - name: allowlist
+    config:
+      domains: ["allowed.test"]
+"#;
+
+/// A tmpfs of `size` mounted on a fresh directory, unmounted on drop.
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    fn new(size: &str) -> Self {
+        let dir = tempfile::tempdir().expect("a mount point");
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .expect("running mount")
+            .success();
+        assert!(ok, "mounting a tmpfs on {}", dir.path().display());
+        Tmpfs { dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
+/// A raw HTTP/1.1 keep-alive connection to `http_listen`.
+struct Conn(TcpStream);
+
+impl Conn {
+    fn open(addr: SocketAddr) -> Self {
+        let s = TcpStream::connect(addr).expect("connecting to the proxy");
+        s.set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("read timeout");
+        Conn(s)
+    }
+
+    /// GET `path` from the denied host; returns the status line once the whole response is in.
+    fn get(&mut self, path: &str) -> String {
+        let req = format!("GET {path} HTTP/1.1\r\nHost: denied.test\r\n\r\n");
+        self.0.write_all(req.as_bytes()).expect("writing a request");
+        let mut head = Vec::new();
+        let mut b = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            match self.0.read(&mut b) {
+                Ok(1) => head.push(b[0]),
+                other => panic!("reading a response head: {other:?} after {head:?}"),
+            }
+        }
+        let head = String::from_utf8_lossy(&head).into_owned();
+        let len: usize = head
+            .lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case("content-length")
+                    .then(|| v.trim().parse().ok())?
+            })
+            .unwrap_or(0);
+        let mut body = vec![0u8; len];
+        self.0.read_exact(&mut body).expect("reading the body");
+        head.lines().next().unwrap_or_default().to_string()
+    }
+}
+
+/// Every line of `bytes`, each parsed as JSON; panics on a line that is not whole JSON.
+fn json_lines(bytes: &[u8]) -> Vec<Value> {
+    let text = String::from_utf8_lossy(bytes);
+    text.lines()
+        .map(|l| {
+            serde_json::from_str(l)
+                .unwrap_or_else(|e| panic!("a torn or interleaved line ({e}): {l:?}\n"))
+        })
+        .collect()
+}
+
+fn audit_paths(lines: &[Value]) -> Vec<String> {
+    lines
+        .iter()
+        .filter(|v| v.get("action").is_some())
+        .map(|v| v["path"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+fn read(path: &Path) -> Vec<u8> {
+    std::fs::read(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
+/// The audit log on a disk that fills up. Before the fix, the first failed write made
+/// tracing-subscriber's fallback `eprint!` panic on the writer thread: no record was written
+/// again (not even after space was freed), requests hung once 4 MiB of records had queued, and
+/// SIGTERM never finished. Now the writer keeps the bytes not yet written and writes them once
+/// logrotate's copytruncate frees the space: copy + new file hold every record, each line
+/// whole, in order, with one ERROR line for the failure.
+#[test]
+fn a_full_disk_loses_no_record_and_writing_resumes_after_copytruncate() {
+    require_root!();
+    let disk = Tmpfs::new("64k");
+    let log = disk.path("iron-proxy.log");
+    let file = log.clone();
+    let mut px = Proxy::with(DENY_ALL)
+        .stderr_to(move || {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&file)
+                .expect("opening the log file")
+                .into()
+        })
+        .start();
+
+    // ~2.3 KiB records: 45 of them are over half again what the disk holds (and what is left
+    // after the copy fits in the truncated file).
+    let pad = "p".repeat(2000);
+    let mut conn = Conn::open(px.http_addr());
+    for i in 0..45 {
+        let status = conn.get(&format!("/full/{i}/{pad}"));
+        assert!(status.contains(" 403 "), "request {i} answered: {status}");
+    }
+    wait_until(Duration::from_secs(10), "the disk to fill", || {
+        (std::fs::metadata(&log).map_or(0, |m| m.len()) >= 60 << 10).then_some(())
+    });
+
+    // logrotate's copytruncate: copy, then truncate in place.
+    let copy = read(&log);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&log)
+        .expect("opening the log to truncate it")
+        .set_len(0)
+        .expect("truncating");
+    let status = conn.get("/after-rotation");
+    assert!(status.contains(" 403 "), "the proxy still serves: {status}");
+
+    let all = wait_until(
+        Duration::from_secs(15),
+        "every record in copy + new file",
+        || {
+            let mut all = copy.clone();
+            all.extend_from_slice(&read(&log));
+            let lines = String::from_utf8_lossy(&all).into_owned();
+            lines.contains("/after-rotation").then_some(all)
+        },
+    );
+    let lines = json_lines(&all);
+    let mut want: Vec<String> = (0..45).map(|i| format!("/full/{i}/{pad}")).collect();
+    want.push("/after-rotation".into());
+    assert_eq!(audit_paths(&lines), want, "every record, once, in order");
+    let failures = lines
+        .iter()
+        .filter(|v| {
+            v["msg"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("writing to stderr failed"))
+        })
+        .count();
+    assert_eq!(
+        failures, 1,
+        "one ERROR line for the failure, not one per record"
+    );
+
+    px.signal(Signal::SIGTERM);
+    let status = wait_until(Duration::from_secs(20), "the proxy to exit", || {
+        (!px.is_running()).then(|| px.stop())
+    });
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "clean exit");
+    assert!(
+        read(&log).ends_with(b"\n"),
+        "the log ends with a whole line after exit"
+    );
+}
+
+/// stderr is a pipe whose reader stopped (a wedged log shipper). Before the fix, once the pipe
+/// and the 4 MiB queue were full every request waited forever for the writer (and every
+/// operational log line waited on stderr's lock). Now requests wait for the writer at most
+/// the stall limit, then records are dropped, counted in
+/// `iron_proxy_audit_dropped_records_total`, and reported in the log once it moves again.
+#[test]
+fn a_stuck_stderr_pipe_never_holds_requests_forever_and_drops_are_counted() {
+    require_root!();
+    let (reader, writer) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).expect("a pipe");
+    let writer = std::sync::Arc::new(writer);
+    let w = writer.clone();
+    let mut px = Proxy::with(DENY_ALL)
+        .stderr_to(move || Stdio::from(w.try_clone().expect("dup the pipe's write end")))
+        .start();
+    drop(writer);
+
+    // ~30 KiB records: about 140 fill the pipe and the queue; nobody reads the pipe.
+    let pad = "s".repeat(30_000);
+    let mut conn = Conn::open(px.http_addr());
+    for i in 0..200 {
+        let status = conn.get(&format!("/stuck/{i}/{pad}"));
+        assert!(status.contains(" 403 "), "request {i} answered: {status}");
+    }
+    let dropped = sample(&scrape(&px), "iron_proxy_audit_dropped_records_total", &[])
+        .expect("the drop counter");
+    assert!(
+        dropped >= 1.0,
+        "records were dropped and counted: {dropped}"
+    );
+
+    // The reader comes back: what was kept is written, each line whole, and the log says how
+    // many records were lost.
+    let (out, reader) =
+        iron_proxy_tests::process::Lines::capture(std::fs::File::from(reader), |_| {});
+    out.wait_for(Duration::from_secs(20), |l| {
+        l.contains("lines were dropped")
+    })
+    .expect("a line reporting the drops once stderr moves again");
+    let status = conn.get("/after-stall");
+    assert!(status.contains(" 403 "), "{status}");
+    // Records are written as each response ends, so the count read above may have missed the
+    // last drop; nothing is dropped any more, so this one is final.
+    let dropped = sample(&scrape(&px), "iron_proxy_audit_dropped_records_total", &[])
+        .expect("the drop counter");
+    px.signal(Signal::SIGTERM);
+    let status = wait_until(Duration::from_secs(30), "the proxy to exit", || {
+        (!px.is_running()).then(|| px.stop())
+    });
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "clean exit");
+    reader.join().expect("the reader thread");
+    let mut out = out.snapshot().join("\n").into_bytes();
+    out.push(b'\n');
+    let lines = json_lines(&out);
+    let paths: Vec<String> = audit_paths(&lines)
+        .iter()
+        .map(|p| p.split('/').take(3).collect::<Vec<_>>().join("/"))
+        .collect();
+    assert_eq!(
+        paths.len() as f64 + dropped,
+        201.0,
+        "every record written or counted as dropped"
+    );
+    assert_eq!(
+        paths.last().map(String::as_str),
+        Some("/after-stall"),
+        "{paths:?}"
+    );
+    // One line per stuck spell (the writer may move a little in between) says how many
+    // records it lost; together they account for every drop.
+    let reported: f64 = lines
+        .iter()
+        .filter(|v| {
+            v["msg"]
+                .as_str()
+                .is_some_and(|m| m.contains("lines were dropped"))
+        })
+        .filter_map(|v| v["audit_records"].as_f64())
+        .sum();
+    assert_eq!(
+        reported, dropped,
+        "the log reports the drops the metric counted"
+    );
+}
+
+/// stderr redirected to a file without `O_APPEND` (`iron-proxy ... 2>file`, systemd's
+/// `StandardError=file:`) and rotated with logrotate's `copytruncate`, as the packaged
+/// logrotate config does. Before the fix the proxy kept writing at its old offset, so the
+/// truncated file began with a hole of NUL bytes as long as the old file, which log shippers
+/// read as binary. Now the proxy sets `O_APPEND` on a regular-file stderr.
+#[test]
+fn copytruncate_of_a_non_append_stderr_file_leaves_no_hole_of_nul_bytes() {
+    require_root!();
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let log = dir.path().join("iron-proxy.log");
+    let file = log.clone();
+    let mut px = Proxy::with(DENY_ALL)
+        .stderr_to(move || {
+            std::fs::File::create(&file)
+                .expect("creating the log file")
+                .into()
+        })
+        .start();
+    let mut conn = Conn::open(px.http_addr());
+    assert!(conn.get("/before-rotation").contains(" 403 "));
+    wait_until(Duration::from_secs(10), "the first record", || {
+        String::from_utf8_lossy(&read(&log))
+            .contains("/before-rotation")
+            .then_some(())
+    });
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&log)
+        .expect("opening the log to truncate it")
+        .set_len(0)
+        .expect("truncating");
+    assert!(conn.get("/after-rotation").contains(" 403 "));
+    let after = wait_until(Duration::from_secs(10), "the next record", || {
+        let bytes = read(&log);
+        String::from_utf8_lossy(&bytes)
+            .contains("/after-rotation")
+            .then_some(bytes)
+    });
+    assert_ne!(after.first(), Some(&0), "the file starts with a NUL hole");
+    assert_eq!(audit_paths(&json_lines(&after)), ["/after-rotation"]);
+    px.stop();
+}
+
+/// A CONNECT or SOCKS5 request that is granted and then closed without a byte through the
+/// tunnel is a request, and gets its record (`no_client_data`, as one that stalls until the
+/// timeout does). Before, it was taken for a port probe and left no trace.
+#[test]
+fn a_tunnel_closed_unused_still_has_its_record() {
+    require_root!();
+    let px = Proxy::with(format!("proxy:\n  tunnel_listen: auto\n{DENY_ALL}").as_str()).start();
+
+    let mut connect = TcpStream::connect(px.tunnel_addr()).expect("connecting to the tunnel");
+    connect
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("read timeout");
+    connect
+        .write_all(b"CONNECT allowed.test:443 HTTP/1.1\r\nHost: allowed.test:443\r\n\r\n")
+        .expect("writing CONNECT");
+    let mut head = [0u8; 64];
+    let n = connect.read(&mut head).expect("reading the CONNECT answer");
+    let head = String::from_utf8_lossy(&head[..n]).into_owned();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let connect_port = connect.local_addr().expect("local addr").port();
+    drop(connect);
+
+    let mut socks = TcpStream::connect(px.tunnel_addr()).expect("connecting to the tunnel");
+    socks
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("read timeout");
+    socks.write_all(&[5, 1, 0]).expect("greeting");
+    let mut reply = [0u8; 2];
+    socks.read_exact(&mut reply).expect("method reply");
+    assert_eq!(reply, [5, 0]);
+    let mut req = vec![5, 1, 0, 3, 12];
+    req.extend_from_slice(b"allowed.test");
+    req.extend_from_slice(&443u16.to_be_bytes());
+    socks.write_all(&req).expect("CONNECT request");
+    let mut reply = [0u8; 10];
+    socks.read_exact(&mut reply).expect("CONNECT reply");
+    assert_eq!(reply[1], 0, "granted: {reply:?}");
+    let socks_port = socks.local_addr().expect("local addr").port();
+    drop(socks);
+
+    for (kind, port) in [("connect", connect_port), ("socks5", socks_port)] {
+        let rec = px.wait_for_audit(|a| {
+            a.str("remote_addr")
+                .is_some_and(|r| r.ends_with(&format!(":{port}")))
+        });
+        assert_eq!(rec.str("reason"), Some("no_client_data"), "{rec}");
+        assert_eq!(
+            rec.pointer("/tunnel/kind").and_then(Value::as_str),
+            Some(kind),
+            "{rec}"
+        );
+        assert_eq!(
+            rec.pointer("/tunnel/target").and_then(Value::as_str),
+            Some("allowed.test:443"),
+            "{rec}"
+        );
+    }
+}
