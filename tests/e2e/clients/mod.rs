@@ -275,9 +275,7 @@ fn assert_audit_matches_origin(
     let mut rejected = Vec::new();
     for rec in &records {
         if rec.action() == Some("reject") {
-            assert_eq!(rec.rejected_by(), Some("allowlist"), "{rec}");
-            assert_eq!(rec.str("reason"), Some("not_allowlisted"), "{rec}");
-            assert_eq!(rec.status_code(), Some(403), "{rec}");
+            assert_allowlist_refusal(rec);
             rejected.push((
                 rec.method().unwrap_or("").to_string(),
                 rec.path().unwrap_or("").to_string(),
@@ -305,6 +303,25 @@ fn assert_audit_matches_origin(
     refused.sort();
     rejected.sort();
     assert_eq!(rejected, refused, "the refusals' audit records");
+}
+
+/// Panics unless `rec` is the allowlist's refusal: reject, 403, `not_allowlisted`.
+fn assert_allowlist_refusal(rec: &AuditRecord) {
+    assert_eq!(rec.action(), Some("reject"), "{rec}");
+    assert_eq!(rec.rejected_by(), Some("allowlist"), "{rec}");
+    assert_eq!(rec.str("reason"), Some("not_allowlisted"), "{rec}");
+    assert_eq!(rec.status_code(), Some(403), "{rec}");
+}
+
+/// Waits for `n` audit records of `host` and checks that there are exactly `n`, each the
+/// allowlist's refusal.
+fn assert_refused_by_allowlist(px: &ProxyProcess, host: &str, n: usize) {
+    let refused = wait_until(Duration::from_secs(10), "the refusals' records", || {
+        let recs: Vec<AuditRecord> = px.audit().for_host(host).into_iter().cloned().collect();
+        (recs.len() >= n).then_some(recs)
+    });
+    assert_eq!(refused.len(), n, "{refused:?}");
+    refused.iter().for_each(assert_allowlist_refusal);
 }
 
 /// Panics if the proxy's output holds `secret` anywhere.

@@ -118,17 +118,7 @@ fn node(via: Via) {
     }
     assert_audit_matches_origin(&px, &origin, ORIGIN, &[]);
     // The refused host: one record each, rejected by the allowlist.
-    let refused = wait_until(Duration::from_secs(10), "the refusals' records", || {
-        let recs: Vec<AuditRecord> = px.audit().for_host(DENIED).into_iter().cloned().collect();
-        (recs.len() >= 2).then_some(recs)
-    });
-    assert_eq!(refused.len(), 2, "{refused:?}");
-    for rec in &refused {
-        assert_eq!(rec.action(), Some("reject"), "{rec}");
-        assert_eq!(rec.rejected_by(), Some("allowlist"), "{rec}");
-        assert_eq!(rec.str("reason"), Some("not_allowlisted"), "{rec}");
-        assert_eq!(rec.status_code(), Some(403), "{rec}");
-    }
+    assert_refused_by_allowlist(&px, DENIED, 2);
 }
 
 #[test]

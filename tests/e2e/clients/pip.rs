@@ -136,16 +136,7 @@ fn pip(via: Via) {
     let said =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(said.contains("403"), "pip shows the proxy's 403:\n{said}");
-    let rec = px.wait_for_audit(|a| a.host() == Some(DENIED));
-    assert_eq!(rec.action(), Some("reject"), "{rec}");
-    assert_eq!(rec.rejected_by(), Some("allowlist"), "{rec}");
-    assert_eq!(rec.str("reason"), Some("not_allowlisted"), "{rec}");
-    assert_eq!(rec.status_code(), Some(403), "{rec}");
-    assert_eq!(
-        px.audit().for_host(DENIED).len(),
-        1,
-        "one record for the refusal"
-    );
+    assert_refused_by_allowlist(&px, DENIED, 1);
 }
 
 #[test]
