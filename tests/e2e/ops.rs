@@ -68,6 +68,51 @@ fn reload(px: &ProxyProcess) -> CurlResult {
     management(px, "POST", "/v1/reload", Some(API_KEY))
 }
 
+/// A raw HTTP/1.1 keep-alive connection to `http_listen`.
+pub(crate) struct KeepAlive(std::net::TcpStream);
+
+impl KeepAlive {
+    /// Connects; reads give up after `timeout`.
+    pub(crate) fn open(addr: std::net::SocketAddr, timeout: Duration) -> Self {
+        let s = std::net::TcpStream::connect(addr).expect("connecting to the proxy");
+        s.set_read_timeout(Some(timeout)).expect("read timeout");
+        KeepAlive(s)
+    }
+
+    /// Sends a GET and reads the whole response (Content-Length framed); returns its head.
+    pub(crate) fn get(&mut self, path: &str, host: &str) -> String {
+        use std::io::{Read, Write};
+        let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n");
+        self.0.write_all(req.as_bytes()).expect("writing a request");
+        let mut head = Vec::new();
+        let mut b = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            match self.0.read(&mut b) {
+                Ok(1) => head.push(b[0]),
+                other => panic!("reading a response head: {other:?} after {head:?}"),
+            }
+        }
+        let head = String::from_utf8_lossy(&head).into_owned();
+        let len: usize = head
+            .lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case("content-length")
+                    .then(|| v.trim().parse().ok())?
+            })
+            .unwrap_or(0);
+        let mut body = vec![0u8; len];
+        self.0.read_exact(&mut body).expect("reading the body");
+        head
+    }
+
+    /// [`KeepAlive::get`]'s status line.
+    pub(crate) fn status(&mut self, path: &str, host: &str) -> String {
+        let head = self.get(path, host);
+        head.lines().next().unwrap_or_default().to_string()
+    }
+}
+
 /// Status of `GET https://<host>/get` through the proxy.
 pub(crate) fn status_of(px: &ProxyProcess, host: &str) -> u16 {
     Curl::get(&format!("https://{host}/get"))

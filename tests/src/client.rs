@@ -23,8 +23,9 @@ use crate::netns::FakeInternet;
 use crate::process::run_with_timeout;
 use crate::proxy::ProxyProcess;
 
-/// Proxy-related environment variables scrubbed from every client unless the test sets them.
-const PROXY_ENV: [&str; 8] = [
+/// Proxy-related environment variables scrubbed from every client (and workload, and the
+/// proxy itself) unless the test sets them.
+pub const PROXY_ENV: [&str; 8] = [
     "HTTP_PROXY",
     "HTTPS_PROXY",
     "ALL_PROXY",

@@ -221,17 +221,7 @@ impl Proxy {
             None => cmd.arg("-config").arg(&config_path),
         };
         cmd.args(&self.args);
-        for var in [
-            "HTTP_PROXY",
-            "HTTPS_PROXY",
-            "ALL_PROXY",
-            "NO_PROXY",
-            "http_proxy",
-            "https_proxy",
-            "all_proxy",
-            "no_proxy",
-            "SSL_CERT_DIR",
-        ] {
+        for var in crate::client::PROXY_ENV.iter().chain(&["SSL_CERT_DIR"]) {
             cmd.env_remove(var);
         }
         if let Some(net) = &self.net {

@@ -196,6 +196,23 @@ mod tests {
     use crate::endless::{settled, Endless, CHUNK};
     use tokio::io::AsyncWriteExt;
 
+    /// An HTTP/2 client of [`serve_one`]`(builder)` that has sent the preface
+    /// and an empty SETTINGS frame.
+    async fn h2_client(builder: auto::Builder<TokioExecutor>) -> tokio::net::TcpStream {
+        let mut client = serve_one(builder).await;
+        client.write_all(H2_PREFACE).await.expect("preface");
+        client
+            .write_all(&crate::h2_frames::frame(
+                crate::h2_frames::SETTINGS,
+                0,
+                0,
+                &[],
+            ))
+            .await
+            .expect("settings");
+        client
+    }
+
     /// Serves one connection on 127.0.0.1 with `builder` (every request
     /// answered 200, empty) and returns the client's end.
     async fn serve_one(builder: auto::Builder<TokioExecutor>) -> tokio::net::TcpStream {
@@ -365,12 +382,7 @@ mod tests {
     #[tokio::test]
     async fn http2_header_lists_have_the_http1_head_bound() {
         use crate::h2_frames::*;
-        let mut client = serve_one(http_builder()).await;
-        client.write_all(H2_PREFACE).await.expect("preface");
-        client
-            .write_all(&frame(SETTINGS, 0, 0, &[]))
-            .await
-            .expect("settings");
+        let mut client = h2_client(http_builder()).await;
         let read = async {
             loop {
                 let f = read_frame(&mut client).await?;
@@ -388,18 +400,13 @@ mod tests {
     #[tokio::test]
     async fn a_silent_http2_client_is_pinged_and_then_dropped() {
         use crate::h2_frames::{read_frame, Frame, ACK, PING};
-        let mut client = serve_one(http_builder_with(
+        // After the preface and an empty SETTINGS frame the client says
+        // nothing more, and never answers a PING.
+        let mut client = h2_client(http_builder_with(
             Duration::from_millis(100),
             Duration::from_millis(200),
         ))
         .await;
-        // The preface and an empty SETTINGS frame; then the client says nothing
-        // more, and never answers a PING.
-        client.write_all(H2_PREFACE).await.expect("preface");
-        client
-            .write_all(&[0, 0, 0, 0x4, 0, 0, 0, 0, 0])
-            .await
-            .expect("settings");
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         let pinged = tokio::time::timeout_at(deadline, async {
             loop {
@@ -429,12 +436,7 @@ mod tests {
     #[tokio::test]
     async fn a_stream_gets_a_quarter_of_the_connection_receive_window() {
         use crate::h2_frames::*;
-        let mut client = serve_one(http_builder()).await;
-        client.write_all(H2_PREFACE).await.expect("preface");
-        client
-            .write_all(&frame(SETTINGS, 0, 0, &[]))
-            .await
-            .expect("settings");
+        let mut client = h2_client(http_builder()).await;
         // The server's SETTINGS (the stream window) and its WINDOW_UPDATE on
         // stream 0 (the connection window, from the 65,535 every one starts with).
         let (mut stream_window, mut conn_window) = (None, None);

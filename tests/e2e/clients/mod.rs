@@ -180,15 +180,7 @@ impl Px {
                 HostsFile::new(&dir, &map).command(program)
             }
         };
-        for var in [
-            "HTTP_PROXY",
-            "HTTPS_PROXY",
-            "ALL_PROXY",
-            "NO_PROXY",
-            "http_proxy",
-            "https_proxy",
-            "all_proxy",
-            "no_proxy",
+        for var in iron_proxy_tests::client::PROXY_ENV.iter().chain(&[
             // Trust: each test names the proxy's CA itself. A bundle from the environment
             // (CI images set these) would win over a client's own option: requests lets
             // REQUESTS_CA_BUNDLE override pip's --cert on a connection without a proxy.
@@ -197,7 +189,7 @@ impl Px {
             "SSL_CERT_FILE",
             "SSL_CERT_DIR",
             "NODE_EXTRA_CA_CERTS",
-        ] {
+        ]) {
             cmd.env_remove(var);
         }
         // pip's and npm's settings from the environment (an index, find-links, a cert).

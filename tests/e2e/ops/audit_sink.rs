@@ -4,7 +4,7 @@
 //! counted; the data plane is never held forever.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -14,6 +14,7 @@ use nix::sys::signal::Signal;
 use serde_json::Value;
 
 use super::metrics::{sample, scrape};
+use super::KeepAlive;
 
 /// Refuses every host: each request is a 403 with its record, no upstream needed.
 const DENY_ALL: &str = r#"
@@ -49,44 +50,6 @@ impl Tmpfs {
 impl Drop for Tmpfs {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg(self.dir.path()).status();
-    }
-}
-
-/// A raw HTTP/1.1 keep-alive connection to `http_listen`.
-struct Conn(TcpStream);
-
-impl Conn {
-    fn open(addr: SocketAddr) -> Self {
-        let s = TcpStream::connect(addr).expect("connecting to the proxy");
-        s.set_read_timeout(Some(Duration::from_secs(30)))
-            .expect("read timeout");
-        Conn(s)
-    }
-
-    /// GET `path` from the denied host; returns the status line once the whole response is in.
-    fn get(&mut self, path: &str) -> String {
-        let req = format!("GET {path} HTTP/1.1\r\nHost: denied.test\r\n\r\n");
-        self.0.write_all(req.as_bytes()).expect("writing a request");
-        let mut head = Vec::new();
-        let mut b = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            match self.0.read(&mut b) {
-                Ok(1) => head.push(b[0]),
-                other => panic!("reading a response head: {other:?} after {head:?}"),
-            }
-        }
-        let head = String::from_utf8_lossy(&head).into_owned();
-        let len: usize = head
-            .lines()
-            .find_map(|l| {
-                let (k, v) = l.split_once(':')?;
-                k.eq_ignore_ascii_case("content-length")
-                    .then(|| v.trim().parse().ok())?
-            })
-            .unwrap_or(0);
-        let mut body = vec![0u8; len];
-        self.0.read_exact(&mut body).expect("reading the body");
-        head.lines().next().unwrap_or_default().to_string()
     }
 }
 
@@ -139,9 +102,9 @@ fn a_full_disk_loses_no_record_and_writing_resumes_after_copytruncate() {
     // ~2.3 KiB records: 45 of them are over half again what the disk holds (and what is left
     // after the copy fits in the truncated file).
     let pad = "p".repeat(2000);
-    let mut conn = Conn::open(px.http_addr());
+    let mut conn = KeepAlive::open(px.http_addr(), Duration::from_secs(30));
     for i in 0..45 {
-        let status = conn.get(&format!("/full/{i}/{pad}"));
+        let status = conn.status(&format!("/full/{i}/{pad}"), "denied.test");
         assert!(status.contains(" 403 "), "request {i} answered: {status}");
     }
     wait_until(Duration::from_secs(10), "the disk to fill", || {
@@ -156,7 +119,7 @@ fn a_full_disk_loses_no_record_and_writing_resumes_after_copytruncate() {
         .expect("opening the log to truncate it")
         .set_len(0)
         .expect("truncating");
-    let status = conn.get("/after-rotation");
+    let status = conn.status("/after-rotation", "denied.test");
     assert!(status.contains(" 403 "), "the proxy still serves: {status}");
 
     let all = wait_until(
@@ -215,9 +178,9 @@ fn a_stuck_stderr_pipe_never_holds_requests_forever_and_drops_are_counted() {
 
     // ~30 KiB records: about 140 fill the pipe and the queue; nobody reads the pipe.
     let pad = "s".repeat(30_000);
-    let mut conn = Conn::open(px.http_addr());
+    let mut conn = KeepAlive::open(px.http_addr(), Duration::from_secs(30));
     for i in 0..200 {
-        let status = conn.get(&format!("/stuck/{i}/{pad}"));
+        let status = conn.status(&format!("/stuck/{i}/{pad}"), "denied.test");
         assert!(status.contains(" 403 "), "request {i} answered: {status}");
     }
     let dropped = sample(&scrape(&px), "iron_proxy_audit_dropped_records_total", &[])
@@ -235,7 +198,7 @@ fn a_stuck_stderr_pipe_never_holds_requests_forever_and_drops_are_counted() {
         l.contains("lines were dropped")
     })
     .expect("a line reporting the drops once stderr moves again");
-    let status = conn.get("/after-stall");
+    let status = conn.status("/after-stall", "denied.test");
     assert!(status.contains(" 403 "), "{status}");
     // Records are written as each response ends, so the count read above may have missed the
     // last drop; nothing is dropped any more, so this one is final.
@@ -299,8 +262,10 @@ fn copytruncate_of_a_non_append_stderr_file_leaves_no_hole_of_nul_bytes() {
                 .into()
         })
         .start();
-    let mut conn = Conn::open(px.http_addr());
-    assert!(conn.get("/before-rotation").contains(" 403 "));
+    let mut conn = KeepAlive::open(px.http_addr(), Duration::from_secs(30));
+    assert!(conn
+        .status("/before-rotation", "denied.test")
+        .contains(" 403 "));
     wait_until(Duration::from_secs(10), "the first record", || {
         String::from_utf8_lossy(&read(&log))
             .contains("/before-rotation")
@@ -312,7 +277,9 @@ fn copytruncate_of_a_non_append_stderr_file_leaves_no_hole_of_nul_bytes() {
         .expect("opening the log to truncate it")
         .set_len(0)
         .expect("truncating");
-    assert!(conn.get("/after-rotation").contains(" 403 "));
+    assert!(conn
+        .status("/after-rotation", "denied.test")
+        .contains(" 403 "));
     let after = wait_until(Duration::from_secs(10), "the next record", || {
         let bytes = read(&log);
         String::from_utf8_lossy(&bytes)

@@ -6,26 +6,19 @@ use std::time::Duration;
 use iron_proxy_tests::*;
 use nix::sys::signal::Signal;
 
+use super::KeepAlive;
+
 #[test]
 fn sigterm_drains_an_in_flight_request_then_exits_0() {
     require_root!();
     let net = FakeInternet::new();
     let up = Upstream::https("httpbin.test").start(&net);
-    let mut px = Proxy::with(
-        r#"
-transforms:
-  - name: allowlist
-    config:
-      domains: ["httpbin.test"]
-"#,
-    )
-    .resolver(&net)
-    .start();
+    let mut px = allowing(&net, "httpbin.test");
 
     let slow = Curl::get("https://httpbin.test/delay/2").via(&px).spawn();
     up.wait_for_request(|r| r.path() == "/delay/2");
     // A keep-alive client connection, idle when the signal comes.
-    let mut idle = KeepAlive::open(px.http_addr());
+    let mut idle = KeepAlive::open(px.http_addr(), Duration::from_secs(10));
     assert!(idle
         .get("/before", "denied.test")
         .starts_with("HTTP/1.1 403"));
@@ -86,16 +79,7 @@ fn a_second_sigterm_ends_the_drain_and_cut_exchanges_are_recorded_as_shutdown() 
     require_root!();
     let net = FakeInternet::new();
     let up = Upstream::https("httpbin.test").start(&net);
-    let mut px = Proxy::with(
-        r#"
-transforms:
-  - name: allowlist
-    config:
-      domains: ["httpbin.test"]
-"#,
-    )
-    .resolver(&net)
-    .start();
+    let mut px = allowing(&net, "httpbin.test");
 
     let waiting = Curl::get("https://httpbin.test/delay/20").via(&px).spawn();
     let streaming = Curl::get("https://httpbin.test/stream/100?interval_ms=500")
@@ -179,16 +163,7 @@ fn a_websocket_open_at_sigterm_is_drained_and_its_cut_record_keeps_its_bytes() {
     require_root!();
     let net = FakeInternet::new();
     let up = Upstream::https("ws.test").start(&net);
-    let mut px = Proxy::with(
-        r#"
-transforms:
-  - name: allowlist
-    config:
-      domains: ["ws.test"]
-"#,
-    )
-    .resolver(&net)
-    .start();
+    let mut px = allowing(&net, "ws.test");
     let flags = tempfile::tempdir().expect("temp dir");
     let dir = flags.path().to_str().expect("utf-8 temp path").to_string();
     let https = px.https_addr();
@@ -241,41 +216,11 @@ transforms:
     );
 }
 
-/// A raw HTTP/1.1 keep-alive connection to `http_listen`.
-struct KeepAlive(std::net::TcpStream);
-
-impl KeepAlive {
-    fn open(addr: std::net::SocketAddr) -> Self {
-        let s = std::net::TcpStream::connect(addr).expect("connecting to the proxy");
-        s.set_read_timeout(Some(Duration::from_secs(10)))
-            .expect("read timeout");
-        KeepAlive(s)
-    }
-
-    /// Sends a GET and reads the whole response (Content-Length framed); returns its head.
-    fn get(&mut self, path: &str, host: &str) -> String {
-        use std::io::{Read, Write};
-        let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n");
-        self.0.write_all(req.as_bytes()).expect("writing a request");
-        let mut head = Vec::new();
-        let mut b = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            match self.0.read(&mut b) {
-                Ok(1) => head.push(b[0]),
-                other => panic!("reading a response head: {other:?} after {head:?}"),
-            }
-        }
-        let head = String::from_utf8_lossy(&head).into_owned();
-        let len: usize = head
-            .lines()
-            .find_map(|l| {
-                let (k, v) = l.split_once(':')?;
-                k.eq_ignore_ascii_case("content-length")
-                    .then(|| v.trim().parse().ok())?
-            })
-            .unwrap_or(0);
-        let mut body = vec![0u8; len];
-        self.0.read_exact(&mut body).expect("reading the body");
-        head
-    }
+/// A proxy resolving through `net` whose allowlist names `host` only.
+fn allowing(net: &FakeInternet, host: &str) -> ProxyProcess {
+    Proxy::with(format!(
+        "transforms:\n  - name: allowlist\n    config:\n      domains: [\"{host}\"]\n"
+    ))
+    .resolver(net)
+    .start()
 }

@@ -12,23 +12,11 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::COUNTER;
-use crate::client::{CurlResult, PyResult};
+use crate::client::{CurlResult, PyResult, PROXY_ENV};
 use crate::process::ChildGuard;
 
 /// How long a workload may run before it is killed.
 const WORKLOAD_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Proxy variables scrubbed from every workload: interception must work without them.
-const PROXY_ENV: [&str; 8] = [
-    "HTTP_PROXY",
-    "HTTPS_PROXY",
-    "ALL_PROXY",
-    "NO_PROXY",
-    "http_proxy",
-    "https_proxy",
-    "all_proxy",
-    "no_proxy",
-];
 
 /// The distribution's Python (stdlib only): readable by every uid, unlike the test venv.
 pub fn system_python() -> &'static str {
@@ -75,6 +63,7 @@ impl fmt::Display for Ran {
 impl Workload {
     pub(super) fn new(program: impl AsRef<OsStr>, procs: PathBuf, shared: &Path) -> Self {
         let mut cmd = Command::new(program);
+        // Interception must work without them.
         for var in PROXY_ENV {
             cmd.env_remove(var);
         }
