@@ -25,11 +25,11 @@ fn node(via: Via) {
             b"hello\n",
         );
     }
-    let px = Px::start(&net, TRANSFORMS);
+    let px = Px::start_for(&net, via, TRANSFORMS);
     let script = paths::repo_root().join("tests/node_client.js");
     let mode = match via {
         Via::Connect => "connect",
-        Via::HttpsListen => "direct",
+        Via::HttpsListen | Via::Transparent { .. } => "direct",
     };
     let mut cmd = px.command(via, &[ORIGIN, DENIED], "node");
     cmd.arg(&script)
@@ -37,7 +37,7 @@ fn node(via: Via) {
         .arg(px.proxy_url())
         .arg(format!("https://{ORIGIN}"))
         .arg(format!("https://{DENIED}"))
-        .env("NODE_EXTRA_CA_CERTS", px.ca())
+        .env("NODE_EXTRA_CA_CERTS", px.client_ca())
         .env("NODE_PATH", paths::node_modules());
     let out = ok(run(&mut cmd));
     let result: Value = serde_json::from_slice(&out.stdout)
@@ -83,7 +83,7 @@ fn node(via: Via) {
                     "{client}: {d}"
                 )
             }
-            (Via::HttpsListen, _) => {
+            (Via::HttpsListen | Via::Transparent { .. }, _) => {
                 assert_eq!(d["status"], 403, "{client}: {d}");
                 assert_eq!(d["blocked"], "1", "{client}: {d}");
                 assert!(
@@ -131,4 +131,11 @@ fn node_https_and_fetch_through_connect() {
 fn node_https_and_fetch_through_https_listen() {
     require_root!();
     node(Via::HttpsListen);
+}
+
+/// As an unprivileged user selected by `intercept.uids` inside the test cgroup.
+#[test]
+fn node_https_and_fetch_under_uid_interception() {
+    require_root!();
+    node(Via::Transparent { uid: Some(NOBODY) });
 }

@@ -75,7 +75,7 @@ fn npm(via: Via) {
         ],
     )
     .assert_ok();
-    let px = Px::start(&net, TRANSFORMS);
+    let px = Px::start_for(&net, via, TRANSFORMS);
     let work = tempfile::tempdir().expect("npm dir");
     // The workload's .npmrc holds only the placeholder.
     let npmrc = work.path().join("npmrc");
@@ -101,7 +101,7 @@ fn npm(via: Via) {
                 "--no-update-notifier",
             ])
             .arg(format!("--registry=https://{registry}/npm/"))
-            .arg(format!("--cafile={}", px.ca()))
+            .arg(format!("--cafile={}", px.client_ca().display()))
             .arg(format!("--cache={}", work.path().join("cache").display()))
             .arg(format!("--userconfig={}", npmrc.display()))
             .args(["--fetch-retries=0", "--loglevel=http"])
@@ -160,4 +160,10 @@ fn npm_install_through_connect() {
 fn npm_install_through_https_listen() {
     require_root!();
     npm(Via::HttpsListen);
+}
+
+#[test]
+fn npm_install_under_transparent_interception() {
+    require_root!();
+    npm(TRANSPARENT);
 }
