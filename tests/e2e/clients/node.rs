@@ -98,12 +98,17 @@ fn node(via: Via) {
         // Keep-alive: the `https` agent (one socket) sends the three GETs on one client
         // connection; undici keeps two in its pool and alternates (it does so without a
         // proxy too), so there some connection carries more than one.
-        let addrs: Vec<String> = px
-            .audit()
-            .iter()
-            .filter(|a| a.path() == Some(&format!("/files/{client}/hello.txt")))
-            .map(|a| a.str("remote_addr").unwrap_or("").to_string())
-            .collect();
+        // (The records may still be on their way: the client does not wait for them.)
+        let path = format!("/files/{client}/hello.txt");
+        let addrs: Vec<String> = wait_until(Duration::from_secs(10), "the GETs' records", || {
+            let addrs: Vec<String> = px
+                .audit()
+                .iter()
+                .filter(|a| a.path() == Some(path.as_str()))
+                .map(|a| a.str("remote_addr").unwrap_or("").to_string())
+                .collect();
+            (addrs.len() >= 3).then_some(addrs)
+        });
         assert_eq!(addrs.len(), 3, "{client}: {addrs:?}");
         let mut distinct = addrs.clone();
         distinct.sort();
