@@ -119,3 +119,54 @@ fn python_requests_and_curl_under_transparent_interception() {
         "the proxy resolved {API} to dial it"
     );
 }
+
+/// A workload left with a proxy setting (docs/deploy-bare-metal.md): one naming the proxy's
+/// own tunnel listener on loopback fails in the kernel (loopback is in the default deny
+/// list); one naming another address is intercepted like any connection, and its CONNECT is
+/// refused (405, `connect_not_supported`): tunnels are served on `tunnel_listen` only.
+#[test]
+fn an_intercepted_workload_with_a_proxy_setting_is_refused_with_a_reason() {
+    require_root!();
+    let net = FakeInternet::new();
+    let origin = Origin::start(&net, &[API]);
+    let px = Px::start_for(&net, TRANSPARENT, TRANSFORMS);
+    let curl = |proxy: &str| {
+        let mut cmd = px.command(TRANSPARENT, &[], "curl");
+        cmd.args(["-sS", "--cacert"]).arg(px.client_ca()).args([
+            "-x",
+            proxy,
+            &format!("https://{API}/files/hello.txt"),
+        ]);
+        run(&mut cmd)
+    };
+    let out = curl(&px.proxy_url());
+    assert_eq!(
+        out.exit,
+        7,
+        "connection refused by the kernel:\n{}",
+        text(&out)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Couldn't connect to server"),
+        "{}",
+        text(&out)
+    );
+    let out = curl("http://corp-proxy.test:3128");
+    assert_eq!(out.exit, 56, "the CONNECT is refused:\n{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("CONNECT tunnel failed, response 405"),
+        "{}",
+        text(&out)
+    );
+    let rec = px.wait_for_audit(|a| a.method() == Some("CONNECT"));
+    assert_eq!(rec.str("reason"), Some("connect_not_supported"), "{rec}");
+    assert_eq!(rec.host(), Some(API), "{rec}");
+    px.assert_intercepted(&rec);
+    assert_eq!(
+        px.audit().len(),
+        1,
+        "the loopback connection never reached the proxy: {}",
+        px.audit()
+    );
+    assert!(origin.requests().is_empty());
+}
