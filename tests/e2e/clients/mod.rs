@@ -183,12 +183,12 @@ impl Px {
         let cg = TestCgroup::new();
         let pins = PinGuard::new();
         let proxy_ip = net.host_side_v4();
-        let uids = uid.map(|u| format!("\n  uids: [{u}]")).unwrap_or_default();
-        let intercept = format!(
-            "dns:\n  proxy_ip: \"{proxy_ip}\"\nintercept:\n  cgroups: [\"{}\"]\n  listen: \"127.0.0.1:0\"\n  pin_path: \"{}\"{uids}\n",
-            cg.path().display(),
-            pins.path().display()
-        );
+        // The interception tests' `dns` and `intercept` sections (JSON is YAML too).
+        let mut lab = crate::intercept::lab::base_config(net, &cg, &pins);
+        if let Some(uid) = uid {
+            lab["intercept"]["uids"] = serde_json::json!([uid]);
+        }
+        let intercept = format!("dns: {}\nintercept: {}\n", lab["dns"], lab["intercept"]);
         let mut px = Self::start_with(net, transforms, Some(&intercept));
         let ca = cg.share(px.px.ca());
         px.intercept = Some(Intercepted {
