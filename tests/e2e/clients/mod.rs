@@ -233,6 +233,33 @@ impl Px {
         }
     }
 
+    /// Under interception: `rec` is the transparent listener's, for a connection of the
+    /// test cgroup's workload (its uid) to `dns.proxy_ip`, the address only the
+    /// proxy's DNS server gives out: the client's lookup was answered by the proxy. Without
+    /// interception, nothing.
+    fn assert_intercepted(&self, rec: &AuditRecord) {
+        let Some(i) = &self.intercept else {
+            return;
+        };
+        assert_eq!(rec.str("mode"), Some("transparent"), "{rec}");
+        let dst = rec.str("original_dst").unwrap_or_default();
+        assert_eq!(
+            dst.rsplit_once(':').map(|(ip, _)| ip),
+            Some(i.proxy_ip.to_string().as_str()),
+            "the client connected where the proxy's DNS answer sent it: {rec}"
+        );
+        assert_eq!(
+            rec.pointer("/client/cgroup").and_then(Value::as_str),
+            Some(i.cg.relative()),
+            "{rec}"
+        );
+        assert_eq!(
+            rec.pointer("/client/uid").and_then(Value::as_u64),
+            Some(u64::from(i.uid.unwrap_or(0))),
+            "{rec}"
+        );
+    }
+
     /// `http://127.0.0.1:PORT`, the CONNECT proxy URL.
     fn proxy_url(&self) -> String {
         format!("http://{}", self.px.tunnel_addr())
@@ -287,35 +314,6 @@ impl Px {
             }
         }
         cmd
-    }
-}
-
-impl Px {
-    /// Under interception: `rec` is the transparent listener's, for a connection of the
-    /// test cgroup's workload (its uid) to `dns.proxy_ip`, the address only the
-    /// proxy's DNS server gives out: the client's lookup was answered by the proxy. Without
-    /// interception, nothing.
-    fn assert_intercepted(&self, rec: &AuditRecord) {
-        let Some(i) = &self.intercept else {
-            return;
-        };
-        assert_eq!(rec.str("mode"), Some("transparent"), "{rec}");
-        let dst = rec.str("original_dst").unwrap_or_default();
-        assert_eq!(
-            dst.rsplit_once(':').map(|(ip, _)| ip),
-            Some(i.proxy_ip.to_string().as_str()),
-            "the client connected where the proxy's DNS answer sent it: {rec}"
-        );
-        assert_eq!(
-            rec.pointer("/client/cgroup").and_then(Value::as_str),
-            Some(i.cg.relative()),
-            "{rec}"
-        );
-        assert_eq!(
-            rec.pointer("/client/uid").and_then(Value::as_u64),
-            Some(u64::from(i.uid.unwrap_or(0))),
-            "{rec}"
-        );
     }
 }
 
