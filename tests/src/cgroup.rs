@@ -137,6 +137,13 @@ impl TestCgroup {
         Workload::new(program, self.path.join("cgroup.procs"), self.shared.path())
     }
 
+    /// Makes `cmd` run inside this cgroup (it joins between fork and exec, so everything it
+    /// runs is a workload), as `uid` when given; for clients built as a plain `Command`
+    /// elsewhere (arguments, environment, working directory already set).
+    pub fn enter(&self, cmd: &mut std::process::Command, uid: Option<u32>) {
+        workload::join_before_exec(cmd, &self.path.join("cgroup.procs"), uid);
+    }
+
     /// `curl ARGS` inside the cgroup, as root; see [`Workload::curl`].
     pub fn curl<I, S>(&self, args: I) -> WorkloadCurl
     where

@@ -151,10 +151,12 @@ impl<'a> Git<'a> {
                 .arg(format!("http.proxy={}", self.px.proxy_url())),
             // ...and HTTP/1.1 here, so the chunked upload is HTTP/1.1 chunking end to end.
             Via::HttpsListen => cmd.args(["-c", "http.version=HTTP/1.1"]),
+            // No setting at all: the interception takes it (HTTP/2 by ALPN).
+            Via::Transparent { .. } => &mut cmd,
         };
         cmd.current_dir(dir).args(args);
         git_env(&mut cmd, &self.home);
-        cmd.env("GIT_SSL_CAINFO", self.px.ca());
+        cmd.env("GIT_SSL_CAINFO", self.px.client_ca());
         cmd
     }
 
@@ -183,7 +185,7 @@ fn clone_fetch_push(via: Via) {
     let origin = Origin::start(&net, &[GIT_HOST]);
     let scratch = tempfile::tempdir().expect("scratch");
     let head = seed(&origin, scratch.path());
-    let px = Px::start(&net, TRANSFORMS);
+    let px = Px::start_for(&net, via, TRANSFORMS);
     let git = Git::new(&px, via, &scratch.path().join("home"));
     let work = scratch.path();
 
@@ -330,6 +332,12 @@ fn git_clone_fetch_push_through_connect() {
 fn git_clone_fetch_push_through_https_listen() {
     require_root!();
     clone_fetch_push(Via::HttpsListen);
+}
+
+#[test]
+fn git_clone_fetch_push_under_transparent_interception() {
+    require_root!();
+    clone_fetch_push(TRANSPARENT);
 }
 
 /// `require: true` on the git host's secret: a request without the placeholder is refused.

@@ -3,17 +3,22 @@
 //! `fetch`), pip and npm, each against a local origin (tests/client_peer.py: `git
 //! http-backend`, a static package index and registry) in the fake internet.
 //!
-//! Each client reaches the proxy both ways a workload does: through the CONNECT listener
-//! (its own proxy setting) and through `https_listen`, with the origin's name resolved to the
+//! Each client reaches the proxy the three ways a workload does: through the CONNECT listener
+//! (its own proxy setting); through `https_listen`, with the origin's name resolved to the
 //! listener (a private `/etc/hosts`, [`HostsFile`]; the listener binds port 443 of a loopback
-//! address of its own). Every test compares the origin's request log with the audit log: one
-//! record per request, with the same method, path and status, and the refused ones with the
-//! proxy's status and reason.
+//! address of its own); and transparently, with no proxy setting at all, from a test cgroup
+//! under eBPF interception ([`Via::Transparent`]): its DNS goes to the proxy's DNS server, which
+//! answers every name with `dns.proxy_ip`, and its connection there to the transparent
+//! listener. Every test compares the origin's request log with the audit log: one record per
+//! request, with the same method, path and status, and the refused ones with the proxy's
+//! status and reason; under interception every record also names the workload's cgroup and
+//! the address the proxy's DNS gave it as the original destination.
 
 mod git;
 mod node;
 mod npm;
 mod pip;
+mod requests;
 mod uploads;
 
 use std::collections::BTreeMap;
@@ -24,6 +29,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
+use crate::intercept::lab::start_intercepting;
 use iron_proxy_tests::netns::NetProcess;
 use iron_proxy_tests::process::{run_with_timeout, Finished};
 use iron_proxy_tests::*;
@@ -40,7 +46,17 @@ enum Via {
     Connect,
     /// The origin's name resolves to `https_listen` (as DNS interception would answer).
     HttpsListen,
+    /// No proxy setting and no hosts file: the client runs in a test cgroup whose sockets
+    /// the proxy intercepts (eBPF), as root, or as `uid` with `intercept.uids: [uid]` (only
+    /// that user's sockets are taken). It resolves the origin's name through the system
+    /// resolver, whose queries the kernel hands to the proxy's DNS server.
+    Transparent { uid: Option<u32> },
 }
+
+/// Transparent interception of the cgroup's root processes.
+const TRANSPARENT: Via = Via::Transparent { uid: None };
+/// The unprivileged user of the uid-selected tests.
+const NOBODY: u32 = 65534;
 
 /// `tests/client_peer.py` on a fresh host of the fake internet, answering for `names`: HTTPS
 /// on ports 443 and 8443, plain HTTP on 80.
@@ -130,30 +146,118 @@ fn listener_ip() -> Ipv4Addr {
 }
 
 /// A proxy for these tests: CONNECT on `tunnel_listen`, `https_listen` on port 443 of its
-/// own loopback address, and `transforms` as given (YAML, indented for the `transforms:` key).
+/// own loopback address, and `transforms` as given (YAML, indented for the `transforms:` key);
+/// with [`Px::start_for`] a [`Via::Transparent`], also intercepting a test cgroup.
 struct Px {
     px: ProxyProcess,
+    /// Dropped after the proxy: the pins are detached, then the cgroup is removed.
+    intercept: Option<Intercepted>,
     listen: Ipv4Addr,
     dir: tempfile::TempDir,
 }
 
+/// The workloads a [`Px`] intercepts.
+struct Intercepted {
+    _pins: PinGuard,
+    cg: TestCgroup,
+    uid: Option<u32>,
+    /// The proxy's CA, readable by `uid`.
+    ca: PathBuf,
+    /// `dns.proxy_ip`: what the proxy's DNS server answers for every intercepted name.
+    proxy_ip: Ipv4Addr,
+}
+
 impl Px {
     fn start(net: &FakeInternet, transforms: &str) -> Self {
+        Self::start_with(net, transforms, None)
+    }
+
+    /// A proxy `via` reaches: for [`Via::Transparent`] one intercepting a fresh test cgroup
+    /// (`uid` alone when given), its DNS server answering with the fake internet's side of
+    /// the veth (so that a workload following the answer is intercepted, not refused as
+    /// loopback).
+    fn start_for(net: &FakeInternet, via: Via, transforms: &str) -> Self {
+        let Via::Transparent { uid } = via else {
+            return Self::start(net, transforms);
+        };
+        let cg = TestCgroup::new();
+        let pins = PinGuard::new();
+        let proxy_ip = net.host_side_v4();
+        // The interception tests' `dns` and `intercept` sections (JSON is YAML too).
+        let mut lab = crate::intercept::lab::base_config(net, &cg, &pins);
+        if let Some(uid) = uid {
+            lab["intercept"]["uids"] = serde_json::json!([uid]);
+        }
+        let intercept = format!("dns: {}\nintercept: {}\n", lab["dns"], lab["intercept"]);
+        let mut px = Self::start_with(net, transforms, Some(&intercept));
+        let ca = cg.share(px.px.ca());
+        px.intercept = Some(Intercepted {
+            _pins: pins,
+            cg,
+            uid,
+            ca,
+            proxy_ip,
+        });
+        px
+    }
+
+    fn start_with(net: &FakeInternet, transforms: &str, intercept: Option<&str>) -> Self {
         let listen = listener_ip();
         let config = format!(
-            "proxy:\n  tunnel_listen: auto\n  https_listen: \"{listen}:443\"\ntransforms:\n{transforms}"
+            "proxy:\n  tunnel_listen: auto\n  https_listen: \"{listen}:443\"\n{}transforms:\n{transforms}",
+            intercept.unwrap_or_default()
         );
-        let px = Proxy::with(config)
+        let proxy = Proxy::with(config)
             .resolver(net)
             .env("GIT_TOKEN", REAL_TOKEN)
             .env("NPM_TOKEN", REAL_TOKEN)
             .env("PIP_TOKEN", REAL_TOKEN)
-            .start();
+            .env("API_TOKEN", REAL_TOKEN);
+        let px = match intercept {
+            Some(_) => start_intercepting(proxy),
+            None => proxy.start(),
+        };
         Self {
             px,
+            intercept: None,
             listen,
             dir: tempfile::tempdir().expect("client dir"),
         }
+    }
+
+    /// The proxy's CA for a client to trust (a copy every uid can read when intercepting).
+    fn client_ca(&self) -> &Path {
+        match &self.intercept {
+            Some(i) => &i.ca,
+            None => Path::new(self.px.ca()),
+        }
+    }
+
+    /// Under interception: `rec` is the transparent listener's, for a connection of the
+    /// test cgroup's workload (its uid) to `dns.proxy_ip`, the address only the
+    /// proxy's DNS server gives out: the client's lookup was answered by the proxy. Without
+    /// interception, nothing.
+    fn assert_intercepted(&self, rec: &AuditRecord) {
+        let Some(i) = &self.intercept else {
+            return;
+        };
+        assert_eq!(rec.str("mode"), Some("transparent"), "{rec}");
+        let dst = rec.str("original_dst").unwrap_or_default();
+        assert_eq!(
+            dst.rsplit_once(':').map(|(ip, _)| ip),
+            Some(i.proxy_ip.to_string().as_str()),
+            "the client connected where the proxy's DNS answer sent it: {rec}"
+        );
+        assert_eq!(
+            rec.pointer("/client/cgroup").and_then(Value::as_str),
+            Some(i.cg.relative()),
+            "{rec}"
+        );
+        assert_eq!(
+            rec.pointer("/client/uid").and_then(Value::as_u64),
+            Some(u64::from(i.uid.unwrap_or(0))),
+            "{rec}"
+        );
     }
 
     /// `http://127.0.0.1:PORT`, the CONNECT proxy URL.
@@ -167,6 +271,16 @@ impl Px {
     fn command(&self, via: Via, names: &[&str], program: impl AsRef<OsStr>) -> Command {
         let mut cmd = match via {
             Via::Connect => Command::new(program),
+            Via::Transparent { uid } => {
+                let i = self
+                    .intercept
+                    .as_ref()
+                    .expect("a transparent client needs a proxy from Px::start_for");
+                assert_eq!(uid, i.uid, "the proxy intercepts another selection");
+                let mut cmd = Command::new(program);
+                i.cg.enter(&mut cmd, uid);
+                cmd
+            }
             Via::HttpsListen => {
                 let map: Vec<(&str, IpAddr)> = names
                     .iter()
@@ -238,13 +352,9 @@ type Exchange = (String, String, u16);
 /// Checks the audit log against the origin's log for `host`: every request the origin
 /// answered has exactly one allowed record with its method, path and status, and the only
 /// other records for `host` are the refusals in `refused` (method, path), each a 403 from the
-/// allowlist (`not_allowlisted`). Waits for the records of exchanges still closing.
-fn assert_audit_matches_origin(
-    px: &ProxyProcess,
-    origin: &Origin,
-    host: &str,
-    refused: &[(&str, &str)],
-) {
+/// allowlist (`not_allowlisted`). Under interception every record is also checked with
+/// [`Px::assert_intercepted`]. Waits for the records of exchanges still closing.
+fn assert_audit_matches_origin(px: &Px, origin: &Origin, host: &str, refused: &[(&str, &str)]) {
     let mut want: BTreeMap<Exchange, usize> = BTreeMap::new();
     for r in origin.requests() {
         let key = (
@@ -266,6 +376,7 @@ fn assert_audit_matches_origin(
     let mut got: BTreeMap<Exchange, usize> = BTreeMap::new();
     let mut rejected = Vec::new();
     for rec in &records {
+        px.assert_intercepted(rec);
         if rec.action() == Some("reject") {
             assert_allowlist_refusal(rec);
             rejected.push((
@@ -307,13 +418,16 @@ fn assert_allowlist_refusal(rec: &AuditRecord) {
 
 /// Waits for `n` audit records of `host` and checks that there are exactly `n`, each the
 /// allowlist's refusal.
-fn assert_refused_by_allowlist(px: &ProxyProcess, host: &str, n: usize) {
+fn assert_refused_by_allowlist(px: &Px, host: &str, n: usize) {
     let refused = wait_until(Duration::from_secs(10), "the refusals' records", || {
         let recs: Vec<AuditRecord> = px.audit().for_host(host).into_iter().cloned().collect();
         (recs.len() >= n).then_some(recs)
     });
     assert_eq!(refused.len(), n, "{refused:?}");
-    refused.iter().for_each(assert_allowlist_refusal);
+    for rec in &refused {
+        assert_allowlist_refusal(rec);
+        px.assert_intercepted(rec);
+    }
 }
 
 /// Panics if the proxy's output holds `secret` anywhere.

@@ -25,11 +25,11 @@ fn node(via: Via) {
             b"hello\n",
         );
     }
-    let px = Px::start(&net, TRANSFORMS);
+    let px = Px::start_for(&net, via, TRANSFORMS);
     let script = paths::repo_root().join("tests/node_client.js");
     let mode = match via {
         Via::Connect => "connect",
-        Via::HttpsListen => "direct",
+        Via::HttpsListen | Via::Transparent { .. } => "direct",
     };
     let mut cmd = px.command(via, &[ORIGIN, DENIED], "node");
     cmd.arg(&script)
@@ -37,7 +37,7 @@ fn node(via: Via) {
         .arg(px.proxy_url())
         .arg(format!("https://{ORIGIN}"))
         .arg(format!("https://{DENIED}"))
-        .env("NODE_EXTRA_CA_CERTS", px.ca())
+        .env("NODE_EXTRA_CA_CERTS", px.client_ca())
         .env("NODE_PATH", paths::node_modules());
     let out = ok(run(&mut cmd));
     let result: Value = serde_json::from_slice(&out.stdout)
@@ -83,7 +83,7 @@ fn node(via: Via) {
                     "{client}: {d}"
                 )
             }
-            (Via::HttpsListen, _) => {
+            (Via::HttpsListen | Via::Transparent { .. }, _) => {
                 assert_eq!(d["status"], 403, "{client}: {d}");
                 assert_eq!(d["blocked"], "1", "{client}: {d}");
                 assert!(
@@ -98,12 +98,17 @@ fn node(via: Via) {
         // Keep-alive: the `https` agent (one socket) sends the three GETs on one client
         // connection; undici keeps two in its pool and alternates (it does so without a
         // proxy too), so there some connection carries more than one.
-        let addrs: Vec<String> = px
-            .audit()
-            .iter()
-            .filter(|a| a.path() == Some(&format!("/files/{client}/hello.txt")))
-            .map(|a| a.str("remote_addr").unwrap_or("").to_string())
-            .collect();
+        // (The records may still be on their way: the client does not wait for them.)
+        let path = format!("/files/{client}/hello.txt");
+        let addrs: Vec<String> = wait_until(Duration::from_secs(10), "the GETs' records", || {
+            let addrs: Vec<String> = px
+                .audit()
+                .iter()
+                .filter(|a| a.path() == Some(path.as_str()))
+                .map(|a| a.str("remote_addr").unwrap_or("").to_string())
+                .collect();
+            (addrs.len() >= 3).then_some(addrs)
+        });
         assert_eq!(addrs.len(), 3, "{client}: {addrs:?}");
         let mut distinct = addrs.clone();
         distinct.sort();
@@ -131,4 +136,11 @@ fn node_https_and_fetch_through_connect() {
 fn node_https_and_fetch_through_https_listen() {
     require_root!();
     node(Via::HttpsListen);
+}
+
+/// As an unprivileged user selected by `intercept.uids` inside the test cgroup.
+#[test]
+fn node_https_and_fetch_under_uid_interception() {
+    require_root!();
+    node(Via::Transparent { uid: Some(NOBODY) });
 }

@@ -23,13 +23,13 @@ const TRANSFORMS: &str = r#"
             - host: "npm.test"
 "#;
 
-/// Writes the registry's answers for `tiny-pkg` 1.0.0 under ROOT (the origin's static
-/// root): `npm/tiny-pkg/index.json` (metadata) and the tarball it points to, for a registry
-/// at BASE.
+/// Writes the registry's answers for NAME (default `tiny-pkg`; `@scope/name` for a scoped
+/// one) 1.0.0 under ROOT (the origin's static root): `npm/NAME/index.json` (metadata) and
+/// the tarball it points to, `npm/NAME/-/BASENAME-1.0.0.tgz`, for a registry at BASE.
 pub(super) const BUILD_REGISTRY: &str = r#"
 import base64, hashlib, io, json, os, sys, tarfile
 root, base = sys.argv[1], sys.argv[2]
-name, version = "tiny-pkg", "1.0.0"
+name, version = (sys.argv[3] if len(sys.argv) > 3 else "tiny-pkg"), "1.0.0"
 files = {
     "package/package.json": json.dumps({"name": name, "version": version, "main": "index.js"}).encode(),
     "package/index.js": b"module.exports = 42;\n",
@@ -42,7 +42,7 @@ with tarfile.open(fileobj=buf, mode="w:gz") as t:
         info.mode = 0o644
         t.addfile(info, io.BytesIO(data))
 tgz = buf.getvalue()
-rel = f"npm/{name}/-/{name}-{version}.tgz"
+rel = f"npm/{name}/-/{name.split('/')[-1]}-{version}.tgz"
 os.makedirs(os.path.join(root, os.path.dirname(rel)), exist_ok=True)
 open(os.path.join(root, rel), "wb").write(tgz)
 meta = {
@@ -75,7 +75,7 @@ fn npm(via: Via) {
         ],
     )
     .assert_ok();
-    let px = Px::start(&net, TRANSFORMS);
+    let px = Px::start_for(&net, via, TRANSFORMS);
     let work = tempfile::tempdir().expect("npm dir");
     // The workload's .npmrc holds only the placeholder.
     let npmrc = work.path().join("npmrc");
@@ -101,7 +101,7 @@ fn npm(via: Via) {
                 "--no-update-notifier",
             ])
             .arg(format!("--registry=https://{registry}/npm/"))
-            .arg(format!("--cafile={}", px.ca()))
+            .arg(format!("--cafile={}", px.client_ca().display()))
             .arg(format!("--cache={}", work.path().join("cache").display()))
             .arg(format!("--userconfig={}", npmrc.display()))
             .args(["--fetch-retries=0", "--loglevel=http"])
@@ -160,4 +160,104 @@ fn npm_install_through_connect() {
 fn npm_install_through_https_listen() {
     require_root!();
     npm(Via::HttpsListen);
+}
+
+#[test]
+fn npm_install_under_transparent_interception() {
+    require_root!();
+    npm(TRANSPARENT);
+}
+
+/// A path rule for one npm scope, as docs/allowlist.md gives it: npm asks for a scoped
+/// package's metadata with the scope's slash percent-encoded (`/npm/@acme%2ftiny`), and path
+/// rules match the raw path, so `/npm/@acme/*` alone (which does match the tarball,
+/// `/npm/@acme/tiny/-/tiny-1.0.0.tgz`) refuses the metadata; the rule names both forms.
+/// `naive.test` has only `/npm/@acme/*`; another scope is refused on the good host too.
+const SCOPED: &str = r#"
+  - name: allowlist
+    config:
+      rules:
+        - host: "npm.test"
+          methods: ["GET"]
+          paths: ["/npm/@acme%2f*", "/npm/@acme%2F*", "/npm/@acme/*"]
+        - host: "naive.test"
+          methods: ["GET"]
+          paths: ["/npm/@acme/*"]
+"#;
+
+#[test]
+fn npm_scoped_package_with_a_path_rule_for_its_scope() {
+    require_root!();
+    const NAIVE: &str = "naive.test";
+    let net = FakeInternet::new();
+    let origin = Origin::start(&net, &[REGISTRY, NAIVE]);
+    for name in ["@acme/tiny", "@other/tiny"] {
+        python(
+            BUILD_REGISTRY,
+            [
+                origin.static_root().to_str().expect("utf-8"),
+                &format!("https://{REGISTRY}"),
+                name,
+            ],
+        )
+        .assert_ok();
+    }
+    let px = Px::start(&net, SCOPED);
+    let work = tempfile::tempdir().expect("npm dir");
+    let install = |project: &str, registry: &str, package: &str| {
+        let dir = work.path().join(project);
+        write(
+            &dir.join("package.json"),
+            br#"{"name": "app", "version": "0.0.0", "private": true}"#,
+        );
+        let mut cmd = px.command(Via::HttpsListen, &[REGISTRY, NAIVE], "npm");
+        cmd.current_dir(&dir)
+            .args(["install", package, "--no-audit", "--no-fund"])
+            .arg("--no-update-notifier")
+            .arg(format!("--registry=https://{registry}/npm/"))
+            .arg(format!("--cafile={}", px.client_ca().display()))
+            .arg(format!("--cache={}", work.path().join("cache").display()))
+            .arg(format!(
+                "--userconfig={}",
+                work.path().join("npmrc").display()
+            ))
+            .args(["--fetch-retries=0", "--prefer-online"])
+            .env("HOME", work.path());
+        (run(&mut cmd), dir)
+    };
+
+    let (out, dir) = install("acme", REGISTRY, "@acme/tiny");
+    ok(out);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("node_modules/@acme/tiny/index.js"))
+            .expect("installed package"),
+        "module.exports = 42;\n"
+    );
+    let paths: Vec<String> = origin
+        .requests()
+        .iter()
+        .map(|r| r["path"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(
+        paths,
+        ["/npm/@acme%2ftiny", "/npm/@acme/tiny/-/tiny-1.0.0.tgz"],
+        "npm's requests as the origin got them (raw paths)"
+    );
+
+    for (project, registry, package) in [
+        ("other", REGISTRY, "@other/tiny"),
+        ("naive", NAIVE, "@acme/tiny"),
+    ] {
+        let (out, _) = install(project, registry, package);
+        assert_ne!(out.exit, 0, "{project}: npm failed:\n{}", text(&out));
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            said.contains("403"),
+            "{project}: npm shows the 403:\n{said}"
+        );
+    }
+    assert_audit_matches_origin(&px, &origin, REGISTRY, &[("GET", "/npm/@other%2ftiny")]);
+    assert_refused_by_allowlist(&px, NAIVE, 1);
+    let rec = px.wait_for_audit(|a| a.host() == Some(NAIVE));
+    assert_eq!(rec.path(), Some("/npm/@acme%2ftiny"), "{rec}");
 }

@@ -59,7 +59,7 @@ fn pip(via: Via) {
     let net = FakeInternet::new();
     let origin = Origin::start(&net, &[INDEX]);
     python(BUILD_INDEX, [origin.static_root()]).assert_ok();
-    let px = Px::start(&net, TRANSFORMS);
+    let px = Px::start_for(&net, via, TRANSFORMS);
     let work = tempfile::tempdir().expect("pip dir");
 
     let pip = |args: &[&str], index: &str| {
@@ -77,7 +77,7 @@ fn pip(via: Via) {
                 "--index-url",
                 &format!("https://ci:{PROXY_TOKEN}@{index}/simple"),
                 "--cert",
-                px.ca(),
+                px.client_ca().to_str().expect("utf-8"),
             ])
             .env("HOME", work.path())
             // No config files (this machine's may name other indexes or bundles).
@@ -149,4 +149,10 @@ fn pip_download_and_install_through_connect() {
 fn pip_download_and_install_through_https_listen() {
     require_root!();
     pip(Via::HttpsListen);
+}
+
+#[test]
+fn pip_download_and_install_under_transparent_interception() {
+    require_root!();
+    pip(TRANSPARENT);
 }

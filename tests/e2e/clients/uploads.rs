@@ -25,7 +25,7 @@ const UPLOAD: usize = 3 << 20;
 fn early_answers(via: Via) {
     let net = FakeInternet::new();
     let origin = Origin::start(&net, &["up.test"]);
-    let px = Px::start(&net, TRANSFORMS);
+    let px = Px::start_for(&net, via, TRANSFORMS);
     let work = tempfile::tempdir().expect("upload dir");
     let file = work.path().join("upload.bin");
     write(&file, &noise(UPLOAD, 3));
@@ -46,10 +46,12 @@ fn early_answers(via: Via) {
         // The name does not resolve: the proxy answers 502.
         ("https://gone.test/upload", 502, "gone.test"),
     ];
-    for version in ["--http2", "--http1.1"] {
+    for (round, version) in ["--http2", "--http1.1"].into_iter().enumerate() {
         for (url, status, says) in cases {
             let mut cmd = px.command(via, &["up.test", "gone.test"], "curl");
-            cmd.args(["-sS", version, "--cacert", px.ca(), "-T"])
+            cmd.args(["-sS", version, "--cacert"])
+                .arg(px.client_ca())
+                .arg("-T")
                 .arg(&file)
                 .args(["-w", "\n%{http_code}", url]);
             if via == Via::Connect {
@@ -64,8 +66,14 @@ fn early_answers(via: Via) {
                 text(&out)
             );
             assert!(stdout.contains(says), "{version} {url}:\n{}", text(&out));
+            // This round's record (the client may exit before the proxy writes it).
             let path = url.split_once(".test").map_or("", |(_, p)| p);
-            let rec = px.wait_for_audit(|a| a.path() == Some(path));
+            let rec = wait_until(Duration::from_secs(10), "the request's record", || {
+                let audit = px.audit();
+                let recs: Vec<&AuditRecord> =
+                    audit.iter().filter(|a| a.path() == Some(path)).collect();
+                recs.get(round).map(|r| (*r).clone())
+            });
             assert_eq!(rec.status_code(), Some(status), "{rec}");
         }
     }
@@ -80,10 +88,10 @@ fn early_answers(via: Via) {
     // and undici's HTTP/2 (it fails a response that ends while it is still uploading).
     let proxy = match via {
         Via::Connect => px.proxy_url(),
-        Via::HttpsListen => String::new(),
+        Via::HttpsListen | Via::Transparent { .. } => String::new(),
     };
     let mut cmd = px.command(via, &["up.test"], paths::venv_python());
-    cmd.arg("-c").arg(HTTPX).arg(px.ca()).arg(&proxy);
+    cmd.arg("-c").arg(HTTPX).arg(px.client_ca()).arg(&proxy);
     let out = ok(run(&mut cmd));
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
@@ -95,7 +103,7 @@ fn early_answers(via: Via) {
     cmd.arg("-e")
         .arg(UNDICI)
         .arg(&proxy)
-        .env("NODE_EXTRA_CA_CERTS", px.ca())
+        .env("NODE_EXTRA_CA_CERTS", px.client_ca())
         .env("NODE_PATH", paths::node_modules())
         .env("NODE_NO_WARNINGS", "1");
     let out = ok(run(&mut cmd));
@@ -153,4 +161,10 @@ fn an_answer_before_the_upload_ends_reaches_the_client_through_connect() {
 fn an_answer_before_the_upload_ends_reaches_the_client_through_https_listen() {
     require_root!();
     early_answers(Via::HttpsListen);
+}
+
+#[test]
+fn an_answer_before_the_upload_ends_reaches_the_client_under_transparent_interception() {
+    require_root!();
+    early_answers(TRANSPARENT);
 }

@@ -10,6 +10,7 @@ mod authority;
 mod flow_control;
 mod generate_ca;
 pub(crate) mod grpc;
+mod half_close;
 mod heads;
 mod leaf_cache;
 mod malformed;

@@ -18,6 +18,38 @@ use crate::process::ChildGuard;
 /// How long a workload may run before it is killed.
 const WORKLOAD_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Makes `cmd`'s child join the cgroup whose `cgroup.procs` is `procs` between fork and
+/// exec, then switch to `uid` (gid the same, no supplementary groups) if given.
+pub(super) fn join_before_exec(cmd: &mut Command, procs: &Path, uid: Option<u32>) {
+    let procs =
+        CString::new(procs.as_os_str().as_encoded_bytes()).expect("cgroup path without NUL");
+    // SAFETY: the closure runs between fork and exec and only makes async-signal-safe
+    // calls (open, write, close, setgroups, setgid, setuid) on data prepared before fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // "0" moves the writing process: the child, before it execs.
+            let ok = libc::write(fd, b"0".as_ptr().cast(), 1) == 1;
+            libc::close(fd);
+            if !ok {
+                return Err(std::io::Error::last_os_error());
+            }
+            if let Some(uid) = uid {
+                if libc::setgroups(0, std::ptr::null()) != 0
+                    || libc::setgid(uid) != 0
+                    || libc::setuid(uid) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+}
+
 /// The distribution's Python (stdlib only): readable by every uid, unlike the test venv.
 pub fn system_python() -> &'static str {
     if Path::new("/usr/bin/python3").exists() {
@@ -99,34 +131,7 @@ impl Workload {
 
     /// Spawns it inside the cgroup; the guard kills it (by PID) on drop.
     pub fn spawn(mut self) -> ChildGuard {
-        let procs = CString::new(self.procs.into_os_string().into_encoded_bytes())
-            .expect("cgroup path without NUL");
-        let uid = self.uid;
-        // SAFETY: the closure runs between fork and exec and only makes async-signal-safe
-        // calls (open, write, close, setgroups, setgid, setuid) on data prepared before fork.
-        unsafe {
-            self.cmd.pre_exec(move || {
-                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-                if fd < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                // "0" moves the writing process: the child, before it execs.
-                let ok = libc::write(fd, b"0".as_ptr().cast(), 1) == 1;
-                libc::close(fd);
-                if !ok {
-                    return Err(std::io::Error::last_os_error());
-                }
-                if let Some(uid) = uid {
-                    if libc::setgroups(0, std::ptr::null()) != 0
-                        || libc::setgid(uid) != 0
-                        || libc::setuid(uid) != 0
-                    {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                }
-                Ok(())
-            });
-        }
+        join_before_exec(&mut self.cmd, &self.procs, self.uid);
         ChildGuard::spawn("workload", &mut self.cmd)
     }
 
