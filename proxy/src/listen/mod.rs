@@ -6,6 +6,7 @@ mod connect_head;
 pub mod http;
 pub mod https;
 pub mod linger;
+pub mod per_client;
 pub mod refused;
 pub mod sniffed;
 pub mod transparent;
@@ -75,6 +76,9 @@ where
     // Closed by the proxy first, the connection drains what the client
     // still sends, so that it reads the response instead of a reset. Reads
     // are capped so that hyper's read buffer stays small after an upload.
+    // An upgraded connection outlives this task: the socket keeps its
+    // client's connection counted (`per_client`).
+    let io = per_client::Permitted::new(io);
     let io = linger::Linger::new(ReadCap::new(PrefixedStream::new(first, io)));
     // This task drives the upstream connection its HTTP/1 requests go out on.
     let held = HeldSlot::default();
