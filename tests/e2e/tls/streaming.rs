@@ -166,8 +166,10 @@ fn an_open_websocket_counts_against_its_clients_connection_cap() {
     // The WebSocket is open: a second connection from 127.0.0.1 is refused.
     let r = Curl::get("https://ws.test/get").via(&px).run();
     assert_eq!(r.status, 0, "refused while the WebSocket is open: {r:?}");
-    let rec = px.wait_for_audit(|a| a.str("reason") == Some("client_connection_limit"));
-    assert_eq!(rec.str("mode"), Some("https"), "{rec}");
+    // (The harness's own probes of the other listeners may be refused too.)
+    px.wait_for_audit(|a| {
+        a.str("reason") == Some("client_connection_limit") && a.str("mode") == Some("https")
+    });
     // Closed, it no longer counts.
     std::fs::write(flags.path().join("close"), "").expect("writing the close flag");
     client.join().expect("client thread").assert_ok();
