@@ -73,12 +73,12 @@ where
         tracing::debug!(client = %remote, "no request within {FIRST_REQUEST_TIMEOUT:?}; closing");
         return;
     };
-    // Closed by the proxy first, the connection drains what the client
-    // still sends, so that it reads the response instead of a reset. Reads
-    // are capped so that hyper's read buffer stays small after an upload.
     // An upgraded connection outlives this task: the socket keeps its
     // client's connection counted (`per_client`).
     let io = per_client::Permitted::new(io);
+    // Closed by the proxy first, the connection drains what the client
+    // still sends, so that it reads the response instead of a reset. Reads
+    // are capped so that hyper's read buffer stays small after an upload.
     let io = linger::Linger::new(ReadCap::new(PrefixedStream::new(first, io)));
     // This task drives the upstream connection its HTTP/1 requests go out on.
     let held = HeldSlot::default();

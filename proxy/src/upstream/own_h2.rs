@@ -29,9 +29,10 @@
 //! A client connection's HTTP/2 client does not end with it: its upstream
 //! connections, idle then, can serve the next client connection to the same
 //! host. [`Spares`] keeps it for that (up to [`MAX_SPARES_PER_HOST`] per
-//! host, for the pool's idle timeout), so that a workload opening a new
-//! HTTP/2 connection per request (curl in a script) does not pay an upstream
-//! handshake each time. A spare is taken by one client connection at a time.
+//! host and [`MAX_SPARES`] in all, for the pool's idle timeout), so that a
+//! workload opening a new HTTP/2 connection per request (curl in a script)
+//! does not pay an upstream handshake each time. A spare is taken by one
+//! client connection at a time.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
