@@ -7,6 +7,8 @@ pub(crate) const HEADERS: u8 = 0x1;
 pub(crate) const SETTINGS: u8 = 0x4;
 pub(crate) const PING: u8 = 0x6;
 pub(crate) const WINDOW_UPDATE: u8 = 0x8;
+/// `SETTINGS_MAX_CONCURRENT_STREAMS`, the most streams the peer may open.
+pub(crate) const SETTINGS_MAX_CONCURRENT_STREAMS: u16 = 0x3;
 /// `SETTINGS_INITIAL_WINDOW_SIZE`, the stream receive window.
 pub(crate) const SETTINGS_INITIAL_WINDOW_SIZE: u16 = 0x4;
 /// `SETTINGS_MAX_HEADER_LIST_SIZE`, the largest header list the sender takes.

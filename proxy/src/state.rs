@@ -55,6 +55,8 @@ pub struct Shared {
     pub drain: crate::ops::Drain,
     /// The runtimes that serve client connections.
     pub workers: crate::listen::workers::Workers,
+    /// `proxy.max_connections_per_client`, when set.
+    pub client_limit: Option<Arc<crate::listen::per_client::ClientLimit>>,
     ready: AtomicBool,
     stopping: AtomicBool,
 }
@@ -76,9 +78,16 @@ impl Shared {
             audit,
             drain,
             workers,
+            client_limit: None,
             ready: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
         }
+    }
+
+    /// With a cap of `max` connections per client address (`None`: no cap).
+    pub fn with_client_limit(mut self, max: Option<std::num::NonZeroU32>) -> Self {
+        self.client_limit = max.map(crate::listen::per_client::ClientLimit::new);
+        self
     }
 
     /// The current policy; hold the `Arc` for the whole request.

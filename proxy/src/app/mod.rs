@@ -261,14 +261,17 @@ impl App {
         let dialer = Dialer::new(resolver, deny.clone(), upstream_tls);
         let drain = Drain::new();
         let workers = Workers::start(Workers::default_count())?;
-        let shared = Arc::new(Shared::new(
-            policy,
-            deny,
-            Upstream::new(dialer),
-            audit,
-            drain.clone(),
-            workers.clone(),
-        ));
+        let shared = Arc::new(
+            Shared::new(
+                policy,
+                deny,
+                Upstream::new(dialer),
+                audit,
+                drain.clone(),
+                workers.clone(),
+            )
+            .with_client_limit(cfg.proxy.max_connections_per_client),
+        );
         let intake = Intake {
             shared: shared.clone(),
             tls,

@@ -8,7 +8,8 @@
 //! interception the new deny list is written into the pinned kernel trie too
 //! (new ranges first, then the removed ones go, so a range in both lists is
 //! never absent), before the userspace policy swaps. Everything else
-//! (listener addresses, `tls`, `dns`, `management`, `metrics`, `log`,
+//! (listener addresses, `proxy.max_connections_per_client`, `tls`, `dns`,
+//! `management`, `metrics`, `log`,
 //! `intercept`) is fixed at startup. A reload that changes one of those still
 //! applies the rest, keeps the running values, logs a warning and lists the
 //! sections in the response's `restart_required`. A config that startup would
@@ -157,6 +158,10 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     check(
         old.proxy.tunnel_listen != new.proxy.tunnel_listen,
         "proxy.tunnel_listen",
+    );
+    check(
+        old.proxy.max_connections_per_client != new.proxy.max_connections_per_client,
+        "proxy.max_connections_per_client",
     );
     check(old.tls != new.tls, "tls");
     check(old.dns != new.dns, "dns");

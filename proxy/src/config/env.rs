@@ -15,7 +15,7 @@ use super::decode::Cx;
 use super::yaml::{Kind, Node, Pos};
 
 /// A value override: variable, section, key, and whether the value is a comma-separated list.
-const OVERRIDES: [(&str, &str, &str, bool); 17] = [
+const OVERRIDES: [(&str, &str, &str, bool); 18] = [
     ("IRON_DNS_LISTEN", "dns", "listen", false),
     ("IRON_DNS_PROXY_IP", "dns", "proxy_ip", false),
     (
@@ -50,6 +50,12 @@ const OVERRIDES: [(&str, &str, &str, bool); 17] = [
         "proxy",
         "upstream_deny_cidrs",
         true,
+    ),
+    (
+        "IRON_PROXY_MAX_CONNECTIONS_PER_CLIENT",
+        "proxy",
+        "max_connections_per_client",
+        false,
     ),
     ("IRON_TLS_MODE", "tls", "mode", false),
     ("IRON_TLS_CA_CERT", "tls", "ca_cert", false),

@@ -25,7 +25,14 @@ pub struct ProxyConfig {
     pub upstream_response_header_timeout: PositiveDuration,
     /// Ranges never dialled. Unset gives [`DEFAULT_DENY_CIDRS`]; `[]` opts out.
     pub upstream_deny_cidrs: Vec<IpNet>,
+    /// Connections one client address may have open at once, over all
+    /// listeners (1..=1000000); absent or null: no cap (the default).
+    pub max_connections_per_client: Option<std::num::NonZeroU32>,
 }
+
+/// The largest `proxy.max_connections_per_client`: above any descriptor
+/// limit, so a larger value could only be a mistake.
+pub const MAX_CONNECTIONS_PER_CLIENT: i64 = 1_000_000;
 
 /// `upstream_deny_cidrs` when unset: IMDS (v4 and v6) and loopback.
 pub const DEFAULT_DENY_CIDRS: [&str; 4] = [
@@ -55,8 +62,12 @@ impl Decode for ProxyConfig {
                 "max_response_body_bytes",
                 "upstream_response_header_timeout",
                 "upstream_deny_cidrs",
+                "max_connections_per_client",
             ],
         )?;
+        let per_client = m.opt_with(cx, "max_connections_per_client", |n, cx| {
+            int(n, cx, 1, MAX_CONNECTIONS_PER_CLIENT)
+        });
         let http_listen = m.or(cx, "http_listen", ListenAddr::AllInterfaces(80));
         let https_listen = m.or(cx, "https_listen", ListenAddr::AllInterfaces(443));
         let tunnel_listen = m.opt(cx, "tunnel_listen");
@@ -76,6 +87,9 @@ impl Decode for ProxyConfig {
             max_response_body_bytes: max_rsp?,
             upstream_response_header_timeout: timeout?,
             upstream_deny_cidrs: deny?,
+            max_connections_per_client: per_client?
+                .and_then(|v| u32::try_from(v).ok())
+                .and_then(std::num::NonZeroU32::new),
         })
     }
 }

@@ -14,8 +14,11 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>) {
     let mut errors = super::accept::AcceptErrors::new("http");
     loop {
         let (stream, remote) = errors.accept(&listener).await;
+        let Ok(permit) = super::per_client::admit(&shared, Mode::Http, remote) else {
+            continue;
+        };
         let shared = shared.clone();
-        tokio::spawn(async move {
+        super::per_client::spawn(permit, async move {
             super::serve_http(shared, ConnInfo::new(remote, Mode::Http, false, 80), stream).await;
         });
     }

@@ -20,8 +20,11 @@ pub async fn run(listener: TcpListener, intake: Intake) {
     let mut errors = super::accept::AcceptErrors::new("https");
     loop {
         let (stream, remote): (_, SocketAddr) = errors.accept(&listener).await;
+        let Ok(permit) = super::per_client::admit(&intake.shared, Mode::Https, remote) else {
+            continue;
+        };
         let intake = intake.clone();
-        tokio::spawn(async move {
+        super::per_client::spawn(permit, async move {
             let mut conn = ConnInfo::new(remote, Mode::Https, true, 443);
             conn.fixed_port = true;
             intake

@@ -6,6 +6,7 @@ mod connect_head;
 pub mod http;
 pub mod https;
 pub mod linger;
+pub mod per_client;
 pub mod refused;
 pub mod sniffed;
 pub mod transparent;
@@ -72,6 +73,9 @@ where
         tracing::debug!(client = %remote, "no request within {FIRST_REQUEST_TIMEOUT:?}; closing");
         return;
     };
+    // An upgraded connection outlives this task: the socket keeps its
+    // client's connection counted (`per_client`).
+    let io = per_client::Permitted::new(io);
     // Closed by the proxy first, the connection drains what the client
     // still sends, so that it reads the response instead of a reset. Reads
     // are capped so that hyper's read buffer stays small after an upload.
@@ -153,6 +157,25 @@ pub const H2_MAX_HEADER_LIST: u32 = H1_MAX_BUF as u32;
 /// proxy moves as fast as with the default).
 pub const H2_MAX_SEND_BUF: usize = 64 * 1024;
 
+/// How many streams an HTTP/2 client connection may have open at once
+/// (`SETTINGS_MAX_CONCURRENT_STREAMS`; a stream beyond it is refused with
+/// `REFUSED_STREAM`, which clients retry once another ends).
+///
+/// What one connection can pin is bounded per stream by the send queue
+/// ([`H2_MAX_SEND_BUF`]) plus the chunk of response in hand (up to 32 KiB
+/// read from the upstream, `read_cap.rs`), about 96 KiB, and over all
+/// streams by the receive window ([`H2_CONN_WINDOW`], 1 MiB). hyper's
+/// default of 200 streams let a client that opens them all with a huge
+/// flow-control window and reads nothing pin about 19 MiB per connection;
+/// at 100, about 9.4 MiB plus the window (measured: see the
+/// `an_http2_client_holding_more_streams_than_the_limit_pins_no_more`
+/// test). 100 is what RFC 9113 (section 6.5.2) asks servers not to go
+/// below so as not to limit parallelism needlessly, Envoy's default and
+/// what most CDNs advertise (nginx 128, Go 250); browsers cap themselves
+/// at the server's value and gRPC clients queue calls beyond it, so normal
+/// fan-out and streaming are unaffected.
+pub const H2_MAX_CONCURRENT_STREAMS: u32 = 100;
+
 /// The server builder every listener uses: header case preserved, a timer
 /// so that HTTP/1 heads and idle keep-alive connections are bounded by
 /// [`HEADER_READ_TIMEOUT`], HTTP/2 PINGs ([`H2_PING_INTERVAL`],
@@ -162,7 +185,8 @@ pub const H2_MAX_SEND_BUF: usize = 64 * 1024;
 /// [`H1_MAX_HEADERS`], [`H2_MAX_HEADER_LIST`]), HTTP/2 receive windows
 /// ([`H2_STREAM_WINDOW`], [`H2_CONN_WINDOW`]) that keep one stalled upload
 /// from stalling the connection's others, and HTTP/2 send queues bounded
-/// by [`H2_MAX_SEND_BUF`] per stream.
+/// by [`H2_MAX_SEND_BUF`] per stream, on at most
+/// [`H2_MAX_CONCURRENT_STREAMS`] streams at a time.
 pub(crate) fn http_builder() -> auto::Builder<TokioExecutor> {
     http_builder_with(H2_PING_INTERVAL, H2_PING_TIMEOUT)
 }
@@ -186,7 +210,8 @@ fn http_builder_with(ping_every: Duration, ping_timeout: Duration) -> auto::Buil
         .initial_stream_window_size(H2_STREAM_WINDOW)
         .initial_connection_window_size(H2_CONN_WINDOW)
         .max_header_list_size(H2_MAX_HEADER_LIST)
-        .max_send_buf_size(H2_MAX_SEND_BUF);
+        .max_send_buf_size(H2_MAX_SEND_BUF)
+        .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS);
     builder
 }
 
@@ -293,8 +318,62 @@ mod tests {
     /// buffers hold, not hyper's default of 400 KiB per stream.
     #[tokio::test]
     async fn an_http2_client_that_does_not_read_pins_a_bounded_buffer_per_stream() {
-        use crate::h2_frames::*;
         const STREAMS: u32 = 2;
+        let pulled = pulled_by_unread_streams(STREAMS).await;
+        // Per stream: the send queue and a chunk in hand; the kernel's
+        // buffers and the frame being written once (as in the HTTP/1 test).
+        // Without the bound: over 400 KiB per stream.
+        let bound = STREAMS as usize * (H2_MAX_SEND_BUF + CHUNK) + 96 * 1024;
+        assert!(
+            pulled <= bound,
+            "{pulled} bytes pulled for {STREAMS} streams of a client that reads nothing \
+             (bound {bound})"
+        );
+    }
+
+    /// A client opening as many streams as hyper's default allowed (200),
+    /// each with the largest window and none read, gets only
+    /// [`H2_MAX_CONCURRENT_STREAMS`] served (the rest are refused), so it
+    /// pins what that many streams hold at most. Without the limit: 200
+    /// send queues, over 12.5 MiB.
+    #[tokio::test]
+    async fn an_http2_client_holding_more_streams_than_the_limit_pins_no_more() {
+        const STREAMS: u32 = 200;
+        let pulled = pulled_by_unread_streams(STREAMS).await;
+        let bound = H2_MAX_CONCURRENT_STREAMS as usize * (H2_MAX_SEND_BUF + CHUNK) + 96 * 1024;
+        assert!(
+            pulled <= bound,
+            "{pulled} bytes pulled for {STREAMS} unread streams (bound {bound})"
+        );
+        // Well below 19 MiB a connection (hyper's default of 200 streams).
+        assert!(bound < 10 * 1024 * 1024, "{bound}");
+    }
+
+    /// The server tells clients how many streams they may open.
+    #[tokio::test]
+    async fn http2_clients_are_told_the_stream_limit() {
+        use crate::h2_frames::*;
+        let mut client = h2_client(http_builder()).await;
+        let read = async {
+            loop {
+                let f = read_frame(&mut client).await?;
+                if f.kind == SETTINGS && f.flags & ACK == 0 {
+                    return f.setting(SETTINGS_MAX_CONCURRENT_STREAMS);
+                }
+            }
+        };
+        let advertised = tokio::time::timeout(Duration::from_secs(10), read)
+            .await
+            .expect("the server's SETTINGS within 10 s");
+        assert_eq!(advertised, Some(H2_MAX_CONCURRENT_STREAMS));
+    }
+
+    /// Opens `streams` GETs on one HTTP/2 connection to [`serve_endless`]
+    /// with the largest flow-control windows there are and reads nothing;
+    /// returns how much of the endless responses the server pulled once it
+    /// stopped.
+    async fn pulled_by_unread_streams(streams: u32) -> usize {
+        use crate::h2_frames::*;
         let pulled = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let addr = serve_endless(pulled.clone()).await;
         let mut client = small_window_client(addr).await;
@@ -312,21 +391,13 @@ mod tests {
         // GET http://a/ from HPACK's static table (:method GET, :scheme
         // http, :path /) and a literal :authority.
         let block = [0x82, 0x86, 0x84, 0x41, 0x01, b'a'];
-        for i in 0..STREAMS {
+        for i in 0..streams {
             hello.extend(frame(HEADERS, END_STREAM | END_HEADERS, 1 + 2 * i, &block));
         }
         client.write_all(&hello).await.expect("requests");
         let pulled = settled(&pulled).await;
-        // Per stream: the send queue and a chunk in hand; the kernel's
-        // buffers and the frame being written once (as in the HTTP/1 test).
-        // Without the bound: over 400 KiB per stream.
-        let bound = STREAMS as usize * (H2_MAX_SEND_BUF + CHUNK) + 96 * 1024;
-        assert!(
-            pulled <= bound,
-            "{pulled} bytes pulled for {STREAMS} streams of a client that reads nothing \
-             (bound {bound})"
-        );
         drop(client);
+        pulled
     }
 
     /// Sends `head` as the first request on a connection to `http_builder`

@@ -110,11 +110,14 @@ pub async fn run(listener: TcpListener, intake: Intake, lookup: Arc<dyn OriginLo
             Ok(l) => l,
             Err(_) => continue,
         };
+        let Ok(permit) = super::per_client::admit(&intake.shared, Mode::Transparent, remote) else {
+            continue;
+        };
         let intake = intake.clone();
         let lookup = lookup.clone();
         // The lookup runs in the connection's task, so a slow one (nftables
         // attribution scans /proc) never holds up the accept loop.
-        tokio::spawn(async move {
+        super::per_client::spawn(permit, async move {
             let Some((stream, found)) = find_origin(lookup, stream, remote, local).await else {
                 return;
             };

@@ -79,8 +79,11 @@ pub async fn run(listener: TcpListener, intake: Intake) {
     let mut errors = super::accept::AcceptErrors::new("tunnel");
     loop {
         let (stream, remote) = errors.accept(&listener).await;
+        let Ok(permit) = super::per_client::admit(&intake.shared, Mode::Tunnel, remote) else {
+            continue;
+        };
         let intake = intake.clone();
-        tokio::spawn(async move { serve(stream, remote, intake).await });
+        super::per_client::spawn(permit, async move { serve(stream, remote, intake).await });
     }
 }
 
@@ -134,7 +137,9 @@ async fn http_proxy(stream: Client, remote: SocketAddr, intake: Intake) {
     });
     // Like `serve_http`: a connection the proxy closes first (after a refused
     // head) drains, so that the client reads the answer rather than a reset.
-    let stream = super::linger::Linger::new(stream);
+    // A CONNECT served here goes on in a task of its own: the socket keeps
+    // its client's connection counted (`per_client`).
+    let stream = super::linger::Linger::new(super::per_client::Permitted::new(stream));
     if let Err(e) = super::http_builder()
         .serve_connection_with_upgrades(TokioIo::new(stream), svc)
         .await

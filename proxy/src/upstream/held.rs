@@ -68,11 +68,16 @@ pub(crate) struct Key {
 }
 
 /// The HTTP/1 client settings of every held connection: header case
-/// preserved, and response heads bounded by bytes rather than by hyper's
-/// default of 100 fields (see [`crate::listen::H1_MAX_HEADERS`]).
+/// preserved, and response heads bounded as the client side bounds request
+/// heads: by [`crate::listen::H1_MAX_BUF`] bytes (hyper's default, about
+/// 408 KiB, let every upstream answering with a huge head pin that much per
+/// exchange) and by [`crate::listen::H1_MAX_HEADERS`] fields rather than
+/// hyper's default of 100. A head beyond either fails the exchange: 502
+/// `upstream_error`, see [`super::classify`].
 pub(crate) fn http1_client() -> http1::Builder {
     let mut b = http1::Builder::new();
     b.preserve_header_case(true)
+        .max_buf_size(crate::listen::H1_MAX_BUF)
         .max_headers(crate::listen::H1_MAX_HEADERS);
     b
 }

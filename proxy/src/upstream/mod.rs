@@ -28,7 +28,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
 use crate::body::Body;
-use crate::listen::{H1_MAX_HEADERS, H2_MAX_HEADER_LIST, H2_PING_INTERVAL, H2_PING_TIMEOUT};
+use crate::listen::{
+    H1_MAX_BUF, H1_MAX_HEADERS, H2_MAX_HEADER_LIST, H2_PING_INTERVAL, H2_PING_TIMEOUT,
+};
 pub use deny::DenyList;
 pub use dial::{ConnectFailure, DialError, Dialer, TlsFailure};
 use head_timer::HeadTimer;
@@ -138,12 +140,14 @@ pub struct Upstream {
 /// [`own_h2`] (fixed: hyper's adaptive window sets the connection's window to
 /// the stream's, so one stalled stream would stall the connection), and a
 /// send queue of [`own_h2::MAX_SEND_BUF`] per stream. Response heads are
-/// bounded as the client side bounds request heads: by bytes, not by a
-/// header count (see [`crate::listen::H1_MAX_HEADERS`]).
+/// bounded as the client side bounds request heads: by [`H1_MAX_BUF`] bytes
+/// (hyper's default: about 408 KiB) and [`H1_MAX_HEADERS`] fields (see
+/// [`held::http1_client`]).
 fn client(dialer: Dialer, ping_every: Duration, ping_timeout: Duration) -> Client<Dialer, Body> {
     Client::builder(TokioExecutor::new())
         .http1_preserve_header_case(true)
         .http1_max_headers(H1_MAX_HEADERS)
+        .http1_max_buf_size(H1_MAX_BUF)
         .timer(hyper_util::rt::TokioTimer::new())
         .http2_keep_alive_interval(ping_every)
         .http2_keep_alive_timeout(ping_timeout)
@@ -353,6 +357,12 @@ fn classify(e: &(dyn std::error::Error + 'static)) -> UpstreamError {
     }
     if let Some(refusal) = crate::find_in_chain::<crate::body::BodyRefused>(e) {
         return UpstreamError::Refused(refusal.clone());
+    }
+    if crate::find_in_chain::<hyper::Error>(e).is_some_and(hyper::Error::is_parse_too_large) {
+        return UpstreamError::Http(format!(
+            "upstream response head too large: over {H1_MAX_BUF} bytes or {H1_MAX_HEADERS} \
+             header fields"
+        ));
     }
     let mut detail = e.to_string();
     if let Some(s) = e.source() {

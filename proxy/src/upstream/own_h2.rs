@@ -29,9 +29,10 @@
 //! A client connection's HTTP/2 client does not end with it: its upstream
 //! connections, idle then, can serve the next client connection to the same
 //! host. [`Spares`] keeps it for that (up to [`MAX_SPARES_PER_HOST`] per
-//! host, for the pool's idle timeout), so that a workload opening a new
-//! HTTP/2 connection per request (curl in a script) does not pay an upstream
-//! handshake each time. A spare is taken by one client connection at a time.
+//! host and [`MAX_SPARES`] in all, for the pool's idle timeout), so that a
+//! workload opening a new HTTP/2 connection per request (curl in a script)
+//! does not pay an upstream handshake each time. A spare is taken by one
+//! client connection at a time.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -64,6 +65,17 @@ pub(crate) const CONN_WINDOW: u32 = 5 * 1024 * 1024;
 pub(crate) const MAX_SEND_BUF: usize = crate::listen::H2_MAX_SEND_BUF;
 /// How many spare clients [`Spares`] keeps per host.
 const MAX_SPARES_PER_HOST: usize = 64;
+/// How many spare clients [`Spares`] keeps over all hosts; beyond it the
+/// least recently put spare goes first, whatever its host. Each spare holds
+/// at least one idle upstream connection (a descriptor, its TLS session
+/// and buffers) for the pool's idle timeout. With only the per-host cap, a
+/// workload that opens HTTP/2 connections to many distinct hosts (a
+/// wildcard allowlist, one name per request) kept 64 spares for every one
+/// of them: descriptors and memory without bound for 90 s. 256 covers the
+/// hosts a busy deployment reuses within that time (four hosts at their
+/// per-host cap); a spare evicted early only costs its next user a
+/// handshake.
+const MAX_SPARES: usize = 256;
 
 /// The pooled HTTP/2-capable client type (h2 or http/1.1 by ALPN).
 pub(crate) type H2Client = Client<Dialer, Body>;
@@ -165,8 +177,9 @@ impl<C> Spares<C> {
         spare.map(|s| s.client)
     }
 
-    /// Keeps `client` as a spare for `key`; the oldest goes when there are
-    /// too many.
+    /// Keeps `client` as a spare for `key`; the oldest of the host goes when
+    /// the host has [`MAX_SPARES_PER_HOST`], else the oldest of all when
+    /// there are [`MAX_SPARES`] in all.
     fn put(&self, key: Key, home: Home, client: C) {
         self.put_at(key, home, client, Instant::now());
     }
@@ -179,15 +192,28 @@ impl<C> Spares<C> {
             list.retain(|s| s.fresh(now));
             !list.is_empty()
         });
-        let list = by_key.entry(key).or_default();
-        if list.len() >= MAX_SPARES_PER_HOST {
-            list.remove(0);
+        let host_full = by_key
+            .get(&key)
+            .is_some_and(|list| list.len() >= MAX_SPARES_PER_HOST);
+        if host_full {
+            if let Some(list) = by_key.get_mut(&key) {
+                list.remove(0);
+            }
+        } else if by_key.values().map(Vec::len).sum::<usize>() >= MAX_SPARES {
+            evict_oldest(&mut by_key);
         }
+        let list = by_key.entry(key).or_default();
         list.push(Spare {
             since: now,
             home,
             client,
         });
+    }
+
+    /// How many spares there are in all.
+    #[cfg(test)]
+    fn total(&self) -> usize {
+        self.lock().values().map(Vec::len).sum()
     }
 
     /// How many spares there are for `key`.
@@ -200,6 +226,23 @@ impl<C> Spares<C> {
     #[cfg(test)]
     fn hosts(&self) -> usize {
         self.lock().len()
+    }
+}
+
+/// Removes the least recently put spare of all hosts (each host's list is
+/// oldest first), and the host's list with it when that was its last.
+fn evict_oldest<C>(by_key: &mut HashMap<Key, Vec<Spare<C>>>) {
+    let oldest = by_key
+        .iter()
+        .filter_map(|(key, list)| list.first().map(|s| (s.since, key)))
+        .min_by_key(|(since, _)| *since)
+        .map(|(_, key)| key.clone());
+    let Some(key) = oldest else { return };
+    if let Some(list) = by_key.get_mut(&key) {
+        list.remove(0);
+        if list.is_empty() {
+            by_key.remove(&key);
+        }
     }
 }
 

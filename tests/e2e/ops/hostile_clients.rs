@@ -201,3 +201,102 @@ fn is_recovery(l: &LogLine) -> bool {
 fn failures_of(l: &LogLine) -> u64 {
     l.0["failures"].as_u64().expect("failures is a count")
 }
+
+/// How many connections one client address may have open in
+/// [`one_clients_connections_are_capped_and_another_clients_are_not`].
+const CAP: usize = 4;
+
+/// `proxy.max_connections_per_client`: a client at the cap (here 127.0.0.1, holding
+/// keep-alive connections it got answers on) has its next connections closed without a reply,
+/// on every listener (the cap counts all of them), each audited once; meanwhile another client
+/// (127.0.0.2) is served, and once the first closes one of its connections it is served again.
+/// The warning about the refusals is rate limited: a flood of them is not a flood of warnings.
+#[test]
+fn one_clients_connections_are_capped_and_another_clients_are_not() {
+    let px = Proxy::with(format!(
+        "proxy:\n  tunnel_listen: auto\n  max_connections_per_client: {CAP}\n{ALLOW_ONE}"
+    ))
+    .start();
+    let addr = px.http_addr();
+    // CAP connections, each shown accepted and served (the allowlist's 403), kept open.
+    let mut held: Vec<super::KeepAlive> = (0..CAP)
+        .map(|_| {
+            let mut c = super::KeepAlive::open(addr, Duration::from_secs(20));
+            assert!(c.status("/", "other.test").contains(" 403 "));
+            c
+        })
+        .collect();
+    // Over the cap: closed without a reply, on the HTTP listener and on the tunnel listener.
+    const FLOOD: usize = 40;
+    for i in 0..FLOOD {
+        let to = if i % 2 == 0 { addr } else { px.tunnel_addr() };
+        let mut s = connect(to);
+        // The proxy may have closed it already: a failed write is a refusal too.
+        let _ = s.write_all(b"GET / HTTP/1.1\r\nHost: other.test\r\n\r\n");
+        let got = read_until_closed(s, "a connection over the cap", Duration::from_secs(20));
+        assert!(got.is_empty(), "closed without a reply, got {got:?}");
+    }
+    // Another client address is served meanwhile, on both listeners.
+    let r = Curl::get(&format!("http://{addr}/"))
+        .header("Host", "other.test")
+        .args(["--interface", "127.0.0.2"])
+        .run();
+    assert_eq!(r.status, 403, "127.0.0.2 is served: {r:?}");
+    let r = Curl::get("http://other.test/")
+        .args(["--interface", "127.0.0.2", "--proxy"])
+        .args([format!("http://{}", px.tunnel_addr())])
+        .run();
+    assert_eq!(
+        r.status, 403,
+        "127.0.0.2 is served through the tunnel listener: {r:?}"
+    );
+    // One record per refused connection, naming the reason and the client.
+    let refused = wait_until(Duration::from_secs(10), "a record per refusal", || {
+        let recs: Vec<AuditRecord> = px
+            .audit()
+            .iter()
+            .filter(|a| a.str("reason") == Some("client_connection_limit"))
+            .cloned()
+            .collect();
+        (recs.len() >= FLOOD).then_some(recs)
+    });
+    assert_eq!(refused.len(), FLOOD, "one record each");
+    for rec in &refused {
+        assert!(
+            rec.str("remote_addr")
+                .is_some_and(|a| a.starts_with("127.0.0.1:")),
+            "{rec}"
+        );
+        assert_eq!(rec.action(), Some("reject"), "{rec}");
+        assert_eq!(rec.status_code(), Some(0), "{rec}");
+        assert!(
+            rec.str("error")
+                .is_some_and(|e| e.contains("max_connections_per_client: 4")),
+            "{rec}"
+        );
+    }
+    let modes: std::collections::BTreeSet<_> =
+        refused.iter().filter_map(|a| a.str("mode")).collect();
+    assert_eq!(modes, ["http", "tunnel"].into(), "both listeners refuse");
+    // Warned when the refusals started, then at most every 10 s: not once per refusal.
+    let warnings = px
+        .log_lines()
+        .into_iter()
+        .filter(|l| l.msg() == "refused connections over proxy.max_connections_per_client")
+        .count();
+    assert!(warnings >= 1, "the refusals are reported");
+    assert!(
+        warnings * 10 <= FLOOD,
+        "{warnings} warnings for {FLOOD} refusals"
+    );
+    // The held connections still work; once one closes, 127.0.0.1 is served again.
+    assert!(held[0].status("/", "other.test").contains(" 403 "));
+    drop(held.pop());
+    let r = wait_until(Duration::from_secs(10), "127.0.0.1 served again", || {
+        let r = Curl::get(&format!("http://{addr}/"))
+            .header("Host", "other.test")
+            .run();
+        (r.status != 0).then_some(r)
+    });
+    assert_eq!(r.status, 403, "{r:?}");
+}

@@ -113,3 +113,38 @@ fn responses_with_many_header_fields_reach_the_client_whole() {
         assert_eq!(many, FIELDS, "{version}: {r}");
     }
 }
+
+/// An upstream HTTP/1.1 answer whose head is over the byte limit (128 KiB, as for request
+/// heads; hyper's client took about 408 KiB) is a 502 `upstream_error` whose `error` says the
+/// head was too large; one just under the limit goes through. Both the plain listener (the
+/// held HTTP/1 client) and MITM'd TLS.
+#[test]
+fn an_upstream_http1_head_over_the_byte_limit_is_a_502() {
+    require_root!();
+    let (_net, _up, px) = mitm_with("httpbin.test");
+    // 100 fields of 1,000 bytes: about 100 KiB, under the limit.
+    let r = Curl::get("https://httpbin.test/many-headers?count=100&len=1000")
+        .args(["--http1.1"])
+        .via(&px)
+        .run();
+    assert_eq!(r.status, 200, "{r}");
+    // 200 fields of 1,000 bytes: about 200 KiB, over it (and under hyper's default).
+    for scheme in ["https", "http"] {
+        let r = Curl::get(&format!(
+            "{scheme}://httpbin.test/many-headers?count=200&len=1000"
+        ))
+        .args(["--http1.1"])
+        .via(&px)
+        .run();
+        assert_eq!(r.status, 502, "{scheme}: {r}");
+        let rec = px.wait_for_audit(|a| {
+            a.path() == Some("/many-headers")
+                && a.str("mode") == Some(scheme)
+                && a.status_code() == Some(502)
+        });
+        assert_eq!(rec.str("reason"), Some("upstream_error"), "{scheme}: {rec}");
+        assert_eq!(rec.status_code(), Some(502), "{scheme}: {rec}");
+        let error = rec.str("error").unwrap_or_default();
+        assert!(error.contains("response head too large"), "{scheme}: {rec}");
+    }
+}

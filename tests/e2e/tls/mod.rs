@@ -19,6 +19,7 @@ mod refusals;
 mod robustness;
 mod sni_only;
 mod streaming;
+mod streams;
 mod tunnel;
 mod upgrades;
 

@@ -133,3 +133,53 @@ fn websocket_echoes_through_mitm_and_is_audited_once_when_it_closes() {
         .count();
     assert_eq!(n, 1, "exactly one record:\n{}", px.audit());
 }
+
+/// With `proxy.max_connections_per_client: 1`, an open WebSocket is its client's one
+/// connection for as long as it is open (after the upgrade, hyper hands the socket to the
+/// splice, and the connection's own task ends): another connection from the same address is
+/// refused (`client_connection_limit`) until the WebSocket closes.
+#[test]
+fn an_open_websocket_counts_against_its_clients_connection_cap() {
+    require_root!();
+    let net = FakeInternet::new();
+    let _up = Upstream::https("ws.test").start(&net);
+    let config = MITM.replace("proxy:\n", "proxy:\n  max_connections_per_client: 1\n");
+    let px = Proxy::with(config.as_str()).resolver(&net).start();
+    let flags = tempfile::tempdir().expect("temp dir");
+    let dir = flags.path().to_str().expect("utf-8 temp path").to_string();
+    let https = px.https_addr();
+    let ca = px.ca().to_string();
+    let client = std::thread::spawn(move || {
+        python(
+            WS_CLIENT,
+            [https.ip().to_string(), https.port().to_string(), ca, dir],
+        )
+    });
+    let echoed = Path::new(flags.path()).join("echoed");
+    wait_until(Duration::from_secs(30), "the WebSocket echo", || {
+        (echoed.exists() || client.is_finished()).then_some(())
+    });
+    if !echoed.exists() {
+        let out = client.join().expect("client thread");
+        panic!("the WebSocket client gave up:\n{out}");
+    }
+    // The WebSocket is open: a second connection from 127.0.0.1 is refused.
+    let r = Curl::get("https://ws.test/get").via(&px).run();
+    assert_eq!(r.status, 0, "refused while the WebSocket is open: {r:?}");
+    // (The harness's own probes of the other listeners may be refused too.)
+    px.wait_for_audit(|a| {
+        a.str("reason") == Some("client_connection_limit") && a.str("mode") == Some("https")
+    });
+    // Closed, it no longer counts.
+    std::fs::write(flags.path().join("close"), "").expect("writing the close flag");
+    client.join().expect("client thread").assert_ok();
+    let r = wait_until(
+        Duration::from_secs(10),
+        "served once the WebSocket closed",
+        || {
+            let r = Curl::get("https://ws.test/get").via(&px).run();
+            (r.status != 0).then_some(r)
+        },
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+}

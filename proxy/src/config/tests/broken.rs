@@ -20,7 +20,7 @@ fn unknown_key_at_depth_with_suggestion() {
     );
     refused(
         "proxy:\n  listen: \":80\"\n",
-        &["proxy.yaml:2:3: proxy: unknown field 'listen' (expected one of: http_listen, https_listen, tunnel_listen, max_request_body_bytes, max_response_body_bytes, upstream_response_header_timeout, upstream_deny_cidrs)"],
+        &["proxy.yaml:2:3: proxy: unknown field 'listen' (expected one of: http_listen, https_listen, tunnel_listen, max_request_body_bytes, max_response_body_bytes, upstream_response_header_timeout, upstream_deny_cidrs, max_connections_per_client)"],
     );
     // Fields are per source type: `ttl` is not an env source field.
     refused(
@@ -339,5 +339,39 @@ fn a_body_capture_of_nothing_is_refused() {
     refused(
         "transforms:\n  - name: body_capture\n    config:\n      max_request_body_bytes: 0\n",
         &["proxy.yaml:4:31: transforms[0].config.max_request_body_bytes: 0 is out of range (1..=9223372036854775807)"],
+    );
+}
+
+#[test]
+fn max_connections_per_client_is_off_by_default_and_checked_when_set() {
+    assert_eq!(super::ok(BASE).proxy.max_connections_per_client, None);
+    let cfg = super::ok(&format!(
+        "{BASE}proxy:\n  max_connections_per_client: 256\n"
+    ));
+    assert_eq!(
+        cfg.proxy.max_connections_per_client.map(|n| n.get()),
+        Some(256)
+    );
+    // null is the default too.
+    let cfg = super::ok(&format!(
+        "{BASE}proxy:\n  max_connections_per_client: null\n"
+    ));
+    assert_eq!(cfg.proxy.max_connections_per_client, None);
+    refused(
+        "proxy:\n  max_connections_per_client: 0\n",
+        &["proxy.yaml:2:31: proxy.max_connections_per_client: 0 is out of range (1..=1000000)"],
+    );
+    refused(
+        "proxy:\n  max_connections_per_client: 2000000\n",
+        &["proxy.yaml:2:31: proxy.max_connections_per_client: 2000000 is out of range (1..=1000000)"],
+    );
+    refused(
+        "proxy:\n  max_connections_per_client: many\n",
+        &["proxy.yaml:2:31: proxy.max_connections_per_client: expected an integer, found 'many'"],
+    );
+    let env = |k: &str| (k == "IRON_PROXY_MAX_CONNECTIONS_PER_CLIENT").then(|| "-1".to_string());
+    assert_eq!(
+        super::errs_env(BASE, &env),
+        ["IRON_PROXY_MAX_CONNECTIONS_PER_CLIENT: proxy.max_connections_per_client: -1 is out of range (1..=1000000)"]
     );
 }

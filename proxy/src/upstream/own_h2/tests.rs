@@ -97,3 +97,53 @@ async fn a_spare_of_the_takers_own_runtime_goes_first() {
     assert_eq!(spares.take_at(&a, None, now), Some(2));
     assert_eq!(spares.take_at(&a, None, now), None);
 }
+
+#[test]
+fn spares_over_all_hosts_are_capped_the_least_recently_put_going_first() {
+    let spares = Spares::<u32>::default();
+    let t0 = Instant::now();
+    // One spare for each of more hosts than the total cap, each put a
+    // millisecond after the last: the per-host cap never applies.
+    let extra = 5;
+    let n = MAX_SPARES as u32 + extra;
+    for i in 0..n {
+        let at = t0 + Duration::from_millis(i.into());
+        spares.put_at(key(&format!("h{i}.test")), None, i, at);
+    }
+    assert_eq!(spares.total(), MAX_SPARES);
+    assert_eq!(spares.hosts(), MAX_SPARES, "no empty list is left behind");
+    let now = t0 + Duration::from_secs(1);
+    for i in 0..extra {
+        assert_eq!(spares.count(&key(&format!("h{i}.test"))), 0, "h{i} evicted");
+    }
+    assert_eq!(
+        spares.take_at(&key(&format!("h{extra}.test")), None, now),
+        Some(extra)
+    );
+    assert_eq!(
+        spares.take_at(&key(&format!("h{}.test", n - 1)), None, now),
+        Some(n - 1)
+    );
+
+    // A host at its own cap gives up its own oldest, not another host's.
+    let spares = Spares::<u32>::default();
+    for i in 0..(MAX_SPARES - MAX_SPARES_PER_HOST) as u32 {
+        spares.put_at(key(&format!("o{i}.test")), None, i, t0);
+    }
+    let later = t0 + Duration::from_secs(1);
+    for i in 0..=MAX_SPARES_PER_HOST as u32 {
+        spares.put_at(
+            key("a.test"),
+            None,
+            1000 + i,
+            later + Duration::from_millis(i.into()),
+        );
+    }
+    assert_eq!(spares.total(), MAX_SPARES);
+    assert_eq!(spares.count(&key("a.test")), MAX_SPARES_PER_HOST);
+    assert_eq!(
+        spares.count(&key("o0.test")),
+        1,
+        "the older hosts keep theirs"
+    );
+}

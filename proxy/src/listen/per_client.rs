@@ -1,0 +1,282 @@
+//! `proxy.max_connections_per_client`: how many connections one client
+//! address may have open at once, over all the proxy's listeners.
+//!
+//! Every client connection takes a descriptor (and a forwarded one a
+//! second), and the proxy's descriptors are shared by every workload it
+//! serves: without a cap, one workload opening thousands of connections
+//! takes the proxy to its ceiling and every other workload's connections
+//! wait in the listen backlog (`accept.rs`). Mature proxies bound it per
+//! client: squid's `maxconn` ACL, nginx's `limit_conn` keyed by
+//! `$binary_remote_addr`, HAProxy's `src_conn_cur`. Off by default: behind
+//! NAT, or with interception on the proxy's own host, many workloads share
+//! one address, and only the operator knows how many connections that
+//! address legitimately needs.
+//!
+//! A connection over the cap is closed right after `accept(2)`, before any
+//! byte is read or any task spawned for it, and audited (one record, reason
+//! `client_connection_limit`). The warning in the operational log is rate
+//! limited ([`WARN_EVERY`]), so a flood of refused connections does not
+//! become a flood of warnings.
+//!
+//! The count is kept at accept and close only, in a map sharded by address
+//! (the connection workers accept in parallel): nothing on the request
+//! path. A connection's [`Permit`] lives as long as its socket: the
+//! connection's task holds it, and [`Permitted`] carries it into whatever
+//! outlives the task (an upgraded WebSocket, a CONNECT served through
+//! hyper).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Instant;
+
+use crate::audit::Mode;
+use crate::exchange::ConnInfo;
+use crate::state::Shared;
+
+/// The audit reason of a connection refused over the cap.
+pub const REASON: &str = "client_connection_limit";
+/// At most one warning in this period while connections are refused.
+pub const WARN_EVERY: Duration = Duration::from_secs(10);
+/// How many independently locked parts the counts are split into.
+const SHARDS: usize = 16;
+
+/// The open connections of every client address, and the cap.
+pub struct ClientLimit {
+    max: u32,
+    shards: [Mutex<HashMap<IpAddr, u32>>; SHARDS],
+    warned: Mutex<Warned>,
+}
+
+/// The refusals not yet warned about.
+#[derive(Default)]
+struct Warned {
+    last: Option<Instant>,
+    unreported: u64,
+}
+
+/// One open connection of a client: counted until dropped.
+pub struct Permit {
+    limit: Arc<ClientLimit>,
+    ip: IpAddr,
+}
+
+impl ClientLimit {
+    /// A cap of `max` connections per client address.
+    pub fn new(max: NonZeroU32) -> Arc<Self> {
+        Arc::new(ClientLimit {
+            max: max.get(),
+            shards: Default::default(),
+            warned: Mutex::default(),
+        })
+    }
+
+    /// The cap.
+    pub fn max(&self) -> u32 {
+        self.max
+    }
+
+    fn shard(&self, ip: &IpAddr) -> std::sync::MutexGuard<'_, HashMap<IpAddr, u32>> {
+        // The low bits of the address: clients are spread over the shards
+        // by their last octets, which is where addresses in one subnet differ.
+        let low = match ip {
+            IpAddr::V4(v4) => u32::from(*v4) as usize,
+            IpAddr::V6(v6) => u128::from(*v6) as usize,
+        };
+        self.shards[low % SHARDS]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Counts a new connection from `ip`: a permit, or `Err(open)` (the
+    /// connections it has open) when it is at the cap.
+    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Permit, u32> {
+        let ip = crate::rules::canonical_ip(ip);
+        let mut shard = self.shard(&ip);
+        let open = shard.entry(ip).or_insert(0);
+        if *open >= self.max {
+            return Err(*open);
+        }
+        *open += 1;
+        drop(shard);
+        Ok(Permit {
+            limit: self.clone(),
+            ip,
+        })
+    }
+
+    /// How many connections `ip` has open.
+    #[cfg(test)]
+    pub fn open(&self, ip: IpAddr) -> u32 {
+        let ip = crate::rules::canonical_ip(ip);
+        self.shard(&ip).get(&ip).copied().unwrap_or(0)
+    }
+
+    /// How many addresses have connections open.
+    #[cfg(test)]
+    fn clients(&self) -> usize {
+        (0..SHARDS)
+            .map(|i| self.shards[i].lock().map_or(0, |s| s.len()))
+            .sum()
+    }
+
+    /// Counts a refusal at `now`; `Some(refusals not yet reported)` when a
+    /// warning is due.
+    fn note_refusal(&self, now: Instant) -> Option<u64> {
+        let mut w = self.warned.lock().unwrap_or_else(|e| e.into_inner());
+        w.unreported += 1;
+        let due = w.last.is_none_or(|at| now.duration_since(at) >= WARN_EVERY);
+        if !due {
+            return None;
+        }
+        w.last = Some(now);
+        Some(std::mem::take(&mut w.unreported))
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        let mut shard = self.limit.shard(&self.ip);
+        if let Some(open) = shard.get_mut(&self.ip) {
+            *open = open.saturating_sub(1);
+            if *open == 0 {
+                shard.remove(&self.ip);
+            }
+        }
+    }
+}
+
+tokio::task_local! {
+    /// The permit of the connection whose task this is.
+    static PERMIT: Arc<Permit>;
+}
+
+/// Admits a connection just accepted from `remote` on a listener of
+/// `mode`: `Ok(None)` when there is no cap, `Ok(Some(permit))` under it.
+/// Over it, the connection is audited and `Err(())` says to close it.
+pub(crate) fn admit(
+    shared: &Shared,
+    mode: Mode,
+    remote: SocketAddr,
+) -> Result<Option<Arc<Permit>>, ()> {
+    let Some(limit) = shared.client_limit.as_ref() else {
+        return Ok(None);
+    };
+    match limit.admit(remote.ip()) {
+        Ok(permit) => Ok(Some(Arc::new(permit))),
+        Err(open) => {
+            refused(shared, limit, mode, remote, open);
+            Err(())
+        }
+    }
+}
+
+/// Audits (and, when due, warns about) a connection refused over the cap.
+fn refused(shared: &Shared, limit: &ClientLimit, mode: Mode, remote: SocketAddr, open: u32) {
+    let conn = ConnInfo::new(remote, mode, false, 0);
+    let mut rec = conn.record();
+    rec.reject(None, REASON, 0);
+    rec.error = Some(format!(
+        "{open} connections already open from {} (proxy.max_connections_per_client: {})",
+        remote.ip(),
+        limit.max
+    ));
+    shared.audit.emit(&rec);
+    if let Some(refused) = limit.note_refusal(Instant::now()) {
+        tracing::warn!(
+            client = %remote.ip(),
+            max = limit.max,
+            refused_since_last_warning = refused,
+            "refused connections over proxy.max_connections_per_client"
+        );
+    }
+}
+
+/// Spawns `serve`, the task of an admitted connection, holding `permit`
+/// (if any) for as long as it runs; [`Permitted`] takes a share of it.
+pub(crate) fn spawn<F>(permit: Option<Arc<Permit>>, serve: F)
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    match permit {
+        Some(p) => {
+            tokio::spawn(PERMIT.scope(p, serve));
+        }
+        None => {
+            tokio::spawn(serve);
+        }
+    }
+}
+
+/// An I/O stream that holds its connection's permit (the one of the task
+/// that made it, if any): a socket hyper hands on to an upgrade stays
+/// counted until it is closed, after the connection's task has ended.
+pub(crate) struct Permitted<I> {
+    io: I,
+    _permit: Option<Arc<Permit>>,
+}
+
+impl<I> Permitted<I> {
+    /// `io` with the current task's permit.
+    pub(crate) fn new(io: I) -> Self {
+        Permitted {
+            io,
+            _permit: PERMIT.try_with(Arc::clone).ok(),
+        }
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Permitted<I> {
+    #[inline]
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Permitted<I> {
+    #[inline]
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    #[inline]
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    #[inline]
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    #[inline]
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    #[inline]
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests;
