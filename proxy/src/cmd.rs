@@ -9,10 +9,11 @@ use crate::audit::AuditSink;
 use crate::cli::Alg;
 use crate::config;
 use crate::config_source::ConfigSource;
+use crate::console::{errln, outln, printed};
 
 fn print_config_errors(errors: &config::ConfigErrors) {
     for e in &errors.0 {
-        eprintln!("{e}");
+        errln!("{e}");
     }
 }
 
@@ -20,7 +21,7 @@ fn print_config_errors(errors: &config::ConfigErrors) {
 /// `s3://` URL is printed.
 fn config_source(arg: &Path) -> Option<ConfigSource> {
     ConfigSource::parse(arg)
-        .map_err(|e| eprintln!("iron-proxy: {e}"))
+        .map_err(|e| errln!("iron-proxy: {e}"))
         .ok()
 }
 
@@ -33,7 +34,7 @@ pub fn run(arg: &Path) -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             print_config_errors(&e);
-            eprintln!(
+            errln!(
                 "iron-proxy: {} error(s) in {source}; not starting",
                 e.0.len(),
             );
@@ -60,7 +61,7 @@ pub fn run(arg: &Path) -> ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             FlushStderr::now();
-            eprintln!(
+            errln!(
                 "iron-proxy: starting the runtime: {}",
                 crate::error_chain(&e)
             );
@@ -73,7 +74,7 @@ pub fn run(arg: &Path) -> ExitCode {
             Ok(s) => s,
             Err(e) => {
                 FlushStderr::now();
-                eprintln!("iron-proxy: {}", crate::error_chain(&e));
+                errln!("iron-proxy: {}", crate::error_chain(&e));
                 return ExitCode::FAILURE;
             }
         };
@@ -81,7 +82,7 @@ pub fn run(arg: &Path) -> ExitCode {
             Ok(a) => a,
             Err(e) => {
                 FlushStderr::now();
-                eprintln!(
+                errln!(
                     "iron-proxy: starting the audit writer thread: {}",
                     crate::error_chain(&e)
                 );
@@ -94,7 +95,7 @@ pub fn run(arg: &Path) -> ExitCode {
                 // One line with the whole cause (not a log line as well: the
                 // same text twice in the journal).
                 FlushStderr::now();
-                eprintln!("iron-proxy: {}", crate::error_chain(&e));
+                errln!("iron-proxy: {}", crate::error_chain(&e));
                 return ExitCode::FAILURE;
             }
         };
@@ -158,14 +159,14 @@ pub fn validate(arg: &Path, strict: bool) -> ExitCode {
         Ok((c, _)) => c,
         Err(e) => {
             print_config_errors(&e);
-            eprintln!("{source}: invalid ({} error(s))", e.0.len());
+            errln!("{source}: invalid ({} error(s))", e.0.len());
             return ExitCode::FAILURE;
         }
     };
     let refs = config::check_references(&cfg, &|k| std::env::var(k).ok());
     let kind = if strict { "error" } else { "warning" };
     for r in &refs {
-        eprintln!("{}: {kind}: {r}", cfg.locate(&r.path));
+        errln!("{}: {kind}: {r}", cfg.locate(&r.path));
     }
     // The CA as the proxy loads it, when both files are here: a pair that does
     // not load (not PEM, not a CA, expired, a key of another CA) stops the
@@ -177,7 +178,7 @@ pub fn validate(arg: &Path, strict: bool) -> ExitCode {
         _ => None,
     };
     if let Some(e) = &ca_error {
-        eprintln!(
+        errln!(
             "{}: error: tls: {}",
             cfg.locate("tls.ca_cert"),
             crate::error_chain(e)
@@ -186,21 +187,20 @@ pub fn validate(arg: &Path, strict: bool) -> ExitCode {
     // Lints are warnings even under -strict: each is a choice the spec allows.
     // Each names where its field was set, as errors do: `proxy.yaml:14:5: warning: ...`.
     for l in config::lint(&cfg) {
-        eprintln!("{}: warning: {}: {}", l.location, l.path, l.message);
+        errln!("{}: warning: {}: {}", l.location, l.path, l.message);
     }
     if ca_error.is_some() {
-        eprintln!("{source}: invalid (1 error(s))");
+        errln!("{source}: invalid (1 error(s))");
         return ExitCode::FAILURE;
     }
     if strict && !refs.is_empty() {
-        eprintln!(
+        errln!(
             "{source}: invalid under -strict ({} problem(s))",
             refs.len()
         );
         return ExitCode::FAILURE;
     }
-    println!("{source}: valid");
-    ExitCode::SUCCESS
+    printed(outln!("{source}: valid"))
 }
 
 /// `iron-proxy generate-ca`.
@@ -211,16 +211,13 @@ pub fn generate_ca(outdir: &Path, name: &str, expiry_hours: u64, alg: Alg) -> Ex
         Alg::Ed25519 => crate::tls::generate::CaAlg::Ed25519,
     };
     match crate::tls::generate::generate_ca(outdir, name, expiry_hours, alg) {
-        Ok((cert, key)) => {
-            println!(
-                "wrote {} (0644) and {} (0600)",
-                cert.display(),
-                key.display()
-            );
-            ExitCode::SUCCESS
-        }
+        Ok((cert, key)) => printed(outln!(
+            "wrote {} (0644) and {} (0600)",
+            cert.display(),
+            key.display()
+        )),
         Err(e) => {
-            eprintln!("iron-proxy generate-ca: {}", crate::error_chain(&e));
+            errln!("iron-proxy generate-ca: {}", crate::error_chain(&e));
             ExitCode::FAILURE
         }
     }
@@ -253,26 +250,20 @@ pub fn intercept(arg: &Path, detach: bool) -> ExitCode {
     };
     if detach {
         return match crate::intercept::Interceptor::detach(&pin) {
-            Ok(()) => {
-                println!(
-                    "interception detached; pins under {} removed",
-                    pin.display()
-                );
-                ExitCode::SUCCESS
-            }
+            Ok(()) => printed(outln!(
+                "interception detached; pins under {} removed",
+                pin.display()
+            )),
             Err(e) => {
-                eprintln!("iron-proxy intercept detach: {}", crate::error_chain(&e));
+                errln!("iron-proxy intercept detach: {}", crate::error_chain(&e));
                 ExitCode::FAILURE
             }
         };
     }
     match crate::intercept::Interceptor::status(&pin) {
-        Ok(status) => {
-            println!("{status}");
-            ExitCode::SUCCESS
-        }
+        Ok(status) => printed(outln!("{status}")),
         Err(e) => {
-            eprintln!("iron-proxy intercept status: {}", crate::error_chain(&e));
+            errln!("iron-proxy intercept status: {}", crate::error_chain(&e));
             ExitCode::FAILURE
         }
     }
@@ -290,26 +281,20 @@ fn intercept_nftables(pin: &Path, detach: bool) -> ExitCode {
     use crate::intercept::nft::{table_name, NftInterceptor};
     if detach {
         return match NftInterceptor::detach(pin) {
-            Ok(()) => {
-                println!(
-                    "interception detached; table inet {} removed",
-                    table_name(pin)
-                );
-                ExitCode::SUCCESS
-            }
+            Ok(()) => printed(outln!(
+                "interception detached; table inet {} removed",
+                table_name(pin)
+            )),
             Err(e) => {
-                eprintln!("iron-proxy intercept detach: {}", crate::error_chain(&e));
+                errln!("iron-proxy intercept detach: {}", crate::error_chain(&e));
                 ExitCode::FAILURE
             }
         };
     }
     match NftInterceptor::status(pin) {
-        Ok(status) => {
-            println!("{status}");
-            ExitCode::SUCCESS
-        }
+        Ok(status) => printed(outln!("{status}")),
         Err(e) => {
-            eprintln!("iron-proxy intercept status: {}", crate::error_chain(&e));
+            errln!("iron-proxy intercept status: {}", crate::error_chain(&e));
             ExitCode::FAILURE
         }
     }
@@ -319,17 +304,18 @@ fn intercept_nftables(pin: &Path, detach: bool) -> ExitCode {
 pub fn init(args: &crate::init::InitArgs) -> ExitCode {
     match crate::init::run(args) {
         Ok(report) => {
+            let mut ok = true;
             for s in &report.steps {
-                println!("{s}");
+                ok &= outln!("{s}");
             }
-            println!("\nVerify:");
+            ok &= outln!("\nVerify:");
             for v in &report.verify {
-                println!("  {v}");
+                ok &= outln!("  {v}");
             }
-            ExitCode::SUCCESS
+            printed(ok)
         }
         Err(e) => {
-            eprintln!("iron-proxy init: {}", crate::error_chain(&e));
+            errln!("iron-proxy init: {}", crate::error_chain(&e));
             ExitCode::FAILURE
         }
     }
@@ -344,7 +330,7 @@ pub fn summary(args: &crate::summary::SummaryArgs) -> ExitCode {
     ) {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("iron-proxy summary: {}", crate::error_chain(&e));
+            errln!("iron-proxy summary: {}", crate::error_chain(&e));
             ExitCode::FAILURE
         }
     }

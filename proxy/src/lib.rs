@@ -11,6 +11,7 @@ pub mod cli;
 pub mod cmd;
 pub mod config;
 pub mod config_source;
+pub mod console;
 pub mod dns;
 #[cfg(test)]
 mod endless;

@@ -83,13 +83,17 @@ fn main() -> ExitCode {
         default_sigpipe();
     }
     if cli.version || matches!(cli.command, Some(Command::Version)) {
-        println!("iron-proxy {}", iron_proxy::VERSION);
-        return ExitCode::SUCCESS;
+        return iron_proxy::console::printed(iron_proxy::console::out(format_args!(
+            "iron-proxy {}",
+            iron_proxy::VERSION
+        )));
     }
     let need_config = |cli: &Cli| match &cli.config {
         Some(p) => Ok(p.clone()),
         None => {
-            eprintln!("iron-proxy: missing -config FILE (see iron-proxy --help)");
+            iron_proxy::console::err(format_args!(
+                "iron-proxy: missing -config FILE (see iron-proxy --help)"
+            ));
             Err(ExitCode::from(2))
         }
     };

@@ -633,3 +633,124 @@ fn one_shot_commands_end_quietly_when_the_reader_is_gone() {
         );
     }
 }
+
+/// How a stream of the child is set up for [`with_failing_streams`].
+#[derive(Clone, Copy, Debug)]
+enum Broken {
+    /// `/dev/full`: every write fails with ENOSPC.
+    Full,
+    /// Not open at all (the parent closed it).
+    Closed,
+}
+
+/// Runs `iron-proxy ARGS` with stderr (and, with `stdout_too`, stdout) broken
+/// as `how`; returns how it ended. Killed (by PID) after 30 s.
+fn with_failing_streams(args: &[&str], how: Broken, stdout_too: bool) -> std::process::ExitStatus {
+    use std::os::unix::process::CommandExt as _;
+    let full = || Stdio::from(std::fs::File::create("/dev/full").expect("/dev/full"));
+    let mut cmd = Command::new(BIN);
+    cmd.args(args).stdin(Stdio::null());
+    match how {
+        Broken::Full => {
+            cmd.stderr(full());
+            if stdout_too {
+                cmd.stdout(full());
+            }
+        }
+        Broken::Closed => {
+            let closed_out = stdout_too;
+            // SAFETY: close() is async-signal-safe; the child runs nothing else
+            // before exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    libc::close(2);
+                    if closed_out {
+                        libc::close(1);
+                    }
+                    Ok(())
+                });
+            }
+        }
+    }
+    let mut child = cmd.spawn().expect("spawning iron-proxy");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(s) = child.try_wait().expect("waiting for iron-proxy") {
+            return s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("iron-proxy {args:?} with {how:?} streams did not end");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A start-up error (and any other line for the terminal) printed to a stderr that fails
+/// (`2>/dev/full`) or is closed is lost, but the exit code still says what happened: 1 for a
+/// failure, 0 for a success, 2 for a usage error; before, `eprintln!` panicked and the process
+/// exited 101. The same for stdout of one-shot commands (`validate`, `version`): a success whose
+/// output could not be written is exit 1.
+#[test]
+fn failing_or_closed_output_streams_give_the_documented_exit_code_not_a_panic() {
+    let valid = ConfigFile::new("tls:\n  mode: sni-only\ntransforms: []\n");
+    let no_ca = ConfigFile::new(&runnable(
+        &("/nonexistent/ca.crt".into(), "/nonexistent/ca.key".into()),
+        "  - name: allowlist\n    config:\n      domains: [a.test]\n",
+    ));
+    let broken = ConfigFile::new("proxy:\n  no_such_field: 1\n");
+    let (valid, no_ca, broken) = (valid.arg(), no_ca.arg(), broken.arg());
+    let cases: [(&[&str], bool, i32, i32, &str); 6] = [
+        // args, stdout broken too, exit code with /dev/full, when closed, what
+        (
+            &["-config", "/nonexistent/proxy.yaml"],
+            false,
+            1,
+            1,
+            "run without its config file",
+        ),
+        (
+            &["-config", &broken],
+            false,
+            1,
+            1,
+            "run with an invalid config",
+        ),
+        (
+            &["-config", &no_ca],
+            false,
+            1,
+            1,
+            "run whose CA cannot be loaded",
+        ),
+        (
+            &["validate", "-config", &broken],
+            false,
+            1,
+            1,
+            "validate of an invalid config",
+        ),
+        (&["validate"], false, 2, 2, "validate without -config"),
+        // A closed stdout takes writes as done (EBADF), as Rust's streams do.
+        (
+            &["validate", "-config", &valid],
+            true,
+            1,
+            0,
+            "validate's verdict",
+        ),
+    ];
+    for (args, stdout_too, full_code, closed_code, what) in cases {
+        for (how, want) in [(Broken::Full, full_code), (Broken::Closed, closed_code)] {
+            let status = with_failing_streams(args, how, stdout_too);
+            assert_eq!(
+                status.code(),
+                Some(want),
+                "{what} with {how:?} streams: {status}"
+            );
+        }
+    }
+    let status = with_failing_streams(&["version"], Broken::Full, true);
+    assert_eq!(status.code(), Some(1), "version into /dev/full: {status}");
+}

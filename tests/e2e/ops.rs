@@ -84,15 +84,7 @@ impl KeepAlive {
         use std::io::{Read, Write};
         let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n");
         self.0.write_all(req.as_bytes()).expect("writing a request");
-        let mut head = Vec::new();
-        let mut b = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            match self.0.read(&mut b) {
-                Ok(1) => head.push(b[0]),
-                other => panic!("reading a response head: {other:?} after {head:?}"),
-            }
-        }
-        let head = String::from_utf8_lossy(&head).into_owned();
+        let head = iron_proxy_tests::timed_read::read_head(&mut self.0, "keep-alive client");
         let len: usize = head
             .lines()
             .find_map(|l| {

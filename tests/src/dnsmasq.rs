@@ -189,7 +189,13 @@ fn probe(addr: SocketAddr) -> bool {
         return false;
     }
     let mut buf = [0u8; 512];
-    sock.recv_from(&mut buf).is_ok()
+    // A timed read a signal interrupted is retried (see `timed_read`).
+    loop {
+        match sock.recv_from(&mut buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            other => return other.is_ok(),
+        }
+    }
 }
 
 /// A minimal DNS query (id 0x1234, RD set) for `name`, type A, class IN.

@@ -41,6 +41,7 @@ pub mod paths;
 pub mod ports;
 pub mod process;
 pub mod proxy;
+pub mod timed_read;
 pub mod upstream;
 
 pub use audit::{Audit, AuditRecord};

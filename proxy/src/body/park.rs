@@ -3,6 +3,7 @@
 
 use std::future::Future as _;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
@@ -38,8 +39,19 @@ use super::{Body, BoxError, ClientBodyError};
 /// after that is read on its own task, within the same limits. An upload the
 /// upstream client lets go of only after the upstream's response has ended
 /// is thus read after the end: undici's HTTP/2 still fails on that one.
+///
+/// It also tells the exchange's record whether the upload was read to its
+/// end ([`BodyPark::upload_ended`]): a client that resets its stream before
+/// that left its request body incomplete (`client_body_error`).
 #[derive(Clone, Default)]
-pub struct BodyPark(Arc<Mutex<Park>>);
+pub struct BodyPark(Arc<ParkState>);
+
+#[derive(Default)]
+struct ParkState {
+    park: Mutex<Park>,
+    /// The upload's end (or its trailers) was read.
+    ended: AtomicBool,
+}
 
 #[derive(Default)]
 enum Park {
@@ -68,9 +80,20 @@ impl BodyPark {
         Answered(self.clone())
     }
 
+    /// True once the proxy has read the upload to its end.
+    pub fn upload_ended(&self) -> bool {
+        self.0.ended.load(Ordering::Relaxed)
+    }
+
+    /// Marks the upload read to its end (as reading it does).
+    #[cfg(test)]
+    pub(crate) fn mark_upload_ended(&self) {
+        self.0.ended.store(true, Ordering::Relaxed);
+    }
+
     /// The body parked so far, if any.
     fn take_parked(&self) -> Option<hyper::body::Incoming> {
-        let mut park = self.0.lock().ok()?;
+        let mut park = self.0.park.lock().ok()?;
         match std::mem::take(&mut *park) {
             Park::Parked(b) => Some(b),
             other => {
@@ -83,6 +106,7 @@ impl BodyPark {
     /// Whether a body is parked.
     fn has_parked(&self) -> bool {
         self.0
+            .park
             .lock()
             .is_ok_and(|park| matches!(*park, Park::Parked(_)))
     }
@@ -91,7 +115,9 @@ impl BodyPark {
     fn park(&self, b: hyper::body::Incoming) {
         // A poisoned lock only means a holder panicked: the body is then
         // dropped here (reset), as it was before parking existed.
-        let Ok(mut park) = self.0.lock() else { return };
+        let Ok(mut park) = self.0.park.lock() else {
+            return;
+        };
         match *park {
             Park::Answered => {
                 drop(park);
@@ -107,7 +133,7 @@ pub struct Answered(BodyPark);
 
 impl Drop for Answered {
     fn drop(&mut self) {
-        let Ok(mut park) = self.0 .0.lock() else {
+        let Ok(mut park) = self.0 .0.park.lock() else {
             return;
         };
         if let Park::Parked(b) = std::mem::replace(&mut *park, Park::Answered) {
@@ -249,10 +275,20 @@ impl http_body::Body for Parked {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, hyper::Error>>> {
-        match self.get_mut().inner.as_mut() {
-            Some(b) => Pin::new(b).poll_frame(cx),
-            None => Poll::Ready(None),
+        let this = self.get_mut();
+        let Some(b) = this.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let res = Pin::new(&mut *b).poll_frame(cx);
+        let ended = match &res {
+            Poll::Ready(None) => true,
+            Poll::Ready(Some(Ok(f))) => f.is_trailers() || b.is_end_stream(),
+            _ => false,
+        };
+        if ended {
+            this.park.0.ended.store(true, Ordering::Relaxed);
         }
+        res
     }
 
     fn is_end_stream(&self) -> bool {

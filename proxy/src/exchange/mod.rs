@@ -34,7 +34,7 @@ pub(crate) use target::tunnel_target;
 
 use hygiene::{awaits_continue, is_upgrade, switches_to_websocket};
 use record::{finish, Pending};
-use target::{conflicting_host_header, default_port, destination, upstream_uri};
+use target::{conflicting_host_header, default_port, destination, upstream_uri, NamedHost};
 
 /// What the listener knows about the client connection.
 #[derive(Debug, Clone)]
@@ -152,49 +152,67 @@ impl http_body::Body for Tracked {
 }
 
 /// Handles one request. Never fails: every outcome is a response plus one audit record.
-pub async fn handle(
+///
+/// The record is begun here, before the returned future first runs: hyper
+/// may drop that future unpolled (an HTTP/1 client that closes, or shuts
+/// down its sending side, right after its request), and the request must
+/// still be recorded (`client_closed`).
+pub fn handle(
     shared: Arc<Shared>,
     conn: Arc<ConnInfo>,
     req: Request<Incoming>,
-) -> Result<Response<Body>, Infallible> {
+) -> impl std::future::Future<Output = Result<Response<Body>, Infallible>> + Send {
+    let started = std::time::Instant::now();
     let drain = shared.drain.guard();
     // An HTTP/2 request body let go of unfinished is read out before the
     // response ends (or after, if let go of later), so that the client gets
     // the response rather than a reset.
     let park = (req.version() == Version::HTTP_2 && !http_body::Body::is_end_stream(req.body()))
         .then(body::BodyPark::default);
-    let req = req.map(|b| match &park {
-        Some(p) => body::from_client_parked(b, p.clone()),
-        None => body::from_client(b),
-    });
-    let rsp = handle_tracked(shared, conn, req).await?;
+    // Until a response is chosen, the record is pending: if the client goes
+    // away first (hyper drops this future), it is still written.
+    let mut rec = Pending::new(conn.record(), shared.audit.clone(), started)
+        .of_request(NamedHost::of(&req), park.clone());
+    rec.method = req.method().as_str().to_string();
+    rec.path = req.uri().path().to_string();
+    async move {
+        let req = req.map(|b| match &park {
+            Some(p) => body::from_client_parked(b, p.clone()),
+            None => body::from_client(b),
+        });
+        let rsp = handle_tracked(shared, conn, req, rec).await?;
+        Ok(tracked(rsp, park, drain))
+    }
+}
+
+/// `rsp` counted as in flight until its body ends, and whose end waits for
+/// a parked HTTP/2 upload to be read out (see `body::BodyPark`).
+fn tracked(
+    rsp: Response<Body>,
+    park: Option<body::BodyPark>,
+    drain: crate::ops::signals::DrainGuard,
+) -> Response<Body> {
     let (parts, inner) = rsp.into_parts();
     let inner = match &park {
         Some(p) => body::answer_after_upload(inner, p.clone()),
         None => inner,
     };
-    Ok(Response::from_parts(
+    Response::from_parts(
         parts,
         body::boxed(Tracked {
             inner,
             _drain: drain,
             _answered: park.as_ref().map(body::BodyPark::answered_on_drop),
         }),
-    ))
+    )
 }
 
 async fn handle_tracked(
     shared: Arc<Shared>,
     conn: Arc<ConnInfo>,
     mut req: Request<Body>,
+    mut rec: Pending,
 ) -> Result<Response<Body>, Infallible> {
-    let started = std::time::Instant::now();
-    // Until a response is chosen, the record is pending: if the client goes
-    // away first (hyper drops this future), it is still written.
-    let mut rec = Pending::new(conn.record(), shared.audit.clone(), started);
-    rec.method = req.method().as_str().to_string();
-    rec.path = req.uri().path().to_string();
-
     let (host, port) = match admit(&shared, &conn, &req, &mut rec) {
         Ok(dest) => dest,
         Err(rsp) => return Ok(finish(rsp, rec.into_guard())),

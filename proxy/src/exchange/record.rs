@@ -11,7 +11,9 @@ use http::Response;
 use http_body::Frame;
 
 use crate::audit::{AuditRecord, AuditSink};
-use crate::body::{self, Body, BoxError};
+use crate::body::{self, Body, BodyPark, BoxError};
+
+use super::target::NamedHost;
 
 /// Emits its record exactly once, when dropped: at the end of the response
 /// body, or when the client goes away.
@@ -62,11 +64,20 @@ impl Drop for AuditGuard {
 /// connection or stream while a transform, the judge or the upstream was
 /// still working, so hyper dropped the exchange), it is written at once as
 /// `client_closed`, status 0: a request that may have reached the upstream
-/// with an injected credential never goes unrecorded.
+/// with an injected credential never goes unrecorded. It exists from the
+/// moment hyper hands the request over, so an exchange hyper drops before
+/// ever running it (the client closed right after its request) has its
+/// record too. An HTTP/2 client that resets its stream before the proxy read
+/// its whole request body is `client_body_error` instead, as an HTTP/1
+/// client that closes mid-body is.
 pub(super) struct Pending {
     record: Option<AuditRecord>,
     sink: AuditSink,
     started: std::time::Instant,
+    /// The request's HTTP/2 upload, when it has a body.
+    upload: Option<BodyPark>,
+    /// The host the request names, for a record written before it was checked.
+    named: NamedHost,
 }
 
 impl Pending {
@@ -75,7 +86,16 @@ impl Pending {
             record: Some(record),
             sink,
             started,
+            upload: None,
+            named: NamedHost::default(),
         }
+    }
+
+    /// Remembers where the request names its host and its HTTP/2 upload.
+    pub(super) fn of_request(mut self, named: NamedHost, upload: Option<BodyPark>) -> Self {
+        self.named = named;
+        self.upload = upload;
+        self
     }
 }
 
@@ -105,20 +125,34 @@ impl Pending {
 impl Drop for Pending {
     fn drop(&mut self) {
         if let Some(mut r) = self.record.take() {
+            if r.host.is_empty() {
+                r.host = self.named.host().unwrap_or_default();
+            }
             if self.sink.is_abandoning() {
                 // Not the client: shutdown's grace period ran out.
                 r.fail("shutdown", SHUTDOWN_BEFORE_RESPONSE.into(), 0);
             } else if r.reason.is_none() {
-                r.fail(
-                    "client_closed",
-                    "the client closed the connection before the response began".into(),
-                    0,
-                );
+                if self.upload.as_ref().is_some_and(|u| !u.upload_ended()) {
+                    // 400 as for an HTTP/1 body that breaks off, whichever
+                    // noticed first: the upstream leg reading the body, or this.
+                    r.fail("client_body_error", UPLOAD_CUT.into(), 400);
+                } else {
+                    r.fail(
+                        "client_closed",
+                        "the client closed the connection before the response began".into(),
+                        0,
+                    );
+                }
             }
             drop(AuditGuard::since(r, self.sink.clone(), self.started));
         }
     }
 }
+
+/// `error` of an HTTP/2 exchange whose client ended its stream (a reset, or
+/// the connection closed) before the proxy had read its whole request body.
+const UPLOAD_CUT: &str = "client request body: the client reset its HTTP/2 stream (or closed the \
+                          connection) before the request body was complete";
 
 /// `error` of an exchange cut by shutdown before its response began.
 const SHUTDOWN_BEFORE_RESPONSE: &str =
@@ -130,24 +164,44 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: Body,
         guard: Option<AuditGuard>,
+        // Body bytes handed to the client's connection so far.
+        sent: u64,
+        // How many body bytes the client is owed, when known (its
+        // Content-Length; 0 for a response to HEAD, a 204, a 304): hyper
+        // drops the body once that much went out, or unread.
+        owed: Option<u64>,
     }
 
     impl PinnedDrop for AuditedBody {
         fn drop(this: Pin<&mut Self>) {
             // Dropped before its end: the client went away (the record keeps
-            // the response's status), or shutdown cut it, which the record says.
+            // the response's status and decision, and says how much of the
+            // body went out), or shutdown cut it, which the record says.
             let this = this.project();
-            if let Some(g) = this.guard.as_mut() {
-                if g.sink.is_abandoning() {
-                    if let Some(r) = g.record_mut() {
-                        let status = r.status_code;
-                        r.fail(
-                            "shutdown",
-                            "iron-proxy shut down while the response body streamed (its grace period ended)".into(),
-                            status,
-                        );
-                    }
-                }
+            let Some(g) = this.guard.as_mut() else { return };
+            let abandoning = g.sink.is_abandoning();
+            let Some(r) = g.record_mut() else { return };
+            let status = r.status_code;
+            if abandoning {
+                r.fail(
+                    "shutdown",
+                    "iron-proxy shut down while the response body streamed (its grace period ended)".into(),
+                    status,
+                );
+                r.bytes_received = Some(*this.sent);
+            } else if !http_body::Body::is_end_stream(&*this.inner)
+                && this.owed.is_none_or(|n| *this.sent < n)
+            {
+                let cut = format!(
+                    "the client went away before the response body was complete: it closed the \
+                     connection or reset the stream after {} body bytes were sent",
+                    this.sent
+                );
+                r.error = Some(match r.error.take() {
+                    Some(e) => format!("{e}; {cut}"),
+                    None => cut,
+                });
+                r.bytes_received = Some(*this.sent);
             }
         }
     }
@@ -164,6 +218,9 @@ impl http_body::Body for AuditedBody {
         let this = self.project();
         let res = this.inner.poll_frame(cx);
         match &res {
+            Poll::Ready(Some(Ok(frame))) => {
+                *this.sent += frame.data_ref().map_or(0, |d| d.len() as u64);
+            }
             Poll::Ready(None) => {
                 this.guard.take();
             }
@@ -203,17 +260,171 @@ impl http_body::Body for AuditedBody {
 /// `rsp` with `guard` riding on its body: the record is written when the body
 /// ends or is dropped, with the response's status unless one was set.
 pub(super) fn finish(rsp: Response<Body>, mut guard: AuditGuard) -> Response<Body> {
+    let status = rsp.status();
+    let mut bodiless = status == http::StatusCode::NO_CONTENT
+        || status == http::StatusCode::NOT_MODIFIED
+        || status.is_informational();
     if let Some(r) = guard.record_mut() {
         if r.status_code == 0 {
-            r.status_code = rsp.status().as_u16();
+            r.status_code = status.as_u16();
         }
+        bodiless |= r.method == "HEAD";
     }
+    let owed = if bodiless {
+        Some(0)
+    } else {
+        rsp.headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse().ok())
+    };
     let (parts, inner) = rsp.into_parts();
     Response::from_parts(
         parts,
         body::boxed(AuditedBody {
             inner,
             guard: Some(guard),
+            sent: 0,
+            owed,
         }),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use http_body_util::BodyExt as _;
+
+    use super::*;
+    use crate::audit::{AuditObserver, Mode};
+
+    /// Collects every record the sink writes.
+    #[derive(Default)]
+    struct Seen(Mutex<Vec<AuditRecord>>);
+
+    impl AuditObserver for Seen {
+        fn observe(&self, record: &AuditRecord) {
+            self.0.lock().expect("test lock").push(record.clone());
+        }
+    }
+
+    fn observed() -> (AuditSink, Arc<Seen>) {
+        let sink = AuditSink::to_writer(Box::new(std::io::sink())).expect("sink");
+        let seen = Arc::new(Seen::default());
+        sink.add_observer(seen.clone());
+        (sink, seen)
+    }
+
+    fn guard(sink: &AuditSink, method: &str) -> AuditGuard {
+        let mut r = AuditRecord::new(Mode::Http, "127.0.0.1:1".into());
+        r.method = method.into();
+        AuditGuard::since(r, sink.clone(), std::time::Instant::now())
+    }
+
+    /// A body of `chunks` that then never ends (an upstream still streaming).
+    struct Chunks(std::collections::VecDeque<&'static [u8]>);
+
+    impl http_body::Body for Chunks {
+        type Data = Bytes;
+        type Error = BoxError;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+            match self.0.pop_front() {
+                Some(c) => Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(c))))),
+                None => Poll::Pending,
+            }
+        }
+    }
+
+    /// A response of `chunks`, streamed (no Content-Length), that never ends.
+    fn streaming(chunks: &[&'static [u8]]) -> Response<Body> {
+        Response::new(body::boxed(Chunks(chunks.iter().copied().collect())))
+    }
+
+    fn only(seen: &Seen) -> AuditRecord {
+        let all = seen.0.lock().expect("test lock");
+        assert_eq!(all.len(), 1, "one record: {:?}", all.len());
+        all[0].clone()
+    }
+
+    #[tokio::test]
+    async fn a_response_body_dropped_mid_stream_is_marked_with_what_went_out() {
+        let (sink, seen) = observed();
+        let rsp = finish(streaming(&[b"hello", b" world"]), guard(&sink, "GET"));
+        let mut body = rsp.into_body();
+        for _ in 0..2 {
+            body.frame().await.expect("a frame").expect("data");
+        }
+        // The client goes away: hyper drops the body before its end.
+        drop(body);
+        let r = only(&seen);
+        assert_eq!(r.status_code, 200);
+        assert!(r.reason.is_none(), "the decision stays: {:?}", r.reason);
+        assert_eq!(r.bytes_received, Some(11));
+        let e = r.error.expect("an error marker");
+        assert!(
+            e.contains("before the response body was complete") && e.contains("11 body bytes"),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_response_body_read_to_its_end_or_owed_nothing_is_not_marked() {
+        // Read to its end.
+        let (sink, seen) = observed();
+        let rsp = finish(Response::new(body::full("whole")), guard(&sink, "GET"));
+        let got = rsp.into_body().collect().await.expect("body").to_bytes();
+        assert_eq!(&got[..], b"whole");
+        let r = only(&seen);
+        assert!(r.error.is_none() && r.bytes_received.is_none(), "{r:?}");
+
+        // All of its Content-Length went out, then hyper dropped it (as it does
+        // without polling for the end).
+        let (sink, seen) = observed();
+        let mut rsp = streaming(&[b"12345"]);
+        rsp.headers_mut()
+            .insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(5));
+        let mut body = finish(rsp, guard(&sink, "GET")).into_body();
+        body.frame().await.expect("a frame").expect("data");
+        drop(body);
+        let r = only(&seen);
+        assert!(r.error.is_none() && r.bytes_received.is_none(), "{r:?}");
+
+        // An answer to HEAD, dropped unread.
+        let (sink, seen) = observed();
+        drop(finish(streaming(&[b"12345"]), guard(&sink, "HEAD")));
+        let r = only(&seen);
+        assert!(r.error.is_none() && r.bytes_received.is_none(), "{r:?}");
+    }
+
+    #[test]
+    fn a_pending_record_dropped_with_an_unfinished_upload_is_a_client_body_error() {
+        let req = http::Request::get("/up")
+            .header(http::header::HOST, "Api.Test:8443")
+            .body(())
+            .expect("request");
+        for (ended, reason, status) in [
+            (false, "client_body_error", 400),
+            (true, "client_closed", 0),
+        ] {
+            let (sink, seen) = observed();
+            let park = BodyPark::default();
+            if ended {
+                park.mark_upload_ended();
+            }
+            let rec = AuditRecord::new(Mode::Https, "127.0.0.1:1".into());
+            drop(
+                Pending::new(rec, sink.clone(), std::time::Instant::now())
+                    .of_request(NamedHost::of(&req), Some(park)),
+            );
+            let r = only(&seen);
+            assert_eq!(r.reason.as_deref(), Some(reason), "{r:?}");
+            assert_eq!(r.status_code, status, "{r:?}");
+            // Dropped before the request was checked: the host it names.
+            assert_eq!(r.host, "api.test");
+        }
+    }
 }

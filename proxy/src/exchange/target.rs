@@ -138,6 +138,31 @@ fn destination_of(
     }
 }
 
+/// Where a request names its host (its URI's authority and its Host
+/// header), kept unparsed (the clones share the request head's bytes) for a
+/// record written before [`destination`] ran: see `record::Pending`.
+#[derive(Default)]
+pub(super) struct NamedHost(Option<http::uri::Authority>, Option<header::HeaderValue>);
+
+impl NamedHost {
+    pub(super) fn of<B>(req: &Request<B>) -> Self {
+        NamedHost(
+            req.uri().authority().cloned(),
+            req.headers().get(header::HOST).cloned(),
+        )
+    }
+
+    /// The host, normalized, without its port; `None` when the request
+    /// names none or an invalid one.
+    pub(super) fn host(&self) -> Option<String> {
+        match (&self.0, &self.1) {
+            (Some(a), _) => host_port(a, 1).map(|(h, _)| h),
+            (None, Some(v)) => split_authority(v.to_str().ok()?, 1).map(|(h, _)| h),
+            (None, None) => None,
+        }
+    }
+}
+
 /// The Host header, when the URI also names an authority and the two disagree.
 ///
 /// RFC 9112 §3.2.2 lets a proxy ignore Host for an absolute-form request, but

@@ -134,14 +134,14 @@ pub fn child_main() -> ExitCode {
     {
         Ok(s) => s,
         Err(e) => {
-            println!("reading the interception settings from stdin: {e}");
+            let _ = crate::console::outln!("reading the interception settings from stdin: {e}");
             return ExitCode::from(2);
         }
     };
     match Interceptor::attach(&settings) {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
-            println!("{}", error_chain(&e));
+            let _ = crate::console::outln!("{}", error_chain(&e));
             ExitCode::FAILURE
         }
     }

@@ -125,14 +125,14 @@ async fn http_proxy(stream: Client, remote: SocketAddr, intake: Intake) {
     let shared = intake.shared.clone();
     let svc = service_fn(move |req: Request<Incoming>| {
         let intake = intake.clone();
-        let fut: exchange::HandleFuture = Box::pin(async move {
-            if req.method() == Method::CONNECT {
-                Ok(connect(req, remote, intake).await)
-            } else {
-                let conn = Arc::new(ConnInfo::new(remote, Mode::Tunnel, false, 80));
-                exchange::handle(intake.shared.clone(), conn, req).await
-            }
-        });
+        let fut: exchange::HandleFuture = if req.method() == Method::CONNECT {
+            Box::pin(async move { Ok(connect(req, remote, intake).await) })
+        } else {
+            // Called now, not in a future: the exchange's record begins
+            // before hyper could drop the request unrun.
+            let conn = Arc::new(ConnInfo::new(remote, Mode::Tunnel, false, 80));
+            Box::pin(exchange::handle(intake.shared.clone(), conn, req))
+        };
         fut
     });
     // Like `serve_http`: a connection the proxy closes first (after a refused

@@ -196,20 +196,12 @@ fn response_trailers_reach_an_http1_client() {
 
 /// Sends `bytes` to `http_listen` as they are and returns the first response head.
 fn raw_head(px: &ProxyProcess, bytes: &[u8]) -> String {
-    use std::io::{Read, Write};
+    use std::io::Write;
     let mut s = std::net::TcpStream::connect(px.http_addr()).expect("connecting to the proxy");
     s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
         .expect("read timeout");
     s.write_all(bytes).expect("writing to the proxy");
-    let mut head = Vec::new();
-    let mut b = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        match s.read(&mut b) {
-            Ok(1) => head.push(b[0]),
-            other => panic!("reading a response head: {other:?} after {head:?}"),
-        }
-    }
-    String::from_utf8_lossy(&head).into_owned()
+    iron_proxy_tests::timed_read::read_head(&mut s, "raw request")
 }
 
 #[test]

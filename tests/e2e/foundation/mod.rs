@@ -10,7 +10,7 @@ mod deny_cidrs;
 mod failures;
 mod hygiene;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{Ipv4Addr, TcpListener};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -162,7 +162,7 @@ fn respond(mut s: std::net::TcpStream, answer: &[u8]) -> String {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-        match s.read(&mut chunk) {
+        match iron_proxy_tests::timed_read::read_some(&mut s, &mut chunk) {
             Ok(0) | Err(_) => break,
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
         }

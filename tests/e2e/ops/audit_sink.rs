@@ -307,7 +307,8 @@ fn a_tunnel_closed_unused_still_has_its_record() {
         .write_all(b"CONNECT allowed.test:443 HTTP/1.1\r\nHost: allowed.test:443\r\n\r\n")
         .expect("writing CONNECT");
     let mut head = [0u8; 64];
-    let n = connect.read(&mut head).expect("reading the CONNECT answer");
+    let n = iron_proxy_tests::timed_read::read_some(&mut connect, &mut head)
+        .expect("reading the CONNECT answer");
     let head = String::from_utf8_lossy(&head[..n]).into_owned();
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     let connect_port = connect.local_addr().expect("local addr").port();

@@ -4,7 +4,7 @@
 //! hard one at start-up; and at the descriptor ceiling each accept loop warns once per
 //! period, not once per retry, then says when it accepts again.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::time::Duration;
@@ -19,14 +19,11 @@ fn read_until_closed(mut s: TcpStream, what: &str, bound: Duration) -> Vec<u8> {
     let mut got = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
-        match s.read(&mut buf) {
+        // A timed read a signal interrupted is retried: see `timed_read`.
+        match timed_read::read_some(&mut s, &mut buf) {
             Ok(0) => return got,
             Ok(n) => got.extend_from_slice(&buf[..n]),
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return got,
-            // A read with a timeout is never restarted after a signal handler ran (the
-            // test process has a SIGCHLD handler once anything used tokio's process
-            // driver): another test's child exiting is no answer from the proxy.
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => panic!("{what}: the proxy kept the connection open ({e}); got {got:?}"),
         }
     }

@@ -7,6 +7,7 @@
 //! Every test checks the audit records the proxy wrote, not only what the client saw.
 
 mod authority;
+mod cut_short;
 mod flow_control;
 mod generate_ca;
 pub(crate) mod grpc;
@@ -86,26 +87,16 @@ impl Raw {
 
     /// Reads a response head byte by byte, up to the blank line.
     fn read_head(&mut self) -> String {
-        use std::io::Read;
-        let mut head = Vec::new();
-        let mut b = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            match self.stream.read(&mut b) {
-                Ok(1) => head.push(b[0]),
-                other => panic!("reading a response head: {other:?} after {head:?}"),
-            }
-        }
-        String::from_utf8_lossy(&head).into_owned()
+        iron_proxy_tests::timed_read::read_head(&mut self.stream, "raw client")
     }
 
     /// Reads until the proxy closes the connection (EOF or reset); returns what it sent.
     /// Panics if the proxy keeps it open past the read timeout.
     fn read_to_close(&mut self) -> Vec<u8> {
-        use std::io::Read;
         let mut out = Vec::new();
         let mut buf = [0u8; 4096];
         loop {
-            match self.stream.read(&mut buf) {
+            match iron_proxy_tests::timed_read::read_some(&mut self.stream, &mut buf) {
                 Ok(0) => return out,
                 Ok(n) => out.extend_from_slice(&buf[..n]),
                 Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return out,
