@@ -269,22 +269,27 @@ fn creator_pid(name: &str) -> Option<u32> {
     name.strip_prefix(PREFIX)?.split('-').next()?.parse().ok()
 }
 
+/// Whether no process `pid` exists (any more).
+pub fn pid_gone(pid: u32) -> bool {
+    !Path::new("/proc").join(pid.to_string()).exists()
+}
+
+/// The entries of `dir` (none if it cannot be read) whose names `is_stale` picks.
+/// Shared with the bench's sandbox.
+pub fn stale_entries(dir: &Path, is_stale: impl Fn(&str) -> bool) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|e| is_stale(&e.file_name().to_string_lossy()))
+        .map(|e| e.path())
+        .collect()
+}
+
 /// Detaches pins and removes cgroups left by test processes that no longer exist.
 fn sweep_stale() {
-    let stale = |dir: &Path| -> Vec<PathBuf> {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return Vec::new();
-        };
-        entries
-            .flatten()
-            .filter(|e| {
-                let name = e.file_name().to_string_lossy().into_owned();
-                creator_pid(&name)
-                    .is_some_and(|pid| !Path::new("/proc").join(pid.to_string()).exists())
-            })
-            .map(|e| e.path())
-            .collect()
-    };
+    let stale = |dir: &Path| stale_entries(dir, |name| creator_pid(name).is_some_and(pid_gone));
     if let Some(bpffs) = mount_of("bpf") {
         for pin in stale(&bpffs) {
             eprintln!("detaching stale test pins {}", pin.display());

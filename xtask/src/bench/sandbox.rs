@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use anyhow::{bail, Context, Result};
 pub use iron_proxy_tests::cgroup::mount_of;
+use iron_proxy_tests::cgroup::{pid_gone, stale_entries};
 
 /// Prefix of every cgroup and pin directory the bench creates.
 const PREFIX: &str = "iron-bench-";
@@ -193,22 +194,13 @@ fn creator_pid(name: &str) -> Option<u32> {
 }
 
 fn is_stale(name: &str) -> bool {
-    creator_pid(name).is_some_and(|pid| !Path::new("/proc").join(pid.to_string()).exists())
+    creator_pid(name).is_some_and(pid_gone)
 }
 
 /// Detaches pins, removes cgroups and deletes nft tables left by bench runs
 /// that no longer exist.
 pub fn sweep_stale() {
-    let stale = |dir: &Path| -> Vec<PathBuf> {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return Vec::new();
-        };
-        entries
-            .flatten()
-            .filter(|e| is_stale(&e.file_name().to_string_lossy()))
-            .map(|e| e.path())
-            .collect()
-    };
+    let stale = |dir: &Path| stale_entries(dir, is_stale);
     if let Some(bpffs) = mount_of("bpf") {
         for pin in stale(&bpffs) {
             eprintln!("bench: detaching stale pins {}", pin.display());
