@@ -25,21 +25,29 @@ fn config_source(arg: &Path) -> Option<ConfigSource> {
         .ok()
 }
 
-/// `iron-proxy -config FILE|s3://BUCKET/KEY`: runs until SIGTERM/SIGINT.
-pub fn run(arg: &Path) -> ExitCode {
-    let Some(source) = config_source(arg) else {
-        return ExitCode::FAILURE;
-    };
-    let (cfg, bytes) = match source.load_blocking() {
-        Ok(c) => c,
+/// The config `-config` names, loaded with its bytes; `None` once what is wrong is printed: a
+/// malformed `s3://` URL, or each config error and then `invalid(source, error count)`.
+fn load_config(
+    arg: &Path,
+    invalid: impl FnOnce(&ConfigSource, usize),
+) -> Option<(ConfigSource, config::Config, Vec<u8>)> {
+    let source = config_source(arg)?;
+    match source.load_blocking() {
+        Ok((cfg, bytes)) => Some((source, cfg, bytes)),
         Err(e) => {
             print_config_errors(&e);
-            errln!(
-                "iron-proxy: {} error(s) in {source}; not starting",
-                e.0.len(),
-            );
-            return ExitCode::FAILURE;
+            invalid(&source, e.0.len());
+            None
         }
+    }
+}
+
+/// `iron-proxy -config FILE|s3://BUCKET/KEY`: runs until SIGTERM/SIGINT.
+pub fn run(arg: &Path) -> ExitCode {
+    let Some((source, cfg, bytes)) = load_config(arg, |source, n| {
+        errln!("iron-proxy: {n} error(s) in {source}; not starting")
+    }) else {
+        return ExitCode::FAILURE;
     };
     crate::ops::logs::append_to_stderr_file();
     crate::ops::logs::init_queued(cfg.log.level.as_str(), cfg.log.format);
@@ -152,16 +160,10 @@ const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// `iron-proxy validate -config FILE|s3://BUCKET/KEY [-strict]`.
 pub fn validate(arg: &Path, strict: bool) -> ExitCode {
-    let Some(source) = config_source(arg) else {
+    let Some((source, cfg, _)) = load_config(arg, |source, n| {
+        errln!("{source}: invalid ({n} error(s))")
+    }) else {
         return ExitCode::FAILURE;
-    };
-    let cfg = match source.load_blocking() {
-        Ok((c, _)) => c,
-        Err(e) => {
-            print_config_errors(&e);
-            errln!("{source}: invalid ({} error(s))", e.0.len());
-            return ExitCode::FAILURE;
-        }
     };
     let refs = config::check_references(&cfg, &|k| std::env::var(k).ok());
     let kind = if strict { "error" } else { "warning" };
@@ -227,15 +229,8 @@ pub fn generate_ca(outdir: &Path, name: &str, expiry_hours: u64, alg: Alg) -> Ex
 /// interception ends: the pinned programs outlive the proxy so that workloads
 /// fail closed when it stops.
 pub fn intercept(arg: &Path, detach: bool) -> ExitCode {
-    let Some(source) = config_source(arg) else {
+    let Some((_, cfg, _)) = load_config(arg, |_, _| {}) else {
         return ExitCode::FAILURE;
-    };
-    let cfg = match source.load_blocking() {
-        Ok((c, _)) => c,
-        Err(e) => {
-            print_config_errors(&e);
-            return ExitCode::FAILURE;
-        }
     };
     if let Some(ic) = cfg
         .intercept

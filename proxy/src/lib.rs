@@ -31,6 +31,8 @@ pub mod secrets;
 pub mod state;
 pub mod summary;
 pub mod template;
+#[cfg(test)]
+mod test_http;
 pub mod tls;
 pub mod transforms;
 pub mod upgrade;

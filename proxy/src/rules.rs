@@ -22,6 +22,17 @@ pub struct Target<'a> {
     pub path: &'a str,
 }
 
+/// The target for a request to `host` (parsed as an IP when it is one), for tests.
+#[cfg(test)]
+pub(crate) fn target<'a>(host: &'a str, method: &'a str, path: &'a str) -> Target<'a> {
+    Target {
+        host,
+        ip: host.parse().ok(),
+        method,
+        path,
+    }
+}
+
 /// Errors in a rule or pattern, reported with the config location by the caller.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum RuleError {
@@ -471,17 +482,9 @@ fn targets_may_overlap(a: &RuleTarget, b: &RuleTarget) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::target as t;
     use super::*;
     use proptest::prelude::*;
-
-    fn t<'a>(host: &'a str, method: &'a str, path: &'a str) -> Target<'a> {
-        Target {
-            host,
-            ip: host.parse().ok(),
-            method,
-            path,
-        }
-    }
 
     fn scope(hosts: &[&str]) -> Scope {
         Scope(

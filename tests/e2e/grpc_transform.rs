@@ -9,7 +9,6 @@ use std::path::Path;
 use iron_proxy_tests::ca::Leaf;
 use iron_proxy_tests::netns::NetProcess;
 use iron_proxy_tests::*;
-use serde_json::Value;
 
 /// The server on a fresh host of `net`, port 50051. With `pki`, it serves mTLS with a
 /// certificate for its address issued by the fake internet's CA, and the client
@@ -29,14 +28,6 @@ fn server(
         }
     });
     (proc, addr, client)
-}
-
-fn calls(log: &Path) -> Vec<Value> {
-    std::fs::read_to_string(log)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("log line"))
-        .collect()
 }
 
 fn config(target: &str, tls: &str) -> String {
@@ -80,7 +71,7 @@ fn a_transform_service_sees_requests_rejects_and_rewrites_them() {
 
     // Continue: the server saw the whole request, and both phases are traced.
     post(&up, "/anything/plain", "hello", &px).expect_status(200);
-    let sent = calls(&log);
+    let sent = json_lines(&log);
     let req = sent.iter().find(|c| c["rpc"] == "request").expect("a call");
     assert_eq!(req["method"], "POST");
     assert_eq!(req["url"], "https://api.test:443/anything/plain");
@@ -173,9 +164,9 @@ fn a_transform_service_sees_requests_rejects_and_rewrites_them() {
     assert_eq!(rec.str("reason"), Some("grpc_rejected"), "{rec}");
 
     // Outside the rules: no call.
-    let before = calls(&log).len();
+    let before = json_lines(&log).len();
     Curl::get(&up.url("/status/200")).via(&px).run();
-    assert_eq!(calls(&log).len(), before);
+    assert_eq!(json_lines(&log).len(), before);
     for path in [
         "/anything/reject",
         "/anything/redirect",
@@ -221,13 +212,13 @@ fn mtls_to_the_server_and_an_unreachable_server_fails_closed() {
         let px = Proxy::with(config(&target, tls).as_str())
             .resolver(&net)
             .start();
-        let before = calls(&log).len();
+        let before = json_lines(&log).len();
         let r = post(&up, "/anything/plain", "hello", &px);
         assert_eq!(r.status, want, "{target} {tls}: {r}");
         let rec = px.wait_for_audit(|a| a.path() == Some("/anything/plain"));
         if want == 200 {
             assert!(
-                calls(&log).len() > before,
+                json_lines(&log).len() > before,
                 "the server saw the call over mTLS"
             );
             assert_eq!(
@@ -235,7 +226,7 @@ fn mtls_to_the_server_and_an_unreachable_server_fails_closed() {
                 Some(&"checked".into())
             );
         } else {
-            assert_eq!(calls(&log).len(), before);
+            assert_eq!(json_lines(&log).len(), before);
             assert_eq!(rec.str("reason"), Some("grpc_transform_failed"), "{rec}");
         }
     }
@@ -280,7 +271,7 @@ transforms:
     );
     crate::tls::grpc::check_calls(&out);
     // The policy server saw each buffered answer (the echoed message framed in gRPC).
-    let seen = calls(&log);
+    let seen = json_lines(&log);
     assert!(
         seen.iter().any(|c| c["rpc"] == "response"
             && c["url"]

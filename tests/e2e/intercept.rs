@@ -9,7 +9,6 @@
 
 pub(crate) mod lab;
 
-use iron_proxy_tests::process::run_with_timeout;
 use iron_proxy_tests::*;
 use lab::*;
 use nix::sys::signal::Signal;
@@ -396,22 +395,8 @@ fn a_killed_proxy_fails_closed_a_restart_takes_over_and_detach_goes_direct() {
     ]);
     assert_eq!(r.status, 403, "{r}");
 
-    let mut detach = std::process::Command::new(paths::iron_proxy_bin());
-    detach
-        .args(["intercept", "detach", "-config"])
-        .arg(lab.px.config_path());
-    let out = run_with_timeout(
-        "intercept detach",
-        &mut detach,
-        std::time::Duration::from_secs(20),
-    );
-    assert_eq!(
-        out.exit,
-        0,
-        "intercept detach failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (exit, out) = intercept_cmd(&lab.px, "detach");
+    assert_eq!(exit, 0, "intercept detach failed:\n{out}");
     assert!(!lab.pins.is_pinned(), "detach removes the pins");
     // Direct again: the upstream itself answers a name the proxy would refuse.
     let r = lab.curl(&[

@@ -21,14 +21,6 @@ fn provider(net: &FakeInternet, log: &Path) -> (NetProcess, SocketAddr) {
     })
 }
 
-fn seen(log: &Path) -> Vec<Value> {
-    std::fs::read_to_string(log)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("log line"))
-        .collect()
-}
-
 fn config(llm: SocketAddr) -> String {
     format!(
         r#"
@@ -150,7 +142,7 @@ fn judges_allow_and_deny_with_both_providers_and_see_only_proxy_tokens() {
     assert!(a["duration_ms"].as_u64().is_some(), "{rec}");
 
     // What the model saw: the policy embedded, the envelope, the proxy token (not the real one).
-    let calls = seen(log);
+    let calls = json_lines(log);
     let first = &calls[0];
     assert_eq!(first["api"], "anthropic");
     assert!(first["system"]
@@ -192,7 +184,7 @@ fn judges_allow_and_deny_with_both_providers_and_see_only_proxy_tokens() {
     assert_eq!(rec.annotation("judge", "decision"), Some(&json!("DENY")));
 
     // Not matched (GET): no LLM call, no annotations.
-    let before = seen(log).len();
+    let before = json_lines(log).len();
     Curl::get(&up.url("/anything/repos/x"))
         .via(px)
         .run()
@@ -201,7 +193,7 @@ fn judges_allow_and_deny_with_both_providers_and_see_only_proxy_tokens() {
         px.wait_for_audit(|a| a.path() == Some("/anything/repos/x") && a.method() == Some("GET"));
     assert!(rec.transform("judge").is_none(), "{rec}");
     assert_eq!(
-        seen(log).len(),
+        json_lines(log).len(),
         before,
         "no LLM call for an unmatched request"
     );
@@ -223,7 +215,7 @@ fn judges_allow_and_deny_with_both_providers_and_see_only_proxy_tokens() {
         .run();
     r.expect_status(403);
     assert!(
-        seen(log).iter().any(|c| c["api"] == "openai"),
+        json_lines(log).iter().any(|c| c["api"] == "openai"),
         "the OpenAI-style judge was called"
     );
     assert!(up
@@ -326,7 +318,7 @@ fn a_body_longer_than_the_buffer_is_judged_on_its_start_and_sent_whole() {
     );
     let rec = px.wait_for_audit(|a| a.path() == Some("/anything/repos/x/upload"));
     assert_eq!(rec.annotation("judge", "decision"), Some(&json!("ALLOW")));
-    let call = seen(log)
+    let call = json_lines(log)
         .into_iter()
         .find(|c| {
             c["envelope"]["url"]
@@ -383,7 +375,7 @@ fn retry_after_holds_the_breaker_open() {
             .is_some_and(|r| r.contains("429 (rate_limit_error), retry after 60s")),
         "{rec}"
     );
-    let before = seen(log).len();
+    let before = json_lines(log).len();
     post(
         &up.url("/anything/repos/x/comments"),
         r#"{"body":"lgtm"}"#,
@@ -398,7 +390,7 @@ fn retry_after_holds_the_breaker_open() {
         "{rec}"
     );
     assert_eq!(
-        seen(log).len(),
+        json_lines(log).len(),
         before,
         "no LLM call while the provider asked to wait"
     );

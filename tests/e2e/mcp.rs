@@ -48,14 +48,6 @@ runpy.run_path(sys.argv[0], run_name="__main__")
     out.assert_ok().json()
 }
 
-fn calls(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("call line"))
-        .collect()
-}
-
 const CONFIG: &str = r#"
 proxy:
   tunnel_listen: auto
@@ -114,7 +106,7 @@ fn the_sdk_sees_only_allowed_tools_and_denied_calls_never_reach_the_server() {
                 "{host}: {name} is refused with the error: {out}"
             );
         }
-        let reached: Vec<Value> = calls(log).iter().map(|c| c["tool"].clone()).collect();
+        let reached: Vec<Value> = json_lines(log).iter().map(|c| c["tool"].clone()).collect();
         assert_eq!(
             reached,
             [json!("search_repositories"), json!("create_issue")],
@@ -192,9 +184,9 @@ fn requests_no_sdk_sends_are_judged_too() {
         .collect();
     assert_eq!(ids, [json!(13), json!(14)], "{out}");
     assert!(
-        calls(&log).is_empty(),
+        json_lines(&log).is_empty(),
         "nothing reached the server: {:?}",
-        calls(&log)
+        json_lines(&log)
     );
     let rec = px.wait_for_audit(|a| a.str("reason") == Some("mcp_invalid_request"));
     assert_eq!(rec.status_code(), Some(400), "{rec}");

@@ -55,7 +55,8 @@ pub fn bpffs_mount() -> PathBuf {
     )
 }
 
-fn mount_of(fstype: &str) -> Option<PathBuf> {
+/// The mount point of the first `fstype` filesystem in `/proc/self/mountinfo`.
+pub fn mount_of(fstype: &str) -> Option<PathBuf> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
     info.lines().find_map(|line| {
         let (head, tail) = line.split_once(" - ")?;
@@ -183,6 +184,18 @@ impl Drop for TestCgroup {
 /// Kills (by PID) every process in `path`, a cgroup only the harness put processes in, then
 /// removes the directory.
 fn remove_cgroup(path: &Path) {
+    if let Err(e) = kill_and_remove_cgroup(path) {
+        eprintln!(
+            "warning: could not remove test cgroup {}: {e}",
+            path.display()
+        );
+    }
+}
+
+/// Kills (by PID) every process in the cgroup `path`, then removes the directory (gone
+/// already: done). Only for a cgroup the caller alone put processes in. Gives up after five
+/// seconds with the error of the last attempt. Shared with the bench's sandbox.
+pub fn kill_and_remove_cgroup(path: &Path) -> std::io::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let procs = std::fs::read_to_string(path.join("cgroup.procs")).unwrap_or_default();
@@ -200,17 +213,14 @@ fn remove_cgroup(path: &Path) {
     }
     while let Err(e) = std::fs::remove_dir(path) {
         if e.kind() == std::io::ErrorKind::NotFound {
-            return;
+            return Ok(());
         }
         if Instant::now() >= deadline {
-            eprintln!(
-                "warning: could not remove test cgroup {}: {e}",
-                path.display()
-            );
-            return;
+            return Err(e);
         }
         std::thread::sleep(Duration::from_millis(10));
     }
+    Ok(())
 }
 
 /// A bpffs pin directory (`<bpffs>/iron-e2e-<pid>-<n>`, not created) for `intercept.pin_path`.
@@ -259,22 +269,27 @@ fn creator_pid(name: &str) -> Option<u32> {
     name.strip_prefix(PREFIX)?.split('-').next()?.parse().ok()
 }
 
+/// Whether no process `pid` exists (any more).
+pub fn pid_gone(pid: u32) -> bool {
+    !Path::new("/proc").join(pid.to_string()).exists()
+}
+
+/// The entries of `dir` (none if it cannot be read) whose names `is_stale` picks.
+/// Shared with the bench's sandbox.
+pub fn stale_entries(dir: &Path, is_stale: impl Fn(&str) -> bool) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|e| is_stale(&e.file_name().to_string_lossy()))
+        .map(|e| e.path())
+        .collect()
+}
+
 /// Detaches pins and removes cgroups left by test processes that no longer exist.
 fn sweep_stale() {
-    let stale = |dir: &Path| -> Vec<PathBuf> {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return Vec::new();
-        };
-        entries
-            .flatten()
-            .filter(|e| {
-                let name = e.file_name().to_string_lossy().into_owned();
-                creator_pid(&name)
-                    .is_some_and(|pid| !Path::new("/proc").join(pid.to_string()).exists())
-            })
-            .map(|e| e.path())
-            .collect()
-    };
+    let stale = |dir: &Path| stale_entries(dir, |name| creator_pid(name).is_some_and(pid_gone));
     if let Some(bpffs) = mount_of("bpf") {
         for pin in stale(&bpffs) {
             eprintln!("detaching stale test pins {}", pin.display());

@@ -48,7 +48,7 @@ pub use audit::{Audit, AuditRecord};
 pub use ca::TestCa;
 pub use cgroup::{PinGuard, TestCgroup, Workload, WorkloadCurl};
 pub use client::{curl, python, python_in, Curl, CurlResult, HostsFile, PyResult};
-pub use logs::LogLine;
+pub use logs::{json_lines, LogLine};
 pub use moto::Moto;
 pub use netns::{FakeInternet, Host};
 pub use proxy::{Proxy, ProxyProcess};

@@ -48,6 +48,20 @@ impl std::fmt::Display for LogLine {
     }
 }
 
+/// The JSON values in a JSON-lines file a peer writes (its request log), one a line, in order;
+/// none while the file does not exist. Panics on a line that is not JSON.
+pub fn json_lines(path: &std::path::Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| {
+            serde_json::from_str(l).unwrap_or_else(|e| {
+                panic!("{}: a line that is not JSON ({e}): {l}", path.display())
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -168,10 +168,12 @@ impl AwsShared {
             .await
             .credentials_provider()
             .ok_or_else(|| err("no AWS credentials provider is configured".into()))?;
-        let c = provider
-            .provide_credentials()
-            .await
-            .map_err(|e| err(format!("loading AWS credentials: {}", chain(&e))))?;
+        let c = provider.provide_credentials().await.map_err(|e| {
+            err(format!(
+                "loading AWS credentials: {}",
+                crate::error_chain(&e)
+            ))
+        })?;
         *cached = Some(c.clone());
         Ok(c)
     }
@@ -430,16 +432,4 @@ pub(crate) fn dns_suffix(region: &str) -> &'static str {
     } else {
         "amazonaws.com"
     }
-}
-
-/// An error and its sources on one line.
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        src = s.source();
-    }
-    out
 }

@@ -125,7 +125,7 @@ impl HttpClient {
             .client()?
             .request(req)
             .await
-            .map_err(|e| describe(&e))?;
+            .map_err(|e| crate::error_chain(&e))?;
         let (head, mut body) = rsp.into_parts();
         let mut buf = Zeroizing::new(Vec::new());
         while let Some(frame) = body.frame().await {
@@ -139,18 +139,6 @@ impl HttpClient {
         }
         Ok(Response::from_parts(head, buf))
     }
-}
-
-/// An error and its sources on one line.
-fn describe(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        src = s.source();
-    }
-    out
 }
 
 #[cfg(test)]

@@ -147,6 +147,7 @@ impl Transform for Allowlist {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rules::target as t;
 
     fn list(domains: &[&str], cidrs: &[&str], rules: &str, warn: bool) -> Allowlist {
         Allowlist::new(
@@ -158,15 +159,6 @@ mod tests {
             serde_yaml_ng::from_str(rules).expect("rules"),
             warn,
         )
-    }
-
-    fn t<'a>(host: &'a str, method: &'a str, path: &'a str) -> Target<'a> {
-        Target {
-            host,
-            ip: host.parse().ok(),
-            method,
-            path,
-        }
     }
 
     #[test]

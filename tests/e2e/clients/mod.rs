@@ -110,11 +110,7 @@ impl Origin {
 
     /// Every request the origin answered so far, in order.
     fn requests(&self) -> Vec<Value> {
-        std::fs::read_to_string(&self.log)
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("origin log line"))
-            .collect()
+        json_lines(&self.log)
     }
 
     /// Panics if the origin answered a request for `path`.

@@ -3,6 +3,7 @@
 
 use std::net::IpAddr;
 
+use iron_proxy_tests::process::run_with_timeout;
 use iron_proxy_tests::*;
 use nix::sys::signal::Signal;
 use serde_json::{json, Value};
@@ -54,15 +55,39 @@ impl Lab {
 
     /// curl in the cgroup, trusting the proxy's CA.
     pub fn curl(&self, args: &[&str]) -> WorkloadCurl {
-        let mut all = vec!["--cacert", self.px.ca()];
-        all.extend_from_slice(args);
-        self.cg.curl(all)
+        workload_curl(&self.px, &self.cg, args)
     }
 
     /// The audit record for the request with this path.
     pub fn audit_for(&self, path: &str) -> AuditRecord {
-        self.px.wait_for_audit(|a| a.path() == Some(path))
+        audit_for(&self.px, path)
     }
+}
+
+/// curl in `cg` with `args`, trusting `px`'s CA.
+pub(crate) fn workload_curl(px: &ProxyProcess, cg: &TestCgroup, args: &[&str]) -> WorkloadCurl {
+    let mut all = vec!["--cacert", px.ca()];
+    all.extend_from_slice(args);
+    cg.curl(all)
+}
+
+/// `px`'s audit record for the request with this path.
+pub(crate) fn audit_for(px: &ProxyProcess, path: &str) -> AuditRecord {
+    px.wait_for_audit(|a| a.path() == Some(path))
+}
+
+/// `iron-proxy intercept ACTION -config <px's config>`: (exit, stdout+stderr).
+pub(crate) fn intercept_cmd(px: &ProxyProcess, action: &str) -> (i32, String) {
+    let mut cmd = std::process::Command::new(paths::iron_proxy_bin());
+    cmd.args(["intercept", action, "-config"])
+        .arg(px.config_path());
+    let out = run_with_timeout("intercept", &mut cmd, std::time::Duration::from_secs(20));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.exit, text)
 }
 
 /// Starts the proxy and waits until interception is in force: the transparent listener is

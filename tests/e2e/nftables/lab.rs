@@ -4,11 +4,12 @@
 use std::time::Duration;
 
 use iron_proxy::intercept::nft::{table_name, NftInterceptor};
-use iron_proxy_tests::process::run_with_timeout;
 use iron_proxy_tests::*;
 use serde_json::{json, Value};
 
-use crate::intercept::lab::start_intercepting;
+use crate::intercept::lab::{
+    audit_for, base_config, intercept_cmd, start_intercepting, workload_curl,
+};
 
 /// This test's nft table (named from a unique pin path); deleted on drop.
 pub(crate) struct NftTable {
@@ -61,16 +62,8 @@ impl NftLab {
     pub fn start_with(net: &FakeInternet, edit: impl FnOnce(&mut Value)) -> Self {
         let cg = TestCgroup::new();
         let table = NftTable::new();
-        let mut config = json!({
-            "transforms": [{"name": "allowlist", "config": {"domains": ["httpbin.test"]}}],
-            "dns": {"proxy_ip": net.host_side_v4().to_string()},
-            "intercept": {
-                "mode": "nftables",
-                "cgroups": [cg.path()],
-                "listen": "127.0.0.1:0",
-                "pin_path": table.pin.path(),
-            },
-        });
+        let mut config = base_config(net, &cg, &table.pin);
+        config["intercept"]["mode"] = json!("nftables");
         edit(&mut config);
         let px = start_intercepting(Proxy::with(config.clone()).resolver(net));
         assert!(table.exists(), "table inet {} after start", table.name());
@@ -83,27 +76,16 @@ impl NftLab {
     }
 
     pub fn curl(&self, args: &[&str]) -> WorkloadCurl {
-        let mut all = vec!["--cacert", self.px.ca()];
-        all.extend_from_slice(args);
-        self.cg.curl(all)
+        workload_curl(&self.px, &self.cg, args)
     }
 
     pub fn audit_for(&self, path: &str) -> AuditRecord {
-        self.px.wait_for_audit(|a| a.path() == Some(path))
+        audit_for(&self.px, path)
     }
 
     /// `iron-proxy intercept ACTION -config <the proxy's config>`: (exit, stdout+stderr).
     pub fn intercept_cmd(&self, action: &str) -> (i32, String) {
-        let mut cmd = std::process::Command::new(paths::iron_proxy_bin());
-        cmd.args(["intercept", action, "-config"])
-            .arg(self.px.config_path());
-        let out = run_with_timeout("intercept", &mut cmd, Duration::from_secs(20));
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.exit, text)
+        intercept_cmd(&self.px, action)
     }
 }
 

@@ -125,38 +125,25 @@ pinger_enable off
     );
     std::fs::write(dir.join("squid.conf"), conf)?;
     // squid drops to the `proxy` user, which must read and write its directory.
-    let ok = Command::new("chown")
-        .args(["-R", "proxy:proxy"])
-        .arg(&dir)
-        .status()?
-        .success();
-    if !ok {
-        bail!("chown -R proxy:proxy {} failed", dir.display());
-    }
-    let stderr = std::fs::File::create(dir.join("stderr.log"))?;
-    let child = Command::new("/usr/sbin/squid")
-        .arg("-N")
-        .arg("-f")
-        .arg(dir.join("squid.conf"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(stderr)
-        .spawn()
-        .context("starting squid")?;
-    let guard = ChildGuard::new(child);
+    chown_r("proxy:proxy", &dir)?;
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    wait_listening(guard.pid(), &[addr], &dir.join("cache.log"))?;
-    Ok(Running {
-        route: Route {
-            addr,
-            connect: Some(format!("{UPSTREAM_NAME}:443")),
-            host: UPSTREAM_NAME.into(),
-        },
-        watch: Some(Watch { pid: guard.pid() }),
-        version: first_line(Command::new("/usr/sbin/squid").arg("-v")),
-        _child: Some(guard),
-        intercept: None,
-    })
+    let guard = spawn_peer(
+        Command::new("/usr/sbin/squid")
+            .arg("-N")
+            .arg("-f")
+            .arg(dir.join("squid.conf")),
+        "squid",
+        &dir,
+        addr,
+        &dir.join("cache.log"),
+    )?;
+    let version = first_line(Command::new("/usr/sbin/squid").arg("-v"));
+    Ok(connect_peer(
+        guard,
+        addr,
+        format!("{UPSTREAM_NAME}:443"),
+        version,
+    ))
 }
 
 /// mitmdump in regular (CONNECT) mode with the shared MITM CA.
@@ -166,39 +153,28 @@ pub fn start_mitmproxy(env: &Env<'_>) -> Result<Running> {
     std::fs::create_dir_all(&dir)?;
     std::fs::copy(&env.certs.mitm_ca_combined, dir.join("mitmproxy-ca.pem"))?;
     let port = free_port(false)?;
-    let stderr = std::fs::File::create(dir.join("stderr.log"))?;
     let bin = env.venv.join("bin/mitmdump");
-    let child = Command::new(&bin)
-        .args(["--listen-host", "127.0.0.1", "--listen-port"])
-        .arg(port.to_string())
-        .arg("--set")
-        .arg(format!("confdir={}", dir.display()))
-        .arg("--set")
-        .arg(format!(
-            "ssl_verify_upstream_trusted_ca={}",
-            env.certs.upstream_ca.display()
-        ))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(stderr)
-        .spawn()
-        .context("starting mitmdump")?;
-    let guard = ChildGuard::new(child);
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    wait_listening(guard.pid(), &[addr], &dir.join("stderr.log"))?;
-    Ok(Running {
-        // mitmproxy resolves CONNECT targets with the system resolver, so the
-        // tunnel names the upstream's IP; the client's SNI still names the host.
-        route: Route {
-            addr,
-            connect: Some(env.upstream.to_string()),
-            host: UPSTREAM_NAME.into(),
-        },
-        watch: Some(Watch { pid: guard.pid() }),
-        version: first_line(Command::new(&bin).arg("--version")),
-        _child: Some(guard),
-        intercept: None,
-    })
+    let guard = spawn_peer(
+        Command::new(&bin)
+            .args(["--listen-host", "127.0.0.1", "--listen-port"])
+            .arg(port.to_string())
+            .arg("--set")
+            .arg(format!("confdir={}", dir.display()))
+            .arg("--set")
+            .arg(format!(
+                "ssl_verify_upstream_trusted_ca={}",
+                env.certs.upstream_ca.display()
+            )),
+        "mitmdump",
+        &dir,
+        addr,
+        &dir.join("stderr.log"),
+    )?;
+    let version = first_line(Command::new(&bin).arg("--version"));
+    // mitmproxy resolves CONNECT targets with the system resolver, so the
+    // tunnel names the upstream's IP; the client's SNI still names the host.
+    Ok(connect_peer(guard, addr, env.upstream.to_string(), version))
 }
 
 /// tinyproxy as a plain CONNECT tunnel: the TLS session is the client's and the upstream's.
@@ -223,38 +199,20 @@ PidFile "{d}/tinyproxy.pid"
 "#
     );
     std::fs::write(dir.join("tinyproxy.conf"), conf)?;
-    let ok = Command::new("chown")
-        .args(["-R", "nobody:nogroup"])
-        .arg(&dir)
-        .status()?
-        .success();
-    if !ok {
-        bail!("chown -R nobody:nogroup {} failed", dir.display());
-    }
-    let stderr = std::fs::File::create(dir.join("stderr.log"))?;
-    let child = Command::new("/usr/bin/tinyproxy")
-        .arg("-d")
-        .arg("-c")
-        .arg(dir.join("tinyproxy.conf"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(stderr)
-        .spawn()
-        .context("starting tinyproxy")?;
-    let guard = ChildGuard::new(child);
+    chown_r("nobody:nogroup", &dir)?;
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    wait_listening(guard.pid(), &[addr], &dir.join("stderr.log"))?;
-    Ok(Running {
-        route: Route {
-            addr,
-            connect: Some(env.upstream.to_string()),
-            host: UPSTREAM_NAME.into(),
-        },
-        watch: Some(Watch { pid: guard.pid() }),
-        version: first_line(Command::new("/usr/bin/tinyproxy").arg("-v")),
-        _child: Some(guard),
-        intercept: None,
-    })
+    let guard = spawn_peer(
+        Command::new("/usr/bin/tinyproxy")
+            .arg("-d")
+            .arg("-c")
+            .arg(dir.join("tinyproxy.conf")),
+        "tinyproxy",
+        &dir,
+        addr,
+        &dir.join("stderr.log"),
+    )?;
+    let version = first_line(Command::new("/usr/bin/tinyproxy").arg("-v"));
+    Ok(connect_peer(guard, addr, env.upstream.to_string(), version))
 }
 
 /// Builds the hudsucker peer (`xtask/hudsucker-peer`, its own lock file) into
@@ -289,31 +247,73 @@ pub fn start_hudsucker(env: &Env<'_>) -> Result<Running> {
     std::fs::create_dir_all(&dir)?;
     let port = free_port(false)?;
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let guard = spawn_peer(
+        Command::new(&bin)
+            .arg(addr.to_string())
+            .arg(&env.certs.mitm_ca_cert)
+            .arg(&env.certs.mitm_ca_key)
+            .arg(&env.certs.upstream_ca)
+            .arg(format!("{UPSTREAM_NAME}={}", env.upstream.ip())),
+        "the hudsucker peer",
+        &dir,
+        addr,
+        &dir.join("stderr.log"),
+    )?;
+    Ok(connect_peer(
+        guard,
+        addr,
+        format!("{UPSTREAM_NAME}:{}", env.upstream.port()),
+        "hudsucker 0.25 (hyper 1, rustls 0.23, aws-lc-rs; TCP_NODELAY)".into(),
+    ))
+}
+
+/// `chown -R OWNER DIR`, for a peer that drops to that user and must read and write `dir`.
+fn chown_r(owner: &str, dir: &Path) -> Result<()> {
+    let ok = Command::new("chown")
+        .args(["-R", owner])
+        .arg(dir)
+        .status()?
+        .success();
+    if !ok {
+        bail!("chown -R {owner} {} failed", dir.display());
+    }
+    Ok(())
+}
+
+/// Starts the peer `what` (stdin and stdout to /dev/null, stderr to `dir/stderr.log`) and
+/// waits until it listens on `addr` (`log` is what is shown if it does not).
+fn spawn_peer(
+    cmd: &mut Command,
+    what: &str,
+    dir: &Path,
+    addr: SocketAddr,
+    log: &Path,
+) -> Result<ChildGuard> {
     let stderr = std::fs::File::create(dir.join("stderr.log"))?;
-    let child = Command::new(&bin)
-        .arg(addr.to_string())
-        .arg(&env.certs.mitm_ca_cert)
-        .arg(&env.certs.mitm_ca_key)
-        .arg(&env.certs.upstream_ca)
-        .arg(format!("{UPSTREAM_NAME}={}", env.upstream.ip()))
+    let child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(stderr)
         .spawn()
-        .context("starting the hudsucker peer")?;
+        .with_context(|| format!("starting {what}"))?;
     let guard = ChildGuard::new(child);
-    wait_listening(guard.pid(), &[addr], &dir.join("stderr.log"))?;
-    Ok(Running {
+    wait_listening(guard.pid(), &[addr], log)?;
+    Ok(guard)
+}
+
+/// A started peer CONNECT proxy at `addr` whose tunnels name `connect`.
+fn connect_peer(guard: ChildGuard, addr: SocketAddr, connect: String, version: String) -> Running {
+    Running {
         route: Route {
             addr,
-            connect: Some(format!("{UPSTREAM_NAME}:{}", env.upstream.port())),
+            connect: Some(connect),
             host: UPSTREAM_NAME.into(),
         },
         watch: Some(Watch { pid: guard.pid() }),
-        version: "hudsucker 0.25 (hyper 1, rustls 0.23, aws-lc-rs; TCP_NODELAY)".into(),
+        version,
         _child: Some(guard),
         intercept: None,
-    })
+    }
 }
 
 fn first_line(cmd: &mut Command) -> String {

@@ -15,9 +15,10 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+pub use iron_proxy_tests::cgroup::mount_of;
+use iron_proxy_tests::cgroup::{pid_gone, stale_entries};
 
 /// Prefix of every cgroup and pin directory the bench creates.
 const PREFIX: &str = "iron-bench-";
@@ -30,16 +31,6 @@ static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 fn unique(prefix: &str, sep: char) -> String {
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     format!("{prefix}{}{sep}{n}", std::process::id())
-}
-
-/// The mount point of the first `fstype` filesystem in `/proc/self/mountinfo`.
-pub fn mount_of(fstype: &str) -> Option<PathBuf> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    info.lines().find_map(|line| {
-        let (head, tail) = line.split_once(" - ")?;
-        (tail.split_whitespace().next()? == fstype)
-            .then(|| head.split_whitespace().nth(4).map(PathBuf::from))?
-    })
 }
 
 extern "C" fn on_signal(_: libc::c_int) {
@@ -103,34 +94,11 @@ impl Drop for BenchCgroup {
 /// Kills (by PID) every process in `path`, a cgroup only the bench put its
 /// own children in, then removes the directory.
 fn remove_cgroup(path: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let procs = std::fs::read_to_string(path.join("cgroup.procs")).unwrap_or_default();
-        let pids: Vec<i32> = procs
-            .lines()
-            .filter_map(|l| l.trim().parse().ok())
-            .collect();
-        if pids.is_empty() || Instant::now() >= deadline {
-            break;
-        }
-        for pid in pids {
-            // SAFETY: kill(2) on a PID read from our own cgroup.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    while let Err(e) = std::fs::remove_dir(path) {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            return;
-        }
-        if Instant::now() >= deadline {
-            eprintln!(
-                "bench: warning: could not remove cgroup {}: {e}",
-                path.display()
-            );
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(10));
+    if let Err(e) = iron_proxy_tests::cgroup::kill_and_remove_cgroup(path) {
+        eprintln!(
+            "bench: warning: could not remove cgroup {}: {e}",
+            path.display()
+        );
     }
 }
 
@@ -226,22 +194,13 @@ fn creator_pid(name: &str) -> Option<u32> {
 }
 
 fn is_stale(name: &str) -> bool {
-    creator_pid(name).is_some_and(|pid| !Path::new("/proc").join(pid.to_string()).exists())
+    creator_pid(name).is_some_and(pid_gone)
 }
 
 /// Detaches pins, removes cgroups and deletes nft tables left by bench runs
 /// that no longer exist.
 pub fn sweep_stale() {
-    let stale = |dir: &Path| -> Vec<PathBuf> {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return Vec::new();
-        };
-        entries
-            .flatten()
-            .filter(|e| is_stale(&e.file_name().to_string_lossy()))
-            .map(|e| e.path())
-            .collect()
-    };
+    let stale = |dir: &Path| stale_entries(dir, is_stale);
     if let Some(bpffs) = mount_of("bpf") {
         for pin in stale(&bpffs) {
             eprintln!("bench: detaching stale pins {}", pin.display());

@@ -154,16 +154,21 @@ impl Drop for ChildGuard {
             // SAFETY: kill() on a PID we spawned and have not yet reaped.
             unsafe { libc::kill(pid, libc::SIGTERM) };
         }
-        let deadline = Instant::now() + Duration::from_secs(3);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        reap_within(&mut self.child, Duration::from_secs(3));
     }
+}
+
+/// Waits up to `grace` for `child` (ours) to exit, then kills it; reaps it either way.
+pub fn reap_within(child: &mut Child, grace: Duration) {
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 /// The client's way straight to the upstream.

@@ -156,33 +156,20 @@ mod tests {
     /// A server answering every request with its method, header and body,
     /// and a response header the SDK reads (IMDS's token TTL).
     async fn echo() -> std::net::SocketAddr {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        tokio::spawn(async move {
-            while let Ok((tcp, _)) = listener.accept().await {
-                let svc = hyper::service::service_fn(
-                    |req: http::Request<hyper::body::Incoming>| async move {
-                        use http_body_util::BodyExt;
-                        let ttl = req.headers()["x-aws-ec2-metadata-token-ttl-seconds"].clone();
-                        let line = format!("{} ", req.method());
-                        let body = req.into_body().collect().await.expect("body").to_bytes();
-                        let rsp = http::Response::builder()
-                            .status(201)
-                            .header("x-aws-ec2-metadata-token-ttl-seconds", ttl)
-                            .body(Full::new(Bytes::from([line.as_bytes(), &body].concat())))
-                            .expect("response");
-                        Ok::<_, Infallible>(rsp)
-                    },
-                );
-                tokio::spawn(
-                    hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc),
-                );
-            }
-        });
-        addr
+        let svc =
+            hyper::service::service_fn(|req: http::Request<hyper::body::Incoming>| async move {
+                use http_body_util::BodyExt;
+                let ttl = req.headers()["x-aws-ec2-metadata-token-ttl-seconds"].clone();
+                let line = format!("{} ", req.method());
+                let body = req.into_body().collect().await.expect("body").to_bytes();
+                let rsp = http::Response::builder()
+                    .status(201)
+                    .header("x-aws-ec2-metadata-token-ttl-seconds", ttl)
+                    .body(Full::new(Bytes::from([line.as_bytes(), &body].concat())))
+                    .expect("response");
+                Ok::<_, Infallible>(rsp)
+            });
+        crate::test_http::serve_http1(svc).await
     }
 
     #[tokio::test]

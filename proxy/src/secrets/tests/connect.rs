@@ -5,7 +5,6 @@ use std::convert::Infallible;
 use ::http::{Request, Response, StatusCode};
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper_util::rt::TokioIo;
 use serde_json::json;
 
 use super::*;
@@ -67,24 +66,13 @@ fn answer(req: &Request<hyper::body::Incoming>) -> (StatusCode, serde_json::Valu
 
 /// Starts the fake server; returns its base URL.
 async fn fake_connect() -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let svc =
-                hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
-                    let (status, body) = answer(&req);
-                    let mut rsp = Response::new(Full::new(Bytes::from(body.to_string())));
-                    *rsp.status_mut() = status;
-                    Ok::<_, Infallible>(rsp)
-                });
-            tokio::spawn(
-                hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), svc),
-            );
-        }
+    let svc = hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
+        let (status, body) = answer(&req);
+        let mut rsp = Response::new(Full::new(Bytes::from(body.to_string())));
+        *rsp.status_mut() = status;
+        Ok::<_, Infallible>(rsp)
     });
+    let addr = crate::test_http::serve_http1(svc).await;
     format!("http://{addr}")
 }
 

@@ -111,25 +111,11 @@ async fn a_token_that_cannot_be_minted_refuses_the_request() {
 /// An endpoint on 127.0.0.1 that answers every request the way iron-proxy's
 /// stub does; returns its token URL.
 async fn stub_answering_endpoint() -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let svc = hyper::service::service_fn(|_req| async {
-                let body =
-                    json!({"access_token": STUB_TOKEN, "expires_in": 3600, "token_type": "Bearer"});
-                Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from(
-                    body.to_string(),
-                ))))
-            });
-            tokio::spawn(
-                hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc),
-            );
-        }
-    });
+    let addr = crate::test_http::serve_http1(hyper::service::service_fn(|_req| async {
+        let body = json!({"access_token": STUB_TOKEN, "expires_in": 3600, "token_type": "Bearer"});
+        Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from(body.to_string()))))
+    }))
+    .await;
     format!("http://{addr}/oauth2/token")
 }
 

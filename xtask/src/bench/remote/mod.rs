@@ -21,6 +21,7 @@ mod child;
 use super::load::{Client, Mode, Route, RunResult, Spec};
 use super::procstat::Watch;
 use super::sandbox::interrupted;
+use super::topo::reap_within;
 pub use child::{child_main, ClientArgs};
 
 /// What the idle child reports once its connections are open.
@@ -45,15 +46,7 @@ impl Drop for IdleHold {
     fn drop(&mut self) {
         // EOF on its stdin ends the child.
         drop(self.child.stdin.take());
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        reap_within(&mut self.child, Duration::from_secs(10));
     }
 }
 
