@@ -160,9 +160,9 @@ const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// `iron-proxy validate -config FILE|s3://BUCKET/KEY [-strict]`.
 pub fn validate(arg: &Path, strict: bool) -> ExitCode {
-    let Some((source, cfg, _)) = load_config(arg, |source, n| {
-        errln!("{source}: invalid ({n} error(s))")
-    }) else {
+    let Some((source, cfg, _)) =
+        load_config(arg, |source, n| errln!("{source}: invalid ({n} error(s))"))
+    else {
         return ExitCode::FAILURE;
     };
     let refs = config::check_references(&cfg, &|k| std::env::var(k).ok());

@@ -124,15 +124,25 @@ fn seed(origin: &Origin, scratch: &Path) -> String {
 /// A git client of the proxy, reaching it `via`, holding only the placeholder token.
 struct Git<'a> {
     px: &'a Px,
+    origin: &'a Origin,
     via: Via,
     home: PathBuf,
 }
 
+/// git's traces of its last command (`GIT_TRACE`, `GIT_TRACE_PACKET`, `GIT_TRACE_CURL`
+/// without data), in its home: shown when a command times out.
+const TRACES: [(&str, &str); 3] = [
+    ("GIT_TRACE", "trace"),
+    ("GIT_TRACE_PACKET", "trace-packet"),
+    ("GIT_TRACE_CURL", "trace-curl"),
+];
+
 impl<'a> Git<'a> {
-    fn new(px: &'a Px, via: Via, home: &Path) -> Self {
+    fn new(px: &'a Px, origin: &'a Origin, via: Via, home: &Path) -> Self {
         std::fs::create_dir_all(home).expect("git home");
         Self {
             px,
+            origin,
             via,
             home: home.to_path_buf(),
         }
@@ -157,11 +167,42 @@ impl<'a> Git<'a> {
         cmd.current_dir(dir).args(args);
         git_env(&mut cmd, &self.home);
         cmd.env("GIT_SSL_CAINFO", self.px.client_ca());
+        for (var, file) in TRACES {
+            let path = self.home.join(file);
+            let _ = std::fs::remove_file(&path);
+            cmd.env(var, path);
+        }
+        cmd.env("GIT_TRACE_CURL_NO_DATA", "1");
         cmd
     }
 
+    /// Runs git ([`CLIENT_TIMEOUT`] at most). A git that hangs fails the test with the state
+    /// of its processes (git, remote-https, send-pack, pack-objects: where each waits, their
+    /// pipes and sockets), the end of its traces, the proxy's records and the origin's log.
     fn run(&self, dir: &Path, args: &[&str]) -> Finished {
-        run(&mut self.cmd(dir, args))
+        let mut cmd = self.cmd(dir, args);
+        let out = run_with_timeout("git", &mut cmd, Duration::from_secs(CLIENT_TIMEOUT));
+        if out.timed_out {
+            let traces: String = TRACES
+                .iter()
+                .map(|(var, file)| {
+                    let text = std::fs::read_to_string(self.home.join(file)).unwrap_or_default();
+                    let lines: Vec<&str> = text.lines().collect();
+                    let tail = lines[lines.len().saturating_sub(30)..].join("\n");
+                    format!("--- {var} (last 30 lines)\n{tail}\n")
+                })
+                .collect();
+            panic!(
+                "git {args:?} timed out after {CLIENT_TIMEOUT} s:\n{}\n\
+                 its processes then:\n{}\n{traces}\n\
+                 the proxy's audit records so far:\n{}\nthe origin's requests so far:\n{}",
+                text(&out),
+                out.diagnosis,
+                self.px.audit(),
+                origin_summary(self.origin)
+            );
+        }
+        out
     }
 }
 
@@ -186,7 +227,7 @@ fn clone_fetch_push(via: Via) {
     let scratch = tempfile::tempdir().expect("scratch");
     let head = seed(&origin, scratch.path());
     let px = Px::start_for(&net, via, TRANSFORMS);
-    let git = Git::new(&px, via, &scratch.path().join("home"));
+    let git = Git::new(&px, &origin, via, &scratch.path().join("home"));
     let work = scratch.path();
 
     // Clone: a pack of more than BIG bytes; the wants of 60 tags make git gzip its request.
@@ -369,7 +410,7 @@ fn require_token_up_front(via: Via) {
     let scratch = tempfile::tempdir().expect("scratch");
     let head = seed(&origin, scratch.path());
     let px = Px::start(&net, REQUIRE);
-    let git = Git::new(&px, via, &scratch.path().join("home"));
+    let git = Git::new(&px, &origin, via, &scratch.path().join("home"));
     let work = scratch.path();
 
     let basic =
@@ -450,7 +491,7 @@ fn git_with_an_injected_credential_through_connect_and_https_listen() {
     );
     let url = format!("https://{GIT_HOST}/git/repo.git");
     for (via, dir) in [(Via::Connect, "c"), (Via::HttpsListen, "h")] {
-        let git = Git::new(&px, via, &scratch.path().join("home"));
+        let git = Git::new(&px, &origin, via, &scratch.path().join("home"));
         ok(git.run(scratch.path(), &["clone", "-q", &url, dir]));
         assert_eq!(
             local_git(&scratch.path().join(dir), &["rev-parse", "HEAD"]),
