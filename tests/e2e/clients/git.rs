@@ -193,16 +193,42 @@ impl<'a> Git<'a> {
                 })
                 .collect();
             panic!(
-                "git {args:?} timed out after {CLIENT_TIMEOUT} s:\n{}\n\
+                "git {args:?} timed out after {CLIENT_TIMEOUT} s:\n{}\n{}\
                  its processes then:\n{}\n{traces}\n\
                  the proxy's audit records so far:\n{}\nthe origin's requests so far:\n{}",
                 text(&out),
+                known_hang(&out.diagnosis),
                 out.diagnosis,
                 self.px.audit(),
                 origin_summary(self.origin)
             );
         }
         out
+    }
+}
+
+/// A note on a hang of git's own, when the processes' state shows it: `git-remote-https` and
+/// `git send-pack` both blocked reading a pipe from the other. libcurl 7.84.0 to 8.1.2 over
+/// HTTP/2 may call git's upload callback again after it returned the end of the body (when
+/// the last DATA could not leave at once: a flow-control window, a full socket); git then
+/// reads send-pack's pipe for more of a request send-pack has finished, while send-pack
+/// waits for the response (libcurl stopped doing this in 8.5.0; see
+/// <https://curl.se/mail/lib-2023-11/0017.html> and git's "remote-curl: avoid hang if curl
+/// asks for more data after eof"). The proxy then sees an upload that stops short of its end
+/// and answers 408 `client_body_timeout`, which git, blocked on the pipe, never reads.
+fn known_hang(diagnosis: &str) -> String {
+    let blocked_on_pipe = |name: &str| {
+        diagnosis
+            .split("--- pid ")
+            .any(|p| p.contains(name) && p.contains("wchan anon_pipe_read"))
+    };
+    if blocked_on_pipe("git-remote-http") && blocked_on_pipe("send-pack") {
+        "NOTE: git-remote-https and send-pack both wait on a pipe from the other: the \
+         deadlock of git with libcurl 7.84.0-8.1.2 over HTTP/2 (libcurl called git's upload \
+         callback again after the end of the body), not the proxy's; see `known_hang`.\n"
+            .to_string()
+    } else {
+        String::new()
     }
 }
 
@@ -517,4 +543,20 @@ fn assert_origin_saw_the_real_token(origin: &Origin) {
             "{r}"
         );
     }
+}
+
+/// The note names git's deadlock from the processes' state only when both sides wait on a
+/// pipe (the state of a hang seen under load through the transparent listener).
+#[test]
+fn a_git_hang_of_its_own_is_named() {
+    let seen = "--- pid 17392: /usr/local/libexec/git-core/git remote-https origin https://git.test/\n    \
+                state/ppid S 1  wchan do_wait  syscall 61\n\
+                --- pid 17393: /usr/local/libexec/git-core/git-remote-https origin https://git.test/\n    \
+                state/ppid S 17392  wchan anon_pipe_read  syscall 0 0xd\n\
+                --- pid 17399: /usr/local/libexec/git-core/git send-pack --stateless-rpc --stdin\n    \
+                state/ppid S 17393  wchan anon_pipe_read  syscall 0 0xd\n";
+    assert!(known_hang(seen).contains("libcurl 7.84.0-8.1.2"));
+    // remote-https waiting on its socket (the proxy, or the network) is not that.
+    let on_socket = seen.replacen("wchan anon_pipe_read", "wchan do_sys_poll", 1);
+    assert_eq!(known_hang(&on_socket), "");
 }
