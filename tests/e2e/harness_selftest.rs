@@ -151,6 +151,161 @@ fn fake_upstream_echoes_over_h1_h2_plain_and_ipv6() {
     assert_eq!(up.requests().len(), 6);
 }
 
+/// A command that times out while a process it started holds its output (git push's
+/// helpers do): `run_with_timeout` returns, with the state of the command's processes, and
+/// none of them is left. It used to kill the command only and then wait, forever, for the
+/// output its children still held open.
+#[test]
+fn a_timed_out_command_is_killed_with_the_children_holding_its_output() {
+    let dir = paths::scratch_dir("timeout");
+    let pid_file = dir.path().join("child.pid");
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(r#"sleep 100000 & echo $! > "$0"; echo started; wait"#)
+        .arg(&pid_file);
+    // A bound on the call itself, so that the old behaviour fails rather than hangs.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(process::run_with_timeout(
+            "sh",
+            &mut cmd,
+            Duration::from_secs(2),
+        ));
+    });
+    let done = rx.recv_timeout(Duration::from_secs(120));
+    let child: Option<i32> = std::fs::read_to_string(&pid_file)
+        .ok()
+        .and_then(|s| s.trim().parse().ok());
+    // Gone, or a zombie its new parent has yet to reap.
+    let alive = |pid: i32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|stat| stat.rfind(')').and_then(|i| stat.get(i + 2..i + 3)) != Some("Z"))
+    };
+    let Ok(out) = done else {
+        if let Some(pid) = child {
+            // Our own child's child, by its PID.
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        panic!("run_with_timeout still waits for the output its command's child holds");
+    };
+    assert!(out.timed_out);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "started\n");
+    let child = child.expect("the child's pid");
+    assert!(
+        out.diagnosis
+            .contains(&format!("--- pid {child}: sleep 100000")),
+        "{}",
+        out.diagnosis
+    );
+    assert!(out.diagnosis.contains("wchan"), "{}", out.diagnosis);
+    // Killed and reaped (its parent, killed too, left it to init, which reaps it).
+    let mut tries = 0;
+    while alive(child) && tries < 500 {
+        std::thread::sleep(Duration::from_millis(10));
+        tries += 1;
+    }
+    assert!(!alive(child), "the child {child} was left running");
+}
+
+/// A HEAD over HTTP/2 with the h2 library (httpx's; strict about a body on a HEAD, RFC 9113
+/// §8.1.1): `argv[1]` CA, `argv[2]` address, `argv[3]` port, `argv[4]` name, then paths. Prints
+/// one `{"headers": {..}, "data": N, "ended": bool}` or `{"error"}` per path.
+const H2_HEAD: &str = r#"
+import json, socket, ssl, sys
+import h2.config, h2.connection, h2.events
+ca, ip, port, name = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+ctx = ssl.create_default_context(cafile=ca)
+ctx.set_alpn_protocols(["h2"])
+for path in sys.argv[5:]:
+    s = ctx.wrap_socket(socket.create_connection((ip, port), timeout=20), server_hostname=name)
+    c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    c.initiate_connection()
+    c.send_headers(1, [(":method", "HEAD"), (":path", path), (":scheme", "https"),
+                       (":authority", name)], end_stream=True)
+    s.sendall(c.data_to_send())
+    out = {"headers": {}, "data": 0, "ended": False}
+    try:
+        while not out["ended"]:
+            chunk = s.recv(65536)
+            if not chunk:
+                raise EOFError("connection closed")
+            for e in c.receive_data(chunk):
+                if isinstance(e, h2.events.ResponseReceived):
+                    out["headers"] = {k.decode(): v.decode() for k, v in e.headers}
+                elif isinstance(e, h2.events.DataReceived):
+                    out["data"] += len(e.data)
+                elif isinstance(e, h2.events.StreamEnded):
+                    out["ended"] = True
+                elif isinstance(e, h2.events.StreamReset):
+                    raise EOFError("reset")
+            s.sendall(c.data_to_send())
+    except Exception as e:
+        out = {"error": "%s: %s" % (type(e).__name__, e)}
+    print(json.dumps(out))
+    s.close()
+"#;
+
+/// HEAD gets the headers a GET gets and no body (RFC 9110 §9.3.2), over HTTP/2 too, where
+/// hyper's server would send the body (the DATA frames h2 clients refuse).
+#[test]
+fn fake_upstream_answers_head_without_a_body() {
+    require_root!();
+    let net = FakeInternet::new();
+    let up = Upstream::https("httpbin.test").start(&net);
+    let ca = net.ca_bundle();
+    let out = python(
+        H2_HEAD,
+        [
+            ca.to_str().expect("utf8"),
+            &up.ip().to_string(),
+            &up.tls_port().to_string(),
+            "httpbin.test",
+            "/bytes/1000",
+            "/get",
+        ],
+    );
+    out.assert_ok();
+    let rsps: Vec<serde_json::Value> = out
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert_eq!(rsps.len(), 2, "{}", out.stdout);
+    for (r, len) in rsps.iter().zip([Some("1000"), None]) {
+        assert_eq!(r["headers"][":status"], "200", "{r}");
+        assert_eq!(r["data"], 0, "{r}");
+        assert_eq!(r["ended"], true, "{r}");
+        if let Some(len) = len {
+            assert_eq!(r["headers"]["content-length"], len, "{r}");
+        }
+    }
+    // The GET's Content-Length, on HTTP/1.1 as on HTTP/2.
+    let get = direct(&up, &net)
+        .args(["--http2", "https://httpbin.test/bytes/1000"])
+        .run();
+    assert_eq!(get.body_bytes.len(), 1000, "{get}");
+    for flag in ["--http1.1", "--http2"] {
+        let r = direct(&up, &net)
+            .args(["-I", flag, "https://httpbin.test/bytes/1000"])
+            .run();
+        assert_eq!(
+            r.expect_status(200).header("content-length"),
+            Some("1000"),
+            "{r}"
+        );
+        let end = r.body.find("\r\n\r\n").map(|i| i + 4);
+        assert_eq!(end, Some(r.body.len()), "nothing after the head: {r}");
+    }
+    assert!(
+        rsps[1]["headers"]["content-length"].is_string(),
+        "{}",
+        rsps[1]
+    );
+}
+
 #[test]
 fn untrusted_upstream_cert_is_refused_by_curl() {
     require_root!();

@@ -163,41 +163,167 @@ pub struct Finished {
     pub stderr: Vec<u8>,
     /// Whether the harness killed it at the timeout.
     pub timed_out: bool,
+    /// At the timeout: the state of every process of the command's group (see
+    /// [`group_state`]), taken before they were killed; else empty.
+    pub diagnosis: String,
 }
 
-/// Runs `cmd` with piped stdout/stderr, killing it (by PID) after `timeout`.
+/// How long the output of a command that ended is waited for: a process it left behind
+/// (outside its group) may hold its pipes open.
+const OUTPUT_GRACE: Duration = Duration::from_secs(10);
+
+/// Runs `cmd` with piped stdout/stderr (stdin `/dev/null`) in a process group of its own.
+/// After `timeout` the state of every process of that group is recorded in
+/// [`Finished::diagnosis`], and each of them is killed by its PID: the helpers a command
+/// starts (git's `remote-https`, `send-pack`, `pack-objects`) hold its pipes, and would
+/// otherwise keep them open, and this call waiting, after the command itself was killed.
 pub fn run_with_timeout(name: &str, cmd: &mut Command, timeout: Duration) -> Finished {
+    use std::os::unix::process::CommandExt;
     use std::process::Stdio;
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .stderr(Stdio::piped())
+        .process_group(0);
     let mut guard = ChildGuard::spawn(name, cmd);
+    let pgid = i32::try_from(guard.pid()).unwrap_or(i32::MAX);
     let out = guard.child_mut().stdout.take().expect("piped stdout");
     let err = guard.child_mut().stderr.take().expect("piped stderr");
     let read_all = |mut r: Box<dyn Read + Send>| {
+        let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let mut v = Vec::new();
             let _ = r.read_to_end(&mut v);
-            v
-        })
+            let _ = tx.send(v);
+        });
+        rx
     };
     let (out, err) = (read_all(Box::new(out)), read_all(Box::new(err)));
     let deadline = Instant::now() + timeout;
     let mut timed_out = false;
+    let mut diagnosis = String::new();
     let status = loop {
         if let Some(status) = guard.try_status() {
             break Some(status);
         }
         if Instant::now() >= deadline {
             timed_out = true;
+            let members = group_members(pgid);
+            diagnosis = group_state(&members);
+            for pid in members.iter().filter(|p| **p != pgid) {
+                let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
+            }
             break guard.stop(Duration::ZERO);
         }
         std::thread::sleep(Duration::from_millis(5));
     };
+    // The command ended (or was killed); its group's other members still hold its pipes
+    // if it left them running: they get the grace period, then are killed too.
+    let output_deadline = Instant::now() + OUTPUT_GRACE;
+    let mut collect = |rx: std::sync::mpsc::Receiver<Vec<u8>>| {
+        let left = output_deadline.saturating_duration_since(Instant::now());
+        rx.recv_timeout(left).unwrap_or_else(|_| {
+            let members = group_members(pgid);
+            if !members.is_empty() {
+                diagnosis.push_str(&format!(
+                    "\n{name} ended, but processes of its group still held its output after \
+                     {OUTPUT_GRACE:?}; killed:\n{}",
+                    group_state(&members)
+                ));
+                for pid in members {
+                    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                }
+            }
+            rx.recv_timeout(OUTPUT_GRACE).unwrap_or_default()
+        })
+    };
+    let stdout = collect(out);
+    let stderr = collect(err);
     Finished {
         exit: status.and_then(|s| s.code()).unwrap_or(-1),
-        stdout: out.join().unwrap_or_default(),
-        stderr: err.join().unwrap_or_default(),
+        stdout,
+        stderr,
         timed_out,
+        diagnosis,
     }
+}
+
+/// The PIDs of the process group `pgid` (a group the harness made: its leader is a child
+/// it spawned), from `/proc`.
+fn group_members(pgid: i32) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    // `pid (comm) state ppid pgrp ...`: comm may hold spaces and parentheses.
+                    let rest = &stat[stat.rfind(')')? + 2..];
+                    rest.split(' ').nth(2)?.parse::<i32>().ok()
+                })
+                == Some(pgid)
+        })
+        .collect()
+}
+
+/// What each process of `pids` is doing, for a failure message: its command line, parent,
+/// state, where it sleeps (`wchan`, the syscall and its first arguments, the kernel stack
+/// when readable), its open file descriptors, and the TCP sockets it holds (`ss -tnpi`).
+pub fn group_state(pids: &[i32]) -> String {
+    let read = |pid: i32, what: &str| {
+        std::fs::read_to_string(format!("/proc/{pid}/{what}"))
+            .map(|s| s.trim_end().to_string())
+            .unwrap_or_else(|e| format!("({e})"))
+    };
+    let mut out = String::new();
+    for &pid in pids {
+        let cmdline = read(pid, "cmdline").replace('\0', " ");
+        let stat = read(pid, "stat");
+        let state = stat
+            .rfind(')')
+            .map_or(stat.as_str(), |i| &stat[(i + 2).min(stat.len())..]);
+        let state: Vec<&str> = state.split(' ').take(2).collect();
+        out.push_str(&format!(
+            "--- pid {pid}: {cmdline}\n    state/ppid {}  wchan {}  syscall {}\n",
+            state.join(" "),
+            read(pid, "wchan"),
+            read(pid, "syscall")
+        ));
+        let stack = read(pid, "stack");
+        if !stack.is_empty() && !stack.starts_with('(') {
+            for line in stack.lines() {
+                out.push_str(&format!("    stack {line}\n"));
+            }
+        }
+        if let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) {
+            let mut fds: Vec<(u32, String)> = fds
+                .filter_map(|e| {
+                    let e = e.ok()?;
+                    let n = e.file_name().to_str()?.parse().ok()?;
+                    let target = std::fs::read_link(e.path()).ok()?;
+                    Some((n, target.display().to_string()))
+                })
+                .collect();
+            fds.sort();
+            let list: Vec<String> = fds.iter().map(|(n, t)| format!("{n}->{t}")).collect();
+            out.push_str(&format!("    fds {}\n", list.join(" ")));
+        }
+    }
+    if let Ok(ss) = Command::new("ss").args(["-tnpi"]).output() {
+        let text = String::from_utf8_lossy(&ss.stdout);
+        let lines: Vec<&str> = text.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            if pids.iter().any(|p| line.contains(&format!("pid={p},"))) {
+                out.push_str(&format!("    ss {line}\n"));
+                if let Some(info) = lines
+                    .get(i + 1)
+                    .filter(|l| l.starts_with(char::is_whitespace))
+                {
+                    out.push_str(&format!("    ss {}\n", info.trim()));
+                }
+            }
+        }
+    }
+    out
 }

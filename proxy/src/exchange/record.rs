@@ -264,12 +264,14 @@ pub(super) fn finish(rsp: Response<Body>, mut guard: AuditGuard) -> Response<Bod
     let mut bodiless = status == http::StatusCode::NO_CONTENT
         || status == http::StatusCode::NOT_MODIFIED
         || status.is_informational();
+    let mut head = false;
     if let Some(r) = guard.record_mut() {
         if r.status_code == 0 {
             r.status_code = status.as_u16();
         }
-        bodiless |= r.method == "HEAD";
+        head = r.method == "HEAD";
     }
+    bodiless |= head;
     let owed = if bodiless {
         Some(0)
     } else {
@@ -277,7 +279,10 @@ pub(super) fn finish(rsp: Response<Body>, mut guard: AuditGuard) -> Response<Bod
             .get(http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()?.parse().ok())
     };
-    let (parts, inner) = rsp.into_parts();
+    let (mut parts, mut inner) = rsp.into_parts();
+    if head {
+        inner = without_body(&mut parts, inner);
+    }
     Response::from_parts(
         parts,
         body::boxed(AuditedBody {
@@ -287,6 +292,27 @@ pub(super) fn finish(rsp: Response<Body>, mut guard: AuditGuard) -> Response<Bod
             owed,
         }),
     )
+}
+
+/// The response to a HEAD without its body (RFC 9110 §9.3.2): hyper's HTTP/1
+/// server leaves a body unsent, its HTTP/2 server would send it as DATA frames,
+/// a malformed response a client refuses (RFC 9113 §8.1.1; h2, nghttp2). So the
+/// proxy's own answers (a refusal, an error page) and an upstream that sends a
+/// body anyway reach the client as headers only. The headers stay as a GET
+/// would get them: a body of the proxy's own, of known length, gets its
+/// Content-Length (an upstream's HEAD answer has its own, or none, and an empty
+/// body there).
+fn without_body(parts: &mut http::response::Parts, body: Body) -> Body {
+    let len = http_body::Body::size_hint(&body).exact();
+    let may_have_length =
+        !(parts.status == http::StatusCode::NO_CONTENT || parts.status.is_informational());
+    if let Some(len) = len.filter(|n| *n > 0 && may_have_length) {
+        parts
+            .headers
+            .entry(http::header::CONTENT_LENGTH)
+            .or_insert_with(|| http::HeaderValue::from(len));
+    }
+    body::empty()
 }
 
 #[cfg(test)]
@@ -398,6 +424,56 @@ mod tests {
         drop(finish(streaming(&[b"12345"]), guard(&sink, "HEAD")));
         let r = only(&seen);
         assert!(r.error.is_none() && r.bytes_received.is_none(), "{r:?}");
+    }
+
+    #[tokio::test]
+    async fn an_answer_to_head_has_the_headers_and_no_body() {
+        // The proxy's own page (a refusal): its length, no DATA (hyper's HTTP/2
+        // server would send the body it is given).
+        let (sink, seen) = observed();
+        let mut page = Response::new(body::full("iron-proxy: refused\n"));
+        *page.status_mut() = http::StatusCode::FORBIDDEN;
+        let rsp = finish(page, guard(&sink, "HEAD"));
+        assert_eq!(rsp.headers()[http::header::CONTENT_LENGTH], "20");
+        let body = rsp.into_body();
+        assert!(http_body::Body::is_end_stream(&body));
+        assert!(body.collect().await.expect("body").to_bytes().is_empty());
+        let r = only(&seen);
+        assert_eq!(r.status_code, 403);
+        assert!(r.error.is_none() && r.bytes_received.is_none(), "{r:?}");
+
+        // An upstream's: its own Content-Length stays, a body it sent anyway is not.
+        let (sink, _seen) = observed();
+        let mut rsp = streaming(&[b"12345"]);
+        rsp.headers_mut()
+            .insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(99));
+        let rsp = finish(rsp, guard(&sink, "HEAD"));
+        assert_eq!(rsp.headers()[http::header::CONTENT_LENGTH], "99");
+        assert!(http_body::Body::is_end_stream(rsp.body()));
+
+        // None where there is no content (a 204), nor on an empty answer.
+        for status in [http::StatusCode::NO_CONTENT, http::StatusCode::OK] {
+            let (sink, _seen) = observed();
+            let body = match status {
+                http::StatusCode::OK => body::empty(),
+                _ => body::full("x"),
+            };
+            let mut rsp = Response::new(body);
+            *rsp.status_mut() = status;
+            let rsp = finish(rsp, guard(&sink, "HEAD"));
+            assert!(
+                rsp.headers().get(http::header::CONTENT_LENGTH).is_none(),
+                "{status}"
+            );
+        }
+
+        // A GET keeps its body.
+        let (sink, _seen) = observed();
+        let rsp = finish(Response::new(body::full("whole")), guard(&sink, "GET"));
+        assert_eq!(
+            &rsp.into_body().collect().await.expect("body").to_bytes()[..],
+            b"whole"
+        );
     }
 
     #[test]

@@ -124,15 +124,25 @@ fn seed(origin: &Origin, scratch: &Path) -> String {
 /// A git client of the proxy, reaching it `via`, holding only the placeholder token.
 struct Git<'a> {
     px: &'a Px,
+    origin: &'a Origin,
     via: Via,
     home: PathBuf,
 }
 
+/// git's traces of its last command (`GIT_TRACE`, `GIT_TRACE_PACKET`, `GIT_TRACE_CURL`
+/// without data), in its home: shown when a command times out.
+const TRACES: [(&str, &str); 3] = [
+    ("GIT_TRACE", "trace"),
+    ("GIT_TRACE_PACKET", "trace-packet"),
+    ("GIT_TRACE_CURL", "trace-curl"),
+];
+
 impl<'a> Git<'a> {
-    fn new(px: &'a Px, via: Via, home: &Path) -> Self {
+    fn new(px: &'a Px, origin: &'a Origin, via: Via, home: &Path) -> Self {
         std::fs::create_dir_all(home).expect("git home");
         Self {
             px,
+            origin,
             via,
             home: home.to_path_buf(),
         }
@@ -157,11 +167,68 @@ impl<'a> Git<'a> {
         cmd.current_dir(dir).args(args);
         git_env(&mut cmd, &self.home);
         cmd.env("GIT_SSL_CAINFO", self.px.client_ca());
+        for (var, file) in TRACES {
+            let path = self.home.join(file);
+            let _ = std::fs::remove_file(&path);
+            cmd.env(var, path);
+        }
+        cmd.env("GIT_TRACE_CURL_NO_DATA", "1");
         cmd
     }
 
+    /// Runs git ([`CLIENT_TIMEOUT`] at most). A git that hangs fails the test with the state
+    /// of its processes (git, remote-https, send-pack, pack-objects: where each waits, their
+    /// pipes and sockets), the end of its traces, the proxy's records and the origin's log.
     fn run(&self, dir: &Path, args: &[&str]) -> Finished {
-        run(&mut self.cmd(dir, args))
+        let mut cmd = self.cmd(dir, args);
+        let out = run_with_timeout("git", &mut cmd, Duration::from_secs(CLIENT_TIMEOUT));
+        if out.timed_out {
+            let traces: String = TRACES
+                .iter()
+                .map(|(var, file)| {
+                    let text = std::fs::read_to_string(self.home.join(file)).unwrap_or_default();
+                    let lines: Vec<&str> = text.lines().collect();
+                    let tail = lines[lines.len().saturating_sub(30)..].join("\n");
+                    format!("--- {var} (last 30 lines)\n{tail}\n")
+                })
+                .collect();
+            panic!(
+                "git {args:?} timed out after {CLIENT_TIMEOUT} s:\n{}\n{}\
+                 its processes then:\n{}\n{traces}\n\
+                 the proxy's audit records so far:\n{}\nthe origin's requests so far:\n{}",
+                text(&out),
+                known_hang(&out.diagnosis),
+                out.diagnosis,
+                self.px.audit(),
+                origin_summary(self.origin)
+            );
+        }
+        out
+    }
+}
+
+/// A note on a hang of git's own, when the processes' state shows it: `git-remote-https` and
+/// `git send-pack` both blocked reading a pipe from the other. libcurl 7.84.0 to 8.1.2 over
+/// HTTP/2 may call git's upload callback again after it returned the end of the body (when
+/// the last DATA could not leave at once: a flow-control window, a full socket); git then
+/// reads send-pack's pipe for more of a request send-pack has finished, while send-pack
+/// waits for the response (libcurl stopped doing this in 8.5.0; see
+/// <https://curl.se/mail/lib-2023-11/0017.html> and git's "remote-curl: avoid hang if curl
+/// asks for more data after eof"). The proxy then sees an upload that stops short of its end
+/// and answers 408 `client_body_timeout`, which git, blocked on the pipe, never reads.
+fn known_hang(diagnosis: &str) -> String {
+    let blocked_on_pipe = |name: &str| {
+        diagnosis
+            .split("--- pid ")
+            .any(|p| p.contains(name) && p.contains("wchan anon_pipe_read"))
+    };
+    if blocked_on_pipe("git-remote-http") && blocked_on_pipe("send-pack") {
+        "NOTE: git-remote-https and send-pack both wait on a pipe from the other: the \
+         deadlock of git with libcurl 7.84.0-8.1.2 over HTTP/2 (libcurl called git's upload \
+         callback again after the end of the body), not the proxy's; see `known_hang`.\n"
+            .to_string()
+    } else {
+        String::new()
     }
 }
 
@@ -186,7 +253,7 @@ fn clone_fetch_push(via: Via) {
     let scratch = tempfile::tempdir().expect("scratch");
     let head = seed(&origin, scratch.path());
     let px = Px::start_for(&net, via, TRANSFORMS);
-    let git = Git::new(&px, via, &scratch.path().join("home"));
+    let git = Git::new(&px, &origin, via, &scratch.path().join("home"));
     let work = scratch.path();
 
     // Clone: a pack of more than BIG bytes; the wants of 60 tags make git gzip its request.
@@ -369,7 +436,7 @@ fn require_token_up_front(via: Via) {
     let scratch = tempfile::tempdir().expect("scratch");
     let head = seed(&origin, scratch.path());
     let px = Px::start(&net, REQUIRE);
-    let git = Git::new(&px, via, &scratch.path().join("home"));
+    let git = Git::new(&px, &origin, via, &scratch.path().join("home"));
     let work = scratch.path();
 
     let basic =
@@ -450,7 +517,7 @@ fn git_with_an_injected_credential_through_connect_and_https_listen() {
     );
     let url = format!("https://{GIT_HOST}/git/repo.git");
     for (via, dir) in [(Via::Connect, "c"), (Via::HttpsListen, "h")] {
-        let git = Git::new(&px, via, &scratch.path().join("home"));
+        let git = Git::new(&px, &origin, via, &scratch.path().join("home"));
         ok(git.run(scratch.path(), &["clone", "-q", &url, dir]));
         assert_eq!(
             local_git(&scratch.path().join(dir), &["rev-parse", "HEAD"]),
@@ -476,4 +543,20 @@ fn assert_origin_saw_the_real_token(origin: &Origin) {
             "{r}"
         );
     }
+}
+
+/// The note names git's deadlock from the processes' state only when both sides wait on a
+/// pipe (the state of a hang seen under load through the transparent listener).
+#[test]
+fn a_git_hang_of_its_own_is_named() {
+    let seen = "--- pid 17392: /usr/local/libexec/git-core/git remote-https origin https://git.test/\n    \
+                state/ppid S 1  wchan do_wait  syscall 61\n\
+                --- pid 17393: /usr/local/libexec/git-core/git-remote-https origin https://git.test/\n    \
+                state/ppid S 17392  wchan anon_pipe_read  syscall 0 0xd\n\
+                --- pid 17399: /usr/local/libexec/git-core/git send-pack --stateless-rpc --stdin\n    \
+                state/ppid S 17393  wchan anon_pipe_read  syscall 0 0xd\n";
+    assert!(known_hang(seen).contains("libcurl 7.84.0-8.1.2"));
+    // remote-https waiting on its socket (the proxy, or the network) is not that.
+    let on_socket = seen.replacen("wchan anon_pipe_read", "wchan do_sys_poll", 1);
+    assert_eq!(known_hang(&on_socket), "");
 }

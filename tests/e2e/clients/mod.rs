@@ -320,13 +320,21 @@ impl std::ops::Deref for Px {
     }
 }
 
-/// Runs `cmd` (2 minutes at most) and returns what it did.
+/// Runs `cmd` ([`CLIENT_TIMEOUT`] at most) and returns what it did.
 fn run(cmd: &mut Command) -> Finished {
     let name = format!("{:?}", cmd.get_program());
-    let out = run_with_timeout(&name, cmd, Duration::from_secs(120));
-    assert!(!out.timed_out, "{cmd:?} timed out:\n{}", text(&out));
+    let out = run_with_timeout(&name, cmd, Duration::from_secs(CLIENT_TIMEOUT));
+    assert!(
+        !out.timed_out,
+        "{cmd:?} timed out:\n{}\nits processes when it timed out:\n{}",
+        text(&out),
+        out.diagnosis
+    );
     out
 }
+
+/// How long a client command may take (seconds) before it is killed and its state shown.
+const CLIENT_TIMEOUT: u64 = 120;
 
 fn text(out: &Finished) -> String {
     format!(

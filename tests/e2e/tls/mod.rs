@@ -12,6 +12,7 @@ mod flow_control;
 mod generate_ca;
 pub(crate) mod grpc;
 mod half_close;
+mod head_method;
 mod heads;
 mod leaf_cache;
 mod malformed;

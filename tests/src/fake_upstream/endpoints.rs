@@ -16,6 +16,9 @@
 //! | `/ws` | WebSocket echo (text and binary) |
 //! | any path, `content-type: application/grpc` | a tiny gRPC service, see [`super::grpc`] |
 //!
+//! A HEAD gets the headers the GET gets (Content-Length included) and no body, on HTTP/2
+//! too (see `without_body_on_head`).
+//!
 //! The echo: `method`, `path`, `url`, `args` (query; repeated keys become arrays), `headers`
 //! (object, names as received; on HTTP/1 with their original casing), `header_list` (pairs in
 //! arrival order), `data` (body as text), `json` (body parsed, or null), `body_len`,

@@ -227,7 +227,11 @@ where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let tapped = Tap::new(io, info.heads.clone());
-    let service = service_fn(move |req| endpoints::handle(req, info.clone(), shared.clone()));
+    let service = service_fn(move |req| {
+        let head = req.method() == http::Method::HEAD;
+        let rsp = endpoints::handle(req, info.clone(), shared.clone());
+        async move { Ok::<_, std::convert::Infallible>(without_body_on_head(head, rsp.await?)) }
+    });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // Heads as large as the proxy forwards (hyper's defaults, 100 fields and
     // a 16 KiB HTTP/2 header list, are below them): a refusal the tests see
@@ -250,4 +254,25 @@ where
     let _ = builder
         .serve_connection_with_upgrades(TokioIo::new(tapped), service)
         .await;
+}
+
+/// The answer to a HEAD: the headers a GET gets, Content-Length included, and no body
+/// (RFC 9110 §9.3.2). hyper drops the body on HTTP/1 only: its HTTP/2 server would send the
+/// DATA frames, which an HTTP/2 client must treat as a malformed response (RFC 9113 §8.1.1).
+fn without_body_on_head(
+    head: bool,
+    rsp: http::Response<endpoints::Body>,
+) -> http::Response<endpoints::Body> {
+    if !head {
+        return rsp;
+    }
+    let (mut parts, body) = rsp.into_parts();
+    if !parts.headers.contains_key(http::header::CONTENT_LENGTH) {
+        if let Some(len) = hyper::body::Body::size_hint(&body).exact() {
+            parts
+                .headers
+                .insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(len));
+        }
+    }
+    http::Response::from_parts(parts, endpoints::full(bytes::Bytes::new()))
 }
