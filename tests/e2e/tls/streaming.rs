@@ -78,10 +78,10 @@ async def main():
 print(json.dumps({"got": asyncio.run(main())}))
 "#;
 
-#[test]
-fn websocket_echoes_through_mitm_and_is_audited_once_when_it_closes() {
-    require_root!();
-    let (_net, up, px) = mitm_with("ws.test");
+/// Starts [`WS_CLIENT`] against `px`'s `https_listen` and waits until its WebSocket has
+/// echoed (the flag file `echoed`). Returns the flags directory (write `close` there to end
+/// the WebSocket) and the client's thread.
+fn open_websocket(px: &ProxyProcess) -> (tempfile::TempDir, std::thread::JoinHandle<PyResult>) {
     let flags = tempfile::tempdir().expect("temp dir");
     let dir = flags.path().to_str().expect("utf-8 temp path").to_string();
     let https = px.https_addr();
@@ -92,7 +92,6 @@ fn websocket_echoes_through_mitm_and_is_audited_once_when_it_closes() {
             [https.ip().to_string(), https.port().to_string(), ca, dir],
         )
     });
-
     let echoed = Path::new(flags.path()).join("echoed");
     wait_until(Duration::from_secs(30), "the WebSocket echo", || {
         (echoed.exists() || client.is_finished()).then_some(())
@@ -101,6 +100,14 @@ fn websocket_echoes_through_mitm_and_is_audited_once_when_it_closes() {
         let out = client.join().expect("client thread");
         panic!("the WebSocket client gave up:\n{out}");
     }
+    (flags, client)
+}
+
+#[test]
+fn websocket_echoes_through_mitm_and_is_audited_once_when_it_closes() {
+    require_root!();
+    let (_net, up, px) = mitm_with("ws.test");
+    let (flags, client) = open_websocket(&px);
     up.wait_for_request(|q| q.path() == "/ws");
     assert!(
         px.audit().find(|a| a.path() == Some("/ws")).is_none(),
@@ -145,24 +152,7 @@ fn an_open_websocket_counts_against_its_clients_connection_cap() {
     let _up = Upstream::https("ws.test").start(&net);
     let config = MITM.replace("proxy:\n", "proxy:\n  max_connections_per_client: 1\n");
     let px = Proxy::with(config.as_str()).resolver(&net).start();
-    let flags = tempfile::tempdir().expect("temp dir");
-    let dir = flags.path().to_str().expect("utf-8 temp path").to_string();
-    let https = px.https_addr();
-    let ca = px.ca().to_string();
-    let client = std::thread::spawn(move || {
-        python(
-            WS_CLIENT,
-            [https.ip().to_string(), https.port().to_string(), ca, dir],
-        )
-    });
-    let echoed = Path::new(flags.path()).join("echoed");
-    wait_until(Duration::from_secs(30), "the WebSocket echo", || {
-        (echoed.exists() || client.is_finished()).then_some(())
-    });
-    if !echoed.exists() {
-        let out = client.join().expect("client thread");
-        panic!("the WebSocket client gave up:\n{out}");
-    }
+    let (flags, client) = open_websocket(&px);
     // The WebSocket is open: a second connection from 127.0.0.1 is refused.
     let r = Curl::get("https://ws.test/get").via(&px).run();
     assert_eq!(r.status, 0, "refused while the WebSocket is open: {r:?}");
