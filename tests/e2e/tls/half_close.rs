@@ -135,17 +135,8 @@ fn open(px: &ProxyProcess, ask: Ask, port: u16, payload: &[u8]) -> TcpStream {
                 first.extend_from_slice(payload);
             }
             s.write_all(&first).expect("CONNECT");
-            let mut head = Vec::new();
-            let mut byte = [0u8; 1];
-            while !head.ends_with(b"\r\n\r\n") {
-                s.read_exact(&mut byte).expect("the CONNECT answer");
-                head.push(byte[0]);
-            }
-            assert!(
-                head.starts_with(b"HTTP/1.1 200"),
-                "{}",
-                String::from_utf8_lossy(&head)
-            );
+            let head = iron_proxy_tests::timed_read::read_head(&mut s, "the CONNECT answer");
+            assert!(head.starts_with("HTTP/1.1 200"), "{head}");
         }
         Ask::Socks5 => {
             s.write_all(&[5, 1, 0]).expect("SOCKS5 greeting");
