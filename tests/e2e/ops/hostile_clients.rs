@@ -297,3 +297,87 @@ fn one_clients_connections_are_capped_and_another_clients_are_not() {
     });
     assert_eq!(r.status, 403, "{r:?}");
 }
+
+/// Under `proxy.max_connections_per_client`, a tunnel that hyper opened holds its client's slot
+/// for as long as the tunnel is open. The connection's first request is a proxied GET, so its
+/// CONNECT goes through hyper's upgrade rather than the plain CONNECT reader: hyper's task for
+/// the connection ends at the upgrade, and the socket lives on in the tunnel's own task.
+#[test]
+fn a_tunnel_hyper_upgraded_holds_its_clients_slot_until_it_closes() {
+    let px = Proxy::with(format!(
+        "proxy:\n  tunnel_listen: auto\n  max_connections_per_client: 1\n{ALLOW_ONE}"
+    ))
+    .start();
+    let tunnel = px.tunnel_addr();
+    // Served through hyper (a proxied request, refused by the allowlist), kept alive. The
+    // harness's readiness probes were connections from 127.0.0.1 too: until the proxy has seen
+    // them close, the one slot may still be theirs, so the first connection is retried.
+    let mut c = wait_until(Duration::from_secs(10), "a first connection served", || {
+        let mut s = connect(tunnel);
+        s.set_read_timeout(Some(Duration::from_secs(20))).ok()?;
+        s.write_all(b"GET http://other.test/ HTTP/1.1\r\nHost: other.test\r\n\r\n")
+            .ok()?;
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        // The allowlist's 403 is short and Content-Length framed: read until its body is in.
+        while !ends_a_response(&got) {
+            match timed_read::read_some(&mut s, &mut buf) {
+                Ok(n) if n > 0 => got.extend_from_slice(&buf[..n]),
+                _ => return None,
+            }
+        }
+        let head = String::from_utf8_lossy(&got).into_owned();
+        assert!(head.starts_with("HTTP/1.1 403"), "{head}");
+        Some(s)
+    });
+    c.write_all(b"CONNECT allowed.test:443 HTTP/1.1\r\nHost: allowed.test:443\r\n\r\n")
+        .expect("writing the CONNECT");
+    let head = timed_read::read_head(&mut c, "the CONNECT answer");
+    assert!(head.starts_with("HTTP/1.1 200"), "tunnel granted: {head}");
+    // The tunnel is open (the proxy waits for its ClientHello): the client's one slot is taken,
+    // so its next connection is closed without a reply and audited.
+    let mut s = connect(tunnel);
+    let _ = s.write_all(b"GET http://other.test/ HTTP/1.1\r\nHost: other.test\r\n\r\n");
+    let got = read_until_closed(
+        s,
+        "a connection while the tunnel is open",
+        Duration::from_secs(5),
+    );
+    assert!(
+        got.is_empty(),
+        "refused while the tunnel is open, got {got:?}"
+    );
+    px.wait_for_audit(|a| {
+        a.str("reason") == Some("client_connection_limit") && a.str("mode") == Some("tunnel")
+    });
+    // Closed, the tunnel no longer counts.
+    drop(c);
+    let r = wait_until(
+        Duration::from_secs(10),
+        "served once the tunnel closed",
+        || {
+            let r = Curl::get("http://other.test/")
+                .args(["--proxy".to_string(), format!("http://{tunnel}")])
+                .run();
+            (r.status != 0).then_some(r)
+        },
+    );
+    assert_eq!(r.status, 403, "{r:?}");
+}
+
+/// Whether `got` holds a whole HTTP/1 response: its head and the Content-Length bytes after it.
+fn ends_a_response(got: &[u8]) -> bool {
+    let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return false;
+    };
+    let head = String::from_utf8_lossy(&got[..end]);
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())?
+        })
+        .unwrap_or(0);
+    got.len() >= end + 4 + len
+}
