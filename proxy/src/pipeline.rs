@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 
 use crate::audit::TransformTrace;
 use crate::body::{self, Body};
-use crate::rules::Target;
+use crate::rules::{Scheme, Target};
 
 /// A transform's decision.
 pub enum Verdict {
@@ -97,7 +97,8 @@ pub struct Dest {
     pub ip: Option<IpAddr>,
     /// Destination port.
     pub port: u16,
-    /// Whether the upstream leg uses TLS.
+    /// Whether the upstream leg uses TLS: the request's scheme as rules
+    /// match it (see [`Scheme`]).
     pub tls: bool,
 }
 
@@ -153,6 +154,7 @@ impl Flow {
             ip: self.dest.ip,
             method: &self.method,
             path: &self.path,
+            scheme: Scheme::of_tls(self.dest.tls),
         }
     }
 

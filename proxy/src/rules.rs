@@ -1,6 +1,6 @@
-//! Destination rules shared by every transform: host globs, CIDRs, methods and
-//! path patterns, as in `allowlist.rules[]`. Parsing happens once, at config
-//! load; matching is allocation-free.
+//! Destination rules shared by every transform: host globs, CIDRs, methods,
+//! path patterns and schemes, as in `allowlist.rules[]`. Parsing happens once,
+//! at config load; matching is allocation-free.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -20,9 +20,11 @@ pub struct Target<'a> {
     pub method: &'a str,
     /// Path without the query; empty for host-only requests.
     pub path: &'a str,
+    /// The request's scheme: `https` when the proxy forwards it over TLS.
+    pub scheme: Scheme,
 }
 
-/// The target for a request to `host` (parsed as an IP when it is one), for tests.
+/// The target for an HTTPS request to `host` (parsed as an IP when it is one), for tests.
 #[cfg(test)]
 pub(crate) fn target<'a>(host: &'a str, method: &'a str, path: &'a str) -> Target<'a> {
     Target {
@@ -30,6 +32,110 @@ pub(crate) fn target<'a>(host: &'a str, method: &'a str, path: &'a str) -> Targe
         ip: host.parse().ok(),
         method,
         path,
+        scheme: Scheme::Https,
+    }
+}
+
+/// The scheme of a request, as `rules[].schemes` names it.
+///
+/// A request is `https` when the proxy forwards it over TLS: it reached the
+/// proxy over TLS (`https_listen`, a MITM'd CONNECT or SOCKS5 tunnel, an
+/// intercepted TLS connection, an sni-only connection), or it is an
+/// absolute-form `https://` request (whose real credential then goes
+/// upstream encrypted; the client leg carries only what the client sent).
+/// Everything else is `http`. A WebSocket upgrade has the scheme of the
+/// request that carries it: `wss://` is `https`, `ws://` is `http`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    /// Plain HTTP.
+    Http,
+    /// HTTP over TLS.
+    Https,
+}
+
+impl Scheme {
+    /// `Https` when the request goes over TLS, else `Http`.
+    pub fn of_tls(tls: bool) -> Self {
+        if tls {
+            Scheme::Https
+        } else {
+            Scheme::Http
+        }
+    }
+
+    /// The lowercase name, as written in a config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
+}
+
+impl FromStr for Scheme {
+    type Err = RuleError;
+    /// `http` or `https`, in any case.
+    fn from_str(s: &str) -> Result<Self, RuleError> {
+        if s.eq_ignore_ascii_case("http") {
+            Ok(Scheme::Http)
+        } else if s.eq_ignore_ascii_case("https") {
+            Ok(Scheme::Https)
+        } else {
+            Err(RuleError::Scheme(s.to_string()))
+        }
+    }
+}
+
+impl fmt::Display for Scheme {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The schemes a rule matches (`schemes:`): both unless the rule narrows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SchemeSet {
+    http: bool,
+    https: bool,
+}
+
+impl Default for SchemeSet {
+    /// Both schemes: a rule without `schemes:`.
+    fn default() -> Self {
+        SchemeSet {
+            http: true,
+            https: true,
+        }
+    }
+}
+
+impl SchemeSet {
+    /// The set of a `schemes:` list: omitted means both; an empty list is
+    /// refused, since the rule would match nothing.
+    pub fn parse(list: Option<Vec<Scheme>>) -> Result<Self, RuleError> {
+        let Some(list) = list else {
+            return Ok(SchemeSet::default());
+        };
+        if list.is_empty() {
+            return Err(RuleError::NoSchemes);
+        }
+        Ok(SchemeSet {
+            http: list.contains(&Scheme::Http),
+            https: list.contains(&Scheme::Https),
+        })
+    }
+
+    /// True when `scheme` is in the set.
+    pub fn matches(self, scheme: Scheme) -> bool {
+        match scheme {
+            Scheme::Http => self.http,
+            Scheme::Https => self.https,
+        }
+    }
+
+    /// True when some scheme is in both sets.
+    pub fn intersects(self, other: SchemeSet) -> bool {
+        (self.http && other.http) || (self.https && other.https)
     }
 }
 
@@ -75,6 +181,12 @@ pub enum RuleError {
     /// Both or neither of host and cidr.
     #[error("a rule needs exactly one of 'host' or 'cidr'")]
     HostXorCidr,
+    /// A scheme other than `http` or `https`.
+    #[error("invalid scheme {0:?}: expected http or https")]
+    Scheme(String),
+    /// `schemes: []`.
+    #[error("an empty 'schemes' list matches nothing: list http, https or both, or leave it out for both")]
+    NoSchemes,
 }
 
 /// True for a glob whose labels are all numbers or `*` (`10.0.*`,
@@ -371,6 +483,8 @@ pub struct Rule {
     pub methods: MethodSet,
     /// Allowed paths; empty means all.
     pub paths: Vec<PathPattern>,
+    /// Allowed schemes (both by default).
+    pub schemes: SchemeSet,
 }
 
 /// The YAML shape of a rule, before validation.
@@ -381,6 +495,7 @@ pub struct RawRule {
     cidr: Option<String>,
     methods: Option<Vec<String>>,
     paths: Option<Vec<String>>,
+    schemes: Option<Vec<String>>,
 }
 
 impl TryFrom<RawRule> for Rule {
@@ -397,16 +512,22 @@ impl TryFrom<RawRule> for Rule {
             .iter()
             .map(|p| p.parse())
             .collect::<Result<Vec<PathPattern>, _>>()?;
+        let schemes = raw
+            .schemes
+            .map(|list| list.iter().map(|s| s.parse()).collect())
+            .transpose()?;
         Ok(Rule {
             target,
             methods: MethodSet::parse(raw.methods)?,
             paths,
+            schemes: SchemeSet::parse(schemes)?,
         })
     }
 }
 
 impl Rule {
-    /// True when the target (host or IP) matches, ignoring method and path.
+    /// True when the target (host or IP) matches, ignoring method, path and
+    /// scheme (a tunnel's target, whose inner requests are checked in full).
     pub fn matches_host(&self, t: &Target<'_>) -> bool {
         match &self.target {
             RuleTarget::Host(h) => h.matches_target(t),
@@ -414,10 +535,11 @@ impl Rule {
         }
     }
 
-    /// True when host, method and path all match. A host-only request (sni-only
-    /// mode) matches only rules without method or path restrictions.
+    /// True when host, scheme, method and path all match. A host-only request
+    /// (sni-only mode) matches only rules without method or path restrictions.
     pub fn matches(&self, t: &Target<'_>) -> bool {
-        self.matches_host(t)
+        self.schemes.matches(t.scheme)
+            && self.matches_host(t)
             && self.methods.matches(t.method)
             && (self.paths.is_empty() || self.paths.iter().any(|p| p.matches(t.path)))
     }
@@ -434,17 +556,17 @@ impl Scope {
         self.0.is_empty() || self.0.iter().any(|r| r.matches(t))
     }
 
-    /// False only when no host can be in both scopes (conservative: globs,
-    /// methods and paths are taken to overlap).
+    /// False only when no request can be in both scopes: no host can match a
+    /// rule of each whose schemes intersect (conservative: globs, methods and
+    /// paths are taken to overlap).
     pub fn may_overlap(&self, other: &Scope) -> bool {
         if self.0.is_empty() || other.0.is_empty() {
             return true;
         }
         self.0.iter().any(|a| {
-            other
-                .0
-                .iter()
-                .any(|b| targets_may_overlap(&a.target, &b.target))
+            other.0.iter().any(|b| {
+                a.schemes.intersects(b.schemes) && targets_may_overlap(&a.target, &b.target)
+            })
         })
     }
 }
@@ -472,6 +594,7 @@ fn targets_may_overlap(a: &RuleTarget, b: &RuleTarget) -> bool {
                 ip: e.parse().ok(),
                 method: "",
                 path: "",
+                scheme: Scheme::Https,
             }),
             (Subdomains(s), Subdomains(t)) => {
                 Subdomains(s.clone()).matches(t) || Subdomains(t.clone()).matches(s)
@@ -499,6 +622,7 @@ mod tests {
                         target,
                         methods: MethodSet::All,
                         paths: vec![],
+                        schemes: SchemeSet::default(),
                     }
                 })
                 .collect(),
@@ -684,8 +808,82 @@ mod tests {
             ip: "::ffff:10.1.2.3".parse().ok(),
             method: "GET",
             path: "/",
+            scheme: Scheme::Http,
         };
         assert!(rule.matches(&mapped), "v4-mapped v6 is unmapped first");
+    }
+
+    #[test]
+    fn schemes_limit_a_rule_to_http_or_https() {
+        let rule = |yaml: &str| -> Rule { serde_yaml_ng::from_str(yaml).expect(yaml) };
+        let https = t("api.test", "GET", "/v1");
+        let http = Target {
+            scheme: Scheme::Http,
+            ..https
+        };
+        let both = rule("host: api.test");
+        assert!(both.matches(&https) && both.matches(&http), "default: both");
+        let only_tls = rule("host: api.test\nschemes: [https]");
+        assert!(only_tls.matches(&https));
+        assert!(!only_tls.matches(&http));
+        let only_plain = rule("host: api.test\nschemes: [HTTP]");
+        assert!(only_plain.matches(&http), "names are case-insensitive");
+        assert!(!only_plain.matches(&https));
+        assert_eq!(
+            rule("host: api.test\nschemes: [Https, http]"),
+            both,
+            "both listed is the default"
+        );
+        // A tunnel's target is checked by host alone.
+        assert!(only_tls.matches_host(&http));
+        // The scheme is one more condition: the host still has to match.
+        assert!(!only_tls.matches(&t("other.test", "GET", "/v1")));
+    }
+
+    #[test]
+    fn bad_schemes_are_refused() {
+        for (yaml, want) in [
+            (
+                "host: a.test\nschemes: [ftp]",
+                RuleError::Scheme("ftp".into()),
+            ),
+            (
+                "host: a.test\nschemes: [https, \"wss\"]",
+                RuleError::Scheme("wss".into()),
+            ),
+            ("host: a.test\nschemes: []", RuleError::NoSchemes),
+        ] {
+            let e = serde_yaml_ng::from_str::<Rule>(yaml).expect_err(yaml);
+            assert!(e.to_string().contains(&want.to_string()), "{yaml}: {e}");
+        }
+        assert_eq!(
+            "https:".parse::<Scheme>(),
+            Err(RuleError::Scheme("https:".into()))
+        );
+        assert_eq!(
+            RuleError::Scheme("ftp".into()).to_string(),
+            "invalid scheme \"ftp\": expected http or https"
+        );
+    }
+
+    #[test]
+    fn scopes_with_disjoint_schemes_never_overlap() {
+        let scope = |yaml: &str| -> Scope { serde_yaml_ng::from_str(yaml).expect(yaml) };
+        let tls = scope("[{host: api.test, schemes: [https]}]");
+        let plain = scope("[{host: api.test, schemes: [http]}]");
+        let both = scope("[{host: api.test}]");
+        let other_tls = scope("[{host: other.test, schemes: [https]}]");
+        for (a, b, overlap) in [
+            (&tls, &plain, false),
+            (&tls, &both, true),
+            (&plain, &both, true),
+            (&tls, &tls, true),
+            (&tls, &other_tls, false),
+            (&plain, &Scope::default(), true),
+        ] {
+            assert_eq!(a.may_overlap(b), overlap, "{a:?} / {b:?}");
+            assert_eq!(b.may_overlap(a), overlap, "{b:?} / {a:?}");
+        }
     }
 
     proptest! {

@@ -15,6 +15,7 @@ mod hmac;
 mod inject;
 mod oauth;
 mod replace;
+mod schemes;
 
 use iron_proxy_tests::*;
 use serde_json::{json, Value};

@@ -4,11 +4,12 @@
 
 use ipnet::IpNet;
 
-use super::decode::{parse_str, str_with, Cx, Decode, Res};
+use super::decode::{one_of_any_case, parse_str, str_with, Cx, Decode, Res};
 use super::values::{GoDuration, HeaderMatcher, ListenAddr, NonNegativeDuration, PositiveDuration};
 use super::yaml::Node;
 use crate::rules::{
-    parse_cidr, HostPattern, MethodSet, PathPattern, Rule, RuleError, RuleTarget, Scope,
+    parse_cidr, HostPattern, MethodSet, PathPattern, Rule, RuleError, RuleTarget, Scheme,
+    SchemeSet, Scope,
 };
 
 macro_rules! decode_from_str {
@@ -37,9 +38,21 @@ impl Decode for IpNet {
     }
 }
 
+impl Decode for Scheme {
+    /// `http` or `https`, in any case.
+    fn decode(node: &Node, cx: &mut Cx) -> Res<Self> {
+        one_of_any_case(
+            node,
+            cx,
+            "scheme",
+            &[("http", Scheme::Http), ("https", Scheme::Https)],
+        )
+    }
+}
+
 impl Decode for Rule {
     fn decode(node: &Node, cx: &mut Cx) -> Res<Self> {
-        let m = cx.map(node, &["host", "cidr", "methods", "paths"])?;
+        let m = cx.map(node, &["host", "cidr", "methods", "paths", "schemes"])?;
         let host = m.opt::<HostPattern>(cx, "host");
         let cidr = m.opt::<IpNet>(cx, "cidr");
         let methods = m.opt_with(cx, "methods", |n, cx| {
@@ -47,6 +60,10 @@ impl Decode for Rule {
             MethodSet::parse(Some(list)).map_err(|e| cx.error(n.pos, e.to_string()))
         });
         let paths = m.or_default::<Vec<PathPattern>>(cx, "paths");
+        let schemes = m.opt_with(cx, "schemes", |n, cx| {
+            let list = Vec::<Scheme>::decode(n, cx)?;
+            SchemeSet::parse(Some(list)).map_err(|e| cx.error(n.pos, e.to_string()))
+        });
         let target = match (host?, cidr?) {
             (Some(h), None) => RuleTarget::Host(h),
             (None, Some(c)) => RuleTarget::Cidr(c),
@@ -56,6 +73,7 @@ impl Decode for Rule {
             target,
             methods: methods?.unwrap_or_default(),
             paths: paths?,
+            schemes: schemes?.unwrap_or_default(),
         })
     }
 }

@@ -68,6 +68,10 @@ pub struct EgressRule {
     /// Allowed path globs (all when absent).
     #[serde(default)]
     pub paths: Option<Vec<String>>,
+    /// Allowed schemes, `http` and `https` (both when absent; ours, not the
+    /// Action's).
+    #[serde(default)]
+    pub schemes: Option<Vec<String>>,
 }
 
 /// Everything the config depends on.
@@ -132,6 +136,9 @@ impl ConfigInputs {
             }
             if let Some(p) = &r.paths {
                 fields.push(format!("paths: [{}]", list(p)));
+            }
+            if let Some(s) = &r.schemes {
+                fields.push(format!("schemes: [{}]", list(s)));
             }
             push_unique(&mut self.rules, format!("{{ {} }}", fields.join(", ")));
         }

@@ -228,7 +228,7 @@ fn egress_rules_file() {
     let rules = tmp.path().join("egress-rules.yaml");
     std::fs::write(
         &rules,
-        "domains:\n  - \"registry.npmjs.org\"\n  - \"*.golang.org\"\ncidrs:\n  - \"10.0.0.0/8\"\nrules:\n  - domain: \"api.example.com\"\n    methods: [\"GET\"]\n    paths: [\"/v1/health\"]\n  - host: \"other.example.com\"\n",
+        "domains:\n  - \"registry.npmjs.org\"\n  - \"*.golang.org\"\ncidrs:\n  - \"10.0.0.0/8\"\nrules:\n  - domain: \"api.example.com\"\n    methods: [\"GET\"]\n    paths: [\"/v1/health\"]\n  - host: \"other.example.com\"\n    schemes: [https]\n",
     )
     .expect("write rules");
     let mut a = args(tmp.path());
@@ -244,6 +244,10 @@ fn egress_rules_file() {
     assert!(yaml.contains("      warn: true\n"), "{yaml}");
     assert!(
         yaml.contains("{ host: \"api.example.com\", methods: [\"GET\"], paths: [\"/v1/health\"] }"),
+        "{yaml}"
+    );
+    assert!(
+        yaml.contains("{ host: \"other.example.com\", schemes: [\"https\"] }"),
         "{yaml}"
     );
     assert!(yaml.contains("cidrs:\n        - \"10.0.0.0/8\""), "{yaml}");

@@ -55,6 +55,7 @@ impl ServerPolicy {
                 ip: t.ip,
                 method: t.method,
                 path,
+                scheme: t.scheme,
             };
             self.rules.0.iter().any(|r| r.matches(&t))
         };
@@ -293,6 +294,7 @@ mod tests {
             ip: None,
             method: "POST",
             path,
+            scheme: crate::rules::Scheme::Https,
         };
         for path in [
             "/mcp", "/mcp/x", "/%6Dcp", "/%6dcp", "//mcp", "/mcp%2Fx", "/%2Fmcp",

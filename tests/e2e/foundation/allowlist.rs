@@ -1,6 +1,6 @@
 //! Allowlist decisions through the real binary: domains (exact, `*.x` with its
-//! apex, bare `*`), CIDRs (IP-literal hosts only), rules (methods and paths)
-//! and warn mode. A refused request gets the iron-proxy policy body and never
+//! apex, bare `*`), CIDRs (IP-literal hosts only), rules (methods, paths and
+//! schemes) and warn mode. A refused request gets the iron-proxy policy body and never
 //! reaches its upstream.
 
 use iron_proxy_tests::*;
@@ -287,6 +287,101 @@ transforms:
     assert_policy_refusal(&r);
     audited(&px, &ip, "/anything/cidr-post", &NOT_ALLOWLISTED);
     ipup.assert_no_request(|q| q.method() == "POST");
+}
+
+#[test]
+fn rules_filter_by_scheme() {
+    require_root!();
+    let net = FakeInternet::new();
+    let tls = Upstream::https("tls.schemes.test").start(&net);
+    let plainup = Upstream::https("plain.schemes.test").start(&net);
+    let px = Proxy::with(
+        r#"
+proxy:
+  tunnel_listen: auto
+transforms:
+  - name: allowlist
+    config:
+      rules:
+        - host: "tls.schemes.test"
+          schemes: [https]
+        - host: "plain.schemes.test"
+          schemes: [HTTP]
+"#,
+    )
+    .resolver(&net)
+    .start();
+
+    // `schemes: [https]`: https_listen, a MITM'd CONNECT and an absolute-form
+    // `https://` request (forwarded over TLS) pass.
+    Curl::get("https://tls.schemes.test/anything/listen")
+        .via(&px)
+        .run()
+        .expect_status(200);
+    audited(&px, "tls.schemes.test", "/anything/listen", &allowed(200));
+    Curl::get("https://tls.schemes.test/anything/connect")
+        .through_connect(&px)
+        .run()
+        .expect_status(200);
+    audited(&px, "tls.schemes.test", "/anything/connect", &allowed(200));
+    plain(&px, "http://tls.schemes.test/anything/absolute")
+        .args([
+            "--request-target",
+            "https://tls.schemes.test/anything/absolute",
+        ])
+        .run()
+        .expect_status(200);
+    tls.wait_for_request(|q| q.path() == "/anything/absolute" && q.sni().is_some());
+    audited(&px, "tls.schemes.test", "/anything/absolute", &allowed(200));
+
+    // ... and plain HTTP is refused: on http_listen and through the tunnel listener.
+    for (curl, path) in [
+        (
+            plain(&px, "http://tls.schemes.test/anything/plain"),
+            "/anything/plain",
+        ),
+        (
+            Curl::get("http://tls.schemes.test/anything/forward").through_connect(&px),
+            "/anything/forward",
+        ),
+    ] {
+        let r = curl.run();
+        assert_policy_refusal(&r);
+        audited(&px, "tls.schemes.test", path, &NOT_ALLOWLISTED);
+    }
+    tls.assert_no_request(|q| q.sni().is_none());
+
+    // A WebSocket upgrade has its request's scheme: `ws://` (over http_listen)
+    // is refused, `wss://` (over https_listen) reaches the upstream's echo.
+    let upgrade = |curl: Curl| {
+        curl.args(["--http1.1"])
+            .header("Connection", "Upgrade")
+            .header("Upgrade", "websocket")
+            .header("Sec-WebSocket-Version", "13")
+            .header("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+    };
+    let r = upgrade(plain(&px, "http://tls.schemes.test/ws")).run();
+    assert_policy_refusal(&r);
+    audited(&px, "tls.schemes.test", "/ws", &NOT_ALLOWLISTED);
+    // curl has no WebSocket client here: it waits on after the 101, so a
+    // short max-time ends it; the upstream saw the upgrade over TLS.
+    let _ = upgrade(Curl::get("https://tls.schemes.test/ws").via(&px))
+        .max_time(3)
+        .run();
+    tls.wait_for_request(|q| q.path() == "/ws" && q.sni().is_some());
+    tls.assert_no_request(|q| q.sni().is_none());
+
+    // `schemes: [http]` is the reverse.
+    plain(&px, "http://plain.schemes.test/anything/plain")
+        .run()
+        .expect_status(200);
+    audited(&px, "plain.schemes.test", "/anything/plain", &allowed(200));
+    let r = Curl::get("https://plain.schemes.test/anything/tls")
+        .via(&px)
+        .run();
+    assert_policy_refusal(&r);
+    audited(&px, "plain.schemes.test", "/anything/tls", &NOT_ALLOWLISTED);
+    plainup.assert_no_request(|q| q.sni().is_some());
 }
 
 #[test]

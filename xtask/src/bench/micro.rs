@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use iron_proxy::rules::{HostPattern, Target};
+use iron_proxy::rules::{HostPattern, Scheme, Target};
 use iron_proxy::tls::{CertificateAuthority, LeafCache, LeafMinter};
 use iron_proxy::transforms::allowlist::Allowlist;
 use serde::Serialize;
@@ -100,6 +100,7 @@ fn time_decisions(
             ip: None,
             method: "GET",
             path: "/",
+            scheme: Scheme::Https,
         })
         .collect();
     // Sanity: the benchmark measures what it says.

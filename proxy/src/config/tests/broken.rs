@@ -54,6 +54,27 @@ fn path_without_slash() {
 }
 
 #[test]
+fn bad_schemes() {
+    refused(
+        "transforms:\n  - name: allowlist\n    config:\n      rules:\n        - host: api.openai.com\n          schemes: [https, ftp]\n",
+        &["proxy.yaml:6:28: transforms[0].config.rules[0].schemes[1]: invalid scheme 'ftp' (expected one of: http, https)"],
+    );
+    refused(
+        "transforms:\n  - name: allowlist\n    config:\n      rules:\n        - host: api.openai.com\n          schemes: [htps]\n",
+        &["proxy.yaml:6:21: transforms[0].config.rules[0].schemes[0]: invalid scheme 'htps', did you mean 'https'? (expected one of: http, https)"],
+    );
+    refused(
+        "transforms:\n  - name: allowlist\n    config:\n      rules:\n        - host: api.openai.com\n          schemes: []\n",
+        &["proxy.yaml:6:20: transforms[0].config.rules[0].schemes: an empty 'schemes' list matches nothing: list http, https or both, or leave it out for both"],
+    );
+    // In a credential transform's rules too.
+    refused(
+        &format!("{SECRET_HEAD}        - source: {{type: env, var: K}}\n          inject: {{header: X-Key}}\n          rules:\n            - host: api.test\n              schemes: https\n"),
+        &["proxy.yaml:9:24: transforms[0].config.secrets[0].rules[0].schemes: expected a list, found a scalar"],
+    );
+}
+
+#[test]
 fn non_positive_and_negative_durations() {
     refused(
         "proxy:\n  upstream_response_header_timeout: 0s\n",

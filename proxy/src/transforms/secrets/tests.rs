@@ -336,6 +336,49 @@ async fn require_rejects_requests_without_the_token() {
     ));
 }
 
+/// `schemes: [https]`: the credential goes on a request forwarded over TLS
+/// only. On plain HTTP the entry does not apply, as with a host outside its
+/// rules: nothing is injected, the placeholder stays, `require` does not refuse.
+#[tokio::test]
+async fn an_https_only_entry_skips_plain_http() {
+    let mut r = replace(TOKEN, &["x-api-key"]);
+    r.require = true;
+    let t = transform(vec![
+        entry(
+            env("OPENAI_API_KEY"),
+            SecretMode::Inject(InjectConfig::Header {
+                name: "Authorization".into(),
+                formatter: None,
+            }),
+            "[{host: api.test, schemes: [https]}]",
+        ),
+        entry(
+            env("INTERNAL_TOKEN"),
+            SecretMode::Replace(r),
+            "[{host: api.test, schemes: [https]}]",
+        ),
+    ]);
+    let mut cx = flow("api.test", "GET", "/");
+    let mut req = get("https://api.test/", &[("x-api-key", TOKEN)]);
+    run(&t, &mut req, &mut cx).await.expect("continue");
+    assert_eq!(header(&req, "authorization"), [REAL]);
+    assert_eq!(header(&req, "x-api-key"), ["real-internal-secret-value"]);
+
+    let mut cx = flow("api.test", "GET", "/");
+    cx.dest.tls = false;
+    let mut req = get("http://api.test/", &[("x-api-key", TOKEN)]);
+    assert!(matches!(
+        run(&t, &mut req, &mut cx).await,
+        Ok(Verdict::Continue)
+    ));
+    assert!(req.headers().get("authorization").is_none());
+    assert_eq!(header(&req, "x-api-key"), [TOKEN], "the placeholder stays");
+    assert!(
+        cx.annotations_mut().is_empty(),
+        "nothing injected or swapped"
+    );
+}
+
 /// The host-only check of a CONNECT/SOCKS5 target in MITM mode: its inner requests are
 /// checked in full, so `require` must not refuse the tunnel (it carries no headers at all),
 /// and no secret is resolved for it. An sni-only connection's host-only request is all the
