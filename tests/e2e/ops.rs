@@ -14,6 +14,7 @@ mod lifecycle;
 mod logs;
 mod metrics;
 mod otlp;
+mod reload_live;
 mod validate;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
