@@ -1,18 +1,26 @@
 //! Hot reload (`POST /v1/reload`, SIGHUP): re-read the config from its source
 //! (the file, or the S3 object fetched again), build a
-//! complete new policy, and swap it in only if everything built. Requests in
-//! flight keep the policy they started with.
+//! complete new policy, bind the listener addresses it adds, and change
+//! anything only if all of that succeeded. Requests in flight keep the policy
+//! they started with.
 //!
 //! What a reload changes: `transforms`, and in `proxy` the body limits, the
 //! upstream response header timeout and `upstream_deny_cidrs`. With eBPF
 //! interception the new deny list is written into the pinned kernel trie too
 //! (new ranges first, then the removed ones go, so a range in both lists is
-//! never absent), before the userspace policy swaps. Everything else
-//! (listener addresses, `proxy.max_connections_per_client`, `tls`, `dns`,
-//! `management`, `metrics`, `log`,
+//! never absent), before the userspace policy swaps. After the swap, the
+//! listener addresses (`proxy.http_listen`, `proxy.https_listen`,
+//! `proxy.tunnel_listen`, `metrics.listen`) follow the config
+//! ([`super::listeners`]: new sockets were bound before anything changed, so
+//! an address that is taken fails the whole reload), and `log.level` is
+//! applied unless `IRON_LOG_FILTER` set the filter (then the answer's
+//! `not_applied` says so).
+//!
+//! Everything else (`proxy.max_connections_per_client`, `tls`, `dns`,
+//! `management`, whose listener serves the reload's own answer, `log.format`,
 //! `intercept`) is fixed at startup. A reload that changes one of those still
 //! applies the rest, keeps the running values, logs a warning and lists the
-//! sections in the response's `restart_required`. A config that startup would
+//! settings in the response's `restart_required`. A config that startup would
 //! refuse (`mcp` servers, which this build cannot enforce) is refused by the
 //! reload too, so a reload can never load a policy that is silently ignored.
 //! Transforms a reload builds take their backend HTTP client from the

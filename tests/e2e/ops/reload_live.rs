@@ -199,6 +199,10 @@ fn a_reload_adds_and_then_removes_the_tunnel_listener() {
     assert_eq!(body["restart_required"], serde_json::json!([]), "{body}");
     let added = changed(&body, "proxy.tunnel_listen").expect("tunnel listed");
     assert_eq!(added["old"], serde_json::json!([]), "{body}");
+    assert!(
+        changed(&body, "proxy.https_listen").is_none(),
+        "an unchanged address keeps its socket: {body}"
+    );
     let r = via_tunnel(&px);
     assert_eq!(r.status, 200, "{r}");
     px.wait_for_audit(|a| a.host() == Some("httpbin.test") && a.str("mode") == Some("tunnel"));
