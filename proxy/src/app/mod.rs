@@ -5,6 +5,7 @@
 
 mod build;
 mod intercept;
+mod listeners;
 mod reload;
 
 use std::net::SocketAddr;
@@ -30,6 +31,8 @@ use crate::state::Shared;
 use crate::upstream::{Dialer, Resolver, Upstream};
 
 pub use build::build_policy;
+pub use listeners::ListenError;
+use listeners::Listeners;
 
 /// Why the proxy could not start (or a reload could not build).
 #[derive(Debug, thiserror::Error)]
@@ -73,38 +76,44 @@ pub enum AppError {
     /// Interception failed to start (the error with its causes).
     #[error("intercept: {0}")]
     Intercept(String),
+    /// A listener a reload can move (`proxy.*_listen`, `metrics.listen`)
+    /// could not be opened.
+    #[error(transparent)]
+    Listen(#[from] ListenError),
     /// The metrics, management or OTLP endpoints failed to start.
     #[error("{0}")]
     Ops(String),
 }
 
 /// Binds every address of a listen spec (`:80` means IPv4 and IPv6).
+pub fn bind(what: &'static str, spec: &ListenAddr) -> Result<Vec<TcpListener>, AppError> {
+    spec.socket_addrs()
+        .into_iter()
+        .map(|addr| bind_addr(addr).map_err(|source| AppError::Bind { what, addr, source }))
+        .collect()
+}
+
+/// Binds one listening socket of the data plane.
 ///
 /// TCP_NODELAY is set on the listening socket: Linux copies it to every
 /// socket accepted from it, so the client leg never waits on Nagle and
 /// delayed ACKs (40 ms stalls) without a `setsockopt` per connection.
-pub fn bind(what: &'static str, spec: &ListenAddr) -> Result<Vec<TcpListener>, AppError> {
-    let mut out = Vec::new();
-    for addr in spec.socket_addrs() {
-        let err = |source| AppError::Bind { what, addr, source };
-        let sock = socket2::Socket::new(
-            socket2::Domain::for_address(addr),
-            socket2::Type::STREAM,
-            Some(socket2::Protocol::TCP),
-        )
-        .map_err(err)?;
-        if addr.is_ipv6() {
-            sock.set_only_v6(true).map_err(err)?;
-        }
-        sock.set_reuse_address(true).map_err(err)?;
-        sock.set_nodelay(true).map_err(err)?;
-        sock.set_nonblocking(true).map_err(err)?;
-        sock.bind(&addr.into()).map_err(err)?;
-        sock.listen(1024).map_err(err)?;
-        let std: std::net::TcpListener = sock.into();
-        out.push(TcpListener::from_std(std).map_err(err)?);
+fn bind_addr(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let sock = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    if addr.is_ipv6() {
+        sock.set_only_v6(true)?;
     }
-    Ok(out)
+    sock.set_reuse_address(true)?;
+    sock.set_nodelay(true)?;
+    sock.set_nonblocking(true)?;
+    sock.bind(&addr.into())?;
+    sock.listen(1024)?;
+    let std: std::net::TcpListener = sock.into();
+    TcpListener::from_std(std)
 }
 
 fn tls_handling(cfg: &Config, metrics: &Metrics) -> Result<TlsHandling, AppError> {
@@ -196,8 +205,11 @@ pub struct App {
     pub shared: Arc<Shared>,
     /// Where the config was read from (a reload reads it there again).
     pub config_source: ConfigSource,
-    /// Bound listener addresses, by listener name.
-    pub bound: Vec<(&'static str, SocketAddr)>,
+    /// Bound addresses of the listeners fixed at startup (DNS,
+    /// interception, management), by listener name.
+    fixed: Vec<(&'static str, SocketAddr)>,
+    /// The listeners a reload can move.
+    listeners: Arc<Listeners>,
     /// Metrics registry.
     pub metrics: Arc<Metrics>,
     /// In-flight request tracking for graceful shutdown.
@@ -284,29 +296,17 @@ impl App {
                 bound.push((name, a));
             }
         }
-        for l in bind("proxy.http_listen", &cfg.proxy.http_listen)? {
-            push(&mut bound, "http", &l);
-            let sh = shared.clone();
-            tasks.extend(
-                workers.accept_on_each(l, move |l| crate::listen::http::run(l, sh.clone()))?,
-            );
-        }
-        for l in bind("proxy.https_listen", &cfg.proxy.https_listen)? {
-            push(&mut bound, "https", &l);
-            let i = intake.clone();
-            tasks.extend(
-                workers.accept_on_each(l, move |l| crate::listen::https::run(l, i.clone()))?,
-            );
-        }
-        if let Some(t) = &cfg.proxy.tunnel_listen {
-            for l in bind("proxy.tunnel_listen", t)? {
-                push(&mut bound, "tunnel", &l);
-                let i = intake.clone();
-                tasks.extend(
-                    workers.accept_on_each(l, move |l| crate::listen::tunnel::run(l, i.clone()))?,
-                );
-            }
-        }
+        let ready_shared = shared.clone();
+        let listeners = Arc::new(Listeners::new(listeners::Serving {
+            workers: workers.clone(),
+            intake: intake.clone(),
+            metrics: metrics.clone(),
+            ready: Arc::new(move || ready_shared.is_ready()),
+            drain: drain.clone(),
+            own: own.clone(),
+        }));
+        let data = listeners.prepare(&cfg, &listeners::Kind::DATA)?;
+        listeners.commit(data).await;
         let dns = match &cfg.dns {
             Some(d) => {
                 let server = DnsServer::start(dns_settings(d))
@@ -371,15 +371,8 @@ impl App {
             }
         }
 
-        let ready_shared = shared.clone();
-        let (addr, _) = ops::metrics::start(
-            cfg.metrics.listen.to_socket_addr(),
-            metrics.clone(),
-            Arc::new(move || ready_shared.is_ready()),
-            drain.stopping(),
-        )
-        .map_err(|e| AppError::Ops(format!("metrics.listen: {e}")))?;
-        bound.push(("metrics", addr));
+        let metrics_listener = listeners.prepare(&cfg, &[listeners::Kind::Metrics])?;
+        listeners.commit(metrics_listener).await;
         let sources_for_reload = sources.clone();
         let controller = reload::controller(
             source.clone(),
@@ -391,6 +384,7 @@ impl App {
             sources_for_reload,
             metrics.clone(),
             kernel_deny,
+            listeners.clone(),
         );
         if let Some(m) = &cfg.management {
             let (addr, _) = ops::management::start(
@@ -412,25 +406,36 @@ impl App {
         // Before readiness, so no request-driven backend call (a token mint)
         // can miss one. Earlier calls (secret prefetches) find the listeners
         // unbound or answering 503.
+        // (The listeners a reload can move are in it already.)
         for (_, addr) in &bound {
             own.add_listener(*addr);
         }
         shared.set_ready(true);
         ops::signals::notify_ready();
-        for (name, addr) in &bound {
-            tracing::info!(listener = name, addr = %addr, "listening");
-        }
-        Ok(App {
+        let app = App {
             shared,
             config_source: source,
-            bound,
+            fixed: bound,
+            listeners,
             metrics,
             drain,
             tasks,
             dns,
             otel,
             _interceptor: interceptor,
-        })
+        };
+        for (name, addr) in app.bound() {
+            tracing::info!(listener = name, addr = %addr, "listening");
+        }
+        Ok(app)
+    }
+
+    /// Bound listener addresses, by listener name: those a reload can move
+    /// as they are now, then DNS, interception and management.
+    pub fn bound(&self) -> Vec<(&'static str, SocketAddr)> {
+        let mut out = self.listeners.bound();
+        out.extend(self.fixed.iter().copied());
+        out
     }
 
     /// Graceful shutdown: stop accepting, let in-flight requests finish up to
@@ -445,6 +450,7 @@ impl App {
     ) {
         ops::signals::notify_stopping();
         self.shared.set_stopping();
+        self.listeners.stop_data_plane();
         for t in self.tasks.drain(..) {
             t.abort();
         }

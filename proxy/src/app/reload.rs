@@ -1,18 +1,26 @@
 //! Hot reload (`POST /v1/reload`, SIGHUP): re-read the config from its source
 //! (the file, or the S3 object fetched again), build a
-//! complete new policy, and swap it in only if everything built. Requests in
-//! flight keep the policy they started with.
+//! complete new policy, bind the listener addresses it adds, and change
+//! anything only if all of that succeeded. Requests in flight keep the policy
+//! they started with.
 //!
 //! What a reload changes: `transforms`, and in `proxy` the body limits, the
 //! upstream response header timeout and `upstream_deny_cidrs`. With eBPF
 //! interception the new deny list is written into the pinned kernel trie too
 //! (new ranges first, then the removed ones go, so a range in both lists is
-//! never absent), before the userspace policy swaps. Everything else
-//! (listener addresses, `proxy.max_connections_per_client`, `tls`, `dns`,
-//! `management`, `metrics`, `log`,
+//! never absent), before the userspace policy swaps. After the swap, the
+//! listener addresses (`proxy.http_listen`, `proxy.https_listen`,
+//! `proxy.tunnel_listen`, `metrics.listen`) follow the config
+//! ([`super::listeners`]: new sockets were bound before anything changed, so
+//! an address that is taken fails the whole reload), and `log.level` is
+//! applied unless `IRON_LOG_FILTER` set the filter (then the answer's
+//! `not_applied` says so).
+//!
+//! Everything else (`proxy.max_connections_per_client`, `tls`, `dns`,
+//! `management`, whose listener serves the reload's own answer, `log.format`,
 //! `intercept`) is fixed at startup. A reload that changes one of those still
 //! applies the rest, keeps the running values, logs a warning and lists the
-//! sections in the response's `restart_required`. A config that startup would
+//! settings in the response's `restart_required`. A config that startup would
 //! refuse (`mcp` servers, which this build cannot enforce) is refused by the
 //! reload too, so a reload can never load a policy that is silently ignored.
 //! Transforms a reload builds take their backend HTTP client from the
@@ -33,6 +41,7 @@ use crate::secrets::Sources;
 use crate::state::Shared;
 
 use super::build_policy;
+use super::listeners::{self, Listeners};
 
 struct SourceReloader {
     source: ConfigSource,
@@ -48,6 +57,8 @@ struct SourceReloader {
     /// The interception in force, whose kernel deny list follows
     /// `proxy.upstream_deny_cidrs`.
     kernel_deny: Option<KernelDeny>,
+    /// The listeners whose addresses follow the config.
+    listeners: Arc<Listeners>,
 }
 
 /// Interception whose kernel-side deny list a reload must update.
@@ -98,6 +109,12 @@ impl Reloader for SourceReloader {
             tracing::warn!(%finding, "configuration warning");
         }
         let transforms = policy.pipeline.transforms().len();
+        // Every new socket is bound before anything changes: a reload whose
+        // address is taken changes nothing.
+        let prepared = self
+            .listeners
+            .prepare(&cfg, &listeners::Kind::ALL)
+            .map_err(|e| vec![crate::error_chain(&e)])?;
         let kernel_deny = match &self.kernel_deny {
             Some(kd) => {
                 let cidrs = super::intercept::deny_cidrs(&cfg);
@@ -111,6 +128,33 @@ impl Reloader for SourceReloader {
             None => None,
         };
         self.shared.swap(policy, deny);
+        let moved = self.listeners.commit(prepared).await;
+        for c in &moved {
+            tracing::info!(
+                listener = c.kind.field(),
+                old = %addrs(&c.old),
+                new = %addrs(&c.new),
+                "listener address changed"
+            );
+        }
+        let mut not_applied = Vec::new();
+        match ops::logs::set_level(cfg.log.level.as_str()) {
+            ops::logs::LevelChange::Applied { from, to } => {
+                tracing::info!(%from, %to, "log level changed");
+            }
+            ops::logs::LevelChange::EnvFilter => {
+                if self.started.log.level != cfg.log.level {
+                    let note = format!(
+                        "log.level: {} is set and decides the log filter; log.level {} is not applied",
+                        ops::logs::FILTER_ENV,
+                        cfg.log.level.as_str()
+                    );
+                    tracing::info!("{note}");
+                    not_applied.push(note);
+                }
+            }
+            ops::logs::LevelChange::Unchanged | ops::logs::LevelChange::NotInstalled => {}
+        }
         // Parsing and building touched start-up code again.
         crate::resident::release_after("reload");
         let restart_required = restart_only_changes(&self.started, &cfg);
@@ -128,7 +172,23 @@ impl Reloader for SourceReloader {
         if let Some(cidrs) = kernel_deny {
             details.insert("kernel_deny_cidrs".into(), Value::from(cidrs));
         }
+        if !moved.is_empty() {
+            let changed: Vec<Value> = moved
+                .iter()
+                .map(|c| {
+                    serde_json::json!({
+                        "field": c.kind.field(),
+                        "old": c.old.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                        "new": c.new.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                    })
+                })
+                .collect();
+            details.insert("listeners_changed".into(), Value::from(changed));
+        }
         details.insert("restart_required".into(), Value::from(restart_required));
+        if !not_applied.is_empty() {
+            details.insert("not_applied".into(), Value::from(not_applied));
+        }
         if !warnings.is_empty() {
             details.insert("warnings".into(), Value::from(warnings));
         }
@@ -137,6 +197,17 @@ impl Reloader for SourceReloader {
             details,
         })
     }
+}
+
+/// Addresses for a log line: `127.0.0.1:8443`, `0.0.0.0:80, [::]:80`, or `none`.
+fn addrs(list: &[std::net::SocketAddr]) -> String {
+    if list.is_empty() {
+        return "none".into();
+    }
+    list.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The settings fixed at startup that differ between `old` and `new`, by config path.
@@ -148,26 +219,13 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         }
     };
     check(
-        old.proxy.http_listen != new.proxy.http_listen,
-        "proxy.http_listen",
-    );
-    check(
-        old.proxy.https_listen != new.proxy.https_listen,
-        "proxy.https_listen",
-    );
-    check(
-        old.proxy.tunnel_listen != new.proxy.tunnel_listen,
-        "proxy.tunnel_listen",
-    );
-    check(
         old.proxy.max_connections_per_client != new.proxy.max_connections_per_client,
         "proxy.max_connections_per_client",
     );
     check(old.tls != new.tls, "tls");
     check(old.dns != new.dns, "dns");
     check(old.management != new.management, "management");
-    check(old.metrics != new.metrics, "metrics");
-    check(old.log != new.log, "log");
+    check(old.log.format != new.log.format, "log.format");
     check(old.intercept != new.intercept, "intercept");
     out
 }
@@ -189,6 +247,7 @@ pub fn controller(
     sources: Sources,
     metrics: Arc<Metrics>,
     kernel_deny: Option<KernelDeny>,
+    listeners: Arc<Listeners>,
 ) -> Arc<ReloadController> {
     let reloader = Arc::new(SourceReloader {
         source,
@@ -198,6 +257,7 @@ pub fn controller(
         started: started.config,
         metrics: metrics.clone(),
         kernel_deny,
+        listeners,
     });
     ReloadController::new(
         reloader,
@@ -232,13 +292,41 @@ transforms:
     }
 
     #[test]
-    fn listener_tls_and_log_changes_are_reported() {
+    fn listener_metrics_and_log_level_changes_need_no_restart() {
         let new = BASE
             .replace("127.0.0.1:8080", "127.0.0.1:8081")
-            .replace("{mode: sni-only}", "{mode: sni-only}\nlog: {level: debug}");
+            .replace(
+                "https_listen: \"127.0.0.1:8443\"",
+                "https_listen: \"127.0.0.1:9443\", tunnel_listen: \"127.0.0.1:1080\"",
+            )
+            .replace(
+                "{mode: sni-only}",
+                "{mode: sni-only}\nlog: {level: debug}\nmetrics: {listen: \"127.0.0.1:9191\"}",
+            );
+        assert!(new.contains("9443") && new.contains("9191"), "{new}");
+        assert!(
+            restart_only_changes(&parse(BASE), &parse(&new)).is_empty(),
+            "{:?}",
+            restart_only_changes(&parse(BASE), &parse(&new))
+        );
+    }
+
+    #[test]
+    fn tls_dns_management_intercept_and_log_format_changes_are_reported() {
+        let new = BASE
+            .replace("proxy: {", "proxy: {max_connections_per_client: 5, ")
+            .replace(
+                "{mode: sni-only}",
+                "{mode: mitm, ca_cert: /ca.crt, ca_key: /ca.key}\nlog: {format: text}\nmanagement: {listen: \"127.0.0.1:9092\", api_key_env: K}",
+            );
         assert_eq!(
             restart_only_changes(&parse(BASE), &parse(&new)),
-            vec!["proxy.http_listen", "log"]
+            vec![
+                "proxy.max_connections_per_client",
+                "tls",
+                "management",
+                "log.format"
+            ]
         );
     }
 

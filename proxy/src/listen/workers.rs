@@ -56,6 +56,13 @@ struct Inner {
     running: Mutex<Vec<Running>>,
 }
 
+/// A listening socket cloned for every worker ([`Workers::share`]); dropped
+/// unused, the socket closes.
+#[derive(Debug)]
+pub struct SharedListener {
+    clones: Vec<std::net::TcpListener>,
+}
+
 struct Running {
     stop: oneshot::Sender<()>,
     thread: JoinHandle<()>,
@@ -119,7 +126,8 @@ impl Workers {
 
     /// Runs `run` (an accept loop) on every worker, each with its own clone
     /// of `listener`; the connections it spawns stay on that worker. Returns
-    /// the loops' handles (abort them to stop accepting).
+    /// the loops' handles (abort them to stop accepting: the socket closes
+    /// when every loop has ended; connections already accepted run on).
     pub fn accept_on_each<F, Fut>(
         &self,
         listener: TcpListener,
@@ -129,6 +137,13 @@ impl Workers {
         F: Fn(TcpListener) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
+        Ok(self.spawn_accept(self.share(listener)?, run))
+    }
+
+    /// The fallible half of [`Workers::accept_on_each`]: one clone of
+    /// `listener` per worker, nothing running yet. A reload shares every new
+    /// socket first, so that starting the loops cannot fail halfway.
+    pub fn share(&self, listener: TcpListener) -> Result<SharedListener, WorkersError> {
         let addr = listener
             .local_addr()
             .map_or_else(|_| "?".to_string(), |a| a.to_string());
@@ -137,19 +152,37 @@ impl Workers {
             source,
         };
         let std = listener.into_std().map_err(err)?;
+        let clones = self
+            .inner
+            .handles
+            .iter()
+            .map(|_| std.try_clone().map_err(err))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(SharedListener { clones })
+    }
+
+    /// The infallible half of [`Workers::accept_on_each`]: runs `run` on
+    /// every worker with its clone of the socket.
+    pub fn spawn_accept<F, Fut>(&self, shared: SharedListener, run: F) -> Vec<TaskHandle<()>>
+    where
+        F: Fn(TcpListener) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
         let run = Arc::new(run);
-        let mut loops = Vec::new();
-        for h in &self.inner.handles {
-            let l = std.try_clone().map_err(err)?;
-            let run = run.clone();
-            loops.push(h.spawn(async move {
-                match TcpListener::from_std(l) {
-                    Ok(l) => run(l).await,
-                    Err(e) => tracing::error!(error = %e, "registering a listener on a connection worker failed"),
-                }
-            }));
-        }
-        Ok(loops)
+        self.inner
+            .handles
+            .iter()
+            .zip(shared.clones)
+            .map(|(h, l)| {
+                let run = run.clone();
+                h.spawn(async move {
+                    match TcpListener::from_std(l) {
+                        Ok(l) => run(l).await,
+                        Err(e) => tracing::error!(error = %e, "registering a listener on a connection worker failed"),
+                    }
+                })
+            })
+            .collect()
     }
 
     /// Stops every worker: their connections are dropped. Waits for the threads.

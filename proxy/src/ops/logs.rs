@@ -15,7 +15,7 @@
 //! waits on stderr itself; the short-lived commands write to stderr directly.
 
 use std::fmt;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 use serde_json::{Map, Value};
 use tracing::field::{Field, Visit};
@@ -23,7 +23,9 @@ use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::field::RecordFields;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields, MakeWriter};
-use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::layer::{Layer, Layered, SubscriberExt};
+use tracing_subscriber::registry::{LookupSpan, Registry};
+use tracing_subscriber::reload;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 
@@ -43,9 +45,32 @@ const LOG_BRIDGE_FIELDS: [&str; 4] = ["log.target", "log.module_path", "log.file
 /// The format [`init`] installed, for the eBPF loader child to log alike.
 static FORMAT: OnceLock<LogFormat> = OnceLock::new();
 
+/// The variable whose `tracing` filter directive replaces `log.level`.
+pub const FILTER_ENV: &str = "IRON_LOG_FILTER";
+
+/// The installed filter, which a reload changes ([`set_level`]).
+static LEVEL: OnceLock<LevelControl> = OnceLock::new();
+
+/// The handle on the installed filter and what set it.
+struct LevelControl {
+    handle: FilterHandle,
+    /// True when `IRON_LOG_FILTER` set the filter: `log.level` is ignored.
+    from_env: bool,
+    /// The `log.level` in force (when not `from_env`).
+    level: Mutex<String>,
+}
+
+/// The reloadable filter layer, first on the registry.
+type FilterLayer = reload::Layer<EnvFilter, Registry>;
+/// Changes the filter of [`FilterLayer`].
+type FilterHandle = reload::Handle<EnvFilter, Registry>;
+/// The subscriber below the formatting layer.
+type Filtered = Layered<FilterLayer, Registry>;
+
 /// Installs the global subscriber: stderr at `level` for iron-proxy and
 /// `warn` for everything else, unless `IRON_LOG_FILTER` holds a `tracing`
 /// filter directive. Does nothing when a subscriber is already installed.
+/// [`set_level`] changes the level later (a reload).
 /// Lines go to stderr directly (short-lived commands); see [`init_queued`].
 pub fn init(level: &str, format: LogFormat) {
     install(level, format, std::io::stderr);
@@ -63,11 +88,71 @@ fn install<W>(level: &str, format: LogFormat, writer: W)
 where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {
-    let filter = EnvFilter::try_from_env("IRON_LOG_FILTER")
-        .unwrap_or_else(|_| EnvFilter::new(format!("iron_proxy={level},warn")));
+    let (filter, from_env) = match EnvFilter::try_from_env(FILTER_ENV) {
+        Ok(f) => (f, true),
+        Err(_) => (level_filter(level), false),
+    };
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    if subscriber(filter, format, ansi, writer).try_init().is_ok() {
+    let (sub, handle) = subscriber(filter, format, ansi, writer);
+    if sub.try_init().is_ok() {
         let _ = FORMAT.set(format);
+        let _ = LEVEL.set(LevelControl {
+            handle,
+            from_env,
+            level: Mutex::new(level.to_string()),
+        });
+    }
+}
+
+/// The filter `log.level` gives: `level` for iron-proxy, `warn` for the rest.
+fn level_filter(level: &str) -> EnvFilter {
+    EnvFilter::new(format!("iron_proxy={level},warn"))
+}
+
+/// What [`set_level`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LevelChange {
+    /// The level was already in force.
+    Unchanged,
+    /// The filter now logs iron-proxy at `to` (it was `from`).
+    Applied {
+        /// The level before.
+        from: String,
+        /// The level now.
+        to: String,
+    },
+    /// `IRON_LOG_FILTER` set the filter at startup and keeps deciding it;
+    /// the level is not applied.
+    EnvFilter,
+    /// No subscriber of this module is installed (tests, or a subscriber
+    /// installed elsewhere first).
+    NotInstalled,
+}
+
+/// Switches the installed subscriber to `log.level` = `level` at once
+/// (a reload), unless `IRON_LOG_FILTER` set the filter at startup: that
+/// variable wins over the config, on reload as at startup. Audit records
+/// are not operational lines and never pass this filter.
+pub fn set_level(level: &str) -> LevelChange {
+    let Some(control) = LEVEL.get() else {
+        return LevelChange::NotInstalled;
+    };
+    if control.from_env {
+        return LevelChange::EnvFilter;
+    }
+    let mut current = control.level.lock().unwrap_or_else(|p| p.into_inner());
+    if *current == level {
+        return LevelChange::Unchanged;
+    }
+    if let Err(e) = control.handle.reload(level_filter(level)) {
+        // Only when the subscriber is gone (the process is exiting).
+        tracing::warn!(error = %e, "could not change the log level");
+        return LevelChange::NotInstalled;
+    }
+    let from = std::mem::replace(&mut *current, level.to_string());
+    LevelChange::Applied {
+        from,
+        to: level.to_string(),
     }
 }
 
@@ -122,33 +207,33 @@ impl std::io::Write for Queued {
     }
 }
 
-/// The subscriber [`init`] installs, writing to `writer` (tests pass a buffer).
+/// The subscriber [`init`] installs, writing to `writer` (tests pass a buffer),
+/// and the handle that changes its filter.
 /// `ansi` colours the text format; JSON lines never carry escape codes.
 fn subscriber<W>(
     filter: EnvFilter,
     format: LogFormat,
     ansi: bool,
     writer: W,
-) -> Box<dyn Subscriber + Send + Sync>
+) -> (Box<dyn Subscriber + Send + Sync>, FilterHandle)
 where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {
+    let (filter, handle) = reload::Layer::new(filter);
     // No "[tracing-subscriber] Unable to write" fallback: it is an
     // `eprint!`, which panics when stderr fails (a full disk), and that
     // panic killed whichever thread logged, the audit writer included.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(writer)
         .log_internal_errors(false);
-    match format {
-        LogFormat::Json => Box::new(
-            builder
-                .event_format(JsonLines)
-                .fmt_fields(JsonFields)
-                .finish(),
-        ),
-        LogFormat::Text => Box::new(builder.with_ansi(ansi).with_target(false).finish()),
-    }
+    let fmt: Box<dyn Layer<Filtered> + Send + Sync> = match format {
+        LogFormat::Json => fmt.event_format(JsonLines).fmt_fields(JsonFields).boxed(),
+        LogFormat::Text => fmt.with_ansi(ansi).with_target(false).boxed(),
+    };
+    (
+        Box::new(tracing_subscriber::registry().with(filter).with(fmt)),
+        handle,
+    )
 }
 
 /// The format installed by [`init`] (`json` if none was).

@@ -37,7 +37,7 @@ impl Writes {
 fn capture(format: LogFormat, f: impl FnOnce()) -> Vec<String> {
     let out = Writes::default();
     let w = out.clone();
-    let sub = subscriber(EnvFilter::new("trace"), format, false, move || w.clone());
+    let (sub, _) = subscriber(EnvFilter::new("trace"), format, false, move || w.clone());
     tracing::subscriber::with_default(sub, f);
     out.all()
 }
@@ -227,4 +227,31 @@ fn a_regular_file_gets_o_append_and_other_outputs_are_left_alone() {
     assert_eq!(f.stream_position().expect("tell"), 6);
     let (r, _w) = nix::unistd::pipe().expect("pipe");
     assert!(!ensure_append(r.as_fd()), "a pipe is left alone");
+}
+
+#[test]
+fn the_level_changes_through_the_handle_and_other_crates_stay_at_warn() {
+    let out = Writes::default();
+    let w = out.clone();
+    let (sub, handle) = subscriber(level_filter("info"), LogFormat::Json, false, move || {
+        w.clone()
+    });
+    tracing::subscriber::with_default(sub, || {
+        tracing::debug!("before");
+        tracing::info!("info before");
+        handle.reload(level_filter("debug")).expect("reload");
+        tracing::debug!("after");
+        tracing::debug!(target: "other_crate", "not ours");
+        handle.reload(level_filter("info")).expect("reload");
+        tracing::debug!("back at info");
+    });
+    let msgs: Vec<String> = out
+        .all()
+        .iter()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).expect("JSON");
+            v["msg"].as_str().unwrap_or_default().to_string()
+        })
+        .collect();
+    assert_eq!(msgs, vec!["info before", "after"], "{msgs:?}");
 }

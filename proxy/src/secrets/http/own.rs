@@ -39,6 +39,12 @@ impl OwnListeners {
         }
     }
 
+    /// Removes a listening socket a reload closed.
+    pub fn remove_listener(&self, addr: SocketAddr) {
+        let mut own = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        own.listeners.retain(|l| *l != addr);
+    }
+
     /// Adds an address the DNS server answers intercepted names with. A
     /// backend call to it on one of the listeners' ports reaches the proxy
     /// even when the address is not local (NAT, port publishing); other ports
@@ -148,5 +154,7 @@ mod tests {
         assert_eq!(own.find(addr("127.0.0.1:80")), None);
         shared.add_listener(addr("127.0.0.1:80"));
         assert_eq!(own.find(addr("127.0.0.1:80")), Some(addr("127.0.0.1:80")));
+        shared.remove_listener(addr("127.0.0.1:80"));
+        assert_eq!(own.find(addr("127.0.0.1:80")), None, "a closed listener");
     }
 }
