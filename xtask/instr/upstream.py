@@ -1,8 +1,9 @@
 import http.server, ssl, sys
-# The upstream of newconn.sh: HTTPS on 127.0.0.1:<port>, 1 KiB answers, keep-alive.
+# The upstream of newconn.sh and keepalive.sh: HTTPS on 127.0.0.1:<port>, keep-alive,
+# answers of <size> bytes (default 1 KiB).
 class H(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    body = b"x" * 1024
+    body = b"x" * (int(sys.argv[2]) if len(sys.argv) > 2 else 1024)
     def do_GET(self):
         self.send_response(200)
         self.send_header("Content-Length", str(len(self.body)))

@@ -336,13 +336,16 @@ fn origin_form(mut req: Request<Body>) -> Result<(Key, Request<Body>), UpstreamE
             req.headers_mut().insert(header::HOST, v);
         }
     }
-    let target = uri
-        .path_and_query()
-        .map(|pq| pq.as_str())
-        .filter(|pq| !pq.is_empty())
-        .unwrap_or("/");
-    *req.uri_mut() =
-        Uri::try_from(target).map_err(|e| UpstreamError::Http(format!("request target: {e}")))?;
+    *req.uri_mut() = match uri.path_and_query() {
+        // The common case: the parsed path and query reused as they are (a
+        // `Bytes` clone), which is what parsing their text would give.
+        Some(pq) if pq.as_str().starts_with('/') => Uri::from(pq.clone()),
+        pq => {
+            let target = pq.map(|pq| pq.as_str()).filter(|pq| !pq.is_empty());
+            Uri::try_from(target.unwrap_or("/"))
+                .map_err(|e| UpstreamError::Http(format!("request target: {e}")))?
+        }
+    };
     *req.version_mut() = http::Version::HTTP_11;
     Ok((key, req))
 }

@@ -312,3 +312,34 @@ fn send_queue_towards(port: u16) -> usize {
         })
         .sum()
 }
+
+/// `origin_form` gives the target parsing its path and query as text gives
+/// (reused without a re-parse when it starts with `/`), the upstream's key,
+/// a `Host` when the request had none, and HTTP/1.1.
+#[test]
+fn origin_form_target_and_host() {
+    for (uri, target, host) in [
+        ("https://h.test/a/b?c=d&e", "/a/b?c=d&e", "h.test"),
+        (
+            "https://h.test:8443/a%2Fb?x=%20",
+            "/a%2Fb?x=%20",
+            "h.test:8443",
+        ),
+        ("http://h.test//double?q", "//double?q", "h.test"),
+        ("http://h.test/p#frag", "/p", "h.test"),
+        ("http://h.test", "/", "h.test"),
+        ("http://[::1]:81/v6", "/v6", "[::1]:81"),
+    ] {
+        let req = Request::builder()
+            .uri(uri)
+            .version(http::Version::HTTP_2)
+            .body(crate::body::empty())
+            .expect("request");
+        let (key, req) = origin_form(req).expect(uri);
+        assert_eq!(req.uri(), &Uri::try_from(target).expect(target), "{uri}");
+        assert_eq!(req.uri().to_string(), target, "{uri}");
+        assert_eq!(req.headers()[header::HOST], host, "{uri}");
+        assert_eq!(req.version(), http::Version::HTTP_11, "{uri}");
+        assert_eq!(key.tls, uri.starts_with("https"), "{uri}");
+    }
+}
