@@ -86,15 +86,7 @@ impl KeepAlive {
         let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n");
         self.0.write_all(req.as_bytes()).expect("writing a request");
         let head = iron_proxy_tests::timed_read::read_head(&mut self.0, "keep-alive client");
-        let len: usize = head
-            .lines()
-            .find_map(|l| {
-                let (k, v) = l.split_once(':')?;
-                k.eq_ignore_ascii_case("content-length")
-                    .then(|| v.trim().parse().ok())?
-            })
-            .unwrap_or(0);
-        let mut body = vec![0u8; len];
+        let mut body = vec![0u8; content_length(&head)];
         self.0.read_exact(&mut body).expect("reading the body");
         head
     }
@@ -104,6 +96,17 @@ impl KeepAlive {
         let head = self.get(path, host);
         head.lines().next().unwrap_or_default().to_string()
     }
+}
+
+/// The Content-Length an HTTP/1 response head gives its body (0 without one).
+pub(crate) fn content_length(head: &str) -> usize {
+    head.lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())?
+        })
+        .unwrap_or(0)
 }
 
 /// Status of `GET https://<host>/get` through the proxy.

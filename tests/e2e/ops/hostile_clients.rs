@@ -371,13 +371,5 @@ fn ends_a_response(got: &[u8]) -> bool {
         return false;
     };
     let head = String::from_utf8_lossy(&got[..end]);
-    let len: usize = head
-        .lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("content-length")
-                .then(|| v.trim().parse().ok())?
-        })
-        .unwrap_or(0);
-    got.len() >= end + 4 + len
+    got.len() >= end + 4 + super::content_length(&head)
 }
