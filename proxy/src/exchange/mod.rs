@@ -43,8 +43,9 @@ pub struct ConnInfo {
     pub remote: SocketAddr,
     /// How the connection arrived.
     pub mode: Mode,
-    /// TLS server name the client sent, when the proxy terminated TLS.
-    pub sni: Option<String>,
+    /// TLS server name the client sent, when the proxy terminated TLS;
+    /// normalized ([`ConnInfo::set_sni`]).
+    sni: Option<String>,
     /// True when the client leg was TLS (the upstream leg is then TLS too).
     pub tls: bool,
     /// Port to dial when the request names none.
@@ -53,8 +54,9 @@ pub struct ConnInfo {
     /// tunnel target, an intercepted connection's original destination,
     /// `https_listen`'s 443): a Host naming another port is refused.
     pub fixed_port: bool,
-    /// A host the request's Host must agree with (a CONNECT/SOCKS5 target).
-    pub expected_host: Option<String>,
+    /// A host the request's Host must agree with (a CONNECT/SOCKS5 target);
+    /// normalized ([`ConnInfo::expect_host`]).
+    expected_host: Option<String>,
     /// The process behind an intercepted connection.
     pub client: Option<ClientProcess>,
     /// The original destination of an intercepted connection.
@@ -86,6 +88,29 @@ impl ConnInfo {
             held: None,
             texts: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Records the TLS server name the client sent, normalized once here:
+    /// every request on the connection compares its Host with it as is.
+    pub fn set_sni(&mut self, sni: Option<&str>) {
+        self.sni = sni.map(normalize_host);
+    }
+
+    /// The TLS server name the client sent (normalized), if any.
+    pub fn sni(&self) -> Option<&str> {
+        self.sni.as_deref()
+    }
+
+    /// Sets the host every request's Host must agree with (a tunnel's
+    /// target, the name an intercepted connection was admitted for),
+    /// normalized once here as [`ConnInfo::set_sni`] does.
+    pub fn expect_host(&mut self, host: &str) {
+        self.expected_host = Some(normalize_host(host));
+    }
+
+    /// The host requests must agree with (normalized), if any.
+    pub fn expected_host(&self) -> Option<&str> {
+        self.expected_host.as_deref()
     }
 
     /// A fresh audit record pre-filled from the connection. The connection's
@@ -397,9 +422,10 @@ fn admit(
         );
         return Err(mismatch(rec, msg));
     }
-    for (what, expected) in [("SNI", &conn.sni), ("tunnel target", &conn.expected_host)] {
+    // Both are normalized when set (`set_sni`, `expect_host`), once per connection.
+    for (what, expected) in [("SNI", conn.sni()), ("tunnel target", conn.expected_host())] {
         if let Some(exp) = expected {
-            if normalize_host(exp) != host {
+            if exp != host {
                 let msg = format!("Host {host} does not match the {what} {exp}");
                 return Err(mismatch(rec, msg));
             }
@@ -599,4 +625,24 @@ async fn drain_unread(mut body: Body) {
 /// (tunnels, passthrough): the response used when one can still be sent.
 pub fn connection_refusal(message: &str) -> Response<Body> {
     policy_response(StatusCode::FORBIDDEN, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `admit` compares each request's (normalized) Host with these as they
+    /// are, so they must be normalized when set, whatever the caller passes.
+    #[test]
+    fn connection_names_are_normalized_when_set() {
+        let mut conn = ConnInfo::new(([127, 0, 0, 1], 5000).into(), Mode::Tunnel, true, 443);
+        assert_eq!((conn.sni(), conn.expected_host()), (None, None));
+        conn.set_sni(Some("Api.Example.COM."));
+        conn.expect_host("[2001:DB8::1]");
+        assert_eq!(conn.sni(), Some("api.example.com"));
+        assert_eq!(conn.expected_host(), Some("2001:db8::1"));
+        assert_eq!(conn.record().sni.as_deref(), Some("api.example.com"));
+        conn.set_sni(None);
+        assert_eq!(conn.sni(), None);
+    }
 }

@@ -85,10 +85,10 @@ pub fn audit(shared: &Shared, conn: &ConnInfo, err: &(dyn StdError + 'static)) -
     let mut rec = conn.record();
     // The head was not parsed, so the only name known is the connection's.
     rec.host = conn
-        .sni
-        .clone()
-        .or_else(|| conn.expected_host.clone())
-        .unwrap_or_default();
+        .sni()
+        .or(conn.expected_host())
+        .unwrap_or_default()
+        .to_string();
     rec.reject(None, refusal.reason, refusal.status);
     rec.error = Some(format!(
         "request refused by the HTTP parser: {}",

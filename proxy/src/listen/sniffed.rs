@@ -85,7 +85,7 @@ impl Intake {
         cx.precheck = precheck;
         let mut req = http::Request::new(crate::body::empty());
         rec.host = host.to_string();
-        rec.sni = rec.sni.clone().or_else(|| conn.sni.clone());
+        rec.sni = rec.sni.clone().or_else(|| conn.sni().map(str::to_string));
         match policy
             .pipeline
             .on_request(&mut req, &mut cx, &mut rec.request_transforms)
@@ -181,7 +181,7 @@ impl Intake {
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let sni = sni.map(|s| normalize_host(&s));
-        conn.sni = sni.clone();
+        conn.set_sni(sni.as_deref());
         // The name the proxy will dial: the SNI; without SNI, the known destination (an IP is treated as that IP).
         let Some(host) = sni.clone().or_else(|| dest.host.clone()) else {
             let mut rec = conn.record();
@@ -246,7 +246,7 @@ impl Intake {
                     }
                 };
                 if sni.is_none() {
-                    conn.expected_host = Some(host);
+                    conn.expect_host(&host);
                 }
                 conn.tls = true;
                 conn.default_port = dest.port;
@@ -263,8 +263,8 @@ impl Intake {
         let started = std::time::Instant::now();
         let mut rec = conn.record();
         rec.mode = crate::audit::Mode::SniOnly;
-        if let Some(expected) = conn.expected_host.as_deref() {
-            if normalize_host(expected) != host {
+        if let Some(expected) = conn.expected_host() {
+            if expected != host {
                 rec.host = host.to_string();
                 rec.reject(None, "host_mismatch", 0);
                 self.shared.audit.emit(&rec);

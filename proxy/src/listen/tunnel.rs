@@ -191,7 +191,7 @@ async fn admit(
         intake.shared.audit.emit(&rec);
         return Err(crate::exchange::connection_refusal(&msg));
     }
-    conn.expected_host = Some(host.clone());
+    conn.expect_host(&host);
     let dest = KnownDest {
         host: Some(host),
         port,
@@ -372,7 +372,7 @@ async fn socks5(mut s: Client, remote: SocketAddr, intake: &Intake) -> Result<()
             socks_reply(&mut s, SOCKS_NOT_ALLOWED).await?;
             return Ok(());
         }
-        conn.expected_host = Some(host.clone());
+        conn.expect_host(&host);
     }
     socks_reply(&mut s, SOCKS_OK).await?;
     intake

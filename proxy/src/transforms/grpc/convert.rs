@@ -13,7 +13,7 @@ use crate::pipeline::Flow;
 pub(super) fn context(cx: &Flow) -> TransformContext {
     let conn = cx.conn.as_deref();
     TransformContext {
-        sni: conn.and_then(|c| c.sni.clone()).unwrap_or_default(),
+        sni: conn.and_then(|c| c.sni()).unwrap_or_default().to_string(),
         client_cert_der: Bytes::new(),
         tunnel: conn
             .and_then(|c| c.tunnel.as_ref())
