@@ -275,7 +275,11 @@ impl Upstream {
             };
             let mut held = match reused {
                 Some(h) => h,
-                None => timer.run(self.dial_http1(&key)).await??,
+                // Boxed: the dial's future (about 2.8 KB) would otherwise be
+                // part of every request's future, which is moved (copied)
+                // whole several times per request; a dial is once per
+                // connection.
+                None => timer.run(Box::pin(self.dial_http1(&key))).await??,
             };
             let reused = held.reused;
             let sent = held.sender.try_send_request(req);
