@@ -55,8 +55,9 @@ pub struct Shared {
     pub drain: crate::ops::Drain,
     /// The runtimes that serve client connections.
     pub workers: crate::listen::workers::Workers,
-    /// `proxy.max_connections_per_client`, when set.
-    pub client_limit: Option<Arc<crate::listen::per_client::ClientLimit>>,
+    /// Every client address's open connections, and
+    /// `proxy.max_connections_per_client` (which a reload may change).
+    pub client_limit: Arc<crate::listen::per_client::ClientLimit>,
     ready: AtomicBool,
     stopping: AtomicBool,
 }
@@ -78,15 +79,15 @@ impl Shared {
             audit,
             drain,
             workers,
-            client_limit: None,
+            client_limit: crate::listen::per_client::ClientLimit::new(None),
             ready: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
         }
     }
 
     /// With a cap of `max` connections per client address (`None`: no cap).
-    pub fn with_client_limit(mut self, max: Option<std::num::NonZeroU32>) -> Self {
-        self.client_limit = max.map(crate::listen::per_client::ClientLimit::new);
+    pub fn with_client_limit(self, max: Option<std::num::NonZeroU32>) -> Self {
+        self.client_limit.set_max(max);
         self
     }
 

@@ -5,7 +5,9 @@
 //! they started with.
 //!
 //! What a reload changes: `transforms`, and in `proxy` the body limits, the
-//! upstream response header timeout and `upstream_deny_cidrs`. With eBPF
+//! upstream response header timeout, `upstream_deny_cidrs` and
+//! `max_connections_per_client` (for connections accepted from then on,
+//! counted with the ones open: `listen::per_client`). With eBPF
 //! interception the new deny list is written into the pinned kernel trie too
 //! (new ranges first, then the removed ones go, so a range in both lists is
 //! never absent), before the userspace policy swaps. After the swap, the
@@ -16,8 +18,7 @@
 //! applied unless `IRON_LOG_FILTER` set the filter (then the answer's
 //! `not_applied` says so).
 //!
-//! Everything else (`proxy.max_connections_per_client`, `tls`, `dns`,
-//! `management`, whose listener serves the reload's own answer, `log.format`,
+//! Everything else (`tls`, `dns`, `management`, whose listener serves the reload's own answer, `log.format`,
 //! `intercept`) is fixed at startup. A reload that changes one of those still
 //! applies the rest, keeps the running values, logs a warning and lists the
 //! settings in the response's `restart_required`. A config that startup would
@@ -137,6 +138,16 @@ impl Reloader for SourceReloader {
                 "listener address changed"
             );
         }
+        let cap = cfg.proxy.max_connections_per_client;
+        let was = self.shared.client_limit.set_max(cap);
+        if was != cap {
+            let text = |c: Option<std::num::NonZeroU32>| c.map_or("none".into(), |n| n.to_string());
+            tracing::info!(
+                from = %text(was),
+                to = %text(cap),
+                "proxy.max_connections_per_client changed"
+            );
+        }
         let mut not_applied = Vec::new();
         match ops::logs::set_level(cfg.log.level.as_str()) {
             ops::logs::LevelChange::Applied { from, to } => {
@@ -218,10 +229,6 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
             out.push(name);
         }
     };
-    check(
-        old.proxy.max_connections_per_client != new.proxy.max_connections_per_client,
-        "proxy.max_connections_per_client",
-    );
     check(old.tls != new.tls, "tls");
     check(old.dns != new.dns, "dns");
     check(old.management != new.management, "management");
@@ -286,7 +293,7 @@ transforms:
     fn policy_changes_need_no_restart() {
         let new = BASE.replace("a.test", "b.test").replace(
             "proxy: {",
-            "proxy: {max_request_body_bytes: 10, upstream_deny_cidrs: [], ",
+            "proxy: {max_request_body_bytes: 10, upstream_deny_cidrs: [], max_connections_per_client: 5, ",
         );
         assert!(restart_only_changes(&parse(BASE), &parse(&new)).is_empty());
     }
@@ -314,19 +321,13 @@ transforms:
     #[test]
     fn tls_dns_management_intercept_and_log_format_changes_are_reported() {
         let new = BASE
-            .replace("proxy: {", "proxy: {max_connections_per_client: 5, ")
             .replace(
                 "{mode: sni-only}",
                 "{mode: mitm, ca_cert: /ca.crt, ca_key: /ca.key}\nlog: {format: text}\nmanagement: {listen: \"127.0.0.1:9092\", api_key_env: K}",
             );
         assert_eq!(
             restart_only_changes(&parse(BASE), &parse(&new)),
-            vec![
-                "proxy.max_connections_per_client",
-                "tls",
-                "management",
-                "log.format"
-            ]
+            vec!["tls", "management", "log.format"]
         );
     }
 

@@ -12,6 +12,12 @@
 //! one address, and only the operator knows how many connections that
 //! address legitimately needs.
 //!
+//! Connections are counted with the cap off too, so a reload can set,
+//! change or remove it ([`ClientLimit::set_max`]) and the new cap applies at
+//! once with every open connection counted. Lowering it closes nothing: a
+//! client over the new cap gets no new connection until enough of its
+//! open ones have closed (as nginx's `limit_conn` after a reload).
+//!
 //! A connection over the cap is closed right after `accept(2)`, before any
 //! byte is read or any task spawned for it, and audited (one record, reason
 //! `client_connection_limit`). The warning in the operational log is rate
@@ -29,6 +35,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -49,7 +56,8 @@ const SHARDS: usize = 16;
 
 /// The open connections of every client address, and the cap.
 pub struct ClientLimit {
-    max: u32,
+    /// The cap; 0 when there is none (connections are counted all the same).
+    max: AtomicU32,
     shards: [Mutex<HashMap<IpAddr, u32>>; SHARDS],
     warned: Mutex<Warned>,
 }
@@ -68,18 +76,28 @@ pub struct Permit {
 }
 
 impl ClientLimit {
-    /// A cap of `max` connections per client address.
-    pub fn new(max: NonZeroU32) -> Arc<Self> {
+    /// A cap of `max` connections per client address (`None`: no cap, and
+    /// the connections counted for when one is set).
+    pub fn new(max: Option<NonZeroU32>) -> Arc<Self> {
         Arc::new(ClientLimit {
-            max: max.get(),
+            max: AtomicU32::new(max.map_or(0, NonZeroU32::get)),
             shards: Default::default(),
             warned: Mutex::default(),
         })
     }
 
-    /// The cap.
-    pub fn max(&self) -> u32 {
-        self.max
+    /// The cap, if any.
+    pub fn max(&self) -> Option<NonZeroU32> {
+        NonZeroU32::new(self.max.load(Ordering::Relaxed))
+    }
+
+    /// Sets, changes or removes the cap (a reload): it applies to the next
+    /// connection accepted. Returns the cap it replaced.
+    pub fn set_max(&self, max: Option<NonZeroU32>) -> Option<NonZeroU32> {
+        NonZeroU32::new(
+            self.max
+                .swap(max.map_or(0, NonZeroU32::get), Ordering::Relaxed),
+        )
     }
 
     fn shard(&self, ip: &IpAddr) -> std::sync::MutexGuard<'_, HashMap<IpAddr, u32>> {
@@ -94,14 +112,15 @@ impl ClientLimit {
             .unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Counts a new connection from `ip`: a permit, or `Err(open)` (the
-    /// connections it has open) when it is at the cap.
-    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Permit, u32> {
+    /// Counts a new connection from `ip`: a permit, or `Err((open, cap))`
+    /// (the connections it has open, and the cap) when it is at the cap.
+    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Permit, (u32, NonZeroU32)> {
         let ip = crate::rules::canonical_ip(ip);
+        let max = self.max();
         let mut shard = self.shard(&ip);
         let open = shard.entry(ip).or_insert(0);
-        if *open >= self.max {
-            return Err(*open);
+        if let Some(max) = max.filter(|m| *open >= m.get()) {
+            return Err((*open, max));
         }
         *open += 1;
         drop(shard);
@@ -158,40 +177,40 @@ tokio::task_local! {
 }
 
 /// Admits a connection just accepted from `remote` on a listener of
-/// `mode`: `Ok(None)` when there is no cap, `Ok(Some(permit))` under it.
-/// Over it, the connection is audited and `Err(())` says to close it.
-pub(crate) fn admit(
-    shared: &Shared,
-    mode: Mode,
-    remote: SocketAddr,
-) -> Result<Option<Arc<Permit>>, ()> {
-    let Some(limit) = shared.client_limit.as_ref() else {
-        return Ok(None);
-    };
+/// `mode`: its permit, under the cap or with none. Over it, the connection
+/// is audited and `Err(())` says to close it.
+pub(crate) fn admit(shared: &Shared, mode: Mode, remote: SocketAddr) -> Result<Arc<Permit>, ()> {
+    let limit = &shared.client_limit;
     match limit.admit(remote.ip()) {
-        Ok(permit) => Ok(Some(Arc::new(permit))),
-        Err(open) => {
-            refused(shared, limit, mode, remote, open);
+        Ok(permit) => Ok(Arc::new(permit)),
+        Err((open, max)) => {
+            refused(shared, limit, mode, remote, open, max);
             Err(())
         }
     }
 }
 
 /// Audits (and, when due, warns about) a connection refused over the cap.
-fn refused(shared: &Shared, limit: &ClientLimit, mode: Mode, remote: SocketAddr, open: u32) {
+fn refused(
+    shared: &Shared,
+    limit: &ClientLimit,
+    mode: Mode,
+    remote: SocketAddr,
+    open: u32,
+    max: NonZeroU32,
+) {
     let conn = ConnInfo::new(remote, mode, false, 0);
     let mut rec = conn.record();
     rec.reject(None, REASON, 0);
     rec.error = Some(format!(
-        "{open} connections already open from {} (proxy.max_connections_per_client: {})",
+        "{open} connections already open from {} (proxy.max_connections_per_client: {max})",
         remote.ip(),
-        limit.max
     ));
     shared.audit.emit(&rec);
     if let Some(refused) = limit.note_refusal(Instant::now()) {
         tracing::warn!(
             client = %remote.ip(),
-            max = limit.max,
+            max,
             refused_since_last_warning = refused,
             "refused connections over proxy.max_connections_per_client"
         );
@@ -199,19 +218,12 @@ fn refused(shared: &Shared, limit: &ClientLimit, mode: Mode, remote: SocketAddr,
 }
 
 /// Spawns `serve`, the task of an admitted connection, holding `permit`
-/// (if any) for as long as it runs; [`Permitted`] takes a share of it.
-pub(crate) fn spawn<F>(permit: Option<Arc<Permit>>, serve: F)
+/// for as long as it runs; [`Permitted`] takes a share of it.
+pub(crate) fn spawn<F>(permit: Arc<Permit>, serve: F)
 where
     F: std::future::Future<Output = ()> + Send + 'static,
 {
-    match permit {
-        Some(p) => {
-            tokio::spawn(PERMIT.scope(p, serve));
-        }
-        None => {
-            tokio::spawn(serve);
-        }
-    }
+    tokio::spawn(PERMIT.scope(permit, serve));
 }
 
 /// An I/O stream that holds its connection's permit (the one of the task

@@ -327,3 +327,88 @@ fn with_iron_log_filter_a_reload_leaves_the_filter_alone_and_says_so() {
         "IRON_LOG_FILTER keeps deciding"
     );
 }
+
+/// `GET http://plain.test/get` on a new connection to the HTTP listener `addr`: the status, 0
+/// when the proxy closed the connection without a reply.
+fn plain_get(addr: SocketAddr) -> u16 {
+    Curl::get(&format!("http://{addr}/get"))
+        .header("Host", "plain.test")
+        .run()
+        .status
+}
+
+/// `proxy.max_connections_per_client` set, then removed, by reloads. Connections open before
+/// the cap was set count against it: a cap below them closes none of them but refuses the next
+/// connection (audited, naming the new cap); once enough have closed the client is served
+/// again, and with the cap removed it may open more again.
+#[test]
+fn a_reload_sets_and_removes_the_per_client_cap_counting_open_connections() {
+    require_root!();
+    let net = FakeInternet::new();
+    let _plain = Upstream::http("plain.test").start(&net);
+    let mut px = managed_proxy(&policy(&["plain.test"]), &net);
+    let addr = px.http_addr();
+    let mut held: Vec<KeepAlive> = (0..3)
+        .map(|_| {
+            let mut c = KeepAlive::open(addr, Duration::from_secs(20));
+            let head = c.status("/get", "plain.test");
+            assert!(head.contains(" 200 "), "{head}");
+            c
+        })
+        .collect();
+
+    let mut cfg = px.config().clone();
+    cfg["proxy"]["max_connections_per_client"] = Value::from(2);
+    write_exact(&mut px, &cfg);
+    let r = reload(&px);
+    assert_eq!(r.status, 200, "{r}");
+    let body = r.json();
+    assert_eq!(body["restart_required"], serde_json::json!([]), "{body}");
+    wait_until(Duration::from_secs(10), "the change logged", || {
+        px.log_lines()
+            .iter()
+            .any(|l| {
+                l.msg() == "proxy.max_connections_per_client changed"
+                    && l.str("from") == Some("none")
+                    && l.str("to") == Some("2")
+            })
+            .then_some(())
+    });
+
+    // Three open against a cap of 2: they keep working, a new one is refused.
+    let head = held[0].status("/get", "plain.test");
+    assert!(
+        head.contains(" 200 "),
+        "an open connection is not cut: {head}"
+    );
+    assert_eq!(plain_get(addr), 0, "over the new cap");
+    let rec = px.wait_for_audit(|a| a.str("reason") == Some("client_connection_limit"));
+    assert!(
+        rec.str("error")
+            .is_some_and(|e| e.contains("3 connections already open")
+                && e.contains("max_connections_per_client: 2")),
+        "{rec}"
+    );
+    // Down to one open: served again.
+    drop(held.drain(1..));
+    let status = wait_until(Duration::from_secs(10), "served under the cap", || {
+        let s = plain_get(addr);
+        (s != 0).then_some(s)
+    });
+    assert_eq!(status, 200);
+
+    // The cap removed: more connections than it allowed are served.
+    cfg["proxy"]
+        .as_object_mut()
+        .expect("proxy section")
+        .remove("max_connections_per_client");
+    write_exact(&mut px, &cfg);
+    let r = reload(&px);
+    assert_eq!(r.status, 200, "{r}");
+    held.extend((0..2).map(|_| KeepAlive::open(addr, Duration::from_secs(20))));
+    for c in &mut held {
+        let head = c.status("/get", "plain.test");
+        assert!(head.contains(" 200 "), "{head}");
+    }
+    assert_eq!(plain_get(addr), 200, "a fourth connection, with no cap");
+}

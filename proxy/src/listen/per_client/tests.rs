@@ -7,7 +7,11 @@ fn ip(s: &str) -> IpAddr {
 }
 
 fn limit(max: u32) -> Arc<ClientLimit> {
-    ClientLimit::new(NonZeroU32::new(max).expect("nonzero"))
+    ClientLimit::new(Some(cap(max)))
+}
+
+fn cap(max: u32) -> NonZeroU32 {
+    NonZeroU32::new(max).expect("nonzero")
 }
 
 #[test]
@@ -15,17 +19,43 @@ fn a_client_gets_up_to_the_cap_and_another_client_is_not_affected() {
     let l = limit(3);
     let a = ip("127.0.0.1");
     let mut held: Vec<Permit> = (0..3).map(|_| l.admit(a).expect("under the cap")).collect();
-    assert_eq!(l.admit(a).err(), Some(3), "the fourth is refused");
+    assert_eq!(l.admit(a).err(), Some((3, cap(3))), "the fourth is refused");
     // Another address, and the same address written as v4-mapped v6 (the
     // same client on a dual-stack socket).
     let b = l.admit(ip("127.0.0.2")).expect("another client");
-    assert_eq!(l.admit(ip("::ffff:127.0.0.1")).err(), Some(3));
+    assert_eq!(l.admit(ip("::ffff:127.0.0.1")).err(), Some((3, cap(3))));
     assert_eq!(l.open(ip("127.0.0.2")), 1);
     // Closing one lets one more in.
     drop(held.pop());
     let again = l.admit(a).expect("one closed");
     assert_eq!(l.open(a), 3);
     drop((again, b, held));
+}
+
+#[test]
+fn a_cap_set_later_counts_the_connections_already_open() {
+    let l = ClientLimit::new(None);
+    let a = ip("127.0.0.1");
+    // No cap: everything is admitted, and counted.
+    let mut held: Vec<Permit> = (0..5).map(|_| l.admit(a).expect("no cap")).collect();
+    assert_eq!(l.open(a), 5);
+    // A reload sets a cap below what the client has open: nothing is
+    // closed, and nothing more is admitted until enough have closed.
+    assert_eq!(l.set_max(Some(cap(3))), None);
+    assert_eq!(l.admit(a).err(), Some((5, cap(3))));
+    held.truncate(3);
+    assert_eq!(l.admit(a).err(), Some((3, cap(3))));
+    held.pop();
+    held.push(l.admit(a).expect("under the new cap"));
+    // Raised, then removed: admitted again.
+    assert_eq!(l.set_max(Some(cap(4))), Some(cap(3)));
+    held.push(l.admit(a).expect("under the raised cap"));
+    assert!(l.admit(a).is_err());
+    assert_eq!(l.set_max(None), Some(cap(4)));
+    held.push(l.admit(a).expect("no cap again"));
+    assert_eq!(l.open(a), 5);
+    drop(held);
+    assert_eq!(l.clients(), 0);
 }
 
 #[test]
@@ -68,7 +98,7 @@ async fn an_io_made_in_a_connections_task_holds_its_permit_after_the_task() {
     let a = ip("127.0.0.1");
     let permit = Arc::new(l.admit(a).expect("first"));
     let (tx, rx) = tokio::sync::oneshot::channel();
-    spawn(Some(permit), async move {
+    spawn(permit, async move {
         // What hyper hands on to an upgrade outlives this task.
         let _ = tx.send(Permitted::new(tokio::io::empty()));
     });
