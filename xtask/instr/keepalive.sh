@@ -12,7 +12,7 @@
 set -euo pipefail
 bin=$(realpath "$1"); n=${2:-500}; body=${3:-1024}
 . "$(dirname "$0")/common.sh"
-python3 "$here/keepalive_client.py" "$tunnel" "$up_port" 50 "$n" & cl=$!
+python3 "$here/client.py" keepalive "$tunnel" "$up_port" 50 "$n" & cl=$!
 wait_for() { for _ in $(seq 1 1200); do [ -e "$1" ] && return; sleep 0.1; done; echo "client stuck before $1" >&2; exit 1; }
 wait_for warm
 callgrind_control -i on "$px" >/dev/null 2>&1

@@ -12,8 +12,8 @@
 set -euo pipefail
 bin=$(realpath "$1"); n=${2:-200}
 . "$(dirname "$0")/common.sh"
-python3 "$here/client.py" "$tunnel" "$up_port" 20 >/dev/null   # leaf minted, upstream pooled
+python3 "$here/client.py" newconn "$tunnel" "$up_port" 20 >/dev/null   # leaf minted, upstream pooled
 callgrind_control -i on "$px" >/dev/null 2>&1
-python3 "$here/client.py" "$tunnel" "$up_port" "$n" >/dev/null
+python3 "$here/client.py" newconn "$tunnel" "$up_port" "$n" >/dev/null
 count
 echo "$bin: $total instructions for $n connections, $((total / n)) per connection"
