@@ -257,7 +257,9 @@ pub enum PhaseOutcome {
 #[derive(Default, Clone)]
 pub struct Pipeline {
     transforms: Vec<Arc<dyn Transform>>,
-    metrics: Option<Arc<crate::ops::Metrics>>,
+    /// Each transform's duration histogram, by the transform's index; empty
+    /// without metrics.
+    timers: Vec<crate::ops::metrics::TransformTimer>,
 }
 
 impl Pipeline {
@@ -265,13 +267,18 @@ impl Pipeline {
     pub fn new(transforms: Vec<Arc<dyn Transform>>) -> Self {
         Pipeline {
             transforms,
-            metrics: None,
+            timers: Vec::new(),
         }
     }
 
-    /// Records each transform's duration in `iron_proxy_transform_duration_seconds`.
+    /// Records each transform's duration in `iron_proxy_transform_duration_seconds`
+    /// (each transform's series is looked up here, once, not per request).
     pub fn with_metrics(mut self, metrics: Arc<crate::ops::Metrics>) -> Self {
-        self.metrics = Some(metrics);
+        self.timers = self
+            .transforms
+            .iter()
+            .map(|t| metrics.transform_timer(t.name()))
+            .collect();
         self
     }
 
@@ -330,11 +337,12 @@ impl Pipeline {
         cx: &mut Flow,
         trace: &mut Vec<TransformTrace>,
     ) -> PhaseOutcome {
-        for t in &self.transforms {
+        for (i, t) in self.transforms.iter().enumerate() {
             cx.annotations = Map::new();
             let started = Instant::now();
             let result = t.on_request(req, cx).await;
-            if let Some(o) = self.settle(t.as_ref(), started, result, cx, trace, true) {
+            self.time(i, started);
+            if let Some(o) = self.settle(t.as_ref(), result, cx, trace, true) {
                 return o;
             }
         }
@@ -349,31 +357,35 @@ impl Pipeline {
         cx: &mut Flow,
         trace: &mut Vec<TransformTrace>,
     ) -> PhaseOutcome {
-        for t in &self.transforms {
+        for (i, t) in self.transforms.iter().enumerate() {
             cx.annotations = Map::new();
             let started = Instant::now();
             let result = t.on_response(rsp, cx).await;
-            if let Some(o) = self.settle(t.as_ref(), started, result, cx, trace, false) {
+            self.time(i, started);
+            if let Some(o) = self.settle(t.as_ref(), result, cx, trace, false) {
                 return o;
             }
         }
         PhaseOutcome::Continue
     }
 
-    /// Records one transform's outcome (metrics, trace entry) and says whether
+    /// Records how long the transform at index `i` ran (with metrics).
+    fn time(&self, i: usize, started: Instant) {
+        if let Some(timer) = self.timers.get(i) {
+            timer.observe(started.elapsed());
+        }
+    }
+
+    /// Records one transform's outcome (trace entry) and says whether
     /// the phase stops here.
     fn settle(
         &self,
         t: &dyn Transform,
-        started: Instant,
         result: Result<Verdict, TransformError>,
         cx: &mut Flow,
         trace: &mut Vec<TransformTrace>,
         always_trace: bool,
     ) -> Option<PhaseOutcome> {
-        if let Some(m) = &self.metrics {
-            m.observe_transform(t.name(), started.elapsed());
-        }
         let name = || t.name().to_string();
         let (action, outcome) = match result {
             Ok(Verdict::Continue) => ("continue", None),
@@ -533,5 +545,34 @@ mod tests {
         let names: Vec<_> = trace.iter().map(|t| (t.name.as_str(), t.action)).collect();
         assert_eq!(names, [("one", "continue"), ("two", "reject")]);
         assert_eq!(trace[0].annotations["seen"], true);
+    }
+
+    /// With metrics, each transform's run is timed into its own series, in
+    /// both phases: the series are resolved when the pipeline is built, by
+    /// the transform's index.
+    #[tokio::test]
+    async fn each_transform_is_timed_in_its_own_series() {
+        let metrics = Arc::new(crate::ops::Metrics::new());
+        let p = Pipeline::new(vec![
+            Arc::new(Fixed("one", || Verdict::Continue)),
+            Arc::new(Fixed("two", || Verdict::Continue)),
+        ])
+        .with_metrics(metrics.clone());
+        let (mut trace, mut cx) = (Vec::new(), flow());
+        for _ in 0..3 {
+            let mut req = Request::new(body::empty());
+            let out = p.on_request(&mut req, &mut cx, &mut trace).await;
+            assert!(matches!(out, PhaseOutcome::Continue));
+        }
+        let mut rsp = Response::new(body::empty());
+        let out = p.on_response(&mut rsp, &mut cx, &mut trace).await;
+        assert!(matches!(out, PhaseOutcome::Continue));
+        let text = metrics.encode_prometheus();
+        for name in ["one", "two"] {
+            let line = format!(
+                "iron_proxy_transform_duration_seconds_count{{transform=\"{name}\"}} 4"
+            );
+            assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");
+        }
     }
 }

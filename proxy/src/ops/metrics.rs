@@ -341,7 +341,14 @@ impl Metrics {
 
     /// Records the time one transform hook took; called from the pipeline loop.
     pub fn observe_transform(&self, name: &str, took: Duration) {
-        self.transform(name).duration.observe(took.as_secs_f64());
+        self.transform_timer(name).observe(took);
+    }
+
+    /// The duration histogram of the transform called `name`, for a caller
+    /// that records many (the pipeline resolves one per transform when it is
+    /// built, so a request looks nothing up).
+    pub fn transform_timer(&self, name: &str) -> TransformTimer {
+        TransformTimer(self.transform(name))
     }
 
     /// The metric handles of the transform called `name`.
@@ -474,6 +481,18 @@ impl Metrics {
     /// The classic Prometheus text format (0.0.4) of every metric.
     pub fn encode_prometheus(&self) -> String {
         exposition::openmetrics_to_prometheus(&self.encode_openmetrics())
+    }
+}
+
+/// One transform's `iron_proxy_transform_duration_seconds` series, resolved
+/// once ([`Metrics::transform_timer`]).
+#[derive(Clone)]
+pub struct TransformTimer(Arc<TransformHandles>);
+
+impl TransformTimer {
+    /// Records one run of the transform that took `took`.
+    pub fn observe(&self, took: Duration) {
+        self.0.duration.observe(took.as_secs_f64());
     }
 }
 
