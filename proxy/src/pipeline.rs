@@ -569,9 +569,8 @@ mod tests {
         assert!(matches!(out, PhaseOutcome::Continue));
         let text = metrics.encode_prometheus();
         for name in ["one", "two"] {
-            let line = format!(
-                "iron_proxy_transform_duration_seconds_count{{transform=\"{name}\"}} 4"
-            );
+            let line =
+                format!("iron_proxy_transform_duration_seconds_count{{transform=\"{name}\"}} 4");
             assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");
         }
     }
