@@ -7,8 +7,10 @@
 //! JSON; `json` writes the same bytes faster.
 
 mod json;
+mod timestamp;
 mod writer;
 
+pub use timestamp::now as now_rfc3339;
 pub use writer::{stderr as stderr_writer, Kind as LineKind, LineWriter, STALL};
 
 use std::cell::RefCell;
@@ -165,7 +167,7 @@ impl AuditRecord {
     /// A new record for a request that starts now.
     pub fn new(mode: Mode, remote_addr: String) -> Self {
         AuditRecord {
-            time: now_rfc3339(),
+            time: timestamp::now(),
             level: "INFO",
             request_id: request_id(),
             remote_addr,
@@ -228,12 +230,6 @@ fn request_id() -> String {
         .hyphenated()
         .encode_lower(&mut buf)
         .to_string()
-}
-
-fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
 }
 
 /// Something that receives finished records besides the JSON sink (OTLP export, metrics).

@@ -193,7 +193,7 @@ impl ReloadController {
             }),
             metrics,
             started: Instant::now(),
-            started_at: now_rfc3339(),
+            started_at: crate::audit::now_rfc3339(),
         })
     }
 
@@ -231,7 +231,7 @@ impl ReloadController {
         cur.last = Some(ReloadOutcome {
             result: outcome,
             trigger,
-            at: now_rfc3339(),
+            at: crate::audit::now_rfc3339(),
             errors,
         });
         if let Some(m) = &self.metrics {
@@ -362,10 +362,4 @@ pub fn start(
         addr,
         tokio::spawn(serve(listener, controller, key, shutdown)),
     ))
-}
-
-fn now_rfc3339() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
 }
