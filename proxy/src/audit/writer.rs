@@ -67,6 +67,10 @@ struct State {
     written: u64,
     /// The writer is parked waiting for data and needs a wake-up.
     idle: bool,
+    /// Emitters and flushers waiting on `progress`: the writer signals it
+    /// only when there are some (a condvar's signal is a system call even
+    /// when nobody waits).
+    waiting: usize,
     /// No more lines will come: write what is left and stop.
     closed: bool,
     /// When the writer last wrote a byte (or started).
@@ -165,12 +169,14 @@ impl LineWriter {
                     st.stuck = true;
                     break;
                 }
+                st.waiting += 1;
                 st = self
                     .queue
                     .progress
                     .wait_timeout(st, stall - since)
                     .unwrap_or_else(|p| p.into_inner())
                     .0;
+                st.waiting -= 1;
             }
             if st.buf.len() >= MAX_PENDING && !st.closed {
                 match kind {
@@ -210,12 +216,14 @@ impl LineWriter {
             if now >= deadline {
                 return false;
             }
+            st.waiting += 1;
             st = self
                 .queue
                 .progress
                 .wait_timeout(st, deadline - now)
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
+            st.waiting -= 1;
         }
         true
     }
@@ -278,15 +286,17 @@ fn run(q: &Queue, mut out: Box<dyn Write + Send>) {
             }
         }
         let _ = out.flush();
-        let dropped = {
+        let (dropped, closed) = {
             let mut st = q.lock();
             st.last_progress = Some(Instant::now());
             st.stuck = false;
             if done == batch.len() {
                 st.written = upto;
             }
-            q.progress.notify_all();
-            std::mem::take(&mut st.unreported)
+            if st.waiting > 0 {
+                q.progress.notify_all();
+            }
+            (std::mem::take(&mut st.unreported), st.closed)
         };
         if let Some(e) = failing.take() {
             retry = RETRY_MIN;
@@ -300,7 +310,7 @@ fn run(q: &Queue, mut out: Box<dyn Write + Send>) {
                 "stderr took nothing for a while; lines were dropped rather than block requests"
             );
         }
-        if done == batch.len() && !q.lock().closed {
+        if done == batch.len() && !closed {
             // Busy: let the next lines gather instead of writing one per request.
             std::thread::sleep(BATCH_WINDOW);
         }
