@@ -191,8 +191,12 @@ impl LineWriter {
         }
         st.buf.extend_from_slice(line);
         st.queued += 1;
-        if st.idle {
-            st.idle = false;
+        let wake = std::mem::take(&mut st.idle);
+        // Signalled after the lock is released: a writer woken while the
+        // emitter still holds it finds the lock taken, spins, sleeps on it,
+        // and the emitter's unlock then costs a second system call.
+        drop(st);
+        if wake {
             self.queue.data.notify_one();
         }
         true
@@ -232,8 +236,7 @@ impl LineWriter {
 impl Drop for LineWriter {
     fn drop(&mut self) {
         {
-            let mut st = self.queue.lock();
-            st.closed = true;
+            self.queue.lock().closed = true;
             self.queue.data.notify_one();
         }
         if let Some(t) = self.thread.take() {
@@ -286,18 +289,23 @@ fn run(q: &Queue, mut out: Box<dyn Write + Send>) {
             }
         }
         let _ = out.flush();
-        let (dropped, closed) = {
+        let (dropped, closed, waiting) = {
             let mut st = q.lock();
             st.last_progress = Some(Instant::now());
             st.stuck = false;
             if done == batch.len() {
                 st.written = upto;
             }
-            if st.waiting > 0 {
-                q.progress.notify_all();
-            }
-            (std::mem::take(&mut st.unreported), st.closed)
+            (
+                std::mem::take(&mut st.unreported),
+                st.closed,
+                st.waiting > 0,
+            )
         };
+        // After the lock is released, as in `push`.
+        if waiting {
+            q.progress.notify_all();
+        }
         if let Some(e) = failing.take() {
             retry = RETRY_MIN;
             tracing::info!(first_error = %e, "writing to stderr works again");
@@ -374,6 +382,24 @@ mod tests {
             flushes < 1000,
             "lines were batched, not flushed one by one ({flushes})"
         );
+    }
+
+    #[test]
+    fn a_line_pushed_to_an_idle_writer_wakes_it() {
+        let sink = Sink::default();
+        let w = LineWriter::spawn(Box::new(sink.clone())).expect("spawn");
+        for round in 0..20 {
+            // Past the batch window, so the writer is parked on its condvar.
+            std::thread::sleep(BATCH_WINDOW * 5);
+            w.push(format!("{round}\n").as_bytes(), Kind::Audit);
+            // flush only waits: it never wakes the writer itself.
+            assert!(
+                w.flush(Duration::from_secs(5)),
+                "round {round}: not written"
+            );
+        }
+        let text = String::from_utf8(sink.0.lock().expect("lock").0.clone()).expect("utf8");
+        assert_eq!(text.lines().count(), 20);
     }
 
     #[test]
