@@ -157,9 +157,26 @@ pub fn markdown(r: &Results) -> String {
     let st = &r.settings;
     let _ = writeln!(
         s,
-        "Machine: {} × {}, {} GiB, kernel {}, {}; {}; commit {}; load average {} at start, {} at end.",
-        m.cpus, m.cpu, m.mem_gib, m.kernel, m.os, m.rustc, m.commit, m.loadavg_start, m.loadavg_end
+        "Machine: {} × {}, {} GiB, kernel {}, {}; {}; {}; commit {}; load average {} at start, {} at end.",
+        m.cpus,
+        m.cpu,
+        m.mem_gib,
+        m.kernel,
+        m.os,
+        m.idle,
+        m.rustc,
+        m.commit,
+        m.loadavg_start,
+        m.loadavg_end
     );
+    if m.idle.halts_at_once() {
+        let _ = writeln!(
+            s,
+            "Idle vCPUs halt at once (`guest_halt_poll_ns` 0): each wake-up of one goes through the \
+             host, which dominates the one-connection latencies, direct and proxied alike \
+             (docs/operations.md, \"Tuning\").\n"
+        );
+    }
     let _ = writeln!(
         s,
         "Settings: {}s measured after {}s warm-up, median of {} run(s); {} keep-alive connections; \
@@ -602,6 +619,7 @@ mod tests {
                 commit: String::new(),
                 loadavg_start: String::new(),
                 loadavg_end: String::new(),
+                idle: Default::default(),
             },
             settings: Settings {
                 measure_secs: 2.0,

@@ -213,6 +213,66 @@ pub struct Machine {
     pub loadavg_start: String,
     /// /proc/loadavg at the end.
     pub loadavg_end: String,
+    /// How idle CPUs wait (see [`IdlePolicy`]); moves the one-connection
+    /// latencies by a factor of three on a VM (docs/benchmarks.md, round 25).
+    pub idle: IdlePolicy,
+}
+
+/// The cpuidle driver and governor, and for the `haltpoll` driver (KVM
+/// guests) how long an idle vCPU polls before it halts.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+pub struct IdlePolicy {
+    /// `/sys/devices/system/cpu/cpuidle/current_driver` (empty: none).
+    pub driver: String,
+    /// `/sys/devices/system/cpu/cpuidle/current_governor` (or `_ro`).
+    pub governor: String,
+    /// `/sys/module/haltpoll/parameters/guest_halt_poll_ns`, when present.
+    pub guest_halt_poll_ns: Option<u64>,
+}
+
+impl IdlePolicy {
+    /// Reads it through `read` (a path to its contents, empty when absent).
+    pub fn detect(read: &dyn Fn(&str) -> String) -> Self {
+        let cpuidle = "/sys/devices/system/cpu/cpuidle";
+        let governor = [
+            format!("{cpuidle}/current_governor"),
+            format!("{cpuidle}/current_governor_ro"),
+        ]
+        .iter()
+        .map(|p| read(p).trim().to_string())
+        .find(|g| !g.is_empty())
+        .unwrap_or_default();
+        IdlePolicy {
+            driver: read(&format!("{cpuidle}/current_driver"))
+                .trim()
+                .to_string(),
+            governor,
+            guest_halt_poll_ns: read("/sys/module/haltpoll/parameters/guest_halt_poll_ns")
+                .trim()
+                .parse()
+                .ok(),
+        }
+    }
+
+    /// A vCPU halts as soon as it is idle, so every wake-up of one goes
+    /// through the host: one-connection latencies are the host's as much as
+    /// the proxy's.
+    pub fn halts_at_once(&self) -> bool {
+        self.driver == "haltpoll" && self.guest_halt_poll_ns == Some(0)
+    }
+}
+
+impl std::fmt::Display for IdlePolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.driver.is_empty() {
+            return f.write_str("no cpuidle driver");
+        }
+        write!(f, "cpuidle {}/{}", self.driver, self.governor)?;
+        if let Some(ns) = self.guest_halt_poll_ns {
+            write!(f, ", guest_halt_poll_ns {ns}")?;
+        }
+        Ok(())
+    }
 }
 
 impl Machine {
@@ -256,6 +316,7 @@ impl Machine {
             ])),
             loadavg_start: String::new(),
             loadavg_end: loadavg(),
+            idle: IdlePolicy::detect(&|p| read(p)),
         }
     }
 }
@@ -295,6 +356,60 @@ pub fn loadavg() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn idle(files: &[(&str, &str)]) -> IdlePolicy {
+        let files: BTreeMap<String, String> = files
+            .iter()
+            .map(|(p, c)| (p.to_string(), c.to_string()))
+            .collect();
+        IdlePolicy::detect(&|p| files.get(p).cloned().unwrap_or_default())
+    }
+
+    #[test]
+    fn idle_policy_names_the_driver_and_the_guest_halt_polling() {
+        let guest = idle(&[
+            (
+                "/sys/devices/system/cpu/cpuidle/current_driver",
+                "haltpoll\n",
+            ),
+            (
+                "/sys/devices/system/cpu/cpuidle/current_governor_ro",
+                "haltpoll\n",
+            ),
+            ("/sys/module/haltpoll/parameters/guest_halt_poll_ns", "0\n"),
+        ]);
+        assert_eq!(
+            guest.to_string(),
+            "cpuidle haltpoll/haltpoll, guest_halt_poll_ns 0"
+        );
+        assert!(guest.halts_at_once());
+        let polling = idle(&[
+            (
+                "/sys/devices/system/cpu/cpuidle/current_driver",
+                "haltpoll\n",
+            ),
+            (
+                "/sys/devices/system/cpu/cpuidle/current_governor",
+                "haltpoll\n",
+            ),
+            (
+                "/sys/module/haltpoll/parameters/guest_halt_poll_ns",
+                "200000\n",
+            ),
+        ]);
+        assert_eq!(polling.guest_halt_poll_ns, Some(200000));
+        assert!(!polling.halts_at_once());
+        let metal = idle(&[
+            (
+                "/sys/devices/system/cpu/cpuidle/current_driver",
+                "intel_idle\n",
+            ),
+            ("/sys/devices/system/cpu/cpuidle/current_governor", "menu\n"),
+        ]);
+        assert_eq!(metal.to_string(), "cpuidle intel_idle/menu");
+        assert!(!metal.halts_at_once());
+        assert_eq!(idle(&[]).to_string(), "no cpuidle driver");
+    }
 
     fn run(rate: f64, p50: f64, p99: f64) -> RunResult {
         RunResult {
