@@ -157,13 +157,14 @@ pub fn markdown(r: &Results) -> String {
     let st = &r.settings;
     let _ = writeln!(
         s,
-        "Machine: {} × {}, {} GiB, kernel {}, {}; {}; {}; commit {}; load average {} at start, {} at end.",
+        "Machine: {} × {}, {} GiB, kernel {}, {}; {}; transparent huge pages {}; {}; commit {}; load average {} at start, {} at end.",
         m.cpus,
         m.cpu,
         m.mem_gib,
         m.kernel,
         m.os,
         m.idle,
+        if m.thp.is_empty() { "unknown" } else { &m.thp },
         m.rustc,
         m.commit,
         m.loadavg_start,
@@ -620,6 +621,7 @@ mod tests {
                 loadavg_start: String::new(),
                 loadavg_end: String::new(),
                 idle: Default::default(),
+                thp: String::new(),
             },
             settings: Settings {
                 measure_secs: 2.0,

@@ -216,6 +216,21 @@ pub struct Machine {
     /// How idle CPUs wait (see [`IdlePolicy`]); moves the one-connection
     /// latencies by a factor of three on a VM (docs/benchmarks.md, round 25).
     pub idle: IdlePolicy,
+    /// The kernel's transparent huge page mode (`always`, `madvise`,
+    /// `never`; empty when unknown). iron-proxy turns THP off for itself;
+    /// peers that do not get 2 MiB pages under `always` (docs/benchmarks.md,
+    /// round 26).
+    pub thp: String,
+}
+
+/// The selected mode in a sysfs choice list such as
+/// `/sys/kernel/mm/transparent_hugepage/enabled` (`always [madvise] never`):
+/// the bracketed word, or empty.
+pub fn sysfs_choice(text: &str) -> String {
+    text.split_whitespace()
+        .find_map(|w| w.strip_prefix('[').and_then(|w| w.strip_suffix(']')))
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// The cpuidle driver and governor, and for the `haltpoll` driver (KVM
@@ -317,6 +332,7 @@ impl Machine {
             loadavg_start: String::new(),
             loadavg_end: loadavg(),
             idle: IdlePolicy::detect(&|p| read(p)),
+            thp: sysfs_choice(&read("/sys/kernel/mm/transparent_hugepage/enabled")),
         }
     }
 }
@@ -409,6 +425,14 @@ mod tests {
         assert_eq!(metal.to_string(), "cpuidle intel_idle/menu");
         assert!(!metal.halts_at_once());
         assert_eq!(idle(&[]).to_string(), "no cpuidle driver");
+    }
+
+    #[test]
+    fn sysfs_choice_is_the_bracketed_word() {
+        assert_eq!(sysfs_choice("always [madvise] never\n"), "madvise");
+        assert_eq!(sysfs_choice("[always] madvise never"), "always");
+        assert_eq!(sysfs_choice("always madvise never"), "");
+        assert_eq!(sysfs_choice(""), "");
     }
 
     fn run(rate: f64, p50: f64, p99: f64) -> RunResult {
