@@ -4,8 +4,6 @@
 //! with `MIMALLOC_VERBOSE=1`; the kernel shows a process's THP switch in
 //! `/proc/PID/status`.
 
-use std::fs::OpenOptions;
-use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -33,11 +31,21 @@ fn eager_arena_commit_is_off_unless_the_environment_sets_it() {
     assert_eq!(eager_commit(Some("1")), "1", "an explicit setting wins");
 }
 
+/// A started iron-proxy, killed and reaped when dropped: also when an
+/// assertion fails, since one blocked on the FIFO would wait forever.
+struct Started(std::process::Child);
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// The `THP_enabled` line of a running iron-proxy's /proc status, with
 /// `MIMALLOC_ALLOW_THP` set to `env` (or unset). The process is held at
 /// start-up, after its constructors ran, by a config path that is a FIFO
-/// nobody has opened for writing yet; then fed an empty config, on which it
-/// exits.
+/// nobody opens for writing; then killed.
 fn thp_enabled(env: Option<&str>) -> String {
     let dir = tempfile::tempdir().expect("tempdir");
     let fifo = dir.path().join("config.yaml");
@@ -52,13 +60,13 @@ fn thp_enabled(env: Option<&str>) -> String {
     if let Some(v) = env {
         cmd.env("MIMALLOC_ALLOW_THP", v);
     }
-    let mut child = cmd.spawn().expect("start iron-proxy");
-    let status = format!("/proc/{}/status", child.id());
+    let child = Started(cmd.spawn().expect("start iron-proxy"));
+    let pid = child.0.id();
     // Wait until the process is blocked opening the FIFO: by then main has
     // begun, so every constructor has run (the kernel's wait channel for an
     // open of a FIFO without a writer is `wait_for_partner`, fs/pipe.c).
     let deadline = Instant::now() + Duration::from_secs(20);
-    let wchan = format!("/proc/{}/wchan", child.id());
+    let wchan = format!("/proc/{pid}/wchan");
     while std::fs::read_to_string(&wchan).unwrap_or_default() != "wait_for_partner" {
         assert!(
             Instant::now() < deadline,
@@ -66,18 +74,11 @@ fn thp_enabled(env: Option<&str>) -> String {
         );
         std::thread::sleep(Duration::from_millis(10));
     }
-    let line = std::fs::read_to_string(&status)
+    let line = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .expect("read /proc status")
         .lines()
         .find_map(|l| l.strip_prefix("THP_enabled:").map(|v| v.trim().to_string()));
-    // Release it: an empty config is refused and the process exits.
-    let mut w = OpenOptions::new()
-        .write(true)
-        .open(&fifo)
-        .expect("open FIFO for writing");
-    let _ = w.write_all(b"");
-    drop(w);
-    let _ = child.wait();
+    drop(child);
     line.expect("this kernel shows no THP_enabled in /proc/PID/status")
 }
 
