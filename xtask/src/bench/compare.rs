@@ -17,7 +17,7 @@ use serde::Serialize;
 
 use super::load::RunResult;
 use super::report::{KA_1K, KA_64K, LAT_KA, LAT_NC, NC_1K};
-use super::results::{Settings, TopoResult};
+use super::results::{Machine, Settings, TopoResult};
 use super::sandbox::check_interrupted;
 use super::topo::{Env, Kind};
 
@@ -90,6 +90,8 @@ pub struct Comparison {
     pub b: String,
     /// Rounds run.
     pub rounds: usize,
+    /// The machine (its load average at the start and the end).
+    pub machine: Machine,
     /// Settings of each run (one run per measure).
     pub settings: Settings,
     /// Per topology.
@@ -115,6 +117,7 @@ pub fn run(
     kinds: &[Kind],
     rounds: usize,
     settings: Settings,
+    mut machine: Machine,
     out: &Path,
     mut measure: impl FnMut(Kind, &Env<'_>, &mut TopoResult) -> Result<()>,
 ) -> Result<Comparison> {
@@ -142,11 +145,13 @@ pub fn run(
         }
         topologies.push(compare_topo(kind.name(), &per[0], &per[1]));
     }
+    machine.loadavg_end = super::results::loadavg();
     let cmp = Comparison {
         command: std::env::args().collect::<Vec<_>>().join(" "),
         a: envs[0].proxy_bin.display().to_string(),
         b: envs[1].proxy_bin.display().to_string(),
         rounds,
+        machine,
         settings,
         topologies,
     };
@@ -193,8 +198,11 @@ fn compare_topo(name: &str, a: &[TopoResult], b: &[TopoResult]) -> TopoCompariso
 /// The comparison as a markdown table per topology.
 pub fn markdown(c: &Comparison) -> String {
     let mut s = format!(
-        "## A/B comparison, {} interleaved rounds\n\nA: `{}`\nB: `{}`\n",
-        c.rounds, c.a, c.b
+        "## A/B comparison, {} interleaved rounds\n\n{}\n\nA: `{}`\nB: `{}`\n",
+        c.rounds,
+        super::report::machine_line(&c.machine),
+        c.a,
+        c.b
     );
     for t in &c.topologies {
         s.push_str(&format!(

@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 
 use super::connect::ConnectResult;
-use super::results::{Results, TopoResult};
+use super::results::{Machine, Results, TopoResult};
 
 /// Measure keys.
 pub const KA_1K: &str = "keepalive_1k";
@@ -150,13 +150,9 @@ fn pairing(r: &Results) -> Option<String> {
     ))
 }
 
-/// The summary as markdown.
-pub fn markdown(r: &Results) -> String {
-    let mut s = String::new();
-    let m = &r.machine;
-    let st = &r.settings;
-    let _ = writeln!(
-        s,
+/// The report's first line: the machine the figures come from.
+pub fn machine_line(m: &Machine) -> String {
+    format!(
         "Machine: {} × {}, {} GiB, kernel {}, {}; {}; transparent huge pages {}; {}; commit {}; load average {} at start, {} at end.",
         m.cpus,
         m.cpu,
@@ -169,7 +165,15 @@ pub fn markdown(r: &Results) -> String {
         m.commit,
         m.loadavg_start,
         m.loadavg_end
-    );
+    )
+}
+
+/// The summary as markdown.
+pub fn markdown(r: &Results) -> String {
+    let mut s = String::new();
+    let m = &r.machine;
+    let st = &r.settings;
+    let _ = writeln!(s, "{}", machine_line(m));
     if m.idle.halts_at_once() {
         let _ = writeln!(
             s,
@@ -603,6 +607,23 @@ mod tests {
             ..direct("direct (end)", 1.0, 1.0)
         };
         assert!(drift(Some(&start), Some(&skipped)).is_none());
+    }
+
+    #[test]
+    fn machine_line_names_the_huge_page_mode() {
+        let mut m = results(Vec::new()).machine;
+        assert!(
+            machine_line(&m).contains("; transparent huge pages unknown;"),
+            "{}",
+            machine_line(&m)
+        );
+        m.thp = "always".into();
+        assert!(
+            machine_line(&m).contains("; transparent huge pages always;"),
+            "{}",
+            machine_line(&m)
+        );
+        assert!(markdown(&results(Vec::new())).starts_with("Machine: 2 × "));
     }
 
     fn results(topologies: Vec<TopoResult>) -> Results {

@@ -86,7 +86,11 @@ pub fn run(
     );
 
     if let Some(b) = &args.against {
-        return compare(args, &settings, &env, b, &rt, &client_tls, out);
+        let machine = Machine {
+            loadavg_start: load_start,
+            ..Machine::detect(root)
+        };
+        return compare(args, &settings, machine, &env, b, &rt, &client_tls, out);
     }
 
     let budget = Duration::from_secs_f64(if quick { 0.3 } else { 2.0 });
@@ -233,9 +237,11 @@ fn wants_direct_end(topologies: &[TopoResult]) -> bool {
 }
 
 /// `--against`: A and B in interleaved rounds (see [`super::compare`]).
+#[allow(clippy::too_many_arguments)]
 fn compare(
     args: &BenchArgs,
     settings: &Settings,
+    machine: Machine,
     env: &Env<'_>,
     b: &Path,
     rt: &tokio::runtime::Runtime,
@@ -273,6 +279,7 @@ fn compare(
         &kinds,
         rounds,
         one.clone(),
+        machine,
         out,
         |kind, e, tr| measure(kind, e, rt, tls, &one, tr),
     )?;
