@@ -17,7 +17,7 @@ others HTTPS.
   asks for the release proves the response streams through the proxy.
 - POST /echo[/...]: answers what it received: length, sha256, the request's framing.
 - /early/...: 401 before reading the upload, then the upload read (2 s at most) and
-  the connection closed.
+  the connection closed. /early/slow sends the 401's head, then its body 0.3 s later.
 
 Request bodies may be chunked and gzip-encoded (git sends both); the server
 de-chunks them, and git http-backend undoes the gzip itself. Every request is
@@ -125,7 +125,19 @@ class Handler(BaseHTTPRequestHandler):
             # comes of it for a while before closing, as servers do (a close with unread
             # data resets the connection, and the client may lose the answer).
             self.close_connection = True
-            self.answer(401, b"answered before the upload\n", extra=[("Connection", "close")])
+            body = b"answered before the upload\n"
+            if self.path.startswith("/early/slow"):
+                # The head alone first: a client may give up its upload on seeing it.
+                self.send_response(401)
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Connection", "close")
+                self.end_headers()
+                self.wfile.flush()
+                time.sleep(0.3)
+                self.wfile.write(body)
+            else:
+                self.answer(401, body, extra=[("Connection", "close")])
             self.wfile.flush()
             self.connection.settimeout(2)
             try:

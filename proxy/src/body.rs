@@ -8,7 +8,8 @@ use http_body_util::{combinators::BoxBody, BodyExt, Empty, Full};
 mod park;
 
 pub use park::{
-    answer_after_upload, from_client_parked, Answered, BodyPark, LINGER_BYTES, LINGER_TIME,
+    answer_after_upload, from_client_parked, gather_small, Answered, BodyPark, GATHER_BYTES,
+    GATHER_TIME, LINGER_BYTES, LINGER_TIME,
 };
 
 /// Any error a body can carry.
@@ -345,6 +346,89 @@ mod tests {
             cx: &mut std::task::Context<'_>,
         ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
             self.0.poll_recv(cx)
+        }
+    }
+
+    /// A body of known length `len` whose frames come from `rx`, counting the
+    /// polls made after its last frame (that is, for its end).
+    struct Sized {
+        rx: tokio::sync::mpsc::Receiver<Result<http_body::Frame<Bytes>, BoxError>>,
+        len: u64,
+        end_polls: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl http_body::Body for Sized {
+        type Data = Bytes;
+        type Error = BoxError;
+
+        fn poll_frame(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+            let polled = self.rx.poll_recv(cx);
+            if let std::task::Poll::Ready(None) = polled {
+                self.end_polls
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            polled
+        }
+
+        fn size_hint(&self) -> http_body::SizeHint {
+            http_body::SizeHint::with_exact(self.len)
+        }
+    }
+
+    use std::sync::Arc;
+
+    #[tokio::test]
+    async fn a_small_early_answer_is_read_before_its_head_goes_out_but_not_ended() {
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let end_polls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let body = Sized {
+            rx,
+            len: 10,
+            end_polls: end_polls.clone(),
+        }
+        .boxed();
+        tokio::spawn(async move {
+            for part in ["hello", "world"] {
+                tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+                let frame = http_body::Frame::data(Bytes::from_static(part.as_bytes()));
+                let _ = tx.send(Ok(frame)).await;
+            }
+        });
+        let mut gathered = gather_small(body).await;
+        // Both frames are there at once, the end has not been asked for.
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        for part in ["hello", "world"] {
+            match std::pin::Pin::new(&mut gathered).poll_frame(&mut cx) {
+                std::task::Poll::Ready(Some(Ok(f))) => {
+                    assert_eq!(f.into_data().expect("data"), part)
+                }
+                other => panic!("{part} not ready: {:?}", other.is_ready()),
+            }
+        }
+        assert_eq!(end_polls.load(std::sync::atomic::Ordering::Relaxed), 0);
+        assert!(gathered.frame().await.is_none(), "then the end");
+    }
+
+    #[tokio::test]
+    async fn an_answer_of_unknown_or_large_length_is_not_waited_for() {
+        for len in [None, Some(GATHER_BYTES + 1)] {
+            let (tx, rx) = tokio::sync::mpsc::channel(1);
+            let body = match len {
+                Some(len) => Sized {
+                    rx,
+                    len,
+                    end_polls: Default::default(),
+                }
+                .boxed(),
+                None => Channel(rx).boxed(),
+            };
+            let gathered = tokio::time::timeout(GATHER_TIME / 5, gather_small(body)).await;
+            assert!(gathered.is_ok(), "{len:?}: returned without waiting");
+            drop(tx);
         }
     }
 

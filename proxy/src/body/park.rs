@@ -228,6 +228,97 @@ impl http_body::Body for AnswerAfterUpload {
     }
 }
 
+/// The largest response body [`gather_small`] reads before the head goes out.
+pub const GATHER_BYTES: u64 = 64 << 10;
+/// How long [`gather_small`] waits for that body.
+pub const GATHER_TIME: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// A response that came while its HTTP/2 upload is still arriving, with a
+/// small body (a known length of at most [`GATHER_BYTES`]) read first, for at
+/// most [`GATHER_TIME`], so that hyper sends the body with the head instead
+/// of after it. A client that gives up its upload on such an answer may end
+/// its stream short of its `content-length` (curl does on a 401: END_STREAM
+/// on an empty DATA frame); h2 resets that malformed stream at once (RFC 9113
+/// §8.1.1, PROTOCOL_ERROR), and a body not yet sent by then never reaches
+/// the client (curl: "stream 1 was not closed cleanly: PROTOCOL_ERROR",
+/// exit 92). Frames are read, not the end: the body's end, which writes the
+/// record and which [`answer_after_upload`] holds, comes as before.
+pub async fn gather_small(mut body: Body) -> Body {
+    let Some(len) = body.size_hint().exact() else {
+        return body;
+    };
+    if len == 0 || len > GATHER_BYTES {
+        return body;
+    }
+    let mut frames = std::collections::VecDeque::new();
+    let mut got = 0;
+    let _ = tokio::time::timeout(GATHER_TIME, async {
+        while got < len {
+            match body.frame().await {
+                Some(Ok(frame)) => {
+                    got += frame.data_ref().map_or(0, |d| d.len() as u64);
+                    frames.push_back(Ok(frame));
+                }
+                Some(Err(e)) => {
+                    frames.push_back(Err(e));
+                    break;
+                }
+                None => break,
+            }
+        }
+    })
+    .await;
+    if frames.is_empty() {
+        return body;
+    }
+    Gathered {
+        frames,
+        inner: body,
+    }
+    .boxed()
+}
+
+/// See [`gather_small`]: the frames read ahead, then the rest.
+struct Gathered {
+    frames: std::collections::VecDeque<Result<http_body::Frame<Bytes>, BoxError>>,
+    inner: Body,
+}
+
+impl http_body::Body for Gathered {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        match this.frames.pop_front() {
+            Some(frame) => Poll::Ready(Some(frame)),
+            None => Pin::new(&mut this.inner).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.frames.is_empty() && self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        let queued: u64 = self
+            .frames
+            .iter()
+            .filter_map(|f| f.as_ref().ok()?.data_ref().map(|d| d.len() as u64))
+            .sum();
+        let inner = self.inner.size_hint();
+        let mut hint = http_body::SizeHint::new();
+        hint.set_lower(inner.lower() + queued);
+        if let Some(upper) = inner.upper() {
+            hint.set_upper(upper + queued);
+        }
+        hint
+    }
+}
+
 /// Reads what is left of an answered upload on its own task (see
 /// [`BodyPark`]); without a runtime, drops it.
 fn linger(mut b: hyper::body::Incoming) {

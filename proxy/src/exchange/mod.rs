@@ -206,6 +206,14 @@ pub fn handle(
             None => body::from_client(b),
         });
         let rsp = handle_tracked(shared, conn, req, rec).await?;
+        // An answer before the upload's end goes out with its small body.
+        let rsp = match &park {
+            Some(p) if !p.upload_ended() => {
+                let (parts, b) = rsp.into_parts();
+                Response::from_parts(parts, body::gather_small(b).await)
+            }
+            _ => rsp,
+        };
         Ok(tracked(rsp, park, drain))
     }
 }
