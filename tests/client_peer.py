@@ -109,13 +109,16 @@ class Handler(BaseHTTPRequestHandler):
         with LOG_LOCK, open(LOG, "a") as f:
             f.write(json.dumps(entry) + "\n")
 
-    def answer(self, status, body, ctype="text/plain", extra=()):
+    def answer(self, status, body, ctype="text/plain", extra=(), body_after=0.0):
         self.send_response(status)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
         for k, v in extra:
             self.send_header(k, v)
         self.end_headers()
+        if body_after:
+            # The head alone first (end_headers flushed it), the body that much later.
+            time.sleep(body_after)
         if self.command != "HEAD":
             self.wfile.write(body)
 
@@ -125,19 +128,14 @@ class Handler(BaseHTTPRequestHandler):
             # comes of it for a while before closing, as servers do (a close with unread
             # data resets the connection, and the client may lose the answer).
             self.close_connection = True
-            body = b"answered before the upload\n"
-            if self.path.startswith("/early/slow"):
-                # The head alone first: a client may give up its upload on seeing it.
-                self.send_response(401)
-                self.send_header("Content-Type", "text/plain")
-                self.send_header("Content-Length", str(len(body)))
-                self.send_header("Connection", "close")
-                self.end_headers()
-                self.wfile.flush()
-                time.sleep(0.3)
-                self.wfile.write(body)
-            else:
-                self.answer(401, body, extra=[("Connection", "close")])
+            # /early/slow: the head alone first; a client may give up its upload on seeing it.
+            body_after = 0.3 if self.path.startswith("/early/slow") else 0.0
+            self.answer(
+                401,
+                b"answered before the upload\n",
+                extra=[("Connection", "close")],
+                body_after=body_after,
+            )
             self.wfile.flush()
             self.connection.settimeout(2)
             try:
