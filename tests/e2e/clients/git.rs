@@ -208,14 +208,17 @@ impl<'a> Git<'a> {
 }
 
 /// A note on a hang of git's own, when the processes' state shows it: `git-remote-https` and
-/// `git send-pack` both blocked reading a pipe from the other. libcurl 7.84.0 to 8.1.2 over
+/// `git send-pack` both blocked reading a pipe from the other. libcurl 7.84.0 to 8.4.0 over
 /// HTTP/2 may call git's upload callback again after it returned the end of the body (when
-/// the last DATA could not leave at once: a flow-control window, a full socket); git then
+/// the last DATA could not leave at once, twice in a row: a flow-control window, a full
+/// socket; about 1 push in 50 here under load, the proxy's stream window being 256 KiB); git then
 /// reads send-pack's pipe for more of a request send-pack has finished, while send-pack
 /// waits for the response (libcurl stopped doing this in 8.5.0; see
 /// <https://curl.se/mail/lib-2023-11/0017.html> and git's "remote-curl: avoid hang if curl
 /// asks for more data after eof"). The proxy then sees an upload that stops short of its end
-/// and answers 408 `client_body_timeout`, which git, blocked on the pipe, never reads.
+/// and answers 408 `client_body_timeout`, which git, blocked on the pipe, never reads. The
+/// chunked push therefore goes over HTTP/1.1 with such a libcurl
+/// ([`libcurl_reads_past_eof`]).
 fn known_hang(diagnosis: &str) -> String {
     let blocked_on_pipe = |name: &str| {
         diagnosis
@@ -224,12 +227,48 @@ fn known_hang(diagnosis: &str) -> String {
     };
     if blocked_on_pipe("git-remote-http") && blocked_on_pipe("send-pack") {
         "NOTE: git-remote-https and send-pack both wait on a pipe from the other: the \
-         deadlock of git with libcurl 7.84.0-8.1.2 over HTTP/2 (libcurl called git's upload \
+         deadlock of git with libcurl 7.84.0-8.4.0 over HTTP/2 (libcurl called git's upload \
          callback again after the end of the body), not the proxy's; see `known_hang`.\n"
             .to_string()
     } else {
         String::new()
     }
+}
+
+/// The version of git's libcurl when it is one that may call git's upload callback again
+/// after the end of the body (7.84.0 up to 8.5.0, which stopped doing so): Debian 12 ships
+/// 7.88.1. git 2.47 names its libcurl in `git version --build-options`; an older git is
+/// taken to use the libcurl of the `curl` beside it.
+fn libcurl_reads_past_eof() -> Option<String> {
+    let output = |program: &str, args: &[&str]| {
+        Command::new(program)
+            .args(args)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    };
+    let build = output("git", &["version", "--build-options"]);
+    let version = build
+        .lines()
+        .find_map(|l| l.strip_prefix("libcurl: "))
+        .map(str::to_string)
+        .or_else(|| {
+            let curl = output("curl", &["--version"]);
+            curl.split_whitespace()
+                .find_map(|w| w.strip_prefix("libcurl/"))
+                .map(str::to_string)
+        })?;
+    let parts: Vec<u32> = version
+        .trim()
+        .split('.')
+        .map_while(|p| p.parse().ok())
+        .collect();
+    let numeric = (
+        parts.first().copied()?,
+        parts.get(1).copied().unwrap_or(0),
+        parts.get(2).copied().unwrap_or(0),
+    );
+    ((7, 84, 0) <= numeric && numeric < (8, 5, 0)).then_some(version)
 }
 
 /// The origin's requests so far, as `METHOD path?query [encoding] [framing]` lines, for
@@ -297,17 +336,20 @@ fn clone_fetch_push(via: Via) {
     local_git(&a, &["add", "pushed.bin"]);
     local_git(&a, &["commit", "-q", "-m", "pushed through the proxy"]);
     let pushed = local_git(&a, &["rev-parse", "HEAD"]);
-    ok(git.run(
-        &a,
-        &[
-            "-c",
-            "http.postBuffer=65536",
-            "push",
-            "-q",
-            "origin",
-            "main",
-        ],
-    ));
+    let mut push = vec!["-c", "http.postBuffer=65536"];
+    if via != Via::HttpsListen {
+        if let Some(version) = libcurl_reads_past_eof() {
+            // Over HTTP/2 this libcurl deadlocks git now and then (see `known_hang`); the
+            // pack goes chunked over HTTP/1.1 instead. HTTP/2 uploads of unknown length
+            // are covered by clients::uploads (curl from a pipe).
+            eprintln!(
+                "git's libcurl {version} reads past the end of an upload: push over HTTP/1.1"
+            );
+            push.extend(["-c", "http.version=HTTP/1.1"]);
+        }
+    }
+    push.extend(["push", "-q", "origin", "main"]);
+    ok(git.run(&a, &push));
     assert_eq!(
         local_git(&origin.git_root().join("repo.git"), &["rev-parse", "main"]),
         pushed,
@@ -555,7 +597,7 @@ fn a_git_hang_of_its_own_is_named() {
                 state/ppid S 17392  wchan anon_pipe_read  syscall 0 0xd\n\
                 --- pid 17399: /usr/local/libexec/git-core/git send-pack --stateless-rpc --stdin\n    \
                 state/ppid S 17393  wchan anon_pipe_read  syscall 0 0xd\n";
-    assert!(known_hang(seen).contains("libcurl 7.84.0-8.1.2"));
+    assert!(known_hang(seen).contains("libcurl 7.84.0-8.4.0"));
     // remote-https waiting on its socket (the proxy, or the network) is not that.
     let on_socket = seen.replacen("wchan anon_pipe_read", "wchan do_sys_poll", 1);
     assert_eq!(known_hang(&on_socket), "");

@@ -6,7 +6,8 @@
 //! curl said "Stream error in the HTTP/2 framing layer" and showed no status, git "RPC
 //! failed; curl 92" and then "Everything up-to-date". The proxy now reads the rest of the
 //! upload before it ends its answer (`body::BodyPark`), and sends a small early answer's head
-//! together with its body (`body::gather_small`).
+//! together with its body (`body::gather_small`). An upload of unknown length goes through
+//! whole, as chunks to the origin, over both protocols.
 
 use super::*;
 
@@ -103,6 +104,42 @@ fn early_answers(via: Via) {
         let path = url.split_once(".test").map_or("", |(_, p)| p);
         let n = px.audit().iter().filter(|a| a.path() == Some(path)).count();
         assert_eq!(n, 2, "{url}: one record per request");
+    }
+
+    // An upload of unknown length (curl reading a pipe: DATA frames and no content-length
+    // over HTTP/2, chunks over HTTP/1.1) reaches the origin whole, as chunks: more than the
+    // HTTP/2 windows hold, so the client waits for the proxy's window updates on the way.
+    let sum = ok(run(Command::new("sha256sum").arg(&file)));
+    let sha256 = String::from_utf8_lossy(&sum.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    for (version, spoken) in [("--http2", "2"), ("--http1.1", "1.1")] {
+        let mut cmd = px.command(via, &["up.test"], "sh");
+        cmd.args(["-c", r#"exec curl "$@" < "$0""#])
+            .arg(&file)
+            .args(["-sS", "--fail-with-body", version, "--cacert"])
+            .arg(px.client_ca())
+            .args(["-T", "-", "-w", "\n%{http_version}"])
+            .arg("https://up.test/echo/streamed");
+        if via == Via::Connect {
+            cmd.args(["-x", &px.proxy_url()]);
+        }
+        let out = ok(run(&mut cmd));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let (body, used) = stdout.rsplit_once('\n').unwrap_or_default();
+        assert_eq!(used, spoken, "{version}: {}", text(&out));
+        let echo: Value = serde_json::from_str(body)
+            .unwrap_or_else(|e| panic!("{version}: the origin's echo ({e}):\n{}", text(&out)));
+        assert_eq!(echo["len"], UPLOAD, "{version}: {echo}");
+        assert_eq!(
+            echo["sha256"].as_str(),
+            Some(sha256.as_str()),
+            "{version}: {echo}"
+        );
+        assert_eq!(echo["transfer_encoding"], "chunked", "{version}: {echo}");
+        assert_eq!(echo["content_length"], Value::Null, "{version}: {echo}");
     }
 
     // httpx over HTTP/2 (it used to wait for flow-control credit until its read timed out),
