@@ -17,13 +17,14 @@ others HTTPS.
   asks for the release proves the response streams through the proxy.
 - POST /echo[/...]: answers what it received: length, sha256, the request's framing.
 - /early/...: 401 before reading the upload, then the upload read (2 s at most) and
-  the connection closed. /early/slow sends the 401's head, then its body 0.3 s later.
+  the connection closed. /early/slow sends the 401's head, then its body 0.1 s later.
 
 Request bodies may be chunked and gzip-encoded (git sends both); the server
 de-chunks them, and git http-backend undoes the gzip itself. Every request is
 appended to LOG as a JSON line: method, path, query, the Authorization header,
 Content-Encoding, Transfer-Encoding, Content-Length, the body size received,
-the status answered and the connection's client port.
+the status answered and the connection's client port; a request is logged as its answer
+starts, so a client that has its answer finds its request there.
 """
 
 import hashlib
@@ -122,14 +123,25 @@ class Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
 
+    def send_response(self, code, message=None):
+        # Each request is logged as its answer starts, before any of it leaves: a client that
+        # has its whole answer finds its request in LOG (logging after the answer raced it).
+        pending = getattr(self, "pending_log", None)
+        if pending is not None:
+            self.pending_log = None
+            self.record(code, pending)
+        super().send_response(code, message)
+
     def handle_any(self):
+        self.pending_log = None
         if self.path.startswith("/early/"):
+            self.pending_log = b""
             # Answers before reading the upload (an auth check, a quota), then reads what
             # comes of it for a while before closing, as servers do (a close with unread
             # data resets the connection, and the client may lose the answer).
             self.close_connection = True
             # /early/slow: the head alone first; a client may give up its upload on seeing it.
-            body_after = 0.3 if self.path.startswith("/early/slow") else 0.0
+            body_after = 0.1 if self.path.startswith("/early/slow") else 0.0
             self.answer(
                 401,
                 b"answered before the upload\n",
@@ -142,15 +154,14 @@ class Handler(BaseHTTPRequestHandler):
                 self.read_body()
             except OSError:
                 pass
-            self.record(401, b"")
             return
         body = self.read_body()
+        self.pending_log = body
         url = urllib.parse.urlsplit(self.path)
         path = urllib.parse.unquote(url.path)
         if path.startswith("/git/"):
-            status = self.git(path[len("/git"):], url.query, body)
+            self.git(path[len("/git"):], url.query, body)
         elif path.startswith("/echo"):
-            status = 200
             framing = {
                 "len": len(body),
                 "sha256": hashlib.sha256(body).hexdigest(),
@@ -159,15 +170,12 @@ class Handler(BaseHTTPRequestHandler):
             }
             self.answer(200, json.dumps(framing).encode(), "application/json")
         elif path.startswith("/hold/"):
-            status = 200
             self.hold(path[len("/hold/"):])
         elif path.startswith("/release/"):
-            status = 200
             held(path[len("/release/"):]).set()
             self.answer(200, b"released\n")
         else:
-            status = self.static(path)
-        self.record(status, body)
+            self.static(path)
 
     do_GET = do_POST = do_HEAD = do_PUT = handle_any
 

@@ -96,6 +96,35 @@ impl KeepAlive {
         let head = self.get(path, host);
         head.lines().next().unwrap_or_default().to_string()
     }
+
+    /// [`KeepAlive::status`], or None when the connection ends (or the read times out)
+    /// before a whole answer: a proxy that closed it unanswered.
+    pub(crate) fn try_status(&mut self, path: &str, host: &str) -> Option<String> {
+        use std::io::Write;
+        let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n");
+        self.0.write_all(req.as_bytes()).ok()?;
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !ends_a_response(&got) {
+            match timed_read::read_some(&mut self.0, &mut buf) {
+                Ok(n) if n > 0 => got.extend_from_slice(&buf[..n]),
+                _ => return None,
+            }
+        }
+        String::from_utf8_lossy(&got)
+            .lines()
+            .next()
+            .map(str::to_string)
+    }
+}
+
+/// Whether `got` holds a whole HTTP/1 response: its head and the Content-Length bytes after it.
+pub(crate) fn ends_a_response(got: &[u8]) -> bool {
+    let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return false;
+    };
+    let head = String::from_utf8_lossy(&got[..end]);
+    got.len() >= end + 4 + content_length(&head)
 }
 
 /// The Content-Length an HTTP/1 response head gives its body (0 without one).
@@ -252,7 +281,12 @@ fn sighup_reloads_the_config() {
         || (status_of(&px, "other.test") == 200).then_some(()),
     );
     assert!(px.is_running(), "SIGHUP must not stop the proxy");
-    let status = management(&px, "GET", "/v1/status", Some(API_KEY)).json();
+    // The new policy serves before the reload has finished (listeners, memory release), and
+    // `last_reload` is set at its end.
+    let status = wait_until(Duration::from_secs(10), "the reload recorded", || {
+        let status = management(&px, "GET", "/v1/status", Some(API_KEY)).json();
+        (!status["last_reload"].is_null()).then_some(status)
+    });
     assert_eq!(status["last_reload"]["result"], "success", "{status}");
     assert_eq!(status["last_reload"]["trigger"], "signal", "{status}");
 

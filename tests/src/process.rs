@@ -3,6 +3,7 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, ExitStatus};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -92,6 +93,8 @@ impl Drop for ChildGuard {
 #[derive(Clone, Debug, Default)]
 pub struct Lines {
     inner: Arc<(Mutex<Vec<String>>, Condvar)>,
+    /// Set once the reader thread has read the pipe to its end (or failed on it).
+    closed: Arc<AtomicBool>,
 }
 
 impl Lines {
@@ -109,7 +112,15 @@ impl Lines {
             loop {
                 buf.clear();
                 match reader.read_until(b'\n', &mut buf) {
-                    Ok(0) | Err(_) => break,
+                    Ok(0) | Err(_) => {
+                        // Flag first, then notify under the lock: a waiter that checked the
+                        // flag under the lock is either woken or sees it set.
+                        shared.closed.store(true, Ordering::SeqCst);
+                        let (list, cv) = &*shared.inner;
+                        let _guard = list.lock().expect("lines lock");
+                        cv.notify_all();
+                        break;
+                    }
                     Ok(_) => {
                         let line = String::from_utf8_lossy(&buf);
                         let line = line.trim_end_matches(['\n', '\r']).to_string();
@@ -122,6 +133,35 @@ impl Lines {
             }
         });
         (lines, handle)
+    }
+
+    /// Lines of no pipe: empty, and closed already.
+    pub fn none() -> Self {
+        let lines = Self::default();
+        lines.closed.store(true, Ordering::SeqCst);
+        lines
+    }
+
+    /// Waits (up to `timeout`) until the pipe has been read to its end, so that a snapshot
+    /// holds everything its writer wrote; false when it is still open then (a process the
+    /// writer left behind may hold it).
+    pub fn wait_closed(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let (list, cv) = &*self.inner;
+        let mut guard = list.lock().expect("lines lock");
+        loop {
+            if self.closed.load(Ordering::SeqCst) {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            guard = cv
+                .wait_timeout(guard, deadline - now)
+                .expect("lines lock")
+                .0;
+        }
     }
 
     /// A copy of every line read so far.
@@ -326,4 +366,43 @@ pub fn group_state(pids: &[i32]) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Stdio;
+
+    /// A process's last lines are in the snapshot once `wait_closed` says the pipe ended, with
+    /// no sleep: the writer's last line comes right before it exits.
+    #[test]
+    fn wait_closed_returns_once_every_line_is_read() {
+        for _ in 0..20 {
+            let mut child = Command::new("sh")
+                .args([
+                    "-c",
+                    "i=0; while [ $i -lt 200 ]; do echo line$i; i=$((i+1)); done",
+                ])
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("sh");
+            let (lines, _) = Lines::capture(child.stdout.take().expect("stdout"), |_| {});
+            child.wait().expect("exit");
+            assert!(lines.wait_closed(Duration::from_secs(10)));
+            let got = lines.snapshot();
+            assert_eq!(got.len(), 200);
+            assert_eq!(got.last().map(String::as_str), Some("line199"));
+        }
+    }
+
+    /// A pipe still held open is reported as such after the bound; no pipe is closed already.
+    #[test]
+    fn wait_closed_is_bounded_and_none_is_closed() {
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        let (lines, _) = Lines::capture(reader, |_| {});
+        assert!(!lines.wait_closed(Duration::from_millis(100)));
+        drop(writer);
+        assert!(lines.wait_closed(Duration::from_secs(10)));
+        assert!(Lines::none().wait_closed(Duration::ZERO));
+    }
 }

@@ -181,8 +181,7 @@ impl Proxy {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = px.child.try_status() {
-                // Let the reader threads drain the pipes.
-                std::thread::sleep(Duration::from_millis(50));
+                px.wait_output_read();
                 return (status, px.logs());
             }
             if Instant::now() >= deadline {
@@ -253,7 +252,7 @@ impl Proxy {
         let (out, _) = Lines::capture(stdout, tee("[stdout] "));
         let err = match child.child_mut().stderr.take() {
             Some(stderr) => Lines::capture(stderr, tee("")).0,
-            None => Lines::default(),
+            None => Lines::none(),
         };
         ProxyProcess {
             ca_path: path_str(&ca.cert_path()),

@@ -45,7 +45,7 @@ fn early_answers(via: Via) {
             401,
             "answered before the upload",
         ),
-        // The origin sends the 401's head, then its body 0.3 s later. curl gives up its
+        // The origin sends the 401's head, then its body 0.1 s later. curl gives up its
         // HTTP/2 upload on seeing the head and ends the stream short of its content-length,
         // which h2 resets at once (PROTOCOL_ERROR, curl 92): the body would be lost. The
         // proxy holds a small early answer's head until its body is there (up to 0.5 s,

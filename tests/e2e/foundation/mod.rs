@@ -143,8 +143,11 @@ impl LoopbackServer {
                     std::thread::sleep(Duration::from_millis(10));
                     continue;
                 };
-                let head = respond(s, answer);
-                seen.lock().expect("heads lock").push(head);
+                // The head is kept before the answer goes out: a client that has the
+                // answer finds its request in `heads`.
+                respond(s, answer, |head| {
+                    seen.lock().expect("heads lock").push(head)
+                });
             }
         });
         LoopbackServer { port, heads, stop }
@@ -156,7 +159,7 @@ impl LoopbackServer {
     }
 }
 
-fn respond(mut s: std::net::TcpStream, answer: &[u8]) -> String {
+fn respond(mut s: std::net::TcpStream, answer: &[u8], keep: impl FnOnce(String)) {
     let _ = s.set_nonblocking(false);
     let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
     let mut buf = Vec::new();
@@ -167,8 +170,8 @@ fn respond(mut s: std::net::TcpStream, answer: &[u8]) -> String {
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
         }
     }
+    keep(String::from_utf8_lossy(&buf).into_owned());
     let _ = s.write_all(answer);
-    String::from_utf8_lossy(&buf).into_owned()
 }
 
 impl Drop for LoopbackServer {

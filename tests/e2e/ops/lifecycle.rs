@@ -15,8 +15,11 @@ fn sigterm_drains_an_in_flight_request_then_exits_0() {
     let up = Upstream::https("httpbin.test").start(&net);
     let mut px = allowing(&net, "httpbin.test");
 
-    let slow = Curl::get("https://httpbin.test/delay/2").via(&px).spawn();
-    up.wait_for_request(|r| r.path() == "/delay/2");
+    let slow = Curl::get("https://httpbin.test/delay/6").via(&px).spawn();
+    up.wait_for_request(|r| r.path() == "/delay/6");
+    // What follows must happen while the upstream still holds that answer (6 s): a
+    // connection, a request, the signal, a metrics probe, each a process or a round trip
+    // on a loaded machine.
     // A keep-alive client connection, idle when the signal comes.
     let mut idle = KeepAlive::open(px.http_addr(), Duration::from_secs(10));
     assert!(idle
@@ -53,8 +56,8 @@ fn sigterm_drains_an_in_flight_request_then_exits_0() {
     // ...and the in-flight one completes.
     let (r, _) = slow.finish();
     assert_eq!(r.status, 200, "{r}");
-    assert!(r.body.contains("/delay/2"), "the whole body arrived: {r}");
-    let rec = px.wait_for_audit(|a| a.path() == Some("/delay/2"));
+    assert!(r.body.contains("/delay/6"), "the whole body arrived: {r}");
+    let rec = px.wait_for_audit(|a| a.path() == Some("/delay/6"));
     assert!(rec.is_allowed(), "{rec}");
 
     let status = wait_until(Duration::from_secs(15), "the proxy to exit", || {

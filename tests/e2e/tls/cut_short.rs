@@ -19,7 +19,7 @@ fn a_response_body_the_client_stops_receiving_is_marked_in_its_record() {
     require_root!();
     let (_net, up, px) = mitm_with("httpbin.test");
     // A chunked stream (one line every 200 ms for 40 s) and a Content-Length body read at
-    // 64 KiB/s (100 MiB, so several minutes): curl gives up on both after 2 s, mid-body.
+    // 64 KiB/s (100 MiB, so several minutes): curl gives up on both after 4 s, mid-body.
     // Each case its own path, so that each finds its own record.
     let cases = [
         ("/stream/200", "?interval_ms=200", &[][..], "--http1.1"),
@@ -43,7 +43,7 @@ fn a_response_body_the_client_stops_receiving_is_marked_in_its_record() {
             let r = Curl::get(&up.url(&format!("{path}{query}")))
                 .args([version])
                 .args(extra.iter().copied())
-                .max_time(2)
+                .max_time(4)
                 .via(&px)
                 .run();
             assert_eq!(r.exit, 28, "{what}: curl gave up mid-body: {}", r.stderr);

@@ -80,8 +80,10 @@ impl CurlStream {
             std::thread::sleep(Duration::from_millis(5));
         };
         let elapsed = self.started.elapsed();
-        // Let the reader threads see EOF.
-        std::thread::sleep(Duration::from_millis(30));
+        // Everything curl wrote, read to the end (5 s at most: a child of its own could hold
+        // the pipes).
+        self.body.wait_closed(Duration::from_secs(5));
+        self.stderr.wait_closed(Duration::from_secs(5));
         let heads = std::fs::read_to_string(&self.head_path).unwrap_or_default();
         let headers = last_header_block(&heads);
         let status_code = heads

@@ -45,7 +45,7 @@ impl ProxyProcess {
             .collect();
         loop {
             if let Some(status) = self.child.try_status() {
-                std::thread::sleep(Duration::from_millis(50));
+                self.wait_output_read();
                 return Err(format!(
                     "iron-proxy exited during startup ({status}); config:\n{}\noutput:\n{}",
                     std::fs::read_to_string(&self.config_path).unwrap_or_default(),
@@ -202,9 +202,20 @@ impl ProxyProcess {
         self.child.try_status().is_none()
     }
 
-    /// Stops the proxy (SIGTERM, then SIGKILL) and returns its exit status.
+    /// Stops the proxy (SIGTERM, then SIGKILL) and returns its exit status, once its output
+    /// has been read to the end.
     pub fn stop(&mut self) -> Option<ExitStatus> {
-        self.child.stop(Duration::from_secs(5))
+        let status = self.child.stop(Duration::from_secs(5));
+        self.wait_output_read();
+        status
+    }
+
+    /// After the process has ended: waits (5 s at most) until its stdout and stderr have been
+    /// read to their end, so that [`ProxyProcess::logs`] holds its last lines.
+    pub(super) fn wait_output_read(&self) {
+        let bound = Duration::from_secs(5);
+        self.stderr.wait_closed(bound);
+        self.stdout.wait_closed(bound);
     }
 
     /// Every output line so far: stderr, then stdout.
@@ -243,6 +254,33 @@ impl ProxyProcess {
     /// Waits (up to 10 s) for an audit record matching `pred`.
     pub fn wait_for_audit(&self, pred: impl Fn(&AuditRecord) -> bool) -> AuditRecord {
         self.wait_for_audit_within(Duration::from_secs(10), pred)
+    }
+
+    /// Waits (up to 10 s) until `n` audit records match `pred` (the proxy writes a record
+    /// after the client may have exited) and returns the records then; panics with every
+    /// record seen when fewer match. More than `n` are returned as they are, for the caller
+    /// to count.
+    pub fn wait_for_audits(
+        &self,
+        n: usize,
+        pred: impl Fn(&AuditRecord) -> bool,
+    ) -> Vec<AuditRecord> {
+        let timeout = Duration::from_secs(10);
+        let deadline = Instant::now() + timeout;
+        loop {
+            let audit = self.audit();
+            let found: Vec<AuditRecord> = audit.iter().filter(|r| pred(r)).cloned().collect();
+            if found.len() >= n {
+                return found;
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "{} of {n} matching audit records within {timeout:?}; records so far:\n{audit}",
+                    found.len()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Waits up to `timeout` for an audit record matching `pred`; panics with every record
