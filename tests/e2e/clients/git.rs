@@ -268,7 +268,9 @@ fn libcurl_reads_past_eof() -> Option<String> {
         parts.get(1).copied().unwrap_or(0),
         parts.get(2).copied().unwrap_or(0),
     );
-    ((7, 84, 0) <= numeric && numeric < (8, 5, 0)).then_some(version)
+    ((7, 84, 0)..(8, 5, 0))
+        .contains(&numeric)
+        .then_some(version)
 }
 
 /// The origin's requests so far, as `METHOD path?query [encoding] [framing]` lines, for
