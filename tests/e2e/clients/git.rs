@@ -258,19 +258,25 @@ fn libcurl_reads_past_eof() -> Option<String> {
                 .find_map(|w| w.strip_prefix("libcurl/"))
                 .map(str::to_string)
         })?;
+    reads_past_eof(&version).then_some(version)
+}
+
+/// Whether libcurl `version` (`7.88.1`, `8.5.0-DEV`) is one of 7.84.0 up to 8.5.0.
+fn reads_past_eof(version: &str) -> bool {
     let parts: Vec<u32> = version
         .trim()
         .split('.')
         .map_while(|p| p.parse().ok())
         .collect();
+    let Some(&major) = parts.first() else {
+        return false;
+    };
     let numeric = (
-        parts.first().copied()?,
+        major,
         parts.get(1).copied().unwrap_or(0),
         parts.get(2).copied().unwrap_or(0),
     );
-    ((7, 84, 0)..(8, 5, 0))
-        .contains(&numeric)
-        .then_some(version)
+    ((7, 84, 0)..(8, 5, 0)).contains(&numeric)
 }
 
 /// The origin's requests so far, as `METHOD path?query [encoding] [framing]` lines, for
@@ -586,6 +592,26 @@ fn assert_origin_saw_the_real_token(origin: &Origin) {
             format!("x-access-token:{REAL_TOKEN}"),
             "{r}"
         );
+    }
+}
+
+/// The libcurl versions whose HTTP/2 uploads can deadlock git: 7.84.0 up to, not including,
+/// 8.5.0.
+#[test]
+fn the_libcurl_versions_that_read_past_the_end_of_an_upload() {
+    for (version, yes) in [
+        ("7.81.0", false),
+        ("7.83.1", false),
+        ("7.84.0", true),
+        ("7.88.1", true),
+        ("8.4.0", true),
+        ("8.5.0", false),
+        ("8.10.1", false),
+        ("7.88.1-DEV", true),
+        ("", false),
+        ("unknown", false),
+    ] {
+        assert_eq!(reads_past_eof(version), yes, "{version:?}");
     }
 }
 
