@@ -137,12 +137,7 @@ pub async fn collect_all(mut body: Body, limit: usize) -> Result<Collected, Buff
 pub fn with_trailers(bytes: Bytes, trailers: Option<http::HeaderMap>) -> Body {
     match trailers {
         None => full(bytes),
-        Some(t) => Prefixed {
-            first: (!bytes.is_empty()).then_some(bytes),
-            rest: None,
-            trailers: Some(t),
-        }
-        .boxed(),
+        Some(t) => Prefixed::new(bytes, Some(t), None).boxed(),
     }
 }
 
@@ -204,11 +199,7 @@ pub async fn read_prefix(
     let bytes = buf.freeze();
     let complete = ended || body.is_end_stream();
     let rest = if ended { None } else { Some(body) };
-    let body = Prefixed {
-        first: (!bytes.is_empty()).then(|| bytes.clone()),
-        rest,
-        trailers,
-    };
+    let body = Prefixed::new(bytes.clone(), trailers, rest);
     Ok(Prefix {
         bytes,
         body: body.boxed(),
@@ -216,11 +207,24 @@ pub async fn read_prefix(
     })
 }
 
-/// A body that yields `first`, then `rest`, then `trailers`.
+/// A body that yields the frames in `ahead` (read from the body already, or
+/// made here), then those of `rest`.
 struct Prefixed {
-    first: Option<Bytes>,
+    ahead: std::collections::VecDeque<Result<http_body::Frame<Bytes>, BoxError>>,
     rest: Option<Body>,
-    trailers: Option<http::HeaderMap>,
+}
+
+impl Prefixed {
+    /// `first` (when not empty), then `trailers` (when there are any), then `rest`.
+    fn new(first: Bytes, trailers: Option<http::HeaderMap>, rest: Option<Body>) -> Self {
+        let ahead = (!first.is_empty())
+            .then(|| http_body::Frame::data(first))
+            .into_iter()
+            .chain(trailers.map(http_body::Frame::trailers))
+            .map(Ok)
+            .collect();
+        Prefixed { ahead, rest }
+    }
 }
 
 impl http_body::Body for Prefixed {
@@ -231,36 +235,34 @@ impl http_body::Body for Prefixed {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
-        if let Some(b) = self.first.take() {
-            return std::task::Poll::Ready(Some(Ok(http_body::Frame::data(b))));
+        if let Some(frame) = self.ahead.pop_front() {
+            return std::task::Poll::Ready(Some(frame));
         }
-        if let Some(rest) = self.rest.as_mut() {
-            return std::pin::Pin::new(rest).poll_frame(cx);
+        match self.rest.as_mut() {
+            Some(rest) => std::pin::Pin::new(rest).poll_frame(cx),
+            None => std::task::Poll::Ready(None),
         }
-        std::task::Poll::Ready(
-            self.trailers
-                .take()
-                .map(|t| Ok(http_body::Frame::trailers(t))),
-        )
     }
 
     fn is_end_stream(&self) -> bool {
-        self.first.is_none()
-            && self.trailers.is_none()
-            && self.rest.as_ref().is_none_or(|r| r.is_end_stream())
+        self.ahead.is_empty() && self.rest.as_ref().is_none_or(|r| r.is_end_stream())
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
-        let first = self.first.as_ref().map_or(0, |b| b.len() as u64);
+        let ahead: u64 = self
+            .ahead
+            .iter()
+            .filter_map(|f| f.as_ref().ok()?.data_ref().map(|d| d.len() as u64))
+            .sum();
         let mut hint = match &self.rest {
             Some(r) => r.size_hint(),
             None => http_body::SizeHint::with_exact(0),
         };
         // Upper first: set_lower refuses a lower bound above the upper one.
         if let Some(upper) = hint.upper() {
-            hint.set_upper(upper + first);
+            hint.set_upper(upper + ahead);
         }
-        hint.set_lower(hint.lower() + first);
+        hint.set_lower(hint.lower() + ahead);
         hint
     }
 }

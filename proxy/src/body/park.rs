@@ -271,52 +271,11 @@ pub async fn gather_small(mut body: Body) -> Body {
     if frames.is_empty() {
         return body;
     }
-    Gathered {
-        frames,
-        inner: body,
+    super::Prefixed {
+        ahead: frames,
+        rest: Some(body),
     }
     .boxed()
-}
-
-/// See [`gather_small`]: the frames read ahead, then the rest.
-struct Gathered {
-    frames: std::collections::VecDeque<Result<http_body::Frame<Bytes>, BoxError>>,
-    inner: Body,
-}
-
-impl http_body::Body for Gathered {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
-        let this = self.get_mut();
-        match this.frames.pop_front() {
-            Some(frame) => Poll::Ready(Some(frame)),
-            None => Pin::new(&mut this.inner).poll_frame(cx),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.frames.is_empty() && self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        let queued: u64 = self
-            .frames
-            .iter()
-            .filter_map(|f| f.as_ref().ok()?.data_ref().map(|d| d.len() as u64))
-            .sum();
-        let inner = self.inner.size_hint();
-        let mut hint = http_body::SizeHint::new();
-        hint.set_lower(inner.lower() + queued);
-        if let Some(upper) = inner.upper() {
-            hint.set_upper(upper + queued);
-        }
-        hint
-    }
 }
 
 /// Reads what is left of an answered upload on its own task (see
