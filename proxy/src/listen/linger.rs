@@ -11,7 +11,12 @@
 //! nginx's `lingering_close`.
 //!
 //! A connection the client closed first (a read returned end of stream) has
-//! nothing left to drain and is closed at once, which is the common case.
+//! nothing left to drain and is closed at once, which is the common case. So
+//! is one whose reads failed (a reset, or a TLS client that closed its socket
+//! without `close_notify`, as Python's `ssl` does): nothing more will arrive,
+//! and no answer can reach the client any more. A connection whose write
+//! side cannot be shut because the client has gone (`ENOTCONN`) is not
+//! read from either.
 
 use std::io;
 use std::pin::Pin;
@@ -28,7 +33,8 @@ const LINGER_QUIET: Duration = Duration::from_secs(2);
 /// A client connection that drains before it closes; see the module docs.
 pub struct Linger<I: AsyncRead + AsyncWrite + Unpin + Send + 'static> {
     io: Option<I>,
-    /// A read returned end of stream: the client is done sending.
+    /// A read returned end of stream (the client is done sending) or failed
+    /// (nothing more will arrive): there is nothing to drain.
     eof: bool,
 }
 
@@ -69,7 +75,13 @@ impl<I: AsyncRead + AsyncWrite + Unpin + Send + 'static> Drop for Linger<I> {
 /// goes quiet for [`LINGER_QUIET`], or [`LINGER_FOR`] has passed. Returns the
 /// bytes thrown away.
 pub async fn drain<I: AsyncRead + AsyncWrite + Unpin>(mut io: I) -> u64 {
-    let _ = io.shutdown().await;
+    if let Err(e) = io.shutdown().await {
+        if e.kind() == io::ErrorKind::NotConnected {
+            // The client has gone (it reset, or closed before our shutdown):
+            // there is no one left to send anything.
+            return 0;
+        }
+    }
     let mut discarded = 0u64;
     let mut buf = vec![0u8; 16 * 1024];
     let until = tokio::time::Instant::now() + LINGER_FOR;
@@ -94,10 +106,10 @@ impl<I: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncRead for Linger<I>
         let before = buf.filled().len();
         let wanted = buf.remaining() > 0;
         let polled = self.io().poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = polled {
-            if wanted && buf.filled().len() == before {
-                self.eof = true;
-            }
+        match &polled {
+            Poll::Ready(Ok(())) if wanted && buf.filled().len() == before => self.eof = true,
+            Poll::Ready(Err(_)) => self.eof = true,
+            _ => {}
         }
         polled
     }

@@ -108,3 +108,74 @@ async fn draining_stops_when_the_client_goes_quiet_or_time_is_up() {
     assert!((9..=11).contains(&discarded), "{discarded}");
     chatter.abort();
 }
+
+/// A stream whose reads fail with `read_err` and whose shutdown fails with
+/// `shutdown_err`; counts the reads.
+struct Broken {
+    read_err: io::ErrorKind,
+    shutdown_err: io::ErrorKind,
+    reads: usize,
+}
+
+impl AsyncRead for Broken {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        _: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        self.reads += 1;
+        Poll::Ready(Err(self.read_err.into()))
+    }
+}
+
+impl AsyncWrite for Broken {
+    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, b: &[u8]) -> Poll<io::Result<usize>> {
+        Poll::Ready(Ok(b.len()))
+    }
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Err(self.shutdown_err.into()))
+    }
+}
+
+#[tokio::test]
+async fn a_failed_read_means_nothing_is_left_to_drain() {
+    for kind in [
+        io::ErrorKind::ConnectionReset,
+        io::ErrorKind::UnexpectedEof,
+        io::ErrorKind::InvalidData,
+    ] {
+        let mut io = Linger::new(Broken {
+            read_err: kind,
+            shutdown_err: io::ErrorKind::NotConnected,
+            reads: 0,
+        });
+        let mut buf = [0u8; 16];
+        let err = io.read(&mut buf).await.expect_err("the read fails");
+        assert_eq!(err.kind(), kind);
+        assert!(io.eof, "{kind:?} is the end of what the client sends");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_client_gone_before_the_shutdown_is_not_read_from() {
+    let started = tokio::time::Instant::now();
+    let mut gone = Broken {
+        read_err: io::ErrorKind::ConnectionReset,
+        shutdown_err: io::ErrorKind::NotConnected,
+        reads: 0,
+    };
+    assert_eq!(drain(&mut gone).await, 0);
+    assert_eq!(gone.reads, 0, "no read after ENOTCONN");
+    assert_eq!(started.elapsed(), Duration::ZERO);
+    // Another shutdown error still drains (here, the read fails at once).
+    let mut other = Broken {
+        read_err: io::ErrorKind::ConnectionReset,
+        shutdown_err: io::ErrorKind::BrokenPipe,
+        reads: 0,
+    };
+    assert_eq!(drain(&mut other).await, 0);
+    assert_eq!(other.reads, 1);
+}
