@@ -219,11 +219,18 @@ fn refused(
 
 /// Spawns `serve`, the task of an admitted connection, holding `permit`
 /// for as long as it runs; [`Permitted`] takes a share of it.
+///
+/// `serve` is boxed first. A connection's future is some 12 KiB (the TLS
+/// handshake, hyper's connection and the exchange, all inline), and tokio
+/// moves a task's future by value several times as it spawns and finishes
+/// it (into the task cell, and each stage change writes the whole stage):
+/// about 100 KB copied per connection, where the box makes it one copy and
+/// pointer moves after that (docs/benchmarks.md, round 28).
 pub(crate) fn spawn<F>(permit: Arc<Permit>, serve: F)
 where
     F: std::future::Future<Output = ()> + Send + 'static,
 {
-    tokio::spawn(PERMIT.scope(permit, serve));
+    tokio::spawn(PERMIT.scope(permit, Box::pin(serve)));
 }
 
 /// An I/O stream that holds its connection's permit (the one of the task

@@ -235,12 +235,13 @@ async fn connect(mut req: Request<Incoming>, remote: SocketAddr, intake: Intake)
         Err(refusal) => return refusal,
     };
     let on_upgrade = hyper::upgrade::on(&mut req);
-    tokio::spawn(async move {
+    // Boxed, as in `per_client::spawn`: the tunnel's future is large.
+    tokio::spawn(Box::pin(async move {
         match on_upgrade.await {
             Ok(up) => intake.serve(TokioIo::new(up), conn, dest).await,
             Err(e) => tracing::debug!(error = %e, "CONNECT upgrade failed"),
         }
-    });
+    }));
     Response::new(body::empty())
 }
 
