@@ -42,19 +42,24 @@ pub(crate) const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// the bytes read, or `None` when the client sent nothing usable in time.
 /// hyper's own version detection has no deadline, so without this a client
 /// that connects and stays silent would hold its connection forever.
+/// The room each read of [`read_first_bytes`] offers.
+const FIRST_READ: usize = 4096;
+
 pub(crate) async fn read_first_bytes<I>(io: &mut I, timeout: Duration) -> Option<Vec<u8>>
 where
     I: AsyncRead + Unpin,
 {
     let read = async {
+        // Read straight into the heap: a buffer on the stack would live in
+        // the connection's future (4 KiB more for every connection, idle ones
+        // included) and cost a copy.
         let mut buf = Vec::new();
-        let mut chunk = [0u8; 4096];
         while buf.len() < H2_PREFACE.len() && H2_PREFACE.starts_with(&buf) {
-            let n = io.read(&mut chunk).await.ok()?;
+            buf.reserve(FIRST_READ);
+            let n = io.read_buf(&mut buf).await.ok()?;
             if n == 0 {
                 return None;
             }
-            buf.extend_from_slice(&chunk[..n]);
         }
         Some(buf)
     };

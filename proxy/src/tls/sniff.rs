@@ -11,7 +11,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes};
+use bytes::{Buf, BufMut, Bytes};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 
 /// The largest ClientHello accepted: handshake header plus body, across records.
@@ -256,6 +256,9 @@ fn parse_alpn(data: &[u8]) -> Result<Vec<String>, &'static str> {
     Ok(protocols)
 }
 
+/// The most one read of [`peek_client_hello`] takes.
+const READ_CHUNK: usize = 4096;
+
 /// Reads from `stream` until [`sniff`] decides, at most `max` bytes, within
 /// `timeout` overall. Returns the verdict and every byte read; replay them
 /// with [`PrefixedStream::new`] before using the stream.
@@ -270,19 +273,20 @@ pub async fn peek_client_hello<S>(
 where
     S: AsyncRead + Unpin + ?Sized,
 {
-    let mut buf = Vec::with_capacity(max.min(4096));
+    let mut buf = Vec::with_capacity(max.min(READ_CHUNK));
     let read_all = async {
-        let mut chunk = [0u8; 4096];
         loop {
-            let room = max.saturating_sub(buf.len()).min(chunk.len());
+            let room = max.saturating_sub(buf.len()).min(READ_CHUNK);
             if room == 0 {
                 return Err(SniffError::TooLarge(max));
             }
-            let n = stream.read(&mut chunk[..room]).await?;
+            // Straight into the heap, at most `room` bytes: a chunk on the
+            // stack would sit in every connection's future and cost a copy.
+            buf.reserve(room);
+            let n = stream.read_buf(&mut (&mut buf).limit(room)).await?;
             if n == 0 {
                 return Err(SniffError::Closed(buf.len()));
             }
-            buf.extend_from_slice(&chunk[..n]);
             match sniff(&buf) {
                 Sniff::NeedMore => continue,
                 verdict => return Ok(verdict),
@@ -343,6 +347,11 @@ impl<S: AsyncRead> AsyncRead for PrefixedStream<S> {
             let n = this.prefix.len().min(buf.remaining());
             buf.put_slice(&this.prefix[..n]);
             this.prefix.advance(n);
+            if this.prefix.is_empty() {
+                // Replayed: let go of the buffer it was read into (a few KiB
+                // of capacity that a long-lived connection would keep).
+                *this.prefix = Bytes::new();
+            }
             return Poll::Ready(Ok(()));
         }
         this.inner.poll_read(cx, buf)

@@ -375,3 +375,30 @@ async fn prefixed_stream_into_parts_returns_the_unread_prefix() {
     let (rest, _inner) = s.into_parts();
     assert_eq!(&rest[..], b"cdef");
 }
+
+#[tokio::test]
+async fn prefixed_stream_lets_go_of_the_prefix_once_replayed() {
+    let (mut client, server) = tokio::io::duplex(16);
+    let mut held = Vec::with_capacity(4096);
+    held.extend_from_slice(b"abcdef");
+    let held = Bytes::from(held);
+    let mut s = PrefixedStream::new(held.clone(), server);
+    let mut some = [0u8; 4];
+    s.read_exact(&mut some).await.expect("read");
+    assert!(
+        !held.is_unique(),
+        "still replaying: the stream shares the buffer"
+    );
+    let mut rest = [0u8; 2];
+    s.read_exact(&mut rest).await.expect("read");
+    assert_eq!(&rest, b"ef");
+    assert!(
+        held.is_unique(),
+        "replayed: the stream no longer keeps the buffer"
+    );
+    // Reads go on from the inner stream.
+    client.write_all(b"gh").await.expect("write");
+    let mut next = [0u8; 2];
+    s.read_exact(&mut next).await.expect("read");
+    assert_eq!(&next, b"gh");
+}
