@@ -37,14 +37,14 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// The HTTP/2 connection preface; its prefix decides between HTTP/1 and HTTP/2.
 pub(crate) const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
+/// The room each read of [`read_first_bytes`] offers.
+const FIRST_READ: usize = 4096;
+
 /// Reads until the bytes decide HTTP/1 versus HTTP/2 (a byte that differs
 /// from the HTTP/2 preface, or the whole preface), within `timeout`. Returns
 /// the bytes read, or `None` when the client sent nothing usable in time.
 /// hyper's own version detection has no deadline, so without this a client
 /// that connects and stays silent would hold its connection forever.
-/// The room each read of [`read_first_bytes`] offers.
-const FIRST_READ: usize = 4096;
-
 pub(crate) async fn read_first_bytes<I>(io: &mut I, timeout: Duration) -> Option<Vec<u8>>
 where
     I: AsyncRead + Unpin,
