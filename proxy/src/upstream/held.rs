@@ -30,7 +30,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
@@ -289,6 +289,9 @@ pub struct HeldSlot {
 struct SlotInner {
     held: Mutex<Option<Held>>,
     h2: OnceLock<OwnH2>,
+    /// The waker [`Driven`] polls the held connection with: a connection
+    /// put in the slot needs that first poll (see [`HeldSlot::hold`]).
+    waker: Mutex<Option<Waker>>,
 }
 
 impl Drop for SlotInner {
@@ -350,6 +353,17 @@ impl HeldSlot {
         if let Some(p) = previous {
             p.release();
         }
+        // Its last poll, if any, was with another waker (a pool check's, or
+        // another client connection's): the driving task must poll it.
+        let waker = self.inner.waker.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(w) = waker.as_ref() {
+            w.wake_by_ref();
+        }
+    }
+
+    /// Sets the waker the held connection is polled with (by [`drive`]).
+    fn set_waker(&self, waker: Waker) {
+        *self.inner.waker.lock().unwrap_or_else(|e| e.into_inner()) = Some(waker);
     }
 
     /// Drives the held connection's I/O: drops it once it has ended, and
@@ -371,24 +385,39 @@ impl HeldSlot {
     }
 }
 
-/// Records wake-ups that happen while [`Driven`] itself is polling, so it
-/// can poll again at once instead of rescheduling its task; other wake-ups
-/// go to the task.
-struct SelfWake {
+/// Which part of a [`Driven`] a wake-up is for: the client connection.
+const INNER: u8 = 1;
+/// Which part of a [`Driven`] a wake-up is for: the held upstream connection.
+const HELD: u8 = 2;
+
+/// The wake-ups of [`Driven`]'s two parts. A part's wake-up that happens
+/// while [`Driven`] is polling is served in that same poll, without
+/// rescheduling the task; any other wakes the task. Either way only the
+/// parts that were woken are polled again: a client connection waiting for
+/// its response is not polled when the upstream connection reads a chunk,
+/// and the upstream connection is not polled when the client sends more.
+struct Wakes {
     polling: AtomicBool,
-    woken: AtomicBool,
+    /// The parts woken since they were last polled ([`INNER`], [`HELD`]).
+    woken: AtomicU8,
     task: Mutex<Option<Waker>>,
 }
 
-impl Wake for SelfWake {
+/// The waker one part of a [`Driven`] is polled with.
+struct PartWake {
+    wakes: Arc<Wakes>,
+    part: u8,
+}
+
+impl Wake for PartWake {
     fn wake(self: Arc<Self>) {
         self.wake_by_ref();
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        self.woken.store(true, Ordering::SeqCst);
-        if !self.polling.load(Ordering::SeqCst) {
-            let task = self.task.lock().unwrap_or_else(|e| e.into_inner());
+        self.wakes.woken.fetch_or(self.part, Ordering::SeqCst);
+        if !self.wakes.polling.load(Ordering::SeqCst) {
+            let task = self.wakes.task.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(w) = task.as_ref() {
                 w.wake_by_ref();
             }
@@ -402,23 +431,34 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: F,
         slot: HeldSlot,
-        wake: Arc<SelfWake>,
-        waker: Waker,
+        wakes: Arc<Wakes>,
+        inner_waker: Waker,
+        held_waker: Waker,
     }
 }
 
 /// Runs `inner` (a client connection) and the upstream connection in `slot` in one task.
 pub fn drive<F: Future>(slot: HeldSlot, inner: F) -> Driven<F> {
-    let wake = Arc::new(SelfWake {
+    let wakes = Arc::new(Wakes {
         polling: AtomicBool::new(false),
-        woken: AtomicBool::new(false),
+        // The first poll polls both parts.
+        woken: AtomicU8::new(INNER | HELD),
         task: Mutex::new(None),
     });
+    let part = |part| {
+        Waker::from(Arc::new(PartWake {
+            wakes: wakes.clone(),
+            part,
+        }))
+    };
+    let (inner_waker, held_waker) = (part(INNER), part(HELD));
+    slot.set_waker(held_waker.clone());
     Driven {
         inner,
         slot,
-        waker: Waker::from(wake.clone()),
-        wake,
+        wakes,
+        inner_waker,
+        held_waker,
     }
 }
 
@@ -427,27 +467,47 @@ impl<F: Future> Future for Driven<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let mut this = self.project();
+        let wakes = &**this.wakes;
         {
-            let mut task = this.wake.task.lock().unwrap_or_else(|e| e.into_inner());
+            let mut task = wakes.task.lock().unwrap_or_else(|e| e.into_inner());
             if !task.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
                 *task = Some(cx.waker().clone());
             }
         }
-        let mut own = Context::from_waker(this.waker);
+        wakes.polling.store(true, Ordering::SeqCst);
+        let mut due = wakes.woken.swap(0, Ordering::SeqCst);
         for _ in 0..MAX_SELF_POLLS {
-            this.wake.woken.store(false, Ordering::SeqCst);
-            this.wake.polling.store(true, Ordering::SeqCst);
-            if let Poll::Ready(out) = this.inner.as_mut().poll(&mut own) {
-                this.wake.polling.store(false, Ordering::SeqCst);
-                return Poll::Ready(out);
+            if due & INNER != 0 {
+                due &= !INNER;
+                let mut own = Context::from_waker(this.inner_waker);
+                if let Poll::Ready(out) = this.inner.as_mut().poll(&mut own) {
+                    wakes.polling.store(false, Ordering::SeqCst);
+                    return Poll::Ready(out);
+                }
+                // A request it sent, or a connection it put in the slot,
+                // has woken the upstream part: served next, in this poll.
+                due |= wakes.woken.swap(0, Ordering::SeqCst);
             }
-            this.slot.poll_held(&mut own);
-            this.wake.polling.store(false, Ordering::SeqCst);
-            if !this.wake.woken.swap(false, Ordering::SeqCst) {
-                return Poll::Pending;
+            if due & HELD != 0 {
+                due &= !HELD;
+                this.slot
+                    .poll_held(&mut Context::from_waker(this.held_waker));
+                due |= wakes.woken.swap(0, Ordering::SeqCst);
+            }
+            if due == 0 {
+                wakes.polling.store(false, Ordering::SeqCst);
+                // A wake-up from another thread may have come in before
+                // `polling` was cleared, and not gone to the task.
+                due = wakes.woken.swap(0, Ordering::SeqCst);
+                if due == 0 {
+                    return Poll::Pending;
+                }
+                wakes.polling.store(true, Ordering::SeqCst);
             }
         }
-        // Still busy: let other tasks run, and come back.
+        // Still busy: let other tasks run, and come back for the parts due.
+        wakes.woken.fetch_or(due, Ordering::SeqCst);
+        wakes.polling.store(false, Ordering::SeqCst);
         cx.waker().wake_by_ref();
         Poll::Pending
     }

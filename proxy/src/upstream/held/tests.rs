@@ -302,6 +302,74 @@ fn wake_ups_during_a_poll_are_served_in_that_poll() {
     assert!(driven.as_mut().poll(&mut cx).is_ready());
 }
 
+/// A future that never completes: it counts its polls and keeps the waker
+/// of the last one.
+struct Waiting {
+    polls: Arc<AtomicUsize>,
+    waker: Arc<Mutex<Option<Waker>>>,
+}
+
+impl Future for Waiting {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        self.polls.fetch_add(1, Ordering::SeqCst);
+        *self.waker.lock().expect("lock") = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+#[test]
+fn only_the_part_woken_is_polled_again() {
+    let polls = Arc::new(AtomicUsize::new(0));
+    let inner_waker = Arc::new(Mutex::new(None));
+    let slot = HeldSlot::default();
+    let mut driven = Box::pin(drive(
+        slot.clone(),
+        Waiting {
+            polls: polls.clone(),
+            waker: inner_waker.clone(),
+        },
+    ));
+    let count = Arc::new(CountWake(AtomicUsize::new(0)));
+    let waker = Waker::from(count.clone());
+    let mut cx = Context::from_waker(&waker);
+    assert!(driven.as_mut().poll(&mut cx).is_pending());
+    assert_eq!(polls.load(Ordering::SeqCst), 1, "the first poll polls it");
+
+    // The upstream part woken, as its socket's readiness would: the task
+    // runs again, the client connection is not polled.
+    let held_waker = slot
+        .inner
+        .waker
+        .lock()
+        .expect("lock")
+        .clone()
+        .expect("set by drive");
+    held_waker.wake_by_ref();
+    assert_eq!(count.0.load(Ordering::SeqCst), 1, "the task was woken");
+    assert!(driven.as_mut().poll(&mut cx).is_pending());
+    assert_eq!(
+        polls.load(Ordering::SeqCst),
+        1,
+        "not polled for the upstream"
+    );
+
+    // Its own wake-up polls it.
+    let own = inner_waker
+        .lock()
+        .expect("lock")
+        .take()
+        .expect("registered");
+    own.wake();
+    assert_eq!(count.0.load(Ordering::SeqCst), 2, "the task was woken");
+    assert!(driven.as_mut().poll(&mut cx).is_pending());
+    assert_eq!(
+        polls.load(Ordering::SeqCst),
+        2,
+        "polled for its own wake-up"
+    );
+}
+
 #[tokio::test]
 async fn a_wake_up_from_elsewhere_reaches_the_task() {
     let notify = Arc::new(Notify::new());
