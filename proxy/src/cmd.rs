@@ -62,7 +62,19 @@ pub fn run(arg: &Path) -> ExitCode {
     for finding in config::lint(&cfg) {
         tracing::warn!(%finding, "configuration warning");
     }
+    // Read and checked here: tokio panics on a value it cannot parse.
+    let threads = match crate::listen::workers::thread_count(
+        std::env::var_os(crate::listen::workers::THREADS_VAR).as_deref(),
+    ) {
+        Ok(n) => n,
+        Err(e) => {
+            FlushStderr::now();
+            errln!("iron-proxy: {e}; not starting");
+            return ExitCode::FAILURE;
+        }
+    };
     let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
         .enable_all()
         .build()
     {

@@ -45,6 +45,42 @@ pub enum WorkersError {
     },
 }
 
+/// The environment variable that sets the number of connection workers and
+/// of the main runtime's threads (tokio's own name for it).
+pub const THREADS_VAR: &str = "TOKIO_WORKER_THREADS";
+
+/// `TOKIO_WORKER_THREADS` holds something other than a positive number.
+#[derive(Debug, thiserror::Error)]
+#[error("{THREADS_VAR}: expected a positive whole number of threads, got {value:?}")]
+pub struct ThreadCountError {
+    /// What the variable holds (lossily decoded).
+    pub value: String,
+}
+
+/// One thread per core (one when that cannot be told).
+fn per_core() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// The number of threads `value` (the `TOKIO_WORKER_THREADS` variable, if set)
+/// asks for: unset or empty means one per core. Checked here, once, because
+/// tokio panics on a value it cannot parse when it reads the variable itself.
+pub fn thread_count(value: Option<&std::ffi::OsStr>) -> Result<usize, ThreadCountError> {
+    let Some(value) = value else {
+        return Ok(per_core());
+    };
+    let text = value.to_string_lossy();
+    if text.trim().is_empty() {
+        return Ok(per_core());
+    }
+    match text.trim().parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(ThreadCountError {
+            value: text.into_owned(),
+        }),
+    }
+}
+
 /// The connection workers; cheap to clone.
 #[derive(Clone)]
 pub struct Workers {
@@ -110,13 +146,10 @@ impl Workers {
         })
     }
 
-    /// The number of workers from `TOKIO_WORKER_THREADS`, else one per core.
+    /// The number of workers from `TOKIO_WORKER_THREADS`, else one per core
+    /// (also when the variable is invalid: [`thread_count`] is what reports that).
     pub fn default_count() -> usize {
-        std::env::var("TOKIO_WORKER_THREADS")
-            .ok()
-            .and_then(|v| v.trim().parse::<usize>().ok())
-            .filter(|n| *n > 0)
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        thread_count(std::env::var_os(THREADS_VAR).as_deref()).unwrap_or_else(|_| per_core())
     }
 
     /// How many workers there are.
@@ -284,5 +317,23 @@ mod tests {
             .await
             .expect("stop");
         assert!(dropped.load(Ordering::SeqCst), "the task was dropped");
+    }
+
+    #[test]
+    fn the_thread_count_is_a_positive_number_or_one_per_core() {
+        use std::ffi::OsStr;
+        let cores = per_core();
+        assert_eq!(thread_count(None).expect("unset"), cores);
+        assert_eq!(thread_count(Some(OsStr::new(""))).expect("empty"), cores);
+        assert_eq!(thread_count(Some(OsStr::new(" 3 "))).expect("3"), 3);
+        for bad in ["0", "abc", "-1", "1.5", "2 threads"] {
+            let err = thread_count(Some(OsStr::new(bad))).expect_err(bad);
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "TOKIO_WORKER_THREADS: expected a positive whole number of threads, got {bad:?}"
+                )
+            );
+        }
     }
 }

@@ -1,5 +1,7 @@
 //! Shutdown: SIGTERM stops accepting, drains the in-flight request, exits 0; a second signal
-//! ends the grace period, and the records of the exchanges it cuts say so.
+//! ends the grace period, and the records of the exchanges it cuts say so. Startup:
+//! `TOKIO_WORKER_THREADS` sets the thread counts, and a value that is not a positive number
+//! stops startup with an error naming it.
 
 use std::time::Duration;
 
@@ -226,4 +228,56 @@ fn allowing(net: &FakeInternet, host: &str) -> ProxyProcess {
     ))
     .resolver(net)
     .start()
+}
+
+/// The names of `pid`'s threads.
+fn thread_names(pid: u32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("the proxy's threads")
+        .filter_map(|t| {
+            let path = t.ok()?.path().join("comm");
+            Some(std::fs::read_to_string(path).ok()?.trim().to_string())
+        })
+        .collect()
+}
+
+const SNI_ONLY: &str = "tls:\n  mode: sni-only\ntransforms:\n  - name: allowlist\n    config:\n      domains: [\"api.test\"]\n";
+
+#[test]
+fn tokio_worker_threads_sets_the_connection_workers_and_the_main_runtime() {
+    // Three: not what one per core gives on the usual 1-, 2- or 4-core runner.
+    let proxy = Proxy::with(SNI_ONLY)
+        .env("TOKIO_WORKER_THREADS", " 3 ")
+        .start();
+    let names = thread_names(proxy.pid());
+    let count = |prefix: &str| names.iter().filter(|n| n.starts_with(prefix)).count();
+    assert_eq!(count("iron-conn-"), 3, "connection workers: {names:?}");
+    assert_eq!(count("tokio-rt-worker"), 3, "main runtime: {names:?}");
+}
+
+#[test]
+fn an_invalid_tokio_worker_threads_stops_startup_naming_it() {
+    let dir = paths::scratch_dir("worker-threads");
+    let file = dir.path().join("proxy.yaml");
+    std::fs::write(&file, SNI_ONLY).expect("writing the config");
+    for bad in ["abc", "0", "-1"] {
+        let out = process::run_with_timeout(
+            "iron-proxy",
+            std::process::Command::new(paths::iron_proxy_bin())
+                .arg("-config")
+                .arg(&file)
+                .env("TOKIO_WORKER_THREADS", bad),
+            Duration::from_secs(30),
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.exit, 1, "{bad}: {stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "iron-proxy: TOKIO_WORKER_THREADS: expected a positive whole number of threads, \
+                 got {bad:?}; not starting"
+            )),
+            "{bad}: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{bad}: {stderr}");
+    }
 }
