@@ -70,14 +70,14 @@ pub fn thread_count(value: Option<&std::ffi::OsStr>) -> Result<usize, ThreadCoun
         return Ok(per_core());
     };
     let text = value.to_string_lossy();
-    if text.trim().is_empty() {
-        return Ok(per_core());
-    }
-    match text.trim().parse::<usize>() {
-        Ok(n) if n > 0 => Ok(n),
-        _ => Err(ThreadCountError {
-            value: text.into_owned(),
-        }),
+    match text.trim() {
+        "" => Ok(per_core()),
+        n => match n.parse::<usize>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => Err(ThreadCountError {
+                value: text.into_owned(),
+            }),
+        },
     }
 }
 
