@@ -54,6 +54,10 @@ pub fn run(arg: &Path) -> ExitCode {
     // Whatever way `run` returns, the queued log lines and audit records go
     // out first (boundedly: a stuck stderr does not hold the exit forever).
     let _flush = FlushStderr;
+    if let Some(keep) = crate::rep_movsb::kept() {
+        let threshold = crate::rep_movsb::describe(keep);
+        tracing::debug!(%threshold, "glibc REP MOVSB copy threshold");
+    }
     match crate::ops::fd_limit::raise() {
         Ok(Some(r)) => tracing::info!(from = r.from, to = r.to, "raised the open-file limit"),
         Ok(None) => {}

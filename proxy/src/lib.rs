@@ -25,6 +25,7 @@ pub mod mcp;
 pub mod ops;
 pub mod pipeline;
 pub mod read_cap;
+pub mod rep_movsb;
 pub mod resident;
 pub mod rules;
 pub mod secrets;

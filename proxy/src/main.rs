@@ -125,7 +125,11 @@ fn main() -> ExitCode {
     };
     match cli.command {
         None | Some(Command::Run) => match need_config(&cli) {
-            Ok(path) => iron_proxy::cmd::run(&path),
+            Ok(path) => {
+                // Before any thread starts; see the module's docs.
+                iron_proxy::rep_movsb::reexec_if_needed();
+                iron_proxy::cmd::run(&path)
+            }
             Err(code) => code,
         },
         Some(Command::Validate { strict }) => match need_config(&cli) {

@@ -1,7 +1,9 @@
 //! Shutdown: SIGTERM stops accepting, drains the in-flight request, exits 0; a second signal
 //! ends the grace period, and the records of the exchanges it cuts say so. Startup:
 //! `TOKIO_WORKER_THREADS` sets the thread counts, and a value that is not a positive number
-//! stops startup with an error naming it.
+//! stops startup with an error naming it. On an AMD CPU with FSRM and a glibc before 2.40 the
+//! proxy executes itself again with glibc's `REP MOVSB` threshold raised, keeping its PID,
+//! arguments, environment and any threshold the operator set.
 
 use std::time::Duration;
 
@@ -279,5 +281,125 @@ fn an_invalid_tokio_worker_threads_stops_startup_naming_it() {
             "{bad}: {stderr}"
         );
         assert!(!stderr.contains("panicked"), "{bad}: {stderr}");
+    }
+}
+
+/// Whether this host is one the proxy raises glibc's `REP MOVSB` threshold on, found the way an
+/// operator would (`/proc/cpuinfo`, `getconf`), not the way the proxy does (CPUID, glibc's own
+/// version call).
+fn rep_movsb_host() -> bool {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").expect("/proc/cpuinfo");
+    let field = |name: &str| {
+        cpuinfo
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, v)| v.trim().to_string())
+            .unwrap_or_default()
+    };
+    let amd_fsrm = field("vendor_id") == "AuthenticAMD"
+        && field("flags").split_whitespace().any(|f| f == "fsrm");
+    let out = std::process::Command::new("getconf")
+        .arg("GNU_LIBC_VERSION")
+        .output()
+        .expect("getconf");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let old_glibc = text
+        .trim()
+        .strip_prefix("glibc ")
+        .and_then(|v| {
+            let mut parts = v.split('.');
+            let major: u32 = parts.next()?.parse().ok()?;
+            let minor: u32 = parts.next()?.parse().ok()?;
+            Some((major, minor) < (2, 40))
+        })
+        .unwrap_or(false);
+    amd_fsrm && old_glibc
+}
+
+/// `pid`'s environment as the kernel holds it: `NAME=value` entries, each ended by a NUL.
+fn environ(pid: u32) -> Vec<u8> {
+    std::fs::read(format!("/proc/{pid}/environ")).expect("the proxy's environment")
+}
+
+/// Whether `environ` holds exactly one `name=value` entry for `name`, and it is `value`. glibc
+/// before 2.39 parses `GLIBC_TUNABLES` in place, ending each `name=value` pair of it with a NUL
+/// where the `:` was, so a `:` of `value` may read as a NUL there.
+fn has_var(environ: &[u8], name: &str, value: &str) -> bool {
+    let head = format!("{name}=");
+    let starts: Vec<usize> = std::iter::once(0)
+        .chain(
+            environ
+                .iter()
+                .enumerate()
+                .filter(|(_, &b)| b == 0)
+                .map(|(i, _)| i + 1),
+        )
+        .filter(|&i| environ[i..].starts_with(head.as_bytes()))
+        .collect();
+    let [start] = starts[..] else {
+        return false;
+    };
+    let rest = &environ[start + head.len()..];
+    rest.len() > value.len()
+        && value
+            .bytes()
+            .zip(rest)
+            .all(|(want, &got)| got == want || (want == b':' && got == 0))
+        && rest[value.len()] == 0
+}
+
+#[test]
+fn glibc_rep_movsb_threshold_is_raised_on_affected_hosts_and_an_operators_value_kept() {
+    require_root!();
+    let ours = "glibc.cpu.x86_rep_movsb_threshold=4194304";
+    let affected = rep_movsb_host();
+    let cases = [
+        // (GLIBC_TUNABLES given, what the running proxy has on an affected host)
+        ("", ours.to_string()),
+        (
+            "glibc.malloc.arena_max=2",
+            format!("glibc.malloc.arena_max=2:{ours}"),
+        ),
+        (
+            "glibc.cpu.x86_rep_movsb_threshold=2112",
+            "glibc.cpu.x86_rep_movsb_threshold=2112".to_string(),
+        ),
+    ];
+    for (given, raised) in cases {
+        let px = Proxy::with(format!("{SNI_ONLY}log:\n  level: debug\n"))
+            .env("GLIBC_TUNABLES", given)
+            .env("IRON_TEST_MARK", "kept")
+            .start();
+        let env = environ(px.pid());
+        let want = if affected { raised } else { given.to_string() };
+        assert!(
+            has_var(&env, "GLIBC_TUNABLES", &want),
+            "given {given:?}, want {want:?} (affected host: {affected}): {:?}",
+            String::from_utf8_lossy(&env)
+        );
+        assert!(
+            has_var(&env, "IRON_TEST_MARK", "kept"),
+            "the rest of the environment is kept: {:?}",
+            String::from_utf8_lossy(&env)
+        );
+        let cmdline = std::fs::read(format!("/proc/{}/cmdline", px.pid())).expect("cmdline");
+        let args: Vec<String> = cmdline
+            .split(|&b| b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        assert_eq!(
+            args[1..],
+            ["-config", &px.config_path().display().to_string()][..],
+            "arguments kept: {args:?}"
+        );
+        // The process serves: its listeners answered before start() returned, and its
+        // startup log says which threshold it runs with.
+        let line = px.wait_for_log(|l| l.contains("glibc REP MOVSB copy threshold"));
+        if affected {
+            let pair = want.rsplit(':').next().expect("a pair");
+            assert!(line.contains(pair), "{line}");
+        }
     }
 }

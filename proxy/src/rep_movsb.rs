@@ -1,0 +1,273 @@
+//! glibc's `REP MOVSB` copies on AMD Zen 3 and later, turned off at startup.
+//!
+//! glibc before 2.40 copies blocks of 2 KiB and more (`memcpy`, `memmove`)
+//! with `REP MOVSB` on CPUs that announce fast string moves (FSRM). On AMD
+//! Zen 3, 4 and 5 that instruction runs 10 to 20 times slower when the
+//! destination sits a few bytes after the source's alignment (glibc bug
+//! 30994). rustls builds each TLS record by copying the plaintext to five
+//! bytes past the start of a fresh buffer, behind the record header: exactly
+//! that case, on every 16 KiB record the proxy seals. On a Zen 4 guest with
+//! Debian 12's glibc 2.36 the copy took 4.8 us per 16 KiB record instead of
+//! 0.4 us: a fifth of the proxy's CPU per 64 KiB response
+//! (docs/benchmarks.md, round 32).
+//!
+//! glibc 2.40 stopped using `REP MOVSB` on those CPUs below the L2 cache
+//! size. For older glibc, its tunable `glibc.cpu.x86_rep_movsb_threshold`
+//! does the same, but glibc reads tunables only from the environment the
+//! process starts with. So [`reexec_if_needed`], called first thing by the
+//! serving command, executes the same binary again in the same process
+//! (same PID, arguments, open descriptors and the rest of the environment)
+//! with the tunable added to `GLIBC_TUNABLES`, when all of these hold:
+//! - the CPU is AMD's and announces FSRM;
+//! - the C library is glibc older than 2.40;
+//! - `GLIBC_TUNABLES` does not already set the threshold (an operator's
+//!   value wins, whatever it is, and the new process finds it set and does
+//!   not execute again);
+//! - the process is not privileged by its file (setuid, file capabilities:
+//!   glibc ignores the tunable there);
+//! - executing again keeps exactly the capabilities the process has: root
+//!   with its permitted set equal to its bounding set, or any user whose
+//!   permitted capabilities are all ambient (the systemd unit's
+//!   `AmbientCapabilities`). Otherwise the process goes on as it is.
+//!
+//! If the execution fails, the process goes on as it is too.
+
+use std::ffi::{CStr, CString, OsStr, OsString};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+
+/// The environment variable glibc reads its tunables from.
+pub const TUNABLES_VAR: &str = "GLIBC_TUNABLES";
+/// The tunable that sets the smallest copy done with `REP MOVSB`.
+pub const THRESHOLD_KEY: &str = "glibc.cpu.x86_rep_movsb_threshold";
+/// The threshold set: above any Zen core's L2 cache, which glibc uses as the
+/// largest size it copies with `REP MOVSB` on AMD; so no copy below glibc's
+/// non-temporal threshold uses it.
+pub const THRESHOLD: u64 = 4 << 20;
+/// The first glibc release that no longer uses `REP MOVSB` on these CPUs.
+const FIXED_IN: (u32, u32) = (2, 40);
+
+/// Why the process goes on without executing again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Keep {
+    /// Not an AMD CPU with FSRM.
+    #[error("not an AMD CPU with fast short string moves")]
+    Cpu,
+    /// Not glibc, or a glibc that already avoids the slow copies.
+    #[error("the C library is not a glibc older than 2.40")]
+    Libc,
+    /// `GLIBC_TUNABLES` sets the threshold already.
+    #[error("GLIBC_TUNABLES sets {THRESHOLD_KEY} already")]
+    AlreadySet,
+    /// The process runs privileged by its file (`AT_SECURE`).
+    #[error("the process is privileged by its file (setuid or file capabilities)")]
+    SecureExec,
+    /// Executing again would change the process's capabilities.
+    #[error("executing again would change the process's capabilities")]
+    Capabilities,
+    /// `execve` failed (or an argument held a NUL byte); the process goes on.
+    #[error("executing the binary again failed")]
+    ExecFailed,
+}
+
+/// What [`decide`] looks at.
+#[derive(Debug, Clone)]
+pub struct Host {
+    /// The CPU is AMD's and announces FSRM.
+    pub amd_fsrm: bool,
+    /// glibc's version, `None` for another C library.
+    pub glibc: Option<(u32, u32)>,
+    /// The kernel started the process in secure mode (`AT_SECURE`).
+    pub secure_exec: bool,
+    /// Executing the binary again keeps the process's capabilities.
+    pub caps_kept: bool,
+}
+
+/// The `GLIBC_TUNABLES` value to execute again with, given `current` (the
+/// variable's value, if set), or why not to.
+pub fn decide(host: &Host, current: Option<&OsStr>) -> Result<OsString, Keep> {
+    if !host.amd_fsrm {
+        return Err(Keep::Cpu);
+    }
+    if host.glibc.is_none_or(|v| v >= FIXED_IN) {
+        return Err(Keep::Libc);
+    }
+    let entry = format!("{THRESHOLD_KEY}={THRESHOLD}");
+    let value = match current.map(OsStr::as_bytes) {
+        Some(cur) if sets_threshold(cur) => return Err(Keep::AlreadySet),
+        Some(cur) if !cur.is_empty() => {
+            let mut v = cur.to_vec();
+            v.push(b':');
+            v.extend_from_slice(entry.as_bytes());
+            OsString::from_vec(v)
+        }
+        _ => OsString::from(entry),
+    };
+    if host.secure_exec {
+        return Err(Keep::SecureExec);
+    }
+    if !host.caps_kept {
+        return Err(Keep::Capabilities);
+    }
+    Ok(value)
+}
+
+/// Whether a `GLIBC_TUNABLES` value (`name=value` pairs separated by `:`)
+/// sets the threshold.
+fn sets_threshold(tunables: &[u8]) -> bool {
+    tunables.split(|&b| b == b':').any(|pair| {
+        pair.split(|&b| b == b'=')
+            .next()
+            .is_some_and(|name| name == THRESHOLD_KEY.as_bytes())
+    })
+}
+
+/// Whether executing a file without privileges of its own keeps the
+/// capabilities `/proc/self/status` (`status`) lists: for root (`root`: real
+/// and effective user id 0, `SECBIT_NOROOT` clear) the new permitted set is
+/// the bounding set; for anyone else it is the ambient set.
+pub fn exec_keeps_caps(status: &str, root: bool) -> bool {
+    let field = |name: &str| {
+        status.lines().find_map(|l| {
+            let rest = l.strip_prefix(name)?.strip_prefix(':')?;
+            u64::from_str_radix(rest.trim(), 16).ok()
+        })
+    };
+    match (field("CapPrm"), field("CapBnd"), field("CapAmb")) {
+        (Some(prm), Some(bnd), _) if root => prm == bnd,
+        (Some(prm), _, Some(amb)) if !root => prm & !amb == 0,
+        _ => false,
+    }
+}
+
+/// glibc's version from `gnu_get_libc_version` text (`2.36`).
+pub fn parse_glibc_version(text: &str) -> Option<(u32, u32)> {
+    let mut parts = text.trim().split('.');
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.split(|c: char| !c.is_ascii_digit()).next()?;
+    Some((major, minor.parse().ok()?))
+}
+
+/// Whether the CPU is AMD's and announces FSRM (CPUID leaf 7, EDX bit 4).
+#[cfg(target_arch = "x86_64")]
+fn amd_fsrm() -> bool {
+    use std::arch::x86_64::__cpuid;
+    let leaf0 = __cpuid(0);
+    let mut vendor = [0u8; 12];
+    vendor[..4].copy_from_slice(&leaf0.ebx.to_le_bytes());
+    vendor[4..8].copy_from_slice(&leaf0.edx.to_le_bytes());
+    vendor[8..].copy_from_slice(&leaf0.ecx.to_le_bytes());
+    &vendor == b"AuthenticAMD" && leaf0.eax >= 7 && __cpuid(7).edx & (1 << 4) != 0
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn amd_fsrm() -> bool {
+    false
+}
+
+#[cfg(target_env = "gnu")]
+fn glibc_version() -> Option<(u32, u32)> {
+    // SAFETY: gnu_get_libc_version returns a pointer to a static,
+    // NUL-terminated string.
+    let text = unsafe { CStr::from_ptr(libc::gnu_get_libc_version()) };
+    parse_glibc_version(text.to_str().ok()?)
+}
+
+#[cfg(not(target_env = "gnu"))]
+fn glibc_version() -> Option<(u32, u32)> {
+    None
+}
+
+/// This process's [`Host`].
+fn this_host() -> Host {
+    // SAFETY: getauxval, getuid, geteuid and prctl(PR_GET_SECUREBITS) take no
+    // pointers and only read process state.
+    let (secure_exec, root) = unsafe {
+        let noroot = libc::prctl(libc::PR_GET_SECUREBITS) & 1 != 0;
+        (
+            libc::getauxval(libc::AT_SECURE) != 0,
+            libc::getuid() == 0 && libc::geteuid() == 0 && !noroot,
+        )
+    };
+    let caps_kept = std::fs::read_to_string("/proc/self/status")
+        .is_ok_and(|status| exec_keeps_caps(&status, root));
+    Host {
+        amd_fsrm: amd_fsrm(),
+        glibc: glibc_version(),
+        secure_exec,
+        caps_kept,
+    }
+}
+
+/// Why [`reexec_if_needed`] went on without executing again, for the log.
+static KEPT: std::sync::OnceLock<Keep> = std::sync::OnceLock::new();
+
+/// Why this process went on without executing again, if
+/// [`reexec_if_needed`] ran.
+pub fn kept() -> Option<Keep> {
+    KEPT.get().copied()
+}
+
+/// The threshold in effect, for the startup log: the value
+/// `GLIBC_TUNABLES` sets (after [`reexec_if_needed`] executed again, ours),
+/// or glibc's default and why it was kept.
+pub fn describe(keep: Keep) -> String {
+    let set = std::env::var_os(TUNABLES_VAR).and_then(|v| {
+        let v = v.into_string().ok()?;
+        v.split(':')
+            .find(|pair| pair.split('=').next() == Some(THRESHOLD_KEY))
+            .map(str::to_string)
+    });
+    match (keep, set) {
+        (Keep::AlreadySet, Some(pair)) => format!("{TUNABLES_VAR} sets {pair}"),
+        (keep, _) => format!("glibc's default ({keep})"),
+    }
+}
+
+/// Executes this binary again with the tunable added (see the module docs),
+/// or records why not ([`kept`]). Call it before any thread starts: it does
+/// not return when the execution succeeds.
+pub fn reexec_if_needed() {
+    let keep = try_reexec();
+    let _ = KEPT.set(keep);
+}
+
+fn try_reexec() -> Keep {
+    let value = match decide(&this_host(), std::env::var_os(TUNABLES_VAR).as_deref()) {
+        Ok(v) => v,
+        Err(keep) => return keep,
+    };
+    let cstr = |s: &[u8]| CString::new(s).ok();
+    let args: Option<Vec<CString>> = std::env::args_os().map(|a| cstr(a.as_bytes())).collect();
+    let mut env: Option<Vec<CString>> = std::env::vars_os()
+        .filter(|(k, _)| k != TUNABLES_VAR)
+        .map(|(k, v)| cstr(&[k.as_bytes(), b"=", v.as_bytes()].concat()))
+        .collect();
+    if let Some(env) = env.as_mut() {
+        env.extend(cstr(
+            &[TUNABLES_VAR.as_bytes(), b"=", value.as_bytes()].concat(),
+        ));
+    }
+    let (Some(args), Some(env)) = (args, env) else {
+        // An argument or variable with a NUL byte cannot have come from
+        // execve; nothing to do but go on.
+        return Keep::ExecFailed;
+    };
+    let argv: Vec<*const libc::c_char> = args
+        .iter()
+        .map(|a| a.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect();
+    let envp: Vec<*const libc::c_char> = env
+        .iter()
+        .map(|e| e.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect();
+    // SAFETY: the path and every argv/envp entry are NUL-terminated strings
+    // that outlive the call, and both arrays end with a null pointer. On
+    // success execve does not return; on failure it changes nothing.
+    unsafe { libc::execve(c"/proc/self/exe".as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+    Keep::ExecFailed
+}
+
+#[cfg(test)]
+mod tests;
