@@ -30,7 +30,11 @@
 //!   permitted capabilities are all ambient (the systemd unit's
 //!   `AmbientCapabilities`). Otherwise the process goes on as it is.
 //!
-//! If the execution fails, the process goes on as it is too.
+//! If the execution fails, the process goes on as it is too. The new process
+//! is told it was executed again by [`MARK_VAR`], which it removes from its
+//! environment before anything reads it, so it never executes a second time
+//! (whatever a C library makes of `GLIBC_TUNABLES`) and the processes it
+//! starts do not see the mark.
 
 use std::ffi::{CStr, CString, OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -43,6 +47,8 @@ pub const THRESHOLD_KEY: &str = "glibc.cpu.x86_rep_movsb_threshold";
 /// largest size it copies with `REP MOVSB` on AMD; so no copy below glibc's
 /// non-temporal threshold uses it.
 pub const THRESHOLD: u64 = 4 << 20;
+/// Set in the environment of the process executed again, which removes it.
+pub const MARK_VAR: &str = "IRON_PROXY_REEXECUTED";
 /// The first glibc release that no longer uses `REP MOVSB` on these CPUs.
 const FIXED_IN: (u32, u32) = (2, 40);
 
@@ -67,6 +73,9 @@ pub enum Keep {
     /// `execve` failed (or an argument held a NUL byte); the process goes on.
     #[error("executing the binary again failed")]
     ExecFailed,
+    /// This process is the one executed again ([`MARK_VAR`] was set).
+    #[error("{MARK_VAR} was set at start: executed again already")]
+    Executed,
 }
 
 /// What [`decide`] looks at.
@@ -218,7 +227,7 @@ pub fn describe(keep: Keep) -> String {
             .map(str::to_string)
     });
     match (keep, set) {
-        (Keep::AlreadySet, Some(pair)) => format!("{TUNABLES_VAR} sets {pair}"),
+        (Keep::AlreadySet | Keep::Executed, Some(pair)) => format!("{TUNABLES_VAR} sets {pair}"),
         (keep, _) => format!("glibc's default ({keep})"),
     }
 }
@@ -232,6 +241,12 @@ pub fn reexec_if_needed() {
 }
 
 fn try_reexec() -> Keep {
+    if std::env::var_os(MARK_VAR).is_some() {
+        // Called before any thread starts (see reexec_if_needed), so nothing
+        // reads the environment while it changes.
+        std::env::remove_var(MARK_VAR);
+        return Keep::Executed;
+    }
     let value = match decide(&this_host(), std::env::var_os(TUNABLES_VAR).as_deref()) {
         Ok(v) => v,
         Err(keep) => return keep,
@@ -239,13 +254,14 @@ fn try_reexec() -> Keep {
     let cstr = |s: &[u8]| CString::new(s).ok();
     let args: Option<Vec<CString>> = std::env::args_os().map(|a| cstr(a.as_bytes())).collect();
     let mut env: Option<Vec<CString>> = std::env::vars_os()
-        .filter(|(k, _)| k != TUNABLES_VAR)
+        .filter(|(k, _)| k != TUNABLES_VAR && k != MARK_VAR)
         .map(|(k, v)| cstr(&[k.as_bytes(), b"=", v.as_bytes()].concat()))
         .collect();
     if let Some(env) = env.as_mut() {
         env.extend(cstr(
             &[TUNABLES_VAR.as_bytes(), b"=", value.as_bytes()].concat(),
         ));
+        env.extend(cstr(format!("{MARK_VAR}=1").as_bytes()));
     }
     let (Some(args), Some(env)) = (args, env) else {
         // An argument or variable with a NUL byte cannot have come from

@@ -394,6 +394,14 @@ fn glibc_rep_movsb_threshold_is_raised_on_affected_hosts_and_an_operators_value_
             ["-config", &px.config_path().display().to_string()][..],
             "arguments kept: {args:?}"
         );
+        // Executed once at most: the new image was told so, and took the mark out of its
+        // environment, so the eBPF loader child (or anything else it starts) never sees it.
+        assert_eq!(
+            has_var(&env, "IRON_PROXY_REEXECUTED", "1"),
+            affected && !given.contains("x86_rep_movsb_threshold"),
+            "{:?}",
+            String::from_utf8_lossy(&env)
+        );
         // The process serves: its listeners answered before start() returned, and its
         // startup log says which threshold it runs with.
         let line = px.wait_for_log(|l| l.contains("glibc REP MOVSB copy threshold"));
