@@ -226,6 +226,21 @@ second="$(in_ct iron-proxy init -allow allowed.test -intercept-user "$user")" ||
 grep -q 'already running' <<<"$second" || fail "a second init did not say the service was already running: $second"
 say "ok: a second identical init changes nothing"
 
+# On an AMD CPU with FSRM under glibc before 2.40 the proxy executes itself again with glibc's
+# REP MOVSB threshold raised (proxy/src/rep_movsb.rs). Under the unit (root, permitted = bounding
+# set, ambient capabilities, NoNewPrivileges) that must still happen, in the same MainPID.
+ct_glibc="$(in_ct getconf GNU_LIBC_VERSION | awk '{print $2}')"
+if grep -q '^vendor_id.*AuthenticAMD' /proc/cpuinfo && grep -qw fsrm /proc/cpuinfo &&
+    [[ "$(printf '%s\n2.40\n' "$ct_glibc" | sort -V | head -1)" != 2.40 ]]; then
+    main_env="$(in_ct cat "/proc/$pid_first/environ" | tr '\0' '\n')"
+    grep -qx 'IRON_PROXY_REEXECUTED=1' <<<"$main_env" &&
+        grep -qx 'GLIBC_TUNABLES=glibc.cpu.x86_rep_movsb_threshold=4194304' <<<"$main_env" ||
+        fail "the unit's proxy did not execute itself again with the REP MOVSB threshold (glibc $ct_glibc): $(grep -E 'GLIBC|IRON' <<<"$main_env")"
+    say "ok: under the unit the proxy runs with glibc's REP MOVSB threshold raised (AMD, FSRM, glibc $ct_glibc)"
+else
+    say "not checked: REP MOVSB threshold (not an AMD CPU with FSRM under glibc before 2.40; glibc $ct_glibc)"
+fi
+
 [[ "$(readyz)" == 200 ]] || fail "/readyz does not answer 200 after init"
 
 # Type=notify: restart blocks until READY=1, so right after it returns the
