@@ -102,7 +102,7 @@ pub fn decide(host: &Host, current: Option<&OsStr>) -> Result<OsString, Keep> {
     }
     let entry = format!("{THRESHOLD_KEY}={THRESHOLD}");
     let value = match current.map(OsStr::as_bytes) {
-        Some(cur) if sets_threshold(cur) => return Err(Keep::AlreadySet),
+        Some(cur) if threshold_pair(cur).is_some() => return Err(Keep::AlreadySet),
         Some(cur) if !cur.is_empty() => {
             let mut v = cur.to_vec();
             v.push(b':');
@@ -120,10 +120,10 @@ pub fn decide(host: &Host, current: Option<&OsStr>) -> Result<OsString, Keep> {
     Ok(value)
 }
 
-/// Whether a `GLIBC_TUNABLES` value (`name=value` pairs separated by `:`)
-/// sets the threshold.
-fn sets_threshold(tunables: &[u8]) -> bool {
-    tunables.split(|&b| b == b':').any(|pair| {
+/// The `name=value` pair of a `GLIBC_TUNABLES` value (pairs separated by
+/// `:`) that sets the threshold, if one does.
+fn threshold_pair(tunables: &[u8]) -> Option<&[u8]> {
+    tunables.split(|&b| b == b':').find(|pair| {
         pair.split(|&b| b == b'=')
             .next()
             .is_some_and(|name| name == THRESHOLD_KEY.as_bytes())
@@ -220,12 +220,8 @@ pub fn kept() -> Option<Keep> {
 /// `GLIBC_TUNABLES` sets (after [`reexec_if_needed`] executed again, ours),
 /// or glibc's default and why it was kept.
 pub fn describe(keep: Keep) -> String {
-    let set = std::env::var_os(TUNABLES_VAR).and_then(|v| {
-        let v = v.into_string().ok()?;
-        v.split(':')
-            .find(|pair| pair.split('=').next() == Some(THRESHOLD_KEY))
-            .map(str::to_string)
-    });
+    let tunables = std::env::var_os(TUNABLES_VAR).unwrap_or_default();
+    let set = threshold_pair(tunables.as_bytes()).map(String::from_utf8_lossy);
     match (keep, set) {
         (Keep::AlreadySet | Keep::Executed, Some(pair)) => format!("{TUNABLES_VAR} sets {pair}"),
         (keep, _) => format!("glibc's default ({keep})"),
