@@ -247,23 +247,15 @@ fn try_reexec() -> Keep {
         Ok(v) => v,
         Err(keep) => return keep,
     };
-    let cstr = |s: &[u8]| CString::new(s).ok();
-    let args: Option<Vec<CString>> = std::env::args_os().map(|a| cstr(a.as_bytes())).collect();
-    let mut env: Option<Vec<CString>> = std::env::vars_os()
-        .filter(|(k, _)| k != TUNABLES_VAR && k != MARK_VAR)
-        .map(|(k, v)| cstr(&[k.as_bytes(), b"=", v.as_bytes()].concat()))
+    let args: Option<Vec<CString>> = std::env::args_os()
+        .map(|a| CString::new(a.into_vec()).ok())
         .collect();
-    if let Some(env) = env.as_mut() {
-        env.extend(cstr(
-            &[TUNABLES_VAR.as_bytes(), b"=", value.as_bytes()].concat(),
-        ));
-        env.extend(cstr(format!("{MARK_VAR}=1").as_bytes()));
-    }
-    let (Some(args), Some(env)) = (args, env) else {
-        // An argument or variable with a NUL byte cannot have come from
-        // execve; nothing to do but go on.
+    let Some(args) = args else {
+        // An argument with a NUL byte cannot have come from execve; nothing
+        // to do but go on.
         return Keep::ExecFailed;
     };
+    let env = environment(raw_environment(), &value);
     let argv: Vec<*const libc::c_char> = args
         .iter()
         .map(|a| a.as_ptr())
@@ -279,6 +271,51 @@ fn try_reexec() -> Keep {
     // success execve does not return; on failure it changes nothing.
     unsafe { libc::execve(c"/proc/self/exe".as_ptr(), argv.as_ptr(), envp.as_ptr()) };
     Keep::ExecFailed
+}
+
+/// The new process's environment: every entry of `raw` as it is, except
+/// those that set [`TUNABLES_VAR`] or [`MARK_VAR`], then the tunables
+/// `value` and the mark. Entries are taken as bytes, so one without `=`
+/// (which only a raw `execve` can make, and which Rust's view of the
+/// environment skips) is passed on too.
+fn environment<'a>(raw: impl Iterator<Item = &'a CStr>, value: &OsStr) -> Vec<CString> {
+    let mut env: Vec<CString> = raw
+        .filter(|e| {
+            let name = e.to_bytes().split(|&b| b == b'=').next();
+            name != Some(TUNABLES_VAR.as_bytes()) && name != Some(MARK_VAR.as_bytes())
+        })
+        .map(CStr::to_owned)
+        .collect();
+    // A value with a NUL byte cannot be passed on; it comes from the
+    // environment glibc read, so it has none.
+    env.extend(CString::new([TUNABLES_VAR.as_bytes(), b"=", value.as_bytes()].concat()).ok());
+    env.extend(CString::new(format!("{MARK_VAR}=1")).ok());
+    env
+}
+
+/// The process's environment as the C library holds it, entry by entry.
+fn raw_environment() -> impl Iterator<Item = &'static CStr> {
+    unsafe extern "C" {
+        static environ: *const *const libc::c_char;
+    }
+    // SAFETY: called before any thread starts (see reexec_if_needed), so
+    // nothing changes `environ` while it is read; it is a null-terminated
+    // array of NUL-terminated strings, which live as long as the process
+    // does not change its environment, which it does not before execve.
+    let mut at = unsafe { environ };
+    std::iter::from_fn(move || {
+        if at.is_null() {
+            return None;
+        }
+        // SAFETY: see above; `at` points into the array, before its end.
+        let entry = unsafe { *at };
+        if entry.is_null() {
+            return None;
+        }
+        // SAFETY: as above.
+        at = unsafe { at.add(1) };
+        Some(unsafe { CStr::from_ptr(entry) })
+    })
 }
 
 #[cfg(test)]

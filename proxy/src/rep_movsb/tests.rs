@@ -130,3 +130,38 @@ fn glibc_versions() {
     assert_eq!(parse_glibc_version("two"), None);
     assert_eq!(parse_glibc_version("2"), None);
 }
+
+fn entries(list: &[&str]) -> Vec<CString> {
+    list.iter().map(|e| CString::new(*e).unwrap()).collect()
+}
+
+#[test]
+fn the_new_environment_keeps_every_other_entry_as_it_is() {
+    let raw = entries(&[
+        "PATH=/usr/bin",
+        "GLIBC_TUNABLES=glibc.malloc.arena_max=2",
+        "NO_EQUALS_SIGN",
+        "EMPTY=",
+        "=leading",
+        "IRON_PROXY_REEXECUTED=stale",
+        "GLIBC_TUNABLES_NOT=kept",
+        "GLIBC_TUNABLES=second",
+        "GLIBC_TUNABLES",
+    ]);
+    let got = environment(
+        raw.iter().map(CString::as_c_str),
+        OsStr::new("glibc.malloc.arena_max=2:glibc.cpu.x86_rep_movsb_threshold=4194304"),
+    );
+    assert_eq!(
+        got,
+        entries(&[
+            "PATH=/usr/bin",
+            "NO_EQUALS_SIGN",
+            "EMPTY=",
+            "=leading",
+            "GLIBC_TUNABLES_NOT=kept",
+            "GLIBC_TUNABLES=glibc.malloc.arena_max=2:glibc.cpu.x86_rep_movsb_threshold=4194304",
+            "IRON_PROXY_REEXECUTED=1",
+        ])
+    );
+}
