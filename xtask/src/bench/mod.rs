@@ -164,13 +164,23 @@ pub fn main(root: &std::path::Path, target: &std::path::Path, args: BenchArgs) -
 }
 
 /// Release binaries are linked with `proxy/link-order.txt`; say so when the
-/// list no longer matches the binary's functions (new dependency versions).
+/// list no longer matches the binary's functions: new dependency versions
+/// rename most of them, a change to the request path renames or un-inlines
+/// a few hot ones (round 33 of docs/benchmarks.md: two dozen renamed tokio
+/// task functions kept 0.8 MiB more code resident).
 fn warn_if_link_order_stale(root: &std::path::Path, proxy_bin: &std::path::Path) {
     let list = root.join("proxy/link-order.txt");
     match link_order::coverage(&list, proxy_bin) {
-        Ok((found, listed)) if found * 10 < listed * 9 => eprintln!(
-            "bench: warning: {proxy_bin:?} defines only {found} of the {listed} functions in \
-             proxy/link-order.txt; run `cargo xtask link-order` and rebuild"
+        Ok(c) if c.found * 10 < c.listed * 9 => eprintln!(
+            "bench: warning: {proxy_bin:?} defines only {} of the {} functions in \
+             proxy/link-order.txt; run `cargo xtask link-order` and rebuild",
+            c.found, c.listed
+        ),
+        Ok(c) if c.serving_missing > link_order::SERVING_MISSING_WARN => eprintln!(
+            "bench: warning: {proxy_bin:?} does not define {} of the serving functions in \
+             proxy/link-order.txt, which then land among cold code (\"own code after load\" \
+             grows); run `cargo xtask link-order` and rebuild",
+            c.serving_missing
         ),
         Ok(_) => {}
         Err(e) => eprintln!("bench: could not compare proxy/link-order.txt with the binary: {e:#}"),
