@@ -20,6 +20,8 @@ const HEAD_MAX: usize = 16 * 1024;
 /// Headers a CONNECT head may have here; one with more goes to hyper, whose
 /// limit is [`super::H1_MAX_HEADERS`].
 const HEADERS_MAX: usize = 100;
+/// The most one read takes.
+const READ_MAX: usize = 4096;
 /// What a CONNECT request starts with.
 const CONNECT: &[u8] = b"CONNECT ";
 
@@ -47,7 +49,6 @@ where
 {
     let read = async {
         let mut buf = first;
-        let mut chunk = [0u8; 4096];
         loop {
             if !CONNECT.starts_with(&buf[..buf.len().min(CONNECT.len())]) {
                 return FirstRequest::Other(buf);
@@ -62,9 +63,13 @@ where
             if buf.len() > HEAD_MAX {
                 return FirstRequest::Other(buf);
             }
-            match io.read(&mut chunk).await {
+            // Straight into `buf`, at most 4 KiB a read: a buffer on the
+            // stack here was kept in every tunnel connection's future (the
+            // largest of its states) for the connection's life.
+            buf.reserve(READ_MAX);
+            match (&mut *io).take(READ_MAX as u64).read_buf(&mut buf).await {
                 Ok(0) | Err(_) => return FirstRequest::Gone,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                Ok(_) => {}
             }
         }
     };

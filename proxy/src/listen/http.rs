@@ -19,7 +19,8 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>) {
         };
         let shared = shared.clone();
         super::per_client::spawn(permit, async move {
-            super::serve_http(shared, ConnInfo::new(remote, Mode::Http, false, 80), stream).await;
+            let conn = Box::new(ConnInfo::new(remote, Mode::Http, false, 80));
+            super::serve_http(shared, conn, stream).await;
         });
     }
 }

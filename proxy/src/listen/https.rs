@@ -25,7 +25,7 @@ pub async fn run(listener: TcpListener, intake: Intake) {
         };
         let intake = intake.clone();
         super::per_client::spawn(permit, async move {
-            let mut conn = ConnInfo::new(remote, Mode::Https, true, 443);
+            let mut conn = Box::new(ConnInfo::new(remote, Mode::Https, true, 443));
             conn.fixed_port = true;
             intake
                 .serve(

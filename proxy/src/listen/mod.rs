@@ -69,7 +69,7 @@ where
 /// Serves HTTP/1.1 and HTTP/2 (by preface or ALPN) on `io` through the pipeline.
 /// A request that hyper refuses to parse (and answers itself) is audited
 /// here, as it never reaches the pipeline (see [`refused`]).
-pub async fn serve_http<I>(shared: Arc<Shared>, mut conn: ConnInfo, mut io: I)
+pub async fn serve_http<I>(shared: Arc<Shared>, mut conn: Box<ConnInfo>, mut io: I)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -88,7 +88,7 @@ where
     // This task drives the upstream connection its HTTP/1 requests go out on.
     let held = HeldSlot::default();
     conn.held = Some(held.clone());
-    let conn = Arc::new(conn);
+    let conn = Arc::<ConnInfo>::from(conn);
     let (audit_shared, audit_conn) = (shared.clone(), conn.clone());
     let svc = service_fn(move |req| -> exchange::HandleFuture {
         Box::pin(exchange::handle(shared.clone(), conn.clone(), req))

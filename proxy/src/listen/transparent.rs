@@ -129,7 +129,12 @@ pub async fn run(listener: TcpListener, intake: Intake, lookup: Arc<dyn OriginLo
                 intake.shared.audit.emit(&rec);
                 return;
             };
-            let mut conn = ConnInfo::new(remote, Mode::Transparent, false, origin.dst.port());
+            let mut conn = Box::new(ConnInfo::new(
+                remote,
+                Mode::Transparent,
+                false,
+                origin.dst.port(),
+            ));
             conn.client = origin.client;
             conn.original_dst = Some(origin.dst);
             let ip = crate::rules::canonical_ip(origin.dst.ip()).to_string();
