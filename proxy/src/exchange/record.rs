@@ -18,7 +18,9 @@ use super::target::NamedHost;
 /// Emits its record exactly once, when dropped: at the end of the response
 /// body, or when the client goes away.
 pub struct AuditGuard {
-    record: Option<AuditRecord>,
+    /// Boxed, as in [`Pending`]: the guard rides in the response body and
+    /// the exchange's future, which are moved whole.
+    record: Option<Box<AuditRecord>>,
     sink: AuditSink,
     started: std::time::Instant,
 }
@@ -26,9 +28,13 @@ pub struct AuditGuard {
 impl AuditGuard {
     /// A guard for `record` of an exchange that began at `started`, so that
     /// `duration_ms` includes the request phase and the wait for the upstream.
-    pub fn since(record: AuditRecord, sink: AuditSink, started: std::time::Instant) -> Self {
+    pub fn since(
+        record: impl Into<Box<AuditRecord>>,
+        sink: AuditSink,
+        started: std::time::Instant,
+    ) -> Self {
         AuditGuard {
-            record: Some(record),
+            record: Some(record.into()),
             sink,
             started,
         }
@@ -36,7 +42,7 @@ impl AuditGuard {
 
     /// The record, for late changes.
     pub fn record_mut(&mut self) -> Option<&mut AuditRecord> {
-        self.record.as_mut()
+        self.record.as_deref_mut()
     }
 
     /// True once shutdown's grace period is over: an exchange dropped now
@@ -71,7 +77,10 @@ impl Drop for AuditGuard {
 /// its whole request body is `client_body_error` instead, as an HTTP/1
 /// client that closes mid-body is.
 pub(super) struct Pending {
-    record: Option<AuditRecord>,
+    /// Boxed: the record is some 560 bytes, and a `Pending` is part of the
+    /// request's future, which hyper boxes and which moves whole between
+    /// its phases; a pointer keeps those moves small.
+    record: Option<Box<AuditRecord>>,
     sink: AuditSink,
     started: std::time::Instant,
     /// The request's HTTP/2 upload, when it has a body.
@@ -83,7 +92,7 @@ pub(super) struct Pending {
 impl Pending {
     pub(super) fn new(record: AuditRecord, sink: AuditSink, started: std::time::Instant) -> Self {
         Pending {
-            record: Some(record),
+            record: Some(Box::new(record)),
             sink,
             started,
             upload: None,
