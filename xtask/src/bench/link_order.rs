@@ -502,4 +502,68 @@ totals: 101407
             .keys()
             .any(|n| n.contains("a_callee_without_its_own_cost_lines_still_ran")));
     }
+
+    /// The crates `cargo tree` shows with `args`, each with its features,
+    /// over the edges a release binary is built from.
+    fn crate_features(args: &[&str]) -> std::collections::BTreeMap<String, Vec<String>> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let out = std::process::Command::new(cargo)
+            .current_dir(&root)
+            .args(["tree", "--offline", "-e", "normal,build", "--no-dedupe"])
+            .args(["--prefix", "none", "-f", "{p}|{f}"])
+            .args(args)
+            .output()
+            .expect("running cargo tree");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut crates = std::collections::BTreeMap::<String, Vec<String>>::new();
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            if let Some((krate, features)) = line.split_once('|') {
+                let list = crates.entry(krate.to_string()).or_default();
+                list.extend(
+                    features
+                        .split(',')
+                        .filter(|f| !f.is_empty())
+                        .map(String::from),
+                );
+                list.sort();
+                list.dedup();
+            }
+        }
+        crates
+    }
+
+    /// Cargo unifies features over the packages a command builds, and a
+    /// crate's features are part of its hash, which is part of every symbol
+    /// name of every crate that depends on it. Were `cargo build --release`
+    /// (the workspace) and `cargo build -p iron-proxy` (the package, the
+    /// bench and `cargo xtask link-order`) to build different feature sets,
+    /// their binaries would name the proxy's functions differently and
+    /// link-order.txt would fit only one of them (round 35: a third of it
+    /// missed). proxy/Cargo.toml turns on what the other members turn on.
+    #[test]
+    fn the_workspace_and_the_proxy_alone_build_one_crate_graph() {
+        let alone = crate_features(&["-p", "iron-proxy"]);
+        let workspace = crate_features(&["--workspace"]);
+        assert!(
+            alone.len() > 100,
+            "cargo tree listed {} crates",
+            alone.len()
+        );
+        let differ: Vec<String> = alone
+            .iter()
+            .filter(|(krate, features)| workspace.get(*krate) != Some(features))
+            .map(|(krate, features)| {
+                format!(
+                    "{krate}: {features:?} alone, {:?} in the workspace",
+                    workspace.get(krate)
+                )
+            })
+            .collect();
+        assert!(differ.is_empty(), "features differ: {differ:#?}");
+    }
 }
