@@ -79,6 +79,7 @@ pub fn main(root: &Path, target: &Path, args: LinkOrderArgs) -> Result<()> {
         against: None,
         // Only the proxy's code matters here.
         unpaired: true,
+        link_order_warnings: Vec::new(),
     };
     sandbox::sweep_stale();
     run::run(

@@ -123,6 +123,10 @@ pub struct BenchArgs {
     /// then taken between medians measured minutes apart.
     #[arg(long)]
     pub unpaired: bool,
+    /// Set by `main`: where a release binary under test does not fit
+    /// `proxy/link-order.txt`; the reports repeat it under the machine line.
+    #[arg(skip)]
+    pub link_order_warnings: Vec<String>,
 }
 
 /// Entry point: re-runs itself in release when asked for a release bench
@@ -153,9 +157,17 @@ pub fn main(root: &std::path::Path, target: &std::path::Path, args: BenchArgs) -
         Some(p) => p.clone(),
         None => build_proxy(root, target, &profile)?,
     };
+    let mut args = args;
     if profile == "release" {
-        for bin in std::iter::once(&proxy_bin).chain(&args.against) {
-            warn_if_link_order_stale(root, bin);
+        let bins: Vec<PathBuf> = std::iter::once(&proxy_bin)
+            .chain(&args.against)
+            .cloned()
+            .collect();
+        for bin in bins {
+            if let Some(w) = link_order_stale(root, &bin) {
+                eprintln!("bench: warning: {w}");
+                args.link_order_warnings.push(w);
+            }
         }
     }
     let out = args.out.clone().unwrap_or_else(|| target.join("bench"));
@@ -168,22 +180,24 @@ pub fn main(root: &std::path::Path, target: &std::path::Path, args: BenchArgs) -
 /// rename most of them, a change to the request path renames or un-inlines
 /// a few hot ones (round 33 of docs/benchmarks.md: two dozen renamed tokio
 /// task functions kept 0.8 MiB more code resident).
-fn warn_if_link_order_stale(root: &std::path::Path, proxy_bin: &std::path::Path) {
+fn link_order_stale(root: &std::path::Path, proxy_bin: &std::path::Path) -> Option<String> {
     let list = root.join("proxy/link-order.txt");
     match link_order::coverage(&list, proxy_bin) {
-        Ok(c) if c.found * 10 < c.listed * 9 => eprintln!(
-            "bench: warning: {proxy_bin:?} defines only {} of the {} functions in \
+        Ok(c) if c.found * 10 < c.listed * 9 => Some(format!(
+            "{proxy_bin:?} defines only {} of the {} functions in \
              proxy/link-order.txt; run `cargo xtask link-order` and rebuild",
             c.found, c.listed
-        ),
-        Ok(c) if c.serving_missing > link_order::SERVING_MISSING_WARN => eprintln!(
-            "bench: warning: {proxy_bin:?} does not define {} of the serving functions in \
+        )),
+        Ok(c) if c.serving_missing > link_order::SERVING_MISSING_WARN => Some(format!(
+            "{proxy_bin:?} does not define {} of the serving functions in \
              proxy/link-order.txt, which then land among cold code (\"own code after load\" \
              grows); run `cargo xtask link-order` and rebuild",
             c.serving_missing
-        ),
-        Ok(_) => {}
-        Err(e) => eprintln!("bench: could not compare proxy/link-order.txt with the binary: {e:#}"),
+        )),
+        Ok(_) => None,
+        Err(e) => Some(format!(
+            "could not compare proxy/link-order.txt with {proxy_bin:?}: {e:#}"
+        )),
     }
 }
 

@@ -165,7 +165,11 @@ pub fn machine_line(m: &Machine) -> String {
         m.commit,
         m.loadavg_start,
         m.loadavg_end
-    )
+    ) + &m
+        .link_order
+        .iter()
+        .map(|w| format!("\n\n**Warning:** {w}"))
+        .collect::<String>()
 }
 
 /// The summary as markdown.
@@ -626,6 +630,25 @@ mod tests {
         assert!(markdown(&results(Vec::new())).starts_with("Machine: 2 × "));
     }
 
+    /// A stale link order moves the memory figures by megabytes (round 35):
+    /// the warning stays with the saved report, not only on the terminal.
+    #[test]
+    fn a_stale_link_order_is_in_the_report() {
+        let mut r = results(Vec::new());
+        assert!(!machine_line(&r.machine).contains("Warning"));
+        r.machine.link_order = vec!["\"/tmp/a\" defines only 912 of the 3009 functions".into()];
+        let text = markdown(&r);
+        assert!(
+            text.contains("**Warning:** \"/tmp/a\" defines only 912 of the 3009 functions"),
+            "{text}"
+        );
+        let json = serde_json::to_string(&r.machine).expect("json");
+        assert!(
+            json.contains("\"link_order\":[\"\\\"/tmp/a\\\" defines"),
+            "{json}"
+        );
+    }
+
     fn results(topologies: Vec<TopoResult>) -> Results {
         Results {
             started_unix: 0,
@@ -643,6 +666,7 @@ mod tests {
                 loadavg_end: String::new(),
                 idle: Default::default(),
                 thp: String::new(),
+                link_order: Vec::new(),
             },
             settings: Settings {
                 measure_secs: 2.0,

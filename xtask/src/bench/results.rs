@@ -221,6 +221,11 @@ pub struct Machine {
     /// peers that do not get 2 MiB pages under `always` (docs/benchmarks.md,
     /// round 26).
     pub thp: String,
+    /// Warnings that a release binary under test does not fit
+    /// `proxy/link-order.txt` (its memory figures are then not the shipped
+    /// build's: docs/benchmarks.md, round 35); empty when it fits.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub link_order: Vec<String>,
 }
 
 /// The selected mode in a sysfs choice list such as
@@ -333,6 +338,7 @@ impl Machine {
             loadavg_end: loadavg(),
             idle: IdlePolicy::detect(&|p| read(p)),
             thp: sysfs_choice(&read("/sys/kernel/mm/transparent_hugepage/enabled")),
+            link_order: Vec::new(),
         }
     }
 }

@@ -88,6 +88,7 @@ pub fn run(
     if let Some(b) = &args.against {
         let machine = Machine {
             loadavg_start: load_start,
+            link_order: args.link_order_warnings.clone(),
             ..Machine::detect(root)
         };
         return compare(args, &settings, machine, &env, b, &rt, &client_tls, out);
@@ -182,6 +183,7 @@ pub fn run(
         quick,
         machine: Machine {
             loadavg_start: load_start,
+            link_order: args.link_order_warnings.clone(),
             ..Machine::detect(root)
         },
         settings,
