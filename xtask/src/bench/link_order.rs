@@ -79,7 +79,6 @@ pub fn main(root: &Path, target: &Path, args: LinkOrderArgs) -> Result<()> {
         against: None,
         // Only the proxy's code matters here.
         unpaired: true,
-        link_order_warnings: Vec::new(),
     };
     sandbox::sweep_stale();
     run::run(
@@ -89,6 +88,7 @@ pub fn main(root: &Path, target: &Path, args: LinkOrderArgs) -> Result<()> {
         &wrapper,
         "release",
         &bench,
+        Vec::new(),
     )?;
 
     let mut costs = Costs::default();
@@ -506,7 +506,9 @@ totals: 101407
 
     /// The crates `cargo tree` shows with `args`, each with its features,
     /// over the edges a release binary is built from.
-    fn crate_features(args: &[&str]) -> std::collections::BTreeMap<String, Vec<String>> {
+    fn crate_features(
+        args: &[&str],
+    ) -> std::collections::BTreeMap<String, std::collections::BTreeSet<String>> {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let out = std::process::Command::new(cargo)
@@ -521,18 +523,15 @@ totals: 101407
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let mut crates = std::collections::BTreeMap::<String, Vec<String>>::new();
+        let mut crates = std::collections::BTreeMap::<String, std::collections::BTreeSet<_>>::new();
         for line in String::from_utf8_lossy(&out.stdout).lines() {
             if let Some((krate, features)) = line.split_once('|') {
-                let list = crates.entry(krate.to_string()).or_default();
-                list.extend(
+                crates.entry(krate.to_string()).or_default().extend(
                     features
                         .split(',')
                         .filter(|f| !f.is_empty())
                         .map(String::from),
                 );
-                list.sort();
-                list.dedup();
             }
         }
         crates

@@ -123,10 +123,6 @@ pub struct BenchArgs {
     /// then taken between medians measured minutes apart.
     #[arg(long)]
     pub unpaired: bool,
-    /// Set by `main`: where a release binary under test does not fit
-    /// `proxy/link-order.txt`; the reports repeat it under the machine line.
-    #[arg(skip)]
-    pub link_order_warnings: Vec<String>,
 }
 
 /// Entry point: re-runs itself in release when asked for a release bench
@@ -157,22 +153,19 @@ pub fn main(root: &std::path::Path, target: &std::path::Path, args: BenchArgs) -
         Some(p) => p.clone(),
         None => build_proxy(root, target, &profile)?,
     };
-    let mut args = args;
+    // Repeated under the machine line of the reports.
+    let mut link_order = Vec::new();
     if profile == "release" {
-        let bins: Vec<PathBuf> = std::iter::once(&proxy_bin)
-            .chain(&args.against)
-            .cloned()
-            .collect();
-        for bin in bins {
-            if let Some(w) = link_order_stale(root, &bin) {
+        for bin in std::iter::once(&proxy_bin).chain(&args.against) {
+            if let Some(w) = link_order_stale(root, bin) {
                 eprintln!("bench: warning: {w}");
-                args.link_order_warnings.push(w);
+                link_order.push(w);
             }
         }
     }
     let out = args.out.clone().unwrap_or_else(|| target.join("bench"));
     sandbox::sweep_stale();
-    run::run(root, target, &out, &proxy_bin, &profile, &args)
+    run::run(root, target, &out, &proxy_bin, &profile, &args, link_order)
 }
 
 /// Release binaries are linked with `proxy/link-order.txt`; say so when the

@@ -30,6 +30,8 @@ pub fn run(
     proxy_bin: &Path,
     profile: &str,
     args: &BenchArgs,
+    // Where a release binary under test does not fit proxy/link-order.txt.
+    link_order: Vec<String>,
 ) -> Result<()> {
     let t0 = Instant::now();
     let load_start = super::results::loadavg();
@@ -88,7 +90,7 @@ pub fn run(
     if let Some(b) = &args.against {
         let machine = Machine {
             loadavg_start: load_start,
-            link_order: args.link_order_warnings.clone(),
+            link_order,
             ..Machine::detect(root)
         };
         return compare(args, &settings, machine, &env, b, &rt, &client_tls, out);
@@ -183,7 +185,7 @@ pub fn run(
         quick,
         machine: Machine {
             loadavg_start: load_start,
-            link_order: args.link_order_warnings.clone(),
+            link_order,
             ..Machine::detect(root)
         },
         settings,
