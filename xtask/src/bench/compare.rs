@@ -104,8 +104,9 @@ type RunFigure = (&'static str, fn(&RunResult) -> Option<f64>);
 type TopoFigure = (&'static str, fn(&TopoResult) -> Option<u64>);
 
 /// The figures taken from one measure's run.
-const FIGURES: [RunFigure; 3] = [
+const FIGURES: [RunFigure; 4] = [
     ("cpu µs/req", |r| r.proxy_cpu_us_per_req),
+    ("kernel % of cpu", |r| r.proxy_sys_share.map(|s| s * 100.0)),
     ("rate /s", |r| Some(r.rate)),
     ("p50 µs", |r| Some(r.p50_us)),
 ];

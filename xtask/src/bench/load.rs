@@ -92,6 +92,10 @@ pub struct RunResult {
     pub proxy_cpu_us_per_req: Option<f64>,
     /// Proxy CPU use over the window, in cores (1.0 = one core busy).
     pub proxy_cores: Option<f64>,
+    /// The kernel's share (0 to 1) of that CPU time (stime over utime +
+    /// stime): the proxy's system calls with the loopback delivery and
+    /// wake-ups they carry.
+    pub proxy_sys_share: Option<f64>,
 }
 
 impl Client {
@@ -194,6 +198,7 @@ impl Client {
         if let (Some(b), Some(a)) = (before, after) {
             let cpu = CpuSample::delta_us(&b, &a);
             result.proxy_cores = Some(cpu / 1e6 / secs);
+            result.proxy_sys_share = CpuSample::sys_share(&b, &a);
             if result.requests > 0 {
                 result.proxy_cpu_us_per_req = Some(cpu / result.requests as f64);
             }

@@ -13,16 +13,29 @@ pub struct Watch {
     pub pid: u32,
 }
 
-/// CPU time of a process tree at one moment.
+/// CPU time of a process tree at one moment, in clock ticks.
 #[derive(Clone, Copy, Debug)]
 pub struct CpuSample {
-    ticks: u64,
+    /// User time (utime).
+    user: u64,
+    /// Kernel time on the tree's behalf (stime): its system calls, and the
+    /// loopback delivery and wake-ups they carry.
+    sys: u64,
 }
 
 impl CpuSample {
     /// Microseconds of CPU between two samples.
     pub fn delta_us(before: &CpuSample, after: &CpuSample) -> f64 {
-        after.ticks.saturating_sub(before.ticks) as f64 * 1e6 / clk_tck()
+        let ticks = (after.user + after.sys).saturating_sub(before.user + before.sys);
+        ticks as f64 * 1e6 / clk_tck()
+    }
+
+    /// The kernel's share (0 to 1) of the CPU time between two samples;
+    /// `None` when no tick passed.
+    pub fn sys_share(before: &CpuSample, after: &CpuSample) -> Option<f64> {
+        let sys = after.sys.saturating_sub(before.sys);
+        let all = sys + after.user.saturating_sub(before.user);
+        (all > 0).then(|| sys as f64 / all as f64)
     }
 }
 
@@ -41,21 +54,22 @@ pub struct Mem {
 }
 
 impl Watch {
-    /// Utime + stime of the tree now.
+    /// Utime and stime of the tree now.
     pub fn sample(&self) -> Result<CpuSample> {
-        let mut ticks = 0;
+        let (mut user, mut sys) = (0, 0);
         for pid in self.tree() {
             // Processes may exit between listing and reading; skip them.
             if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
                 if let Some((_, utime, stime)) = parse_stat(&stat) {
-                    ticks += utime + stime;
+                    user += utime;
+                    sys += stime;
                 }
             }
         }
-        if ticks == 0 && !alive(self.pid) {
+        if user + sys == 0 && !alive(self.pid) {
             anyhow::bail!("process {} is gone", self.pid);
         }
-        Ok(CpuSample { ticks })
+        Ok(CpuSample { user, sys })
     }
 
     /// VmRSS and VmHWM of the tree, summed.
@@ -220,6 +234,18 @@ pub fn raise_nofile(want: u64) -> Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_kernel_share_counts_only_the_ticks_between_the_samples() {
+        let before = CpuSample { user: 100, sys: 900 };
+        let after = CpuSample { user: 140, sys: 960 };
+        assert_eq!(CpuSample::sys_share(&before, &after), Some(0.6));
+        assert_eq!(
+            CpuSample::delta_us(&before, &after),
+            100.0 * 1e6 / clk_tck()
+        );
+        assert_eq!(CpuSample::sys_share(&after, &after), None);
+    }
 
     #[test]
     fn exe_code_counts_only_the_executables_code_mappings() {

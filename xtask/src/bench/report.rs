@@ -201,13 +201,13 @@ pub fn markdown(r: &Results) -> String {
     let direct = get(r, "direct");
 
     s.push_str("### Throughput\n\n");
-    s.push_str("| topology | keep-alive 1 KiB req/s | ×direct | keep-alive 64 KiB req/s | ×direct | new TLS conn/s (1 KiB) | ×direct | proxy CPU µs/req 1 KiB | 64 KiB | per new conn | proxy cores used (1 KiB) | peak RSS MiB |\n");
-    s.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    s.push_str("| topology | keep-alive 1 KiB req/s | ×direct | keep-alive 64 KiB req/s | ×direct | new TLS conn/s (1 KiB) | ×direct | proxy CPU µs/req 1 KiB | 64 KiB | per new conn | kernel share of that CPU, 1 KiB / 64 KiB / new conn | proxy cores used (1 KiB) | peak RSS MiB |\n");
+    s.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for t in &r.topologies {
         if let Some(why) = &t.skipped {
             let _ = writeln!(
                 s,
-                "| {} | skipped: {} |||||||||||",
+                "| {} | skipped: {} ||||||||||||",
                 t.name,
                 why.replace('|', "/")
             );
@@ -219,9 +219,17 @@ pub fn markdown(r: &Results) -> String {
                 .and_then(|x| x.median.proxy_cpu_us_per_req)
         };
         let cores = t.measures.get(KA_1K).and_then(|x| x.median.proxy_cores);
+        let kernel = [KA_1K, KA_64K, NC_1K]
+            .map(|k| {
+                t.measures
+                    .get(k)
+                    .and_then(|x| x.median.proxy_sys_share)
+                    .map_or("–".to_string(), |v| format!("{:.0}%", v * 100.0))
+            })
+            .join(" / ");
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             t.name,
             num(rate(Some(t), KA_1K), 0),
             times(vs_direct(Some(t), KA_1K, direct)),
@@ -232,6 +240,7 @@ pub fn markdown(r: &Results) -> String {
             num(cpu(KA_1K), 1),
             num(cpu(KA_64K), 1),
             num(cpu(NC_1K), 1),
+            kernel,
             num(cores, 2),
             num(t.peak_rss_kib.map(|k| k as f64 / 1024.0), 1),
         );
@@ -745,5 +754,22 @@ mod tests {
         let text = markdown(&r);
         assert!(pairing(&r).is_none());
         assert!(text.contains("| iron-https | 30000 | 0.30× |"), "{text}");
+    }
+
+    /// The kernel's share of the proxy's CPU is in the throughput table, per
+    /// measure, and a measure without it shows a dash, as the other figures do.
+    #[test]
+    fn the_kernel_share_of_the_proxys_cpu_is_in_the_table() {
+        let mut t = direct("iron-https", 30_000.0, 3_000.0);
+        for (key, share) in [(KA_1K, 0.614), (NC_1K, 0.38)] {
+            let m = t.measures.get_mut(key).expect("measure");
+            m.median.proxy_cpu_us_per_req = Some(25.0);
+            m.median.proxy_sys_share = Some(share);
+        }
+        let text = markdown(&results(vec![direct("direct", 100_000.0, 3_000.0), t]));
+        assert!(text.contains("| 25.0 | – | 25.0 | 61% / – / 38% |"), "{text}");
+        let header = text.lines().find(|l| l.contains("kernel share")).expect("header");
+        let rule = text.lines().skip_while(|l| *l != header).nth(1).expect("rule");
+        assert_eq!(header.matches('|').count(), rule.matches('|').count());
     }
 }

@@ -362,6 +362,7 @@ pub fn median(runs: &[RunResult]) -> RunResult {
         mean_us: med(&|r| r.mean_us),
         proxy_cpu_us_per_req: med_opt(&|r| r.proxy_cpu_us_per_req),
         proxy_cores: med_opt(&|r| r.proxy_cores),
+        proxy_sys_share: med_opt(&|r| r.proxy_sys_share),
     }
 }
 

@@ -419,7 +419,7 @@ fn measure(
 /// One line of progress per run.
 fn log_run(who: &str, key: &str, i: usize, repeats: usize, r: &RunResult) {
     eprintln!(
-        "bench: {:<16} {:<22} run {}/{}: {:>8.0}/s  p50 {:>6.0}µs  p99 {:>6.0}µs  cpu/req {}  errors {}",
+        "bench: {:<16} {:<22} run {}/{}: {:>8.0}/s  p50 {:>6.0}µs  p99 {:>6.0}µs  cpu/req {}{}  errors {}",
         who,
         key,
         i + 1,
@@ -428,6 +428,8 @@ fn log_run(who: &str, key: &str, i: usize, repeats: usize, r: &RunResult) {
         r.p50_us,
         r.p99_us,
         r.proxy_cpu_us_per_req.map_or("-".into(), |v| format!("{v:.1}µs")),
+        r.proxy_sys_share
+            .map_or(String::new(), |v| format!(" ({:.0}% kernel)", v * 100.0)),
         r.errors
     );
 }
