@@ -237,8 +237,14 @@ mod tests {
 
     #[test]
     fn the_kernel_share_counts_only_the_ticks_between_the_samples() {
-        let before = CpuSample { user: 100, sys: 900 };
-        let after = CpuSample { user: 140, sys: 960 };
+        let before = CpuSample {
+            user: 100,
+            sys: 900,
+        };
+        let after = CpuSample {
+            user: 140,
+            sys: 960,
+        };
         assert_eq!(CpuSample::sys_share(&before, &after), Some(0.6));
         assert_eq!(
             CpuSample::delta_us(&before, &after),

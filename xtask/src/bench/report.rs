@@ -767,9 +767,19 @@ mod tests {
             m.median.proxy_sys_share = Some(share);
         }
         let text = markdown(&results(vec![direct("direct", 100_000.0, 3_000.0), t]));
-        assert!(text.contains("| 25.0 | – | 25.0 | 61% / – / 38% |"), "{text}");
-        let header = text.lines().find(|l| l.contains("kernel share")).expect("header");
-        let rule = text.lines().skip_while(|l| *l != header).nth(1).expect("rule");
+        assert!(
+            text.contains("| 25.0 | – | 25.0 | 61% / – / 38% |"),
+            "{text}"
+        );
+        let header = text
+            .lines()
+            .find(|l| l.contains("kernel share"))
+            .expect("header");
+        let rule = text
+            .lines()
+            .skip_while(|l| *l != header)
+            .nth(1)
+            .expect("rule");
         assert_eq!(header.matches('|').count(), rule.matches('|').count());
     }
 }
