@@ -219,9 +219,19 @@ static __always_inline int iron_is_loopback(const __u32 a[4])
 static __always_inline int iron_denied(const __u32 a[4], __u32 class)
 {
 	struct iron_deny_key key = {.prefixlen = 128};
+	__u32 b[4] = {a[0], a[1], a[2], a[3]};
 	__u32 *mask;
 
-	__builtin_memcpy(key.addr, a, 16);
+	/* A connect() to the unspecified address (0.0.0.0, ::) reaches this
+	 * host's loopback: it is judged as 127.0.0.1 or ::1, as the proxy
+	 * judges it (upstream/deny.rs). */
+	if (b[0] == 0 && b[1] == 0 && b[3] == 0) {
+		if (b[2] == 0)
+			b[3] = bpf_htonl(1);
+		else if (b[2] == bpf_htonl(0xffff))
+			b[3] = bpf_htonl(0x7f000001);
+	}
+	__builtin_memcpy(key.addr, b, 16);
 	mask = bpf_map_lookup_elem(&iron_deny, &key);
 	return mask && (*mask & class);
 }

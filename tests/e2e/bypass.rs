@@ -262,8 +262,11 @@ fn dns_rebinding_into_deny_cidrs_is_refused() {
     net.dns().set("rebind.test", &[v4.into(), v6.into()]);
     net.dns()
         .set("loop.test", &["127.0.0.1".parse().expect("ip")]);
+    // A connect() to 0.0.0.0 lands on this host's loopback.
+    net.dns()
+        .set("zero.test", &["0.0.0.0".parse().expect("ip")]);
     let lab = Lab::start_with(&net, |c| {
-        c["transforms"][0]["config"]["domains"] = json!(["rebind.test", "loop.test"]);
+        c["transforms"][0]["config"]["domains"] = json!(["rebind.test", "loop.test", "zero.test"]);
         c["proxy"] = json!({"upstream_deny_cidrs": [
             format!("{v4}/32"), format!("{v6}/128"),
             "169.254.169.254/32", "fd00:ec2::254/128", "127.0.0.0/8", "::1/128",
@@ -272,7 +275,7 @@ fn dns_rebinding_into_deny_cidrs_is_refused() {
     // The workload connects to some allowed-looking fake address; the proxy resolves the
     // name itself and finds a denied address.
     let somewhere = net.add_host().v4;
-    for name in ["rebind.test", "loop.test"] {
+    for name in ["rebind.test", "loop.test", "zero.test"] {
         let path = format!("/anything/{name}");
         let r = lab.curl(&[
             "--resolve",

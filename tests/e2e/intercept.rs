@@ -162,6 +162,10 @@ fn connects_into_deny_cidrs_fail_with_eperm_in_the_kernel() {
         "tcp,127.0.0.1,80".to_string(),
         "tcp,::1,80".to_string(),
         "tcp,::ffff:127.0.0.1,80".to_string(),
+        // The unspecified address reaches loopback: denied with it.
+        "tcp,0.0.0.0,80".to_string(),
+        "tcp,::,80".to_string(),
+        "tcp,::ffff:0.0.0.0,80".to_string(),
     ]
     .into();
     let allowed = vec![

@@ -1,8 +1,12 @@
 //! `proxy.upstream_deny_cidrs`: ranges the proxy refuses to dial whatever the
 //! allowlist says. Checked on every resolved address, after unmapping
-//! IPv4-mapped IPv6 addresses. The eBPF layer enforces the same list in the kernel.
+//! IPv4-mapped IPv6 addresses. The unspecified address (`0.0.0.0`, `::`) is
+//! checked as loopback (`127.0.0.1`, `::1`): a connect() to it reaches this
+//! host, so a name that resolves to `0.0.0.0` must not get past a list that
+//! denies loopback. The eBPF layer enforces the same list in the kernel, the
+//! same way.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::IpNet;
 
@@ -22,7 +26,11 @@ impl DenyList {
 
     /// The first range that contains `ip`, if any.
     pub fn check(&self, ip: IpAddr) -> Option<&IpNet> {
-        let ip = canonical_ip(ip);
+        let ip = match canonical_ip(ip) {
+            IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+            ip => ip,
+        };
         self.nets.iter().find(|n| n.contains(&ip))
     }
 
@@ -48,5 +56,23 @@ mod tests {
             .is_some());
         assert!(d.check("::1".parse().expect("ip")).is_some());
         assert!(d.check("169.254.169.253".parse().expect("ip")).is_none());
+    }
+
+    /// A connect() to the unspecified address lands on this host's loopback,
+    /// so a list that denies loopback denies it too, in every spelling; one
+    /// that does not deny loopback lets it through.
+    #[test]
+    fn the_unspecified_address_is_checked_as_loopback() {
+        let d = DenyList::new(crate::config::default_deny_cidrs());
+        for ip in ["0.0.0.0", "::", "::ffff:0.0.0.0"] {
+            assert!(d.check(ip.parse().expect("ip")).is_some(), "{ip}");
+        }
+        assert!(d.check("0.0.0.1".parse().expect("ip")).is_none());
+        let v4_only = DenyList::new(vec!["127.0.0.0/8".parse().expect("cidr")]);
+        assert!(v4_only.check("0.0.0.0".parse().expect("ip")).is_some());
+        assert!(v4_only.check("::".parse().expect("ip")).is_none());
+        assert!(DenyList::new(Vec::new())
+            .check("0.0.0.0".parse().expect("ip"))
+            .is_none());
     }
 }
