@@ -127,6 +127,8 @@ pub struct Flow {
     annotations: Map<String, Value>,
     /// Request headers a credential transform set in this request.
     credential_headers: Vec<http::HeaderName>,
+    /// Query parameters a credential transform set in this request.
+    credential_query: Vec<String>,
 }
 
 impl Flow {
@@ -144,6 +146,7 @@ impl Flow {
             late_audit: Vec::new(),
             annotations: Map::new(),
             credential_headers: Vec::new(),
+            credential_query: Vec::new(),
         }
     }
 
@@ -180,8 +183,38 @@ impl Flow {
     }
 
     /// Whether a credential transform set request header `name` in this request.
+    ///
+    /// Credential transforms also use it for precedence: when two of them
+    /// would set the same header, the first in config order wins, and the
+    /// later one leaves the request alone ([`Flow::note_already_set`]).
     pub fn is_credential_header(&self, name: &http::HeaderName) -> bool {
         self.credential_headers.contains(name)
+    }
+
+    /// Records that a credential transform set query parameter `name`.
+    pub fn mark_credential_query(&mut self, name: &str) {
+        if !self.is_credential_query(name) {
+            self.credential_query.push(name.to_string());
+        }
+    }
+
+    /// Whether a credential transform set query parameter `name` in this request.
+    pub fn is_credential_query(&self, name: &str) -> bool {
+        self.credential_query.iter().any(|n| n == name)
+    }
+
+    /// Adds `location` (`header:Authorization`, `query:key`) to the current
+    /// transform's `already_set` annotation: an earlier credential transform
+    /// set it in this request, so this one leaves it alone (the first in
+    /// config order wins).
+    pub fn note_already_set(&mut self, location: String) {
+        let entry = self
+            .annotations
+            .entry("already_set")
+            .or_insert_with(|| Value::Array(Vec::new()));
+        if let Value::Array(list) = entry {
+            list.push(Value::String(location));
+        }
     }
 }
 

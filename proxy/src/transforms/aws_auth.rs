@@ -312,6 +312,12 @@ impl Transform for AwsAuth {
         if !self.applies(cx) {
             return Ok(Verdict::Continue);
         }
+        // An earlier credential transform set Authorization: it wins, and
+        // this request is not re-signed.
+        if cx.is_credential_header(&http::header::AUTHORIZATION) {
+            cx.note_already_set("header:Authorization".into());
+            return Ok(Verdict::Continue);
+        }
         let found = match inbound(req) {
             Ok(f) => f,
             Err(why) => {

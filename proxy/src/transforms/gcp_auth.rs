@@ -20,12 +20,14 @@
 //!   (`GCE_METADATA_HOST`, default `metadata.google.internal`).
 //! - One cached token per transform, refreshed in the background ahead of
 //!   expiry ([`cache`]); a keyfile whose content changes discards it.
-//! - **First match wins** across `gcp_auth` entries: once one has injected its
-//!   token into a request, later `gcp_auth` entries leave the request alone
-//!   (they neither mint nor inject nor annotate).
+//! - **First match wins**: once a credential transform (an earlier `gcp_auth`
+//!   entry included) has set Authorization on a request, later `gcp_auth`
+//!   entries leave it alone: no mint, no injection, only the annotation
+//!   `already_set`.
 //! - A mint that fails refuses the request: 403 `token_unavailable`.
 //!
-//! Audit: `service_account` and `injected`; `stubbed`; `error` and `rejected`.
+//! Audit: `service_account` and `injected`; `already_set`; `stubbed`; `error`
+//! and `rejected`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -74,11 +76,6 @@ enum Source {
     Secret(Secret),
     DefaultChain,
 }
-
-/// Set in a request's [`Flow::ext`] by the `gcp_auth` entry that injected its token: later
-/// entries leave the request alone (the first matching entry wins).
-#[derive(Clone, Copy)]
-struct Injected;
 
 /// The fields of a credentials JSON file this transform uses.
 #[derive(Deserialize)]
@@ -350,7 +347,13 @@ impl Transform for GcpAuth {
         if let Some(stub) = self.stub(req, cx).await {
             return Ok(stub);
         }
-        if cx.ext.get::<Injected>().is_some() || !self.rules.applies(&cx.target()) {
+        if !self.rules.applies(&cx.target()) {
+            return Ok(Verdict::Continue);
+        }
+        // An earlier credential transform (another `gcp_auth` entry
+        // included) set Authorization: it wins, and nothing is minted.
+        if cx.is_credential_header(&AUTHORIZATION) {
+            cx.note_already_set("header:Authorization".into());
             return Ok(Verdict::Continue);
         }
         let (token, account) = match self.token().await {
@@ -370,7 +373,6 @@ impl Transform for GcpAuth {
             StatusCode::FORBIDDEN,
         )?;
         cx.annotate("service_account", account);
-        cx.ext.insert(Injected);
         Ok(Verdict::Continue)
     }
 }

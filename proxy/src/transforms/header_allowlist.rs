@@ -10,6 +10,12 @@
 //! and `Connection`, `Upgrade` and `TE` (hop-by-hop, already reduced by the
 //! exchange to what an upgrade or gRPC needs). Place the transform after the
 //! credential transforms so the headers they set survive.
+//!
+//! When several `header_allowlist` transforms' rules select a request, the
+//! first in config order applies and the later ones leave the request alone,
+//! with the trace annotation `already_applied: true` (the spec's "when two
+//! transforms of the same type target the same destination, the first one in
+//! config order wins"). Order them from the most specific scope to the least.
 
 use std::sync::Arc;
 
@@ -33,6 +39,10 @@ const ALWAYS_KEPT: [&str; 6] = [
     "upgrade",
     "te",
 ];
+
+/// Set in a request's [`Flow::ext`] by the `header_allowlist` that applied.
+#[derive(Clone, Copy)]
+struct Applied;
 
 /// The built transform.
 pub struct HeaderAllowlist {
@@ -81,6 +91,11 @@ impl Transform for HeaderAllowlist {
         if !self.rules.applies(&cx.target()) {
             return Ok(Verdict::Continue);
         }
+        if cx.ext.get::<Applied>().is_some() {
+            cx.annotate("already_applied", true);
+            return Ok(Verdict::Continue);
+        }
+        cx.ext.insert(Applied);
         let denied: Vec<HeaderName> = req
             .headers()
             .keys()
@@ -157,5 +172,35 @@ mod tests {
         t.on_request(&mut req, &mut cx).await.expect("continue");
         assert!(req.headers().contains_key("cookie"));
         assert!(cx.annotations_mut().is_empty());
+    }
+
+    /// Two allowlists whose rules both select a request: the first applies,
+    /// the second leaves the request alone and says so; one whose rules do
+    /// not select the request does not count as applied.
+    #[tokio::test]
+    async fn the_first_allowlist_that_selects_a_request_wins() {
+        let other = HeaderAllowlist::new(&cfg(&["cookie"], "[{host: other.example}]"));
+        let first = HeaderAllowlist::new(&cfg(&["authorization", "x-debug"], "[]"));
+        let second = HeaderAllowlist::new(&cfg(&["authorization", "cookie"], "[]"));
+        let mut req = request();
+        let mut cx = flow("api.openai.com");
+        other.on_request(&mut req, &mut cx).await.expect("continue");
+        assert!(cx.annotations_mut().is_empty());
+        first.on_request(&mut req, &mut cx).await.expect("continue");
+        let _ = std::mem::take(cx.annotations_mut());
+        second
+            .on_request(&mut req, &mut cx)
+            .await
+            .expect("continue");
+        let mut names: Vec<&str> = req.headers().keys().map(|n| n.as_str()).collect();
+        names.sort();
+        assert_eq!(
+            names,
+            ["authorization", "content-length", "host", "x-debug"]
+        );
+        assert_eq!(
+            cx.annotations_mut().get("already_applied"),
+            Some(&serde_json::json!(true))
+        );
     }
 }

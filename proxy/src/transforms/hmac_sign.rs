@@ -242,6 +242,21 @@ impl Transform for HmacSign {
         if !self.applies(cx) {
             return Ok(Verdict::Continue);
         }
+        // An earlier credential transform set one of this signature's
+        // headers: it wins, and this request is not signed (a signature
+        // with some of its headers missing would be refused upstream).
+        let taken: Vec<String> = self
+            .headers
+            .iter()
+            .filter(|h| cx.is_credential_header(&h.name))
+            .map(|h| format!("header:{}", h.written))
+            .collect();
+        if !taken.is_empty() {
+            for location in taken {
+                cx.note_already_set(location);
+            }
+            return Ok(Verdict::Continue);
+        }
         let body = match signed_body::checked(req, cx, self.allow_chunked_body, self.name()) {
             Ok(b) => b,
             Err(refusal) => return Ok(Verdict::Reject(refusal)),

@@ -768,6 +768,12 @@ impl Transform for OAuthToken {
         let Some(entry) = self.entries.iter().find(|e| e.rules.applies(&target)) else {
             return Ok(Verdict::Continue);
         };
+        // An earlier credential transform set this header: it wins, and no
+        // token is minted for this request.
+        if cx.is_credential_header(&entry.header) {
+            cx.note_already_set(format!("header:{}", entry.header_written));
+            return Ok(Verdict::Continue);
+        }
         let grant = entry.grant.name();
         cx.annotate("grant", grant);
         let token = match entry.token(&self.http).await {

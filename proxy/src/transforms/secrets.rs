@@ -162,6 +162,11 @@ impl Transform for Secrets {
         if cx.precheck {
             return Ok(Verdict::Continue);
         }
+        // An sni-only connection (no method: the request inside stays
+        // encrypted) carries nothing to set a credential on: an inject entry
+        // is not applied, resolved or recorded. Only `require` acts on it, as
+        // nothing inside the connection can be checked.
+        let passthrough = cx.method.is_empty();
         let mut swapped = Vec::new();
         let mut injected = Vec::new();
         let mut wire_names: Vec<String> = Vec::new();
@@ -170,6 +175,13 @@ impl Transform for Secrets {
                 continue;
             }
             match &e.mode {
+                Mode::InjectHeader { .. } | Mode::InjectQuery { .. } if passthrough => {}
+                Mode::InjectHeader { name, written, .. } if cx.is_credential_header(name) => {
+                    cx.note_already_set(format!("header:{written}"));
+                }
+                Mode::InjectQuery { name } if cx.is_credential_query(name) => {
+                    cx.note_already_set(format!("query:{name}"));
+                }
                 Mode::InjectHeader {
                     name,
                     written,
@@ -201,6 +213,7 @@ impl Transform for Secrets {
                             detail: format!("secret {}: {detail}", e.secret.name()),
                         }
                     })?;
+                    cx.mark_credential_query(name);
                     record(&mut injected, &e.secret, vec![format!("query:{name}")]);
                 }
                 Mode::Replace(r) => {

@@ -466,6 +466,23 @@ async fn refusals() {
     assert_eq!((status, reason.as_str()), (413, "body_truncated"));
 }
 
+/// An earlier credential transform set Authorization: it wins, and the
+/// request is not re-signed (the placeholder signature stays).
+#[tokio::test]
+async fn an_authorization_an_earlier_credential_transform_set_is_left_alone() {
+    let t = transform("", ENV);
+    let mut req = signed_post("Action=GetCallerIdentity");
+    let mut cx = flow("POST");
+    cx.mark_credential_header(&http::header::AUTHORIZATION);
+    let (outcome, trace) = run(t, &mut req, &mut cx).await;
+    assert!(matches!(outcome, PhaseOutcome::Continue));
+    assert_eq!(
+        trace.annotations.get("already_set"),
+        Some(&serde_json::json!(["header:Authorization"]))
+    );
+    assert_eq!(header(&req, "authorization"), PLACEHOLDER_AUTH);
+}
+
 #[tokio::test]
 async fn a_host_only_check_is_left_alone() {
     let t = transform("", ENV);

@@ -263,11 +263,14 @@ async fn a_later_entry_leaves_a_request_an_earlier_one_injected_into() {
     // The keyfile cannot be read: had this entry tried to mint, it would refuse with 403.
     let t = || transform("keyfile_path: /nonexistent/sa.json", "", &[]);
     let mut cx = flow("storage.googleapis.com", "GET", "/v1/x");
-    cx.ext.insert(Injected);
+    cx.mark_credential_header(&http::header::AUTHORIZATION);
     let mut req = request("GET", "/v1/x", &[("authorization", "Bearer earlier")], None);
     let (outcome, trace) = run(t(), &mut req, &mut cx).await;
     assert!(matches!(outcome, PhaseOutcome::Continue));
-    assert!(trace.annotations.is_empty(), "{:?}", trace.annotations);
+    assert_eq!(
+        trace.annotations.get("already_set"),
+        Some(&json!(["header:Authorization"]))
+    );
     assert_eq!(header(&req, "authorization"), "Bearer earlier");
     // Without an earlier injection the same entry applies (and here fails closed).
     let mut cx = flow("storage.googleapis.com", "GET", "/v1/x");

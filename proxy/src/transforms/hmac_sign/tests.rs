@@ -190,6 +190,29 @@ async fn requests_outside_the_rules_are_untouched() {
     assert!(req.headers().get("x-access-sign").is_none());
 }
 
+/// An earlier credential transform set one of the signature's headers: it
+/// wins, and this request is not signed at all (no header of the set).
+#[tokio::test]
+async fn a_signature_header_an_earlier_credential_transform_set_leaves_the_request_unsigned() {
+    let t = transform(EXCHANGE, ENV);
+    let mut req = request(
+        "POST",
+        "https://api.example.com/o",
+        &[("content-length", "2"), ("x-access-key", "earlier")],
+        Some("{}"),
+    );
+    let mut cx = flow("api.example.com", "POST", "/o");
+    cx.mark_credential_header(&http::HeaderName::from_static("x-access-key"));
+    let (outcome, trace) = run(t, &mut req, &mut cx).await;
+    assert!(matches!(outcome, PhaseOutcome::Continue));
+    assert_eq!(
+        trace.annotations.get("already_set"),
+        Some(&serde_json::json!(["header:X-ACCESS-KEY"]))
+    );
+    assert_eq!(header(&req, "x-access-key"), "earlier");
+    assert!(req.headers().get("x-access-sign").is_none());
+}
+
 /// The refusal's status and reason, and the trace's annotations.
 async fn refused(t: HmacSign, mut req: Request<Body>) -> (u16, String, TransformTrace) {
     let mut cx = flow("api.example.com", "POST", "/o");

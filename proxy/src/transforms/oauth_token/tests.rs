@@ -150,6 +150,29 @@ async fn a_minted_stub_token_is_refused_not_injected() {
     );
 }
 
+/// An earlier credential transform set the header: it wins, and this one
+/// neither mints (here the mint would fail and refuse) nor injects.
+#[tokio::test]
+async fn a_header_an_earlier_credential_transform_set_is_left_alone() {
+    let t = transform(CC, &[]);
+    let mut req = request(
+        "GET",
+        "/v1/things",
+        &[("authorization", "Bearer earlier")],
+        None,
+    );
+    let mut cx = flow("api.example.com", "GET", "/v1/things");
+    cx.mark_credential_header(&http::header::AUTHORIZATION);
+    let (outcome, trace) = run(t, &mut req, &mut cx).await;
+    assert!(matches!(outcome, PhaseOutcome::Continue));
+    assert_eq!(
+        trace.annotations.get("already_set"),
+        Some(&json!(["header:Authorization"]))
+    );
+    assert!(trace.annotations.get("injected").is_none());
+    assert_eq!(header(&req, "authorization"), "Bearer earlier");
+}
+
 #[tokio::test]
 async fn requests_outside_every_entry_and_host_only_checks_are_untouched() {
     let t = transform(CC, &[("ID", "i"), ("SECRET", "s")]);

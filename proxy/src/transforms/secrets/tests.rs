@@ -478,3 +478,91 @@ async fn json_key_extracts_a_field() {
         .expect("continue");
     assert_eq!(header(&req, "x-api-key"), ["from-json"]);
 }
+
+/// An sni-only connection's host-only request (no method: what it carries
+/// stays encrypted) gets no credential: an inject entry is neither resolved
+/// (an unavailable one does not refuse the connection) nor recorded.
+#[tokio::test]
+async fn an_sni_only_connection_is_given_no_secret_and_not_refused_for_one() {
+    let inject = |var: &str, name: &str| {
+        entry(
+            env(var),
+            SecretMode::Inject(InjectConfig::Header {
+                name: name.into(),
+                formatter: None,
+            }),
+            "[{host: git.test}]",
+        )
+    };
+    let t = transform(vec![
+        inject("GH_TOKEN", "Authorization"),
+        inject("MISSING_VAR", "X-Key"),
+    ]);
+    let mut req = Request::new(crate::body::empty());
+    let mut cx = flow("git.test", "", "");
+    assert!(matches!(
+        run(&t, &mut req, &mut cx).await,
+        Ok(Verdict::Continue)
+    ));
+    assert!(req.headers().is_empty());
+    assert!(
+        cx.annotations_mut().is_empty(),
+        "{:?}",
+        cx.annotations_mut()
+    );
+}
+
+/// When two credential transforms would set the same header or query
+/// parameter, the first in config order wins (spec: "Concepts: Transforms",
+/// "Credential Proxying"): within one `secrets` transform and across two.
+/// A location the first did not set is still set by the second.
+#[tokio::test]
+async fn the_first_credential_transform_to_set_a_location_wins() {
+    let inject = |var: &str, name: &str| {
+        entry(
+            env(var),
+            SecretMode::Inject(InjectConfig::Header {
+                name: name.into(),
+                formatter: None,
+            }),
+            "[{host: a.test}]",
+        )
+    };
+    let query = |var: &str| {
+        entry(
+            env(var),
+            SecretMode::Inject(InjectConfig::QueryParam { name: "key".into() }),
+            "[{host: a.test}]",
+        )
+    };
+    let first = transform(vec![
+        inject("OPENAI_API_KEY", "X-Key"),
+        inject("GH_TOKEN", "x-key"),
+        query("OPENAI_API_KEY"),
+    ]);
+    let second = transform(vec![
+        inject("INTERNAL_TOKEN", "X-KEY"),
+        query("GH_TOKEN"),
+        inject("GH_TOKEN", "X-Other"),
+    ]);
+    let mut req = get("https://a.test/x?q=1", &[]);
+    let mut cx = flow("a.test", "GET", "/x");
+    run(&first, &mut req, &mut cx).await.expect("continue");
+    assert_eq!(
+        cx.annotations_mut().remove("already_set"),
+        Some(json!(["header:x-key"]))
+    );
+    let _ = std::mem::take(cx.annotations_mut());
+    run(&second, &mut req, &mut cx).await.expect("continue");
+    assert_eq!(header(&req, "x-key"), [REAL]);
+    assert_eq!(req.uri().query(), Some(format!("q=1&key={REAL}").as_str()));
+    assert_eq!(header(&req, "x-other"), ["ghp_abc123"]);
+    assert_eq!(
+        cx.annotations_mut()["already_set"],
+        json!(["header:X-KEY", "query:key"])
+    );
+    assert_eq!(
+        cx.annotations_mut()["injected"],
+        json!([{"secret": "GH_TOKEN", "locations": ["header:X-Other"]}])
+    );
+}
