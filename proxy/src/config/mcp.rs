@@ -5,7 +5,7 @@ use serde_json::Value;
 
 use super::decode::{int, str_with, Cx, Decode, Res};
 use super::values::first_line;
-use super::yaml::{Kind, Node};
+use super::yaml::{number, Kind, Node, Number};
 use crate::rules::{Rule, Scope};
 
 /// `mcp:`. Absent means no MCP interception.
@@ -75,34 +75,41 @@ pub enum ArgCondition {
     Matches(Regex),
 }
 
-/// Converts a node to JSON with YAML 1.2 core scalar resolution (quoted scalars stay strings).
-fn json(node: &Node) -> Value {
-    match &node.kind {
+/// Converts a node to JSON, plain scalars resolved as yaml.v3 resolves them
+/// into an untyped value: `true`/`false`, integers (`0x`, `0o`, `0b`, `_`
+/// separators, as in integer fields), YAML-style floats; the
+/// rest, and every quoted scalar, a string. A decimal with a leading zero is
+/// refused, as in integer fields: yaml.v3 reads `010` as octal 8.
+fn json(node: &Node, cx: &mut Cx) -> Res<Value> {
+    Ok(match &node.kind {
         _ if node.is_null() => Value::Null,
         Kind::Scalar { text, plain: false } => Value::String(text.clone()),
         Kind::Scalar { text, plain: true } => match text.as_str() {
             "true" | "True" | "TRUE" => Value::Bool(true),
             "false" | "False" | "FALSE" => Value::Bool(false),
-            t => t
-                .parse::<i64>()
-                .map(Value::from)
-                .ok()
-                .or_else(|| {
-                    t.parse::<f64>()
-                        .ok()
-                        .filter(|f| f.is_finite())
-                        .map(Value::from)
-                })
-                .unwrap_or_else(|| Value::String(t.to_string())),
+            t => match number(t) {
+                Ok(Number::Int(i)) => Value::from(i),
+                Ok(Number::Float(f)) if f.is_finite() => Value::from(f),
+                Err(hint) if !hint.is_empty() => {
+                    return Err(cx.error(node.pos, format!("{t:?} is ambiguous{hint}")))
+                }
+                _ => Value::String(t.to_string()),
+            },
         },
-        Kind::Seq(items) => Value::Array(items.iter().map(json).collect()),
-        Kind::Map(entries) => Value::Object(
-            entries
+        Kind::Seq(items) => Value::Array(
+            items
                 .iter()
-                .map(|(k, v)| (k.scalar().unwrap_or_default().to_string(), json(v)))
-                .collect(),
+                .map(|n| json(n, cx))
+                .collect::<Res<Vec<_>>>()?,
         ),
-    }
+        Kind::Map(entries) => {
+            let mut out = serde_json::Map::new();
+            for (k, v) in entries {
+                out.insert(k.scalar().unwrap_or_default().to_string(), json(v, cx)?);
+            }
+            Value::Object(out)
+        }
+    })
 }
 
 impl Decode for ArgMatcher {
@@ -128,11 +135,16 @@ impl Decode for ArgMatcher {
                 let pos = m.key_pos(second).unwrap_or(m.pos);
                 Err(cx.error(pos, "'equals', 'in' and 'matches' are mutually exclusive"))
             }
-            (Some("equals"), None) => Ok(ArgCondition::Equals(
-                m.node("equals").map_or(Value::Null, json),
-            )),
+            (Some("equals"), None) => match m.node("equals") {
+                Some(n) => json(n, cx).map(ArgCondition::Equals),
+                None => Ok(ArgCondition::Equals(Value::Null)),
+            },
             (Some("in"), None) => m.req_with(cx, "in", |n, cx| match &n.kind {
-                Kind::Seq(items) => Ok(ArgCondition::In(items.iter().map(json).collect())),
+                Kind::Seq(items) => items
+                    .iter()
+                    .map(|i| json(i, cx))
+                    .collect::<Res<Vec<_>>>()
+                    .map(ArgCondition::In),
                 _ => Err(cx.error(n.pos, format!("expected a list, found {}", n.type_name()))),
             }),
             (Some(_), None) => m.req_with(cx, "matches", |n, cx| {
@@ -196,5 +208,35 @@ impl Decode for McpConfig {
             error: error?,
             servers: servers?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// The values of `equals` and `in` as yaml.v3 reads an untyped value:
+    /// `0x10`, `0o20`, `0b10000` and `1_6` are the integer 16, a float
+    /// stays a float, quoted scalars and other words stay strings.
+    #[test]
+    fn plain_scalars_resolve_as_yaml_v3_resolves_them() {
+        let yaml = "mcp:\n  servers:\n    - name: s\n      rules: [{host: m.test}]\n      tools:\n        - name: t\n          when:\n            - path: n\n              in: [0x10, 0o20, 0b10000, 1_6, 16, -0x10, 2.5, '0x10', yes, .inf, ~]\n            - path: m\n              equals: {a: [0x1F, \"b\"]}\n";
+        let text = format!("{}{yaml}", crate::config::tests::BASE);
+        let cfg = crate::config::parse(&text, "proxy.yaml", &|_| None).expect("config");
+        let mcp = cfg.mcp.expect("mcp");
+        let when = &mcp.servers[0].tools[0].when;
+        let ArgCondition::In(values) = &when[0].condition else {
+            panic!("not in")
+        };
+        assert_eq!(
+            Value::Array(values.clone()),
+            json!([16, 16, 16, 16, 16, -16, 2.5, "0x10", "yes", ".inf", null])
+        );
+        let ArgCondition::Equals(v) = &when[1].condition else {
+            panic!("not equals")
+        };
+        assert_eq!(v, &json!({"a": [31, "b"]}));
     }
 }

@@ -13,7 +13,7 @@ use super::*;
 use env::env_of;
 
 /// A config that needs nothing else: the CA paths MITM mode requires.
-pub(super) const BASE: &str = "tls:\n  ca_cert: /certs/ca.crt\n  ca_key: /certs/ca.key\n";
+pub(crate) const BASE: &str = "tls:\n  ca_cert: /certs/ca.crt\n  ca_key: /certs/ca.key\n";
 
 fn no_env(_: &str) -> Option<String> {
     None

@@ -154,6 +154,14 @@ fn mcp_equals_and_in() {
     );
 }
 
+#[test]
+fn mcp_equals_with_a_leading_zero() {
+    refused(
+        "mcp:\n  servers:\n    - name: gh\n      rules: [{host: mcp.github.com}]\n      tools:\n        - name: create_issue\n          when:\n            - path: n\n              in: [1, 010]\n",
+        &["proxy.yaml:9:23: mcp.servers[0].tools[0].when[0].in: \"010\" is ambiguous (a leading 0 means octal to yaml.v3: write 0o... or drop the 0)"],
+    );
+}
+
 const JUDGE: &str = "      prompt: p\n      rules: [{host: api.github.com}]\n      provider: {type: anthropic, model: m, api_key_env: K}\n";
 
 #[test]
