@@ -233,13 +233,19 @@ impl OtelSettings {
         }
     }
 
-    /// The endpoint with any userinfo removed, for logs.
+    /// The endpoint with any userinfo removed, for logs, spelled as
+    /// configured otherwise (no `/` added after a bare host and port).
     pub fn endpoint_for_log(&self) -> String {
         match url::Url::parse(&self.endpoint) {
             Ok(mut u) => {
                 let _ = u.set_username("");
                 let _ = u.set_password(None);
-                u.to_string()
+                let text = u.to_string();
+                let bare = u.path() == "/" && u.query().is_none() && u.fragment().is_none();
+                match text.strip_suffix('/') {
+                    Some(t) if bare && !self.endpoint.ends_with('/') => t.to_string(),
+                    _ => text,
+                }
             }
             Err(_) => "(unparsable)".to_string(),
         }

@@ -62,6 +62,18 @@ fn env_parsing() {
     assert_eq!(s.headers[0].1.as_str(), "Bearer abc");
     let dbg = format!("{s:?}");
     assert!(!dbg.contains("abc") && !dbg.contains("pw"), "{dbg}");
+    // Spelled as configured, userinfo removed: no `/` added after a bare host
+    // and port (the spec's start-up line).
+    for (endpoint, logged) in [
+        ("https://c.example:4318", "https://c.example:4318"),
+        ("https://u:p@c.example:4318", "https://c.example:4318"),
+        ("https://c.example:4318/", "https://c.example:4318/"),
+        ("https://u:p@c.example/otlp/", "https://c.example/otlp/"),
+        ("https://c.example/otlp", "https://c.example/otlp"),
+    ] {
+        let (s, _) = enabled(&[("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)]);
+        assert_eq!(s.endpoint_for_log(), logged, "{endpoint}");
+    }
     let (s, _) = enabled(&[
         ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317"),
         ("OTEL_EXPORTER_OTLP_PROTOCOL", "GRPC"),
