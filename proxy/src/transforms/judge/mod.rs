@@ -2,9 +2,10 @@
 //! its `rules` match. It can only reject: ALLOW continues to the next
 //! transform, DENY answers 403. A failed call (error status, network,
 //! timeout, open breaker, an answer that is not a bare JSON decision) applies
-//! `fallback`: `deny` (403) or `skip` (continue). Each instance has its own
-//! semaphore (`max_concurrent`) and circuit breaker, so a slow provider only
-//! slows its own judge.
+//! `fallback`: `deny` (403) or `skip` (continue), and so does a request that
+//! finds no free slot within `timeout`. Each instance has its own semaphore
+//! (`max_concurrent`) and circuit breaker, so a slow provider only slows its
+//! own judge.
 //!
 //! The model sees a capped envelope of the request (see `envelope`) and a
 //! system prompt that embeds the operator's policy as a JSON string. Its
@@ -64,6 +65,8 @@ pub struct Judge {
     provider: Provider,
     fallback: JudgeFallback,
     timeout: Duration,
+    /// The configured `max_concurrent` (the size of `slots`), for reasons.
+    max_concurrent: u32,
     slots: Semaphore,
     breaker: Breaker,
     http: HttpClient,
@@ -159,6 +162,7 @@ impl Judge {
             provider: Provider::new(&cfg.provider, key),
             fallback: cfg.fallback,
             timeout: cfg.timeout.get(),
+            max_concurrent: cfg.max_concurrent,
             slots: Semaphore::new(
                 usize::try_from(cfg.max_concurrent)
                     .unwrap_or(usize::MAX)
@@ -180,24 +184,31 @@ impl Judge {
     /// (when the provider answered) and raw output (when its answer is not a
     /// decision), the latter with `secrets` and the API key redacted.
     ///
-    /// The timeout covers the wait for a slot (`max_concurrent`) and the
-    /// call: a stuck provider holds no request longer than that.
+    /// `timeout` bounds the call alone (spec: "bounds a single LLM call"),
+    /// so a request queued behind slow calls still gets all of it. The wait
+    /// for a slot (`max_concurrent`) is bounded by the same value, separately,
+    /// so no request waits forever: a request is held at most twice
+    /// `timeout`. A request that gets no slot made no call, so it does not
+    /// count towards the breaker (no ticket is taken before the slot).
     async fn judge(&self, envelope: &str, secrets: &[&str], cx: &mut Flow) -> Outcome {
         let open = || Outcome::Failed {
             reason: "circuit breaker open".into(),
             tripped: true,
         };
-        let timed_out = |what: &str| Outcome::Failed {
-            reason: format!("{what} timed out after {:?}", self.timeout),
-            tripped: false,
-        };
         // An open breaker answers at once, without queueing for a slot.
         if self.breaker.is_open() {
             return open();
         }
-        let deadline = tokio::time::Instant::now() + self.timeout;
-        let _slot = match tokio::time::timeout_at(deadline, self.slots.acquire()).await {
-            Err(_) => return timed_out("waiting for a free slot (max_concurrent)"),
+        let _slot = match tokio::time::timeout(self.timeout, self.slots.acquire()).await {
+            Err(_) => {
+                return Outcome::Failed {
+                    reason: format!(
+                        "no free judge slot within {:?} (max_concurrent {})",
+                        self.timeout, self.max_concurrent
+                    ),
+                    tripped: false,
+                }
+            }
             Ok(Err(_)) => {
                 return Outcome::Failed {
                     reason: "the judge is shutting down".into(),
@@ -210,10 +221,14 @@ impl Judge {
             return open();
         };
         let call = self.provider.complete(&self.http, &self.system, envelope);
-        let completion = match tokio::time::timeout_at(deadline, call).await {
+        // The call's own clock starts now, after any wait for the slot.
+        let completion = match tokio::time::timeout(self.timeout, call).await {
             Err(_) => {
                 ticket.settle(false);
-                return timed_out("LLM call");
+                return Outcome::Failed {
+                    reason: format!("LLM call timed out after {:?}", self.timeout),
+                    tripped: false,
+                };
             }
             Ok(Err(e)) => {
                 ticket.settle(false);

@@ -1,5 +1,5 @@
 //! Judge tests that need no LLM: decisions, the prompt, rule matching,
-//! fallbacks on transport failure and timeout, the breaker, and the
+//! fallbacks on transport failure, timeout and no free slot, the breaker, and the
 //! annotations of each outcome against a canned loopback provider. Calls to
 //! a provider speaking the real APIs are the e2e test `judge` (the official
 //! Anthropic and OpenAI SDK types check both directions).
@@ -471,9 +471,10 @@ async fn the_timeout_bounds_the_wait_for_a_slot() {
     let (out, a) = judge_once(&j).await;
     assert!(matches!(out, PhaseOutcome::Reject(..)), "fallback deny");
     assert_eq!(
-        a["reason"], "waiting for a free slot (max_concurrent) timed out after 1s",
+        a["reason"], "no free judge slot within 1s (max_concurrent 1)",
         "{a:?}"
     );
+    assert_eq!(a["fallback_applied"], "deny", "{a:?}");
     assert!(
         started.elapsed() < Duration::from_millis(1500),
         "{:?}",
@@ -481,5 +482,115 @@ async fn the_timeout_bounds_the_wait_for_a_slot() {
     );
     let a = one.await.expect("first");
     assert_eq!(a["reason"], "LLM call timed out after 1s", "{a:?}");
+    task.abort();
+}
+
+/// Spec: "The `timeout` field bounds a single LLM call." A request queued
+/// behind a slow call gets the whole `timeout` for its own call, even though
+/// its wait and its call together exceed it.
+#[tokio::test(start_paused = true)]
+async fn a_queued_request_gets_the_whole_timeout_for_its_call() {
+    let (url, task) = canned(Duration::from_millis(1500), |_| {
+        (
+            200,
+            String::new(),
+            message(r#"{"decision":"ALLOW","reason":"fine"}"#),
+        )
+    })
+    .await;
+    let extra = "      timeout: 2s\n      max_concurrent: 1\n";
+    let j = Arc::new(judge(extra, &url, &[("KEY", "sk-judge-key-1234")]).expect("judge"));
+    let started = tokio::time::Instant::now();
+    let first = tokio::spawn({
+        let j = j.clone();
+        async move { judge_once(&j).await }
+    });
+    // The first takes the only slot; the second queues behind it for 1.5 s,
+    // then calls for 1.5 s: 3 s in all, over the 2 s timeout.
+    tokio::task::yield_now().await;
+    let (out, a) = judge_once(&j).await;
+    assert!(matches!(out, PhaseOutcome::Continue), "judged: {a:?}");
+    assert_eq!(a["decision"], "ALLOW", "{a:?}");
+    assert_eq!(a["reason"], "fine", "{a:?}");
+    assert!(a.get("fallback_applied").is_none(), "{a:?}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(3),
+        "the second waited for the first: {:?}",
+        started.elapsed()
+    );
+    let (out, a) = first.await.expect("first");
+    assert!(matches!(out, PhaseOutcome::Continue), "{a:?}");
+    assert_eq!(a["decision"], "ALLOW", "{a:?}");
+    task.abort();
+}
+
+/// A request that finds no free slot within `timeout` gets the fallback with
+/// a reason of its own, and, having made no call, does not count towards the
+/// breaker: with `consecutive_failures: 1` the next request is still judged.
+#[tokio::test(start_paused = true)]
+async fn no_free_slot_falls_back_without_counting_towards_the_breaker() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let calls = Arc::new(AtomicUsize::new(0));
+    let seen = calls.clone();
+    let (url, task) = canned(Duration::from_millis(900), move |_| {
+        seen.fetch_add(1, Ordering::SeqCst);
+        (
+            200,
+            String::new(),
+            message(r#"{"decision":"ALLOW","reason":"fine"}"#),
+        )
+    })
+    .await;
+    let extra = "      timeout: 1s\n      max_concurrent: 1\n      circuit_breaker: {consecutive_failures: 1, cooldown: 1h}\n";
+    let j = Arc::new(judge(extra, &url, &[("KEY", "sk-judge-key-1234")]).expect("judge"));
+    let spawn = |j: &Arc<Judge>| {
+        let j = j.clone();
+        tokio::spawn(async move { judge_once(&j).await })
+    };
+    // The first holds the slot until 0.9 s, the second then holds it until
+    // 1.8 s; the third, queued behind both, gives up at 1 s. A fourth, sent
+    // then, gets the slot at 1.8 s and its answer at 2.7 s.
+    let first = spawn(&j);
+    tokio::task::yield_now().await;
+    let second = spawn(&j);
+    tokio::task::yield_now().await;
+    let started = tokio::time::Instant::now();
+    let (out, a) = judge_once(&j).await;
+    let PhaseOutcome::Reject(by, r) = out else {
+        panic!("fallback deny rejects: {a:?}")
+    };
+    assert_eq!(
+        (by.as_str(), r.reason.as_str()),
+        ("judge", "judge_unavailable")
+    );
+    assert_eq!(
+        a["reason"], "no free judge slot within 1s (max_concurrent 1)",
+        "{a:?}"
+    );
+    assert_eq!(a["decision"], "FALLBACK_DENY", "{a:?}");
+    assert_eq!(a["fallback_applied"], "deny", "{a:?}");
+    for absent in [
+        "circuit_breaker_tripped",
+        "input_tokens",
+        "output_tokens",
+        "raw_output",
+    ] {
+        assert!(a.get(absent).is_none(), "{absent}: {a:?}");
+    }
+    assert_eq!(started.elapsed(), Duration::from_secs(1), "gave up at 1 s");
+    // Checked while the second call is in flight, before its success could
+    // reset the count: had the give-up counted, the breaker would be open and
+    // the next request would get the fallback at once.
+    assert!(!j.breaker.is_open(), "a slot give-up tripped the breaker");
+    let (out, a) = judge_once(&j).await;
+    assert!(matches!(out, PhaseOutcome::Continue), "{a:?}");
+    assert_eq!(a["decision"], "ALLOW", "{a:?}");
+    assert!(a.get("circuit_breaker_tripped").is_none(), "{a:?}");
+    for (name, h) in [("first", first), ("second", second)] {
+        let (out, a) = h.await.expect(name);
+        assert!(matches!(out, PhaseOutcome::Continue), "{name}: {a:?}");
+        assert_eq!(a["decision"], "ALLOW", "{name}: {a:?}");
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 3, "the third made no call");
     task.abort();
 }
