@@ -42,6 +42,23 @@ fn load_config(
     }
 }
 
+/// The CA as the proxy loads it: `None` when it loads, else the error as
+/// `validate` prints it, at the field that names the file at fault
+/// (`proxy.yaml:3:11: error: tls.ca_key: /etc/hostname: no unencrypted PEM
+/// private key found ...`).
+fn ca_error(cfg: &config::Config, m: &config::MitmConfig) -> Option<String> {
+    let e = crate::tls::CertificateAuthority::load(&m.ca_cert, &m.ca_key).err()?;
+    let field = match e.file() {
+        crate::tls::CaFile::Cert => "tls.ca_cert",
+        crate::tls::CaFile::Key => "tls.ca_key",
+    };
+    Some(format!(
+        "{}: error: {field}: {}",
+        cfg.locate(field),
+        crate::error_chain(&e)
+    ))
+}
+
 /// `iron-proxy -config FILE|s3://BUCKET/KEY`: runs until SIGTERM/SIGINT.
 pub fn run(arg: &Path) -> ExitCode {
     let Some((source, cfg, bytes)) = load_config(arg, |source, n| {
@@ -49,6 +66,16 @@ pub fn run(arg: &Path) -> ExitCode {
     }) else {
         return ExitCode::FAILURE;
     };
+    // The CA is loaded here once before the app loads it, so that a pair that
+    // does not load is reported as `validate` reports it: at the field that
+    // names the file at fault, not as a bare "tls: ..." from the app.
+    if let config::TlsConfig::Mitm(m) = &cfg.tls {
+        if let Some(e) = ca_error(&cfg, m) {
+            errln!("{e}");
+            errln!("iron-proxy: 1 error(s) in {source}; not starting");
+            return ExitCode::FAILURE;
+        }
+    }
     crate::ops::logs::append_to_stderr_file();
     crate::ops::logs::init_queued(cfg.log.level.as_str(), cfg.log.format);
     // Whatever way `run` returns, the queued log lines and audit records go
@@ -190,17 +217,11 @@ pub fn validate(arg: &Path, strict: bool) -> ExitCode {
     // not load (not PEM, not a CA, expired, a key of another CA) stops the
     // proxy, so it is an error here too, under -strict or not.
     let ca_error = match &cfg.tls {
-        config::TlsConfig::Mitm(m) if m.ca_cert.exists() && m.ca_key.exists() => {
-            crate::tls::CertificateAuthority::load(&m.ca_cert, &m.ca_key).err()
-        }
+        config::TlsConfig::Mitm(m) if m.ca_cert.exists() && m.ca_key.exists() => ca_error(&cfg, m),
         _ => None,
     };
     if let Some(e) = &ca_error {
-        errln!(
-            "{}: error: tls: {}",
-            cfg.locate("tls.ca_cert"),
-            crate::error_chain(e)
-        );
+        errln!("{e}");
     }
     // Lints are warnings even under -strict: each is a choice the spec allows.
     // Each names where its field was set, as errors do: `proxy.yaml:14:5: warning: ...`.
@@ -344,5 +365,71 @@ pub fn summary(args: &crate::summary::SummaryArgs) -> ExitCode {
             errln!("iron-proxy summary: {}", crate::error_chain(&e));
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tls::test_support::make_ca;
+
+    /// What loading the CA says for a config naming `cert` (line 2) and `key` (line 3).
+    fn ca_error_of(cert: &Path, key: &Path) -> Option<String> {
+        let text = format!(
+            "tls:\n  ca_cert: {}\n  ca_key: {}\n",
+            cert.display(),
+            key.display()
+        );
+        let cfg = config::parse(&text, "p.yaml", &|_| None).expect("valid config");
+        let config::TlsConfig::Mitm(m) = &cfg.tls else {
+            panic!("mitm is the default")
+        };
+        ca_error(&cfg, m)
+    }
+
+    #[test]
+    fn a_ca_that_does_not_load_is_reported_at_the_field_of_the_file_at_fault() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let write = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).expect("writing a test file");
+            path
+        };
+        let (ca, other) = (make_ca(), make_ca());
+        let cert = write("ca.crt", &ca.cert_pem);
+        let key = write("ca.key", &ca.key_pem);
+        let other_key = write("other.key", &other.key_pem);
+        let hostname = write("hostname", "build-host\n");
+        assert_eq!(ca_error_of(&cert, &key), None);
+        // Key-side faults at `ca_key: ...` (3:11): not a key, another CA's key, no file.
+        assert_eq!(
+            ca_error_of(&cert, &hostname),
+            Some(format!(
+                "p.yaml:3:11: error: tls.ca_key: {}: no unencrypted PEM private key found \
+                 (PKCS#8, PKCS#1 RSA or SEC1 EC; encrypted keys are not supported)",
+                hostname.display()
+            ))
+        );
+        assert_eq!(
+            ca_error_of(&cert, &other_key),
+            Some(format!(
+                "p.yaml:3:11: error: tls.ca_key: {} does not match the public key of {}",
+                other_key.display(),
+                cert.display()
+            ))
+        );
+        let missing = ca_error_of(&cert, &dir.path().join("none.key")).expect("an error");
+        assert!(
+            missing.starts_with("p.yaml:3:11: error: tls.ca_key: reading "),
+            "{missing}"
+        );
+        // Certificate-side faults stay at `ca_cert: ...` (2:12): here it holds the key.
+        assert_eq!(
+            ca_error_of(&key, &key),
+            Some(format!(
+                "p.yaml:2:12: error: tls.ca_cert: {}: no PEM certificate found",
+                key.display()
+            ))
+        );
     }
 }

@@ -1,12 +1,16 @@
 //! The decoding machinery: typed values are built from [`Node`]s while every
 //! error is recorded with its position and field path, and decoding goes on
-//! past it, so one run reports every problem in the file.
+//! past it, so one run reports every problem in the file. A value that is
+//! valid but probably not what was meant is recorded as a finding (see
+//! `lint`), placed the same way.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::str::FromStr;
 
 use super::error::ConfigError;
+use super::lint::Lint;
+use super::positions;
 use super::yaml::{self, Kind, Node, Number, Pos};
 
 /// Marks a value that could not be decoded; its error is already recorded.
@@ -23,11 +27,14 @@ enum Seg {
     Index(usize),
 }
 
-/// Decoding context: the file name, the current field path and the errors so far.
+/// Decoding context: the file name, the current field path, and the errors
+/// and findings so far.
 pub(crate) struct Cx {
     file: String,
     path: Vec<Seg>,
     pub errors: Vec<ConfigError>,
+    /// Findings about single values, in the order they were decoded ([`Cx::warn`]).
+    pub findings: Vec<Lint>,
 }
 
 impl Cx {
@@ -36,6 +43,7 @@ impl Cx {
             file: file.to_string(),
             path: Vec::new(),
             errors: Vec::new(),
+            findings: Vec::new(),
         }
     }
 
@@ -80,6 +88,16 @@ impl Cx {
             message: message.into(),
         });
         Failed
+    }
+
+    /// Records a finding at `pos` for the current path: the value is valid
+    /// (decoding uses it) but probably not what its author meant.
+    pub fn warn(&mut self, pos: Pos, message: impl Into<String>) {
+        self.findings.push(Lint {
+            location: positions::location(&self.file, pos),
+            path: self.path(),
+            message: message.into(),
+        });
     }
 
     /// Runs `f` with `key` appended to the path.

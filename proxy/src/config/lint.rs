@@ -3,8 +3,12 @@
 //! the spec allows each of them), and the proxy logs them at WARN when it
 //! starts and on each reload.
 //!
-//! They are found at load ([`find`]), while the document is at hand to say
-//! where each field was set, and kept in the [`Config`]; [`lint`] hands them out.
+//! They are found at load, while the document is at hand to say where each
+//! field was set, and kept in the [`Config`]; [`lint`] hands them out. Those
+//! about one value that decoding settles (a `formatter` with `query_param`, a
+//! `ttl` on an `env` source, `body_capture`'s `max_request_body_bytes: 0`) are
+//! recorded by the decoder where it reads the value (`Cx::warn`); those about
+//! how transforms and sections meet are found over the decoded config ([`find`]).
 
 use std::fmt;
 use std::ops::Range;
@@ -259,8 +263,9 @@ fn any_credential_header_scopes<'t>(t: &'t TransformConfig, names: &[String]) ->
         .collect()
 }
 
-/// The configuration's findings, in config order. They were found when it
-/// was loaded (the document, which says where each field was set, is not kept).
+/// The configuration's findings: those about single values in file order,
+/// then the rest in config order. They were found when it was loaded (the
+/// document, which says where each field was set, is not kept).
 pub fn lint(cfg: &Config) -> Vec<Lint> {
     cfg.findings.clone()
 }

@@ -96,12 +96,9 @@ fn json(node: &Node, cx: &mut Cx) -> Res<Value> {
                 _ => Value::String(t.to_string()),
             },
         },
-        Kind::Seq(items) => Value::Array(
-            items
-                .iter()
-                .map(|n| json(n, cx))
-                .collect::<Res<Vec<_>>>()?,
-        ),
+        Kind::Seq(items) => {
+            Value::Array(items.iter().map(|n| json(n, cx)).collect::<Res<Vec<_>>>()?)
+        }
         Kind::Map(entries) => {
             let mut out = serde_json::Map::new();
             for (k, v) in entries {

@@ -219,23 +219,27 @@ fn decode_config(root: Node, cx: &mut Cx) -> Res<Config> {
         findings: Vec::new(),
         positions: Positions::default(),
     };
-    place(&mut config, cx.file(), &root);
+    place(&mut config, cx, &root);
     // `root` is dropped here: the config keeps places, not the document.
     Ok(config)
 }
 
 /// Finds the lint findings and looks up in the document where their fields,
-/// and those [`check_references`] may name, were set.
-fn place(config: &mut Config, file: &str, root: &Node) {
+/// and those [`check_references`] may name, were set. The findings the
+/// decoder recorded about single values come first, in file order.
+fn place(config: &mut Config, cx: &mut Cx, root: &Node) {
+    let file = cx.file();
     let unplaced = lint::find(config);
     let paths: Vec<String> = unplaced.iter().map(|f| f.path.clone()).collect();
     let locations = positions::locate_all(file, root, &paths);
-    config.findings = unplaced
+    let placed = unplaced
         .into_iter()
         .zip(locations)
-        .map(|(f, location)| f.at(location))
-        .collect();
-    config.positions = Positions::new(file, root, refs::reference_paths(config));
+        .map(|(f, location)| f.at(location));
+    let positions = Positions::new(file, root, refs::reference_paths(config));
+    config.findings = std::mem::take(&mut cx.findings);
+    config.findings.extend(placed);
+    config.positions = positions;
 }
 
 /// Judge names must be unique. Checked on the document, so a duplicate is

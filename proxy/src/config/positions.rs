@@ -97,16 +97,7 @@ pub(crate) fn locate_all(file: &str, root: &Node, paths: &[String]) -> Vec<Locat
     found
         .into_iter()
         .map(|pos| match pos {
-            Some(Pos::File { line, column }) => Location {
-                file: file.to_string(),
-                line: Some(line),
-                column: Some(column),
-            },
-            Some(Pos::Env(var)) => Location {
-                file: var.to_string(),
-                line: None,
-                column: None,
-            },
+            Some(pos) => location(file, pos),
             None => Location {
                 file: file.to_string(),
                 line: None,
@@ -114,6 +105,23 @@ pub(crate) fn locate_all(file: &str, root: &Node, paths: &[String]) -> Vec<Locat
             },
         })
         .collect()
+}
+
+/// The place `pos` names in `file`: its line and column, or the `IRON_*`
+/// variable that set the value.
+pub(crate) fn location(file: &str, pos: Pos) -> Location {
+    match pos {
+        Pos::File { line, column } => Location {
+            file: file.to_string(),
+            line: Some(line),
+            column: Some(column),
+        },
+        Pos::Env(var) => Location {
+            file: var.to_string(),
+            line: None,
+            column: None,
+        },
+    }
 }
 
 /// The wanted paths, step by step; `ends` are the indexes of the paths that end here.

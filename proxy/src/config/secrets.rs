@@ -47,7 +47,8 @@ pub enum InjectConfig {
         /// Template over `.Value`.
         formatter: Option<Template>,
     },
-    /// `query_param:` set to the raw value (a formatter is refused here: the spec says it is not used).
+    /// `query_param:` set to the raw value. A `formatter` is not used here (the
+    /// spec: "Not used with `query_param`"); it loads, with a warning.
     QueryParam {
         /// Parameter name.
         name: String,
@@ -144,11 +145,17 @@ impl Decode for InjectConfig {
                 formatter: formatter?,
             }),
             (None, Some(name)) => {
-                if let Some(pos) = m.key_pos("formatter").filter(|_| m.has("formatter")) {
-                    return Err(cx.error(
-                        pos,
-                        "'formatter' is not used with 'query_param' (the raw value is set)",
-                    ));
+                // Still decoded above, so a broken template is an error here too.
+                formatter?;
+                if let Some(n) = m.node("formatter") {
+                    cx.key("formatter", |cx| {
+                        cx.warn(
+                            n.pos,
+                            "'formatter' is not used with 'query_param': the parameter is set \
+                             to the raw secret value; remove 'formatter' (or inject a 'header' \
+                             to format the value)",
+                        )
+                    });
                 }
                 Ok(InjectConfig::QueryParam { name })
             }

@@ -65,6 +65,8 @@ impl fmt::Display for OpRef {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SecretSourceConfig {
     /// `type: env`: an environment variable of the proxy process, read once.
+    /// A `ttl` (every source takes one, the spec says) loads and has no
+    /// effect here: the environment does not change while the proxy runs.
     Env {
         /// Variable name.
         var: String,
@@ -192,8 +194,19 @@ impl Decode for SecretSourceConfig {
         let op_ref = |m: &MapDe<'_>, cx: &mut Cx| m.req_with(cx, "secret_ref", parse_str::<OpRef>);
         Ok(match kind {
             SourceType::Env => {
-                let m = cx.map(node, &["type", "var", "json_key"])?;
+                let m = cx.map(node, &["type", "var", "json_key", "ttl"])?;
                 let (var, json_key) = (m.req_with(cx, "var", env_var_name), m.opt(cx, "json_key"));
+                if !ttl(&m, cx)?.is_zero() {
+                    let pos = m.node("ttl").map_or(m.pos, |n| n.pos);
+                    cx.key("ttl", |cx| {
+                        cx.warn(
+                            pos,
+                            "'ttl' has no effect on an env source: the proxy's environment does \
+                             not change while it runs, so the variable is read once; \
+                             remove 'ttl'",
+                        )
+                    });
+                }
                 SecretSourceConfig::Env {
                     var: var?,
                     json_key: json_key?,

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use ipnet::IpNet;
 
 use super::credentials::{AwsAuthConfig, GcpAuthConfig};
-use super::decode::{str_with, unknown, Cx, Decode, Res};
+use super::decode::{str_with, suggest, Cx, Decode, Res};
 use super::hmac::HmacSignConfig;
 use super::judge::JudgeConfig;
 use super::oauth::OAuthTokenConfig;
@@ -80,6 +80,47 @@ impl TransformConfig {
     }
 }
 
+/// Names the spec's pages give transforms that are not their config names,
+/// each with the transform meant and what it does: the Concepts page lists
+/// "Header Capture", which is `annotate`.
+const SPEC_NAMES: [(&str, &str, &str); 3] = [
+    (
+        "header_capture",
+        "annotate",
+        "which copies request header values into the audit record",
+    ),
+    (
+        "host_allowlist",
+        "allowlist",
+        "which allows destination hosts, methods and paths and denies the rest",
+    ),
+    (
+        "llm_judge",
+        "judge",
+        "which asks an LLM whether each request may go",
+    ),
+];
+
+/// "unknown transform 'x'": with the transform meant when `name` is close to
+/// a transform's name, or to a name the spec's pages use for one
+/// ([`SPEC_NAMES`], said with what that transform does), and the valid names.
+fn unknown_transform(name: &str) -> String {
+    let valid = TRANSFORM_NAMES.join(", ");
+    let names: Vec<&str> = TRANSFORM_NAMES
+        .iter()
+        .copied()
+        .chain(SPEC_NAMES.iter().map(|(spec, _, _)| *spec))
+        .collect();
+    let Some(close) = suggest(name, &names) else {
+        return format!("unknown transform '{name}' (expected one of: {valid})");
+    };
+    let meant = match SPEC_NAMES.iter().find(|(spec, _, _)| *spec == close) {
+        Some((_, transform, what)) => format!("'{transform}' ({what})"),
+        None => format!("'{close}'"),
+    };
+    format!("unknown transform '{name}', did you mean {meant}? (valid transforms: {valid})")
+}
+
 impl Decode for TransformConfig {
     /// A missing or null `config` is an empty one: transforms whose fields all
     /// have defaults (allowlist, secrets, header_allowlist, ...) accept it.
@@ -87,16 +128,10 @@ impl Decode for TransformConfig {
         let m = cx.map(node, &["name", "config"])?;
         let name = m.req_with(cx, "name", |n, cx| {
             str_with(n, cx, |s| {
-                TRANSFORM_NAMES.iter().position(|t| *t == s).ok_or_else(|| {
-                    let mut msg = unknown("transform", s, &TRANSFORM_NAMES);
-                    if !msg.contains("expected one of") {
-                        msg.push_str(&format!(
-                            " (valid transforms: {})",
-                            TRANSFORM_NAMES.join(", ")
-                        ));
-                    }
-                    msg
-                })
+                TRANSFORM_NAMES
+                    .iter()
+                    .position(|t| *t == s)
+                    .ok_or_else(|| unknown_transform(s))
             })
         })?;
         let empty = Node::empty_map(m.key_pos("config").unwrap_or(m.pos));
@@ -197,10 +232,13 @@ impl Decode for HeaderAllowlistConfig {
     }
 }
 
+/// `body_capture`'s cap when none is given, or 0 (as the reference reads it).
+const DEFAULT_CAPTURE_BYTES: u64 = 16_384;
+
 /// `body_capture`: records request bodies in the audit log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BodyCaptureConfig {
-    /// Capture cap per request (default 16 KiB).
+    /// Capture cap per request, at least 1 (default 16 KiB, also for a `0`).
     pub max_request_body_bytes: u64,
     /// Where it applies (empty: everywhere).
     pub rules: Scope,
@@ -209,16 +247,30 @@ pub struct BodyCaptureConfig {
 impl Decode for BodyCaptureConfig {
     fn decode(node: &Node, cx: &mut Cx) -> Res<Self> {
         let m = cx.map(node, &["max_request_body_bytes", "rules"])?;
-        // At least 1: a capture of nothing would record an empty, "truncated"
-        // body for every request (leave body_capture out instead).
+        // 0 means the default, as the reference implementation reads it (the
+        // spec gives no range), with a warning: not a capture of nothing, which
+        // would record an empty, "truncated" body for every request. Negative
+        // is refused: the reference reads that as the default too, but no one
+        // writes -1 to mean 16384.
         let (max, rules) = (
             m.opt_with(cx, "max_request_body_bytes", |n, cx| {
-                super::decode::int(n, cx, 1, i64::MAX)
+                let v = super::decode::int(n, cx, 0, i64::MAX)?;
+                if v == 0 {
+                    cx.warn(
+                        n.pos,
+                        format!(
+                            "0 means the default cap, {DEFAULT_CAPTURE_BYTES} bytes, not \
+                             \"capture nothing\"; write {DEFAULT_CAPTURE_BYTES} (or leave the \
+                             field out) to say so, or remove body_capture to record no bodies"
+                        ),
+                    );
+                }
+                Ok(v.unsigned_abs())
             }),
             m.or_default(cx, "rules"),
         );
         Ok(BodyCaptureConfig {
-            max_request_body_bytes: max?.map_or(16_384, |v| v.unsigned_abs()),
+            max_request_body_bytes: max?.filter(|&v| v > 0).unwrap_or(DEFAULT_CAPTURE_BYTES),
             rules: rules?,
         })
     }

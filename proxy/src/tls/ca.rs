@@ -4,7 +4,8 @@
 //! with opaque handshake errors. [`CertificateAuthority::load`] refuses a
 //! certificate that is not a CA, a key that does not belong to it, an expired
 //! CA, and a subject name that the leaf minter could not reproduce byte for
-//! byte (leaves would then not chain). Every error names the file at fault.
+//! byte (leaves would then not chain). Every error names the file at fault,
+//! and says which of the two it is ([`CaError::file`]).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -19,6 +20,15 @@ use time::OffsetDateTime;
 use x509_parser::certificate::X509Certificate;
 use x509_parser::prelude::FromDer;
 
+/// Which of the two CA files (`tls.ca_cert`, `tls.ca_key`) a [`CaError`] is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CaFile {
+    /// The certificate (`tls.ca_cert`).
+    Cert,
+    /// The private key (`tls.ca_key`).
+    Key,
+}
+
 /// Errors from loading the CA certificate and key.
 #[derive(Debug, thiserror::Error)]
 pub enum CaError {
@@ -27,6 +37,8 @@ pub enum CaError {
     Read {
         /// The file.
         path: PathBuf,
+        /// Which one it is.
+        file: CaFile,
         /// The I/O error.
         #[source]
         source: std::io::Error,
@@ -36,12 +48,16 @@ pub enum CaError {
     Empty {
         /// The file.
         path: PathBuf,
+        /// Which one it is.
+        file: CaFile,
     },
     /// A file is not valid PEM.
     #[error("{path}: invalid PEM")]
     Pem {
         /// The file.
         path: PathBuf,
+        /// Which one it is.
+        file: CaFile,
         /// The parse error.
         #[source]
         source: std::io::Error,
@@ -106,6 +122,28 @@ pub enum CaError {
     },
 }
 
+impl CaError {
+    /// The file at fault, so that the error can point at the field that
+    /// names it: the file that could not be read or parsed, the key when it is
+    /// missing, unsupported or not the certificate's own, and the certificate
+    /// for everything else.
+    pub fn file(&self) -> CaFile {
+        match self {
+            CaError::Read { file, .. }
+            | CaError::Empty { file, .. }
+            | CaError::Pem { file, .. } => *file,
+            CaError::NoKey { .. }
+            | CaError::UnsupportedKey { .. }
+            | CaError::KeyMismatch { .. } => CaFile::Key,
+            CaError::NoCertificate { .. }
+            | CaError::BadCertificate { .. }
+            | CaError::NotCa { .. }
+            | CaError::Expired { .. }
+            | CaError::Unusable { .. } => CaFile::Cert,
+        }
+    }
+}
+
 /// A loaded, checked CA: the certificate chain to present and the signer for leaves.
 pub struct CertificateAuthority {
     chain: Vec<CertificateDer<'static>>,
@@ -133,8 +171,8 @@ impl CertificateAuthority {
     /// The first certificate in `cert_path` is the issuing CA; any that follow
     /// (an intermediate's own chain) are sent to clients after each leaf.
     pub fn load(cert_path: &Path, key_path: &Path) -> Result<Self, CaError> {
-        let cert_pem = read_nonempty(cert_path)?;
-        let key_pem = read_nonempty(key_path)?;
+        let cert_pem = read_nonempty(cert_path, CaFile::Cert)?;
+        let key_pem = read_nonempty(key_path, CaFile::Key)?;
         Self::from_pem(
             &cert_pem,
             cert_path,
@@ -281,14 +319,16 @@ fn self_test(
         .map_err(|e| format!("a test leaf does not verify against it: {e}"))
 }
 
-fn read_nonempty(path: &Path) -> Result<Vec<u8>, CaError> {
+fn read_nonempty(path: &Path, file: CaFile) -> Result<Vec<u8>, CaError> {
     let bytes = std::fs::read(path).map_err(|source| CaError::Read {
         path: path.to_owned(),
+        file,
         source,
     })?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(CaError::Empty {
             path: path.to_owned(),
+            file,
         });
     }
     Ok(bytes)
@@ -299,6 +339,7 @@ fn parse_certs(pem: &[u8], path: &Path) -> Result<Vec<CertificateDer<'static>>, 
         .collect::<Result<Vec<_>, _>>()
         .map_err(|source| CaError::Pem {
             path: path.to_owned(),
+            file: CaFile::Cert,
             source,
         })?;
     if chain.is_empty() {
@@ -313,6 +354,7 @@ fn parse_key(pem: &[u8], path: &Path) -> Result<KeyPair, CaError> {
     let key = rustls_pemfile::private_key(&mut &pem[..])
         .map_err(|source| CaError::Pem {
             path: path.to_owned(),
+            file: CaFile::Key,
             source,
         })?
         .ok_or_else(|| CaError::NoKey {

@@ -21,7 +21,7 @@ pub mod ticket_hold;
 #[cfg(test)]
 pub(crate) mod test_support;
 
-pub use ca::{CaError, CertificateAuthority};
+pub use ca::{CaError, CaFile, CertificateAuthority};
 pub use cache::{CacheStats, LeafCache, SniResolver};
 pub use generate::{generate_ca, CaAlg, GenerateError};
 pub use leaf::{LeafError, LeafMinter, MintedLeaf};

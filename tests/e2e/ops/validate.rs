@@ -178,7 +178,7 @@ fn validate_loads_the_ca_as_the_proxy_would() {
     assert_eq!(exit, 1, "{stdout}{stderr}");
     assert!(
         stderr.contains(&format!(
-            "{file}:2:12: error: tls: {} does not match the public key of {}",
+            "{file}:3:11: error: tls.ca_key: {} does not match the public key of {}",
             b_key.display(),
             a_crt.display()
         )),
@@ -189,7 +189,11 @@ fn validate_loads_the_ca_as_the_proxy_would() {
     // Not a certificate at all.
     let garbage = a.path().join("garbage.crt");
     std::fs::write(&garbage, "garbage\n").expect("writing");
-    let (exit, _, stderr, _) = validate(&config(&garbage, &a_key));
+    let (exit, _, stderr, file) = validate(&config(&garbage, &a_key));
     assert_eq!(exit, 1, "{stderr}");
-    assert!(stderr.contains("no PEM certificate found"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{file}:2:12: error: tls.ca_cert: "))
+            && stderr.contains("no PEM certificate found"),
+        "{stderr}"
+    );
 }

@@ -1,5 +1,7 @@
 //! Lint findings: each is flagged where it applies, and not where it does not.
 
+mod values;
+
 use super::*;
 
 fn config(transforms: &str) -> Config {

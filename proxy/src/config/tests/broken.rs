@@ -22,10 +22,11 @@ fn unknown_key_at_depth_with_suggestion() {
         "proxy:\n  listen: \":80\"\n",
         &["proxy.yaml:2:3: proxy: unknown field 'listen' (expected one of: http_listen, https_listen, tunnel_listen, max_request_body_bytes, max_response_body_bytes, upstream_response_header_timeout, upstream_deny_cidrs, max_connections_per_client)"],
     );
-    // Fields are per source type: `ttl` is not an env source field.
+    // Fields are per source type: `region` is not an env source field (`ttl`
+    // is, as on every source, though it has no effect there).
     refused(
-        &format!("{SECRET_HEAD}        - source: {{type: env, var: K, ttl: 5m}}\n          inject: {{header: X-Key}}\n"),
-        &["proxy.yaml:5:39: transforms[0].config.secrets[0].source: unknown field 'ttl' (expected one of: type, var, json_key)"],
+        &format!("{SECRET_HEAD}        - source: {{type: env, var: K, region: eu-west-1}}\n          inject: {{header: X-Key}}\n"),
+        &["proxy.yaml:5:39: transforms[0].config.secrets[0].source: unknown field 'region' (expected one of: type, var, json_key, ttl)"],
     );
 }
 
@@ -246,6 +247,37 @@ fn unknown_transform_name() {
         "transforms:\n  - name: allowlst\n",
         &["proxy.yaml:2:11: transforms[0].name: unknown transform 'allowlst', did you mean 'allowlist'? (valid transforms: allowlist, secrets, gcp_auth, oauth_token, aws_auth, hmac_sign, body_capture, annotate, grpc, judge, header_allowlist)"],
     );
+    refused(
+        "transforms:\n  - name: sikrit\n",
+        &["proxy.yaml:2:11: transforms[0].name: unknown transform 'sikrit' (expected one of: allowlist, secrets, gcp_auth, oauth_token, aws_auth, hmac_sign, body_capture, annotate, grpc, judge, header_allowlist)"],
+    );
+}
+
+#[test]
+fn a_transform_named_as_the_spec_pages_name_it_points_at_its_config_name() {
+    // The Concepts page's "Header Capture" is `annotate`; spelled any way, or
+    // with a typo, it is still an error, with the transform meant.
+    for name in [
+        "header_capture",
+        "Header-Capture",
+        "headercapture",
+        "header_captures",
+    ] {
+        refused(
+            &format!("transforms:\n  - name: {name}\n"),
+            &[&format!("proxy.yaml:2:11: transforms[0].name: unknown transform '{name}', did you mean 'annotate' (which copies request header values into the audit record)? (valid transforms: allowlist, secrets, gcp_auth, oauth_token, aws_auth, hmac_sign, body_capture, annotate, grpc, judge, header_allowlist)")],
+        );
+    }
+    // "Host Allowlist" is `allowlist` (closest by spelling is header_allowlist,
+    // which strips headers), and "LLM Judge" is `judge`.
+    refused(
+        "transforms:\n  - name: host_allowlist\n",
+        &["proxy.yaml:2:11: transforms[0].name: unknown transform 'host_allowlist', did you mean 'allowlist' (which allows destination hosts, methods and paths and denies the rest)? (valid transforms: allowlist, secrets, gcp_auth, oauth_token, aws_auth, hmac_sign, body_capture, annotate, grpc, judge, header_allowlist)"],
+    );
+    refused(
+        "transforms:\n  - name: llm_judge\n",
+        &["proxy.yaml:2:11: transforms[0].name: unknown transform 'llm_judge', did you mean 'judge' (which asks an LLM whether each request may go)? (valid transforms: allowlist, secrets, gcp_auth, oauth_token, aws_auth, hmac_sign, body_capture, annotate, grpc, judge, header_allowlist)"],
+    );
 }
 
 #[test]
@@ -364,10 +396,16 @@ fn allowlist_domains_that_hold_an_address_or_a_port() {
 }
 
 #[test]
-fn a_body_capture_of_nothing_is_refused() {
+fn a_negative_body_capture_cap_is_refused() {
+    // 0 is the default (with a warning, see the lint tests); below it is an error.
     refused(
-        "transforms:\n  - name: body_capture\n    config:\n      max_request_body_bytes: 0\n",
-        &["proxy.yaml:4:31: transforms[0].config.max_request_body_bytes: 0 is out of range (1..=9223372036854775807)"],
+        "transforms:\n  - name: body_capture\n    config:\n      max_request_body_bytes: -1\n",
+        &["proxy.yaml:4:31: transforms[0].config.max_request_body_bytes: -1 is out of range (0..=9223372036854775807)"],
+    );
+    // Written as yaml.v3 reads an integer, too.
+    refused(
+        "transforms:\n  - name: body_capture\n    config:\n      max_request_body_bytes: -1e3\n",
+        &["proxy.yaml:4:31: transforms[0].config.max_request_body_bytes: -1e3 is out of range (0..=9223372036854775807)"],
     );
 }
 

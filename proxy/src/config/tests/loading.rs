@@ -88,8 +88,8 @@ fn an_error_in_a_merged_value_points_where_it_was_written() {
     assert_eq!(
         errs(&text),
         [
-            "proxy.yaml:9:39: transforms[0].config.secrets[0].source: unknown field 'extra' (expected one of: type, var, json_key)",
-            "proxy.yaml:9:39: transforms[0].config.secrets[2].source: unknown field 'extra' (expected one of: type, var, json_key)",
+            "proxy.yaml:9:39: transforms[0].config.secrets[0].source: unknown field 'extra' (expected one of: type, var, json_key, ttl)",
+            "proxy.yaml:9:39: transforms[0].config.secrets[2].source: unknown field 'extra' (expected one of: type, var, json_key, ttl)",
         ]
     );
     let bad = format!("{BASE}{SHARED}").replace("- <<: *first", "- <<: first");

@@ -1,0 +1,117 @@
+//! Findings about single values, which the decoder records where it reads
+//! them: the value loads as the spec allows, and the warning names its place.
+
+use super::*;
+use crate::config::{InjectConfig, SecretMode, SecretSourceConfig};
+
+/// The only finding about `cfg`, as `validate` and the log show it.
+fn only_finding(cfg: &Config) -> String {
+    let found = lint(cfg);
+    assert_eq!(found.len(), 1, "{found:?}");
+    found[0].to_string()
+}
+
+/// The `secrets` transform of `cfg` (its first).
+fn secrets(cfg: &Config) -> &crate::config::SecretsConfig {
+    match &cfg.transforms[0] {
+        TransformConfig::Secrets(s) => s,
+        other => panic!("expected secrets first, got {}", other.name()),
+    }
+}
+
+#[test]
+fn a_formatter_with_query_param_loads_unused_with_a_warning_at_the_formatter() {
+    let inject = "  - name: secrets\n    config:\n      secrets:\n        - source: {type: env, \
+                  var: S}\n          inject:\n            query_param: key\n            \
+                  formatter: \"Bearer {{ .Value }}\"\n";
+    let cfg = config(inject);
+    // The raw value is set: the formatter is not kept.
+    assert_eq!(
+        secrets(&cfg).secrets[0].mode,
+        SecretMode::Inject(InjectConfig::QueryParam { name: "key".into() })
+    );
+    // `formatter: "Bearer ..."` is on line 11, its value at column 24.
+    assert_eq!(
+        only_finding(&cfg),
+        "t.yaml:11:24: transforms[0].config.secrets[0].inject.formatter: 'formatter' is not \
+         used with 'query_param': the parameter is set to the raw secret value; remove \
+         'formatter' (or inject a 'header' to format the value)"
+    );
+    // With a header the formatter is used: nothing to say.
+    assert_eq!(
+        lint(&config(
+            &inject.replace("query_param: key", "header: X-Key")
+        )),
+        vec![]
+    );
+    // A template that does not parse is still an error, as it is with a header.
+    let broken = inject.replace("{{ .Value }}", "{{ .Value }");
+    let text = format!("tls: {{ca_cert: c, ca_key: k}}\ntransforms:\n{broken}");
+    let errs = crate::config::parse(&text, "t.yaml", &|_| None).expect_err("broken template");
+    assert_eq!(
+        errs.to_string(),
+        "t.yaml:9:24: transforms[0].config.secrets[0].inject.formatter: invalid template: \
+         template column 8: unclosed action"
+    );
+}
+
+#[test]
+fn a_ttl_on_an_env_source_loads_ignored_with_a_warning_at_the_ttl() {
+    let entry = "  - name: secrets\n    config:\n      secrets:\n        - source:\n            \
+                 type: env\n            var: S\n            ttl: 5m\n          inject: {header: \
+                 X-Key}\n";
+    let cfg = config(entry);
+    let source = &secrets(&cfg).secrets[0].source;
+    assert_eq!(
+        source,
+        &SecretSourceConfig::Env {
+            var: "S".into(),
+            json_key: None
+        }
+    );
+    assert!(source.ttl().is_zero(), "an env source is read once");
+    // `ttl: 5m` is on line 11, its value at column 18.
+    assert_eq!(
+        only_finding(&cfg),
+        "t.yaml:11:18: transforms[0].config.secrets[0].source.ttl: 'ttl' has no effect on an \
+         env source: the proxy's environment does not change while it runs, so the variable \
+         is read once; remove 'ttl'"
+    );
+    // Zero says what an env source does anyway.
+    assert_eq!(lint(&config(&entry.replace("5m", "0s"))), vec![]);
+    // Read as every source's ttl is: a negative one is an error.
+    let text = format!(
+        "tls: {{ca_cert: c, ca_key: k}}\ntransforms:\n{}",
+        entry.replace("5m", "-5m")
+    );
+    let errs = crate::config::parse(&text, "t.yaml", &|_| None).expect_err("negative ttl");
+    assert_eq!(
+        errs.to_string(),
+        "t.yaml:9:18: transforms[0].config.secrets[0].source.ttl: duration \"-5m\" must not be \
+         negative"
+    );
+}
+
+#[test]
+fn a_body_capture_cap_of_zero_is_the_default_with_a_warning() {
+    let capture = "  - name: body_capture\n    config:\n      max_request_body_bytes: 0\n";
+    let cfg = config(capture);
+    let TransformConfig::BodyCapture(b) = &cfg.transforms[0] else {
+        panic!("body_capture")
+    };
+    assert_eq!(b.max_request_body_bytes, 16_384);
+    // `max_request_body_bytes: 0` is on line 7, its value at column 31.
+    assert_eq!(
+        only_finding(&cfg),
+        "t.yaml:7:31: transforms[0].config.max_request_body_bytes: 0 means the default cap, \
+         16384 bytes, not \"capture nothing\"; write 16384 (or leave the field out) to say so, \
+         or remove body_capture to record no bodies"
+    );
+    // Any other cap is taken as written, without a word.
+    let one = config(&capture.replace(": 0", ": 1"));
+    let TransformConfig::BodyCapture(b) = &one.transforms[0] else {
+        panic!("body_capture")
+    };
+    assert_eq!(b.max_request_body_bytes, 1);
+    assert_eq!(lint(&one), vec![]);
+}
