@@ -519,8 +519,9 @@ fn startup_and_generate_ca_failures_print_the_os_reason_once() {
     let r = run(&["-config", &cfg.arg()]);
     r.expect_code(1, "run with a missing CA key")
         .expect_stderr(&format!(
-            "iron-proxy: tls: reading {nope}: No such file or directory"
-        ));
+            "error: tls.ca_key: reading {nope}: No such file or directory"
+        ))
+        .expect_stderr("; not starting");
     assert_eq!(r.stderr.matches("No such file").count(), 1, "{r}");
     // /proc refuses new directories, even to root.
     let r = run(&["generate-ca", "-outdir", "/proc/nope"]);
@@ -555,13 +556,16 @@ fn validate_and_startup_refuse_a_bad_ca_without_printing_it() {
         }
         let r = run(&args);
         r.expect_code(1, "validate of a garbage CA")
-            .expect_stderr(&format!("error: tls: {}: no PEM certificate found", ca.0));
+            .expect_stderr(&format!(
+                "error: tls.ca_cert: {}: no PEM certificate found",
+                ca.0
+            ));
         assert!(!r.stderr.contains("KEY-MATERIAL"), "{r}");
     }
     let r = run(&["-config", &cfg.arg()]);
     r.expect_code(1, "run with a garbage CA")
         .expect_stderr(&format!(
-            "iron-proxy: tls: {}: no PEM certificate found",
+            "error: tls.ca_cert: {}: no PEM certificate found",
             ca.0
         ));
     assert!(!r.stderr.contains("KEY-MATERIAL"), "{r}");
