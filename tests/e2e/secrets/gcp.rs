@@ -636,8 +636,8 @@ transforms:
     );
     assert_eq!(
         entries[1].get("annotations"),
-        None,
-        "the second entry did nothing: {rec}"
+        Some(&json!({"already_set": ["header:Authorization"]})),
+        "the second entry did nothing, and says why: {rec}"
     );
     // Only the first entry minted.
     let stats = curl(["-s", &format!("http://{addr}/stats")]).json();

@@ -479,24 +479,26 @@ async fn json_key_extracts_a_field() {
     assert_eq!(header(&req, "x-api-key"), ["from-json"]);
 }
 
+/// An entry injecting `var` raw into header `name` on requests to `host`.
+fn inject_header(var: &str, name: &str, host: &str) -> SecretEntry {
+    entry(
+        env(var),
+        SecretMode::Inject(InjectConfig::Header {
+            name: name.into(),
+            formatter: None,
+        }),
+        &format!("[{{host: {host}}}]"),
+    )
+}
+
 /// An sni-only connection's host-only request (no method: what it carries
 /// stays encrypted) gets no credential: an inject entry is neither resolved
 /// (an unavailable one does not refuse the connection) nor recorded.
 #[tokio::test]
 async fn an_sni_only_connection_is_given_no_secret_and_not_refused_for_one() {
-    let inject = |var: &str, name: &str| {
-        entry(
-            env(var),
-            SecretMode::Inject(InjectConfig::Header {
-                name: name.into(),
-                formatter: None,
-            }),
-            "[{host: git.test}]",
-        )
-    };
     let t = transform(vec![
-        inject("GH_TOKEN", "Authorization"),
-        inject("MISSING_VAR", "X-Key"),
+        inject_header("GH_TOKEN", "Authorization", "git.test"),
+        inject_header("MISSING_VAR", "X-Key", "git.test"),
     ]);
     let mut req = Request::new(crate::body::empty());
     let mut cx = flow("git.test", "", "");
@@ -518,16 +520,7 @@ async fn an_sni_only_connection_is_given_no_secret_and_not_refused_for_one() {
 /// A location the first did not set is still set by the second.
 #[tokio::test]
 async fn the_first_credential_transform_to_set_a_location_wins() {
-    let inject = |var: &str, name: &str| {
-        entry(
-            env(var),
-            SecretMode::Inject(InjectConfig::Header {
-                name: name.into(),
-                formatter: None,
-            }),
-            "[{host: a.test}]",
-        )
-    };
+    let inject = |var: &str, name: &str| inject_header(var, name, "a.test");
     let query = |var: &str| {
         entry(
             env(var),
