@@ -42,21 +42,29 @@ fn load_config(
     }
 }
 
-/// The CA as the proxy loads it: `None` when it loads, else the error as
-/// `validate` prints it, at the field that names the file at fault
-/// (`proxy.yaml:3:11: error: tls.ca_key: /etc/hostname: no unencrypted PEM
-/// private key found ...`).
+/// The CA as the proxy loads it, or the error as `validate` prints it, at
+/// the field that names the file at fault (`proxy.yaml:3:11: error:
+/// tls.ca_key: /etc/hostname: no unencrypted PEM private key found ...`).
+fn load_ca(
+    cfg: &config::Config,
+    m: &config::MitmConfig,
+) -> Result<crate::tls::CertificateAuthority, String> {
+    crate::tls::CertificateAuthority::load(&m.ca_cert, &m.ca_key).map_err(|e| {
+        let field = match e.file() {
+            crate::tls::CaFile::Cert => "tls.ca_cert",
+            crate::tls::CaFile::Key => "tls.ca_key",
+        };
+        format!(
+            "{}: error: {field}: {}",
+            cfg.locate(field),
+            crate::error_chain(&e)
+        )
+    })
+}
+
+/// [`load_ca`]'s error, if any.
 fn ca_error(cfg: &config::Config, m: &config::MitmConfig) -> Option<String> {
-    let e = crate::tls::CertificateAuthority::load(&m.ca_cert, &m.ca_key).err()?;
-    let field = match e.file() {
-        crate::tls::CaFile::Cert => "tls.ca_cert",
-        crate::tls::CaFile::Key => "tls.ca_key",
-    };
-    Some(format!(
-        "{}: error: {field}: {}",
-        cfg.locate(field),
-        crate::error_chain(&e)
-    ))
+    load_ca(cfg, m).err()
 }
 
 /// `iron-proxy -config FILE|s3://BUCKET/KEY`: runs until SIGTERM/SIGINT.
@@ -66,16 +74,20 @@ pub fn run(arg: &Path) -> ExitCode {
     }) else {
         return ExitCode::FAILURE;
     };
-    // The CA is loaded here once before the app loads it, so that a pair that
-    // does not load is reported as `validate` reports it: at the field that
-    // names the file at fault, not as a bare "tls: ..." from the app.
-    if let config::TlsConfig::Mitm(m) = &cfg.tls {
-        if let Some(e) = ca_error(&cfg, m) {
-            errln!("{e}");
-            errln!("iron-proxy: 1 error(s) in {source}; not starting");
-            return ExitCode::FAILURE;
-        }
-    }
+    // The CA is loaded here, before anything starts, so that a pair that does
+    // not load is reported as `validate` reports it: at the field that names
+    // the file at fault. The app takes it from here.
+    let ca = match &cfg.tls {
+        config::TlsConfig::Mitm(m) => match load_ca(&cfg, m) {
+            Ok(ca) => Some(ca),
+            Err(e) => {
+                errln!("{e}");
+                errln!("iron-proxy: 1 error(s) in {source}; not starting");
+                return ExitCode::FAILURE;
+            }
+        },
+        config::TlsConfig::SniOnly => None,
+    };
     crate::ops::logs::append_to_stderr_file();
     crate::ops::logs::init_queued(cfg.log.level.as_str(), cfg.log.format);
     // Whatever way `run` returns, the queued log lines and audit records go
@@ -140,7 +152,7 @@ pub fn run(arg: &Path) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let app = match App::start(cfg, source, &bytes, audit.clone()).await {
+        let app = match App::start(cfg, source, &bytes, audit.clone(), ca).await {
             Ok(app) => app,
             Err(e) => {
                 // One line with the whole cause (not a log line as well: the

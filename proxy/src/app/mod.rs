@@ -116,13 +116,23 @@ fn bind_addr(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::from_std(std)
 }
 
-fn tls_handling(cfg: &Config, metrics: &Metrics) -> Result<TlsHandling, AppError> {
+/// The TLS handling `cfg` asks for; `ca` is its CA when the caller already
+/// loaded it (`cmd::run`, which reports a CA that does not load at its field),
+/// else it is loaded here.
+fn tls_handling(
+    cfg: &Config,
+    metrics: &Metrics,
+    ca: Option<crate::tls::CertificateAuthority>,
+) -> Result<TlsHandling, AppError> {
     match &cfg.tls {
         TlsConfig::SniOnly => Ok(TlsHandling::SniOnly),
         TlsConfig::Mitm(m) => {
             let tls_err = |e: &dyn std::error::Error| AppError::Tls(crate::error_chain(e));
-            let ca = crate::tls::CertificateAuthority::load(&m.ca_cert, &m.ca_key)
-                .map_err(|e| tls_err(&e))?;
+            let ca = match ca {
+                Some(ca) => ca,
+                None => crate::tls::CertificateAuthority::load(&m.ca_cert, &m.ca_key)
+                    .map_err(|e| tls_err(&e))?,
+            };
             metrics.set_ca_expiry(SystemTime::from(ca.not_after()));
             let lifetime = Duration::from_secs(u64::from(m.leaf_cert_expiry_hours) * 3600);
             let minter =
@@ -225,12 +235,14 @@ impl App {
     /// traffic through unchecked: the pipeline is built first, listeners answer
     /// 503 until everything is up, and interception attaches last (its
     /// redirects land on listeners that already exist).
-    /// `bytes` is the config as read from `source`, which `cfg` was parsed from.
+    /// `bytes` is the config as read from `source`, which `cfg` was parsed from;
+    /// `ca` its CA when the caller loaded it already (else it is loaded here).
     pub async fn start(
         cfg: Config,
         source: ConfigSource,
         bytes: &[u8],
         audit: AuditSink,
+        ca: Option<crate::tls::CertificateAuthority>,
     ) -> Result<App, AppError> {
         let metrics = Arc::new(Metrics::new());
         metrics.config_loaded(SystemTime::now());
@@ -266,7 +278,7 @@ impl App {
             ..SourcesOptions::default()
         });
         let (policy, deny) = build_policy(&cfg, &sources, Some(&metrics))?;
-        let tls = tls_handling(&cfg, &metrics)?;
+        let tls = tls_handling(&cfg, &metrics, ca)?;
         let upstream_tls = crate::tls::upstream_client_config()
             .map_err(|e| AppError::Tls(crate::error_chain(&e)))?;
         let deny = Arc::new(ArcSwap::from_pointee(deny));
