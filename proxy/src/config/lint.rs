@@ -368,6 +368,8 @@ pub(crate) fn find(cfg: &Config) -> Vec<Unplaced> {
             message,
         });
     }
+    out.extend(precedence::credentials(cfg));
+    out.extend(precedence::header_allowlists(cfg));
     out.extend(coverage::no_allowlist(cfg));
     out.extend(coverage::sni_only(cfg));
     out.extend(management_off_loopback(cfg));
@@ -404,6 +406,7 @@ fn management_off_loopback(cfg: &Config) -> Option<Unplaced> {
 }
 
 mod coverage;
+mod precedence;
 
 #[cfg(test)]
 mod tests;
