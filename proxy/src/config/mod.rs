@@ -17,6 +17,7 @@ mod decode;
 mod dns;
 mod env;
 mod error;
+mod grpc;
 mod hmac;
 mod intercept;
 mod judge;
@@ -39,6 +40,7 @@ pub use credentials::{AwsAuthConfig, AwsCredentials, GcpAuthConfig, GcpCredentia
 pub use dns::{DnsConfig, DnsRecord, DnsRecordValue};
 pub use env::ENV_VARS;
 pub use error::{ConfigError, ConfigErrors};
+pub use grpc::{GrpcClientCert, GrpcConfig, GrpcTlsConfig};
 pub use hmac::{
     HmacAlgorithm, HmacHeader, HmacSignConfig, HmacSignature, HmacTimestamp, KeyEncoding,
     OutputEncoding, TimestampFormat, HMAC_HEADER_FIELDS, HMAC_MESSAGE_FIELDS,
@@ -57,8 +59,8 @@ pub use sections::{
 };
 pub use sources::{OpRef, SecretSourceConfig};
 pub use transforms::{
-    AllowlistConfig, AnnotateConfig, AnnotationGroup, BodyCaptureConfig, GrpcClientCert,
-    GrpcConfig, GrpcTlsConfig, HeaderAllowlistConfig, TransformConfig, TRANSFORM_NAMES,
+    AllowlistConfig, AnnotateConfig, AnnotationGroup, BodyCaptureConfig, HeaderAllowlistConfig,
+    TransformConfig, TRANSFORM_NAMES,
 };
 pub use values::{
     GoDuration, HeaderMatcher, ListenAddr, NonNegativeDuration, PositiveDuration, ValueError,
