@@ -89,9 +89,12 @@ impl ConfigSource {
     /// management API's `config_hash`).
     pub fn load_blocking(&self) -> Result<(Config, Vec<u8>), ConfigErrors> {
         let name = self.to_string();
-        let bytes = self
-            .read_blocking()
-            .map_err(|e| one_error(&name, crate::error_chain(&e)))?;
+        let bytes = self.read_blocking().map_err(|e| {
+            let chain = crate::error_chain(&e);
+            // S3 errors name the object already; the error names it once.
+            let prefix = format!("{name}: ");
+            one_error(&name, chain.strip_prefix(&prefix).unwrap_or(&chain).into())
+        })?;
         let cfg = parse(&bytes, &name)?;
         Ok((cfg, bytes))
     }

@@ -141,6 +141,7 @@ fn a_missing_object_bucket_or_region_stops_startup_naming_it() {
         stderr.contains(&format!("{url}: GetObject: 404 Not Found: NoSuchKey")),
         "{stderr}"
     );
+    assert!(!stderr.contains(&format!("{url}: {url}")), "{stderr}");
     assert!(stderr.contains("not starting"), "{stderr}");
     assert!(!stderr.contains("Signature="), "no signature: {stderr}");
 
@@ -154,6 +155,8 @@ fn a_missing_object_bucket_or_region_stops_startup_naming_it() {
         stderr.contains(&format!("{url}: no AWS region: set AWS_REGION")),
         "{stderr}"
     );
+    // The object is named once, not once by the loader and again by the fetch.
+    assert!(!stderr.contains(&format!("{url}: {url}")), "{stderr}");
 
     let (exit, _, stderr) = run(&moto, &["-config", "s3://Bad_Bucket/p.yaml"], &[]);
     assert_eq!(exit, 1, "{stderr}");
