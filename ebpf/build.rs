@@ -166,6 +166,8 @@ fn check_layout(clang: &str, flags: &[String], out: &Path) -> Result<()> {
         [
             listen_v6,
             dns_v6,
+            answer_v4,
+            answer_v6,
             proxy_cgroup_id,
             listen_v4,
             dns_v4,
@@ -214,6 +216,8 @@ fn check_layout(clang: &str, flags: &[String], out: &Path) -> Result<()> {
         IRON_F_DNS_V6 => IRON_F_DNS_V6,
         IRON_F_UID_FILTER => IRON_F_UID_FILTER,
         IRON_F_PROXY_UID => IRON_F_PROXY_UID,
+        IRON_F_ANSWER_V4 => IRON_F_ANSWER_V4,
+        IRON_F_ANSWER_V6 => IRON_F_ANSWER_V6,
         IRON_CFG_SLOTS => IRON_CFG_SLOTS,
         IRON_DENY_MAX => IRON_DENY_MAX,
         IRON_UIDS_MAX => IRON_UIDS_MAX,

@@ -74,6 +74,10 @@ pub mod flags {
     pub const IRON_F_UID_FILTER: u32 = 16;
     /// `proxy_uid` is valid.
     pub const IRON_F_PROXY_UID: u32 = 32;
+    /// `answer_v4` is valid.
+    pub const IRON_F_ANSWER_V4: u32 = 64;
+    /// `answer_v6` is valid.
+    pub const IRON_F_ANSWER_V6: u32 = 128;
 }
 
 /// Map sizes.
@@ -148,6 +152,11 @@ pub struct Config {
     pub listen_v6: [u8; 16],
     /// IPv6 DNS listener (valid with `IRON_F_DNS_V6`).
     pub dns_v6: [u8; 16],
+    /// `dns.proxy_ip`, v4-mapped (valid with `IRON_F_ANSWER_V4`): a TCP
+    /// connect there goes to the listener even where a deny range covers it.
+    pub answer_v4: [u8; 16],
+    /// `dns.proxy_ip6` (valid with `IRON_F_ANSWER_V6`), likewise.
+    pub answer_v6: [u8; 16],
     /// The proxy's cgroup id, 0 when unused.
     pub proxy_cgroup_id: u64,
     /// IPv4 transparent listener, network order.

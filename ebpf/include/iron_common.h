@@ -39,6 +39,8 @@
 #define IRON_F_DNS_V6	  8  /* dns_v6 is valid */
 #define IRON_F_UID_FILTER 16 /* only uids in iron_uids are intercepted */
 #define IRON_F_PROXY_UID  32 /* proxy_uid is valid */
+#define IRON_F_ANSWER_V4  64 /* answer_v4 is valid */
+#define IRON_F_ANSWER_V6  128 /* answer_v6 is valid */
 
 /* Map sizes. */
 #define IRON_CFG_SLOTS	 2
@@ -52,6 +54,11 @@
 struct iron_config {
 	__u8 listen_v6[16];
 	__u8 dns_v6[16];
+	/* What the proxy's DNS server answers (dns.proxy_ip, v4-mapped, and
+	 * dns.proxy_ip6): a TCP connect there goes to the listener even
+	 * where a deny range covers it. */
+	__u8 answer_v4[16];
+	__u8 answer_v6[16];
 	__u64 proxy_cgroup_id; /* 0: unused */
 	__u32 listen_v4;       /* network order */
 	__u32 dns_v4;	       /* network order */

@@ -36,6 +36,25 @@ static __always_inline void iron_mark_proxy(struct bpf_sock_addr *ctx,
 			   BPF_SK_STORAGE_GET_F_CREATE);
 }
 
+/* Whether the 16-byte address `a` is the 16-byte `b`. */
+static __always_inline int iron_same_addr(const __u32 a[4], const __u8 b[16])
+{
+	__u32 w[4];
+
+	__builtin_memcpy(w, b, 16);
+	return a[0] == w[0] && a[1] == w[1] && a[2] == w[2] && a[3] == w[3];
+}
+
+/* Whether `a` is an address the proxy's DNS server answers with. */
+static __always_inline int iron_is_answer(const struct iron_config *cfg,
+					  const __u32 a[4])
+{
+	return ((cfg->flags & IRON_F_ANSWER_V4) &&
+		iron_same_addr(a, cfg->answer_v4)) ||
+	       ((cfg->flags & IRON_F_ANSWER_V6) &&
+		iron_same_addr(a, cfg->answer_v6));
+}
+
 /*
  * Decides what happens to a connect or sendmsg of protocol `proto` to the
  * 16-byte address `a` and network-order `port`. `dns_ok` says whether a
@@ -44,8 +63,11 @@ static __always_inline void iron_mark_proxy(struct bpf_sock_addr *ctx,
  * Order: unconfigured fails closed; the proxy is only subject to the
  * proxy-class deny entries; unselected uids pass; port 53 goes to the
  * DNS listener (whatever resolver was asked, before the deny list, so a
- * stub resolver on 127.0.0.53 keeps working); workload-class deny
- * entries fail; TCP goes to the listener; everything else fails.
+ * stub resolver on 127.0.0.53 keeps working); TCP to the address the
+ * proxy's DNS answers with goes to the listener (before the deny list:
+ * that answer is usually 127.0.0.1, and a workload that follows it is
+ * headed for the proxy); workload-class deny entries fail; TCP goes to
+ * the listener; everything else fails.
  */
 static __always_inline enum iron_action
 iron_decide(struct bpf_sock_addr *ctx, const struct iron_config *cfg,
@@ -70,6 +92,8 @@ iron_decide(struct bpf_sock_addr *ctx, const struct iron_config *cfg,
 	if (port == bpf_htons(53) && dns_ok &&
 	    (proto == IPPROTO_UDP || proto == IPPROTO_TCP))
 		return IRON_TO_DNS;
+	if (proto == IPPROTO_TCP && iron_is_answer(cfg, a))
+		return IRON_TO_LISTENER;
 	if (iron_denied(a, IRON_CLASS_WORKLOAD)) {
 		iron_count(IRON_CNT_DENIED);
 		return IRON_FAIL;

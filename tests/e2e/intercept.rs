@@ -220,6 +220,15 @@ fn dns_to_a_foreign_resolver_is_answered_by_the_proxy_over_udp_and_tcp() {
 }
 
 #[test]
+fn a_workload_following_a_loopback_dns_answer_reaches_the_proxy_not_eperm() {
+    require_root!();
+    let net = FakeInternet::new();
+    let up = Upstream::https("httpbin.test").start(&net);
+    let lab = Lab::start_with(&net, |c| c["dns"]["proxy_ip"] = json!("127.0.0.1"));
+    assert_loopback_answer_followed(&lab.px, &lab.cg, &net, &up, EPERM);
+}
+
+#[test]
 fn processes_outside_the_cgroup_are_untouched() {
     require_root!();
     let net = FakeInternet::new();

@@ -14,8 +14,9 @@ use nix::sys::signal::Signal;
 use serde_json::json;
 
 use crate::intercept::lab::{
-    assert_concurrent_origins_kept, assert_foreign_dns_answered_by_the_proxy, probe,
-    reload_kernel_deny, resolve, start_intercepting, wait_stopped, EPERM,
+    assert_concurrent_origins_kept, assert_foreign_dns_answered_by_the_proxy,
+    assert_loopback_answer_followed, probe, reload_kernel_deny, resolve, start_intercepting,
+    wait_stopped, EPERM,
 };
 
 const EHOSTUNREACH: i64 = 113;
@@ -125,7 +126,10 @@ fn nft_deny_cidrs_are_refused_before_the_redirect() {
         format!("tcp,::ffff:{v4},443"),
         format!("tcp,{v4},8080"),
     ];
-    let udp = [format!("udp,{v4},53"), format!("udp,{v6},53")];
+    // DNS is redirected before the deny rules (as in eBPF mode), so UDP 53 to a denied
+    // v4 resolver is answered by the proxy (below); other UDP there is dropped, and so is
+    // UDP 53 over IPv6, which has no DNS listener here.
+    let udp = [format!("udp,{v4},443"), format!("udp,{v6},53")];
     let specs: Vec<String> = tcp
         .iter()
         .chain(&udp)
@@ -154,6 +158,15 @@ fn nft_deny_cidrs_are_refused_before_the_redirect() {
         results[&format!("tcp,{},443", open.v4)],
         json!("ok"),
         "outside the deny list: redirected to the proxy: {results}"
+    );
+    let at = format!("@{v4}");
+    let ran = lab
+        .cg
+        .dig(&[&at, "example.test", "A", "+short", "+time=3", "+tries=1"]);
+    assert_eq!(
+        ran.stdout.trim(),
+        net.host_side_v4().to_string(),
+        "DNS to a denied resolver is answered by the proxy: {ran}"
     );
     assert_eq!(
         results[&format!("tcp,{},443", open.v6)],
@@ -192,6 +205,15 @@ fn nft_dns_to_a_foreign_resolver_is_answered_by_the_proxy_over_udp_and_tcp() {
     let net = FakeInternet::new();
     let lab = NftLab::start(&net);
     assert_foreign_dns_answered_by_the_proxy(&lab.cg, &net);
+}
+
+#[test]
+fn nft_a_workload_following_a_loopback_dns_answer_reaches_the_proxy() {
+    require_root!();
+    let net = FakeInternet::new();
+    let up = Upstream::https("httpbin.test").start(&net);
+    let lab = NftLab::start_with(&net, |c| c["dns"]["proxy_ip"] = json!("127.0.0.1"));
+    assert_loopback_answer_followed(&lab.px, &lab.cg, &net, &up, EHOSTUNREACH);
 }
 
 #[test]

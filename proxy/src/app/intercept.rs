@@ -95,6 +95,12 @@ pub fn settings(
         listen_v6,
         dns_v4: v4(dns),
         dns_v6: v6(dns),
+        dns_answers: cfg
+            .dns
+            .iter()
+            .flat_map(|d| [Some(IpAddr::V4(d.proxy_ip)), d.proxy_ip6.map(IpAddr::V6)])
+            .flatten()
+            .collect(),
         deny,
         proxy: ProxyIdentity::current_process(),
         getsockopt_cgroups: Vec::new(),

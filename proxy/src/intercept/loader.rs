@@ -171,6 +171,7 @@ mod tests {
             listen_v6: Some("[::1]:15001".parse::<SocketAddrV6>().expect("v6")),
             dns_v4: Some("127.0.0.1:53".parse().expect("dns")),
             dns_v6: None,
+            dns_answers: Vec::new(),
             deny: vec![
                 DenyCidr::all("169.254.0.0/16".parse().expect("net")),
                 DenyCidr::workload("fd00::/8".parse().expect("net")),

@@ -2,7 +2,7 @@
 //! intercepted, where the listeners are, what is denied, and how the kernel
 //! recognises the proxy itself. The config layer maps `intercept:` to this.
 
-use std::net::{SocketAddrV4, SocketAddrV6};
+use std::net::{IpAddr, SocketAddrV4, SocketAddrV6};
 use std::path::PathBuf;
 
 use ipnet::IpNet;
@@ -50,6 +50,14 @@ pub struct InterceptSettings {
     /// to a v4-mapped listener) and TCP port 53 goes to the transparent
     /// listener.
     pub dns_v6: Option<SocketAddrV6>,
+    /// The addresses the proxy's DNS server answers with (`dns.proxy_ip`,
+    /// `dns.proxy_ip6`; at most one of each family). A TCP connect to one
+    /// goes to the transparent listener even where a deny range covers it:
+    /// the usual answer is `127.0.0.1`, and a workload that follows it is
+    /// headed for the proxy, which then judges the request by its name
+    /// (SNI, Host) as any other.
+    #[serde(default)]
+    pub dns_answers: Vec<IpAddr>,
     /// Destinations refused in the kernel (EPERM), per class.
     pub deny: Vec<DenyCidr>,
     /// How the kernel recognises the proxy's own sockets.

@@ -17,6 +17,7 @@ fn settings() -> InterceptSettings {
         listen_v6: None,
         dns_v4: Some(SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 1), 15053)),
         dns_v6: None,
+        dns_answers: Vec::new(),
         deny: vec![],
         proxy: ProxyIdentity {
             tgid: Some(42),

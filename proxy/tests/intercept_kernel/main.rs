@@ -32,6 +32,7 @@ fn settings(cg: &TestCgroup, pins: &TestPins, listen: SocketAddr) -> InterceptSe
         listen_v6: None,
         dns_v4: None,
         dns_v6: None,
+        dns_answers: vec![],
         // The default deny list covers 127.0.0.0/8; these tests redirect to
         // loopback, so they deny one address only.
         deny: vec![DenyCidr::all("127.0.0.3/32".parse().expect("cidr"))],
@@ -244,6 +245,55 @@ fn deny_list_refuses_with_eperm() {
         .counters
         .expect("counters");
     assert_eq!(c.denied, 1);
+}
+
+#[test]
+fn tcp_to_the_dns_answer_goes_to_the_proxy_though_a_deny_range_covers_it() {
+    if !privileged() {
+        return;
+    }
+    let cg = TestCgroup::new();
+    let pins = TestPins::new();
+    let proxy = Server::proxy("127.0.0.1:0", &pins.path);
+    let mut s = settings(&cg, &pins, proxy.addr);
+    // 127.0.0.3 stands for the usual `dns.proxy_ip: 127.0.0.1`, in a denied range.
+    s.deny = vec![
+        DenyCidr::all("127.0.0.3/32".parse().expect("cidr")),
+        DenyCidr::all("127.0.0.4/32".parse().expect("cidr")),
+        DenyCidr::all("::1/128".parse().expect("cidr")),
+    ];
+    s.dns_answers = vec!["127.0.0.3".parse().expect("ip"), "::1".parse().expect("ip")];
+    let _ic = attach(&s);
+    let ran = run_workload(
+        &cg,
+        None,
+        &[
+            "tcp",
+            "127.0.0.3",
+            "443",
+            "tcp",
+            "::ffff:127.0.0.3",
+            "80",
+            "tcp",
+            "::1",
+            "8443",
+            "tcp",
+            "127.0.0.4",
+            "443",
+            "udp",
+            "127.0.0.3",
+            "443",
+        ],
+    );
+    assert_eq!(ran.lines[0], "tcp ok 127.0.0.3 443 proxy|127.0.0.3:443");
+    assert_eq!(
+        ran.lines[1],
+        "tcp ok ::ffff:127.0.0.3 80 proxy|127.0.0.3:80"
+    );
+    assert_eq!(ran.lines[2], "tcp ok ::1 8443 proxy|[::1]:8443");
+    // Other addresses of the denied ranges, and UDP to the answer, stay refused.
+    assert_eq!(ran.lines[3], format!("tcp err {EPERM}"));
+    assert_eq!(ran.lines[4], format!("udp err {EPERM}"));
 }
 
 #[test]

@@ -209,6 +209,68 @@ pub(crate) fn assert_foreign_dns_answered_by_the_proxy(cg: &TestCgroup, net: &Fa
     }
 }
 
+/// With `dns.proxy_ip: 127.0.0.1` (what `iron-proxy init -intercept-dns` writes), inside
+/// the default deny list (127.0.0.0/8): a stub resolver on loopback (`127.0.0.53`, as on
+/// Ubuntu) and a foreign one are answered by the proxy, over UDP and TCP; a connection
+/// that follows the answer reaches `up` through the proxy, by name; loopback itself stays
+/// out of reach (a request to 127.0.0.1 is refused by the proxy, a connect to another
+/// loopback address fails with `refused`, the errno of the interception mode).
+pub(crate) fn assert_loopback_answer_followed(
+    px: &ProxyProcess,
+    cg: &TestCgroup,
+    net: &FakeInternet,
+    up: &UpstreamHandle,
+    refused: i64,
+) {
+    let foreign = net.add_host().v4.to_string();
+    for resolver in ["127.0.0.53", foreign.as_str()] {
+        for transport in ["+notcp", "+tcp"] {
+            let at = format!("@{resolver}");
+            let ran = cg.dig(&[
+                &at,
+                "httpbin.test",
+                "A",
+                "+short",
+                "+time=3",
+                "+tries=1",
+                transport,
+            ]);
+            assert_eq!(ran.stdout.trim(), "127.0.0.1", "{at} {transport}: {ran}");
+        }
+    }
+
+    let r = workload_curl(
+        px,
+        cg,
+        &[
+            "--resolve",
+            &resolve("httpbin.test", 443, std::net::Ipv4Addr::LOCALHOST),
+            "https://httpbin.test/anything/answer",
+        ],
+    );
+    assert_eq!(
+        r.expect_status(200).json()["upstream"],
+        "httpbin.test",
+        "{r}"
+    );
+    up.wait_for_request(|q| q.path() == "/anything/answer");
+    let rec = audit_for(px, "/anything/answer");
+    assert!(rec.is_allowed(), "{rec}");
+    assert_eq!(rec.str("original_dst"), Some("127.0.0.1:443"), "{rec}");
+
+    let r = workload_curl(px, cg, &["http://127.0.0.1/anything/loopback"]);
+    assert_ne!(r.status, 200, "{r}");
+    let rec = audit_for(px, "/anything/loopback");
+    assert!(!rec.is_allowed(), "{rec}");
+    let other = vec!["tcp,127.0.0.2,80".to_string()];
+    assert_probes(
+        &probe(cg, &other),
+        &other,
+        json!(refused),
+        "loopback other than the DNS answer must be refused",
+    );
+}
+
 /// `n` concurrent redirected connections from the workload cgroup to `up` on ports
 /// `base..base+n`: every one is answered (a 421 naming its own port), and its audit record
 /// names its own original destination.

@@ -211,6 +211,18 @@ pub(crate) fn build_config(s: &InterceptSettings) -> Config {
         c.dns_v6 = d.ip().octets();
         c.dns_v6_port = d.port().to_be();
     }
+    for ip in &s.dns_answers {
+        match ip.to_canonical() {
+            ip @ IpAddr::V4(_) => {
+                c.flags |= flags::IRON_F_ANSWER_V4;
+                c.answer_v4 = addr16(ip);
+            }
+            ip @ IpAddr::V6(_) => {
+                c.flags |= flags::IRON_F_ANSWER_V6;
+                c.answer_v6 = addr16(ip);
+            }
+        }
+    }
     if !s.uids.is_empty() {
         c.flags |= flags::IRON_F_UID_FILTER;
     }

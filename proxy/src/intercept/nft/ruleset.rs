@@ -233,6 +233,27 @@ pub fn render(table: &str, settings: &InterceptSettings, selectors: &[Selector])
     // original destination, on every packet of the workload's connections.
     let _ = writeln!(s, "\tchain filter_workload {{");
     let _ = writeln!(s, "\t\tct direction reply return");
+    // Before the deny list: DNS goes to the proxy whatever resolver was asked
+    // (a stub resolver on 127.0.0.53 keeps working), and so does TCP to the
+    // address the proxy's DNS answers with (usually 127.0.0.1: a workload
+    // that follows the answer is headed for the proxy).
+    for (dns, family) in [
+        (settings.dns_v4.is_some(), "ipv4"),
+        (settings.dns_v6.is_some(), "ipv6"),
+    ] {
+        if dns {
+            for proto in ["udp", "tcp"] {
+                let _ = writeln!(s, "\t\tmeta nfproto {family} {proto} dport 53 return");
+            }
+        }
+    }
+    for ip in &settings.dns_answers {
+        let (fam, ip) = match ip.to_canonical() {
+            IpAddr::V4(v4) => ("ip", v4.to_string()),
+            IpAddr::V6(v6) => ("ip6", v6.to_string()),
+        };
+        let _ = writeln!(s, "\t\t{fam} daddr {ip} meta l4proto tcp return");
+    }
     for (fam, set) in [("ip", "deny4"), ("ip6", "deny6")] {
         let _ = writeln!(
             s,
@@ -246,12 +267,6 @@ pub fn render(table: &str, settings: &InterceptSettings, selectors: &[Selector])
         );
     }
     let _ = writeln!(s, "\t\tmeta l4proto tcp return");
-    if settings.dns_v4.is_some() {
-        let _ = writeln!(s, "\t\tmeta nfproto ipv4 udp dport 53 return");
-    }
-    if settings.dns_v6.is_some() {
-        let _ = writeln!(s, "\t\tmeta nfproto ipv6 udp dport 53 return");
-    }
     let _ = writeln!(
         s,
         "\t\tmeta l4proto udp counter drop {}",

@@ -15,6 +15,7 @@ fn settings(cgroups: &[&str], uids: &[u32]) -> InterceptSettings {
         listen_v6: None,
         dns_v4: Some("127.0.0.1:5353".parse::<SocketAddrV4>().expect("literal")),
         dns_v6: None,
+        dns_answers: Vec::new(),
         deny: vec![
             DenyCidr::all("169.254.0.0/16".parse().expect("literal")),
             DenyCidr::workload("fd00::/8".parse().expect("literal")),
@@ -104,9 +105,36 @@ fn ruleset_selects_redirects_and_locks_down() {
     }
     // No DNS listener for IPv6: its UDP 53 falls through to the UDP drop.
     assert!(!text.contains("meta nfproto ipv6 udp dport 53"), "{text}");
-    // The deny rules come before the TCP/UDP returns.
+    // The deny rules come before the TCP/UDP returns, but after DNS's, so a stub
+    // resolver on 127.0.0.53 is redirected rather than denied.
     let deny = text.find("@deny4").expect("deny");
     assert!(deny < text.find("meta l4proto tcp return").expect("tcp return"));
+    let dns = text
+        .find("meta nfproto ipv4 udp dport 53 return")
+        .expect("dns");
+    assert!(dns > text.find("ct direction reply return").expect("reply"));
+    assert!(dns < deny, "{text}");
+    assert!(
+        !text.contains("daddr 127.0.0.1 meta l4proto tcp return"),
+        "{text}"
+    );
+}
+
+#[test]
+fn tcp_to_the_dns_answer_passes_before_the_deny_rules() {
+    let mut s = settings(&["/sys/fs/cgroup/unified/ci"], &[]);
+    s.dns_answers = vec!["127.0.0.1".parse().expect("ip"), "::1".parse().expect("ip")];
+    let text = render("t", &s, &selectors(&s, Path::new(MOUNT)).expect("cgroup"));
+    let deny = text.find("@deny4").expect("deny");
+    for rule in [
+        "ip daddr 127.0.0.1 meta l4proto tcp return",
+        "ip6 daddr ::1 meta l4proto tcp return",
+    ] {
+        let at = text
+            .find(rule)
+            .unwrap_or_else(|| panic!("missing {rule:?} in\n{text}"));
+        assert!(at < deny, "{rule:?} after the deny rules:\n{text}");
+    }
 }
 
 #[test]
