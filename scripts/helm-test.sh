@@ -6,7 +6,10 @@
 #     NetworkPolicy as examples/kubernetes/0*.yaml;
 #   - every rendered proxy.yaml (defaults, the mirror, warn mode with CIDRs)
 #     passes `iron-proxy validate`;
-#   - a missing proxyIP or CA secret name fails the render.
+#   - a missing proxyIP or CA secret name fails the render;
+#   - the image (packaging/docker/Dockerfile) has the binary as its exec-form
+#     entrypoint, so the Deployment's args (and ECS's command) are iron-proxy's
+#     flags: they validate the rendered config.
 #
 #   scripts/helm-test.sh [PATH/TO/iron-proxy]     (helm from scripts/setup-test-env.sh)
 set -euo pipefail
@@ -120,6 +123,50 @@ done
 grep -q 'warn: true' "$work/warn-rendered.proxy.yaml" || fail "allowlist.warn did not reach the config"
 grep -q 'NetworkPolicy' "$work/warn-rendered.yaml" && fail "networkPolicy.enabled=false still renders one"
 say "ok: every rendered proxy.yaml passes iron-proxy validate"
+
+# The image's contract (packaging/docker/Dockerfile): the entrypoint is the binary in exec
+# form, so the Deployment's args (and ECS's command, the compose file's command) are
+# iron-proxy's own flags; run them, with the config path pointed at the rendering.
+"$python" - "$repo" "$work" <<'PY' >"$work/args.txt" || fail "image contract: $(cat "$work/args.txt")"
+import json, os, sys
+import yaml
+
+repo, work = sys.argv[1], sys.argv[2]
+stages, current = [], None
+with open(os.path.join(repo, "packaging/docker/Dockerfile")) as f:
+    for line in f:
+        word, _, rest = line.strip().partition(" ")
+        if word == "FROM":
+            current = {}
+            stages.append(current)
+        elif word in ("ENTRYPOINT", "CMD"):
+            try:
+                current[word] = json.loads(rest)
+            except ValueError:
+                sys.exit(f"{word} {rest} is not in exec (JSON) form: a shell would swallow the arguments")
+final = stages[-1]
+if final.get("ENTRYPOINT") != ["/usr/local/bin/iron-proxy"]:
+    sys.exit(f"the image's ENTRYPOINT is {final.get('ENTRYPOINT')}, not the binary")
+cmd = final.get("CMD")
+if cmd != ["-config", "/etc/iron-proxy/proxy.yaml"]:
+    sys.exit(f"the image's CMD is {cmd}")
+with open(os.path.join(work, "mirror-rendered.yaml")) as f:
+    deps = [d for d in yaml.safe_load_all(f) if d and d["kind"] == "Deployment"]
+args = deps[0]["spec"]["template"]["spec"]["containers"][0]["args"]
+if args != cmd:
+    sys.exit(f"the Deployment's args {args} differ from the image's CMD {cmd}")
+with open(os.path.join(repo, "examples/docker-compose/docker-compose.yml")) as f:
+    proxy = yaml.safe_load(f)["services"]["proxy"]
+if proxy["build"]["dockerfile"] != "packaging/docker/Dockerfile" or proxy["command"] != cmd:
+    sys.exit(f"the compose demo does not run the image's command: {proxy}")
+print("\n".join(a.replace("/etc/iron-proxy/proxy.yaml", os.path.join(work, "mirror-rendered.proxy.yaml")) for a in args))
+PY
+mapfile -t image_args <"$work/args.txt"
+"$bin" validate "${image_args[@]}" >"$work/validate.txt" 2>&1 ||
+    fail "iron-proxy validate with the image's arguments (${image_args[*]}): $(cat "$work/validate.txt")"
+grep -q '^exec iron-proxy "\$@"$' "$repo/examples/docker-compose/entrypoint.sh" ||
+    fail "the compose demo's entrypoint.sh does not pass the container's arguments on"
+say "ok: the image runs the binary with the container's arguments (${image_args[*]})"
 
 render --set proxyIP= >/dev/null 2>&1 && fail "rendering without proxyIP succeeded"
 render --set ca.secretName= >/dev/null 2>&1 && fail "rendering without ca.secretName succeeded"

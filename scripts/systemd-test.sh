@@ -9,12 +9,14 @@
 #   - the .deb installs without enabling or starting anything;
 #   - without interception (the packaged config) the unit runs where
 #     /sys/fs/bpf does not exist;
-#   - `iron-proxy init -allow allowed.test -intercept-user app` enables and
-#     starts the unit and waits for /readyz; the unit is active;
+#   - `iron-proxy init -allow allowed.test -intercept-user app -intercept-dns`
+#     enables and starts the unit and waits for /readyz; the unit is active;
 #   - Type=notify: `systemctl restart` returns only after READY=1, and at that
 #     moment /readyz answers and the eBPF links are pinned;
 #   - an intercepted user's curl reaches an allowed name, is refused (403) for
-#     another, and root (not intercepted) goes direct;
+#     another, and root (not intercepted) goes direct; the user's DNS is
+#     answered by the proxy (127.0.0.1), and following that answer leads to
+#     the proxy, not to EPERM;
 #   - `systemctl reload` (SIGHUP) applies a changed allowlist; a broken config
 #     is refused by ExecReload's reload and by ExecStartPre's validate;
 #   - `systemctl stop` leaves interception in force (fail closed: connection
@@ -214,14 +216,14 @@ in_ct sh -c 'mount -o remount,rw /sys && mkdir /sys/fs/bpf && mount -o remount,r
     mount -t bpf -o mode=0700 bpf /sys/fs/bpf'
 
 # ---- init -------------------------------------------------------------------
-in_ct iron-proxy init -allow allowed.test -intercept-user "$user" ||
+in_ct iron-proxy init -allow allowed.test -intercept-user "$user" -intercept-dns ||
     fail "iron-proxy init (journal: $(in_ct journalctl -u iron-proxy --no-pager -n 30))"
 [[ "$(in_ct systemctl is-active iron-proxy)" == active ]] || fail "iron-proxy is not active after init"
 [[ "$(in_ct systemctl is-enabled iron-proxy)" == enabled ]] || fail "iron-proxy is not enabled after init"
 say "ok: init enabled and started the unit"
 
 pid_first="$(unit_prop iron-proxy MainPID)"
-second="$(in_ct iron-proxy init -allow allowed.test -intercept-user "$user")" || fail "a second init failed"
+second="$(in_ct iron-proxy init -allow allowed.test -intercept-user "$user" -intercept-dns)" || fail "a second init failed"
 [[ "$(unit_prop iron-proxy MainPID)" == "$pid_first" ]] || fail "a second, identical init restarted the service"
 grep -q 'already running' <<<"$second" || fail "a second init did not say the service was already running: $second"
 say "ok: a second identical init changes nothing"
@@ -267,6 +269,14 @@ expect_status "$user" "http://allowed.test/" 200
 expect_status "$user" "http://denied.test/" 403
 expect_status "$user" "http://$upstream_ip/" 403
 expect_status root "http://denied.test/" 200
+# -intercept-dns: the user's lookups of names /etc/hosts does not know go to the proxy's DNS
+# server, whatever resolv.conf names, and get 127.0.0.1 (inside the default deny list): a
+# connection there still reaches the proxy, which judges it by name.
+got="$(as_unit -p "User=$user" -- getent hosts viadns.test 2>&1 || true)"
+[[ "$got" == "127.0.0.1"*"viadns.test" ]] || fail "getent hosts viadns.test as $user: expected 127.0.0.1, got '$got'"
+expect_status "$user" "http://viadns.test/" 403
+in_ct grep -q '"host":"viadns.test"' /var/log/iron-proxy.log || fail "no audit record for viadns.test"
+say "ok: the intercepted user's DNS is answered by the proxy, and its answer leads to the proxy"
 in_ct grep -q '"host":"allowed.test"' /var/log/iron-proxy.log || fail "no audit record for allowed.test"
 uid="$(in_ct id -u "$user")"
 in_ct grep '"host":"denied.test"' /var/log/iron-proxy.log | grep -q "\"uid\":$uid" ||

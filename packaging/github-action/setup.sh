@@ -4,7 +4,8 @@
 # 1. installs the iron-proxy package (a local .deb, or the release for INPUT_VERSION);
 # 2. generates an ephemeral CA (valid 24 hours) for this job;
 # 3. runs `iron-proxy init`: every TCP connection of the runner user is
-#    redirected to the proxy with eBPF (no DNS rewrite), the allowlist is
+#    redirected to the proxy with eBPF, and its DNS to the proxy's DNS server
+#    (which answers 127.0.0.1, a connection there reaching the proxy), the allowlist is
 #    GitHub's own infrastructure plus the egress rules file, and the CA is
 #    trusted system-wide;
 # 4. exports SSL_CERT_FILE, NODE_EXTRA_CA_CERTS and REQUESTS_CA_BUNDLE via $GITHUB_ENV;
@@ -75,7 +76,7 @@ if [ ! -f "$(at $CONF_DIR/ca.crt)" ]; then
 fi
 
 # --- 3. init ----------------------------------------------------------------
-args=(init -allow "$GITHUB_DOMAINS" -intercept-user "$RUNNER_USER" -upstream-resolver "$RESOLVER" -trust)
+args=(init -allow "$GITHUB_DOMAINS" -intercept-user "$RUNNER_USER" -intercept-dns -upstream-resolver "$RESOLVER" -trust)
 rules_path="$RULES"
 case "$rules_path" in /*) ;; *) rules_path="${GITHUB_WORKSPACE:-$PWD}/$rules_path" ;; esac
 if [ -f "$rules_path" ]; then

@@ -295,6 +295,11 @@ fn build_deb(root: &Path, stage: &Path, work: &Path, out: &Path) -> Result<PathB
         .args(["--root-owner-group", "-Zxz", "--build"])
         .arg(&tree)
         .arg(&deb))?;
+    // The same package under the name the GitHub Action's `version: latest`
+    // downloads (`releases/latest/download/iron-proxy_<arch>.deb`): a release
+    // publishes both.
+    let latest = out.join(format!("{NAME}_{arch}.deb"));
+    std::fs::copy(&deb, &latest).with_context(|| format!("writing {}", latest.display()))?;
     Ok(deb)
 }
 

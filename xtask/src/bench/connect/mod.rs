@@ -264,6 +264,7 @@ pub fn bench(secs: f64, repeats: usize) -> Result<ConnectResult> {
         listen_v6: None,
         dns_v4: None,
         dns_v6: None,
+        dns_answers: Vec::new(),
         // Parsed once more by the bench's unit test, which checks every entry.
         deny: super::BENCH_DENY
             .iter()
