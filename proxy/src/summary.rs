@@ -24,8 +24,6 @@ mod render;
 
 /// GitHub's limit on one step's summary.
 pub const STEP_SUMMARY_LIMIT: usize = 1024 * 1024;
-/// Path segments kept when paths are collapsed.
-const PATH_SEGMENTS: usize = 2;
 
 /// `iron-proxy summary` flags.
 #[derive(Debug, Clone, clap::Args)]
@@ -37,7 +35,9 @@ pub struct SummaryArgs {
         default_value = "/var/log/iron-proxy.log"
     )]
     pub log_file: PathBuf,
-    /// List paths as logged instead of collapsing them to their first segments.
+    /// Add a per-path breakdown (paths as logged) in a collapsible section.
+    /// Off by default: a job summary is readable by anyone who can read the
+    /// repository, and paths can carry identifiers.
     #[arg(long = "show-full-paths")]
     pub show_full_paths: bool,
     /// Also write an egress-rules file allowing every warned or denied host (learning mode).
@@ -120,7 +120,7 @@ impl Counts {
 pub struct HostStats {
     /// Totals for the host.
     pub counts: Counts,
-    /// Per path (collapsed unless full paths were asked for).
+    /// Per path, as logged; empty unless the per-path breakdown was asked for.
     pub paths: BTreeMap<String, Counts>,
     /// Whether the allowlist refused (or, in warn mode, would have refused) it.
     pub suggest: bool,
@@ -135,7 +135,7 @@ pub struct Summary {
     pub records: u64,
     /// Lines that were not audit records.
     pub skipped: u64,
-    full_paths: bool,
+    pub(crate) full_paths: bool,
 }
 
 /// Classifies one parsed audit record.
@@ -163,21 +163,8 @@ fn warned(rec: &serde_json::Value) -> bool {
         })
 }
 
-/// Collapses `/a/b/c/d` to `/a/b/*`.
-pub fn collapse_path(path: &str) -> String {
-    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    if segments.len() <= PATH_SEGMENTS {
-        return if path.is_empty() {
-            "/".into()
-        } else {
-            path.to_string()
-        };
-    }
-    format!("/{}/*", segments[..PATH_SEGMENTS].join("/"))
-}
-
 impl Summary {
-    /// An empty summary; `full_paths` keeps paths as logged.
+    /// An empty summary; `full_paths` keeps the per-path breakdown.
     pub fn new(full_paths: bool) -> Self {
         Summary {
             full_paths,
@@ -210,20 +197,18 @@ impl Summary {
         } else {
             host
         };
-        let path = rec.get("path").and_then(|p| p.as_str()).unwrap_or("");
-        let path = if path.is_empty() {
-            "(connection)".to_string()
-        } else if self.full_paths {
-            path.to_string()
-        } else {
-            collapse_path(path)
-        };
         let by_allowlist = o == Outcome::Warned
             || (o == Outcome::Denied
                 && rec.get("reason").and_then(|r| r.as_str()) == Some("not_allowlisted"));
         let stats = self.hosts.entry(host).or_default();
         stats.counts.add(o);
-        stats.paths.entry(path).or_default().add(o);
+        if self.full_paths {
+            let path = match rec.get("path").and_then(|p| p.as_str()) {
+                Some(p) if !p.is_empty() => p.to_string(),
+                _ => "(connection)".to_string(),
+            };
+            stats.paths.entry(path).or_default().add(o);
+        }
         stats.suggest |= by_allowlist;
         true
     }

@@ -46,7 +46,7 @@ fn row(name: &str, c: &Counts) -> String {
 
 const HEADER: &str = "| HOST | TOTAL | ALLOWED | WARNED | DENIED |\n|---|---:|---:|---:|---:|\n";
 
-/// Renders the table and the per-path details within `budget` bytes.
+/// Renders the table, and the per-path details when asked for, within `budget` bytes.
 pub(super) fn markdown(s: &Summary, hosts: &[(&String, &HostStats)], budget: usize) -> String {
     let mut totals = Counts::default();
     for (_, h) in hosts {
@@ -99,6 +99,13 @@ pub(super) fn markdown(s: &Summary, hosts: &[(&String, &HostStats)], budget: usi
         out.push_str(&format!(
             "\n{failed} request(s) failed upstream (DNS, connect, TLS or timeout) and are counted in TOTAL only.\n"
         ));
+    }
+    if !s.full_paths {
+        out.push_str(
+            "\n_Request paths are not listed: set `show-full-paths: true` (`iron-proxy summary \
+             -show-full-paths`) to add them in a collapsible section._\n",
+        );
+        return truncate_hard(out, budget);
     }
     let mut details = String::from("\n<details><summary>Requests by path</summary>\n\n");
     details.push_str(

@@ -49,13 +49,13 @@ fn markdown_table_and_details() {
         "{md}"
     );
     assert!(md.contains("| `evil.example` | 1 | 0 | 1 | 0 |"), "{md}");
+    // No per-path breakdown unless asked for (spec: show-full-paths, default false).
+    assert!(!md.contains("<details>"), "{md}");
+    assert!(!md.contains("/upload"), "{md}");
     assert!(
-        md.contains("<details>") && md.contains("</details>"),
+        md.contains("_Request paths are not listed: set `show-full-paths: true`"),
         "{md}"
     );
-    // Collapsed paths.
-    assert!(md.contains("`/upload/a/*`"), "{md}");
-    assert!(md.contains("`/react/-/*`"), "{md}");
     assert!(md.contains("1 request(s) failed upstream"), "{md}");
     // Hosts with warned/denied requests come first.
     let first = md.find("`evil.example`").expect("evil listed");
@@ -67,18 +67,19 @@ fn markdown_table_and_details() {
 }
 
 #[test]
-fn full_paths_kept() {
+fn full_paths_in_a_collapsible_section() {
     let md = sample(true).to_markdown(STEP_SUMMARY_LIMIT);
-    assert!(md.contains("`/react/-/react-18.2.0.tgz`"), "{md}");
+    assert!(
+        md.contains("<details><summary>Requests by path</summary>") && md.contains("</details>"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| `registry.npmjs.org` | `/react/-/react-18.2.0.tgz` | 1 | 1 | 0 | 0 |"),
+        "{md}"
+    );
     assert!(md.contains("`/upload/a/b`"), "{md}");
-}
-
-#[test]
-fn collapse() {
-    assert_eq!(collapse_path("/a/b/c/d"), "/a/b/*");
-    assert_eq!(collapse_path("/a/b"), "/a/b");
-    assert_eq!(collapse_path("/"), "/");
-    assert_eq!(collapse_path(""), "/");
+    assert!(md.contains("| `10.1.2.3` | `(connection)` |"), "{md}");
+    assert!(!md.contains("Request paths are not listed"), "{md}");
 }
 
 #[test]
