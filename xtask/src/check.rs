@@ -1,6 +1,7 @@
 //! `cargo xtask package --check`: lintian (no errors), `rpm -qpl` (every file
 //! listed, proxy.yaml a %config(noreplace) file, no script that enables or
-//! starts the service), and an install/purge round trip of the .deb on this
+//! starts the service), the release tarball (the binary alone, which runs) and
+//! `sha256sum -c SHA256SUMS`, and an install/purge round trip of the .deb on this
 //! machine: files appear, the man page renders with `man -l` and no
 //! warnings, the installed unit passes `systemd-analyze verify`,
 //! the shipped config passes `iron-proxy validate`, nothing is started, and
@@ -20,8 +21,54 @@ use crate::package::{Built, NAME};
 pub fn run(_root: &Path, built: &Built, validate: bool) -> Result<()> {
     lintian(&built.deb)?;
     rpm(&built.rpm, &built.files)?;
+    tarball(built)?;
     install_round_trip(built, validate)?;
     Ok(())
+}
+
+/// The tarball holds the binary alone, which runs; `SHA256SUMS` verifies.
+fn tarball(built: &Built) -> Result<()> {
+    println!("== tar -tzf {}", built.tarball.display());
+    let (ok, listing) = output(Command::new("tar").arg("-tzf").arg(&built.tarball))?;
+    ensure!(
+        ok && listing.trim() == NAME,
+        "the tarball must hold {NAME} alone: {listing}"
+    );
+    let dir = tempdir_in_target(&built.tarball)?;
+    let (ok, text) = output(
+        Command::new("tar")
+            .arg("-xzf")
+            .arg(&built.tarball)
+            .arg("-C")
+            .arg(&dir),
+    )?;
+    ensure!(ok, "extracting {}: {text}", built.tarball.display());
+    let (ok, version) = output(Command::new(dir.join(NAME)).arg("version"))?;
+    let _ = std::fs::remove_dir_all(&dir);
+    ensure!(ok, "the extracted binary does not run: {version}");
+    let out = built.sums.parent().context("SHA256SUMS has no directory")?;
+    let (ok, text) = output(
+        Command::new("sha256sum")
+            .arg("-c")
+            .arg("SHA256SUMS")
+            .current_dir(out),
+    )?;
+    ensure!(ok, "sha256sum -c SHA256SUMS: {text}");
+    print!("{text}");
+    Ok(())
+}
+
+/// A fresh directory next to `beside` (inside the target directory).
+fn tempdir_in_target(beside: &Path) -> Result<std::path::PathBuf> {
+    let dir = beside
+        .parent()
+        .context("artifact has no directory")?
+        .join("work/tarball-check");
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)?;
+    }
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
 }
 
 fn output(cmd: &mut Command) -> Result<(bool, String)> {

@@ -39,6 +39,11 @@ pub struct Built {
     pub deb: PathBuf,
     /// The RPM package.
     pub rpm: PathBuf,
+    /// The binary alone, `iron-proxy_<version>_linux_<arch>.tar.gz` (the
+    /// release tarball the spec's install steps download).
+    pub tarball: PathBuf,
+    /// `SHA256SUMS` over every artifact, for `sha256sum -c`.
+    pub sums: PathBuf,
     /// Files (absolute install paths) both packages must contain.
     pub files: Vec<String>,
 }
@@ -61,7 +66,55 @@ pub fn build(root: &Path, binary: Option<&Path>, profile: &str, out: &Path) -> R
     let files = stage_tree(root, &binary, &stage)?;
     let deb = build_deb(root, &stage, &work, out)?;
     let rpm = build_rpm(root, &stage, &work, out)?;
-    Ok(Built { deb, rpm, files })
+    let tarball = build_tarball(&stage, out)?;
+    let sums = write_sums(
+        out,
+        &[
+            &deb,
+            &out.join(format!("{NAME}_{}.deb", deb_arch()?)),
+            &rpm,
+            &tarball,
+        ],
+    )?;
+    Ok(Built {
+        deb,
+        rpm,
+        tarball,
+        sums,
+        files,
+    })
+}
+
+/// `iron-proxy_<version>_linux_<arch>.tar.gz` holding the stripped binary at
+/// its top level (`tar -xzf ... -C /tmp` gives `/tmp/iron-proxy`).
+fn build_tarball(stage: &Path, out: &Path) -> Result<PathBuf> {
+    let tarball = out.join(format!("{NAME}_{VERSION}_linux_{}.tar.gz", deb_arch()?));
+    run(Command::new("tar")
+        .args(["--owner=0", "--group=0", "--numeric-owner", "-czf"])
+        .arg(&tarball)
+        .arg("-C")
+        .arg(stage.join("usr/bin"))
+        .arg(NAME))?;
+    Ok(tarball)
+}
+
+/// `SHA256SUMS` in `out` over `files` (by file name), as `sha256sum` writes it.
+fn write_sums(out: &Path, files: &[&Path]) -> Result<PathBuf> {
+    let mut cmd = Command::new("sha256sum");
+    cmd.current_dir(out);
+    for f in files {
+        cmd.arg(f.file_name().context("artifact without a file name")?);
+    }
+    let output = cmd.output().context("running sha256sum")?;
+    if !output.status.success() {
+        bail!(
+            "sha256sum failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let sums = out.join("SHA256SUMS");
+    write(&sums, &output.stdout, 0o644)?;
+    Ok(sums)
 }
 
 fn build_binary(root: &Path, profile: &str) -> Result<PathBuf> {
