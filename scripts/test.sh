@@ -26,7 +26,7 @@ bash scripts/demo-test.sh
 echo "== packages: .deb/.rpm build, lintian, rpm -qpl, install/purge round trip"
 cargo xtask package --profile dev --check
 echo "== systemd: the packaged unit under a real systemd (PID 1 in a systemd-nspawn container)"
-deb=$(ls -t target/package/iron-proxy_*.deb 2>/dev/null | head -1)
+deb=$(ls -t target/package/iron-proxy_*_*.deb 2>/dev/null | head -1)
 bash scripts/systemd-test.sh "$deb"
 echo "== Helm chart: helm lint, helm template against the manifests, validate the rendered config"
 bash scripts/helm-test.sh target/debug/iron-proxy
