@@ -9,7 +9,7 @@
 #   - the .deb installs without enabling or starting anything;
 #   - without interception (the packaged config) the unit runs where
 #     /sys/fs/bpf does not exist;
-#   - `iron-proxy init -allow allowed.test -intercept-user app -intercept-dns`
+#   - `iron-proxy init -allow allowed.test -intercept-user app` (DNS redirected by default)
 #     enables and starts the unit and waits for /readyz; the unit is active;
 #   - Type=notify: `systemctl restart` returns only after READY=1, and at that
 #     moment /readyz answers and the eBPF links are pinned;
@@ -216,14 +216,14 @@ in_ct sh -c 'mount -o remount,rw /sys && mkdir /sys/fs/bpf && mount -o remount,r
     mount -t bpf -o mode=0700 bpf /sys/fs/bpf'
 
 # ---- init -------------------------------------------------------------------
-in_ct iron-proxy init -allow allowed.test -intercept-user "$user" -intercept-dns ||
+in_ct iron-proxy init -allow allowed.test -intercept-user "$user" ||
     fail "iron-proxy init (journal: $(in_ct journalctl -u iron-proxy --no-pager -n 30))"
 [[ "$(in_ct systemctl is-active iron-proxy)" == active ]] || fail "iron-proxy is not active after init"
 [[ "$(in_ct systemctl is-enabled iron-proxy)" == enabled ]] || fail "iron-proxy is not enabled after init"
 say "ok: init enabled and started the unit"
 
 pid_first="$(unit_prop iron-proxy MainPID)"
-second="$(in_ct iron-proxy init -allow allowed.test -intercept-user "$user" -intercept-dns)" || fail "a second init failed"
+second="$(in_ct iron-proxy init -allow allowed.test -intercept-user "$user")" || fail "a second init failed"
 [[ "$(unit_prop iron-proxy MainPID)" == "$pid_first" ]] || fail "a second, identical init restarted the service"
 grep -q 'already running' <<<"$second" || fail "a second init did not say the service was already running: $second"
 say "ok: a second identical init changes nothing"
@@ -269,9 +269,10 @@ expect_status "$user" "http://allowed.test/" 200
 expect_status "$user" "http://denied.test/" 403
 expect_status "$user" "http://$upstream_ip/" 403
 expect_status root "http://denied.test/" 200
-# -intercept-dns: the user's lookups of names /etc/hosts does not know go to the proxy's DNS
-# server, whatever resolv.conf names, and get 127.0.0.1 (inside the default deny list): a
-# connection there still reaches the proxy, which judges it by name.
+# init redirects DNS by default when it intercepts: the user's lookups of names /etc/hosts
+# does not know go to the proxy's DNS server, whatever resolv.conf names, and get 127.0.0.1
+# (inside the default deny list): a connection there still reaches the proxy, which judges
+# it by name.
 got="$(as_unit -p "User=$user" -- getent hosts viadns.test 2>&1 || true)"
 [[ "$got" == "127.0.0.1"*"viadns.test" ]] || fail "getent hosts viadns.test as $user: expected 127.0.0.1, got '$got'"
 expect_status "$user" "http://viadns.test/" 403

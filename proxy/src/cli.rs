@@ -171,7 +171,7 @@ fn go_style_spec(spec: &str) -> String {
     match spec.find("--") {
         Some(i) => {
             let name_end = spec[i + 2..]
-                .find([' ', '='])
+                .find([' ', '=', '['])
                 .map_or(spec.len(), |j| i + 2 + j);
             format!("{}{}, {}", &spec[..i], &spec[i + 1..name_end], &spec[i..])
         }
@@ -246,6 +246,7 @@ mod tests {
             "Options:\n  -alg, --alg <ALG>\n          Key algorithm\n\n          - ecdsa:   ECDSA\n\n  -h, -help, --help\n          Print help\n"
         );
         assert_eq!(go_style_spec("--x=<V>"), "-x, --x=<V>");
+        assert_eq!(go_style_spec("--x[=<BOOL>]"), "-x, --x[=<BOOL>]");
     }
 
     fn parse(args: &[&str]) -> Cli {
@@ -319,11 +320,25 @@ mod tests {
         assert_eq!(a.intercept_users, ["app"]);
         assert_eq!(a.intercept_cgroups, ["/sys/fs/cgroup/ci.slice"]);
         assert!(a.warn && a.no_start && a.force && a.trust);
+        assert_eq!(a.intercept_dns, None, "unset: the default applies");
         assert_eq!(a.config_dir, std::path::Path::new("/srv/ip"));
         assert!(
             c.config.is_none(),
             "-config-dir must not be taken for -config"
         );
+        // Go-style booleans: bare is true, `=false` turns the default off.
+        for (flag, want) in [
+            ("-intercept-dns", Some(true)),
+            ("-intercept-dns=true", Some(true)),
+            ("-intercept-dns=false", Some(false)),
+        ] {
+            let c = parse(&["iron-proxy", "init", flag, "-allow", "a.com"]);
+            let Some(Command::Init(a)) = c.command else {
+                panic!("expected init, got {:?}", c.command)
+            };
+            assert_eq!(a.intercept_dns, want, "{flag}");
+            assert_eq!(a.allow, ["a.com"], "{flag} must not take the next argument");
+        }
         let c = parse(&[
             "iron-proxy",
             "summary",

@@ -66,7 +66,11 @@ pub fn inputs(args: &InitArgs) -> Result<ConfigInputs, InitError> {
     let mut c = ConfigInputs {
         config_dir: args.config_dir.display().to_string(),
         warn: args.warn,
-        intercept_dns: args.intercept_dns,
+        // On by default when intercepting: the kernel refuses an intercepted
+        // workload's UDP, DNS included, unless it goes to the proxy's server.
+        intercept_dns: args
+            .intercept_dns
+            .unwrap_or(!args.intercept_users.is_empty() || !args.intercept_cgroups.is_empty()),
         upstream_resolver: args.upstream_resolver.clone(),
         ..Default::default()
     };

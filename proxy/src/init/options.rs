@@ -15,9 +15,17 @@ pub struct InitArgs {
     /// Intercept every TCP connection from this cgroup v2 path (repeatable).
     #[arg(long = "intercept-cgroup", value_name = "PATH")]
     pub intercept_cgroups: Vec<String>,
-    /// Also redirect the intercepted workloads' DNS to the built-in server.
-    #[arg(long = "intercept-dns")]
-    pub intercept_dns: bool,
+    /// Redirect the intercepted workloads' DNS to the built-in server: on by
+    /// default with `-intercept-user`/`-intercept-cgroup` (without it their
+    /// DNS, like all UDP, is refused); `-intercept-dns=false` turns it off.
+    #[arg(
+        long = "intercept-dns",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true"
+    )]
+    pub intercept_dns: Option<bool>,
     /// Upstream DNS resolver for the proxy's own lookups (host:port).
     #[arg(long = "upstream-resolver", value_name = "ADDR")]
     pub upstream_resolver: Option<String>,

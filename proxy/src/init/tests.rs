@@ -41,7 +41,12 @@ fn fresh_root_tree() {
         yaml.contains("  uids:\n    - \"runner\"\n    - 1001\n"),
         "{yaml}"
     );
-    assert!(yaml.contains("  dns: false\n"), "{yaml}");
+    // Intercepting users: their DNS goes to the proxy's server (answers 127.0.0.1).
+    assert!(yaml.contains("  dns: true\n"), "{yaml}");
+    assert!(
+        yaml.contains("dns:\n  listen: \"127.0.0.1:8053\"\n  proxy_ip: \"127.0.0.1\"\n"),
+        "{yaml}"
+    );
     assert!(
         yaml.contains(
             "management:\n  listen: \"127.0.0.1:9092\"\n  api_key_env: \"IRON_MANAGEMENT_API_KEY\""
@@ -278,7 +283,6 @@ fn dns_and_resolver() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let mut a = args(tmp.path());
     a.intercept_cgroups = vec!["/sys/fs/cgroup/ci.slice".into()];
-    a.intercept_dns = true;
     a.upstream_resolver = Some("8.8.8.8:53".into());
     let yaml = checked_config(&inputs(&a).expect("inputs")).expect("valid");
     assert!(yaml.contains("dns:\n  listen: \"127.0.0.1:8053\"\n  proxy_ip: \"127.0.0.1\"\n  upstream_resolver: \"8.8.8.8:53\""), "{yaml}");
@@ -286,7 +290,23 @@ fn dns_and_resolver() {
         yaml.contains("  cgroups:\n    - \"/sys/fs/cgroup/ci.slice\"\n"),
         "{yaml}"
     );
+    // Intercepting without a word about DNS: it is redirected (else all UDP is refused).
     assert!(yaml.contains("  dns: true\n"), "{yaml}");
+    // Turned off explicitly: the workloads' DNS is refused like other UDP.
+    a.intercept_dns = Some(false);
+    let yaml = checked_config(&inputs(&a).expect("inputs")).expect("valid");
+    assert!(yaml.contains("  dns: false\n"), "{yaml}");
+    // Without interception no DNS server is made unless asked for.
+    let mut plain = args(tmp.path());
+    plain.intercept_users.clear();
+    let yaml = checked_config(&inputs(&plain).expect("inputs")).expect("valid");
+    assert!(!yaml.contains("dns:"), "{yaml}");
+    plain.intercept_dns = Some(true);
+    let yaml = checked_config(&inputs(&plain).expect("inputs")).expect("valid");
+    assert!(
+        yaml.contains("dns:\n  listen: \"127.0.0.1:8053\""),
+        "{yaml}"
+    );
 }
 
 #[test]
