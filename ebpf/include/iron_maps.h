@@ -167,20 +167,28 @@ static __always_inline int iron_configured(const struct iron_config *cfg)
 	return cfg && (cfg->flags & IRON_F_CONFIGURED);
 }
 
-/* Whether the current task is the proxy itself. */
+/* Whether the current task is the proxy itself: its uid (when the proxy
+ * has one of its own), or its process id together with its cgroup. A pid
+ * alone is not enough: once the proxy has exited, a workload that forks
+ * until it is handed the same pid would pass as the proxy, while the pins
+ * keep the old settings (fail closed). A cgroup id is never reused, and a
+ * workload cannot move itself into the proxy's cgroup. Either field may be
+ * given alone (0: unused). */
 static __always_inline int iron_is_proxy(const struct iron_config *cfg)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	__u64 uid_gid = bpf_get_current_uid_gid();
+	int tgid_ok, cgroup_ok;
 
-	if (cfg->proxy_tgid && (__u32)(pid_tgid >> 32) == cfg->proxy_tgid)
-		return 1;
-	if (cfg->proxy_cgroup_id &&
-	    bpf_get_current_cgroup_id() == cfg->proxy_cgroup_id)
-		return 1;
 	if ((cfg->flags & IRON_F_PROXY_UID) && (__u32)uid_gid == cfg->proxy_uid)
 		return 1;
-	return 0;
+	if (!cfg->proxy_tgid && !cfg->proxy_cgroup_id)
+		return 0;
+	tgid_ok = !cfg->proxy_tgid ||
+		  (__u32)(pid_tgid >> 32) == cfg->proxy_tgid;
+	cgroup_ok = !cfg->proxy_cgroup_id ||
+		    bpf_get_current_cgroup_id() == cfg->proxy_cgroup_id;
+	return tgid_ok && cgroup_ok;
 }
 
 /* Whether the current task's uid is selected for interception. */

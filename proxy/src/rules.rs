@@ -287,10 +287,34 @@ impl HostPattern {
     }
 }
 
+/// `host` lowercased, with each internationalized label in its ASCII form
+/// (`bücher.example` → `xn--bcher-kva.example`), as clients send it in SNI
+/// and Host. `None` for a label that has no ASCII form, or that mixes
+/// non-ASCII characters with a glob `*`.
+fn ascii_host(host: &str) -> Option<String> {
+    if host.is_ascii() {
+        return Some(host.to_ascii_lowercase());
+    }
+    let labels: Option<Vec<String>> = host
+        .split('.')
+        .map(|label| {
+            if label.is_ascii() {
+                Some(label.to_ascii_lowercase())
+            } else if label.contains('*') {
+                None
+            } else {
+                idna::domain_to_ascii(label).ok()
+            }
+        })
+        .collect();
+    Some(labels?.join("."))
+}
+
 impl FromStr for HostPattern {
     type Err = RuleError;
     fn from_str(s: &str) -> Result<Self, RuleError> {
-        let p = s.trim().trim_end_matches('.').to_ascii_lowercase();
+        let p = ascii_host(s.trim().trim_end_matches('.'))
+            .ok_or_else(|| RuleError::Host(s.to_string()))?;
         let valid = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '*' | ':');
         if p.is_empty() || !p.chars().all(valid) {
             return Err(RuleError::Host(s.to_string()));
@@ -447,7 +471,8 @@ impl MethodSet {
         }
         let mut out = Vec::with_capacity(list.len());
         for m in list {
-            if m.is_empty() || !m.bytes().all(|b| b.is_ascii_alphabetic() || b == b'-') {
+            // Any HTTP token (RFC 9110 §9.1): WebDAV's and UPnP's methods too.
+            if http::Method::from_bytes(m.as_bytes()).is_err() {
                 return Err(RuleError::Method(m));
             }
             out.push(m.to_ascii_uppercase());
@@ -741,6 +766,38 @@ mod tests {
             !rule.matches(&t("api.openai.com", "", "")),
             "host-only request vs method rule"
         );
+    }
+
+    #[test]
+    fn methods_are_any_http_token() {
+        let set = MethodSet::parse(Some(vec!["M-SEARCH".into(), "x_custom".into()]))
+            .expect("tokens with - and _ are methods");
+        assert!(set.matches("M-SEARCH") && set.matches("X_CUSTOM"));
+        assert!(!set.matches("GET"));
+        for bad in ["GET POST", "", "G(ET", "GÉT"] {
+            assert!(
+                matches!(
+                    MethodSet::parse(Some(vec![bad.into()])),
+                    Err(RuleError::Method(_))
+                ),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn internationalized_names_match_their_ascii_form() {
+        for (pattern, host) in [
+            ("bücher.example", "xn--bcher-kva.example"),
+            ("*.bücher.example", "shop.xn--bcher-kva.example"),
+            ("BÜCHER.example.", "xn--bcher-kva.example"),
+        ] {
+            let p: HostPattern = pattern.parse().expect(pattern);
+            assert!(p.matches(host), "{pattern} must match {host}: {p:?}");
+        }
+        for bad in ["bü*.example", "a\u{0}b.example"] {
+            assert!(bad.parse::<HostPattern>().is_err(), "{bad:?}");
+        }
     }
 
     #[test]

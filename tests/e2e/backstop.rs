@@ -175,11 +175,10 @@ fn a_proxy_inside_the_intercepted_cgroup_is_exempt_from_the_backstop() {
     require_root!();
     let net = FakeInternet::new();
     let up = Upstream::https("httpbin.test").start(&net);
-    let lab = Lab::start(&net);
-    // The proxy (recognised by its pid) joins the cgroup it intercepts: its new sockets are
-    // the cgroup's, and the backstop knows them only by the cookie connect/sendmsg marked.
-    std::fs::write(lab.cg.path().join("cgroup.procs"), lab.px.pid().to_string())
-        .expect("moving the proxy into the test cgroup");
+    // The proxy (recognised by its pid and cgroup) runs inside the cgroup it intercepts: its
+    // sockets are the cgroup's, and the backstop knows them only by the cookie connect/sendmsg
+    // marked.
+    let lab = Lab::start_inside(&net);
 
     let r = lab.curl(&[
         "--resolve",

@@ -31,6 +31,7 @@ use nix::unistd::Pid;
 
 use crate::client::PyResult;
 
+pub(crate) use workload::join_before_exec;
 pub use workload::{system_python, Ran, Workload, WorkloadCurl};
 
 /// Prefix of every cgroup and pin directory the harness creates: `iron-e2e-<pid>-<n>`.

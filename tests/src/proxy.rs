@@ -66,6 +66,7 @@ pub struct Proxy {
     binary: Option<PathBuf>,
     config_arg: Option<ConfigArg>,
     stderr_to: Option<StderrTo>,
+    cgroup: Option<PathBuf>,
 }
 
 /// Where the proxy's stderr goes instead of the harness's pipe (made again on every start
@@ -103,6 +104,7 @@ impl Proxy {
             binary: None,
             config_arg: None,
             stderr_to: None,
+            cgroup: None,
         }
     }
 
@@ -144,6 +146,12 @@ impl Proxy {
     /// Binds the harness-chosen listeners to `ip` instead of 127.0.0.1.
     pub fn listen_ip(mut self, ip: IpAddr) -> Self {
         self.listen_ip = ip;
+        self
+    }
+
+    /// Starts the proxy inside the cgroup v2 directory `dir` (it joins between fork and exec).
+    pub fn in_cgroup(mut self, dir: &Path) -> Self {
+        self.cgroup = Some(dir.to_path_buf());
         self
     }
 
@@ -220,6 +228,9 @@ impl Proxy {
             None => cmd.arg("-config").arg(&config_path),
         };
         cmd.args(&self.args);
+        if let Some(dir) = &self.cgroup {
+            crate::cgroup::join_before_exec(&mut cmd, &dir.join("cgroup.procs"), None);
+        }
         for var in crate::client::PROXY_ENV.iter().chain(&["SSL_CERT_DIR"]) {
             cmd.env_remove(var);
         }

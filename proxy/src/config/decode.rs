@@ -526,7 +526,7 @@ pub(crate) fn one_of<T: Copy>(node: &Node, cx: &mut Cx, what: &str, table: &[(&s
 }
 
 /// [`one_of`] ignoring ASCII case (`DEBUG`, `Info`), for values Go reads that
-/// way (`slog.Level.UnmarshalText`); the table's names are lowercase.
+/// way (`slog.Level.UnmarshalText`) and DNS record types (`a`, `CNAME`).
 pub(crate) fn one_of_any_case<T: Copy>(
     node: &Node,
     cx: &mut Cx,

@@ -2,7 +2,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use super::decode::{one_of, str_with, Cx, Decode, Res};
+use super::decode::{one_of_any_case, str_with, Cx, Decode, Res};
 use super::values::ListenAddr;
 use super::yaml::{Kind, Node};
 use crate::rules::HostPattern;
@@ -84,8 +84,9 @@ impl Decode for DnsRecord {
     fn decode(node: &Node, cx: &mut Cx) -> Res<Self> {
         let m = cx.map(node, &["name", "type", "value"])?;
         let name = m.req_with(cx, "name", |n, cx| str_with(n, cx, hostname));
+        // Any case, as DNS itself reads type names (`a`, `cname`).
         let kind = m.req_with(cx, "type", |n, cx| {
-            one_of(
+            one_of_any_case(
                 n,
                 cx,
                 "record type",
@@ -110,9 +111,19 @@ impl Decode for DnsRecord {
     }
 }
 
-/// `records[]`, refusing a name with a CNAME and any other record (RFC 1034 §3.6.2).
+/// The longest CNAME chain among `records` the server follows; a longer one,
+/// or a loop, is refused here (the server would refuse it at start-up).
+pub const MAX_CNAME_CHAIN: usize = 8;
+
+/// `records[]`, refusing a name with a CNAME and any other record (RFC 1034
+/// §3.6.2), and a CNAME chain through the records that loops or is longer
+/// than [`MAX_CNAME_CHAIN`].
 fn records(node: &Node, cx: &mut Cx) -> Res<Vec<DnsRecord>> {
     let list: Vec<DnsRecord> = Decode::decode(node, cx)?;
+    let pos = |i: usize| match &node.kind {
+        Kind::Seq(items) => items.get(i).map_or(node.pos, |n| n.pos),
+        _ => node.pos,
+    };
     for (i, r) in list.iter().enumerate() {
         let clash = list[..i].iter().any(|o| {
             o.name == r.name
@@ -120,12 +131,36 @@ fn records(node: &Node, cx: &mut Cx) -> Res<Vec<DnsRecord>> {
                     || matches!(r.value, DnsRecordValue::Cname(_)))
         });
         if clash {
-            let pos = match &node.kind {
-                Kind::Seq(items) => items.get(i).map_or(node.pos, |n| n.pos),
-                _ => node.pos,
-            };
             let msg = format!("'{}' has a CNAME and another record", r.name);
-            return Err(cx.index(i, |cx| cx.error(pos, msg)));
+            return Err(cx.index(i, |cx| cx.error(pos(i), msg)));
+        }
+    }
+    let cname = |name: &str| {
+        list.iter().find_map(|r| match &r.value {
+            DnsRecordValue::Cname(t) if r.name == name => Some(t.as_str()),
+            _ => None,
+        })
+    };
+    for (i, r) in list.iter().enumerate() {
+        let DnsRecordValue::Cname(first) = &r.value else {
+            continue;
+        };
+        let mut chain = vec![r.name.as_str()];
+        let mut next = Some(first.as_str());
+        while let Some(name) = next {
+            let looped = chain.contains(&name);
+            chain.push(name);
+            next = cname(name);
+            if looped || (next.is_some() && chain.len() > MAX_CNAME_CHAIN) {
+                let why = if looped {
+                    "loops".to_string()
+                } else {
+                    chain.extend(next);
+                    format!("is longer than {MAX_CNAME_CHAIN} records")
+                };
+                let msg = format!("CNAME chain {} {why}", chain.join(" -> "));
+                return Err(cx.index(i, |cx| cx.error(pos(i), msg)));
+            }
         }
     }
     Ok(list)

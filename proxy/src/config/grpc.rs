@@ -42,16 +42,34 @@ pub struct GrpcClientCert {
     pub key: PathBuf,
 }
 
+/// `target`: `host:port` (as in the spec), `http://` or `https://host:port`,
+/// or gRPC's `dns:///host:port` (read as `host:port`). Other gRPC name
+/// schemes (`unix:`, `xds:`, ...) are refused here rather than failing at
+/// every call.
 fn grpc_target(s: &str) -> Result<String, String> {
-    let ok = s.contains("://")
-        || s.rsplit_once(':')
-            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
-    if ok && !s.contains(char::is_whitespace) {
-        Ok(s.to_string())
-    } else {
-        Err(format!(
-            "invalid gRPC target {s:?}: expected host:port such as \"localhost:9500\""
-        ))
+    let expected = "expected host:port such as \"localhost:9500\", or http:// or https:// with one";
+    if s.is_empty() || s.contains(char::is_whitespace) {
+        return Err(format!("invalid gRPC target {s:?}: {expected}"));
+    }
+    let host_port = |hp: &str| {
+        hp.rsplit_once(':').is_some_and(|(h, p)| {
+            !h.is_empty() && !h.contains('/') && p.parse::<u16>().is_ok_and(|p| p > 0)
+        })
+    };
+    if let Some(rest) = s.strip_prefix("dns:///") {
+        return if host_port(rest) {
+            Ok(rest.to_string())
+        } else {
+            Err(format!("invalid gRPC target {s:?}: {expected}"))
+        };
+    }
+    match s.split_once("://") {
+        Some(("http" | "https", rest)) if !rest.is_empty() => Ok(s.to_string()),
+        Some((scheme, _)) => Err(format!(
+            "gRPC target {s:?}: the {scheme:?} scheme is not supported; {expected}"
+        )),
+        None if host_port(s) => Ok(s.to_string()),
+        None => Err(format!("invalid gRPC target {s:?}: {expected}")),
     }
 }
 
@@ -109,5 +127,39 @@ impl Decode for GrpcConfig {
             rules: rules?,
             tls: tls?.flatten(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::grpc_target;
+
+    #[test]
+    fn targets_are_host_port_or_http_urls() {
+        for (target, read) in [
+            ("localhost:9500", "localhost:9500"),
+            ("10.0.0.5:50051", "10.0.0.5:50051"),
+            ("[::1]:9500", "[::1]:9500"),
+            ("http://policy.svc:9500", "http://policy.svc:9500"),
+            ("https://policy.example.com", "https://policy.example.com"),
+            ("dns:///policy.svc:9500", "policy.svc:9500"),
+        ] {
+            assert_eq!(grpc_target(target).as_deref(), Ok(read), "{target}");
+        }
+        for (target, says) in [
+            (
+                "unix:///run/policy.sock",
+                "the \"unix\" scheme is not supported",
+            ),
+            ("xds:///policy", "the \"xds\" scheme is not supported"),
+            ("localhost", "invalid gRPC target"),
+            ("localhost:0", "invalid gRPC target"),
+            ("dns:///policy.svc", "invalid gRPC target"),
+            ("http://", "the \"http\" scheme is not supported"),
+            ("policy svc:9500", "invalid gRPC target"),
+        ] {
+            let err = grpc_target(target).expect_err(target);
+            assert!(err.contains(says), "{target}: {err}");
+        }
     }
 }

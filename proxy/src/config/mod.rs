@@ -37,7 +37,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 pub use credentials::{AwsAuthConfig, AwsCredentials, GcpAuthConfig, GcpCredentials};
-pub use dns::{DnsConfig, DnsRecord, DnsRecordValue};
+pub use dns::{DnsConfig, DnsRecord, DnsRecordValue, MAX_CNAME_CHAIN};
 pub use env::ENV_VARS;
 pub use error::{ConfigError, ConfigErrors};
 pub use grpc::{GrpcClientCert, GrpcConfig, GrpcTlsConfig};

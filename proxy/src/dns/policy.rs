@@ -11,7 +11,7 @@ use super::{DnsError, DnsSettings, StaticRecord, LOCAL_TTL};
 use crate::rules::HostPattern;
 
 /// Longest chain of static CNAMEs followed before giving up.
-pub(crate) const MAX_CNAME_CHAIN: usize = 8;
+pub(crate) use crate::config::MAX_CNAME_CHAIN;
 
 /// The static records of one name.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -106,23 +106,39 @@ impl DenyCidr {
 }
 
 /// How the programs tell the proxy's own sockets from a workload's. A socket
-/// is the proxy's when any given field matches the calling task.
+/// is the proxy's when the calling task has `uid`, or when it has `tgid` and
+/// is in `cgroup_id` (each checked only when given). Pid and cgroup together:
+/// a pid is reused once the proxy exits, and a workload forking until it is
+/// handed the proxy's old pid must not pass as the proxy while the pins keep
+/// interception closed; a cgroup id is never reused.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ProxyIdentity {
     /// Process id as the kernel's initial pid namespace sees it.
     pub tgid: Option<u32>,
-    /// cgroup v2 id of a cgroup dedicated to the proxy.
+    /// cgroup v2 id of the proxy's cgroup.
     pub cgroup_id: Option<u64>,
     /// A uid only the proxy runs as.
     pub uid: Option<u32>,
 }
 
 impl ProxyIdentity {
-    /// This process, by pid. Correct when the proxy runs in the initial pid
-    /// namespace; in a container prefer a cgroup id or a dedicated uid.
+    /// This process: its pid and its cgroup (by pid alone, with a warning,
+    /// when the cgroup cannot be read). Correct when the proxy runs in the
+    /// initial pid namespace; in a container prefer a cgroup id or a
+    /// dedicated uid.
     pub fn current_process() -> Self {
+        let cgroup_id = super::cgroup::current_cgroup()
+            .and_then(|dir| super::cgroup::cgroup_id(&dir))
+            .map_err(|e| {
+                tracing::warn!(
+                    error = %crate::error_chain(&e),
+                    "the proxy's cgroup is unknown: the kernel recognises the proxy by its pid alone"
+                )
+            })
+            .ok();
         Self {
             tgid: Some(std::process::id()),
+            cgroup_id,
             ..Self::default()
         }
     }

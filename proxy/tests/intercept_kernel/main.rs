@@ -12,7 +12,7 @@ mod upgrade;
 use std::net::SocketAddr;
 use std::path::Path;
 
-use iron_proxy::intercept::{DenyCidr, InterceptSettings, Interceptor, ProxyIdentity};
+use iron_proxy::intercept::{self, DenyCidr, InterceptSettings, Interceptor, ProxyIdentity};
 use support::*;
 
 const EPERM: &str = "1";
@@ -524,6 +524,50 @@ fn proxy_identity_is_exempt_but_proxy_class_deny_applies() {
         ]
     );
     assert!(proxy.seen().is_empty());
+}
+
+#[test]
+fn a_workload_with_the_proxys_pid_but_not_its_cgroup_is_intercepted() {
+    let Some(lab) = Lab::start() else {
+        return;
+    };
+    let port = lab.direct.port().to_string();
+    let ops = ["wait", "tcp", "127.0.0.2", &port];
+    // What a workload would be after the proxy exited and it was handed the
+    // proxy's old pid: the pid matches, the cgroup (this test's, standing for
+    // the proxy's) does not. It is redirected like any workload.
+    let own = intercept::cgroup_id(&intercept::current_cgroup().expect("own cgroup"))
+        .expect("own cgroup id");
+    let (ic, ran) = run_workload_attached(&lab.cg, &ops, |pid| {
+        let mut s = lab.settings();
+        s.proxy = ProxyIdentity {
+            tgid: Some(pid),
+            cgroup_id: Some(own),
+            uid: None,
+        };
+        s
+    });
+    assert_eq!(
+        ran.lines,
+        vec![format!("tcp ok 127.0.0.2 {port} proxy|127.0.0.2:{port}")]
+    );
+    drop(ic);
+    // Pid and cgroup both match: the proxy, exempt (its connection goes direct).
+    let (ic, ran) = run_workload_attached(&lab.cg, &ops, |pid| {
+        let mut s = lab.settings();
+        s.proxy = ProxyIdentity {
+            tgid: Some(pid),
+            cgroup_id: Some(lab.cg.id()),
+            uid: None,
+        };
+        s
+    });
+    assert_eq!(ran.lines, vec![format!("tcp ok 127.0.0.2 {port} direct")]);
+    drop(ic);
+    // The proxy's own identity carries its cgroup.
+    let me = ProxyIdentity::current_process();
+    assert_eq!(me.cgroup_id, Some(own));
+    assert_eq!(me.tgid, Some(std::process::id()));
 }
 
 #[test]

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use iron_proxy::intercept::{self, Interceptor, Origin, OriginalDst};
+use iron_proxy::intercept::{self, InterceptSettings, Interceptor, Origin, OriginalDst};
 
 static NEXT: AtomicUsize = AtomicUsize::new(0);
 
@@ -172,6 +172,8 @@ args = sys.argv[1:]
 i = 0
 while i < len(args):
     op = args[i]; i += 1
+    if op == 'wait':
+        sys.stdin.readline(); continue
     try:
         if op in ('tcp', 'udp', 'udpconn'):
             h, p = args[i], int(args[i + 1]); i += 2
@@ -257,6 +259,44 @@ pub fn run_workload(cg: &TestCgroup, uid: Option<u32>, ops: &[&str]) -> Ran {
         String::from_utf8_lossy(&out.stderr)
     );
     Ran { pid, lines }
+}
+
+/// [`run_workload`] for `ops` that start with `wait`: the workload is spawned
+/// first, `settings` (given its pid) are attached while it waits, then it goes on.
+pub fn run_workload_attached(
+    cg: &TestCgroup,
+    ops: &[&str],
+    settings: impl FnOnce(u32) -> InterceptSettings,
+) -> (Interceptor, Ran) {
+    use std::io::Write;
+    assert_eq!(
+        ops.first(),
+        Some(&"wait"),
+        "the workload must wait to be attached"
+    );
+    let mut cmd = Command::new(python());
+    cmd.arg("-c")
+        .arg(WORKLOAD)
+        .args(ops)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cg.spawn(&mut cmd, None);
+    let pid = child.id();
+    let ic = Interceptor::attach(&settings(pid)).unwrap_or_else(|e| panic!("attach: {e}"));
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"go\n")
+        .expect("release the workload");
+    let out = child.wait_with_output().expect("workload output");
+    assert!(out.status.success(), "workload failed: {out:?}");
+    let lines = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    (ic, Ran { pid, lines })
 }
 
 /// One connection the fake proxy accepted.

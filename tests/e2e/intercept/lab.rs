@@ -40,11 +40,24 @@ impl Lab {
 
     /// Like [`Lab::start`], after `edit` changed the config.
     pub fn start_with(net: &FakeInternet, edit: impl FnOnce(&mut Value)) -> Self {
+        Self::start_in(net, edit, false)
+    }
+
+    /// Like [`Lab::start`], with the proxy itself started inside the cgroup it intercepts.
+    pub fn start_inside(net: &FakeInternet) -> Self {
+        Self::start_in(net, |_| {}, true)
+    }
+
+    fn start_in(net: &FakeInternet, edit: impl FnOnce(&mut Value), inside: bool) -> Self {
         let cg = TestCgroup::new();
         let pins = PinGuard::new();
         let mut config = base_config(net, &cg, &pins);
         edit(&mut config);
-        let px = start_intercepting(Proxy::with(config.clone()).resolver(net));
+        let mut proxy = Proxy::with(config.clone()).resolver(net);
+        if inside {
+            proxy = proxy.in_cgroup(cg.path());
+        }
+        let px = start_intercepting(proxy);
         Self {
             px,
             pins,

@@ -20,7 +20,7 @@ const WORKLOAD_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Makes `cmd`'s child join the cgroup whose `cgroup.procs` is `procs` between fork and
 /// exec, then switch to `uid` (gid the same, no supplementary groups) if given.
-pub(super) fn join_before_exec(cmd: &mut Command, procs: &Path, uid: Option<u32>) {
+pub(crate) fn join_before_exec(cmd: &mut Command, procs: &Path, uid: Option<u32>) {
     let procs =
         CString::new(procs.as_os_str().as_encoded_bytes()).expect("cgroup path without NUL");
     // SAFETY: the closure runs between fork and exec and only makes async-signal-safe

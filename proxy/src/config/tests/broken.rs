@@ -121,6 +121,39 @@ fn dns_values() {
             "proxy.yaml:6:8: dns.records[1]: 'db.internal' has a CNAME and another record",
         ],
     );
+    // CNAME loops and over-long chains: refused where the chain starts, as the server
+    // would refuse them at start-up.
+    refused(
+        "dns:\n  proxy_ip: 10.0.0.2\n  records:\n    - {name: ok.local, type: CNAME, value: a.local}\n    - {name: a.local, type: CNAME, value: B.local.}\n    - {name: b.local, type: CNAME, value: a.local}\n",
+        &["proxy.yaml:4:8: dns.records[0]: CNAME chain ok.local -> a.local -> b.local -> a.local loops"],
+    );
+    refused(
+        "dns:\n  proxy_ip: 10.0.0.2\n  records:\n    - {name: self.local, type: CNAME, value: self.local}\n",
+        &["proxy.yaml:4:8: dns.records[0]: CNAME chain self.local -> self.local loops"],
+    );
+    let chain = |n: usize| -> String {
+        let mut y = String::from("dns:\n  proxy_ip: 10.0.0.2\n  records:\n");
+        for i in 0..n {
+            y.push_str(&format!(
+                "    - {{name: c{i}.local, type: CNAME, value: c{}.local}}\n",
+                i + 1
+            ));
+        }
+        y.push_str(&format!(
+            "    - {{name: c{n}.local, type: A, value: 10.0.0.5}}\n"
+        ));
+        y
+    };
+    // Record types in any case, as DNS reads them.
+    let lower = "tls:\n  mode: sni-only\ndns:\n  proxy_ip: 10.0.0.2\n  records:\n    - {name: a.local, type: a, value: 10.0.0.5}\n    - {name: b.local, type: Cname, value: a.local}\n";
+    let cfg = crate::config::parse(lower, "proxy.yaml", &|_| None).expect("lowercase types");
+    assert_eq!(cfg.dns.expect("dns").records.len(), 2);
+    let eight = format!("tls:\n  mode: sni-only\n{}", chain(8));
+    crate::config::parse(&eight, "proxy.yaml", &|_| None).expect("8 CNAMEs in a chain are fine");
+    refused(
+        &chain(9),
+        &["proxy.yaml:4:8: dns.records[0]: CNAME chain c0.local -> c1.local -> c2.local -> c3.local -> c4.local -> c5.local -> c6.local -> c7.local -> c8.local -> c9.local is longer than 8 records"],
+    );
 }
 
 #[test]
