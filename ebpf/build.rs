@@ -168,6 +168,8 @@ fn check_layout(clang: &str, flags: &[String], out: &Path) -> Result<()> {
             dns_v6,
             answer_v4,
             answer_v6,
+            uid_range_start,
+            uid_range_count,
             proxy_cgroup_id,
             listen_v4,
             dns_v4,
@@ -221,6 +223,7 @@ fn check_layout(clang: &str, flags: &[String], out: &Path) -> Result<()> {
         IRON_CFG_SLOTS => IRON_CFG_SLOTS,
         IRON_DENY_MAX => IRON_DENY_MAX,
         IRON_UIDS_MAX => IRON_UIDS_MAX,
+        IRON_UID_RANGES => IRON_UID_RANGES,
         IRON_ORIGINS_MAX => IRON_ORIGINS_MAX,
         IRON_COOKIE_ORIGINS_MAX => IRON_COOKIE_ORIGINS_MAX,
     ]);

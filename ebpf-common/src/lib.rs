@@ -88,6 +88,8 @@ pub mod limits {
     pub const IRON_DENY_MAX: u32 = 4096;
     /// Entries of the uid filter.
     pub const IRON_UIDS_MAX: u32 = 1024;
+    /// Uid ranges in [`Config`](crate::Config) (the selected users' subordinate uids).
+    pub const IRON_UID_RANGES: u32 = 8;
     /// Entries of the origin-by-tuple LRU map.
     pub const IRON_ORIGINS_MAX: u32 = 65536;
     /// Entries of the origin-by-socket-cookie hash: redirected sockets open
@@ -157,6 +159,10 @@ pub struct Config {
     pub answer_v4: [u8; 16],
     /// `dns.proxy_ip6` (valid with `IRON_F_ANSWER_V6`), likewise.
     pub answer_v6: [u8; 16],
+    /// Selected uid ranges besides `iron_uids`: `[start, start + count)`.
+    pub uid_range_start: [u32; limits::IRON_UID_RANGES as usize],
+    /// Length of each range; 0: unused.
+    pub uid_range_count: [u32; limits::IRON_UID_RANGES as usize],
     /// The proxy's cgroup id, 0 when unused.
     pub proxy_cgroup_id: u64,
     /// IPv4 transparent listener, network order.

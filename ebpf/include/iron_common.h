@@ -46,6 +46,7 @@
 #define IRON_CFG_SLOTS	 2
 #define IRON_DENY_MAX	 4096
 #define IRON_UIDS_MAX	 1024
+#define IRON_UID_RANGES	 8 /* uid ranges in iron_config (subordinate uids) */
 #define IRON_ORIGINS_MAX 65536
 #define IRON_COOKIE_ORIGINS_MAX 16384
 
@@ -59,6 +60,10 @@ struct iron_config {
 	 * where a deny range covers it. */
 	__u8 answer_v4[16];
 	__u8 answer_v6[16];
+	/* Selected uid ranges besides iron_uids (the selected users'
+	 * subordinate uids): [start, start + count); count 0: unused. */
+	__u32 uid_range_start[IRON_UID_RANGES];
+	__u32 uid_range_count[IRON_UID_RANGES];
 	__u64 proxy_cgroup_id; /* 0: unused */
 	__u32 listen_v4;       /* network order */
 	__u32 dns_v4;	       /* network order */

@@ -191,15 +191,30 @@ static __always_inline int iron_is_proxy(const struct iron_config *cfg)
 	return tgid_ok && cgroup_ok;
 }
 
+/* Whether `uid` is selected: in iron_uids, or in one of the config's uid
+ * ranges (a selected user's subordinate uids: with newuidmap a user can run
+ * processes as those in a user namespace, and they must not escape). */
+static __always_inline int iron_uid_in(const struct iron_config *cfg, __u32 uid)
+{
+	int i;
+
+	if (bpf_map_lookup_elem(&iron_uids, &uid))
+		return 1;
+#pragma unroll
+	for (i = 0; i < IRON_UID_RANGES; i++) {
+		if (cfg->uid_range_count[i] &&
+		    uid - cfg->uid_range_start[i] < cfg->uid_range_count[i])
+			return 1;
+	}
+	return 0;
+}
+
 /* Whether the current task's uid is selected for interception. */
 static __always_inline int iron_uid_selected(const struct iron_config *cfg)
 {
-	__u32 uid;
-
 	if (!(cfg->flags & IRON_F_UID_FILTER))
 		return 1;
-	uid = (__u32)bpf_get_current_uid_gid();
-	return bpf_map_lookup_elem(&iron_uids, &uid) != NULL;
+	return iron_uid_in(cfg, (__u32)bpf_get_current_uid_gid());
 }
 
 static __always_inline void iron_v4_mapped(__u32 a[4], __u32 ip4)

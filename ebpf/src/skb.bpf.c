@@ -263,13 +263,15 @@ static __always_inline int iron_skb_exempt(struct __sk_buff *skb,
 {
 	__u32 uid = bpf_get_socket_uid(skb);
 
-	if (cfg->proxy_cgroup_id &&
+	/* A proxy known by its cgroup alone owns that cgroup; one known by
+	 * pid and cgroup may share it with workloads, so its sockets are
+	 * known by the marks connect/sendmsg left. */
+	if (cfg->proxy_cgroup_id && !cfg->proxy_tgid &&
 	    bpf_skb_cgroup_id(skb) == cfg->proxy_cgroup_id)
 		return 1;
 	if ((cfg->flags & IRON_F_PROXY_UID) && uid == cfg->proxy_uid)
 		return 1;
-	if ((cfg->flags & IRON_F_UID_FILTER) &&
-	    !bpf_map_lookup_elem(&iron_uids, &uid))
+	if ((cfg->flags & IRON_F_UID_FILTER) && !iron_uid_in(cfg, uid))
 		return 1;
 	return iron_skb_marked(skb);
 }

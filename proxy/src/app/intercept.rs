@@ -84,6 +84,18 @@ pub fn settings(
             _ => None,
         })
     };
+    // The selected users' subordinate uids: theirs to run processes as in a
+    // user namespace (newuidmap), so selected with them.
+    let uid_ranges = if uids.is_empty() {
+        Vec::new()
+    } else {
+        let path = std::path::Path::new(intercept::subuid::SUBUID);
+        intercept::subuid::read_ranges(path, &uids)
+            .map_err(|e| err(format!("reading {}: {e}", path.display())))?
+    };
+    for r in &uid_ranges {
+        tracing::info!(uids = %r, "intercepting a selected user's subordinate uids too ({})", intercept::subuid::SUBUID);
+    }
     let listen_v4: SocketAddrV4 = v4(transparent)
         .ok_or_else(|| err("intercept.listen must include an IPv4 address".into()))?;
     let listen_v6: Option<SocketAddrV6> = v6(transparent);
@@ -91,6 +103,7 @@ pub fn settings(
     Ok(InterceptSettings {
         cgroups,
         uids,
+        uid_ranges,
         listen_v4,
         listen_v6,
         dns_v4: v4(dns),

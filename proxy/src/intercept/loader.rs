@@ -167,6 +167,7 @@ mod tests {
         InterceptSettings {
             cgroups: vec!["/sys/fs/cgroup/workloads".into()],
             uids: vec![1000, 1001],
+            uid_ranges: Vec::new(),
             listen_v4: "127.0.0.1:15001".parse::<SocketAddrV4>().expect("v4"),
             listen_v6: Some("[::1]:15001".parse::<SocketAddrV6>().expect("v6")),
             dns_v4: Some("127.0.0.1:53".parse().expect("dns")),

@@ -18,6 +18,7 @@ pub mod nft;
 mod origin;
 mod settings;
 mod status;
+pub mod subuid;
 mod sys;
 
 #[cfg(test)]
@@ -36,7 +37,9 @@ pub use links::LinksError;
 pub use loader::{child_main as loader_main, LoaderError};
 pub use maps::{addr16, Counters, MapsError};
 pub use origin::{Origin, OriginError, OriginalDst};
-pub use settings::{resolve_user, DenyCidr, InterceptSettings, ProxyIdentity, SettingsError};
+pub use settings::{
+    resolve_user, DenyCidr, InterceptSettings, ProxyIdentity, SettingsError, UidRange,
+};
 pub use status::{LinkStatus, Status};
 
 /// The oldest kernel with every hook used here (links and getpeername hooks

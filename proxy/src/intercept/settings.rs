@@ -36,6 +36,11 @@ pub struct InterceptSettings {
     pub cgroups: Vec<PathBuf>,
     /// Uids to intercept inside those cgroups; empty means every uid.
     pub uids: Vec<u32>,
+    /// More uids to intercept, as ranges: the subordinate uids of the users
+    /// in `uids` (`/etc/subuid`), which those users can run processes as in
+    /// a user namespace through the setuid `newuidmap`. Only with `uids`.
+    #[serde(default)]
+    pub uid_ranges: Vec<UidRange>,
     /// The transparent listener (IPv4). TCP connects to any port go here.
     pub listen_v4: SocketAddrV4,
     /// The transparent listener for native IPv6 connects. Without it they
@@ -70,6 +75,30 @@ pub struct InterceptSettings {
     /// A directory on bpffs (e.g. `/sys/fs/bpf/iron-proxy`) for the pinned
     /// maps and links. Its parent must exist.
     pub pin_path: PathBuf,
+}
+
+/// Uids `start..start + count`.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+pub struct UidRange {
+    /// The first uid.
+    pub start: u32,
+    /// How many.
+    pub count: u32,
+}
+
+impl UidRange {
+    /// One past the last uid (as u64: a range may end at 2^32).
+    pub fn end(self) -> u64 {
+        u64::from(self.start) + u64::from(self.count)
+    }
+}
+
+impl std::fmt::Display for UidRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.start, self.end().saturating_sub(1))
+    }
 }
 
 /// A destination range the kernel refuses, and for whom.

@@ -13,6 +13,7 @@ fn settings() -> InterceptSettings {
     InterceptSettings {
         cgroups: vec![PathBuf::from("/sys/fs/cgroup/w")],
         uids: vec![],
+        uid_ranges: Vec::new(),
         listen_v4: SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 1), 15001),
         listen_v6: None,
         dns_v4: Some(SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 1), 15053)),
@@ -156,4 +157,38 @@ fn numeric_users_resolve_without_lookup() {
     assert_eq!(resolve_user("65534").expect("numeric"), 65534);
     assert_eq!(resolve_user("root").expect("root exists"), 0);
     assert!(resolve_user("no-such-user-iron-proxy").is_err());
+}
+
+#[test]
+fn uid_ranges_are_merged_and_capped_without_losing_a_uid() {
+    use super::maps::kernel_uid_ranges;
+    use super::UidRange;
+    let r = |start, count| UidRange { start, count };
+    // Touching and overlapping ranges merge; empty ones go.
+    assert_eq!(
+        kernel_uid_ranges(&[r(165536, 65536), r(100000, 65536), r(150000, 10), r(5, 0)]),
+        vec![r(100000, 131072)]
+    );
+    // More than the kernel holds: the last slot covers the rest.
+    let many: Vec<UidRange> = (0..10).map(|i| r(100000 + i * 100000, 10)).collect();
+    let k = kernel_uid_ranges(&many);
+    assert_eq!(k.len(), ebpf_common::limits::IRON_UID_RANGES as usize);
+    for uid in many.iter().flat_map(|x| x.start..x.start + x.count) {
+        assert!(k.iter().any(|x| uid - x.start < x.count), "{uid} lost");
+    }
+    // A range running past the last uid is cut there.
+    assert_eq!(
+        kernel_uid_ranges(&[r(u32::MAX - 1, 10)]),
+        vec![r(u32::MAX - 1, 1)]
+    );
+    // Into the config, only with a uid filter.
+    let mut s = settings();
+    s.uid_ranges = vec![r(100000, 65536)];
+    assert_eq!(build_config(&s).uid_range_count, [0; 8]);
+    s.uids = vec![1000];
+    let c = build_config(&s);
+    assert_eq!(
+        (c.uid_range_start[0], c.uid_range_count[0]),
+        (100000, 65536)
+    );
 }

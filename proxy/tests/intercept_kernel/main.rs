@@ -12,7 +12,9 @@ mod upgrade;
 use std::net::SocketAddr;
 use std::path::Path;
 
-use iron_proxy::intercept::{self, DenyCidr, InterceptSettings, Interceptor, ProxyIdentity};
+use iron_proxy::intercept::{
+    self, DenyCidr, InterceptSettings, Interceptor, ProxyIdentity, UidRange,
+};
 use support::*;
 
 const EPERM: &str = "1";
@@ -28,6 +30,7 @@ fn settings(cg: &TestCgroup, pins: &TestPins, listen: SocketAddr) -> InterceptSe
     InterceptSettings {
         cgroups: vec![cg.path.clone()],
         uids: vec![],
+        uid_ranges: Vec::new(),
         listen_v4,
         listen_v6: None,
         dns_v4: None,
@@ -479,6 +482,40 @@ fn uid_filter_selects_only_listed_uids() {
             "raw ok".to_owned()
         ]
     );
+}
+
+#[test]
+fn a_selected_users_subordinate_uids_are_intercepted_too() {
+    let Some(lab) = Lab::start() else {
+        return;
+    };
+    let Lab { cg, direct, .. } = &lab;
+    let mut s = lab.settings();
+    s.uids = vec![65534];
+    // What `newuidmap` lets that user run processes as (from /etc/subuid).
+    s.uid_ranges = vec![UidRange {
+        start: 300000,
+        count: 65536,
+    }];
+    let _ic = attach(&s);
+    let port = direct.port().to_string();
+    let redirected = format!("tcp ok 127.0.0.2 {port} proxy|127.0.0.2:{port}");
+    for uid in [300000, 300005, 365535] {
+        let ran = run_workload(cg, Some(uid), &["tcp", "127.0.0.2", &port, "raw"]);
+        assert_eq!(
+            ran.lines,
+            vec![redirected.clone(), format!("raw err {EPERM}")],
+            "uid {uid}"
+        );
+    }
+    for uid in [299999, 365536] {
+        let ran = run_workload(cg, Some(uid), &["tcp", "127.0.0.2", &port]);
+        assert_eq!(
+            ran.lines,
+            vec![format!("tcp ok 127.0.0.2 {port} direct")],
+            "uid {uid}"
+        );
+    }
 }
 
 #[test]

@@ -10,7 +10,7 @@ use aya::maps::lpm_trie::Key;
 use aya::maps::{Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray};
 use ebpf_common::{class, counter, flags, limits, map, Config};
 
-use super::settings::{DenyCidr, InterceptSettings};
+use super::settings::{DenyCidr, InterceptSettings, UidRange};
 
 mod layout;
 
@@ -225,6 +225,10 @@ pub(crate) fn build_config(s: &InterceptSettings) -> Config {
     }
     if !s.uids.is_empty() {
         c.flags |= flags::IRON_F_UID_FILTER;
+        for (i, r) in kernel_uid_ranges(&s.uid_ranges).into_iter().enumerate() {
+            c.uid_range_start[i] = r.start;
+            c.uid_range_count[i] = r.count;
+        }
     }
     c.proxy_tgid = s.proxy.tgid.unwrap_or(0);
     c.proxy_cgroup_id = s.proxy.cgroup_id.unwrap_or(0);
@@ -233,6 +237,41 @@ pub(crate) fn build_config(s: &InterceptSettings) -> Config {
         c.proxy_uid = uid;
     }
     c
+}
+
+/// `ranges` merged where they touch or overlap, at most
+/// `IRON_UID_RANGES` of them: past that, the last one covers the rest (and
+/// the uids between them: more is intercepted, never less). A range that
+/// would end past 2^32 - 1 is cut there.
+pub(crate) fn kernel_uid_ranges(ranges: &[UidRange]) -> Vec<UidRange> {
+    let max = limits::IRON_UID_RANGES as usize;
+    let mut sorted: Vec<(u64, u64)> = ranges
+        .iter()
+        .filter(|r| r.count > 0)
+        .map(|r| (u64::from(r.start), r.end().min(u64::from(u32::MAX))))
+        .collect();
+    sorted.sort_unstable();
+    let mut merged: Vec<(u64, u64)> = Vec::new();
+    for (start, end) in sorted {
+        match merged.last_mut() {
+            Some(last) if start <= last.1 => last.1 = last.1.max(end),
+            _ => merged.push((start, end)),
+        }
+    }
+    if merged.len() > max {
+        let end = merged.iter().map(|r| r.1).max().unwrap_or(0);
+        merged.truncate(max);
+        if let Some(last) = merged.last_mut() {
+            last.1 = end;
+        }
+    }
+    merged
+        .into_iter()
+        .map(|(start, end)| UidRange {
+            start: start as u32,
+            count: (end - start) as u32,
+        })
+        .collect()
 }
 
 /// A 16-byte address, IPv4 written v4-mapped.

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use ipnet::IpNet;
 
 use super::NftError;
-use crate::intercept::InterceptSettings;
+use crate::intercept::{InterceptSettings, UidRange};
 
 /// Where nft 1.0.6 resolves `socket cgroupv2` paths (hard-coded in nft).
 const NFT_CGROUP_BASE: &str = "/sys/fs/cgroup";
@@ -45,6 +45,8 @@ pub struct Selector {
     pub cgroup: Option<(usize, String, String)>,
     /// Socket owner uids; empty means any.
     pub uids: Vec<u32>,
+    /// Their subordinate uid ranges (only with `uids`).
+    pub uid_ranges: Vec<UidRange>,
 }
 
 impl Selector {
@@ -54,10 +56,18 @@ impl Selector {
             let _ = write!(m, "socket cgroupv2 level {level} \"{path}\" ");
         }
         if !self.uids.is_empty() {
-            let uids: Vec<String> = self.uids.iter().map(u32::to_string).collect();
-            let _ = write!(m, "meta skuid {{ {} }} ", uids.join(", "));
+            let _ = write!(m, "meta skuid {{ {} }} ", self.uid_list().join(", "));
         }
         m
+    }
+
+    /// The uids, then the ranges (`100000-165535`).
+    fn uid_list(&self) -> Vec<String> {
+        self.uids
+            .iter()
+            .map(u32::to_string)
+            .chain(self.uid_ranges.iter().map(UidRange::to_string))
+            .collect()
     }
 
     /// A human label, also the rule comment (`iron:select ...`).
@@ -67,8 +77,7 @@ impl Selector {
             parts.push(format!("cgroup={rel}"));
         }
         if !self.uids.is_empty() {
-            let uids: Vec<String> = self.uids.iter().map(u32::to_string).collect();
-            parts.push(format!("uids={}", uids.join(",")));
+            parts.push(format!("uids={}", self.uid_list().join(",")));
         }
         parts.join(" ")
     }
@@ -106,6 +115,7 @@ pub(crate) fn selectors(
         out.push(Selector {
             cgroup: Some(nft_cgroup(mount, c)?),
             uids: settings.uids.clone(),
+            uid_ranges: settings.uid_ranges.clone(),
         });
     }
     if out.is_empty() {
@@ -115,6 +125,7 @@ pub(crate) fn selectors(
         out.push(Selector {
             cgroup: None,
             uids: settings.uids.clone(),
+            uid_ranges: settings.uid_ranges.clone(),
         });
     }
     Ok(out)

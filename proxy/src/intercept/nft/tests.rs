@@ -5,12 +5,13 @@ use super::owner::{find_in_table, parse_addr};
 use super::ruleset::{nft_cgroup, selectors};
 use super::status::{from_listing, NftStatus};
 use super::*;
-use crate::intercept::{Counters, DenyCidr, ProxyIdentity};
+use crate::intercept::{Counters, DenyCidr, ProxyIdentity, UidRange};
 
 fn settings(cgroups: &[&str], uids: &[u32]) -> InterceptSettings {
     InterceptSettings {
         cgroups: cgroups.iter().map(PathBuf::from).collect(),
         uids: uids.to_vec(),
+        uid_ranges: Vec::new(),
         listen_v4: "127.0.0.1:15001".parse().expect("literal"),
         listen_v6: None,
         dns_v4: Some("127.0.0.1:5353".parse::<SocketAddrV4>().expect("literal")),
@@ -71,6 +72,18 @@ fn uid_mode_selects_by_uid_alone() {
         "{text}"
     );
     assert!(!text.contains("cgroupv2"), "{text}");
+    // The users' subordinate uids are selected with them.
+    let mut s = settings(&[MOUNT], &[1001]);
+    s.uid_ranges = vec![UidRange {
+        start: 100000,
+        count: 65536,
+    }];
+    let sel = selectors(&s, Path::new(MOUNT)).expect("uids");
+    let text = render("t", &s, &sel);
+    assert!(
+        text.contains("\t\tmeta skuid { 1001, 100000-165535 } jump nat_workload"),
+        "{text}"
+    );
     assert!(selectors(&settings(&[MOUNT], &[]), Path::new(MOUNT)).is_err());
 }
 

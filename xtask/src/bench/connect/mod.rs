@@ -260,6 +260,7 @@ pub fn bench(secs: f64, repeats: usize) -> Result<ConnectResult> {
     let settings = InterceptSettings {
         cgroups: vec![cg_ebpf.path().to_path_buf()],
         uids: Vec::new(),
+        uid_ranges: Vec::new(),
         listen_v4: acceptor.addr,
         listen_v6: None,
         dns_v4: None,
