@@ -56,6 +56,7 @@ struct iron_pkt {
 	__u32 l4_off; /* 0: no TCP/UDP header to read */
 	__u8 proto;   /* IPPROTO_TCP or IPPROTO_UDP when l4_off is set */
 	__u8 tcp_flags;
+	__u8 ip_options; /* IPv4 header with options (source routing...) */
 };
 
 /* Reads the IP header. Returns 0 on success, -1 when the packet is
@@ -77,6 +78,7 @@ static __always_inline int iron_parse(struct __sk_buff *skb, struct iron_pkt *p)
 		iron_v4_mapped(p->dst, ip4);
 		proto = hdr[9];
 		l4_off = (hdr[0] & 0xf) * 4;
+		p->ip_options = l4_off != 20;
 		/* A non-first fragment has no L4 header. */
 		if ((hdr[6] & 0x1f) || hdr[7])
 			return 0;
@@ -227,18 +229,24 @@ static __always_inline int iron_eq16(const __u32 a[4], const __u8 b[16])
 	return a[0] == t[0] && a[1] == t[1] && a[2] == t[2] && a[3] == t[3];
 }
 
-/* Whether (a, port) is the transparent or the DNS listener. */
+/* Whether (a, port) over `proto` is the transparent listener (TCP) or the
+ * DNS listener (UDP and TCP). The protocol matters: a workload may bind
+ * UDP to the transparent listener's address and port, which TCP holds. */
 static __always_inline int iron_is_target(const struct iron_config *cfg,
-					  const __u32 a[4], __u16 port)
+					  const __u32 a[4], __u16 port,
+					  __u8 proto)
 {
+	int tcp = proto == IPPROTO_TCP;
+
 	if (iron_is_v4_mapped(a)) {
-		if (a[3] == cfg->listen_v4 && port == cfg->listen_v4_port)
+		if (tcp && a[3] == cfg->listen_v4 &&
+		    port == cfg->listen_v4_port)
 			return 1;
 		return (cfg->flags & IRON_F_DNS_V4) && a[3] == cfg->dns_v4 &&
 		       port == cfg->dns_v4_port;
 	}
-	if ((cfg->flags & IRON_F_LISTEN_V6) && port == cfg->listen_v6_port &&
-	    iron_eq16(a, cfg->listen_v6))
+	if (tcp && (cfg->flags & IRON_F_LISTEN_V6) &&
+	    port == cfg->listen_v6_port && iron_eq16(a, cfg->listen_v6))
 		return 1;
 	return (cfg->flags & IRON_F_DNS_V6) && port == cfg->dns_v6_port &&
 	       iron_eq16(a, cfg->dns_v6);
@@ -338,8 +346,12 @@ int iron_skb_egress(struct __sk_buff *skb)
 	cfg = iron_cfg_load();
 	if (parsed && iron_configured(cfg)) {
 		iron_parse_ports(skb, &p);
-		if (p.ports && (iron_is_target(cfg, p.dst, p.dport) ||
-				iron_is_target(cfg, p.src, p.sport)))
+		/* To a listener, or a listener's answer; never with IPv4
+		 * options: a source route sends the packet to its first hop
+		 * whatever the header says, and nothing of ours sets them. */
+		if (p.ports && !p.ip_options &&
+		    (iron_is_target(cfg, p.dst, p.dport, p.proto) ||
+		     iron_is_target(cfg, p.src, p.sport, p.proto)))
 			return IRON_SKB_PASS;
 	}
 	/* Not IP (or unreadable), or beyond loopback and the listeners. */

