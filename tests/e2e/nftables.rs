@@ -118,9 +118,15 @@ fn nft_deny_cidrs_are_refused_before_the_redirect() {
     let internal = Upstream::https("internal.test").start(&net);
     let open = net.add_host();
     let (v4, v6) = (internal.ip(), internal.ipv6());
+    let port = iron_proxy_tests::ports::free_port(std::net::Ipv4Addr::LOCALHOST.into(), false);
     let lab = NftLab::start_with(&net, |c| {
         c["proxy"] = json!({"upstream_deny_cidrs": [format!("{v4}/32"), format!("{v6}/128")]});
+        c["intercept"]["listen"] = json!(format!("127.0.0.1:{port}"));
     });
+    // A local user squatting [::1] on the transparent listener's port (the proxy listens on
+    // IPv4 only) must not receive the workloads' IPv6 connections.
+    let squatter = std::net::TcpListener::bind(("::1", port)).expect("binding [::1]");
+    squatter.set_nonblocking(true).expect("nonblocking");
     let tcp = [
         format!("tcp,{v4},443"),
         format!("tcp,::ffff:{v4},443"),
@@ -171,7 +177,12 @@ fn nft_deny_cidrs_are_refused_before_the_redirect() {
     assert_eq!(
         results[&format!("tcp,{},443", open.v6)],
         json!(ECONNREFUSED),
-        "native IPv6 goes to [::1] on the listener's port, where nothing listens: {results}"
+        "native IPv6 without an IPv6 listener is refused with a reset: {results}"
+    );
+    assert_eq!(
+        squatter.accept().map(|_| ()).map_err(|e| e.kind()),
+        Err(std::io::ErrorKind::WouldBlock),
+        "the squatter on [::1] got a workload's connection"
     );
     internal.assert_untouched();
 }

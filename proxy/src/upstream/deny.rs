@@ -3,8 +3,11 @@
 //! IPv4-mapped IPv6 addresses. The unspecified address (`0.0.0.0`, `::`) is
 //! checked as loopback (`127.0.0.1`, `::1`): a connect() to it reaches this
 //! host, so a name that resolves to `0.0.0.0` must not get past a list that
-//! denies loopback. The eBPF layer enforces the same list in the kernel, the
-//! same way.
+//! denies loopback. An address in the NAT64 well-known prefix
+//! (`64:ff9b::/96`) is also checked as the IPv4 address it embeds. The eBPF
+//! layer enforces the same list in the kernel, the same way (NAT64 aside:
+//! there every TCP connection goes to the proxy, which dials by name and
+//! checks here).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -31,7 +34,19 @@ impl DenyList {
             IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
             ip => ip,
         };
-        self.nets.iter().find(|n| n.contains(&ip))
+        // An IPv4 address inside the NAT64 well-known prefix (RFC 6052,
+        // `64:ff9b::/96`) reaches that IPv4 address through a NAT64 gateway:
+        // judged as it too, so a DNS64 answer cannot lead past a v4 range.
+        let embedded = match ip {
+            IpAddr::V6(v6) if v6.segments()[..6] == [0x64, 0xff9b, 0, 0, 0, 0] => {
+                let o = v6.octets();
+                Some(IpAddr::V4(Ipv4Addr::new(o[12], o[13], o[14], o[15])))
+            }
+            _ => None,
+        };
+        self.nets
+            .iter()
+            .find(|n| n.contains(&ip) || embedded.is_some_and(|e| n.contains(&e)))
     }
 
     /// The ranges.
@@ -43,6 +58,20 @@ impl DenyList {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn judges_a_nat64_address_as_the_ipv4_address_it_embeds() {
+        let d = DenyList::new(vec!["169.254.169.254/32".parse().expect("cidr")]);
+        assert!(d.check("64:ff9b::a9fe:a9fe".parse().expect("ip")).is_some());
+        assert!(d
+            .check("64:ff9b::169.254.169.254".parse().expect("ip"))
+            .is_some());
+        assert!(d.check("64:ff9b::a9fe:a9fd".parse().expect("ip")).is_none());
+        // Only the well-known /96: another prefix embeds nothing we can know.
+        assert!(d
+            .check("64:ff9b:1::a9fe:a9fe".parse().expect("ip"))
+            .is_none());
+    }
 
     #[test]
     fn unmaps_v4_mapped() {

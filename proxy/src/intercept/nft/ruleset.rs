@@ -173,7 +173,6 @@ pub fn render(table: &str, settings: &InterceptSettings, selectors: &[Selector])
         .filter(|n| n.addr().is_ipv6())
         .collect();
     let p4 = settings.listen_v4.port();
-    let p6 = settings.listen_v6.map_or(p4, |a| a.port());
 
     let mut s = String::new();
     let _ = writeln!(s, "table inet {table} {{}}\ndelete table inet {table}");
@@ -231,7 +230,11 @@ pub fn render(table: &str, settings: &InterceptSettings, selectors: &[Selector])
             }
         }
     }
-    for (family, port) in [("ipv4", p4), ("ipv6", p6)] {
+    // Native IPv6 only to an IPv6 listener: without one it is refused in the
+    // filter chain, not redirected to `[::1]` on the IPv4 listener's port,
+    // where any local user could bind a socket and receive it.
+    let v6 = settings.listen_v6.map(|l| ("ipv6", l.port()));
+    for (family, port) in std::iter::once(("ipv4", p4)).chain(v6) {
         let _ = writeln!(
             s,
             "\t\tmeta nfproto {family} meta l4proto tcp counter redirect to :{port} {}",
@@ -257,6 +260,13 @@ pub fn render(table: &str, settings: &InterceptSettings, selectors: &[Selector])
                 let _ = writeln!(s, "\t\tmeta nfproto {family} {proto} dport 53 return");
             }
         }
+    }
+    if settings.listen_v6.is_none() {
+        let _ = writeln!(
+            s,
+            "\t\tmeta nfproto ipv6 meta l4proto tcp counter reject with tcp reset {}",
+            comment("denied")
+        );
     }
     for ip in &settings.dns_answers {
         let (fam, ip) = match ip.to_canonical() {

@@ -105,7 +105,8 @@ fn ruleset_selects_redirects_and_locks_down() {
         "meta nfproto ipv4 udp dport 53 counter redirect to :5353 comment \"iron:dns_redirected\"",
         "meta nfproto ipv4 tcp dport 53 counter redirect to :5353 comment \"iron:dns_redirected\"",
         "meta nfproto ipv4 meta l4proto tcp counter redirect to :15001 comment \"iron:redirected\"",
-        "meta nfproto ipv6 meta l4proto tcp counter redirect to :15001 comment \"iron:redirected\"",
+        // No IPv6 listener: native IPv6 is refused, not sent to [::1] on the v4 port.
+        "meta nfproto ipv6 meta l4proto tcp counter reject with tcp reset comment \"iron:denied\"",
         "ct direction reply return",
         "ip daddr @deny4 meta l4proto tcp counter reject with icmpx admin-prohibited comment \"iron:denied\"",
         "ip6 daddr @deny6 counter drop comment \"iron:denied\"",
@@ -116,6 +117,10 @@ fn ruleset_selects_redirects_and_locks_down() {
     for e in expect {
         assert!(text.contains(e), "missing {e:?} in\n{text}");
     }
+    assert!(
+        !text.contains("meta nfproto ipv6 meta l4proto tcp counter redirect"),
+        "{text}"
+    );
     // No DNS listener for IPv6: its UDP 53 falls through to the UDP drop.
     assert!(!text.contains("meta nfproto ipv6 udp dport 53"), "{text}");
     // The deny rules come before the TCP/UDP returns, but after DNS's, so a stub
