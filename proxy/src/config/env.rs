@@ -71,29 +71,6 @@ const OVERRIDES: [(&str, &str, &str, bool); 18] = [
     ("IRON_MANAGEMENT_LISTEN", "management", "listen", false),
 ];
 
-/// Every variable this module reads.
-pub const ENV_VARS: [&str; 19] = [
-    "IRON_DNS_ENABLED",
-    "IRON_DNS_LISTEN",
-    "IRON_DNS_PROXY_IP",
-    "IRON_DNS_UPSTREAM_RESOLVER",
-    "IRON_PROXY_HTTP_LISTEN",
-    "IRON_PROXY_HTTPS_LISTEN",
-    "IRON_PROXY_TUNNEL_LISTEN",
-    "IRON_PROXY_MAX_REQUEST_BODY_BYTES",
-    "IRON_PROXY_MAX_RESPONSE_BODY_BYTES",
-    "IRON_PROXY_UPSTREAM_RESPONSE_HEADER_TIMEOUT",
-    "IRON_PROXY_UPSTREAM_DENY_CIDRS",
-    "IRON_TLS_MODE",
-    "IRON_TLS_CA_CERT",
-    "IRON_TLS_CA_KEY",
-    "IRON_TLS_CERT_CACHE_SIZE",
-    "IRON_TLS_LEAF_CERT_EXPIRY_HOURS",
-    "IRON_METRICS_LISTEN",
-    "IRON_MANAGEMENT_LISTEN",
-    "IRON_LOG_LEVEL",
-];
-
 /// Go's `strconv.ParseBool`.
 fn parse_bool(s: &str) -> Option<bool> {
     match s {

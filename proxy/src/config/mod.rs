@@ -38,7 +38,6 @@ use std::path::Path;
 
 pub use credentials::{AwsAuthConfig, AwsCredentials, GcpAuthConfig, GcpCredentials};
 pub use dns::{DnsConfig, DnsRecord, DnsRecordValue, MAX_CNAME_CHAIN};
-pub use env::ENV_VARS;
 pub use error::{ConfigError, ConfigErrors};
 pub use grpc::{GrpcClientCert, GrpcConfig, GrpcTlsConfig};
 pub use hmac::{

@@ -19,12 +19,7 @@ pub(super) fn parse_action(inner: &str) -> Result<Vec<Command>, ParseErr> {
                     .iter()
                     .find(|(n, _)| n == name)
                     .map(|(_, f)| *f)
-                    .ok_or_else(|| {
-                        (
-                            start + first_col,
-                            format!("unknown function {name:?} (available: base64)"),
-                        )
-                    })?;
+                    .ok_or_else(|| (start + first_col, unknown(name)))?;
                 let args: Vec<Operand> = ops[1..]
                     .iter()
                     .map(|(c, t)| match t {
@@ -165,4 +160,24 @@ fn tokenize(text: &str) -> Result<Vec<(usize, Tok)>, ParseErr> {
         }
     }
     Ok(out)
+}
+
+/// Go's template keywords and built-in functions: not in the subset these
+/// fields take (see the module documentation), which is said as such.
+const GO_ONLY: [&str; 29] = [
+    "if", "else", "end", "range", "with", "define", "template", "block", "break", "continue",
+    "and", "or", "not", "call", "html", "index", "slice", "js", "len", "print", "printf",
+    "println", "urlquery", "eq", "ne", "lt", "le", "gt", "ge",
+];
+
+/// The error for an identifier in function position that is not ours.
+fn unknown(name: &str) -> String {
+    if GO_ONLY.contains(&name) {
+        format!(
+            "{name:?} is Go template syntax these templates do not support (they take fields \
+             such as .Value, string literals, pipelines and the function base64)"
+        )
+    } else {
+        format!("unknown function {name:?} (available: base64)")
+    }
 }

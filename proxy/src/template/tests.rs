@@ -62,7 +62,10 @@ fn parse_errors() {
     );
     assert!(err("{{ b64 .Value }}").contains("unknown function \"b64\""));
     assert!(err("{{ . }}").contains("field name"));
-    assert!(err("{{ if .Value }}x{{ end }}").contains("unknown function \"if\""));
+    assert!(err("{{ if .Value }}x{{ end }}")
+        .contains("\"if\" is Go template syntax these templates do not support"));
+    assert!(err("{{ printf \"%s\" .Value }}")
+        .contains("\"printf\" is Go template syntax these templates do not support"));
     assert!(err("{{ .Value .Value }}").contains("unexpected operand"));
     assert!(err("{{ \"x }}").contains("unterminated string"));
     assert!(err("{{ base64 }}").contains("at least one argument"));
