@@ -16,7 +16,8 @@
 #   - an intercepted user's curl reaches an allowed name, is refused (403) for
 #     another, and root (not intercepted) goes direct; the user's DNS is
 #     answered by the proxy (127.0.0.1), and following that answer leads to
-#     the proxy, not to EPERM;
+#     the proxy, not to EPERM; a user namespace mapped to the user's
+#     subordinate uids (newuidmap) is intercepted too;
 #   - `systemctl reload` (SIGHUP) applies a changed allowlist; a broken config
 #     is refused by ExecReload's reload and by ExecStartPre's validate;
 #   - `systemctl stop` leaves interception in force (fail closed: connection
@@ -38,7 +39,7 @@ target="${CARGO_TARGET_DIR:-$repo/target}"
 deb="${1:-$(ls -t "$target"/package/iron-proxy_*.deb 2>/dev/null | head -1)}"
 cache="$target/systemd-test"
 # Packages of the tree; changing the list makes a new cached tree.
-tree_packages="systemd,systemd-sysv,dbus,curl,ca-certificates,busybox,iproute2"
+tree_packages="systemd,systemd-sysv,dbus,curl,ca-certificates,busybox,iproute2,uidmap"
 machine="iron-test-$$"
 user=app
 upstream_ip=198.18.0.10
@@ -283,6 +284,15 @@ uid="$(in_ct id -u "$user")"
 in_ct grep '"host":"denied.test"' /var/log/iron-proxy.log | grep -q "\"uid\":$uid" ||
     fail "the audit record for denied.test does not name uid $uid"
 say "ok: audit records name the intercepted user"
+
+# useradd gave the user subordinate uids (/etc/subuid); through the setuid newuidmap it can run
+# processes as them in a user namespace. They are intercepted with it: denied.test is refused,
+# not reached directly as uid 100000+.
+in_ct grep -q "^$user:" /etc/subuid || fail "useradd gave $user no /etc/subuid range"
+got="$(as_unit -p "User=$user" -- unshare --map-auto --map-root-user \
+    curl -sS -m 10 -o /dev/null -w '%{http_code}' http://denied.test/ 2>&1 || true)"
+[[ "$got" == 403 ]] || fail "curl http://denied.test/ as $user's subordinate root: expected 403, got '$got'"
+say "ok: the user's subordinate uids (a user namespace through newuidmap) are intercepted too"
 
 # ---- reload -----------------------------------------------------------------
 reloads() { in_ct grep -c 'reload' /var/log/iron-proxy.log || true; }
