@@ -176,19 +176,18 @@ static __always_inline int iron_configured(const struct iron_config *cfg)
  * given alone (0: unused). */
 static __always_inline int iron_is_proxy(const struct iron_config *cfg)
 {
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	__u64 uid_gid = bpf_get_current_uid_gid();
-	int tgid_ok, cgroup_ok;
-
-	if ((cfg->flags & IRON_F_PROXY_UID) && (__u32)uid_gid == cfg->proxy_uid)
+	if ((cfg->flags & IRON_F_PROXY_UID) &&
+	    (__u32)bpf_get_current_uid_gid() == cfg->proxy_uid)
 		return 1;
 	if (!cfg->proxy_tgid && !cfg->proxy_cgroup_id)
 		return 0;
-	tgid_ok = !cfg->proxy_tgid ||
-		  (__u32)(pid_tgid >> 32) == cfg->proxy_tgid;
-	cgroup_ok = !cfg->proxy_cgroup_id ||
-		    bpf_get_current_cgroup_id() == cfg->proxy_cgroup_id;
-	return tgid_ok && cgroup_ok;
+	/* The pid first: for a workload it differs, and the cgroup lookup
+	 * is skipped. */
+	if (cfg->proxy_tgid &&
+	    (__u32)(bpf_get_current_pid_tgid() >> 32) != cfg->proxy_tgid)
+		return 0;
+	return !cfg->proxy_cgroup_id ||
+	       bpf_get_current_cgroup_id() == cfg->proxy_cgroup_id;
 }
 
 /* Whether `uid` is selected: in iron_uids, or in one of the config's uid
