@@ -289,10 +289,15 @@ say "ok: audit records name the intercepted user"
 # processes as them in a user namespace. They are intercepted with it: denied.test is refused,
 # not reached directly as uid 100000+.
 in_ct grep -q "^$user:" /etc/subuid || fail "useradd gave $user no /etc/subuid range"
-got="$(as_unit -p "User=$user" -- unshare --map-auto --map-root-user \
-    curl -sS -m 10 -o /dev/null -w '%{http_code}' http://denied.test/ 2>&1 || true)"
-[[ "$got" == 403 ]] || fail "curl http://denied.test/ as $user's subordinate root: expected 403, got '$got'"
-say "ok: the user's subordinate uids (a user namespace through newuidmap) are intercepted too"
+sub_start="$(in_ct awk -F: -v u="$user" '$1 == u { print $2; exit }' /etc/subuid)"
+# --map-auto maps the first subordinate block to uids 0..; --setuid 0 then runs curl as the
+# first subordinate uid (not as the user's own uid, which --map-root-user would map).
+got="$(as_unit -p "User=$user" -- unshare --map-auto --setuid 0 --setgid 0 \
+    curl -sS -m 10 -o /dev/null -w '%{http_code}' http://denied.test/subuid 2>&1 || true)"
+[[ "$got" == 403 ]] || fail "curl http://denied.test/subuid as $user's subordinate uid: expected 403, got '$got'"
+in_ct grep '"path":"/subuid"' /var/log/iron-proxy.log | grep -q "\"uid\":$sub_start[,}]" ||
+    fail "the audit record for /subuid does not name subordinate uid $sub_start: $(in_ct grep '"path":"/subuid"' /var/log/iron-proxy.log)"
+say "ok: the user's subordinate uids (uid $sub_start in a user namespace, through newuidmap) are intercepted too"
 
 # ---- reload -----------------------------------------------------------------
 reloads() { in_ct grep -c 'reload' /var/log/iron-proxy.log || true; }

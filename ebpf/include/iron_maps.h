@@ -172,8 +172,9 @@ static __always_inline int iron_configured(const struct iron_config *cfg)
  * alone is not enough: once the proxy has exited, a workload that forks
  * until it is handed the same pid would pass as the proxy, while the pins
  * keep the old settings (fail closed). A cgroup id is never reused, and a
- * workload cannot move itself into the proxy's cgroup. Either field may be
- * given alone (0: unused). */
+ * workload cannot move itself into the proxy's cgroup (unless it may write
+ * to that cgroup's tree: never delegate it). Either field may be given
+ * alone (0: unused). */
 static __always_inline int iron_is_proxy(const struct iron_config *cfg)
 {
 	if ((cfg->flags & IRON_F_PROXY_UID) &&

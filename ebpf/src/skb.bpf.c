@@ -340,8 +340,11 @@ int iron_skb_egress(struct __sk_buff *skb)
 	if (parsed && p.proto == IPPROTO_TCP)
 		iron_skb_record(skb, &p);
 	/* Loopback passes before the configuration is read: it is most of
-	 * what an intercepted workload sends (its traffic to the proxy). */
-	if (parsed && iron_is_loopback(p.dst))
+	 * what an intercepted workload sends (its traffic to the proxy).
+	 * Not with IPv4 options: a source route leaves for its first hop,
+	 * whatever the header's destination, and nothing legitimate of a
+	 * workload's sets them. */
+	if (parsed && !p.ip_options && iron_is_loopback(p.dst))
 		return IRON_SKB_PASS;
 	cfg = iron_cfg_load();
 	if (parsed && iron_configured(cfg)) {

@@ -69,6 +69,20 @@ fn intercept_event(px: &ProxyProcess, event: &str) -> u64 {
 #[test]
 fn a_connection_opened_before_interception_cannot_send_once_the_proxy_runs() {
     require_root!();
+    early_connections_are_dropped(false);
+}
+
+/// The same with the proxy started inside the cgroup it intercepts: it is recognised by its
+/// pid and cgroup, and the workloads that share its cgroup are not exempt with it.
+#[test]
+fn a_proxy_sharing_the_workloads_cgroup_does_not_exempt_their_early_connections() {
+    require_root!();
+    early_connections_are_dropped(true);
+}
+
+/// An early connection's data is dropped once the proxy runs (`proxy_inside`: the proxy
+/// runs inside the workload's cgroup); new connections are redirected.
+fn early_connections_are_dropped(proxy_inside: bool) {
     let net = FakeInternet::new();
     let up = Upstream::http("httpbin.test").start(&net);
     let cg = TestCgroup::new();
@@ -88,7 +102,11 @@ fn a_connection_opened_before_interception_cannot_send_once_the_proxy_runs() {
     });
     up.wait_for_request(|q| q.path() == "/anything/before");
 
-    let px = start_intercepting(Proxy::with(base_config(&net, &cg, &pins)).resolver(&net));
+    let mut proxy = Proxy::with(base_config(&net, &cg, &pins)).resolver(&net);
+    if proxy_inside {
+        proxy = proxy.in_cgroup(cg.path());
+    }
+    let px = start_intercepting(proxy);
     assert_eq!(intercept_event(&px, "backstop_dropped"), 0);
 
     std::fs::write(dir.join("go"), b"").expect("writing the go file");
@@ -182,6 +200,8 @@ fn a_proxy_inside_the_intercepted_cgroup_is_exempt_from_the_backstop() {
     // sockets are the cgroup's, and the backstop knows them only by the cookie connect/sendmsg
     // marked.
     let lab = Lab::start_inside(&net);
+    lab.px
+        .wait_for_log(|l| l.contains("the proxy runs inside a cgroup it intercepts"));
 
     let r = lab.curl(&[
         "--resolve",

@@ -60,6 +60,19 @@ pub fn settings(
                 .map_err(|e| err(format!("intercept.cgroups: {}", crate::error_chain(&e))))?,
         );
     }
+    // The kernel knows the proxy by pid and cgroup; in a cgroup it shares
+    // with workloads, a workload handed the pid of a proxy that exited would
+    // pass as the proxy (docs/security.md, "Fail closed").
+    if let Ok(own) = intercept::current_cgroup() {
+        if let Some(c) = cgroups.iter().find(|c| own.starts_with(c)) {
+            tracing::warn!(
+                proxy_cgroup = %own.display(),
+                intercepted = %c.display(),
+                "the proxy runs inside a cgroup it intercepts: give it a cgroup of its own, \
+                 or workloads there can pass as the proxy once it has exited"
+            );
+        }
+    }
     if cgroups.is_empty() {
         // UID mode: every process of these users, wherever it runs.
         cgroups.push(mount.clone());

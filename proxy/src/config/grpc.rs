@@ -51,9 +51,14 @@ fn grpc_target(s: &str) -> Result<String, String> {
     if s.is_empty() || s.contains(char::is_whitespace) {
         return Err(format!("invalid gRPC target {s:?}: {expected}"));
     }
+    // `host:port`: a name or IPv4 address without `:`, or `[IPv6]`.
     let host_port = |hp: &str| {
         hp.rsplit_once(':').is_some_and(|(h, p)| {
-            !h.is_empty() && !h.contains('/') && p.parse::<u16>().is_ok_and(|p| p > 0)
+            let host_ok = match h.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+                Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
+                None => !h.is_empty() && !h.contains([':', '/', '[', ']']),
+            };
+            host_ok && p.parse::<u16>().is_ok_and(|p| p > 0)
         })
     };
     if let Some(rest) = s.strip_prefix("dns:///") {
@@ -64,7 +69,10 @@ fn grpc_target(s: &str) -> Result<String, String> {
         };
     }
     match s.split_once("://") {
-        Some(("http" | "https", rest)) if !rest.is_empty() => Ok(s.to_string()),
+        Some(("http" | "https", "")) => {
+            Err(format!("invalid gRPC target {s:?}: no host; {expected}"))
+        }
+        Some(("http" | "https", _)) => Ok(s.to_string()),
         Some((scheme, _)) => Err(format!(
             "gRPC target {s:?}: the {scheme:?} scheme is not supported; {expected}"
         )),
@@ -155,7 +163,11 @@ mod tests {
             ("localhost", "invalid gRPC target"),
             ("localhost:0", "invalid gRPC target"),
             ("dns:///policy.svc", "invalid gRPC target"),
-            ("http://", "the \"http\" scheme is not supported"),
+            ("http://", "no host"),
+            ("dns:host:443", "invalid gRPC target"),
+            ("ipv4:1.2.3.4:80", "invalid gRPC target"),
+            ("::1:9500", "invalid gRPC target"),
+            ("[::1:9500", "invalid gRPC target"),
             ("policy svc:9500", "invalid gRPC target"),
         ] {
             let err = grpc_target(target).expect_err(target);

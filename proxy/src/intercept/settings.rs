@@ -93,6 +93,37 @@ impl UidRange {
     pub fn end(self) -> u64 {
         u64::from(self.start) + u64::from(self.count)
     }
+
+    /// `ranges` sorted, merged where they touch or overlap, empty ones
+    /// dropped, and cut at uid 2^32 - 2 (2^32 - 1 is no uid: `(uid_t)-1`).
+    pub fn merged(ranges: &[UidRange]) -> Vec<UidRange> {
+        let last = u64::from(u32::MAX);
+        let mut sorted: Vec<(u64, u64)> = ranges
+            .iter()
+            .filter(|r| r.count > 0 && r.start < u32::MAX)
+            .map(|r| (u64::from(r.start), r.end().min(last)))
+            .collect();
+        sorted.sort_unstable();
+        let mut merged: Vec<(u64, u64)> = Vec::new();
+        for (start, end) in sorted {
+            match merged.last_mut() {
+                Some(prev) if start <= prev.1 => prev.1 = prev.1.max(end),
+                _ => merged.push((start, end)),
+            }
+        }
+        merged
+            .into_iter()
+            .map(|(start, end)| UidRange {
+                start: start as u32,
+                count: (end - start) as u32,
+            })
+            .collect()
+    }
+
+    /// Whether `uid` is in the range.
+    pub fn contains(self, uid: u32) -> bool {
+        uid.wrapping_sub(self.start) < self.count
+    }
 }
 
 impl std::fmt::Display for UidRange {

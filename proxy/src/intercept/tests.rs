@@ -176,11 +176,13 @@ fn uid_ranges_are_merged_and_capped_without_losing_a_uid() {
     for uid in many.iter().flat_map(|x| x.start..x.start + x.count) {
         assert!(k.iter().any(|x| uid - x.start < x.count), "{uid} lost");
     }
-    // A range running past the last uid is cut there.
+    // A range running past the last uid is cut before uid_t -1.
     assert_eq!(
-        kernel_uid_ranges(&[r(u32::MAX - 1, 10)]),
-        vec![r(u32::MAX - 1, 1)]
+        kernel_uid_ranges(&[r(u32::MAX - 2, 10)]),
+        vec![r(u32::MAX - 2, 2)]
     );
+    assert_eq!(kernel_uid_ranges(&[r(u32::MAX, 1)]), vec![]);
+    assert!(r(5, 3).contains(7) && !r(5, 3).contains(8) && !r(5, 3).contains(4));
     // Into the config, only with a uid filter.
     let mut s = settings();
     s.uid_ranges = vec![r(100000, 65536)];

@@ -239,39 +239,20 @@ pub(crate) fn build_config(s: &InterceptSettings) -> Config {
     c
 }
 
-/// `ranges` merged where they touch or overlap, at most
-/// `IRON_UID_RANGES` of them: past that, the last one covers the rest (and
-/// the uids between them: more is intercepted, never less). A range that
-/// would end past 2^32 - 1 is cut there.
+/// [`UidRange::merged`], at most `IRON_UID_RANGES` of them: past that, the
+/// last one covers the rest (and the uids between them: more is
+/// intercepted, never less).
 pub(crate) fn kernel_uid_ranges(ranges: &[UidRange]) -> Vec<UidRange> {
     let max = limits::IRON_UID_RANGES as usize;
-    let mut sorted: Vec<(u64, u64)> = ranges
-        .iter()
-        .filter(|r| r.count > 0)
-        .map(|r| (u64::from(r.start), r.end().min(u64::from(u32::MAX))))
-        .collect();
-    sorted.sort_unstable();
-    let mut merged: Vec<(u64, u64)> = Vec::new();
-    for (start, end) in sorted {
-        match merged.last_mut() {
-            Some(last) if start <= last.1 => last.1 = last.1.max(end),
-            _ => merged.push((start, end)),
-        }
-    }
+    let mut merged = UidRange::merged(ranges);
     if merged.len() > max {
-        let end = merged.iter().map(|r| r.1).max().unwrap_or(0);
+        let end = merged.iter().map(|r| r.end()).max().unwrap_or(0);
         merged.truncate(max);
         if let Some(last) = merged.last_mut() {
-            last.1 = end;
+            last.count = (end - u64::from(last.start)) as u32;
         }
     }
     merged
-        .into_iter()
-        .map(|(start, end)| UidRange {
-            start: start as u32,
-            count: (end - start) as u32,
-        })
-        .collect()
 }
 
 /// A 16-byte address, IPv4 written v4-mapped.

@@ -55,7 +55,7 @@ impl Selector {
         if let Some((level, path, _)) = &self.cgroup {
             let _ = write!(m, "socket cgroupv2 level {level} \"{path}\" ");
         }
-        if !self.uids.is_empty() {
+        if !self.uids.is_empty() || !self.uid_ranges.is_empty() {
             let _ = write!(m, "meta skuid {{ {} }} ", self.uid_list().join(", "));
         }
         m
@@ -76,7 +76,7 @@ impl Selector {
         if let Some((_, _, rel)) = &self.cgroup {
             parts.push(format!("cgroup={rel}"));
         }
-        if !self.uids.is_empty() {
+        if !self.uids.is_empty() || !self.uid_ranges.is_empty() {
             parts.push(format!("uids={}", self.uid_list().join(",")));
         }
         parts.join(" ")
@@ -107,6 +107,15 @@ pub(crate) fn selectors(
     settings: &InterceptSettings,
     mount: &Path,
 ) -> Result<Vec<Selector>, NftError> {
+    // One nft set per selector: intervals merged, clamped below 2^32 - 1
+    // (what `meta skuid` takes), and no uid that a range already holds.
+    let ranges = UidRange::merged(&settings.uid_ranges);
+    let uids: Vec<u32> = settings
+        .uids
+        .iter()
+        .copied()
+        .filter(|u| !ranges.iter().any(|r| r.contains(*u)))
+        .collect();
     let mut out = Vec::new();
     for c in &settings.cgroups {
         if c == mount {
@@ -114,8 +123,8 @@ pub(crate) fn selectors(
         }
         out.push(Selector {
             cgroup: Some(nft_cgroup(mount, c)?),
-            uids: settings.uids.clone(),
-            uid_ranges: settings.uid_ranges.clone(),
+            uids: uids.clone(),
+            uid_ranges: ranges.clone(),
         });
     }
     if out.is_empty() {
@@ -124,8 +133,8 @@ pub(crate) fn selectors(
         }
         out.push(Selector {
             cgroup: None,
-            uids: settings.uids.clone(),
-            uid_ranges: settings.uid_ranges.clone(),
+            uids: uids.clone(),
+            uid_ranges: ranges.clone(),
         });
     }
     Ok(out)
@@ -271,6 +280,8 @@ pub fn render(table: &str, settings: &InterceptSettings, selectors: &[Selector])
     for ip in &settings.dns_answers {
         let (fam, ip) = match ip.to_canonical() {
             IpAddr::V4(v4) => ("ip", v4.to_string()),
+            // Without an IPv6 listener native IPv6 TCP was reset just above.
+            IpAddr::V6(_) if settings.listen_v6.is_none() => continue,
             IpAddr::V6(v6) => ("ip6", v6.to_string()),
         };
         let _ = writeln!(s, "\t\t{fam} daddr {ip} meta l4proto tcp return");

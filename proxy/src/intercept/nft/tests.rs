@@ -84,6 +84,35 @@ fn uid_mode_selects_by_uid_alone() {
         text.contains("\t\tmeta skuid { 1001, 100000-165535 } jump nat_workload"),
         "{text}"
     );
+    // Overlapping lines merge, a range running to 2^32 stops before uid_t -1, and a
+    // selected uid inside a range is left to it (nft refuses overlapping set elements).
+    s.uids = vec![1001, 100005];
+    s.uid_ranges = vec![
+        UidRange {
+            start: 100000,
+            count: 65536,
+        },
+        UidRange {
+            start: 150000,
+            count: 65536,
+        },
+        UidRange {
+            start: 4294900000,
+            count: 100000,
+        },
+    ];
+    let text = render("t", &s, &selectors(&s, Path::new(MOUNT)).expect("uids"));
+    assert!(
+        text.contains("\t\tmeta skuid { 1001, 100000-215535, 4294900000-4294967294 } jump"),
+        "{text}"
+    );
+    // Only uids that ranges hold: still a uid match, never "every uid".
+    s.uids = vec![100005];
+    let text = render("t", &s, &selectors(&s, Path::new(MOUNT)).expect("uids"));
+    assert!(
+        text.contains("\t\tmeta skuid { 100000-215535, 4294900000-4294967294 } jump"),
+        "{text}"
+    );
     assert!(selectors(&settings(&[MOUNT], &[]), Path::new(MOUNT)).is_err());
 }
 
@@ -142,6 +171,17 @@ fn ruleset_selects_redirects_and_locks_down() {
 fn tcp_to_the_dns_answer_passes_before_the_deny_rules() {
     let mut s = settings(&["/sys/fs/cgroup/unified/ci"], &[]);
     s.dns_answers = vec!["127.0.0.1".parse().expect("ip"), "::1".parse().expect("ip")];
+    let text = render("t", &s, &selectors(&s, Path::new(MOUNT)).expect("cgroup"));
+    // No IPv6 listener: native IPv6 TCP is reset, the IPv6 answer included.
+    assert!(
+        text.contains("ip daddr 127.0.0.1 meta l4proto tcp return"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("ip6 daddr ::1 meta l4proto tcp return"),
+        "{text}"
+    );
+    s.listen_v6 = Some("[::1]:15001".parse().expect("addr"));
     let text = render("t", &s, &selectors(&s, Path::new(MOUNT)).expect("cgroup"));
     let deny = text.find("@deny4").expect("deny");
     for rule in [
