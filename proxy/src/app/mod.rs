@@ -282,7 +282,7 @@ impl App {
         let upstream_tls = crate::tls::upstream_client_config()
             .map_err(|e| AppError::Tls(crate::error_chain(&e)))?;
         let deny = Arc::new(ArcSwap::from_pointee(deny));
-        let dialer = Dialer::new(resolver, deny.clone(), upstream_tls);
+        let dialer = Dialer::new(resolver, deny.clone(), upstream_tls).refusing(own.clone());
         let drain = Drain::new();
         let workers = Workers::start(Workers::default_count())?;
         let shared = Arc::new(

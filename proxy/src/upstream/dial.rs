@@ -1,5 +1,6 @@
 //! Dialing upstreams: resolve the name the client asked for (never the IP it
-//! connected to), refuse any address inside `upstream_deny_cidrs`, connect
+//! connected to), refuse any address inside `upstream_deny_cidrs` and the
+//! proxy's own listeners, connect
 //! with TCP_NODELAY, and add TLS with real roots when the upstream leg is HTTPS.
 
 use std::future::Future;
@@ -22,6 +23,7 @@ use tokio_rustls::TlsConnector;
 use super::deny::DenyList;
 use super::resolve::Resolver;
 use crate::read_cap::poll_read_capped;
+use crate::secrets::http::OwnListeners;
 
 mod error;
 
@@ -41,6 +43,9 @@ pub struct Dialer {
     tls_h1: TlsConnector,
     /// Which of the two this dialer uses.
     http1_only: bool,
+    /// The proxy's own listeners, never dialed (a request for the proxy's
+    /// own address would loop through it until descriptors run out).
+    own: OwnListeners,
 }
 
 impl Dialer {
@@ -58,7 +63,14 @@ impl Dialer {
             tls: TlsConnector::from(tls),
             tls_h1: TlsConnector::from(Arc::new(h1)),
             http1_only: false,
+            own: OwnListeners::new(),
         }
+    }
+
+    /// The same dialer refusing the addresses of `own` (filled as the
+    /// listeners bind).
+    pub fn refusing(self, own: OwnListeners) -> Dialer {
+        Dialer { own, ..self }
     }
 
     /// The same dialer offering only http/1.1 through ALPN: an HTTP/1.1 client's
@@ -88,6 +100,14 @@ impl Dialer {
                     host: host.to_string(),
                     ip: *ip,
                     net: *net,
+                });
+            }
+            let addr = SocketAddr::new(*ip, port);
+            if let Some(listener) = self.own.find(addr) {
+                return Err(DialError::OwnListener {
+                    host: host.to_string(),
+                    addr,
+                    listener,
                 });
             }
         }

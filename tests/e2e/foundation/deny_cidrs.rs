@@ -145,3 +145,44 @@ transforms:
         "{heads:?}"
     );
 }
+
+/// With loopback allowed and the deny list off, a request for the proxy's own listener
+/// (by IP literal, by a name resolving to it, or with the wildcard port) is refused at once
+/// as `proxy_loop`, instead of going round through the proxy until descriptors run out.
+#[test]
+fn a_request_for_the_proxys_own_listener_is_refused_not_looped() {
+    require_root!();
+    let net = FakeInternet::new();
+    net.dns().set("self.test", &[IpAddr::from([127, 0, 0, 1])]);
+    let px = Proxy::with(
+        r#"
+proxy:
+  upstream_deny_cidrs: []
+transforms:
+  - name: allowlist
+    config:
+      domains: ["self.test"]
+      cidrs: ["127.0.0.0/8"]
+"#,
+    )
+    .resolver(&net)
+    .start();
+    let port = px.http_addr().port();
+    for (host, path) in [("127.0.0.1", "/loop-ip"), ("self.test", "/loop-name")] {
+        let r = plain(&px, &format!("http://{host}:{port}{path}")).run();
+        assert_eq!(r.status, 502, "{host}: {r}");
+        assert!(r.body.contains("the upstream is this proxy itself"), "{r}");
+        let rec = audited(&px, host, path, &failed(502, "proxy_loop"));
+        assert!(
+            rec.str("error").is_some_and(|e| e.contains("own listener")),
+            "{rec}"
+        );
+    }
+    // One record per request: nothing went round.
+    let records = px
+        .audit()
+        .iter()
+        .filter(|a| a.path().is_some_and(|p| p.starts_with("/loop")))
+        .count();
+    assert_eq!(records, 2);
+}

@@ -20,6 +20,17 @@ pub enum DialError {
         /// The deny range it falls in.
         net: ipnet::IpNet,
     },
+    /// A resolved address is one of the proxy's own listeners: dialing it
+    /// would send the request back into the proxy, again and again.
+    #[error("{host} resolves to {addr}, iron-proxy's own listener {listener}")]
+    OwnListener {
+        /// The name dialed.
+        host: String,
+        /// The address and port it would dial.
+        addr: std::net::SocketAddr,
+        /// The listener that would answer.
+        listener: std::net::SocketAddr,
+    },
     /// Name resolution failed.
     #[error("{detail}")]
     Resolve {
@@ -150,6 +161,7 @@ impl DialError {
     pub fn reason(&self) -> &'static str {
         match self {
             DialError::Denied { .. } => "deny_cidr",
+            DialError::OwnListener { .. } => "proxy_loop",
             DialError::Resolve { .. } => "dns_failure",
             DialError::Connect { .. } => "connect_failed",
             DialError::Tls { .. } => "upstream_tls_failed",
@@ -164,6 +176,9 @@ impl DialError {
         match self {
             DialError::Denied { host, .. } => {
                 format!("{host}: the upstream address is in a denied range")
+            }
+            DialError::OwnListener { host, .. } => {
+                format!("{host}: the upstream is this proxy itself")
             }
             DialError::Resolve { host, .. } => format!("{host}: name did not resolve"),
             DialError::Connect {
