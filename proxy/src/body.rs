@@ -51,6 +51,9 @@ pub enum BufferError {
     /// The peer failed while sending the body.
     #[error("reading body")]
     Read(#[source] BoxError),
+    /// The peer sent nothing of the body for this long.
+    #[error("no body bytes for {0:?}")]
+    Idle(std::time::Duration),
 }
 
 /// Boxes a body received by hyper.
@@ -108,10 +111,28 @@ pub struct Collected {
 
 /// Buffers the whole body, data and trailers, failing with
 /// [`BufferError::TooLarge`] past `limit` bytes of data (`0`: no limit).
-pub async fn collect_all(mut body: Body, limit: usize) -> Result<Collected, BufferError> {
+pub async fn collect_all(body: Body, limit: usize) -> Result<Collected, BufferError> {
+    collect_all_within(body, limit, None).await
+}
+
+/// [`collect_all`], failing with [`BufferError::Idle`] when the body yields
+/// nothing for `idle` (a client that declared a body and stalls must not
+/// hold its connection and buffer forever).
+pub async fn collect_all_within(
+    mut body: Body,
+    limit: usize,
+    idle: Option<std::time::Duration>,
+) -> Result<Collected, BufferError> {
     let mut buf = bytes::BytesMut::new();
     let mut trailers: Option<http::HeaderMap> = None;
-    while let Some(frame) = body.frame().await {
+    loop {
+        let next = match idle {
+            Some(d) => tokio::time::timeout(d, body.frame())
+                .await
+                .map_err(|_| BufferError::Idle(d))?,
+            None => body.frame().await,
+        };
+        let Some(frame) = next else { break };
         let frame = frame.map_err(BufferError::Read)?;
         match frame.into_data() {
             Ok(data) => {
@@ -159,11 +180,14 @@ pub const PREFIX_IDLE: std::time::Duration = std::time::Duration::from_millis(25
 
 /// Reads the first `want` bytes of `body` (more when a chunk runs past them;
 /// fewer when the body ends first, or when its length is not declared and
-/// nothing more arrives within `idle`) without consuming the rest.
+/// nothing more arrives within `idle`) without consuming the rest. A body
+/// whose length is declared and that sends nothing for `stall` is an error
+/// ([`BufferError::Idle`]): it owes those bytes.
 pub async fn read_prefix(
     mut body: Body,
     want: usize,
     idle: std::time::Duration,
+    stall: std::time::Duration,
 ) -> Result<Prefix, BufferError> {
     let mut buf = bytes::BytesMut::new();
     let mut trailers = None;
@@ -173,7 +197,9 @@ pub async fn read_prefix(
     let declared = body.size_hint().exact().is_some();
     while buf.len() < want.max(1) {
         let next = if declared {
-            body.frame().await
+            tokio::time::timeout(stall, body.frame())
+                .await
+                .map_err(|_| BufferError::Idle(stall))?
         } else {
             match tokio::time::timeout(idle, body.frame()).await {
                 Ok(f) => f,
@@ -271,6 +297,51 @@ impl http_body::Body for Prefixed {
 mod tests {
     use super::*;
 
+    /// A stall limit no test reaches.
+    const LONG: std::time::Duration = std::time::Duration::from_secs(3600);
+
+    /// A body that declares `declared` bytes, sends `sent`, and then nothing.
+    fn stalled(declared: u64, sent: &'static str) -> Body {
+        struct Stalled(Option<Bytes>, u64);
+        impl http_body::Body for Stalled {
+            type Data = Bytes;
+            type Error = BoxError;
+            fn poll_frame(
+                mut self: std::pin::Pin<&mut Self>,
+                _: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+                match self.0.take() {
+                    Some(b) => std::task::Poll::Ready(Some(Ok(http_body::Frame::data(b)))),
+                    None => std::task::Poll::Pending,
+                }
+            }
+            fn size_hint(&self) -> http_body::SizeHint {
+                http_body::SizeHint::with_exact(self.1)
+            }
+        }
+        Stalled(Some(Bytes::from_static(sent.as_bytes())), declared).boxed()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_declared_body_is_an_error_not_a_wait() {
+        let d = std::time::Duration::from_secs(5);
+        let err = collect_all_within(stalled(100, "abc"), 0, Some(d))
+            .await
+            .err()
+            .expect("stalled");
+        assert!(matches!(err, BufferError::Idle(x) if x == d), "{err:?}");
+        let err = read_prefix(stalled(100, "abc"), 50, PREFIX_IDLE, d)
+            .await
+            .err()
+            .expect("stalled");
+        assert!(matches!(err, BufferError::Idle(x) if x == d), "{err:?}");
+        // A body that keeps coming is read whole, however long it takes in all.
+        let c = collect_all_within(chunked(&["ab", "cd"], None), 0, Some(d))
+            .await
+            .expect("whole");
+        assert_eq!(&c.bytes[..], b"abcd");
+    }
+
     /// A body of `chunks`, each its own frame, then optional trailers.
     fn chunked(chunks: &[&'static str], trailers: Option<http::HeaderMap>) -> Body {
         let (tx, rx) = tokio::sync::mpsc::channel(chunks.len() + 1);
@@ -287,21 +358,23 @@ mod tests {
 
     #[tokio::test]
     async fn a_prefix_is_read_and_the_whole_body_goes_on() {
-        let p = read_prefix(chunked(&["abc", "def", "ghi"], None), 4, PREFIX_IDLE)
+        let p = read_prefix(chunked(&["abc", "def", "ghi"], None), 4, PREFIX_IDLE, LONG)
             .await
             .expect("prefix");
         assert_eq!(p.bytes, "abcdef", "whole chunks, at least 4 bytes");
         assert!(!p.complete);
         assert_eq!(collect(p.body, 0).await.expect("rest"), "abcdefghi");
 
-        let p = read_prefix(chunked(&["abc"], None), 10, PREFIX_IDLE)
+        let p = read_prefix(chunked(&["abc"], None), 10, PREFIX_IDLE, LONG)
             .await
             .expect("short");
         assert_eq!(p.bytes, "abc");
         assert!(p.complete);
         assert_eq!(collect(p.body, 0).await.expect("rest"), "abc");
 
-        let p = read_prefix(empty(), 10, PREFIX_IDLE).await.expect("empty");
+        let p = read_prefix(empty(), 10, PREFIX_IDLE, LONG)
+            .await
+            .expect("empty");
         assert!(p.complete && p.bytes.is_empty());
         assert!(p.body.is_end_stream());
     }
@@ -311,7 +384,7 @@ mod tests {
         let mut t = http::HeaderMap::new();
         t.insert("x-checksum", http::HeaderValue::from_static("42"));
         for (chunks, want) in [(&["ab", "cd"][..], 1), (&["ab", "cd"][..], 100)] {
-            let p = read_prefix(chunked(chunks, Some(t.clone())), want, PREFIX_IDLE)
+            let p = read_prefix(chunked(chunks, Some(t.clone())), want, PREFIX_IDLE, LONG)
                 .await
                 .expect("prefix");
             let collected = p.body.collect().await.expect("body");
@@ -438,7 +511,7 @@ mod tests {
     async fn a_stream_that_waits_for_its_answer_is_not_waited_for() {
         let (body, more) = stalling("hello");
         let idle = std::time::Duration::from_millis(50);
-        let read = read_prefix(body, 1024, idle);
+        let read = read_prefix(body, 1024, idle, LONG);
         let p = tokio::time::timeout(std::time::Duration::from_secs(5), read)
             .await
             .expect("the prefix read settles for what arrived")
@@ -470,7 +543,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_size_hint_counts_the_prefix() {
-        let p = read_prefix(full("hello world"), 3, PREFIX_IDLE)
+        let p = read_prefix(full("hello world"), 3, PREFIX_IDLE, LONG)
             .await
             .expect("prefix");
         assert!(p.complete);

@@ -514,7 +514,8 @@ async fn read_request_body(
     if let BodyNeed::Prefix(want) = need {
         let limit = policy.limits.max_request_body_bytes;
         let want = if limit == 0 { want } else { want.min(limit) };
-        match body::read_prefix(body, want, body::PREFIX_IDLE).await {
+        let stall = policy.limits.upstream_response_header_timeout;
+        match body::read_prefix(body, want, body::PREFIX_IDLE, stall).await {
             Ok(p) => {
                 // A chunk may run past `want`: transforms see `want` bytes at
                 // most (the limit holds), the body keeps them all.
@@ -525,6 +526,7 @@ async fn read_request_body(
                 });
                 body = p.body;
             }
+            Err(BufferError::Idle(d)) => return Err(client_stalled(rec, d)),
             Err(e) => {
                 // Only a failing client body stops a prefix read; say why it failed.
                 let detail = match e {
@@ -537,7 +539,18 @@ async fn read_request_body(
         }
     }
     if need == BodyNeed::Full {
-        match body::collect_all(body, policy.limits.max_request_body_bytes).await {
+        let limit = policy.limits.max_request_body_bytes;
+        // A declared length over the limit is refused before reading (and
+        // before a client waiting on `Expect: 100-continue` sends any of it).
+        if let Some(len) = http_body::Body::size_hint(&body).exact() {
+            if limit != 0 && len > limit as u64 {
+                reject_too_large(policy, cx, parts, rec);
+                let msg = format!("request body exceeds proxy.max_request_body_bytes ({limit})");
+                return Err(error_response(StatusCode::PAYLOAD_TOO_LARGE, &msg));
+            }
+        }
+        let stall = Some(policy.limits.upstream_response_header_timeout);
+        match body::collect_all_within(body, limit, stall).await {
             Ok(c) => {
                 parts.extensions.insert(BufferedBody(c.bytes.clone()));
                 parts.extensions.insert(OriginalBody(c.bytes.clone()));
@@ -547,19 +560,11 @@ async fn read_request_body(
                 body = body::with_trailers(c.bytes, c.trailers);
             }
             Err(BufferError::TooLarge { limit }) => {
-                // A signer would see a truncated body: refused as the spec's
-                // `body_truncated`, by that transform.
-                match policy.pipeline.body_signer(cx, parts) {
-                    Some(by) => rec.reject(Some(by), "body_truncated", 413),
-                    None => rec.reject(
-                        policy.pipeline.body_wanter(cx, parts),
-                        "request_body_too_large",
-                        413,
-                    ),
-                }
+                reject_too_large(policy, cx, parts, rec);
                 let msg = format!("request body exceeds proxy.max_request_body_bytes ({limit})");
                 return Err(error_response(StatusCode::PAYLOAD_TOO_LARGE, &msg));
             }
+            Err(BufferError::Idle(d)) => return Err(client_stalled(rec, d)),
             Err(BufferError::Read(e)) => {
                 rec.fail("client_body_error", crate::error_chain(&*e), 400);
                 return Err(body_error());
@@ -567,6 +572,29 @@ async fn read_request_body(
         }
     }
     Ok(body)
+}
+
+/// Records a body over `proxy.max_request_body_bytes` that a transform
+/// needed whole: a signer would see a truncated body, so it is refused as
+/// the spec's `body_truncated` by that transform; otherwise as
+/// `request_body_too_large` on behalf of the transform that wanted it.
+fn reject_too_large(policy: &Policy, cx: &Flow, parts: &http::request::Parts, rec: &mut Pending) {
+    match policy.pipeline.body_signer(cx, parts) {
+        Some(by) => rec.reject(Some(by), "body_truncated", 413),
+        None => rec.reject(
+            policy.pipeline.body_wanter(cx, parts),
+            "request_body_too_large",
+            413,
+        ),
+    }
+}
+
+/// A client that declared a body and then sent none of it for `idle`, while
+/// the proxy read it for a transform: 408, as when it streams upstream.
+fn client_stalled(rec: &mut Pending, idle: std::time::Duration) -> Response<Body> {
+    let e = UpstreamError::ClientIdle(idle);
+    rec.fail(e.reason(), e.to_string(), e.status().as_u16());
+    error_response(e.status(), &e.client_message())
 }
 
 /// The answer a phase's outcome chose instead of going on (`None` to go on):

@@ -420,10 +420,14 @@ impl Transform for McpInterceptor {
                         BufferError::TooLarge { limit } => unfilterable(format!(
                             "the tools/list answer exceeds proxy.max_response_body_bytes ({limit})"
                         )),
-                        BufferError::Read(e) => TransformError {
+                        // `collect` sets no idle limit: this arm is for completeness.
+                        e @ (BufferError::Read(_) | BufferError::Idle(_)) => TransformError {
                             status: StatusCode::BAD_GATEWAY,
                             reason: "upstream_body_error",
-                            detail: format!("reading the MCP server's answer: {e}"),
+                            detail: format!(
+                                "reading the MCP server's answer: {}",
+                                crate::error_chain(&e)
+                            ),
                         },
                     })?;
                 let (cap, limit) = (self.max_response, "max_response_body_bytes");

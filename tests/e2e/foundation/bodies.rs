@@ -331,3 +331,100 @@ print(data.split(b"\r\n")[0].decode())
         assert_eq!(causes, unique, "{reader}: a cause repeated in {error:?}");
     }
 }
+
+/// Sends argv[3] (a request head, `\n` for CRLF) to the proxy at argv[1]:argv[2], then
+/// argv[4] as the start of the body, and prints the status line of the answer and how long
+/// it took, in whole seconds (`HTTP/1.1 408 Request Timeout 2`).
+const STALLED_BODY: &str = r#"
+import socket, sys, time
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+s.settimeout(30)
+t = time.monotonic()
+s.sendall(sys.argv[3].replace("\n", "\r\n").encode() + sys.argv[4].encode())
+line = s.makefile("rb").readline().decode().strip()
+print(line, int(time.monotonic() - t))
+"#;
+
+#[test]
+fn a_body_a_transform_reads_that_stalls_is_answered_408_and_an_oversized_one_413_at_once() {
+    require_root!();
+    let net = FakeInternet::new();
+    let up = Upstream::http("body.test").start(&net);
+    let px = Proxy::with(
+        r#"
+proxy:
+  max_request_body_bytes: 1024
+  upstream_response_header_timeout: 2s
+transforms:
+  - name: allowlist
+    config:
+      domains: ["body.test"]
+  - name: secrets
+    config:
+      secrets:
+        - source: {type: env, var: FOUNDATION_BODY_SECRET}
+          replace:
+            proxy_value: "pk-body-placeholder"
+            match_body: true
+          rules:
+            - host: "body.test"
+"#,
+    )
+    .env("FOUNDATION_BODY_SECRET", "real-body-secret")
+    .resolver(&net)
+    .start();
+    let addr = px.http_addr();
+    let send = |head: &str, start: &str| {
+        let out = python(
+            STALLED_BODY,
+            [
+                addr.ip().to_string(),
+                addr.port().to_string(),
+                head.to_string(),
+                start.to_string(),
+            ],
+        );
+        out.assert_ok();
+        out.stdout.trim().to_string()
+    };
+
+    // 100 bytes declared, 3 sent, then nothing: 408 after the 2 s limit, not a hang.
+    let got = send(
+        "POST http://body.test/anything/stall HTTP/1.1\nHost: body.test\nContent-Length: 100\n\n",
+        "abc",
+    );
+    assert!(got.starts_with("HTTP/1.1 408 "), "{got}");
+    let secs: u64 = got
+        .rsplit(' ')
+        .next()
+        .and_then(|s| s.parse().ok())
+        .expect("seconds");
+    assert!((2..10).contains(&secs), "{got}");
+    audited(
+        &px,
+        "body.test",
+        "/anything/stall",
+        &Expect {
+            level: "ERROR",
+            ..super::failed(408, "client_body_timeout")
+        },
+    );
+    up.assert_no_request(|q| q.path() == "/anything/stall");
+
+    // A declared length past the cap, waiting for `100 Continue`: 413 at once, no 100.
+    let got = send(
+        "POST http://body.test/anything/declared HTTP/1.1\nHost: body.test\n\
+         Content-Length: 9000000000000000000\nExpect: 100-continue\n\n",
+        "",
+    );
+    assert!(got.starts_with("HTTP/1.1 413 "), "{got}");
+    audited(
+        &px,
+        "body.test",
+        "/anything/declared",
+        &Expect {
+            rejected_by: Some("secrets"),
+            ..refused(413, "request_body_too_large")
+        },
+    );
+}
