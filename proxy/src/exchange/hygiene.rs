@@ -61,7 +61,12 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: bool) {
     if trailers {
         h.insert(header::TE, HeaderValue::from_static("trailers"));
     }
-    h.remove(header::TRANSFER_ENCODING);
+    // With both, Transfer-Encoding frames the message and Content-Length is
+    // to be removed before forwarding (RFC 9112 §6.3): kept, it would frame
+    // the decoded body for the next hop, cut or short.
+    if h.remove(header::TRANSFER_ENCODING).is_some() {
+        h.remove(header::CONTENT_LENGTH);
+    }
 }
 
 /// True when a path contains a `.` or `..` segment (also percent-encoded,
@@ -204,6 +209,25 @@ mod tests {
         assert!(!has_dot_segment("/a/%2f/b"));
         assert!(!has_dot_segment("/a//b/"));
         assert!(!has_dot_segment("/.well-known/x"));
+    }
+
+    #[test]
+    fn content_length_goes_with_transfer_encoding() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("100"));
+        strip_hop_by_hop(&mut h, false);
+        assert!(h.is_empty(), "{h:?}");
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("100"));
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(
+            h.get(header::CONTENT_LENGTH).map(|v| v.as_bytes()),
+            Some(&b"100"[..])
+        );
     }
 
     #[test]

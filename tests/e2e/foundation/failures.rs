@@ -287,3 +287,38 @@ fn an_upstream_that_reads_the_whole_body_and_never_answers_gets_504() {
         &failed(504, "upstream_timeout"),
     );
 }
+
+/// Chunked framing with a Content-Length beside it, larger (100) or smaller (2) than the
+/// body: the chunks frame it, and the length is not passed on to frame the decoded body.
+const CHUNKED_WITH_LENGTH: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\
+    Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n8\r\nloopback\r\n0\r\n\r\n";
+const CHUNKED_WITH_SHORT_LENGTH: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\
+    Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n8\r\nloopback\r\n0\r\n\r\n";
+
+#[test]
+fn a_chunked_response_with_a_content_length_reaches_the_client_whole() {
+    require_root!();
+    let net = FakeInternet::new();
+    let long = LoopbackServer::answering(CHUNKED_WITH_LENGTH);
+    let short = LoopbackServer::answering(CHUNKED_WITH_SHORT_LENGTH);
+    net.dns().set("both.test", &[IpAddr::from([127, 0, 0, 1])]);
+    let px = Proxy::with(
+        r#"
+proxy:
+  upstream_deny_cidrs: []
+transforms:
+  - name: allowlist
+    config:
+      domains: ["both.test"]
+"#,
+    )
+    .resolver(&net)
+    .start();
+    for (port, path) in [(long.port, "/long"), (short.port, "/short")] {
+        let r = plain(&px, &format!("http://both.test:{port}{path}")).run();
+        assert_eq!((r.status, r.exit), (200, 0), "{path}: {r}");
+        assert_eq!(r.body, "loopback", "{path}: {r}");
+        assert_ne!(r.header("content-length"), Some("100"), "{path}: {r}");
+        assert_ne!(r.header("content-length"), Some("2"), "{path}: {r}");
+    }
+}
