@@ -45,6 +45,10 @@ pub enum SocksError {
     /// and cut short.
     #[error("SOCKS domain {0:?} is not a host name")]
     Domain(String),
+    /// Port 0, which no server listens on (a CONNECT to `host:0` is refused
+    /// the same way).
+    #[error("SOCKS target {0}:0 has no port")]
+    PortZero(String),
     /// The client did not finish its request in time.
     #[error("no complete SOCKS5 request within {0:?}")]
     Timeout(std::time::Duration),
@@ -298,7 +302,7 @@ impl SocksError {
     fn reason(&self) -> &'static str {
         match self {
             SocksError::Timeout(_) | SocksError::Io(_) => "no_client_data",
-            SocksError::Domain(_) => "invalid_host",
+            SocksError::Domain(_) | SocksError::PortZero(_) => "invalid_host",
             _ => "socks5_unsupported",
         }
     }
@@ -429,6 +433,10 @@ async fn socks5_request(s: &mut Client) -> Result<(String, u16), SocksError> {
             s.read_exact(&mut d).await?;
             let port = s.read_u16().await?;
             return match socks_domain(&d) {
+                Some(host) if port == 0 => {
+                    socks_reply(s, SOCKS_NOT_ALLOWED).await?;
+                    Err(SocksError::PortZero(host))
+                }
                 Some(host) => Ok((host, port)),
                 None => {
                     // Refused as a target the tunnel does not allow.
@@ -444,6 +452,10 @@ async fn socks5_request(s: &mut Client) -> Result<(String, u16), SocksError> {
         }
     };
     let port = s.read_u16().await?;
+    if port == 0 {
+        socks_reply(s, SOCKS_NOT_ALLOWED).await?;
+        return Err(SocksError::PortZero(host));
+    }
     Ok((host, port))
 }
 

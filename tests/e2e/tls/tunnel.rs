@@ -324,14 +324,40 @@ fn a_refused_socks5_handshake_is_answered_and_audited() {
     assert_eq!(&reply[..2], &[0x05, 0x00], "greeting accepted: {reply:?}");
     assert_eq!(reply.get(3), Some(&0x07), "then BIND refused: {reply:?}");
 
-    for (raw, detail) in [
-        (&auth, "no acceptable authentication"),
-        (&bind, "unsupported SOCKS command 2"),
+    // Port 0, by name and by address: "not allowed by ruleset" (0x02), audited invalid_host.
+    let mut port0 = Raw::connect(px.tunnel_addr());
+    port0
+        .send(&[0x05, 0x01, 0x00])
+        .send(&[0x05, 0x01, 0x00, 0x03, 12])
+        .send(b"httpbin.test")
+        .send(&[0, 0]);
+    let reply = port0.read_to_close();
+    assert_eq!(reply.get(3), Some(&0x02), "port 0 refused: {reply:?}");
+    let mut port0_ip = Raw::connect(px.tunnel_addr());
+    port0_ip
+        .send(&[0x05, 0x01, 0x00])
+        .send(&[0x05, 0x01, 0x00, 0x01, 127, 0, 0, 1, 0, 0]);
+    let reply = port0_ip.read_to_close();
+    assert_eq!(reply.get(3), Some(&0x02), "port 0 refused: {reply:?}");
+
+    for (raw, reason, detail) in [
+        (&auth, "socks5_unsupported", "no acceptable authentication"),
+        (&bind, "socks5_unsupported", "unsupported SOCKS command 2"),
+        (
+            &port0,
+            "invalid_host",
+            "SOCKS target httpbin.test:0 has no port",
+        ),
+        (
+            &port0_ip,
+            "invalid_host",
+            "SOCKS target 127.0.0.1:0 has no port",
+        ),
     ] {
         let me = raw.local();
         let rec = px.wait_for_audit(|a| a.str("remote_addr") == Some(me.as_str()));
         assert_eq!(rec.action(), Some("reject"), "{rec}");
-        assert_eq!(rec.str("reason"), Some("socks5_unsupported"), "{rec}");
+        assert_eq!(rec.str("reason"), Some(reason), "{rec}");
         assert_eq!(rec.pointer("/tunnel/kind"), Some(&"socks5".into()), "{rec}");
         assert!(
             rec.str("error").is_some_and(|e| e.contains(detail)),
