@@ -150,6 +150,12 @@ impl Intake {
                 return;
             }
         };
+        let mut prefix = prefix;
+        if matches!(verdict, Sniff::NotTls) {
+            // Not TLS: the client may have sent only the start of a method
+            // (`G`, then `ET / ...`); read on until the token has ended.
+            extend_request_start(&mut io, &mut prefix).await;
+        }
         let is_http = looks_like_http(&prefix);
         let io = PrefixedStream::new(prefix, io);
         match verdict {
@@ -396,6 +402,26 @@ where
                 "no request within the sniff timeout",
             ))
         })
+}
+
+/// Reads more into `prefix` while it is all uppercase letters and shorter than
+/// [`REQUEST_START`] (a method token not yet ended), within [`SNIFF_TIMEOUT`].
+/// A read error, EOF or the timeout just stops it: the caller judges what it has.
+async fn extend_request_start<I>(io: &mut I, prefix: &mut Vec<u8>)
+where
+    I: AsyncRead + Unpin,
+{
+    let read = async {
+        let mut chunk = [0u8; REQUEST_START];
+        while prefix.len() < REQUEST_START && prefix.iter().all(u8::is_ascii_uppercase) {
+            let want = REQUEST_START - prefix.len();
+            match io.read(&mut chunk[..want]).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => prefix.extend_from_slice(&chunk[..n]),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(SNIFF_TIMEOUT, read).await;
 }
 
 /// True when the first bytes look like an HTTP/1 request line or an HTTP/2 preface.

@@ -427,3 +427,20 @@ fn a_socks4_or_other_version_greeting_is_refused_as_socks_and_audited() {
         .run();
     r.expect_status(200);
 }
+
+#[test]
+fn plain_http_in_a_tunnel_is_served_when_its_first_write_is_a_single_byte() {
+    require_root!();
+    let (_net, up, px) = mitm_with("httpbin.test");
+    let mut raw = Raw::connect(px.tunnel_addr());
+    raw.send(b"CONNECT httpbin.test:80 HTTP/1.1\r\nHost: httpbin.test:80\r\n\r\n");
+    let head = raw.read_head();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    // `G` alone, then the rest: the method token is read to its end before judging.
+    raw.send(b"G");
+    std::thread::sleep(Duration::from_millis(300));
+    raw.send(b"ET /anything/split HTTP/1.1\r\nHost: httpbin.test\r\nConnection: close\r\n\r\n");
+    let answer = String::from_utf8_lossy(&raw.read_to_close()).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    up.wait_for_request(|q| q.path() == "/anything/split");
+}
