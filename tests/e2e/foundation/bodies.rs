@@ -134,34 +134,41 @@ transforms:
     assert_eq!(capture["request_body_truncated"], true, "{rec}");
 }
 
+/// A proxy with `max_request_body_bytes: 1024` (and the `proxy:` lines in `more`)
+/// allowing `domains`, whose `secrets` swaps a placeholder in `body.test`'s request
+/// bodies, so it buffers them.
+fn body_swapping_proxy(net: &FakeInternet, more: &str, domains: &str) -> ProxyProcess {
+    Proxy::with(format!(
+        r#"
+proxy:
+  max_request_body_bytes: 1024
+{more}transforms:
+  - name: allowlist
+    config:
+      domains: {domains}
+  - name: secrets
+    config:
+      secrets:
+        - source: {{type: env, var: FOUNDATION_BODY_SECRET}}
+          replace:
+            proxy_value: "pk-body-placeholder"
+            match_body: true
+          rules:
+            - host: "body.test"
+"#
+    ))
+    .env("FOUNDATION_BODY_SECRET", "real-body-secret")
+    .resolver(net)
+    .start()
+}
+
 #[test]
 fn a_body_a_transform_must_read_is_refused_past_the_cap() {
     require_root!();
     let net = FakeInternet::new();
     let up = Upstream::http("body.test").start(&net);
     let other = Upstream::http("other.test").start(&net);
-    let px = Proxy::with(
-        r#"
-proxy:
-  max_request_body_bytes: 1024
-transforms:
-  - name: allowlist
-    config:
-      domains: ["body.test", "other.test"]
-  - name: secrets
-    config:
-      secrets:
-        - source: {type: env, var: FOUNDATION_BODY_SECRET}
-          replace:
-            proxy_value: "pk-body-placeholder"
-            match_body: true
-          rules:
-            - host: "body.test"
-"#,
-    )
-    .env("FOUNDATION_BODY_SECRET", "real-body-secret")
-    .resolver(&net)
-    .start();
+    let px = body_swapping_proxy(&net, "", r#"["body.test", "other.test"]"#);
     let dir = paths::scratch_dir("bodies");
 
     // Within the cap, the body is buffered and the placeholder swapped.
@@ -350,29 +357,11 @@ fn a_body_a_transform_reads_that_stalls_is_answered_408_and_an_oversized_one_413
     require_root!();
     let net = FakeInternet::new();
     let up = Upstream::http("body.test").start(&net);
-    let px = Proxy::with(
-        r#"
-proxy:
-  max_request_body_bytes: 1024
-  upstream_response_header_timeout: 2s
-transforms:
-  - name: allowlist
-    config:
-      domains: ["body.test"]
-  - name: secrets
-    config:
-      secrets:
-        - source: {type: env, var: FOUNDATION_BODY_SECRET}
-          replace:
-            proxy_value: "pk-body-placeholder"
-            match_body: true
-          rules:
-            - host: "body.test"
-"#,
-    )
-    .env("FOUNDATION_BODY_SECRET", "real-body-secret")
-    .resolver(&net)
-    .start();
+    let px = body_swapping_proxy(
+        &net,
+        "  upstream_response_header_timeout: 2s\n",
+        r#"["body.test"]"#,
+    );
     let addr = px.http_addr();
     let send = |head: &str, start: &str| {
         let out = python(
