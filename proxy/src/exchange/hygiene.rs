@@ -69,6 +69,24 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: bool) {
     }
 }
 
+/// The first transfer coding of a request other than `chunked` (`gzip` in
+/// `Transfer-Encoding: gzip, chunked`), cut to 64 characters. hyper decodes
+/// only the chunked framing, so such a body would be forwarded still coded
+/// and without the header saying so.
+pub(super) fn unsupported_transfer_coding(h: &HeaderMap) -> Option<String> {
+    h.get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| {
+            String::from_utf8_lossy(v.as_bytes())
+                .into_owned()
+                .split(',')
+                .map(|t| t.trim().to_string())
+                .collect::<Vec<_>>()
+        })
+        .find(|t| !t.is_empty() && !t.eq_ignore_ascii_case("chunked"))
+        .map(|t| t.chars().take(64).collect())
+}
+
 /// True when a path contains a `.` or `..` segment (also percent-encoded,
 /// `%2e` in either case), as any upstream may read its segments: split at
 /// `/`, and also at `\` and the encoded `%2F` / `%5C` (servers that decode
@@ -209,6 +227,20 @@ mod tests {
         assert!(!has_dot_segment("/a/%2f/b"));
         assert!(!has_dot_segment("/a//b/"));
         assert!(!has_dot_segment("/.well-known/x"));
+    }
+
+    #[test]
+    fn transfer_codings_other_than_chunked_are_named() {
+        let te = |v: &'static str| {
+            let mut h = HeaderMap::new();
+            h.append(header::TRANSFER_ENCODING, HeaderValue::from_static(v));
+            unsupported_transfer_coding(&h)
+        };
+        assert_eq!(te("chunked"), None);
+        assert_eq!(te("Chunked"), None);
+        assert_eq!(te("gzip, chunked").as_deref(), Some("gzip"));
+        assert_eq!(te("x-custom ,chunked").as_deref(), Some("x-custom"));
+        assert_eq!(unsupported_transfer_coding(&HeaderMap::new()), None);
     }
 
     #[test]

@@ -487,6 +487,15 @@ fn admit(
         let msg = format!("Host {h} does not match the request target {host}:{port}");
         return Err(mismatch(rec, msg));
     }
+    if let Some(coding) = hygiene::unsupported_transfer_coding(req.headers()) {
+        // The body would go on without its coding (RFC 9112 §6.1: answer 501).
+        rec.reject(None, "unsupported_transfer_coding", 501);
+        let msg = format!(
+            "transfer coding {coding:?} is not supported; send the body chunked or with a \
+             Content-Length"
+        );
+        return Err(error_response(StatusCode::NOT_IMPLEMENTED, &msg));
+    }
     let path = req.uri().path();
     if has_dot_segment(path) || !(path.starts_with('/') || path == "*") {
         rec.reject(None, "invalid_path", 400);

@@ -330,3 +330,26 @@ fn dot_segments_are_refused_and_encoded_slashes_kept() {
         audited(&px, "paths.hyg.test", path, &allowed(200));
     }
 }
+
+#[test]
+fn a_transfer_coding_other_than_chunked_is_refused_501() {
+    require_root!();
+    let net = FakeInternet::new();
+    let up = Upstream::http("te.hyg.test").start(&net);
+    let px = Proxy::with(CONFIG).resolver(&net).start();
+    // gzip under chunked: hyper undoes the chunking only, so the body would go on still
+    // gzip-coded and without a header saying so.
+    let head = raw_head(
+        &px,
+        b"POST http://te.hyg.test/anything/te HTTP/1.1\r\nHost: te.hyg.test\r\n\
+          Transfer-Encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    );
+    assert!(head.starts_with("HTTP/1.1 501"), "{head}");
+    audited(
+        &px,
+        "te.hyg.test",
+        "/anything/te",
+        &refused(501, "unsupported_transfer_coding"),
+    );
+    up.assert_untouched();
+}
