@@ -78,7 +78,6 @@ pub(super) fn unsupported_transfer_coding(h: &HeaderMap) -> Option<String> {
         .iter()
         .flat_map(|v| {
             String::from_utf8_lossy(v.as_bytes())
-                .into_owned()
                 .split(',')
                 .map(|t| t.trim().to_string())
                 .collect::<Vec<_>>()
