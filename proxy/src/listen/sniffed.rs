@@ -381,27 +381,16 @@ async fn read_request_start<I>(io: &mut I) -> std::io::Result<Vec<u8>>
 where
     I: AsyncRead + Unpin,
 {
-    let read = async {
-        let mut buf = Vec::with_capacity(REQUEST_START);
-        let mut chunk = [0u8; REQUEST_START];
-        while buf.len() < REQUEST_START && buf.iter().all(u8::is_ascii_uppercase) {
-            let want = REQUEST_START - buf.len();
-            let n = io.read(&mut chunk[..want]).await?;
-            if n == 0 {
-                break;
-            }
-            buf.extend_from_slice(&chunk[..n]);
-        }
-        Ok(buf)
-    };
-    tokio::time::timeout(SNIFF_TIMEOUT, read)
+    let mut buf = Vec::with_capacity(REQUEST_START);
+    tokio::time::timeout(SNIFF_TIMEOUT, fill_request_start(io, &mut buf))
         .await
         .unwrap_or_else(|_| {
             Err(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
                 "no request within the sniff timeout",
             ))
-        })
+        })?;
+    Ok(buf)
 }
 
 /// Reads more into `prefix` while it is all uppercase letters and shorter than
@@ -411,17 +400,25 @@ async fn extend_request_start<I>(io: &mut I, prefix: &mut Vec<u8>)
 where
     I: AsyncRead + Unpin,
 {
-    let read = async {
-        let mut chunk = [0u8; REQUEST_START];
-        while prefix.len() < REQUEST_START && prefix.iter().all(u8::is_ascii_uppercase) {
-            let want = REQUEST_START - prefix.len();
-            match io.read(&mut chunk[..want]).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => prefix.extend_from_slice(&chunk[..n]),
-            }
+    let _ = tokio::time::timeout(SNIFF_TIMEOUT, fill_request_start(io, prefix)).await;
+}
+
+/// Reads into `buf` while it is all uppercase letters and shorter than
+/// [`REQUEST_START`]; stops at EOF.
+async fn fill_request_start<I>(io: &mut I, buf: &mut Vec<u8>) -> std::io::Result<()>
+where
+    I: AsyncRead + Unpin,
+{
+    let mut chunk = [0u8; REQUEST_START];
+    while buf.len() < REQUEST_START && buf.iter().all(u8::is_ascii_uppercase) {
+        let want = REQUEST_START - buf.len();
+        let n = io.read(&mut chunk[..want]).await?;
+        if n == 0 {
+            break;
         }
-    };
-    let _ = tokio::time::timeout(SNIFF_TIMEOUT, read).await;
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    Ok(())
 }
 
 /// True when the first bytes look like an HTTP/1 request line or an HTTP/2 preface.
