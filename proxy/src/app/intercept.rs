@@ -63,7 +63,8 @@ pub fn settings(
     // The kernel knows the proxy by pid and cgroup; in a cgroup it shares
     // with workloads, a workload handed the pid of a proxy that exited would
     // pass as the proxy (docs/security.md, "Fail closed").
-    if let Ok(own) = intercept::current_cgroup() {
+    let own_cgroup = intercept::current_cgroup();
+    if let Ok(own) = &own_cgroup {
         if let Some(c) = cgroups.iter().find(|c| own.starts_with(c)) {
             tracing::warn!(
                 proxy_cgroup = %own.display(),
@@ -128,7 +129,7 @@ pub fn settings(
             .flatten()
             .collect(),
         deny,
-        proxy: ProxyIdentity::current_process(),
+        proxy: ProxyIdentity::current_process_in(own_cgroup),
         getsockopt_cgroups: Vec::new(),
         pin_path: ic.pin_path.clone(),
     })

@@ -187,7 +187,13 @@ impl ProxyIdentity {
     /// initial pid namespace; in a container prefer a cgroup id or a
     /// dedicated uid.
     pub fn current_process() -> Self {
-        let cgroup_id = super::cgroup::current_cgroup()
+        Self::current_process_in(super::cgroup::current_cgroup())
+    }
+
+    /// [`Self::current_process`] with this process's cgroup directory
+    /// already looked up (by a caller that needs it too).
+    pub fn current_process_in(cgroup: Result<PathBuf, super::cgroup::CgroupError>) -> Self {
+        let cgroup_id = cgroup
             .and_then(|dir| super::cgroup::cgroup_id(&dir))
             .map_err(|e| {
                 tracing::warn!(
