@@ -245,7 +245,11 @@ pub fn run_workload(cg: &TestCgroup, uid: Option<u32>, ops: &[&str]) -> Ran {
         .args(ops)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let child = cg.spawn(&mut cmd, uid);
+    finish(cg.spawn(&mut cmd, uid))
+}
+
+/// Waits for a workload and returns its lines; panics if it failed.
+fn finish(child: Child) -> Ran {
     let pid = child.id();
     let out = child.wait_with_output().expect("workload output");
     let lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
@@ -268,7 +272,6 @@ pub fn run_workload_attached(
     ops: &[&str],
     settings: impl FnOnce(u32) -> InterceptSettings,
 ) -> (Interceptor, Ran) {
-    use std::io::Write;
     assert_eq!(
         ops.first(),
         Some(&"wait"),
@@ -282,21 +285,14 @@ pub fn run_workload_attached(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut child = cg.spawn(&mut cmd, None);
-    let pid = child.id();
-    let ic = Interceptor::attach(&settings(pid)).unwrap_or_else(|e| panic!("attach: {e}"));
+    let ic = Interceptor::attach(&settings(child.id())).unwrap_or_else(|e| panic!("attach: {e}"));
     child
         .stdin
         .take()
         .expect("stdin")
         .write_all(b"go\n")
         .expect("release the workload");
-    let out = child.wait_with_output().expect("workload output");
-    assert!(out.status.success(), "workload failed: {out:?}");
-    let lines = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_owned)
-        .collect();
-    (ic, Ran { pid, lines })
+    (ic, finish(child))
 }
 
 /// One connection the fake proxy accepted.
