@@ -83,7 +83,42 @@ pub(super) fn unsupported_transfer_coding(h: &HeaderMap) -> Option<String> {
                 .collect::<Vec<_>>()
         })
         .find(|t| !t.is_empty() && !t.eq_ignore_ascii_case("chunked"))
-        .map(|t| t.chars().take(64).collect())
+        .map(|t| cut(&t))
+}
+
+/// Longest method token forwarded. Registered methods are at most 17
+/// bytes (`UPDATEREDIRECTREF`); hyper takes a token as long as the head, and
+/// every byte of it would be forwarded and written to the audit record.
+pub(super) const MAX_METHOD_LEN: usize = 32;
+
+/// Why a request's target is not one a proxy forwards (RFC 9112 §3.2):
+/// authority form (`GET a.test:80`) is for CONNECT only, asterisk form
+/// (`*`) for OPTIONS only, and an absolute URI's scheme is `http` or
+/// `https` (a `ftp://` or `ws://` target would be served as HTTP under a
+/// scheme the client did not ask for).
+pub(super) fn target_form_error(method: &http::Method, uri: &http::Uri) -> Option<String> {
+    match uri.scheme_str() {
+        None if uri.authority().is_some() => {
+            return Some(format!(
+                "request target {:?} is authority form, which only CONNECT uses",
+                cut(uri.authority().map_or("", |a| a.as_str()))
+            ))
+        }
+        Some(s) if !s.eq_ignore_ascii_case("http") && !s.eq_ignore_ascii_case("https") => {
+            return Some(format!(
+                "request target scheme {:?} is not http or https",
+                cut(s)
+            ))
+        }
+        _ => {}
+    }
+    (uri.path() == "*" && method != http::Method::OPTIONS)
+        .then(|| "request target * (asterisk form) is only for OPTIONS".to_string())
+}
+
+/// `text` cut to 64 characters, for an error message.
+fn cut(text: &str) -> String {
+    text.chars().take(64).collect()
 }
 
 /// True when a path contains a `.` or `..` segment (also percent-encoded,
@@ -184,6 +219,33 @@ pub(super) fn switches_to_websocket(rsp: &Response<Incoming>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_target_is_origin_or_absolute_http_form() {
+        let err = |m: &str, t: &str| {
+            let method = http::Method::from_bytes(m.as_bytes()).expect("method");
+            target_form_error(&method, &t.parse().expect("uri"))
+        };
+        for fine in [
+            ("GET", "/a?b"),
+            ("GET", "http://a.test/"),
+            ("GET", "HTTPS://a.test/"),
+            ("OPTIONS", "*"),
+        ] {
+            assert_eq!(err(fine.0, fine.1), None, "{fine:?}");
+        }
+        for (m, t, says) in [
+            ("GET", "*", "asterisk"),
+            ("POST", "*", "asterisk"),
+            ("GET", "index.html", "authority form"),
+            ("GET", "a.test:80", "authority form"),
+            ("GET", "ftp://a.test/", "\"ftp\""),
+            ("GET", "ws://a.test/chat", "\"ws\""),
+        ] {
+            let e = err(m, t).unwrap_or_else(|| panic!("{m} {t} accepted"));
+            assert!(e.contains(says), "{m} {t}: {e}");
+        }
+    }
 
     #[test]
     fn dot_segments() {

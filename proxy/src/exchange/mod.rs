@@ -198,7 +198,9 @@ pub fn handle(
     // away first (hyper drops this future), it is still written.
     let mut rec = Pending::new(conn.record(), shared.audit.clone(), started)
         .of_request(NamedHost::of(&req), park.clone());
-    rec.method = req.method().as_str().to_string();
+    // A method over the limit is refused in `admit`; its record holds the start.
+    let method = req.method().as_str();
+    rec.method = method[..method.len().min(hygiene::MAX_METHOD_LEN)].to_string();
     rec.path = req.uri().path().to_string();
     let req = req.map(|b| match &park {
         Some(p) => body::from_client_parked(b, p.clone()),
@@ -452,6 +454,23 @@ fn admit(
             HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
         );
         return Err(rsp);
+    }
+    if let Some(msg) = hygiene::target_form_error(req.method(), req.uri()) {
+        rec.host = NamedHost::of(req).host().unwrap_or_default();
+        rec.reject(None, "invalid_target", 400);
+        rec.error = Some(msg.clone());
+        return Err(error_response(StatusCode::BAD_REQUEST, &msg));
+    }
+    if req.method().as_str().len() > hygiene::MAX_METHOD_LEN {
+        rec.host = NamedHost::of(req).host().unwrap_or_default();
+        let msg = format!(
+            "request method is {} bytes long; at most {} are forwarded",
+            req.method().as_str().len(),
+            hygiene::MAX_METHOD_LEN
+        );
+        rec.reject(None, "method_too_long", 501);
+        rec.error = Some(msg.clone());
+        return Err(error_response(StatusCode::NOT_IMPLEMENTED, &msg));
     }
     let (host, port) = destination(req, default_port).map_err(|e| {
         rec.reject(None, e.reason(), 400);

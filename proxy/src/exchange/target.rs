@@ -26,7 +26,19 @@ fn host_port(a: &http::uri::Authority, default_port: u16) -> Option<(String, u16
     if text.contains('@') {
         return None;
     }
-    let host = normalize_host(a.host());
+    let raw_host = a.host();
+    // A name's labels are not empty (`a..test`, `.a.test`, `a.test..`); one
+    // trailing dot (the root) is allowed and dropped.
+    if !raw_host.starts_with('[')
+        && raw_host
+            .strip_suffix('.')
+            .unwrap_or(raw_host)
+            .split('.')
+            .any(str::is_empty)
+    {
+        return None;
+    }
+    let host = normalize_host(raw_host);
     if host.is_empty() {
         return None;
     }
@@ -285,6 +297,10 @@ mod tests {
             "[::1]x",
             "a.test/evil",
             "a test",
+            "a.test..",
+            "a..test",
+            ".a.test",
+            ".",
             "",
         ] {
             assert_eq!(ok(bad), None, "{bad:?}");

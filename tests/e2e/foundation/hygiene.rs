@@ -238,6 +238,12 @@ fn a_request_names_one_valid_host_or_is_refused() {
             "Host: one.hyg.test:+80\r\n",
             "not a valid host",
         ),
+        // An empty label: the upstream's virtual hosts may not read it as one.hyg.test.
+        (
+            "/empty-label",
+            "Host: one.hyg.test..\r\n",
+            "not a valid host",
+        ),
     ] {
         let head = raw_head(
             &px,
@@ -258,6 +264,62 @@ fn a_request_names_one_valid_host_or_is_refused() {
     assert!(head.starts_with("HTTP/1.1 400"), "{head}");
     audited_path(&px, "/abs-userinfo", &refused(400, "invalid_host"));
     up.assert_untouched();
+}
+
+#[test]
+fn a_request_target_has_the_form_its_method_allows() {
+    require_root!();
+    let net = FakeInternet::new();
+    let up = Upstream::http("form.hyg.test").start(&net);
+    let px = Proxy::with(CONFIG).resolver(&net).start();
+    let host = "Host: form.hyg.test\r\nConnection: close\r\n\r\n";
+
+    for (line, says) in [
+        // Asterisk form is for OPTIONS, authority form for CONNECT.
+        ("GET * HTTP/1.1", "asterisk"),
+        ("GET form.hyg.test:80 HTTP/1.1", "authority form"),
+        ("GET index.html HTTP/1.1", "authority form"),
+        // A scheme other than http(s) would be served as plain HTTP.
+        ("GET ftp://form.hyg.test/file HTTP/1.1", "\"ftp\""),
+        ("GET ws://form.hyg.test/chat HTTP/1.1", "\"ws\""),
+    ] {
+        let head = raw_head(&px, format!("{line}\r\n{host}").as_bytes());
+        assert!(head.starts_with("HTTP/1.1 400"), "{line}: {head}");
+        let rec = px.wait_for_audit(|a| {
+            a.str("reason") == Some("invalid_target")
+                && a.str("error").is_some_and(|e| e.contains(says))
+        });
+        assert_eq!(rec.status_code(), Some(400), "{line}: {rec}");
+        assert_eq!(rec.action(), Some("reject"), "{line}: {rec}");
+    }
+
+    // A method token as long as the head allows is refused, and its record
+    // holds only the start of it.
+    let long = "X".repeat(5000);
+    let head = raw_head(&px, format!("{long} /long HTTP/1.1\r\n{host}").as_bytes());
+    assert!(head.starts_with("HTTP/1.1 501"), "{head}");
+    let rec = audited_path(&px, "/long", &refused(501, "method_too_long"));
+    assert_eq!(rec.method(), Some(&long[..32]), "{rec}");
+    up.assert_untouched();
+
+    // What stays allowed: OPTIONS * and a registered method of 17 bytes.
+    for (line, method, path) in [
+        ("OPTIONS * HTTP/1.1", "OPTIONS", "*"),
+        (
+            "UPDATEREDIRECTREF /ref HTTP/1.1",
+            "UPDATEREDIRECTREF",
+            "/ref",
+        ),
+    ] {
+        let head = raw_head(&px, format!("{line}\r\n{host}").as_bytes());
+        assert!(
+            head.contains("x-fake-upstream: form.hyg.test"),
+            "{line}: {head}"
+        );
+        up.wait_for_request(|q| q.method() == method && q.path() == path);
+        let rec = px.wait_for_audit(|a| a.path() == Some(path) && a.method() == Some(method));
+        assert_eq!(rec.action(), Some("allow"), "{rec}");
+    }
 }
 
 #[test]
