@@ -15,6 +15,7 @@ use tracing::{debug, warn};
 use super::forward::{Forwarder, Question};
 use super::policy::{self, Policy, Route, StaticEntry, MAX_CNAME_CHAIN};
 use super::stats::{DnsStats, Outcome};
+use crate::ops::warn_every::WarnEvery;
 
 /// Largest UDP answer we send, whatever the client advertises.
 const MAX_UDP_PAYLOAD: u16 = 4096;
@@ -74,6 +75,8 @@ pub(crate) struct Handler {
     policy: Policy,
     forwarder: Forwarder,
     stats: Arc<DnsStats>,
+    /// Each looped query would otherwise log a line.
+    loop_warning: WarnEvery,
 }
 
 impl Handler {
@@ -82,6 +85,7 @@ impl Handler {
             policy,
             forwarder,
             stats,
+            loop_warning: WarnEvery::new(std::time::Duration::from_secs(60)),
         }
     }
 
@@ -102,7 +106,13 @@ impl Handler {
                 .iter()
                 .any(|(_, opt)| self.forwarder.is_own_marker(opt))
             {
-                warn!("dns forwarding loop: the upstream resolver sent our own query back");
+                if let Some(held_back) = self.loop_warning.due(std::time::Instant::now()) {
+                    warn!(
+                        held_back,
+                        "dns forwarding loop: the upstream resolver sent our own query back \
+                         (answered SERVFAIL; warned at most once a minute)"
+                    );
+                }
                 return Resolution::error(ResponseCode::ServFail, Outcome::Failed);
             }
         }

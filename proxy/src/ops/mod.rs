@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod otel;
 mod serve;
 pub mod signals;
+pub mod warn_every;
 
 #[cfg(test)]
 mod testutil;
