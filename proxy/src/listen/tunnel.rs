@@ -178,7 +178,8 @@ async fn admit(
     intake: &Intake,
 ) -> Result<Admitted, Response<Body>> {
     let Some((host, port)) = target.and_then(exchange::tunnel_target) else {
-        return Err(refuse_target(target, remote, intake));
+        let text = target.map(|a| a.as_str()).unwrap_or_default();
+        return Err(refuse_target(text, remote, intake));
     };
     let mut conn = Box::new(ConnInfo::new(remote, Mode::Tunnel, false, port));
     conn.tunnel = Some(TunnelInfo {
@@ -206,17 +207,8 @@ async fn admit(
 /// Refuses (400, audited `invalid_host`) a CONNECT whose target is not
 /// `host:port`: no port, or userinfo (`CONNECT b.test@a.test:443`), which
 /// would otherwise be dropped quietly and the tunnel opened to a.test.
-fn refuse_target(
-    target: Option<&Authority>,
-    remote: SocketAddr,
-    intake: &Intake,
-) -> Response<Body> {
-    let text: String = target
-        .map(|a| a.as_str())
-        .unwrap_or_default()
-        .chars()
-        .take(256)
-        .collect();
+fn refuse_target(target: &str, remote: SocketAddr, intake: &Intake) -> Response<Body> {
+    let text: String = target.chars().take(256).collect();
     let mut conn = ConnInfo::new(remote, Mode::Tunnel, false, 0);
     conn.tunnel = Some(TunnelInfo {
         kind: "connect",
@@ -234,6 +226,10 @@ fn refuse_target(
 /// Answers a CONNECT that arrived through hyper: check the target, reply
 /// 200, then serve the inner stream once hyper hands it over.
 async fn connect(mut req: Request<Incoming>, remote: SocketAddr, intake: Intake) -> Response<Body> {
+    if req.uri().authority().is_none() {
+        // `CONNECT *`, `CONNECT /path`: named as sent.
+        return refuse_target(&req.uri().to_string(), remote, &intake);
+    }
     let Admitted { conn, dest } = match admit(req.uri().authority(), remote, &intake).await {
         Ok(a) => a,
         Err(refusal) => return refusal,

@@ -69,6 +69,19 @@ fn connect_and_socks5_targets_with_userinfo_are_refused() {
         assert_eq!(rec.pointer("/tunnel/target"), Some(&target.into()), "{rec}");
     }
 
+    // A target that is no authority at all is named as sent.
+    for target in ["*", "/path"] {
+        let mut raw = Raw::connect(px.tunnel_addr());
+        raw.send(format!("CONNECT {target} HTTP/1.1\r\nHost: httpbin.test\r\n\r\n").as_bytes());
+        let head = raw.read_head();
+        assert!(head.starts_with("HTTP/1.1 400"), "{target}: {head}");
+        let rec = record_of(&px, &raw);
+        assert_eq!(rec.str("reason"), Some("invalid_host"), "{rec}");
+        assert_eq!(rec.pointer("/tunnel/target"), Some(&target.into()), "{rec}");
+        let error = format!("CONNECT target {target:?} is not host:port");
+        assert_eq!(rec.str("error"), Some(error.as_str()), "{rec}");
+    }
+
     // SOCKS5 with the same name as its domain: refused as "not allowed" (0x02), no tunnel.
     let domain = b"evil.test@httpbin.test";
     let mut raw = Raw::connect(px.tunnel_addr());
