@@ -52,7 +52,11 @@ fn load_ca(
     cfg: &config::Config,
     m: &config::MitmConfig,
 ) -> Result<crate::tls::CertificateAuthority, String> {
-    crate::tls::CertificateAuthority::load(&m.ca_cert, &m.ca_key).map_err(|e| {
+    let (cert, key) = m.ca_paths().map_err(|e| {
+        let field = format!("tls.{}", e.field);
+        format!("{}: error: {e}", cfg.locate(&field))
+    })?;
+    crate::tls::CertificateAuthority::load(cert, key).map_err(|e| {
         let field = match e.file() {
             crate::tls::CaFile::Cert => "tls.ca_cert",
             crate::tls::CaFile::Key => "tls.ca_key",
@@ -232,7 +236,12 @@ pub fn validate(arg: &Path, strict: bool) -> ExitCode {
     // not load (not PEM, not a CA, expired, a key of another CA) stops the
     // proxy, so it is an error here too, under -strict or not.
     let ca_error = match &cfg.tls {
-        config::TlsConfig::Mitm(m) if m.ca_cert.exists() && m.ca_key.exists() => ca_error(&cfg, m),
+        config::TlsConfig::Mitm(m)
+            if m.ca_paths()
+                .is_ok_and(|(cert, key)| cert.exists() && key.exists()) =>
+        {
+            ca_error(&cfg, m)
+        }
         _ => None,
     };
     if let Some(e) = &ca_error {

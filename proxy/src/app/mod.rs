@@ -130,8 +130,10 @@ fn tls_handling(
             let tls_err = |e: &dyn std::error::Error| AppError::Tls(crate::error_chain(e));
             let ca = match ca {
                 Some(ca) => ca,
-                None => crate::tls::CertificateAuthority::load(&m.ca_cert, &m.ca_key)
-                    .map_err(|e| tls_err(&e))?,
+                None => {
+                    let (cert, key) = m.ca_paths().map_err(|e| tls_err(&e))?;
+                    crate::tls::CertificateAuthority::load(cert, key).map_err(|e| tls_err(&e))?
+                }
             };
             metrics.set_ca_expiry(SystemTime::from(ca.not_after()));
             let lifetime = Duration::from_secs(u64::from(m.leaf_cert_expiry_hours) * 3600);

@@ -103,6 +103,10 @@ impl Reloader for SourceReloader {
         })?;
         let cfg = config_source::parse(&bytes, &name)
             .map_err(|e| e.0.iter().map(|x| x.to_string()).collect::<Vec<_>>())?;
+        // Startup would refuse it (`validate` only warns: the CA may come later).
+        if let config::TlsConfig::Mitm(m) = &cfg.tls {
+            m.ca_paths().map_err(|e| vec![format!("{name}: {e}")])?;
+        }
         let (policy, deny) = build_policy(&cfg, &self.sources, Some(&self.metrics))
             .map_err(|e| vec![e.to_string()])?;
         let warnings: Vec<String> = config::lint(&cfg).iter().map(|l| l.to_string()).collect();

@@ -8,7 +8,8 @@
 //! Sections whose absence changes behaviour are `Option`s (`dns`, `mcp`,
 //! `management`, `intercept`: absent means off). `proxy`, `tls`, `metrics` and
 //! `log` always exist: every field has a default, except `tls.ca_cert`/`ca_key`
-//! which MITM mode (the default) requires. The metrics endpoint has no
+//! which MITM mode (the default) needs to start (unset, they are a warning of
+//! `validate`, like a CA file that is not there: [`check_references`]). The metrics endpoint has no
 //! documented off switch, so it always listens (default `:9090`).
 
 mod common;
@@ -53,7 +54,7 @@ pub use positions::Location;
 pub use refs::{check_references, Reference, ReferenceKind};
 pub use secrets::{InjectConfig, ReplaceConfig, SecretEntry, SecretMode, SecretsConfig};
 pub use sections::{
-    default_deny_cidrs, LogConfig, LogFormat, LogLevel, ManagementConfig, MetricsConfig,
+    default_deny_cidrs, CaUnset, LogConfig, LogFormat, LogLevel, ManagementConfig, MetricsConfig,
     MitmConfig, ProxyConfig, TlsConfig, DEFAULT_DENY_CIDRS,
 };
 pub use sources::{OpRef, SecretSourceConfig};
@@ -167,6 +168,21 @@ pub fn parse(
         }]));
     };
     let mut cx = Cx::new(file);
+    if let yaml::Kind::Seq(_) = root.kind {
+        // A file that is only a list of transforms (as the spec's transform
+        // examples are written) is the `transforms:` of a config with every
+        // other key at its default.
+        let pos = root.pos;
+        cx.warn(
+            pos,
+            "the file is a list: read as the transforms: of a config with every other key at \
+             its default",
+        );
+        root = yaml::Node {
+            pos,
+            kind: yaml::Kind::Map(vec![(yaml::Node::plain("transforms", pos), root)]),
+        };
+    }
     env::apply(&mut root, env, &mut cx);
     let config = decode_config(root, &mut cx);
     let mut errors = cx.errors;

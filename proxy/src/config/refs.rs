@@ -29,6 +29,8 @@ pub enum ReferenceKind {
     MissingFile(PathBuf),
     /// An environment variable that is not set (or empty).
     UnsetEnv(String),
+    /// A field the proxy needs to start that the config leaves unset.
+    UnsetField(super::CaUnset),
 }
 
 impl fmt::Display for Reference {
@@ -40,6 +42,8 @@ impl fmt::Display for Reference {
             ReferenceKind::UnsetEnv(v) => {
                 write!(f, "{}: environment variable {v} is not set", self.path)
             }
+            // The message names the field.
+            ReferenceKind::UnsetField(u) => write!(f, "{u}"),
         }
     }
 }
@@ -111,8 +115,17 @@ fn walk(
         out: Vec::new(),
     };
     if let TlsConfig::Mitm(m) = &cfg.tls {
-        w.file("tls.ca_cert".into(), &m.ca_cert);
-        w.file("tls.ca_key".into(), &m.ca_key);
+        for (field, file) in [("tls.ca_cert", &m.ca_cert), ("tls.ca_key", &m.ca_key)] {
+            if let Some(file) = file {
+                w.file(field.into(), file);
+            }
+        }
+        for u in m.unset() {
+            w.out.push(Reference {
+                path: format!("tls.{}", u.field),
+                kind: ReferenceKind::UnsetField(u),
+            });
+        }
     }
     if let Some(mg) = &cfg.management {
         w.var("management.api_key_env".into(), &mg.api_key_env);

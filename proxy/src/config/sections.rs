@@ -1,6 +1,6 @@
 //! The small top-level sections: `proxy`, `tls`, `management`, `metrics`, `log`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
 
@@ -112,14 +112,52 @@ pub enum TlsConfig {
 /// The CA and leaf-cache settings of MITM mode.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MitmConfig {
-    /// CA certificate, PEM.
-    pub ca_cert: PathBuf,
-    /// CA private key, PEM.
-    pub ca_key: PathBuf,
+    /// CA certificate, PEM. Required to start; `None` still validates (with
+    /// a warning, an error under `-strict`): the spec's example configs leave
+    /// the CA to the deployment (`IRON_TLS_CA_CERT`, a mounted file).
+    pub ca_cert: Option<PathBuf>,
+    /// CA private key, PEM; as `ca_cert`.
+    pub ca_key: Option<PathBuf>,
     /// Leaf certificates kept in the LRU cache (default 1000, at least 1).
     pub cert_cache_size: usize,
     /// Leaf validity in hours (default 72, at least 1).
     pub leaf_cert_expiry_hours: u32,
+}
+
+/// A CA field MITM mode needs that the config leaves unset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "tls.{field} is not set; MITM mode (the default) needs the CA to start: set it here or in \
+     {var}, or set tls.mode: sni-only"
+)]
+pub struct CaUnset {
+    /// `ca_cert` or `ca_key`.
+    pub field: &'static str,
+    /// The environment override that can set it.
+    pub var: &'static str,
+}
+
+impl MitmConfig {
+    /// The CA certificate and key files, or the first of the two fields
+    /// that is not set.
+    pub fn ca_paths(&self) -> Result<(&Path, &Path), CaUnset> {
+        match (&self.ca_cert, &self.ca_key) {
+            (Some(cert), Some(key)) => Ok((cert, key)),
+            _ => Err(self.unset()[0]),
+        }
+    }
+
+    /// Each CA field that is not set.
+    pub fn unset(&self) -> Vec<CaUnset> {
+        [
+            (&self.ca_cert, "ca_cert", "IRON_TLS_CA_CERT"),
+            (&self.ca_key, "ca_key", "IRON_TLS_CA_KEY"),
+        ]
+        .into_iter()
+        .filter(|(v, _, _)| v.is_none())
+        .map(|(_, field, var)| CaUnset { field, var })
+        .collect()
+    }
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -161,11 +199,6 @@ impl Decode for TlsConfig {
         if mode?.unwrap_or(Mode::Mitm) == Mode::SniOnly {
             return Ok(TlsConfig::SniOnly);
         }
-        let need = |cx: &mut Cx, v: Option<PathBuf>, key: &str| {
-            v.ok_or_else(|| cx.error(m.pos, format!("missing required field '{key}' (required in mitm mode, the default; or set mode: sni-only)")))
-        };
-        let (ca_cert, ca_key) = (ca_cert?, ca_key?);
-        let (ca_cert, ca_key) = (need(cx, ca_cert, "ca_cert"), need(cx, ca_key, "ca_key"));
         Ok(TlsConfig::Mitm(MitmConfig {
             ca_cert: ca_cert?,
             ca_key: ca_key?,

@@ -261,13 +261,6 @@ fn missing_required_fields() {
         "dns:\n  listen: \":53\"\n",
         &["proxy.yaml:2:3: dns: missing required field 'proxy_ip'"],
     );
-    assert_eq!(
-        errs("proxy: {}\n"),
-        [
-            "proxy.yaml:1:1: tls: missing required field 'ca_cert' (required in mitm mode, the default; or set mode: sni-only)",
-            "proxy.yaml:1:1: tls: missing required field 'ca_key' (required in mitm mode, the default; or set mode: sni-only)",
-        ]
-    );
     refused(
         "transforms:\n  - name: oauth_token\n    config:\n      tokens:\n        - grant: password\n          username: {type: env, var: U}\n          client_id: {type: env, var: C}\n          token_endpoint: \"https://x.example/token\"\n          rules: [{host: x.example}]\n",
         &["proxy.yaml:5:11: transforms[0].config.tokens[0]: missing required field 'password'"],

@@ -2,7 +2,7 @@
 //! merge keys and standard tags in real configs, and `log.level` in any case.
 
 use super::{errs, errs_env, ok, BASE};
-use crate::config::{parse, LogLevel, TlsConfig, TransformConfig};
+use crate::config::{check_references, parse, LogLevel, TlsConfig, TransformConfig};
 
 #[test]
 fn a_byte_order_mark_at_the_start_is_accepted() {
@@ -201,5 +201,73 @@ fn load_places_findings_and_references_then_keeps_no_document() {
     assert_eq!(
         cfg.locate("transforms[0].config.domains[7]").to_string(),
         file
+    );
+}
+
+/// The spec's starting configs leave the CA to the deployment: without
+/// `tls.ca_cert`/`ca_key` a config is valid, each unset field is a reference
+/// `validate` warns about (an error under -strict), and starting needs both.
+#[test]
+fn an_unset_ca_is_valid_but_named_for_startup() {
+    let cfg = super::ok("proxy: {}\n");
+    let TlsConfig::Mitm(m) = &cfg.tls else {
+        panic!("mitm is the default")
+    };
+    let refs: Vec<String> = check_references(&cfg, &|_| None)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        refs,
+        [
+            "tls.ca_cert is not set; MITM mode (the default) needs the CA to start: set it here \
+             or in IRON_TLS_CA_CERT, or set tls.mode: sni-only",
+            "tls.ca_key is not set; MITM mode (the default) needs the CA to start: set it here \
+             or in IRON_TLS_CA_KEY, or set tls.mode: sni-only",
+        ]
+    );
+    assert_eq!(m.ca_paths().map_err(|e| e.field), Err("ca_cert"));
+    let cfg = super::ok("tls:\n  ca_cert: /c.pem\n");
+    let TlsConfig::Mitm(m) = &cfg.tls else {
+        panic!("mitm")
+    };
+    assert_eq!(m.ca_paths().map_err(|e| e.field), Err("ca_key"));
+    // The environment fills them as it fills any other field.
+    let env = |k: &str| match k {
+        "IRON_TLS_CA_CERT" => Some("/c.pem".to_string()),
+        "IRON_TLS_CA_KEY" => Some("/k.pem".to_string()),
+        _ => None,
+    };
+    let cfg = parse("proxy: {}\n", "proxy.yaml", &env).expect("valid");
+    let TlsConfig::Mitm(m) = &cfg.tls else {
+        panic!("mitm")
+    };
+    assert!(m.ca_paths().is_ok());
+    // sni-only needs no CA.
+    let cfg = super::ok("tls: {mode: sni-only}\n");
+    assert!(check_references(&cfg, &|_| None).is_empty());
+}
+
+/// A file that is only a list of transforms (how the spec writes its
+/// transform examples) is read as `transforms:`, with a warning at line 1;
+/// its errors keep their places in the list.
+#[test]
+fn a_list_is_read_as_the_transforms() {
+    let text = "- name: allowlist\n  config:\n    domains: [a.test]\n";
+    let cfg = super::ok(text);
+    assert_eq!(cfg.transforms.len(), 1);
+    let warned: Vec<String> = crate::config::lint(&cfg)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert!(
+        warned
+            .iter()
+            .any(|w| w.starts_with("proxy.yaml:1:1:") && w.contains("the file is a list")),
+        "{warned:?}"
+    );
+    assert_eq!(
+        super::errs("- name: allowlist\n  config:\n    domain: [a.test]\n"),
+        ["proxy.yaml:3:5: transforms[0].config: unknown field 'domain', did you mean 'domains'?"]
     );
 }
