@@ -20,6 +20,8 @@
 #     subordinate uids (newuidmap) is intercepted too;
 #   - `systemctl reload` (SIGHUP) applies a changed allowlist; a broken config
 #     is refused by ExecReload's reload and by ExecStartPre's validate;
+#   - logrotate with the packaged config: the proxy reopens its log file on
+#     SIGUSR1 (postrotate), records before and after in the right files;
 #   - `systemctl stop` leaves interception in force (fail closed: connection
 #     refused), `iron-proxy intercept detach` ends it;
 #   - `systemd-analyze security iron-proxy` (exposure printed), `dpkg --purge`.
@@ -39,7 +41,7 @@ target="${CARGO_TARGET_DIR:-$repo/target}"
 deb="${1:-$(ls -t "$target"/package/iron-proxy_*.deb 2>/dev/null | head -1)}"
 cache="$target/systemd-test"
 # Packages of the tree; changing the list makes a new cached tree.
-tree_packages="systemd,systemd-sysv,dbus,curl,ca-certificates,busybox,iproute2,uidmap"
+tree_packages="systemd,systemd-sysv,dbus,curl,ca-certificates,busybox,iproute2,uidmap,logrotate"
 machine="iron-test-$$"
 user=app
 upstream_ip=198.18.0.10
@@ -326,6 +328,35 @@ say "ok: a broken config is refused by reload and by ExecStartPre; interception 
 in_ct sed -i '$d' /etc/iron-proxy/proxy.yaml
 in_ct systemctl start iron-proxy
 expect_status "$user" "http://allowed.test/" 200
+
+# ---- log rotation -------------------------------------------------------------
+# The packaged logrotate config: rename, create, then SIGUSR1 to the main process, which
+# reopens the path. Records before are in the rotated file, records after in the new one.
+in_ct sh -c 'echo before >/srv/www/before-rotation && echo after >/srv/www/after-rotation'
+expect_status "$user" "http://allowed.test/before-rotation" 200
+for _ in $(seq 50); do
+    in_ct grep -q '"path":"/before-rotation"' /var/log/iron-proxy.log && break
+    sleep 0.1
+done
+in_ct logrotate -f /etc/logrotate.d/iron-proxy || fail "logrotate -f /etc/logrotate.d/iron-proxy failed"
+in_ct test -f /var/log/iron-proxy.log.1 || fail "logrotate made no /var/log/iron-proxy.log.1"
+for _ in $(seq 100); do
+    in_ct grep -q 'reopened the log file' /var/log/iron-proxy.log 2>/dev/null && break
+    sleep 0.1
+done
+in_ct grep -q 'reopened the log file' /var/log/iron-proxy.log ||
+    fail "the proxy did not reopen /var/log/iron-proxy.log after logrotate: $(in_ct tail -n 3 /var/log/iron-proxy.log.1)"
+expect_status "$user" "http://allowed.test/after-rotation" 200
+for _ in $(seq 50); do
+    in_ct grep -q '"path":"/after-rotation"' /var/log/iron-proxy.log && break
+    sleep 0.1
+done
+in_ct grep -q '"path":"/after-rotation"' /var/log/iron-proxy.log || fail "no record in the new log file"
+in_ct grep -q '"path":"/before-rotation"' /var/log/iron-proxy.log.1 || fail "the rotated file lost its records"
+if in_ct grep -q '"path":"/after-rotation"' /var/log/iron-proxy.log.1; then
+    fail "a record after the rotation went to the rotated file"
+fi
+say "ok: logrotate with the packaged config; the proxy reopened its log on SIGUSR1, no record lost"
 
 # ---- security score -----------------------------------------------------------
 exposure="$(in_ct systemd-analyze security --no-pager iron-proxy.service | tail -n 1)"

@@ -95,7 +95,7 @@ pub fn run(arg: &Path) -> ExitCode {
         },
         config::TlsConfig::SniOnly => None,
     };
-    crate::ops::logs::append_to_stderr_file();
+    crate::ops::log_file::prepare_stderr_file();
     crate::ops::logs::init_queued(cfg.log.level.as_str(), cfg.log.format);
     // Whatever way `run` returns, the queued log lines and audit records go
     // out first (boundedly: a stuck stderr does not hold the exit forever).

@@ -412,6 +412,7 @@ impl App {
         }
         ops::signals::spawn_reload_on_sighup(controller)
             .map_err(|e| AppError::Ops(e.to_string()))?;
+        ops::signals::spawn_reopen_logs_on_sigusr1().map_err(|e| AppError::Ops(e.to_string()))?;
 
         // Start-up is over: what it alone touched need not stay mapped. Done
         // before readiness, so that `xtask link-order`'s profile, dumped when

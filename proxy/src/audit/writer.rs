@@ -80,6 +80,8 @@ struct State {
     stuck: bool,
     /// Lines dropped since the writer last reported drops (audit, log).
     unreported: (u64, u64),
+    /// The output is to be reopened (a log rotation) before the next batch.
+    reopen: bool,
 }
 
 struct Queue {
@@ -107,6 +109,10 @@ thread_local! {
     static ON_WRITER: Cell<bool> = const { Cell::new(false) };
 }
 
+/// Reopens the output after a log rotation; the writer calls it between
+/// whole lines, so no line is split between the old file and the new.
+pub type Reopen = Box<dyn FnMut() + Send>;
+
 /// A line-oriented writer backed by a thread. Dropping it writes everything
 /// queued (giving up on an output that fails) and joins the thread.
 pub struct LineWriter {
@@ -120,17 +126,25 @@ pub struct LineWriter {
 pub fn stderr() -> Option<&'static LineWriter> {
     static STDERR: OnceLock<Option<LineWriter>> = OnceLock::new();
     STDERR
-        .get_or_init(|| LineWriter::spawn(Box::new(std::io::stderr())).ok())
+        .get_or_init(|| {
+            let reopen: Reopen = Box::new(crate::ops::log_file::reopen_stderr_file);
+            LineWriter::spawn_with(Box::new(std::io::stderr()), Some(reopen), STALL).ok()
+        })
         .as_ref()
 }
 
 impl LineWriter {
     /// Starts the writer thread over `out`.
     pub fn spawn(out: Box<dyn Write + Send>) -> std::io::Result<Self> {
-        Self::spawn_with_stall(out, STALL)
+        Self::spawn_with(out, None, STALL)
     }
 
-    fn spawn_with_stall(out: Box<dyn Write + Send>, stall: Duration) -> std::io::Result<Self> {
+    /// Starts the writer thread over `out`, with what reopens it ([`LineWriter::reopen`]).
+    fn spawn_with(
+        out: Box<dyn Write + Send>,
+        mut reopen: Option<Reopen>,
+        stall: Duration,
+    ) -> std::io::Result<Self> {
         let queue = Arc::new(Queue {
             stall,
             state: Mutex::new(State {
@@ -146,7 +160,7 @@ impl LineWriter {
             .name("audit-writer".into())
             .spawn(move || {
                 ON_WRITER.with(|w| w.set(true));
-                run(&q, out)
+                run(&q, out, reopen.as_mut())
             })?;
         Ok(LineWriter {
             queue,
@@ -202,6 +216,18 @@ impl LineWriter {
         true
     }
 
+    /// Asks the writer to reopen its output (SIGUSR1 after a log rotation)
+    /// once the lines it is writing are out; nothing when it has no way to.
+    pub fn reopen(&self) {
+        let mut st = self.queue.lock();
+        st.reopen = true;
+        let wake = std::mem::take(&mut st.idle);
+        drop(st);
+        if wake {
+            self.queue.data.notify_one();
+        }
+    }
+
     /// Audit records dropped since start (see the module docs).
     pub fn dropped_audit(&self) -> u64 {
         self.queue.dropped_audit.load(Ordering::Relaxed)
@@ -245,7 +271,7 @@ impl Drop for LineWriter {
     }
 }
 
-fn run(q: &Queue, mut out: Box<dyn Write + Send>) {
+fn run(q: &Queue, mut out: Box<dyn Write + Send>, mut reopen: Option<&mut Reopen>) {
     let mut batch = Vec::new();
     // Bytes of `batch` already written; a failed write keeps the rest.
     let mut done = 0;
@@ -258,11 +284,21 @@ fn run(q: &Queue, mut out: Box<dyn Write + Send>) {
             batch.clear();
             done = 0;
             let mut st = q.lock();
-            while st.buf.is_empty() && !st.closed {
+            while st.buf.is_empty() && !st.closed && !st.reopen {
                 st.idle = true;
                 st = q.data.wait(st).unwrap_or_else(|p| p.into_inner());
             }
             st.idle = false;
+            if std::mem::take(&mut st.reopen) {
+                // Every line taken so far is out: the old file ends on a
+                // whole line, and what comes next goes to the new one.
+                drop(st);
+                let _ = out.flush();
+                if let Some(reopen) = reopen.as_mut() {
+                    reopen();
+                }
+                continue;
+            }
             if st.buf.is_empty() && st.closed {
                 return;
             }
@@ -381,6 +417,72 @@ mod tests {
         assert!(
             flushes < 1000,
             "lines were batched, not flushed one by one ({flushes})"
+        );
+    }
+
+    /// A sink whose writes go to the file `Switch` currently names; reopening
+    /// moves it to the next one, as SIGUSR1 moves stderr after a rotation.
+    #[derive(Clone, Default)]
+    struct Switch(Arc<Mutex<Vec<Vec<u8>>>>);
+    impl Write for Switch {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            let mut files = self.0.lock().expect("test lock");
+            if files.is_empty() {
+                files.push(Vec::new());
+            }
+            // A short write now and then: a line may need more than one.
+            let n = b.len().min(777);
+            files.last_mut().expect("a file").extend_from_slice(&b[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_reopen_falls_between_whole_lines_and_loses_none() {
+        let sink = Switch::default();
+        let files = sink.0.clone();
+        let reopen: Reopen = Box::new(move || files.lock().expect("test lock").push(Vec::new()));
+        let w = Arc::new(
+            LineWriter::spawn_with(Box::new(sink.clone()), Some(reopen), STALL).expect("spawn"),
+        );
+        let pusher = {
+            let w = w.clone();
+            std::thread::spawn(move || {
+                for i in 0..20_000 {
+                    w.push(
+                        format!("line {i} {}\n", "x".repeat(i % 300)).as_bytes(),
+                        Kind::Audit,
+                    );
+                }
+            })
+        };
+        for _ in 0..20 {
+            w.reopen();
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        pusher.join().expect("pusher");
+        assert!(w.flush(Duration::from_secs(10)));
+        let files = sink.0.lock().expect("lock").clone();
+        assert!(files.len() > 2, "reopened: {} files", files.len());
+        let mut all = Vec::new();
+        for f in &files {
+            let text = String::from_utf8(f.clone()).expect("utf8");
+            assert!(
+                text.is_empty() || text.ends_with('\n'),
+                "a file ends mid-line"
+            );
+            all.extend(
+                text.lines()
+                    .map(|l| l.split(' ').nth(1).expect("n").parse::<usize>().expect("n")),
+            );
+        }
+        assert_eq!(
+            all,
+            (0..20_000).collect::<Vec<_>>(),
+            "every line once, in order"
         );
     }
 
@@ -524,7 +626,7 @@ mod tests {
         }
         let total = Arc::new(Mutex::new(0));
         let stall = Duration::from_millis(200);
-        let w = LineWriter::spawn_with_stall(Box::new(Stuck(gate.clone(), total.clone())), stall)
+        let w = LineWriter::spawn_with(Box::new(Stuck(gate.clone(), total.clone())), None, stall)
             .expect("spawn");
         let line = vec![b'x'; 64 << 10];
         // Opens the gate when the test ends, even on a failed assertion, so
@@ -583,8 +685,9 @@ mod tests {
             }
         }
         let total = Arc::new(Mutex::new(0));
-        let w = LineWriter::spawn_with_stall(
+        let w = LineWriter::spawn_with(
             Box::new(Paced(total.clone())),
+            None,
             Duration::from_millis(400),
         )
         .expect("spawn");

@@ -156,36 +156,6 @@ pub fn set_level(level: &str) -> LevelChange {
     }
 }
 
-/// When stderr is a regular file opened without `O_APPEND` (`2>file` in a
-/// shell, systemd's `StandardError=file:`), sets `O_APPEND` on it, as nginx
-/// opens its logs: the proxy only ever appends, and after logrotate's
-/// `copytruncate` writes then land at the new end of the file instead of at
-/// the old offset, which left a hole of NUL bytes as long as the old file.
-/// Pipes, terminals and sockets are left alone.
-pub fn append_to_stderr_file() {
-    use std::os::fd::AsFd;
-    let _ = ensure_append(std::io::stderr().as_fd());
-}
-
-/// Sets `O_APPEND` on `fd` if it is a regular file; true when it did.
-fn ensure_append(fd: std::os::fd::BorrowedFd<'_>) -> bool {
-    use nix::fcntl::{fcntl, FcntlArg, OFlag};
-    use nix::sys::stat::{fstat, SFlag};
-    let regular =
-        fstat(fd).is_ok_and(|st| st.st_mode & SFlag::S_IFMT.bits() == SFlag::S_IFREG.bits());
-    if !regular {
-        return false;
-    }
-    let Ok(flags) = fcntl(fd, FcntlArg::F_GETFL) else {
-        return false;
-    };
-    let flags = OFlag::from_bits_truncate(flags);
-    if flags.contains(OFlag::O_APPEND) {
-        return false;
-    }
-    fcntl(fd, FcntlArg::F_SETFL(flags | OFlag::O_APPEND)).is_ok()
-}
-
 /// A formatted event, queued as one line on the stderr writer thread.
 struct Queued;
 

@@ -8,6 +8,7 @@
 //! only touch atomics or a bounded queue.
 
 pub mod fd_limit;
+pub mod log_file;
 pub mod logs;
 pub mod management;
 pub mod metrics;

@@ -1,5 +1,5 @@
 //! Process signals and lifecycle: SIGTERM/SIGINT start a graceful shutdown,
-//! SIGHUP reloads the configuration, [`Drain`] lets in-flight requests finish,
+//! SIGHUP reloads the configuration, SIGUSR1 reopens the log file, [`Drain`] lets in-flight requests finish,
 //! and the `sd_notify` helpers tell systemd (`Type=notify`) where we are.
 //!
 //! A graceful shutdown, as `run()` can do it:
@@ -86,6 +86,21 @@ pub fn spawn_reload_on_sighup(
             tracing::info!("SIGHUP: reloading configuration");
             // The controller logs the outcome and records it for /v1/status.
             let _ = controller.reload(Trigger::Signal).await;
+        }
+    }))
+}
+
+/// Reopens the log file stderr was at start-up on every SIGUSR1, after a
+/// log rotation renamed it (`ops::log_file`): the stderr writer does it
+/// between whole lines.
+pub fn spawn_reopen_logs_on_sigusr1() -> Result<JoinHandle<()>, SignalError> {
+    let mut usr1 = install(SignalKind::user_defined1(), "SIGUSR1")?;
+    Ok(tokio::spawn(async move {
+        while usr1.recv().await.is_some() {
+            match crate::audit::stderr_writer() {
+                Some(w) => w.reopen(),
+                None => crate::ops::log_file::reopen_stderr_file(),
+            }
         }
     }))
 }

@@ -297,6 +297,109 @@ fn copytruncate_of_a_non_append_stderr_file_leaves_no_hole_of_nul_bytes() {
     px.stop();
 }
 
+/// logrotate without `copytruncate`, as the packaged config does it: the file is renamed,
+/// then SIGUSR1 (`postrotate`) makes the proxy reopen its path. Requests keep coming the whole
+/// time: every record is in the old file or the new one, once, each file ending on a whole
+/// line, and the records after the signal are in the new file. Before, the proxy went on
+/// writing into the renamed file until it was restarted.
+#[test]
+fn sigusr1_after_a_rename_reopens_the_log_file_and_loses_no_record() {
+    require_root!();
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let log = dir.path().join("iron-proxy.log");
+    let file = log.clone();
+    let mut px = Proxy::with(DENY_ALL)
+        .stderr_to(move || {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&file)
+                .expect("opening the log file")
+                .into()
+        })
+        .start();
+    let addr = px.http_addr();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut conn = KeepAlive::open(addr, Duration::from_secs(30));
+            let mut sent = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) || sent < 200 {
+                let status = conn.status(&format!("/rot/{sent}"), "denied.test");
+                assert!(status.contains(" 403 "), "request {sent}: {status}");
+                sent += 1;
+            }
+            sent
+        })
+    };
+    wait_until(
+        Duration::from_secs(10),
+        "records before the rotation",
+        || {
+            String::from_utf8_lossy(&read(&log))
+                .contains("/rot/50\"")
+                .then_some(())
+        },
+    );
+    let rotated = dir.path().join("iron-proxy.log.1");
+    std::fs::rename(&log, &rotated).expect("logrotate's rename");
+    std::thread::sleep(Duration::from_millis(100));
+    px.signal(Signal::SIGUSR1);
+    wait_until(Duration::from_secs(10), "the new file", || {
+        String::from_utf8_lossy(&std::fs::read(&log).unwrap_or_default())
+            .contains("reopened the log file")
+            .then_some(())
+    });
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let sent = load.join().expect("the load");
+    let last = format!("/rot/{}", sent - 1);
+    let (old, new) = wait_until(Duration::from_secs(10), "the last record", || {
+        let new = read(&log);
+        String::from_utf8_lossy(&new)
+            .contains(&format!("{last}\""))
+            .then(|| (read(&rotated), new))
+    });
+    for (name, bytes) in [("old", &old), ("new", &new)] {
+        assert_eq!(
+            bytes.last(),
+            Some(&b'\n'),
+            "the {name} file ends on a whole line"
+        );
+    }
+    let (old, new) = (json_lines(&old), json_lines(&new));
+    let mut all = audit_paths(&old);
+    let after = audit_paths(&new);
+    assert!(
+        !after.is_empty() && !all.is_empty(),
+        "both files hold records"
+    );
+    all.extend(after);
+    let want: Vec<String> = (0..sent).map(|i| format!("/rot/{i}")).collect();
+    assert_eq!(
+        all, want,
+        "every record once, in order, across the two files"
+    );
+    let reopened = new
+        .iter()
+        .find(|v| v["msg"] == "SIGUSR1: reopened the log file")
+        .expect("the reopen is logged in the new file");
+    assert_eq!(reopened["path"], log.display().to_string());
+    px.stop();
+}
+
+/// With stderr a pipe (the journal, a container runtime) SIGUSR1 has nothing to reopen:
+/// the proxy says so and goes on serving.
+#[test]
+fn sigusr1_with_stderr_a_pipe_is_a_warning() {
+    require_root!();
+    let mut px = Proxy::with(DENY_ALL).start();
+    px.signal(Signal::SIGUSR1);
+    px.wait_for_log(|l| l.contains("nothing to reopen"));
+    let mut conn = KeepAlive::open(px.http_addr(), Duration::from_secs(30));
+    assert!(conn.status("/after-usr1", "denied.test").contains(" 403 "));
+}
+
 /// A CONNECT or SOCKS5 request that is granted and then closed without a byte through the
 /// tunnel is a request, and gets its record (`no_client_data`, as one that stalls until the
 /// timeout does). Before, it was taken for a port probe and left no trace.

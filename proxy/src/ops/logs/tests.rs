@@ -207,29 +207,6 @@ fn text_format_is_unchanged() {
 }
 
 #[test]
-fn a_regular_file_gets_o_append_and_other_outputs_are_left_alone() {
-    use std::io::{Seek, Write};
-    use std::os::fd::AsFd;
-    let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join("stderr.log");
-    let mut f = std::fs::File::create(&path).expect("a file opened without O_APPEND");
-    f.write_all(b"0123456789\n").expect("write");
-    assert!(ensure_append(f.as_fd()), "O_APPEND set");
-    assert!(!ensure_append(f.as_fd()), "already set");
-    // What logrotate's copytruncate does; the next line must start at offset 0.
-    f.set_len(0).expect("truncate");
-    f.write_all(b"after\n").expect("write");
-    assert_eq!(
-        std::fs::read(&path).expect("read"),
-        b"after\n",
-        "no hole of NULs"
-    );
-    assert_eq!(f.stream_position().expect("tell"), 6);
-    let (r, _w) = nix::unistd::pipe().expect("pipe");
-    assert!(!ensure_append(r.as_fd()), "a pipe is left alone");
-}
-
-#[test]
 fn the_level_changes_through_the_handle_and_other_crates_stay_at_warn() {
     let out = Writes::default();
     let w = out.clone();
