@@ -26,6 +26,11 @@ Usage: oauth_server.py HOST PORT STATE_DIR
 - PUT /latest/api/token and GET /latest/meta-data/...: an EC2 metadata server
   stand-in (IMDSv2 session required): zone us-west-2b, role iron-e2e-role.
 - GET  /stats: how many tokens each grant issued.
+- POST /misbehave/reflect, /misbehave/huge-expiry, /misbehave/slow: a token
+  endpoint that misbehaves as real ones have: one that echoes the refused
+  request (form and Authorization header, with control characters) in its
+  error_description, one whose expires_in is 2^64-1, one that answers after
+  20 s. GET /misbehave/hits counts the requests each received.
 
 At start-up it writes STATE_DIR/jwt_key.pem, the RSA private key whose public
 half it trusts for the JWT bearer grant's issuer, then prints "ready".
@@ -442,6 +447,30 @@ def sts_requests():
 @app.route("/stats")
 def stats():
     return jsonify(dict(ISSUED))
+
+
+MISBEHAVE_HITS = Counter()
+
+
+@app.route("/misbehave/<mode>", methods=["POST"])
+def misbehave(mode):
+    MISBEHAVE_HITS[mode] += 1
+    if mode == "reflect":
+        echo = f"form {request.get_data(as_text=True)} auth {request.headers.get('Authorization')}"
+        return jsonify({"error": "invalid_client", "error_description": echo + "\r\n\x1b[31m"}), 401
+    if mode == "huge-expiry":
+        # json.dumps writes Python's big int exactly, as a number.
+        body = '{"access_token": "huge-expiry-token", "token_type": "Bearer", "expires_in": 18446744073709551615}'
+        return app.response_class(body, mimetype="application/json")
+    if mode == "slow":
+        time.sleep(20)
+        return jsonify({"access_token": "late-token", "expires_in": 3600})
+    return jsonify({"error": "unknown mode"}), 404
+
+
+@app.route("/misbehave/hits")
+def misbehave_hits():
+    return jsonify(dict(MISBEHAVE_HITS))
 
 
 if __name__ == "__main__":

@@ -54,6 +54,15 @@ pub const STUB_TOKEN: &str = "iron-proxy-stub-token";
 const EXPIRY_MARGIN: Duration = Duration::from_secs(10);
 /// Lifetime of a `jwt_bearer` assertion.
 const ASSERTION_LIFETIME: u64 = 3600;
+/// The longest `expires_in` taken as given: an endpoint's `u64::MAX` would
+/// overflow the clock, and a year is "does not expire" for a cached token.
+const MAX_EXPIRES_IN: u64 = 365 * 24 * 3600;
+/// How long a token request may take, as long as a secret fetch: the
+/// requests waiting for the token wait no longer.
+const EXCHANGE_TIMEOUT: Duration = crate::secrets::cache::FETCH_TIMEOUT;
+/// How long a failed mint answers for the requests after it, so that a
+/// failing endpoint is not asked once per waiting request.
+const FAILURE_HOLD: Duration = Duration::from_secs(2);
 
 /// Errors building the transform from its config.
 #[derive(Debug, thiserror::Error)]
@@ -188,6 +197,8 @@ struct State {
     token: Option<Cached>,
     /// A refresh token the endpoint rotated to.
     rotated_refresh: Option<Zeroizing<String>>,
+    /// The last mint's failure and when: repeated for [`FAILURE_HOLD`].
+    failed: Option<(Instant, String)>,
 }
 
 /// A minted token and when it stops being worth using (tokio's clock, so tests can pause it).
@@ -204,7 +215,7 @@ impl Cached {
             expires: minted
                 .expires_in
                 .filter(|s| *s > 0)
-                .map(|s| Instant::now() + Duration::from_secs(s)),
+                .and_then(|s| Instant::now().checked_add(Duration::from_secs(s))),
         }
     }
 
@@ -229,7 +240,9 @@ pub(crate) fn unavailable(
     Verdict::Reject(Rejection {
         status,
         reason: "token_unavailable".into(),
-        message: format!("no {what} for this request: {detail}"),
+        // The cause is the operator's to read (the record's `error`): it may
+        // name backends and addresses the workload has no business knowing.
+        message: format!("no {what} for this request; the proxy's audit record says why"),
         answer: None,
     })
 }
@@ -408,13 +421,20 @@ impl Entry {
         if let Some(t) = state.token.as_ref().and_then(Cached::usable) {
             return Ok(t);
         }
-        let minted = self
-            .mint(
-                http,
-                &creds,
-                state.rotated_refresh.as_ref().map(|r| r.as_str()),
-            )
-            .await?;
+        if let Some((at, detail)) = &state.failed {
+            if at.elapsed() < FAILURE_HOLD {
+                return Err(MintError(detail.clone()));
+            }
+        }
+        let rotated = state.rotated_refresh.as_ref().map(|r| r.as_str());
+        let minted = match self.mint(http, &creds, rotated).await {
+            Ok(m) => m,
+            Err(e) => {
+                state.failed = Some((Instant::now(), e.0.clone()));
+                return Err(e);
+            }
+        };
+        state.failed = None;
         state.token = Some(Cached::new(&minted));
         if let Some(r) = minted.refresh_token {
             if matches!(self.grant, Grant::RefreshToken { .. }) {
@@ -422,6 +442,23 @@ impl Entry {
             }
         }
         Ok(minted.access_token)
+    }
+
+    /// Every form the credentials take in a token request, for [`scrub::scrub`]
+    /// (the client id only inside the Basic header: it is no secret).
+    fn request_forms(&self, creds: &Creds, rotated: Option<&str>) -> Vec<String> {
+        let mut values: Vec<&str> = creds
+            .0
+            .iter()
+            .filter(|(name, _)| *name != "client_id")
+            .map(|(_, v)| v.as_str())
+            .collect();
+        values.extend(rotated);
+        let basic = match (creds.get("client_id"), creds.get("client_secret")) {
+            (Some(id), Some(secret)) => Some((id, secret)),
+            _ => None,
+        };
+        scrub::request_forms(&values, basic)
     }
 
     /// One token request, with the client-authentication fallback.
@@ -491,7 +528,11 @@ impl Entry {
             }
             Err(e) => e,
         };
-        Err(MintError(rsp))
+        // The endpoint's own text: it may echo what it was sent.
+        Err(MintError(scrub::scrub(
+            &rsp,
+            &self.request_forms(creds, rotated_refresh),
+        )))
     }
 
     /// POSTs the token request; `Ok(Err(detail))` is the endpoint's refusal.
@@ -637,9 +678,14 @@ pub(crate) async fn exchange(
     endpoint: &str,
     req: Request<Full<Bytes>>,
 ) -> Result<Result<TokenResponse, String>, MintError> {
-    let (status, rsp) = http
-        .send(req)
+    let (status, rsp) = tokio::time::timeout(EXCHANGE_TIMEOUT, http.send(req))
         .await
+        .map_err(|_| {
+            MintError(format!(
+                "{endpoint}: no answer within {}s",
+                EXCHANGE_TIMEOUT.as_secs()
+            ))
+        })?
         .map_err(|e| MintError(format!("{endpoint}: {e}")))?;
     if !status.is_success() {
         #[derive(Deserialize)]
@@ -672,13 +718,25 @@ pub(crate) async fn exchange(
     refuse_stub(&access)?;
     Ok(Ok(TokenResponse {
         access_token: Zeroizing::new(access),
-        expires_in: parsed.expires_in.and_then(|v| match v {
-            Value::Number(n) => n.as_u64(),
-            Value::String(s) => s.parse().ok(),
-            _ => None,
-        }),
+        expires_in: parsed.expires_in.and_then(expires_in),
         refresh_token: parsed.refresh_token.map(Zeroizing::new),
     }))
+}
+
+/// An answer's `expires_in` (a number, or a string of one), at most
+/// [`MAX_EXPIRES_IN`]; a negative one means already expired: `1`, this
+/// request only (0 and none mean "does not expire").
+fn expires_in(v: Value) -> Option<u64> {
+    let n: i128 = match v {
+        Value::Number(n) => n.as_i64().map(i128::from).or(n.as_u64().map(i128::from))?,
+        Value::String(s) => s.trim().parse().ok()?,
+        _ => return None,
+    };
+    Some(if n < 0 {
+        1
+    } else {
+        u64::try_from(n).unwrap_or(u64::MAX).min(MAX_EXPIRES_IN)
+    })
 }
 
 /// Refuses iron-proxy's own stub token as a minted one: it means the token
@@ -801,5 +859,6 @@ impl Transform for OAuthToken {
     }
 }
 
+mod scrub;
 #[cfg(test)]
 mod tests;

@@ -5,6 +5,7 @@
 //! exchange, the token endpoint is stubbed for the workload, a refused mint fails closed.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use iron_proxy_tests::netns::NetProcess;
 use iron_proxy_tests::*;
@@ -192,4 +193,116 @@ log:
             "rt-initial",
         ],
     );
+}
+
+/// Token endpoints that misbehave. One echoes the refused request (the client secret, the
+/// Basic header) in its `error_description`: the workload's 502 says nothing of it and the
+/// record holds `[redacted]`, control characters escaped. One answers `expires_in` 2^64-1:
+/// the token is injected and cached (before, the clock's overflow panicked the request's
+/// task and every request minted again). One never answers in time: the request is refused
+/// after the exchange's 10 s, and the requests right after it get the same answer without
+/// asking the endpoint again.
+#[test]
+fn a_misbehaving_token_endpoint_leaks_nothing_and_holds_nothing() {
+    require_root!();
+    let net = FakeInternet::new();
+    let state = tempfile::tempdir().expect("state dir");
+    let (_server, addr) = authlib(&net, state.path());
+    let entry = |mode: &str, path: &str| {
+        format!(
+            r#"
+        - grant: client_credentials
+          client_id: {{type: env, var: CC_ID}}
+          client_secret: {{type: env, var: CC_SECRET}}
+          token_endpoint: "http://{addr}/misbehave/{mode}"
+          rules: [{{host: api.test, paths: ["{path}"]}}]"#
+        )
+    };
+    let config = format!(
+        r#"
+transforms:
+  - name: allowlist
+    config:
+      domains: ["api.test"]
+      cidrs: ["{ip}/32"]
+  - name: oauth_token
+    config:
+      tokens:{reflect}{huge}{slow}
+"#,
+        ip = addr.ip(),
+        reflect = entry("reflect", "/api/reflect"),
+        huge = entry("huge-expiry", "/api/huge"),
+        slow = entry("slow", "/api/slow"),
+    );
+    let secret = "S3cr3t/Client+Value-ABC123";
+    let px = Proxy::with(config.as_str())
+        .resolver(&net)
+        .env("CC_ID", "cc-client")
+        .env("CC_SECRET", secret)
+        .start();
+    let get = |path: &str| {
+        Curl::get(&format!("http://api.test{path}"))
+            .via(&px)
+            .args(["-m", "60"])
+            .run()
+    };
+    let hits = || curl(["-s", &format!("http://{addr}/misbehave/hits")]).json();
+
+    let r = get("/api/reflect");
+    assert_eq!(r.status, 502, "{r}");
+    assert!(
+        !r.body.contains("invalid_client") && !r.body.contains("S3cr3t"),
+        "the workload is told no more than that there is no token: {r}"
+    );
+    let rec = px.wait_for_audit(|a| a.path() == Some("/api/reflect"));
+    let error = rec
+        .annotation("oauth_token", "error")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        error.contains("invalid_client") && error.contains("[redacted]"),
+        "{rec}"
+    );
+    assert!(
+        error.contains("\\r\\n\\u{1b}"),
+        "control characters escaped: {error}"
+    );
+
+    for _ in 0..3 {
+        let r = get("/api/huge");
+        // The resource server does not know the token: what matters is that it was sent.
+        assert_eq!(r.status, 401, "{r}");
+    }
+    let rec = px.wait_for_audit(|a| a.path() == Some("/api/huge"));
+    assert_eq!(
+        rec.annotation("oauth_token", "injected"),
+        Some(&json!(["header:Authorization"])),
+        "{rec}"
+    );
+    assert_eq!(hits()["huge-expiry"], json!(1), "minted once, then cached");
+
+    let started = std::time::Instant::now();
+    let r = get("/api/slow");
+    assert_eq!(r.status, 502, "{r}");
+    assert!(
+        started.elapsed() < Duration::from_secs(18),
+        "{:?}",
+        started.elapsed()
+    );
+    let rec = px.wait_for_audit(|a| a.path() == Some("/api/slow"));
+    let error = rec
+        .annotation("oauth_token", "error")
+        .cloned()
+        .unwrap_or_default();
+    assert!(error.to_string().contains("no answer within 10s"), "{rec}");
+    let r = get("/api/slow");
+    assert_eq!(r.status, 502, "{r}");
+    assert_eq!(
+        hits()["slow"],
+        json!(1),
+        "the failure answered the next request"
+    );
+
+    assert_no_leak(&px, &[secret, "S3cr3t%2FClient%2BValue-ABC123"]);
 }

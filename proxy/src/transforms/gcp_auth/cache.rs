@@ -49,9 +49,9 @@ struct Slot {
 impl Slot {
     fn store(&mut self, (minted, account): Minted) -> Zeroizing<String> {
         let now = Instant::now();
-        self.refresh_at = minted.expires_in.filter(|s| *s > 0).map(|s| {
+        self.refresh_at = minted.expires_in.filter(|s| *s > 0).and_then(|s| {
             let lifetime = Duration::from_secs(s);
-            now + lifetime - REFRESH_AHEAD.min(lifetime / 2)
+            now.checked_add(lifetime - REFRESH_AHEAD.min(lifetime / 2))
         });
         self.token = Some(Cached::new(&minted));
         self.account = account;
