@@ -46,9 +46,10 @@ use jsonrpc::Message;
 use media::Kind;
 use policy::{Decision, ServerPolicy};
 
-/// The largest event of a streamed answer the filter holds while
-/// `proxy.max_response_body_bytes` is 0 (unlimited).
-const SSE_EVENT_LIMIT: usize = 16 << 20;
+/// The largest answer (a JSON answer, decoded, or one event of a stream)
+/// the filter holds while `proxy.max_response_body_bytes` is 0 (unlimited):
+/// the filter has to hold it whole, and a server is not trusted to bound it.
+const HELD_LIMIT: usize = 16 << 20;
 
 /// Audit entries kept per exchange; the rest are counted.
 const MAX_ENTRIES: usize = 64;
@@ -180,6 +181,22 @@ fn ask_identity(req: &mut Request<Body>) {
 /// A request or response body (`what`) decoded per its `Content-Encoding`
 /// (none, gzip, deflate, br, zstd), at most `cap` bytes (`0`: no cap), the
 /// setting named `limit`.
+/// The most the filter holds of a body the proxy limits by `proxy.{key}`
+/// (`configured`, 0 for no limit): that limit, or [`HELD_LIMIT`]; and how
+/// to name it in an error.
+fn held_limit(configured: usize, key: &str) -> (usize, String) {
+    match configured {
+        0 => (
+            HELD_LIMIT,
+            format!(
+                "the {} MiB the MCP filter holds (proxy.{key} is 0)",
+                HELD_LIMIT >> 20
+            ),
+        ),
+        n => (n, format!("proxy.{key} ({n} bytes)")),
+    }
+}
+
 fn decoded(
     headers: &http::HeaderMap,
     bytes: &Bytes,
@@ -191,11 +208,10 @@ fn decoded(
     if enc.is_empty() {
         return Ok(bytes.clone());
     }
-    let cap = if cap == 0 { usize::MAX - 1 } else { cap };
     let out = crate::transforms::body_capture::decode(bytes, &enc, cap)
         .map_err(|e| format!("the {what} cannot be decoded ({e})"))?;
     if out.len() > cap {
-        return Err(format!("the decoded {what} exceeds proxy.{limit}"));
+        return Err(format!("the decoded {what} exceeds {limit}"));
     }
     Ok(Bytes::from(out))
 }
@@ -246,8 +262,8 @@ impl Transform for McpInterceptor {
         }
         // The body as sent is decoded again only when a transform rewrote it.
         let decode = |b: &Bytes| {
-            let (cap, limit) = (self.max_request, "max_request_body_bytes");
-            decoded(req.headers(), b, cap, "request body", limit)
+            let (cap, limit) = held_limit(self.max_request, "max_request_body_bytes");
+            decoded(req.headers(), b, cap, "request body", &limit)
         };
         let (text, sent_text) = match decode(&body).and_then(|t| {
             let s = if sent == body {
@@ -414,24 +430,22 @@ impl Transform for McpInterceptor {
         match kind {
             Kind::Json => {
                 let b = std::mem::replace(rsp.body_mut(), body::empty());
-                let bytes = body::collect(b, self.max_response)
-                    .await
-                    .map_err(|e| match e {
-                        BufferError::TooLarge { limit } => unfilterable(format!(
-                            "the tools/list answer exceeds proxy.max_response_body_bytes ({limit})"
-                        )),
-                        // `collect` sets no idle limit: this arm is for completeness.
-                        e @ (BufferError::Read(_) | BufferError::Idle(_)) => TransformError {
-                            status: StatusCode::BAD_GATEWAY,
-                            reason: "upstream_body_error",
-                            detail: format!(
-                                "reading the MCP server's answer: {}",
-                                crate::error_chain(&e)
-                            ),
-                        },
-                    })?;
-                let (cap, limit) = (self.max_response, "max_response_body_bytes");
-                let bytes = decoded(rsp.headers(), &bytes, cap, "tools/list answer", limit)
+                let (cap, limit) = held_limit(self.max_response, "max_response_body_bytes");
+                let bytes = body::collect(b, cap).await.map_err(|e| match e {
+                    BufferError::TooLarge { .. } => {
+                        unfilterable(format!("the tools/list answer exceeds {limit}"))
+                    }
+                    // `collect` sets no idle limit: this arm is for completeness.
+                    e @ (BufferError::Read(_) | BufferError::Idle(_)) => TransformError {
+                        status: StatusCode::BAD_GATEWAY,
+                        reason: "upstream_body_error",
+                        detail: format!(
+                            "reading the MCP server's answer: {}",
+                            crate::error_chain(&e)
+                        ),
+                    },
+                })?;
+                let bytes = decoded(rsp.headers(), &bytes, cap, "tools/list answer", &limit)
                     .map_err(&unfilterable)?;
                 rsp.headers_mut().remove(CONTENT_ENCODING);
                 let out = filter::filter(&bytes, &want, &server)
@@ -454,10 +468,7 @@ impl Transform for McpInterceptor {
                 let b = std::mem::replace(rsp.body_mut(), body::empty());
                 rsp.headers_mut().remove(CONTENT_LENGTH);
                 // An unbounded stream still gets a bound on the one event it holds.
-                let limit = match self.max_response {
-                    0 => SSE_EVENT_LIMIT,
-                    n => n,
-                };
+                let (limit, _) = held_limit(self.max_response, "max_response_body_bytes");
                 *rsp.body_mut() = body::boxed(sse::SseFilter::new(b, want, server, log, limit));
             }
             Kind::SseOtherCharset => {

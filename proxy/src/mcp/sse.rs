@@ -32,6 +32,8 @@ pub struct SseFilter {
     buf: BytesMut,
     /// Where the scan for the end of the pending event resumes (a line start).
     scan: usize,
+    /// How far the buffer was searched for that line's end.
+    searched: usize,
     want: Want,
     policy: Arc<ServerPolicy>,
     log: Arc<McpLog>,
@@ -49,8 +51,9 @@ pub struct SseFilter {
 enum Scan {
     /// The event is `buf[..end]`.
     Event(usize),
-    /// More bytes are needed; resume at this line start.
-    More(usize),
+    /// More bytes are needed; resume at `line` (the start of the line the
+    /// buffer ends in), searching for its end from `searched`.
+    More { line: usize, searched: usize },
 }
 
 impl SseFilter {
@@ -67,6 +70,7 @@ impl SseFilter {
             inner,
             buf: BytesMut::new(),
             scan: 0,
+            searched: 0,
             want,
             policy,
             log,
@@ -83,10 +87,11 @@ impl SseFilter {
     fn take_events(&mut self, eof: bool) -> Bytes {
         let mut out = BytesMut::new();
         while self.refused.is_none() {
-            match scan(&self.buf, self.scan, eof) {
+            match scan(&self.buf, self.scan, self.searched, eof) {
                 Scan::Event(end) => self.emit(end, &mut out),
-                Scan::More(at) => {
-                    self.scan = at;
+                Scan::More { line, searched } => {
+                    self.scan = line;
+                    self.searched = searched;
                     if eof && !self.buf.is_empty() {
                         // Some clients dispatch an unterminated last event; judge it too.
                         self.emit(self.buf.len(), &mut out);
@@ -103,6 +108,7 @@ impl SseFilter {
     fn emit(&mut self, end: usize, out: &mut BytesMut) {
         let event = self.buf.split_to(end);
         self.scan = 0;
+        self.searched = 0;
         let judged = match event.strip_prefix(b"\xef\xbb\xbf") {
             Some(rest) if !self.started => rest,
             _ => &event[..],
@@ -192,23 +198,35 @@ impl SseFilter {
     }
 }
 
-/// Finds the end of the event that starts the buffer, scanning lines from `from`.
-fn scan(buf: &[u8], from: usize, eof: bool) -> Scan {
-    let mut i = from;
+/// Finds the end of the event that starts the buffer, scanning lines from
+/// `from`, the line's end searched for from `searched` on: bytes already
+/// searched are not searched again, so a long line arriving in many chunks
+/// costs its length once, not its length squared.
+fn scan(buf: &[u8], from: usize, searched: usize, eof: bool) -> Scan {
+    let mut line = from;
+    let mut look = searched.max(from);
     loop {
-        let rest = &buf[i..];
-        let Some(p) = rest.iter().position(|&b| b == b'\n' || b == b'\r') else {
-            return Scan::More(i);
+        let Some(p) = buf[look..]
+            .iter()
+            .position(|&b| b == b'\n' || b == b'\r')
+            .map(|p| look + p)
+        else {
+            return Scan::More {
+                line,
+                searched: buf.len(),
+            };
         };
-        let term = match (rest[p], rest.get(p + 1)) {
+        let term = match (buf[p], buf.get(p + 1)) {
             (b'\r', Some(b'\n')) => 2,
             // A CR at the end of the buffer may be half of a CRLF.
-            (b'\r', None) if !eof => return Scan::More(i),
+            (b'\r', None) if !eof => return Scan::More { line, searched: p },
             _ => 1,
         };
-        i += p + term;
-        if p == 0 {
-            return Scan::Event(i);
+        let empty = p == line;
+        line = p + term;
+        look = line;
+        if empty {
+            return Scan::Event(line);
         }
     }
 }

@@ -469,3 +469,39 @@ async fn error_envelopes_echo_large_ids_digit_for_digit() {
         "{text}"
     );
 }
+
+/// With `proxy.max_response_body_bytes` at 0 (the default) the filter still
+/// holds at most 16 MiB of a JSON answer, plain or decoded: a server's answer
+/// (or a gzip bomb) could otherwise take the proxy's memory.
+#[tokio::test]
+async fn an_unlimited_proxy_still_bounds_what_the_filter_holds() {
+    use std::io::Write as _;
+    let huge = format!(
+        r#"{{"jsonrpc":"2.0","id":4,"result":{{"tools":[{{"name":"search","description":"{}"}}]}}}}"#,
+        "x".repeat(HELD_LIMIT)
+    );
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(huge.as_bytes()).expect("gzip");
+    let gz = gz.finish().expect("gzip");
+    assert!(gz.len() < 1 << 20, "a small compressed body");
+    for (body, coding) in [(Bytes::from(huge), None), (Bytes::from(gz), Some("gzip"))] {
+        let (_, mut cx, _) = judge(r#"{"jsonrpc":"2.0","id":4,"method":"tools/list"}"#).await;
+        let mut rsp = Response::new(body::full(body));
+        rsp.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if let Some(c) = coding {
+            rsp.headers_mut()
+                .insert(CONTENT_ENCODING, HeaderValue::from_static(c));
+        }
+        let Err(e) = interceptor().on_response(&mut rsp, &mut cx).await else {
+            panic!("{coding:?}: a 16 MiB answer was held");
+        };
+        assert_eq!(e.reason, UNFILTERABLE_REASON, "{coding:?}");
+        assert!(
+            e.detail
+                .contains("the 16 MiB the MCP filter holds (proxy.max_response_body_bytes is 0)"),
+            "{coding:?}: {}",
+            e.detail
+        );
+    }
+}
