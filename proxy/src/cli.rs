@@ -27,7 +27,7 @@ pub struct Cli {
 pub enum Command {
     /// Run the proxy (the default).
     Run,
-    /// Check a config file: every error is printed; exit 0 when valid.
+    /// Check a config file: errors and warnings with file:line:col; exit 0 when valid.
     #[command(alias = "check")]
     Validate {
         /// Treat missing referenced files and unset environment variables as errors.
