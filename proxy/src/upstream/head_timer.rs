@@ -45,6 +45,11 @@ pub(crate) struct HeadTimer {
 impl HeadTimer {
     /// Starts timing `req`; a body still to be sent is wrapped to report
     /// how its upload goes.
+    /// When the request started (read once, in [`HeadTimer::start`]).
+    pub(crate) fn started(&self) -> Instant {
+        self.started
+    }
+
     pub(crate) fn start(req: Request<Body>, timeout: Duration) -> (Request<Body>, Self) {
         let started = Instant::now();
         if req.body().is_end_stream() {

@@ -105,6 +105,9 @@ pub(crate) struct Held {
     /// Whether it has already carried a request (a failed send on a reused
     /// connection may be retried on a fresh one).
     pub reused: bool,
+    /// When its last request was sent (the request's start), to tell a
+    /// connection in steady use from one that sat idle.
+    pub last_sent: Option<tokio::time::Instant>,
 }
 
 impl Held {
@@ -123,6 +126,7 @@ impl Held {
             conn: Box::pin(conn),
             pool: Arc::downgrade(pool),
             reused: false,
+            last_sent: None,
         }
     }
 
@@ -141,6 +145,7 @@ impl Held {
             conn,
             pool,
             reused,
+            last_sent,
             ..
         } = self;
         let parts = Pin::into_inner(conn).into_parts();
@@ -157,6 +162,7 @@ impl Held {
             conn: Box::pin(conn),
             pool,
             reused,
+            last_sent,
         })
     }
 

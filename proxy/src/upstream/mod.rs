@@ -253,7 +253,11 @@ impl Upstream {
     /// Sends an HTTP/1 request on the connection `slot` holds, or on an idle
     /// pooled one, or on a new one; the slot then holds that connection. A
     /// request that a reused connection refused before sending any of it
-    /// (the upstream closed it meanwhile) is sent again on a new one.
+    /// (the upstream closed it meanwhile) is sent again on a new one; so is
+    /// a replayable one (see [`replay_copy`]) whose connection, idle for a
+    /// while, ended before any byte of an answer: the upstream's idle
+    /// timeout closed it as the request went out (Go's transport retries
+    /// these too).
     async fn send_held(
         &self,
         slot: &HeldSlot,
@@ -264,6 +268,7 @@ impl Upstream {
         // The runtime this task runs on: idle connections of its own go first.
         let home = held::current_home();
         let mut fresh_only = false;
+        let mut replayed = false;
         loop {
             let reused = if fresh_only {
                 None
@@ -282,14 +287,31 @@ impl Upstream {
                 None => timer.run(Box::pin(self.dial_http1(&key))).await??,
             };
             let reused = held.reused;
+            let idle = held
+                .last_sent
+                .is_some_and(|t| timer.started().saturating_duration_since(t) >= REPLAY_AFTER);
+            let copy = (reused && idle && !replayed)
+                .then(|| replay_copy(&req))
+                .flatten();
+            held.last_sent = Some(timer.started());
             let sent = held.sender.try_send_request(req);
             slot.hold(held);
             match timer.run(sent).await? {
                 Ok(rsp) => return Ok(rsp),
-                Err(mut e) => match e.take_message() {
-                    Some(back) if reused => {
+                Err(mut e) => match (e.take_message(), copy) {
+                    (Some(back), _) if reused => {
                         req = back;
                         fresh_only = true;
+                    }
+                    (None, Some(copy)) if e.error().is_incomplete_message() => {
+                        tracing::debug!(
+                            host = %key.host,
+                            "the upstream closed an idle connection as the request went out; \
+                             sending it again on a new one"
+                        );
+                        req = copy;
+                        fresh_only = true;
+                        replayed = true;
                     }
                     _ => return Err(classify(e.error())),
                 },
@@ -306,6 +328,33 @@ impl Upstream {
             .map_err(|e| classify(&e))?;
         Ok(Held::new(key.clone(), sender, conn, &self.idle))
     }
+}
+
+/// A connection whose last request went out at least this long ago may
+/// have been closed by the upstream's idle timeout as the next one goes
+/// out: a replayable request is copied first. Connections in steady use
+/// (the next request right after the last answer) pay nothing.
+const REPLAY_AFTER: Duration = Duration::from_millis(100);
+
+/// A copy of a request that may be sent twice: an idempotent method that
+/// changes nothing (GET, HEAD, OPTIONS, TRACE; RFC 9110 §9.2.2) and no body.
+/// `None` for any other.
+fn replay_copy(req: &Request<Body>) -> Option<Request<Body>> {
+    use http::Method;
+    let safe = matches!(
+        *req.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+    );
+    if !safe || !http_body::Body::is_end_stream(req.body()) {
+        return None;
+    }
+    let mut copy = Request::new(crate::body::empty());
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    *copy.extensions_mut() = req.extensions().clone();
+    Some(copy)
 }
 
 /// The upstream an absolute-form URI goes to.

@@ -9,7 +9,9 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
 use super::*;
-use crate::upstream::{DenyList, DialError, Dialer, Resolver, Upstream, UpstreamError};
+use crate::upstream::{
+    DenyList, DialError, Dialer, Resolver, Upstream, UpstreamError, REPLAY_AFTER,
+};
 
 /// A plain HTTP/1 origin on loopback that answers `conn <n> <target> <host>`
 /// and counts the connections it accepted. `close_idle` closes every
@@ -570,4 +572,84 @@ async fn a_head_and_a_body_larger_than_one_read_arrive_whole() {
     assert_eq!(headers["x-big-49"].len(), 2000);
     assert_eq!(got.len(), body.len());
     assert!(got[..] == body[..], "body bytes differ");
+}
+
+/// An origin whose idle timeout fires as the next request arrives: it
+/// answers the first request of each connection, then reads the next one
+/// and closes without a byte of an answer (the close crossed the request).
+async fn idle_closing_origin() -> Origin {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let n = count.fetch_add(1, Ordering::SeqCst) + 1;
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                for request in 0.. {
+                    let mut got = Vec::new();
+                    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match tcp.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(k) => got.extend_from_slice(&buf[..k]),
+                        }
+                    }
+                    if request > 0 {
+                        return;
+                    }
+                    let body = format!("conn {n}");
+                    let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len());
+                    let _ = tcp.write_all(format!("{head}{body}").as_bytes()).await;
+                }
+            });
+        }
+    });
+    Origin { addr, accepted }
+}
+
+/// Sends `req` through `slot` as [`send`] does; the error's text when it fails.
+async fn try_send(
+    up: &Upstream,
+    slot: &HeldSlot,
+    req: http::Request<Body>,
+) -> Result<String, String> {
+    let fut = async {
+        match up.send(req, Duration::from_secs(5), Some(slot)).await {
+            Ok(rsp) => {
+                let body = rsp.into_body().collect().await.expect("body").to_bytes();
+                Ok(String::from_utf8_lossy(&body).into_owned())
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    };
+    drive(slot.clone(), fut).await
+}
+
+#[tokio::test]
+async fn a_get_the_idle_timeout_crossed_is_sent_again_and_a_post_is_not() {
+    let o = idle_closing_origin().await;
+    let up = upstream();
+    let slot = HeldSlot::default();
+    assert_eq!(send(&up, &slot, get(o.addr, "/")).await, "conn 1");
+    // Idle past REPLAY_AFTER: the next GET meets the close and goes out again.
+    tokio::time::sleep(REPLAY_AFTER + Duration::from_millis(50)).await;
+    assert_eq!(
+        try_send(&up, &slot, get(o.addr, "/again")).await,
+        Ok("conn 2".to_string()),
+        "sent again on a new connection"
+    );
+    assert_eq!(o.accepted.load(Ordering::SeqCst), 2);
+
+    // A POST may have been acted on: it is not sent twice.
+    tokio::time::sleep(REPLAY_AFTER + Duration::from_millis(50)).await;
+    let post = http::Request::post(format!("http://{}/post", o.addr))
+        .body(crate::body::full("x"))
+        .expect("request");
+    assert!(try_send(&up, &slot, post).await.is_err());
+    assert_eq!(o.accepted.load(Ordering::SeqCst), 2, "no second connection");
 }
