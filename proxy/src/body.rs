@@ -58,7 +58,39 @@ pub enum BufferError {
 
 /// Boxes a body received by hyper.
 pub fn incoming(b: hyper::body::Incoming) -> Body {
-    b.map_err(|e| -> BoxError { Box::new(e) }).boxed()
+    b.map_frame(without_forbidden_trailers)
+        .map_err(|e| -> BoxError { Box::new(e) })
+        .boxed()
+}
+
+/// Fields a trailer section may not carry (RFC 9110 §6.5.1: framing,
+/// routing and connection control; RFC 9113 §8.2.2: connection-specific
+/// fields are malformed in HTTP/2). Passed on, an HTTP/2 peer resets the
+/// stream or the connection, and an HTTP/1 peer may reframe the message.
+static FORBIDDEN_TRAILERS: [http::header::HeaderName; 10] = [
+    http::header::CONTENT_LENGTH,
+    http::header::TRANSFER_ENCODING,
+    http::header::CONNECTION,
+    http::header::HeaderName::from_static("keep-alive"),
+    http::header::HeaderName::from_static("proxy-connection"),
+    http::header::TE,
+    http::header::UPGRADE,
+    http::header::HOST,
+    http::header::TRAILER,
+    http::header::CONTENT_ENCODING,
+];
+
+/// `frame`, its trailers (if it is trailers) without the fields a trailer
+/// section may not carry.
+pub(crate) fn without_forbidden_trailers(
+    mut frame: http_body::Frame<Bytes>,
+) -> http_body::Frame<Bytes> {
+    if let Some(t) = frame.trailers_mut() {
+        for name in &FORBIDDEN_TRAILERS {
+            t.remove(name);
+        }
+    }
+    frame
 }
 
 /// A failure of the client's request body (a malformed chunk, a connection
@@ -90,7 +122,8 @@ pub struct BodyRefused {
 /// Boxes a request body received from a client; its errors are
 /// [`ClientBodyError`]s.
 pub fn from_client(b: hyper::body::Incoming) -> Body {
-    b.map_err(|e| -> BoxError { Box::new(ClientBodyError(e)) })
+    b.map_frame(without_forbidden_trailers)
+        .map_err(|e| -> BoxError { Box::new(ClientBodyError(e)) })
         .boxed()
 }
 

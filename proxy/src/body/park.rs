@@ -307,6 +307,7 @@ pub fn from_client_parked(b: hyper::body::Incoming, park: BodyPark) -> Body {
         inner: Some(b),
         park,
     }
+    .map_frame(super::without_forbidden_trailers)
     .map_err(|e| -> BoxError { Box::new(ClientBodyError(e)) })
     .boxed()
 }

@@ -229,6 +229,10 @@ impl http_body::Body for AuditedBody {
         match &res {
             Poll::Ready(Some(Ok(frame))) => {
                 *this.sent += frame.data_ref().map_or(0, |d| d.len() as u64);
+                if frame.is_trailers() {
+                    // Trailers end the body: the server may not poll again.
+                    this.guard.take();
+                }
             }
             Poll::Ready(None) => {
                 this.guard.take();

@@ -322,3 +322,48 @@ transforms:
         assert_ne!(r.header("content-length"), Some("2"), "{path}: {r}");
     }
 }
+
+/// A chunked answer whose trailer section carries fields no trailer may (framing and
+/// connection control, RFC 9110 §6.5.1) beside one that may.
+const FORBIDDEN_TRAILERS: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\
+    Transfer-Encoding: chunked\r\nTrailer: X-Trailer-Check\r\nConnection: close\r\n\r\n\
+    8\r\nloopback\r\n0\r\nX-Trailer-Check: done\r\nContent-Length: 5\r\n\
+    Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
+
+/// Trailers pass without the fields a trailer section may not carry: an HTTP/2 client got
+/// a stream reset (a `content-length` or `connection` trailer is malformed in HTTP/2), and
+/// the record of any answer with trailers said the client went away after its body
+/// (hyper stops polling a body at its trailers).
+#[test]
+fn trailers_pass_without_forbidden_fields_and_end_the_record_cleanly() {
+    require_root!();
+    let net = FakeInternet::new();
+    let up = LoopbackServer::answering(FORBIDDEN_TRAILERS);
+    net.dns()
+        .set("trailers.test", &[IpAddr::from([127, 0, 0, 1])]);
+    let px = Proxy::with(
+        r#"
+proxy:
+  upstream_deny_cidrs: []
+transforms:
+  - name: allowlist
+    config:
+      domains: ["trailers.test"]
+"#,
+    )
+    .resolver(&net)
+    .start();
+    for (version, path) in [("--http1.1", "/h1"), ("--http2-prior-knowledge", "/h2")] {
+        let r = plain(&px, &format!("http://trailers.test:{}{path}", up.port))
+            .header("TE", "trailers")
+            .args([version])
+            .run();
+        assert_eq!((r.status, r.exit), (200, 0), "{version}: {r}");
+        assert_eq!(r.body, "loopback", "{version}: {r}");
+        assert_eq!(r.header("x-trailer-check"), Some("done"), "{version}: {r}");
+        let rec = px.wait_for_audit(|a| a.path() == Some(path));
+        assert_eq!(rec.status_code(), Some(200), "{rec}");
+        assert_eq!(rec.str("error"), None, "{version}: {rec}");
+        assert_eq!(rec.pointer("/bytes_received"), None, "{version}: {rec}");
+    }
+}
