@@ -69,21 +69,19 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: bool) {
     }
 }
 
-/// The first transfer coding of a request other than `chunked` (`gzip` in
+/// The first transfer coding of a message other than `chunked` (`gzip` in
 /// `Transfer-Encoding: gzip, chunked`), cut to 64 characters. hyper decodes
 /// only the chunked framing, so such a body would be forwarded still coded
 /// and without the header saying so.
 pub(super) fn unsupported_transfer_coding(h: &HeaderMap) -> Option<String> {
+    // No allocation unless there is one to name: a chunked response passes
+    // here on every exchange.
     h.get_all(header::TRANSFER_ENCODING)
         .iter()
-        .flat_map(|v| {
-            String::from_utf8_lossy(v.as_bytes())
-                .split(',')
-                .map(|t| t.trim().to_string())
-                .collect::<Vec<_>>()
-        })
-        .find(|t| !t.is_empty() && !t.eq_ignore_ascii_case("chunked"))
-        .map(|t| cut(&t))
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .map(<[u8]>::trim_ascii)
+        .find(|t| !t.is_empty() && !t.eq_ignore_ascii_case(b"chunked"))
+        .map(|t| cut(&String::from_utf8_lossy(t)))
 }
 
 /// Longest method token forwarded. Registered methods are at most 17

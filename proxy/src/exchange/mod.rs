@@ -394,6 +394,18 @@ async fn handle_tracked(
     }
 
     let (mut parts, incoming) = upstream.into_parts();
+    if let Some(coding) = hygiene::unsupported_transfer_coding(&parts.headers) {
+        // Only the chunked framing is undone: the body would reach the
+        // client still coded, without the header saying so.
+        let detail = format!(
+            "the upstream answered with transfer coding {coding:?}, which the proxy does not decode"
+        );
+        rec.fail("upstream_error", detail.clone(), 502);
+        return Ok(finish(
+            error_response(StatusCode::BAD_GATEWAY, &detail),
+            rec.into_guard(),
+        ));
+    }
     strip_hop_by_hop(&mut parts.headers, false);
     let mut rsp = Response::from_parts(parts, body::incoming(incoming));
     if policy.pipeline.wants_response_body(&cx) {

@@ -10,7 +10,7 @@ use std::net::IpAddr;
 
 use iron_proxy_tests::*;
 
-use super::{allowed, audited, failed, plain, LoopbackServer, TRUNCATED};
+use super::{allowed, audited, audited_path, failed, plain, LoopbackServer, TRUNCATED};
 
 #[test]
 fn unreachable_upstreams_get_502_with_the_cause() {
@@ -366,4 +366,38 @@ transforms:
         assert_eq!(rec.str("error"), None, "{version}: {rec}");
         assert_eq!(rec.pointer("/bytes_received"), None, "{version}: {rec}");
     }
+}
+
+/// An answer whose transfer coding is not chunked (`gzip`, read until close): only the
+/// chunked framing is undone, so the client would get the coded bytes as the body, without
+/// the header saying so. Refused 502 instead (was passed on re-chunked).
+#[test]
+fn an_answer_in_a_transfer_coding_other_than_chunked_is_refused() {
+    require_root!();
+    let net = FakeInternet::new();
+    let up = LoopbackServer::answering(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nConnection: close\r\n\r\n\x1f\x8b\x08\x00coded",
+    );
+    net.dns().set("coded.test", &[IpAddr::from([127, 0, 0, 1])]);
+    let px = Proxy::with(
+        r#"
+proxy:
+  upstream_deny_cidrs: []
+transforms:
+  - name: allowlist
+    config:
+      domains: ["coded.test"]
+"#,
+    )
+    .resolver(&net)
+    .start();
+    let r = plain(&px, &format!("http://coded.test:{}/coded", up.port)).run();
+    assert_eq!(r.status, 502, "{r}");
+    assert!(r.body.contains("\"gzip\""), "{r}");
+    let rec = audited_path(&px, "/coded", &failed(502, "upstream_error"));
+    assert!(
+        rec.str("error")
+            .is_some_and(|e| e.contains("transfer coding")),
+        "{rec}"
+    );
 }
