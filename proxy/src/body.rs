@@ -58,7 +58,7 @@ pub enum BufferError {
 
 /// Boxes a body received by hyper.
 pub fn incoming(b: hyper::body::Incoming) -> Body {
-    b.map_frame(without_forbidden_trailers)
+    CleanTrailers::new(b)
         .map_err(|e| -> BoxError { Box::new(e) })
         .boxed()
 }
@@ -80,17 +80,49 @@ static FORBIDDEN_TRAILERS: [http::header::HeaderName; 10] = [
     http::header::CONTENT_ENCODING,
 ];
 
-/// `frame`, its trailers (if it is trailers) without the fields a trailer
-/// section may not carry.
-pub(crate) fn without_forbidden_trailers(
-    mut frame: http_body::Frame<Bytes>,
-) -> http_body::Frame<Bytes> {
-    if let Some(t) = frame.trailers_mut() {
-        for name in &FORBIDDEN_TRAILERS {
-            t.remove(name);
-        }
+pin_project_lite::pin_project! {
+    /// A body whose trailers lose the fields a trailer section may not
+    /// carry; everything else (its size hint above all: a request's
+    /// `Content-Length` is read from it) as the inner body has it. Not
+    /// `map_frame`, which cannot know the mapped size and reports none.
+    pub(crate) struct CleanTrailers<B> {
+        #[pin]
+        inner: B,
     }
-    frame
+}
+
+impl<B> CleanTrailers<B> {
+    pub(crate) fn new(inner: B) -> Self {
+        CleanTrailers { inner }
+    }
+}
+
+impl<B: http_body::Body<Data = Bytes>> http_body::Body for CleanTrailers<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, B::Error>>> {
+        let mut res = self.project().inner.poll_frame(cx);
+        if let std::task::Poll::Ready(Some(Ok(frame))) = &mut res {
+            if let Some(t) = frame.trailers_mut() {
+                for name in &FORBIDDEN_TRAILERS {
+                    t.remove(name);
+                }
+            }
+        }
+        res
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// A failure of the client's request body (a malformed chunk, a connection
@@ -122,7 +154,7 @@ pub struct BodyRefused {
 /// Boxes a request body received from a client; its errors are
 /// [`ClientBodyError`]s.
 pub fn from_client(b: hyper::body::Incoming) -> Body {
-    b.map_frame(without_forbidden_trailers)
+    CleanTrailers::new(b)
         .map_err(|e| -> BoxError { Box::new(ClientBodyError(e)) })
         .boxed()
 }
@@ -332,6 +364,22 @@ mod tests {
 
     /// A stall limit no test reaches.
     const LONG: std::time::Duration = std::time::Duration::from_secs(3600);
+
+    #[tokio::test]
+    async fn clean_trailers_keep_the_size_and_lose_forbidden_fields() {
+        let mut t = http::HeaderMap::new();
+        t.insert("x-trailer-check", "done".parse().expect("value"));
+        t.insert(http::header::CONTENT_LENGTH, "5".parse().expect("value"));
+        t.insert(http::header::CONNECTION, "close".parse().expect("value"));
+        // Data, then the trailers.
+        let inner = Full::new(Bytes::from_static(b"abc")).with_trailers(async { Some(Ok(t)) });
+        let sized = Full::new(Bytes::from_static(b"abc"));
+        assert_eq!(CleanTrailers::new(sized).size_hint().exact(), Some(3));
+        let collected = CleanTrailers::new(inner).collect().await.expect("body");
+        let trailers = collected.trailers().cloned().expect("trailers");
+        assert_eq!(trailers.len(), 1, "{trailers:?}");
+        assert_eq!(trailers["x-trailer-check"], "done");
+    }
 
     /// A body that declares `declared` bytes, sends `sent`, and then nothing.
     fn stalled(declared: u64, sent: &'static str) -> Body {

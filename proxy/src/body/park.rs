@@ -303,11 +303,10 @@ fn linger(mut b: hyper::body::Incoming) {
 /// Like [`from_client`], for a body that goes to `park` when dropped before
 /// its end (see [`BodyPark`]).
 pub fn from_client_parked(b: hyper::body::Incoming, park: BodyPark) -> Body {
-    Parked {
+    super::CleanTrailers::new(Parked {
         inner: Some(b),
         park,
-    }
-    .map_frame(super::without_forbidden_trailers)
+    })
     .map_err(|e| -> BoxError { Box::new(ClientBodyError(e)) })
     .boxed()
 }

@@ -372,6 +372,7 @@ pub(crate) fn find(cfg: &Config) -> Vec<Unplaced> {
     out.extend(precedence::header_allowlists(cfg));
     out.extend(coverage::no_allowlist(cfg));
     out.extend(coverage::sni_only(cfg));
+    out.extend(coverage::intercept_without_dns(cfg));
     out.extend(management_off_loopback(cfg));
     out
 }

@@ -133,6 +133,16 @@ pub enum Trigger {
     Signal,
 }
 
+impl Trigger {
+    /// As `/v1/status` names it, and so the log too.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Api => "api",
+            Trigger::Signal => "signal",
+        }
+    }
+}
+
 /// The outcome of the last reload, for `/v1/status`.
 #[derive(Debug, Clone, Serialize)]
 pub struct ReloadOutcome {
@@ -220,11 +230,11 @@ impl ReloadController {
         let (outcome, errors) = match result {
             Ok(s) => {
                 cur.config_hash = s.config_hash.clone();
-                tracing::info!(?trigger, config_hash = %s.config_hash, "configuration reloaded");
+                tracing::info!(trigger = trigger.as_str(), config_hash = %s.config_hash, "configuration reloaded");
                 ("success", Vec::new())
             }
             Err(errors) => {
-                tracing::warn!(?trigger, errors = ?errors, "configuration reload failed; keeping the running configuration");
+                tracing::warn!(trigger = trigger.as_str(), errors = ?errors, "configuration reload failed; keeping the running configuration");
                 ("failure", errors.clone())
             }
         };

@@ -28,6 +28,25 @@ pub(super) fn no_allowlist(cfg: &Config) -> Option<Unplaced> {
     })
 }
 
+/// Interception whose DNS redirection is off only because the config has no
+/// `dns` block: the intercepted workloads may send no UDP, so they resolve
+/// no name but what `/etc/hosts` holds. Said outright (`intercept.dns:
+/// false`), it is a choice and no finding.
+pub(super) fn intercept_without_dns(cfg: &Config) -> Option<Unplaced> {
+    let ic = cfg.intercept.as_ref()?;
+    if ic.dns.is_some() || cfg.dns.is_some() {
+        return None;
+    }
+    Some(Unplaced {
+        path: "intercept".into(),
+        message: "intercepted workloads' DNS is not redirected (there is no dns block) and the \
+                  rest of their UDP is refused: they resolve no name but what /etc/hosts holds; \
+                  add a dns block (dns.listen, dns.proxy_ip; intercept.dns then defaults to on), \
+                  or set intercept.dns: false to say that this is meant"
+            .into(),
+    })
+}
+
 /// In `sni-only` mode: each transform that acts on requests, and each
 /// allowlist rule that restricts methods or paths.
 pub(super) fn sni_only(cfg: &Config) -> Vec<Unplaced> {

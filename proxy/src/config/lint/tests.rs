@@ -517,3 +517,26 @@ fn a_second_header_allowlist_on_the_same_hosts_is_flagged() {
         vec![]
     );
 }
+
+#[test]
+fn interception_without_a_dns_block_is_named_unless_said_outright() {
+    let lints = |text: &str| {
+        lint(&super::super::parse(text, "t.yaml", &|_| None).expect("valid config"))
+            .into_iter()
+            .filter(|f| f.path == "intercept")
+            .collect::<Vec<_>>()
+    };
+    let allow = "transforms:\n  - name: allowlist\n    config:\n      domains: [a.test]\n";
+    let found = lints(&format!("{allow}intercept:\n  uids: [1000]\n"));
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].message.contains("/etc/hosts"), "{found:?}");
+    assert_eq!(found[0].location.to_string(), "t.yaml:6:3");
+    assert!(lints(&format!(
+        "{allow}intercept:\n  uids: [1000]\n  dns: false\n"
+    ))
+    .is_empty());
+    assert!(lints(&format!(
+        "{allow}dns:\n  listen: \"127.0.0.1:8053\"\n  proxy_ip: 127.0.0.1\nintercept:\n  uids: [1000]\n"
+    ))
+    .is_empty());
+}

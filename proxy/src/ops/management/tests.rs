@@ -272,3 +272,10 @@ async fn start_refuses_without_a_token_before_binding() {
         "{err}"
     );
 }
+
+#[test]
+fn the_log_names_a_trigger_as_the_status_does() {
+    for t in [Trigger::Api, Trigger::Signal] {
+        assert_eq!(serde_json::to_value(t).expect("json"), t.as_str());
+    }
+}
