@@ -379,11 +379,16 @@ async fn handle_tracked(
             Some(client_up) if switches_to_websocket(&upstream) => {
                 crate::upgrade::splice(upstream, client_up, rec.into_guard(), shared.drain.guard())
             }
-            _ => {
+            asked => {
                 // Switching to anything else (or unasked) would hand the
                 // connection to a protocol the pipeline does not see.
-                let detail = "the upstream answered 101 Switching Protocols without the WebSocket \
-                              upgrade the request asked for";
+                let detail = if asked.is_some() {
+                    "the upstream answered 101 Switching Protocols without the WebSocket \
+                     upgrade the request asked for"
+                } else {
+                    "the upstream answered 101 Switching Protocols to a request that asked for \
+                     no upgrade"
+                };
                 rec.fail("upstream_error", detail.to_string(), 502);
                 finish(
                     error_response(StatusCode::BAD_GATEWAY, detail),

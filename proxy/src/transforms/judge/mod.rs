@@ -42,7 +42,7 @@ const REASON_CAP: usize = 512;
 const RAW_CAP: usize = 2048;
 /// Longest `Retry-After` honoured: a provider cannot switch a judge off
 /// (its fallback on) for longer than this with one answer.
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+pub(crate) const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
 
 /// Why a judge cannot be built.
 #[derive(Debug, thiserror::Error)]

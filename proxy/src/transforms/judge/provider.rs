@@ -279,15 +279,19 @@ impl ProviderError {
 }
 
 /// A `Retry-After` value (RFC 9110 10.2.3): delay seconds or an HTTP date,
-/// as the time left from `now`. A date in the past is no wait (`None`).
+/// as the time left from `now`, at most the breaker's longest hold
+/// ([`super::MAX_RETRY_AFTER`], so the reason says the wait that applies).
+/// A date in the past is no wait (`None`).
 pub fn retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let v = value.trim();
-    if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
+    let wait = if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
         // Longer than u64 seconds: as long as can be said.
-        return Some(Duration::from_secs(v.parse().unwrap_or(u64::MAX))).filter(|d| !d.is_zero());
-    }
-    let at = httpdate::parse_http_date(v).ok()?;
-    at.duration_since(now).ok().filter(|d| !d.is_zero())
+        Duration::from_secs(v.parse().unwrap_or(u64::MAX))
+    } else {
+        let at = httpdate::parse_http_date(v).ok()?;
+        at.duration_since(now).ok()?
+    };
+    (!wait.is_zero()).then(|| wait.min(super::MAX_RETRY_AFTER))
 }
 
 #[cfg(test)]
@@ -383,7 +387,7 @@ mod tests {
         assert_eq!(retry_after("-5", now), None);
         assert_eq!(
             retry_after("99999999999999999999999", now),
-            Some(Duration::from_secs(u64::MAX))
+            Some(super::super::MAX_RETRY_AFTER)
         );
     }
 }
