@@ -28,7 +28,7 @@ Usage: oauth_server.py HOST PORT STATE_DIR
 - GET  /stats: how many tokens each grant issued.
 - POST /misbehave/reflect, /misbehave/huge-expiry, /misbehave/slow: a token
   endpoint that misbehaves as real ones have: one that echoes the refused
-  request (form and Authorization header, with control characters) in its
+  request (form, Authorization and X-Api-Key headers, with control characters) in its
   error_description, one whose expires_in is 2^64-1, one that answers after
   20 s. GET /misbehave/hits counts the requests each received.
 
@@ -456,7 +456,10 @@ MISBEHAVE_HITS = Counter()
 def misbehave(mode):
     MISBEHAVE_HITS[mode] += 1
     if mode == "reflect":
-        echo = f"form {request.get_data(as_text=True)} auth {request.headers.get('Authorization')}"
+        echo = (
+            f"form {request.get_data(as_text=True)} auth {request.headers.get('Authorization')} "
+            f"key {request.headers.get('X-Api-Key')}"
+        )
         return jsonify({"error": "invalid_client", "error_description": echo + "\r\n\x1b[31m"}), 401
     if mode == "huge-expiry":
         # json.dumps writes Python's big int exactly, as a number.

@@ -528,11 +528,15 @@ impl Entry {
             }
             Err(e) => e,
         };
-        // The endpoint's own text: it may echo what it was sent.
-        Err(MintError(scrub::scrub(
-            &rsp,
-            &self.request_forms(creds, rotated_refresh),
-        )))
+        // The endpoint's own text: it may echo what it was sent, the
+        // token_endpoint_headers' values included.
+        let mut forms = self.request_forms(creds, rotated_refresh);
+        for (_, secret) in &self.endpoint_headers {
+            if let Ok(v) = secret.get().await {
+                forms.push(v.expose().to_string());
+            }
+        }
+        Err(MintError(scrub::scrub(&rsp, &forms)))
     }
 
     /// POSTs the token request; `Ok(Err(detail))` is the endpoint's refusal.

@@ -168,7 +168,7 @@ impl Dialer {
             .map_err(|e| DialError::Tls {
                 host: host.to_string(),
                 failure: TlsFailure::of(&e),
-                detail: e.to_string(),
+                detail: error::tls_detail(&e),
             })
     }
 }

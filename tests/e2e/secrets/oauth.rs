@@ -215,6 +215,8 @@ fn a_misbehaving_token_endpoint_leaks_nothing_and_holds_nothing() {
           client_id: {{type: env, var: CC_ID}}
           client_secret: {{type: env, var: CC_SECRET}}
           token_endpoint: "http://{addr}/misbehave/{mode}"
+          token_endpoint_headers:
+            X-Api-Key: {{type: env, var: EP_KEY}}
           rules: [{{host: api.test, paths: ["{path}"]}}]"#
         )
     };
@@ -239,6 +241,7 @@ transforms:
         .resolver(&net)
         .env("CC_ID", "cc-client")
         .env("CC_SECRET", secret)
+        .env("EP_KEY", "endpoint-header-key-42")
         .start();
     let get = |path: &str| {
         Curl::get(&format!("http://api.test{path}"))
@@ -304,5 +307,12 @@ transforms:
         "the failure answered the next request"
     );
 
-    assert_no_leak(&px, &[secret, "S3cr3t%2FClient%2BValue-ABC123"]);
+    assert_no_leak(
+        &px,
+        &[
+            secret,
+            "S3cr3t%2FClient%2BValue-ABC123",
+            "endpoint-header-key-42",
+        ],
+    );
 }

@@ -121,6 +121,24 @@ pub enum TlsFailure {
     Other,
 }
 
+/// The words webpki uses for a CA certificate in the server's place, which
+/// rustls shows only as a debug name.
+const CA_AS_SERVER: &str = "CaUsedAsEndEntity";
+
+/// A failed handshake's detail for the audit record: the error, and what a
+/// debug name in it means.
+pub(super) fn tls_detail(e: &io::Error) -> String {
+    let text = e.to_string();
+    if text.contains(CA_AS_SERVER) {
+        format!(
+            "{text} (the upstream presented a CA certificate as its own: a self-signed \
+             certificate, or its CA sent in its place)"
+        )
+    } else {
+        text
+    }
+}
+
 impl TlsFailure {
     pub(super) fn of(e: &io::Error) -> Self {
         use rustls::CertificateError as C;
@@ -130,6 +148,7 @@ impl TlsFailure {
         match err {
             rustls::Error::InvalidCertificate(c) => match c {
                 C::UnknownIssuer | C::BadSignature => TlsFailure::NotTrusted,
+                C::Other(o) if o.to_string().contains(CA_AS_SERVER) => TlsFailure::NotTrusted,
                 C::NotValidForName | C::NotValidForNameContext { .. } => TlsFailure::WrongName,
                 C::Expired
                 | C::ExpiredContext { .. }
@@ -305,5 +324,29 @@ mod tests {
             TlsFailure::of(&io::Error::from(io::ErrorKind::UnexpectedEof)),
             TlsFailure::Other
         );
+    }
+
+    /// webpki's error for a self-signed (CA) certificate in the server's
+    /// place, which rustls carries as an opaque `Other`.
+    #[derive(Debug)]
+    struct CaUsedAsEndEntity;
+    impl std::fmt::Display for CaUsedAsEndEntity {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "{self:?}")
+        }
+    }
+    impl std::error::Error for CaUsedAsEndEntity {}
+
+    #[test]
+    fn a_ca_certificate_as_the_server_is_untrusted_and_said_in_words() {
+        let e = io::Error::new(
+            io::ErrorKind::InvalidData,
+            rustls::Error::InvalidCertificate(rustls::CertificateError::Other(rustls::OtherError(
+                std::sync::Arc::new(CaUsedAsEndEntity),
+            ))),
+        );
+        assert_eq!(TlsFailure::of(&e), TlsFailure::NotTrusted);
+        let detail = tls_detail(&e);
+        assert!(detail.contains("a self-signed certificate"), "{detail}");
     }
 }
