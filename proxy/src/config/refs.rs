@@ -31,6 +31,11 @@ pub enum ReferenceKind {
     UnsetEnv(String),
     /// A field the proxy needs to start that the config leaves unset.
     UnsetField(super::CaUnset),
+    /// An `intercept.uids` user name this machine does not know.
+    UnknownUser(String),
+    /// An `intercept.cgroups` directory that does not exist (yet), resolved
+    /// under the cgroup v2 mount.
+    MissingCgroup(PathBuf),
 }
 
 impl fmt::Display for Reference {
@@ -44,6 +49,18 @@ impl fmt::Display for Reference {
             }
             // The message names the field.
             ReferenceKind::UnsetField(u) => write!(f, "{u}"),
+            ReferenceKind::UnknownUser(n) => write!(
+                f,
+                "{}: user {n} does not exist on this machine (interception would not start)",
+                self.path
+            ),
+            ReferenceKind::MissingCgroup(p) => write!(
+                f,
+                "{}: cgroup {} does not exist (yet) on this machine (interception would not \
+                 start until it does)",
+                self.path,
+                p.display()
+            ),
         }
     }
 }
@@ -53,7 +70,16 @@ impl fmt::Display for Reference {
 struct Walk<'e> {
     missing_var: &'e dyn Fn(&str) -> bool,
     missing_file: &'e dyn Fn(&Path) -> bool,
+    machine: &'e Machine<'e>,
     out: Vec<Reference>,
+}
+
+/// What the machine knows of interception's users and cgroups.
+struct Machine<'e> {
+    /// True for a user name it does not know.
+    unknown_user: &'e dyn Fn(&str) -> bool,
+    /// The resolved directory of a configured cgroup path that does not exist.
+    missing_cgroup: &'e dyn Fn(&Path) -> Option<PathBuf>,
 }
 
 impl Walk<'_> {
@@ -81,6 +107,27 @@ impl Walk<'_> {
         }
     }
 
+    fn intercept(&mut self, ic: &super::InterceptConfig) {
+        for (i, u) in ic.uids.iter().enumerate() {
+            if let super::UidSpec::Name(name) = u {
+                if (self.machine.unknown_user)(name) {
+                    self.out.push(Reference {
+                        path: format!("intercept.uids[{i}]"),
+                        kind: ReferenceKind::UnknownUser(name.clone()),
+                    });
+                }
+            }
+        }
+        for (i, c) in ic.cgroups.iter().enumerate() {
+            if let Some(dir) = (self.machine.missing_cgroup)(c) {
+                self.out.push(Reference {
+                    path: format!("intercept.cgroups[{i}]"),
+                    kind: ReferenceKind::MissingCgroup(dir),
+                });
+            }
+        }
+    }
+
     fn opt_source(&mut self, path: String, src: Option<&SecretSourceConfig>) {
         if let Some(s) = src {
             self.source(path, s);
@@ -90,15 +137,31 @@ impl Walk<'_> {
 
 /// Lists referenced files that don't exist and environment variables that aren't set.
 pub fn check_references(cfg: &Config, env: &dyn Fn(&str) -> Option<String>) -> Vec<Reference> {
-    walk(cfg, &|var| env(var).is_none_or(|v| v.is_empty()), &|file| {
-        !file.exists()
-    })
+    // No cgroup v2 mount here: `validate` may run where the proxy does not.
+    let mount = crate::intercept::cgroup2_mount().ok();
+    let machine = Machine {
+        unknown_user: &|name| matches!(nix::unistd::User::from_name(name), Ok(None)),
+        missing_cgroup: &|path| {
+            let dir = crate::intercept::resolve_cgroup(mount.as_deref()?, path).ok()?;
+            (!dir.is_dir()).then_some(dir)
+        },
+    };
+    walk(
+        cfg,
+        &|var| env(var).is_none_or(|v| v.is_empty()),
+        &|file| !file.exists(),
+        &machine,
+    )
 }
 
 /// The path of every field [`check_references`] may name, whatever the
 /// machine holds: the config keeps where these were set (see `positions`).
 pub(crate) fn reference_paths(cfg: &Config) -> Vec<String> {
-    walk(cfg, &|_| true, &|_| true)
+    let machine = Machine {
+        unknown_user: &|_| true,
+        missing_cgroup: &|p| Some(p.to_path_buf()),
+    };
+    walk(cfg, &|_| true, &|_| true, &machine)
         .into_iter()
         .map(|r| r.path)
         .collect()
@@ -108,12 +171,17 @@ fn walk(
     cfg: &Config,
     missing_var: &dyn Fn(&str) -> bool,
     missing_file: &dyn Fn(&Path) -> bool,
+    machine: &Machine<'_>,
 ) -> Vec<Reference> {
     let mut w = Walk {
         missing_var,
         missing_file,
+        machine,
         out: Vec::new(),
     };
+    if let Some(ic) = &cfg.intercept {
+        w.intercept(ic);
+    }
     if let TlsConfig::Mitm(m) = &cfg.tls {
         for (field, file) in [("tls.ca_cert", &m.ca_cert), ("tls.ca_key", &m.ca_key)] {
             if let Some(file) = file {

@@ -278,3 +278,32 @@ fn every_spec_config_validates_as_written() {
         "{stderr}"
     );
 }
+
+/// `validate` checks interception's users and cgroups on the machine it runs on, as it
+/// checks files: one that is not there is a warning (interception would not start), an error
+/// under `-strict`.
+#[test]
+fn validate_names_intercepted_users_and_cgroups_this_machine_lacks() {
+    let text = "tls: {mode: sni-only}\ntransforms:\n  - name: allowlist\n    config:\n      \
+                domains: [a.test]\ndns: {listen: \"127.0.0.1:8053\", proxy_ip: 127.0.0.1}\n\
+                intercept:\n  uids: [root, nosuchuser-e2e, 4242]\n  cgroups: [\"/\", \
+                no-such-e2e.slice]\n";
+    let (exit, _, stderr, file) = validate(text);
+    assert_eq!(exit, 0, "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{file}:8:16: warning: intercept.uids[1]: user nosuchuser-e2e does not exist"
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("warning: intercept.cgroups[1]: cgroup ")
+            && stderr.contains("no-such-e2e.slice does not exist (yet)"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("uids[0]") && !stderr.contains("uids[2]"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("cgroups[0]"), "{stderr}");
+}
