@@ -136,19 +136,7 @@ fn a_response_body_cut_short_is_an_error_in_the_audit() {
     require_root!();
     let net = FakeInternet::new();
     let local = LoopbackServer::answering(TRUNCATED);
-    net.dns().set("short.test", &[IpAddr::from([127, 0, 0, 1])]);
-    let px = Proxy::with(
-        r#"
-proxy:
-  upstream_deny_cidrs: []
-transforms:
-  - name: allowlist
-    config:
-      domains: ["short.test"]
-"#,
-    )
-    .resolver(&net)
-    .start();
+    let px = loopback_proxy(&net, "short.test");
 
     // The head (200, 100 bytes promised) goes out; the body stops at 8.
     let r = plain(&px, &format!("http://short.test:{}/short", local.port)).run();
@@ -301,19 +289,7 @@ fn a_chunked_response_with_a_content_length_reaches_the_client_whole() {
     let net = FakeInternet::new();
     let long = LoopbackServer::answering(CHUNKED_WITH_LENGTH);
     let short = LoopbackServer::answering(CHUNKED_WITH_SHORT_LENGTH);
-    net.dns().set("both.test", &[IpAddr::from([127, 0, 0, 1])]);
-    let px = Proxy::with(
-        r#"
-proxy:
-  upstream_deny_cidrs: []
-transforms:
-  - name: allowlist
-    config:
-      domains: ["both.test"]
-"#,
-    )
-    .resolver(&net)
-    .start();
+    let px = loopback_proxy(&net, "both.test");
     for (port, path) in [(long.port, "/long"), (short.port, "/short")] {
         let r = plain(&px, &format!("http://both.test:{port}{path}")).run();
         assert_eq!((r.status, r.exit), (200, 0), "{path}: {r}");
@@ -339,20 +315,7 @@ fn trailers_pass_without_forbidden_fields_and_end_the_record_cleanly() {
     require_root!();
     let net = FakeInternet::new();
     let up = LoopbackServer::answering(FORBIDDEN_TRAILERS);
-    net.dns()
-        .set("trailers.test", &[IpAddr::from([127, 0, 0, 1])]);
-    let px = Proxy::with(
-        r#"
-proxy:
-  upstream_deny_cidrs: []
-transforms:
-  - name: allowlist
-    config:
-      domains: ["trailers.test"]
-"#,
-    )
-    .resolver(&net)
-    .start();
+    let px = loopback_proxy(&net, "trailers.test");
     for (version, path) in [("--http1.1", "/h1"), ("--http2-prior-knowledge", "/h2")] {
         let r = plain(&px, &format!("http://trailers.test:{}{path}", up.port))
             .header("TE", "trailers")
@@ -378,19 +341,7 @@ fn an_answer_in_a_transfer_coding_other_than_chunked_is_refused() {
     let up = LoopbackServer::answering(
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nConnection: close\r\n\r\n\x1f\x8b\x08\x00coded",
     );
-    net.dns().set("coded.test", &[IpAddr::from([127, 0, 0, 1])]);
-    let px = Proxy::with(
-        r#"
-proxy:
-  upstream_deny_cidrs: []
-transforms:
-  - name: allowlist
-    config:
-      domains: ["coded.test"]
-"#,
-    )
-    .resolver(&net)
-    .start();
+    let px = loopback_proxy(&net, "coded.test");
     let r = plain(&px, &format!("http://coded.test:{}/coded", up.port)).run();
     assert_eq!(r.status, 502, "{r}");
     assert!(r.body.contains("\"gzip\""), "{r}");
@@ -400,4 +351,15 @@ transforms:
             .is_some_and(|e| e.contains("transfer coding")),
         "{rec}"
     );
+}
+
+/// A proxy with the deny list off whose allowlist admits `name`, which resolves to loopback,
+/// where the raw [`LoopbackServer`]s listen.
+fn loopback_proxy(net: &FakeInternet, name: &str) -> ProxyProcess {
+    net.dns().set(name, &[IpAddr::from([127, 0, 0, 1])]);
+    let config = format!(
+        "proxy:\n  upstream_deny_cidrs: []\ntransforms:\n  - name: allowlist\n    config:\n      \
+         domains: [\"{name}\"]\n"
+    );
+    Proxy::with(config.as_str()).resolver(net).start()
 }

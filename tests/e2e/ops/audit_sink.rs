@@ -53,6 +53,22 @@ impl Drop for Tmpfs {
     }
 }
 
+/// The proxy over [`DENY_ALL`] with its stderr appended to `log`, as systemd's
+/// `StandardError=append:` opens it.
+fn proxy_appending_to(log: &Path) -> ProxyProcess {
+    let file = log.to_path_buf();
+    Proxy::with(DENY_ALL)
+        .stderr_to(move || {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&file)
+                .expect("opening the log file")
+                .into()
+        })
+        .start()
+}
+
 /// Every line of `bytes`, each parsed as JSON; panics on a line that is not whole JSON.
 fn json_lines(bytes: &[u8]) -> Vec<Value> {
     let text = String::from_utf8_lossy(bytes);
@@ -87,17 +103,7 @@ fn a_full_disk_loses_no_record_and_writing_resumes_after_copytruncate() {
     require_root!();
     let disk = Tmpfs::new("64k");
     let log = disk.path("iron-proxy.log");
-    let file = log.clone();
-    let mut px = Proxy::with(DENY_ALL)
-        .stderr_to(move || {
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&file)
-                .expect("opening the log file")
-                .into()
-        })
-        .start();
+    let mut px = proxy_appending_to(&log);
 
     // ~2.3 KiB records: 45 of them are over half again what the disk holds (and what is left
     // after the copy fits in the truncated file).
@@ -307,17 +313,7 @@ fn sigusr1_after_a_rename_reopens_the_log_file_and_loses_no_record() {
     require_root!();
     let dir = tempfile::tempdir().expect("a temp dir");
     let log = dir.path().join("iron-proxy.log");
-    let file = log.clone();
-    let mut px = Proxy::with(DENY_ALL)
-        .stderr_to(move || {
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&file)
-                .expect("opening the log file")
-                .into()
-        })
-        .start();
+    let mut px = proxy_appending_to(&log);
     let addr = px.http_addr();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let load = {
