@@ -123,6 +123,18 @@ fn main() -> ExitCode {
             Err(ExitCode::from(2))
         }
     };
+    // `-config` is global so that it may come before or after the command;
+    // a command that reads no config refuses it rather than ignore it.
+    let unused_config = match &cli.command {
+        Some(Command::GenerateCa { .. }) => Some("generate-ca"),
+        Some(Command::Init(_)) => Some("init (it writes the config; see -config-dir)"),
+        Some(Command::Summary(_)) => Some("summary (it reads an audit log)"),
+        _ => None,
+    };
+    if let (Some(command), Some(_)) = (unused_config, &cli.config) {
+        iron_proxy::console::err(format_args!("iron-proxy: -config is not used by {command}"));
+        return ExitCode::from(2);
+    }
     match cli.command {
         None | Some(Command::Run) => match need_config(&cli) {
             Ok(path) => {

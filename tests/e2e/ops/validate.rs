@@ -307,3 +307,31 @@ fn validate_names_intercepted_users_and_cgroups_this_machine_lacks() {
     );
     assert!(!stderr.contains("cgroups[0]"), "{stderr}");
 }
+
+/// `-config` is global (it may come before or after the command), so a command that reads no
+/// config would take it and ignore it; it refuses it instead, with a usage error.
+#[test]
+fn commands_that_read_no_config_refuse_one() {
+    for (args, says) in [
+        (
+            &["generate-ca", "-outdir", "/nonexistent"][..],
+            "generate-ca",
+        ),
+        (&["summary"][..], "summary"),
+        (&["init"][..], "init"),
+    ] {
+        let out = process::run_with_timeout(
+            "iron-proxy",
+            Command::new(paths::iron_proxy_bin())
+                .args(args)
+                .args(["-config", "/etc/iron-proxy/proxy.yaml"]),
+            Duration::from_secs(30),
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.exit, 2, "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(&format!("-config is not used by {says}")),
+            "{args:?}: {stderr}"
+        );
+    }
+}
