@@ -472,11 +472,16 @@ fn admit(
         );
         return Err(rsp);
     }
+    // A refusal whose record says why in `error`, as the response does.
+    let refuse = |rec: &mut Pending, reason: &str, status: StatusCode, msg: String| {
+        rec.reject(None, reason, status.as_u16());
+        let rsp = error_response(status, &msg);
+        rec.error = Some(msg);
+        rsp
+    };
     if let Some(msg) = hygiene::target_form_error(req.method(), req.uri()) {
         rec.host = NamedHost::of(req).host().unwrap_or_default();
-        rec.reject(None, "invalid_target", 400);
-        rec.error = Some(msg.clone());
-        return Err(error_response(StatusCode::BAD_REQUEST, &msg));
+        return Err(refuse(rec, "invalid_target", StatusCode::BAD_REQUEST, msg));
     }
     if req.method().as_str().len() > hygiene::MAX_METHOD_LEN {
         rec.host = NamedHost::of(req).host().unwrap_or_default();
@@ -485,16 +490,15 @@ fn admit(
             req.method().as_str().len(),
             hygiene::MAX_METHOD_LEN
         );
-        rec.reject(None, "method_too_long", 501);
-        rec.error = Some(msg.clone());
-        return Err(error_response(StatusCode::NOT_IMPLEMENTED, &msg));
+        return Err(refuse(
+            rec,
+            "method_too_long",
+            StatusCode::NOT_IMPLEMENTED,
+            msg,
+        ));
     }
-    let (host, port) = destination(req, default_port).map_err(|e| {
-        rec.reject(None, e.reason(), 400);
-        let msg = e.message();
-        rec.error = Some(msg.clone());
-        error_response(StatusCode::BAD_REQUEST, &msg)
-    })?;
+    let (host, port) = destination(req, default_port)
+        .map_err(|e| refuse(rec, e.reason(), StatusCode::BAD_REQUEST, e.message()))?;
     rec.host = host.clone();
     let mismatch = |rec: &mut Pending, msg: String| {
         rec.reject(None, "host_mismatch", 421);
