@@ -2,6 +2,7 @@
 //! reasons go to the audit log, and a provider may echo what it was sent (the
 //! envelope, which holds real credentials when the judge runs after a
 //! credential transform) or quote the judge's own API key in an answer.
+//! `oauth_token` scrubs a token endpoint's error text with [`redact`] too.
 
 use http::HeaderMap;
 

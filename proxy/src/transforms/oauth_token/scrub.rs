@@ -1,17 +1,13 @@
 //! What a token endpoint's error text may carry into the audit record: an
 //! endpoint may echo the request it refused (the client secret, the Basic
 //! header, the password), and its text is not ours to trust. Known
-//! credential values are replaced; a short one that appears withholds the
-//! text; control characters are escaped and the length is capped.
+//! credential values are replaced (as the judge replaces them); a short one
+//! that appears withholds the text; control characters are escaped and the
+//! length is capped.
 
 use base64::Engine as _;
 
-use crate::transforms::annotate::REDACTED;
-
-/// Credential values at least this long are replaced where they appear;
-/// a shorter one that appears withholds the whole text (replacing a value
-/// as short as `ab` would rewrite ordinary words).
-const MIN_REPLACED: usize = 8;
+use crate::transforms::judge::redact::{redact, MIN_SECRET_LEN};
 
 /// The longest text kept, in characters.
 const MAX_CHARS: usize = 512;
@@ -36,27 +32,19 @@ pub(super) fn request_forms(values: &[&str], basic: Option<(&str, &str)>) -> Vec
 }
 
 /// `text` fit for the audit record: each of `secrets` replaced by
-/// [`REDACTED`] (longest first), withheld when a short one appears,
-/// control characters escaped, cut to [`MAX_CHARS`].
+/// `[redacted]` (the judge's [`redact`]), withheld when one too short to
+/// replace appears, control characters escaped, cut to [`MAX_CHARS`].
 pub(super) fn scrub(text: &str, secrets: &[String]) -> String {
-    let mut secrets: Vec<&str> = secrets
+    // Replacing a value as short as `ab` would rewrite ordinary words.
+    if secrets
         .iter()
-        .map(String::as_str)
-        .filter(|s| !s.is_empty())
-        .collect();
-    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
-    let mut out = text.to_string();
-    for s in secrets {
-        if !out.contains(s) {
-            continue;
-        }
-        if s.len() < MIN_REPLACED {
-            return "(the token endpoint's text is withheld: it holds a credential value)".into();
-        }
-        out = out.replace(s, REDACTED);
+        .any(|s| !s.is_empty() && s.len() < MIN_SECRET_LEN && text.contains(s.as_str()))
+    {
+        return "(the token endpoint's text is withheld: it holds a credential value)".into();
     }
-    let mut kept = String::with_capacity(out.len().min(MAX_CHARS));
-    for (i, c) in out.chars().enumerate() {
+    let secrets: Vec<&str> = secrets.iter().map(String::as_str).collect();
+    let mut kept = String::new();
+    for (i, c) in redact(text, &secrets).chars().enumerate() {
         if i == MAX_CHARS {
             kept.push_str("...");
             break;
