@@ -21,7 +21,13 @@ struct Origin {
     accepted: Arc<AtomicUsize>,
 }
 
-async fn origin(close_after_one: bool) -> Origin {
+/// An origin on loopback that serves each accepted connection (the `n`th,
+/// from 1) with `serve`, counting them.
+async fn origin_serving<F, Fut>(serve: F) -> Origin
+where
+    F: Fn(tokio::net::TcpStream, usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let accepted = Arc::new(AtomicUsize::new(0));
@@ -32,28 +38,56 @@ async fn origin(close_after_one: bool) -> Origin {
                 return;
             };
             let n = count.fetch_add(1, Ordering::SeqCst) + 1;
-            tokio::spawn(async move {
-                let svc = service_fn(
-                    move |req: http::Request<hyper::body::Incoming>| async move {
-                        let host = req
-                            .headers()
-                            .get(http::header::HOST)
-                            .map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned())
-                            .unwrap_or_default();
-                        let text = format!("conn {n} {} {host}", req.uri());
-                        Ok::<_, Infallible>(http::Response::new(http_body_util::Full::new(
-                            bytes::Bytes::from(text),
-                        )))
-                    },
-                );
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .keep_alive(!close_after_one)
-                    .serve_connection(TokioIo::new(tcp), svc)
-                    .await;
-            });
+            tokio::spawn(serve(tcp, n));
         }
     });
     Origin { addr, accepted }
+}
+
+/// Reads one request head from `tcp`; false when the connection ends first.
+async fn read_head(tcp: &mut tokio::net::TcpStream) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; 4096];
+    let mut got = Vec::new();
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        match tcp.read(&mut buf).await {
+            Ok(0) | Err(_) => return false,
+            Ok(k) => got.extend_from_slice(&buf[..k]),
+        }
+    }
+    true
+}
+
+/// `HTTP/1.1 200` with the body `conn N`.
+fn conn_answer(n: usize) -> String {
+    let body = format!("conn {n}");
+    format!(
+        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+async fn origin(close_after_one: bool) -> Origin {
+    origin_serving(move |tcp, n| async move {
+        let svc = service_fn(
+            move |req: http::Request<hyper::body::Incoming>| async move {
+                let host = req
+                    .headers()
+                    .get(http::header::HOST)
+                    .map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned())
+                    .unwrap_or_default();
+                let text = format!("conn {n} {} {host}", req.uri());
+                Ok::<_, Infallible>(http::Response::new(http_body_util::Full::new(
+                    bytes::Bytes::from(text),
+                )))
+            },
+        );
+        let _ = hyper::server::conn::http1::Builder::new()
+            .keep_alive(!close_after_one)
+            .serve_connection(TokioIo::new(tcp), svc)
+            .await;
+    })
+    .await
 }
 
 fn upstream() -> Upstream {
@@ -436,37 +470,20 @@ async fn silently_closing_origin() -> Origin {
 /// Like [`silently_closing_origin`], closing each connection only once
 /// `close` is notified when one is given.
 async fn closing_origin(close: Option<Arc<Notify>>) -> Origin {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let count = accepted.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut tcp, _)) = listener.accept().await else {
+    use tokio::io::AsyncWriteExt;
+    origin_serving(move |mut tcp, n| {
+        let close = close.clone();
+        async move {
+            if !read_head(&mut tcp).await {
                 return;
-            };
-            let n = count.fetch_add(1, Ordering::SeqCst) + 1;
-            let close = close.clone();
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 4096];
-                let mut got = Vec::new();
-                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match tcp.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(k) => got.extend_from_slice(&buf[..k]),
-                    }
-                }
-                let body = format!("conn {n}");
-                let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len());
-                let _ = tcp.write_all(format!("{head}{body}").as_bytes()).await;
-                if let Some(close) = close {
-                    close.notified().await;
-                }
-            });
+            }
+            let _ = tcp.write_all(conn_answer(n).as_bytes()).await;
+            if let Some(close) = close {
+                close.notified().await;
+            }
         }
-    });
-    Origin { addr, accepted }
+    })
+    .await
 }
 
 #[tokio::test]
@@ -578,38 +595,15 @@ async fn a_head_and_a_body_larger_than_one_read_arrive_whole() {
 /// answers the first request of each connection, then reads the next one
 /// and closes without a byte of an answer (the close crossed the request).
 async fn idle_closing_origin() -> Origin {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let count = accepted.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut tcp, _)) = listener.accept().await else {
-                return;
-            };
-            let n = count.fetch_add(1, Ordering::SeqCst) + 1;
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 4096];
-                for request in 0.. {
-                    let mut got = Vec::new();
-                    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match tcp.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(k) => got.extend_from_slice(&buf[..k]),
-                        }
-                    }
-                    if request > 0 {
-                        return;
-                    }
-                    let body = format!("conn {n}");
-                    let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len());
-                    let _ = tcp.write_all(format!("{head}{body}").as_bytes()).await;
-                }
-            });
+    use tokio::io::AsyncWriteExt;
+    origin_serving(|mut tcp, n| async move {
+        // The first request is answered; the next is read, then the close.
+        if read_head(&mut tcp).await {
+            let _ = tcp.write_all(conn_answer(n).as_bytes()).await;
+            read_head(&mut tcp).await;
         }
-    });
-    Origin { addr, accepted }
+    })
+    .await
 }
 
 /// Sends `req` through `slot` as [`send`] does; the error's text when it fails.
