@@ -32,6 +32,20 @@ pub use error::{ConnectFailure, DialError, TlsFailure};
 /// How long one TCP connect attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// TCP keepalive on upstream sockets: a probe after 30 s without traffic,
+/// then every 15 s; four unanswered probes close the connection. A pooled
+/// connection or a long-lived stream (events, a tunnel) to a host that
+/// vanished (no FIN, no RST: a rebooted peer, a dropped NAT entry) is then
+/// found dead within two minutes instead of the kernel's two hours. Go's
+/// transport does the same (30 s). A live upstream that merely sends
+/// nothing is left alone: event streams may idle for minutes.
+fn keepalive() -> socket2::TcpKeepalive {
+    socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(30))
+        .with_interval(Duration::from_secs(15))
+        .with_retries(4)
+}
+
 /// Everything needed to dial upstreams; cheap to clone.
 #[derive(Clone)]
 pub struct Dialer {
@@ -119,6 +133,7 @@ impl Dialer {
                 Ok(Ok(s)) => {
                     // Without TCP_NODELAY small writes stall for 40 ms on new connections.
                     let _ = s.set_nodelay(true);
+                    let _ = socket2::SockRef::from(&s).set_tcp_keepalive(&keepalive());
                     return Ok(s);
                 }
                 Ok(Err(e)) => {
