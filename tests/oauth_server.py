@@ -465,6 +465,12 @@ def misbehave(mode):
         # json.dumps writes Python's big int exactly, as a number.
         body = '{"access_token": "huge-expiry-token", "token_type": "Bearer", "expires_in": 18446744073709551615}'
         return app.response_class(body, mimetype="application/json")
+    if mode == "unavailable":
+        return jsonify({"error": "temporarily_unavailable"}), 503
+    if mode == "float-expiry":
+        # 5.0 seconds: inside the 10 s margin, so every request mints again.
+        body = '{"access_token": "float-expiry-token", "token_type": "Bearer", "expires_in": 5.0}'
+        return app.response_class(body, mimetype="application/json")
     if mode == "slow":
         time.sleep(20)
         return jsonify({"access_token": "late-token", "expires_in": 3600})

@@ -515,7 +515,10 @@ impl Entry {
                 }
                 return Ok(t);
             }
-            Err(e) if first_basic && style == 0 => {
+            // An endpoint that refuses the client in the Basic header (400 or
+            // 401 per RFC 6749 5.2; any 4xx, as some answer 403) may want it
+            // in the form instead. One that fails (5xx) is not asked twice.
+            Err(e) if first_basic && style == 0 && e.status.is_client_error() => {
                 // The endpoint may want the client in the form instead.
                 let second = self.post(http, &form, client, false).await?;
                 match second {
@@ -536,17 +539,17 @@ impl Entry {
                 forms.push(v.expose().to_string());
             }
         }
-        Err(MintError(scrub::scrub(&rsp, &forms)))
+        Err(MintError(scrub::scrub(&rsp.detail, &forms)))
     }
 
-    /// POSTs the token request; `Ok(Err(detail))` is the endpoint's refusal.
+    /// POSTs the token request; `Ok(Err(refusal))` is the endpoint's refusal.
     async fn post(
         &self,
         http: &HttpClient,
         form: &[(&str, String)],
         client: Option<(&str, Option<&str>)>,
         basic: bool,
-    ) -> Result<Result<TokenResponse, String>, MintError> {
+    ) -> Result<Result<TokenResponse, Refusal>, MintError> {
         let mut extra = Vec::with_capacity(self.endpoint_headers.len());
         for (name, secret) in &self.endpoint_headers {
             let v = secret.get().await.map_err(|e| {
@@ -675,13 +678,20 @@ pub(crate) fn sign_jwt(
     Ok(Zeroizing::new(format!("{signing_input}.{}", b64(&sig))))
 }
 
-/// Sends a token request to `endpoint`; `Ok(Err(detail))` is the endpoint's
-/// refusal (its `error` and `error_description`), `Err` anything else.
+/// A token endpoint's refusal: its status, and its `error` and
+/// `error_description` in words.
+pub(crate) struct Refusal {
+    pub(crate) status: StatusCode,
+    pub(crate) detail: String,
+}
+
+/// Sends a token request to `endpoint`; `Ok(Err(refusal))` is the endpoint's
+/// refusal, `Err` anything else.
 pub(crate) async fn exchange(
     http: &HttpClient,
     endpoint: &str,
     req: Request<Full<Bytes>>,
-) -> Result<Result<TokenResponse, String>, MintError> {
+) -> Result<Result<TokenResponse, Refusal>, MintError> {
     let (status, rsp) = tokio::time::timeout(EXCHANGE_TIMEOUT, http.send(req))
         .await
         .map_err(|_| {
@@ -709,7 +719,7 @@ pub(crate) async fn exchange(
             ),
             _ => format!("token endpoint {status}"),
         };
-        return Ok(Err(detail));
+        return Ok(Err(Refusal { status, detail }));
     }
     let parsed: RawToken = serde_json::from_slice(&rsp).map_err(|_| {
         MintError("the token endpoint's answer is not an OAuth2 token response".into())
@@ -732,8 +742,19 @@ pub(crate) async fn exchange(
 /// request only (0 and none mean "does not expire").
 fn expires_in(v: Value) -> Option<u64> {
     let n: i128 = match v {
-        Value::Number(n) => n.as_i64().map(i128::from).or(n.as_u64().map(i128::from))?,
-        Value::String(s) => s.trim().parse().ok()?,
+        // A fraction (`3599.5`) is rounded down; an infinity saturates.
+        Value::Number(n) => match (n.as_i64(), n.as_u64()) {
+            (Some(i), _) => i128::from(i),
+            (_, Some(u)) => i128::from(u),
+            _ => n.as_f64()?.floor() as i128,
+        },
+        Value::String(s) => {
+            let s = s.trim();
+            match s.parse::<i128>() {
+                Ok(n) => n,
+                Err(_) => s.parse::<f64>().ok().filter(|f| !f.is_nan())?.floor() as i128,
+            }
+        }
         _ => return None,
     };
     Some(if n < 0 {

@@ -201,7 +201,7 @@ log:
 /// the token is injected and cached (before, the clock's overflow panicked the request's
 /// task and every request minted again). One never answers in time: the request is refused
 /// after the exchange's 10 s, and the requests right after it get the same answer without
-/// asking the endpoint again.
+/// asking the endpoint again. One answers 503; one answers `expires_in: 5.0`.
 #[test]
 fn a_misbehaving_token_endpoint_leaks_nothing_and_holds_nothing() {
     require_root!();
@@ -229,12 +229,14 @@ transforms:
       cidrs: ["{ip}/32"]
   - name: oauth_token
     config:
-      tokens:{reflect}{huge}{slow}
+      tokens:{reflect}{huge}{slow}{unavailable}{float}
 "#,
         ip = addr.ip(),
         reflect = entry("reflect", "/api/reflect"),
         huge = entry("huge-expiry", "/api/huge"),
         slow = entry("slow", "/api/slow"),
+        unavailable = entry("unavailable", "/api/unavailable"),
+        float = entry("float-expiry", "/api/float"),
     );
     let secret = "S3cr3t/Client+Value-ABC123";
     let px = Proxy::with(config.as_str())
@@ -306,6 +308,25 @@ transforms:
         json!(1),
         "the failure answered the next request"
     );
+
+    // A 503 is the endpoint failing, not refusing the client in the Basic header: it is
+    // not asked again with the client in the form (it was, doubling every failed mint).
+    let r = get("/api/unavailable");
+    assert_eq!(r.status, 502, "{r}");
+    assert_eq!(hits()["unavailable"], json!(1), "asked once");
+    let rec = px.wait_for_audit(|a| a.path() == Some("/api/unavailable"));
+    assert!(
+        rec.to_string().contains("temporarily_unavailable"),
+        "{rec}"
+    );
+
+    // `expires_in: 5.0` is five seconds, inside the 10 s margin: each request mints again
+    // (a fraction was read as "does not expire", and the token cached for good).
+    for _ in 0..2 {
+        let r = get("/api/float");
+        assert_eq!(r.status, 401, "{r}");
+    }
+    assert_eq!(hits()["float-expiry"], json!(2), "minted per request");
 
     assert_no_leak(
         &px,

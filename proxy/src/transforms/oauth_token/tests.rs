@@ -282,3 +282,21 @@ fn a_changed_credential_changes_the_fingerprint() {
     assert_ne!(a.fingerprint(), c.fingerprint(), "field boundaries count");
     assert_eq!(a.fingerprint(), a.fingerprint());
 }
+
+#[test]
+fn expires_in_reads_numbers_strings_and_fractions() {
+    let read = |v: Value| super::expires_in(v);
+    assert_eq!(read(json!(3600)), Some(3600));
+    assert_eq!(read(json!("3600")), Some(3600));
+    // A fraction is seconds too (it was "does not expire": never minted again).
+    assert_eq!(read(json!(3599.9)), Some(3599));
+    assert_eq!(read(json!("5.0")), Some(5));
+    assert_eq!(read(json!(-0.5)), Some(1), "already expired");
+    assert_eq!(read(json!(-30)), Some(1), "already expired");
+    assert_eq!(read(json!(u64::MAX)), Some(MAX_EXPIRES_IN));
+    assert_eq!(read(json!(1e300)), Some(MAX_EXPIRES_IN));
+    assert_eq!(read(json!("inf")), Some(MAX_EXPIRES_IN));
+    assert_eq!(read(json!("NaN")), None);
+    assert_eq!(read(json!("soon")), None);
+    assert_eq!(read(json!(true)), None);
+}
