@@ -28,7 +28,7 @@ pub enum Command {
     /// Run the proxy (the default).
     Run,
     /// Check a config file: errors and warnings with file:line:col; exit 0 when valid.
-    #[command(alias = "check")]
+    #[command(visible_alias = "check")]
     Validate {
         /// Treat missing referenced files and unset environment variables as errors.
         #[arg(long)]
@@ -134,18 +134,58 @@ pub fn normalize_args(args: impl IntoIterator<Item = String>) -> Vec<String> {
         .collect()
 }
 
+/// Whether the command line is in the Go style the docs teach (`-config`):
+/// it is unless one of its flags is written `--name`. Usage errors then
+/// quote flags as the user wrote them.
+pub fn go_style(args: &[String]) -> bool {
+    !args
+        .iter()
+        .skip(1)
+        .any(|a| a.len() > 2 && a.starts_with("--"))
+}
+
 /// The text clap prints for `e`, with every flag of a help listing shown in
 /// its Go-style form too: `--config <FILE>` becomes `-config, --config
 /// <FILE>`, `-v, --version` becomes `-v, -version, --version`; the help
-/// column is realigned. Other errors are rendered as clap renders them.
-pub fn render(e: &clap::Error) -> String {
+/// column is realigned. In a usage error of a Go-style command line
+/// ([`go_style`]), flags are quoted in that style (`-confg`, as typed, where
+/// clap would say `--confg`, the name it was rewritten to).
+pub fn render(e: &clap::Error, go_style: bool) -> String {
     let text = e.render().to_string();
     match e.kind() {
         ErrorKind::DisplayHelp | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
             go_style_help(&text)
         }
+        _ if go_style => single_dash(&text),
         _ => text,
     }
+}
+
+/// `--name` → `-name` wherever a long flag starts (after a space, a quote or
+/// a bracket, or at a line's start); a bare `--` stays.
+fn single_dash(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut prev = '\n';
+    let mut chars = text.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        let starts_flag = c == '-'
+            && matches!(prev, ' ' | '\'' | '[' | '\n' | '`')
+            && text[i..].starts_with("--")
+            && text[i + 2..]
+                .chars()
+                .next()
+                .is_some_and(|n| n.is_ascii_alphabetic());
+        if starts_flag {
+            // Drop the first dash; the second is written as the flag's own.
+            chars.next();
+            out.push('-');
+            prev = '-';
+            continue;
+        }
+        out.push(c);
+        prev = c;
+    }
+    out
 }
 
 /// A flag line of clap's help: its indent is 2 (`  -v, --version`) or 6
@@ -231,6 +271,27 @@ fn go_style_help(help: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn usage_errors_quote_flags_as_written() {
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(go_style(&args(&["iron-proxy", "validate", "-confg", "x"])));
+        assert!(go_style(&args(&["iron-proxy", "validate", "-v", "--", "x"])));
+        assert!(!go_style(&args(&["iron-proxy", "validate", "--confg", "x"])));
+        let err = |a: &[&str]| {
+            Cli::try_parse_from(normalize_args(args(a))).expect_err("a usage error")
+        };
+        let e = err(&["iron-proxy", "validate", "-confg", "x"]);
+        let text = render(&e, true);
+        assert!(text.contains("unexpected argument '-confg'"), "{text}");
+        assert!(text.contains("'-config'"), "the tip: {text}");
+        assert!(text.contains("validate -config <FILE>"), "usage: {text}");
+        assert!(!text.contains("--"), "{text}");
+        let e = err(&["iron-proxy", "validate", "--confg", "x"]);
+        let text = render(&e, false);
+        assert!(text.contains("unexpected argument '--confg'"), "{text}");
+        assert_eq!(single_dash("a [-- <ARGS>] --x '--y' `--z`\n--w"), "a [-- <ARGS>] -x '-y' `-z`\n-w");
+    }
 
     #[test]
     fn help_shows_go_style_flags_aligned() {

@@ -80,13 +80,15 @@ fn default_sigpipe() {
 
 fn main() -> ExitCode {
     iron_proxy::tls::install_default_provider();
-    let args = iron_proxy::cli::normalize_args(std::env::args());
+    let raw: Vec<String> = std::env::args().collect();
+    let go_style = iron_proxy::cli::go_style(&raw);
+    let args = iron_proxy::cli::normalize_args(raw);
     let cli = match Cli::try_parse_from(args) {
         Ok(c) => c,
         Err(e) => {
             // Help lists the Go-style flags (`-config`) too.
             // Written as clap prints: a closed pipe (`--help | head`) is no panic.
-            let text = iron_proxy::cli::render(&e);
+            let text = iron_proxy::cli::render(&e, go_style);
             let _ = if e.use_stderr() {
                 std::io::stderr().write_all(text.as_bytes())
             } else {

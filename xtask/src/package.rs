@@ -26,11 +26,20 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// Maintainer shown in the packages.
 const MAINTAINER: &str = "iron-proxy maintainers <maintainers@example.invalid>";
 /// Docs shipped in /usr/share/doc/iron-proxy (relative to the workspace).
-const DOCS: [&str; 4] = [
+/// The operator's guides: install, run, read the log, write the config.
+const DOCS: [&str; 12] = [
     "docs/deploy-bare-metal.md",
     "docs/github-actions.md",
     "docs/packaging.md",
     "docs/audit-log.md",
+    "docs/operations.md",
+    "docs/security.md",
+    "docs/allowlist.md",
+    "docs/secrets.md",
+    "docs/dns.md",
+    "docs/judge.md",
+    "docs/mcp.md",
+    "docs/grpc-transform.md",
 ];
 
 /// What `build` produced.
