@@ -371,10 +371,18 @@ impl ResolvesServerCert for FixedName {
     }
 }
 
-/// Longest request-method token [`looks_like_http`] accepts, plus the space after it.
-const REQUEST_START: usize = 11;
+/// Longest request-method token [`looks_like_http`] accepts (the longest the
+/// HTTP side takes: `exchange::hygiene`'s 32 bytes), plus the space after it.
+const REQUEST_START: usize = 33;
 
-/// Reads the first bytes of a decrypted stream: until one is not an uppercase letter (the
+/// A byte of a method token as methods are spelled: letters, digits, `-` and
+/// `_` (`M-SEARCH`, `VERSION-CONTROL`, `MKWORKSPACE`, a custom `X_SYNC`).
+/// Not a `.`: `SSH-2.0-...` is no request.
+fn method_byte(b: &u8) -> bool {
+    b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_'
+}
+
+/// Reads the first bytes of a decrypted stream: until one is not a [`method_byte`] (the
 /// method token has ended) or [`REQUEST_START`] bytes arrived, whichever is first; fewer at
 /// EOF. Enough for [`looks_like_http`] to decide. Bounded by [`SNIFF_TIMEOUT`].
 async fn read_request_start<I>(io: &mut I) -> std::io::Result<Vec<u8>>
@@ -393,7 +401,7 @@ where
     Ok(buf)
 }
 
-/// Reads more into `prefix` while it is all uppercase letters and shorter than
+/// Reads more into `prefix` while it is all [`method_byte`]s and shorter than
 /// [`REQUEST_START`] (a method token not yet ended), within [`SNIFF_TIMEOUT`].
 /// A read error, EOF or the timeout just stops it: the caller judges what it has.
 async fn extend_request_start<I>(io: &mut I, prefix: &mut Vec<u8>)
@@ -403,14 +411,14 @@ where
     let _ = tokio::time::timeout(SNIFF_TIMEOUT, fill_request_start(io, prefix)).await;
 }
 
-/// Reads into `buf` while it is all uppercase letters and shorter than
+/// Reads into `buf` while it is all [`method_byte`]s and shorter than
 /// [`REQUEST_START`]; stops at EOF.
 async fn fill_request_start<I>(io: &mut I, buf: &mut Vec<u8>) -> std::io::Result<()>
 where
     I: AsyncRead + Unpin,
 {
     let mut chunk = [0u8; REQUEST_START];
-    while buf.len() < REQUEST_START && buf.iter().all(u8::is_ascii_uppercase) {
+    while buf.len() < REQUEST_START && buf.iter().all(method_byte) {
         let want = REQUEST_START - buf.len();
         let n = io.read(&mut chunk[..want]).await?;
         if n == 0 {
@@ -421,10 +429,14 @@ where
     Ok(())
 }
 
-/// True when the first bytes look like an HTTP/1 request line or an HTTP/2 preface.
+/// True when the first bytes look like an HTTP/1 request line (a method of 3
+/// to 32 [`method_byte`]s starting with a letter, then a space) or an HTTP/2
+/// preface.
 fn looks_like_http(prefix: &[u8]) -> bool {
-    let token_len = prefix.iter().take_while(|b| b.is_ascii_uppercase()).count();
-    (3..=10).contains(&token_len) && prefix.get(token_len) == Some(&b' ')
+    let token_len = prefix.iter().take_while(|b| method_byte(b)).count();
+    prefix.first().is_some_and(u8::is_ascii_alphabetic)
+        && (3..REQUEST_START).contains(&token_len)
+        && prefix.get(token_len) == Some(&b' ')
         || prefix.starts_with(b"PRI * HTTP/2.0")
 }
 
@@ -513,7 +525,14 @@ mod tests {
             (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", true),
             // A DNS-over-TLS message: a two-byte length, then the query.
             (b"\x00\x1e\x12\x34\x01\x00", false),
-            (b"GETTINGLONGERTHANAMETHOD", false),
+            (b"M-SEARCH * HTTP/1.1\r\n", true),
+            (b"VERSION-CONTROL /r HTTP/1.1\r\n", true),
+            (b"UPDATEREDIRECTREF /r HTTP/1.1\r\n", true),
+            (b"GETTINGLONGERTHANANYMETHODEVERWAS /", false),
+            (b"SSH-2.0-OpenSSH_9.2p1 Debian\r\n", false),
+            (b"-X- / HTTP/1.1\r\n", false),
+            (b"X_SYNC2 / HTTP/1.1\r\n", true),
+            (b"2GET / HTTP/1.1\r\n", false),
             (b"GE", false),
         ] {
             let first = start_of(input).await;

@@ -114,3 +114,38 @@ fn openssl(args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     )
 }
+
+/// The other side of the sniff: HTTP with a registered method the first sniff refused
+/// (`M-SEARCH`, `VERSION-CONTROL`: a `-`; `UPDATEREDIRECTREF`: over ten letters), or a
+/// custom one the allowlist docs name (`X_SYNC`), is served
+/// through a CONNECT tunnel, inside TLS and as plain HTTP, as the http and https listeners
+/// serve it. Before, the tunnel (and transparent interception) refused it as
+/// `unknown_protocol`.
+#[test]
+fn registered_methods_of_any_spelling_pass_the_sniff() {
+    require_root!();
+    let net = FakeInternet::new();
+    let up = Upstream::https("httpbin.test").start(&net);
+    let plain = Upstream::http("plain.test").start(&net);
+    let px = Proxy::with(MITM.replace("httpbin.test", "httpbin.test\", \"plain.test"))
+        .resolver(&net)
+        .start();
+    for method in ["M-SEARCH", "VERSION-CONTROL", "UPDATEREDIRECTREF", "X_SYNC"] {
+        let path = format!("/anything/{method}");
+        let r = Curl::get(&up.url(&path))
+            .args(["-X", method])
+            .through_connect(&px)
+            .run();
+        assert_eq!(r.status, 200, "{method} inside TLS: {r}");
+        let q = up.wait_for_request(|q| q.path() == path);
+        assert_eq!(q.method(), method);
+
+        let r = Curl::get(&plain.url(&path))
+            .args(["-X", method, "--proxytunnel"])
+            .through_connect(&px)
+            .run();
+        assert_eq!(r.status, 200, "{method} inside a tunnel: {r}");
+        let q = plain.wait_for_request(|q| q.path() == path);
+        assert_eq!(q.method(), method);
+    }
+}
