@@ -276,11 +276,21 @@ mod tests {
     fn usage_errors_quote_flags_as_written() {
         let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         assert!(go_style(&args(&["iron-proxy", "validate", "-confg", "x"])));
-        assert!(go_style(&args(&["iron-proxy", "validate", "-v", "--", "x"])));
-        assert!(!go_style(&args(&["iron-proxy", "validate", "--confg", "x"])));
-        let err = |a: &[&str]| {
-            Cli::try_parse_from(normalize_args(args(a))).expect_err("a usage error")
-        };
+        assert!(go_style(&args(&[
+            "iron-proxy",
+            "validate",
+            "-v",
+            "--",
+            "x"
+        ])));
+        assert!(!go_style(&args(&[
+            "iron-proxy",
+            "validate",
+            "--confg",
+            "x"
+        ])));
+        let err =
+            |a: &[&str]| Cli::try_parse_from(normalize_args(args(a))).expect_err("a usage error");
         let e = err(&["iron-proxy", "validate", "-confg", "x"]);
         let text = render(&e, true);
         assert!(text.contains("unexpected argument '-confg'"), "{text}");
@@ -290,7 +300,10 @@ mod tests {
         let e = err(&["iron-proxy", "validate", "--confg", "x"]);
         let text = render(&e, false);
         assert!(text.contains("unexpected argument '--confg'"), "{text}");
-        assert_eq!(single_dash("a [-- <ARGS>] --x '--y' `--z`\n--w"), "a [-- <ARGS>] -x '-y' `-z`\n-w");
+        assert_eq!(
+            single_dash("a [-- <ARGS>] --x '--y' `--z`\n--w"),
+            "a [-- <ARGS>] -x '-y' `-z`\n-w"
+        );
     }
 
     #[test]

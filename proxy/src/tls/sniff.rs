@@ -49,15 +49,29 @@ pub enum SniffError {
     /// Reading from the client failed.
     #[error("reading the ClientHello")]
     Io(#[from] io::Error),
-    /// The client sent too little within the timeout.
-    #[error("timed out after {0:?} waiting for the first bytes")]
-    Timeout(Duration),
+    /// The client sent too little within the timeout: nothing, or the start
+    /// of a ClientHello (this many bytes).
+    #[error("timed out after {after:?} {}", waited_for(*got))]
+    Timeout {
+        /// The timeout.
+        after: Duration,
+        /// The bytes read by then.
+        got: usize,
+    },
     /// The client closed the connection before the ClientHello was complete.
     #[error("client closed the connection after {0} bytes")]
     Closed(usize),
     /// `max` bytes were read and still no decision (many tiny records).
     #[error("no decision within {0} bytes")]
     TooLarge(usize),
+}
+
+/// What a [`SniffError::Timeout`] waited for, having `got` bytes.
+fn waited_for(got: usize) -> String {
+    match got {
+        0 => "waiting for the first bytes".into(),
+        n => format!("with {n} bytes sent, before the ClientHello was whole"),
+    }
 }
 
 /// Classifies the first bytes of a connection. Pure and bounded.
@@ -293,9 +307,11 @@ where
             }
         }
     };
-    let verdict = tokio::time::timeout(timeout, read_all)
-        .await
-        .map_err(|_| SniffError::Timeout(timeout))??;
+    let verdict = tokio::time::timeout(timeout, read_all).await;
+    let verdict = verdict.map_err(|_| SniffError::Timeout {
+        after: timeout,
+        got: buf.len(),
+    })??;
     Ok((verdict, buf))
 }
 

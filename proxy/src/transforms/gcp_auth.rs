@@ -302,7 +302,9 @@ impl Minter {
             .header("Metadata-Flavor", "Google")
             .body(Full::new(Bytes::new()))
             .map_err(|e| MintError(format!("building the metadata request: {e}")))?;
-        let t = exchange(&self.http, &uri, req).await?.map_err(|r| MintError(r.detail))?;
+        let t = exchange(&self.http, &uri, req)
+            .await?
+            .map_err(|r| MintError(r.detail))?;
         Ok((t, "default".into()))
     }
 }
@@ -327,7 +329,9 @@ async fn post_form(
     let req = req
         .body(Full::new(Bytes::from(body.as_bytes().to_vec())))
         .map_err(|e| MintError(format!("building the token request: {e}")))?;
-    exchange(http, uri, req).await?.map_err(|r| MintError(r.detail))
+    exchange(http, uri, req)
+        .await?
+        .map_err(|r| MintError(r.detail))
 }
 
 #[async_trait]

@@ -348,12 +348,22 @@ fn origin_form_target_and_host() {
 async fn upstream_sockets_probe_a_silent_peer_after_30_seconds() {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let port = listener.local_addr().expect("addr").port();
-    let up = upstream_trusting(rustls::RootCertStore::empty(), H2_PING_INTERVAL, H2_PING_TIMEOUT);
+    let up = upstream_trusting(
+        rustls::RootCertStore::empty(),
+        H2_PING_INTERVAL,
+        H2_PING_TIMEOUT,
+    );
     let stream = up.dialer().tcp("127.0.0.1", port).await.expect("dial");
     let sock = socket2::SockRef::from(&stream);
     assert!(sock.keepalive().expect("SO_KEEPALIVE"), "keepalive is off");
-    assert_eq!(sock.keepalive_time().expect("TCP_KEEPIDLE"), Duration::from_secs(30));
-    assert_eq!(sock.keepalive_interval().expect("TCP_KEEPINTVL"), Duration::from_secs(15));
+    assert_eq!(
+        sock.keepalive_time().expect("TCP_KEEPIDLE"),
+        Duration::from_secs(30)
+    );
+    assert_eq!(
+        sock.keepalive_interval().expect("TCP_KEEPINTVL"),
+        Duration::from_secs(15)
+    );
     assert_eq!(sock.keepalive_retries().expect("TCP_KEEPCNT"), 4);
     assert!(stream.nodelay().expect("TCP_NODELAY"), "nodelay is off");
 }

@@ -315,10 +315,7 @@ transforms:
     assert_eq!(r.status, 502, "{r}");
     assert_eq!(hits()["unavailable"], json!(1), "asked once");
     let rec = px.wait_for_audit(|a| a.path() == Some("/api/unavailable"));
-    assert!(
-        rec.to_string().contains("temporarily_unavailable"),
-        "{rec}"
-    );
+    assert!(rec.to_string().contains("temporarily_unavailable"), "{rec}");
 
     // `expires_in: 5.0` is five seconds, inside the 10 s margin: each request mints again
     // (a fraction was read as "does not expire", and the token cached for good).

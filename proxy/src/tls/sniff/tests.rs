@@ -344,8 +344,20 @@ async fn peek_times_out_on_a_silent_client() {
     let err = peek_client_hello(&mut server, 32 * 1024, Duration::from_secs(10))
         .await
         .expect_err("timeout");
-    assert!(matches!(err, SniffError::Timeout(_)), "{err}");
+    assert!(matches!(err, SniffError::Timeout { got: 20, .. }), "{err}");
+    assert_eq!(
+        err.to_string(),
+        "timed out after 10s with 20 bytes sent, before the ClientHello was whole"
+    );
     drop(client);
+    let (_client, mut server) = tokio::io::duplex(1024);
+    let err = peek_client_hello(&mut server, 32 * 1024, Duration::from_secs(10))
+        .await
+        .expect_err("timeout");
+    assert_eq!(
+        err.to_string(),
+        "timed out after 10s waiting for the first bytes"
+    );
 }
 
 #[tokio::test]
