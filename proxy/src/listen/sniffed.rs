@@ -4,6 +4,7 @@
 //! TLS passthrough (sni-only), or to the plain HTTP path. Anything else is
 //! refused and audited.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -169,7 +170,10 @@ impl Intake {
                 let mut rec = conn.record();
                 rec.host = dest.host.clone().unwrap_or_default();
                 let reason = match other {
-                    Sniff::Malformed(_) => "malformed_client_hello",
+                    Sniff::Malformed(detail) => {
+                        rec.error = Some(detail.into());
+                        "malformed_client_hello"
+                    }
                     Sniff::TooLarge => "client_hello_too_large",
                     _ => "unknown_protocol",
                 };
@@ -208,10 +212,13 @@ impl Intake {
             // otherwise size every connection's task, MITM ones included.
             TlsHandling::SniOnly => Box::pin(self.passthrough(io, conn, &host, dest.port)).await,
             TlsHandling::Mitm { config, cache } => {
-                let config = if sni.is_some() {
+                // rustls passes an SNI that is an IP literal over (RFC 6066
+                // forbids it), so the cache's resolver would see none.
+                let sni_is_ip = sni.as_deref().is_some_and(|s| s.parse::<IpAddr>().is_ok());
+                let config = if sni.is_some() && !sni_is_ip {
                     config.clone()
                 } else {
-                    // No SNI: present a leaf for the destination itself (an IP SAN for IPs).
+                    // No SNI (or an IP): present a leaf for the destination itself (an IP SAN for IPs).
                     let name = host.clone();
                     let mut c = (**config).clone();
                     c.cert_resolver = Arc::new(FixedName {

@@ -245,12 +245,15 @@ fn parse_server_name(data: &[u8]) -> Result<Option<String>, &'static str> {
     Ok(host)
 }
 
+/// A host name, or an IP literal (RFC 6066 forbids those in SNI, but
+/// clients send them, IPv4 and IPv6 alike: both are served as the address).
 fn is_hostname(name: &[u8]) -> bool {
-    !name.is_empty()
+    let dns = !name.is_empty()
         && name.len() <= 255
         && name
             .iter()
-            .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+            .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
+    dns || std::str::from_utf8(name).is_ok_and(|s| s.parse::<std::net::Ipv6Addr>().is_ok())
 }
 
 fn parse_alpn(data: &[u8]) -> Result<Vec<String>, &'static str> {

@@ -131,3 +131,49 @@ fn a_host_naming_another_port_on_the_https_listener_gets_421() {
     assert_reached_443(&up, "/anything/port-443");
     up.assert_no_request(|q| q.path() == "/anything/port-8443");
 }
+
+/// An SNI that is an IP literal (RFC 6066 forbids it; clients send it) is served as that
+/// address, IPv4 and IPv6 alike: a leaf with the address as its name, then the allowlist's
+/// answer (here a 403: loopback is not allowed). Before, `127.0.0.1` failed the handshake
+/// ("no server certificate chain resolved": rustls passes IP names over) and `::1` was
+/// refused as a malformed ClientHello, with no error in the record (now it has one).
+#[test]
+fn an_ip_literal_in_sni_is_served_as_that_address() {
+    require_root!();
+    let (_net, _up, px) = mitm_with("httpbin.test");
+    for (sni, host) in [("127.0.0.1", "127.0.0.1"), ("::1", "[::1]")] {
+        let script = format!(
+            "printf 'GET /ip-sni HTTP/1.1\\r\\nHost: {host}\\r\\nConnection: close\\r\\n\\r\\n' | \
+             openssl s_client -connect {addr} -servername {sni} -ign_eof",
+            addr = hostport(px.https_addr()),
+        );
+        let mut cmd = std::process::Command::new("sh");
+        cmd.args(["-c", &script]);
+        let out = iron_proxy_tests::process::run_with_timeout(
+            "openssl",
+            &mut cmd,
+            Duration::from_secs(20),
+        );
+        let out = String::from_utf8_lossy(&out.stdout);
+        assert!(out.contains(&format!("subject=CN = {sni}")), "{sni}: {out}");
+        assert!(out.contains("HTTP/1.1 403"), "{sni}: {out}");
+        let rec = px.wait_for_audit(|a| a.str("sni") == Some(sni));
+        assert_eq!(rec.str("reason"), Some("not_allowlisted"), "{rec}");
+        assert_eq!(rec.host(), Some(sni), "{rec}");
+        assert_eq!(rec.status_code(), Some(403), "{rec}");
+    }
+    // Brackets are no IP literal: refused, and the record says why.
+    let script = format!(
+        "openssl s_client -connect {} -servername '[::1]' </dev/null",
+        hostport(px.https_addr())
+    );
+    let mut cmd = std::process::Command::new("sh");
+    cmd.args(["-c", &script]);
+    iron_proxy_tests::process::run_with_timeout("openssl", &mut cmd, Duration::from_secs(20));
+    let rec = px.wait_for_audit(|a| a.str("reason") == Some("malformed_client_hello"));
+    assert_eq!(
+        rec.str("error"),
+        Some("server_name is not a valid host name"),
+        "{rec}"
+    );
+}
