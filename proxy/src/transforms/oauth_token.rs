@@ -36,6 +36,7 @@ use http::header::{HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
 use sha2::Digest as _;
 use tokio::time::Instant;
@@ -732,30 +733,26 @@ pub(crate) async fn exchange(
     refuse_stub(&access)?;
     Ok(Ok(TokenResponse {
         access_token: Zeroizing::new(access),
-        expires_in: parsed.expires_in.and_then(expires_in),
+        expires_in: parsed.expires_in.as_deref().and_then(expires_in),
         refresh_token: parsed.refresh_token.map(Zeroizing::new),
     }))
 }
 
 /// An answer's `expires_in` (a number, or a string of one), at most
 /// [`MAX_EXPIRES_IN`]; a negative one means already expired: `1`, this
-/// request only (0 and none mean "does not expire").
-fn expires_in(v: Value) -> Option<u64> {
-    let n: i128 = match v {
-        // A fraction (`3599.5`) is rounded down; an infinity saturates.
-        Value::Number(n) => match (n.as_i64(), n.as_u64()) {
-            (Some(i), _) => i128::from(i),
-            (_, Some(u)) => i128::from(u),
-            _ => n.as_f64()?.floor() as i128,
-        },
-        Value::String(s) => {
-            let s = s.trim();
-            match s.parse::<i128>() {
-                Ok(n) => n,
-                Err(_) => s.parse::<f64>().ok().filter(|f| !f.is_nan())?.floor() as i128,
-            }
-        }
-        _ => return None,
+/// request only (0 and none mean "does not expire"). Read from the JSON
+/// text: a number beyond f64 (`1e400`) would fail the whole answer's parse.
+fn expires_in(raw: &RawValue) -> Option<u64> {
+    let text = raw.get();
+    let text = match serde_json::from_str::<String>(text) {
+        Ok(s) => std::borrow::Cow::Owned(s),
+        Err(_) => std::borrow::Cow::Borrowed(text),
+    };
+    let text = text.trim();
+    // A fraction (`3599.5`) is rounded down; an infinity saturates.
+    let n: i128 = match text.parse::<i128>() {
+        Ok(n) => n,
+        Err(_) => text.parse::<f64>().ok().filter(|f| !f.is_nan())?.floor() as i128,
     };
     Some(if n < 0 {
         1
@@ -800,7 +797,7 @@ fn rsa_key(pem: &str) -> Result<aws_lc_rs::signature::RsaKeyPair, MintError> {
 #[derive(Deserialize)]
 struct RawToken {
     access_token: Option<String>,
-    expires_in: Option<Value>,
+    expires_in: Option<Box<RawValue>>,
     refresh_token: Option<String>,
 }
 

@@ -285,18 +285,31 @@ fn a_changed_credential_changes_the_fingerprint() {
 
 #[test]
 fn expires_in_reads_numbers_strings_and_fractions() {
-    let read = |v: Value| super::expires_in(v);
-    assert_eq!(read(json!(3600)), Some(3600));
-    assert_eq!(read(json!("3600")), Some(3600));
+    let read = |json: &str| {
+        let raw: Box<serde_json::value::RawValue> =
+            serde_json::from_str(json).expect("valid JSON");
+        super::expires_in(&raw)
+    };
+    assert_eq!(read("3600"), Some(3600));
+    assert_eq!(read(r#""3600""#), Some(3600));
+    assert_eq!(read(r#"" 3600 ""#), Some(3600));
     // A fraction is seconds too (it was "does not expire": never minted again).
-    assert_eq!(read(json!(3599.9)), Some(3599));
-    assert_eq!(read(json!("5.0")), Some(5));
-    assert_eq!(read(json!(-0.5)), Some(1), "already expired");
-    assert_eq!(read(json!(-30)), Some(1), "already expired");
-    assert_eq!(read(json!(u64::MAX)), Some(MAX_EXPIRES_IN));
-    assert_eq!(read(json!(1e300)), Some(MAX_EXPIRES_IN));
-    assert_eq!(read(json!("inf")), Some(MAX_EXPIRES_IN));
-    assert_eq!(read(json!("NaN")), None);
-    assert_eq!(read(json!("soon")), None);
-    assert_eq!(read(json!(true)), None);
+    assert_eq!(read("3599.9"), Some(3599));
+    assert_eq!(read(r#""5.0""#), Some(5));
+    assert_eq!(read("-0.5"), Some(1), "already expired");
+    assert_eq!(read("-30"), Some(1), "already expired");
+    assert_eq!(read("18446744073709551615"), Some(MAX_EXPIRES_IN));
+    assert_eq!(read("1e400"), Some(MAX_EXPIRES_IN), "beyond f64");
+    assert_eq!(read("-1e400"), Some(1));
+    assert_eq!(read(r#""NaN""#), None);
+    assert_eq!(read(r#""soon""#), None);
+    assert_eq!(read("true"), None);
+    assert_eq!(read("null"), None);
+}
+
+#[test]
+fn an_answer_with_an_expires_in_beyond_f64_is_a_token() {
+    let raw: RawToken =
+        serde_json::from_str(r#"{"access_token": "t", "expires_in": 1e400}"#).expect("parses");
+    assert_eq!(raw.expires_in.as_deref().and_then(super::expires_in), Some(MAX_EXPIRES_IN));
 }
