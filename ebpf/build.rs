@@ -155,7 +155,7 @@ macro_rules! constants {
 }
 
 fn check_layout(clang: &str, flags: &[String], out: &Path) -> Result<()> {
-    use ebpf_common::{class::*, counter::*, flags::*, limits::*};
+    use ebpf_common::{class::*, counter::*, flags::*, limits::*, listener::*};
     use ebpf_common::{Config, DenyKey, Origin, Tuple};
 
     let mut c = String::from("#include \"iron_common.h\"\n");
@@ -209,6 +209,7 @@ fn check_layout(clang: &str, flags: &[String], out: &Path) -> Result<()> {
         IRON_CNT_ORIGDST_ANSWERED => IRON_CNT_ORIGDST_ANSWERED,
         IRON_CNT_UNCONFIGURED => IRON_CNT_UNCONFIGURED,
         IRON_CNT_BACKSTOP_DROPPED => IRON_CNT_BACKSTOP_DROPPED,
+        IRON_CNT_FOREIGN_LISTENER => IRON_CNT_FOREIGN_LISTENER,
         IRON_CNT_MAX => IRON_CNT_MAX,
         IRON_CLASS_WORKLOAD => IRON_CLASS_WORKLOAD,
         IRON_CLASS_PROXY => IRON_CLASS_PROXY,
@@ -220,6 +221,8 @@ fn check_layout(clang: &str, flags: &[String], out: &Path) -> Result<()> {
         IRON_F_PROXY_UID => IRON_F_PROXY_UID,
         IRON_F_ANSWER_V4 => IRON_F_ANSWER_V4,
         IRON_F_ANSWER_V6 => IRON_F_ANSWER_V6,
+        IRON_F_LISTENER_PRIORITY => IRON_F_LISTENER_PRIORITY,
+        IRON_LISTENER_PRIORITY => IRON_LISTENER_PRIORITY,
         IRON_CFG_SLOTS => IRON_CFG_SLOTS,
         IRON_DENY_MAX => IRON_DENY_MAX,
         IRON_UIDS_MAX => IRON_UIDS_MAX,

@@ -34,8 +34,12 @@ pub mod counter {
     /// (beyond loopback and the listeners, e.g. a connection older than
     /// interception).
     pub const IRON_CNT_BACKSTOP_DROPPED: u32 = 9;
+    /// Connects refused because the socket at the transparent listener's
+    /// address is not the proxy's (another process bound the port while
+    /// the proxy was down).
+    pub const IRON_CNT_FOREIGN_LISTENER: u32 = 10;
     /// Number of counters.
-    pub const IRON_CNT_MAX: u32 = 10;
+    pub const IRON_CNT_MAX: u32 = 11;
 
     /// Counter names, by index.
     pub const NAMES: [&str; IRON_CNT_MAX as usize] = [
@@ -49,6 +53,7 @@ pub mod counter {
         "origdst_answered",
         "unconfigured",
         "backstop_dropped",
+        "foreign_listener",
     ];
 }
 
@@ -78,6 +83,20 @@ pub mod flags {
     pub const IRON_F_ANSWER_V4: u32 = 64;
     /// `answer_v6` is valid.
     pub const IRON_F_ANSWER_V6: u32 = 128;
+    /// The proxy's transparent listeners carry
+    /// [`IRON_LISTENER_PRIORITY`](crate::listener::IRON_LISTENER_PRIORITY):
+    /// a connect is redirected only to a listener that does.
+    pub const IRON_F_LISTENER_PRIORITY: u32 = 256;
+}
+
+/// How the programs tell the proxy's transparent listener from a socket
+/// another process bound at its address.
+pub mod listener {
+    /// The `SO_PRIORITY` the proxy gives its transparent listeners (Linux
+    /// copies it to the sockets they accept). Any value above 6 needs
+    /// `CAP_NET_ADMIN` in the socket's network namespace, so no
+    /// unprivileged process can give its own socket this mark.
+    pub const IRON_LISTENER_PRIORITY: u32 = 0x4952_4f4e; // "IRON"
 }
 
 /// Map sizes.

@@ -26,7 +26,8 @@
 #define IRON_CNT_ORIGDST_ANSWERED 7
 #define IRON_CNT_UNCONFIGURED	  8
 #define IRON_CNT_BACKSTOP_DROPPED 9
-#define IRON_CNT_MAX		  10
+#define IRON_CNT_FOREIGN_LISTENER 10
+#define IRON_CNT_MAX		  11
 
 /* Classes a deny entry applies to (bitmask, the LPM trie's value). */
 #define IRON_CLASS_WORKLOAD 1
@@ -41,6 +42,10 @@
 #define IRON_F_PROXY_UID  32 /* proxy_uid is valid */
 #define IRON_F_ANSWER_V4  64 /* answer_v4 is valid */
 #define IRON_F_ANSWER_V6  128 /* answer_v6 is valid */
+#define IRON_F_LISTENER_PRIORITY 256 /* check the listener's SO_PRIORITY */
+
+/* SO_PRIORITY of the proxy's transparent listeners (> 6: CAP_NET_ADMIN only). */
+#define IRON_LISTENER_PRIORITY 0x49524f4e
 
 /* Map sizes. */
 #define IRON_CFG_SLOTS	 2

@@ -188,6 +188,46 @@ static __always_inline void iron_redirect6(struct bpf_sock_addr *ctx,
 	ctx->user_port = port;
 }
 
+/*
+ * Whether the socket listening where a redirect sends this connect is the
+ * proxy's: one with IRON_LISTENER_PRIORITY, which only CAP_NET_ADMIN can
+ * set. While the proxy is down, another local user may have bound the
+ * listener's port; the connect is then refused instead of handed to that
+ * process. No socket there at all passes (the connect meets a closed
+ * port, as before). Without IRON_F_LISTENER_PRIORITY (a loader that does
+ * not mark its listener) nothing is checked. `v4` selects the IPv4
+ * listener (an IPv4 socket, or a v4-mapped IPv6 destination).
+ */
+static __always_inline int iron_listener_ours(struct bpf_sock_addr *ctx,
+					      const struct iron_config *cfg,
+					      int v4)
+{
+	struct bpf_sock_tuple t = {};
+	struct bpf_sock *sk;
+	__u32 size;
+	int ours;
+
+	if (!(cfg->flags & IRON_F_LISTENER_PRIORITY))
+		return 1;
+	if (v4) {
+		t.ipv4.daddr = cfg->listen_v4;
+		t.ipv4.dport = cfg->listen_v4_port;
+		size = sizeof(t.ipv4);
+	} else {
+		__builtin_memcpy(t.ipv6.daddr, cfg->listen_v6, 16);
+		t.ipv6.dport = cfg->listen_v6_port;
+		size = sizeof(t.ipv6);
+	}
+	sk = bpf_sk_lookup_tcp(ctx, &t, size, BPF_F_CURRENT_NETNS, 0);
+	if (!sk)
+		return 1;
+	ours = sk->priority == IRON_LISTENER_PRIORITY;
+	bpf_sk_release(sk);
+	if (!ours)
+		iron_count(IRON_CNT_FOREIGN_LISTENER);
+	return ours;
+}
+
 /* Reads ctx->user_ip6 as four words. */
 static __always_inline void iron_get_ip6(struct bpf_sock_addr *ctx, __u32 a[4])
 {

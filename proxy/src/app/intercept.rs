@@ -132,6 +132,8 @@ pub fn settings(
         proxy: ProxyIdentity::current_process_in(own_cgroup),
         getsockopt_cgroups: Vec::new(),
         pin_path: ic.pin_path.clone(),
+        // `App::build` marks the transparent listeners (`mark_listener`).
+        listener_priority: true,
     })
 }
 
@@ -158,7 +160,7 @@ pub fn start_nftables(
 
 /// Registers the interception counters as the `intercept_events` metric;
 /// `read` gives the current counters, or `None` when nothing is installed.
-/// `backstop_dropped` only exists with the eBPF backstop.
+/// `backstop_dropped` and `foreign_listener` only exist with eBPF.
 pub fn register_events(
     metrics: &crate::ops::Metrics,
     with_backstop: bool,
@@ -175,9 +177,10 @@ pub fn register_events(
             ("dns_redirected", c.dns_redirected),
             ("raw_refused", c.raw_refused),
             ("backstop_dropped", c.backstop_dropped),
+            ("foreign_listener", c.foreign_listener),
         ]
         .into_iter()
-        .filter(|(k, _)| with_backstop || *k != "backstop_dropped")
+        .filter(|(k, _)| with_backstop || !matches!(*k, "backstop_dropped" | "foreign_listener"))
         .map(|(k, v)| (vec![k.to_string()], v))
         .collect()
     }));

@@ -352,6 +352,14 @@ impl App {
         let mut kernel_deny = None;
         if let Some(ic) = &cfg.intercept {
             let listeners = bind("intercept.listen", &ic.listen)?;
+            for l in &listeners {
+                crate::intercept::mark_listener(l).map_err(|e| {
+                    AppError::Intercept(format!(
+                        "intercept.listen: marking the transparent listener (SO_PRIORITY, needs \
+                         CAP_NET_ADMIN): {e}"
+                    ))
+                })?;
+            }
             let transparent: Vec<SocketAddr> = listeners
                 .iter()
                 .filter_map(|l| l.local_addr().ok())

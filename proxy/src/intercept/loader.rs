@@ -184,6 +184,7 @@ mod tests {
             },
             getsockopt_cgroups: Vec::new(),
             pin_path: "/sys/fs/bpf/iron-proxy".into(),
+            listener_priority: true,
         }
     }
 

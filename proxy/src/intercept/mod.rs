@@ -38,7 +38,8 @@ pub use loader::{child_main as loader_main, LoaderError};
 pub use maps::{addr16, Counters, MapsError};
 pub use origin::{Origin, OriginError, OriginalDst};
 pub use settings::{
-    resolve_user, DenyCidr, InterceptSettings, ProxyIdentity, SettingsError, UidRange,
+    mark_listener, resolve_user, DenyCidr, InterceptSettings, ProxyIdentity, SettingsError,
+    UidRange,
 };
 pub use status::{LinkStatus, Status};
 

@@ -75,6 +75,23 @@ pub struct InterceptSettings {
     /// A directory on bpffs (e.g. `/sys/fs/bpf/iron-proxy`) for the pinned
     /// maps and links. Its parent must exist.
     pub pin_path: PathBuf,
+    /// The transparent listeners carry [`mark_listener`]'s priority, and a
+    /// connect is redirected only where the socket listening at the
+    /// listener's address does: one another process bound there while the
+    /// proxy was down gets nothing (the connect fails with EPERM).
+    #[serde(default)]
+    pub listener_priority: bool,
+}
+
+/// Gives a transparent listener the `SO_PRIORITY` the programs look for
+/// ([`InterceptSettings::listener_priority`]). Only `CAP_NET_ADMIN` may set
+/// it, so no other local user can make its own socket look like the
+/// proxy's. Sockets accepted from the listener inherit it; on loopback
+/// (which queues nothing) it changes nothing else.
+pub fn mark_listener(sock: &impl std::os::fd::AsFd) -> std::io::Result<()> {
+    let value = ebpf_common::listener::IRON_LISTENER_PRIORITY as libc::c_int;
+    nix::sys::socket::setsockopt(sock, nix::sys::socket::sockopt::Priority, &value)
+        .map_err(std::io::Error::from)
 }
 
 /// Uids `start..start + count`.

@@ -110,10 +110,10 @@ impl fmt::Display for Status {
         if let Some(c) = &self.counters {
             writeln!(
                 f,
-                "counters: redirected={} denied={} udp_refused={} dns_redirected={} raw_refused={} backstop_dropped={} proxy_exempt={} tuple_recorded={} origdst_answered={} unconfigured={}",
+                "counters: redirected={} denied={} udp_refused={} dns_redirected={} raw_refused={} backstop_dropped={} foreign_listener={} proxy_exempt={} tuple_recorded={} origdst_answered={} unconfigured={}",
                 c.redirected, c.denied, c.udp_refused, c.dns_redirected, c.raw_refused,
-                c.backstop_dropped, c.proxy_exempt, c.tuple_recorded, c.origdst_answered,
-                c.unconfigured
+                c.backstop_dropped, c.foreign_listener, c.proxy_exempt, c.tuple_recorded,
+                c.origdst_answered, c.unconfigured
             )?;
         }
         if let Some(n) = self.origins_held {

@@ -459,7 +459,7 @@ impl Metrics {
 
     /// `iron_proxy_intercept_events_total{event}` from the eBPF per-CPU counters
     /// (`redirected`, `denied`, `udp_refused`, `dns_redirected`, `raw_refused`,
-    /// `backstop_dropped`).
+    /// `backstop_dropped`, `foreign_listener`).
     pub fn register_intercept_events(&self, read: CounterSourceFn) -> Result<(), MetricsError> {
         self.register_counter_source(
             "intercept_events",

@@ -5,6 +5,7 @@
 
 mod backstop;
 mod deny_reload;
+mod foreign_listener;
 mod proxy_marks;
 mod support;
 mod upgrade;
@@ -42,6 +43,7 @@ fn settings(cg: &TestCgroup, pins: &TestPins, listen: SocketAddr) -> InterceptSe
         proxy: ProxyIdentity::current_process(),
         getsockopt_cgroups: vec![],
         pin_path: pins.path.clone(),
+        listener_priority: false,
     }
 }
 

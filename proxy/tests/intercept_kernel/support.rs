@@ -315,14 +315,20 @@ pub struct Server {
 
 impl Server {
     pub fn proxy(bind: &str, pins: &Path) -> Self {
-        Self::start(bind, Some(pins.to_owned()))
+        Self::start(bind, Some(pins.to_owned()), false)
+    }
+
+    /// The fake proxy with its listener marked as the real one marks it
+    /// ([`iron_proxy::intercept::mark_listener`]).
+    pub fn marked_proxy(bind: &str, pins: &Path) -> Self {
+        Self::start(bind, Some(pins.to_owned()), true)
     }
 
     pub fn direct(bind: &str) -> Self {
-        Self::start(bind, None)
+        Self::start(bind, None, false)
     }
 
-    fn start(bind: &str, pins: Option<PathBuf>) -> Self {
+    fn start(bind: &str, pins: Option<PathBuf>, mark: bool) -> Self {
         let addr: SocketAddr = bind.parse().expect("bind address");
         let sock = socket2::Socket::new(
             socket2::Domain::for_address(addr),
@@ -331,6 +337,9 @@ impl Server {
         )
         .expect("socket");
         sock.set_reuse_address(true).expect("reuseaddr");
+        if mark {
+            iron_proxy::intercept::mark_listener(&sock).expect("mark the listener");
+        }
         sock.bind(&addr.into()).expect("bind");
         sock.listen(1024).expect("listen");
         let listener: TcpListener = sock.into();

@@ -108,12 +108,22 @@ fn the_proxys_own_ports_are_unreachable_from_workloads() {
     drop(pins);
 }
 
+/// The proxy killed: interception stays (pinned), so workloads meet a closed port, and DNS
+/// gets no answer. A process that binds the transparent listener's port meanwhile (another
+/// local user) receives nothing: the programs refuse connects to a listener that does not
+/// carry the proxy's mark (before, it received every workload's connection).
 #[test]
 fn killing_the_proxy_fails_closed() {
     require_root!();
     let net = FakeInternet::new();
     let up = Upstream::https("httpbin.test").start(&net);
-    let mut lab = Lab::start(&net);
+    // A known port for the transparent listener, to squat it below.
+    let listen = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
+    let mut lab = Lab::start_with(&net, |c| {
+        c["intercept"]["listen"] = json!(listen.to_string());
+    });
     lab.px.signal(Signal::SIGKILL);
     wait_stopped(&mut lab.px);
     let r = lab.curl(&[
@@ -122,6 +132,21 @@ fn killing_the_proxy_fails_closed() {
         "https://httpbin.test/anything/dead",
     ]);
     assert_eq!(r.exit, 7, "connection refused, not the internet: {r}");
+    // Another process binds the listener's port while the proxy is down: the workloads'
+    // connections are refused, not handed to it (it is not marked as the proxy's).
+    let squatter = std::net::TcpListener::bind(listen).expect("squat the listener's port");
+    squatter.set_nonblocking(true).expect("nonblocking");
+    let r = lab.curl(&[
+        "--resolve",
+        &resolve("httpbin.test", 443, up.ip()),
+        "https://httpbin.test/anything/squatted",
+    ]);
+    assert_eq!(r.exit, 7, "refused, not delivered to the squatter: {r}");
+    assert!(
+        squatter.accept().is_err(),
+        "the squatter received a workload's connection"
+    );
+    drop(squatter);
     let ran = lab.cg.dig(&[
         &format!("@{}", net.resolver().ip()),
         "httpbin.test",

@@ -236,6 +236,9 @@ pub(crate) fn build_config(s: &InterceptSettings) -> Config {
         c.flags |= flags::IRON_F_PROXY_UID;
         c.proxy_uid = uid;
     }
+    if s.listener_priority {
+        c.flags |= flags::IRON_F_LISTENER_PRIORITY;
+    }
     c
 }
 
@@ -329,6 +332,9 @@ pub struct Counters {
     pub unconfigured: u64,
     /// Packets of workload sockets dropped by the cgroup_skb backstop.
     pub backstop_dropped: u64,
+    /// Connects refused because the socket at the transparent listener's
+    /// address was not the proxy's.
+    pub foreign_listener: u64,
 }
 
 /// How many redirected sockets have their origin in `iron_cookie_origin`
@@ -370,5 +376,6 @@ pub(crate) fn read_counters(maps_dir: &Path) -> Result<Counters, MapsError> {
         origdst_answered: at(IRON_CNT_ORIGDST_ANSWERED),
         unconfigured: at(IRON_CNT_UNCONFIGURED),
         backstop_dropped: at(IRON_CNT_BACKSTOP_DROPPED),
+        foreign_listener: at(IRON_CNT_FOREIGN_LISTENER),
     })
 }

@@ -24,6 +24,7 @@ fn settings(cgroups: &[&str], uids: &[u32]) -> InterceptSettings {
         proxy: ProxyIdentity::default(),
         getsockopt_cgroups: Vec::new(),
         pin_path: PathBuf::from("/sys/fs/bpf/iron-proxy"),
+        listener_priority: false,
     }
 }
 

@@ -286,8 +286,7 @@ fn a_changed_credential_changes_the_fingerprint() {
 #[test]
 fn expires_in_reads_numbers_strings_and_fractions() {
     let read = |json: &str| {
-        let raw: Box<serde_json::value::RawValue> =
-            serde_json::from_str(json).expect("valid JSON");
+        let raw: Box<serde_json::value::RawValue> = serde_json::from_str(json).expect("valid JSON");
         super::expires_in(&raw)
     };
     assert_eq!(read("3600"), Some(3600));
@@ -311,5 +310,8 @@ fn expires_in_reads_numbers_strings_and_fractions() {
 fn an_answer_with_an_expires_in_beyond_f64_is_a_token() {
     let raw: RawToken =
         serde_json::from_str(r#"{"access_token": "t", "expires_in": 1e400}"#).expect("parses");
-    assert_eq!(raw.expires_in.as_deref().and_then(super::expires_in), Some(MAX_EXPIRES_IN));
+    assert_eq!(
+        raw.expires_in.as_deref().and_then(super::expires_in),
+        Some(MAX_EXPIRES_IN)
+    );
 }
