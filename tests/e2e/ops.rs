@@ -193,6 +193,17 @@ fn management_reload_answers_200_401_405_422_and_swaps_the_policy() {
         200,
         "allowed after the reload"
     );
+    // Logged once per reload (it was twice), with the trigger and the hash.
+    let reloaded: Vec<String> = px
+        .logs()
+        .into_iter()
+        .filter(|l| l.contains("\"configuration reloaded\""))
+        .collect();
+    assert_eq!(reloaded.len(), 1, "{reloaded:?}");
+    assert!(
+        reloaded[0].contains("\"trigger\":\"api\"") && reloaded[0].contains(&hash),
+        "{reloaded:?}"
+    );
 
     // A broken config that would also deny other.test: 422 with the errors; the running
     // policy stays in force.

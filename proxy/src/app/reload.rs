@@ -173,13 +173,12 @@ impl Reloader for SourceReloader {
         // Parsing and building touched start-up code again.
         crate::resident::release_after("reload");
         let restart_required = restart_only_changes(&self.started, &cfg);
-        if restart_required.is_empty() {
-            tracing::info!(transforms, "configuration reloaded");
-        } else {
+        // "configuration reloaded" itself is logged once, by the management
+        // side that ran this reload (with its trigger and the config hash).
+        if !restart_required.is_empty() {
             tracing::warn!(
-                transforms,
                 sections = ?restart_required,
-                "configuration reloaded; these settings changed but take effect only after a restart"
+                "these settings changed but take effect only after a restart"
             );
         }
         let mut details = Map::new();

@@ -230,7 +230,8 @@ impl ReloadController {
         let (outcome, errors) = match result {
             Ok(s) => {
                 cur.config_hash = s.config_hash.clone();
-                tracing::info!(trigger = trigger.as_str(), config_hash = %s.config_hash, "configuration reloaded");
+                let transforms = s.details.get("transforms").and_then(Value::as_u64);
+                tracing::info!(trigger = trigger.as_str(), config_hash = %s.config_hash, transforms, "configuration reloaded");
                 ("success", Vec::new())
             }
             Err(errors) => {
