@@ -338,10 +338,11 @@ impl Listeners {
                     .spawn_accept(l, move |l| crate::listen::tunnel::run(l, i.clone()))
             }
             Ready::Metrics(l) => {
-                let (metrics, ready, stopping) =
-                    (s.metrics.clone(), s.ready.clone(), s.drain.stopping());
+                // Up until the drain is over, not only until it begins.
+                let (metrics, ready, finished) =
+                    (s.metrics.clone(), s.ready.clone(), s.drain.finished());
                 vec![tokio::spawn(async move {
-                    let _ = crate::ops::metrics::serve(l, metrics, ready, stopping).await;
+                    let _ = crate::ops::metrics::serve(l, metrics, ready, finished).await;
                 })]
             }
         }

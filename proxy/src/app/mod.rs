@@ -494,6 +494,8 @@ impl App {
                 tracing::warn!(in_flight, "shutdown grace period over; dropping requests")
             }
         }
+        // The metrics endpoint (`/readyz` answering 503) stops here.
+        self.drain.finish();
         // Connections still open (idle keep-alive, or past the grace period) end here.
         let workers = self.shared.workers.clone();
         let _ = tokio::task::spawn_blocking(move || workers.stop()).await;

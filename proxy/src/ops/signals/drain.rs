@@ -15,6 +15,8 @@ use tokio_util::task::TaskTracker;
 pub struct Drain {
     stop: CancellationToken,
     tracker: TaskTracker,
+    /// Cancelled once the drain is over ([`Drain::finish`]).
+    done: CancellationToken,
 }
 
 /// One unit of in-flight work; the drain waits until every guard is dropped.
@@ -41,6 +43,19 @@ impl Drain {
     /// Resolves once shutdown has begun; accept loops select on it.
     pub fn stopping(&self) -> impl Future<Output = ()> + Send + 'static {
         self.stop.clone().cancelled_owned()
+    }
+
+    /// Resolves once the drain is over, in-flight work done or cut
+    /// ([`Drain::finish`]): the metrics endpoint serves until then, so that
+    /// `/readyz` answers 503 (not a refused connection) and `/metrics` shows
+    /// the drain while it lasts.
+    pub fn finished(&self) -> impl Future<Output = ()> + Send + 'static {
+        self.done.clone().cancelled_owned()
+    }
+
+    /// Marks the drain over (wakes every [`Drain::finished`]).
+    pub fn finish(&self) {
+        self.done.cancel();
     }
 
     /// True once shutdown has begun.
