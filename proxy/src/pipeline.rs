@@ -374,7 +374,7 @@ impl Pipeline {
             cx.annotations = Map::new();
             let started = Instant::now();
             let result = t.on_request(req, cx).await;
-            self.time(i, started);
+            self.time(i, false, started);
             if let Some(o) = self.settle(t.as_ref(), result, cx, trace, true) {
                 return o;
             }
@@ -394,7 +394,7 @@ impl Pipeline {
             cx.annotations = Map::new();
             let started = Instant::now();
             let result = t.on_response(rsp, cx).await;
-            self.time(i, started);
+            self.time(i, true, started);
             if let Some(o) = self.settle(t.as_ref(), result, cx, trace, false) {
                 return o;
             }
@@ -402,10 +402,11 @@ impl Pipeline {
         PhaseOutcome::Continue
     }
 
-    /// Records how long the transform at index `i` ran (with metrics).
-    fn time(&self, i: usize, started: Instant) {
+    /// Records how long the transform at index `i` ran in one phase
+    /// (`response`: its response hook), with metrics.
+    fn time(&self, i: usize, response: bool, started: Instant) {
         if let Some(timer) = self.timers.get(i) {
-            timer.observe(started.elapsed());
+            timer.observe(response, started.elapsed());
         }
     }
 

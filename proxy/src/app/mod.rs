@@ -298,6 +298,9 @@ impl App {
             )
             .with_client_limit(cfg.proxy.max_connections_per_client),
         );
+        shared
+            .client_limit
+            .count_into(metrics.client_connections_gauge());
         let intake = Intake {
             shared: shared.clone(),
             tls,

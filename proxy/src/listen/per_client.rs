@@ -60,6 +60,9 @@ pub struct ClientLimit {
     max: AtomicU32,
     shards: [Mutex<HashMap<IpAddr, u32>>; SHARDS],
     warned: Mutex<Warned>,
+    /// `iron_proxy_client_connections`, once the metrics are wired
+    /// ([`ClientLimit::count_into`]).
+    gauge: std::sync::OnceLock<prometheus_client::metrics::gauge::Gauge>,
 }
 
 /// The refusals not yet warned about.
@@ -83,7 +86,14 @@ impl ClientLimit {
             max: AtomicU32::new(max.map_or(0, NonZeroU32::get)),
             shards: Default::default(),
             warned: Mutex::default(),
+            gauge: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Keeps `gauge` at the number of open connections from now on (set
+    /// once, at start-up, before any connection is accepted).
+    pub fn count_into(&self, gauge: prometheus_client::metrics::gauge::Gauge) {
+        let _ = self.gauge.set(gauge);
     }
 
     /// The cap, if any.
@@ -124,6 +134,9 @@ impl ClientLimit {
         }
         *open += 1;
         drop(shard);
+        if let Some(g) = self.gauge.get() {
+            g.inc();
+        }
         Ok(Permit {
             limit: self.clone(),
             ip,
@@ -161,6 +174,9 @@ impl ClientLimit {
 
 impl Drop for Permit {
     fn drop(&mut self) {
+        if let Some(g) = self.limit.gauge.get() {
+            g.dec();
+        }
         let mut shard = self.limit.shard(&self.ip);
         if let Some(open) = shard.get_mut(&self.ip) {
             *open = open.saturating_sub(1);

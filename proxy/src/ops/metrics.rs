@@ -96,6 +96,9 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     request_duration: HistogramFamily<ModeLabel>,
     upstream_errors: Family<ReasonLabel, Counter>,
+    rejections: Family<ReasonLabel, Counter>,
+    responses: Family<CodeLabel, Counter>,
+    client_connections: Gauge,
     transform_decisions: Family<DecisionLabels, Counter>,
     transform_duration: HistogramFamily<TransformLabel>,
     secret_failures: Family<SourceLabel, Counter>,
@@ -105,6 +108,7 @@ pub struct Metrics {
     otel_dropped: Counter,
     audit_dropped: Counter,
     reasons: BoundedLabel,
+    reject_reasons: BoundedLabel,
     transforms: BoundedLabel,
     transform_handles: HandleCache,
     sources: BoundedLabel,
@@ -113,6 +117,8 @@ pub struct Metrics {
     /// counting a request does not hash labels under the families' lock.
     request_handles: [[OnceLock<Counter>; MODES]; ACTIONS],
     duration_handles: [OnceLock<Histogram>; MODES],
+    /// `responses` handles by status class ([`CODE_CLASSES`]).
+    code_handles: [OnceLock<Counter>; 5],
 }
 
 /// How many [`Mode`]s and [`Action`]s there are (the handle arrays' sizes).
@@ -160,6 +166,9 @@ impl Metrics {
             requests: Family::default(),
             request_duration: Family::new_with_constructor(request_histogram),
             upstream_errors: Family::default(),
+            rejections: Family::default(),
+            responses: Family::default(),
+            client_connections: Gauge::default(),
             transform_decisions: Family::default(),
             transform_duration: Family::new_with_constructor(transform_histogram),
             secret_failures: Family::default(),
@@ -169,11 +178,13 @@ impl Metrics {
             otel_dropped: Counter::default(),
             audit_dropped: Counter::default(),
             reasons: BoundedLabel::default(),
+            reject_reasons: BoundedLabel::default(),
             transforms: BoundedLabel::default(),
             transform_handles: HandleCache::default(),
             sources: BoundedLabel::default(),
             request_handles: Default::default(),
             duration_handles: Default::default(),
+            code_handles: Default::default(),
         };
         let build_info = Family::<VersionLabel, Gauge>::default();
         build_info
@@ -195,8 +206,23 @@ impl Metrics {
             );
             r.register(
                 "upstream_errors",
-                "Requests that ended in an error, by reason",
+                "Requests that ended in an error (upstream, client or shutdown), by reason",
                 m.upstream_errors.clone(),
+            );
+            r.register(
+                "rejections",
+                "Requests and connections refused, by reason",
+                m.rejections.clone(),
+            );
+            r.register(
+                "responses",
+                "Audited requests by the status class the client got (records without a status are not counted)",
+                m.responses.clone(),
+            );
+            r.register(
+                "client_connections",
+                "Client connections open now, over every listener (tunnels and WebSockets included)",
+                m.client_connections.clone(),
             );
             r.register(
                 "transform_decisions",
@@ -205,7 +231,7 @@ impl Metrics {
             );
             r.register(
                 "transform_duration_seconds",
-                "Time spent in one transform hook",
+                "Time spent in one transform hook, by transform and phase (request, response)",
                 m.transform_duration.clone(),
             );
             r.register(
@@ -258,6 +284,9 @@ impl Metrics {
         for result in ["success", "failure"] {
             let _ = m.reloads.get_or_create(&ResultLabel { result });
         }
+        for code in CODE_CLASSES {
+            let _ = m.responses.get_or_create(&CodeLabel { code });
+        }
         for source in ["env", "aws_sm", "aws_ssm", "1password", "1password_connect"] {
             let source = m.sources.admit(source);
             let _ = m.secret_failures.get_or_create(&SourceLabel { source });
@@ -266,6 +295,9 @@ impl Metrics {
             "requests",
             "request_duration_seconds",
             "upstream_errors",
+            "rejections",
+            "responses",
+            "client_connections",
             "transform_decisions",
             "transform_duration_seconds",
             "secret_resolution_failures",
@@ -318,11 +350,27 @@ impl Metrics {
                 0 => r.duration_ms as f64 / 1e3,
                 us => us as f64 / 1e6,
             });
-        if r.action == Action::Error {
-            let reason = self.reasons.admit(r.reason.as_deref().unwrap_or("unknown"));
-            self.upstream_errors
-                .get_or_create(&ReasonLabel { reason })
-                .inc();
+        if let Some(class) = (r.status_code / 100).checked_sub(1) {
+            if let Some(code) = CODE_CLASSES.get(usize::from(class)) {
+                self.code_handles[usize::from(class)]
+                    .get_or_init(|| self.responses.get_or_create(&CodeLabel { code }).clone())
+                    .inc();
+            }
+        }
+        match r.action {
+            Action::Error => {
+                let reason = self.reasons.admit(r.reason.as_deref().unwrap_or("unknown"));
+                self.upstream_errors
+                    .get_or_create(&ReasonLabel { reason })
+                    .inc();
+            }
+            Action::Reject => {
+                let reason = self
+                    .reject_reasons
+                    .admit(r.reason.as_deref().unwrap_or("unknown"));
+                self.rejections.get_or_create(&ReasonLabel { reason }).inc();
+            }
+            Action::Allow => {}
         }
         for t in r.request_transforms.iter().chain(&r.response_transforms) {
             let h = self.transform(&t.name);
@@ -339,9 +387,16 @@ impl Metrics {
         }
     }
 
-    /// Records the time one transform hook took; called from the pipeline loop.
-    pub fn observe_transform(&self, name: &str, took: Duration) {
-        self.transform_timer(name).observe(took);
+    /// Records the time one transform hook took (`response`: its response
+    /// hook); the pipeline uses [`Metrics::transform_timer`] instead.
+    pub fn observe_transform(&self, name: &str, response: bool, took: Duration) {
+        self.transform_timer(name).observe(response, took);
+    }
+
+    /// The gauge of open client connections (`client_connections`), for the
+    /// connection counter to keep ([`crate::listen::per_client`]).
+    pub fn client_connections_gauge(&self) -> Gauge {
+        self.client_connections.clone()
     }
 
     /// The duration histogram of the transform called `name`, for a caller
@@ -355,12 +410,14 @@ impl Metrics {
     fn transform(&self, name: &str) -> Arc<TransformHandles> {
         self.transform_handles.get(name, || {
             let transform = self.transforms.admit(name);
-            let duration = self
-                .transform_duration
-                .get_or_create(&TransformLabel {
-                    transform: transform.clone(),
-                })
-                .clone();
+            let duration = ["request", "response"].map(|phase| {
+                self.transform_duration
+                    .get_or_create(&TransformLabel {
+                        transform: transform.clone(),
+                        phase,
+                    })
+                    .clone()
+            });
             TransformHandles::new(transform, duration)
         })
     }
@@ -490,9 +547,10 @@ impl Metrics {
 pub struct TransformTimer(Arc<TransformHandles>);
 
 impl TransformTimer {
-    /// Records one run of the transform that took `took`.
-    pub fn observe(&self, took: Duration) {
-        self.0.duration.observe(took.as_secs_f64());
+    /// Records one run of the transform's request hook (or, with
+    /// `response`, its response hook) that took `took`.
+    pub fn observe(&self, response: bool, took: Duration) {
+        self.0.duration[usize::from(response)].observe(took.as_secs_f64());
     }
 }
 

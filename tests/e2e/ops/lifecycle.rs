@@ -60,10 +60,12 @@ fn sigterm_drains_an_in_flight_request_then_exits_0() {
     // A record of the drain is in the metrics while it lasts: /after's 503 (an error).
     let scrape = probe("/metrics").body;
     assert!(
-        scrape.lines().any(|l| l.starts_with("iron_proxy_requests_total{")
-            && l.contains("action=\"error\"")
-            && l.contains("mode=\"http\"")
-            && l.ends_with(" 1")),
+        scrape
+            .lines()
+            .any(|l| l.starts_with("iron_proxy_requests_total{")
+                && l.contains("action=\"error\"")
+                && l.contains("mode=\"http\"")
+                && l.ends_with(" 1")),
         "{scrape}"
     );
 

@@ -1,4 +1,6 @@
-//! `/metrics` parsed by the official `prometheus_client` parser, `/healthz` and `/readyz`.
+//! `/metrics` parsed by the official `prometheus_client` parser, `/healthz` and `/readyz`;
+//! the counts agree with the audit log (by action, reason and status class), and the open
+//! connections gauge returns to zero.
 
 use std::time::Duration;
 
@@ -153,5 +155,33 @@ transforms:
         Some(6.0 + probes),
         "{after:?}"
     );
+    // Refusals by reason, and what the clients got by status class.
+    assert_eq!(
+        sample(
+            &after,
+            "iron_proxy_rejections_total",
+            &[("reason", "not_allowlisted")]
+        ),
+        Some(2.0),
+        "{after:?}"
+    );
+    let class = |c: &str| sample(&after, "iron_proxy_responses_total", &[("code", c)]);
+    assert_eq!(class("2xx"), Some(3.0), "{after:?}");
+    assert_eq!(class("4xx"), Some(2.0), "{after:?}");
+    assert_eq!(class("5xx"), Some(1.0), "{after:?}");
+    assert_eq!(class("3xx"), Some(0.0), "at zero from the start: {after:?}");
+
+    // Open client connections: one held open, then none.
+    let open = |s: &[(String, Value, f64)]| sample(s, "iron_proxy_client_connections", &[]);
+    let held = std::net::TcpStream::connect(px.http_addr()).expect("connect");
+    wait_until(
+        Duration::from_secs(10),
+        "the held connection counted",
+        || (open(&scrape(&px)) == Some(1.0)).then_some(()),
+    );
+    drop(held);
+    wait_until(Duration::from_secs(20), "the gauge back to zero", || {
+        (open(&scrape(&px)) == Some(0.0)).then_some(())
+    });
     assert_eq!(get("/readyz").status, 200, "still ready");
 }

@@ -111,3 +111,19 @@ async fn an_io_made_in_a_connections_task_holds_its_permit_after_the_task() {
     // Outside any connection's task: no permit.
     assert!(Permitted::new(tokio::io::empty())._permit.is_none());
 }
+
+#[test]
+fn the_gauge_counts_every_open_connection_and_no_refused_one() {
+    let l = limit(2);
+    let gauge = prometheus_client::metrics::gauge::Gauge::default();
+    l.count_into(gauge.clone());
+    let a = l.admit(ip("127.0.0.1")).expect("first");
+    let b = l.admit(ip("127.0.0.1")).expect("second");
+    let c = l.admit(ip("::1")).expect("another client");
+    assert!(l.admit(ip("127.0.0.1")).is_err(), "over the cap");
+    assert_eq!(gauge.get(), 3, "a refused connection is not open");
+    drop((a, c));
+    assert_eq!(gauge.get(), 1);
+    drop(b);
+    assert_eq!(gauge.get(), 0, "back to zero when idle");
+}

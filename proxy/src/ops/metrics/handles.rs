@@ -18,15 +18,15 @@ const ACTIONS: [&str; 4] = ["continue", "reject", "stub", "error"];
 pub(super) struct TransformHandles {
     /// Its label value (bounded: `other` past the cap).
     pub(super) label: String,
-    /// `transform_duration_seconds` for it.
-    pub(super) duration: Histogram,
+    /// `transform_duration_seconds` for it: its request hook, its response hook.
+    pub(super) duration: [Histogram; 2],
     /// `transform_decisions` per action, created on first use so that a
     /// decision never taken is not exported.
     decisions: [OnceLock<Counter>; 4],
 }
 
 impl TransformHandles {
-    pub(super) fn new(label: String, duration: Histogram) -> Self {
+    pub(super) fn new(label: String, duration: [Histogram; 2]) -> Self {
         TransformHandles {
             label,
             duration,

@@ -31,7 +31,18 @@ pub(super) struct DecisionLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(super) struct TransformLabel {
     pub(super) transform: String,
+    /// `request` or `response`: the hook timed.
+    pub(super) phase: &'static str,
 }
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct CodeLabel {
+    /// The status class the client got: `1xx` to `5xx`.
+    pub(super) code: &'static str,
+}
+
+/// The status classes of [`CodeLabel`], by the status's first digit less one.
+pub(super) const CODE_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(super) struct SourceLabel {

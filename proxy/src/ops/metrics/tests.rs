@@ -203,7 +203,8 @@ async fn scrape_parses_with_official_parser_and_readiness_flips() {
         Some("deny_cidr"),
         1,
     ));
-    m.observe_transform("allowlist", Duration::from_micros(300));
+    m.observe_transform("allowlist", false, Duration::from_micros(300));
+    m.observe_transform("allowlist", true, Duration::from_micros(30));
     m.secret_resolution_failed("env");
     m.reload_finished(true);
     m.reload_finished(false);
@@ -286,9 +287,25 @@ async fn scrape_parses_with_official_parser_and_readiness_flips() {
         1.0
     );
     let td = "iron_proxy_transform_duration_seconds";
+    for phase in ["request", "response"] {
+        assert_eq!(
+            v(
+                td,
+                &format!("{td}_count"),
+                &[("transform", "allowlist"), ("phase", phase)]
+            ),
+            1.0
+        );
+    }
+    let rj = ("iron_proxy_rejections", "iron_proxy_rejections_total");
+    assert_eq!(v(rj.0, rj.1, &[("reason", "not_allowlisted")]), 1.0);
+    let rs = ("iron_proxy_responses", "iron_proxy_responses_total");
+    assert_eq!(v(rs.0, rs.1, &[("code", "4xx")]), 1.0, "the 403");
+    assert_eq!(v(rs.0, rs.1, &[("code", "5xx")]), 1.0, "the 502");
     assert_eq!(
-        v(td, &format!("{td}_count"), &[("transform", "allowlist")]),
-        1.0
+        v(rs.0, rs.1, &[("code", "2xx")]),
+        0.0,
+        "at zero from the start"
     );
     let dns_f = "iron_proxy_dns_queries";
     assert_eq!(
