@@ -94,7 +94,7 @@ pub struct Metrics {
     registry: Mutex<Registry>,
     names: Mutex<HashSet<String>>,
     requests: Family<RequestLabels, Counter>,
-    request_duration: HistogramFamily<ModeLabel>,
+    request_duration: HistogramFamily<RequestLabels>,
     upstream_errors: Family<ReasonLabel, Counter>,
     rejections: Family<ReasonLabel, Counter>,
     responses: Family<CodeLabel, Counter>,
@@ -116,7 +116,7 @@ pub struct Metrics {
     /// ([`action_slot`], [`mode_slot`]), taken from the families on first use, so that
     /// counting a request does not hash labels under the families' lock.
     request_handles: [[OnceLock<Counter>; MODES]; ACTIONS],
-    duration_handles: [OnceLock<Histogram>; MODES],
+    duration_handles: [[OnceLock<Histogram>; MODES]; ACTIONS],
     /// `responses` handles by status class ([`CODE_CLASSES`]).
     code_handles: [OnceLock<Counter>; 5],
 }
@@ -201,7 +201,7 @@ impl Metrics {
             );
             r.register(
                 "request_duration_seconds",
-                "Wall time of audited requests",
+                "Wall time of audited requests, by outcome and how they arrived",
                 m.request_duration.clone(),
             );
             r.register(
@@ -338,10 +338,13 @@ impl Metrics {
                     .clone()
             })
             .inc();
-        self.duration_handles[mode_slot(r.mode)]
+        self.duration_handles[action_slot(r.action)][mode_slot(r.mode)]
             .get_or_init(|| {
                 self.request_duration
-                    .get_or_create(&ModeLabel { mode })
+                    .get_or_create(&RequestLabels {
+                        action: action_label(r.action),
+                        mode,
+                    })
                     .clone()
             })
             .observe(match r.duration_us {

@@ -146,15 +146,16 @@ transforms:
         Some(1.0),
         "{after:?}"
     );
-    assert_eq!(
+    let timed = |action: &str| {
         sample(
             &after,
             "iron_proxy_request_duration_seconds_count",
-            &[("mode", "https")]
-        ),
-        Some(6.0 + probes),
-        "{after:?}"
-    );
+            &[("action", action), ("mode", "https")],
+        )
+    };
+    assert_eq!(timed("allow"), Some(3.0), "{after:?}");
+    assert_eq!(timed("reject"), Some(2.0 + probes), "{after:?}");
+    assert_eq!(timed("error"), Some(1.0), "{after:?}");
     // Refusals by reason, and what the clients got by status class.
     assert_eq!(
         sample(

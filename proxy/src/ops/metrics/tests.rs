@@ -125,12 +125,14 @@ fn request_durations_keep_their_microseconds() {
     sink.emit(&r);
     let text = m.encode_prometheus();
     let bucket = |le: &str| {
-        format!("iron_proxy_request_duration_seconds_bucket{{le=\"{le}\",mode=\"http\"}} ")
+        format!("iron_proxy_request_duration_seconds_bucket{{le=\"{le}\",action=\"allow\",mode=\"http\"}} ")
     };
     assert!(text.contains(&format!("{}0\n", bucket("0.001"))), "{text}");
     assert!(text.contains(&format!("{}1\n", bucket("0.005"))), "{text}");
     assert!(
-        text.contains("iron_proxy_request_duration_seconds_sum{mode=\"http\"} 0.0017\n"),
+        text.contains(
+            "iron_proxy_request_duration_seconds_sum{action=\"allow\",mode=\"http\"} 0.0017\n"
+        ),
         "{text}"
     );
 }
