@@ -108,6 +108,11 @@ pub(crate) struct Held {
     /// When its last request was sent (the request's start), to tell a
     /// connection in steady use from one that sat idle.
     pub last_sent: Option<tokio::time::Instant>,
+    /// Closed once its exchange is done instead of kept: the upstream
+    /// answered in HTTP/1.0, after which hyper sends every request on the
+    /// connection as HTTP/1.0, which cannot carry a body of unknown length
+    /// (a chunked upload went out without its body).
+    pub retire: bool,
 }
 
 impl Held {
@@ -127,6 +132,7 @@ impl Held {
             pool: Arc::downgrade(pool),
             reused: false,
             last_sent: None,
+            retire: false,
         }
     }
 
@@ -146,6 +152,7 @@ impl Held {
             pool,
             reused,
             last_sent,
+            retire,
             ..
         } = self;
         let parts = Pin::into_inner(conn).into_parts();
@@ -163,6 +170,7 @@ impl Held {
             pool,
             reused,
             last_sent,
+            retire,
         })
     }
 
@@ -185,8 +193,12 @@ impl Held {
         }
     }
 
-    /// Puts a connection known to be open and idle into its pool.
+    /// Puts a connection known to be open and idle into its pool (or
+    /// closes it, when it is to [`retire`](Held::retire)).
     fn park(self) {
+        if self.retire {
+            return;
+        }
         if let Some(pool) = self.pool.upgrade() {
             pool.put(self);
         }
@@ -250,6 +262,15 @@ impl IdlePool {
                 held.reused = true;
                 return Some(held);
             }
+        }
+    }
+
+    /// Closes the idle connection to `key` whose last request went out at
+    /// `sent` (see [`HeldSlot::retire`]), if it got here already.
+    pub fn retire(&self, key: &Key, sent: tokio::time::Instant) {
+        let mut inner = self.lock();
+        if let Some(list) = inner.idle.get_mut(key) {
+            list.retain(|(_, h)| h.last_sent != Some(sent));
         }
     }
 
@@ -364,6 +385,20 @@ impl HeldSlot {
         let waker = self.inner.waker.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(w) = waker.as_ref() {
             w.wake_by_ref();
+        }
+    }
+
+    /// Closes the held connection once its exchange is done, instead of
+    /// keeping it for the next request ([`Held::retire`]). True when it was
+    /// still held; else its exchange was over already and it went to the
+    /// pool (for [`IdlePool::retire`]).
+    pub(crate) fn retire(&self) -> bool {
+        match self.lock().as_mut() {
+            Some(h) => {
+                h.retire = true;
+                true
+            }
+            None => false,
         }
     }
 

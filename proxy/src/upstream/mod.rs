@@ -297,7 +297,15 @@ impl Upstream {
             let sent = held.sender.try_send_request(req);
             slot.hold(held);
             match timer.run(sent).await? {
-                Ok(rsp) => return Ok(rsp),
+                Ok(rsp) => {
+                    // Answered in HTTP/1.0: hyper would send the connection's
+                    // later requests as HTTP/1.0 too, which cannot carry a
+                    // body of unknown length. Not reused (a rare upstream).
+                    if rsp.version() == http::Version::HTTP_10 && !slot.retire() {
+                        self.idle.retire(&key, timer.started());
+                    }
+                    return Ok(rsp);
+                }
                 Err(mut e) => match (e.take_message(), copy) {
                     (Some(back), _) if reused => {
                         req = back;

@@ -647,3 +647,69 @@ async fn a_get_the_idle_timeout_crossed_is_sent_again_and_a_post_is_not() {
     assert!(try_send(&up, &slot, post).await.is_err());
     assert_eq!(o.accepted.load(Ordering::SeqCst), 2, "no second connection");
 }
+
+/// A body of unknown length (sent chunked over HTTP/1.1): one chunk.
+struct OneChunk(Option<bytes::Bytes>);
+
+impl http_body::Body for OneChunk {
+    type Data = bytes::Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Poll::Ready(self.0.take().map(|b| Ok(http_body::Frame::data(b))))
+    }
+}
+
+fn chunked_body(text: &'static str) -> Body {
+    crate::body::boxed(OneChunk(Some(bytes::Bytes::from_static(text.as_bytes()))))
+}
+
+/// An upstream that answers its first connection's request in HTTP/1.0 with
+/// keep-alive: hyper then sends every later request on that connection as
+/// HTTP/1.0, and a body of unknown length went out without its body. The
+/// connection is closed after that exchange instead, and the upload goes out
+/// whole, chunked, on a new one.
+#[tokio::test]
+async fn a_connection_answered_in_http_1_0_is_not_reused() {
+    let o = origin_serving(|mut tcp, n| async move {
+        use tokio::io::AsyncWriteExt;
+        if n == 1 {
+            while read_head(&mut tcp).await {
+                let answer =
+                    "HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ncontent-length: 6\r\n\r\nconn 1";
+                if tcp.write_all(answer.as_bytes()).await.is_err() {
+                    return;
+                }
+            }
+            return;
+        }
+        let svc = service_fn(
+            move |req: http::Request<hyper::body::Incoming>| async move {
+                let version = format!("{:?}", req.version());
+                let body = req.into_body().collect().await.map(|b| b.to_bytes());
+                let text = format!(
+                    "conn {n} {version} {}",
+                    String::from_utf8_lossy(&body.unwrap_or_default())
+                );
+                Ok::<_, Infallible>(http::Response::new(http_body_util::Full::new(
+                    bytes::Bytes::from(text),
+                )))
+            },
+        );
+        let _ = hyper::server::conn::http1::Builder::new()
+            .serve_connection(TokioIo::new(tcp), svc)
+            .await;
+    })
+    .await;
+    let up = upstream();
+    let slot = HeldSlot::default();
+    assert_eq!(send(&up, &slot, get(o.addr, "/old")).await, "conn 1");
+    let post = http::Request::post(format!("http://{}/upload", o.addr))
+        .body(chunked_body("hello world"))
+        .expect("request");
+    assert_eq!(send(&up, &slot, post).await, "conn 2 HTTP/1.1 hello world");
+    assert_eq!(o.accepted.load(Ordering::SeqCst), 2);
+}
