@@ -456,7 +456,7 @@ pub enum MethodSet {
     /// Omitted, or `["*"]`.
     #[default]
     All,
-    /// Only these (uppercase).
+    /// Only these, as written.
     Only(Vec<String>),
 }
 
@@ -475,16 +475,25 @@ impl MethodSet {
             if http::Method::from_bytes(m.as_bytes()).is_err() {
                 return Err(RuleError::Method(m));
             }
-            out.push(m.to_ascii_uppercase());
+            out.push(m);
         }
         Ok(MethodSet::Only(out))
     }
 
     /// True when `method` is allowed. A host-only request (empty method) matches only `All`.
+    /// Methods are case-sensitive (RFC 9110 §9.1), and the request goes upstream as it was
+    /// sent: a `get` passed by a `GET` rule would reach a server that may route it as
+    /// something other than a GET. So a request's method matches an entry spelled the same,
+    /// or, when the request's method has no lowercase letter (`GET`, `M-SEARCH`), an entry
+    /// spelled in another case (`get`, `post` in a config mean `GET`, `POST`).
     pub fn matches(&self, method: &str) -> bool {
         match self {
             MethodSet::All => true,
-            MethodSet::Only(list) => list.iter().any(|m| m.eq_ignore_ascii_case(method)),
+            MethodSet::Only(list) => {
+                let canonical = !method.bytes().any(|b| b.is_ascii_lowercase());
+                list.iter()
+                    .any(|m| m == method || (canonical && m.eq_ignore_ascii_case(method)))
+            }
         }
     }
 }
@@ -773,7 +782,16 @@ mod tests {
         let set = MethodSet::parse(Some(vec!["M-SEARCH".into(), "x_custom".into()]))
             .expect("tokens with - and _ are methods");
         assert!(set.matches("M-SEARCH") && set.matches("X_CUSTOM"));
+        assert!(set.matches("x_custom"), "as written");
         assert!(!set.matches("GET"));
+        // A request's method in another case than the entry's is another method, unless
+        // the request's is all capitals.
+        let get = MethodSet::parse(Some(vec!["GET".into()])).expect("GET");
+        assert!(get.matches("GET"));
+        assert!(!get.matches("get") && !get.matches("gEt"));
+        let lower = MethodSet::parse(Some(vec!["get".into()])).expect("get");
+        assert!(lower.matches("GET") && lower.matches("get"));
+        assert!(!lower.matches("Get"));
         for bad in ["GET POST", "", "G(ET", "GÉT"] {
             assert!(
                 matches!(

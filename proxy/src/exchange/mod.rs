@@ -308,7 +308,8 @@ async fn handle_tracked(
         port,
         tls,
     };
-    let mut cx = Flow::new(dest, req.method().as_str().to_ascii_uppercase(), path);
+    // The method as sent (case and all): it is what goes upstream.
+    let mut cx = Flow::new(dest, req.method().as_str().to_owned(), path);
     cx.conn = Some(conn.clone());
 
     // Rebuild the request with an absolute upstream URI and a boxed body.

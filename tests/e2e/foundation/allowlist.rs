@@ -265,6 +265,13 @@ transforms:
             "GET",
         ),
         (plain(&px, "http://api.rules.test/v1"), "/v1", "GET"),
+        // Methods are case-sensitive and go upstream as sent: `get` is not the `GET` the
+        // rule admits (before, it passed as GET and reached the upstream as `get`).
+        (
+            plain(&px, "http://api.rules.test/v1/lower").args(["-X", "get"]),
+            "/v1/lower",
+            "get",
+        ),
     ];
     for (curl, path, method) in cases {
         let r = curl.run();
