@@ -401,9 +401,15 @@ fn origin_form(mut req: Request<Body>) -> Result<(Key, Request<Body>), UpstreamE
         // The common case: the parsed path and query reused as they are (a
         // `Bytes` clone), which is what parsing their text would give.
         Some(pq) if pq.as_str().starts_with('/') => Uri::from(pq.clone()),
+        // No path (`http://host` or `http://host?a=1`): the path is `/`
+        // (RFC 9112 §3.2.1), the query kept.
         pq => {
-            let target = pq.map(|pq| pq.as_str()).filter(|pq| !pq.is_empty());
-            Uri::try_from(target.unwrap_or("/"))
+            let target = match pq.map(|pq| pq.as_str()).filter(|pq| !pq.is_empty()) {
+                Some(q) if q.starts_with('?') => format!("/{q}"),
+                Some(other) => other.to_owned(),
+                None => "/".to_owned(),
+            };
+            Uri::try_from(target)
                 .map_err(|e| UpstreamError::Http(format!("request target: {e}")))?
         }
     };

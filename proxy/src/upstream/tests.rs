@@ -328,6 +328,9 @@ fn origin_form_target_and_host() {
         ("http://h.test//double?q", "//double?q", "h.test"),
         ("http://h.test/p#frag", "/p", "h.test"),
         ("http://h.test", "/", "h.test"),
+        // A query without a path: the path is `/` (was a 502 "invalid format").
+        ("http://h.test?a=1", "/?a=1", "h.test"),
+        ("http://h.test:81?", "/?", "h.test:81"),
         ("http://[::1]:81/v6", "/v6", "[::1]:81"),
     ] {
         let req = Request::builder()
