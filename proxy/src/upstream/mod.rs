@@ -211,6 +211,7 @@ impl Upstream {
         header_timeout: Duration,
         held: Option<&HeldSlot>,
     ) -> Result<Response<Incoming>, UpstreamError> {
+        let req = chunk_a_read_with_a_body(req);
         let (req, timer) = HeadTimer::start(req, header_timeout);
         match held {
             Some(slot) if req.version() < http::Version::HTTP_2 => {
@@ -336,6 +337,27 @@ impl Upstream {
             .map_err(|e| classify(&e))?;
         Ok(Held::new(key.clone(), sender, conn, &self.idle))
     }
+}
+
+/// A GET or HEAD with a body of unknown length (sent chunked by the client)
+/// is marked `Transfer-Encoding: chunked` for HTTP/1: without it, hyper sends
+/// these methods without any body (it assumes they have none), and the body
+/// the transforms saw never reached the upstream. An HTTP/2 upstream
+/// connection drops the header (its frames carry the body).
+fn chunk_a_read_with_a_body(mut req: Request<Body>) -> Request<Body> {
+    use http_body::Body as _;
+    let read = matches!(*req.method(), http::Method::GET | http::Method::HEAD);
+    if read
+        && !req.body().is_end_stream()
+        && req.body().size_hint().exact().is_none()
+        && !req.headers().contains_key(header::CONTENT_LENGTH)
+    {
+        req.headers_mut().insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+    }
+    req
 }
 
 /// A connection whose last request went out at least this long ago may

@@ -713,3 +713,41 @@ async fn a_connection_answered_in_http_1_0_is_not_reused() {
     assert_eq!(send(&up, &slot, post).await, "conn 2 HTTP/1.1 hello world");
     assert_eq!(o.accepted.load(Ordering::SeqCst), 2);
 }
+
+/// A GET (or HEAD) whose body has no length the upstream can be told in
+/// advance (the client sent it chunked) goes out chunked: hyper sends these
+/// methods without a body unless told, and the body was dropped. A GET
+/// without a body goes out as before, with no framing header.
+#[tokio::test]
+async fn a_get_with_a_chunked_body_keeps_its_body() {
+    let o = origin_serving(|tcp, _| async move {
+        let svc = service_fn(|req: http::Request<hyper::body::Incoming>| async move {
+            let te = req.headers().contains_key(http::header::TRANSFER_ENCODING);
+            let body = req.into_body().collect().await.map(|b| b.to_bytes());
+            let text = format!(
+                "te={te} body={}",
+                String::from_utf8_lossy(&body.unwrap_or_default())
+            );
+            Ok::<_, Infallible>(http::Response::new(http_body_util::Full::new(
+                bytes::Bytes::from(text),
+            )))
+        });
+        let _ = hyper::server::conn::http1::Builder::new()
+            .serve_connection(TokioIo::new(tcp), svc)
+            .await;
+    })
+    .await;
+    let up = upstream();
+    let slot = HeldSlot::default();
+    let search = http::Request::get(format!("http://{}/_search", o.addr))
+        .body(chunked_body(r#"{"q":"abc"}"#))
+        .expect("request");
+    assert_eq!(
+        send(&up, &slot, search).await,
+        r#"te=true body={"q":"abc"}"#
+    );
+    assert_eq!(
+        send(&up, &slot, get(o.addr, "/plain")).await,
+        "te=false body="
+    );
+}
