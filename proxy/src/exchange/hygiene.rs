@@ -70,18 +70,29 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: bool) {
 }
 
 /// The first transfer coding of a message other than `chunked` (`gzip` in
-/// `Transfer-Encoding: gzip, chunked`), cut to 64 characters. hyper decodes
-/// only the chunked framing, so such a body would be forwarded still coded
-/// and without the header saying so.
+/// `Transfer-Encoding: gzip, chunked`), cut to 64 characters, or `chunked`
+/// applied twice (`chunked, chunked`, which RFC 9112 §6.1 forbids). hyper
+/// decodes only one chunked framing, so such a body would be forwarded
+/// still coded and without the header saying so.
 pub(super) fn unsupported_transfer_coding(h: &HeaderMap) -> Option<String> {
     // No allocation unless there is one to name: a chunked response passes
     // here on every exchange.
+    let mut chunked = 0;
     h.get_all(header::TRANSFER_ENCODING)
         .iter()
         .flat_map(|v| v.as_bytes().split(|b| *b == b','))
         .map(<[u8]>::trim_ascii)
-        .find(|t| !t.is_empty() && !t.eq_ignore_ascii_case(b"chunked"))
-        .map(|t| cut(&String::from_utf8_lossy(t)))
+        .find(|t| {
+            if t.eq_ignore_ascii_case(b"chunked") {
+                chunked += 1;
+                return chunked > 1;
+            }
+            !t.is_empty()
+        })
+        .map(|t| match t.eq_ignore_ascii_case(b"chunked") {
+            true => "chunked (applied twice)".to_string(),
+            false => cut(&String::from_utf8_lossy(t)),
+        })
 }
 
 /// Longest method token forwarded. Registered methods are at most 17
@@ -298,8 +309,26 @@ mod tests {
         assert_eq!(te("chunked"), None);
         assert_eq!(te("Chunked"), None);
         assert_eq!(te("gzip, chunked").as_deref(), Some("gzip"));
+        assert_eq!(
+            te("chunked, chunked").as_deref(),
+            Some("chunked (applied twice)")
+        );
         assert_eq!(te("x-custom ,chunked").as_deref(), Some("x-custom"));
         assert_eq!(unsupported_transfer_coding(&HeaderMap::new()), None);
+        // Two header lines are one list.
+        let mut h = HeaderMap::new();
+        h.append(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        h.append(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        assert_eq!(
+            unsupported_transfer_coding(&h).as_deref(),
+            Some("chunked (applied twice)")
+        );
     }
 
     #[test]
