@@ -125,6 +125,50 @@ impl<B: http_body::Body<Data = Bytes>> http_body::Body for CleanTrailers<B> {
     }
 }
 
+pin_project_lite::pin_project! {
+    /// A body without its trailer section; everything else as the inner
+    /// body has it (size hint included).
+    pub(crate) struct DropTrailers<B> {
+        #[pin]
+        inner: B,
+    }
+}
+
+/// `b` without its trailers: a request whose headers the proxy vouches for
+/// (a credential it set, headers a `header_allowlist` filtered) carries no
+/// fields from the client after them, where the transforms never looked (a
+/// trailer beside an injected header, one the allowlist would have removed).
+/// RFC 9110 §6.5.1 lets a recipient discard trailer fields.
+pub fn without_trailers(b: Body) -> Body {
+    DropTrailers { inner: b }.boxed()
+}
+
+impl<B: http_body::Body<Data = Bytes>> http_body::Body for DropTrailers<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, B::Error>>> {
+        let mut inner = self.project().inner;
+        loop {
+            match inner.as_mut().poll_frame(cx) {
+                std::task::Poll::Ready(Some(Ok(frame))) if frame.is_trailers() => continue,
+                other => return other,
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// A failure of the client's request body (a malformed chunk, a connection
 /// or stream the client ended mid-body), kept apart from the upstream's
 /// failures so that it is audited as the client's fault, whoever reads it.
@@ -379,6 +423,22 @@ mod tests {
         let trailers = collected.trailers().cloned().expect("trailers");
         assert_eq!(trailers.len(), 1, "{trailers:?}");
         assert_eq!(trailers["x-trailer-check"], "done");
+    }
+
+    #[tokio::test]
+    async fn dropped_trailers_keep_the_data_and_the_size() {
+        let mut t = http::HeaderMap::new();
+        t.insert("x-inj", "client-chosen".parse().expect("value"));
+        t.insert("cookie", "session=abc".parse().expect("value"));
+        let inner = Full::new(Bytes::from_static(b"hello"))
+            .with_trailers(async { Some(Ok(t)) })
+            .map_err(|e: std::convert::Infallible| -> BoxError { match e {} })
+            .boxed();
+        let collected = without_trailers(inner).collect().await.expect("body");
+        assert!(collected.trailers().is_none(), "no trailers");
+        assert_eq!(collected.to_bytes(), "hello");
+        let sized = full(Bytes::from_static(b"abc"));
+        assert_eq!(without_trailers(sized).size_hint().exact(), Some(3));
     }
 
     /// A body that declares `declared` bytes, sends `sent`, and then nothing.

@@ -129,6 +129,8 @@ pub struct Flow {
     credential_headers: Vec<http::HeaderName>,
     /// Query parameters a credential transform set in this request.
     credential_query: Vec<String>,
+    /// A `header_allowlist` filtered this request's headers.
+    headers_filtered: bool,
 }
 
 impl Flow {
@@ -147,7 +149,21 @@ impl Flow {
             annotations: Map::new(),
             credential_headers: Vec::new(),
             credential_query: Vec::new(),
+            headers_filtered: false,
         }
+    }
+
+    /// Records that a `header_allowlist` decided which of this request's
+    /// headers go on.
+    pub fn mark_headers_filtered(&mut self) {
+        self.headers_filtered = true;
+    }
+
+    /// Whether the proxy vouches for this request's headers: a credential
+    /// transform set one, or a `header_allowlist` filtered them. Its
+    /// client's trailers are then dropped ([`crate::body::without_trailers`]).
+    pub fn vouches_for_headers(&self) -> bool {
+        self.headers_filtered || !self.credential_headers.is_empty()
     }
 
     /// The view that rules match against.

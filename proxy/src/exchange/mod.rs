@@ -359,6 +359,9 @@ async fn handle_tracked(
         return Ok(finish(rsp, rec.into_guard()));
     }
 
+    if cx.vouches_for_headers() && !http_body::Body::is_end_stream(req.body()) {
+        req = req.map(body::without_trailers);
+    }
     let upstream = match shared
         .upstream
         .send(

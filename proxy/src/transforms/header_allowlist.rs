@@ -96,6 +96,7 @@ impl Transform for HeaderAllowlist {
             return Ok(Verdict::Continue);
         }
         cx.ext.insert(Applied);
+        cx.mark_headers_filtered();
         let denied: Vec<HeaderName> = req
             .headers()
             .keys()

@@ -6,7 +6,9 @@
 //! The 502 body names the host and the class of failure, never the addresses
 //! the proxy resolved or tried (the audit record's `error` keeps those).
 
+use std::io::{Read as _, Write as _};
 use std::net::IpAddr;
+use std::time::Duration;
 
 use iron_proxy_tests::*;
 
@@ -362,4 +364,76 @@ fn loopback_proxy(net: &FakeInternet, name: &str) -> ProxyProcess {
          domains: [\"{name}\"]\n"
     );
     Proxy::with(config.as_str()).resolver(net).start()
+}
+
+/// A request whose headers the proxy vouches for loses the client's trailers: beside an
+/// injected credential (`X-Inj`), a client trailer `X-Inj` reached the upstream, which may
+/// merge trailers into headers; past a `header_allowlist`, a trailer `Cookie` went through
+/// that the allowlist strips as a header. A request of neither kind keeps its trailers.
+#[test]
+fn trailers_of_a_request_the_proxy_vouches_for_are_dropped() {
+    require_root!();
+    let net = FakeInternet::new();
+    let up = LoopbackServer::answering_whole(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+    );
+    net.dns()
+        .set("trailers.test", &[IpAddr::from([127, 0, 0, 1])]);
+    let px = Proxy::with(
+        r#"
+proxy:
+  upstream_deny_cidrs: []
+transforms:
+  - name: allowlist
+    config:
+      domains: ["trailers.test"]
+  - name: header_allowlist
+    config:
+      headers: ["Content-Type", "Trailer", "TE", "X-Inj"]
+      rules: [{host: "trailers.test", paths: ["/filtered"]}]
+  - name: secrets
+    config:
+      secrets:
+        - source: {type: env, var: INJ_SECRET}
+          inject: {header: "X-Inj"}
+          rules: [{host: "trailers.test", paths: ["/inj"]}]
+"#,
+    )
+    .env("INJ_SECRET", "injected-value-42")
+    .resolver(&net)
+    .start();
+    let send = |path: &str| {
+        let mut s = std::net::TcpStream::connect(px.http_addr()).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let req = format!(
+            "POST http://trailers.test:{port}{path} HTTP/1.1\r\nHost: trailers.test:{port}\r\n\
+             Transfer-Encoding: chunked\r\nTrailer: X-Inj, Cookie\r\nConnection: close\r\n\r\n\
+             5\r\nhello\r\n0\r\nX-Inj: client-chosen\r\nCookie: session=abc\r\n\r\n",
+            port = up.port
+        );
+        s.write_all(req.as_bytes()).expect("send");
+        let mut answer = String::new();
+        let _ = s.read_to_string(&mut answer);
+        assert!(answer.starts_with("HTTP/1.1 200"), "{path}: {answer}");
+        wait_until(Duration::from_secs(10), "the upstream's copy", || {
+            up.heads().into_iter().find(|h| h.contains(path))
+        })
+    };
+    for path in ["/inj", "/filtered"] {
+        let got = send(path);
+        assert!(got.contains("hello"), "{path}: the body arrives: {got}");
+        assert!(
+            !got.contains("client-chosen") && !got.contains("session=abc"),
+            "{path}: no client trailer: {got}"
+        );
+    }
+    assert!(send("/inj")
+        .to_ascii_lowercase()
+        .contains("x-inj: injected-value-42"));
+    let plain = send("/plain");
+    assert!(
+        plain.contains("client-chosen") && plain.contains("session=abc"),
+        "a request of neither kind keeps its trailers: {plain}"
+    );
 }

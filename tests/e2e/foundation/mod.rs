@@ -129,6 +129,16 @@ impl LoopbackServer {
 
     /// A server that sends `answer` to every request, then closes.
     pub fn answering(answer: &'static [u8]) -> Self {
+        Self::serving(answer, false)
+    }
+
+    /// Like [`LoopbackServer::answering`], keeping what follows each head too (a body, its
+    /// trailers): whatever arrives until the client pauses for 300 ms.
+    pub fn answering_whole(answer: &'static [u8]) -> Self {
+        Self::serving(answer, true)
+    }
+
+    fn serving(answer: &'static [u8], whole: bool) -> Self {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("binding 127.0.0.1:0");
         listener
             .set_nonblocking(true)
@@ -145,7 +155,7 @@ impl LoopbackServer {
                 };
                 // The head is kept before the answer goes out: a client that has the
                 // answer finds its request in `heads`.
-                respond(s, answer, |head| {
+                respond(s, answer, whole, |head| {
                     seen.lock().expect("heads lock").push(head)
                 });
             }
@@ -159,7 +169,7 @@ impl LoopbackServer {
     }
 }
 
-fn respond(mut s: std::net::TcpStream, answer: &[u8], keep: impl FnOnce(String)) {
+fn respond(mut s: std::net::TcpStream, answer: &[u8], whole: bool, keep: impl FnOnce(String)) {
     let _ = s.set_nonblocking(false);
     let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
     let mut buf = Vec::new();
@@ -168,6 +178,12 @@ fn respond(mut s: std::net::TcpStream, answer: &[u8], keep: impl FnOnce(String))
         match iron_proxy_tests::timed_read::read_some(&mut s, &mut chunk) {
             Ok(0) | Err(_) => break,
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    if whole {
+        let _ = s.set_read_timeout(Some(Duration::from_millis(300)));
+        while let Ok(n @ 1..) = iron_proxy_tests::timed_read::read_some(&mut s, &mut chunk) {
+            buf.extend_from_slice(&chunk[..n]);
         }
     }
     keep(String::from_utf8_lossy(&buf).into_owned());
