@@ -597,8 +597,8 @@ mod tests {
         assert_eq!(trace[0].annotations["seen"], true);
     }
 
-    /// With metrics, each transform's run is timed into its own series, in
-    /// both phases: the series are resolved when the pipeline is built, by
+    /// With metrics, each transform's run is timed into its own series, one
+    /// per phase: the series are resolved when the pipeline is built, by
     /// the transform's index.
     #[tokio::test]
     async fn each_transform_is_timed_in_its_own_series() {
@@ -619,9 +619,12 @@ mod tests {
         assert!(matches!(out, PhaseOutcome::Continue));
         let text = metrics.encode_prometheus();
         for name in ["one", "two"] {
-            let line =
-                format!("iron_proxy_transform_duration_seconds_count{{transform=\"{name}\"}} 4");
-            assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");
+            for (phase, n) in [("request", 3), ("response", 1)] {
+                let line = format!(
+                    "iron_proxy_transform_duration_seconds_count{{transform=\"{name}\",phase=\"{phase}\"}} {n}"
+                );
+                assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");
+            }
         }
     }
 }
