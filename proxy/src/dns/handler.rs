@@ -165,29 +165,94 @@ impl Handler {
                     return Resolution::local_final(chain, answers, &q.name, outcome);
                 }
                 Route::Passthrough => {
-                    return match self.forwarder.forward(&q).await {
-                        Ok(msg) => {
-                            chain.extend(msg.answers);
-                            Resolution {
-                                rcode: msg.metadata.response_code,
-                                answers: chain,
-                                authorities: msg.authorities,
-                                additionals: msg.additionals,
-                                authoritative: msg.metadata.authoritative,
-                                authentic_data: msg.metadata.authentic_data,
-                                outcome,
-                            }
-                        }
+                    let msg = match self.forwarder.forward(&q).await {
+                        Ok(msg) => msg,
                         Err(error) => {
                             debug!(name = %q.name, %error, "passthrough failed");
-                            Resolution::error(ResponseCode::ServFail, Outcome::Failed)
+                            return Resolution::error(ResponseCode::ServFail, Outcome::Failed);
                         }
+                    };
+                    let kept = self.passthrough_part(&q.name, msg.answers);
+                    chain.extend(kept.records);
+                    if let Some(target) = kept.leaves_to {
+                        // The upstream's chain goes on to a name that is not
+                        // passthrough: that name is answered here, as if the
+                        // workload had asked for it (never its real address).
+                        q.name = target;
+                        continue;
+                    }
+                    let local = |r: &Record| self.policy.route(&r.name) == Route::Passthrough;
+                    let authorities: Vec<Record> =
+                        msg.authorities.into_iter().filter(local).collect();
+                    let additionals: Vec<Record> =
+                        msg.additionals.into_iter().filter(local).collect();
+                    return Resolution {
+                        rcode: msg.metadata.response_code,
+                        answers: chain,
+                        authorities,
+                        additionals,
+                        authoritative: msg.metadata.authoritative && kept.whole,
+                        authentic_data: msg.metadata.authentic_data && kept.whole,
+                        outcome,
                     };
                 }
             }
         }
         // Unreachable with validated records (chains are checked at start).
         Resolution::error(ResponseCode::ServFail, Outcome::Failed)
+    }
+}
+
+/// What of an upstream's answer section a passthrough answer keeps.
+struct Kept {
+    /// The records of the chain from the question's name, as long as its
+    /// names are passthrough.
+    records: Vec<Record>,
+    /// The CNAME target where the chain leaves passthrough, to be answered
+    /// locally (intercepted: the proxy's address; a static record).
+    leaves_to: Option<hickory_proto::rr::Name>,
+    /// Whether nothing was left out.
+    whole: bool,
+}
+
+impl Handler {
+    /// The part of `answers` a workload may have: the records owned by
+    /// `name` and, following CNAMEs, by each passthrough name the chain
+    /// reaches. A CNAME to a name that is not passthrough ends it there
+    /// (`leaves_to`), and records owned by any other name are dropped: an
+    /// upstream answering `jira.corp CNAME github.com` with github.com's
+    /// address, or adding records for other names, would hand the workload a
+    /// real address for an intercepted name, and a caching stub resolver in
+    /// front would serve it for every later lookup.
+    fn passthrough_part(&self, name: &hickory_proto::rr::Name, answers: Vec<Record>) -> Kept {
+        let total = answers.len();
+        let mut pending = answers;
+        let mut kept = Vec::with_capacity(total);
+        let mut at = name.clone();
+        let mut leaves_to = None;
+        for _ in 0..=MAX_CNAME_CHAIN {
+            let (mine, rest): (Vec<Record>, Vec<Record>) =
+                pending.into_iter().partition(|r| r.name == at);
+            pending = rest;
+            let next = mine.iter().find_map(|r| match &r.data {
+                hickory_proto::rr::RData::CNAME(c) => Some(c.0.clone()),
+                _ => None,
+            });
+            kept.extend(mine);
+            match next {
+                Some(target) if self.policy.route(&target) == Route::Passthrough => at = target,
+                Some(target) => {
+                    leaves_to = Some(target);
+                    break;
+                }
+                None => break,
+            }
+        }
+        Kept {
+            whole: kept.len() == total && leaves_to.is_none(),
+            records: kept,
+            leaves_to,
+        }
     }
 }
 

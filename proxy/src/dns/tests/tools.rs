@@ -299,3 +299,57 @@ async fn build_resolver_uses_the_given_upstream() {
     // The OS-config variant only reads /etc/resolv.conf here; it sends nothing.
     build_resolver(None).expect("resolver from resolv.conf");
 }
+
+/// A passthrough name the upstream answers with a CNAME into an intercepted name (an
+/// internal name that is an alias of a SaaS host): the workload gets the chain up to the
+/// intercepted name and then the proxy's address for it, never the address the upstream
+/// gave. Before, the upstream's whole answer went through, and a caching stub resolver in
+/// front served that real address for every later lookup of the intercepted name. Records
+/// the upstream adds for other names (answer, authority or additional section) are dropped.
+#[tokio::test]
+async fn a_passthrough_cname_into_an_intercepted_name_gets_the_proxys_address() {
+    let up = Dnsmasq::start(&[
+        "--host-record=saas.test,198.18.0.77".to_string(),
+        "--cname=jira.pass.test,saas.test".to_string(),
+        "--host-record=www2.pass.test,198.18.0.11".to_string(),
+        "--cname=hop.pass.test,www2.pass.test".to_string(),
+        "--mx-host=mail.pass.test,mx.elsewhere.test,10".to_string(),
+        "--host-record=mx.elsewhere.test,198.18.0.78".to_string(),
+    ])
+    .await;
+    let (server, addr) = start(settings(&["pass.test", "*.pass.test"], Some(up.addr))).await;
+    for mode in ["+notcp", "+tcp"] {
+        let d = dig(addr, &[mode, "jira.pass.test", "A"]).await;
+        assert_eq!(d.status, "NOERROR", "{}", d.raw);
+        assert_eq!(d.rdata("CNAME"), vec!["saas.test."], "{mode}: {}", d.raw);
+        assert_eq!(
+            d.rdata("A"),
+            vec![PROXY_IP.to_string()],
+            "{mode}: {}",
+            d.raw
+        );
+        assert!(!d.raw.contains("198.18.0.77"), "{mode}: {}", d.raw);
+        // A chain that stays in passthrough is kept whole.
+        let d = dig(addr, &[mode, "hop.pass.test", "A"]).await;
+        assert_eq!(
+            d.rdata("CNAME"),
+            vec!["www2.pass.test."],
+            "{mode}: {}",
+            d.raw
+        );
+        assert_eq!(d.rdata("A"), vec!["198.18.0.11"], "{mode}: {}", d.raw);
+        // dnsmasq adds the MX host's address: not a passthrough name, dropped.
+        let d = dig(addr, &[mode, "mail.pass.test", "MX"]).await;
+        assert_eq!(
+            d.rdata("MX"),
+            vec!["10 mx.elsewhere.test."],
+            "{mode}: {}",
+            d.raw
+        );
+        assert!(!d.raw.contains("198.18.0.78"), "{mode}: {}", d.raw);
+    }
+    // The intercepted name itself never reached the upstream.
+    up.wait_log("query[A] jira.pass.test").await;
+    assert!(!up.log().contains("query[A] saas.test"), "{}", up.log());
+    drop(server);
+}
