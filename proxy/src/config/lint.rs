@@ -373,6 +373,8 @@ pub(crate) fn find(cfg: &Config) -> Vec<Unplaced> {
     out.extend(coverage::no_allowlist(cfg));
     out.extend(coverage::sni_only(cfg));
     out.extend(coverage::intercept_without_dns(cfg));
+    out.extend(coverage::broad_passthrough(cfg));
+    out.extend(coverage::resolver_is_self(cfg));
     out.extend(management_off_loopback(cfg));
     out
 }

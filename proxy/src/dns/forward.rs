@@ -92,7 +92,7 @@ impl Forwarder {
                 Ok(Ok(msg)) => {
                     let rcode = msg.metadata.response_code;
                     if rcode == ResponseCode::ServFail || rcode == ResponseCode::Refused {
-                        debug!(upstream = %server, %rcode, "upstream refused or failed; trying next");
+                        debug!(upstream = %server, %rcode, "upstream refused or failed");
                         fallback = Some(msg);
                         continue;
                     }

@@ -77,6 +77,8 @@ pub(crate) struct Handler {
     stats: Arc<DnsStats>,
     /// Each looped query would otherwise log a line.
     loop_warning: WarnEvery,
+    /// Passthrough failures (a dead or slow upstream), likewise.
+    upstream_warning: WarnEvery,
 }
 
 impl Handler {
@@ -86,6 +88,7 @@ impl Handler {
             forwarder,
             stats,
             loop_warning: WarnEvery::new(std::time::Duration::from_secs(60)),
+            upstream_warning: WarnEvery::new(std::time::Duration::from_secs(60)),
         }
     }
 
@@ -168,7 +171,18 @@ impl Handler {
                     let msg = match self.forwarder.forward(&q).await {
                         Ok(msg) => msg,
                         Err(error) => {
+                            let error = crate::error_chain(&error);
                             debug!(name = %q.name, %error, "passthrough failed");
+                            if let Some(held_back) =
+                                self.upstream_warning.due(std::time::Instant::now())
+                            {
+                                warn!(
+                                    %error,
+                                    held_back,
+                                    "dns passthrough failing: the upstream resolver gave no \
+                                     answer (answered SERVFAIL; warned at most once a minute)"
+                                );
+                            }
                             return Resolution::error(ResponseCode::ServFail, Outcome::Failed);
                         }
                     };

@@ -7,7 +7,7 @@ use super::Unplaced;
 use crate::config::sections::TlsConfig;
 use crate::config::transforms::TransformConfig;
 use crate::config::Config;
-use crate::rules::{MethodSet, Rule};
+use crate::rules::{HostPattern, MethodSet, Rule};
 
 /// No `allowlist` among the transforms: nothing is refused but what
 /// `upstream_deny_cidrs` names.
@@ -44,6 +44,65 @@ pub(super) fn intercept_without_dns(cfg: &Config) -> Option<Unplaced> {
                   add a dns block (dns.listen, dns.proxy_ip; intercept.dns then defaults to on), \
                   or set intercept.dns: false to say that this is meant"
             .into(),
+    })
+}
+
+/// Top-level domains whose `*.tld` passthrough glob would forward a large
+/// share of the public internet's names.
+const PUBLIC_TLDS: [&str; 12] = [
+    "com", "net", "org", "io", "dev", "app", "ai", "co", "xyz", "info", "cloud", "me",
+];
+
+/// A `dns.passthrough` glob so broad that it turns interception off for the
+/// public internet: `*`, or every name under a public top-level domain. Such
+/// names resolve to their real addresses (workloads connect around the proxy
+/// where DNS is what sends them to it), and any workload can send data out
+/// in the names it looks up.
+pub(super) fn broad_passthrough(cfg: &Config) -> Vec<Unplaced> {
+    let Some(dns) = &cfg.dns else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (i, p) in dns.passthrough.iter().enumerate() {
+        let what = match p {
+            HostPattern::Any => "every name".to_string(),
+            HostPattern::Subdomains(tld) if PUBLIC_TLDS.contains(&tld.as_str()) => {
+                format!("every name under .{tld}")
+            }
+            _ => continue,
+        };
+        out.push(Unplaced {
+            path: format!("dns.passthrough[{i}]"),
+            message: format!(
+                "this glob forwards {what} to the upstream resolver: those names get their real \
+                 addresses (where DNS is what sends workloads to the proxy, they connect around \
+                 it) and any workload can send data out in the names it looks up; list the \
+                 internal zones that need it (\"*.corp.example\", \"*.svc.cluster.local\")"
+            ),
+        });
+    }
+    out
+}
+
+/// `dns.upstream_resolver` that is one of the proxy's own DNS addresses:
+/// every passthrough name would loop back (answered SERVFAIL), and the
+/// proxy's own lookups of the hosts it dials would get `dns.proxy_ip`.
+pub(super) fn resolver_is_self(cfg: &Config) -> Option<Unplaced> {
+    let dns = cfg.dns.as_ref()?;
+    let up = dns.upstream_resolver?;
+    let own = dns.listen.socket_addrs().into_iter().any(|l| {
+        l.port() == up.port()
+            && (l.ip() == up.ip()
+                || (l.ip().is_unspecified() && up.ip().to_canonical().is_loopback()))
+    });
+    own.then(|| Unplaced {
+        path: "dns.upstream_resolver".into(),
+        message: format!(
+            "{up} is this proxy's own DNS server (dns.listen {}): passthrough names would be \
+             forwarded to itself (answered SERVFAIL) and the proxy would resolve the hosts it \
+             dials to dns.proxy_ip; name the resolver the proxy itself should use",
+            dns.listen
+        ),
     })
 }
 

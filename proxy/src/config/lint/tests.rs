@@ -540,3 +540,55 @@ fn interception_without_a_dns_block_is_named_unless_said_outright() {
     ))
     .is_empty());
 }
+
+/// A config with `dns` set to `dns_yaml` (indented under `dns:`).
+fn with_dns(dns_yaml: &str) -> Config {
+    let text = format!(
+        "tls:\n  ca_cert: ca.pem\n  ca_key: ca.key\ndns:\n{dns_yaml}transforms:\n\
+         \x20 - name: allowlist\n    config:\n      domains: [\"api.test\"]\n"
+    );
+    super::super::parse(&text, "t.yaml", &|_| None).expect("valid config")
+}
+
+#[test]
+fn a_passthrough_glob_over_the_public_internet_is_flagged_and_internal_zones_are_not() {
+    let found = lint(&with_dns(
+        "  proxy_ip: 10.0.0.2\n  upstream_resolver: 10.0.0.53:53\n  passthrough: [\"*\", \"*.svc\", \"*.com\", \"*.corp.example\"]\n",
+    ));
+    let paths: Vec<&str> = found.iter().map(|l| l.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        ["dns.passthrough[0]", "dns.passthrough[2]"],
+        "{found:?}"
+    );
+    assert!(
+        found[0].message.contains("forwards every name"),
+        "{}",
+        found[0]
+    );
+    assert!(
+        found[1].message.contains("every name under .com"),
+        "{}",
+        found[1]
+    );
+}
+
+#[test]
+fn an_upstream_resolver_that_is_the_proxys_own_dns_is_flagged() {
+    for listen in ["127.0.0.1:5353", "0.0.0.0:5353", ":5353"] {
+        let found = lint(&with_dns(&format!(
+            "  listen: \"{listen}\"\n  proxy_ip: 10.0.0.2\n  upstream_resolver: 127.0.0.1:5353\n"
+        )));
+        assert_eq!(found.len(), 1, "{listen}: {found:?}");
+        assert_eq!(found[0].path, "dns.upstream_resolver");
+        assert!(
+            found[0].message.contains("this proxy's own DNS server"),
+            "{}",
+            found[0]
+        );
+    }
+    let elsewhere = lint(&with_dns(
+        "  listen: \"127.0.0.1:5353\"\n  proxy_ip: 10.0.0.2\n  upstream_resolver: 127.0.0.1:53\n",
+    ));
+    assert_eq!(elsewhere, vec![]);
+}
