@@ -15,6 +15,7 @@ mod forward;
 mod handler;
 mod policy;
 mod stats;
+mod tcp;
 
 #[cfg(test)]
 mod tests;
@@ -156,7 +157,10 @@ pub enum DnsError {
 /// A running DNS server. Dropping it without [`DnsServer::shutdown`] leaves the
 /// sockets served until the runtime stops.
 pub struct DnsServer {
-    server: Server<handler::Handler>,
+    server: Server<handler::Shared>,
+    /// Stops the TCP listeners ([`tcp`]), which are not hickory's.
+    tcp_stop: tokio_util::sync::CancellationToken,
+    tcp_tasks: Vec<tokio::task::JoinHandle<()>>,
     local_addrs: Vec<SocketAddr>,
     stats: Arc<DnsStats>,
 }
@@ -188,15 +192,23 @@ impl DnsServer {
         }
         let stats = Arc::new(DnsStats::default());
         let forwarder = forward::Forwarder::new(servers, UPSTREAM_TIMEOUT);
-        let handler = handler::Handler::new(policy, forwarder, stats.clone());
-        let mut server = Server::new(handler);
+        let handler = Arc::new(handler::Handler::new(policy, forwarder, stats.clone()));
+        let mut server = Server::new(handler::Shared(handler.clone()));
+        let tcp_stop = tokio_util::sync::CancellationToken::new();
+        let mut tcp_tasks = Vec::with_capacity(sockets.len());
         for (udp, tcp, addr) in sockets {
             server.register_socket(udp);
-            server.register_listener(tcp, TCP_IDLE_TIMEOUT, 64);
+            tcp_tasks.push(tokio::spawn(tcp::serve(
+                tcp,
+                handler.clone(),
+                tcp_stop.clone(),
+            )));
             info!(%addr, "dns server listening (udp, tcp)");
         }
         Ok(DnsServer {
             server,
+            tcp_stop,
+            tcp_tasks,
             local_addrs,
             stats,
         })
@@ -214,6 +226,10 @@ impl DnsServer {
 
     /// Stops accepting queries and waits for the server tasks to end.
     pub async fn shutdown(mut self) -> Result<(), DnsError> {
+        self.tcp_stop.cancel();
+        for t in self.tcp_tasks.drain(..) {
+            let _ = t.await;
+        }
         self.server
             .shutdown_gracefully()
             .await

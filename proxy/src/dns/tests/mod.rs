@@ -5,6 +5,7 @@
 mod burst;
 mod netns;
 mod server;
+mod tcp;
 mod tools;
 
 use std::net::{Ipv4Addr, SocketAddr};

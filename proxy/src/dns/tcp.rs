@@ -1,0 +1,269 @@
+//! DNS over TCP, served here rather than by hickory's listener, for two
+//! bounds a workload could otherwise break:
+//!
+//! - **Connections.** hickory accepts every connection: a workload that
+//!   opened thousands and sent a query every few seconds held one
+//!   descriptor each, until the proxy had none left for its HTTP listeners.
+//!   Here at most [`MAX_CONNECTIONS`] are open at once, and
+//!   [`MAX_PER_CLIENT`] from one address (Unbound's `incoming-num-tcp`,
+//!   BIND's `tcp-clients`); one over is closed at once.
+//! - **Pipelining.** hickory answered a connection's queries one after the
+//!   other, so a passthrough query waiting on a slow upstream held up the
+//!   intercepted ones behind it. Here each query is answered as soon as it
+//!   is resolved, in any order (RFC 7766 §6.2.1.1), with at most
+//!   [`MAX_IN_FLIGHT`] per connection.
+//!
+//! Framing and idle handling are as before: two-byte lengths, and a
+//! connection that sends no complete query for [`super::TCP_IDLE_TIMEOUT`]
+//! is closed. The answers come from the same [`Handler`] as over UDP.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+
+use hickory_proto::op::{Header, MessageType, ResponseCode};
+use hickory_proto::rr::Record;
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncoder};
+use hickory_server::net::runtime::TokioTime;
+use hickory_server::net::xfer::Protocol;
+use hickory_server::net::NetError;
+use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
+use hickory_server::zone_handler::{MessageResponse, MessageResponseBuilder, Queries};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use super::handler::Handler;
+use crate::ops::warn_every::WarnEvery;
+
+/// TCP connections open at once, over all clients.
+pub(crate) const MAX_CONNECTIONS: usize = 512;
+/// TCP connections open at once from one client address.
+pub(crate) const MAX_PER_CLIENT: usize = 128;
+/// Queries of one connection being answered at once; the next waits.
+const MAX_IN_FLIGHT: usize = 16;
+
+/// Open connections, in total and per client address.
+#[derive(Default)]
+struct Open {
+    total: usize,
+    by_client: HashMap<IpAddr, usize>,
+}
+
+/// One admitted connection: counted until dropped.
+struct Slot {
+    open: Arc<Mutex<Open>>,
+    client: IpAddr,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        open.total = open.total.saturating_sub(1);
+        if let Some(n) = open.by_client.get_mut(&self.client) {
+            *n -= 1;
+            if *n == 0 {
+                open.by_client.remove(&self.client);
+            }
+        }
+    }
+}
+
+/// Counts a connection from `client`, or `None` when a bound is reached.
+fn admit(open: &Arc<Mutex<Open>>, client: IpAddr) -> Option<Slot> {
+    let client = crate::rules::canonical_ip(client);
+    let mut o = open.lock().unwrap_or_else(|p| p.into_inner());
+    let mine = o.by_client.get(&client).copied().unwrap_or(0);
+    if o.total >= MAX_CONNECTIONS || mine >= MAX_PER_CLIENT {
+        return None;
+    }
+    o.total += 1;
+    *o.by_client.entry(client).or_insert(0) += 1;
+    Some(Slot {
+        open: open.clone(),
+        client,
+    })
+}
+
+/// Accepts on `listener` until `stop` is cancelled; each connection's
+/// queries are answered by `handler`.
+pub(crate) async fn serve(listener: TcpListener, handler: Arc<Handler>, stop: CancellationToken) {
+    let open = Arc::new(Mutex::new(Open::default()));
+    let refusals = WarnEvery::new(std::time::Duration::from_secs(60));
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = stop.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(error) => {
+                    // EMFILE and the like: back off a little, keep serving.
+                    warn!(%error, "dns tcp accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Some(slot) = admit(&open, peer.ip()) else {
+            if let Some(held_back) = refusals.due(std::time::Instant::now()) {
+                warn!(
+                    client = %peer.ip(),
+                    held_back,
+                    max = MAX_CONNECTIONS,
+                    max_per_client = MAX_PER_CLIENT,
+                    "dns tcp connection refused: too many open (warned at most once a minute)"
+                );
+            }
+            drop(stream);
+            continue;
+        };
+        let (handler, stop) = (handler.clone(), stop.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                () = connection(stream, peer, handler) => {}
+                () = stop.cancelled() => {}
+            }
+            drop(slot);
+        });
+    }
+}
+
+/// Reads `stream`'s queries and answers each as soon as it is resolved.
+async fn connection(stream: TcpStream, peer: SocketAddr, handler: Arc<Handler>) {
+    let (mut rd, mut wr) = stream.into_split();
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(MAX_IN_FLIGHT);
+    let writer = tokio::spawn(async move {
+        while let Some(answer) = rx.recv().await {
+            let Ok(len) = u16::try_from(answer.len()) else {
+                continue;
+            };
+            let mut framed = Vec::with_capacity(answer.len() + 2);
+            framed.extend_from_slice(&len.to_be_bytes());
+            framed.extend_from_slice(&answer);
+            if wr.write_all(&framed).await.is_err() {
+                return;
+            }
+        }
+    });
+    let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    loop {
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            break;
+        };
+        let Some(query) = read_frame(&mut rd).await else {
+            break;
+        };
+        let (handler, tx) = (handler.clone(), tx.clone());
+        tokio::spawn(async move {
+            if let Some(answer) = answer(&handler, query, peer).await {
+                let _ = tx.send(answer).await;
+            }
+            drop(permit);
+        });
+    }
+    // The queries still being answered hold their senders: the writer sends
+    // their answers, then ends.
+    drop(tx);
+    let _ = writer.await;
+}
+
+/// One length-prefixed message, within the idle timeout; `None` at the
+/// connection's end, on a timeout or an empty frame.
+async fn read_frame(rd: &mut tokio::net::tcp::OwnedReadHalf) -> Option<Vec<u8>> {
+    let read = async {
+        let mut len = [0u8; 2];
+        rd.read_exact(&mut len).await.ok()?;
+        let len = usize::from(u16::from_be_bytes(len));
+        if len == 0 {
+            return None;
+        }
+        let mut buf = vec![0u8; len];
+        rd.read_exact(&mut buf).await.ok()?;
+        Some(buf)
+    };
+    tokio::time::timeout(super::TCP_IDLE_TIMEOUT, read)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// The encoded answer to one query; `None` for what gets no answer (fewer
+/// than 12 bytes, or a message that is itself a response: no reflection).
+async fn answer(handler: &Handler, query: Vec<u8>, peer: SocketAddr) -> Option<Vec<u8>> {
+    let request = match Request::from_bytes(query.clone(), peer, Protocol::Tcp) {
+        Ok(r) => r,
+        Err(error) => return formerr(&query, &error.to_string()),
+    };
+    if request.metadata.message_type == MessageType::Response {
+        return None;
+    }
+    let captured = Captured::default();
+    handler
+        .handle_request::<_, TokioTime>(&request, captured.clone())
+        .await;
+    captured.take()
+}
+
+/// FORMERR for a query whose header decodes and whose body does not.
+fn formerr(query: &[u8], error: &str) -> Option<Vec<u8>> {
+    let mut decoder = BinDecoder::new(query);
+    let header = Header::read(&mut decoder).ok()?;
+    if header.metadata.message_type == MessageType::Response {
+        return None;
+    }
+    debug!(id = header.metadata.id, %error, "dns tcp query does not decode; FORMERR");
+    let queries = Queries::read(&mut decoder, 0).ok()?;
+    let response = MessageResponseBuilder::new(&queries, None)
+        .error_msg(&header.metadata, ResponseCode::FormErr);
+    encode(response).ok().map(|(_, bytes)| bytes)
+}
+
+/// A response encoded for TCP (no size bound but the frame's).
+fn encode<'a>(
+    response: MessageResponse<
+        '_,
+        'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+    >,
+) -> Result<(ResponseInfo, Vec<u8>), NetError> {
+    let mut bytes = Vec::with_capacity(512);
+    let mut encoder = BinEncoder::new(&mut bytes);
+    encoder.set_max_size(u16::MAX);
+    let info = response
+        .destructive_emit(&mut encoder)
+        .map_err(|e| NetError::from(e.to_string()))?;
+    Ok((info, bytes))
+}
+
+/// Keeps the response the handler sends, encoded.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Option<Vec<u8>>>>);
+
+impl Captured {
+    fn take(&self) -> Option<Vec<u8>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+#[async_trait::async_trait]
+impl ResponseHandler for Captured {
+    async fn send_response<'a>(
+        &mut self,
+        response: MessageResponse<
+            '_,
+            'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+        >,
+    ) -> Result<ResponseInfo, NetError> {
+        let (info, bytes) = encode(response)?;
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(bytes);
+        Ok(info)
+    }
+}
