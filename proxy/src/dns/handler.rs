@@ -164,7 +164,18 @@ impl Handler {
                     return Resolution::local_final(chain, answers, &q.name, outcome);
                 }
                 Route::Intercept => {
-                    let answers = self.policy.intercept_answers(&q.name, q.qtype);
+                    let answers = match policy::special(&q.name) {
+                        None => self.policy.intercept_answers(&q.name, q.qtype),
+                        Some(policy::Special::Loopback) => {
+                            policy::loopback_answers(&q.name, q.qtype)
+                        }
+                        Some(policy::Special::NoSuchName) => {
+                            let mut r = Resolution::local(chain, outcome);
+                            r.rcode = ResponseCode::NXDomain;
+                            r.authorities.push(policy::nodata_soa(&q.name.trim_to(1)));
+                            return r;
+                        }
+                    };
                     return Resolution::local_final(chain, answers, &q.name, outcome);
                 }
                 Route::Passthrough => {

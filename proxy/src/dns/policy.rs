@@ -128,6 +128,41 @@ impl Policy {
     }
 }
 
+/// How an intercepted name that RFC 6761 reserves is answered instead of
+/// with the proxy's address.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Special {
+    /// `localhost` and names below it: the loopback address (§6.3), as
+    /// `/etc/hosts` would; a workload's own `localhost` is not the proxy.
+    Loopback,
+    /// Names under `.invalid` (§6.4) and `.onion` (RFC 7686): NXDOMAIN.
+    NoSuchName,
+}
+
+/// Whether `name` is one of the special-use names of [`Special`].
+pub(crate) fn special(name: &Name) -> Option<Special> {
+    let last = name.iter().last()?;
+    if last.eq_ignore_ascii_case(b"localhost") {
+        Some(Special::Loopback)
+    } else if last.eq_ignore_ascii_case(b"invalid") || last.eq_ignore_ascii_case(b"onion") {
+        Some(Special::NoSuchName)
+    } else {
+        None
+    }
+}
+
+/// The loopback answers of a `localhost` name for `qtype`.
+pub(crate) fn loopback_answers(name: &Name, qtype: RecordType) -> Vec<Record> {
+    let mut out = Vec::new();
+    if matches!(qtype, RecordType::A | RecordType::ANY) {
+        out.push(local_record(name, RData::A(A(Ipv4Addr::LOCALHOST))));
+    }
+    if matches!(qtype, RecordType::AAAA | RecordType::ANY) {
+        out.push(local_record(name, RData::AAAA(AAAA(Ipv6Addr::LOCALHOST))));
+    }
+    out
+}
+
 /// The answers of a static A entry for `qtype` (none for AAAA and other types:
 /// the record owns the name, so it is not intercepted for them either).
 pub(crate) fn static_a_answers(name: &Name, ips: &[Ipv4Addr], qtype: RecordType) -> Vec<Record> {

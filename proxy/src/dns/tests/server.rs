@@ -321,3 +321,33 @@ async fn serves_several_listen_addresses() {
         assert_eq!(a_addrs(&m), vec![PROXY_IP]);
     }
 }
+
+/// Names RFC 6761 reserves are not intercepted: `localhost` and names below it get the
+/// loopback address (a workload's own, not the proxy's), `.invalid` and `.onion` names
+/// NXDOMAIN (with the top-level SOA for caching). Before, all got the proxy's address.
+#[tokio::test]
+async fn special_use_names_get_loopback_or_nxdomain() {
+    let (_server, addr) = start(settings(&[], None)).await;
+    for name in ["localhost.", "dev.LocalHost."] {
+        let m = udp_query(addr, name, RecordType::A, None).await;
+        assert_eq!(a_addrs(&m), vec![Ipv4Addr::LOCALHOST], "{name}");
+        let m = udp_query(addr, name, RecordType::AAAA, None).await;
+        let v6: Vec<_> = m
+            .answers
+            .iter()
+            .filter_map(|r| match &r.data {
+                RData::AAAA(a) => Some(a.0),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(v6, vec![std::net::Ipv6Addr::LOCALHOST], "{name}");
+    }
+    for name in ["x.invalid.", "iron-proxy.invalid.", "abc.onion."] {
+        let m = udp_query(addr, name, RecordType::A, None).await;
+        assert_eq!(m.metadata.response_code, ResponseCode::NXDomain, "{name}");
+        assert!(m.answers.is_empty(), "{name}");
+        assert_eq!(m.authorities.len(), 1, "{name}: the SOA");
+    }
+    let m = udp_query(addr, "localhost.example.", RecordType::A, None).await;
+    assert_eq!(a_addrs(&m), vec![PROXY_IP], "only the last label counts");
+}
