@@ -141,7 +141,7 @@ pub(crate) enum Special {
 
 /// Whether `name` is one of the special-use names of [`Special`].
 pub(crate) fn special(name: &Name) -> Option<Special> {
-    let last = name.iter().last()?;
+    let last = name.iter().next_back()?;
     if last.eq_ignore_ascii_case(b"localhost") {
         Some(Special::Loopback)
     } else if last.eq_ignore_ascii_case(b"invalid") || last.eq_ignore_ascii_case(b"onion") {
