@@ -11,6 +11,8 @@ after an upgrade as {"h2": {pseudo-headers and headers}}.
   upgraded request), as a real h2c server does.
 - path `/switch-h2c`: answers 101 `Upgrade: h2c` whatever was asked (an
   upstream switching to a protocol the client did not ask for).
+- path `/switch-ws-no-accept`: answers 101 `Upgrade: websocket` without
+  `Sec-WebSocket-Accept`, and logs what it reads after it.
 - anything else: 200 with the head it read as a JSON body.
 """
 
@@ -90,6 +92,13 @@ def handle(c):
                 return
             if path.endswith("/switch-h2c"):
                 c.sendall(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n")
+                return
+            if path.endswith("/switch-ws-no-accept"):
+                # A 101 to websocket without the Sec-WebSocket-Accept the key asks for,
+                # then whatever the client sends is read as HTTP.
+                c.sendall(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+                rest = c.recv(65536)
+                log({"after_101": rest.decode("latin-1")})
                 return
             body = json.dumps({"head": lines}).encode()
             c.sendall(

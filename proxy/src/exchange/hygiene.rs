@@ -218,6 +218,32 @@ pub(super) fn is_upgrade<B>(req: &Request<B>) -> bool {
 
 /// True when an upstream's 101 switches to WebSocket, the one upgrade the
 /// proxy asked for.
+/// The `Sec-WebSocket-Accept` a server must answer to a request with
+/// `Sec-WebSocket-Key: key` (RFC 6455 §4.2.2: base64 of the SHA-1 of the key
+/// and a fixed GUID).
+pub(super) fn websocket_accept(key: &[u8]) -> String {
+    use base64::Engine as _;
+    const GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY);
+    ctx.update(key);
+    ctx.update(GUID);
+    base64::engine::general_purpose::STANDARD.encode(ctx.finish().as_ref())
+}
+
+/// Whether `rsp`, a 101, completes the WebSocket handshake of a request
+/// with `key`: an upstream that switches without the answer the key asks
+/// for is not a WebSocket server that read the request (RFC 6455 §4.1: the
+/// client must fail the connection), and what the connection carries after
+/// it would not be the WebSocket the record says.
+pub(super) fn accepts_websocket_key(rsp: &Response<Incoming>, key: Option<&HeaderValue>) -> bool {
+    let Some(key) = key else {
+        return false;
+    };
+    rsp.headers()
+        .get("sec-websocket-accept")
+        .is_some_and(|got| got.as_bytes() == websocket_accept(key.as_bytes()).as_bytes())
+}
+
 pub(super) fn switches_to_websocket(rsp: &Response<Incoming>) -> bool {
     rsp.headers()
         .get(header::UPGRADE)
@@ -228,6 +254,15 @@ pub(super) fn switches_to_websocket(rsp: &Response<Incoming>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_websocket_accept_is_rfc_6455s() {
+        // RFC 6455 §1.3's example.
+        assert_eq!(
+            websocket_accept(b"dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+    }
 
     #[test]
     fn a_target_is_origin_or_absolute_http_form() {

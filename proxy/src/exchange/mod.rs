@@ -362,6 +362,10 @@ async fn handle_tracked(
     if cx.vouches_for_headers() && !http_body::Body::is_end_stream(req.body()) {
         req = req.map(body::without_trailers);
     }
+    // The key the upstream gets, to check its answer by.
+    let ws_key = client_upgrade
+        .as_ref()
+        .and_then(|_| req.headers().get("sec-websocket-key").cloned());
     let upstream = match shared
         .upstream
         .send(
@@ -380,13 +384,20 @@ async fn handle_tracked(
 
     if upstream.status() == StatusCode::SWITCHING_PROTOCOLS {
         return Ok(match client_upgrade {
-            Some(client_up) if switches_to_websocket(&upstream) => {
+            Some(client_up)
+                if switches_to_websocket(&upstream)
+                    && hygiene::accepts_websocket_key(&upstream, ws_key.as_ref()) =>
+            {
                 crate::upgrade::splice(upstream, client_up, rec.into_guard(), shared.drain.guard())
             }
             asked => {
                 // Switching to anything else (or unasked) would hand the
                 // connection to a protocol the pipeline does not see.
-                let detail = if asked.is_some() {
+                let detail = if asked.is_some() && switches_to_websocket(&upstream) {
+                    "the upstream answered 101 Switching Protocols without the \
+                     Sec-WebSocket-Accept the request's key asks for (RFC 6455 §4.2.2): \
+                     not a WebSocket handshake"
+                } else if asked.is_some() {
                     "the upstream answered 101 Switching Protocols without the WebSocket \
                      upgrade the request asked for"
                 } else {

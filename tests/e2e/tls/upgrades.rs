@@ -100,3 +100,29 @@ fn an_upstream_switching_to_another_protocol_is_a_502() {
     let rec = px.wait_for_audit(|a| a.path() == Some("/public/plain/switch-h2c"));
     assert_eq!(rec.str("reason"), Some("upstream_error"), "{rec}");
 }
+
+/// An upstream that answers a WebSocket upgrade with 101 but not the `Sec-WebSocket-Accept`
+/// the request's key asks for (RFC 6455 §4.2.2) did not read the handshake as a WebSocket
+/// server: 502, nothing spliced. Before, the connection was spliced, and requests the
+/// client sent after it reached the upstream with no check and no record.
+#[test]
+fn a_websocket_101_without_the_keys_accept_is_a_502() {
+    require_root!();
+    let (_net, _peer, px, dir) = h2c_lab();
+    let r = Curl::get("http://h2c.test/public/switch-ws-no-accept")
+        .header("Connection", "Upgrade")
+        .header("Upgrade", "websocket")
+        .header("Sec-WebSocket-Version", "13")
+        .header("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .max_time(20)
+        .via(&px)
+        .run();
+    assert_eq!(r.status, 502, "{r}");
+    let rec = px.wait_for_audit(|a| a.path() == Some("/public/switch-ws-no-accept"));
+    assert_eq!(rec.str("reason"), Some("upstream_error"), "{rec}");
+    assert!(
+        rec.str("error")
+            .is_some_and(|e| e.contains("Sec-WebSocket-Accept")),
+        "{rec}"
+    );
+}
