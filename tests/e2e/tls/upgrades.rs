@@ -108,7 +108,7 @@ fn an_upstream_switching_to_another_protocol_is_a_502() {
 #[test]
 fn a_websocket_101_without_the_keys_accept_is_a_502() {
     require_root!();
-    let (_net, _peer, px, dir) = h2c_lab();
+    let (_net, _peer, px, _dir) = h2c_lab();
     let r = Curl::get("http://h2c.test/public/switch-ws-no-accept")
         .header("Connection", "Upgrade")
         .header("Upgrade", "websocket")
