@@ -141,7 +141,10 @@ async fn connection(stream: TcpStream, peer: SocketAddr, handler: Arc<Handler>) 
             let mut framed = Vec::with_capacity(answer.len() + 2);
             framed.extend_from_slice(&len.to_be_bytes());
             framed.extend_from_slice(&answer);
-            if wr.write_all(&framed).await.is_err() {
+            // A client that stops reading its answers holds nothing past
+            // the idle timeout: the connection (and its slot) ends.
+            let write = tokio::time::timeout(super::TCP_IDLE_TIMEOUT, wr.write_all(&framed));
+            if !matches!(write.await, Ok(Ok(()))) {
                 return;
             }
         }
@@ -163,7 +166,7 @@ async fn connection(stream: TcpStream, peer: SocketAddr, handler: Arc<Handler>) 
         });
     }
     // The queries still being answered hold their senders: the writer sends
-    // their answers, then ends.
+    // their answers, then ends (or gives up on a client that reads nothing).
     drop(tx);
     let _ = writer.await;
 }

@@ -31,6 +31,7 @@ use crate::audit::{Action, AuditObserver, AuditRecord, Mode};
 mod exposition;
 mod handles;
 mod labels;
+mod process;
 mod server;
 mod sources;
 #[cfg(test)]
@@ -92,6 +93,8 @@ fn transform_histogram() -> Histogram {
 /// and take no lock beyond the label map's read lock.
 pub struct Metrics {
     registry: Mutex<Registry>,
+    /// The unprefixed `process_*` family ([`process::ProcessCollector`]).
+    process: Registry,
     names: Mutex<HashSet<String>>,
     requests: Family<RequestLabels, Counter>,
     request_duration: HistogramFamily<RequestLabels>,
@@ -162,6 +165,11 @@ impl Metrics {
     pub fn new() -> Self {
         let m = Metrics {
             registry: Mutex::new(Registry::with_prefix("iron_proxy")),
+            process: {
+                let mut r = Registry::default();
+                r.register_collector(Box::new(process::ProcessCollector));
+                r
+            },
             names: Mutex::new(HashSet::new()),
             requests: Family::default(),
             request_duration: Family::new_with_constructor(request_histogram),
@@ -531,8 +539,12 @@ impl Metrics {
 
     /// The OpenMetrics text of every metric.
     pub fn encode_openmetrics(&self) -> String {
+        use prometheus_client::encoding::text::{encode_eof, encode_registry};
         let mut out = String::new();
-        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry()) {
+        let encoded = encode_registry(&mut out, &self.registry())
+            .and_then(|()| encode_registry(&mut out, &self.process))
+            .and_then(|()| encode_eof(&mut out));
+        if let Err(e) = encoded {
             tracing::error!(error = %e, "encoding metrics");
         }
         out

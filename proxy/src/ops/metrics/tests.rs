@@ -264,8 +264,22 @@ async fn scrape_parses_with_official_parser_and_readiness_flips() {
     }
     for f in &fams {
         let name = f["name"].as_str().expect("name");
-        assert!(name.starts_with("iron_proxy_"), "unprefixed family {name}");
+        assert!(
+            name.starts_with("iron_proxy_") || name.starts_with("process_"),
+            "unprefixed family {name}"
+        );
         assert_ne!(f["type"], "unknown", "untyped family {name}");
+    }
+    // The standard process family, unprefixed, as every exporter names it.
+    for (name, ty) in [
+        ("process_cpu_seconds", "counter"),
+        ("process_open_fds", "gauge"),
+        ("process_max_fds", "gauge"),
+        ("process_resident_memory_bytes", "gauge"),
+        ("process_virtual_memory_bytes", "gauge"),
+        ("process_start_time_seconds", "gauge"),
+    ] {
+        assert_eq!(family(&fams, name)["type"], ty, "type of {name}");
     }
     let v = |f: &str, s: &str, l: &[(&str, &str)]| sample_value(family(&fams, f), s, l);
     let ue = (
