@@ -68,7 +68,8 @@ impl Forwarder {
     }
 
     /// Asks the upstreams, within the overall timeout. Returns the first answer
-    /// that is not SERVFAIL/REFUSED, else the last such answer, else the error.
+    /// that is not SERVFAIL, REFUSED, FORMERR or NOTIMP, else the last such
+    /// answer, else the error.
     pub(crate) async fn forward(&self, q: &Question) -> Result<Message, DnsError> {
         if self.servers.is_empty() {
             return Err(DnsError::NoUpstream);
@@ -91,7 +92,15 @@ impl Forwarder {
             match tokio::time::timeout(budget, self.ask(*server, q)).await {
                 Ok(Ok(msg)) => {
                     let rcode = msg.metadata.response_code;
-                    if rcode == ResponseCode::ServFail || rcode == ResponseCode::Refused {
+                    // An upstream that fails, refuses, or cannot read the
+                    // question: the next one may answer.
+                    if matches!(
+                        rcode,
+                        ResponseCode::ServFail
+                            | ResponseCode::Refused
+                            | ResponseCode::FormErr
+                            | ResponseCode::NotImp
+                    ) {
                         debug!(upstream = %server, %rcode, "upstream refused or failed");
                         fallback = Some(msg);
                         continue;
@@ -106,16 +115,38 @@ impl Forwarder {
     }
 
     async fn ask(&self, server: SocketAddr, q: &Question) -> Result<Message, DnsError> {
+        let answer = self.exchange(server, q, true).await?;
+        if answer.metadata.response_code != ResponseCode::FormErr || answer.edns.is_some() {
+            return Ok(answer);
+        }
+        // FORMERR without an OPT record: an upstream that does not speak
+        // EDNS (or objects to our option). Ask once more without it, as BIND
+        // and Unbound do (RFC 6891 §7). A loop cannot hide here: this
+        // server answers its own marked queries SERVFAIL, never FORMERR.
+        debug!(upstream = %server, name = %q.name, "FORMERR to EDNS; asking again without it");
+        self.exchange(server, q, false).await
+    }
+
+    /// One query for `q` to `server` (with our EDNS record and loop marker
+    /// when `edns`), over UDP, then TCP when the answer is truncated.
+    async fn exchange(
+        &self,
+        server: SocketAddr,
+        q: &Question,
+        edns: bool,
+    ) -> Result<Message, DnsError> {
         let mut query = Message::query();
         query.metadata.recursion_desired = q.recursion_desired;
         query.metadata.checking_disabled = q.checking_disabled;
         query.add_query(Query::query(q.name.clone(), q.qtype));
-        let mut edns = Edns::new();
-        edns.set_max_payload(UPSTREAM_PAYLOAD);
-        edns.set_dnssec_ok(q.dnssec_ok);
-        edns.options_mut()
-            .insert(EdnsOption::Unknown(LOOP_OPTION, self.loop_token.to_vec()));
-        query.set_edns(edns);
+        if edns {
+            let mut opt = Edns::new();
+            opt.set_max_payload(UPSTREAM_PAYLOAD);
+            opt.set_dnssec_ok(q.dnssec_ok);
+            opt.options_mut()
+                .insert(EdnsOption::Unknown(LOOP_OPTION, self.loop_token.to_vec()));
+            query.set_edns(opt);
+        }
         let id = query.metadata.id;
         let bytes = query.to_vec().map_err(|e| invalid(server, e))?;
 

@@ -133,6 +133,9 @@ pub(super) enum Mode {
     /// Answers with `count` A records (TTL [`FAKE_TTL`]); over UDP answers with
     /// TC and no records when `truncate_udp`.
     Answer { count: u8, truncate_udp: bool },
+    /// An old server: FORMERR (without OPT) to a query with EDNS, one A
+    /// record to one without.
+    NoEdns,
 }
 
 pub(super) const FAKE_TTL: u32 = 1234;
@@ -215,20 +218,26 @@ fn fake_answer(raw: &[u8], mode: Mode, udp: bool, seen: &Mutex<Vec<String>>) -> 
     let query = Message::from_vec(raw).ok()?;
     let q = query.queries.first()?.clone();
     let proto = if udp { "udp" } else { "tcp" };
+    let edns = if query.edns.is_some() { " edns" } else { "" };
     seen.lock()
         .ok()?
-        .push(format!("{} {} {proto}", q.name, q.query_type));
-    let Mode::Answer {
-        count,
-        truncate_udp,
-    } = mode
-    else {
-        return None;
-    };
+        .push(format!("{} {} {proto}{edns}", q.name, q.query_type));
     let mut msg = Message::response(query.metadata.id, query.metadata.op_code);
     msg.metadata.message_type = MessageType::Response;
     msg.metadata.recursion_available = true;
     msg.add_query(q.clone());
+    let (count, truncate_udp) = match mode {
+        Mode::Answer {
+            count,
+            truncate_udp,
+        } => (count, truncate_udp),
+        Mode::NoEdns if query.edns.is_some() => {
+            msg.metadata.response_code = hickory_proto::op::ResponseCode::FormErr;
+            return msg.to_vec().ok();
+        }
+        Mode::NoEdns => (1, false),
+        Mode::Silent => return None,
+    };
     if udp && truncate_udp {
         msg.metadata.truncation = true;
     } else if q.query_type == RecordType::A {

@@ -105,7 +105,7 @@ async fn static_records_take_precedence_and_cnames_follow_targets() {
     assert_eq!(m.answers.len(), 1, "CNAME query gets the CNAME only");
 
     // The client asked over TCP; the upstream is asked over UDP first regardless.
-    assert_eq!(up.seen(), vec!["api.pass.test. A udp".to_string()]);
+    assert_eq!(up.seen(), vec!["api.pass.test. A udp edns".to_string()]);
     assert_eq!(server.stats().snapshot().record, 6);
 }
 
@@ -151,7 +151,7 @@ async fn intercepted_names_never_reach_the_upstream() {
         .expect("recv");
 
     udp_query(addr, "ok.pass.test.", RecordType::A, None).await;
-    assert_eq!(up.seen(), vec!["ok.pass.test. A udp".to_string()]);
+    assert_eq!(up.seen(), vec!["ok.pass.test. A udp edns".to_string()]);
     assert_eq!(server.stats().snapshot().passthrough, 1);
 }
 
@@ -178,7 +178,7 @@ async fn truncated_upstream_answer_falls_back_to_tcp_and_truncates_to_client() {
     assert_eq!(a_addrs(&m).len(), 60);
     let seen = up.seen();
     assert!(
-        seen.iter().any(|s| s.ends_with("udp")) && seen.iter().any(|s| s.ends_with("tcp")),
+        seen.iter().any(|s| s.contains(" udp")) && seen.iter().any(|s| s.contains(" tcp")),
         "{seen:?}"
     );
 }
@@ -350,4 +350,24 @@ async fn special_use_names_get_loopback_or_nxdomain() {
     }
     let m = udp_query(addr, "localhost.example.", RecordType::A, None).await;
     assert_eq!(a_addrs(&m), vec![PROXY_IP], "only the last label counts");
+}
+
+/// An upstream that answers FORMERR to a query with EDNS (an old server, or one that objects
+/// to the loop marker) is asked once more without it, and the client gets the answer; it
+/// was relayed the FORMERR, though its own query was valid.
+#[tokio::test]
+async fn an_upstream_that_refuses_edns_is_asked_again_without_it() {
+    let up = FakeUpstream::start(Mode::NoEdns).await;
+    let (server, addr) = start(settings(&["*.old.test"], Some(up.addr))).await;
+    let m = udp_query(addr, "a.old.test.", RecordType::A, None).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(a_addrs(&m).len(), 1, "{m:?}");
+    assert_eq!(
+        up.seen(),
+        vec![
+            "a.old.test. A udp edns".to_string(),
+            "a.old.test. A udp".to_string()
+        ]
+    );
+    assert_eq!(server.stats().snapshot().passthrough, 1);
 }
