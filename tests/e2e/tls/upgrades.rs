@@ -35,6 +35,18 @@ transforms:
     (net, peer, px, dir)
 }
 
+/// A WebSocket upgrade request for `url` through `px`, with RFC 6455's sample key.
+fn websocket_upgrade(url: &str, px: &ProxyProcess) -> CurlResult {
+    Curl::get(url)
+        .header("Connection", "Upgrade")
+        .header("Upgrade", "websocket")
+        .header("Sec-WebSocket-Version", "13")
+        .header("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .max_time(20)
+        .via(px)
+        .run()
+}
+
 fn seen(dir: &Path) -> Vec<Value> {
     std::fs::read_to_string(dir.join("h2c.jsonl"))
         .unwrap_or_default()
@@ -79,14 +91,7 @@ fn an_upstream_switching_to_another_protocol_is_a_502() {
     require_root!();
     let (_net, _peer, px, _dir) = h2c_lab();
     // A WebSocket upgrade the upstream answers with 101 h2c.
-    let r = Curl::get("http://h2c.test/public/switch-h2c")
-        .header("Connection", "Upgrade")
-        .header("Upgrade", "websocket")
-        .header("Sec-WebSocket-Version", "13")
-        .header("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
-        .max_time(20)
-        .via(&px)
-        .run();
+    let r = websocket_upgrade("http://h2c.test/public/switch-h2c", &px);
     assert_eq!(r.status, 502, "{r}");
     let rec = px.wait_for_audit(|a| a.path() == Some("/public/switch-h2c"));
     assert_eq!(rec.str("reason"), Some("upstream_error"), "{rec}");
@@ -109,14 +114,7 @@ fn an_upstream_switching_to_another_protocol_is_a_502() {
 fn a_websocket_101_without_the_keys_accept_is_a_502() {
     require_root!();
     let (_net, _peer, px, _dir) = h2c_lab();
-    let r = Curl::get("http://h2c.test/public/switch-ws-no-accept")
-        .header("Connection", "Upgrade")
-        .header("Upgrade", "websocket")
-        .header("Sec-WebSocket-Version", "13")
-        .header("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
-        .max_time(20)
-        .via(&px)
-        .run();
+    let r = websocket_upgrade("http://h2c.test/public/switch-ws-no-accept", &px);
     assert_eq!(r.status, 502, "{r}");
     let rec = px.wait_for_audit(|a| a.path() == Some("/public/switch-ws-no-accept"));
     assert_eq!(rec.str("reason"), Some("upstream_error"), "{rec}");

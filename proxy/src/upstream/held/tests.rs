@@ -667,16 +667,18 @@ fn chunked_body(text: &'static str) -> Body {
     crate::body::boxed(OneChunk(Some(bytes::Bytes::from_static(text.as_bytes()))))
 }
 
-/// An upstream that answers its first connection's request in HTTP/1.0 with
-/// keep-alive: hyper then sends every later request on that connection as
-/// HTTP/1.0, and a body of unknown length went out without its body. The
-/// connection is closed after that exchange instead, and the upload goes out
-/// whole, chunked, on a new one.
-#[tokio::test]
-async fn a_connection_answered_in_http_1_0_is_not_reused() {
-    let o = origin_serving(|mut tcp, n| async move {
+/// An origin whose connections (the `n`th, from 1, where `raw` does not take
+/// it) answer each request with `describe`'s text of it (its head, and its
+/// body read whole).
+async fn echo_origin<R, D>(raw: R, describe: D) -> Origin
+where
+    R: Fn(usize) -> bool + Send + Sync + Copy + 'static,
+    D: Fn(usize, &http::request::Parts, &[u8]) -> String + Send + Sync + Copy + 'static,
+{
+    origin_serving(move |mut tcp, n| async move {
         use tokio::io::AsyncWriteExt;
-        if n == 1 {
+        if raw(n) {
+            // HTTP/1.0 with keep-alive, to every request on the connection.
             while read_head(&mut tcp).await {
                 let answer =
                     "HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ncontent-length: 6\r\n\r\nconn 1";
@@ -688,12 +690,13 @@ async fn a_connection_answered_in_http_1_0_is_not_reused() {
         }
         let svc = service_fn(
             move |req: http::Request<hyper::body::Incoming>| async move {
-                let version = format!("{:?}", req.version());
-                let body = req.into_body().collect().await.map(|b| b.to_bytes());
-                let text = format!(
-                    "conn {n} {version} {}",
-                    String::from_utf8_lossy(&body.unwrap_or_default())
-                );
+                let (parts, body) = req.into_parts();
+                let body = body
+                    .collect()
+                    .await
+                    .map(|b| b.to_bytes())
+                    .unwrap_or_default();
+                let text = describe(n, &parts, &body);
                 Ok::<_, Infallible>(http::Response::new(http_body_util::Full::new(
                     bytes::Bytes::from(text),
                 )))
@@ -703,6 +706,23 @@ async fn a_connection_answered_in_http_1_0_is_not_reused() {
             .serve_connection(TokioIo::new(tcp), svc)
             .await;
     })
+    .await
+}
+
+/// An upstream that answers its first connection's request in HTTP/1.0 with
+/// keep-alive: hyper then sends every later request on that connection as
+/// HTTP/1.0, and a body of unknown length went out without its body. The
+/// connection is closed after that exchange instead, and the upload goes out
+/// whole, chunked, on a new one.
+#[tokio::test]
+async fn a_connection_answered_in_http_1_0_is_not_reused() {
+    let o = echo_origin(
+        |n| n == 1,
+        |n, head, body| {
+            let body = String::from_utf8_lossy(body);
+            format!("conn {n} {:?} {body}", head.version)
+        },
+    )
     .await;
     let up = upstream();
     let slot = HeldSlot::default();
@@ -720,22 +740,13 @@ async fn a_connection_answered_in_http_1_0_is_not_reused() {
 /// without a body goes out as before, with no framing header.
 #[tokio::test]
 async fn a_get_with_a_chunked_body_keeps_its_body() {
-    let o = origin_serving(|tcp, _| async move {
-        let svc = service_fn(|req: http::Request<hyper::body::Incoming>| async move {
-            let te = req.headers().contains_key(http::header::TRANSFER_ENCODING);
-            let body = req.into_body().collect().await.map(|b| b.to_bytes());
-            let text = format!(
-                "te={te} body={}",
-                String::from_utf8_lossy(&body.unwrap_or_default())
-            );
-            Ok::<_, Infallible>(http::Response::new(http_body_util::Full::new(
-                bytes::Bytes::from(text),
-            )))
-        });
-        let _ = hyper::server::conn::http1::Builder::new()
-            .serve_connection(TokioIo::new(tcp), svc)
-            .await;
-    })
+    let o = echo_origin(
+        |_| false,
+        |_, head, body| {
+            let te = head.headers.contains_key(http::header::TRANSFER_ENCODING);
+            format!("te={te} body={}", String::from_utf8_lossy(body))
+        },
+    )
     .await;
     let up = upstream();
     let slot = HeldSlot::default();
