@@ -28,11 +28,19 @@ fn a_listener_without_the_proxys_mark_receives_nothing() {
     );
     assert_eq!(marked.seen().len(), 1);
 
-    // A squatter: an unmarked socket at the listener's address. Before the
-    // check it received the workload's connection.
+    // A squatter: an unmarked socket where the redirect points. (A socket of its
+    // own on a port it holds from the start: rebinding the marked listener's port
+    // after closing it races with the other tests' ephemeral ports.) Before the check
+    // it received the workload's connection.
     drop(marked);
-    let squatter = std::net::TcpListener::bind(s.listen_v4).expect("bind the freed port");
+    let squatter = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     squatter.set_nonblocking(true).expect("nonblocking");
+    let SocketAddr::V4(at) = squatter.local_addr().expect("addr") else {
+        panic!("v4")
+    };
+    s.listen_v4 = at;
+    drop(ic);
+    let ic = attach(&s);
     let ran = run_workload(&cg, None, &["tcp", "127.0.0.2", &target]);
     assert_eq!(ran.lines, vec![format!("tcp err {EPERM}")]);
     assert!(
@@ -52,7 +60,11 @@ fn a_listener_without_the_proxys_mark_receives_nothing() {
 
     // Without the flag (a loader that does not mark its listener) nothing
     // is checked: an unmarked listener is served.
-    let unmarked = Server::proxy(&s.listen_v4.to_string(), &pins.path);
+    let unmarked = Server::proxy("127.0.0.1:0", &pins.path);
+    let SocketAddr::V4(at) = unmarked.addr else {
+        panic!("v4")
+    };
+    s.listen_v4 = at;
     s.listener_priority = false;
     drop(ic);
     let ic = attach(&s);
