@@ -82,18 +82,23 @@ static FORBIDDEN_TRAILERS: [http::header::HeaderName; 10] = [
 
 pin_project_lite::pin_project! {
     /// A body whose trailers lose the fields a trailer section may not
-    /// carry; everything else (its size hint above all: a request's
-    /// `Content-Length` is read from it) as the inner body has it. Not
-    /// `map_frame`, which cannot know the mapped size and reports none.
+    /// carry (or, with `drop_all`, the whole trailer section); everything
+    /// else (its size hint above all: a request's `Content-Length` is read
+    /// from it) as the inner body has it. Not `map_frame`, which cannot
+    /// know the mapped size and reports none.
     pub(crate) struct CleanTrailers<B> {
         #[pin]
         inner: B,
+        drop_all: bool,
     }
 }
 
 impl<B> CleanTrailers<B> {
     pub(crate) fn new(inner: B) -> Self {
-        CleanTrailers { inner }
+        CleanTrailers {
+            inner,
+            drop_all: false,
+        }
     }
 }
 
@@ -105,15 +110,22 @@ impl<B: http_body::Body<Data = Bytes>> http_body::Body for CleanTrailers<B> {
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, B::Error>>> {
-        let mut res = self.project().inner.poll_frame(cx);
-        if let std::task::Poll::Ready(Some(Ok(frame))) = &mut res {
-            if let Some(t) = frame.trailers_mut() {
-                for name in &FORBIDDEN_TRAILERS {
-                    t.remove(name);
+        let this = self.project();
+        let mut inner = this.inner;
+        loop {
+            let mut res = inner.as_mut().poll_frame(cx);
+            if let std::task::Poll::Ready(Some(Ok(frame))) = &mut res {
+                if let Some(t) = frame.trailers_mut() {
+                    if *this.drop_all {
+                        continue;
+                    }
+                    for name in &FORBIDDEN_TRAILERS {
+                        t.remove(name);
+                    }
                 }
             }
+            return res;
         }
-        res
     }
 
     fn is_end_stream(&self) -> bool {
@@ -122,15 +134,6 @@ impl<B: http_body::Body<Data = Bytes>> http_body::Body for CleanTrailers<B> {
 
     fn size_hint(&self) -> http_body::SizeHint {
         self.inner.size_hint()
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// A body without its trailer section; everything else as the inner
-    /// body has it (size hint included).
-    pub(crate) struct DropTrailers<B> {
-        #[pin]
-        inner: B,
     }
 }
 
@@ -140,33 +143,11 @@ pin_project_lite::pin_project! {
 /// trailer beside an injected header, one the allowlist would have removed).
 /// RFC 9110 §6.5.1 lets a recipient discard trailer fields.
 pub fn without_trailers(b: Body) -> Body {
-    DropTrailers { inner: b }.boxed()
-}
-
-impl<B: http_body::Body<Data = Bytes>> http_body::Body for DropTrailers<B> {
-    type Data = Bytes;
-    type Error = B::Error;
-
-    fn poll_frame(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, B::Error>>> {
-        let mut inner = self.project().inner;
-        loop {
-            match inner.as_mut().poll_frame(cx) {
-                std::task::Poll::Ready(Some(Ok(frame))) if frame.is_trailers() => continue,
-                other => return other,
-            }
-        }
+    CleanTrailers {
+        inner: b,
+        drop_all: true,
     }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
-    }
+    .boxed()
 }
 
 /// A failure of the client's request body (a malformed chunk, a connection
