@@ -194,13 +194,16 @@ async fn read_frame(rd: &mut tokio::net::tcp::OwnedReadHalf) -> Option<Vec<u8>> 
 /// The encoded answer to one query; `None` for what gets no answer (fewer
 /// than 12 bytes, or a message that is itself a response: no reflection).
 async fn answer(handler: &Handler, query: Vec<u8>, peer: SocketAddr) -> Option<Vec<u8>> {
-    let request = match Request::from_bytes(query.clone(), peer, Protocol::Tcp) {
-        Ok(r) => r,
-        Err(error) => return formerr(&query, &error.to_string()),
-    };
-    if request.metadata.message_type == MessageType::Response {
+    // The header first: a response gets no answer, and a body that does not
+    // decode gets FORMERR with the header's id.
+    let header = Header::read(&mut BinDecoder::new(&query)).ok()?;
+    if header.metadata.message_type == MessageType::Response {
         return None;
     }
+    let request = match Request::from_bytes(query, peer, Protocol::Tcp) {
+        Ok(r) => r,
+        Err(error) => return formerr(&header, &error.to_string()),
+    };
     let captured = Captured::default();
     handler
         .handle_request::<_, TokioTime>(&request, captured.clone())
@@ -208,15 +211,10 @@ async fn answer(handler: &Handler, query: Vec<u8>, peer: SocketAddr) -> Option<V
     captured.take()
 }
 
-/// FORMERR for a query whose header decodes and whose body does not.
-fn formerr(query: &[u8], error: &str) -> Option<Vec<u8>> {
-    let mut decoder = BinDecoder::new(query);
-    let header = Header::read(&mut decoder).ok()?;
-    if header.metadata.message_type == MessageType::Response {
-        return None;
-    }
+/// FORMERR for a query whose `header` decodes and whose body does not.
+fn formerr(header: &Header, error: &str) -> Option<Vec<u8>> {
     debug!(id = header.metadata.id, %error, "dns tcp query does not decode; FORMERR");
-    let queries = Queries::read(&mut decoder, 0).ok()?;
+    let queries = Queries::read(&mut BinDecoder::new(&[]), 0).ok()?;
     let response = MessageResponseBuilder::new(&queries, None)
         .error_msg(&header.metadata, ResponseCode::FormErr);
     encode(response).ok().map(|(_, bytes)| bytes)
