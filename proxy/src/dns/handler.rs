@@ -5,8 +5,12 @@
 
 use std::sync::Arc;
 
-use hickory_proto::op::{Edns, Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode};
+use hickory_proto::op::{
+    emit_message_parts, Edns, Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode,
+};
 use hickory_proto::rr::{DNSClass, Record, RecordType};
+use hickory_proto::serialize::binary::BinEncoder;
+use hickory_server::net::xfer::Protocol;
 use hickory_server::net::runtime::Time;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponseBuilder;
@@ -326,14 +330,28 @@ impl RequestHandler for Handler {
         metadata.authoritative = res.authoritative;
         metadata.authentic_data = res.authentic_data;
 
+        let fit = match request.protocol() {
+            Protocol::Udp => {
+                let limit = response_edns.as_ref().map_or(512, Edns::max_payload);
+                udp_fit(request, &metadata, &res, response_edns.as_ref(), limit)
+            }
+            _ => Fit::Whole,
+        };
+        let (answers, authorities, additionals): (&[Record], &[Record], &[Record]) = match fit {
+            Fit::Whole => (&res.answers, &res.authorities, &res.additionals),
+            Fit::WithoutAdditionals => (&res.answers, &res.authorities, &[]),
+            Fit::Truncated => {
+                metadata.truncation = true;
+                (&[], &[], &[])
+            }
+        };
         let builder = MessageResponseBuilder::new(&request.queries, response_edns.as_ref());
-        // hickory truncates over UDP to the client's payload size and sets TC.
         let response = builder.build(
             metadata,
-            res.answers.iter(),
-            res.authorities.iter(),
+            answers.iter(),
+            authorities.iter(),
             std::iter::empty(),
-            res.additionals.iter(),
+            additionals.iter(),
         );
         match response_handle.send_response(response).await {
             Ok(info) => info,
@@ -346,5 +364,53 @@ impl RequestHandler for Handler {
                 })
             }
         }
+    }
+}
+
+/// What of an answer goes into a UDP datagram.
+#[derive(Debug, PartialEq, Eq)]
+enum Fit {
+    Whole,
+    /// Only the additional section does not fit: it is left out and TC stays
+    /// clear (RFC 2181 section 9), as the answer itself is whole.
+    WithoutAdditionals,
+    /// The answer does not fit: the header and question go alone, with TC
+    /// set, and the client asks again over TCP. hickory's own truncation
+    /// writes as many records as fit and, without EDNS, left bytes of the
+    /// record it cut after the message (a malformed datagram to strict
+    /// parsers), so an answer reaching it always fits.
+    Truncated,
+}
+
+/// How much of `res` fits in `limit` bytes (512 without EDNS, else the
+/// client's payload size), measured by encoding it as hickory will.
+fn udp_fit(
+    request: &Request,
+    metadata: &Metadata,
+    res: &Resolution,
+    edns: Option<&Edns>,
+    limit: u16,
+) -> Fit {
+    let fits = |additionals: &[Record]| {
+        let mut bytes = Vec::with_capacity(512);
+        let mut encoder = BinEncoder::new(&mut bytes);
+        emit_message_parts(
+            metadata,
+            &mut request.queries.queries().iter().map(|q| q.original()),
+            &mut res.answers.iter(),
+            &mut res.authorities.iter(),
+            &mut additionals.iter(),
+            edns,
+            None,
+            &mut encoder,
+        )
+        .is_ok_and(|_| bytes.len() <= usize::from(limit))
+    };
+    if fits(&res.additionals) {
+        Fit::Whole
+    } else if !res.additionals.is_empty() && fits(&[]) {
+        Fit::WithoutAdditionals
+    } else {
+        Fit::Truncated
     }
 }

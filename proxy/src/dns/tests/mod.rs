@@ -80,6 +80,18 @@ pub(super) async fn udp_query(
     qtype: RecordType,
     edns: Option<u16>,
 ) -> Message {
+    udp_query_raw(server, name, qtype, edns).await.0
+}
+
+/// [`udp_query`], with the datagram as received; panics unless the whole
+/// datagram is the message (no bytes after its last record).
+pub(super) async fn udp_query_raw(
+    server: SocketAddr,
+    name: &str,
+    qtype: RecordType,
+    edns: Option<u16>,
+) -> (Message, Vec<u8>) {
+    use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
     let (id, bytes) = query_bytes(name, qtype, edns);
     let sock = UdpSocket::bind("127.0.0.1:0").await.expect("bind client");
     sock.send_to(&bytes, server).await.expect("send query");
@@ -88,9 +100,16 @@ pub(super) async fn udp_query(
         .await
         .unwrap_or_else(|_| panic!("no udp answer for {name} {qtype}"))
         .expect("recv");
-    let msg = Message::from_vec(&buf[..n]).expect("answer parses");
+    buf.truncate(n);
+    let mut decoder = BinDecoder::new(&buf);
+    let msg = Message::read(&mut decoder).expect("answer parses");
+    assert!(
+        decoder.is_empty(),
+        "{} bytes after the message in a {n}-byte datagram",
+        decoder.len()
+    );
     assert_eq!(msg.metadata.id, id, "answer id");
-    msg
+    (msg, buf)
 }
 
 /// One query over TCP; panics after 10 s without an answer.
@@ -136,6 +155,9 @@ pub(super) enum Mode {
     /// An old server: FORMERR (without OPT) to a query with EDNS, one A
     /// record to one without.
     NoEdns,
+    /// One A record in the answer and `count` more of the same name in the
+    /// additional section.
+    Additional { count: u8 },
 }
 
 pub(super) const FAKE_TTL: u32 = 1234;
@@ -236,6 +258,18 @@ fn fake_answer(raw: &[u8], mode: Mode, udp: bool, seen: &Mutex<Vec<String>>) -> 
             return msg.to_vec().ok();
         }
         Mode::NoEdns => (1, false),
+        Mode::Additional { count } => {
+            for i in 0..=count {
+                let rdata = RData::A(A(Ipv4Addr::new(198, 18, 2, i)));
+                let record = Record::from_rdata(q.name.clone(), FAKE_TTL, rdata);
+                if i == 0 {
+                    msg.add_answer(record);
+                } else {
+                    msg.add_additional(record);
+                }
+            }
+            return msg.to_vec().ok();
+        }
         Mode::Silent => return None,
     };
     if udp && truncate_udp {

@@ -184,6 +184,56 @@ async fn truncated_upstream_answer_falls_back_to_tcp_and_truncates_to_client() {
 }
 
 #[tokio::test]
+async fn a_udp_answer_that_does_not_fit_is_the_question_alone_with_tc() {
+    let up = FakeUpstream::start(Mode::Answer {
+        count: 60,
+        truncate_udp: false,
+    })
+    .await;
+    let mut s = settings(&["big.test"], Some(up.addr));
+    s.records = (1..=40)
+        .map(|i| a_record("many.static.test", [192, 0, 2, i]))
+        .collect();
+    let (_server, addr) = start(s).await;
+    // 60 passthrough A records (~1 KiB) and 40 static ones (~660 bytes),
+    // neither fitting in 512 bytes without EDNS nor in a 512-byte payload.
+    for (name, edns) in [
+        ("big.test.", None),
+        ("big.test.", Some(512)),
+        ("many.static.test.", None),
+    ] {
+        let (m, raw) = udp_query_raw(addr, name, RecordType::A, edns).await;
+        assert!(m.metadata.truncation, "{name} {edns:?}: TC");
+        assert!(raw.len() <= 512, "{name} {edns:?}: {} bytes", raw.len());
+        assert!(
+            m.answers.is_empty() && m.authorities.is_empty(),
+            "{name} {edns:?}: a cut answer is sent without records: {m:?}"
+        );
+        assert_eq!(m.edns.is_some(), edns.is_some(), "{name}: OPT kept");
+        assert_eq!(m.queries.len(), 1, "{name}: the question");
+    }
+    // What fits goes whole, without TC.
+    let (m, _) = udp_query_raw(addr, "big.test.", RecordType::A, Some(1232)).await;
+    assert!(!m.metadata.truncation);
+    assert_eq!(a_addrs(&m).len(), 60);
+    let (m, _) = udp_query_raw(addr, "many.static.test.", RecordType::A, Some(1232)).await;
+    assert_eq!(a_addrs(&m).len(), 40);
+}
+
+#[tokio::test]
+async fn additional_records_that_do_not_fit_are_left_out_without_tc() {
+    let up = FakeUpstream::start(Mode::Additional { count: 60 }).await;
+    let (_server, addr) = start(settings(&["glue.test"], Some(up.addr))).await;
+    let (m, raw) = udp_query_raw(addr, "glue.test.", RecordType::A, None).await;
+    assert!(raw.len() <= 512, "{} bytes", raw.len());
+    assert!(!m.metadata.truncation, "the answer itself is whole: no TC");
+    assert_eq!(a_addrs(&m), [Ipv4Addr::new(198, 18, 2, 0)]);
+    assert!(m.additionals.is_empty(), "{:?}", m.additionals);
+    let (m, _) = udp_query_raw(addr, "glue.test.", RecordType::A, Some(4096)).await;
+    assert_eq!(m.additionals.len(), 60);
+}
+
+#[tokio::test]
 async fn malformed_packets_are_dropped_and_service_continues() {
     let (server, addr) = start(settings(&[], None)).await;
     let sock = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
