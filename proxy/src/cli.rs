@@ -50,6 +50,8 @@ pub enum Command {
         /// Key algorithm.
         #[arg(long, value_enum, default_value_t = Alg::Ecdsa)]
         alg: Alg,
+        #[command(flatten)]
+        no_config: NoConfig,
     },
     /// Set up this host: CA, config, systemd unit and secrets file; start the service.
     Init(crate::init::InitArgs),
@@ -61,6 +63,23 @@ pub enum Command {
         #[command(subcommand)]
         action: InterceptAction,
     },
+}
+
+/// `-config` on a command that reads no config. The global flag would be
+/// taken and ignored there, and listed in the command's help; declared on the
+/// command itself (hidden), it is neither: `main` refuses it with a usage
+/// error.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct NoConfig {
+    #[arg(long = "config", id = "config", hide = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+impl NoConfig {
+    /// Whether `-config` was given to the command.
+    pub fn given(&self) -> bool {
+        self.config.is_some()
+    }
 }
 
 /// `--log-format` of the loader child: the proxy's `log.format`.

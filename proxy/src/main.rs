@@ -127,13 +127,18 @@ fn main() -> ExitCode {
     };
     // `-config` is global so that it may come before or after the command;
     // a command that reads no config refuses it rather than ignore it.
+    // Such a command declares its own hidden `-config` so that its help does
+    // not list the global one; before the command, the global takes it.
     let unused_config = match &cli.command {
-        Some(Command::GenerateCa { .. }) => Some("generate-ca"),
-        Some(Command::Init(_)) => Some("init (it writes the config; see -config-dir)"),
-        Some(Command::Summary(_)) => Some("summary (it reads an audit log)"),
+        Some(Command::GenerateCa { no_config, .. }) => Some(("generate-ca", no_config)),
+        Some(Command::Init(a)) => Some((
+            "init (it writes the config; see -config-dir)",
+            &a.no_config,
+        )),
+        Some(Command::Summary(a)) => Some(("summary (it reads an audit log)", &a.no_config)),
         _ => None,
     };
-    if let (Some(command), Some(_)) = (unused_config, &cli.config) {
+    if let Some((command, _)) = unused_config.filter(|(_, n)| n.given() || cli.config.is_some()) {
         iron_proxy::console::err(format_args!("iron-proxy: -config is not used by {command}"));
         return ExitCode::from(2);
     }
@@ -155,6 +160,7 @@ fn main() -> ExitCode {
             ref name,
             expiry_hours,
             alg,
+            ..
         }) => iron_proxy::cmd::generate_ca(outdir, name, expiry_hours, alg),
         Some(Command::Init(ref args)) => iron_proxy::cmd::init(args),
         Some(Command::Summary(ref args)) => iron_proxy::cmd::summary(args),

@@ -28,6 +28,9 @@ pub const STEP_SUMMARY_LIMIT: usize = 1024 * 1024;
 /// `iron-proxy summary` flags.
 #[derive(Debug, Clone, clap::Args)]
 pub struct SummaryArgs {
+    /// Refused: summary reads an audit log.
+    #[command(flatten)]
+    pub no_config: crate::cli::NoConfig,
     /// The audit log (JSON lines; other lines are skipped).
     #[arg(
         long = "log-file",

@@ -6,6 +6,9 @@ use std::path::PathBuf;
 /// `iron-proxy init` flags.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct InitArgs {
+    /// Refused: init writes the config (see `-config-dir`).
+    #[command(flatten)]
+    pub no_config: crate::cli::NoConfig,
     /// Hosts to allow, comma-separated (repeatable); globs such as *.example.com work.
     #[arg(long, value_delimiter = ',', value_name = "HOSTS")]
     pub allow: Vec<String>,

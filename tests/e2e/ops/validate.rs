@@ -309,7 +309,8 @@ fn validate_names_intercepted_users_and_cgroups_this_machine_lacks() {
 }
 
 /// `-config` is global (it may come before or after the command), so a command that reads no
-/// config would take it and ignore it; it refuses it instead, with a usage error.
+/// config would take it and ignore it; it refuses it instead, with a usage error, in either
+/// position, and its help does not offer it.
 #[test]
 fn commands_that_read_no_config_refuse_one() {
     for (args, says) in [
@@ -320,18 +321,33 @@ fn commands_that_read_no_config_refuse_one() {
         (&["summary"][..], "summary"),
         (&["init"][..], "init"),
     ] {
+        for before in [false, true] {
+            let mut cmd = Command::new(paths::iron_proxy_bin());
+            if before {
+                cmd.args(["-config", "/etc/iron-proxy/proxy.yaml"]).args(args);
+            } else {
+                cmd.args(args).args(["-config", "/etc/iron-proxy/proxy.yaml"]);
+            }
+            let out = process::run_with_timeout("iron-proxy", &mut cmd, Duration::from_secs(30));
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.exit, 2, "{args:?} (before: {before}): {stderr}");
+            assert!(
+                stderr.contains(&format!("-config is not used by {says}")),
+                "{args:?} (before: {before}): {stderr}"
+            );
+        }
         let out = process::run_with_timeout(
             "iron-proxy",
-            Command::new(paths::iron_proxy_bin())
-                .args(args)
-                .args(["-config", "/etc/iron-proxy/proxy.yaml"]),
+            Command::new(paths::iron_proxy_bin()).args([args[0], "-help"]),
             Duration::from_secs(30),
         );
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.exit, 2, "{args:?}: {stderr}");
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.exit, 0, "{} -help: {help}", args[0]);
+        assert!(help.contains("Usage: iron-proxy"), "{} -help: {help}", args[0]);
         assert!(
-            stderr.contains(&format!("-config is not used by {says}")),
-            "{args:?}: {stderr}"
+            !help.contains("-config,") && !help.contains("--config <FILE>"),
+            "{} -help offers the -config it refuses:\n{help}",
+            args[0]
         );
     }
 }
