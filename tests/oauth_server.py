@@ -28,16 +28,19 @@ Usage: oauth_server.py HOST PORT STATE_DIR
 - GET  /stats: how many tokens each grant issued.
 - POST /misbehave/reflect, /misbehave/huge-expiry, /misbehave/slow: a token
   endpoint that misbehaves as real ones have: one that echoes the refused
-  request (form, Authorization and X-Api-Key headers, with control characters) in its
-  error_description, one whose expires_in is 2^64-1, one that answers after
+  request (form, Authorization and X-Api-Key headers, each form value decoded,
+  lower-case percent-encoded, in base64 and cut short, with control characters)
+  in its error_description, one whose expires_in is 2^64-1, one that answers after
   20 s. GET /misbehave/hits counts the requests each received.
 
 At start-up it writes STATE_DIR/jwt_key.pem, the RSA private key whose public
 half it trusts for the JWT bearer grant's issuer, then prints "ready".
 """
 
+import base64
 import json
 import os
+import re
 import sys
 import time
 import urllib.parse
@@ -456,9 +459,15 @@ MISBEHAVE_HITS = Counter()
 def misbehave(mode):
     MISBEHAVE_HITS[mode] += 1
     if mode == "reflect":
+        # Each form value as endpoints have been seen to quote it: decoded,
+        # percent-encoded in lower case, in base64, and cut short.
+        quoted = []
+        for value in request.form.values():
+            lower = re.sub(r"%[0-9A-F]{2}", lambda m: m.group(0).lower(), urllib.parse.quote(value, safe=""))
+            quoted += [value, lower, base64.b64encode(value.encode()).decode(), value[:-3]]
         echo = (
             f"form {request.get_data(as_text=True)} auth {request.headers.get('Authorization')} "
-            f"key {request.headers.get('X-Api-Key')}"
+            f"key {request.headers.get('X-Api-Key')} values {' '.join(quoted)}"
         )
         return jsonify({"error": "invalid_client", "error_description": echo + "\r\n\x1b[31m"}), 401
     if mode == "huge-expiry":

@@ -131,10 +131,9 @@ fn main() -> ExitCode {
     // not list the global one; before the command, the global takes it.
     let unused_config = match &cli.command {
         Some(Command::GenerateCa { no_config, .. }) => Some(("generate-ca", no_config)),
-        Some(Command::Init(a)) => Some((
-            "init (it writes the config; see -config-dir)",
-            &a.no_config,
-        )),
+        Some(Command::Init(a)) => {
+            Some(("init (it writes the config; see -config-dir)", &a.no_config))
+        }
         Some(Command::Summary(a)) => Some(("summary (it reads an audit log)", &a.no_config)),
         _ => None,
     };

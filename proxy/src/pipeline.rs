@@ -129,6 +129,10 @@ pub struct Flow {
     credential_headers: Vec<http::HeaderName>,
     /// Query parameters a credential transform set in this request.
     credential_query: Vec<String>,
+    /// The secret values `secrets` put into this request (headers, query,
+    /// swapped into the path or body), for a later judge to keep out of
+    /// what it records.
+    secret_values: Vec<crate::secrets::SecretValue>,
     /// A `header_allowlist` filtered this request's headers.
     headers_filtered: bool,
 }
@@ -149,6 +153,7 @@ impl Flow {
             annotations: Map::new(),
             credential_headers: Vec::new(),
             credential_query: Vec::new(),
+            secret_values: Vec::new(),
             headers_filtered: false,
         }
     }
@@ -217,6 +222,18 @@ impl Flow {
     /// Whether a credential transform set query parameter `name` in this request.
     pub fn is_credential_query(&self, name: &str) -> bool {
         self.credential_query.iter().any(|n| n == name)
+    }
+
+    /// Records that a credential transform put `value` into this request,
+    /// wherever it went (a header, the query, the path or the body).
+    pub fn note_secret_value(&mut self, value: &crate::secrets::SecretValue) {
+        self.secret_values.push(value.clone());
+    }
+
+    /// The values [`Flow::note_secret_value`] recorded. Use them only to keep
+    /// them out of recorded text ([`crate::secrets::scrub`]).
+    pub fn secret_values(&self) -> impl Iterator<Item = &str> {
+        self.secret_values.iter().map(|v| v.expose())
     }
 
     /// Adds `location` (`header:Authorization`, `query:key`) to the current

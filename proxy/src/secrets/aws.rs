@@ -247,7 +247,7 @@ impl AwsShared {
         sign_request(
             &mut req,
             &body,
-            creds,
+            creds.clone(),
             region,
             api.signing_name,
             SigningSettings::default(),
@@ -277,7 +277,13 @@ impl AwsShared {
                     .as_deref()
                     .map(|k| k.rsplit('#').next().unwrap_or(k))
                     .unwrap_or("error"),
-                e.message.unwrap_or_default()
+                // The service's text is not ours to trust with the keys.
+                super::scrub::Scrubber::new(
+                    [Some(creds.secret_access_key()), creds.session_token()]
+                        .into_iter()
+                        .flatten()
+                )
+                .peer_text(&e.message.unwrap_or_default())
             ),
             Err(_) => format!("{status}"),
         };

@@ -18,6 +18,7 @@ pub mod cache;
 pub mod env;
 pub mod http;
 pub mod onepassword;
+pub mod scrub;
 pub mod value;
 
 use std::collections::HashMap;

@@ -137,6 +137,8 @@ impl Connect {
                 .ok()
                 .and_then(|e| e.message)
                 .unwrap_or_default();
+            // The server's text may quote the request's Authorization.
+            let msg = super::scrub::Scrubber::new([token.expose()]).peer_text(&msg);
             return Err(connect_err(format!("GET {path}: {status} {msg}")));
         }
         Ok(body)
@@ -290,6 +292,8 @@ impl Fetch for OpCli {
                 .find(|l| !l.trim().is_empty())
                 .unwrap_or("")
                 .trim();
+            // `op` may quote what it was given, the token included.
+            let line = super::scrub::Scrubber::new([token.expose()]).peer_text(line);
             return Err(err(format!("`op read` failed ({}): {line}", out.status)));
         }
         let text = std::str::from_utf8(&stdout)

@@ -23,7 +23,7 @@ use crate::transforms::secrets::canonical;
 
 /// What is recorded instead of the value of a header that a credential
 /// transform set in this request.
-pub const REDACTED: &str = "[redacted]";
+pub const REDACTED: &str = crate::secrets::scrub::REDACTED;
 
 /// The built transform.
 pub struct Annotate {

@@ -33,6 +33,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use base64::Engine as _;
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, CONTENT_TYPE};
 use http::{Request, StatusCode};
@@ -50,6 +51,7 @@ use crate::config::{GcpAuthConfig, GcpCredentials};
 use crate::pipeline::{Flow, Transform, TransformError, Verdict};
 use crate::rules::Scope;
 use crate::secrets::http::HttpClient;
+use crate::secrets::scrub::Scrubber;
 use crate::secrets::{EnvLookup, Secret, Sources};
 
 /// Google's OAuth2 token endpoint, the default `token_uri`.
@@ -304,13 +306,25 @@ impl Minter {
             .map_err(|e| MintError(format!("building the metadata request: {e}")))?;
         let t = exchange(&self.http, &uri, req)
             .await?
-            .map_err(|r| MintError(r.detail))?;
+            .map_err(|r| MintError(Scrubber::default().peer_text(&r.detail)))?;
         Ok((t, "default".into()))
     }
 }
 
+/// The form fields of a token request that hold credentials.
+const SECRET_FIELDS: [&str; 6] = [
+    "assertion",
+    "client_secret",
+    "refresh_token",
+    "subject_token",
+    "actor_token",
+    "password",
+];
+
 /// POSTs a form to an OAuth2 token endpoint, with `basic` as the
 /// `Authorization` header value (HTTP Basic client authentication) when set.
+/// The endpoint's error text may echo what it was sent: the credentials in
+/// the form and in the Basic header are kept out of it.
 async fn post_form(
     http: &HttpClient,
     uri: &str,
@@ -329,9 +343,26 @@ async fn post_form(
     let req = req
         .body(Full::new(Bytes::from(body.as_bytes().to_vec())))
         .map_err(|e| MintError(format!("building the token request: {e}")))?;
-    exchange(http, uri, req)
-        .await?
-        .map_err(|r| MintError(r.detail))
+    exchange(http, uri, req).await?.map_err(|r| {
+        let mut scrub = Scrubber::new(
+            form.iter()
+                .filter(|(name, _)| SECRET_FIELDS.contains(name))
+                .map(|(_, v)| *v),
+        );
+        if let Some(b) = basic {
+            scrub.add(b);
+            let pair = b
+                .strip_prefix("Basic ")
+                .and_then(|b64| base64::engine::general_purpose::STANDARD.decode(b64).ok());
+            if let Some(pair) = pair.map(Zeroizing::new) {
+                let pair = String::from_utf8_lossy(&pair);
+                if let Some((_, secret)) = pair.split_once(':') {
+                    scrub.add(secret);
+                }
+            }
+        }
+        MintError(scrub.peer_text(&r.detail))
+    })
 }
 
 #[async_trait]

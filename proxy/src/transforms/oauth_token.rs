@@ -47,6 +47,7 @@ use crate::config::{OAuthGrant, OAuthTokenConfig, OAuthTokenEntry};
 use crate::pipeline::{Flow, Rejection, Transform, TransformError, Verdict};
 use crate::rules::Scope;
 use crate::secrets::http::HttpClient;
+use crate::secrets::scrub::Scrubber;
 use crate::secrets::{Secret, Sources};
 
 /// The token the stubbed endpoint hands out.
@@ -445,21 +446,29 @@ impl Entry {
         Ok(minted.access_token)
     }
 
-    /// Every form the credentials take in a token request, for [`scrub::scrub`]
-    /// (the client id only inside the Basic header: it is no secret).
-    fn request_forms(&self, creds: &Creds, rotated: Option<&str>) -> Vec<String> {
-        let mut values: Vec<&str> = creds
-            .0
-            .iter()
-            .filter(|(name, _)| *name != "client_id")
-            .map(|(_, v)| v.as_str())
-            .collect();
-        values.extend(rotated);
-        let basic = match (creds.get("client_id"), creds.get("client_secret")) {
-            (Some(id), Some(secret)) => Some((id, secret)),
-            _ => None,
-        };
-        scrub::request_forms(&values, basic)
+    /// What a token request sends that the endpoint's error text must not
+    /// carry into the record: every credential but the client id (no
+    /// secret), the rotated refresh token, and the form's own values (a
+    /// `jwt_bearer` assertion is replayable until it expires). The scrubber
+    /// finds them in any encoding, the Basic header's included.
+    fn scrubber(&self, creds: &Creds, rotated: Option<&str>, form: &[(&str, String)]) -> Scrubber {
+        let mut scrub = Scrubber::new(
+            creds
+                .0
+                .iter()
+                .filter(|(name, _)| *name != "client_id")
+                .map(|(_, v)| v.as_str()),
+        );
+        scrub.add(rotated.unwrap_or_default());
+        for (name, value) in form {
+            if matches!(
+                *name,
+                "refresh_token" | "password" | "assertion" | "client_secret"
+            ) {
+                scrub.add(value);
+            }
+        }
+        scrub
     }
 
     /// One token request, with the client-authentication fallback.
@@ -534,13 +543,13 @@ impl Entry {
         };
         // The endpoint's own text: it may echo what it was sent, the
         // token_endpoint_headers' values included.
-        let mut forms = self.request_forms(creds, rotated_refresh);
+        let mut scrub = self.scrubber(creds, rotated_refresh, &form);
         for (_, secret) in &self.endpoint_headers {
             if let Ok(v) = secret.get().await {
-                forms.push(v.expose().to_string());
+                scrub.add(v.expose());
             }
         }
-        Err(MintError(scrub::scrub(&rsp.detail, &forms)))
+        Err(MintError(scrub.peer_text(&rsp.detail)))
     }
 
     /// POSTs the token request; `Ok(Err(refusal))` is the endpoint's refusal.
@@ -881,6 +890,5 @@ impl Transform for OAuthToken {
     }
 }
 
-mod scrub;
 #[cfg(test)]
 mod tests;

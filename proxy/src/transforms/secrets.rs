@@ -197,6 +197,7 @@ impl Transform for Secrets {
                     req.headers_mut().remove(name);
                     req.headers_mut().insert(name.clone(), hv);
                     cx.mark_credential_header(name);
+                    cx.note_secret_value(&value);
                     wire_names.push(written.clone());
                     record(&mut injected, &e.secret, vec![format!("header:{written}")]);
                 }
@@ -214,6 +215,7 @@ impl Transform for Secrets {
                         }
                     })?;
                     cx.mark_credential_query(name);
+                    cx.note_secret_value(&value);
                     record(&mut injected, &e.secret, vec![format!("query:{name}")]);
                 }
                 Mode::Replace(r) => {
@@ -244,6 +246,7 @@ impl Transform for Secrets {
                                 reason: "secret_replace_failed",
                                 detail: format!("secret {}: {detail}", e.secret.name()),
                             })?;
+                    cx.note_secret_value(&value);
                     for hit in &hits {
                         if let replace::Hit::Header(name, _) = hit {
                             cx.mark_credential_header(name);

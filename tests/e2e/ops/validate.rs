@@ -324,9 +324,11 @@ fn commands_that_read_no_config_refuse_one() {
         for before in [false, true] {
             let mut cmd = Command::new(paths::iron_proxy_bin());
             if before {
-                cmd.args(["-config", "/etc/iron-proxy/proxy.yaml"]).args(args);
+                cmd.args(["-config", "/etc/iron-proxy/proxy.yaml"])
+                    .args(args);
             } else {
-                cmd.args(args).args(["-config", "/etc/iron-proxy/proxy.yaml"]);
+                cmd.args(args)
+                    .args(["-config", "/etc/iron-proxy/proxy.yaml"]);
             }
             let out = process::run_with_timeout("iron-proxy", &mut cmd, Duration::from_secs(30));
             let stderr = String::from_utf8_lossy(&out.stderr);
@@ -343,7 +345,11 @@ fn commands_that_read_no_config_refuse_one() {
         );
         let help = String::from_utf8_lossy(&out.stdout);
         assert_eq!(out.exit, 0, "{} -help: {help}", args[0]);
-        assert!(help.contains("Usage: iron-proxy"), "{} -help: {help}", args[0]);
+        assert!(
+            help.contains("Usage: iron-proxy"),
+            "{} -help: {help}",
+            args[0]
+        );
         assert!(
             !help.contains("-config,") && !help.contains("--config <FILE>"),
             "{} -help offers the -config it refuses:\n{help}",

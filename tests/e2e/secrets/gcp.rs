@@ -162,6 +162,46 @@ fn gcp_auth_mints_from_keyfiles_and_stubs_the_sdk_endpoints() {
     assert_no_leak(&px, &["rt-secret", "rt-gcp-user"]);
     drop(px);
 
+    // A token endpoint that echoes the refused request in its error text, in several
+    // encodings: the audit record says why, and no form of the credentials.
+    let echoing = state.path().join("echoing.json");
+    let mut echoing_json = user_json.clone();
+    echoing_json["client_secret"] = json!("gcp-client/secret+XYZ987");
+    echoing_json["refresh_token"] = json!("gcp-refresh-token-QRS654");
+    echoing_json["token_uri"] = json!(format!("http://{addr}/misbehave/reflect"));
+    std::fs::write(&echoing, echoing_json.to_string()).expect("write user credentials");
+    let px = Proxy::with(config("credentials_provider: {type: workload_identity}").as_str())
+        .resolver(&net)
+        .env(
+            "GOOGLE_APPLICATION_CREDENTIALS",
+            &echoing.display().to_string(),
+        )
+        .start();
+    let r = Curl::get("http://api.test/api/gcp").via(&px).run();
+    assert_eq!(r.status, 403, "{r}");
+    let rec = px.wait_for_audit(|a| a.path() == Some("/api/gcp"));
+    let error = rec
+        .annotation("gcp_auth", "error")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        error.contains("invalid_client") && error.contains("[redacted]"),
+        "{rec}"
+    );
+    assert_no_leak(
+        &px,
+        &[
+            "gcp-client/secret+XYZ987",
+            "gcp-client%2Fsecret%2BXYZ987",
+            "gcp-client%2fsecret%2bXYZ987",
+            "Z2NwLWNsaWVudC9zZWNyZXQrWFla", // base64 of its first 21 bytes
+            "gcp-refresh-token",
+            "Z2NwLXJlZnJlc2gtdG9rZW4t", // base64 of "gcp-refresh-token-"
+        ],
+    );
+    drop(px);
+
     // No credentials file: the metadata server (GCE_METADATA_HOST names the stand-in).
     let px = Proxy::with(config("credentials_provider: {type: workload_identity}").as_str())
         .resolver(&net)

@@ -230,6 +230,12 @@ transforms:
   - name: oauth_token
     config:
       tokens:{reflect}{huge}{slow}{unavailable}{float}
+        - grant: password
+          username: {{type: env, var: CC_ID}}
+          password: {{type: env, var: PW_PASSWORD}}
+          client_id: {{type: env, var: CC_ID}}
+          token_endpoint: "http://{addr}/misbehave/reflect"
+          rules: [{{host: api.test, paths: ["/api/reflect-password"]}}]
 "#,
         ip = addr.ip(),
         reflect = entry("reflect", "/api/reflect"),
@@ -244,6 +250,7 @@ transforms:
         .env("CC_ID", "cc-client")
         .env("CC_SECRET", secret)
         .env("EP_KEY", "endpoint-header-key-42")
+        .env("PW_PASSWORD", "pass/word+QUOTED-987")
         .start();
     let get = |path: &str| {
         Curl::get(&format!("http://api.test{path}"))
@@ -273,6 +280,12 @@ transforms:
         error.contains("\\r\\n\\u{1b}"),
         "control characters escaped: {error}"
     );
+
+    // The password goes in the form: the echo quotes it in every encoding.
+    let r = get("/api/reflect-password");
+    assert_eq!(r.status, 502, "{r}");
+    let rec = px.wait_for_audit(|a| a.path() == Some("/api/reflect-password"));
+    assert!(rec.to_string().contains("[redacted]"), "{rec}");
 
     for _ in 0..3 {
         let r = get("/api/huge");
@@ -330,7 +343,14 @@ transforms:
         &[
             secret,
             "S3cr3t%2FClient%2BValue-ABC123",
+            "S3cr3t%2fClient%2bValue-ABC123",
+            // base64 of the secret alone, and its first 20 characters
+            "UzNjcjN0L0NsaWVudCtWYWx1ZS1BQkMxMjM=",
+            "S3cr3t/Client+Value-",
             "endpoint-header-key-42",
+            "pass/word+QUOTED",
+            "pass%2fword%2bQUOTED",
+            "cGFzcy93b3JkK1FVT1RFRC05ODc", // base64 of the password
         ],
     );
 }

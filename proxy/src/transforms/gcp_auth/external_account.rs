@@ -44,6 +44,7 @@ use zeroize::Zeroizing;
 use super::super::oauth_token::{refuse_stub, MintError, TokenResponse};
 use super::post_form;
 use crate::secrets::http::HttpClient;
+use crate::secrets::scrub::Scrubber;
 use crate::secrets::EnvLookup;
 
 mod aws;
@@ -377,10 +378,12 @@ async fn impersonate_account(
         .await
         .map_err(|e| MintError(format!("{url}: {e}")))?;
     if !status.is_success() {
+        // The text may echo the request, and the federated token with it.
+        let scrub = Scrubber::new([federated]);
         return Err(MintError(format!(
             "service account impersonation {status}{}",
             google_error(&rsp)
-                .map(|m| format!(": {m}"))
+                .map(|m| format!(": {}", scrub.peer_text(&m)))
                 .unwrap_or_default()
         )));
     }

@@ -32,6 +32,7 @@ use crate::config::{JudgeConfig, JudgeFallback, JudgeProvider};
 use crate::pipeline::{body_view, Flow, Rejection, Transform, TransformError, Verdict};
 use crate::rules::Scope;
 use crate::secrets::http::HttpClient;
+use crate::secrets::scrub::Scrubber;
 use crate::secrets::Sources;
 use breaker::Breaker;
 use provider::Provider;
@@ -182,7 +183,7 @@ impl Judge {
 
     /// One LLM call under the breaker and the timeout; annotates tokens
     /// (when the provider answered) and raw output (when its answer is not a
-    /// decision), the latter with `secrets` and the API key redacted.
+    /// decision), the latter with what `scrub` knows redacted.
     ///
     /// `timeout` bounds the call alone (spec: "bounds a single LLM call"),
     /// so a request queued behind slow calls still gets all of it. The wait
@@ -190,7 +191,7 @@ impl Judge {
     /// so no request waits forever: a request is held at most twice
     /// `timeout`. A request that gets no slot made no call, so it does not
     /// count towards the breaker (no ticket is taken before the slot).
-    async fn judge(&self, envelope: &str, secrets: &[&str], cx: &mut Flow) -> Outcome {
+    async fn judge(&self, envelope: &str, scrub: &Scrubber, cx: &mut Flow) -> Outcome {
         let open = || Outcome::Failed {
             reason: "circuit breaker open".into(),
             tripped: true,
@@ -259,7 +260,7 @@ impl Judge {
             None => {
                 ticket.settle(false);
                 // Redact before cutting, so no part of a secret survives the cut.
-                let raw = self.redact(&completion.text, secrets);
+                let raw = scrub.redact(&completion.text);
                 cx.annotate("raw_output", envelope::cut_bytes(&raw, RAW_CAP));
                 Outcome::Failed {
                     reason: "the model's answer is not a JSON decision (ALLOW or DENY)".into(),
@@ -267,13 +268,6 @@ impl Judge {
                 }
             }
         }
-    }
-
-    /// `text` without the API key and without `secrets`.
-    fn redact(&self, text: &str, secrets: &[&str]) -> String {
-        let mut all = secrets.to_vec();
-        all.push(self.provider.key().expose());
-        redact::redact(text, &all)
     }
 }
 
@@ -306,7 +300,8 @@ impl Transform for Judge {
         let started = tokio::time::Instant::now();
         cx.annotate("instance", self.instance.clone());
         cx.annotate("model", self.provider.model.clone());
-        let secrets = redact::request_secrets(req.headers(), cx);
+        let mut scrub = Scrubber::new(redact::request_secrets(req.headers(), cx));
+        scrub.add(self.provider.key().expose());
         let body = body_view(req);
         let mut env = envelope::build(
             &cx.method,
@@ -318,7 +313,7 @@ impl Transform for Judge {
         if let Some((b, false)) = body {
             envelope::note_partial_body(&mut env, b.len());
         }
-        let outcome = self.judge(&env.to_string(), &secrets, cx).await;
+        let outcome = self.judge(&env.to_string(), &scrub, cx).await;
         cx.annotate(
             "duration_ms",
             u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
@@ -334,10 +329,7 @@ impl Transform for Judge {
         Ok(match outcome {
             Outcome::Decided(d) => {
                 cx.annotate("decision", if d.allow { "ALLOW" } else { "DENY" });
-                cx.annotate(
-                    "reason",
-                    capped(&self.redact(&d.reason, &secrets), REASON_CAP),
-                );
+                cx.annotate("reason", capped(&scrub.redact(&d.reason), REASON_CAP));
                 if d.allow {
                     Verdict::Continue
                 } else {
@@ -348,10 +340,7 @@ impl Transform for Judge {
                 }
             }
             Outcome::Failed { reason, tripped } => {
-                cx.annotate(
-                    "reason",
-                    capped(&self.redact(&reason, &secrets), REASON_CAP),
-                );
+                cx.annotate("reason", capped(&scrub.redact(&reason), REASON_CAP));
                 if tripped {
                     cx.annotate("circuit_breaker_tripped", true);
                 }

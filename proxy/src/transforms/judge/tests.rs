@@ -411,6 +411,40 @@ async fn raw_output_and_reasons_never_carry_the_key_or_injected_credentials() {
     task.abort();
 }
 
+#[tokio::test]
+async fn values_secrets_put_in_the_query_or_body_are_redacted_from_an_echo() {
+    // The model quotes the request it was shown, as a prompt injection asks.
+    let (url, task) = canned(Duration::ZERO, |req| {
+        let text = format!("the request: {req}");
+        (200, String::new(), message(&text))
+    })
+    .await;
+    let j = Arc::new(judge("", &url, &[("KEY", "sk-judge-key-0000")]).expect("judge"));
+    let query_key = "qk-live/9z8y7x+6w5v";
+    let swapped = "swapped-value-55aa66bb";
+    let mut req = request(
+        "POST",
+        &format!(
+            "https://api.test/repos/x?api_key={}",
+            url::form_urlencoded::byte_serialize(query_key.as_bytes()).collect::<String>()
+        ),
+        &[],
+        Some(&format!("{{\"token\": \"{swapped}\"}}")),
+    );
+    let mut cx = flow("POST");
+    // As if `secrets` had injected the query parameter and swapped the body's value.
+    cx.mark_credential_query("api_key");
+    cx.note_secret_value(&crate::secrets::SecretValue::new(query_key.into()));
+    cx.note_secret_value(&crate::secrets::SecretValue::new(swapped.into()));
+    let (_, trace) = run(ArcJudge(j), &mut req, &mut cx).await;
+    let all = json!(trace.annotations).to_string();
+    assert!(all.contains("[redacted]"), "{all}");
+    for leak in ["qk-live", "9z8y7x", "swapped-value"] {
+        assert!(!all.contains(leak), "{leak} leaked: {all}");
+    }
+    task.abort();
+}
+
 #[tokio::test(start_paused = true)]
 async fn retry_after_holds_the_breaker_open() {
     let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));

@@ -178,6 +178,8 @@ async fn inject_base64_formatter_and_query_param() {
             {"secret": "OPENAI_API_KEY", "locations": ["query:api_key"]}
         ])
     );
+    // A later judge keeps both values out of what it records.
+    assert_eq!(cx.secret_values().collect::<Vec<_>>(), ["ghp_abc123", REAL]);
 }
 
 #[tokio::test]
@@ -283,6 +285,10 @@ async fn replace_in_body_path_and_query() {
     assert_eq!(
         cx.annotations_mut()["swapped"],
         json!([{"secret": "INTERNAL_TOKEN", "locations": ["query:token", "path", "body"]}])
+    );
+    assert_eq!(
+        cx.secret_values().collect::<Vec<_>>(),
+        ["real-internal-secret-value"]
     );
     assert_eq!(
         cx.path, "/botproxy-tg-token-123/send",
