@@ -147,13 +147,15 @@ transforms:
 }
 
 /// With loopback allowed and the deny list off, a request for the proxy's own listener
-/// (by IP literal, by a name resolving to it, or with the wildcard port) is refused at once
-/// as `proxy_loop`, instead of going round through the proxy until descriptors run out.
+/// (by IP literal, by a name resolving to it, by `0.0.0.0` or a name resolving to it,
+/// which the kernel connects to loopback) is refused at once as `proxy_loop`, instead of
+/// going round through the proxy until descriptors run out.
 #[test]
 fn a_request_for_the_proxys_own_listener_is_refused_not_looped() {
     require_root!();
     let net = FakeInternet::new();
     net.dns().set("self.test", &[IpAddr::from([127, 0, 0, 1])]);
+    net.dns().set("zero.test", &[IpAddr::from([0, 0, 0, 0])]);
     let px = Proxy::with(
         r#"
 proxy:
@@ -161,14 +163,19 @@ proxy:
 transforms:
   - name: allowlist
     config:
-      domains: ["self.test"]
-      cidrs: ["127.0.0.0/8"]
+      domains: ["self.test", "zero.test"]
+      cidrs: ["127.0.0.0/8", "0.0.0.0/32"]
 "#,
     )
     .resolver(&net)
     .start();
     let port = px.http_addr().port();
-    for (host, path) in [("127.0.0.1", "/loop-ip"), ("self.test", "/loop-name")] {
+    for (host, path) in [
+        ("127.0.0.1", "/loop-ip"),
+        ("self.test", "/loop-name"),
+        ("0.0.0.0", "/loop-zero"),
+        ("zero.test", "/loop-zero-name"),
+    ] {
         let r = plain(&px, &format!("http://{host}:{port}{path}")).run();
         assert_eq!(r.status, 502, "{host}: {r}");
         assert!(r.body.contains("the upstream is this proxy itself"), "{r}");
@@ -184,5 +191,5 @@ transforms:
         .iter()
         .filter(|a| a.path().is_some_and(|p| p.starts_with("/loop")))
         .count();
-    assert_eq!(records, 2);
+    assert_eq!(records, 4);
 }

@@ -6,7 +6,7 @@
 //! would be answered by the proxy's token-endpoint stub, and the stub token
 //! would be injected upstream as if it were real.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, RwLock};
 
 /// The addresses iron-proxy listens on, shared by every backend client and
@@ -60,18 +60,23 @@ impl OwnListeners {
     /// The own listener a connection to `target` would reach, if any: the
     /// same address; a wildcard listener (`:80`) on the same port when
     /// `target` is an address of this host; or `dns.proxy_ip` on a
-    /// listener's port.
+    /// listener's port. An unspecified target (`0.0.0.0`, `::`) is this
+    /// host's loopback, as the kernel connects it; an IPv6 wildcard listener
+    /// also takes IPv4 (metrics and management bind `[::]` dual-stack).
     pub fn find(&self, target: SocketAddr) -> Option<SocketAddr> {
         let own = self.inner.read().unwrap_or_else(|p| p.into_inner());
-        let ip = target.ip().to_canonical();
+        let ip = match target.ip().to_canonical() {
+            IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+            ip => ip,
+        };
         let target = SocketAddr::new(ip, target.port());
         let same_port = || own.listeners.iter().filter(|l| l.port() == target.port());
         if let Some(l) = same_port().find(|l| l.ip() == ip) {
             return Some(*l);
         }
-        if let Some(l) = same_port()
-            .find(|l| l.ip().is_unspecified() && l.is_ipv4() == ip.is_ipv4() && is_local(ip))
-        {
+        let takes = |l: &SocketAddr| l.is_ipv6() || ip.is_ipv4();
+        if let Some(l) = same_port().find(|l| l.ip().is_unspecified() && takes(l) && is_local(ip)) {
             return Some(*l);
         }
         if own.proxy_ips.contains(&ip) && same_port().next().is_some() {
@@ -132,6 +137,32 @@ mod tests {
             None,
             "an IPv4 wildcard does not take IPv6"
         );
+        assert_eq!(
+            own.find(addr("0.0.0.0:9090")),
+            Some(addr("0.0.0.0:9090")),
+            "0.0.0.0 connects to this host"
+        );
+    }
+
+    #[test]
+    fn an_unspecified_target_is_loopback_and_an_ipv6_wildcard_takes_ipv4() {
+        let own = OwnListeners::new();
+        own.add_listener(addr("127.0.0.1:8080"));
+        own.add_listener(addr("[::]:9090"));
+        assert_eq!(own.find(addr("0.0.0.0:8080")), Some(addr("127.0.0.1:8080")));
+        assert_eq!(
+            own.find(addr("[::ffff:0.0.0.0]:8080")),
+            Some(addr("127.0.0.1:8080"))
+        );
+        for target in ["127.0.0.2:9090", "0.0.0.0:9090", "[::]:9090", "[::1]:9090"] {
+            assert_eq!(
+                own.find(addr(target)),
+                Some(addr("[::]:9090")),
+                "{target} reaches the dual-stack listener"
+            );
+        }
+        assert_eq!(own.find(addr("192.0.2.1:9090")), None);
+        assert_eq!(own.find(addr("0.0.0.0:8081")), None, "another port");
     }
 
     #[test]
