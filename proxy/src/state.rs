@@ -97,9 +97,20 @@ impl Shared {
     }
 
     /// Swaps in a new policy and deny list atomically for new requests.
+    /// When the deny list changes, every upstream HTTP connection open is
+    /// retired: a pooled one would otherwise keep reaching a range the new
+    /// list denies (tunnels and upgrades in progress are left to end).
     pub fn swap(&self, policy: Policy, deny: DenyList) {
+        let changed = **self.deny.load() != deny;
         self.deny.store(Arc::new(deny));
         self.policy.store(Arc::new(policy));
+        if changed {
+            let retired = self.upstream.retire_pools();
+            tracing::info!(
+                retired,
+                "upstream_deny_cidrs changed: open upstream connections are not reused"
+            );
+        }
     }
 
     /// True once policy, listeners and interception are in place.

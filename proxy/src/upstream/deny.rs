@@ -16,7 +16,7 @@ use ipnet::IpNet;
 use crate::rules::canonical_ip;
 
 /// The deny list.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DenyList {
     nets: Vec<IpNet>,
 }

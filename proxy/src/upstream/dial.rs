@@ -7,7 +7,8 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -60,6 +61,44 @@ pub struct Dialer {
     /// The proxy's own listeners, never dialed (a request for the proxy's
     /// own address would loop through it until descriptors run out).
     own: OwnListeners,
+    /// The HTTP connections it opened that may still be open, for
+    /// [`Dialer::retire_open`]. Shared by its clones.
+    open: Arc<Mutex<OpenConns>>,
+    /// How many times [`Dialer::retire_open`] ran: the pools of HTTP
+    /// clients made before the last time are not used again.
+    generation: Arc<AtomicU64>,
+}
+
+/// One held HTTP/1 upstream connection's standing: whether a pool may hand
+/// it out again. (hyper's own pools cannot be reached this way: they are
+/// replaced whole, see [`Dialer::generation`].)
+pub struct Standing {
+    retired: AtomicBool,
+}
+
+impl Standing {
+    /// Whether the connection must not carry another request.
+    pub fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Relaxed)
+    }
+}
+
+/// Weak references to the standings of the connections a dialer opened.
+#[derive(Default)]
+struct OpenConns {
+    list: Vec<Weak<Standing>>,
+    /// The length at which ended connections are swept out of `list`.
+    sweep_at: usize,
+}
+
+impl OpenConns {
+    fn add(&mut self, standing: &Arc<Standing>) {
+        if self.list.len() >= self.sweep_at {
+            self.list.retain(|w| w.strong_count() > 0);
+            self.sweep_at = (self.list.len() * 2).max(64);
+        }
+        self.list.push(Arc::downgrade(standing));
+    }
 }
 
 impl Dialer {
@@ -78,7 +117,36 @@ impl Dialer {
             tls_h1: TlsConnector::from(Arc::new(h1)),
             http1_only: false,
             own: OwnListeners::new(),
+            open: Arc::default(),
+            generation: Arc::default(),
         }
+    }
+
+    /// The current generation of HTTP clients ([`Dialer::retire_open`]).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// The counter behind [`Dialer::generation`], shared.
+    pub(crate) fn generation_counter(&self) -> Arc<AtomicU64> {
+        self.generation.clone()
+    }
+
+    /// Retires every HTTP connection this dialer (or a clone) opened: none is
+    /// reused for another request; each closes when its exchange in flight,
+    /// if any, ends. Held HTTP/1 connections are marked; hyper's pools are
+    /// left behind by a new [`Dialer::generation`]. A reload that changes
+    /// `upstream_deny_cidrs` does this, so that no pooled connection keeps
+    /// reaching a range newly denied. Returns how many were open.
+    pub fn retire_open(&self) -> usize {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        let list = std::mem::take(&mut self.open.lock().unwrap_or_else(|p| p.into_inner()).list);
+        let mut n = 0;
+        for standing in list.iter().filter_map(Weak::upgrade) {
+            standing.retired.store(true, Ordering::Relaxed);
+            n += 1;
+        }
+        n
     }
 
     /// The same dialer refusing the addresses of `own` (filled as the
@@ -161,7 +229,14 @@ impl Dialer {
         } else {
             Stream::Plain(self.tcp(host, port).await?)
         };
-        Ok(Conn(TokioIo::new(stream)))
+        let standing = Arc::new(Standing {
+            retired: AtomicBool::new(false),
+        });
+        self.open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .add(&standing);
+        Ok(Conn(TokioIo::new(stream), standing))
     }
 
     /// TCP plus TLS to `host`, verifying its certificate against the system roots.
@@ -268,21 +343,16 @@ impl AsyncWrite for Stream {
     }
 }
 
-/// The hyper-side connection type.
-pub struct Conn(pub TokioIo<Stream>);
+/// The hyper-side connection type, with its [`Standing`].
+pub struct Conn(pub TokioIo<Stream>, pub Arc<Standing>);
 
 impl Connection for Conn {
     fn connected(&self) -> Connected {
         match self.0.inner() {
-            Stream::Plain(_) => Connected::new(),
-            Stream::Tls(t) => {
-                let h2 = t.get_ref().1.alpn_protocol() == Some(b"h2");
-                if h2 {
-                    Connected::new().negotiated_h2()
-                } else {
-                    Connected::new()
-                }
+            Stream::Tls(t) if t.get_ref().1.alpn_protocol() == Some(b"h2") => {
+                Connected::new().negotiated_h2()
             }
+            _ => Connected::new(),
         }
     }
 }

@@ -113,6 +113,8 @@ pub(crate) struct Held {
     /// connection as HTTP/1.0, which cannot carry a body of unknown length
     /// (a chunked upload went out without its body).
     pub retire: bool,
+    /// Retired by a reload ([`super::Dialer::retire_open`]): not reused.
+    standing: Arc<super::dial::Standing>,
 }
 
 impl Held {
@@ -122,9 +124,11 @@ impl Held {
         key: Key,
         sender: http1::SendRequest<Body>,
         conn: http1::Connection<Conn, Body>,
+        standing: Arc<super::dial::Standing>,
         pool: &Arc<IdlePool>,
     ) -> Self {
         Held {
+            standing,
             key,
             home: current_home(),
             sender,
@@ -161,8 +165,10 @@ impl Held {
         }
         let mut io = parts.io;
         io.0.inner_mut().rehome().ok()?;
+        let standing = io.1.clone();
         let (sender, conn) = http1_client().handshake(io).await.ok()?;
         Some(Held {
+            standing,
             key,
             home: current_home(),
             sender,
@@ -181,9 +187,10 @@ impl Held {
 
     /// True when it is open and idle, ready for a request. Lets the
     /// connection settle first (a finished response, a close by the peer).
+    /// A connection a reload retired is never ready.
     fn ready(&mut self) -> bool {
         let mut cx = Context::from_waker(Waker::noop());
-        self.poll_open(&mut cx) && self.sender.is_ready()
+        !self.standing.is_retired() && self.poll_open(&mut cx) && self.sender.is_ready()
     }
 
     /// Returns an idle connection to its pool; drops anything else.
@@ -258,7 +265,7 @@ impl IdlePool {
                 .or_else(|| list.len().checked_sub(1))?;
             let (since, mut held) = list.remove(i);
             let fresh = now.duration_since(since) < RECHECK_AFTER;
-            if (fresh && held.sender.is_ready()) || held.ready() {
+            if !held.standing.is_retired() && ((fresh && held.sender.is_ready()) || held.ready()) {
                 held.reused = true;
                 return Some(held);
             }
@@ -361,11 +368,12 @@ impl HeldSlot {
     }
 
     /// The client connection's own HTTP/2 client, made by `init` on first
-    /// use (an `init` that fails leaves the slot without one).
+    /// use (an `init` that fails leaves the slot without one); None once a
+    /// reload retired the connections it pools (the shared pool serves).
     pub(crate) fn h2_client<E>(
         &self,
         init: impl FnOnce() -> Result<OwnH2, E>,
-    ) -> Result<&H2Client, E> {
+    ) -> Result<Option<&H2Client>, E> {
         if let Some(own) = self.inner.h2.get() {
             return Ok(own.client());
         }

@@ -115,11 +115,9 @@ impl UpstreamError {
 /// The pooled upstream HTTP clients.
 #[derive(Clone)]
 pub struct Upstream {
-    /// Offers h2 and http/1.1: for HTTP/2 requests sent without a client
-    /// connection's slot (a client connection uses its own, see [`own_h2`]).
-    client: Client<Dialer, Body>,
-    /// Offers http/1.1 only (for HTTP/1 clients).
-    client_h1: Client<Dialer, Body>,
+    /// The shared pools, replaced when a reload retires the open
+    /// connections ([`Upstream::retire_pools`]).
+    shared: Arc<arc_swap::ArcSwap<SharedClients>>,
     dialer: Dialer,
     /// The dialer offering http/1.1 only, for held HTTP/1 connections.
     dialer_h1: Dialer,
@@ -130,6 +128,27 @@ pub struct Upstream {
     /// How often HTTP/2 upstream connections are PINGed, and how long an
     /// answer may take.
     pings: (Duration, Duration),
+}
+
+/// The pooled clients not tied to a client connection.
+struct SharedClients {
+    /// The dialer's generation they were made in.
+    generation: u64,
+    /// Offers h2 and http/1.1: for HTTP/2 requests sent without a client
+    /// connection's slot (a client connection uses its own, see [`own_h2`]).
+    client: Client<Dialer, Body>,
+    /// Offers http/1.1 only (for HTTP/1 clients).
+    client_h1: Client<Dialer, Body>,
+}
+
+impl SharedClients {
+    fn new(dialer: &Dialer, (every, timeout): (Duration, Duration)) -> Self {
+        SharedClients {
+            generation: dialer.generation(),
+            client: client(dialer.clone(), every, timeout),
+            client_h1: client(dialer.http1_only(), every, timeout),
+        }
+    }
 }
 
 /// A pooled client over `dialer`. HTTP/2 connections are PINGed every
@@ -177,8 +196,10 @@ impl Upstream {
         let idle = Arc::default();
         IdlePool::start_sweeper(&idle, held::SWEEP_EVERY);
         Upstream {
-            client: client(dialer.clone(), every, timeout),
-            client_h1: client(dialer.http1_only(), every, timeout),
+            shared: Arc::new(arc_swap::ArcSwap::from_pointee(SharedClients::new(
+                &dialer,
+                (every, timeout),
+            ))),
             dialer_h1: dialer.http1_only(),
             dialer,
             idle,
@@ -190,6 +211,32 @@ impl Upstream {
     /// The dialer, for raw TCP legs (tunnels, passthrough, upgrades).
     pub fn dialer(&self) -> &Dialer {
         &self.dialer
+    }
+
+    /// Retires every open upstream HTTP connection: none carries another
+    /// request, whichever pool holds it (held HTTP/1 connections, idle ones,
+    /// the client connections' HTTP/2 clients and their spares, the shared
+    /// pools); exchanges in flight finish. Returns how many connections
+    /// were held or open for HTTP/1 clients.
+    pub fn retire_pools(&self) -> usize {
+        let n = self.dialer.retire_open();
+        self.spares.clear();
+        self.shared
+            .store(Arc::new(SharedClients::new(&self.dialer, self.pings)));
+        n
+    }
+
+    /// The shared pools of the current generation.
+    /// (An `Arc`, not a guard: it is held across the exchange.)
+    fn shared(&self) -> Arc<SharedClients> {
+        let shared = self.shared.load_full();
+        if shared.generation == self.dialer.generation() {
+            return shared;
+        }
+        // The dialer was retired through another handle.
+        let fresh = Arc::new(SharedClients::new(&self.dialer, self.pings));
+        self.shared.store(fresh.clone());
+        fresh
     }
 
     /// Sends `req` (absolute URI) and waits for the response head, failing
@@ -224,15 +271,22 @@ impl Upstream {
                         key_of(req.uri())?,
                         held::current_home(),
                         &self.spares,
+                        self.dialer.generation_counter(),
                         || client(self.dialer.clone(), self.pings.0, self.pings.1),
                     ))
                 })?;
-                self.send_pooled(own, req, &timer).await
+                match own {
+                    Some(own) => self.send_pooled(own, req, &timer).await,
+                    None => self.send_pooled(&self.shared().client, req, &timer).await,
+                }
             }
             None if req.version() == http::Version::HTTP_2 => {
-                self.send_pooled(&self.client, req, &timer).await
+                self.send_pooled(&self.shared().client, req, &timer).await
             }
-            None => self.send_pooled(&self.client_h1, req, &timer).await,
+            None => {
+                self.send_pooled(&self.shared().client_h1, req, &timer)
+                    .await
+            }
         }
     }
 
@@ -331,11 +385,12 @@ impl Upstream {
     /// Dials `key` offering only http/1.1 and starts an HTTP/1 connection on it.
     async fn dial_http1(&self, key: &Key) -> Result<Held, UpstreamError> {
         let io = self.dialer_h1.open(&key.host, key.port, key.tls).await?;
+        let standing = io.1.clone();
         let (sender, conn) = held::http1_client()
             .handshake(io)
             .await
             .map_err(|e| classify(&e))?;
-        Ok(Held::new(key.clone(), sender, conn, &self.idle))
+        Ok(Held::new(key.clone(), sender, conn, standing, &self.idle))
     }
 }
 

@@ -87,6 +87,10 @@ pub(crate) struct OwnH2 {
     key: Key,
     home: Home,
     spares: Arc<Spares>,
+    /// The dialer's generation it was made in; one made before a reload
+    /// retired the open connections is neither used nor kept as a spare.
+    generation: u64,
+    current: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl OwnH2 {
@@ -96,27 +100,37 @@ impl OwnH2 {
         key: Key,
         home: Home,
         spares: &Arc<Spares>,
+        current: Arc<std::sync::atomic::AtomicU64>,
         fresh: impl FnOnce() -> H2Client,
     ) -> Self {
+        let generation = current.load(std::sync::atomic::Ordering::Acquire);
         let client = spares.take(&key, home).unwrap_or_else(fresh);
         OwnH2 {
             client,
             key,
             home,
             spares: spares.clone(),
+            generation,
+            current,
         }
     }
 
-    /// The client.
-    pub(crate) fn client(&self) -> &H2Client {
-        &self.client
+    /// The client; none once a reload retired the connections it pools.
+    pub(crate) fn client(&self) -> Option<&H2Client> {
+        self.is_current().then_some(&self.client)
+    }
+
+    fn is_current(&self) -> bool {
+        self.generation == self.current.load(std::sync::atomic::Ordering::Acquire)
     }
 }
 
 impl Drop for OwnH2 {
     fn drop(&mut self) {
-        self.spares
-            .put(self.key.clone(), self.home, self.client.clone());
+        if self.is_current() {
+            self.spares
+                .put(self.key.clone(), self.home, self.client.clone());
+        }
     }
 }
 
@@ -150,6 +164,11 @@ impl<C> Spare<C> {
 }
 
 impl<C> Spares<C> {
+    /// Drops every spare (a reload retired their connections).
+    pub(crate) fn clear(&self) {
+        self.lock().clear();
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Vec<Spare<C>>>> {
         self.by_key.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -216,6 +216,46 @@ async fn client_connections_get_http2_upstream_connections_of_their_own_and_hand
     assert_eq!(up.spares.count(&key), 3);
 }
 
+#[tokio::test]
+async fn retired_pools_are_not_reused_by_live_client_connections_or_spares() {
+    let (port, roots, accepted) = counting_h2_upstream().await;
+    let up = upstream_trusting(roots, Duration::from_secs(30), Duration::from_secs(20));
+    let (a, b) = (HeldSlot::default(), HeldSlot::default());
+    assert_eq!(h2_get(&up, port, &a).await, http::StatusCode::OK);
+    assert_eq!(h2_get(&up, port, &b).await, http::StatusCode::OK);
+    drop(b);
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    // A reload changed the deny list: no connection made before is used again.
+    up.retire_pools();
+    let key = Key {
+        tls: true,
+        host: "127.0.0.1".to_string(),
+        port,
+    };
+    assert_eq!(up.spares.count(&key), 0, "the spare is dropped");
+    assert_eq!(h2_get(&up, port, &a).await, http::StatusCode::OK);
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        3,
+        "A's request went out on a new connection, not on A's own"
+    );
+    assert_eq!(h2_get(&up, port, &a).await, http::StatusCode::OK);
+    assert_eq!(accepted.load(Ordering::SeqCst), 3, "which is then reused");
+    drop(a);
+    assert_eq!(
+        up.spares.count(&key),
+        0,
+        "a retired client is not kept as a spare"
+    );
+    let c = HeldSlot::default();
+    assert_eq!(h2_get(&up, port, &c).await, http::StatusCode::OK);
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        4,
+        "C dials a connection of its own"
+    );
+}
+
 /// An HTTPS upstream on 127.0.0.1 speaking HTTP/2 by hand that opens the
 /// largest flow-control windows there are, takes one request's HEADERS, and
 /// from then on reads nothing (its socket has the smallest receive buffer

@@ -412,3 +412,47 @@ fn a_reload_sets_and_removes_the_per_client_cap_counting_open_connections() {
     }
     assert_eq!(plain_get(addr), 200, "a fourth connection, with no cap");
 }
+
+/// A reload that denies the range of an upstream the proxy holds connections to retires
+/// them: the next request, on the client connection that was kept open and on a new one, is
+/// refused (`deny_cidr`) instead of riding a pooled connection to the newly denied address,
+/// and the upstream sees no request after the reload.
+#[test]
+fn a_reload_that_denies_an_upstream_retires_the_connections_pooled_to_it() {
+    require_root!();
+    let net = FakeInternet::new();
+    let up = Upstream::http("plain.test").start(&net);
+    let mut px = managed_proxy(&policy(&["plain.test"]), &net);
+    let http = px.http_addr();
+    let new_conn = |path: &str| {
+        Curl::get(&format!("http://plain.test{path}"))
+            .args(["--connect-to".to_string(), format!(":80:{http}")])
+            .run()
+    };
+    let mut kept = KeepAlive::open(http, Duration::from_secs(10));
+    let first = kept.status("/anything/kept-before", "plain.test");
+    assert!(first.contains(" 200 "), "{first}");
+    let r = new_conn("/anything/new-before");
+    assert_eq!(r.status, 200, "{r}");
+
+    let mut cfg = px.config().clone();
+    cfg["proxy"]["upstream_deny_cidrs"] = serde_json::json!([format!("{}/32", up.ip())]);
+    write_exact(&mut px, &cfg);
+    let r = reload(&px);
+    assert_eq!(r.status, 200, "{r}");
+    px.wait_for_log(|l| l.contains("upstream_deny_cidrs changed"));
+
+    let after = kept.status("/anything/kept-after", "plain.test");
+    assert!(after.contains(" 502 "), "{after}");
+    let r = new_conn("/anything/new-after");
+    assert_eq!(r.status, 502, "{r}");
+    for path in ["/anything/kept-after", "/anything/new-after"] {
+        let rec = px.wait_for_audit(|a| a.path() == Some(path));
+        assert_eq!(rec.str("reason"), Some("deny_cidr"), "{rec}");
+    }
+    let seen: Vec<String> = up.requests().iter().map(|r| r.path().to_string()).collect();
+    assert!(
+        !seen.iter().any(|p| p.ends_with("-after")),
+        "a request reached the denied upstream: {seen:?}"
+    );
+}
