@@ -22,6 +22,15 @@ pub const MIN_SECRET_LEN: usize = 8;
 /// The length of the pieces searched for, in bytes.
 const WINDOW: usize = MIN_SECRET_LEN;
 
+/// What a URL component's percent-encoding leaves as it is: letters,
+/// digits and the unreserved `-._~` (RFC 3986), as Python's `quote` and
+/// most encoders do.
+pub(crate) const URL_COMPONENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
 /// The longest peer text kept, in characters ([`Scrubber::peer_text`]).
 pub const MAX_PEER_CHARS: usize = 512;
 
@@ -152,6 +161,9 @@ fn forms(value: &str) -> Vec<String> {
         percent_encoding::utf8_percent_encode(value, percent_encoding::NON_ALPHANUMERIC).collect();
     out.push(lower_hex_escapes(&upper));
     out.push(upper);
+    let component: String = percent_encoding::utf8_percent_encode(value, URL_COMPONENT).collect();
+    out.push(lower_hex_escapes(&component));
+    out.push(component);
     out.push(url::form_urlencoded::byte_serialize(value.as_bytes()).collect());
     if let Ok(json) = serde_json::to_string(value) {
         out.push(json.trim_matches('"').replace('/', "\\/"));
@@ -182,7 +194,7 @@ fn forms(value: &str) -> Vec<String> {
 }
 
 /// `%2F` → `%2f`, leaving the rest as it is.
-fn lower_hex_escapes(s: &str) -> String {
+pub(crate) fn lower_hex_escapes(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut escape = 0;
     for c in s.chars() {

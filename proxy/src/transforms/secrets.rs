@@ -29,6 +29,7 @@
 //! The rewritten request keeps the workload's view in `Flow::path` (rules of
 //! later transforms match the placeholder path, never the real secret).
 
+mod reflected;
 mod replace;
 
 pub(crate) use replace::canonical;
@@ -37,7 +38,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use http::header::{HeaderName, HeaderValue};
-use http::{Request, StatusCode};
+use http::{Request, Response, StatusCode};
 use serde_json::{json, Value};
 use zeroize::Zeroizing;
 
@@ -141,6 +142,22 @@ fn record(list: &mut Vec<Value>, secret: &Secret, locations: Vec<String>) {
 impl Transform for Secrets {
     fn name(&self) -> &str {
         "secrets"
+    }
+
+    /// A response header that reflects a value this request was given (a
+    /// redirect keeping the query, an echoed header) has it replaced by
+    /// `[redacted]`: the workload never gets the real credential back. The
+    /// trace entry's `response_redacted` names those headers.
+    async fn on_response(
+        &self,
+        rsp: &mut Response<Body>,
+        cx: &mut Flow,
+    ) -> Result<Verdict, TransformError> {
+        let changed = reflected::redact_headers(rsp.headers_mut(), cx.secret_values());
+        if !changed.is_empty() {
+            cx.annotate("response_redacted", changed);
+        }
+        Ok(Verdict::Continue)
     }
 
     fn wants_request_body(&self, cx: &Flow, _req: &http::request::Parts) -> bool {

@@ -174,3 +174,56 @@ fn inject_formatters_query_param_and_wire_casing() {
         ],
     );
 }
+
+/// An upstream that reflects the request in its response headers (here: every query pair
+/// becomes a header, as a redirect keeping the query would carry it) does not hand the
+/// injected credential back: the header has `[redacted]`, in whatever URL form it came, and
+/// the response trace names it.
+#[test]
+fn a_credential_reflected_in_response_headers_is_redacted() {
+    require_root!();
+    let net = FakeInternet::new();
+    let _up = Upstream::https("httpbin.test").start(&net);
+    let px = Proxy::with(
+        r#"
+transforms:
+  - name: allowlist
+    config:
+      domains: ["httpbin.test"]
+  - name: secrets
+    config:
+      secrets:
+        - source: {type: env, var: QUERY_KEY}
+          inject:
+            query_param: "api_key"
+          rules:
+            - host: "httpbin.test"
+              paths: ["/response-headers"]
+"#,
+    )
+    .resolver(&net)
+    .env("QUERY_KEY", "real-reflected-key/42+x")
+    .start();
+    let r = Curl::get("https://httpbin.test/response-headers?x-kept=visible")
+        .via(&px)
+        .run();
+    r.expect_status(200);
+    assert_eq!(r.header("api_key"), Some("[redacted]"), "{r}");
+    assert_eq!(r.header("x-kept"), Some("visible"), "{r}");
+    assert!(
+        !r.headers
+            .iter()
+            .any(|(_, v)| v.contains("real-reflected-key")),
+        "{r}"
+    );
+    // The body echoes it too (this endpoint writes the pairs as JSON): bodies are not
+    // scrubbed, see docs/secrets.md "What comes back".
+    let rec = px.wait_for_audit(|a| a.path() == Some("/response-headers"));
+    let redacted = rec
+        .response_transforms()
+        .iter()
+        .find(|t| t["name"] == "secrets")
+        .map(|t| t["annotations"]["response_redacted"].clone());
+    assert_eq!(redacted, Some(json!(["api_key"])), "{rec}");
+    assert_no_leak(&px, &["real-reflected-key"]);
+}

@@ -565,3 +565,30 @@ async fn the_first_credential_transform_to_set_a_location_wins() {
         json!([{"secret": "GH_TOKEN", "locations": ["header:X-Other"]}])
     );
 }
+
+#[tokio::test]
+async fn a_value_reflected_in_a_response_header_is_redacted() {
+    let t = transform(vec![entry(
+        env("OPENAI_API_KEY"),
+        SecretMode::Inject(InjectConfig::QueryParam {
+            name: "api_key".into(),
+        }),
+        "[{host: api.test}]",
+    )]);
+    let mut req = get("https://api.test/v1/x", &[]);
+    let mut cx = flow("api.test", "GET", "/v1/x");
+    run(&t, &mut req, &mut cx).await.expect("continue");
+    let mut rsp = Response::builder()
+        .header("location", format!("/v2/x?api_key={REAL}"))
+        .header("content-type", "text/plain")
+        .body(crate::body::empty())
+        .expect("response");
+    let verdict = t.on_response(&mut rsp, &mut cx).await.expect("continue");
+    assert!(matches!(verdict, Verdict::Continue));
+    assert_eq!(rsp.headers()["location"], "/v2/x?api_key=[redacted]");
+    assert_eq!(rsp.headers()["content-type"], "text/plain");
+    assert_eq!(
+        cx.annotations_mut()["response_redacted"],
+        json!(["location"])
+    );
+}
