@@ -105,11 +105,8 @@ impl Shared {
         self.deny.store(Arc::new(deny));
         self.policy.store(Arc::new(policy));
         if changed {
-            let retired = self.upstream.retire_pools();
-            tracing::info!(
-                retired,
-                "upstream_deny_cidrs changed: open upstream connections are not reused"
-            );
+            self.upstream.retire_pools();
+            tracing::info!("upstream_deny_cidrs changed: open upstream connections are not reused");
         }
     }
 

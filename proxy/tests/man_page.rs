@@ -57,10 +57,11 @@ fn mentions(text: &str, flag: &str) -> bool {
     })
 }
 
-/// The long flags of `cmd` (without help), as `-name`.
+/// The long flags of `cmd` its help shows (without help), as `-name`: a
+/// hidden one (`-config` on a command that refuses it) is not offered.
 fn flags(cmd: &clap::Command) -> Vec<String> {
     cmd.get_arguments()
-        .filter(|a| a.get_id() != "help")
+        .filter(|a| a.get_id() != "help" && !a.is_hide_set())
         .filter_map(|a| a.get_long().map(|l| format!("-{l}")))
         .collect()
 }

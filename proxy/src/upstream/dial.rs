@@ -7,8 +7,8 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -61,43 +61,26 @@ pub struct Dialer {
     /// The proxy's own listeners, never dialed (a request for the proxy's
     /// own address would loop through it until descriptors run out).
     own: OwnListeners,
-    /// The HTTP connections it opened that may still be open, for
-    /// [`Dialer::retire_open`]. Shared by its clones.
-    open: Arc<Mutex<OpenConns>>,
-    /// How many times [`Dialer::retire_open`] ran: the pools of HTTP
-    /// clients made before the last time are not used again.
+    /// How many times [`Dialer::retire_open`] ran: connections and pools of
+    /// HTTP clients made before the last time are not used again. Shared by
+    /// its clones.
     generation: Arc<AtomicU64>,
 }
 
-/// One held HTTP/1 upstream connection's standing: whether a pool may hand
-/// it out again. (hyper's own pools cannot be reached this way: they are
-/// replaced whole, see [`Dialer::generation`].)
+/// One upstream HTTP connection's standing: the dialer generation it was
+/// dialed in, read before its address was checked against the deny list.
+/// Held HTTP/1 connections of an older generation are not handed out again;
+/// hyper's pools are replaced whole instead (see [`Dialer::generation`]).
+#[derive(Clone)]
 pub struct Standing {
-    retired: AtomicBool,
+    generation: u64,
+    current: Arc<AtomicU64>,
 }
 
 impl Standing {
     /// Whether the connection must not carry another request.
     pub fn is_retired(&self) -> bool {
-        self.retired.load(Ordering::Relaxed)
-    }
-}
-
-/// Weak references to the standings of the connections a dialer opened.
-#[derive(Default)]
-struct OpenConns {
-    list: Vec<Weak<Standing>>,
-    /// The length at which ended connections are swept out of `list`.
-    sweep_at: usize,
-}
-
-impl OpenConns {
-    fn add(&mut self, standing: &Arc<Standing>) {
-        if self.list.len() >= self.sweep_at {
-            self.list.retain(|w| w.strong_count() > 0);
-            self.sweep_at = (self.list.len() * 2).max(64);
-        }
-        self.list.push(Arc::downgrade(standing));
+        self.generation != self.current.load(Ordering::Acquire)
     }
 }
 
@@ -117,7 +100,6 @@ impl Dialer {
             tls_h1: TlsConnector::from(Arc::new(h1)),
             http1_only: false,
             own: OwnListeners::new(),
-            open: Arc::default(),
             generation: Arc::default(),
         }
     }
@@ -132,21 +114,15 @@ impl Dialer {
         self.generation.clone()
     }
 
-    /// Retires every HTTP connection this dialer (or a clone) opened: none is
-    /// reused for another request; each closes when its exchange in flight,
-    /// if any, ends. Held HTTP/1 connections are marked; hyper's pools are
-    /// left behind by a new [`Dialer::generation`]. A reload that changes
-    /// `upstream_deny_cidrs` does this, so that no pooled connection keeps
-    /// reaching a range newly denied. Returns how many were open.
-    pub fn retire_open(&self) -> usize {
+    /// Retires every HTTP connection this dialer (or a clone) opened so far,
+    /// or is opening: none is reused for another request; each closes when
+    /// its exchange in flight, if any, ends. Held HTTP/1 connections see
+    /// their [`Standing`] retired; hyper's pools are left behind by the new
+    /// [`Dialer::generation`]. A reload that changes `upstream_deny_cidrs`
+    /// does this after the new list is in place, so that no connection
+    /// checked against the old list is used again.
+    pub fn retire_open(&self) {
         self.generation.fetch_add(1, Ordering::AcqRel);
-        let list = std::mem::take(&mut self.open.lock().unwrap_or_else(|p| p.into_inner()).list);
-        let mut n = 0;
-        for standing in list.iter().filter_map(Weak::upgrade) {
-            standing.retired.store(true, Ordering::Relaxed);
-            n += 1;
-        }
-        n
     }
 
     /// The same dialer refusing the addresses of `own` (filled as the
@@ -224,18 +200,17 @@ impl Dialer {
 
     /// A connection to `host:port` for an HTTP client: TLS when `tls`, plain TCP otherwise.
     pub async fn open(&self, host: &str, port: u16, tls: bool) -> Result<Conn, DialError> {
+        // Before the deny list is read: a reload between the check and the
+        // connect retires the connection.
+        let standing = Standing {
+            generation: self.generation(),
+            current: self.generation.clone(),
+        };
         let stream = if tls {
             Stream::Tls(Box::new(self.tls(host, port).await?))
         } else {
             Stream::Plain(self.tcp(host, port).await?)
         };
-        let standing = Arc::new(Standing {
-            retired: AtomicBool::new(false),
-        });
-        self.open
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .add(&standing);
         Ok(Conn(TokioIo::new(stream), standing))
     }
 
@@ -344,7 +319,7 @@ impl AsyncWrite for Stream {
 }
 
 /// The hyper-side connection type, with its [`Standing`].
-pub struct Conn(pub TokioIo<Stream>, pub Arc<Standing>);
+pub struct Conn(pub TokioIo<Stream>, pub Standing);
 
 impl Connection for Conn {
     fn connected(&self) -> Connected {

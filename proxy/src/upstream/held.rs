@@ -114,7 +114,7 @@ pub(crate) struct Held {
     /// (a chunked upload went out without its body).
     pub retire: bool,
     /// Retired by a reload ([`super::Dialer::retire_open`]): not reused.
-    standing: Arc<super::dial::Standing>,
+    standing: super::dial::Standing,
 }
 
 impl Held {
@@ -124,7 +124,7 @@ impl Held {
         key: Key,
         sender: http1::SendRequest<Body>,
         conn: http1::Connection<Conn, Body>,
-        standing: Arc<super::dial::Standing>,
+        standing: super::dial::Standing,
         pool: &Arc<IdlePool>,
     ) -> Self {
         Held {

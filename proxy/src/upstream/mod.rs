@@ -216,14 +216,12 @@ impl Upstream {
     /// Retires every open upstream HTTP connection: none carries another
     /// request, whichever pool holds it (held HTTP/1 connections, idle ones,
     /// the client connections' HTTP/2 clients and their spares, the shared
-    /// pools); exchanges in flight finish. Returns how many connections
-    /// were held or open for HTTP/1 clients.
-    pub fn retire_pools(&self) -> usize {
-        let n = self.dialer.retire_open();
+    /// pools); exchanges in flight finish.
+    pub fn retire_pools(&self) {
+        self.dialer.retire_open();
         self.spares.clear();
         self.shared
             .store(Arc::new(SharedClients::new(&self.dialer, self.pings)));
-        n
     }
 
     /// The shared pools of the current generation.
