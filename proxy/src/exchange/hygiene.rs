@@ -21,6 +21,27 @@ static HOP_BY_HOP: [HeaderName; 7] = [
     header::UPGRADE,
 ];
 
+/// Joins an HTTP/2 request's `cookie` fields into one, with `"; "`: HTTP/2
+/// lets a client split the cookies into several fields (RFC 9113 8.2.3),
+/// which MUST be joined before the request goes on as HTTP/1.1, where many
+/// servers read only one `Cookie` line. (An HTTP/2 upstream takes either.)
+pub fn join_cookies(h: &mut HeaderMap) {
+    let mut all = h.get_all(header::COOKIE).iter();
+    if all.next().is_none() || all.next().is_none() {
+        return;
+    }
+    let mut joined: Vec<u8> = Vec::new();
+    for v in h.get_all(header::COOKIE) {
+        if !joined.is_empty() {
+            joined.extend_from_slice(b"; ");
+        }
+        joined.extend_from_slice(v.as_bytes());
+    }
+    if let Ok(v) = http::HeaderValue::from_bytes(&joined) {
+        h.insert(header::COOKIE, v);
+    }
+}
+
 /// Removes hop-by-hop headers, including those named by `Connection`. Keeps
 /// `te: trailers` (gRPC needs it) and, when `upgrade` is set, the upgrade pair.
 pub fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: bool) {
@@ -433,5 +454,21 @@ mod tests {
         let before = h.clone();
         strip_hop_by_hop(&mut h, false);
         assert_eq!(h, before);
+    }
+
+    #[test]
+    fn an_http2_requests_cookie_fields_are_joined() {
+        let mut h = HeaderMap::new();
+        h.append(header::COOKIE, "a=1".parse().expect("value"));
+        h.append(header::COOKIE, "b=2".parse().expect("value"));
+        h.append(header::COOKIE, "c=3".parse().expect("value"));
+        join_cookies(&mut h);
+        let all: Vec<_> = h.get_all(header::COOKIE).iter().collect();
+        assert_eq!(all, ["a=1; b=2; c=3"]);
+        let mut one = HeaderMap::new();
+        one.insert(header::COOKIE, "a=1".parse().expect("value"));
+        join_cookies(&mut one);
+        assert_eq!(one[header::COOKIE], "a=1");
+        join_cookies(&mut HeaderMap::new());
     }
 }

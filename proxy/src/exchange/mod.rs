@@ -28,7 +28,7 @@ mod hygiene;
 mod record;
 mod target;
 
-pub use hygiene::{has_dot_segment, strip_hop_by_hop};
+pub use hygiene::{has_dot_segment, join_cookies, strip_hop_by_hop};
 pub use record::AuditGuard;
 pub(crate) use target::tunnel_target;
 
@@ -317,6 +317,9 @@ async fn handle_tracked(
     let (mut req, need) = {
         let (mut parts, body) = req.into_parts();
         strip_hop_by_hop(&mut parts.headers, upgrade);
+        if parts.version == http::Version::HTTP_2 {
+            join_cookies(&mut parts.headers);
+        }
         // The path and query are reused as they are (no copy, no re-parse).
         let pq = parts
             .uri

@@ -5,6 +5,7 @@ pub(crate) mod accept;
 mod connect_head;
 pub mod http;
 pub mod https;
+pub mod idle;
 pub mod linger;
 pub mod per_client;
 pub mod refused;
@@ -90,12 +91,15 @@ where
     conn.held = Some(held.clone());
     let conn = Arc::<ConnInfo>::from(conn);
     let (audit_shared, audit_conn) = (shared.clone(), conn.clone());
+    let started = idle::Started::default();
+    let counter = started.clone();
     let svc = service_fn(move |req| -> exchange::HandleFuture {
+        counter.one();
         Box::pin(exchange::handle(shared.clone(), conn.clone(), req))
     });
     let builder = http_builder();
     let served = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
-    if let Err(e) = held::drive(held, served).await {
+    if let Err(e) = held::drive(held, idle::bounded(served, started)).await {
         tracing::debug!(client = %remote, error = %e, "client connection ended with an error");
         // A request hyper refused to parse never reached the pipeline: audit it here.
         refused::audit(&audit_shared, &audit_conn, &*e);

@@ -127,7 +127,10 @@ async fn serve(mut stream: TcpStream, remote: SocketAddr, intake: Intake) {
 /// `connect_head` through hyper.
 async fn http_proxy(stream: Client, remote: SocketAddr, intake: Intake) {
     let shared = intake.shared.clone();
+    let started = super::idle::Started::default();
+    let counter = started.clone();
     let svc = service_fn(move |req: Request<Incoming>| {
+        counter.one();
         let intake = intake.clone();
         let fut: exchange::HandleFuture = if req.method() == Method::CONNECT {
             Box::pin(async move { Ok(connect(req, remote, intake).await) })
@@ -144,10 +147,9 @@ async fn http_proxy(stream: Client, remote: SocketAddr, intake: Intake) {
     // A CONNECT served here goes on in a task of its own: the socket keeps
     // its client's connection counted (`per_client`).
     let stream = super::linger::Linger::new(super::per_client::Permitted::new(stream));
-    if let Err(e) = super::http_builder()
-        .serve_connection_with_upgrades(TokioIo::new(stream), svc)
-        .await
-    {
+    let builder = super::http_builder();
+    let served = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+    if let Err(e) = super::idle::bounded(served, started).await {
         tracing::debug!(client = %remote, error = %e, "tunnel client connection ended with an error");
         // A request hyper refused to parse never reached the service: audit it here.
         let conn = ConnInfo::new(remote, Mode::Tunnel, false, 80);

@@ -72,6 +72,10 @@ impl ApiKey {
 
     /// A key from its value; `None` when empty.
     pub fn new(token: &str) -> Option<Self> {
+        // As presented tokens are (`authenticate` trims them): a key read
+        // from a file with a trailing newline still matches, and one of
+        // spaces only is no key.
+        let token = token.trim();
         if token.is_empty() {
             return None;
         }
@@ -272,11 +276,16 @@ struct Api {
 /// Routes the API, with every route (and every 404 and 405) behind the token.
 pub fn router(controller: Arc<ReloadController>, key: ApiKey) -> Router {
     let api = Api { controller, key };
-    Router::new()
+    let routes = Router::new()
         .route("/v1/reload", post(reload))
         .route("/v1/status", get(status))
-        .layer(middleware::from_fn_with_state(api.clone(), authenticate))
-        .with_state(api)
+        .with_state(api.clone());
+    // Authentication wraps the routing itself: a layer on the routes would
+    // run inside each route's method router, whose 405 handling adds `Allow`
+    // to the 401, telling a caller without the token which routes exist.
+    Router::new()
+        .fallback_service(routes)
+        .layer(middleware::from_fn_with_state(api, authenticate))
 }
 
 async fn authenticate(State(api): State<Api>, req: Request, next: Next) -> Response {

@@ -17,7 +17,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 
 use crate::listen::accept::AcceptErrors;
-use crate::listen::{http_builder, read_first_bytes, FIRST_REQUEST_TIMEOUT};
+use crate::listen::{http_builder, idle, read_first_bytes, FIRST_REQUEST_TIMEOUT};
 use crate::tls::sniff::PrefixedStream;
 
 #[cfg(doc)]
@@ -45,8 +45,17 @@ pub async fn serve(
                 return;
             };
             let io = TokioIo::new(PrefixedStream::new(first, stream));
-            let svc = TowerToHyperService::new(router);
-            if let Err(e) = http_builder().serve_connection_with_upgrades(io, svc).await {
+            // Counted, so that a connection that starts no request is closed.
+            let started = idle::Started::default();
+            let counter = started.clone();
+            let inner = TowerToHyperService::new(router);
+            let svc = hyper::service::service_fn(move |req| {
+                counter.one();
+                hyper::service::Service::call(&inner, req)
+            });
+            let builder = http_builder();
+            let served = builder.serve_connection_with_upgrades(io, svc);
+            if let Err(e) = idle::bounded(served, started).await {
                 tracing::debug!(client = %remote, listener = name, error = %e, "connection ended with an error");
             }
         });

@@ -82,6 +82,87 @@ fn silent_and_half_sent_clients_of_metrics_and_management_are_closed() {
     );
 }
 
+/// Reads HTTP/2 frames until the proxy sends a GOAWAY, answering its PINGs (as HTTP/2
+/// libraries do, so the proxy's liveness PINGs see a live client); panics if none came
+/// within `bound`.
+fn read_until_goaway(mut s: TcpStream, what: &str, bound: Duration) {
+    let deadline = std::time::Instant::now() + bound;
+    let (mut got, mut at, mut kinds) = (Vec::new(), 0, Vec::new());
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            panic!("{what}: no GOAWAY within {bound:?}; frame types {kinds:?}");
+        }
+        s.set_read_timeout(Some(left)).expect("read timeout");
+        match timed_read::read_some(&mut s, &mut buf) {
+            Ok(0) => panic!("{what}: closed without a GOAWAY; frame types {kinds:?}"),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) => panic!("{what}: no GOAWAY ({e}); frame types {kinds:?}"),
+        }
+        while at + 9 <= got.len() {
+            let len = usize::from(got[at]) << 16
+                | usize::from(got[at + 1]) << 8
+                | usize::from(got[at + 2]);
+            if at + 9 + len > got.len() {
+                break;
+            }
+            let (kind, flags) = (got[at + 3], got[at + 4]);
+            kinds.push(kind);
+            if kind == 6 && flags & 1 == 0 {
+                // PING: the same payload back, with ACK.
+                let mut ack = vec![0, 0, 8, 6, 1, 0, 0, 0, 0];
+                ack.extend_from_slice(&got[at + 9..at + 17]);
+                s.write_all(&ack).expect("PING ACK");
+            }
+            at += 9 + len;
+            if kind == 7 {
+                return;
+            }
+        }
+    }
+}
+
+/// An HTTP/2 client that sends its preface and SETTINGS and then opens no stream is sent
+/// GOAWAY after 10 s, on the proxy's listeners and the metrics and management endpoints
+/// alike: it was held open for as long as it answered PINGs.
+#[test]
+fn http2_clients_that_open_no_stream_are_sent_goaway() {
+    let px = Proxy::with(
+        "management:\n  listen: auto\n  api_key_env: IRON_E2E_MGMT_KEY\ntransforms: []\n",
+    )
+    .env("IRON_E2E_MGMT_KEY", API_KEY)
+    .start();
+    let idle = |addr: SocketAddr| {
+        let mut s = connect(addr);
+        s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+            .expect("preface");
+        // An empty SETTINGS frame.
+        s.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).expect("settings");
+        s
+    };
+    let clients = [
+        ("metrics", idle(px.metrics_addr())),
+        ("management", idle(px.management_addr())),
+        ("http_listen", idle(px.http_addr())),
+    ];
+    let started = std::time::Instant::now();
+    let waits: Vec<_> = clients
+        .into_iter()
+        .map(|(what, s)| {
+            std::thread::spawn(move || read_until_goaway(s, what, Duration::from_secs(25)))
+        })
+        .collect();
+    for w in waits {
+        w.join().expect("a GOAWAY");
+    }
+    assert!(
+        started.elapsed() >= Duration::from_secs(8),
+        "not before the 10 s bound: {:?}",
+        started.elapsed()
+    );
+}
+
 /// A policy that refuses every host but one, without resolving anything.
 const ALLOW_ONE: &str =
     "transforms:\n  - name: allowlist\n    config:\n      domains: [\"allowed.test\"]\n";

@@ -20,6 +20,12 @@ fn api_key_compares_whole_token() {
     assert!(!key.verify(b"s3cret-token-value "));
     assert!(!key.verify(b"S3cret-token-value"));
     assert!(ApiKey::new("").is_none());
+    assert!(ApiKey::new("  \n").is_none(), "blank is no key");
+    let padded = ApiKey::new(" s3cret-token-value\n").expect("trimmed");
+    assert!(
+        padded.verify(TOKEN.as_bytes()),
+        "a key file's newline is not part of it"
+    );
     assert_eq!(format!("{key:?}"), "ApiKey(***)");
 }
 
@@ -133,6 +139,19 @@ async fn reload_status_and_auth_over_http() {
     );
     let r = request(s.addr, "GET", "/v1/nothing", &[]).await;
     assert_eq!(r.status, 401, "unknown paths do not leak before auth");
+    for (method, path) in [
+        ("DELETE", "/v1/reload"),
+        ("OPTIONS", "/v1/status"),
+        ("GET", "/v1/reload"),
+    ] {
+        let r = request(s.addr, method, path, &[]).await;
+        assert_eq!(r.status, 401, "{method} {path}");
+        assert!(
+            !r.headers.contains_key(header::ALLOW),
+            "{method} {path}: no Allow before auth: {:?}",
+            r.headers
+        );
+    }
 
     let r = request(s.addr, "GET", "/v1/reload", &good).await;
     assert_eq!(r.status, 405);
