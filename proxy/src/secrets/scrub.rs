@@ -95,6 +95,12 @@ impl Scrubber {
         let mut ranges: Vec<(usize, usize)> = Vec::new();
         let mut i = 0;
         while i + WINDOW <= bytes.len() {
+            // Inside a run already redacted: nothing to find (and widening
+            // again for each piece of a long run would be quadratic).
+            if ranges.last().is_some_and(|last| i + WINDOW <= last.1) {
+                i += 1;
+                continue;
+            }
             let mut piece = [0u8; WINDOW];
             piece.copy_from_slice(&bytes[i..i + WINDOW]);
             if !self.pieces.contains(&piece) {
