@@ -378,7 +378,13 @@ async fn handle_tracked(
         )
         .await
     {
-        Ok(r) => r,
+        Ok(r) => {
+            if r.extensions().get::<crate::upstream::Replayed>().is_some() {
+                rec.extra
+                    .insert("upstream_retried".into(), serde_json::Value::Bool(true));
+            }
+            r
+        }
         Err(e) => {
             tracing::debug!(host = %host, error = %e, "upstream failed");
             return Ok(finish(upstream_failure(&e, &mut rec), rec.into_guard()));

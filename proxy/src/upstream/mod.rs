@@ -112,6 +112,12 @@ impl UpstreamError {
     }
 }
 
+/// Marks a response whose request went out a second time, on a new
+/// connection, after the upstream closed the idle one it was first sent on
+/// (see [`Upstream::send`]): the audit record says so (`upstream_retried`).
+#[derive(Debug, Clone, Copy)]
+pub struct Replayed;
+
 /// The pooled upstream HTTP clients.
 #[derive(Clone)]
 pub struct Upstream {
@@ -350,7 +356,10 @@ impl Upstream {
             let sent = held.sender.try_send_request(req);
             slot.hold(held);
             match timer.run(sent).await? {
-                Ok(rsp) => {
+                Ok(mut rsp) => {
+                    if replayed {
+                        rsp.extensions_mut().insert(Replayed);
+                    }
                     // Answered in HTTP/1.0: hyper would send the connection's
                     // later requests as HTTP/1.0 too, which cannot carry a
                     // body of unknown length. Not reused (a rare upstream).

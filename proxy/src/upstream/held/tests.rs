@@ -632,11 +632,19 @@ async fn a_get_the_idle_timeout_crossed_is_sent_again_and_a_post_is_not() {
     assert_eq!(send(&up, &slot, get(o.addr, "/")).await, "conn 1");
     // Idle past REPLAY_AFTER: the next GET meets the close and goes out again.
     tokio::time::sleep(REPLAY_AFTER + Duration::from_millis(50)).await;
-    assert_eq!(
-        try_send(&up, &slot, get(o.addr, "/again")).await,
-        Ok("conn 2".to_string()),
-        "sent again on a new connection"
+    let fut = up.send(get(o.addr, "/again"), Duration::from_secs(5), Some(&slot));
+    let rsp = drive(slot.clone(), fut).await.expect("sent again");
+    assert!(
+        rsp.extensions()
+            .get::<crate::upstream::Replayed>()
+            .is_some(),
+        "the response says it was sent twice"
     );
+    let body = drive(slot.clone(), rsp.into_body().collect())
+        .await
+        .expect("body")
+        .to_bytes();
+    assert_eq!(&body[..], b"conn 2", "sent again on a new connection");
     assert_eq!(o.accepted.load(Ordering::SeqCst), 2);
 
     // A POST may have been acted on: it is not sent twice.
