@@ -61,16 +61,16 @@ pub struct Dialer {
     /// The proxy's own listeners, never dialed (a request for the proxy's
     /// own address would loop through it until descriptors run out).
     own: OwnListeners,
-    /// How many times [`Dialer::retire_open`] ran: connections and pools of
-    /// HTTP clients made before the last time are not used again. Shared by
+    /// How many times [`Dialer::retire_open`] ran ([`Standing`]). Shared by
     /// its clones.
     generation: Arc<AtomicU64>,
 }
 
-/// One upstream HTTP connection's standing: the dialer generation it was
-/// dialed in, read before its address was checked against the deny list.
-/// Held HTTP/1 connections of an older generation are not handed out again;
-/// hyper's pools are replaced whole instead (see [`Dialer::generation`]).
+/// The standing of an upstream HTTP connection, or of a pool of them: the
+/// dialer generation it was made in (for a connection, read before its
+/// address was checked against the deny list). Held HTTP/1 connections, the
+/// client connections' HTTP/2 clients and the shared pools of an older
+/// generation are not used again.
 #[derive(Clone)]
 pub struct Standing {
     generation: u64,
@@ -104,21 +104,19 @@ impl Dialer {
         }
     }
 
-    /// The current generation of HTTP clients ([`Dialer::retire_open`]).
-    pub fn generation(&self) -> u64 {
-        self.generation.load(Ordering::Acquire)
-    }
-
-    /// The counter behind [`Dialer::generation`], shared.
-    pub(crate) fn generation_counter(&self) -> Arc<AtomicU64> {
-        self.generation.clone()
+    /// The standing of a connection or pool made now: retired by the next
+    /// [`Dialer::retire_open`].
+    pub fn standing(&self) -> Standing {
+        Standing {
+            generation: self.generation.load(Ordering::Acquire),
+            current: self.generation.clone(),
+        }
     }
 
     /// Retires every HTTP connection this dialer (or a clone) opened so far,
     /// or is opening: none is reused for another request; each closes when
-    /// its exchange in flight, if any, ends. Held HTTP/1 connections see
-    /// their [`Standing`] retired; hyper's pools are left behind by the new
-    /// [`Dialer::generation`]. A reload that changes `upstream_deny_cidrs`
+    /// its exchange in flight, if any, ends: every [`Standing`] made before
+    /// is retired. A reload that changes `upstream_deny_cidrs`
     /// does this after the new list is in place, so that no connection
     /// checked against the old list is used again.
     pub fn retire_open(&self) {
@@ -202,10 +200,7 @@ impl Dialer {
     pub async fn open(&self, host: &str, port: u16, tls: bool) -> Result<Conn, DialError> {
         // Before the deny list is read: a reload between the check and the
         // connect retires the connection.
-        let standing = Standing {
-            generation: self.generation(),
-            current: self.generation.clone(),
-        };
+        let standing = self.standing();
         let stream = if tls {
             Stream::Tls(Box::new(self.tls(host, port).await?))
         } else {

@@ -138,8 +138,8 @@ pub struct Upstream {
 
 /// The pooled clients not tied to a client connection.
 struct SharedClients {
-    /// The dialer's generation they were made in.
-    generation: u64,
+    /// Retired with the connections made before them.
+    standing: dial::Standing,
     /// Offers h2 and http/1.1: for HTTP/2 requests sent without a client
     /// connection's slot (a client connection uses its own, see [`own_h2`]).
     client: Client<Dialer, Body>,
@@ -150,7 +150,7 @@ struct SharedClients {
 impl SharedClients {
     fn new(dialer: &Dialer, (every, timeout): (Duration, Duration)) -> Self {
         SharedClients {
-            generation: dialer.generation(),
+            standing: dialer.standing(),
             client: client(dialer.clone(), every, timeout),
             client_h1: client(dialer.http1_only(), every, timeout),
         }
@@ -234,7 +234,7 @@ impl Upstream {
     /// (An `Arc`, not a guard: it is held across the exchange.)
     fn shared(&self) -> Arc<SharedClients> {
         let shared = self.shared.load_full();
-        if shared.generation == self.dialer.generation() {
+        if !shared.standing.is_retired() {
             return shared;
         }
         // The dialer was retired through another handle.
@@ -275,7 +275,7 @@ impl Upstream {
                         key_of(req.uri())?,
                         held::current_home(),
                         &self.spares,
-                        self.dialer.generation_counter(),
+                        self.dialer.standing(),
                         || client(self.dialer.clone(), self.pings.0, self.pings.1),
                     ))
                 })?;

@@ -87,10 +87,9 @@ pub(crate) struct OwnH2 {
     key: Key,
     home: Home,
     spares: Arc<Spares>,
-    /// The dialer's generation it was made in; one made before a reload
-    /// retired the open connections is neither used nor kept as a spare.
-    generation: u64,
-    current: Arc<std::sync::atomic::AtomicU64>,
+    /// Once retired (a reload retired the open connections), it is neither
+    /// used nor kept as a spare.
+    standing: super::dial::Standing,
 }
 
 impl OwnH2 {
@@ -100,18 +99,16 @@ impl OwnH2 {
         key: Key,
         home: Home,
         spares: &Arc<Spares>,
-        current: Arc<std::sync::atomic::AtomicU64>,
+        standing: super::dial::Standing,
         fresh: impl FnOnce() -> H2Client,
     ) -> Self {
-        let generation = current.load(std::sync::atomic::Ordering::Acquire);
         let client = spares.take(&key, home).unwrap_or_else(fresh);
         OwnH2 {
             client,
             key,
             home,
             spares: spares.clone(),
-            generation,
-            current,
+            standing,
         }
     }
 
@@ -121,7 +118,7 @@ impl OwnH2 {
     }
 
     fn is_current(&self) -> bool {
-        self.generation == self.current.load(std::sync::atomic::Ordering::Acquire)
+        !self.standing.is_retired()
     }
 }
 
