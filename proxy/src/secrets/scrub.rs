@@ -25,7 +25,7 @@ const WINDOW: usize = MIN_SECRET_LEN;
 /// What a URL component's percent-encoding leaves as it is: letters,
 /// digits and the unreserved `-._~` (RFC 3986), as Python's `quote` and
 /// most encoders do.
-pub(crate) const URL_COMPONENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+const URL_COMPONENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
     .remove(b'-')
     .remove(b'.')
     .remove(b'_')
@@ -162,15 +162,11 @@ impl Scrubber {
 /// a longer encoded string, such as a Basic `id:secret` pair, keeping only
 /// the characters that depend on the value's bytes alone.
 fn forms(value: &str) -> Vec<String> {
-    let mut out = vec![value.to_string()];
+    let mut out: Vec<String> = url_forms(value).into();
     let upper: String =
         percent_encoding::utf8_percent_encode(value, percent_encoding::NON_ALPHANUMERIC).collect();
     out.push(lower_hex_escapes(&upper));
     out.push(upper);
-    let component: String = percent_encoding::utf8_percent_encode(value, URL_COMPONENT).collect();
-    out.push(lower_hex_escapes(&component));
-    out.push(component);
-    out.push(url::form_urlencoded::byte_serialize(value.as_bytes()).collect());
     if let Ok(json) = serde_json::to_string(value) {
         out.push(json.trim_matches('"').replace('/', "\\/"));
         out.push(json.trim_matches('"').to_string());
@@ -199,8 +195,21 @@ fn forms(value: &str) -> Vec<String> {
     out
 }
 
+/// The forms `value` takes in a URL or a header: itself, percent-encoded as a
+/// URL component ([`URL_COMPONENT`], upper and lower case hex), and
+/// form-encoded.
+pub(crate) fn url_forms(value: &str) -> [String; 4] {
+    let component: String = percent_encoding::utf8_percent_encode(value, URL_COMPONENT).collect();
+    [
+        value.to_string(),
+        lower_hex_escapes(&component),
+        component,
+        url::form_urlencoded::byte_serialize(value.as_bytes()).collect(),
+    ]
+}
+
 /// `%2F` → `%2f`, leaving the rest as it is.
-pub(crate) fn lower_hex_escapes(s: &str) -> String {
+fn lower_hex_escapes(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut escape = 0;
     for c in s.chars() {

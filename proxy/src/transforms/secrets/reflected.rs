@@ -10,7 +10,7 @@
 
 use http::{HeaderMap, HeaderValue};
 
-use crate::secrets::scrub::{lower_hex_escapes, MIN_SECRET_LEN, REDACTED, URL_COMPONENT};
+use crate::secrets::scrub::{url_forms, MIN_SECRET_LEN, REDACTED};
 
 /// Replaces each of `values` (at least [`MIN_SECRET_LEN`] bytes: a shorter
 /// one would match ordinary text) in the header values of `headers` with
@@ -21,16 +21,9 @@ pub(super) fn redact_headers<'a>(
 ) -> Vec<String> {
     let mut needles: Vec<Vec<u8>> = Vec::new();
     for v in values.filter(|v| v.len() >= MIN_SECRET_LEN) {
-        let upper: String = percent_encoding::utf8_percent_encode(v, URL_COMPONENT).collect();
-        let forms = [
-            v.to_string(),
-            url::form_urlencoded::byte_serialize(v.as_bytes()).collect(),
-            lower_hex_escapes(&upper),
-            upper,
-        ];
-        for f in forms {
-            if !needles.contains(&f.clone().into_bytes()) {
-                needles.push(f.into_bytes());
+        for f in url_forms(v).map(String::into_bytes) {
+            if !needles.contains(&f) {
+                needles.push(f);
             }
         }
     }
