@@ -4,8 +4,9 @@
 //! checked as loopback (`127.0.0.1`, `::1`): a connect() to it reaches this
 //! host, so a name that resolves to `0.0.0.0` must not get past a list that
 //! denies loopback. An address in the NAT64 well-known prefix
-//! (`64:ff9b::/96`) is also checked as the IPv4 address it embeds. The eBPF
-//! layer enforces the same list in the kernel, the same way (NAT64 aside:
+//! (`64:ff9b::/96`), an IPv4-compatible one (`::a.b.c.d`) and a 6to4 one
+//! (`2002::/16`) are also checked as the IPv4 address they embed. The eBPF
+//! layer enforces the same list in the kernel, the same way (embedded forms aside:
 //! there every TCP connection goes to the proxy, which dials by name and
 //! checks here).
 
@@ -34,15 +35,9 @@ impl DenyList {
             IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
             ip => ip,
         };
-        // An IPv4 address inside the NAT64 well-known prefix (RFC 6052,
-        // `64:ff9b::/96`) reaches that IPv4 address through a NAT64 gateway:
-        // judged as it too, so a DNS64 answer cannot lead past a v4 range.
         let embedded = match ip {
-            IpAddr::V6(v6) if v6.segments()[..6] == [0x64, 0xff9b, 0, 0, 0, 0] => {
-                let o = v6.octets();
-                Some(IpAddr::V4(Ipv4Addr::new(o[12], o[13], o[14], o[15])))
-            }
-            _ => None,
+            IpAddr::V6(v6) => embedded_v4(v6).map(IpAddr::V4),
+            IpAddr::V4(_) => None,
         };
         self.nets
             .iter()
@@ -52,6 +47,26 @@ impl DenyList {
     /// The ranges.
     pub fn nets(&self) -> &[IpNet] {
         &self.nets
+    }
+}
+
+/// The IPv4 address an IPv6 address leads to through a translator or a
+/// tunnel, judged as well so that no spelling leads past a v4 range:
+/// - the NAT64 well-known prefix (RFC 6052, `64:ff9b::/96`), which a DNS64
+///   answer hands out;
+/// - an IPv4-compatible address (`::a.b.c.d`, RFC 4291 2.5.5.1, deprecated
+///   but still routed by hosts with an automatic tunnel), but not `::1`;
+/// - 6to4 (RFC 3056, `2002:aabb:ccdd::/48`), whose relay sends to the
+///   embedded address.
+fn embedded_v4(v6: Ipv6Addr) -> Option<Ipv4Addr> {
+    let s = v6.segments();
+    let o = v6.octets();
+    let low = Ipv4Addr::new(o[12], o[13], o[14], o[15]);
+    match s {
+        [0x64, 0xff9b, 0, 0, 0, 0, _, _] => Some(low),
+        [0, 0, 0, 0, 0, 0, hi, _] if hi != 0 => Some(low),
+        [0x2002, ..] => Some(Ipv4Addr::new(o[2], o[3], o[4], o[5])),
+        _ => None,
     }
 }
 
@@ -71,6 +86,26 @@ mod tests {
         assert!(d
             .check("64:ff9b:1::a9fe:a9fe".parse().expect("ip"))
             .is_none());
+    }
+
+    #[test]
+    fn judges_v4_compatible_and_6to4_addresses_as_their_ipv4_address() {
+        let d = DenyList::new(vec![
+            "169.254.0.0/16".parse().expect("cidr"),
+            "10.0.0.0/8".parse().expect("cidr"),
+        ]);
+        for hit in [
+            "::169.254.169.254",
+            "::a9fe:1",
+            "::10.1.2.3",
+            "2002:a9fe:a9fe::1",
+            "2002:0a00:0001:ffff::",
+        ] {
+            assert!(d.check(hit.parse().expect("ip")).is_some(), "{hit}");
+        }
+        for miss in ["::1", "::", "::0.0.1.2", "2002:c000:0201::1", "2003:a9fe:a9fe::1"] {
+            assert!(d.check(miss.parse().expect("ip")).is_none(), "{miss}");
+        }
     }
 
     #[test]
