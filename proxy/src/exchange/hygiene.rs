@@ -42,6 +42,19 @@ pub fn join_cookies(h: &mut HeaderMap) {
     }
 }
 
+/// The name of the first field whose value starts or ends with a space or a
+/// tab: an HTTP/2 request carrying one is malformed (RFC 9113 8.2.1). An
+/// HTTP/1 head never has one (the parser strips the whitespace around a
+/// value, RFC 9112 5.1).
+pub(super) fn padded_field(h: &HeaderMap) -> Option<HeaderName> {
+    h.iter()
+        .find(|(_, v)| {
+            let b = v.as_bytes();
+            matches!(b.first(), Some(b' ' | b'\t')) || matches!(b.last(), Some(b' ' | b'\t'))
+        })
+        .map(|(k, _)| k.clone())
+}
+
 /// Removes hop-by-hop headers, including those named by `Connection`. Keeps
 /// `te: trailers` (gRPC needs it) and, when `upgrade` is set, the upgrade pair.
 pub fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: bool) {
@@ -454,6 +467,19 @@ mod tests {
         let before = h.clone();
         strip_hop_by_hop(&mut h, false);
         assert_eq!(h, before);
+    }
+
+    #[test]
+    fn a_field_value_with_whitespace_around_it_is_named() {
+        let mut h = HeaderMap::new();
+        h.insert("x-a", HeaderValue::from_static("a b"));
+        assert_eq!(padded_field(&h), None);
+        h.insert("x-b", HeaderValue::from_static("b\t"));
+        assert_eq!(padded_field(&h).as_ref().map(HeaderName::as_str), Some("x-b"));
+        h.remove("x-b");
+        h.append("x-a", HeaderValue::from_static(" c"));
+        assert_eq!(padded_field(&h).as_ref().map(HeaderName::as_str), Some("x-a"));
+        assert_eq!(padded_field(&HeaderMap::new()), None);
     }
 
     #[test]

@@ -521,6 +521,24 @@ fn admit(
             msg,
         ));
     }
+    if req.version() == Version::HTTP_2 {
+        if let Some(name) = hygiene::padded_field(req.headers()) {
+            // HTTP/1 parsers strip this whitespace; hyper's HTTP/2 server
+            // keeps it, so a transform and the upstream could read the
+            // value differently. RFC 9113 8.2.1: the request is malformed.
+            rec.host = NamedHost::of(req).host().unwrap_or_default();
+            let msg = format!(
+                "header field {name:?} has a value that starts or ends with whitespace \
+                 (RFC 9113 8.2.1)"
+            );
+            return Err(refuse(
+                rec,
+                "malformed_request",
+                StatusCode::BAD_REQUEST,
+                msg,
+            ));
+        }
+    }
     let (host, port) = destination(req, default_port)
         .map_err(|e| refuse(rec, e.reason(), StatusCode::BAD_REQUEST, e.message()))?;
     rec.host = host.clone();

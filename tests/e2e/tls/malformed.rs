@@ -434,8 +434,9 @@ fn a_request_the_client_abandons_before_the_response_is_still_audited() {
 /// An HTTP/2 client over TLS to the proxy's HTTPS listener (SNI and `:authority` = HOST), with
 /// the `h2` library told not to check what it sends, on one connection: stream 1 has no
 /// `:path`; stream 3 has a 160 KiB header (over the 128 KiB header list the proxy takes);
-/// stream 5 is `GET /anything/h2-after-malformed`. Prints each stream's outcome (`reset` with
-/// the error code, or `status`) and the client's address.
+/// stream 5 is `GET /anything/h2-after-malformed`; stream 7 has a field value starting with a
+/// space (RFC 9113 8.2.1 calls it malformed). Prints each stream's outcome (`reset` with the
+/// error code, or `status`) and the client's address.
 ///
 /// usage: ADDR PORT HOST CA
 const H2_MALFORMED: &str = r#"
@@ -457,10 +458,12 @@ conn.send_headers(1, base, end_stream=True)
 conn.send_headers(3, base + [(":path", "/anything/h2-too-large"), ("x-big", "a" * (160 * 1024))],
                   end_stream=True)
 conn.send_headers(5, base + [(":path", "/anything/h2-after-malformed")], end_stream=True)
+conn.send_headers(7, base + [(":path", "/anything/h2-padded"), ("x-role", " admin")],
+                  end_stream=True)
 sock.sendall(conn.data_to_send())
 out = {"client": "%s:%d" % sock.getsockname()[:2]}
 deadline = time.time() + 20
-while len(out) < 4 and time.time() < deadline:
+while len(out) < 5 and time.time() < deadline:
     data = sock.recv(65536)
     if not data:
         break
@@ -482,7 +485,9 @@ print(json.dumps(out))
 /// HTTP/2 library refuses a stream without `:path` (RST_STREAM PROTOCOL_ERROR) and answers a
 /// header list over 128 KiB with 431 itself, before the proxy sees either, so neither has a
 /// record; the connection and its other streams go on, and those are audited as usual. If
-/// this starts failing because such streams are audited, update the docs.
+/// this starts failing because such streams are audited, update the docs. A field value with
+/// whitespace around it passes the library; the proxy refuses it (400, `malformed_request`),
+/// since HTTP/1 parsers strip that whitespace and an upstream would read another value.
 #[test]
 fn malformed_http2_streams_are_refused_by_the_h2_layer_without_a_record() {
     require_root!();
@@ -505,6 +510,7 @@ fn malformed_http2_streams_are_refused_by_the_h2_layer_without_a_record() {
         out["5"]["status"], "200",
         "the connection still serves: {out}"
     );
+    assert_eq!(out["7"]["status"], "400", "a padded field value: {out}");
     let me = out["client"]
         .as_str()
         .expect("the client's address")
@@ -516,6 +522,17 @@ fn malformed_http2_streams_are_refused_by_the_h2_layer_without_a_record() {
         .iter()
         .filter(|a| a.str("remote_addr") == Some(me.as_str()))
         .cloned()
+        .collect();
+    let padded = px.wait_for_audit(|a| a.path() == Some("/anything/h2-padded"));
+    assert_eq!(padded.str("reason"), Some("malformed_request"), "{padded:?}");
+    assert_eq!(padded.status_code(), Some(400), "{padded:?}");
+    assert!(
+        padded.str("error").is_some_and(|e| e.contains("x-role")),
+        "the record names the field: {padded:?}"
+    );
+    let mine: Vec<_> = mine
+        .into_iter()
+        .filter(|a| a.path() != Some("/anything/h2-padded"))
         .collect();
     assert_eq!(
         mine.len(),
