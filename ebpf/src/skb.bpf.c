@@ -284,8 +284,26 @@ static __always_inline int iron_skb_exempt(struct __sk_buff *skb,
 	return iron_skb_marked(skb);
 }
 
+/* The loopback device's index, the same in every network namespace
+ * (LOOPBACK_IFINDEX in the kernel). */
+#define IRON_LOOPBACK_IFINDEX 1
+
+/* Whether the packet leaves by the loopback device. A packet to loopback
+ * or to a listener (always a local address) that leaves by another device
+ * was sent there on purpose: IP_PKTINFO's ipi_ifindex, SO_BINDTODEVICE or
+ * IP_UNICAST_IF force the output device, no capability needed, and the
+ * kernel then takes 127.0.0.1 for an on-link neighbour (an ARP and the
+ * datagram on the wire). The redirect rewrites only the address, so it
+ * would carry a workload's datagram out of any interface to whoever on the
+ * link answers for 127.0.0.1. */
+static __always_inline int iron_via_loopback(struct __sk_buff *skb)
+{
+	return skb->ifindex == IRON_LOOPBACK_IFINDEX;
+}
+
 /* Whether the packet is plain IPv4 (no options, not a fragment) or IPv6
- * to loopback, and not a TCP SYN: it passes without further work. That is
+ * to loopback, leaves by the loopback device, and is not a TCP SYN: it
+ * passes without further work. That is
  * most of what an intercepted workload sends (its traffic to the proxy);
  * a SYN to loopback may be a redirected connection to record. */
 static __always_inline int iron_loopback_not_syn(struct __sk_buff *skb)
@@ -295,7 +313,7 @@ static __always_inline int iron_loopback_not_syn(struct __sk_buff *skb)
 	__u32 l4_off;
 	__u8 proto;
 
-	if (h + 40 > end)
+	if (h + 40 > end || !iron_via_loopback(skb))
 		return 0;
 	if (h[0] == 0x45) {
 		if (h[16] != 127 || (h[6] & 0x3f) || h[7])
@@ -344,16 +362,20 @@ int iron_skb_egress(struct __sk_buff *skb)
 	 * Not with IPv4 options: a source route leaves for its first hop,
 	 * whatever the header's destination, and nothing legitimate of a
 	 * workload's sets them. */
-	if (parsed && !p.ip_options && iron_is_loopback(p.dst))
+	if (parsed && !p.ip_options && iron_is_loopback(p.dst) &&
+	    iron_via_loopback(skb))
 		return IRON_SKB_PASS;
 	cfg = iron_cfg_load();
 	if (parsed && iron_configured(cfg)) {
 		iron_parse_ports(skb, &p);
-		/* To a listener, or a listener's answer; never with IPv4
-		 * options: a source route sends the packet to its first hop
-		 * whatever the header says, and nothing of ours sets them. */
+		/* To a listener (by the loopback device, as every packet to
+		 * a local address goes), or a listener's answer (which may
+		 * go to a remote client); never with IPv4 options: a source
+		 * route sends the packet to its first hop whatever the
+		 * header says, and nothing of ours sets them. */
 		if (p.ports && !p.ip_options &&
-		    (iron_is_target(cfg, p.dst, p.dport, p.proto) ||
+		    ((iron_is_target(cfg, p.dst, p.dport, p.proto) &&
+		      iron_via_loopback(skb)) ||
 		     iron_is_target(cfg, p.src, p.sport, p.proto)))
 			return IRON_SKB_PASS;
 	}

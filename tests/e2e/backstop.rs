@@ -258,3 +258,63 @@ fn a_source_routed_datagram_from_the_listeners_address_is_dropped() {
         "the backstop dropped it"
     );
 }
+
+/// A workload UDP socket sends a datagram to port 53 of `argv[1]` (which sendmsg redirects to
+/// the DNS listener on loopback) with the output device forced to `argv[2]`, three ways, none
+/// needing a capability: `IP_PKTINFO`'s `ipi_ifindex`, `SO_BINDTODEVICE`, `IP_UNICAST_IF`; then
+/// once without forcing it. Prints one line each: `sent` or the errno.
+const FORCED_DEVICE: &str = r#"
+import socket, struct, sys
+dst, dev = sys.argv[1], sys.argv[2]
+idx = socket.if_nametoindex(dev)
+def pktinfo(u):
+    u.sendmsg([b'exfiltrated'], [(socket.IPPROTO_IP, 8, struct.pack('I4s4s', idx, bytes(4), bytes(4)))], 0, (dst, 53))
+def bindtodevice(u):
+    u.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, dev.encode())
+    u.sendto(b'exfiltrated', (dst, 53))
+def unicast_if(u):
+    u.setsockopt(socket.IPPROTO_IP, 50, struct.pack('!I', idx))
+    u.connect((dst, 53))
+    u.send(b'exfiltrated')
+def plain(u):
+    u.sendto(b'\x00\x01\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x07httpbin\x04test\x00\x00\x01\x00\x01', (dst, 53))
+for f in (pktinfo, bindtodevice, unicast_if, plain):
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        f(u)
+        print('sent')
+    except OSError as e:
+        print(e.errno)
+    u.close()
+"#;
+
+/// A redirected datagram whose output device the workload forced (to the fake internet's veth)
+/// must not leave: the redirect rewrites only the address, and the kernel would take the
+/// loopback listener's 127.0.0.1 for an on-link neighbour on that device (an ARP for it, then the
+/// datagram on the wire to whoever answers). The backstop passes loopback traffic only by the
+/// loopback device. The same datagram without a forced device still reaches the DNS listener.
+#[test]
+fn a_redirected_datagram_sent_out_of_another_device_is_dropped() {
+    require_root!();
+    let net = FakeInternet::new();
+    let hop = net.add_host();
+    let lab = Lab::start(&net);
+    let before = intercept_event(&lab.px, "backstop_dropped");
+    let out = lab.cg.python(
+        FORCED_DEVICE,
+        [hop.v4.to_string(), net.host_interface().to_string()],
+    );
+    out.assert_ok();
+    let eperm = EPERM.to_string();
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(
+        lines,
+        [eperm.as_str(), &eperm, &eperm, "sent"],
+        "IP_PKTINFO, SO_BINDTODEVICE and IP_UNICAST_IF must not carry a redirected datagram out \
+         of the veth; a plain one is sent: {out}"
+    );
+    assert!(
+        intercept_event(&lab.px, "backstop_dropped") >= before + 3,
+        "the backstop dropped them"
+    );
+}

@@ -316,21 +316,73 @@ pub(crate) fn env_or(m: &MapDe<'_>, cx: &mut Cx, key: &str, default: &str) -> Re
         .unwrap_or_else(|| default.to_string()))
 }
 
-/// The name of an environment variable: not empty, and without `=` or NUL,
-/// which no variable name can hold (an empty name would otherwise only show
-/// up as "environment variable  is not set").
+/// The name of an environment variable: letters, digits and `_` (the names
+/// systemd's `Environment=`, a shell and container env files can set). Anything else is most likely a
+/// value pasted where its name goes: refused without echoing it, so a
+/// credential put there by mistake does not reach a terminal or a log.
 pub(crate) fn env_var_name(node: &Node, cx: &mut Cx) -> Res<String> {
-    str_with(node, cx, |s| {
-        if s.is_empty() {
-            Err("environment variable name must not be empty".into())
-        } else if s.contains(['=', '\0']) {
-            Err(format!(
-                "{s:?} is not an environment variable name (it holds '=' or NUL)"
-            ))
-        } else {
-            Ok(s.to_string())
-        }
-    })
+    str_with(node, cx, |s| check_env_var_name(s).map(str::to_string))
+}
+
+/// See [`env_var_name`].
+fn check_env_var_name(s: &str) -> Result<&str, String> {
+    // A leading digit is allowed: `env` sets such a name, and yaml.v3 reads
+    // `var: 1_000` as the string it is.
+    let portable =
+        |n: &str| !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if s.is_empty() {
+        return Err("environment variable name must not be empty".into());
+    }
+    if portable(s) {
+        return Ok(s);
+    }
+    let bare = s
+        .strip_prefix("${")
+        .and_then(|r| r.strip_suffix('}'))
+        .or_else(|| s.strip_prefix('$'));
+    match bare {
+        Some(n) if portable(n) => Err(format!(
+            "write the variable's name without '$': {n} (the config names the variable; \
+             the proxy reads it)"
+        )),
+        _ => Err(format!(
+            "this is not an environment variable name (letters, digits and '_'); the {} \
+             characters written are not shown, in case they are the value itself",
+            s.chars().count()
+        )),
+    }
+}
+
+/// Refuses what is plainly not a path but a file's contents pasted in its
+/// place (PEM key material, a JSON key file): without echoing it.
+fn check_path(s: &str) -> Result<PathBuf, String> {
+    let t = s.trim_start();
+    let what = if t.starts_with("-----BEGIN") {
+        Some("PEM text (a key or a certificate)")
+    } else if t.starts_with('{') {
+        Some("JSON (a key file's contents?)")
+    } else if s.contains(['\n', '\r']) {
+        Some("several lines of text")
+    } else {
+        None
+    };
+    if let Some(what) = what {
+        return Err(format!(
+            "this is {what}, not a file path; write it to a file and give that file's path \
+             (the {} characters written are not shown)",
+            s.chars().count()
+        ));
+    }
+    if s.is_empty() {
+        return Err("path must not be empty".into());
+    }
+    if s.len() > 4096 {
+        return Err(format!(
+            "path is {} bytes long; a path is at most 4096 (PATH_MAX)",
+            s.len()
+        ));
+    }
+    Ok(PathBuf::from(s))
 }
 
 impl Decode for String {
@@ -341,13 +393,7 @@ impl Decode for String {
 
 impl Decode for PathBuf {
     fn decode(node: &Node, cx: &mut Cx) -> Res<Self> {
-        str_with(node, cx, |s| {
-            if s.is_empty() {
-                Err("path must not be empty".into())
-            } else {
-                Ok(PathBuf::from(s))
-            }
-        })
+        str_with(node, cx, check_path)
     }
 }
 

@@ -475,10 +475,16 @@ mod tests {
         h.insert("x-a", HeaderValue::from_static("a b"));
         assert_eq!(padded_field(&h), None);
         h.insert("x-b", HeaderValue::from_static("b\t"));
-        assert_eq!(padded_field(&h).as_ref().map(HeaderName::as_str), Some("x-b"));
+        assert_eq!(
+            padded_field(&h).as_ref().map(HeaderName::as_str),
+            Some("x-b")
+        );
         h.remove("x-b");
         h.append("x-a", HeaderValue::from_static(" c"));
-        assert_eq!(padded_field(&h).as_ref().map(HeaderName::as_str), Some("x-a"));
+        assert_eq!(
+            padded_field(&h).as_ref().map(HeaderName::as_str),
+            Some("x-a")
+        );
         assert_eq!(padded_field(&HeaderMap::new()), None);
     }
 

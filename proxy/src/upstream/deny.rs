@@ -103,7 +103,13 @@ mod tests {
         ] {
             assert!(d.check(hit.parse().expect("ip")).is_some(), "{hit}");
         }
-        for miss in ["::1", "::", "::0.0.1.2", "2002:c000:0201::1", "2003:a9fe:a9fe::1"] {
+        for miss in [
+            "::1",
+            "::",
+            "::0.0.1.2",
+            "2002:c000:0201::1",
+            "2003:a9fe:a9fe::1",
+        ] {
             assert!(d.check(miss.parse().expect("ip")).is_none(), "{miss}");
         }
     }

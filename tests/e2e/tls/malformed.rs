@@ -524,7 +524,11 @@ fn malformed_http2_streams_are_refused_by_the_h2_layer_without_a_record() {
         .cloned()
         .collect();
     let padded = px.wait_for_audit(|a| a.path() == Some("/anything/h2-padded"));
-    assert_eq!(padded.str("reason"), Some("malformed_request"), "{padded:?}");
+    assert_eq!(
+        padded.str("reason"),
+        Some("malformed_request"),
+        "{padded:?}"
+    );
     assert_eq!(padded.status_code(), Some(400), "{padded:?}");
     assert!(
         padded.str("error").is_some_and(|e| e.contains("x-role")),

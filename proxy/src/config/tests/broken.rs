@@ -391,10 +391,49 @@ fn environment_variable_names_that_cannot_exist() {
         ),
         &[
             "proxy.yaml:5:36: transforms[0].config.secrets[0].source.var: environment variable name must not be empty",
-            "proxy.yaml:7:82: transforms[0].config.secrets[1].source.token_env: \"A=B\" is not an environment variable name (it holds '=' or NUL)",
+            "proxy.yaml:7:82: transforms[0].config.secrets[1].source.token_env: this is not an environment variable name (letters, digits and '_'); the 3 characters written are not shown, in case they are the value itself",
             "proxy.yaml:11:16: management.api_key_env: environment variable name must not be empty",
         ],
     );
+}
+
+/// A value pasted where its variable's name goes is refused without being
+/// echoed; a `$` before a name gets a hint.
+#[test]
+fn a_value_in_place_of_an_environment_variable_name_is_not_echoed() {
+    refused(
+        &format!(
+            "{SECRET_HEAD}        - source: {{type: env, var: \"sk-proj-AbCd0123+/xyz\"}}\n          inject: {{header: X-Key}}\n        - source: {{type: env, var: \"$OPENAI_API_KEY\"}}\n          inject: {{header: X-A}}\n        - source: {{type: env, var: \"${{GH_TOKEN}}\"}}\n          inject: {{header: X-B}}\n        - source: {{type: env, var: My_Key_2}}\n          inject: {{header: X-C}}\n"
+        ),
+        &[
+            "proxy.yaml:5:36: transforms[0].config.secrets[0].source.var: this is not an environment variable name (letters, digits and '_'); the 21 characters written are not shown, in case they are the value itself",
+            "proxy.yaml:7:36: transforms[0].config.secrets[1].source.var: write the variable's name without '$': OPENAI_API_KEY (the config names the variable; the proxy reads it)",
+            "proxy.yaml:9:36: transforms[0].config.secrets[2].source.var: write the variable's name without '$': GH_TOKEN (the config names the variable; the proxy reads it)",
+        ],
+    );
+}
+
+/// A file's contents pasted where its path goes (PEM, a JSON key file, any
+/// text of several lines) are refused without being echoed.
+#[test]
+fn file_contents_in_place_of_a_path_are_not_echoed() {
+    let got = errs(
+        "tls:\n  ca_cert: \"-----BEGIN CERTIFICATE-----\\nMIIB\\n-----END CERTIFICATE-----\\n\"\n  ca_key: |\n    secret line one\n    secret line two\ntransforms:\n  - name: gcp_auth\n    config:\n      keyfile_path: '{\"type\": \"service_account\", \"private_key\": \"k\"}'\n      scopes: [s]\n      rules: [{host: a.test}]\n",
+    );
+    assert_eq!(
+        got,
+        [
+            "proxy.yaml:2:12: tls.ca_cert: this is PEM text (a key or a certificate), not a file path; write it to a file and give that file's path (the 59 characters written are not shown)",
+            "proxy.yaml:4:5: tls.ca_key: this is several lines of text, not a file path; write it to a file and give that file's path (the 32 characters written are not shown)",
+            "proxy.yaml:9:21: transforms[0].config.keyfile_path: this is JSON (a key file's contents?), not a file path; write it to a file and give that file's path (the 47 characters written are not shown)",
+        ]
+    );
+    for g in &got {
+        assert!(
+            !g.contains("secret line") && !g.contains("MIIB") && !g.contains("private_key"),
+            "{g}"
+        );
+    }
 }
 
 #[test]
