@@ -25,14 +25,16 @@ use crate::ops::signals::DrainGuard;
 /// Answers the client's upgrade with the upstream's 101 and splices the two
 /// upgraded connections in a background task that owns the audit record. The
 /// task counts as in flight for graceful shutdown (`drain`).
+///
+/// `answer` is the 101 to send the client: the upstream's, after the
+/// response phase saw its head (see [`take_upgrade`]).
 pub fn splice(
-    mut upstream: Response<Incoming>,
+    answer: Response<Body>,
+    upstream_up: OnUpgrade,
     client: OnUpgrade,
     mut guard: AuditGuard,
     drain: DrainGuard,
 ) -> Response<Body> {
-    let upstream_up = hyper::upgrade::on(&mut upstream);
-    let (parts, _) = upstream.into_parts();
     if let Some(r) = guard.record_mut() {
         r.status_code = 101;
     }
@@ -55,7 +57,17 @@ pub fn splice(
         };
         spliced.run(TokioIo::new(c), TokioIo::new(u)).await;
     });
-    Response::from_parts(parts, body::empty())
+    answer
+}
+
+/// Splits the upstream's 101 into its upgraded connection (to come) and the
+/// head, with an empty body, for the response phase to see before the
+/// splice: a transform's response hook (the redaction of a reflected
+/// credential, a `grpc` policy) applies to the handshake's answer too.
+pub fn take_upgrade(mut upstream: Response<Incoming>) -> (Response<Body>, OnUpgrade) {
+    let up = hyper::upgrade::on(&mut upstream);
+    let (parts, _) = upstream.into_parts();
+    (Response::from_parts(parts, body::empty()), up)
 }
 
 /// The audit record of a splice (a WebSocket, an sni-only passthrough) with

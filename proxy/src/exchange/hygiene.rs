@@ -95,6 +95,13 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: bool) {
     if trailers {
         h.insert(header::TE, HeaderValue::from_static("trailers"));
     }
+    if upgrade && h.contains_key(header::CONNECTION) {
+        // Only the upgrade goes on (RFC 9110 7.6.1: a proxy sends its own
+        // Connection). The client's list as written would name fields
+        // the proxy removed above, or added since (a credential), for a
+        // proxy between here and the upstream to remove.
+        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
     // With both, Transfer-Encoding frames the message and Content-Length is
     // to be removed before forwarding (RFC 9112 §6.3): kept, it would frame
     // the decoded body for the next hop, cut or short.
@@ -486,6 +493,29 @@ mod tests {
             Some("x-a")
         );
         assert_eq!(padded_field(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn an_upgrade_goes_on_with_connection_upgrade_alone() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "connection",
+            HeaderValue::from_static("Upgrade, Authorization, x-api-key"),
+        );
+        h.insert("upgrade", HeaderValue::from_static("websocket"));
+        h.insert("x-api-key", HeaderValue::from_static("k"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(
+            h.get("connection").map(|v| v.as_bytes()),
+            Some(&b"upgrade"[..])
+        );
+        assert_eq!(
+            h.get("upgrade").map(|v| v.as_bytes()),
+            Some(&b"websocket"[..])
+        );
+        assert!(h.get("x-api-key").is_none());
+        assert!(h.get("keep-alive").is_none());
     }
 
     #[test]

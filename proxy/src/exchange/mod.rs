@@ -397,7 +397,34 @@ async fn handle_tracked(
                 if switches_to_websocket(&upstream)
                     && hygiene::accepts_websocket_key(&upstream, ws_key.as_ref()) =>
             {
-                crate::upgrade::splice(upstream, client_up, rec.into_guard(), shared.drain.guard())
+                let (mut answer, upstream_up) = crate::upgrade::take_upgrade(upstream);
+                rec.status_code = 101;
+                let outcome = policy
+                    .pipeline
+                    .on_response(&mut answer, &mut cx, &mut rec.response_transforms)
+                    .await;
+                rec.late.append(&mut cx.late_audit);
+                rec.extra.append(&mut cx.audit_extra);
+                if let Some(refusal) = answered_by_policy(outcome, &mut rec, "response") {
+                    // The upstream's upgraded connection is dropped unused.
+                    return Ok(finish(refusal, rec.into_guard()));
+                }
+                if answer.status() != StatusCode::SWITCHING_PROTOCOLS {
+                    let detail = "a response transform changed the upstream's 101 Switching \
+                                  Protocols into another status: the upgrade is not spliced";
+                    rec.fail("upstream_error", detail.to_string(), 502);
+                    return Ok(finish(
+                        error_response(StatusCode::BAD_GATEWAY, detail),
+                        rec.into_guard(),
+                    ));
+                }
+                crate::upgrade::splice(
+                    answer,
+                    upstream_up,
+                    client_up,
+                    rec.into_guard(),
+                    shared.drain.guard(),
+                )
             }
             asked => {
                 // Switching to anything else (or unasked) would hand the

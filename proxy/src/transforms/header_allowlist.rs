@@ -8,7 +8,11 @@
 //! `Host` (the upstream needs it, and it names the destination the policy
 //! already checked), `Content-Length` and `Transfer-Encoding` (body framing),
 //! and `Connection`, `Upgrade` and `TE` (hop-by-hop, already reduced by the
-//! exchange to what an upgrade or gRPC needs). Place the transform after the
+//! exchange to what an upgrade or gRPC needs), and on a WebSocket upgrade
+//! `Sec-WebSocket-Key` and `Sec-WebSocket-Version` (the handshake's nonce and
+//! version, no data of the workload's; without them no upstream can answer
+//! the upgrade; `Sec-WebSocket-Protocol` and `-Extensions` follow the list, as
+//! a subprotocol can carry a token). Place the transform after the
 //! credential transforms so the headers they set survive.
 //!
 //! When several `header_allowlist` transforms' rules select a request, the
@@ -39,6 +43,10 @@ const ALWAYS_KEPT: [&str; 6] = [
     "upgrade",
     "te",
 ];
+
+/// Kept on a request that asks for an upgrade (the exchange keeps
+/// `Upgrade` only on a WebSocket handshake).
+const HANDSHAKE_KEPT: [&str; 2] = ["sec-websocket-key", "sec-websocket-version"];
 
 /// Set in a request's [`Flow::ext`] by the `header_allowlist` that applied.
 #[derive(Clone, Copy)]
@@ -97,10 +105,13 @@ impl Transform for HeaderAllowlist {
         }
         cx.ext.insert(Applied);
         cx.mark_headers_filtered();
+        let upgrade = req.headers().contains_key(http::header::UPGRADE);
         let denied: Vec<HeaderName> = req
             .headers()
             .keys()
-            .filter(|n| !self.allows(n.as_str()))
+            .filter(|n| {
+                !self.allows(n.as_str()) && !(upgrade && HANDSHAKE_KEPT.contains(&n.as_str()))
+            })
             .cloned()
             .collect();
         if denied.is_empty() {
@@ -163,6 +174,48 @@ mod tests {
             cx.annotations_mut()["stripped_headers"],
             serde_json::json!(["Cookie", "X-Debug"])
         );
+    }
+
+    /// A WebSocket handshake keeps its key and version (else no upstream
+    /// can answer it), not its subprotocol, which follows the list.
+    #[tokio::test]
+    async fn a_websocket_handshake_keeps_its_key_and_version() {
+        let t = HeaderAllowlist::new(&cfg(&["authorization"], "[]"));
+        let ws = |upgrade: bool| {
+            let mut b = Request::builder()
+                .uri("https://api.openai.com/ws")
+                .header("Host", "api.openai.com")
+                .header("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+                .header("Sec-WebSocket-Version", "13")
+                .header("Sec-WebSocket-Protocol", "token.abc");
+            if upgrade {
+                b = b
+                    .header("Connection", "upgrade")
+                    .header("Upgrade", "websocket");
+            }
+            b.body(crate::body::empty()).expect("request")
+        };
+        let mut req = ws(true);
+        let mut cx = flow("api.openai.com");
+        t.on_request(&mut req, &mut cx).await.expect("continue");
+        let mut names: Vec<&str> = req.headers().keys().map(|n| n.as_str()).collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "connection",
+                "host",
+                "sec-websocket-key",
+                "sec-websocket-version",
+                "upgrade"
+            ]
+        );
+        // Without an upgrade they are ordinary headers.
+        let mut req = ws(false);
+        let mut cx = flow("api.openai.com");
+        t.on_request(&mut req, &mut cx).await.expect("continue");
+        let names: Vec<&str> = req.headers().keys().map(|n| n.as_str()).collect();
+        assert_eq!(names, ["host"]);
     }
 
     #[tokio::test]

@@ -1,6 +1,8 @@
 //! Inject mode: the `Bearer` and `base64` formatters, header casing on the wire, query
 //! parameters, method and path scoping.
 
+use std::time::Duration;
+
 use iron_proxy_tests::*;
 use serde_json::{json, Value};
 
@@ -226,4 +228,65 @@ transforms:
         .map(|t| t["annotations"]["response_redacted"].clone());
     assert_eq!(redacted, Some(json!(["api_key"])), "{rec}");
     assert_no_leak(&px, &["real-reflected-key"]);
+}
+
+/// The same for a WebSocket handshake: the upstream (like node's `ws`) answers with the first
+/// subprotocol offered, which `secrets` replaced with the real credential; the 101 the client
+/// gets has it redacted, as any response would (before, the 101 skipped the response phase).
+#[test]
+fn a_credential_reflected_in_a_websocket_101_is_redacted() {
+    require_root!();
+    let net = FakeInternet::new();
+    let _up = Upstream::https("ws.test").start(&net);
+    let px = Proxy::with(
+        r#"
+transforms:
+  - name: allowlist
+    config:
+      domains: ["ws.test"]
+  - name: secrets
+    config:
+      secrets:
+        - source: {type: env, var: WS_KEY}
+          replace:
+            proxy_value: "placeholder-ws-token"
+            match_headers: ["sec-websocket-protocol"]
+          rules:
+            - host: "ws.test"
+"#,
+    )
+    .resolver(&net)
+    .env("WS_KEY", "real-ws-subprotocol-key-42")
+    .start();
+    let r = Curl::get("https://ws.test/ws")
+        .args(["--http1.1"])
+        .header("Connection", "Upgrade")
+        .header("Upgrade", "websocket")
+        .header("Sec-WebSocket-Version", "13")
+        .header("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .header("Sec-WebSocket-Protocol", "placeholder-ws-token, chat")
+        .max_time(5)
+        .via(&px)
+        .run();
+    assert_eq!(r.status, 101, "{r}");
+    assert_eq!(
+        r.header("sec-websocket-protocol"),
+        Some("[redacted]"),
+        "{r}"
+    );
+    assert!(
+        !r.headers
+            .iter()
+            .any(|(_, v)| v.contains("real-ws-subprotocol-key")),
+        "{r}"
+    );
+    let rec = px.wait_for_audit_within(Duration::from_secs(20), |a| a.path() == Some("/ws"));
+    assert_eq!(rec.status_code(), Some(101), "{rec}");
+    let redacted = rec
+        .response_transforms()
+        .iter()
+        .find(|t| t["name"] == "secrets")
+        .map(|t| t["annotations"]["response_redacted"].clone());
+    assert_eq!(redacted, Some(json!(["sec-websocket-protocol"])), "{rec}");
+    assert_no_leak(&px, &["real-ws-subprotocol-key"]);
 }
