@@ -110,7 +110,8 @@ impl Transform for HeaderAllowlist {
             .headers()
             .keys()
             .filter(|n| {
-                !self.allows(n.as_str()) && !(upgrade && HANDSHAKE_KEPT.contains(&n.as_str()))
+                let handshake = upgrade && HANDSHAKE_KEPT.contains(&n.as_str());
+                !(handshake || self.allows(n.as_str()))
             })
             .cloned()
             .collect();
