@@ -98,7 +98,11 @@ pub fn bind(what: &'static str, spec: &ListenAddr) -> Result<Vec<TcpListener>, A
 /// TCP_NODELAY is set on the listening socket: Linux copies it to every
 /// socket accepted from it, so the client leg never waits on Nagle and
 /// delayed ACKs (40 ms stalls) without a `setsockopt` per connection.
-fn bind_addr(addr: SocketAddr) -> std::io::Result<TcpListener> {
+/// TCP keepalive likewise (the upstream leg's settings): a client that
+/// vanished without a FIN or RST (a killed sandbox, a dropped NAT entry)
+/// behind a WebSocket, a passthrough or a tunnel, which no idle timer
+/// covers, is found dead within two minutes instead of never.
+pub(crate) fn bind_addr(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let sock = socket2::Socket::new(
         socket2::Domain::for_address(addr),
         socket2::Type::STREAM,
@@ -109,6 +113,7 @@ fn bind_addr(addr: SocketAddr) -> std::io::Result<TcpListener> {
     }
     sock.set_reuse_address(true)?;
     sock.set_nodelay(true)?;
+    sock.set_tcp_keepalive(&crate::upstream::dial::keepalive())?;
     sock.set_nonblocking(true)?;
     sock.bind(&addr.into())?;
     sock.listen(1024)?;
@@ -515,11 +520,11 @@ impl App {
 mod tests {
     use super::*;
 
-    /// The client leg's TCP_NODELAY comes from the listening socket (no
-    /// per-connection setsockopt), so this checks the kernel copies it to
-    /// accepted sockets, for IPv4 and IPv6.
+    /// The client leg's TCP_NODELAY and keepalive come from the listening
+    /// socket (no per-connection setsockopt), so this checks the kernel
+    /// copies them to accepted sockets, for IPv4 and IPv6.
     #[tokio::test]
-    async fn accepted_sockets_inherit_tcp_nodelay_from_the_listener() {
+    async fn accepted_sockets_inherit_tcp_nodelay_and_keepalive_from_the_listener() {
         for spec in ["127.0.0.1:0", "[::1]:0"] {
             let spec: ListenAddr = spec.parse().expect("listen spec");
             let Ok(listeners) = bind("test", &spec) else {
@@ -533,6 +538,24 @@ mod tests {
                 assert!(
                     accepted.nodelay().expect("getsockopt"),
                     "{addr}: accepted socket has TCP_NODELAY"
+                );
+                // TCP keepalive too, with the upstream leg's timers.
+                let sock = socket2::SockRef::from(&accepted);
+                assert!(sock.keepalive().expect("SO_KEEPALIVE"), "{addr}");
+                assert_eq!(
+                    sock.keepalive_time().expect("TCP_KEEPIDLE"),
+                    std::time::Duration::from_secs(30)
+                );
+                assert_eq!(
+                    sock.keepalive_interval().expect("TCP_KEEPINTVL"),
+                    std::time::Duration::from_secs(15)
+                );
+                assert_eq!(sock.keepalive_retries().expect("TCP_KEEPCNT"), 4);
+                assert!(
+                    !socket2::SockRef::from(&client)
+                        .keepalive()
+                        .expect("SO_KEEPALIVE"),
+                    "keepalive is not on by default"
                 );
                 assert!(
                     !client.nodelay().expect("getsockopt"),

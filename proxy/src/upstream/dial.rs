@@ -39,8 +39,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// vanished (no FIN, no RST: a rebooted peer, a dropped NAT entry) is then
 /// found dead within two minutes instead of the kernel's two hours. Go's
 /// transport does the same (30 s). A live upstream that merely sends
-/// nothing is left alone: event streams may idle for minutes.
-fn keepalive() -> socket2::TcpKeepalive {
+/// nothing is left alone: event streams may idle for minutes. The data
+/// plane's listening sockets carry the same settings for the client leg
+/// (`app::bind_addr`).
+pub(crate) fn keepalive() -> socket2::TcpKeepalive {
     socket2::TcpKeepalive::new()
         .with_time(Duration::from_secs(30))
         .with_interval(Duration::from_secs(15))
