@@ -177,7 +177,7 @@ impl Reloader for SourceReloader {
         // side that ran this reload (with its trigger and the config hash).
         if !restart_required.is_empty() {
             tracing::warn!(
-                sections = ?restart_required,
+                sections = %restart_required.join(", "),
                 "these settings changed but take effect only after a restart"
             );
         }

@@ -26,10 +26,21 @@ decode_from_str!(
     GoDuration,
     PositiveDuration,
     NonNegativeDuration,
-    HeaderMatcher,
     HostPattern,
     PathPattern
 );
+
+impl Decode for HeaderMatcher {
+    /// A literal name or a `/regex/`; a literal no header can be named
+    /// loads with a warning (the spec's CI example lists one).
+    fn decode(node: &Node, cx: &mut Cx) -> Res<Self> {
+        let m: HeaderMatcher = parse_str(node, cx)?;
+        if let Some(why) = m.never_matches() {
+            cx.warn(node.pos, why);
+        }
+        Ok(m)
+    }
+}
 
 impl Decode for IpNet {
     /// A CIDR; a bare address is refused.

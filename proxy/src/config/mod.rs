@@ -197,8 +197,42 @@ pub fn parse(
             path: String::new(),
             message: "invalid config".into(),
         }])),
-        _ => Err(ConfigErrors(errors)),
+        _ => Err(ConfigErrors(bounded(errors, file))),
     }
+}
+
+/// At most this many errors are reported; the rest are counted.
+const MAX_ERRORS: usize = 50;
+/// A message is cut to this many characters (it may echo a value as long
+/// as the file: a pasted blob would otherwise fill the log, the reload
+/// answer and `/v1/status`).
+const MAX_MESSAGE_CHARS: usize = 300;
+
+/// The first [`MAX_ERRORS`] errors, each message cut to
+/// [`MAX_MESSAGE_CHARS`], and a last line counting the rest.
+fn bounded(mut errors: Vec<ConfigError>, file: &str) -> Vec<ConfigError> {
+    let more = errors.len().saturating_sub(MAX_ERRORS);
+    errors.truncate(MAX_ERRORS);
+    for e in &mut errors {
+        let n = e.message.chars().count();
+        if n > MAX_MESSAGE_CHARS {
+            let cut: String = e.message.chars().take(MAX_MESSAGE_CHARS).collect();
+            e.message = format!(
+                "{cut}… ({} more characters not shown)",
+                n - MAX_MESSAGE_CHARS
+            );
+        }
+    }
+    if more > 0 {
+        errors.push(ConfigError {
+            file: file.to_string(),
+            line: None,
+            column: None,
+            path: String::new(),
+            message: format!("… and {more} more errors, not shown (fix these first)"),
+        });
+    }
+    errors
 }
 
 /// Decodes a section that always exists: an absent block decodes as an empty one.

@@ -336,11 +336,16 @@ fn header_matchers() {
         "//".parse::<HeaderMatcher>().is_err(),
         "empty regex matches everything: refused"
     );
-    assert_eq!(
-        "/".parse::<HeaderMatcher>()
-            .ok()
-            .and_then(|m| m.literal().map(str::to_string))
-            .as_deref(),
-        Some("/")
-    );
+    // A literal that no header can be named matches nothing: it loads (the
+    // spec's CI example has one), with a warning saying what was meant.
+    for (bad, msg) in [
+        ("/", "\"/\" is no header name, so this entry matches nothing; a regex goes between two slashes, such as \"/^x-trace-.*$/\""),
+        ("X-Foo:", "\"X-Foo:\" is no header name, so this entry matches nothing; write the name without the colon"),
+        ("Content Type", "\"Content Type\" is no header name, so this entry matches nothing (a header name is one token: letters, digits and !#$%&'*+-.^_`|~)"),
+    ] {
+        let m = bad.parse::<HeaderMatcher>().expect("loads");
+        assert_eq!(m.never_matches().as_deref(), Some(msg), "{bad:?}");
+    }
+    assert_eq!(l.never_matches(), None);
+    assert_eq!(m.never_matches(), None);
 }

@@ -335,6 +335,30 @@ impl FromStr for HeaderMatcher {
     }
 }
 
+impl HeaderMatcher {
+    /// For a literal entry that no header can be named (it matches nothing:
+    /// `header_allowlist` strips the header meant, `match_headers` never
+    /// swaps it), what is wrong with it and what was probably meant.
+    pub(crate) fn never_matches(&self) -> Option<String> {
+        let HeaderMatcher::Literal(s) = self else {
+            return None;
+        };
+        if http::HeaderName::from_bytes(s.as_bytes()).is_ok() {
+            return None;
+        }
+        let hint = if s.starts_with('/') {
+            "; a regex goes between two slashes, such as \"/^x-trace-.*$/\""
+        } else if s.trim_end().ends_with(':') {
+            "; write the name without the colon"
+        } else {
+            " (a header name is one token: letters, digits and !#$%&'*+-.^_`|~)"
+        };
+        Some(format!(
+            "{s:?} is no header name, so this entry matches nothing{hint}"
+        ))
+    }
+}
+
 /// The most informative line of a multi-line regex error.
 pub(crate) fn first_line(msg: &str) -> String {
     msg.lines()

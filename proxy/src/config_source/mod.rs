@@ -37,6 +37,9 @@ pub enum SourceError {
     /// The S3 object could not be fetched.
     #[error(transparent)]
     S3(#[from] S3Error),
+    /// The file is larger than [`MAX_CONFIG_BYTES`] (in MiB).
+    #[error("cannot read config: the file is larger than {0} MiB; is it the config?")]
+    TooLarge(usize),
     /// The runtime for the fetch could not start.
     #[error("starting the runtime for the S3 fetch")]
     Runtime(#[source] std::io::Error),
@@ -55,7 +58,12 @@ impl ConfigSource {
     /// endpoint and the backend HTTP client).
     pub async fn read(&self, aws: &AwsShared) -> Result<Vec<u8>, SourceError> {
         match self {
-            ConfigSource::File(path) => tokio::fs::read(path).await.map_err(SourceError::File),
+            ConfigSource::File(path) => {
+                let path = path.clone();
+                tokio::task::spawn_blocking(move || read_file(&path))
+                    .await
+                    .map_err(|e| SourceError::File(std::io::Error::other(e)))?
+            }
             ConfigSource::S3(obj) => Ok(obj.fetch(aws).await?),
         }
     }
@@ -66,7 +74,7 @@ impl ConfigSource {
     /// configuration (the config, and so `dns`, is not known yet).
     pub fn read_blocking(&self) -> Result<Vec<u8>, SourceError> {
         match self {
-            ConfigSource::File(path) => std::fs::read(path).map_err(SourceError::File),
+            ConfigSource::File(path) => read_file(path),
             ConfigSource::S3(obj) => {
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
@@ -98,6 +106,20 @@ impl ConfigSource {
         let cfg = parse(&bytes, &name)?;
         Ok((cfg, bytes))
     }
+}
+
+/// Reads a config file, at most [`MAX_CONFIG_BYTES`] of it: `-config
+/// /dev/zero` (or a log file given by mistake) must not take all memory.
+fn read_file(path: &std::path::Path) -> Result<Vec<u8>, SourceError> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_CONFIG_BYTES as u64 + 1).read_to_end(&mut bytes))
+        .map_err(SourceError::File)?;
+    if bytes.len() > MAX_CONFIG_BYTES {
+        return Err(SourceError::TooLarge(MAX_CONFIG_BYTES >> 20));
+    }
+    Ok(bytes)
 }
 
 /// Parses config `bytes` named `name` in errors, with the process environment.
@@ -169,6 +191,26 @@ mod tests {
             err.0[0].to_string(),
             "s3://b-1/k.yaml: cannot read config: the config is not UTF-8"
         );
+    }
+
+    /// `-config /dev/zero` (endless) and a file over the limit are refused
+    /// after reading one byte past it, not read to the end.
+    #[test]
+    fn a_config_larger_than_the_limit_is_refused() {
+        for src in [ConfigSource::File("/dev/zero".into()), {
+            let dir = tempfile::tempdir().expect("dir");
+            let path = dir.keep().join("big.yaml");
+            std::fs::write(&path, vec![b'#'; MAX_CONFIG_BYTES + 1]).expect("write");
+            ConfigSource::File(path)
+        }] {
+            let err = src.load_blocking().unwrap_err().0[0].to_string();
+            assert!(
+                err.ends_with(
+                    "cannot read config: the file is larger than 16 MiB; is it the config?"
+                ),
+                "{err}"
+            );
+        }
     }
 
     #[test]

@@ -239,7 +239,16 @@ impl ReloadController {
                 ("success", Vec::new())
             }
             Err(errors) => {
-                tracing::warn!(trigger = trigger.as_str(), errors = ?errors, "configuration reload failed; keeping the running configuration");
+                // One line per error, each a plain string a log pipeline
+                // can read (a Debug list came out as one escaped string).
+                tracing::warn!(
+                    trigger = trigger.as_str(),
+                    errors = errors.len(),
+                    "configuration reload failed; keeping the running configuration"
+                );
+                for e in errors {
+                    tracing::warn!(trigger = trigger.as_str(), error = %e, "configuration reload error");
+                }
                 ("failure", errors.clone())
             }
         };

@@ -507,3 +507,22 @@ fn max_connections_per_client_is_off_by_default_and_checked_when_set() {
         ["IRON_PROXY_MAX_CONNECTIONS_PER_CLIENT: proxy.max_connections_per_client: -1 is out of range (1..=1000000)"]
     );
 }
+
+/// At most 50 errors are reported, then a count of the rest; a message
+/// echoing a long value is cut.
+#[test]
+fn errors_are_bounded_in_number_and_length() {
+    let cidrs: Vec<String> = (0..80).map(|i| format!("\"bad{i}\"")).collect();
+    let text = format!(
+        "proxy:\n  upstream_deny_cidrs: [{}]\nlog:\n  level: \"{}\"\n{BASE}",
+        cidrs.join(", "),
+        "x".repeat(5000)
+    );
+    let got = errs(&text);
+    assert_eq!(got.len(), 51, "{got:?}");
+    assert_eq!(
+        got[50],
+        "proxy.yaml: … and 31 more errors, not shown (fix these first)"
+    );
+    assert!(got.iter().all(|e| e.len() < 500), "{got:?}");
+}

@@ -189,12 +189,16 @@ fn a_mapping_with_50k_keys_loads() {
             KEYS + 12
         )]
     );
-    // And in a mapping of fixed fields, where each unknown key is reported.
+    // And in a mapping of fixed fields, where each unknown key is an error:
+    // the first 50 are reported, the rest (the duplicate among them) counted.
     let unknown: String = (0..KEYS).map(|i| format!("  x{i}: 1\n")).collect();
     let found = errs(&format!("tls:\n  mode: sni-only\nlog:\n{unknown}  x3: 2\n"));
-    assert_eq!(found.len(), KEYS + 1);
+    assert_eq!(found.len(), 51);
     assert_eq!(
-        found[KEYS],
-        format!("proxy.yaml:{}:3: log: duplicate field 'x3'", KEYS + 4)
+        found[50],
+        format!(
+            "proxy.yaml: … and {} more errors, not shown (fix these first)",
+            KEYS + 1 - 50
+        )
     );
 }

@@ -67,6 +67,27 @@ pub enum BuildError {
     },
 }
 
+/// Whether `bytes` hold PEM certificates (`key`: a private key), and if
+/// not, why.
+fn check_pem(bytes: &[u8], key: bool) -> Result<(), String> {
+    if key {
+        return match rustls_pemfile::private_key(&mut &bytes[..]) {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => Err("no PEM private key in the file".into()),
+            Err(e) => Err(format!("not a readable PEM private key ({e})")),
+        };
+    }
+    let mut n = 0;
+    for c in rustls_pemfile::certs(&mut &bytes[..]) {
+        c.map_err(|e| format!("not readable PEM ({e})"))?;
+        n += 1;
+    }
+    if n == 0 {
+        return Err("no PEM certificate in the file".into());
+    }
+    Ok(())
+}
+
 /// A built `grpc` transform.
 pub struct GrpcTransform {
     name: String,
@@ -115,20 +136,28 @@ impl GrpcTransform {
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true);
         if let Some(tls) = &cfg.tls {
+            // Each file is checked here, so that a wrong one is named with
+            // the reason: tonic's own error says only "transport error".
+            let pem = |what: &'static str, path: &std::path::Path, key: bool| {
+                let bytes = read(what, path)?;
+                check_pem(&bytes, key)
+                    .map_err(|why| endpoint_err(format!("tls.{what} {}: {why}", path.display())))?;
+                Ok::<_, BuildError>(bytes)
+            };
             let mut t = ClientTlsConfig::new();
             t = match &tls.ca_cert {
-                Some(p) => t.ca_certificate(Certificate::from_pem(read("ca_cert", p)?)),
+                Some(p) => t.ca_certificate(Certificate::from_pem(pem("ca_cert", p, false)?)),
                 None => t.with_native_roots(),
             };
             if let Some(c) = &tls.client {
                 t = t.identity(Identity::from_pem(
-                    read("cert", &c.cert)?,
-                    read("key", &c.key)?,
+                    pem("cert", &c.cert, false)?,
+                    pem("key", &c.key, true)?,
                 ));
             }
             endpoint = endpoint
                 .tls_config(t)
-                .map_err(|e| endpoint_err(format!("TLS settings: {e}")))?;
+                .map_err(|e| endpoint_err(format!("TLS settings: {}", crate::error_chain(&e))))?;
         }
         Ok(GrpcTransform {
             name: cfg.name.clone(),

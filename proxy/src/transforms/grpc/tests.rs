@@ -47,6 +47,44 @@ async fn a_missing_tls_file_is_a_build_error() {
     assert!(transform("").is_ok(), "plaintext builds without connecting");
 }
 
+/// A TLS file that is not what its field needs is named with the reason
+/// (tonic's own error said only "transport error").
+#[tokio::test]
+async fn a_tls_file_that_is_not_pem_is_named() {
+    let dir = tempfile::tempdir().expect("dir");
+    let junk = dir.path().join("junk.pem");
+    std::fs::write(&junk, "not: pem\n").expect("write");
+    let signed = rcgen::generate_simple_self_signed(vec!["grpc.test".into()]).expect("cert");
+    let cert = dir.path().join("cert.pem");
+    std::fs::write(&cert, signed.cert.pem()).expect("write");
+    for (extra, want) in [
+        (
+            format!(
+                "      tls: {{enabled: true, ca_cert: {}}}\n",
+                junk.display()
+            ),
+            format!(
+                "grpc transform 'pe': tls.ca_cert {}: no PEM certificate in the file",
+                junk.display()
+            ),
+        ),
+        (
+            format!(
+                "      tls: {{enabled: true, cert: {}, key: {}}}\n",
+                cert.display(),
+                cert.display()
+            ),
+            format!(
+                "grpc transform 'pe': tls.key {}: no PEM private key in the file",
+                cert.display()
+            ),
+        ),
+    ] {
+        let e = transform(&extra).err().expect("refused");
+        assert_eq!(crate::error_chain(&e), want);
+    }
+}
+
 #[tokio::test]
 async fn a_server_may_change_the_path_but_not_the_destination() {
     let t = transform("").expect("transform");

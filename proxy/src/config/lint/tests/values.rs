@@ -115,3 +115,20 @@ fn a_body_capture_cap_of_zero_is_the_default_with_a_warning() {
     assert_eq!(b.max_request_body_bytes, 1);
     assert_eq!(lint(&one), vec![]);
 }
+
+/// A `header_allowlist` or `match_headers` literal no header can be named
+/// loads (the spec's CI example lists `"//npm-auth-token"`), with a warning
+/// at the entry saying what was probably meant.
+#[test]
+fn a_header_entry_no_header_can_be_named_loads_with_a_warning() {
+    let cfg =
+        config("  - name: header_allowlist\n    config:\n      headers: [\"X-Foo:\", Accept]\n");
+    assert_eq!(
+        only_finding(&cfg),
+        "t.yaml:7:17: transforms[0].config.headers[0]: \"X-Foo:\" is no header name, so this \
+         entry matches nothing; write the name without the colon"
+    );
+    let fine =
+        config("  - name: header_allowlist\n    config:\n      headers: [X-Foo, \"/^x-.*$/\"]\n");
+    assert_eq!(lint(&fine), vec![]);
+}
