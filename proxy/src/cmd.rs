@@ -52,21 +52,7 @@ fn load_ca(
     cfg: &config::Config,
     m: &config::MitmConfig,
 ) -> Result<crate::tls::CertificateAuthority, String> {
-    let (cert, key) = m.ca_paths().map_err(|e| {
-        let field = format!("tls.{}", e.field);
-        format!("{}: error: {e}", cfg.locate(&field))
-    })?;
-    crate::tls::CertificateAuthority::load(cert, key).map_err(|e| {
-        let field = match e.file() {
-            crate::tls::CaFile::Cert => "tls.ca_cert",
-            crate::tls::CaFile::Key => "tls.ca_key",
-        };
-        format!(
-            "{}: error: {field}: {}",
-            cfg.locate(field),
-            crate::error_chain(&e)
-        )
-    })
+    crate::app::load_ca(cfg, m).map_err(|e| e.with_label("error: "))
 }
 
 /// [`load_ca`]'s error, if any.

@@ -85,6 +85,54 @@ pub enum AppError {
     Ops(String),
 }
 
+/// Why the CA of a config does not load, at the field naming the file at
+/// fault.
+#[derive(Debug)]
+pub struct CaLoadError {
+    /// Where that field was set (`proxy.yaml:3:11`).
+    pub location: String,
+    /// `tls.ca_cert` or `tls.ca_key`, unless the message starts with it.
+    pub field: Option<&'static str>,
+    /// Why, with its causes.
+    pub message: String,
+}
+
+impl CaLoadError {
+    /// The error as a line, with `label` (`"error: "` for `validate`'s
+    /// style) between the location and the field.
+    pub fn with_label(&self, label: &str) -> String {
+        match self.field {
+            Some(f) => format!("{}: {label}{f}: {}", self.location, self.message),
+            None => format!("{}: {label}{}", self.location, self.message),
+        }
+    }
+}
+
+/// The CA of `m` as the proxy loads it at start-up: `run` before anything
+/// starts, `validate`, and a reload (which keeps the running CA, but
+/// refuses a config the next start would refuse).
+pub fn load_ca(
+    cfg: &config::Config,
+    m: &config::MitmConfig,
+) -> Result<crate::tls::CertificateAuthority, CaLoadError> {
+    let (cert, key) = m.ca_paths().map_err(|e| CaLoadError {
+        location: cfg.locate(&format!("tls.{}", e.field)).to_string(),
+        field: None,
+        message: e.to_string(),
+    })?;
+    crate::tls::CertificateAuthority::load(cert, key).map_err(|e| {
+        let field = match e.file() {
+            crate::tls::CaFile::Cert => "tls.ca_cert",
+            crate::tls::CaFile::Key => "tls.ca_key",
+        };
+        CaLoadError {
+            location: cfg.locate(field).to_string(),
+            field: Some(field),
+            message: crate::error_chain(&e),
+        }
+    })
+}
+
 /// Binds every address of a listen spec (`:80` means IPv4 and IPv6).
 pub fn bind(what: &'static str, spec: &ListenAddr) -> Result<Vec<TcpListener>, AppError> {
     spec.socket_addrs()

@@ -103,9 +103,21 @@ impl Reloader for SourceReloader {
         })?;
         let cfg = config_source::parse(&bytes, &name)
             .map_err(|e| e.0.iter().map(|x| x.to_string()).collect::<Vec<_>>())?;
-        // Startup would refuse it (`validate` only warns: the CA may come later).
+        // What the next start would refuse is refused here too, though the
+        // running proxy keeps its CA and management key until a restart:
+        // else a reload would report success and the next restart (a
+        // deploy, a crash, a reboot) would fail. As nginx re-tests its
+        // certificates on reload.
         if let config::TlsConfig::Mitm(m) = &cfg.tls {
-            m.ca_paths().map_err(|e| vec![format!("{name}: {e}")])?;
+            super::load_ca(&cfg, m).map_err(|e| vec![e.with_label("")])?;
+        }
+        if let Some(mgmt) = &cfg.management {
+            crate::ops::ApiKey::from_env(&mgmt.api_key_env).map_err(|e| {
+                vec![format!(
+                    "{}: management.api_key_env: {e}",
+                    cfg.locate("management.api_key_env")
+                )]
+            })?;
         }
         let (policy, deny) = build_policy(&cfg, &self.sources, Some(&self.metrics))
             .map_err(|e| vec![e.to_string()])?;

@@ -456,3 +456,54 @@ fn a_reload_that_denies_an_upstream_retires_the_connections_pooled_to_it() {
         "a request reached the denied upstream: {seen:?}"
     );
 }
+
+/// A reload of a config the next start would refuse is refused, though `tls` and
+/// `management` take effect only after a restart: a CA key that does not load (here the
+/// certificate given as the key), a management key variable that is not set. Before, both
+/// were answered `200 reloaded` and the next restart failed.
+#[test]
+fn a_reload_the_next_start_would_refuse_is_refused() {
+    require_root!();
+    let net = FakeInternet::new();
+    let _a = Upstream::https("httpbin.test").start(&net);
+    let _b = Upstream::https("other.test").start(&net);
+    let mut px = managed_proxy(&policy(&["httpbin.test"]), &net);
+    let good = px.config().clone();
+
+    let mut cfg = good.clone();
+    cfg["transforms"][0]["config"]["domains"] = serde_json::json!(["httpbin.test", "other.test"]);
+    cfg["tls"]["ca_key"] = cfg["tls"]["ca_cert"].clone();
+    write_exact(&mut px, &cfg);
+    let r = reload(&px);
+    assert_eq!(r.status, 422, "{r}");
+    let errors = r.json()["errors"].to_string();
+    assert!(
+        errors.contains("tls.ca_key: ") && errors.contains("private key"),
+        "the error names the field and why: {errors}"
+    );
+
+    let mut cfg = good.clone();
+    cfg["transforms"][0]["config"]["domains"] = serde_json::json!(["httpbin.test", "other.test"]);
+    cfg["management"]["api_key_env"] = Value::from("IRON_TEST_UNSET_MANAGEMENT_KEY");
+    write_exact(&mut px, &cfg);
+    let r = reload(&px);
+    assert_eq!(r.status, 422, "{r}");
+    let errors = r.json()["errors"].to_string();
+    assert!(
+        errors.contains("management.api_key_env: environment variable IRON_TEST_UNSET_MANAGEMENT_KEY is unset or empty"),
+        "{errors}"
+    );
+    assert_eq!(
+        status_of(&px, "other.test"),
+        403,
+        "the policy did not change"
+    );
+
+    // The same config with a loadable CA and a set key reloads.
+    let mut cfg = good;
+    cfg["transforms"][0]["config"]["domains"] = serde_json::json!(["httpbin.test", "other.test"]);
+    write_exact(&mut px, &cfg);
+    let r = reload(&px);
+    assert_eq!(r.status, 200, "{r}");
+    assert_eq!(status_of(&px, "other.test"), 200, "the policy changed");
+}
