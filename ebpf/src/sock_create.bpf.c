@@ -6,6 +6,8 @@
  * hooks, so they fail with EPERM. AF_PACKET sockets never reach this
  * hook (it runs for inet sockets only); they need CAP_NET_RAW.
  *
+ * cgroup/setsockopt (below): no multicast membership.
+ *
  * cgroup/sock_release: a closed socket's origin leaves iron_cookie_origin
  * (a socket that was not redirected has none; the delete then finds
  * nothing). Attached before the connect and sendmsg hooks, so no socket
@@ -32,6 +34,53 @@ int iron_sock_create(struct bpf_sock *ctx)
 		return 1;
 	iron_count(IRON_CNT_RAW_REFUSED);
 	return 0;
+}
+
+/* Multicast membership options at SOL_IP and SOL_IPV6 (linux/in.h,
+ * linux/in6.h): IP_ADD_MEMBERSHIP .. IP_MSFILTER (35-41),
+ * MCAST_JOIN_GROUP .. MCAST_MSFILTER (42-48, both levels),
+ * IPV6_ADD_MEMBERSHIP (20) and IPV6_JOIN_ANYCAST (27). */
+#define IRON_SOL_IP   0
+#define IRON_SOL_IPV6 41
+
+static __always_inline int iron_is_membership(int level, int name)
+{
+	if (level == IRON_SOL_IP)
+		return name >= 35 && name <= 48;
+	if (level == IRON_SOL_IPV6)
+		return name == 20 || name == 27 || (name >= 42 && name <= 48);
+	return 0;
+}
+
+/*
+ * cgroup/setsockopt: a workload may not join a multicast group. The
+ * kernel itself sends the IGMP/MLD membership reports a join causes,
+ * carrying the groups and sources the workload chose, out of the
+ * interface it names, and no hook of a workload's sees them (they
+ * belong to no socket of its): a channel out of the host past the
+ * proxy. Workloads cannot use multicast anyway (any UDP but DNS is
+ * refused). EPERM, counted as udp_refused.
+ */
+SEC("cgroup/setsockopt")
+int iron_setsockopt(struct bpf_sockopt *ctx)
+{
+	struct iron_config *cfg;
+
+	if (iron_is_membership(ctx->level, ctx->optname)) {
+		cfg = iron_cfg_load();
+		if (!iron_configured(cfg) ||
+		    (!iron_is_proxy(cfg) && iron_uid_selected(cfg))) {
+			iron_count(IRON_CNT_UDP_REFUSED);
+			return 0;
+		}
+	}
+	/* Passed on unchanged. Over a page the program sees only the
+	 * first page of the value: 0 tells the kernel to use the
+	 * caller's buffer as it is (kernels before 6.5 answer EFAULT
+	 * otherwise). */
+	if (ctx->optlen > 4096)
+		ctx->optlen = 0;
+	return 1;
 }
 
 /* The verdict is ignored: the socket is released either way. */

@@ -54,7 +54,7 @@ time.sleep(60)
 "#;
 
 /// `iron_proxy_intercept_events_total{event="<event>"}` from the proxy's `/metrics`.
-fn intercept_event(px: &ProxyProcess, event: &str) -> u64 {
+pub(crate) fn intercept_event(px: &ProxyProcess, event: &str) -> u64 {
     let r = Curl::get(&format!("http://{}/metrics", px.metrics_addr())).run();
     assert_eq!(r.status, 200, "{r}");
     let label = format!("event=\"{event}\"");

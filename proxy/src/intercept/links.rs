@@ -135,13 +135,14 @@ const BPF_CGROUP_UDP6_SENDMSG: u32 = 15;
 const BPF_CGROUP_UDP4_RECVMSG: u32 = 19;
 const BPF_CGROUP_UDP6_RECVMSG: u32 = 20;
 const BPF_CGROUP_GETSOCKOPT: u32 = 21;
+const BPF_CGROUP_SETSOCKOPT: u32 = 22;
 const BPF_CGROUP_INET4_GETPEERNAME: u32 = 29;
 const BPF_CGROUP_INET6_GETPEERNAME: u32 = 30;
 
 /// Hooks attached to every intercepted cgroup. The egress backstop and
 /// sock_create come first and the connect hooks last, so a half-attached
 /// cgroup refuses more, not less.
-pub(crate) const WORKLOAD_HOOKS: [Hook; 11] = [
+pub(crate) const WORKLOAD_HOOKS: [Hook; 12] = [
     hook(
         "skb_egress",
         "skb",
@@ -157,6 +158,14 @@ pub(crate) const WORKLOAD_HOOKS: [Hook; 11] = [
         Kind::Sock,
         BPF_CGROUP_INET_SOCK_CREATE,
         "4.10",
+    ),
+    hook(
+        "setsockopt",
+        "sock_create",
+        "iron_setsockopt",
+        Kind::Sockopt,
+        BPF_CGROUP_SETSOCKOPT,
+        "5.3",
     ),
     hook(
         "sock_release",

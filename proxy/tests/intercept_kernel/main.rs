@@ -21,8 +21,8 @@ use support::*;
 const EPERM: &str = "1";
 const ECONNREFUSED: &str = "111";
 /// Links pinned per intercepted cgroup: connect4/6, sendmsg4/6, recvmsg4/6,
-/// getpeername4/6, sock_create, sock_release and skb_egress.
-const LINKS_PER_CGROUP: usize = 11;
+/// getpeername4/6, sock_create, setsockopt, sock_release and skb_egress.
+const LINKS_PER_CGROUP: usize = 12;
 
 fn settings(cg: &TestCgroup, pins: &TestPins, listen: SocketAddr) -> InterceptSettings {
     let SocketAddr::V4(listen_v4) = listen else {

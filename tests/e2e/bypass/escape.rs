@@ -257,3 +257,83 @@ fn an_unprivileged_workload_cannot_leave_the_cgroup_kill_the_proxy_or_detach() {
     assert_eq!(r.status, 403, "{r}");
     up.assert_untouched();
 }
+
+/// A workload joins multicast groups on the fake internet's veth, six ways (IPv4
+/// `IP_ADD_MEMBERSHIP`, `IP_ADD_SOURCE_MEMBERSHIP` with the data in the source address,
+/// `MCAST_JOIN_GROUP`; IPv6 `IPV6_JOIN_GROUP`, `MCAST_JOIN_SOURCE_GROUP`, `IPV6_JOIN_ANYCAST`),
+/// then sets two ordinary options, one with a value over a page. Prints a JSON map of
+/// `ok` or the errno.
+const MULTICAST: &str = r#"
+import json, socket, struct, sys
+dev, ip = sys.argv[1], sys.argv[2]
+idx = socket.if_nametoindex(dev)
+def gsr(family, group, source):
+    # struct group_source_req: interface, then two sockaddr_storage (128 bytes each), padded.
+    def ss(a):
+        if family == socket.AF_INET:
+            b = struct.pack('=H2s4s', socket.AF_INET, b'\0\0', socket.inet_aton(a))
+        else:
+            b = struct.pack('=H2sI16sI', socket.AF_INET6, b'\0\0', 0, socket.inet_pton(socket.AF_INET6, a), 0)
+        return b + bytes(128 - len(b))
+    return struct.pack('=I4x', idx) + ss(group) + ss(source)
+def gr(family, group):
+    s = gsr(family, group, '0.0.0.0' if family == socket.AF_INET else '::')
+    return s[:8 + 128]
+cases = {
+    'ip_add_membership': (socket.AF_INET, 0, 35, socket.inet_aton('239.1.2.3') + socket.inet_aton(ip)),
+    'ip_add_source_membership': (socket.AF_INET, 0, 39, socket.inet_aton('232.1.2.3') + socket.inet_aton(ip) + socket.inet_aton('104.117.110.116')),
+    'mcast_join_group': (socket.AF_INET, 0, 42, gr(socket.AF_INET, '239.1.2.4')),
+    'ipv6_join_group': (socket.AF_INET6, 41, 20, socket.inet_pton(socket.AF_INET6, 'ff05::1234') + struct.pack('=I', idx)),
+    'mcast_join_source_group6': (socket.AF_INET6, 41, 46, gsr(socket.AF_INET6, 'ff35::1234', 'fdaa::6875:6e74')),
+    'ipv6_join_anycast': (socket.AF_INET6, 41, 27, socket.inet_pton(socket.AF_INET6, 'fdaa:ffff::1') + struct.pack('=I', idx)),
+    'so_sndbuf': (socket.AF_INET, socket.SOL_SOCKET, socket.SO_SNDBUF, struct.pack('i', 65536)),
+    'so_sndbuf_over_a_page': (socket.AF_INET, socket.SOL_SOCKET, socket.SO_SNDBUF, struct.pack('i', 65536) + bytes(5000)),
+}
+out = {}
+for name, (family, level, opt, val) in cases.items():
+    s = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        s.setsockopt(level, opt, val)
+        out[name] = 'ok'
+    except OSError as e:
+        out[name] = e.errno
+    s.close()
+print(json.dumps(out))
+"#;
+
+/// Joining a multicast group makes the kernel send IGMP/MLD membership reports carrying the
+/// groups and sources the workload chose, out of the interface it names, with no socket of
+/// the workload's to see them: refused (EPERM) by the setsockopt hook, for root inside the
+/// cgroup too; ordinary options (one over a page long) still pass.
+#[test]
+fn multicast_joins_are_refused() {
+    require_root!();
+    let net = FakeInternet::new();
+    let lab = Lab::start(&net);
+    let before = crate::backstop::intercept_event(&lab.px, "udp_refused");
+    let out = lab.cg.python(
+        MULTICAST,
+        [
+            net.host_interface().to_string(),
+            net.host_side_v4().to_string(),
+        ],
+    );
+    out.assert_ok();
+    let got = out.json();
+    for join in [
+        "ip_add_membership",
+        "ip_add_source_membership",
+        "mcast_join_group",
+        "ipv6_join_group",
+        "mcast_join_source_group6",
+        "ipv6_join_anycast",
+    ] {
+        assert_eq!(got[join], json!(EPERM), "{join}: {got}");
+    }
+    assert_eq!(got["so_sndbuf"], "ok", "{got}");
+    assert_eq!(got["so_sndbuf_over_a_page"], "ok", "{got}");
+    assert!(
+        crate::backstop::intercept_event(&lab.px, "udp_refused") >= before + 6,
+        "counted as udp_refused"
+    );
+}
