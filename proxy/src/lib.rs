@@ -61,12 +61,45 @@ pub fn find_in_chain<'a, T: std::error::Error + 'static>(
 /// is how a message gets its whole cause, each part once: the CLI prints
 /// every failure this way.
 pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
+    let mut out = without_errno(e.to_string());
     let mut cur = e.source();
     while let Some(s) = cur {
         out.push_str(": ");
-        out.push_str(&s.to_string());
+        out.push_str(&without_errno(s.to_string()));
         cur = s.source();
     }
     out
+}
+
+/// An OS error's text without the ` (os error N)` the standard library adds
+/// (`Address already in use`, not `Address already in use (os error 98)`):
+/// the words say it, the number is noise to an operator.
+fn without_errno(mut text: String) -> String {
+    if let Some(at) = text.rfind(" (os error ") {
+        let rest = &text[at + " (os error ".len()..];
+        if rest
+            .strip_suffix(')')
+            .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        {
+            text.truncate(at);
+        }
+    }
+    text
+}
+
+#[cfg(test)]
+mod error_chain_tests {
+    use super::*;
+
+    #[test]
+    fn an_os_errors_number_is_left_out() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("binding 127.0.0.1:1")]
+        struct Bind(#[source] std::io::Error);
+        let e = Bind(std::io::Error::from_raw_os_error(98));
+        assert_eq!(
+            error_chain(&e),
+            "binding 127.0.0.1:1: Address already in use"
+        );
+    }
 }

@@ -13,6 +13,7 @@
 //! documented off switch, so it always listens (default `:9090`).
 
 mod common;
+mod conflicts;
 mod credentials;
 mod decode;
 mod dns;
@@ -270,6 +271,7 @@ fn decode_config(root: Node, cx: &mut Cx) -> Res<Config> {
         findings: Vec::new(),
         positions: Positions::default(),
     };
+    conflicts::check(&config, &root, cx)?;
     place(&mut config, cx, &root);
     // `root` is dropped here: the config keeps places, not the document.
     Ok(config)

@@ -526,3 +526,25 @@ fn errors_are_bounded_in_number_and_length() {
     );
     assert!(got.iter().all(|e| e.len() < 500), "{got:?}");
 }
+
+/// Two listeners on one address are refused at the later field (at the one the file set
+/// when the other is a default), naming the other; a wildcard takes every address of its
+/// port, and the metrics endpoint's `[::]` takes IPv4 too.
+#[test]
+fn two_listeners_on_one_address() {
+    refused(
+        "proxy:\n  http_listen: \"127.0.0.1:8080\"\n  tunnel_listen: \"127.0.0.1:8080\"\n",
+        &["proxy.yaml:3:18: proxy.tunnel_listen: 127.0.0.1:8080 is also proxy.http_listen (127.0.0.1:8080): two listeners cannot share an address; give one another port"],
+    );
+    refused(
+        "proxy:\n  https_listen: \"127.0.0.1:9090\"\n",
+        &["proxy.yaml:2:17: proxy.https_listen: 127.0.0.1:9090 is also metrics.listen (its default, :9090): two listeners cannot share an address; give one another port"],
+    );
+    refused(
+        "proxy:\n  http_listen: \"127.0.0.1:7001\"\nmetrics:\n  listen: \"[::]:7001\"\n",
+        &["proxy.yaml:4:11: metrics.listen: [::]:7001 is also proxy.http_listen (127.0.0.1:7001): two listeners cannot share an address; give one another port"],
+    );
+    // The data plane's [::] is IPv6 only; other ports, and port 0, never meet.
+    let fine = "proxy:\n  http_listen: \"0.0.0.0:7002\"\n  https_listen: \"[::]:7002\"\n  tunnel_listen: \"127.0.0.1:0\"\nmetrics:\n  listen: \"127.0.0.1:0\"\n";
+    super::ok(&format!("{fine}{}", super::BASE));
+}
