@@ -25,7 +25,10 @@ fn objects_hold_every_program() {
             ],
         ),
         ("getsockopt", &["iron_getsockopt"]),
-        ("sock_create", &["iron_sock_create", "iron_sock_release"]),
+        (
+            "sock_create",
+            &["iron_sock_create", "iron_setsockopt", "iron_sock_release"],
+        ),
         ("skb", &["iron_skb_egress"]),
     ];
     assert_eq!(OBJECTS.len(), expected.len(), "unexpected object count");

@@ -398,14 +398,8 @@ async fn handle_tracked(
                     && hygiene::accepts_websocket_key(&upstream, ws_key.as_ref()) =>
             {
                 let (mut answer, upstream_up) = crate::upgrade::take_upgrade(upstream);
-                rec.status_code = 101;
-                let outcome = policy
-                    .pipeline
-                    .on_response(&mut answer, &mut cx, &mut rec.response_transforms)
-                    .await;
-                rec.late.append(&mut cx.late_audit);
-                rec.extra.append(&mut cx.audit_extra);
-                if let Some(refusal) = answered_by_policy(outcome, &mut rec, "response") {
+                if let Some(refusal) = response_phase(&policy, &mut answer, &mut cx, &mut rec).await
+                {
                     // The upstream's upgraded connection is dropped unused.
                     return Ok(finish(refusal, rec.into_guard()));
                 }
@@ -470,17 +464,29 @@ async fn handle_tracked(
             Err(refusal) => return Ok(finish(refusal, rec.into_guard())),
         };
     }
-    rec.status_code = rsp.status().as_u16();
-    let outcome = policy
-        .pipeline
-        .on_response(&mut rsp, &mut cx, &mut rec.response_transforms)
-        .await;
-    rec.late.append(&mut cx.late_audit);
-    rec.extra.append(&mut cx.audit_extra);
-    if let Some(answer) = answered_by_policy(outcome, &mut rec, "response") {
+    if let Some(answer) = response_phase(&policy, &mut rsp, &mut cx, &mut rec).await {
         return Ok(finish(answer, rec.into_guard()));
     }
     Ok(finish(rsp, rec.into_guard()))
+}
+
+/// Runs the response phase on `rsp` (its status recorded first) and keeps
+/// what the transforms left for the record; the answer a transform chose
+/// instead of `rsp`, if any.
+async fn response_phase(
+    policy: &Policy,
+    rsp: &mut Response<Body>,
+    cx: &mut Flow,
+    rec: &mut Pending,
+) -> Option<Response<Body>> {
+    rec.status_code = rsp.status().as_u16();
+    let outcome = policy
+        .pipeline
+        .on_response(rsp, cx, &mut rec.response_transforms)
+        .await;
+    rec.late.append(&mut cx.late_audit);
+    rec.extra.append(&mut cx.audit_extra);
+    answered_by_policy(outcome, rec, "response")
 }
 
 /// The checks before any policy runs: the proxy is ready, the request is not
