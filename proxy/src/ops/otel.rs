@@ -15,23 +15,22 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use opentelemetry::logs::LoggerProvider as _;
 use opentelemetry::InstrumentationScope;
 use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig, WithTonicConfig};
-use opentelemetry_sdk::logs::{
-    LogBatch, LogExporter as _, SdkLogRecord, SdkLogger, SdkLoggerProvider,
-};
+use opentelemetry_sdk::logs::{LogExporter as _, SdkLoggerProvider};
 use prometheus_client::metrics::counter::Counter;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::audit::{AuditObserver, AuditRecord};
+use worker::{Control, Worker};
 
 mod convert;
 mod settings;
 #[cfg(test)]
 mod tests;
+mod worker;
 
 pub use settings::{OtelEnv, OtelExport, OtelSettings, OtlpProtocol};
 
@@ -52,10 +51,6 @@ pub enum OtelError {
     /// The OTLP exporter could not be built.
     #[error("building the otlp exporter")]
     Build(#[source] opentelemetry_otlp::ExporterBuildError),
-}
-
-enum Control {
-    Shutdown(oneshot::Sender<()>),
 }
 
 /// Exports audit records to an OTLP collector without ever slowing requests.
@@ -186,100 +181,6 @@ impl AuditObserver for OtelExporter {
             Ok(permit) => permit.send(record.clone()),
             Err(_) => {
                 self.dropped.inc();
-            }
-        }
-    }
-}
-
-struct Worker {
-    rx: mpsc::Receiver<AuditRecord>,
-    control: mpsc::UnboundedReceiver<Control>,
-    exporter: opentelemetry_otlp::LogExporter,
-    provider: SdkLoggerProvider,
-    scope: InstrumentationScope,
-    max_batch: usize,
-    flush_interval: Duration,
-    export_timeout: Duration,
-    dropped: Counter,
-    failing: bool,
-}
-
-impl Worker {
-    async fn run(mut self) {
-        let logger = self.provider.logger_with_scope(self.scope.clone());
-        let mut batch = Vec::with_capacity(self.max_batch);
-        let mut tick = tokio::time::interval(self.flush_interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                ctl = self.control.recv() => {
-                    self.rx.close();
-                    while let Ok(r) = self.rx.try_recv() {
-                        batch.push(r);
-                        if batch.len() >= self.max_batch {
-                            self.export(&logger, &mut batch).await;
-                        }
-                    }
-                    self.export(&logger, &mut batch).await;
-                    if let Err(e) = self.exporter.shutdown() {
-                        tracing::debug!(error = %e, "otel exporter shutdown");
-                    }
-                    if let Some(Control::Shutdown(done)) = ctl {
-                        let _ = done.send(());
-                    }
-                    return;
-                }
-                r = self.rx.recv() => match r {
-                    Some(r) => {
-                        batch.push(r);
-                        if batch.len() >= self.max_batch {
-                            self.export(&logger, &mut batch).await;
-                        }
-                    }
-                    None => {
-                        self.export(&logger, &mut batch).await;
-                        return;
-                    }
-                },
-                _ = tick.tick() => self.export(&logger, &mut batch).await,
-            }
-        }
-    }
-
-    async fn export(&mut self, logger: &SdkLogger, batch: &mut Vec<AuditRecord>) {
-        if batch.is_empty() {
-            return;
-        }
-        let n = batch.len() as u64;
-        let observed = SystemTime::now();
-        let records: Vec<SdkLogRecord> = batch
-            .drain(..)
-            .map(|r| convert::log_record(logger, &r, observed))
-            .collect();
-        let refs: Vec<(&SdkLogRecord, &InstrumentationScope)> =
-            records.iter().map(|r| (r, &self.scope)).collect();
-        let result = tokio::time::timeout(
-            self.export_timeout,
-            self.exporter.export(LogBatch::new(&refs)),
-        )
-        .await;
-        let err = match result {
-            Ok(Ok(())) => None,
-            Ok(Err(e)) => Some(e.to_string()),
-            Err(_) => Some("export timed out".to_string()),
-        };
-        match err {
-            None if self.failing => {
-                self.failing = false;
-                tracing::info!("otel export recovered");
-            }
-            None => {}
-            Some(e) => {
-                self.dropped.inc_by(n);
-                if !self.failing {
-                    self.failing = true;
-                    tracing::warn!(error = %e, records = n, "otel export failing; records are dropped until it recovers");
-                }
             }
         }
     }
