@@ -131,10 +131,12 @@ impl OtelExporter {
                 .with_version(env!("CARGO_PKG_VERSION"))
                 .build(),
             max_batch: settings.max_batch.max(1),
+            max_batch_bytes: settings.max_batch_bytes,
             flush_interval: settings.flush_interval,
             export_timeout: settings.export_timeout,
             dropped: dropped.clone(),
             failing: false,
+            oversized: crate::ops::warn_every::WarnEvery::new(Duration::from_secs(60)),
         };
         tokio::spawn(worker.run());
         Ok(Arc::new(OtelExporter {

@@ -49,6 +49,13 @@ const TIMEOUT: [&str; 2] = [
 ];
 /// The spec's default export timeout.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Encoded bytes per export request, at most. A collector refuses a whole
+/// request over its message limit, and the usual one is 4 MiB (the
+/// Collector's gRPC receiver, grpc-go and grpcio servers; OTLP/HTTP
+/// receivers default to 20 MiB). 3.5 MiB of records leaves room under it
+/// for the resource and scope, whose attributes come from environment
+/// variables (at most 128 KiB each on Linux).
+pub const MAX_REQUEST_BYTES: usize = 3584 << 10;
 
 /// Everything OTLP export needs. Header values are secrets: `Debug` shows names only.
 #[derive(Clone)]
@@ -69,6 +76,9 @@ pub struct OtelSettings {
     pub queue_size: usize,
     /// Records per export request.
     pub max_batch: usize,
+    /// Encoded bytes of records per export request (estimated from above;
+    /// [`MAX_REQUEST_BYTES`]). A record larger on its own is cut to fit.
+    pub max_batch_bytes: usize,
     /// How long a partial batch waits.
     pub flush_interval: Duration,
     /// `OTEL_EXPORTER_OTLP_LOGS_TIMEOUT`, else `OTEL_EXPORTER_OTLP_TIMEOUT`
@@ -217,6 +227,7 @@ impl OtelSettings {
             resource_attributes,
             queue_size: 4096,
             max_batch: 512,
+            max_batch_bytes: MAX_REQUEST_BYTES,
             flush_interval: Duration::from_secs(1),
             export_timeout,
         };

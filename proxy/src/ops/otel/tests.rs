@@ -163,3 +163,124 @@ async fn collector_down_never_blocks_and_counts_drops() {
     exp.observe(r);
     assert_eq!(exp.dropped(), 101, "records after shutdown are dropped");
 }
+
+/// A record with a captured request body of `body_len` bytes.
+fn with_body(body_len: usize) -> AuditRecord {
+    let mut r = records().remove(0);
+    let mut capture = Map::new();
+    capture.insert("request_body".into(), Value::String("b".repeat(body_len)));
+    r.extra.insert("body_capture".into(), Value::Object(capture));
+    r
+}
+
+fn test_logger() -> opentelemetry_sdk::logs::SdkLogger {
+    use opentelemetry::logs::LoggerProvider as _;
+    SdkLoggerProvider::builder().build().logger("test")
+}
+
+#[test]
+fn a_record_over_the_request_limit_is_cut_and_says_so() {
+    use opentelemetry::logs::AnyValue;
+    let logger = test_logger();
+    let mut r = with_body(5 << 20);
+    r.path = format!("/{}", "p".repeat(60_000));
+    let max = settings::MAX_REQUEST_BYTES;
+    let c = convert::log_record(&logger, &r, std::time::SystemTime::now(), max)
+        .expect("cut to fit");
+    assert!(c.size <= max, "{} > {max}", c.size);
+    let attr = |k: &str| {
+        c.record
+            .attributes_iter()
+            .find(|(key, _)| key.as_str() == k)
+            .map(|(_, v)| v.clone())
+    };
+    assert_eq!(attr("iron_proxy.truncated"), Some(AnyValue::Boolean(true)));
+    assert_eq!(
+        attr("iron_proxy.truncated_attributes"),
+        Some(AnyValue::ListAny(Box::new(vec![AnyValue::String(
+            "body_capture".into()
+        )]))),
+        "only the body was cut: the path fits"
+    );
+    assert_eq!(
+        attr("path"),
+        Some(AnyValue::String(r.path.clone().into())),
+        "the path is whole"
+    );
+    assert_eq!(
+        attr("request_id"),
+        Some(AnyValue::String(r.request_id.clone().into()))
+    );
+
+    // A small record is left alone.
+    let small = convert::log_record(&logger, &with_body(100), std::time::SystemTime::now(), max)
+        .expect("small record");
+    assert!(small
+        .record
+        .attributes_iter()
+        .all(|(k, _)| !k.as_str().starts_with("iron_proxy.")));
+    assert!(small.size < 4096, "estimate {} for a small record", small.size);
+
+    // Many short strings cannot be cut: the record is refused.
+    let mut many = with_body(10);
+    let lots: Vec<Value> = (0..200_000).map(|i| Value::String(format!("{i:08}"))).collect();
+    many.extra.insert("lots".into(), Value::Array(lots));
+    assert!(
+        convert::log_record(&logger, &many, std::time::SystemTime::now(), max).is_err(),
+        "a record of short strings over the limit is refused"
+    );
+}
+
+/// 600 records of 16 KiB bodies (the default body_capture cap) are ~10 MB in
+/// one batch of 512: over the receiver's 4 MiB gRPC limit, the whole batch
+/// would be refused. Split by size, every record arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_stay_under_the_grpc_message_limit() {
+    let rx = Receiver::start();
+    let s = settings(&[
+        (
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            &format!("http://127.0.0.1:{}", rx.grpc_port),
+        ),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+    ]);
+    let exp = OtelExporter::start(s, Counter::default()).expect("start exporter");
+    let r = with_body(16 << 10);
+    for _ in 0..600 {
+        exp.observe(&r);
+    }
+    exp.shutdown(Duration::from_secs(60)).await;
+    assert_eq!(exp.dropped(), 0, "records dropped");
+    assert_eq!(rx.records().len(), 600);
+}
+
+/// One record of 5 MiB (a large body_capture cap) is cut to fit one request
+/// instead of failing with its whole batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_record_is_exported_cut() {
+    let rx = Receiver::start();
+    let s = settings(&[
+        (
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            &format!("http://127.0.0.1:{}", rx.grpc_port),
+        ),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+    ]);
+    let exp = OtelExporter::start(s, Counter::default()).expect("start exporter");
+    let small = records().remove(1);
+    exp.observe(&small);
+    exp.observe(&with_body(5 << 20));
+    exp.observe(&small);
+    exp.shutdown(Duration::from_secs(60)).await;
+    assert_eq!(exp.dropped(), 0, "records dropped");
+    let got = rx.records();
+    assert_eq!(got.len(), 3, "all three arrive");
+    let big = got
+        .iter()
+        .find(|g| g["attributes"]["iron_proxy.truncated"] == true)
+        .expect("the big record, marked as cut");
+    let body = big["attributes"]["body_capture"]["request_body"]
+        .as_str()
+        .expect("cut body");
+    assert!(body.len() < 4 << 20 && body.len() > 3 << 20, "{}", body.len());
+}

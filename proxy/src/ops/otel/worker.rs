@@ -9,7 +9,8 @@ use opentelemetry_sdk::logs::{LogBatch, LogExporter, SdkLogRecord, SdkLogger, Sd
 use prometheus_client::metrics::counter::Counter;
 use tokio::sync::{mpsc, oneshot};
 
-use super::convert;
+use super::convert::{self, Converted};
+use crate::ops::warn_every::WarnEvery;
 use crate::audit::AuditRecord;
 
 /// Messages from [`super::OtelExporter`] to its worker.
@@ -18,23 +19,37 @@ pub(super) enum Control {
     Shutdown(oneshot::Sender<()>),
 }
 
+/// Turns queued records into OTLP export requests, one at a time.
 pub(super) struct Worker<E> {
     pub(super) rx: mpsc::Receiver<AuditRecord>,
     pub(super) control: mpsc::UnboundedReceiver<Control>,
     pub(super) exporter: E,
     pub(super) provider: SdkLoggerProvider,
     pub(super) scope: InstrumentationScope,
+    /// Records per export request, at most.
     pub(super) max_batch: usize,
+    /// Encoded bytes per export request, at most (estimated from above).
+    pub(super) max_batch_bytes: usize,
     pub(super) flush_interval: Duration,
     pub(super) export_timeout: Duration,
     pub(super) dropped: Counter,
     pub(super) failing: bool,
+    /// Rate limit of the warning about a record too large to export.
+    pub(super) oversized: WarnEvery,
+}
+
+/// Converted records waiting for the next export request.
+#[derive(Default)]
+struct Batch {
+    records: Vec<SdkLogRecord>,
+    /// Their estimated encoded size.
+    bytes: usize,
 }
 
 impl<E: LogExporter + 'static> Worker<E> {
     pub(super) async fn run(mut self) {
         let logger = self.provider.logger_with_scope(self.scope.clone());
-        let mut batch = Vec::with_capacity(self.max_batch);
+        let mut batch = Batch::default();
         let mut tick = tokio::time::interval(self.flush_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -42,12 +57,9 @@ impl<E: LogExporter + 'static> Worker<E> {
                 ctl = self.control.recv() => {
                     self.rx.close();
                     while let Ok(r) = self.rx.try_recv() {
-                        batch.push(r);
-                        if batch.len() >= self.max_batch {
-                            self.export(&logger, &mut batch).await;
-                        }
+                        self.add(&logger, &mut batch, &r).await;
                     }
-                    self.export(&logger, &mut batch).await;
+                    self.export(&mut batch).await;
                     if let Err(e) = self.exporter.shutdown() {
                         tracing::debug!(error = %e, "otel exporter shutdown");
                     }
@@ -57,32 +69,54 @@ impl<E: LogExporter + 'static> Worker<E> {
                     return;
                 }
                 r = self.rx.recv() => match r {
-                    Some(r) => {
-                        batch.push(r);
-                        if batch.len() >= self.max_batch {
-                            self.export(&logger, &mut batch).await;
-                        }
-                    }
+                    Some(r) => self.add(&logger, &mut batch, &r).await,
                     None => {
-                        self.export(&logger, &mut batch).await;
+                        self.export(&mut batch).await;
                         return;
                     }
                 },
-                _ = tick.tick() => self.export(&logger, &mut batch).await,
+                _ = tick.tick() => self.export(&mut batch).await,
             }
         }
     }
 
-    async fn export(&mut self, logger: &SdkLogger, batch: &mut Vec<AuditRecord>) {
-        if batch.is_empty() {
+    /// Converts `r` into the batch, exporting first when it would take the
+    /// request over [`Worker::max_batch_bytes`], and after when the batch is full.
+    async fn add(&mut self, logger: &SdkLogger, batch: &mut Batch, r: &AuditRecord) {
+        let Converted { record, size } =
+            match convert::log_record(logger, r, SystemTime::now(), self.max_batch_bytes) {
+                Ok(c) => c,
+                Err(e) => {
+                    self.dropped.inc();
+                    if let Some(held) = self.oversized.due(std::time::Instant::now()) {
+                        tracing::warn!(
+                            request_id = %r.request_id,
+                            size = e.size,
+                            limit = self.max_batch_bytes,
+                            held_back = held,
+                            "audit record too large for an otlp export request even with its long values cut; not exported (warned at most once a minute)"
+                        );
+                    }
+                    return;
+                }
+            };
+        if batch.bytes + size > self.max_batch_bytes {
+            self.export(batch).await;
+        }
+        batch.records.push(record);
+        batch.bytes += size;
+        if batch.records.len() >= self.max_batch {
+            self.export(batch).await;
+        }
+    }
+
+    async fn export(&mut self, batch: &mut Batch) {
+        if batch.records.is_empty() {
             return;
         }
-        let n = batch.len() as u64;
-        let observed = SystemTime::now();
-        let records: Vec<SdkLogRecord> = batch
-            .drain(..)
-            .map(|r| convert::log_record(logger, &r, observed))
-            .collect();
+        let records = std::mem::take(&mut batch.records);
+        batch.bytes = 0;
+        let n = records.len() as u64;
         let refs: Vec<(&SdkLogRecord, &InstrumentationScope)> =
             records.iter().map(|r| (r, &self.scope)).collect();
         let result = tokio::time::timeout(
