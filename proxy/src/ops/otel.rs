@@ -13,18 +13,18 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use opentelemetry::InstrumentationScope;
 use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig, WithTonicConfig};
-use opentelemetry_sdk::logs::{LogExporter as _, SdkLoggerProvider};
+use opentelemetry_sdk::logs::{LogExporter, SdkLoggerProvider};
 use prometheus_client::metrics::counter::Counter;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::audit::{AuditObserver, AuditRecord};
-use worker::{Control, Worker};
+use worker::{Control, Queued, Worker};
 
 mod convert;
 mod settings;
@@ -55,7 +55,10 @@ pub enum OtelError {
 
 /// Exports audit records to an OTLP collector without ever slowing requests.
 pub struct OtelExporter {
-    tx: mpsc::Sender<AuditRecord>,
+    tx: mpsc::Sender<Queued>,
+    /// Bytes queued ([`convert::queued_size`]), shared with the worker.
+    queued_bytes: Arc<AtomicUsize>,
+    max_queue_bytes: usize,
     control: Mutex<Option<mpsc::UnboundedSender<Control>>>,
     closed: AtomicBool,
     dropped: Counter,
@@ -109,9 +112,7 @@ impl OtelExporter {
     /// `dropped` is incremented for every record not delivered
     /// (pass [`crate::ops::metrics::Metrics::otel_dropped_counter`]).
     pub fn start(settings: OtelSettings, dropped: Counter) -> Result<Arc<Self>, OtelError> {
-        let mut exporter = build_exporter(&settings)?;
-        let resource = settings.resource();
-        exporter.set_resource(&resource);
+        let exporter = build_exporter(&settings)?;
         tracing::info!(
             endpoint = %settings.endpoint_for_log(),
             endpoint_var = settings.endpoint_var,
@@ -120,10 +121,23 @@ impl OtelExporter {
             service_name = %settings.service_name,
             "otel exporter enabled"
         );
+        Ok(Self::spawn(&settings, exporter, dropped))
+    }
+
+    /// Starts the worker around `exporter` (tests pass their own).
+    fn spawn<E: LogExporter + 'static>(
+        settings: &OtelSettings,
+        mut exporter: E,
+        dropped: Counter,
+    ) -> Arc<Self> {
+        let resource = settings.resource();
+        exporter.set_resource(&resource);
         let (tx, rx) = mpsc::channel(settings.queue_size.max(1));
         let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
+        let queued_bytes = Arc::new(AtomicUsize::new(0));
         let worker = Worker {
             rx,
+            queued_bytes: queued_bytes.clone(),
             control: ctl_rx,
             exporter,
             provider: SdkLoggerProvider::builder().with_resource(resource).build(),
@@ -139,12 +153,14 @@ impl OtelExporter {
             oversized: crate::ops::warn_every::WarnEvery::new(Duration::from_secs(60)),
         };
         tokio::spawn(worker.run());
-        Ok(Arc::new(OtelExporter {
+        Arc::new(OtelExporter {
             tx,
+            queued_bytes,
+            max_queue_bytes: settings.max_queue_bytes,
             control: Mutex::new(Some(ctl_tx)),
             closed: AtomicBool::new(false),
             dropped,
-        }))
+        })
     }
 
     /// Records not delivered so far.
@@ -179,12 +195,34 @@ impl AuditObserver for OtelExporter {
             return;
         }
         // Reserve first so a full queue costs no clone.
-        match self.tx.try_reserve() {
-            Ok(permit) => permit.send(record.clone()),
-            Err(_) => {
-                self.dropped.inc();
-            }
+        let Ok(permit) = self.tx.try_reserve() else {
+            self.dropped.inc();
+            return;
+        };
+        let size = convert::queued_size(record);
+        if !self.reserve_bytes(size) {
+            self.dropped.inc();
+            return;
         }
+        permit.send(Queued {
+            record: record.clone(),
+            size,
+        });
+    }
+}
+
+impl OtelExporter {
+    /// Counts `size` more bytes in the queue unless that would pass its
+    /// bound. An empty queue takes any one record (it is cut to size when
+    /// exported), so no record is too large to queue.
+    fn reserve_bytes(&self, size: usize) -> bool {
+        let max = self.max_queue_bytes;
+        self.queued_bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| {
+                let n = q.checked_add(size)?;
+                (q == 0 || n <= max).then_some(n)
+            })
+            .is_ok()
     }
 }
 

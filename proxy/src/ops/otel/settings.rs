@@ -56,6 +56,10 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// for the resource and scope, whose attributes come from environment
 /// variables (at most 128 KiB each on Linux).
 pub const MAX_REQUEST_BYTES: usize = 3584 << 10;
+/// Bytes of records queued for export, at most (estimated). The count bound
+/// alone let 4096 records with large captured bodies or 64 KB paths hold
+/// gigabytes while a collector hangs; stderr's queue is bounded in bytes too.
+pub const MAX_QUEUE_BYTES: usize = 64 << 20;
 
 /// Everything OTLP export needs. Header values are secrets: `Debug` shows names only.
 #[derive(Clone)]
@@ -74,6 +78,8 @@ pub struct OtelSettings {
     pub resource_attributes: Vec<(String, String)>,
     /// Records queued before new ones are dropped.
     pub queue_size: usize,
+    /// Bytes of records queued before new ones are dropped ([`MAX_QUEUE_BYTES`]).
+    pub max_queue_bytes: usize,
     /// Records per export request.
     pub max_batch: usize,
     /// Encoded bytes of records per export request (estimated from above;
@@ -226,6 +232,7 @@ impl OtelSettings {
             service_name,
             resource_attributes,
             queue_size: 4096,
+            max_queue_bytes: MAX_QUEUE_BYTES,
             max_batch: 512,
             max_batch_bytes: MAX_REQUEST_BYTES,
             flush_interval: Duration::from_secs(1),

@@ -284,3 +284,44 @@ async fn an_oversized_record_is_exported_cut() {
         .expect("cut body");
     assert!(body.len() < 4 << 20 && body.len() > 3 << 20, "{}", body.len());
 }
+
+/// With a collector that does not answer, the queue holds at most its byte
+/// bound of records, whatever their count.
+#[tokio::test]
+async fn the_queue_is_bounded_in_bytes() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let mut s = settings(&[(
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        &format!("http://127.0.0.1:{port}"),
+    )]);
+    s.max_queue_bytes = 1 << 20;
+    s.flush_interval = Duration::from_secs(3600);
+    s.export_timeout = Duration::from_secs(2);
+    let exp = OtelExporter::start(s, Counter::default()).expect("start exporter");
+    let r = with_body(100 << 10);
+    let per = convert::queued_size(&r);
+    assert!(per > 100 << 10, "the body counts: {per}");
+    // The worker cannot run between these calls (current-thread runtime).
+    for _ in 0..50 {
+        exp.observe(&r);
+    }
+    let fit = (1 << 20) / per;
+    assert_eq!(exp.dropped(), 50 - fit as u64, "{fit} records of {per} bytes fit");
+    exp.shutdown(Duration::from_secs(30)).await;
+    assert_eq!(exp.dropped(), 50, "the queued ones fail to export");
+}
+
+#[tokio::test]
+async fn an_empty_queue_takes_a_record_over_its_byte_bound() {
+    let mut s = settings(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")]);
+    s.max_queue_bytes = 1 << 20;
+    s.flush_interval = Duration::from_secs(3600);
+    let exp = OtelExporter::start(s, Counter::default()).expect("start exporter");
+    exp.observe(&with_body(2 << 20));
+    assert_eq!(exp.dropped(), 0, "queued");
+    exp.observe(&records()[0]);
+    assert_eq!(exp.dropped(), 1, "the queue is over its bound now");
+}

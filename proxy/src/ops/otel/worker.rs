@@ -1,6 +1,8 @@
 //! The task that batches queued audit records and exports them, off the
 //! request path: [`super::OtelExporter::observe`] only queues.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use opentelemetry::logs::LoggerProvider as _;
@@ -19,9 +21,17 @@ pub(super) enum Control {
     Shutdown(oneshot::Sender<()>),
 }
 
+/// A queued record, and the bytes it counts against the queue's bound.
+pub(super) struct Queued {
+    pub(super) record: AuditRecord,
+    pub(super) size: usize,
+}
+
 /// Turns queued records into OTLP export requests, one at a time.
 pub(super) struct Worker<E> {
-    pub(super) rx: mpsc::Receiver<AuditRecord>,
+    pub(super) rx: mpsc::Receiver<Queued>,
+    /// Bytes in the queue ([`Queued::size`]); released as records are taken.
+    pub(super) queued_bytes: Arc<AtomicUsize>,
     pub(super) control: mpsc::UnboundedReceiver<Control>,
     pub(super) exporter: E,
     pub(super) provider: SdkLoggerProvider,
@@ -56,8 +66,8 @@ impl<E: LogExporter + 'static> Worker<E> {
             tokio::select! {
                 ctl = self.control.recv() => {
                     self.rx.close();
-                    while let Ok(r) = self.rx.try_recv() {
-                        self.add(&logger, &mut batch, &r).await;
+                    while let Ok(q) = self.rx.try_recv() {
+                        self.take(&logger, &mut batch, q).await;
                     }
                     self.export(&mut batch).await;
                     if let Err(e) = self.exporter.shutdown() {
@@ -69,7 +79,7 @@ impl<E: LogExporter + 'static> Worker<E> {
                     return;
                 }
                 r = self.rx.recv() => match r {
-                    Some(r) => self.add(&logger, &mut batch, &r).await,
+                    Some(q) => self.take(&logger, &mut batch, q).await,
                     None => {
                         self.export(&mut batch).await;
                         return;
@@ -78,6 +88,12 @@ impl<E: LogExporter + 'static> Worker<E> {
                 _ = tick.tick() => self.export(&mut batch).await,
             }
         }
+    }
+
+    /// Takes `q` off the queue's byte count and adds it to the batch.
+    async fn take(&mut self, logger: &SdkLogger, batch: &mut Batch, q: Queued) {
+        self.queued_bytes.fetch_sub(q.size, Ordering::AcqRel);
+        self.add(logger, batch, &q.record).await;
     }
 
     /// Converts `r` into the batch, exporting first when it would take the
