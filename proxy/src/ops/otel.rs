@@ -150,6 +150,7 @@ impl OtelExporter {
             export_timeout: settings.export_timeout,
             dropped: dropped.clone(),
             failing: false,
+            last_export: tokio::time::Instant::now(),
             oversized: crate::ops::warn_every::WarnEvery::new(Duration::from_secs(60)),
         };
         tokio::spawn(worker.run());

@@ -1,6 +1,7 @@
 //! OTLP export to the official-proto Python receiver over HTTP and gRPC, and
 //! the behaviour with no collector.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Map, Value};
@@ -324,4 +325,48 @@ async fn an_empty_queue_takes_a_record_over_its_byte_bound() {
     assert_eq!(exp.dropped(), 0, "queued");
     exp.observe(&records()[0]);
     assert_eq!(exp.dropped(), 1, "the queue is over its bound now");
+}
+
+/// A collector that takes `delay` per export and notes each request's record count.
+#[derive(Debug, Clone, Default)]
+struct SlowCollector {
+    sizes: Arc<Mutex<Vec<usize>>>,
+    delay: Duration,
+}
+
+impl LogExporter for SlowCollector {
+    async fn export(
+        &self,
+        batch: opentelemetry_sdk::logs::LogBatch<'_>,
+    ) -> opentelemetry_sdk::error::OTelSdkResult {
+        self.sizes.lock().expect("sizes").push(batch.iter().count());
+        tokio::time::sleep(self.delay).await;
+        Ok(())
+    }
+}
+
+/// Exports that take longer than the flush interval: the backlog still goes
+/// out in full batches (a fixed tick, due on return, sent a handful of
+/// records about every other time).
+#[tokio::test(start_paused = true)]
+async fn a_slow_collector_gets_full_batches() {
+    let mut s = settings(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")]);
+    s.flush_interval = Duration::from_secs(1);
+    let collector = SlowCollector {
+        delay: Duration::from_secs(2),
+        ..SlowCollector::default()
+    };
+    let exp = OtelExporter::spawn(&s, collector.clone(), Counter::default());
+    let r = &records()[0];
+    for _ in 0..4000 {
+        exp.observe(r);
+    }
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let sizes = collector.sizes.lock().expect("sizes").clone();
+    assert_eq!(sizes.iter().sum::<usize>(), 4000, "{sizes:?}");
+    assert!(
+        sizes[..sizes.len() - 1].iter().all(|n| *n == 512),
+        "every request but the last is full: {sizes:?}"
+    );
+    assert_eq!(exp.dropped(), 0);
 }

@@ -10,6 +10,7 @@ use opentelemetry::InstrumentationScope;
 use opentelemetry_sdk::logs::{LogBatch, LogExporter, SdkLogRecord, SdkLogger, SdkLoggerProvider};
 use prometheus_client::metrics::counter::Counter;
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 
 use super::convert::{self, Converted};
 use crate::ops::warn_every::WarnEvery;
@@ -44,6 +45,8 @@ pub(super) struct Worker<E> {
     pub(super) export_timeout: Duration,
     pub(super) dropped: Counter,
     pub(super) failing: bool,
+    /// When the last export request ended.
+    pub(super) last_export: Instant,
     /// Rate limit of the warning about a record too large to export.
     pub(super) oversized: WarnEvery,
 }
@@ -60,9 +63,12 @@ impl<E: LogExporter + 'static> Worker<E> {
     pub(super) async fn run(mut self) {
         let logger = self.provider.logger_with_scope(self.scope.clone());
         let mut batch = Batch::default();
-        let mut tick = tokio::time::interval(self.flush_interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Not a fixed tick: after an export slower than the interval, a tick
+        // would already be due and send the few records taken since, while
+        // thousands wait in the queue. The interval runs from the end of the
+        // last export instead, so a backlog goes out in full batches.
         loop {
+            let next_flush = self.last_export + self.flush_interval;
             tokio::select! {
                 ctl = self.control.recv() => {
                     self.rx.close();
@@ -85,7 +91,9 @@ impl<E: LogExporter + 'static> Worker<E> {
                         return;
                     }
                 },
-                _ = tick.tick() => self.export(&mut batch).await,
+                _ = tokio::time::sleep_until(next_flush), if !batch.records.is_empty() => {
+                    self.export(&mut batch).await;
+                }
             }
         }
     }
@@ -145,6 +153,7 @@ impl<E: LogExporter + 'static> Worker<E> {
             Ok(Err(e)) => Some(e.to_string()),
             Err(_) => Some("export timed out".to_string()),
         };
+        self.last_export = Instant::now();
         match err {
             None if self.failing => {
                 self.failing = false;
