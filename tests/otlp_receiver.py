@@ -15,6 +15,9 @@ Each output line:
      "severity_number": ..., "severity_text": ..., "event_name": ..., "body": ..., "attributes": {...}}
 AnyValues become plain JSON (arrays, objects, strings, numbers, booleans; bytes as base64).
 
+With --reject-all it answers every request with partial_success rejecting all
+its log records (error_message "rejected by test").
+
 Needs: pip install opentelemetry-proto grpcio protobuf
 Stop it with SIGTERM or SIGINT.
 """
@@ -53,6 +56,15 @@ def attributes(kvs):
     return {kv.key: any_value(kv.value) for kv in kvs}
 
 
+def response(request, reject_all):
+    rsp = logs_service_pb2.ExportLogsServiceResponse()
+    if reject_all:
+        n = sum(len(sl.log_records) for rl in request.resource_logs for sl in rl.scope_logs)
+        rsp.partial_success.rejected_log_records = n
+        rsp.partial_success.error_message = "rejected by test"
+    return rsp
+
+
 def write_records(out, transport, path, headers, request):
     lines = []
     for rl in request.resource_logs:
@@ -81,7 +93,7 @@ def write_records(out, transport, path, headers, request):
                 f.write(line + "\n")
 
 
-def http_handler(out):
+def http_handler(out, reject_all):
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
@@ -107,7 +119,7 @@ def http_handler(out):
                 return
             headers = {k.lower(): v for k, v in self.headers.items()}
             write_records(out, "http", self.path, headers, req)
-            rsp = logs_service_pb2.ExportLogsServiceResponse().SerializeToString()
+            rsp = response(req, reject_all).SerializeToString()
             self.send_response(200)
             self.send_header("Content-Type", "application/x-protobuf")
             self.send_header("Content-Length", str(len(rsp)))
@@ -118,13 +130,14 @@ def http_handler(out):
 
 
 class LogsService(logs_service_pb2_grpc.LogsServiceServicer):
-    def __init__(self, out):
+    def __init__(self, out, reject_all):
         self.out = out
+        self.reject_all = reject_all
 
     def Export(self, request, context):
         headers = {k.lower(): v for k, v in context.invocation_metadata()}
         write_records(self.out, "grpc", "", headers, request)
-        return logs_service_pb2.ExportLogsServiceResponse()
+        return response(request, self.reject_all)
 
 
 def main():
@@ -133,13 +146,15 @@ def main():
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--http-port", type=int, default=0)
     p.add_argument("--grpc-port", type=int, default=0)
+    p.add_argument("--reject-all", action="store_true",
+                   help="answer with partial_success rejecting every record")
     args = p.parse_args()
 
-    httpd = ThreadingHTTPServer((args.host, args.http_port), http_handler(args.out))
+    httpd = ThreadingHTTPServer((args.host, args.http_port), http_handler(args.out, args.reject_all))
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
 
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-    logs_service_pb2_grpc.add_LogsServiceServicer_to_server(LogsService(args.out), server)
+    logs_service_pb2_grpc.add_LogsServiceServicer_to_server(LogsService(args.out, args.reject_all), server)
     grpc_port = server.add_insecure_port(f"{args.host}:{args.grpc_port}")
     server.start()
 

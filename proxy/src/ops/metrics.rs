@@ -264,7 +264,7 @@ impl Metrics {
             );
             r.register(
                 "otel_dropped_records",
-                "Audit records not delivered to the OTLP collector (queue full or export failed)",
+                "Audit records not delivered to the OTLP collector (queue full, export failed or records rejected)",
                 m.otel_dropped.clone(),
             );
             r.register(

@@ -24,8 +24,11 @@ use prometheus_client::metrics::counter::Counter;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::audit::{AuditObserver, AuditRecord};
+use capture::{Capture, Rejections};
+use tracing::instrument::WithSubscriber as _;
 use worker::{Control, Queued, Worker};
 
+mod capture;
 mod convert;
 mod settings;
 #[cfg(test)]
@@ -112,7 +115,10 @@ impl OtelExporter {
     /// `dropped` is incremented for every record not delivered
     /// (pass [`crate::ops::metrics::Metrics::otel_dropped_counter`]).
     pub fn start(settings: OtelSettings, dropped: Counter) -> Result<Arc<Self>, OtelError> {
-        let exporter = build_exporter(&settings)?;
+        // The library's internal events (an ignored OTEL_* value it reads
+        // itself) are dropped here as in the worker: ours name the variable.
+        let quiet = Capture::dispatch(Arc::default());
+        let exporter = tracing::dispatcher::with_default(&quiet, || build_exporter(&settings))?;
         tracing::info!(
             endpoint = %settings.endpoint_for_log(),
             endpoint_var = settings.endpoint_var,
@@ -135,6 +141,7 @@ impl OtelExporter {
         let (tx, rx) = mpsc::channel(settings.queue_size.max(1));
         let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
         let queued_bytes = Arc::new(AtomicUsize::new(0));
+        let rejections = Arc::new(Rejections::default());
         let worker = Worker {
             rx,
             queued_bytes: queued_bytes.clone(),
@@ -152,8 +159,10 @@ impl OtelExporter {
             failing: false,
             last_export: tokio::time::Instant::now(),
             oversized: crate::ops::warn_every::WarnEvery::new(Duration::from_secs(60)),
+            rejections: rejections.clone(),
+            rejected_warning: crate::ops::warn_every::WarnEvery::new(Duration::from_secs(60)),
         };
-        tokio::spawn(worker.run());
+        tokio::spawn(worker.run().with_subscriber(Capture::dispatch(rejections)));
         Arc::new(OtelExporter {
             tx,
             queued_bytes,

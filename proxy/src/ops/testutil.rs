@@ -112,6 +112,11 @@ pub struct Receiver {
 impl Receiver {
     /// Starts the receiver and waits until both ports are bound.
     pub fn start() -> Receiver {
+        Self::start_with(&[])
+    }
+
+    /// [`Receiver::start`] with extra arguments (`--reject-all`).
+    pub fn start_with(args: &[&str]) -> Receiver {
         let dir = tempfile::tempdir().expect("tempdir");
         let out = dir.path().join("records.jsonl");
         let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/otlp_receiver.py");
@@ -119,6 +124,7 @@ impl Receiver {
             .arg(&script)
             .arg("--out")
             .arg(&out)
+            .args(args)
             .stdout(Stdio::piped())
             .spawn()
             .expect("spawn otlp receiver");

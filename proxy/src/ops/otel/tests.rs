@@ -370,3 +370,33 @@ async fn a_slow_collector_gets_full_batches() {
     );
     assert_eq!(exp.dropped(), 0);
 }
+
+/// A collector that answers OK with `partial_success` rejecting every
+/// record: they are lost, so they count as dropped.
+async fn rejected_records_count_as_dropped(protocol: &str, port_of: fn(&Receiver) -> u16) {
+    let rx = Receiver::start_with(&["--reject-all"]);
+    let s = settings(&[
+        (
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            &format!("http://127.0.0.1:{}", port_of(&rx)),
+        ),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol),
+    ]);
+    let exp = OtelExporter::start(s, Counter::default()).expect("start exporter");
+    for r in &records() {
+        exp.observe(r);
+    }
+    exp.shutdown(Duration::from_secs(10)).await;
+    assert_eq!(rx.records().len(), 2, "the collector got them");
+    assert_eq!(exp.dropped(), 2, "and rejected them ({protocol})");
+}
+
+#[tokio::test]
+async fn rejected_records_count_as_dropped_over_http() {
+    rejected_records_count_as_dropped("http/protobuf", |r| r.http_port).await;
+}
+
+#[tokio::test]
+async fn rejected_records_count_as_dropped_over_grpc() {
+    rejected_records_count_as_dropped("grpc", |r| r.grpc_port).await;
+}

@@ -12,6 +12,7 @@ use prometheus_client::metrics::counter::Counter;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
+use super::capture::Rejections;
 use super::convert::{self, Converted};
 use crate::ops::warn_every::WarnEvery;
 use crate::audit::AuditRecord;
@@ -49,6 +50,10 @@ pub(super) struct Worker<E> {
     pub(super) last_export: Instant,
     /// Rate limit of the warning about a record too large to export.
     pub(super) oversized: WarnEvery,
+    /// What the collector rejected in accepted requests (`partial_success`).
+    pub(super) rejections: Arc<Rejections>,
+    /// Rate limit of the warning about rejected records.
+    pub(super) rejected_warning: WarnEvery,
 }
 
 /// Converted records waiting for the next export request.
@@ -154,12 +159,15 @@ impl<E: LogExporter + 'static> Worker<E> {
             Err(_) => Some("export timed out".to_string()),
         };
         self.last_export = Instant::now();
+        let (rejected, message) = self.rejections.take();
         match err {
-            None if self.failing => {
-                self.failing = false;
-                tracing::info!("otel export recovered");
+            None => {
+                if self.failing {
+                    self.failing = false;
+                    tracing::info!("otel export recovered");
+                }
+                self.count_rejected(rejected.min(n), &message);
             }
-            None => {}
             Some(e) => {
                 self.dropped.inc_by(n);
                 if !self.failing {
@@ -167,6 +175,23 @@ impl<E: LogExporter + 'static> Worker<E> {
                     tracing::warn!(error = %e, records = n, "otel export failing; records are dropped until it recovers");
                 }
             }
+        }
+    }
+
+    /// Records the collector took but rejected (OTLP `partial_success`) are
+    /// lost as surely as a failed request's: counted, and warned about.
+    fn count_rejected(&self, rejected: u64, message: &str) {
+        if rejected == 0 {
+            return;
+        }
+        self.dropped.inc_by(rejected);
+        if let Some(held_back) = self.rejected_warning.due(std::time::Instant::now()) {
+            tracing::warn!(
+                records = rejected,
+                error_message = message,
+                held_back,
+                "otel collector rejected records of an accepted export request; they are dropped (warned at most once a minute)"
+            );
         }
     }
 }
