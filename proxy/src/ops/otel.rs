@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -62,6 +62,9 @@ pub struct OtelExporter {
     /// Bytes queued ([`convert::queued_size`]), shared with the worker.
     queued_bytes: Arc<AtomicUsize>,
     max_queue_bytes: usize,
+    /// Records queued or being exported, not yet delivered or counted as
+    /// dropped; shared with the worker, taken whole when shutdown gives up.
+    pending: Arc<AtomicU64>,
     control: Mutex<Option<mpsc::UnboundedSender<Control>>>,
     closed: AtomicBool,
     dropped: Counter,
@@ -142,9 +145,11 @@ impl OtelExporter {
         let (ctl_tx, ctl_rx) = mpsc::unbounded_channel();
         let queued_bytes = Arc::new(AtomicUsize::new(0));
         let rejections = Arc::new(Rejections::default());
+        let pending = Arc::new(AtomicU64::new(0));
         let worker = Worker {
             rx,
             queued_bytes: queued_bytes.clone(),
+            pending: pending.clone(),
             control: ctl_rx,
             exporter,
             provider: SdkLoggerProvider::builder().with_resource(resource).build(),
@@ -167,6 +172,7 @@ impl OtelExporter {
             tx,
             queued_bytes,
             max_queue_bytes: settings.max_queue_bytes,
+            pending,
             control: Mutex::new(Some(ctl_tx)),
             closed: AtomicBool::new(false),
             dropped,
@@ -193,7 +199,14 @@ impl OtelExporter {
             return;
         }
         if tokio::time::timeout(timeout, done_rx).await.is_err() {
-            tracing::warn!("otel exporter did not flush within the shutdown timeout");
+            // The process exits next: what the worker still holds is lost.
+            // Taking the count whole leaves the worker nothing to count twice.
+            let lost = self.pending.swap(0, Ordering::AcqRel);
+            self.dropped.inc_by(lost);
+            tracing::warn!(
+                records = lost,
+                "otel exporter did not flush within the shutdown timeout; records still queued or being exported are dropped"
+            );
         }
     }
 }
@@ -214,6 +227,7 @@ impl AuditObserver for OtelExporter {
             self.dropped.inc();
             return;
         }
+        self.pending.fetch_add(1, Ordering::AcqRel);
         permit.send(Queued {
             record: record.clone(),
             size,

@@ -400,3 +400,34 @@ async fn rejected_records_count_as_dropped_over_http() {
 async fn rejected_records_count_as_dropped_over_grpc() {
     rejected_records_count_as_dropped("grpc", |r| r.grpc_port).await;
 }
+
+/// A collector that never answers.
+#[derive(Debug, Clone, Default)]
+struct HungCollector;
+
+impl LogExporter for HungCollector {
+    async fn export(
+        &self,
+        _batch: opentelemetry_sdk::logs::LogBatch<'_>,
+    ) -> opentelemetry_sdk::error::OTelSdkResult {
+        std::future::pending().await
+    }
+}
+
+/// The shutdown flush gives up after its timeout: the records it could not
+/// deliver count as dropped (once, even when the export times out later).
+#[tokio::test(start_paused = true)]
+async fn records_lost_at_shutdown_count_as_dropped() {
+    let mut s = settings(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")]);
+    s.export_timeout = Duration::from_secs(60);
+    s.max_batch = 4;
+    let exp = OtelExporter::spawn(&s, HungCollector, Counter::default());
+    let r = &records()[0];
+    for _ in 0..10 {
+        exp.observe(r);
+    }
+    exp.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(exp.dropped(), 10, "all ten were lost");
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    assert_eq!(exp.dropped(), 10, "and counted once");
+}

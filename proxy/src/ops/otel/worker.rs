@@ -1,7 +1,7 @@
 //! The task that batches queued audit records and exports them, off the
 //! request path: [`super::OtelExporter::observe`] only queues.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -34,6 +34,8 @@ pub(super) struct Worker<E> {
     pub(super) rx: mpsc::Receiver<Queued>,
     /// Bytes in the queue ([`Queued::size`]); released as records are taken.
     pub(super) queued_bytes: Arc<AtomicUsize>,
+    /// Records queued or in a batch, not yet delivered or counted as dropped.
+    pub(super) pending: Arc<AtomicU64>,
     pub(super) control: mpsc::UnboundedReceiver<Control>,
     pub(super) exporter: E,
     pub(super) provider: SdkLoggerProvider,
@@ -116,7 +118,8 @@ impl<E: LogExporter + 'static> Worker<E> {
             match convert::log_record(logger, r, SystemTime::now(), self.max_batch_bytes) {
                 Ok(c) => c,
                 Err(e) => {
-                    self.dropped.inc();
+                    let lost = self.settle(1);
+                    self.dropped.inc_by(lost);
                     if let Some(held) = self.oversized.due(std::time::Instant::now()) {
                         tracing::warn!(
                             request_id = %r.request_id,
@@ -160,21 +163,35 @@ impl<E: LogExporter + 'static> Worker<E> {
         };
         self.last_export = Instant::now();
         let (rejected, message) = self.rejections.take();
+        let ours = self.settle(n);
         match err {
             None => {
                 if self.failing {
                     self.failing = false;
                     tracing::info!("otel export recovered");
                 }
-                self.count_rejected(rejected.min(n), &message);
+                self.count_rejected(rejected.min(ours), &message);
             }
             Some(e) => {
-                self.dropped.inc_by(n);
+                self.dropped.inc_by(ours);
                 if !self.failing {
                     self.failing = true;
                     tracing::warn!(error = %e, records = n, "otel export failing; records are dropped until it recovers");
                 }
             }
+        }
+    }
+
+    /// Takes `n` records off the pending count; returns how many of them
+    /// are still this worker's to count (none once shutdown gave up waiting
+    /// and counted them all as dropped).
+    fn settle(&self, n: u64) -> u64 {
+        match self
+            .pending
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |p| {
+                Some(p.saturating_sub(n))
+            }) {
+            Ok(before) | Err(before) => before.min(n),
         }
     }
 
