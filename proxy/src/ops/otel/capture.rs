@@ -167,7 +167,11 @@ impl Visit for PartialSuccess {
     fn record_debug(&mut self, f: &Field, v: &dyn std::fmt::Debug) {
         if f.name() == "error_message" && self.message.is_empty() {
             let mut s = format!("{v:?}");
-            s.truncate(s.char_indices().nth(MAX_MESSAGE).map_or(s.len(), |(i, _)| i));
+            s.truncate(
+                s.char_indices()
+                    .nth(MAX_MESSAGE)
+                    .map_or(s.len(), |(i, _)| i),
+            );
             self.message = s;
         }
     }

@@ -134,7 +134,10 @@ pub(super) fn queued_size(r: &AuditRecord) -> usize {
         .chain(&r.response_transforms)
         .map(|t| t.name.len() + map_size(&t.annotations))
         .sum();
-    let client = r.client.as_ref().map_or(0, |c| c.comm.len() + c.cgroup.len());
+    let client = r
+        .client
+        .as_ref()
+        .map_or(0, |c| c.comm.len() + c.cgroup.len());
     let tunnel = r.tunnel.as_ref().map_or(0, |t| t.target.len());
     RECORD_OVERHEAD * 4 + strings + optional + traces + client + tunnel + map_size(&r.extra)
 }

@@ -170,7 +170,8 @@ fn with_body(body_len: usize) -> AuditRecord {
     let mut r = records().remove(0);
     let mut capture = Map::new();
     capture.insert("request_body".into(), Value::String("b".repeat(body_len)));
-    r.extra.insert("body_capture".into(), Value::Object(capture));
+    r.extra
+        .insert("body_capture".into(), Value::Object(capture));
     r
 }
 
@@ -186,8 +187,8 @@ fn a_record_over_the_request_limit_is_cut_and_says_so() {
     let mut r = with_body(5 << 20);
     r.path = format!("/{}", "p".repeat(60_000));
     let max = settings::MAX_REQUEST_BYTES;
-    let c = convert::log_record(&logger, &r, std::time::SystemTime::now(), max)
-        .expect("cut to fit");
+    let c =
+        convert::log_record(&logger, &r, std::time::SystemTime::now(), max).expect("cut to fit");
     assert!(c.size <= max, "{} > {max}", c.size);
     let attr = |k: &str| {
         c.record
@@ -220,11 +221,17 @@ fn a_record_over_the_request_limit_is_cut_and_says_so() {
         .record
         .attributes_iter()
         .all(|(k, _)| !k.as_str().starts_with("iron_proxy.")));
-    assert!(small.size < 4096, "estimate {} for a small record", small.size);
+    assert!(
+        small.size < 4096,
+        "estimate {} for a small record",
+        small.size
+    );
 
     // Many short strings cannot be cut: the record is refused.
     let mut many = with_body(10);
-    let lots: Vec<Value> = (0..200_000).map(|i| Value::String(format!("{i:08}"))).collect();
+    let lots: Vec<Value> = (0..200_000)
+        .map(|i| Value::String(format!("{i:08}")))
+        .collect();
     many.extra.insert("lots".into(), Value::Array(lots));
     assert!(
         convert::log_record(&logger, &many, std::time::SystemTime::now(), max).is_err(),
@@ -283,7 +290,11 @@ async fn an_oversized_record_is_exported_cut() {
     let body = big["attributes"]["body_capture"]["request_body"]
         .as_str()
         .expect("cut body");
-    assert!(body.len() < 4 << 20 && body.len() > 3 << 20, "{}", body.len());
+    assert!(
+        body.len() < 4 << 20 && body.len() > 3 << 20,
+        "{}",
+        body.len()
+    );
 }
 
 /// With a collector that does not answer, the queue holds at most its byte
@@ -310,7 +321,11 @@ async fn the_queue_is_bounded_in_bytes() {
         exp.observe(&r);
     }
     let fit = (1 << 20) / per;
-    assert_eq!(exp.dropped(), 50 - fit as u64, "{fit} records of {per} bytes fit");
+    assert_eq!(
+        exp.dropped(),
+        50 - fit as u64,
+        "{fit} records of {per} bytes fit"
+    );
     exp.shutdown(Duration::from_secs(30)).await;
     assert_eq!(exp.dropped(), 50, "the queued ones fail to export");
 }

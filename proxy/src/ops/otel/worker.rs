@@ -14,8 +14,8 @@ use tokio::time::Instant;
 
 use super::capture::Rejections;
 use super::convert::{self, Converted};
-use crate::ops::warn_every::WarnEvery;
 use crate::audit::AuditRecord;
+use crate::ops::warn_every::WarnEvery;
 
 /// Messages from [`super::OtelExporter`] to its worker.
 pub(super) enum Control {
@@ -114,23 +114,11 @@ impl<E: LogExporter + 'static> Worker<E> {
     /// Converts `r` into the batch, exporting first when it would take the
     /// request over [`Worker::max_batch_bytes`], and after when the batch is full.
     async fn add(&mut self, logger: &SdkLogger, batch: &mut Batch, r: &AuditRecord) {
+        let observed = SystemTime::now();
         let Converted { record, size } =
-            match convert::log_record(logger, r, SystemTime::now(), self.max_batch_bytes) {
+            match convert::log_record(logger, r, observed, self.max_batch_bytes) {
                 Ok(c) => c,
-                Err(e) => {
-                    let lost = self.settle(1);
-                    self.dropped.inc_by(lost);
-                    if let Some(held) = self.oversized.due(std::time::Instant::now()) {
-                        tracing::warn!(
-                            request_id = %r.request_id,
-                            size = e.size,
-                            limit = self.max_batch_bytes,
-                            held_back = held,
-                            "audit record too large for an otlp export request even with its long values cut; not exported (warned at most once a minute)"
-                        );
-                    }
-                    return;
-                }
+                Err(e) => return self.drop_oversized(r, e),
             };
         if batch.bytes + size > self.max_batch_bytes {
             self.export(batch).await;
@@ -139,6 +127,21 @@ impl<E: LogExporter + 'static> Worker<E> {
         batch.bytes += size;
         if batch.records.len() >= self.max_batch {
             self.export(batch).await;
+        }
+    }
+
+    /// A record that cannot be cut to fit one request: counted and named.
+    fn drop_oversized(&self, r: &AuditRecord, e: convert::Oversized) {
+        let lost = self.settle(1);
+        self.dropped.inc_by(lost);
+        if let Some(held_back) = self.oversized.due(std::time::Instant::now()) {
+            tracing::warn!(
+                request_id = %r.request_id,
+                size = e.size,
+                limit = self.max_batch_bytes,
+                held_back,
+                "audit record too large for an otlp export request even with its long values cut; not exported (warned at most once a minute)"
+            );
         }
     }
 
