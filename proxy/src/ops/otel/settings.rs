@@ -184,6 +184,23 @@ impl OtelSettings {
             };
             return done(OtelExport::InvalidEndpoint(e), warnings);
         }
+        // URL credentials are not sent by OTLP exporters; kept in the URL
+        // they would reach the HTTP client's debug logs. Taken out, with a
+        // warning that names the variable, not the value.
+        let endpoint = match without_userinfo(&endpoint) {
+            Some(bare) => {
+                warnings.push(OtelError::BadVariable {
+                    var: endpoint_var,
+                    detail:
+                        "the user and password in the URL are not sent (OTLP exporters send no \
+                             URL credentials) and are left out; set \
+                             OTEL_EXPORTER_OTLP_HEADERS=Authorization=Basic%20<base64> instead"
+                            .into(),
+                });
+                bare
+            }
+            None => endpoint,
+        };
         let protocol = first_valid(get, PROTOCOL, &mut warnings, |v| {
             match v.to_ascii_lowercase().as_str() {
                 "http/protobuf" => Ok(OtlpProtocol::HttpProtobuf),
@@ -245,28 +262,26 @@ impl OtelSettings {
     /// generic endpoint plus `/v1/logs` (the OTLP exporter specification).
     pub(super) fn http_logs_url(&self) -> String {
         if self.endpoint_var == LOGS_ENDPOINT {
-            self.endpoint.clone()
-        } else {
-            format!("{}/v1/logs", self.endpoint.trim_end_matches('/'))
+            return self.endpoint.clone();
+        }
+        // The path gets `/v1/logs`, not the whole text: a query string
+        // (`?tenant=a`) stays a query.
+        match url::Url::parse(&self.endpoint) {
+            Ok(mut u) if u.query().is_some() || u.fragment().is_some() => {
+                let path = format!("{}/v1/logs", u.path().trim_end_matches('/'));
+                u.set_path(&path);
+                u.to_string()
+            }
+            _ => format!("{}/v1/logs", self.endpoint.trim_end_matches('/')),
         }
     }
 
     /// The endpoint with any userinfo removed, for logs, spelled as
     /// configured otherwise (no `/` added after a bare host and port).
     pub fn endpoint_for_log(&self) -> String {
-        match url::Url::parse(&self.endpoint) {
-            Ok(mut u) => {
-                let _ = u.set_username("");
-                let _ = u.set_password(None);
-                let text = u.to_string();
-                let bare = u.path() == "/" && u.query().is_none() && u.fragment().is_none();
-                match text.strip_suffix('/') {
-                    Some(t) if bare && !self.endpoint.ends_with('/') => t.to_string(),
-                    _ => text,
-                }
-            }
-            Err(_) => "(unparsable)".to_string(),
-        }
+        // The endpoint was checked to parse; its userinfo is taken out when
+        // read, so this is a second guard.
+        without_userinfo(&self.endpoint).unwrap_or_else(|| self.endpoint.clone())
     }
 
     /// The resource: the attributes, then `service.name` (which wins), plus `service.version`.
@@ -288,6 +303,23 @@ impl OtelSettings {
             .with_service_name(self.service_name.clone())
             .build()
     }
+}
+
+/// `endpoint` without its user and password, when it has any.
+fn without_userinfo(endpoint: &str) -> Option<String> {
+    let mut u = url::Url::parse(endpoint).ok()?;
+    if u.username().is_empty() && u.password().is_none() {
+        return None;
+    }
+    let _ = u.set_username("");
+    let _ = u.set_password(None);
+    let text = u.to_string();
+    // Spelled as configured: no `/` added after a bare host and port.
+    let bare = u.path() == "/" && u.query().is_none() && !endpoint.ends_with('/');
+    Some(match text.strip_suffix('/') {
+        Some(t) if bare => t.to_string(),
+        _ => text,
+    })
 }
 
 /// Whether `endpoint` is an http(s) URL with a host. The error never

@@ -38,7 +38,7 @@ fn env_parsing() {
     let (s, w) = enabled(&[
         (
             "OTEL_EXPORTER_OTLP_ENDPOINT",
-            "https://user:pw@collector.example:4318/",
+            "https://collector.example:4318/",
         ),
         (
             "OTEL_EXPORTER_OTLP_HEADERS",
@@ -53,15 +53,32 @@ fn env_parsing() {
     assert_eq!(s.protocol, OtlpProtocol::HttpProtobuf);
     assert_eq!(s.service_name, "from-attrs");
     assert_eq!(s.export_timeout, Duration::from_secs(10));
-    assert_eq!(
-        s.http_logs_url(),
-        "https://user:pw@collector.example:4318/v1/logs"
-    );
+    assert_eq!(s.http_logs_url(), "https://collector.example:4318/v1/logs");
     assert_eq!(s.endpoint_for_log(), "https://collector.example:4318/");
     assert_eq!(s.headers[0].0, "Authorization");
     assert_eq!(s.headers[0].1.as_str(), "Bearer abc");
     let dbg = format!("{s:?}");
-    assert!(!dbg.contains("abc") && !dbg.contains("pw"), "{dbg}");
+    assert!(!dbg.contains("abc"), "{dbg}");
+    // A user and password in the URL are taken out (never sent, never in a
+    // client's debug log), with a warning that does not repeat them.
+    let (s, w) = enabled(&[(
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "https://user:pw-s3cret@collector.example:4318/",
+    )]);
+    assert_eq!(s.http_logs_url(), "https://collector.example:4318/v1/logs");
+    assert_eq!(w.len(), 1, "{w:?}");
+    let text = w[0].to_string();
+    assert!(
+        text.contains("OTEL_EXPORTER_OTLP_ENDPOINT") && !text.contains("s3cret"),
+        "{text}"
+    );
+    assert!(!format!("{s:?}").contains("s3cret"));
+    // A query string stays a query: `/v1/logs` goes on the path.
+    let (s, _) = enabled(&[(
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "http://c:4318/base/?tenant=a",
+    )]);
+    assert_eq!(s.http_logs_url(), "http://c:4318/base/v1/logs?tenant=a");
     // Spelled as configured, userinfo removed: no `/` added after a bare host
     // and port (the spec's start-up line).
     for (endpoint, logged) in [
