@@ -43,9 +43,28 @@ impl Decode for HeaderMatcher {
 }
 
 impl Decode for IpNet {
-    /// A CIDR; a bare address is refused.
+    /// A CIDR; a bare address is refused. One with host bits set
+    /// (`10.0.0.1/8`) loads as its network, with a warning: it is as likely
+    /// a `/32` mistyped as the network meant, and an allowlist entry would
+    /// then admit the whole range.
     fn decode(node: &Node, cx: &mut Cx) -> Res<Self> {
-        str_with(node, cx, |s| parse_cidr(s).map_err(|e| e.to_string()))
+        let net = str_with(node, cx, |s| parse_cidr(s).map_err(|e| e.to_string()))?;
+        if net.trunc() != net {
+            let single = match net {
+                IpNet::V4(_) => 32,
+                IpNet::V6(_) => 128,
+            };
+            cx.warn(
+                node.pos,
+                format!(
+                    "{net} has host bits set: it is read as the network {}; write that, or \
+                     {}/{single} for the one address",
+                    net.trunc(),
+                    net.addr()
+                ),
+            );
+        }
+        Ok(net.trunc())
     }
 }
 

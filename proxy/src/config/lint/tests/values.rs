@@ -132,3 +132,21 @@ fn a_header_entry_no_header_can_be_named_loads_with_a_warning() {
         config("  - name: header_allowlist\n    config:\n      headers: [X-Foo, \"/^x-.*$/\"]\n");
     assert_eq!(lint(&fine), vec![]);
 }
+
+/// A CIDR with host bits set loads as its network, with a warning at the
+/// entry (an allowlist `10.0.0.1/8` meant for one host admits the /8).
+#[test]
+fn a_cidr_with_host_bits_loads_as_its_network_with_a_warning() {
+    let cfg = config(
+        "  - name: allowlist\n    config:\n      cidrs: [\"10.0.0.1/8\", \"10.1.0.0/16\"]\n",
+    );
+    let TransformConfig::Allowlist(a) = &cfg.transforms[0] else {
+        panic!("allowlist")
+    };
+    assert_eq!(a.cidrs[0].to_string(), "10.0.0.0/8");
+    assert_eq!(
+        only_finding(&cfg),
+        "t.yaml:7:15: transforms[0].config.cidrs[0]: 10.0.0.1/8 has host bits set: it is read \
+         as the network 10.0.0.0/8; write that, or 10.0.0.1/32 for the one address"
+    );
+}
