@@ -201,6 +201,17 @@ impl OtelSettings {
             }
             None => endpoint,
         };
+        // Standard OTLP exporter variables this exporter does not read: set,
+        // they would otherwise be ignored in silence (a private CA's export
+        // then fails with no hint). The value is not repeated.
+        for (var, instead) in UNSUPPORTED {
+            if get(var).is_some() {
+                warnings.push(OtelError::BadVariable {
+                    var,
+                    detail: format!("is not supported and is ignored; {instead}"),
+                });
+            }
+        }
         let protocol = first_valid(get, PROTOCOL, &mut warnings, |v| {
             match v.to_ascii_lowercase().as_str() {
                 "http/protobuf" => Ok(OtlpProtocol::HttpProtobuf),
@@ -304,6 +315,27 @@ impl OtelSettings {
             .build()
     }
 }
+
+/// Standard OTLP exporter variables not read here, with what to do instead.
+const UNSUPPORTED: [(&str, &str); 10] = {
+    const CA: &str = "give the collector's CA in SSL_CERT_FILE or SSL_CERT_DIR";
+    const MTLS: &str = "client certificates are not supported; authenticate with \
+                        OTEL_EXPORTER_OTLP_HEADERS";
+    const INSECURE: &str = "the scheme decides: http:// is plaintext, https:// verifies";
+    const COMPRESSION: &str = "export requests are sent uncompressed";
+    [
+        ("OTEL_EXPORTER_OTLP_CERTIFICATE", CA),
+        ("OTEL_EXPORTER_OTLP_LOGS_CERTIFICATE", CA),
+        ("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", MTLS),
+        ("OTEL_EXPORTER_OTLP_LOGS_CLIENT_CERTIFICATE", MTLS),
+        ("OTEL_EXPORTER_OTLP_CLIENT_KEY", MTLS),
+        ("OTEL_EXPORTER_OTLP_LOGS_CLIENT_KEY", MTLS),
+        ("OTEL_EXPORTER_OTLP_INSECURE", INSECURE),
+        ("OTEL_EXPORTER_OTLP_LOGS_INSECURE", INSECURE),
+        ("OTEL_EXPORTER_OTLP_COMPRESSION", COMPRESSION),
+        ("OTEL_EXPORTER_OTLP_LOGS_COMPRESSION", COMPRESSION),
+    ]
+};
 
 /// `endpoint` without its user and password, when it has any.
 fn without_userinfo(endpoint: &str) -> Option<String> {

@@ -280,3 +280,29 @@ fn an_invalid_endpoint_turns_export_off_without_falling_back() {
         assert!(!err.to_string().contains("s3cr3t"), "{err}");
     }
 }
+
+/// Standard variables this exporter does not read are named in a warning
+/// (with what to do instead), not ignored in silence; their values are not
+/// repeated.
+#[test]
+fn unsupported_standard_variables_are_warned_about() {
+    let (_, w) = enabled(&[
+        GENERIC,
+        ("OTEL_EXPORTER_OTLP_CERTIFICATE", "/etc/ca-secret-path.pem"),
+        ("OTEL_EXPORTER_OTLP_LOGS_COMPRESSION", "gzip"),
+    ]);
+    assert!(warned_about(&w, "OTEL_EXPORTER_OTLP_CERTIFICATE"), "{w:?}");
+    assert!(
+        warned_about(&w, "OTEL_EXPORTER_OTLP_LOGS_COMPRESSION"),
+        "{w:?}"
+    );
+    assert_eq!(w.len(), 2, "{w:?}");
+    let text: Vec<String> = w.iter().map(ToString::to_string).collect();
+    assert!(text[0].contains("SSL_CERT_FILE"), "{text:?}");
+    assert!(
+        !text.iter().any(|t| t.contains("ca-secret-path")),
+        "{text:?}"
+    );
+    let (_, none) = enabled(&[GENERIC]);
+    assert!(none.is_empty(), "{none:?}");
+}
