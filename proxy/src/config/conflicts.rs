@@ -90,14 +90,13 @@ pub(super) fn check(cfg: &Config, root: &Node, cx: &mut Cx) -> Res<()> {
         let Some(a) = all[..j].iter().find(|a| overlap(a, b)) else {
             continue;
         };
-        let (at, other) = match (node(root, b.path), node(root, a.path)) {
-            (Some(n), _) => ((b, n), a),
-            (None, Some(n)) => ((a, n), b),
+        let (here, n, other) = match (node(root, b.path), node(root, a.path)) {
+            (Some(n), _) => (b, n, a),
+            (None, Some(n)) => (a, n, b),
             // Two defaults never meet.
             (None, None) => continue,
         };
-        let ((here, n), set) = (at, node(root, other.path).is_some());
-        let other_text = if set {
+        let other_text = if node(root, other.path).is_some() {
             format!("{} ({})", other.path, other.addr)
         } else {
             format!("{} (its default, {})", other.path, other.addr)

@@ -166,6 +166,18 @@ async fn collector_down_never_blocks_and_counts_drops() {
 }
 
 /// A record with a captured request body of `body_len` bytes.
+/// An exporter sending to `rx` over gRPC.
+fn grpc_exporter(rx: &Receiver) -> Arc<OtelExporter> {
+    let s = settings(&[
+        (
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            &format!("http://127.0.0.1:{}", rx.grpc_port),
+        ),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+    ]);
+    OtelExporter::start(s, Counter::default()).expect("start exporter")
+}
+
 fn with_body(body_len: usize) -> AuditRecord {
     let mut r = records().remove(0);
     let mut capture = Map::new();
@@ -245,14 +257,7 @@ fn a_record_over_the_request_limit_is_cut_and_says_so() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_stay_under_the_grpc_message_limit() {
     let rx = Receiver::start();
-    let s = settings(&[
-        (
-            "OTEL_EXPORTER_OTLP_ENDPOINT",
-            &format!("http://127.0.0.1:{}", rx.grpc_port),
-        ),
-        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
-    ]);
-    let exp = OtelExporter::start(s, Counter::default()).expect("start exporter");
+    let exp = grpc_exporter(&rx);
     let r = with_body(16 << 10);
     for _ in 0..600 {
         exp.observe(&r);
@@ -267,14 +272,7 @@ async fn batches_stay_under_the_grpc_message_limit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversized_record_is_exported_cut() {
     let rx = Receiver::start();
-    let s = settings(&[
-        (
-            "OTEL_EXPORTER_OTLP_ENDPOINT",
-            &format!("http://127.0.0.1:{}", rx.grpc_port),
-        ),
-        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
-    ]);
-    let exp = OtelExporter::start(s, Counter::default()).expect("start exporter");
+    let exp = grpc_exporter(&rx);
     let small = records().remove(1);
     exp.observe(&small);
     exp.observe(&with_body(5 << 20));
