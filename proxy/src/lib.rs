@@ -27,6 +27,7 @@ pub mod pipeline;
 pub mod read_cap;
 pub mod rep_movsb;
 pub mod resident;
+pub mod revoke;
 pub mod rules;
 pub mod secrets;
 pub mod state;

@@ -8,9 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use tokio::sync::watch;
 
-use crate::audit::AuditSink;
-use crate::pipeline::Pipeline;
+use crate::audit::{AuditRecord, AuditSink};
+use crate::pipeline::{Dest, Flow, PhaseOutcome, Pipeline};
 use crate::upstream::{DenyList, Upstream};
 
 /// Request limits from `proxy.*`.
@@ -42,6 +43,51 @@ pub struct Policy {
     pub limits: Limits,
 }
 
+impl Policy {
+    /// Runs the pipeline on a host-only request (a tunnel's target, an
+    /// sni-only name, a spliced connection checked again after a reload)
+    /// and reports whether it may go on; a refusal is written into `rec`.
+    /// With `precheck`, the inner requests will be checked again in full, so
+    /// a rule's host alone is enough.
+    pub async fn check_host(
+        &self,
+        host: &str,
+        port: u16,
+        precheck: bool,
+        rec: &mut AuditRecord,
+    ) -> bool {
+        let dest = Dest {
+            ip: host.parse().ok(),
+            host: host.to_string(),
+            port,
+            tls: true,
+        };
+        let mut cx = Flow::new(dest, String::new(), String::new());
+        cx.precheck = precheck;
+        let mut req = http::Request::new(crate::body::empty());
+        match self
+            .pipeline
+            .on_request(&mut req, &mut cx, &mut rec.request_transforms)
+            .await
+        {
+            PhaseOutcome::Continue => true,
+            PhaseOutcome::Reject(by, r) => {
+                rec.reject(Some(&by), &r.reason, r.status.as_u16());
+                false
+            }
+            PhaseOutcome::Stub(by, _) => {
+                rec.reject(Some(&by), "stub_on_tunnel", 403);
+                false
+            }
+            PhaseOutcome::Fail(by, e) => {
+                rec.fail(e.reason, e.detail, e.status.as_u16());
+                rec.rejected_by = Some(by);
+                false
+            }
+        }
+    }
+}
+
 /// State shared by all connections.
 pub struct Shared {
     policy: ArcSwap<Policy>,
@@ -58,6 +104,9 @@ pub struct Shared {
     /// Every client address's open connections, and
     /// `proxy.max_connections_per_client` (which a reload may change).
     pub client_limit: Arc<crate::listen::per_client::ClientLimit>,
+    /// Counts policy swaps; spliced connections watch it to be checked
+    /// again (`revoke`).
+    swaps: watch::Sender<u64>,
     ready: AtomicBool,
     stopping: AtomicBool,
 }
@@ -80,6 +129,7 @@ impl Shared {
             drain,
             workers,
             client_limit: crate::listen::per_client::ClientLimit::new(None),
+            swaps: watch::Sender::new(0),
             ready: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
         }
@@ -99,15 +149,23 @@ impl Shared {
     /// Swaps in a new policy and deny list atomically for new requests.
     /// When the deny list changes, every upstream HTTP connection open is
     /// retired: a pooled one would otherwise keep reaching a range the new
-    /// list denies (tunnels and upgrades in progress are left to end).
+    /// list denies. Spliced connections (WebSockets, sni-only passthrough)
+    /// are told, and each checks its host against the new policy
+    /// (`revoke`).
     pub fn swap(&self, policy: Policy, deny: DenyList) {
         let changed = **self.deny.load() != deny;
         self.deny.store(Arc::new(deny));
         self.policy.store(Arc::new(policy));
+        self.swaps.send_modify(|n| *n = n.wrapping_add(1));
         if changed {
             self.upstream.retire_pools();
             tracing::info!("upstream_deny_cidrs changed: open upstream connections are not reused");
         }
+    }
+
+    /// A receiver that wakes at each policy swap after this call.
+    pub fn swaps(&self) -> watch::Receiver<u64> {
+        self.swaps.subscribe()
     }
 
     /// True once policy, listeners and interception are in place.

@@ -21,6 +21,7 @@ use crate::audit::AuditRecord;
 use crate::body::{self, Body};
 use crate::exchange::AuditGuard;
 use crate::ops::signals::DrainGuard;
+use crate::revoke::Recheck;
 
 /// Answers the client's upgrade with the upstream's 101 and splices the two
 /// upgraded connections in a background task that owns the audit record. The
@@ -34,6 +35,7 @@ pub fn splice(
     client: OnUpgrade,
     mut guard: AuditGuard,
     drain: DrainGuard,
+    recheck: Recheck,
 ) -> Response<Body> {
     if let Some(r) = guard.record_mut() {
         r.status_code = 101;
@@ -55,7 +57,7 @@ pub fn splice(
                 return;
             }
         };
-        spliced.run(TokioIo::new(c), TokioIo::new(u)).await;
+        spliced.run(TokioIo::new(c), TokioIo::new(u), recheck).await;
     });
     answer
 }
@@ -98,15 +100,31 @@ impl SplicedRecord {
         }
     }
 
-    /// Splices `client` and `upstream` until both directions end.
-    pub async fn run<C, U>(mut self, client: C, upstream: U)
+    /// Splices `client` and `upstream` until both directions end, or until
+    /// a reload's policy refuses the host `recheck` watches: both
+    /// connections are then closed and the record says `revoked`.
+    pub async fn run<C, U>(mut self, client: C, upstream: U, recheck: Recheck)
     where
         C: AsyncRead + AsyncWrite + Unpin,
         U: AsyncRead + AsyncWrite + Unpin,
     {
-        let outcome = splice_into(client, upstream, self.sent.clone(), self.received.clone()).await;
-        if let Some(r) = self.guard.record_mut() {
-            outcome.record(r, self.what);
+        let splice = splice_into(client, upstream, self.sent.clone(), self.received.clone());
+        tokio::select! {
+            outcome = splice => {
+                if let Some(r) = self.guard.record_mut() {
+                    outcome.record(r, self.what);
+                }
+            }
+            revoked = recheck.revoked() => {
+                tracing::info!(
+                    target = %revoked.target,
+                    splice = self.what,
+                    "closed: a reload's policy no longer allows it"
+                );
+                if let Some(r) = self.guard.record_mut() {
+                    revoked.record(r, self.what);
+                }
+            }
         }
         self.done = true;
     }

@@ -15,6 +15,7 @@ mod logs;
 mod metrics;
 mod otlp;
 mod reload_live;
+mod revoke;
 mod validate;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

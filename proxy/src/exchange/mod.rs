@@ -418,6 +418,7 @@ async fn handle_tracked(
                     client_up,
                     rec.into_guard(),
                     shared.drain.guard(),
+                    crate::revoke::Recheck::new(&shared, policy.clone(), &host, port, true),
                 )
             }
             asked => {

@@ -13,7 +13,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::audit::AuditRecord;
 use crate::exchange::{AuditGuard, ConnInfo};
-use crate::pipeline::{Dest, Flow, PhaseOutcome};
+use crate::revoke::Recheck;
 use crate::rules::normalize_host;
 use crate::state::Shared;
 use crate::tls::sniff::{peek_client_hello, PrefixedStream, Sniff};
@@ -75,38 +75,12 @@ impl Intake {
         precheck: bool,
         rec: &mut AuditRecord,
     ) -> bool {
-        let policy = self.shared.policy();
-        let dest = Dest {
-            ip: host.parse().ok(),
-            host: host.to_string(),
-            port,
-            tls: true,
-        };
-        let mut cx = Flow::new(dest, String::new(), String::new());
-        cx.precheck = precheck;
-        let mut req = http::Request::new(crate::body::empty());
         rec.host = host.to_string();
         rec.sni = rec.sni.clone().or_else(|| conn.sni().map(str::to_string));
-        match policy
-            .pipeline
-            .on_request(&mut req, &mut cx, &mut rec.request_transforms)
+        self.shared
+            .policy()
+            .check_host(host, port, precheck, rec)
             .await
-        {
-            PhaseOutcome::Continue => true,
-            PhaseOutcome::Reject(by, r) => {
-                rec.reject(Some(&by), &r.reason, r.status.as_u16());
-                false
-            }
-            PhaseOutcome::Stub(by, _) => {
-                rec.reject(Some(&by), "stub_on_tunnel", 403);
-                false
-            }
-            PhaseOutcome::Fail(by, e) => {
-                rec.fail(e.reason, e.detail, e.status.as_u16());
-                rec.rejected_by = Some(by);
-                false
-            }
-        }
     }
 
     /// Sniffs `io` and serves it according to what it carries.
@@ -304,6 +278,8 @@ impl Intake {
                 return;
             }
         }
+        // Loaded before the check: a reload in between is then checked again.
+        let allowed_by = self.shared.policy();
         if !self.check_host(&conn, host, port, false, &mut rec).await {
             // Refused by closing the connection, not with an HTTP response: status 0.
             rec.status_code = 0;
@@ -322,7 +298,11 @@ impl Intake {
             }
         };
         crate::upgrade::SplicedRecord::new(guard, self.shared.drain.guard(), "passthrough")
-            .run(io, upstream)
+            .run(
+                io,
+                upstream,
+                Recheck::new(&self.shared, allowed_by, host, port, false),
+            )
             .await;
     }
 }
