@@ -1,11 +1,13 @@
 //! The top-level `mcp:` block: default-deny tool allowlists for MCP servers.
 
+use std::collections::HashMap;
+
 use regex::Regex;
 use serde_json::Value;
 
-use super::decode::{int, str_with, Cx, Decode, Res};
+use super::decode::{int, str_with, Cx, Decode, Failed, Res};
 use super::values::first_line;
-use super::yaml::{number, Kind, Node, Number};
+use super::yaml::{number, Kind, Node, Number, Pos};
 use crate::rules::{Rule, Scope};
 
 /// `mcp:`. Absent means no MCP interception.
@@ -201,10 +203,60 @@ impl Decode for McpConfig {
     fn decode(node: &Node, cx: &mut Cx) -> Res<Self> {
         let m = cx.map(node, &["error", "servers"])?;
         let (error, servers) = (m.or_default(cx, "error"), m.or_default(cx, "servers"));
+        let unique = m
+            .node("servers")
+            .map_or(Ok(()), |n| unique_server_names(n, cx));
+        unique?;
         Ok(McpConfig {
             error: error?,
             servers: servers?,
         })
+    }
+}
+
+/// Server names must be unique: a name is what the audit record's trace
+/// (`server`) and its `mcp` section say judged a message, and what the
+/// spec's MCP policies API keys a policy by ("unique within the
+/// organization"). Two servers of one name would make those records
+/// ambiguous. Checked on the document, so a duplicate is reported even when
+/// other entries have errors; each repeat is an error at its `name`, naming
+/// the first server that has it.
+fn unique_server_names(servers: &Node, cx: &mut Cx) -> Res<()> {
+    let Kind::Seq(items) = &servers.kind else {
+        return Ok(());
+    };
+    let mut seen: HashMap<&str, (usize, Pos)> = HashMap::with_capacity(items.len());
+    let mut ok = true;
+    for (i, entry) in items.iter().enumerate() {
+        let Some(name_node) = entry.get("name") else {
+            continue;
+        };
+        let Some(name) = name_node.scalar().filter(|_| !name_node.is_null()) else {
+            continue;
+        };
+        match seen.get(name) {
+            Some(&(first, at)) => {
+                let place = match at {
+                    Pos::File { line, column } => format!(" (line {line}, column {column})"),
+                    Pos::Env(var) => format!(" (set by {var})"),
+                };
+                let msg = format!(
+                    "duplicate MCP server name '{name}': mcp.servers[{first}]{place} has it too; \
+                     server names must be unique, since the audit record names the server policy \
+                     that judged each message by it"
+                );
+                cx.error_at_path(name_node.pos, format!("mcp.servers[{i}].name"), msg);
+                ok = false;
+            }
+            None => {
+                seen.insert(name, (i, name_node.pos));
+            }
+        }
+    }
+    if ok {
+        Ok(())
+    } else {
+        Err(Failed)
     }
 }
 
@@ -235,5 +287,55 @@ mod tests {
             panic!("not equals")
         };
         assert_eq!(v, &json!({"a": [31, "b"]}));
+    }
+
+    /// Two servers of one name would leave the audit record unable to say
+    /// which policy judged a message: the repeat is an error at its `name`,
+    /// naming the first server's index and line, even when another entry has
+    /// an error of its own; a third use is reported too.
+    #[test]
+    fn a_server_name_used_twice_is_an_error_naming_both_places() {
+        let server = |name: &str| {
+            format!(
+                "    - name: {name}\n      rules: [{{host: m.test}}]\n      tools: [{{name: t}}]\n"
+            )
+        };
+        let text = format!(
+            "{}mcp:\n  servers:\n{}{}{}    - name: other\n      rules: []\n{}",
+            crate::config::tests::BASE,
+            server("github"),
+            server("linear"),
+            server("github"),
+            server("github"),
+        );
+        let errors: Vec<String> = crate::config::parse(&text, "proxy.yaml", &|_| None)
+            .expect_err("duplicate names")
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        let dup = |i: usize, line: usize| {
+            format!(
+                "proxy.yaml:{line}:13: mcp.servers[{i}].name: duplicate MCP server name 'github': \
+                 mcp.servers[0] (line 6, column 13) has it too; server names must be unique, \
+                 since the audit record names the server policy that judged each message by it"
+            )
+        };
+        assert_eq!(
+            errors,
+            [
+                dup(2, 12),
+                "proxy.yaml:16:14: mcp.servers[3].rules: at least one rule is required".to_string(),
+                dup(4, 17),
+            ]
+        );
+        // Distinct names load.
+        let text = format!(
+            "{}mcp:\n  servers:\n{}{}",
+            crate::config::tests::BASE,
+            server("github"),
+            server("GitHub"),
+        );
+        let cfg = crate::config::parse(&text, "proxy.yaml", &|_| None).expect("distinct names");
+        assert_eq!(cfg.mcp.expect("mcp").servers.len(), 2);
     }
 }
