@@ -270,6 +270,28 @@ impl HostPattern {
         }
     }
 
+    /// The pattern probably meant by a glob whose leading `*` is glued to a
+    /// dotted name (`*example.com`): `*.example.com`. As written it is a
+    /// glob whose `*` matches any run of characters, so it matches every
+    /// name that ends in the text after it, `badexample.com` (a domain
+    /// anyone can register) as well as `example.com` and its subdomains.
+    /// `None` for every other pattern (`*-api.example.com`, `api*.test`).
+    pub fn missing_dot(&self) -> Option<String> {
+        let HostPattern::Glob(parts) = self else {
+            return None;
+        };
+        match parts.as_slice() {
+            [first, rest]
+                if first.is_empty()
+                    && rest.starts_with(|c: char| c.is_ascii_alphanumeric())
+                    && rest.contains('.') =>
+            {
+                Some(format!("*.{rest}"))
+            }
+            _ => None,
+        }
+    }
+
     /// True when `host` (already normalized, a name rather than an IP
     /// literal) matches.
     pub fn matches(&self, host: &str) -> bool {
@@ -733,6 +755,39 @@ mod tests {
         );
         assert!("::1".parse::<HostPattern>().is_ok());
         assert!("*.".parse::<HostPattern>().is_ok(), "every host");
+    }
+
+    /// What `*example.com` (the dot of `*.example.com` left out) matches:
+    /// any name ending in `example.com`, so `badexample.com` too; the
+    /// pattern meant is named by `missing_dot`, and only for such globs.
+    #[test]
+    fn a_leading_star_without_its_dot_matches_other_domains() {
+        let glued: HostPattern = "*example.com".parse().expect("a valid glob");
+        for host in [
+            "example.com",
+            "api.example.com",
+            "badexample.com",
+            "evil-example.com",
+        ] {
+            assert!(glued.matches(host), "{host}");
+        }
+        assert_eq!(glued.missing_dot().as_deref(), Some("*.example.com"));
+        let meant: HostPattern = "*.example.com".parse().expect("valid");
+        assert!(meant.matches("api.example.com") && !meant.matches("badexample.com"));
+        for p in [
+            "*.example.com",
+            "*-api.example.com",
+            "api*.test",
+            "*",
+            "*com",
+            "a*b.test",
+            "*a*.test",
+        ] {
+            let pattern: HostPattern = p.parse().expect(p);
+            assert_eq!(pattern.missing_dot(), None, "{p}");
+        }
+        let p: HostPattern = "*Example.COM.".parse().expect("valid");
+        assert_eq!(p.missing_dot().as_deref(), Some("*.example.com"));
     }
 
     #[test]

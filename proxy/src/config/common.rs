@@ -26,9 +26,36 @@ decode_from_str!(
     GoDuration,
     PositiveDuration,
     NonNegativeDuration,
-    HostPattern,
     PathPattern
 );
+
+impl Decode for HostPattern {
+    /// A host pattern; a glob whose `*` is glued to a dotted name
+    /// (`*example.com`) loads with a warning ([`warn_missing_dot`]).
+    fn decode(node: &Node, cx: &mut Cx) -> Res<Self> {
+        let p: HostPattern = parse_str(node, cx)?;
+        warn_missing_dot(&p, node, cx);
+        Ok(p)
+    }
+}
+
+/// Warns at `node` about a host pattern such as `*example.com`, which
+/// matches `badexample.com` too, with the pattern probably meant
+/// (`*.example.com`). A warning, not an error: the glob does what globs do,
+/// and a name that ends so may be meant (`*corp.example` for `devcorp.example`).
+pub(crate) fn warn_missing_dot(p: &HostPattern, node: &Node, cx: &mut Cx) {
+    let Some(meant) = p.missing_dot() else {
+        return;
+    };
+    let rest = &meant[2..];
+    cx.warn(
+        node.pos,
+        format!(
+            "\"{p}\" matches every host whose name ends in \"{rest}\", such as \
+             bad{rest}, not only {rest} and its subdomains; for those write \"{meant}\""
+        ),
+    );
+}
 
 impl Decode for HeaderMatcher {
     /// A literal name or a `/regex/`; a literal no header can be named

@@ -174,6 +174,14 @@ struct DomainPattern(HostPattern);
 
 impl Decode for DomainPattern {
     fn decode(node: &Node, cx: &mut Cx) -> Res<Self> {
+        let p = Self::parse(node, cx)?;
+        super::common::warn_missing_dot(&p.0, node, cx);
+        Ok(p)
+    }
+}
+
+impl DomainPattern {
+    fn parse(node: &Node, cx: &mut Cx) -> Res<Self> {
         super::decode::str_with(node, cx, |s| {
             let p: HostPattern = s
                 .parse()

@@ -150,3 +150,44 @@ fn a_cidr_with_host_bits_loads_as_its_network_with_a_warning() {
          as the network 10.0.0.0/8; write that, or 10.0.0.1/32 for the one address"
     );
 }
+
+/// A host pattern whose leading `*` lacks its dot (`*example.com`) matches
+/// `badexample.com` too: it loads as the glob it is, with a warning giving
+/// the pattern probably meant, wherever host patterns are written (allowlist
+/// `domains`, any rule's `host`, `dns.passthrough`).
+#[test]
+fn a_host_glob_without_the_dot_after_its_star_loads_with_a_warning() {
+    let cfg = config(
+        "  - name: allowlist\n    config:\n      domains: [\"*example.com\", \"*.example.org\"]\n      \
+         rules: [{host: \"*api.test\"}]\n",
+    );
+    let found: Vec<String> = lint(&cfg).iter().map(ToString::to_string).collect();
+    assert_eq!(
+        found,
+        [
+            "t.yaml:7:17: transforms[0].config.domains[0]: \"*example.com\" matches every host \
+             whose name ends in \"example.com\", such as badexample.com, not only example.com \
+             and its subdomains; for those write \"*.example.com\"",
+            "t.yaml:8:22: transforms[0].config.rules[0].host: \"*api.test\" matches every host \
+             whose name ends in \"api.test\", such as badapi.test, not only api.test and its \
+             subdomains; for those write \"*.api.test\"",
+        ]
+    );
+    let text = "tls: {ca_cert: c, ca_key: k}\ndns:\n  proxy_ip: 10.0.0.2\n  passthrough: \
+                [\"*corp.example\"]\ntransforms:\n  - name: allowlist\n    config: {domains: \
+                [a.test]}\n";
+    let cfg = crate::config::parse(text, "t.yaml", &|_| None).expect("valid config");
+    let found: Vec<String> = lint(&cfg).iter().map(ToString::to_string).collect();
+    assert_eq!(
+        found,
+        ["t.yaml:4:17: dns.passthrough[0]: \"*corp.example\" matches every host whose name ends \
+          in \"corp.example\", such as badcorp.example, not only corp.example and its \
+          subdomains; for those write \"*.corp.example\""]
+    );
+    // Globs that say what they mean are left alone.
+    let fine = config(
+        "  - name: allowlist\n    config:\n      domains: [\"*.example.com\", \"*-api.test\", \
+         \"api-*.test\", \"*\"]\n",
+    );
+    assert_eq!(lint(&fine), vec![]);
+}
