@@ -3,9 +3,10 @@
 
 use std::path::PathBuf;
 
+use super::aws_region;
 use super::decode::{one_of, Cx, Decode, Failed, Res};
 use super::sources::SecretSourceConfig;
-use super::yaml::Node;
+use super::yaml::{Kind, Node};
 use crate::rules::{Rule, Scope};
 
 /// `gcp_auth`: Google access tokens from a service account.
@@ -44,7 +45,15 @@ fn workload_identity(node: &Node, cx: &mut Cx, fields: &[&str]) -> Res<Option<St
         )
     });
     let region = if fields.contains(&"region") {
-        m.opt::<String>(cx, "region")
+        m.opt_with(cx, "region", |n, cx| {
+            let region = String::decode(n, cx)?;
+            let consequence = "The credential chain calls AWS (STS) in this region, and AWS has \
+                               no region of this name.";
+            if let Some(w) = aws_region::warning(&region, consequence) {
+                cx.warn(n.pos, w);
+            }
+            Ok(region)
+        })
     } else {
         Ok(None)
     };
@@ -196,6 +205,9 @@ impl Decode for AwsAuthConfig {
             }
         };
         let regions = m.or_default(cx, "allowed_regions");
+        if let Some(Kind::Seq(items)) = m.node("allowed_regions").map(|n| &n.kind) {
+            warn_region_near_misses(items, cx);
+        }
         let services = m.or_default(cx, "allowed_services");
         let unsigned = m.or(cx, "unsigned_payload", false);
         let chunked = m.or(cx, "allow_chunked_body", false);
@@ -209,4 +221,24 @@ impl Decode for AwsAuthConfig {
             rules: Scope(rules?),
         })
     }
+}
+
+/// Warns at each `allowed_regions` entry that is a near miss of an AWS
+/// region's name (`us-east1`, `US-EAST-1`): the scope's region is compared
+/// exactly, so such an entry admits nothing AWS would accept.
+fn warn_region_near_misses(items: &[Node], cx: &mut Cx) {
+    let consequence = "A request is signed only when its signature's region equals an entry \
+                       exactly, and AWS SDKs sign with the region's own name, so this entry \
+                       admits none (403 region_not_allowed).";
+    cx.key("allowed_regions", |cx| {
+        for (i, item) in items.iter().enumerate() {
+            let Some(w) = item
+                .scalar()
+                .and_then(|r| aws_region::warning(r, consequence))
+            else {
+                continue;
+            };
+            cx.index(i, |cx| cx.warn(item.pos, w));
+        }
+    });
 }

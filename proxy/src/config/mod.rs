@@ -12,6 +12,7 @@
 //! `validate`, like a CA file that is not there: [`check_references`]). The metrics endpoint has no
 //! documented off switch, so it always listens (default `:9090`).
 
+mod aws_region;
 mod common;
 mod conflicts;
 mod credentials;

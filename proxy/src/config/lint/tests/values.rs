@@ -191,3 +191,51 @@ fn a_host_glob_without_the_dot_after_its_star_loads_with_a_warning() {
     );
     assert_eq!(lint(&fine), vec![]);
 }
+
+/// An `aws_auth` region that is a near miss of an AWS region's name loads
+/// with a warning naming the region meant, at the entry (and at the
+/// workload identity provider's `region`); other services' own names and
+/// well-shaped regions load without a word.
+#[test]
+fn an_aws_region_near_miss_loads_with_a_warning_naming_the_region() {
+    let aws = "  - name: aws_auth\n    config:\n      credentials_provider: {type: \
+               workload_identity, region: us-east1}\n      allowed_regions: [\"US-EAST-1\", \
+               eu-west-1, auto, us-esat-2]\n      rules: [{host: \"*.amazonaws.com\"}]\n";
+    let cfg = config(aws);
+    let TransformConfig::AwsAuth(a) = &cfg.transforms[0] else {
+        panic!("aws_auth")
+    };
+    assert_eq!(
+        a.allowed_regions,
+        ["US-EAST-1", "eu-west-1", "auto", "us-esat-2"]
+    );
+    let found: Vec<String> = lint(&cfg).iter().map(ToString::to_string).collect();
+    let allowed = "A request is signed only when its signature's region equals an entry \
+                   exactly, and AWS SDKs sign with the region's own name, so this entry admits \
+                   none (403 region_not_allowed).";
+    let shape = "this is not the name of an AWS region (a partition, a direction and a number, \
+                 as in us-east-1)";
+    assert_eq!(
+        found,
+        [
+            format!(
+                "t.yaml:7:63: transforms[0].config.credentials_provider.region: 'us-east1': \
+                 {shape}; did you mean 'us-east-1'? The credential chain calls AWS (STS) in \
+                 this region, and AWS has no region of this name."
+            ),
+            format!(
+                "t.yaml:8:25: transforms[0].config.allowed_regions[0]: 'US-EAST-1': AWS region \
+                 names are lowercase; did you mean 'us-east-1'? {allowed}"
+            ),
+            format!(
+                "t.yaml:8:55: transforms[0].config.allowed_regions[3]: 'us-esat-2': {shape}; \
+                 did you mean 'us-east-2'? {allowed}"
+            ),
+        ]
+    );
+    let fine = aws
+        .replace("us-east1", "us-east-1")
+        .replace("\"US-EAST-1\", ", "")
+        .replace(", us-esat-2", ", us-gov-west-1, ap-southeast-9");
+    assert_eq!(lint(&config(&fine)), vec![]);
+}
