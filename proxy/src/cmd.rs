@@ -98,6 +98,9 @@ pub fn run(arg: &Path) -> ExitCode {
     for finding in config::lint(&cfg) {
         tracing::warn!(%finding, "configuration warning");
     }
+    for finding in config::unknown_variables(&cfg, env_names()) {
+        tracing::warn!(%finding, "configuration warning");
+    }
     // Read and checked here: tokio panics on a value it cannot parse.
     let threads = match crate::listen::workers::thread_count(
         std::env::var_os(crate::listen::workers::THREADS_VAR).as_deref(),
@@ -206,6 +209,12 @@ impl Drop for FlushStderr {
 /// How long in-flight requests may take to finish after SIGTERM/SIGINT.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// The names of the process's environment variables (those that are UTF-8;
+/// values are not read).
+fn env_names() -> impl Iterator<Item = String> {
+    std::env::vars_os().filter_map(|(k, _)| k.into_string().ok())
+}
+
 /// `iron-proxy validate -config FILE|s3://BUCKET/KEY [-strict]`.
 pub fn validate(arg: &Path, strict: bool) -> ExitCode {
     let Some((source, cfg, _)) =
@@ -236,7 +245,11 @@ pub fn validate(arg: &Path, strict: bool) -> ExitCode {
     // Lints are warnings even under -strict: each is a choice the spec allows.
     // Each names where its field was set, as errors do: `proxy.yaml:14:5: warning: ...`.
     for l in config::lint(&cfg) {
-        errln!("{}: warning: {}: {}", l.location, l.path, l.message);
+        errln!("{}", l.warning_line());
+    }
+    // `IRON_*` variables nothing reads (a misspelt override), placed at their names.
+    for l in config::unknown_variables(&cfg, env_names()) {
+        errln!("{}", l.warning_line());
     }
     if ca_error.is_some() {
         errln!("{source}: invalid (1 error(s))");

@@ -15,7 +15,7 @@ use super::decode::Cx;
 use super::yaml::{Kind, Node, Pos};
 
 /// A value override: variable, section, key, and whether the value is a comma-separated list.
-const OVERRIDES: [(&str, &str, &str, bool); 18] = [
+pub(super) const OVERRIDES: [(&str, &str, &str, bool); 18] = [
     ("IRON_DNS_LISTEN", "dns", "listen", false),
     ("IRON_DNS_PROXY_IP", "dns", "proxy_ip", false),
     (
@@ -71,6 +71,12 @@ const OVERRIDES: [(&str, &str, &str, bool); 18] = [
     ("IRON_MANAGEMENT_LISTEN", "management", "listen", false),
 ];
 
+/// Creates (`true`) or removes (`false`) the `dns` block.
+pub(super) const DNS_ENABLED: &str = "IRON_DNS_ENABLED";
+
+/// `log.level`; applied after the others (an empty value is unset).
+pub(super) const LOG_LEVEL: &str = "IRON_LOG_LEVEL";
+
 /// Go's `strconv.ParseBool`.
 fn parse_bool(s: &str) -> Option<bool> {
     match s {
@@ -82,7 +88,7 @@ fn parse_bool(s: &str) -> Option<bool> {
 
 /// Applies the overrides to `root`, recording errors in `cx`.
 pub(crate) fn apply(root: &mut Node, env: &dyn Fn(&str) -> Option<String>, cx: &mut Cx) {
-    const ENABLED: &str = "IRON_DNS_ENABLED";
+    const ENABLED: &str = DNS_ENABLED;
     let mut dns_forced_off = false;
     if let Some(v) = env(ENABLED).filter(|v| !v.is_empty()) {
         match parse_bool(v.trim()) {
@@ -102,9 +108,9 @@ pub(crate) fn apply(root: &mut Node, env: &dyn Fn(&str) -> Option<String>, cx: &
             }
         }
     }
-    let log = env("IRON_LOG_LEVEL")
+    let log = env(LOG_LEVEL)
         .filter(|v| !v.is_empty())
-        .map(|v| ("IRON_LOG_LEVEL", "log", "level", v, false));
+        .map(|v| (LOG_LEVEL, "log", "level", v, false));
     let overrides = OVERRIDES
         .iter()
         .filter_map(|&(var, section, key, list)| {

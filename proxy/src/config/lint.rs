@@ -24,7 +24,8 @@ use crate::rules::Scope;
 pub struct Lint {
     /// Where the field was set: `proxy.yaml:14:5`, or the `IRON_*` variable.
     pub location: Location,
-    /// Field path, e.g. `transforms[3]`.
+    /// Field path, e.g. `transforms[3]`; empty for a finding about an
+    /// `IRON_*` variable that is not a config field at all.
     pub path: String,
     /// What is probably wrong, and what to do instead.
     pub message: String,
@@ -49,10 +50,26 @@ impl Unplaced {
     }
 }
 
+impl Lint {
+    /// The line `validate` prints: `proxy.yaml:14:5: warning: transforms[3]: message`
+    /// (without the path for a finding about the environment itself).
+    pub fn warning_line(&self) -> String {
+        match self.path.as_str() {
+            "" => format!("{}: warning: {}", self.location, self.message),
+            path => format!("{}: warning: {path}: {}", self.location, self.message),
+        }
+    }
+}
+
 impl fmt::Display for Lint {
-    /// As config errors are shown: `proxy.yaml:14:5: transforms[3]: message`.
+    /// As config errors are shown: `proxy.yaml:14:5: transforms[3]: message`
+    /// (`IRON_TLS_MOD: message` for a finding about a variable itself).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}: {}", self.location, self.path, self.message)
+        write!(f, "{}: ", self.location)?;
+        if !self.path.is_empty() {
+            write!(f, "{}: ", self.path)?;
+        }
+        f.write_str(&self.message)
     }
 }
 

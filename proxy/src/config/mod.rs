@@ -19,6 +19,7 @@ mod credentials;
 mod decode;
 mod dns;
 mod env;
+mod env_vars;
 mod error;
 mod grpc;
 mod hmac;
@@ -41,6 +42,7 @@ use std::path::Path;
 
 pub use credentials::{AwsAuthConfig, AwsCredentials, GcpAuthConfig, GcpCredentials};
 pub use dns::{DnsConfig, DnsRecord, DnsRecordValue, MAX_CNAME_CHAIN};
+pub use env_vars::{read_variables, unknown_variables};
 pub use error::{ConfigError, ConfigErrors};
 pub use grpc::{GrpcClientCert, GrpcConfig, GrpcTlsConfig};
 pub use hmac::{
@@ -57,7 +59,7 @@ pub use refs::{check_references, Reference, ReferenceKind};
 pub use secrets::{InjectConfig, ReplaceConfig, SecretEntry, SecretMode, SecretsConfig};
 pub use sections::{
     default_deny_cidrs, CaUnset, LogConfig, LogFormat, LogLevel, ManagementConfig, MetricsConfig,
-    MitmConfig, ProxyConfig, TlsConfig, DEFAULT_DENY_CIDRS,
+    MitmConfig, ProxyConfig, TlsConfig, DEFAULT_API_KEY_ENV, DEFAULT_DENY_CIDRS,
 };
 pub use sources::{OpRef, SecretSourceConfig};
 pub use transforms::{

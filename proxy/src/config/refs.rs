@@ -167,6 +167,22 @@ pub(crate) fn reference_paths(cfg: &Config) -> Vec<String> {
         .collect()
 }
 
+/// The name of every environment variable the config names (secret
+/// sources' `var`, `api_key_env`, ...), whether it is set or not.
+pub(crate) fn variable_names(cfg: &Config) -> Vec<String> {
+    let machine = Machine {
+        unknown_user: &|_| false,
+        missing_cgroup: &|_| None,
+    };
+    walk(cfg, &|_| true, &|_| false, &machine)
+        .into_iter()
+        .filter_map(|r| match r.kind {
+            ReferenceKind::UnsetEnv(var) => Some(var),
+            _ => None,
+        })
+        .collect()
+}
+
 fn walk(
     cfg: &Config,
     missing_var: &dyn Fn(&str) -> bool,

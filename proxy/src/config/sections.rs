@@ -208,6 +208,10 @@ impl Decode for TlsConfig {
     }
 }
 
+/// The variable holding the management API's bearer token unless
+/// `management.api_key_env` names another (the spec's default).
+pub const DEFAULT_API_KEY_ENV: &str = "IRON_MANAGEMENT_API_KEY";
+
 /// `management:`: the bearer-authenticated management API. Absent means disabled.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ManagementConfig {
@@ -221,7 +225,7 @@ impl Decode for ManagementConfig {
     fn decode(node: &Node, cx: &mut Cx) -> Res<Self> {
         let m = cx.map(node, &["listen", "api_key_env"])?;
         let listen = m.req(cx, "listen");
-        let api_key_env = env_or(&m, cx, "api_key_env", "IRON_MANAGEMENT_API_KEY");
+        let api_key_env = env_or(&m, cx, "api_key_env", DEFAULT_API_KEY_ENV);
         Ok(ManagementConfig {
             listen: listen?,
             api_key_env: api_key_env?,

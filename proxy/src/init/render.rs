@@ -34,7 +34,7 @@ pub const METRICS_LISTEN: &str = "127.0.0.1:9090";
 /// Management API.
 pub const MANAGEMENT_LISTEN: &str = "127.0.0.1:9092";
 /// Variable holding the management bearer token.
-pub const API_KEY_ENV: &str = "IRON_MANAGEMENT_API_KEY";
+pub const API_KEY_ENV: &str = crate::config::DEFAULT_API_KEY_ENV;
 
 /// The egress-rules file of the GitHub Action: the allowlist transform's
 /// config without `warn`. `domain:` is accepted as an alias of `host:`.

@@ -34,7 +34,7 @@ pub use cgroup::{
     resolve_cgroup, CgroupError,
 };
 pub use links::LinksError;
-pub use loader::{child_main as loader_main, LoaderError};
+pub use loader::{child_main as loader_main, LoaderError, LOADER_ENV};
 pub use maps::{addr16, Counters, MapsError};
 pub use origin::{Origin, OriginError, OriginalDst};
 pub use settings::{
