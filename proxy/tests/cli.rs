@@ -222,8 +222,8 @@ const BROKEN: &[(&str, &str, &str)] = &[
     ),
     (
         "proxy:\n  http_listen: \":80\"\n   https_listen: \":443\"\n",
-        "proxy.yaml:3:16:",
-        "invalid YAML",
+        "proxy.yaml:3:4:",
+        "invalid YAML: line 3 is indented further than line 2",
     ),
     (
         "transforms:\n  - name: allowlist\n    config:\n      cidrs: [\"10.0.0.0/8\", \"10.1.2.3\"]\n",

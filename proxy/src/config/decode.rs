@@ -123,10 +123,13 @@ impl Cx {
             Kind::Map(entries) => entries,
             _ if node.is_null() => &[],
             _ => {
+                let hint = glued_key(node).map_or(String::new(), |(k, v)| {
+                    format!(" (a key needs a space after its ':': write '{k}: {v}')")
+                });
                 return Err(self.error(
                     node.pos,
-                    format!("expected a mapping, found {}", node.type_name()),
-                ))
+                    format!("expected a mapping, found {}{hint}", node.type_name()),
+                ));
             }
         };
         // A hash set: a mapping of many (unknown) keys must not cost their square.
@@ -152,6 +155,21 @@ impl Cx {
             entries: known,
         })
     }
+}
+
+/// A plain scalar that is a key glued to its value (`mode:mitm`,
+/// `http_listen:":80"`): YAML reads it as one string, where a mapping was
+/// meant. Not a URL (`http://x`) or an address (`[::1]:80`, `:80`).
+fn glued_key(node: &Node) -> Option<(&str, &str)> {
+    let Kind::Scalar { text, plain: true } = &node.kind else {
+        return None;
+    };
+    let (key, value) = text.split_once(':')?;
+    let is_key = key.starts_with(|c: char| c.is_ascii_alphabetic())
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'));
+    (is_key && !value.is_empty() && !value.starts_with("//")).then_some((key, value))
 }
 
 /// "unknown field 'x', did you mean 'y'?" or the list of valid names when nothing is close.
@@ -501,10 +519,24 @@ impl<T: Decode> Decode for Vec<T> {
             Kind::Seq(items) => items,
             _ if node.is_null() => &[],
             _ => {
+                // `-name: x` is a key named "-name", not a list item.
+                let dash = match &node.kind {
+                    Kind::Map(entries) => entries
+                        .first()
+                        .and_then(|(k, _)| k.scalar())
+                        .filter(|k| k.len() > 1 && k.starts_with('-')),
+                    _ => None,
+                };
+                let hint = dash.map_or(String::new(), |k| {
+                    format!(
+                        " (a list item needs a space after its '-': write '- {}')",
+                        &k[1..]
+                    )
+                });
                 return Err(cx.error(
                     node.pos,
-                    format!("expected a list, found {}", node.type_name()),
-                ))
+                    format!("expected a list, found {}{hint}", node.type_name()),
+                ));
             }
         };
         let mut out = Vec::with_capacity(items.len());

@@ -5,6 +5,7 @@
 //! ([`merge`]), the standard tags ([`tags`]) and numbers and booleans in typed
 //! fields ([`resolve`]) are read as yaml.v3 reads them.
 
+mod explain;
 mod limits;
 mod merge;
 mod resolve;

@@ -250,9 +250,9 @@ fn bad_templates() {
 fn yaml_syntax_error() {
     refused(
         "proxy:\n  http_listen: \":80\"\n   https_listen: \":443\"\n",
-        &["proxy.yaml:3:16: invalid YAML: while parsing a block mapping, did not find expected key"],
+        &["proxy.yaml:3:4: invalid YAML: line 3 is indented further than line 2 ('http_listen: \":80\"'), whose key has its value on that line already: indent line 3 to column 3 to make it a key beside it"],
     );
-    assert_eq!(errs("dns: [\n"), ["proxy.yaml:2:1: invalid YAML: while parsing a node, did not find expected node content"]);
+    assert_eq!(errs("dns: [\n"), ["proxy.yaml:1:6: invalid YAML: the list opened here with '[' is not closed with ']' before the end of the file"]);
 }
 
 #[test]

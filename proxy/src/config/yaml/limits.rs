@@ -76,9 +76,10 @@ pub(super) fn read_events(text: &str) -> Result<Events, SyntaxError> {
     let mut anchors: HashMap<usize, Size> = HashMap::new();
     let mut expanded = Size::default();
     loop {
-        let (ev, mark) = parser.next_token().map_err(|e| SyntaxError {
-            pos: Pos::from_marker(*e.marker()),
-            message: e.info().to_string(),
+        let (ev, mark) = parser.next_token().map_err(|e| {
+            let (line, column) = (e.marker().line(), e.marker().col() + 1);
+            let (pos, message) = super::explain::explain(text, line, column, e.info());
+            SyntaxError { pos, message }
         })?;
         let done = match &ev {
             Event::StreamEnd => return Ok(events),
