@@ -486,6 +486,82 @@ fn run_with_a_transform_that_cannot_start_exits_1_naming_why() {
     }
 }
 
+/// Mistakes `validate` names with what to write instead, through the real
+/// binary: near misses that load (`*example.com`, an AWS region written
+/// `us-east1` or `US-EAST-1`, a misspelt `IRON_*` variable) are warnings at
+/// their place; two MCP servers of one name and YAML's own mistakes (a tab,
+/// a key without its colon) are errors at the line at fault. The misspelt
+/// variable is logged at start-up too.
+#[test]
+fn validate_and_startup_name_near_misses_and_what_was_meant() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca = generated_ca(dir.path());
+    let transforms = "  - name: allowlist\n    config:\n      domains: [\"*example.com\"]\n  \
+                      - name: aws_auth\n    config:\n      credentials_provider: {type: \
+                      workload_identity, region: us-east1}\n      allowed_regions: [US-EAST-1]\n      \
+                      rules: [{host: \"*.amazonaws.com\"}]\n";
+    let cfg = ConfigFile::new(&runnable(&ca, transforms));
+    let file = cfg.arg();
+    let env = [("IRON_PROXY_LOG_LEVL", "debug")];
+    let r = run_env(&["validate", "-config", &file], &env);
+    r.expect_code(0, "near misses are warnings")
+        .expect_stdout("valid")
+        .expect_stderr(&format!(
+            "{file}:10:17: warning: transforms[0].config.domains[0]: \"*example.com\" matches \
+             every host whose name ends in \"example.com\", such as badexample.com, not only \
+             example.com and its subdomains; for those write \"*.example.com\""
+        ))
+        .expect_stderr(&format!(
+            "{file}:13:63: warning: transforms[1].config.credentials_provider.region: \
+             'us-east1': this is not the name of an AWS region"
+        ))
+        .expect_stderr("did you mean 'us-east-1'? The credential chain calls AWS (STS)")
+        .expect_stderr(&format!(
+            "{file}:14:25: warning: transforms[1].config.allowed_regions[0]: 'US-EAST-1': AWS \
+             region names are lowercase; did you mean 'us-east-1'?"
+        ))
+        .expect_stderr(
+            "IRON_PROXY_LOG_LEVL: warning: iron-proxy reads no variable of this name, so it \
+             has no effect; did you mean IRON_LOG_LEVEL?",
+        );
+    // The proxy says the same when it starts (here it then stops: the judge has no key).
+    let judge =
+        "  - name: judge\n    config:\n      name: guard\n      prompt: \"Deny all.\"\n      \
+                 rules: [{host: a.test}]\n      provider: {type: openai, model: m, api_key_env: \
+                 IRON_TEST_UNSET_KEY}\n";
+    let start = ConfigFile::new(&runnable(&ca, judge));
+    run_env(&["-config", &start.arg()], &env)
+        .expect_code(1, "run")
+        .expect_stderr("configuration warning")
+        .expect_stderr(
+            "IRON_PROXY_LOG_LEVL: iron-proxy reads no variable of this name, so it has no \
+             effect; did you mean IRON_LOG_LEVEL?",
+        );
+    // Errors: a server name used twice; a tab; a key without its colon.
+    let server = "    - name: github\n      rules: [{host: mcp.test}]\n";
+    for (text, want) in [
+        (
+            format!("mcp:\n  servers:\n{server}{server}{CA_BLOCK}"),
+            ":5:13: mcp.servers[1].name: duplicate MCP server name 'github': mcp.servers[0] \
+             (line 3, column 13) has it too"
+                .to_string(),
+        ),
+        (
+            format!("proxy:\n\thttp_listen: \":80\"\n{CA_BLOCK}"),
+            ":2:1: invalid YAML: a tab character: YAML indents with spaces only".to_string(),
+        ),
+        (
+            "tls\n  mode: sni-only\n".to_string(),
+            ":1:1: invalid YAML: 'tls' has no ':' after its key".to_string(),
+        ),
+    ] {
+        let cfg = ConfigFile::new(&text);
+        let r = run(&["validate", "-config", &cfg.arg()]);
+        r.expect_code(1, &want)
+            .expect_stderr(&format!("{}{want}", cfg.arg()));
+    }
+}
+
 #[test]
 fn run_with_a_missing_ca_file_exits_1_naming_it() {
     let dir = tempfile::tempdir().expect("temp dir");
