@@ -1,7 +1,8 @@
 //! OTLP export of audit records as OpenTelemetry log records, configured only
 //! by the standard `OTEL_*` environment variables (see [`OtelSettings::from_env`]).
 //! A bad `OTEL_*` value never stops the proxy: it is logged and ignored, or,
-//! for the endpoint, turns export off with an error (see [`OtelExporter::start_from_env`]).
+//! for the endpoint and for TLS files that cannot be used, turns export off
+//! with an error (see [`OtelExporter::start_from_env`]).
 //!
 //! [`OtelExporter`] is an [`AuditObserver`]. `observe()` clones the record into
 //! a bounded queue with `try_send` and returns: it never waits for the
@@ -23,6 +24,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::audit::{AuditObserver, AuditRecord};
 use capture::{Capture, Rejections};
+use connect::FailureCause;
 use tracing::instrument::WithSubscriber as _;
 use worker::{Control, Queued, Worker};
 
@@ -32,9 +34,13 @@ mod convert;
 mod settings;
 #[cfg(test)]
 mod tests;
+mod tls;
 mod worker;
 
-pub use settings::{OtelEnv, OtelExport, OtelSettings, OtlpProtocol};
+pub use settings::{
+    Compression, FileVar, OtelEnv, OtelExport, OtelSettings, OtlpProtocol, TlsFiles,
+};
+pub use tls::TlsError;
 
 /// Errors from OTLP export setup.
 #[derive(Debug, thiserror::Error)]
@@ -47,9 +53,10 @@ pub enum OtelError {
         /// What is wrong (never the value of a header or an endpoint).
         detail: String,
     },
-    /// An https endpoint but no usable root certificates.
-    #[error("no trusted root certificates for the https OTLP endpoint")]
-    NoRoots,
+    /// The TLS files cannot be used (unreadable, not PEM, a key without
+    /// its certificate) or there are no roots to verify the collector with.
+    #[error("otlp tls settings")]
+    Tls(#[source] tls::TlsError),
     /// The OTLP exporter could not be built.
     #[error("building the otlp exporter")]
     Build(#[source] opentelemetry_otlp::ExporterBuildError),
@@ -79,7 +86,8 @@ impl OtelExporter {
     /// Reads the `OTEL_*` variables and starts exporting when they ask for it;
     /// needs a tokio runtime. Never fails: ignored values are logged as
     /// warnings, and an endpoint that is not an http(s) URL, or an exporter
-    /// that cannot be built, is logged as an error and leaves export off.
+    /// that cannot be built (TLS files that cannot be used among others), is
+    /// logged as an error and leaves export off.
     pub fn start_from_env(dropped: Counter) -> Option<Arc<Self>> {
         Self::start_with(OtelSettings::from_env(), dropped)
     }
@@ -120,23 +128,34 @@ impl OtelExporter {
         // The library's internal events (an ignored OTEL_* value it reads
         // itself) are dropped here as in the worker: ours name the variable.
         let quiet = Capture::dispatch(Arc::default());
-        let exporter =
-            tracing::dispatcher::with_default(&quiet, || connect::build_exporter(&settings))?;
+        let cause = Arc::new(FailureCause::default());
+        let exporter = tracing::dispatcher::with_default(&quiet, || {
+            connect::build_exporter(&settings, cause.clone())
+        })?;
+        let tls = if settings.plaintext() {
+            "none (plaintext http://)".to_string()
+        } else {
+            tls::describe(&settings.tls)
+        };
         tracing::info!(
             endpoint = %settings.endpoint_for_log(),
             endpoint_var = settings.endpoint_var,
             protocol = settings.protocol.as_str(),
             timeout_ms = settings.export_timeout.as_millis(),
             service_name = %settings.service_name,
+            compression = settings.compression.as_str(),
+            tls = %tls,
             "otel exporter enabled"
         );
-        Ok(Self::spawn(&settings, exporter, dropped))
+        Ok(Self::spawn(&settings, exporter, cause, dropped))
     }
 
-    /// Starts the worker around `exporter` (tests pass their own).
+    /// Starts the worker around `exporter` (tests pass their own), which
+    /// notes in `cause` why its requests fail.
     fn spawn<E: LogExporter + 'static>(
         settings: &OtelSettings,
         mut exporter: E,
+        cause: Arc<FailureCause>,
         dropped: Counter,
     ) -> Arc<Self> {
         let resource = settings.resource();
@@ -166,6 +185,7 @@ impl OtelExporter {
             oversized: crate::ops::warn_every::WarnEvery::new(Duration::from_secs(60)),
             rejections: rejections.clone(),
             rejected_warning: crate::ops::warn_every::WarnEvery::new(Duration::from_secs(60)),
+            cause,
         };
         tokio::spawn(worker.run().with_subscriber(Capture::dispatch(rejections)));
         Arc::new(OtelExporter {

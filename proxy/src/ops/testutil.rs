@@ -2,7 +2,8 @@
 //! libraries, the OTLP receiver process, and a one-shot HTTP client.
 //!
 //! The venv lives in `<target dir>/venv` and is created on first use
-//! (`python3 -m venv` + `pip install prometheus_client opentelemetry-proto grpcio protobuf`).
+//! (`python3 -m venv` + `pip install prometheus_client opentelemetry-proto grpcio protobuf
+//! hyperframe hpack`).
 //! Set `IRON_PROXY_TEST_PYTHON` to use another interpreter that has them.
 
 use std::io::{BufRead, BufReader};
@@ -14,14 +15,16 @@ use std::sync::OnceLock;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 
-const PACKAGES: [&str; 4] = [
+const PACKAGES: [&str; 6] = [
     "prometheus_client",
     "opentelemetry-proto",
     "grpcio",
     "protobuf",
+    "hyperframe",
+    "hpack",
 ];
-const PROBE: &str =
-    "import prometheus_client, grpc, opentelemetry.proto.collector.logs.v1.logs_service_pb2_grpc";
+const PROBE: &str = "import prometheus_client, grpc, hyperframe, hpack, \
+                     opentelemetry.proto.collector.logs.v1.logs_service_pb2_grpc";
 
 /// The interpreter, with the packages installed.
 pub fn python() -> PathBuf {

@@ -436,4 +436,4 @@ fn wipe(v: &mut serde_json::Value) {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -1,36 +1,87 @@
 //! The exporter library's client for the collector: the HTTP client (hyper,
-//! rustls) for http/protobuf, the tonic channel for gRPC.
+//! hyper-rustls) for http/protobuf, the tonic channel for gRPC, both with the
+//! TLS settings [`super::tls`] loaded (roots, client certificate) and the
+//! endpoint's scheme. The library's own reading of the `OTEL_*` variables
+//! (endpoint, `INSECURE`) is bypassed by handing it the client and channel
+//! ready-made.
 
 use std::collections::HashMap;
+use std::error::Error;
+use std::sync::{Arc, Mutex};
 
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use opentelemetry_http::{Bytes, HttpClient, HttpError, Request, Response};
 use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig, WithTonicConfig};
 
-use super::{OtelError, OtelSettings, OtlpProtocol};
+use super::settings::Compression;
+use super::{tls, OtelError, OtelSettings, OtlpProtocol};
 
+/// Why the last HTTP request without a response failed, in words that say
+/// what happened (the collector's certificate failed verification, the
+/// collector refused ours, the connection was refused). The exporter library
+/// returns "network error" for all of them; the worker adds this to its
+/// warning.
+#[derive(Debug, Default)]
+pub(super) struct FailureCause(Mutex<Option<String>>);
+
+impl FailureCause {
+    fn set(&self, cause: Option<String>) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = cause;
+    }
+
+    /// The cause noted since the last call, if the last request failed.
+    pub(super) fn take(&self) -> Option<String> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+/// The exporter for `s`; `cause` gets the reason of each failed HTTP request.
 pub(super) fn build_exporter(
     s: &OtelSettings,
+    cause: Arc<FailureCause>,
 ) -> Result<opentelemetry_otlp::LogExporter, OtelError> {
+    // `none` is left unset: the library then reads the same two variables
+    // and finds no compression either (it reads a value padded with spaces,
+    // which we trim, as unknown and moves to the generic variable: the one
+    // case where it could compress what we logged as `none`).
+    let compression = match s.compression {
+        Compression::None => None,
+        Compression::Gzip => Some(opentelemetry_otlp::Compression::Gzip),
+    };
+    // Loaded once whatever the protocol, so a bad file is found and named
+    // the same way for both.
+    let tls = if s.plaintext() {
+        None
+    } else {
+        Some(tls::load(&s.tls).map_err(OtelError::Tls)?)
+    };
     match s.protocol {
         OtlpProtocol::HttpProtobuf => {
-            let client = opentelemetry_http::hyper::HyperClient::new(
-                https_connector(s)?,
-                s.export_timeout,
-                None,
-            );
+            let client = Noting {
+                inner: opentelemetry_http::hyper::HyperClient::new(
+                    https_connector(tls.map(|t| t.rustls))?,
+                    s.export_timeout,
+                    None,
+                ),
+                cause,
+            };
             let headers: HashMap<String, String> = s
                 .headers
                 .iter()
                 .map(|(k, v)| (k.clone(), String::clone(v)))
                 .collect();
-            opentelemetry_otlp::LogExporter::builder()
+            let mut b = opentelemetry_otlp::LogExporter::builder()
                 .with_http()
                 .with_http_client(client)
                 .with_endpoint(s.http_logs_url())
                 .with_protocol(Protocol::HttpBinary)
                 .with_timeout(s.export_timeout)
-                .with_headers(headers)
-                .build()
-                .map_err(OtelError::Build)
+                .with_headers(headers);
+            if let Some(c) = compression {
+                b = b.with_compression(c);
+            }
+            b.build().map_err(OtelError::Build)
         }
         OtlpProtocol::Grpc => {
             let mut map = http::HeaderMap::new();
@@ -42,49 +93,106 @@ pub(super) fn build_exporter(
                     map.insert(k, v);
                 }
             }
+            // The errors name neither the endpoint (checked to be an
+            // http(s) URL already) nor its parts.
+            let bad = |e: tonic::transport::Error| OtelError::BadVariable {
+                var: s.endpoint_var,
+                detail: format!("not usable as a gRPC endpoint: {}", crate::error_chain(&e)),
+            };
+            let mut endpoint = tonic::transport::Endpoint::from_shared(s.endpoint.clone())
+                .map_err(bad)?
+                .timeout(s.export_timeout)
+                .tcp_nodelay(true);
+            if let Some(t) = tls {
+                endpoint = endpoint.tls_config(t.tonic).map_err(bad)?;
+            }
+            let channel = endpoint.connect_lazy();
             let mut b = opentelemetry_otlp::LogExporter::builder()
                 .with_tonic()
-                .with_endpoint(s.endpoint.clone())
+                .with_channel(channel)
                 .with_protocol(Protocol::Grpc)
                 .with_timeout(s.export_timeout)
                 .with_metadata(
                     opentelemetry_otlp::tonic_types::metadata::MetadataMap::from_headers(map),
                 );
-            if s.endpoint.starts_with("https://") {
-                b = b.with_tls_config(
-                    opentelemetry_otlp::tonic_types::transport::ClientTlsConfig::new()
-                        .with_native_roots(),
-                );
+            if let Some(c) = compression {
+                b = b.with_compression(c);
             }
             b.build().map_err(OtelError::Build)
         }
     }
 }
 
+/// TCP, then TLS with `tls` (HTTP/1.1 in ALPN) for an https endpoint; an
+/// https endpoint's connector refuses plaintext, a plaintext one's has no
+/// TLS to offer.
 fn https_connector(
-    s: &OtelSettings,
-) -> Result<
-    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
-    OtelError,
-> {
-    let mut roots = rustls::RootCertStore::empty();
-    let native = rustls_native_certs::load_native_certs();
-    let (added, _) = roots.add_parsable_certificates(native.certs);
-    if added == 0 && s.endpoint.starts_with("https://") {
-        return Err(OtelError::NoRoots);
+    tls: Option<rustls::ClientConfig>,
+) -> Result<HttpsConnector<HttpConnector>, OtelError> {
+    let mut tcp = HttpConnector::new();
+    tcp.enforce_http(false);
+    tcp.set_nodelay(true);
+    let b = hyper_rustls::HttpsConnectorBuilder::new();
+    let b = match tls {
+        Some(config) => b.with_tls_config(config).https_only(),
+        None => b
+            .with_tls_config(tls::unused_config().map_err(OtelError::Tls)?)
+            .https_or_http(),
+    };
+    Ok(b.enable_http1().wrap_connector(tcp))
+}
+
+/// The HTTP client, noting why each request that got no response failed.
+#[derive(Debug)]
+struct Noting {
+    inner: opentelemetry_http::hyper::HyperClient<HttpsConnector<HttpConnector>>,
+    cause: Arc<FailureCause>,
+}
+
+#[async_trait::async_trait]
+impl HttpClient for Noting {
+    async fn send_bytes(&self, request: Request<Bytes>) -> Result<Response<Bytes>, HttpError> {
+        let r = self.inner.send_bytes(request).await;
+        // Each attempt replaces the last one's cause: a retry that got an
+        // answer leaves none behind.
+        self.cause
+            .set(r.as_ref().err().map(|e| describe(e.as_ref())));
+        r
     }
-    let provider = crate::tls::provider();
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| OtelError::BadVariable {
-            var: "OTEL_EXPORTER_OTLP_ENDPOINT",
-            detail: format!("tls setup: {e}"),
-        })?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .build())
+}
+
+/// `e` in words: a TLS failure says so first (the HTTP client's own text
+/// is only "client error (Connect)"); anything else is its chain of causes.
+/// Neither holds a header, a body or a file's contents.
+pub(super) fn describe(e: &(dyn Error + 'static)) -> String {
+    let mut cur = Some(e);
+    while let Some(x) = cur {
+        if let Some(t) = tls_error(x) {
+            return match t {
+                rustls::Error::InvalidCertificate(_) => format!(
+                    "TLS: the collector's certificate failed verification ({t}); \
+                     is its CA in OTEL_EXPORTER_OTLP_CERTIFICATE?"
+                ),
+                rustls::Error::AlertReceived(_) => {
+                    format!("TLS: the collector refused the handshake ({t})")
+                }
+                _ => format!("TLS: {t}"),
+            };
+        }
+        cur = x.source();
+    }
+    crate::error_chain(e)
+}
+
+/// The rustls error in `e`, itself or wrapped in I/O errors (tokio-rustls
+/// wraps it in one, hyper-rustls that in another; an I/O error's `source`
+/// skips what it wraps, so the layers are taken off here).
+fn tls_error<'a>(e: &'a (dyn Error + 'static)) -> Option<&'a rustls::Error> {
+    let mut cur = e;
+    loop {
+        if let Some(t) = cur.downcast_ref::<rustls::Error>() {
+            return Some(t);
+        }
+        cur = cur.downcast_ref::<std::io::Error>()?.get_ref()?;
+    }
 }

@@ -11,6 +11,9 @@ use super::OtelError;
 
 #[cfg(test)]
 mod tests;
+mod transport;
+
+pub use transport::{Compression, FileVar, TlsFiles};
 
 /// `OTEL_EXPORTER_OTLP_PROTOCOL`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,6 +93,11 @@ pub struct OtelSettings {
     /// `OTEL_EXPORTER_OTLP_LOGS_TIMEOUT`, else `OTEL_EXPORTER_OTLP_TIMEOUT`
     /// (milliseconds; default 10 s): the deadline of one export request.
     pub export_timeout: Duration,
+    /// `OTEL_EXPORTER_OTLP_LOGS_COMPRESSION`, else `OTEL_EXPORTER_OTLP_COMPRESSION`.
+    pub compression: Compression,
+    /// The `CERTIFICATE`, `CLIENT_CERTIFICATE` and `CLIENT_KEY` files (each
+    /// `_LOGS_` form first); all unset for a plaintext endpoint.
+    pub tls: TlsFiles,
 }
 
 impl fmt::Debug for OtelSettings {
@@ -103,6 +111,8 @@ impl fmt::Debug for OtelSettings {
             .field("service_name", &self.service_name)
             .field("resource_attributes", &self.resource_attributes)
             .field("export_timeout", &self.export_timeout)
+            .field("compression", &self.compression)
+            .field("tls", &self.tls)
             .finish_non_exhaustive()
     }
 }
@@ -177,7 +187,19 @@ impl OtelSettings {
             (None, Some(e)) => (ENDPOINT, e),
             (None, None) => return done(OtelExport::Unset, warnings),
         };
-        if let Err(detail) = check_endpoint(&endpoint) {
+        let protocol = first_valid(get, PROTOCOL, &mut warnings, |v| {
+            match v.to_ascii_lowercase().as_str() {
+                "http/protobuf" => Ok(OtlpProtocol::HttpProtobuf),
+                "grpc" => Ok(OtlpProtocol::Grpc),
+                _ => Err(format!(
+                    "unsupported protocol {v:?} (use http/protobuf or grpc); ignored"
+                )),
+            }
+        })
+        .map_or(OtlpProtocol::HttpProtobuf, |(_, p)| p);
+        // A gRPC endpoint may come without a scheme: INSECURE picks it.
+        let endpoint = transport::with_scheme(endpoint, protocol, get, &mut warnings);
+        if let Err(detail) = check_endpoint(&endpoint, protocol) {
             let e = OtelError::BadVariable {
                 var: endpoint_var,
                 detail: detail.into(),
@@ -201,32 +223,13 @@ impl OtelSettings {
             }
             None => endpoint,
         };
-        // Standard OTLP exporter variables this exporter does not read: set,
-        // they would otherwise be ignored in silence (a private CA's export
-        // then fails with no hint). The value is not repeated.
-        for (var, instead) in UNSUPPORTED {
-            if get(var).is_some() {
-                warnings.push(OtelError::BadVariable {
-                    var,
-                    detail: format!("is not supported and is ignored; {instead}"),
-                });
-            }
-        }
-        let protocol = first_valid(get, PROTOCOL, &mut warnings, |v| {
-            match v.to_ascii_lowercase().as_str() {
-                "http/protobuf" => Ok(OtlpProtocol::HttpProtobuf),
-                "grpc" => Ok(OtlpProtocol::Grpc),
-                _ => Err(format!(
-                    "unsupported protocol {v:?} (use http/protobuf or grpc); ignored"
-                )),
-            }
-        })
-        .unwrap_or(OtlpProtocol::HttpProtobuf);
+        let tls = transport::tls_files(get, is_plaintext(&endpoint), &mut warnings);
+        let compression = transport::compression(get, &mut warnings);
         let export_timeout = first_valid(get, TIMEOUT, &mut warnings, |v| match v.parse::<u64>() {
             Ok(ms) if ms > 0 => Ok(Duration::from_millis(ms)),
             _ => Err("must be a positive number of milliseconds; ignored".to_string()),
         })
-        .unwrap_or(DEFAULT_TIMEOUT);
+        .map_or(DEFAULT_TIMEOUT, |(_, t)| t);
         // The logs variable replaces the generic one; the two are not merged.
         let headers = HEADERS
             .iter()
@@ -265,6 +268,8 @@ impl OtelSettings {
             max_batch_bytes: MAX_REQUEST_BYTES,
             flush_interval: Duration::from_secs(1),
             export_timeout,
+            compression,
+            tls,
         };
         done(OtelExport::Enabled(settings), warnings)
     }
@@ -285,6 +290,11 @@ impl OtelSettings {
             }
             _ => format!("{}/v1/logs", self.endpoint.trim_end_matches('/')),
         }
+    }
+
+    /// Whether the endpoint is `http://`: no TLS.
+    pub fn plaintext(&self) -> bool {
+        is_plaintext(&self.endpoint)
     }
 
     /// The endpoint with any userinfo removed, for logs, spelled as
@@ -316,26 +326,12 @@ impl OtelSettings {
     }
 }
 
-/// Standard OTLP exporter variables not read here, with what to do instead.
-const UNSUPPORTED: [(&str, &str); 10] = {
-    const CA: &str = "give the collector's CA in SSL_CERT_FILE or SSL_CERT_DIR";
-    const MTLS: &str = "client certificates are not supported; authenticate with \
-                        OTEL_EXPORTER_OTLP_HEADERS";
-    const INSECURE: &str = "the scheme decides: http:// is plaintext, https:// verifies";
-    const COMPRESSION: &str = "export requests are sent uncompressed";
-    [
-        ("OTEL_EXPORTER_OTLP_CERTIFICATE", CA),
-        ("OTEL_EXPORTER_OTLP_LOGS_CERTIFICATE", CA),
-        ("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", MTLS),
-        ("OTEL_EXPORTER_OTLP_LOGS_CLIENT_CERTIFICATE", MTLS),
-        ("OTEL_EXPORTER_OTLP_CLIENT_KEY", MTLS),
-        ("OTEL_EXPORTER_OTLP_LOGS_CLIENT_KEY", MTLS),
-        ("OTEL_EXPORTER_OTLP_INSECURE", INSECURE),
-        ("OTEL_EXPORTER_OTLP_LOGS_INSECURE", INSECURE),
-        ("OTEL_EXPORTER_OTLP_COMPRESSION", COMPRESSION),
-        ("OTEL_EXPORTER_OTLP_LOGS_COMPRESSION", COMPRESSION),
-    ]
-};
+/// Whether `endpoint` (checked to be an http(s) URL) is `http://`.
+fn is_plaintext(endpoint: &str) -> bool {
+    endpoint
+        .get(..7)
+        .is_some_and(|s| s.eq_ignore_ascii_case("http://"))
+}
 
 /// `endpoint` without its user and password, when it has any.
 fn without_userinfo(endpoint: &str) -> Option<String> {
@@ -356,7 +352,14 @@ fn without_userinfo(endpoint: &str) -> Option<String> {
 
 /// Whether `endpoint` is an http(s) URL with a host. The error never
 /// repeats the value: it may carry credentials in its userinfo.
-fn check_endpoint(endpoint: &str) -> Result<(), &'static str> {
+fn check_endpoint(endpoint: &str, protocol: OtlpProtocol) -> Result<(), &'static str> {
+    if protocol == OtlpProtocol::HttpProtobuf && !transport::has_scheme(endpoint) {
+        return Err(
+            "has no scheme: http/protobuf needs an http:// or https:// URL with a host \
+                    (a scheme-less host:port is read only for grpc, where \
+                    OTEL_EXPORTER_OTLP_INSECURE picks the scheme)",
+        );
+    }
     match url::Url::parse(endpoint) {
         Ok(u)
             if matches!(u.scheme(), "http" | "https")
@@ -369,18 +372,19 @@ fn check_endpoint(endpoint: &str) -> Result<(), &'static str> {
     }
 }
 
-/// The first of `vars` (most specific first) that is set and parses; an
-/// invalid one is reported and treated as unset, so the next one applies.
+/// The first of `vars` (most specific first) that is set and parses, with
+/// its name; an invalid one is reported and treated as unset, so the next
+/// one applies.
 fn first_valid<T>(
     get: impl Fn(&str) -> Option<String>,
     vars: [&'static str; 2],
     warnings: &mut Vec<OtelError>,
     parse: impl Fn(&str) -> Result<T, String>,
-) -> Option<T> {
+) -> Option<(&'static str, T)> {
     for var in vars {
         let Some(v) = get(var) else { continue };
         match parse(&v) {
-            Ok(t) => return Some(t),
+            Ok(t) => return Some((var, t)),
             Err(detail) => warnings.push(OtelError::BadVariable { var, detail }),
         }
     }

@@ -1,5 +1,6 @@
 //! OTLP export to the official-proto Python receiver over HTTP and gRPC, and
-//! the behaviour with no collector.
+//! the behaviour with no collector; TLS, mutual TLS and compression in
+//! `tests/transport.rs`.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -9,6 +10,9 @@ use serde_json::{Map, Value};
 use super::*;
 use crate::audit::{Mode, TransformTrace};
 use crate::ops::testutil::Receiver;
+
+pub(super) mod pki;
+mod transport;
 
 fn settings(vars: &[(&str, &str)]) -> OtelSettings {
     let env = OtelSettings::from_lookup(|k| {
@@ -369,7 +373,7 @@ async fn a_slow_collector_gets_full_batches() {
         delay: Duration::from_secs(2),
         ..SlowCollector::default()
     };
-    let exp = OtelExporter::spawn(&s, collector.clone(), Counter::default());
+    let exp = OtelExporter::spawn(&s, collector.clone(), Arc::default(), Counter::default());
     let r = &records()[0];
     for _ in 0..4000 {
         exp.observe(r);
@@ -434,7 +438,7 @@ async fn records_lost_at_shutdown_count_as_dropped() {
     let mut s = settings(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")]);
     s.export_timeout = Duration::from_secs(60);
     s.max_batch = 4;
-    let exp = OtelExporter::spawn(&s, HungCollector, Counter::default());
+    let exp = OtelExporter::spawn(&s, HungCollector, Arc::default(), Counter::default());
     let r = &records()[0];
     for _ in 0..10 {
         exp.observe(r);

@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::capture::Rejections;
+use super::connect::FailureCause;
 use super::convert::{self, Converted};
 use crate::audit::AuditRecord;
 use crate::ops::warn_every::WarnEvery;
@@ -56,6 +57,9 @@ pub(super) struct Worker<E> {
     pub(super) rejections: Arc<Rejections>,
     /// Rate limit of the warning about rejected records.
     pub(super) rejected_warning: WarnEvery,
+    /// Why the last HTTP request without a response failed (the library
+    /// says only "network error").
+    pub(super) cause: Arc<FailureCause>,
 }
 
 /// Converted records waiting for the next export request.
@@ -154,15 +158,24 @@ impl<E: LogExporter + 'static> Worker<E> {
         let n = records.len() as u64;
         let refs: Vec<(&SdkLogRecord, &InstrumentationScope)> =
             records.iter().map(|r| (r, &self.scope)).collect();
+        // Whatever an earlier request left behind is not this one's cause.
+        self.cause.take();
         let result = tokio::time::timeout(
             self.export_timeout,
             self.exporter.export(LogBatch::new(&refs)),
         )
         .await;
+        let cause = self.cause.take();
         let err = match result {
             Ok(Ok(())) => None,
-            Ok(Err(e)) => Some(e.to_string()),
-            Err(_) => Some("export timed out".to_string()),
+            Ok(Err(e)) => Some(match cause {
+                Some(c) => format!("{e}: {c}"),
+                None => e.to_string(),
+            }),
+            Err(_) => Some(match cause {
+                Some(c) => format!("export timed out; the last attempt: {c}"),
+                None => "export timed out".to_string(),
+            }),
         };
         self.last_export = Instant::now();
         let (rejected, message) = self.rejections.take();

@@ -281,28 +281,176 @@ fn an_invalid_endpoint_turns_export_off_without_falling_back() {
     }
 }
 
-/// Standard variables this exporter does not read are named in a warning
-/// (with what to do instead), not ignored in silence; their values are not
-/// repeated.
+/// The TLS files, each `_LOGS_` form first, read as paths (the files are
+/// read when the exporter is built); compression, `gzip` or `none`.
 #[test]
-fn unsupported_standard_variables_are_warned_about() {
-    let (_, w) = enabled(&[
-        GENERIC,
-        ("OTEL_EXPORTER_OTLP_CERTIFICATE", "/etc/ca-secret-path.pem"),
-        ("OTEL_EXPORTER_OTLP_LOGS_COMPRESSION", "gzip"),
+fn tls_files_and_compression() {
+    let (s, w) = enabled(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://c:4318"),
+        ("OTEL_EXPORTER_OTLP_CERTIFICATE", "/generic/ca.pem"),
+        ("OTEL_EXPORTER_OTLP_LOGS_CERTIFICATE", "/logs/ca.pem"),
+        (
+            "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
+            "/generic/client.pem",
+        ),
+        ("OTEL_EXPORTER_OTLP_LOGS_CLIENT_KEY", "/logs/client.key"),
+        ("OTEL_EXPORTER_OTLP_COMPRESSION", "GZIP"),
     ]);
-    assert!(warned_about(&w, "OTEL_EXPORTER_OTLP_CERTIFICATE"), "{w:?}");
+    assert!(w.is_empty(), "{w:?}");
+    let file = |var, path: &str| {
+        Some(FileVar {
+            var,
+            path: path.into(),
+        })
+    };
+    assert_eq!(
+        s.tls,
+        TlsFiles {
+            ca: file("OTEL_EXPORTER_OTLP_LOGS_CERTIFICATE", "/logs/ca.pem"),
+            client_cert: file(
+                "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
+                "/generic/client.pem"
+            ),
+            client_key: file("OTEL_EXPORTER_OTLP_LOGS_CLIENT_KEY", "/logs/client.key"),
+        }
+    );
+    assert_eq!(s.compression, Compression::Gzip);
+    assert!(!s.plaintext());
+
+    let (s, w) = enabled(&[GENERIC]);
+    assert!(w.is_empty(), "{w:?}");
+    assert_eq!(
+        (s.compression, s.tls.clone()),
+        (Compression::None, TlsFiles::default())
+    );
+
+    // The logs value wins, `none` included; an unknown one is skipped with
+    // a warning, so the generic one applies.
+    let (s, w) = enabled(&[
+        GENERIC,
+        ("OTEL_EXPORTER_OTLP_LOGS_COMPRESSION", "none"),
+        ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
+    ]);
+    assert!(w.is_empty(), "{w:?}");
+    assert_eq!(s.compression, Compression::None);
+    let (s, w) = enabled(&[
+        GENERIC,
+        ("OTEL_EXPORTER_OTLP_LOGS_COMPRESSION", "zstd"),
+        ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
+    ]);
+    assert_eq!(s.compression, Compression::Gzip);
+    assert_eq!(w.len(), 1, "{w:?}");
     assert!(
         warned_about(&w, "OTEL_EXPORTER_OTLP_LOGS_COMPRESSION"),
         "{w:?}"
     );
+    assert!(w[0].to_string().contains("use gzip or none"), "{}", w[0]);
+}
+
+/// TLS files with a plaintext endpoint would go unused: each is named in a
+/// warning, and none is kept (so none is read).
+#[test]
+fn tls_files_with_a_plaintext_endpoint_are_warned_about() {
+    let (s, w) = enabled(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "HTTP://c:4318"),
+        ("OTEL_EXPORTER_OTLP_CERTIFICATE", "/ca.pem"),
+        ("OTEL_EXPORTER_OTLP_LOGS_CLIENT_KEY", "/client.key"),
+    ]);
+    assert!(s.plaintext());
+    assert_eq!(s.tls, TlsFiles::default());
     assert_eq!(w.len(), 2, "{w:?}");
-    let text: Vec<String> = w.iter().map(ToString::to_string).collect();
-    assert!(text[0].contains("SSL_CERT_FILE"), "{text:?}");
+    for var in [
+        "OTEL_EXPORTER_OTLP_CERTIFICATE",
+        "OTEL_EXPORTER_OTLP_LOGS_CLIENT_KEY",
+    ] {
+        assert!(warned_about(&w, var), "{var}: {w:?}");
+    }
+    assert!(w[0].to_string().contains("plaintext"), "{}", w[0]);
+}
+
+/// `INSECURE` picks the scheme of a gRPC endpoint given without one
+/// (`https://` unless it is true); a scheme wins over it, and an `INSECURE`
+/// that says otherwise is warned about. http/protobuf needs a scheme.
+#[test]
+fn insecure_picks_the_scheme_of_a_grpc_endpoint_without_one() {
+    let grpc = ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc");
+    let bare = ("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4317");
+    for (insecure, endpoint, plaintext) in [
+        (None, "https://collector:4317", false),
+        (
+            Some(("OTEL_EXPORTER_OTLP_INSECURE", "false")),
+            "https://collector:4317",
+            false,
+        ),
+        (
+            Some(("OTEL_EXPORTER_OTLP_INSECURE", "True")),
+            "http://collector:4317",
+            true,
+        ),
+        (
+            Some(("OTEL_EXPORTER_OTLP_LOGS_INSECURE", "true")),
+            "http://collector:4317",
+            true,
+        ),
+    ] {
+        let mut vars = vec![grpc, bare];
+        vars.extend(insecure);
+        let (s, w) = enabled(&vars);
+        assert!(w.is_empty(), "{vars:?}: {w:?}");
+        assert_eq!(s.endpoint, endpoint, "{vars:?}");
+        assert_eq!(s.plaintext(), plaintext, "{vars:?}");
+    }
+    // An IP, a path, userinfo (taken out, with its warning).
+    let (s, _) = enabled(&[grpc, ("OTEL_EXPORTER_OTLP_ENDPOINT", "127.0.0.1:4317")]);
+    assert_eq!(s.endpoint, "https://127.0.0.1:4317");
+    let (s, w) = enabled(&[
+        grpc,
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "u:s3cret@c:4317/p://q"),
+    ]);
+    assert_eq!(s.endpoint, "https://c:4317/p://q");
+    assert!(warned_about(&w, ENDPOINT), "{w:?}");
+    assert!(!format!("{w:?}").contains("s3cret"), "{w:?}");
+
+    // The logs value first; a bad one is skipped with a warning.
+    let (s, w) = enabled(&[
+        grpc,
+        bare,
+        ("OTEL_EXPORTER_OTLP_LOGS_INSECURE", "yes"),
+        ("OTEL_EXPORTER_OTLP_INSECURE", "true"),
+    ]);
+    assert_eq!(s.endpoint, "http://collector:4317");
+    assert_eq!(w.len(), 1, "{w:?}");
     assert!(
-        !text.iter().any(|t| t.contains("ca-secret-path")),
-        "{text:?}"
+        warned_about(&w, "OTEL_EXPORTER_OTLP_LOGS_INSECURE"),
+        "{w:?}"
     );
-    let (_, none) = enabled(&[GENERIC]);
-    assert!(none.is_empty(), "{none:?}");
+
+    // The scheme wins; a contradicting INSECURE is named.
+    for (endpoint, insecure) in [("https://c:4317", "true"), ("http://c:4317", "false")] {
+        let (s, w) = enabled(&[
+            grpc,
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint),
+            ("OTEL_EXPORTER_OTLP_INSECURE", insecure),
+        ]);
+        assert_eq!(s.endpoint, endpoint);
+        assert_eq!(w.len(), 1, "{endpoint}: {w:?}");
+        assert!(w[0].to_string().contains("no effect"), "{}", w[0]);
+    }
+    for (endpoint, insecure) in [("https://c:4317", "false"), ("http://c:4317", "true")] {
+        let (_, w) = enabled(&[
+            grpc,
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint),
+            ("OTEL_EXPORTER_OTLP_INSECURE", insecure),
+        ]);
+        assert!(w.is_empty(), "{endpoint} {insecure}: {w:?}");
+    }
+
+    // http/protobuf: no scheme, no export; the error says why.
+    for insecure in ["true", "false"] {
+        let e = env(&[bare, ("OTEL_EXPORTER_OTLP_INSECURE", insecure)]);
+        let OtelExport::InvalidEndpoint(err) = &e.export else {
+            panic!("export not off: {e:?}")
+        };
+        assert!(err.to_string().contains("has no scheme"), "{err}");
+    }
 }
