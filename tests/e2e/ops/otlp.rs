@@ -1,6 +1,6 @@
 //! OTLP export of audit records, received by `tests/otlp_receiver.py` (the official
-//! opentelemetry-proto definitions) over HTTP/protobuf and over gRPC; and a collector that is
-//! down, which must leave requests unaffected.
+//! opentelemetry-proto definitions) over HTTP/protobuf and over gRPC, in plaintext and over
+//! mutual TLS with gzip; and a collector that is down, which must leave requests unaffected.
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -23,6 +23,11 @@ struct Receiver {
 
 impl Receiver {
     fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// [`Receiver::start`] with the receiver's options (`--tls-cert`, ...).
+    fn start_with(args: &[&str]) -> Self {
         let dir = paths::scratch_dir("otlp");
         let out = dir.path().join("records.jsonl");
         let script = paths::repo_root().join("tests").join("otlp_receiver.py");
@@ -30,6 +35,7 @@ impl Receiver {
         cmd.arg(&script)
             .arg("--out")
             .arg(&out)
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
@@ -376,4 +382,226 @@ fn a_collector_that_is_down_leaves_requests_unaffected() {
         20,
         "every request reached the upstream"
     );
+}
+
+/// Certificates for a collector on 127.0.0.1 and for the proxy as its client.
+struct CollectorPki {
+    _dir: tempfile::TempDir,
+    collector_ca: PathBuf,
+    collector: ca::Leaf,
+    client_ca: PathBuf,
+    client: ca::Leaf,
+}
+
+fn collector_pki() -> CollectorPki {
+    let dir = paths::scratch_dir("otlp-pki");
+    let collector_ca = ca::TestCa::new("otlp collector CA", &dir.path().join("collector-ca"));
+    let client_ca = ca::TestCa::new("otlp client CA", &dir.path().join("client-ca"));
+    CollectorPki {
+        collector: collector_ca.issue(&["127.0.0.1".into()], dir.path(), "collector"),
+        client: client_ca.issue_client(&["iron-proxy-e2e".into()], dir.path(), "client"),
+        collector_ca: collector_ca.cert_path(),
+        client_ca: client_ca.cert_path(),
+        _dir: dir,
+    }
+}
+
+fn text(p: &std::path::Path) -> String {
+    p.display().to_string()
+}
+
+/// A collector that requires client certificates, on a CA of its own (not the one in the
+/// proxy's `SSL_CERT_FILE`): the proxy verifies it with `OTEL_EXPORTER_OTLP_CERTIFICATE`,
+/// authenticates with the client certificate and key, and sends gzip; the records arrive
+/// decoded, from the proxy's certificate.
+fn mutual_tls_roundtrip(protocol: &str) {
+    let pki = collector_pki();
+    let rx = Receiver::start_with(&[
+        "--tls-cert",
+        &text(&pki.collector.cert),
+        "--tls-key",
+        &text(&pki.collector.key),
+        "--client-ca",
+        &text(&pki.client_ca),
+    ]);
+    let net = FakeInternet::new();
+    let _up = Upstream::https("httpbin.test").start(&net);
+    let port = if protocol == "grpc" {
+        rx.grpc_port
+    } else {
+        rx.http_port
+    };
+    let px = Proxy::with(CONFIG)
+        .resolver(&net)
+        .env("IRON_E2E_OTEL_SECRET", SECRET)
+        .env(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            &format!("https://127.0.0.1:{port}"),
+        )
+        .env("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
+        .env("OTEL_EXPORTER_OTLP_CERTIFICATE", &text(&pki.collector_ca))
+        .env(
+            "OTEL_EXPORTER_OTLP_LOGS_CLIENT_CERTIFICATE",
+            &text(&pki.client.cert),
+        )
+        .env("OTEL_EXPORTER_OTLP_LOGS_CLIENT_KEY", &text(&pki.client.key))
+        .env("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip")
+        .start();
+    let enabled = px.wait_for_log(|l| l.contains("otel exporter enabled"));
+    let line = LogLine::parse(&enabled).unwrap_or_else(|| panic!("not a log line: {enabled}"));
+    assert_eq!(line.str("compression"), Some("gzip"), "{line}");
+    let tls = line.str("tls").unwrap_or_default();
+    assert!(
+        tls.contains("OTEL_EXPORTER_OTLP_CERTIFICATE") && tls.contains("client certificate"),
+        "{line}"
+    );
+    assert!(
+        !px.logs()
+            .join("\n")
+            .contains("ignoring an invalid otel setting"),
+        "{:#?}",
+        px.logs()
+    );
+
+    Curl::get("https://httpbin.test/anything/otel-mtls")
+        .header("Authorization", "pk-proxy-otel")
+        .via(&px)
+        .run()
+        .expect_status(200);
+    let got = rx.wait_for(|a| a["path"] == "/anything/otel-mtls");
+    assert_eq!(got["peer"]["tls"], true, "{got}");
+    assert_eq!(got["peer"]["client_cn"], "iron-proxy-e2e", "{got}");
+    assert_eq!(got["attributes"]["host"], "httpbin.test", "{got}");
+    if protocol != "grpc" {
+        assert_eq!(got["headers"]["content-encoding"], "gzip", "{got}");
+    }
+}
+
+#[test]
+fn otlp_export_over_mutual_tls_with_gzip_http_protobuf() {
+    require_root!();
+    mutual_tls_roundtrip("http/protobuf");
+}
+
+#[test]
+fn otlp_export_over_mutual_tls_with_gzip_grpc() {
+    require_root!();
+    mutual_tls_roundtrip("grpc");
+}
+
+/// Without its client certificate the proxy is refused by the collector: the records are
+/// counted as dropped and the warning says the failure was TLS (it used to say only
+/// "network error"); requests are unaffected.
+#[test]
+fn a_refused_tls_handshake_is_counted_and_named() {
+    require_root!();
+    let pki = collector_pki();
+    let rx = Receiver::start_with(&[
+        "--tls-cert",
+        &text(&pki.collector.cert),
+        "--tls-key",
+        &text(&pki.collector.key),
+        "--client-ca",
+        &text(&pki.client_ca),
+    ]);
+    let net = FakeInternet::new();
+    let _up = Upstream::https("httpbin.test").start(&net);
+    let px = Proxy::with(CONFIG)
+        .resolver(&net)
+        .env("IRON_E2E_OTEL_SECRET", SECRET)
+        .env(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            &format!("https://127.0.0.1:{}", rx.http_port),
+        )
+        .env("OTEL_EXPORTER_OTLP_CERTIFICATE", &text(&pki.collector_ca))
+        .start();
+    Curl::get("https://httpbin.test/anything/otel-refused")
+        .header("Authorization", "pk-proxy-otel")
+        .via(&px)
+        .run()
+        .expect_status(200);
+    let failing = px.wait_for_log(|l| l.contains("otel export failing"));
+    let line = LogLine::parse(&failing).unwrap_or_else(|| panic!("not a log line: {failing}"));
+    let error = line.str("error").unwrap_or_default();
+    assert!(
+        error.contains("TLS") && error.contains("CertificateRequired"),
+        "{line}"
+    );
+    wait_until(
+        Duration::from_secs(60),
+        "the dropped record counted",
+        || {
+            let m = Curl::get(&format!("http://{}/metrics", px.metrics_addr())).run();
+            m.body
+                .lines()
+                .find_map(|l| l.strip_prefix("iron_proxy_otel_dropped_records_total "))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .filter(|v| *v >= 1.0)
+        },
+    );
+    assert!(rx.records().is_empty(), "{:#?}", rx.records());
+}
+
+/// TLS files that cannot be used leave export off with an ERROR naming the variable and the
+/// file (never their contents); the proxy serves all the same.
+#[test]
+fn unusable_tls_files_turn_export_off_and_are_named() {
+    require_root!();
+    let pki = collector_pki();
+    let dir = paths::scratch_dir("otlp-bad");
+    let bad_key = dir.path().join("client.key");
+    std::fs::write(
+        &bad_key,
+        "-----BEGIN PRIVATE KEY-----\nKEYBYTES-MUST-NOT-LEAK!!\n",
+    )
+    .expect("writing the bad key");
+    let net = FakeInternet::new();
+    let _up = Upstream::https("httpbin.test").start(&net);
+    let cases: [(Vec<(&str, String)>, &str); 2] = [
+        (
+            vec![("OTEL_EXPORTER_OTLP_CLIENT_KEY", text(&pki.client.key))],
+            "OTEL_EXPORTER_OTLP_CLIENT_KEY is set without OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
+        ),
+        (
+            vec![
+                (
+                    "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
+                    text(&pki.client.cert),
+                ),
+                ("OTEL_EXPORTER_OTLP_CLIENT_KEY", text(&bad_key)),
+            ],
+            "OTEL_EXPORTER_OTLP_CLIENT_KEY",
+        ),
+    ];
+    for (vars, named) in cases {
+        let mut p = Proxy::with(CONFIG)
+            .resolver(&net)
+            .env("IRON_E2E_OTEL_SECRET", SECRET)
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", "https://127.0.0.1:4318");
+        for (k, v) in &vars {
+            p = p.env(k, v);
+        }
+        let px = p.start();
+        Curl::get("https://httpbin.test/anything/still-serving")
+            .header("Authorization", "pk-proxy-otel")
+            .via(&px)
+            .run()
+            .expect_status(200);
+        let lines = px.log_lines();
+        let line = lines
+            .iter()
+            .find(|l| l.msg() == "otel export disabled: the exporter could not be built")
+            .unwrap_or_else(|| panic!("{vars:?}: no error line in {:#?}", px.logs()));
+        assert_eq!(line.level(), "error", "{line}");
+        let error = line.str("error").unwrap_or_default();
+        assert!(error.contains(named), "{vars:?}: {line}");
+        assert!(
+            !lines.iter().any(|l| l.msg() == "otel exporter enabled"),
+            "{vars:?}: export is on"
+        );
+        assert!(
+            !px.logs().join("\n").contains("KEYBYTES"),
+            "the key file's contents reached the logs"
+        );
+    }
 }
