@@ -1,9 +1,11 @@
 //! Tests of the DNS server: in-process queries (`server`), real tools such as
-//! dig and dnsmasq (`tools`), getaddrinfo in a private network namespace
-//! (`netns`), and a burst of UDP queries (`burst`). Helpers shared by them live here.
+//! dig and dnsmasq (`tools`, with the peers themselves in `peers`),
+//! getaddrinfo in a private network namespace (`netns`), and a burst of UDP
+//! queries (`burst`). Helpers shared by them live here.
 
 mod burst;
 mod netns;
+mod peers;
 mod server;
 mod tcp;
 mod tools;
