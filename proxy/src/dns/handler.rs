@@ -49,19 +49,25 @@ impl Resolution {
     }
 
     /// A local answer ending at `name`: the CNAME `chain` that led there, then
-    /// `answers`; with none of the asked type, an SOA in the authority section
-    /// so that resolvers cache the "no data" ([`policy::nodata_soa`]).
+    /// `answers`, or the zone-apex records for SOA and NS
+    /// ([`policy::apex_answers`]); with none of the asked type, the name's
+    /// SOA in the authority section so that resolvers cache the "no data"
+    /// ([`policy::local_soa`]).
     fn local_final(
         mut chain: Vec<Record>,
-        answers: Vec<Record>,
+        mut answers: Vec<Record>,
         name: &hickory_proto::rr::Name,
+        qtype: RecordType,
         outcome: Outcome,
     ) -> Resolution {
+        if answers.is_empty() {
+            answers = policy::apex_answers(name, qtype);
+        }
         let nodata = answers.is_empty();
         chain.extend(answers);
         let mut r = Resolution::local(chain, outcome);
         if nodata {
-            r.authorities.push(policy::nodata_soa(name));
+            r.authorities.push(policy::local_soa(name));
         }
         r
     }
@@ -165,7 +171,7 @@ impl Handler {
                 }
                 Route::Record(StaticEntry::A(ips)) => {
                     let answers = policy::static_a_answers(&q.name, ips, q.qtype);
-                    return Resolution::local_final(chain, answers, &q.name, outcome);
+                    return Resolution::local_final(chain, answers, &q.name, q.qtype, outcome);
                 }
                 Route::Intercept => {
                     let answers = match policy::special(&q.name) {
@@ -176,11 +182,11 @@ impl Handler {
                         Some(policy::Special::NoSuchName) => {
                             let mut r = Resolution::local(chain, outcome);
                             r.rcode = ResponseCode::NXDomain;
-                            r.authorities.push(policy::nodata_soa(&q.name.trim_to(1)));
+                            r.authorities.push(policy::local_soa(&q.name.trim_to(1)));
                             return r;
                         }
                     };
-                    return Resolution::local_final(chain, answers, &q.name, outcome);
+                    return Resolution::local_final(chain, answers, &q.name, q.qtype, outcome);
                 }
                 Route::Passthrough => {
                     let msg = match self.forwarder.forward(&q).await {

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use hickory_proto::rr::rdata::{A, AAAA, CNAME, SOA};
+use hickory_proto::rr::rdata::{A, AAAA, CNAME, NS, SOA};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
 use super::{DnsError, DnsSettings, StaticRecord, LOCAL_TTL};
@@ -179,18 +179,55 @@ pub(crate) fn cname_record(name: &Name, target: &Name) -> Record {
     local_record(name, RData::CNAME(CNAME(target.clone())))
 }
 
-/// The SOA that goes with a local answer with no records of the asked type
-/// (AAAA or TXT for an intercepted name): RFC 2308 has resolvers cache such a
-/// "no data" answer for the SOA's minimum, here the local TTL, and without an
-/// SOA they may not cache it at all and ask again each time. Its owner is the
-/// name asked for, and it names no real server (`.invalid`, RFC 6761).
-pub(crate) fn nodata_soa(name: &Name) -> Record {
-    let server = Name::from_ascii("iron-proxy.invalid.").unwrap_or_else(|_| Name::root());
-    let mailbox =
-        Name::from_ascii("hostmaster.iron-proxy.invalid.").unwrap_or_else(|_| Name::root());
-    let ttl = LOCAL_TTL as i32;
-    let soa = SOA::new(server, mailbox, 1, ttl, ttl, ttl, LOCAL_TTL);
+/// The server named in the SOA and NS records of the names answered here:
+/// no real server (`.invalid`, RFC 6761), since nothing else serves them.
+const LOCAL_SERVER: &str = "iron-proxy.invalid.";
+/// The SOA's responsible mailbox (`hostmaster@iron-proxy.invalid`).
+const LOCAL_MAILBOX: &str = "hostmaster.iron-proxy.invalid.";
+
+/// The SOA of a name answered here. Each such name (intercepted, a static
+/// record's, `localhost`) is the apex of a zone of its own, served only by
+/// this server: an SOA query gets this record, an NS query
+/// [`local_ns`], and an answer with no records of the asked type carries it
+/// in the authority section, so that resolvers cache the "no data" for the
+/// SOA's minimum (RFC 2308 §5: the lesser of the SOA's TTL and its minimum),
+/// here the TTL of the local answers. Without an SOA they may not cache it at
+/// all and ask again for each connection. The timers are RFC 1912's ranges
+/// (no secondary ever reads them); the serial never changes, as the answers
+/// do not.
+pub(crate) fn local_soa(name: &Name) -> Record {
+    let soa = SOA::new(
+        local_server(),
+        Name::from_ascii(LOCAL_MAILBOX).unwrap_or_else(|_| Name::root()),
+        1,
+        3600,
+        900,
+        604_800,
+        LOCAL_TTL,
+    );
     local_record(name, RData::SOA(soa))
+}
+
+/// The NS of a name answered here: the SOA's server ([`local_soa`]), so
+/// that an NS query gets an answer that agrees with the SOA instead of
+/// a "no data" that says the zone's apex has no servers.
+pub(crate) fn local_ns(name: &Name) -> Record {
+    local_record(name, RData::NS(NS(local_server())))
+}
+
+/// The answers of a name answered here for the zone-apex types: its SOA
+/// and NS; nothing for other types.
+pub(crate) fn apex_answers(name: &Name, qtype: RecordType) -> Vec<Record> {
+    match qtype {
+        RecordType::SOA => vec![local_soa(name)],
+        RecordType::NS => vec![local_ns(name)],
+        _ => Vec::new(),
+    }
+}
+
+fn local_server() -> Name {
+    // A constant that parses: the fallback is never taken.
+    Name::from_ascii(LOCAL_SERVER).unwrap_or_else(|_| Name::root())
 }
 
 fn local_record(name: &Name, rdata: RData) -> Record {
@@ -323,15 +360,27 @@ mod tests {
     }
 
     #[test]
-    fn nodata_soa_is_owned_by_the_name_and_caches_for_the_local_ttl() {
+    fn a_local_name_is_the_apex_of_its_own_zone() {
         let n = name("x.test.");
-        let soa = nodata_soa(&n);
+        let soa = local_soa(&n);
         assert_eq!(soa.name, n);
         assert_eq!(soa.ttl, LOCAL_TTL);
         let RData::SOA(rdata) = &soa.data else {
             panic!("not an SOA: {soa:?}");
         };
         assert_eq!(rdata.minimum, LOCAL_TTL);
-        assert_eq!(rdata.mname.to_ascii(), "iron-proxy.invalid.");
+        assert_eq!(rdata.mname.to_ascii(), LOCAL_SERVER);
+        assert_eq!(rdata.rname.to_ascii(), LOCAL_MAILBOX);
+        assert!(rdata.refresh > rdata.retry && rdata.expire > rdata.refresh);
+        let ns = local_ns(&n);
+        assert_eq!((ns.name.clone(), ns.ttl), (n.clone(), LOCAL_TTL));
+        assert_eq!(
+            ns.data,
+            RData::NS(NS(rdata.mname.clone())),
+            "NS agrees with the SOA"
+        );
+        assert_eq!(apex_answers(&n, RecordType::SOA), vec![soa]);
+        assert_eq!(apex_answers(&n, RecordType::NS), vec![ns]);
+        assert!(apex_answers(&n, RecordType::TXT).is_empty());
     }
 }

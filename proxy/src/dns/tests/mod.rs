@@ -3,6 +3,7 @@
 //! getaddrinfo in a private network namespace (`netns`), and a burst of UDP
 //! queries (`burst`). Helpers shared by them live here.
 
+mod apex;
 mod burst;
 mod netns;
 mod peers;

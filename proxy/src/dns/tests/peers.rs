@@ -18,6 +18,8 @@ pub(super) struct Dig {
     pub(super) flags: Vec<String>,
     /// (name, ttl, type, rdata)
     pub(super) answers: Vec<(String, u32, String, String)>,
+    /// The authority section, as `answers`.
+    pub(super) authorities: Vec<(String, u32, String, String)>,
     pub(super) raw: String,
 }
 
@@ -58,22 +60,28 @@ pub(super) async fn dig(server: SocketAddr, args: &[&str]) -> Dig {
         .and_then(|s| s.split(';').next())
         .map(|s| s.split_whitespace().map(str::to_string).collect())
         .unwrap_or_default();
-    let mut answers = Vec::new();
-    if let Some(section) = raw.split(";; ANSWER SECTION:\n").nth(1) {
+    Dig {
+        status,
+        flags,
+        answers: section(&raw, "ANSWER"),
+        authorities: section(&raw, "AUTHORITY"),
+        raw,
+    }
+}
+
+/// The records of one section of dig's output: (name, ttl, type, rdata).
+fn section(raw: &str, name: &str) -> Vec<(String, u32, String, String)> {
+    let mut out = Vec::new();
+    if let Some(section) = raw.split(&format!(";; {name} SECTION:\n")).nth(1) {
         for line in section.lines().take_while(|l| !l.trim().is_empty()) {
             let f: Vec<&str> = line.split_whitespace().collect();
             if let [name, ttl, _class, rtype, rest @ ..] = f.as_slice() {
                 let ttl = ttl.parse().unwrap_or_else(|_| panic!("ttl in {line:?}"));
-                answers.push((name.to_string(), ttl, rtype.to_string(), rest.join(" ")));
+                out.push((name.to_string(), ttl, rtype.to_string(), rest.join(" ")));
             }
         }
     }
-    Dig {
-        status,
-        flags,
-        answers,
-        raw,
-    }
+    out
 }
 
 /// A dnsmasq child on 127.0.0.1, killed by PID on drop.
@@ -152,4 +160,3 @@ impl Dnsmasq {
         panic!("dnsmasq log never mentioned {needle:?}:\n{}", self.log());
     }
 }
-
