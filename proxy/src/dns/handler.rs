@@ -1,21 +1,20 @@
-//! hickory-server request handler: checks the query, resolves it through the
-//! policy (records → passthrough → intercept, following static CNAMEs), and
-//! sends the answer. hickory runs each UDP query in its own task, so a slow
-//! upstream never holds up other queries.
+//! The request handler of both transports: checks the query, resolves it
+//! through the policy (records → passthrough → intercept, following static
+//! CNAMEs), and encodes the answer ([`super::encode`]). [`super::udp`] and
+//! [`super::tcp`] run each query in its own task, so a slow upstream never
+//! holds up other queries.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
-use hickory_proto::op::{
-    emit_message_parts, Edns, Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode,
-};
+use hickory_proto::op::{Edns, Header, MessageType, Metadata, OpCode, ResponseCode};
 use hickory_proto::rr::{DNSClass, Record, RecordType};
-use hickory_proto::serialize::binary::BinEncoder;
-use hickory_server::net::runtime::Time;
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 use hickory_server::net::xfer::Protocol;
-use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
-use hickory_server::zone_handler::MessageResponseBuilder;
+use hickory_server::server::Request;
 use tracing::{debug, warn};
 
+use super::encode;
 use super::forward::{Forwarder, Question};
 use super::policy::{self, Policy, Route, StaticEntry, MAX_CNAME_CHAIN};
 use super::stats::{DnsStats, Outcome};
@@ -102,7 +101,7 @@ impl Handler {
         }
     }
 
-    /// Checks what hickory has not checked yet, then resolves.
+    /// Checks what decoding has not checked yet, then resolves.
     async fn answer(&self, request: &Request) -> Resolution {
         if request.metadata.message_type != MessageType::Query
             || request.metadata.op_code != OpCode::Query
@@ -291,30 +290,30 @@ impl Handler {
     }
 }
 
-/// The handler shared by hickory's UDP server and [`super::tcp`].
-pub(crate) struct Shared(pub(crate) Arc<Handler>);
-
-#[async_trait::async_trait]
-impl RequestHandler for Shared {
-    async fn handle_request<R: ResponseHandler, T: Time>(
+impl Handler {
+    /// The encoded answer to one message `query` received from `peer` over
+    /// `protocol`; `None` for what gets no answer: fewer than 12 bytes, or a
+    /// message that is itself a response (no reflection). A message whose
+    /// header decodes and whose body does not gets FORMERR with its id.
+    pub(crate) async fn respond(
         &self,
-        request: &Request,
-        response_handle: R,
-    ) -> ResponseInfo {
-        self.0
-            .handle_request::<R, T>(request, response_handle)
-            .await
-    }
-}
-
-#[async_trait::async_trait]
-impl RequestHandler for Handler {
-    async fn handle_request<R: ResponseHandler, T: Time>(
-        &self,
-        request: &Request,
-        mut response_handle: R,
-    ) -> ResponseInfo {
-        let res = self.answer(request).await;
+        query: Vec<u8>,
+        peer: SocketAddr,
+        protocol: Protocol,
+    ) -> Option<Vec<u8>> {
+        let header = Header::read(&mut BinDecoder::new(&query)).ok()?;
+        if header.metadata.message_type == MessageType::Response {
+            return None;
+        }
+        let request = match Request::from_bytes(query, peer, protocol) {
+            Ok(r) => r,
+            Err(error) => {
+                debug!(id = header.metadata.id, %error, %protocol,
+                    "dns query does not decode; FORMERR");
+                return encode::formerr(&header);
+            }
+        };
+        let res = self.answer(&request).await;
         self.stats.count(res.outcome);
         if let [q] = request.queries.queries() {
             debug!(name = %q.name(), qtype = %q.query_type(), outcome = %res.outcome,
@@ -335,88 +334,21 @@ impl RequestHandler for Handler {
         metadata.recursion_available = true;
         metadata.authoritative = res.authoritative;
         metadata.authentic_data = res.authentic_data;
-
-        let fit = match request.protocol() {
-            Protocol::Udp => {
-                let limit = response_edns.as_ref().map_or(512, Edns::max_payload);
-                udp_fit(request, &metadata, &res, response_edns.as_ref(), limit)
-            }
-            _ => Fit::Whole,
+        let udp_limit = match protocol {
+            Protocol::Udp => Some(response_edns.as_ref().map_or(512, Edns::max_payload)),
+            _ => None,
         };
-        let (answers, authorities, additionals): (&[Record], &[Record], &[Record]) = match fit {
-            Fit::Whole => (&res.answers, &res.authorities, &res.additionals),
-            Fit::WithoutAdditionals => (&res.answers, &res.authorities, &[]),
-            Fit::Truncated => {
-                metadata.truncation = true;
-                (&[], &[], &[])
-            }
+        let sections = encode::Sections {
+            answers: &res.answers,
+            authorities: &res.authorities,
+            additionals: &res.additionals,
         };
-        let builder = MessageResponseBuilder::new(&request.queries, response_edns.as_ref());
-        let response = builder.build(
-            metadata,
-            answers.iter(),
-            authorities.iter(),
-            std::iter::empty(),
-            additionals.iter(),
-        );
-        match response_handle.send_response(response).await {
-            Ok(info) => info,
-            Err(error) => {
-                debug!(%error, "sending dns response failed");
-                metadata.response_code = ResponseCode::ServFail;
-                ResponseInfo::from(Header {
-                    metadata,
-                    counts: HeaderCounts::default(),
-                })
-            }
-        }
-    }
-}
-
-/// What of an answer goes into a UDP datagram.
-#[derive(Debug, PartialEq, Eq)]
-enum Fit {
-    Whole,
-    /// Only the additional section does not fit: it is left out and TC stays
-    /// clear (RFC 2181 section 9), as the answer itself is whole.
-    WithoutAdditionals,
-    /// The answer does not fit: the header and question go alone, with TC
-    /// set, and the client asks again over TCP. hickory's own truncation
-    /// writes as many records as fit and, without EDNS, left bytes of the
-    /// record it cut after the message (a malformed datagram to strict
-    /// parsers), so an answer reaching it always fits.
-    Truncated,
-}
-
-/// How much of `res` fits in `limit` bytes (512 without EDNS, else the
-/// client's payload size), measured by encoding it as hickory will.
-fn udp_fit(
-    request: &Request,
-    metadata: &Metadata,
-    res: &Resolution,
-    edns: Option<&Edns>,
-    limit: u16,
-) -> Fit {
-    let fits = |additionals: &[Record]| {
-        let mut bytes = Vec::with_capacity(512);
-        let mut encoder = BinEncoder::new(&mut bytes);
-        emit_message_parts(
-            metadata,
-            &mut request.queries.queries().iter().map(|q| q.original()),
-            &mut res.answers.iter(),
-            &mut res.authorities.iter(),
-            &mut additionals.iter(),
-            edns,
-            None,
-            &mut encoder,
-        )
-        .is_ok_and(|_| bytes.len() <= usize::from(limit))
-    };
-    if fits(&res.additionals) {
-        Fit::Whole
-    } else if !res.additionals.is_empty() && fits(&[]) {
-        Fit::WithoutAdditionals
-    } else {
-        Fit::Truncated
+        Some(encode::response(
+            &request,
+            &metadata,
+            &sections,
+            response_edns.as_ref(),
+            udp_limit,
+        ))
     }
 }

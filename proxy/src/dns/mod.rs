@@ -8,14 +8,17 @@
 //! path, so DNS is not an exfiltration channel (see `docs/dns.md`).
 //!
 //! Layout: [`policy`] decides what a name gets, [`forward`] talks to the
-//! upstream resolver, [`handler`] glues both into hickory-server's
-//! `RequestHandler`, and this file binds the sockets and holds the public API.
+//! upstream resolver, [`handler`] glues both into the answer to a query,
+//! [`encode`] puts it on the wire, [`udp`] and [`tcp`] serve the sockets, and
+//! this file binds them and holds the public API.
 
+mod encode;
 mod forward;
 mod handler;
 mod policy;
 mod stats;
 mod tcp;
+mod udp;
 
 #[cfg(test)]
 mod tests;
@@ -28,7 +31,6 @@ use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfi
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::NetError;
 use hickory_resolver::TokioResolver;
-use hickory_server::Server;
 use socket2::{Domain, Protocol, Socket, Type};
 use tracing::{debug, info, warn};
 
@@ -149,18 +151,17 @@ pub enum DnsError {
         /// What was wrong.
         reason: String,
     },
-    /// A server task ended with an error while shutting down.
+    /// A server task panicked.
     #[error("dns server task failed")]
-    Server(#[source] NetError),
+    Server(#[source] tokio::task::JoinError),
 }
 
 /// A running DNS server. Dropping it without [`DnsServer::shutdown`] leaves the
 /// sockets served until the runtime stops.
 pub struct DnsServer {
-    server: Server<handler::Shared>,
-    /// Stops the TCP listeners ([`tcp`]), which are not hickory's.
-    tcp_stop: tokio_util::sync::CancellationToken,
-    tcp_tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Stops the UDP and TCP loops ([`udp`], [`tcp`]).
+    stop: tokio_util::sync::CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
     local_addrs: Vec<SocketAddr>,
     stats: Arc<DnsStats>,
 }
@@ -193,22 +194,16 @@ impl DnsServer {
         let stats = Arc::new(DnsStats::default());
         let forwarder = forward::Forwarder::new(servers, UPSTREAM_TIMEOUT);
         let handler = Arc::new(handler::Handler::new(policy, forwarder, stats.clone()));
-        let mut server = Server::new(handler::Shared(handler.clone()));
-        let tcp_stop = tokio_util::sync::CancellationToken::new();
-        let mut tcp_tasks = Vec::with_capacity(sockets.len());
+        let stop = tokio_util::sync::CancellationToken::new();
+        let mut tasks = Vec::with_capacity(2 * sockets.len());
         for (udp, tcp, addr) in sockets {
-            server.register_socket(udp);
-            tcp_tasks.push(tokio::spawn(tcp::serve(
-                tcp,
-                handler.clone(),
-                tcp_stop.clone(),
-            )));
+            tasks.push(tokio::spawn(udp::serve(udp, handler.clone(), stop.clone())));
+            tasks.push(tokio::spawn(tcp::serve(tcp, handler.clone(), stop.clone())));
             info!(%addr, "dns server listening (udp, tcp)");
         }
         Ok(DnsServer {
-            server,
-            tcp_stop,
-            tcp_tasks,
+            stop,
+            tasks,
             local_addrs,
             stats,
         })
@@ -224,16 +219,17 @@ impl DnsServer {
         self.stats.clone()
     }
 
-    /// Stops accepting queries and waits for the server tasks to end.
-    pub async fn shutdown(mut self) -> Result<(), DnsError> {
-        self.tcp_stop.cancel();
-        for t in self.tcp_tasks.drain(..) {
-            let _ = t.await;
+    /// Stops accepting queries and waits for the server tasks to end (the
+    /// queries still being answered are dropped).
+    pub async fn shutdown(self) -> Result<(), DnsError> {
+        self.stop.cancel();
+        let mut failed = None;
+        for t in self.tasks {
+            if let Err(e) = t.await {
+                failed.get_or_insert(e);
+            }
         }
-        self.server
-            .shutdown_gracefully()
-            .await
-            .map_err(DnsError::Server)
+        failed.map_or(Ok(()), |e| Err(DnsError::Server(e)))
     }
 }
 

@@ -21,19 +21,12 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
-use hickory_proto::op::{Header, MessageType, ResponseCode};
-use hickory_proto::rr::Record;
-use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncoder};
-use hickory_server::net::runtime::TokioTime;
 use hickory_server::net::xfer::Protocol;
-use hickory_server::net::NetError;
-use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
-use hickory_server::zone_handler::{MessageResponse, MessageResponseBuilder, Queries};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::warn;
 
 use super::handler::Handler;
 use crate::ops::warn_every::WarnEvery;
@@ -159,7 +152,7 @@ async fn connection(stream: TcpStream, peer: SocketAddr, handler: Arc<Handler>) 
         };
         let (handler, tx) = (handler.clone(), tx.clone());
         tokio::spawn(async move {
-            if let Some(answer) = answer(&handler, query, peer).await {
+            if let Some(answer) = handler.respond(query, peer, Protocol::Tcp).await {
                 let _ = tx.send(answer).await;
             }
             drop(permit);
@@ -189,82 +182,4 @@ async fn read_frame(rd: &mut tokio::net::tcp::OwnedReadHalf) -> Option<Vec<u8>> 
         .await
         .ok()
         .flatten()
-}
-
-/// The encoded answer to one query; `None` for what gets no answer (fewer
-/// than 12 bytes, or a message that is itself a response: no reflection).
-async fn answer(handler: &Handler, query: Vec<u8>, peer: SocketAddr) -> Option<Vec<u8>> {
-    // The header first: a response gets no answer, and a body that does not
-    // decode gets FORMERR with the header's id.
-    let header = Header::read(&mut BinDecoder::new(&query)).ok()?;
-    if header.metadata.message_type == MessageType::Response {
-        return None;
-    }
-    let request = match Request::from_bytes(query, peer, Protocol::Tcp) {
-        Ok(r) => r,
-        Err(error) => return formerr(&header, &error.to_string()),
-    };
-    let captured = Captured::default();
-    handler
-        .handle_request::<_, TokioTime>(&request, captured.clone())
-        .await;
-    captured.take()
-}
-
-/// FORMERR for a query whose `header` decodes and whose body does not.
-fn formerr(header: &Header, error: &str) -> Option<Vec<u8>> {
-    debug!(id = header.metadata.id, %error, "dns tcp query does not decode; FORMERR");
-    let queries = Queries::read(&mut BinDecoder::new(&[]), 0).ok()?;
-    let response = MessageResponseBuilder::new(&queries, None)
-        .error_msg(&header.metadata, ResponseCode::FormErr);
-    encode(response).ok().map(|(_, bytes)| bytes)
-}
-
-/// A response encoded for TCP (no size bound but the frame's).
-fn encode<'a>(
-    response: MessageResponse<
-        '_,
-        'a,
-        impl Iterator<Item = &'a Record> + Send + 'a,
-        impl Iterator<Item = &'a Record> + Send + 'a,
-        impl Iterator<Item = &'a Record> + Send + 'a,
-        impl Iterator<Item = &'a Record> + Send + 'a,
-    >,
-) -> Result<(ResponseInfo, Vec<u8>), NetError> {
-    let mut bytes = Vec::with_capacity(512);
-    let mut encoder = BinEncoder::new(&mut bytes);
-    encoder.set_max_size(u16::MAX);
-    let info = response
-        .destructive_emit(&mut encoder)
-        .map_err(|e| NetError::from(e.to_string()))?;
-    Ok((info, bytes))
-}
-
-/// Keeps the response the handler sends, encoded.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Option<Vec<u8>>>>);
-
-impl Captured {
-    fn take(&self) -> Option<Vec<u8>> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
-    }
-}
-
-#[async_trait::async_trait]
-impl ResponseHandler for Captured {
-    async fn send_response<'a>(
-        &mut self,
-        response: MessageResponse<
-            '_,
-            'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-        >,
-    ) -> Result<ResponseInfo, NetError> {
-        let (info, bytes) = encode(response)?;
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(bytes);
-        Ok(info)
-    }
 }

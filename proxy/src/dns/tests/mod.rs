@@ -5,6 +5,7 @@
 
 mod apex;
 mod burst;
+mod compression;
 mod netns;
 mod peers;
 mod server;

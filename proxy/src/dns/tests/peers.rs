@@ -20,6 +20,8 @@ pub(super) struct Dig {
     pub(super) answers: Vec<(String, u32, String, String)>,
     /// The authority section, as `answers`.
     pub(super) authorities: Vec<(String, u32, String, String)>,
+    /// The size of the answer on the wire (`;; MSG SIZE  rcvd: N`).
+    pub(super) size: usize,
     pub(super) raw: String,
 }
 
@@ -60,11 +62,18 @@ pub(super) async fn dig(server: SocketAddr, args: &[&str]) -> Dig {
         .and_then(|s| s.split(';').next())
         .map(|s| s.split_whitespace().map(str::to_string).collect())
         .unwrap_or_default();
+    let size = raw
+        .split(";; MSG SIZE  rcvd: ")
+        .nth(1)
+        .and_then(|s| s.lines().next())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no MSG SIZE in dig output:\n{raw}"));
     Dig {
         status,
         flags,
         answers: section(&raw, "ANSWER"),
         authorities: section(&raw, "AUTHORITY"),
+        size,
         raw,
     }
 }
