@@ -87,13 +87,17 @@ pub mod flags {
     /// [`IRON_LISTENER_PRIORITY`](crate::listener::IRON_LISTENER_PRIORITY):
     /// a connect is redirected only to a listener that does.
     pub const IRON_F_LISTENER_PRIORITY: u32 = 256;
+    /// The proxy's DNS sockets (UDP and TCP) carry
+    /// [`IRON_LISTENER_PRIORITY`](crate::listener::IRON_LISTENER_PRIORITY)
+    /// too: port 53 is redirected only to a DNS socket that does.
+    pub const IRON_F_DNS_LISTENER_PRIORITY: u32 = 512;
 }
 
-/// How the programs tell the proxy's transparent listener from a socket
-/// another process bound at its address.
+/// How the programs tell the proxy's transparent and DNS listeners from a
+/// socket another process bound at their address.
 pub mod listener {
     /// The `SO_PRIORITY` the proxy gives its transparent listeners (Linux
-    /// copies it to the sockets they accept). Any value above 6 needs
+    /// copies it to the sockets they accept) and its DNS sockets. Any value above 6 needs
     /// `CAP_NET_ADMIN` in the socket's network namespace, so no
     /// unprivileged process can give its own socket this mark.
     pub const IRON_LISTENER_PRIORITY: u32 = 0x4952_4f4e; // "IRON"

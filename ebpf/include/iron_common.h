@@ -43,8 +43,9 @@
 #define IRON_F_ANSWER_V4  64 /* answer_v4 is valid */
 #define IRON_F_ANSWER_V6  128 /* answer_v6 is valid */
 #define IRON_F_LISTENER_PRIORITY 256 /* check the listener's SO_PRIORITY */
+#define IRON_F_DNS_LISTENER_PRIORITY 512 /* check the DNS listener's too */
 
-/* SO_PRIORITY of the proxy's transparent listeners (> 6: CAP_NET_ADMIN only). */
+/* SO_PRIORITY of the proxy's transparent and DNS listeners (> 6: CAP_NET_ADMIN only). */
 #define IRON_LISTENER_PRIORITY 0x49524f4e
 
 /* Map sizes. */

@@ -189,36 +189,25 @@ static __always_inline void iron_redirect6(struct bpf_sock_addr *ctx,
 }
 
 /*
- * Whether the socket listening where a redirect sends this connect is the
- * proxy's: one with IRON_LISTENER_PRIORITY, which only CAP_NET_ADMIN can
- * set. While the proxy is down, another local user may have bound the
- * listener's port; the connect is then refused instead of handed to that
- * process. No socket there at all passes (the connect meets a closed
- * port, as before). Without IRON_F_LISTENER_PRIORITY (a loader that does
- * not mark its listener) nothing is checked. `v4` selects the IPv4
- * listener (an IPv4 socket, or a v4-mapped IPv6 destination).
+ * Whether the socket bound at `t` (`size` says IPv4 or IPv6), a TCP
+ * listener or, with `udp`, a UDP socket, is the proxy's: one with
+ * IRON_LISTENER_PRIORITY, which only CAP_NET_ADMIN can set. While the
+ * proxy is down, another local user may have bound the port; the
+ * redirect is then refused instead of handed to that process. No socket
+ * there at all passes (the connect meets a closed port, a datagram is
+ * lost, as before).
  */
-static __always_inline int iron_listener_ours(struct bpf_sock_addr *ctx,
-					      const struct iron_config *cfg,
-					      int v4)
+static __always_inline int iron_sock_marked(struct bpf_sock_addr *ctx,
+					    struct bpf_sock_tuple *t,
+					    __u32 size, int udp)
 {
-	struct bpf_sock_tuple t = {};
 	struct bpf_sock *sk;
-	__u32 size;
 	int ours;
 
-	if (!(cfg->flags & IRON_F_LISTENER_PRIORITY))
-		return 1;
-	if (v4) {
-		t.ipv4.daddr = cfg->listen_v4;
-		t.ipv4.dport = cfg->listen_v4_port;
-		size = sizeof(t.ipv4);
-	} else {
-		__builtin_memcpy(t.ipv6.daddr, cfg->listen_v6, 16);
-		t.ipv6.dport = cfg->listen_v6_port;
-		size = sizeof(t.ipv6);
-	}
-	sk = bpf_sk_lookup_tcp(ctx, &t, size, BPF_F_CURRENT_NETNS, 0);
+	if (udp)
+		sk = bpf_sk_lookup_udp(ctx, t, size, BPF_F_CURRENT_NETNS, 0);
+	else
+		sk = bpf_sk_lookup_tcp(ctx, t, size, BPF_F_CURRENT_NETNS, 0);
 	if (!sk)
 		return 1;
 	ours = sk->priority == IRON_LISTENER_PRIORITY;
@@ -226,6 +215,57 @@ static __always_inline int iron_listener_ours(struct bpf_sock_addr *ctx,
 	if (!ours)
 		iron_count(IRON_CNT_FOREIGN_LISTENER);
 	return ours;
+}
+
+/*
+ * Whether the transparent listener a redirect sends this connect to is
+ * the proxy's (iron_sock_marked). Without IRON_F_LISTENER_PRIORITY (a
+ * loader that does not mark its listener) nothing is checked. `v4`
+ * selects the IPv4 listener (an IPv4 socket, or a v4-mapped IPv6
+ * destination).
+ */
+static __always_inline int iron_listener_ours(struct bpf_sock_addr *ctx,
+					      const struct iron_config *cfg,
+					      int v4)
+{
+	struct bpf_sock_tuple t = {};
+
+	if (!(cfg->flags & IRON_F_LISTENER_PRIORITY))
+		return 1;
+	if (v4) {
+		t.ipv4.daddr = cfg->listen_v4;
+		t.ipv4.dport = cfg->listen_v4_port;
+		return iron_sock_marked(ctx, &t, sizeof(t.ipv4), 0);
+	}
+	__builtin_memcpy(t.ipv6.daddr, cfg->listen_v6, 16);
+	t.ipv6.dport = cfg->listen_v6_port;
+	return iron_sock_marked(ctx, &t, sizeof(t.ipv6), 0);
+}
+
+/*
+ * Whether the DNS listener a redirect of port 53 sends this connect or
+ * datagram to is the proxy's (iron_sock_marked): its TCP listener for
+ * TCP, its UDP socket for UDP. Without IRON_F_DNS_LISTENER_PRIORITY
+ * nothing is checked. `v4` selects the IPv4 DNS listener, as
+ * iron_redirect6 does.
+ */
+static __always_inline int iron_dns_listener_ours(struct bpf_sock_addr *ctx,
+						  const struct iron_config *cfg,
+						  __u32 proto, int v4)
+{
+	struct bpf_sock_tuple t = {};
+	int udp = proto == IPPROTO_UDP;
+
+	if (!(cfg->flags & IRON_F_DNS_LISTENER_PRIORITY))
+		return 1;
+	if (v4) {
+		t.ipv4.daddr = cfg->dns_v4;
+		t.ipv4.dport = cfg->dns_v4_port;
+		return iron_sock_marked(ctx, &t, sizeof(t.ipv4), udp);
+	}
+	__builtin_memcpy(t.ipv6.daddr, cfg->dns_v6, 16);
+	t.ipv6.dport = cfg->dns_v6_port;
+	return iron_sock_marked(ctx, &t, sizeof(t.ipv6), udp);
 }
 
 /* Reads ctx->user_ip6 as four words. */

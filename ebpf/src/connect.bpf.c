@@ -2,8 +2,8 @@
 /*
  * cgroup/connect4 and cgroup/connect6: deny, exempt the proxy, send
  * port 53 to the DNS listener and every TCP port to the transparent
- * listener (when the socket listening there is the proxy's); refuse other
- * UDP. The original destination is recorded in
+ * listener (when the socket listening there is the proxy's, each); refuse
+ * other UDP. The original destination is recorded in
  * the socket's local storage for the egress program (TCP, on the SYN)
  * and recvmsg/getpeername.
  */
@@ -24,6 +24,9 @@ int iron_connect4(struct bpf_sock_addr *ctx)
 	if (act == IRON_FAIL || !cfg)
 		return IRON_REFUSE;
 	if (act == IRON_TO_LISTENER && !iron_listener_ours(ctx, cfg, 1))
+		return IRON_REFUSE;
+	if (act == IRON_TO_DNS &&
+	    !iron_dns_listener_ours(ctx, cfg, ctx->protocol, 1))
 		return IRON_REFUSE;
 	iron_record(ctx, a, port, IRON_AF_INET);
 	if (act == IRON_TO_DNS) {
@@ -58,6 +61,9 @@ int iron_connect6(struct bpf_sock_addr *ctx)
 	if (act == IRON_TO_LISTENER &&
 	    !iron_listener_ours(ctx, cfg,
 				mapped || !(cfg->flags & IRON_F_LISTEN_V6)))
+		return IRON_REFUSE;
+	if (act == IRON_TO_DNS &&
+	    !iron_dns_listener_ours(ctx, cfg, ctx->protocol, mapped))
 		return IRON_REFUSE;
 	iron_record(ctx, a, port, IRON_AF_INET6);
 	iron_redirect6(ctx, cfg, mapped, act == IRON_TO_DNS);

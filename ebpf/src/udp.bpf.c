@@ -2,7 +2,8 @@
 /*
  * UDP and reply-side programs:
  * - cgroup/sendmsg4|6: unconnected sendto() to port 53 goes to the DNS
- *   listener, other UDP fails with EPERM (connect4|6 cover send() on a
+ *   listener (when the socket bound there is the proxy's), other UDP
+ *   fails with EPERM (connect4|6 cover send() on a
  *   connected socket, which skips these hooks);
  * - cgroup/recvmsg4|6: datagrams from the DNS listener appear to come
  *   from the resolver the workload asked;
@@ -25,6 +26,8 @@ int iron_sendmsg4(struct bpf_sock_addr *ctx)
 	if (act == IRON_PASS)
 		return IRON_ALLOW;
 	if (act != IRON_TO_DNS || !cfg)
+		return IRON_REFUSE;
+	if (!iron_dns_listener_ours(ctx, cfg, IPPROTO_UDP, 1))
 		return IRON_REFUSE;
 	iron_record(ctx, a, port, IRON_AF_INET);
 	ctx->user_ip4 = cfg->dns_v4;
@@ -49,6 +52,8 @@ int iron_sendmsg6(struct bpf_sock_addr *ctx)
 	if (act == IRON_PASS)
 		return IRON_ALLOW;
 	if (act != IRON_TO_DNS || !cfg)
+		return IRON_REFUSE;
+	if (!iron_dns_listener_ours(ctx, cfg, IPPROTO_UDP, mapped))
 		return IRON_REFUSE;
 	iron_record(ctx, a, port, IRON_AF_INET6);
 	iron_redirect6(ctx, cfg, mapped, 1);

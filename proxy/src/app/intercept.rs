@@ -132,8 +132,11 @@ pub fn settings(
         proxy: ProxyIdentity::current_process_in(own_cgroup),
         getsockopt_cgroups: Vec::new(),
         pin_path: ic.pin_path.clone(),
-        // `App::build` marks the transparent listeners (`mark_listener`).
+        // `App::build` marks the transparent listeners (`mark_listener`),
+        // and the DNS server its sockets when interception sends DNS there
+        // (`DnsSettings::mark_as_proxy`).
         listener_priority: true,
+        dns_listener_priority: !dns.is_empty(),
     })
 }
 

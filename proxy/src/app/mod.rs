@@ -209,8 +209,11 @@ fn tls_handling(
     }
 }
 
-fn dns_settings(d: &config::DnsConfig) -> DnsSettings {
+/// The DNS server's settings; `mark_as_proxy` when interception sends the
+/// workloads' DNS to it (the programs then check the mark).
+fn dns_settings(d: &config::DnsConfig, mark_as_proxy: bool) -> DnsSettings {
     DnsSettings {
+        mark_as_proxy,
         listen: d.listen.socket_addrs(),
         proxy_ip: d.proxy_ip,
         proxy_ip6: d.proxy_ip6,
@@ -379,7 +382,11 @@ impl App {
         listeners.commit(data).await;
         let dns = match &cfg.dns {
             Some(d) => {
-                let server = DnsServer::start(dns_settings(d))
+                let redirected = cfg
+                    .intercept
+                    .as_ref()
+                    .is_some_and(|ic| ic.dns_enabled(&cfg));
+                let server = DnsServer::start(dns_settings(d, redirected))
                     .await
                     .map_err(|e| AppError::Dns(crate::error_chain(&e)))?;
                 for a in server.local_addrs() {

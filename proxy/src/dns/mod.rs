@@ -72,6 +72,12 @@ pub struct DnsSettings {
     pub passthrough: Vec<HostPattern>,
     /// Static records; they take precedence over passthrough and interception.
     pub records: Vec<StaticRecord>,
+    /// Give every socket the `SO_PRIORITY` mark the interception programs
+    /// look for ([`crate::intercept::mark_listener`]), so that they redirect
+    /// port 53 only to these sockets and not to one another process bound
+    /// at the same address while the proxy was down. Needs
+    /// `CAP_NET_ADMIN`; set when interception redirects DNS here.
+    pub mark_as_proxy: bool,
 }
 
 /// One entry of `dns.records[]`.
@@ -102,6 +108,17 @@ pub enum DnsError {
     /// A UDP socket or TCP listener could not be bound.
     #[error("binding dns {proto} socket on {addr}")]
     Bind {
+        /// "udp" or "tcp".
+        proto: &'static str,
+        /// The listen address.
+        addr: SocketAddr,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A socket could not be given the interception programs' mark.
+    #[error("marking the dns {proto} socket on {addr} as the proxy's (SO_PRIORITY, needs CAP_NET_ADMIN)")]
+    Mark {
         /// "udp" or "tcp".
         proto: &'static str,
         /// The listen address.
@@ -179,7 +196,7 @@ impl DnsServer {
         let any_v4 = settings.listen.iter().any(SocketAddr::is_ipv4);
         let mut sockets = Vec::with_capacity(settings.listen.len());
         for addr in &settings.listen {
-            sockets.push(bind_pair(*addr, any_v4)?);
+            sockets.push(bind_pair(*addr, any_v4, settings.mark_as_proxy)?);
         }
         let local_addrs: Vec<SocketAddr> = sockets.iter().map(|(_, _, a)| *a).collect();
 
@@ -281,16 +298,13 @@ fn system_nameservers(own: &[SocketAddr]) -> Result<Vec<SocketAddr>, DnsError> {
 fn bind_pair(
     addr: SocketAddr,
     any_v4: bool,
+    mark: bool,
 ) -> Result<(tokio::net::UdpSocket, tokio::net::TcpListener, SocketAddr), DnsError> {
     // An IPv6 wildcard next to IPv4 entries must not claim the IPv4 port too.
     let only_v6 = addr.is_ipv6() && any_v4;
     let mut last = None;
     for _ in 0..if addr.port() == 0 { 16 } else { 1 } {
-        let udp = bind_socket(addr, Type::DGRAM, only_v6).map_err(|source| DnsError::Bind {
-            proto: "udp",
-            addr,
-            source,
-        })?;
+        let udp = bind_socket(addr, Type::DGRAM, only_v6, mark)?;
         let local = udp
             .local_addr()
             .ok()
@@ -300,7 +314,7 @@ fn bind_pair(
                 addr,
                 source: std::io::Error::other("bound socket has no inet address"),
             })?;
-        match bind_socket(local, Type::STREAM, only_v6) {
+        match bind_socket(local, Type::STREAM, only_v6, mark) {
             Ok(tcp) => {
                 let udp = tokio::net::UdpSocket::from_std(udp.into()).map_err(|source| {
                     DnsError::Bind {
@@ -318,28 +332,51 @@ fn bind_pair(
                 })?;
                 return Ok((udp, tcp, local));
             }
+            Err(e @ DnsError::Mark { .. }) => return Err(e),
             Err(e) => last = Some(e),
         }
     }
-    Err(DnsError::Bind {
+    Err(last.unwrap_or_else(|| DnsError::Bind {
         proto: "tcp",
         addr,
-        source: last.unwrap_or_else(|| std::io::Error::other("no attempt made")),
-    })
+        source: std::io::Error::other("no attempt made"),
+    }))
 }
 
-fn bind_socket(addr: SocketAddr, ty: Type, only_v6: bool) -> std::io::Result<Socket> {
-    let proto = if ty == Type::DGRAM {
-        Protocol::UDP
-    } else {
-        Protocol::TCP
+/// One socket of the pair, bound (and listening, for TCP). Neither sets
+/// `SO_REUSEPORT`, and the UDP socket not `SO_REUSEADDR` either, so no other
+/// socket can share the address while the server holds it (a TCP listener's
+/// `SO_REUSEADDR` lets it rebind over connections in TIME_WAIT, never next
+/// to another listener).
+fn bind_socket(addr: SocketAddr, ty: Type, only_v6: bool, mark: bool) -> Result<Socket, DnsError> {
+    let proto = if ty == Type::DGRAM { "udp" } else { "tcp" };
+    let bind_err = |source| DnsError::Bind {
+        proto,
+        addr,
+        source,
     };
-    let socket = Socket::new(Domain::for_address(addr), ty, Some(proto))?;
+    let socket = Socket::new(
+        Domain::for_address(addr),
+        ty,
+        Some(if ty == Type::DGRAM {
+            Protocol::UDP
+        } else {
+            Protocol::TCP
+        }),
+    )
+    .map_err(bind_err)?;
+    if mark {
+        crate::intercept::mark_listener(&socket).map_err(|source| DnsError::Mark {
+            proto,
+            addr,
+            source,
+        })?;
+    }
     if addr.is_ipv6() {
-        socket.set_only_v6(only_v6)?;
+        socket.set_only_v6(only_v6).map_err(bind_err)?;
     }
     if ty == Type::STREAM {
-        socket.set_reuse_address(true)?;
+        socket.set_reuse_address(true).map_err(bind_err)?;
     } else {
         // Best effort: a smaller buffer than asked for is still a working socket.
         match socket.set_recv_buffer_size(UDP_RECV_BUFFER) {
@@ -352,10 +389,10 @@ fn bind_socket(addr: SocketAddr, ty: Type, only_v6: bool) -> std::io::Result<Soc
             Err(e) => debug!(%addr, error = %e, "dns udp receive buffer left at the default"),
         }
     }
-    socket.set_nonblocking(true)?;
-    socket.bind(&addr.into())?;
+    socket.set_nonblocking(true).map_err(bind_err)?;
+    socket.bind(&addr.into()).map_err(bind_err)?;
     if ty == Type::STREAM {
-        socket.listen(1024)?;
+        socket.listen(1024).map_err(bind_err)?;
     }
     Ok(socket)
 }

@@ -280,6 +280,7 @@ mod tests {
                 .map(|p| p.parse().expect("test pattern"))
                 .collect(),
             records,
+            mark_as_proxy: false,
         }
     }
 

@@ -185,6 +185,7 @@ mod tests {
             getsockopt_cgroups: Vec::new(),
             pin_path: "/sys/fs/bpf/iron-proxy".into(),
             listener_priority: true,
+            dns_listener_priority: true,
         }
     }
 

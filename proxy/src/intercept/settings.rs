@@ -81,10 +81,17 @@ pub struct InterceptSettings {
     /// proxy was down gets nothing (the connect fails with EPERM).
     #[serde(default)]
     pub listener_priority: bool,
+    /// The DNS sockets (UDP and TCP) carry [`mark_listener`]'s priority
+    /// too, and port 53 is redirected only where the socket bound at the
+    /// DNS listener's address does: one another process bound there while
+    /// the proxy was down gets nothing (EPERM).
+    #[serde(default)]
+    pub dns_listener_priority: bool,
 }
 
-/// Gives a transparent listener the `SO_PRIORITY` the programs look for
-/// ([`InterceptSettings::listener_priority`]). Only `CAP_NET_ADMIN` may set
+/// Gives a transparent listener or a DNS socket the `SO_PRIORITY` the
+/// programs look for ([`InterceptSettings::listener_priority`],
+/// [`InterceptSettings::dns_listener_priority`]). Only `CAP_NET_ADMIN` may set
 /// it, so no other local user can make its own socket look like the
 /// proxy's. Sockets accepted from the listener inherit it; on loopback
 /// (which queues nothing) it changes nothing else.

@@ -28,6 +28,7 @@ fn settings() -> InterceptSettings {
         getsockopt_cgroups: vec![],
         pin_path: PathBuf::from("/sys/fs/bpf/x"),
         listener_priority: false,
+        dns_listener_priority: false,
     }
 }
 

@@ -44,6 +44,7 @@ fn settings(cg: &TestCgroup, pins: &TestPins, listen: SocketAddr) -> InterceptSe
         getsockopt_cgroups: vec![],
         pin_path: pins.path.clone(),
         listener_priority: false,
+        dns_listener_priority: false,
     }
 }
 

@@ -426,28 +426,46 @@ impl Drop for Server {
 /// A UDP echo answering `pong` from `bind`, standing in for the DNS server.
 pub struct UdpEcho {
     pub addr: SocketAddr,
+    /// Datagrams received.
+    pub received: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl UdpEcho {
     pub fn start(bind: &str) -> Self {
+        Self::start_with(bind, false)
+    }
+
+    /// The echo with its socket marked as the proxy's DNS sockets are
+    /// ([`iron_proxy::intercept::mark_listener`]).
+    pub fn marked(bind: &str) -> Self {
+        Self::start_with(bind, true)
+    }
+
+    fn start_with(bind: &str, mark: bool) -> Self {
         let sock = UdpSocket::bind(bind).expect("udp bind");
+        if mark {
+            iron_proxy::intercept::mark_listener(&sock).expect("mark the udp socket");
+        }
         sock.set_read_timeout(Some(Duration::from_millis(20)))
             .expect("timeout");
         let addr = sock.local_addr().expect("udp addr");
         let stop = Arc::new(AtomicBool::new(false));
-        let stop2 = stop.clone();
+        let received = Arc::new(AtomicUsize::new(0));
+        let (stop2, received2) = (stop.clone(), received.clone());
         let thread = std::thread::spawn(move || {
             let mut buf = [0u8; 512];
             while !stop2.load(Ordering::SeqCst) {
                 if let Ok((_, from)) = sock.recv_from(&mut buf) {
+                    received2.fetch_add(1, Ordering::SeqCst);
                     let _ = sock.send_to(b"pong", from);
                 }
             }
         });
         Self {
             addr,
+            received,
             stop,
             thread: Some(thread),
         }

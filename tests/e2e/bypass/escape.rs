@@ -111,7 +111,8 @@ fn the_proxys_own_ports_are_unreachable_from_workloads() {
 /// The proxy killed: interception stays (pinned), so workloads meet a closed port, and DNS
 /// gets no answer. A process that binds the transparent listener's port meanwhile (another
 /// local user) receives nothing: the programs refuse connects to a listener that does not
-/// carry the proxy's mark (before, it received every workload's connection).
+/// carry the proxy's mark (before, it received every workload's connection); so does one
+/// that binds the DNS listener's port (UDP and TCP).
 #[test]
 fn killing_the_proxy_fails_closed() {
     require_root!();
@@ -147,13 +148,40 @@ fn killing_the_proxy_fails_closed() {
         "the squatter received a workload's connection"
     );
     drop(squatter);
-    let ran = lab.cg.dig(&[
-        &format!("@{}", net.resolver().ip()),
-        "httpbin.test",
-        "+short",
-        "+time=2",
-        "+tries=1",
-    ]);
+    // The same for the DNS listener's port, UDP and TCP: the workloads' queries are
+    // refused, not handed to the process that bound it (before, it received them all and
+    // could answer with any address).
+    let dns = lab.px.dns_addr();
+    let udp = std::net::UdpSocket::bind(dns).expect("squat the dns udp port");
+    udp.set_nonblocking(true).expect("nonblocking");
+    let tcp = std::net::TcpListener::bind(dns).expect("squat the dns tcp port");
+    tcp.set_nonblocking(true).expect("nonblocking");
+    let at = format!("@{}", net.resolver().ip());
+    for transport in ["+notcp", "+tcp"] {
+        let ran = lab.cg.dig(&[
+            &at,
+            transport,
+            "httpbin.test",
+            "+short",
+            "+time=2",
+            "+tries=1",
+        ]);
+        assert_no_address(&ran, &format!("DNS ({transport}) with the port squatted"));
+    }
+    let mut buf = [0u8; 512];
+    assert_eq!(
+        udp.recv_from(&mut buf).map(|_| ()).map_err(|e| e.kind()),
+        Err(std::io::ErrorKind::WouldBlock),
+        "the squatter received a workload's DNS query"
+    );
+    assert!(
+        tcp.accept().is_err(),
+        "the squatter received a workload's DNS connection"
+    );
+    drop((udp, tcp));
+    let ran = lab
+        .cg
+        .dig(&[&at, "httpbin.test", "+short", "+time=2", "+tries=1"]);
     assert_no_address(&ran, "DNS with the proxy dead");
     up.assert_untouched();
     assert!(!net.dns().was_queried("httpbin.test"));

@@ -20,7 +20,7 @@ const BURST: u16 = 400;
 async fn udp_socket_gets_a_larger_receive_buffer_than_the_default() {
     let plain = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind a plain socket");
     let default = SockRef::from(&plain).recv_buffer_size().expect("SO_RCVBUF");
-    let (udp, _tcp, _) = bind_pair((Ipv4Addr::LOCALHOST, 0).into(), true).expect("bind");
+    let (udp, _tcp, _) = bind_pair((Ipv4Addr::LOCALHOST, 0).into(), true, false).expect("bind");
     let ours = SockRef::from(&udp).recv_buffer_size().expect("SO_RCVBUF");
     // Linux reports twice what it grants, capped by net.core.rmem_max: with
     // rmem_max at its default (= rmem_default) that is still twice the default.

@@ -9,6 +9,7 @@ mod compression;
 mod netns;
 mod peers;
 mod server;
+mod squat;
 mod tcp;
 mod tools;
 
@@ -39,6 +40,7 @@ pub(super) fn settings(passthrough: &[&str], upstream: Option<SocketAddr>) -> Dn
             .map(|p| p.parse().expect("test glob"))
             .collect(),
         records: Vec::new(),
+        mark_as_proxy: false,
     }
 }
 

@@ -239,6 +239,9 @@ pub(crate) fn build_config(s: &InterceptSettings) -> Config {
     if s.listener_priority {
         c.flags |= flags::IRON_F_LISTENER_PRIORITY;
     }
+    if s.dns_listener_priority {
+        c.flags |= flags::IRON_F_DNS_LISTENER_PRIORITY;
+    }
     c
 }
 

@@ -25,6 +25,7 @@ fn settings(cgroups: &[&str], uids: &[u32]) -> InterceptSettings {
         getsockopt_cgroups: Vec::new(),
         pin_path: PathBuf::from("/sys/fs/bpf/iron-proxy"),
         listener_priority: false,
+        dns_listener_priority: false,
     }
 }
 

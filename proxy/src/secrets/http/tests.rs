@@ -50,6 +50,7 @@ async fn test_dns() -> DnsServer {
             name: BACKEND.into(),
             ip: Ipv4Addr::LOCALHOST,
         }],
+        mark_as_proxy: false,
     })
     .await
     .expect("the test DNS server starts")

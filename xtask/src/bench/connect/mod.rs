@@ -275,6 +275,7 @@ pub fn bench(secs: f64, repeats: usize) -> Result<ConnectResult> {
         getsockopt_cgroups: Vec::new(),
         pin_path: pins.path().to_path_buf(),
         listener_priority: false,
+        dns_listener_priority: false,
     };
     // Dropped before `pins`, whose drop detaches.
     let interceptor = match Interceptor::attach(&settings) {
