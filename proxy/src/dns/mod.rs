@@ -12,6 +12,7 @@
 //! [`encode`] puts it on the wire, [`udp`] and [`tcp`] serve the sockets, and
 //! this file binds them and holds the public API.
 
+mod clients;
 mod encode;
 mod forward;
 mod handler;

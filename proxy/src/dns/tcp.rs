@@ -17,8 +17,7 @@
 //! connection that sends no complete query for [`super::TCP_IDLE_TIMEOUT`]
 //! is closed. The answers come from the same [`Handler`] as over UDP.
 
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use hickory_server::net::xfer::Protocol;
@@ -28,57 +27,12 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
+use super::clients::{admit, Open, MAX_CONNECTIONS, MAX_PER_CLIENT};
 use super::handler::Handler;
 use crate::ops::warn_every::WarnEvery;
 
-/// TCP connections open at once, over all clients.
-pub(crate) const MAX_CONNECTIONS: usize = 512;
-/// TCP connections open at once from one client address.
-pub(crate) const MAX_PER_CLIENT: usize = 128;
 /// Queries of one connection being answered at once; the next waits.
 const MAX_IN_FLIGHT: usize = 16;
-
-/// Open connections, in total and per client address.
-#[derive(Default)]
-struct Open {
-    total: usize,
-    by_client: HashMap<IpAddr, usize>,
-}
-
-/// One admitted connection: counted until dropped.
-struct Slot {
-    open: Arc<Mutex<Open>>,
-    client: IpAddr,
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        open.total = open.total.saturating_sub(1);
-        if let Some(n) = open.by_client.get_mut(&self.client) {
-            *n -= 1;
-            if *n == 0 {
-                open.by_client.remove(&self.client);
-            }
-        }
-    }
-}
-
-/// Counts a connection from `client`, or `None` when a bound is reached.
-fn admit(open: &Arc<Mutex<Open>>, client: IpAddr) -> Option<Slot> {
-    let client = crate::rules::canonical_ip(client);
-    let mut o = open.lock().unwrap_or_else(|p| p.into_inner());
-    let mine = o.by_client.get(&client).copied().unwrap_or(0);
-    if o.total >= MAX_CONNECTIONS || mine >= MAX_PER_CLIENT {
-        return None;
-    }
-    o.total += 1;
-    *o.by_client.entry(client).or_insert(0) += 1;
-    Some(Slot {
-        open: open.clone(),
-        client,
-    })
-}
 
 /// Accepts on `listener` until `stop` is cancelled; each connection's
 /// queries are answered by `handler`.

@@ -6,7 +6,7 @@ use std::time::Instant;
 use hickory_proto::op::ResponseCode;
 
 use super::*;
-use crate::dns::tcp::MAX_PER_CLIENT;
+use crate::dns::clients::MAX_PER_CLIENT;
 
 /// Writes one framed query on `s`.
 async fn send_query(s: &mut TcpStream, bytes: &[u8]) {
