@@ -267,6 +267,21 @@ impl OriginLookup for BpfLookup {
     }
 }
 
+/// The workload behind a TCP connection to the DNS server, from the same
+/// record as [`BpfLookup`]'s: the DNS server bounds each workload's
+/// connections on its own instead of those of the loopback address they all
+/// come from.
+struct BpfClients(crate::intercept::OriginalDst);
+
+impl crate::dns::ClientIdentity for BpfClients {
+    fn identify(&self, peer: SocketAddr, local: SocketAddr) -> Option<crate::dns::Workload> {
+        self.0.lookup(peer, local).map(|o| crate::dns::Workload {
+            uid: o.uid,
+            cgroup_id: o.cgroup_id,
+        })
+    }
+}
+
 /// A running proxy.
 pub struct App {
     /// Shared state (policy, upstream, audit).
@@ -443,6 +458,9 @@ impl App {
                     Interceptor::status(&pin).ok().and_then(|s| s.counters)
                 });
                 kernel_deny = Some(reload::KernelDeny::Bpf(attached.pin_path().to_owned()));
+                if let (Some(server), false) = (&dns, dns_addrs.is_empty()) {
+                    server.identify_clients(Arc::new(BpfClients(attached.original_dst())));
+                }
                 let lookup = Arc::new(BpfLookup(attached.original_dst()));
                 interceptor = Some(attached);
                 lookup

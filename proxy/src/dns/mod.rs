@@ -37,6 +37,7 @@ use tracing::{debug, info, warn};
 
 use crate::rules::HostPattern;
 
+pub use clients::{ClientIdentity, Workload};
 pub use stats::{DnsStats, DnsStatsSnapshot};
 
 /// How long a passthrough query may wait for the upstream resolver before the
@@ -180,6 +181,8 @@ pub struct DnsServer {
     /// Stops the UDP and TCP loops ([`udp`], [`tcp`]).
     stop: tokio_util::sync::CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Who opened a TCP connection, once interception can tell.
+    identity: clients::Identity,
     local_addrs: Vec<SocketAddr>,
     stats: Arc<DnsStats>,
 }
@@ -213,15 +216,22 @@ impl DnsServer {
         let forwarder = forward::Forwarder::new(servers, UPSTREAM_TIMEOUT);
         let handler = Arc::new(handler::Handler::new(policy, forwarder, stats.clone()));
         let stop = tokio_util::sync::CancellationToken::new();
+        let identity = clients::Identity::default();
         let mut tasks = Vec::with_capacity(2 * sockets.len());
         for (udp, tcp, addr) in sockets {
             tasks.push(tokio::spawn(udp::serve(udp, handler.clone(), stop.clone())));
-            tasks.push(tokio::spawn(tcp::serve(tcp, handler.clone(), stop.clone())));
+            tasks.push(tokio::spawn(tcp::serve(
+                tcp,
+                handler.clone(),
+                identity.clone(),
+                stop.clone(),
+            )));
             info!(%addr, "dns server listening (udp, tcp)");
         }
         Ok(DnsServer {
             stop,
             tasks,
+            identity,
             local_addrs,
             stats,
         })
@@ -230,6 +240,15 @@ impl DnsServer {
     /// The bound addresses, in `listen` order (port 0 replaced by the real port).
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.local_addrs
+    }
+
+    /// Bounds the TCP connections of each workload `identity` names (its uid
+    /// and cgroup) on their own, rather than those of each client address:
+    /// every workload whose DNS interception redirects on this host
+    /// connects from the same loopback address. Set once interception is
+    /// attached; a second call changes nothing and returns false.
+    pub fn identify_clients(&self, identity: Arc<dyn ClientIdentity>) -> bool {
+        self.identity.set(identity).is_ok()
     }
 
     /// Counters per outcome, shared with the metrics exporter.

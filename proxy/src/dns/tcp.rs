@@ -5,8 +5,9 @@
 //!   opened thousands and sent a query every few seconds held one
 //!   descriptor each, until the proxy had none left for its HTTP listeners.
 //!   Here at most [`MAX_CONNECTIONS`] are open at once, and
-//!   [`MAX_PER_CLIENT`] from one address (Unbound's `incoming-num-tcp`,
-//!   BIND's `tcp-clients`); one over is closed at once.
+//!   [`MAX_PER_CLIENT`] from one client (Unbound's `incoming-num-tcp`,
+//!   BIND's `tcp-clients`): one address, or one workload that interception
+//!   identifies ([`super::clients`]); one over is closed at once.
 //! - **Pipelining.** hickory answered a connection's queries one after the
 //!   other, so a passthrough query waiting on a slow upstream held up the
 //!   intercepted ones behind it. Here each query is answered as soon as it
@@ -27,7 +28,7 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use super::clients::{admit, Open, MAX_CONNECTIONS, MAX_PER_CLIENT};
+use super::clients::{admit, Client, Identity, Open, MAX_CONNECTIONS, MAX_PER_CLIENT};
 use super::handler::Handler;
 use crate::ops::warn_every::WarnEvery;
 
@@ -36,7 +37,12 @@ const MAX_IN_FLIGHT: usize = 16;
 
 /// Accepts on `listener` until `stop` is cancelled; each connection's
 /// queries are answered by `handler`.
-pub(crate) async fn serve(listener: TcpListener, handler: Arc<Handler>, stop: CancellationToken) {
+pub(crate) async fn serve(
+    listener: TcpListener,
+    handler: Arc<Handler>,
+    identity: Identity,
+    stop: CancellationToken,
+) {
     let open = Arc::new(Mutex::new(Open::default()));
     let refusals = WarnEvery::new(std::time::Duration::from_secs(60));
     loop {
@@ -52,10 +58,16 @@ pub(crate) async fn serve(listener: TcpListener, handler: Arc<Handler>, stop: Ca
                 }
             },
         };
-        let Some(slot) = admit(&open, peer.ip()) else {
+        // Interception knows the workload only by the connection's local
+        // address too; without one, the client is its address.
+        let client = match stream.local_addr() {
+            Ok(local) => Client::of(&identity, peer, local),
+            Err(_) => Client::of(&Identity::default(), peer, peer),
+        };
+        let Some(slot) = admit(&open, client) else {
             if let Some(held_back) = refusals.due(std::time::Instant::now()) {
                 warn!(
-                    client = %peer.ip(),
+                    %client,
                     held_back,
                     max = MAX_CONNECTIONS,
                     max_per_client = MAX_PER_CLIENT,
