@@ -52,9 +52,18 @@ pub(crate) enum Client {
 }
 
 impl Client {
-    /// The client of a connection accepted from `peer` on `local`.
-    pub(crate) fn of(identity: &Identity, peer: SocketAddr, local: SocketAddr) -> Client {
-        match identity.get().and_then(|i| i.identify(peer, local)) {
+    /// The client of a connection accepted from `peer`; `local` gives the
+    /// address it was accepted on, asked only when there is an identity to
+    /// ask (a `getsockname` per connection otherwise spent for nothing).
+    pub(crate) fn of(
+        identity: &Identity,
+        peer: SocketAddr,
+        local: impl FnOnce() -> Option<SocketAddr>,
+    ) -> Client {
+        let workload = identity
+            .get()
+            .and_then(|i| local().and_then(|local| i.identify(peer, local)));
+        match workload {
             Some(w) => Client::Workload(w),
             None => Client::Address(crate::rules::canonical_ip(peer.ip())),
         }

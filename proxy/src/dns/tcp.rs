@@ -58,12 +58,7 @@ pub(crate) async fn serve(
                 }
             },
         };
-        // Interception knows the workload only by the connection's local
-        // address too; without one, the client is its address.
-        let client = match stream.local_addr() {
-            Ok(local) => Client::of(&identity, peer, local),
-            Err(_) => Client::of(&Identity::default(), peer, peer),
-        };
+        let client = Client::of(&identity, peer, || stream.local_addr().ok());
         let Some(slot) = admit(&open, client) else {
             if let Some(held_back) = refusals.due(std::time::Instant::now()) {
                 warn!(
