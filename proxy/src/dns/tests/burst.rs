@@ -9,7 +9,8 @@ use hickory_proto::rr::RecordType;
 use socket2::SockRef;
 
 use super::*;
-use crate::dns::{bind_pair, UDP_RECV_BUFFER};
+use crate::dns::bind::bind_pair;
+use crate::dns::UDP_RECV_BUFFER;
 
 /// More than the ~256 small datagrams a default-sized buffer (208 KiB)
 /// holds, fewer than the ~512 of the smallest buffer the fix can get (twice
