@@ -6,8 +6,18 @@
 //! query goes over UDP from a new socket with a random id and is retried over
 //! TCP when the answer is truncated. The answer's records are returned
 //! untouched, so TTLs are exactly the upstream's. Nothing is cached.
+//!
+//! Each exchange holds a socket until the upstream answers or the timeout,
+//! so the exchanges in flight are bounded: [`MAX_IN_FLIGHT`] in all, and
+//! [`MAX_IN_FLIGHT_PER_CLIENT`] for the queries of one client address, so
+//! that one workload flooding passthrough names at a slow or dead upstream
+//! cannot take every place and have every other workload's passthrough
+//! names answered SERVFAIL (Unbound's `ip-ratelimit`, BIND's
+//! `clients-per-query`, the same idea).
 
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hickory_proto::op::{Edns, Message, MessageType, Query, ResponseCode};
@@ -31,7 +41,14 @@ const UPSTREAM_PAYLOAD: u16 = 1232;
 /// Most upstream exchanges in flight at once. Each holds a socket for up to
 /// the timeout, so a flood of passthrough queries to a dead upstream must not
 /// exhaust file descriptors; past the limit a query gets SERVFAIL at once.
-const MAX_IN_FLIGHT: usize = 1024;
+pub(crate) const MAX_IN_FLIGHT: usize = 1024;
+
+/// Most upstream exchanges in flight at once for the queries of one client
+/// address: a quarter of [`MAX_IN_FLIGHT`], so that at least three others
+/// flooding as well still leave room (a build resolving hundreds of names
+/// at once stays well under it; past it, that client's query gets SERVFAIL
+/// at once).
+pub(crate) const MAX_IN_FLIGHT_PER_CLIENT: usize = MAX_IN_FLIGHT / 4;
 
 /// What the client asked, as far as the upstream gets to see it.
 #[derive(Debug, Clone)]
@@ -50,6 +67,42 @@ pub(crate) struct Forwarder {
     timeout: Duration,
     loop_token: [u8; 16],
     in_flight: tokio::sync::Semaphore,
+    by_client: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+/// One client's place among the exchanges in flight: counted until dropped.
+struct ClientPlace {
+    by_client: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    client: IpAddr,
+}
+
+impl ClientPlace {
+    /// A place for `client`, or `None` when it has [`MAX_IN_FLIGHT_PER_CLIENT`].
+    fn take(by_client: &Arc<Mutex<HashMap<IpAddr, usize>>>, client: IpAddr) -> Option<Self> {
+        let client = crate::rules::canonical_ip(client);
+        let mut map = by_client.lock().unwrap_or_else(|p| p.into_inner());
+        let n = map.entry(client).or_insert(0);
+        if *n >= MAX_IN_FLIGHT_PER_CLIENT {
+            return None;
+        }
+        *n += 1;
+        Some(ClientPlace {
+            by_client: by_client.clone(),
+            client,
+        })
+    }
+}
+
+impl Drop for ClientPlace {
+    fn drop(&mut self) {
+        let mut map = self.by_client.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(&self.client) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(&self.client);
+            }
+        }
+    }
 }
 
 impl Forwarder {
@@ -59,6 +112,7 @@ impl Forwarder {
             timeout,
             loop_token: *uuid::Uuid::new_v4().as_bytes(),
             in_flight: tokio::sync::Semaphore::new(MAX_IN_FLIGHT),
+            by_client: Arc::default(),
         }
     }
 
@@ -67,13 +121,15 @@ impl Forwarder {
         matches!(opt, EdnsOption::Unknown(LOOP_OPTION, data) if data.as_slice() == self.loop_token)
     }
 
-    /// Asks the upstreams, within the overall timeout. Returns the first answer
-    /// that is not SERVFAIL, REFUSED, FORMERR or NOTIMP, else the last such
-    /// answer, else the error.
-    pub(crate) async fn forward(&self, q: &Question) -> Result<Message, DnsError> {
+    /// Asks the upstreams for `client`'s question, within the overall
+    /// timeout. Returns the first answer that is not SERVFAIL, REFUSED,
+    /// FORMERR or NOTIMP, else the last such answer, else the error.
+    pub(crate) async fn forward(&self, q: &Question, client: IpAddr) -> Result<Message, DnsError> {
         if self.servers.is_empty() {
             return Err(DnsError::NoUpstream);
         }
+        let _place =
+            ClientPlace::take(&self.by_client, client).ok_or(DnsError::ClientUpstreamBusy)?;
         let _permit = self
             .in_flight
             .try_acquire()

@@ -4,7 +4,7 @@
 //! [`super::tcp`] run each query in its own task, so a slow upstream never
 //! holds up other queries.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use hickory_proto::op::{Edns, Header, MessageType, Metadata, OpCode, ResponseCode};
@@ -144,12 +144,13 @@ impl Handler {
             checking_disabled: request.metadata.checking_disabled,
             dnssec_ok: request.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok),
         };
-        self.resolve(question).await
+        self.resolve(question, request.src().ip()).await
     }
 
     /// Records → passthrough → intercept, following static CNAMEs; the CNAMEs
-    /// come first in the answer section, then the target's answers.
-    async fn resolve(&self, mut q: Question) -> Resolution {
+    /// come first in the answer section, then the target's answers. `client`
+    /// is who asked, for its share of the upstream queries in flight.
+    async fn resolve(&self, mut q: Question, client: IpAddr) -> Resolution {
         let mut chain: Vec<Record> = Vec::new();
         let mut first: Option<Outcome> = None;
         for _ in 0..=MAX_CNAME_CHAIN {
@@ -188,7 +189,7 @@ impl Handler {
                     return Resolution::local_final(chain, answers, &q.name, q.qtype, outcome);
                 }
                 Route::Passthrough => {
-                    let msg = match self.forwarder.forward(&q).await {
+                    let msg = match self.forwarder.forward(&q, client).await {
                         Ok(msg) => msg,
                         Err(error) => {
                             let error = crate::error_chain(&error);

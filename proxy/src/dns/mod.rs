@@ -151,6 +151,9 @@ pub enum DnsError {
     /// Too many passthrough queries are already waiting on the upstream.
     #[error("too many upstream queries in flight")]
     UpstreamBusy,
+    /// Too many of this client's passthrough queries are already waiting on the upstream.
+    #[error("too many upstream queries in flight for this client")]
+    ClientUpstreamBusy,
     /// The upstream did not answer in time.
     #[error("upstream {0} timed out")]
     UpstreamTimeout(SocketAddr),

@@ -1,11 +1,13 @@
 //! Tests of the DNS server: in-process queries (`server`), real tools such as
 //! dig and dnsmasq (`tools`, with the peers themselves in `peers`),
 //! getaddrinfo in a private network namespace (`netns`), and a burst of UDP
-//! queries (`burst`). Helpers shared by them live here.
+//! queries (`burst`), one client flooding the forwarder (`fairness`). Helpers
+//! shared by them live here.
 
 mod apex;
 mod burst;
 mod compression;
+mod fairness;
 mod netns;
 mod peers;
 mod server;
