@@ -369,6 +369,13 @@ impl App {
             )
             .with_client_limit(cfg.proxy.max_connections_per_client),
         );
+        let total = max_connections(&cfg.proxy);
+        shared.client_limit.set_max_total(total);
+        tracing::info!(
+            max = %total.map_or("none".into(), |n| n.to_string()),
+            source = if cfg.proxy.max_connections.is_some() { "config" } else { "open-file limit" },
+            "proxy.max_connections"
+        );
         shared
             .client_limit
             .count_into(metrics.client_connections_gauge());
@@ -587,6 +594,14 @@ impl App {
             otel.shutdown(Duration::from_secs(5)).await;
         }
     }
+}
+
+/// `proxy.max_connections` as configured, or its default from the
+/// open-file limit when unset.
+pub(crate) fn max_connections(proxy: &config::ProxyConfig) -> Option<std::num::NonZeroU32> {
+    proxy
+        .max_connections
+        .or_else(crate::ops::fd_limit::default_max_connections)
 }
 
 #[cfg(test)]

@@ -164,6 +164,16 @@ impl Reloader for SourceReloader {
                 "proxy.max_connections_per_client changed"
             );
         }
+        let total = super::max_connections(&cfg.proxy);
+        let was = self.shared.client_limit.set_max_total(total);
+        if was != total {
+            let text = |c: Option<std::num::NonZeroU32>| c.map_or("none".into(), |n| n.to_string());
+            tracing::info!(
+                from = %text(was),
+                to = %text(total),
+                "proxy.max_connections changed"
+            );
+        }
         let mut not_applied = Vec::new();
         match ops::logs::set_level(cfg.log.level.as_str()) {
             ops::logs::LevelChange::Applied { from, to } => {

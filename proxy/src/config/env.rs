@@ -15,7 +15,7 @@ use super::decode::Cx;
 use super::yaml::{Kind, Node, Pos};
 
 /// A value override: variable, section, key, and whether the value is a comma-separated list.
-pub(super) const OVERRIDES: [(&str, &str, &str, bool); 18] = [
+pub(super) const OVERRIDES: [(&str, &str, &str, bool); 19] = [
     ("IRON_DNS_LISTEN", "dns", "listen", false),
     ("IRON_DNS_PROXY_IP", "dns", "proxy_ip", false),
     (
@@ -55,6 +55,12 @@ pub(super) const OVERRIDES: [(&str, &str, &str, bool); 18] = [
         "IRON_PROXY_MAX_CONNECTIONS_PER_CLIENT",
         "proxy",
         "max_connections_per_client",
+        false,
+    ),
+    (
+        "IRON_PROXY_MAX_CONNECTIONS",
+        "proxy",
+        "max_connections",
         false,
     ),
     ("IRON_TLS_MODE", "tls", "mode", false),

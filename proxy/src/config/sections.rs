@@ -28,10 +28,14 @@ pub struct ProxyConfig {
     /// Connections one client address may have open at once, over all
     /// listeners (1..=1000000); absent or null: no cap (the default).
     pub max_connections_per_client: Option<std::num::NonZeroU32>,
+    /// Client connections open at once over all clients and listeners
+    /// (1..=1000000); absent or null: two fifths of the open-file limit
+    /// ([`crate::ops::fd_limit::default_max_connections`]).
+    pub max_connections: Option<std::num::NonZeroU32>,
 }
 
-/// The largest `proxy.max_connections_per_client`: above any descriptor
-/// limit, so a larger value could only be a mistake.
+/// The largest `proxy.max_connections_per_client` and `proxy.max_connections`:
+/// above any descriptor limit, so a larger value could only be a mistake.
 pub const MAX_CONNECTIONS_PER_CLIENT: i64 = 1_000_000;
 
 /// `upstream_deny_cidrs` when unset: IMDS (v4 and v6) and loopback.
@@ -63,9 +67,13 @@ impl Decode for ProxyConfig {
                 "upstream_response_header_timeout",
                 "upstream_deny_cidrs",
                 "max_connections_per_client",
+                "max_connections",
             ],
         )?;
         let per_client = m.opt_with(cx, "max_connections_per_client", |n, cx| {
+            int(n, cx, 1, MAX_CONNECTIONS_PER_CLIENT)
+        });
+        let total = m.opt_with(cx, "max_connections", |n, cx| {
             int(n, cx, 1, MAX_CONNECTIONS_PER_CLIENT)
         });
         let http_listen = m.or(cx, "http_listen", ListenAddr::AllInterfaces(80));
@@ -88,6 +96,9 @@ impl Decode for ProxyConfig {
             upstream_response_header_timeout: timeout?,
             upstream_deny_cidrs: deny?,
             max_connections_per_client: per_client?
+                .and_then(|v| u32::try_from(v).ok())
+                .and_then(std::num::NonZeroU32::new),
+            max_connections: total?
                 .and_then(|v| u32::try_from(v).ok())
                 .and_then(std::num::NonZeroU32::new),
         })

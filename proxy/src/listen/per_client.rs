@@ -1,35 +1,47 @@
-//! `proxy.max_connections_per_client`: how many connections one client
-//! address may have open at once, over all the proxy's listeners.
+//! How many connections the proxy has open, over all its listeners: in
+//! all (`proxy.max_connections`), and per client address
+//! (`proxy.max_connections_per_client`).
 //!
 //! Every client connection takes a descriptor (and a forwarded one a
 //! second), and the proxy's descriptors are shared by every workload it
-//! serves: without a cap, one workload opening thousands of connections
-//! takes the proxy to its ceiling and every other workload's connections
-//! wait in the listen backlog (`accept.rs`). Mature proxies bound it per
-//! client: squid's `maxconn` ACL, nginx's `limit_conn` keyed by
-//! `$binary_remote_addr`, HAProxy's `src_conn_cur`. Off by default: behind
-//! NAT, or with interception on the proxy's own host, many workloads share
-//! one address, and only the operator knows how many connections that
-//! address legitimately needs.
+//! serves. Two caps keep one workload from taking them all:
 //!
-//! Connections are counted with the cap off too, so a reload can set,
-//! change or remove it ([`ClientLimit::set_max`]) and the new cap applies at
-//! once with every open connection counted. Lowering it closes nothing: a
-//! client over the new cap gets no new connection until enough of its
-//! open ones have closed (as nginx's `limit_conn` after a reload).
+//! - **In all.** Without a cap, a workload opening connections (silent
+//!   ones, slow uploads, keep-alive connections it keeps busy) takes the
+//!   proxy to its descriptor ceiling; then the connections already
+//!   accepted fail as well, since their upstream dials get `EMFILE` (502
+//!   `connect_failed`), and so do DNS forwarding and a reload. The cap
+//!   refuses client connections while descriptors are left for the
+//!   accepted ones' upstreams (nginx's `worker_connections`, HAProxy's
+//!   `maxconn`, Envoy's `global_downstream_max_connections`). On by
+//!   default: two fifths of the open-file limit
+//!   (`ops::fd_limit::default_max_connections`).
+//! - **Per client.** So that a workload at that cap does not shut every
+//!   other workload out: squid's `maxconn` ACL, nginx's `limit_conn` keyed
+//!   by `$binary_remote_addr`, HAProxy's `src_conn_cur`. Off by default:
+//!   behind NAT, or with interception on the proxy's own host, many
+//!   workloads share one address, and only the operator knows how many
+//!   connections that address legitimately needs.
 //!
-//! A connection over the cap is closed right after `accept(2)`, before any
-//! byte is read or any task spawned for it, and audited (one record, reason
-//! `client_connection_limit`). The warning in the operational log is rate
-//! limited ([`WARN_EVERY`]), so a flood of refused connections does not
-//! become a flood of warnings.
+//! Connections are counted with the per-client cap off too, so a reload
+//! can set, change or remove either cap ([`ClientLimit::set_max`],
+//! [`ClientLimit::set_max_total`]) and the new cap applies at once with
+//! every open connection counted. Lowering one closes nothing: over the
+//! new cap, no new connection is admitted until enough of the open ones
+//! have closed (as nginx's `limit_conn` after a reload).
+//!
+//! A connection over a cap is closed right after `accept(2)`, before any
+//! byte is read or any task spawned for it, and audited (one record,
+//! reason `client_connection_limit` or `connection_limit`). The warnings
+//! in the operational log are rate limited ([`WARN_EVERY`]), so a flood of
+//! refused connections does not become a flood of warnings.
 //!
 //! The count is kept at accept and close only, in a map sharded by address
-//! (the connection workers accept in parallel): nothing on the request
-//! path. A connection's [`Permit`] lives as long as its socket: the
-//! connection's task holds it, and [`Permitted`] carries it into whatever
-//! outlives the task (an upgraded WebSocket, a CONNECT served through
-//! hyper).
+//! (the connection workers accept in parallel) and one atomic total:
+//! nothing on the request path. A connection's [`Permit`] lives as long as
+//! its socket: the connection's task holds it, and [`Permitted`] carries it
+//! into whatever outlives the task (an upgraded WebSocket, a CONNECT served
+//! through hyper).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -47,19 +59,26 @@ use crate::audit::Mode;
 use crate::exchange::ConnInfo;
 use crate::state::Shared;
 
-/// The audit reason of a connection refused over the cap.
+/// The audit reason of a connection refused over the per-client cap.
 pub const REASON: &str = "client_connection_limit";
+/// The audit reason of a connection refused over `proxy.max_connections`.
+pub const TOTAL_REASON: &str = "connection_limit";
 /// At most one warning in this period while connections are refused.
 pub const WARN_EVERY: Duration = Duration::from_secs(10);
 /// How many independently locked parts the counts are split into.
 const SHARDS: usize = 16;
 
-/// The open connections of every client address, and the cap.
+/// The open connections of every client address and in all, and the caps.
 pub struct ClientLimit {
-    /// The cap; 0 when there is none (connections are counted all the same).
+    /// The per-client cap; 0 when there is none (connections are counted all the same).
     max: AtomicU32,
+    /// The cap over all clients; 0 when there is none.
+    max_total: AtomicU32,
+    /// Connections open over all clients.
+    total: AtomicU32,
     shards: [Mutex<HashMap<IpAddr, u32>>; SHARDS],
     warned: Mutex<Warned>,
+    warned_total: Mutex<Warned>,
     /// `iron_proxy_client_connections`, once the metrics are wired
     /// ([`ClientLimit::count_into`]).
     gauge: std::sync::OnceLock<prometheus_client::metrics::gauge::Gauge>,
@@ -70,6 +89,26 @@ pub struct ClientLimit {
 struct Warned {
     last: Option<Instant>,
     unreported: u64,
+}
+
+/// Why a connection was not admitted: the connections open (from its
+/// client, or in all) and the cap they reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Its address has `open` connections, at `proxy.max_connections_per_client`.
+    Client {
+        /// Connections the address has open.
+        open: u32,
+        /// The cap.
+        max: NonZeroU32,
+    },
+    /// The proxy has `open` client connections, at `proxy.max_connections`.
+    Total {
+        /// Client connections open over all clients.
+        open: u32,
+        /// The cap.
+        max: NonZeroU32,
+    },
 }
 
 /// One open connection of a client: counted until dropped.
@@ -84,8 +123,11 @@ impl ClientLimit {
     pub fn new(max: Option<NonZeroU32>) -> Arc<Self> {
         Arc::new(ClientLimit {
             max: AtomicU32::new(max.map_or(0, NonZeroU32::get)),
+            max_total: AtomicU32::new(0),
+            total: AtomicU32::new(0),
             shards: Default::default(),
             warned: Mutex::default(),
+            warned_total: Mutex::default(),
             gauge: std::sync::OnceLock::new(),
         })
     }
@@ -110,6 +152,21 @@ impl ClientLimit {
         )
     }
 
+    /// The cap over all clients, if any.
+    pub fn max_total(&self) -> Option<NonZeroU32> {
+        NonZeroU32::new(self.max_total.load(Ordering::Relaxed))
+    }
+
+    /// Sets, changes or removes the cap over all clients (start-up, a
+    /// reload): it applies to the next connection accepted. Returns the
+    /// cap it replaced.
+    pub fn set_max_total(&self, max: Option<NonZeroU32>) -> Option<NonZeroU32> {
+        NonZeroU32::new(
+            self.max_total
+                .swap(max.map_or(0, NonZeroU32::get), Ordering::Relaxed),
+        )
+    }
+
     fn shard(&self, ip: &IpAddr) -> std::sync::MutexGuard<'_, HashMap<IpAddr, u32>> {
         // The low bits of the address: clients are spread over the shards
         // by their last octets, which is where addresses in one subnet differ.
@@ -122,15 +179,25 @@ impl ClientLimit {
             .unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Counts a new connection from `ip`: a permit, or `Err((open, cap))`
-    /// (the connections it has open, and the cap) when it is at the cap.
-    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Permit, (u32, NonZeroU32)> {
+    /// Counts a new connection from `ip`: a permit, or the [`Refusal`]
+    /// when the proxy or the address is at its cap.
+    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Permit, Refusal> {
         let ip = crate::rules::canonical_ip(ip);
+        // Counted first and taken back when over: two workers admitting at
+        // once cannot both take the last place.
+        let before = self.total.fetch_add(1, Ordering::Relaxed);
+        if let Some(max) = self.max_total().filter(|m| before >= m.get()) {
+            self.total.fetch_sub(1, Ordering::Relaxed);
+            return Err(Refusal::Total { open: before, max });
+        }
         let max = self.max();
         let mut shard = self.shard(&ip);
         let open = shard.entry(ip).or_insert(0);
         if let Some(max) = max.filter(|m| *open >= m.get()) {
-            return Err((*open, max));
+            let open = *open;
+            drop(shard);
+            self.total.fetch_sub(1, Ordering::Relaxed);
+            return Err(Refusal::Client { open, max });
         }
         *open += 1;
         drop(shard);
@@ -150,6 +217,12 @@ impl ClientLimit {
         self.shard(&ip).get(&ip).copied().unwrap_or(0)
     }
 
+    /// How many connections are open over all clients.
+    #[cfg(test)]
+    pub fn open_total(&self) -> u32 {
+        self.total.load(Ordering::Relaxed)
+    }
+
     /// How many addresses have connections open.
     #[cfg(test)]
     fn clients(&self) -> usize {
@@ -160,8 +233,12 @@ impl ClientLimit {
 
     /// Counts a refusal at `now`; `Some(refusals not yet reported)` when a
     /// warning is due.
-    fn note_refusal(&self, now: Instant) -> Option<u64> {
-        let mut w = self.warned.lock().unwrap_or_else(|e| e.into_inner());
+    fn note_refusal(&self, refusal: Refusal, now: Instant) -> Option<u64> {
+        let warned = match refusal {
+            Refusal::Client { .. } => &self.warned,
+            Refusal::Total { .. } => &self.warned_total,
+        };
+        let mut w = warned.lock().unwrap_or_else(|e| e.into_inner());
         w.unreported += 1;
         let due = w.last.is_none_or(|at| now.duration_since(at) >= WARN_EVERY);
         if !due {
@@ -177,6 +254,7 @@ impl Drop for Permit {
         if let Some(g) = self.limit.gauge.get() {
             g.dec();
         }
+        self.limit.total.fetch_sub(1, Ordering::Relaxed);
         let mut shard = self.limit.shard(&self.ip);
         if let Some(open) = shard.get_mut(&self.ip) {
             *open = open.saturating_sub(1);
@@ -193,43 +271,53 @@ tokio::task_local! {
 }
 
 /// Admits a connection just accepted from `remote` on a listener of
-/// `mode`: its permit, under the cap or with none. Over it, the connection
-/// is audited and `Err(())` says to close it.
+/// `mode`: its permit, under the caps or with none. Over one, the
+/// connection is audited and `Err(())` says to close it.
 pub(crate) fn admit(shared: &Shared, mode: Mode, remote: SocketAddr) -> Result<Arc<Permit>, ()> {
     let limit = &shared.client_limit;
     match limit.admit(remote.ip()) {
         Ok(permit) => Ok(Arc::new(permit)),
-        Err((open, max)) => {
-            refused(shared, limit, mode, remote, open, max);
+        Err(refusal) => {
+            refused(shared, limit, mode, remote, refusal);
             Err(())
         }
     }
 }
 
-/// Audits (and, when due, warns about) a connection refused over the cap.
-fn refused(
-    shared: &Shared,
-    limit: &ClientLimit,
-    mode: Mode,
-    remote: SocketAddr,
-    open: u32,
-    max: NonZeroU32,
-) {
+/// Audits (and, when due, warns about) a connection refused over a cap.
+fn refused(shared: &Shared, limit: &ClientLimit, mode: Mode, remote: SocketAddr, why: Refusal) {
     let conn = ConnInfo::new(remote, mode, false, 0);
     let mut rec = conn.record();
-    rec.reject(None, REASON, 0);
-    rec.error = Some(format!(
-        "{open} connections already open from {} (proxy.max_connections_per_client: {max})",
-        remote.ip(),
-    ));
+    let (reason, error) = match why {
+        Refusal::Client { open, max } => (
+            REASON,
+            format!(
+                "{open} connections already open from {} (proxy.max_connections_per_client: {max})",
+                remote.ip(),
+            ),
+        ),
+        Refusal::Total { open, max } => (
+            TOTAL_REASON,
+            format!("{open} client connections already open in all (proxy.max_connections: {max})"),
+        ),
+    };
+    rec.reject(None, reason, 0);
+    rec.error = Some(error);
     shared.audit.emit(&rec);
-    if let Some(refused) = limit.note_refusal(Instant::now()) {
-        tracing::warn!(
-            client = %remote.ip(),
-            max,
-            refused_since_last_warning = refused,
-            "refused connections over proxy.max_connections_per_client"
-        );
+    if let Some(refused) = limit.note_refusal(why, Instant::now()) {
+        match why {
+            Refusal::Client { max, .. } => tracing::warn!(
+                client = %remote.ip(),
+                max,
+                refused_since_last_warning = refused,
+                "refused connections over proxy.max_connections_per_client"
+            ),
+            Refusal::Total { max, .. } => tracing::warn!(
+                max,
+                refused_since_last_warning = refused,
+                "refused connections over proxy.max_connections"
+            ),
+        }
     }
 }
 

@@ -10,6 +10,11 @@
 //! starts with the limit the proxy started with ([`restore_in_child`]). A
 //! program may use `select(2)`, which breaks on descriptors above 1023, and
 //! a limit it did not ask for is not the proxy's to hand on.
+//!
+//! The limit also sets the default of `proxy.max_connections`
+//! ([`default_max_connections`]): the proxy refuses client connections
+//! before its descriptors run out, so that the connections it has
+//! accepted can still dial their upstreams.
 
 use std::sync::OnceLock;
 
@@ -41,6 +46,35 @@ pub fn raise() -> Result<Option<Raised>, nix::Error> {
         from: soft,
         to: hard,
     }))
+}
+
+/// The share of the soft open-file limit that `proxy.max_connections`
+/// takes when unset, as a fraction: two fifths. A client connection
+/// costs a descriptor and its request's upstream connection a second, so
+/// at the cap four fifths are in use and the last fifth is left for what
+/// else the proxy holds open (idle upstream connections kept for reuse,
+/// DNS, the listeners, the metrics and management servers, the log, a
+/// reload reading its config). HAProxy derives its default `maxconn` from
+/// the limit the same way (about half of it).
+pub const DEFAULT_MAX_CONNECTIONS_SHARE: (u64, u64) = (2, 5);
+
+/// `proxy.max_connections` when the config leaves it unset: two fifths of
+/// the soft open-file limit now (after [`raise`]), within 1..=1,000,000.
+/// `None` if the limit cannot be read. Without such a cap, one workload
+/// that opens connections until the proxy has no descriptor left makes
+/// the connections already accepted fail too: their upstream dials get
+/// `EMFILE` (502 `connect_failed`), as do DNS forwarding and a reload.
+pub fn default_max_connections() -> Option<std::num::NonZeroU32> {
+    let (soft, _) = getrlimit(Resource::RLIMIT_NOFILE).ok()?;
+    Some(max_connections_for(soft))
+}
+
+/// [`default_max_connections`] for a soft limit of `soft`.
+pub fn max_connections_for(soft: u64) -> std::num::NonZeroU32 {
+    let (num, den) = DEFAULT_MAX_CONNECTIONS_SHARE;
+    let share = soft / den * num + soft % den * num / den;
+    let max = u32::try_from(share.clamp(1, 1_000_000)).unwrap_or(1_000_000);
+    std::num::NonZeroU32::new(max).unwrap_or(std::num::NonZeroU32::MIN)
 }
 
 /// The limits to give a child: the ones the process started with, if
@@ -117,6 +151,17 @@ mod tests {
             .split_whitespace()
             .filter_map(|w| w.parse().ok())
             .collect()
+    }
+
+    #[test]
+    fn the_default_connection_cap_is_two_fifths_of_the_limit_within_bounds() {
+        let at = |soft| max_connections_for(soft).get();
+        assert_eq!(at(20_000), 8_000);
+        assert_eq!(at(65_536), 26_214);
+        assert_eq!(at(1024), 409);
+        assert_eq!(at(2), 1, "never 0");
+        assert_eq!(at(0), 1, "never 0");
+        assert_eq!(at(u64::MAX), 1_000_000, "RLIM_INFINITY");
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //! management listeners are closed like the data plane's (the metrics listener defaults to
 //! every interface, so workloads reach it); the proxy raises its soft open-file limit to the
 //! hard one at start-up; and at the descriptor ceiling each accept loop warns once per
-//! period, not once per retry, then says when it accepts again.
+//! period, not once per retry, then says when it accepts again; below that ceiling,
+//! `proxy.max_connections` (by default two fifths of the open-file limit) refuses the
+//! connections over it, so the ones accepted can still dial their upstreams.
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
@@ -215,8 +217,9 @@ fn the_soft_open_file_limit_is_raised_to_the_hard_limit() {
 #[test]
 fn at_the_descriptor_ceiling_accept_loops_warn_once_per_period_and_recover() {
     let dir = paths::scratch_dir("ceiling");
-    // 128 descriptors: the proxy's own (listeners, runtime, pipes) are about 30.
-    let px = Proxy::with(ALLOW_ONE)
+    // 128 descriptors: the proxy's own (listeners, runtime, pipes) are about 30. The
+    // connection cap, by default well below the ceiling, is lifted to reach it.
+    let px = Proxy::with(format!("proxy:\n  max_connections: 1000000\n{ALLOW_ONE}"))
         .binary(under_nofile_limit(dir.path(), 128, 128))
         .start();
     let addr = px.http_addr();
@@ -269,6 +272,109 @@ fn at_the_descriptor_ceiling_accept_loops_warn_once_per_period_and_recover() {
         r.status, 403,
         "served (and refused by the allowlist): {r:?}"
     );
+}
+
+/// `proxy.max_connections`, unset: two fifths of the open-file limit (256 here: 102). One
+/// client fills the proxy with half-sent request heads (each held for the 30 s head bound).
+/// Before the cap the proxy took them until it had no descriptor left, and a client it had
+/// already accepted got 502 `connect_failed` ("Too many open files") for its next request,
+/// which needed a new upstream connection. Now the connections over the cap are closed at
+/// once, each audited `connection_limit`, the warning about them rate limited, and that
+/// client's request is served.
+#[test]
+fn connections_over_the_default_cap_are_refused_so_accepted_ones_can_still_dial() {
+    require_root!();
+    let net = FakeInternet::new();
+    let _first = Upstream::http("first.test").start(&net);
+    let _second = Upstream::http("second.test").start(&net);
+    let dir = paths::scratch_dir("max-connections");
+    let px = Proxy::with(
+        "transforms:\n  - name: allowlist\n    config:\n      domains: [\"first.test\", \"second.test\"]\n",
+    )
+    .binary(under_nofile_limit(dir.path(), 256, 256))
+    .resolver(&net)
+    .start();
+    let started = px.wait_for_log(|l| l.contains("\"msg\":\"proxy.max_connections\""));
+    assert!(
+        started.contains("\"max\":\"102\"") && started.contains("\"source\":\"open-file limit\""),
+        "{started}"
+    );
+    let addr = px.http_addr();
+    // A well-behaved client, served once on its keep-alive connection.
+    let mut good = super::KeepAlive::open(addr, Duration::from_secs(20));
+    let status = good.status("/get", "first.test");
+    assert!(status.contains(" 200 "), "{status}");
+    // Another client opens 300 connections and leaves a request head half sent on each.
+    const HOGS: usize = 300;
+    let hogs: Vec<TcpStream> = (0..HOGS)
+        .map(|_| {
+            let mut s = connect(addr);
+            // Refused ones may be closed already.
+            let _ = s.write_all(b"GET /get HTTP/1.1\r\n");
+            s
+        })
+        .collect();
+    // Until the proxy has taken them in: refused over the cap, or (without it) its accepts
+    // failing at the descriptor ceiling.
+    wait_until(
+        Duration::from_secs(20),
+        "the half-sent connections refused, or the accept loop at the ceiling",
+        || {
+            let refused = px
+                .audit()
+                .iter()
+                .filter(|a| a.str("reason") == Some("connection_limit"))
+                .count();
+            let at_ceiling = px
+                .logs()
+                .iter()
+                .any(|l| l.contains("accept failed on http listener"));
+            (refused >= HOGS - 101 || at_ceiling).then_some(())
+        },
+    );
+    // The accepted client's next request needs a new upstream connection: it gets one.
+    let status = good.status("/get", "second.test");
+    assert!(
+        status.contains(" 200 "),
+        "served while the hogs are held: {status}"
+    );
+    let refused: Vec<AuditRecord> = px
+        .audit()
+        .iter()
+        .filter(|a| a.str("reason") == Some("connection_limit"))
+        .cloned()
+        .collect();
+    // 101 connections besides the good one fit under the cap (the harness's readiness
+    // probes may still hold a place or two as they close).
+    assert!(
+        (HOGS - 101..=HOGS - 98).contains(&refused.len()),
+        "{} refused of {HOGS}",
+        refused.len()
+    );
+    for rec in &refused {
+        assert_eq!(rec.action(), Some("reject"), "{rec}");
+        assert_eq!(rec.status_code(), Some(0), "{rec}");
+        assert!(
+            rec.str("error")
+                .is_some_and(|e| e.contains("(proxy.max_connections: 102)")),
+            "{rec}"
+        );
+    }
+    let warnings = px
+        .log_lines()
+        .into_iter()
+        .filter(|l| l.msg() == "refused connections over proxy.max_connections")
+        .count();
+    assert!(
+        (1..=2).contains(&warnings),
+        "{warnings} warnings for {} refusals",
+        refused.len()
+    );
+    assert!(
+        !px.logs().iter().any(|l| l.contains("Too many open files")),
+        "the ceiling was never reached"
+    );
+    drop(hogs);
 }
 
 fn is_recovery(l: &LogLine) -> bool {

@@ -413,6 +413,87 @@ fn a_reload_sets_and_removes_the_per_client_cap_counting_open_connections() {
     assert_eq!(plain_get(addr), 200, "a fourth connection, with no cap");
 }
 
+/// `proxy.max_connections` set by a reload below the connections open (from two addresses):
+/// none is cut, the next connection from any address is refused (audited `connection_limit`,
+/// naming the cap); removed again, the default from the open-file limit applies and the next
+/// connection is served.
+#[test]
+fn a_reload_sets_the_total_cap_counting_every_clients_connections() {
+    require_root!();
+    let net = FakeInternet::new();
+    let _plain = Upstream::http("plain.test").start(&net);
+    let mut px = managed_proxy(&policy(&["plain.test"]), &net);
+    let addr = px.http_addr();
+    let mut held: Vec<KeepAlive> = (0..3)
+        .map(|_| {
+            let mut c = KeepAlive::open(addr, Duration::from_secs(20));
+            let head = c.status("/get", "plain.test");
+            assert!(head.contains(" 200 "), "{head}");
+            c
+        })
+        .collect();
+
+    let mut cfg = px.config().clone();
+    cfg["proxy"]["max_connections"] = Value::from(2);
+    write_exact(&mut px, &cfg);
+    let r = reload(&px);
+    assert_eq!(r.status, 200, "{r}");
+    let changed = wait_until(Duration::from_secs(10), "the change logged", || {
+        px.log_lines()
+            .into_iter()
+            .find(|l| l.msg() == "proxy.max_connections changed" && l.str("to") == Some("2"))
+    });
+    let default = changed
+        .str("from")
+        .expect("the default it replaced")
+        .to_string();
+    assert!(default.parse::<u32>().is_ok_and(|n| n > 2), "{default}");
+
+    // Three open against a cap of 2: they keep working; a new one, even from another
+    // address, is refused.
+    let head = held[0].status("/get", "plain.test");
+    assert!(
+        head.contains(" 200 "),
+        "an open connection is not cut: {head}"
+    );
+    let r = Curl::get(&format!("http://{addr}/get"))
+        .header("Host", "plain.test")
+        .args(["--interface", "127.0.0.2"])
+        .run();
+    assert_eq!(r.status, 0, "over the new cap: {r:?}");
+    let rec = px.wait_for_audit(|a| a.str("reason") == Some("connection_limit"));
+    assert!(
+        rec.str("error")
+            .is_some_and(|e| e.contains("(proxy.max_connections: 2)")),
+        "{rec}"
+    );
+
+    // Removed: back to the default, and served.
+    cfg["proxy"]
+        .as_object_mut()
+        .expect("proxy section")
+        .remove("max_connections");
+    write_exact(&mut px, &cfg);
+    let r = reload(&px);
+    assert_eq!(r.status, 200, "{r}");
+    wait_until(Duration::from_secs(10), "the change back logged", || {
+        px.log_lines()
+            .iter()
+            .any(|l| {
+                l.msg() == "proxy.max_connections changed"
+                    && l.str("from") == Some("2")
+                    && l.str("to") == Some(default.as_str())
+            })
+            .then_some(())
+    });
+    assert_eq!(
+        plain_get(addr),
+        200,
+        "a fourth connection, under the default"
+    );
+    drop(held);
+}
+
 /// A reload that denies the range of an upstream the proxy holds connections to retires
 /// them: the next request, on the client connection that was kept open and on a new one, is
 /// refused (`deny_cidr`) instead of riding a pooled connection to the newly denied address,

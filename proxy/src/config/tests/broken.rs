@@ -20,7 +20,7 @@ fn unknown_key_at_depth_with_suggestion() {
     );
     refused(
         "proxy:\n  listen: \":80\"\n",
-        &["proxy.yaml:2:3: proxy: unknown field 'listen' (expected one of: http_listen, https_listen, tunnel_listen, max_request_body_bytes, max_response_body_bytes, upstream_response_header_timeout, upstream_deny_cidrs, max_connections_per_client)"],
+        &["proxy.yaml:2:3: proxy: unknown field 'listen' (expected one of: http_listen, https_listen, tunnel_listen, max_request_body_bytes, max_response_body_bytes, upstream_response_header_timeout, upstream_deny_cidrs, max_connections_per_client, max_connections)"],
     );
     // Fields are per source type: `region` is not an env source field (`ttl`
     // is, as on every source, though it has no effect there).
@@ -505,6 +505,27 @@ fn max_connections_per_client_is_off_by_default_and_checked_when_set() {
     assert_eq!(
         super::errs_env(BASE, &env),
         ["IRON_PROXY_MAX_CONNECTIONS_PER_CLIENT: proxy.max_connections_per_client: -1 is out of range (1..=1000000)"]
+    );
+}
+
+#[test]
+fn max_connections_is_unset_by_default_and_checked_when_set() {
+    // Unset: the proxy derives it from the open-file limit at start-up.
+    assert_eq!(super::ok(BASE).proxy.max_connections, None);
+    let cfg = super::ok(&format!("{BASE}proxy:\n  max_connections: 5000\n"));
+    assert_eq!(cfg.proxy.max_connections.map(|n| n.get()), Some(5000));
+    refused(
+        "proxy:\n  max_connections: 0\n",
+        &["proxy.yaml:2:20: proxy.max_connections: 0 is out of range (1..=1000000)"],
+    );
+    refused(
+        "proxy:\n  max_connections: 1000001\n",
+        &["proxy.yaml:2:20: proxy.max_connections: 1000001 is out of range (1..=1000000)"],
+    );
+    let env = |k: &str| (k == "IRON_PROXY_MAX_CONNECTIONS").then(|| "0".to_string());
+    assert_eq!(
+        super::errs_env(BASE, &env),
+        ["IRON_PROXY_MAX_CONNECTIONS: proxy.max_connections: 0 is out of range (1..=1000000)"]
     );
 }
 

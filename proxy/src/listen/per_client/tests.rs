@@ -14,16 +14,27 @@ fn cap(max: u32) -> NonZeroU32 {
     NonZeroU32::new(max).expect("nonzero")
 }
 
+fn client(open: u32, max: u32) -> Refusal {
+    Refusal::Client {
+        open,
+        max: cap(max),
+    }
+}
+
 #[test]
 fn a_client_gets_up_to_the_cap_and_another_client_is_not_affected() {
     let l = limit(3);
     let a = ip("127.0.0.1");
     let mut held: Vec<Permit> = (0..3).map(|_| l.admit(a).expect("under the cap")).collect();
-    assert_eq!(l.admit(a).err(), Some((3, cap(3))), "the fourth is refused");
+    assert_eq!(
+        l.admit(a).err(),
+        Some(client(3, 3)),
+        "the fourth is refused"
+    );
     // Another address, and the same address written as v4-mapped v6 (the
     // same client on a dual-stack socket).
     let b = l.admit(ip("127.0.0.2")).expect("another client");
-    assert_eq!(l.admit(ip("::ffff:127.0.0.1")).err(), Some((3, cap(3))));
+    assert_eq!(l.admit(ip("::ffff:127.0.0.1")).err(), Some(client(3, 3)));
     assert_eq!(l.open(ip("127.0.0.2")), 1);
     // Closing one lets one more in.
     drop(held.pop());
@@ -42,9 +53,9 @@ fn a_cap_set_later_counts_the_connections_already_open() {
     // A reload sets a cap below what the client has open: nothing is
     // closed, and nothing more is admitted until enough have closed.
     assert_eq!(l.set_max(Some(cap(3))), None);
-    assert_eq!(l.admit(a).err(), Some((5, cap(3))));
+    assert_eq!(l.admit(a).err(), Some(client(5, 3)));
     held.truncate(3);
-    assert_eq!(l.admit(a).err(), Some((3, cap(3))));
+    assert_eq!(l.admit(a).err(), Some(client(3, 3)));
     held.pop();
     held.push(l.admit(a).expect("under the new cap"));
     // Raised, then removed: admitted again.
@@ -76,11 +87,15 @@ fn closed_connections_leave_no_entry_behind() {
 fn one_warning_per_period_while_connections_are_refused() {
     let l = limit(1);
     let t0 = Instant::now();
-    assert_eq!(l.note_refusal(t0), Some(1), "the first refusal is reported");
+    assert_eq!(
+        l.note_refusal(client(1, 1), t0),
+        Some(1),
+        "the first refusal is reported"
+    );
     let mut warned = Vec::new();
     // A minute of refusals every 10 ms.
     for i in 1..=6000u32 {
-        if let Some(n) = l.note_refusal(t0 + Duration::from_millis(10) * i) {
+        if let Some(n) = l.note_refusal(client(1, 1), t0 + Duration::from_millis(10) * i) {
             warned.push(n);
         }
     }
@@ -126,4 +141,34 @@ fn the_gauge_counts_every_open_connection_and_no_refused_one() {
     assert_eq!(gauge.get(), 1);
     drop(b);
     assert_eq!(gauge.get(), 0, "back to zero when idle");
+}
+
+#[test]
+fn the_total_cap_counts_every_client_and_refusals_under_either_cap_take_no_place() {
+    let l = ClientLimit::new(Some(cap(2)));
+    assert_eq!(l.set_max_total(Some(cap(3))), None);
+    let (a, b) = (ip("127.0.0.1"), ip("127.0.0.2"));
+    let mut held = vec![l.admit(a).expect("1"), l.admit(a).expect("2")];
+    // At its own cap, a's refusal takes no place in the total.
+    assert_eq!(l.admit(a).err(), Some(client(2, 2)));
+    assert_eq!(l.open_total(), 2);
+    held.push(l.admit(b).expect("3"));
+    // Three open in all: any client is refused, whatever it has open.
+    let total = Refusal::Total {
+        open: 3,
+        max: cap(3),
+    };
+    assert_eq!(l.admit(ip("127.0.0.3")).err(), Some(total));
+    assert_eq!(l.admit(b).err(), Some(total));
+    assert_eq!(l.open_total(), 3);
+    // One closes: a place again.
+    drop(held.remove(0));
+    held.push(l.admit(ip("127.0.0.3")).expect("a place freed"));
+    // A reload removes the total cap: only the per-client one is left.
+    assert_eq!(l.set_max_total(None), Some(cap(3)));
+    held.push(l.admit(b).expect("no total cap"));
+    assert_eq!(l.open_total(), 4);
+    drop(held);
+    assert_eq!(l.open_total(), 0);
+    assert_eq!(l.clients(), 0);
 }
