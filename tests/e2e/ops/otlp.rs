@@ -308,18 +308,7 @@ fn bad_otel_values_never_stop_the_proxy() {
         ),
     ];
     for (vars, level, msg) in cases {
-        let mut p = Proxy::with(CONFIG)
-            .resolver(&net)
-            .env("IRON_E2E_OTEL_SECRET", SECRET);
-        for (k, v) in &vars {
-            p = p.env(k, v);
-        }
-        let px = p.start();
-        Curl::get("https://httpbin.test/anything/still-serving")
-            .header("Authorization", "pk-proxy-otel")
-            .via(&px)
-            .run()
-            .expect_status(200);
+        let px = serving_with(&net, &vars);
         let lines = px.log_lines();
         let line = lines
             .iter()
@@ -573,20 +562,12 @@ fn unusable_tls_files_turn_export_off_and_are_named() {
             "OTEL_EXPORTER_OTLP_CLIENT_KEY",
         ),
     ];
-    for (vars, named) in cases {
-        let mut p = Proxy::with(CONFIG)
-            .resolver(&net)
-            .env("IRON_E2E_OTEL_SECRET", SECRET)
-            .env("OTEL_EXPORTER_OTLP_ENDPOINT", "https://127.0.0.1:4318");
-        for (k, v) in &vars {
-            p = p.env(k, v);
-        }
-        let px = p.start();
-        Curl::get("https://httpbin.test/anything/still-serving")
-            .header("Authorization", "pk-proxy-otel")
-            .via(&px)
-            .run()
-            .expect_status(200);
+    for (mut vars, named) in cases {
+        vars.push((
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "https://127.0.0.1:4318".to_string(),
+        ));
+        let px = serving_with(&net, &vars);
         let lines = px.log_lines();
         let line = lines
             .iter()
@@ -604,4 +585,22 @@ fn unusable_tls_files_turn_export_off_and_are_named() {
             "the key file's contents reached the logs"
         );
     }
+}
+
+/// A proxy started with [`CONFIG`] and the OTel variables `vars`, checked to serve a request
+/// whatever the variables did to export.
+fn serving_with<V: AsRef<str>>(net: &FakeInternet, vars: &[(&str, V)]) -> ProxyProcess {
+    let mut p = Proxy::with(CONFIG)
+        .resolver(net)
+        .env("IRON_E2E_OTEL_SECRET", SECRET);
+    for (k, v) in vars {
+        p = p.env(k, v.as_ref());
+    }
+    let px = p.start();
+    Curl::get("https://httpbin.test/anything/still-serving")
+        .header("Authorization", "pk-proxy-otel")
+        .via(&px)
+        .run()
+        .expect_status(200);
+    px
 }
