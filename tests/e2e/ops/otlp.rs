@@ -399,20 +399,26 @@ fn text(p: &std::path::Path) -> String {
     p.display().to_string()
 }
 
-/// A collector that requires client certificates, on a CA of its own (not the one in the
-/// proxy's `SSL_CERT_FILE`): the proxy verifies it with `OTEL_EXPORTER_OTLP_CERTIFICATE`,
-/// authenticates with the client certificate and key, and sends gzip; the records arrive
-/// decoded, from the proxy's certificate.
-fn mutual_tls_roundtrip(protocol: &str) {
-    let pki = collector_pki();
-    let rx = Receiver::start_with(&[
+/// The receiver serving TLS with the collector's certificate and requiring a client
+/// certificate from `pki`'s client CA.
+fn mutual_tls_receiver(pki: &CollectorPki) -> Receiver {
+    Receiver::start_with(&[
         "--tls-cert",
         &text(&pki.collector.cert),
         "--tls-key",
         &text(&pki.collector.key),
         "--client-ca",
         &text(&pki.client_ca),
-    ]);
+    ])
+}
+
+/// A collector that requires client certificates, on a CA of its own (not the one in the
+/// proxy's `SSL_CERT_FILE`): the proxy verifies it with `OTEL_EXPORTER_OTLP_CERTIFICATE`,
+/// authenticates with the client certificate and key, and sends gzip; the records arrive
+/// decoded, from the proxy's certificate.
+fn mutual_tls_roundtrip(protocol: &str) {
+    let pki = collector_pki();
+    let rx = mutual_tls_receiver(&pki);
     let net = FakeInternet::new();
     let _up = Upstream::https("httpbin.test").start(&net);
     let port = if protocol == "grpc" {
@@ -485,14 +491,7 @@ fn otlp_export_over_mutual_tls_with_gzip_grpc() {
 fn a_refused_tls_handshake_is_counted_and_named() {
     require_root!();
     let pki = collector_pki();
-    let rx = Receiver::start_with(&[
-        "--tls-cert",
-        &text(&pki.collector.cert),
-        "--tls-key",
-        &text(&pki.collector.key),
-        "--client-ca",
-        &text(&pki.client_ca),
-    ]);
+    let rx = mutual_tls_receiver(&pki);
     let net = FakeInternet::new();
     let _up = Upstream::https("httpbin.test").start(&net);
     let px = Proxy::with(CONFIG)

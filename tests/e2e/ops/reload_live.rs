@@ -337,6 +337,18 @@ fn plain_get(addr: SocketAddr) -> u16 {
         .status
 }
 
+/// `n` keep-alive connections to `addr`, each having had one request to `plain.test` served.
+fn served_connections(addr: SocketAddr, n: usize) -> Vec<KeepAlive> {
+    (0..n)
+        .map(|_| {
+            let mut c = KeepAlive::open(addr, Duration::from_secs(20));
+            let head = c.status("/get", "plain.test");
+            assert!(head.contains(" 200 "), "{head}");
+            c
+        })
+        .collect()
+}
+
 /// `proxy.max_connections_per_client` set, then removed, by reloads. Connections open before
 /// the cap was set count against it: a cap below them closes none of them but refuses the next
 /// connection (audited, naming the new cap); once enough have closed the client is served
@@ -348,14 +360,7 @@ fn a_reload_sets_and_removes_the_per_client_cap_counting_open_connections() {
     let _plain = Upstream::http("plain.test").start(&net);
     let mut px = managed_proxy(&policy(&["plain.test"]), &net);
     let addr = px.http_addr();
-    let mut held: Vec<KeepAlive> = (0..3)
-        .map(|_| {
-            let mut c = KeepAlive::open(addr, Duration::from_secs(20));
-            let head = c.status("/get", "plain.test");
-            assert!(head.contains(" 200 "), "{head}");
-            c
-        })
-        .collect();
+    let mut held = served_connections(addr, 3);
 
     let mut cfg = px.config().clone();
     cfg["proxy"]["max_connections_per_client"] = Value::from(2);
@@ -424,14 +429,7 @@ fn a_reload_sets_the_total_cap_counting_every_clients_connections() {
     let _plain = Upstream::http("plain.test").start(&net);
     let mut px = managed_proxy(&policy(&["plain.test"]), &net);
     let addr = px.http_addr();
-    let mut held: Vec<KeepAlive> = (0..3)
-        .map(|_| {
-            let mut c = KeepAlive::open(addr, Duration::from_secs(20));
-            let head = c.status("/get", "plain.test");
-            assert!(head.contains(" 200 "), "{head}");
-            c
-        })
-        .collect();
+    let mut held = served_connections(addr, 3);
 
     let mut cfg = px.config().clone();
     cfg["proxy"]["max_connections"] = Value::from(2);

@@ -140,17 +140,21 @@ async fn exports_over_grpc() {
     export_and_check("grpc", |r| r.grpc_port).await;
 }
 
-#[tokio::test]
-async fn collector_down_never_blocks_and_counts_drops() {
-    // A port nobody listens on.
+/// Settings exporting over HTTP to a loopback port nobody listens on.
+fn dead_collector_settings() -> OtelSettings {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("free port")
         .port();
-    let mut s = settings(&[(
+    settings(&[(
         "OTEL_EXPORTER_OTLP_ENDPOINT",
         &format!("http://127.0.0.1:{port}"),
-    )]);
+    )])
+}
+
+#[tokio::test]
+async fn collector_down_never_blocks_and_counts_drops() {
+    let mut s = dead_collector_settings();
     s.queue_size = 4;
     s.flush_interval = Duration::from_secs(3600);
     s.export_timeout = Duration::from_secs(2);
@@ -303,14 +307,7 @@ async fn an_oversized_record_is_exported_cut() {
 /// bound of records, whatever their count.
 #[tokio::test]
 async fn the_queue_is_bounded_in_bytes() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
-    let mut s = settings(&[(
-        "OTEL_EXPORTER_OTLP_ENDPOINT",
-        &format!("http://127.0.0.1:{port}"),
-    )]);
+    let mut s = dead_collector_settings();
     s.max_queue_bytes = 1 << 20;
     s.flush_interval = Duration::from_secs(3600);
     s.export_timeout = Duration::from_secs(2);
