@@ -35,6 +35,11 @@
 //! environment before anything reads it, so it never executes a second time
 //! (whatever a C library makes of `GLIBC_TUNABLES`) and the processes it
 //! starts do not see the mark.
+//!
+//! Executing `/proc/self/exe` names the new image `exe` (the kernel takes a
+//! process's name from the file name it executes), which `ps`, `top`,
+//! `pgrep`/`pkill` and the journal's `_COMM` would then show. The mark carries
+//! the name the process had, and the new process takes it back.
 
 use std::ffi::{CStr, CString, OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -47,7 +52,8 @@ pub const THRESHOLD_KEY: &str = "glibc.cpu.x86_rep_movsb_threshold";
 /// largest size it copies with `REP MOVSB` on AMD; so no copy below glibc's
 /// non-temporal threshold uses it.
 pub const THRESHOLD: u64 = 4 << 20;
-/// Set in the environment of the process executed again, which removes it.
+/// Set in the environment of the process executed again, which removes it;
+/// its value is the name the process had (`/proc/PID/comm`).
 pub const MARK_VAR: &str = "IRON_PROXY_REEXECUTED";
 /// The first glibc release that no longer uses `REP MOVSB` on these CPUs.
 const FIXED_IN: (u32, u32) = (2, 40);
@@ -237,10 +243,11 @@ pub fn reexec_if_needed() {
 }
 
 fn try_reexec() -> Keep {
-    if std::env::var_os(MARK_VAR).is_some() {
+    if let Some(name) = std::env::var_os(MARK_VAR) {
         // Called before any thread starts (see reexec_if_needed), so nothing
         // reads the environment while it changes.
         std::env::remove_var(MARK_VAR);
+        set_name(&name);
         return Keep::Executed;
     }
     let value = match decide(&this_host(), std::env::var_os(TUNABLES_VAR).as_deref()) {
@@ -255,7 +262,7 @@ fn try_reexec() -> Keep {
         // to do but go on.
         return Keep::ExecFailed;
     };
-    let env = environment(raw_environment(), &value);
+    let env = environment(raw_environment(), &value, &name());
     let argv: Vec<*const libc::c_char> = args
         .iter()
         .map(|a| a.as_ptr())
@@ -275,10 +282,14 @@ fn try_reexec() -> Keep {
 
 /// The new process's environment: every entry of `raw` as it is, except
 /// those that set [`TUNABLES_VAR`] or [`MARK_VAR`], then the tunables
-/// `value` and the mark. Entries are taken as bytes, so one without `=`
-/// (which only a raw `execve` can make, and which Rust's view of the
-/// environment skips) is passed on too.
-fn environment<'a>(raw: impl Iterator<Item = &'a CStr>, value: &OsStr) -> Vec<CString> {
+/// `value` and the mark, holding the process's `name`. Entries are taken as
+/// bytes, so one without `=` (which only a raw `execve` can make, and which
+/// Rust's view of the environment skips) is passed on too.
+fn environment<'a>(
+    raw: impl Iterator<Item = &'a CStr>,
+    value: &OsStr,
+    name: &[u8],
+) -> Vec<CString> {
     let mut env: Vec<CString> = raw
         .filter(|e| {
             let name = e.to_bytes().split(|&b| b == b'=').next();
@@ -289,8 +300,42 @@ fn environment<'a>(raw: impl Iterator<Item = &'a CStr>, value: &OsStr) -> Vec<CS
     // A value with a NUL byte cannot be passed on; it comes from the
     // environment glibc read, so it has none.
     env.extend(CString::new([TUNABLES_VAR.as_bytes(), b"=", value.as_bytes()].concat()).ok());
-    env.extend(CString::new(format!("{MARK_VAR}=1")).ok());
+    // A name never holds a NUL byte (the kernel ends it with one); if it
+    // did, the mark still goes, as `1`, and the new process keeps `exe`.
+    let mark = CString::new([MARK_VAR.as_bytes(), b"=", name].concat())
+        .unwrap_or_else(|_| CString::from(c"IRON_PROXY_REEXECUTED=1"));
+    env.push(mark);
     env
+}
+
+/// The calling thread's name (the process's, before any thread starts):
+/// what `/proc/self/comm` shows, at most 15 bytes.
+fn name() -> Vec<u8> {
+    let mut buf = [0u8; 16];
+    // SAFETY: PR_GET_NAME writes at most 16 bytes, NUL included, to a buffer
+    // of 16.
+    let rc = unsafe { libc::prctl(libc::PR_GET_NAME, buf.as_mut_ptr()) };
+    if rc != 0 {
+        return b"1".to_vec();
+    }
+    let len = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    buf[..len].to_vec()
+}
+
+/// Names the calling thread (the process, before any thread starts)
+/// `name`, cut to the kernel's 15 bytes; an empty name or one holding a NUL
+/// byte is left alone.
+fn set_name(name: &OsStr) {
+    let bytes = &name.as_bytes()[..name.len().min(15)];
+    if bytes.is_empty() {
+        return;
+    }
+    let Ok(name) = CString::new(bytes) else {
+        return;
+    };
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes;
+    // `name` is one, and outlives the call.
+    unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
 }
 
 /// The process's environment as the C library holds it, entry by entry.

@@ -151,6 +151,7 @@ fn the_new_environment_keeps_every_other_entry_as_it_is() {
     let got = environment(
         raw.iter().map(CString::as_c_str),
         OsStr::new("glibc.malloc.arena_max=2:glibc.cpu.x86_rep_movsb_threshold=4194304"),
+        b"iron-proxy",
     );
     assert_eq!(
         got,
@@ -161,7 +162,7 @@ fn the_new_environment_keeps_every_other_entry_as_it_is() {
             "=leading",
             "GLIBC_TUNABLES_NOT=kept",
             "GLIBC_TUNABLES=glibc.malloc.arena_max=2:glibc.cpu.x86_rep_movsb_threshold=4194304",
-            "IRON_PROXY_REEXECUTED=1",
+            "IRON_PROXY_REEXECUTED=iron-proxy",
         ])
     );
 }

@@ -406,14 +406,19 @@ fn glibc_rep_movsb_threshold_is_raised_on_affected_hosts_and_an_operators_value_
             ["-config", &px.config_path().display().to_string()][..],
             "arguments kept: {args:?}"
         );
-        // Executed once at most: the new image was told so, and took the mark out of its
-        // environment, so the eBPF loader child (or anything else it starts) never sees it.
+        // Executed once at most: the new image was told so (the mark holds the name the
+        // process had), and took the mark out of its environment, so the eBPF loader child (or
+        // anything else it starts) never sees it.
         assert_eq!(
-            has_var(&env, "IRON_PROXY_REEXECUTED", "1"),
+            has_var(&env, "IRON_PROXY_REEXECUTED", "iron-proxy"),
             affected && !given.contains("x86_rep_movsb_threshold"),
             "{:?}",
             String::from_utf8_lossy(&env)
         );
+        // Executed again or not, the process keeps its name (executing /proc/self/exe names
+        // it `exe`), so `ps`, `top` and `pgrep iron-proxy` find it.
+        let comm = std::fs::read_to_string(format!("/proc/{}/comm", px.pid())).expect("comm");
+        assert_eq!(comm.trim_end(), "iron-proxy", "given {given:?}");
         // The process serves: its listeners answered before start() returned, and its
         // startup log says which threshold it runs with.
         let line = px.wait_for_log(|l| l.contains("glibc REP MOVSB copy threshold"));
