@@ -7,6 +7,7 @@
 //! Safety: programs attach only to the test's own cgroup; workloads connect only to
 //! fake-internet addresses (inside the test's namespace) and loopback.
 
+mod conn_limit;
 mod dns_tcp;
 pub(crate) mod lab;
 

@@ -248,12 +248,13 @@ impl OriginLookup for BpfLookup {
     ) -> Option<Redirected> {
         match self.0.lookup(peer, local) {
             Some(o) => {
-                // The name, when cached; otherwise `find_origin` walks the
-                // hierarchy for it off the worker thread.
+                // The name, when cached; otherwise the connection's task walks the
+                // hierarchy for it off the worker thread (`name_cgroup`).
                 let cgroup = crate::intercept::cgroup_name_cached(o.cgroup_id);
                 Some(Redirected {
                     dst: o.dst,
                     unnamed_cgroup: cgroup.is_none().then_some(o.cgroup_id),
+                    workload: Some(crate::intercept::Workload::from(&o)),
                     client: Some(crate::audit::ClientProcess {
                         pid: o.tgid,
                         uid: o.uid,
@@ -264,21 +265,6 @@ impl OriginLookup for BpfLookup {
             }
             None => SockoptLookup.lookup(stream, peer, local),
         }
-    }
-}
-
-/// The workload behind a TCP connection to the DNS server, from the same
-/// record as [`BpfLookup`]'s: the DNS server bounds each workload's
-/// connections on its own instead of those of the loopback address they all
-/// come from.
-struct BpfClients(crate::intercept::OriginalDst);
-
-impl crate::dns::ClientIdentity for BpfClients {
-    fn identify(&self, peer: SocketAddr, local: SocketAddr) -> Option<crate::dns::Workload> {
-        self.0.lookup(peer, local).map(|o| crate::dns::Workload {
-            uid: o.uid,
-            cgroup_id: o.cgroup_id,
-        })
     }
 }
 
@@ -466,7 +452,7 @@ impl App {
                 });
                 kernel_deny = Some(reload::KernelDeny::Bpf(attached.pin_path().to_owned()));
                 if let (Some(server), false) = (&dns, dns_addrs.is_empty()) {
-                    server.identify_clients(Arc::new(BpfClients(attached.original_dst())));
+                    server.identify_clients(Arc::new(attached.original_dst()));
                 }
                 let lookup = Arc::new(BpfLookup(attached.original_dst()));
                 interceptor = Some(attached);

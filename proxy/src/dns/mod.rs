@@ -38,7 +38,7 @@ use tracing::{info, warn};
 
 use crate::rules::HostPattern;
 
-pub use clients::{ClientIdentity, Workload};
+pub use crate::intercept::{ClientIdentity, Workload};
 pub use stats::{DnsStats, DnsStatsSnapshot};
 
 /// How long a passthrough query may wait for the upstream resolver before the

@@ -58,7 +58,9 @@ pub(crate) async fn serve(
                 }
             },
         };
-        let client = Client::of(&identity, peer, || stream.local_addr().ok());
+        let client = Client::identified(identity.get().map(|i| &**i), peer, || {
+            stream.local_addr().ok()
+        });
         let Some(slot) = admit(&open, client) else {
             if let Some(held_back) = refusals.due(std::time::Instant::now()) {
                 warn!(

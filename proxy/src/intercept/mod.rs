@@ -20,6 +20,7 @@ mod settings;
 mod status;
 pub mod subuid;
 mod sys;
+pub mod workload;
 
 #[cfg(test)]
 mod tests;
@@ -42,6 +43,7 @@ pub use settings::{
     UidRange,
 };
 pub use status::{LinkStatus, Status};
+pub use workload::{Client, ClientIdentity, Workload};
 
 /// The oldest kernel with every hook used here (links and getpeername hooks
 /// since 5.8, sock_release since 5.9).

@@ -1,6 +1,8 @@
 //! How many connections the proxy has open, over all its listeners: in
-//! all (`proxy.max_connections`), and per client address
-//! (`proxy.max_connections_per_client`).
+//! all (`proxy.max_connections`), and per client
+//! (`proxy.max_connections_per_client`): per address, or per workload
+//! (uid and cgroup) for a connection eBPF interception redirected
+//! ([`Client`]), since every redirected connection comes from loopback.
 //!
 //! Every client connection takes a descriptor (and a forwarded one a
 //! second), and the proxy's descriptors are shared by every workload it
@@ -19,9 +21,12 @@
 //! - **Per client.** So that a workload at that cap does not shut every
 //!   other workload out: squid's `maxconn` ACL, nginx's `limit_conn` keyed
 //!   by `$binary_remote_addr`, HAProxy's `src_conn_cur`. Off by default:
-//!   behind NAT, or with interception on the proxy's own host, many
-//!   workloads share one address, and only the operator knows how many
-//!   connections that address legitimately needs.
+//!   behind NAT many workloads share one address, and only the operator
+//!   knows how many connections that address legitimately needs. Under
+//!   eBPF interception the transparent listener counts each workload on its
+//!   own (the record of the redirect names it), so one workload at the cap
+//!   leaves the others served; nftables interception, whose attribution
+//!   scans /proc after the connection is admitted, counts by address.
 //!
 //! Connections are counted with the per-client cap off too, so a reload
 //! can set, change or remove either cap ([`ClientLimit::set_max`],
@@ -36,7 +41,7 @@
 //! in the operational log are rate limited ([`WARN_EVERY`]), so a flood of
 //! refused connections does not become a flood of warnings.
 //!
-//! The count is kept at accept and close only, in a map sharded by address
+//! The count is kept at accept and close only, in a map sharded by client
 //! (the connection workers accept in parallel) and one atomic total:
 //! nothing on the request path. A connection's [`Permit`] lives as long as
 //! its socket: the connection's task holds it, and [`Permitted`] carries it
@@ -55,8 +60,9 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
-use crate::audit::Mode;
+use crate::audit::{ClientProcess, Mode};
 use crate::exchange::ConnInfo;
+use crate::intercept::Client;
 use crate::state::Shared;
 
 /// The audit reason of a connection refused over the per-client cap.
@@ -68,7 +74,7 @@ pub const WARN_EVERY: Duration = Duration::from_secs(10);
 /// How many independently locked parts the counts are split into.
 const SHARDS: usize = 16;
 
-/// The open connections of every client address and in all, and the caps.
+/// The open connections of every client and in all, and the caps.
 pub struct ClientLimit {
     /// The per-client cap; 0 when there is none (connections are counted all the same).
     max: AtomicU32,
@@ -76,7 +82,7 @@ pub struct ClientLimit {
     max_total: AtomicU32,
     /// Connections open over all clients.
     total: AtomicU32,
-    shards: [Mutex<HashMap<IpAddr, u32>>; SHARDS],
+    shards: [Mutex<HashMap<Client, u32>>; SHARDS],
     warned: Mutex<Warned>,
     warned_total: Mutex<Warned>,
     /// `iron_proxy_client_connections`, once the metrics are wired
@@ -95,9 +101,9 @@ struct Warned {
 /// client, or in all) and the cap they reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
-    /// Its address has `open` connections, at `proxy.max_connections_per_client`.
+    /// Its client has `open` connections, at `proxy.max_connections_per_client`.
     Client {
-        /// Connections the address has open.
+        /// Connections the client has open.
         open: u32,
         /// The cap.
         max: NonZeroU32,
@@ -114,11 +120,11 @@ pub enum Refusal {
 /// One open connection of a client: counted until dropped.
 pub struct Permit {
     limit: Arc<ClientLimit>,
-    ip: IpAddr,
+    client: Client,
 }
 
 impl ClientLimit {
-    /// A cap of `max` connections per client address (`None`: no cap, and
+    /// A cap of `max` connections per client (`None`: no cap, and
     /// the connections counted for when one is set).
     pub fn new(max: Option<NonZeroU32>) -> Arc<Self> {
         Arc::new(ClientLimit {
@@ -167,22 +173,24 @@ impl ClientLimit {
         )
     }
 
-    fn shard(&self, ip: &IpAddr) -> std::sync::MutexGuard<'_, HashMap<IpAddr, u32>> {
+    fn shard(&self, client: &Client) -> std::sync::MutexGuard<'_, HashMap<Client, u32>> {
         // The low bits of the address: clients are spread over the shards
-        // by their last octets, which is where addresses in one subnet differ.
-        let low = match ip {
-            IpAddr::V4(v4) => u32::from(*v4) as usize,
-            IpAddr::V6(v6) => u128::from(*v6) as usize,
+        // by their last octets, which is where addresses in one subnet
+        // differ. Workloads by their cgroup id, which the kernel hands out
+        // in sequence, and uid.
+        let low = match client {
+            Client::Address(IpAddr::V4(v4)) => u32::from(*v4) as usize,
+            Client::Address(IpAddr::V6(v6)) => u128::from(*v6) as usize,
+            Client::Workload(w) => (w.cgroup_id ^ u64::from(w.uid)) as usize,
         };
         self.shards[low % SHARDS]
             .lock()
             .unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Counts a new connection from `ip`: a permit, or the [`Refusal`]
-    /// when the proxy or the address is at its cap.
-    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Permit, Refusal> {
-        let ip = crate::rules::canonical_ip(ip);
+    /// Counts a new connection from `client`: a permit, or the [`Refusal`]
+    /// when the proxy or the client is at its cap.
+    pub fn admit(self: &Arc<Self>, client: Client) -> Result<Permit, Refusal> {
         // Counted first and taken back when over: two workers admitting at
         // once cannot both take the last place.
         let before = self.total.fetch_add(1, Ordering::Relaxed);
@@ -191,8 +199,8 @@ impl ClientLimit {
             return Err(Refusal::Total { open: before, max });
         }
         let max = self.max();
-        let mut shard = self.shard(&ip);
-        let open = shard.entry(ip).or_insert(0);
+        let mut shard = self.shard(&client);
+        let open = shard.entry(client).or_insert(0);
         if let Some(max) = max.filter(|m| *open >= m.get()) {
             let open = *open;
             drop(shard);
@@ -206,15 +214,14 @@ impl ClientLimit {
         }
         Ok(Permit {
             limit: self.clone(),
-            ip,
+            client,
         })
     }
 
-    /// How many connections `ip` has open.
+    /// How many connections `client` has open.
     #[cfg(test)]
-    pub fn open(&self, ip: IpAddr) -> u32 {
-        let ip = crate::rules::canonical_ip(ip);
-        self.shard(&ip).get(&ip).copied().unwrap_or(0)
+    pub fn open(&self, client: Client) -> u32 {
+        self.shard(&client).get(&client).copied().unwrap_or(0)
     }
 
     /// How many connections are open over all clients.
@@ -223,7 +230,7 @@ impl ClientLimit {
         self.total.load(Ordering::Relaxed)
     }
 
-    /// How many addresses have connections open.
+    /// How many clients have connections open.
     #[cfg(test)]
     fn clients(&self) -> usize {
         (0..SHARDS)
@@ -255,11 +262,11 @@ impl Drop for Permit {
             g.dec();
         }
         self.limit.total.fetch_sub(1, Ordering::Relaxed);
-        let mut shard = self.limit.shard(&self.ip);
-        if let Some(open) = shard.get_mut(&self.ip) {
+        let mut shard = self.limit.shard(&self.client);
+        if let Some(open) = shard.get_mut(&self.client) {
             *open = open.saturating_sub(1);
             if *open == 0 {
-                shard.remove(&self.ip);
+                shard.remove(&self.client);
             }
         }
     }
@@ -271,30 +278,56 @@ tokio::task_local! {
 }
 
 /// Admits a connection just accepted from `remote` on a listener of
-/// `mode`: its permit, under the caps or with none. Over one, the
-/// connection is audited and `Err(())` says to close it.
+/// `mode`, counted by its address: its permit, under the caps or with none.
+/// Over one, the connection is audited and `Err(())` says to close it.
 pub(crate) fn admit(shared: &Shared, mode: Mode, remote: SocketAddr) -> Result<Arc<Permit>, ()> {
+    admit_client(shared, mode, remote, Client::new(remote.ip(), None), None)
+}
+
+/// [`admit`] for a connection counted as `client` (the workload that
+/// interception says opened it); `process`, when known, goes into the
+/// record of a refusal.
+pub(crate) fn admit_client(
+    shared: &Shared,
+    mode: Mode,
+    remote: SocketAddr,
+    client: Client,
+    process: Option<&ClientProcess>,
+) -> Result<Arc<Permit>, ()> {
     let limit = &shared.client_limit;
-    match limit.admit(remote.ip()) {
+    match limit.admit(client) {
         Ok(permit) => Ok(Arc::new(permit)),
         Err(refusal) => {
-            refused(shared, limit, mode, remote, refusal);
+            refused(shared, limit, mode, remote, client, process, refusal);
             Err(())
         }
     }
 }
 
 /// Audits (and, when due, warns about) a connection refused over a cap.
-fn refused(shared: &Shared, limit: &ClientLimit, mode: Mode, remote: SocketAddr, why: Refusal) {
-    let conn = ConnInfo::new(remote, mode, false, 0);
+fn refused(
+    shared: &Shared,
+    limit: &ClientLimit,
+    mode: Mode,
+    remote: SocketAddr,
+    client: Client,
+    process: Option<&ClientProcess>,
+    why: Refusal,
+) {
+    let mut conn = ConnInfo::new(remote, mode, false, 0);
+    conn.client = process.cloned();
     let mut rec = conn.record();
     let (reason, error) = match why {
         Refusal::Client { open, max } => (
             REASON,
-            format!(
-                "{open} connections already open from {} (proxy.max_connections_per_client: {max})",
-                remote.ip(),
-            ),
+            match client {
+                Client::Address(ip) => format!(
+                    "{open} connections already open from {ip} (proxy.max_connections_per_client: {max})"
+                ),
+                Client::Workload(_) => format!(
+                    "{open} connections already open from the workload of {client} (proxy.max_connections_per_client: {max})"
+                ),
+            },
         ),
         Refusal::Total { open, max } => (
             TOTAL_REASON,
@@ -307,7 +340,7 @@ fn refused(shared: &Shared, limit: &ClientLimit, mode: Mode, remote: SocketAddr,
     if let Some(refused) = limit.note_refusal(why, Instant::now()) {
         match why {
             Refusal::Client { max, .. } => tracing::warn!(
-                client = %remote.ip(),
+                %client,
                 max,
                 refused_since_last_warning = refused,
                 "refused connections over proxy.max_connections_per_client"

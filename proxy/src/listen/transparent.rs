@@ -12,6 +12,7 @@ use tokio::net::{TcpListener, TcpStream};
 use super::sniffed::{Intake, KnownDest};
 use crate::audit::{ClientProcess, Mode};
 use crate::exchange::ConnInfo;
+use crate::intercept::{Client, Workload};
 
 /// Where a redirected connection was going, and who made it.
 #[derive(Debug, Clone)]
@@ -24,6 +25,10 @@ pub struct Redirected {
     /// still to be found: a walk of the cgroup hierarchy, which
     /// [`find_origin`] runs on the blocking pool.
     pub unnamed_cgroup: Option<u64>,
+    /// The workload (uid and cgroup id) the interception record names:
+    /// what `proxy.max_connections_per_client` counts the connection by
+    /// instead of its loopback address.
+    pub workload: Option<Workload>,
 }
 
 /// Finds the original destination of an accepted, redirected connection.
@@ -39,32 +44,35 @@ pub trait OriginLookup: Send + Sync {
     }
 }
 
-/// Runs `lookup` for one accepted connection, on the blocking pool when it may block.
-async fn find_origin(
+/// Runs `lookup` for one accepted connection on the blocking pool (it may
+/// block: nftables attribution scans /proc).
+async fn find_origin_blocking(
     lookup: Arc<dyn OriginLookup>,
     stream: TcpStream,
     peer: SocketAddr,
     local: SocketAddr,
 ) -> Option<(TcpStream, Option<Redirected>)> {
-    if !lookup.blocking() {
-        let mut origin = lookup.lookup(&stream, peer, local);
-        if let Some(id) = origin.as_mut().and_then(|o| o.unnamed_cgroup.take()) {
-            let name = tokio::task::spawn_blocking(move || crate::intercept::cgroup_name(id))
-                .await
-                .ok()
-                .flatten();
-            if let Some(client) = origin.as_mut().and_then(|o| o.client.as_mut()) {
-                client.cgroup = name.unwrap_or_default();
-            }
-        }
-        return Some((stream, origin));
-    }
     tokio::task::spawn_blocking(move || {
         let origin = lookup.lookup(&stream, peer, local);
         (stream, origin)
     })
     .await
     .ok()
+}
+
+/// Names the cgroup of `origin`'s process when the lookup left it to do
+/// (a walk of the cgroup hierarchy, on the blocking pool).
+async fn name_cgroup(origin: &mut Redirected) {
+    let Some(id) = origin.unnamed_cgroup.take() else {
+        return;
+    };
+    let name = tokio::task::spawn_blocking(move || crate::intercept::cgroup_name(id))
+        .await
+        .ok()
+        .flatten();
+    if let Some(client) = origin.client.as_mut() {
+        client.cgroup = name.unwrap_or_default();
+    }
 }
 
 /// `SO_ORIGINAL_DST` / `IP6T_SO_ORIGINAL_DST` on the accepted socket: answered
@@ -97,11 +105,19 @@ impl OriginLookup for SockoptLookup {
             dst,
             client: None,
             unnamed_cgroup: None,
+            workload: None,
         })
     }
 }
 
 /// Accepts redirected connections until the task is dropped.
+///
+/// A lookup that does not block (the eBPF maps: one system call) runs here,
+/// before the connection is admitted: the record it takes out of the map
+/// names the workload, which `proxy.max_connections_per_client` counts the
+/// connection by (every redirected connection comes from loopback). One
+/// that may block (nftables) runs in the connection's task, so it never
+/// holds up the accept loop, and the connection is counted by its address.
 pub async fn run(listener: TcpListener, intake: Intake, lookup: Arc<dyn OriginLookup>) {
     let mut errors = super::accept::AcceptErrors::new("transparent");
     loop {
@@ -110,46 +126,71 @@ pub async fn run(listener: TcpListener, intake: Intake, lookup: Arc<dyn OriginLo
             Ok(l) => l,
             Err(_) => continue,
         };
-        let Ok(permit) = super::per_client::admit(&intake.shared, Mode::Transparent, remote) else {
+        if lookup.blocking() {
+            let Ok(permit) = super::per_client::admit(&intake.shared, Mode::Transparent, remote)
+            else {
+                continue;
+            };
+            let (intake, lookup) = (intake.clone(), lookup.clone());
+            super::per_client::spawn(permit, async move {
+                if let Some((stream, found)) =
+                    find_origin_blocking(lookup, stream, remote, local).await
+                {
+                    serve(stream, remote, found, intake).await;
+                }
+            });
+            continue;
+        }
+        let found = lookup.lookup(&stream, remote, local);
+        let client = Client::new(remote.ip(), found.as_ref().and_then(|o| o.workload));
+        let process = found.as_ref().and_then(|o| o.client.as_ref());
+        let Ok(permit) = super::per_client::admit_client(
+            &intake.shared,
+            Mode::Transparent,
+            remote,
+            client,
+            process,
+        ) else {
             continue;
         };
         let intake = intake.clone();
-        let lookup = lookup.clone();
-        // The lookup runs in the connection's task, so a slow one (nftables
-        // attribution scans /proc) never holds up the accept loop.
         super::per_client::spawn(permit, async move {
-            let Some((stream, found)) = find_origin(lookup, stream, remote, local).await else {
-                return;
-            };
-            let Some(origin) = found else {
-                // Nothing recorded: not a redirected connection. Refuse rather than guess.
-                let conn = ConnInfo::new(remote, Mode::Transparent, false, 0);
-                let mut rec = conn.record();
-                rec.reject(None, "unknown_original_destination", 0);
-                intake.shared.audit.emit(&rec);
-                return;
-            };
-            let mut conn = Box::new(ConnInfo::new(
-                remote,
-                Mode::Transparent,
-                false,
-                origin.dst.port(),
-            ));
-            conn.client = origin.client;
-            conn.original_dst = Some(origin.dst);
-            let ip = crate::rules::canonical_ip(origin.dst.ip()).to_string();
-            intake
-                .serve(
-                    stream,
-                    conn,
-                    KnownDest {
-                        host: Some(ip),
-                        port: origin.dst.port(),
-                    },
-                )
-                .await;
+            serve(stream, remote, found, intake).await;
         });
     }
+}
+
+/// Serves a redirected connection to `found`'s destination, or refuses it
+/// when nothing was recorded for it.
+async fn serve(stream: TcpStream, remote: SocketAddr, found: Option<Redirected>, intake: Intake) {
+    let Some(mut origin) = found else {
+        // Nothing recorded: not a redirected connection. Refuse rather than guess.
+        let conn = ConnInfo::new(remote, Mode::Transparent, false, 0);
+        let mut rec = conn.record();
+        rec.reject(None, "unknown_original_destination", 0);
+        intake.shared.audit.emit(&rec);
+        return;
+    };
+    name_cgroup(&mut origin).await;
+    let mut conn = Box::new(ConnInfo::new(
+        remote,
+        Mode::Transparent,
+        false,
+        origin.dst.port(),
+    ));
+    conn.client = origin.client;
+    conn.original_dst = Some(origin.dst);
+    let ip = crate::rules::canonical_ip(origin.dst.ip()).to_string();
+    intake
+        .serve(
+            stream,
+            conn,
+            KnownDest {
+                host: Some(ip),
+                port: origin.dst.port(),
+            },
+        )
+        .await;
 }
 
 #[cfg(test)]
@@ -171,6 +212,7 @@ mod tests {
                     cgroup: String::new(),
                 }),
                 unnamed_cgroup: Some(self.0),
+                workload: None,
             })
         }
     }
@@ -183,10 +225,8 @@ mod tests {
         let addr = listener.local_addr().expect("addr");
         let _client = TcpStream::connect(addr).await.expect("connect");
         let (stream, peer) = listener.accept().await.expect("accept");
-        let (_, found) = find_origin(Arc::new(Unnamed(id)), stream, peer, addr)
-            .await
-            .expect("the lookup ran");
-        let found = found.expect("an origin");
+        let mut found = Unnamed(id).lookup(&stream, peer, addr).expect("an origin");
+        name_cgroup(&mut found).await;
         let mount = crate::intercept::cgroup2_mount().expect("mount");
         let rel = own.strip_prefix(&mount).expect("under the mount");
         assert_eq!(

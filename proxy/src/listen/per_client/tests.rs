@@ -2,8 +2,14 @@
 
 use super::*;
 
-fn ip(s: &str) -> IpAddr {
-    s.parse().expect("address")
+/// The client at this address, interception not involved.
+fn ip(s: &str) -> Client {
+    Client::new(s.parse().expect("address"), None)
+}
+
+/// The workload of `uid` in the cgroup of id `cgroup_id`.
+fn workload(uid: u32, cgroup_id: u64) -> Client {
+    Client::Workload(crate::intercept::Workload { uid, cgroup_id })
 }
 
 fn limit(max: u32) -> Arc<ClientLimit> {
@@ -44,6 +50,25 @@ fn a_client_gets_up_to_the_cap_and_another_client_is_not_affected() {
 }
 
 #[test]
+fn workloads_from_one_address_each_get_the_cap() {
+    // Under eBPF interception every workload connects from loopback; each
+    // is counted on its own, and apart from clients of that address that
+    // interception did not identify.
+    let l = limit(2);
+    let held: Vec<Permit> = (0..2)
+        .map(|_| l.admit(workload(1000, 7)).expect("under the cap"))
+        .collect();
+    assert_eq!(l.admit(workload(1000, 7)).err(), Some(client(2, 2)));
+    let other_cgroup = l.admit(workload(1000, 8)).expect("another cgroup");
+    let other_uid = l.admit(workload(1001, 7)).expect("another uid");
+    let direct = l.admit(ip("127.0.0.1")).expect("the address itself");
+    assert_eq!(l.open(workload(1000, 7)), 2);
+    assert_eq!(l.open(ip("127.0.0.1")), 1);
+    drop((held, other_cgroup, other_uid, direct));
+    assert_eq!(l.clients(), 0);
+}
+
+#[test]
 fn a_cap_set_later_counts_the_connections_already_open() {
     let l = ClientLimit::new(None);
     let a = ip("127.0.0.1");
@@ -75,7 +100,7 @@ fn closed_connections_leave_no_entry_behind() {
     let permits: Vec<Permit> = (0..200u32)
         .map(|i| {
             let v4 = std::net::Ipv4Addr::from(0x0a00_0000 + i);
-            l.admit(IpAddr::V4(v4)).expect("one each")
+            l.admit(Client::Address(IpAddr::V4(v4))).expect("one each")
         })
         .collect();
     assert_eq!(l.clients(), 200);
