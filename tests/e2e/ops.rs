@@ -6,6 +6,7 @@
 //! users write them, and the JSON (or text) operational log lines next to the audit records on
 //! stderr.
 
+mod audit_bound;
 mod audit_sink;
 mod config_s3;
 mod hostile_clients;

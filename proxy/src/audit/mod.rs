@@ -6,10 +6,12 @@
 //! documents every field. [`AuditRecord`]'s `Serialize` derive defines the
 //! JSON; `json` writes the same bytes faster.
 
+mod bound;
 mod json;
 mod timestamp;
 mod writer;
 
+pub use bound::{MAX_FIELD_BYTES, TRUNCATED};
 pub use timestamp::now as now_rfc3339;
 pub use writer::{stderr as stderr_writer, Kind as LineKind, LineWriter, STALL};
 
@@ -330,7 +332,16 @@ impl AuditSink {
     }
 
     /// Writes the record as one JSON line. Called exactly once per request.
+    /// Strings the workload chose are cut to [`MAX_FIELD_BYTES`] first, for
+    /// the line and the observers alike ([`bound`]).
     pub fn emit(&self, record: &AuditRecord) {
+        let cut;
+        let record = if bound::over(record) {
+            cut = bound::bounded(record);
+            &cut
+        } else {
+            record
+        };
         for o in self.observers.load().iter() {
             o.observe(record);
         }
