@@ -9,6 +9,7 @@
 mod audit_bound;
 mod audit_sink;
 mod config_s3;
+mod dns_flood;
 mod hostile_clients;
 mod hostile_config;
 mod lifecycle;

@@ -409,6 +409,7 @@ impl App {
                         ("record", s.record),
                         ("refused", s.refused),
                         ("failed", s.failed),
+                        ("shed", s.shed),
                     ]
                     .into_iter()
                     .map(|(k, v)| (vec![k.to_string()], v))

@@ -91,6 +91,11 @@ pub(crate) struct Handler {
 }
 
 impl Handler {
+    /// The server's counters.
+    pub(crate) fn stats(&self) -> &DnsStats {
+        &self.stats
+    }
+
     pub(crate) fn new(policy: Policy, forwarder: Forwarder, stats: Arc<DnsStats>) -> Handler {
         Handler {
             policy,

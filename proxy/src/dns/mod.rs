@@ -22,6 +22,7 @@ mod policy;
 mod stats;
 mod tcp;
 mod udp;
+mod udp_fair;
 
 #[cfg(test)]
 mod tests;

@@ -45,6 +45,10 @@ pub struct DnsStats {
     pub refused: AtomicU64,
     /// Passthrough queries that failed (upstream timeout or error → SERVFAIL).
     pub failed: AtomicU64,
+    /// UDP queries dropped unanswered: their client was over its share
+    /// while the server was behind (`super::udp_fair`). Not an outcome of
+    /// [`Outcome`]: these are never looked at.
+    pub shed: AtomicU64,
 }
 
 /// A point-in-time copy of [`DnsStats`].
@@ -60,6 +64,8 @@ pub struct DnsStatsSnapshot {
     pub refused: u64,
     /// See [`DnsStats::failed`].
     pub failed: u64,
+    /// See [`DnsStats::shed`].
+    pub shed: u64,
 }
 
 impl DnsStats {
@@ -82,6 +88,7 @@ impl DnsStats {
             record: self.record.load(Ordering::Relaxed),
             refused: self.refused.load(Ordering::Relaxed),
             failed: self.failed.load(Ordering::Relaxed),
+            shed: self.shed.load(Ordering::Relaxed),
         }
     }
 }

@@ -7,8 +7,11 @@
 //! datagram shorter than a DNS header gets nothing, and nothing is sent to
 //! an address no answer can reach (port 0, the unspecified address, IPv4
 //! broadcast). The tasks still running when the server stops are aborted.
+//! A client flooding the socket while the server is behind loses its
+//! queries over its share, not the other clients theirs ([`super::udp_fair`]).
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use hickory_server::net::xfer::Protocol;
@@ -18,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::handler::Handler;
+use super::udp_fair::{Budgets, BURST, RATE, READ_BATCH};
 use crate::ops::warn_every::WarnEvery;
 
 /// The longest query read; the rest of a longer datagram is cut (as
@@ -28,16 +32,32 @@ const MAX_QUERY: usize = 4096;
 const HEADER_LEN: usize = 12;
 
 /// Answers the queries arriving on `socket` until `stop` is cancelled.
+///
+/// The socket is read in batches: one awaited read, then what is already
+/// waiting, up to [`READ_BATCH`]. A batch that fills means the server is
+/// behind, and then a client over its budget loses its queries as they
+/// are read ([`super::udp_fair`]).
 pub(crate) async fn serve(socket: UdpSocket, handler: Arc<Handler>, stop: CancellationToken) {
     let socket = Arc::new(socket);
     let mut buf = vec![0u8; MAX_QUERY];
     let mut tasks = JoinSet::new();
     let failures = WarnEvery::new(std::time::Duration::from_secs(60));
+    let shedding = WarnEvery::new(std::time::Duration::from_secs(60));
+    let mut budgets = Budgets::new();
     loop {
-        let (n, peer) = tokio::select! {
+        let first = tokio::select! {
             () = stop.cancelled() => break,
-            received = socket.recv_from(&mut buf) => match received {
-                Ok(r) => r,
+            received = socket.recv_from(&mut buf) => received,
+        };
+        let mut read = 0;
+        let mut next = Some(first);
+        while let Some(received) = next.take() {
+            match received {
+                Ok((n, peer)) => {
+                    read += 1;
+                    take(&buf[..n], peer, &socket, &handler, &mut budgets, &mut tasks);
+                }
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(error) => {
                     if let Some(held_back) = failures.due(std::time::Instant::now()) {
                         warn!(%error, held_back,
@@ -46,25 +66,57 @@ pub(crate) async fn serve(socket: UdpSocket, handler: Arc<Handler>, stop: Cancel
                     // Whatever it is (no memory for the datagram, a socket
                     // error), do not spin on it.
                     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        if n < HEADER_LEN || !reachable(peer) {
-            debug!(%peer, len = n, "dns udp datagram ignored");
-            continue;
-        }
-        let query = buf[..n].to_vec();
-        let (socket, handler) = (socket.clone(), handler.clone());
-        tasks.spawn(async move {
-            if let Some(answer) = handler.respond(query, peer, Protocol::Udp).await {
-                if let Err(error) = socket.send_to(&answer, peer).await {
-                    debug!(%peer, %error, "sending dns answer failed");
+                    break;
                 }
             }
-        });
+            if read < READ_BATCH {
+                next = Some(socket.try_recv_from(&mut buf));
+            }
+        }
+        budgets.set_behind(read >= READ_BATCH);
+        let shed = budgets.take_shed();
+        if shed > 0 {
+            handler.stats().shed.fetch_add(shed, Ordering::Relaxed);
+            if let Some(held_back) = shedding.due(std::time::Instant::now()) {
+                warn!(
+                    dropped = shed,
+                    held_back,
+                    rate = RATE,
+                    burst = BURST,
+                    "dns udp server behind: dropped queries of clients over their share (warned at most once a minute)"
+                );
+            }
+        }
         while tasks.try_join_next().is_some() {}
     }
+}
+
+/// Answers one datagram from `peer` in a task of its own, unless it cannot
+/// be answered or its client is over its budget while the server is behind.
+fn take(
+    datagram: &[u8],
+    peer: SocketAddr,
+    socket: &Arc<UdpSocket>,
+    handler: &Arc<Handler>,
+    budgets: &mut Budgets,
+    tasks: &mut JoinSet<()>,
+) {
+    if datagram.len() < HEADER_LEN || !reachable(peer) {
+        debug!(%peer, len = datagram.len(), "dns udp datagram ignored");
+        return;
+    }
+    if !budgets.admit(peer.ip(), std::time::Instant::now()) {
+        return;
+    }
+    let query = datagram.to_vec();
+    let (socket, handler) = (socket.clone(), handler.clone());
+    tasks.spawn(async move {
+        if let Some(answer) = handler.respond(query, peer, Protocol::Udp).await {
+            if let Err(error) = socket.send_to(&answer, peer).await {
+                debug!(%peer, %error, "sending dns answer failed");
+            }
+        }
+    });
 }
 
 /// Whether an answer to `peer` can arrive anywhere.

@@ -1,0 +1,168 @@
+//! Fairness between the clients of the one UDP socket ([`super::udp`]).
+//!
+//! Every query arrives on the same socket, and the kernel drops what does
+//! not fit in its receive buffer without looking at whose it is. A client
+//! flooding queries faster than the server answers them kept that buffer
+//! full, so the other clients' queries were dropped at the same rate as the
+//! flood's: two Python flooders (about 70,000 queries a second) left a `dig`
+//! from another address half its queries unanswered.
+//!
+//! Each client has a budget of [`RATE`] queries a second, with bursts of up
+//! to [`BURST`] (a token bucket, as BIND's and Knot's response rate
+//! limiting keep per client). The budget is spent by every query but
+//! enforced only while the server is **behind**: the last read of the
+//! socket found more datagrams waiting than one batch takes
+//! ([`READ_BATCH`]). Then a query of a client with no budget left is dropped
+//! as soon as it is read, before it is parsed or answered: reading a
+//! datagram costs a fraction of answering it, so the server catches up with
+//! the flood and the other clients' queries are answered. While the server
+//! keeps up, every query is answered, however many a client sends.
+//!
+//! A client is its address ([`Client::Address`]): a datagram carries no
+//! record of the workload that sent it, so workloads that share an address
+//! (behind NAT, or redirected by interception, which sends them all from
+//! loopback) share one budget. For them this is no worse than before (their
+//! queries were dropped by the kernel as the flood's were), and DNS over
+//! TCP, which a resolver falls back to, is bounded per workload.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::Instant;
+
+use crate::intercept::Client;
+
+/// Queries a second a client may send while the server is behind, on
+/// average. A host's whole resolver (systemd-resolved, a build's burst of
+/// lookups) stays well under it; a flood is far above.
+pub(crate) const RATE: f64 = 2_000.0;
+
+/// The most queries a client may send at once while the server is behind:
+/// a resolver's burst (hundreds of names, A and AAAA each) fits.
+pub(crate) const BURST: f64 = 4_000.0;
+
+/// Datagrams read from the socket in one go; a read that finds this many
+/// waiting means the server is behind.
+pub(crate) const READ_BATCH: usize = 64;
+
+/// Clients whose budget is kept; beyond this the full (idle) ones are
+/// forgotten, and if that is not enough, all of them (fairness lapses for a
+/// moment rather than memory growing).
+const MAX_CLIENTS: usize = 8192;
+
+/// The budgets of the clients seen lately.
+pub(crate) struct Budgets {
+    by_client: HashMap<Client, Bucket>,
+    /// Whether the last read found the server behind.
+    behind: bool,
+    /// Queries dropped since the count was last taken.
+    shed: u64,
+}
+
+/// A client's token bucket.
+#[derive(Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+impl Budgets {
+    pub(crate) fn new() -> Self {
+        Budgets {
+            by_client: HashMap::new(),
+            behind: false,
+            shed: 0,
+        }
+    }
+
+    /// Says whether the last read of the socket found it behind (a full
+    /// batch waiting).
+    pub(crate) fn set_behind(&mut self, behind: bool) {
+        self.behind = behind;
+    }
+
+    /// Spends one query of `ip`'s budget at `now`: true when it is to be
+    /// answered, false when it is dropped (the server is behind and `ip` has
+    /// no budget left).
+    pub(crate) fn admit(&mut self, ip: IpAddr, now: Instant) -> bool {
+        let client = Client::new(ip, None);
+        if !self.by_client.contains_key(&client) && self.by_client.len() >= MAX_CLIENTS {
+            self.by_client.retain(|_, b| b.refilled(now).tokens < BURST);
+            if self.by_client.len() >= MAX_CLIENTS {
+                self.by_client.clear();
+            }
+        }
+        let bucket = self.by_client.entry(client).or_insert(Bucket {
+            tokens: BURST,
+            at: now,
+        });
+        *bucket = bucket.refilled(now);
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            return true;
+        }
+        if !self.behind {
+            return true;
+        }
+        self.shed += 1;
+        false
+    }
+
+    /// Queries dropped since the last call.
+    pub(crate) fn take_shed(&mut self) -> u64 {
+        std::mem::take(&mut self.shed)
+    }
+}
+
+impl Bucket {
+    fn refilled(self, now: Instant) -> Bucket {
+        let secs = now.saturating_duration_since(self.at).as_secs_f64();
+        Bucket {
+            tokens: (self.tokens + secs * RATE).min(BURST),
+            at: now,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("address")
+    }
+
+    #[test]
+    fn a_client_over_its_budget_is_dropped_only_while_the_server_is_behind() {
+        let mut b = Budgets::new();
+        let t = Instant::now();
+        let flood = ip("127.0.0.2");
+        for _ in 0..BURST as usize {
+            assert!(b.admit(flood, t), "a burst within the budget");
+        }
+        // Keeping up: answered all the same.
+        assert!(b.admit(flood, t));
+        b.set_behind(true);
+        assert!(!b.admit(flood, t), "behind and out of budget");
+        assert!(b.admit(ip("127.0.0.3"), t), "another client is answered");
+        assert!(
+            b.admit(ip("::ffff:127.0.0.3"), t),
+            "the same client, v4-mapped"
+        );
+        assert_eq!(b.take_shed(), 1);
+        // The budget comes back at RATE a second.
+        assert!(b.admit(flood, t + Duration::from_millis(10)));
+        b.set_behind(false);
+        assert!(b.admit(flood, t + Duration::from_millis(10)));
+    }
+
+    #[test]
+    fn the_budgets_kept_are_bounded() {
+        let mut b = Budgets::new();
+        let t = Instant::now();
+        for i in 0..(MAX_CLIENTS as u32 + 10) {
+            assert!(b.admit(IpAddr::V4(i.into()), t));
+        }
+        assert!(b.by_client.len() <= MAX_CLIENTS);
+    }
+}
