@@ -98,7 +98,7 @@ pub fn run(arg: &Path) -> ExitCode {
     for finding in config::lint(&cfg) {
         tracing::warn!(%finding, "configuration warning");
     }
-    for finding in config::unknown_variables(&cfg, env_names()) {
+    for finding in config::unknown_variables(&cfg, config::process_names()) {
         tracing::warn!(%finding, "configuration warning");
     }
     // Read and checked here: tokio panics on a value it cannot parse.
@@ -209,12 +209,6 @@ impl Drop for FlushStderr {
 /// How long in-flight requests may take to finish after SIGTERM/SIGINT.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// The names of the process's environment variables (those that are UTF-8;
-/// values are not read).
-fn env_names() -> impl Iterator<Item = String> {
-    std::env::vars_os().filter_map(|(k, _)| k.into_string().ok())
-}
-
 /// `iron-proxy validate -config FILE|s3://BUCKET/KEY [-strict]`.
 pub fn validate(arg: &Path, strict: bool) -> ExitCode {
     let Some((source, cfg, _)) =
@@ -248,7 +242,7 @@ pub fn validate(arg: &Path, strict: bool) -> ExitCode {
         errln!("{}", l.warning_line());
     }
     // `IRON_*` variables nothing reads (a misspelt override), placed at their names.
-    for l in config::unknown_variables(&cfg, env_names()) {
+    for l in config::unknown_variables(&cfg, config::process_names()) {
         errln!("{}", l.warning_line());
     }
     if ca_error.is_some() {

@@ -534,3 +534,58 @@ fn reload_refuses_what_startup_refuses_and_reports_restart_only_changes() {
     );
     px.wait_for_log(|l| l.contains("configuration warning"));
 }
+
+/// A reload's warnings name the `IRON_*` variables nothing reads, as startup's do. The
+/// environment is the one the process started with, but what the config names changes: a
+/// variable the first config's secret source read is unknown once a reload drops that source.
+#[test]
+fn reload_warns_about_iron_variables_nothing_reads() {
+    require_root!();
+    let net = FakeInternet::new();
+    let with_source = format!(
+        "{}  - name: secrets\n    config:\n      secrets:\n        - source: {{type: env, var: IRON_E2E_SOURCE_VAR}}\n          inject: {{header: X-Key}}\n          rules: [{{host: httpbin.test}}]\n",
+        policy(&["httpbin.test"])
+    );
+    let mut px = Proxy::with(with_source.as_str())
+        .resolver(&net)
+        .env("IRON_E2E_MGMT_KEY", API_KEY)
+        .env("IRON_E2E_SOURCE_VAR", "v")
+        .env("IRON_PROXY_LOG_LEVL", "debug")
+        .start();
+    px.wait_for_log(|l| l.contains("IRON_PROXY_LOG_LEVL") && l.contains("configuration warning"));
+
+    px.rewrite_config(policy_file(&["httpbin.test"]));
+    let r = reload(&px);
+    assert_eq!(r.status, 200, "{r}");
+    let warnings: Vec<String> = r.json()["warnings"]
+        .as_array()
+        .unwrap_or_else(|| panic!("the reload answer has warnings: {r}"))
+        .iter()
+        .map(|w| w.as_str().unwrap_or_default().to_string())
+        .collect();
+    assert!(
+        warnings.iter().any(|w| w
+            .starts_with("IRON_PROXY_LOG_LEVL: iron-proxy reads no variable of this name")
+            && w.contains("did you mean IRON_LOG_LEVEL?")),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.starts_with("IRON_E2E_SOURCE_VAR: iron-proxy reads no variable")),
+        "the source's variable is unknown once the config no longer names it: {warnings:?}"
+    );
+    assert!(
+        warnings.iter().all(|w| !w.contains("IRON_E2E_MGMT_KEY")),
+        "the management key is named by the config: {warnings:?}"
+    );
+    // Logged as startup logs them: a second line, after the reload's.
+    iron_proxy_tests::wait_until(Duration::from_secs(10), "the reload's warning line", || {
+        let n = px
+            .logs()
+            .iter()
+            .filter(|l| l.contains("IRON_PROXY_LOG_LEVL") && l.contains("configuration warning"))
+            .count();
+        (n >= 2).then_some(())
+    });
+}

@@ -121,7 +121,12 @@ impl Reloader for SourceReloader {
         }
         let (policy, deny) = build_policy(&cfg, &self.sources, Some(&self.metrics))
             .map_err(|e| vec![e.to_string()])?;
-        let warnings: Vec<String> = config::lint(&cfg).iter().map(|l| l.to_string()).collect();
+        // Lints, and the `IRON_*` variables nothing reads, as start-up logs them: the
+        // environment is the one the process started with, but what the config names (a
+        // secret source's `var`, `api_key_env`) is this config's.
+        let mut findings = config::lint(&cfg);
+        findings.extend(config::unknown_variables(&cfg, config::process_names()));
+        let warnings: Vec<String> = findings.iter().map(|l| l.to_string()).collect();
         for finding in &warnings {
             tracing::warn!(%finding, "configuration warning");
         }

@@ -59,6 +59,14 @@ pub fn read_variables() -> Vec<&'static str> {
     out
 }
 
+/// The names of the process's environment variables (those that are UTF-8;
+/// values are not read), for [`unknown_variables`]. The environment is the
+/// one the process started with; what the config names may change at each
+/// reload, so start-up and every reload look again.
+pub fn process_names() -> impl Iterator<Item = String> {
+    std::env::vars_os().filter_map(|(k, _)| k.into_string().ok())
+}
+
 /// A finding for each name in `names` (the environment's variable names)
 /// that starts with `IRON_` (in any case) and that neither the proxy reads,
 /// nor `cfg` names, nor the tools around it use: it has no effect, and is

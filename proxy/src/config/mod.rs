@@ -42,7 +42,7 @@ use std::path::Path;
 
 pub use credentials::{AwsAuthConfig, AwsCredentials, GcpAuthConfig, GcpCredentials};
 pub use dns::{DnsConfig, DnsRecord, DnsRecordValue, MAX_CNAME_CHAIN};
-pub use env_vars::{read_variables, unknown_variables};
+pub use env_vars::{process_names, read_variables, unknown_variables};
 pub use error::{ConfigError, ConfigErrors};
 pub use grpc::{GrpcClientCert, GrpcConfig, GrpcTlsConfig};
 pub use hmac::{
