@@ -34,7 +34,7 @@ pub enum GcpCredentials {
 }
 
 /// `credentials_provider` for GCP (`type` only) or AWS (`type`, optional `region`).
-fn workload_identity(node: &Node, cx: &mut Cx, fields: &[&str]) -> Res<Option<String>> {
+fn workload_identity(node: &Node, cx: &mut Cx, fields: &[&'static str]) -> Res<Option<String>> {
     let m = cx.map(node, fields)?;
     let kind = m.req_with(cx, "type", |n, cx| {
         one_of(

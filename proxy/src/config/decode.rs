@@ -13,6 +13,8 @@ use super::lint::Lint;
 use super::positions;
 use super::yaml::{self, Kind, Node, Number, Pos};
 
+mod misplaced;
+
 /// Marks a value that could not be decoded; its error is already recorded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Failed;
@@ -21,10 +23,26 @@ pub(crate) struct Failed;
 pub(crate) type Res<T> = Result<T, Failed>;
 
 /// One step of a field path.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Seg {
     Key(String),
     Index(usize),
+}
+
+/// A field path as errors show it: `transforms[1].config.secrets[0]`.
+fn render(path: &[Seg]) -> String {
+    let mut out = String::new();
+    for seg in path {
+        match seg {
+            Seg::Key(k) if out.is_empty() => out.push_str(k),
+            Seg::Key(k) => {
+                out.push('.');
+                out.push_str(k);
+            }
+            Seg::Index(i) => out.push_str(&format!("[{i}]")),
+        }
+    }
+    out
 }
 
 /// Decoding context: the file name, the current field path, and the errors
@@ -35,6 +53,8 @@ pub(crate) struct Cx {
     pub errors: Vec<ConfigError>,
     /// Findings about single values, in the order they were decoded ([`Cx::warn`]).
     pub findings: Vec<Lint>,
+    /// Where keys are known: for [`Cx::explain_misplaced`].
+    places: misplaced::Places,
 }
 
 impl Cx {
@@ -44,7 +64,22 @@ impl Cx {
             path: Vec::new(),
             errors: Vec::new(),
             findings: Vec::new(),
+            places: misplaced::Places::default(),
         }
+    }
+
+    /// Records that the mapping at `path` (a top-level section the file may
+    /// leave out) takes `fields`, so that a key of it found elsewhere is
+    /// said to belong there.
+    pub fn known_section(&mut self, path: &str, fields: &[&'static str]) {
+        self.places.section(path, fields);
+    }
+
+    /// Rewrites each "unknown field" error whose key is a known key of exactly
+    /// one nearby mapping (the parent, a sibling, a mapping inside) to say where
+    /// it belongs: most often an indentation mistake. Called once, after decoding.
+    pub fn explain_misplaced(&mut self) {
+        self.places.explain(&mut self.errors);
     }
 
     /// The config file being decoded, as errors name it.
@@ -54,18 +89,7 @@ impl Cx {
 
     /// The current field path, e.g. `transforms[1].config.secrets[0]`.
     pub fn path(&self) -> String {
-        let mut out = String::new();
-        for seg in &self.path {
-            match seg {
-                Seg::Key(k) if out.is_empty() => out.push_str(k),
-                Seg::Key(k) => {
-                    out.push('.');
-                    out.push_str(k);
-                }
-                Seg::Index(i) => out.push_str(&format!("[{i}]")),
-            }
-        }
-        out
+        render(&self.path)
     }
 
     /// Records an error at `pos` for the current path.
@@ -118,7 +142,7 @@ impl Cx {
 
     /// Checks that `node` is a mapping (null counts as empty) whose keys are all in
     /// `fields`; records unknown and duplicate keys and goes on without them.
-    pub fn map<'n>(&mut self, node: &'n Node, fields: &[&str]) -> Res<MapDe<'n>> {
+    pub fn map<'n>(&mut self, node: &'n Node, fields: &[&'static str]) -> Res<MapDe<'n>> {
         let entries: &[(Node, Node)] = match &node.kind {
             Kind::Map(entries) => entries,
             _ if node.is_null() => &[],
@@ -132,6 +156,7 @@ impl Cx {
                 ));
             }
         };
+        self.places.mapping(&self.path, fields);
         // A hash set: a mapping of many (unknown) keys must not cost their square.
         let mut seen: HashSet<&str> = HashSet::with_capacity(entries.len());
         let mut known = Vec::with_capacity(entries.len());
@@ -147,7 +172,9 @@ impl Cx {
             if fields.contains(&name) {
                 known.push((name, k, v));
             } else {
+                let index = self.errors.len();
                 self.error(k.pos, unknown("field", name, fields));
+                self.places.unknown(&self.path, name, index);
             }
         }
         Ok(MapDe {

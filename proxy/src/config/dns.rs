@@ -166,19 +166,19 @@ fn records(node: &Node, cx: &mut Cx) -> Res<Vec<DnsRecord>> {
     Ok(list)
 }
 
+/// The keys of `dns`.
+pub(super) const DNS_FIELDS: [&str; 6] = [
+    "listen",
+    "proxy_ip",
+    "proxy_ip6",
+    "upstream_resolver",
+    "passthrough",
+    "records",
+];
+
 impl Decode for DnsConfig {
     fn decode(node: &Node, cx: &mut Cx) -> Res<Self> {
-        let m = cx.map(
-            node,
-            &[
-                "listen",
-                "proxy_ip",
-                "proxy_ip6",
-                "upstream_resolver",
-                "passthrough",
-                "records",
-            ],
-        )?;
+        let m = cx.map(node, &DNS_FIELDS)?;
         let listen = m.or(cx, "listen", ListenAddr::AllInterfaces(53));
         let proxy_ip = m.req_with(cx, "proxy_ip", |n, cx| {
             ipv4(

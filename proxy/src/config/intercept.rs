@@ -73,12 +73,13 @@ impl Decode for UidSpec {
     }
 }
 
+/// The keys of `intercept`.
+pub(super) const INTERCEPT_FIELDS: [&str; 6] =
+    ["mode", "cgroups", "uids", "listen", "dns", "pin_path"];
+
 impl Decode for InterceptConfig {
     fn decode(node: &Node, cx: &mut Cx) -> Res<Self> {
-        let m = cx.map(
-            node,
-            &["mode", "cgroups", "uids", "listen", "dns", "pin_path"],
-        )?;
+        let m = cx.map(node, &INTERCEPT_FIELDS)?;
         let modes = [
             ("ebpf", InterceptMode::Ebpf),
             ("nftables", InterceptMode::Nftables),

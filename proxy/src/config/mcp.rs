@@ -199,9 +199,12 @@ impl Decode for McpErrorConfig {
     }
 }
 
+/// The keys of `mcp`.
+pub(super) const MCP_FIELDS: [&str; 2] = ["error", "servers"];
+
 impl Decode for McpConfig {
     fn decode(node: &Node, cx: &mut Cx) -> Res<Self> {
-        let m = cx.map(node, &["error", "servers"])?;
+        let m = cx.map(node, &MCP_FIELDS)?;
         let (error, servers) = (m.or_default(cx, "error"), m.or_default(cx, "servers"));
         let unique = m
             .node("servers")

@@ -189,6 +189,7 @@ pub fn parse(
     }
     env::apply(&mut root, env, &mut cx);
     let config = decode_config(root, &mut cx);
+    cx.explain_misplaced();
     let mut errors = cx.errors;
     // File errors in line order, environment errors after them (stable otherwise).
     errors.sort_by_key(|e| (e.line.is_none(), e.line, e.column));
@@ -248,6 +249,12 @@ fn section<T: Decode>(root: &Node, cx: &mut Cx, key: &str) -> Res<T> {
 
 fn decode_config(root: Node, cx: &mut Cx) -> Res<Config> {
     let m = cx.map(&root, &TOP_FIELDS)?;
+    // The sections a file may leave out, so that a key of one is said to
+    // belong there when it is found elsewhere (the others are always decoded).
+    cx.known_section("dns", &dns::DNS_FIELDS);
+    cx.known_section("mcp", &mcp::MCP_FIELDS);
+    cx.known_section("management", &sections::MANAGEMENT_FIELDS);
+    cx.known_section("intercept", &intercept::INTERCEPT_FIELDS);
     let dns = m.opt::<DnsConfig>(cx, "dns");
     let proxy = section::<ProxyConfig>(&root, cx, "proxy");
     let tls = section::<TlsConfig>(&root, cx, "tls");

@@ -232,9 +232,12 @@ pub struct ManagementConfig {
     pub api_key_env: String,
 }
 
+/// The keys of `management`.
+pub(super) const MANAGEMENT_FIELDS: [&str; 2] = ["listen", "api_key_env"];
+
 impl Decode for ManagementConfig {
     fn decode(node: &Node, cx: &mut Cx) -> Res<Self> {
-        let m = cx.map(node, &["listen", "api_key_env"])?;
+        let m = cx.map(node, &MANAGEMENT_FIELDS)?;
         let listen = m.req(cx, "listen");
         let api_key_env = env_or(&m, cx, "api_key_env", DEFAULT_API_KEY_ENV);
         Ok(ManagementConfig {

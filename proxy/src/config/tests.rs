@@ -5,6 +5,7 @@ mod broken;
 mod env;
 mod fuzz;
 mod hostile;
+mod indentation;
 mod loading;
 mod spec_files;
 mod yaml_compat;
