@@ -236,6 +236,15 @@ pub fn validate(arg: &Path, strict: bool) -> ExitCode {
     if let Some(e) = &ca_error {
         errln!("{e}");
     }
+    // Everything start-up builds from the config, built the same way, so
+    // that what only a build finds (a gRPC TLS file that holds no usable
+    // key) fails here and not at start or reload. Transforms that need a
+    // file or variable this machine lacks are left out: the reference
+    // check above names what is missing.
+    let build_errors = build_errors(&cfg, &refs);
+    for e in &build_errors {
+        errln!("{e}");
+    }
     // Lints are warnings even under -strict: each is a choice the spec allows.
     // Each names where its field was set, as errors do: `proxy.yaml:14:5: warning: ...`.
     for l in config::lint(&cfg) {
@@ -245,8 +254,9 @@ pub fn validate(arg: &Path, strict: bool) -> ExitCode {
     for l in config::unknown_variables(&cfg, config::process_names()) {
         errln!("{}", l.warning_line());
     }
-    if ca_error.is_some() {
-        errln!("{source}: invalid (1 error(s))");
+    let errors = usize::from(ca_error.is_some()) + build_errors.len();
+    if errors > 0 {
+        errln!("{source}: invalid ({errors} error(s))");
         return ExitCode::FAILURE;
     }
     if strict && !refs.is_empty() {
@@ -257,6 +267,40 @@ pub fn validate(arg: &Path, strict: bool) -> ExitCode {
         return ExitCode::FAILURE;
     }
     printed(outln!("{source}: valid"))
+}
+
+/// What `validate` finds building the config as start-up would: each
+/// transform that does not build, and a management key variable that is set
+/// but holds no key, each as a line at its field. Nothing is fetched,
+/// connected, bound or written (see [`crate::app::check_build`]); the
+/// runtime exists only because a gRPC channel needs one to be created.
+fn build_errors(cfg: &config::Config, refs: &[config::Reference]) -> Vec<String> {
+    let missing = |prefix: &str| refs.iter().any(|r| r.path.starts_with(prefix));
+    let mut out = Vec::new();
+    if let Some(m) = &cfg.management {
+        if !missing("management.api_key_env") {
+            if let Err(e) = crate::ops::ApiKey::from_env(&m.api_key_env) {
+                let field = "management.api_key_env";
+                out.push(format!("{}: error: {field}: {e}", cfg.locate(field)));
+            }
+        }
+    }
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            out.push(format!(
+                "iron-proxy: starting a runtime to build the transforms: {}",
+                crate::error_chain(&e)
+            ));
+            return out;
+        }
+    };
+    let skip = |i: usize| missing(&format!("transforms[{i}]."));
+    out.extend(rt.block_on(async { crate::app::check_build(cfg, &skip) }));
+    out
 }
 
 /// `iron-proxy generate-ca`.

@@ -425,10 +425,14 @@ fn full_example_validates_strictly_once_its_references_exist() {
     let mut text = text
         .replace("/certs/ca.crt", &ca.0)
         .replace("/certs/ca.key", &ca.1);
-    for f in ["grpc-ca.pem", "grpc-client.pem", "grpc-client-key.pem"] {
-        let p = dir.path().join(f);
-        std::fs::write(&p, "placeholder").expect("writing a referenced file");
-        text = text.replace(&format!("/etc/iron-proxy/{f}"), p.to_str().expect("UTF-8"));
+    // `validate` builds the gRPC transform as start-up does, so these must be
+    // PEM a TLS client can use: the generated CA stands in for all three.
+    for (f, pem) in [
+        ("grpc-ca.pem", &ca.0),
+        ("grpc-client.pem", &ca.0),
+        ("grpc-client-key.pem", &ca.1),
+    ] {
+        text = text.replace(&format!("/etc/iron-proxy/{f}"), pem);
     }
     let cfg = ConfigFile::new(&text);
     let env = [
@@ -833,4 +837,121 @@ fn failing_or_closed_output_streams_give_the_documented_exit_code_not_a_panic() 
     }
     let status = with_failing_streams(&["version"], Broken::Full, true);
     assert_eq!(status.code(), Some(1), "version into /dev/full: {status}");
+}
+
+/// `validate` builds every transform as start-up does, so what only a build finds is an
+/// error in `validate` too, at the field at fault (file:line:col, field path), and worded as
+/// start-up words it: here a gRPC client key file that holds no usable key (its content is
+/// never printed) and a target the gRPC client cannot use. A file or variable that is not
+/// there stays a warning (an error under `-strict`), reported once.
+#[test]
+fn validate_builds_the_transforms_and_refuses_what_startup_refuses() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca = generated_ca(dir.path());
+    let key = dir.path().join("client.key");
+    std::fs::write(
+        &key,
+        "-----BEGIN PRIVATE KEY-----\nKEY-MATERIAL-MUST-NOT-BE-PRINTED!\n-----END PRIVATE KEY-----\n",
+    )
+    .expect("writing client.key");
+    let key = key.to_str().expect("UTF-8").to_string();
+    // Line 8 (after the 7 lines of `runnable`'s head) is `- name: grpc`.
+    let bad_key = format!(
+        "  - name: grpc\n    config:\n      name: policy\n      target: \"localhost:9500\"\n      tls:\n        enabled: true\n        cert: \"{}\"\n        key: \"{key}\"\n",
+        ca.0
+    );
+    let cfg = ConfigFile::new(&runnable(&ca, &bad_key));
+    let r = run(&["validate", "-config", &cfg.arg()]);
+    r.expect_code(1, "validate of an unusable client key")
+        .expect_stderr(&format!(
+            "proxy.yaml:15:14: error: transforms[0].config.tls.key: grpc transform 'policy': tls.key {key}: not a readable PEM private key (a malformed or unterminated PEM section)\n"
+        ))
+        .expect_stderr("invalid (1 error(s))");
+    assert!(!r.stderr.contains("KEY-MATERIAL"), "{r}");
+    let started = run(&["-config", &cfg.arg()]);
+    started
+        .expect_code(1, "run with an unusable client key")
+        .expect_stderr(&format!(
+            "grpc transform 'policy': tls.key {key}: not a readable PEM private key (a malformed or unterminated PEM section)\n"
+        ));
+    assert!(!started.stderr.contains("KEY-MATERIAL"), "{started}");
+
+    let bad_target =
+        "  - name: grpc\n    config:\n      name: policy\n      target: \"http://[policy\"\n";
+    let cfg = ConfigFile::new(&runnable(&ca, bad_target));
+    run(&["validate", "-config", &cfg.arg()])
+        .expect_code(1, "validate of an unusable target")
+        .expect_stderr(
+            "proxy.yaml:11:15: error: transforms[0].config.target: grpc transform 'policy': invalid target",
+        );
+    run(&["-config", &cfg.arg()])
+        .expect_code(1, "run with an unusable target")
+        .expect_stderr("grpc transform 'policy': invalid target");
+
+    // What is missing on this machine: one warning each, no build error on top.
+    let missing = format!(
+        "{bad_key}  - name: judge\n    config:\n      name: guard\n      prompt: \"Deny all.\"\n      rules: [{{host: a.test}}]\n      provider: {{type: openai, model: m, api_key_env: IRON_CLI_UNSET_JUDGE_KEY}}\n"
+    )
+    .replace(&key, "/nonexistent/client.key");
+    let cfg = ConfigFile::new(&runnable(&ca, &missing));
+    let r = run(&["validate", "-config", &cfg.arg()]);
+    r.expect_code(0, "validate with a missing file and an unset variable");
+    // (The third line is the lint about the missing allowlist.)
+    let lines: Vec<&str> = r
+        .stderr
+        .lines()
+        .filter(|l| l.contains(".config."))
+        .collect();
+    assert_eq!(lines.len(), 2, "{r}");
+    assert!(
+        lines[0].contains("warning: transforms[0].config.tls.key: file /nonexistent/client.key does not exist")
+            && lines[1].contains("warning: transforms[1].config.provider.api_key_env: environment variable IRON_CLI_UNSET_JUDGE_KEY is not set")
+            && !r.stderr.contains("error"),
+        "{r}"
+    );
+    run(&["validate", "-strict", "-config", &cfg.arg()])
+        .expect_code(1, "the same under -strict")
+        .expect_stderr("invalid under -strict (2 problem(s))");
+    // Set, the variable lets the judge build; the key is checked as start-up checks it.
+    run_env(
+        &["validate", "-config", &cfg.arg()],
+        &[("IRON_CLI_UNSET_JUDGE_KEY", "sk-test")],
+    )
+    .expect_code(0, "with the judge's key set");
+}
+
+/// `validate` builds without side effects: no connection to any backend a transform names
+/// (the gRPC server, an OAuth2 token endpoint, the judge's provider, a secret store), even
+/// with every variable set. A listener on loopback stands for all of them and must see
+/// nothing.
+#[test]
+fn validate_connects_to_nothing() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binding a loopback port");
+    listener
+        .set_nonblocking(true)
+        .expect("a non-blocking listener");
+    let addr = listener.local_addr().expect("its address");
+    let transforms = format!(
+        "  - name: grpc\n    config:\n      name: policy\n      target: \"{addr}\"\n  \
+         - name: oauth_token\n    config:\n      tokens:\n        - grant: client_credentials\n          token_endpoint: \"http://{addr}/token\"\n          client_id: {{type: env, var: IRON_CLI_OAUTH_ID}}\n          client_secret: {{type: env, var: IRON_CLI_OAUTH_SECRET}}\n          rules: [{{host: api.test}}]\n  \
+         - name: judge\n    config:\n      name: guard\n      prompt: \"Deny all.\"\n      rules: [{{host: a.test}}]\n      provider: {{type: openai, model: m, api_key_env: IRON_CLI_JUDGE_KEY, base_url: \"http://{addr}/v1\"}}\n  \
+         - name: secrets\n    config:\n      secrets:\n        - source: {{type: 1password_connect, secret_ref: \"op://vault/item/field\", host_env: IRON_CLI_OP_HOST, token_env: IRON_CLI_OP_TOKEN}}\n          inject: {{header: X-Key}}\n"
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca = generated_ca(dir.path());
+    let cfg = ConfigFile::new(&runnable(&ca, &transforms));
+    let host = format!("http://{addr}");
+    let env = [
+        ("IRON_CLI_OAUTH_ID", "id"),
+        ("IRON_CLI_OAUTH_SECRET", "secret"),
+        ("IRON_CLI_JUDGE_KEY", "sk-test"),
+        ("IRON_CLI_OP_HOST", host.as_str()),
+        ("IRON_CLI_OP_TOKEN", "token"),
+    ];
+    run_env(&["validate", "-strict", "-config", &cfg.arg()], &env)
+        .expect_code(0, "validate of backends on loopback");
+    match listener.accept() {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        other => panic!("validate connected to {addr}: {other:?}"),
+    }
 }

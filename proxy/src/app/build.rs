@@ -51,15 +51,42 @@ pub fn build_policy(
     ))
 }
 
+/// Builds the transforms of `cfg` as [`build_policy`] does, for `validate`:
+/// every transform but those `skip` names (one that needs a file or variable
+/// this machine lacks, which `validate` reports on its own), each failure as
+/// a line at its field (`proxy.yaml:15:14: error: transforms[0].config.tls.key: ...`).
+///
+/// Nothing acts: secret sources are not prefetched (no value is fetched from
+/// any store), the backend HTTP client and gRPC channels connect on first use
+/// (never), no listener is bound, nothing is written; the transforms are
+/// dropped on return. A gRPC channel needs a Tokio runtime to exist: call
+/// this inside one.
+pub fn check_build(cfg: &Config, skip: &dyn Fn(usize) -> bool) -> Vec<String> {
+    let sources = Sources::new(crate::secrets::SourcesOptions::default());
+    let mut failures = Vec::new();
+    for (index, t) in cfg.transforms.iter().enumerate() {
+        if skip(index) {
+            continue;
+        }
+        if let Err(AppError::Transform { field, detail, .. }) = build_transform(index, t, &sources)
+        {
+            let path = format!("transforms[{index}].config.{field}");
+            failures.push(format!("{}: error: {path}: {detail}", cfg.locate(&path)));
+        }
+    }
+    failures
+}
+
 fn build_transform(
     index: usize,
     t: &TransformConfig,
     sources: &Sources,
 ) -> Result<Arc<dyn Transform>, AppError> {
     let name = t.name();
-    let failed = |detail: String| AppError::Transform {
+    let failed = |field: String, detail: String| AppError::Transform {
         index,
         name,
+        field,
         detail,
     };
     Ok(match t {
@@ -69,26 +96,23 @@ fn build_transform(
             c.rules.clone(),
             c.warn,
         )),
-        TransformConfig::Secrets(c) => {
-            transforms::secrets::build(c, sources).map_err(|e| failed(crate::error_chain(&e)))?
-        }
+        TransformConfig::Secrets(c) => transforms::secrets::build(c, sources)
+            .map_err(|e| failed(e.field(), crate::error_chain(&e)))?,
         TransformConfig::HeaderAllowlist(c) => transforms::header_allowlist::build(c),
         TransformConfig::Annotate(c) => {
-            transforms::annotate::build(c).map_err(|e| failed(crate::error_chain(&e)))?
+            transforms::annotate::build(c).map_err(|e| failed(e.field(), crate::error_chain(&e)))?
         }
         TransformConfig::BodyCapture(c) => transforms::body_capture::build(c),
-        TransformConfig::HmacSign(c) => {
-            transforms::hmac_sign::build(c, sources).map_err(|e| failed(crate::error_chain(&e)))?
-        }
+        TransformConfig::HmacSign(c) => transforms::hmac_sign::build(c, sources)
+            .map_err(|e| failed(e.field(), crate::error_chain(&e)))?,
         TransformConfig::AwsAuth(c) => transforms::aws_auth::build(c, sources),
         TransformConfig::OauthToken(c) => transforms::oauth_token::build(c, sources)
-            .map_err(|e| failed(crate::error_chain(&e)))?,
+            .map_err(|e| failed(e.field(), crate::error_chain(&e)))?,
         TransformConfig::GcpAuth(c) => transforms::gcp_auth::build(c, sources),
-        TransformConfig::Judge(c) => {
-            transforms::judge::build(c, sources).map_err(|e| failed(crate::error_chain(&e)))?
-        }
+        TransformConfig::Judge(c) => transforms::judge::build(c, sources)
+            .map_err(|e| failed(e.field(), crate::error_chain(&e)))?,
         TransformConfig::Grpc(c) => {
-            transforms::grpc::build(c).map_err(|e| failed(crate::error_chain(&e)))?
+            transforms::grpc::build(c).map_err(|e| failed(e.field(), crate::error_chain(&e)))?
         }
     })
 }

@@ -30,7 +30,7 @@ use crate::secrets::{Sources, SourcesOptions};
 use crate::state::Shared;
 use crate::upstream::{Dialer, Resolver, Upstream};
 
-pub use build::build_policy;
+pub use build::{build_policy, check_build};
 pub use listeners::ListenError;
 use listeners::Listeners;
 
@@ -47,6 +47,8 @@ pub enum AppError {
         index: usize,
         /// Transform name.
         name: &'static str,
+        /// The field at fault within the transform's `config`.
+        field: String,
         /// What failed.
         detail: String,
     },

@@ -108,7 +108,7 @@ impl Config {
     /// `proxy.yaml:14:5`, or the `IRON_*` variable that set it. A field left at
     /// its default is placed at the nearest enclosing field the file has.
     /// Positions are looked up at load, for those fields only; any other path
-    /// gets the file alone.
+    /// gets the nearest enclosing one of them, else the file alone.
     pub fn locate(&self, path: &str) -> Location {
         self.positions.locate(path)
     }
@@ -299,7 +299,9 @@ fn place(config: &mut Config, cx: &mut Cx, root: &Node) {
         .into_iter()
         .zip(locations)
         .map(|(f, location)| f.at(location));
-    let positions = Positions::new(file, root, refs::reference_paths(config));
+    let mut paths = refs::reference_paths(config);
+    paths.extend(refs::build_paths(config));
+    let positions = Positions::new(file, root, paths);
     config.findings = std::mem::take(&mut cx.findings);
     config.findings.extend(placed);
     config.positions = positions;

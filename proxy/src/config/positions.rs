@@ -55,13 +55,25 @@ impl Positions {
     }
 
     /// Where the field at `path` was set, as [`locate_all`] found it at load;
-    /// the file alone for a path that was not asked for then.
+    /// for a path that was not asked for then, the nearest enclosing one
+    /// that was, else the file alone.
     pub(crate) fn locate(&self, path: &str) -> Location {
-        self.places.get(path).cloned().unwrap_or_else(|| Location {
-            file: self.file.clone(),
-            line: None,
-            column: None,
-        })
+        let mut p = path;
+        loop {
+            if let Some(l) = self.places.get(p) {
+                return l.clone();
+            }
+            match p.rfind(['.', '[']) {
+                Some(end) => p = &p[..end],
+                None => {
+                    return Location {
+                        file: self.file.clone(),
+                        line: None,
+                        column: None,
+                    }
+                }
+            }
+        }
     }
 
     /// How many places are kept (tests: the count of named fields, not of nodes).

@@ -167,6 +167,20 @@ pub(crate) fn reference_paths(cfg: &Config) -> Vec<String> {
         .collect()
 }
 
+/// The fields a transform's build checks that are not references (a gRPC
+/// target, its TLS block), so that `validate` places a build error at its
+/// field like any other.
+pub(crate) fn build_paths(cfg: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, t) in cfg.transforms.iter().enumerate() {
+        if let TransformConfig::Grpc(_) = t {
+            out.push(format!("transforms[{i}].config.target"));
+            out.push(format!("transforms[{i}].config.tls"));
+        }
+    }
+    out
+}
+
 /// The name of every environment variable the config names (secret
 /// sources' `var`, `api_key_env`, ...), whether it is set or not.
 pub(crate) fn variable_names(cfg: &Config) -> Vec<String> {

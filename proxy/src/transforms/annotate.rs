@@ -43,6 +43,15 @@ pub enum BuildError {
     },
 }
 
+impl BuildError {
+    /// The field at fault, within the transform's `config`.
+    pub fn field(&self) -> String {
+        match self {
+            BuildError::HeaderName { index, .. } => format!("annotations[{index}].headers"),
+        }
+    }
+}
+
 /// Builds the transform.
 pub fn build(cfg: &AnnotateConfig) -> Result<Arc<dyn Transform>, BuildError> {
     Ok(Arc::new(Annotate::new(cfg)?))

@@ -61,6 +61,15 @@ pub enum BuildError {
     },
 }
 
+impl BuildError {
+    /// The field at fault, within the transform's `config`.
+    pub fn field(&self) -> String {
+        match self {
+            BuildError::HeaderName { index, .. } => format!("headers[{index}].name"),
+        }
+    }
+}
+
 /// The built transform.
 pub struct HmacSign {
     format: TimestampFormat,

@@ -79,6 +79,15 @@ pub enum BuildError {
     },
 }
 
+impl BuildError {
+    /// The field at fault, within the transform's `config`.
+    pub fn field(&self) -> String {
+        match self {
+            BuildError::HeaderName { index, .. } => format!("tokens[{index}].header"),
+        }
+    }
+}
+
 /// The built transform.
 pub struct OAuthToken {
     entries: Vec<Entry>,

@@ -63,6 +63,15 @@ pub enum BuildError {
     },
 }
 
+impl BuildError {
+    /// The field at fault, within the transform's `config`.
+    pub fn field(&self) -> String {
+        match self {
+            BuildError::HeaderName { index, .. } => format!("secrets[{index}].inject.header"),
+        }
+    }
+}
+
 /// The built transform.
 pub struct Secrets {
     entries: Vec<Entry>,

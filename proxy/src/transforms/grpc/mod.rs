@@ -57,9 +57,31 @@ pub enum BuildError {
         #[source]
         source: std::io::Error,
     },
-    /// The target or the TLS settings were refused by the gRPC client.
-    #[error("grpc transform '{name}': {detail}")]
-    Endpoint {
+    /// A TLS file holds nothing of what its field needs.
+    #[error("grpc transform '{name}': tls.{what} {path}: {why}")]
+    Pem {
+        /// The transform's name.
+        name: String,
+        /// `ca_cert`, `cert` or `key`.
+        what: &'static str,
+        /// The path.
+        path: String,
+        /// What is wrong (never the file's contents).
+        why: String,
+    },
+    /// The target was refused by the gRPC client.
+    #[error("grpc transform '{name}': invalid target {target:?}: {detail}")]
+    Target {
+        /// The transform's name.
+        name: String,
+        /// The target as configured.
+        target: String,
+        /// What was wrong.
+        detail: String,
+    },
+    /// The TLS settings were refused by the gRPC client.
+    #[error("grpc transform '{name}': TLS settings: {detail}")]
+    Tls {
         /// The transform's name.
         name: String,
         /// What was wrong.
@@ -67,19 +89,32 @@ pub enum BuildError {
     },
 }
 
+impl BuildError {
+    /// The field at fault, within the transform's `config`.
+    pub fn field(&self) -> String {
+        match self {
+            BuildError::Read { what, .. } | BuildError::Pem { what, .. } => format!("tls.{what}"),
+            BuildError::Target { .. } => "target".into(),
+            BuildError::Tls { .. } => "tls".into(),
+        }
+    }
+}
+
 /// Whether `bytes` hold PEM certificates (`key`: a private key), and if
-/// not, why.
+/// not, why, in our words: the PEM parser's own quote the file (a byte of
+/// key material in a bad key file).
 fn check_pem(bytes: &[u8], key: bool) -> Result<(), String> {
+    const MALFORMED: &str = "a malformed or unterminated PEM section";
     if key {
         return match rustls_pemfile::private_key(&mut &bytes[..]) {
             Ok(Some(_)) => Ok(()),
             Ok(None) => Err("no PEM private key in the file".into()),
-            Err(e) => Err(format!("not a readable PEM private key ({e})")),
+            Err(_) => Err(format!("not a readable PEM private key ({MALFORMED})")),
         };
     }
     let mut n = 0;
     for c in rustls_pemfile::certs(&mut &bytes[..]) {
-        c.map_err(|e| format!("not readable PEM ({e})"))?;
+        c.map_err(|_| format!("not readable PEM ({MALFORMED})"))?;
         n += 1;
     }
     if n == 0 {
@@ -111,10 +146,6 @@ impl GrpcTransform {
     /// The transform, concretely typed.
     pub fn new(cfg: &GrpcConfig) -> Result<Self, BuildError> {
         let name = cfg.name.clone();
-        let endpoint_err = |detail: String| BuildError::Endpoint {
-            name: name.clone(),
-            detail,
-        };
         let read = |what: &'static str, path: &std::path::Path| {
             std::fs::read(path).map_err(|source| BuildError::Read {
                 name: name.clone(),
@@ -131,7 +162,11 @@ impl GrpcTransform {
             format!("http://{}", cfg.target)
         };
         let mut endpoint = Endpoint::from_shared(uri)
-            .map_err(|e| endpoint_err(format!("invalid target {:?}: {e}", cfg.target)))?
+            .map_err(|e| BuildError::Target {
+                name: name.clone(),
+                target: cfg.target.clone(),
+                detail: e.to_string(),
+            })?
             .timeout(CALL_TIMEOUT)
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true);
@@ -140,8 +175,12 @@ impl GrpcTransform {
             // the reason: tonic's own error says only "transport error".
             let pem = |what: &'static str, path: &std::path::Path, key: bool| {
                 let bytes = read(what, path)?;
-                check_pem(&bytes, key)
-                    .map_err(|why| endpoint_err(format!("tls.{what} {}: {why}", path.display())))?;
+                check_pem(&bytes, key).map_err(|why| BuildError::Pem {
+                    name: name.clone(),
+                    what,
+                    path: path.display().to_string(),
+                    why,
+                })?;
                 Ok::<_, BuildError>(bytes)
             };
             let mut t = ClientTlsConfig::new();
@@ -155,9 +194,10 @@ impl GrpcTransform {
                     pem("key", &c.key, true)?,
                 ));
             }
-            endpoint = endpoint
-                .tls_config(t)
-                .map_err(|e| endpoint_err(format!("TLS settings: {}", crate::error_chain(&e))))?;
+            endpoint = endpoint.tls_config(t).map_err(|e| BuildError::Tls {
+                name: name.clone(),
+                detail: crate::error_chain(&e),
+            })?;
         }
         Ok(GrpcTransform {
             name: cfg.name.clone(),

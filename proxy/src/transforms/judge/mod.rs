@@ -58,6 +58,15 @@ pub enum BuildError {
     },
 }
 
+impl BuildError {
+    /// The field at fault, within the transform's `config`.
+    pub fn field(&self) -> String {
+        match self {
+            BuildError::MissingKey { .. } => "provider.api_key_env".into(),
+        }
+    }
+}
+
 /// A built judge instance.
 pub struct Judge {
     instance: String,
