@@ -144,7 +144,8 @@ fn main() -> ExitCode {
     match cli.command {
         None | Some(Command::Run) => match need_config(&cli) {
             Ok(path) => {
-                // Before any thread starts; see the module's docs.
+                // Both before any thread starts; see their docs.
+                iron_proxy::ops::otel::trim_compression_variables();
                 iron_proxy::rep_movsb::reexec_if_needed();
                 iron_proxy::cmd::run(&path)
             }

@@ -38,7 +38,8 @@ mod tls;
 mod worker;
 
 pub use settings::{
-    Compression, FileVar, OtelEnv, OtelExport, OtelSettings, OtlpProtocol, TlsFiles,
+    trim_compression_variables, Compression, FileVar, OtelEnv, OtelExport, OtelSettings,
+    OtlpProtocol, TlsFiles,
 };
 pub use tls::TlsError;
 

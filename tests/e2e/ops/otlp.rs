@@ -603,3 +603,74 @@ fn serving_with<V: AsRef<str>>(net: &FakeInternet, vars: &[(&str, V)]) -> ProxyP
         .expect_status(200);
     px
 }
+
+/// `OTEL_EXPORTER_OTLP_LOGS_COMPRESSION="none "` (a trailing space, as a templated manifest
+/// leaves it) beside a generic `gzip`: the proxy reads `none`, says so at start-up, and
+/// sends uncompressed, as seen on the wire in front of the gRPC server and in the HTTP
+/// request's headers. The exporter library reads the variables itself and used to ignore the
+/// padded value, fall back to the generic one and compress.
+#[test]
+fn a_padded_compression_value_is_read_as_written_on_the_wire_too() {
+    require_root!();
+    let net = FakeInternet::new();
+    let _up = Upstream::https("httpbin.test").start(&net);
+    let dir = paths::scratch_dir("otlp-wire");
+    let wire_out = dir.path().join("wire.jsonl");
+    let rx = Receiver::start_with(&["--grpc-wire-out", &text(&wire_out)]);
+    for protocol in ["grpc", "http/protobuf"] {
+        let port = if protocol == "grpc" {
+            rx.grpc_port
+        } else {
+            rx.http_port
+        };
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let px = serving_with(
+            &net,
+            &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol),
+                ("OTEL_EXPORTER_OTLP_LOGS_COMPRESSION", "none "),
+                ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
+            ],
+        );
+        let enabled = px.wait_for_log(|l| l.contains("otel exporter enabled"));
+        let line = LogLine::parse(&enabled).unwrap_or_else(|| panic!("not a log line: {enabled}"));
+        assert_eq!(line.str("compression"), Some("none"), "{protocol}: {line}");
+        let path = format!("/anything/padded-{}", protocol.replace('/', "-"));
+        Curl::get(&format!("https://httpbin.test{path}"))
+            .header("Authorization", "pk-proxy-otel")
+            .via(&px)
+            .run()
+            .expect_status(200);
+        let got = rx.wait_for(|a| a["path"] == path.as_str());
+        if protocol == "grpc" {
+            let seen = wire(&wire_out);
+            let exports: Vec<&Value> = seen
+                .iter()
+                .filter(|w| {
+                    w["path"] == "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
+                })
+                .collect();
+            assert!(!exports.is_empty(), "no Export stream in {seen:#?}");
+            for e in exports {
+                assert_eq!(e["compressed"], false, "compressed on the wire: {e}");
+                let encoding = &e["headers"]["grpc-encoding"];
+                assert!(encoding.is_null() || encoding == "identity", "{e}");
+            }
+        } else {
+            assert!(
+                got["headers"]["content-encoding"].is_null(),
+                "the HTTP body was compressed: {got}"
+            );
+        }
+    }
+}
+
+/// The receiver's `--grpc-wire-out` log: one line per gRPC request stream it relayed.
+fn wire(path: &std::path::Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("wire log line"))
+        .collect()
+}

@@ -41,10 +41,10 @@ pub(super) fn build_exporter(
     s: &OtelSettings,
     cause: Arc<FailureCause>,
 ) -> Result<opentelemetry_otlp::LogExporter, OtelError> {
-    // `none` is left unset: the library then reads the same two variables
-    // and finds no compression either (it reads a value padded with spaces,
-    // which we trim, as unknown and moves to the generic variable: the one
-    // case where it could compress what we logged as `none`).
+    // gzip is passed explicitly. `none` cannot be (the builder takes only
+    // an algorithm): the library then reads the same two variables itself,
+    // which `main` trimmed before any thread started
+    // (`trim_compression_variables`), so it finds what we found.
     let compression = match s.compression {
         Compression::None => None,
         Compression::Gzip => Some(opentelemetry_otlp::Compression::Gzip),

@@ -13,7 +13,7 @@ use super::OtelError;
 mod tests;
 mod transport;
 
-pub use transport::{Compression, FileVar, TlsFiles};
+pub use transport::{trim_compression_variables, Compression, FileVar, TlsFiles};
 
 /// `OTEL_EXPORTER_OTLP_PROTOCOL`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

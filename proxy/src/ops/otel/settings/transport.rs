@@ -182,3 +182,28 @@ pub(super) fn compression(
     })
     .map_or(Compression::None, |(_, c)| c)
 }
+
+/// Makes the exporter library read the compression variables as
+/// [`compression`] does, so that what goes on the wire is what the start-up
+/// line says. The library reads them itself whenever its builder is given
+/// no compression, and "none" cannot be given (only an algorithm can; gzip
+/// is). It reads them untrimmed: `"none "` is a value it ignores, moving on
+/// to the generic variable, which may say gzip where ours, trimmed, says
+/// none. So each variable set with spaces around its value is set again to
+/// the trimmed value, which is what [`compression`] reads either way.
+///
+/// Call it before any thread exists: `setenv` beside a thread that reads the
+/// environment is undefined behaviour in C.
+pub fn trim_compression_variables() {
+    for var in COMPRESSION {
+        let Some(value) = std::env::var_os(var) else {
+            continue;
+        };
+        // A value that is not UTF-8 is ignored by both readers.
+        let Some(text) = value.to_str() else { continue };
+        let trimmed = text.trim();
+        if trimmed.len() != text.len() {
+            std::env::set_var(var, trimmed);
+        }
+    }
+}
