@@ -29,6 +29,7 @@ use tracing::instrument::WithSubscriber as _;
 use worker::{Control, Queued, Worker};
 
 mod capture;
+mod client_auth;
 mod connect;
 mod convert;
 mod settings;
@@ -129,10 +130,8 @@ impl OtelExporter {
         // The library's internal events (an ignored OTEL_* value it reads
         // itself) are dropped here as in the worker: ours name the variable.
         let quiet = Capture::dispatch(Arc::default());
-        let cause = Arc::new(FailureCause::default());
-        let exporter = tracing::dispatcher::with_default(&quiet, || {
-            connect::build_exporter(&settings, cause.clone())
-        })?;
+        let (exporter, cause) =
+            tracing::dispatcher::with_default(&quiet, || connect::build_exporter(&settings))?;
         let tls = if settings.plaintext() {
             "none (plaintext http://)".to_string()
         } else {

@@ -485,22 +485,27 @@ fn otlp_export_over_mutual_tls_with_gzip_grpc() {
 }
 
 /// Without its client certificate the proxy is refused by the collector: the records are
-/// counted as dropped and the warning says the failure was TLS (it used to say only
-/// "network error"); requests are unaffected.
-#[test]
-fn a_refused_tls_handshake_is_counted_and_named() {
-    require_root!();
+/// counted as dropped and the warning says the collector refused the TLS handshake for want
+/// of a client certificate, and which variables give one (over HTTP it used to say only
+/// "network error", over gRPC "broken pipe"); requests are unaffected.
+fn a_refused_tls_handshake_is_counted_and_named(protocol: &str) {
     let pki = collector_pki();
     let rx = mutual_tls_receiver(&pki);
     let net = FakeInternet::new();
     let _up = Upstream::https("httpbin.test").start(&net);
+    let port = if protocol == "grpc" {
+        rx.grpc_port
+    } else {
+        rx.http_port
+    };
     let px = Proxy::with(CONFIG)
         .resolver(&net)
         .env("IRON_E2E_OTEL_SECRET", SECRET)
         .env(
             "OTEL_EXPORTER_OTLP_ENDPOINT",
-            &format!("https://127.0.0.1:{}", rx.http_port),
+            &format!("https://127.0.0.1:{port}"),
         )
+        .env("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
         .env("OTEL_EXPORTER_OTLP_CERTIFICATE", &text(&pki.collector_ca))
         .start();
     Curl::get("https://httpbin.test/anything/otel-refused")
@@ -511,9 +516,19 @@ fn a_refused_tls_handshake_is_counted_and_named() {
     let failing = px.wait_for_log(|l| l.contains("otel export failing"));
     let line = LogLine::parse(&failing).unwrap_or_else(|| panic!("not a log line: {failing}"));
     let error = line.str("error").unwrap_or_default();
+    // (gRPC's own TLS closes without the alert that Python's OpenSSL sends over HTTP.)
+    let alert = if protocol == "grpc" {
+        ""
+    } else {
+        " (received fatal alert: CertificateRequired)"
+    };
     assert!(
-        error.contains("TLS") && error.contains("CertificateRequired"),
-        "{line}"
+        error.contains(&format!(
+            "the collector refused the TLS handshake{alert}: it requires a client certificate \
+             and none is configured (set OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE and \
+             OTEL_EXPORTER_OTLP_CLIENT_KEY"
+        )),
+        "{protocol}: {line}"
     );
     wait_until(
         Duration::from_secs(60),
@@ -528,6 +543,18 @@ fn a_refused_tls_handshake_is_counted_and_named() {
         },
     );
     assert!(rx.records().is_empty(), "{:#?}", rx.records());
+}
+
+#[test]
+fn a_refused_tls_handshake_is_counted_and_named_http_protobuf() {
+    require_root!();
+    a_refused_tls_handshake_is_counted_and_named("http/protobuf");
+}
+
+#[test]
+fn a_refused_tls_handshake_is_counted_and_named_grpc() {
+    require_root!();
+    a_refused_tls_handshake_is_counted_and_named("grpc");
 }
 
 /// TLS files that cannot be used leave export off with an ERROR naming the variable and the

@@ -14,6 +14,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use opentelemetry_http::{Bytes, HttpClient, HttpError, Request, Response};
 use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig, WithTonicConfig};
 
+use super::client_auth::Probe;
 use super::settings::Compression;
 use super::{tls, OtelError, OtelSettings, OtlpProtocol};
 
@@ -22,25 +23,46 @@ use super::{tls, OtelError, OtelSettings, OtlpProtocol};
 /// collector refused ours, the connection was refused). The exporter library
 /// returns "network error" for all of them; the worker adds this to its
 /// warning.
+///
+/// With TLS and no client certificate configured, it also holds a
+/// [`Probe`] that tells a collector refusing the exporter for want of one.
 #[derive(Debug, Default)]
-pub(super) struct FailureCause(Mutex<Option<String>>);
+pub(super) struct FailureCause {
+    last: Mutex<Option<String>>,
+    probe: Option<Probe>,
+}
 
 impl FailureCause {
+    /// A cause that asks `probe` when export starts failing.
+    pub(super) fn probing(probe: Option<Probe>) -> Self {
+        FailureCause {
+            last: Mutex::default(),
+            probe,
+        }
+    }
+
     fn set(&self, cause: Option<String>) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = cause;
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = cause;
     }
 
     /// The cause noted since the last call, if the last request failed.
     pub(super) fn take(&self) -> Option<String> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+        self.last.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    /// Whether the collector refuses the exporter for want of a client
+    /// certificate, and what to set then (one handshake, bounded by `timeout`).
+    pub(super) async fn diagnose(&self, timeout: std::time::Duration) -> Option<String> {
+        self.probe.as_ref()?.run(timeout).await
     }
 }
 
-/// The exporter for `s`; `cause` gets the reason of each failed HTTP request.
+/// The exporter for `s`, and what notes why its requests fail (the reason
+/// of each failed HTTP request, the probe of a collector that may require a
+/// client certificate).
 pub(super) fn build_exporter(
     s: &OtelSettings,
-    cause: Arc<FailureCause>,
-) -> Result<opentelemetry_otlp::LogExporter, OtelError> {
+) -> Result<(opentelemetry_otlp::LogExporter, Arc<FailureCause>), OtelError> {
     // gzip is passed explicitly. `none` cannot be (the builder takes only
     // an algorithm): the library then reads the same two variables itself,
     // which `main` trimmed before any thread started
@@ -56,7 +78,12 @@ pub(super) fn build_exporter(
     } else {
         Some(tls::load(&s.tls).map_err(OtelError::Tls)?)
     };
-    match s.protocol {
+    let probe = match &tls {
+        Some(t) if s.tls.client_cert.is_none() => Probe::new(&s.endpoint, &t.rustls),
+        _ => None,
+    };
+    let cause = Arc::new(FailureCause::probing(probe));
+    let exporter = match s.protocol {
         OtlpProtocol::HttpProtobuf => {
             let client = Noting {
                 inner: opentelemetry_http::hyper::HyperClient::new(
@@ -64,7 +91,7 @@ pub(super) fn build_exporter(
                     s.export_timeout,
                     None,
                 ),
-                cause,
+                cause: cause.clone(),
             };
             let headers: HashMap<String, String> = s
                 .headers
@@ -120,7 +147,8 @@ pub(super) fn build_exporter(
             }
             b.build().map_err(OtelError::Build)
         }
-    }
+    }?;
+    Ok((exporter, cause))
 }
 
 /// TCP, then TLS with `tls` (HTTP/1.1 in ALPN) for an https endpoint; an

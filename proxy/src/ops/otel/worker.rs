@@ -188,10 +188,15 @@ impl<E: LogExporter + 'static> Worker<E> {
                 }
                 self.count_rejected(rejected.min(ours), &message);
             }
-            Some(e) => {
+            Some(mut e) => {
                 self.dropped.inc_by(ours);
                 if !self.failing {
                     self.failing = true;
+                    // Once per failing spell: a collector that wants a client
+                    // certificate shows only as a dropped connection.
+                    if let Some(why) = self.cause.diagnose(self.export_timeout).await {
+                        e = format!("{e}; {why}");
+                    }
                     tracing::warn!(error = %e, records = n, "otel export failing; records are dropped until it recovers");
                 }
             }
