@@ -36,6 +36,7 @@ pub mod template;
 #[cfg(test)]
 mod test_http;
 pub mod tls;
+pub mod traffic;
 pub mod transforms;
 pub mod upgrade;
 pub mod upstream;

@@ -2,8 +2,10 @@
 //! upstream answered 101, both sides are spliced byte for byte. The exchange is
 //! audited once, when the upgraded connection ends, with the bytes moved.
 //!
-//! [`splice_counted`] is also the passthrough splice (sni-only): it counts bytes
-//! as they flow, so the counts survive a connection that ends with an error.
+//! [`SplicedRecord`] is also the passthrough splice (sni-only): it counts bytes
+//! as they flow, so the counts survive a connection that ends with an error,
+//! and adds them to the process's splice counters ([`crate::traffic`]) from
+//! the same reads, so the metrics and the records agree.
 
 use std::io;
 use std::pin::Pin;
@@ -22,6 +24,7 @@ use crate::body::{self, Body};
 use crate::exchange::AuditGuard;
 use crate::ops::signals::DrainGuard;
 use crate::revoke::Recheck;
+use crate::traffic::{SpliceKind, TRAFFIC};
 
 /// Answers the client's upgrade with the upstream's 101 and splices the two
 /// upgraded connections in a background task that owns the audit record. The
@@ -41,7 +44,7 @@ pub fn splice(
         r.status_code = 101;
     }
     tokio::spawn(async move {
-        let mut spliced = SplicedRecord::new(guard, drain, "upgraded connection");
+        let mut spliced = SplicedRecord::new(guard, drain, SpliceKind::WebSocket);
         let (c, u) = match tokio::join!(client, upstream_up) {
             (Ok(c), Ok(u)) => (c, u),
             (c, u) => {
@@ -81,20 +84,21 @@ pub struct SplicedRecord {
     guard: AuditGuard,
     sent: Arc<AtomicU64>,
     received: Arc<AtomicU64>,
-    what: &'static str,
+    kind: SpliceKind,
     /// The splice ended on its own (or never started): not cut by shutdown.
     done: bool,
     _drain: DrainGuard,
 }
 
 impl SplicedRecord {
-    /// Takes over `guard`; `what` names the splice in an `error`.
-    pub fn new(guard: AuditGuard, drain: DrainGuard, what: &'static str) -> Self {
+    /// Takes over `guard`; `kind` names the splice in an `error` and picks
+    /// the process-wide counters its bytes are added to.
+    pub fn new(guard: AuditGuard, drain: DrainGuard, kind: SpliceKind) -> Self {
         SplicedRecord {
             guard,
             sent: Arc::new(AtomicU64::new(0)),
             received: Arc::new(AtomicU64::new(0)),
-            what,
+            kind,
             done: false,
             _drain: drain,
         }
@@ -108,21 +112,27 @@ impl SplicedRecord {
         C: AsyncRead + AsyncWrite + Unpin,
         U: AsyncRead + AsyncWrite + Unpin,
     {
-        let splice = splice_into(client, upstream, self.sent.clone(), self.received.clone());
+        let splice = splice_into(
+            Counted::new(client, self.sent.clone())
+                .also_into(TRAFFIC.spliced_counter(self.kind, true)),
+            Counted::new(upstream, self.received.clone())
+                .also_into(TRAFFIC.spliced_counter(self.kind, false)),
+        );
+        let what = self.kind.what();
         tokio::select! {
             outcome = splice => {
                 if let Some(r) = self.guard.record_mut() {
-                    outcome.record(r, self.what);
+                    outcome.record(r, what);
                 }
             }
             revoked = recheck.revoked() => {
                 tracing::info!(
                     target = %revoked.target,
-                    splice = self.what,
+                    splice = what,
                     "closed: a reload's policy no longer allows it"
                 );
                 if let Some(r) = self.guard.record_mut() {
-                    revoked.record(r, self.what);
+                    revoked.record(r, what);
                 }
             }
         }
@@ -144,7 +154,7 @@ impl Drop for SplicedRecord {
                     "shutdown",
                     format!(
                         "iron-proxy shut down during the {} (its grace period ended)",
-                        self.what
+                        self.kind.what()
                     ),
                     status,
                 );
@@ -183,47 +193,56 @@ where
     C: AsyncRead + AsyncWrite + Unpin,
     U: AsyncRead + AsyncWrite + Unpin,
 {
-    let sent = Arc::new(AtomicU64::new(0));
-    let received = Arc::new(AtomicU64::new(0));
-    splice_into(client, upstream, sent, received).await
+    splice_into(
+        Counted::new(client, Arc::new(AtomicU64::new(0))),
+        Counted::new(upstream, Arc::new(AtomicU64::new(0))),
+    )
+    .await
 }
 
-/// [`splice_counted`] into counters the caller keeps, so that the counts
-/// outlive a splice that is dropped before it ends.
-async fn splice_into<C, U>(
-    client: C,
-    upstream: U,
-    sent: Arc<AtomicU64>,
-    received: Arc<AtomicU64>,
-) -> SpliceOutcome
+/// [`splice_counted`] through streams whose counters the caller keeps, so
+/// that the counts outlive a splice that is dropped before it ends.
+async fn splice_into<C, U>(mut c: Counted<C>, mut u: Counted<U>) -> SpliceOutcome
 where
     C: AsyncRead + AsyncWrite + Unpin,
     U: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut c = Counted {
-        inner: client,
-        count: sent.clone(),
-    };
-    let mut u = Counted {
-        inner: upstream,
-        count: received.clone(),
-    };
     let error = match tokio::io::copy_bidirectional(&mut c, &mut u).await {
         Ok(_) => None,
         Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => None,
         Err(e) => Some(e),
     };
     SpliceOutcome {
-        sent: sent.load(Ordering::Relaxed),
-        received: received.load(Ordering::Relaxed),
+        sent: c.count.load(Ordering::Relaxed),
+        received: u.count.load(Ordering::Relaxed),
         error,
     }
 }
 
-/// A stream that counts the bytes read from it.
+/// A stream that counts the bytes read from it: in its own counter (the
+/// audit record's), and in a process-wide one if given (the metrics').
 struct Counted<S> {
     inner: S,
     count: Arc<AtomicU64>,
+    also: Option<&'static AtomicU64>,
+}
+
+impl<S> Counted<S> {
+    fn new(inner: S, count: Arc<AtomicU64>) -> Self {
+        Counted {
+            inner,
+            count,
+            also: None,
+        }
+    }
+
+    /// Adds every count to `total` as well.
+    fn also_into(self, total: &'static AtomicU64) -> Self {
+        Counted {
+            also: Some(total),
+            ..self
+        }
+    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
@@ -234,8 +253,13 @@ impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let res = Pin::new(&mut self.inner).poll_read(cx, buf);
-        let n = buf.filled().len().saturating_sub(before);
-        self.count.fetch_add(n as u64, Ordering::Relaxed);
+        let n = buf.filled().len().saturating_sub(before) as u64;
+        if n > 0 {
+            self.count.fetch_add(n, Ordering::Relaxed);
+            if let Some(total) = self.also {
+                total.fetch_add(n, Ordering::Relaxed);
+            }
+        }
         res
     }
 }

@@ -366,7 +366,9 @@ impl App {
         );
         shared
             .client_limit
-            .count_into(metrics.client_connections_gauge());
+            .count_into(metrics.client_connections_gauges());
+        // Only a name taken twice fails, which a test would have caught.
+        let _ = metrics.register_connection_gauges(&shared);
         let intake = Intake {
             shared: shared.clone(),
             tls,

@@ -228,7 +228,12 @@ impl http_body::Body for AuditedBody {
         let res = this.inner.poll_frame(cx);
         match &res {
             Poll::Ready(Some(Ok(frame))) => {
-                *this.sent += frame.data_ref().map_or(0, |d| d.len() as u64);
+                let n = frame.data_ref().map_or(0, |d| d.len() as u64);
+                *this.sent += n;
+                // The same count as the record's: the metrics agree with it.
+                if n > 0 {
+                    crate::traffic::TRAFFIC.response_body_sent(n);
+                }
                 if frame.is_trailers() {
                     // Trailers end the body: the server may not poll again.
                     this.guard.take();

@@ -85,9 +85,24 @@ pub struct ClientLimit {
     shards: [Mutex<HashMap<Client, u32>>; SHARDS],
     warned: Mutex<Warned>,
     warned_total: Mutex<Warned>,
-    /// `iron_proxy_client_connections`, once the metrics are wired
-    /// ([`ClientLimit::count_into`]).
-    gauge: std::sync::OnceLock<prometheus_client::metrics::gauge::Gauge>,
+    /// `iron_proxy_client_connections` by listener, in the order of
+    /// [`LISTENERS`], once the metrics are wired ([`ClientLimit::count_into`]).
+    gauges: std::sync::OnceLock<[prometheus_client::metrics::gauge::Gauge; 4]>,
+}
+
+/// The listeners that admit connections, in the order of the gauges
+/// [`ClientLimit::count_into`] takes.
+pub const LISTENERS: [Mode; 4] = [Mode::Http, Mode::Https, Mode::Tunnel, Mode::Transparent];
+
+/// `mode`'s place in [`LISTENERS`]; `None` for a mode no listener has (sni-only).
+fn listener_slot(mode: Mode) -> Option<u8> {
+    match mode {
+        Mode::Http => Some(0),
+        Mode::Https => Some(1),
+        Mode::Tunnel => Some(2),
+        Mode::Transparent => Some(3),
+        Mode::SniOnly => None,
+    }
 }
 
 /// The refusals not yet warned about.
@@ -121,6 +136,8 @@ pub enum Refusal {
 pub struct Permit {
     limit: Arc<ClientLimit>,
     client: Client,
+    /// Its listener's place in [`LISTENERS`].
+    listener: Option<u8>,
 }
 
 impl ClientLimit {
@@ -134,14 +151,20 @@ impl ClientLimit {
             shards: Default::default(),
             warned: Mutex::default(),
             warned_total: Mutex::default(),
-            gauge: std::sync::OnceLock::new(),
+            gauges: std::sync::OnceLock::new(),
         })
     }
 
-    /// Keeps `gauge` at the number of open connections from now on (set
-    /// once, at start-up, before any connection is accepted).
-    pub fn count_into(&self, gauge: prometheus_client::metrics::gauge::Gauge) {
-        let _ = self.gauge.set(gauge);
+    /// Keeps `gauges` at the number of open connections of each listener
+    /// ([`LISTENERS`]) from now on (set once, at start-up, before any
+    /// connection is accepted).
+    pub fn count_into(&self, gauges: [prometheus_client::metrics::gauge::Gauge; 4]) {
+        let _ = self.gauges.set(gauges);
+    }
+
+    /// The gauge of a listener's open connections, once wired.
+    fn gauge(&self, listener: Option<u8>) -> Option<&prometheus_client::metrics::gauge::Gauge> {
+        self.gauges.get()?.get(usize::from(listener?))
     }
 
     /// The cap, if any.
@@ -188,9 +211,9 @@ impl ClientLimit {
             .unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Counts a new connection from `client`: a permit, or the [`Refusal`]
-    /// when the proxy or the client is at its cap.
-    pub fn admit(self: &Arc<Self>, client: Client) -> Result<Permit, Refusal> {
+    /// Counts a new connection from `client` on the listener of `mode`: a
+    /// permit, or the [`Refusal`] when the proxy or the client is at its cap.
+    pub fn admit(self: &Arc<Self>, client: Client, mode: Mode) -> Result<Permit, Refusal> {
         // Counted first and taken back when over: two workers admitting at
         // once cannot both take the last place.
         let before = self.total.fetch_add(1, Ordering::Relaxed);
@@ -209,12 +232,14 @@ impl ClientLimit {
         }
         *open += 1;
         drop(shard);
-        if let Some(g) = self.gauge.get() {
+        let listener = listener_slot(mode);
+        if let Some(g) = self.gauge(listener) {
             g.inc();
         }
         Ok(Permit {
             limit: self.clone(),
             client,
+            listener,
         })
     }
 
@@ -258,7 +283,7 @@ impl ClientLimit {
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        if let Some(g) = self.limit.gauge.get() {
+        if let Some(g) = self.limit.gauge(self.listener) {
             g.dec();
         }
         self.limit.total.fetch_sub(1, Ordering::Relaxed);
@@ -295,7 +320,7 @@ pub(crate) fn admit_client(
     process: Option<&ClientProcess>,
 ) -> Result<Arc<Permit>, ()> {
     let limit = &shared.client_limit;
-    match limit.admit(client) {
+    match limit.admit(client, mode) {
         Ok(permit) => Ok(Arc::new(permit)),
         Err(refusal) => {
             refused(shared, limit, mode, remote, client, process, refusal);

@@ -297,13 +297,17 @@ impl Intake {
                 return;
             }
         };
-        crate::upgrade::SplicedRecord::new(guard, self.shared.drain.guard(), "passthrough")
-            .run(
-                io,
-                upstream,
-                Recheck::new(&self.shared, allowed_by, host, port, false),
-            )
-            .await;
+        crate::upgrade::SplicedRecord::new(
+            guard,
+            self.shared.drain.guard(),
+            crate::traffic::SpliceKind::Passthrough,
+        )
+        .run(
+            io,
+            upstream,
+            Recheck::new(&self.shared, allowed_by, host, port, false),
+        )
+        .await;
     }
 }
 

@@ -3,9 +3,12 @@
 //! [`Metrics`] owns every `iron_proxy_*` metric. Request counters are fed by
 //! [`MetricsObserver`], an [`AuditObserver`], so each audited request is counted
 //! exactly once, in the one place that always runs. Counters owned by other
-//! modules (DNS, certificate cache, eBPF per-CPU maps) are read at scrape time
-//! through callbacks ([`Metrics::register_counter_source`]), so those modules
-//! only expose a cheap `stats()` and never depend on this one.
+//! modules (DNS, certificate cache, eBPF per-CPU maps, the idle upstream pool)
+//! are read at scrape time through callbacks
+//! ([`Metrics::register_counter_source`], [`Metrics::register_gauge_source`]),
+//! so those modules only expose a cheap `stats()` and never depend on this
+//! one; so are the data plane's byte counts and upstream timings, atomics in
+//! [`crate::traffic`].
 //!
 //! Label values are bounded: they come from enums, from config (transform
 //! names) or from the proxy's own reason codes, and every free-text label is
@@ -36,11 +39,12 @@ mod server;
 mod sources;
 #[cfg(test)]
 mod tests;
+mod traffic;
 
 use handles::{HandleCache, TransformHandles};
 use labels::*;
 pub use server::{router, serve, start};
-use sources::{BoundedLabel, CounterSource};
+use sources::{BoundedLabel, CallbackSource};
 
 /// Errors from the metrics module.
 #[derive(Debug, thiserror::Error)]
@@ -101,7 +105,7 @@ pub struct Metrics {
     upstream_errors: Family<ReasonLabel, Counter>,
     rejections: Family<ReasonLabel, Counter>,
     responses: Family<CodeLabel, Counter>,
-    client_connections: Gauge,
+    client_connections: Family<ListenerLabel, Gauge>,
     transform_decisions: Family<DecisionLabels, Counter>,
     transform_duration: HistogramFamily<TransformLabel>,
     secret_failures: Family<SourceLabel, Counter>,
@@ -161,8 +165,14 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// All metrics registered, at zero; `build_info` is set to this crate's version.
+    /// All metrics registered, at zero; `build_info` is set to this crate's
+    /// version. The data-plane figures are the process's ([`crate::traffic::TRAFFIC`]).
     pub fn new() -> Self {
+        Self::with_traffic(&crate::traffic::TRAFFIC)
+    }
+
+    /// [`Metrics::new`] with the data-plane figures of `traffic` (a test's own).
+    pub fn with_traffic(figures: &'static crate::traffic::Traffic) -> Self {
         let m = Metrics {
             registry: Mutex::new(Registry::with_prefix("iron_proxy")),
             process: {
@@ -176,7 +186,7 @@ impl Metrics {
             upstream_errors: Family::default(),
             rejections: Family::default(),
             responses: Family::default(),
-            client_connections: Gauge::default(),
+            client_connections: Family::default(),
             transform_decisions: Family::default(),
             transform_duration: Family::new_with_constructor(transform_histogram),
             secret_failures: Family::default(),
@@ -229,7 +239,8 @@ impl Metrics {
             );
             r.register(
                 "client_connections",
-                "Client connections open now, over every listener (tunnels and WebSockets included)",
+                "Client connections open now, by listener (tunnels and WebSockets included); \
+                 proxy.max_connections caps their sum",
                 m.client_connections.clone(),
             );
             r.register(
@@ -273,6 +284,7 @@ impl Metrics {
                 m.audit_dropped.clone(),
             );
             r.register("build_info", "Build information", build_info);
+            r.register_collector(Box::new(traffic::TrafficCollector(figures)));
         }
         // Known label combinations start at zero so rate() and absent() work from the first scrape.
         for action in [Action::Allow, Action::Reject, Action::Error] {
@@ -294,6 +306,20 @@ impl Metrics {
         }
         for code in CODE_CLASSES {
             let _ = m.responses.get_or_create(&CodeLabel { code });
+        }
+        for mode in crate::listen::per_client::LISTENERS {
+            let _ = m.client_connections.get_or_create(&ListenerLabel {
+                listener: mode_label(mode),
+            });
+        }
+        // Connections refused by proxy.max_connections(_per_client), from the
+        // first scrape: an alert on them needs no `or vector(0)`.
+        for reason in [
+            crate::listen::per_client::TOTAL_REASON,
+            crate::listen::per_client::REASON,
+        ] {
+            let reason = m.reject_reasons.admit(reason);
+            let _ = m.rejections.get_or_create(&ReasonLabel { reason });
         }
         for source in ["env", "aws_sm", "aws_ssm", "1password", "1password_connect"] {
             let source = m.sources.admit(source);
@@ -319,7 +345,7 @@ impl Metrics {
         m.names
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .extend(names.iter().map(|n| n.to_string()));
+            .extend(names.iter().chain(&traffic::NAMES).map(|n| n.to_string()));
         m
     }
 
@@ -404,10 +430,17 @@ impl Metrics {
         self.transform_timer(name).observe(response, took);
     }
 
-    /// The gauge of open client connections (`client_connections`), for the
-    /// connection counter to keep ([`crate::listen::per_client`]).
-    pub fn client_connections_gauge(&self) -> Gauge {
-        self.client_connections.clone()
+    /// The gauges of open client connections (`client_connections`), one per
+    /// listener in the order of [`crate::listen::per_client::LISTENERS`], for
+    /// the connection counter to keep.
+    pub fn client_connections_gauges(&self) -> [Gauge; 4] {
+        crate::listen::per_client::LISTENERS.map(|mode| {
+            self.client_connections
+                .get_or_create(&ListenerLabel {
+                    listener: mode_label(mode),
+                })
+                .clone()
+        })
     }
 
     /// The duration histogram of the transform called `name`, for a caller
@@ -480,6 +513,29 @@ impl Metrics {
         labels: &[&str],
         read: CounterSourceFn,
     ) -> Result<(), MetricsError> {
+        self.register_source(name, help, labels, read, false)
+    }
+
+    /// Adds a gauge family read at scrape time, exposed as `iron_proxy_<name>`;
+    /// a read that returns no series leaves the family empty (a limit not set).
+    pub fn register_gauge_source(
+        &self,
+        name: &str,
+        help: &str,
+        labels: &[&str],
+        read: CounterSourceFn,
+    ) -> Result<(), MetricsError> {
+        self.register_source(name, help, labels, read, true)
+    }
+
+    fn register_source(
+        &self,
+        name: &str,
+        help: &str,
+        labels: &[&str],
+        read: CounterSourceFn,
+        gauge: bool,
+    ) -> Result<(), MetricsError> {
         let valid = |s: &str| {
             s.bytes().next().is_some_and(|b| !b.is_ascii_digit())
                 && s.bytes()
@@ -496,11 +552,12 @@ impl Metrics {
         {
             return Err(MetricsError::BadName(name.to_string()));
         }
-        self.registry().register_collector(Box::new(CounterSource {
+        self.registry().register_collector(Box::new(CallbackSource {
             name: name.to_string(),
             help: help.to_string(),
             labels: labels.iter().map(|l| l.to_string()).collect(),
             read,
+            gauge,
         }));
         Ok(())
     }

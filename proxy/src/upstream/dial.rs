@@ -25,6 +25,7 @@ use super::deny::DenyList;
 use super::resolve::Resolver;
 use crate::read_cap::poll_read_capped;
 use crate::secrets::http::OwnListeners;
+use crate::traffic::{ConnectOutcome, UpstreamProtocol, TRAFFIC};
 
 mod error;
 
@@ -142,7 +143,22 @@ impl Dialer {
     }
 
     /// Resolves `host`, refuses denied addresses, and connects over TCP.
+    /// The connect (not the resolution) is timed in
+    /// `iron_proxy_upstream_connect_duration_seconds`.
     pub async fn tcp(&self, host: &str, port: u16) -> Result<TcpStream, DialError> {
+        let ips = self.resolve(host, port).await?;
+        let started = std::time::Instant::now();
+        let tcp = Self::connect(host, port, ips).await;
+        let outcome = match &tcp {
+            Ok(_) => ConnectOutcome::Success,
+            Err(_) => ConnectOutcome::ConnectFailed,
+        };
+        TRAFFIC.connected(outcome, started.elapsed());
+        tcp
+    }
+
+    /// The addresses of `host`, none of them denied or the proxy's own.
+    async fn resolve(&self, host: &str, port: u16) -> Result<Vec<std::net::IpAddr>, DialError> {
         let ips = self
             .resolver
             .lookup(host)
@@ -169,6 +185,15 @@ impl Dialer {
                 });
             }
         }
+        Ok(ips)
+    }
+
+    /// Connects to the first of `ips` that answers.
+    async fn connect(
+        host: &str,
+        port: u16,
+        ips: Vec<std::net::IpAddr>,
+    ) -> Result<TcpStream, DialError> {
         let mut last = String::from("no address");
         let mut failure = ConnectFailure::Other;
         for ip in ips {
@@ -208,12 +233,43 @@ impl Dialer {
         } else {
             Stream::Plain(self.tcp(host, port).await?)
         };
-        Ok(Conn(TokioIo::new(stream), standing))
+        let protocol = match &stream {
+            Stream::Tls(t) if t.get_ref().1.alpn_protocol() == Some(b"h2") => {
+                UpstreamProtocol::Http2
+            }
+            _ => UpstreamProtocol::Http1,
+        };
+        Ok(Conn(
+            TokioIo::new(stream),
+            standing,
+            TRAFFIC.upstream_opened(protocol),
+        ))
     }
 
-    /// TCP plus TLS to `host`, verifying its certificate against the system roots.
+    /// TCP plus TLS to `host`, verifying its certificate against the system
+    /// roots. The connect and the handshake are timed together, once.
     pub async fn tls(&self, host: &str, port: u16) -> Result<TlsStream<TcpStream>, DialError> {
-        let tcp = self.tcp(host, port).await?;
+        let ips = self.resolve(host, port).await?;
+        let started = std::time::Instant::now();
+        let tls = match Self::connect(host, port, ips).await {
+            Ok(tcp) => self.handshake(host, tcp).await,
+            Err(e) => Err(e),
+        };
+        let outcome = match &tls {
+            Ok(_) => ConnectOutcome::Success,
+            Err(DialError::Tls { .. }) => ConnectOutcome::TlsFailed,
+            Err(_) => ConnectOutcome::ConnectFailed,
+        };
+        TRAFFIC.connected(outcome, started.elapsed());
+        tls
+    }
+
+    /// The TLS handshake on `tcp`, offering this dialer's ALPN.
+    async fn handshake(
+        &self,
+        host: &str,
+        tcp: TcpStream,
+    ) -> Result<TlsStream<TcpStream>, DialError> {
         let name = ServerName::try_from(host.to_string()).map_err(|e| DialError::Tls {
             host: host.to_string(),
             failure: TlsFailure::BadServerName,
@@ -315,8 +371,13 @@ impl AsyncWrite for Stream {
     }
 }
 
-/// The hyper-side connection type, with its [`Standing`].
-pub struct Conn(pub TokioIo<Stream>, pub Standing);
+/// The hyper-side connection type, with its [`Standing`], counted in
+/// `iron_proxy_upstream_connections` while it is open.
+pub struct Conn(
+    pub TokioIo<Stream>,
+    pub Standing,
+    pub crate::traffic::UpstreamOpen,
+);
 
 impl Connection for Conn {
     fn connected(&self) -> Connected {

@@ -16,7 +16,9 @@
 //!
 //! A request without a body to send (a GET, the common case) is timed from
 //! the start in one span, as a plain `timeout_at`, with no allocation; a
-//! request with one has its body wrapped ([`Watched`]) to report progress.
+//! request with one has its body wrapped ([`Watched`]) to report progress,
+//! and to count the body bytes handed to the upstream connection
+//! ([`crate::traffic`]).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -179,6 +181,13 @@ impl http_body::Body for Watched {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            // Handed to the upstream connection (a request sent again on a
+            // new connection went unsent first: never counted twice).
+            if let Some(data) = frame.data_ref().filter(|d| !d.is_empty()) {
+                crate::traffic::TRAFFIC.request_body_sent(data.len() as u64);
+            }
+        }
         let phase = match &polled {
             Poll::Pending => Phase::Client,
             // hyper stops asking once the body says it has ended.

@@ -290,8 +290,7 @@ impl IdlePool {
         list.push((Instant::now(), held));
     }
 
-    /// How many idle connections the pool holds.
-    #[cfg(test)]
+    /// How many idle connections the pool holds (`iron_proxy_upstream_idle_connections`).
     pub fn len(&self) -> usize {
         self.lock().idle.values().map(Vec::len).sum()
     }

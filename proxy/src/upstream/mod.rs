@@ -214,6 +214,11 @@ impl Upstream {
         }
     }
 
+    /// How many HTTP/1 connections wait in the shared idle pool.
+    pub fn idle_connections(&self) -> usize {
+        self.idle.len()
+    }
+
     /// The dialer, for raw TCP legs (tunnels, passthrough, upgrades).
     pub fn dialer(&self) -> &Dialer {
         &self.dialer
@@ -264,7 +269,7 @@ impl Upstream {
     ) -> Result<Response<Incoming>, UpstreamError> {
         let req = chunk_a_read_with_a_body(req);
         let (req, timer) = HeadTimer::start(req, header_timeout);
-        match held {
+        let answered = match held {
             Some(slot) if req.version() < http::Version::HTTP_2 => {
                 self.send_held(slot, req, &timer).await
             }
@@ -291,7 +296,13 @@ impl Upstream {
                 self.send_pooled(&self.shared().client_h1, req, &timer)
                     .await
             }
+        };
+        if answered.is_ok() {
+            // From the start of the upstream leg, a connect included (as
+            // nginx's `$upstream_header_time`), to the response head.
+            crate::traffic::TRAFFIC.response_head(timer.started().elapsed());
         }
+        answered
     }
 
     async fn send_pooled(

@@ -173,7 +173,9 @@ transforms:
     assert_eq!(class("3xx"), Some(0.0), "at zero from the start: {after:?}");
 
     // Open client connections: one held open, then none.
-    let open = |s: &[(String, Value, f64)]| sample(s, "iron_proxy_client_connections", &[]);
+    let open = |s: &[(String, Value, f64)]| {
+        sample(s, "iron_proxy_client_connections", &[("listener", "http")])
+    };
     let held = std::net::TcpStream::connect(px.http_addr()).expect("connect");
     wait_until(
         Duration::from_secs(10),

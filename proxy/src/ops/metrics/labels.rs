@@ -40,6 +40,12 @@ pub(super) struct CodeLabel {
 pub(super) const CODE_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(super) struct ListenerLabel {
+    /// The listener a client connection came in on (`http`, `https`, `tunnel`, `transparent`).
+    pub(super) listener: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(super) struct SourceLabel {
     pub(super) source: String,
 }

@@ -399,3 +399,204 @@ async fn start_on_all_interfaces_accepts_ipv4() {
     let _ = tx.send(());
     task.await.expect("join").expect("serve");
 }
+
+/// The data plane's figures, read at scrape time from a [`crate::traffic::Traffic`]:
+/// the official parsers (classic and OpenMetrics) take them, with the types, names
+/// and label values the operations guide documents, and every series exists at zero.
+#[test]
+fn traffic_families_parse_with_their_types_and_values() {
+    use crate::traffic::{ConnectOutcome, SpliceKind, Traffic, UpstreamProtocol};
+    let t: &'static Traffic = Box::leak(Box::new(Traffic::new()));
+    let m = Metrics::with_traffic(t);
+    let zero = m.encode_prometheus();
+    let fams: Vec<Value> = serde_json::from_str(&run_python(PARSE, &zero)).expect("parser output");
+    let v = |fams: &[Value], fam: &str, sample: &str, labels: &[(&str, &str)]| {
+        sample_value(family(fams, fam), sample, labels)
+    };
+    for (kind, dir) in [
+        ("websocket", "sent"),
+        ("websocket", "received"),
+        ("passthrough", "sent"),
+        ("passthrough", "received"),
+    ] {
+        let labels = [("kind", kind), ("direction", dir)];
+        let f = "iron_proxy_spliced_bytes";
+        assert_eq!(v(&fams, f, "iron_proxy_spliced_bytes_total", &labels), 0.0);
+    }
+    for listener in ["http", "https", "tunnel", "transparent"] {
+        let f = "iron_proxy_client_connections";
+        assert_eq!(v(&fams, f, f, &[("listener", listener)]), 0.0);
+    }
+    for reason in ["connection_limit", "client_connection_limit"] {
+        let f = "iron_proxy_rejections";
+        assert_eq!(
+            v(
+                &fams,
+                f,
+                "iron_proxy_rejections_total",
+                &[("reason", reason)]
+            ),
+            0.0
+        );
+    }
+
+    t.request_body_sent(1000);
+    t.response_body_sent(20_000);
+    t.response_body_sent(5);
+    t.spliced_counter(SpliceKind::WebSocket, true)
+        .fetch_add(12, Ordering::Relaxed);
+    t.spliced_counter(SpliceKind::Passthrough, false)
+        .fetch_add(4096, Ordering::Relaxed);
+    t.connected(ConnectOutcome::Success, Duration::from_micros(700));
+    t.connected(ConnectOutcome::Success, Duration::from_millis(30));
+    t.connected(ConnectOutcome::TlsFailed, Duration::from_millis(2));
+    t.response_head(Duration::from_millis(120));
+    let _open = t.upstream_opened(UpstreamProtocol::Http2);
+
+    let text = m.encode_prometheus();
+    let fams: Vec<Value> = serde_json::from_str(&run_python(PARSE, &text)).expect("parser output");
+    for (name, kind) in [
+        ("iron_proxy_request_body_bytes", "counter"),
+        ("iron_proxy_response_body_bytes", "counter"),
+        ("iron_proxy_spliced_bytes", "counter"),
+        ("iron_proxy_upstream_connect_duration_seconds", "histogram"),
+        (
+            "iron_proxy_upstream_response_header_duration_seconds",
+            "histogram",
+        ),
+        ("iron_proxy_upstream_connections", "gauge"),
+    ] {
+        assert_eq!(family(&fams, name)["type"], kind, "{name}");
+    }
+    let rq = "iron_proxy_request_body_bytes";
+    assert_eq!(
+        v(&fams, rq, "iron_proxy_request_body_bytes_total", &[]),
+        1000.0
+    );
+    let rs = "iron_proxy_response_body_bytes";
+    assert_eq!(
+        v(&fams, rs, "iron_proxy_response_body_bytes_total", &[]),
+        20_005.0
+    );
+    let sp = "iron_proxy_spliced_bytes";
+    let spliced = |kind, dir| {
+        v(
+            &fams,
+            sp,
+            "iron_proxy_spliced_bytes_total",
+            &[("kind", kind), ("direction", dir)],
+        )
+    };
+    assert_eq!(spliced("websocket", "sent"), 12.0);
+    assert_eq!(spliced("websocket", "received"), 0.0);
+    assert_eq!(spliced("passthrough", "received"), 4096.0);
+    let cd = "iron_proxy_upstream_connect_duration_seconds";
+    let ok = [("outcome", "success")];
+    assert_eq!(v(&fams, cd, &format!("{cd}_count"), &ok), 2.0);
+    assert_eq!(
+        v(
+            &fams,
+            cd,
+            &format!("{cd}_bucket"),
+            &[("outcome", "success"), ("le", "0.001")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        v(
+            &fams,
+            cd,
+            &format!("{cd}_bucket"),
+            &[("outcome", "success"), ("le", "0.05")]
+        ),
+        2.0
+    );
+    assert_eq!(
+        v(
+            &fams,
+            cd,
+            &format!("{cd}_bucket"),
+            &[("outcome", "success"), ("le", "+Inf")]
+        ),
+        2.0
+    );
+    assert!((v(&fams, cd, &format!("{cd}_sum"), &ok) - 0.0307).abs() < 1e-9);
+    assert_eq!(
+        v(
+            &fams,
+            cd,
+            &format!("{cd}_count"),
+            &[("outcome", "tls_failed")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        v(
+            &fams,
+            cd,
+            &format!("{cd}_count"),
+            &[("outcome", "connect_failed")]
+        ),
+        0.0
+    );
+    let rh = "iron_proxy_upstream_response_header_duration_seconds";
+    assert_eq!(v(&fams, rh, &format!("{rh}_count"), &[]), 1.0);
+    assert_eq!(v(&fams, rh, &format!("{rh}_bucket"), &[("le", "0.1")]), 0.0);
+    assert_eq!(
+        v(&fams, rh, &format!("{rh}_bucket"), &[("le", "0.25")]),
+        1.0
+    );
+    let uc = "iron_proxy_upstream_connections";
+    assert_eq!(v(&fams, uc, uc, &[("protocol", "http2")]), 1.0);
+    assert_eq!(v(&fams, uc, uc, &[("protocol", "http1")]), 0.0);
+
+    let om: Vec<Value> =
+        serde_json::from_str(&run_python(PARSE_OPENMETRICS, &m.encode_openmetrics()))
+            .expect("om output");
+    assert_eq!(
+        family(&om, "iron_proxy_upstream_connect_duration_seconds")["type"],
+        "histogram"
+    );
+    assert_eq!(family(&om, "iron_proxy_spliced_bytes")["type"], "counter");
+}
+
+/// A gauge read at scrape time: its one series without labels, or none at all
+/// (a limit not set), never `name{}`.
+#[test]
+fn a_gauge_source_without_labels_has_one_plain_series_or_none() {
+    let m = Metrics::with_traffic(Box::leak(Box::new(crate::traffic::Traffic::new())));
+    let set = Arc::new(AtomicU64::new(0));
+    let read = set.clone();
+    m.register_gauge_source(
+        "max_connections",
+        "cap",
+        &[],
+        Box::new(move || match read.load(Ordering::Relaxed) {
+            0 => vec![],
+            n => vec![(vec![], n)],
+        }),
+    )
+    .expect("gauge source");
+    let text = m.encode_prometheus();
+    assert!(
+        !text
+            .lines()
+            .any(|l| l.starts_with("iron_proxy_max_connections")),
+        "no cap, no series:\n{text}"
+    );
+    set.store(4096, Ordering::Relaxed);
+    let text = m.encode_prometheus();
+    assert!(
+        text.lines().any(|l| l == "iron_proxy_max_connections 4096"),
+        "{text}"
+    );
+    let fams: Vec<Value> = serde_json::from_str(&run_python(PARSE, &text)).expect("parser output");
+    assert_eq!(family(&fams, "iron_proxy_max_connections")["type"], "gauge");
+    assert_eq!(
+        m.register_gauge_source("spliced_bytes", "taken", &[], Box::new(Vec::new))
+            .err()
+            .map(|e| e.to_string()),
+        Some("invalid or duplicate metric name \"spliced_bytes\"".into()),
+        "the data plane's names are taken"
+    );
+}
