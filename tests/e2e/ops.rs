@@ -1,6 +1,7 @@
 //! Operations through the real binary: the management API's reload (200, 401, 405, 422, with
 //! the policy checked before and after), SIGHUP reload, requests that never fail during
-//! repeated reloads, Prometheus metrics parsed by the official client, health and readiness,
+//! repeated reloads, Prometheus metrics parsed by the official client (the data plane's
+//! bytes, upstream timings and connections among them), health and readiness,
 //! OTLP export over HTTP and gRPC, a collector that is down, the SIGTERM drain, hostile
 //! config files (deep nesting, alias bombs) refused on reload, `validate` on files as yaml.v3
 //! users write them, and the JSON (or text) operational log lines next to the audit records on
@@ -18,6 +19,7 @@ mod metrics;
 mod otlp;
 mod reload_live;
 mod revoke;
+mod traffic;
 mod validate;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
