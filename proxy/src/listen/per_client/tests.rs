@@ -63,12 +63,22 @@ fn workloads_from_one_address_each_get_the_cap() {
     // interception did not identify.
     let l = limit(2);
     let held: Vec<Permit> = (0..2)
-        .map(|_| l.admit(workload(1000, 7), Mode::Http).expect("under the cap"))
+        .map(|_| {
+            l.admit(workload(1000, 7), Mode::Http)
+                .expect("under the cap")
+        })
         .collect();
-    assert_eq!(l.admit(workload(1000, 7), Mode::Http).err(), Some(client(2, 2)));
-    let other_cgroup = l.admit(workload(1000, 8), Mode::Http).expect("another cgroup");
+    assert_eq!(
+        l.admit(workload(1000, 7), Mode::Http).err(),
+        Some(client(2, 2))
+    );
+    let other_cgroup = l
+        .admit(workload(1000, 8), Mode::Http)
+        .expect("another cgroup");
     let other_uid = l.admit(workload(1001, 7), Mode::Http).expect("another uid");
-    let direct = l.admit(ip("127.0.0.1"), Mode::Http).expect("the address itself");
+    let direct = l
+        .admit(ip("127.0.0.1"), Mode::Http)
+        .expect("the address itself");
     assert_eq!(l.open(workload(1000, 7)), 2);
     assert_eq!(l.open(ip("127.0.0.1")), 1);
     drop((held, other_cgroup, other_uid, direct));
@@ -109,7 +119,8 @@ fn closed_connections_leave_no_entry_behind() {
     let permits: Vec<Permit> = (0..200u32)
         .map(|i| {
             let v4 = std::net::Ipv4Addr::from(0x0a00_0000 + i);
-            l.admit(Client::Address(IpAddr::V4(v4)), Mode::Http).expect("one each")
+            l.admit(Client::Address(IpAddr::V4(v4)), Mode::Http)
+                .expect("one each")
         })
         .collect();
     assert_eq!(l.clients(), 200);
