@@ -238,9 +238,14 @@ ct_glibc="$(in_ct getconf GNU_LIBC_VERSION | awk '{print $2}')"
 if grep -q '^vendor_id.*AuthenticAMD' /proc/cpuinfo && grep -qw fsrm /proc/cpuinfo &&
     [[ "$(printf '%s\n2.40\n' "$ct_glibc" | sort -V | head -1)" != 2.40 ]]; then
     main_env="$(in_ct cat "/proc/$pid_first/environ" | tr '\0' '\n')"
-    grep -qx 'IRON_PROXY_REEXECUTED=1' <<<"$main_env" &&
+    # The mark holds the name the process had; only these two entries are shown (the unit's
+    # environment also holds the management API key).
+    grep -qx 'IRON_PROXY_REEXECUTED=iron-proxy' <<<"$main_env" &&
         grep -qx 'GLIBC_TUNABLES=glibc.cpu.x86_rep_movsb_threshold=4194304' <<<"$main_env" ||
-        fail "the unit's proxy did not execute itself again with the REP MOVSB threshold (glibc $ct_glibc): $(grep -E 'GLIBC|IRON' <<<"$main_env")"
+        fail "the unit's proxy did not execute itself again with the REP MOVSB threshold (glibc $ct_glibc): $(grep -E '^(GLIBC_TUNABLES|IRON_PROXY_REEXECUTED)=' <<<"$main_env")"
+    # Executed again through /proc/self/exe, it still goes by its name (ps, pgrep, the journal).
+    main_comm="$(in_ct cat "/proc/$pid_first/comm")"
+    [[ "$main_comm" == iron-proxy ]] || fail "the unit's proxy is named '$main_comm' after executing itself again"
     say "ok: under the unit the proxy runs with glibc's REP MOVSB threshold raised (AMD, FSRM, glibc $ct_glibc)"
 else
     say "not checked: REP MOVSB threshold (not an AMD CPU with FSRM under glibc before 2.40; glibc $ct_glibc)"
