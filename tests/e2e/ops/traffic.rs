@@ -30,6 +30,20 @@ fn delta(before: &Samples, after: &Samples, name: &str, labels: &[(&str, &str)])
     now - at(before, name, labels)
 }
 
+/// The proxy's metrics once `ready` holds for them (scraped again until it does, for at most
+/// `secs` seconds).
+fn scrape_when(
+    px: &ProxyProcess,
+    secs: u64,
+    what: &str,
+    ready: impl Fn(&Samples) -> bool,
+) -> Samples {
+    wait_until(Duration::from_secs(secs), what, || {
+        let s = scrape(px);
+        ready(&s).then_some(s)
+    })
+}
+
 const REQUEST_BODY: &str = "iron_proxy_request_body_bytes_total";
 const RESPONSE_BODY: &str = "iron_proxy_response_body_bytes_total";
 const SPLICED: &str = "iron_proxy_spliced_bytes_total";
@@ -118,9 +132,8 @@ transforms:
     let requests = 5.0;
     px.wait_for_audits(5, |a| a.host() == Some("bytes.test") && a.is_allowed());
 
-    let after = wait_until(Duration::from_secs(10), "the counts to settle", || {
-        let s = scrape(&px);
-        (delta(&before, &s, HEADS, &[]) >= requests).then_some(s)
+    let after = scrape_when(&px, 10, "the counts to settle", |s| {
+        delta(&before, s, HEADS, &[]) >= requests
     });
     assert_eq!(
         delta(&before, &after, REQUEST_BODY, &[]),
@@ -184,9 +197,8 @@ transforms:
     assert_eq!(refused.status, 502, "{refused}");
     let rec = px.wait_for_audit(|a| a.str("reason") == Some("connect_failed"));
     assert_eq!(rec.host(), Some("bytes.test"), "{rec}");
-    let failed = wait_until(Duration::from_secs(10), "the failed dial counted", || {
-        let s = scrape(&px);
-        (at(&s, CONNECTS, &[("outcome", "connect_failed")]) >= 1.0).then_some(s)
+    let failed = scrape_when(&px, 10, "the failed dial counted", |s| {
+        at(s, CONNECTS, &[("outcome", "connect_failed")]) >= 1.0
     });
     assert_eq!(
         delta(&before, &failed, CONNECTS, &[("outcome", "connect_failed")]),
@@ -277,14 +289,12 @@ transforms:
     let (sent, received) = record_bytes(&rec);
     // The client's frames carry 300 + 5000 payload bytes (masked, so more on the wire).
     assert!(sent > 5300.0 && received > 5300.0, "{rec}");
-    let after = wait_until(Duration::from_secs(10), "the splice counted", || {
-        let s = scrape(&px);
-        (at(
-            &s,
+    let after = scrape_when(&px, 10, "the splice counted", |s| {
+        at(
+            s,
             SPLICED,
             &[("kind", "websocket"), ("direction", "received")],
-        ) > 0.0)
-            .then_some(s)
+        ) > 0.0
     });
     assert_eq!(
         spliced(&before, &after, "websocket"),
@@ -336,14 +346,12 @@ transforms:
     let rec = px.wait_for_audit(|a| a.str("mode") == Some("sni-only") && a.is_allowed());
     let (sent, received) = record_bytes(&rec);
     assert!(received > 200_000.0, "the body, in TLS records: {rec}");
-    let after = wait_until(Duration::from_secs(10), "the splice counted", || {
-        let s = scrape(&px);
-        (at(
-            &s,
+    let after = scrape_when(&px, 10, "the splice counted", |s| {
+        at(
+            s,
             SPLICED,
             &[("kind", "passthrough"), ("direction", "received")],
-        ) > 0.0)
-            .then_some(s)
+        ) > 0.0
     });
     assert_eq!(
         spliced(&before, &after, "passthrough"),
@@ -499,9 +507,8 @@ transforms:
         connect_from(client, px.http_addr()),
         connect_from(client, px.tunnel_addr()),
     ];
-    let s = wait_until(Duration::from_secs(10), "both counted", || {
-        let s = scrape(&px);
-        (open(&s, "http") >= Some(1.0) && open(&s, "tunnel") == Some(1.0)).then_some(s)
+    let s = scrape_when(&px, 10, "both counted", |s| {
+        open(s, "http") >= Some(1.0) && open(s, "tunnel") == Some(1.0)
     });
     assert_eq!(open(&s, "https"), Some(0.0), "{s:?}");
     assert_eq!(open(&s, "transparent"), Some(0.0), "{s:?}");
@@ -521,14 +528,9 @@ transforms:
     });
     assert_eq!(rec.action(), Some("reject"), "{rec}");
     assert_eq!(audited(), before + 1.0, "one refusal of ours");
-    let s = wait_until(
-        Duration::from_secs(10),
-        "the refusals counted as audited",
-        || {
-            let s = scrape(&px);
-            (refused(&s) == Some(audited())).then_some(s)
-        },
-    );
+    let s = scrape_when(&px, 10, "the refusals counted as audited", |s| {
+        refused(s) == Some(audited())
+    });
     assert_eq!(
         open(&s, "tunnel"),
         Some(1.0),
@@ -536,11 +538,9 @@ transforms:
     );
     held.clear();
     drop(third);
-    wait_until(Duration::from_secs(20), "the gauges back to zero", || {
-        let s = scrape(&px);
+    scrape_when(&px, 20, "the gauges back to zero", |s| {
         ["http", "https", "tunnel", "transparent"]
             .iter()
-            .all(|l| open(&s, l) == Some(0.0))
-            .then_some(())
+            .all(|l| open(s, l) == Some(0.0))
     });
 }
