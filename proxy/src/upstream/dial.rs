@@ -147,14 +147,7 @@ impl Dialer {
     /// `iron_proxy_upstream_connect_duration_seconds`.
     pub async fn tcp(&self, host: &str, port: u16) -> Result<TcpStream, DialError> {
         let ips = self.resolve(host, port).await?;
-        let started = std::time::Instant::now();
-        let tcp = Self::connect(host, port, ips).await;
-        let outcome = match &tcp {
-            Ok(_) => ConnectOutcome::Success,
-            Err(_) => ConnectOutcome::ConnectFailed,
-        };
-        TRAFFIC.connected(outcome, started.elapsed());
-        tcp
+        timed(Self::connect(host, port, ips)).await
     }
 
     /// The addresses of `host`, none of them denied or the proxy's own.
@@ -250,18 +243,11 @@ impl Dialer {
     /// roots. The connect and the handshake are timed together, once.
     pub async fn tls(&self, host: &str, port: u16) -> Result<TlsStream<TcpStream>, DialError> {
         let ips = self.resolve(host, port).await?;
-        let started = std::time::Instant::now();
-        let tls = match Self::connect(host, port, ips).await {
-            Ok(tcp) => self.handshake(host, tcp).await,
-            Err(e) => Err(e),
-        };
-        let outcome = match &tls {
-            Ok(_) => ConnectOutcome::Success,
-            Err(DialError::Tls { .. }) => ConnectOutcome::TlsFailed,
-            Err(_) => ConnectOutcome::ConnectFailed,
-        };
-        TRAFFIC.connected(outcome, started.elapsed());
-        tls
+        timed(async {
+            let tcp = Self::connect(host, port, ips).await?;
+            self.handshake(host, tcp).await
+        })
+        .await
     }
 
     /// The TLS handshake on `tcp`, offering this dialer's ALPN.
@@ -369,6 +355,20 @@ impl AsyncWrite for Stream {
             Stream::Tls(s) => s.is_write_vectored(),
         }
     }
+}
+
+/// Runs `dial` (a TCP connect, with or without its TLS handshake) and
+/// counts it in `iron_proxy_upstream_connect_duration_seconds` by outcome.
+async fn timed<T>(dial: impl Future<Output = Result<T, DialError>>) -> Result<T, DialError> {
+    let started = std::time::Instant::now();
+    let dialed = dial.await;
+    let outcome = match &dialed {
+        Ok(_) => ConnectOutcome::Success,
+        Err(DialError::Tls { .. }) => ConnectOutcome::TlsFailed,
+        Err(_) => ConnectOutcome::ConnectFailed,
+    };
+    TRAFFIC.connected(outcome, started.elapsed());
+    dialed
 }
 
 /// The hyper-side connection type, with its [`Standing`], counted in
