@@ -18,6 +18,7 @@ mod endless;
 pub mod exchange;
 #[cfg(test)]
 mod h2_frames;
+pub mod histogram;
 pub mod init;
 pub mod intercept;
 pub mod listen;

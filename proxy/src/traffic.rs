@@ -17,6 +17,9 @@
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::histogram::Buckets;
+pub use crate::histogram::{Histogram, HistogramSnapshot};
+
 /// Every data-plane counter of the process.
 pub static TRAFFIC: Traffic = Traffic::new();
 
@@ -27,82 +30,8 @@ pub const BUCKETS: [f64; 16] = [
     60.0,
 ];
 
-/// [`BUCKETS`] in nanoseconds, what [`Histogram::observe`] compares with.
-const BUCKETS_NS: [u64; 16] = {
-    let mut out = [0u64; 16];
-    let mut i = 0;
-    while i < BUCKETS.len() {
-        out[i] = (BUCKETS[i] * 1e9 + 0.5) as u64;
-        i += 1;
-    }
-    out
-};
-
-/// A duration histogram with the fixed [`BUCKETS`], updated with atomics
-/// (`prometheus_client`'s takes a lock per observation).
-pub struct Histogram {
-    /// Observations per bucket, not cumulative; the last is over every bound (`+Inf`).
-    counts: [AtomicU64; BUCKETS.len() + 1],
-    /// The sum of the observations, in nanoseconds (584 years before it wraps).
-    sum_ns: AtomicU64,
-}
-
-/// A [`Histogram`] as read at one moment.
-#[derive(Debug, Clone, PartialEq)]
-pub struct HistogramSnapshot {
-    /// The sum of the observations, in seconds.
-    pub sum: f64,
-    /// How many observations.
-    pub count: u64,
-    /// `(upper bound in seconds, observations in that bucket)`, not
-    /// cumulative, the last bound `+Inf`: what
-    /// `prometheus_client`'s encoder takes.
-    pub buckets: Vec<(f64, u64)>,
-}
-
-impl Histogram {
-    /// An empty histogram.
-    pub const fn new() -> Self {
-        Histogram {
-            counts: [const { AtomicU64::new(0) }; BUCKETS.len() + 1],
-            sum_ns: AtomicU64::new(0),
-        }
-    }
-
-    /// Counts one observation of `took`.
-    pub fn observe(&self, took: Duration) {
-        let ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
-        let i = BUCKETS_NS
-            .iter()
-            .position(|b| ns <= *b)
-            .unwrap_or(BUCKETS.len());
-        self.counts[i].fetch_add(1, Ordering::Relaxed);
-        self.sum_ns.fetch_add(ns, Ordering::Relaxed);
-    }
-
-    /// The histogram now. The count is the buckets' total, so the two
-    /// always agree (the sum may be a moment ahead or behind under load).
-    pub fn snapshot(&self) -> HistogramSnapshot {
-        let buckets: Vec<(f64, u64)> = BUCKETS
-            .iter()
-            .copied()
-            .chain(std::iter::once(f64::INFINITY))
-            .zip(&self.counts)
-            .map(|(le, n)| (le, n.load(Ordering::Relaxed)))
-            .collect();
-        HistogramSnapshot {
-            sum: self.sum_ns.load(Ordering::Relaxed) as f64 / 1e9,
-            count: buckets.iter().map(|(_, n)| n).sum(),
-            buckets,
-        }
-    }
-}
-
-impl Default for Histogram {
-    fn default() -> Self {
-        Self::new()
-    }
-}
+/// [`BUCKETS`] as the histograms take them.
+const TRAFFIC_BUCKETS: Buckets = Buckets::new(&BUCKETS);
 
 /// Which splice moved the bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -227,8 +156,8 @@ impl Traffic {
             request_body: AtomicU64::new(0),
             response_body: AtomicU64::new(0),
             spliced: [const { [const { AtomicU64::new(0) }; 2] }; 2],
-            connect: [const { Histogram::new() }; 3],
-            response_head: Histogram::new(),
+            connect: [const { Histogram::new(&TRAFFIC_BUCKETS) }; 3],
+            response_head: Histogram::new(&TRAFFIC_BUCKETS),
             upstream_open: [const { AtomicI64::new(0) }; 2],
         }
     }
@@ -329,21 +258,6 @@ impl Drop for UpstreamOpen {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn an_observation_lands_in_the_first_bucket_whose_bound_it_does_not_exceed() {
-        let h = Histogram::new();
-        h.observe(Duration::from_micros(500)); // on the first bound: in it
-        h.observe(Duration::from_micros(501));
-        h.observe(Duration::from_secs(61)); // over every bound
-        let s = h.snapshot();
-        assert_eq!(s.count, 3);
-        assert_eq!(s.buckets.len(), BUCKETS.len() + 1);
-        assert_eq!(s.buckets[0], (0.0005, 1));
-        assert_eq!(s.buckets[1], (0.001, 1));
-        assert_eq!(s.buckets[BUCKETS.len()], (f64::INFINITY, 1));
-        assert!((s.sum - 61.001001).abs() < 1e-9, "{}", s.sum);
-    }
 
     #[test]
     fn splice_directions_and_kinds_are_counted_apart() {

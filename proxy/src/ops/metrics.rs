@@ -26,13 +26,13 @@ use std::time::{Duration, SystemTime};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::audit::{Action, AuditObserver, AuditRecord, Mode};
 
 mod exposition;
 mod handles;
+mod histogram;
 mod labels;
 mod process;
 mod server;
@@ -41,7 +41,9 @@ mod sources;
 mod tests;
 mod traffic;
 
+use crate::histogram::Buckets;
 use handles::{HandleCache, TransformHandles};
+use histogram::SharedHistogram;
 use labels::*;
 pub use server::{router, serve, start};
 use sources::{BoundedLabel, CallbackSource};
@@ -71,26 +73,26 @@ pub type CounterSourceFn = Box<dyn Fn() -> Vec<(Vec<String>, u64)> + Send + Sync
 pub type ReadyFn = Arc<dyn Fn() -> bool + Send + Sync>;
 
 /// Histogram buckets for whole requests, in seconds.
-const REQUEST_BUCKETS: [f64; 14] = [
+const REQUEST_BUCKETS: Buckets = Buckets::new(&[
     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
-];
+]);
 /// Histogram buckets for one transform, in seconds.
-const TRANSFORM_BUCKETS: [f64; 11] = [
+const TRANSFORM_BUCKETS: Buckets = Buckets::new(&[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1, 0.5, 2.0,
-];
+]);
 /// Longest free-text label value kept.
 const MAX_LABEL_LEN: usize = 64;
 /// Distinct values kept per free-text label; later ones become `other`.
 const MAX_LABEL_VALUES: usize = 64;
 
-type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+type HistogramFamily<L> = Family<L, SharedHistogram, fn() -> SharedHistogram>;
 
-fn request_histogram() -> Histogram {
-    Histogram::new(REQUEST_BUCKETS)
+fn request_histogram() -> SharedHistogram {
+    SharedHistogram::new(&REQUEST_BUCKETS)
 }
 
-fn transform_histogram() -> Histogram {
-    Histogram::new(TRANSFORM_BUCKETS)
+fn transform_histogram() -> SharedHistogram {
+    SharedHistogram::new(&TRANSFORM_BUCKETS)
 }
 
 /// Every `iron_proxy_*` metric. Share it as `Arc<Metrics>`; updates are atomic
@@ -123,7 +125,7 @@ pub struct Metrics {
     /// ([`action_slot`], [`mode_slot`]), taken from the families on first use, so that
     /// counting a request does not hash labels under the families' lock.
     request_handles: [[OnceLock<Counter>; MODES]; ACTIONS],
-    duration_handles: [[OnceLock<Histogram>; MODES]; ACTIONS],
+    duration_handles: [[OnceLock<SharedHistogram>; MODES]; ACTIONS],
     /// `responses` handles by status class ([`CODE_CLASSES`]).
     code_handles: [OnceLock<Counter>; 5],
 }
@@ -384,8 +386,8 @@ impl Metrics {
             .observe(match r.duration_us {
                 // Records timed by their exchange have microseconds; the
                 // rest (connection-level refusals) whole milliseconds.
-                0 => r.duration_ms as f64 / 1e3,
-                us => us as f64 / 1e6,
+                0 => Duration::from_millis(r.duration_ms),
+                us => Duration::from_micros(us),
             });
         if let Some(class) = (r.status_code / 100).checked_sub(1) {
             if let Some(code) = CODE_CLASSES.get(usize::from(class)) {
@@ -622,7 +624,7 @@ impl TransformTimer {
     /// Records one run of the transform's request hook (or, with
     /// `response`, its response hook) that took `took`.
     pub fn observe(&self, response: bool, took: Duration) {
-        self.0.duration[usize::from(response)].observe(took.as_secs_f64());
+        self.0.duration[usize::from(response)].observe(took);
     }
 }
 

@@ -7,9 +7,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, RwLock};
 
 use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::histogram::Histogram;
 
-use super::MAX_LABEL_VALUES;
+use super::{SharedHistogram, MAX_LABEL_VALUES};
 
 /// The decisions a transform reports, in the order of [`TransformHandles::decisions`].
 const ACTIONS: [&str; 4] = ["continue", "reject", "stub", "error"];
@@ -19,14 +18,14 @@ pub(super) struct TransformHandles {
     /// Its label value (bounded: `other` past the cap).
     pub(super) label: String,
     /// `transform_duration_seconds` for it: its request hook, its response hook.
-    pub(super) duration: [Histogram; 2],
+    pub(super) duration: [SharedHistogram; 2],
     /// `transform_decisions` per action, created on first use so that a
     /// decision never taken is not exported.
     decisions: [OnceLock<Counter>; 4],
 }
 
 impl TransformHandles {
-    pub(super) fn new(label: String, duration: [Histogram; 2]) -> Self {
+    pub(super) fn new(label: String, duration: [SharedHistogram; 2]) -> Self {
         TransformHandles {
             label,
             duration,

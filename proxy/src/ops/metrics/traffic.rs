@@ -6,13 +6,13 @@
 use std::fmt;
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 
 use super::MetricsError;
-use crate::traffic::{ConnectOutcome, HistogramSnapshot, SpliceKind, Traffic, UpstreamProtocol};
+use crate::traffic::{ConnectOutcome, SpliceKind, Traffic, UpstreamProtocol};
 
 /// The names this collector exports (without prefix or `_total`), so that
 /// no callback source takes one of them.
@@ -77,7 +77,7 @@ impl Collector for TrafficCollector {
         for outcome in ConnectOutcome::ALL {
             let labels = [("outcome", outcome.label())];
             let snap = t.connect_histogram(outcome).snapshot();
-            histogram(metric.encode_family(&labels)?, &snap)?;
+            super::histogram::encode(metric.encode_family(&labels)?, &snap)?;
         }
 
         let metric = encoder.encode_descriptor(
@@ -87,7 +87,7 @@ impl Collector for TrafficCollector {
             None,
             MetricType::Histogram,
         )?;
-        histogram(metric, &t.response_head_histogram().snapshot())?;
+        super::histogram::encode(metric, &t.response_head_histogram().snapshot())?;
 
         let mut metric = encoder.encode_descriptor(
             NAMES[5],
@@ -134,11 +134,4 @@ impl super::Metrics {
             Box::new(move || vec![(Vec::new(), upstream.idle_connections() as u64)]),
         )
     }
-}
-
-fn histogram(
-    mut metric: prometheus_client::encoding::MetricEncoder<'_>,
-    snap: &HistogramSnapshot,
-) -> fmt::Result {
-    metric.encode_histogram::<NoLabelSet>(snap.sum, snap.count, &snap.buckets, None)
 }
