@@ -5,6 +5,8 @@
 # proxy under callgrind with instrumentation off, and cleans up on exit.
 # Sets: here, work, up_port, tunnel, up, px. Loopback only.
 # Needs valgrind, openssl and python3. The caller sets `bin` and `body`.
+# With METRICS=1 the proxy also serves metrics (on a free loopback port), so
+# that the metrics observer's work per request is counted too.
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 work=$(mktemp -d)
 up=""; px=""
@@ -40,6 +42,7 @@ transforms:
 log:
   level: warn
 YAML
+if [ "${METRICS:-0}" = 1 ]; then printf 'metrics:\n  listen: "127.0.0.1:%s"\n' "$(port)" >> proxy.yaml; fi
 python3 "$here/upstream.py" "$up_port" "${body:-1024}" & up=$!
 SSL_CERT_FILE="$work/up-ca.pem" valgrind --tool=callgrind --instr-atstart=no \
   --callgrind-out-file="$work/cg.%p" "$bin" --config "$work/proxy.yaml" 2>"$work/stderr" >/dev/null & px=$!
