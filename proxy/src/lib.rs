@@ -8,6 +8,7 @@ pub mod app;
 pub mod audit;
 pub mod body;
 pub mod cli;
+pub mod client_acl;
 pub mod cmd;
 pub mod config;
 pub mod config_source;

@@ -104,6 +104,9 @@ pub struct Shared {
     /// Every client address's open connections, and
     /// `proxy.max_connections_per_client` (which a reload may change).
     pub client_limit: Arc<crate::listen::per_client::ClientLimit>,
+    /// `proxy.client_cidrs` (which a reload may change), shared with the
+    /// DNS server.
+    pub client_acl: Arc<crate::client_acl::ClientAcl>,
     /// Counts policy swaps; spliced connections watch it to be checked
     /// again (`revoke`).
     swaps: watch::Sender<u64>,
@@ -129,6 +132,7 @@ impl Shared {
             drain,
             workers,
             client_limit: crate::listen::per_client::ClientLimit::new(None),
+            client_acl: crate::client_acl::ClientAcl::new(None),
             swaps: watch::Sender::new(0),
             ready: AtomicBool::new(false),
             stopping: AtomicBool::new(false),

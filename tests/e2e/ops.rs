@@ -9,6 +9,7 @@
 
 mod audit_bound;
 mod audit_sink;
+mod client_acl;
 mod config_s3;
 mod dns_flood;
 mod hostile_clients;

@@ -213,9 +213,14 @@ fn tls_handling(
 
 /// The DNS server's settings; `mark_as_proxy` when interception sends the
 /// workloads' DNS to it (the programs then check the mark).
-fn dns_settings(d: &config::DnsConfig, mark_as_proxy: bool) -> DnsSettings {
+fn dns_settings(
+    d: &config::DnsConfig,
+    mark_as_proxy: bool,
+    clients: &Arc<crate::client_acl::ClientAcl>,
+) -> DnsSettings {
     DnsSettings {
         mark_as_proxy,
+        clients: clients.clone(),
         listen: d.listen.socket_addrs(),
         proxy_ip: d.proxy_ip,
         proxy_ip6: d.proxy_ip6,
@@ -359,6 +364,7 @@ impl App {
         );
         let total = max_connections(&cfg.proxy);
         shared.client_limit.set_max_total(total);
+        shared.client_acl.set(cfg.proxy.client_cidrs.clone());
         tracing::info!(
             max = %total.map_or("none".into(), |n| n.to_string()),
             source = if cfg.proxy.max_connections.is_some() { "config" } else { "open-file limit" },
@@ -398,7 +404,7 @@ impl App {
                     .intercept
                     .as_ref()
                     .is_some_and(|ic| ic.dns_enabled(&cfg));
-                let server = DnsServer::start(dns_settings(d, redirected))
+                let server = DnsServer::start(dns_settings(d, redirected, &shared.client_acl))
                     .await
                     .map_err(|e| AppError::Dns(crate::error_chain(&e)))?;
                 for a in server.local_addrs() {
@@ -414,6 +420,7 @@ impl App {
                         ("refused", s.refused),
                         ("failed", s.failed),
                         ("shed", s.shed),
+                        ("client_not_allowed", s.client_not_allowed),
                     ]
                     .into_iter()
                     .map(|(k, v)| (vec![k.to_string()], v))

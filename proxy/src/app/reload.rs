@@ -179,6 +179,19 @@ impl Reloader for SourceReloader {
                 "proxy.max_connections changed"
             );
         }
+        if self.shared.client_acl.set(cfg.proxy.client_cidrs.clone()) {
+            let to = cfg
+                .proxy
+                .client_cidrs
+                .as_ref()
+                .map_or("any client".into(), |c| {
+                    c.iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                });
+            tracing::info!(%to, "proxy.client_cidrs changed (loopback is always admitted)");
+        }
         let mut not_applied = Vec::new();
         match ops::logs::set_level(cfg.log.level.as_str()) {
             ops::logs::LevelChange::Applied { from, to } => {

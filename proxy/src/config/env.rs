@@ -15,7 +15,7 @@ use super::decode::Cx;
 use super::yaml::{Kind, Node, Pos};
 
 /// A value override: variable, section, key, and whether the value is a comma-separated list.
-pub(super) const OVERRIDES: [(&str, &str, &str, bool); 19] = [
+pub(super) const OVERRIDES: [(&str, &str, &str, bool); 20] = [
     ("IRON_DNS_LISTEN", "dns", "listen", false),
     ("IRON_DNS_PROXY_IP", "dns", "proxy_ip", false),
     (
@@ -63,6 +63,7 @@ pub(super) const OVERRIDES: [(&str, &str, &str, bool); 19] = [
         "max_connections",
         false,
     ),
+    ("IRON_PROXY_CLIENT_CIDRS", "proxy", "client_cidrs", true),
     ("IRON_TLS_MODE", "tls", "mode", false),
     ("IRON_TLS_CA_CERT", "tls", "ca_cert", false),
     ("IRON_TLS_CA_KEY", "tls", "ca_key", false),

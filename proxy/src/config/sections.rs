@@ -32,6 +32,11 @@ pub struct ProxyConfig {
     /// (1..=1000000); absent or null: two fifths of the open-file limit
     /// ([`crate::ops::fd_limit::default_max_connections`]).
     pub max_connections: Option<std::num::NonZeroU32>,
+    /// Our addition: the client addresses admitted to every listener and
+    /// the DNS server, loopback always among them; absent or null: any
+    /// client (the spec's behaviour); `[]`: loopback alone
+    /// ([`crate::client_acl`]).
+    pub client_cidrs: Option<Vec<IpNet>>,
 }
 
 /// The largest `proxy.max_connections_per_client` and `proxy.max_connections`:
@@ -68,6 +73,7 @@ impl Decode for ProxyConfig {
                 "upstream_deny_cidrs",
                 "max_connections_per_client",
                 "max_connections",
+                "client_cidrs",
             ],
         )?;
         let per_client = m.opt_with(cx, "max_connections_per_client", |n, cx| {
@@ -76,6 +82,7 @@ impl Decode for ProxyConfig {
         let total = m.opt_with(cx, "max_connections", |n, cx| {
             int(n, cx, 1, MAX_CONNECTIONS_PER_CLIENT)
         });
+        let clients = m.opt(cx, "client_cidrs");
         let http_listen = m.or(cx, "http_listen", ListenAddr::AllInterfaces(80));
         let https_listen = m.or(cx, "https_listen", ListenAddr::AllInterfaces(443));
         let tunnel_listen = m.opt(cx, "tunnel_listen");
@@ -101,6 +108,7 @@ impl Decode for ProxyConfig {
             max_connections: total?
                 .and_then(|v| u32::try_from(v).ok())
                 .and_then(std::num::NonZeroU32::new),
+            client_cidrs: clients?,
         })
     }
 }

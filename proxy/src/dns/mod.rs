@@ -82,6 +82,10 @@ pub struct DnsSettings {
     /// at the same address while the proxy was down. Needs
     /// `CAP_NET_ADMIN`; set when interception redirects DNS here.
     pub mark_as_proxy: bool,
+    /// The client addresses answered (`proxy.client_cidrs`, shared with the
+    /// listeners so that a reload changes both): a query from any other
+    /// address gets no answer, a TCP connection from one is closed.
+    pub clients: std::sync::Arc<crate::client_acl::ClientAcl>,
 }
 
 /// One entry of `dns.records[]`.
@@ -224,11 +228,17 @@ impl DnsServer {
         let identity = clients::Identity::default();
         let mut tasks = Vec::with_capacity(2 * sockets.len());
         for (udp, tcp, addr) in sockets {
-            tasks.push(tokio::spawn(udp::serve(udp, handler.clone(), stop.clone())));
+            tasks.push(tokio::spawn(udp::serve(
+                udp,
+                handler.clone(),
+                settings.clients.clone(),
+                stop.clone(),
+            )));
             tasks.push(tokio::spawn(tcp::serve(
                 tcp,
                 handler.clone(),
                 identity.clone(),
+                settings.clients.clone(),
                 stop.clone(),
             )));
             info!(%addr, "dns server listening (udp, tcp)");

@@ -281,6 +281,7 @@ mod tests {
                 .collect(),
             records,
             mark_as_proxy: false,
+            clients: crate::client_acl::ClientAcl::new(None),
         }
     }
 

@@ -49,6 +49,10 @@ pub struct DnsStats {
     /// while the server was behind (`super::udp_fair`). Not an outcome of
     /// [`Outcome`]: these are never looked at.
     pub shed: AtomicU64,
+    /// UDP queries dropped unanswered and TCP connections closed unread:
+    /// their client is outside `proxy.client_cidrs` (`crate::client_acl`).
+    /// Not an outcome of [`Outcome`] either.
+    pub client_not_allowed: AtomicU64,
 }
 
 /// A point-in-time copy of [`DnsStats`].
@@ -66,6 +70,8 @@ pub struct DnsStatsSnapshot {
     pub failed: u64,
     /// See [`DnsStats::shed`].
     pub shed: u64,
+    /// See [`DnsStats::client_not_allowed`].
+    pub client_not_allowed: u64,
 }
 
 impl DnsStats {
@@ -89,6 +95,7 @@ impl DnsStats {
             refused: self.refused.load(Ordering::Relaxed),
             failed: self.failed.load(Ordering::Relaxed),
             shed: self.shed.load(Ordering::Relaxed),
+            client_not_allowed: self.client_not_allowed.load(Ordering::Relaxed),
         }
     }
 }

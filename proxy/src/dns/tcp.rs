@@ -19,6 +19,7 @@
 //! is closed. The answers come from the same [`Handler`] as over UDP.
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use hickory_server::net::xfer::Protocol;
@@ -30,6 +31,7 @@ use tracing::warn;
 
 use super::clients::{admit, Client, Identity, Open, MAX_CONNECTIONS, MAX_PER_CLIENT};
 use super::handler::Handler;
+use crate::client_acl::ClientAcl;
 use crate::ops::warn_every::WarnEvery;
 
 /// Queries of one connection being answered at once; the next waits.
@@ -41,6 +43,7 @@ pub(crate) async fn serve(
     listener: TcpListener,
     handler: Arc<Handler>,
     identity: Identity,
+    clients: Arc<ClientAcl>,
     stop: CancellationToken,
 ) {
     let open = Arc::new(Mutex::new(Open::default()));
@@ -58,6 +61,16 @@ pub(crate) async fn serve(
                 }
             },
         };
+        if !clients.allows(peer.ip()) {
+            // Closed unread: a client outside `proxy.client_cidrs`.
+            handler
+                .stats()
+                .client_not_allowed
+                .fetch_add(1, Ordering::Relaxed);
+            clients.refused(peer.ip(), "dns connection");
+            drop(stream);
+            continue;
+        }
         let client = Client::identified(identity.get().map(|i| &**i), peer, || {
             stream.local_addr().ok()
         });

@@ -22,6 +22,7 @@ use tracing::{debug, warn};
 
 use super::handler::Handler;
 use super::udp_fair::{Budgets, BURST, RATE, READ_BATCH};
+use crate::client_acl::ClientAcl;
 use crate::ops::warn_every::WarnEvery;
 
 /// The longest query read; the rest of a longer datagram is cut (as
@@ -37,7 +38,12 @@ const HEADER_LEN: usize = 12;
 /// waiting, up to [`READ_BATCH`]. A batch that fills means the server is
 /// behind, and then a client over its budget loses its queries as they
 /// are read ([`super::udp_fair`]).
-pub(crate) async fn serve(socket: UdpSocket, handler: Arc<Handler>, stop: CancellationToken) {
+pub(crate) async fn serve(
+    socket: UdpSocket,
+    handler: Arc<Handler>,
+    clients: Arc<ClientAcl>,
+    stop: CancellationToken,
+) {
     let socket = Arc::new(socket);
     let mut buf = vec![0u8; MAX_QUERY];
     let mut tasks = JoinSet::new();
@@ -55,7 +61,12 @@ pub(crate) async fn serve(socket: UdpSocket, handler: Arc<Handler>, stop: Cancel
             match received {
                 Ok((n, peer)) => {
                     read += 1;
-                    take(&buf[..n], peer, &socket, &handler, &mut budgets, &mut tasks);
+                    let to = Take {
+                        socket: &socket,
+                        handler: &handler,
+                        clients: &clients,
+                    };
+                    take(&buf[..n], peer, &to, &mut budgets, &mut tasks);
                 }
                 Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(error) => {
@@ -91,13 +102,21 @@ pub(crate) async fn serve(socket: UdpSocket, handler: Arc<Handler>, stop: Cancel
     }
 }
 
+/// What answering a datagram needs from the server.
+struct Take<'a> {
+    socket: &'a Arc<UdpSocket>,
+    handler: &'a Arc<Handler>,
+    clients: &'a ClientAcl,
+}
+
 /// Answers one datagram from `peer` in a task of its own, unless it cannot
-/// be answered or its client is over its budget while the server is behind.
+/// be answered, comes from a client outside `proxy.client_cidrs` (no answer:
+/// a REFUSED would still reflect a spoofed query at its victim), or its
+/// client is over its budget while the server is behind.
 fn take(
     datagram: &[u8],
     peer: SocketAddr,
-    socket: &Arc<UdpSocket>,
-    handler: &Arc<Handler>,
+    to: &Take<'_>,
     budgets: &mut Budgets,
     tasks: &mut JoinSet<()>,
 ) {
@@ -105,11 +124,19 @@ fn take(
         debug!(%peer, len = datagram.len(), "dns udp datagram ignored");
         return;
     }
+    if !to.clients.allows(peer.ip()) {
+        to.handler
+            .stats()
+            .client_not_allowed
+            .fetch_add(1, Ordering::Relaxed);
+        to.clients.refused(peer.ip(), "dns query");
+        return;
+    }
     if !budgets.admit(peer.ip(), std::time::Instant::now()) {
         return;
     }
     let query = datagram.to_vec();
-    let (socket, handler) = (socket.clone(), handler.clone());
+    let (socket, handler) = (to.socket.clone(), to.handler.clone());
     tasks.spawn(async move {
         if let Some(answer) = handler.respond(query, peer, Protocol::Udp).await {
             if let Err(error) = socket.send_to(&answer, peer).await {

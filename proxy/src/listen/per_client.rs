@@ -319,6 +319,10 @@ pub(crate) fn admit_client(
     client: Client,
     process: Option<&ClientProcess>,
 ) -> Result<Arc<Permit>, ()> {
+    if !shared.client_acl.allows(remote.ip()) {
+        not_allowed(shared, mode, remote, process);
+        return Err(());
+    }
     let limit = &shared.client_limit;
     match limit.admit(client, mode) {
         Ok(permit) => Ok(Arc::new(permit)),
@@ -327,6 +331,18 @@ pub(crate) fn admit_client(
             Err(())
         }
     }
+}
+
+/// Audits (and, when due, warns about) a connection refused for its
+/// client's address (`proxy.client_cidrs`).
+fn not_allowed(shared: &Shared, mode: Mode, remote: SocketAddr, process: Option<&ClientProcess>) {
+    let mut conn = ConnInfo::new(remote, mode, false, 0);
+    conn.client = process.cloned();
+    let mut rec = conn.record();
+    rec.reject(None, crate::client_acl::REASON, 0);
+    rec.error = Some(crate::client_acl::ClientAcl::error(remote.ip()));
+    shared.audit.emit(&rec);
+    shared.client_acl.refused(remote.ip(), "connection");
 }
 
 /// Audits (and, when due, warns about) a connection refused over a cap.

@@ -6,6 +6,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// When a repeated warning is next due.
+#[derive(Debug)]
 pub struct WarnEvery {
     interval: Duration,
     /// The last warning's time and the occurrences since it.

@@ -20,7 +20,7 @@ fn unknown_key_at_depth_with_suggestion() {
     );
     refused(
         "proxy:\n  listen: \":80\"\n",
-        &["proxy.yaml:2:3: proxy: unknown field 'listen' (expected one of: http_listen, https_listen, tunnel_listen, max_request_body_bytes, max_response_body_bytes, upstream_response_header_timeout, upstream_deny_cidrs, max_connections_per_client, max_connections)"],
+        &["proxy.yaml:2:3: proxy: unknown field 'listen' (expected one of: http_listen, https_listen, tunnel_listen, max_request_body_bytes, max_response_body_bytes, upstream_response_header_timeout, upstream_deny_cidrs, max_connections_per_client, max_connections, client_cidrs)"],
     );
     // Fields are per source type: `region` is not an env source field (`ttl`
     // is, as on every source, though it has no effect there).
@@ -568,4 +568,30 @@ fn two_listeners_on_one_address() {
     // The data plane's [::] is IPv6 only; other ports, and port 0, never meet.
     let fine = "proxy:\n  http_listen: \"0.0.0.0:7002\"\n  https_listen: \"[::]:7002\"\n  tunnel_listen: \"127.0.0.1:0\"\nmetrics:\n  listen: \"127.0.0.1:0\"\n";
     super::ok(&format!("{fine}{}", super::BASE));
+}
+
+#[test]
+fn client_cidrs_are_unset_by_default_and_checked_when_set() {
+    // Unset: any client.
+    assert_eq!(super::ok(BASE).proxy.client_cidrs, None);
+    let cfg = super::ok(&format!(
+        "{BASE}proxy:\n  client_cidrs: [\"10.0.0.0/8\", \"fd00::/8\"]\n"
+    ));
+    let want: Vec<ipnet::IpNet> = vec!["10.0.0.0/8".parse().unwrap(), "fd00::/8".parse().unwrap()];
+    assert_eq!(cfg.proxy.client_cidrs, Some(want));
+    // An empty list: loopback alone.
+    let cfg = super::ok(&format!("{BASE}proxy:\n  client_cidrs: []\n"));
+    assert_eq!(cfg.proxy.client_cidrs, Some(Vec::new()));
+    refused(
+        "proxy:\n  client_cidrs: [\"10.0.0.0/8\", \"10.0.0.300/32\"]\n",
+        &["proxy.yaml:2:32: proxy.client_cidrs[1]: invalid CIDR \"10.0.0.300/32\": expected address/prefix such as 10.0.0.0/8"],
+    );
+    let env =
+        |k: &str| (k == "IRON_PROXY_CLIENT_CIDRS").then(|| "10.1.0.0/16,192.0.2.0/24".to_string());
+    let cfg = crate::config::parse(BASE, "proxy.yaml", &env).expect("valid");
+    assert_eq!(
+        cfg.proxy.client_cidrs.map(|c| c.len()),
+        Some(2),
+        "the variable is a comma-separated list"
+    );
 }

@@ -43,6 +43,7 @@ pub(super) fn settings(passthrough: &[&str], upstream: Option<SocketAddr>) -> Dn
             .collect(),
         records: Vec::new(),
         mark_as_proxy: false,
+        clients: crate::client_acl::ClientAcl::new(None),
     }
 }
 

@@ -51,6 +51,7 @@ async fn test_dns() -> DnsServer {
             ip: Ipv4Addr::LOCALHOST,
         }],
         mark_as_proxy: false,
+        clients: crate::client_acl::ClientAcl::new(None),
     })
     .await
     .expect("the test DNS server starts")
