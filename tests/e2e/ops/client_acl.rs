@@ -104,24 +104,23 @@ fn clients_outside_client_cidrs_are_refused_and_a_reload_admits_them() {
         "no DNS answer: {dig}"
     );
     let samples = scrape(&px);
-    assert!(
-        sample(
-            &samples,
+    for (name, label) in [
+        // The unanswered query.
+        (
             "iron_proxy_dns_queries_total",
-            &[("outcome", "client_not_allowed")]
-        )
-        .is_some_and(|v| v >= 1.0),
-        "the unanswered query is counted: {samples:?}"
-    );
-    assert!(
-        sample(
-            &samples,
+            ("outcome", "client_not_allowed"),
+        ),
+        // The refused connection.
+        (
             "iron_proxy_rejections_total",
-            &[("reason", "client_not_allowed")]
-        )
-        .is_some_and(|v| v >= 1.0),
-        "the refused connection is counted"
-    );
+            ("reason", "client_not_allowed"),
+        ),
+    ] {
+        assert!(
+            sample(&samples, name, &[label]).is_some_and(|v| v >= 1.0),
+            "{name}{label:?} counts it: {samples:?}"
+        );
+    }
     assert!(
         px.logs()
             .iter()
