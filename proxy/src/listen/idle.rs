@@ -81,6 +81,19 @@ pin_project_lite::pin_project! {
     }
 }
 
+impl<C: GracefulConnection> Bounded<C> {
+    /// Shuts the connection down gracefully now, for another bound than
+    /// idleness (`cancels`): HTTP/2 sends GOAWAY, HTTP/1 closes after its
+    /// exchange in flight.
+    pub fn graceful_shutdown(self: Pin<&mut Self>) {
+        let this = self.project();
+        if !*this.shutting_down {
+            *this.shutting_down = true;
+            this.conn.graceful_shutdown();
+        }
+    }
+}
+
 impl<C: GracefulConnection> Future for Bounded<C> {
     type Output = Result<(), C::Error>;
 

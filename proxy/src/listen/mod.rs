@@ -2,6 +2,7 @@
 //! client and destination, and hands HTTP to [`serve_http`].
 
 pub(crate) mod accept;
+pub mod cancels;
 mod connect_head;
 pub mod http;
 pub mod https;
@@ -13,6 +14,9 @@ pub mod sniffed;
 pub mod transparent;
 pub mod tunnel;
 pub mod workers;
+
+#[cfg(test)]
+mod h2_server_tests;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -93,13 +97,19 @@ where
     let (audit_shared, audit_conn) = (shared.clone(), conn.clone());
     let started = idle::Started::default();
     let counter = started.clone();
-    let svc = service_fn(move |req| -> exchange::HandleFuture {
+    let cancels = cancels::Cancels::new(remote);
+    let tracker = cancels.clone();
+    let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
         counter.one();
-        Box::pin(exchange::handle(shared.clone(), conn.clone(), req))
+        let version = req.version();
+        let exchange: exchange::HandleFuture =
+            Box::pin(exchange::handle(shared.clone(), conn.clone(), req));
+        tracker.track(version, exchange)
     });
     let builder = http_builder();
     let served = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
-    if let Err(e) = held::drive(held, idle::bounded(served, started)).await {
+    let served = cancels::watch(idle::bounded(served, started), cancels);
+    if let Err(e) = held::drive(held, served).await {
         tracing::debug!(client = %remote, error = %e, "client connection ended with an error");
         // A request hyper refused to parse never reached the pipeline: audit it here.
         refused::audit(&audit_shared, &audit_conn, &*e);
@@ -185,6 +195,26 @@ pub const H2_MAX_SEND_BUF: usize = 64 * 1024;
 /// fan-out and streaming are unaffected.
 pub const H2_MAX_CONCURRENT_STREAMS: u32 = 100;
 
+/// How many streams the client reset before hyper took them (h2's accept
+/// queue) an HTTP/2 connection may have waiting at once; one more is a
+/// connection error, GOAWAY with `ENHANCE_YOUR_CALM` (h2's answer to the
+/// original Rapid Reset, CVE-2023-44487, where each stream is opened and
+/// reset in one go). hyper leaves it to h2, whose default this is, set here
+/// so that a change of default does not pass unseen. hyper takes streams as
+/// soon as h2 has read them, so only streams opened and reset in one read
+/// wait there; resets of streams hyper took are bounded by [`cancels`].
+pub const H2_MAX_PENDING_ACCEPT_RESETS: usize = 20;
+
+/// How many streams h2 itself may reset on an HTTP/2 connection, over its
+/// life, for the client's protocol errors (a malformed header block, a
+/// stream over [`H2_MAX_CONCURRENT_STREAMS`], a body longer than its
+/// `content-length`, ...) before it ends the connection with GOAWAY
+/// `ENHANCE_YOUR_CALM`: the bound on "MadeYouReset" (CVE-2025-8671), where a
+/// client makes the server reset streams it would otherwise have to serve.
+/// hyper's and h2's default (1,024), set here explicitly for the same
+/// reason; a client that speaks HTTP/2 correctly gets none of these.
+pub const H2_MAX_LOCAL_ERROR_RESETS: usize = 1024;
+
 /// The server builder every listener uses: header case preserved, a timer
 /// so that HTTP/1 heads and idle keep-alive connections are bounded by
 /// [`HEADER_READ_TIMEOUT`], HTTP/2 PINGs ([`H2_PING_INTERVAL`],
@@ -195,7 +225,9 @@ pub const H2_MAX_CONCURRENT_STREAMS: u32 = 100;
 /// ([`H2_STREAM_WINDOW`], [`H2_CONN_WINDOW`]) that keep one stalled upload
 /// from stalling the connection's others, and HTTP/2 send queues bounded
 /// by [`H2_MAX_SEND_BUF`] per stream, on at most
-/// [`H2_MAX_CONCURRENT_STREAMS`] streams at a time.
+/// [`H2_MAX_CONCURRENT_STREAMS`] streams at a time, with h2's bounds on
+/// streams reset before they were taken ([`H2_MAX_PENDING_ACCEPT_RESETS`])
+/// and reset by h2 for the client's errors ([`H2_MAX_LOCAL_ERROR_RESETS`]).
 pub(crate) fn http_builder() -> auto::Builder<TokioExecutor> {
     http_builder_with(H2_PING_INTERVAL, H2_PING_TIMEOUT)
 }
@@ -220,7 +252,9 @@ fn http_builder_with(ping_every: Duration, ping_timeout: Duration) -> auto::Buil
         .initial_connection_window_size(H2_CONN_WINDOW)
         .max_header_list_size(H2_MAX_HEADER_LIST)
         .max_send_buf_size(H2_MAX_SEND_BUF)
-        .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS);
+        .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
+        .max_pending_accept_reset_streams(H2_MAX_PENDING_ACCEPT_RESETS)
+        .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESETS);
     builder
 }
 

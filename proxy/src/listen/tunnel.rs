@@ -129,8 +129,11 @@ async fn http_proxy(stream: Client, remote: SocketAddr, intake: Intake) {
     let shared = intake.shared.clone();
     let started = super::idle::Started::default();
     let counter = started.clone();
+    let cancels = super::cancels::Cancels::new(remote);
+    let tracker = cancels.clone();
     let svc = service_fn(move |req: Request<Incoming>| {
         counter.one();
+        let version = req.version();
         let intake = intake.clone();
         let fut: exchange::HandleFuture = if req.method() == Method::CONNECT {
             Box::pin(async move { Ok(connect(req, remote, intake).await) })
@@ -140,7 +143,7 @@ async fn http_proxy(stream: Client, remote: SocketAddr, intake: Intake) {
             let conn = Arc::new(ConnInfo::new(remote, Mode::Tunnel, false, 80));
             Box::pin(exchange::handle(intake.shared.clone(), conn, req))
         };
-        fut
+        tracker.track(version, fut)
     });
     // Like `serve_http`: a connection the proxy closes first (after a refused
     // head) drains, so that the client reads the answer rather than a reset.
@@ -149,7 +152,8 @@ async fn http_proxy(stream: Client, remote: SocketAddr, intake: Intake) {
     let stream = super::linger::Linger::new(super::per_client::Permitted::new(stream));
     let builder = super::http_builder();
     let served = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
-    if let Err(e) = super::idle::bounded(served, started).await {
+    let served = super::cancels::watch(super::idle::bounded(served, started), cancels);
+    if let Err(e) = served.await {
         tracing::debug!(client = %remote, error = %e, "tunnel client connection ended with an error");
         // A request hyper refused to parse never reached the service: audit it here.
         let conn = ConnInfo::new(remote, Mode::Tunnel, false, 80);

@@ -348,6 +348,14 @@ impl Metrics {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .extend(names.iter().chain(&traffic::NAMES).map(|n| n.to_string()));
+        // A process-wide count kept by the listeners, from the first scrape.
+        let _ = m.register_counter_source(
+            "http2_rapid_reset_closes",
+            "HTTP/2 client connections shut down because the client cancelled streams the proxy \
+             had started faster than allowed (Rapid Reset, CVE-2023-44487)",
+            &[],
+            Box::new(|| vec![(Vec::new(), crate::listen::cancels::closed_connections())]),
+        );
         m
     }
 
