@@ -186,11 +186,17 @@ impl Cancels {
     /// with its connection). Called when hyper hands the request over, so
     /// that the stream's age counts from then.
     pub fn track<F>(&self, version: http::Version, exchange: F) -> Tracked<F> {
-        let ticket = (version == http::Version::HTTP_2).then(|| Ticket {
-            cancels: self.clone(),
-            opened: Instant::now(),
-        });
-        Tracked { exchange, ticket }
+        track(Some(self), version, exchange)
+    }
+
+    /// The count for a connection from `client` whose first bytes are
+    /// `first`: only an HTTP/2 connection (the preface, which is what hyper
+    /// goes by too) has one, so that an HTTP/1 connection carries no more
+    /// than a null pointer for it.
+    pub fn for_connection(client: SocketAddr, first: &[u8]) -> Option<Self> {
+        first
+            .starts_with(super::H2_PREFACE)
+            .then(|| Cancels::new(client))
     }
 
     fn cancelled(&self, opened: Instant) {
@@ -219,6 +225,17 @@ impl Cancels {
         c.ended = true;
         c.waker = None;
     }
+}
+
+/// `exchange`, counted in `cancels` if there is one ([`Cancels::track`]).
+pub fn track<F>(cancels: Option<&Cancels>, version: http::Version, exchange: F) -> Tracked<F> {
+    let ticket = cancels
+        .filter(|_| version == http::Version::HTTP_2)
+        .map(|c| Ticket {
+            cancels: c.clone(),
+            opened: Instant::now(),
+        });
+    Tracked { exchange, ticket }
 }
 
 /// An exchange's stream, counted once.
@@ -258,8 +275,12 @@ impl<F: Future> Future for Tracked<F> {
 }
 
 /// Serves `conn` (whose service counts its exchanges in `cancels`) to its
-/// end, shut down when its client cancels too many streams.
-pub fn watch<C: GracefulConnection>(conn: idle::Bounded<C>, cancels: Cancels) -> Watched<C> {
+/// end, shut down when its client cancels too many streams; without a
+/// count (an HTTP/1 connection), only serves it.
+pub fn watch<C: GracefulConnection>(
+    conn: idle::Bounded<C>,
+    cancels: Option<Cancels>,
+) -> Watched<C> {
     Watched {
         conn,
         cancels,
@@ -272,7 +293,7 @@ pin_project_lite::pin_project! {
     pub struct Watched<C> {
         #[pin]
         conn: idle::Bounded<C>,
-        cancels: Cancels,
+        cancels: Option<Cancels>,
         // Set at the GOAWAY: when the connection is closed outright. Boxed:
         // a connection that never gets there carries a pointer, not a timer.
         deadline: Option<Pin<Box<tokio::time::Sleep>>>,
@@ -280,7 +301,9 @@ pin_project_lite::pin_project! {
 
     impl<C> PinnedDrop for Watched<C> {
         fn drop(this: Pin<&mut Self>) {
-            this.project().cancels.end();
+            if let Some(c) = this.project().cancels {
+                c.end();
+            }
         }
     }
 }
@@ -290,22 +313,26 @@ impl<C: GracefulConnection> Future for Watched<C> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
-        if let Poll::Ready(ended) = this.conn.as_mut().poll(cx) {
-            this.cancels.end();
-            return Poll::Ready(ended);
+        let ended = this.conn.as_mut().poll(cx);
+        let Some(cancels) = this.cancels.as_ref() else {
+            return ended;
+        };
+        if ended.is_ready() {
+            cancels.end();
+            return ended;
         }
-        let verdict = this.cancels.verdict(cx.waker());
+        let verdict = cancels.verdict(cx.waker());
         if verdict == Verdict::Serve {
             return Poll::Pending;
         }
         if this.deadline.is_none() {
             CLOSED.fetch_add(1, Ordering::Relaxed);
-            warn(this.cancels.0.client);
+            warn(cancels.0.client);
             *this.deadline = Some(Box::pin(tokio::time::sleep(GRACE)));
             this.conn.as_mut().graceful_shutdown();
             // The GOAWAY has to go out: drive the connection now.
             if let Poll::Ready(ended) = this.conn.as_mut().poll(cx) {
-                this.cancels.end();
+                cancels.end();
                 return Poll::Ready(ended);
             }
         }
@@ -316,8 +343,11 @@ impl<C: GracefulConnection> Future for Watched<C> {
         if verdict == Verdict::Close || due {
             // Closed outright: the exchanges still running are dropped
             // (each writes its record) and the socket closes.
-            tracing::debug!(client = %this.cancels.0.client, "closing the HTTP/2 connection of a client that cancelled too many streams");
-            this.cancels.end();
+            tracing::debug!(
+                client = %cancels.0.client,
+                "closing the HTTP/2 connection of a client that cancelled too many streams"
+            );
+            cancels.end();
             return Poll::Ready(Ok(()));
         }
         Poll::Pending

@@ -83,6 +83,8 @@ where
         tracing::debug!(client = %remote, "no request within {FIRST_REQUEST_TIMEOUT:?}; closing");
         return;
     };
+    // HTTP/2 streams the client cancels are counted (the "Rapid Reset" bound).
+    let cancels = cancels::Cancels::for_connection(remote, &first);
     // An upgraded connection outlives this task: the socket keeps its
     // client's connection counted (`per_client`).
     let io = per_client::Permitted::new(io);
@@ -97,14 +99,13 @@ where
     let (audit_shared, audit_conn) = (shared.clone(), conn.clone());
     let started = idle::Started::default();
     let counter = started.clone();
-    let cancels = cancels::Cancels::new(remote);
     let tracker = cancels.clone();
     let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
         counter.one();
         let version = req.version();
         let exchange: exchange::HandleFuture =
             Box::pin(exchange::handle(shared.clone(), conn.clone(), req));
-        tracker.track(version, exchange)
+        cancels::track(tracker.as_ref(), version, exchange)
     });
     let builder = http_builder();
     let served = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);

@@ -152,7 +152,7 @@ async fn http_proxy(stream: Client, remote: SocketAddr, intake: Intake) {
     let stream = super::linger::Linger::new(super::per_client::Permitted::new(stream));
     let builder = super::http_builder();
     let served = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
-    let served = super::cancels::watch(super::idle::bounded(served, started), cancels);
+    let served = super::cancels::watch(super::idle::bounded(served, started), Some(cancels));
     if let Err(e) = served.await {
         tracing::debug!(client = %remote, error = %e, "tunnel client connection ended with an error");
         // A request hyper refused to parse never reached the service: audit it here.

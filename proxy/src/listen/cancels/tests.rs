@@ -120,7 +120,7 @@ async fn serve_one() -> std::net::SocketAddr {
         });
         let builder = super::super::http_builder();
         let conn = builder.serve_connection(TokioIo::new(tcp), svc);
-        let _ = watch(idle::bounded(conn, started), cancels).await;
+        let _ = watch(idle::bounded(conn, started), Some(cancels)).await;
     });
     addr
 }
