@@ -17,6 +17,7 @@ mod heads;
 mod leaf_cache;
 mod malformed;
 mod mitm;
+mod rapid_reset;
 mod refusals;
 mod robustness;
 mod sni_only;
