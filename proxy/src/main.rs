@@ -144,9 +144,10 @@ fn main() -> ExitCode {
     match cli.command {
         None | Some(Command::Run) => match need_config(&cli) {
             Ok(path) => {
-                // Both before any thread starts; see their docs.
+                // All three before any thread starts; see their docs.
                 iron_proxy::ops::otel::trim_compression_variables();
                 iron_proxy::rep_movsb::reexec_if_needed();
+                iron_proxy::ops::otel::take_header_variables();
                 iron_proxy::cmd::run(&path)
             }
             Err(code) => code,

@@ -18,6 +18,7 @@ mod lifecycle;
 mod logs;
 mod metrics;
 mod otlp;
+mod otlp_headers;
 mod reload_live;
 mod revoke;
 mod traffic;

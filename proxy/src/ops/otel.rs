@@ -39,8 +39,8 @@ mod tls;
 mod worker;
 
 pub use settings::{
-    trim_compression_variables, Compression, FileVar, OtelEnv, OtelExport, OtelSettings,
-    OtlpProtocol, TlsFiles,
+    take_header_variables, trim_compression_variables, Compression, FileVar, OtelEnv, OtelExport,
+    OtelSettings, OtlpProtocol, TlsFiles,
 };
 pub use tls::TlsError;
 
@@ -137,6 +137,10 @@ impl OtelExporter {
         } else {
             tls::describe(&settings.tls)
         };
+        // The names of the headers sent on every export (never their
+        // values): with the warnings about skipped entries, all that the
+        // header variables put on the wire.
+        let headers: Vec<&str> = settings.headers.iter().map(|(k, _)| k.as_str()).collect();
         tracing::info!(
             endpoint = %settings.endpoint_for_log(),
             endpoint_var = settings.endpoint_var,
@@ -145,6 +149,7 @@ impl OtelExporter {
             service_name = %settings.service_name,
             compression = settings.compression.as_str(),
             tls = %tls,
+            headers = %headers.join(","),
             "otel exporter enabled"
         );
         Ok(Self::spawn(&settings, exporter, cause, dropped))

@@ -12,9 +12,9 @@ use iron_proxy_tests::*;
 use serde_json::{json, Value};
 
 /// The test OTLP receiver, killed by PID on drop.
-struct Receiver {
-    http_port: u16,
-    grpc_port: u16,
+pub(super) struct Receiver {
+    pub(super) http_port: u16,
+    pub(super) grpc_port: u16,
     out: PathBuf,
     _dir: tempfile::TempDir,
     _child: ChildGuard,
@@ -22,7 +22,7 @@ struct Receiver {
 }
 
 impl Receiver {
-    fn start() -> Self {
+    pub(super) fn start() -> Self {
         Self::start_with(&[])
     }
 
@@ -75,7 +75,7 @@ impl Receiver {
     }
 
     /// Waits (up to 15 s) for a record whose attributes match `pred`.
-    fn wait_for(&self, pred: impl Fn(&Value) -> bool) -> Value {
+    pub(super) fn wait_for(&self, pred: impl Fn(&Value) -> bool) -> Value {
         wait_until(Duration::from_secs(15), "an OTLP log record", || {
             self.records().into_iter().find(|r| pred(&r["attributes"]))
         })

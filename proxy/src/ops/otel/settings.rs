@@ -9,10 +9,13 @@ use zeroize::Zeroizing;
 
 use super::OtelError;
 
+mod headers;
 #[cfg(test)]
 mod tests;
 mod transport;
 
+pub use headers::take_header_variables;
+use headers::HEADERS;
 pub use transport::{trim_compression_variables, Compression, FileVar, TlsFiles};
 
 /// `OTEL_EXPORTER_OTLP_PROTOCOL`.
@@ -41,10 +44,6 @@ pub const LOGS_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT";
 const PROTOCOL: [&str; 2] = [
     "OTEL_EXPORTER_OTLP_LOGS_PROTOCOL",
     "OTEL_EXPORTER_OTLP_PROTOCOL",
-];
-const HEADERS: [&str; 2] = [
-    "OTEL_EXPORTER_OTLP_LOGS_HEADERS",
-    "OTEL_EXPORTER_OTLP_HEADERS",
 ];
 const TIMEOUT: [&str; 2] = [
     "OTEL_EXPORTER_OTLP_LOGS_TIMEOUT",
@@ -145,9 +144,11 @@ pub enum OtelExport {
 }
 
 impl OtelSettings {
-    /// Reads the process environment (see [`OtelSettings::from_lookup`]).
+    /// Reads the process environment (see [`OtelSettings::from_lookup`]);
+    /// the header variables as [`take_header_variables`] kept them, once it
+    /// has taken them out.
     pub fn from_env() -> OtelEnv {
-        Self::from_lookup(|k| std::env::var(k).ok())
+        Self::from_lookup(headers::variable)
     }
 
     /// Reads the variables through `get` (tests pass a map). Never fails: an
