@@ -8,6 +8,7 @@
 //! stderr.
 
 mod audit_bound;
+mod audit_entries;
 mod audit_sink;
 mod client_acl;
 mod config_s3;

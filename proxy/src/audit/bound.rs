@@ -1,4 +1,6 @@
-//! A bound on the strings of an audit record that the workload chooses.
+//! A bound on what the workload chooses in an audit record: each string,
+//! and each list and map ([`entries`]), so that a record's line has a size
+//! the operator can plan for.
 //!
 //! A request's path, host, SNI or tunnel target, an `error` quoting what
 //! the client sent, the header values `annotate` copies, the tool names an
@@ -8,14 +10,23 @@
 //! times faster than with ordinary requests. Each such string is cut to
 //! [`MAX_FIELD_BYTES`] (at a character boundary, so the record stays valid
 //! UTF-8 and JSON), and the record's `truncated` field lists the fields
-//! that were cut, so a reader knows the value is a prefix.
+//! that were cut, so a reader knows the value is a prefix. Lists and maps
+//! keep their first [`MAX_ENTRIES`] entries and share [`MAX_RECORD_BYTES`];
+//! those cut are named in `truncated` as well (by their top-level field),
+//! and in [`TRUNCATED_ENTRIES`] by path with the count of entries they had.
 //!
 //! `body_capture` is left alone: its size is the operator's `cap`.
-//! A record with nothing over the bound is written as it is, uncopied.
+//! A record with nothing over the bounds is written as it is, uncopied.
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::{AuditRecord, TransformTrace};
+use entries::{Cuts, Path, Seg};
+pub use entries::{MAX_ENTRIES, MAX_RECORD_BYTES, TRUNCATED_ENTRIES};
+
+mod entries;
+#[cfg(test)]
+mod tests;
 
 /// The longest a workload-chosen string of an audit record is written, in
 /// bytes. Four times the longest URL the common browsers and CDNs accept
@@ -25,12 +36,97 @@ pub const MAX_FIELD_BYTES: usize = 4096;
 /// The key of the list of cut fields.
 pub const TRUNCATED: &str = "truncated";
 
+/// The names [`bounded`] gives the cut fields that are not `extra` keys, in
+/// the order the record is written.
+const FIELD_ORDER: &[&str] = &[
+    "host",
+    "method",
+    "path",
+    "sni",
+    "error",
+    "tunnel.target",
+    "client.comm",
+    "client.cgroup",
+    "request_transforms",
+    "response_transforms",
+];
+
 /// Top-level `extra` keys whose size is bounded by the operator's own
 /// setting and which are never cut here.
 const OPERATOR_BOUNDED: &[&str] = &["body_capture"];
 
-/// True when some string of `r` is over [`MAX_FIELD_BYTES`].
+/// Bytes of a record that are not its strings' (keys, numbers, the time,
+/// the request id, quotes), at most.
+const RECORD_OVERHEAD: usize = 1024;
+
+/// The `extra` fields the bound looks at: all but the operator-bounded ones.
+fn bounded_extra(r: &AuditRecord) -> impl Iterator<Item = (&String, &Value)> {
+    r.extra
+        .iter()
+        .filter(|(k, _)| !OPERATOR_BOUNDED.contains(&k.as_str()))
+}
+
+/// True when `r` is over a bound, or may be: a string over
+/// [`MAX_FIELD_BYTES`], a list or map over [`MAX_ENTRIES`] (or one a
+/// transform cut, see [`entries`]), or strings enough that, escaped, they
+/// might pass [`MAX_RECORD_BYTES`] (that one is measured by [`bounded`]).
 pub(super) fn over(r: &AuditRecord) -> bool {
+    strings_over(r) || entries_over(r) || raw_len(r) * 6 + RECORD_OVERHEAD > MAX_RECORD_BYTES
+}
+
+fn entries_over(r: &AuditRecord) -> bool {
+    r.request_transforms
+        .iter()
+        .chain(&r.response_transforms)
+        .any(|t| entries::map_over(&t.annotations))
+        || bounded_extra(r).any(|(_, v)| entries::over(v))
+}
+
+/// The bytes of `r`'s strings (escaping aside: JSON writes a byte as at
+/// most 6), with a few per number, list and map entry.
+fn raw_len(r: &AuditRecord) -> usize {
+    let opt = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+    let traces: usize = r
+        .request_transforms
+        .iter()
+        .chain(&r.response_transforms)
+        .map(|t| t.name.len() + map_raw_len(&t.annotations))
+        .sum();
+    let extra: usize = bounded_extra(r)
+        .map(|(k, v)| k.len() + value_raw_len(v))
+        .sum();
+    r.host.len()
+        + r.method.len()
+        + r.path.len()
+        + opt(&r.sni)
+        + opt(&r.error)
+        + opt(&r.rejected_by)
+        + opt(&r.reason)
+        + opt(&r.original_dst)
+        + r.tunnel.as_ref().map_or(0, |t| t.target.len())
+        + r.client
+            .as_ref()
+            .map_or(0, |c| c.comm.len() + c.cgroup.len())
+        + traces
+        + extra
+}
+
+fn map_raw_len(m: &Map<String, Value>) -> usize {
+    m.iter().map(|(k, v)| k.len() + 4 + value_raw_len(v)).sum()
+}
+
+fn value_raw_len(v: &Value) -> usize {
+    match v {
+        Value::String(s) => s.len() + 2,
+        Value::Array(a) => 2 + a.iter().map(|v| value_raw_len(v) + 1).sum::<usize>(),
+        Value::Object(m) => 2 + map_raw_len(m),
+        // At most 4 bytes as written (24 for a number), counted ×6.
+        Value::Null | Value::Bool(_) | Value::Number(_) => 4,
+    }
+}
+
+/// True when some string of `r` is over [`MAX_FIELD_BYTES`].
+fn strings_over(r: &AuditRecord) -> bool {
     let long = |s: &str| s.len() > MAX_FIELD_BYTES;
     long(&r.host)
         || long(&r.method)
@@ -48,8 +144,10 @@ pub(super) fn over(r: &AuditRecord) -> bool {
             .any(|(k, v)| !OPERATOR_BOUNDED.contains(&k.as_str()) && value_over(v))
 }
 
-/// A copy of `r` with every string over the bound cut, and `truncated`
-/// listing the fields cut (in record order).
+/// A copy of `r` within the bounds: every string over [`MAX_FIELD_BYTES`]
+/// cut, every list and map to [`MAX_ENTRIES`], then the lists and maps to
+/// [`MAX_RECORD_BYTES`]; `truncated` lists the fields cut (in record order)
+/// and [`TRUNCATED_ENTRIES`] the lists and maps with their original counts.
 pub(super) fn bounded(r: &AuditRecord) -> AuditRecord {
     let mut r = r.clone();
     let mut cut: Vec<Value> = Vec::new();
@@ -81,19 +179,163 @@ pub(super) fn bounded(r: &AuditRecord) -> AuditRecord {
             cut.push(Value::String(k.clone()));
         }
     }
+    let mut cuts = Cuts::default();
+    let phases = [("request_transforms", false), ("response_transforms", true)];
+    for (name, response) in phases {
+        if cap_traces(&mut r, name, response, &mut cuts) {
+            note_once(&mut cut, name);
+        }
+    }
+    for (k, v) in r.extra.iter_mut() {
+        if !OPERATOR_BOUNDED.contains(&k.as_str())
+            && entries::cap(v, &mut extra_path(k), 0, &mut cuts)
+        {
+            note_once(&mut cut, k);
+        }
+    }
+    fit_record(&mut r, &mut cut, &mut cuts);
+    // In record order: the fields in the order they are written, then the
+    // `extra` keys in theirs.
+    let rank = |c: &Value| {
+        let name = c.as_str().unwrap_or_default();
+        FIELD_ORDER
+            .iter()
+            .position(|f| *f == name)
+            .unwrap_or_else(|| {
+                FIELD_ORDER.len() + r.extra.keys().take_while(|k| *k != name).count()
+            })
+    };
+    cut.sort_by_key(rank);
     if !cut.is_empty() {
         r.extra.insert(TRUNCATED.into(), Value::Array(cut));
     }
+    if !cuts.is_empty() {
+        let counts = cuts.into_value();
+        r.extra.insert(TRUNCATED_ENTRIES.into(), counts);
+    }
     r
+}
+
+/// The path of top-level field `name`, one of [`FIELD_ORDER`].
+fn field_path(name: &str) -> Path {
+    let rank = FIELD_ORDER.iter().position(|f| *f == name).unwrap_or(0);
+    vec![Seg::Field(rank, name.to_string())]
+}
+
+/// The path of `extra` key `k` (after every field of [`FIELD_ORDER`]; the
+/// keys are written in their sorted order).
+fn extra_path(k: &str) -> Path {
+    vec![Seg::Field(FIELD_ORDER.len(), k.to_string())]
+}
+
+/// The path of the annotations of trace `i` of phase `name`.
+fn annotations_path(name: &str, i: usize) -> Path {
+    let mut p = field_path(name);
+    p.push(Seg::Index(i));
+    p.push(Seg::Key("annotations".into()));
+    p
+}
+
+/// Adds `name` to the cut fields unless it is there.
+fn note_once(cut: &mut Vec<Value>, name: &str) {
+    if !cut.iter().any(|c| c.as_str() == Some(name)) {
+        cut.push(Value::String(name.to_string()));
+    }
+}
+
+/// [`entries::cap`] on the annotations of one phase's traces.
+fn cap_traces(r: &mut AuditRecord, name: &str, response: bool, cuts: &mut Cuts) -> bool {
+    let traces = if response {
+        &mut r.response_transforms
+    } else {
+        &mut r.request_transforms
+    };
+    let mut cut = false;
+    for (i, t) in traces.iter_mut().enumerate() {
+        cut |= entries::cap_map(&mut t.annotations, &mut annotations_path(name, i), cuts);
+    }
+    cut
+}
+
+/// Cuts the lists and maps of `r` (annotations, then `extra`, in record
+/// order) until the record, `body_capture` aside, is within
+/// [`MAX_RECORD_BYTES`] with room for the fields naming the cuts.
+fn fit_record(r: &mut AuditRecord, cut: &mut Vec<Value>, cuts: &mut Cuts) {
+    let operator: usize = r
+        .extra
+        .iter()
+        .filter(|(k, _)| OPERATOR_BOUNDED.contains(&k.as_str()))
+        .map(|(k, v)| entries::json_len(k) + 2 + entries::json_len(v))
+        .sum();
+    let size = entries::json_len(&*r) - operator;
+    if size + entries::RESERVED_BYTES <= MAX_RECORD_BYTES {
+        return;
+    }
+    // What the record takes with every list and map empty.
+    let containers: usize = r
+        .request_transforms
+        .iter()
+        .chain(&r.response_transforms)
+        .flat_map(|t| t.annotations.values())
+        .chain(bounded_extra(r).map(|(_, v)| v))
+        .filter_map(|v| Some(entries::json_len(v) - entries::empty_len(v)?))
+        .sum();
+    let mut room = MAX_RECORD_BYTES.saturating_sub(size - containers + entries::RESERVED_BYTES);
+    let phases = [("request_transforms", false), ("response_transforms", true)];
+    for (name, response) in phases {
+        let traces = if response {
+            &mut r.response_transforms
+        } else {
+            &mut r.request_transforms
+        };
+        for (i, t) in traces.iter_mut().enumerate() {
+            for (k, v) in t.annotations.iter_mut() {
+                let mut path = annotations_path(name, i);
+                path.push(Seg::Key(k.clone()));
+                if fit_value(v, &mut path, &mut room, cuts) {
+                    note_once(cut, name);
+                }
+            }
+        }
+    }
+    for (k, v) in r.extra.iter_mut() {
+        if !OPERATOR_BOUNDED.contains(&k.as_str())
+            && fit_value(v, &mut extra_path(k), &mut room, cuts)
+        {
+            note_once(cut, k);
+        }
+    }
+}
+
+/// [`entries::fit`] on a list or map whose empty form is already counted;
+/// any other value is left as it is (its size is in the record's own).
+fn fit_value(v: &mut Value, path: &mut Path, room: &mut usize, cuts: &mut Cuts) -> bool {
+    let Some(empty) = entries::empty_len(v) else {
+        return false;
+    };
+    // The empty form was counted in the record's fixed part: give it back
+    // for the call, which counts only what goes inside.
+    let full = entries::json_len(v) - empty;
+    if full <= *room {
+        *room -= full;
+        return false;
+    }
+    entries::fit(v, path, room, cuts)
 }
 
 /// Cuts `s` to at most [`MAX_FIELD_BYTES`] at a character boundary; true
 /// when it was longer.
 fn cut_str(s: &mut String) -> bool {
-    if s.len() <= MAX_FIELD_BYTES {
+    cut_to(s, MAX_FIELD_BYTES)
+}
+
+/// Cuts `s` to at most `max` bytes at a character boundary; true when it
+/// was longer.
+fn cut_to(s: &mut String, max: usize) -> bool {
+    if s.len() <= max {
         return false;
     }
-    let mut end = MAX_FIELD_BYTES;
+    let mut end = max;
     while !s.is_char_boundary(end) {
         end -= 1;
     }
@@ -146,90 +388,5 @@ fn cut_value(v: &mut Value) -> bool {
             m.values_mut().fold(cut, |cut, v| cut_value(v) | cut)
         }
         Value::Null | Value::Bool(_) | Value::Number(_) => false,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::audit::{ClientProcess, Mode, TunnelInfo};
-    use serde_json::{json, Map};
-
-    fn record() -> AuditRecord {
-        let mut r = AuditRecord::new(Mode::Http, "127.0.0.1:5000".into());
-        r.host = "a.test".into();
-        r.method = "GET".into();
-        r.path = "/get".into();
-        r
-    }
-
-    #[test]
-    fn a_record_within_the_bound_is_not_touched() {
-        let mut r = record();
-        r.path = "/".to_string() + &"a".repeat(MAX_FIELD_BYTES - 1);
-        r.request_transforms.push(TransformTrace {
-            name: "annotate".into(),
-            action: "continue",
-            annotations: Map::from_iter([("header:User-Agent".into(), json!("curl/8"))]),
-        });
-        assert!(!over(&r));
-    }
-
-    #[test]
-    fn long_strings_are_cut_at_a_character_boundary_and_named() {
-        let mut r = record();
-        // 'é' is two bytes: with a leading '/', byte MAX_FIELD_BYTES falls
-        // in the middle of one.
-        r.path = "/".to_string() + &"é".repeat(MAX_FIELD_BYTES);
-        r.tunnel = Some(TunnelInfo {
-            kind: "connect",
-            target: "x".repeat(MAX_FIELD_BYTES + 1),
-        });
-        r.client = Some(ClientProcess {
-            cgroup: "/c".repeat(MAX_FIELD_BYTES),
-            ..ClientProcess::default()
-        });
-        r.request_transforms.push(TransformTrace {
-            name: "annotate".into(),
-            action: "continue",
-            annotations: Map::from_iter([(
-                "header:User-Agent".into(),
-                json!(["ok", "u".repeat(100_000)]),
-            )]),
-        });
-        r.extra.insert("mcp".into(), json!({"t".repeat(5000): 1}));
-        r.extra
-            .insert("body_capture".into(), json!({"body": "b".repeat(100_000)}));
-        assert!(over(&r));
-        let b = bounded(&r);
-        assert_eq!(b.path.len(), MAX_FIELD_BYTES - 1);
-        assert!(r.path.starts_with(&b.path));
-        assert_eq!(
-            b.tunnel.as_ref().map(|t| t.target.len()),
-            Some(MAX_FIELD_BYTES)
-        );
-        assert_eq!(b.host, "a.test");
-        let ua = &b.request_transforms[0].annotations["header:User-Agent"];
-        assert_eq!(ua[0], "ok");
-        assert_eq!(ua[1].as_str().map(str::len), Some(MAX_FIELD_BYTES));
-        assert!(b.extra["mcp"]
-            .as_object()
-            .is_some_and(|m| m.keys().all(|k| k.len() == MAX_FIELD_BYTES)));
-        assert_eq!(
-            b.extra["body_capture"]["body"].as_str().map(str::len),
-            Some(100_000),
-            "the operator's cap governs body_capture"
-        );
-        assert_eq!(
-            b.extra[TRUNCATED],
-            json!([
-                "path",
-                "tunnel.target",
-                "client.cgroup",
-                "request_transforms",
-                "mcp"
-            ])
-        );
-        assert!(!over(&b));
     }
 }
