@@ -179,6 +179,17 @@ fn lists_share_the_record_budget_keeping_whole_first_entries() {
     let counts = v[TRUNCATED_ENTRIES].as_object().expect("counts");
     assert_eq!(counts["mcp.messages"], 64, "{counts:?}");
     assert_eq!(counts["mcp.messages[0].tools_removed"], 100, "{counts:?}");
+    // In record order, none inside a message that was dropped.
+    let keys: Vec<&String> = counts.keys().collect();
+    assert_eq!(keys[0], "mcp.messages", "{keys:?}");
+    for k in &keys[1..] {
+        let i: usize = k
+            .strip_prefix("mcp.messages[")
+            .and_then(|r| r.split(']').next())
+            .and_then(|i| i.parse().ok())
+            .unwrap_or_else(|| panic!("{k}"));
+        assert!(i < kept.len(), "{k} is inside a dropped message");
+    }
     assert_eq!(
         v["body_capture"]["body"].as_str().map(str::len),
         Some(100_000)
