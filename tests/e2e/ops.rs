@@ -3,7 +3,9 @@
 //! repeated reloads, Prometheus metrics parsed by the official client (the data plane's
 //! bytes, upstream timings and connections among them), health and readiness,
 //! OTLP export over HTTP and gRPC, a collector that is down, the SIGTERM drain, hostile
-//! config files (deep nesting, alias bombs) refused on reload, `validate` on files as yaml.v3
+//! config files (deep nesting, alias bombs) refused on reload, a `-config` that is a FIFO, a
+//! directory, a device or a socket refused at once (start-up, `validate`, reload) and a config
+//! behind ConfigMap-style links reloaded through an atomic swap, `validate` on files as yaml.v3
 //! users write them, and the JSON (or text) operational log lines next to the audit records on
 //! stderr.
 
@@ -11,6 +13,7 @@ mod audit_bound;
 mod audit_entries;
 mod audit_sink;
 mod client_acl;
+mod config_file;
 mod config_s3;
 mod dns_flood;
 mod hostile_clients;

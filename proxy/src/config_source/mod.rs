@@ -6,6 +6,7 @@
 //! locations of config errors, are named by the source as given on the
 //! command line: `proxy.yaml:12:3: ...` or `s3://bucket/key:12:3: ...`.
 
+mod file;
 pub mod s3;
 
 use std::fmt;
@@ -40,6 +41,19 @@ pub enum SourceError {
     /// The file is larger than [`MAX_CONFIG_BYTES`] (in MiB).
     #[error("cannot read config: the file is larger than {0} MiB; is it the config?")]
     TooLarge(usize),
+    /// The path (or the end of the links it is) is not a regular file: a
+    /// FIFO, a device, a socket, a directory.
+    #[error("cannot read config: it is {}", not_regular(.kind, .target.as_deref()))]
+    NotRegular {
+        /// What it is: "a FIFO (named pipe)", "a directory".
+        kind: &'static str,
+        /// Where the symbolic link the path is leads, when it is one.
+        target: Option<PathBuf>,
+    },
+    /// Reading the file on a reload took longer than [`READ_TIMEOUT`] (a
+    /// hung network file system): the reload gives up rather than waiting.
+    #[error("cannot read config: reading the file took longer than {} s", .0.as_secs())]
+    TimedOut(Duration),
     /// The runtime for the fetch could not start.
     #[error("starting the runtime for the S3 fetch")]
     Runtime(#[source] std::io::Error),
@@ -60,9 +74,16 @@ impl ConfigSource {
         match self {
             ConfigSource::File(path) => {
                 let path = path.clone();
-                tokio::task::spawn_blocking(move || read_file(&path))
-                    .await
-                    .map_err(|e| SourceError::File(std::io::Error::other(e)))?
+                let read = tokio::task::spawn_blocking(move || file::read(&path));
+                // A read that never returns (a hung NFS server) must not
+                // hold the reload, and every reload queued behind it, forever:
+                // its thread is left to finish on its own.
+                match tokio::time::timeout(READ_TIMEOUT, read).await {
+                    Ok(joined) => {
+                        joined.map_err(|e| SourceError::File(std::io::Error::other(e)))?
+                    }
+                    Err(_) => Err(SourceError::TimedOut(READ_TIMEOUT)),
+                }
             }
             ConfigSource::S3(obj) => Ok(obj.fetch(aws).await?),
         }
@@ -74,7 +95,7 @@ impl ConfigSource {
     /// configuration (the config, and so `dns`, is not known yet).
     pub fn read_blocking(&self) -> Result<Vec<u8>, SourceError> {
         match self {
-            ConfigSource::File(path) => read_file(path),
+            ConfigSource::File(path) => file::read(path),
             ConfigSource::S3(obj) => {
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
@@ -108,18 +129,20 @@ impl ConfigSource {
     }
 }
 
-/// Reads a config file, at most [`MAX_CONFIG_BYTES`] of it: `-config
-/// /dev/zero` (or a log file given by mistake) must not take all memory.
-fn read_file(path: &std::path::Path) -> Result<Vec<u8>, SourceError> {
-    use std::io::Read;
-    let mut bytes = Vec::new();
-    std::fs::File::open(path)
-        .and_then(|f| f.take(MAX_CONFIG_BYTES as u64 + 1).read_to_end(&mut bytes))
-        .map_err(SourceError::File)?;
-    if bytes.len() > MAX_CONFIG_BYTES {
-        return Err(SourceError::TooLarge(MAX_CONFIG_BYTES >> 20));
-    }
-    Ok(bytes)
+/// "a FIFO (named pipe), not a regular file; ...", through the link when
+/// the path is one.
+fn not_regular(kind: &str, target: Option<&Path>) -> String {
+    let what = match target {
+        Some(t) => format!("a symbolic link to {}, {kind}", t.display()),
+        None => kind.to_string(),
+    };
+    let why = if kind.contains("FIFO") {
+        "; the config is read again on every reload, so it must be a file (not a pipe, \
+         /dev/stdin or a process substitution)"
+    } else {
+        ""
+    };
+    format!("{what}, not a regular file{why}")
 }
 
 /// Parses config `bytes` named `name` in errors, with the process environment.
@@ -151,7 +174,12 @@ impl fmt::Display for ConfigSource {
 /// How long one S3 fetch may take, credentials included.
 pub const FETCH_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The largest config fetched from S3.
+/// How long a reload waits for the config file to be read.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The largest config read, from a file or from S3: larger than any real
+/// config (Kubernetes caps a ConfigMap at 1 MiB), small enough that a log
+/// file or a device given by mistake costs little.
 pub const MAX_CONFIG_BYTES: usize = 16 << 20;
 
 #[cfg(test)]
@@ -193,24 +221,27 @@ mod tests {
         );
     }
 
-    /// `-config /dev/zero` (endless) and a file over the limit are refused
-    /// after reading one byte past it, not read to the end.
+    /// A file over the limit is refused by its size, `-config /dev/zero`
+    /// (endless) by its type: neither is read to the end.
     #[test]
-    fn a_config_larger_than_the_limit_is_refused() {
-        for src in [ConfigSource::File("/dev/zero".into()), {
-            let dir = tempfile::tempdir().expect("dir");
-            let path = dir.keep().join("big.yaml");
-            std::fs::write(&path, vec![b'#'; MAX_CONFIG_BYTES + 1]).expect("write");
-            ConfigSource::File(path)
-        }] {
-            let err = src.load_blocking().unwrap_err().0[0].to_string();
-            assert!(
-                err.ends_with(
-                    "cannot read config: the file is larger than 16 MiB; is it the config?"
-                ),
-                "{err}"
-            );
-        }
+    fn a_config_larger_than_the_limit_or_endless_is_refused() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("big.yaml");
+        std::fs::write(&path, vec![b'#'; MAX_CONFIG_BYTES + 1]).expect("write");
+        let err = ConfigSource::File(path).load_blocking().unwrap_err().0[0].to_string();
+        assert!(
+            err.ends_with("cannot read config: the file is larger than 16 MiB; is it the config?"),
+            "{err}"
+        );
+        let err = ConfigSource::File("/dev/zero".into())
+            .load_blocking()
+            .unwrap_err()
+            .0[0]
+            .to_string();
+        assert_eq!(
+            err,
+            "/dev/zero: cannot read config: it is a character device, not a regular file"
+        );
     }
 
     #[test]
