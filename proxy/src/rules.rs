@@ -145,6 +145,17 @@ pub enum RuleError {
     /// A host pattern that is empty or holds characters no host name can have.
     #[error("invalid host pattern {0:?}")]
     Host(String),
+    /// An internationalized label with no ASCII (IDNA) form, which no client
+    /// could send.
+    #[error("host {pattern:?}: label {label:?} has no ASCII (IDNA) form: {why}")]
+    Idna {
+        /// The pattern as written.
+        pattern: String,
+        /// The label at fault.
+        label: String,
+        /// Why, naming the character at fault when one is.
+        why: String,
+    },
     /// A host pattern with a port (`host:8080`): patterns name hosts only, so
     /// it could never match.
     #[error("host pattern {0:?} holds a port; patterns match host names (and IP addresses), never ports")]
@@ -311,32 +322,75 @@ impl HostPattern {
 
 /// `host` lowercased, with each internationalized label in its ASCII form
 /// (`bücher.example` → `xn--bcher-kva.example`), as clients send it in SNI
-/// and Host. `None` for a label that has no ASCII form, or that mixes
-/// non-ASCII characters with a glob `*`.
-fn ascii_host(host: &str) -> Option<String> {
+/// and Host: UTS #46 processing (the `idna` crate's `domain_to_ascii`, as
+/// browsers and the `url` crate do), which also maps compatibility forms
+/// (fullwidth `ｅｘａｍｐｌｅ` is `example`) and drops invisible characters
+/// (a zero-width space) as a browser would. A label that has no ASCII form,
+/// or that mixes non-ASCII characters with a glob `*`, is refused, naming
+/// the label and why.
+pub fn ascii_host(host: &str) -> Result<String, RuleError> {
     if host.is_ascii() {
-        return Some(host.to_ascii_lowercase());
+        return Ok(host.to_ascii_lowercase());
     }
-    let labels: Option<Vec<String>> = host
+    let refuse = |label: &str, why: String| RuleError::Idna {
+        pattern: host.to_string(),
+        label: label.to_string(),
+        why,
+    };
+    let labels: Result<Vec<String>, RuleError> = host
         .split('.')
         .map(|label| {
             if label.is_ascii() {
-                Some(label.to_ascii_lowercase())
+                Ok(label.to_ascii_lowercase())
             } else if label.contains('*') {
-                None
+                Err(refuse(
+                    label,
+                    "a glob '*' cannot be part of an internationalized label; write the \
+                     label's ASCII form (xn--...) around the '*', or a '*' label of its own"
+                        .into(),
+                ))
             } else {
-                idna::domain_to_ascii(label).ok()
+                match idna::domain_to_ascii(label) {
+                    Ok(a) if a.chars().all(host_char) => Ok(a),
+                    _ => Err(refuse(label, idna_failure(label))),
+                }
             }
         })
         .collect();
-    Some(labels?.join("."))
+    Ok(labels?.join("."))
+}
+
+/// A character of a host name's ASCII form (a label's: IDNA maps the
+/// ideographic and fullwidth full stops to '.', so a dot too).
+fn host_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')
+}
+
+/// Why `label` has no ASCII form: the first character IDNA refuses on its
+/// own, or maps to what no host name holds (the no-break space to a space),
+/// named; or the rule the label as a whole breaks.
+fn idna_failure(label: &str) -> String {
+    let refused = label.chars().find(|c| {
+        !c.is_ascii()
+            && !idna::domain_to_ascii(c.encode_utf8(&mut [0; 4]))
+                .is_ok_and(|a| a.chars().all(host_char))
+    });
+    match refused {
+        Some(c) => {
+            let name = unicode_names2::name(c).map_or(String::new(), |n| format!(" {n}"));
+            format!("U+{:04X}{name} is not allowed in a host name", c as u32)
+        }
+        None => "its characters are not a valid internationalized name (UTS #46: a label \
+                 must not start with a combining mark, and right-to-left text must follow \
+                 the bidi rule)"
+            .into(),
+    }
 }
 
 impl FromStr for HostPattern {
     type Err = RuleError;
     fn from_str(s: &str) -> Result<Self, RuleError> {
-        let p = ascii_host(s.trim().trim_end_matches('.'))
-            .ok_or_else(|| RuleError::Host(s.to_string()))?;
+        let p = ascii_host(s.trim().trim_end_matches('.'))?;
         let valid = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '*' | ':');
         if p.is_empty() || !p.chars().all(valid) {
             return Err(RuleError::Host(s.to_string()));

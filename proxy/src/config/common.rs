@@ -5,6 +5,7 @@
 use ipnet::IpNet;
 
 use super::decode::{one_of_any_case, parse_str, str_with, Cx, Decode, Res};
+use super::lookalike;
 use super::values::{GoDuration, HeaderMatcher, ListenAddr, NonNegativeDuration, PositiveDuration};
 use super::yaml::Node;
 use crate::rules::{
@@ -31,11 +32,101 @@ decode_from_str!(
 
 impl Decode for HostPattern {
     /// A host pattern; a glob whose `*` is glued to a dotted name
-    /// (`*example.com`) loads with a warning ([`warn_missing_dot`]).
+    /// (`*example.com`) loads with a warning ([`warn_missing_dot`]), as does
+    /// an internationalized name that mixes scripts ([`warn_host_characters`]).
     fn decode(node: &Node, cx: &mut Cx) -> Res<Self> {
         let p: HostPattern = parse_str(node, cx)?;
         warn_missing_dot(&p, node, cx);
+        warn_host_characters(node, &p.to_string(), cx);
         Ok(p)
+    }
+}
+
+/// Warns at `node`, a host name or pattern as written whose ASCII (IDNA)
+/// form is `ascii`, about what a reader cannot see in it: a label that mixes
+/// scripts (`gіthub`, with a Cyrillic `і`) or is wholly written in letters
+/// that look like ASCII ones (`аррӏе`), which matches only its own `xn--`
+/// name, never the name it looks like; and invisible characters, which IDNA
+/// drops. Warnings, not errors: `bücher.example` and `пример.рф` are real
+/// names, and a label may mix scripts on purpose.
+pub(crate) fn warn_host_characters(node: &Node, ascii: &str, cx: &mut Cx) {
+    let Some(text) = node.scalar() else {
+        return;
+    };
+    if text.is_ascii() {
+        return;
+    }
+    for m in lookalike::mixed_scripts(text) {
+        let shown = lookalike::odd(&m.label).map_or(m.label.clone(), |o| o.shown);
+        let what = match m.scripts.as_slice() {
+            [one] => format!("is written in {one}"),
+            many => format!("mixes {}", and_list(many)),
+        };
+        let looks = match &m.reads_as {
+            Some(reads) => {
+                let meant: Vec<String> = text
+                    .trim_end_matches('.')
+                    .split('.')
+                    .map(|l| {
+                        if l == m.label {
+                            reads.clone()
+                        } else {
+                            l.to_lowercase()
+                        }
+                    })
+                    .collect();
+                format!(", not {}, which it looks like", meant.join("."))
+            }
+            None => String::new(),
+        };
+        cx.warn(
+            node.pos,
+            format!(
+                "label '{shown}' of {text:?} {what} ({}): it matches only {ascii}{looks}",
+                m.characters.join(", ")
+            ),
+        );
+    }
+    if let Some(odd) = text
+        .chars()
+        .any(lookalike::is_invisible)
+        .then(|| lookalike::odd(text))
+        .flatten()
+    {
+        let invisible: Vec<String> = text
+            .chars()
+            .filter(|c| lookalike::is_invisible(*c))
+            .map(lookalike::describe)
+            .fold(Vec::new(), |mut v, d| {
+                if !v.contains(&d) {
+                    v.push(d);
+                }
+                v
+            });
+        cx.warn(
+            node.pos,
+            format!(
+                "'{}' holds {}, which IDNA drops: it matches {ascii}",
+                odd.shown,
+                and_list(&invisible)
+            ),
+        );
+    }
+}
+
+/// "a", "a and b", "a, b and c".
+fn and_list<S: AsRef<str>>(items: &[S]) -> String {
+    match items {
+        [] => String::new(),
+        [one] => one.as_ref().to_string(),
+        [rest @ .., last] => format!(
+            "{} and {}",
+            rest.iter()
+                .map(|s| s.as_ref())
+                .collect::<Vec<&str>>()
+                .join(", "),
+            last.as_ref()
+        ),
     }
 }
 

@@ -10,6 +10,7 @@ use std::str::FromStr;
 
 use super::error::ConfigError;
 use super::lint::Lint;
+use super::lookalike;
 use super::positions;
 use super::yaml::{self, Kind, Node, Number, Pos};
 
@@ -174,7 +175,8 @@ impl Cx {
             } else {
                 let index = self.errors.len();
                 self.error(k.pos, unknown("field", name, fields));
-                self.places.unknown(&self.path, name, index);
+                self.places
+                    .unknown(&self.path, name, lookalike::odd(name), index);
             }
         }
         Ok(MapDe {
@@ -200,7 +202,13 @@ fn glued_key(node: &Node) -> Option<(&str, &str)> {
 }
 
 /// "unknown field 'x', did you mean 'y'?" or the list of valid names when nothing is close.
+/// A name written with lookalike or invisible characters is shown with them escaped and
+/// named (`unknown field '\u{430}llowed': U+0430 CYRILLIC SMALL LETTER A looks like 'a';
+/// did you mean 'allowed'?`).
 pub(crate) fn unknown(what: &str, name: &str, valid: &[&str]) -> String {
+    if let Some(m) = odd_name(what, name, valid) {
+        return format!("unknown {m}");
+    }
     match suggest(name, valid) {
         Some(s) => format!("unknown {what} '{name}', did you mean '{s}'?"),
         None => format!(
@@ -208,6 +216,22 @@ pub(crate) fn unknown(what: &str, name: &str, valid: &[&str]) -> String {
             valid.join(", ")
         ),
     }
+}
+
+/// "{what} '\u{430}llowed': U+0430 CYRILLIC SMALL LETTER A looks like 'a'; did you mean
+/// 'allowed'?" for a `name` with lookalike or invisible characters ([`lookalike::odd`]),
+/// with the valid name it reads as, or the closest one; `None` for any other name.
+pub(crate) fn odd_name(what: &str, name: &str, valid: &[&str]) -> Option<String> {
+    let odd = lookalike::odd(name)?;
+    let (shown, note) = (&odd.shown, &odd.note);
+    let meant = lookalike::resembles(name, &odd, valid).or_else(|| suggest(&odd.folded, valid));
+    Some(match meant {
+        Some(s) => format!("{what} '{shown}': {note}; did you mean '{s}'?"),
+        None => format!(
+            "{what} '{shown}': {note} (expected one of: {})",
+            valid.join(", ")
+        ),
+    })
 }
 
 /// The valid name closest to `name`, when it is close enough to be a likely typo.
@@ -655,6 +679,9 @@ fn one_of_by<T: Copy>(
         return Ok(*v);
     }
     let names: Vec<&str> = table.iter().map(|(n, _)| *n).collect();
+    if let Some(m) = odd_name(what, text, &names) {
+        return Err(cx.error(node.pos, format!("invalid {m}")));
+    }
     let msg = match suggest(text, &names) {
         Some(s) => format!(
             "invalid {what} '{text}', did you mean '{s}'? (expected one of: {})",

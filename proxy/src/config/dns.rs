@@ -43,8 +43,11 @@ pub enum DnsRecordValue {
     Cname(String),
 }
 
+/// A DNS name, lowercase, without its trailing dot, an internationalized one
+/// in its ASCII form (`bücher.example` is `xn--bcher-kva.example`, the name
+/// resolvers ask for).
 fn hostname(s: &str) -> Result<String, String> {
-    let name = s.trim_end_matches('.').to_ascii_lowercase();
+    let name = crate::rules::ascii_host(s.trim_end_matches('.')).map_err(|e| e.to_string())?;
     let label_ok = |l: &str| {
         !l.is_empty()
             && l.len() <= 63
@@ -54,6 +57,13 @@ fn hostname(s: &str) -> Result<String, String> {
     if name.is_empty() || name.len() > 253 || !name.split('.').all(label_ok) {
         return Err(format!("invalid host name {s:?}"));
     }
+    Ok(name)
+}
+
+/// [`hostname`], with the warnings about characters a reader cannot see.
+fn dns_name(node: &Node, cx: &mut Cx) -> Res<String> {
+    let name = str_with(node, cx, hostname)?;
+    super::common::warn_host_characters(node, &name, cx);
     Ok(name)
 }
 
@@ -83,7 +93,7 @@ enum RecordType {
 impl Decode for DnsRecord {
     fn decode(node: &Node, cx: &mut Cx) -> Res<Self> {
         let m = cx.map(node, &["name", "type", "value"])?;
-        let name = m.req_with(cx, "name", |n, cx| str_with(n, cx, hostname));
+        let name = m.req_with(cx, "name", dns_name);
         // Any case, as DNS itself reads type names (`a`, `cname`).
         let kind = m.req_with(cx, "type", |n, cx| {
             one_of_any_case(
@@ -99,9 +109,7 @@ impl Decode for DnsRecord {
                     ipv4(n, cx, "A records take IPv4 addresses")
                 })
                 .map(DnsRecordValue::A),
-            Ok(RecordType::Cname) => m
-                .req_with(cx, "value", |n, cx| str_with(n, cx, hostname))
-                .map(DnsRecordValue::Cname),
+            Ok(RecordType::Cname) => m.req_with(cx, "value", dns_name).map(DnsRecordValue::Cname),
             Err(f) => Err(f),
         };
         Ok(DnsRecord {

@@ -26,6 +26,7 @@ mod hmac;
 mod intercept;
 mod judge;
 mod lint;
+mod lookalike;
 mod mcp;
 mod oauth;
 mod positions;

@@ -7,6 +7,7 @@ mod fuzz;
 mod hostile;
 mod indentation;
 mod loading;
+mod lookalike;
 mod spec_files;
 mod yaml_compat;
 

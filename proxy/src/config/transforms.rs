@@ -104,6 +104,9 @@ const SPEC_NAMES: [(&str, &str, &str); 3] = [
 /// a transform's name, or to a name the spec's pages use for one
 /// ([`SPEC_NAMES`], said with what that transform does), and the valid names.
 fn unknown_transform(name: &str) -> String {
+    if let Some(m) = super::decode::odd_name("transform", name, &TRANSFORM_NAMES) {
+        return format!("unknown {m}");
+    }
     let valid = TRANSFORM_NAMES.join(", ");
     let names: Vec<&str> = TRANSFORM_NAMES
         .iter()
@@ -176,6 +179,7 @@ impl Decode for DomainPattern {
     fn decode(node: &Node, cx: &mut Cx) -> Res<Self> {
         let p = Self::parse(node, cx)?;
         super::common::warn_missing_dot(&p.0, node, cx);
+        super::common::warn_host_characters(node, &p.0.to_string(), cx);
         Ok(p)
     }
 }

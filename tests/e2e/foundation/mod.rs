@@ -9,6 +9,7 @@ mod bodies;
 mod deny_cidrs;
 mod failures;
 mod hygiene;
+mod idn;
 
 use std::io::Write;
 use std::net::{Ipv4Addr, TcpListener};

@@ -13,6 +13,7 @@
 
 use super::{render, Seg};
 use crate::config::error::ConfigError;
+use crate::config::lookalike::Odd;
 
 /// The most mappings remembered: every one of a real config, without
 /// letting a hostile file of millions of `{}` cost a copy of each path.
@@ -36,6 +37,9 @@ struct Unknown {
     /// The mapping it is in.
     path: Vec<Seg>,
     name: String,
+    /// Its lookalike or invisible characters, when it has some: then the key
+    /// it reads as is looked for.
+    odd: Option<Odd>,
     /// Its error, by index into the decoder's errors.
     error: usize,
 }
@@ -57,11 +61,13 @@ impl Places {
     }
 
     /// `name` is not a field of the mapping at `path`; its error is `errors[error]`.
-    pub(super) fn unknown(&mut self, path: &[Seg], name: &str, error: usize) {
+    /// `odd`: its lookalike characters (`lookalike::odd`).
+    pub(super) fn unknown(&mut self, path: &[Seg], name: &str, odd: Option<Odd>, error: usize) {
         if self.unknown.len() < MAX_UNKNOWN {
             self.unknown.push(Unknown {
                 path: path.to_vec(),
                 name: name.to_string(),
+                odd,
                 error,
             });
         }
@@ -78,16 +84,30 @@ impl Places {
                 continue;
             };
             let here = where_is(&u.path);
-            e.message = format!(
-                "unknown field '{}' {here}; it belongs {there} — check its indentation",
-                u.name
-            );
+            e.message = match &u.odd {
+                Some(odd) => format!(
+                    "unknown field '{}' {here}: {}; '{}' belongs {there} — check its indentation",
+                    odd.shown, odd.note, odd.folded
+                ),
+                None => format!(
+                    "unknown field '{}' {here}; it belongs {there} — check its indentation",
+                    u.name
+                ),
+            };
         }
     }
 
     /// Where `u`'s key is a field: the parent mapping, a sibling, a mapping inside.
     fn places_of(&self, u: &Unknown) -> Vec<String> {
-        let has = |m: &&Mapping| m.fields.contains(&u.name.as_str());
+        let name = u
+            .odd
+            .as_ref()
+            .map_or(u.name.as_str(), |o| o.folded.as_str());
+        let has = |m: &&Mapping| m.fields.contains(&name);
+        // A lookalike of a key of its own mapping is only that (the plain error says so).
+        if u.odd.is_some() && self.mappings.iter().filter(has).any(|m| m.path == u.path) {
+            return Vec::new();
+        }
         let parent = parent_of(&u.path);
         let mut out = Vec::new();
         if let Some(p) = parent {

@@ -239,3 +239,67 @@ fn an_aws_region_near_miss_loads_with_a_warning_naming_the_region() {
         .replace(", us-esat-2", ", us-gov-west-1, ap-southeast-9");
     assert_eq!(lint(&config(&fine)), vec![]);
 }
+
+/// An internationalized host name loads in its ASCII (IDNA) form; a label
+/// that mixes scripts (`gіthub`, a Cyrillic `і`) or is all lookalikes of
+/// ASCII letters (`аррӏе`) loads with a warning naming the label, its
+/// scripts and characters, the `xn--` name it matches and the name it looks
+/// like, wherever host names are written; `bücher.example` loads silently.
+#[test]
+fn a_host_label_that_mixes_scripts_loads_with_a_warning() {
+    let cfg = config(
+        "  - name: allowlist\n    config:\n      domains: [\"g\u{456}thub.com\", \"b\u{fc}cher.example\"]\n      \
+         rules: [{host: \"*.\u{430}\u{440}\u{440}\u{4cf}\u{435}.com\"}]\n",
+    );
+    let found: Vec<String> = lint(&cfg).iter().map(ToString::to_string).collect();
+    assert_eq!(
+        found,
+        [
+            "t.yaml:7:17: transforms[0].config.domains[0]: label 'g\\u{456}thub' of \
+             \"g\u{456}thub.com\" mixes Cyrillic and Latin (U+0456 CYRILLIC SMALL LETTER \
+             BYELORUSSIAN-UKRAINIAN I): it matches only xn--gthub-n2e.com, not github.com, \
+             which it looks like",
+            "t.yaml:8:22: transforms[0].config.rules[0].host: label \
+             '\\u{430}\\u{440}\\u{440}\\u{4cf}\\u{435}' of \"*.\u{430}\u{440}\u{440}\u{4cf}\u{435}.com\" \
+             is written in Cyrillic (U+0430 CYRILLIC SMALL LETTER A, U+0440 CYRILLIC SMALL \
+             LETTER ER, U+04CF CYRILLIC SMALL LETTER PALOCHKA, U+0435 CYRILLIC SMALL LETTER IE): \
+             it matches only *.xn--80ak6aa92e.com, not *.apple.com, which it looks like",
+        ]
+    );
+    let TransformConfig::Allowlist(a) = &cfg.transforms[0] else {
+        panic!("allowlist first")
+    };
+    assert_eq!(a.domains[1].to_string(), "xn--bcher-kva.example");
+
+    let text = "tls: {ca_cert: c, ca_key: k}\ndns:\n  proxy_ip: 10.0.0.2\n  passthrough: \
+                [\"g\u{456}thub.com\"]\n  records:\n    - {name: \"b\u{fc}cher.test\", type: A, \
+                value: 10.0.0.9}\n    - {name: \"\u{430}pple.test\", type: A, value: 10.0.0.9}\n\
+                transforms:\n  - name: allowlist\n    config: {domains: [a.test]}\n";
+    let cfg = crate::config::parse(text, "t.yaml", &|_| None).expect("valid config");
+    let found: Vec<String> = lint(&cfg).iter().map(ToString::to_string).collect();
+    assert_eq!(found.len(), 2, "{found:#?}");
+    assert!(
+        found[0].starts_with("t.yaml:4:17: dns.passthrough[0]: label 'g\\u{456}thub'"),
+        "{found:#?}"
+    );
+    assert!(
+        found[1].starts_with("t.yaml:7:14: dns.records[1].name: label '\\u{430}pple' of"),
+        "{found:#?}"
+    );
+    assert_eq!(
+        cfg.dns.as_ref().expect("dns").records[0].name,
+        "xn--bcher-kva.test"
+    );
+}
+
+/// Invisible characters in a host name are dropped by IDNA (as browsers do):
+/// the name loads as the one without them, with a warning naming them.
+#[test]
+fn an_invisible_character_in_a_host_name_is_named() {
+    let cfg = config("  - name: allowlist\n    config:\n      domains: [\"git\u{200b}hub.com\"]\n");
+    assert_eq!(
+        only_finding(&cfg),
+        "t.yaml:7:17: transforms[0].config.domains[0]: 'git\\u{200b}hub.com' holds U+200B ZERO \
+         WIDTH SPACE, which IDNA drops: it matches github.com"
+    );
+}
