@@ -33,7 +33,7 @@ pub fn kind_of(meta: &Metadata) -> Option<&'static str> {
     } else if t.is_block_device() {
         Some("a block device")
     } else {
-        Some("not a regular file")
+        Some("a file of another type")
     }
 }
 
