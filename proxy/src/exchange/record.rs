@@ -148,7 +148,7 @@ impl Drop for Pending {
                 } else {
                     r.fail(
                         "client_closed",
-                        "the client closed the connection before the response began".into(),
+                        "the client closed the connection (or reset its HTTP/2 stream) before the response began".into(),
                         0,
                     );
                 }
