@@ -4,6 +4,7 @@
 //! with `MIMALLOC_VERBOSE=1`; the kernel shows a process's THP switch in
 //! `/proc/PID/status`.
 
+use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -32,7 +33,7 @@ fn eager_arena_commit_is_off_unless_the_environment_sets_it() {
 }
 
 /// A started iron-proxy, killed and reaped when dropped: also when an
-/// assertion fails, since one blocked on the FIFO would wait forever.
+/// assertion fails.
 struct Started(std::process::Child);
 
 impl Drop for Started {
@@ -42,37 +43,49 @@ impl Drop for Started {
     }
 }
 
+/// A config that serves on free loopback ports and needs no files.
+const CONFIG: &str = "proxy:\n  http_listen: \"127.0.0.1:0\"\n  https_listen: \"127.0.0.1:0\"\n\
+                      tls:\n  mode: sni-only\nmetrics:\n  listen: \"127.0.0.1:0\"\n\
+                      transforms:\n  - name: allowlist\n    config:\n      domains: [\"none.test\"]\n";
+
 /// The `THP_enabled` line of a running iron-proxy's /proc status, with
-/// `MIMALLOC_ALLOW_THP` set to `env` (or unset). The process is held at
-/// start-up, after its constructors ran, by a config path that is a FIFO
-/// nobody opens for writing; then killed.
+/// `MIMALLOC_ALLOW_THP` set to `env` (or unset). The process is read once it
+/// says it is ready (every constructor has run by then, and after a re-exec
+/// too), then killed.
 fn thp_enabled(env: Option<&str>) -> String {
     let dir = tempfile::tempdir().expect("tempdir");
-    let fifo = dir.path().join("config.yaml");
-    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
+    let config = dir.path().join("config.yaml");
+    std::fs::write(&config, CONFIG).expect("write config");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_iron-proxy"));
     cmd.arg("--config")
-        .arg(&fifo)
+        .arg(&config)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .env_remove("MIMALLOC_ALLOW_THP");
     if let Some(v) = env {
         cmd.env("MIMALLOC_ALLOW_THP", v);
     }
-    let child = Started(cmd.spawn().expect("start iron-proxy"));
+    let mut child = Started(cmd.spawn().expect("start iron-proxy"));
     let pid = child.0.id();
-    // Wait until the process is blocked opening the FIFO: by then main has
-    // begun, so every constructor has run (the kernel's wait channel for an
-    // open of a FIFO without a writer is `wait_for_partner`, fs/pipe.c).
+    let stderr = child.0.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
     let deadline = Instant::now() + Duration::from_secs(20);
-    let wchan = format!("/proc/{pid}/wchan");
-    while std::fs::read_to_string(&wchan).unwrap_or_default() != "wait_for_partner" {
-        assert!(
-            Instant::now() < deadline,
-            "iron-proxy never blocked opening its config FIFO"
-        );
-        std::thread::sleep(Duration::from_millis(10));
+    let mut seen = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) if line.contains("\"msg\":\"ready\"") => break,
+            Ok(line) => seen.push(line),
+            Err(_) => panic!("iron-proxy was not ready within 20 s:\n{}", seen.join("\n")),
+        }
     }
     let line = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .expect("read /proc status")
