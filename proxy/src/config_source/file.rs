@@ -84,6 +84,57 @@ fn link_target(path: &Path) -> Option<PathBuf> {
     std::fs::canonicalize(path).ok()
 }
 
+/// The largest file a config names (a CA, a TLS certificate or key, a
+/// service-account keyfile, a token file) that [`read_named`] reads: far
+/// above any of them (a CA bundle of every public root is 200 KiB).
+pub const MAX_NAMED_BYTES: u64 = 4 << 20;
+
+/// Reads a file the config names, as [`read`] reads the config: a regular
+/// file or links to one, opened without waiting on a FIFO (a reload, or a
+/// request minting a token, would hang on one), at most
+/// [`MAX_NAMED_BYTES`]. The errors are `io::Error`s, for the callers'
+/// own errors that already name the file and what it is for.
+pub fn read_named(path: &Path) -> std::io::Result<Vec<u8>> {
+    let refuse = |meta: &Metadata| -> std::io::Result<()> {
+        if let Some(kind) = kind_of(meta) {
+            let what = match link_target(path) {
+                Some(t) => format!("a symbolic link to {}, {kind}", t.display()),
+                None => kind.to_string(),
+            };
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("it is {what}, not a regular file"),
+            ));
+        }
+        if meta.len() > MAX_NAMED_BYTES {
+            return Err(too_large());
+        }
+        Ok(())
+    };
+    refuse(&std::fs::metadata(path)?)?;
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)?;
+    let meta = file.metadata()?;
+    refuse(&meta)?;
+    // Sized from the start, as `std::fs::read` does: a key is not left
+    // behind in the freed buffers of a growing one.
+    let mut bytes = Vec::with_capacity(meta.len() as usize + 1);
+    file.take(MAX_NAMED_BYTES + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_NAMED_BYTES {
+        return Err(too_large());
+    }
+    Ok(bytes)
+}
+
+fn too_large() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::InvalidInput,
+        format!("it is larger than {} MiB", MAX_NAMED_BYTES >> 20),
+    )
+}
+
 /// At most one byte past the limit is read: a file that grew past it since
 /// the `stat` is refused all the same.
 fn read_bounded(file: File) -> Result<Vec<u8>, SourceError> {
@@ -193,5 +244,46 @@ mod tests {
         );
         f.set_len(MAX_CONFIG_BYTES as u64).expect("set_len");
         assert_eq!(read(&big).expect("at the limit").len(), MAX_CONFIG_BYTES);
+    }
+
+    /// A file the config names (a CA, a keyfile) is read as the config is:
+    /// a FIFO behind it refused at once rather than waited on, a device or
+    /// an oversized file refused, a link to a regular file read.
+    #[test]
+    fn a_named_file_is_read_only_when_it_is_a_regular_file() {
+        let dir = tempfile::tempdir().expect("dir");
+        let pipe = dir.path().join("ca.pem");
+        fifo(&pipe);
+        let link = dir.path().join("link.pem");
+        std::os::unix::fs::symlink(&pipe, &link).expect("symlink");
+        let e = read_named(&link).expect_err("a FIFO");
+        let target = std::fs::canonicalize(&pipe).expect("canonical");
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "it is a symbolic link to {}, a FIFO (named pipe), not a regular file",
+                target.display()
+            )
+        );
+        assert_eq!(
+            read_named(Path::new("/dev/zero"))
+                .expect_err("a device")
+                .to_string(),
+            "it is a character device, not a regular file"
+        );
+        let big = dir.path().join("big.pem");
+        File::create(&big)
+            .expect("create")
+            .set_len(MAX_NAMED_BYTES + 1)
+            .expect("set_len");
+        assert_eq!(
+            read_named(&big).expect_err("too large").to_string(),
+            "it is larger than 4 MiB"
+        );
+        let pem = dir.path().join("real.pem");
+        std::fs::write(&pem, "-----BEGIN-----").expect("write");
+        std::fs::remove_file(&link).expect("unlink");
+        std::os::unix::fs::symlink(&pem, &link).expect("symlink");
+        assert_eq!(read_named(&link).expect("read"), b"-----BEGIN-----");
     }
 }

@@ -6,7 +6,7 @@
 //! locations of config errors, are named by the source as given on the
 //! command line: `proxy.yaml:12:3: ...` or `s3://bucket/key:12:3: ...`.
 
-mod file;
+pub mod file;
 pub mod s3;
 
 use std::fmt;

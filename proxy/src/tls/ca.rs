@@ -320,7 +320,7 @@ fn self_test(
 }
 
 fn read_nonempty(path: &Path, file: CaFile) -> Result<Vec<u8>, CaError> {
-    let bytes = std::fs::read(path).map_err(|source| CaError::Read {
+    let bytes = crate::config_source::file::read_named(path).map_err(|source| CaError::Read {
         path: path.to_owned(),
         file,
         source,

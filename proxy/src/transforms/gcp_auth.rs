@@ -186,7 +186,12 @@ impl Minter {
     /// The credentials JSON text, or `None` for the metadata server.
     async fn credentials_text(&self) -> Result<Option<Zeroizing<String>>, MintError> {
         let read = |p: &std::path::Path| {
-            std::fs::read_to_string(p)
+            crate::config_source::file::read_named(p)
+                .and_then(|b| {
+                    String::from_utf8(b).map_err(|_| {
+                        std::io::Error::new(std::io::ErrorKind::InvalidData, "it is not UTF-8")
+                    })
+                })
                 .map(Zeroizing::new)
                 .map_err(|e| MintError(format!("reading {}: {e}", p.display())))
         };

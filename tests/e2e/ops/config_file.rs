@@ -224,3 +224,34 @@ fn a_config_behind_a_configmap_style_link_chain_reloads_through_an_atomic_swap()
     assert_eq!(status_of(&px, "other.test"), 200, "the swapped-in version");
     assert_eq!(status_of(&px, "httpbin.test"), 200);
 }
+
+/// A file the config names is read the same way: a reload whose `grpc` transform names a FIFO
+/// as its CA fails at once, naming the file and what it is, and the API's reload after it is
+/// not queued behind it. Before, building the transform blocked in `open(2)` for a writer,
+/// holding the reload lock.
+#[test]
+fn a_reload_naming_a_fifo_as_a_tls_file_fails_without_blocking() {
+    require_root!();
+    let net = FakeInternet::new();
+    let _a = Upstream::https("httpbin.test").start(&net);
+    let mut px = managed_proxy(&policy(&["httpbin.test"]), &net);
+    let ca = px.dir().join("grpc-ca.pem");
+    mkfifo(&ca);
+    let grpc = format!(
+        "  - name: grpc\n    config:\n      name: policy\n      target: \"127.0.0.1:9\"\n      \
+         tls:\n        enabled: true\n        ca_cert: \"{}\"\n      rules:\n        - host: \"httpbin.test\"\n",
+        ca.display()
+    );
+    px.rewrite_config(format!("{}{grpc}", policy_file(&["httpbin.test"])));
+    let r = reload(&px);
+    assert_eq!(r.status, 422, "{r}");
+    let errors = r.json()["errors"].to_string();
+    assert!(
+        errors.contains(&ca.display().to_string())
+            && errors.contains("it is a FIFO (named pipe), not a regular file"),
+        "{r}"
+    );
+    assert_eq!(status_of(&px, "httpbin.test"), 200, "the old policy serves");
+    // The next reload is answered too: nothing holds the lock.
+    assert_eq!(reload(&px).status, 422);
+}

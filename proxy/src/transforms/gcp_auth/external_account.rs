@@ -302,7 +302,7 @@ async fn subject_token(
             ))
         }
         Source::File(path) => {
-            let bytes = std::fs::read(path)
+            let bytes = crate::config_source::file::read_named(std::path::Path::new(path))
                 .map_err(|e| MintError(format!("reading the subject token file {path}: {e}")))?;
             (
                 Zeroizing::new(bytes),

@@ -147,7 +147,7 @@ impl GrpcTransform {
     pub fn new(cfg: &GrpcConfig) -> Result<Self, BuildError> {
         let name = cfg.name.clone();
         let read = |what: &'static str, path: &std::path::Path| {
-            std::fs::read(path).map_err(|source| BuildError::Read {
+            crate::config_source::file::read_named(path).map_err(|source| BuildError::Read {
                 name: name.clone(),
                 what,
                 path: path.display().to_string(),
