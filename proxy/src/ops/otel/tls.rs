@@ -9,7 +9,6 @@
 //! contents: the PEM parser's own messages quote the offending line, which in
 //! a key file is key material, so they are replaced by ours.
 
-use std::io::Read;
 use std::path::PathBuf;
 
 use rustls::RootCertStore;
@@ -21,9 +20,6 @@ use super::settings::{FileVar, TlsFiles};
 
 #[cfg(test)]
 mod tests;
-
-/// The largest file read (a CA bundle of every public root is under 300 KiB).
-const MAX_FILE: u64 = 4 << 20;
 
 /// Why the TLS settings cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -38,14 +34,6 @@ pub enum TlsError {
         /// The I/O error.
         #[source]
         source: std::io::Error,
-    },
-    /// The file is larger than any certificate or key file.
-    #[error("{var}: {} is larger than {MAX_FILE} bytes", path.display())]
-    TooLarge {
-        /// The variable that named the file.
-        var: &'static str,
-        /// The file.
-        path: PathBuf,
     },
     /// The file is not what the variable needs.
     #[error("{var}: {}: {problem}", path.display())]
@@ -229,25 +217,18 @@ fn identity(files: &TlsFiles) -> Result<Option<ClientIdentity>, TlsError> {
     }))
 }
 
-/// The file's bytes, at most [`MAX_FILE`]; zeroed when dropped (it may be a key).
+/// The file's bytes, read as the files the config names are (a regular
+/// file, a FIFO refused rather than waited on, at most 4 MiB:
+/// [`crate::config_source::file::read_named`]); zeroed when dropped (it may
+/// be a key).
 fn read(f: &FileVar) -> Result<Zeroizing<Vec<u8>>, TlsError> {
-    let err = |source| TlsError::Read {
-        var: f.var,
-        path: f.path.clone(),
-        source,
-    };
-    let file = std::fs::File::open(&f.path).map_err(err)?;
-    let mut bytes = Zeroizing::new(Vec::new());
-    file.take(MAX_FILE + 1)
-        .read_to_end(&mut bytes)
-        .map_err(err)?;
-    if bytes.len() as u64 > MAX_FILE {
-        return Err(TlsError::TooLarge {
+    crate::config_source::file::read_named(&f.path)
+        .map(Zeroizing::new)
+        .map_err(|source| TlsError::Read {
             var: f.var,
             path: f.path.clone(),
-        });
-    }
-    Ok(bytes)
+            source,
+        })
 }
 
 fn content(f: &FileVar, problem: &'static str) -> TlsError {

@@ -83,7 +83,7 @@ fn bad_files_are_named_without_their_contents() {
     );
     let huge = d.join("huge.pem");
     std::fs::File::create(&huge)
-        .and_then(|f| f.set_len(MAX_FILE + 1))
+        .and_then(|f| f.set_len(crate::config_source::file::MAX_NAMED_BYTES + 1))
         .expect("a sparse file");
 
     let ca = |path: &Path| TlsFiles {
@@ -99,7 +99,14 @@ fn bad_files_are_named_without_their_contents() {
         CA,
         "certificate 1 is not a usable CA certificate",
     );
-    refused(&ca(&huge), CA, "is larger than");
+    refused(&ca(&huge), CA, "is larger than 4 MiB");
+    let fifo = d.join("ca.fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
+    refused(
+        &ca(&fifo),
+        CA,
+        "it is a FIFO (named pipe), not a regular file",
+    );
 
     let identity = |cert: &Path, key: &Path| TlsFiles {
         ca: file(CA, &p.ca),
