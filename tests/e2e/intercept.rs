@@ -456,3 +456,30 @@ fn a_load_that_fails_in_the_loader_child_stops_the_proxy_with_its_reason() {
         "nothing was created off bpffs"
     );
 }
+
+/// `proxy.client_cidrs: []` admits loopback alone, and that is enough for intercepted workloads:
+/// their redirected connections and DNS queries reach the proxy from loopback
+/// (docs/security.md, "Who may use the proxy").
+#[test]
+fn with_client_cidrs_empty_intercepted_workloads_are_still_served() {
+    require_root!();
+    let net = FakeInternet::new();
+    let up = Upstream::https("httpbin.test").start(&net);
+    let lab = Lab::start_with(&net, |c| c["proxy"]["client_cidrs"] = json!([]));
+    let r = lab.curl(&[
+        "--resolve",
+        &resolve("httpbin.test", 443, up.ip()),
+        "https://httpbin.test/anything/acl",
+    ]);
+    r.expect_status(200);
+    let rec = lab.audit_for("/anything/acl");
+    assert!(rec.is_allowed(), "{rec}");
+    assert_foreign_dns_answered_by_the_proxy(&lab.cg, &net);
+    assert!(
+        !lab.px
+            .audit()
+            .iter()
+            .any(|a| a.str("reason") == Some("client_not_allowed")),
+        "nothing refused"
+    );
+}
