@@ -42,11 +42,6 @@ impl Buckets {
         }
         Buckets { seconds, ns }
     }
-
-    /// The bounds in seconds.
-    pub fn seconds(&self) -> &'static [f64] {
-        self.seconds
-    }
 }
 
 /// A duration histogram over fixed [`Buckets`]. `const`-constructible, so a
@@ -183,6 +178,6 @@ mod tests {
     fn a_bound_is_kept_in_nanoseconds_rounded() {
         const B: Buckets = Buckets::new(&[0.0001, 0.00025]);
         assert_eq!(&B.ns[..3], &[100_000, 250_000, u64::MAX]);
-        assert_eq!(B.seconds(), &[0.0001, 0.00025]);
+        assert_eq!(B.seconds, &[0.0001, 0.00025]);
     }
 }

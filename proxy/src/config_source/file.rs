@@ -10,7 +10,7 @@
 //! every reload, so it has to be something that can be read again: a pipe,
 //! `/dev/stdin` or a shell's process substitution cannot.
 
-use std::fs::{File, Metadata, OpenOptions};
+use std::fs::{Metadata, OpenOptions};
 use std::io::Read;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -39,10 +39,63 @@ pub fn kind_of(meta: &Metadata) -> Option<&'static str> {
 
 /// Reads the config file at `path`: see the module doc.
 pub fn read(path: &Path) -> Result<Vec<u8>, SourceError> {
+    read_regular(path, MAX_CONFIG_BYTES as u64).map_err(|r| match r {
+        Refusal::Io(e) => SourceError::File(e),
+        Refusal::NotRegular { kind, target } => SourceError::NotRegular { kind, target },
+        Refusal::TooLarge => SourceError::TooLarge(MAX_CONFIG_BYTES >> 20),
+    })
+}
+
+/// The largest file a config names (a CA, a TLS certificate or key, a
+/// service-account keyfile, a token file) that [`read_named`] reads: far
+/// above any of them (a CA bundle of every public root is 200 KiB).
+pub const MAX_NAMED_BYTES: u64 = 4 << 20;
+
+/// Reads a file the config names, as [`read`] reads the config: a regular
+/// file or links to one, opened without waiting on a FIFO (a reload, or a
+/// request minting a token, would hang on one), at most
+/// [`MAX_NAMED_BYTES`]. The errors are `io::Error`s, for the callers'
+/// own errors that already name the file and what it is for.
+pub fn read_named(path: &Path) -> std::io::Result<Vec<u8>> {
+    let invalid = |text: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, text);
+    read_regular(path, MAX_NAMED_BYTES).map_err(|r| match r {
+        Refusal::Io(e) => e,
+        Refusal::NotRegular { kind, target } => invalid(match target {
+            Some(t) => format!(
+                "it is a symbolic link to {}, {kind}, not a regular file",
+                t.display()
+            ),
+            None => format!("it is {kind}, not a regular file"),
+        }),
+        Refusal::TooLarge => invalid(format!("it is larger than {} MiB", MAX_NAMED_BYTES >> 20)),
+    })
+}
+
+/// Why [`read_regular`] read nothing.
+enum Refusal {
+    Io(std::io::Error),
+    /// Not a regular file (see [`kind_of`]); `target`: where the link
+    /// `path` is leads.
+    NotRegular {
+        kind: &'static str,
+        target: Option<PathBuf>,
+    },
+    /// Over the limit.
+    TooLarge,
+}
+
+impl From<std::io::Error> for Refusal {
+    fn from(e: std::io::Error) -> Self {
+        Refusal::Io(e)
+    }
+}
+
+/// The bytes of the regular file at `path` (or at the end of the links it
+/// is), at most `max` of them.
+fn read_regular(path: &Path, max: u64) -> Result<Vec<u8>, Refusal> {
     // `stat` first (it follows links), so that what must not be opened is
     // refused before `open(2)`.
-    let meta = std::fs::metadata(path).map_err(SourceError::File)?;
-    check(path, &meta)?;
+    check(path, &std::fs::metadata(path)?, max)?;
     // Non-blocking: were the path swapped for a FIFO between the `stat` and
     // the `open`, the open returns at once (and the check of what was opened
     // refuses it) rather than waiting for a writer. No controlling terminal
@@ -50,23 +103,32 @@ pub fn read(path: &Path) -> Result<Vec<u8>, SourceError> {
     let file = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(path)
-        .map_err(SourceError::File)?;
+        .open(path)?;
     // What was opened is what is read: checked again through the descriptor.
-    check(path, &file.metadata().map_err(SourceError::File)?)?;
-    read_bounded(file)
+    let meta = file.metadata()?;
+    check(path, &meta, max)?;
+    // Sized from the start, as `std::fs::read` does: a key is not left
+    // behind in the freed buffers of a growing one. At most one byte past
+    // the limit is read: a file that grew past it since the `stat` is
+    // refused all the same.
+    let mut bytes = Vec::with_capacity(meta.len() as usize + 1);
+    file.take(max + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max {
+        return Err(Refusal::TooLarge);
+    }
+    Ok(bytes)
 }
 
-/// Refuses what is not a regular file, or is one over the limit.
-fn check(path: &Path, meta: &Metadata) -> Result<(), SourceError> {
+/// Refuses what is not a regular file, or is one over `max` bytes.
+fn check(path: &Path, meta: &Metadata, max: u64) -> Result<(), Refusal> {
     if let Some(kind) = kind_of(meta) {
-        return Err(SourceError::NotRegular {
+        return Err(Refusal::NotRegular {
             kind,
             target: link_target(path),
         });
     }
-    if meta.len() > MAX_CONFIG_BYTES as u64 {
-        return Err(SourceError::TooLarge(MAX_CONFIG_BYTES >> 20));
+    if meta.len() > max {
+        return Err(Refusal::TooLarge);
     }
     Ok(())
 }
@@ -82,70 +144,6 @@ fn link_target(path: &Path) -> Option<PathBuf> {
         return None;
     }
     std::fs::canonicalize(path).ok()
-}
-
-/// The largest file a config names (a CA, a TLS certificate or key, a
-/// service-account keyfile, a token file) that [`read_named`] reads: far
-/// above any of them (a CA bundle of every public root is 200 KiB).
-pub const MAX_NAMED_BYTES: u64 = 4 << 20;
-
-/// Reads a file the config names, as [`read`] reads the config: a regular
-/// file or links to one, opened without waiting on a FIFO (a reload, or a
-/// request minting a token, would hang on one), at most
-/// [`MAX_NAMED_BYTES`]. The errors are `io::Error`s, for the callers'
-/// own errors that already name the file and what it is for.
-pub fn read_named(path: &Path) -> std::io::Result<Vec<u8>> {
-    let refuse = |meta: &Metadata| -> std::io::Result<()> {
-        if let Some(kind) = kind_of(meta) {
-            let what = match link_target(path) {
-                Some(t) => format!("a symbolic link to {}, {kind}", t.display()),
-                None => kind.to_string(),
-            };
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                format!("it is {what}, not a regular file"),
-            ));
-        }
-        if meta.len() > MAX_NAMED_BYTES {
-            return Err(too_large());
-        }
-        Ok(())
-    };
-    refuse(&std::fs::metadata(path)?)?;
-    let file = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(path)?;
-    let meta = file.metadata()?;
-    refuse(&meta)?;
-    // Sized from the start, as `std::fs::read` does: a key is not left
-    // behind in the freed buffers of a growing one.
-    let mut bytes = Vec::with_capacity(meta.len() as usize + 1);
-    file.take(MAX_NAMED_BYTES + 1).read_to_end(&mut bytes)?;
-    if bytes.len() as u64 > MAX_NAMED_BYTES {
-        return Err(too_large());
-    }
-    Ok(bytes)
-}
-
-fn too_large() -> std::io::Error {
-    std::io::Error::new(
-        std::io::ErrorKind::InvalidInput,
-        format!("it is larger than {} MiB", MAX_NAMED_BYTES >> 20),
-    )
-}
-
-/// At most one byte past the limit is read: a file that grew past it since
-/// the `stat` is refused all the same.
-fn read_bounded(file: File) -> Result<Vec<u8>, SourceError> {
-    let mut bytes = Vec::new();
-    file.take(MAX_CONFIG_BYTES as u64 + 1)
-        .read_to_end(&mut bytes)
-        .map_err(SourceError::File)?;
-    if bytes.len() > MAX_CONFIG_BYTES {
-        return Err(SourceError::TooLarge(MAX_CONFIG_BYTES >> 20));
-    }
-    Ok(bytes)
 }
 
 #[cfg(test)]
@@ -235,7 +233,7 @@ mod tests {
     fn a_file_over_the_limit_is_refused_by_its_size() {
         let dir = tempfile::tempdir().expect("dir");
         let big = dir.path().join("big.yaml");
-        let f = File::create(&big).expect("create");
+        let f = std::fs::File::create(&big).expect("create");
         // Sparse: no 16 MiB written.
         f.set_len(MAX_CONFIG_BYTES as u64 + 1).expect("set_len");
         assert_eq!(
@@ -272,7 +270,7 @@ mod tests {
             "it is a character device, not a regular file"
         );
         let big = dir.path().join("big.pem");
-        File::create(&big)
+        std::fs::File::create(&big)
             .expect("create")
             .set_len(MAX_NAMED_BYTES + 1)
             .expect("set_len");
