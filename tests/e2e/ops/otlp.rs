@@ -13,8 +13,8 @@ use serde_json::{json, Value};
 
 /// The test OTLP receiver, killed by PID on drop.
 pub(super) struct Receiver {
-    pub(super) http_port: u16,
-    pub(super) grpc_port: u16,
+    http_port: u16,
+    grpc_port: u16,
     out: PathBuf,
     _dir: tempfile::TempDir,
     _child: ChildGuard,
@@ -22,6 +22,15 @@ pub(super) struct Receiver {
 }
 
 impl Receiver {
+    /// The port that takes `protocol` (`grpc`, else HTTP).
+    pub(super) fn port(&self, protocol: &str) -> u16 {
+        if protocol == "grpc" {
+            self.grpc_port
+        } else {
+            self.http_port
+        }
+    }
+
     pub(super) fn start() -> Self {
         Self::start_with(&[])
     }
@@ -119,11 +128,7 @@ fn export_roundtrip(protocol: &str) {
     let rx = Receiver::start();
     let net = FakeInternet::new();
     let _up = Upstream::https("httpbin.test").start(&net);
-    let port = if protocol == "grpc" {
-        rx.grpc_port
-    } else {
-        rx.http_port
-    };
+    let port = rx.port(protocol);
     let px = exporting_proxy(&net, &format!("http://127.0.0.1:{port}"), protocol);
     px.wait_for_log(|l| l.contains("otel exporter enabled") && l.contains(protocol));
 
@@ -421,11 +426,7 @@ fn mutual_tls_roundtrip(protocol: &str) {
     let rx = mutual_tls_receiver(&pki);
     let net = FakeInternet::new();
     let _up = Upstream::https("httpbin.test").start(&net);
-    let port = if protocol == "grpc" {
-        rx.grpc_port
-    } else {
-        rx.http_port
-    };
+    let port = rx.port(protocol);
     let px = Proxy::with(CONFIG)
         .resolver(&net)
         .env("IRON_E2E_OTEL_SECRET", SECRET)
@@ -493,11 +494,7 @@ fn a_refused_tls_handshake_is_counted_and_named(protocol: &str) {
     let rx = mutual_tls_receiver(&pki);
     let net = FakeInternet::new();
     let _up = Upstream::https("httpbin.test").start(&net);
-    let port = if protocol == "grpc" {
-        rx.grpc_port
-    } else {
-        rx.http_port
-    };
+    let port = rx.port(protocol);
     let px = Proxy::with(CONFIG)
         .resolver(&net)
         .env("IRON_E2E_OTEL_SECRET", SECRET)
@@ -645,11 +642,7 @@ fn a_padded_compression_value_is_read_as_written_on_the_wire_too() {
     let wire_out = dir.path().join("wire.jsonl");
     let rx = Receiver::start_with(&["--grpc-wire-out", &text(&wire_out)]);
     for protocol in ["grpc", "http/protobuf"] {
-        let port = if protocol == "grpc" {
-            rx.grpc_port
-        } else {
-            rx.http_port
-        };
+        let port = rx.port(protocol);
         let endpoint = format!("http://127.0.0.1:{port}");
         let px = serving_with(
             &net,

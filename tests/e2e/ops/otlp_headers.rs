@@ -42,11 +42,7 @@ fn headers_sent_are_those_logged(protocol: &str) {
     let rx = Receiver::start();
     let net = FakeInternet::new();
     let _up = Upstream::https("httpbin.test").start(&net);
-    let port = if protocol == "grpc" {
-        rx.grpc_port
-    } else {
-        rx.http_port
-    };
+    let port = rx.port(protocol);
     let px = Proxy::with(CONFIG)
         .resolver(&net)
         .env(
