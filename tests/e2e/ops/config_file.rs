@@ -255,3 +255,46 @@ fn a_reload_naming_a_fifo_as_a_tls_file_fails_without_blocking() {
     // The next reload is answered too: nothing holds the lock.
     assert_eq!(reload(&px).status, 422);
 }
+
+/// A file the config names on a hung file system (a FUSE mount whose reads never return, as
+/// a stalled NFS server's): the reload gives up after 30 s with an error saying so, the proxy
+/// serves throughout, and the next reload is answered. Before, building the policy read the
+/// file on a runtime thread and waited forever, holding the reload lock: the reload never
+/// answered, nor did any reload after it.
+#[test]
+fn a_reload_naming_a_file_on_a_hung_file_system_gives_up_and_keeps_serving() {
+    require_root!();
+    let net = FakeInternet::new();
+    let _a = Upstream::https("httpbin.test").start(&net);
+    let mut px = managed_proxy(&policy(&["httpbin.test"]), &net);
+    let fs = HungFs::mount(&px.dir().join("hung"), &["grpc-ca.pem"]);
+    let grpc = format!(
+        "  - name: grpc\n    config:\n      name: policy\n      target: \"127.0.0.1:9\"\n      \
+         tls:\n        enabled: true\n        ca_cert: \"{}\"\n      rules:\n        - host: \"httpbin.test\"\n",
+        fs.path("grpc-ca.pem").display()
+    );
+    px.rewrite_config(format!("{}{grpc}", policy_file(&["httpbin.test"])));
+    let api = format!("http://{}/v1/reload", px.management_addr());
+    let hung = std::thread::spawn(move || {
+        Curl::get(&api)
+            .args(["-X", "POST"])
+            .header("Authorization", &format!("Bearer {API_KEY}"))
+            .max_time(90)
+            .run()
+    });
+    // While the reload waits on the file, the proxy serves with the policy it had.
+    assert_eq!(status_of(&px, "httpbin.test"), 200);
+    let r = hung.join().expect("the reload's client");
+    assert_eq!(r.status, 422, "{r}");
+    assert!(
+        r.json()["errors"]
+            .to_string()
+            .contains("building the policy took longer than 30 s"),
+        "{r}"
+    );
+    assert_eq!(status_of(&px, "httpbin.test"), 200, "the old policy serves");
+    // Nothing holds the reload lock: the next reload, naming the file no more, applies.
+    px.rewrite_config(policy_file(&["httpbin.test", "other.test"]));
+    let r = reload(&px);
+    assert_eq!(r.status, 200, "{r}");
+}
