@@ -6,7 +6,7 @@
 Mounts a FUSE file system at MOUNTPOINT (run as root) holding one regular file
 per NAME, 64 bytes each: `stat`, `open` and `fstat` answer at once, `read`
 blocks until the process ends (its blocked readers then get ENOTCONN). Writes
-"ready" on stdout once the mount answers. The harness unmounts it and stops
+"ready" on stdout once the mount answers, and "read NAME" as each read starts. The harness unmounts it and stops
 the process by PID when the test ends.
 """
 
@@ -45,6 +45,7 @@ class Hung(Operations):
         return 0
 
     def read(self, path, size, offset, fh):
+        print("read " + path.lstrip("/"), flush=True)
         self.never.wait()
         return b""
 

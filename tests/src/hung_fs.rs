@@ -15,7 +15,7 @@ use crate::process::{ChildGuard, Lines};
 pub struct HungFs {
     dir: PathBuf,
     child: ChildGuard,
-    _out: Lines,
+    out: Lines,
 }
 
 impl HungFs {
@@ -39,7 +39,7 @@ impl HungFs {
         let mut fs = HungFs {
             dir: dir.to_path_buf(),
             child,
-            _out: out.clone(),
+            out: out.clone(),
         };
         if out
             .wait_for(Duration::from_secs(20), |l| l == "ready")
@@ -54,6 +54,17 @@ impl HungFs {
             );
         }
         fs
+    }
+
+    /// Waits (20 s at most) until a read of `name` has started, and so hangs.
+    pub fn wait_for_read(&self, name: &str) {
+        let line = format!("read {name}");
+        assert!(
+            self.out
+                .wait_for(Duration::from_secs(20), |l| l == line)
+                .is_some(),
+            "nothing read {name} on the hung file system"
+        );
     }
 
     /// The path of the file `name` on the mount.

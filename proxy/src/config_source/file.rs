@@ -71,6 +71,31 @@ pub fn read_named(path: &Path) -> std::io::Result<Vec<u8>> {
     })
 }
 
+/// How long [`read_named_off_thread`] waits for a file: a local file reads
+/// in microseconds, a network file system's in milliseconds.
+pub const NAMED_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// [`read_named`] for a request's task (a token minted from a keyfile or a
+/// token file): the read runs on the runtime's blocking pool and is waited
+/// for [`NAMED_READ_TIMEOUT`] at most. Read on the task's own thread, a file
+/// on a hung network file system would stall every connection that thread
+/// serves; the blocked read's thread is left to finish on its own.
+pub async fn read_named_off_thread(path: &Path) -> std::io::Result<Vec<u8>> {
+    let owned = path.to_path_buf();
+    let read = tokio::task::spawn_blocking(move || read_named(&owned));
+    match tokio::time::timeout(NAMED_READ_TIMEOUT, read).await {
+        Ok(Ok(read)) => read,
+        Ok(Err(joined)) => Err(std::io::Error::other(joined)),
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!(
+                "reading it took longer than {} s (a hung network file system?)",
+                NAMED_READ_TIMEOUT.as_secs()
+            ),
+        )),
+    }
+}
+
 /// Why [`read_regular`] read nothing.
 enum Refusal {
     Io(std::io::Error),

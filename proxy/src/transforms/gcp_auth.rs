@@ -185,8 +185,9 @@ impl GcpAuth {
 impl Minter {
     /// The credentials JSON text, or `None` for the metadata server.
     async fn credentials_text(&self) -> Result<Option<Zeroizing<String>>, MintError> {
-        let read = |p: &std::path::Path| {
-            crate::config_source::file::read_named(p)
+        let read = async |p: &std::path::Path| {
+            crate::config_source::file::read_named_off_thread(p)
+                .await
                 .and_then(|b| {
                     String::from_utf8(b).map_err(|_| {
                         std::io::Error::new(std::io::ErrorKind::InvalidData, "it is not UTF-8")
@@ -196,14 +197,14 @@ impl Minter {
                 .map_err(|e| MintError(format!("reading {}: {e}", p.display())))
         };
         match &self.source {
-            Source::Path(p) => read(p).map(Some),
+            Source::Path(p) => read(p).await.map(Some),
             Source::Secret(s) => s
                 .get()
                 .await
                 .map(|v| Some(Zeroizing::new(v.expose().to_string())))
                 .map_err(|e| MintError(format!("keyfile ({}): {e}", s.name()))),
             Source::DefaultChain => match self.env.var("GOOGLE_APPLICATION_CREDENTIALS") {
-                Some(p) if !p.is_empty() => read(std::path::Path::new(&p)).map(Some),
+                Some(p) if !p.is_empty() => read(std::path::Path::new(&p)).await.map(Some),
                 _ => Ok(None),
             },
         }

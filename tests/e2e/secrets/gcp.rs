@@ -8,11 +8,14 @@
 
 use std::net::SocketAddr;
 
+use std::time::Duration;
+
 use iron_proxy_tests::*;
 use serde_json::{json, Value};
 
 use super::assert_no_leak;
 use super::oauth::authlib;
+use crate::ops::KeepAlive;
 
 const SA: &str = "gcp-sa@iron-e2e.iam.gserviceaccount.com";
 
@@ -803,4 +806,47 @@ transforms:
     .run();
     assert_eq!(r.status, 403, "{r}");
     assert_no_leak(&px, &["PRIVATE KEY"]);
+}
+
+/// A keyfile on a hung file system (a FUSE mount whose reads never return, as a stalled NFS
+/// server's): the mint gives up after 10 s with 403 `token_unavailable`, and connections
+/// the proxy already serves keep being answered meanwhile. Before, the mint read the file on
+/// the connection worker that ran the request: every connection on that worker stalled, and
+/// the request waited forever.
+#[test]
+fn gcp_auth_keyfile_on_a_hung_file_system_fails_the_mint_and_stalls_nothing_else() {
+    require_root!();
+    let net = FakeInternet::new();
+    let _other = Upstream::https("other.test").start(&net);
+    let dir = tempfile::tempdir().expect("mount dir");
+    let mount = dir.path().join("hung");
+    let cfg = config(&format!(
+        "keyfile_path: \"{}\"",
+        mount.join("sa.json").display()
+    ))
+    .replace("\"api.test\", ", "\"api.test\", \"other.test\", ");
+    let px = Proxy::with(cfg.as_str()).resolver(&net).start();
+    // Mounted after the proxy started, so that it is unmounted first (a process blocked in
+    // a read of it cannot end until then).
+    let fs = HungFs::mount(&mount, &["sa.json"]);
+    // Keep-alive connections, spread over the connection workers as they were accepted.
+    let mut conns: Vec<KeepAlive> = (0..8)
+        .map(|_| KeepAlive::open(px.http_addr(), Duration::from_secs(5)))
+        .collect();
+    for c in &mut conns {
+        assert!(c.get("/get", "other.test").starts_with("HTTP/1.1 200"));
+    }
+    let c = Curl::get("http://api.test/api/gcp").via(&px).max_time(60);
+    let mint = std::thread::spawn(move || c.run());
+    fs.wait_for_read("sa.json");
+    // While the mint waits on the file, every connection is still served (each read gives
+    // up after 5 s).
+    for c in &mut conns {
+        assert!(c.get("/get", "other.test").starts_with("HTTP/1.1 200"));
+    }
+    let r = mint.join().expect("the minting request's client");
+    assert_eq!(r.status, 403, "{r}");
+    let rec = px.wait_for_audit(|a| a.path() == Some("/api/gcp"));
+    assert_eq!(rec.str("reason"), Some("token_unavailable"), "{rec}");
+    assert!(rec.to_string().contains("took longer than 10 s"), "{rec}");
 }

@@ -302,8 +302,12 @@ async fn subject_token(
             ))
         }
         Source::File(path) => {
-            let bytes = crate::config_source::file::read_named(std::path::Path::new(path))
-                .map_err(|e| MintError(format!("reading the subject token file {path}: {e}")))?;
+            let bytes =
+                crate::config_source::file::read_named_off_thread(std::path::Path::new(path))
+                    .await
+                    .map_err(|e| {
+                        MintError(format!("reading the subject token file {path}: {e}"))
+                    })?;
             (
                 Zeroizing::new(bytes),
                 format!("the subject token file {path}"),
