@@ -68,13 +68,41 @@ pub fn check_build(cfg: &Config, skip: &dyn Fn(usize) -> bool) -> Vec<String> {
         if skip(index) {
             continue;
         }
-        if let Err(AppError::Transform { field, detail, .. }) = build_transform(index, t, &sources)
-        {
+        let failed = match build_transform(index, t, &sources) {
+            Err(AppError::Transform { field, detail, .. }) => Some((field, detail)),
+            _ => keyfile_failure(t),
+        };
+        if let Some((field, detail)) = failed {
             let path = format!("transforms[{index}].config.{field}");
             failures.push(format!("{}: error: {path}: {detail}", cfg.locate(&path)));
         }
     }
     failures
+}
+
+/// A `gcp_auth` keyfile that is there but would fail every mint (not JSON,
+/// a field missing, a private key that does not load, an unsupported
+/// type): what only the first request would find. The field and what is
+/// wrong; never the file's content. A keyfile that is not there is the
+/// reference check's (a warning; it may be provisioned later).
+fn keyfile_failure(t: &TransformConfig) -> Option<(String, String)> {
+    let TransformConfig::GcpAuth(c) = t else {
+        return None;
+    };
+    let crate::config::GcpCredentials::KeyfilePath(path) = &c.credentials else {
+        return None;
+    };
+    let path = std::path::Path::new(path);
+    if !path.exists() {
+        return None;
+    }
+    let checked = crate::config_source::file::read_named(path)
+        .map_err(|e| e.to_string())
+        .and_then(|b| String::from_utf8(b).map_err(|_| "it is not UTF-8".to_string()))
+        .and_then(|text| transforms::gcp_auth::check_keyfile(&text, c));
+    checked
+        .err()
+        .map(|e| ("keyfile_path".into(), format!("{}: {e}", path.display())))
 }
 
 fn build_transform(

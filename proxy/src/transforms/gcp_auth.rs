@@ -44,7 +44,8 @@ use sha2::Digest as _;
 use zeroize::Zeroizing;
 
 use super::oauth_token::{
-    exchange, inject, sign_jwt, stub_response, unavailable, unix_now, MintError, TokenResponse,
+    exchange, inject, rsa_key, sign_jwt, stub_response, unavailable, unix_now, MintError,
+    TokenResponse,
 };
 use crate::body::Body;
 use crate::config::{GcpAuthConfig, GcpCredentials};
@@ -93,6 +94,88 @@ struct CredentialsFile {
     client_id: Option<String>,
     client_secret: Option<String>,
     refresh_token: Option<String>,
+}
+
+/// A credentials file, read and checked as far as it can be without minting.
+enum Credentials {
+    ServiceAccount {
+        email: String,
+        key: Zeroizing<String>,
+        key_id: Option<String>,
+        token_uri: String,
+    },
+    AuthorizedUser {
+        id: Zeroizing<String>,
+        secret: Zeroizing<String>,
+        refresh: Zeroizing<String>,
+        token_uri: String,
+    },
+    /// Checked by [`external_account`] itself.
+    ExternalAccount,
+}
+
+impl Credentials {
+    /// Reads `text`; `subject`: the transform asks for domain-wide delegation.
+    fn read(text: &str, subject: bool) -> Result<Self, MintError> {
+        let file: CredentialsFile = serde_json::from_str(text).map_err(|e| {
+            MintError(format!(
+                "the credentials are not valid JSON: line {}",
+                e.line()
+            ))
+        })?;
+        let token_uri = file
+            .token_uri
+            .clone()
+            .unwrap_or_else(|| GOOGLE_TOKEN_URI.into());
+        match file.kind.as_deref() {
+            Some("service_account") => Ok(Credentials::ServiceAccount {
+                email: file
+                    .client_email
+                    .ok_or_else(|| MintError("the keyfile has no client_email".into()))?,
+                key: Zeroizing::new(
+                    file.private_key
+                        .ok_or_else(|| MintError("the keyfile has no private_key".into()))?,
+                ),
+                key_id: file.private_key_id,
+                token_uri,
+            }),
+            Some("authorized_user") if !subject => {
+                let field = |v: Option<String>, name: &str| {
+                    v.map(Zeroizing::new)
+                        .ok_or_else(|| MintError(format!("the credentials have no {name}")))
+                };
+                Ok(Credentials::AuthorizedUser {
+                    id: field(file.client_id, "client_id")?,
+                    secret: field(file.client_secret, "client_secret")?,
+                    refresh: field(file.refresh_token, "refresh_token")?,
+                    token_uri,
+                })
+            }
+            Some("external_account") if !subject => Ok(Credentials::ExternalAccount),
+            Some("authorized_user" | "external_account") => Err(MintError(
+                "subject (domain-wide delegation) needs a service-account keyfile".into(),
+            )),
+            other => Err(MintError(format!(
+                "credentials of type {:?} are not supported (service_account, authorized_user, external_account)",
+                other.unwrap_or("")
+            ))),
+        }
+    }
+}
+
+/// Checks a keyfile's `text` as a mint would read it, without minting:
+/// its type and fields, a service account's private key, an external
+/// account's subject token source. For `validate`, which would otherwise
+/// pass a keyfile that fails every request at its first mint. The error
+/// never quotes the file.
+pub fn check_keyfile(text: &str, cfg: &GcpAuthConfig) -> Result<(), String> {
+    let checked = match Credentials::read(text, cfg.subject.is_some()) {
+        Ok(Credentials::ServiceAccount { key, .. }) => rsa_key(&key).map(|_| ()),
+        Ok(Credentials::AuthorizedUser { .. }) => Ok(()),
+        Ok(Credentials::ExternalAccount) => external_account::check_text(text),
+        Err(e) => Err(e),
+    };
+    checked.map_err(|e| e.0)
 }
 
 /// Builds the transform.
@@ -218,25 +301,13 @@ impl Minter {
         }
     }
     async fn mint_from_file(&self, text: &str) -> Result<(TokenResponse, String), MintError> {
-        let file: CredentialsFile = serde_json::from_str(text).map_err(|e| {
-            MintError(format!(
-                "the credentials are not valid JSON: line {}",
-                e.line()
-            ))
-        })?;
-        let token_uri = file
-            .token_uri
-            .clone()
-            .unwrap_or_else(|| GOOGLE_TOKEN_URI.into());
-        match file.kind.as_deref() {
-            Some("service_account") => {
-                let email = file
-                    .client_email
-                    .ok_or_else(|| MintError("the keyfile has no client_email".into()))?;
-                let key = Zeroizing::new(
-                    file.private_key
-                        .ok_or_else(|| MintError("the keyfile has no private_key".into()))?,
-                );
+        match Credentials::read(text, self.subject.is_some())? {
+            Credentials::ServiceAccount {
+                email,
+                key,
+                key_id,
+                token_uri,
+            } => {
                 let now = unix_now();
                 let mut claims = serde_json::json!({
                     "iss": email,
@@ -248,7 +319,7 @@ impl Minter {
                 if let Some(sub) = &self.subject {
                     claims["sub"] = Value::from(sub.as_str());
                 }
-                let assertion = sign_jwt(&key, file.private_key_id.as_deref(), &claims)?;
+                let assertion = sign_jwt(&key, key_id.as_deref(), &claims)?;
                 let form = [
                     ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
                     ("assertion", assertion.as_str()),
@@ -256,14 +327,12 @@ impl Minter {
                 let t = post_form(&self.http, &token_uri, &form, None).await?;
                 Ok((t, email))
             }
-            Some("authorized_user") if self.subject.is_none() => {
-                let field = |v: Option<String>, name: &str| {
-                    v.map(Zeroizing::new)
-                        .ok_or_else(|| MintError(format!("the credentials have no {name}")))
-                };
-                let id = field(file.client_id, "client_id")?;
-                let secret = field(file.client_secret, "client_secret")?;
-                let refresh = field(file.refresh_token, "refresh_token")?;
+            Credentials::AuthorizedUser {
+                id,
+                secret,
+                refresh,
+                token_uri,
+            } => {
                 let form = [
                     ("grant_type", "refresh_token"),
                     ("client_id", id.as_str()),
@@ -273,16 +342,9 @@ impl Minter {
                 let t = post_form(&self.http, &token_uri, &form, None).await?;
                 Ok((t, "authorized_user".into()))
             }
-            Some("external_account") if self.subject.is_none() => {
+            Credentials::ExternalAccount => {
                 external_account::mint(&self.http, &self.env, text, &self.scopes).await
             }
-            Some("authorized_user" | "external_account") => Err(MintError(
-                "subject (domain-wide delegation) needs a service-account keyfile".into(),
-            )),
-            other => Err(MintError(format!(
-                "credentials of type {:?} are not supported (service_account, authorized_user, external_account)",
-                other.unwrap_or("")
-            ))),
         }
     }
 

@@ -796,7 +796,7 @@ pub(crate) fn refuse_stub(access_token: &str) -> Result<(), MintError> {
 }
 
 /// An RSA private key from PEM (PKCS#8 `PRIVATE KEY` or PKCS#1 `RSA PRIVATE KEY`).
-fn rsa_key(pem: &str) -> Result<aws_lc_rs::signature::RsaKeyPair, MintError> {
+pub(crate) fn rsa_key(pem: &str) -> Result<aws_lc_rs::signature::RsaKeyPair, MintError> {
     use rustls_pki_types::PrivateKeyDer;
     let bad = || MintError("private_key is not a PEM RSA private key".into());
     let der = rustls_pemfile::private_key(&mut pem.as_bytes())

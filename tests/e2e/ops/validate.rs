@@ -357,3 +357,104 @@ fn commands_that_read_no_config_refuse_one() {
         );
     }
 }
+
+/// A `gcp_auth` keyfile that is there is read as a mint would read it: one that would fail
+/// every request at its first mint (not JSON, a field missing, a private key that does not
+/// load, an unsupported type, an external account without its token source) is an error at
+/// `keyfile_path`, naming the file and what is wrong, never quoting it. A keyfile that is
+/// not there is the warning it was (it may be provisioned after validation).
+#[test]
+fn validate_reads_a_gcp_keyfile_as_a_mint_would() {
+    let dir = paths::scratch_dir("validate-gcp");
+    let pem = dir.path().join("key.pem");
+    let made = Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+        ])
+        .arg(&pem)
+        .output()
+        .expect("running openssl");
+    assert!(made.status.success(), "openssl genpkey: {made:?}");
+    let key = std::fs::read_to_string(&pem).expect("reading the key");
+    let account = |key: &str| {
+        serde_json::json!({
+            "type": "service_account",
+            "client_email": "sa@p.iam.gserviceaccount.com",
+            "private_key": key,
+            "private_key_id": "k1",
+        })
+        .to_string()
+    };
+    let config = |keyfile: &std::path::Path| {
+        format!(
+            "tls:\n  mode: sni-only\ntransforms:\n  - name: gcp_auth\n    config:\n      \
+             keyfile_path: \"{}\"\n      scopes: [\"https://www.googleapis.com/auth/cloud-platform\"]\n      \
+             rules:\n        - host: \"api.test\"\n",
+            keyfile.display()
+        )
+    };
+    let sa = dir.path().join("sa.json");
+    std::fs::write(&sa, account(&key)).expect("writing the keyfile");
+    let (exit, stdout, stderr, _) = validate(&config(&sa));
+    assert_eq!(exit, 0, "a service-account keyfile: {stderr}");
+    assert!(stdout.ends_with(": valid\n"), "{stdout}");
+
+    let secret_looking =
+        "-----BEGIN PRIVATE KEY-----\nU2VjcmV0VGhhdE11c3ROb3RMZWFr\n-----END PRIVATE KEY-----\n";
+    let cases = [
+        (
+            "not-json.json",
+            "{\"type\": \"service_account\",\n  oops".to_string(),
+            "the credentials are not valid JSON: line 2",
+        ),
+        (
+            "no-key.json",
+            serde_json::json!({"type": "service_account", "client_email": "a@b"}).to_string(),
+            "the keyfile has no private_key",
+        ),
+        (
+            "bad-key.json",
+            account(secret_looking),
+            "private_key is not a PEM RSA private key",
+        ),
+        (
+            "user.json",
+            serde_json::json!({"type": "impersonated_service_account"}).to_string(),
+            "credentials of type \"impersonated_service_account\" are not supported",
+        ),
+        (
+            "wif.json",
+            serde_json::json!({"type": "external_account", "audience": "//iam.googleapis.com/x",
+            "subject_token_type": "urn:ietf:params:oauth:token-type:jwt"})
+            .to_string(),
+            "the external_account credentials have no credential_source",
+        ),
+    ];
+    for (name, text, want) in cases {
+        let path = dir.path().join(name);
+        std::fs::write(&path, &text).expect("writing the keyfile");
+        let (exit, stdout, stderr, file) = validate(&config(&path));
+        assert_eq!(exit, 1, "{name}: {stdout}{stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "{file}:6:21: error: transforms[0].config.keyfile_path: {}: {want}",
+                path.display()
+            )),
+            "{name}: {stderr}"
+        );
+        assert!(
+            !stderr.contains("U2VjcmV0"),
+            "{name}: the key was quoted: {stderr}"
+        );
+    }
+
+    // Not there: a warning, as before.
+    let (exit, _, stderr, _) = validate(&config(&dir.path().join("later.json")));
+    assert_eq!(exit, 0, "{stderr}");
+    assert!(stderr.contains("later.json does not exist"), "{stderr}");
+}

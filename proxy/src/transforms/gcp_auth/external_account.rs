@@ -131,42 +131,14 @@ pub(super) async fn mint(
     text: &str,
     scopes: &[String],
 ) -> Result<(TokenResponse, String), MintError> {
-    // Position and kind only: serde's message may quote a value, and the
-    // file holds credentials.
-    let cfg: ExternalAccount = serde_json::from_str(text).map_err(|e| {
-        let kind = match e.classify() {
-            serde_json::error::Category::Data => "a field has the wrong type",
-            serde_json::error::Category::Eof => "it ends too early",
-            _ => "it is not JSON",
-        };
-        MintError(format!(
-            "the external_account credentials are malformed at line {} column {}: {kind}",
-            e.line(),
-            e.column()
-        ))
-    })?;
-    let required = |v: &Option<String>, name: &str| -> Result<String, MintError> {
-        v.clone()
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| MintError(format!("the external_account credentials have no {name}")))
-    };
-    let audience = required(&cfg.audience, "audience")?;
-    let token_type = required(&cfg.subject_token_type, "subject_token_type")?;
-    let source = cfg.credential_source.as_ref().ok_or_else(|| {
-        MintError("the external_account credentials have no credential_source".into())
-    })?;
-    let user_project = cfg
-        .workforce_pool_user_project
-        .as_deref()
-        .filter(|p| !p.is_empty());
-    if user_project.is_some() && !is_workforce_pool(&audience) {
-        return Err(MintError(
-            "workforce_pool_user_project is set but the audience is not a workforce pool \
-             (//iam.googleapis.com/locations/<location>/workforcePools/...)"
-                .into(),
-        ));
-    }
-    let (from, shape) = checked_source(source)?;
+    let cfg = parse(text)?;
+    let Checked {
+        audience,
+        token_type,
+        user_project,
+        from,
+        shape,
+    } = check(&cfg)?;
     let impersonate = cfg.service_account_impersonation_url.as_deref();
     let subject = match &from {
         Source::Aws(src) => aws::subject_token(http, env, src, &audience).await?,
@@ -218,18 +190,92 @@ pub(super) async fn mint(
     let Some(url) = impersonate else {
         return Ok((federated, "external_account".into()));
     };
-    let lifetime = cfg
-        .service_account_impersonation
-        .as_ref()
-        .and_then(|i| i.token_lifetime_seconds)
-        .unwrap_or(3600);
-    if !(600..=MAX_LIFETIME_SECS).contains(&lifetime) {
-        return Err(MintError(format!(
-            "service_account_impersonation.token_lifetime_seconds is {lifetime}: it must be 600 to {MAX_LIFETIME_SECS}"
-        )));
-    }
+    let lifetime = lifetime(&cfg);
     let token = impersonate_account(http, url, &federated.access_token, scopes, lifetime).await?;
     Ok((token, account_of(url)))
+}
+
+/// `text`, an `external_account` credentials file, read.
+fn parse(text: &str) -> Result<ExternalAccount, MintError> {
+    // Position and kind only: serde's message may quote a value, and the
+    // file holds credentials.
+    serde_json::from_str(text).map_err(|e| {
+        let kind = match e.classify() {
+            serde_json::error::Category::Data => "a field has the wrong type",
+            serde_json::error::Category::Eof => "it ends too early",
+            _ => "it is not JSON",
+        };
+        MintError(format!(
+            "the external_account credentials are malformed at line {} column {}: {kind}",
+            e.line(),
+            e.column()
+        ))
+    })
+}
+
+/// What a mint takes from the credentials, each checked.
+struct Checked<'a> {
+    audience: String,
+    token_type: String,
+    user_project: Option<&'a str>,
+    from: Source<'a>,
+    shape: Shape<'a>,
+}
+
+/// Everything about `cfg` that can be checked without minting: the
+/// required fields, the pool a user project needs, the subject token's
+/// source and the impersonated token's lifetime.
+fn check(cfg: &ExternalAccount) -> Result<Checked<'_>, MintError> {
+    let required = |v: &Option<String>, name: &str| -> Result<String, MintError> {
+        v.clone()
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| MintError(format!("the external_account credentials have no {name}")))
+    };
+    let audience = required(&cfg.audience, "audience")?;
+    let token_type = required(&cfg.subject_token_type, "subject_token_type")?;
+    let source = cfg.credential_source.as_ref().ok_or_else(|| {
+        MintError("the external_account credentials have no credential_source".into())
+    })?;
+    let user_project = cfg
+        .workforce_pool_user_project
+        .as_deref()
+        .filter(|p| !p.is_empty());
+    if user_project.is_some() && !is_workforce_pool(&audience) {
+        return Err(MintError(
+            "workforce_pool_user_project is set but the audience is not a workforce pool \
+             (//iam.googleapis.com/locations/<location>/workforcePools/...)"
+                .into(),
+        ));
+    }
+    let (from, shape) = checked_source(source)?;
+    if cfg.service_account_impersonation_url.is_some() {
+        let lifetime = lifetime(cfg);
+        if !(600..=MAX_LIFETIME_SECS).contains(&lifetime) {
+            return Err(MintError(format!(
+                "service_account_impersonation.token_lifetime_seconds is {lifetime}: it must be 600 to {MAX_LIFETIME_SECS}"
+            )));
+        }
+    }
+    Ok(Checked {
+        audience,
+        token_type,
+        user_project,
+        from,
+        shape,
+    })
+}
+
+/// The impersonated token's lifetime the credentials ask for (1 hour by default).
+fn lifetime(cfg: &ExternalAccount) -> u64 {
+    cfg.service_account_impersonation
+        .as_ref()
+        .and_then(|i| i.token_lifetime_seconds)
+        .unwrap_or(3600)
+}
+
+/// [`mint`]'s checks alone, for `validate`: nothing is read or fetched.
+pub(super) fn check_text(text: &str) -> Result<(), MintError> {
+    check(&parse(text)?).map(|_| ())
 }
 
 /// Whether `audience` names a workforce pool (people) rather than a
