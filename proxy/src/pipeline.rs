@@ -187,6 +187,14 @@ impl Flow {
         self.annotations.insert(key.into(), value.into());
     }
 
+    /// Adds an annotation to the current transform's trace entry that is
+    /// computed when the exchange's record is written (what a streamed
+    /// response body held): `value` then gives it, or `None` to leave it out.
+    pub fn annotate_late(&mut self, key: &'static str, value: crate::audit::LateValue) {
+        self.late_audit
+            .push(crate::audit::LateField::annotation(key, value));
+    }
+
     /// Mutable access to the current transform's annotations (for list-valued keys).
     pub fn annotations_mut(&mut self) -> &mut Map<String, Value> {
         &mut self.annotations
@@ -461,7 +469,15 @@ impl Pipeline {
             Err(e) => ("error", Some(PhaseOutcome::Fail(name(), e))),
         };
         let traced = always_trace && t.traced_when_idle();
-        if traced || action != "continue" || !cx.annotations.is_empty() {
+        // An annotation computed when the exchange ends needs the entry.
+        let late = cx.late_audit.iter().any(|f| f.awaits_trace());
+        if traced || late || action != "continue" || !cx.annotations.is_empty() {
+            if late {
+                let index = trace.len();
+                for f in cx.late_audit.iter_mut() {
+                    f.place_in_trace(!always_trace, index);
+                }
+            }
             trace.push(TransformTrace {
                 name: name(),
                 action,

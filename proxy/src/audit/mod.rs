@@ -154,10 +154,79 @@ pub struct AuditRecord {
     pub late: Vec<LateField>,
 }
 
-/// A top-level audit field computed when the record is written (say, what a
-/// filter saw in a streamed response body).
+/// An audit field computed when the record is written (say, what a filter
+/// saw in a streamed response body): a top-level field, or an annotation of
+/// one transform's trace entry.
 #[derive(Clone)]
-pub struct LateField(pub std::sync::Arc<dyn Fn() -> Option<(String, Value)> + Send + Sync>);
+pub struct LateField {
+    place: LatePlace,
+    value: LateValue,
+}
+
+/// What computes a [`LateField`]'s value (`None`: leave the field out).
+pub type LateValue = Arc<dyn Fn() -> Option<Value> + Send + Sync>;
+
+/// Where a [`LateField`] goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum LatePlace {
+    /// A top-level field of this name.
+    Top(String),
+    /// An annotation of the trace entry of the transform that added it,
+    /// whose index the pipeline fills in when it records the entry.
+    ThisTransform(&'static str),
+    /// An annotation of entry `index` of the request or response trace.
+    Trace {
+        response: bool,
+        index: usize,
+        key: &'static str,
+    },
+}
+
+impl LateField {
+    /// A top-level field `key`.
+    pub fn top(key: impl Into<String>, value: LateValue) -> Self {
+        LateField {
+            place: LatePlace::Top(key.into()),
+            value,
+        }
+    }
+
+    /// An annotation `key` of the trace entry of the transform running now;
+    /// the pipeline ([`LateField::place_in_trace`]) says which entry that is.
+    pub fn annotation(key: &'static str, value: LateValue) -> Self {
+        LateField {
+            place: LatePlace::ThisTransform(key),
+            value,
+        }
+    }
+
+    /// The field's name when it is a top-level one, and its value as it
+    /// stands now.
+    pub fn current(&self) -> (Option<&str>, Option<Value>) {
+        let key = match &self.place {
+            LatePlace::Top(k) => Some(k.as_str()),
+            _ => None,
+        };
+        (key, (self.value)())
+    }
+
+    /// Whether this is an annotation still waiting for its trace entry.
+    pub fn awaits_trace(&self) -> bool {
+        matches!(self.place, LatePlace::ThisTransform(_))
+    }
+
+    /// Puts an annotation of the transform running now in entry `index` of
+    /// the request or response trace.
+    pub fn place_in_trace(&mut self, response: bool, index: usize) {
+        if let LatePlace::ThisTransform(key) = self.place {
+            self.place = LatePlace::Trace {
+                response,
+                index,
+                key,
+            };
+        }
+    }
+}
 
 impl std::fmt::Debug for LateField {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -197,11 +266,30 @@ impl AuditRecord {
         }
     }
 
-    /// Computes the late fields into `extra`.
+    /// Computes the late fields into `extra` and the trace entries.
     pub fn settle_late(&mut self) {
         for f in std::mem::take(&mut self.late) {
-            if let Some((k, v)) = (f.0)() {
-                self.extra.insert(k, v);
+            let Some(v) = (f.value)() else { continue };
+            match f.place {
+                LatePlace::Top(k) => {
+                    self.extra.insert(k, v);
+                }
+                LatePlace::Trace {
+                    response,
+                    index,
+                    key,
+                } => {
+                    let trace = if response {
+                        &mut self.response_transforms
+                    } else {
+                        &mut self.request_transforms
+                    };
+                    if let Some(t) = trace.get_mut(index) {
+                        t.annotations.insert(key.to_string(), v);
+                    }
+                }
+                // Never placed: its transform left no trace entry.
+                LatePlace::ThisTransform(_) => {}
             }
         }
     }

@@ -114,7 +114,7 @@ impl McpLog {
 
     fn late_field(self: &Arc<Self>) -> LateField {
         let log = self.clone();
-        LateField(Arc::new(move || Some(("mcp".to_string(), log.to_value()))))
+        LateField::top("mcp", Arc::new(move || Some(log.to_value())))
     }
 }
 

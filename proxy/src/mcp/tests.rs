@@ -79,9 +79,9 @@ async fn answer(v: Verdict) -> (u16, String, Value) {
 
 fn audit(cx: &Flow) -> Value {
     let f = cx.late_audit.first().expect("an mcp audit section");
-    let (k, v) = (f.0)().expect("field");
-    assert_eq!(k, "mcp");
-    v
+    let (k, v) = f.current();
+    assert_eq!(k, Some("mcp"));
+    v.expect("field")
 }
 
 #[tokio::test]
