@@ -109,60 +109,70 @@ impl<R: BufRead> ZstdDecoder<R> {
                         .into());
                     }
                 }
-                Err(FrameDecoderError::WindowSizeTooBig { requested, .. })
-                | Err(FrameDecoderError::FrameHeaderError(FrameHeaderError::WindowTooBig {
-                    got: requested,
-                })) => return Err(ZstdError::WindowTooLarge { frame, requested }.into()),
-                Err(FrameDecoderError::ReadFrameHeaderError(
-                    ReadFrameHeaderError::BadMagicNumber(magic),
-                )) => {
-                    return Err(
-                        self.corrupt(format_args!("no zstd magic number (found {magic:#010x})"))
-                    )
-                }
-                Err(e) => return Err(self.corrupt(e)),
+                Err(e) => return Err(header_error(e, frame).into()),
             }
         }
     }
 
     fn corrupt(&self, e: impl std::fmt::Display) -> io::Error {
-        // The library's messages can be long (Debug of nested errors): keep
-        // the start, enough to say what is wrong.
-        let detail: String = e.to_string().chars().take(200).collect();
-        ZstdError::Corrupt {
-            frame: self.frames,
-            detail,
-        }
-        .into()
+        corrupt(self.frames, e).into()
     }
 
-    /// At the end of a frame: its content size and checksum, when it declares
-    /// them, must match what it held (`0` is also "not declared" to ruzstd).
     fn check_end(&self) -> io::Result<()> {
-        let declared = self.frame.content_size();
-        if declared != 0 && declared != self.out {
-            return Err(ZstdError::ContentSize {
-                frame: self.frames,
-                declared,
-                decoded: self.out,
-            }
-            .into());
-        }
-        if let (Some(declared), Some(decoded)) = (
-            self.frame.get_checksum_from_data(),
-            self.frame.get_calculated_checksum(),
-        ) {
-            if declared != decoded {
-                return Err(ZstdError::Checksum {
-                    frame: self.frames,
-                    declared,
-                    decoded,
-                }
-                .into());
-            }
-        }
-        Ok(())
+        Ok(check_end(&self.frame, self.frames, self.out)?)
     }
+}
+
+/// What is wrong with frame number `frame` whose header ruzstd refused.
+pub(crate) fn header_error(e: FrameDecoderError, frame: usize) -> ZstdError {
+    match e {
+        FrameDecoderError::WindowSizeTooBig { requested, .. }
+        | FrameDecoderError::FrameHeaderError(FrameHeaderError::WindowTooBig { got: requested }) => {
+            ZstdError::WindowTooLarge { frame, requested }
+        }
+        FrameDecoderError::ReadFrameHeaderError(ReadFrameHeaderError::BadMagicNumber(magic)) => {
+            corrupt(
+                frame,
+                format_args!("no zstd magic number (found {magic:#010x})"),
+            )
+        }
+        e => corrupt(frame, e),
+    }
+}
+
+/// Frame number `frame` is corrupt, as ruzstd's `e` says.
+pub(crate) fn corrupt(frame: usize, e: impl std::fmt::Display) -> ZstdError {
+    // The library's messages can be long (Debug of nested errors): keep
+    // the start, enough to say what is wrong.
+    let detail: String = e.to_string().chars().take(200).collect();
+    ZstdError::Corrupt { frame, detail }
+}
+
+/// At the end of frame number `frame`, which held `out` bytes: its content
+/// size and checksum, when it declares them, must match what it held (`0`
+/// is also "not declared" to ruzstd).
+pub(crate) fn check_end(decoder: &FrameDecoder, frame: usize, out: u64) -> Result<(), ZstdError> {
+    let declared = decoder.content_size();
+    if declared != 0 && declared != out {
+        return Err(ZstdError::ContentSize {
+            frame,
+            declared,
+            decoded: out,
+        });
+    }
+    if let (Some(declared), Some(decoded)) = (
+        decoder.get_checksum_from_data(),
+        decoder.get_calculated_checksum(),
+    ) {
+        if declared != decoded {
+            return Err(ZstdError::Checksum {
+                frame,
+                declared,
+                decoded,
+            });
+        }
+    }
+    Ok(())
 }
 
 impl<R: BufRead> Read for ZstdDecoder<R> {
