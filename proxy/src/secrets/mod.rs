@@ -14,6 +14,7 @@
 //! ([`SecretError`]) carry names and backend messages, never values.
 
 pub mod aws;
+pub mod body_scrub;
 pub mod cache;
 pub mod env;
 pub mod http;

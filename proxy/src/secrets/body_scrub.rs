@@ -1,0 +1,276 @@
+//! Credential values found in a response body and masked as it streams.
+//!
+//! An upstream that reflects the request (an echo endpoint, an error message
+//! quoting the key, a debug body listing the request's headers) would hand
+//! the credential `secrets` put in the request back to the workload. A
+//! [`BodyScrubber`] searches the body for each value in the forms a URL, a
+//! header or a JSON string gives it ([`needle_forms`]) and replaces each
+//! occurrence with a mask of the same length ([`mask`]), so a body keeps its
+//! length and its framing (`Content-Length`, chunk sizes of a re-chunked
+//! body) whatever it holds.
+//!
+//! The search is aho-corasick's leftmost-longest: scanning from the left,
+//! the earliest occurrence wins, and of those starting there the longest.
+//! The body is never buffered: of the data seen, only the longest suffix that
+//! is a proper prefix of some form is held back, because the next data may
+//! complete it; it is released as soon as the next data shows it does not
+//! (or at the end of the body). A chunk that does not end in the start of a
+//! form goes out at once, so server-sent events and streamed model output
+//! keep flowing. The output is the same however the body is cut into chunks
+//! (a property test below checks it).
+
+use aho_corasick::{AhoCorasick, Input, MatchKind};
+use bytes::Bytes;
+use zeroize::Zeroizing;
+
+use super::scrub::{url_forms, MIN_SECRET_LEN, REDACTED};
+
+/// What can go wrong building a [`BodyScrubber`].
+#[derive(Debug, thiserror::Error)]
+pub enum BodyScrubError {
+    /// The automaton over the values' forms could not be built (it would
+    /// exceed the library's size limits: values of megabytes).
+    #[error("building the search over {forms} credential forms")]
+    Build {
+        /// How many forms were searched for.
+        forms: usize,
+        /// The library's error (it names limits, never a pattern).
+        #[source]
+        source: aho_corasick::BuildError,
+    },
+}
+
+/// The forms a value of at least [`MIN_SECRET_LEN`] bytes is searched for in
+/// a body: itself, percent-encoded (either hex case) and form-encoded
+/// ([`url_forms`], as in headers), and as JSON writes it inside a string
+/// (`"` and `\` escaped, control characters as `\n` or `\u00XX`), also with
+/// `/` escaped as `\/` (PHP's `json_encode`, some Java and .NET writers).
+/// Duplicates are left out.
+pub fn needle_forms(value: &str) -> Vec<Zeroizing<String>> {
+    let mut forms: Vec<Zeroizing<String>> = Vec::new();
+    let mut add = |f: String| {
+        let f = Zeroizing::new(f);
+        if !f.is_empty() && !forms.contains(&f) {
+            forms.push(f);
+        }
+    };
+    for f in url_forms(value) {
+        add(f);
+    }
+    let json = Zeroizing::new(serde_json::Value::from(value).to_string());
+    let inner = &json[1..json.len() - 1];
+    if value.contains('/') {
+        add(inner.replace('/', "\\/"));
+    }
+    add(inner.to_string());
+    forms
+}
+
+/// Appends a mask of `len` bytes to `out`: [`REDACTED`] followed by as many
+/// `*` as the length needs, or `len` stars when the match is shorter than
+/// [`REDACTED`] (an 8- or 9-byte value). ASCII without quotes or
+/// backslashes, so a JSON string or a URL stays well-formed.
+pub fn mask(out: &mut Vec<u8>, len: usize) {
+    if len >= REDACTED.len() {
+        out.extend_from_slice(REDACTED.as_bytes());
+        out.resize(out.len() + len - REDACTED.len(), b'*');
+    } else {
+        out.resize(out.len() + len, b'*');
+    }
+}
+
+/// One form, with what is needed to tell how much of a text's end could be
+/// its start.
+struct Form {
+    bytes: Zeroizing<Vec<u8>>,
+    /// `border[i]`: the length of the longest proper prefix of
+    /// `bytes[..=i]` that is also its suffix (the KMP failure function).
+    border: Vec<usize>,
+}
+
+impl Form {
+    fn new(bytes: Vec<u8>) -> Form {
+        let mut border = vec![0; bytes.len()];
+        let mut k = 0;
+        for i in 1..bytes.len() {
+            while k > 0 && bytes[i] != bytes[k] {
+                k = border[k - 1];
+            }
+            if bytes[i] == bytes[k] {
+                k += 1;
+            }
+            border[i] = k;
+        }
+        Form {
+            bytes: Zeroizing::new(bytes),
+            border,
+        }
+    }
+
+    /// The length of the longest suffix of `text` that is a proper prefix of
+    /// this form (shorter than the form: a whole form is a match, not a
+    /// start). Looks at the last `len - 1` bytes only, once each.
+    fn open_suffix(&self, text: &[u8]) -> usize {
+        let form = &self.bytes[..];
+        let from = text.len().saturating_sub(form.len() - 1);
+        let mut q = 0;
+        for &b in &text[from..] {
+            while q > 0 && form[q] != b {
+                q = self.border[q - 1];
+            }
+            if form[q] == b {
+                q += 1;
+            }
+            if q == form.len() {
+                q = self.border[q - 1];
+            }
+        }
+        q
+    }
+}
+
+/// The credential values of one exchange, ready to search a response body
+/// for. The automaton's own tables hold the forms too and are not wiped when
+/// dropped; the forms kept here are.
+pub struct BodyScrubber {
+    search: AhoCorasick,
+    forms: Vec<Form>,
+    /// Data seen but not yet released: the start of a possible match.
+    held: Vec<u8>,
+    /// Matches masked so far.
+    found: u64,
+}
+
+impl BodyScrubber {
+    /// A scrubber for the `values` of at least [`MIN_SECRET_LEN`] bytes (a
+    /// shorter one would match ordinary text); `None` when there is none.
+    pub fn new<'a>(
+        values: impl IntoIterator<Item = &'a str>,
+    ) -> Result<Option<BodyScrubber>, BodyScrubError> {
+        let mut forms: Vec<Zeroizing<String>> = Vec::new();
+        for v in values.into_iter().filter(|v| v.len() >= MIN_SECRET_LEN) {
+            for f in needle_forms(v) {
+                if !forms.contains(&f) {
+                    forms.push(f);
+                }
+            }
+        }
+        if forms.is_empty() {
+            return Ok(None);
+        }
+        let search = AhoCorasick::builder()
+            .match_kind(MatchKind::LeftmostLongest)
+            .build(forms.iter().map(|f| f.as_bytes()))
+            .map_err(|source| BodyScrubError::Build {
+                forms: forms.len(),
+                source,
+            })?;
+        Ok(Some(BodyScrubber {
+            search,
+            forms: forms
+                .iter()
+                .map(|f| Form::new(f.as_bytes().to_vec()))
+                .collect(),
+            held: Vec::new(),
+            found: 0,
+        }))
+    }
+
+    /// How many occurrences were masked so far.
+    pub fn found(&self) -> u64 {
+        self.found
+    }
+
+    /// How many bytes are held back, waiting for the next data.
+    pub fn held(&self) -> usize {
+        self.held.len()
+    }
+
+    /// Takes the next piece of the body; returns what can be released now
+    /// (possibly empty, never more than was given so far).
+    pub fn push(&mut self, chunk: Bytes) -> Bytes {
+        if self.held.is_empty() {
+            let (masked, cut) = self.scan(&chunk, false);
+            self.held.extend_from_slice(&chunk[cut..]);
+            return match masked {
+                Some(m) => Bytes::from(m),
+                // Nothing found: the chunk itself (or its start), not a copy.
+                None => chunk.slice(..cut),
+            };
+        }
+        let mut buf = std::mem::take(&mut self.held);
+        buf.extend_from_slice(&chunk);
+        self.release(buf, false)
+    }
+
+    /// The end of the body: whatever was held back, masked where it holds a
+    /// whole form.
+    pub fn finish(&mut self) -> Bytes {
+        let buf = std::mem::take(&mut self.held);
+        self.release(buf, true)
+    }
+
+    fn release(&mut self, mut buf: Vec<u8>, end: bool) -> Bytes {
+        let (masked, cut) = self.scan(&buf, end);
+        self.held.extend_from_slice(&buf[cut..]);
+        match masked {
+            Some(m) => Bytes::from(m),
+            None => {
+                buf.truncate(cut);
+                Bytes::from(buf)
+            }
+        }
+    }
+
+    /// Finds the matches in `buf` that no further data can change, and the
+    /// point up to which `buf` can be released (`buf.len()` at the end of
+    /// the body). Returns the released part, masked, when it held a match
+    /// (`None`: release `buf[..cut]` as it is), and the cut.
+    ///
+    /// A match starting before `hold` (where the longest suffix that could
+    /// still grow into a form begins) is final: every form occurrence
+    /// starting there lies wholly in `buf`, and none starting further left
+    /// can appear later. One starting at or after `hold` waits.
+    fn scan(&mut self, buf: &[u8], end: bool) -> (Option<Vec<u8>>, usize) {
+        let mut pos = 0;
+        let mut hold = self.hold_from(buf, 0, end);
+        let mut out: Option<Vec<u8>> = None;
+        let mut copied = 0;
+        while let Some(m) = self.search.find(Input::new(buf).range(pos..)) {
+            if m.start() >= hold {
+                break;
+            }
+            let o = out.get_or_insert_with(|| Vec::with_capacity(buf.len()));
+            o.extend_from_slice(&buf[copied..m.start()]);
+            mask(o, m.len());
+            copied = m.end();
+            pos = m.end();
+            self.found += 1;
+            if pos > hold {
+                hold = self.hold_from(buf, pos, end);
+            }
+        }
+        if let Some(o) = out.as_mut() {
+            o.extend_from_slice(&buf[copied..hold]);
+        }
+        (out, hold)
+    }
+
+    /// Where the longest suffix of `buf[from..]` that is a proper prefix of
+    /// some form begins (`buf.len()` when none is, or at the end).
+    fn hold_from(&self, buf: &[u8], from: usize, end: bool) -> usize {
+        if end {
+            return buf.len();
+        }
+        let open = self
+            .forms
+            .iter()
+            .map(|f| f.open_suffix(&buf[from..]))
+            .max()
+            .unwrap_or(0);
+        buf.len() - open
+    }
+}
+
+#[cfg(test)]
+mod tests;

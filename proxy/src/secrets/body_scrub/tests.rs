@@ -1,0 +1,218 @@
+use proptest::prelude::*;
+
+use super::*;
+
+/// `body` scrubbed of `values`, fed in `chunks` (their lengths, cycled; the
+/// rest in one piece), with what came out after each push.
+fn scrub_in(values: &[&str], body: &[u8], chunks: &[usize]) -> (Vec<u8>, Vec<Bytes>, u64) {
+    let mut s = BodyScrubber::new(values.iter().copied())
+        .expect("built")
+        .expect("a value to search for");
+    let mut out = Vec::new();
+    let mut steps = Vec::new();
+    let mut rest = body;
+    let mut sizes = chunks.iter().cycle();
+    while !rest.is_empty() {
+        let n = sizes
+            .next()
+            .copied()
+            .unwrap_or(rest.len())
+            .clamp(1, rest.len());
+        let piece = s.push(Bytes::copy_from_slice(&rest[..n]));
+        out.extend_from_slice(&piece);
+        steps.push(piece);
+        rest = &rest[n..];
+    }
+    let tail = s.finish();
+    out.extend_from_slice(&tail);
+    steps.push(tail);
+    (out, steps, s.found())
+}
+
+fn whole(values: &[&str], body: &[u8]) -> (Vec<u8>, u64) {
+    let (out, _, found) = scrub_in(values, body, &[]);
+    (out, found)
+}
+
+fn text(b: &[u8]) -> &str {
+    std::str::from_utf8(b).expect("utf-8")
+}
+
+const KEY: &str = "sk-live/ab+cd=ef 123";
+
+fn m(len: usize) -> String {
+    let mut out = Vec::new();
+    mask(&mut out, len);
+    String::from_utf8(out).expect("ascii")
+}
+
+#[test]
+fn every_form_of_a_value_is_masked_to_its_own_length() {
+    let forms = [
+        KEY,                            // raw, and as JSON writes it
+        "sk-live\\/ab+cd=ef 123",       // JSON with `\/`
+        "sk-live%2Fab%2Bcd%3Def%20123", // URL component, upper hex
+        "sk-live%2fab%2bcd%3def%20123", // lower hex
+        "sk-live%2Fab%2Bcd%3Def+123",   // form-encoded
+    ];
+    let body = format!(
+        "{{\"raw\":\"Bearer {}\",\"json\":\"{}\",\"url\":\"/x?k={}&y={}\",\"form\":\"{}\"}}",
+        forms[0], forms[1], forms[2], forms[3], forms[4]
+    );
+    let (out, found) = whole(&[KEY], body.as_bytes());
+    assert_eq!(out.len(), body.len());
+    assert_eq!(found, 5);
+    let want = format!(
+        "{{\"raw\":\"Bearer {}\",\"json\":\"{}\",\"url\":\"/x?k={}&y={}\",\"form\":\"{}\"}}",
+        m(20),
+        m(21),
+        m(28),
+        m(28),
+        m(26)
+    );
+    assert_eq!(text(&out), want);
+    assert_eq!(m(20), "[redacted]**********");
+}
+
+#[test]
+fn json_escapes_of_quotes_and_controls_are_forms_too() {
+    let key = "pass\"word\\with\nnewline";
+    let json = serde_json::to_string(&serde_json::json!({ "k": key })).expect("json");
+    let (out, found) = whole(&[key], json.as_bytes());
+    assert_eq!(found, 1);
+    assert_eq!(out.len(), json.len());
+    assert!(
+        serde_json::from_slice::<serde_json::Value>(&out).is_ok(),
+        "still JSON"
+    );
+}
+
+#[test]
+fn short_values_and_none_build_nothing() {
+    assert!(BodyScrubber::new(["short"]).expect("built").is_none());
+    assert!(BodyScrubber::new(std::iter::empty())
+        .expect("built")
+        .is_none());
+}
+
+#[test]
+fn a_mask_shorter_than_redacted_is_stars() {
+    let (out, _) = whole(&["12345678"], b"a 12345678 b");
+    assert_eq!(text(&out), "a ******** b");
+}
+
+#[test]
+fn a_match_across_three_and_more_chunks_is_masked() {
+    let body = format!("xx {KEY} yy");
+    let (out, steps, found) = scrub_in(&[KEY], body.as_bytes(), &[4, 3, 5, 2]);
+    assert_eq!(found, 1);
+    assert_eq!(text(&out), "xx [redacted]********** yy");
+    assert!(steps.len() > 4, "{steps:?}");
+    for s in &steps {
+        assert!(!text(s).contains("sk-live"), "{s:?}");
+    }
+}
+
+#[test]
+fn a_chunk_that_cannot_start_a_form_goes_out_at_once() {
+    let mut s = BodyScrubber::new([KEY]).expect("built").expect("some");
+    let ev = Bytes::from_static(b"data: {\"n\":1}\n\n");
+    assert_eq!(s.push(ev.clone()), ev);
+    assert_eq!(s.held(), 0);
+    // A chunk ending in the start of the key keeps that start back only.
+    assert_eq!(&s.push(Bytes::from_static(b"data: sk-li"))[..], b"data: ");
+    assert_eq!(s.held(), 5);
+    // The next data shows it was not the key: released with it.
+    assert_eq!(&s.push(Bytes::from_static(b"ke\n\n"))[..], b"sk-like\n\n");
+    assert_eq!(s.held(), 0);
+    assert_eq!(s.found(), 0);
+}
+
+#[test]
+fn a_start_held_at_the_end_of_the_body_is_released() {
+    let mut s = BodyScrubber::new([KEY]).expect("built").expect("some");
+    assert_eq!(
+        &s.push(Bytes::from_static(b"error: sk-live/ab"))[..],
+        b"error: "
+    );
+    assert_eq!(&s.finish()[..], b"sk-live/ab");
+    assert_eq!(s.found(), 0);
+}
+
+#[test]
+fn overlapping_forms_and_values_take_the_leftmost_longest() {
+    // One value is the start of another: the longer wins where both match.
+    let (out, found) = whole(&["abcdefgh", "abcdefghijkl"], b"<abcdefghijkl><abcdefgh>");
+    assert_eq!(text(&out), "<[redacted]**><********>");
+    assert_eq!(found, 2);
+    // Cut just after the shorter one: the longer must still win.
+    let (out, _, _) = scrub_in(&["abcdefgh", "abcdefghijkl"], b"<abcdefghijkl>", &[9, 1, 1]);
+    assert_eq!(text(&out), "<[redacted]**>");
+    // A value whose raw form is inside its escaped form: `a/b` is in `a\/b`'s
+    // tail; the escaped form starts first and covers it.
+    let (out, found) = whole(&["path/to/key-1234"], b"\"path\\/to\\/key-1234\"");
+    assert_eq!(text(&out), "\"[redacted]********\"");
+    assert_eq!(found, 1);
+    // Two occurrences sharing bytes: the first is masked, the second is cut
+    // by it and left (its start is gone).
+    let (out, found) = whole(&["abababab"], b"ababababab");
+    assert_eq!(text(&out), "********ab");
+    assert_eq!(found, 1);
+}
+
+#[test]
+fn a_suffix_after_a_match_that_starts_a_form_is_still_held() {
+    let mut s = BodyScrubber::new(["abcdefgh"])
+        .expect("built")
+        .expect("some");
+    assert_eq!(&s.push(Bytes::from_static(b"abcdefghabc"))[..], b"********");
+    assert_eq!(s.held(), 3);
+    assert_eq!(&s.push(Bytes::from_static(b"defgh!"))[..], b"********!");
+    assert_eq!(s.found(), 2);
+}
+
+/// Values and bodies over a small alphabet, so that forms, partial forms and
+/// overlaps are frequent.
+fn value() -> impl Strategy<Value = String> {
+    proptest::string::string_regex("[ab/%2F\\\\ ]{8,11}").expect("regex")
+}
+
+fn body(values: &[String]) -> impl Strategy<Value = Vec<u8>> {
+    let pieces: Vec<Vec<u8>> = values
+        .iter()
+        .flat_map(|v| needle_forms(v).into_iter().map(|f| f.as_bytes().to_vec()))
+        .chain(["a", "b", "/", "%2", "\\", "F", " "].map(|s| s.as_bytes().to_vec()))
+        .collect();
+    proptest::collection::vec(proptest::sample::select(pieces), 0..24).prop_map(|p| p.concat())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    /// Any split of any body gives what scrubbing it whole gives; the length
+    /// is kept, and no form is left in the output.
+    #[test]
+    fn any_split_gives_the_whole_bodys_output(
+        (values, body, cuts) in proptest::collection::vec(value(), 1..3)
+            .prop_flat_map(|vs| {
+                let b = body(&vs);
+                (Just(vs), b, proptest::collection::vec(1usize..12, 0..30))
+            })
+    ) {
+        let vals: Vec<&str> = values.iter().map(String::as_str).collect();
+        let (once, found) = whole(&vals, &body);
+        let (split, _, split_found) = scrub_in(&vals, &body, &cuts);
+        prop_assert_eq!(&split, &once);
+        prop_assert_eq!(split_found, found);
+        prop_assert_eq!(once.len(), body.len());
+        for v in &vals {
+            for f in needle_forms(v) {
+                let f = f.as_bytes();
+                prop_assert!(
+                    !once.windows(f.len()).any(|w| w == f),
+                    "a form is left in {:?}", String::from_utf8_lossy(&once)
+                );
+            }
+        }
+    }
+}
