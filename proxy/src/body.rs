@@ -5,6 +5,7 @@ use bytes::Bytes;
 use http_body::Body as _;
 use http_body_util::{combinators::BoxBody, BodyExt, Empty, Full};
 
+pub mod decode;
 mod park;
 
 pub use park::{
