@@ -140,6 +140,8 @@ impl UpstreamProtocol {
 pub struct Traffic {
     request_body: AtomicU64,
     response_body: AtomicU64,
+    /// Reflected credentials masked in response bodies.
+    body_redactions: AtomicU64,
     /// By [`SpliceKind::slot`], then sent (client to upstream) and received.
     spliced: [[AtomicU64; 2]; 2],
     /// By [`ConnectOutcome::slot`].
@@ -155,6 +157,7 @@ impl Traffic {
         Traffic {
             request_body: AtomicU64::new(0),
             response_body: AtomicU64::new(0),
+            body_redactions: AtomicU64::new(0),
             spliced: [const { [const { AtomicU64::new(0) }; 2] }; 2],
             connect: [const { Histogram::new(&TRAFFIC_BUCKETS) }; 3],
             response_head: Histogram::new(&TRAFFIC_BUCKETS),
@@ -172,6 +175,18 @@ impl Traffic {
     #[inline]
     pub fn response_body_sent(&self, n: u64) {
         self.response_body.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Counts `n` reflected credentials masked in a response body (the
+    /// `secrets` transform's scrub).
+    #[inline]
+    pub fn body_redacted(&self, n: u64) {
+        self.body_redactions.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Reflected credentials masked in response bodies so far.
+    pub fn body_redactions(&self) -> u64 {
+        self.body_redactions.load(Ordering::Relaxed)
     }
 
     /// The splice counter of `kind` in one direction (`upstream`: bytes

@@ -14,6 +14,7 @@ mod gcp;
 mod hmac;
 mod inject;
 mod oauth;
+mod reflected_body;
 mod replace;
 mod schemes;
 
@@ -119,9 +120,18 @@ fn quickstart_five_requests() {
         Some(format!("Bearer {OPENAI}").as_str()),
         "{seen}"
     );
+    // httpbin echoes the request's headers: the workload gets the key masked (same length).
     assert!(
-        echo.to_string().contains(OPENAI),
-        "httpbin echoes the real key: {echo}"
+        !echo.to_string().contains(OPENAI),
+        "the echo leaks the key: {echo}"
+    );
+    assert_eq!(
+        echo["headers"]["authorization"],
+        json!(format!(
+            "Bearer [redacted]{}",
+            "*".repeat(OPENAI.len() - 10)
+        )),
+        "{echo}"
     );
     assert_eq!(
         secrets_annotation(&px, "/headers", "OPENAI_API_KEY", "swapped"),

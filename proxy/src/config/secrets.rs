@@ -11,10 +11,23 @@ use crate::rules::Scope;
 use crate::template::Template;
 
 /// `secrets`: a list of independent entries.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SecretsConfig {
     /// The entries, evaluated independently.
     pub secrets: Vec<SecretEntry>,
+    /// `scrub_response_bodies` (our addition; default true): mask, in the
+    /// response body, the credential values this transform put in the
+    /// request, as the response headers always are.
+    pub scrub_response_bodies: bool,
+}
+
+impl Default for SecretsConfig {
+    fn default() -> Self {
+        SecretsConfig {
+            secrets: Vec::new(),
+            scrub_response_bodies: true,
+        }
+    }
 }
 
 /// One `secrets.secrets[]` entry.
@@ -83,9 +96,12 @@ const REPLACE_FIELDS: [&str; 6] = [
 
 impl Decode for SecretsConfig {
     fn decode(node: &Node, cx: &mut Cx) -> Res<Self> {
-        let m = cx.map(node, &["secrets"])?;
+        let m = cx.map(node, &["secrets", "scrub_response_bodies"])?;
+        let secrets = m.or_default(cx, "secrets");
+        let scrub_response_bodies = m.or(cx, "scrub_response_bodies", true);
         Ok(SecretsConfig {
-            secrets: m.or_default(cx, "secrets")?,
+            secrets: secrets?,
+            scrub_response_bodies: scrub_response_bodies?,
         })
     }
 }

@@ -163,6 +163,34 @@ fn transform_defaults() {
         panic!("1password")
     };
     assert_eq!(token_env, "OP_SERVICE_ACCOUNT_TOKEN");
+    assert!(s.scrub_response_bodies, "on unless turned off");
+}
+
+#[test]
+fn secrets_scrub_response_bodies() {
+    let head = "transforms:\n  - name: secrets\n    config:\n";
+    let entry = "      secrets:\n        - source: {type: env, var: K}\n          inject: {header: X-Key}\n";
+    let cfg = ok(&format!(
+        "{BASE}{head}      scrub_response_bodies: false\n{entry}"
+    ));
+    let TransformConfig::Secrets(s) = &cfg.transforms[0] else {
+        panic!("secrets")
+    };
+    assert!(!s.scrub_response_bodies);
+    let e = errs(&format!(
+        "{head}      scrub_response_bodies: sometimes\n{entry}"
+    ));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].contains("transforms[0].config.scrub_response_bodies"),
+        "{e:?}"
+    );
+    let e = errs(&format!("{head}      scrub_response_body: false\n{entry}"));
+    assert!(
+        e.iter()
+            .any(|l| l.contains("did you mean 'scrub_response_bodies'")),
+        "{e:?}"
+    );
 }
 
 #[test]

@@ -21,16 +21,24 @@
 //! cause in the audit `error`). A replace entry whose token is absent does not
 //! need its value, so the request goes on (or gets the 403 of `require`).
 //!
+//! **What comes back.** The response's headers and, unless
+//! `scrub_response_bodies: false`, its body are scrubbed of every value put
+//! in the request (`reflected`, `response_body`): an upstream that echoes
+//! the request does not hand the real credential to the workload.
+//!
 //! Audit annotations: `swapped` and `injected`, each a list of
 //! `{secret: NAME, locations: [...]}` where NAME is the source's identifier
 //! ([`Secret::name`]) and a location is `header:Name`, `query:name`, `path` or
-//! `body`.
+//! `body`; in the response trace, `response_redacted` (headers),
+//! `response_body_redacted` (matches masked in the body) and
+//! `response_body_decoded` (the codings undone to scrub it).
 //!
 //! The rewritten request keeps the workload's view in `Flow::path` (rules of
 //! later transforms match the placeholder path, never the real secret).
 
 mod reflected;
 mod replace;
+mod response_body;
 
 pub(crate) use replace::canonical;
 
@@ -75,6 +83,7 @@ impl BuildError {
 /// The built transform.
 pub struct Secrets {
     entries: Vec<Entry>,
+    scrub_response_bodies: bool,
 }
 
 struct Entry {
@@ -130,7 +139,10 @@ impl Secrets {
                 mode,
             });
         }
-        Ok(Secrets { entries })
+        Ok(Secrets {
+            entries,
+            scrub_response_bodies: cfg.scrub_response_bodies,
+        })
     }
 }
 
@@ -155,8 +167,10 @@ impl Transform for Secrets {
 
     /// A response header that reflects a value this request was given (a
     /// redirect keeping the query, an echoed header) has it replaced by
-    /// `[redacted]`: the workload never gets the real credential back. The
-    /// trace entry's `response_redacted` names those headers.
+    /// `[redacted]`, and so has the body, as it streams, with a mask of the
+    /// same length (`response_body`): the workload never gets the real
+    /// credential back. The trace entry's `response_redacted` names those
+    /// headers, `response_body_redacted` counts the body's matches.
     async fn on_response(
         &self,
         rsp: &mut Response<Body>,
@@ -165,6 +179,9 @@ impl Transform for Secrets {
         let changed = reflected::redact_headers(rsp.headers_mut(), cx.secret_values());
         if !changed.is_empty() {
             cx.annotate("response_redacted", changed);
+        }
+        if self.scrub_response_bodies {
+            response_body::scrub(rsp, cx)?;
         }
         Ok(Verdict::Continue)
     }

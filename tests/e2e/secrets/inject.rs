@@ -218,8 +218,9 @@ transforms:
             .any(|(_, v)| v.contains("real-reflected-key")),
         "{r}"
     );
-    // The body echoes it too (this endpoint writes the pairs as JSON): bodies are not
-    // scrubbed, see docs/secrets.md "What comes back".
+    // The body echoes it too (this endpoint writes the pairs as JSON): masked there as well.
+    assert!(!r.body.contains("real-reflected-key"), "{}", r.body);
+    assert!(r.body.contains("[redacted]"), "{}", r.body);
     let rec = px.wait_for_audit(|a| a.path() == Some("/response-headers"));
     let redacted = rec
         .response_transforms()

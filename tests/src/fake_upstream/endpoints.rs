@@ -13,6 +13,7 @@
 //! | `/response-headers?K=V` | sets each query pair as a response header |
 //! | `/many-headers?count=N&len=L` | `N` response headers `x-many-<i>`, each a value of `L` bytes |
 //! | `/trailers` | `Trailer: X-Trailer-Check`, a chunk of text, then the trailer `x-trailer-check: done` |
+//! | `/reflect[/*]` | the request's `headers` and `url` as compact JSON (an upstream that reflects the request); `?escape_slash=1` writes `/` as `\/`, `?coding=gzip` compresses it (`Content-Encoding: gzip`), `?chunk=N` streams it in `N`-byte frames (chunked), else one piece with `Content-Length` |
 //! | `/ws` | WebSocket echo (text and binary) |
 //! | any path, `content-type: application/grpc` | a tiny gRPC service, see [`super::grpc`] |
 //!
@@ -209,6 +210,44 @@ pub async fn handle(
     Ok(route(&path, echo, &shared).await)
 }
 
+/// `/reflect`: the request's headers and URL written back (see the module doc).
+fn reflect(shared: &Shared, echo: &Value, args: &Map<String, Value>) -> Response<Body> {
+    use std::io::Write as _;
+    let mut text = json!({"headers": echo["headers"], "url": echo["url"]}).to_string();
+    if args.get("escape_slash").and_then(Value::as_str) == Some("1") {
+        text = text.replace('/', "\\/");
+    }
+    let mut bytes = text.into_bytes();
+    let gzip = args.get("coding").and_then(Value::as_str) == Some("gzip");
+    if gzip {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        let _ = e.write_all(&bytes);
+        bytes = e.finish().unwrap_or_default();
+    }
+    let chunk = query_num(args, "chunk", 0) as usize;
+    let body = if chunk == 0 {
+        full(Bytes::from(bytes))
+    } else {
+        let (tx, body) = channel_body();
+        tokio::spawn(async move {
+            for piece in bytes.chunks(chunk) {
+                if tx.send(Bytes::copy_from_slice(piece)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        body
+    };
+    let mut rsp = respond(shared, StatusCode::OK, Some("application/json"), body);
+    if gzip {
+        rsp.headers_mut().insert(
+            http::header::CONTENT_ENCODING,
+            HeaderValue::from_static("gzip"),
+        );
+    }
+    rsp
+}
+
 async fn route(path: &str, echo: Value, shared: &Shared) -> Response<Body> {
     let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let args = echo["args"].as_object().cloned().unwrap_or_default();
@@ -288,6 +327,7 @@ async fn route(path: &str, echo: Value, shared: &Shared) -> Response<Body> {
             });
             respond(shared, StatusCode::OK, Some("application/json"), body)
         }
+        ["reflect", ..] => reflect(shared, &echo, &args),
         ["sse"] => {
             let count = query_num(&args, "count", 3);
             let interval = Duration::from_millis(query_num(&args, "interval_ms", 300));

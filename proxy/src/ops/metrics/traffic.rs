@@ -16,13 +16,14 @@ use crate::traffic::{ConnectOutcome, SpliceKind, Traffic, UpstreamProtocol};
 
 /// The names this collector exports (without prefix or `_total`), so that
 /// no callback source takes one of them.
-pub(super) const NAMES: [&str; 6] = [
+pub(super) const NAMES: [&str; 7] = [
     "request_body_bytes",
     "response_body_bytes",
     "spliced_bytes",
     "upstream_connect_duration_seconds",
     "upstream_response_header_duration_seconds",
     "upstream_connections",
+    "response_body_redactions",
 ];
 
 /// Encodes a [`Traffic`] (the process's, or a test's own).
@@ -47,6 +48,12 @@ impl Collector for TrafficCollector {
                 NAMES[1],
                 "HTTP response body bytes handed to client connections (the proxy's own answers included)",
                 t.response_body_bytes(),
+            ),
+            (
+                NAMES[6],
+                "Reflected credentials (values the secrets transform put in the request) masked in \
+                 response bodies",
+                t.body_redactions(),
             ),
         ] {
             let metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;

@@ -3,10 +3,10 @@
 //! /v2/x?api_key=...`), a `Set-Cookie` or debug header quoting a request
 //! header, a `WWW-Authenticate` echoing the token. Response headers are
 //! scrubbed here, in every form a URL or a header gives the value (itself,
-//! percent-encoded in either hex case, form-encoded). Bodies are not: they
-//! stream, may be compressed, and an API that stores what it is sent (a
-//! comment, an issue) returns it later on another request anyway; see
-//! docs/secrets.md ("What comes back").
+//! percent-encoded in either hex case, form-encoded); the body is scrubbed as
+//! it streams by `response_body`. An API that stores what it is sent (a
+//! comment, an issue) and returns it later on another request is out of
+//! reach; see docs/secrets.md ("What comes back").
 
 use http::{HeaderMap, HeaderValue};
 

@@ -67,7 +67,14 @@ fn entry(source: SecretSourceConfig, mode: SecretMode, scope: &str) -> SecretEnt
 }
 
 fn transform(entries: Vec<SecretEntry>) -> Secrets {
-    Secrets::new(&SecretsConfig { secrets: entries }, &sources()).expect("build")
+    Secrets::new(
+        &SecretsConfig {
+            secrets: entries,
+            ..Default::default()
+        },
+        &sources(),
+    )
+    .expect("build")
 }
 
 fn flow(host: &str, method: &str, path: &str) -> Flow {
