@@ -170,6 +170,49 @@ print(json.dumps({'status': r.status_code, 'body': r.text,
     assert_no_leak(&px, &[KEY, "real-body-key"]);
 }
 
+/// A gzip body that turns out corrupt (a wrong CRC, found at its end) is cut as an error:
+/// the client sees the transfer fail, the record says why; a HEAD of a coded answer keeps its
+/// headers (nothing to scrub).
+#[test]
+fn a_body_that_cannot_be_decoded_is_cut_and_a_head_is_left_alone() {
+    require_root!();
+    let net = FakeInternet::new();
+    let _up = Upstream::https("echo.test").start(&net);
+    let px = Proxy::with(config(true))
+        .resolver(&net)
+        .env("BODY_KEY", KEY)
+        .start();
+    let r = Curl::get("https://echo.test/reflect/corrupt?coding=gzip&corrupt=1&chunk=16")
+        .args(["--http1.1"])
+        .via(&px)
+        .run();
+    assert_eq!(r.status, 200, "{r}");
+    assert_ne!(r.exit, 0, "curl saw the body cut: {r}");
+    assert!(!r.body.contains("real-body-key"), "{}", r.body);
+    let rec = px.wait_for_audit(|a| a.path() == Some("/reflect/corrupt"));
+    assert_eq!(
+        rec.str("reason"),
+        Some("response_body_undecodable"),
+        "{rec}"
+    );
+    assert!(
+        rec.0["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("CRC-32")),
+        "{rec}"
+    );
+
+    let r = Curl::get("https://echo.test/reflect/head?coding=gzip")
+        .args(["--head"])
+        .via(&px)
+        .run();
+    r.expect_status(200);
+    assert_eq!(r.header("content-encoding"), Some("gzip"), "{r}");
+    let rec = px.wait_for_audit(|a| a.path() == Some("/reflect/head"));
+    assert!(rec.is_allowed() && rec.0.get("error").is_none(), "{rec}");
+    assert_no_leak(&px, &[KEY, "real-body-key"]);
+}
+
 /// The switch: with `scrub_response_bodies: false` the reflected key comes back as the
 /// upstream wrote it (the headers are still scrubbed).
 #[test]

@@ -13,7 +13,7 @@
 //! | `/response-headers?K=V` | sets each query pair as a response header |
 //! | `/many-headers?count=N&len=L` | `N` response headers `x-many-<i>`, each a value of `L` bytes |
 //! | `/trailers` | `Trailer: X-Trailer-Check`, a chunk of text, then the trailer `x-trailer-check: done` |
-//! | `/reflect[/*]` | the request's `headers` and `url` as compact JSON (an upstream that reflects the request); `?escape_slash=1` writes `/` as `\/`, `?coding=gzip` compresses it (`Content-Encoding: gzip`), `?chunk=N` streams it in `N`-byte frames (chunked), else one piece with `Content-Length` |
+//! | `/reflect[/*]` | the request's `headers` and `url` as compact JSON (an upstream that reflects the request); `?escape_slash=1` writes `/` as `\/`, `?coding=gzip` compresses it (`Content-Encoding: gzip`; with `&corrupt=1` its CRC is wrong), `?chunk=N` streams it in `N`-byte frames (chunked), else one piece with `Content-Length` |
 //! | `/ws` | WebSocket echo (text and binary) |
 //! | any path, `content-type: application/grpc` | a tiny gRPC service, see [`super::grpc`] |
 //!
@@ -223,6 +223,11 @@ fn reflect(shared: &Shared, echo: &Value, args: &Map<String, Value>) -> Response
         let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
         let _ = e.write_all(&bytes);
         bytes = e.finish().unwrap_or_default();
+        if args.get("corrupt").and_then(Value::as_str) == Some("1") {
+            // A wrong CRC-32 in the trailer: the data decodes, the check fails at the end.
+            let n = bytes.len();
+            bytes[n - 8] ^= 0xff;
+        }
     }
     let chunk = query_num(args, "chunk", 0) as usize;
     let body = if chunk == 0 {

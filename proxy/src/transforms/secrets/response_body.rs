@@ -56,7 +56,10 @@ struct Scrubbed;
 /// response has a body. A request without such values costs a look at an
 /// empty list.
 pub(super) fn scrub(rsp: &mut Response<Body>, cx: &mut Flow) -> Result<(), TransformError> {
-    if cx.ext.get::<Scrubbed>().is_some() || !has_body(rsp, cx) {
+    if cx.secret_values().next().is_none()
+        || cx.ext.get::<Scrubbed>().is_some()
+        || !has_body(rsp, cx)
+    {
         return Ok(());
     }
     let scrubber = match BodyScrubber::new(cx.secret_values()) {
