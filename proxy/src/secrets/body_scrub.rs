@@ -4,7 +4,7 @@
 //! quoting the key, a debug body listing the request's headers) would hand
 //! the credential `secrets` put in the request back to the workload. A
 //! [`BodyScrubber`] searches the body for each value in the forms a URL, a
-//! header or a JSON string gives it ([`needle_forms`]) and replaces each
+//! header, a JSON string or base64 gives it ([`needle_forms`]) and replaces each
 //! occurrence with a mask of the same length ([`mask`]), so a body keeps its
 //! length and its framing (`Content-Length`, chunk sizes of a re-chunked
 //! body) whatever it holds.
@@ -23,7 +23,7 @@ use aho_corasick::{AhoCorasick, Input, MatchKind};
 use bytes::Bytes;
 use zeroize::Zeroizing;
 
-use super::scrub::{url_forms, MIN_SECRET_LEN, REDACTED};
+use super::scrub::{base64_forms, url_forms, MIN_SECRET_LEN, REDACTED};
 
 /// What can go wrong building a [`BodyScrubber`].
 #[derive(Debug, thiserror::Error)]
@@ -42,10 +42,12 @@ pub enum BodyScrubError {
 
 /// The forms a value of at least [`MIN_SECRET_LEN`] bytes is searched for in
 /// a body: itself, percent-encoded (either hex case) and form-encoded
-/// ([`url_forms`], as in headers), and as JSON writes it inside a string
-/// (`"` and `\` escaped, control characters as `\n` or `\u00XX`), also with
-/// `/` escaped as `\/` (PHP's `json_encode`, some Java and .NET writers).
-/// Duplicates are left out.
+/// ([`url_forms`], as in headers), as JSON writes it inside a string (`"`
+/// and `\` escaped, control characters as `\n` or `\u00XX`), also with `/`
+/// escaped as `\/` (PHP's `json_encode`, some Java and .NET writers), and in
+/// base64 at any alignment ([`base64_forms`]: an echoed `Authorization:
+/// Basic` header, or a formatter's `base64`), the characters that carry the
+/// value's bits alone. Duplicates are left out.
 pub fn needle_forms(value: &str) -> Vec<Zeroizing<String>> {
     let mut forms: Vec<Zeroizing<String>> = Vec::new();
     let mut add = |f: String| {
@@ -63,6 +65,9 @@ pub fn needle_forms(value: &str) -> Vec<Zeroizing<String>> {
         add(inner.replace('/', "\\/"));
     }
     add(inner.to_string());
+    for f in base64_forms(value) {
+        add(f);
+    }
     forms
 }
 

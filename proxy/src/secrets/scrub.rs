@@ -172,10 +172,23 @@ fn forms(value: &str) -> Vec<String> {
         out.push(json.trim_matches('"').to_string());
     }
     out.push(hex::encode(value));
+    out.extend(base64_forms(value));
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// `value` in base64 (standard and URL-safe) at each of the three
+/// alignments it can have inside a longer encoded string, such as a Basic
+/// `id:secret` pair, keeping only the characters that depend on the value's
+/// bytes alone (the one or two at each end that mix in a neighbour's bits
+/// are left out).
+pub(crate) fn base64_forms(value: &str) -> Vec<String> {
     let engines = [
         base64::engine::general_purpose::STANDARD_NO_PAD,
         base64::engine::general_purpose::URL_SAFE_NO_PAD,
     ];
+    let mut out = Vec::with_capacity(6);
     for align in 0..3usize {
         let mut input = vec![0u8; align];
         input.extend_from_slice(value.as_bytes());
@@ -190,8 +203,6 @@ fn forms(value: &str) -> Vec<String> {
             }
         }
     }
-    out.sort();
-    out.dedup();
     out
 }
 

@@ -1,7 +1,8 @@
 //! A credential that `secrets` put in the request and the upstream wrote back in its response
 //! body (here `/reflect`, which answers with the request's headers as JSON) reaches the
 //! workload masked, whatever the body's framing: one piece with `Content-Length`, chunked with
-//! the value cut across chunks, gzip-coded, or JSON with `/` written `\/`; over HTTP/1.1 and
+//! the value cut across chunks, gzip-coded, JSON with `/` written `\/`, or inside an echoed
+//! `Authorization: Basic` pair (base64); over HTTP/1.1 and
 //! HTTP/2, with curl and Python requests. With `scrub_response_bodies: false` it comes through.
 
 use iron_proxy_tests::*;
@@ -30,6 +31,13 @@ transforms:
             header: "X-Api-Key"
           rules:
             - host: "echo.test"
+        - source: {{type: env, var: BODY_KEY}}
+          inject:
+            header: "Authorization"
+            formatter: 'Basic {{{{ base64 "x-access-token:" .Value }}}}'
+          rules:
+            - host: "echo.test"
+              paths: ["/reflect/basic"]
 "#
     )
 }
@@ -121,6 +129,24 @@ fn a_credential_reflected_in_a_response_body_is_masked() {
     );
     assert_masked("escaped", &r.body, "X-Api-Key", KEY.len() + 1);
 
+    // An `Authorization: Basic` pair echoed: its base64 is masked where it carries the key.
+    let r = get("basic", "", &["--http1.1"]);
+    r.expect_status(200);
+    let pair = super::b64(&format!("x-access-token:{KEY}"));
+    assert!(
+        !r.body.contains(&pair[8..28]),
+        "the pair came back: {}",
+        r.body
+    );
+    let v: Value = serde_json::from_str(&r.body).expect("json");
+    let auth = v["headers"]["Authorization"].as_str().unwrap_or_default();
+    assert!(
+        auth.starts_with("Basic ") && auth.contains("[redacted]"),
+        "{}",
+        r.body
+    );
+    assert_eq!(auth.len(), "Basic ".len() + pair.len(), "{}", r.body);
+
     // HTTP/2 to the client, chunked and gzip-coded upstream.
     let r = get("h2", "coding=gzip&chunk=3", &["--http2", "-v"]);
     r.expect_status(200);
@@ -151,16 +177,17 @@ print(json.dumps({'status': r.status_code, 'body': r.text,
     );
 
     // Each record counts its matches, and says when the body was decoded.
-    for (case, decoded) in [
-        ("plain", None),
-        ("chunked", None),
-        ("gzip", Some(json!(["gzip"]))),
-        ("escaped", None),
-        ("h2", Some(json!(["gzip"]))),
-        ("requests", Some(json!(["gzip"]))),
+    for (case, found, decoded) in [
+        ("plain", 1, None),
+        ("chunked", 1, None),
+        ("gzip", 1, Some(json!(["gzip"]))),
+        ("escaped", 1, None),
+        ("basic", 2, None),
+        ("h2", 1, Some(json!(["gzip"]))),
+        ("requests", 1, Some(json!(["gzip"]))),
     ] {
         let a = body_annotations(&px, &format!("/reflect/{case}"));
-        assert_eq!(a["response_body_redacted"], json!(1), "{case}: {a}");
+        assert_eq!(a["response_body_redacted"], json!(found), "{case}: {a}");
         assert_eq!(
             a.get("response_body_decoded").cloned(),
             decoded,

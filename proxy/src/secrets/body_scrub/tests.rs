@@ -88,6 +88,26 @@ fn json_escapes_of_quotes_and_controls_are_forms_too() {
 }
 
 #[test]
+fn an_echoed_basic_pair_is_masked_in_base64() {
+    use base64::Engine as _;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    for user in ["x-access-token:", "id1:", "i:", ""] {
+        let header = format!("Basic {}", b64(&format!("{user}{KEY}")));
+        let body = format!("{{\"authorization\":\"{header}\"}}");
+        let (out, found) = whole(&[KEY], body.as_bytes());
+        assert_eq!(found, 1, "{body}");
+        assert_eq!(out.len(), body.len());
+        let out = text(&out);
+        // What is left of the pair no longer decodes to the key, nor to any long part of it.
+        let left = out.trim_start_matches("{\"authorization\":\"Basic ");
+        assert!(left.contains("[redacted]"), "{out}");
+        for piece in base64_forms(KEY) {
+            assert!(!out.contains(&piece), "{piece} left in {out}");
+        }
+    }
+}
+
+#[test]
 fn short_values_and_none_build_nothing() {
     assert!(BodyScrubber::new(["short"]).expect("built").is_none());
     assert!(BodyScrubber::new(std::iter::empty())
