@@ -443,6 +443,7 @@ fn traffic_families_parse_with_their_types_and_values() {
     t.request_body_sent(1000);
     t.response_body_sent(20_000);
     t.response_body_sent(5);
+    t.body_redacted(3);
     t.spliced_counter(SpliceKind::WebSocket, true)
         .fetch_add(12, Ordering::Relaxed);
     t.spliced_counter(SpliceKind::Passthrough, false)
@@ -465,6 +466,7 @@ fn traffic_families_parse_with_their_types_and_values() {
             "histogram",
         ),
         ("iron_proxy_upstream_connections", "gauge"),
+        ("iron_proxy_response_body_redactions", "counter"),
     ] {
         assert_eq!(family(&fams, name)["type"], kind, "{name}");
     }
@@ -478,6 +480,8 @@ fn traffic_families_parse_with_their_types_and_values() {
         v(&fams, rs, "iron_proxy_response_body_bytes_total", &[]),
         20_005.0
     );
+    let br = "iron_proxy_response_body_redactions";
+    assert_eq!(v(&fams, br, &format!("{br}_total"), &[]), 3.0);
     let sp = "iron_proxy_spliced_bytes";
     let spliced = |kind, dir| {
         v(
