@@ -194,6 +194,15 @@ print(json.dumps({'status': r.status_code, 'body': r.text,
             "{case}: {a}"
         );
     }
+    // And the metric counts every match (the records are written, so the counts are in).
+    let m = Curl::get(&format!("http://{}/metrics", px.metrics_addr())).run();
+    assert!(
+        m.body
+            .lines()
+            .any(|l| l == "iron_proxy_response_body_redactions_total 8"),
+        "{}",
+        m.body
+    );
     assert_no_leak(&px, &[KEY, "real-body-key"]);
 }
 
