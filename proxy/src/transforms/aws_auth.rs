@@ -219,13 +219,24 @@ fn inbound(req: &Request<Body>) -> Result<Inbound, &'static str> {
     }
 }
 
-/// Splits `KEY/DATE/REGION/SERVICE/aws4_request`.
+/// Splits `KEY/DATE/REGION/SERVICE/aws4_request`. The region and service go
+/// back out in the new signature's `Authorization` header, so they must be
+/// text a header carries: a pre-signed URL's `X-Amz-Credential` is
+/// percent-decoded and could hold a line break or any byte (`%0A`), which
+/// the signer cannot make into a header value (it panicked).
 fn scope(credential: &str, signed: &str, presigned: bool) -> Result<Inbound, &'static str> {
+    let printable = |s: &str| s.bytes().all(|b| b.is_ascii_graphic());
     let parts: Vec<&str> = credential.split('/').collect();
     match parts.as_slice() {
         [_key, _date, region, service, "aws4_request"]
             if !region.is_empty() && !service.is_empty() =>
         {
+            if !printable(region) {
+                return Err("the SigV4 credential scope's region is not printable ASCII");
+            }
+            if !printable(service) {
+                return Err("the SigV4 credential scope's service is not printable ASCII");
+            }
             Ok(Inbound {
                 region: region.to_string(),
                 service: service.to_string(),
@@ -498,5 +509,7 @@ impl Transform for AwsAuth {
     }
 }
 
+#[cfg(test)]
+mod fuzz;
 #[cfg(test)]
 mod tests;

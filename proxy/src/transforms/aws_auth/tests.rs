@@ -16,9 +16,10 @@ const REAL_ID: &str = "AKIAREALREALREAL0001";
 const REAL_SECRET: &str = "real/secret/access/key/0123456789abcdefgh";
 const PLACEHOLDER_AUTH: &str = "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20250101/us-east-1/sts/aws4_request, SignedHeaders=content-type;host;x-amz-date, Signature=0123abcd";
 
-const ENV: &[(&str, &str)] = &[("AK", REAL_ID), ("SK", REAL_SECRET), ("TOK", "session-tok")];
+pub(super) const ENV: &[(&str, &str)] =
+    &[("AK", REAL_ID), ("SK", REAL_SECRET), ("TOK", "session-tok")];
 
-fn transform(extra: &str, env: &[(&str, &str)]) -> AwsAuth {
+pub(super) fn transform(extra: &str, env: &[(&str, &str)]) -> AwsAuth {
     let text = format!(
         "tls: {{ca_cert: /nonexistent/ca.pem, ca_key: /nonexistent/ca.key}}\n\
          transforms:\n  - name: aws_auth\n    config:\n\
