@@ -42,7 +42,8 @@ impl Sections<'_> {
 /// over TCP. When the answer does not fit, its additional section is left
 /// out, TC clear (RFC 2181 section 9: the answer itself is whole); when it
 /// still does not fit, the header and question go alone with TC set, and
-/// the client asks again over TCP (never a partial record set).
+/// the client asks again over TCP (never a partial record set); when even
+/// the question does not (a query of many questions), the header alone.
 pub(crate) fn response(
     request: &Request,
     metadata: &Metadata,
@@ -72,7 +73,10 @@ pub(crate) fn response(
     cut.truncation = true;
     bytes.clear();
     match emit(request, &cut, &Sections::EMPTY, edns, &mut bytes) {
-        Ok(()) => bytes,
+        Ok(()) if fits(&bytes) => bytes,
+        // Only a query of many questions has a question section larger
+        // than the client takes: the header (and OPT) alone, TC set.
+        Ok(()) => header_only(&cut, edns).unwrap_or_default(),
         Err(error) => servfail(request, metadata, edns, &error),
     }
 }
@@ -82,7 +86,7 @@ pub(crate) fn response(
 pub(crate) fn formerr(header: &Header) -> Option<Vec<u8>> {
     let mut metadata = Metadata::response_from_request(&header.metadata);
     metadata.response_code = ResponseCode::FormErr;
-    header_only(&metadata)
+    header_only(&metadata, None)
 }
 
 /// Encodes the message into `bytes`. The question goes as the `Query` the
@@ -129,12 +133,13 @@ fn servfail(
     let mut bytes = Vec::with_capacity(512);
     match emit(request, &failed, &Sections::EMPTY, edns, &mut bytes) {
         Ok(()) => bytes,
-        Err(_) => header_only(&failed).unwrap_or_default(),
+        Err(_) => header_only(&failed, None).unwrap_or_default(),
     }
 }
 
-/// A message of the header alone.
-fn header_only(metadata: &Metadata) -> Option<Vec<u8>> {
+/// A message of the header alone, and `edns`'s OPT record (which carries
+/// the high bits of an extended response code such as BADVERS).
+fn header_only(metadata: &Metadata, edns: Option<&Edns>) -> Option<Vec<u8>> {
     let mut bytes = Vec::with_capacity(12);
     let mut encoder = BinEncoder::new(&mut bytes);
     emit_message_parts(
@@ -143,7 +148,7 @@ fn header_only(metadata: &Metadata) -> Option<Vec<u8>> {
         &mut std::iter::empty::<&Record>(),
         &mut std::iter::empty::<&Record>(),
         &mut std::iter::empty::<&Record>(),
-        None,
+        edns,
         None,
         &mut encoder,
     )

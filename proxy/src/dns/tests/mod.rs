@@ -8,6 +8,7 @@ mod apex;
 mod burst;
 mod compression;
 mod fairness;
+mod fuzz;
 mod netns;
 mod peers;
 mod server;
