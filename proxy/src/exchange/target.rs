@@ -18,8 +18,9 @@ fn split_authority(raw: &str, default_port: u16) -> Option<(String, u16)> {
 
 /// The host and port of a request's authority. `None` for what a Host header
 /// may not hold (RFC 9110 §7.2: `uri-host [":" port]`): userinfo, which
-/// upstreams read in more than one way (`a.test@b.test`), and a port that is
-/// not a number from 1 to 65535 (rather than quietly dialing the default).
+/// upstreams read in more than one way (`a.test@b.test`), brackets around
+/// anything but an IPv6 address, and a port that is not a number from 1 to
+/// 65535 (rather than quietly dialing the default).
 /// An empty port (`a.test:`) means the default.
 fn host_port(a: &http::uri::Authority, default_port: u16) -> Option<(String, u16)> {
     let text = a.as_str();
@@ -40,6 +41,12 @@ fn host_port(a: &http::uri::Authority, default_port: u16) -> Option<(String, u16
     }
     let host = normalize_host(raw_host);
     if host.is_empty() {
+        return None;
+    }
+    // Brackets hold an IPv6 address and nothing else (RFC 3986 §3.2.2):
+    // `[a.test]` would be checked and dialed as a.test while the upstream
+    // read `[a.test]`, and `[:]` was the host `:`.
+    if raw_host.starts_with('[') && host.parse::<std::net::Ipv6Addr>().is_err() {
         return None;
     }
     // The port's text: after the host's last `:` (after `]` for IPv6).
@@ -234,6 +241,12 @@ pub(super) fn upstream_uri(
         .path_and_query(pq)
         .build()
 }
+
+// Beside this file, not in `target/`: .gitignore's `target/` (the build
+// directory) matches that name anywhere.
+#[cfg(test)]
+#[path = "target_fuzz.rs"]
+mod fuzz;
 
 #[cfg(test)]
 mod tests {
