@@ -109,9 +109,12 @@ impl Template {
             }
             let trimmed = inner.trim();
             if !(trimmed.starts_with("/*") && trimmed.ends_with("*/")) {
+                // Columns inside `inner` count from after `{{` and the trim
+                // marker's `-`, which was cut from its start.
+                let inner_column = column + 2 + usize::from(trim_left);
                 let action =
                     parse::parse_action(inner).map_err(|(c, message)| TemplateError::Parse {
-                        column: column + 2 + c,
+                        column: inner_column + c,
                         message,
                     })?;
                 pieces.push(Piece::Action(action));
@@ -328,6 +331,8 @@ impl fmt::Debug for TemplateContext {
     }
 }
 
+#[cfg(test)]
+mod fuzz;
 mod parse;
 #[cfg(test)]
 mod tests;
