@@ -13,7 +13,7 @@ use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::connect_head::{self, FirstRequest};
@@ -294,7 +294,7 @@ fn precheck(intake: &Intake) -> bool {
     matches!(intake.tls, super::sniffed::TlsHandling::Mitm { .. })
 }
 
-async fn socks_reply(s: &mut Client, code: u8) -> std::io::Result<()> {
+async fn socks_reply<S: AsyncWrite + Unpin>(s: &mut S, code: u8) -> std::io::Result<()> {
     s.write_all(&[0x05, code, 0x00, 0x01, 0, 0, 0, 0, 0, 0])
         .await
 }
@@ -396,7 +396,10 @@ async fn socks5(mut s: Client, remote: SocketAddr, intake: &Intake) -> Result<()
 }
 
 /// Reads the SOCKS5 greeting and CONNECT request; answers unsupported ones.
-async fn socks5_request(s: &mut Client) -> Result<(String, u16), SocksError> {
+async fn socks5_request<S>(s: &mut S) -> Result<(String, u16), SocksError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let mut head = [0u8; 2];
     s.read_exact(&mut head).await?;
     if head[0] != SOCKS5 {
@@ -473,6 +476,9 @@ fn socks_domain(d: &[u8]) -> Option<String> {
     let a: Authority = format!("{d}:1").parse().ok()?;
     exchange::tunnel_target(&a).map(|(host, _)| host)
 }
+
+#[cfg(test)]
+mod fuzz;
 
 #[cfg(test)]
 mod tests {
