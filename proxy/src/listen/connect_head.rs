@@ -108,6 +108,9 @@ fn parse(head: Vec<u8>) -> FirstRequest {
 }
 
 #[cfg(test)]
+mod fuzz;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
