@@ -374,4 +374,6 @@ fn multipart_summary(body: &[u8], content_type: &str) -> String {
 }
 
 #[cfg(test)]
+mod fuzz;
+#[cfg(test)]
 mod tests;
