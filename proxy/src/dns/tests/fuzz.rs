@@ -5,7 +5,9 @@
 //! edited byte by byte. Whatever comes, the handler answers with a message
 //! that decodes, carries the query's id and question, and fits the
 //! transport (the client's UDP size), or stays silent for what gets no
-//! answer (a response, fewer than 12 bytes); it never panics.
+//! answer (a response, fewer than 12 bytes); it never panics. Over the real
+//! TCP listener, frames pipelined on one connection (empty and short ones
+//! among them) are each answered once.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -366,4 +368,97 @@ fn a_query_of_many_questions_gets_an_answer_that_fits_udp() {
     let msg = decode_whole(&tcp).expect("decodes");
     assert_eq!(msg.metadata.response_code, ResponseCode::FormErr);
     assert_eq!(msg.queries.len(), 40);
+}
+
+/// One TCP frame a client sends: a message, an empty frame (which ends the
+/// connection's queries), or a length that promises more than follows.
+#[derive(Debug, Clone)]
+enum Frame {
+    Message(Vec<u8>),
+    Empty,
+    Short { promised: u16, sent: Vec<u8> },
+}
+
+fn frame() -> impl Strategy<Value = Frame> {
+    prop_oneof![
+        6 => query().prop_map(|q| Frame::Message(q.encode())),
+        2 => prop::collection::vec(any::<u8>(), 1..80).prop_map(Frame::Message),
+        1 => Just(Frame::Empty),
+        1 => (any::<u16>(), prop::collection::vec(any::<u8>(), 0..40))
+            .prop_filter("promises more", |(p, s)| usize::from(*p) > s.len())
+            .prop_map(|(promised, sent)| Frame::Short { promised, sent }),
+    ]
+}
+
+/// The ids `frames` should be answered with over one connection: one per
+/// whole message of 12 bytes or more that is not a response, up to the
+/// first empty or short frame (the connection's last).
+fn ids_answered(frames: &[Frame]) -> Vec<u16> {
+    let mut ids = Vec::new();
+    for f in frames {
+        match f {
+            Frame::Message(m) if m.len() >= 12 && m[2] & 0x80 == 0 => {
+                ids.push(u16::from_be_bytes([m[0], m[1]]));
+            }
+            Frame::Message(_) => {}
+            Frame::Empty | Frame::Short { .. } => break,
+        }
+    }
+    ids.sort_unstable();
+    ids
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// Length-prefixed messages pipelined on one connection to the real
+    /// TCP listener, then the client's end: each gets its one answer, in
+    /// any order, and the connection closes once they are sent.
+    #[test]
+    fn pipelined_tcp_frames_are_each_answered_once(frames in prop::collection::vec(frame(), 1..12)) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let got: Vec<u16> = rt.block_on(async {
+            let (server, addr) = super::start(settings(&["*.pass.test"], None)).await;
+            let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+            let mut bytes = Vec::new();
+            for f in &frames {
+                match f {
+                    Frame::Message(m) => {
+                        let len = u16::try_from(m.len()).expect("short message");
+                        bytes.extend_from_slice(&len.to_be_bytes());
+                        bytes.extend_from_slice(m);
+                    }
+                    Frame::Empty => bytes.extend_from_slice(&[0, 0]),
+                    Frame::Short { promised, sent } => {
+                        bytes.extend_from_slice(&promised.to_be_bytes());
+                        bytes.extend_from_slice(sent);
+                    }
+                }
+            }
+            s.write_all(&bytes).await.expect("write");
+            s.shutdown().await.expect("shutdown");
+            let mut answers = Vec::new();
+            // The server's idle timeout (10 s) bounds this; it is not waited
+            // on: the end of the client's stream ends the reading.
+            let read = tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut answers));
+            read.await.expect("the server closes the connection").expect("read");
+            server.shutdown().await.expect("shutdown");
+            let mut ids = Vec::new();
+            let mut rest = &answers[..];
+            while let [a, b, tail @ ..] = rest {
+                let len = usize::from(u16::from_be_bytes([*a, *b]));
+                let msg = tail.get(..len).expect("a whole answer frame");
+                let m = decode_whole(msg).expect("the answer decodes");
+                ids.push(m.metadata.id);
+                rest = &tail[len..];
+            }
+            ids.sort_unstable();
+            ids
+        });
+        prop_assert_eq!(got, ids_answered(&frames));
+    }
 }
