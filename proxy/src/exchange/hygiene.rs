@@ -293,6 +293,9 @@ pub(super) fn switches_to_websocket(rsp: &Response<Incoming>) -> bool {
 }
 
 #[cfg(test)]
+mod fuzz;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
