@@ -111,6 +111,9 @@ fn js_number(s: &str) -> Option<Reading> {
 }
 
 #[cfg(test)]
+mod fuzz;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
