@@ -191,6 +191,9 @@ fn filter_message(
 }
 
 #[cfg(test)]
+mod fuzz;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::{McpServer, McpTool};
