@@ -202,14 +202,7 @@ impl S3Object {
             .get("x-amz-bucket-region")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        let mut detail = status.to_string();
-        let body = String::from_utf8_lossy(rsp.body());
-        for tag in ["Code", "Message"] {
-            if let Some(text) = xml_element(&body, tag) {
-                detail.push_str(": ");
-                detail.push_str(text);
-            }
-        }
+        let mut detail = status_detail(status, &String::from_utf8_lossy(rsp.body()));
         if let Some(r) = bucket_region.filter(|r| *r != region) {
             detail.push_str(&format!(" (the bucket is in {r}; set AWS_REGION={r})"));
         }
@@ -280,6 +273,23 @@ fn encode_key(key: &str) -> String {
 }
 
 /// The text of the first `<tag>...</tag>` in an S3 error document.
+/// An S3 error answer in words: its status, then its error document's
+/// `Code` and `Message`, each as peer text is shown (control characters
+/// escaped, cut to 512 characters): they end up in the start-up error and
+/// the reload's answer and log, and the endpoint (any `AWS_ENDPOINT_URL`)
+/// writes them.
+fn status_detail(status: http::StatusCode, body: &str) -> String {
+    let shown = crate::secrets::scrub::Scrubber::default();
+    let mut detail = status.to_string();
+    for tag in ["Code", "Message"] {
+        if let Some(text) = xml_element(body, tag) {
+            detail.push_str(": ");
+            detail.push_str(&shown.peer_text(text));
+        }
+    }
+    detail
+}
+
 fn xml_element<'a>(body: &'a str, tag: &str) -> Option<&'a str> {
     let open = format!("<{tag}>");
     let start = body.find(&open)? + open.len();

@@ -96,6 +96,29 @@ fn s3_error_documents_give_code_and_message() {
     );
     assert_eq!(xml_element(body, "RequestId"), None);
     assert_eq!(xml_element("not xml", "Code"), None);
+    assert_eq!(
+        status_detail(http::StatusCode::NOT_FOUND, body),
+        "404 Not Found: NoSuchKey: The specified key does not exist."
+    );
+}
+
+/// What an endpoint writes in its error document reaches the start-up error
+/// and the reload's log as peer text: control characters escaped (no forged
+/// log line), cut to 512 characters (not megabytes).
+#[test]
+fn an_error_document_is_shown_escaped_and_bounded() {
+    let body = format!(
+        "<Error><Code>Bad\nlevel=ERROR forged</Code><Message>{}</Message></Error>",
+        "x".repeat(100_000)
+    );
+    let detail = status_detail(http::StatusCode::FORBIDDEN, &body);
+    assert!(
+        detail.starts_with("403 Forbidden: Bad\\nlevel=ERROR forged: xxx"),
+        "{detail}"
+    );
+    assert!(!detail.contains('\n'), "{detail}");
+    assert!(detail.len() < 600, "{} bytes", detail.len());
+    assert!(detail.ends_with("..."), "{detail}");
 }
 
 #[test]
