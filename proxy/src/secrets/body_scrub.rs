@@ -181,6 +181,23 @@ impl BodyScrubber {
         }))
     }
 
+    /// `text` (a whole value: a response header's) with each occurrence of a
+    /// form replaced by [`REDACTED`], or `None` when it holds none. The
+    /// stream's held bytes and count are left alone.
+    pub fn redact(&self, text: &[u8]) -> Option<Vec<u8>> {
+        let mut out: Option<Vec<u8>> = None;
+        let mut copied = 0;
+        for m in self.search.find_iter(text) {
+            let o = out.get_or_insert_with(|| Vec::with_capacity(text.len()));
+            o.extend_from_slice(&text[copied..m.start()]);
+            o.extend_from_slice(REDACTED.as_bytes());
+            copied = m.end();
+        }
+        let mut o = out?;
+        o.extend_from_slice(&text[copied..]);
+        Some(o)
+    }
+
     /// How many occurrences were masked so far.
     pub fn found(&self) -> u64 {
         self.found

@@ -176,7 +176,8 @@ impl Transform for Secrets {
         rsp: &mut Response<Body>,
         cx: &mut Flow,
     ) -> Result<Verdict, TransformError> {
-        let changed = reflected::redact_headers(rsp.headers_mut(), cx.secret_values());
+        let changed = reflected::redact_headers(rsp.headers_mut(), cx.secret_values())
+            .map_err(|e| response_body::unscrubbable(crate::error_chain(&e)))?;
         if !changed.is_empty() {
             cx.annotate("response_redacted", changed);
         }

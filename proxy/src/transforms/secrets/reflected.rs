@@ -2,49 +2,37 @@
 //! in it back to the workload: a redirect that keeps the query (`Location:
 //! /v2/x?api_key=...`), a `Set-Cookie` or debug header quoting a request
 //! header, a `WWW-Authenticate` echoing the token. Response headers are
-//! scrubbed here, in every form a URL or a header gives the value (itself,
-//! percent-encoded in either hex case, form-encoded); the body is scrubbed as
+//! scrubbed here, in every form the body's scrub looks for (itself,
+//! percent-encoded in either hex case, form-encoded, JSON-escaped, base64 at
+//! any alignment), with one search over all of them; the body is scrubbed as
 //! it streams by `response_body`. An API that stores what it is sent (a
 //! comment, an issue) and returns it later on another request is out of
 //! reach; see docs/secrets.md ("What comes back").
 
 use http::{HeaderMap, HeaderValue};
 
-use crate::secrets::scrub::{url_forms, MIN_SECRET_LEN, REDACTED};
+use crate::secrets::body_scrub::{BodyScrubError, BodyScrubber};
 
-/// Replaces each of `values` (at least [`MIN_SECRET_LEN`] bytes: a shorter
+/// Replaces each of `values` (at least `MIN_SECRET_LEN` bytes: a shorter
 /// one would match ordinary text) in the header values of `headers` with
-/// [`REDACTED`]; returns the names of the headers changed, once each.
+/// `[redacted]`, in every form the body's scrub looks for
+/// ([`crate::secrets::body_scrub::needle_forms`]: raw, URL-encoded,
+/// JSON-escaped, base64 at any alignment, as an echoed `Authorization:
+/// Basic` carries a formatted value); returns the names of the headers
+/// changed, once each. An error when the search cannot be built (values of
+/// megabytes): the caller fails closed.
 pub(super) fn redact_headers<'a>(
     headers: &mut HeaderMap,
     values: impl Iterator<Item = &'a str>,
-) -> Vec<String> {
-    let mut needles: Vec<Vec<u8>> = Vec::new();
-    for v in values.filter(|v| v.len() >= MIN_SECRET_LEN) {
-        for f in url_forms(v).map(String::into_bytes) {
-            if !needles.contains(&f) {
-                needles.push(f);
-            }
-        }
-    }
-    // Longest first, so a form is not cut by a shorter one inside it.
-    needles.sort_by_key(|n| std::cmp::Reverse(n.len()));
+) -> Result<Vec<String>, BodyScrubError> {
     let mut changed: Vec<String> = Vec::new();
-    if needles.is_empty() {
-        return changed;
-    }
+    let Some(search) = BodyScrubber::new(values)? else {
+        return Ok(changed);
+    };
     for (name, value) in headers.iter_mut() {
-        let mut bytes = value.as_bytes().to_vec();
-        let mut hit = false;
-        for n in &needles {
-            while let Some(at) = find(&bytes, n) {
-                bytes.splice(at..at + n.len(), REDACTED.bytes());
-                hit = true;
-            }
-        }
-        if !hit {
+        let Some(bytes) = search.redact(value.as_bytes()) else {
             continue;
-        }
+        };
         if let Ok(v) = HeaderValue::from_bytes(&bytes) {
             *value = v;
         }
@@ -52,11 +40,7 @@ pub(super) fn redact_headers<'a>(
             changed.push(name.as_str().to_string());
         }
     }
-    changed
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
+    Ok(changed)
 }
 
 #[cfg(test)]
@@ -81,7 +65,7 @@ mod tests {
             HeaderValue::from_static("Bearer sk-live/ab+cd=ef 123"),
         );
         h.insert("content-type", HeaderValue::from_static("text/plain"));
-        let changed = redact_headers(&mut h, [secret, "short"].into_iter());
+        let changed = redact_headers(&mut h, [secret, "short"].into_iter()).unwrap();
         assert_eq!(changed, ["location", "set-cookie", "x-echo"]);
         assert_eq!(h["location"], "/v2/x?api_key=[redacted]&page=2");
         let cookies: Vec<_> = h.get_all("set-cookie").iter().collect();
@@ -90,12 +74,36 @@ mod tests {
         assert_eq!(h["content-type"], "text/plain");
     }
 
+    /// A value a formatter put in `Authorization: Basic` goes out in base64:
+    /// a debug header echoing the request's authorization carries it so.
+    #[test]
+    fn a_value_echoed_in_base64_is_redacted() {
+        use base64::Engine as _;
+        let secret = "s3cr3t-password-xyz";
+        let basic = base64::engine::general_purpose::STANDARD.encode(format!("git-user:{secret}"));
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-echo-authorization",
+            HeaderValue::from_str(&format!("Basic {basic}")).unwrap(),
+        );
+        let changed = redact_headers(&mut h, [secret].into_iter()).unwrap();
+        assert_eq!(changed, ["x-echo-authorization"]);
+        let shown = h["x-echo-authorization"].to_str().unwrap();
+        assert!(shown.contains("[redacted]"), "{shown}");
+        let inner = &basic[12..basic.len() - 4];
+        assert!(!shown.contains(inner), "{shown}");
+    }
+
     #[test]
     fn nothing_to_find_changes_nothing() {
         let mut h = HeaderMap::new();
         h.insert("location", HeaderValue::from_static("/short/path"));
-        assert!(redact_headers(&mut h, ["short"].into_iter()).is_empty());
-        assert!(redact_headers(&mut h, std::iter::empty()).is_empty());
+        assert!(redact_headers(&mut h, ["short"].into_iter())
+            .unwrap()
+            .is_empty());
+        assert!(redact_headers(&mut h, std::iter::empty())
+            .unwrap()
+            .is_empty());
         assert_eq!(h["location"], "/short/path");
     }
 }

@@ -129,12 +129,12 @@ fn weakened(etag: &HeaderValue) -> Option<HeaderValue> {
     HeaderValue::from_bytes(&[b"W/", b].concat()).ok()
 }
 
-fn unscrubbable(detail: String) -> TransformError {
+pub(super) fn unscrubbable(detail: String) -> TransformError {
     TransformError {
         status: StatusCode::BAD_GATEWAY,
         reason: "response_body_unscrubbable",
         detail: format!(
-            "the response body cannot be searched for the credentials this request was given: \
+            "the response cannot be searched for the credentials this request was given: \
              {detail}"
         ),
     }
