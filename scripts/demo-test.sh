@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the README's demo (scripts/demo.sh) and checks that every step shows what the README
 # promises: the allowed call passes, the unlisted host and the IP literal are refused with 403,
-# the upstream sees the real key, QUIC and the metadata address are refused in the kernel, the
+# the upstream sees the real key (and the workload gets it back masked), QUIC and the metadata address are refused in the kernel, the
 # audit log has one record per request and no secret. The demo cleans up after itself; this
 # also checks that it left no namespace, cgroup or pin behind.
 set -euo pipefail
@@ -24,6 +24,7 @@ expect "allowed call" '^HTTP 200$'
 expect "unlisted host refused" '^HTTP 403$'
 expect "the refusal names the policy" '^Blocked by iron-proxy policy: GET blocked\.demo\.test/ is not in the allowlist$'
 expect "secret swapped" '^upstream saw Authorization: Bearer sk-real-openai-key-do-not-share$'
+expect "the echo scrubbed" '^workload got back: Bearer \[redacted\]\*{21}$'
 expect "IP literal refused" '^HTTP 403 \(IP literals need a cidrs rule\)$'
 expect "QUIC refused in the kernel" '^UDP 443 \(QUIC\) -> refused in the kernel \(EPERM\)$'
 expect "metadata refused in the kernel" '^IMDS 169\.254\.169\.254:80 -> refused in the kernel \(EPERM\)$'

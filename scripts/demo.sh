@@ -143,8 +143,17 @@ say "2. denied: https://blocked.demo.test/ is not in the allowlist"
 workload "$CURL -w '\nHTTP %{http_code}\n' https://blocked.demo.test/" || true
 
 say "3. secret swap: the workload sends a placeholder; the upstream receives the real key"
-workload "$CURL -H 'Authorization: Bearer proxy-openai-abc123' https://api.demo.test/headers" | python3 -c \
-  'import json,sys; h=json.load(sys.stdin)["headers"]; print("upstream saw Authorization:", next(v for k,v in h.items() if k.lower()=="authorization"))'
+# /headers echoes the request's headers: the upstream's own log shows what it received, and the
+# echo the workload gets back has the real key masked (an upstream that reflects a credential
+# does not hand it to the workload).
+# (The echo's headers are a map; the log's a list of name, value pairs.)
+AUTH_OF='import json, sys
+h = json.loads(sys.argv[2] if len(sys.argv) > 2 else sys.stdin.read())["headers"]
+pairs = h.items() if isinstance(h, dict) else h
+print(sys.argv[1], next(v for k, v in pairs if k.lower() == "authorization"))'
+workload "$CURL -H 'Authorization: Bearer proxy-openai-abc123' https://api.demo.test/headers" \
+  | python3 -c "$AUTH_OF" "workload got back:"
+python3 -c "$AUTH_OF" "upstream saw Authorization:" "$(grep '"/headers"' api.log | tail -1)"
 
 say "4. bypass attempts: a direct IP, QUIC/UDP, the metadata service"
 workload "$CURL -w 'HTTP %{http_code} (IP literals need a cidrs rule)\n' -o /dev/null http://198.18.250.11/" || true
