@@ -156,7 +156,7 @@ macro_rules! constants {
 
 fn check_layout(clang: &str, flags: &[String], out: &Path) -> Result<()> {
     use ebpf_common::{class::*, counter::*, flags::*, limits::*, listener::*};
-    use ebpf_common::{Config, DenyKey, Origin, Tuple};
+    use ebpf_common::{Config, DenyKey, Origin, Sender, Tuple};
 
     let mut c = String::from("#include \"iron_common.h\"\n");
     layout!(
@@ -196,6 +196,7 @@ fn check_layout(clang: &str, flags: &[String], out: &Path) -> Result<()> {
         Tuple,
         [src_addr, dst_addr, src_port, dst_port, pad]
     );
+    layout!(c, "iron_sender", Sender, [cgroup_id, uid, pad]);
 
     let mut names: Vec<&str> = Vec::new();
     constants!(c, names, [
@@ -230,6 +231,7 @@ fn check_layout(clang: &str, flags: &[String], out: &Path) -> Result<()> {
         IRON_UID_RANGES => IRON_UID_RANGES,
         IRON_ORIGINS_MAX => IRON_ORIGINS_MAX,
         IRON_COOKIE_ORIGINS_MAX => IRON_COOKIE_ORIGINS_MAX,
+        IRON_DNS_SENDERS_MAX => IRON_DNS_SENDERS_MAX,
     ]);
 
     // Every constant the header defines must be checked above.

@@ -118,6 +118,11 @@ pub mod limits {
     /// Entries of the origin-by-socket-cookie hash: redirected sockets open
     /// at once before origins spill into socket-local storage.
     pub const IRON_COOKIE_ORIGINS_MAX: u32 = 16384;
+    /// Entries of the DNS-sender-by-tuple LRU map: UDP sockets whose
+    /// redirected DNS queries the proxy can tell apart (the least recently
+    /// used beyond that are forgotten; their datagrams count as their
+    /// address's).
+    pub const IRON_DNS_SENDERS_MAX: u32 = 16384;
 }
 
 /// Map names, as the C objects spell them (also their pin file names).
@@ -141,6 +146,11 @@ pub mod map {
     /// `LRU_HASH` of [`Tuple`](crate::Tuple) to [`Origin`](crate::Origin); an
     /// entry is removed when the proxy reads it.
     pub const IRON_BY_TUPLE: &str = "iron_by_tuple";
+    /// `LRU_HASH[IRON_DNS_SENDERS_MAX]` of [`Tuple`](crate::Tuple) to
+    /// [`Sender`](crate::Sender): the workload whose redirected UDP socket
+    /// sent DNS datagrams with that 4-tuple, written by the egress program,
+    /// read (never removed) by the proxy's UDP DNS server.
+    pub const IRON_DNS_SENDERS: &str = "iron_dns_senders";
     /// `PERCPU_ARRAY[IRON_CNT_MAX]` of `u64`.
     pub const IRON_COUNTERS: &str = "iron_counters";
     /// `SK_STORAGE` (`int` key, no entries limit) of `u32` (1): the mark of a
@@ -156,7 +166,7 @@ pub mod map {
     ///   cookie to `u32`, replaced by [`IRON_SK_PROXY`].
     pub const OBSOLETE: [&str; 2] = ["iron_by_cookie", "iron_proxy_socks"];
     /// Every map, in creation order.
-    pub const ALL: [&str; 9] = [
+    pub const ALL: [&str; 10] = [
         IRON_CFG,
         IRON_CFG_SEL,
         IRON_DENY,
@@ -166,6 +176,7 @@ pub mod map {
         IRON_COUNTERS,
         IRON_SK_PROXY,
         IRON_COOKIE_ORIGIN,
+        IRON_DNS_SENDERS,
     ];
 }
 
@@ -264,6 +275,20 @@ pub struct Tuple {
     pub pad: u32,
 }
 
+/// The workload that sent a redirected DNS datagram (C `struct
+/// iron_sender`), as the socket's connect-time or sendmsg-time origin
+/// recorded it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Sender {
+    /// cgroup v2 id of the task that redirected the socket.
+    pub cgroup_id: u64,
+    /// Its real uid.
+    pub uid: u32,
+    /// Zero.
+    pub pad: u32,
+}
+
 // SAFETY: every type above is `#[repr(C)]`, `Copy`, made only of integers and
 // integer arrays with explicit padding fields, so any bit pattern is valid.
 #[cfg(feature = "user")]
@@ -272,4 +297,5 @@ mod pod {
     unsafe impl aya::Pod for super::DenyKey {}
     unsafe impl aya::Pod for super::Origin {}
     unsafe impl aya::Pod for super::Tuple {}
+    unsafe impl aya::Pod for super::Sender {}
 }

@@ -55,6 +55,7 @@
 #define IRON_UID_RANGES	 8 /* uid ranges in iron_config (subordinate uids) */
 #define IRON_ORIGINS_MAX 65536
 #define IRON_COOKIE_ORIGINS_MAX 16384
+#define IRON_DNS_SENDERS_MAX 16384
 
 /* Interception settings, double-buffered: iron_cfg_sel says which slot
  * of iron_cfg is live, so a program never reads a half-written one. */
@@ -111,6 +112,14 @@ struct iron_tuple {
 	__u8 dst_addr[16];
 	__u16 src_port;
 	__u16 dst_port;
+	__u32 pad;
+};
+
+/* The workload that sent a redirected DNS datagram: the uid and cgroup
+ * of the origin recorded for its socket. */
+struct iron_sender {
+	__u64 cgroup_id;
+	__u32 uid;
 	__u32 pad;
 };
 

@@ -119,6 +119,24 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } iron_cookie_origin SEC(".maps");
 
+/* The workload of each redirected UDP socket that sent DNS datagrams, by
+ * the datagrams' 4-tuple (the one the proxy's UDP DNS server sees on
+ * recvfrom: the socket's address and port, the DNS listener's): written
+ * by the egress program when the entry is missing or names another
+ * workload, read by the proxy and never removed by it (a socket sends
+ * many queries). Kept apart from iron_by_tuple, whose entries the proxy
+ * takes out as it accepts: entries no one removes would fill that map,
+ * and its evictions would take the original destination of connections
+ * not accepted yet. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, IRON_DNS_SENDERS_MAX);
+	__type(key, struct iron_tuple);
+	__type(value, struct iron_sender);
+	__uint(map_flags, BPF_F_NO_COMMON_LRU);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} iron_dns_senders SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, IRON_CNT_MAX);

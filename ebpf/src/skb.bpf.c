@@ -17,6 +17,20 @@
  * sees on accept(). The SYN is the first packet to carry the ephemeral
  * port, and it leaves before the proxy can accept the connection.
  *
+ * Likewise for DNS over UDP: on a datagram to the DNS listener from a
+ * socket that sendmsg4/6 or connect4/6 redirected, it records the
+ * workload (the origin's uid and cgroup id) in iron_dns_senders under
+ * the datagram's 4-tuple, the one the proxy's UDP server sees on
+ * recvfrom, so that the server can keep each workload's share apart
+ * (every redirected workload sends from loopback). Only here is that
+ * tuple known: connect4 runs before the kernel binds the ephemeral port,
+ * sendmsg4 before it picks the source address. The entry is written when
+ * it is missing or names another workload, so a socket's later queries
+ * cost two map lookups (its origin, the entry); the proxy reads entries
+ * without removing them, and the LRU forgets the sockets gone quiet.
+ * Loopback UDP to another port stays on the fast path (one more
+ * comparison, with the configuration's DNS port).
+ *
  * Exempt, like in connect4: the proxy's own sockets, recognised by the
  * socket's cgroup id or uid, or by the mark connect/sendmsg left in the
  * socket's local storage when the calling task was the proxy
@@ -301,11 +315,62 @@ static __always_inline int iron_via_loopback(struct __sk_buff *skb)
 	return skb->ifindex == IRON_LOOPBACK_IFINDEX;
 }
 
+/* On a UDP datagram to the DNS listener (by the loopback device, as every
+ * packet to a local address goes) from a redirected socket, records the
+ * socket's workload under the datagram's 4-tuple for the proxy's UDP DNS
+ * server (see the top), unless the entry already names it. A datagram
+ * whose ports were not read (IPv4 options, a fragment, IPv6 extension
+ * headers) is not recorded: the server counts it as its address's. */
+static __always_inline void iron_skb_record_dns(struct __sk_buff *skb,
+						const struct iron_pkt *p)
+{
+	struct iron_sender sender, *had;
+	struct iron_config *cfg;
+	struct iron_origin *o;
+	struct iron_tuple t;
+
+	if (p->proto != IPPROTO_UDP || !p->ports || p->ip_options ||
+	    !iron_via_loopback(skb))
+		return;
+	cfg = iron_cfg_load();
+	if (!iron_configured(cfg) ||
+	    !iron_is_target(cfg, p->dst, p->dport, IPPROTO_UDP))
+		return;
+	o = iron_origin_find(bpf_get_socket_cookie(skb), iron_skb_sock(skb));
+	if (!o)
+		return;
+	__builtin_memset(&t, 0, sizeof(t));
+	__builtin_memcpy(t.src_addr, p->src, 16);
+	__builtin_memcpy(t.dst_addr, p->dst, 16);
+	t.src_port = p->sport;
+	t.dst_port = p->dport;
+	had = bpf_map_lookup_elem(&iron_dns_senders, &t);
+	if (had && had->cgroup_id == o->cgroup_id && had->uid == o->uid)
+		return;
+	sender.cgroup_id = o->cgroup_id;
+	sender.uid = o->uid;
+	sender.pad = 0;
+	bpf_map_update_elem(&iron_dns_senders, &t, &sender, BPF_ANY);
+}
+
+/* Whether `port` (network order) is the DNS listener's, for an IPv6
+ * packet (`v6`) or an IPv4 one. */
+static __always_inline int iron_dns_port(const struct iron_config *cfg,
+					 __u16 port, int v6)
+{
+	if (!cfg)
+		return 0;
+	if (v6)
+		return (cfg->flags & IRON_F_DNS_V6) && port == cfg->dns_v6_port;
+	return (cfg->flags & IRON_F_DNS_V4) && port == cfg->dns_v4_port;
+}
+
 /* Whether the packet is plain IPv4 (no options, not a fragment) or IPv6
- * to loopback, leaves by the loopback device, and is not a TCP SYN: it
- * passes without further work. That is
- * most of what an intercepted workload sends (its traffic to the proxy);
- * a SYN to loopback may be a redirected connection to record. */
+ * to loopback, leaves by the loopback device, and is neither a TCP SYN
+ * nor UDP to the DNS listener's port: it passes without further work.
+ * That is most of what an intercepted workload sends (its traffic to the
+ * proxy); a SYN to loopback may be a redirected connection to record, a
+ * datagram to the DNS port a redirected query whose sender to record. */
 static __always_inline int iron_loopback_not_syn(struct __sk_buff *skb)
 {
 	__u8 *h = (__u8 *)(long)skb->data;
@@ -331,8 +396,16 @@ static __always_inline int iron_loopback_not_syn(struct __sk_buff *skb)
 	} else {
 		return 0;
 	}
+	if (proto == IPPROTO_UDP) {
+		__u16 dport;
+
+		if (h + l4_off + 4 > end)
+			return 0;
+		__builtin_memcpy(&dport, &h[l4_off + 2], 2);
+		return !iron_dns_port(iron_cfg_load(), dport, l4_off == 40);
+	}
 	if (proto != IPPROTO_TCP)
-		return proto == IPPROTO_UDP;
+		return 0;
 	if (h + l4_off + 14 > end)
 		return 0;
 	return (h[l4_off + 13] & (IRON_TCP_SYN | IRON_TCP_ACK)) != IRON_TCP_SYN;
@@ -357,6 +430,8 @@ int iron_skb_egress(struct __sk_buff *skb)
 	}
 	if (parsed && p.proto == IPPROTO_TCP)
 		iron_skb_record(skb, &p);
+	else if (parsed && p.proto == IPPROTO_UDP)
+		iron_skb_record_dns(skb, &p);
 	/* Loopback passes before the configuration is read: it is most of
 	 * what an intercepted workload sends (its traffic to the proxy).
 	 * Not with IPv4 options: a source route leaves for its first hop,

@@ -11,6 +11,7 @@
 //! Pin layout: `<pin_path>/maps/<map>` and `<pin_path>/links/<cgroup id>_<hook>`.
 
 mod cgroup;
+mod dns_senders;
 mod links;
 mod loader;
 mod maps;
@@ -34,6 +35,7 @@ pub use cgroup::{
     cgroup2_mount, cgroup_id, cgroup_name, cgroup_name_cached, cgroup_path, current_cgroup,
     resolve_cgroup, CgroupError,
 };
+pub use dns_senders::{DnsSenders, DnsSendersError};
 pub use links::LinksError;
 pub use loader::{child_main as loader_main, LoaderError, LOADER_ENV};
 pub use maps::{addr16, Counters, MapsError};
@@ -43,7 +45,7 @@ pub use settings::{
     UidRange,
 };
 pub use status::{LinkStatus, Status};
-pub use workload::{Client, ClientIdentity, Workload};
+pub use workload::{Client, ClientIdentity, DatagramIdentity, Workload};
 
 /// The oldest kernel with every hook used here (links and getpeername hooks
 /// since 5.8, sock_release since 5.9).
@@ -97,6 +99,9 @@ pub enum InterceptError {
     /// Opening the origin lookup failed.
     #[error(transparent)]
     Origin(#[from] OriginError),
+    /// Opening the DNS senders lookup failed.
+    #[error(transparent)]
+    DnsSenders(#[from] DnsSendersError),
 }
 
 pub(crate) fn maps_dir(pin_path: &Path) -> PathBuf {
@@ -112,6 +117,7 @@ pub(crate) fn links_dir(pin_path: &Path) -> PathBuf {
 pub struct Interceptor {
     pin_path: PathBuf,
     original_dst: OriginalDst,
+    dns_senders: DnsSenders,
     /// Links this run created, kept open for the process's lifetime.
     _links: Vec<OwnedFd>,
     /// Keeps the programs' fds open until drop (the links hold them after);
@@ -195,6 +201,7 @@ impl Interceptor {
         Ok(Self {
             pin_path: pin.clone(),
             original_dst: OriginalDst::open(pin)?,
+            dns_senders: DnsSenders::open(pin)?,
             _links: created,
             _loaded: Some(loaded),
         })
@@ -214,6 +221,7 @@ impl Interceptor {
         Ok(Self {
             pin_path: pin_path.to_owned(),
             original_dst: OriginalDst::open(pin_path)?,
+            dns_senders: DnsSenders::open(pin_path)?,
             _links: Vec::new(),
             _loaded: None,
         })
@@ -268,6 +276,11 @@ impl Interceptor {
     /// The origin lookup for accepted connections.
     pub fn original_dst(&self) -> OriginalDst {
         self.original_dst.clone()
+    }
+
+    /// The lookup of redirected DNS datagrams' workloads.
+    pub fn dns_senders(&self) -> DnsSenders {
+        self.dns_senders.clone()
     }
 
     /// The counters, summed over CPUs.

@@ -1,7 +1,8 @@
 //! Who a client is, for the bounds kept per client (the proxy listeners'
-//! `proxy.max_connections_per_client`, the DNS server's TCP connections):
-//! its address, unless interception recorded which workload opened the
-//! connection.
+//! `proxy.max_connections_per_client`, the DNS server's TCP connections,
+//! its UDP budgets and the passthrough share): its address, unless
+//! interception recorded which workload opened the connection or sent the
+//! datagram.
 //!
 //! Every workload whose connections the eBPF programs redirect on this host
 //! reaches the proxy from the same loopback address, so keyed by address
@@ -49,6 +50,17 @@ impl ClientIdentity for OriginalDst {
     }
 }
 
+/// Tells which workload sent a datagram the proxy received (its UDP DNS
+/// server, where every workload redirected on this host sends from
+/// loopback).
+pub trait DatagramIdentity: Send + Sync {
+    /// The workload whose redirected socket sent the datagram received from
+    /// `peer` on `local` (the address the datagram was sent to); `None`
+    /// when interception recorded none (a process sending to the server
+    /// directly).
+    fn identify_datagram(&self, peer: SocketAddr, local: SocketAddr) -> Option<Workload>;
+}
+
 /// What a per-client bound counts by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Client {
@@ -81,6 +93,23 @@ impl Client {
         let workload = identity.and_then(|i| local().and_then(|local| i.identify(peer, local)));
         Client::new(peer.ip(), workload)
     }
+
+    /// The client of a datagram received from `peer` on `local`: the
+    /// workload `identity` names when the datagram comes from this host (a
+    /// loopback address, or `local`'s own: a redirected datagram's source),
+    /// else the address. A datagram from elsewhere costs no lookup.
+    pub fn of_datagram(
+        identity: Option<&dyn DatagramIdentity>,
+        peer: SocketAddr,
+        local: SocketAddr,
+    ) -> Client {
+        let ip = crate::rules::canonical_ip(peer.ip());
+        let from_host = ip.is_loopback() || ip == crate::rules::canonical_ip(local.ip());
+        let workload = identity
+            .filter(|_| from_host)
+            .and_then(|i| i.identify_datagram(peer, local));
+        Client::new(peer.ip(), workload)
+    }
 }
 
 impl fmt::Display for Client {
@@ -110,6 +139,66 @@ mod tests {
         assert_eq!(Client::new(mapped, Some(w)), Client::Workload(w));
         assert_eq!(Client::Workload(w).to_string(), "uid 1000 in cgroup id 42");
         assert_eq!(Client::new(mapped, None).to_string(), "127.0.0.1");
+    }
+
+    /// Names `w` for the datagrams of one tuple, and counts what it was asked.
+    struct OneSocket {
+        peer: SocketAddr,
+        local: SocketAddr,
+        w: Workload,
+        asked: std::sync::atomic::AtomicUsize,
+    }
+
+    impl DatagramIdentity for OneSocket {
+        fn identify_datagram(&self, peer: SocketAddr, local: SocketAddr) -> Option<Workload> {
+            self.asked
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            (peer == self.peer && local == self.local).then_some(self.w)
+        }
+    }
+
+    #[test]
+    fn a_datagram_from_this_host_is_its_workload_when_recorded_else_its_address() {
+        let local: SocketAddr = "127.0.0.1:53".parse().expect("addr");
+        let peer: SocketAddr = "127.0.0.1:40000".parse().expect("addr");
+        let w = Workload {
+            uid: 1000,
+            cgroup_id: 42,
+        };
+        let id = OneSocket {
+            peer,
+            local,
+            w,
+            asked: Default::default(),
+        };
+        let asked = || id.asked.load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(
+            Client::of_datagram(Some(&id), peer, local),
+            Client::Workload(w)
+        );
+        // Another socket on loopback with no record: a host process, its address.
+        let other: SocketAddr = "127.0.0.1:40001".parse().expect("addr");
+        assert_eq!(
+            Client::of_datagram(Some(&id), other, local),
+            Client::Address(other.ip())
+        );
+        // A datagram from the listener's own (non-loopback) address is from this host too.
+        let on_lan: SocketAddr = "10.1.2.3:53".parse().expect("addr");
+        let from_lan_ip: SocketAddr = "10.1.2.3:40000".parse().expect("addr");
+        Client::of_datagram(Some(&id), from_lan_ip, on_lan);
+        assert_eq!(asked(), 3);
+        // From elsewhere: its address, and the map is not asked.
+        let remote: SocketAddr = "192.0.2.7:40000".parse().expect("addr");
+        assert_eq!(
+            Client::of_datagram(Some(&id), remote, on_lan),
+            Client::Address(remote.ip())
+        );
+        assert_eq!(asked(), 3, "no lookup for a datagram from another host");
+        // Without interception: the address.
+        assert_eq!(
+            Client::of_datagram(None, peer, local),
+            Client::Address(peer.ip())
+        );
     }
 
     #[test]

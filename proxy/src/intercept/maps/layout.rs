@@ -5,12 +5,12 @@
 use std::path::{Path, PathBuf};
 
 use aya::maps::{MapInfo, MapType};
-use ebpf_common::{counter, limits, map, Config, Origin, Tuple};
+use ebpf_common::{counter, limits, map, Config, Origin, Sender, Tuple};
 
 use super::{op, MapsError};
 
 /// The layout each map must have: (name, type, key size, value size, entries).
-fn expected() -> [(&'static str, MapType, usize, usize, u32); 9] {
+fn expected() -> [(&'static str, MapType, usize, usize, u32); 10] {
     use std::mem::size_of;
     [
         (
@@ -58,6 +58,13 @@ fn expected() -> [(&'static str, MapType, usize, usize, u32); 9] {
             8,
             size_of::<Origin>(),
             limits::IRON_COOKIE_ORIGINS_MAX,
+        ),
+        (
+            map::IRON_DNS_SENDERS,
+            MapType::LruHash,
+            size_of::<Tuple>(),
+            size_of::<Sender>(),
+            limits::IRON_DNS_SENDERS_MAX,
         ),
     ]
 }
