@@ -464,7 +464,10 @@ impl App {
                 });
                 kernel_deny = Some(reload::KernelDeny::Bpf(attached.pin_path().to_owned()));
                 if let (Some(server), false) = (&dns, dns_addrs.is_empty()) {
-                    server.identify_clients(Arc::new(attached.original_dst()));
+                    server.identify_clients(
+                        Arc::new(attached.original_dst()),
+                        Arc::new(attached.dns_senders()),
+                    );
                 }
                 let lookup = Arc::new(BpfLookup(attached.original_dst()));
                 interceptor = Some(attached);

@@ -9,14 +9,16 @@
 //!
 //! Each exchange holds a socket until the upstream answers or the timeout,
 //! so the exchanges in flight are bounded: [`MAX_IN_FLIGHT`] in all, and
-//! [`MAX_IN_FLIGHT_PER_CLIENT`] for the queries of one client address, so
-//! that one workload flooding passthrough names at a slow or dead upstream
-//! cannot take every place and have every other workload's passthrough
-//! names answered SERVFAIL (Unbound's `ip-ratelimit`, BIND's
-//! `clients-per-query`, the same idea).
+//! [`MAX_IN_FLIGHT_PER_CLIENT`] for the queries of one client, so that one
+//! workload flooding passthrough names at a slow or dead upstream cannot
+//! take every place and have every other workload's passthrough names
+//! answered SERVFAIL (Unbound's `ip-ratelimit`, BIND's `clients-per-query`,
+//! the same idea). A client is its address, or the workload interception
+//! says sent the query ([`super::asker`]): every workload redirected on this
+//! host asks from loopback, and would otherwise share one place.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -29,6 +31,7 @@ use tokio::time::Instant;
 use tracing::debug;
 
 use super::DnsError;
+use crate::intercept::Client;
 
 /// EDNS option code (local/experimental range, RFC 6891) that marks queries
 /// this server forwards, so that a query coming back to it is recognized as a
@@ -44,7 +47,7 @@ const UPSTREAM_PAYLOAD: u16 = 1232;
 pub(crate) const MAX_IN_FLIGHT: usize = 1024;
 
 /// Most upstream exchanges in flight at once for the queries of one client
-/// address: a quarter of [`MAX_IN_FLIGHT`], so that at least three others
+/// (an address, or a workload interception identified): a quarter of [`MAX_IN_FLIGHT`], so that at least three others
 /// flooding as well still leave room (a build resolving hundreds of names
 /// at once stays well under it; past it, that client's query gets SERVFAIL
 /// at once).
@@ -67,19 +70,18 @@ pub(crate) struct Forwarder {
     timeout: Duration,
     loop_token: [u8; 16],
     in_flight: tokio::sync::Semaphore,
-    by_client: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    by_client: Arc<Mutex<HashMap<Client, usize>>>,
 }
 
 /// One client's place among the exchanges in flight: counted until dropped.
 struct ClientPlace {
-    by_client: Arc<Mutex<HashMap<IpAddr, usize>>>,
-    client: IpAddr,
+    by_client: Arc<Mutex<HashMap<Client, usize>>>,
+    client: Client,
 }
 
 impl ClientPlace {
     /// A place for `client`, or `None` when it has [`MAX_IN_FLIGHT_PER_CLIENT`].
-    fn take(by_client: &Arc<Mutex<HashMap<IpAddr, usize>>>, client: IpAddr) -> Option<Self> {
-        let client = crate::rules::canonical_ip(client);
+    fn take(by_client: &Arc<Mutex<HashMap<Client, usize>>>, client: Client) -> Option<Self> {
         let mut map = by_client.lock().unwrap_or_else(|p| p.into_inner());
         let n = map.entry(client).or_insert(0);
         if *n >= MAX_IN_FLIGHT_PER_CLIENT {
@@ -124,7 +126,7 @@ impl Forwarder {
     /// Asks the upstreams for `client`'s question, within the overall
     /// timeout. Returns the first answer that is not SERVFAIL, REFUSED,
     /// FORMERR or NOTIMP, else the last such answer, else the error.
-    pub(crate) async fn forward(&self, q: &Question, client: IpAddr) -> Result<Message, DnsError> {
+    pub(crate) async fn forward(&self, q: &Question, client: Client) -> Result<Message, DnsError> {
         if self.servers.is_empty() {
             return Err(DnsError::NoUpstream);
         }

@@ -4,7 +4,7 @@
 //! [`super::tcp`] run each query in its own task, so a slow upstream never
 //! holds up other queries.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use hickory_proto::op::{Edns, Header, MessageType, Metadata, OpCode, ResponseCode};
@@ -14,6 +14,7 @@ use hickory_server::net::xfer::Protocol;
 use hickory_server::server::Request;
 use tracing::{debug, warn};
 
+use super::asker::Asker;
 use super::encode;
 use super::forward::{Forwarder, Question};
 use super::policy::{self, Policy, Route, StaticEntry, MAX_CNAME_CHAIN};
@@ -107,7 +108,7 @@ impl Handler {
     }
 
     /// Checks what decoding has not checked yet, then resolves.
-    async fn answer(&self, request: &Request) -> Resolution {
+    async fn answer(&self, request: &Request, asker: &Asker) -> Resolution {
         if request.metadata.message_type != MessageType::Query
             || request.metadata.op_code != OpCode::Query
         {
@@ -149,13 +150,14 @@ impl Handler {
             checking_disabled: request.metadata.checking_disabled,
             dnssec_ok: request.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok),
         };
-        self.resolve(question, request.src().ip()).await
+        self.resolve(question, asker).await
     }
 
     /// Records → passthrough → intercept, following static CNAMEs; the CNAMEs
-    /// come first in the answer section, then the target's answers. `client`
-    /// is who asked, for its share of the upstream queries in flight.
-    async fn resolve(&self, mut q: Question, client: IpAddr) -> Resolution {
+    /// come first in the answer section, then the target's answers. `asker`
+    /// is who asked, for its share of the upstream queries in flight (found
+    /// out only if the query goes upstream).
+    async fn resolve(&self, mut q: Question, asker: &Asker) -> Resolution {
         let mut chain: Vec<Record> = Vec::new();
         let mut first: Option<Outcome> = None;
         for _ in 0..=MAX_CNAME_CHAIN {
@@ -194,7 +196,7 @@ impl Handler {
                     return Resolution::local_final(chain, answers, &q.name, q.qtype, outcome);
                 }
                 Route::Passthrough => {
-                    let msg = match self.forwarder.forward(&q, client).await {
+                    let msg = match self.forwarder.forward(&q, asker.client()).await {
                         Ok(msg) => msg,
                         Err(error) => {
                             let error = crate::error_chain(&error);
@@ -298,7 +300,7 @@ impl Handler {
 
 impl Handler {
     /// The encoded answer to one message `query` received from `peer` over
-    /// `protocol`; `None` for what gets no answer: fewer than 12 bytes, or a
+    /// `protocol`, asked by `asker`; `None` for what gets no answer: fewer than 12 bytes, or a
     /// message that is itself a response (no reflection). A message whose
     /// header decodes and whose body does not gets FORMERR with its id.
     pub(crate) async fn respond(
@@ -306,6 +308,7 @@ impl Handler {
         query: Vec<u8>,
         peer: SocketAddr,
         protocol: Protocol,
+        asker: &Asker,
     ) -> Option<Vec<u8>> {
         let header = Header::read(&mut BinDecoder::new(&query)).ok()?;
         if header.metadata.message_type == MessageType::Response {
@@ -319,7 +322,7 @@ impl Handler {
                 return encode::formerr(&header);
             }
         };
-        let res = self.answer(&request).await;
+        let res = self.answer(&request, asker).await;
         self.stats.count(res.outcome);
         if let [q] = request.queries.queries() {
             debug!(name = %q.name(), qtype = %q.query_type(), outcome = %res.outcome,

@@ -13,6 +13,7 @@
 //! [`tcp`] serve them ([`clients`]: the TCP bounds), and this file starts
 //! the server and holds the public API.
 
+mod asker;
 mod bind;
 mod clients;
 mod encode;
@@ -39,7 +40,7 @@ use tracing::{info, warn};
 
 use crate::rules::HostPattern;
 
-pub use crate::intercept::{ClientIdentity, Workload};
+pub use crate::intercept::{ClientIdentity, DatagramIdentity, Workload};
 pub use stats::{DnsStats, DnsStatsSnapshot};
 
 /// How long a passthrough query may wait for the upstream resolver before the
@@ -192,6 +193,8 @@ pub struct DnsServer {
     tasks: Vec<tokio::task::JoinHandle<()>>,
     /// Who opened a TCP connection, once interception can tell.
     identity: clients::Identity,
+    /// Who sent a datagram, likewise.
+    senders: asker::Senders,
     local_addrs: Vec<SocketAddr>,
     stats: Arc<DnsStats>,
 }
@@ -226,11 +229,13 @@ impl DnsServer {
         let handler = Arc::new(handler::Handler::new(policy, forwarder, stats.clone()));
         let stop = tokio_util::sync::CancellationToken::new();
         let identity = clients::Identity::default();
+        let senders = asker::Senders::default();
         let mut tasks = Vec::with_capacity(2 * sockets.len());
         for (udp, tcp, addr) in sockets {
             tasks.push(tokio::spawn(udp::serve(
                 udp,
                 handler.clone(),
+                senders.clone(),
                 settings.clients.clone(),
                 stop.clone(),
             )));
@@ -247,6 +252,7 @@ impl DnsServer {
             stop,
             tasks,
             identity,
+            senders,
             local_addrs,
             stats,
         })
@@ -258,12 +264,19 @@ impl DnsServer {
     }
 
     /// Bounds the TCP connections of each workload `identity` names (its uid
-    /// and cgroup) on their own, rather than those of each client address:
-    /// every workload whose DNS interception redirects on this host
-    /// connects from the same loopback address. Set once interception is
-    /// attached; a second call changes nothing and returns false.
-    pub fn identify_clients(&self, identity: Arc<dyn ClientIdentity>) -> bool {
-        self.identity.set(identity).is_ok()
+    /// and cgroup), and keeps the UDP budget and the passthrough share of
+    /// each workload `senders` names, on their own rather than those of
+    /// each client address: every workload whose DNS interception
+    /// redirects on this host reaches the server from the same loopback
+    /// address. Set once interception is attached; a second call changes
+    /// nothing and returns false.
+    pub fn identify_clients(
+        &self,
+        identity: Arc<dyn ClientIdentity>,
+        senders: Arc<dyn DatagramIdentity>,
+    ) -> bool {
+        let tcp = self.identity.set(identity).is_ok();
+        self.senders.set(senders).is_ok() && tcp
     }
 
     /// Counters per outcome, shared with the metrics exporter.

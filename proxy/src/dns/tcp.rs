@@ -29,6 +29,7 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
+use super::asker::Asker;
 use super::clients::{admit, Client, Identity, Open, MAX_CONNECTIONS, MAX_PER_CLIENT};
 use super::handler::Handler;
 use crate::client_acl::ClientAcl;
@@ -90,7 +91,7 @@ pub(crate) async fn serve(
         let (handler, stop) = (handler.clone(), stop.clone());
         tokio::spawn(async move {
             tokio::select! {
-                () = connection(stream, peer, handler) => {}
+                () = connection(stream, peer, client, handler) => {}
                 () = stop.cancelled() => {}
             }
             drop(slot);
@@ -98,8 +99,9 @@ pub(crate) async fn serve(
     }
 }
 
-/// Reads `stream`'s queries and answers each as soon as it is resolved.
-async fn connection(stream: TcpStream, peer: SocketAddr, handler: Arc<Handler>) {
+/// Reads `stream`'s queries and answers each as soon as it is resolved;
+/// they count for `client` (its share of the upstream exchanges).
+async fn connection(stream: TcpStream, peer: SocketAddr, client: Client, handler: Arc<Handler>) {
     let (mut rd, mut wr) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(MAX_IN_FLIGHT);
     let writer = tokio::spawn(async move {
@@ -128,7 +130,8 @@ async fn connection(stream: TcpStream, peer: SocketAddr, handler: Arc<Handler>) 
         };
         let (handler, tx) = (handler.clone(), tx.clone());
         tokio::spawn(async move {
-            if let Some(answer) = handler.respond(query, peer, Protocol::Tcp).await {
+            let asker = Asker::Known(client);
+            if let Some(answer) = handler.respond(query, peer, Protocol::Tcp, &asker).await {
                 let _ = tx.send(answer).await;
             }
             drop(permit);

@@ -8,9 +8,13 @@
 //! an address no answer can reach (port 0, the unspecified address, IPv4
 //! broadcast). The tasks still running when the server stops are aborted.
 //! A client flooding the socket while the server is behind loses its
-//! queries over its share, not the other clients theirs ([`super::udp_fair`]).
+//! queries over its share, not the other clients theirs ([`super::udp_fair`]);
+//! a client is its address, or for a datagram from this host that
+//! interception redirected, the workload that sent it, looked up only when
+//! it matters (while the server is behind, or for a query that goes
+//! upstream: [`super::asker`]).
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -20,9 +24,11 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use super::asker::{Asker, Senders};
 use super::handler::Handler;
 use super::udp_fair::{Budgets, BURST, RATE, READ_BATCH};
 use crate::client_acl::ClientAcl;
+use crate::intercept::Client;
 use crate::ops::warn_every::WarnEvery;
 
 /// The longest query read; the rest of a longer datagram is cut (as
@@ -37,13 +43,19 @@ const HEADER_LEN: usize = 12;
 /// The socket is read in batches: one awaited read, then what is already
 /// waiting, up to [`READ_BATCH`]. A batch that fills means the server is
 /// behind, and then a client over its budget loses its queries as they
-/// are read ([`super::udp_fair`]).
+/// are read ([`super::udp_fair`]). `senders` names the workloads of
+/// redirected datagrams once interception is attached.
 pub(crate) async fn serve(
     socket: UdpSocket,
     handler: Arc<Handler>,
+    senders: Senders,
     clients: Arc<ClientAcl>,
     stop: CancellationToken,
 ) {
+    // Only for the datagrams' tuple, and a bound socket has its address.
+    let bound = socket
+        .local_addr()
+        .unwrap_or_else(|_| (Ipv4Addr::UNSPECIFIED, 0).into());
     let socket = Arc::new(socket);
     let mut buf = vec![0u8; MAX_QUERY];
     let mut tasks = JoinSet::new();
@@ -64,7 +76,9 @@ pub(crate) async fn serve(
                     let to = Take {
                         socket: &socket,
                         handler: &handler,
+                        senders: &senders,
                         clients: &clients,
+                        bound,
                     };
                     take(&buf[..n], peer, &to, &mut budgets, &mut tasks);
                 }
@@ -106,7 +120,10 @@ pub(crate) async fn serve(
 struct Take<'a> {
     socket: &'a Arc<UdpSocket>,
     handler: &'a Arc<Handler>,
+    senders: &'a Senders,
     clients: &'a ClientAcl,
+    /// The socket's own address.
+    bound: SocketAddr,
 }
 
 /// Answers one datagram from `peer` in a task of its own, unless it cannot
@@ -132,18 +149,53 @@ fn take(
         to.clients.refused(peer.ip(), "dns query");
         return;
     }
-    if !budgets.admit(peer.ip(), std::time::Instant::now()) {
+    let local = destination(to.bound, peer);
+    // Whose budget: the workload's only while the server is behind (the
+    // budget is enforced only then; the lookup is a system call).
+    let asker = if budgets.behind() {
+        Asker::Known(Client::of_datagram(
+            to.senders.get().map(|s| &**s),
+            peer,
+            local,
+        ))
+    } else {
+        Asker::Datagram {
+            peer,
+            local,
+            senders: to.senders.clone(),
+        }
+    };
+    let client = match &asker {
+        Asker::Known(client) => *client,
+        Asker::Datagram { .. } => Client::new(peer.ip(), None),
+    };
+    if !budgets.admit(client, std::time::Instant::now()) {
         return;
     }
     let query = datagram.to_vec();
     let (socket, handler) = (to.socket.clone(), to.handler.clone());
     tasks.spawn(async move {
-        if let Some(answer) = handler.respond(query, peer, Protocol::Udp).await {
+        if let Some(answer) = handler.respond(query, peer, Protocol::Udp, &asker).await {
             if let Err(error) = socket.send_to(&answer, peer).await {
                 debug!(%peer, %error, "sending dns answer failed");
             }
         }
     });
+}
+
+/// The address a datagram from `peer` was sent to, as the kernel's record
+/// of it names it: the socket's own, or, for a socket bound to the
+/// unspecified address, loopback (where interception sends the queries it
+/// redirects to such a listener).
+fn destination(bound: SocketAddr, peer: SocketAddr) -> SocketAddr {
+    if !bound.ip().is_unspecified() {
+        return bound;
+    }
+    let ip: IpAddr = match crate::rules::canonical_ip(peer.ip()) {
+        IpAddr::V4(_) => Ipv4Addr::LOCALHOST.into(),
+        IpAddr::V6(_) => Ipv6Addr::LOCALHOST.into(),
+    };
+    SocketAddr::new(ip, bound.port())
 }
 
 /// Whether an answer to `peer` can arrive anywhere.

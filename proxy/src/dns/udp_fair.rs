@@ -18,15 +18,20 @@
 //! the flood and the other clients' queries are answered. While the server
 //! keeps up, every query is answered, however many a client sends.
 //!
-//! A client is its address ([`Client::Address`]): a datagram carries no
-//! record of the workload that sent it, so workloads that share an address
-//! (behind NAT, or redirected by interception, which sends them all from
-//! loopback) share one budget. For them this is no worse than before (their
-//! queries were dropped by the kernel as the flood's were), and DNS over
-//! TCP, which a resolver falls back to, is bounded per workload.
+//! A client is its address ([`Client::Address`]), except for a datagram
+//! from this host that interception redirected: that one counts for the
+//! workload whose socket sent it ([`Client::Workload`], its uid and cgroup,
+//! from the record the eBPF egress program keeps per UDP socket,
+//! [`crate::intercept::DnsSenders`]). Every workload redirected on this host
+//! sends from loopback, so keyed by address a flooding workload had every
+//! other's queries dropped with its own. Finding the workload costs a
+//! `bpf(2)` call, so it is done only while the server is behind, when the
+//! budget is enforced: while the server keeps up, a datagram from loopback
+//! spends its address's budget (nothing is dropped then), and a workload's
+//! budget counts the queries it sends while the server is behind. Workloads
+//! behind one address elsewhere (NAT) still share one budget.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::time::Instant;
 
 use crate::intercept::Client;
@@ -80,11 +85,17 @@ impl Budgets {
         self.behind = behind;
     }
 
-    /// Spends one query of `ip`'s budget at `now`: true when it is to be
-    /// answered, false when it is dropped (the server is behind and `ip` has
-    /// no budget left).
-    pub(crate) fn admit(&mut self, ip: IpAddr, now: Instant) -> bool {
-        let client = Client::new(ip, None);
+    /// Whether the last read found the server behind: then a client over
+    /// its budget is dropped, and datagrams from this host are worth
+    /// identifying.
+    pub(crate) fn behind(&self) -> bool {
+        self.behind
+    }
+
+    /// Spends one query of `client`'s budget at `now`: true when it is to be
+    /// answered, false when it is dropped (the server is behind and `client`
+    /// has no budget left).
+    pub(crate) fn admit(&mut self, client: Client, now: Instant) -> bool {
         if !self.by_client.contains_key(&client) && self.by_client.len() >= MAX_CLIENTS {
             self.by_client.retain(|_, b| b.refilled(now).tokens < BURST);
             if self.by_client.len() >= MAX_CLIENTS {
@@ -128,8 +139,8 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    fn ip(s: &str) -> IpAddr {
-        s.parse().expect("address")
+    fn ip(s: &str) -> Client {
+        Client::new(s.parse().expect("address"), None)
     }
 
     #[test]
@@ -149,7 +160,15 @@ mod tests {
             b.admit(ip("::ffff:127.0.0.3"), t),
             "the same client, v4-mapped"
         );
-        assert_eq!(b.take_shed(), 1);
+        // Two workloads behind loopback have budgets of their own.
+        let workload =
+            |cgroup_id| Client::Workload(crate::intercept::Workload { uid: 0, cgroup_id });
+        for _ in 0..BURST as usize {
+            assert!(b.admit(workload(1), t));
+        }
+        assert!(!b.admit(workload(1), t), "the flooding workload is dropped");
+        assert!(b.admit(workload(2), t), "the other workload is answered");
+        assert_eq!(b.take_shed(), 2);
         // The budget comes back at RATE a second.
         assert!(b.admit(flood, t + Duration::from_millis(10)));
         b.set_behind(false);
@@ -161,7 +180,7 @@ mod tests {
         let mut b = Budgets::new();
         let t = Instant::now();
         for i in 0..(MAX_CLIENTS as u32 + 10) {
-            assert!(b.admit(IpAddr::V4(i.into()), t));
+            assert!(b.admit(Client::new(std::net::Ipv4Addr::from(i).into(), None), t));
         }
         assert!(b.by_client.len() <= MAX_CLIENTS);
     }

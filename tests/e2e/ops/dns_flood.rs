@@ -1,9 +1,11 @@
 //! A client flooding the DNS server's UDP socket: while the server is behind, the flood's
 //! queries over its share are dropped as they are read, and another client's `dig` is
-//! answered (docs/dns.md, "Fairness over UDP").
+//! answered (docs/dns.md, "Fairness over UDP"). The client is the address, or for a query
+//! redirected by eBPF interception (every one from loopback), the workload that sent it.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
+use std::os::unix::fs::MetadataExt;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -12,17 +14,21 @@ use iron_proxy_tests::process::ChildGuard;
 use iron_proxy_tests::*;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use serde_json::json;
 
 use super::metrics::{sample, scrape};
+use crate::intercept::lab::Lab;
 
-/// Sends N A queries for an intercepted name from 127.0.0.2, prints `sent`, waits for a line
-/// on stdin, then counts the answers that arrive (until none has for 3 s) and prints it.
+/// Sends N A queries for an intercepted name to `ip:port` from one socket (bound to the
+/// address `argv[4]` when given), prints `sent`, waits for a line on stdin, then counts the
+/// answers that arrive (until none has for 3 s) and prints it.
 const FLOODER: &str = r#"
 import socket, struct, sys
 ip, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.setsockopt(socket.SOL_SOCKET, 33, 16 << 20)  # SO_RCVBUFFORCE: room for every answer
-s.bind(('127.0.0.2', 0))
+if len(sys.argv) > 4:
+    s.bind((sys.argv[4], 0))
 name = b''.join(bytes([len(l)]) + l for l in (b'flood', b'test')) + b'\0'
 for i in range(n):
     s.sendto(struct.pack('>HHHHHH', i & 0xffff, 0x0100, 1, 0, 0, 0) + name + struct.pack('>HH', 1, 1), (ip, port))
@@ -80,14 +86,7 @@ fn a_flooding_client_loses_its_queries_over_its_share_and_another_is_answered() 
     let mut px = Proxy::with("dns:\n  listen: auto\n").start();
     let dns = px.dns_addr();
     px.signal(Signal::SIGSTOP);
-    // Whatever fails below, the proxy runs again (a stopped process ignores SIGTERM).
-    struct Resume(Pid);
-    impl Drop for Resume {
-        fn drop(&mut self) {
-            let _ = kill(self.0, Signal::SIGCONT);
-        }
-    }
-    let resume = Resume(Pid::from_raw(i32::try_from(px.pid()).expect("a pid")));
+    let resume = Resume::of(&px);
 
     let mut cmd = Command::new(system_python());
     cmd.args([
@@ -96,6 +95,7 @@ fn a_flooding_client_loses_its_queries_over_its_share_and_another_is_answered() 
         &dns.ip().to_string(),
         &dns.port().to_string(),
         &FLOOD.to_string(),
+        "127.0.0.2",
     ])
     .stdin(Stdio::piped())
     .stdout(Stdio::piped())
@@ -171,4 +171,146 @@ fn a_flooding_client_loses_its_queries_over_its_share_and_another_is_answered() 
         f64::from(FLOOD),
         "every flood query answered or counted as shed"
     );
+}
+
+/// The cgroup ids the kernel's map of redirected DNS senders (`iron_dns_senders`) names, read
+/// through its pin as the proxy reads it.
+fn dns_senders(pins: &PinGuard) -> Vec<u64> {
+    let path = pins
+        .path()
+        .join("maps")
+        .join(ebpf_common::map::IRON_DNS_SENDERS);
+    let data = aya::maps::MapData::from_pin(&path)
+        .unwrap_or_else(|e| panic!("opening {}: {e}", path.display()));
+    let map: aya::maps::HashMap<_, ebpf_common::Tuple, ebpf_common::Sender> =
+        aya::maps::HashMap::try_from(aya::maps::Map::LruHashMap(data))
+            .expect("iron_dns_senders is an LRU hash of a tuple to a sender");
+    map.iter()
+        .map(|kv| kv.expect("reading iron_dns_senders").1.cgroup_id)
+        .collect()
+}
+
+/// Runs a stopped proxy again when dropped, whatever failed (a stopped process ignores SIGTERM).
+struct Resume(Pid);
+
+impl Resume {
+    fn of(px: &ProxyProcess) -> Self {
+        Resume(Pid::from_raw(i32::try_from(px.pid()).expect("a pid")))
+    }
+}
+
+impl Drop for Resume {
+    fn drop(&mut self) {
+        let _ = kill(self.0, Signal::SIGCONT);
+    }
+}
+
+/// The same with eBPF interception, two workloads in two test cgroups: one floods queries at
+/// a fake-internet resolver's port 53, the other runs `dig` at it; the programs send both to
+/// the DNS listener, from loopback. While the proxy is held the flood queues 8,500 queries and
+/// the `dig`'s one behind them; run on, the server sheds the flood over its share and answers
+/// the `dig`. Before, a datagram's client was its address, so both workloads shared
+/// loopback's budget and the `dig`'s query was shed with the flood's (it timed out).
+#[test]
+fn a_flooding_workload_loses_its_queries_over_its_share_and_another_workload_is_answered() {
+    require_root!();
+    let net = FakeInternet::new();
+    let other = TestCgroup::new();
+    let mut lab = Lab::start_with(&net, |c| {
+        c["intercept"]["cgroups"]
+            .as_array_mut()
+            .expect("cgroups list")
+            .push(json!(other.path()));
+    });
+    let dns = lab.px.dns_addr();
+    let resolver = net.add_host().v4.to_string();
+    lab.px.signal(Signal::SIGSTOP);
+    let resume = Resume::of(&lab.px);
+
+    let mut cmd = Command::new(system_python());
+    cmd.args(["-c", FLOODER, &resolver, "53", &FLOOD.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    lab.cg.enter(&mut cmd, None);
+    let mut flooder = ChildGuard::spawn("dns flooder workload", &mut cmd);
+    let mut out = BufReader::new(flooder.child_mut().stdout.take().expect("flooder stdout"));
+    let mut line = String::new();
+    out.read_line(&mut line).expect("the flooder's `sent`");
+    assert_eq!(line.trim(), "sent");
+    let (queued, drops) = udp_socket_queue(dns);
+    assert_eq!(
+        drops, 0,
+        "the DNS socket's receive buffer did not hold the flood ({queued} bytes queued); the \
+         test needs net.core.rmem_max of 4 MiB or more"
+    );
+
+    // The other workload's query queues behind the flood, from the same loopback address.
+    let mut dig = Command::new("dig");
+    dig.args([
+        &format!("@{resolver}"),
+        "victim.test",
+        "A",
+        "+short",
+        "+tries=1",
+        "+time=30",
+    ])
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    other.enter(&mut dig, None);
+    let mut dig = ChildGuard::spawn("victim dig workload", &mut dig);
+    let mut dig_out = dig.child_mut().stdout.take().expect("dig stdout");
+    wait_until(
+        Duration::from_secs(10),
+        "the dig's query to be queued",
+        || (udp_socket_queue(dns).0 > queued).then_some(()),
+    );
+
+    drop(resume);
+    let mut answered = String::new();
+    std::io::Read::read_to_string(&mut dig_out, &mut answered).expect("dig's output");
+    assert_eq!(
+        answered.trim(),
+        net.host_side_v4().to_string(),
+        "the other workload's dig is answered (dns.proxy_ip)"
+    );
+    let recorded = dns_senders(&lab.pins);
+    for cg in [&lab.cg, &other] {
+        let id = std::fs::metadata(cg.path()).expect("cgroup").ino();
+        assert!(
+            recorded.contains(&id),
+            "the kernel recorded the sockets of cgroup {} ({id}) sending to the DNS listener: \
+             {recorded:?}",
+            cg.relative()
+        );
+    }
+    let shed = wait_until(Duration::from_secs(10), "queries to be shed", || {
+        sample(
+            &scrape(&lab.px),
+            "iron_proxy_dns_queries_total",
+            &[("outcome", "shed")],
+        )
+        .filter(|n| *n > 0.0)
+    });
+    flooder
+        .child_mut()
+        .stdin
+        .take()
+        .expect("flooder stdin")
+        .write_all(b"count\n")
+        .expect("release the flooder");
+    line.clear();
+    out.read_line(&mut line).expect("the flooder's count");
+    let got: f64 = line.trim().parse().expect("a count");
+    assert!(
+        got < f64::from(FLOOD),
+        "the flood over its share went unanswered: {got} of {FLOOD} answered, {shed} shed"
+    );
+    assert_eq!(
+        got + shed,
+        f64::from(FLOOD),
+        "every flood query answered or counted as shed, none of the dig's"
+    );
+    drop(flooder);
+    drop(lab);
 }
