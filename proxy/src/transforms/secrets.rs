@@ -40,6 +40,8 @@ mod reflected;
 mod replace;
 mod response_body;
 
+use crate::secrets::body_scrub::BodyScrubber;
+
 pub(crate) use replace::canonical;
 
 use std::sync::Arc;
@@ -176,13 +178,19 @@ impl Transform for Secrets {
         rsp: &mut Response<Body>,
         cx: &mut Flow,
     ) -> Result<Verdict, TransformError> {
-        let changed = reflected::redact_headers(rsp.headers_mut(), cx.secret_values())
-            .map_err(|e| response_body::unscrubbable(crate::error_chain(&e)))?;
+        // One search, for the headers and the body, over the values of at
+        // least 8 bytes this request was given: none, nothing to do.
+        let search = match BodyScrubber::new(cx.secret_values()) {
+            Ok(Some(s)) => s,
+            Ok(None) => return Ok(Verdict::Continue),
+            Err(e) => return Err(response_body::unscrubbable(crate::error_chain(&e))),
+        };
+        let changed = reflected::redact_headers(rsp.headers_mut(), &search);
         if !changed.is_empty() {
             cx.annotate("response_redacted", changed);
         }
         if self.scrub_response_bodies {
-            response_body::scrub(rsp, cx)?;
+            response_body::scrub(rsp, cx, search)?;
         }
         Ok(Verdict::Continue)
     }

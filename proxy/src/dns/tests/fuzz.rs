@@ -51,7 +51,8 @@ fn respond(query: &[u8], protocol: Protocol) -> Option<Vec<u8>> {
         .build()
         .expect("runtime");
     let peer = SocketAddr::from((Ipv4Addr::LOCALHOST, 5353));
-    rt.block_on(handler().respond(query.to_vec(), peer, protocol))
+    let asker = crate::dns::asker::Asker::Known(crate::intercept::Client::new(peer.ip(), None));
+    rt.block_on(handler().respond(query.to_vec(), peer, protocol, &asker))
 }
 
 /// The whole message `bytes` holds, nothing after it.

@@ -52,21 +52,17 @@ const UNDECODABLE: &str = "response_body_undecodable";
 struct Scrubbed;
 
 /// Wraps `rsp`'s body in the scrub of the values `secrets` put in this
-/// request, when there is one of at least `MIN_SECRET_LEN` bytes and the
-/// response has a body. A request without such values costs a look at an
-/// empty list.
-pub(super) fn scrub(rsp: &mut Response<Body>, cx: &mut Flow) -> Result<(), TransformError> {
-    if cx.secret_values().next().is_none()
-        || cx.ext.get::<Scrubbed>().is_some()
-        || !has_body(rsp, cx)
-    {
+/// request (`scrubber` searches for them; the caller builds it only when
+/// there is one of at least `MIN_SECRET_LEN` bytes), when the response has
+/// a body.
+pub(super) fn scrub(
+    rsp: &mut Response<Body>,
+    cx: &mut Flow,
+    scrubber: BodyScrubber,
+) -> Result<(), TransformError> {
+    if cx.ext.get::<Scrubbed>().is_some() || !has_body(rsp, cx) {
         return Ok(());
     }
-    let scrubber = match BodyScrubber::new(cx.secret_values()) {
-        Ok(Some(s)) => s,
-        Ok(None) => return Ok(()),
-        Err(e) => return Err(unscrubbable(e.to_string())),
-    };
     let coded = codings(&content_encodings(rsp.headers()));
     let decoder = if coded.is_empty() {
         None
