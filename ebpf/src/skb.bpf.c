@@ -211,6 +211,17 @@ static __always_inline struct bpf_sock *iron_skb_sock(struct __sk_buff *skb)
 	return bpf_sk_fullsock(sk);
 }
 
+/* The packet's 4-tuple as the proxy sees it on accept() or recvfrom(). */
+static __always_inline void iron_pkt_tuple(struct iron_tuple *t,
+					   const struct iron_pkt *p)
+{
+	__builtin_memset(t, 0, sizeof(*t));
+	__builtin_memcpy(t->src_addr, p->src, 16);
+	__builtin_memcpy(t->dst_addr, p->dst, 16);
+	t->src_port = p->sport;
+	t->dst_port = p->dport;
+}
+
 /* On a connection's first SYN from a redirected socket, records its
  * origin under the packet's 4-tuple for the proxy (see the top). A
  * retransmitted SYN writes the same entry again. */
@@ -226,11 +237,7 @@ static __always_inline void iron_skb_record(struct __sk_buff *skb,
 	o = iron_origin_find(bpf_get_socket_cookie(skb), iron_skb_sock(skb));
 	if (!o)
 		return;
-	__builtin_memset(&t, 0, sizeof(t));
-	__builtin_memcpy(t.src_addr, p->src, 16);
-	__builtin_memcpy(t.dst_addr, p->dst, 16);
-	t.src_port = p->sport;
-	t.dst_port = p->dport;
+	iron_pkt_tuple(&t, p);
 	if (bpf_map_update_elem(&iron_by_tuple, &t, o, BPF_ANY) == 0)
 		iron_count(IRON_CNT_TUPLE_RECORDED);
 }
@@ -339,11 +346,7 @@ static __always_inline void iron_skb_record_dns(struct __sk_buff *skb,
 	o = iron_origin_find(bpf_get_socket_cookie(skb), iron_skb_sock(skb));
 	if (!o)
 		return;
-	__builtin_memset(&t, 0, sizeof(t));
-	__builtin_memcpy(t.src_addr, p->src, 16);
-	__builtin_memcpy(t.dst_addr, p->dst, 16);
-	t.src_port = p->sport;
-	t.dst_port = p->dport;
+	iron_pkt_tuple(&t, p);
 	had = bpf_map_lookup_elem(&iron_dns_senders, &t);
 	if (had && had->cgroup_id == o->cgroup_id && had->uid == o->uid)
 		return;

@@ -51,6 +51,39 @@ print(got, flush=True)
 const FLOOD: u32 = 8_500;
 
 /// `(rx_queue bytes, drops)` of the UDP socket bound to `addr`, from `/proc/net/udp`.
+/// Once the server has shed queries, releases the flooder and checks its count: fewer than
+/// [`FLOOD`] answered, and every one of its queries answered or counted as shed (none of
+/// another client's).
+fn flood_accounted(px: &ProxyProcess, flooder: &mut ChildGuard, out: &mut impl BufRead) {
+    let shed = wait_until(Duration::from_secs(10), "queries to be shed", || {
+        sample(
+            &scrape(px),
+            "iron_proxy_dns_queries_total",
+            &[("outcome", "shed")],
+        )
+        .filter(|n| *n > 0.0)
+    });
+    flooder
+        .child_mut()
+        .stdin
+        .take()
+        .expect("flooder stdin")
+        .write_all(b"count\n")
+        .expect("release the flooder");
+    let mut line = String::new();
+    out.read_line(&mut line).expect("the flooder's count");
+    let got: f64 = line.trim().parse().expect("a count");
+    assert!(
+        got < f64::from(FLOOD),
+        "the flood over its share went unanswered: {got} of {FLOOD} answered, {shed} shed"
+    );
+    assert_eq!(
+        got + shed,
+        f64::from(FLOOD),
+        "every flood query answered or counted as shed, none of another client's"
+    );
+}
+
 fn udp_socket_queue(addr: SocketAddr) -> (u64, u64) {
     let SocketAddr::V4(v4) = addr else {
         panic!("the DNS listener is IPv4 here: {addr}")
@@ -144,33 +177,7 @@ fn a_flooding_client_loses_its_queries_over_its_share_and_another_is_answered() 
         dns.ip().to_string(),
         "the victim's dig is answered"
     );
-    let shed = wait_until(Duration::from_secs(10), "queries to be shed", || {
-        sample(
-            &scrape(&px),
-            "iron_proxy_dns_queries_total",
-            &[("outcome", "shed")],
-        )
-        .filter(|n| *n > 0.0)
-    });
-    flooder
-        .child_mut()
-        .stdin
-        .take()
-        .expect("flooder stdin")
-        .write_all(b"count\n")
-        .expect("release the flooder");
-    line.clear();
-    out.read_line(&mut line).expect("the flooder's count");
-    let got: f64 = line.trim().parse().expect("a count");
-    assert!(
-        got < f64::from(FLOOD),
-        "the flood over its share went unanswered: {got} of {FLOOD} answered, {shed} shed"
-    );
-    assert_eq!(
-        got + shed,
-        f64::from(FLOOD),
-        "every flood query answered or counted as shed"
-    );
+    flood_accounted(&px, &mut flooder, &mut out);
 }
 
 /// The cgroup ids the kernel's map of redirected DNS senders (`iron_dns_senders`) names, read
@@ -284,33 +291,7 @@ fn a_flooding_workload_loses_its_queries_over_its_share_and_another_workload_is_
             cg.relative()
         );
     }
-    let shed = wait_until(Duration::from_secs(10), "queries to be shed", || {
-        sample(
-            &scrape(&lab.px),
-            "iron_proxy_dns_queries_total",
-            &[("outcome", "shed")],
-        )
-        .filter(|n| *n > 0.0)
-    });
-    flooder
-        .child_mut()
-        .stdin
-        .take()
-        .expect("flooder stdin")
-        .write_all(b"count\n")
-        .expect("release the flooder");
-    line.clear();
-    out.read_line(&mut line).expect("the flooder's count");
-    let got: f64 = line.trim().parse().expect("a count");
-    assert!(
-        got < f64::from(FLOOD),
-        "the flood over its share went unanswered: {got} of {FLOOD} answered, {shed} shed"
-    );
-    assert_eq!(
-        got + shed,
-        f64::from(FLOOD),
-        "every flood query answered or counted as shed, none of the dig's"
-    );
+    flood_accounted(&lab.px, &mut flooder, &mut out);
     drop(flooder);
     drop(lab);
 }
