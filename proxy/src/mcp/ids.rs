@@ -141,6 +141,23 @@ mod tests {
         assert!(correlates(&json!("abc"), &json!("abc")));
     }
 
+    /// A request id as serde_json reads it off the wire, against the
+    /// answer's string as a Node client reads it (`Number`, correctly
+    /// rounded): both must be the same double. serde_json's default float
+    /// parser was not correctly rounded for large exponents (it read `9e91`
+    /// one unit off), so the answer `"9e91\f"`, which the client files under
+    /// the request, did not correlate (found by `fuzz`).
+    #[test]
+    fn a_large_float_id_reads_as_the_client_reads_it() {
+        for text in ["9e91", "1.7976931348623157e308", "123456789012345678e-3"] {
+            let request: Value = serde_json::from_str(text).expect("a JSON number");
+            assert!(
+                correlates(&request, &json!(format!("{text}\u{c}"))),
+                "{text}"
+            );
+        }
+    }
+
     #[test]
     fn other_ids_do_not_correlate() {
         for answer in [
