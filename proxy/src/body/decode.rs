@@ -16,6 +16,8 @@
 //! [`MAX_WINDOW`]: crate::transforms::body_capture::zstd::MAX_WINDOW
 
 mod gzip;
+#[cfg(test)]
+pub(crate) mod test_streams;
 mod zstd;
 
 use bytes::Bytes;

@@ -51,6 +51,28 @@ print(got, flush=True)
 const FLOOD: u32 = 8_500;
 
 /// `(rx_queue bytes, drops)` of the UDP socket bound to `addr`, from `/proc/net/udp`.
+/// Starts the flooder `cmd` (its stdin and stdout piped) and waits until its queries are
+/// sent; checks that the held server's socket at `dns` queued every one of them. Returns the
+/// flooder and its output, for [`flood_accounted`], and the bytes queued on the socket.
+fn flood(
+    cmd: &mut Command,
+    name: &str,
+    dns: SocketAddr,
+) -> (ChildGuard, BufReader<std::process::ChildStdout>, u64) {
+    let mut flooder = ChildGuard::spawn(name, cmd);
+    let mut out = BufReader::new(flooder.child_mut().stdout.take().expect("flooder stdout"));
+    let mut line = String::new();
+    out.read_line(&mut line).expect("the flooder's `sent`");
+    assert_eq!(line.trim(), "sent");
+    let (queued, drops) = udp_socket_queue(dns);
+    assert_eq!(
+        drops, 0,
+        "the DNS socket's receive buffer did not hold the flood ({queued} bytes queued); the \
+         test needs net.core.rmem_max of 4 MiB or more"
+    );
+    (flooder, out, queued)
+}
+
 /// Once the server has shed queries, releases the flooder and checks its count: fewer than
 /// [`FLOOD`] answered, and every one of its queries answered or counted as shed (none of
 /// another client's).
@@ -133,17 +155,7 @@ fn a_flooding_client_loses_its_queries_over_its_share_and_another_is_answered() 
     .stdin(Stdio::piped())
     .stdout(Stdio::piped())
     .stderr(Stdio::null());
-    let mut flooder = ChildGuard::spawn("dns flooder", &mut cmd);
-    let mut out = BufReader::new(flooder.child_mut().stdout.take().expect("flooder stdout"));
-    let mut line = String::new();
-    out.read_line(&mut line).expect("the flooder's `sent`");
-    assert_eq!(line.trim(), "sent");
-    let (queued, drops) = udp_socket_queue(dns);
-    assert_eq!(
-        drops, 0,
-        "the DNS socket's receive buffer did not hold the flood ({queued} bytes queued); the \
-         test needs net.core.rmem_max of 4 MiB or more"
-    );
+    let (mut flooder, mut out, queued) = flood(&mut cmd, "dns flooder", dns);
 
     // The victim's query queues behind the flood.
     let mut dig = Command::new("dig");
@@ -240,17 +252,7 @@ fn a_flooding_workload_loses_its_queries_over_its_share_and_another_workload_is_
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
     lab.cg.enter(&mut cmd, None);
-    let mut flooder = ChildGuard::spawn("dns flooder workload", &mut cmd);
-    let mut out = BufReader::new(flooder.child_mut().stdout.take().expect("flooder stdout"));
-    let mut line = String::new();
-    out.read_line(&mut line).expect("the flooder's `sent`");
-    assert_eq!(line.trim(), "sent");
-    let (queued, drops) = udp_socket_queue(dns);
-    assert_eq!(
-        drops, 0,
-        "the DNS socket's receive buffer did not hold the flood ({queued} bytes queued); the \
-         test needs net.core.rmem_max of 4 MiB or more"
-    );
+    let (mut flooder, mut out, queued) = flood(&mut cmd, "dns flooder workload", dns);
 
     // The other workload's query queues behind the flood, from the same loopback address.
     let mut dig = Command::new("dig");

@@ -1,5 +1,6 @@
 use std::io::Write as _;
 
+use super::test_streams::{brotli_stored, gzip};
 use super::*;
 
 const HELLO_ZST: &[u8] = include_bytes!("../../transforms/body_capture/fixtures/hello.zst");
@@ -32,12 +33,6 @@ fn decode_in(codings: &[&str], body: &[u8], chunk: usize) -> Result<Vec<u8>, Dec
     }
 }
 
-fn gzip(data: &[u8]) -> Vec<u8> {
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    e.write_all(data).expect("gzip");
-    e.finish().expect("gzip")
-}
-
 /// A gzip member with a name, a comment and an extra field in its header.
 fn gzip_with_fields(data: &[u8]) -> Vec<u8> {
     let mut e = flate2::GzBuilder::new()
@@ -59,21 +54,6 @@ fn raw_deflate(data: &[u8]) -> Vec<u8> {
     let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
     e.write_all(data).expect("deflate");
     e.finish().expect("deflate")
-}
-
-/// A brotli stream holding `data` in one uncompressed meta-block (RFC 7932 §9.2).
-fn brotli_stored(data: &[u8]) -> Vec<u8> {
-    let mut bits: Vec<u8> = vec![0, 0, 0, 0]; // WBITS 16, ISLAST 0, MNIBBLES 4
-    let mlen = data.len() - 1;
-    bits.extend((0..16).map(|i| ((mlen >> i) & 1) as u8));
-    bits.push(1); // ISUNCOMPRESSED
-    let mut out = vec![0u8; bits.len().div_ceil(8)];
-    for (i, b) in bits.iter().enumerate() {
-        out[i / 8] |= b << (i % 8);
-    }
-    out.extend_from_slice(data);
-    out.push(0b11); // ISLAST, ISLASTEMPTY
-    out
 }
 
 const TEXT: &[u8] = b"{\"headers\":{\"authorization\":\"Bearer sk-real-key-1234567890\"}}\n";

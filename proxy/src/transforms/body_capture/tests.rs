@@ -1,6 +1,7 @@
 use std::io::Write;
 
 use super::*;
+use crate::body::decode::test_streams::brotli_stored;
 use crate::pipeline::{BufferedBody, Dest};
 
 fn cfg(max: u64) -> BodyCaptureConfig {
@@ -175,24 +176,6 @@ fn reads_a_prefix_of_plain_bodies_and_buffers_encoded_ones() {
         .expect("request")
         .into_parts();
     assert_eq!(t.request_body_prefix(&flow("POST"), &id), Some(17));
-}
-
-/// A brotli stream holding `data` in one uncompressed meta-block (RFC 7932 §9.2).
-fn brotli_stored(data: &[u8]) -> Vec<u8> {
-    assert!(!data.is_empty() && data.len() <= 1 << 16);
-    let mut bits: Vec<u8> = vec![0]; // WBITS = 16
-    bits.push(0); // ISLAST = 0
-    bits.extend([0, 0]); // MNIBBLES = 4
-    let mlen = data.len() - 1;
-    bits.extend((0..16).map(|i| ((mlen >> i) & 1) as u8));
-    bits.push(1); // ISUNCOMPRESSED
-    let mut out = vec![0u8; bits.len().div_ceil(8)];
-    for (i, b) in bits.iter().enumerate() {
-        out[i / 8] |= b << (i % 8);
-    }
-    out.extend_from_slice(data);
-    out.push(0b11); // ISLAST, ISLASTEMPTY
-    out
 }
 
 /// Made by the zstd CLI (v1.5.4), see `fixtures/README.md`.

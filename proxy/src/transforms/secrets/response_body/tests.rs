@@ -1,9 +1,8 @@
-use std::io::Write as _;
-
 use http_body_util::BodyExt as _;
 
 use super::*;
 use crate::audit::{AuditRecord, Mode};
+use crate::body::decode::test_streams::gzip;
 use crate::config::SecretsConfig;
 use crate::pipeline::{test_flow, PhaseOutcome, Pipeline};
 use crate::secrets::{SecretValue, Sources};
@@ -41,12 +40,6 @@ fn frames(data: &[&[u8]], trailers: Option<http::HeaderMap>) -> Body {
         f.push_back(Frame::trailers(t));
     }
     body::boxed(Frames(f))
-}
-
-fn gzip(data: &[u8]) -> Vec<u8> {
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    e.write_all(data).expect("gzip");
-    e.finish().expect("gzip")
 }
 
 struct Run {
