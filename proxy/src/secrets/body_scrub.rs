@@ -44,10 +44,12 @@ pub enum BodyScrubError {
 /// a body: itself, percent-encoded (either hex case) and form-encoded
 /// ([`url_forms`], as in headers), as JSON writes it inside a string (`"`
 /// and `\` escaped, control characters as `\n` or `\u00XX`), also with `/`
-/// escaped as `\/` (PHP's `json_encode`, some Java and .NET writers), and in
+/// escaped as `\/` (PHP's `json_encode`, some Java and .NET writers), as the
+/// common JSON writers that escape more write it ([`JSON_WRITERS`]), and in
 /// base64 at any alignment ([`base64_forms`]: an echoed `Authorization:
 /// Basic` header, or a formatter's `base64`), the characters that carry the
-/// value's bits alone. Duplicates are left out.
+/// value's bits alone. Duplicates are left out: a value of letters, digits,
+/// `-` and `_` has five forms besides base64, whatever the writer.
 pub fn needle_forms(value: &str) -> Vec<Zeroizing<String>> {
     let mut forms: Vec<Zeroizing<String>> = Vec::new();
     let mut add = |f: String| {
@@ -65,10 +67,98 @@ pub fn needle_forms(value: &str) -> Vec<Zeroizing<String>> {
         add(inner.replace('/', "\\/"));
     }
     add(inner.to_string());
+    for w in &JSON_WRITERS {
+        add(w.write(value));
+    }
     for f in base64_forms(value) {
         add(f);
     }
     forms
+}
+
+/// How a JSON writer that escapes more than `"`, `\\` and control
+/// characters writes a string's content. Which characters a writer escapes as
+/// `\uXXXX`, in which hex case, is its documented default:
+///
+/// - Go's `encoding/json` (and Rails' `to_json`): `<`, `>`, `&`, U+2028 and
+///   U+2029, lower case (`\u0026`);
+/// - Gson's default (HTML-safe) writer: also `=` and `'`, lower case: a
+///   base64 value's padding becomes `\u003d`;
+/// - .NET's `System.Text.Json` (`JavaScriptEncoder.Default`): `<`, `>`, `&`,
+///   `'`, `"`, `+`, `` ` `` and everything outside ASCII, upper case
+///   (`\u002B`);
+/// - Python's `json.dumps` (`ensure_ascii`, the default): everything outside
+///   ASCII, lower case, as UTF-16 surrogate pairs beyond U+FFFF;
+/// - PHP's `json_encode`: the same, with `/` written `\/`.
+pub struct JsonWriter {
+    /// Whether the writer escapes `c` as `\uXXXX`.
+    escapes: fn(char) -> bool,
+    /// Upper-case hex digits.
+    upper: bool,
+    /// `/` written `\/`.
+    slash: bool,
+}
+
+/// The writers [`needle_forms`] writes a value as (see [`JsonWriter`]).
+pub const JSON_WRITERS: [JsonWriter; 5] = [
+    JsonWriter {
+        escapes: |c| matches!(c, '<' | '>' | '&' | '\u{2028}' | '\u{2029}'),
+        upper: false,
+        slash: false,
+    },
+    JsonWriter {
+        escapes: |c| matches!(c, '<' | '>' | '&' | '=' | '\'' | '\u{2028}' | '\u{2029}'),
+        upper: false,
+        slash: false,
+    },
+    JsonWriter {
+        escapes: |c| matches!(c, '<' | '>' | '&' | '\'' | '"' | '+' | '`') || !c.is_ascii(),
+        upper: true,
+        slash: false,
+    },
+    JsonWriter {
+        escapes: |c| !c.is_ascii(),
+        upper: false,
+        slash: false,
+    },
+    JsonWriter {
+        escapes: |c| !c.is_ascii(),
+        upper: false,
+        slash: true,
+    },
+];
+
+impl JsonWriter {
+    /// `value` as this writer writes it between a JSON string's quotes.
+    pub fn write(&self, value: &str) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::with_capacity(value.len() + 8);
+        for c in value.chars() {
+            match c {
+                '"' if !(self.escapes)(c) => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                '/' if self.slash => out.push_str("\\/"),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                '\t' => out.push_str("\\t"),
+                '\u{8}' => out.push_str("\\b"),
+                '\u{c}' => out.push_str("\\f"),
+                c if c < ' ' || (self.escapes)(c) => {
+                    let mut units = [0u16; 2];
+                    for u in c.encode_utf16(&mut units) {
+                        // Writing to a String cannot fail.
+                        let _ = if self.upper {
+                            write!(out, "\\u{u:04X}")
+                        } else {
+                            write!(out, "\\u{u:04x}")
+                        };
+                    }
+                }
+                c => out.push(c),
+            }
+        }
+        out
+    }
 }
 
 /// Appends a mask of `len` bytes to `out`: [`REDACTED`] followed by as many

@@ -87,6 +87,70 @@ fn json_escapes_of_quotes_and_controls_are_forms_too() {
     );
 }
 
+/// A value with every character some JSON writer escapes as `\uXXXX`: `+`, `/`, `=`, `&`,
+/// `<`, `>`, `'` and a non-ASCII letter.
+const SPECIAL: &str = "sk+live/ab=cd&ef<x>\u{e9}'";
+
+/// Each writer's default output for [`SPECIAL`]: Go's `json.Marshal`, Gson's `toJson`, .NET's
+/// `JsonSerializer.Serialize`, Python's `json.dumps`, PHP's `json_encode`. Written down from
+/// the writers themselves (go1.19, Gson 2.10, Python 3.11, PHP 8.2), .NET's from its
+/// documentation (`JavaScriptEncoder.Default`).
+const WRITTEN: [(&str, &str); 5] = [
+    ("go", "sk+live/ab=cd\\u0026ef\\u003cx\\u003e\u{e9}'"),
+    (
+        "gson",
+        "sk+live/ab\\u003dcd\\u0026ef\\u003cx\\u003e\u{e9}\\u0027",
+    ),
+    (
+        "dotnet",
+        "sk\\u002Blive/ab=cd\\u0026ef\\u003Cx\\u003E\\u00E9\\u0027",
+    ),
+    ("python", "sk+live/ab=cd&ef<x>\\u00e9'"),
+    ("php", "sk+live\\/ab=cd&ef<x>\\u00e9'"),
+];
+
+#[test]
+fn json_writers_that_escape_more_are_forms_too() {
+    let forms = needle_forms(SPECIAL);
+    for (writer, written) in WRITTEN {
+        assert!(
+            forms.iter().any(|f| f.as_str() == written),
+            "{writer}: {written} is not a form"
+        );
+        let body = format!("{{\"error\":\"bad key {written}\"}}");
+        let (out, found) = whole(&[SPECIAL], body.as_bytes());
+        assert_eq!(found, 1, "{writer}: {body}");
+        assert_eq!(
+            text(&out),
+            format!("{{\"error\":\"bad key {}\"}}", m(written.len())),
+            "{writer}"
+        );
+    }
+}
+
+#[test]
+fn beyond_the_bmp_a_writer_escapes_surrogate_pairs() {
+    let key = "key-\u{1F600}-123456";
+    let forms = needle_forms(key);
+    for want in [
+        "key-\\ud83d\\ude00-123456", // Python, PHP
+        "key-\\uD83D\\uDE00-123456", // .NET
+    ] {
+        assert!(forms.iter().any(|f| f.as_str() == want), "{want}");
+    }
+}
+
+#[test]
+fn a_key_of_letters_digits_dashes_and_underscores_gains_no_forms() {
+    // Every writer writes it as it is: the search is no larger for it.
+    let key = "sk-live_ABCdef0123456789";
+    let mut base64 = base64_forms(key);
+    base64.sort_unstable();
+    base64.dedup();
+    let forms = needle_forms(key);
+    assert_eq!(forms.len(), 1 + base64.len(), "{}", forms.len());
+}
+
 #[test]
 fn an_echoed_basic_pair_is_masked_in_base64() {
     use base64::Engine as _;
