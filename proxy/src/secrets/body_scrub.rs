@@ -19,6 +19,8 @@
 //! keep flowing. The output is the same however the body is cut into chunks
 //! (a property test below checks it).
 
+use std::sync::Arc;
+
 use aho_corasick::{AhoCorasick, Input, MatchKind};
 use bytes::Bytes;
 use zeroize::Zeroizing;
@@ -224,12 +226,49 @@ impl Form {
     }
 }
 
+/// The search over the forms of one set of values: the automaton and, for
+/// each form, what tells how much of a chunk's end could be its start. Built
+/// once per set of values and shared by the responses that follow
+/// ([`search_cache`]): building one costs tens of microseconds, more than the
+/// proxy's whole work on a request.
+pub struct Search {
+    automaton: AhoCorasick,
+    forms: Vec<Form>,
+}
+
+impl Search {
+    /// The search over every form of `values` (none empty).
+    fn build(values: &[&str]) -> Result<Search, BodyScrubError> {
+        let mut forms: Vec<Zeroizing<String>> = Vec::new();
+        for v in values {
+            for f in needle_forms(v) {
+                if !forms.contains(&f) {
+                    forms.push(f);
+                }
+            }
+        }
+        let automaton = AhoCorasick::builder()
+            .match_kind(MatchKind::LeftmostLongest)
+            .build(forms.iter().map(|f| f.as_bytes()))
+            .map_err(|source| BodyScrubError::Build {
+                forms: forms.len(),
+                source,
+            })?;
+        Ok(Search {
+            automaton,
+            forms: forms
+                .iter()
+                .map(|f| Form::new(f.as_bytes().to_vec()))
+                .collect(),
+        })
+    }
+}
+
 /// The credential values of one exchange, ready to search a response body
 /// for. The automaton's own tables hold the forms too and are not wiped when
 /// dropped; the forms kept here are.
 pub struct BodyScrubber {
-    search: AhoCorasick,
-    forms: Vec<Form>,
+    search: Arc<Search>,
     /// Data seen but not yet released: the start of a possible match.
     held: Vec<u8>,
     /// Matches masked so far.
@@ -239,33 +278,22 @@ pub struct BodyScrubber {
 impl BodyScrubber {
     /// A scrubber for the `values` of at least [`MIN_SECRET_LEN`] bytes (a
     /// shorter one would match ordinary text); `None` when there is none.
+    /// The search is the one built for the same values before, when it is
+    /// still kept ([`search_cache`]).
     pub fn new<'a>(
         values: impl IntoIterator<Item = &'a str>,
     ) -> Result<Option<BodyScrubber>, BodyScrubError> {
-        let mut forms: Vec<Zeroizing<String>> = Vec::new();
-        for v in values.into_iter().filter(|v| v.len() >= MIN_SECRET_LEN) {
-            for f in needle_forms(v) {
-                if !forms.contains(&f) {
-                    forms.push(f);
-                }
-            }
-        }
-        if forms.is_empty() {
+        let mut values: Vec<&str> = values
+            .into_iter()
+            .filter(|v| v.len() >= MIN_SECRET_LEN)
+            .collect();
+        if values.is_empty() {
             return Ok(None);
         }
-        let search = AhoCorasick::builder()
-            .match_kind(MatchKind::LeftmostLongest)
-            .build(forms.iter().map(|f| f.as_bytes()))
-            .map_err(|source| BodyScrubError::Build {
-                forms: forms.len(),
-                source,
-            })?;
+        values.sort_unstable();
+        values.dedup();
         Ok(Some(BodyScrubber {
-            search,
-            forms: forms
-                .iter()
-                .map(|f| Form::new(f.as_bytes().to_vec()))
-                .collect(),
+            search: search_cache::SEARCHES.get(&values)?,
             held: Vec::new(),
             found: 0,
         }))
@@ -277,7 +305,7 @@ impl BodyScrubber {
     pub fn redact(&self, text: &[u8]) -> Option<Vec<u8>> {
         let mut out: Option<Vec<u8>> = None;
         let mut copied = 0;
-        for m in self.search.find_iter(text) {
+        for m in self.search.automaton.find_iter(text) {
             let o = out.get_or_insert_with(|| Vec::with_capacity(text.len()));
             o.extend_from_slice(&text[copied..m.start()]);
             o.extend_from_slice(REDACTED.as_bytes());
@@ -348,7 +376,7 @@ impl BodyScrubber {
         let mut hold = self.hold_from(buf, 0, end);
         let mut out: Option<Vec<u8>> = None;
         let mut copied = 0;
-        while let Some(m) = self.search.find(Input::new(buf).range(pos..)) {
+        while let Some(m) = self.search.automaton.find(Input::new(buf).range(pos..)) {
             if m.start() >= hold {
                 break;
             }
@@ -375,6 +403,7 @@ impl BodyScrubber {
             return buf.len();
         }
         let open = self
+            .search
             .forms
             .iter()
             .map(|f| f.open_suffix(&buf[from..]))
@@ -383,6 +412,8 @@ impl BodyScrubber {
         buf.len() - open
     }
 }
+
+mod search_cache;
 
 #[cfg(test)]
 mod tests;

@@ -2,7 +2,10 @@
 //! with `std::hint::black_box`.
 //! - allowlist decision with 100k domains (70k exact names, 30k `*.apex`):
 //!   exact hit, subdomain hit and miss;
-//! - leaf certificate minting (`LeafMinter::mint`), and a leaf cache hit.
+//! - leaf certificate minting (`LeafMinter::mint`), and a leaf cache hit;
+//! - the response-body scrub of a request given credentials: a scrubber set
+//!   up and a 1 KiB body through it, for values seen before (the search
+//!   kept) and for new ones (the search built).
 
 use std::hint::black_box;
 use std::path::Path;
@@ -11,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use iron_proxy::rules::{HostPattern, Scheme, Target};
+use iron_proxy::secrets::body_scrub::BodyScrubber;
 use iron_proxy::tls::{CertificateAuthority, LeafCache, LeafMinter};
 use iron_proxy::transforms::allowlist::Allowlist;
 use serde::Serialize;
@@ -43,6 +47,45 @@ pub struct LeafResult {
     pub mint_mean_us: f64,
     /// ns per cache hit (`LeafCache::get` of a cached name).
     pub cache_hit_ns: f64,
+}
+
+/// Response-body scrub results: ns per response of 1 KiB, scrubber set up,
+/// body pushed, end taken.
+#[derive(Debug, Serialize)]
+pub struct ScrubResult {
+    /// One value (40 bytes), seen before.
+    pub one_value_ns: f64,
+    /// Two values, seen before.
+    pub two_values_ns: f64,
+    /// One value never seen before: its search built.
+    pub new_value_ns: f64,
+}
+
+/// Runs the scrub benchmark for about `budget` per case.
+pub fn scrub(budget: Duration) -> Result<ScrubResult> {
+    const A: &str = "sk-live_ABCdef0123456789abcdefghijklmnop";
+    const B: &str = "ghp_0123456789abcdefABCDEF0123456789abcd";
+    let body = bytes::Bytes::from(vec![b'x'; 1024]);
+    let one = |values: &[&str]| -> Result<()> {
+        let mut s = BodyScrubber::new(values.iter().copied())?.context("a value")?;
+        black_box(s.push(body.clone()));
+        black_box(s.finish());
+        Ok(())
+    };
+    let time = |f: &mut dyn FnMut(u64) -> Result<()>| -> Result<f64> {
+        let start = Instant::now();
+        let mut n = 0u64;
+        while start.elapsed() < budget || n < 100 {
+            f(n)?;
+            n += 1;
+        }
+        Ok(start.elapsed().as_nanos() as f64 / n as f64)
+    };
+    Ok(ScrubResult {
+        one_value_ns: time(&mut |_| one(&[A]))?,
+        two_values_ns: time(&mut |_| one(&[A, B]))?,
+        new_value_ns: time(&mut |i| one(&[&format!("{A}{i}")]))?,
+    })
 }
 
 /// Runs the allowlist benchmark with `n` domains for about `budget`.

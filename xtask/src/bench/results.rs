@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::connect::ConnectResult;
 use super::load::RunResult;
-use super::micro::{AllowlistResult, LeafResult};
+use super::micro::{AllowlistResult, LeafResult, ScrubResult};
 use super::procstat::Mem;
 
 /// Everything one `cargo xtask bench` run measured.
@@ -28,6 +28,8 @@ pub struct Results {
     pub allowlist: Option<AllowlistResult>,
     /// Leaf minting.
     pub leaf: Option<LeafResult>,
+    /// The response-body scrub.
+    pub scrub: Option<ScrubResult>,
     /// connect() cost: direct, eBPF redirect, nftables redirect.
     pub connect: Option<ConnectResult>,
     /// One entry per topology, in order.

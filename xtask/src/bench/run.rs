@@ -104,6 +104,11 @@ pub fn run(
     );
     let leaf = micro::leaf(&certs.mitm_ca_cert, &certs.mitm_ca_key, budget)?;
     eprintln!("bench: leaf mint p50 {:.0} µs", leaf.mint_p50_us);
+    let scrub = micro::scrub(budget)?;
+    eprintln!(
+        "bench: body scrub per 1 KiB response: {:.0} / {:.0} / {:.0} ns (one value / two / new value)",
+        scrub.one_value_ns, scrub.two_values_ns, scrub.new_value_ns
+    );
     let mut failures = Vec::new();
     // SAFETY: geteuid(2) has no preconditions.
     let root_user = unsafe { libc::geteuid() } == 0;
@@ -190,6 +195,7 @@ pub fn run(
         },
         settings,
         allowlist: Some(allowlist),
+        scrub: Some(scrub),
         leaf: Some(leaf),
         connect,
         topologies,
