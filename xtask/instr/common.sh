@@ -6,7 +6,9 @@
 # Sets: here, work, up_port, tunnel, up, px. Loopback only.
 # Needs valgrind, openssl and python3. The caller sets `bin` and `body`.
 # With METRICS=1 the proxy also serves metrics (on a free loopback port), so
-# that the metrics observer's work per request is counted too.
+# that the metrics observer's work per request is counted too. With SECRETS=1
+# a `secrets` transform injects a 40-byte key into every request (X-Api-Key),
+# so each response is searched for it too: a deployment's usual request.
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 work=$(mktemp -d)
 up=""; px=""
@@ -39,9 +41,21 @@ transforms:
   - name: allowlist
     config:
       cidrs: ["127.0.0.1/32"]
-log:
-  level: warn
 YAML
+if [ "${SECRETS:-0}" = 1 ]; then
+  export BENCH_KEY=sk-live_ABCdef0123456789abcdefghijklmnop
+  cat >> proxy.yaml <<YAML
+  - name: secrets
+    config:
+      secrets:
+        - source: {type: env, var: BENCH_KEY}
+          inject:
+            header: "X-Api-Key"
+          rules:
+            - host: "127.0.0.1"
+YAML
+fi
+printf 'log:\n  level: warn\n' >> proxy.yaml
 if [ "${METRICS:-0}" = 1 ]; then printf 'metrics:\n  listen: "127.0.0.1:%s"\n' "$(port)" >> proxy.yaml; fi
 python3 "$here/upstream.py" "$up_port" "${body:-1024}" & up=$!
 SSL_CERT_FILE="$work/up-ca.pem" valgrind --tool=callgrind --instr-atstart=no \
