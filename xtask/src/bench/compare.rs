@@ -199,8 +199,13 @@ fn compare_topo(name: &str, a: &[TopoResult], b: &[TopoResult]) -> TopoCompariso
 /// The comparison as a markdown table per topology.
 pub fn markdown(c: &Comparison) -> String {
     let mut s = format!(
-        "## A/B comparison, {} interleaved rounds\n\n{}\n\nA: `{}`\nB: `{}`\n",
+        "## A/B comparison, {} interleaved rounds{}\n\n{}\n\nA: `{}`\nB: `{}`\n",
         c.rounds,
+        if c.settings.secrets {
+            ", a key injected into every request (`--secrets`)"
+        } else {
+            ""
+        },
         super::report::machine_line(&c.machine),
         c.a,
         c.b
@@ -235,6 +240,7 @@ pub fn env_for<'a>(base: &Env<'a>, bin: &'a Path) -> Env<'a> {
         venv: base.venv.clone(),
         peer_build: base.peer_build.clone(),
         proxy_log: base.proxy_log,
+        secrets: base.secrets,
     }
 }
 

@@ -87,6 +87,7 @@ pub fn main(root: &Path, target: &Path, args: LinkOrderArgs) -> Result<()> {
         against: None,
         // Only the proxy's code matters here.
         unpaired: true,
+        secrets: false,
     };
     sandbox::sweep_stale();
     run::run(

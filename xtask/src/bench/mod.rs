@@ -123,6 +123,12 @@ pub struct BenchArgs {
     /// then taken between medians measured minutes apart.
     #[arg(long)]
     pub unpaired: bool,
+    /// Give iron-proxy a `secrets` transform that injects a 40-byte key
+    /// into every request to the upstream (X-Api-Key), so each response is
+    /// also searched for it: a deployment's usual request, where the
+    /// default pipeline (an allowlist alone) measures the bare proxy.
+    #[arg(long)]
+    pub secrets: bool,
 }
 
 /// Entry point: re-runs itself in release when asked for a release bench

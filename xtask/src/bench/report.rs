@@ -189,13 +189,18 @@ pub fn markdown(r: &Results) -> String {
     let _ = writeln!(
         s,
         "Settings: {}s measured after {}s warm-up, median of {} run(s); {} keep-alive connections; \
-         {} new-connection loops; iron-proxy built with profile `{}`; wall time {:.0}s.\n",
+         {} new-connection loops; iron-proxy built with profile `{}`{}; wall time {:.0}s.\n",
         st.measure_secs,
         st.warmup_secs,
         st.repeats,
         st.conns,
         st.new_conns,
         st.profile,
+        if st.secrets {
+            ", injecting a key into every request (`--secrets`)"
+        } else {
+            ""
+        },
         r.wall_secs
     );
     let direct = get(r, "direct");
@@ -696,6 +701,7 @@ mod tests {
                 client_threads: 2,
                 profile: "release".into(),
                 paired: true,
+                secrets: false,
             },
             allowlist: None,
             leaf: None,

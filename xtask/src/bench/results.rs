@@ -70,6 +70,8 @@ pub struct Settings {
     /// Every run of a topology other than direct is paired with a direct run
     /// next to it (see [`Paired`]).
     pub paired: bool,
+    /// iron-proxy injected a key into every request (`--secrets`).
+    pub secrets: bool,
 }
 
 /// One topology's results.

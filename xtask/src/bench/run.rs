@@ -49,6 +49,7 @@ pub fn run(
         client_threads: THREADS,
         profile: profile.to_string(),
         paired: !args.unpaired,
+        secrets: args.secrets,
     };
     let work = out.join("work");
     let _ = std::fs::remove_dir_all(&work);
@@ -80,6 +81,7 @@ pub fn run(
         // Under the target directory, not `out`: kept across runs with other `--out`s.
         peer_build: target.join("bench-peer"),
         proxy_log: args.proxy_log,
+        secrets: args.secrets,
     };
     eprintln!(
         "bench: upstream on {}; results in {}",

@@ -94,7 +94,12 @@ pub struct Env<'a> {
     /// Keep iron-proxy's stderr (operational log and audit records) in
     /// `<work>/<topology>/stderr.log` instead of /dev/null.
     pub proxy_log: bool,
+    /// A `secrets` transform injects [`BENCH_KEY`] into every request.
+    pub secrets: bool,
 }
+
+/// The key `--secrets` has iron-proxy inject (40 bytes, as an API key).
+pub const BENCH_KEY: &str = "sk-live_ABCdef0123456789abcdefghijklmnop";
 
 /// A started topology.
 pub struct Running {
@@ -228,6 +233,13 @@ fn start_iron(kind: Kind, env: &Env<'_>) -> Result<Running> {
         ),
         None => String::new(),
     };
+    let secrets_block = if env.secrets {
+        format!(
+            "  - name: secrets\n    config:\n      secrets:\n        - source: {{type: env, var: BENCH_KEY}}\n          inject:\n            header: \"X-Api-Key\"\n          rules:\n            - host: \"{UPSTREAM_NAME}\"\n"
+        )
+    } else {
+        String::new()
+    };
     // The proxy resolves the upstream's name through the bench DNS responder, so
     // no system file is touched.
     let config = format!(
@@ -248,7 +260,7 @@ transforms:
   - name: allowlist
     config:
       domains: ["{UPSTREAM_NAME}"]
-metrics:
+{secrets_block}metrics:
   listen: "127.0.0.1:{metrics}"
 log:
   level: warn
@@ -272,6 +284,7 @@ log:
         .arg("--config")
         .arg(&cfg_path)
         .env("SSL_CERT_FILE", &env.certs.upstream_ca)
+        .env("BENCH_KEY", BENCH_KEY)
         .env_remove("SSL_CERT_DIR")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
