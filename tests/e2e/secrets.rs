@@ -15,6 +15,7 @@ mod hmac;
 mod inject;
 mod oauth;
 mod reflected_body;
+mod reflected_head;
 mod replace;
 mod schemes;
 

@@ -378,11 +378,17 @@ async fn handle_tracked(
         )
         .await
     {
-        Ok(r) => {
+        Ok(mut r) => {
             if r.extensions().get::<crate::upstream::Replayed>().is_some() {
                 rec.extra
                     .insert("upstream_retried".into(), serde_json::Value::Bool(true));
             }
+            // An HTTP/1 upstream's own reason phrase (`401 Invalid key sk-...`)
+            // would go to an HTTP/1 client as it came, past every response
+            // transform (they see the status code and the headers): the
+            // client gets the status's standard phrase instead (clients
+            // ignore the phrase, RFC 9112 §4; HTTP/2 has none).
+            r.extensions_mut().remove::<hyper::ext::ReasonPhrase>();
             r
         }
         Err(e) => {

@@ -300,6 +300,13 @@ pub(super) fn finish(rsp: Response<Body>, mut guard: AuditGuard) -> Response<Bod
     let (mut parts, mut inner) = rsp.into_parts();
     if head {
         inner = without_body(&mut parts, inner);
+    } else if bodiless {
+        // A 204 or 304 ends with its head (RFC 9110 §15.3.5, §15.4.5), but
+        // an HTTP/2 upstream can send DATA after it, and hyper's HTTP/2
+        // server would pass them on: a malformed response (RFC 9113
+        // §8.1.1), and one whose bytes no response transform looked at
+        // (`secrets` scrubs only the bodies a response may have).
+        inner = body::empty();
     }
     Response::from_parts(
         parts,

@@ -13,7 +13,7 @@
 //! | `/response-headers?K=V` | sets each query pair as a response header |
 //! | `/many-headers?count=N&len=L` | `N` response headers `x-many-<i>`, each a value of `L` bytes |
 //! | `/trailers` | `Trailer: X-Trailer-Check`, a chunk of text, then the trailer `x-trailer-check: done` |
-//! | `/reflect[/*]` | the request's `headers` and `url` as compact JSON (an upstream that reflects the request); `?escape_slash=1` writes `/` as `\/`, `?coding=gzip` compresses it (`Content-Encoding: gzip`; with `&corrupt=1` its CRC is wrong), `?chunk=N` streams it in `N`-byte frames (chunked), else one piece with `Content-Length` |
+//! | `/reflect[/*]` | the request's `headers` and `url` as compact JSON (an upstream that reflects the request); `?escape_slash=1` writes `/` as `\/`, `?coding=gzip` compresses it (`Content-Encoding: gzip`; with `&corrupt=1` its CRC is wrong), `?chunk=N` streams it in `N`-byte frames (chunked), else one piece with `Content-Length`; `?status=N` answers with that status (the body goes too: over HTTP/2 even after a 204 or 304), `?reason=NAME` with the HTTP/1 reason phrase `Echoed <value of request header NAME>` |
 //! | `/ws` | WebSocket echo (text and binary) |
 //! | any path, `content-type: application/grpc` | a tiny gRPC service, see [`super::grpc`] |
 //!
@@ -243,12 +243,30 @@ fn reflect(shared: &Shared, echo: &Value, args: &Map<String, Value>) -> Response
         });
         body
     };
-    let mut rsp = respond(shared, StatusCode::OK, Some("application/json"), body);
+    let status = args
+        .get("status")
+        .and_then(Value::as_str)
+        .and_then(|s| s.parse().ok())
+        .and_then(|c| StatusCode::from_u16(c).ok())
+        .unwrap_or(StatusCode::OK);
+    let mut rsp = respond(shared, status, Some("application/json"), body);
     if gzip {
         rsp.headers_mut().insert(
             http::header::CONTENT_ENCODING,
             HeaderValue::from_static("gzip"),
         );
+    }
+    if let Some(name) = args.get("reason").and_then(Value::as_str) {
+        // An HTTP/1 reason phrase quoting a request header, as some servers word
+        // their errors (`401 Invalid key ...`).
+        let value = echo["headers"]
+            .as_object()
+            .and_then(|h| h.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)))
+            .and_then(|(_, v)| v.as_str())
+            .unwrap_or("");
+        if let Ok(phrase) = hyper::ext::ReasonPhrase::try_from(format!("Echoed {value}")) {
+            rsp.extensions_mut().insert(phrase);
+        }
     }
     rsp
 }
