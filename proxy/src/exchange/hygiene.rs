@@ -177,35 +177,54 @@ fn cut(text: &str) -> String {
 /// or normalise them, IIS reading `\` as `/`), with `;` path parameters
 /// cut off (`..;` is `..` to Tomcat and Spring). Rules match the path as
 /// sent, so `/public/..%2Fprivate` would pass a `/public/*` rule and reach
-/// `/private` on such a server.
+/// `/private` on such a server. Dots and separators encoded twice
+/// (`%252e`, `%252f`, `%255c`: a server or a framework that decodes twice)
+/// and as overlong UTF-8 (`%c0%ae`, `%c0%af`, `%c1%9c`: the IIS Unicode
+/// traversal) count too: no request needs them.
 pub fn has_dot_segment(path: &str) -> bool {
     segments(path.as_bytes()).any(|seg| {
         let seg = seg.split(|b| *b == b';').next().unwrap_or(seg);
         let mut rest = seg;
         let mut dots = 0;
         while !rest.is_empty() && dots < 3 {
-            rest = match rest {
-                [b'.', tail @ ..] => tail,
-                [b'%', b'2', b'e' | b'E', tail @ ..] => tail,
-                _ => return false,
-            };
+            let n = spelled(rest, DOTS);
+            if n == 0 {
+                return false;
+            }
+            rest = &rest[n..];
             dots += 1;
         }
         rest.is_empty() && (dots == 1 || dots == 2)
     })
 }
 
-/// The segments of `path` split at every separator some server reads:
-/// `/`, `\`, `%2F`, `%5C` (either case).
+/// The spellings of `.` a server may read as a dot.
+const DOTS: &[&[u8]] = &[b".", b"%2e", b"%252e", b"%c0%ae"];
+
+/// The spellings of a segment separator a server may read as one.
+const SEPARATORS: &[&[u8]] = &[
+    b"/", b"\\", b"%2f", b"%5c", b"%252f", b"%255c", b"%c0%af", b"%c1%9c",
+];
+
+/// The length of the spelling in `set` that `p` starts with (hex digits in
+/// either case), or 0.
+fn spelled(p: &[u8], set: &[&[u8]]) -> usize {
+    set.iter()
+        .find(|t| p.len() >= t.len() && p[..t.len()].eq_ignore_ascii_case(t))
+        .map_or(0, |t| t.len())
+}
+
+/// The segments of `path` split at every separator some server reads
+/// ([`SEPARATORS`]).
 fn segments(path: &[u8]) -> impl Iterator<Item = &[u8]> {
     let mut rest = Some(path);
     std::iter::from_fn(move || {
         let p = rest?;
         let mut i = 0;
         while i < p.len() {
-            let sep = match &p[i..] {
-                [b'/' | b'\\', ..] => 1,
-                [b'%', b'2', b'f' | b'F', ..] | [b'%', b'5', b'c' | b'C', ..] => 3,
+            let sep = match p[i] {
+                b'/' | b'\\' => 1,
+                b'%' => spelled(&p[i..], SEPARATORS),
                 _ => 0,
             };
             if sep > 0 {
@@ -341,6 +360,14 @@ mod tests {
         assert!(has_dot_segment("/a/./b"));
         assert!(has_dot_segment("/a/%2e%2E/b"));
         assert!(!has_dot_segment("/a/..b/c"));
+        // Encoded twice, or as overlong UTF-8 (finding of the credential audit: both got a
+        // `/v1/*`-scoped credential).
+        assert!(has_dot_segment("/v1/%252e%252e/admin"));
+        assert!(has_dot_segment("/v1/%c0%ae%c0%ae/admin"));
+        assert!(has_dot_segment("/v1/x%252f..%255Cadmin"));
+        assert!(has_dot_segment("/v1/x%c0%af..%C1%9Cadmin"));
+        assert!(!has_dot_segment("/v1/%252e%252ex/admin"));
+        assert!(!has_dot_segment("/v1/%25%2e/admin"));
         assert!(!has_dot_segment("/a%2Fb"));
         // Separators other servers read, and path parameters (QA E).
         for bypass in [

@@ -354,6 +354,12 @@ fn dot_segments_are_refused_and_encoded_slashes_kept() {
         "/anything/..%2Fget",
         "/anything/..;/get",
         "/anything/..%5cget",
+        // Encoded twice, or as overlong UTF-8: servers that decode twice or leniently
+        // (the credential audit's finding 7).
+        "/anything/%252e%252e/get",
+        "/anything/%c0%ae%c0%ae/get",
+        "/anything/..%252fget",
+        "/anything/..%c0%afget",
     ] {
         let r = plain(&px, &format!("http://paths.hyg.test{path}"))
             .args(["--path-as-is"])

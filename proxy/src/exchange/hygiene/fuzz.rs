@@ -9,25 +9,40 @@ use proptest::prelude::*;
 
 use super::has_dot_segment;
 
-/// The rule read plainly: `%2e`, `%2f`, `%5c` decoded (either case), split
-/// at `/` and `\`, each segment cut at its first `;`.
+/// The rule read plainly: `%2e`, `%2f`, `%5c`, their double encodings
+/// (`%252e`...) and overlong UTF-8 forms (`%c0%ae`, `%c0%af`, `%c1%9c`)
+/// decoded (either case), split at `/` and `\`, each segment cut at its
+/// first `;`.
 fn reference(path: &str) -> bool {
+    const CODES: [(&[u8], u8); 9] = [
+        (b"%c0%ae", b'.'),
+        (b"%c0%af", b'/'),
+        (b"%c1%9c", b'\\'),
+        (b"%252e", b'.'),
+        (b"%252f", b'/'),
+        (b"%255c", b'\\'),
+        (b"%2e", b'.'),
+        (b"%2f", b'/'),
+        (b"%5c", b'\\'),
+    ];
     let b = path.as_bytes();
     let mut decoded = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        let enc = b.get(i..i + 3).map(|t| t.to_ascii_lowercase());
-        match enc.as_deref() {
-            Some(b"%2e") => decoded.push(b'.'),
-            Some(b"%2f") => decoded.push(b'/'),
-            Some(b"%5c") => decoded.push(b'\\'),
-            _ => {
+        let code = CODES.iter().find(|(code, _)| {
+            b.get(i..i + code.len())
+                .is_some_and(|t| t.to_ascii_lowercase() == *code)
+        });
+        match code {
+            Some((code, c)) => {
+                decoded.push(*c);
+                i += code.len();
+            }
+            None => {
                 decoded.push(b[i]);
                 i += 1;
-                continue;
             }
         }
-        i += 3;
     }
     decoded.split(|c| *c == b'/' || *c == b'\\').any(|seg| {
         let seg = seg.split(|c| *c == b';').next().unwrap_or(seg);
@@ -38,17 +53,20 @@ fn reference(path: &str) -> bool {
 fn path_piece() -> impl Strategy<Value = &'static str> {
     prop::sample::select(vec![
         "/", "\\", ".", "..", "...", "%2e", "%2E", "%2f", "%2F", "%5c", "%5C", "%2", "%", "%25",
-        "%252e", ";", ";x", "a", "b.c", "e", "2", "?",
+        "%252e", "%252F", "%255c", "%c0%ae", "%C0%AE", "%c0%af", "%c1%9C", "%c0", "%ae", "%c1",
+        ";", ";x", "a", "b.c", "e", "2", "?",
     ])
 }
 
 fn dot() -> impl Strategy<Value = String> {
-    let one = prop::sample::select(vec![".", "%2e", "%2E"]);
+    let one = prop::sample::select(vec![".", "%2e", "%2E", "%252e", "%252E", "%c0%ae", "%C0%AE"]);
     (one.clone(), prop::option::of(one)).prop_map(|(a, b)| format!("{a}{}", b.unwrap_or("")))
 }
 
 fn separator() -> impl Strategy<Value = &'static str> {
-    prop::sample::select(vec!["/", "\\", "%2f", "%2F", "%5c", "%5C"])
+    prop::sample::select(vec![
+        "/", "\\", "%2f", "%2F", "%5c", "%5C", "%252f", "%255C", "%c0%af", "%C1%9c",
+    ])
 }
 
 proptest! {
