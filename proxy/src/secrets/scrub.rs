@@ -206,17 +206,70 @@ pub(crate) fn base64_forms(value: &str) -> Vec<String> {
     out
 }
 
+/// Python's `quote()` with its default `safe='/'`.
+const PYTHON_QUOTE: &percent_encoding::AsciiSet = &URL_COMPONENT.remove(b'/');
+
+/// Go's `url.PathEscape`: also `$&+,:;=@` left as they are.
+const GO_PATH: &percent_encoding::AsciiSet = &URL_COMPONENT
+    .remove(b'$')
+    .remove(b'&')
+    .remove(b'+')
+    .remove(b',')
+    .remove(b':')
+    .remove(b';')
+    .remove(b'=')
+    .remove(b'@');
+
+/// JavaScript's `encodeURIComponent`: also `!*'()` left as they are.
+const JS_COMPONENT: &percent_encoding::AsciiSet = &URL_COMPONENT
+    .remove(b'!')
+    .remove(b'*')
+    .remove(b'\'')
+    .remove(b'(')
+    .remove(b')');
+
+/// JavaScript's `encodeURI`: also `;,/?:@&=+$#` left as they are.
+const JS_URI: &percent_encoding::AsciiSet = &JS_COMPONENT
+    .remove(b';')
+    .remove(b',')
+    .remove(b'/')
+    .remove(b'?')
+    .remove(b':')
+    .remove(b'@')
+    .remove(b'&')
+    .remove(b'=')
+    .remove(b'+')
+    .remove(b'$')
+    .remove(b'#');
+
+/// PHP's `urlencode` (with `+` for a space): `~` encoded too.
+const PHP_URLENCODE: &percent_encoding::AsciiSet = &URL_COMPONENT.add(b'~');
+
 /// The forms `value` takes in a URL or a header: itself, percent-encoded as a
-/// URL component ([`URL_COMPONENT`], upper and lower case hex), and
-/// form-encoded.
-pub(crate) fn url_forms(value: &str) -> [String; 4] {
-    let component: String = percent_encoding::utf8_percent_encode(value, URL_COMPONENT).collect();
-    [
+/// URL component ([`URL_COMPONENT`], upper and lower case hex; with `+` for a
+/// space, as Python's `quote_plus` and Go's `QueryEscape` write it),
+/// form-encoded (WHATWG, as `URLSearchParams` writes it), and as other common
+/// encoders leave more characters as they are: Python's `quote()`, Go's
+/// `PathEscape`, JavaScript's `encodeURIComponent` and `encodeURI`, PHP's
+/// `urlencode`. A value of letters, digits, `-`, `.` and `_` has one form.
+pub(crate) fn url_forms(value: &str) -> Vec<String> {
+    let encode = |set| -> String { percent_encoding::utf8_percent_encode(value, set).collect() };
+    let component = encode(URL_COMPONENT);
+    let mut forms = vec![
         value.to_string(),
         lower_hex_escapes(&component),
-        component,
+        component.replace("%20", "+"),
         url::form_urlencoded::byte_serialize(value.as_bytes()).collect(),
-    ]
+        encode(PYTHON_QUOTE),
+        encode(GO_PATH),
+        encode(JS_COMPONENT),
+        encode(JS_URI),
+        encode(PHP_URLENCODE).replace("%20", "+"),
+        component,
+    ];
+    forms.sort_unstable();
+    forms.dedup();
+    forms
 }
 
 /// `%2F` → `%2f`, leaving the rest as it is.

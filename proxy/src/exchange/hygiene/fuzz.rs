@@ -59,7 +59,9 @@ fn path_piece() -> impl Strategy<Value = &'static str> {
 }
 
 fn dot() -> impl Strategy<Value = String> {
-    let one = prop::sample::select(vec![".", "%2e", "%2E", "%252e", "%252E", "%c0%ae", "%C0%AE"]);
+    let one = prop::sample::select(vec![
+        ".", "%2e", "%2E", "%252e", "%252E", "%c0%ae", "%C0%AE",
+    ]);
     (one.clone(), prop::option::of(one)).prop_map(|(a, b)| format!("{a}{}", b.unwrap_or("")))
 }
 

@@ -128,6 +128,64 @@ fn json_writers_that_escape_more_are_forms_too() {
     }
 }
 
+/// A value with characters URL encoders disagree about.
+const URLISH: &str = "sk-live/REAL+secret=ab cd~x*y!(z)";
+
+/// [`URLISH`] as each encoder writes it (output of the encoders themselves: Python 3.11,
+/// go1.19, Node, PHP 8.2).
+const URL_ENCODED: [(&str, &str); 9] = [
+    (
+        "python quote()",
+        "sk-live/REAL%2Bsecret%3Dab%20cd~x%2Ay%21%28z%29",
+    ),
+    (
+        "python quote_plus",
+        "sk-live%2FREAL%2Bsecret%3Dab+cd~x%2Ay%21%28z%29",
+    ),
+    (
+        "python quote(safe='')",
+        "sk-live%2FREAL%2Bsecret%3Dab%20cd~x%2Ay%21%28z%29",
+    ),
+    (
+        "go PathEscape",
+        "sk-live%2FREAL+secret=ab%20cd~x%2Ay%21%28z%29",
+    ),
+    (
+        "go QueryEscape",
+        "sk-live%2FREAL%2Bsecret%3Dab+cd~x%2Ay%21%28z%29",
+    ),
+    (
+        "js encodeURIComponent",
+        "sk-live%2FREAL%2Bsecret%3Dab%20cd~x*y!(z)",
+    ),
+    ("js encodeURI", "sk-live/REAL+secret=ab%20cd~x*y!(z)"),
+    (
+        "URLSearchParams",
+        "sk-live%2FREAL%2Bsecret%3Dab+cd%7Ex*y%21%28z%29",
+    ),
+    (
+        "php urlencode",
+        "sk-live%2FREAL%2Bsecret%3Dab+cd%7Ex%2Ay%21%28z%29",
+    ),
+];
+
+#[test]
+fn url_encoders_that_leave_more_as_it_is_are_forms_too() {
+    for (encoder, written) in URL_ENCODED {
+        let body = format!("{{\"next\":\"https://api.test/x?k={written}&y=1\"}}");
+        let (out, found) = whole(&[URLISH], body.as_bytes());
+        assert_eq!(found, 1, "{encoder}: {body}");
+        assert_eq!(
+            text(&out),
+            format!(
+                "{{\"next\":\"https://api.test/x?k={}&y=1\"}}",
+                m(written.len())
+            ),
+            "{encoder}"
+        );
+    }
+}
+
 #[test]
 fn beyond_the_bmp_a_writer_escapes_surrogate_pairs() {
     let key = "key-\u{1F600}-123456";
