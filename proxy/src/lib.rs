@@ -31,6 +31,7 @@ pub mod rep_movsb;
 pub mod resident;
 pub mod revoke;
 pub mod rules;
+pub mod scrub_response;
 pub mod secrets;
 pub mod state;
 pub mod summary;

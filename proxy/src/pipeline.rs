@@ -129,10 +129,15 @@ pub struct Flow {
     credential_headers: Vec<http::HeaderName>,
     /// Query parameters a credential transform set in this request.
     credential_query: Vec<String>,
-    /// The secret values `secrets` put into this request (headers, query,
-    /// swapped into the path or body), for a later judge to keep out of
-    /// what it records.
-    secret_values: Vec<crate::secrets::SecretValue>,
+    /// The credential values transforms put into this request (`secrets`:
+    /// headers, query, swapped into the path or body; `oauth_token` and
+    /// `gcp_auth`: the minted token), in pipeline order: the response is
+    /// scrubbed of them ([`crate::scrub_response`]), and a later judge keeps
+    /// them out of what it records.
+    secret_values: Vec<NotedValue>,
+    /// The index of the transform whose request hook runs now, for
+    /// [`Flow::note_secret_value`].
+    running: usize,
     /// A `header_allowlist` filtered this request's headers.
     headers_filtered: bool,
 }
@@ -154,6 +159,7 @@ impl Flow {
             credential_headers: Vec::new(),
             credential_query: Vec::new(),
             secret_values: Vec::new(),
+            running: 0,
             headers_filtered: false,
         }
     }
@@ -232,16 +238,45 @@ impl Flow {
         self.credential_query.iter().any(|n| n == name)
     }
 
-    /// Records that a credential transform put `value` into this request,
-    /// wherever it went (a header, the query, the path or the body).
-    pub fn note_secret_value(&mut self, value: &crate::secrets::SecretValue) {
-        self.secret_values.push(value.clone());
+    /// Records that credential transform `transform` (its name: `secrets`,
+    /// `oauth_token`, `gcp_auth`), whose request hook runs now, put `value`
+    /// into this request, wherever it went (a header, the query, the path or
+    /// the body). The response's headers are scrubbed of it, and its body
+    /// too when some transform that noted a value has `scrub_body` (its
+    /// `scrub_response_bodies`): see [`crate::scrub_response`].
+    pub fn note_secret_value(
+        &mut self,
+        value: &crate::secrets::SecretValue,
+        transform: &'static str,
+        scrub_body: bool,
+    ) {
+        self.secret_values.push(NotedValue {
+            value: value.clone(),
+            by: self.running,
+            transform,
+            scrub_body,
+        });
     }
 
     /// The values [`Flow::note_secret_value`] recorded. Use them only to keep
-    /// them out of recorded text ([`crate::secrets::scrub`]).
+    /// them out of what the workload gets or what is recorded
+    /// ([`crate::secrets::scrub`], [`crate::scrub_response`]).
     pub fn secret_values(&self) -> impl Iterator<Item = &str> {
-        self.secret_values.iter().map(|v| v.expose())
+        self.secret_values.iter().map(|v| v.value.expose())
+    }
+
+    /// Where the response's scrub runs: at the response hook of the first
+    /// transform, in config order, that noted a value (its index and name),
+    /// none when no value was noted.
+    pub(crate) fn scrub_slot(&self) -> Option<(usize, &'static str)> {
+        // Noted in pipeline order: the first is the earliest transform's.
+        self.secret_values.first().map(|v| (v.by, v.transform))
+    }
+
+    /// Whether the response body is scrubbed too: some transform that put
+    /// a value in this request has `scrub_response_bodies` on.
+    pub(crate) fn scrubs_response_body(&self) -> bool {
+        self.secret_values.iter().any(|v| v.scrub_body)
     }
 
     /// Adds `location` (`header:Authorization`, `query:key`) to the current
@@ -257,6 +292,17 @@ impl Flow {
             list.push(Value::String(location));
         }
     }
+}
+
+/// A credential value a transform put into the request ([`Flow::note_secret_value`]).
+struct NotedValue {
+    value: crate::secrets::SecretValue,
+    /// The index of the transform that put it there.
+    by: usize,
+    /// That transform's name.
+    transform: &'static str,
+    /// That transform's `scrub_response_bodies`.
+    scrub_body: bool,
 }
 
 /// One step of the pipeline.
@@ -413,6 +459,7 @@ impl Pipeline {
     ) -> PhaseOutcome {
         for (i, t) in self.transforms.iter().enumerate() {
             cx.annotations = Map::new();
+            cx.running = i;
             let started = Instant::now();
             let result = t.on_request(req, cx).await;
             self.time(i, false, started);
@@ -425,16 +472,30 @@ impl Pipeline {
 
     /// Runs the response phase, appending to `trace` only the transforms that
     /// did something in it.
+    ///
+    /// When transforms put credential values in the request, the response is
+    /// scrubbed of all of them once ([`crate::scrub_response`]), just before
+    /// the response hook of the first of those transforms in config order:
+    /// its trace entry carries the scrub's annotations, the hooks after it
+    /// (and the client) see the scrubbed response. A request given no value
+    /// pays one look at an empty list.
     pub async fn on_response(
         &self,
         rsp: &mut Response<Body>,
         cx: &mut Flow,
         trace: &mut Vec<TransformTrace>,
     ) -> PhaseOutcome {
+        let scrub = cx.scrub_slot();
         for (i, t) in self.transforms.iter().enumerate() {
             cx.annotations = Map::new();
             let started = Instant::now();
-            let result = t.on_response(rsp, cx).await;
+            let result = match scrub {
+                Some((at, by)) if at == i => match crate::scrub_response::scrub(rsp, cx, by) {
+                    Ok(()) => t.on_response(rsp, cx).await,
+                    Err(e) => Err(e),
+                },
+                _ => t.on_response(rsp, cx).await,
+            };
             self.time(i, true, started);
             if let Some(o) = self.settle(t.as_ref(), result, cx, trace, false) {
                 return o;

@@ -21,26 +21,24 @@
 //! cause in the audit `error`). A replace entry whose token is absent does not
 //! need its value, so the request goes on (or gets the 403 of `require`).
 //!
-//! **What comes back.** The response's headers and, unless
-//! `scrub_response_bodies: false`, its body are scrubbed of every value put
-//! in the request (`reflected`, `response_body`): an upstream that echoes
-//! the request does not hand the real credential to the workload.
+//! **What comes back.** Every value put in the request is noted
+//! ([`Flow::note_secret_value`]): the response's headers and, unless
+//! `scrub_response_bodies: false`, its body are scrubbed of it
+//! ([`crate::scrub_response`]), so an upstream that echoes the request does
+//! not hand the real credential to the workload.
 //!
 //! Audit annotations: `swapped` and `injected`, each a list of
 //! `{secret: NAME, locations: [...]}` where NAME is the source's identifier
 //! ([`Secret::name`]) and a location is `header:Name`, `query:name`, `path` or
-//! `body`; in the response trace, `response_redacted` (headers),
+//! `body`; in the response trace (when `secrets` is the first transform that
+//! put a value in the request), the scrub's `response_redacted` (headers),
 //! `response_body_redacted` (matches masked in the body) and
 //! `response_body_decoded` (the codings undone to scrub it).
 //!
 //! The rewritten request keeps the workload's view in `Flow::path` (rules of
 //! later transforms match the placeholder path, never the real secret).
 
-mod reflected;
 mod replace;
-mod response_body;
-
-use crate::secrets::body_scrub::BodyScrubber;
 
 pub(crate) use replace::canonical;
 
@@ -48,7 +46,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use http::header::{HeaderName, HeaderValue};
-use http::{Request, Response, StatusCode};
+use http::{Request, StatusCode};
 use serde_json::{json, Value};
 use zeroize::Zeroizing;
 
@@ -167,34 +165,6 @@ impl Transform for Secrets {
         "secrets"
     }
 
-    /// A response header that reflects a value this request was given (a
-    /// redirect keeping the query, an echoed header) has it replaced by
-    /// `[redacted]`, and so has the body, as it streams, with a mask of the
-    /// same length (`response_body`): the workload never gets the real
-    /// credential back. The trace entry's `response_redacted` names those
-    /// headers, `response_body_redacted` counts the body's matches.
-    async fn on_response(
-        &self,
-        rsp: &mut Response<Body>,
-        cx: &mut Flow,
-    ) -> Result<Verdict, TransformError> {
-        // One search, for the headers and the body, over the values of at
-        // least 8 bytes this request was given: none, nothing to do.
-        let search = match BodyScrubber::new(cx.secret_values()) {
-            Ok(Some(s)) => s,
-            Ok(None) => return Ok(Verdict::Continue),
-            Err(e) => return Err(response_body::unscrubbable(crate::error_chain(&e))),
-        };
-        let changed = reflected::redact_headers(rsp.headers_mut(), &search);
-        if !changed.is_empty() {
-            cx.annotate("response_redacted", changed);
-        }
-        if self.scrub_response_bodies {
-            response_body::scrub(rsp, cx, search)?;
-        }
-        Ok(Verdict::Continue)
-    }
-
     fn wants_request_body(&self, cx: &Flow, _req: &http::request::Parts) -> bool {
         let t = cx.target();
         self.entries
@@ -249,7 +219,7 @@ impl Transform for Secrets {
                     req.headers_mut().remove(name);
                     req.headers_mut().insert(name.clone(), hv);
                     cx.mark_credential_header(name);
-                    cx.note_secret_value(&value);
+                    cx.note_secret_value(&value, "secrets", self.scrub_response_bodies);
                     wire_names.push(written.clone());
                     record(&mut injected, &e.secret, vec![format!("header:{written}")]);
                 }
@@ -267,7 +237,7 @@ impl Transform for Secrets {
                         }
                     })?;
                     cx.mark_credential_query(name);
-                    cx.note_secret_value(&value);
+                    cx.note_secret_value(&value, "secrets", self.scrub_response_bodies);
                     record(&mut injected, &e.secret, vec![format!("query:{name}")]);
                 }
                 Mode::Replace(r) => {
@@ -298,7 +268,7 @@ impl Transform for Secrets {
                                 reason: "secret_replace_failed",
                                 detail: format!("secret {}: {detail}", e.secret.name()),
                             })?;
-                    cx.note_secret_value(&value);
+                    cx.note_secret_value(&value, "secrets", self.scrub_response_bodies);
                     for hit in &hits {
                         if let replace::Hit::Header(name, _) = hit {
                             cx.mark_credential_header(name);

@@ -48,7 +48,11 @@ mod tests {
             request_secrets(&h, &cx),
             ["Bearer real-token-456", "real-token-456"]
         );
-        cx.note_secret_value(&crate::secrets::SecretValue::new("query-value-789".into()));
+        cx.note_secret_value(
+            &crate::secrets::SecretValue::new("query-value-789".into()),
+            "secrets",
+            true,
+        );
         assert_eq!(
             request_secrets(&h, &cx),
             ["Bearer real-token-456", "real-token-456", "query-value-789"]

@@ -434,8 +434,16 @@ async fn values_secrets_put_in_the_query_or_body_are_redacted_from_an_echo() {
     let mut cx = flow("POST");
     // As if `secrets` had injected the query parameter and swapped the body's value.
     cx.mark_credential_query("api_key");
-    cx.note_secret_value(&crate::secrets::SecretValue::new(query_key.into()));
-    cx.note_secret_value(&crate::secrets::SecretValue::new(swapped.into()));
+    cx.note_secret_value(
+        &crate::secrets::SecretValue::new(query_key.into()),
+        "secrets",
+        true,
+    );
+    cx.note_secret_value(
+        &crate::secrets::SecretValue::new(swapped.into()),
+        "secrets",
+        true,
+    );
     let (_, trace) = run(ArcJudge(j), &mut req, &mut cx).await;
     let all = json!(trace.annotations).to_string();
     assert!(all.contains("[redacted]"), "{all}");

@@ -582,20 +582,25 @@ async fn a_value_reflected_in_a_response_header_is_redacted() {
         }),
         "[{host: api.test}]",
     )]);
+    let p = Pipeline::new(vec![Arc::new(t)]);
     let mut req = get("https://api.test/v1/x", &[]);
     let mut cx = flow("api.test", "GET", "/v1/x");
-    run(&t, &mut req, &mut cx).await.expect("continue");
-    let mut rsp = Response::builder()
+    let (mut requests, mut responses) = (Vec::new(), Vec::new());
+    let out = p.on_request(&mut req, &mut cx, &mut requests).await;
+    assert!(matches!(out, crate::pipeline::PhaseOutcome::Continue));
+    let mut rsp = http::Response::builder()
         .header("location", format!("/v2/x?api_key={REAL}"))
         .header("content-type", "text/plain")
         .body(crate::body::empty())
         .expect("response");
-    let verdict = t.on_response(&mut rsp, &mut cx).await.expect("continue");
-    assert!(matches!(verdict, Verdict::Continue));
+    let out = p.on_response(&mut rsp, &mut cx, &mut responses).await;
+    assert!(matches!(out, crate::pipeline::PhaseOutcome::Continue));
     assert_eq!(rsp.headers()["location"], "/v2/x?api_key=[redacted]");
     assert_eq!(rsp.headers()["content-type"], "text/plain");
+    assert_eq!(responses.len(), 1, "{responses:?}");
+    assert_eq!(responses[0].name, "secrets");
     assert_eq!(
-        cx.annotations_mut()["response_redacted"],
+        responses[0].annotations["response_redacted"],
         json!(["location"])
     );
 }

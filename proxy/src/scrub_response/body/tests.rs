@@ -49,17 +49,15 @@ struct Run {
 }
 
 /// The response phase of a pipeline of one `secrets` transform over `rsp`,
-/// for a `method` request that was given `values`.
+/// for a `method` request it gave `values` (`scrub`: its
+/// `scrub_response_bodies`).
 async fn respond(method: &str, values: &[&str], scrub: bool, mut rsp: Response<Body>) -> Run {
-    let cfg = SecretsConfig {
-        scrub_response_bodies: scrub,
-        ..Default::default()
-    };
-    let t = Secrets::new(&cfg, &Sources::new(Default::default())).expect("built");
+    let t =
+        Secrets::new(&SecretsConfig::default(), &Sources::new(Default::default())).expect("built");
     let p = Pipeline::new(vec![std::sync::Arc::new(t)]);
     let mut cx = test_flow("api.test", method, "/echo");
     for v in values {
-        cx.note_secret_value(&SecretValue::new(v.to_string()));
+        cx.note_secret_value(&SecretValue::new(v.to_string()), "secrets", scrub);
     }
     let mut record = AuditRecord::new(Mode::Https, "127.0.0.1:1".into());
     let outcome = p

@@ -1,11 +1,11 @@
-//! An upstream that reflects the request hands the credential `secrets` put
-//! in it back to the workload: a redirect that keeps the query (`Location:
+//! An upstream that reflects the request hands the credentials put in it
+//! back to the workload: a redirect that keeps the query (`Location:
 //! /v2/x?api_key=...`), a `Set-Cookie` or debug header quoting a request
 //! header, a `WWW-Authenticate` echoing the token. Response headers are
 //! scrubbed here, in every form the body's scrub looks for (itself,
 //! percent-encoded in either hex case, form-encoded, JSON-escaped, base64 at
 //! any alignment), with one search over all of them; the body is scrubbed as
-//! it streams by `response_body`. An API that stores what it is sent (a
+//! it streams by [`super::body`]. An API that stores what it is sent (a
 //! comment, an issue) and returns it later on another request is out of
 //! reach; see docs/secrets.md ("What comes back").
 
@@ -40,7 +40,7 @@ pub(super) fn redact_headers(headers: &mut HeaderMap, search: &BodyScrubber) -> 
 mod tests {
     use super::*;
 
-    /// [`redact_headers`] for `values`, as `on_response` calls it.
+    /// [`redact_headers`] for `values`, as [`super::super::scrub`] calls it.
     fn redact<'a>(h: &mut HeaderMap, values: impl IntoIterator<Item = &'a str>) -> Vec<String> {
         match BodyScrubber::new(values).expect("search") {
             Some(search) => redact_headers(h, &search),

@@ -1,8 +1,8 @@
-//! The response body of an exchange in which `secrets` put a credential
-//! value into the request, scrubbed of that value as it streams to the
+//! The response body of an exchange in which credential transforms put
+//! values into the request, scrubbed of those values as it streams to the
 //! workload ([`crate::secrets::body_scrub`]): a reflected credential (an echo
-//! endpoint, an error message quoting the key) is masked, same length, so
-//! the body's framing holds.
+//! endpoint, an error message quoting the key or the bearer token) is
+//! masked, same length, so the body's framing holds.
 //!
 //! A body with a `Content-Encoding` the proxy decodes (`gzip`, `x-gzip`,
 //! `deflate`, `br`, `zstd`, stacked up to [`MAX_LAYERS`]) is decoded as it
@@ -46,21 +46,17 @@ use crate::transforms::body_capture::{codings, content_encodings};
 /// The audit `reason` of a body cut because it could not be decoded.
 const UNDECODABLE: &str = "response_body_undecodable";
 
-/// Marks an exchange whose response body is already scrubbed (a second
-/// `secrets` transform in the pipeline leaves it alone).
-#[derive(Clone, Copy)]
-struct Scrubbed;
-
-/// Wraps `rsp`'s body in the scrub of the values `secrets` put in this
-/// request (`scrubber` searches for them; the caller builds it only when
-/// there is one of at least `MIN_SECRET_LEN` bytes), when the response has
-/// a body.
+/// Wraps `rsp`'s body in the scrub of the values put in this request
+/// (`scrubber` searches for them; the caller builds it only when there is
+/// one of at least `MIN_SECRET_LEN` bytes), when the response has a body.
+/// `by`: the transform named in the refusal of a body cut mid-way.
 pub(super) fn scrub(
     rsp: &mut Response<Body>,
     cx: &mut Flow,
     scrubber: BodyScrubber,
+    by: &'static str,
 ) -> Result<(), TransformError> {
-    if cx.ext.get::<Scrubbed>().is_some() || !has_body(rsp, cx) {
+    if !has_body(rsp, cx) {
         return Ok(());
     }
     let coded = codings(&content_encodings(rsp.headers()));
@@ -83,7 +79,6 @@ pub(super) fn scrub(
         cx.annotate("response_body_decoded", coded);
         Some(d)
     };
-    cx.ext.insert(Scrubbed);
     let found = Arc::new(AtomicU64::new(0));
     let tally = found.clone();
     cx.annotate_late(
@@ -95,6 +90,7 @@ pub(super) fn scrub(
         inner,
         scrubber,
         decoder,
+        by,
         found,
         counted: 0,
         state: State::Streaming,
@@ -136,9 +132,9 @@ pub(super) fn unscrubbable(detail: String) -> TransformError {
     }
 }
 
-fn undecodable(e: DecodeError) -> BoxError {
+fn undecodable(by: &'static str, e: DecodeError) -> BoxError {
     Box::new(BodyRefused {
-        by: "secrets",
+        by,
         reason: UNDECODABLE,
         detail: format!(
             "the response body could not be decoded to be scrubbed of credentials, so it was \
@@ -165,6 +161,8 @@ pin_project_lite::pin_project! {
         inner: Body,
         scrubber: BodyScrubber,
         decoder: Option<Decoder>,
+        // The transform named in the refusal of a body cut mid-way.
+        by: &'static str,
         // What the record reads when it is written.
         found: Arc<AtomicU64>,
         // What `found` and the metric were told so far.
@@ -241,7 +239,7 @@ impl http_body::Body for ScrubbedBody {
                         Ok(Step::NeedInput) => *this.decoded_end = true,
                         Err(e) => {
                             *this.state = State::Done;
-                            return Poll::Ready(Some(Err(undecodable(e))));
+                            return Poll::Ready(Some(Err(undecodable(this.by, e))));
                         }
                     }
                 }
