@@ -20,6 +20,10 @@ pub struct GcpAuthConfig {
     pub scopes: Vec<String>,
     /// Where it applies (empty: everywhere).
     pub rules: Scope,
+    /// `scrub_response_bodies` (our addition; default true): mask, in the
+    /// response body, the token this transform put in the request, as the
+    /// response headers always are.
+    pub scrub_response_bodies: bool,
 }
 
 /// Exactly one of `keyfile_path`, `keyfile`, `credentials_provider`.
@@ -72,6 +76,7 @@ impl Decode for GcpAuthConfig {
                 "subject",
                 "scopes",
                 "rules",
+                "scrub_response_bodies",
             ],
         )?;
         let path = m.opt::<PathBuf>(cx, "keyfile_path");
@@ -82,6 +87,7 @@ impl Decode for GcpAuthConfig {
         let subject = m.opt::<String>(cx, "subject");
         let scopes = m.non_empty::<String>(cx, "scopes", "scope");
         let rules = m.or_default(cx, "rules");
+        let scrub_response_bodies = m.or(cx, "scrub_response_bodies", true);
         let credentials = match (path?, keyfile?, provider?) {
             (Some(p), None, None) => Ok(GcpCredentials::KeyfilePath(p)),
             (None, Some(k), None) => Ok(GcpCredentials::Keyfile(k)),
@@ -104,6 +110,7 @@ impl Decode for GcpAuthConfig {
             subject,
             scopes: scopes?,
             rules: rules?,
+            scrub_response_bodies: scrub_response_bodies?,
         })
     }
 }

@@ -14,6 +14,10 @@ use crate::rules::{Rule, Scope};
 pub struct OAuthTokenConfig {
     /// Token entries (at least one); the first match wins.
     pub tokens: Vec<OAuthTokenEntry>,
+    /// `scrub_response_bodies` (our addition; default true): mask, in the
+    /// response body, the token this transform put in the request, as the
+    /// response headers always are.
+    pub scrub_response_bodies: bool,
 }
 
 /// One `oauth_token.tokens[]` entry.
@@ -237,9 +241,12 @@ impl Decode for OAuthTokenEntry {
 
 impl Decode for OAuthTokenConfig {
     fn decode(node: &Node, cx: &mut Cx) -> Res<Self> {
-        let m = cx.map(node, &["tokens"])?;
+        let m = cx.map(node, &["tokens", "scrub_response_bodies"])?;
+        let tokens = m.non_empty(cx, "tokens", "token entry");
+        let scrub_response_bodies = m.or(cx, "scrub_response_bodies", true);
         Ok(OAuthTokenConfig {
-            tokens: m.non_empty(cx, "tokens", "token entry")?,
+            tokens: tokens?,
+            scrub_response_bodies: scrub_response_bodies?,
         })
     }
 }

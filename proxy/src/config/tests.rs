@@ -193,6 +193,55 @@ fn secrets_scrub_response_bodies() {
     );
 }
 
+/// `oauth_token` and `gcp_auth` take the same `scrub_response_bodies` as
+/// `secrets`: on by default, a boolean, its errors at its field path, and a
+/// near miss pointed at it.
+#[test]
+fn minted_token_transforms_take_scrub_response_bodies() {
+    let cases = [
+        (
+            "oauth_token",
+            "      tokens:\n        - grant: client_credentials\n          \
+             client_id: {type: env, var: I}\n          client_secret: {type: env, var: S}\n          \
+             token_endpoint: \"https://login.test/token\"\n          rules: [{host: api.test}]\n",
+        ),
+        (
+            "gcp_auth",
+            "      keyfile_path: /etc/sa.json\n      scopes: [s]\n",
+        ),
+    ];
+    let flag = |cfg: &Config| match &cfg.transforms[0] {
+        TransformConfig::OauthToken(c) => c.scrub_response_bodies,
+        TransformConfig::GcpAuth(c) => c.scrub_response_bodies,
+        _ => panic!("not a minting transform"),
+    };
+    for (name, body) in cases {
+        let head = format!("transforms:\n  - name: {name}\n    config:\n");
+        assert!(
+            flag(&ok(&format!("{BASE}{head}{body}"))),
+            "{name}: on unless turned off"
+        );
+        let cfg = ok(&format!(
+            "{BASE}{head}      scrub_response_bodies: false\n{body}"
+        ));
+        assert!(!flag(&cfg), "{name}");
+        let e = errs(&format!(
+            "{head}      scrub_response_bodies: sometimes\n{body}"
+        ));
+        assert_eq!(e.len(), 1, "{name}: {e:?}");
+        assert!(
+            e[0].contains("transforms[0].config.scrub_response_bodies"),
+            "{name}: {e:?}"
+        );
+        let e = errs(&format!("{head}      scrub_response_body: false\n{body}"));
+        assert!(
+            e.iter()
+                .any(|l| l.contains("did you mean 'scrub_response_bodies'")),
+            "{name}: {e:?}"
+        );
+    }
+}
+
 #[test]
 fn log_format_text() {
     let cfg = ok(&format!("{BASE}log:\n  level: debug\n  format: text\n"));

@@ -25,9 +25,15 @@
 //!   entries leave it alone: no mint, no injection, only the annotation
 //!   `already_set`.
 //! - A mint that fails refuses the request: 403 `token_unavailable`.
+//! - **What comes back**: the token injected is noted
+//!   ([`Flow::note_secret_value`]), so the response's headers and, unless
+//!   `scrub_response_bodies: false`, its body are scrubbed of it
+//!   ([`crate::scrub_response`]).
 //!
 //! Audit: `service_account` and `injected`; `already_set`; `stubbed`; `error`
-//! and `rejected`.
+//! and `rejected`; in the response trace (when `gcp_auth` is the first
+//! transform that put a value in the request), the scrub's
+//! `response_redacted`, `response_body_redacted` and `response_body_decoded`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -53,7 +59,7 @@ use crate::pipeline::{Flow, Transform, TransformError, Verdict};
 use crate::rules::Scope;
 use crate::secrets::http::HttpClient;
 use crate::secrets::scrub::Scrubber;
-use crate::secrets::{EnvLookup, Secret, Sources};
+use crate::secrets::{EnvLookup, Secret, SecretValue, Sources};
 
 /// Google's OAuth2 token endpoint, the default `token_uri`.
 const GOOGLE_TOKEN_URI: &str = "https://oauth2.googleapis.com/token";
@@ -63,6 +69,7 @@ pub struct GcpAuth {
     minter: Arc<Minter>,
     rules: Scope,
     cache: Arc<cache::TokenCache>,
+    scrub_response_bodies: bool,
 }
 
 /// Everything a mint needs; shared with background refreshes.
@@ -200,6 +207,7 @@ impl GcpAuth {
             }),
             rules: cfg.rules.clone(),
             cache: Arc::default(),
+            scrub_response_bodies: cfg.scrub_response_bodies,
         }
     }
 
@@ -476,6 +484,9 @@ impl Transform for GcpAuth {
             StatusCode::FORBIDDEN,
         )?;
         cx.annotate("service_account", account);
+        // The token alone (not `Bearer `) is what an echo hands back.
+        let token = SecretValue::from(token);
+        cx.note_secret_value(&token, "gcp_auth", self.scrub_response_bodies);
         Ok(Verdict::Continue)
     }
 }

@@ -21,9 +21,19 @@
 //! kept in memory for later exchanges, never written back; it is dropped if
 //! the source's value changes.
 //!
+//! **What comes back.** The token injected is noted
+//! ([`Flow::note_secret_value`]): the response's headers and, unless
+//! `scrub_response_bodies: false`, its body are scrubbed of it
+//! ([`crate::scrub_response`]), so an upstream that echoes the request (an
+//! error quoting the `Authorization` header) does not hand the workload a
+//! token it could use elsewhere until it expires.
+//!
 //! Audit: `grant` and `injected` on success, `stubbed` for the token
-//! endpoint, `grant`, `error` and `rejected: token_unavailable` on failure.
-//! No token, secret or assertion is ever recorded.
+//! endpoint, `grant`, `error` and `rejected: token_unavailable` on failure;
+//! in the response trace (when `oauth_token` is the first transform that put
+//! a value in the request), the scrub's `response_redacted`,
+//! `response_body_redacted` and `response_body_decoded`. No token, secret or
+//! assertion is ever recorded.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
@@ -48,7 +58,7 @@ use crate::pipeline::{Flow, Rejection, Transform, TransformError, Verdict};
 use crate::rules::Scope;
 use crate::secrets::http::HttpClient;
 use crate::secrets::scrub::Scrubber;
-use crate::secrets::{Secret, Sources};
+use crate::secrets::{Secret, SecretValue, Sources};
 
 /// The token the stubbed endpoint hands out.
 pub const STUB_TOKEN: &str = "iron-proxy-stub-token";
@@ -92,6 +102,7 @@ impl BuildError {
 pub struct OAuthToken {
     entries: Vec<Entry>,
     http: HttpClient,
+    scrub_response_bodies: bool,
 }
 
 struct Entry {
@@ -326,6 +337,7 @@ impl OAuthToken {
         Ok(OAuthToken {
             entries,
             http: sources.http_client(),
+            scrub_response_bodies: cfg.scrub_response_bodies,
         })
     }
 }
@@ -890,6 +902,9 @@ impl Transform for OAuthToken {
             &value,
             StatusCode::BAD_GATEWAY,
         )?;
+        // The token alone (not the prefix) is what an echo hands back.
+        let token = SecretValue::from(token);
+        cx.note_secret_value(&token, "oauth_token", self.scrub_response_bodies);
         crate::transforms::wire_case::set_header_case(
             req,
             std::slice::from_ref(&entry.header_written),

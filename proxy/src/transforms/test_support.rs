@@ -61,3 +61,18 @@ pub fn header(req: &Request<Body>, name: &str) -> String {
         .map(|v| v.to_str().expect("ascii").to_string())
         .unwrap_or_default()
 }
+
+/// A token endpoint on 127.0.0.1 that answers every request with `token`
+/// (an hour's lifetime); returns its URL.
+pub async fn token_endpoint(token: &'static str) -> String {
+    use http_body_util::Full;
+    let addr = crate::test_http::serve_http1(hyper::service::service_fn(move |_req| async move {
+        let body =
+            serde_json::json!({"access_token": token, "expires_in": 3600, "token_type": "Bearer"});
+        Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(bytes::Bytes::from(
+            body.to_string(),
+        ))))
+    }))
+    .await;
+    format!("http://{addr}/oauth2/token")
+}

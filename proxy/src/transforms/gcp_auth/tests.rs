@@ -9,7 +9,7 @@ use super::*;
 use crate::config::TransformConfig;
 use crate::pipeline::PhaseOutcome;
 use crate::transforms::oauth_token::STUB_TOKEN;
-use crate::transforms::test_support::{header, request, run, sources};
+use crate::transforms::test_support::{header, request, run, sources, token_endpoint};
 
 fn transform(credentials: &str, extra: &str, env: &[(&str, &str)]) -> GcpAuth {
     let text = format!(
@@ -388,4 +388,60 @@ async fn domain_wide_delegation_needs_a_service_account_keyfile() {
         .map(|e| e.to_string())
         .unwrap_or_default();
     assert!(error.contains("domain-wide delegation"), "{error}");
+}
+
+/// The token injected is noted (not `Bearer `), so the response is scrubbed
+/// of it: an echoed `Authorization` reaches the workload masked, in a header
+/// and in the body, and the scrub's annotations are in this transform's
+/// response entry. `scrub_response_bodies: false` leaves the body alone.
+#[tokio::test]
+async fn the_injected_token_is_scrubbed_from_the_response() {
+    const MINTED: &str = "ya29.minted-gcp-token-0123456789";
+    let user = json!({
+        "type": "authorized_user",
+        "client_id": "cid",
+        "client_secret": "csecret",
+        "refresh_token": "rtoken",
+        "token_uri": token_endpoint(MINTED).await,
+    })
+    .to_string();
+    for scrub_body in [true, false] {
+        let extra = format!("      scrub_response_bodies: {scrub_body}\n");
+        let t = transform(
+            "keyfile: {type: env, var: CREDS}",
+            &extra,
+            &[("CREDS", &user)],
+        );
+        let p = crate::pipeline::Pipeline::new(vec![Arc::new(t)]);
+        let mut req = request("GET", "/storage/v1/b", &[], None);
+        let mut cx = flow("storage.googleapis.com", "GET", "/storage/v1/b");
+        let mut trace = Vec::new();
+        let out = p.on_request(&mut req, &mut cx, &mut trace).await;
+        assert!(matches!(out, PhaseOutcome::Continue), "{trace:?}");
+        assert_eq!(header(&req, "authorization"), format!("Bearer {MINTED}"));
+        assert_eq!(cx.secret_values().collect::<Vec<_>>(), [MINTED]);
+
+        let echo = format!("Bearer {MINTED}");
+        let mut rsp = http::Response::new(crate::body::full(format!(
+            r#"{{"error":{{"message":"bad credentials {echo}"}}}}"#
+        )));
+        rsp.headers_mut().insert(
+            "www-authenticate",
+            http::HeaderValue::from_str(&echo).expect("value"),
+        );
+        let out = p.on_response(&mut rsp, &mut cx, &mut trace).await;
+        assert!(matches!(out, PhaseOutcome::Continue));
+        assert_eq!(rsp.headers()["www-authenticate"], "Bearer [redacted]");
+        let body = crate::body::collect(rsp.into_body(), 4096)
+            .await
+            .expect("body");
+        let body = String::from_utf8(body.to_vec()).expect("utf-8");
+        assert_eq!(body.contains(MINTED), !scrub_body, "{scrub_body}: {body}");
+        let entry = trace.last().expect("a response entry");
+        assert_eq!(entry.name, "gcp_auth");
+        assert_eq!(
+            entry.annotations.get("response_redacted"),
+            Some(&json!(["www-authenticate"]))
+        );
+    }
 }

@@ -9,7 +9,7 @@ use serde_json::json;
 use super::*;
 use crate::config::TransformConfig;
 use crate::pipeline::PhaseOutcome;
-use crate::transforms::test_support::{header, request, run, sources};
+use crate::transforms::test_support::{header, request, run, sources, token_endpoint};
 
 fn transform(tokens: &str, env: &[(&str, &str)]) -> OAuthToken {
     let text = format!(
@@ -314,4 +314,50 @@ fn an_answer_with_an_expires_in_beyond_f64_is_a_token() {
         raw.expires_in.as_deref().and_then(super::expires_in),
         Some(MAX_EXPIRES_IN)
     );
+}
+
+/// The token injected is noted (the token, not the header's prefix), so the
+/// response is scrubbed of it: a header and a body echoing it reach the
+/// workload masked, and the scrub's annotations are in this transform's
+/// response entry. `scrub_response_bodies: false` leaves the body alone.
+#[tokio::test]
+async fn the_injected_token_is_scrubbed_from_the_response() {
+    const MINTED: &str = "minted-access-token-0123456789";
+    let endpoint = token_endpoint(MINTED).await;
+    let entry = CC
+        .replace("https://login.example.com/oauth2/token", &endpoint)
+        .replace("rules:", "value_prefix: \"Token \"\n          rules:");
+    for scrub_body in [true, false] {
+        let tokens = format!("{entry}      scrub_response_bodies: {scrub_body}\n");
+        let t = transform(&tokens, &[("ID", "i"), ("SECRET", "s")]);
+        let p = crate::pipeline::Pipeline::new(vec![Arc::new(t)]);
+        let mut req = request("GET", "/v1/things", &[], None);
+        let mut cx = flow("api.example.com", "GET", "/v1/things");
+        let mut trace = Vec::new();
+        let out = p.on_request(&mut req, &mut cx, &mut trace).await;
+        assert!(matches!(out, PhaseOutcome::Continue));
+        assert_eq!(header(&req, "authorization"), format!("Token {MINTED}"));
+        assert_eq!(cx.secret_values().collect::<Vec<_>>(), [MINTED]);
+
+        let echo = format!("Token {MINTED}");
+        let mut rsp = Response::new(crate::body::full(format!(
+            r#"{{"authorization":"{echo}"}}"#
+        )));
+        rsp.headers_mut()
+            .insert("x-echo", HeaderValue::from_str(&echo).expect("value"));
+        let out = p.on_response(&mut rsp, &mut cx, &mut trace).await;
+        assert!(matches!(out, PhaseOutcome::Continue));
+        assert_eq!(rsp.headers()["x-echo"], "Token [redacted]");
+        let body = crate::body::collect(rsp.into_body(), 4096)
+            .await
+            .expect("body");
+        let body = String::from_utf8(body.to_vec()).expect("utf-8");
+        assert_eq!(body.contains(MINTED), !scrub_body, "{scrub_body}: {body}");
+        let entry = trace.last().expect("a response entry");
+        assert_eq!(entry.name, "oauth_token");
+        assert_eq!(
+            entry.annotations.get("response_redacted"),
+            Some(&json!(["x-echo"]))
+        );
+    }
 }
