@@ -13,6 +13,7 @@ mod backend_dns;
 mod gcp;
 mod hmac;
 mod inject;
+mod minted_scrub;
 mod oauth;
 mod reflected_body;
 mod reflected_head;

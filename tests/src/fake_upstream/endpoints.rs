@@ -13,7 +13,7 @@
 //! | `/response-headers?K=V` | sets each query pair as a response header |
 //! | `/many-headers?count=N&len=L` | `N` response headers `x-many-<i>`, each a value of `L` bytes |
 //! | `/trailers` | `Trailer: X-Trailer-Check`, a chunk of text, then the trailer `x-trailer-check: done` |
-//! | `/reflect[/*]` | the request's `headers` and `url` as compact JSON (an upstream that reflects the request); `?escape_slash=1` writes `/` as `\/`, `?coding=gzip` compresses it (`Content-Encoding: gzip`; with `&corrupt=1` its CRC is wrong), `?chunk=N` streams it in `N`-byte frames (chunked), else one piece with `Content-Length`; `?status=N` answers with that status (the body goes too: over HTTP/2 even after a 204 or 304), `?reason=NAME` with the HTTP/1 reason phrase `Echoed <value of request header NAME>` |
+//! | `/reflect[/*]` | the request's `headers` and `url` as compact JSON (an upstream that reflects the request); `?escape_slash=1` writes `/` as `\/`, `?coding=gzip` compresses it (`Content-Encoding: gzip`; with `&corrupt=1` its CRC is wrong), `?chunk=N` streams it in `N`-byte frames (chunked), else one piece with `Content-Length`; `?status=N` answers with that status (the body goes too: over HTTP/2 even after a 204 or 304), `?reason=NAME` with the HTTP/1 reason phrase `Echoed <value of request header NAME>`; `?echo_header=NAME` also writes request header `NAME` back as response header `x-echo-NAME` (as an error page or debug header quoting `Authorization` would) |
 //! | `/ws` | WebSocket echo (text and binary) |
 //! | any path, `content-type: application/grpc` | a tiny gRPC service, see [`super::grpc`] |
 //!
@@ -250,6 +250,17 @@ fn reflect(shared: &Shared, echo: &Value, args: &Map<String, Value>) -> Response
         .and_then(|c| StatusCode::from_u16(c).ok())
         .unwrap_or(StatusCode::OK);
     let mut rsp = respond(shared, status, Some("application/json"), body);
+    if let Some(name) = args.get("echo_header").and_then(Value::as_str) {
+        let value = echo["headers"].as_object().and_then(|h| {
+            h.iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .and_then(|(_, v)| v.as_str())
+        });
+        let header = HeaderName::from_bytes(format!("x-echo-{name}").as_bytes());
+        if let (Some(v), Ok(h)) = (value.and_then(|v| HeaderValue::from_str(v).ok()), header) {
+            rsp.headers_mut().insert(h, v);
+        }
+    }
     if gzip {
         rsp.headers_mut().insert(
             http::header::CONTENT_ENCODING,
