@@ -13,11 +13,13 @@
 //! transform's response trace entry. A request given no value is not looked
 //! at (the pipeline checks an empty list).
 //!
-//! Headers are always scrubbed. The body is scrubbed when some transform
+//! Headers and trailers are always scrubbed (a field whose name holds a
+//! value is dropped). The body is scrubbed when some transform
 //! that noted a value has `scrub_response_bodies` on (the default); the
 //! search then covers every value, an opted-out transform's too.
 //!
 //! Audit annotations: `response_redacted` (the headers changed),
+//! `response_trailers_redacted` (the trailer fields changed, when they go by),
 //! `response_body_redacted` (matches masked in the body, when the record is
 //! written), `response_body_decoded` (the codings undone to search it).
 
@@ -53,6 +55,8 @@ pub(crate) fn scrub(
     }
     if cx.scrubs_response_body() {
         body::scrub(rsp, cx, search, by)?;
+    } else {
+        body::scrub_trailers(rsp, cx, search);
     }
     Ok(())
 }

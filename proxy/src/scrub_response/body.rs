@@ -79,6 +79,7 @@ pub(super) fn scrub(
         cx.annotate("response_body_decoded", coded);
         Some(d)
     };
+    let trailers_changed = trailer_tally(cx);
     let found = Arc::new(AtomicU64::new(0));
     let tally = found.clone();
     cx.annotate_late(
@@ -95,10 +96,90 @@ pub(super) fn scrub(
         counted: 0,
         state: State::Streaming,
         trailers: None,
+        trailers_changed,
         input_done: false,
         decoded_end: false,
     });
     Ok(())
+}
+
+/// Wraps `rsp`'s body so that its trailers, if any, are scrubbed as headers
+/// are: for a response whose body is left as it is
+/// (`scrub_response_bodies: false`). A gRPC error's `grpc-message` trailer
+/// quoting the request would otherwise hand the value back.
+pub(super) fn scrub_trailers(rsp: &mut Response<Body>, cx: &mut Flow, search: BodyScrubber) {
+    if !has_body(rsp, cx) {
+        return;
+    }
+    let changed = trailer_tally(cx);
+    let inner = std::mem::replace(rsp.body_mut(), body::empty());
+    *rsp.body_mut() = body::boxed(TrailersScrubbed {
+        inner,
+        search,
+        changed,
+    });
+}
+
+/// The trailer fields changed, for the record's `response_trailers_redacted`
+/// (set when the trailers go by; no field when none was changed).
+type TrailerTally = Arc<std::sync::OnceLock<Vec<String>>>;
+
+fn trailer_tally(cx: &mut Flow) -> TrailerTally {
+    let tally = TrailerTally::default();
+    let seen = tally.clone();
+    cx.annotate_late(
+        "response_trailers_redacted",
+        Arc::new(move || seen.get().map(|v| Value::from(v.clone()))),
+    );
+    tally
+}
+
+/// Trailers scrubbed as headers are ([`super::headers::redact_headers`]).
+fn redact_trailers(t: &mut http::HeaderMap, search: &BodyScrubber, tally: &TrailerTally) {
+    let changed = super::headers::redact_headers(t, search);
+    if !changed.is_empty() {
+        let _ = tally.set(changed);
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body passed on as it is, but for its trailers.
+    struct TrailersScrubbed {
+        #[pin]
+        inner: Body,
+        search: BodyScrubber,
+        changed: TrailerTally,
+    }
+}
+
+impl http_body::Body for TrailersScrubbed {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.project();
+        let frame = std::task::ready!(this.inner.poll_frame(cx));
+        Poll::Ready(frame.map(|f| {
+            f.map(|f| match f.into_trailers() {
+                Ok(mut t) => {
+                    redact_trailers(&mut t, this.search, this.changed);
+                    Frame::trailers(t)
+                }
+                Err(f) => f,
+            })
+        }))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// Whether the response carries a body to the client: not the answer to a
@@ -170,6 +251,8 @@ pin_project_lite::pin_project! {
         state: State,
         // The upstream's trailers, to go after the last bytes.
         trailers: Option<http::HeaderMap>,
+        // The trailer fields scrubbed, for the record.
+        trailers_changed: TrailerTally,
         // The upstream's body ended (its end or its trailers came).
         input_done: bool,
         // The coded stream ended.
@@ -263,8 +346,12 @@ impl http_body::Body for ScrubbedBody {
                         }
                     },
                     Err(frame) => {
-                        // Trailers end the body; they go after its last bytes.
+                        // Trailers end the body; they go after its last bytes,
+                        // scrubbed as headers are.
                         *this.trailers = frame.into_trailers().ok();
+                        if let Some(t) = this.trailers.as_mut() {
+                            redact_trailers(t, this.scrubber, this.trailers_changed);
+                        }
                         Self::input_ended(&mut this);
                     }
                 },

@@ -13,15 +13,32 @@ use http::{HeaderMap, HeaderValue};
 
 use crate::secrets::body_scrub::BodyScrubber;
 
+/// What stands in [`redact_headers`]' list for the fields dropped because
+/// their name held a value.
+pub(super) const REDACTED_NAME: &str = "[redacted name]";
+
 /// Replaces what `search` looks for (the values of at least
 /// `MIN_SECRET_LEN` bytes this request was given, in every form the body's
 /// scrub looks for: [`crate::secrets::body_scrub::needle_forms`], raw,
 /// URL-encoded, JSON-escaped, base64 at any alignment, as an echoed
 /// `Authorization: Basic` carries a formatted value) in the header values
-/// of `headers` with `[redacted]`; returns the names of the headers
-/// changed, once each.
+/// of `headers` with `[redacted]`, and drops a field whose name holds one
+/// (`x-echo-<key>: 1`; a name cannot be masked and stay the field it was);
+/// returns the names of the fields changed, once each ([`REDACTED_NAME`]
+/// for the dropped ones). Used for trailers too.
 pub(super) fn redact_headers(headers: &mut HeaderMap, search: &BodyScrubber) -> Vec<String> {
     let mut changed: Vec<String> = Vec::new();
+    let named: Vec<http::HeaderName> = headers
+        .keys()
+        .filter(|n| search.in_name(n.as_str().as_bytes()))
+        .cloned()
+        .collect();
+    if !named.is_empty() {
+        for n in &named {
+            headers.remove(n);
+        }
+        changed.push(REDACTED_NAME.to_string());
+    }
     for (name, value) in headers.iter_mut() {
         let Some(bytes) = search.redact(value.as_bytes()) else {
             continue;
@@ -93,6 +110,20 @@ mod tests {
         assert!(shown.contains("[redacted]"), "{shown}");
         let inner = &basic[12..basic.len() - 4];
         assert!(!shown.contains(inner), "{shown}");
+    }
+
+    /// Finding 6 of the credential audit: `x-e-<key>: 1` came back whole.
+    #[test]
+    fn a_field_whose_name_holds_a_value_is_dropped() {
+        // Upper case in the value; HTTP lowercases the name.
+        let secret = "sk-live-ABCDefgh1234";
+        let mut h = HeaderMap::new();
+        h.insert("x-e-sk-live-abcdefgh1234", HeaderValue::from_static("1"));
+        h.insert("x-other", HeaderValue::from_static("2"));
+        let changed = redact(&mut h, [secret]);
+        assert_eq!(changed, [REDACTED_NAME]);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h["x-other"], "2");
     }
 
     #[test]

@@ -234,6 +234,9 @@ impl Form {
 pub struct Search {
     automaton: AhoCorasick,
     forms: Vec<Form>,
+    /// The same forms, matched in any ASCII case: for header names, which
+    /// HTTP lowercases (an NFA: names are short, and it stays small).
+    names: AhoCorasick,
 }
 
 impl Search {
@@ -254,8 +257,17 @@ impl Search {
                 forms: forms.len(),
                 source,
             })?;
+        let names = AhoCorasick::builder()
+            .kind(Some(aho_corasick::AhoCorasickKind::NoncontiguousNFA))
+            .ascii_case_insensitive(true)
+            .build(forms.iter().map(|f| f.as_bytes()))
+            .map_err(|source| BodyScrubError::Build {
+                forms: forms.len(),
+                source,
+            })?;
         Ok(Search {
             automaton,
+            names,
             forms: forms
                 .iter()
                 .map(|f| Form::new(f.as_bytes().to_vec()))
@@ -314,6 +326,12 @@ impl BodyScrubber {
         let mut o = out?;
         o.extend_from_slice(&text[copied..]);
         Some(o)
+    }
+
+    /// Whether a header name holds a value in one of its forms, in any
+    /// ASCII case (HTTP lowercases names).
+    pub fn in_name(&self, name: &[u8]) -> bool {
+        self.search.names.is_match(name)
     }
 
     /// How many occurrences were masked so far.

@@ -220,13 +220,58 @@ async fn nothing_is_wrapped_without_a_value_a_body_or_the_switch() {
             .insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
         let run = respond(method, values, scrub, rsp).await;
         assert!(matches!(run.outcome, PhaseOutcome::Continue));
-        assert!(
-            run.record.late.is_empty(),
+        // With the switch off, only the trailers' watch (no field unless one is changed).
+        let watch = usize::from(!scrub);
+        assert_eq!(
+            run.record.late.len(),
+            watch,
             "{method} {values:?} {scrub} {status}"
         );
         let (parts, got, rec) = read(run).await;
         assert_eq!(got.expect("body"), text.as_bytes(), "left as it was");
         assert_eq!(parts.headers[CONTENT_ENCODING], "gzip");
-        assert!(rec.response_transforms.is_empty(), "{rec:?}");
+        // The trailers' watch keeps an entry, with nothing in it.
+        assert!(
+            rec.response_transforms
+                .iter()
+                .all(|t| t.annotations.is_empty()),
+            "{rec:?}"
+        );
+    }
+}
+
+/// Trailers are scrubbed as headers are, with the body's scrub on or off: a gRPC error's
+/// `grpc-message` quoting the key came back whole (credential audit, finding 1).
+#[tokio::test]
+async fn trailers_are_scrubbed_with_or_without_the_body() {
+    for scrub in [true, false] {
+        let mut t = http::HeaderMap::new();
+        t.insert("grpc-status", HeaderValue::from_static("16"));
+        t.insert(
+            "grpc-message",
+            HeaderValue::from_str(&format!("bad key {KEY}")).expect("value"),
+        );
+        let rsp = Response::new(frames(&[b"{}"], Some(t)));
+        let run = respond("GET", &[KEY], scrub, rsp).await;
+        let mut record = run.record;
+        let mut body = run.rsp.into_body();
+        let mut data = Vec::new();
+        let mut trailers = None;
+        while let Some(f) = body.frame().await {
+            match f.expect("frame").into_data() {
+                Ok(d) => data.extend_from_slice(&d),
+                Err(f) => trailers = f.into_trailers().ok(),
+            }
+        }
+        let t = trailers.expect("trailers");
+        assert_eq!(t["grpc-message"], "bad key [redacted]", "scrub {scrub}");
+        assert_eq!(t["grpc-status"], "16");
+        assert_eq!(data, b"{}");
+        record.settle_late();
+        assert_eq!(
+            annotation(&record, "response_trailers_redacted"),
+            Some(serde_json::json!(["grpc-message"])),
+            "scrub {scrub}"
+        );
     }
 }
