@@ -162,7 +162,7 @@ impl Scrubber {
 /// a longer encoded string, such as a Basic `id:secret` pair, keeping only
 /// the characters that depend on the value's bytes alone.
 fn forms(value: &str) -> Vec<String> {
-    let mut out: Vec<String> = url_forms(value).into();
+    let mut out = url_forms(value);
     let upper: String =
         percent_encoding::utf8_percent_encode(value, percent_encoding::NON_ALPHANUMERIC).collect();
     out.push(lower_hex_escapes(&upper));
