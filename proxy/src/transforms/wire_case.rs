@@ -54,7 +54,44 @@ pub async fn set_header_case(req: &mut Request<Body>, names: &[String]) {
 async fn case_map(req: &Request<Body>, wanted: &[&str]) -> Result<Extensions, String> {
     let head = write_head(req).await?;
     let patched = rename(&head, wanted);
-    parse_head(patched).await
+    // The map the parse gives depends on the header names alone, in their
+    // order and spelling: a head with the same names as one parsed before
+    // gets that map again (the connection's next requests, as a rule).
+    let names = header_names(&patched);
+    if let Some(ext) = PARSED.with_borrow(|m| m.get(&names).cloned()) {
+        return Ok(ext);
+    }
+    let ext = parse_head(patched).await?;
+    PARSED.with_borrow_mut(|m| {
+        if m.len() >= PARSED_KEPT {
+            m.clear();
+        }
+        m.insert(names, ext.clone());
+    });
+    Ok(ext)
+}
+
+/// How many parsed maps a worker thread keeps (all dropped when full).
+const PARSED_KEPT: usize = 64;
+
+thread_local! {
+    /// The extensions parsed from heads, by their header names
+    /// ([`header_names`]): per worker thread, no lock.
+    static PARSED: std::cell::RefCell<std::collections::HashMap<Vec<u8>, Extensions>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
+/// The header names of `head` as written, in order, each ended by `\n`
+/// (the values, which may hold a credential, are left out).
+fn header_names(head: &[u8]) -> Vec<u8> {
+    let mut names = Vec::with_capacity(256);
+    for line in head.split(|b| *b == b'\n').skip(1) {
+        if let Some(colon) = line.iter().position(|b| *b == b':') {
+            names.extend_from_slice(&line[..colon]);
+            names.push(b'\n');
+        }
+    }
+    names
 }
 
 /// The request head as hyper's HTTP/1 client writes it, current casing applied.
@@ -144,5 +181,67 @@ async fn parse_head(head: Vec<u8>) -> Result<Extensions, String> {
     tokio::select! {
         ext = rx => ext.map_err(|_| "server side dropped the request".to_string()),
         r = conn => Err(format!("server side ended: {r:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A request with `headers` as a client spelled them (the listener's case map) and
+    /// `X-Api-Key` added by a transform.
+    async fn request(headers: &[(&str, &str)]) -> Request<Body> {
+        let mut head = b"GET / HTTP/1.1\r\n".to_vec();
+        for (n, v) in headers {
+            head.extend_from_slice(format!("{n}: {v}\r\n").as_bytes());
+        }
+        head.extend_from_slice(b"\r\n");
+        let ext = parse_head(head).await.expect("parsed");
+        let mut req = Request::new(crate::body::empty());
+        for (n, v) in headers {
+            req.headers_mut().append(
+                http::HeaderName::from_bytes(n.as_bytes()).expect("name"),
+                v.parse().expect("value"),
+            );
+        }
+        req.headers_mut()
+            .insert("x-api-key", "real-key-value".parse().expect("value"));
+        *req.extensions_mut() = ext;
+        req
+    }
+
+    /// What the upstream client writes for `req`.
+    async fn wire(req: &Request<Body>) -> String {
+        String::from_utf8(write_head(req).await.expect("head")).expect("utf-8")
+    }
+
+    #[tokio::test]
+    async fn the_configured_casing_and_the_clients_own_survive_a_kept_map() {
+        let wanted = ["X-Api-Key".to_string()];
+        let mut first = request(&[("Host", "a.test"), ("X-Trace", "1")]).await;
+        set_header_case(&mut first, &wanted).await;
+        let head = wire(&first).await;
+        assert!(head.contains("\r\nX-Api-Key: real-key-value\r\n"), "{head}");
+        assert!(head.contains("\r\nX-Trace: 1\r\n"), "{head}");
+
+        // The same names spelled otherwise by the client: its spelling, not the kept one's.
+        let mut other = request(&[("host", "a.test"), ("x-TRACE", "2")]).await;
+        set_header_case(&mut other, &wanted).await;
+        let head = wire(&other).await;
+        assert!(head.contains("\r\nX-Api-Key: real-key-value\r\n"), "{head}");
+        assert!(head.contains("\r\nx-TRACE: 2\r\n"), "{head}");
+
+        // The first spelling again: the kept map, the same result.
+        let mut again = request(&[("Host", "a.test"), ("X-Trace", "3")]).await;
+        set_header_case(&mut again, &wanted).await;
+        let head = wire(&again).await;
+        assert!(head.contains("\r\nX-Api-Key: real-key-value\r\n"), "{head}");
+        assert!(head.contains("\r\nX-Trace: 3\r\n"), "{head}");
+        let kept = PARSED.with_borrow(|m| m.len());
+        assert_eq!(kept, 2, "one map per spelling");
+        // No value in a key.
+        PARSED.with_borrow(|m| {
+            assert!(m.keys().all(|k| !k.windows(4).any(|w| w == b"real")));
+        });
     }
 }
