@@ -263,31 +263,37 @@ impl AwsShared {
         if status.is_success() {
             return Ok(rsp);
         }
-        #[derive(Deserialize)]
-        struct AwsError {
-            #[serde(rename = "__type")]
-            kind: Option<String>,
-            #[serde(alias = "Message")]
-            message: Option<String>,
-        }
-        let detail = match serde_json::from_slice::<AwsError>(&rsp) {
-            Ok(e) => format!(
-                "{status}: {}: {}",
-                e.kind
-                    .as_deref()
-                    .map(|k| k.rsplit('#').next().unwrap_or(k))
-                    .unwrap_or("error"),
-                // The service's text is not ours to trust with the keys.
-                super::scrub::Scrubber::new(
-                    [Some(creds.secret_access_key()), creds.session_token()]
-                        .into_iter()
-                        .flatten()
-                )
-                .peer_text(&e.message.unwrap_or_default())
-            ),
-            Err(_) => format!("{status}"),
-        };
-        Err(err(detail))
+        Err(err(error_detail(status, &rsp, &creds)))
+    }
+}
+
+/// An AWS JSON 1.1 error answer in words: its status, then the error
+/// document's `__type` (without its namespace) and `message`. The service's
+/// text is not ours to trust with the keys: the signing credentials are
+/// scrubbed from it.
+fn error_detail(status: http::StatusCode, body: &[u8], creds: &Credentials) -> String {
+    #[derive(Deserialize)]
+    struct AwsError {
+        #[serde(rename = "__type")]
+        kind: Option<String>,
+        #[serde(alias = "Message")]
+        message: Option<String>,
+    }
+    match serde_json::from_slice::<AwsError>(body) {
+        Ok(e) => format!(
+            "{status}: {}: {}",
+            e.kind
+                .as_deref()
+                .map(|k| k.rsplit('#').next().unwrap_or(k))
+                .unwrap_or("error"),
+            super::scrub::Scrubber::new(
+                [Some(creds.secret_access_key()), creds.session_token()]
+                    .into_iter()
+                    .flatten()
+            )
+            .peer_text(&e.message.unwrap_or_default())
+        ),
+        Err(_) => format!("{status}"),
     }
 }
 
@@ -347,34 +353,40 @@ impl Fetch for SecretsManager {
             .aws
             .call(GET_SECRET_VALUE, &region, body.into_bytes())
             .await?;
-        #[derive(Deserialize)]
-        struct Out {
-            #[serde(rename = "SecretString")]
-            string: Option<String>,
-            #[serde(rename = "SecretBinary")]
-            binary: Option<String>,
+        secret_value(&rsp)
+    }
+}
+
+/// The secret in a `GetSecretValue` answer: `SecretString`, else
+/// `SecretBinary` (base64) holding UTF-8 text.
+fn secret_value(rsp: &[u8]) -> Result<SecretValue, SecretError> {
+    #[derive(Deserialize)]
+    struct Out {
+        #[serde(rename = "SecretString")]
+        string: Option<String>,
+        #[serde(rename = "SecretBinary")]
+        binary: Option<String>,
+    }
+    let bad = |detail: &str| SecretError::Backend {
+        backend: "aws_sm",
+        detail: detail.to_string(),
+    };
+    let out: Out =
+        serde_json::from_slice(rsp).map_err(|_| bad("malformed GetSecretValue response"))?;
+    let binary = out.binary.map(Zeroizing::new);
+    match (out.string, binary) {
+        (Some(s), _) => Ok(SecretValue::from(Zeroizing::new(s))),
+        (None, Some(b64)) => {
+            let bytes = Zeroizing::new(
+                base64::engine::general_purpose::STANDARD
+                    .decode(b64.as_bytes())
+                    .map_err(|_| bad("SecretBinary is not base64"))?,
+            );
+            let s =
+                std::str::from_utf8(&bytes).map_err(|_| bad("SecretBinary is not UTF-8 text"))?;
+            Ok(SecretValue::new(s.to_string()))
         }
-        let bad = |detail: &str| SecretError::Backend {
-            backend: "aws_sm",
-            detail: detail.to_string(),
-        };
-        let out: Out =
-            serde_json::from_slice(&rsp).map_err(|_| bad("malformed GetSecretValue response"))?;
-        let binary = out.binary.map(Zeroizing::new);
-        match (out.string, binary) {
-            (Some(s), _) => Ok(SecretValue::from(Zeroizing::new(s))),
-            (None, Some(b64)) => {
-                let bytes = Zeroizing::new(
-                    base64::engine::general_purpose::STANDARD
-                        .decode(b64.as_bytes())
-                        .map_err(|_| bad("SecretBinary is not base64"))?,
-                );
-                let s = std::str::from_utf8(&bytes)
-                    .map_err(|_| bad("SecretBinary is not UTF-8 text"))?;
-                Ok(SecretValue::new(s.to_string()))
-            }
-            (None, None) => Err(bad("the secret has neither SecretString nor SecretBinary")),
-        }
+        (None, None) => Err(bad("the secret has neither SecretString nor SecretBinary")),
     }
 }
 
@@ -413,22 +425,27 @@ impl Fetch for ParameterStore {
             .aws
             .call(GET_PARAMETER, &region, body.into_bytes())
             .await?;
-        #[derive(Deserialize)]
-        struct Out {
-            #[serde(rename = "Parameter")]
-            parameter: Param,
-        }
-        #[derive(Deserialize)]
-        struct Param {
-            #[serde(rename = "Value")]
-            value: String,
-        }
-        let out: Out = serde_json::from_slice(&rsp).map_err(|_| SecretError::Backend {
-            backend: "aws_ssm",
-            detail: "malformed GetParameter response".into(),
-        })?;
-        Ok(SecretValue::from(Zeroizing::new(out.parameter.value)))
+        parameter_value(&rsp)
     }
+}
+
+/// The value in a `GetParameter` answer.
+fn parameter_value(rsp: &[u8]) -> Result<SecretValue, SecretError> {
+    #[derive(Deserialize)]
+    struct Out {
+        #[serde(rename = "Parameter")]
+        parameter: Param,
+    }
+    #[derive(Deserialize)]
+    struct Param {
+        #[serde(rename = "Value")]
+        value: String,
+    }
+    let out: Out = serde_json::from_slice(rsp).map_err(|_| SecretError::Backend {
+        backend: "aws_ssm",
+        detail: "malformed GetParameter response".into(),
+    })?;
+    Ok(SecretValue::from(Zeroizing::new(out.parameter.value)))
 }
 
 /// The domain of a region's public endpoints (`amazonaws.com.cn` in China).

@@ -129,17 +129,7 @@ impl Connect {
             .await
             .map_err(|e| connect_err(format!("{url}: {e}")))?;
         if !status.is_success() {
-            #[derive(Deserialize)]
-            struct ApiError {
-                message: Option<String>,
-            }
-            let msg = serde_json::from_slice::<ApiError>(&body)
-                .ok()
-                .and_then(|e| e.message)
-                .unwrap_or_default();
-            // The server's text may quote the request's Authorization.
-            let msg = super::scrub::Scrubber::new([token.expose()]).peer_text(&msg);
-            return Err(connect_err(format!("GET {path}: {status} {msg}")));
+            return Err(connect_err(error_detail(path, status, &body, token)));
         }
         Ok(body)
     }
@@ -156,17 +146,39 @@ impl Connect {
         let body = self
             .get(base, token, &format!("{list_path}?filter={filter}"))
             .await?;
-        let found: Vec<Named> = serde_json::from_slice(&body)
-            .map_err(|_| connect_err(format!("malformed response from {list_path}")))?;
-        match found.as_slice() {
-            [one] => Ok(one.id.clone()),
-            [] if looks_like_id(name) => Ok(name.to_string()),
-            [] => Err(connect_err(format!("{list_path}: nothing titled {name:?}"))),
-            many => Err(connect_err(format!(
-                "{list_path}: {} entries titled {name:?}",
-                many.len()
-            ))),
-        }
+        listed_id(&body, list_path, name)
+    }
+}
+
+/// A Connect error answer in words: the request's path, the status and the
+/// server's `message`. The server's text may quote the request's
+/// Authorization: the token is scrubbed from it.
+fn error_detail(path: &str, status: http::StatusCode, body: &[u8], token: &SecretValue) -> String {
+    #[derive(Deserialize)]
+    struct ApiError {
+        message: Option<String>,
+    }
+    let msg = serde_json::from_slice::<ApiError>(body)
+        .ok()
+        .and_then(|e| e.message)
+        .unwrap_or_default();
+    let msg = super::scrub::Scrubber::new([token.expose()]).peer_text(&msg);
+    format!("GET {path}: {status} {msg}")
+}
+
+/// The id of the one entry titled `name` in a vault or item listing (the
+/// answer to `list_path`), else `name` itself when it has the shape of an id.
+fn listed_id(body: &[u8], list_path: &str, name: &str) -> Result<String, SecretError> {
+    let found: Vec<Named> = serde_json::from_slice(body)
+        .map_err(|_| connect_err(format!("malformed response from {list_path}")))?;
+    match found.as_slice() {
+        [one] => Ok(one.id.clone()),
+        [] if looks_like_id(name) => Ok(name.to_string()),
+        [] => Err(connect_err(format!("{list_path}: nothing titled {name:?}"))),
+        many => Err(connect_err(format!(
+            "{list_path}: {} entries titled {name:?}",
+            many.len()
+        ))),
     }
 }
 
@@ -196,40 +208,47 @@ impl Fetch for Connect {
         let body = self
             .get(&base, &token, &format!("{items}/{}", encode(&item)))
             .await?;
-        let parsed: Item = serde_json::from_slice(&body)
-            .map_err(|_| connect_err("malformed item response".into()))?;
-        let sections: ItemSections =
-            serde_json::from_slice(&body).unwrap_or(ItemSections { sections: vec![] });
-        let in_section = |f: &Field| match (&r.section, &f.section) {
-            (None, _) => true,
-            (Some(_), None) => false,
-            (Some(want), Some(s)) => {
-                let label = s.label.clone().or_else(|| {
-                    sections
-                        .sections
-                        .iter()
-                        .find(|x| x.id == s.id)
-                        .and_then(|x| x.label.clone())
-                });
-                s.id == *want || label.as_deref() == Some(want.as_str())
-            }
-        };
-        let mut fields = parsed.fields;
-        let pos = fields
-            .iter()
-            .position(|f| in_section(f) && f.label == r.field)
-            .or_else(|| fields.iter().position(|f| in_section(f) && f.id == r.field))
-            .ok_or_else(|| connect_err(format!("item {:?} has no field {:?}", r.item, r.field)))?;
-        let value = fields.swap_remove(pos).value.map(Zeroizing::new);
-        for f in &mut fields {
-            if let Some(v) = f.value.as_mut() {
-                zeroize::Zeroize::zeroize(v);
-            }
+        field_value(&body, r)
+    }
+}
+
+/// The value of the field `r` names in an item answer: by label, else by id,
+/// within `r`'s section (by id or label) when it names one. The other
+/// fields' values are wiped.
+fn field_value(body: &[u8], r: &OpRef) -> Result<SecretValue, SecretError> {
+    let parsed: Item =
+        serde_json::from_slice(body).map_err(|_| connect_err("malformed item response".into()))?;
+    let sections: ItemSections =
+        serde_json::from_slice(body).unwrap_or(ItemSections { sections: vec![] });
+    let in_section = |f: &Field| match (&r.section, &f.section) {
+        (None, _) => true,
+        (Some(_), None) => false,
+        (Some(want), Some(s)) => {
+            let label = s.label.clone().or_else(|| {
+                sections
+                    .sections
+                    .iter()
+                    .find(|x| x.id == s.id)
+                    .and_then(|x| x.label.clone())
+            });
+            s.id == *want || label.as_deref() == Some(want.as_str())
         }
-        match value {
-            Some(v) => Ok(SecretValue::from(v)),
-            None => Err(SecretError::Empty),
+    };
+    let mut fields = parsed.fields;
+    let pos = fields
+        .iter()
+        .position(|f| in_section(f) && f.label == r.field)
+        .or_else(|| fields.iter().position(|f| in_section(f) && f.id == r.field))
+        .ok_or_else(|| connect_err(format!("item {:?} has no field {:?}", r.item, r.field)))?;
+    let value = fields.swap_remove(pos).value.map(Zeroizing::new);
+    for f in &mut fields {
+        if let Some(v) = f.value.as_mut() {
+            zeroize::Zeroize::zeroize(v);
         }
+    }
+    match value {
+        Some(v) => Ok(SecretValue::from(v)),
+        None => Err(SecretError::Empty),
     }
 }
 

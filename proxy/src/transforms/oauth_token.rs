@@ -732,13 +732,23 @@ pub(crate) async fn exchange(
             ))
         })?
         .map_err(|e| MintError(format!("{endpoint}: {e}")))?;
+    token_answer(status, &rsp)
+}
+
+/// A token endpoint's answer read: the token of a success, the `error` and
+/// `error_description` of a refusal (the caller scrubs them of what it
+/// sent), or why the answer is neither.
+pub(crate) fn token_answer(
+    status: StatusCode,
+    rsp: &[u8],
+) -> Result<Result<TokenResponse, Refusal>, MintError> {
     if !status.is_success() {
         #[derive(Deserialize)]
         struct OAuthError {
             error: Option<String>,
             error_description: Option<String>,
         }
-        let detail = match serde_json::from_slice::<OAuthError>(&rsp) {
+        let detail = match serde_json::from_slice::<OAuthError>(rsp) {
             Ok(OAuthError {
                 error: Some(e),
                 error_description,
@@ -752,7 +762,7 @@ pub(crate) async fn exchange(
         };
         return Ok(Err(Refusal { status, detail }));
     }
-    let parsed: RawToken = serde_json::from_slice(&rsp).map_err(|_| {
+    let parsed: RawToken = serde_json::from_slice(rsp).map_err(|_| {
         MintError("the token endpoint's answer is not an OAuth2 token response".into())
     })?;
     let Some(access) = parsed.access_token.filter(|t| !t.is_empty()) else {
@@ -913,6 +923,5 @@ impl Transform for OAuthToken {
         Ok(Verdict::Continue)
     }
 }
-
 #[cfg(test)]
 mod tests;

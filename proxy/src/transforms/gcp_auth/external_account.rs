@@ -381,8 +381,14 @@ async fn subject_token(
             (body, format!("the subject token url {shown}"))
         }
     };
+    token_in(&raw, shape, &whence)
+}
+
+/// The subject token in `raw`, what `whence` (a file or URL, as errors
+/// name it) held, found as `shape` says.
+fn token_in(raw: &[u8], shape: &Shape<'_>, whence: &str) -> Result<Zeroizing<String>, MintError> {
     let text =
-        std::str::from_utf8(&raw).map_err(|_| MintError(format!("{whence} is not UTF-8 text")))?;
+        std::str::from_utf8(raw).map_err(|_| MintError(format!("{whence} is not UTF-8 text")))?;
     let token = match shape {
         Shape::Text => Zeroizing::new(text.trim().to_string()),
         Shape::Json(field) => {
@@ -437,7 +443,13 @@ async fn impersonate_account(
                 .unwrap_or_default()
         )));
     }
-    let g: Generated = serde_json::from_slice(&rsp).map_err(|_| {
+    generated(&rsp, lifetime)
+}
+
+/// The token in a `generateAccessToken` answer; `lifetime`, the one asked
+/// for, when it names no `expireTime`.
+fn generated(rsp: &[u8], lifetime: u64) -> Result<TokenResponse, MintError> {
+    let g: Generated = serde_json::from_slice(rsp).map_err(|_| {
         MintError("the impersonation answer is not a generateAccessToken response".into())
     })?;
     let access = g
@@ -493,6 +505,5 @@ fn account_of(url: &str) -> String {
         .filter(|a| !a.is_empty())
         .unwrap_or_else(|| "external_account".into())
 }
-
 #[cfg(test)]
 mod tests;
