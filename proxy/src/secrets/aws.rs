@@ -268,9 +268,10 @@ impl AwsShared {
 }
 
 /// An AWS JSON 1.1 error answer in words: its status, then the error
-/// document's `__type` (without its namespace) and `message`. The service's
-/// text is not ours to trust with the keys: the signing credentials are
-/// scrubbed from it.
+/// document's `__type` (without its namespace) and `message`, each shown as
+/// peer text is. The service's text (the `__type` as much as the message)
+/// is not ours to trust with the keys: the signing credentials are scrubbed
+/// from it.
 fn error_detail(status: http::StatusCode, body: &[u8], creds: &Credentials) -> String {
     #[derive(Deserialize)]
     struct AwsError {
@@ -279,22 +280,24 @@ fn error_detail(status: http::StatusCode, body: &[u8], creds: &Credentials) -> S
         #[serde(alias = "Message")]
         message: Option<String>,
     }
-    match serde_json::from_slice::<AwsError>(body) {
-        Ok(e) => format!(
-            "{status}: {}: {}",
-            e.kind
-                .as_deref()
-                .map(|k| k.rsplit('#').next().unwrap_or(k))
-                .unwrap_or("error"),
-            super::scrub::Scrubber::new(
-                [Some(creds.secret_access_key()), creds.session_token()]
-                    .into_iter()
-                    .flatten()
-            )
-            .peer_text(&e.message.unwrap_or_default())
-        ),
-        Err(_) => format!("{status}"),
-    }
+    let Ok(e) = serde_json::from_slice::<AwsError>(body) else {
+        return format!("{status}");
+    };
+    let scrub = super::scrub::Scrubber::new(
+        [Some(creds.secret_access_key()), creds.session_token()]
+            .into_iter()
+            .flatten(),
+    );
+    let kind = e
+        .kind
+        .as_deref()
+        .map(|k| k.rsplit('#').next().unwrap_or(k))
+        .unwrap_or("error");
+    format!(
+        "{status}: {}: {}",
+        scrub.peer_text(kind),
+        scrub.peer_text(&e.message.unwrap_or_default())
+    )
 }
 
 /// One AWS operation.
@@ -456,3 +459,6 @@ pub(crate) fn dns_suffix(region: &str) -> &'static str {
         "amazonaws.com"
     }
 }
+
+#[cfg(test)]
+mod fuzz;
