@@ -1,8 +1,8 @@
 //! Keeps credential values out of text the proxy records: a token endpoint's
 //! or a secret backend's error text, a judge model's answer. Such text comes
 //! from a peer that saw the credential and may echo it: whole, percent- or
-//! form-encoded (either hex case), in base64 (alone or inside a Basic pair),
-//! cut short, or with JSON escapes. Exact replacement misses most of those, so
+//! form-encoded (either hex case), in base64 (alone or inside a Basic pair,
+//! form-encoded first as RFC 6749 has it), cut short, or with JSON escapes. Exact replacement misses most of those, so
 //! a [`Scrubber`] indexes every [`WINDOW`]-byte piece of each value and of its
 //! encodings, and redacts each run of token characters around a piece it
 //! finds. Values too short to index withhold the whole text when they appear.
@@ -158,9 +158,10 @@ impl Scrubber {
 
 /// The forms `value` takes on the wire: itself; percent-encoded (upper and
 /// lower case hex, `+` or `%20` for a space); JSON-escaped; hex; and base64
-/// (standard and URL-safe) at each of the three alignments it can have inside
-/// a longer encoded string, such as a Basic `id:secret` pair, keeping only
-/// the characters that depend on the value's bytes alone.
+/// (standard and URL-safe), of the value and of its form-encoding, at each
+/// of the three alignments it can have inside a longer encoded string, such
+/// as a Basic `id:secret` pair, keeping only the characters that depend on
+/// the value's bytes alone.
 fn forms(value: &str) -> Vec<String> {
     let mut out = url_forms(value);
     let upper: String =
@@ -173,6 +174,14 @@ fn forms(value: &str) -> Vec<String> {
     }
     out.push(hex::encode(value));
     out.extend(base64_forms(value));
+    // A Basic pair is made of the form-encoded id and secret (RFC 6749
+    // 2.3.1, as golang.org/x/oauth2 and `oauth_token` send it): its base64
+    // is that of the encoded value, which shares no piece with the value's
+    // own when the value is dense with characters the encoding changes.
+    let form: String = url::form_urlencoded::byte_serialize(value.as_bytes()).collect();
+    if form != value {
+        out.extend(base64_forms(&form));
+    }
     out.sort();
     out.dedup();
     out
@@ -327,6 +336,9 @@ fn ceil_char(s: &str, mut i: usize) -> usize {
 }
 
 #[cfg(test)]
+mod fuzz;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -370,6 +382,20 @@ mod tests {
             )),
             "invalid_client (client_secret=[redacted], grant_type=x)"
         );
+    }
+
+    /// Found by the oauth_token property test: a Basic pair holds the base64 of the
+    /// form-encoded secret, and a secret dense with characters the encoding changes
+    /// shares no 8-character piece with its own base64, so an endpoint's echo of the
+    /// Authorization header it was sent was shown whole.
+    #[test]
+    fn a_basic_pair_of_the_form_encoded_value_is_redacted() {
+        let secret = "-!+0-A!!0%0a";
+        let form: String = url::form_urlencoded::byte_serialize(secret.as_bytes()).collect();
+        let basic = base64::engine::general_purpose::STANDARD.encode(format!("c1:{form}"));
+        let text = format!("(Authorization: Basic {basic};)");
+        let out = Scrubber::new([secret]).redact(&text);
+        assert_eq!(out, "(Authorization: Basic [redacted];)");
     }
 
     #[test]
