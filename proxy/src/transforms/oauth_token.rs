@@ -770,11 +770,16 @@ pub(crate) fn token_answer(
             "the token endpoint's answer has no access_token".into(),
         ));
     };
-    refuse_stub(&access)?;
+    check_minted(&access)?;
     Ok(Ok(TokenResponse {
         access_token: Zeroizing::new(access),
         expires_in: parsed.expires_in.as_deref().and_then(expires_in),
-        refresh_token: parsed.refresh_token.map(Zeroizing::new),
+        // An empty one is no new token: the one held stays (golang.org/x/oauth2
+        // keeps it too), rather than an empty refresh_token being sent next.
+        refresh_token: parsed
+            .refresh_token
+            .filter(|r| !r.is_empty())
+            .map(Zeroizing::new),
     }))
 }
 
@@ -789,10 +794,21 @@ fn expires_in(raw: &RawValue) -> Option<u64> {
         Err(_) => std::borrow::Cow::Borrowed(text),
     };
     let text = text.trim();
-    // A fraction (`3599.5`) is rounded down; an infinity saturates.
+    // A fraction (`3599.5`) is rounded down, but one under a second (`0.5`,
+    // or `1e-400`, which f64 reads as 0) is not zero, "does not expire": it
+    // is this request only, as a negative one is. An infinity saturates.
     let n: i128 = match text.parse::<i128>() {
         Ok(n) => n,
-        Err(_) => text.parse::<f64>().ok().filter(|f| !f.is_nan())?.floor() as i128,
+        Err(_) => {
+            let whole = text.parse::<f64>().ok().filter(|f| !f.is_nan())?.floor() as i128;
+            let mantissa = text.split(['e', 'E']).next().unwrap_or(text);
+            let nonzero = mantissa.bytes().any(|b| (b'1'..=b'9').contains(&b));
+            match (whole, nonzero) {
+                (0, true) if text.starts_with('-') => -1,
+                (0, true) => 1,
+                (whole, _) => whole,
+            }
+        }
     };
     Some(if n < 0 {
         1
@@ -801,11 +817,21 @@ fn expires_in(raw: &RawValue) -> Option<u64> {
     })
 }
 
-/// Refuses iron-proxy's own stub token as a minted one: it means the token
-/// request reached an iron-proxy token-endpoint stub (this proxy through some
-/// path the connector could not see, or another iron-proxy in front), and
-/// injecting it upstream would send a placeholder as if it were a credential.
-pub(crate) fn refuse_stub(access_token: &str) -> Result<(), MintError> {
+/// Refuses a minted access token that cannot be used: one that cannot go
+/// in a header (a control character: the token would be cached and every
+/// request refused until it expires, or for ever without `expires_in`), and
+/// iron-proxy's own stub token: it means the token request reached an
+/// iron-proxy token-endpoint stub (this proxy through some path the connector
+/// could not see, or another iron-proxy in front), and injecting it upstream
+/// would send a placeholder as if it were a credential.
+pub(crate) fn check_minted(access_token: &str) -> Result<(), MintError> {
+    if HeaderValue::from_str(access_token).is_err() {
+        return Err(MintError(
+            "the access token in the answer has a control character: it cannot be sent in a \
+             header"
+                .into(),
+        ));
+    }
     if access_token == STUB_TOKEN {
         return Err(MintError(
             "the token endpoint answered with iron-proxy's own stub token: the token request \
@@ -923,5 +949,8 @@ impl Transform for OAuthToken {
         Ok(Verdict::Continue)
     }
 }
+
+#[cfg(test)]
+mod fuzz;
 #[cfg(test)]
 mod tests;

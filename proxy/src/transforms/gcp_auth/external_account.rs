@@ -41,7 +41,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use zeroize::Zeroizing;
 
-use super::super::oauth_token::{refuse_stub, MintError, TokenResponse};
+use super::super::oauth_token::{check_minted, MintError, TokenResponse};
 use super::post_form;
 use crate::secrets::http::HttpClient;
 use crate::secrets::scrub::Scrubber;
@@ -456,7 +456,7 @@ fn generated(rsp: &[u8], lifetime: u64) -> Result<TokenResponse, MintError> {
         .access_token
         .filter(|t| !t.is_empty())
         .ok_or_else(|| MintError("the impersonation answer has no accessToken".into()))?;
-    refuse_stub(&access)?;
+    check_minted(&access)?;
     Ok(TokenResponse {
         access_token: Zeroizing::new(access),
         // No expireTime: the lifetime asked for; one that cannot be read
@@ -505,5 +505,8 @@ fn account_of(url: &str) -> String {
         .filter(|a| !a.is_empty())
         .unwrap_or_else(|| "external_account".into())
 }
+
+#[cfg(test)]
+mod fuzz;
 #[cfg(test)]
 mod tests;
