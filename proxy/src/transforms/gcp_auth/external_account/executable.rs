@@ -23,6 +23,7 @@ use serde::Deserialize;
 use zeroize::Zeroizing;
 
 use super::super::super::oauth_token::{unix_now, MintError};
+use crate::secrets::scrub::Scrubber;
 use crate::secrets::EnvLookup;
 
 /// The opt-in variable.
@@ -131,6 +132,13 @@ fn token_of(
     let a: Answer = serde_json::from_slice(raw).map_err(|_| {
         MintError("the credential executable's answer is not the expected JSON".into())
     })?;
+    // What errors quote of the answer is the command's text: shown as peer text is
+    // (escaped, cut short), without any token the answer holds.
+    let shown = Scrubber::new(
+        [a.id_token.as_deref(), a.saml_response.as_deref()]
+            .into_iter()
+            .flatten(),
+    );
     if a.version != Some(1) {
         return Err(MintError(format!(
             "the credential executable's answer has version {:?}; only 1 is supported",
@@ -140,14 +148,14 @@ fn token_of(
     if a.success != Some(true) {
         return Err(MintError(format!(
             "the credential executable reported failure: {}: {}",
-            a.code.as_deref().unwrap_or("no code"),
-            a.message.as_deref().unwrap_or("no message")
+            shown.peer_text(a.code.as_deref().unwrap_or("no code")),
+            shown.peer_text(a.message.as_deref().unwrap_or("no message"))
         )));
     }
     if a.token_type.as_deref() != Some(token_type) {
         return Err(MintError(format!(
-            "the credential executable answered token_type {:?}, not the file's {token_type}",
-            a.token_type.as_deref().unwrap_or("")
+            "the credential executable answered token_type \"{}\", not the file's {token_type}",
+            shown.peer_text(a.token_type.as_deref().unwrap_or(""))
         )));
     }
     match a.expiration_time {
@@ -175,6 +183,9 @@ fn token_of(
         .map(Zeroizing::new)
         .ok_or_else(|| MintError("the credential executable's answer holds no token".into()))
 }
+
+#[cfg(test)]
+mod fuzz;
 
 #[cfg(test)]
 mod tests {
