@@ -15,6 +15,7 @@
 
 use std::fmt;
 
+use aws_credential_types::Credentials;
 use aws_sigv4::http_request::{
     PayloadChecksumKind, PercentEncodingMode, SigningSettings, UriPathNormalizationMode,
 };
@@ -181,7 +182,7 @@ impl S3Object {
             .uri(&url)
             .body(())
             .map_err(|e| signing(e.to_string()))?;
-        sign_request(&mut req, &[], creds, &region, "s3", s3_signing_settings())
+        sign_request(&mut req, &[], creds.clone(), &region, "s3", s3_signing_settings())
             .map_err(signing)?;
         let req = req.map(|()| Full::new(Bytes::new()));
         // The URL carries no signature (that is in the headers), so naming it is safe.
@@ -197,12 +198,15 @@ impl S3Object {
         if status.is_success() {
             return Ok(rsp.body().to_vec());
         }
+        // The advice names the header's region only when it has a region's shape:
+        // the endpoint writes it.
         let bucket_region = rsp
             .headers()
             .get("x-amz-bucket-region")
             .and_then(|v| v.to_str().ok())
+            .filter(|r| is_region(r))
             .map(str::to_string);
-        let mut detail = status_detail(status, &String::from_utf8_lossy(rsp.body()));
+        let mut detail = status_detail(status, &String::from_utf8_lossy(rsp.body()), &creds);
         if let Some(r) = bucket_region.filter(|r| *r != region) {
             detail.push_str(&format!(" (the bucket is in {r}; set AWS_REGION={r})"));
         }
@@ -272,14 +276,17 @@ fn encode_key(key: &str) -> String {
     out
 }
 
-/// The text of the first `<tag>...</tag>` in an S3 error document.
 /// An S3 error answer in words: its status, then its error document's
 /// `Code` and `Message`, each as peer text is shown (control characters
-/// escaped, cut to 512 characters): they end up in the start-up error and
-/// the reload's answer and log, and the endpoint (any `AWS_ENDPOINT_URL`)
-/// writes them.
-fn status_detail(status: http::StatusCode, body: &str) -> String {
-    let shown = crate::secrets::scrub::Scrubber::default();
+/// escaped, cut to 512 characters) and scrubbed of the signing keys, as an
+/// AWS JSON error is: they end up in the start-up error and the reload's
+/// answer and log, and the endpoint (any `AWS_ENDPOINT_URL`) writes them.
+fn status_detail(status: http::StatusCode, body: &str, creds: &Credentials) -> String {
+    let shown = crate::secrets::scrub::Scrubber::new(
+        [Some(creds.secret_access_key()), creds.session_token()]
+            .into_iter()
+            .flatten(),
+    );
     let mut detail = status.to_string();
     for tag in ["Code", "Message"] {
         if let Some(text) = xml_element(body, tag) {
@@ -290,6 +297,16 @@ fn status_detail(status: http::StatusCode, body: &str) -> String {
     detail
 }
 
+/// Whether `r` has the shape of an AWS region name (`eu-west-1`,
+/// `us-gov-west-1`, `cn-north-1`): lowercase letters, digits and dashes.
+fn is_region(r: &str) -> bool {
+    (4..=32).contains(&r.len())
+        && r.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && r.contains('-')
+}
+
+/// The text of the first `<tag>...</tag>` in an S3 error document.
 fn xml_element<'a>(body: &'a str, tag: &str) -> Option<&'a str> {
     let open = format!("<{tag}>");
     let start = body.find(&open)? + open.len();
@@ -297,5 +314,7 @@ fn xml_element<'a>(body: &'a str, tag: &str) -> Option<&'a str> {
     Some(body[start..start + len].trim()).filter(|t| !t.is_empty())
 }
 
+#[cfg(test)]
+mod fuzz;
 #[cfg(test)]
 mod tests;

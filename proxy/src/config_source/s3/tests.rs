@@ -4,6 +4,10 @@ fn obj(url: &str) -> S3Object {
     S3Object::parse(url).expect("a valid s3 URL")
 }
 
+fn creds() -> Credentials {
+    Credentials::new("AKIDEXAMPLE", "secret-key-0123", None, None, "test")
+}
+
 fn reason(url: &str) -> String {
     match S3Object::parse(url) {
         Err(S3Error::Url { reason, .. }) => reason,
@@ -97,7 +101,7 @@ fn s3_error_documents_give_code_and_message() {
     assert_eq!(xml_element(body, "RequestId"), None);
     assert_eq!(xml_element("not xml", "Code"), None);
     assert_eq!(
-        status_detail(http::StatusCode::NOT_FOUND, body),
+        status_detail(http::StatusCode::NOT_FOUND, body, &creds()),
         "404 Not Found: NoSuchKey: The specified key does not exist."
     );
 }
@@ -111,7 +115,7 @@ fn an_error_document_is_shown_escaped_and_bounded() {
         "<Error><Code>Bad\nlevel=ERROR forged</Code><Message>{}</Message></Error>",
         "x".repeat(100_000)
     );
-    let detail = status_detail(http::StatusCode::FORBIDDEN, &body);
+    let detail = status_detail(http::StatusCode::FORBIDDEN, &body, &creds());
     assert!(
         detail.starts_with("403 Forbidden: Bad\\nlevel=ERROR forged: xxx"),
         "{detail}"
