@@ -142,4 +142,6 @@ impl HttpClient {
 }
 
 #[cfg(test)]
+mod fuzz;
+#[cfg(test)]
 mod tests;

@@ -322,3 +322,6 @@ impl Fetch for OpCli {
         ))
     }
 }
+
+#[cfg(test)]
+mod fuzz;
