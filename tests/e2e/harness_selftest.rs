@@ -2,6 +2,8 @@
 //! tests rely on, dnsmasq answers, and the proxy runner parses audit records and cleans up.
 //! None of these need the proxy binary.
 
+mod hung_fs;
+
 use std::net::IpAddr;
 use std::path::Path;
 use std::process::Command;

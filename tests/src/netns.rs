@@ -362,9 +362,11 @@ fn pid_alive(pid: u32) -> bool {
     Path::new("/proc").join(pid.to_string()).exists()
 }
 
-/// Removes namespaces and scratch dirs left by earlier test processes that died without
-/// cleaning up (their creator PID, part of the name, no longer exists).
+/// Removes namespaces, scratch dirs and `hung_fs.py` mounts left by earlier test processes
+/// that died without cleaning up (their creator PID, part of the name, no longer exists).
 fn sweep_stale_namespaces() {
+    // First, so that a dead run's scratch dir holds no mount when it is removed.
+    crate::hung_fs::detach_stale_mounts();
     if let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) {
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
