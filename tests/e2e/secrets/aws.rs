@@ -1,6 +1,8 @@
 //! `aws_sm` and `aws_ssm` sources against moto's server on loopback: `json_key`, a SecureString
 //! parameter, a rotation picked up after `ttl`, a secret the backend does not have (fail
-//! closed), and a backend that goes down (the last good value stays in service).
+//! closed), and a backend that goes down (the last good value stays in service); then the
+//! shapes of secret Secrets Manager stores (`SecretBinary`, multibyte text, 64 KiB), each
+//! read as boto3 reads it.
 //!
 //! The proxy's secret backend client dials directly (backend traffic is the proxy's own, not
 //! subject to `upstream_deny_cidrs`), so a loopback moto is reachable while the workload's
@@ -175,4 +177,110 @@ fn aws_secrets_manager_and_parameter_store_through_moto() {
 
     up.assert_no_request(|r| r.0.to_string().contains("pk-proxy-"));
     assert_no_leak(&px, &[SM_V1, SM_V2, SM_OTHER, SSM_VALUE]);
+}
+
+const UNICODE: &str = "clé-🔑-секрет-密钥-e2e-7c1d";
+const BINARY_TEXT: &str = "bin-ключ-🗝-e2e-4a9f";
+const NOT_TEXT: &[u8] = b"\xff\xfe-not-text-e2e-3b2c";
+
+/// 64 KiB, the largest secret Secrets Manager stores.
+fn large() -> String {
+    let alphabet = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut v = b"large-e2e-".to_vec();
+    v.extend((v.len()..65_536).map(|i| alphabet[(i * 7 + i / 36) % alphabet.len()]));
+    String::from_utf8(v).expect("ASCII")
+}
+
+const SHAPES: &str = r#"
+transforms:
+  - name: allowlist
+    config:
+      domains: ["httpbin.test"]
+  - name: secrets
+    config:
+      secrets:
+        - source: {type: aws_sm, secret_id: "e2e/unicode"}
+          replace: {proxy_value: "pk-unicode", match_headers: [], match_body: true}
+          rules: [{host: "httpbin.test", paths: ["/anything/unicode"]}]
+        - source: {type: aws_sm, secret_id: "e2e/binary"}
+          replace: {proxy_value: "pk-binary", match_headers: [], match_body: true}
+          rules: [{host: "httpbin.test", paths: ["/anything/binary"]}]
+        - source: {type: aws_sm, secret_id: "e2e/large"}
+          replace: {proxy_value: "pk-large", match_headers: [], match_body: true}
+          rules: [{host: "httpbin.test", paths: ["/anything/large"]}]
+        - source: {type: aws_sm, secret_id: "e2e/not-text"}
+          replace: {proxy_value: "pk-not-text", match_headers: [], match_body: true}
+          rules: [{host: "httpbin.test", paths: ["/anything/not-text"]}]
+"#;
+
+/// The shapes of secret the existing tests do not store: `SecretBinary` (UTF-8 text, and bytes
+/// that are not), a `SecretString` of multibyte characters, and one of 64 KiB. What the proxy
+/// puts in the request body is what boto3 reads from moto; a binary secret that is not text
+/// fails closed, its bytes in no log; and the upstream's echo of each value is masked in the
+/// answer the client gets.
+#[test]
+fn aws_secret_shapes_through_moto() {
+    require_root!();
+    let moto = Moto::start();
+    let scratch = paths::scratch_dir("sm-shapes");
+    let large = large();
+    let files = [
+        ("unicode", UNICODE.as_bytes()),
+        ("binary", BINARY_TEXT.as_bytes()),
+        ("large", large.as_bytes()),
+        ("not-text", NOT_TEXT),
+    ];
+    for (name, bytes) in files {
+        std::fs::write(scratch.path().join(name), bytes).expect("writing a value");
+    }
+    moto.boto(
+        "import os\n\
+         d = sys.argv[2]\n\
+         val = lambda n: open(os.path.join(d, n), 'rb').read()\n\
+         sm.create_secret(Name='e2e/unicode', SecretString=val('unicode').decode())\n\
+         sm.create_secret(Name='e2e/binary', SecretBinary=val('binary'))\n\
+         sm.create_secret(Name='e2e/large', SecretString=val('large').decode())\n\
+         sm.create_secret(Name='e2e/not-text', SecretBinary=val('not-text'))\n\
+         got = lambda i: sm.get_secret_value(SecretId=i)\n\
+         assert got('e2e/unicode')['SecretString'] == val('unicode').decode()\n\
+         assert got('e2e/binary')['SecretBinary'] == val('binary')\n\
+         assert got('e2e/large')['SecretString'] == val('large').decode()\n\
+         assert got('e2e/not-text')['SecretBinary'] == val('not-text')",
+        &[scratch.path().to_str().expect("a UTF-8 path")],
+    );
+    let net = FakeInternet::new();
+    let up = Upstream::https("httpbin.test").start(&net);
+    let px = proxy(&moto, SHAPES, &net);
+
+    for (path, placeholder, value) in [
+        ("/anything/unicode", "pk-unicode", UNICODE),
+        ("/anything/binary", "pk-binary", BINARY_TEXT),
+        ("/anything/large", "pk-large", large.as_str()),
+    ] {
+        let r = Curl::get(&format!("https://httpbin.test{path}"))
+            .args(["-X", "POST", "--data-binary", placeholder])
+            .via(&px)
+            .run();
+        assert_eq!(r.status, 200, "{path}: {r}");
+        let seen = up.wait_for_request(|r| r.path() == path);
+        assert_eq!(seen.0["body_len"], json!(value.len()), "{path}");
+        assert!(seen.body() == value, "{path}: the upstream got another value");
+        assert!(
+            !r.body.contains(value),
+            "{path}: the upstream's echo of the value reached the client"
+        );
+    }
+
+    let r = Curl::get("https://httpbin.test/anything/not-text")
+        .args(["-X", "POST", "--data-binary", "pk-not-text"])
+        .via(&px)
+        .run();
+    assert_eq!(r.status, 502, "{r}");
+    let rec = px.wait_for_audit(|a| a.path() == Some("/anything/not-text"));
+    assert_eq!(rec.str("reason"), Some("secret_unavailable"), "{rec}");
+    let error = rec.str("error").unwrap_or_default();
+    assert!(error.contains("SecretBinary is not UTF-8 text"), "{rec}");
+    up.assert_no_request(|r| r.path() == "/anything/not-text");
+
+    assert_no_leak(&px, &[UNICODE, BINARY_TEXT, &large[..64], "not-text-e2e-3b2c"]);
 }
