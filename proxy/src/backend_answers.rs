@@ -176,8 +176,13 @@ pub(crate) struct Echo {
 
 /// An [`Echo`].
 pub(crate) fn echo() -> impl Strategy<Value = Echo> {
-    (0..6usize, "[a-zA-Z :=,]{0,20}", "[a-zA-Z :=,.]{0,20}")
-        .prop_map(|(form, before, after)| Echo { form, before, after })
+    (0..6usize, "[a-zA-Z :=,]{0,20}", "[a-zA-Z :=,.]{0,20}").prop_map(|(form, before, after)| {
+        Echo {
+            form,
+            before,
+            after,
+        }
+    })
 }
 
 impl Echo {
@@ -229,9 +234,7 @@ impl Said {
 pub(crate) fn holds_part_of(text: &str, secret: &str) -> bool {
     let chars: Vec<(usize, char)> = secret.char_indices().collect();
     chars.iter().enumerate().any(|(i, &(start, _))| {
-        let end = chars
-            .get(i + 8)
-            .map_or(secret.len(), |&(e, _)| e);
+        let end = chars.get(i + 8).map_or(secret.len(), |&(e, _)| e);
         i + 8 <= chars.len() && text.contains(&secret[start..end])
     }) || text.contains(secret)
 }

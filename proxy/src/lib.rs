@@ -6,9 +6,9 @@
 pub mod alloc;
 pub mod app;
 pub mod audit;
-pub mod body;
 #[cfg(test)]
 mod backend_answers;
+pub mod body;
 pub mod cli;
 pub mod client_acl;
 pub mod cmd;

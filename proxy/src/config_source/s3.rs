@@ -182,8 +182,15 @@ impl S3Object {
             .uri(&url)
             .body(())
             .map_err(|e| signing(e.to_string()))?;
-        sign_request(&mut req, &[], creds.clone(), &region, "s3", s3_signing_settings())
-            .map_err(signing)?;
+        sign_request(
+            &mut req,
+            &[],
+            creds.clone(),
+            &region,
+            "s3",
+            s3_signing_settings(),
+        )
+        .map_err(signing)?;
         let req = req.map(|()| Full::new(Bytes::new()));
         // The URL carries no signature (that is in the headers), so naming it is safe.
         let rsp = aws

@@ -264,7 +264,10 @@ fn aws_secret_shapes_through_moto() {
         assert_eq!(r.status, 200, "{path}: {r}");
         let seen = up.wait_for_request(|r| r.path() == path);
         assert_eq!(seen.0["body_len"], json!(value.len()), "{path}");
-        assert!(seen.body() == value, "{path}: the upstream got another value");
+        assert!(
+            seen.body() == value,
+            "{path}: the upstream got another value"
+        );
         assert!(
             !r.body.contains(value),
             "{path}: the upstream's echo of the value reached the client"
@@ -282,5 +285,8 @@ fn aws_secret_shapes_through_moto() {
     assert!(error.contains("SecretBinary is not UTF-8 text"), "{rec}");
     up.assert_no_request(|r| r.path() == "/anything/not-text");
 
-    assert_no_leak(&px, &[UNICODE, BINARY_TEXT, &large[..64], "not-text-e2e-3b2c"]);
+    assert_no_leak(
+        &px,
+        &[UNICODE, BINARY_TEXT, &large[..64], "not-text-e2e-3b2c"],
+    );
 }

@@ -158,7 +158,13 @@ proptest! {
 #[test]
 fn an_error_type_that_echoes_a_key_is_scrubbed_and_escaped() {
     let token = "=_A+!%+-0%a=-session";
-    let creds = Credentials::new("AKIDEXAMPLE", "secret-key-0123", Some(token.into()), None, "t");
+    let creds = Credentials::new(
+        "AKIDEXAMPLE",
+        "secret-key-0123",
+        Some(token.into()),
+        None,
+        "t",
+    );
     let body = format!(
         r#"{{"__type":"com.amazon#{}\nforged","message":"Invalid token"}}"#,
         token
@@ -166,5 +172,8 @@ fn an_error_type_that_echoes_a_key_is_scrubbed_and_escaped() {
     let detail = error_detail(http::StatusCode::BAD_REQUEST, body.as_bytes(), &creds);
     assert!(!holds_part_of(&detail, token), "{detail}");
     assert!(!has_control(&detail), "{detail}");
-    assert_eq!(detail, "400 Bad Request: [redacted]\\nforged: Invalid token");
+    assert_eq!(
+        detail,
+        "400 Bad Request: [redacted]\\nforged: Invalid token"
+    );
 }

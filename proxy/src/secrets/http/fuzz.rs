@@ -86,6 +86,11 @@ async fn the_default_bound_is_a_mebibyte() {
     for (len, fits) in [(MAX_RESPONSE_BYTES, true), (MAX_RESPONSE_BYTES + 1, false)] {
         let url = answering(vec![vec![b'x'; len]], false).await;
         let got = HttpClient::new().send(get(&url)).await;
-        assert_eq!(got.is_ok(), fits, "{len} bytes: {:?}", got.map(|(s, b)| (s, b.len())));
+        assert_eq!(
+            got.is_ok(),
+            fits,
+            "{len} bytes: {:?}",
+            got.map(|(s, b)| (s, b.len()))
+        );
     }
 }

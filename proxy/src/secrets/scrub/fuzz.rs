@@ -35,8 +35,7 @@ fn encodings(secret: &str) -> Vec<String> {
     let b64 = base64::engine::general_purpose::STANDARD;
     let url_safe = base64::engine::general_purpose::URL_SAFE;
     let upper: String =
-        percent_encoding::utf8_percent_encode(secret, percent_encoding::NON_ALPHANUMERIC)
-            .collect();
+        percent_encoding::utf8_percent_encode(secret, percent_encoding::NON_ALPHANUMERIC).collect();
     vec![
         secret.to_string(),
         upper.clone(),

@@ -45,7 +45,10 @@ fn token_response() -> impl Strategy<Value = Vec<u8>> {
             prop_oneof![3 => number(), 1 => number().prop_map(|n| quoted(&n)), 1 => string()]
                 .boxed(),
         ),
-        ("token_type", prop_oneof![Just(quoted("Bearer")), string()].boxed()),
+        (
+            "token_type",
+            prop_oneof![Just(quoted("Bearer")), string()].boxed(),
+        ),
         ("refresh_token", string().boxed()),
         ("scope", string().boxed()),
         ("error", string().boxed()),
@@ -142,6 +145,11 @@ proptest! {
             prop_assert_eq!(got, 1, "{} is already expired", n);
         }
     }
+}
+
+proptest! {
+    // Each case builds the transform and mints against a loopback endpoint.
+    #![proptest_config(ProptestConfig::with_cases(64))]
 
     #[test]
     fn an_endpoint_refusal_shows_none_of_what_was_sent(
@@ -172,7 +180,11 @@ struct Refused {
 /// Runs one `client_credentials` mint against an endpoint on loopback that
 /// refuses it (401) with `said` in `error_description`, after echoing the
 /// request's Authorization header, its `X-Key` header and its form body.
-async fn refused_mint(secret: &str, header_value: &str, said: &crate::backend_answers::Said) -> Refused {
+async fn refused_mint(
+    secret: &str,
+    header_value: &str,
+    said: &crate::backend_answers::Said,
+) -> Refused {
     let sent = Arc::new(Mutex::new(Vec::new()));
     let seen = sent.clone();
     let said = said.of(secret, header_value);
@@ -241,7 +253,11 @@ fn a_lifetime_under_a_second_is_this_request_only_not_for_ever() {
     };
     assert_eq!(read("0.5"), Some(1));
     assert_eq!(read(r#""0.2""#), Some(1));
-    assert_eq!(read("1e-400"), Some(1), "above zero, though no f64 holds it");
+    assert_eq!(
+        read("1e-400"),
+        Some(1),
+        "above zero, though no f64 holds it"
+    );
     assert_eq!(read("-1e-400"), Some(1), "already expired");
     assert_eq!(read("0.0"), Some(0));
     assert_eq!(read("-0"), Some(0));
@@ -273,8 +289,15 @@ async fn an_empty_refresh_token_in_an_answer_keeps_the_one_held() {
         move |req: http::Request<hyper::body::Incoming>| {
             let seen = seen.clone();
             async move {
-                let form = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                seen.lock().expect("lock").push(String::from_utf8_lossy(&form).into_owned());
+                let form = req
+                    .into_body()
+                    .collect()
+                    .await
+                    .map(|b| b.to_bytes())
+                    .unwrap_or_default();
+                seen.lock()
+                    .expect("lock")
+                    .push(String::from_utf8_lossy(&form).into_owned());
                 // Expires at once: every request mints.
                 let body = r#"{"access_token":"at-1","expires_in":1,"refresh_token":""}"#;
                 Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from(body))))
@@ -301,7 +324,9 @@ async fn an_empty_refresh_token_in_an_answer_keeps_the_one_held() {
     for _ in 0..2 {
         let mut req = request("GET", "/v1/things", &[], None);
         let mut cx = crate::pipeline::test_flow("api.example.com", "GET", "/v1/things");
-        let outcome = pipeline.on_request(&mut req, &mut cx, &mut Vec::new()).await;
+        let outcome = pipeline
+            .on_request(&mut req, &mut cx, &mut Vec::new())
+            .await;
         assert!(matches!(outcome, PhaseOutcome::Continue), "not minted");
     }
     let forms = forms.lock().expect("lock").clone();

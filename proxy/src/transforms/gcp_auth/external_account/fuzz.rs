@@ -146,8 +146,15 @@ async fn refused_impersonation(federated: &str, said: &Said, status: u16, shape:
 /// cached to fail every request until it expires.
 #[test]
 fn an_impersonated_token_that_cannot_be_sent_is_refused() {
-    let e = generated(br#"{"accessToken":"ya29.a\nb","expireTime":"2999-01-01T00:00:00Z"}"#, 3600)
-        .err()
-        .map(|MintError(e)| e);
-    assert!(e.as_deref().is_some_and(|e| e.contains("control character")), "{e:?}");
+    let e = generated(
+        br#"{"accessToken":"ya29.a\nb","expireTime":"2999-01-01T00:00:00Z"}"#,
+        3600,
+    )
+    .err()
+    .map(|MintError(e)| e);
+    assert!(
+        e.as_deref()
+            .is_some_and(|e| e.contains("control character")),
+        "{e:?}"
+    );
 }

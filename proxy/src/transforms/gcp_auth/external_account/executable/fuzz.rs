@@ -19,14 +19,33 @@ const JWT: &str = "urn:ietf:params:oauth:token-type:jwt";
 fn executable_answer(token: String) -> impl Strategy<Value = Vec<u8>> {
     let now = unix_now();
     answer(vec![
-        ("version", prop_oneof![3 => Just("1".to_string()), 1 => value()].boxed()),
-        ("success", prop_oneof![Just("true".to_string()), Just("false".to_string()), value()].boxed()),
-        ("token_type", prop_oneof![Just(quoted(JWT)), Just(quoted(SAML2)), string()].boxed()),
-        ("id_token", prop_oneof![3 => Just(quoted(&token)), 1 => string()].boxed()),
-        ("saml_response", prop_oneof![3 => Just(quoted(&token)), 1 => string()].boxed()),
+        (
+            "version",
+            prop_oneof![3 => Just("1".to_string()), 1 => value()].boxed(),
+        ),
+        (
+            "success",
+            prop_oneof![Just("true".to_string()), Just("false".to_string()), value()].boxed(),
+        ),
+        (
+            "token_type",
+            prop_oneof![Just(quoted(JWT)), Just(quoted(SAML2)), string()].boxed(),
+        ),
+        (
+            "id_token",
+            prop_oneof![3 => Just(quoted(&token)), 1 => string()].boxed(),
+        ),
+        (
+            "saml_response",
+            prop_oneof![3 => Just(quoted(&token)), 1 => string()].boxed(),
+        ),
         (
             "expiration_time",
-            prop_oneof![(now - 100..now + 100_000).prop_map(|t| t.to_string()), value()].boxed(),
+            prop_oneof![
+                (now - 100..now + 100_000).prop_map(|t| t.to_string()),
+                value()
+            ]
+            .boxed(),
         ),
         ("code", string().boxed()),
         ("message", string().boxed()),
@@ -100,5 +119,8 @@ fn a_failure_message_is_shown_escaped_and_bounded() {
     };
     assert!(!has_control(&e), "{e}");
     assert!(e.len() < 700, "{} bytes", e.len());
-    assert!(e.starts_with("the credential executable reported failure: 401\\nlevel=ERROR forged: xxx"), "{e}");
+    assert!(
+        e.starts_with("the credential executable reported failure: 401\\nlevel=ERROR forged: xxx"),
+        "{e}"
+    );
 }
