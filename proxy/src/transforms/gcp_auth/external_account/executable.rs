@@ -19,6 +19,8 @@
 
 use std::time::Duration;
 
+use tokio::io::AsyncReadExt as _;
+
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
@@ -78,7 +80,15 @@ pub(super) async fn subject_token(
         )));
     }
     let output_file = cfg.output_file.as_deref().filter(|f| !f.is_empty());
-    if let Some(cached) = output_file.and_then(|f| std::fs::read(f).ok()) {
+    // Read on the blocking pool, within a time limit: a file on a stalled
+    // network file system must not hold a worker thread.
+    let cached = match output_file {
+        Some(f) => crate::config_source::file::read_named_off_thread(std::path::Path::new(f))
+            .await
+            .ok(),
+        None => None,
+    };
+    if let Some(cached) = cached {
         // A cached answer that is not (or no longer) usable is ignored.
         if let Ok(token) = token_of(&cached, token_type, true) {
             return Ok(token);
@@ -102,10 +112,22 @@ pub(super) async fn subject_token(
     if let Some(f) = output_file {
         cmd.env("GOOGLE_EXTERNAL_ACCOUNT_OUTPUT_FILE", f);
     }
-    let child = cmd
+    let mut child = cmd
         .spawn()
         .map_err(|e| MintError(format!("running the credential executable {program}: {e}")))?;
-    let out = tokio::time::timeout(Duration::from_millis(timeout), child.wait_with_output())
+    let run = async {
+        // At most MAX_ANSWER bytes are read: a command that prints more
+        // is ended (kill_on_drop) rather than held in memory.
+        let mut stdout = Zeroizing::new(Vec::new());
+        if let Some(pipe) = child.stdout.take() {
+            pipe.take(MAX_ANSWER + 1).read_to_end(&mut stdout).await?;
+        }
+        if stdout.len() as u64 > MAX_ANSWER {
+            return Ok((None, stdout));
+        }
+        Ok::<_, std::io::Error>((Some(child.wait().await?), stdout))
+    };
+    let (status, stdout) = tokio::time::timeout(Duration::from_millis(timeout), run)
         .await
         .map_err(|_| {
             MintError(format!(
@@ -113,15 +135,22 @@ pub(super) async fn subject_token(
             ))
         })?
         .map_err(|e| MintError(format!("running the credential executable {program}: {e}")))?;
-    let stdout = Zeroizing::new(out.stdout);
-    if !out.status.success() {
+    let Some(status) = status else {
         return Err(MintError(format!(
-            "the credential executable {program} failed ({})",
-            out.status
+            "the credential executable {program} printed more than {MAX_ANSWER} bytes"
+        )));
+    };
+    if !status.success() {
+        return Err(MintError(format!(
+            "the credential executable {program} failed ({status})"
         )));
     }
     token_of(&stdout, token_type, output_file.is_some())
 }
+
+/// The most an executable's answer may be: a JSON object holding one token
+/// (an ID token or a SAML response is a few KiB).
+const MAX_ANSWER: u64 = 1024 * 1024;
 
 /// The subject token in an executable's answer, checked.
 fn token_of(
@@ -245,6 +274,17 @@ mod tests {
              GOOGLE_EXTERNAL_ACCOUNT_INTERACTIVE=0\n\
              GOOGLE_EXTERNAL_ACCOUNT_TOKEN_TYPE=urn:ietf:params:oauth:token-type:jwt\n"
         );
+    }
+
+    /// A command printing without end is ended at the bound, not read into memory to its
+    /// timeout (before: its whole output was kept).
+    #[tokio::test]
+    async fn an_answer_over_the_bound_ends_the_command() {
+        let c = cfg("yes".to_string(), None);
+        let MintError(e) = subject_token(&allowed(), &c, "a", JWT, None)
+            .await
+            .expect_err("too large");
+        assert!(e.contains("printed more than 1048576 bytes"), "{e}");
     }
 
     #[tokio::test]
