@@ -131,9 +131,10 @@ pub struct Flow {
     credential_query: Vec<String>,
     /// The credential values transforms put into this request (`secrets`:
     /// headers, query, swapped into the path or body; `oauth_token` and
-    /// `gcp_auth`: the minted token), in pipeline order: the response is
-    /// scrubbed of them ([`crate::scrub_response`]), and a later judge keeps
-    /// them out of what it records.
+    /// `gcp_auth`: the minted token; `hmac_sign`: the credentials its header
+    /// templates render; `aws_auth`: the session token), in pipeline order:
+    /// the response is scrubbed of them ([`crate::scrub_response`]), and a
+    /// later judge keeps them out of what it records.
     secret_values: Vec<NotedValue>,
     /// The index of the transform whose request hook runs now, for
     /// [`Flow::note_secret_value`].
@@ -239,7 +240,7 @@ impl Flow {
     }
 
     /// Records that credential transform `transform` (its name: `secrets`,
-    /// `oauth_token`, `gcp_auth`), whose request hook runs now, put `value`
+    /// `oauth_token`, `gcp_auth`, `hmac_sign`, `aws_auth`), whose request hook runs now, put `value`
     /// into this request, wherever it went (a header, the query, the path or
     /// the body). The response's headers are scrubbed of it, and its body
     /// too when some transform that noted a value has `scrub_body` (its

@@ -130,6 +130,10 @@ pub struct AwsAuthConfig {
     pub allow_chunked_body: bool,
     /// Where it applies (at least one rule).
     pub rules: Scope,
+    /// `scrub_response_bodies` (our addition; default true): mask, in the
+    /// response body, the session token this transform put in the request,
+    /// as the response headers always are.
+    pub scrub_response_bodies: bool,
 }
 
 /// Either static credentials or `credentials_provider`.
@@ -166,6 +170,7 @@ impl Decode for AwsAuthConfig {
                 "unsigned_payload",
                 "allow_chunked_body",
                 "rules",
+                "scrub_response_bodies",
             ],
         )?;
         let provider = m.opt_with(cx, "credentials_provider", |n, cx| {
@@ -219,6 +224,7 @@ impl Decode for AwsAuthConfig {
         let unsigned = m.or(cx, "unsigned_payload", false);
         let chunked = m.or(cx, "allow_chunked_body", false);
         let rules = m.non_empty::<Rule>(cx, "rules", "rule");
+        let scrub_response_bodies = m.or(cx, "scrub_response_bodies", true);
         Ok(AwsAuthConfig {
             credentials: credentials?,
             allowed_regions: regions?,
@@ -226,6 +232,7 @@ impl Decode for AwsAuthConfig {
             unsigned_payload: unsigned?,
             allow_chunked_body: chunked?,
             rules: Scope(rules?),
+            scrub_response_bodies: scrub_response_bodies?,
         })
     }
 }

@@ -24,6 +24,10 @@ pub struct HmacSignConfig {
     pub allow_chunked_body: bool,
     /// Where it applies (at least one rule).
     pub rules: Scope,
+    /// `scrub_response_bodies` (our addition; default true): mask, in the
+    /// response body, the credentials this transform put in the request's
+    /// headers, as the response headers always are.
+    pub scrub_response_bodies: bool,
 }
 
 /// `timestamp:`
@@ -124,6 +128,7 @@ impl Decode for HmacSignConfig {
                 "headers",
                 "allow_chunked_body",
                 "rules",
+                "scrub_response_bodies",
             ],
         )?;
         let credentials = m.req_with(cx, "credentials", |n, cx| {
@@ -192,6 +197,7 @@ impl Decode for HmacSignConfig {
         let headers = m.req_with(cx, "headers", |n, cx| hmac_headers(n, cx, names));
         let chunked = m.or(cx, "allow_chunked_body", false);
         let rules = m.non_empty::<Rule>(cx, "rules", "rule");
+        let scrub_response_bodies = m.or(cx, "scrub_response_bodies", true);
         Ok(HmacSignConfig {
             timestamp: timestamp?,
             signature: signature?,
@@ -199,6 +205,7 @@ impl Decode for HmacSignConfig {
             headers: headers?,
             allow_chunked_body: chunked?,
             rules: Scope(rules?),
+            scrub_response_bodies: scrub_response_bodies?,
         })
     }
 }

@@ -242,6 +242,59 @@ fn minted_token_transforms_take_scrub_response_bodies() {
     }
 }
 
+/// `hmac_sign` and `aws_auth` take the same `scrub_response_bodies` as
+/// `secrets`: on by default, a boolean, its errors at its field path, and a
+/// near miss pointed at it.
+#[test]
+fn signing_transforms_take_scrub_response_bodies() {
+    let cases = [
+        (
+            "hmac_sign",
+            "      timestamp: {format: unix_seconds}\n      signature:\n        \
+             algorithm: sha256\n        key_encoding: base64\n        output_encoding: base64\n        \
+             message: \"{{.Timestamp}}\"\n      credentials:\n        \
+             secret: {type: env, var: S}\n        passphrase: {type: env, var: P}\n      \
+             headers:\n        - {name: X-Passphrase, value: \"{{.Credentials.passphrase}}\"}\n      \
+             rules: [{host: api.test}]\n",
+        ),
+        (
+            "aws_auth",
+            "      access_key_id: {type: env, var: A}\n      secret_access_key: {type: env, var: S}\n      \
+             session_token: {type: env, var: T}\n      rules: [{host: \"*.amazonaws.com\"}]\n",
+        ),
+    ];
+    let flag = |cfg: &Config| match &cfg.transforms[0] {
+        TransformConfig::HmacSign(c) => c.scrub_response_bodies,
+        TransformConfig::AwsAuth(c) => c.scrub_response_bodies,
+        _ => panic!("not a signing transform"),
+    };
+    for (name, body) in cases {
+        let head = format!("transforms:\n  - name: {name}\n    config:\n");
+        assert!(
+            flag(&ok(&format!("{BASE}{head}{body}"))),
+            "{name}: on unless turned off"
+        );
+        let cfg = ok(&format!(
+            "{BASE}{head}      scrub_response_bodies: false\n{body}"
+        ));
+        assert!(!flag(&cfg), "{name}");
+        let e = errs(&format!(
+            "{head}      scrub_response_bodies: sometimes\n{body}"
+        ));
+        assert_eq!(e.len(), 1, "{name}: {e:?}");
+        assert!(
+            e[0].contains("transforms[0].config.scrub_response_bodies"),
+            "{name}: {e:?}"
+        );
+        let e = errs(&format!("{head}      scrub_response_body: false\n{body}"));
+        assert!(
+            e.iter()
+                .any(|l| l.contains("did you mean 'scrub_response_bodies'")),
+            "{name}: {e:?}"
+        );
+    }
+}
+
 #[test]
 fn log_format_text() {
     let cfg = ok(&format!("{BASE}log:\n  level: debug\n  format: text\n"));

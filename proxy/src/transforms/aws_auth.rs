@@ -25,8 +25,22 @@
 //!    (single URI encoding, no path normalisation). An expired pre-signed
 //!    URL is refused (403 `presigned_url_expired`), as AWS would refuse it.
 //!
+//! **What comes back.** The session token, when the credentials have one
+//! (a static `session_token` or temporary credentials from the default
+//! chain), goes into the request as `X-Amz-Security-Token` and is noted
+//! ([`Flow::note_secret_value`]): the response's headers and, unless
+//! `scrub_response_bodies: false`, its body are scrubbed of it
+//! ([`crate::scrub_response`]), so an upstream that echoes the request does
+//! not hand the workload a credential part it could use elsewhere. The
+//! signature is bound to this request and the access key id is an
+//! identifier; neither is noted, and the secret access key never leaves the
+//! proxy.
+//!
 //! Audit: `injected` (the headers set), `service`, `region`; on a refusal
-//! `rejected` and its context. No key, token or signature is recorded.
+//! `rejected` and its context; in the response trace (when `aws_auth` is the
+//! first transform that put a value in the request), the scrub's
+//! `response_redacted`, `response_body_redacted` and
+//! `response_body_decoded`. No key, token or signature is recorded.
 
 mod chunked;
 mod presign;
@@ -51,7 +65,7 @@ use crate::config::{AwsAuthConfig, AwsCredentials};
 use crate::pipeline::{Flow, Transform, TransformError, Verdict};
 use crate::rules::Scope;
 use crate::secrets::aws::AwsShared;
-use crate::secrets::{Secret, Sources};
+use crate::secrets::{Secret, SecretValue, Sources};
 use crate::transforms::signed_body::{self, refuse};
 use presign::without_presign;
 use streaming::Payload;
@@ -74,6 +88,7 @@ pub struct AwsAuth {
     unsigned_payload: bool,
     allow_chunked_body: bool,
     rules: Scope,
+    scrub_response_bodies: bool,
 }
 
 enum Creds {
@@ -125,6 +140,7 @@ impl AwsAuth {
             unsigned_payload: cfg.unsigned_payload,
             allow_chunked_body: cfg.allow_chunked_body,
             rules: cfg.rules.clone(),
+            scrub_response_bodies: cfg.scrub_response_bodies,
         }
     }
 
@@ -408,7 +424,10 @@ impl Transform for AwsAuth {
             }
         };
         let creds = self.credentials(cx).await?;
-        let has_token = creds.session_token().is_some();
+        // What the request will carry as X-Amz-Security-Token, to be noted.
+        let token = creds
+            .session_token()
+            .map(|t| SecretValue::new(t.to_string()));
         // For re-signing a signed streaming body's chunks.
         let secret = Zeroizing::new(creds.secret_access_key().to_string());
 
@@ -498,8 +517,9 @@ impl Transform for AwsAuth {
             Value::from("header:X-Amz-Date"),
             Value::from("header:X-Amz-Content-Sha256"),
         ];
-        if has_token {
+        if let Some(token) = &token {
             injected.push(Value::from("header:X-Amz-Security-Token"));
+            cx.note_secret_value(token, "aws_auth", self.scrub_response_bodies);
         }
         cx.annotate("injected", injected);
         if let Some(literal) = payload.literal() {

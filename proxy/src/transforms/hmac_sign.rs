@@ -22,10 +22,23 @@
 //! `.Body` is the body's bytes, as a Go string is: a binary body (gzip,
 //! protobuf, an upload) is signed over exactly the bytes the upstream gets.
 //!
+//! **What comes back.** Each credential a header template references
+//! (`{{.Credentials.NAME}}`, the key `secret` included when a header carries
+//! it) is noted ([`Flow::note_secret_value`]) once the headers are set: the
+//! response's headers and, unless `scrub_response_bodies: false`, its body
+//! are scrubbed of its value ([`crate::scrub_response`]), so an upstream
+//! that echoes the request does not hand the workload an API key or
+//! passphrase. The signature is bound to this request (its time, method,
+//! path and body) and is not noted; a credential only the message uses
+//! never leaves the proxy.
+//!
 //! Audit: `injected: ["header:NAME", ...]` on success; on a refusal
 //! `rejected` (the reason) and the context: `content_length`,
-//! `buffered_length`, `credential`, `header`, `error`. No key, credential or
-//! signature ever reaches the record or an error message.
+//! `buffered_length`, `credential`, `header`, `error`; in the response
+//! trace (when `hmac_sign` is the first transform that put a value in the
+//! request), the scrub's `response_redacted`, `response_body_redacted` and
+//! `response_body_decoded`. No key, credential or signature ever reaches
+//! the record or an error message.
 
 use std::sync::Arc;
 
@@ -41,7 +54,7 @@ use crate::body::Body;
 use crate::config::{HmacAlgorithm, HmacSignConfig, KeyEncoding, OutputEncoding, TimestampFormat};
 use crate::pipeline::{Flow, Transform, TransformError, Verdict};
 use crate::rules::Scope;
-use crate::secrets::{Secret, Sources};
+use crate::secrets::{Secret, SecretValue, Sources};
 use crate::template::{Template, TemplateContext};
 use crate::transforms::{signed_body, wire_case};
 
@@ -78,10 +91,19 @@ pub struct HmacSign {
     output_encoding: OutputEncoding,
     message: Template,
     message_uses_body: bool,
-    credentials: Vec<(String, Secret)>,
+    credentials: Vec<Credential>,
     headers: Vec<Header>,
     allow_chunked_body: bool,
     rules: Scope,
+    scrub_response_bodies: bool,
+}
+
+struct Credential {
+    name: String,
+    secret: Secret,
+    /// A header template references it: its value goes into the request,
+    /// and the response is scrubbed of it.
+    in_headers: bool,
 }
 
 struct Header {
@@ -134,11 +156,16 @@ impl HmacSign {
             credentials: cfg
                 .credentials
                 .iter()
-                .map(|(name, source)| (name.clone(), sources.secret(source)))
+                .map(|(name, source)| Credential {
+                    in_headers: headers.iter().any(|h| references(&h.value, name)),
+                    name: name.clone(),
+                    secret: sources.secret(source),
+                })
                 .collect(),
             headers,
             allow_chunked_body: cfg.allow_chunked_body,
             rules: cfg.rules.clone(),
+            scrub_response_bodies: cfg.scrub_response_bodies,
         })
     }
 
@@ -148,6 +175,14 @@ impl HmacSign {
     fn applies(&self, cx: &Flow) -> bool {
         !cx.method.is_empty() && self.rules.applies(&cx.target())
     }
+}
+
+/// Whether `template` reads `.Credentials.<name>`.
+fn references(template: &Template, name: &str) -> bool {
+    template
+        .fields()
+        .iter()
+        .any(|path| matches!(path, [map, key] if map == "Credentials" && key == name))
 }
 
 /// A failure that fails the request closed, annotated like a refusal.
@@ -272,16 +307,23 @@ impl Transform for HmacSign {
         };
         let mut creds: Vec<(String, Zeroizing<String>)> =
             Vec::with_capacity(self.credentials.len());
-        for (name, secret) in &self.credentials {
-            match secret.get().await {
-                Ok(v) => creds.push((name.clone(), Zeroizing::new(v.expose().to_string()))),
+        // The values that go into a header, noted once the headers are set.
+        let mut sent: Vec<SecretValue> = Vec::new();
+        for c in &self.credentials {
+            match c.secret.get().await {
+                Ok(v) => {
+                    creds.push((c.name.clone(), Zeroizing::new(v.expose().to_string())));
+                    if c.in_headers {
+                        sent.push(v);
+                    }
+                }
                 Err(e) => {
-                    cx.annotate("credential", name.as_str());
+                    cx.annotate("credential", c.name.as_str());
                     return Err(failure(
                         cx,
                         StatusCode::BAD_GATEWAY,
                         "credential_unavailable",
-                        format!("credential {name} ({}): {e}", secret.name()),
+                        format!("credential {} ({}): {e}", c.name, c.secret.name()),
                     ));
                 }
             }
@@ -356,6 +398,9 @@ impl Transform for HmacSign {
             injected.push(Value::from(format!("header:{}", h.written)));
         }
         cx.annotate("injected", injected);
+        for value in &sent {
+            cx.note_secret_value(value, "hmac_sign", self.scrub_response_bodies);
+        }
         let wire: Vec<String> = self.headers.iter().map(|h| h.written.clone()).collect();
         wire_case::set_header_case(req, &wire).await;
         Ok(Verdict::Continue)

@@ -507,3 +507,72 @@ fn signing_urls_leave_default_ports_out() {
     cx.dest.port = 80;
     assert_eq!(signing_url(&cx, "/"), "http://s3.amazonaws.com/");
 }
+
+/// The session token put in the request is noted, so the response is
+/// scrubbed of it (an echoed `X-Amz-Security-Token`, in a header and in the
+/// body); the signature and the access key id are not noted. The same for a
+/// pre-signed URL, re-signed in headers. `scrub_response_bodies: false`
+/// leaves the body alone.
+#[tokio::test]
+async fn the_session_token_is_scrubbed_from_the_response() {
+    const TOKEN: &str = "FwoGZXIvYXdzEBYaDSessionTokenREAL0123456789";
+    let env = &[("AK", REAL_ID), ("SK", REAL_SECRET), ("TOK", TOKEN)];
+    for scrub_body in [true, false] {
+        let extra = format!(
+            "      session_token: {{type: env, var: TOK}}\n      scrub_response_bodies: {scrub_body}\n"
+        );
+        let p = crate::pipeline::Pipeline::new(vec![std::sync::Arc::new(transform(&extra, env))]);
+        let mut req = signed_post("Action=GetCallerIdentity");
+        let mut cx = flow("POST");
+        let mut trace = Vec::new();
+        let out = p.on_request(&mut req, &mut cx, &mut trace).await;
+        assert!(matches!(out, PhaseOutcome::Continue), "{trace:?}");
+        assert_eq!(header(&req, "x-amz-security-token"), TOKEN);
+        assert_eq!(cx.secret_values().collect::<Vec<_>>(), [TOKEN]);
+
+        let auth = header(&req, "authorization");
+        let mut rsp = http::Response::new(crate::body::full(format!(
+            r#"{{"x-amz-security-token":"{TOKEN}","authorization":"{auth}"}}"#
+        )));
+        rsp.headers_mut().insert(
+            "x-echo-x-amz-security-token",
+            http::HeaderValue::from_static(TOKEN),
+        );
+        rsp.headers_mut().insert(
+            "x-echo-authorization",
+            http::HeaderValue::from_str(&auth).expect("value"),
+        );
+        let out = p.on_response(&mut rsp, &mut cx, &mut trace).await;
+        assert!(matches!(out, PhaseOutcome::Continue));
+        assert_eq!(rsp.headers()["x-echo-x-amz-security-token"], "[redacted]");
+        assert_eq!(rsp.headers()["x-echo-authorization"], auth.as_str());
+        let body = crate::body::collect(rsp.into_body(), 4096)
+            .await
+            .expect("body");
+        let body = String::from_utf8(body.to_vec()).expect("utf-8");
+        assert_eq!(body.contains(TOKEN), !scrub_body, "{scrub_body}: {body}");
+        assert!(body.contains(&auth) && body.contains(REAL_ID), "{body}");
+        let entry = trace.last().expect("a response entry");
+        assert_eq!(entry.name, "aws_auth");
+        assert_eq!(
+            entry.annotations.get("response_redacted"),
+            Some(&json!(["x-echo-x-amz-security-token"]))
+        );
+    }
+
+    // A pre-signed URL: the token goes into the re-signed request's headers.
+    let extra = "      session_token: {type: env, var: TOK}\n";
+    let mut req = presigned(30, 60);
+    let mut cx = crate::pipeline::test_flow("bucket.s3.amazonaws.com", "GET", "/bucket/key");
+    let (outcome, _) = run(transform(extra, env), &mut req, &mut cx).await;
+    assert!(matches!(outcome, PhaseOutcome::Continue));
+    assert_eq!(header(&req, "x-amz-security-token"), TOKEN);
+    assert_eq!(cx.secret_values().collect::<Vec<_>>(), [TOKEN]);
+
+    // No session token: nothing is noted (the key id and signature are not).
+    let mut req = signed_post("Action=GetCallerIdentity");
+    let mut cx = flow("POST");
+    let (outcome, _) = run(transform("", ENV), &mut req, &mut cx).await;
+    assert!(matches!(outcome, PhaseOutcome::Continue));
+    assert_eq!(cx.secret_values().count(), 0);
+}

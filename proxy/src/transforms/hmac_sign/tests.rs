@@ -382,3 +382,124 @@ async fn a_binary_body_is_signed_over_its_bytes() {
     let expected = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
     assert_eq!(header(&req, "x-access-sign"), expected);
 }
+
+/// The spec's own example (page 24): the API key and the passphrase go into
+/// headers from `.Credentials`; the key `secret` only into the signature.
+const PASSPHRASE_EXCHANGE: &str = "      timestamp: {format: unix_seconds}
+      signature:
+        algorithm: sha256
+        key_encoding: base64
+        output_encoding: base64
+        message: \"{{.Timestamp}}{{.Method}}{{.PathWithQuery}}{{.Body}}{{.Credentials.memo}}\"
+      credentials:
+        key: {type: env, var: API_KEY}
+        secret: {type: env, var: API_SECRET}
+        passphrase: {type: env, var: API_PASSPHRASE}
+        memo: {type: env, var: API_MEMO}
+      headers:
+        - {name: X-ACCESS-KEY, value: \"{{.Credentials.key}}\"}
+        - {name: X-ACCESS-SIGN, value: \"{{.Signature}}\"}
+        - {name: X-ACCESS-TIMESTAMP, value: \"{{.Timestamp}}\"}
+        - {name: X-ACCESS-PASSPHRASE, value: \"{{.Credentials.passphrase}}\"}
+      rules:
+        - host: api.example.com
+";
+
+const PASSPHRASE: &str = "passphrase-REAL-0123456789";
+const PASSPHRASE_ENV: &[(&str, &str)] = &[
+    ("API_KEY", "access-key-REAL-0123456789"),
+    ("API_SECRET", KEY_B64),
+    ("API_PASSPHRASE", PASSPHRASE),
+    ("API_MEMO", "memo-only-in-the-message-0123"),
+];
+
+/// Each credential a header template put in the request is noted (its
+/// value, not the header), so the response is scrubbed of it; the signature
+/// (bound to the request), the key and a credential only the message uses
+/// stay out of the request and are not noted.
+#[tokio::test]
+async fn the_credentials_put_in_headers_are_noted_not_the_signature() {
+    let t = transform(PASSPHRASE_EXCHANGE, PASSPHRASE_ENV);
+    let mut req = request("GET", "https://api.example.com/api/v1/accounts", &[], None);
+    let mut cx = flow("api.example.com", "GET", "/api/v1/accounts");
+    let (outcome, _) = run(t, &mut req, &mut cx).await;
+    assert!(matches!(outcome, PhaseOutcome::Continue));
+    assert_eq!(header(&req, "x-access-passphrase"), PASSPHRASE);
+    let signature = header(&req, "x-access-sign");
+    let noted: Vec<&str> = cx.secret_values().collect();
+    assert_eq!(noted, ["access-key-REAL-0123456789", PASSPHRASE]);
+    assert!(!noted.contains(&signature.as_str()), "{signature}");
+
+    // A header that carries the key itself: then it is noted too.
+    let with_key = PASSPHRASE_EXCHANGE.replace(
+        "        - {name: X-ACCESS-TIMESTAMP",
+        "        - {name: X-RAW-KEY, value: \"{{ .Credentials.secret | base64 }}\"}\n        - {name: X-ACCESS-TIMESTAMP",
+    );
+    let t = transform(&with_key, PASSPHRASE_ENV);
+    let mut req = request("GET", "https://api.example.com/api/v1/accounts", &[], None);
+    let mut cx = flow("api.example.com", "GET", "/api/v1/accounts");
+    let (outcome, _) = run(t, &mut req, &mut cx).await;
+    assert!(matches!(outcome, PhaseOutcome::Continue));
+    assert_eq!(
+        cx.secret_values().collect::<Vec<_>>(),
+        ["access-key-REAL-0123456789", KEY_B64, PASSPHRASE]
+    );
+
+    // A request not signed (another transform set a header first) notes nothing.
+    let t = transform(PASSPHRASE_EXCHANGE, PASSPHRASE_ENV);
+    let mut req = request("GET", "https://api.example.com/", &[], None);
+    let mut cx = flow("api.example.com", "GET", "/");
+    cx.mark_credential_header(&HeaderName::from_static("x-access-key"));
+    let (outcome, _) = run(t, &mut req, &mut cx).await;
+    assert!(matches!(outcome, PhaseOutcome::Continue));
+    assert_eq!(cx.secret_values().count(), 0);
+}
+
+/// An upstream that echoes the passphrase, in a header and in the body,
+/// reaches the workload masked, the signature left as it is, and the
+/// scrub's annotations in `hmac_sign`'s response entry;
+/// `scrub_response_bodies: false` leaves the body alone.
+#[tokio::test]
+async fn an_echoed_passphrase_is_scrubbed_from_the_response() {
+    for scrub_body in [true, false] {
+        let config = format!("{PASSPHRASE_EXCHANGE}      scrub_response_bodies: {scrub_body}\n");
+        let t = transform(&config, PASSPHRASE_ENV);
+        let p = crate::pipeline::Pipeline::new(vec![Arc::new(t)]);
+        let mut req = request("GET", "https://api.example.com/api/v1/accounts", &[], None);
+        let mut cx = flow("api.example.com", "GET", "/api/v1/accounts");
+        let mut trace = Vec::new();
+        let out = p.on_request(&mut req, &mut cx, &mut trace).await;
+        assert!(matches!(out, PhaseOutcome::Continue), "{trace:?}");
+        let signature = header(&req, "x-access-sign");
+
+        let mut rsp = http::Response::new(crate::body::full(format!(
+            r#"{{"headers":{{"X-Access-Passphrase":"{PASSPHRASE}","X-Access-Sign":"{signature}"}}}}"#
+        )));
+        rsp.headers_mut()
+            .insert("x-echo-passphrase", HeaderValue::from_static(PASSPHRASE));
+        rsp.headers_mut().insert(
+            "x-echo-sign",
+            HeaderValue::from_str(&signature).expect("value"),
+        );
+        let out = p.on_response(&mut rsp, &mut cx, &mut trace).await;
+        assert!(matches!(out, PhaseOutcome::Continue));
+        assert_eq!(rsp.headers()["x-echo-passphrase"], "[redacted]");
+        assert_eq!(rsp.headers()["x-echo-sign"], signature.as_str());
+        let body = crate::body::collect(rsp.into_body(), 4096)
+            .await
+            .expect("body");
+        let body = String::from_utf8(body.to_vec()).expect("utf-8");
+        assert_eq!(
+            body.contains(PASSPHRASE),
+            !scrub_body,
+            "{scrub_body}: {body}"
+        );
+        assert!(body.contains(&signature), "{body}");
+        let entry = trace.last().expect("a response entry");
+        assert_eq!(entry.name, "hmac_sign");
+        assert_eq!(
+            entry.annotations.get("response_redacted"),
+            Some(&json!(["x-echo-passphrase"]))
+        );
+    }
+}
