@@ -19,6 +19,7 @@ mod reflected_body;
 mod reflected_head;
 mod replace;
 mod schemes;
+mod signed_scrub;
 
 use iron_proxy_tests::*;
 use serde_json::{json, Value};
