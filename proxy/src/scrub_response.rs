@@ -1,6 +1,7 @@
 //! The response to a request in which credential transforms put real values
 //! (`secrets`' static credentials, `oauth_token`'s and `gcp_auth`'s minted
-//! tokens: each noted with [`Flow::note_secret_value`]), scrubbed of every one
+//! tokens, the credentials `hmac_sign` renders into headers, `aws_auth`'s
+//! session token: each noted with [`Flow::note_secret_value`]), scrubbed of every one
 //! of them before the workload sees it: an upstream that echoes the request
 //! (an echo endpoint, an error quoting the `Authorization` header, a debug
 //! header) does not hand the real credential back.
