@@ -166,39 +166,17 @@ fn transform_defaults() {
     assert!(s.scrub_response_bodies, "on unless turned off");
 }
 
+/// Every transform that notes the credential values it puts in a request
+/// (docs/secrets.md, "What comes back") takes `scrub_response_bodies`: on by
+/// default, a boolean, its errors at its field path, and a near miss pointed
+/// at it.
 #[test]
-fn secrets_scrub_response_bodies() {
-    let head = "transforms:\n  - name: secrets\n    config:\n";
-    let entry = "      secrets:\n        - source: {type: env, var: K}\n          inject: {header: X-Key}\n";
-    let cfg = ok(&format!(
-        "{BASE}{head}      scrub_response_bodies: false\n{entry}"
-    ));
-    let TransformConfig::Secrets(s) = &cfg.transforms[0] else {
-        panic!("secrets")
-    };
-    assert!(!s.scrub_response_bodies);
-    let e = errs(&format!(
-        "{head}      scrub_response_bodies: sometimes\n{entry}"
-    ));
-    assert_eq!(e.len(), 1, "{e:?}");
-    assert!(
-        e[0].contains("transforms[0].config.scrub_response_bodies"),
-        "{e:?}"
-    );
-    let e = errs(&format!("{head}      scrub_response_body: false\n{entry}"));
-    assert!(
-        e.iter()
-            .any(|l| l.contains("did you mean 'scrub_response_bodies'")),
-        "{e:?}"
-    );
-}
-
-/// `oauth_token` and `gcp_auth` take the same `scrub_response_bodies` as
-/// `secrets`: on by default, a boolean, its errors at its field path, and a
-/// near miss pointed at it.
-#[test]
-fn minted_token_transforms_take_scrub_response_bodies() {
+fn credential_transforms_take_scrub_response_bodies() {
     let cases = [
+        (
+            "secrets",
+            "      secrets:\n        - source: {type: env, var: K}\n          inject: {header: X-Key}\n",
+        ),
         (
             "oauth_token",
             "      tokens:\n        - grant: client_credentials\n          \
@@ -209,45 +187,6 @@ fn minted_token_transforms_take_scrub_response_bodies() {
             "gcp_auth",
             "      keyfile_path: /etc/sa.json\n      scopes: [s]\n",
         ),
-    ];
-    let flag = |cfg: &Config| match &cfg.transforms[0] {
-        TransformConfig::OauthToken(c) => c.scrub_response_bodies,
-        TransformConfig::GcpAuth(c) => c.scrub_response_bodies,
-        _ => panic!("not a minting transform"),
-    };
-    for (name, body) in cases {
-        let head = format!("transforms:\n  - name: {name}\n    config:\n");
-        assert!(
-            flag(&ok(&format!("{BASE}{head}{body}"))),
-            "{name}: on unless turned off"
-        );
-        let cfg = ok(&format!(
-            "{BASE}{head}      scrub_response_bodies: false\n{body}"
-        ));
-        assert!(!flag(&cfg), "{name}");
-        let e = errs(&format!(
-            "{head}      scrub_response_bodies: sometimes\n{body}"
-        ));
-        assert_eq!(e.len(), 1, "{name}: {e:?}");
-        assert!(
-            e[0].contains("transforms[0].config.scrub_response_bodies"),
-            "{name}: {e:?}"
-        );
-        let e = errs(&format!("{head}      scrub_response_body: false\n{body}"));
-        assert!(
-            e.iter()
-                .any(|l| l.contains("did you mean 'scrub_response_bodies'")),
-            "{name}: {e:?}"
-        );
-    }
-}
-
-/// `hmac_sign` and `aws_auth` take the same `scrub_response_bodies` as
-/// `secrets`: on by default, a boolean, its errors at its field path, and a
-/// near miss pointed at it.
-#[test]
-fn signing_transforms_take_scrub_response_bodies() {
-    let cases = [
         (
             "hmac_sign",
             "      timestamp: {format: unix_seconds}\n      signature:\n        \
@@ -264,9 +203,12 @@ fn signing_transforms_take_scrub_response_bodies() {
         ),
     ];
     let flag = |cfg: &Config| match &cfg.transforms[0] {
+        TransformConfig::Secrets(c) => c.scrub_response_bodies,
+        TransformConfig::OauthToken(c) => c.scrub_response_bodies,
+        TransformConfig::GcpAuth(c) => c.scrub_response_bodies,
         TransformConfig::HmacSign(c) => c.scrub_response_bodies,
         TransformConfig::AwsAuth(c) => c.scrub_response_bodies,
-        _ => panic!("not a signing transform"),
+        _ => panic!("not a credential transform"),
     };
     for (name, body) in cases {
         let head = format!("transforms:\n  - name: {name}\n    config:\n");

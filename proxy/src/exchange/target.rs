@@ -49,13 +49,22 @@ fn host_port(a: &http::uri::Authority, default_port: u16) -> Option<(String, u16
     if raw_host.starts_with('[') && host.parse::<std::net::Ipv6Addr>().is_err() {
         return None;
     }
-    // The port's text: after the host's last `:` (after `]` for IPv6).
+    // A bracket anywhere else is no part of a name (`0[::]:` was the host
+    // `0[`, the http crate's reading: up to the first `:`).
+    if !raw_host.starts_with('[') && raw_host.contains(['[', ']']) {
+        return None;
+    }
+    // The port's text: right after the host (after `]` for IPv6), all of
+    // what follows its `:`.
     let port_text = match text.strip_prefix('[') {
         Some(v6) => match v6.split_once(']')?.1 {
             "" => None,
             after => Some(after.strip_prefix(':')?),
         },
-        None => text.rsplit_once(':').map(|(_, p)| p),
+        None => match text.get(raw_host.len()..)? {
+            "" => None,
+            after => Some(after.strip_prefix(':')?),
+        },
     };
     let port = match port_text {
         None | Some("") => default_port,
@@ -287,6 +296,18 @@ mod tests {
         assert_eq!(
             conflict("http://a.test/x", Some("a.test/evil")),
             Some("a.test/evil".into())
+        );
+    }
+
+    #[test]
+    fn a_bracket_outside_an_ipv6_literal_is_refused() {
+        // Found by the property test: read as the host `0[`, written back as `0[:443`.
+        assert_eq!(split_authority("0[::]:", 443), None);
+        assert_eq!(split_authority("a.test]:443", 443), None);
+        assert_eq!(split_authority("a:b:443", 443), None);
+        assert_eq!(
+            split_authority("a.test:8443", 443),
+            Some(("a.test".into(), 8443))
         );
     }
 
