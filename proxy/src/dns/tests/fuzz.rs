@@ -372,7 +372,8 @@ fn a_query_of_many_questions_gets_an_answer_that_fits_udp() {
 }
 
 /// One TCP frame a client sends: a message, an empty frame (which ends the
-/// connection's queries), or a length that promises more than follows.
+/// connection's queries), or a length that promises more than follows
+/// (written last, so that nothing after it makes up the promise).
 #[derive(Debug, Clone)]
 enum Frame {
     Message(Vec<u8>),
@@ -435,8 +436,11 @@ proptest! {
                     }
                     Frame::Empty => bytes.extend_from_slice(&[0, 0]),
                     Frame::Short { promised, sent } => {
+                        // The client's last bytes: what followed would
+                        // otherwise make up the promised length.
                         bytes.extend_from_slice(&promised.to_be_bytes());
                         bytes.extend_from_slice(sent);
+                        break;
                     }
                 }
             }
