@@ -30,7 +30,7 @@ mod headers;
 use http::Response;
 
 use crate::body::Body;
-use crate::pipeline::{Flow, TransformError};
+use crate::pipeline::{BodyTrailers, Flow, TransformError};
 use crate::secrets::body_scrub::BodyScrubber;
 
 /// Scrubs `rsp` of the values noted in `cx` (nothing when none is 8 bytes
@@ -53,6 +53,11 @@ pub(crate) fn scrub(
     let changed = headers::redact_headers(rsp.headers_mut(), &search);
     if !changed.is_empty() {
         cx.annotate("response_redacted", changed);
+    }
+    // The copy of a buffered body's trailers that a transform rewriting the
+    // body puts back (`grpc`): scrubbed as the trailers that stream are.
+    if let Some(kept) = rsp.extensions_mut().get_mut::<BodyTrailers>() {
+        headers::redact_headers(&mut kept.0, &search);
     }
     if cx.scrubs_response_body() {
         body::scrub(rsp, cx, search, by)?;

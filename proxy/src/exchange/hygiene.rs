@@ -111,10 +111,13 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: bool) {
 }
 
 /// The first transfer coding of a message other than `chunked` (`gzip` in
-/// `Transfer-Encoding: gzip, chunked`), cut to 64 characters, or `chunked`
-/// applied twice (`chunked, chunked`, which RFC 9112 §6.1 forbids). hyper
-/// decodes only one chunked framing, so such a body would be forwarded
-/// still coded and without the header saying so.
+/// `Transfer-Encoding: gzip, chunked`), or `chunked` applied twice
+/// (`chunked, chunked`, which RFC 9112 §6.1 forbids). hyper decodes only
+/// one chunked framing, so such a body would be forwarded still coded and
+/// without the header saying so. Only a coding of [`NAMED_CODINGS`] is
+/// named: any other token is the upstream's text, which may quote what the
+/// request carried (a credential `secrets` put in it), and this check runs
+/// before the response's scrub, so it is described by its length alone.
 pub(super) fn unsupported_transfer_coding(h: &HeaderMap) -> Option<String> {
     // No allocation unless there is one to name: a chunked response passes
     // here on every exchange.
@@ -130,11 +133,33 @@ pub(super) fn unsupported_transfer_coding(h: &HeaderMap) -> Option<String> {
             }
             !t.is_empty()
         })
-        .map(|t| match t.eq_ignore_ascii_case(b"chunked") {
-            true => "chunked (applied twice)".to_string(),
-            false => cut(&String::from_utf8_lossy(t)),
+        .map(|t| {
+            if t.eq_ignore_ascii_case(b"chunked") {
+                return "chunked (applied twice)".to_string();
+            }
+            match NAMED_CODINGS
+                .iter()
+                .find(|c| t.eq_ignore_ascii_case(c.as_bytes()))
+            {
+                Some(c) => format!("{c:?}"),
+                None => format!("an unregistered coding of {} bytes", t.len()),
+            }
         })
 }
+
+/// The transfer codings a refusal names: the IANA registry's, and the
+/// content codings upstreams are known to send as transfer codings.
+const NAMED_CODINGS: &[&str] = &[
+    "compress",
+    "deflate",
+    "gzip",
+    "trailers",
+    "x-compress",
+    "x-gzip",
+    "identity",
+    "br",
+    "zstd",
+];
 
 /// Longest method token forwarded. Registered methods are at most 17
 /// bytes (`UPDATEREDIRECTREF`); hyper takes a token as long as the head, and
@@ -171,51 +196,71 @@ fn cut(text: &str) -> String {
     text.chars().take(64).collect()
 }
 
-/// True when a path contains a `.` or `..` segment (also percent-encoded,
-/// `%2e` in either case), as any upstream may read its segments: split at
-/// `/`, and also at `\` and the encoded `%2F` / `%5C` (servers that decode
-/// or normalise them, IIS reading `\` as `/`), with `;` path parameters
-/// cut off (`..;` is `..` to Tomcat and Spring). Rules match the path as
-/// sent, so `/public/..%2Fprivate` would pass a `/public/*` rule and reach
-/// `/private` on such a server. Dots and separators encoded twice
-/// (`%252e`, `%252f`, `%255c`: a server or a framework that decodes twice)
-/// and as overlong UTF-8 (`%c0%ae`, `%c0%af`, `%c1%9c`: the IIS Unicode
-/// traversal) count too: no request needs them.
+/// True when a path contains a `.` or `..` segment as any upstream may
+/// read it. Rules match the path as sent, so `/public/..%2Fprivate` would
+/// pass a `/public/*` rule and reach `/private` on a server that decodes
+/// `%2F`. The path is read as sent and after each of up to [`DECODES`]
+/// percent-decodings (lenient, as servers decode: a `%` without two hex
+/// digits stays), so a dot or separator encoded once (`%2e`, `%2f`, `%5c`)
+/// or several times in any spelling (`%252e`, `%25%32%65`, `%252%65`: a
+/// server or framework that decodes twice) counts. Each reading is split
+/// at `/` and `\` (IIS reads `\` as `/`) and at the overlong UTF-8
+/// separators `C0 AF` and `C1 9C`, each segment cut at its first `;`
+/// (`..;` is `..` to Tomcat and Spring), and a segment of one or two dots
+/// (`.` or the overlong `C0 AE`: the IIS Unicode traversal) is found. No
+/// request needs any of them.
 pub fn has_dot_segment(path: &str) -> bool {
-    segments(path.as_bytes()).any(|seg| {
-        let seg = seg.split(|b| *b == b';').next().unwrap_or(seg);
-        let mut rest = seg;
-        let mut dots = 0;
-        while !rest.is_empty() && dots < 3 {
-            let n = spelled(rest, DOTS);
-            if n == 0 {
-                return false;
-            }
-            rest = &rest[n..];
-            dots += 1;
+    let mut reading = std::borrow::Cow::Borrowed(path.as_bytes());
+    for _ in 0..=DECODES {
+        if segments(&reading).any(is_dots) {
+            return true;
         }
-        rest.is_empty() && (dots == 1 || dots == 2)
-    })
+        if !reading.contains(&b'%') {
+            return false;
+        }
+        let decoded: Vec<u8> = percent_encoding::percent_decode(&reading).collect();
+        if decoded.len() == reading.len() {
+            // No escape left: another decoding reads the same.
+            return false;
+        }
+        reading = std::borrow::Cow::Owned(decoded);
+    }
+    false
 }
 
-/// The spellings of `.` a server may read as a dot.
-const DOTS: &[&[u8]] = &[b".", b"%2e", b"%252e", b"%c0%ae"];
+/// How many percent-decodings of a path [`has_dot_segment`] reads (each
+/// one pass over the path, so a path of escapes of escapes costs at most
+/// this many passes).
+const DECODES: usize = 3;
 
-/// The spellings of a segment separator a server may read as one.
-const SEPARATORS: &[&[u8]] = &[
-    b"/", b"\\", b"%2f", b"%5c", b"%252f", b"%255c", b"%c0%af", b"%c1%9c",
-];
+/// Overlong UTF-8 for `.`, `/` and `\`, which lenient decoders (IIS) read
+/// as those characters.
+const OVERLONG_DOT: [u8; 2] = [0xc0, 0xae];
+const OVERLONG_SEPARATORS: [[u8; 2]; 2] = [[0xc0, 0xaf], [0xc1, 0x9c]];
 
-/// The length of the spelling in `set` that `p` starts with (hex digits in
-/// either case), or 0.
-fn spelled(p: &[u8], set: &[&[u8]]) -> usize {
-    set.iter()
-        .find(|t| p.len() >= t.len() && p[..t.len()].eq_ignore_ascii_case(t))
-        .map_or(0, |t| t.len())
+/// Whether `seg`, cut at its first `;`, is one or two dots.
+fn is_dots(seg: &[u8]) -> bool {
+    let mut rest = seg.split(|b| *b == b';').next().unwrap_or(seg);
+    let mut dots = 0;
+    while !rest.is_empty() {
+        let n = if rest[0] == b'.' {
+            1
+        } else if rest.starts_with(&OVERLONG_DOT) {
+            2
+        } else {
+            return false;
+        };
+        rest = &rest[n..];
+        dots += 1;
+        if dots > 2 {
+            return false;
+        }
+    }
+    dots > 0
 }
 
-/// The segments of `path` split at every separator some server reads
-/// ([`SEPARATORS`]).
+/// The segments of a path reading, split at `/`, `\` and the overlong
+/// separators.
 fn segments(path: &[u8]) -> impl Iterator<Item = &[u8]> {
     let mut rest = Some(path);
     std::iter::from_fn(move || {
@@ -224,7 +269,7 @@ fn segments(path: &[u8]) -> impl Iterator<Item = &[u8]> {
         while i < p.len() {
             let sep = match p[i] {
                 b'/' | b'\\' => 1,
-                b'%' => spelled(&p[i..], SEPARATORS),
+                0xc0 | 0xc1 if OVERLONG_SEPARATORS.iter().any(|s| p[i..].starts_with(s)) => 2,
                 _ => 0,
             };
             if sep > 0 {
@@ -366,7 +411,22 @@ mod tests {
         assert!(has_dot_segment("/v1/%c0%ae%c0%ae/admin"));
         assert!(has_dot_segment("/v1/x%252f..%255Cadmin"));
         assert!(has_dot_segment("/v1/x%c0%af..%C1%9Cadmin"));
+        // Twice in the other spellings a double decode reads as a dot or a separator
+        // (finding of session 47's review: these passed the table of `%252e`-style codes).
+        for bypass in [
+            "/v1/%25%32%65%25%32%65/admin",
+            "/v1/%252%65%252%65/admin",
+            "/v1/%%32%65%%32%65/admin",
+            "/v1/%2%65./admin",
+            "/v1/x%25%32%66..%25%32%66admin",
+            "/v1/x%25c0%25af..%25c1%259cadmin",
+            "/v1/%25252e%25252e/admin",
+        ] {
+            assert!(has_dot_segment(bypass), "{bypass}");
+        }
         assert!(!has_dot_segment("/v1/%252e%252ex/admin"));
+        assert!(!has_dot_segment("/search/100%25/off"));
+        assert!(!has_dot_segment("/v1/%2525252525252e%25/x"));
         assert!(!has_dot_segment("/v1/%25%2e/admin"));
         assert!(!has_dot_segment("/a%2Fb"));
         // Separators other servers read, and path parameters (QA E).
@@ -414,12 +474,22 @@ mod tests {
         };
         assert_eq!(te("chunked"), None);
         assert_eq!(te("Chunked"), None);
-        assert_eq!(te("gzip, chunked").as_deref(), Some("gzip"));
+        assert_eq!(te("gzip, chunked").as_deref(), Some("\"gzip\""));
+        assert_eq!(te("GZip, chunked").as_deref(), Some("\"gzip\""));
         assert_eq!(
             te("chunked, chunked").as_deref(),
             Some("chunked (applied twice)")
         );
-        assert_eq!(te("x-custom ,chunked").as_deref(), Some("x-custom"));
+        // Any other token is the upstream's text (it may quote a credential the request
+        // carried, and this runs before the response's scrub): only its length is told.
+        assert_eq!(
+            te("x-custom ,chunked").as_deref(),
+            Some("an unregistered coding of 8 bytes")
+        );
+        assert_eq!(
+            te("sk-live-0123456789abcdef, chunked").as_deref(),
+            Some("an unregistered coding of 24 bytes")
+        );
         assert_eq!(unsupported_transfer_coding(&HeaderMap::new()), None);
         // Two header lines are one list.
         let mut h = HeaderMap::new();

@@ -455,7 +455,7 @@ async fn handle_tracked(
         // Only the chunked framing is undone: the body would reach the
         // client still coded, without the header saying so.
         let detail = format!(
-            "the upstream answered with transfer coding {coding:?}, which the proxy does not decode"
+            "the upstream answered with transfer coding {coding}, which the proxy does not decode"
         );
         rec.fail("upstream_error", detail.clone(), 502);
         return Ok(finish(
@@ -613,7 +613,7 @@ fn admit(
         // The body would go on without its coding (RFC 9112 §6.1: answer 501).
         rec.reject(None, "unsupported_transfer_coding", 501);
         let msg = format!(
-            "transfer coding {coding:?} is not supported; send the body chunked or with a \
+            "transfer coding {coding} is not supported; send the body chunked or with a \
              Content-Length"
         );
         return Err(error_response(StatusCode::NOT_IMPLEMENTED, &msg));

@@ -237,3 +237,36 @@ async fn a_request_given_no_value_is_left_alone() {
     assert!(out.echo.contains(TOKEN) && out.body.contains(TOKEN));
     assert!(out.record.response_transforms.is_empty());
 }
+
+/// The copy of a buffered body's trailers a transform that rewrites the
+/// body puts back (`grpc` with a policy server's new body) is scrubbed too,
+/// with or without the body's scrub (finding of session 47's review: it
+/// brought the upstream's `grpc-message` back whole).
+#[tokio::test]
+async fn the_kept_copy_of_the_trailers_is_scrubbed() {
+    for scrub_body in [true, false] {
+        let mut cx = test_flow("api.test", "POST", "/svc/Method");
+        cx.note_secret_value(&SecretValue::new(KEY.into()), "secrets", scrub_body);
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert(
+            "grpc-message",
+            HeaderValue::from_str(&format!("bad key {KEY}")).expect("header"),
+        );
+        let mut rsp = http::Response::new(body::with_trailers(
+            bytes::Bytes::from_static(b"\0\0\0\0\0"),
+            Some(trailers.clone()),
+        ));
+        rsp.extensions_mut()
+            .insert(crate::pipeline::BodyTrailers(trailers));
+        super::scrub(&mut rsp, &mut cx, "secrets").expect("scrubbed");
+        let kept = &rsp
+            .extensions()
+            .get::<crate::pipeline::BodyTrailers>()
+            .expect("kept")
+            .0;
+        assert_eq!(
+            kept["grpc-message"], "bad key [redacted]",
+            "scrub_response_bodies: {scrub_body}"
+        );
+    }
+}

@@ -218,14 +218,13 @@ pub(crate) fn base64_forms(value: &str) -> Vec<String> {
 /// Python's `quote()` with its default `safe='/'`.
 const PYTHON_QUOTE: &percent_encoding::AsciiSet = &URL_COMPONENT.remove(b'/');
 
-/// Go's `url.PathEscape`: also `$&+,:;=@` left as they are.
+/// Go's `url.PathEscape`: also `$&+:=@` left as they are (`,` and `;` are
+/// escaped: Go keeps them for a segment's own meaning).
 const GO_PATH: &percent_encoding::AsciiSet = &URL_COMPONENT
     .remove(b'$')
     .remove(b'&')
     .remove(b'+')
-    .remove(b',')
     .remove(b':')
-    .remove(b';')
     .remove(b'=')
     .remove(b'@');
 

@@ -360,6 +360,10 @@ fn dot_segments_are_refused_and_encoded_slashes_kept() {
         "/anything/%c0%ae%c0%ae/get",
         "/anything/..%252fget",
         "/anything/..%c0%afget",
+        // Encoded twice in the other spellings a double decode reads (session 47's review).
+        "/anything/%25%32%65%25%32%65/get",
+        "/anything/%252%65%252%65/get",
+        "/anything/..%25%32%66get",
     ] {
         let r = plain(&px, &format!("http://paths.hyg.test{path}"))
             .args(["--path-as-is"])

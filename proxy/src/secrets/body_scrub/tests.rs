@@ -129,43 +129,47 @@ fn json_writers_that_escape_more_are_forms_too() {
 }
 
 /// A value with characters URL encoders disagree about.
-const URLISH: &str = "sk-live/REAL+secret=ab cd~x*y!(z)";
+const URLISH: &str = "sk-live/REAL+secret=ab cd~x*y!(z);p,q$r&s:t@u'v";
 
 /// [`URLISH`] as each encoder writes it (output of the encoders themselves: Python 3.11,
-/// go1.19, Node, PHP 8.2).
+/// go1.19, Node, PHP 8.2; Go's `PathEscape` escapes `;` and `,`, which session 46's table
+/// left as they are: session 47's review).
 const URL_ENCODED: [(&str, &str); 9] = [
     (
         "python quote()",
-        "sk-live/REAL%2Bsecret%3Dab%20cd~x%2Ay%21%28z%29",
+        "sk-live/REAL%2Bsecret%3Dab%20cd~x%2Ay%21%28z%29%3Bp%2Cq%24r%26s%3At%40u%27v",
     ),
     (
         "python quote_plus",
-        "sk-live%2FREAL%2Bsecret%3Dab+cd~x%2Ay%21%28z%29",
+        "sk-live%2FREAL%2Bsecret%3Dab+cd~x%2Ay%21%28z%29%3Bp%2Cq%24r%26s%3At%40u%27v",
     ),
     (
         "python quote(safe='')",
-        "sk-live%2FREAL%2Bsecret%3Dab%20cd~x%2Ay%21%28z%29",
+        "sk-live%2FREAL%2Bsecret%3Dab%20cd~x%2Ay%21%28z%29%3Bp%2Cq%24r%26s%3At%40u%27v",
     ),
     (
         "go PathEscape",
-        "sk-live%2FREAL+secret=ab%20cd~x%2Ay%21%28z%29",
+        "sk-live%2FREAL+secret=ab%20cd~x%2Ay%21%28z%29%3Bp%2Cq$r&s:t@u%27v",
     ),
     (
         "go QueryEscape",
-        "sk-live%2FREAL%2Bsecret%3Dab+cd~x%2Ay%21%28z%29",
+        "sk-live%2FREAL%2Bsecret%3Dab+cd~x%2Ay%21%28z%29%3Bp%2Cq%24r%26s%3At%40u%27v",
     ),
     (
         "js encodeURIComponent",
-        "sk-live%2FREAL%2Bsecret%3Dab%20cd~x*y!(z)",
+        "sk-live%2FREAL%2Bsecret%3Dab%20cd~x*y!(z)%3Bp%2Cq%24r%26s%3At%40u'v",
     ),
-    ("js encodeURI", "sk-live/REAL+secret=ab%20cd~x*y!(z)"),
+    (
+        "js encodeURI",
+        "sk-live/REAL+secret=ab%20cd~x*y!(z);p,q$r&s:t@u'v",
+    ),
     (
         "URLSearchParams",
-        "sk-live%2FREAL%2Bsecret%3Dab+cd%7Ex*y%21%28z%29",
+        "sk-live%2FREAL%2Bsecret%3Dab+cd%7Ex*y%21%28z%29%3Bp%2Cq%24r%26s%3At%40u%27v",
     ),
     (
         "php urlencode",
-        "sk-live%2FREAL%2Bsecret%3Dab+cd%7Ex%2Ay%21%28z%29",
+        "sk-live%2FREAL%2Bsecret%3Dab+cd%7Ex%2Ay%21%28z%29%3Bp%2Cq%24r%26s%3At%40u%27v",
     ),
 ];
 
