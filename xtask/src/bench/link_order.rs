@@ -4,7 +4,9 @@
 //! lld's `--symbol-ordering-file`).
 //!
 //! The bench's iron-proxy topologies (https_listen, CONNECT, eBPF
-//! interception) run once with iron-proxy under callgrind, whose output names
+//! interception) run once, with a key injected into every request as
+//! `--secrets` does (so the casing round trip and the response's scrub are
+//! serving code too), with iron-proxy under callgrind, whose output names
 //! every function that ran, with its instruction count. Under valgrind
 //! `/proc/self/exe` is valgrind's own tool, so the wrapper names the eBPF
 //! loader child's binary in `IRON_PROXY_LOADER_EXE`; the child runs natively
@@ -87,7 +89,10 @@ pub fn main(root: &Path, target: &Path, args: LinkOrderArgs) -> Result<()> {
         against: None,
         // Only the proxy's code matters here.
         unpaired: true,
-        secrets: false,
+        // A deployment's usual request has a credential put into it (and its
+        // response searched for it): that code is serving code too. The bare
+        // path is a part of this one.
+        secrets: true,
     };
     sandbox::sweep_stale();
     run::run(
