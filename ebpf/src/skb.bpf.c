@@ -35,7 +35,8 @@
  * socket's cgroup id or uid, or by the mark connect/sendmsg left in the
  * socket's local storage when the calling task was the proxy
  * (iron_sk_proxy); packets
- * sent from a redirect target (the proxy's listeners answering); and
+ * sent from a redirect target by a socket carrying the listener's
+ * SO_PRIORITY mark (the proxy's listeners answering); and
  * sockets of unselected uids. Unconfigured maps fail closed.
  *
  * The socket's uid (bpf_get_socket_uid) is its creator's fsuid; the
@@ -250,27 +251,71 @@ static __always_inline int iron_eq16(const __u32 a[4], const __u8 b[16])
 	return a[0] == t[0] && a[1] == t[1] && a[2] == t[2] && a[3] == t[3];
 }
 
+/* What iron_target says (a, port) is. */
+#define IRON_TARGET_NONE     0
+#define IRON_TARGET_LISTENER 1 /* the transparent listener */
+#define IRON_TARGET_DNS	     2 /* the DNS listener */
+
 /* Whether (a, port) over `proto` is the transparent listener (TCP) or the
- * DNS listener (UDP and TCP). The protocol matters: a workload may bind
- * UDP to the transparent listener's address and port, which TCP holds. */
-static __always_inline int iron_is_target(const struct iron_config *cfg,
-					  const __u32 a[4], __u16 port,
-					  __u8 proto)
+ * DNS listener (UDP and TCP), and which. The protocol matters: a workload
+ * may bind UDP to the transparent listener's address and port, which TCP
+ * holds. */
+static __always_inline int iron_target(const struct iron_config *cfg,
+				       const __u32 a[4], __u16 port,
+				       __u8 proto)
 {
 	int tcp = proto == IPPROTO_TCP;
 
 	if (iron_is_v4_mapped(a)) {
 		if (tcp && a[3] == cfg->listen_v4 &&
 		    port == cfg->listen_v4_port)
-			return 1;
-		return (cfg->flags & IRON_F_DNS_V4) && a[3] == cfg->dns_v4 &&
-		       port == cfg->dns_v4_port;
+			return IRON_TARGET_LISTENER;
+		if ((cfg->flags & IRON_F_DNS_V4) && a[3] == cfg->dns_v4 &&
+		    port == cfg->dns_v4_port)
+			return IRON_TARGET_DNS;
+		return IRON_TARGET_NONE;
 	}
 	if (tcp && (cfg->flags & IRON_F_LISTEN_V6) &&
 	    port == cfg->listen_v6_port && iron_eq16(a, cfg->listen_v6))
-		return 1;
-	return (cfg->flags & IRON_F_DNS_V6) && port == cfg->dns_v6_port &&
-	       iron_eq16(a, cfg->dns_v6);
+		return IRON_TARGET_LISTENER;
+	if ((cfg->flags & IRON_F_DNS_V6) && port == cfg->dns_v6_port &&
+	    iron_eq16(a, cfg->dns_v6))
+		return IRON_TARGET_DNS;
+	return IRON_TARGET_NONE;
+}
+
+static __always_inline int iron_is_target(const struct iron_config *cfg,
+					  const __u32 a[4], __u16 port,
+					  __u8 proto)
+{
+	return iron_target(cfg, a, port, proto) != IRON_TARGET_NONE;
+}
+
+/*
+ * Whether the packet is a listener's answer: sent from the transparent
+ * or DNS listener's address and port, by a socket carrying the proxy's
+ * SO_PRIORITY mark where the loader marks that listener
+ * (IRON_F_LISTENER_PRIORITY, IRON_F_DNS_LISTENER_PRIORITY). Connections
+ * accepted from the listener inherit its priority, and its SYN-ACKs carry
+ * it (the kernel sends them with the listener's). The address alone is
+ * not enough: while the proxy is down, a workload may bind the listener's
+ * address and port itself and serve peers that reach it from elsewhere;
+ * its accepted connections never pass the connect or sendmsg hooks, so
+ * this was the only gate.
+ */
+static __always_inline int iron_from_listener(struct __sk_buff *skb,
+					      const struct iron_config *cfg,
+					      const struct iron_pkt *p)
+{
+	int t = iron_target(cfg, p->src, p->sport, p->proto);
+	__u32 marked;
+
+	if (t == IRON_TARGET_NONE)
+		return 0;
+	marked = t == IRON_TARGET_LISTENER ? IRON_F_LISTENER_PRIORITY
+					   : IRON_F_DNS_LISTENER_PRIORITY;
+	return !(cfg->flags & marked) ||
+	       skb->priority == IRON_LISTENER_PRIORITY;
 }
 
 /* Whether the socket that sent this packet carries the proxy's mark. A
@@ -448,13 +493,14 @@ int iron_skb_egress(struct __sk_buff *skb)
 		iron_parse_ports(skb, &p);
 		/* To a listener (by the loopback device, as every packet to
 		 * a local address goes), or a listener's answer (which may
-		 * go to a remote client); never with IPv4 options: a source
-		 * route sends the packet to its first hop whatever the
-		 * header says, and nothing of ours sets them. */
+		 * go to a remote client: iron_from_listener); never with
+		 * IPv4 options: a source route sends the packet to its
+		 * first hop whatever the header says, and nothing of ours
+		 * sets them. */
 		if (p.ports && !p.ip_options &&
 		    ((iron_is_target(cfg, p.dst, p.dport, p.proto) &&
 		      iron_via_loopback(skb)) ||
-		     iron_is_target(cfg, p.src, p.sport, p.proto)))
+		     iron_from_listener(skb, cfg, &p)))
 			return IRON_SKB_PASS;
 	}
 	/* Not IP (or unreadable), or beyond loopback and the listeners. */

@@ -9,6 +9,8 @@
 //! - A datagram from a workload UDP socket bound to the transparent listener's address and
 //!   port, source-routed to another host, is dropped (it used to pass as the listener's).
 //! - A proxy started inside the cgroup it intercepts is exempt from the backstop.
+//! - A workload that listens at the transparent listener's address and port while the proxy
+//!   is down serves nothing to a peer elsewhere (it used to pass as the listener).
 //!
 //! Safety: programs attach only to the test's own cgroup; traffic goes only to fake-internet
 //! addresses (inside the test's namespace) and loopback.
@@ -16,6 +18,7 @@
 use std::time::Duration;
 
 use iron_proxy_tests::*;
+use nix::sys::signal::Signal;
 use serde_json::json;
 
 use crate::intercept::lab::*;
@@ -317,4 +320,97 @@ fn a_redirected_datagram_sent_out_of_another_device_is_dropped() {
         intercept_event(&lab.px, "backstop_dropped") >= before + 3,
         "the backstop dropped them"
     );
+}
+
+/// A workload server at the transparent listener's address and port (`argv[1]:argv[2]`),
+/// bound as soon as the port is free: it writes `<argv[3]>/listening`, then sends a line to
+/// the first peer it accepts.
+const SQUATTING_SERVER: &str = r#"
+import os, socket, sys, time
+lip, lport, dir = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+deadline = time.time() + 10
+while True:
+    try:
+        s.bind((lip, lport))
+        break
+    except OSError:
+        if time.time() > deadline:
+            raise
+        time.sleep(0.05)
+s.listen(8)
+open(os.path.join(dir, 'listening'), 'w').close()
+c, _ = s.accept()
+c.sendall(b'exfiltrated\n')
+time.sleep(30)
+"#;
+
+/// A peer in the fake internet: connects to `argv[1]:argv[2]` and prints `read <line>`, or
+/// `failed <error>`.
+const PEER: &str = r#"
+import socket, sys
+try:
+    s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5)
+    s.settimeout(5)
+    print('read', s.recv(100).decode().strip())
+except OSError as e:
+    print('failed', type(e).__name__)
+"#;
+
+/// With `intercept.listen` on a host address and the proxy down (killed), a workload binds the
+/// listener's address and port and listens: a peer elsewhere gets no connection (its SYN-ACK
+/// is dropped). The backstop lets a listener's answers through only from sockets carrying the
+/// proxy's `SO_PRIORITY` mark; before, the address alone let the workload's accepted
+/// connections (which pass no connect or sendmsg hook) talk to anyone.
+#[test]
+fn a_workload_listening_at_the_listeners_address_serves_no_one_outside() {
+    require_root!();
+    let net = FakeInternet::new();
+    let lip = net.host_side_v4();
+    let lport = iron_proxy_tests::ports::free_port(lip.into(), false);
+    let mut lab = Lab::start_with(&net, |c| {
+        c["intercept"]["listen"] = json!(format!("{lip}:{lport}"));
+    });
+    lab.px.signal(Signal::SIGKILL);
+    wait_stopped(&mut lab.px);
+    let before = backstop_dropped(&lab);
+
+    let dir = lab.cg.shared_dir().to_path_buf();
+    let _server = lab
+        .cg
+        .command(iron_proxy_tests::cgroup::system_python())
+        .args(["-c", SQUATTING_SERVER])
+        .arg(lip.to_string())
+        .arg(lport.to_string())
+        .arg(&dir)
+        .spawn();
+    wait_until(Duration::from_secs(15), "the workload to listen", || {
+        dir.join("listening").exists().then_some(())
+    });
+
+    let mut peer = net.command(iron_proxy_tests::cgroup::system_python());
+    peer.args(["-c", PEER, &lip.to_string(), &lport.to_string()]);
+    let out =
+        iron_proxy_tests::process::run_with_timeout("peer", &mut peer, Duration::from_secs(20));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.starts_with("failed"),
+        "a peer outside must not reach a workload server at the listener's address: {said} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        backstop_dropped(&lab) > before,
+        "the backstop dropped the SYN-ACKs"
+    );
+}
+
+/// The `backstop_dropped` counter from `iron-proxy intercept status` (the proxy may be dead).
+fn backstop_dropped(lab: &Lab) -> u64 {
+    let (exit, text) = intercept_cmd(&lab.px, "status");
+    assert_eq!(exit, 0, "intercept status: {text}");
+    text.split_whitespace()
+        .find_map(|w| w.strip_prefix("backstop_dropped="))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no backstop_dropped in: {text}"))
 }
