@@ -193,9 +193,13 @@ static __always_inline void iron_redirect6(struct bpf_sock_addr *ctx,
  * listener or, with `udp`, a UDP socket, is the proxy's: one with
  * IRON_LISTENER_PRIORITY, which only CAP_NET_ADMIN can set. While the
  * proxy is down, another local user may have bound the port; the
- * redirect is then refused instead of handed to that process. No socket
- * there at all passes (the connect meets a closed port, a datagram is
- * lost, as before).
+ * redirect is then refused instead of handed to that process.
+ * No socket there at all is refused too (counted the same): the proxy
+ * binds its listener and DNS sockets before it attaches, so that happens
+ * only while it is down, where a connect would meet a closed port anyway
+ * (EPERM instead of ECONNREFUSED); passing it left a race open to a
+ * process that binds, listens and closes the port in a loop, whose
+ * socket could appear between this check and the SYN or datagram.
  */
 static __always_inline int iron_sock_marked(struct bpf_sock_addr *ctx,
 					    struct bpf_sock_tuple *t,
@@ -208,8 +212,10 @@ static __always_inline int iron_sock_marked(struct bpf_sock_addr *ctx,
 		sk = bpf_sk_lookup_udp(ctx, t, size, BPF_F_CURRENT_NETNS, 0);
 	else
 		sk = bpf_sk_lookup_tcp(ctx, t, size, BPF_F_CURRENT_NETNS, 0);
-	if (!sk)
-		return 1;
+	if (!sk) {
+		iron_count(IRON_CNT_FOREIGN_LISTENER);
+		return 0;
+	}
 	ours = sk->priority == IRON_LISTENER_PRIORITY;
 	bpf_sk_release(sk);
 	if (!ours)

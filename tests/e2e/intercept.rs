@@ -393,7 +393,8 @@ fn a_killed_proxy_fails_closed_a_restart_takes_over_and_detach_goes_direct() {
     let r = lab.curl(&["--resolve", &unlisted, "http://unlisted.test/anything/dead"]);
     assert_eq!(
         r.exit, 7,
-        "with the proxy dead the workload gets connection refused, not the internet: {r}"
+        "with the proxy dead the workload's connect is refused (EPERM: no listener there), \
+         not the internet: {r}"
     );
     up.assert_no_request(|q| q.path() == "/anything/dead");
 

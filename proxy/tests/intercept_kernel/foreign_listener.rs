@@ -2,7 +2,8 @@
 //! proxy's (another local user bound the port while the proxy was down)
 //! receives no redirected connection or datagram: with `listener_priority`
 //! (`dns_listener_priority`), the connect and sendmsg programs look the
-//! socket up and refuse the call (EPERM) unless it carries the proxy's mark.
+//! socket up and refuse the call (EPERM) unless it carries the proxy's mark,
+//! and when they find no socket there at all.
 
 use std::sync::atomic::Ordering;
 
@@ -55,10 +56,17 @@ fn a_listener_without_the_proxys_mark_receives_nothing() {
         .expect("counters");
     assert_eq!(counters.foreign_listener, 1, "{counters:?}");
 
-    // Nobody there: the connect meets a closed port, as before.
+    // Nobody there (the proxy is down): refused as well, and counted. Before, the
+    // connect passed and met a closed port, which left a race open to a process
+    // binding and closing the port in a loop.
     drop(squatter);
     let ran = run_workload(&cg, None, &["tcp", "127.0.0.2", &target]);
-    assert_eq!(ran.lines, vec![format!("tcp err {ECONNREFUSED}")]);
+    assert_eq!(ran.lines, vec![format!("tcp err {EPERM}")]);
+    let counters = Interceptor::status(&pins.path)
+        .expect("status")
+        .counters
+        .expect("counters");
+    assert_eq!(counters.foreign_listener, 2, "{counters:?}");
 
     // Without the flag (a loader that does not mark its listener) nothing
     // is checked: an unmarked listener is served.
@@ -232,6 +240,23 @@ fn a_dns_socket_without_the_proxys_mark_receives_nothing() {
             "udp ok 127.0.0.9 53 pong".to_owned(),
             "tcp ok ::1 53 proxy|[::1]:53".to_owned(),
         ]
+    );
+
+    // No socket there at all (the proxy is down): refused too, and counted. Before,
+    // the datagrams and connects passed to the closed ports (ECONNREFUSED).
+    s.dns_listener_priority = true;
+    drop(ic);
+    drop((udp, tcp, udp6, tcp6));
+    let ic = attach(&s);
+    let ran = run_workload(&cg, None, &ops);
+    assert_eq!(ran.lines, refused);
+    let counters = Interceptor::status(&pins.path)
+        .expect("status")
+        .counters
+        .expect("counters");
+    assert_eq!(
+        counters.foreign_listener, 12,
+        "six more refused: {counters:?}"
     );
     drop(ic);
 }

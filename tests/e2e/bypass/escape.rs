@@ -108,8 +108,9 @@ fn the_proxys_own_ports_are_unreachable_from_workloads() {
     drop(pins);
 }
 
-/// The proxy killed: interception stays (pinned), so workloads meet a closed port, and DNS
-/// gets no answer. A process that binds the transparent listener's port meanwhile (another
+/// The proxy killed: interception stays (pinned), so workloads' connects and DNS datagrams
+/// are refused (EPERM: no socket of the proxy's where they are redirected), and DNS gets no
+/// answer. A process that binds the transparent listener's port meanwhile (another
 /// local user) receives nothing: the programs refuse connects to a listener that does not
 /// carry the proxy's mark (before, it received every workload's connection); so does one
 /// that binds the DNS listener's port (UDP and TCP).
@@ -132,7 +133,16 @@ fn killing_the_proxy_fails_closed() {
         &resolve("httpbin.test", 443, up.ip()),
         "https://httpbin.test/anything/dead",
     ]);
-    assert_eq!(r.exit, 7, "connection refused, not the internet: {r}");
+    assert_eq!(r.exit, 7, "connect refused, not the internet: {r}");
+    // By the kernel, before any packet: no socket with the proxy's mark where the connect
+    // is redirected (before, it passed and met the closed port: ECONNREFUSED).
+    let direct = vec![format!("tcp,{},443", up.ip())];
+    assert_probes(
+        &probe(&lab.cg, &direct),
+        &direct,
+        json!(EPERM),
+        "nothing bound at the listener",
+    );
     // Another process binds the listener's port while the proxy is down: the workloads'
     // connections are refused, not handed to it (it is not marked as the proxy's).
     let squatter = std::net::TcpListener::bind(listen).expect("squat the listener's port");
@@ -224,7 +234,7 @@ fn another_network_namespace_does_not_escape_the_hooks() {
     let lab = Lab::start(&net);
     // A root workload enters the fake internet's own namespace, right next to the upstream:
     // the hooks follow the cgroup, so the connect is still redirected, to a loopback port
-    // where nothing listens in that namespace.
+    // where nothing listens in that namespace: refused (EPERM, no proxy socket there).
     let r = lab
         .cg
         .command("ip")
@@ -239,7 +249,7 @@ fn another_network_namespace_does_not_escape_the_hooks() {
         ])
         .arg(format!("http://{}/anything/netns", up.ip()))
         .run();
-    assert_eq!(r.exit, 7, "connection refused: {r}");
+    assert_eq!(r.exit, 7, "connect refused: {r}");
     up.assert_untouched();
 }
 
