@@ -71,8 +71,22 @@ struct iron_pkt {
 	__u32 l4_off; /* 0: no TCP/UDP header to read */
 	__u8 proto;   /* IPPROTO_TCP or IPPROTO_UDP when l4_off is set */
 	__u8 tcp_flags;
-	__u8 ip_options; /* IPv4 header with options (source routing...) */
+	/* IPv4 header with options, or IPv6 extension headers (source
+	 * routing...): never passed as loopback or a listener's. */
+	__u8 ip_options;
 };
+
+/* IPv6 next headers that put an extension header, which may carry a
+ * route or options, first: hop-by-hop options (0), routing (43),
+ * fragment (44), destination options (60). A routing header (a type 4
+ * SRH, which IPV6_RTHDR sets without a capability) sends the packet on
+ * to its later segments whatever the first one, ::1, says; nothing
+ * legitimate of a workload's sets any of them. */
+static __always_inline int iron_ip6_ext(__u8 nexthdr)
+{
+	return nexthdr == 0 || nexthdr == 43 || nexthdr == 44 ||
+	       nexthdr == 60;
+}
 
 /* Reads the IP header. Returns 0 on success, -1 when the packet is
  * neither IPv4 nor IPv6 or too short. Ports are read separately
@@ -103,9 +117,12 @@ static __always_inline int iron_parse(struct __sk_buff *skb, struct iron_pkt *p)
 		__builtin_memcpy(p->src, &hdr[8], 16);
 		__builtin_memcpy(p->dst, &hdr[24], 16);
 		/* Extension headers are not walked: no ports, so no
-		 * redirect-target match, only the loopback test. */
+		 * redirect-target match; and the first being one of
+		 * iron_ip6_ext's counts as IPv4 options do, so no
+		 * loopback pass either. */
 		proto = hdr[6];
 		l4_off = 40;
+		p->ip_options = iron_ip6_ext(proto);
 	} else {
 		return -1;
 	}
@@ -482,9 +499,10 @@ int iron_skb_egress(struct __sk_buff *skb)
 		iron_skb_record_dns(skb, &p);
 	/* Loopback passes before the configuration is read: it is most of
 	 * what an intercepted workload sends (its traffic to the proxy).
-	 * Not with IPv4 options: a source route leaves for its first hop,
-	 * whatever the header's destination, and nothing legitimate of a
-	 * workload's sets them. */
+	 * Not with IPv4 options or IPv6 extension headers (iron_ip6_ext):
+	 * a source route leaves for its first hop, or goes on from ::1 to
+	 * its next segment, whatever the header's destination, and nothing
+	 * legitimate of a workload's sets them. */
 	if (parsed && !p.ip_options && iron_is_loopback(p.dst) &&
 	    iron_via_loopback(skb))
 		return IRON_SKB_PASS;
@@ -494,9 +512,9 @@ int iron_skb_egress(struct __sk_buff *skb)
 		/* To a listener (by the loopback device, as every packet to
 		 * a local address goes), or a listener's answer (which may
 		 * go to a remote client: iron_from_listener); never with
-		 * IPv4 options: a source route sends the packet to its
-		 * first hop whatever the header says, and nothing of ours
-		 * sets them. */
+		 * IPv4 options or IPv6 extension headers: a source route
+		 * sends the packet to its first hop whatever the header
+		 * says, and nothing of ours sets them. */
 		if (p.ports && !p.ip_options &&
 		    ((iron_is_target(cfg, p.dst, p.dport, p.proto) &&
 		      iron_via_loopback(skb)) ||

@@ -6,7 +6,8 @@
  * hooks, so they fail with EPERM. AF_PACKET sockets never reach this
  * hook (it runs for inet sockets only); they need CAP_NET_RAW.
  *
- * cgroup/setsockopt (below): no multicast membership.
+ * cgroup/setsockopt (below): no multicast membership, no IPv6 routing
+ * header.
  *
  * cgroup/sock_release: a closed socket's origin leaves iron_cookie_origin
  * (a socket that was not redirected has none; the delete then finds
@@ -52,6 +53,23 @@ static __always_inline int iron_is_membership(int level, int name)
 	return 0;
 }
 
+/* IPV6_RTHDR (linux/in6.h): a routing header sent with every packet of
+ * the socket. */
+#define IRON_IPV6_RTHDR 57
+
+/* Whether the option sets an IPv6 routing header. Unlike the other
+ * extension headers (IPV6_HOPOPTS, IPV6_DSTOPTS, IPV6_RTHDRDSTOPTS:
+ * CAP_NET_RAW), the kernel lets any user set one: a type 4 segment
+ * routing header whose first segment is ::1 passes the connect and
+ * sendmsg hooks and reaches loopback, and where the host processes
+ * segment routing (seg6_enabled) and forwards, goes on from there to
+ * its later segments, anywhere. (The per-packet form, an IPV6_RTHDR
+ * control message, takes only a type 2 header, which is not forwarded.) */
+static __always_inline int iron_is_routing_header(int level, int name)
+{
+	return level == IRON_SOL_IPV6 && name == IRON_IPV6_RTHDR;
+}
+
 /*
  * cgroup/setsockopt: a workload may not join a multicast group. The
  * kernel itself sends the IGMP/MLD membership reports a join causes,
@@ -60,17 +78,24 @@ static __always_inline int iron_is_membership(int level, int name)
  * belong to no socket of its): a channel out of the host past the
  * proxy. Workloads cannot use multicast anyway (any UDP but DNS is
  * refused). EPERM, counted as udp_refused.
+ *
+ * Nor set an IPv6 routing header (iron_is_routing_header): EPERM, not
+ * counted (no counter fits; the backstop would drop the packets anyway,
+ * see iron_ip6_ext in skb.bpf.c).
  */
 SEC("cgroup/setsockopt")
 int iron_setsockopt(struct bpf_sockopt *ctx)
 {
 	struct iron_config *cfg;
+	int level = ctx->level, name = ctx->optname;
+	int membership = iron_is_membership(level, name);
 
-	if (iron_is_membership(ctx->level, ctx->optname)) {
+	if (membership || iron_is_routing_header(level, name)) {
 		cfg = iron_cfg_load();
 		if (!iron_configured(cfg) ||
 		    (!iron_is_proxy(cfg) && iron_uid_selected(cfg))) {
-			iron_count(IRON_CNT_UDP_REFUSED);
+			if (membership)
+				iron_count(IRON_CNT_UDP_REFUSED);
 			return 0;
 		}
 	}

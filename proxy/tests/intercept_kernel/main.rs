@@ -6,6 +6,7 @@
 mod backstop;
 mod deny_reload;
 mod foreign_listener;
+mod ipv6_ext;
 mod proxy_marks;
 mod support;
 mod upgrade;
