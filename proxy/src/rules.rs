@@ -464,6 +464,13 @@ impl PathPattern {
     pub fn matches(&self, path: &str) -> bool {
         glob_match(&self.parts, path)
     }
+
+    /// True when `lowered`, a path in ASCII lowercase, matches the pattern
+    /// read in ASCII lowercase too.
+    fn matches_lowered(&self, lowered: &str) -> bool {
+        let parts: Vec<String> = self.parts.iter().map(|p| p.to_ascii_lowercase()).collect();
+        glob_match(&parts, lowered)
+    }
 }
 
 impl FromStr for PathPattern {
@@ -506,6 +513,56 @@ fn glob_match(parts: &[String], text: &str) -> bool {
             true
         }
     }
+}
+
+/// The ways servers read `path`, in ASCII lowercase: as sent,
+/// percent-decoded, with runs of `/` collapsed, each also with `;`
+/// parameters cut from its segments.
+fn path_readings(path: &str) -> Vec<String> {
+    let decoded = percent_decode(path);
+    let collapsed = collapse_slashes(&decoded);
+    let mut out = Vec::with_capacity(6);
+    for p in [path, decoded.as_str(), collapsed.as_str()] {
+        for q in [p.to_ascii_lowercase(), cut_params(p).to_ascii_lowercase()] {
+            if !out.contains(&q) {
+                out.push(q);
+            }
+        }
+    }
+    out
+}
+
+/// `path` with each segment's `;` parameters cut (`/mcp;jsessionid=1/x` →
+/// `/mcp/x`).
+fn cut_params(path: &str) -> String {
+    if !path.contains(';') {
+        return path.to_string();
+    }
+    path.split('/')
+        .map(|seg| seg.split(';').next().unwrap_or(seg))
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// `path` percent-decoded once, leniently (a `%` without two hex digits
+/// stays); bytes that are not UTF-8 become U+FFFD.
+pub fn percent_decode(path: &str) -> String {
+    if !path.contains('%') {
+        return path.to_string();
+    }
+    String::from_utf8_lossy(&percent_encoding::percent_decode_str(path).collect::<Vec<u8>>())
+        .into_owned()
+}
+
+/// `path` with each run of `/` made one.
+pub fn collapse_slashes(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for c in path.chars() {
+        if !(c == '/' && out.ends_with('/')) {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Parses a CIDR strictly: a bare address is refused.
@@ -664,6 +721,37 @@ impl Scope {
     /// True when the scope is empty or any rule matches.
     pub fn applies(&self, t: &Target<'_>) -> bool {
         self.0.is_empty() || self.0.iter().any(|r| r.matches(t))
+    }
+
+    /// True when a rule matches `t` with its path as sent or as some server
+    /// reads it: percent-decoded, with runs of `/` collapsed, with `;`
+    /// path parameters cut from each segment (servlet containers, Spring),
+    /// and with letters in either case (Express, ASP.NET Core route without
+    /// regard to case). For a scope that decides what is *inspected* (an
+    /// MCP server's paths, a judge's rules): matching more spellings only
+    /// means inspecting more requests, matching fewer would let `POST /MCP`
+    /// or `/%6Dcp` reach the server uninspected. An empty scope matches
+    /// nothing here.
+    pub fn covers_as_servers_read(&self, t: &Target<'_>) -> bool {
+        if self.0.iter().any(|r| r.matches(t)) {
+            return true;
+        }
+        // Readings are made only for a rule whose host, method and scheme
+        // match (a path-less one already matched above).
+        let mut readings: Option<Vec<String>> = None;
+        self.0.iter().any(|r| {
+            if r.paths.is_empty()
+                || !(r.schemes.matches(t.scheme)
+                    && r.matches_host(t)
+                    && r.methods.matches(t.method))
+            {
+                return false;
+            }
+            let readings = readings.get_or_insert_with(|| path_readings(t.path));
+            readings
+                .iter()
+                .any(|p| r.paths.iter().any(|pat| pat.matches_lowered(p)))
+        })
     }
 
     /// False only when no request can be in both scopes: no host can match a
@@ -884,6 +972,40 @@ mod tests {
             !rule.matches(&t("api.openai.com", "", "")),
             "host-only request vs method rule"
         );
+    }
+
+    #[test]
+    fn a_scope_covers_the_paths_servers_read_as_its_own() {
+        let rule: Rule = serde_yaml_ng::from_str(
+            "host: mcp.test\nmethods: [post]\npaths: [\"/MCP\", \"/v1/*/tools\"]",
+        )
+        .expect("valid rule");
+        let scope = Scope(vec![rule]);
+        for path in [
+            "/MCP",
+            "/mcp",
+            "/%6dcp",
+            "/mcp;jsessionid=1",
+            "//Mcp",
+            "/V1/x/TOOLS",
+            "/v1/x;a=b/tools;c",
+            "/v1%2Fx%2Ftools",
+        ] {
+            assert!(
+                scope.covers_as_servers_read(&t("mcp.test", "POST", path)),
+                "{path}"
+            );
+        }
+        for path in ["/mcpx", "/mc;p", "/v1/tools", "/v2/x/tools"] {
+            assert!(
+                !scope.covers_as_servers_read(&t("mcp.test", "POST", path)),
+                "{path}"
+            );
+        }
+        // Host, method and scheme are matched as they are.
+        assert!(!scope.covers_as_servers_read(&t("mcp.test", "GET", "/mcp")));
+        assert!(!scope.covers_as_servers_read(&t("other.test", "POST", "/MCP")));
+        assert!(!Scope::default().covers_as_servers_read(&t("mcp.test", "POST", "/mcp")));
     }
 
     #[test]

@@ -298,3 +298,126 @@ fn answers_the_filter_cannot_read_as_the_sdk_does_never_list_a_denied_tool() {
         );
     }
 }
+
+/// The MCP server of `tests/mcp_ts_peer.js` (the official TypeScript SDK: its Express app and
+/// Streamable HTTP transport, answering JSON) on a fresh host of `net` named `name`.
+fn ts_server(net: &FakeInternet, name: &str, calls: &Path) -> NetProcess {
+    let dir = net.dir().join(name);
+    std::fs::create_dir_all(&dir).expect("server dir");
+    let leaf = net.ca().issue(&[name.to_string()], &dir, "server");
+    let host = net.add_host();
+    let mut cmd = net.command("node");
+    cmd.arg(paths::repo_root().join("tests/mcp_ts_peer.js"))
+        .arg(host.v4.to_string())
+        .arg("443")
+        .arg(calls)
+        .arg(&leaf.cert)
+        .arg(&leaf.key)
+        .arg(name)
+        .env("NODE_PATH", paths::node_modules())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let server = net.spawn("mcp_ts_peer.js", &mut cmd);
+    let addr = std::net::SocketAddr::new(std::net::IpAddr::V4(host.v4), 443);
+    wait_until(
+        std::time::Duration::from_secs(60),
+        "mcp_ts_peer.js to listen",
+        || std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_millis(200)).ok(),
+    );
+    net.dns().set(name, &[addr.ip()]);
+    server
+}
+
+/// Requests a TypeScript SDK server reads otherwise than as sent (session 47's review), sent
+/// with curl through CONNECT + MITM to the real server, which logs every call it runs:
+/// - a body in UTF-7 (`express.json()` decodes the charset the request names): the filter
+///   parsed `"name":"search_repositories"`, the server then read a second `"name"`, hidden
+///   in UTF-7, and ran `delete_repo`; refused now, and the server runs nothing;
+/// - `POST /MCP`: Express routes without regard to case, so the path the rule for `/mcp` did
+///   not cover reached the server's `/mcp` handler uninspected; covered now, the call denied.
+#[test]
+fn a_typescript_sdk_server_never_reads_a_call_the_filter_did_not() {
+    require_root!();
+    let net = FakeInternet::new();
+    let state = tempfile::tempdir().expect("state dir");
+    let log = state.path().join("calls.jsonl");
+    let _server = ts_server(&net, "mcp-ts.test", &log);
+    let px = Proxy::with(
+        r#"
+proxy:
+  tunnel_listen: auto
+transforms:
+  - name: allowlist
+    config:
+      domains: ["mcp-ts.test"]
+mcp:
+  servers:
+    - name: ts
+      rules:
+        - host: "mcp-ts.test"
+          paths: ["/mcp", "/mcp/*"]
+      tools:
+        - name: "search_repositories"
+"#,
+    )
+    .resolver(&net)
+    .start();
+    let post = |path: &str, content_type: &str, body: &str| {
+        Curl::new([
+            "-X",
+            "POST",
+            &format!("https://mcp-ts.test{path}"),
+            "--data-binary",
+            body,
+        ])
+        .header("Content-Type", content_type)
+        .header("Accept", "application/json, text/event-stream")
+        .through_connect(&px)
+        .run()
+    };
+
+    // The server reads what the filter reads: an allowed call runs.
+    let r = post(
+        "/mcp",
+        "application/json; charset=utf-8",
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"search_repositories","arguments":{}}}"#,
+    );
+    assert_eq!(r.status, 200, "{r}");
+    assert_eq!(
+        r.json()["result"]["content"][0]["text"],
+        "search_repositories ran",
+        "{r}"
+    );
+
+    // `"name":"delete_repo"` hidden in UTF-7 after the name the filter reads.
+    let r = post(
+        "/mcp",
+        "application/json; charset=utf-7",
+        r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"search_repositories","arguments":{},"x":"+ACIALAAiAG4AYQBtAGUAIgA6ACIAZABlAGwAZQB0AGUAXwByAGUAcABv-"}}"#,
+    );
+    assert_eq!(r.status, 400, "{r}");
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("charset \"utf-7\"")),
+        "{r}"
+    );
+    let rec = px.wait_for_audit(|a| a.str("reason") == Some("mcp_invalid_request"));
+    assert_eq!(rec.status_code(), Some(400), "{rec}");
+
+    // `/MCP` is the server's `/mcp`.
+    let r = post(
+        "/MCP",
+        "application/json",
+        r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"delete_repo","arguments":{}}}"#,
+    );
+    assert_eq!(r.status, 200, "{r}");
+    assert_eq!(r.json()["error"]["code"], -32001, "{r}");
+    px.wait_for_audit(|a| a.str("reason") == Some("mcp_tool_denied"));
+
+    let ran: Vec<Value> = json_lines(&log)
+        .into_iter()
+        .map(|c| c["tool"].clone())
+        .collect();
+    assert_eq!(ran, [json!("search_repositories")], "what the server ran");
+}

@@ -72,10 +72,25 @@ fn media_types(ct: &str) -> impl Iterator<Item = &str> {
 
 /// True unless some `charset` parameter names an encoding other than UTF-8.
 fn utf8_charset(ct: &str) -> bool {
+    first_other_charset(ct).is_none()
+}
+
+/// The first `charset` parameter of `ct` (lower-cased) that names an
+/// encoding other than UTF-8.
+fn first_other_charset(ct: &str) -> Option<&str> {
     ct.split([';', ','])
         .filter_map(|p| p.split_once('='))
         .filter(|(k, _)| k.trim() == "charset")
-        .all(|(_, v)| matches!(v.trim().trim_matches('"'), "utf-8" | "utf8"))
+        .map(|(_, v)| v.trim().trim_matches('"'))
+        .find(|v| !matches!(*v, "utf-8" | "utf8"))
+}
+
+/// The `charset` a message's `Content-Type` names, when it is not UTF-8
+/// (cut to 32 characters): a server that honours it reads other text than
+/// the bytes the filter parses.
+pub fn other_charset(headers: &HeaderMap) -> Option<String> {
+    let ct = content_type(headers);
+    first_other_charset(&ct).map(|c| c.chars().take(32).collect())
 }
 
 #[cfg(test)]

@@ -170,6 +170,35 @@ impl McpInterceptor {
     }
 }
 
+/// Why a request to a covered path cannot be inspected as the server will
+/// read it, if it cannot (found by session 47's review):
+///
+/// - an upgrade (WebSocket): the connection would be spliced, and an SDK's
+///   WebSocket transport would carry calls the filter never sees;
+/// - a GET with a body: a GET opens the server's stream, whose answers are
+///   filtered by their shape only when it carries nothing (the body would
+///   be taken for the request, and a replayed `tools/list` passed whole);
+/// - a `charset` other than UTF-8 on the body: the TypeScript SDK and
+///   `express.json()` decode the body in the charset the request names
+///   (UTF-7 included), so the server would read other JSON than the filter
+///   parses (`"name"` twice, the second hidden in UTF-7).
+fn uninspectable(req: &Request<Body>, method: &str, body: &Bytes) -> Option<String> {
+    if req.headers().contains_key(http::header::UPGRADE) {
+        return Some("an upgrade (WebSocket) to an MCP endpoint is not inspected".into());
+    }
+    if method == "GET" && !body.is_empty() {
+        return Some("a GET to an MCP endpoint carries no body".into());
+    }
+    if !body.is_empty() {
+        if let Some(charset) = media::other_charset(req.headers()) {
+            return Some(format!(
+                "the request body's charset {charset:?} is not UTF-8, which the filter reads"
+            ));
+        }
+    }
+    None
+}
+
 /// Asks the server for an answer without content coding: `identity`
 /// explicitly, since a request without `Accept-Encoding` accepts any coding
 /// (RFC 9110 §12.5.3). A server that compresses anyway is still decoded.
@@ -242,6 +271,14 @@ impl Transform for McpInterceptor {
         let log = Arc::new(McpLog::new(&server.name));
         cx.late_audit.push(log.late_field());
         let body = body_bytes(req).cloned().unwrap_or_default();
+        if let Some(why) = uninspectable(req, &cx.method, &body) {
+            return Ok(Self::refuse_unreadable(
+                cx,
+                &log,
+                jsonrpc::INVALID_REQUEST,
+                why,
+            ));
+        }
         let sent = original_body_bytes(req)
             .cloned()
             .unwrap_or_else(|| body.clone());

@@ -37,29 +37,12 @@ impl ServerPolicy {
     }
 
     /// True when a rule covers a request to `t`, with its path as sent or as
-    /// a server decodes it: percent-decoded, and with runs of `/` collapsed.
-    /// Matching more spellings only means inspecting more requests; matching
-    /// fewer would let `POST /%6Dcp` reach the server uninspected.
+    /// a server reads it ([`Scope::covers_as_servers_read`]: percent-decoded,
+    /// `/` runs collapsed, `;` parameters cut, either case). Matching more
+    /// spellings only means inspecting more requests; matching fewer would
+    /// let `POST /%6Dcp` or `POST /MCP` reach the server uninspected.
     pub fn covers(&self, t: &Target<'_>) -> bool {
-        if self.rules.0.iter().any(|r| r.matches(t)) {
-            return true;
-        }
-        if !t.path.contains('%') && !t.path.contains("//") {
-            return false;
-        }
-        let decoded = percent_decode(t.path);
-        let collapsed = collapse_slashes(&decoded);
-        let covers = |path: &str| {
-            let t = Target {
-                host: t.host,
-                ip: t.ip,
-                method: t.method,
-                path,
-                scheme: t.scheme,
-            };
-            self.rules.0.iter().any(|r| r.matches(&t))
-        };
-        (decoded != t.path && covers(&decoded)) || (collapsed != decoded && covers(&collapsed))
+        self.rules.covers_as_servers_read(t)
     }
 
     /// True when `tools/list` may show the tool (some entry names it).
@@ -121,13 +104,7 @@ fn lookup<'v>(root: &'v Value, path: &[String]) -> Option<&'v Value> {
 /// JSON equality with numbers compared by value (`1` equals `1.0`).
 pub(crate) fn json_eq(a: &Value, b: &Value) -> bool {
     match (a, b) {
-        (Value::Number(x), Value::Number(y)) => match (x.as_i64(), y.as_i64()) {
-            (Some(x), Some(y)) => x == y,
-            _ => match (x.as_u64(), y.as_u64()) {
-                (Some(x), Some(y)) => x == y,
-                _ => x.as_f64() == y.as_f64(),
-            },
-        },
+        (Value::Number(x), Value::Number(y)) => number_eq(x, y),
         (Value::Array(x), Value::Array(y)) => {
             x.len() == y.len() && x.iter().zip(y).all(|(a, b)| json_eq(a, b))
         }
@@ -140,45 +117,32 @@ pub(crate) fn json_eq(a: &Value, b: &Value) -> bool {
     }
 }
 
+/// Numbers by value: integers exactly, an integer and a float only when the
+/// float is that very integer (`12345678901234567.0` is read as
+/// 12345678901234568 by a server that parses floats, so it does not equal
+/// `12345678901234567`: session 47's review), floats as floats.
+fn number_eq(x: &serde_json::Number, y: &serde_json::Number) -> bool {
+    let int = |n: &serde_json::Number| {
+        n.as_i64()
+            .map(i128::from)
+            .or_else(|| n.as_u64().map(i128::from))
+    };
+    // `as` saturates; a float beyond i128 is no integer of JSON's anyway.
+    let is = |i: i128, f: f64| f.is_finite() && f.fract() == 0.0 && f as i128 == i;
+    match (int(x), int(y)) {
+        (Some(a), Some(b)) => a == b,
+        (Some(a), None) => y.as_f64().is_some_and(|f| is(a, f)),
+        (None, Some(b)) => x.as_f64().is_some_and(|f| is(b, f)),
+        (None, None) => x.as_f64() == y.as_f64(),
+    }
+}
+
 /// A string as itself; anything else as its JSON text.
 fn stringify(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
         other => other.to_string(),
     }
-}
-
-fn percent_decode(path: &str) -> String {
-    if !path.contains('%') {
-        return path.to_string();
-    }
-    let b = path.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = |c: u8| (c as char).to_digit(16);
-        match (b[i], b.get(i + 1).copied(), b.get(i + 2).copied()) {
-            (b'%', Some(h), Some(l)) if hex(h).is_some() && hex(l).is_some() => {
-                out.push((hex(h).unwrap_or(0) * 16 + hex(l).unwrap_or(0)) as u8);
-                i += 3;
-            }
-            (c, _, _) => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn collapse_slashes(path: &str) -> String {
-    let mut out = String::with_capacity(path.len());
-    for c in path.chars() {
-        if !(c == '/' && out.ends_with('/')) {
-            out.push(c);
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -297,11 +261,25 @@ mod tests {
             scheme: crate::rules::Scheme::Https,
         };
         for path in [
-            "/mcp", "/mcp/x", "/%6Dcp", "/%6dcp", "//mcp", "/mcp%2Fx", "/%2Fmcp",
+            "/mcp",
+            "/mcp/x",
+            "/%6Dcp",
+            "/%6dcp",
+            "//mcp",
+            "/mcp%2Fx",
+            "/%2Fmcp",
+            // Express and ASP.NET Core route without regard to case, servlet
+            // containers cut `;` parameters (session 47's review).
+            "/MCP",
+            "/Mcp/x",
+            "/mcp;jsessionid=1",
+            "/MCP;a=b/x",
+            "/%4Dcp",
+            "/%4d%43P",
         ] {
             assert!(p.covers(&t(path)), "{path}");
         }
-        for path in ["/", "/api", "/mcpx", "/%6Dcpx"] {
+        for path in ["/", "/api", "/mcpx", "/%6Dcpx", "/MCPX", "/mc;p"] {
             assert!(!p.covers(&t(path)), "{path}");
         }
         assert!(!p.covers(&Target {
@@ -319,5 +297,14 @@ mod tests {
         assert!(!json_eq(&json!(1), &json!("1")));
         assert!(json_eq(&json!({"a": [1, 2.0]}), &json!({"a": [1.0, 2]})));
         assert!(json_eq(&json!(u64::MAX), &json!(u64::MAX)));
+        // An integer beyond 2^53 and the float a server reads for it (session 47's review).
+        let big: Value = serde_json::from_str("12345678901234567").expect("json");
+        let float: Value = serde_json::from_str("12345678901234567.0").expect("json");
+        assert!(!json_eq(&big, &float) && !json_eq(&float, &big));
+        assert!(json_eq(
+            &json!(9007199254740992_i64),
+            &json!(9007199254740992.0)
+        ));
+        assert!(!json_eq(&json!(3), &json!(3.5)));
     }
 }

@@ -177,6 +177,79 @@ async fn bodies_that_are_not_json_rpc_are_refused() {
     assert_eq!(answer(v).await.1, "mcp_tool_denied");
 }
 
+/// Requests the server would read otherwise than the filter can (session 47's review):
+/// a body in another charset (the TypeScript SDK and `express.json()` decode it as the
+/// request says, UTF-7 included: here `"name":"search"` then, hidden in UTF-7, a second
+/// `"name":"delete_repo"`), a WebSocket upgrade, a GET with a body.
+#[tokio::test]
+async fn requests_the_server_would_read_otherwise_are_refused() {
+    let utf7 = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"search","x":"+ACIALAAiAG4AYQBtAGUAIgA6ACIAZABlAGwAZQB0AGUAXwByAGUAcABv-"}}"#;
+    for (method, headers, body, says) in [
+        (
+            "POST",
+            &[("content-type", "application/json; charset=utf-7")][..],
+            utf7,
+            "charset \"utf-7\"",
+        ),
+        (
+            "POST",
+            &[("content-type", "Application/JSON; Charset=\"UTF-16\"")][..],
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#,
+            "charset \"utf-16\"",
+        ),
+        (
+            "GET",
+            &[("upgrade", "websocket"), ("connection", "upgrade")][..],
+            "",
+            "upgrade",
+        ),
+        (
+            "GET",
+            &[("last-event-id", "7")][..],
+            r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+            "a GET to an MCP endpoint carries no body",
+        ),
+    ] {
+        let mut cx = test_flow("mcp.test", method, "/mcp");
+        let mut req = request(body, body);
+        for (k, v) in headers {
+            req.headers_mut().insert(*k, HeaderValue::from_static(v));
+        }
+        let v = interceptor()
+            .on_request(&mut req, &mut cx)
+            .await
+            .expect("no failure");
+        let (status, reason, rsp) = answer(v).await;
+        assert_eq!(
+            (status, reason.as_str()),
+            (400, "mcp_invalid_request"),
+            "{says}"
+        );
+        assert!(
+            rsp["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(says)),
+            "{says}: {rsp}"
+        );
+    }
+    // UTF-8 named in any spelling is read as it is.
+    for ct in [
+        "application/json; charset=utf-8",
+        "application/json;charset=\"UTF8\"",
+    ] {
+        let mut cx = test_flow("mcp.test", "POST", "/mcp");
+        let list = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
+        let mut req = request(list, list);
+        req.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static(ct));
+        let v = interceptor()
+            .on_request(&mut req, &mut cx)
+            .await
+            .expect("no failure");
+        assert!(matches!(v, Verdict::Continue), "{ct}");
+    }
+}
+
 #[tokio::test]
 async fn ids_and_names_shown_come_from_the_body_as_sent() {
     // An earlier `secrets` transform swapped a proxy token inside the id and

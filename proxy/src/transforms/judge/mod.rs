@@ -187,7 +187,12 @@ impl Judge {
     }
 
     fn applies(&self, cx: &Flow) -> bool {
-        !cx.precheck && self.rules.applies(&cx.target())
+        // Paths as servers read them too (`/%6Dcp`, `/MCP`, `/mcp;x=1`): a
+        // judge only rejects, so matching fewer spellings would fail open.
+        !cx.precheck && {
+            let t = cx.target();
+            self.rules.0.is_empty() || self.rules.covers_as_servers_read(&t)
+        }
     }
 
     /// One LLM call under the breaker and the timeout; annotates tokens
