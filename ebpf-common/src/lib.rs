@@ -98,8 +98,11 @@ pub mod flags {
 pub mod listener {
     /// The `SO_PRIORITY` the proxy gives its transparent listeners (Linux
     /// copies it to the sockets they accept) and its DNS sockets. Any value above 6 needs
-    /// `CAP_NET_ADMIN` in the socket's network namespace, so no
-    /// unprivileged process can give its own socket this mark.
+    /// `CAP_NET_ADMIN` or `CAP_NET_RAW` in the socket's network namespace
+    /// (the kernel's `sk_set_prio_allowed`), so no unprivileged process can
+    /// give its own socket this mark there. (One may hold both in a network
+    /// namespace of its own, made with a user namespace; its sockets there
+    /// are not the proxy's namespace's.)
     pub const IRON_LISTENER_PRIORITY: u32 = 0x4952_4f4e; // "IRON"
 }
 

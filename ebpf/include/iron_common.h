@@ -45,7 +45,8 @@
 #define IRON_F_LISTENER_PRIORITY 256 /* check the listener's SO_PRIORITY */
 #define IRON_F_DNS_LISTENER_PRIORITY 512 /* check the DNS listener's too */
 
-/* SO_PRIORITY of the proxy's transparent and DNS listeners (> 6: CAP_NET_ADMIN only). */
+/* SO_PRIORITY of the proxy's transparent and DNS listeners (> 6: CAP_NET_ADMIN
+ * or CAP_NET_RAW only, in the socket's network namespace). */
 #define IRON_LISTENER_PRIORITY 0x49524f4e
 
 /* Map sizes. */

@@ -191,7 +191,8 @@ static __always_inline void iron_redirect6(struct bpf_sock_addr *ctx,
 /*
  * Whether the socket bound at `t` (`size` says IPv4 or IPv6), a TCP
  * listener or, with `udp`, a UDP socket, is the proxy's: one with
- * IRON_LISTENER_PRIORITY, which only CAP_NET_ADMIN can set. While the
+ * IRON_LISTENER_PRIORITY, which only CAP_NET_ADMIN or CAP_NET_RAW can set
+ * (the threat model excludes both). While the
  * proxy is down, another local user may have bound the port; the
  * redirect is then refused instead of handed to that process.
  * No socket there at all is refused too (counted the same): the proxy

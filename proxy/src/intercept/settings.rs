@@ -91,9 +91,9 @@ pub struct InterceptSettings {
 
 /// Gives a transparent listener or a DNS socket the `SO_PRIORITY` the
 /// programs look for ([`InterceptSettings::listener_priority`],
-/// [`InterceptSettings::dns_listener_priority`]). Only `CAP_NET_ADMIN` may set
-/// it, so no other local user can make its own socket look like the
-/// proxy's. Sockets accepted from the listener inherit it; on loopback
+/// [`InterceptSettings::dns_listener_priority`]). Only `CAP_NET_ADMIN` or
+/// `CAP_NET_RAW` (in the socket's network namespace) may set it, so no other
+/// local user without them can make its own socket look like the proxy's. Sockets accepted from the listener inherit it; on loopback
 /// (which queues nothing) it changes nothing else.
 pub fn mark_listener(sock: &impl std::os::fd::AsFd) -> std::io::Result<()> {
     let value = ebpf_common::listener::IRON_LISTENER_PRIORITY as libc::c_int;
