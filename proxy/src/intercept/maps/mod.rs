@@ -45,6 +45,23 @@ pub enum MapsError {
         #[source]
         source: std::io::Error,
     },
+    /// A new deny list that fits the trie, but not next to the entries of
+    /// the old one it replaces: new entries go in before stale ones go, so
+    /// for a moment the trie holds both. Refused before any write.
+    #[error(
+        "the deny list's {new} entries and the {stale} entries of the old one it replaces \
+         would not fit the kernel trie together (at most {max}); nothing was changed: \
+         change it in steps that each fit beside the list in force, or detach first \
+         (workloads are not intercepted until the next start)"
+    )]
+    NoRoomForDenyChange {
+        /// Entries of the new list.
+        new: usize,
+        /// Entries in the trie that the new list does not have.
+        stale: usize,
+        /// The trie's capacity.
+        max: u32,
+    },
     /// More entries than the map holds.
     #[error("{count} entries for {name}, at most {max} fit")]
     TooMany {
@@ -92,6 +109,7 @@ impl SettingsMaps {
     /// enforces the old settings, the new ones, or their union of denials.
     pub(crate) fn apply(&mut self, s: &InterceptSettings) -> Result<(), MapsError> {
         let deny = checked_deny_entries(&s.deny)?;
+        self.check_deny_room(&deny)?;
         let uids: BTreeSet<u32> = s.uids.iter().copied().collect();
         if uids.len() > limits::IRON_UIDS_MAX as usize {
             return Err(MapsError::TooMany {
@@ -141,9 +159,34 @@ impl SettingsMaps {
     /// and the new list is never absent. Returns the number of entries.
     pub(crate) fn apply_deny(&mut self, deny: &[DenyCidr]) -> Result<usize, MapsError> {
         let entries = checked_deny_entries(deny)?;
+        self.check_deny_room(&entries)?;
         self.insert_deny(&entries)?;
         self.remove_stale_deny(&entries)?;
         Ok(entries.len())
+    }
+
+    /// Refuses `deny` unless its entries and the stale ones already in the
+    /// trie fit together, as they must while the change is applied. Checked
+    /// before anything is written: a change that ran out of room halfway
+    /// (ENOSPC) left the old entries and part of the new ones, with class
+    /// masks partly rewritten.
+    fn check_deny_room(&self, deny: &BTreeMap<(u32, [u8; 16]), u32>) -> Result<(), MapsError> {
+        let mut stale = 0;
+        for key in self.deny.keys() {
+            let k = key.map_err(op(map::IRON_DENY, "reading"))?;
+            if !deny.contains_key(&(k.prefix_len(), k.data())) {
+                stale += 1;
+            }
+        }
+        let max = limits::IRON_DENY_MAX;
+        if deny.len() + stale > max as usize {
+            return Err(MapsError::NoRoomForDenyChange {
+                new: deny.len(),
+                stale,
+                max,
+            });
+        }
+        Ok(())
     }
 
     fn insert_deny(&mut self, deny: &BTreeMap<(u32, [u8; 16]), u32>) -> Result<(), MapsError> {
