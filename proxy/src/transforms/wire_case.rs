@@ -62,17 +62,25 @@ async fn case_map(req: &Request<Body>, wanted: &[&str]) -> Result<Extensions, St
         return Ok(ext);
     }
     let ext = parse_head(patched).await?;
-    PARSED.with_borrow_mut(|m| {
-        if m.len() >= PARSED_KEPT {
-            m.clear();
-        }
-        m.insert(names, ext.clone());
-    });
+    // A head of many or long names (a workload's, up to the head limit) is
+    // not kept: the memo stays a few hundred KiB per worker thread at most.
+    if names.len() <= PARSED_NAMES_MAX {
+        PARSED.with_borrow_mut(|m| {
+            if m.len() >= PARSED_KEPT {
+                m.clear();
+            }
+            m.insert(names, ext.clone());
+        });
+    }
     Ok(ext)
 }
 
 /// How many parsed maps a worker thread keeps (all dropped when full).
 const PARSED_KEPT: usize = 64;
+
+/// The longest list of header names whose map is kept, in bytes: about
+/// 100 ordinary names (the map holds each name once more).
+const PARSED_NAMES_MAX: usize = 2048;
 
 thread_local! {
     /// The extensions parsed from heads, by their header names
@@ -243,5 +251,26 @@ mod tests {
         PARSED.with_borrow(|m| {
             assert!(m.keys().all(|k| !k.windows(4).any(|w| w == b"real")));
         });
+    }
+
+    /// A head of many names gets its casing, but its map is not kept (a workload's heads
+    /// of distinct long names would otherwise hold megabytes per worker thread).
+    #[tokio::test]
+    async fn a_head_of_many_names_is_not_kept() {
+        PARSED.with_borrow_mut(|m| m.clear());
+        // 80 names of 32 bytes (hyper parses at most 100 fields).
+        let names: Vec<String> = (0..80)
+            .map(|i| format!("X-Long-Header-Name-Padding-{i:03}"))
+            .collect();
+        let pairs: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "v")).collect();
+        let mut req = request(&pairs).await;
+        set_header_case(&mut req, &["X-Api-Key".to_string()]).await;
+        let head = wire(&req).await;
+        assert!(head.contains("\r\nX-Api-Key: real-key-value\r\n"), "{head}");
+        assert!(
+            head.contains("\r\nX-Long-Header-Name-Padding-079: v\r\n"),
+            "{head}"
+        );
+        assert_eq!(PARSED.with_borrow(|m| m.len()), 0);
     }
 }
