@@ -378,8 +378,9 @@ pub struct Counters {
     pub unconfigured: u64,
     /// Packets of workload sockets dropped by the cgroup_skb backstop.
     pub backstop_dropped: u64,
-    /// Connects refused because the socket at the transparent listener's
-    /// address was not the proxy's.
+    /// Connects and DNS datagrams refused because the socket at the
+    /// transparent (or DNS) listener's address was not the proxy's, or no
+    /// socket was bound there (the proxy is down).
     pub foreign_listener: u64,
 }
 
