@@ -143,6 +143,12 @@ pub fn bind(what: &'static str, spec: &ListenAddr) -> Result<Vec<TcpListener>, A
         .collect()
 }
 
+/// How long a client may leave the proxy's data unread or unacknowledged
+/// before its connection is cut (`TCP_USER_TIMEOUT` on the listening
+/// sockets, inherited by accepted ones): 90 s, the keepalive's own bound
+/// (30 s idle, then 4 probes 15 s apart).
+pub(crate) const CLIENT_SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(90);
+
 /// Binds one listening socket of the data plane.
 ///
 /// TCP_NODELAY is set on the listening socket: Linux copies it to every
@@ -151,7 +157,12 @@ pub fn bind(what: &'static str, spec: &ListenAddr) -> Result<Vec<TcpListener>, A
 /// TCP keepalive likewise (the upstream leg's settings): a client that
 /// vanished without a FIN or RST (a killed sandbox, a dropped NAT entry)
 /// behind a WebSocket, a passthrough or a tunnel, which no idle timer
-/// covers, is found dead within two minutes instead of never.
+/// covers, is found dead within two minutes instead of never. And
+/// `TCP_USER_TIMEOUT` ([`CLIENT_SEND_TIMEOUT`]): a client that stops reading
+/// (a zero window its kernel keeps acknowledging, which keepalive never
+/// ends) or whose data goes unacknowledged is cut off after that long, as
+/// nginx's `send_timeout` does, instead of holding its connection, its
+/// upstream connection and their buffers for ever.
 pub(crate) fn bind_addr(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let sock = socket2::Socket::new(
         socket2::Domain::for_address(addr),
@@ -164,6 +175,7 @@ pub(crate) fn bind_addr(addr: SocketAddr) -> std::io::Result<TcpListener> {
     sock.set_reuse_address(true)?;
     sock.set_nodelay(true)?;
     sock.set_tcp_keepalive(&crate::upstream::dial::keepalive())?;
+    sock.set_tcp_user_timeout(Some(CLIENT_SEND_TIMEOUT))?;
     sock.set_nonblocking(true)?;
     sock.bind(&addr.into())?;
     sock.listen(1024)?;
@@ -640,6 +652,12 @@ mod tests {
                     std::time::Duration::from_secs(15)
                 );
                 assert_eq!(sock.keepalive_retries().expect("TCP_KEEPCNT"), 4);
+                // And the bound on unread or unacknowledged data.
+                assert_eq!(
+                    sock.tcp_user_timeout().expect("TCP_USER_TIMEOUT"),
+                    Some(CLIENT_SEND_TIMEOUT),
+                    "{addr}"
+                );
                 assert!(
                     !socket2::SockRef::from(&client)
                         .keepalive()

@@ -60,6 +60,13 @@ where
                     FirstRequest::Other(buf)
                 };
             }
+            if bare_lf_end(&buf) {
+                // A head whose lines end in a bare LF, which hyper (httparse)
+                // reads: it answers at once. Waiting here for CRLF CRLF held
+                // the client until the read timeout, then dropped it
+                // unanswered and unrecorded (session 47's review).
+                return FirstRequest::Other(buf);
+            }
             if buf.len() > HEAD_MAX {
                 return FirstRequest::Other(buf);
             }
@@ -81,6 +88,12 @@ where
 /// Where the head ends (just past its blank line), if it does.
 fn head_end(buf: &[u8]) -> Option<usize> {
     buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4)
+}
+
+/// Whether `buf` holds a blank line ended by a bare LF (`\n\n` or
+/// `\n\r\n` without CRLF CRLF): the end of a head as httparse reads it.
+fn bare_lf_end(buf: &[u8]) -> bool {
+    buf.windows(2).any(|w| w == b"\n\n") || buf.windows(3).any(|w| w == b"\n\r\n")
 }
 
 /// A complete head: a CONNECT with an authority-form target and no body,
@@ -169,6 +182,10 @@ mod tests {
             b"CONNECT exa mple.com:443 HTTP/1.1\r\n\r\n",
             b"CONNECT  HTTP/1.1\r\n\r\n",
             b"CONNECTX example.com:443 HTTP/1.1\r\n\r\n",
+            // Lines ended by a bare LF, which hyper reads (session 47's review: held
+            // until the read timeout, then dropped unanswered).
+            b"CONNECT example.com:443 HTTP/1.1\nHost: x\n\n",
+            b"CONNECT example.com:443 HTTP/1.1\r\nHost: x\n\r\n",
         ] {
             assert_eq!(
                 first(&[bytes]).await,

@@ -75,16 +75,19 @@ impl<I: AsyncRead + AsyncWrite + Unpin + Send + 'static> Drop for Linger<I> {
 /// goes quiet for [`LINGER_QUIET`], or [`LINGER_FOR`] has passed. Returns the
 /// bytes thrown away.
 pub async fn drain<I: AsyncRead + AsyncWrite + Unpin>(mut io: I) -> u64 {
-    if let Err(e) = io.shutdown().await {
-        if e.kind() == io::ErrorKind::NotConnected {
-            // The client has gone (it reset, or closed before our shutdown):
-            // there is no one left to send anything.
-            return 0;
-        }
+    let until = tokio::time::Instant::now() + LINGER_FOR;
+    // The shutdown flushes what is buffered (a TLS stream's close_notify):
+    // a client that stops reading would hold it forever (session 47's
+    // review), so it shares the bound.
+    match tokio::time::timeout(LINGER_FOR, io.shutdown()).await {
+        // The client has gone (it reset, or closed before our shutdown):
+        // there is no one left to send anything.
+        Ok(Err(e)) if e.kind() == io::ErrorKind::NotConnected => return 0,
+        Err(_) => return 0,
+        Ok(_) => {}
     }
     let mut discarded = 0u64;
     let mut buf = vec![0u8; 16 * 1024];
-    let until = tokio::time::Instant::now() + LINGER_FOR;
     loop {
         let wait = until
             .saturating_duration_since(tokio::time::Instant::now())

@@ -444,3 +444,31 @@ fn plain_http_in_a_tunnel_is_served_when_its_first_write_is_a_single_byte() {
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     up.wait_for_request(|q| q.path() == "/anything/split");
 }
+
+/// A CONNECT head whose lines end in a bare LF (which hyper's parser reads) is answered at
+/// once: 200 for an allowed target, 403 and a record for a denied one. It was held until the
+/// header read timeout (30 s), then dropped unanswered and unrecorded (session 47's review).
+#[test]
+fn a_connect_head_with_bare_lf_line_ends_is_answered_at_once() {
+    use std::io::{Read, Write};
+    require_root!();
+    let net = FakeInternet::new();
+    let _ok = Upstream::https("httpbin.test").start(&net);
+    let px = Proxy::with(MITM).resolver(&net).start();
+    let answer = |target: &str| {
+        let mut s = std::net::TcpStream::connect(px.tunnel_addr()).expect("connect");
+        s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .expect("timeout");
+        s.write_all(format!("CONNECT {target} HTTP/1.1\nHost: {target}\n\n").as_bytes())
+            .expect("write");
+        let mut got = [0u8; 12];
+        s.read_exact(&mut got)
+            .unwrap_or_else(|e| panic!("no answer to the CONNECT of {target} within 5 s: {e}"));
+        String::from_utf8_lossy(&got).into_owned()
+    };
+    assert_eq!(answer("httpbin.test:443"), "HTTP/1.1 200");
+    assert_eq!(answer("evil.test:443"), "HTTP/1.1 403");
+    let rec = px.wait_for_audit(|a| a.host() == Some("evil.test"));
+    assert_eq!(rec.str("reason"), Some("not_allowlisted"), "{rec}");
+    assert_eq!(rec.method(), Some("CONNECT"), "{rec}");
+}

@@ -179,3 +179,41 @@ async fn a_client_gone_before_the_shutdown_is_not_read_from() {
     assert_eq!(drain(&mut other).await, 0);
     assert_eq!(other.reads, 1);
 }
+
+/// A stream whose shutdown never completes: what a TLS stream's close_notify does to a
+/// client that stopped reading with the socket's buffer full.
+struct StuckShutdown;
+
+impl tokio::io::AsyncRead for StuckShutdown {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        _buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Poll::Pending
+    }
+}
+
+impl tokio::io::AsyncWrite for StuckShutdown {
+    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, b: &[u8]) -> Poll<io::Result<usize>> {
+        Poll::Ready(Ok(b.len()))
+    }
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Pending
+    }
+}
+
+/// The shutdown is bounded by LINGER_FOR too: a client that stops reading cannot hold a
+/// closed connection (session 47's review: `drain` awaited it without a bound).
+#[tokio::test(start_paused = true)]
+async fn a_shutdown_that_never_completes_is_given_up_on() {
+    let started = tokio::time::Instant::now();
+    let drained = tokio::time::timeout(LINGER_FOR * 3, drain(StuckShutdown))
+        .await
+        .expect("drain returned");
+    assert_eq!(drained, 0);
+    assert!(started.elapsed() <= LINGER_FOR + Duration::from_millis(10));
+}
