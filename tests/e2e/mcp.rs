@@ -305,25 +305,13 @@ fn ts_server(net: &FakeInternet, name: &str, calls: &Path) -> NetProcess {
     let dir = net.dir().join(name);
     std::fs::create_dir_all(&dir).expect("server dir");
     let leaf = net.ca().issue(&[name.to_string()], &dir, "server");
-    let host = net.add_host();
-    let mut cmd = net.command("node");
-    cmd.arg(paths::repo_root().join("tests/mcp_ts_peer.js"))
-        .arg(host.v4.to_string())
-        .arg("443")
-        .arg(calls)
-        .arg(&leaf.cert)
-        .arg(&leaf.key)
-        .arg(name)
-        .env("NODE_PATH", paths::node_modules())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    let server = net.spawn("mcp_ts_peer.js", &mut cmd);
-    let addr = std::net::SocketAddr::new(std::net::IpAddr::V4(host.v4), 443);
-    wait_until(
-        std::time::Duration::from_secs(60),
-        "mcp_ts_peer.js to listen",
-        || std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_millis(200)).ok(),
-    );
+    let (server, addr) = net.node_peer("mcp_ts_peer.js", 443, |host, cmd| {
+        cmd.args([&host.v4.to_string(), "443"])
+            .arg(calls)
+            .arg(&leaf.cert)
+            .arg(&leaf.key)
+            .arg(name);
+    });
     net.dns().set(name, &[addr.ip()]);
     server
 }

@@ -263,9 +263,36 @@ impl FakeInternet {
         port: u16,
         args: impl FnOnce(&Host, &mut Command),
     ) -> (NetProcess, std::net::SocketAddr) {
+        self.peer(
+            self.command(crate::paths::venv_python()),
+            script,
+            port,
+            args,
+        )
+    }
+
+    /// [`FakeInternet::python_peer`] for a Node script, with the test packages
+    /// ([`crate::paths::node_modules`]) on `NODE_PATH`.
+    pub fn node_peer(
+        &self,
+        script: &str,
+        port: u16,
+        args: impl FnOnce(&Host, &mut Command),
+    ) -> (NetProcess, std::net::SocketAddr) {
+        let mut cmd = self.command("node");
+        cmd.env("NODE_PATH", crate::paths::node_modules());
+        self.peer(cmd, script, port, args)
+    }
+
+    fn peer(
+        &self,
+        mut cmd: Command,
+        script: &str,
+        port: u16,
+        args: impl FnOnce(&Host, &mut Command),
+    ) -> (NetProcess, std::net::SocketAddr) {
         let host = self.add_host();
         let addr = std::net::SocketAddr::new(IpAddr::V4(host.v4), port);
-        let mut cmd = self.command(crate::paths::venv_python());
         cmd.arg(crate::paths::repo_root().join("tests").join(script));
         args(&host, &mut cmd);
         cmd.stdout(std::process::Stdio::null())
