@@ -488,6 +488,39 @@ fn uid_filter_selects_only_listed_uids() {
     );
 }
 
+/// A new uid set that fits the map (1,024 uids) alone but not beside the set in force it
+/// replaces (new uids go in before stale ones go) is refused before anything is written: the
+/// set in force stays whole and none of the new one is selected. Before, the change ran out
+/// of room halfway and left the old set plus part of the new one (review 47).
+#[test]
+fn a_uid_change_that_cannot_fit_beside_the_set_in_force_changes_nothing() {
+    let Some(lab) = Lab::start() else {
+        return;
+    };
+    let Lab { cg, direct, .. } = &lab;
+    let port = direct.port().to_string();
+    let mut s = lab.settings();
+    s.uids = (60000..60600).chain([65534]).collect();
+    let _ic = attach(&s);
+    let mut next = lab.settings();
+    next.uids = (61000..61600).collect();
+    let err = Interceptor::attach(&next).expect_err("600 new uids beside 601 do not fit");
+    let text = iron_proxy::error_chain(&err);
+    assert!(text.contains("nothing was changed"), "{text}");
+    let nobody = run_workload(cg, Some(65534), &["tcp", "127.0.0.2", &port]);
+    assert_eq!(
+        nobody.lines,
+        vec![format!("tcp ok 127.0.0.2 {port} proxy|127.0.0.2:{port}")],
+        "the set in force still selects 65534"
+    );
+    let new = run_workload(cg, Some(61000), &["tcp", "127.0.0.2", &port]);
+    assert_eq!(
+        new.lines,
+        vec![format!("tcp ok 127.0.0.2 {port} direct")],
+        "none of the new set is selected"
+    );
+}
+
 #[test]
 fn a_selected_users_subordinate_uids_are_intercepted_too() {
     let Some(lab) = Lab::start() else {

@@ -62,6 +62,24 @@ pub enum MapsError {
         /// The trie's capacity.
         max: u32,
     },
+    /// A new uid set that fits the map, but not next to the uids of the old
+    /// one it replaces: new uids go in before stale ones go (so a uid in
+    /// both is never unselected), so for a moment the map holds both.
+    /// Refused before any write.
+    #[error(
+        "the {new} uids of intercept.uids and the {stale} uids of the set in force it replaces \
+         would not fit the kernel map together (at most {max}); nothing was changed: change \
+         the set in steps that each fit beside the one in force, or detach first (workloads \
+         are not intercepted until the next start)"
+    )]
+    NoRoomForUidChange {
+        /// Uids of the new set.
+        new: usize,
+        /// Uids in the map that the new set does not have.
+        stale: usize,
+        /// The map's capacity.
+        max: u32,
+    },
     /// More entries than the map holds.
     #[error("{count} entries for {name}, at most {max} fit")]
     TooMany {
@@ -115,6 +133,24 @@ impl SettingsMaps {
             return Err(MapsError::TooMany {
                 name: map::IRON_UIDS,
                 count: uids.len(),
+                max: limits::IRON_UIDS_MAX,
+            });
+        }
+        // New uids go in before stale ones go: both must fit at once
+        // (review 47: a change that ran out of room halfway left the old set
+        // and part of the new one, and every later start failed the same way).
+        let stale = self
+            .uids
+            .keys()
+            .map(|k| k.map_err(op(map::IRON_UIDS, "reading")))
+            .collect::<Result<Vec<u32>, _>>()?
+            .into_iter()
+            .filter(|u| !uids.contains(u))
+            .count();
+        if uids.len() + stale > limits::IRON_UIDS_MAX as usize {
+            return Err(MapsError::NoRoomForUidChange {
+                new: uids.len(),
+                stale,
                 max: limits::IRON_UIDS_MAX,
             });
         }
