@@ -546,7 +546,7 @@ fn cut_params(path: &str) -> String {
 
 /// `path` percent-decoded once, leniently (a `%` without two hex digits
 /// stays); bytes that are not UTF-8 become U+FFFD.
-pub fn percent_decode(path: &str) -> String {
+fn percent_decode(path: &str) -> String {
     if !path.contains('%') {
         return path.to_string();
     }
@@ -555,7 +555,7 @@ pub fn percent_decode(path: &str) -> String {
 }
 
 /// `path` with each run of `/` made one.
-pub fn collapse_slashes(path: &str) -> String {
+fn collapse_slashes(path: &str) -> String {
     let mut out = String::with_capacity(path.len());
     for c in path.chars() {
         if !(c == '/' && out.ends_with('/')) {
