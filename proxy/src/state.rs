@@ -112,6 +112,8 @@ pub struct Shared {
     swaps: watch::Sender<u64>,
     ready: AtomicBool,
     stopping: AtomicBool,
+    /// A selected cgroup runs without interception (`app::cgroup_watch`).
+    interception_gap: AtomicBool,
 }
 
 impl Shared {
@@ -136,6 +138,7 @@ impl Shared {
             swaps: watch::Sender::new(0),
             ready: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
+            interception_gap: AtomicBool::new(false),
         }
     }
 
@@ -172,9 +175,21 @@ impl Shared {
         self.swaps.subscribe()
     }
 
-    /// True once policy, listeners and interception are in place.
+    /// True once policy, listeners and interception are in place, and while
+    /// no selected cgroup runs without interception.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
+        self.ready.load(Ordering::Acquire) && !self.interception_gap()
+    }
+
+    /// Whether a selected cgroup runs without interception (a cgroup made
+    /// again that interception could not be linked to).
+    pub fn interception_gap(&self) -> bool {
+        self.interception_gap.load(Ordering::Acquire)
+    }
+
+    /// Records whether a selected cgroup runs without interception.
+    pub fn set_interception_gap(&self, gap: bool) {
+        self.interception_gap.store(gap, Ordering::Release);
     }
 
     /// Marks the proxy ready (or not).

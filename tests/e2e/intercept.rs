@@ -10,6 +10,7 @@
 mod conn_limit;
 mod dns_tcp;
 pub(crate) mod lab;
+pub(crate) mod recreated;
 
 use iron_proxy_tests::*;
 use lab::*;

@@ -18,6 +18,7 @@ use crate::intercept::lab::{
     assert_loopback_answer_followed, probe, reload_kernel_deny, resolve, start_intercepting,
     wait_stopped, EPERM,
 };
+use crate::intercept::recreated::assert_made_again_is_intercepted;
 
 const EHOSTUNREACH: i64 = 113;
 const ECONNREFUSED: i64 = 111;
@@ -374,4 +375,27 @@ fn nft_a_sighup_reload_replaces_the_deny_rules() {
     );
     assert_eq!(after[&specs[0]], json!("ok"), "no longer denied: {after}");
     assert!(lab.table.exists(), "the table was replaced, not removed");
+}
+
+#[test]
+fn nft_a_selected_cgroup_made_again_is_intercepted_with_the_reloaded_deny_list() {
+    require_root!();
+    let net = FakeInternet::new();
+    let up = Upstream::https("httpbin.test").start(&net);
+    let (a, b) = (net.add_host().v4, net.add_host().v4);
+    let mut lab = NftLab::start_with(&net, |c| {
+        c["proxy"] = json!({"upstream_deny_cidrs": [format!("{a}/32")]});
+    });
+    reload_kernel_deny(&mut lab.px, &lab.config, b.into());
+    // nft stores the cgroup's id in the rule: the table is built again for the new cgroup,
+    // with the deny list the reload put in force, not the one the proxy started with.
+    assert_made_again_is_intercepted(&lab.px, &lab.cg, &up);
+    let specs = [format!("tcp,{a},80"), format!("tcp,{b},80")];
+    let after = probe(&lab.cg, &specs);
+    assert_eq!(
+        after[&specs[1]],
+        json!(EHOSTUNREACH),
+        "still denied: {after}"
+    );
+    assert_eq!(after[&specs[0]], json!("ok"), "still not denied: {after}");
 }

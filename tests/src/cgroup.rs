@@ -20,7 +20,7 @@
 mod workload;
 
 use std::ffi::{OsStr, OsString};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Once;
@@ -105,6 +105,18 @@ impl TestCgroup {
     /// The path relative to the cgroup v2 mount, as audit records show it (`/iron-e2e-...`).
     pub fn relative(&self) -> &str {
         &self.relative
+    }
+
+    /// Removes the (empty) cgroup and creates it again under the same path, as systemd does
+    /// when it restarts a unit: a new cgroup, with a new id and nothing attached to it.
+    pub fn make_again(&self) {
+        let old = std::fs::metadata(&self.path).map(|m| m.ino()).ok();
+        std::fs::remove_dir(&self.path)
+            .unwrap_or_else(|e| panic!("removing {}: {e}", self.path.display()));
+        std::fs::create_dir(&self.path)
+            .unwrap_or_else(|e| panic!("creating {}: {e}", self.path.display()));
+        let new = std::fs::metadata(&self.path).map(|m| m.ino()).ok();
+        assert_ne!(old, new, "{} has a new cgroup id", self.path.display());
     }
 
     /// PIDs currently inside.

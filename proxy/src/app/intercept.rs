@@ -11,6 +11,7 @@ use crate::intercept::nft::{owner, NftInterceptor};
 use crate::intercept::{self, DenyCidr, InterceptSettings, ProxyIdentity};
 use crate::listen::transparent::{OriginLookup, Redirected, SockoptLookup};
 
+use super::cgroup_watch::{Relink, Relinked};
 use super::AppError;
 
 fn loopback_for(addr: SocketAddr) -> SocketAddr {
@@ -159,6 +160,49 @@ pub fn start_nftables(
     Ok(std::sync::Arc::new(NftLookup {
         cgroups: attached.cgroups().to_vec(),
     }))
+}
+
+/// The cgroup watcher's relink for eBPF interception pinned at `pin`: links
+/// the pinned programs to each selected cgroup that lacks them.
+pub fn bpf_relink(pin: std::path::PathBuf, cgroups: Vec<std::path::PathBuf>) -> Relink {
+    std::sync::Arc::new(move || {
+        let done = intercept::Interceptor::reattach(&pin, &cgroups, &[])
+            .map_err(|e| crate::error_chain(&e))?;
+        Ok(Relinked {
+            linked: done.linked,
+            retry: done.lingering > 0,
+        })
+    })
+}
+
+/// The cgroup watcher's relink for nftables interception: the table built
+/// again from `settings` (shared with reloads, which change its deny list).
+pub fn nft_relink(settings: std::sync::Arc<std::sync::Mutex<InterceptSettings>>) -> Relink {
+    std::sync::Arc::new(move || {
+        let s = settings.lock().unwrap_or_else(|p| p.into_inner());
+        nft_apply(&s)
+    })
+}
+
+/// Installs (or replaces) the nftables table for `settings`, selecting the
+/// configured cgroups that exist now: nft resolves each path when the rule is
+/// added, and fails on one that does not exist. With none existing the table
+/// is left as it is (its rules name cgroups that are gone, so they select
+/// nothing) and applied once one is back.
+pub fn nft_apply(settings: &InterceptSettings) -> Result<Relinked, String> {
+    let mut present = settings.clone();
+    present.cgroups.retain(|c| c.exists());
+    if present.cgroups.is_empty() && !settings.cgroups.is_empty() {
+        return Ok(Relinked {
+            linked: 0,
+            retry: false,
+        });
+    }
+    NftInterceptor::attach(&present).map_err(|e| crate::error_chain(&e))?;
+    Ok(Relinked {
+        linked: 1,
+        retry: false,
+    })
 }
 
 /// Registers the interception counters as the `intercept_events` metric;

@@ -4,6 +4,7 @@
 //! (`/readyz`, systemd `READY=1`).
 
 mod build;
+mod cgroup_watch;
 mod intercept;
 mod listeners;
 mod reload;
@@ -446,6 +447,7 @@ impl App {
         let mut interceptor = None;
         let mut kernel_deny = None;
         if let Some(ic) = &cfg.intercept {
+            let relink;
             let listeners = bind("intercept.listen", &ic.listen)?;
             for l in &listeners {
                 crate::intercept::mark_listener(l).map_err(|e| {
@@ -465,8 +467,11 @@ impl App {
             };
             let settings = intercept::settings(&cfg, ic, &transparent, &dns_addrs)?;
             let lookup: Arc<dyn OriginLookup> = if ic.mode == config::InterceptMode::Nftables {
-                kernel_deny = Some(reload::KernelDeny::Nft(Box::new(settings.clone())));
-                intercept::start_nftables(&settings, &metrics)?
+                let lookup = intercept::start_nftables(&settings, &metrics)?;
+                let shared_settings = Arc::new(std::sync::Mutex::new(settings.clone()));
+                relink = Some(intercept::nft_relink(shared_settings.clone()));
+                kernel_deny = Some(reload::KernelDeny::Nft(shared_settings));
+                lookup
             } else {
                 let attached = Interceptor::attach_in_child(&settings)
                     .map_err(|e| AppError::Intercept(crate::error_chain(&e)))?;
@@ -475,6 +480,10 @@ impl App {
                     Interceptor::status(&pin).ok().and_then(|s| s.counters)
                 });
                 kernel_deny = Some(reload::KernelDeny::Bpf(attached.pin_path().to_owned()));
+                relink = Some(intercept::bpf_relink(
+                    attached.pin_path().to_owned(),
+                    settings.cgroups.clone(),
+                ));
                 if let (Some(server), false) = (&dns, dns_addrs.is_empty()) {
                     server.identify_clients(
                         Arc::new(attached.original_dst()),
@@ -485,6 +494,24 @@ impl App {
                 interceptor = Some(attached);
                 lookup
             };
+            // Selected cgroups (not UID mode's cgroup v2 root) can be
+            // removed and made again.
+            if let (Some(relink), false) = (relink, ic.cgroups.is_empty()) {
+                let counts = Arc::new(cgroup_watch::RelinkCounts::default());
+                let read = counts.clone();
+                let _ = metrics.register_counter_source(
+                    "intercept_relinks",
+                    "Interception linked again to selected cgroups that were made again, by result",
+                    &["result"],
+                    Box::new(move || read.series()),
+                );
+                tasks.push(cgroup_watch::spawn(
+                    settings.cgroups.clone(),
+                    relink,
+                    shared.clone(),
+                    counts,
+                ));
+            }
             for l in listeners {
                 push(&mut bound, "transparent", &l);
                 let (i, lookup) = (intake.clone(), lookup.clone());

@@ -67,9 +67,10 @@ struct SourceReloader {
 pub enum KernelDeny {
     /// eBPF: the pin directory; the deny trie is updated in place.
     Bpf(PathBuf),
-    /// nftables: the settings the table was built from; the table is
-    /// replaced in one transaction with the new deny list.
-    Nft(Box<crate::intercept::InterceptSettings>),
+    /// nftables: the settings the table is built from (shared with the
+    /// cgroup watcher, which rebuilds it for a cgroup made again); the table
+    /// is replaced in one transaction with the new deny list.
+    Nft(Arc<std::sync::Mutex<crate::intercept::InterceptSettings>>),
 }
 
 impl KernelDeny {
@@ -80,12 +81,13 @@ impl KernelDeny {
                 crate::intercept::Interceptor::update_deny(pin, &cidrs).map_err(|e| e.to_string())
             }
             KernelDeny::Nft(settings) => {
-                let mut s = (**settings).clone();
-                s.deny = cidrs;
+                let mut s = settings.lock().unwrap_or_else(|p| p.into_inner());
+                let previous = std::mem::replace(&mut s.deny, cidrs);
                 let n = s.deny.len();
-                crate::intercept::nft::NftInterceptor::attach(&s)
-                    .map(|_| n)
-                    .map_err(|e| e.to_string())
+                super::intercept::nft_apply(&s).map(|_| n).inspect_err(|_| {
+                    // The table in force still has the old list.
+                    s.deny = previous;
+                })
             }
         }
     }

@@ -7,7 +7,7 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use aya::programs::{CgroupSkb, CgroupSock, CgroupSockAddr, CgroupSockopt, Program, ProgramError};
@@ -302,22 +302,21 @@ impl Loaded {
             })
     }
 
-    /// Makes sure `h` runs on `cgroup` through a link pinned in `links_dir`:
-    /// replaces the program of an existing pinned link, or attaches and pins
-    /// a new one. Returns the pin's path.
+    /// Makes sure `h` runs on `cgroup` through a link pinned in `links_dir`
+    /// ([`ensure_link`] with the program loaded here).
     pub(crate) fn ensure(
         &mut self,
         h: &Hook,
         cgroup: &Path,
         links_dir: &Path,
     ) -> Result<(PathBuf, Option<OwnedFd>), LinksError> {
-        let pin = links_dir.join(format!("{}_{}", cgroup_id(cgroup)?, h.name));
-        let pin_err = |op| {
-            let pin = pin.clone();
-            move |source| LinksError::Pin { op, pin, source }
-        };
+        let prog_fd = self.prog_fd(h)?;
+        ensure_link(prog_fd, h, cgroup, links_dir)
+    }
+
+    fn prog_fd(&mut self, h: &Hook) -> Result<BorrowedFd<'_>, LinksError> {
         let program = self.program_mut(h)?;
-        let prog_fd = program
+        Ok(program
             .fd()
             .map_err(|e| LinksError::Load {
                 program: h.program,
@@ -325,36 +324,92 @@ impl Loaded {
                 since: h.since,
                 source: Box::new(e),
             })?
-            .as_fd();
-
-        if pin.exists() {
-            let link = sys::obj_get(&pin).map_err(pin_err("opening"))?;
-            match sys::link_update(link.as_fd(), prog_fd) {
-                Ok(()) => return Ok((pin, None)),
-                // ENOLINK: the link was detached (its cgroup went away):
-                // drop the stale pin and attach afresh.
-                Err(e) if e.raw_os_error() == Some(libc::ENOLINK) => {
-                    std::fs::remove_file(&pin).map_err(pin_err("removing stale"))?;
-                }
-                Err(e) => return Err(pin_err("replacing the program of")(e)),
-            }
-        }
-
-        let cgroup_file = File::open(cgroup).map_err(|source| LinksError::Cgroup {
-            path: cgroup.to_owned(),
-            source,
-        })?;
-        let link =
-            sys::link_create(prog_fd, cgroup_file.as_fd(), h.attach_type).map_err(|source| {
-                LinksError::Attach {
-                    hook: h.name,
-                    cgroup: cgroup.to_owned(),
-                    source,
-                }
-            })?;
-        sys::obj_pin(link.as_fd(), &pin).map_err(pin_err("pinning"))?;
-        Ok((pin, Some(link)))
+            .as_fd())
     }
+
+    /// Pins every loaded program as `progs_dir/<hook>`, replacing what a
+    /// previous run pinned there, so that a cgroup re-created later can be
+    /// linked again without loading anything ([`ensure_link`] with
+    /// [`pinned_program`]). Each pin is swapped in with a rename: a reader
+    /// never finds the name missing.
+    pub(crate) fn pin_programs(&mut self, progs_dir: &Path) -> Result<(), LinksError> {
+        for h in WORKLOAD_HOOKS.iter().chain([&GETSOCKOPT_HOOK]) {
+            let pin = progs_dir.join(h.name);
+            // bpffs refuses dots in names.
+            let fresh = progs_dir.join(format!("{}-new", h.name));
+            let pin_err = |op| {
+                let pin = pin.clone();
+                move |source| LinksError::Pin { op, pin, source }
+            };
+            if fresh.exists() {
+                std::fs::remove_file(&fresh).map_err(pin_err("removing a leftover of"))?;
+            }
+            sys::obj_pin(self.prog_fd(h)?, &fresh).map_err(pin_err("pinning the program of"))?;
+            std::fs::rename(&fresh, &pin).map_err(pin_err("replacing the program of"))?;
+        }
+        Ok(())
+    }
+}
+
+/// Opens the program [`Loaded::pin_programs`] pinned for `h`.
+pub(crate) fn pinned_program(progs_dir: &Path, h: &Hook) -> Result<OwnedFd, LinksError> {
+    let pin = progs_dir.join(h.name);
+    sys::obj_get(&pin).map_err(|source| LinksError::Pin {
+        op: "opening the program of",
+        pin,
+        source,
+    })
+}
+
+/// Whether the link pinned at `pin` is attached to a live cgroup (a link
+/// whose cgroup was removed is detached by the kernel).
+pub(crate) fn is_attached(pin: &Path) -> bool {
+    sys::obj_get(pin)
+        .and_then(|fd| sys::link_info(fd.as_fd()))
+        .is_ok_and(|i| i.cgroup_id != 0)
+}
+
+/// Makes sure `h` runs `prog_fd` on `cgroup` through a link pinned in
+/// `links_dir`: replaces the program of an existing pinned link, or attaches
+/// and pins a new one. Returns the pin's path, and the new link.
+pub(crate) fn ensure_link(
+    prog_fd: BorrowedFd<'_>,
+    h: &Hook,
+    cgroup: &Path,
+    links_dir: &Path,
+) -> Result<(PathBuf, Option<OwnedFd>), LinksError> {
+    let pin = links_dir.join(format!("{}_{}", cgroup_id(cgroup)?, h.name));
+    let pin_err = |op| {
+        let pin = pin.clone();
+        move |source| LinksError::Pin { op, pin, source }
+    };
+
+    if pin.exists() {
+        let link = sys::obj_get(&pin).map_err(pin_err("opening"))?;
+        match sys::link_update(link.as_fd(), prog_fd) {
+            Ok(()) => return Ok((pin, None)),
+            // ENOLINK: the link was detached (its cgroup went away):
+            // drop the stale pin and attach afresh.
+            Err(e) if e.raw_os_error() == Some(libc::ENOLINK) => {
+                std::fs::remove_file(&pin).map_err(pin_err("removing stale"))?;
+            }
+            Err(e) => return Err(pin_err("replacing the program of")(e)),
+        }
+    }
+
+    let cgroup_file = File::open(cgroup).map_err(|source| LinksError::Cgroup {
+        path: cgroup.to_owned(),
+        source,
+    })?;
+    let link = sys::link_create(prog_fd, cgroup_file.as_fd(), h.attach_type).map_err(|source| {
+        LinksError::Attach {
+            hook: h.name,
+            cgroup: cgroup.to_owned(),
+            source,
+        }
+    })?;
+    sys::obj_pin(link.as_fd(), &pin).map_err(pin_err("pinning"))?;
+    Ok((pin, Some(link)))
 }
 
 /// Forces the pinned link off its cgroup, then removes the pin.

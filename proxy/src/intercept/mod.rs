@@ -8,7 +8,9 @@
 //! proxy calling [`Interceptor::attach`] with the same `pin_path` reuses the
 //! pinned maps and swaps the programs inside the pinned links atomically.
 //!
-//! Pin layout: `<pin_path>/maps/<map>` and `<pin_path>/links/<cgroup id>_<hook>`.
+//! Pin layout: `<pin_path>/maps/<map>`, `<pin_path>/links/<cgroup id>_<hook>`
+//! and `<pin_path>/progs/<hook>` (the programs in force, for linking a
+//! selected cgroup that was re-created: [`Interceptor::reattach`]).
 
 mod cgroup;
 mod dns_senders;
@@ -17,6 +19,7 @@ mod loader;
 mod maps;
 pub mod nft;
 mod origin;
+mod reattach;
 mod settings;
 mod status;
 pub mod subuid;
@@ -40,6 +43,7 @@ pub use links::LinksError;
 pub use loader::{child_main as loader_main, LoaderError, LOADER_ENV};
 pub use maps::{addr16, Counters, MapsError};
 pub use origin::{Origin, OriginError, OriginalDst};
+pub use reattach::Reattached;
 pub use settings::{
     mark_listener, resolve_user, DenyCidr, InterceptSettings, ProxyIdentity, SettingsError,
     UidRange,
@@ -112,6 +116,10 @@ pub(crate) fn links_dir(pin_path: &Path) -> PathBuf {
     pin_path.join("links")
 }
 
+pub(crate) fn progs_dir(pin_path: &Path) -> PathBuf {
+    pin_path.join("progs")
+}
+
 /// Interception in force. Dropping it keeps interception in force (the links
 /// stay pinned); call [`Interceptor::detach`] to end it.
 pub struct Interceptor {
@@ -145,7 +153,7 @@ impl Interceptor {
         preflight(settings)?;
         let pin = &settings.pin_path;
         let (maps_dir, links_dir) = (maps_dir(pin), links_dir(pin));
-        for dir in [pin, &maps_dir, &links_dir] {
+        for dir in [pin, &maps_dir, &links_dir, &progs_dir(pin)] {
             create_private_dir(dir)?;
         }
         let aside = maps::set_aside_incompatible(&maps_dir)?;
@@ -198,6 +206,7 @@ impl Interceptor {
                 links::detach_pinned(&stale)?;
             }
         }
+        loaded.pin_programs(&progs_dir(pin))?;
         Ok(Self {
             pin_path: pin.clone(),
             original_dst: OriginalDst::open(pin)?,
@@ -240,16 +249,18 @@ impl Interceptor {
                 links::detach_pinned(&pin)?;
             }
         }
-        let maps_dir = maps_dir(pin_path);
-        if maps_dir.exists() {
-            for pin in read_dir_sorted(&maps_dir)? {
-                std::fs::remove_file(&pin).map_err(|source| InterceptError::PinDir {
-                    path: pin.clone(),
-                    source,
-                })?;
+        let (maps_dir, progs_dir) = (maps_dir(pin_path), progs_dir(pin_path));
+        for dir in [&maps_dir, &progs_dir] {
+            if dir.exists() {
+                for pin in read_dir_sorted(dir)? {
+                    std::fs::remove_file(&pin).map_err(|source| InterceptError::PinDir {
+                        path: pin.clone(),
+                        source,
+                    })?;
+                }
             }
         }
-        for dir in [links_dir.as_path(), maps_dir.as_path(), pin_path] {
+        for dir in [links_dir.as_path(), &maps_dir, &progs_dir, pin_path] {
             if dir.exists() {
                 std::fs::remove_dir(dir).map_err(|source| InterceptError::PinDir {
                     path: dir.to_owned(),

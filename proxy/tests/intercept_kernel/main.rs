@@ -8,6 +8,7 @@ mod deny_reload;
 mod foreign_listener;
 mod ipv6_ext;
 mod proxy_marks;
+mod recreated;
 mod support;
 mod upgrade;
 

@@ -56,6 +56,20 @@ impl TestCgroup {
         intercept::cgroup_id(&self.path).expect("cgroup id")
     }
 
+    /// Removes the (empty) cgroup directory, as systemd does when a unit
+    /// stops; [`TestCgroup::make_again`] creates it again under the same path.
+    pub fn remove(&self) {
+        std::fs::remove_dir(&self.path)
+            .unwrap_or_else(|e| panic!("removing {}: {e}", self.path.display()));
+    }
+
+    /// Creates the directory again after [`TestCgroup::remove`]: a new cgroup
+    /// (a new id) at the same path.
+    pub fn make_again(&self) {
+        std::fs::create_dir(&self.path)
+            .unwrap_or_else(|e| panic!("creating {}: {e}", self.path.display()));
+    }
+
     /// Spawns `cmd` inside this cgroup, switching to `uid` (and gid) after
     /// joining when given.
     pub fn spawn(&self, cmd: &mut Command, uid: Option<u32>) -> Child {
