@@ -266,6 +266,48 @@ impl Flow {
         self.secret_values.iter().map(|v| v.value.expose())
     }
 
+    /// `text` with every value noted so far masked (in any letter case, and
+    /// in the forms [`crate::secrets::scrub::Scrubber`] knows: encoded, cut
+    /// short), or `None` when it holds none. For the proxy's own text that
+    /// may quote the request as earlier transforms changed it (a refusal's
+    /// message, an error's detail, an annotation): a workload may put a
+    /// placeholder where a later transform quotes it, and the response scrub
+    /// never sees the proxy's own answers. Text that holds no value's first
+    /// or last [`MIN_SECRET_LEN`](crate::secrets::scrub::MIN_SECRET_LEN)
+    /// bytes in any case (the whole value, when shorter) is not searched.
+    pub fn redact_noted(&self, text: &str) -> Option<String> {
+        let edge = crate::secrets::scrub::MIN_SECRET_LEN;
+        let holds = self.secret_values().any(|v| {
+            let v = v.as_bytes();
+            let n = v.len().min(edge);
+            n > 0
+                && (contains_any_case(text, &v[..n]) || contains_any_case(text, &v[v.len() - n..]))
+        });
+        if !holds {
+            return None;
+        }
+        let forms: Vec<String> = self
+            .secret_values()
+            .flat_map(|v| [v.to_owned(), v.to_ascii_lowercase(), v.to_ascii_uppercase()])
+            .collect();
+        let scrubber = crate::secrets::scrub::Scrubber::new(forms.iter().map(String::as_str));
+        Some(scrubber.redact(text).into_owned())
+    }
+
+    /// [`Flow::redact_noted`] over every string in `value`.
+    pub fn redact_noted_json(&self, value: &mut Value) {
+        match value {
+            Value::String(s) => {
+                if let Some(r) = self.redact_noted(s) {
+                    *s = r;
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(|v| self.redact_noted_json(v)),
+            Value::Object(m) => m.values_mut().for_each(|v| self.redact_noted_json(v)),
+            _ => {}
+        }
+    }
+
     /// Where the response's scrub runs: at the response hook of the first
     /// transform, in config order, that noted a value (its index and name),
     /// none when no value was noted.
@@ -524,12 +566,29 @@ impl Pipeline {
         always_trace: bool,
     ) -> Option<PhaseOutcome> {
         let name = || t.name().to_string();
-        let (action, outcome) = match result {
+        let (action, mut outcome) = match result {
             Ok(Verdict::Continue) => ("continue", None),
             Ok(Verdict::Reject(r)) => ("reject", Some(PhaseOutcome::Reject(name(), r))),
             Ok(Verdict::Stub(rsp)) => ("stub", Some(PhaseOutcome::Stub(name(), rsp))),
             Err(e) => ("error", Some(PhaseOutcome::Fail(name(), e))),
         };
+        if !cx.secret_values.is_empty() {
+            // What this transform wrote may quote a header or parameter an
+            // earlier one put a credential in.
+            let text = match &mut outcome {
+                Some(PhaseOutcome::Reject(_, r)) => Some(&mut r.message),
+                Some(PhaseOutcome::Fail(_, e)) => Some(&mut e.detail),
+                _ => None,
+            };
+            if let Some(text) = text {
+                if let Some(r) = cx.redact_noted(text) {
+                    *text = r;
+                }
+            }
+            let mut notes = std::mem::take(&mut cx.annotations);
+            notes.values_mut().for_each(|v| cx.redact_noted_json(v));
+            cx.annotations = notes;
+        }
         let traced = always_trace && t.traced_when_idle();
         // An annotation computed when the exchange ends needs the entry.
         let late = cx.late_audit.iter().any(|f| f.awaits_trace());
@@ -548,6 +607,13 @@ impl Pipeline {
         }
         outcome
     }
+}
+
+/// Whether `text` holds `needle`, ASCII letters in either case.
+fn contains_any_case(text: &str, needle: &[u8]) -> bool {
+    text.as_bytes()
+        .windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle))
 }
 
 /// The buffered bytes of a body, when the pipeline buffered it.
@@ -640,6 +706,9 @@ pub fn set_body_bytes(req: &mut Request<Body>, bytes: bytes::Bytes) {
             .insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(len));
     }
 }
+
+#[cfg(test)]
+mod redact_tests;
 
 #[cfg(test)]
 mod tests {

@@ -237,6 +237,38 @@ impl FakeInternet {
         host
     }
 
+    /// A host whose TCP SYNs the namespace drops unanswered (an nft table inside the
+    /// namespace, gone with it): a connect to it hangs until the dialer gives up.
+    pub fn add_silent_host(&self) -> Host {
+        let host = self.add_host();
+        let table = format!(
+            "table inet iron_silent_{n} {{\n chain input {{\n type filter hook input priority 0\n \
+             ip daddr {v4} tcp flags syn drop\n ip6 daddr {v6} tcp flags syn drop\n }}\n}}\n",
+            n = host.v4.octets()[3],
+            v4 = host.v4,
+            v6 = host.v6,
+        );
+        let out = self
+            .command("nft")
+            .args(["-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                use std::io::Write;
+                c.stdin.take().expect("stdin").write_all(table.as_bytes())?;
+                c.wait_with_output()
+            })
+            .expect("running nft in the namespace");
+        assert!(
+            out.status.success(),
+            "nft in the namespace: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        host
+    }
+
     /// A `Command` that runs `program` inside the namespace (`ip netns exec NAME program`).
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut cmd = Command::new("ip");

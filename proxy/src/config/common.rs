@@ -167,6 +167,21 @@ impl Decode for IpNet {
     /// then admit the whole range.
     fn decode(node: &Node, cx: &mut Cx) -> Res<Self> {
         let net = str_with(node, cx, |s| parse_cidr(s).map_err(|e| e.to_string()))?;
+        // Addresses are compared as IPv4 once unmapped (`rules::canonical_ip`),
+        // so `::ffff:a.b.c.d/n` would match nothing: a deny entry failing open.
+        let net = match unmapped(net) {
+            Some(v4) => {
+                cx.warn(
+                    node.pos,
+                    format!(
+                        "{net} is an IPv4-mapped IPv6 range: addresses are compared as IPv4, so \
+                         it is read as {v4}; write that"
+                    ),
+                );
+                v4
+            }
+            None => net,
+        };
         if net.trunc() != net {
             let single = match net {
                 IpNet::V4(_) => 32,
@@ -184,6 +199,17 @@ impl Decode for IpNet {
         }
         Ok(net.trunc())
     }
+}
+
+/// The IPv4 range an IPv4-mapped IPv6 range (`::ffff:0:0/96` and within)
+/// stands for.
+fn unmapped(net: IpNet) -> Option<IpNet> {
+    let IpNet::V6(v6) = net else {
+        return None;
+    };
+    let v4 = v6.addr().to_ipv4_mapped()?;
+    let len = v6.prefix_len().checked_sub(96)?;
+    ipnet::Ipv4Net::new(v4, len).ok().map(IpNet::V4)
 }
 
 impl Decode for Scheme {

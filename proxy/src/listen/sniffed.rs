@@ -288,11 +288,23 @@ impl Intake {
             return;
         }
         let mut guard = AuditGuard::since(rec, self.shared.audit.clone(), started);
-        let upstream = match self.shared.upstream.dialer().tcp(host, port).await {
-            Ok(u) => u,
-            Err(e) => {
+        // Each address has its own connect timeout; a name with many that do
+        // not answer is bounded as a whole, as an HTTP exchange's connect is.
+        let within = allowed_by.limits.upstream_response_header_timeout;
+        let dialed =
+            tokio::time::timeout(within, self.shared.upstream.dialer().tcp(host, port)).await;
+        let upstream = match dialed {
+            Ok(Ok(u)) => u,
+            Ok(Err(e)) => {
                 if let Some(r) = guard.record_mut() {
                     r.fail(e.reason(), e.to_string(), 0);
+                }
+                return;
+            }
+            Err(_) => {
+                if let Some(r) = guard.record_mut() {
+                    let error = format!("{host}:{port}: not connected within {within:?}");
+                    r.fail("upstream_timeout", error, 0);
                 }
                 return;
             }

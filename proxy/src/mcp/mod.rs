@@ -142,8 +142,18 @@ impl McpInterceptor {
         self.servers.iter().find(|s| s.covers(&t))
     }
 
-    /// A JSON response refusing the request.
-    fn refuse(status: StatusCode, reason: &str, message: String, body: String) -> Verdict {
+    /// A JSON response refusing the request. Its text may quote the request
+    /// as earlier transforms left it (an id, a header): any credential they
+    /// put in it is masked (`Flow::redact_noted`).
+    fn refuse(
+        cx: &Flow,
+        status: StatusCode,
+        reason: &str,
+        message: String,
+        body: String,
+    ) -> Verdict {
+        let message = cx.redact_noted(&message).unwrap_or(message);
+        let body = cx.redact_noted(&body).unwrap_or(body);
         let mut rsp = Response::new(body::full(body));
         *rsp.status_mut() = status;
         let h = rsp.headers_mut();
@@ -159,9 +169,11 @@ impl McpInterceptor {
 
     /// Refuses a body that is not JSON-RPC the interceptor can judge.
     fn refuse_unreadable(cx: &mut Flow, log: &McpLog, code: i64, detail: String) -> Verdict {
+        let detail = cx.redact_noted(&detail).unwrap_or(detail);
         cx.annotate("rejected", "mcp_invalid_request");
         log.push(json!({"from": "client", "decision": "deny", "reason": detail}));
         Self::refuse(
+            cx,
             StatusCode::BAD_REQUEST,
             "mcp_invalid_request",
             detail.clone(),
@@ -390,6 +402,9 @@ impl Transform for McpInterceptor {
                 }
                 _ => {}
             }
+            // The workload's own words (tool names, ids), as earlier
+            // transforms left them.
+            cx.redact_noted_json(&mut entry);
             log.push(entry);
         }
         if denied > 0 {
@@ -404,6 +419,7 @@ impl Transform for McpInterceptor {
                 envelope(0)
             };
             return Ok(Self::refuse(
+                cx,
                 StatusCode::OK,
                 "mcp_tool_denied",
                 self.error.message.clone(),

@@ -36,7 +36,13 @@ impl DenyList {
             ip => ip,
         };
         let embedded = match ip {
-            IpAddr::V6(v6) => embedded_v4(v6).map(IpAddr::V4),
+            IpAddr::V6(v6) => embedded_v4(v6).map(|e| {
+                IpAddr::V4(if e.is_unspecified() {
+                    Ipv4Addr::LOCALHOST
+                } else {
+                    e
+                })
+            }),
             IpAddr::V4(_) => None,
         };
         self.nets
@@ -73,6 +79,14 @@ fn embedded_v4(v6: Ipv6Addr) -> Option<Ipv4Addr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_embedded_unspecified_address_is_judged_as_loopback() {
+        let d = DenyList::new(vec!["127.0.0.0/8".parse().expect("cidr")]);
+        for ip in ["64:ff9b::", "2002::"] {
+            assert!(d.check(ip.parse().expect("ip")).is_some(), "{ip}");
+        }
+    }
 
     #[test]
     fn judges_a_nat64_address_as_the_ipv4_address_it_embeds() {

@@ -112,3 +112,37 @@ fn tls_without_sni_is_refused_and_audited_as_sni_only() {
     assert_eq!(rec.str("mode"), Some("sni-only"), "{rec}");
     up.assert_untouched();
 }
+
+#[test]
+fn a_passthrough_dial_to_addresses_that_never_answer_is_bounded_as_a_whole() {
+    require_root!();
+    let net = FakeInternet::new();
+    // Two addresses that drop SYNs: each connect waits the dialer's 10 s, so without a bound
+    // on the whole the client's connection would be held 20 s.
+    let ips: Vec<std::net::IpAddr> = (0..2).map(|_| net.add_silent_host().v4.into()).collect();
+    net.dns().set("httpbin.test", &ips);
+    let config = format!("{SNI_ONLY}proxy:\n  upstream_response_header_timeout: 2s\n");
+    let px = Proxy::with(config.as_str()).resolver(&net).start();
+    let started = std::time::Instant::now();
+    let r = Curl::new([
+        "--max-time",
+        "30",
+        "--connect-to",
+        &px.connect_to_https(),
+        "https://httpbin.test/get",
+    ])
+    .run();
+    assert_ne!(r.exit, 0, "{r}");
+    let rec = px.wait_for_audit(|a| a.host() == Some("httpbin.test"));
+    assert_eq!(rec.str("reason"), Some("upstream_timeout"), "{rec}");
+    assert!(
+        rec.str("error")
+            .is_some_and(|e| e.contains("not connected within 2s")),
+        "{rec}"
+    );
+    // Not a timing assertion on the proxy's speed: the bound is 2 s, the unbounded dial 20 s.
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(15),
+        "{r}"
+    );
+}

@@ -151,6 +151,39 @@ fn a_cidr_with_host_bits_loads_as_its_network_with_a_warning() {
     );
 }
 
+/// An IPv4-mapped IPv6 range loads as the IPv4 range it stands for, with a
+/// warning: addresses are compared as IPv4 once unmapped, so a deny entry
+/// `::ffff:169.254.169.254/128` kept as written denied nothing.
+#[test]
+fn an_ipv4_mapped_range_loads_as_its_ipv4_range_with_a_warning() {
+    let text = "tls:\n  ca_cert: ca.pem\n  ca_key: ca.key\nproxy:\n  upstream_deny_cidrs: \
+                [\"::ffff:169.254.169.254/128\", \"::ffff:10.0.0.0/104\", \"::1/128\"]\n\
+                transforms:\n  - name: allowlist\n    config:\n      domains: [api.test]\n";
+    let cfg = crate::config::parse(text, "t.yaml", &|_| None).expect("valid config");
+    let nets: Vec<String> = cfg
+        .proxy
+        .upstream_deny_cidrs
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(nets, ["169.254.169.254/32", "10.0.0.0/8", "::1/128"]);
+    let deny = crate::upstream::DenyList::new(cfg.proxy.upstream_deny_cidrs.clone());
+    for ip in ["169.254.169.254", "::ffff:169.254.169.254", "10.9.8.7"] {
+        assert!(deny.check(ip.parse().expect("ip")).is_some(), "{ip}");
+    }
+    let found: Vec<String> = lint(&cfg).iter().map(ToString::to_string).collect();
+    assert_eq!(
+        found,
+        [
+            "t.yaml:5:25: proxy.upstream_deny_cidrs[0]: ::ffff:169.254.169.254/128 is an \
+             IPv4-mapped IPv6 range: addresses are compared as IPv4, so it is read as \
+             169.254.169.254/32; write that",
+            "t.yaml:5:55: proxy.upstream_deny_cidrs[1]: ::ffff:10.0.0.0/104 is an IPv4-mapped \
+             IPv6 range: addresses are compared as IPv4, so it is read as 10.0.0.0/8; write that",
+        ]
+    );
+}
+
 /// A host pattern whose leading `*` lacks its dot (`*example.com`) matches
 /// `badexample.com` too: it loads as the glob it is, with a warning giving
 /// the pattern probably meant, wherever host patterns are written (allowlist
