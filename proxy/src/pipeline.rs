@@ -110,6 +110,10 @@ pub struct Flow {
     pub method: String,
     /// Request path without query (empty for host-only requests).
     pub path: String,
+    /// The methods the request asks the server to perform instead of
+    /// `method` ([`crate::exchange::method_overrides`]); rules that restrict
+    /// methods must allow them too.
+    pub method_overrides: Vec<String>,
     /// When the request started.
     pub started: Instant,
     /// Fields added to the top level of the audit record (for example `body_capture`).
@@ -150,6 +154,7 @@ impl Flow {
             dest,
             method,
             path,
+            method_overrides: Vec::new(),
             started: Instant::now(),
             audit_extra: Map::new(),
             precheck: false,
@@ -184,6 +189,7 @@ impl Flow {
             host: &self.dest.host,
             ip: self.dest.ip,
             method: &self.method,
+            method_overrides: &self.method_overrides,
             path: &self.path,
             scheme: Scheme::of_tls(self.dest.tls),
         }

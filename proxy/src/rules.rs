@@ -18,6 +18,12 @@ pub struct Target<'a> {
     pub ip: Option<IpAddr>,
     /// Uppercase HTTP method; empty for host-only (sni-only) requests.
     pub method: &'a str,
+    /// The methods the request asks a server to perform instead
+    /// (`X-HTTP-Method-Override` and its kin, a `_method` query parameter:
+    /// Google APIs, Rack, Laravel and ASP.NET honour them), uppercased: a
+    /// rule restricting methods matches only when it allows each of these
+    /// as well as `method`.
+    pub method_overrides: &'a [String],
     /// Path without the query; empty for host-only requests.
     pub path: &'a str,
     /// The request's scheme: `https` when the proxy forwards it over TLS.
@@ -31,6 +37,7 @@ pub(crate) fn target<'a>(host: &'a str, method: &'a str, path: &'a str) -> Targe
         host,
         ip: host.parse().ok(),
         method,
+        method_overrides: &[],
         path,
         scheme: Scheme::Https,
     }
@@ -708,6 +715,7 @@ impl Rule {
         self.schemes.matches(t.scheme)
             && self.matches_host(t)
             && self.methods.matches(t.method)
+            && t.method_overrides.iter().all(|m| self.methods.matches(m))
             && (self.paths.is_empty() || self.paths.iter().any(|p| p.matches(t.path)))
     }
 }
@@ -791,6 +799,7 @@ fn targets_may_overlap(a: &RuleTarget, b: &RuleTarget) -> bool {
                 host: e,
                 ip: e.parse().ok(),
                 method: "",
+                method_overrides: &[],
                 path: "",
                 scheme: Scheme::Https,
             }),
@@ -1113,10 +1122,37 @@ mod tests {
             host: "::ffff:10.1.2.3",
             ip: "::ffff:10.1.2.3".parse().ok(),
             method: "GET",
+            method_overrides: &[],
             path: "/",
             scheme: Scheme::Http,
         };
         assert!(rule.matches(&mapped), "v4-mapped v6 is unmapped first");
+    }
+
+    #[test]
+    fn a_rule_restricting_methods_must_allow_each_method_the_request_asks_for() {
+        let rule: Rule =
+            serde_yaml_ng::from_str("host: api.test\nmethods: [POST, GET]").expect("valid");
+        let delete = ["DELETE".to_string()];
+        let get = ["GET".to_string()];
+        let post = t("api.test", "POST", "/v1/items/42");
+        assert!(rule.matches(&post));
+        assert!(
+            !rule.matches(&Target {
+                method_overrides: &delete,
+                ..post
+            }),
+            "a POST a server performs as DELETE"
+        );
+        assert!(rule.matches(&Target {
+            method_overrides: &get,
+            ..post
+        }));
+        let any: Rule = serde_yaml_ng::from_str("host: api.test").expect("valid");
+        assert!(any.matches(&Target {
+            method_overrides: &delete,
+            ..post
+        }));
     }
 
     #[test]

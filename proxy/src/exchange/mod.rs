@@ -25,10 +25,12 @@ use crate::state::{Policy, Shared};
 use crate::upstream::UpstreamError;
 
 mod hygiene;
+mod method_override;
 mod record;
 mod target;
 
 pub use hygiene::{has_dot_segment, join_cookies, strip_hop_by_hop};
+pub use method_override::method_overrides;
 pub use record::AuditGuard;
 pub(crate) use target::tunnel_target;
 
@@ -310,6 +312,7 @@ async fn handle_tracked(
     };
     // The method as sent (case and all): it is what goes upstream.
     let mut cx = Flow::new(dest, req.method().as_str().to_owned(), path);
+    cx.method_overrides = method_overrides(req.method().as_str(), req.headers(), req.uri().query());
     cx.conn = Some(conn.clone());
 
     // Rebuild the request with an absolute upstream URI and a boxed body.

@@ -257,6 +257,7 @@ mod tests {
             host: "mcp.test",
             ip: None,
             method: "POST",
+            method_overrides: &[],
             path,
             scheme: crate::rules::Scheme::Https,
         };

@@ -272,6 +272,25 @@ transforms:
             "/v1/lower",
             "get",
         ),
+        // A POST that servers honouring method overrides (Google APIs, Rack, Laravel,
+        // ASP.NET) perform as DELETE is not admitted by a rule allowing GET and POST.
+        (
+            Curl::get("https://api.rules.test/v1/override")
+                .args(["-X", "POST", "-d", "{}"])
+                .header("X-HTTP-Method-Override", "DELETE")
+                .via(&px),
+            "/v1/override",
+            "POST",
+        ),
+        (
+            plain(
+                &px,
+                "http://api.rules.test/v1/override-query?_method=delete",
+            )
+            .args(["-d", "x=1"]),
+            "/v1/override-query",
+            "POST",
+        ),
     ];
     for (curl, path, method) in cases {
         let r = curl.run();
@@ -280,8 +299,23 @@ transforms:
         assert_eq!(rec.method(), Some(method), "{rec}");
     }
     api.assert_no_request(|q| {
-        q.method() == "DELETE" || ["/v2/models", "/admin", "/v1"].contains(&q.path())
+        q.method() == "DELETE"
+            || [
+                "/v2/models",
+                "/admin",
+                "/v1",
+                "/v1/override",
+                "/v1/override-query",
+            ]
+            .contains(&q.path())
     });
+    // An override to a method the rule allows passes.
+    plain(&px, "http://api.rules.test/v1/override-get")
+        .args(["-d", "x=1"])
+        .header("X-HTTP-Method-Override", "GET")
+        .run()
+        .expect_status(404);
+    audited(&px, "api.rules.test", "/v1/override-get", &allowed(404));
 
     // A cidr rule: GET on the IP literal passes, POST does not.
     plain(&px, &format!("http://{ip}/anything/cidr"))
