@@ -131,6 +131,11 @@ async fn http_proxy(stream: Client, remote: SocketAddr, intake: Intake) {
     let counter = started.clone();
     let cancels = super::cancels::Cancels::new(remote);
     let tracker = cancels.clone();
+    // As `serve_http`: this task drives the upstream connection the
+    // connection's HTTP/1 requests go out on, and its HTTP/2 requests get
+    // an HTTP/2 client of their own (not one shared with other clients).
+    let held = crate::upstream::HeldSlot::default();
+    let slot = held.clone();
     let svc = service_fn(move |req: Request<Incoming>| {
         counter.one();
         let version = req.version();
@@ -140,8 +145,9 @@ async fn http_proxy(stream: Client, remote: SocketAddr, intake: Intake) {
         } else {
             // Called now, not in a future: the exchange's record begins
             // before hyper could drop the request unrun.
-            let conn = Arc::new(ConnInfo::new(remote, Mode::Tunnel, false, 80));
-            Box::pin(exchange::handle(intake.shared.clone(), conn, req))
+            let mut conn = ConnInfo::new(remote, Mode::Tunnel, false, 80);
+            conn.held = Some(slot.clone());
+            Box::pin(exchange::handle(intake.shared.clone(), Arc::new(conn), req))
         };
         tracker.track(version, fut)
     });
@@ -153,7 +159,7 @@ async fn http_proxy(stream: Client, remote: SocketAddr, intake: Intake) {
     let builder = super::http_builder();
     let served = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
     let served = super::cancels::watch(super::idle::bounded(served, started), Some(cancels));
-    if let Err(e) = served.await {
+    if let Err(e) = crate::upstream::held::drive(held, served).await {
         tracing::debug!(client = %remote, error = %e, "tunnel client connection ended with an error");
         // A request hyper refused to parse never reached the service: audit it here.
         let conn = ConnInfo::new(remote, Mode::Tunnel, false, 80);

@@ -472,3 +472,37 @@ fn a_connect_head_with_bare_lf_line_ends_is_answered_at_once() {
     assert_eq!(rec.str("reason"), Some("not_allowlisted"), "{rec}");
     assert_eq!(rec.method(), Some("CONNECT"), "{rec}");
 }
+
+/// `iron_proxy_upstream_idle_connections` as the proxy's `/metrics` says it.
+fn idle_upstream_connections(px: &ProxyProcess) -> Option<u64> {
+    let r = Curl::get(&format!("http://{}/metrics", hostport(px.metrics_addr()))).run();
+    r.body
+        .lines()
+        .find(|l| l.starts_with("iron_proxy_upstream_idle_connections "))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .map(|v| v as u64)
+}
+
+/// An absolute-form request on `tunnel_listen` goes out as `http_listen`'s do: on the upstream
+/// connection its client connection holds, which then waits in the idle pool for the next
+/// request (it went through the shared pool, where HTTP/2 clients also shared upstream
+/// connections with every other client).
+#[test]
+fn an_absolute_form_request_on_the_tunnel_listener_uses_its_connections_own_upstream_leg() {
+    require_root!();
+    let (_net, up, px) = mitm_with("httpbin.test");
+    assert_eq!(idle_upstream_connections(&px), Some(0));
+    Curl::get("http://httpbin.test/anything/absolute")
+        .args(["--proxy", &format!("http://{}", hostport(px.tunnel_addr()))])
+        .run()
+        .expect_status(200);
+    up.wait_for_request(|q| q.path() == "/anything/absolute");
+    let rec = px.wait_for_audit(|a| a.path() == Some("/anything/absolute"));
+    assert_eq!(rec.str("mode"), Some("tunnel"), "{rec}");
+    wait_until(
+        Duration::from_secs(5),
+        "the held connection in the idle pool",
+        || (idle_upstream_connections(&px) == Some(1)).then_some(()),
+    );
+}
