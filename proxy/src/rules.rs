@@ -709,14 +709,32 @@ impl Rule {
         }
     }
 
-    /// True when host, scheme, method and path all match. A host-only request
-    /// (sni-only mode) matches only rules without method or path restrictions.
+    /// True when host, scheme, method and path all match, for a scope that
+    /// grants something (admits the request, gives it a credential): the
+    /// rule must allow the request's method and every method it asks a
+    /// server to perform instead ([`Target::method_overrides`]). A host-only
+    /// request (sni-only mode) matches only rules without method or path
+    /// restrictions.
     pub fn matches(&self, t: &Target<'_>) -> bool {
         self.schemes.matches(t.scheme)
             && self.matches_host(t)
             && self.methods.matches(t.method)
             && t.method_overrides.iter().all(|m| self.methods.matches(m))
             && (self.paths.is_empty() || self.paths.iter().any(|p| p.matches(t.path)))
+    }
+
+    /// Whether the rule allows a method some server may perform for `t`,
+    /// for a scope that decides what is *inspected*: the request's method or
+    /// any override it carries, in any letter case (a server that reads
+    /// `post` as POST, or honours `X-HTTP-Method-Override`, would otherwise
+    /// get a request no inspection saw).
+    fn allows_any_method(&self, t: &Target<'_>) -> bool {
+        let allows = |m: &str| {
+            self.methods.matches(m)
+                || (m.bytes().any(|b| b.is_ascii_lowercase())
+                    && self.methods.matches(&m.to_ascii_uppercase()))
+        };
+        allows(t.method) || t.method_overrides.iter().any(|m| allows(m))
     }
 }
 
@@ -740,26 +758,33 @@ impl Scope {
     /// means inspecting more requests, matching fewer would let `POST /MCP`
     /// or `/%6Dcp` reach the server uninspected. An empty scope matches
     /// nothing here.
+    ///
+    /// Methods are matched the same way: a rule covers a request when it
+    /// allows its method or any method the request asks a server to perform
+    /// instead, in any letter case (`Rule::allows_any_method`).
     pub fn covers_as_servers_read(&self, t: &Target<'_>) -> bool {
-        if self.0.iter().any(|r| r.matches(t)) {
-            return true;
-        }
-        // Readings are made only for a rule whose host, method and scheme
-        // match (a path-less one already matched above).
         let mut readings: Option<Vec<String>> = None;
         self.0.iter().any(|r| {
-            if r.paths.is_empty()
-                || !(r.schemes.matches(t.scheme)
-                    && r.matches_host(t)
-                    && r.methods.matches(t.method))
-            {
+            if !(r.schemes.matches(t.scheme) && r.matches_host(t) && r.allows_any_method(t)) {
                 return false;
             }
+            if r.paths.is_empty() || r.paths.iter().any(|p| p.matches(t.path)) {
+                return true;
+            }
+            // Readings are made only for a rule whose host, method and
+            // scheme match.
             let readings = readings.get_or_insert_with(|| path_readings(t.path));
             readings
                 .iter()
                 .any(|p| r.paths.iter().any(|pat| pat.matches_lowered(p)))
         })
+    }
+
+    /// For a scope that decides what is inspected or filtered (a judge, a
+    /// `grpc` policy server, `header_allowlist`, `annotate`,
+    /// `body_capture`): empty, or [`Scope::covers_as_servers_read`].
+    pub fn inspects(&self, t: &Target<'_>) -> bool {
+        self.0.is_empty() || self.covers_as_servers_read(t)
     }
 
     /// False only when no request can be in both scopes: no host can match a
@@ -1152,6 +1177,43 @@ mod tests {
         assert!(any.matches(&Target {
             method_overrides: &delete,
             ..post
+        }));
+    }
+
+    #[test]
+    fn an_inspecting_scope_covers_a_request_by_its_method_or_any_override_in_any_case() {
+        let scope: Scope =
+            serde_yaml_ng::from_str("[{host: api.test, methods: [POST, DELETE]}]").expect("valid");
+        let (x, delete) = (["X".to_string()], ["DELETE".to_string()]);
+        let post = t("api.test", "POST", "/repos/a");
+        let with = |method, overrides| Target {
+            method,
+            method_overrides: overrides,
+            ..post
+        };
+        // Granting needs every method allowed; inspecting, any.
+        assert!(!scope.applies(&with("POST", &x)));
+        assert!(scope.inspects(&with("POST", &x)), "the POST itself");
+        assert!(
+            scope.inspects(&with("GET", &delete)),
+            "a GET asking for DELETE"
+        );
+        assert!(
+            scope.inspects(&with("post", &[])),
+            "read as POST by some servers"
+        );
+        assert!(!scope.inspects(&with("GET", &[])));
+        assert!(!scope.inspects(&with("GET", &x)));
+        assert!(
+            Scope::default().inspects(&with("GET", &[])),
+            "empty: everything"
+        );
+        let paths: Scope =
+            serde_yaml_ng::from_str("[{host: api.test, methods: [POST], paths: [/mcp]}]")
+                .expect("valid");
+        assert!(paths.inspects(&Target {
+            path: "/%6Dcp",
+            ..with("get", &["post".to_string()])
         }));
     }
 

@@ -198,6 +198,26 @@ fn judges_allow_and_deny_with_both_providers_and_see_only_proxy_tokens() {
         "no LLM call for an unmatched request"
     );
 
+    // A method override is no way around the judge: a POST with an override its rules do not
+    // name, and a GET that asks for DELETE, are judged like the methods they carry (a layer
+    // that only rejects matches what some server may perform).
+    for (method, path, override_header) in [
+        ("POST", "/anything/repos/x/override-x", "x"),
+        ("GET", "/anything/repos/x/override-delete", "DELETE"),
+    ] {
+        let before = json_lines(log).len();
+        Curl::new(["-s", "-X", method, &up.url(path)])
+            .header("X-HTTP-Method-Override", override_header)
+            .via(px)
+            .run();
+        let rec = px.wait_for_audit(|a| a.path() == Some(path));
+        assert!(
+            rec.annotation("judge", "decision").is_some(),
+            "{method} with an override to {override_header} is judged: {rec}"
+        );
+        assert_eq!(json_lines(log).len(), before + 1, "{method} {path}");
+    }
+
     // Two instances match: both must allow; the OpenAI judge denies a deletion.
     let r = post(&up.url("/anything/second/ok"), "{}", px);
     r.expect_status(200);

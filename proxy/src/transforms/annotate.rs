@@ -89,7 +89,7 @@ impl Transform for Annotate {
         cx: &mut Flow,
     ) -> Result<Verdict, TransformError> {
         for (rules, headers) in &self.groups {
-            if !rules.applies(&cx.target()) {
+            if !rules.inspects(&cx.target()) {
                 continue;
             }
             for (name, key) in headers {

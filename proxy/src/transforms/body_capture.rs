@@ -51,7 +51,7 @@ impl BodyCapture {
     }
 
     fn captures(&self, cx: &Flow) -> bool {
-        !cx.method.is_empty() && self.rules.applies(&cx.target())
+        !cx.method.is_empty() && self.rules.inspects(&cx.target())
     }
 }
 
@@ -172,7 +172,7 @@ impl Transform for BodyCapture {
         req: &mut Request<Body>,
         cx: &mut Flow,
     ) -> Result<Verdict, TransformError> {
-        if !self.rules.applies(&cx.target()) {
+        if !self.rules.inspects(&cx.target()) {
             return Ok(Verdict::Continue);
         }
         let Some((raw, _complete)) = body_view(req) else {

@@ -96,7 +96,8 @@ impl Transform for HeaderAllowlist {
         req: &mut Request<Body>,
         cx: &mut Flow,
     ) -> Result<Verdict, TransformError> {
-        if !self.rules.applies(&cx.target()) {
+        // A filter: every request some server may read as matching.
+        if !self.rules.inspects(&cx.target()) {
             return Ok(Verdict::Continue);
         }
         if cx.ext.get::<Applied>().is_some() {

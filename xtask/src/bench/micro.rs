@@ -142,6 +142,7 @@ fn time_decisions(
             host: h,
             ip: None,
             method: "GET",
+            method_overrides: &[],
             path: "/",
             scheme: Scheme::Https,
         })

@@ -209,7 +209,9 @@ impl GrpcTransform {
     }
 
     fn applies(&self, cx: &Flow) -> bool {
-        !cx.precheck && self.rules.applies(&cx.target())
+        // A policy server inspects: every request some server may read as
+        // matching its rules goes to it (`Scope::inspects`).
+        !cx.precheck && self.rules.inspects(&cx.target())
     }
 
     fn key(&self) -> usize {

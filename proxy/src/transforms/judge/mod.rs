@@ -189,10 +189,7 @@ impl Judge {
     fn applies(&self, cx: &Flow) -> bool {
         // Paths as servers read them too (`/%6Dcp`, `/MCP`, `/mcp;x=1`): a
         // judge only rejects, so matching fewer spellings would fail open.
-        !cx.precheck && {
-            let t = cx.target();
-            self.rules.0.is_empty() || self.rules.covers_as_servers_read(&t)
-        }
+        !cx.precheck && self.rules.inspects(&cx.target())
     }
 
     /// One LLM call under the breaker and the timeout; annotates tokens
