@@ -87,6 +87,28 @@ impl Standing {
     }
 }
 
+#[cfg(test)]
+impl Standing {
+    /// A standing of a generation counter of its own, and a function that
+    /// retires it (as [`Dialer::retire_open`] would).
+    pub(crate) fn for_tests() -> (Standing, impl Fn()) {
+        let current = Arc::new(AtomicU64::new(0));
+        let retire = {
+            let current = current.clone();
+            move || {
+                current.fetch_add(1, Ordering::AcqRel);
+            }
+        };
+        (
+            Standing {
+                generation: 0,
+                current,
+            },
+            retire,
+        )
+    }
+}
+
 impl Dialer {
     /// A dialer with a TLS client config built once.
     pub fn new(

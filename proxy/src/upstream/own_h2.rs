@@ -40,6 +40,7 @@ use std::time::Instant;
 
 use hyper_util::client::legacy::Client;
 
+use super::dial::Standing;
 use super::held::{Home, Key, IDLE_TIMEOUT};
 use super::Dialer;
 use crate::body::Body;
@@ -89,7 +90,7 @@ pub(crate) struct OwnH2 {
     spares: Arc<Spares>,
     /// Once retired (a reload retired the open connections), it is neither
     /// used nor kept as a spare.
-    standing: super::dial::Standing,
+    standing: Standing,
 }
 
 impl OwnH2 {
@@ -99,7 +100,7 @@ impl OwnH2 {
         key: Key,
         home: Home,
         spares: &Arc<Spares>,
-        standing: super::dial::Standing,
+        standing: Standing,
         fresh: impl FnOnce() -> H2Client,
     ) -> Self {
         let client = spares.take(&key, home).unwrap_or_else(fresh);
@@ -124,9 +125,15 @@ impl OwnH2 {
 
 impl Drop for OwnH2 {
     fn drop(&mut self) {
+        // Checked again by the spares under their lock, and at every take: a
+        // reload may retire it (and clear the spares) right after this check.
         if self.is_current() {
-            self.spares
-                .put(self.key.clone(), self.home, self.client.clone());
+            self.spares.put(
+                self.key.clone(),
+                self.home,
+                self.client.clone(),
+                self.standing.clone(),
+            );
         }
     }
 }
@@ -151,12 +158,17 @@ struct Spare<C> {
     since: Instant,
     home: Home,
     client: C,
+    /// The standing of the connections it pools: a spare put after a
+    /// reload retired them (its client connection ended as the reload
+    /// cleared the spares) is never handed out.
+    standing: Standing,
 }
 
 impl<C> Spare<C> {
-    /// Whether it is still to be handed out at `now`.
+    /// Whether it is still to be handed out at `now`: not expired, and not
+    /// retired by a reload.
     fn fresh(&self, now: Instant) -> bool {
-        now.saturating_duration_since(self.since) < IDLE_TIMEOUT
+        now.saturating_duration_since(self.since) < IDLE_TIMEOUT && !self.standing.is_retired()
     }
 }
 
@@ -180,6 +192,8 @@ impl<C> Spares<C> {
     fn take_at(&self, key: &Key, home: Home, now: Instant) -> Option<C> {
         let mut by_key = self.lock();
         let list = by_key.get_mut(key)?;
+        // Expired ones go, and retired ones: a reload's `clear` may have run
+        // before they were put.
         list.retain(|s| s.fresh(now));
         let at = list
             .iter()
@@ -193,17 +207,21 @@ impl<C> Spares<C> {
         spare.map(|s| s.client)
     }
 
-    /// Keeps `client` as a spare for `key`; the oldest of the host goes when
-    /// the host has [`MAX_SPARES_PER_HOST`], else the oldest of all when
-    /// there are [`MAX_SPARES`] in all.
-    fn put(&self, key: Key, home: Home, client: C) {
-        self.put_at(key, home, client, Instant::now());
+    /// Keeps `client`, whose connections have `standing`, as a spare for
+    /// `key`; the oldest of the host goes when the host has
+    /// [`MAX_SPARES_PER_HOST`], else the oldest of all when there are
+    /// [`MAX_SPARES`] in all. A retired one is dropped.
+    fn put(&self, key: Key, home: Home, client: C, standing: Standing) {
+        self.put_at(key, home, client, standing, Instant::now());
     }
 
     /// [`Spares::put`] at `now`.
-    fn put_at(&self, key: Key, home: Home, client: C, now: Instant) {
+    fn put_at(&self, key: Key, home: Home, client: C, standing: Standing, now: Instant) {
         let mut by_key = self.lock();
-        // Hosts nobody asked for again: their spares expired.
+        if standing.is_retired() {
+            return;
+        }
+        // Hosts nobody asked for again: their spares expired (or were retired).
         by_key.retain(|_, list| {
             list.retain(|s| s.fresh(now));
             !list.is_empty()
@@ -223,6 +241,7 @@ impl<C> Spares<C> {
             since: now,
             home,
             client,
+            standing,
         });
     }
 

@@ -12,6 +12,13 @@ fn key(host: &str) -> Key {
     }
 }
 
+impl Spares<u32> {
+    /// [`Spares::put_at`] of a spare whose standing is never retired.
+    fn put_live(&self, key: Key, home: Home, client: u32, now: Instant) {
+        self.put_at(key, home, client, Standing::for_tests().0, now);
+    }
+}
+
 /// Every spare `spares` hands out for `key` at `now`, in the order it does.
 fn drain(spares: &Spares<u32>, key: &Key, now: Instant) -> Vec<u32> {
     std::iter::from_fn(|| spares.take_at(key, None, now)).collect()
@@ -24,11 +31,11 @@ fn a_host_keeps_at_most_its_cap_of_spares_the_oldest_going_first() {
     let extra = 6;
     let n = MAX_SPARES_PER_HOST as u32 + extra;
     for i in 0..n {
-        spares.put_at(key("a.test"), None, i, t0 + Duration::from_millis(i.into()));
+        spares.put_live(key("a.test"), None, i, t0 + Duration::from_millis(i.into()));
     }
     assert_eq!(spares.count(&key("a.test")), MAX_SPARES_PER_HOST);
     // Another host has a cap of its own.
-    spares.put_at(key("b.test"), None, 1000, t0);
+    spares.put_live(key("b.test"), None, 1000, t0);
     assert_eq!(spares.count(&key("a.test")), MAX_SPARES_PER_HOST);
     assert_eq!(spares.count(&key("b.test")), 1);
     // The newest first; the oldest `extra` are gone.
@@ -44,16 +51,16 @@ fn a_spare_is_handed_out_until_the_idle_timeout_and_not_after() {
     let spares = Spares::<u32>::default();
     let t0 = Instant::now();
     let a = key("a.test");
-    spares.put_at(a.clone(), None, 1, t0);
+    spares.put_live(a.clone(), None, 1, t0);
     let just_before = t0 + IDLE_TIMEOUT - Duration::from_millis(1);
     assert_eq!(spares.take_at(&a, None, just_before), Some(1));
 
-    spares.put_at(a.clone(), None, 2, t0);
-    spares.put_at(a.clone(), None, 3, t0 + Duration::from_secs(10));
+    spares.put_live(a.clone(), None, 2, t0);
+    spares.put_live(a.clone(), None, 3, t0 + Duration::from_secs(10));
     // At the timeout, the first is expired and the second is not.
     assert_eq!(drain(&spares, &a, t0 + IDLE_TIMEOUT), [3]);
 
-    spares.put_at(a.clone(), None, 4, t0);
+    spares.put_live(a.clone(), None, 4, t0);
     assert_eq!(spares.take_at(&a, None, t0 + IDLE_TIMEOUT), None);
     // Nothing is left behind for the host: no empty list.
     assert_eq!(spares.hosts(), 0);
@@ -64,11 +71,11 @@ fn expired_spares_of_hosts_nobody_asks_for_go_when_another_is_put() {
     let spares = Spares::<u32>::default();
     let t0 = Instant::now();
     for (i, host) in ["a.test", "b.test", "c.test"].into_iter().enumerate() {
-        spares.put_at(key(host), None, i as u32, t0);
+        spares.put_live(key(host), None, i as u32, t0);
     }
-    spares.put_at(key("b.test"), None, 10, t0 + Duration::from_secs(60));
+    spares.put_live(key("b.test"), None, 10, t0 + Duration::from_secs(60));
     assert_eq!(spares.hosts(), 3);
-    spares.put_at(key("d.test"), None, 20, t0 + IDLE_TIMEOUT);
+    spares.put_live(key("d.test"), None, 20, t0 + IDLE_TIMEOUT);
     assert_eq!(spares.count(&key("a.test")), 0);
     assert_eq!(
         spares.count(&key("b.test")),
@@ -85,10 +92,10 @@ async fn a_spare_of_the_takers_own_runtime_goes_first() {
     let here: Home = Some(tokio::runtime::Handle::current().id());
     let t0 = Instant::now();
     let a = key("a.test");
-    spares.put_at(a.clone(), here, 1, t0);
-    spares.put_at(a.clone(), None, 2, t0 + Duration::from_secs(1));
-    spares.put_at(a.clone(), here, 3, t0 + Duration::from_secs(2));
-    spares.put_at(a.clone(), None, 4, t0 + Duration::from_secs(3));
+    spares.put_live(a.clone(), here, 1, t0);
+    spares.put_live(a.clone(), None, 2, t0 + Duration::from_secs(1));
+    spares.put_live(a.clone(), here, 3, t0 + Duration::from_secs(2));
+    spares.put_live(a.clone(), None, 4, t0 + Duration::from_secs(3));
     let now = t0 + Duration::from_secs(4);
     // The newest of the taker's runtime, then the newest of any.
     assert_eq!(spares.take_at(&a, here, now), Some(3));
@@ -108,7 +115,7 @@ fn spares_over_all_hosts_are_capped_the_least_recently_put_going_first() {
     let n = MAX_SPARES as u32 + extra;
     for i in 0..n {
         let at = t0 + Duration::from_millis(i.into());
-        spares.put_at(key(&format!("h{i}.test")), None, i, at);
+        spares.put_live(key(&format!("h{i}.test")), None, i, at);
     }
     assert_eq!(spares.total(), MAX_SPARES);
     assert_eq!(spares.hosts(), MAX_SPARES, "no empty list is left behind");
@@ -128,11 +135,11 @@ fn spares_over_all_hosts_are_capped_the_least_recently_put_going_first() {
     // A host at its own cap gives up its own oldest, not another host's.
     let spares = Spares::<u32>::default();
     for i in 0..(MAX_SPARES - MAX_SPARES_PER_HOST) as u32 {
-        spares.put_at(key(&format!("o{i}.test")), None, i, t0);
+        spares.put_live(key(&format!("o{i}.test")), None, i, t0);
     }
     let later = t0 + Duration::from_secs(1);
     for i in 0..=MAX_SPARES_PER_HOST as u32 {
-        spares.put_at(
+        spares.put_live(
             key("a.test"),
             None,
             1000 + i,
@@ -146,4 +153,39 @@ fn spares_over_all_hosts_are_capped_the_least_recently_put_going_first() {
         1,
         "the older hosts keep theirs"
     );
+}
+
+/// The race of a client connection ending as a reload retires the open
+/// connections: `OwnH2::drop` found its client current, then the reload
+/// retired the connections and cleared the spares, then the drop put the
+/// client. That spare, whose connections were checked against the old deny
+/// list, must never be handed out.
+#[test]
+fn a_spare_put_after_the_reload_that_retired_it_is_never_handed_out() {
+    let spares = Spares::<u32>::default();
+    let t0 = Instant::now();
+    let a = key("a.test");
+    let (standing, retire) = Standing::for_tests();
+    assert!(!standing.is_retired(), "checked current, as the drop does");
+    // The reload, between that check and the put.
+    retire();
+    spares.clear();
+    // The put, under the lock: refused (or left to the take to drop).
+    spares.put_at(a.clone(), None, 1, standing.clone(), t0);
+    assert_eq!(
+        spares.take_at(&a, None, t0),
+        None,
+        "a retired spare was handed out"
+    );
+
+    // One retired after it was put is not handed out either.
+    let (standing, retire) = Standing::for_tests();
+    spares.put_at(a.clone(), None, 2, standing, t0);
+    retire();
+    assert_eq!(
+        spares.take_at(&a, None, t0),
+        None,
+        "a retired spare was handed out"
+    );
+    assert_eq!(spares.hosts(), 0, "the retired spare went at the take");
 }
