@@ -69,6 +69,14 @@ pub fn default_max_connections() -> Option<std::num::NonZeroU32> {
     Some(max_connections_for(soft))
 }
 
+/// The soft open-file limit now; `None` if it cannot be read. The
+/// upstream idle pool sizes its cap from it (`upstream::held`).
+pub fn soft_limit() -> Option<u64> {
+    getrlimit(Resource::RLIMIT_NOFILE)
+        .ok()
+        .map(|(soft, _)| soft)
+}
+
 /// [`default_max_connections`] for a soft limit of `soft`.
 pub fn max_connections_for(soft: u64) -> std::num::NonZeroU32 {
     let (num, den) = DEFAULT_MAX_CONNECTIONS_SHARE;

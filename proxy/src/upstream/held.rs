@@ -43,6 +43,13 @@ use crate::body::Body;
 
 /// How many idle connections the pool keeps per host.
 const MAX_IDLE_PER_HOST: usize = 64;
+/// The bounds of the pool's cap over all hosts ([`idle_cap_for`]).
+const IDLE_CAP_RANGE: (usize, usize) = (16, 1024);
+/// The share of the soft open-file limit the pool's idle connections may
+/// take over all hosts: a tenth, half of the fifth `proxy.max_connections`
+/// leaves for everything but the connections it admits and their upstreams
+/// (see `ops::fd_limit::DEFAULT_MAX_CONNECTIONS_SHARE`).
+const IDLE_SHARE_OF_FD_LIMIT: u64 = 10;
 /// How long an idle connection may wait in the pool.
 pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// How often [`IdlePool`] sweeps out expired and closed connections (see
@@ -212,19 +219,53 @@ impl Held {
     }
 }
 
+/// How many idle connections the pool keeps over all hosts when the soft
+/// open-file limit is `soft` (`None`: unknown): a tenth of it, within
+/// [`IDLE_CAP_RANGE`]. Without a cap over hosts, a workload allowed a
+/// wildcard, `"*"` or a CIDR could ask for `a1`, `a2`, ... (or as many
+/// ports) and leave an idle socket for each for [`IDLE_TIMEOUT`]: with
+/// enough of them, every workload's accepts and dials fail for want of a
+/// descriptor.
+pub(crate) fn idle_cap_for(soft: Option<u64>) -> usize {
+    let (min, max) = IDLE_CAP_RANGE;
+    let share = soft.map_or(max as u64, |s| s / IDLE_SHARE_OF_FD_LIMIT);
+    usize::try_from(share).unwrap_or(max).clamp(min, max)
+}
+
 /// Idle upstream HTTP/1 connections, by upstream, newest last. Each goes
-/// first to a client connection on its [`Home`] runtime.
-#[derive(Default)]
+/// first to a client connection on its [`Home`] runtime. At most
+/// [`MAX_IDLE_PER_HOST`] per host and `cap` in all (see [`idle_cap_for`]).
 pub(crate) struct IdlePool {
     inner: Mutex<PoolInner>,
 }
 
-#[derive(Default)]
+impl Default for IdlePool {
+    /// A pool capped by the process's soft open-file limit now.
+    fn default() -> Self {
+        IdlePool::with_cap(idle_cap_for(crate::ops::fd_limit::soft_limit()))
+    }
+}
+
 struct PoolInner {
     idle: HashMap<Key, Vec<(Instant, Held)>>,
+    /// How many connections `idle` holds, over all hosts.
+    total: usize,
+    /// The most it may hold over all hosts.
+    cap: usize,
 }
 
 impl IdlePool {
+    /// A pool that keeps at most `cap` idle connections over all hosts.
+    pub(crate) fn with_cap(cap: usize) -> Self {
+        IdlePool {
+            inner: Mutex::new(PoolInner {
+                idle: HashMap::new(),
+                total: 0,
+                cap: cap.max(1),
+            }),
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, PoolInner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -257,42 +298,77 @@ impl IdlePool {
     pub fn take(&self, key: &Key, home: Home) -> Option<Held> {
         let mut inner = self.lock();
         let now = Instant::now();
-        let list = inner.idle.get_mut(key)?;
-        loop {
-            let i = list
+        let PoolInner { idle, total, .. } = &mut *inner;
+        let list = idle.get_mut(key)?;
+        let found = loop {
+            let Some(i) = list
                 .iter()
                 .rposition(|(_, h)| h.home == home)
-                .or_else(|| list.len().checked_sub(1))?;
+                .or_else(|| list.len().checked_sub(1))
+            else {
+                break None;
+            };
             let (since, mut held) = list.remove(i);
+            *total -= 1;
             let fresh = now.duration_since(since) < RECHECK_AFTER;
             if !held.standing.is_retired() && ((fresh && held.sender.is_ready()) || held.ready()) {
                 held.reused = true;
-                return Some(held);
+                break Some(held);
             }
+        };
+        if list.is_empty() {
+            idle.remove(key);
         }
+        found
     }
 
     /// Closes the idle connection to `key` whose last request went out at
     /// `sent` (see [`HeldSlot::retire`]), if it got here already.
     pub fn retire(&self, key: &Key, sent: tokio::time::Instant) {
         let mut inner = self.lock();
-        if let Some(list) = inner.idle.get_mut(key) {
+        let PoolInner { idle, total, .. } = &mut *inner;
+        if let Some(list) = idle.get_mut(key) {
+            let before = list.len();
             list.retain(|(_, h)| h.last_sent != Some(sent));
+            *total -= before - list.len();
+            if list.is_empty() {
+                idle.remove(key);
+            }
         }
     }
 
+    /// Keeps `held` as the newest idle connection to its upstream. When its
+    /// host has [`MAX_IDLE_PER_HOST`], the host's oldest goes; else, when
+    /// the pool is at its cap, closed and expired ones go first and then,
+    /// if none did, the least recently parked of all hosts.
     fn put(&self, held: Held) {
-        let mut inner = self.lock();
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let now = Instant::now();
+        if inner.total >= inner.cap
+            && inner
+                .idle
+                .get(&held.key)
+                .is_none_or(|list| list.len() < MAX_IDLE_PER_HOST)
+        {
+            // Only over the cap: a look at every connection, then at every host.
+            inner.sweep();
+            if inner.total >= inner.cap {
+                inner.evict_oldest();
+            }
+        }
         let list = inner.idle.entry(held.key.clone()).or_default();
         if list.len() >= MAX_IDLE_PER_HOST {
             list.remove(0);
+            inner.total -= 1;
         }
-        list.push((Instant::now(), held));
+        list.push((now, held));
+        inner.total += 1;
     }
 
     /// How many idle connections the pool holds (`iron_proxy_upstream_idle_connections`).
     pub fn len(&self) -> usize {
-        self.lock().idle.values().map(Vec::len).sum()
+        self.lock().total
     }
 }
 
@@ -306,6 +382,26 @@ impl PoolInner {
             });
         }
         self.idle.retain(|_, list| !list.is_empty());
+        self.total = self.idle.values().map(Vec::len).sum();
+    }
+
+    /// Closes the least recently parked connection of all hosts (each
+    /// host's list is oldest first).
+    fn evict_oldest(&mut self) {
+        let oldest = self
+            .idle
+            .iter()
+            .filter_map(|(key, list)| list.first().map(|(since, _)| (*since, key)))
+            .min_by_key(|(since, _)| *since)
+            .map(|(_, key)| key.clone());
+        let Some(key) = oldest else { return };
+        if let Some(list) = self.idle.get_mut(&key) {
+            list.remove(0);
+            self.total -= 1;
+            if list.is_empty() {
+                self.idle.remove(&key);
+            }
+        }
     }
 }
 

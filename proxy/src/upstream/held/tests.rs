@@ -770,3 +770,48 @@ async fn a_get_with_a_chunked_body_keeps_its_body() {
         "te=false body="
     );
 }
+
+#[test]
+fn the_idle_cap_is_a_tenth_of_the_open_file_limit_within_its_range() {
+    assert_eq!(idle_cap_for(Some(1024)), 102);
+    assert_eq!(idle_cap_for(Some(100)), IDLE_CAP_RANGE.0);
+    assert_eq!(idle_cap_for(Some(1 << 20)), IDLE_CAP_RANGE.1);
+    assert_eq!(idle_cap_for(None), IDLE_CAP_RANGE.1);
+}
+
+/// A workload allowed many hosts (a wildcard, `"*"`, a CIDR) asks for one
+/// after another: each leaves an idle connection, but no more than the cap
+/// stay, the least recently parked going first.
+#[tokio::test]
+async fn idle_connections_over_all_hosts_are_capped_the_least_recently_parked_going_first() {
+    let cap = 16;
+    let extra = 4;
+    let mut up = upstream();
+    up.idle = Arc::new(IdlePool::with_cap(cap));
+    let mut origins = Vec::new();
+    for _ in 0..cap + extra {
+        origins.push(origin(false).await);
+    }
+    let slot = HeldSlot::default();
+    for o in &origins {
+        send(&up, &slot, get(o.addr, "/")).await;
+    }
+    drop(slot);
+    assert_eq!(up.idle.len(), cap, "idle connections over all hosts");
+
+    let slot = HeldSlot::default();
+    let newest = &origins[cap + extra - 1];
+    send(&up, &slot, get(newest.addr, "/")).await;
+    assert_eq!(
+        newest.accepted.load(Ordering::SeqCst),
+        1,
+        "the newest is reused"
+    );
+    let oldest = &origins[0];
+    send(&up, &slot, get(oldest.addr, "/")).await;
+    assert_eq!(
+        oldest.accepted.load(Ordering::SeqCst),
+        2,
+        "the least recently parked was closed"
+    );
+}
