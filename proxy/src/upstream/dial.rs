@@ -258,6 +258,7 @@ impl Dialer {
             TokioIo::new(stream),
             standing,
             TRAFFIC.upstream_opened(protocol),
+            None,
         ))
     }
 
@@ -394,11 +395,14 @@ async fn timed<T>(dial: impl Future<Output = Result<T, DialError>>) -> Result<T,
 }
 
 /// The hyper-side connection type, with its [`Standing`], counted in
-/// `iron_proxy_upstream_connections` while it is open.
+/// `iron_proxy_upstream_connections` while it is open, and for a client
+/// connection's own client, its place in that client's bound on HTTP/1
+/// connections (see `own_h2::limit`).
 pub struct Conn(
     pub TokioIo<Stream>,
     pub Standing,
     pub crate::traffic::UpstreamOpen,
+    pub(crate) Option<super::own_h2::OpenPermit>,
 );
 
 impl Connection for Conn {
@@ -460,15 +464,22 @@ impl tower_service::Service<Uri> for Dialer {
     fn call(&mut self, uri: Uri) -> Self::Future {
         let this = self.clone();
         Box::pin(async move {
-            let host = uri
-                .host()
-                .ok_or(DialError::NoHost)?
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_string();
-            let tls = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
-            let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+            let (host, port, tls) = target(&uri)?;
             this.open(&host, port, tls).await
         })
     }
+}
+
+/// The host (IPv6 without brackets), port and TLS-ness a pooled client's
+/// connection URI names.
+pub(crate) fn target(uri: &Uri) -> Result<(String, u16, bool), DialError> {
+    let host = uri
+        .host()
+        .ok_or(DialError::NoHost)?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let tls = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
+    let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+    Ok((host, port, tls))
 }

@@ -36,7 +36,7 @@ pub use dial::{ConnectFailure, DialError, Dialer, TlsFailure};
 use head_timer::HeadTimer;
 pub use held::HeldSlot;
 use held::{Held, IdlePool, Key};
-use own_h2::{OwnH2, Spares};
+use own_h2::{OwnClient, OwnDialer, OwnH2, Spares};
 pub use resolve::Resolver;
 
 /// Why a request to the upstream failed.
@@ -136,6 +136,15 @@ pub struct Upstream {
     pings: (Duration, Duration),
 }
 
+/// How many idle connections each shared pool keeps per host. hyper's pool
+/// has no cap over all hosts; what bounds these is how little reaches them:
+/// an upgraded connection (`client_h1`) never comes back to the pool, and
+/// `client` serves only HTTP/2 requests without a client connection and the
+/// client connections whose own client a reload retired. Was 64, the
+/// default of the pool that carried every client's traffic before
+/// [`held`] and [`own_h2`].
+const SHARED_IDLE_PER_HOST: usize = 8;
+
 /// The pooled clients not tied to a client connection.
 struct SharedClients {
     /// Retired with the connections made before them.
@@ -151,8 +160,8 @@ impl SharedClients {
     fn new(dialer: &Dialer, (every, timeout): (Duration, Duration)) -> Self {
         SharedClients {
             standing: dialer.standing(),
-            client: client(dialer.clone(), every, timeout),
-            client_h1: client(dialer.http1_only(), every, timeout),
+            client: client(dialer.clone(), every, timeout, SHARED_IDLE_PER_HOST),
+            client_h1: client(dialer.http1_only(), every, timeout, SHARED_IDLE_PER_HOST),
         }
     }
 }
@@ -168,7 +177,18 @@ impl SharedClients {
 /// bounded as the client side bounds request heads: by [`H1_MAX_BUF`] bytes
 /// (hyper's default: about 408 KiB) and [`H1_MAX_HEADERS`] fields (see
 /// [`held::http1_client`]).
-fn client(dialer: Dialer, ping_every: Duration, ping_timeout: Duration) -> Client<Dialer, Body> {
+///
+/// `idle_per_host` idle connections are kept per host: hyper's pool has no
+/// cap over all hosts.
+fn client<C>(
+    dialer: C,
+    ping_every: Duration,
+    ping_timeout: Duration,
+    idle_per_host: usize,
+) -> Client<C, Body>
+where
+    C: hyper_util::client::legacy::connect::Connect + Clone,
+{
     Client::builder(TokioExecutor::new())
         .http1_preserve_header_case(true)
         .http1_max_headers(H1_MAX_HEADERS)
@@ -185,7 +205,7 @@ fn client(dialer: Dialer, ping_every: Duration, ping_timeout: Duration) -> Clien
         .pool_idle_timeout(Duration::from_secs(90))
         // Without a timer, expired idle connections are only noticed on checkout.
         .pool_timer(hyper_util::rt::TokioTimer::new())
-        .pool_max_idle_per_host(64)
+        .pool_max_idle_per_host(idle_per_host)
         .build(dialer)
 }
 
@@ -281,11 +301,26 @@ impl Upstream {
                         held::current_home(),
                         &self.spares,
                         self.dialer.standing(),
-                        || client(self.dialer.clone(), self.pings.0, self.pings.1),
+                        || {
+                            let dialer = OwnDialer::new(self.dialer.clone());
+                            OwnClient {
+                                client: client(
+                                    dialer.clone(),
+                                    self.pings.0,
+                                    self.pings.1,
+                                    own_h2::IDLE_PER_HOST,
+                                ),
+                                dialer,
+                            }
+                        },
                     ))
                 })?;
                 match own {
-                    Some(own) => self.send_pooled(own, req, &timer).await,
+                    Some(own) => {
+                        // Until the response head: see `own_h2::limit`.
+                        let _want = own.dialer.want(req.uri());
+                        self.send_pooled(&own.client, req, &timer).await
+                    }
                     None => self.send_pooled(&self.shared().client, req, &timer).await,
                 }
             }
@@ -305,12 +340,15 @@ impl Upstream {
         answered
     }
 
-    async fn send_pooled(
+    async fn send_pooled<C>(
         &self,
-        client: &Client<Dialer, Body>,
+        client: &Client<C, Body>,
         mut req: Request<Body>,
         timer: &HeadTimer,
-    ) -> Result<Response<Incoming>, UpstreamError> {
+    ) -> Result<Response<Incoming>, UpstreamError>
+    where
+        C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
+    {
         // The pooled connection decides the wire version; HTTP/1.1 is what hyper
         // accepts on either kind.
         *req.version_mut() = http::Version::HTTP_11;

@@ -33,17 +33,18 @@
 //! workload opening a new HTTP/2 connection per request (curl in a script)
 //! does not pay an upstream handshake each time. A spare is taken by one
 //! client connection at a time.
+//!
+//! When the upstream speaks only HTTP/1.1, the client opens an HTTP/1
+//! connection per stream in flight; [`limit`] bounds those per host and
+//! client connection (requests beyond the bound wait for one), and the
+//! client keeps only [`limit::IDLE_PER_HOST`] idle per host.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use hyper_util::client::legacy::Client;
-
 use super::dial::Standing;
 use super::held::{Home, Key, IDLE_TIMEOUT};
-use super::Dialer;
-use crate::body::Body;
 
 /// How much of one response body an upstream may send ahead of what the
 /// proxy has passed on to its client (the stream's receive window). hyper's
@@ -78,8 +79,9 @@ const MAX_SPARES_PER_HOST: usize = 64;
 /// handshake.
 const MAX_SPARES: usize = 256;
 
-/// The pooled HTTP/2-capable client type (h2 or http/1.1 by ALPN).
-pub(crate) type H2Client = Client<Dialer, Body>;
+/// The pooled HTTP/2-capable client type (h2 or http/1.1 by ALPN), its
+/// HTTP/1 connections bounded per host ([`limit`]).
+pub(crate) type H2Client = OwnClient;
 
 /// One client connection's upstream HTTP/2 client. Dropped with its client
 /// connection, it goes to [`Spares`] under the host of its first request.
@@ -281,5 +283,8 @@ fn evict_oldest<C>(by_key: &mut HashMap<Key, Vec<Spare<C>>>) {
     }
 }
 
+pub(crate) mod limit;
 #[cfg(test)]
 mod tests;
+
+pub(crate) use limit::{OpenPermit, OwnClient, OwnDialer, IDLE_PER_HOST};

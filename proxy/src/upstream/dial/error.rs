@@ -64,6 +64,11 @@ pub enum DialError {
     /// The request URI had no host.
     #[error("request has no upstream host")]
     NoHost,
+    /// A connection a client connection's own client waited to open was no
+    /// longer wanted once it could be: every request to the host had one
+    /// (see `own_h2::limit`). Only hyper's background connect sees it.
+    #[error("no request waits for a new connection")]
+    Unwanted,
 }
 
 /// The class of a failed TCP connect, safe to show to the workload.
@@ -185,6 +190,7 @@ impl DialError {
             DialError::Connect { .. } => "connect_failed",
             DialError::Tls { .. } => "upstream_tls_failed",
             DialError::NoHost => "bad_request",
+            DialError::Unwanted => "upstream_error",
         }
     }
 
@@ -209,7 +215,7 @@ impl DialError {
             DialError::Tls { host, failure, .. } => {
                 format!("TLS handshake with {host} failed: {}", failure.as_str())
             }
-            DialError::NoHost => self.to_string(),
+            DialError::NoHost | DialError::Unwanted => self.to_string(),
         }
     }
 }

@@ -815,3 +815,85 @@ async fn idle_connections_over_all_hosts_are_capped_the_least_recently_parked_go
         "the least recently parked was closed"
     );
 }
+
+/// An HTTP/1 origin that answers `x` after `delay`.
+async fn slow_origin(delay: Duration) -> Origin {
+    origin_serving(move |tcp, _n| async move {
+        let svc = service_fn(
+            move |_req: http::Request<hyper::body::Incoming>| async move {
+                tokio::time::sleep(delay).await;
+                Ok::<_, Infallible>(http::Response::new(http_body_util::Full::new(
+                    bytes::Bytes::from_static(b"x"),
+                )))
+            },
+        );
+        let _ = hyper::server::conn::http1::Builder::new()
+            .serve_connection(TokioIo::new(tcp), svc)
+            .await;
+    })
+    .await
+}
+
+/// Sends `n` HTTP/2 requests to `addr` at once through `slot`'s own client;
+/// how many were answered.
+async fn send_h2_at_once(up: &Upstream, slot: &HeldSlot, addr: SocketAddr, n: usize) -> usize {
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..n {
+        let (up, slot) = (up.clone(), slot.clone());
+        let mut req = get(addr, "/");
+        *req.version_mut() = http::Version::HTTP_2;
+        set.spawn(async move {
+            let rsp = up.send(req, Duration::from_secs(10), Some(&slot)).await;
+            match rsp {
+                Ok(rsp) => rsp.into_body().collect().await.is_ok(),
+                Err(_) => false,
+            }
+        });
+    }
+    let mut ok = 0;
+    while let Some(r) = set.join_next().await {
+        ok += usize::from(r.expect("task"));
+    }
+    ok
+}
+
+/// An HTTP/2 client connection's streams to an upstream that speaks only
+/// HTTP/1.1: each stream in flight wanted a connection of its own (100
+/// streams, 100 upstream sockets). They share a bounded few, and every one
+/// is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_streams_to_an_http1_upstream_share_a_bounded_few_connections() {
+    let o = slow_origin(Duration::from_millis(50)).await;
+    let up = upstream();
+    let slot = HeldSlot::default();
+    let ok = send_h2_at_once(&up, &slot, o.addr, 100).await;
+    assert_eq!(ok, 100, "every request answered");
+    let opened = o.accepted.load(Ordering::SeqCst);
+    assert!(
+        opened <= crate::upstream::own_h2::limit::MAX_OPEN_PER_HOST,
+        "one client connection opened {opened} upstream connections"
+    );
+}
+
+/// The bound is per host: one host's busy connections do not hold up a
+/// request to another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_at_its_bound_does_not_hold_up_another() {
+    let slow = slow_origin(Duration::from_secs(3)).await;
+    let quick = origin(false).await;
+    let up = upstream();
+    let slot = HeldSlot::default();
+    let busy = {
+        let (up, slot) = (up.clone(), slot.clone());
+        tokio::spawn(async move { send_h2_at_once(&up, &slot, slow.addr, 12).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = tokio::time::Instant::now();
+    assert_eq!(send_h2_at_once(&up, &slot, quick.addr, 1).await, 1);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "waited {:?} behind another host",
+        started.elapsed()
+    );
+    assert_eq!(busy.await.expect("task"), 12);
+}
