@@ -316,9 +316,8 @@ impl IdlePool {
                 break Some(held);
             }
         };
-        if list.is_empty() {
-            idle.remove(key);
-        }
+        // An emptied host's list stays (the connection taken usually comes
+        // back at once; the sweep drops lists left empty).
         found
     }
 
@@ -331,9 +330,6 @@ impl IdlePool {
             let before = list.len();
             list.retain(|(_, h)| h.last_sent != Some(sent));
             *total -= before - list.len();
-            if list.is_empty() {
-                idle.remove(key);
-            }
         }
     }
 
