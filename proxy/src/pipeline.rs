@@ -113,7 +113,7 @@ pub struct Flow {
     /// The methods the request asks the server to perform instead of
     /// `method` ([`crate::exchange::method_overrides`]); rules that restrict
     /// methods must allow them too.
-    pub method_overrides: Vec<String>,
+    pub method_overrides: Box<[String]>,
     /// When the request started.
     pub started: Instant,
     /// Fields added to the top level of the audit record (for example `body_capture`).
@@ -154,7 +154,7 @@ impl Flow {
             dest,
             method,
             path,
-            method_overrides: Vec::new(),
+            method_overrides: Box::default(),
             started: Instant::now(),
             audit_extra: Map::new(),
             precheck: false,
@@ -278,11 +278,13 @@ impl Flow {
     /// may quote the request as earlier transforms changed it (a refusal's
     /// message, an error's detail, an annotation): a workload may put a
     /// placeholder where a later transform quotes it, and the response scrub
-    /// never sees the proxy's own answers. Text that holds no value's first
-    /// or last [`MIN_SECRET_LEN`](crate::secrets::scrub::MIN_SECRET_LEN)
-    /// bytes in any case (the whole value, when shorter) is not searched.
+    /// never sees the proxy's own answers. Text that holds none of the
+    /// values' first or last [`REDACT_EDGE`] bytes in any case (the whole
+    /// value, when shorter) is left alone: fewer would find a value that
+    /// starts with a word (`passphrase-...`) in names that merely share it
+    /// (`x-echo-passphrase`).
     pub fn redact_noted(&self, text: &str) -> Option<String> {
-        let edge = crate::secrets::scrub::MIN_SECRET_LEN;
+        let edge = REDACT_EDGE;
         let holds = self.secret_values().any(|v| {
             let v = v.as_bytes();
             let n = v.len().min(edge);
@@ -614,6 +616,10 @@ impl Pipeline {
         outcome
     }
 }
+
+/// How much of a noted value's start or end the proxy's own text must hold
+/// for [`Flow::redact_noted`] to search it.
+const REDACT_EDGE: usize = 16;
 
 /// Whether `text` holds `needle`, ASCII letters in either case.
 fn contains_any_case(text: &str, needle: &[u8]) -> bool {

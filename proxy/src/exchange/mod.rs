@@ -312,7 +312,8 @@ async fn handle_tracked(
     };
     // The method as sent (case and all): it is what goes upstream.
     let mut cx = Flow::new(dest, req.method().as_str().to_owned(), path);
-    cx.method_overrides = method_overrides(req.method().as_str(), req.headers(), req.uri().query());
+    cx.method_overrides =
+        method_overrides(req.method().as_str(), req.headers(), req.uri().query()).into();
     cx.conn = Some(conn.clone());
 
     // Rebuild the request with an absolute upstream URI and a boxed body.

@@ -199,6 +199,8 @@ fn redact_noted_finds_a_value_whole_case_folded_or_cut_short_and_nothing_else() 
         true,
     );
     assert_eq!(cx.redact_noted("nothing of it here"), None);
+    // A name that shares a word with the value's start is not it.
+    assert_eq!(cx.redact_noted("x-echo-ghp_RealSecret"), None);
     for text in [
         format!("quoted {SECRET}"),
         format!("case-folded \"{}\"", SECRET.to_ascii_lowercase()),
