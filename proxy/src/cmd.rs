@@ -62,6 +62,12 @@ fn ca_error(cfg: &config::Config, m: &config::MitmConfig) -> Option<String> {
 
 /// `iron-proxy -config FILE|s3://BUCKET/KEY`: runs until SIGTERM/SIGINT.
 pub fn run(arg: &Path) -> ExitCode {
+    // First: until their handlers exist, SIGHUP and SIGUSR1 (logrotate's)
+    // would end a proxy that is still starting.
+    if let Err(e) = crate::ops::signals::catch_early() {
+        errln!("iron-proxy: {}", crate::error_chain(&e));
+        return ExitCode::FAILURE;
+    }
     let Some((source, cfg, bytes)) = load_config(arg, |source, n| {
         errln!("iron-proxy: {n} error(s) in {source}; not starting")
     }) else {
@@ -137,6 +143,7 @@ pub fn run(arg: &Path) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+
         let audit = match AuditSink::stderr() {
             Ok(a) => a,
             Err(e) => {

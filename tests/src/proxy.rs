@@ -182,6 +182,12 @@ impl Proxy {
         }
     }
 
+    /// Spawns the proxy without waiting for it to be ready (a start-up that stalls on
+    /// purpose); the process is stopped when the returned handle drops.
+    pub fn spawn_unready(self) -> ProxyProcess {
+        self.spawn()
+    }
+
     /// Starts the proxy expecting it to exit on its own (bad config, `validate`, ...): returns
     /// its exit status and output lines. Panics if it is still running after `timeout`.
     pub fn run_to_exit(self, timeout: Duration) -> (ExitStatus, Vec<String>) {

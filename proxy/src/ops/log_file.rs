@@ -30,6 +30,13 @@ pub enum LogFileError {
         #[source]
         source: std::io::Error,
     },
+    /// What is at the path now is not a regular file (a FIFO, a device):
+    /// writing there could block the writer for good.
+    #[error("{path} is not a regular file")]
+    NotRegular {
+        /// The log file's path.
+        path: PathBuf,
+    },
     /// Putting the new file in place of stderr failed.
     #[error("replacing stderr with {path}")]
     Replace {
@@ -122,23 +129,37 @@ pub fn reopen_stderr_file() {
 }
 
 /// Opens `f.path` (appending, created with `f.mode` if missing, never
-/// through a symbolic link: the proxy may run as root) and puts it in
-/// place of the old descriptor with `replace` (`dup2`, which does it in one
-/// step: no write finds the descriptor closed).
+/// through a symbolic link: the proxy may run as root; only a regular file,
+/// opened without blocking: a FIFO put there with no reader would hold the
+/// writer's `open` for good) and puts it in place of the old descriptor
+/// with `replace` (`dup2`, which does it in one step: no write finds the
+/// descriptor closed).
 fn reopen(
     f: &StderrFile,
     replace: impl FnOnce(&std::fs::File) -> nix::Result<()>,
 ) -> Result<&Path, LogFileError> {
+    let open_err = |source| LogFileError::Open {
+        path: f.path.clone(),
+        source,
+    };
     let new = std::fs::OpenOptions::new()
         .append(true)
         .create(true)
         .mode(f.mode)
-        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC | nix::libc::O_NONBLOCK)
         .open(&f.path)
-        .map_err(|source| LogFileError::Open {
+        .map_err(open_err)?;
+    if !new.metadata().map_err(open_err)?.file_type().is_file() {
+        return Err(LogFileError::NotRegular {
             path: f.path.clone(),
-            source,
-        })?;
+        });
+    }
+    // Writes to a regular file never block anyway; cleared for what the
+    // descriptor is handed to.
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    let flags = fcntl(&new, FcntlArg::F_GETFL).map_err(|e| open_err(e.into()))?;
+    let flags = OFlag::from_bits_truncate(flags) & !OFlag::O_NONBLOCK;
+    fcntl(&new, FcntlArg::F_SETFL(flags)).map_err(|e| open_err(e.into()))?;
     replace(&new).map_err(|source| LogFileError::Replace {
         path: f.path.clone(),
         source,
@@ -234,6 +255,30 @@ mod tests {
             "{result:?}"
         );
         assert!(!replaced);
+    }
+
+    #[test]
+    fn a_fifo_put_at_the_path_is_refused_without_blocking() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("proxy.log");
+        let out = std::fs::File::create(&path).expect("create");
+        let f = file_of(out.as_fd(), &link_of(&out)).expect("a regular file");
+        std::fs::remove_file(&path).expect("remove");
+        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600))
+            .expect("mkfifo");
+        // With no reader, a blocking open for writing would never return; this one
+        // fails at once (ENXIO) or finds no regular file.
+        let (done, got) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = done.send(matches!(
+                reopen(&f, |_| Ok(())),
+                Err(LogFileError::Open { .. } | LogFileError::NotRegular { .. })
+            ));
+        });
+        let refused = got
+            .recv_timeout(std::time::Duration::from_secs(5))
+            .expect("reopen returned");
+        assert!(refused);
     }
 
     #[test]

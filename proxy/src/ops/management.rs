@@ -297,6 +297,12 @@ pub fn router(controller: Arc<ReloadController>, key: ApiKey) -> Router {
         .layer(middleware::from_fn_with_state(api, authenticate))
 }
 
+/// Unauthorized requests are warned about at most this often.
+static UNAUTHORIZED: crate::ops::warn_every::WarnEvery =
+    crate::ops::warn_every::WarnEvery::new(std::time::Duration::from_secs(10));
+/// The longest request path a warning quotes, in characters.
+const MAX_LOGGED_PATH: usize = 256;
+
 async fn authenticate(State(api): State<Api>, req: Request, next: Next) -> Response {
     let presented = req
         .headers()
@@ -309,7 +315,21 @@ async fn authenticate(State(api): State<Api>, req: Request, next: Next) -> Respo
     match presented {
         Some(token) if api.key.verify(token.as_bytes()) => next.run(req).await,
         presented => {
-            tracing::warn!(path = %req.uri().path(), token_present = presented.is_some(), "management api: unauthorized request");
+            // Anyone who reaches the port can send these: one line per
+            // 10 s, with the count held back and the path cut short.
+            if let Some(held_back) = UNAUTHORIZED.due(std::time::Instant::now()) {
+                let path = req.uri().path();
+                let path = match path.char_indices().nth(MAX_LOGGED_PATH) {
+                    Some((at, _)) => format!("{}...", &path[..at]),
+                    None => path.to_string(),
+                };
+                tracing::warn!(
+                    path,
+                    token_present = presented.is_some(),
+                    unauthorized_since_last_warning = held_back,
+                    "management api: unauthorized request"
+                );
+            }
             let challenge = if presented.is_some() {
                 r#"Bearer realm="iron-proxy", error="invalid_token""#
             } else {

@@ -15,6 +15,7 @@
 //! std::process::exit(0);
 //! ```
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use tokio::signal::unix::{signal, Signal, SignalKind};
@@ -75,13 +76,58 @@ impl ShutdownSignal {
     }
 }
 
+/// A SIGHUP that arrived before [`spawn_reload_on_sighup`] (see [`catch_early`]).
+static EARLY_HUP: AtomicBool = AtomicBool::new(false);
+/// A SIGUSR1 that arrived before [`spawn_reopen_logs_on_sigusr1`].
+static EARLY_USR1: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn note_early(sig: libc::c_int) {
+    // Async-signal-safe: an atomic store and nothing else.
+    match sig {
+        libc::SIGHUP => EARLY_HUP.store(true, Ordering::SeqCst),
+        libc::SIGUSR1 => EARLY_USR1.store(true, Ordering::SeqCst),
+        _ => {}
+    }
+}
+
+/// Catches SIGHUP and SIGUSR1 from the first moment of `run`, before the
+/// config is read (an `s3://` fetch waits up to 30 s), the CA loaded and
+/// interception attached: until a handler is installed these signals end
+/// the process (their default action), and logrotate's `postrotate` sends
+/// SIGUSR1 to whatever state the unit is in. One that arrives meanwhile is
+/// noted, and acted on once (a reload, a log reopen) when
+/// [`spawn_reload_on_sighup`] and [`spawn_reopen_logs_on_sigusr1`] take the
+/// signals over at the end of start-up.
+pub fn catch_early() -> Result<(), SignalError> {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal as Sig};
+    let action = SigAction::new(
+        SigHandler::Handler(note_early),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    for (sig, name) in [(Sig::SIGHUP, "SIGHUP"), (Sig::SIGUSR1, "SIGUSR1")] {
+        // SAFETY: `note_early` only stores to an atomic, which is
+        // async-signal-safe; the previous action is not needed.
+        unsafe { sigaction(sig, &action) }.map_err(|e| SignalError::Install {
+            signal: name,
+            source: e.into(),
+        })?;
+    }
+    Ok(())
+}
+
 /// Reloads through `controller` on every SIGHUP, for the life of the process.
 /// Signals that arrive during a reload are coalesced into one more reload.
 pub fn spawn_reload_on_sighup(
     controller: Arc<ReloadController>,
 ) -> Result<JoinHandle<()>, SignalError> {
     let mut hup = install(SignalKind::hangup(), "SIGHUP")?;
+    let early = EARLY_HUP.swap(false, Ordering::SeqCst);
     Ok(tokio::spawn(async move {
+        if early {
+            tracing::info!("SIGHUP during start-up: reloading configuration");
+            let _ = controller.reload(Trigger::Signal).await;
+        }
         while hup.recv().await.is_some() {
             tracing::info!("SIGHUP: reloading configuration");
             // The controller logs the outcome and records it for /v1/status.
@@ -95,14 +141,24 @@ pub fn spawn_reload_on_sighup(
 /// between whole lines.
 pub fn spawn_reopen_logs_on_sigusr1() -> Result<JoinHandle<()>, SignalError> {
     let mut usr1 = install(SignalKind::user_defined1(), "SIGUSR1")?;
+    let early = EARLY_USR1.swap(false, Ordering::SeqCst);
     Ok(tokio::spawn(async move {
+        if early {
+            reopen_logs();
+        }
         while usr1.recv().await.is_some() {
-            match crate::audit::stderr_writer() {
-                Some(w) => w.reopen(),
-                None => crate::ops::log_file::reopen_stderr_file(),
-            }
+            reopen_logs();
         }
     }))
+}
+
+/// Reopens the log file, through the stderr writer (between whole lines)
+/// when there is one.
+fn reopen_logs() {
+    match crate::audit::stderr_writer() {
+        Some(w) => w.reopen(),
+        None => crate::ops::log_file::reopen_stderr_file(),
+    }
 }
 
 #[cfg(test)]

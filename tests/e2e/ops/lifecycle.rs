@@ -428,3 +428,53 @@ fn glibc_rep_movsb_threshold_is_raised_on_affected_hosts_and_an_operators_value_
         }
     }
 }
+
+/// SIGHUP and SIGUSR1 while the proxy is still starting (here: it fetches its config from
+/// an `s3://` endpoint that accepts and never answers, which start-up waits up to 30 s for)
+/// do not kill it: logrotate's `postrotate` sends SIGUSR1 to whatever state the unit is in.
+/// Before, their handlers were installed at the end of start-up and the default action ended
+/// the process.
+#[test]
+fn sighup_and_sigusr1_during_start_up_do_not_kill_the_proxy() {
+    require_root!();
+    // Loopback only: a listener that takes connections and never says a word.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = silent.local_addr().expect("addr").port();
+    let held = std::thread::spawn(move || {
+        let mut conns = Vec::new();
+        while let Ok((c, _)) = silent.accept() {
+            conns.push(c);
+            if conns.len() >= 8 {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_secs(40));
+        drop(conns);
+    });
+    let _ = &held;
+    let mut px = Proxy::with("transforms: []\n")
+        .config_arg(|_| "s3://iron-e2e-bucket/proxy.yaml".to_string())
+        .env("AWS_ENDPOINT_URL", &format!("http://127.0.0.1:{port}"))
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", "/nonexistent/iron-e2e-aws-config")
+        .env(
+            "AWS_SHARED_CREDENTIALS_FILE",
+            "/nonexistent/iron-e2e-aws-credentials",
+        )
+        .spawn_unready();
+    // The handlers are installed in the first milliseconds; the fetch then waits.
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(px.is_running(), "{}", px.logs().join("\n"));
+    px.signal(Signal::SIGHUP);
+    px.signal(Signal::SIGUSR1);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        px.is_running(),
+        "a signal during start-up ended the proxy:\n{}",
+        px.logs().join("\n")
+    );
+    px.signal(Signal::SIGKILL);
+}
