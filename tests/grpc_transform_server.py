@@ -89,6 +89,17 @@ class Service(pb_grpc.TransformServiceServicer):
             out.modified_request.url = "https://evil.test/anything/stolen"
         elif p.endswith("/fail"):
             context.abort(grpc.StatusCode.PERMISSION_DENIED, "policy server refuses to answer")
+        elif p.endswith("/echo-url"):
+            # The request sent back as it came (a common shape for a server that only
+            # sometimes rewrites): the url carries whatever earlier transforms put in it.
+            mod = out.modified_request
+            mod.url = req.request.url
+            for k, v in req.request.headers.items():
+                mod.headers[k].values.extend(v.values)
+            mod.body = req.request.body
+        elif p.endswith("/unknown-action"):
+            # proto3 enums are open: a newer proto's value reaches an older client as a number.
+            out.action = 7
         out.annotations["policy"] = "checked"
         out.annotations["body_bytes"] = str(len(req.request.body))
         return out

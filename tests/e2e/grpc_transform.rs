@@ -126,6 +126,18 @@ fn a_transform_service_sees_requests_rejects_and_rewrites_them() {
         "{r}"
     );
 
+    // An action this build does not know fails closed, as any invalid answer does.
+    let r = post(&up, "/anything/unknown-action", "x", &px);
+    assert_eq!(r.status, 502, "{r}");
+    let rec = px.wait_for_audit(|a| a.path() == Some("/anything/unknown-action"));
+    assert_eq!(rec.str("reason"), Some("grpc_transform_failed"), "{rec}");
+    assert!(
+        rec.str("error")
+            .is_some_and(|e| e.contains("unknown action 7")),
+        "{rec}"
+    );
+    up.assert_no_request(|q| q.path() == "/anything/unknown-action");
+
     // Rewrite: path and query, headers, body.
     post(&up, "/anything/rewrite", "original", &px).expect_status(200);
     let seen = up.wait_for_request(|q| q.path() == "/anything/rewritten");
@@ -278,5 +290,69 @@ transforms:
                 .as_str()
                 .is_some_and(|u| u.ends_with("/test.Echo/Unary"))),
         "{seen:?}"
+    );
+}
+
+/// `secrets` swapping a credential into the path (`match_path`, the spec's Telegram bot
+/// example) before a policy server that sends the request back as it came: the path the
+/// server saw carries the real token, and the record's `forwarded_path` annotation quoted it.
+/// It is masked now (`Flow::redact_noted`), while the upstream still gets the real path.
+#[test]
+fn a_path_credential_a_policy_server_echoes_stays_out_of_the_record() {
+    require_root!();
+    const REAL: &str = "123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw";
+    let net = FakeInternet::new();
+    let dir = tempfile::tempdir().expect("dir");
+    let log = dir.path().join("calls.jsonl");
+    let (_srv, addr, _) = server(&net, &log, None);
+    let up = Upstream::https("api.test").start(&net);
+    let config = format!(
+        r#"
+transforms:
+  - name: allowlist
+    config:
+      domains: ["api.test"]
+  - name: secrets
+    config:
+      secrets:
+        - source: {{type: env, var: BOT_TOKEN}}
+          replace:
+            proxy_value: "bot-proxy-token-0000000000000"
+            match_path: true
+          rules:
+            - host: "api.test"
+  - name: grpc
+    config:
+      name: "policy-engine"
+      target: "{addr}"
+      send_request_body: true
+      rules:
+        - host: "api.test"
+          paths: ["/anything/*"]
+"#
+    );
+    let px = Proxy::with(config.as_str())
+        .resolver(&net)
+        .env("BOT_TOKEN", REAL)
+        .start();
+    let path = "/anything/botbot-proxy-token-0000000000000/echo-url";
+    post(&up, path, "x", &px).expect_status(200);
+    let seen = up.wait_for_request(|q| q.path().ends_with("/echo-url"));
+    assert!(
+        seen.path().contains(REAL),
+        "the upstream got the real token: {seen}"
+    );
+    let rec = px.wait_for_audit(|a| a.path().is_some_and(|p| p.ends_with("/echo-url")));
+    assert!(rec.is_allowed(), "{rec}");
+    let text = rec.to_string();
+    assert!(
+        !text.contains(REAL),
+        "the record holds the real token: {text}"
+    );
+    assert!(
+        rec.annotation("policy-engine", "forwarded_path")
+            .and_then(|v| v.as_str())
+            .is_some_and(|p| p.contains("[redacted]")),
+        "{rec}"
     );
 }

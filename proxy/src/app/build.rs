@@ -12,6 +12,17 @@ use crate::upstream::DenyList;
 
 use super::AppError;
 
+/// The body and header-time limits of `proxy`.
+fn limits_of(cfg: &Config) -> Limits {
+    Limits {
+        max_request_body_bytes: usize::try_from(cfg.proxy.max_request_body_bytes)
+            .unwrap_or(usize::MAX),
+        max_response_body_bytes: usize::try_from(cfg.proxy.max_response_body_bytes)
+            .unwrap_or(usize::MAX),
+        upstream_response_header_timeout: cfg.proxy.upstream_response_header_timeout.get(),
+    }
+}
+
 /// Builds the swappable part of the proxy from a config. `sources` is kept
 /// for the life of the process so reloads reuse cached secret values.
 pub fn build_policy(
@@ -19,17 +30,11 @@ pub fn build_policy(
     sources: &Sources,
     metrics: Option<&Arc<crate::ops::Metrics>>,
 ) -> Result<(Policy, DenyList), AppError> {
+    let limits = limits_of(cfg);
     let mut list: Vec<Arc<dyn Transform>> = Vec::with_capacity(cfg.transforms.len());
     for (index, t) in cfg.transforms.iter().enumerate() {
-        list.push(build_transform(index, t, sources)?);
+        list.push(build_transform(index, t, sources, &limits)?);
     }
-    let limits = Limits {
-        max_request_body_bytes: usize::try_from(cfg.proxy.max_request_body_bytes)
-            .unwrap_or(usize::MAX),
-        max_response_body_bytes: usize::try_from(cfg.proxy.max_response_body_bytes)
-            .unwrap_or(usize::MAX),
-        upstream_response_header_timeout: cfg.proxy.upstream_response_header_timeout.get(),
-    };
     if let Some(mcp) = cfg.mcp.as_ref().filter(|m| !m.servers.is_empty()) {
         // After every configured transform (spec: MCP Interception).
         list.push(Arc::new(crate::mcp::McpInterceptor::new(
@@ -63,12 +68,13 @@ pub fn build_policy(
 /// this inside one.
 pub fn check_build(cfg: &Config, skip: &dyn Fn(usize) -> bool) -> Vec<String> {
     let sources = Sources::new(crate::secrets::SourcesOptions::default());
+    let limits = limits_of(cfg);
     let mut failures = Vec::new();
     for (index, t) in cfg.transforms.iter().enumerate() {
         if skip(index) {
             continue;
         }
-        let failed = match build_transform(index, t, &sources) {
+        let failed = match build_transform(index, t, &sources, &limits) {
             Err(AppError::Transform { field, detail, .. }) => Some((field, detail)),
             _ => keyfile_failure(t),
         };
@@ -109,6 +115,7 @@ fn build_transform(
     index: usize,
     t: &TransformConfig,
     sources: &Sources,
+    limits: &Limits,
 ) -> Result<Arc<dyn Transform>, AppError> {
     let name = t.name();
     let failed = |field: String, detail: String| AppError::Transform {
@@ -139,8 +146,7 @@ fn build_transform(
         TransformConfig::GcpAuth(c) => transforms::gcp_auth::build(c, sources),
         TransformConfig::Judge(c) => transforms::judge::build(c, sources)
             .map_err(|e| failed(e.field(), crate::error_chain(&e)))?,
-        TransformConfig::Grpc(c) => {
-            transforms::grpc::build(c).map_err(|e| failed(e.field(), crate::error_chain(&e)))?
-        }
+        TransformConfig::Grpc(c) => transforms::grpc::build(c, limits.max_response_body_bytes)
+            .map_err(|e| failed(e.field(), crate::error_chain(&e)))?,
     })
 }

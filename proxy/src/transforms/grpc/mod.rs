@@ -130,6 +130,11 @@ pub struct GrpcTransform {
     send_request_body: bool,
     send_response_body: bool,
     channel: Channel,
+    /// `proxy.max_response_body_bytes` (0: none): the most of a response
+    /// body the response hook reads, when the exchange did not buffer it
+    /// already (a server's rewrite moved the request into these rules after
+    /// the proxy decided what to buffer).
+    max_response: usize,
 }
 
 /// The requests as sent in the request phase, by transform, kept for
@@ -137,9 +142,23 @@ pub struct GrpcTransform {
 #[derive(Clone, Default)]
 struct Sent(Vec<(usize, HttpRequest)>);
 
+/// An answer's action must be one the proto defines: a server built from a
+/// newer or forked proto (or a buggy one) may send a value this build does
+/// not know, which fails the request closed (502 `grpc_transform_failed`)
+/// rather than letting it through as if it said CONTINUE.
+fn known_action(action: i32) -> Result<(), String> {
+    match TransformAction::try_from(action) {
+        Ok(_) => Ok(()),
+        Err(_) => Err(format!("unknown action {action} in the answer")),
+    }
+}
+
 /// Builds the transform; the connection is made on first use.
-pub fn build(cfg: &GrpcConfig) -> Result<Arc<dyn Transform>, BuildError> {
-    Ok(Arc::new(GrpcTransform::new(cfg)?))
+/// `max_response` is `proxy.max_response_body_bytes` (0: none).
+pub fn build(cfg: &GrpcConfig, max_response: usize) -> Result<Arc<dyn Transform>, BuildError> {
+    let mut t = GrpcTransform::new(cfg)?;
+    t.max_response = max_response;
+    Ok(Arc::new(t))
 }
 
 impl GrpcTransform {
@@ -205,6 +224,7 @@ impl GrpcTransform {
             send_request_body: cfg.send_request_body,
             send_response_body: cfg.send_response_body,
             channel: endpoint.connect_lazy(),
+            max_response: 0,
         })
     }
 
@@ -300,6 +320,7 @@ impl Transform for GrpcTransform {
             )
             .await?;
         annotate(cx, answer.annotations);
+        known_action(answer.action).map_err(|e| self.failed("TransformRequest", e))?;
         if answer.action == TransformAction::Reject as i32 {
             return self.reject(cx, "TransformRequest", answer.response.as_ref());
         }
@@ -329,7 +350,7 @@ impl Transform for GrpcTransform {
         };
         let body = if self.send_response_body {
             let b = std::mem::replace(rsp.body_mut(), body::empty());
-            let c = body::collect_all(b, 0)
+            let c = body::collect_all(b, self.max_response)
                 .await
                 .map_err(|e| self.failed("TransformResponse", e))?;
             if let Some(t) = &c.trailers {
@@ -355,6 +376,7 @@ impl Transform for GrpcTransform {
             )
             .await?;
         annotate(cx, answer.annotations);
+        known_action(answer.action).map_err(|e| self.failed("TransformResponse", e))?;
         if answer.action == TransformAction::Reject as i32 {
             return self.reject(cx, "TransformResponse", answer.modified_response.as_ref());
         }

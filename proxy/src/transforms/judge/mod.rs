@@ -293,11 +293,14 @@ impl Transform for Judge {
         false
     }
 
-    /// As much of the body as the proxy buffers (`proxy.max_request_body_bytes`):
+    /// As much of the body as the proxy buffers (`proxy.max_request_body_bytes`),
+    /// and never more than [`envelope::DECODED_CAP`] (what the envelope can
+    /// use even of a compressed body: with the limit at 0, "none", a
+    /// multi-GB body was held in memory to be judged on its first 16 KiB):
     /// a longer body is judged on its start, with a warning in the envelope,
     /// and streams on if allowed.
     fn request_body_prefix(&self, cx: &Flow, _req: &http::request::Parts) -> Option<usize> {
-        self.applies(cx).then_some(usize::MAX)
+        self.applies(cx).then_some(envelope::DECODED_CAP)
     }
 
     async fn on_request(

@@ -88,6 +88,19 @@ async fn requests_outside_the_rules_are_not_judged() {
     assert!(!j.traced_when_idle());
 }
 
+/// A judged request asks for at most what the envelope can use, even when
+/// `proxy.max_request_body_bytes` is 0 ("none"): not a multi-GB body.
+#[test]
+fn a_judged_request_asks_for_a_bounded_prefix() {
+    let j = judge("", "http://127.0.0.1:9", &[("KEY", "k")]).expect("judge");
+    let cx = flow("POST");
+    let parts = http::Request::new(()).into_parts().0;
+    assert_eq!(
+        j.request_body_prefix(&cx, &parts),
+        Some(envelope::DECODED_CAP)
+    );
+}
+
 /// A port that refuses connections: bind, note the port, close.
 fn refused_url() -> String {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
