@@ -202,6 +202,15 @@ fn replace_owned(
 }
 
 /// 256 random bits from the kernel, hex-encoded.
+/// The directory the unit hides that `bin` is under (`ProtectHome=yes`
+/// hides the home directories, `PrivateTmp=yes` gives the service its own
+/// `/tmp` and `/var/tmp`), if it is under one.
+fn hidden_from_the_unit(bin: &Path) -> Option<&'static str> {
+    ["/home", "/root", "/run/user", "/tmp", "/var/tmp"]
+        .into_iter()
+        .find(|d| bin.starts_with(d))
+}
+
 fn random_key() -> Result<String, InitError> {
     use std::io::Read;
     let path = Path::new("/dev/urandom");
@@ -223,6 +232,24 @@ pub fn run(args: &InitArgs) -> Result<Report, InitError> {
     }
     let c = inputs(args)?;
     let yaml = checked_config(&c)?;
+    let bin = std::env::current_exe().unwrap_or_else(|_| PathBuf::from(render::PACKAGED_BIN));
+    let bin = if root.is_some() {
+        PathBuf::from(render::PACKAGED_BIN)
+    } else {
+        bin
+    };
+    // Before anything is written: a unit that can never start is worse
+    // than none.
+    if let Some(hidden) = hidden_from_the_unit(&bin) {
+        return Err(InitError::Usage(format!(
+            "{} is under {hidden}, which the unit hides from the service (ProtectHome=yes, \
+             PrivateTmp=yes), so it could never start (status 203/EXEC): install the binary \
+             first, e.g. `install -m 0755 {} {}`, and run init from there",
+            bin.display(),
+            bin.display(),
+            render::PACKAGED_BIN
+        )));
+    }
     let mut report = Report::default();
     let mut changed = false;
 
@@ -289,12 +316,6 @@ pub fn run(args: &InitArgs) -> Result<Report, InitError> {
     };
     changed |= step(&mut report, env_change, &env_path);
 
-    let bin = std::env::current_exe().unwrap_or_else(|_| PathBuf::from(render::PACKAGED_BIN));
-    let bin = if root.is_some() {
-        PathBuf::from(render::PACKAGED_BIN)
-    } else {
-        bin
-    };
     let config_dir = args.config_dir.display().to_string();
     let unit_markers = [render::UNIT_MARKER];
     if under(root, Path::new(PACKAGED_UNIT_PATH)).exists() {

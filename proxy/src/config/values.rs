@@ -8,6 +8,25 @@ use std::time::Duration;
 
 use regex::Regex;
 
+/// Whether the kernel has IPv6 (an `AF_INET6` socket can be made; a host
+/// booted with `ipv6.disable=1` answers `EAFNOSUPPORT`), asked once. Without
+/// it, `:port` (the default of `metrics.listen` and of the spec's listeners)
+/// listens on IPv4 alone instead of failing to bind `[::]`, as Go's
+/// `net.Listen(":9090")` does.
+pub fn ipv6_available() -> bool {
+    static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *AVAILABLE.get_or_init(|| {
+        let made = socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::STREAM, None);
+        match made {
+            Err(e) if e.raw_os_error() == Some(libc::EAFNOSUPPORT) => {
+                tracing::info!("this kernel has no IPv6: \":port\" listens on IPv4 only");
+                false
+            }
+            _ => true,
+        }
+    })
+}
+
 /// Errors in a single value, reported by the caller with the field's location.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ValueError {
@@ -54,24 +73,38 @@ impl ListenAddr {
     }
 
     /// The addresses to bind one socket each: for `:port`, `0.0.0.0:port` and
-    /// `[::]:port` (bind the IPv6 one with `IPV6_V6ONLY` set so both fit).
+    /// `[::]:port` (bind the IPv6 one with `IPV6_V6ONLY` set so both fit);
+    /// `0.0.0.0:port` alone on a kernel without IPv6 ([`ipv6_available`]).
     pub fn socket_addrs(&self) -> Vec<SocketAddr> {
+        self.socket_addrs_with(ipv6_available())
+    }
+
+    fn socket_addrs_with(&self, ipv6: bool) -> Vec<SocketAddr> {
         match self {
             ListenAddr::AllInterfaces(p) => {
-                vec![
-                    SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), *p),
-                    SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), *p),
-                ]
+                let mut out = vec![SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), *p)];
+                if ipv6 {
+                    out.push(SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), *p));
+                }
+                out
             }
             ListenAddr::Addr(a) => vec![*a],
         }
     }
 
     /// One address for a single socket: for `:port`, `[::]:port`, which serves
-    /// IPv4 too when the socket clears `IPV6_V6ONLY` (as Go does).
+    /// IPv4 too when the socket clears `IPV6_V6ONLY` (as Go does), or
+    /// `0.0.0.0:port` on a kernel without IPv6 ([`ipv6_available`]).
     pub fn to_socket_addr(&self) -> SocketAddr {
+        self.socket_addr_with(ipv6_available())
+    }
+
+    fn socket_addr_with(&self, ipv6: bool) -> SocketAddr {
         match self {
-            ListenAddr::AllInterfaces(p) => SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), *p),
+            ListenAddr::AllInterfaces(p) if ipv6 => {
+                SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), *p)
+            }
+            ListenAddr::AllInterfaces(p) => SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), *p),
             ListenAddr::Addr(a) => *a,
         }
     }
@@ -385,5 +418,30 @@ impl PartialEq for HeaderMatcher {
             (HeaderMatcher::Regex(a), HeaderMatcher::Regex(b)) => a.as_str() == b.as_str(),
             _ => false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_interfaces_without_ipv6_is_ipv4_alone() {
+        let all = ListenAddr::AllInterfaces(9090);
+        let s = |a: Vec<SocketAddr>| a.iter().map(ToString::to_string).collect::<Vec<_>>();
+        assert_eq!(
+            s(all.socket_addrs_with(true)),
+            ["0.0.0.0:9090", "[::]:9090"]
+        );
+        assert_eq!(s(all.socket_addrs_with(false)), ["0.0.0.0:9090"]);
+        assert_eq!(all.socket_addr_with(true).to_string(), "[::]:9090");
+        assert_eq!(all.socket_addr_with(false).to_string(), "0.0.0.0:9090");
+        let one = ListenAddr::Addr("[::1]:53".parse().expect("addr"));
+        assert_eq!(
+            s(one.socket_addrs_with(false)),
+            ["[::1]:53"],
+            "named: as written"
+        );
+        assert!(ipv6_available(), "this test machine has IPv6");
     }
 }

@@ -36,7 +36,9 @@ pub fn method_overrides(method: &str, headers: &HeaderMap, query: Option<&str>) 
             add(&String::from_utf8_lossy(v.as_bytes()));
         }
     }
-    if let Some(q) = query {
+    // Parsed only when it may hold the parameter (`_method`, or some
+    // percent-encoding of it): most queries do not.
+    if let Some(q) = query.filter(|q| q.contains("method") || q.contains('%')) {
         for (k, v) in url::form_urlencoded::parse(q.as_bytes()) {
             if k == "_method" {
                 add(&v);

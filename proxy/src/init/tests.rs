@@ -336,3 +336,18 @@ fn relative_config_dir_is_refused() {
     a.config_dir = "etc".into();
     assert!(matches!(run(&a), Err(InitError::Usage(_))));
 }
+
+#[test]
+fn a_binary_the_unit_hides_is_named() {
+    for (bin, hidden) in [
+        ("/home/ci/iron-proxy", Some("/home")),
+        ("/root/iron-proxy", Some("/root")),
+        ("/tmp/iron-proxy_1.0/iron-proxy", Some("/tmp")),
+        ("/var/tmp/x/iron-proxy", Some("/var/tmp")),
+        ("/usr/local/bin/iron-proxy", None),
+        ("/opt/iron-proxy/bin/iron-proxy", None),
+        ("/tmpfoo/iron-proxy", None),
+    ] {
+        assert_eq!(super::hidden_from_the_unit(Path::new(bin)), hidden, "{bin}");
+    }
+}

@@ -251,7 +251,17 @@ async fn connect(mut req: Request<Incoming>, remote: SocketAddr, intake: Intake)
     tokio::spawn(Box::pin(async move {
         match on_upgrade.await {
             Ok(up) => intake.serve(TokioIo::new(up), conn, dest).await,
-            Err(e) => tracing::debug!(error = %e, "CONNECT upgrade failed"),
+            Err(e) => {
+                // Granted, and never used: the CONNECT still has its record.
+                let mut rec = conn.record();
+                rec.host = dest.host.clone().unwrap_or_default();
+                rec.reject(None, "no_client_data", 0);
+                rec.error = Some(format!(
+                    "the tunnel was granted but the client's connection ended before it was \
+                     handed over: {e}"
+                ));
+                intake.shared.audit.emit(&rec);
+            }
         }
     }));
     Response::new(body::empty())
@@ -269,9 +279,11 @@ async fn connect_direct(
 ) {
     match admit(Some(target), remote, &intake).await {
         Ok(Admitted { conn, dest }) => {
-            if stream.write_all(CONNECT_OK).await.is_ok() {
-                intake.serve(stream, conn, dest).await;
-            }
+            // Served even when the answer cannot be written (the client
+            // left): the granted CONNECT then gets its `no_client_data`
+            // record there, as one closed unused does.
+            let _ = stream.write_all(CONNECT_OK).await;
+            intake.serve(stream, conn, dest).await;
         }
         Err(refusal) => {
             let refusal = std::sync::Mutex::new(Some(refusal));
@@ -387,7 +399,9 @@ async fn socks5(mut s: Client, remote: SocketAddr, intake: &Intake) -> Result<()
         }
         conn.expect_host(&host);
     }
-    socks_reply(&mut s, SOCKS_OK).await?;
+    // As for CONNECT: a client gone before the reply still gets the
+    // granted request's record (`no_client_data`) from `serve`.
+    let _ = socks_reply(&mut s, SOCKS_OK).await;
     intake
         .serve(
             s,
