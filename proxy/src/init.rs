@@ -201,7 +201,6 @@ fn replace_owned(
     system::write_if_changed(path, content, mode)
 }
 
-/// 256 random bits from the kernel, hex-encoded.
 /// The directory the unit hides that `bin` is under (`ProtectHome=yes`
 /// hides the home directories, `PrivateTmp=yes` gives the service its own
 /// `/tmp` and `/var/tmp`), if it is under one.
@@ -211,6 +210,7 @@ fn hidden_from_the_unit(bin: &Path) -> Option<&'static str> {
         .find(|d| bin.starts_with(d))
 }
 
+/// 256 random bits from the kernel, hex-encoded.
 fn random_key() -> Result<String, InitError> {
     use std::io::Read;
     let path = Path::new("/dev/urandom");

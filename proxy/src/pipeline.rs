@@ -274,24 +274,15 @@ impl Flow {
 
     /// `text` with every value noted so far masked (in any letter case, and
     /// in the forms [`crate::secrets::scrub::Scrubber`] knows: encoded, cut
-    /// short), or `None` when it holds none. For the proxy's own text that
-    /// may quote the request as earlier transforms changed it (a refusal's
-    /// message, an error's detail, an annotation): a workload may put a
-    /// placeholder where a later transform quotes it, and the response scrub
-    /// never sees the proxy's own answers. Text that holds none of the
-    /// values' first or last [`REDACT_EDGE`] bytes in any case (the whole
-    /// value, when shorter) is left alone: fewer would find a value that
-    /// starts with a word (`passphrase-...`) in names that merely share it
-    /// (`x-echo-passphrase`).
+    /// short to any 8 bytes of it), or `None` when it holds none. For the
+    /// proxy's own answers that may quote the request as earlier transforms
+    /// changed it (a refusal's message or JSON-RPC answer, an error's
+    /// detail): a workload may put a placeholder where a later transform
+    /// quotes it (cut to a length it chooses the padding for), and the
+    /// response scrub never sees the proxy's own answers. Only refusals and
+    /// failures take this path, so the scrubber is built each time.
     pub fn redact_noted(&self, text: &str) -> Option<String> {
-        let edge = REDACT_EDGE;
-        let holds = self.secret_values().any(|v| {
-            let v = v.as_bytes();
-            let n = v.len().min(edge);
-            n > 0
-                && (contains_any_case(text, &v[..n]) || contains_any_case(text, &v[v.len() - n..]))
-        });
-        if !holds {
+        if self.secret_values.is_empty() {
             return None;
         }
         let forms: Vec<String> = self
@@ -299,14 +290,37 @@ impl Flow {
             .flat_map(|v| [v.to_owned(), v.to_ascii_lowercase(), v.to_ascii_uppercase()])
             .collect();
         let scrubber = crate::secrets::scrub::Scrubber::new(forms.iter().map(String::as_str));
-        Some(scrubber.redact(text).into_owned())
+        match scrubber.redact(text) {
+            std::borrow::Cow::Borrowed(_) => None,
+            std::borrow::Cow::Owned(s) => Some(s),
+        }
     }
 
-    /// [`Flow::redact_noted`] over every string in `value`.
+    /// [`Flow::redact_noted`] for the record's annotations and the MCP
+    /// section, which every request with a noted value writes: only a string
+    /// that holds a value's first or last [`REDACT_EDGE`] bytes, in any
+    /// case (the whole value, when shorter), is searched. Fewer would find a
+    /// value that starts with a word (`passphrase-...`) in a name that merely
+    /// shares it (`x-echo-passphrase`, the response scrub's own annotation).
+    fn redact_noted_record(&self, text: &str) -> Option<String> {
+        let holds = self.secret_values().any(|v| {
+            let v = v.as_bytes();
+            let n = v.len().min(REDACT_EDGE);
+            n > 0
+                && (contains_any_case(text, &v[..n]) || contains_any_case(text, &v[v.len() - n..]))
+        });
+        if holds {
+            self.redact_noted(text)
+        } else {
+            None
+        }
+    }
+
+    /// [`Flow::redact_noted_record`] over every string in `value`.
     pub fn redact_noted_json(&self, value: &mut Value) {
         match value {
             Value::String(s) => {
-                if let Some(r) = self.redact_noted(s) {
+                if let Some(r) = self.redact_noted_record(s) {
                     *s = r;
                 }
             }

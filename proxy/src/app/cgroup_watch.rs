@@ -28,6 +28,11 @@ use crate::state::Shared;
 /// watched parent that was itself made again, a lost event).
 const POLL: Duration = Duration::from_secs(1);
 
+/// Links of a removed cgroup that the kernel has not detached yet (open
+/// sockets can keep a removed cgroup alive for long) are looked at again
+/// after 1 s, then twice as long each time, up to this.
+const LINGER_RETRY_MAX: Duration = Duration::from_secs(60);
+
 /// What a relink did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Relinked {
@@ -117,7 +122,11 @@ pub fn spawn(
         };
         let parents = parents(&paths);
         let mut known = ids(&paths);
-        let mut retry = false;
+        // Relinked once at the first check: a cgroup made again between the
+        // attach and this task's first run would otherwise already be the
+        // one `known` holds (reattach changes nothing when all is linked).
+        let mut retry_at = Some(tokio::time::Instant::now());
+        let mut linger_wait = POLL;
         let mut tick = tokio::time::interval(POLL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -135,7 +144,8 @@ pub fn spawn(
             wait(notify.as_ref(), &mut tick).await;
             let now = ids(&paths);
             let moved = changed(&known, &now);
-            if moved.is_empty() && !retry {
+            let due = retry_at.is_some_and(|t| tokio::time::Instant::now() >= t);
+            if moved.is_empty() && !due {
                 continue;
             }
             for &i in &moved {
@@ -172,7 +182,16 @@ pub fn spawn(
                     }
                     shared.set_interception_gap(false);
                     known = now;
-                    retry = done.retry;
+                    // Links the kernel has not detached yet: a removed
+                    // cgroup that open sockets keep alive can linger long.
+                    retry_at = done
+                        .retry
+                        .then(|| tokio::time::Instant::now() + linger_wait);
+                    linger_wait = if done.retry {
+                        (linger_wait * 2).min(LINGER_RETRY_MAX)
+                    } else {
+                        POLL
+                    };
                 }
                 Err(e) => {
                     counts.failed.fetch_add(1, Ordering::Relaxed);
@@ -185,7 +204,7 @@ pub fn spawn(
                     }
                     shared.set_interception_gap(gap);
                     known = now;
-                    retry = true;
+                    retry_at = Some(tokio::time::Instant::now());
                 }
             }
         }

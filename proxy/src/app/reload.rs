@@ -174,8 +174,13 @@ impl Reloader for SourceReloader {
             Some(kd) => {
                 let cidrs = super::intercept::deny_cidrs(&cfg);
                 let n = cidrs.len();
-                let entries = kd
-                    .update(cidrs)
+                // Off the runtime: nftables runs `nft`, under the lock the
+                // cgroup watcher takes to rebuild the table.
+                let kd = kd.clone();
+                let entries = tokio::task::spawn_blocking(move || kd.update(cidrs))
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| r)
                     .map_err(|e| vec![format!("intercept: updating the kernel deny list: {e}")])?;
                 tracing::info!(cidrs = n, entries, "kernel deny list reloaded");
                 Some(n)

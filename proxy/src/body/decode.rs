@@ -28,6 +28,33 @@ pub const STEP: usize = 32 * 1024;
 /// The most codings stacked in one `Content-Encoding` list that are undone.
 pub const MAX_LAYERS: usize = 4;
 
+/// How much more a layer over another may read from it than twice what it
+/// hands on ([`expansion_checked`]).
+pub const EXPANSION_SLACK: u64 = 1 << 20;
+
+/// Checks a layer stacked over another: what it read of the layer below
+/// (`consumed`) is at most twice what it made (`produced`), plus
+/// [`EXPANSION_SLACK`]. A layer's input is the coded form of its output,
+/// which real codings make smaller, not larger; a layer that reads and
+/// makes nothing (empty gzip members, zstd skippable frames, empty stored
+/// deflate blocks, each a few bytes the layer below inflates a thousandfold)
+/// would otherwise make the decoder inflate gigabytes in one call, pinning
+/// its thread, without a byte of output to bound it.
+pub fn expansion_checked(
+    coding: &'static str,
+    consumed: u64,
+    produced: u64,
+) -> Result<(), DecodeError> {
+    if consumed > produced.saturating_mul(2).saturating_add(EXPANSION_SLACK) {
+        return Err(DecodeError::Expansion {
+            coding,
+            consumed,
+            produced,
+        });
+    }
+    Ok(())
+}
+
 /// Why a coded body cannot be decoded. Messages name the coding and the
 /// fault, never the body's bytes.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +65,17 @@ pub enum DecodeError {
     /// More codings stacked than [`MAX_LAYERS`].
     #[error("{0} content codings stacked; at most {MAX_LAYERS} are decoded")]
     TooManyLayers(usize),
+    /// A layer stacked over another read far more of it than it made
+    /// ([`expansion_checked`]): a bomb made of empty members or frames.
+    #[error("the {coding} layer read {consumed} bytes of the coding under it and made {produced}: not a real stacked coding")]
+    Expansion {
+        /// The layer's coding.
+        coding: &'static str,
+        /// Bytes it read from the layer below.
+        consumed: u64,
+        /// Bytes it made.
+        produced: u64,
+    },
     /// The body ended inside a coded stream.
     #[error("the {0} stream is cut short (the body ended inside it)")]
     Truncated(&'static str),
@@ -96,6 +134,9 @@ struct Layer {
     /// Whether any input came at all.
     fed: bool,
     done: bool,
+    /// Input bytes consumed and output bytes made, over the body.
+    consumed: u64,
+    produced: u64,
 }
 
 impl Layer {
@@ -139,6 +180,8 @@ impl Decoder {
                 ended: false,
                 fed: false,
                 done: false,
+                consumed: 0,
+                produced: 0,
             });
         }
         Ok(Decoder {
@@ -185,6 +228,11 @@ fn pull(layers: &mut [Layer], n: usize, scratch: &mut [u8]) -> Result<Step, Deco
         }
         let (used, made, done) = layer.codec.step(input, layer.ended, scratch)?;
         layer.taken += used;
+        layer.consumed += used as u64;
+        layer.produced += made as u64;
+        if !below.is_empty() {
+            expansion_checked(layer.codec.name(), layer.consumed, layer.produced)?;
+        }
         if done {
             // Bytes after the end of the stream are dropped, never forwarded.
             layer.done = true;

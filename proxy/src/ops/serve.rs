@@ -41,6 +41,19 @@ pub const MAX_CONNECTIONS: usize = 256;
 /// The most connections one client address holds on one endpoint.
 pub const MAX_PER_ADDRESS: usize = 32;
 
+/// Whom [`MAX_PER_ADDRESS`] counts a connection against: its IPv4 address,
+/// or the /64 of its IPv6 address (one host gets a whole /64 to pick
+/// addresses from).
+fn client_of(ip: IpAddr) -> IpAddr {
+    match crate::rules::canonical_ip(ip) {
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+        }
+        v4 => v4,
+    }
+}
+
 /// The connections an endpoint holds, in all and by client address.
 struct Held {
     max: usize,
@@ -136,7 +149,7 @@ async fn serve_within(
             () = &mut shutdown => return,
             a = errors.accept(&listener) => a,
         };
-        let slot = match held.admit(crate::rules::canonical_ip(remote.ip())) {
+        let slot = match held.admit(client_of(remote.ip())) {
             Ok(slot) => slot,
             Err(bound) => {
                 if let Some(held_back) = held.refused.due(Instant::now()) {
@@ -265,6 +278,18 @@ mod tests {
         let mut got = Vec::new();
         c.read_to_end(&mut got).await.expect("read");
         assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200"));
+    }
+
+    #[test]
+    fn an_ipv6_client_is_its_slash_64() {
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        assert_eq!(client_of(ip("2001:db8:1:2:aaaa::1")), ip("2001:db8:1:2::"));
+        assert_eq!(
+            client_of(ip("2001:db8:1:2:ffff::9")),
+            client_of(ip("2001:db8:1:2::7"))
+        );
+        assert_eq!(client_of(ip("::ffff:10.1.2.3")), ip("10.1.2.3"));
+        assert_eq!(client_of(ip("10.1.2.3")), ip("10.1.2.3"));
     }
 
     #[tokio::test]

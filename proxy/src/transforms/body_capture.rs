@@ -88,16 +88,43 @@ pub fn codings(encodings: &str) -> Vec<String> {
 /// decoded bytes (one more than kept, to detect truncation). The layers are
 /// chained as streaming decoders, so an inner layer is decoded only as far
 /// as the outer one reads it: a stacked bomb (`gzip, gzip`) stops at the cap
-/// like a single one.
+/// like a single one. At most [`MAX_LAYERS`] codings (each layer is a reader
+/// over the next: thousands of `br` in one header overflowed the stack), and
+/// a layer over another reads at most twice what it makes
+/// ([`crate::body::decode::expansion_checked`]: one made of empty members
+/// would otherwise inflate the layer under it without end, output never
+/// reaching the cap).
 pub fn decode(body: &[u8], encodings: &str, cap: usize) -> Result<Vec<u8>, String> {
+    use crate::body::decode::MAX_LAYERS;
     let codings = codings(encodings);
     if codings.is_empty() {
         return Ok(body.to_vec());
     }
+    if codings.len() > MAX_LAYERS {
+        return Err(format!(
+            "{} content codings stacked; at most {MAX_LAYERS} are decoded",
+            codings.len()
+        ));
+    }
     // Codings are listed in the order applied; undo them last to first.
     let mut reader: Box<dyn BufRead + '_> = Box::new(body);
-    for coding in codings.iter().rev() {
-        reader = Box::new(BufReader::new(layer(reader, coding)?));
+    for (i, coding) in codings.iter().rev().enumerate() {
+        if i == 0 {
+            reader = Box::new(BufReader::new(layer(reader, coding)?));
+            continue;
+        }
+        let counts = std::rc::Rc::new(std::cell::Cell::new((0u64, 0u64)));
+        let name = coding_name(coding);
+        let input = expansion::Input {
+            inner: reader,
+            counts: counts.clone(),
+            coding: name,
+        };
+        let output = expansion::Output {
+            inner: layer(Box::new(input), coding)?,
+            counts,
+        };
+        reader = Box::new(BufReader::new(output));
     }
     let mut out = Vec::new();
     reader
@@ -105,6 +132,84 @@ pub fn decode(body: &[u8], encodings: &str, cap: usize) -> Result<Vec<u8>, Strin
         .read_to_end(&mut out)
         .map_err(|e| format!("decoding {}: {e}", codings.join(", ")))?;
     Ok(out)
+}
+
+/// The static name of a coding [`layer`] decodes, for errors.
+fn coding_name(coding: &str) -> &'static str {
+    match coding {
+        "gzip" | "x-gzip" => "gzip",
+        "deflate" => "deflate",
+        "br" => "br",
+        "zstd" => "zstd",
+        _ => "unknown",
+    }
+}
+
+/// The reader pair that keeps a layer stacked over another to
+/// [`crate::body::decode::expansion_checked`]: `Input` counts what the layer
+/// reads from below and refuses to give more once it is past the bound,
+/// `Output` counts what the layer makes.
+mod expansion {
+    use std::cell::Cell;
+    use std::io::{BufRead, Read};
+    use std::rc::Rc;
+
+    /// (bytes consumed from below, bytes made), shared by the pair.
+    pub type Counts = Rc<Cell<(u64, u64)>>;
+
+    pub struct Input<'a> {
+        pub inner: Box<dyn BufRead + 'a>,
+        pub counts: Counts,
+        pub coding: &'static str,
+    }
+
+    impl Input<'_> {
+        fn check(&self) -> std::io::Result<()> {
+            let (consumed, produced) = self.counts.get();
+            crate::body::decode::expansion_checked(self.coding, consumed, produced)
+                .map_err(std::io::Error::other)
+        }
+
+        fn count(&self, n: usize) {
+            let (c, p) = self.counts.get();
+            self.counts.set((c + n as u64, p));
+        }
+    }
+
+    impl Read for Input<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            self.check()?;
+            let n = self.inner.read(buf)?;
+            self.count(n);
+            Ok(n)
+        }
+    }
+
+    impl BufRead for Input<'_> {
+        fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+            self.check()?;
+            self.inner.fill_buf()
+        }
+
+        fn consume(&mut self, amt: usize) {
+            self.count(amt);
+            self.inner.consume(amt);
+        }
+    }
+
+    pub struct Output<'a> {
+        pub inner: Box<dyn Read + 'a>,
+        pub counts: Counts,
+    }
+
+    impl Read for Output<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.inner.read(buf)?;
+            let (c, p) = self.counts.get();
+            self.counts.set((c, p + n as u64));
+            Ok(n)
+        }
+    }
 }
 
 /// A decoder for one coding over `inner`.

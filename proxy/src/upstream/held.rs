@@ -252,6 +252,10 @@ struct PoolInner {
     total: usize,
     /// The most it may hold over all hosts.
     cap: usize,
+    /// When a `put` at the cap last swept: at most once a second, so a pool
+    /// kept full does not make every request's `put` look at every idle
+    /// connection under the lock.
+    swept_at_cap: Option<Instant>,
 }
 
 impl IdlePool {
@@ -262,6 +266,7 @@ impl IdlePool {
                 idle: HashMap::new(),
                 total: 0,
                 cap: cap.max(1),
+                swept_at_cap: None,
             }),
         }
     }
@@ -347,8 +352,15 @@ impl IdlePool {
                 .get(&held.key)
                 .is_none_or(|list| list.len() < MAX_IDLE_PER_HOST)
         {
-            // Only over the cap: a look at every connection, then at every host.
-            inner.sweep();
+            // Only at the cap, and at most once a second: a look at every
+            // connection; then, if none went, at the oldest of every host.
+            if inner
+                .swept_at_cap
+                .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
+            {
+                inner.swept_at_cap = Some(now);
+                inner.sweep();
+            }
             if inner.total >= inner.cap {
                 inner.evict_oldest();
             }

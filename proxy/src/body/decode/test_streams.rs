@@ -26,3 +26,16 @@ pub(crate) fn brotli_stored(data: &[u8]) -> Vec<u8> {
     out.push(0b11); // ISLAST, ISLASTEMPTY
     out
 }
+
+/// `gzip, gzip` whose first-applied layer is `members` empty gzip members
+/// (about 20 bytes each, decoding to nothing): the second gzip squeezes
+/// them a thousandfold, so a few KB of body make megabytes for the first
+/// layer to read without a byte of output. Found by session 48's review.
+pub(crate) fn empty_member_bomb(members: usize) -> Vec<u8> {
+    let one = gzip(b"");
+    let mut inner = Vec::with_capacity(one.len() * members);
+    for _ in 0..members {
+        inner.extend_from_slice(&one);
+    }
+    gzip(&inner)
+}

@@ -166,3 +166,23 @@ fn an_empty_body_with_a_coding_decodes_to_nothing() {
         assert_eq!(decode_in(&[c], b"", 1).expect(c), b"");
     }
 }
+
+#[test]
+fn a_layer_reading_far_more_than_it_makes_is_refused() {
+    let bomb = super::test_streams::empty_member_bomb(200_000);
+    assert!(bomb.len() < 64 * 1024, "{} bytes of body", bomb.len());
+    let e = decode_in(&["gzip", "gzip"], &bomb, 16 * 1024).expect_err("refused");
+    assert!(
+        matches!(e, DecodeError::Expansion { coding: "gzip", .. }),
+        "{e}"
+    );
+    // A real stacked coding, and a single layer of empty members (its input
+    // is the body itself, bounded by the body's own limits), decode.
+    let real = gzip(&gzip(&b"stacked ".repeat(100_000)));
+    assert_eq!(
+        decode_in(&["gzip", "gzip"], &real, 4096).expect("decodes"),
+        b"stacked ".repeat(100_000)
+    );
+    let single: Vec<u8> = (0..1000).flat_map(|_| gzip(b"")).collect();
+    assert_eq!(decode_in(&["gzip"], &single, 4096).expect("decodes"), b"");
+}

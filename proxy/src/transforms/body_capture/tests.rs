@@ -311,3 +311,25 @@ proptest::proptest! {
         let _ = super::decode(&body, "zstd", 4096);
     }
 }
+
+/// Found by session 48's review: a `Content-Encoding` of thousands of `br`
+/// built a reader per coding, each over the next, and the first read
+/// recursed through all of them (a stack overflow aborts the process); a
+/// layer of empty gzip members over another inflated megabytes without
+/// output, the cap never reached.
+#[test]
+fn too_many_codings_and_layers_that_make_nothing_are_refused() {
+    let many = vec!["br"; 20_000].join(",");
+    let e = decode(b"x", &many, 1024).expect_err("refused");
+    assert!(e.contains("20000 content codings stacked"), "{e}");
+    let bomb = crate::body::decode::test_streams::empty_member_bomb(200_000);
+    let e = decode(&bomb, "gzip, gzip", 1 << 20).expect_err("refused");
+    assert!(e.contains("the gzip layer read"), "{e}");
+    let real = crate::body::decode::test_streams::gzip(&crate::body::decode::test_streams::gzip(
+        &b"stacked ".repeat(100_000),
+    ));
+    assert_eq!(
+        decode(&real, "gzip, gzip", 1 << 20).expect("decodes"),
+        b"stacked ".repeat(100_000)
+    );
+}
