@@ -58,14 +58,7 @@ time.sleep(60)
 
 /// `iron_proxy_intercept_events_total{event="<event>"}` from the proxy's `/metrics`.
 pub(crate) fn intercept_event(px: &ProxyProcess, event: &str) -> u64 {
-    let r = Curl::get(&format!("http://{}/metrics", px.metrics_addr())).run();
-    assert_eq!(r.status, 200, "{r}");
-    let label = format!("event=\"{event}\"");
-    r.body
-        .lines()
-        .find(|l| l.starts_with("iron_proxy_intercept_events_total{") && l.contains(&label))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse::<f64>().ok())
+    px.metric("iron_proxy_intercept_events_total", &[("event", event)])
         .map_or(0, |v| v as u64)
 }
 

@@ -10,13 +10,14 @@
 //! ([`crate::rules::Rule::matches`]). A body parameter (`_method` in a form
 //! body) is not read: the body streams.
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 
-/// The headers servers read a method override from.
-const HEADERS: [&str; 3] = [
-    "x-http-method-override",
-    "x-http-method",
-    "x-method-override",
+/// The headers servers read a method override from. Built names: looked up
+/// on every request, a `&str` would be parsed into a name each time.
+static HEADERS: [HeaderName; 3] = [
+    HeaderName::from_static("x-http-method-override"),
+    HeaderName::from_static("x-http-method"),
+    HeaderName::from_static("x-method-override"),
 ];
 
 /// Each method `headers` and `query` (the URI's query, undecoded) name
@@ -31,7 +32,7 @@ pub fn method_overrides(method: &str, headers: &HeaderMap, query: Option<&str>) 
             out.push(v);
         }
     };
-    for name in HEADERS {
+    for name in &HEADERS {
         for v in headers.get_all(name) {
             add(&String::from_utf8_lossy(v.as_bytes()));
         }

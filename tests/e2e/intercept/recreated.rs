@@ -10,14 +10,7 @@ use iron_proxy_tests::proxy::readyz_ok;
 
 /// `iron_proxy_intercept_relinks_total{result="<result>"}` from the proxy's `/metrics`.
 pub(crate) fn relinks(px: &ProxyProcess, result: &str) -> u64 {
-    let r = Curl::get(&format!("http://{}/metrics", px.metrics_addr())).run();
-    assert_eq!(r.status, 200, "{r}");
-    let label = format!("result=\"{result}\"");
-    r.body
-        .lines()
-        .find(|l| l.starts_with("iron_proxy_intercept_relinks_total{") && l.contains(&label))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse::<f64>().ok())
+    px.metric("iron_proxy_intercept_relinks_total", &[("result", result)])
         .map_or(0, |v| v as u64)
 }
 

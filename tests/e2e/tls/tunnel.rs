@@ -475,12 +475,7 @@ fn a_connect_head_with_bare_lf_line_ends_is_answered_at_once() {
 
 /// `iron_proxy_upstream_idle_connections` as the proxy's `/metrics` says it.
 fn idle_upstream_connections(px: &ProxyProcess) -> Option<u64> {
-    let r = Curl::get(&format!("http://{}/metrics", hostport(px.metrics_addr()))).run();
-    r.body
-        .lines()
-        .find(|l| l.starts_with("iron_proxy_upstream_idle_connections "))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse::<f64>().ok())
+    px.metric("iron_proxy_upstream_idle_connections", &[])
         .map(|v| v as u64)
 }
 

@@ -238,6 +238,24 @@ impl ProxyProcess {
             .collect()
     }
 
+    /// The value of the `/metrics` sample `name` (as exposed: `_total` included) whose labels
+    /// include each `label="value"` of `labels`; `None` when there is no such sample.
+    pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let r = crate::client::Curl::get(&format!("http://{}/metrics", self.metrics_addr())).run();
+        assert_eq!(r.status, 200, "scraping /metrics: {r}");
+        let wanted: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+        r.body.lines().find_map(|l| {
+            let rest = l.strip_prefix(name)?;
+            if !(rest.starts_with('{') || rest.starts_with(' ')) {
+                return None;
+            }
+            if !wanted.iter().all(|w| rest.contains(w.as_str())) {
+                return None;
+            }
+            l.rsplit(' ').next()?.parse::<f64>().ok()
+        })
+    }
+
     /// Waits (up to 10 s) for an output line matching `pred`.
     pub fn wait_for_log(&self, pred: impl Fn(&str) -> bool) -> String {
         crate::wait_until(Duration::from_secs(10), "a matching proxy log line", || {
