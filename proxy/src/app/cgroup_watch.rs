@@ -79,7 +79,7 @@ fn changed(known: &[Option<u64>], now: &[Option<u64>]) -> Vec<usize> {
 }
 
 /// The cgroup id at each path, `None` where nothing is.
-fn ids(paths: &[PathBuf]) -> Vec<Option<u64>> {
+pub fn ids(paths: &[PathBuf]) -> Vec<Option<u64>> {
     paths
         .iter()
         .map(|p| crate::intercept::cgroup_id(p).ok())
@@ -97,11 +97,13 @@ fn parents(paths: &[PathBuf]) -> Vec<PathBuf> {
     out
 }
 
-/// Watches `paths` (the selected cgroups) until aborted, relinking with
-/// `relink` when one changes, and keeps `shared`'s interception gap (and so
-/// `/readyz`) in step with the outcome.
+/// Watches `paths` (the selected cgroups, whose ids were `known` before
+/// interception was attached) until aborted, relinking with `relink` when
+/// one changes, and keeps `shared`'s interception gap (and so `/readyz`) in
+/// step with the outcome.
 pub fn spawn(
     paths: Vec<PathBuf>,
+    mut known: Vec<Option<u64>>,
     relink: Relink,
     shared: Arc<Shared>,
     counts: Arc<RelinkCounts>,
@@ -121,11 +123,10 @@ pub fn spawn(
             }
         };
         let parents = parents(&paths);
-        let mut known = ids(&paths);
-        // Relinked once at the first check: a cgroup made again between the
-        // attach and this task's first run would otherwise already be the
-        // one `known` holds (reattach changes nothing when all is linked).
-        let mut retry_at = Some(tokio::time::Instant::now());
+        // `known` dates from before the attach: a cgroup made again since is
+        // a change the first check sees (taken here, it would already be the
+        // new id, and never linked).
+        let mut retry_at = None;
         let mut linger_wait = POLL;
         let mut tick = tokio::time::interval(POLL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -466,6 +466,9 @@ impl App {
                 _ => Vec::new(),
             };
             let settings = intercept::settings(&cfg, ic, &transparent, &dns_addrs)?;
+            // Before the attach: a cgroup made again while it runs is then
+            // a change the watcher sees.
+            let ids_before_attach = cgroup_watch::ids(&settings.cgroups);
             let lookup: Arc<dyn OriginLookup> = if ic.mode == config::InterceptMode::Nftables {
                 let lookup = intercept::start_nftables(&settings, &metrics)?;
                 let shared_settings = Arc::new(std::sync::Mutex::new(settings.clone()));
@@ -507,6 +510,7 @@ impl App {
                 );
                 tasks.push(cgroup_watch::spawn(
                     settings.cgroups.clone(),
+                    ids_before_attach,
                     relink,
                     shared.clone(),
                     counts,
