@@ -39,7 +39,8 @@ pub enum Sniff {
     NotTls,
     /// A TLS record header, but the ClientHello in it is broken.
     Malformed(&'static str),
-    /// The ClientHello is longer than [`MAX_CLIENT_HELLO`].
+    /// The ClientHello is longer than [`MAX_CLIENT_HELLO`], or (from
+    /// [`peek_client_hello`]) its records take more than the bytes it reads.
     TooLarge,
 }
 
@@ -61,9 +62,6 @@ pub enum SniffError {
     /// The client closed the connection before the ClientHello was complete.
     #[error("client closed the connection after {0} bytes")]
     Closed(usize),
-    /// `max` bytes were read and still no decision (many tiny records).
-    #[error("no decision within {0} bytes")]
-    TooLarge(usize),
 }
 
 /// What a [`SniffError::Timeout`] waited for, having `got` bytes.
@@ -76,68 +74,113 @@ fn waited_for(got: usize) -> String {
 
 /// Classifies the first bytes of a connection. Pure and bounded.
 pub fn sniff(buf: &[u8]) -> Sniff {
-    let mut hs: Vec<u8> = Vec::new();
-    let mut pos = 0;
-    loop {
-        let rec = &buf[pos..];
-        let first = pos == 0;
-        // A mismatch in the first record's header means "another protocol";
-        // in a later record it means a broken ClientHello.
-        let header_mismatch = |reason| {
-            if first {
-                Sniff::NotTls
-            } else {
-                Sniff::Malformed(reason)
+    Sniffer::default().feed(buf)
+}
+
+/// [`sniff`] over a buffer that grows between calls, looking at each byte
+/// once: [`peek_client_hello`] decides after every read, and a ClientHello
+/// sent in 1-byte records (16 KiB of them) made a fresh `sniff` of the whole
+/// buffer per read, about 100 MB of copying per connection.
+///
+/// Every call must pass the same buffer as the last one, with bytes only
+/// appended; the verdict is `sniff`'s on that buffer.
+#[derive(Debug, Default)]
+pub struct Sniffer {
+    /// How many of the buffer's bytes have been taken in.
+    pos: usize,
+    /// Where the record being read ends, once its header has been read.
+    record_end: Option<usize>,
+    /// The handshake bytes of the records read so far.
+    hs: Vec<u8>,
+}
+
+impl Sniffer {
+    /// The verdict on `buf`, which extends the buffer of the last call.
+    pub fn feed(&mut self, buf: &[u8]) -> Sniff {
+        loop {
+            let end = match self.record_end {
+                Some(end) => end,
+                None => match record_header(buf, self.pos) {
+                    Ok(len) => {
+                        self.pos += 5;
+                        let end = self.pos + len;
+                        self.record_end = Some(end);
+                        end
+                    }
+                    Err(verdict) => return verdict,
+                },
+            };
+            let take = end.min(buf.len());
+            if let Some(new) = buf.get(self.pos..take) {
+                self.hs.extend_from_slice(new);
+                self.pos = take;
             }
-        };
-        match rec.first() {
-            None => return Sniff::NeedMore,
-            Some(&t) if t != RECORD_HANDSHAKE => {
-                return header_mismatch("non-handshake record inside the ClientHello")
+            let hs = &self.hs;
+            if hs.first().is_some_and(|&t| t != HANDSHAKE_CLIENT_HELLO) {
+                return Sniff::Malformed("first handshake message is not a ClientHello");
             }
-            _ => {}
-        }
-        match rec.get(1..3) {
-            Some(&[major, minor]) if major != 3 || minor > 4 => {
-                return header_mismatch("bad record version")
-            }
-            Some(_) => {}
-            None => {
-                if rec.get(1).is_some_and(|&major| major != 3) {
-                    return header_mismatch("bad record version");
+            if let Some(&[_, a, b, c]) = hs.get(..4) {
+                let body_len = u32::from_be_bytes([0, a, b, c]) as usize;
+                if 4 + body_len > MAX_CLIENT_HELLO {
+                    return Sniff::TooLarge;
                 }
+                if let Some(body) = hs.get(4..4 + body_len) {
+                    return match parse_client_hello(body) {
+                        Ok((sni, alpn)) => Sniff::Tls { sni, alpn },
+                        Err(reason) => Sniff::Malformed(reason),
+                    };
+                }
+            }
+            if self.pos < end {
                 return Sniff::NeedMore;
             }
+            self.record_end = None;
         }
-        let Some(&[hi, lo]) = rec.get(3..5) else {
-            return Sniff::NeedMore;
-        };
-        let len = usize::from(u16::from_be_bytes([hi, lo]));
-        if len == 0 || len > MAX_RECORD {
-            return Sniff::Malformed("bad record length");
-        }
-        let end = (5 + len).min(rec.len());
-        hs.extend_from_slice(&rec[5..end]);
-        if hs.first().is_some_and(|&t| t != HANDSHAKE_CLIENT_HELLO) {
-            return Sniff::Malformed("first handshake message is not a ClientHello");
-        }
-        if let Some(&[_, a, b, c]) = hs.get(..4) {
-            let body_len = u32::from_be_bytes([0, a, b, c]) as usize;
-            if 4 + body_len > MAX_CLIENT_HELLO {
-                return Sniff::TooLarge;
-            }
-            if let Some(body) = hs.get(4..4 + body_len) {
-                return match parse_client_hello(body) {
-                    Ok((sni, alpn)) => Sniff::Tls { sni, alpn },
-                    Err(reason) => Sniff::Malformed(reason),
-                };
-            }
-        }
-        if end < 5 + len {
-            return Sniff::NeedMore;
-        }
-        pos += 5 + len;
     }
+}
+
+/// The length of the record whose header starts at `pos`, or the verdict
+/// when there is none yet or it is wrong.
+fn record_header(buf: &[u8], pos: usize) -> Result<usize, Sniff> {
+    let rec = buf.get(pos..).unwrap_or_default();
+    // A mismatch in the first record's header means "another protocol";
+    // in a later record it means a broken ClientHello.
+    let header_mismatch = |reason| {
+        if pos == 0 {
+            Sniff::NotTls
+        } else {
+            Sniff::Malformed(reason)
+        }
+    };
+    match rec.first() {
+        None => return Err(Sniff::NeedMore),
+        Some(&t) if t != RECORD_HANDSHAKE => {
+            return Err(header_mismatch(
+                "non-handshake record inside the ClientHello",
+            ))
+        }
+        _ => {}
+    }
+    match rec.get(1..3) {
+        Some(&[major, minor]) if major != 3 || minor > 4 => {
+            return Err(header_mismatch("bad record version"))
+        }
+        Some(_) => {}
+        None => {
+            if rec.get(1).is_some_and(|&major| major != 3) {
+                return Err(header_mismatch("bad record version"));
+            }
+            return Err(Sniff::NeedMore);
+        }
+    }
+    let Some(&[hi, lo]) = rec.get(3..5) else {
+        return Err(Sniff::NeedMore);
+    };
+    let len = usize::from(u16::from_be_bytes([hi, lo]));
+    if len == 0 || len > MAX_RECORD {
+        return Err(Sniff::Malformed("bad record length"));
+    }
+    Ok(len)
 }
 
 /// A bounds-checked cursor; every read returns `None` past the end.
@@ -281,7 +324,9 @@ const READ_CHUNK: usize = 4096;
 /// with [`PrefixedStream::new`] before using the stream.
 ///
 /// `NotTls` is decided on the first byte, so plain HTTP is not delayed.
-/// `Malformed` and `TooLarge` are verdicts (`Ok`), for the caller to audit.
+/// `Malformed` and `TooLarge` are verdicts (`Ok`), for the caller to audit;
+/// `max` bytes read with no decision (a ClientHello in many small records,
+/// whose headers count) is `TooLarge` too.
 pub async fn peek_client_hello<S>(
     stream: &mut S,
     max: usize,
@@ -291,11 +336,12 @@ where
     S: AsyncRead + Unpin + ?Sized,
 {
     let mut buf = Vec::with_capacity(max.min(READ_CHUNK));
+    let mut sniffer = Sniffer::default();
     let read_all = async {
         loop {
             let room = max.saturating_sub(buf.len()).min(READ_CHUNK);
             if room == 0 {
-                return Err(SniffError::TooLarge(max));
+                return Ok(Sniff::TooLarge);
             }
             // Straight into the heap, at most `room` bytes: a chunk on the
             // stack would sit in every connection's future and cost a copy.
@@ -304,7 +350,7 @@ where
             if n == 0 {
                 return Err(SniffError::Closed(buf.len()));
             }
-            match sniff(&buf) {
+            match sniffer.feed(&buf) {
                 Sniff::NeedMore => continue,
                 verdict => return Ok(verdict),
             }

@@ -280,6 +280,29 @@ proptest! {
     }
 
     #[test]
+    fn the_sniffer_agrees_with_sniff_at_every_read(
+        size in 1usize..300,
+        reads in proptest::collection::vec(1usize..64, 1..400),
+        flip in proptest::option::of((any::<prop::sample::Index>(), any::<u8>())),
+    ) {
+        let mut split = fragment(&example_hello(), size);
+        if let Some((at, byte)) = flip {
+            let i = at.index(split.len());
+            split[i] = byte;
+        }
+        let mut sniffer = Sniffer::default();
+        let mut end = 0;
+        for n in reads {
+            end = (end + n).min(split.len());
+            let verdict = sniffer.feed(&split[..end]);
+            prop_assert_eq!(&verdict, &sniff(&split[..end]));
+            if verdict != Sniff::NeedMore || end == split.len() {
+                break;
+            }
+        }
+    }
+
+    #[test]
     fn truncations_of_a_real_hello_need_more(cut in any::<prop::sample::Index>(), size in 1usize..300) {
         let split = fragment(&example_hello(), size);
         prop_assert_eq!(sniff(&split[..cut.index(split.len())]), Sniff::NeedMore);
@@ -370,12 +393,55 @@ async fn peek_reports_early_close_and_the_byte_bound() {
         .expect_err("closed");
     assert!(matches!(err, SniffError::Closed(3)), "{err}");
 
+    // No decision within the bound is a verdict, audited as a ClientHello
+    // too large (it was an error, audited as `no_client_data`).
     let (mut client, mut server) = tokio::io::duplex(64 * 1024);
     client.write_all(&example_hello()).await.expect("write");
-    let err = peek_client_hello(&mut server, 10, Duration::from_secs(5))
+    let (verdict, bytes) = peek_client_hello(&mut server, 10, Duration::from_secs(5))
         .await
-        .expect_err("bound");
-    assert!(matches!(err, SniffError::TooLarge(10)), "{err}");
+        .expect("bound");
+    assert_eq!(verdict, Sniff::TooLarge);
+    assert_eq!(bytes.len(), 10);
+}
+
+#[tokio::test]
+async fn peek_decides_on_a_hello_in_one_byte_records() {
+    let hello = example_hello();
+    let split = fragment(&hello, 1);
+    let (mut client, mut server) = tokio::io::duplex(64 * 1024);
+    let s = split.clone();
+    let writer = tokio::spawn(async move {
+        for chunk in s.chunks(7) {
+            client.write_all(chunk).await.expect("write");
+            tokio::task::yield_now().await;
+        }
+        client
+    });
+    let (verdict, bytes) = peek_client_hello(&mut server, 64 * 1024, Duration::from_secs(5))
+        .await
+        .expect("peek");
+    assert_eq!(verdict, tls(Some("example.test"), &["h2", "http/1.1"]));
+    assert_eq!(bytes, split);
+    drop(writer.await.expect("writer"));
+}
+
+#[test]
+fn the_sniffer_takes_each_byte_in_once() {
+    // A hello in 1-byte records, fed a byte at a time: the handshake bytes
+    // kept are the hello's, copied once (a fresh `sniff` per read copied the
+    // whole buffer each time).
+    let hello = example_hello();
+    let split = fragment(&hello, 1);
+    let mut sniffer = Sniffer::default();
+    let mut verdict = Sniff::NeedMore;
+    for end in 1..=split.len() {
+        verdict = sniffer.feed(&split[..end]);
+        if verdict != Sniff::NeedMore {
+            assert_eq!(end, split.len(), "decided before the last byte");
+        }
+    }
+    assert_eq!(verdict, tls(Some("example.test"), &["h2", "http/1.1"]));
+    assert_eq!(sniffer.hs.len(), hello.len() - 5);
 }
 
 #[tokio::test]
