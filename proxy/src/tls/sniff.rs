@@ -79,8 +79,8 @@ pub fn sniff(buf: &[u8]) -> Sniff {
 
 /// [`sniff`] over a buffer that grows between calls, looking at each byte
 /// once: [`peek_client_hello`] decides after every read, and a ClientHello
-/// sent in 1-byte records (16 KiB of them) made a fresh `sniff` of the whole
-/// buffer per read, about 100 MB of copying per connection.
+/// trickled in 1-byte records made a fresh `sniff` of the whole buffer per
+/// read (up to 16,384 of them), tens of MB of copying per connection.
 ///
 /// Every call must pass the same buffer as the last one, with bytes only
 /// appended; the verdict is `sniff`'s on that buffer.
