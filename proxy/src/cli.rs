@@ -2,6 +2,7 @@
 //! flags (`-config`); they keep working next to `--config`, and the help shows
 //! both (`-config, --config <FILE>`).
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 
 use clap::error::ErrorKind;
@@ -132,20 +133,20 @@ pub enum InterceptAction {
 }
 
 /// Rewrites Go-style `-flag` into `--flag` (single-letter flags such as `-v` are left alone).
-pub fn normalize_args(args: impl IntoIterator<Item = String>) -> Vec<String> {
+///
+/// Arguments are taken as the OS gave them: a path that is not UTF-8 is a
+/// valid `-config` (`std::env::args` panicked on one).
+pub fn normalize_args(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
     args.into_iter()
         .enumerate()
         .map(|(i, a)| {
-            let long_single_dash = i > 0
-                && a.starts_with('-')
-                && !a.starts_with("--")
-                && a.len() > 2
-                && a[1..]
-                    .chars()
-                    .next()
-                    .is_some_and(|c| c.is_ascii_alphabetic());
+            let b = a.as_encoded_bytes();
+            let long_single_dash =
+                i > 0 && b.len() > 2 && b[0] == b'-' && b[1] != b'-' && b[1].is_ascii_alphabetic();
             if long_single_dash {
-                format!("-{a}")
+                let mut dashed = OsString::from("-");
+                dashed.push(&a);
+                dashed
             } else {
                 a
             }
@@ -156,11 +157,11 @@ pub fn normalize_args(args: impl IntoIterator<Item = String>) -> Vec<String> {
 /// Whether the command line is in the Go style the docs teach (`-config`):
 /// it is unless one of its flags is written `--name`. Usage errors then
 /// quote flags as the user wrote them.
-pub fn go_style(args: &[String]) -> bool {
-    !args
-        .iter()
-        .skip(1)
-        .any(|a| a.len() > 2 && a.starts_with("--"))
+pub fn go_style(args: &[OsString]) -> bool {
+    !args.iter().skip(1).any(|a| {
+        let b = a.as_encoded_bytes();
+        b.len() > 2 && b.starts_with(b"--")
+    })
 }
 
 /// The text clap prints for `e`, with every flag of a help listing shown in
@@ -293,7 +294,7 @@ mod tests {
 
     #[test]
     fn usage_errors_quote_flags_as_written() {
-        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let args = |a: &[&str]| a.iter().map(OsString::from).collect::<Vec<_>>();
         assert!(go_style(&args(&["iron-proxy", "validate", "-confg", "x"])));
         assert!(go_style(&args(&[
             "iron-proxy",
@@ -343,7 +344,18 @@ mod tests {
     }
 
     fn parse(args: &[&str]) -> Cli {
-        Cli::try_parse_from(normalize_args(args.iter().map(|s| s.to_string()))).expect("parses")
+        Cli::try_parse_from(normalize_args(args.iter().map(OsString::from))).expect("parses")
+    }
+
+    #[test]
+    fn a_config_path_that_is_not_utf8_is_taken_as_written() {
+        use std::os::unix::ffi::OsStringExt;
+        let path = OsString::from_vec(b"\xff.yaml".to_vec());
+        for flag in ["-config", "--config"] {
+            let argv = [OsString::from("iron-proxy"), flag.into(), path.clone()];
+            let cli = Cli::try_parse_from(normalize_args(argv)).expect("parses");
+            assert_eq!(cli.config.as_deref(), Some(std::path::Path::new(&path)));
+        }
     }
 
     #[test]

@@ -80,7 +80,7 @@ fn default_sigpipe() {
 
 fn main() -> ExitCode {
     iron_proxy::tls::install_default_provider();
-    let raw: Vec<String> = std::env::args().collect();
+    let raw: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let go_style = iron_proxy::cli::go_style(&raw);
     let args = iron_proxy::cli::normalize_args(raw);
     let cli = match Cli::try_parse_from(args) {

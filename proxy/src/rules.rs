@@ -397,7 +397,17 @@ fn idna_failure(label: &str) -> String {
 impl FromStr for HostPattern {
     type Err = RuleError;
     fn from_str(s: &str) -> Result<Self, RuleError> {
-        let p = ascii_host(s.trim().trim_end_matches('.'))?;
+        // One trailing dot is the root (`example.com.`); more are empty labels.
+        let written = s.trim();
+        let p = ascii_host(written.strip_suffix('.').unwrap_or(written))?;
+        if p == "*" && written != "*" {
+            // `*.` read as "every name under the root" is every host: what
+            // `*.${DOMAIN}` with an empty variable makes, allowing all.
+            return Err(RuleError::EmptyLabel {
+                pattern: s.to_string(),
+                hint: " (nothing follows \"*.\"); write \"*\" if every host is meant".into(),
+            });
+        }
         let valid = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '*' | ':');
         if p.is_empty() || !p.chars().all(valid) {
             return Err(RuleError::Host(s.to_string()));
@@ -930,7 +940,23 @@ mod tests {
             Ok(HostPattern::Exact("example.com".into()))
         );
         assert!("::1".parse::<HostPattern>().is_ok());
-        assert!("*.".parse::<HostPattern>().is_ok(), "every host");
+        // `*.` is not a way to write `*` (an empty template variable makes it).
+        assert!("*..".parse::<HostPattern>().is_err());
+        for p in ["*.", " *. "] {
+            let e = p.parse::<HostPattern>().expect_err(p);
+            assert_eq!(
+                e.to_string(),
+                format!(
+                    "host pattern {p:?} has an empty label (nothing follows \"*.\"); \
+                     write \"*\" if every host is meant"
+                )
+            );
+        }
+        assert_eq!("*".parse::<HostPattern>(), Ok(HostPattern::Any));
+        let e = "example.com.."
+            .parse::<HostPattern>()
+            .expect_err("two dots");
+        assert!(e.to_string().contains("two dots in a row"), "{e}");
     }
 
     /// What `*example.com` (the dot of `*.example.com` left out) matches:

@@ -162,9 +162,11 @@ pub(crate) struct SyntaxError {
 /// A leading UTF-8 byte order mark, which Windows editors write, is skipped as
 /// yaml.v3 skips it (yaml-rust2 would read it as part of the first key).
 /// Nesting and alias expansion are limited (see [`limits`]), so no input can
-/// overflow the stack or exhaust memory.
+/// overflow the stack or exhaust memory. Characters YAML does not allow are
+/// refused where they are ([`printable`]).
 pub(crate) fn parse(text: &str) -> Result<Option<Node>, SyntaxError> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    printable(text)?;
     let events = limits::read_events(text)?;
     let mut builder = Builder {
         text,
@@ -186,6 +188,39 @@ pub(crate) fn parse(text: &str) -> Result<Option<Node>, SyntaxError> {
         });
     }
     Ok(root.filter(|root| !root.is_null()))
+}
+
+/// Refuses the first character outside YAML's printable set (`c-printable`:
+/// tab, line breaks, U+0020–U+007E, U+0085, U+00A0–U+D7FF, U+E000–U+FFFD and
+/// above U+FFFF), with its line and column, as yaml.v3 refuses them
+/// ("control characters are not allowed"). yaml-rust2 reads a NUL as the end
+/// of the input: a stray one (a torn write, an editor's artefact) silently
+/// dropped the rest of the file, its allowlist included, and a reload applied
+/// what was left.
+fn printable(text: &str) -> Result<(), SyntaxError> {
+    let (mut line, mut column) = (1, 1);
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        let allowed = matches!(c, '\t' | '\n' | '\r' | ' '..='~' | '\u{85}')
+            || matches!(c, '\u{a0}'..='\u{d7ff}' | '\u{e000}'..='\u{fffd}')
+            || c > '\u{ffff}';
+        if !allowed {
+            return Err(SyntaxError {
+                pos: Pos::File { line, column },
+                message: format!(
+                    "U+{:04X} is a control character, which YAML does not allow",
+                    u32::from(c)
+                ),
+            });
+        }
+        // CRLF, CR and LF each end a line.
+        if c == '\n' || (c == '\r' && chars.peek() != Some(&'\n')) {
+            (line, column) = (line + 1, 1);
+        } else if c != '\r' {
+            column += 1;
+        }
+    }
+    Ok(())
 }
 
 /// Builds nodes from parser events.

@@ -66,6 +66,32 @@ fn a_byte_order_mark_is_skipped_and_columns_are_the_editors() {
 }
 
 #[test]
+fn control_characters_are_refused_where_they_are() {
+    // A NUL ended yaml-rust2's input: what followed it was silently dropped.
+    assert_eq!(
+        err("tls: {mode: mitm}\n# comment \0 here\ntransforms: []\n"),
+        "2:11: U+0000 is a control character, which YAML does not allow"
+    );
+    assert_eq!(
+        err("a: 1\r\nb: in\x7ffo\n"),
+        "2:6: U+007F is a control character, which YAML does not allow"
+    );
+    assert_eq!(
+        err("a: 1\rb: \"x\u{1b}\"\n"),
+        "2:6: U+001B is a control character, which YAML does not allow"
+    );
+    assert_eq!(
+        err("k: \u{9c}\n"),
+        "1:4: U+009C is a control character, which YAML does not allow"
+    );
+    // Tabs, line breaks, NEL and characters beyond the BMP are printable.
+    assert_eq!(
+        show(&doc("k:\t\"v\u{85}\u{1f600}\u{a0}\"\r\n")),
+        format!("{{k: {:?}}}", "v\u{85}\u{1f600}\u{a0}")
+    );
+}
+
+#[test]
 fn nothing_but_comments_whitespace_or_null_is_no_document() {
     for text in [
         "",
