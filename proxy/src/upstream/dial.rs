@@ -322,6 +322,31 @@ impl Stream {
         *tcp = TcpStream::from_std(dup)?;
         Ok(())
     }
+
+    /// True when nothing has come from the upstream since its last response:
+    /// no byte (nor the end of the stream) waiting in the socket, and over
+    /// TLS no plaintext rustls decrypted and has not handed on. A request
+    /// written on a connection holding bytes nobody asked for would take
+    /// them as its response (a reused connection may carry another
+    /// workload's request). One `recv(MSG_PEEK)`.
+    pub fn is_quiet(&mut self) -> bool {
+        let tcp = match self {
+            Stream::Plain(s) => &*s,
+            Stream::Tls(s) => {
+                let (tcp, tls) = s.get_mut();
+                match tls.process_new_packets() {
+                    Ok(state) if state.plaintext_bytes_to_read() == 0 => &*tcp,
+                    _ => return false,
+                }
+            }
+        };
+        let mut byte = [std::mem::MaybeUninit::uninit()];
+        // The socket is non-blocking: nothing waiting is WouldBlock.
+        matches!(
+            socket2::SockRef::from(tcp).peek(&mut byte),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock
+        )
+    }
 }
 
 /// Reads are capped (`read_cap`), so that hyper's read buffer on an

@@ -155,7 +155,17 @@ impl Held {
     /// Moves an idle connection to the calling task's runtime: its socket
     /// joins this runtime's reactor and a new HTTP/1 connection state takes
     /// over the same stream. None (the connection is dropped) if it is not
-    /// idle or the socket cannot be moved.
+    /// idle, the upstream sent anything while it was, or the socket cannot
+    /// be moved.
+    ///
+    /// The check for bytes sent while idle is this function's own: on its
+    /// home runtime hyper finds them itself (a read of an idle connection
+    /// that returns bytes is an error), but a socket newly registered with a
+    /// reactor reads as not ready until that reactor has next polled, so
+    /// hyper wrote the request first and took the bytes waiting, an
+    /// unsolicited response (a second answer to the last request, or one an
+    /// upstream that ignores a body's length made of that body), for the
+    /// answer to another client connection's request.
     pub async fn rehome(self) -> Option<Held> {
         let Held {
             key,
@@ -172,6 +182,9 @@ impl Held {
         }
         let mut io = parts.io;
         io.0.inner_mut().rehome().ok()?;
+        if !io.0.inner_mut().is_quiet() {
+            return None;
+        }
         let standing = io.1.clone();
         let (sender, conn) = http1_client().handshake(io).await.ok()?;
         Some(Held {

@@ -253,6 +253,66 @@ fn idle_connections_go_to_their_own_runtime_first_and_move_when_taken_elsewhere(
     assert_eq!(o.accepted.load(Ordering::SeqCst), 2);
 }
 
+/// An idle connection moved to another runtime is dropped, not used, when
+/// the upstream sent something while it was idle: the new request went out
+/// on it and took those bytes for its response (a review's reproduction:
+/// `SMUGGLED!` answered another client connection's request).
+#[test]
+fn bytes_sent_on_an_idle_connection_are_never_a_moved_connections_answer() {
+    let rt = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+    };
+    let origin_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("origin runtime");
+    let (a, b) = (rt(), rt());
+    let send_extra = Arc::new(Notify::new());
+    let extra_sent = Arc::new(Notify::new());
+    let (go, sent) = (send_extra.clone(), extra_sent.clone());
+    let o = origin_rt.block_on(origin_serving(move |mut tcp, n| {
+        let (go, sent) = (go.clone(), sent.clone());
+        async move {
+            use tokio::io::AsyncWriteExt;
+            while read_head(&mut tcp).await {
+                if n > 1 {
+                    let _ = tcp.write_all(conn_answer(n).as_bytes()).await;
+                    continue;
+                }
+                // The first connection answers, then, once told, sends a
+                // second response nobody asked for, and stays open.
+                let _ = tcp.write_all(conn_answer(1).as_bytes()).await;
+                go.notified().await;
+                let extra = "HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\nSMUGGLED!";
+                let _ = tcp.write_all(extra.as_bytes()).await;
+                sent.notify_one();
+            }
+        }
+    }));
+    let up = upstream();
+    let on = |rt: &tokio::runtime::Runtime| {
+        let slot = HeldSlot::default();
+        let text = rt.block_on(send(&up, &slot, get(o.addr, "/")));
+        drop(slot);
+        text
+    };
+    assert_eq!(on(&a), "conn 1");
+    assert_eq!(up.idle.len(), 1);
+    send_extra.notify_one();
+    origin_rt.block_on(extra_sent.notified());
+    // On loopback the bytes are in the proxy's socket once written.
+    assert_eq!(
+        on(&b),
+        "conn 2",
+        "a new connection answers, not the idle one's bytes"
+    );
+    assert_eq!(o.accepted.load(Ordering::SeqCst), 2);
+}
+
 #[tokio::test]
 async fn a_refused_dial_is_a_dial_error() {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
