@@ -6,6 +6,7 @@
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsFd;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -340,13 +341,29 @@ impl Stream {
                 }
             }
         };
-        let mut byte = [std::mem::MaybeUninit::uninit()];
-        // The socket is non-blocking: nothing waiting is WouldBlock.
-        matches!(
-            socket2::SockRef::from(tcp).peek(&mut byte),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock
-        )
+        nothing_waiting(tcp.as_fd())
     }
+
+    /// The socket's descriptor, for [`nothing_waiting`] while hyper owns
+    /// the stream.
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        match self {
+            Stream::Plain(s) => s.as_raw_fd(),
+            Stream::Tls(s) => s.get_ref().0.as_raw_fd(),
+        }
+    }
+}
+
+/// True when no byte, nor the end of the stream, waits to be read from the
+/// non-blocking socket `fd`: one `recv(MSG_PEEK)`.
+pub fn nothing_waiting(fd: std::os::fd::BorrowedFd<'_>) -> bool {
+    let mut byte = [std::mem::MaybeUninit::uninit()];
+    // Non-blocking: nothing waiting is WouldBlock.
+    matches!(
+        socket2::SockRef::from(&fd).peek(&mut byte),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock
+    )
 }
 
 /// Reads are capped (`read_cap`), so that hyper's read buffer on an

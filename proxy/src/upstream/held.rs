@@ -29,8 +29,9 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::os::fd::{BorrowedFd, RawFd};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
@@ -122,6 +123,12 @@ pub(crate) struct Held {
     pub retire: bool,
     /// Retired by a reload ([`super::Dialer::retire_open`]): not reused.
     standing: super::dial::Standing,
+    /// Its socket, open as long as `conn` is, to look for bytes the
+    /// upstream sent while it was idle ([`Held::quiet`]).
+    fd: RawFd,
+    /// The client connection ([`HeldSlot`]'s id) whose exchange it last
+    /// carried; 0 when not known.
+    parked_by: u64,
 }
 
 impl Held {
@@ -132,10 +139,13 @@ impl Held {
         sender: http1::SendRequest<Body>,
         conn: http1::Connection<Conn, Body>,
         standing: super::dial::Standing,
+        fd: RawFd,
         pool: &Arc<IdlePool>,
     ) -> Self {
         Held {
             standing,
+            fd,
+            parked_by: 0,
             key,
             home: current_home(),
             sender,
@@ -174,6 +184,7 @@ impl Held {
             reused,
             last_sent,
             retire,
+            parked_by,
             ..
         } = self;
         let parts = Pin::into_inner(conn).into_parts();
@@ -186,9 +197,12 @@ impl Held {
             return None;
         }
         let standing = io.1.clone();
+        let fd = io.0.inner().raw_fd();
         let (sender, conn) = http1_client().handshake(io).await.ok()?;
         Some(Held {
             standing,
+            fd,
+            parked_by,
             key,
             home: current_home(),
             sender,
@@ -198,6 +212,20 @@ impl Held {
             last_sent,
             retire,
         })
+    }
+
+    /// True when the upstream has sent nothing since its last response
+    /// (one `recv(MSG_PEEK)`). Checked when a connection goes to another
+    /// client connection than the one that used it last: idle in the pool,
+    /// nothing reads it, and a request written on it would take what the
+    /// upstream sent meanwhile (a second answer to the last request, or the
+    /// answer to a request an upstream that ignores a body's length made of
+    /// that body) for its own answer, before the reactor has reported the
+    /// socket readable for hyper to notice.
+    fn quiet(&self) -> bool {
+        // SAFETY: `fd` is the socket `conn` owns, open as long as `self` is.
+        let fd = unsafe { BorrowedFd::borrow_raw(self.fd) };
+        super::dial::nothing_waiting(fd)
     }
 
     /// Drives the connection's I/O; false once it has ended.
@@ -214,15 +242,16 @@ impl Held {
     }
 
     /// Returns an idle connection to its pool; drops anything else.
-    fn release(mut self) {
+    fn release(mut self, by: u64) {
         if self.ready() {
-            self.park();
+            self.park(by);
         }
     }
 
     /// Puts a connection known to be open and idle into its pool (or
     /// closes it, when it is to [`retire`](Held::retire)).
-    fn park(self) {
+    fn park(mut self, by: u64) {
+        self.parked_by = by;
         if self.retire {
             return;
         }
@@ -311,9 +340,13 @@ impl IdlePool {
         });
     }
 
-    /// The newest idle connection to `key` that is still open: one of
-    /// runtime `home` (the caller's) if there is one.
-    pub fn take(&self, key: &Key, home: Home) -> Option<Held> {
+    /// An idle connection to `key` that is still open, for the client
+    /// connection `taker` ([`HeldSlot`]'s id) on runtime `home`: the newest
+    /// one `taker` used last, else the newest of `home`, else the newest.
+    /// One that another client connection used last is handed out only if
+    /// the upstream sent nothing while it was idle ([`Held::quiet`]); a
+    /// client connection taking back its own pays no check.
+    pub fn take(&self, key: &Key, home: Home, taker: u64) -> Option<Held> {
         let mut inner = self.lock();
         let now = Instant::now();
         let PoolInner { idle, total, .. } = &mut *inner;
@@ -321,7 +354,8 @@ impl IdlePool {
         let found = loop {
             let Some(i) = list
                 .iter()
-                .rposition(|(_, h)| h.home == home)
+                .rposition(|(_, h)| h.parked_by == taker)
+                .or_else(|| list.iter().rposition(|(_, h)| h.home == home))
                 .or_else(|| list.len().checked_sub(1))
             else {
                 break None;
@@ -329,7 +363,10 @@ impl IdlePool {
             let (since, mut held) = list.remove(i);
             *total -= 1;
             let fresh = now.duration_since(since) < RECHECK_AFTER;
-            if !held.standing.is_retired() && ((fresh && held.sender.is_ready()) || held.ready()) {
+            if !held.standing.is_retired()
+                && ((fresh && held.sender.is_ready()) || held.ready())
+                && (held.parked_by == taker || held.quiet())
+            {
                 held.reused = true;
                 break Some(held);
             }
@@ -435,13 +472,26 @@ pub struct HeldSlot {
     inner: Arc<SlotInner>,
 }
 
-#[derive(Default)]
 struct SlotInner {
+    /// This client connection's number, unique in the process (from 1).
+    id: u64,
     held: Mutex<Option<Held>>,
     h2: OnceLock<OwnH2>,
     /// The waker [`Driven`] polls the held connection with: a connection
     /// put in the slot needs that first poll (see [`HeldSlot::hold`]).
     waker: Mutex<Option<Waker>>,
+}
+
+impl Default for SlotInner {
+    fn default() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        SlotInner {
+            id: NEXT.fetch_add(1, Ordering::Relaxed),
+            held: Mutex::default(),
+            h2: OnceLock::new(),
+            waker: Mutex::default(),
+        }
+    }
 }
 
 impl Drop for SlotInner {
@@ -452,7 +502,7 @@ impl Drop for SlotInner {
             .unwrap_or_else(|e| e.into_inner())
             .take();
         if let Some(h) = held {
-            h.release();
+            h.release(self.id);
         }
     }
 }
@@ -468,12 +518,17 @@ impl HeldSlot {
         self.inner.held.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// This client connection's number, for [`IdlePool::take`].
+    pub(crate) fn id(&self) -> u64 {
+        self.inner.id
+    }
+
     /// The held connection when it goes to `key` and is ready. One to
     /// another upstream goes back to the pool.
     pub(crate) fn take(&self, key: &Key) -> Option<Held> {
         let mut held = self.lock().take()?;
         if held.key != *key {
-            held.release();
+            held.release(self.inner.id);
             return None;
         }
         if !held.ready() {
@@ -502,7 +557,7 @@ impl HeldSlot {
     pub(crate) fn hold(&self, held: Held) {
         let previous = self.lock().replace(held);
         if let Some(p) = previous {
-            p.release();
+            p.release(self.inner.id);
         }
         // Its last poll, if any, was with another waker (a pool check's, or
         // another client connection's): the driving task must poll it.
@@ -544,7 +599,7 @@ impl HeldSlot {
             // Just polled: open, and its exchange is done.
             if let Some(idle) = slot.take() {
                 drop(slot);
-                idle.park();
+                idle.park(self.inner.id);
             }
         }
     }

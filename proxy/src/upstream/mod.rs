@@ -381,7 +381,10 @@ impl Upstream {
             let reused = if fresh_only {
                 None
             } else {
-                match slot.take(&key).or_else(|| self.idle.take(&key, home)) {
+                match slot
+                    .take(&key)
+                    .or_else(|| self.idle.take(&key, home, slot.id()))
+                {
                     Some(h) if h.home() != home => h.rehome().await,
                     other => other,
                 }
@@ -442,11 +445,19 @@ impl Upstream {
     async fn dial_http1(&self, key: &Key) -> Result<Held, UpstreamError> {
         let io = self.dialer_h1.open(&key.host, key.port, key.tls).await?;
         let standing = io.1.clone();
+        let fd = io.0.inner().raw_fd();
         let (sender, conn) = held::http1_client()
             .handshake(io)
             .await
             .map_err(|e| classify(&e))?;
-        Ok(Held::new(key.clone(), sender, conn, standing, &self.idle))
+        Ok(Held::new(
+            key.clone(),
+            sender,
+            conn,
+            standing,
+            fd,
+            &self.idle,
+        ))
     }
 }
 

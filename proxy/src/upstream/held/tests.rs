@@ -253,12 +253,19 @@ fn idle_connections_go_to_their_own_runtime_first_and_move_when_taken_elsewhere(
     assert_eq!(o.accepted.load(Ordering::SeqCst), 2);
 }
 
-/// An idle connection moved to another runtime is dropped, not used, when
-/// the upstream sent something while it was idle: the new request went out
-/// on it and took those bytes for its response (a review's reproduction:
-/// `SMUGGLED!` answered another client connection's request).
+/// An idle connection taken by another client connection, on its own
+/// runtime or moved to another, is dropped, not used, when the upstream sent
+/// something while it was idle: the new request went out on it and took
+/// those bytes for its response (a review's reproduction: `SMUGGLED!`
+/// answered another client connection's request).
 #[test]
-fn bytes_sent_on_an_idle_connection_are_never_a_moved_connections_answer() {
+fn bytes_sent_on_an_idle_connection_are_never_another_client_connections_answer() {
+    for moved in [false, true] {
+        bytes_sent_while_idle_are_not_an_answer(moved);
+    }
+}
+
+fn bytes_sent_while_idle_are_not_an_answer(moved: bool) {
     let rt = || {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -305,10 +312,10 @@ fn bytes_sent_on_an_idle_connection_are_never_a_moved_connections_answer() {
     send_extra.notify_one();
     origin_rt.block_on(extra_sent.notified());
     // On loopback the bytes are in the proxy's socket once written.
+    let next = if moved { on(&b) } else { on(&a) };
     assert_eq!(
-        on(&b),
-        "conn 2",
-        "a new connection answers, not the idle one's bytes"
+        next, "conn 2",
+        "a new connection answers, not the idle one's bytes (moved: {moved})"
     );
     assert_eq!(o.accepted.load(Ordering::SeqCst), 2);
 }
