@@ -620,12 +620,13 @@ impl App {
         match outcome {
             ops::signals::DrainOutcome::Drained => tracing::info!("in-flight requests drained"),
             ops::signals::DrainOutcome::TimedOut { in_flight } => {
-                // Records of the exchanges cut from here on say the proxy
-                // ended them, not the client.
-                self.shared.audit.abandon_in_flight();
                 tracing::warn!(in_flight, "shutdown grace period over; dropping requests")
             }
         }
+        // Records of what is cut from here on (exchanges past the grace
+        // period, tunnels granted and not used yet, handshakes) say the
+        // proxy ended them, not the client.
+        self.shared.audit.abandon_in_flight();
         // The metrics endpoint (`/readyz` answering 503) stops here.
         self.drain.finish();
         // Connections still open (idle keep-alive, or past the grace period) end here.

@@ -31,7 +31,7 @@ mod target;
 
 pub use hygiene::{has_dot_segment, join_cookies, strip_hop_by_hop};
 pub use method_override::method_overrides;
-pub use record::AuditGuard;
+pub use record::{AuditGuard, Awaits, Unfinished};
 pub(crate) use target::tunnel_target;
 
 use hygiene::{awaits_continue, is_upgrade, switches_to_websocket};

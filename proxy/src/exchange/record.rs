@@ -64,6 +64,82 @@ impl Drop for AuditGuard {
     }
 }
 
+/// The record of a connection-level step that may be cut before it writes
+/// one itself: a CONNECT or SOCKS5 target being checked (hyper drops a
+/// CONNECT's answer when its client leaves), a SOCKS5 handshake, a granted
+/// tunnel waiting for its first bytes, a TLS handshake. Dropped unfinished it
+/// is written at once: `shutdown` when shutdown's grace period is over (the
+/// proxy cut it), else the step's own reason. [`Unfinished::finish`] hands
+/// the record back to the step, which writes it as it ends.
+pub struct Unfinished {
+    record: Option<Box<AuditRecord>>,
+    sink: AuditSink,
+    /// What the step waits for, which says what its record is when the
+    /// client cuts it.
+    awaits: Awaits,
+}
+
+/// What an [`Unfinished`] step waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Awaits {
+    /// The proxy's own answer (a target's check): cut, it is `client_closed`.
+    Answer,
+    /// The client's bytes (a handshake, a granted tunnel's first bytes): cut,
+    /// it is `no_client_data`.
+    ClientData,
+}
+
+impl Unfinished {
+    /// Arms `record` for a step that waits for `awaits`.
+    pub fn new(record: AuditRecord, sink: &AuditSink, awaits: Awaits) -> Self {
+        Unfinished {
+            record: Some(Box::new(record)),
+            sink: sink.clone(),
+            awaits,
+        }
+    }
+
+    /// The record, for the step to fill in.
+    pub fn record_mut(&mut self) -> &mut AuditRecord {
+        // Only `finish` takes the record, and it consumes the guard.
+        self.record.as_mut().expect("unfinished record present")
+    }
+
+    /// The step ended: its record, for it to write or drop.
+    pub fn finish(mut self) -> AuditRecord {
+        *self.record.take().expect("unfinished record present")
+    }
+}
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        let Some(mut r) = self.record.take() else {
+            return;
+        };
+        if self.sink.is_abandoning() {
+            r.fail("shutdown", SHUTDOWN_BEFORE_ANSWER.into(), 0);
+        } else {
+            match self.awaits {
+                Awaits::Answer => r.fail(
+                    "client_closed",
+                    "the client closed the connection before it was answered".into(),
+                    0,
+                ),
+                Awaits::ClientData => {
+                    r.reject(None, "no_client_data", 0);
+                    r.error =
+                        Some("the connection ended before the client sent its request".into());
+                }
+            }
+        }
+        self.sink.emit(&r);
+    }
+}
+
+/// `error` of a connection-level step cut by shutdown.
+const SHUTDOWN_BEFORE_ANSWER: &str =
+    "iron-proxy shut down before the connection was answered or used (its grace period ended)";
+
 /// The record of an exchange still in its request phase or waiting for the
 /// upstream. Taken ([`Pending::into_guard`]) when a response is chosen, it becomes that
 /// response's [`AuditGuard`]; dropped before that (the client closed its

@@ -12,7 +12,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_rustls::TlsAcceptor;
 
 use crate::audit::AuditRecord;
-use crate::exchange::{AuditGuard, ConnInfo};
+use crate::exchange::{AuditGuard, Awaits, ConnInfo, Unfinished};
 use crate::revoke::Recheck;
 use crate::rules::normalize_host;
 use crate::state::Shared;
@@ -94,9 +94,16 @@ impl Intake {
     {
         // A listener may know the port without a host (https_listen: 443).
         conn.fixed_port |= dest.host.is_some();
-        let (verdict, prefix) = match peek_client_hello(&mut io, MAX_CLIENT_HELLO, SNIFF_TIMEOUT)
-            .await
-        {
+        // A granted tunnel's request is written if shutdown cuts the wait for
+        // its first bytes (other connections have sent nothing yet).
+        let waiting = conn.tunnel.is_some().then(|| {
+            let mut rec = conn.record();
+            rec.host = dest.host.clone().unwrap_or_default();
+            Unfinished::new(rec, &self.shared.audit, Awaits::ClientData)
+        });
+        let peeked = peek_client_hello(&mut io, MAX_CLIENT_HELLO, SNIFF_TIMEOUT).await;
+        drop(waiting.map(Unfinished::finish));
+        let (verdict, prefix) = match peeked {
             Ok(v) => v,
             Err(crate::tls::sniff::SniffError::Closed(0)) if conn.tunnel.is_none() => {
                 // Connected and closed without a byte (TCP health checks,

@@ -21,7 +21,7 @@ use super::sniffed::{Intake, KnownDest, SNIFF_TIMEOUT};
 use super::HEADER_READ_TIMEOUT;
 use crate::audit::{Mode, TunnelInfo};
 use crate::body::{self, Body};
-use crate::exchange::{self, ConnInfo};
+use crate::exchange::{self, Awaits, ConnInfo, Unfinished};
 use crate::rules::normalize_host;
 use crate::tls::sniff::PrefixedStream;
 
@@ -200,10 +200,14 @@ async fn admit(
     });
     let mut rec = conn.record();
     rec.method = "CONNECT".into();
-    if !intake
-        .check_host(&conn, &host, port, precheck(intake), &mut rec)
-        .await
-    {
+    // Written if the check is cut: hyper drops a CONNECT's answer when its
+    // client leaves, and shutdown drops every task.
+    let mut rec = Unfinished::new(rec, &intake.shared.audit, Awaits::Answer);
+    let allowed = intake
+        .check_host(&conn, &host, port, precheck(intake), rec.record_mut())
+        .await;
+    let rec = rec.finish();
+    if !allowed {
         let msg = format!("CONNECT to {host}:{port} is not allowed");
         intake.shared.audit.emit(&rec);
         return Err(crate::exchange::connection_refusal(&msg));
@@ -328,14 +332,19 @@ impl SocksError {
     }
 }
 
-/// The one record of a SOCKS handshake that named no target the tunnel serves.
-fn audit_handshake_failure(remote: SocketAddr, intake: &Intake, e: &SocksError) {
+/// The record of a SOCKS handshake before it names its target.
+fn socks_handshake_record(remote: SocketAddr) -> crate::audit::AuditRecord {
     let mut conn = ConnInfo::new(remote, Mode::Tunnel, false, 0);
     conn.tunnel = Some(TunnelInfo {
         kind: "socks5",
         target: String::new(),
     });
-    let mut rec = conn.record();
+    conn.record()
+}
+
+/// The one record of a SOCKS handshake that named no target the tunnel serves.
+fn audit_handshake_failure(remote: SocketAddr, intake: &Intake, e: &SocksError) {
+    let mut rec = socks_handshake_record(remote);
     rec.reject(None, e.reason(), 0);
     rec.error = Some(format!("SOCKS5 handshake: {e}"));
     intake.shared.audit.emit(&rec);
@@ -363,9 +372,17 @@ async fn refuse_socks_version(
 }
 
 async fn socks5(mut s: Client, remote: SocketAddr, intake: &Intake) -> Result<(), SocksError> {
+    // Written if shutdown cuts the handshake; when it ends, what follows
+    // writes the record.
+    let handshake = Unfinished::new(
+        socks_handshake_record(remote),
+        &intake.shared.audit,
+        Awaits::ClientData,
+    );
     let request = tokio::time::timeout(SNIFF_TIMEOUT, socks5_request(&mut s))
         .await
         .unwrap_or(Err(SocksError::Timeout(SNIFF_TIMEOUT)));
+    drop(handshake.finish());
     let (host, port) = match request {
         Ok(target) => target,
         Err(e) => {
@@ -386,11 +403,12 @@ async fn socks5(mut s: Client, remote: SocketAddr, intake: &Intake) -> Result<()
     // address the client picked; without a name, the address itself.
     let by_address = host.parse::<std::net::IpAddr>().is_ok();
     if !by_address {
-        let mut rec = conn.record();
-        if !intake
-            .check_host(&conn, &host, port, precheck(intake), &mut rec)
-            .await
-        {
+        let mut rec = Unfinished::new(conn.record(), &intake.shared.audit, Awaits::Answer);
+        let allowed = intake
+            .check_host(&conn, &host, port, precheck(intake), rec.record_mut())
+            .await;
+        let mut rec = rec.finish();
+        if !allowed {
             // Refused with a SOCKS reply, not an HTTP response: status 0.
             rec.status_code = 0;
             intake.shared.audit.emit(&rec);

@@ -363,7 +363,7 @@ impl Transform for McpInterceptor {
                 entry["method"] = Value::from(m);
             }
             if let Some(id) = shown.map(Message::id).filter(|id| !id.is_null()) {
-                entry["id"] = id.clone();
+                entry["id"] = recorded_id(id, raw_id(i));
             }
             match msg {
                 Message::Request { method, params, .. }
@@ -544,6 +544,18 @@ impl Transform for McpInterceptor {
             }
         }
         Ok(Verdict::Continue)
+    }
+}
+
+/// A JSON-RPC id as the record shows it: as parsed, or as the text the
+/// client sent when the parsed number would not write back to it (beyond
+/// 64-bit integers, or more digits than a float keeps:
+/// `12345678901234567890123` read as `1.2345678901234568e22`), so that two
+/// ids never look alike in the log.
+fn recorded_id(id: &Value, raw: Option<&serde_json::value::RawValue>) -> Value {
+    match raw {
+        Some(raw) if id.is_number() && *id.to_string() != *raw.get() => Value::from(raw.get()),
+        _ => id.clone(),
     }
 }
 

@@ -578,3 +578,30 @@ async fn an_unlimited_proxy_still_bounds_what_the_filter_holds() {
         );
     }
 }
+
+#[test]
+fn an_id_a_number_cannot_hold_is_recorded_as_sent() {
+    let raw = |t: &str| serde_json::value::RawValue::from_string(t.to_string()).expect("raw");
+    for (text, recorded) in [
+        (
+            "12345678901234567890123",
+            Value::from("12345678901234567890123"),
+        ),
+        (
+            "1.00000000000000000001",
+            Value::from("1.00000000000000000001"),
+        ),
+        ("42", Value::from(42)),
+        ("-7", Value::from(-7)),
+    ] {
+        let parsed: Value = serde_json::from_str(text).expect("a number");
+        assert_eq!(
+            super::recorded_id(&parsed, Some(&raw(text))),
+            recorded,
+            "{text}"
+        );
+    }
+    let s = Value::from("abc");
+    assert_eq!(super::recorded_id(&s, Some(&raw("\"abc\""))), s);
+    assert_eq!(super::recorded_id(&Value::from(1), None), Value::from(1));
+}

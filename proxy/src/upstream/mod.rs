@@ -385,7 +385,9 @@ impl Upstream {
                     .take(&key)
                     .or_else(|| self.idle.take(&key, home, slot.id()))
                 {
-                    Some(h) if h.home() != home => h.rehome().await,
+                    // Boxed: rare, and its handshake's state would size
+                    // every request's future.
+                    Some(h) if h.home() != home => Box::pin(h.rehome()).await,
                     other => other,
                 }
             };

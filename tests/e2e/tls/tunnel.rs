@@ -501,3 +501,103 @@ fn an_absolute_form_request_on_the_tunnel_listener_uses_its_connections_own_upst
         || (idle_upstream_connections(&px) == Some(1)).then_some(()),
     );
 }
+
+/// A tunnel granted and not used yet, and a SOCKS5 handshake under way, are cut by shutdown
+/// with a record each saying so (before, the connection's task was dropped with its record:
+/// neither left one).
+#[test]
+fn tunnels_cut_by_shutdown_before_their_first_bytes_are_recorded_as_shutdown() {
+    require_root!();
+    let (_net, _up, mut px) = mitm_with("httpbin.test");
+    let mut granted = Raw::connect(px.tunnel_addr());
+    granted.send(b"CONNECT httpbin.test:443 HTTP/1.1\r\nHost: httpbin.test:443\r\n\r\n");
+    let head = granted.read_head();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let mut greeted = Raw::connect(px.tunnel_addr());
+    greeted.send(&[0x05, 0x01, 0x00]);
+    let mut reply = [0u8; 2];
+    std::io::Read::read_exact(&mut greeted.stream, &mut reply).expect("greeting answered");
+    assert_eq!(reply, [0x05, 0x00]);
+
+    px.signal(nix::sys::signal::Signal::SIGTERM);
+    let status = wait_until(Duration::from_secs(15), "the proxy to exit", || {
+        (!px.is_running()).then(|| px.stop())
+    });
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "exit 0");
+
+    for (raw, kind) in [(&granted, "connect"), (&greeted, "socks5")] {
+        let me = raw.local();
+        let audit = px.audit();
+        let recs: Vec<_> = audit
+            .iter()
+            .filter(|a| a.str("remote_addr") == Some(me.as_str()))
+            .collect();
+        assert_eq!(recs.len(), 1, "one record for the {kind} client: {recs:?}");
+        let rec = &recs[0];
+        assert_eq!(rec.str("reason"), Some("shutdown"), "{rec}");
+        assert_eq!(rec.pointer("/tunnel/kind"), Some(&kind.into()), "{rec}");
+    }
+}
+
+/// A CONNECT that is not its connection's first request goes through hyper, which drops the
+/// CONNECT's answer when the client leaves: one left while a policy server (here one that never
+/// answers) was judging it still gets its record, `client_closed` (before, none: a workload
+/// chose which of its CONNECTs were audited).
+#[test]
+fn a_connect_whose_client_leaves_during_its_check_is_recorded() {
+    require_root!();
+    let net = FakeInternet::new();
+    let _up = Upstream::https("httpbin.test").start(&net);
+    // Accepts (the kernel does) and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let px = Proxy::with(format!(
+        r#"
+proxy:
+  tunnel_listen: auto
+tls:
+  mode: sni-only
+transforms:
+  - name: allowlist
+    config:
+      domains: ["httpbin.test", "slow.test"]
+  - name: grpc
+    config:
+      name: "policy-engine"
+      target: "{}"
+      rules:
+        - host: "slow.test"
+"#,
+        silent.local_addr().expect("addr")
+    ))
+    .resolver(&net)
+    .start();
+
+    let mut raw = Raw::connect(px.tunnel_addr());
+    raw.send(b"GET http://httpbin.test/get HTTP/1.1\r\nHost: httpbin.test\r\n\r\n");
+    let head = raw.read_head();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let mut body = vec![0u8; content_length(&head)];
+    std::io::Read::read_exact(&mut raw.stream, &mut body).expect("body");
+    raw.send(b"CONNECT slow.test:443 HTTP/1.1\r\nHost: slow.test:443\r\n\r\n");
+    // The policy server has the question once the proxy connected to it.
+    let (_judged, _) = silent.accept().expect("the proxy asks the policy server");
+    let me = raw.local();
+    drop(raw);
+
+    let rec = px.wait_for_audit(|a| {
+        a.str("remote_addr") == Some(me.as_str()) && a.str("method") == Some("CONNECT")
+    });
+    assert_eq!(rec.str("reason"), Some("client_closed"), "{rec}");
+    assert_eq!(rec.host(), Some("slow.test"), "{rec}");
+}
+
+/// The Content-Length of a response head.
+fn content_length(head: &str) -> usize {
+    head.lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())?
+        })
+        .unwrap_or(0)
+}
