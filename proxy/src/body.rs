@@ -5,6 +5,7 @@ use bytes::Bytes;
 use http_body::Body as _;
 use http_body_util::{combinators::BoxBody, BodyExt, Empty, Full};
 
+pub mod budget;
 pub mod decode;
 mod park;
 
@@ -55,6 +56,9 @@ pub enum BufferError {
     /// The peer sent nothing of the body for this long.
     #[error("no body bytes for {0:?}")]
     Idle(std::time::Duration),
+    /// Holding the body would exceed `proxy.max_buffered_bytes`.
+    #[error(transparent)]
+    Budget(#[from] budget::Exhausted),
 }
 
 /// Boxes a body received by hyper.
@@ -203,16 +207,18 @@ pub struct Collected {
 /// Buffers the whole body, data and trailers, failing with
 /// [`BufferError::TooLarge`] past `limit` bytes of data (`0`: no limit).
 pub async fn collect_all(body: Body, limit: usize) -> Result<Collected, BufferError> {
-    collect_all_within(body, limit, None).await
+    collect_all_within(body, limit, None, None).await
 }
 
 /// [`collect_all`], failing with [`BufferError::Idle`] when the body yields
 /// nothing for `idle` (a client that declared a body and stalls must not
-/// hold its connection and buffer forever).
+/// hold its connection and buffer forever), and with
+/// [`BufferError::Budget`] when `hold` cannot count a chunk read.
 pub async fn collect_all_within(
     mut body: Body,
     limit: usize,
     idle: Option<std::time::Duration>,
+    mut hold: Option<&mut budget::Hold>,
 ) -> Result<Collected, BufferError> {
     let mut buf = bytes::BytesMut::new();
     let mut trailers: Option<http::HeaderMap> = None;
@@ -230,6 +236,9 @@ pub async fn collect_all_within(
                 if limit != 0 && buf.len() + data.len() > limit {
                     return Err(BufferError::TooLarge { limit });
                 }
+                if let Some(h) = hold.as_deref_mut() {
+                    h.grow(data.len())?;
+                }
                 buf.extend_from_slice(&data);
             }
             Err(frame) => {
@@ -243,6 +252,45 @@ pub async fn collect_all_within(
         bytes: buf.freeze(),
         trailers,
     })
+}
+
+pin_project_lite::pin_project! {
+    /// A body that keeps its bytes counted in the buffering budget until it
+    /// is dropped (sent, or abandoned).
+    struct Counted {
+        #[pin]
+        inner: Body,
+        hold: budget::Hold,
+    }
+}
+
+impl http_body::Body for Counted {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        self.project().inner.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// `body`, holding `hold` until it is dropped; `body` as it is when the hold
+/// counts nothing.
+pub fn counted(body: Body, hold: budget::Hold) -> Body {
+    if hold.bytes() == 0 {
+        return body;
+    }
+    Counted { inner: body, hold }.boxed()
 }
 
 /// A body of `bytes` followed by `trailers` (when there are any).
@@ -448,7 +496,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_stalled_declared_body_is_an_error_not_a_wait() {
         let d = std::time::Duration::from_secs(5);
-        let err = collect_all_within(stalled(100, "abc"), 0, Some(d))
+        let err = collect_all_within(stalled(100, "abc"), 0, Some(d), None)
             .await
             .err()
             .expect("stalled");
@@ -459,7 +507,7 @@ mod tests {
             .expect("stalled");
         assert!(matches!(err, BufferError::Idle(x) if x == d), "{err:?}");
         // A body that keeps coming is read whole, however long it takes in all.
-        let c = collect_all_within(chunked(&["ab", "cd"], None), 0, Some(d))
+        let c = collect_all_within(chunked(&["ab", "cd"], None), 0, Some(d), None)
             .await
             .expect("whole");
         assert_eq!(&c.bytes[..], b"abcd");

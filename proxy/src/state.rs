@@ -21,6 +21,8 @@ pub struct Limits {
     pub max_request_body_bytes: usize,
     /// `proxy.max_response_body_bytes`: cap for buffered response bodies (0 = none).
     pub max_response_body_bytes: usize,
+    /// `proxy.max_buffered_bytes`: all buffered bodies at once (0 = none).
+    pub max_buffered_bytes: usize,
     /// `proxy.upstream_response_header_timeout`.
     pub upstream_response_header_timeout: Duration,
 }
@@ -30,6 +32,7 @@ impl Default for Limits {
         Limits {
             max_request_body_bytes: 1 << 20,
             max_response_body_bytes: 0,
+            max_buffered_bytes: crate::body::budget::DEFAULT_TOTAL as usize,
             upstream_response_header_timeout: Duration::from_secs(30),
         }
     }
@@ -126,6 +129,7 @@ impl Shared {
         drain: crate::ops::Drain,
         workers: crate::listen::workers::Workers,
     ) -> Self {
+        crate::body::budget::global().set_total(policy.limits.max_buffered_bytes);
         Shared {
             policy: ArcSwap::from_pointee(policy),
             deny,
@@ -161,6 +165,7 @@ impl Shared {
     /// (`revoke`).
     pub fn swap(&self, policy: Policy, deny: DenyList) {
         let changed = **self.deny.load() != deny;
+        crate::body::budget::global().set_total(policy.limits.max_buffered_bytes);
         self.deny.store(Arc::new(deny));
         self.policy.store(Arc::new(policy));
         self.swaps.send_modify(|n| *n = n.wrapping_add(1));

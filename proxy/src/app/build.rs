@@ -19,6 +19,7 @@ fn limits_of(cfg: &Config) -> Limits {
             .unwrap_or(usize::MAX),
         max_response_body_bytes: usize::try_from(cfg.proxy.max_response_body_bytes)
             .unwrap_or(usize::MAX),
+        max_buffered_bytes: usize::try_from(cfg.proxy.max_buffered_bytes).unwrap_or(usize::MAX),
         upstream_response_header_timeout: cfg.proxy.upstream_response_header_timeout.get(),
     }
 }

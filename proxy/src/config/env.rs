@@ -15,7 +15,7 @@ use super::decode::Cx;
 use super::yaml::{Kind, Node, Pos};
 
 /// A value override: variable, section, key, and whether the value is a comma-separated list.
-pub(super) const OVERRIDES: [(&str, &str, &str, bool); 20] = [
+pub(super) const OVERRIDES: [(&str, &str, &str, bool); 21] = [
     ("IRON_DNS_LISTEN", "dns", "listen", false),
     ("IRON_DNS_PROXY_IP", "dns", "proxy_ip", false),
     (
@@ -37,6 +37,12 @@ pub(super) const OVERRIDES: [(&str, &str, &str, bool); 20] = [
         "IRON_PROXY_MAX_RESPONSE_BODY_BYTES",
         "proxy",
         "max_response_body_bytes",
+        false,
+    ),
+    (
+        "IRON_PROXY_MAX_BUFFERED_BYTES",
+        "proxy",
+        "max_buffered_bytes",
         false,
     ),
     (

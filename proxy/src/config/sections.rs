@@ -21,6 +21,9 @@ pub struct ProxyConfig {
     pub max_request_body_bytes: u64,
     /// Response body buffering cap; `0` (the default) means unlimited.
     pub max_response_body_bytes: u64,
+    /// Our addition: the bytes of bodies held whole at once, over every
+    /// request (default 256 MiB; `0`: no limit) ([`crate::body::budget`]).
+    pub max_buffered_bytes: u64,
     /// Wait for upstream response headers (default 30s).
     pub upstream_response_header_timeout: PositiveDuration,
     /// Ranges never dialled. Unset gives [`DEFAULT_DENY_CIDRS`]; `[]` opts out.
@@ -69,6 +72,7 @@ impl Decode for ProxyConfig {
                 "tunnel_listen",
                 "max_request_body_bytes",
                 "max_response_body_bytes",
+                "max_buffered_bytes",
                 "upstream_response_header_timeout",
                 "upstream_deny_cidrs",
                 "max_connections_per_client",
@@ -88,6 +92,7 @@ impl Decode for ProxyConfig {
         let tunnel_listen = m.opt(cx, "tunnel_listen");
         let max_req = m.or(cx, "max_request_body_bytes", 1_048_576u64);
         let max_rsp = m.or(cx, "max_response_body_bytes", 0u64);
+        let max_held = m.or(cx, "max_buffered_bytes", crate::body::budget::DEFAULT_TOTAL);
         let timeout = m.or(cx, "upstream_response_header_timeout", secs(30));
         // An explicit empty list opts out; null or absent gives the defaults.
         let deny = match m.node("upstream_deny_cidrs") {
@@ -100,6 +105,7 @@ impl Decode for ProxyConfig {
             tunnel_listen: tunnel_listen?,
             max_request_body_bytes: max_req?,
             max_response_body_bytes: max_rsp?,
+            max_buffered_bytes: max_held?,
             upstream_response_header_timeout: timeout?,
             upstream_deny_cidrs: deny?,
             max_connections_per_client: per_client?

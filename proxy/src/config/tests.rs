@@ -54,6 +54,7 @@ fn defaults() {
     assert_eq!(p.tunnel_listen, None);
     assert_eq!(p.max_request_body_bytes, 1_048_576);
     assert_eq!(p.max_response_body_bytes, 0);
+    assert_eq!(p.max_buffered_bytes, 256 << 20);
     assert_eq!(
         p.upstream_response_header_timeout.get(),
         std::time::Duration::from_secs(30)

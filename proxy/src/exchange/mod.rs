@@ -685,14 +685,23 @@ async fn read_request_body(
             }
         }
         let stall = Some(policy.limits.upstream_response_header_timeout);
-        match body::collect_all_within(body, limit, stall).await {
+        let mut hold = body::budget::global().hold();
+        match body::collect_all_within(body, limit, stall, Some(&mut hold)).await {
             Ok(c) => {
                 parts.extensions.insert(BufferedBody(c.bytes.clone()));
                 parts.extensions.insert(OriginalBody(c.bytes.clone()));
                 if let Some(t) = &c.trailers {
                     parts.extensions.insert(BodyTrailers(t.clone()));
                 }
-                body = body::with_trailers(c.bytes, c.trailers);
+                body = body::counted(body::with_trailers(c.bytes, c.trailers), hold);
+            }
+            Err(BufferError::Budget(e)) => {
+                rec.reject(None, BUFFER_FULL, 503);
+                rec.error = Some(e.to_string());
+                return Err(error_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    BUFFER_FULL_TEXT,
+                ));
             }
             Err(BufferError::TooLarge { limit }) => {
                 reject_too_large(policy, cx, parts, rec);
@@ -777,20 +786,35 @@ fn upstream_failure(e: &UpstreamError, rec: &mut Pending) -> Response<Body> {
 /// The response with its whole body read (for transforms that need it), within
 /// `limit` (`proxy.max_response_body_bytes`); a 502 when it breaks off or is
 /// too large (the record says which).
+/// The audit reason of a body refused because holding it would exceed
+/// `proxy.max_buffered_bytes` ([`body::budget`]).
+const BUFFER_FULL: &str = "body_buffer_full";
+/// What the client reads then.
+const BUFFER_FULL_TEXT: &str =
+    "the proxy holds as many request and response bodies as it may; try again later";
+
 async fn buffer_response(
     rsp: Response<Body>,
     limit: usize,
     rec: &mut Pending,
 ) -> Result<Response<Body>, Response<Body>> {
     let (mut parts, b) = rsp.into_parts();
-    match body::collect_all(b, limit).await {
+    let mut hold = body::budget::global().hold();
+    match body::collect_all_within(b, limit, None, Some(&mut hold)).await {
         Ok(c) => {
             if let Some(t) = &c.trailers {
                 parts.extensions.insert(BodyTrailers(t.clone()));
             }
             Ok(Response::from_parts(
                 parts,
-                body::with_trailers(c.bytes, c.trailers),
+                body::counted(body::with_trailers(c.bytes, c.trailers), hold),
+            ))
+        }
+        Err(BufferError::Budget(e)) => {
+            rec.fail(BUFFER_FULL, e.to_string(), 503);
+            Err(error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                BUFFER_FULL_TEXT,
             ))
         }
         Err(e) => {

@@ -488,15 +488,17 @@ impl Transform for McpInterceptor {
                     BufferError::TooLarge { .. } => {
                         unfilterable(format!("the tools/list answer exceeds {limit}"))
                     }
-                    // `collect` sets no idle limit: this arm is for completeness.
-                    e @ (BufferError::Read(_) | BufferError::Idle(_)) => TransformError {
-                        status: StatusCode::BAD_GATEWAY,
-                        reason: "upstream_body_error",
-                        detail: format!(
-                            "reading the MCP server's answer: {}",
-                            crate::error_chain(&e)
-                        ),
-                    },
+                    // `collect` sets no idle limit nor budget: these arms are for completeness.
+                    e @ (BufferError::Read(_) | BufferError::Idle(_) | BufferError::Budget(_)) => {
+                        TransformError {
+                            status: StatusCode::BAD_GATEWAY,
+                            reason: "upstream_body_error",
+                            detail: format!(
+                                "reading the MCP server's answer: {}",
+                                crate::error_chain(&e)
+                            ),
+                        }
+                    }
                 })?;
                 let bytes = decoded(rsp.headers(), &bytes, cap, "tools/list answer", &limit)
                     .map_err(&unfilterable)?;

@@ -4,6 +4,8 @@
 //! truncated; read only as far as needed when a transform reads just their
 //! start (`body_capture`), the rest streaming on untouched.
 
+use std::time::Duration;
+
 use iron_proxy_tests::*;
 
 use super::{allowed, audited, plain, refused, Expect, NOT_ALLOWLISTED};
@@ -416,4 +418,64 @@ fn a_body_a_transform_reads_that_stalls_is_answered_408_and_an_oversized_one_413
             ..refused(413, "request_body_too_large")
         },
     );
+}
+
+/// Buffered bodies share `proxy.max_buffered_bytes`: with two clients each holding most of a
+/// 1000-byte body in the proxy (they stall before its last byte), a third body that would take
+/// the sum past 2048 bytes is refused at once with 503 `body_buffer_full` (before, nothing
+/// bounded the sum: an HTTP/2 connection's 100 streams held 100 bodies), and the room comes
+/// back as the held bodies go.
+#[test]
+fn buffered_bodies_share_one_budget_and_one_over_it_is_refused() {
+    require_root!();
+    let net = FakeInternet::new();
+    let _up = Upstream::http("body.test").start(&net);
+    let px = body_swapping_proxy(
+        &net,
+        "  max_buffered_bytes: 2048\nmetrics:\n  listen: auto\n",
+        r#"["body.test"]"#,
+    );
+    let held_bytes = || px.metric("iron_proxy_buffered_body_bytes", &[]);
+    let stall = |name: &str| {
+        let mut s = std::net::TcpStream::connect(px.http_addr()).expect("connect");
+        let head = format!(
+            "POST http://body.test/anything/{name} HTTP/1.1\r\nHost: body.test\r\n\
+             Content-Length: 1000\r\n\r\n"
+        );
+        std::io::Write::write_all(&mut s, head.as_bytes()).expect("head");
+        std::io::Write::write_all(&mut s, &[b'x'; 900]).expect("most of the body");
+        s
+    };
+    let first = stall("first");
+    wait_until(Duration::from_secs(10), "the first body held", || {
+        (held_bytes() == Some(900.0)).then_some(())
+    });
+    let second = stall("second");
+    wait_until(Duration::from_secs(10), "both bodies held", || {
+        (held_bytes() == Some(1800.0)).then_some(())
+    });
+
+    let dir = paths::scratch_dir("bodies");
+    let data = body_file(dir.path(), "third", "token=pk-body-placeholder&", 600);
+    let r = plain(&px, "http://body.test/anything/third")
+        .args(["--data-binary", &data])
+        .run();
+    assert_eq!(r.status, 503, "{r}");
+    let rec = px.wait_for_audit(|a| a.path() == Some("/anything/third"));
+    assert_eq!(rec.str("reason"), Some("body_buffer_full"), "{rec}");
+    assert_eq!(rec.status_code(), Some(503), "{rec}");
+    assert!(
+        rec.str("error")
+            .is_some_and(|e| e.contains("max_buffered_bytes")),
+        "{rec}"
+    );
+
+    drop((first, second));
+    wait_until(Duration::from_secs(10), "the held bodies let go", || {
+        (held_bytes() == Some(0.0)).then_some(())
+    });
+    plain(&px, "http://body.test/anything/again")
+        .args(["--data-binary", &data])
+        .run()
+        .expect_status(200);
 }

@@ -20,7 +20,7 @@ fn unknown_key_at_depth_with_suggestion() {
     );
     refused(
         "proxy:\n  listen: \":80\"\n",
-        &["proxy.yaml:2:3: proxy: unknown field 'listen' (expected one of: http_listen, https_listen, tunnel_listen, max_request_body_bytes, max_response_body_bytes, upstream_response_header_timeout, upstream_deny_cidrs, max_connections_per_client, max_connections, client_cidrs)"],
+        &["proxy.yaml:2:3: proxy: unknown field 'listen' (expected one of: http_listen, https_listen, tunnel_listen, max_request_body_bytes, max_response_body_bytes, max_buffered_bytes, upstream_response_header_timeout, upstream_deny_cidrs, max_connections_per_client, max_connections, client_cidrs)"],
     );
     // Fields are per source type: `region` is not an env source field (`ttl`
     // is, as on every source, though it has no effect there).

@@ -113,9 +113,10 @@ impl Collector for TrafficCollector {
 
 impl super::Metrics {
     /// `iron_proxy_max_connections` (`proxy.max_connections`, absent when
-    /// there is no cap) and `iron_proxy_upstream_idle_connections` (the
-    /// HTTP/1 connections waiting in the shared idle pool), from the data
-    /// plane's state.
+    /// there is no cap), `iron_proxy_upstream_idle_connections` (the
+    /// HTTP/1 connections waiting in the shared idle pool) and
+    /// `iron_proxy_buffered_body_bytes` (what the bodies held whole take of
+    /// `proxy.max_buffered_bytes`), from the data plane's state.
     pub fn register_connection_gauges(
         &self,
         shared: &std::sync::Arc<crate::state::Shared>,
@@ -139,6 +140,12 @@ impl super::Metrics {
             "Upstream HTTP/1 connections idle in the shared pool, ready for the next request",
             &[],
             Box::new(move || vec![(Vec::new(), upstream.idle_connections() as u64)]),
+        )?;
+        self.register_gauge_source(
+            "buffered_body_bytes",
+            "Bytes of request and response bodies held whole now, against proxy.max_buffered_bytes",
+            &[],
+            Box::new(|| vec![(Vec::new(), crate::body::budget::global().used() as u64)]),
         )
     }
 }
