@@ -25,6 +25,13 @@ mod render;
 /// GitHub's limit on one step's summary.
 pub const STEP_SUMMARY_LIMIT: usize = 1024 * 1024;
 
+/// The longest line read as a possible audit record. A record is far
+/// shorter (its workload-chosen strings are bounded; only `body_capture`'s
+/// bodies, at the operator's cap, make it long); a longer line is skipped
+/// unparsed and counted ([`Summary::oversized`]), so that a log with no
+/// newline in gigabytes is read in constant memory.
+pub const MAX_LINE_BYTES: usize = 16 << 20;
+
 /// `iron-proxy summary` flags.
 #[derive(Debug, Clone, clap::Args)]
 pub struct SummaryArgs {
@@ -138,6 +145,8 @@ pub struct Summary {
     pub records: u64,
     /// Lines that were not audit records.
     pub skipped: u64,
+    /// Lines longer than [`MAX_LINE_BYTES`], skipped unparsed (not in `skipped`).
+    pub oversized: u64,
     pub(crate) full_paths: bool,
 }
 
@@ -216,15 +225,52 @@ impl Summary {
         true
     }
 
-    /// Reads every line of `r`.
-    pub fn read(&mut self, mut r: impl BufRead) -> std::io::Result<()> {
-        let mut buf = Vec::new();
+    /// Reads every line of `r`; a line longer than [`MAX_LINE_BYTES`] is
+    /// skipped and counted in [`Summary::oversized`].
+    pub fn read(&mut self, r: impl BufRead) -> std::io::Result<()> {
+        self.read_capped(r, MAX_LINE_BYTES)
+    }
+
+    /// [`read`](Self::read) with lines of at most `max` bytes (without the
+    /// newline): what is read of a longer one is dropped as it comes, so
+    /// memory stays at `max` whatever the line's length.
+    fn read_capped(&mut self, mut r: impl BufRead, max: usize) -> std::io::Result<()> {
+        let mut line = Vec::new();
+        // The current line passed `max`: the rest of it is skipped.
+        let mut over = false;
         loop {
-            buf.clear();
-            if r.read_until(b'\n', &mut buf)? == 0 {
+            let chunk = match r.fill_buf() {
+                Ok(c) => c,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            let (taken, ends) = match chunk.iter().position(|&b| b == b'\n') {
+                Some(i) => (i + 1, true),
+                None if chunk.is_empty() => (0, true),
+                None => (chunk.len(), false),
+            };
+            let eof = chunk.is_empty();
+            let text = &chunk[..taken - usize::from(ends && !eof)];
+            if !over && line.len() + text.len() > max {
+                over = true;
+                line = Vec::new();
+            }
+            if !over {
+                line.extend_from_slice(text);
+            }
+            r.consume(taken);
+            if ends {
+                if over {
+                    self.oversized += 1;
+                } else if !(eof && line.is_empty()) {
+                    self.add_line(&String::from_utf8_lossy(&line));
+                }
+                over = false;
+                line.clear();
+            }
+            if eof {
                 return Ok(());
             }
-            self.add_line(&String::from_utf8_lossy(&buf));
         }
     }
 
@@ -296,7 +342,9 @@ pub fn run(
         path: log_file.to_path_buf(),
         source,
     };
-    let file = std::fs::File::open(log_file).map_err(read_err)?;
+    // A regular file only: a FIFO would wait for a writer, and a device such as
+    // `/dev/zero` never ends.
+    let file = crate::config_source::file::open_named(log_file).map_err(read_err)?;
     let mut summary = Summary::new(full_paths);
     summary
         .read(std::io::BufReader::new(file))

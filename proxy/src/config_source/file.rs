@@ -9,8 +9,11 @@
 //! or address"), a directory or a block device. The config is read again on
 //! every reload, so it has to be something that can be read again: a pipe,
 //! `/dev/stdin` or a shell's process substitution cannot.
+//!
+//! The files a config names (a CA, a keyfile: [`read_named`]) and the audit
+//! log `iron-proxy summary` reads ([`open_named`]) are refused the same way.
 
-use std::fs::{Metadata, OpenOptions};
+use std::fs::{File, Metadata, OpenOptions};
 use std::io::Read;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -57,18 +60,7 @@ pub const MAX_NAMED_BYTES: u64 = 4 << 20;
 /// [`MAX_NAMED_BYTES`]. The errors are `io::Error`s, for the callers'
 /// own errors that already name the file and what it is for.
 pub fn read_named(path: &Path) -> std::io::Result<Vec<u8>> {
-    let invalid = |text: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, text);
-    read_regular(path, MAX_NAMED_BYTES).map_err(|r| match r {
-        Refusal::Io(e) => e,
-        Refusal::NotRegular { kind, target } => invalid(match target {
-            Some(t) => format!(
-                "it is a symbolic link to {}, {kind}, not a regular file",
-                t.display()
-            ),
-            None => format!("it is {kind}, not a regular file"),
-        }),
-        Refusal::TooLarge => invalid(format!("it is larger than {} MiB", MAX_NAMED_BYTES >> 20)),
-    })
+    read_regular(path, MAX_NAMED_BYTES).map_err(|r| named_error(r, MAX_NAMED_BYTES))
 }
 
 /// How long [`read_named_off_thread`] waits for a file: a local file reads
@@ -115,9 +107,38 @@ impl From<std::io::Error> for Refusal {
     }
 }
 
-/// The bytes of the regular file at `path` (or at the end of the links it
-/// is), at most `max` of them.
-fn read_regular(path: &Path, max: u64) -> Result<Vec<u8>, Refusal> {
+/// Opens a file the operator names to be read as a stream (the audit log
+/// `iron-proxy summary` reads): a regular file or links to one, refused
+/// otherwise as [`read_named`] refuses it, but of any size. A FIFO would
+/// wait for a writer, and a device such as `/dev/zero` never ends: both are
+/// refused before anything is read. The errors are `io::Error`s, for the
+/// callers' own errors that already name the file.
+pub fn open_named(path: &Path) -> std::io::Result<File> {
+    open_regular(path, None)
+        .map(|(file, _)| file)
+        .map_err(|r| named_error(r, u64::MAX))
+}
+
+/// A [`Refusal`] as the `io::Error` of [`read_named`] and [`open_named`].
+fn named_error(r: Refusal, max: u64) -> std::io::Error {
+    let invalid = |text: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, text);
+    match r {
+        Refusal::Io(e) => e,
+        Refusal::NotRegular { kind, target } => invalid(match target {
+            Some(t) => format!(
+                "it is a symbolic link to {}, {kind}, not a regular file",
+                t.display()
+            ),
+            None => format!("it is {kind}, not a regular file"),
+        }),
+        Refusal::TooLarge => invalid(format!("it is larger than {} MiB", max >> 20)),
+    }
+}
+
+/// The regular file at `path` (or at the end of the links it is), opened
+/// for reading, with what the descriptor says of it; refused when it is
+/// larger than `max`, if given.
+fn open_regular(path: &Path, max: Option<u64>) -> Result<(File, Metadata), Refusal> {
     // `stat` first (it follows links), so that what must not be opened is
     // refused before `open(2)`.
     check(path, &std::fs::metadata(path)?, max)?;
@@ -132,6 +153,13 @@ fn read_regular(path: &Path, max: u64) -> Result<Vec<u8>, Refusal> {
     // What was opened is what is read: checked again through the descriptor.
     let meta = file.metadata()?;
     check(path, &meta, max)?;
+    Ok((file, meta))
+}
+
+/// The bytes of the regular file at `path` (or at the end of the links it
+/// is), at most `max` of them.
+fn read_regular(path: &Path, max: u64) -> Result<Vec<u8>, Refusal> {
+    let (file, meta) = open_regular(path, Some(max))?;
     // Sized from the start, as `std::fs::read` does: a key is not left
     // behind in the freed buffers of a growing one. At most one byte past
     // the limit is read: a file that grew past it since the `stat` is
@@ -145,14 +173,14 @@ fn read_regular(path: &Path, max: u64) -> Result<Vec<u8>, Refusal> {
 }
 
 /// Refuses what is not a regular file, or is one over `max` bytes.
-fn check(path: &Path, meta: &Metadata, max: u64) -> Result<(), Refusal> {
+fn check(path: &Path, meta: &Metadata, max: Option<u64>) -> Result<(), Refusal> {
     if let Some(kind) = kind_of(meta) {
         return Err(Refusal::NotRegular {
             kind,
             target: link_target(path),
         });
     }
-    if meta.len() > max {
+    if max.is_some_and(|max| meta.len() > max) {
         return Err(Refusal::TooLarge);
     }
     Ok(())

@@ -56,6 +56,14 @@ pub(super) fn markdown(s: &Summary, hosts: &[(&String, &HostStats)], budget: usi
         totals.denied += h.counts.denied;
     }
     let mut out = String::from("## iron-proxy egress summary\n\n");
+    if s.oversized > 0 {
+        out.push_str(&format!(
+            "_{} line(s) of the log were longer than {} MiB and were skipped unparsed: any \
+             requests they recorded are not counted._\n\n",
+            s.oversized,
+            super::MAX_LINE_BYTES >> 20
+        ));
+    }
     if s.records == 0 {
         out.push_str("No requests were recorded.\n\n");
         return truncate_hard(out, budget);

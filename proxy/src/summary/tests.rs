@@ -159,3 +159,57 @@ fn run_appends_to_step_summary() {
     let missing = run(&dir.path().join("nope.log"), false, None);
     assert!(matches!(missing, Err(SummaryError::ReadLog { .. })));
 }
+
+/// A line longer than the cap is skipped as it is read (memory stays at
+/// the cap: `--log-file` once grew to 4 GB reading a log with no newline)
+/// and counted, the lines around it read as ever; the summary says how many
+/// were skipped. A last line without a newline is read too.
+#[test]
+fn an_over_long_line_is_skipped_and_counted() {
+    let record = SAMPLE.lines().nth(1).expect("a record line");
+    let cap = record.len();
+    let long = format!("{{\"pad\":\"{}\"}}", "x".repeat(cap));
+    let log = format!("{record}\n{long}\n{record}\n{}\n{record}", "y".repeat(cap));
+    let mut s = Summary::new(false);
+    s.read_capped(std::io::BufReader::with_capacity(7, log.as_bytes()), cap)
+        .expect("reading from memory");
+    assert_eq!((s.records, s.oversized, s.skipped), (3, 1, 1));
+    let md = s.to_markdown(STEP_SUMMARY_LIMIT);
+    assert!(
+        md.contains("_1 line(s) of the log were longer than 16 MiB and were skipped unparsed"),
+        "{md}"
+    );
+    // A log with no newline at all: one over-long line, nothing kept.
+    let mut s = Summary::new(false);
+    let endless = std::io::Read::take(std::io::repeat(b'x'), 10_000);
+    s.read_capped(std::io::BufReader::with_capacity(7, endless), 64)
+        .expect("reading from memory");
+    assert_eq!((s.records, s.oversized, s.skipped), (0, 1, 0));
+    assert!(!sample(false)
+        .to_markdown(STEP_SUMMARY_LIMIT)
+        .contains("skipped unparsed"));
+}
+
+/// `--log-file` names a regular file: a FIFO is refused at once (it would
+/// wait for a writer for ever), a device such as `/dev/zero` (endless) too,
+/// each named by its type.
+#[test]
+fn a_log_that_is_not_a_regular_file_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fifo = dir.path().join("audit.log");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
+    for (path, kind) in [
+        (fifo.as_path(), "a FIFO (named pipe)"),
+        (Path::new("/dev/zero"), "a character device"),
+    ] {
+        let e = run(path, false, None).expect_err("not a regular file");
+        assert!(matches!(e, SummaryError::ReadLog { .. }), "{e:?}");
+        assert_eq!(
+            crate::error_chain(&e),
+            format!(
+                "reading audit log {}: it is {kind}, not a regular file",
+                path.display()
+            )
+        );
+    }
+}
