@@ -153,6 +153,24 @@ impl Template {
         out
     }
 
+    /// The text the template writes whatever its context: its literal
+    /// text, and each action whose value is a string literal
+    /// (`{{ "\n" }}`). A function's output (base64) and a field's value are
+    /// not in it. For checks at load of what can never be valid where the
+    /// output goes (a control character in a header value).
+    pub fn fixed_text(&self) -> Vec<&str> {
+        self.pieces
+            .iter()
+            .filter_map(|piece| match piece {
+                Piece::Text(t) => Some(t.as_str()),
+                Piece::Action(cmds) => match cmds.last() {
+                    Some(Command::Operand(Operand::Literal(s))) => Some(s.as_str()),
+                    _ => None,
+                },
+            })
+            .collect()
+    }
+
     /// Renders with `ctx` into text. A missing field is an error (Go's
     /// `missingkey=error`), and so is output that is not UTF-8 (a binary
     /// `.Body`): use [`Template::render_bytes`] where bytes will do.

@@ -317,6 +317,120 @@ pub(crate) fn template(
     Ok(tmpl)
 }
 
+/// A character no HTTP header value may hold (RFC 9110's field-value: a
+/// control character other than tab, or DEL), and where it is.
+pub(crate) struct BadHeaderChar {
+    /// The character.
+    pub ch: char,
+    /// Its 1-based character index in the text looked at.
+    pub at: usize,
+    /// It is a line feed that ends the text: most often a YAML block scalar.
+    pub trailing_newline: bool,
+}
+
+impl BadHeaderChar {
+    /// The character as errors name it: "a line feed (LF)".
+    pub fn what(&self) -> String {
+        match self.ch {
+            '\n' => "a line feed (LF)".to_string(),
+            '\r' => "a carriage return (CR)".to_string(),
+            '\0' => "a NUL character".to_string(),
+            '\u{7f}' => "a DEL character (U+007F)".to_string(),
+            c => format!("the control character U+{:04X}", c as u32),
+        }
+    }
+
+    /// The advice for a trailing newline, else nothing.
+    pub fn hint(&self) -> &'static str {
+        if self.trailing_newline {
+            " (a YAML block scalar written with '|' or '>' ends with a newline: write '|-' or \
+             '>-', or a quoted string)"
+        } else {
+            ""
+        }
+    }
+}
+
+/// The first character of `text` that no HTTP header value may hold, if
+/// any. The text itself is never repeated in errors: the field may be next
+/// to a secret.
+pub(crate) fn bad_header_char(text: &str) -> Option<BadHeaderChar> {
+    let (i, ch) = text
+        .chars()
+        .enumerate()
+        .find(|&(_, c)| c.is_ascii_control() && c != '\t')?;
+    let trailing_newline = ch == '\n' && text.chars().count() == i + 1;
+    Some(BadHeaderChar {
+        ch,
+        at: i + 1,
+        trailing_newline,
+    })
+}
+
+/// Refuses, at `node`, text written into a header value (`what`:
+/// "value_prefix") that holds what no header value may: the header could
+/// never be sent, and every request the field applies to would fail with
+/// an error about the secret rather than about this field.
+pub(crate) fn header_text(node: &Node, cx: &mut Cx, what: &str, text: &str) -> Res<()> {
+    let Some(bad) = bad_header_char(text) else {
+        return Ok(());
+    };
+    Err(cx.error(
+        node.pos,
+        format!(
+            "{what} holds {} at character {}, which no HTTP header value may hold: every \
+             request it applies to would fail{}",
+            bad.what(),
+            bad.at,
+            bad.hint()
+        ),
+    ))
+}
+
+/// [`template`] for a header value: what it writes whatever its values
+/// ([`Template::fixed_text`]: its text and string literals) is checked as
+/// [`header_text`] checks text.
+///
+/// [`Template::fixed_text`]: crate::template::Template::fixed_text
+pub(crate) fn header_template(
+    node: &Node,
+    cx: &mut Cx,
+    fields: &[&str],
+    credentials: Option<&[&str]>,
+) -> Res<crate::template::Template> {
+    let tmpl = template(node, cx, fields, credentials)?;
+    check_header_template(node, cx, &tmpl)?;
+    Ok(tmpl)
+}
+
+/// The check of [`header_template`], for a template decoded before it is
+/// known to make a header value (`inject.formatter`).
+pub(crate) fn check_header_template(
+    node: &Node,
+    cx: &mut Cx,
+    tmpl: &crate::template::Template,
+) -> Res<()> {
+    let Some(bad) = tmpl.fixed_text().into_iter().find_map(bad_header_char) else {
+        return Ok(());
+    };
+    // Placed in the template as written, when it is there as it is (not
+    // an escape in a string literal).
+    let source = tmpl.as_str();
+    let placed = bad_header_char(source).filter(|s| s.ch == bad.ch);
+    let at = placed
+        .as_ref()
+        .map_or(String::new(), |s| format!(" at character {}", s.at));
+    let hint = placed.as_ref().unwrap_or(&bad).hint();
+    Err(cx.error(
+        node.pos,
+        format!(
+            "the template writes {}{at} into the header value, which no HTTP header value may \
+             hold: every request it applies to would fail{hint}",
+            bad.what()
+        ),
+    ))
+}
+
 /// An http(s) URL with a host.
 pub(crate) fn http_url(node: &Node, cx: &mut Cx) -> Res<url::Url> {
     str_with(node, cx, |s| match url::Url::parse(s) {

@@ -2,7 +2,7 @@
 //! message and header templates are checked at load against the fields they
 //! may use, including the configured credential names.
 
-use super::common::{header_name, template};
+use super::common::{header_name, header_template, template};
 use super::decode::{entries, one_of, Cx, Decode, Failed, Res};
 use super::sources::SecretSourceConfig;
 use super::yaml::{Kind, Node};
@@ -228,7 +228,7 @@ fn hmac_headers(node: &Node, cx: &mut Cx, names: Option<&[&str]>) -> Res<Vec<Hma
             let h = cx.map(item, &["name", "value"])?;
             let name = h.req_with(cx, "name", header_name);
             let value = h.req_with(cx, "value", |n, cx| {
-                template(n, cx, &HMAC_HEADER_FIELDS, names)
+                header_template(n, cx, &HMAC_HEADER_FIELDS, names)
             });
             Ok(HmacHeader {
                 name: name?,

@@ -3,7 +3,7 @@
 
 use url::Url;
 
-use super::common::{header_name, http_url};
+use super::common::{header_name, header_text, http_url};
 use super::decode::{entries, one_of, Cx, Decode, MapDe, Res};
 use super::sources::SecretSourceConfig;
 use super::yaml::Node;
@@ -217,7 +217,11 @@ impl Decode for OAuthTokenEntry {
         let scopes = m.or_default(cx, "scopes");
         let rules = m.non_empty::<Rule>(cx, "rules", "rule");
         let header = m.opt_with(cx, "header", header_name);
-        let value_prefix = m.opt::<String>(cx, "value_prefix");
+        let value_prefix = m.opt_with(cx, "value_prefix", |n, cx| {
+            let prefix = String::decode(n, cx)?;
+            header_text(n, cx, "value_prefix", &prefix)?;
+            Ok(prefix)
+        });
         let headers = m.opt_with(cx, "token_endpoint_headers", |n, cx| {
             let list = entries::<SecretSourceConfig>(n, cx)?;
             for (name, _) in &list {

@@ -2,7 +2,7 @@
 //! into, matching requests. The backwards-compatible form with the replace
 //! fields at the top of an entry is normalized into `replace`.
 
-use super::common::{header_name, template};
+use super::common::{bad_header_char, check_header_template, header_name, template};
 use super::decode::{str_with, Cx, Decode, MapDe, Res};
 use super::sources::SecretSourceConfig;
 use super::values::HeaderMatcher;
@@ -122,13 +122,48 @@ fn replace_fields(m: &MapDe<'_>, cx: &mut Cx) -> Res<ReplaceConfig> {
     let match_path = m.or(cx, "match_path", false);
     let match_query = m.or(cx, "match_query", false);
     let require = m.or(cx, "require", false);
-    Ok(ReplaceConfig {
+    let cfg = ReplaceConfig {
         proxy_value: proxy_value?,
         match_headers: match_headers?,
         match_body: match_body?,
         match_path: match_path?,
         match_query: match_query?,
         require: require?,
+    };
+    unmatchable_in_headers(m, cx, &cfg)?;
+    Ok(cfg)
+}
+
+/// A `proxy_value` with a character no header value may hold (a trailing
+/// newline from a YAML block scalar, most often) is never found in a
+/// header, where every entry looks. An error when headers are all the entry
+/// scans (it could never swap anything, and with `require` would refuse
+/// every request); a warning when it scans the body or the query too, where
+/// the token can still be found.
+fn unmatchable_in_headers(m: &MapDe<'_>, cx: &mut Cx, cfg: &ReplaceConfig) -> Res<()> {
+    let (Some(bad), Some(node)) = (bad_header_char(&cfg.proxy_value), m.node("proxy_value")) else {
+        return Ok(());
+    };
+    let what = format!(
+        "proxy_value holds {} at character {}, which no HTTP header value may hold, so the \
+         token is never found in a header",
+        bad.what(),
+        bad.at
+    );
+    let hint = bad.hint();
+    cx.key("proxy_value", |cx| {
+        if cfg.match_body || cfg.match_query {
+            cx.warn(
+                node.pos,
+                format!("{what}; only in the body or the query{hint}"),
+            );
+            Ok(())
+        } else {
+            Err(cx.error(
+                node.pos,
+                format!("{what}, and headers are all this entry scans{hint}"),
+            ))
+        }
     })
 }
 
@@ -156,10 +191,13 @@ impl Decode for InjectConfig {
             template(n, cx, &["Value"], Some(&[]))
         });
         match (header?, query?) {
-            (Some(name), None) => Ok(InjectConfig::Header {
-                name,
-                formatter: formatter?,
-            }),
+            (Some(name), None) => {
+                let formatter = formatter?;
+                if let (Some(t), Some(n)) = (&formatter, m.node("formatter")) {
+                    cx.key("formatter", |cx| check_header_template(n, cx, t))?;
+                }
+                Ok(InjectConfig::Header { name, formatter })
+            }
             (None, Some(name)) => {
                 // Still decoded above, so a broken template is an error here too.
                 formatter?;

@@ -6,6 +6,7 @@ mod env;
 mod fuzz;
 mod hostile;
 mod indentation;
+mod input_checks;
 mod loading;
 mod lookalike;
 mod spec_files;

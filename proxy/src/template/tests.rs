@@ -103,3 +103,12 @@ fn values_are_bytes_and_text_output_must_be_utf8() {
     let b64 = Template::parse("{{ base64 .Body }}").expect("parses");
     assert_eq!(b64.render(&c).expect("renders"), "Yf9i");
 }
+
+/// What a template writes whatever its values: its text and the string
+/// literals it writes as they are; not a field, not a function's output.
+#[test]
+fn fixed_text_is_the_text_and_the_literals_written() {
+    let t = Template::parse("Bearer {{ .Value }}\n{{ \"x\\r\" }}{{ base64 \"\\n\" .Value }}")
+        .expect("valid template");
+    assert_eq!(t.fixed_text(), ["Bearer ", "\n", "x\r"]);
+}
