@@ -1,5 +1,5 @@
 //! AWS region names in `aws_auth` (`allowed_regions`, and the workload
-//! identity provider's `region`): a near miss of an AWS region's name
+//! identity provider's `region`) and in the AWS secret sources: a near miss of an AWS region's name
 //! (`us-east1`, `US-EAST-1`, `us-esat-1`) loads with a warning that names
 //! the region probably meant.
 //!
@@ -157,6 +157,36 @@ pub(crate) fn warning(name: &str, consequence: &str) -> Option<String> {
     ))
 }
 
+/// Why `name` cannot be the region of an AWS secret source: the region is a
+/// label of the service's host name (`secretsmanager.<region>.amazonaws.com`),
+/// so anything but ASCII letters, digits, `-` and `_` (a `.`, a `/`, a
+/// space) would make another host, or no host; empty, it is no region at
+/// all. `None` for a name a host can hold, which [`warning`] then judges
+/// (`_`, which a DNS label may hold, is left to it: the spec's examples
+/// write `YOUR_REGION` for the reader to fill in).
+pub(crate) fn label_problem(name: &str) -> Option<String> {
+    if name.is_empty() {
+        return Some(
+            "region must not be empty (leave it out for the AWS SDK's default region)".into(),
+        );
+    }
+    let bad = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_')));
+    let why = match bad {
+        Some(c) => format!("it holds {c:?}"),
+        None if name.len() > 63 => "it is longer than 63 characters".to_string(),
+        None if name.starts_with('-') || name.ends_with('-') => {
+            "it starts or ends with '-'".to_string()
+        }
+        None => return None,
+    };
+    Some(format!(
+        "{name:?} is not an AWS region: the region is part of the service's host name, which \
+         takes letters, digits, '-' and '_' ({why}); write a region such as us-east-1"
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -223,6 +253,33 @@ mod tests {
             assert_eq!(meant(name), None, "{name}");
             assert_eq!(warning(name, "."), None, "{name}");
         }
+    }
+
+    /// A secret source's region goes into a host name: what no host label
+    /// can hold is refused, whatever else it looks like.
+    #[test]
+    fn a_region_a_host_name_cannot_hold_is_named() {
+        for name in ["us-east-1", "US-EAST-1", "auto", "us-east1", "YOUR_REGION"] {
+            assert_eq!(label_problem(name), None, "{name}");
+        }
+        assert_eq!(
+            label_problem("../../etc").as_deref(),
+            Some(
+                "\"../../etc\" is not an AWS region: the region is part of the service's host \
+                 name, which takes letters, digits, '-' and '_' (it holds '.'); write a region \
+                 such as us-east-1"
+            )
+        );
+        for (name, why) in [
+            ("us-east-1.evil.example", "it holds '.'"),
+            ("us east 1", "it holds ' '"),
+            ("-us-east-1", "it starts or ends with '-'"),
+        ] {
+            let p = label_problem(name).expect(name);
+            assert!(p.contains(why), "{name}: {p}");
+        }
+        assert!(label_problem(&"a".repeat(64)).is_some());
+        assert!(label_problem("").is_some_and(|p| p.contains("must not be empty")));
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use regex::Regex;
 use serde_json::Value;
 
-use super::decode::{int, str_with, Cx, Decode, Failed, Res};
+use super::decode::{int, str_with, Cx, Decode, Failed, MapDe, Res};
 use super::values::first_line;
 use super::yaml::{number, Kind, Node, Number, Pos};
 use crate::rules::{Rule, Scope};
@@ -161,10 +161,25 @@ impl Decode for ArgMatcher {
     }
 }
 
+/// A server's or a tool's `name`, which must not be empty: no `tools/call`
+/// names the empty tool (an allowlist entry that allows nothing, and hides
+/// a forgotten name), and the audit record names a server's policy by it.
+fn non_empty_name(m: &MapDe<'_>, cx: &mut Cx) -> Res<String> {
+    m.req_with(cx, "name", |n, cx| {
+        str_with(n, cx, |s| {
+            if s.is_empty() {
+                Err("name must not be empty".to_string())
+            } else {
+                Ok(s.to_string())
+            }
+        })
+    })
+}
+
 impl Decode for McpTool {
     fn decode(node: &Node, cx: &mut Cx) -> Res<Self> {
         let m = cx.map(node, &["name", "when"])?;
-        let (name, when) = (m.req(cx, "name"), m.or_default(cx, "when"));
+        let (name, when) = (non_empty_name(&m, cx), m.or_default(cx, "when"));
         Ok(McpTool {
             name: name?,
             when: when?,
@@ -175,7 +190,7 @@ impl Decode for McpTool {
 impl Decode for McpServer {
     fn decode(node: &Node, cx: &mut Cx) -> Res<Self> {
         let m = cx.map(node, &["name", "rules", "tools"])?;
-        let name = m.req(cx, "name");
+        let name = non_empty_name(&m, cx);
         let rules = m.non_empty::<Rule>(cx, "rules", "rule");
         let tools = m.or_default(cx, "tools");
         Ok(McpServer {

@@ -30,6 +30,7 @@ mod lookalike;
 mod mcp;
 mod oauth;
 mod positions;
+mod proxy_values;
 mod refs;
 mod secrets;
 mod sections;
@@ -290,7 +291,8 @@ fn decode_config(root: Node, cx: &mut Cx) -> Res<Config> {
 
 /// Finds the lint findings and looks up in the document where their fields,
 /// and those [`check_references`] may name, were set. The findings the
-/// decoder recorded about single values come first, in file order.
+/// decoder recorded about single values come first, in file order; those
+/// about proxy tokens that meet ([`proxy_values`]) last.
 fn place(config: &mut Config, cx: &mut Cx, root: &Node) {
     let file = cx.file();
     let unplaced = lint::find(config);
@@ -303,8 +305,10 @@ fn place(config: &mut Config, cx: &mut Cx, root: &Node) {
     let mut paths = refs::reference_paths(config);
     paths.extend(refs::build_paths(config));
     let positions = Positions::new(file, root, paths);
+    let tokens = proxy_values::check(config, root, file);
     config.findings = std::mem::take(&mut cx.findings);
     config.findings.extend(placed);
+    config.findings.extend(tokens);
     config.positions = positions;
 }
 

@@ -4,7 +4,8 @@
 use std::fmt;
 use std::str::FromStr;
 
-use super::decode::{env_or, env_var_name, one_of, parse_str, Cx, Decode, MapDe, Res};
+use super::aws_region;
+use super::decode::{env_or, env_var_name, one_of, parse_str, str_with, Cx, Decode, MapDe, Res};
 use super::values::NonNegativeDuration;
 use super::yaml::Node;
 
@@ -180,6 +181,38 @@ const SOURCE_TYPES: &[(&str, SourceType)] = &[
     ("1password_connect", SourceType::OnePasswordConnect),
 ];
 
+/// A required name that must not be empty (`secret_id`, `name`): an empty
+/// one names no secret, and every fetch would fail at the first request.
+fn non_empty(m: &MapDe<'_>, cx: &mut Cx, key: &'static str) -> Res<String> {
+    m.req_with(cx, key, |n, cx| {
+        str_with(n, cx, |s| {
+            if s.is_empty() {
+                Err(format!("{key} must not be empty"))
+            } else {
+                Ok(s.to_string())
+            }
+        })
+    })
+}
+
+/// An AWS secret source's `region`: a host-name label (it goes into the
+/// endpoint's host, [`aws_region::label_problem`]); a near miss of a
+/// region's name loads with a warning ([`aws_region::warning`]).
+fn region(m: &MapDe<'_>, cx: &mut Cx) -> Res<Option<String>> {
+    m.opt_with(cx, "region", |n, cx| {
+        let region = str_with(n, cx, |s| match aws_region::label_problem(s) {
+            Some(p) => Err(p),
+            None => Ok(s.to_string()),
+        })?;
+        let consequence = "The secret is fetched from AWS in this region, and AWS has no region \
+                           of this name.";
+        if let Some(w) = aws_region::warning(&region, consequence) {
+            cx.warn(n.pos, w);
+        }
+        Ok(region)
+    })
+}
+
 impl Decode for SecretSourceConfig {
     fn decode(node: &Node, cx: &mut Cx) -> Res<Self> {
         let Some(type_node) = node.get("type").filter(|n| !n.is_null()) else {
@@ -215,8 +248,8 @@ impl Decode for SecretSourceConfig {
             SourceType::AwsSm => {
                 let m = cx.map(node, &["type", "secret_id", "region", "json_key", "ttl"])?;
                 let (secret_id, region, json_key, ttl) = (
-                    m.req(cx, "secret_id"),
-                    m.opt(cx, "region"),
+                    non_empty(&m, cx, "secret_id"),
+                    region(&m, cx),
                     m.opt(cx, "json_key"),
                     ttl(&m, cx),
                 );
@@ -239,8 +272,8 @@ impl Decode for SecretSourceConfig {
                         "ttl",
                     ],
                 )?;
-                let name = m.req(cx, "name");
-                let region = m.opt(cx, "region");
+                let name = non_empty(&m, cx, "name");
+                let region = region(&m, cx);
                 let with_decryption = m.or(cx, "with_decryption", true);
                 let (json_key, ttl) = (m.opt(cx, "json_key"), ttl(&m, cx));
                 SecretSourceConfig::AwsSsm {
