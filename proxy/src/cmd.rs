@@ -310,6 +310,21 @@ fn build_errors(cfg: &config::Config, refs: &[config::Reference]) -> Vec<String>
     out
 }
 
+/// What is wrong with `-outdir` that generating would report badly: a path
+/// that exists and is not a directory (`/dev/null`, a regular file), which
+/// creating the directory reports as "File exists".
+fn outdir_problem(outdir: &Path) -> Option<String> {
+    let meta = std::fs::metadata(outdir).ok()?;
+    if meta.is_dir() {
+        return None;
+    }
+    let kind = crate::config_source::file::kind_of(&meta).unwrap_or("a regular file");
+    Some(format!(
+        "{} is not a directory (it is {kind})",
+        outdir.display()
+    ))
+}
+
 /// `iron-proxy generate-ca`.
 pub fn generate_ca(outdir: &Path, name: &str, expiry_hours: u64, alg: Alg) -> ExitCode {
     let alg = match alg {
@@ -317,6 +332,10 @@ pub fn generate_ca(outdir: &Path, name: &str, expiry_hours: u64, alg: Alg) -> Ex
         Alg::Rsa4096 => crate::tls::generate::CaAlg::Rsa4096,
         Alg::Ed25519 => crate::tls::generate::CaAlg::Ed25519,
     };
+    if let Some(problem) = outdir_problem(outdir) {
+        errln!("iron-proxy generate-ca: {problem}");
+        return ExitCode::FAILURE;
+    }
     match crate::tls::generate::generate_ca(outdir, name, expiry_hours, alg) {
         Ok((cert, key)) => printed(outln!(
             "wrote {} (0644) and {} (0600)",
@@ -429,5 +448,27 @@ mod tests {
                 key.display()
             ))
         );
+    }
+
+    /// `-outdir` naming a file or a device is said to be one; a directory,
+    /// or a path not there yet (created), is no problem.
+    #[test]
+    fn an_outdir_that_is_not_a_directory_is_named() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let file = dir.path().join("ca");
+        std::fs::write(&file, "x").expect("writing a file");
+        assert_eq!(
+            outdir_problem(&file),
+            Some(format!(
+                "{} is not a directory (it is a regular file)",
+                file.display()
+            ))
+        );
+        assert_eq!(
+            outdir_problem(Path::new("/dev/null")).as_deref(),
+            Some("/dev/null is not a directory (it is a character device)")
+        );
+        assert_eq!(outdir_problem(dir.path()), None);
+        assert_eq!(outdir_problem(&dir.path().join("new")), None);
     }
 }

@@ -39,8 +39,11 @@ const STOP_WAIT: Duration = Duration::from_secs(5);
 #[derive(Debug, thiserror::Error)]
 pub enum ListenError {
     /// The address could not be bound.
-    #[error("{field}: binding {addr}")]
+    #[error("{at}{field}: binding {addr}")]
     Bind {
+        /// Where the field was set, as `proxy.yaml:3:17: ` (with the
+        /// separator; empty for a config that was not read from a file).
+        at: String,
         /// The config field (`proxy.https_listen`).
         field: &'static str,
         /// The address.
@@ -197,6 +200,18 @@ pub struct Listeners {
     state: Mutex<State>,
 }
 
+/// `proxy.yaml:3:17: `, where `field` was set (a default: the nearest
+/// enclosing field the file has, or the file), or the `IRON_*` variable that
+/// set it; empty when the config has no file (tests).
+fn placed(cfg: &Config, field: &str) -> String {
+    let at = cfg.locate(field);
+    if at.file.is_empty() {
+        String::new()
+    } else {
+        format!("{at}: ")
+    }
+}
+
 impl Listeners {
     /// No listener open yet.
     pub fn new(serving: Serving) -> Self {
@@ -227,7 +242,9 @@ impl Listeners {
                     continue;
                 }
                 let field = kind.field();
+                let at = placed(cfg, field);
                 let bind_err = |source| ListenError::Bind {
+                    at: at.clone(),
                     field,
                     addr,
                     source,
@@ -369,5 +386,38 @@ impl Listeners {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A bind error names where its field was set, as config errors do: the
+    /// listeners' places are kept from the load (the document is not), for a
+    /// field the file sets, one an `IRON_*` variable sets, and a default
+    /// (the nearest enclosing field the file has).
+    #[test]
+    fn a_listener_is_placed_at_its_line_or_variable() {
+        let text = "tls: {mode: sni-only}\nproxy:\n  http_listen: \"127.0.0.1:18085\"\nmetrics:\n  listen: \"127.0.0.1:9\"\n";
+        let env = |v: &str| (v == "IRON_PROXY_TUNNEL_LISTEN").then(|| "127.0.0.1:7".to_string());
+        let cfg = crate::config::parse(text, "proxy.yaml", &env).expect("valid config");
+        assert_eq!(placed(&cfg, "proxy.http_listen"), "proxy.yaml:3:16: ");
+        assert_eq!(placed(&cfg, "metrics.listen"), "proxy.yaml:5:11: ");
+        assert_eq!(
+            placed(&cfg, "proxy.tunnel_listen"),
+            "IRON_PROXY_TUNNEL_LISTEN: "
+        );
+        assert_eq!(placed(&cfg, "proxy.https_listen"), "proxy.yaml:3:3: ");
+        let e = ListenError::Bind {
+            at: placed(&cfg, "proxy.http_listen"),
+            field: "proxy.http_listen",
+            addr: "127.0.0.1:18085".parse().expect("an address"),
+            source: std::io::ErrorKind::AddrInUse.into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "proxy.yaml:3:16: proxy.http_listen: binding 127.0.0.1:18085"
+        );
     }
 }

@@ -169,9 +169,17 @@ pub(crate) fn reference_paths(cfg: &Config) -> Vec<String> {
 
 /// The fields a transform's build checks that are not references (a gRPC
 /// target, its TLS block), so that `validate` places a build error at its
-/// field like any other.
+/// field like any other; and the listeners start-up and a reload bind
+/// (`app::listeners`), so that an address in use is reported at its line.
 pub(crate) fn build_paths(cfg: &Config) -> Vec<String> {
-    let mut out = Vec::new();
+    let mut out: Vec<String> = [
+        "proxy.http_listen",
+        "proxy.https_listen",
+        "proxy.tunnel_listen",
+        "metrics.listen",
+    ]
+    .map(String::from)
+    .to_vec();
     for (i, t) in cfg.transforms.iter().enumerate() {
         if let TransformConfig::Grpc(_) = t {
             out.push(format!("transforms[{i}].config.target"));

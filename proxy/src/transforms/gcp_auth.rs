@@ -124,12 +124,8 @@ enum Credentials {
 impl Credentials {
     /// Reads `text`; `subject`: the transform asks for domain-wide delegation.
     fn read(text: &str, subject: bool) -> Result<Self, MintError> {
-        let file: CredentialsFile = serde_json::from_str(text).map_err(|e| {
-            MintError(format!(
-                "the credentials are not valid JSON: line {}",
-                e.line()
-            ))
-        })?;
+        let file: CredentialsFile =
+            serde_json::from_str(text).map_err(|e| MintError(not_a_keyfile(text, &e)))?;
         let token_uri = file
             .token_uri
             .clone()
@@ -168,6 +164,36 @@ impl Credentials {
             ))),
         }
     }
+}
+
+/// Why `text` did not read as a credentials file, without quoting it
+/// (serde's messages quote the value they met). Valid JSON of another type
+/// is named by its type: a keyfile stored in a secret manager as a JSON
+/// string holding the JSON (encoded twice) is the common case, and "not
+/// valid JSON" would send its owner looking for a syntax error.
+fn not_a_keyfile(text: &str, e: &serde_json::Error) -> String {
+    if e.classify() != serde_json::error::Category::Data {
+        return format!("the credentials are not valid JSON: line {}", e.line());
+    }
+    let kind = match text.trim_start().bytes().next() {
+        Some(b'"') => {
+            return "the credentials are a JSON string, not an object: the keyfile's JSON was \
+                    encoded a second time (as a string holding it); store the keyfile's JSON \
+                    object itself"
+                .into()
+        }
+        Some(b'[') => "array",
+        Some(b't' | b'f') => "boolean",
+        Some(b'n') => "null",
+        Some(b'{') => {
+            return format!(
+                "the credentials are not a keyfile: a field has the wrong type (line {})",
+                e.line()
+            )
+        }
+        _ => "number",
+    };
+    format!("the credentials are a JSON {kind}, not an object (a keyfile is a JSON object)")
 }
 
 /// Checks a keyfile's `text` as a mint would read it, without minting:

@@ -145,10 +145,21 @@ fn a_reload_whose_new_address_is_taken_changes_nothing() {
     let r = reload(&px);
     assert_eq!(r.status, 422, "{r}");
     let errors = r.json()["errors"].to_string();
+    // Where the field is in the file written: its line, and its value's column.
+    let text = serde_json::to_string_pretty(&cfg).expect("JSON");
+    let (line, column) = text
+        .lines()
+        .enumerate()
+        .find_map(|(i, l)| {
+            let at = l.find(&format!("\"{taken_addr}\""))?;
+            l.contains("\"https_listen\"").then_some((i + 1, at + 1))
+        })
+        .expect("https_listen in the config written");
     assert!(
-        errors.contains(&format!("proxy.https_listen: binding {taken_addr}"))
-            && errors.contains("in use"),
-        "the error names the field and the address: {errors}"
+        errors.contains(&format!(
+            ":{line}:{column}: proxy.https_listen: binding {taken_addr}"
+        )) && errors.contains("in use"),
+        "the error names the place, the field and the address: {errors}"
     );
 
     // Nothing changed: the old listeners serve, the new http address was let go, the policy

@@ -75,6 +75,34 @@ fn generate_ca_writes_a_ca_openssl_accepts_with_safe_modes_and_never_overwrites(
     assert_eq!(std::fs::read(&key).ok(), key_bytes.ok(), "ca.key untouched");
 }
 
+/// An `-outdir` that exists and is not a directory is named as such, not
+/// reported as "creating /dev/null: File exists" (what creating it says),
+/// and nothing is written.
+#[test]
+fn an_outdir_that_is_not_a_directory_is_named_as_such() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("ca");
+    std::fs::write(&file, "not a directory").expect("writing a file");
+    for (outdir, kind) in [
+        (Path::new("/dev/null"), "a character device"),
+        (file.as_path(), "a regular file"),
+    ] {
+        let (exit, text) = generate(outdir);
+        assert_ne!(exit, 0, "generate-ca into {}:\n{text}", outdir.display());
+        assert_eq!(
+            text.trim_end(),
+            format!(
+                "iron-proxy generate-ca: {} is not a directory (it is {kind})",
+                outdir.display()
+            )
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(&file).ok().as_deref(),
+        Some("not a directory")
+    );
+}
+
 #[test]
 fn the_proxy_mints_leaves_clients_accept_from_a_generated_ca() {
     require_root!();

@@ -445,3 +445,34 @@ async fn the_injected_token_is_scrubbed_from_the_response() {
         );
     }
 }
+
+/// A keyfile stored encoded twice (a JSON string holding the JSON, as a
+/// secret manager's console makes easy) is said to be a string, not
+/// "not valid JSON", and no message quotes the text (serde's do: the key
+/// would reach the log). Other types are named by their type; a syntax
+/// error is still one.
+#[test]
+fn credentials_of_the_wrong_json_type_are_named_by_their_type() {
+    let key = r#"{"type":"service_account","private_key":"-----BEGIN PRIVATE KEY-----s3cret"}"#;
+    let twice = serde_json::to_string(key).expect("encoding a string");
+    let said = |text: &str| match Credentials::read(text, false) {
+        Err(e) => e.0,
+        Ok(_) => panic!("{text}: read"),
+    };
+    let e = said(&twice);
+    assert!(
+        e.starts_with("the credentials are a JSON string, not an object"),
+        "{e}"
+    );
+    assert!(!e.contains("s3cret") && !e.contains("BEGIN"), "{e}");
+    assert_eq!(
+        said("[1]"),
+        "the credentials are a JSON array, not an object (a keyfile is a JSON object)"
+    );
+    let e = said(r#"{"type":"service_account","private_key":5}"#);
+    assert!(e.contains("a field has the wrong type"), "{e}");
+    assert_eq!(
+        said("{not json"),
+        "the credentials are not valid JSON: line 1"
+    );
+}
