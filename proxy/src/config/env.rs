@@ -10,9 +10,16 @@
 //! variables need DNS to be enabled: setting one without a `dns` block is an
 //! error rather than a silently ignored value. `IRON_MANAGEMENT_LISTEN` enables
 //! the management API.
+//!
+//! A value that is not UTF-8 is an error naming the variable (never the
+//! value, [`not_utf8`]), not an unset variable: `IRON_TLS_MODE=$'mitm\xff'`
+//! would otherwise be ignored without a word.
+
+use std::ffi::OsString;
 
 use super::decode::Cx;
 use super::yaml::{Kind, Node, Pos};
+use super::ConfigError;
 
 /// A value override: variable, section, key, and whether the value is a comma-separated list.
 pub(super) const OVERRIDES: [(&str, &str, &str, bool); 21] = [
@@ -89,6 +96,25 @@ pub(super) const DNS_ENABLED: &str = "IRON_DNS_ENABLED";
 
 /// `log.level`; applied after the others (an empty value is unset).
 pub(super) const LOG_LEVEL: &str = "IRON_LOG_LEVEL";
+
+/// An error for each variable [`apply`] reads whose value (as `var_os`
+/// gives it) is not UTF-8: `IRON_TLS_MODE: the value is not UTF-8`. The
+/// value is not shown: it may be anything, a secret's bytes included.
+pub(crate) fn not_utf8(var_os: &dyn Fn(&str) -> Option<OsString>) -> Vec<ConfigError> {
+    OVERRIDES
+        .iter()
+        .map(|o| o.0)
+        .chain([DNS_ENABLED, LOG_LEVEL])
+        .filter(|var| var_os(var).is_some_and(|v| v.to_str().is_none()))
+        .map(|var| ConfigError {
+            file: var.to_string(),
+            line: None,
+            column: None,
+            path: String::new(),
+            message: "the value is not UTF-8".into(),
+        })
+        .collect()
+}
 
 /// Go's `strconv.ParseBool`.
 fn parse_bool(s: &str) -> Option<bool> {

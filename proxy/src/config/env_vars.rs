@@ -59,12 +59,14 @@ pub fn read_variables() -> Vec<&'static str> {
     out
 }
 
-/// The names of the process's environment variables (those that are UTF-8;
-/// values are not read), for [`unknown_variables`]. The environment is the
-/// one the process started with; what the config names may change at each
-/// reload, so start-up and every reload look again.
+/// The names of the process's environment variables (values are not
+/// read), for [`unknown_variables`]. A name that is not UTF-8 is given
+/// lossily (its odd bytes as U+FFFD): no variable the proxy reads is named
+/// so, and an `IRON_` one is then warned about rather than dropped. The
+/// environment is the one the process started with; what the config names
+/// may change at each reload, so start-up and every reload look again.
 pub fn process_names() -> impl Iterator<Item = String> {
-    std::env::vars_os().filter_map(|(k, _)| k.into_string().ok())
+    std::env::vars_os().map(|(k, _)| k.to_string_lossy().into_owned())
 }
 
 /// A finding for each name in `names` (the environment's variable names)

@@ -140,7 +140,22 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
             message: format!("cannot read config: {e}"),
         }])
     })?;
-    parse(&text, &file, &|name| std::env::var(name).ok())
+    parse_with_process_env(&text, &file)
+}
+
+/// [`parse`] with the `IRON_*` overrides of the process environment. One
+/// whose value is not UTF-8 is an error naming the variable (not the
+/// value), as a bad value is: read as unset, it would be ignored without a
+/// word.
+pub fn parse_with_process_env(text: &str, file: &str) -> Result<Config, ConfigErrors> {
+    let not_utf8 = env::not_utf8(&|var| std::env::var_os(var));
+    let parsed = parse(text, file, &|var| std::env::var(var).ok());
+    if not_utf8.is_empty() {
+        return parsed;
+    }
+    let mut errors = parsed.err().map(|e| e.0).unwrap_or_default();
+    errors.extend(not_utf8);
+    Err(ConfigErrors(errors))
 }
 
 /// Parses config `text` (named `file` in errors), applying `IRON_*` overrides looked up with `env`.

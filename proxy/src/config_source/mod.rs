@@ -149,7 +149,7 @@ fn not_regular(kind: &str, target: Option<&Path>) -> String {
 pub fn parse(bytes: &[u8], name: &str) -> Result<Config, ConfigErrors> {
     let text = std::str::from_utf8(bytes)
         .map_err(|_| one_error(name, "cannot read config: the config is not UTF-8".into()))?;
-    config::parse(text, name, &|var| std::env::var(var).ok())
+    config::parse_with_process_env(text, name)
 }
 
 fn one_error(name: &str, message: String) -> ConfigErrors {

@@ -458,3 +458,45 @@ fn validate_reads_a_gcp_keyfile_as_a_mint_would() {
     assert_eq!(exit, 0, "{stderr}");
     assert!(stderr.contains("later.json does not exist"), "{stderr}");
 }
+
+/// An `IRON_*` override whose value is not UTF-8 is an error naming the variable, not an
+/// unset variable ignored without a word, and the value is not shown; a variable whose name
+/// is not UTF-8 but starts with `IRON_` is warned about as any unknown one is.
+#[test]
+fn an_iron_variable_that_is_not_utf8_is_named() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let dir = paths::scratch_dir("validate");
+    let file = dir.path().join("proxy.yaml");
+    std::fs::write(&file, "tls: {mode: sni-only}\n").expect("writing the config");
+    let run = |var: &OsStr, value: &OsStr| {
+        process::run_with_timeout(
+            "iron-proxy validate",
+            Command::new(paths::iron_proxy_bin())
+                .arg("validate")
+                .arg("-config")
+                .arg(&file)
+                .env_remove("IRON_MANAGEMENT_LISTEN")
+                .env(var, value),
+            Duration::from_secs(30),
+        )
+    };
+    let out = run(
+        OsStr::new("IRON_TLS_MODE"),
+        OsStr::from_bytes(b"mitm\xffs3cret"),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.exit, 1, "{stderr}");
+    assert!(
+        stderr.contains("IRON_TLS_MODE: the value is not UTF-8"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("s3cret"), "{stderr}");
+    let out = run(OsStr::from_bytes(b"IRON_TLS_MOD\xff"), OsStr::new("mitm"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.exit, 0, "{stderr}");
+    assert!(
+        stderr.contains("IRON_TLS_MOD\u{fffd}: warning: iron-proxy reads no variable of this name"),
+        "{stderr}"
+    );
+}

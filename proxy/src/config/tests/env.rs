@@ -97,3 +97,27 @@ fn env_override_errors_name_the_variable() {
         ["IRON_DNS_ENABLED: dns: missing required field 'proxy_ip'"]
     );
 }
+
+/// A value that is not UTF-8 is an error at its variable (never showing the
+/// value), for every variable the overrides read, not an unset variable.
+#[test]
+fn an_override_that_is_not_utf8_is_named() {
+    use std::ffi::OsString;
+    use std::os::unix::ffi::OsStringExt;
+    let var_os = |var: &str| match var {
+        "IRON_TLS_MODE" | "IRON_LOG_LEVEL" => Some(OsString::from_vec(b"mitm\xffs3cret".to_vec())),
+        "IRON_METRICS_LISTEN" => Some(OsString::from(":9090")),
+        _ => None,
+    };
+    let errors: Vec<String> = crate::config::env::not_utf8(&var_os)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        errors,
+        [
+            "IRON_TLS_MODE: the value is not UTF-8",
+            "IRON_LOG_LEVEL: the value is not UTF-8"
+        ]
+    );
+}
