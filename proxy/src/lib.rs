@@ -29,6 +29,7 @@ pub mod mcp;
 pub mod ops;
 pub mod pipeline;
 pub mod read_cap;
+pub mod redact_url;
 pub mod rep_movsb;
 pub mod resident;
 pub mod revoke;

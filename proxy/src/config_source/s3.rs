@@ -63,7 +63,7 @@ pub enum S3Error {
     Endpoint {
         /// The object.
         object: S3Object,
-        /// The configured endpoint.
+        /// The configured endpoint, without userinfo or query.
         endpoint: String,
     },
     /// The request could not be signed.
@@ -171,7 +171,7 @@ impl S3Object {
             if !uri.is_some_and(|u| u.scheme().is_some() && u.host().is_some()) {
                 return Err(S3Error::Endpoint {
                     object: self.clone(),
-                    endpoint: e.clone(),
+                    endpoint: crate::redact_url::for_log(e),
                 });
             }
         }
@@ -192,14 +192,15 @@ impl S3Object {
         )
         .map_err(signing)?;
         let req = req.map(|()| Full::new(Bytes::new()));
-        // The URL carries no signature (that is in the headers), so naming it is safe.
+        // The URL carries no signature (that is in the headers); a user and
+        // password or a query from `AWS_ENDPOINT_URL*` are left out.
         let rsp = aws
             .http()
             .send_limited(req, MAX_CONFIG_BYTES)
             .await
             .map_err(|e| S3Error::Transport {
                 object: self.clone(),
-                detail: format!("{url}: {e}"),
+                detail: format!("{}: {e}", crate::redact_url::for_log(&url)),
             })?;
         let status = rsp.status();
         if status.is_success() {

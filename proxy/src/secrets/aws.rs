@@ -226,12 +226,16 @@ impl AwsShared {
         let err = |detail: String| SecretError::Backend { backend, detail };
         let creds = self.credentials(backend).await?;
         let mut url = self.endpoint(api.endpoint_var, api.prefix, region);
+        // The endpoint may come from `AWS_ENDPOINT_URL*`, with a user and
+        // password or a query: errors name it without them.
+        let shown = || crate::redact_url::for_log(&url);
         let uri: http::Uri = url
             .parse()
-            .map_err(|_| err(format!("invalid endpoint URL {url:?}")))?;
+            .map_err(|_| err(format!("invalid endpoint URL {:?}", shown())))?;
         if uri.host().is_none() || uri.scheme().is_none() {
             return Err(err(format!(
-                "endpoint URL {url:?} needs a scheme and a host"
+                "endpoint URL {:?} needs a scheme and a host",
+                shown()
             )));
         }
         if uri.path().is_empty() || uri.path_and_query().is_none() {
@@ -259,7 +263,7 @@ impl AwsShared {
             .http
             .send(req)
             .await
-            .map_err(|e| err(format!("{url}: {e}")))?;
+            .map_err(|e| err(format!("{}: {e}", crate::redact_url::for_log(&url))))?;
         if status.is_success() {
             return Ok(rsp);
         }

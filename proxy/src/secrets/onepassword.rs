@@ -122,12 +122,19 @@ impl Connect {
             .header(http::header::AUTHORIZATION, auth_value)
             .header(http::header::ACCEPT, "application/json")
             .body(Full::new(Bytes::new()))
-            .map_err(|_| connect_err(format!("invalid Connect URL {url:?}")))?;
+            .map_err(|_| {
+                connect_err(format!(
+                    "invalid Connect URL {:?}",
+                    crate::redact_url::for_log(&url)
+                ))
+            })?;
         let (status, body) = self
             .http
             .send(req)
             .await
-            .map_err(|e| connect_err(format!("{url}: {e}")))?;
+            // `OP_CONNECT_HOST` may hold a user and password or a query:
+            // the error names the URL without them.
+            .map_err(|e| connect_err(format!("{}: {e}", crate::redact_url::for_log(&url))))?;
         if !status.is_success() {
             return Err(connect_err(error_detail(path, status, &body, token)));
         }

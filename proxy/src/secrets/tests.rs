@@ -310,3 +310,85 @@ impl TraceCapture {
         String::from_utf8_lossy(&self.buf.lock().expect("lock")).into_owned()
     }
 }
+
+/// A backend endpoint from the environment (`AWS_ENDPOINT_URL`,
+/// `OP_CONNECT_HOST`) with a user and password or a query: the transport
+/// error that names it (here a port nothing listens on) reaches the log, the
+/// audit record and `/v1/status`, so it names the endpoint without them.
+#[tokio::test]
+async fn backend_urls_in_errors_hold_no_userinfo_or_query() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let aws = |url: &str| {
+        Sources::new(SourcesOptions {
+            env: fixed_env(&[("AWS_ENDPOINT_URL", url)]),
+            aws: aws::AwsOverrides {
+                credentials: Some(aws_credential_types::Credentials::new(
+                    "testing", "testing", None, None, "test",
+                )),
+                region: Some("us-east-1".into()),
+            },
+            ..Default::default()
+        })
+    };
+    let sm = SecretSourceConfig::AwsSm {
+        secret_id: "k".into(),
+        region: None,
+        json_key: None,
+        ttl: Default::default(),
+    };
+    for (endpoint, shown) in [
+        (
+            format!("http://user:pw-S3CRET@127.0.0.1:{port}"),
+            format!(": http://127.0.0.1:{port}: "),
+        ),
+        (
+            format!("http://127.0.0.1:{port}/?token=Q-S3CRET"),
+            format!("http://127.0.0.1:{port}/: "),
+        ),
+        (
+            "user:pw-S3CRET@no-scheme?token=Q-S3CRET".to_string(),
+            "endpoint URL \"no-scheme\"".to_string(),
+        ),
+    ] {
+        let e = aws(&endpoint)
+            .secret(&sm)
+            .get()
+            .await
+            .expect_err("nothing listens")
+            .to_string();
+        assert!(
+            e.contains(&shown) && !e.contains("S3CRET"),
+            "{endpoint}: {e}"
+        );
+    }
+    let connect = Sources::new(SourcesOptions {
+        env: fixed_env(&[
+            (
+                "OP_CONNECT_HOST",
+                &format!("http://user:pw-S3CRET@127.0.0.1:{port}/?token=Q-S3CRET"),
+            ),
+            ("OP_CONNECT_TOKEN", "t"),
+        ]),
+        ..Default::default()
+    });
+    let op = SecretSourceConfig::OnePasswordConnect {
+        secret_ref: "op://v/i/f".parse().expect("op ref"),
+        host_env: "OP_CONNECT_HOST".into(),
+        token_env: "OP_CONNECT_TOKEN".into(),
+        json_key: None,
+        ttl: Default::default(),
+    };
+    let e = connect
+        .secret(&op)
+        .get()
+        .await
+        .expect_err("nothing listens")
+        .to_string();
+    assert!(
+        e.contains(&format!("http://127.0.0.1:{port}/: ")) && !e.contains("S3CRET"),
+        "{e}"
+    );
+}

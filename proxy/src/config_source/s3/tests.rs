@@ -131,3 +131,43 @@ fn the_signature_covers_the_content_hash_header() {
     assert_eq!(s.payload_checksum_kind, PayloadChecksumKind::XAmzSha256);
     assert_eq!(s.percent_encoding_mode, PercentEncodingMode::Single);
 }
+
+/// An endpoint from `AWS_ENDPOINT_URL_S3` with a user and password or a
+/// query: the error that names it (a transport failure here, a port nothing
+/// listens on) reaches the start-up error, the log and `/v1/status`, so it
+/// names the endpoint without them. An endpoint that is no URL is named so.
+#[tokio::test]
+async fn an_endpoint_in_an_error_has_no_userinfo_or_query() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let fetch = |endpoint: String| async move {
+        let env = std::collections::HashMap::from([("AWS_ENDPOINT_URL_S3".to_string(), endpoint)]);
+        let aws = AwsShared::new(
+            crate::secrets::aws::AwsOverrides {
+                credentials: Some(creds()),
+                region: Some("us-east-1".into()),
+            },
+            crate::secrets::http::HttpClient::new(),
+            crate::secrets::EnvLookup::Fixed(std::sync::Arc::new(env)),
+        );
+        let e = obj("s3://cfg/proxy.yaml")
+            .fetch(&aws)
+            .await
+            .expect_err("nothing listens");
+        crate::error_chain(&e)
+    };
+    let e = fetch(format!("http://user:pw-S3CRET@127.0.0.1:{port}")).await;
+    assert!(
+        e.contains(&format!(": http://127.0.0.1:{port}/cfg/proxy.yaml: ")),
+        "{e}"
+    );
+    assert!(!e.contains("S3CRET"), "{e}");
+    let e = fetch(format!("http://127.0.0.1:{port}/?token=Q-S3CRET")).await;
+    assert!(e.contains(&format!(": http://127.0.0.1:{port}/: ")), "{e}");
+    assert!(!e.contains("S3CRET"), "{e}");
+    let e = fetch("user:pw-S3CRET@no-scheme?token=Q-S3CRET".to_string()).await;
+    assert!(e.contains("invalid S3 endpoint URL \"no-scheme\""), "{e}");
+    assert!(!e.contains("S3CRET"), "{e}");
+}

@@ -210,7 +210,7 @@ impl OtelSettings {
         // URL credentials are not sent by OTLP exporters; kept in the URL
         // they would reach the HTTP client's debug logs. Taken out, with a
         // warning that names the variable, not the value.
-        let endpoint = match without_userinfo(&endpoint) {
+        let endpoint = match crate::redact_url::without_userinfo(&endpoint) {
             Some(bare) => {
                 warnings.push(OtelError::BadVariable {
                     var: endpoint_var,
@@ -298,12 +298,12 @@ impl OtelSettings {
         is_plaintext(&self.endpoint)
     }
 
-    /// The endpoint with any userinfo removed, for logs, spelled as
-    /// configured otherwise (no `/` added after a bare host and port).
+    /// The endpoint for logs: without userinfo (taken out when read, so
+    /// this is a second guard), query or fragment, which may carry a key
+    /// (`?token=...`); spelled as configured otherwise (no `/` added after a
+    /// bare host and port).
     pub fn endpoint_for_log(&self) -> String {
-        // The endpoint was checked to parse; its userinfo is taken out when
-        // read, so this is a second guard.
-        without_userinfo(&self.endpoint).unwrap_or_else(|| self.endpoint.clone())
+        crate::redact_url::for_log(&self.endpoint)
     }
 
     /// The resource: the attributes, then `service.name` (which wins), plus `service.version`.
@@ -332,23 +332,6 @@ fn is_plaintext(endpoint: &str) -> bool {
     endpoint
         .get(..7)
         .is_some_and(|s| s.eq_ignore_ascii_case("http://"))
-}
-
-/// `endpoint` without its user and password, when it has any.
-fn without_userinfo(endpoint: &str) -> Option<String> {
-    let mut u = url::Url::parse(endpoint).ok()?;
-    if u.username().is_empty() && u.password().is_none() {
-        return None;
-    }
-    let _ = u.set_username("");
-    let _ = u.set_password(None);
-    let text = u.to_string();
-    // Spelled as configured: no `/` added after a bare host and port.
-    let bare = u.path() == "/" && u.query().is_none() && !endpoint.ends_with('/');
-    Some(match text.strip_suffix('/') {
-        Some(t) if bare => t.to_string(),
-        _ => text,
-    })
 }
 
 /// Whether `endpoint` is an http(s) URL with a host. The error never

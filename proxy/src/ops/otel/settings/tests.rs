@@ -87,9 +87,13 @@ fn env_parsing() {
         ("https://c.example:4318/", "https://c.example:4318/"),
         ("https://u:p@c.example/otlp/", "https://c.example/otlp/"),
         ("https://c.example/otlp", "https://c.example/otlp"),
+        // A query may carry a key: it is sent, and not logged.
+        ("http://host:4318/?token=SECRETPW", "http://host:4318/"),
+        ("https://c.example/otlp?k=v#f", "https://c.example/otlp"),
     ] {
         let (s, _) = enabled(&[("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)]);
         assert_eq!(s.endpoint_for_log(), logged, "{endpoint}");
+        assert!(!format!("{s:?}").contains("SECRETPW"), "{s:?}");
     }
     let (s, _) = enabled(&[
         ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317"),
