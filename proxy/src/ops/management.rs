@@ -34,9 +34,17 @@ mod tests;
 /// Errors from the management API.
 #[derive(Debug, thiserror::Error)]
 pub enum ManagementError {
-    /// The token variable is unset, empty or not UTF-8; the API refuses to run without a token.
+    /// The token variable is unset or empty; the API refuses to run without a token.
     #[error("environment variable {var} is unset or empty: the management api needs a bearer token and will not run unauthenticated")]
     MissingApiKey {
+        /// The variable named by `management.api_key_env`.
+        var: String,
+    },
+    /// The token variable's value is not UTF-8 (it is not shown). Said so,
+    /// rather than "unset", which would send its owner looking for a
+    /// missing variable.
+    #[error("environment variable {var} is not UTF-8: the management api needs a bearer token and will not run unauthenticated")]
+    ApiKeyNotUtf8 {
         /// The variable named by `management.api_key_env`.
         var: String,
     },
@@ -64,7 +72,17 @@ impl std::fmt::Debug for ApiKey {
 impl ApiKey {
     /// Reads the token from the variable `var`.
     pub fn from_env(var: &str) -> Result<Self, ManagementError> {
-        let value = zeroize::Zeroizing::new(std::env::var(var).unwrap_or_default());
+        let value = match std::env::var(var) {
+            Ok(v) => zeroize::Zeroizing::new(v),
+            Err(std::env::VarError::NotPresent) => zeroize::Zeroizing::new(String::new()),
+            Err(std::env::VarError::NotUnicode(raw)) => {
+                // Wiped, not kept: the value is a credential all the same.
+                drop(zeroize::Zeroizing::new(raw.into_encoded_bytes()));
+                return Err(ManagementError::ApiKeyNotUtf8 {
+                    var: var.to_string(),
+                });
+            }
+        };
         Self::new(&value).ok_or_else(|| ManagementError::MissingApiKey {
             var: var.to_string(),
         })

@@ -292,6 +292,25 @@ async fn start_refuses_without_a_token_before_binding() {
     );
 }
 
+/// A key variable whose value is not UTF-8 is said to be so, not "unset",
+/// and the value is not shown.
+#[test]
+fn a_key_that_is_not_utf8_is_named_as_such() {
+    use std::os::unix::ffi::OsStrExt;
+    let var = "IRON_PROXY_TEST_NON_UTF8_MANAGEMENT_KEY";
+    // A name no other test uses: the environment is the process's.
+    std::env::set_var(var, std::ffi::OsStr::from_bytes(b"k\xffs3cret"));
+    let err = ApiKey::from_env(var).expect_err("not UTF-8");
+    std::env::remove_var(var);
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "environment variable {var} is not UTF-8: the management api needs a bearer token \
+             and will not run unauthenticated"
+        )
+    );
+}
+
 #[test]
 fn the_log_names_a_trigger_as_the_status_does() {
     for t in [Trigger::Api, Trigger::Signal] {
