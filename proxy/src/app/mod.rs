@@ -215,8 +215,15 @@ fn tls_handling(
                     (vec!["hit".into()], s.hits),
                     (vec!["miss".into()], s.misses),
                     (vec!["mint".into()], s.mints),
+                    (vec!["mint_error".into()], s.mint_errors),
                 ]
             }));
+            let queue = cache.queue().clone();
+            let _ =
+                metrics.register_cert_mint_waits(Box::new(move || vec![(vec![], queue.waits())]));
+            let queue = cache.queue().clone();
+            let _ = metrics
+                .register_cert_mints_waiting(Box::new(move || vec![(vec![], queue.waiting())]));
             let resolver = Arc::new(crate::tls::SniResolver::new(cache.clone()));
             let config = crate::tls::server_config(resolver, crate::tls::ALPN_SERVED);
             Ok(TlsHandling::Mitm { config, cache })

@@ -395,6 +395,18 @@ fn refused(
     }
 }
 
+/// The client the current task's connection is counted as: its permit's
+/// (the workload, for a connection eBPF interception redirected), or, in a
+/// task that holds none (a CONNECT upgraded through hyper runs in a task of
+/// its own), the client at `remote`, which is how those are admitted. The
+/// leaf cache gives each such client its own turn to mint
+/// (`tls::mint_queue`).
+pub(crate) fn current_client(remote: SocketAddr) -> Client {
+    PERMIT
+        .try_with(|permit| permit.client)
+        .unwrap_or_else(|_| Client::new(remote.ip(), None))
+}
+
 /// Spawns `serve`, the task of an admitted connection, holding `permit`
 /// for as long as it runs; [`Permitted`] takes a share of it.
 ///

@@ -18,7 +18,7 @@ use crate::rules::normalize_host;
 use crate::state::Shared;
 use crate::tls::sniff::{peek_client_hello, PrefixedStream, Sniff};
 use crate::tls::ticket_hold::TicketHold;
-use crate::tls::LeafCache;
+use crate::tls::{LeafCache, PrepareError};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
@@ -193,40 +193,19 @@ impl Intake {
             // otherwise size every connection's task, MITM ones included.
             TlsHandling::SniOnly => Box::pin(self.passthrough(io, conn, &host, dest.port)).await,
             TlsHandling::Mitm { config, cache } => {
-                // rustls passes an SNI that is an IP literal over (RFC 6066
-                // forbids it), so the cache's resolver would see none.
-                let sni_is_ip = sni.as_deref().is_some_and(|s| s.parse::<IpAddr>().is_ok());
-                let config = if sni.is_some() && !sni_is_ip {
-                    config.clone()
-                } else {
-                    // No SNI (or an IP): present a leaf for the destination itself (an IP SAN for IPs).
-                    let name = host.clone();
-                    let mut c = (**config).clone();
-                    c.cert_resolver = Arc::new(FixedName {
-                        cache: cache.clone(),
-                        name,
-                    });
-                    Arc::new(c)
-                };
-                // The handshake and the stream are boxed: a connection's task
-                // keeps its whole future, sized by its largest state, for as
-                // long as it serves (idle keep-alive connections included).
-                // Held by value, the handshake's state (2.9 KiB) set that
-                // size, and the stream (1.3 KiB) took room in this future, in
-                // `serve_http`'s (argument and local) and in the connection's,
-                // since a local that was borrowed keeps its place in a future
-                // after it is moved out.
-                let handshake = Box::pin(mitm_handshake(config, io, SNIFF_TIMEOUT));
-                let mut tls = match handshake.await {
-                    Ok(t) => Box::new(t),
-                    Err(e) => {
-                        let mut rec = conn.record();
-                        rec.host = host;
-                        rec.reject(None, "client_tls_handshake_failed", 0);
-                        rec.error = Some(e.to_string());
-                        self.shared.audit.emit(&rec);
-                        return;
-                    }
+                // The leaf and the handshake are boxed, and so is the
+                // stream: a connection's task keeps its whole future, sized
+                // by its largest state, for as long as it serves (idle
+                // keep-alive connections included). Held by value, the
+                // handshake's state (2.9 KiB) set that size, and the stream
+                // (1.3 KiB) took room in this future, in `serve_http`'s
+                // (argument and local) and in the connection's, since a
+                // local that was borrowed keeps its place in a future after
+                // it is moved out.
+                let accept = self.accept_mitm(io, &conn, &host, sni.as_deref(), config, cache);
+                let mut tls = match Box::pin(accept).await {
+                    Some(t) => Box::new(t),
+                    None => return,
                 };
                 // What TLS carries must be HTTP too: anything else (DNS over TLS, a raw
                 // protocol) is refused and audited here rather than dropped by the HTTP parser.
@@ -260,6 +239,80 @@ impl Intake {
                 conn.tls = true;
                 conn.default_port = dest.port;
                 super::serve_http(self.shared.clone(), conn, PrefixedStream::new(first, tls)).await;
+            }
+        }
+    }
+
+    /// The client-facing TLS of a MITM connection: its leaf readied, then
+    /// the handshake, within [`SNIFF_TIMEOUT`] in all. `None` when refused
+    /// (audited).
+    async fn accept_mitm<I>(
+        &self,
+        io: PrefixedStream<I>,
+        conn: &ConnInfo,
+        host: &str,
+        sni: Option<&str>,
+        config: &Arc<rustls::ServerConfig>,
+        cache: &Arc<LeafCache>,
+    ) -> Option<MitmStream<PrefixedStream<I>>>
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        // The leaf, minted now unless it is cached: on the blocking pool and
+        // in the client's turn (tls::mint_queue), so that no CA signature
+        // runs on this worker and the resolver finds the leaf. A cached
+        // leaf (nearly every connection) costs one lookup here.
+        let mut spent = Duration::ZERO;
+        let mut mint_failed = None;
+        let client = super::per_client::current_client(conn.remote);
+        if let Some(minting) = cache.prepare(host, client, SNIFF_TIMEOUT) {
+            let started = tokio::time::Instant::now();
+            match minting.await {
+                Ok(()) => {}
+                Err(PrepareError::Busy) => {
+                    let mut rec = conn.record();
+                    rec.host = host.to_string();
+                    rec.reject(None, "leaf_mint_busy", 0);
+                    rec.error = Some(format!(
+                        "no leaf certificate for {host} within {SNIFF_TIMEOUT:?}: \
+                         the mints queued before it did not leave it a turn"
+                    ));
+                    self.shared.audit.emit(&rec);
+                    let mut io = io;
+                    let _ = io.shutdown().await;
+                    return None;
+                }
+                Err(e) => {
+                    let error = crate::error_chain(&e);
+                    mint_failed = Some(format!("no leaf certificate for {host}: {error}"));
+                }
+            }
+            spent = started.elapsed();
+        }
+        // rustls passes an SNI that is an IP literal over (RFC 6066
+        // forbids it), so the cache's resolver would see none.
+        let sni_is_ip = sni.is_some_and(|s| s.parse::<IpAddr>().is_ok());
+        let config = if mint_failed.is_some() {
+            // The handshake fails with the alert of a resolver that has no
+            // leaf, as it did when the resolver minted, without a second try.
+            with_resolver(config, Arc::new(NoLeaf))
+        } else if sni.is_some() && !sni_is_ip {
+            config.clone()
+        } else {
+            // No SNI (or an IP): present a leaf for the destination itself (an IP SAN for IPs).
+            let name = host.to_string();
+            let cache = cache.clone();
+            with_resolver(config, Arc::new(FixedName { cache, name }))
+        };
+        match mitm_handshake(config, io, SNIFF_TIMEOUT, spent).await {
+            Ok(tls) => Some(tls),
+            Err(e) => {
+                let mut rec = conn.record();
+                rec.host = host.to_string();
+                rec.reject(None, "client_tls_handshake_failed", 0);
+                rec.error = Some(mint_failed.unwrap_or_else(|| e.to_string()));
+                self.shared.audit.emit(&rec);
+                None
             }
         }
     }
@@ -330,20 +383,23 @@ impl Intake {
     }
 }
 
-/// The client-facing TLS handshake, within `deadline` (a client that sends
+/// The client-facing TLS handshake, within `deadline` of the ClientHello,
+/// `spent` of which already went (on minting its leaf): a client that sends
 /// its ClientHello and then stalls would otherwise hold its connection
-/// forever). The IO goes under a [`TicketHold`], released once the
+/// forever. The IO goes under a [`TicketHold`], released once the
 /// handshake is done: the session ticket leaves with the first response.
 async fn mitm_handshake<I>(
     config: Arc<rustls::ServerConfig>,
     io: I,
     deadline: Duration,
+    spent: Duration,
 ) -> std::io::Result<MitmStream<I>>
 where
     I: AsyncRead + AsyncWrite + Unpin,
 {
     let accept = TlsAcceptor::from(config).accept(TicketHold::new(io));
-    match tokio::time::timeout(deadline, accept.into_fallible()).await {
+    let left = deadline.saturating_sub(spent);
+    match tokio::time::timeout(left, accept.into_fallible()).await {
         Ok(Ok(mut tls)) => {
             tls.get_mut().0.release();
             Ok(tls)
@@ -377,8 +433,29 @@ struct FixedName {
 
 impl ResolvesServerCert for FixedName {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        self.cache.get(&self.name).ok()
+        self.cache.for_handshake(&self.name).ok()
     }
+}
+
+/// Presents no leaf: the handshake of a connection whose leaf could not be
+/// minted fails with rustls's alert, as when a resolver finds none.
+#[derive(Debug)]
+struct NoLeaf;
+
+impl ResolvesServerCert for NoLeaf {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        None
+    }
+}
+
+/// `config` with its certificate resolver replaced (a copy: per connection).
+fn with_resolver(
+    config: &rustls::ServerConfig,
+    resolver: Arc<dyn ResolvesServerCert>,
+) -> Arc<rustls::ServerConfig> {
+    let mut config = config.clone();
+    config.cert_resolver = resolver;
+    Arc::new(config)
 }
 
 /// Longest request-method token [`looks_like_http`] accepts (the longest the

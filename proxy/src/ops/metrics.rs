@@ -582,12 +582,33 @@ impl Metrics {
         )
     }
 
-    /// `iron_proxy_cert_cache_total{result=hit|miss|mint}` from the leaf cache's stats.
+    /// `iron_proxy_cert_cache_total{result=hit|miss|mint|mint_error}` from the leaf cache's stats.
     pub fn register_cert_cache(&self, read: CounterSourceFn) -> Result<(), MetricsError> {
         self.register_counter_source(
             "cert_cache",
             "Leaf certificate cache lookups, by result",
             &["result"],
+            read,
+        )
+    }
+
+    /// `iron_proxy_cert_mint_waits_total`: leaf mints that waited for their
+    /// turn (`tls::mint_queue`), read from the queue.
+    pub fn register_cert_mint_waits(&self, read: CounterSourceFn) -> Result<(), MetricsError> {
+        self.register_counter_source(
+            "cert_mint_waits",
+            "Leaf certificate mints that waited for their client's previous mint or for a slot",
+            &[],
+            read,
+        )
+    }
+
+    /// `iron_proxy_cert_mints_waiting`: leaf mints waiting for their turn now.
+    pub fn register_cert_mints_waiting(&self, read: CounterSourceFn) -> Result<(), MetricsError> {
+        self.register_gauge_source(
+            "cert_mints_waiting",
+            "Leaf certificate mints waiting now for their client's previous mint or for a slot",
+            &[],
             read,
         )
     }

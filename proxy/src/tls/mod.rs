@@ -2,8 +2,10 @@
 //! configurations for both sides, ClientHello sniffing and CA generation.
 //!
 //! The listeners put these together: [`sniff::peek_client_hello`] decides
-//! between MITM, passthrough and plain HTTP; for MITM, [`server::server_config`]
-//! with an [`SniResolver`] over a [`LeafCache`] terminates the client's TLS, and
+//! between MITM, passthrough and plain HTTP; for MITM, [`LeafCache::prepare`]
+//! mints the leaf off the runtime if it is not cached ([`mint_queue`]: in
+//! fair turns), [`server::server_config`] with an [`SniResolver`] over the
+//! [`LeafCache`] terminates the client's TLS, and
 //! [`server::upstream_client_config`] verifies the real upstream.
 
 use std::sync::{Arc, OnceLock};
@@ -14,6 +16,7 @@ pub mod ca;
 pub mod cache;
 pub mod generate;
 pub mod leaf;
+pub mod mint_queue;
 pub mod server;
 pub mod sniff;
 pub mod ticket_hold;
@@ -22,7 +25,7 @@ pub mod ticket_hold;
 pub(crate) mod test_support;
 
 pub use ca::{CaError, CaFile, CertificateAuthority};
-pub use cache::{CacheStats, LeafCache, SniResolver};
+pub use cache::{CacheStats, LeafCache, Minting, PrepareError, SniResolver};
 pub use generate::{generate_ca, CaAlg, GenerateError};
 pub use leaf::{LeafError, LeafMinter, MintedLeaf};
 pub use server::{

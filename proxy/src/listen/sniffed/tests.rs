@@ -41,7 +41,7 @@ async fn a_client_that_stalls_after_its_client_hello_is_dropped_at_the_deadline(
         .unwrap();
     c.write_all(&hello).await.unwrap();
     let started = Instant::now();
-    let err = mitm_handshake(server, s, Duration::from_millis(300))
+    let err = mitm_handshake(server, s, Duration::from_millis(300), Duration::ZERO)
         .await
         .expect_err("a stalled handshake must fail");
     assert_eq!(err.kind(), std::io::ErrorKind::TimedOut, "{err}");
@@ -59,7 +59,7 @@ async fn a_client_that_completes_its_handshake_in_time_is_served() {
     let connect = tokio_rustls::TlsConnector::from(client).connect(name, c);
     let (client, served) = tokio::join!(
         connect,
-        mitm_handshake(server, s, Duration::from_millis(300))
+        mitm_handshake(server, s, Duration::from_millis(300), Duration::ZERO)
     );
     client.expect("client handshake");
     served.expect("server handshake");

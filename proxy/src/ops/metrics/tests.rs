@@ -191,6 +191,10 @@ async fn scrape_parses_with_official_parser_and_readiness_flips() {
         vec![(vec!["hit".into()], 3), (vec!["mint".into()], 1)]
     }))
     .expect("cert source");
+    m.register_cert_mint_waits(Box::new(|| vec![(vec![], 5)]))
+        .expect("mint waits source");
+    m.register_cert_mints_waiting(Box::new(|| vec![(vec![], 2)]))
+        .expect("mints waiting source");
     m.register_intercept_events(Box::new(|| vec![(vec!["redirected".into()], 9)]))
         .expect("intercept source");
     m.record_request(&record(
@@ -257,6 +261,8 @@ async fn scrape_parses_with_official_parser_and_readiness_flips() {
         ("iron_proxy_build_info", "gauge"),
         ("iron_proxy_dns_queries", "counter"),
         ("iron_proxy_cert_cache", "counter"),
+        ("iron_proxy_cert_mint_waits", "counter"),
+        ("iron_proxy_cert_mints_waiting", "gauge"),
         ("iron_proxy_intercept_events", "counter"),
     ];
     for (name, ty) in expect_types {
@@ -340,6 +346,10 @@ async fn scrape_parses_with_official_parser_and_readiness_flips() {
         ),
         1.0
     );
+    let waits = "iron_proxy_cert_mint_waits";
+    assert_eq!(v(waits, &format!("{waits}_total"), &[]), 5.0);
+    let waiting = "iron_proxy_cert_mints_waiting";
+    assert_eq!(v(waiting, waiting, &[]), 2.0);
     let ie = ("event", "redirected");
     assert_eq!(
         v(
