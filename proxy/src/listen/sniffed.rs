@@ -202,14 +202,27 @@ impl Intake {
                 // (argument and local) and in the connection's, since a
                 // local that was borrowed keeps its place in a future after
                 // it is moved out.
+                //
+                // A granted tunnel's request is written if shutdown cuts its
+                // handshake or the wait for its first request.
+                let waiting = conn.tunnel.is_some().then(|| {
+                    let mut rec = conn.record();
+                    rec.host = host.clone();
+                    Unfinished::new(rec, &self.shared.audit, Awaits::ClientData)
+                });
                 let accept = self.accept_mitm(io, &conn, &host, sni.as_deref(), config, cache);
                 let mut tls = match Box::pin(accept).await {
                     Some(t) => Box::new(t),
-                    None => return,
+                    None => {
+                        drop(waiting.map(Unfinished::finish));
+                        return;
+                    }
                 };
                 // What TLS carries must be HTTP too: anything else (DNS over TLS, a raw
                 // protocol) is refused and audited here rather than dropped by the HTTP parser.
-                let first = match read_request_start(&mut tls).await {
+                let started = read_request_start(&mut tls).await;
+                drop(waiting.map(Unfinished::finish));
+                let first = match started {
                     Ok(first) if looks_like_http(&first) => first,
                     result => {
                         let mut rec = conn.record();
