@@ -269,7 +269,13 @@ impl Judge {
                 Outcome::Decided(d)
             }
             None => {
-                ticket.settle(false);
+                // The provider answered: not a failure for the breaker, which
+                // is there for a provider that fails. What the model says is
+                // shaped by the request it judges, so a workload whose
+                // requests make it answer in prose would otherwise open the
+                // breaker for every workload (the fallback for all: with
+                // `skip`, the judge switched off).
+                ticket.settle(true);
                 // Redact before cutting, so no part of a secret survives the cut.
                 let raw = scrub.redact(&completion.text);
                 cx.annotate("raw_output", envelope::cut_bytes(&raw, RAW_CAP));

@@ -649,3 +649,23 @@ async fn no_free_slot_falls_back_without_counting_towards_the_breaker() {
     assert_eq!(calls.load(Ordering::SeqCst), 3, "the third made no call");
     task.abort();
 }
+
+/// Answers that are not decisions get the fallback but never open the breaker: what the model
+/// says follows the request it judges, so a workload making it answer in prose opened the
+/// breaker for every workload (before: the third request here got "circuit breaker open"
+/// without a call).
+#[tokio::test]
+async fn answers_that_are_not_decisions_do_not_open_the_breaker() {
+    let (url, _t) = canned(Duration::ZERO, |_| {
+        (200, String::new(), message("Sure, looks fine."))
+    })
+    .await;
+    let extra = "      circuit_breaker: {consecutive_failures: 2, cooldown: 1h}\n";
+    let j = Arc::new(judge(extra, &url, &[("KEY", "k")]).expect("judge"));
+    for _ in 0..4 {
+        let (_, a) = judge_once(&j).await;
+        assert_eq!(a["decision"], "FALLBACK_DENY", "{a:?}");
+        assert_eq!(a["raw_output"], "Sure, looks fine.", "called: {a:?}");
+        assert!(a.get("circuit_breaker_tripped").is_none(), "{a:?}");
+    }
+}
