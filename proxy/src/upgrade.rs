@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::Response;
-use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -69,7 +68,7 @@ pub fn splice(
 /// head, with an empty body, for the response phase to see before the
 /// splice: a transform's response hook (the redaction of a reflected
 /// credential, a `grpc` policy) applies to the handshake's answer too.
-pub fn take_upgrade(mut upstream: Response<Incoming>) -> (Response<Body>, OnUpgrade) {
+pub fn take_upgrade<B>(mut upstream: Response<B>) -> (Response<Body>, OnUpgrade) {
     let up = hyper::upgrade::on(&mut upstream);
     let (parts, _) = upstream.into_parts();
     (Response::from_parts(parts, body::empty()), up)

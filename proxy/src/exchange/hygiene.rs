@@ -4,7 +4,6 @@
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, Version};
-use hyper::body::Incoming;
 
 /// Connection-level headers that never cross the proxy (RFC 9110 §7.6.1), plus
 /// the proxy's own credentials header. Built names, so that removing them does
@@ -340,7 +339,7 @@ pub(super) fn websocket_accept(key: &[u8]) -> String {
 /// for is not a WebSocket server that read the request (RFC 6455 §4.1: the
 /// client must fail the connection), and what the connection carries after
 /// it would not be the WebSocket the record says.
-pub(super) fn accepts_websocket_key(rsp: &Response<Incoming>, key: Option<&HeaderValue>) -> bool {
+pub(super) fn accepts_websocket_key<B>(rsp: &Response<B>, key: Option<&HeaderValue>) -> bool {
     let Some(key) = key else {
         return false;
     };
@@ -349,7 +348,7 @@ pub(super) fn accepts_websocket_key(rsp: &Response<Incoming>, key: Option<&Heade
         .is_some_and(|got| got.as_bytes() == websocket_accept(key.as_bytes()).as_bytes())
 }
 
-pub(super) fn switches_to_websocket(rsp: &Response<Incoming>) -> bool {
+pub(super) fn switches_to_websocket<B>(rsp: &Response<B>) -> bool {
     rsp.headers()
         .get(header::UPGRADE)
         .and_then(|v| v.to_str().ok())

@@ -454,7 +454,7 @@ async fn handle_tracked(
         });
     }
 
-    let (mut parts, incoming) = upstream.into_parts();
+    let (mut parts, from_upstream) = upstream.into_parts();
     if let Some(coding) = hygiene::unsupported_transfer_coding(&parts.headers) {
         // Only the chunked framing is undone: the body would reach the
         // client still coded, without the header saying so.
@@ -468,7 +468,7 @@ async fn handle_tracked(
         ));
     }
     strip_hop_by_hop(&mut parts.headers, false);
-    let mut rsp = Response::from_parts(parts, body::incoming(incoming));
+    let mut rsp = Response::from_parts(parts, from_upstream);
     if policy.pipeline.wants_response_body(&cx) {
         rsp = match buffer_response(rsp, policy.limits.max_response_body_bytes, &mut rec).await {
             Ok(r) => r,

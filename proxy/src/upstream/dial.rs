@@ -438,8 +438,8 @@ async fn timed<T>(dial: impl Future<Output = Result<T, DialError>>) -> Result<T,
 
 /// The hyper-side connection type, with its [`Standing`], counted in
 /// `iron_proxy_upstream_connections` while it is open, and for a client
-/// connection's own client, its place in that client's bound on HTTP/1
-/// connections (see `own_h2::limit`).
+/// connection's own client, its place in that client's bounds on its
+/// connections, per host and over all hosts (see `own_h2::limit`).
 pub struct Conn(
     pub TokioIo<Stream>,
     pub Standing,
@@ -447,24 +447,51 @@ pub struct Conn(
     pub(crate) Option<super::own_h2::OpenPermit>,
 );
 
+impl Drop for Conn {
+    /// Its place in an own client's bounds goes first, while its socket is
+    /// still open: until then `own_h2::limit` may shut the socket down
+    /// through its descriptor, which must not be another socket's by then.
+    fn drop(&mut self) {
+        drop(self.3.take());
+    }
+}
+
 impl Connection for Conn {
+    /// For an own client's connection, its number goes into every response
+    /// it carries (see `own_h2::limit`).
     fn connected(&self) -> Connected {
-        match self.0.inner() {
+        let connected = match self.0.inner() {
             Stream::Tls(t) if t.get_ref().1.alpn_protocol() == Some(b"h2") => {
                 Connected::new().negotiated_h2()
             }
             _ => Connected::new(),
+        };
+        match self.3.as_ref().and_then(super::own_h2::OpenPermit::on_conn) {
+            Some(on) => connected.extra(on),
+            None => connected,
         }
     }
 }
 
 impl hyper::rt::Read for Conn {
+    /// An own client's connection closed to make room (`own_h2::limit`)
+    /// reads as ended at once, before the reactor has seen its socket shut
+    /// down: hyper, polling its read before taking a request, then closes
+    /// an idle one rather than writing a request on it.
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: hyper::rt::ReadBufCursor<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
+        let this = self.get_mut();
+        if this
+            .3
+            .as_ref()
+            .is_some_and(super::own_h2::OpenPermit::is_shut)
+        {
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.0).poll_read(cx, buf)
     }
 }
 

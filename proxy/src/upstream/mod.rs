@@ -239,6 +239,12 @@ impl Upstream {
         self.idle.len()
     }
 
+    /// How many upstream connections the HTTP/2 clients of ended client
+    /// connections hold, kept as spares (see [`own_h2`]).
+    pub fn spare_connections(&self) -> usize {
+        self.spares.connections()
+    }
+
     /// The dialer, for raw TCP legs (tunnels, passthrough, upgrades).
     pub fn dialer(&self) -> &Dialer {
         &self.dialer
@@ -281,17 +287,24 @@ impl Upstream {
     /// connection that slot holds (see [`held`]), an HTTP/2 request through
     /// the slot's own HTTP/2 client (see [`own_h2`]); without one (protocol
     /// upgrades), through the shared pool.
+    ///
+    /// The response's body is the upstream's, its trailers cleaned
+    /// ([`crate::body::incoming`]); on a client connection's own HTTP/2
+    /// client it also holds the upstream connection busy until it ends
+    /// (see `own_h2::limit`), so it is not to be swapped for another body
+    /// while the upstream's is still read.
     pub async fn send(
         &self,
         req: Request<Body>,
         header_timeout: Duration,
         held: Option<&HeldSlot>,
-    ) -> Result<Response<Incoming>, UpstreamError> {
+    ) -> Result<Response<Body>, UpstreamError> {
         let req = chunk_a_read_with_a_body(req);
         let (req, timer) = HeadTimer::start(req, header_timeout);
+        let incoming = |rsp: Response<Incoming>| rsp.map(crate::body::incoming);
         let answered = match held {
             Some(slot) if req.version() < http::Version::HTTP_2 => {
-                self.send_held(slot, req, &timer).await
+                self.send_held(slot, req, &timer).await.map(incoming)
             }
             Some(slot) => {
                 // The key only matters for the first request, which makes the client.
@@ -316,21 +329,21 @@ impl Upstream {
                     ))
                 })?;
                 match own {
-                    Some(own) => {
-                        // Until the response head: see `own_h2::limit`.
-                        let _want = own.dialer.want(req.uri());
-                        self.send_pooled(&own.client, req, &timer).await
-                    }
-                    None => self.send_pooled(&self.shared().client, req, &timer).await,
+                    Some(own) => self.send_own(own, req, &timer).await,
+                    None => self
+                        .send_pooled(&self.shared().client, req, &timer)
+                        .await
+                        .map(incoming),
                 }
             }
-            None if req.version() == http::Version::HTTP_2 => {
-                self.send_pooled(&self.shared().client, req, &timer).await
-            }
-            None => {
-                self.send_pooled(&self.shared().client_h1, req, &timer)
-                    .await
-            }
+            None if req.version() == http::Version::HTTP_2 => self
+                .send_pooled(&self.shared().client, req, &timer)
+                .await
+                .map(incoming),
+            None => self
+                .send_pooled(&self.shared().client_h1, req, &timer)
+                .await
+                .map(incoming),
         };
         if answered.is_ok() {
             // From the start of the upstream leg, a connect included (as
@@ -338,6 +351,28 @@ impl Upstream {
             crate::traffic::TRAFFIC.response_head(timer.started().elapsed());
         }
         answered
+    }
+
+    /// Sends `req` on a client connection's own client: the request counts
+    /// as wanting its host until its response head, and the exchange as
+    /// keeping its connection busy from then until the body's end (see
+    /// `own_h2::limit`).
+    async fn send_own(
+        &self,
+        own: &OwnClient,
+        mut req: Request<Body>,
+        timer: &HeadTimer,
+    ) -> Result<Response<Body>, UpstreamError> {
+        let _want = own.dialer.want(req.uri());
+        let pool_entry = hyper_util::client::legacy::connect::capture_connection(&mut req);
+        match self.send_pooled(&own.client, req, timer).await {
+            // Busy before `_want` drops: at no point is the connection idle.
+            Ok(rsp) => Ok(own.dialer.in_use(rsp, &pool_entry)),
+            Err(e) => {
+                own.dialer.saw(&pool_entry);
+                Err(e)
+            }
+        }
     }
 
     async fn send_pooled<C>(

@@ -29,22 +29,25 @@
 //! A client connection's HTTP/2 client does not end with it: its upstream
 //! connections, idle then, can serve the next client connection to the same
 //! host. [`Spares`] keeps it for that (up to [`MAX_SPARES_PER_HOST`] per
-//! host and [`MAX_SPARES`] in all, for the pool's idle timeout), so that a
-//! workload opening a new HTTP/2 connection per request (curl in a script)
-//! does not pay an upstream handshake each time. A spare is taken by one
-//! client connection at a time.
+//! host, for the pool's idle timeout, and as many as hold at most
+//! [`spare_cap_for`] upstream connections together), so that a workload
+//! opening a new HTTP/2 connection per request (curl in a script) does not
+//! pay an upstream handshake each time. A spare is taken by one client
+//! connection at a time.
 //!
-//! When the upstream speaks only HTTP/1.1, the client opens an HTTP/1
-//! connection per stream in flight; [`limit`] bounds those per host and
-//! client connection (requests beyond the bound wait for one), and the
-//! client keeps only [`limit::IDLE_PER_HOST`] idle per host.
+//! [`limit`] bounds a client's upstream connections: [`limit::MAX_OPEN`]
+//! over all hosts (an idle one is closed to make room for a new one), and,
+//! when the upstream speaks only HTTP/1.1 (the client then opens an HTTP/1
+//! connection per stream in flight), [`limit::MAX_OPEN_PER_HOST`] per host.
+//! Requests beyond a bound wait for a connection; the client keeps only
+//! [`limit::IDLE_PER_HOST`] idle per host.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use super::dial::Standing;
-use super::held::{Home, Key, IDLE_TIMEOUT};
+use super::held::{self, Home, Key, IDLE_TIMEOUT};
 
 /// How much of one response body an upstream may send ahead of what the
 /// proxy has passed on to its client (the stream's receive window). hyper's
@@ -67,17 +70,34 @@ pub(crate) const CONN_WINDOW: u32 = 5 * 1024 * 1024;
 pub(crate) const MAX_SEND_BUF: usize = crate::listen::H2_MAX_SEND_BUF;
 /// How many spare clients [`Spares`] keeps per host.
 const MAX_SPARES_PER_HOST: usize = 64;
-/// How many spare clients [`Spares`] keeps over all hosts; beyond it the
-/// least recently put spare goes first, whatever its host. Each spare holds
-/// at least one idle upstream connection (a descriptor, its TLS session
-/// and buffers) for the pool's idle timeout. With only the per-host cap, a
-/// workload that opens HTTP/2 connections to many distinct hosts (a
-/// wildcard allowlist, one name per request) kept 64 spares for every one
-/// of them: descriptors and memory without bound for 90 s. 256 covers the
-/// hosts a busy deployment reuses within that time (four hosts at their
-/// per-host cap); a spare evicted early only costs its next user a
-/// handshake.
-const MAX_SPARES: usize = 256;
+
+/// How many upstream connections all spares together may hold when the soft
+/// open-file limit is `soft` (`None`: unknown): half what the HTTP/1 idle
+/// pool may hold ([`held::idle_cap_for`]), a twentieth of the limit within
+/// 8 to 512. Of the fifth of the limit that `proxy.max_connections` leaves
+/// for everything but client connections and their requests' upstream
+/// connections (`ops::fd_limit::DEFAULT_MAX_CONNECTIONS_SHARE`), the idle
+/// pool takes half, the spares a quarter, and a quarter is left for DNS,
+/// the control plane, the log and a reload. Spares were counted as clients
+/// (256 in all), each holding up to 8 idle connections per host it had
+/// used: six client connections sent to 400 hosts left about 1,700
+/// descriptors held for 90 s after they ended. Least recently put spares
+/// go first; one evicted early only costs its next user handshakes.
+pub(crate) fn spare_cap_for(soft: Option<u64>) -> usize {
+    held::idle_cap_for(soft) / 2
+}
+
+/// What keeping a client as a spare costs: the upstream connections it holds.
+pub(crate) trait Holds {
+    /// How many upstream connections it has open (or being dialed).
+    fn connections(&self) -> usize;
+}
+
+impl Holds for OwnClient {
+    fn connections(&self) -> usize {
+        OwnClient::connections(self)
+    }
+}
 
 /// The pooled HTTP/2-capable client type (h2 or http/1.1 by ALPN), its
 /// HTTP/1 connections bounded per host ([`limit`]).
@@ -142,17 +162,19 @@ impl Drop for OwnH2 {
 
 /// Clients whose client connections ended, by the host of their first
 /// request: their idle upstream connections stay open for the pool's idle
-/// timeout (the client's own pool closes them after that). Generic over the
-/// client only for the tests.
+/// timeout (the client's own pool closes them after that), as long as all
+/// spares together hold no more than `cap` of them. Generic over the client
+/// only for the tests.
 pub(crate) struct Spares<C = H2Client> {
     by_key: Mutex<HashMap<Key, Vec<Spare<C>>>>,
+    /// The most upstream connections all spares together hold.
+    cap: usize,
 }
 
 impl<C> Default for Spares<C> {
+    /// Spares capped by the process's soft open-file limit now.
     fn default() -> Self {
-        Spares {
-            by_key: Mutex::default(),
-        }
+        Spares::with_cap(spare_cap_for(crate::ops::fd_limit::soft_limit()))
     }
 }
 
@@ -166,15 +188,27 @@ struct Spare<C> {
     standing: Standing,
 }
 
-impl<C> Spare<C> {
-    /// Whether it is still to be handed out at `now`: not expired, and not
-    /// retired by a reload.
-    fn fresh(&self, now: Instant) -> bool {
-        now.saturating_duration_since(self.since) < IDLE_TIMEOUT && !self.standing.is_retired()
+impl<C: Holds> Spare<C> {
+    /// Whether it is still worth keeping at `now`: not expired, not retired
+    /// by a reload, and holding a connection (its pool closes those the
+    /// upstream closed or that sat idle too long; one holding none is no
+    /// better than a new client).
+    fn worth_keeping(&self, now: Instant) -> bool {
+        now.saturating_duration_since(self.since) < IDLE_TIMEOUT
+            && !self.standing.is_retired()
+            && self.client.connections() > 0
     }
 }
 
 impl<C> Spares<C> {
+    /// Spares holding at most `cap` upstream connections together.
+    pub(crate) fn with_cap(cap: usize) -> Self {
+        Spares {
+            by_key: Mutex::default(),
+            cap,
+        }
+    }
+
     /// Drops every spare (a reload retired their connections).
     pub(crate) fn clear(&self) {
         self.lock().clear();
@@ -183,7 +217,9 @@ impl<C> Spares<C> {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Vec<Spare<C>>>> {
         self.by_key.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
 
+impl<C: Holds> Spares<C> {
     /// A spare for `key`, one of runtime `home` first (its connections'
     /// sockets are in that runtime's reactor), else the newest.
     fn take(&self, key: &Key, home: Home) -> Option<C> {
@@ -194,9 +230,9 @@ impl<C> Spares<C> {
     fn take_at(&self, key: &Key, home: Home, now: Instant) -> Option<C> {
         let mut by_key = self.lock();
         let list = by_key.get_mut(key)?;
-        // Expired ones go, and retired ones: a reload's `clear` may have run
-        // before they were put.
-        list.retain(|s| s.fresh(now));
+        // Expired ones go, and retired ones (a reload's `clear` may have run
+        // before they were put), and those whose connections all closed.
+        list.retain(|s| s.worth_keeping(now));
         let at = list
             .iter()
             .rposition(|s| s.home == home)
@@ -211,21 +247,29 @@ impl<C> Spares<C> {
 
     /// Keeps `client`, whose connections have `standing`, as a spare for
     /// `key`; the oldest of the host goes when the host has
-    /// [`MAX_SPARES_PER_HOST`], else the oldest of all when there are
-    /// [`MAX_SPARES`] in all. A retired one is dropped.
+    /// [`MAX_SPARES_PER_HOST`], and the oldest of all go while the spares
+    /// would hold more than their cap of connections. A retired one is
+    /// dropped, and so is one that holds no connection or more than the
+    /// cap on its own.
     fn put(&self, key: Key, home: Home, client: C, standing: Standing) {
         self.put_at(key, home, client, standing, Instant::now());
     }
 
     /// [`Spares::put`] at `now`.
     fn put_at(&self, key: Key, home: Home, client: C, standing: Standing, now: Instant) {
+        let mut evicted = Vec::new();
         let mut by_key = self.lock();
         if standing.is_retired() {
             return;
         }
-        // Hosts nobody asked for again: their spares expired (or were retired).
+        let holds = client.connections();
+        if holds == 0 || holds > self.cap {
+            return;
+        }
+        // Hosts nobody asked for again: their spares expired (or were
+        // retired, or their connections closed).
         by_key.retain(|_, list| {
-            list.retain(|s| s.fresh(now));
+            list.retain(|s| s.worth_keeping(now));
             !list.is_empty()
         });
         let host_full = by_key
@@ -233,10 +277,20 @@ impl<C> Spares<C> {
             .is_some_and(|list| list.len() >= MAX_SPARES_PER_HOST);
         if host_full {
             if let Some(list) = by_key.get_mut(&key) {
-                list.remove(0);
+                evicted.push(list.remove(0));
             }
-        } else if by_key.values().map(Vec::len).sum::<usize>() >= MAX_SPARES {
-            evict_oldest(&mut by_key);
+        }
+        let mut total: usize = by_key
+            .values()
+            .flatten()
+            .map(|s| s.client.connections())
+            .sum();
+        while total + holds > self.cap {
+            let Some(oldest) = evict_oldest(&mut by_key) else {
+                break;
+            };
+            total = total.saturating_sub(oldest.client.connections());
+            evicted.push(oldest);
         }
         let list = by_key.entry(key).or_default();
         list.push(Spare {
@@ -245,8 +299,23 @@ impl<C> Spares<C> {
             client,
             standing,
         });
+        // The evicted close their connections outside the lock.
+        drop(by_key);
+        drop(evicted);
     }
 
+    /// How many upstream connections the spares hold
+    /// (`iron_proxy_upstream_spare_connections`).
+    pub(crate) fn connections(&self) -> usize {
+        self.lock()
+            .values()
+            .flatten()
+            .map(|s| s.client.connections())
+            .sum()
+    }
+}
+
+impl<C> Spares<C> {
     /// How many spares there are in all.
     #[cfg(test)]
     fn total(&self) -> usize {
@@ -268,19 +337,18 @@ impl<C> Spares<C> {
 
 /// Removes the least recently put spare of all hosts (each host's list is
 /// oldest first), and the host's list with it when that was its last.
-fn evict_oldest<C>(by_key: &mut HashMap<Key, Vec<Spare<C>>>) {
-    let oldest = by_key
+fn evict_oldest<C>(by_key: &mut HashMap<Key, Vec<Spare<C>>>) -> Option<Spare<C>> {
+    let key = by_key
         .iter()
         .filter_map(|(key, list)| list.first().map(|s| (s.since, key)))
         .min_by_key(|(since, _)| *since)
-        .map(|(_, key)| key.clone());
-    let Some(key) = oldest else { return };
-    if let Some(list) = by_key.get_mut(&key) {
-        list.remove(0);
-        if list.is_empty() {
-            by_key.remove(&key);
-        }
+        .map(|(_, key)| key.clone())?;
+    let list = by_key.get_mut(&key)?;
+    let oldest = list.remove(0);
+    if list.is_empty() {
+        by_key.remove(&key);
     }
+    Some(oldest)
 }
 
 pub(crate) mod limit;

@@ -113,10 +113,12 @@ impl Collector for TrafficCollector {
 
 impl super::Metrics {
     /// `iron_proxy_max_connections` (`proxy.max_connections`, absent when
-    /// there is no cap), `iron_proxy_upstream_idle_connections` (the
-    /// HTTP/1 connections waiting in the shared idle pool) and
-    /// `iron_proxy_buffered_body_bytes` (what the bodies held whole take of
-    /// `proxy.max_buffered_bytes`), from the data plane's state.
+    /// there is no cap), `iron_proxy_upstream_idle_connections` (the HTTP/1
+    /// connections waiting in the shared idle pool),
+    /// `iron_proxy_upstream_spare_connections` (those the spare HTTP/2
+    /// clients hold) and `iron_proxy_buffered_body_bytes` (what the bodies
+    /// held whole take of `proxy.max_buffered_bytes`), from the data
+    /// plane's state.
     pub fn register_connection_gauges(
         &self,
         shared: &std::sync::Arc<crate::state::Shared>,
@@ -140,6 +142,14 @@ impl super::Metrics {
             "Upstream HTTP/1 connections idle in the shared pool, ready for the next request",
             &[],
             Box::new(move || vec![(Vec::new(), upstream.idle_connections() as u64)]),
+        )?;
+        let upstream = shared.upstream.clone();
+        self.register_gauge_source(
+            "upstream_spare_connections",
+            "Upstream connections held by the HTTP/2 clients of ended client connections, kept \
+             for the next client connection to the same host",
+            &[],
+            Box::new(move || vec![(Vec::new(), upstream.spare_connections() as u64)]),
         )?;
         self.register_gauge_source(
             "buffered_body_bytes",
