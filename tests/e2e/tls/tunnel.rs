@@ -576,7 +576,7 @@ transforms:
     raw.send(b"GET http://httpbin.test/get HTTP/1.1\r\nHost: httpbin.test\r\n\r\n");
     let head = raw.read_head();
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    let mut body = vec![0u8; content_length(&head)];
+    let mut body = vec![0u8; crate::ops::content_length(&head)];
     std::io::Read::read_exact(&mut raw.stream, &mut body).expect("body");
     raw.send(b"CONNECT slow.test:443 HTTP/1.1\r\nHost: slow.test:443\r\n\r\n");
     // The policy server has the question once the proxy connected to it.
@@ -589,15 +589,4 @@ transforms:
     });
     assert_eq!(rec.str("reason"), Some("client_closed"), "{rec}");
     assert_eq!(rec.host(), Some("slow.test"), "{rec}");
-}
-
-/// The Content-Length of a response head.
-fn content_length(head: &str) -> usize {
-    head.lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("content-length")
-                .then(|| v.trim().parse().ok())?
-        })
-        .unwrap_or(0)
 }

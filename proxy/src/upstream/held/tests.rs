@@ -203,8 +203,13 @@ async fn another_upstream_gets_its_own_connection() {
 /// runtime of its own: the pool hands each runtime its own connections
 /// first, and moves one from elsewhere to the caller's runtime instead of
 /// dialing a new one.
-#[test]
-fn idle_connections_go_to_their_own_runtime_first_and_move_when_taken_elsewhere() {
+/// A runtime for an origin and two single-threaded ones, as two connection
+/// workers: idle connections of one taken by the other.
+fn origin_and_two_workers() -> (
+    tokio::runtime::Runtime,
+    tokio::runtime::Runtime,
+    tokio::runtime::Runtime,
+) {
     let rt = || {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -216,7 +221,12 @@ fn idle_connections_go_to_their_own_runtime_first_and_move_when_taken_elsewhere(
         .enable_all()
         .build()
         .expect("origin runtime");
-    let (a, b) = (rt(), rt());
+    (origin_rt, rt(), rt())
+}
+
+#[test]
+fn idle_connections_go_to_their_own_runtime_first_and_move_when_taken_elsewhere() {
+    let (origin_rt, a, b) = origin_and_two_workers();
     let o = origin_rt.block_on(origin(false));
     let up = upstream();
     let on = |rt: &tokio::runtime::Runtime| {
@@ -266,18 +276,7 @@ fn bytes_sent_on_an_idle_connection_are_never_another_client_connections_answer(
 }
 
 fn bytes_sent_while_idle_are_not_an_answer(moved: bool) {
-    let rt = || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime")
-    };
-    let origin_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("origin runtime");
-    let (a, b) = (rt(), rt());
+    let (origin_rt, a, b) = origin_and_two_workers();
     let send_extra = Arc::new(Notify::new());
     let extra_sent = Arc::new(Notify::new());
     let (go, sent) = (send_extra.clone(), extra_sent.clone());
