@@ -83,6 +83,17 @@ impl Intake {
             .await
     }
 
+    /// For a granted tunnel (`conn.tunnel`), its request's record to `host`,
+    /// written if what follows is cut before the client sends its request
+    /// ([`Awaits::ClientData`]); other connections have sent none yet.
+    fn tunnel_waiting(&self, conn: &ConnInfo, host: &str) -> Option<Unfinished> {
+        conn.tunnel.is_some().then(|| {
+            let mut rec = conn.record();
+            rec.host = host.to_string();
+            Unfinished::new(rec, &self.shared.audit, Awaits::ClientData)
+        })
+    }
+
     /// Sniffs `io` and serves it according to what it carries.
     ///
     /// `conn` is boxed, as the TLS stream in `serve_tls`: passed by value
@@ -96,11 +107,7 @@ impl Intake {
         conn.fixed_port |= dest.host.is_some();
         // A granted tunnel's request is written if shutdown cuts the wait for
         // its first bytes (other connections have sent nothing yet).
-        let waiting = conn.tunnel.is_some().then(|| {
-            let mut rec = conn.record();
-            rec.host = dest.host.clone().unwrap_or_default();
-            Unfinished::new(rec, &self.shared.audit, Awaits::ClientData)
-        });
+        let waiting = self.tunnel_waiting(&conn, dest.host.as_deref().unwrap_or_default());
         let peeked = peek_client_hello(&mut io, MAX_CLIENT_HELLO, SNIFF_TIMEOUT).await;
         drop(waiting.map(Unfinished::finish));
         let (verdict, prefix) = match peeked {
@@ -205,11 +212,7 @@ impl Intake {
                 //
                 // A granted tunnel's request is written if shutdown cuts its
                 // handshake or the wait for its first request.
-                let waiting = conn.tunnel.is_some().then(|| {
-                    let mut rec = conn.record();
-                    rec.host = host.clone();
-                    Unfinished::new(rec, &self.shared.audit, Awaits::ClientData)
-                });
+                let waiting = self.tunnel_waiting(&conn, &host);
                 let accept = self.accept_mitm(io, &conn, &host, sni.as_deref(), config, cache);
                 let mut tls = match Box::pin(accept).await {
                     Some(t) => Box::new(t),

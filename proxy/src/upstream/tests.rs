@@ -10,15 +10,9 @@ use super::*;
 use crate::h2_frames::*;
 use crate::listen::H2_PREFACE;
 
-/// A TLS listener on 127.0.0.1 offering ALPN h2 only, with a self-signed
-/// certificate for 127.0.0.1: the listener, its port, the root to trust and
-/// the acceptor.
-async fn h2_tls_listener() -> (
-    TcpListener,
-    u16,
-    rustls::RootCertStore,
-    tokio_rustls::TlsAcceptor,
-) {
+/// A TLS acceptor offering ALPN h2 only, with a self-signed certificate for
+/// 127.0.0.1, and the root to trust.
+pub(crate) fn h2_acceptor() -> (rustls::RootCertStore, tokio_rustls::TlsAcceptor) {
     let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).expect("cert");
     let mut roots = rustls::RootCertStore::empty();
     roots.add(cert.cert.der().clone()).expect("root");
@@ -30,7 +24,18 @@ async fn h2_tls_listener() -> (
         .with_single_cert(vec![cert.cert.der().clone()], key)
         .expect("server config");
     tls.alpn_protocols = vec![b"h2".to_vec()];
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+    (roots, tokio_rustls::TlsAcceptor::from(Arc::new(tls)))
+}
+
+/// A TLS listener on 127.0.0.1 offering ALPN h2 only ([`h2_acceptor`]): the
+/// listener, its port, the root to trust and the acceptor.
+async fn h2_tls_listener() -> (
+    TcpListener,
+    u16,
+    rustls::RootCertStore,
+    tokio_rustls::TlsAcceptor,
+) {
+    let (roots, acceptor) = h2_acceptor();
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let port = listener.local_addr().expect("addr").port();
     (listener, port, roots, acceptor)

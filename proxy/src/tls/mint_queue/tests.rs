@@ -6,6 +6,12 @@ fn client(n: u8) -> Client {
     Client::Address(IpAddr::from([10, 0, 0, n]))
 }
 
+/// Client `n`'s turn and a slot, taken at once.
+async fn full_turn(queue: &Arc<MintQueue>, n: u8) -> Turn {
+    let turn = queue.client_turn(client(n)).await.expect("turn");
+    turn.slot().await.expect("slot")
+}
+
 /// Runs the other tasks until `n` turns are waited for; panics if
 /// `went_ahead` says a turn that should wait was granted.
 async fn until_waiting(queue: &MintQueue, n: u64, mut went_ahead: impl FnMut() -> bool) {
@@ -18,13 +24,7 @@ async fn until_waiting(queue: &MintQueue, n: u64, mut went_ahead: impl FnMut() -
 #[tokio::test]
 async fn a_free_turn_is_taken_without_waiting_and_its_entry_goes_with_it() {
     let queue = MintQueue::with_slots(1);
-    let turn = queue
-        .client_turn(client(1))
-        .await
-        .expect("turn")
-        .slot()
-        .await
-        .expect("slot");
+    let turn = full_turn(&queue, 1).await;
     assert_eq!((queue.waits(), queue.waiting(), queue.clients()), (0, 0, 1));
     assert_eq!(queue.free_slots(), 0);
     drop(turn);
@@ -70,20 +70,13 @@ async fn a_wait_given_up_leaves_no_place_behind() {
 #[tokio::test]
 async fn slots_go_first_come_first_served() {
     let queue = MintQueue::with_slots(1);
-    let held = queue
-        .client_turn(client(1))
-        .await
-        .expect("turn")
-        .slot()
-        .await
-        .expect("slot");
+    let held = full_turn(&queue, 1).await;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let mut tasks = Vec::new();
     for n in 2..=4 {
         let (q, tx) = (queue.clone(), tx.clone());
         tasks.push(tokio::spawn(async move {
-            let turn = q.client_turn(client(n)).await.expect("turn");
-            let slot = turn.slot().await.expect("slot");
+            let slot = full_turn(&q, n).await;
             tx.send(n).expect("the test listens");
             drop(slot);
         }));

@@ -66,18 +66,7 @@ impl Origins {
     /// `holds` and are `open` or shut, sharing a certificate for 127.0.0.1;
     /// and the root to trust.
     async fn start_h2(n: usize, holds: Gate, open: bool) -> (Origins, rustls::RootCertStore) {
-        let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).expect("cert");
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(cert.cert.der().clone()).expect("root");
-        let key = rustls_pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
-        let mut tls = rustls::ServerConfig::builder_with_provider(crate::tls::provider())
-            .with_safe_default_protocol_versions()
-            .expect("versions")
-            .with_no_client_auth()
-            .with_single_cert(vec![cert.cert.der().clone()], key)
-            .expect("server config");
-        tls.alpn_protocols = vec![b"h2".to_vec()];
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+        let (roots, acceptor) = crate::upstream::tests::h2_acceptor();
         (Self::serving(n, open, holds, Some(acceptor)).await, roots)
     }
 
