@@ -560,6 +560,10 @@ impl App {
         ops::signals::spawn_reload_on_sighup(controller)
             .map_err(|e| AppError::Ops(e.to_string()))?;
         ops::signals::spawn_reopen_logs_on_sigusr1().map_err(|e| AppError::Ops(e.to_string()))?;
+        // A burst's memory goes back to the OS once the burst is over, on
+        // the workers' heaps and on the main runtime's (DNS, control plane).
+        tasks.extend(workers.spawn_on_each(crate::alloc::purge_idle_memory));
+        tasks.push(tokio::spawn(crate::alloc::purge_idle_memory()));
 
         // Start-up is over: what it alone touched need not stay mapped. Done
         // before readiness, so that `xtask link-order`'s profile, dumped when

@@ -157,6 +157,17 @@ impl Workers {
         self.inner.handles.len()
     }
 
+    /// Runs a task made by `make` on every worker (a per-thread chore, such as
+    /// [`crate::alloc::purge_idle_memory`]); it ends when the worker stops or
+    /// its handle is aborted.
+    pub fn spawn_on_each<F, Fut>(&self, make: F) -> Vec<TaskHandle<()>>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.inner.handles.iter().map(|h| h.spawn(make())).collect()
+    }
+
     /// Runs `run` (an accept loop) on every worker, each with its own clone
     /// of `listener`; the connections it spawns stay on that worker. Returns
     /// the loops' handles (abort them to stop accepting: the socket closes
@@ -317,6 +328,30 @@ mod tests {
             .await
             .expect("stop");
         assert!(dropped.load(Ordering::SeqCst), "the task was dropped");
+    }
+
+    #[tokio::test]
+    async fn a_chore_runs_once_on_every_worker_thread() {
+        let workers = Workers::start(3).expect("start");
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let handles = workers.spawn_on_each(|| {
+            let tx = tx.clone();
+            async move {
+                let on = std::thread::current().name().unwrap_or("").to_string();
+                let _ = tx.send(on);
+            }
+        });
+        drop(tx);
+        let mut threads = HashSet::new();
+        while let Some(on) = rx.recv().await {
+            threads.insert(on);
+        }
+        assert_eq!(handles.len(), 3);
+        assert_eq!(threads.len(), 3, "{threads:?}");
+        let w = workers.clone();
+        tokio::task::spawn_blocking(move || w.stop())
+            .await
+            .expect("stop");
     }
 
     #[test]
