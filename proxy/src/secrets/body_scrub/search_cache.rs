@@ -8,8 +8,12 @@
 //! work on a request; finding it here costs a hash of the values and a look
 //! at a few entries under a lock held for just that.
 //!
-//! At most [`CAPACITY`] sets are kept, the least recently used going first:
-//! a rotated credential's old search leaves as new ones come. The values a
+//! At most [`CAPACITY`] sets are kept, the least recently used going first,
+//! and none left unused for [`IDLE_FOR`]: a rotated or removed credential's
+//! old search leaves as new ones come, or at the first look after it has sat
+//! unused that long (in a deployment with one or two credentials, 16 newer
+//! sets may never come, and the old values stayed for the life of the
+//! process). The values a
 //! set is known by are kept with it, wiped when it leaves (the automaton's
 //! tables, which hold the forms too, are not), and compared in full on a
 //! hash match: a collision never hands out another set's search.
@@ -18,6 +22,7 @@ use std::collections::hash_map::RandomState;
 use std::collections::VecDeque;
 use std::hash::BuildHasher;
 use std::sync::{Arc, LazyLock, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use zeroize::Zeroizing;
 
@@ -25,6 +30,9 @@ use super::{BodyScrubError, Search};
 
 /// How many value sets are kept.
 pub const CAPACITY: usize = 16;
+
+/// How long a set is kept unused.
+pub const IDLE_FOR: Duration = Duration::from_secs(10 * 60);
 
 /// The process's searches.
 pub static SEARCHES: LazyLock<SearchCache> = LazyLock::new(|| SearchCache::new(CAPACITY));
@@ -43,6 +51,8 @@ struct Entry {
     hash: u64,
     values: Vec<Zeroizing<String>>,
     search: Arc<Search>,
+    /// When it was last handed out.
+    used: Instant,
 }
 
 impl Entry {
@@ -70,8 +80,13 @@ impl SearchCache {
     /// The search for `values` (sorted, without duplicates, none empty):
     /// the kept one, or one built now (outside the lock) and kept.
     pub fn get(&self, values: &[&str]) -> Result<Arc<Search>, BodyScrubError> {
+        self.get_at(values, Instant::now())
+    }
+
+    /// [`get`](Self::get) at `now`.
+    fn get_at(&self, values: &[&str], now: Instant) -> Result<Arc<Search>, BodyScrubError> {
         let hash = self.hasher.hash_one(values);
-        if let Some(found) = self.take(hash, values) {
+        if let Some(found) = self.take(hash, values, now) {
             return Ok(found);
         }
         let built = Arc::new(Search::build(values)?);
@@ -87,20 +102,30 @@ impl SearchCache {
                 .map(|v| Zeroizing::new(v.to_string()))
                 .collect(),
             search: built.clone(),
+            used: now,
         });
         entries.truncate(self.capacity);
         Ok(built)
     }
 
-    /// The kept search for `values`, moved to the front.
-    fn take(&self, hash: u64, values: &[&str]) -> Option<Arc<Search>> {
+    /// The kept search for `values`, moved to the front; first drops the
+    /// sets unused for [`IDLE_FOR`] (the oldest are at the back).
+    fn take(&self, hash: u64, values: &[&str], now: Instant) -> Option<Arc<Search>> {
         let mut entries = self.lock();
+        while entries
+            .back()
+            .is_some_and(|e| now.saturating_duration_since(e.used) >= IDLE_FOR)
+        {
+            entries.pop_back();
+        }
         let i = entries.iter().position(|e| e.holds(hash, values))?;
         if i > 0 {
             let e = entries.remove(i)?;
             entries.push_front(e);
         }
-        entries.front().map(|e| e.search.clone())
+        let front = entries.front_mut()?;
+        front.used = now;
+        Some(front.search.clone())
     }
 
     /// The entries; a panic elsewhere while they were held left them whole
@@ -138,6 +163,28 @@ mod tests {
         assert!(Arc::ptr_eq(&a, &cache.get(&[A]).expect("kept")));
         assert!(!Arc::ptr_eq(&b, &cache.get(&[B]).expect("rebuilt")));
         assert_eq!(cache.lock().len(), 2);
+    }
+
+    #[test]
+    fn a_set_left_unused_leaves_at_the_next_look() {
+        let cache = SearchCache::new(4);
+        let start = Instant::now();
+        let old = cache.get_at(&[A], start).expect("built");
+        let b = cache.get_at(&[B], start).expect("built");
+        // B is used again just before A's time is up; A is not.
+        let later = start + IDLE_FOR - Duration::from_secs(1);
+        assert!(Arc::ptr_eq(&b, &cache.get_at(&[B], later).expect("kept")));
+        assert_eq!(cache.lock().len(), 2);
+        // A look at any set, once A has sat unused for IDLE_FOR, drops A and
+        // its values; B, used since, stays.
+        assert!(Arc::ptr_eq(
+            &b,
+            &cache.get_at(&[B], start + IDLE_FOR).expect("kept")
+        ));
+        assert_eq!(cache.lock().len(), 1);
+        assert!(cache.lock().iter().all(|e| e.values[0].as_str() == B));
+        let again = cache.get_at(&[A], start + IDLE_FOR).expect("rebuilt");
+        assert!(!Arc::ptr_eq(&old, &again));
     }
 
     #[test]
