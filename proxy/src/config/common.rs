@@ -435,6 +435,10 @@ pub(crate) fn check_header_template(
 pub(crate) fn http_url(node: &Node, cx: &mut Cx) -> Res<url::Url> {
     str_with(node, cx, |s| match url::Url::parse(s) {
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.has_host() => Ok(u),
-        _ => Err(format!("invalid URL {s:?}: expected http(s)://host[/path]")),
+        // Named without a user, password or query: a key may be in either.
+        _ => Err(format!(
+            "invalid URL {:?}: expected http(s)://host[/path]",
+            crate::redact_url::for_log(s)
+        )),
     })
 }

@@ -47,9 +47,11 @@ pub struct GrpcClientCert {
 /// schemes (`unix:`, `xds:`, ...) are refused here rather than failing at
 /// every call.
 fn grpc_target(s: &str) -> Result<String, String> {
+    // Named without a user, password or query in errors.
+    let shown = format!("{:?}", crate::redact_url::for_log(s));
     let expected = "expected host:port such as \"localhost:9500\", or http:// or https:// with one";
     if s.is_empty() || s.contains(char::is_whitespace) {
-        return Err(format!("invalid gRPC target {s:?}: {expected}"));
+        return Err(format!("invalid gRPC target {shown}: {expected}"));
     }
     // `host:port`: a name or IPv4 address without `:`, or `[IPv6]`.
     let host_port = |hp: &str| {
@@ -65,19 +67,19 @@ fn grpc_target(s: &str) -> Result<String, String> {
         return if host_port(rest) {
             Ok(rest.to_string())
         } else {
-            Err(format!("invalid gRPC target {s:?}: {expected}"))
+            Err(format!("invalid gRPC target {shown}: {expected}"))
         };
     }
     match s.split_once("://") {
         Some(("http" | "https", "")) => {
-            Err(format!("invalid gRPC target {s:?}: no host; {expected}"))
+            Err(format!("invalid gRPC target {shown}: no host; {expected}"))
         }
         Some(("http" | "https", _)) => Ok(s.to_string()),
         Some((scheme, _)) => Err(format!(
-            "gRPC target {s:?}: the {scheme:?} scheme is not supported; {expected}"
+            "gRPC target {shown}: the {scheme:?} scheme is not supported; {expected}"
         )),
         None if host_port(s) => Ok(s.to_string()),
-        None => Err(format!("invalid gRPC target {s:?}: {expected}")),
+        None => Err(format!("invalid gRPC target {shown}: {expected}")),
     }
 }
 

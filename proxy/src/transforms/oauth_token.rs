@@ -717,21 +717,25 @@ pub(crate) struct Refusal {
 }
 
 /// Sends a token request to `endpoint`; `Ok(Err(refusal))` is the endpoint's
-/// refusal, `Err` anything else.
+/// refusal, `Err` anything else. An error names the endpoint without its
+/// user, password and query ([`crate::redact_url`]): it reaches the audit
+/// record and the log.
 pub(crate) async fn exchange(
     http: &HttpClient,
     endpoint: &str,
     req: Request<Full<Bytes>>,
 ) -> Result<Result<TokenResponse, Refusal>, MintError> {
+    let shown = || crate::redact_url::for_log(endpoint);
     let (status, rsp) = tokio::time::timeout(EXCHANGE_TIMEOUT, http.send(req))
         .await
         .map_err(|_| {
             MintError(format!(
-                "{endpoint}: no answer within {}s",
+                "{}: no answer within {}s",
+                shown(),
                 EXCHANGE_TIMEOUT.as_secs()
             ))
         })?
-        .map_err(|e| MintError(format!("{endpoint}: {e}")))?;
+        .map_err(|e| MintError(format!("{}: {e}", shown())))?;
     token_answer(status, &rsp)
 }
 

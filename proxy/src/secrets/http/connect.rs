@@ -66,7 +66,7 @@ impl BackendConnector {
     async fn addresses(&self, uri: &Uri) -> Result<Vec<SocketAddr>, ConnectError> {
         let host = uri
             .host()
-            .ok_or_else(|| ConnectError::NoHost(uri.to_string()))?;
+            .ok_or_else(|| ConnectError::NoHost(crate::redact_url::for_log(&uri.to_string())))?;
         let host = host.trim_start_matches('[').trim_end_matches(']');
         let port = uri.port_u16().unwrap_or(match uri.scheme_str() {
             Some("https") => 443,

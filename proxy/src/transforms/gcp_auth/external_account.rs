@@ -360,8 +360,9 @@ async fn subject_token(
             )
         }
         Source::Url(url, headers) => {
-            // Errors name the URL without its query, which may carry a token.
-            let shown = url.split_once('?').map_or(*url, |(path, _)| path);
+            // Errors name the URL without a user, password or query (a
+            // token may be in any): they reach the audit record and the log.
+            let shown = crate::redact_url::for_log(url);
             let mut req = Request::get(*url);
             for (k, v) in headers.iter() {
                 req = req.header(k.as_str(), v.as_str());
@@ -432,7 +433,7 @@ async fn impersonate_account(
     let (status, rsp) = http
         .send(req)
         .await
-        .map_err(|e| MintError(format!("{url}: {e}")))?;
+        .map_err(|e| MintError(format!("{}: {e}", crate::redact_url::for_log(url))))?;
     if !status.is_success() {
         // The text may echo the request, and the federated token with it.
         let scrub = Scrubber::new([federated]);

@@ -74,7 +74,7 @@ pub enum BuildError {
     Target {
         /// The transform's name.
         name: String,
-        /// The target as configured.
+        /// The target as configured, without a user, password or query.
         target: String,
         /// What was wrong.
         detail: String,
@@ -183,7 +183,7 @@ impl GrpcTransform {
         let mut endpoint = Endpoint::from_shared(uri)
             .map_err(|e| BuildError::Target {
                 name: name.clone(),
-                target: cfg.target.clone(),
+                target: crate::redact_url::for_log(&cfg.target),
                 detail: e.to_string(),
             })?
             .timeout(CALL_TIMEOUT)

@@ -72,6 +72,9 @@ pub struct Provider {
     /// The model id.
     pub model: String,
     endpoint: String,
+    /// `endpoint` as errors name it: without a user, password or query
+    /// (`base_url` may carry one; errors reach the audit record and the log).
+    shown: String,
     key: SecretValue,
     max_tokens: u32,
 }
@@ -84,10 +87,12 @@ impl Provider {
             JudgeProvider::OpenAi(c) => (Api::OpenAi, c, "v1/chat/completions"),
         };
         let base = c.base_url.as_str().trim_end_matches('/');
+        let endpoint = format!("{base}/{path}");
         Provider {
             api,
             model: c.model.clone(),
-            endpoint: format!("{base}/{path}"),
+            shown: crate::redact_url::for_log(&endpoint),
+            endpoint,
             key,
             max_tokens: c.max_tokens,
         }
@@ -154,14 +159,14 @@ impl Provider {
                 .and_then(|d| d.kind)
                 .map(|k| k.chars().take(64).collect());
             return Err(ProviderError::Status {
-                endpoint: self.endpoint.clone(),
+                endpoint: self.shown.clone(),
                 status,
                 kind,
                 retry_after: None,
             });
         }
         let shape = |detail| ProviderError::Shape {
-            endpoint: self.endpoint.clone(),
+            endpoint: self.shown.clone(),
             detail,
         };
         match self.api {
@@ -240,7 +245,7 @@ impl Provider {
         user: &str,
     ) -> Result<Completion, ProviderError> {
         let transport = |detail: String| ProviderError::Transport {
-            endpoint: self.endpoint.clone(),
+            endpoint: self.shown.clone(),
             detail,
         };
         let req = self
@@ -318,6 +323,39 @@ mod tests {
     async fn body(req: Request<Full<Bytes>>) -> serde_json::Value {
         let b = req.into_body().collect().await.expect("body").to_bytes();
         serde_json::from_slice(&b).expect("json")
+    }
+
+    /// `base_url` may carry a user and password or a key in its query; an
+    /// error (it reaches the judge's audit annotations and the log) names
+    /// the endpoint without them, the request still goes to the URL as given.
+    #[tokio::test]
+    async fn errors_name_the_endpoint_without_userinfo_or_query() {
+        let addr = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("binding a port");
+            l.local_addr().expect("its address")
+        };
+        let p = provider(true, &format!("http://gw:GATEWAYPW@{addr}/anthropic/"));
+        let req = p.request("sys", "user").expect("request");
+        assert_eq!(
+            req.uri().to_string(),
+            format!("http://gw:GATEWAYPW@{addr}/anthropic/v1/messages")
+        );
+        let shown = format!("http://{addr}/anthropic/v1/messages");
+        let refused = p
+            .complete(&HttpClient::new(), "sys", "user")
+            .await
+            .expect_err("nobody listens")
+            .to_string();
+        let status = p.parse(401, b"{}").expect_err("401").to_string();
+        let shape = p.parse(200, b"[]").expect_err("not JSON").to_string();
+        for e in [&refused, &status, &shape] {
+            assert!(e.contains(&shown), "names the endpoint: {e}");
+            assert!(!e.contains("GATEWAYPW") && !e.contains("gw:"), "{e}");
+        }
+        let p = provider(false, &format!("http://{addr}/openai/?key=GATEWAYQ"));
+        let e = p.parse(500, b"{}").expect_err("500").to_string();
+        assert!(e.starts_with(&format!("http://{addr}/openai/ answered 500")), "{e}");
+        assert!(!e.contains("GATEWAYQ"), "{e}");
     }
 
     #[tokio::test]

@@ -361,3 +361,39 @@ async fn the_injected_token_is_scrubbed_from_the_response() {
         );
     }
 }
+
+/// `token_endpoint` may carry a user and password or a key in its query; a mint that fails
+/// (nobody listens there) names the endpoint in the audit record's `error` without them.
+#[tokio::test]
+async fn a_failed_mint_names_the_endpoint_without_userinfo_or_query() {
+    let addr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("binding a port");
+        l.local_addr().expect("its address")
+    };
+    let tokens = CC.replace(
+        "https://login.example.com/oauth2/token",
+        &format!("http://cu:ENDPOINTPW@{addr}/oauth2/token?key=ENDPOINTQ"),
+    );
+    let t = transform(&tokens, &[("ID", "client-id"), ("SECRET", "client-secret")]);
+    let mut req = request("GET", "/v1/things", &[], None);
+    let mut cx = flow("api.example.com", "GET", "/v1/things");
+    let (outcome, trace) = run(t, &mut req, &mut cx).await;
+    let PhaseOutcome::Reject(_, r) = outcome else {
+        panic!("not refused")
+    };
+    assert_eq!(r.reason, "token_unavailable");
+    let error = trace
+        .annotations
+        .get("error")
+        .and_then(|e| e.as_str())
+        .expect("an error annotation")
+        .to_string();
+    assert!(
+        error.starts_with(&format!("http://{addr}/oauth2/token: ")),
+        "names the endpoint: {error}"
+    );
+    assert!(
+        !error.contains("ENDPOINTPW") && !error.contains("ENDPOINTQ") && !error.contains("cu:"),
+        "{error}"
+    );
+}

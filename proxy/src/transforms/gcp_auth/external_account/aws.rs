@@ -96,7 +96,12 @@ pub(super) async fn subject_token(
             // us-east-2b: the region is the zone without its letter.
             zone.get(..zone.len().saturating_sub(1))
                 .filter(|r| !r.is_empty())
-                .ok_or_else(|| MintError(format!("{url} answered no availability zone")))?
+                .ok_or_else(|| {
+                    MintError(format!(
+                        "{} answered no availability zone",
+                        crate::redact_url::for_log(url)
+                    ))
+                })?
                 .to_string()
         }
     };
@@ -133,7 +138,8 @@ fn signed_request(
     let err = |e: &dyn std::fmt::Display| MintError(format!("signing the AWS request: {e}"));
     let uri: http::Uri = url.parse().map_err(|_| {
         MintError(format!(
-            "regional_cred_verification_url {url:?} is not a URL"
+            "regional_cred_verification_url {:?} is not a URL",
+            crate::redact_url::for_log(url)
         ))
     })?;
     let host = uri
@@ -141,7 +147,8 @@ fn signed_request(
         .filter(|_| uri.scheme_str() == Some("https"))
         .ok_or_else(|| {
             MintError(format!(
-                "regional_cred_verification_url {url:?} is not an https URL"
+                "regional_cred_verification_url {:?} is not an https URL",
+                crate::redact_url::for_log(url)
             ))
         })?;
     // sts.us-east-2.amazonaws.com: service sts.
@@ -251,17 +258,19 @@ impl Imds<'_> {
         url: &str,
         req: Request<Full<Bytes>>,
     ) -> Result<Zeroizing<String>, MintError> {
+        // Errors name the URL without a user, password or query.
+        let shown = crate::redact_url::for_log(url);
         let (status, body) = self
             .http
             .send(req)
             .await
-            .map_err(|e| MintError(format!("{url}: {e}")))?;
+            .map_err(|e| MintError(format!("{shown}: {e}")))?;
         if !status.is_success() {
-            return Err(MintError(format!("{url} answered {status}")));
+            return Err(MintError(format!("{shown} answered {status}")));
         }
         String::from_utf8(body.to_vec())
             .map(Zeroizing::new)
-            .map_err(|_| MintError(format!("{url} answered something that is not text")))
+            .map_err(|_| MintError(format!("{shown} answered something that is not text")))
     }
 
     /// The credentials of the instance's role: its name from `url`, then
@@ -270,13 +279,17 @@ impl Imds<'_> {
         let role = self.get(url).await?;
         let role = role.trim();
         if role.is_empty() || role.contains('/') {
-            return Err(MintError(format!("{url} answered no role name")));
+            return Err(MintError(format!(
+                "{} answered no role name",
+                crate::redact_url::for_log(url)
+            )));
         }
         let creds_url = format!("{}/{role}", url.trim_end_matches('/'));
         let text = self.get(&creds_url).await?;
         let c: RoleCredentials = serde_json::from_str(&text).map_err(|_| {
             MintError(format!(
-                "{creds_url} answered no AccessKeyId/SecretAccessKey"
+                "{} answered no AccessKeyId/SecretAccessKey",
+                crate::redact_url::for_log(&creds_url)
             ))
         })?;
         Ok(Credentials::new(

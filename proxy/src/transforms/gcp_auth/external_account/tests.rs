@@ -208,3 +208,65 @@ async fn a_user_project_needs_a_workforce_audience() {
     };
     assert!(err.contains("not a workforce pool"), "{err}");
 }
+
+/// A loopback address nobody listens on (bound, then let go).
+fn refused_addr() -> std::net::SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("binding a port");
+    l.local_addr().expect("its address")
+}
+
+/// The credential file's URLs may carry a user, a password and a query (a key);
+/// an error naming one of them reaches the audit record and the log, so it names
+/// it without them.
+#[tokio::test]
+async fn errors_name_the_credential_urls_without_userinfo_or_query() {
+    let addr = refused_addr();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "eyJ.subject.token").expect("write");
+    let base = r#""type":"external_account",
+        "audience":"//iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/p/providers/q",
+        "subject_token_type":"urn:ietf:params:oauth:token-type:jwt""#;
+    // The subject token's url, then the token_url (the subject token read from a file).
+    for (json, shown) in [
+        (
+            format!(
+                r#"{{{base},"credential_source":{{"url":"http://su:SUBJECTPW@{addr}/subject?key=SUBJECTQ"}}}}"#
+            ),
+            format!("http://{addr}/subject"),
+        ),
+        (
+            format!(
+                r#"{{{base},"token_url":"http://tu:TOKENPW@{addr}/token?key=TOKENQ#FRAG",
+                "credential_source":{{"file":{:?}}}}}"#,
+                token_file.to_str().expect("utf-8")
+            ),
+            format!("http://{addr}/token"),
+        ),
+    ] {
+        let Err(MintError(err)) = mint(&HttpClient::new(), &EnvLookup::default(), &json, &[]).await
+        else {
+            panic!("minted with nobody listening");
+        };
+        assert!(err.contains(&format!("{shown}:")), "names the URL: {err}");
+        for secret in ["PW", "SUBJECTQ", "TOKENQ", "FRAG", "su:", "tu:"] {
+            assert!(!err.contains(secret), "{secret} in {err}");
+        }
+    }
+    let url = format!(
+        "http://iu:IMPERSONATEPW@{addr}/v1/projects/-/serviceAccounts/a@p.iam.gserviceaccount.com:generateAccessToken?key=IMPERSONATEQ"
+    );
+    let Err(MintError(err)) =
+        impersonate_account(&HttpClient::new(), &url, "federated", &[], 3600).await
+    else {
+        panic!("impersonated with nobody listening");
+    };
+    assert!(
+        err.contains(&format!("http://{addr}/v1/projects/-/serviceAccounts/")),
+        "names the URL: {err}"
+    );
+    assert!(
+        !err.contains("IMPERSONATEPW") && !err.contains("IMPERSONATEQ") && !err.contains("iu:"),
+        "{err}"
+    );
+}
