@@ -7,7 +7,7 @@
 //! directory, a device or a socket refused at once (start-up, `validate`, reload) and a config
 //! behind ConfigMap-style links reloaded through an atomic swap, `validate` on files as yaml.v3
 //! users write them, and the JSON (or text) operational log lines next to the audit records on
-//! stderr.
+//! stderr; a listener whose address is taken named at its line.
 
 mod audit_bound;
 mod audit_entries;
@@ -19,6 +19,7 @@ mod dns_flood;
 mod hostile_clients;
 mod hostile_config;
 mod lifecycle;
+mod listen_taken;
 mod logs;
 mod metrics;
 mod otlp;

@@ -52,6 +52,16 @@ pub enum ListenError {
         #[source]
         source: std::io::Error,
     },
+    /// The DNS server's sockets on `dns.listen` could not be bound (or
+    /// marked as the proxy's).
+    #[error("{at}dns.listen")]
+    Dns {
+        /// Where `dns.listen` was set, as in [`ListenError::Bind`].
+        at: String,
+        /// What failed, naming the protocol and the address.
+        #[source]
+        source: crate::dns::DnsError,
+    },
     /// The socket could not be shared with the connection workers.
     #[error("{field}")]
     Share {
@@ -203,7 +213,7 @@ pub struct Listeners {
 /// `proxy.yaml:3:17: `, where `field` was set (a default: the nearest
 /// enclosing field the file has, or the file), or the `IRON_*` variable that
 /// set it; empty when the config has no file (tests).
-fn placed(cfg: &Config, field: &str) -> String {
+pub(super) fn placed(cfg: &Config, field: &str) -> String {
     let at = cfg.locate(field);
     if at.file.is_empty() {
         String::new()
@@ -419,5 +429,18 @@ mod tests {
             e.to_string(),
             "proxy.yaml:3:16: proxy.http_listen: binding 127.0.0.1:18085"
         );
+    }
+
+    /// The listeners fixed at start-up (DNS, the management API, the
+    /// transparent listener) are placed at their lines too.
+    #[test]
+    fn the_fixed_listeners_are_placed_at_their_lines() {
+        let text = "tls: {mode: sni-only}\ndns:\n  listen: \"127.0.0.1:5353\"\n  proxy_ip: 127.0.0.1\n\
+                    management:\n  api_key_env: K\n  listen: \"127.0.0.1:9\"\n\
+                    intercept:\n  cgroups: [/sys/fs/cgroup/none]\n  listen: \"127.0.0.1:15001\"\n";
+        let cfg = crate::config::parse(text, "proxy.yaml", &|_| None).expect("valid config");
+        assert_eq!(placed(&cfg, "dns.listen"), "proxy.yaml:3:11: ");
+        assert_eq!(placed(&cfg, "management.listen"), "proxy.yaml:7:11: ");
+        assert_eq!(placed(&cfg, "intercept.listen"), "proxy.yaml:10:11: ");
     }
 }

@@ -62,25 +62,15 @@ pub enum AppError {
     /// The connection workers could not start.
     #[error(transparent)]
     Workers(#[from] crate::listen::workers::WorkersError),
-    /// A listener could not be bound.
-    #[error("binding {what} on {addr}")]
-    Bind {
-        /// Which listener.
-        what: &'static str,
-        /// The address.
-        addr: SocketAddr,
-        /// The OS error.
-        #[source]
-        source: std::io::Error,
-    },
     /// The DNS server failed to start (the error with its causes).
     #[error("dns: {0}")]
     Dns(String),
     /// Interception failed to start (the error with its causes).
     #[error("intercept: {0}")]
     Intercept(String),
-    /// A listener a reload can move (`proxy.*_listen`, `metrics.listen`)
-    /// could not be opened.
+    /// A listener could not be opened (named with where its field was set:
+    /// `proxy.*_listen`, `metrics.listen`, `intercept.listen`, `dns.listen`,
+    /// `management.listen`).
     #[error(transparent)]
     Listen(#[from] ListenError),
     /// The metrics, management or OTLP endpoints failed to start.
@@ -136,11 +126,23 @@ pub fn load_ca(
     })
 }
 
-/// Binds every address of a listen spec (`:80` means IPv4 and IPv6).
-pub fn bind(what: &'static str, spec: &ListenAddr) -> Result<Vec<TcpListener>, AppError> {
+/// Binds every address of the listen spec `spec` of `cfg`'s `field` (`:80`
+/// means IPv4 and IPv6); an error names where the field was set.
+fn bind(
+    cfg: &Config,
+    field: &'static str,
+    spec: &ListenAddr,
+) -> Result<Vec<TcpListener>, ListenError> {
     spec.socket_addrs()
         .into_iter()
-        .map(|addr| bind_addr(addr).map_err(|source| AppError::Bind { what, addr, source }))
+        .map(|addr| {
+            bind_addr(addr).map_err(|source| ListenError::Bind {
+                at: listeners::placed(cfg, field),
+                field,
+                addr,
+                source,
+            })
+        })
         .collect()
 }
 
@@ -426,7 +428,16 @@ impl App {
                     .is_some_and(|ic| ic.dns_enabled(&cfg));
                 let server = DnsServer::start(dns_settings(d, redirected, &shared.client_acl))
                     .await
-                    .map_err(|e| AppError::Dns(crate::error_chain(&e)))?;
+                    .map_err(|e| match e {
+                        e @ (crate::dns::DnsError::Bind { .. }
+                        | crate::dns::DnsError::Mark { .. }) => {
+                            AppError::Listen(ListenError::Dns {
+                                at: listeners::placed(&cfg, "dns.listen"),
+                                source: e,
+                            })
+                        }
+                        e => AppError::Dns(crate::error_chain(&e)),
+                    })?;
                 for a in server.local_addrs() {
                     bound.push(("dns", *a));
                 }
@@ -455,12 +466,13 @@ impl App {
         let mut kernel_deny = None;
         if let Some(ic) = &cfg.intercept {
             let relink;
-            let listeners = bind("intercept.listen", &ic.listen)?;
+            let listeners = bind(&cfg, "intercept.listen", &ic.listen)?;
             for l in &listeners {
                 crate::intercept::mark_listener(l).map_err(|e| {
                     AppError::Intercept(format!(
-                        "intercept.listen: marking the transparent listener (SO_PRIORITY, needs \
-                         CAP_NET_ADMIN): {e}"
+                        "{}intercept.listen: marking the transparent listener (SO_PRIORITY, \
+                         needs CAP_NET_ADMIN): {e}",
+                        listeners::placed(&cfg, "intercept.listen")
                     ))
                 })?;
             }
@@ -554,7 +566,17 @@ impl App {
                 controller.clone(),
                 drain.stopping(),
             )
-            .map_err(|e| AppError::Ops(format!("management: {e}")))?;
+            .map_err(|e| match e {
+                ops::management::ManagementError::Bind { addr, source } => {
+                    AppError::Listen(ListenError::Bind {
+                        at: listeners::placed(&cfg, "management.listen"),
+                        field: "management.listen",
+                        addr,
+                        source,
+                    })
+                }
+                e => AppError::Ops(format!("management: {e}")),
+            })?;
             bound.push(("management", addr));
         }
         ops::signals::spawn_reload_on_sighup(controller)
@@ -671,7 +693,9 @@ mod tests {
     async fn accepted_sockets_inherit_tcp_nodelay_and_keepalive_from_the_listener() {
         for spec in ["127.0.0.1:0", "[::1]:0"] {
             let spec: ListenAddr = spec.parse().expect("listen spec");
-            let Ok(listeners) = bind("test", &spec) else {
+            let bound: std::io::Result<Vec<TcpListener>> =
+                spec.socket_addrs().into_iter().map(bind_addr).collect();
+            let Ok(listeners) = bound else {
                 assert!(spec.to_string().contains("::1"), "IPv4 loopback binds");
                 continue; // no IPv6 on this host
             };

@@ -169,14 +169,18 @@ pub(crate) fn reference_paths(cfg: &Config) -> Vec<String> {
 
 /// The fields a transform's build checks that are not references (a gRPC
 /// target, its TLS block), so that `validate` places a build error at its
-/// field like any other; and the listeners start-up and a reload bind
-/// (`app::listeners`), so that an address in use is reported at its line.
+/// field like any other; and every listener start-up and a reload bind
+/// (`app::listeners`, DNS, interception, management), so that an address in
+/// use is reported at its line.
 pub(crate) fn build_paths(cfg: &Config) -> Vec<String> {
     let mut out: Vec<String> = [
         "proxy.http_listen",
         "proxy.https_listen",
         "proxy.tunnel_listen",
         "metrics.listen",
+        "intercept.listen",
+        "dns.listen",
+        "management.listen",
     ]
     .map(String::from)
     .to_vec();

@@ -195,10 +195,10 @@ fn load_places_findings_and_references_then_keeps_no_document() {
             .to_string(),
         format!("{file}:{}:36", 10 + DOMAINS + 3)
     );
-    // The config keeps those places only: nine (two CA files, three variables,
-    // the four listeners a start or reload binds), not the ten thousand
-    // domains, which it can no longer place at all.
-    assert_eq!(cfg.positions.len(), 9);
+    // The config keeps those places only: twelve (two CA files, three
+    // variables, the seven listeners a start or reload binds), not the ten
+    // thousand domains, which it can no longer place at all.
+    assert_eq!(cfg.positions.len(), 12);
     assert_eq!(
         cfg.locate("transforms[0].config.domains[7]").to_string(),
         file
