@@ -288,24 +288,29 @@ fn render(time: &str, level: Level, fields: JsonVisitor) -> String {
         ("level", Value::from(level_name(level))),
         ("msg", message),
     ];
-    let mut line = String::with_capacity(128);
-    line.push('{');
+    let mut line = Vec::with_capacity(128);
+    line.push(b'{');
     let pairs = head
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .chain(fields.fields);
     for (i, (k, v)) in pairs.enumerate() {
         if i > 0 {
-            line.push(',');
+            line.push(b',');
         }
-        // serde_json escapes quotes, backslashes and control characters, so
-        // no key or value can break the line.
-        line.push_str(&Value::from(k).to_string());
-        line.push(':');
-        line.push_str(&v.to_string());
+        // Quotes, backslashes and control characters are escaped, and
+        // U+2028 and U+2029 as in the audit records, so no key or value can
+        // break the line. Writing a string-keyed value to a Vec cannot fail.
+        let _ = crate::audit::write_json(&mut line, &k);
+        line.push(b':');
+        let _ = crate::audit::write_json(&mut line, &v);
     }
-    line.push_str("}\n");
-    line
+    line.extend_from_slice(b"}\n");
+    // serde_json writes UTF-8 only; the lossy conversion never replaces anything.
+    match String::from_utf8(line) {
+        Ok(s) => s,
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    }
 }
 
 /// `trace` stays `trace` (only `IRON_LOG_FILTER` enables it) rather than

@@ -286,13 +286,16 @@ pub(super) fn empty_len(v: &Value) -> Option<usize> {
     matches!(v, Value::Array(_) | Value::Object(_)).then_some(2)
 }
 
-/// The length of `v` as serde_json writes it (the audit line's writer
-/// writes the same bytes), counted without building it.
+/// The length of `v` as the audit line's writer writes it (serde_json,
+/// with U+2028 and U+2029 escaped), counted without building it.
 pub(super) fn json_len(v: &impl serde::Serialize) -> usize {
     let mut counter = Counter(0);
     // Writing to the counter cannot fail, nor can serializing a `Value`
     // or an `AuditRecord` (string keys only).
-    let _ = serde_json::to_writer(&mut counter, v);
+    let _ = v.serialize(&mut serde_json::Serializer::with_formatter(
+        &mut counter,
+        super::super::json::LineSafe,
+    ));
     counter.0
 }
 

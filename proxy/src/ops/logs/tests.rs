@@ -133,6 +133,24 @@ fn hostile_text_is_escaped_onto_one_line() {
     );
 }
 
+/// U+2028 and U+2029 are escaped, as in the audit records: some log
+/// consumers split lines on them. The line still reads back to the text.
+#[test]
+fn line_and_paragraph_separators_are_escaped() {
+    let nasty = "one\u{2028}two\u{2029}three";
+    let (line, m) = one_json(|| tracing::warn!(value = nasty, "{nasty}"));
+    assert!(
+        !line.contains('\u{2028}') && !line.contains('\u{2029}'),
+        "a separator written raw: {line:?}"
+    );
+    assert!(
+        line.contains(r#""msg":"one\u2028two\u2029three""#),
+        "{line}"
+    );
+    assert_eq!(m["msg"], nasty);
+    assert_eq!(m["value"], nasty);
+}
+
 #[test]
 fn reserved_names_are_prefixed_and_no_line_has_action() {
     let (line, m) = one_json(|| {
