@@ -1,5 +1,7 @@
 //! The `iron-proxy` binary: parses arguments and calls the library.
-//! Exit codes: 0 clean shutdown, 1 startup or runtime failure, 2 usage error.
+//! Exit codes: 0 clean shutdown, 1 startup or runtime failure (among them a
+//! stderr that is closed or not open for writing: audit records go there),
+//! 2 usage error.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -66,6 +68,23 @@ extern "C" fn mimalloc_defaults() {
 #[used]
 #[unsafe(link_section = ".init_array")]
 static MIMALLOC_DEFAULTS: extern "C" fn() = mimalloc_defaults;
+
+/// fd 2's flags as the process found them (`iron_proxy::audit::stderr_check`):
+/// read by an ELF constructor because Rust's runtime opens `/dev/null` on a
+/// closed fd 2 before `main`, after which it looks open. Starts as
+/// "writable" should the constructor not run.
+static STDERR_FLAGS: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(libc::O_WRONLY);
+
+extern "C" fn note_stderr() {
+    STDERR_FLAGS.store(
+        iron_proxy::audit::stderr_check::flags(2),
+        std::sync::atomic::Ordering::Relaxed,
+    );
+}
+
+#[used]
+#[unsafe(link_section = ".init_array")]
+static NOTE_STDERR: extern "C" fn() = note_stderr;
 
 /// A one-shot command whose reader went away (`iron-proxy summary ... | head`)
 /// ends the way Unix tools do, killed by SIGPIPE, instead of panicking in
@@ -144,6 +163,19 @@ fn main() -> ExitCode {
     match cli.command {
         None | Some(Command::Run) => match need_config(&cli) {
             Ok(path) => {
+                // Audit records go to stderr: a closed or read-only one
+                // would lose them all without a trace. The operational log
+                // goes there too, so stdout is the only place to say so;
+                // the exit status says it anyway.
+                let flags = STDERR_FLAGS.load(std::sync::atomic::Ordering::Relaxed);
+                if let Err(why) = iron_proxy::audit::stderr_check::check(flags) {
+                    let _ = writeln!(
+                        std::io::stdout(),
+                        "iron-proxy: {why}: the audit records written there would be lost; \
+                         not starting"
+                    );
+                    return ExitCode::FAILURE;
+                }
                 // All three before any thread starts; see their docs.
                 iron_proxy::ops::otel::trim_compression_variables();
                 iron_proxy::rep_movsb::reexec_if_needed();

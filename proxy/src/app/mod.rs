@@ -336,6 +336,15 @@ impl App {
         metrics.config_loaded(SystemTime::now());
         audit.add_observer(metrics.observer());
         audit.count_drops_in(metrics.audit_dropped_counter());
+        let write_errors = audit.write_errors();
+        // Only a name taken twice fails, which a test would have caught.
+        let _ = metrics.register_counter_source(
+            "audit_write_errors",
+            "Writes of audit records and log lines to stderr that failed (the lines are kept and \
+             written again once it works; see audit_dropped_records for lines lost)",
+            &[],
+            Box::new(move || vec![(Vec::new(), write_errors())]),
+        );
         // Never fails: a bad OTEL_* value is logged and export goes on without it (or off).
         let otel = ops::OtelExporter::start_from_env(metrics.otel_dropped_counter());
         if let Some(exporter) = &otel {

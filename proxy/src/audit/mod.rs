@@ -8,6 +8,7 @@
 
 mod bound;
 mod json;
+pub mod stderr_check;
 mod timestamp;
 mod writer;
 
@@ -397,6 +398,15 @@ impl AuditSink {
     /// True once [`AuditSink::abandon_in_flight`] was called.
     pub fn is_abandoning(&self) -> bool {
         self.abandoning.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// What reads how many writes to this sink's output failed since start
+    /// (each kept and tried again; see `writer`), for the
+    /// `iron_proxy_audit_write_errors_total` metric. It holds the output
+    /// alone, not the sink and its observers.
+    pub fn write_errors(&self) -> impl Fn() -> u64 + Send + Sync + 'static {
+        let out = self.out.clone();
+        move || out.write_errors()
     }
 
     /// Counts the records the writer drops (a stuck output, see [`writer`])

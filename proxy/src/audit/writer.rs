@@ -12,7 +12,12 @@
 //!   torn and nothing queued is thrown away. The writer keeps the bytes not
 //!   yet written, the rest of a line included, and tries again (every
 //!   [`RETRY_MIN`] to [`RETRY_MAX`]); one ERROR line says when writing
-//!   started to fail and one INFO line when it works again.
+//!   started to fail, another every [`REPORT_EVERY`] while it still fails
+//!   (with the count), and one INFO line when it works again. Every failed
+//!   `write` is counted ([`LineWriter::write_errors`], the
+//!   `iron_proxy_audit_write_errors_total` metric): while stderr fails, the
+//!   log lines saying so wait in the queue behind the records, and the
+//!   metric is what shows it.
 //! - **Stuck** (the writer took nothing for [`STALL`] while emitters
 //!   waited): the data plane is never held forever by its log. From then
 //!   on, lines that find the queue full are dropped and counted
@@ -48,6 +53,9 @@ const WRITE_CHUNK: usize = 64 << 10;
 /// First and longest pause between attempts after a failed write.
 const RETRY_MIN: Duration = Duration::from_millis(50);
 const RETRY_MAX: Duration = Duration::from_secs(1);
+
+/// How often a failing output is reported again while it keeps failing.
+const REPORT_EVERY: Duration = Duration::from_secs(60);
 
 /// What a line is, for the drop counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,6 +102,8 @@ struct Queue {
     progress: Condvar,
     /// Audit records dropped since start.
     dropped_audit: AtomicU64,
+    /// `write` calls that failed since start (their bytes kept and tried again).
+    write_errors: AtomicU64,
 }
 
 impl Queue {
@@ -113,6 +123,25 @@ thread_local! {
 /// whole lines, so no line is split between the old file and the new.
 pub type Reopen = Box<dyn FnMut() + Send>;
 
+/// File descriptor 2, written with plain `write(2)` calls. Not
+/// `std::io::stderr()`, which reports a write that fails with `EBADF` (fd 2
+/// closed, or open for reading only) as done: records would vanish without
+/// a trace. Here that is a failure like any other, kept, retried and counted.
+struct Fd2;
+
+impl Write for Fd2 {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        // SAFETY: `buf` is valid for `buf.len()` bytes; fd 2 is only read
+        // from (the kernel's file table), never closed or owned here.
+        let n = unsafe { libc::write(2, buf.as_ptr().cast(), buf.len()) };
+        usize::try_from(n).map_err(|_| std::io::Error::last_os_error())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// A line-oriented writer backed by a thread. Dropping it writes everything
 /// queued (giving up on an output that fails) and joins the thread.
 pub struct LineWriter {
@@ -128,7 +157,7 @@ pub fn stderr() -> Option<&'static LineWriter> {
     STDERR
         .get_or_init(|| {
             let reopen: Reopen = Box::new(crate::ops::log_file::reopen_stderr_file);
-            LineWriter::spawn_with(Box::new(std::io::stderr()), Some(reopen), STALL).ok()
+            LineWriter::spawn_with(Box::new(Fd2), Some(reopen), STALL).ok()
         })
         .as_ref()
 }
@@ -154,6 +183,7 @@ impl LineWriter {
             data: Condvar::new(),
             progress: Condvar::new(),
             dropped_audit: AtomicU64::new(0),
+            write_errors: AtomicU64::new(0),
         });
         let q = queue.clone();
         let thread = std::thread::Builder::new()
@@ -233,6 +263,11 @@ impl LineWriter {
         self.queue.dropped_audit.load(Ordering::Relaxed)
     }
 
+    /// Writes to the output that failed since start (see the module docs).
+    pub fn write_errors(&self) -> u64 {
+        self.queue.write_errors.load(Ordering::Relaxed)
+    }
+
     /// Waits until every line queued before the call has been written and
     /// flushed, or `timeout` has passed. Returns false on a timeout (the
     /// output is stuck or failing; the lines stay queued).
@@ -276,8 +311,8 @@ fn run(q: &Queue, mut out: Box<dyn Write + Send>, mut reopen: Option<&mut Reopen
     // Bytes of `batch` already written; a failed write keeps the rest.
     let mut done = 0;
     let mut upto = 0;
-    // The first error of a failing spell, and the pause before the next try.
-    let mut failing: Option<std::io::Error> = None;
+    // The failing spell, if any, and the pause before the next try.
+    let mut failing: Option<Failing> = None;
     let mut retry = RETRY_MIN;
     loop {
         if done == batch.len() {
@@ -342,9 +377,13 @@ fn run(q: &Queue, mut out: Box<dyn Write + Send>, mut reopen: Option<&mut Reopen
         if waiting {
             q.progress.notify_all();
         }
-        if let Some(e) = failing.take() {
+        if let Some(f) = failing.take() {
             retry = RETRY_MIN;
-            tracing::info!(first_error = %e, "writing to stderr works again");
+            tracing::info!(
+                first_error = %f.first,
+                failed_writes = f.errors,
+                "writing to stderr works again"
+            );
         }
         if dropped != (0, 0) {
             tracing::error!(
@@ -361,22 +400,52 @@ fn run(q: &Queue, mut out: Box<dyn Write + Send>, mut reopen: Option<&mut Reopen
     }
 }
 
-/// After a failed write: the first failure of a spell is logged (the line
-/// waits in the queue, so it appears once the output works again), then the
-/// writer pauses and tries again. Returns false when the writer is closing:
-/// nothing more will be tried.
+/// A spell of failed writes.
+struct Failing {
+    /// Its first error.
+    first: std::io::Error,
+    /// Failed writes in it.
+    errors: u64,
+    /// When it was last reported.
+    reported: Instant,
+}
+
+/// After a failed write: it is counted; the first failure of a spell is
+/// logged, and again every [`REPORT_EVERY`] while the spell lasts (the
+/// lines wait in the queue, so they appear once the output works again),
+/// then the writer pauses and tries again. Returns false when the writer
+/// is closing: nothing more will be tried.
 fn retry_later(
     q: &Queue,
-    failing: &mut Option<std::io::Error>,
+    failing: &mut Option<Failing>,
     retry: &mut Duration,
     e: std::io::Error,
 ) -> bool {
+    q.write_errors.fetch_add(1, Ordering::Relaxed);
     if q.lock().closed {
         return false;
     }
-    if failing.is_none() {
-        tracing::error!(error = %e, "writing to stderr failed; audit records are kept and written when it works again");
-        *failing = Some(e);
+    match failing {
+        None => {
+            tracing::error!(error = %e, "writing to stderr failed; audit records are kept and written when it works again");
+            *failing = Some(Failing {
+                first: e,
+                errors: 1,
+                reported: Instant::now(),
+            });
+        }
+        Some(f) => {
+            f.errors += 1;
+            if f.reported.elapsed() >= REPORT_EVERY {
+                f.reported = Instant::now();
+                tracing::error!(
+                    error = %e,
+                    first_error = %f.first,
+                    failed_writes = f.errors,
+                    "writing to stderr still fails; audit records are kept and written when it works again"
+                );
+            }
+        }
     }
     std::thread::sleep(*retry);
     *retry = (*retry * 2).min(RETRY_MAX);
@@ -603,6 +672,8 @@ mod tests {
             assert_eq!(v["n"], i, "in order, none torn");
         }
         assert_eq!(w.dropped_audit(), 0);
+        let refused = disk.0.lock().expect("lock").2;
+        assert_eq!(w.write_errors(), refused as u64, "every failed write counted");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The audit log's output misbehaving under the proxy: a full disk (a small tmpfs of our own,
-//! rotated with copytruncate), a stderr pipe nobody reads, and a shutdown that cuts exchanges.
+//! rotated with copytruncate), a stderr pipe nobody reads, /dev/full, a stderr closed or open for
+//! reading only at start-up (refused), and a shutdown that cuts exchanges.
 //! Every line that reaches the output is a whole JSON line; nothing is lost without being
 //! counted; the data plane is never held forever.
 
@@ -455,4 +456,83 @@ fn a_tunnel_closed_unused_still_has_its_record() {
             "{rec}"
         );
     }
+}
+
+/// Starts the proxy through `sh -c 'exec <redirect> iron-proxy ...'`, so that its fd 2 is as
+/// `redirect` leaves it (`2>&-`: closed; `2</dev/null`: open for reading only). Returns the
+/// exit code and the output (stdout alone: there is no stderr to read).
+fn start_with_stderr(redirect: &str) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().expect("a directory for the wrapper");
+    let wrapper = dir.path().join("iron-proxy-with-fd2");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nexec {redirect} '{}' \"$@\"\n",
+            paths::iron_proxy_bin().display()
+        ),
+    )
+    .expect("writing the wrapper");
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("making the wrapper executable");
+    let (status, logs) = Proxy::with(DENY_ALL)
+        .binary(&wrapper)
+        .run_to_exit(Duration::from_secs(15));
+    (status.code(), logs.join("\n"))
+}
+
+/// Audit records go to stderr. Started with fd 2 closed (which Rust's runtime would quietly
+/// replace with /dev/null) or open for reading only (where every write fails with EBADF, which
+/// `std::io::stderr()` reports as done), the proxy would run and lose every record without a
+/// trace; it refuses to start instead: exit status 1, and the reason on stdout.
+#[test]
+fn a_closed_or_read_only_stderr_stops_start_up() {
+    require_root!();
+    for (redirect, why) in [
+        ("2>&-", "stderr (fd 2) is closed"),
+        ("2</dev/null", "stderr (fd 2) is open for reading only"),
+    ] {
+        let (code, out) = start_with_stderr(redirect);
+        assert_eq!(code, Some(1), "{redirect}: the proxy does not start:\n{out}");
+        assert!(
+            out.contains(why) && out.contains("not starting"),
+            "{redirect}: the reason is on stdout:\n{out}"
+        );
+    }
+}
+
+/// stderr on /dev/full: every write fails (ENOSPC). The records are kept and tried again (see
+/// above), and each failed write is counted in `iron_proxy_audit_write_errors_total`, the one
+/// signal that can be seen while stderr fails (the log lines saying so wait behind the records).
+#[test]
+fn writes_to_a_failing_stderr_are_counted() {
+    require_root!();
+    let px = Proxy::with(DENY_ALL)
+        .stderr_to(|| {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open("/dev/full")
+                .expect("opening /dev/full")
+                .into()
+        })
+        .start();
+    let mut conn = KeepAlive::open(px.http_addr(), Duration::from_secs(10));
+    let status = conn.status("/on-dev-full", "denied.test");
+    assert!(status.contains(" 403 "), "the proxy serves: {status}");
+    let errors = wait_until(Duration::from_secs(10), "failed writes to be counted", || {
+        px.metric("iron_proxy_audit_write_errors_total", &[])
+            .filter(|n| *n > 0.0)
+    });
+    // Tried again, and counted again: 50 ms, then backing off to 1 s.
+    wait_until(Duration::from_secs(10), "the count to grow", || {
+        px.metric("iron_proxy_audit_write_errors_total", &[])
+            .filter(|n| *n > errors)
+    });
+    assert_eq!(
+        px.metric("iron_proxy_audit_dropped_records_total", &[]),
+        Some(0.0),
+        "nothing dropped: the records are kept"
+    );
 }
