@@ -73,7 +73,8 @@ static MIMALLOC_DEFAULTS: extern "C" fn() = mimalloc_defaults;
 /// read by an ELF constructor because Rust's runtime opens `/dev/null` on a
 /// closed fd 2 before `main`, after which it looks open. Starts as
 /// "writable" should the constructor not run.
-static STDERR_FLAGS: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(libc::O_WRONLY);
+static STDERR_FLAGS: std::sync::atomic::AtomicI32 =
+    std::sync::atomic::AtomicI32::new(libc::O_WRONLY);
 
 extern "C" fn note_stderr() {
     STDERR_FLAGS.store(

@@ -435,7 +435,8 @@ mod tests {
     /// transparent listener) are placed at their lines too.
     #[test]
     fn the_fixed_listeners_are_placed_at_their_lines() {
-        let text = "tls: {mode: sni-only}\ndns:\n  listen: \"127.0.0.1:5353\"\n  proxy_ip: 127.0.0.1\n\
+        let text =
+            "tls: {mode: sni-only}\ndns:\n  listen: \"127.0.0.1:5353\"\n  proxy_ip: 127.0.0.1\n\
                     management:\n  api_key_env: K\n  listen: \"127.0.0.1:9\"\n\
                     intercept:\n  cgroups: [/sys/fs/cgroup/none]\n  listen: \"127.0.0.1:15001\"\n";
         let cfg = crate::config::parse(text, "proxy.yaml", &|_| None).expect("valid config");

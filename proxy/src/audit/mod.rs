@@ -12,8 +12,8 @@ pub mod stderr_check;
 mod timestamp;
 mod writer;
 
-pub(crate) use json::write_value as write_json;
 pub use bound::{MAX_ENTRIES, MAX_FIELD_BYTES, MAX_RECORD_BYTES, TRUNCATED, TRUNCATED_ENTRIES};
+pub(crate) use json::write_value as write_json;
 pub use timestamp::now as now_rfc3339;
 pub use writer::{stderr as stderr_writer, Kind as LineKind, LineWriter, STALL};
 

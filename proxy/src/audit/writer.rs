@@ -673,7 +673,11 @@ mod tests {
         }
         assert_eq!(w.dropped_audit(), 0);
         let refused = disk.0.lock().expect("lock").2;
-        assert_eq!(w.write_errors(), refused as u64, "every failed write counted");
+        assert_eq!(
+            w.write_errors(),
+            refused as u64,
+            "every failed write counted"
+        );
     }
 
     #[test]

@@ -495,7 +495,11 @@ fn a_closed_or_read_only_stderr_stops_start_up() {
         ("2</dev/null", "stderr (fd 2) is open for reading only"),
     ] {
         let (code, out) = start_with_stderr(redirect);
-        assert_eq!(code, Some(1), "{redirect}: the proxy does not start:\n{out}");
+        assert_eq!(
+            code,
+            Some(1),
+            "{redirect}: the proxy does not start:\n{out}"
+        );
         assert!(
             out.contains(why) && out.contains("not starting"),
             "{redirect}: the reason is on stdout:\n{out}"
@@ -521,10 +525,14 @@ fn writes_to_a_failing_stderr_are_counted() {
     let mut conn = KeepAlive::open(px.http_addr(), Duration::from_secs(10));
     let status = conn.status("/on-dev-full", "denied.test");
     assert!(status.contains(" 403 "), "the proxy serves: {status}");
-    let errors = wait_until(Duration::from_secs(10), "failed writes to be counted", || {
-        px.metric("iron_proxy_audit_write_errors_total", &[])
-            .filter(|n| *n > 0.0)
-    });
+    let errors = wait_until(
+        Duration::from_secs(10),
+        "failed writes to be counted",
+        || {
+            px.metric("iron_proxy_audit_write_errors_total", &[])
+                .filter(|n| *n > 0.0)
+        },
+    );
     // Tried again, and counted again: 50 ms, then backing off to 1 s.
     wait_until(Duration::from_secs(10), "the count to grow", || {
         px.metric("iron_proxy_audit_write_errors_total", &[])

@@ -354,7 +354,10 @@ mod tests {
         }
         let p = provider(false, &format!("http://{addr}/openai/?key=GATEWAYQ"));
         let e = p.parse(500, b"{}").expect_err("500").to_string();
-        assert!(e.starts_with(&format!("http://{addr}/openai/ answered 500")), "{e}");
+        assert!(
+            e.starts_with(&format!("http://{addr}/openai/ answered 500")),
+            "{e}"
+        );
         assert!(!e.contains("GATEWAYQ"), "{e}");
     }
 
