@@ -44,6 +44,7 @@ mod test_http;
 pub mod tls;
 pub mod traffic;
 pub mod transforms;
+pub mod turns;
 pub mod upgrade;
 pub mod upstream;
 

@@ -125,7 +125,7 @@ impl LeafCache {
 
     /// Like [`new`](Self::new) with an explicit clock, for tests.
     pub fn with_clock(minter: LeafMinter, capacity: u64, clock: Clock) -> Self {
-        Self::with_queue(minter, capacity, clock, MintQueue::new())
+        Self::with_queue(minter, capacity, clock, super::mint_queue::new())
     }
 
     /// Like [`with_clock`](Self::with_clock), minting in turns of `queue`.

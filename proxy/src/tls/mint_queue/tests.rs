@@ -1,6 +1,7 @@
 use std::net::IpAddr;
 
 use super::*;
+use crate::intercept::Client;
 
 fn client(n: u8) -> Client {
     Client::Address(IpAddr::from([10, 0, 0, n]))
@@ -23,7 +24,7 @@ async fn until_waiting(queue: &MintQueue, n: u64, mut went_ahead: impl FnMut() -
 
 #[tokio::test]
 async fn a_free_turn_is_taken_without_waiting_and_its_entry_goes_with_it() {
-    let queue = MintQueue::with_slots(1);
+    let queue = with_slots(1);
     let turn = full_turn(&queue, 1).await;
     assert_eq!((queue.waits(), queue.waiting(), queue.clients()), (0, 0, 1));
     assert_eq!(queue.free_slots(), 0);
@@ -33,7 +34,7 @@ async fn a_free_turn_is_taken_without_waiting_and_its_entry_goes_with_it() {
 
 #[tokio::test]
 async fn a_clients_turns_come_one_at_a_time() {
-    let queue = MintQueue::with_slots(4);
+    let queue = with_slots(4);
     let first = queue.client_turn(client(1)).await.expect("turn");
     let q = queue.clone();
     let second = tokio::spawn(async move { q.client_turn(client(1)).await.map(drop) });
@@ -55,7 +56,7 @@ async fn a_clients_turns_come_one_at_a_time() {
 
 #[tokio::test]
 async fn a_wait_given_up_leaves_no_place_behind() {
-    let queue = MintQueue::with_slots(1);
+    let queue = with_slots(1);
     let first = queue.client_turn(client(1)).await.expect("turn");
     let q = queue.clone();
     let waiter = tokio::spawn(async move { q.client_turn(client(1)).await.map(drop) });
@@ -69,7 +70,7 @@ async fn a_wait_given_up_leaves_no_place_behind() {
 
 #[tokio::test]
 async fn slots_go_first_come_first_served() {
-    let queue = MintQueue::with_slots(1);
+    let queue = with_slots(1);
     let held = full_turn(&queue, 1).await;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let mut tasks = Vec::new();

@@ -13,7 +13,6 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::*;
-use crate::tls::mint_queue::MintQueue;
 
 /// A deadline no test reaches: held mints wait for the test, not the clock.
 const WITHIN: Duration = Duration::from_secs(3600);
@@ -94,7 +93,7 @@ fn cache_with_slots(slots: usize) -> Arc<LeafCache> {
         minter().0,
         100,
         clock,
-        MintQueue::with_slots(slots),
+        crate::tls::mint_queue::with_slots(slots),
     ))
 }
 
