@@ -401,3 +401,27 @@ impl HostsFile {
         cmd
     }
 }
+
+/// A TCP connection to `to` from the loopback address `from` (bound before connecting), so
+/// that the per-client bounds count it apart from the harness's own connections.
+pub fn connect_from(from: std::net::Ipv4Addr, to: std::net::SocketAddr) -> std::net::TcpStream {
+    use nix::sys::socket::{bind, connect, socket, AddressFamily, SockFlag, SockType, SockaddrIn};
+    use std::os::fd::AsRawFd;
+    let std::net::SocketAddr::V4(to) = to else {
+        panic!("an IPv4 listener: {to}");
+    };
+    let fd = socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .expect("socket");
+    bind(
+        fd.as_raw_fd(),
+        &SockaddrIn::from(std::net::SocketAddrV4::new(from, 0)),
+    )
+    .expect("binding a loopback address");
+    connect(fd.as_raw_fd(), &SockaddrIn::from(to)).expect("connect");
+    std::net::TcpStream::from(fd)
+}

@@ -48,7 +48,7 @@ pub mod upstream;
 pub use audit::{Audit, AuditRecord};
 pub use ca::TestCa;
 pub use cgroup::{PinGuard, TestCgroup, Workload, WorkloadCurl};
-pub use client::{curl, python, python_in, Curl, CurlResult, HostsFile, PyResult};
+pub use client::{connect_from, curl, python, python_in, Curl, CurlResult, HostsFile, PyResult};
 pub use hung_fs::{hung_fs_mounts, HungFs};
 pub use logs::{json_lines, LogLine};
 pub use moto::Moto;

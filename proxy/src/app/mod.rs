@@ -354,6 +354,11 @@ impl App {
         // (secret sources, token mints, the judge): `dns` is fixed at
         // startup, so neither needs rebuilding on reload.
         let resolver = Resolver::new(cfg.dns.as_ref().and_then(|d| d.upstream_resolver))?;
+        let counted = resolver.clone();
+        let _ = metrics
+            .register_resolver_in_flight(Box::new(move || vec![(vec![], counted.in_flight())]));
+        let counted = resolver.clone();
+        let _ = metrics.register_resolver_busy(Box::new(move || vec![(vec![], counted.busy())]));
         // Filled as listeners bind (below); backend calls refuse these.
         let own = OwnListeners::new();
         if let Some(d) = &cfg.dns {

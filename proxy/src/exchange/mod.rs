@@ -16,6 +16,7 @@ use hyper::body::Incoming;
 
 use crate::audit::{AuditRecord, ClientProcess, Mode, TunnelInfo};
 use crate::body::{self, Body, BoxError, BufferError};
+use crate::intercept::Client;
 use crate::pipeline::{
     policy_response, BodyNeed, BodyPrefix, BodyTrailers, BufferedBody, Dest, Flow, OriginalBody,
     PhaseOutcome,
@@ -61,6 +62,11 @@ pub struct ConnInfo {
     expected_host: Option<String>,
     /// The process behind an intercepted connection.
     pub client: Option<ClientProcess>,
+    /// What the per-client bounds count the connection's work as (its
+    /// admission permit's client: the workload under eBPF interception,
+    /// else the address): the share of `proxy.max_buffered_bytes` its
+    /// bodies hold, the lookups in flight its requests take.
+    pub counted_as: Client,
     /// The original destination of an intercepted connection.
     pub original_dst: Option<SocketAddr>,
     /// The tunnel the connection came through.
@@ -74,7 +80,9 @@ pub struct ConnInfo {
 }
 
 impl ConnInfo {
-    /// A connection with nothing known beyond its address and mode.
+    /// A connection with nothing known beyond its address and mode,
+    /// counted as the client its task's admission permit names (else as
+    /// `remote`).
     pub fn new(remote: SocketAddr, mode: Mode, tls: bool, default_port: u16) -> Self {
         ConnInfo {
             remote,
@@ -85,6 +93,7 @@ impl ConnInfo {
             fixed_port: false,
             expected_host: None,
             client: None,
+            counted_as: crate::listen::per_client::current_client(remote),
             original_dst: None,
             tunnel: None,
             held: None,
@@ -470,7 +479,8 @@ async fn handle_tracked(
     strip_hop_by_hop(&mut parts.headers, false);
     let mut rsp = Response::from_parts(parts, from_upstream);
     if policy.pipeline.wants_response_body(&cx) {
-        rsp = match buffer_response(rsp, policy.limits.max_response_body_bytes, &mut rec).await {
+        let limit = policy.limits.max_response_body_bytes;
+        rsp = match buffer_response(rsp, limit, conn.counted_as, &mut rec).await {
             Ok(r) => r,
             Err(refusal) => return Ok(finish(refusal, rec.into_guard())),
         };
@@ -685,7 +695,8 @@ async fn read_request_body(
             }
         }
         let stall = Some(policy.limits.upstream_response_header_timeout);
-        let mut hold = body::budget::global().hold();
+        let client = cx.conn.as_ref().map_or(Client::UNKNOWN, |c| c.counted_as);
+        let mut hold = body::budget::global().hold(client);
         match body::collect_all_within(body, limit, stall, Some(&mut hold)).await {
             Ok(c) => {
                 parts.extensions.insert(BufferedBody(c.bytes.clone()));
@@ -796,10 +807,11 @@ const BUFFER_FULL_TEXT: &str =
 async fn buffer_response(
     rsp: Response<Body>,
     limit: usize,
+    client: Client,
     rec: &mut Pending,
 ) -> Result<Response<Body>, Response<Body>> {
     let (mut parts, b) = rsp.into_parts();
-    let mut hold = body::budget::global().hold();
+    let mut hold = body::budget::global().hold(client);
     match body::collect_all_within(b, limit, None, Some(&mut hold)).await {
         Ok(c) => {
             if let Some(t) = &c.trailers {

@@ -72,6 +72,12 @@ pub enum Client {
 }
 
 impl Client {
+    /// The client of work done for no client connection (a background
+    /// connect the upstream pool finishes after its request went
+    /// elsewhere, a unit test's exchange): all such work shares one
+    /// client's bounds.
+    pub const UNKNOWN: Client = Client::Address(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+
     /// The client at `peer`: `workload` when interception identified it,
     /// else the address.
     pub fn new(peer: IpAddr, workload: Option<Workload>) -> Client {

@@ -613,6 +613,29 @@ impl Metrics {
         )
     }
 
+    /// `iron_proxy_resolver_lookups_in_flight`: the proxy's own resolver's
+    /// lookups holding a place now (`upstream::resolve`).
+    pub fn register_resolver_in_flight(&self, read: CounterSourceFn) -> Result<(), MetricsError> {
+        self.register_gauge_source(
+            "resolver_lookups_in_flight",
+            "Lookups of upstream names the proxy's resolver has in flight now",
+            &[],
+            read,
+        )
+    }
+
+    /// `iron_proxy_resolver_lookups_busy_total`: lookups refused for want of
+    /// a place (`dns_lookup_busy`).
+    pub fn register_resolver_busy(&self, read: CounterSourceFn) -> Result<(), MetricsError> {
+        self.register_counter_source(
+            "resolver_lookups_busy",
+            "Lookups of upstream names refused because their client's share of the lookups in \
+             flight, or all of them, stayed taken",
+            &[],
+            read,
+        )
+    }
+
     /// `iron_proxy_intercept_events_total{event}` from the eBPF per-CPU counters
     /// (`redirected`, `denied`, `udp_refused`, `dns_redirected`, `raw_refused`,
     /// `backstop_dropped`, `foreign_listener`).

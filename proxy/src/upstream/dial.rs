@@ -175,14 +175,16 @@ impl Dialer {
 
     /// The addresses of `host`, none of them denied or the proxy's own.
     async fn resolve(&self, host: &str, port: u16) -> Result<Vec<std::net::IpAddr>, DialError> {
-        let ips = self
-            .resolver
-            .lookup(host)
-            .await
-            .map_err(|e| DialError::Resolve {
+        let ips = self.resolver.lookup(host).await.map_err(|e| match e {
+            super::resolve::ResolveError::Busy { .. } => DialError::ResolveBusy {
                 host: host.to_string(),
                 detail: e.to_string(),
-            })?;
+            },
+            _ => DialError::Resolve {
+                host: host.to_string(),
+                detail: e.to_string(),
+            },
+        })?;
         let deny = self.deny.load();
         for ip in &ips {
             if let Some(net) = deny.check(*ip) {

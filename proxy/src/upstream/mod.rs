@@ -96,10 +96,14 @@ impl UpstreamError {
     }
 
     /// The status the client gets: 504 for an upstream timeout, 408 for a
-    /// client that stopped sending, 400 for a client body that failed, 502
-    /// otherwise.
+    /// client that stopped sending, 400 for a client body that failed, 503
+    /// for a lookup that found the proxy's resolver busy (the proxy's
+    /// capacity, as `body_buffer_full`), 502 otherwise.
     pub fn status(&self) -> http::StatusCode {
         match self {
+            UpstreamError::Dial(DialError::ResolveBusy { .. }) => {
+                http::StatusCode::SERVICE_UNAVAILABLE
+            }
             UpstreamError::Timeout(_) | UpstreamError::Stalled(_) => {
                 http::StatusCode::GATEWAY_TIMEOUT
             }

@@ -12,7 +12,7 @@ use super::{allowed, audited, plain, refused, Expect, NOT_ALLOWLISTED};
 
 /// Writes `len` bytes of `fill`, optionally starting with `prefix`, to a file
 /// for `curl --data-binary @file`.
-fn body_file(dir: &std::path::Path, name: &str, prefix: &str, len: usize) -> String {
+pub(super) fn body_file(dir: &std::path::Path, name: &str, prefix: &str, len: usize) -> String {
     let mut body = prefix.as_bytes().to_vec();
     body.resize(len, b'x');
     body_arg(dir, name, &body)
@@ -139,7 +139,7 @@ transforms:
 /// A proxy with `max_request_body_bytes: 1024` (and the `proxy:` lines in `more`)
 /// allowing `domains`, whose `secrets` swaps a placeholder in `body.test`'s request
 /// bodies, so it buffers them.
-fn body_swapping_proxy(net: &FakeInternet, more: &str, domains: &str) -> ProxyProcess {
+pub(super) fn body_swapping_proxy(net: &FakeInternet, more: &str, domains: &str) -> ProxyProcess {
     Proxy::with(format!(
         r#"
 proxy:
@@ -420,7 +420,8 @@ fn a_body_a_transform_reads_that_stalls_is_answered_408_and_an_oversized_one_413
     );
 }
 
-/// Buffered bodies share `proxy.max_buffered_bytes`: with two clients each holding most of a
+/// Buffered bodies share `proxy.max_buffered_bytes`: with two clients (127.0.0.2 and
+/// 127.0.0.3, so that neither is past its share, half the total) each holding most of a
 /// 1000-byte body in the proxy (they stall before its last byte), a third body that would take
 /// the sum past 2048 bytes is refused at once with 503 `body_buffer_full` (before, nothing
 /// bounded the sum: an HTTP/2 connection's 100 streams held 100 bodies), and the room comes
@@ -436,8 +437,8 @@ fn buffered_bodies_share_one_budget_and_one_over_it_is_refused() {
         r#"["body.test"]"#,
     );
     let held_bytes = || px.metric("iron_proxy_buffered_body_bytes", &[]);
-    let stall = |name: &str| {
-        let mut s = std::net::TcpStream::connect(px.http_addr()).expect("connect");
+    let stall = |name: &str, from: [u8; 4]| {
+        let mut s = connect_from(from.into(), px.http_addr());
         let head = format!(
             "POST http://body.test/anything/{name} HTTP/1.1\r\nHost: body.test\r\n\
              Content-Length: 1000\r\n\r\n"
@@ -446,11 +447,11 @@ fn buffered_bodies_share_one_budget_and_one_over_it_is_refused() {
         std::io::Write::write_all(&mut s, &[b'x'; 900]).expect("most of the body");
         s
     };
-    let first = stall("first");
+    let first = stall("first", [127, 0, 0, 2]);
     wait_until(Duration::from_secs(10), "the first body held", || {
         (held_bytes() == Some(900.0)).then_some(())
     });
-    let second = stall("second");
+    let second = stall("second", [127, 0, 0, 3]);
     wait_until(Duration::from_secs(10), "both bodies held", || {
         (held_bytes() == Some(1800.0)).then_some(())
     });

@@ -1,13 +1,15 @@
 //! The foundation, end to end: allowlist decisions (domains, CIDRs, rules, warn
 //! mode), `upstream_deny_cidrs`, upstream failure mapping (502/504), HTTP
 //! hygiene on `http_listen` (absolute form, Host ports, hop-by-hop headers,
-//! header case, dot segments) and request body limits. Every case checks its
+//! header case, dot segments), request body limits, and the shares one client
+//! gets of the proxy's body budget and resolver lookups. Every case checks its
 //! audit record: action, status_code, rejected_by, reason and level.
 
 mod allowlist;
 mod bodies;
 mod deny_cidrs;
 mod failures;
+mod fairness;
 mod hygiene;
 mod idn;
 

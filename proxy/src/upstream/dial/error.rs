@@ -39,6 +39,15 @@ pub enum DialError {
         /// The resolver's error (it may name nameservers).
         detail: String,
     },
+    /// The lookup found no turn among the lookups in flight in time
+    /// (`upstream::resolve`): the proxy's resolver is busy, not the name bad.
+    #[error("{detail}")]
+    ResolveBusy {
+        /// The name dialed.
+        host: String,
+        /// How long it waited and the bounds.
+        detail: String,
+    },
     /// Every address refused or timed out.
     #[error("connecting to {host}:{port}: {detail}")]
     Connect {
@@ -187,6 +196,7 @@ impl DialError {
             DialError::Denied { .. } => "deny_cidr",
             DialError::OwnListener { .. } => "proxy_loop",
             DialError::Resolve { .. } => "dns_failure",
+            DialError::ResolveBusy { .. } => "dns_lookup_busy",
             DialError::Connect { .. } => "connect_failed",
             DialError::Tls { .. } => "upstream_tls_failed",
             DialError::NoHost => "bad_request",
@@ -206,6 +216,9 @@ impl DialError {
                 format!("{host}: the upstream is this proxy itself")
             }
             DialError::Resolve { host, .. } => format!("{host}: name did not resolve"),
+            DialError::ResolveBusy { host, .. } => {
+                format!("{host}: the proxy is resolving as many names as it may; try again later")
+            }
             DialError::Connect {
                 host,
                 port,
