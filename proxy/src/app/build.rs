@@ -32,6 +32,8 @@ pub fn build_policy(
     metrics: Option<&Arc<crate::ops::Metrics>>,
 ) -> Result<(Policy, DenyList), AppError> {
     let limits = limits_of(cfg);
+    // This config's `ttl`s replace the last one's on the secret caches it keeps.
+    sources.next_build();
     let mut list: Vec<Arc<dyn Transform>> = Vec::with_capacity(cfg.transforms.len());
     for (index, t) in cfg.transforms.iter().enumerate() {
         list.push(build_transform(index, t, sources, &limits)?);

@@ -15,7 +15,9 @@
 //! - **`ttl: 0`.** Read once, kept for the life of the source.
 //!
 //! The refresh task holds only a weak reference, so it ends when the source is
-//! dropped (for example when a reload removes it).
+//! dropped (for example when a reload removes it). A reload that keeps the
+//! source but changes its `ttl` changes the interval of the running cache
+//! ([`Cached::set_ttl`]): the value, and the refresh schedule, carry on.
 //!
 //! Every failed backend fetch (first fetch or refresh, not the requests
 //! answered from a remembered failure) is reported to the registry's
@@ -25,6 +27,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::{FailureHook, Fetch, SecretError, SecretValue};
@@ -41,13 +44,17 @@ pub const RETRY_MAX: Duration = Duration::from_secs(300);
 /// One source's cached value.
 pub struct Cached {
     name: String,
+    /// What selects the value ([`Cached::key`]).
+    key: String,
     /// Source type (`env`, `aws_sm`, ...) for the failure hook.
     kind: &'static str,
     on_failure: Option<FailureHook>,
     fetcher: Box<dyn Fetch>,
-    ttl: Duration,
     state: Mutex<State>,
     flight: tokio::sync::Mutex<()>,
+    /// Wakes the refresh task when the `ttl` changes. Its own `Arc`: the
+    /// task waits on it without keeping the cache alive.
+    retune: Arc<Notify>,
 }
 
 #[derive(Default)]
@@ -55,6 +62,10 @@ struct State {
     value: Option<SecretValue>,
     failure: Option<(SecretError, Instant)>,
     refreshing: bool,
+    /// The refresh interval (zero: never).
+    ttl: Duration,
+    /// The build ([`super::Sources::next_build`]) that last set `ttl`.
+    ttl_build: u64,
 }
 
 impl Cached {
@@ -71,15 +82,89 @@ impl Cached {
         kind: &'static str,
         on_failure: Option<FailureHook>,
     ) -> Arc<Self> {
+        Self::keyed(
+            format!("fetch:{name}"),
+            name,
+            fetcher,
+            ttl,
+            kind,
+            on_failure,
+        )
+    }
+
+    /// [`Cached::with_failure_hook`] for the source `key` names (the
+    /// registry's cache key: type, names, region; never a value).
+    pub fn keyed(
+        key: String,
+        name: String,
+        fetcher: Box<dyn Fetch>,
+        ttl: Duration,
+        kind: &'static str,
+        on_failure: Option<FailureHook>,
+    ) -> Arc<Self> {
         Arc::new(Cached {
             name,
+            key,
             kind,
             on_failure,
             fetcher,
-            ttl,
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                ttl,
+                ..State::default()
+            }),
             flight: tokio::sync::Mutex::new(()),
+            retune: Arc::new(Notify::new()),
         })
+    }
+
+    /// What selects the value: the source's type and names (variable,
+    /// secret id, region, `op://` reference, ...), not its `ttl` or
+    /// `json_key`. Never a value.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The refresh interval now.
+    pub fn ttl(&self) -> Duration {
+        self.state().ttl
+    }
+
+    /// Sets the refresh interval as config build `build` asks. A reload that
+    /// keeps a source but changes its `ttl` comes here: the cached value
+    /// stays in service (a backend that is down at that moment fails no
+    /// request), and the refresh task takes the new interval at once. A
+    /// source named several times in one build with different `ttl`s
+    /// refreshes at the shortest non-zero one.
+    pub fn set_ttl(self: &Arc<Self>, ttl: Duration, build: u64) {
+        let start = {
+            let mut st = self.state();
+            let wanted = if st.ttl_build == build {
+                shortest_refresh(st.ttl, ttl)
+            } else {
+                ttl
+            };
+            st.ttl_build = build;
+            if wanted == st.ttl {
+                return;
+            }
+            tracing::debug!(secret = %self.name, old = ?st.ttl, new = ?wanted, "secret ttl changed");
+            st.ttl = wanted;
+            let start = !wanted.is_zero() && st.value.is_some() && !st.refreshing;
+            st.refreshing |= start;
+            start
+        };
+        if start {
+            if tokio::runtime::Handle::try_current().is_err() {
+                // No runtime to refresh on: the first `get` on one starts it.
+                self.state().refreshing = false;
+                return;
+            }
+            spawn_refresh(Arc::downgrade(self), self.retune.clone());
+        } else {
+            // A running refresh task re-reads the interval; a permit is kept
+            // if it is between waits.
+            self.retune.notify_one();
+        }
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -102,13 +187,13 @@ impl Cached {
                     let mut st = self.state();
                     st.value = Some(v.clone());
                     st.failure = None;
-                    let start = !self.ttl.is_zero() && !st.refreshing;
+                    let start = !st.ttl.is_zero() && !st.refreshing;
                     st.refreshing |= start;
                     start
                 };
                 tracing::debug!(secret = %self.name, "secret fetched");
                 if start_refresh {
-                    spawn_refresh(Arc::downgrade(self), self.ttl);
+                    spawn_refresh(Arc::downgrade(self), self.retune.clone());
                 }
                 Ok(v)
             }
@@ -160,14 +245,53 @@ impl Cached {
     }
 }
 
-/// Re-fetches every `ttl` while the source lives; failures keep the old value.
-fn spawn_refresh(weak: std::sync::Weak<Cached>, ttl: Duration) {
+/// Of two refresh intervals, the one that refreshes sooner (zero is never).
+fn shortest_refresh(a: Duration, b: Duration) -> Duration {
+    match (a.is_zero(), b.is_zero()) {
+        (true, _) => b,
+        (_, true) => a,
+        _ => a.min(b),
+    }
+}
+
+/// The interval the refresh task should wait, or `None` when it should end
+/// (the source is gone, or its `ttl` is zero now; `refreshing` is cleared so
+/// a later `ttl` starts a new task).
+fn current_ttl(weak: &std::sync::Weak<Cached>) -> Option<Duration> {
+    let me = weak.upgrade()?;
+    let mut st = me.state();
+    if st.ttl.is_zero() {
+        st.refreshing = false;
+        return None;
+    }
+    Some(st.ttl)
+}
+
+/// Re-fetches every `ttl` while the source lives; failures keep the old
+/// value. The interval is read again after each wait and whenever
+/// [`Cached::set_ttl`] changes it.
+fn spawn_refresh(weak: std::sync::Weak<Cached>, retune: Arc<Notify>) {
     tokio::spawn(async move {
-        let max_retry = ttl.clamp(RETRY_MIN, RETRY_MAX);
+        let Some(mut ttl) = current_ttl(&weak) else {
+            return;
+        };
         let mut delay = ttl;
         let mut failures: u32 = 0;
         loop {
-            tokio::time::sleep(delay).await;
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = retune.notified() => {
+                    // A new interval: wait it out from now (or keep retrying
+                    // soon if the backend is failing).
+                    let Some(t) = current_ttl(&weak) else { return };
+                    ttl = t;
+                    delay = if failures == 0 { ttl } else { RETRY_MIN.min(ttl) };
+                    continue;
+                }
+            }
+            let Some(t) = current_ttl(&weak) else { return };
+            ttl = t;
+            let max_retry = ttl.clamp(RETRY_MIN, RETRY_MAX);
             let Some(me) = weak.upgrade() else { return };
             match me.fetch_once().await {
                 Ok(v) => {

@@ -22,8 +22,10 @@ pub mod onepassword;
 pub mod scrub;
 pub mod value;
 
+use std::any::Any;
 use std::collections::HashMap;
 use std::ffi::OsString;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -131,8 +133,11 @@ pub struct SourcesOptions {
 /// Builds [`Secret`]s from `source:` configs and shares what can be shared:
 /// one cache per distinct backend value (several `json_key`s of one AWS secret
 /// cost one fetch), one AWS config, one HTTP client. Keep one registry for the
-/// life of the process: a config reload that keeps a source reuses its cached
-/// value instead of fetching again. Dropped sources stop refreshing.
+/// life of the process: a config reload that keeps a source (the same
+/// backend and names; its `ttl` may change) reuses its cached value instead
+/// of fetching again, and a transform's run-time state kept with
+/// [`Sources::keep`] carries over the same way. Dropped sources stop
+/// refreshing.
 #[derive(Clone)]
 pub struct Sources {
     inner: Arc<SourcesInner>,
@@ -141,6 +146,10 @@ pub struct Sources {
 struct SourcesInner {
     opts: SourcesOptions,
     caches: Mutex<HashMap<String, Weak<Cached>>>,
+    /// [`Sources::keep`]'s states, by key.
+    kept: Mutex<HashMap<String, Weak<dyn Any + Send + Sync>>>,
+    /// The config build in progress ([`Sources::next_build`]).
+    build: AtomicU64,
     aws: aws::AwsShared,
     http: http::HttpClient,
 }
@@ -161,6 +170,8 @@ impl Sources {
                 http,
                 opts,
                 caches: Mutex::new(HashMap::new()),
+                kept: Mutex::new(HashMap::new()),
+                build: AtomicU64::new(0),
             }),
         }
     }
@@ -195,22 +206,38 @@ impl Sources {
         }
     }
 
+    /// Starts building a new config (startup, each reload): the `ttl`s the
+    /// sources of this build ask for replace those of the last one. Within
+    /// one build, a source named twice refreshes at the shorter `ttl`.
+    pub fn next_build(&self) {
+        self.inner.build.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// A handle on the value `cfg` describes. No I/O happens here unless
-    /// prefetching is on, and then only in the background.
+    /// prefetching is on, and then only in the background. A source already
+    /// cached (the config in force names it too) is shared, value and all;
+    /// its refresh interval becomes `cfg`'s `ttl`.
     pub fn secret(&self, cfg: &SecretSourceConfig) -> Secret {
         let (key, name) = identity(cfg);
+        let build = self.inner.build.load(Ordering::Relaxed);
+        let ttl = cfg.ttl().get();
         let mut caches = self.inner.caches.lock().unwrap_or_else(|p| p.into_inner());
         caches.retain(|_, w| w.strong_count() > 0);
         let cached = match caches.get(&key).and_then(Weak::upgrade) {
-            Some(c) => c,
+            Some(c) => {
+                c.set_ttl(ttl, build);
+                c
+            }
             None => {
-                let c = Cached::with_failure_hook(
+                let c = Cached::keyed(
+                    key.clone(),
                     name.clone(),
                     self.fetcher(cfg),
-                    cfg.ttl().get(),
+                    ttl,
                     source_type(cfg),
                     self.inner.opts.on_fetch_failure.clone(),
                 );
+                c.set_ttl(ttl, build);
                 caches.insert(key, Arc::downgrade(&c));
                 if self.inner.opts.prefetch {
                     c.prefetch();
@@ -223,6 +250,37 @@ impl Sources {
             cached,
             json_key: cfg.json_key().map(str::to_string),
         }
+    }
+
+    /// State that outlives the transform holding it across reloads: the
+    /// `T` stored under `key` while something still holds it, else a new one
+    /// from `make`. A transform that keeps what it learned at run time (an
+    /// OAuth2 refresh token the endpoint rotated to) takes it from here, so
+    /// that the same entry rebuilt by a reload (whose new policy is built
+    /// while the old one still serves) carries on where the old one was.
+    /// Only weak references are kept here: the state goes with the last
+    /// policy that uses it, and dead keys are pruned on each call.
+    pub fn keep<T: Send + Sync + 'static>(&self, key: &str, make: impl FnOnce() -> T) -> Arc<T> {
+        let mut kept = self.inner.kept.lock().unwrap_or_else(|p| p.into_inner());
+        kept.retain(|_, w| w.strong_count() > 0);
+        if let Some(found) = kept
+            .get(key)
+            .and_then(Weak::upgrade)
+            .and_then(|any| any.downcast::<T>().ok())
+        {
+            return found;
+        }
+        let made = Arc::new(make());
+        let any: Arc<dyn Any + Send + Sync> = made.clone();
+        kept.insert(key.to_string(), Arc::downgrade(&any));
+        made
+    }
+
+    /// How many [`Sources::keep`] states are alive (tests).
+    #[cfg(test)]
+    pub(crate) fn kept_count(&self) -> usize {
+        let kept = self.inner.kept.lock().unwrap_or_else(|p| p.into_inner());
+        kept.values().filter(|w| w.strong_count() > 0).count()
     }
 
     fn fetcher(&self, cfg: &SecretSourceConfig) -> Box<dyn Fetch> {
@@ -283,52 +341,45 @@ fn source_type(cfg: &SecretSourceConfig) -> &'static str {
     }
 }
 
-/// The cache key (the source without `json_key`) and the audit name of a source.
+/// The cache key and the audit name of a source. The key is what selects the
+/// value read, and only that: the source without `json_key` (several keys of
+/// one JSON value share a fetch) and without `ttl` (how often it is read
+/// again; a reload that changes only that keeps the cache and its value,
+/// [`Cached::set_ttl`]). `region`, `with_decryption`, `token_env` and
+/// `host_env` stay: another region is another secret, an undecrypted
+/// SecureString another value, another token another account's vaults and
+/// another host another Connect server. Names and references only, never a
+/// value.
 fn identity(cfg: &SecretSourceConfig) -> (String, String) {
     match cfg {
         SecretSourceConfig::Env { var, .. } => (format!("env:{var}"), var.clone()),
         SecretSourceConfig::AwsSm {
-            secret_id,
-            region,
-            ttl,
-            ..
-        } => (
-            format!("aws_sm:{region:?}:{secret_id}:{:?}", ttl.get()),
-            secret_id.clone(),
-        ),
+            secret_id, region, ..
+        } => (format!("aws_sm:{region:?}:{secret_id}"), secret_id.clone()),
         SecretSourceConfig::AwsSsm {
             name,
             region,
             with_decryption,
-            ttl,
             ..
         } => (
-            format!(
-                "aws_ssm:{region:?}:{with_decryption}:{name}:{:?}",
-                ttl.get()
-            ),
+            format!("aws_ssm:{region:?}:{with_decryption}:{name}"),
             name.clone(),
         ),
         SecretSourceConfig::OnePassword {
             secret_ref,
             token_env,
-            ttl,
             ..
         } => (
-            format!("1password:{token_env}:{secret_ref}:{:?}", ttl.get()),
+            format!("1password:{token_env}:{secret_ref}"),
             secret_ref.to_string(),
         ),
         SecretSourceConfig::OnePasswordConnect {
             secret_ref,
             host_env,
             token_env,
-            ttl,
             ..
         } => (
-            format!(
-                "1password_connect:{host_env}:{token_env}:{secret_ref}:{:?}",
-                ttl.get()
-            ),
+            format!("1password_connect:{host_env}:{token_env}:{secret_ref}"),
             secret_ref.to_string(),
         ),
     }
@@ -357,6 +408,17 @@ impl Secret {
     /// `op://` reference for the 1Password sources.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// What selects this value, without the value: the source's type and
+    /// names (variable, secret id, region, `op://` reference, ...) and its
+    /// `json_key`; the same for the same source in any config build, so
+    /// state made from it can be recognised after a reload. Never a value.
+    pub fn identity(&self) -> String {
+        match &self.json_key {
+            Some(k) => format!("{}#{k}", self.cached.key()),
+            None => self.cached.key().to_string(),
+        }
     }
 
     /// The current value (from the cache, fetching it if it never was).

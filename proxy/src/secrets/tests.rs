@@ -102,6 +102,49 @@ async fn last_good_value_is_served_while_the_backend_fails() {
     assert_eq!(s.get().await.expect("value").expose(), "rotated");
 }
 
+/// `set_ttl` (a reload that changes a kept source's `ttl`) retunes the running refresh
+/// task at once, stops it at zero and starts one again; within one build the shortest
+/// non-zero `ttl` wins, the next build replaces it.
+#[tokio::test(start_paused = true)]
+async fn a_changed_ttl_retunes_the_refresh() {
+    let backend = Scripted::new("v1");
+    let s = Secret::from_fetch("k", Box::new(backend.clone()), Duration::from_secs(3600));
+    assert_eq!(s.get().await.expect("value").expose(), "v1");
+    settle().await;
+    s.cached.set_ttl(Duration::from_secs(10), 1);
+    settle().await;
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    settle().await;
+    assert_eq!(
+        backend.calls(),
+        2,
+        "refreshed at the new 10 s, not after an hour"
+    );
+
+    // Zero: no more refreshes.
+    s.cached.set_ttl(Duration::ZERO, 2);
+    settle().await;
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    settle().await;
+    assert_eq!(backend.calls(), 2, "ttl 0 stops refreshing");
+
+    // Non-zero again: a refresh task starts.
+    backend.set(Ok("v2".into()));
+    s.cached.set_ttl(Duration::from_secs(5), 3);
+    settle().await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    settle().await;
+    assert_eq!(s.get().await.expect("value").expose(), "v2");
+
+    // One build naming the source twice: the shorter non-zero ttl; the next build replaces it.
+    s.cached.set_ttl(Duration::from_secs(60), 4);
+    s.cached.set_ttl(Duration::from_secs(30), 4);
+    s.cached.set_ttl(Duration::ZERO, 4);
+    assert_eq!(s.cached.ttl(), Duration::from_secs(30));
+    s.cached.set_ttl(Duration::from_secs(120), 5);
+    assert_eq!(s.cached.ttl(), Duration::from_secs(120));
+}
+
 #[tokio::test(start_paused = true)]
 async fn first_failure_is_cached_briefly() {
     let backend = Scripted::default();
@@ -264,6 +307,31 @@ async fn dropped_sources_are_forgotten() {
         weak.upgrade().is_none(),
         "the registry holds no strong reference"
     );
+}
+
+/// `keep`: one state per key while something holds it (as an old and a new policy do
+/// during a reload), a fresh one once nothing does, none kept for dead keys.
+#[test]
+fn kept_state_lives_as_long_as_its_holders() {
+    let sources = Sources::default();
+    let a = sources.keep("a", || Mutex::new(1));
+    *a.lock().expect("lock") = 2;
+    let again = sources.keep("a", || Mutex::new(0));
+    assert!(Arc::ptr_eq(&a, &again), "shared while held");
+    let other = sources.keep("b", || Mutex::new(7));
+    assert_eq!(*other.lock().expect("lock"), 7);
+    assert_eq!(sources.kept_count(), 2);
+    drop((a, again, other));
+    assert_eq!(sources.kept_count(), 0, "nothing held: nothing kept");
+    let fresh = sources.keep("a", || Mutex::new(0));
+    assert_eq!(
+        *fresh.lock().expect("lock"),
+        0,
+        "a fresh state once dropped"
+    );
+    // The same key asked for with another type is a new state, not a wrong cast.
+    let typed = sources.keep("a", || String::from("x"));
+    assert_eq!(typed.as_str(), "x");
 }
 
 /// Captures every log line at TRACE level on this thread until dropped.

@@ -290,3 +290,70 @@ fn aws_secret_shapes_through_moto() {
         &[UNICODE, BINARY_TEXT, &large[..64], "not-text-e2e-3b2c"],
     );
 }
+
+/// A reload that changes only a source's `ttl` keeps its cached value: with Secrets Manager
+/// down at the moment of the reload, requests after it are still served the value fetched
+/// before (before, `ttl` was part of the cache's identity: the reloaded config started from
+/// an empty cache and every request failed, 502 `secret_unavailable`).
+#[test]
+fn a_reload_that_changes_only_the_ttl_keeps_the_secret() {
+    require_root!();
+    let mut moto = Moto::start();
+    moto.boto(
+        &format!("sm.create_secret(Name='e2e/ttl', SecretString='{{\"api_key\": \"{SM_V1}\"}}')"),
+        &[],
+    );
+    let net = FakeInternet::new();
+    let up = Upstream::https("httpbin.test").start(&net);
+    let config = |ttl: &str, listen: &str| {
+        format!(
+            r#"
+management:{listen}
+  api_key_env: IRON_E2E_MGMT_KEY
+transforms:
+  - name: allowlist
+    config:
+      domains: ["httpbin.test"]
+  - name: secrets
+    config:
+      secrets:
+        - source:
+            type: aws_sm
+            secret_id: "e2e/ttl"
+            json_key: "api_key"
+            ttl: {ttl}
+          replace:
+            proxy_value: "pk-proxy-ttl"
+            match_headers: ["x-api-key"]
+            require: true
+          rules:
+            - host: "httpbin.test"
+"#
+        )
+    };
+    let mut p = Proxy::with(config("1h", "\n  listen: auto").as_str())
+        .resolver(&net)
+        .env("IRON_E2E_MGMT_KEY", "mgmt-e2e-ttl-key");
+    for (k, v) in moto.env() {
+        p = p.env(k, &v);
+    }
+    let mut px = p.start();
+    assert_eq!(
+        swap_through(&px, &up, "/anything/ttl", "x-api-key", "pk-proxy-ttl"),
+        SM_V1
+    );
+
+    moto.stop();
+    px.rewrite_config(config("2h", ""));
+    let r = Curl::get(&format!("http://{}/v1/reload", px.management_addr()))
+        .args(["-X", "POST"])
+        .header("Authorization", "Bearer mgmt-e2e-ttl-key")
+        .run();
+    assert_eq!(r.status, 200, "reload: {r}");
+    assert_eq!(
+        swap_through(&px, &up, "/anything/ttl", "x-api-key", "pk-proxy-ttl"),
+        SM_V1,
+        "the value fetched before the reload"
+    );
+    assert_no_leak(&px, &[SM_V1]);
+}

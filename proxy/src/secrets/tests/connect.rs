@@ -152,3 +152,101 @@ async fn bad_token_and_missing_host_are_clear_errors() {
         Err(SecretError::EnvMissing("OP_CONNECT_HOST".into()))
     );
 }
+
+/// The fake server, answering 503 to everything while `down` is set.
+async fn fake_connect_that_fails(down: Arc<std::sync::atomic::AtomicBool>) -> String {
+    let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+        let down = down.load(std::sync::atomic::Ordering::SeqCst);
+        async move {
+            let (status, body) = if down {
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    json!({"status": 503, "message": "down"}),
+                )
+            } else {
+                answer(&req)
+            };
+            let mut rsp = Response::new(Full::new(Bytes::from(body.to_string())));
+            *rsp.status_mut() = status;
+            Ok::<_, Infallible>(rsp)
+        }
+    });
+    let addr = crate::test_http::serve_http1(svc).await;
+    format!("http://{addr}")
+}
+
+/// A reload that changes only a source's `ttl` keeps its cache: the value fetched under the
+/// old config is served by the new one although the backend is down at that moment (before,
+/// `ttl` was part of the cache key: the new config had an empty cache, and every request
+/// failed with the backend). The new interval is the one in force.
+#[tokio::test]
+async fn a_reload_that_changes_only_the_ttl_keeps_the_value() {
+    let down = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let host = fake_connect_that_fails(down.clone()).await;
+    let sources = Sources::new(SourcesOptions {
+        env: fixed_env(&[("OP_CONNECT_HOST", &host), ("OP_CONNECT_TOKEN", TOKEN)]),
+        ..Default::default()
+    });
+    let with_ttl = |secs: u64| match source("op://Engineering/OpenAI/credential", None) {
+        SecretSourceConfig::OnePasswordConnect {
+            secret_ref,
+            host_env,
+            token_env,
+            json_key,
+            ..
+        } => SecretSourceConfig::OnePasswordConnect {
+            secret_ref,
+            host_env,
+            token_env,
+            json_key,
+            ttl: Duration::from_secs(secs).into(),
+        },
+        other => other,
+    };
+    sources.next_build();
+    let old = sources.secret(&with_ttl(3600));
+    assert_eq!(
+        old.get().await.expect("first fetch").expose(),
+        "sk-top-level"
+    );
+
+    // The backend goes down; a reload builds the new policy while the old one still serves.
+    down.store(true, std::sync::atomic::Ordering::SeqCst);
+    sources.next_build();
+    let new = sources.secret(&with_ttl(60));
+    drop(old);
+    assert_eq!(
+        new.get()
+            .await
+            .expect("the value survives the reload")
+            .expose(),
+        "sk-top-level"
+    );
+    assert_eq!(new.cached.ttl(), Duration::from_secs(60), "the new ttl");
+    assert_eq!(
+        new.identity(),
+        "1password_connect:OP_CONNECT_HOST:OP_CONNECT_TOKEN:op://Engineering/OpenAI/credential"
+    );
+
+    // Another region, host or token is another secret: not shared.
+    let other_host = match with_ttl(60) {
+        SecretSourceConfig::OnePasswordConnect {
+            secret_ref,
+            token_env,
+            json_key,
+            ttl,
+            ..
+        } => SecretSourceConfig::OnePasswordConnect {
+            secret_ref,
+            host_env: "OTHER_CONNECT_HOST".into(),
+            token_env,
+            json_key,
+            ttl,
+        },
+        other => other,
+    };
+    assert!(
+        sources.secret(&other_host).get().await.is_err(),
+        "a source on another host has a cache of its own"
+    );
+}
