@@ -19,7 +19,21 @@
 //! A credential whose value changes (a source with a `ttl`, rotated in its
 //! store) discards the cached token. A refresh token the endpoint rotates is
 //! kept in memory for later exchanges, never written back; it is dropped if
-//! the source's value changes.
+//! the value of the configured `refresh_token` (or `client_id`) changes: a
+//! new seed from the operator wins over the rotated token.
+//!
+//! **Reloads.** What an entry learns at run time (the cached token, the
+//! client authentication style, the rotated refresh token) is not part of
+//! the transform, which every reload builds again: it is kept in the
+//! process-long [`Sources`] ([`Sources::keep`]), keyed by what identifies the
+//! entry (grant, token endpoint, the sources of its credentials by name, not
+//! by value, scopes, audience, token endpoint headers), so a rebuilt entry
+//! with the same identity carries on with it, and one whose identity changed
+//! starts afresh. The rotated refresh token is kept apart, keyed by the
+//! token endpoint and the `client_id` and `refresh_token` sources alone, so
+//! that a reload changing the scopes (or another entry of the same token
+//! family) does not send a refresh token the endpoint has already revoked.
+//! Either goes when no entry of the config in force uses it.
 //!
 //! **What comes back.** The token injected is noted
 //! ([`Flow::note_secret_value`]): the response's headers and, unless
@@ -114,9 +128,36 @@ struct Entry {
     header_written: String,
     prefix: String,
     endpoint_headers: Vec<(HeaderName, Secret)>,
+    /// What this entry learned, shared with the same entry of the
+    /// configs before and after a reload.
+    learned: Arc<Learned>,
+    /// The refresh token the endpoint rotated to (`refresh_token` grant
+    /// only), shared by every entry of the same token family.
+    family: Option<Arc<Family>>,
+}
+
+/// An entry's run-time state, kept across reloads ([`Sources::keep`]).
+#[derive(Default)]
+struct Learned {
     /// 0: not known yet, 1: Basic header, 2: form parameters.
     auth_style: AtomicU8,
     state: tokio::sync::Mutex<State>,
+}
+
+/// A `refresh_token` grant's token family: the refresh token the endpoint
+/// rotated to, kept across reloads. Locked for the whole exchange, so two
+/// entries of one family never send the same refresh token twice.
+#[derive(Default)]
+struct Family {
+    rotated: tokio::sync::Mutex<Rotated>,
+}
+
+#[derive(Default)]
+struct Rotated {
+    /// Fingerprint of the configured `refresh_token` and `client_id` values
+    /// the rotated token descends from: a new seed discards it.
+    seed: Option<[u8; 32]>,
+    token: Option<Zeroizing<String>>,
 }
 
 enum Grant {
@@ -217,8 +258,6 @@ struct State {
     /// Fingerprint of the credential values the cached state was made from.
     fingerprint: Option<[u8; 32]>,
     token: Option<Cached>,
-    /// A refresh token the endpoint rotated to.
-    rotated_refresh: Option<Zeroizing<String>>,
     /// The last mint's failure and when: repeated for [`FAILURE_HOLD`].
     failed: Option<(Instant, String)>,
 }
@@ -305,8 +344,17 @@ impl Creds {
     }
 
     fn fingerprint(&self) -> [u8; 32] {
+        self.fingerprint_of(|_| true)
+    }
+
+    /// The fingerprint of the values a rotated refresh token descends from.
+    fn seed(&self) -> [u8; 32] {
+        self.fingerprint_of(|n| matches!(n, "refresh_token" | "client_id"))
+    }
+
+    fn fingerprint_of(&self, which: impl Fn(&str) -> bool) -> [u8; 32] {
         let mut h = sha2::Sha256::new();
-        for (n, v) in &self.0 {
+        for (n, v) in self.0.iter().filter(|(n, _)| which(n)) {
             h.update(n.as_bytes());
             h.update([0]);
             h.update(v.as_bytes());
@@ -314,6 +362,21 @@ impl Creds {
         }
         h.finalize().into()
     }
+}
+
+/// A [`Sources::keep`] key: `kind` and a SHA-256 over `parts`, each ended
+/// by a NUL (the parts are names and URLs, never a value; hashed all the
+/// same, as a token endpoint URL may carry a query the operator considers
+/// private).
+fn keep_key(kind: &str, parts: &[String]) -> String {
+    let mut h = sha2::Sha256::new();
+    for p in parts {
+        h.update(p.as_bytes());
+        h.update([0]);
+    }
+    let digest: [u8; 32] = h.finalize().into();
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("oauth_token/{kind}/{hex}")
 }
 
 /// Why a token could not be had; never holds a credential or token.
@@ -398,7 +461,11 @@ impl Entry {
             .iter()
             .map(|(n, src)| Ok((name_of(n)?, s(src))))
             .collect::<Result<Vec<_>, BuildError>>()?;
+        let (learned_key, family_key) =
+            Self::identity(&grant, &e.token_endpoint, &e.scopes, &endpoint_headers);
         Ok(Entry {
+            learned: sources.keep(&learned_key, Learned::default),
+            family: family_key.map(|k| sources.keep(&k, Family::default)),
             grant,
             endpoint: e.token_endpoint.clone(),
             scopes: e.scopes.clone(),
@@ -407,9 +474,51 @@ impl Entry {
             header_written: e.header.clone(),
             prefix: e.value_prefix.clone(),
             endpoint_headers,
-            auth_style: AtomicU8::new(0),
-            state: tokio::sync::Mutex::new(State::default()),
         })
+    }
+
+    /// The keys this entry's run-time state is kept under: everything that
+    /// shapes the token request (grant, endpoint, credential sources,
+    /// scopes, audience, endpoint headers), and for a `refresh_token` grant
+    /// its token family (endpoint, `client_id` and `refresh_token` sources).
+    /// Sources count by [`Secret::identity`] (their names), so a reload that
+    /// keeps them keeps the state; a value that changes is caught by the
+    /// fingerprints instead.
+    fn identity(
+        grant: &Grant,
+        endpoint: &url::Url,
+        scopes: &[String],
+        endpoint_headers: &[(HeaderName, Secret)],
+    ) -> (String, Option<String>) {
+        let mut parts: Vec<String> = vec![grant.name().into(), endpoint.to_string()];
+        for (name, secret) in grant.secrets() {
+            parts.extend([name.to_string(), secret.identity()]);
+        }
+        parts.push("scopes".into());
+        parts.extend(scopes.iter().cloned());
+        if let Grant::JwtBearer { audience, .. } = grant {
+            parts.extend(["audience".into(), audience.clone()]);
+        }
+        parts.push("token_endpoint_headers".into());
+        for (name, secret) in endpoint_headers {
+            parts.extend([name.to_string(), secret.identity()]);
+        }
+        let family = match grant {
+            Grant::RefreshToken {
+                refresh_token,
+                client_id,
+                ..
+            } => Some(keep_key(
+                "family",
+                &[
+                    endpoint.to_string(),
+                    client_id.identity(),
+                    refresh_token.identity(),
+                ],
+            )),
+            _ => None,
+        };
+        (keep_key("entry", &parts), family)
     }
 
     /// True for a request to this entry's token endpoint (host, port and path).
@@ -431,9 +540,17 @@ impl Entry {
                 .map_err(|e| MintError(format!("credential {name} ({}): {e}", secret.name())))?;
             creds.push((name, Zeroizing::new(v.expose().to_string())));
         }
-        let creds = Creds(creds);
+        self.token_with(http, &Creds(creds)).await
+    }
+
+    /// [`Entry::token`] with the credentials' current values.
+    async fn token_with(
+        &self,
+        http: &HttpClient,
+        creds: &Creds,
+    ) -> Result<Zeroizing<String>, MintError> {
         let fingerprint = creds.fingerprint();
-        let mut state = self.state.lock().await;
+        let mut state = self.learned.state.lock().await;
         if state.fingerprint != Some(fingerprint) {
             // New or rotated credentials: nothing made from the old ones stays.
             *state = State {
@@ -449,8 +566,25 @@ impl Entry {
                 return Err(MintError(detail.clone()));
             }
         }
-        let rotated = state.rotated_refresh.as_ref().map(|r| r.as_str());
-        let minted = match self.mint(http, &creds, rotated).await {
+        // The family's lock is taken after the entry's, and held for the
+        // exchange: the refresh token sent is the latest one.
+        let mut family = match &self.family {
+            Some(f) => Some(f.rotated.lock().await),
+            None => None,
+        };
+        if let Some(f) = family.as_mut() {
+            let seed = creds.seed();
+            if f.seed != Some(seed) {
+                // A new seed (or the first exchange): the configured refresh
+                // token is the one to send, not one rotated from an older seed.
+                **f = Rotated {
+                    seed: Some(seed),
+                    token: None,
+                };
+            }
+        }
+        let rotated = family.as_ref().and_then(|f| f.token.as_deref());
+        let minted = match self.mint(http, creds, rotated.map(|r| r.as_str())).await {
             Ok(m) => m,
             Err(e) => {
                 state.failed = Some((Instant::now(), e.0.clone()));
@@ -459,10 +593,8 @@ impl Entry {
         };
         state.failed = None;
         state.token = Some(Cached::new(&minted));
-        if let Some(r) = minted.refresh_token {
-            if matches!(self.grant, Grant::RefreshToken { .. }) {
-                state.rotated_refresh = Some(r);
-            }
+        if let (Some(r), Some(f)) = (minted.refresh_token, family.as_mut()) {
+            f.token = Some(r);
         }
         Ok(minted.access_token)
     }
@@ -535,13 +667,14 @@ impl Entry {
             )),
         };
         let basic_possible = matches!(client, Some((_, Some(_))));
-        let style = self.auth_style.load(Ordering::Relaxed);
+        let style = self.learned.auth_style.load(Ordering::Relaxed);
         let first_basic = basic_possible && style != 2;
         let first = self.post(http, &form, client, first_basic).await?;
         let rsp = match first {
             Ok(t) => {
                 if basic_possible {
-                    self.auth_style
+                    self.learned
+                        .auth_style
                         .store(if first_basic { 1 } else { 2 }, Ordering::Relaxed);
                 }
                 return Ok(t);
@@ -554,7 +687,7 @@ impl Entry {
                 let second = self.post(http, &form, client, false).await?;
                 match second {
                     Ok(t) => {
-                        self.auth_style.store(2, Ordering::Relaxed);
+                        self.learned.auth_style.store(2, Ordering::Relaxed);
                         return Ok(t);
                     }
                     Err(_) => e,

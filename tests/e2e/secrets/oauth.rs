@@ -354,3 +354,87 @@ transforms:
         ],
     );
 }
+
+/// A reload keeps the refresh token the server rotated to. The Authlib server revokes each
+/// refresh token it exchanges, and its access tokens for this grant live 5 s (inside the
+/// proxy's 10 s margin), so every request exchanges again. Two requests use `rt-initial`
+/// and the token it rotated to; then a reload (management API, then SIGHUP) that only adds
+/// a domain to the allowlist; the requests after each still get a token (before, the rebuilt
+/// entry sent the revoked `rt-initial` again: `invalid_grant`, 502 `token_unavailable`).
+#[test]
+fn a_reload_keeps_the_rotated_refresh_token() {
+    require_root!();
+    let net = FakeInternet::new();
+    let state = tempfile::tempdir().expect("state dir");
+    let (_server, addr) = authlib(&net, state.path());
+    let config = |domains: &[&str], listen: &str| {
+        format!(
+            r#"
+management:{listen}
+  api_key_env: IRON_E2E_MGMT_KEY
+transforms:
+  - name: allowlist
+    config:
+      domains: {domains:?}
+      cidrs: ["{ip}/32"]
+  - name: oauth_token
+    config:
+      tokens:
+        - grant: refresh_token
+          refresh_token: {{type: env, var: RT_TOKEN}}
+          client_id: {{type: env, var: RT_ID}}
+          client_secret: {{type: env, var: RT_SECRET}}
+          token_endpoint: "http://{addr}/oauth/token"
+          scopes: ["read"]
+          rules: [{{host: api.test, paths: ["/api/rt"]}}]
+"#,
+            ip = addr.ip()
+        )
+    };
+    let mut px = Proxy::with(config(&["api.test"], "\n  listen: auto").as_str())
+        .resolver(&net)
+        .env("IRON_E2E_MGMT_KEY", "mgmt-e2e-oauth-key")
+        .env("RT_TOKEN", "rt-initial")
+        .env("RT_ID", "rt-client")
+        .env("RT_SECRET", "rt-secret")
+        .start();
+    let get = |px: &ProxyProcess| {
+        let r = Curl::get("http://api.test/api/rt")
+            .header("Authorization", "Bearer iron-proxy-stub-token")
+            .via(px)
+            .run();
+        assert_eq!(r.status, 200, "{r}");
+        assert_eq!(r.json()["grant"], json!("refresh_token"), "{r}");
+    };
+    get(&px);
+    get(&px);
+    assert_eq!(stats(addr)["refresh_token"], json!(2));
+
+    // A reload through the management API that changes nothing of the entry.
+    px.rewrite_config(config(&["api.test", "other.test"], ""));
+    let r = Curl::get(&format!("http://{}/v1/reload", px.management_addr()))
+        .args(["-X", "POST"])
+        .header("Authorization", "Bearer mgmt-e2e-oauth-key")
+        .run();
+    assert_eq!(r.status, 200, "reload: {r}");
+    get(&px);
+    assert_eq!(
+        stats(addr)["refresh_token"],
+        json!(3),
+        "exchanged with the rotated refresh token"
+    );
+
+    // And through SIGHUP.
+    px.rewrite_config(config(&["api.test"], ""));
+    px.signal(nix::sys::signal::Signal::SIGHUP);
+    px.wait_for_log(|l| l.contains("configuration reloaded") && l.contains("signal"));
+    get(&px);
+    assert_eq!(stats(addr)["refresh_token"], json!(4));
+    assert!(
+        px.audit()
+            .iter()
+            .all(|a| a.str("reason") != Some("token_unavailable")),
+        "no request was refused a token"
+    );
+    assert_no_leak(&px, &["rt-secret", "rt-initial"]);
+}

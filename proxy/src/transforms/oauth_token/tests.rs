@@ -1,6 +1,7 @@
 //! Tests of the oauth_token transform that need no real token server: the endpoint stub, the
 //! RS256 assertion (verified with the public key), failing closed (also on a stub token
-//! answered by a local stand-in), entry selection. Minting against a real authorization
+//! answered by a local stand-in), entry selection, the state a rebuilt (reloaded) entry keeps
+//! (against a local endpoint that rotates refresh tokens). Minting against a real authorization
 //! server is the e2e test `secrets::oauth` (Authlib).
 
 use base64::Engine as _;
@@ -396,4 +397,179 @@ async fn a_failed_mint_names_the_endpoint_without_userinfo_or_query() {
         !error.contains("ENDPOINTPW") && !error.contains("ENDPOINTQ") && !error.contains("cu:"),
         "{error}"
     );
+}
+
+/// A token endpoint on 127.0.0.1 that rotates refresh tokens as Authlib's does (and
+/// providers that revoke a used one): a refresh token it knows is revoked and a new one
+/// issued, with a 1 s access token (inside the expiry margin: every use exchanges again);
+/// any other is refused with `invalid_grant`. `seen` is every refresh token it was sent.
+struct Rotating {
+    url: String,
+    seen: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Rotating {
+    async fn start(seeds: &[&str]) -> Self {
+        use http_body_util::BodyExt as _;
+        let valid: Arc<std::sync::Mutex<(u32, Vec<String>)>> = Arc::new(std::sync::Mutex::new((
+            0,
+            seeds.iter().map(|s| s.to_string()).collect(),
+        )));
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+            let (valid, log) = (valid.clone(), log.clone());
+            async move {
+                let body = req.into_body().collect().await.expect("body").to_bytes();
+                let sent = url::form_urlencoded::parse(&body)
+                    .find(|(k, _)| k == "refresh_token")
+                    .map(|(_, v)| v.into_owned())
+                    .unwrap_or_default();
+                log.lock().expect("lock").push(sent.clone());
+                let mut v = valid.lock().expect("lock");
+                let (status, answer) = match v.1.iter().position(|t| *t == sent) {
+                    Some(i) => {
+                        v.1.remove(i);
+                        v.0 += 1;
+                        let next = format!("rt-{}", v.0);
+                        v.1.push(next.clone());
+                        (
+                            StatusCode::OK,
+                            json!({"access_token": format!("at-{}", v.0), "expires_in": 1,
+                                   "token_type": "Bearer", "refresh_token": next}),
+                        )
+                    }
+                    None => (StatusCode::BAD_REQUEST, json!({"error": "invalid_grant"})),
+                };
+                let mut rsp = Response::new(Full::new(Bytes::from(answer.to_string())));
+                *rsp.status_mut() = status;
+                Ok::<_, std::convert::Infallible>(rsp)
+            }
+        });
+        let addr = crate::test_http::serve_http1(svc).await;
+        Rotating {
+            url: format!("http://{addr}/oauth2/token"),
+            seen,
+        }
+    }
+
+    fn last(&self) -> String {
+        self.seen
+            .lock()
+            .expect("lock")
+            .last()
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+/// The transform of `tokens` built with `sources`, as each reload builds it.
+fn built(tokens: &str, sources: &Sources) -> OAuthToken {
+    let text = format!(
+        "tls: {{ca_cert: /nonexistent/ca.pem, ca_key: /nonexistent/ca.key}}\n\
+         transforms:\n  - name: oauth_token\n    config:\n      tokens:\n{tokens}"
+    );
+    let cfg = crate::config::parse(&text, "test.yaml", &|_| None).expect("config");
+    let Some(TransformConfig::OauthToken(c)) = cfg.transforms.first() else {
+        panic!("not oauth_token");
+    };
+    OAuthToken::new(c, sources).expect("build")
+}
+
+fn refresh_entry(endpoint: &str, rt_var: &str, scopes: &str) -> String {
+    format!(
+        "        - grant: refresh_token
+          refresh_token: {{type: env, var: {rt_var}}}
+          client_id: {{type: env, var: ID}}
+          client_secret: {{type: env, var: SECRET}}
+          token_endpoint: \"{endpoint}\"
+          scopes: [{scopes}]
+          rules: [{{host: api.example.com}}]
+"
+    )
+}
+
+async fn mint(t: &OAuthToken) -> Result<Zeroizing<String>, String> {
+    t.entries[0].token(&t.http).await.map_err(|e| e.0)
+}
+
+/// A reload builds the transform again: the rebuilt entry carries on with the refresh token
+/// the endpoint rotated to (before, it sent the configured one again, which the endpoint had
+/// revoked: every request after the reload was refused). A reload that changes the scopes
+/// keeps the token family; one that names another refresh token source starts from that
+/// seed. State no live config uses is dropped.
+#[tokio::test]
+async fn a_rebuilt_entry_keeps_the_rotated_refresh_token() {
+    let ep = Rotating::start(&["rt-seed", "rt-other"]).await;
+    let sources = sources(&[
+        ("RT", "rt-seed"),
+        ("RT_OTHER", "rt-other"),
+        ("ID", "client"),
+        ("SECRET", "client-secret"),
+    ]);
+    let old = built(&refresh_entry(&ep.url, "RT", "read"), &sources);
+    mint(&old).await.expect("first exchange");
+    mint(&old).await.expect("second exchange");
+    assert_eq!(*ep.seen.lock().expect("lock"), ["rt-seed", "rt-1"]);
+
+    // The reload: the new policy is built while the old one still serves.
+    let new = built(&refresh_entry(&ep.url, "RT", "read"), &sources);
+    drop(old);
+    mint(&new)
+        .await
+        .expect("the exchange after the reload succeeds");
+    assert_eq!(ep.last(), "rt-2", "the rotated refresh token, not the seed");
+    assert_eq!(sources.kept_count(), 2, "one entry's state and its family");
+
+    // Other scopes: another access token, the same token family.
+    let scoped = built(&refresh_entry(&ep.url, "RT", "read, write"), &sources);
+    drop(new);
+    mint(&scoped).await.expect("exchange with other scopes");
+    assert_eq!(ep.last(), "rt-3");
+    assert_eq!(sources.kept_count(), 2, "the old scopes' state is gone");
+
+    // Another refresh token source: a new family, from its seed.
+    let other = built(&refresh_entry(&ep.url, "RT_OTHER", "read"), &sources);
+    drop(scoped);
+    mint(&other).await.expect("exchange from the other seed");
+    assert_eq!(ep.last(), "rt-other");
+    assert_eq!(sources.kept_count(), 2, "nothing of the old family is kept");
+}
+
+/// A new value of the configured refresh token (the operator seeded one; a source with a
+/// `ttl` picks it up) wins over the one the endpoint rotated to, also across a reload; a
+/// changed client secret does not make the entry send a revoked refresh token again.
+#[tokio::test]
+async fn a_new_seed_wins_over_the_rotated_refresh_token() {
+    let ep = Rotating::start(&["rt-seed", "rt-new-seed"]).await;
+    let sources = sources(&[("RT", "rt-seed"), ("ID", "client"), ("SECRET", "s1")]);
+    let creds = |rt: &str, secret: &str| {
+        Creds(vec![
+            ("refresh_token", Zeroizing::new(rt.to_string())),
+            ("client_id", Zeroizing::new("client".to_string())),
+            ("client_secret", Zeroizing::new(secret.to_string())),
+        ])
+    };
+    let old = built(&refresh_entry(&ep.url, "RT", "read"), &sources);
+    let e = &old.entries[0];
+    e.token_with(&old.http, &creds("rt-seed", "s1"))
+        .await
+        .expect("first exchange");
+    // The client secret rotated in its store: the rotated refresh token is still the one.
+    e.token_with(&old.http, &creds("rt-seed", "s2"))
+        .await
+        .expect("with a new client secret");
+    assert_eq!(ep.last(), "rt-1");
+
+    let new = built(&refresh_entry(&ep.url, "RT", "read"), &sources);
+    drop(old);
+    let e = &new.entries[0];
+    e.token_with(&new.http, &creds("rt-new-seed", "s2"))
+        .await
+        .expect("exchange with the new seed");
+    assert_eq!(ep.last(), "rt-new-seed", "the new seed, not rt-2");
+    e.token_with(&new.http, &creds("rt-new-seed", "s2"))
+        .await
+        .expect("and on from it");
+    assert_eq!(ep.last(), "rt-3");
 }
