@@ -104,8 +104,9 @@ impl SplicedRecord {
     }
 
     /// Splices `client` and `upstream` until both directions end, or until
-    /// a reload's policy refuses the host `recheck` watches: both
-    /// connections are then closed and the record says `revoked`.
+    /// a reload refuses what `recheck` watches (the host, the upstream's
+    /// address, the client's): both connections are then closed and the
+    /// record says `revoked`.
     pub async fn run<C, U>(mut self, client: C, upstream: U, recheck: Recheck)
     where
         C: AsyncRead + AsyncWrite + Unpin,
@@ -128,6 +129,7 @@ impl SplicedRecord {
                 tracing::info!(
                     target = %revoked.target,
                     splice = what,
+                    refused_by = revoked.refused_by(),
                     "closed: a reload's policy no longer allows it"
                 );
                 if let Some(r) = self.guard.record_mut() {

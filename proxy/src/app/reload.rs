@@ -122,6 +122,44 @@ impl SourceReloader {
             )]),
         }
     }
+
+    /// Puts `proxy.client_cidrs`, `proxy.max_connections_per_client` and
+    /// `proxy.max_connections` of `cfg` in force, logging what changed.
+    fn apply_client_limits(&self, cfg: &Config) {
+        let cap = cfg.proxy.max_connections_per_client;
+        let was = self.shared.client_limit.set_max(cap);
+        if was != cap {
+            let text = |c: Option<std::num::NonZeroU32>| c.map_or("none".into(), |n| n.to_string());
+            tracing::info!(
+                from = %text(was),
+                to = %text(cap),
+                "proxy.max_connections_per_client changed"
+            );
+        }
+        let total = super::max_connections(&cfg.proxy);
+        let was = self.shared.client_limit.set_max_total(total);
+        if was != total {
+            let text = |c: Option<std::num::NonZeroU32>| c.map_or("none".into(), |n| n.to_string());
+            tracing::info!(
+                from = %text(was),
+                to = %text(total),
+                "proxy.max_connections changed"
+            );
+        }
+        if self.shared.client_acl.set(cfg.proxy.client_cidrs.clone()) {
+            let to = cfg
+                .proxy
+                .client_cidrs
+                .as_ref()
+                .map_or("any client".into(), |c| {
+                    c.iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                });
+            tracing::info!(%to, "proxy.client_cidrs changed (loopback is always admitted)");
+        }
+    }
 }
 
 /// How long a reload waits for its CA and policy to be built: they read
@@ -187,6 +225,12 @@ impl Reloader for SourceReloader {
             }
             None => None,
         };
+        // The client list and the connection caps go in with the policy,
+        // before the swap is announced: the splices it wakes check their
+        // client against the new list, and no request is served under the
+        // new policy with the old list while the listeners move (which may
+        // take seconds).
+        self.apply_client_limits(&cfg);
         self.shared.swap(policy, deny);
         let moved = self.listeners.commit(prepared).await;
         for c in &moved {
@@ -196,39 +240,6 @@ impl Reloader for SourceReloader {
                 new = %addrs(&c.new),
                 "listener address changed"
             );
-        }
-        let cap = cfg.proxy.max_connections_per_client;
-        let was = self.shared.client_limit.set_max(cap);
-        if was != cap {
-            let text = |c: Option<std::num::NonZeroU32>| c.map_or("none".into(), |n| n.to_string());
-            tracing::info!(
-                from = %text(was),
-                to = %text(cap),
-                "proxy.max_connections_per_client changed"
-            );
-        }
-        let total = super::max_connections(&cfg.proxy);
-        let was = self.shared.client_limit.set_max_total(total);
-        if was != total {
-            let text = |c: Option<std::num::NonZeroU32>| c.map_or("none".into(), |n| n.to_string());
-            tracing::info!(
-                from = %text(was),
-                to = %text(total),
-                "proxy.max_connections changed"
-            );
-        }
-        if self.shared.client_acl.set(cfg.proxy.client_cidrs.clone()) {
-            let to = cfg
-                .proxy
-                .client_cidrs
-                .as_ref()
-                .map_or("any client".into(), |c| {
-                    c.iter()
-                        .map(ToString::to_string)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                });
-            tracing::info!(%to, "proxy.client_cidrs changed (loopback is always admitted)");
         }
         let mut not_applied = Vec::new();
         match ops::logs::set_level(cfg.log.level.as_str()) {

@@ -416,6 +416,10 @@ async fn handle_tracked(
                 if switches_to_websocket(&upstream)
                     && hygiene::accepts_websocket_key(&upstream, ws_key.as_ref()) =>
             {
+                let peer = upstream
+                    .extensions()
+                    .get::<crate::upstream::UpstreamPeer>()
+                    .map(|p| p.0.ip());
                 let (mut answer, upstream_up) = crate::upgrade::take_upgrade(upstream);
                 if let Some(refusal) = response_phase(&policy, &mut answer, &mut cx, &mut rec).await
                 {
@@ -437,7 +441,8 @@ async fn handle_tracked(
                     client_up,
                     rec.into_guard(),
                     shared.drain.guard(),
-                    crate::revoke::Recheck::new(&shared, policy.clone(), &host, port, true),
+                    crate::revoke::Recheck::new(&shared, policy.clone(), &host, port, true)
+                        .between(conn.remote.ip(), peer),
                 )
             }
             asked => {
@@ -534,6 +539,25 @@ fn admit(
         };
         rec.fail("not_ready", why.into(), 503);
         return Err(error_response(StatusCode::SERVICE_UNAVAILABLE, "not ready"));
+    }
+    if !shared.client_acl.allows(conn.remote.ip()) {
+        // Admitted when it connected, but a reload has since taken its
+        // address out of `proxy.client_cidrs`: a connection kept alive must
+        // not go on being served (with credentials added). Refused as at
+        // accept, by reason, and the connection closes after the answer.
+        rec.host = destination(req, default_port)
+            .map(|(h, _)| h)
+            .unwrap_or_default();
+        let error = crate::client_acl::ClientAcl::error(conn.remote.ip());
+        rec.reject(None, crate::client_acl::REASON, 403);
+        let mut rsp = error_response(StatusCode::FORBIDDEN, &error);
+        rec.error = Some(error);
+        if req.version() < Version::HTTP_2 {
+            rsp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        shared.client_acl.refused(conn.remote.ip(), "request");
+        return Err(rsp);
     }
     if req.method() == http::Method::CONNECT {
         // Tunnels are served by proxy.tunnel_listen; here CONNECT has no path and

@@ -386,6 +386,7 @@ impl Intake {
                 return;
             }
         };
+        let peer = upstream.peer_addr().ok().map(|a| a.ip());
         crate::upgrade::SplicedRecord::new(
             guard,
             self.shared.drain.guard(),
@@ -394,7 +395,8 @@ impl Intake {
         .run(
             io,
             upstream,
-            Recheck::new(&self.shared, allowed_by, host, port, false),
+            Recheck::new(&self.shared, allowed_by, host, port, false)
+                .between(conn.remote.ip(), peer),
         )
         .await;
     }

@@ -346,6 +346,14 @@ impl Stream {
         nothing_waiting(tcp.as_fd())
     }
 
+    /// The address the socket is connected to, if the system still says.
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        match self {
+            Stream::Plain(s) => s.peer_addr().ok(),
+            Stream::Tls(s) => s.get_ref().0.peer_addr().ok(),
+        }
+    }
+
     /// The socket's descriptor, for [`nothing_waiting`] while hyper owns
     /// the stream.
     pub fn raw_fd(&self) -> std::os::fd::RawFd {
@@ -458,9 +466,17 @@ impl Drop for Conn {
     }
 }
 
+/// The address a shared pool's upstream connection is connected to, in
+/// every response it carries: an upgraded connection (a WebSocket) keeps it
+/// to be checked against the deny list a reload puts in force
+/// (`revoke::Recheck`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpstreamPeer(pub SocketAddr);
+
 impl Connection for Conn {
     /// For an own client's connection, its number goes into every response
-    /// it carries (see `own_h2::limit`).
+    /// it carries (see `own_h2::limit`); for a shared pool's (upgrades go
+    /// through those), its peer's address ([`UpstreamPeer`]).
     fn connected(&self) -> Connected {
         let connected = match self.0.inner() {
             Stream::Tls(t) if t.get_ref().1.alpn_protocol() == Some(b"h2") => {
@@ -468,9 +484,15 @@ impl Connection for Conn {
             }
             _ => Connected::new(),
         };
-        match self.3.as_ref().and_then(super::own_h2::OpenPermit::on_conn) {
-            Some(on) => connected.extra(on),
-            None => connected,
+        match &self.3 {
+            Some(permit) => match permit.on_conn() {
+                Some(on) => connected.extra(on),
+                None => connected,
+            },
+            None => match self.0.inner().peer_addr() {
+                Some(peer) => connected.extra(UpstreamPeer(peer)),
+                None => connected,
+            },
         }
     }
 }

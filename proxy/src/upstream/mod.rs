@@ -32,7 +32,7 @@ use crate::listen::{
     H1_MAX_BUF, H1_MAX_HEADERS, H2_MAX_HEADER_LIST, H2_PING_INTERVAL, H2_PING_TIMEOUT,
 };
 pub use deny::DenyList;
-pub use dial::{ConnectFailure, DialError, Dialer, TlsFailure};
+pub use dial::{ConnectFailure, DialError, Dialer, TlsFailure, UpstreamPeer};
 use head_timer::HeadTimer;
 pub use held::HeldSlot;
 use held::{Held, IdlePool, Key};

@@ -149,3 +149,53 @@ fn clients_outside_client_cidrs_are_refused_and_a_reload_admits_them() {
         "the host's address is no longer listed: {r:?}"
     );
 }
+
+/// A keep-alive connection opened while its client was listed is not served once a reload
+/// takes the client out of the list: its next request is refused (403, `client_not_allowed`,
+/// as at accept) and the connection closed, instead of being forwarded with the policy's
+/// credentials for as long as the client keeps it open.
+#[test]
+fn a_reload_that_drops_a_client_refuses_its_kept_alive_connection() {
+    require_root!();
+    let net = FakeInternet::new();
+    let up = Upstream::http("up.test").start(&net);
+    let host = net.host_side_v4();
+    let outsider = net.ns_side_v4();
+    let mut px = Proxy::with(config(&format!("{host}/32"), "  listen: auto\n"))
+        .listen_ip(host.into())
+        .resolver(&net)
+        .start();
+    let mut kept = super::KeepAlive::open(px.http_addr(), std::time::Duration::from_secs(10));
+    let before = kept.status("/anything/kept-before", "up.test");
+    assert!(before.contains(" 200 "), "{before}");
+
+    px.rewrite_config(config(&format!("{outsider}/32"), ""));
+    px.signal(nix::sys::signal::Signal::SIGHUP);
+    px.wait_for_log(|l| l.contains("proxy.client_cidrs changed"));
+
+    let after = kept.try_status("/anything/kept-after", "up.test");
+    assert!(
+        after.as_deref().is_some_and(|s| s.contains(" 403 ")),
+        "the kept-alive connection's next request is refused: {after:?}"
+    );
+    assert_eq!(
+        kept.try_status("/anything/kept-later", "up.test"),
+        None,
+        "and the connection closed"
+    );
+    let rec = px.wait_for_audit(|a| a.path() == Some("/anything/kept-after"));
+    assert_eq!(rec.str("reason"), Some("client_not_allowed"), "{rec:?}");
+    assert_eq!(rec.str("action"), Some("reject"), "{rec:?}");
+    assert!(
+        rec.str("error").unwrap_or_default().contains(&format!(
+            "client address {host} is not in proxy.client_cidrs"
+        )),
+        "{rec:?}"
+    );
+    assert!(
+        !up.requests()
+            .iter()
+            .any(|r| r.path().contains("kept-after")),
+        "the refused request reached the upstream"
+    );
+}

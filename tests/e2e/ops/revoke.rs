@@ -1,13 +1,15 @@
 //! A reload that removes a host cuts the spliced connections to it: a WebSocket and an
 //! sni-only passthrough are checked when admitted and then carry bytes the proxy does not
 //! parse, so without a check at each policy swap they kept reaching the host for as long as
-//! their ends kept them open. A reload that keeps the host leaves them alone.
+//! their ends kept them open. A reload that keeps the host leaves them alone. So does a
+//! reload that denies the upstream's address (`proxy.upstream_deny_cidrs`) or takes the
+//! client's out of `proxy.client_cidrs`: the splice is cut too.
 
 use std::time::Duration;
 
 use iron_proxy_tests::*;
 
-use super::{managed_proxy, policy, policy_file, reload};
+use super::{managed_proxy, policy, policy_file, reload, API_KEY};
 
 /// Opens a long-lived connection through the proxy and exchanges one message on it
 /// (`ws`: a WebSocket echo at `wss://<name>/ws`; `tls`: an HTTP/1.1 keep-alive request
@@ -198,4 +200,129 @@ fn a_reload_that_removes_its_host_cuts_an_sni_only_passthrough() {
     assert_eq!(rec.rejected_by(), Some("allowlist"), "{rec}");
     let received = rec.pointer("/bytes_received").and_then(|v| v.as_u64());
     assert!(received.is_some_and(|n| n > 0), "the bytes moved: {rec}");
+}
+
+/// [`policy_file`] with `proxy.upstream_deny_cidrs` set to `up`'s addresses.
+fn denying(up: &UpstreamHandle, domains: &[&str]) -> String {
+    format!(
+        "proxy:\n  upstream_deny_cidrs: [\"{}/32\", \"{}/128\"]\n{}",
+        up.ip(),
+        up.ipv6(),
+        policy_file(domains)
+    )
+}
+
+#[test]
+fn a_reload_that_denies_its_upstream_address_cuts_an_open_websocket() {
+    require_root!();
+    let net = FakeInternet::new();
+    let up = Upstream::https("ws.test").start(&net);
+    let mut px = managed_proxy(&policy(&["ws.test"]), &net);
+    let ca = px.ca().to_string();
+    let got = hold_across_reloads(
+        &mut px,
+        "ws",
+        "ws.test",
+        ca,
+        policy_file(&["ws.test", "other.test"]),
+        denying(&up, &["ws.test", "other.test"]),
+    );
+    assert_eq!(got[0], "first", "{got}");
+    assert_eq!(got[1], "second", "{got}");
+    assert_eq!(
+        got[2], "ConnectionClosedError",
+        "the WebSocket must be closed by the reload that denies its upstream, not stay \
+         open: {got}"
+    );
+    let rec = px.wait_for_audit(|a| a.path() == Some("/ws"));
+    assert_eq!(rec.str("reason"), Some("revoked"), "{rec}");
+    assert_eq!(rec.rejected_by(), None, "no transform refused: {rec}");
+    assert_eq!(rec.status_code(), Some(101), "{rec}");
+    let error = rec.str("error").unwrap_or_default();
+    assert!(
+        error.contains("proxy.upstream_deny_cidrs denies the address")
+            && error.contains("ws.test:443")
+            && error.contains("upgraded connection"),
+        "{rec}"
+    );
+    // And a new request is refused by the dialer, as before.
+    assert_eq!(super::status_of(&px, "ws.test"), 502);
+}
+
+#[test]
+fn a_reload_that_denies_its_upstream_address_cuts_an_sni_only_passthrough() {
+    require_root!();
+    let net = FakeInternet::new();
+    let up = Upstream::https("api.test").start(&net);
+    let sni_only = |p: String| format!("tls:\n  mode: sni-only\n{p}");
+    let mut px = managed_proxy(&sni_only(policy(&["api.test"])), &net);
+    let ca = net.ca_bundle().to_str().expect("utf-8 path").to_string();
+    let got = hold_across_reloads(
+        &mut px,
+        "tls",
+        "api.test",
+        ca,
+        sni_only(policy_file(&["api.test", "other.test"])),
+        sni_only(denying(&up, &["api.test", "other.test"])),
+    );
+    assert_eq!((&got[0], &got[1]), (&200.into(), &200.into()), "{got}");
+    assert!(
+        got[2] == "eof" || got[2] == "ConnectionResetError",
+        "the passthrough must be closed by the reload, not stay open: {got}"
+    );
+    let rec = px.wait_for_audit(|a| a.host() == Some("api.test"));
+    assert_eq!(rec.str("reason"), Some("revoked"), "{rec}");
+    let error = rec.str("error").unwrap_or_default();
+    assert!(
+        error.contains("proxy.upstream_deny_cidrs denies the address"),
+        "{rec}"
+    );
+}
+
+/// A WebSocket from the host's own (non-loopback) address, which the reload takes out of
+/// `proxy.client_cidrs`, is cut.
+#[test]
+fn a_reload_that_drops_its_client_from_client_cidrs_cuts_an_open_websocket() {
+    require_root!();
+    let net = FakeInternet::new();
+    let _up = Upstream::https("ws.test").start(&net);
+    let host = net.host_side_v4();
+    let outsider = net.ns_side_v4();
+    let with_clients =
+        |cidr: String, p: String| format!("proxy:\n  client_cidrs: [\"{cidr}\"]\n{p}");
+    let mut px = Proxy::with(with_clients(format!("{host}/32"), policy(&["ws.test"])))
+        .listen_ip(host.into())
+        .resolver(&net)
+        .env("IRON_E2E_MGMT_KEY", API_KEY)
+        .start();
+    let ca = px.ca().to_string();
+    let got = hold_across_reloads(
+        &mut px,
+        "ws",
+        "ws.test",
+        ca,
+        with_clients(
+            format!("{host}/32"),
+            policy_file(&["ws.test", "other.test"]),
+        ),
+        with_clients(
+            format!("{outsider}/32"),
+            policy_file(&["ws.test", "other.test"]),
+        ),
+    );
+    assert_eq!(got[0], "first", "{got}");
+    assert_eq!(got[1], "second", "{got}");
+    assert_eq!(
+        got[2], "ConnectionClosedError",
+        "the WebSocket must be closed by the reload that drops its client: {got}"
+    );
+    let rec = px.wait_for_audit(|a| a.path() == Some("/ws"));
+    assert_eq!(rec.str("reason"), Some("revoked"), "{rec}");
+    let error = rec.str("error").unwrap_or_default();
+    assert!(
+        error.contains(&format!(
+            "client address {host} is not in proxy.client_cidrs"
+        )),
+        "{rec}"
+    );
 }
