@@ -107,6 +107,12 @@ pub fn run(arg: &Path) -> ExitCode {
     for finding in config::unknown_variables(&cfg, config::process_names()) {
         tracing::warn!(%finding, "configuration warning");
     }
+    // What a reload would refuse (`app::reload`): here the proxy starts,
+    // and what needs it fails closed.
+    for r in config::missing_inputs(&cfg, &|k| std::env::var(k).ok()) {
+        let finding = format!("{}: {r}", cfg.locate(&r.path));
+        tracing::warn!(%finding, "configuration warning");
+    }
     // Read and checked here: tokio panics on a value it cannot parse.
     let threads = match crate::listen::workers::thread_count(
         std::env::var_os(crate::listen::workers::THREADS_VAR).as_deref(),

@@ -24,6 +24,7 @@ mod logs;
 mod metrics;
 mod otlp;
 mod otlp_headers;
+mod reload_guard;
 mod reload_live;
 mod revoke;
 mod traffic;

@@ -188,14 +188,15 @@ pub(crate) fn bind_addr(addr: SocketAddr) -> std::io::Result<TcpListener> {
 
 /// The TLS handling `cfg` asks for; `ca` is its CA when the caller already
 /// loaded it (`cmd::run`, which reports a CA that does not load at its field),
-/// else it is loaded here.
+/// else it is loaded here. With the CA's fingerprint, for a reload to tell
+/// a CA rotated in its files from the one in force.
 fn tls_handling(
     cfg: &Config,
     metrics: &Metrics,
     ca: Option<crate::tls::CertificateAuthority>,
-) -> Result<TlsHandling, AppError> {
+) -> Result<(TlsHandling, Option<reload::CaFingerprint>), AppError> {
     match &cfg.tls {
-        TlsConfig::SniOnly => Ok(TlsHandling::SniOnly),
+        TlsConfig::SniOnly => Ok((TlsHandling::SniOnly, None)),
         TlsConfig::Mitm(m) => {
             let tls_err = |e: &dyn std::error::Error| AppError::Tls(crate::error_chain(e));
             let ca = match ca {
@@ -206,6 +207,7 @@ fn tls_handling(
                 }
             };
             metrics.set_ca_expiry(SystemTime::from(ca.not_after()));
+            let fingerprint = reload::CaFingerprint::of(&ca);
             let lifetime = Duration::from_secs(u64::from(m.leaf_cert_expiry_hours) * 3600);
             let minter =
                 crate::tls::LeafMinter::new(Arc::new(ca), lifetime).map_err(|e| tls_err(&e))?;
@@ -228,7 +230,7 @@ fn tls_handling(
                 .register_cert_mints_waiting(Box::new(move || vec![(vec![], queue.waiting())]));
             let resolver = Arc::new(crate::tls::SniResolver::new(cache.clone()));
             let config = crate::tls::server_config(resolver, crate::tls::ALPN_SERVED);
-            Ok(TlsHandling::Mitm { config, cache })
+            Ok((TlsHandling::Mitm { config, cache }, Some(fingerprint)))
         }
     }
 }
@@ -380,7 +382,7 @@ impl App {
             ..SourcesOptions::default()
         });
         let (policy, deny) = build_policy(&cfg, &sources, Some(&metrics))?;
-        let tls = tls_handling(&cfg, &metrics, ca)?;
+        let (tls, ca_fingerprint) = tls_handling(&cfg, &metrics, ca)?;
         let upstream_tls = crate::tls::upstream_client_config()
             .map_err(|e| AppError::Tls(crate::error_chain(&e)))?;
         let deny = Arc::new(ArcSwap::from_pointee(deny));
@@ -566,6 +568,7 @@ impl App {
             reload::Started {
                 config: cfg.clone(),
                 bytes,
+                ca: ca_fingerprint,
             },
             shared.clone(),
             sources_for_reload,

@@ -54,6 +54,8 @@ struct SourceReloader {
     /// The config the process started with, for the settings a reload cannot
     /// change.
     started: Config,
+    /// The CA the process started with (MITM).
+    started_ca: Option<CaFingerprint>,
     metrics: Arc<Metrics>,
     /// The interception in force, whose kernel deny list follows
     /// `proxy.upstream_deny_cidrs`.
@@ -100,16 +102,18 @@ impl SourceReloader {
     /// returns (a file on a hung network file system) would otherwise hold a
     /// runtime thread, and the reload lock with every reload queued behind
     /// it, forever; its thread is left to finish on its own.
-    async fn build(
-        &self,
-        cfg: &Config,
-    ) -> Result<(crate::state::Policy, crate::upstream::DenyList), Vec<String>> {
+    async fn build(&self, cfg: &Config) -> Result<Built, Vec<String>> {
         let (cfg, sources, metrics) = (cfg.clone(), self.sources.clone(), self.metrics.clone());
         let build = tokio::task::spawn_blocking(move || {
-            if let config::TlsConfig::Mitm(m) = &cfg.tls {
-                super::load_ca(&cfg, m).map_err(|e| vec![e.with_label("")])?;
-            }
-            build_policy(&cfg, &sources, Some(&metrics)).map_err(|e| vec![e.to_string()])
+            let ca = match &cfg.tls {
+                config::TlsConfig::Mitm(m) => Some(CaFingerprint::of(
+                    &super::load_ca(&cfg, m).map_err(|e| vec![e.with_label("")])?,
+                )),
+                config::TlsConfig::SniOnly => None,
+            };
+            let (policy, deny) =
+                build_policy(&cfg, &sources, Some(&metrics)).map_err(|e| vec![e.to_string()])?;
+            Ok(Built { policy, deny, ca })
         });
         match tokio::time::timeout(BUILD_TIMEOUT, build).await {
             Ok(Ok(built)) => built,
@@ -162,6 +166,64 @@ impl SourceReloader {
     }
 }
 
+/// What [`SourceReloader::build`] made of a config.
+struct Built {
+    policy: crate::state::Policy,
+    deny: crate::upstream::DenyList,
+    /// The CA the config names (MITM), as its files hold it now.
+    ca: Option<CaFingerprint>,
+}
+
+/// The SHA-256 of a CA's certificate chain (DER): a CA replaced in its
+/// files (same paths, new contents) is told apart from the one running,
+/// which a reload does not change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaFingerprint([u8; 32]);
+
+impl CaFingerprint {
+    /// The fingerprint of `ca`.
+    pub fn of(ca: &crate::tls::CertificateAuthority) -> Self {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        for der in std::iter::once(ca.cert_der()).chain(ca.chain()) {
+            h.update((der.len() as u64).to_be_bytes());
+            h.update(der.as_ref());
+        }
+        CaFingerprint(h.finalize().into())
+    }
+}
+
+/// The `restart_required` entry of a CA rotated in place.
+const CA_FILES_CHANGED: &str = "tls (CA files changed)";
+
+/// Whether a reload would leave no `allowlist` transform while the running
+/// policy has one: every destination would then be allowed. The config may
+/// have been cut short while written (a file ends before or just after
+/// `transforms:`), so this is refused; an explicit `allowlist` of
+/// `domains: ["*"]` says that every destination is meant (the spec's
+/// catch-all), and a restart takes a config without one (with a warning).
+fn drops_the_allowlist(running: &crate::state::Policy, new: &Config) -> Option<String> {
+    let had = running
+        .pipeline
+        .transforms()
+        .iter()
+        .any(|t| t.name() == "allowlist");
+    let keeps = new
+        .transforms
+        .iter()
+        .any(|t| matches!(t, config::TransformConfig::Allowlist(_)));
+    (had && !keeps).then(|| {
+        format!(
+            "{}: transforms: the new config has no allowlist transform while the running one \
+             has: every destination would be allowed. Was the file read while it was being \
+             written? Write the config to a temporary file and rename it into place. To allow \
+             every destination on purpose, configure an allowlist with domains: [\"*\"]. The \
+             running policy is unchanged",
+            new.locate("transforms")
+        )
+    })
+}
+
 /// How long a reload waits for its CA and policy to be built: they read
 /// the files the config names, and nothing else takes time.
 pub const BUILD_TIMEOUT: std::time::Duration = config_source::READ_TIMEOUT;
@@ -191,7 +253,21 @@ impl Reloader for SourceReloader {
                 )]
             })?;
         }
-        let (policy, deny) = self.build(&cfg).await?;
+        // A secret's variable or file that is not there would turn a working
+        // credential into one that fails every request (502
+        // `secret_unavailable`) with the reload answered 200: refused, the
+        // running policy kept.
+        let missing = config::missing_inputs(&cfg, &|k| std::env::var(k).ok());
+        if !missing.is_empty() {
+            return Err(missing
+                .iter()
+                .map(|r| format!("{}: {r}", cfg.locate(&r.path)))
+                .collect());
+        }
+        if let Some(refused) = drops_the_allowlist(&self.shared.policy(), &cfg) {
+            return Err(vec![refused]);
+        }
+        let Built { policy, deny, ca } = self.build(&cfg).await?;
         // Lints, and the `IRON_*` variables nothing reads, as start-up logs them: the
         // environment is the one the process started with, but what the config names (a
         // secret source's `var`, `api_key_env`) is this config's.
@@ -261,7 +337,12 @@ impl Reloader for SourceReloader {
         }
         // Parsing and building touched start-up code again.
         crate::resident::release_after("reload");
-        let restart_required = restart_only_changes(&self.started, &cfg);
+        let mut restart_required = restart_only_changes(&self.started, &cfg);
+        // The same files with new contents: `tls` compares equal, but the CA
+        // in force is still the one loaded at startup.
+        if !restart_required.contains(&"tls") && ca.is_some() && ca != self.started_ca {
+            restart_required.push(CA_FILES_CHANGED);
+        }
         // "configuration reloaded" itself is logged once, by the management
         // side that ran this reload (with its trigger and the config hash).
         if !restart_required.is_empty() {
@@ -335,6 +416,8 @@ pub struct Started<'a> {
     pub config: Config,
     /// The bytes it was parsed from (their hash is the first `config_hash`).
     pub bytes: &'a [u8],
+    /// The CA in force (MITM).
+    pub ca: Option<CaFingerprint>,
 }
 
 /// The reload controller shared by the management API and SIGHUP.
@@ -354,6 +437,7 @@ pub fn controller(
         shared,
         sources,
         started: started.config,
+        started_ca: started.ca,
         metrics: metrics.clone(),
         kernel_deny,
         listeners,
@@ -366,84 +450,4 @@ pub fn controller(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(text: &str) -> Config {
-        config::parse(text, "test.yaml", &|_| None).expect("a valid test config")
-    }
-
-    const BASE: &str = r#"
-proxy: {http_listen: "127.0.0.1:8080", https_listen: "127.0.0.1:8443"}
-tls: {mode: sni-only}
-transforms:
-  - name: allowlist
-    config: {domains: ["a.test"]}
-"#;
-
-    #[test]
-    fn policy_changes_need_no_restart() {
-        let new = BASE.replace("a.test", "b.test").replace(
-            "proxy: {",
-            "proxy: {max_request_body_bytes: 10, upstream_deny_cidrs: [], max_connections_per_client: 5, ",
-        );
-        assert!(restart_only_changes(&parse(BASE), &parse(&new)).is_empty());
-    }
-
-    #[test]
-    fn listener_metrics_and_log_level_changes_need_no_restart() {
-        let new = BASE
-            .replace("127.0.0.1:8080", "127.0.0.1:8081")
-            .replace(
-                "https_listen: \"127.0.0.1:8443\"",
-                "https_listen: \"127.0.0.1:9443\", tunnel_listen: \"127.0.0.1:1080\"",
-            )
-            .replace(
-                "{mode: sni-only}",
-                "{mode: sni-only}\nlog: {level: debug}\nmetrics: {listen: \"127.0.0.1:9191\"}",
-            );
-        assert!(new.contains("9443") && new.contains("9191"), "{new}");
-        assert!(
-            restart_only_changes(&parse(BASE), &parse(&new)).is_empty(),
-            "{:?}",
-            restart_only_changes(&parse(BASE), &parse(&new))
-        );
-    }
-
-    #[test]
-    fn tls_dns_management_intercept_and_log_format_changes_are_reported() {
-        let new = BASE
-            .replace(
-                "{mode: sni-only}",
-                "{mode: mitm, ca_cert: /ca.crt, ca_key: /ca.key}\nlog: {format: text}\nmanagement: {listen: \"127.0.0.1:9092\", api_key_env: K}",
-            );
-        assert_eq!(
-            restart_only_changes(&parse(BASE), &parse(&new)),
-            vec!["tls", "management", "log.format"]
-        );
-    }
-
-    #[test]
-    fn mcp_servers_run_after_the_transforms() {
-        let with_mcp = format!(
-            "{BASE}mcp:\n  servers:\n    - name: gh\n      rules: [{{host: mcp.test}}]\n      tools: [{{name: search}}]\n"
-        );
-        let sources = crate::secrets::Sources::new(crate::secrets::SourcesOptions::default());
-        let (policy, _) =
-            super::super::build::build_policy(&parse(&with_mcp), &sources, None).expect("builds");
-        let names: Vec<_> = policy
-            .pipeline
-            .transforms()
-            .iter()
-            .map(|t| t.name())
-            .collect();
-        assert_eq!(names.last(), Some(&"mcp"), "{names:?}");
-        let (policy, _) =
-            super::super::build::build_policy(&parse(BASE), &sources, None).expect("builds");
-        assert!(policy
-            .pipeline
-            .transforms()
-            .iter()
-            .all(|t| t.name() != "mcp"));
-    }
-}
+mod tests;

@@ -57,7 +57,7 @@ pub use lint::{lint, Lint};
 pub use mcp::{ArgCondition, ArgMatcher, McpConfig, McpErrorConfig, McpServer, McpTool};
 pub use oauth::{OAuthGrant, OAuthTokenConfig, OAuthTokenEntry};
 pub use positions::Location;
-pub use refs::{check_references, Reference, ReferenceKind};
+pub use refs::{check_references, missing_inputs, Reference, ReferenceKind};
 pub use secrets::{InjectConfig, ReplaceConfig, SecretEntry, SecretMode, SecretsConfig};
 pub use sections::{
     default_deny_cidrs, CaUnset, LogConfig, LogFormat, LogLevel, ManagementConfig, MetricsConfig,

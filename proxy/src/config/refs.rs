@@ -154,6 +154,25 @@ pub fn check_references(cfg: &Config, env: &dyn Fn(&str) -> Option<String>) -> V
     )
 }
 
+/// The variables and files of [`check_references`] that the proxy reads
+/// its secrets and keys from (users and cgroups left out: `intercept` is
+/// fixed at startup, and a cgroup may come later). A reload whose config
+/// names one that is missing is refused: it would replace a working
+/// credential with one that fails every request it should serve. Startup
+/// logs them as warnings (it has no working policy to keep; the transforms
+/// fail closed, `secret_unavailable`).
+pub fn missing_inputs(cfg: &Config, env: &dyn Fn(&str) -> Option<String>) -> Vec<Reference> {
+    check_references(cfg, env)
+        .into_iter()
+        .filter(|r| {
+            matches!(
+                r.kind,
+                ReferenceKind::UnsetEnv(_) | ReferenceKind::MissingFile(_)
+            )
+        })
+        .collect()
+}
+
 /// The path of every field [`check_references`] may name, whatever the
 /// machine holds: the config keeps where these were set (see `positions`).
 pub(crate) fn reference_paths(cfg: &Config) -> Vec<String> {
