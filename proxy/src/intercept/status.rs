@@ -61,13 +61,22 @@ pub(crate) fn read(pin_path: &Path) -> Result<Status, InterceptError> {
             let info = sys::obj_get(&pin)
                 .and_then(|fd| sys::link_info(fd.as_fd()))
                 .ok();
+            let cgroup_path = cgroup::cgroup_path(cgroup_id);
+            // A removed cgroup's links stay in the kernel, still naming it,
+            // until the kernel releases the cgroup, some time after the
+            // rmdir: they serve nobody, and a cgroup made again under the
+            // same path has another id. So a link counts as attached only
+            // while a cgroup with its id is there.
+            let live = cgroup_path
+                .as_deref()
+                .is_some_and(|p| cgroup::cgroup_id(p).ok() == Some(cgroup_id));
             status.links.push(LinkStatus {
                 hook,
                 cgroup_id,
-                cgroup_path: cgroup::cgroup_path(cgroup_id),
+                cgroup_path,
                 link_id: info.map(|i| i.id),
                 prog_id: info.map(|i| i.prog_id),
-                attached: info.is_some_and(|i| i.cgroup_id != 0),
+                attached: live && info.is_some_and(|i| i.cgroup_id != 0),
                 pin,
             });
         }
