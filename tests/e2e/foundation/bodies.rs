@@ -140,10 +140,20 @@ transforms:
 /// allowing `domains`, whose `secrets` swaps a placeholder in `body.test`'s request
 /// bodies, so it buffers them.
 pub(super) fn body_swapping_proxy(net: &FakeInternet, more: &str, domains: &str) -> ProxyProcess {
+    body_swapping_proxy_capped(net, 1024, more, domains)
+}
+
+/// [`body_swapping_proxy`] with `max_request_body_bytes: cap`.
+fn body_swapping_proxy_capped(
+    net: &FakeInternet,
+    cap: usize,
+    more: &str,
+    domains: &str,
+) -> ProxyProcess {
     Proxy::with(format!(
         r#"
 proxy:
-  max_request_body_bytes: 1024
+  max_request_body_bytes: {cap}
 {more}transforms:
   - name: allowlist
     config:
@@ -502,28 +512,7 @@ fn memory_that_held_large_bodies_goes_back_to_the_os_after_the_burst() {
     require_root!();
     let net = FakeInternet::new();
     let _up = Upstream::http("body.test").start(&net);
-    let px = Proxy::with(
-        r#"
-proxy:
-  max_request_body_bytes: 33554432
-transforms:
-  - name: allowlist
-    config:
-      domains: ["body.test"]
-  - name: secrets
-    config:
-      secrets:
-        - source: {type: env, var: FOUNDATION_BODY_SECRET}
-          replace:
-            proxy_value: "pk-body-placeholder"
-            match_body: true
-          rules:
-            - host: "body.test"
-"#,
-    )
-    .env("FOUNDATION_BODY_SECRET", "real-body-secret")
-    .resolver(&net)
-    .start();
+    let px = body_swapping_proxy_capped(&net, 32 << 20, "", r#"["body.test"]"#);
     let dir = paths::scratch_dir("bodies");
     let data = body_file(dir.path(), "burst", "token=pk-body-placeholder&", 30 << 20);
     let before = resident_bytes(&px);
