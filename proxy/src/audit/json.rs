@@ -146,19 +146,27 @@ impl serde_json::ser::Formatter for LineSafe {
         writer: &mut W,
         fragment: &str,
     ) -> io::Result<()> {
-        let mut rest = fragment;
-        while let Some(at) = rest.find(['\u{2028}', '\u{2029}']) {
-            writer.write_all(&rest.as_bytes()[..at])?;
-            // Both are three bytes in UTF-8.
-            let escape: &[u8] = if rest[at..].starts_with('\u{2028}') {
-                b"\\u2028"
-            } else {
-                b"\\u2029"
+        // U+2028 and U+2029 are E2 80 A8 and E2 80 A9 in UTF-8. A byte
+        // search for E2 (about one instruction a byte), not `str::find` with
+        // a char set, which decodes every character (ten times the cost, on
+        // every string of every record with annotations).
+        let bytes = fragment.as_bytes();
+        let (mut written, mut from) = (0, 0);
+        while let Some(off) = bytes[from..].iter().position(|&b| b == 0xE2) {
+            let at = from + off;
+            let escape: &[u8] = match bytes.get(at + 1..at + 3) {
+                Some([0x80, 0xA8]) => b"\\u2028",
+                Some([0x80, 0xA9]) => b"\\u2029",
+                _ => {
+                    from = at + 1;
+                    continue;
+                }
             };
+            writer.write_all(&bytes[written..at])?;
             writer.write_all(escape)?;
-            rest = &rest[at + 3..];
+            (written, from) = (at + 3, at + 3);
         }
-        writer.write_all(rest.as_bytes())
+        writer.write_all(&bytes[written..])
     }
 }
 
