@@ -280,8 +280,7 @@ impl Intake {
         // leaf (nearly every connection) costs one lookup here.
         let mut spent = Duration::ZERO;
         let mut mint_failed = None;
-        let client = super::per_client::current_client(conn.remote);
-        if let Some(minting) = cache.prepare(host, client, SNIFF_TIMEOUT) {
+        if let Some(minting) = cache.prepare(host, conn.counted_as, SNIFF_TIMEOUT) {
             let started = tokio::time::Instant::now();
             match minting.await {
                 Ok(()) => {}

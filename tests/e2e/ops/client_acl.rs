@@ -61,17 +61,23 @@ fn config(cidr: &str, dns_listen: &str) -> String {
     )
 }
 
+/// A proxy on the host side's address whose `client_cidrs` lists only that address, with a
+/// DNS listener.
+fn listing_the_host(net: &FakeInternet) -> ProxyProcess {
+    let host = net.host_side_v4();
+    Proxy::with(config(&format!("{host}/32"), "  listen: auto\n"))
+        .listen_ip(host.into())
+        .resolver(net)
+        .start()
+}
+
 #[test]
 fn clients_outside_client_cidrs_are_refused_and_a_reload_admits_them() {
     require_root!();
     let net = FakeInternet::new();
     let _up = Upstream::http("up.test").start(&net);
-    let host = net.host_side_v4();
     let outsider = net.ns_side_v4();
-    let mut px = Proxy::with(config(&format!("{host}/32"), "  listen: auto\n"))
-        .listen_ip(host.into())
-        .resolver(&net)
-        .start();
+    let mut px = listing_the_host(&net);
     let (http, dns) = (px.http_addr(), px.dns_addr());
 
     // The host's own address is listed: served.
@@ -159,12 +165,8 @@ fn a_reload_that_drops_a_client_refuses_its_kept_alive_connection() {
     require_root!();
     let net = FakeInternet::new();
     let up = Upstream::http("up.test").start(&net);
-    let host = net.host_side_v4();
-    let outsider = net.ns_side_v4();
-    let mut px = Proxy::with(config(&format!("{host}/32"), "  listen: auto\n"))
-        .listen_ip(host.into())
-        .resolver(&net)
-        .start();
+    let (host, outsider) = (net.host_side_v4(), net.ns_side_v4());
+    let mut px = listing_the_host(&net);
     let mut kept = super::KeepAlive::open(px.http_addr(), std::time::Duration::from_secs(10));
     let before = kept.status("/anything/kept-before", "up.test");
     assert!(before.contains(" 200 "), "{before}");

@@ -136,12 +136,7 @@ fn a_reload_that_removes_its_host_cuts_an_open_websocket() {
         policy_file(&["other.test", "ws.test", "third.test"]),
         policy_file(&["other.test"]),
     );
-    assert_eq!(got[0], "first", "{got}");
-    assert_eq!(got[1], "second", "{got}");
-    assert_eq!(
-        got[2], "ConnectionClosedError",
-        "the WebSocket must be closed by the reload, not stay open: {got}"
-    );
+    assert_ws_cut(&got, "the reload");
     up.wait_for_request(|q| q.path() == "/ws");
 
     let rec = px.wait_for_audit(|a| a.path() == Some("/ws"));
@@ -172,7 +167,6 @@ fn a_reload_that_removes_its_host_cuts_an_sni_only_passthrough() {
     require_root!();
     let net = FakeInternet::new();
     let up = Upstream::https("api.test").start(&net);
-    let sni_only = |p: String| format!("tls:\n  mode: sni-only\n{p}");
     let mut px = managed_proxy(&sni_only(policy(&["api.test", "other.test"])), &net);
     let ca = net.ca_bundle().to_str().expect("utf-8 path").to_string();
     let got = hold_across_reloads(
@@ -183,12 +177,7 @@ fn a_reload_that_removes_its_host_cuts_an_sni_only_passthrough() {
         sni_only(policy_file(&["api.test", "other.test"])),
         sni_only(policy_file(&["other.test"])),
     );
-    assert_eq!(got[0], 200, "{got}");
-    assert_eq!(got[1], 200, "{got}");
-    assert!(
-        got[2] == "eof" || got[2] == "ConnectionResetError",
-        "the passthrough must be closed by the reload, not stay open: {got}"
-    );
+    assert_passthrough_cut(&got);
     assert_eq!(
         up.requests().iter().filter(|q| q.path() == "/get").count(),
         2
@@ -212,6 +201,32 @@ fn denying(up: &UpstreamHandle, domains: &[&str]) -> String {
     )
 }
 
+/// `policy` served in `sni-only` mode.
+fn sni_only(policy: String) -> String {
+    format!("tls:\n  mode: sni-only\n{policy}")
+}
+
+/// What [`hold_across_reloads`] saw on a WebSocket cut by the second reload: both messages
+/// echoed, then the connection closed (`by` says what closed it).
+fn assert_ws_cut(got: &serde_json::Value, by: &str) {
+    assert_eq!(got[0], "first", "{got}");
+    assert_eq!(got[1], "second", "{got}");
+    assert_eq!(
+        got[2], "ConnectionClosedError",
+        "the WebSocket must be closed by {by}, not stay open: {got}"
+    );
+}
+
+/// What [`hold_across_reloads`] saw on an sni-only passthrough cut by the second reload: two
+/// answers, then the connection ended.
+fn assert_passthrough_cut(got: &serde_json::Value) {
+    assert_eq!((&got[0], &got[1]), (&200.into(), &200.into()), "{got}");
+    assert!(
+        got[2] == "eof" || got[2] == "ConnectionResetError",
+        "the passthrough must be closed by the reload, not stay open: {got}"
+    );
+}
+
 #[test]
 fn a_reload_that_denies_its_upstream_address_cuts_an_open_websocket() {
     require_root!();
@@ -227,13 +242,7 @@ fn a_reload_that_denies_its_upstream_address_cuts_an_open_websocket() {
         policy_file(&["ws.test", "other.test"]),
         denying(&up, &["ws.test", "other.test"]),
     );
-    assert_eq!(got[0], "first", "{got}");
-    assert_eq!(got[1], "second", "{got}");
-    assert_eq!(
-        got[2], "ConnectionClosedError",
-        "the WebSocket must be closed by the reload that denies its upstream, not stay \
-         open: {got}"
-    );
+    assert_ws_cut(&got, "the reload that denies its upstream");
     let rec = px.wait_for_audit(|a| a.path() == Some("/ws"));
     assert_eq!(rec.str("reason"), Some("revoked"), "{rec}");
     assert_eq!(rec.rejected_by(), None, "no transform refused: {rec}");
@@ -254,7 +263,6 @@ fn a_reload_that_denies_its_upstream_address_cuts_an_sni_only_passthrough() {
     require_root!();
     let net = FakeInternet::new();
     let up = Upstream::https("api.test").start(&net);
-    let sni_only = |p: String| format!("tls:\n  mode: sni-only\n{p}");
     let mut px = managed_proxy(&sni_only(policy(&["api.test"])), &net);
     let ca = net.ca_bundle().to_str().expect("utf-8 path").to_string();
     let got = hold_across_reloads(
@@ -265,11 +273,7 @@ fn a_reload_that_denies_its_upstream_address_cuts_an_sni_only_passthrough() {
         sni_only(policy_file(&["api.test", "other.test"])),
         sni_only(denying(&up, &["api.test", "other.test"])),
     );
-    assert_eq!((&got[0], &got[1]), (&200.into(), &200.into()), "{got}");
-    assert!(
-        got[2] == "eof" || got[2] == "ConnectionResetError",
-        "the passthrough must be closed by the reload, not stay open: {got}"
-    );
+    assert_passthrough_cut(&got);
     let rec = px.wait_for_audit(|a| a.host() == Some("api.test"));
     assert_eq!(rec.str("reason"), Some("revoked"), "{rec}");
     let error = rec.str("error").unwrap_or_default();
@@ -310,12 +314,7 @@ fn a_reload_that_drops_its_client_from_client_cidrs_cuts_an_open_websocket() {
             policy_file(&["ws.test", "other.test"]),
         ),
     );
-    assert_eq!(got[0], "first", "{got}");
-    assert_eq!(got[1], "second", "{got}");
-    assert_eq!(
-        got[2], "ConnectionClosedError",
-        "the WebSocket must be closed by the reload that drops its client: {got}"
-    );
+    assert_ws_cut(&got, "the reload that drops its client");
     let rec = px.wait_for_audit(|a| a.path() == Some("/ws"));
     assert_eq!(rec.str("reason"), Some("revoked"), "{rec}");
     let error = rec.str("error").unwrap_or_default();
