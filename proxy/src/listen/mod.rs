@@ -30,7 +30,6 @@ use crate::exchange::{self, ConnInfo};
 use crate::read_cap::ReadCap;
 use crate::state::Shared;
 use crate::tls::sniff::PrefixedStream;
-use crate::upstream::resolve::on_behalf_of;
 use crate::upstream::{held, HeldSlot};
 
 /// How long a client may take to start its first request (also after a TLS
@@ -104,11 +103,8 @@ where
     let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
         counter.one();
         let version = req.version();
-        // Its lookups take the client's share of the resolver's places.
-        let exchange: exchange::HandleFuture = Box::pin(on_behalf_of(
-            conn.counted_as,
-            exchange::handle(shared.clone(), conn.clone(), req),
-        ));
+        let exchange: exchange::HandleFuture =
+            Box::pin(exchange::handle(shared.clone(), conn.clone(), req));
         cancels::track(tracker.as_ref(), version, exchange)
     });
     let builder = http_builder();

@@ -366,8 +366,8 @@ impl Intake {
         // Each address has its own connect timeout; a name with many that do
         // not answer is bounded as a whole, as an HTTP exchange's connect is.
         let within = allowed_by.limits.upstream_response_header_timeout;
-        let dial = self.shared.upstream.dialer().tcp(host, port);
-        let dial = crate::upstream::resolve::on_behalf_of(conn.counted_as, dial);
+        let dialer = self.shared.upstream.dialer().for_client(conn.counted_as);
+        let dial = dialer.tcp(host, port);
         let dialed = tokio::time::timeout(within, dial).await;
         let upstream = match dialed {
             Ok(Ok(u)) => u,

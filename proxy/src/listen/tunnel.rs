@@ -147,9 +147,7 @@ async fn http_proxy(stream: Client, remote: SocketAddr, intake: Intake) {
             // before hyper could drop the request unrun.
             let mut conn = ConnInfo::new(remote, Mode::Tunnel, false, 80);
             conn.held = Some(slot.clone());
-            let client = conn.counted_as;
-            let exchange = exchange::handle(intake.shared.clone(), Arc::new(conn), req);
-            Box::pin(crate::upstream::resolve::on_behalf_of(client, exchange))
+            Box::pin(exchange::handle(intake.shared.clone(), Arc::new(conn), req))
         };
         tracker.track(version, fut)
     });

@@ -24,6 +24,7 @@ use tokio_rustls::TlsConnector;
 
 use super::deny::DenyList;
 use super::resolve::Resolver;
+use crate::intercept::Client;
 use crate::read_cap::poll_read_capped;
 use crate::secrets::http::OwnListeners;
 use crate::traffic::{ConnectOutcome, UpstreamProtocol, TRAFFIC};
@@ -68,6 +69,10 @@ pub struct Dialer {
     /// How many times [`Dialer::retire_open`] ran ([`Standing`]). Shared by
     /// its clones.
     generation: Arc<AtomicU64>,
+    /// The client whose requests this dialer's lookups are for
+    /// ([`Dialer::for_client`]); `None`: the one the task names
+    /// ([`super::resolve::on_behalf_of`]), if any.
+    asker: Option<Client>,
 }
 
 /// The standing of an upstream HTTP connection, or of a pool of them: the
@@ -127,6 +132,17 @@ impl Dialer {
             http1_only: false,
             own: OwnListeners::new(),
             generation: Arc::default(),
+            asker: None,
+        }
+    }
+
+    /// The same dialer looking names up in `client`'s turns (see
+    /// [`super::resolve`]): for a client connection's own upstream
+    /// connections.
+    pub fn for_client(&self, client: Client) -> Dialer {
+        Dialer {
+            asker: Some(client),
+            ..self.clone()
         }
     }
 
@@ -175,7 +191,11 @@ impl Dialer {
 
     /// The addresses of `host`, none of them denied or the proxy's own.
     async fn resolve(&self, host: &str, port: u16) -> Result<Vec<std::net::IpAddr>, DialError> {
-        let ips = self.resolver.lookup(host).await.map_err(|e| match e {
+        let found = match self.asker {
+            Some(client) => self.resolver.lookup_for(host, client).await,
+            None => self.resolver.lookup(host).await,
+        };
+        let ips = found.map_err(|e| match e {
             super::resolve::ResolveError::Busy { .. } => DialError::ResolveBusy {
                 host: host.to_string(),
                 detail: e.to_string(),

@@ -290,7 +290,8 @@ impl Upstream {
     /// With a `held` slot, an HTTP/1 request goes out on the upstream
     /// connection that slot holds (see [`held`]), an HTTP/2 request through
     /// the slot's own HTTP/2 client (see [`own_h2`]); without one (protocol
-    /// upgrades), through the shared pool.
+    /// upgrades), through the shared pool. Names are looked up in `client`'s
+    /// turns (see [`resolve`]) as `asker`'s.
     ///
     /// The response's body is the upstream's, its trailers cleaned
     /// ([`crate::body::incoming`]); on a client connection's own HTTP/2
@@ -302,13 +303,14 @@ impl Upstream {
         req: Request<Body>,
         header_timeout: Duration,
         held: Option<&HeldSlot>,
+        asker: crate::intercept::Client,
     ) -> Result<Response<Body>, UpstreamError> {
         let req = chunk_a_read_with_a_body(req);
         let (req, timer) = HeadTimer::start(req, header_timeout);
         let incoming = |rsp: Response<Incoming>| rsp.map(crate::body::incoming);
         let answered = match held {
             Some(slot) if req.version() < http::Version::HTTP_2 => {
-                self.send_held(slot, req, &timer).await.map(incoming)
+                self.send_held(slot, req, &timer, asker).await.map(incoming)
             }
             Some(slot) => {
                 // The key only matters for the first request, which makes the client.
@@ -319,7 +321,7 @@ impl Upstream {
                         &self.spares,
                         self.dialer.standing(),
                         || {
-                            let dialer = OwnDialer::new(self.dialer.clone());
+                            let dialer = OwnDialer::new(self.dialer.for_client(asker));
                             OwnClient {
                                 client: client(
                                     dialer.clone(),
@@ -335,17 +337,17 @@ impl Upstream {
                 match own {
                     Some(own) => self.send_own(own, req, &timer).await,
                     None => self
-                        .send_pooled(&self.shared().client, req, &timer)
+                        .send_shared(&self.shared().client, req, &timer, asker)
                         .await
                         .map(incoming),
                 }
             }
             None if req.version() == http::Version::HTTP_2 => self
-                .send_pooled(&self.shared().client, req, &timer)
+                .send_shared(&self.shared().client, req, &timer, asker)
                 .await
                 .map(incoming),
             None => self
-                .send_pooled(&self.shared().client_h1, req, &timer)
+                .send_shared(&self.shared().client_h1, req, &timer, asker)
                 .await
                 .map(incoming),
         };
@@ -379,6 +381,25 @@ impl Upstream {
         }
     }
 
+    /// Sends `req` through a shared pool, whose connector serves every
+    /// client: the dial it may make takes `client` from the task
+    /// ([`resolve::on_behalf_of`]). Boxed: rare (upgrades, HTTP/2 after a
+    /// reload retired the connection's own client), and the scope would
+    /// size every request's future.
+    async fn send_shared(
+        &self,
+        pool: &Client<Dialer, Body>,
+        req: Request<Body>,
+        timer: &HeadTimer,
+        asker: crate::intercept::Client,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        Box::pin(resolve::on_behalf_of(
+            asker,
+            self.send_pooled(pool, req, timer),
+        ))
+        .await
+    }
+
     async fn send_pooled<C>(
         &self,
         client: &Client<C, Body>,
@@ -410,6 +431,7 @@ impl Upstream {
         slot: &HeldSlot,
         req: Request<Body>,
         timer: &HeadTimer,
+        asker: crate::intercept::Client,
     ) -> Result<Response<Incoming>, UpstreamError> {
         let (key, mut req) = origin_form(req)?;
         // The runtime this task runs on: idle connections of its own go first.
@@ -436,7 +458,7 @@ impl Upstream {
                 // part of every request's future, which is moved (copied)
                 // whole several times per request; a dial is once per
                 // connection.
-                None => timer.run(Box::pin(self.dial_http1(&key))).await??,
+                None => timer.run(Box::pin(self.dial_http1(&key, asker))).await??,
             };
             let reused = held.reused;
             let idle = held
@@ -483,8 +505,14 @@ impl Upstream {
     }
 
     /// Dials `key` offering only http/1.1 and starts an HTTP/1 connection on it.
-    async fn dial_http1(&self, key: &Key) -> Result<Held, UpstreamError> {
-        let io = self.dialer_h1.open(&key.host, key.port, key.tls).await?;
+    /// Its name is looked up in `asker`'s turns.
+    async fn dial_http1(
+        &self,
+        key: &Key,
+        asker: crate::intercept::Client,
+    ) -> Result<Held, UpstreamError> {
+        let dialer = self.dialer_h1.for_client(asker);
+        let io = dialer.open(&key.host, key.port, key.tls).await?;
         let standing = io.1.clone();
         let fd = io.0.inner().raw_fd();
         let (sender, conn) = held::http1_client()

@@ -13,11 +13,13 @@
 //! names unresolved. The places are fair turns ([`crate::turns`]), each
 //! first come first served; a lookup waits at most [`TURN_WAIT`] for one,
 //! then its request is answered 503 `dns_lookup_busy`. A client is what
-//! `proxy.max_connections_per_client` counts by ([`Client`]): the listeners
-//! run each exchange (and `sni-only`'s dial) [`on_behalf_of`] its
-//! connection's client, so a lookup made in that task counts as the
-//! client's whatever made it; lookups outside any (a background refresh)
-//! share [`Client::UNKNOWN`]'s turns.
+//! `proxy.max_connections_per_client` counts by ([`Client`]): a dial made
+//! for a client connection names its client ([`Resolver::lookup_for`],
+//! through [`Dialer::for_client`](super::Dialer::for_client)); the shared
+//! pools' dials, whose connector serves every client, take it from the
+//! task the request runs in ([`on_behalf_of`]); lookups for neither (a
+//! secret source's backend, a background refresh) share
+//! [`Client::UNKNOWN`]'s turns.
 //!
 //! hickory looks in its cache inside the lookup and has no way to ask the
 //! cache alone, so a name it has cached takes a turn too: held for the
@@ -139,12 +141,23 @@ impl Resolver {
     }
 
     /// All addresses of `host` (A and AAAA), looked up in a turn of the
-    /// client [`on_behalf_of`] names. An IP literal resolves to itself.
+    /// client [`on_behalf_of`] names, or of [`Client::UNKNOWN`]. An IP
+    /// literal resolves to itself.
     pub async fn lookup(&self, host: &str) -> Result<Vec<IpAddr>, ResolveError> {
+        let client = ASKER.try_with(|c| *c).unwrap_or(Client::UNKNOWN);
+        self.lookup_for(host, client).await
+    }
+
+    /// All addresses of `host` (A and AAAA), looked up in a turn of
+    /// `client`. An IP literal resolves to itself.
+    pub async fn lookup_for(
+        &self,
+        host: &str,
+        client: Client,
+    ) -> Result<Vec<IpAddr>, ResolveError> {
         if let Ok(ip) = host.parse::<IpAddr>() {
             return Ok(vec![ip]);
         }
-        let client = ASKER.try_with(|c| *c).unwrap_or(Client::UNKNOWN);
         let turn = async {
             let mine = self.turns.client_turn(client).await.ok()?;
             mine.slot().await.ok()

@@ -121,7 +121,12 @@ async fn an_http2_upstream_that_goes_silent_is_pinged_and_its_stream_fails() {
         .expect("request");
     *req.version_mut() = http::Version::HTTP_2;
     let rsp = up
-        .send(req, Duration::from_secs(5), None)
+        .send(
+            req,
+            Duration::from_secs(5),
+            None,
+            crate::intercept::Client::UNKNOWN,
+        )
         .await
         .expect("the response head");
     assert_eq!(rsp.status(), http::StatusCode::OK);
@@ -179,7 +184,12 @@ async fn h2_get(up: &Upstream, port: u16, slot: &HeldSlot) -> http::StatusCode {
         .expect("request");
     *req.version_mut() = http::Version::HTTP_2;
     let rsp = up
-        .send(req, Duration::from_secs(5), Some(slot))
+        .send(
+            req,
+            Duration::from_secs(5),
+            Some(slot),
+            crate::intercept::Client::UNKNOWN,
+        )
         .await
         .expect("the response");
     assert_eq!(rsp.version(), http::Version::HTTP_2, "ALPN chose h2");
@@ -322,7 +332,14 @@ async fn an_http2_upstream_that_takes_no_upload_pins_a_bounded_buffer() {
     let slot = HeldSlot::default();
     // No response ever comes; the send is dropped with the test.
     let sending = tokio::spawn(async move {
-        let _ = up.send(req, Duration::from_secs(60), Some(&slot)).await;
+        let _ = up
+            .send(
+                req,
+                Duration::from_secs(60),
+                Some(&slot),
+                crate::intercept::Client::UNKNOWN,
+            )
+            .await;
     });
     let pulled = settled(&pulled).await;
     // What the kernel holds does not count: the proxy's socket has a send

@@ -116,7 +116,12 @@ fn get(addr: SocketAddr, path: &str) -> http::Request<Body> {
 async fn send(up: &Upstream, slot: &HeldSlot, req: http::Request<Body>) -> String {
     let fut = async {
         let rsp = up
-            .send(req, Duration::from_secs(5), Some(slot))
+            .send(
+                req,
+                Duration::from_secs(5),
+                Some(slot),
+                crate::intercept::Client::UNKNOWN,
+            )
             .await
             .expect("upstream answers");
         let body = rsp.into_body().collect().await.expect("body").to_bytes();
@@ -328,7 +333,12 @@ async fn a_refused_dial_is_a_dial_error() {
     let slot = HeldSlot::default();
     let err = drive(
         slot.clone(),
-        up.send(get(addr, "/"), Duration::from_secs(5), Some(&slot)),
+        up.send(
+            get(addr, "/"),
+            Duration::from_secs(5),
+            Some(&slot),
+            crate::intercept::Client::UNKNOWN,
+        ),
     )
     .await
     .expect_err("nothing listens");
@@ -498,7 +508,12 @@ async fn an_idle_client_connection_holds_no_upstream_connection() {
         let (up, slot) = (up.clone(), slot.clone());
         tokio::spawn(drive(slot.clone(), async move {
             let rsp = up
-                .send(get(o.addr, "/"), Duration::from_secs(5), Some(&slot))
+                .send(
+                    get(o.addr, "/"),
+                    Duration::from_secs(5),
+                    Some(&slot),
+                    crate::intercept::Client::UNKNOWN,
+                )
                 .await
                 .expect("upstream answers");
             rsp.into_body().collect().await.expect("body");
@@ -643,7 +658,12 @@ async fn a_head_and_a_body_larger_than_one_read_arrive_whole() {
     let slot = HeldSlot::default();
     let fut = async {
         let rsp = up
-            .send(get(addr, "/"), Duration::from_secs(5), Some(&slot))
+            .send(
+                get(addr, "/"),
+                Duration::from_secs(5),
+                Some(&slot),
+                crate::intercept::Client::UNKNOWN,
+            )
             .await
             .expect("upstream answers");
         let headers = rsp.headers().clone();
@@ -679,7 +699,15 @@ async fn try_send(
     req: http::Request<Body>,
 ) -> Result<String, String> {
     let fut = async {
-        match up.send(req, Duration::from_secs(5), Some(slot)).await {
+        match up
+            .send(
+                req,
+                Duration::from_secs(5),
+                Some(slot),
+                crate::intercept::Client::UNKNOWN,
+            )
+            .await
+        {
             Ok(rsp) => {
                 let body = rsp.into_body().collect().await.expect("body").to_bytes();
                 Ok(String::from_utf8_lossy(&body).into_owned())
@@ -698,7 +726,12 @@ async fn a_get_the_idle_timeout_crossed_is_sent_again_and_a_post_is_not() {
     assert_eq!(send(&up, &slot, get(o.addr, "/")).await, "conn 1");
     // Idle past REPLAY_AFTER: the next GET meets the close and goes out again.
     tokio::time::sleep(REPLAY_AFTER + Duration::from_millis(50)).await;
-    let fut = up.send(get(o.addr, "/again"), Duration::from_secs(5), Some(&slot));
+    let fut = up.send(
+        get(o.addr, "/again"),
+        Duration::from_secs(5),
+        Some(&slot),
+        crate::intercept::Client::UNKNOWN,
+    );
     let rsp = drive(slot.clone(), fut).await.expect("sent again");
     assert!(
         rsp.extensions()
@@ -909,7 +942,14 @@ async fn send_h2_at_once(up: &Upstream, slot: &HeldSlot, addr: SocketAddr, n: us
         let mut req = get(addr, "/");
         *req.version_mut() = http::Version::HTTP_2;
         set.spawn(async move {
-            let rsp = up.send(req, Duration::from_secs(10), Some(&slot)).await;
+            let rsp = up
+                .send(
+                    req,
+                    Duration::from_secs(10),
+                    Some(&slot),
+                    crate::intercept::Client::UNKNOWN,
+                )
+                .await;
             match rsp {
                 Ok(rsp) => rsp.into_body().collect().await.is_ok(),
                 Err(_) => false,

@@ -66,3 +66,18 @@ async fn every_place_taken_refuses_a_new_client_too() {
     a.abort();
     b.abort();
 }
+
+#[tokio::test]
+async fn a_client_named_to_the_lookup_counts_whatever_the_task_names() {
+    let (r, _ns) = silent(4);
+    let held = hanging(&r, 1, "a.slow.test").await;
+    // Named directly, with no task scope, the client finds its share taken.
+    let got = r.lookup_for("b.slow.test", client(1)).await;
+    assert!(matches!(got, Err(ResolveError::Busy { .. })), "{got:?}");
+    // The client named wins over the one the task names.
+    let got = on_behalf_of(client(2), r.lookup_for("c.slow.test", client(1))).await;
+    assert!(matches!(got, Err(ResolveError::Busy { .. })), "{got:?}");
+    assert_eq!((r.busy(), r.in_flight()), (2, 1));
+    held.abort();
+    let _ = held.await;
+}

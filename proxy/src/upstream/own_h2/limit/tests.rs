@@ -248,7 +248,12 @@ async fn get(up: &Upstream, slot: &HeldSlot, uri: &str) -> String {
         .expect("request");
     *req.version_mut() = http::Version::HTTP_2;
     let rsp = up
-        .send(req, Duration::from_secs(30), Some(slot))
+        .send(
+            req,
+            Duration::from_secs(30),
+            Some(slot),
+            crate::intercept::Client::UNKNOWN,
+        )
         .await
         .expect("answered");
     let body = rsp.into_body().collect().await.expect("body").to_bytes();
@@ -408,7 +413,12 @@ async fn a_connection_whose_body_is_still_read_is_not_closed_to_make_room() {
             .expect("request");
         *req.version_mut() = http::Version::HTTP_2;
         let rsp = up
-            .send(req, Duration::from_secs(30), Some(&slot))
+            .send(
+                req,
+                Duration::from_secs(30),
+                Some(&slot),
+                crate::intercept::Client::UNKNOWN,
+            )
             .await
             .expect("the head");
         reading.push(rsp.into_body());
@@ -534,7 +544,14 @@ async fn an_http2_connection_whose_stream_failed_is_closed_to_make_room() {
         .body(crate::body::empty())
         .expect("request");
     *req.version_mut() = http::Version::HTTP_2;
-    let refused = up.send(req, Duration::from_secs(30), Some(&slot)).await;
+    let refused = up
+        .send(
+            req,
+            Duration::from_secs(30),
+            Some(&slot),
+            crate::intercept::Client::UNKNOWN,
+        )
+        .await;
     assert!(refused.is_err(), "origin 0 answered");
     for i in 1..=MAX_OPEN {
         assert_eq!(get(&up, &slot, &https(i)).await, format!("origin {i}"));
