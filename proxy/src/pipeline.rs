@@ -383,6 +383,23 @@ pub trait Transform: Send + Sync {
         true
     }
 
+    /// True when this transform refuses every request to `t`'s host,
+    /// whatever its method and path (`t` is host-only). The MITM listeners
+    /// then keep the connection's leaf out of the main leaf cache
+    /// (`tls::cache`): made-up names no rule allows take no other client's
+    /// place. A hint for where a leaf is kept, never a decision: every
+    /// request is still checked in full.
+    fn refuses_host(&self, _t: &Target<'_>) -> bool {
+        false
+    }
+
+    /// True when this transform may answer a request to `t`'s host itself
+    /// (a [`Verdict::Stub`]) before the transforms after it run: their
+    /// refusal of the host ([`Transform::refuses_host`]) then does not count.
+    fn may_answer_host(&self, _t: &Target<'_>) -> bool {
+        false
+    }
+
     /// Whether this transform needs the whole request body buffered for this request.
     fn wants_request_body(&self, _cx: &Flow, _req: &http::request::Parts) -> bool {
         false
@@ -470,6 +487,22 @@ impl Pipeline {
     /// The transforms, in order.
     pub fn transforms(&self) -> &[Arc<dyn Transform>] {
         &self.transforms
+    }
+
+    /// True when every request to `t`'s host (host-only) is refused,
+    /// whatever its method and path: a transform refuses the host
+    /// ([`Transform::refuses_host`]) and none before it may answer such a
+    /// request itself. A few hash lookups with an allowlist, no allocation.
+    pub fn refuses_host(&self, t: &Target<'_>) -> bool {
+        for transform in &self.transforms {
+            if transform.may_answer_host(t) {
+                return false;
+            }
+            if transform.refuses_host(t) {
+                return true;
+            }
+        }
+        false
     }
 
     /// True when some transform needs the request body of this request.
@@ -785,6 +818,52 @@ mod tests {
         let names: Vec<_> = trace.iter().map(|t| (t.name.as_str(), t.action)).collect();
         assert_eq!(names, [("one", "continue"), ("two", "reject")]);
         assert_eq!(trace[0].annotations["seen"], true);
+    }
+
+    /// Answers requests to `token.test` itself (as `oauth_token` does its endpoint's).
+    struct Answers;
+    #[async_trait]
+    impl Transform for Answers {
+        fn name(&self) -> &str {
+            "answers"
+        }
+        fn may_answer_host(&self, t: &Target<'_>) -> bool {
+            t.host == "token.test"
+        }
+        async fn on_request(
+            &self,
+            _req: &mut Request<Body>,
+            _cx: &mut Flow,
+        ) -> Result<Verdict, TransformError> {
+            Ok(Verdict::Continue)
+        }
+    }
+
+    #[test]
+    fn a_host_is_refused_unless_a_transform_before_may_answer_it() {
+        let allow: Arc<dyn Transform> = Arc::new(crate::transforms::allowlist::Allowlist::new(
+            vec!["a.test".parse().expect("pattern")],
+            vec![],
+            vec![],
+            false,
+        ));
+        let t = |h| crate::rules::target(h, "", "");
+        let before = Pipeline::new(vec![Arc::new(Answers), allow.clone()]);
+        assert!(!before.refuses_host(&t("a.test")));
+        assert!(before.refuses_host(&t("b.test")));
+        assert!(
+            !before.refuses_host(&t("token.test")),
+            "answered before the allowlist runs"
+        );
+        let after = Pipeline::new(vec![allow, Arc::new(Answers)]);
+        assert!(
+            after.refuses_host(&t("token.test")),
+            "refused before it is answered"
+        );
+        assert!(
+            !Pipeline::default().refuses_host(&t("b.test")),
+            "no allowlist, nothing refused"
+        );
     }
 
     /// With metrics, each transform's run is timed into its own series, one

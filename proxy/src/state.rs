@@ -47,6 +47,22 @@ pub struct Policy {
 }
 
 impl Policy {
+    /// True when no request to `host` (normalised) can pass the pipeline,
+    /// whatever its method and path ([`Pipeline::refuses_host`]): its MITM
+    /// leaf is kept out of the main leaf cache. Asked only when the leaf is
+    /// not cached, not per request.
+    pub fn refuses_host(&self, host: &str) -> bool {
+        let t = crate::rules::Target {
+            host,
+            ip: host.parse().ok(),
+            method: "",
+            method_overrides: &[],
+            path: "",
+            scheme: crate::rules::Scheme::Https,
+        };
+        self.pipeline.refuses_host(&t)
+    }
+
     /// Runs the pipeline on a host-only request (a tunnel's target, an
     /// sni-only name, a spliced connection checked again after a reload)
     /// and reports whether it may go on; a refusal is written into `rec`.

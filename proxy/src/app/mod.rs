@@ -220,6 +220,8 @@ fn tls_handling(
                     (vec!["miss".into()], s.misses),
                     (vec!["mint".into()], s.mints),
                     (vec!["mint_error".into()], s.mint_errors),
+                    (vec!["refused_mint".into()], s.refused_mints),
+                    (vec!["displaced".into()], s.displaced),
                 ]
             }));
             let queue = cache.queue().clone();

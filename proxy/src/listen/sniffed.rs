@@ -277,10 +277,13 @@ impl Intake {
         // The leaf, minted now unless it is cached: on the blocking pool and
         // in the client's turn (tls::mint_queue), so that no CA signature
         // runs on this worker and the resolver finds the leaf. A cached
-        // leaf (nearly every connection) costs one lookup here.
+        // leaf (nearly every connection) costs one lookup here. On a miss,
+        // a name no rule can allow gets its leaf (for its 403) apart from
+        // the main cache, where it would push out the leaves others use.
         let mut spent = Duration::ZERO;
         let mut mint_failed = None;
-        if let Some(minting) = cache.prepare(host, conn.counted_as, SNIFF_TIMEOUT) {
+        let refused = || self.shared.policy().refuses_host(host);
+        if let Some(minting) = cache.prepare(host, conn.counted_as, SNIFF_TIMEOUT, refused) {
             let started = tokio::time::Instant::now();
             match minting.await {
                 Ok(()) => {}

@@ -582,7 +582,8 @@ impl Metrics {
         )
     }
 
-    /// `iron_proxy_cert_cache_total{result=hit|miss|mint|mint_error}` from the leaf cache's stats.
+    /// `iron_proxy_cert_cache_total{result=hit|miss|mint|mint_error|refused_mint|displaced}`
+    /// from the leaf cache's stats.
     pub fn register_cert_cache(&self, read: CounterSourceFn) -> Result<(), MetricsError> {
         self.register_counter_source(
             "cert_cache",

@@ -5,6 +5,17 @@
 //! or a leaf in the last tenth of its life, goes through moka's per-key compute,
 //! so concurrent handshakes for one new name mint exactly once.
 //!
+//! Made-up names cannot push other clients' leaves out:
+//!
+//! - a name no allowlist rule can allow, whatever the method and path (the
+//!   listener asks the policy on a miss), gets its leaf in a side cache of
+//!   [`REFUSED_LEAVES`], so that the client can still read its 403, and
+//!   never takes a place in the main cache;
+//! - in the main cache each leaf counts against the client that minted it,
+//!   and a client past its fair share replaces its own oldest leaf
+//!   ([`shares`]), so that names made up under an allowed wildcard churn
+//!   only the leaves of the client that makes them up.
+//!
 //! rustls calls [`SniResolver::resolve`] synchronously, on the connection
 //! worker, and a mint there would hold the worker for a CA signature
 //! (milliseconds with an RSA CA). So the listener calls
@@ -19,7 +30,7 @@ use std::borrow::Cow;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use moka::ops::compute::Op;
@@ -31,6 +42,15 @@ use time::OffsetDateTime;
 use super::leaf::{normalize_name, LeafError, LeafMinter};
 use super::mint_queue::{Closed, MintQueue};
 use crate::intercept::Client;
+use shares::Shares;
+
+mod shares;
+
+/// Leaves kept, apart from the main cache, for names no allowlist rule can
+/// allow: enough for the few denied names a workload retries, so that it
+/// reads its 403 again without a mint, and few enough that a flood of
+/// made-up denied names churns only them.
+pub const REFUSED_LEAVES: u64 = 64;
 
 /// A source of "now"; tests substitute a movable clock.
 pub type Clock = Arc<dyn Fn() -> OffsetDateTime + Send + Sync>;
@@ -67,6 +87,19 @@ struct Entry {
     certified: Arc<CertifiedKey>,
     /// When to mint a replacement: 90% through the leaf's life.
     refresh_at: OffsetDateTime,
+    /// The client it counts against in the main cache ([`shares`]).
+    owner: Client,
+    /// Its number in [`Shares`] (0 in the refused names' cache).
+    seq: u64,
+}
+
+/// Where a leaf being minted goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Place {
+    /// The main cache, counted against this client.
+    Main(Client),
+    /// The refused names' cache.
+    Refused,
 }
 
 #[derive(Default)]
@@ -75,6 +108,8 @@ struct Counters {
     misses: AtomicU64,
     mints: AtomicU64,
     mint_errors: AtomicU64,
+    refused_mints: AtomicU64,
+    displaced: AtomicU64,
 }
 
 /// A snapshot of the cache counters, for metrics.
@@ -90,6 +125,14 @@ pub struct CacheStats {
     pub mint_errors: u64,
     /// Leaves currently cached (approximate: moka applies evictions lazily).
     pub entries: u64,
+    /// Leaves minted (counted in `mints` too) for names no allowlist rule
+    /// can allow, kept in the side cache of [`REFUSED_LEAVES`].
+    pub refused_mints: u64,
+    /// Leaves in that side cache.
+    pub refused_entries: u64,
+    /// Leaves that gave up their place to a newer leaf of the same client,
+    /// which held its fair share of a full cache ([`shares`]).
+    pub displaced: u64,
     /// Mints that waited for a turn ([`super::mint_queue`]): behind their
     /// client's previous mint, or for a slot.
     pub mint_waits: u64,
@@ -101,6 +144,10 @@ pub struct CacheStats {
 pub struct LeafCache {
     minter: LeafMinter,
     cache: moka::sync::Cache<String, Entry>,
+    /// Leaves for names no allowlist rule can allow.
+    refused: moka::sync::Cache<String, Entry>,
+    /// Each client's leaves in `cache`.
+    shares: Arc<Mutex<Shares>>,
     counters: Counters,
     clock: Clock,
     queue: Arc<MintQueue>,
@@ -135,13 +182,24 @@ impl LeafCache {
         clock: Clock,
         queue: Arc<MintQueue>,
     ) -> Self {
+        let shares = Arc::new(Mutex::new(Shares::new(capacity)));
+        let released = shares.clone();
         let cache = moka::sync::Cache::builder()
             .max_capacity(capacity)
+            .eviction_policy(EvictionPolicy::lru())
+            .eviction_listener(move |_key, entry: Entry, _cause| {
+                lock(&released).release(entry.owner, entry.seq);
+            })
+            .build();
+        let refused = moka::sync::Cache::builder()
+            .max_capacity(REFUSED_LEAVES)
             .eviction_policy(EvictionPolicy::lru())
             .build();
         LeafCache {
             minter,
             cache,
+            refused,
+            shares,
             counters: Counters::default(),
             clock,
             queue,
@@ -162,21 +220,26 @@ impl LeafCache {
             return Ok(certified);
         }
         self.counters.misses.fetch_add(1, Ordering::Relaxed);
-        self.mint_or_join(key.into_owned())
+        self.mint_or_join(key.into_owned(), Place::Main(Client::UNKNOWN))
     }
 
     /// The leaf a handshake presents: as [`get`](Self::get), but a hit is
     /// not counted, since [`prepare`](Self::prepare) counted this
-    /// connection's lookup. A miss here (the leaf evicted since, or a caller
-    /// that did not prepare) mints inline, on the caller's thread.
+    /// connection's lookup; the refused names' leaves are looked up too,
+    /// after the main cache's. A miss here (the leaf evicted since, or a
+    /// caller that did not prepare) mints inline, on the caller's thread,
+    /// into the main cache.
     pub fn for_handshake(&self, name: &str) -> Result<Arc<CertifiedKey>, LeafError> {
         let key = key_of(name);
         if let Some(certified) = self.fresh(&key) {
             return Ok(certified);
         }
+        if let Some(certified) = self.fresh_in(Place::Refused, &key) {
+            return Ok(certified);
+        }
         self.counters.misses.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(name = %key, "leaf not prepared; minting it inline");
-        self.mint_or_join(key.into_owned())
+        self.mint_or_join(key.into_owned(), Place::Main(Client::UNKNOWN))
     }
 
     /// Readies the leaf for `name` before a handshake that will ask for it.
@@ -188,21 +251,37 @@ impl LeafCache {
     /// gives up with [`PrepareError::Busy`] after `within`. Concurrent
     /// prepares of one name mint once (moka's per-key compute), and a leaf
     /// another connection minted while this one waited is not minted again.
+    ///
+    /// On a miss of the main cache, `refused` says whether no allowlist rule
+    /// can allow the name (it is not called on a hit): its leaf is then
+    /// looked up and minted in the refused names' cache
+    /// ([`REFUSED_LEAVES`]), and a new leaf of the main cache counts against
+    /// `client`'s share of it otherwise.
     pub fn prepare(
         self: &Arc<Self>,
         name: &str,
         client: Client,
         within: Duration,
+        refused: impl FnOnce() -> bool,
     ) -> Option<Minting> {
         let key = key_of(name);
         if self.fresh(&key).is_some() {
             self.counters.hits.fetch_add(1, Ordering::Relaxed);
             return None;
         }
+        let place = if refused() {
+            Place::Refused
+        } else {
+            Place::Main(client)
+        };
+        if place == Place::Refused && self.fresh_in(place, &key).is_some() {
+            self.counters.hits.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
         self.counters.misses.fetch_add(1, Ordering::Relaxed);
         let (cache, key) = (self.clone(), key.into_owned());
         Some(Box::pin(async move {
-            tokio::time::timeout(within, cache.mint_in_turn(key, client))
+            tokio::time::timeout(within, cache.mint_in_turn(key, client, place))
                 .await
                 .unwrap_or(Err(PrepareError::Busy))
         }))
@@ -216,6 +295,9 @@ impl LeafCache {
             mints: self.counters.mints.load(Ordering::Relaxed),
             mint_errors: self.counters.mint_errors.load(Ordering::Relaxed),
             entries: self.cache.entry_count(),
+            refused_mints: self.counters.refused_mints.load(Ordering::Relaxed),
+            refused_entries: self.refused.entry_count(),
+            displaced: self.counters.displaced.load(Ordering::Relaxed),
             mint_waits: self.queue.waits(),
             mints_waiting: self.queue.waiting(),
         }
@@ -234,6 +316,7 @@ impl LeafCache {
     /// Applies moka's pending evictions now (tests and metrics accuracy).
     pub fn run_pending_tasks(&self) {
         self.cache.run_pending_tasks();
+        self.refused.run_pending_tasks();
     }
 
     /// Calls `hook` with each name as its mint starts, on the minting thread.
@@ -248,6 +331,19 @@ impl LeafCache {
         ((self.clock)() < entry.refresh_at).then_some(entry.certified)
     }
 
+    /// As [`fresh`](Self::fresh), in the cache of `place`.
+    fn fresh_in(&self, place: Place, key: &str) -> Option<Arc<CertifiedKey>> {
+        let entry = self.cache_of(place).get(key)?;
+        ((self.clock)() < entry.refresh_at).then_some(entry.certified)
+    }
+
+    fn cache_of(&self, place: Place) -> &moka::sync::Cache<String, Entry> {
+        match place {
+            Place::Main(_) => &self.cache,
+            Place::Refused => &self.refused,
+        }
+    }
+
     /// Waits for `client`'s turn, then mints `key` on the blocking pool
     /// unless a fresh leaf turned up meanwhile. The turn is held by the
     /// blocking task, so a mint this future stops waiting for (its deadline
@@ -256,34 +352,38 @@ impl LeafCache {
         self: Arc<Self>,
         key: String,
         client: Client,
+        place: Place,
     ) -> Result<(), PrepareError> {
         let mine = self
             .queue
             .client_turn(client)
             .await
             .map_err(PrepareError::Queue)?;
-        if self.fresh(&key).is_some() {
+        if self.fresh_in(place, &key).is_some() {
             return Ok(()); // minted by another connection of the client
         }
         let turn = mine.slot().await.map_err(PrepareError::Queue)?;
-        if self.fresh(&key).is_some() {
+        if self.fresh_in(place, &key).is_some() {
             return Ok(()); // minted by another client's connection
         }
         tokio::task::spawn_blocking(move || {
             let _turn = turn;
-            self.mint_or_join(key).map(drop)
+            self.mint_or_join(key, place).map(drop)
         })
         .await
         .map_err(PrepareError::Lost)?
         .map_err(PrepareError::Mint)
     }
 
-    /// Mints `key` into the cache, or takes the leaf a concurrent caller
-    /// minted: per key serialised, whoever comes second sees the first
-    /// one's leaf.
-    fn mint_or_join(&self, key: String) -> Result<Arc<CertifiedKey>, LeafError> {
+    /// Mints `key` into the cache of `place`, or takes the leaf a
+    /// concurrent caller minted: per key serialised, whoever comes second
+    /// sees the first one's leaf.
+    fn mint_or_join(&self, key: String, place: Place) -> Result<Arc<CertifiedKey>, LeafError> {
+        if let Place::Main(client) = place {
+            self.make_room(client, &key);
+        }
         let result = self
-            .cache
+            .cache_of(place)
             .entry(key.clone())
             .and_try_compute_with(|current| {
                 let now = (self.clock)();
@@ -292,7 +392,17 @@ impl LeafCache {
                         return Ok(Op::Nop);
                     }
                 }
-                self.mint(&key, now).map(Op::Put)
+                let mut entry = self.mint(&key, now)?;
+                match place {
+                    Place::Main(client) => {
+                        entry.owner = client;
+                        entry.seq = lock(&self.shares).record(client, &key);
+                    }
+                    Place::Refused => {
+                        self.counters.refused_mints.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                Ok(Op::Put(entry))
             })?;
         match result.into_entry() {
             Some(entry) => Ok(entry.into_value().certified),
@@ -300,6 +410,33 @@ impl LeafCache {
             // outside the cache rather than fail a handshake.
             None => Ok(self.mint(&key, (self.clock)())?.certified),
         }
+    }
+
+    /// Before `client` mints `key` into the main cache: when the cache is
+    /// full and the client holds its fair share, removes the client's own
+    /// oldest leaf, so that the new one takes its place rather than the
+    /// least recently used leaf of whoever ([`shares`]). A replacement of a
+    /// cached leaf (`key` near expiry) takes no new place. Removed before
+    /// the new leaf goes in: moka evicts when an insert finds the cache
+    /// full.
+    fn make_room(&self, client: Client, key: &str) {
+        if self.cache.contains_key(key) {
+            return;
+        }
+        // The lock is released before the cache is touched: the cache's
+        // eviction listener takes it.
+        let Some(displaced) = lock(&self.shares).displace(client) else {
+            return;
+        };
+        // Only if it is still that leaf (not replaced meanwhile by a newer
+        // one, which counts against whoever minted it).
+        self.cache
+            .entry(displaced.key)
+            .and_compute_with(|current| match current {
+                Some(e) if e.value().seq == displaced.seq => Op::Remove,
+                _ => Op::Nop,
+            });
+        self.counters.displaced.fetch_add(1, Ordering::Relaxed);
     }
 
     fn mint(&self, name: &str, now: OffsetDateTime) -> Result<Entry, LeafError> {
@@ -315,8 +452,16 @@ impl LeafCache {
         Ok(Entry {
             certified: leaf.certified,
             refresh_at: leaf.not_after - life / 10,
+            owner: Client::UNKNOWN,
+            seq: 0,
         })
     }
+}
+
+/// The shares' lock; a panic elsewhere while it was held left counts that
+/// are at worst off by one, which is no reason to stop minting.
+fn lock(shares: &Mutex<Shares>) -> std::sync::MutexGuard<'_, Shares> {
+    shares.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// The cache key of `name`: [`normalize_name`]'s, borrowed when `name` is

@@ -116,6 +116,10 @@ impl Transform for Allowlist {
         "allowlist"
     }
 
+    fn refuses_host(&self, t: &Target<'_>) -> bool {
+        !self.warn && !self.allows_host(t)
+    }
+
     async fn on_request(
         &self,
         _req: &mut Request<Body>,
@@ -211,6 +215,27 @@ mod tests {
         );
         assert!(rules.allows(&t("203.0.113.9", "PUT", "/")));
         assert!(!rules.allows(&t("203.0.113.9", "POST", "/")));
+    }
+
+    #[test]
+    fn refuses_the_hosts_no_entry_can_allow() {
+        let a = list(
+            &["*.example.com"],
+            &["10.0.0.0/8"],
+            "[{host: api.test, methods: [POST], paths: ['/v1/*']}]",
+            false,
+        );
+        for host in ["made-up.example.com", "api.test", "10.1.2.3"] {
+            assert!(!a.refuses_host(&t(host, "", "")), "{host} may be allowed");
+        }
+        for host in ["made-up.test", "example.org", "11.1.2.3"] {
+            assert!(a.refuses_host(&t(host, "", "")), "{host} never is");
+        }
+        let warn = list(&["a.test"], &[], "[]", true);
+        assert!(
+            !warn.refuses_host(&t("b.test", "", "")),
+            "warn mode refuses nothing"
+        );
     }
 
     #[tokio::test]

@@ -473,6 +473,13 @@ impl Transform for GcpAuth {
         "gcp_auth"
     }
 
+    fn may_answer_host(&self, t: &crate::rules::Target<'_>) -> bool {
+        t.host.eq_ignore_ascii_case("oauth2.googleapis.com")
+            || metadata::HOSTS
+                .iter()
+                .any(|h| t.host.eq_ignore_ascii_case(h))
+    }
+
     async fn on_request(
         &self,
         req: &mut Request<Body>,

@@ -522,6 +522,13 @@ impl Entry {
     }
 
     /// True for a request to this entry's token endpoint (host, port and path).
+    /// Whether its token endpoint is on `host` (normalised), any port.
+    fn is_endpoint_host(&self, host: &str) -> bool {
+        let own = self.endpoint.host_str().unwrap_or("");
+        let own = own.trim_start_matches('[').trim_end_matches(']');
+        crate::rules::normalize_host(own).eq_ignore_ascii_case(host)
+    }
+
     fn is_endpoint(&self, cx: &Flow, path: &str) -> bool {
         let host = self.endpoint.host_str().unwrap_or("");
         let host = host.trim_start_matches('[').trim_end_matches(']');
@@ -1032,6 +1039,10 @@ pub(crate) fn stub_response() -> Response<Body> {
 impl Transform for OAuthToken {
     fn name(&self) -> &str {
         "oauth_token"
+    }
+
+    fn may_answer_host(&self, t: &crate::rules::Target<'_>) -> bool {
+        self.entries.iter().any(|e| e.is_endpoint_host(t.host))
     }
 
     async fn on_request(

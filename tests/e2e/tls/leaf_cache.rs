@@ -1,5 +1,8 @@
 //! Leaf minting under load: 200 concurrent handshakes for one name the proxy has never seen
 //! all get the same leaf. Leaves carry random serials, so one certificate means one mint.
+//! And made-up names cannot push another client's leaf out of the cache: neither names no
+//! rule allows (each still gets a leaf of its own, so the client reads its 403) nor names
+//! made up under an allowed wildcard.
 
 use super::*;
 
@@ -73,6 +76,140 @@ fn two_hundred_concurrent_handshakes_for_a_new_name_mint_one_leaf() {
     );
     let other = handshakes(&px, "other.httpbin.test", 1);
     assert_ne!(other["distinct"], v["distinct"], "a leaf per name");
+}
+
+/// argv: proxy host, port, CA, source address, request (`get` or `handshake`), names. For
+/// each name in turn: connects from the source address, handshakes verifying the leaf for
+/// that name against the proxy's CA, then sends `GET /` and reads the status (`get`) or
+/// closes (`handshake`). Prints the statuses (0 after a handshake only) and any errors.
+const NAMES: &str = r#"
+import json, socket, ssl, sys
+host, port, ca, source, what = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+ctx = ssl.create_default_context(cafile=ca)
+statuses, errors = [], []
+for name in sys.argv[6:]:
+    try:
+        s = socket.create_connection((host, port), timeout=30, source_address=(source, 0))
+        with ctx.wrap_socket(s, server_hostname=name) as t:
+            if what == "get":
+                t.sendall(f"GET / HTTP/1.1\r\nHost: {name}\r\nConnection: close\r\n\r\n".encode())
+                head = b""
+                while b"\r\n" not in head:
+                    chunk = t.recv(4096)
+                    if not chunk:
+                        break
+                    head += chunk
+                statuses.append(int(head.split(b" ")[1]))
+            else:
+                statuses.append(0)
+    except Exception as e:
+        errors.append(f"{name}: {e!r}")
+print(json.dumps({"statuses": statuses, "errors": errors}))
+"#;
+
+/// A proxy whose allowlist has one name and one wildcard, with a leaf cache of 8.
+fn small_cache_proxy() -> ProxyProcess {
+    let config = r#"
+transforms:
+  - name: allowlist
+    config:
+      domains: ["kept.test", "*.wild.test"]
+"#;
+    Proxy::with(config)
+        .env("IRON_TLS_CERT_CACHE_SIZE", "8")
+        .start()
+}
+
+/// Runs [`NAMES`] from `source` for `names`; panics on any error.
+fn connect_names(px: &ProxyProcess, source: &str, what: &str, names: &[String]) -> Vec<u64> {
+    let https = px.https_addr();
+    let mut args = vec![
+        https.ip().to_string(),
+        https.port().to_string(),
+        px.ca().to_string(),
+        source.to_string(),
+        what.to_string(),
+    ];
+    args.extend(names.iter().cloned());
+    let v = python(NAMES, args).assert_ok().json();
+    assert_eq!(v["errors"], serde_json::json!([]), "{v}");
+    v["statuses"]
+        .as_array()
+        .map(|a| a.iter().filter_map(serde_json::Value::as_u64).collect())
+        .unwrap_or_default()
+}
+
+/// `iron_proxy_cert_cache_total{result}` from `/metrics`, waiting for the metrics server.
+fn cert_cache(px: &ProxyProcess, result: &str) -> f64 {
+    let url = format!("http://{}/metrics", hostport(px.metrics_addr()));
+    let label = format!("result=\"{result}\"");
+    wait_until(Duration::from_secs(10), "the leaf cache's metrics", || {
+        let r = Curl::get(&url).max_time(5).run();
+        r.body
+            .lines()
+            .find(|l| l.starts_with("iron_proxy_cert_cache_total") && l.contains(&label))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    })
+}
+
+/// One client (127.0.0.2) connects with 30 made-up names `name(i)`; another client's leaf,
+/// for `kept.test`, is still cached afterwards: its next connection is a hit, not a mint.
+fn flood_keeps_the_other_clients_leaf(
+    what: &str,
+    name: impl Fn(usize) -> String,
+) -> (ProxyProcess, Vec<u64>) {
+    let px = small_cache_proxy();
+    let kept = ["kept.test".to_string()];
+    connect_names(&px, "127.0.0.1", "handshake", &kept);
+    assert_eq!(cert_cache(&px, "mint"), 1.0, "kept.test's leaf minted");
+
+    let names: Vec<String> = (0..30).map(name).collect();
+    let statuses = connect_names(&px, "127.0.0.2", what, &names);
+    assert_eq!(
+        cert_cache(&px, "mint"),
+        31.0,
+        "a leaf per made-up name (each handshake verified its own name)"
+    );
+
+    let hits = cert_cache(&px, "hit");
+    connect_names(&px, "127.0.0.1", "handshake", &kept);
+    assert_eq!(
+        cert_cache(&px, "mint"),
+        31.0,
+        "kept.test's leaf is still cached: no mint for 127.0.0.1's next connection"
+    );
+    assert_eq!(cert_cache(&px, "hit"), hits + 1.0, "a hit instead");
+    (px, statuses)
+}
+
+#[test]
+fn names_no_rule_allows_do_not_push_another_clients_leaf_out() {
+    let (px, statuses) =
+        flood_keeps_the_other_clients_leaf("get", |i| format!("made-up-{i}.denied.test"));
+    assert!(
+        statuses.len() == 30 && statuses.iter().all(|&s| s == 403),
+        "each refused name's client read its 403 over a leaf for its name: {statuses:?}"
+    );
+    assert_eq!(
+        cert_cache(&px, "refused_mint"),
+        30.0,
+        "their leaves went to the refused names' cache"
+    );
+}
+
+#[test]
+fn names_made_up_under_an_allowed_wildcard_do_not_push_another_clients_leaf_out() {
+    let (px, _) =
+        flood_keeps_the_other_clients_leaf("handshake", |i| format!("made-up-{i}.wild.test"));
+    assert_eq!(
+        cert_cache(&px, "refused_mint"),
+        0.0,
+        "the wildcard allows them"
+    );
+    // 127.0.0.2 filled the 7 free places of the 8, then each of its 23 other names took
+    // the place of its own oldest leaf: it held more than its share (8 / 2 clients).
+    assert_eq!(cert_cache(&px, "displaced"), 23.0);
 }
 
 /// `iron_proxy_cert_cache_total{result="mint"}` from `/metrics`, once the metrics server

@@ -133,4 +133,5 @@ fn stale_entry_is_replaced_once_under_concurrency() {
     assert_eq!(cache.stats().mints, 2, "one re-mint: {:?}", cache.stats());
 }
 
+mod made_up;
 mod prepare;

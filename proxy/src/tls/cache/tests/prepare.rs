@@ -104,7 +104,7 @@ fn spawn_prepare(
     client: Client,
 ) -> tokio::task::JoinHandle<Result<(), PrepareError>> {
     let minting = cache
-        .prepare(name, client, WITHIN)
+        .prepare(name, client, WITHIN, || false)
         .unwrap_or_else(|| panic!("{name} is not cached yet"));
     tokio::spawn(minting)
 }
@@ -151,7 +151,9 @@ async fn a_mint_runs_off_the_worker_while_other_tasks_go_on() {
     release.send(()).expect("the mint waits");
     done(minting, "slow.test").await;
     assert!(
-        cache.prepare("slow.test", client(1), WITHIN).is_none(),
+        cache
+            .prepare("slow.test", client(1), WITHIN, || false)
+            .is_none(),
         "the prepared leaf is cached"
     );
     let stats = cache.stats();
@@ -278,7 +280,9 @@ async fn a_fresh_leaf_takes_no_turn() {
 
     for who in [client(1), client(2)] {
         assert!(
-            cache.prepare("cached.test", who, WITHIN).is_none(),
+            cache
+                .prepare("cached.test", who, WITHIN, || false)
+                .is_none(),
             "a fresh leaf is ready at once for {who:?}"
         );
     }
@@ -304,7 +308,7 @@ async fn a_mint_that_gets_no_turn_in_time_is_busy_and_gives_its_place_up() {
     assert_eq!(gate.next().await.name, "first.test");
 
     let late = cache
-        .prepare("late.test", client(1), Duration::ZERO)
+        .prepare("late.test", client(1), Duration::ZERO, || false)
         .expect("not cached");
     let result = late.await;
     assert!(matches!(result, Err(PrepareError::Busy)), "{result:?}");
@@ -336,14 +340,16 @@ async fn a_mint_that_gets_no_turn_in_time_is_busy_and_gives_its_place_up() {
 async fn a_failed_mint_is_an_error_and_is_not_cached() {
     let cache = cache_with_slots(1);
     let minting = cache
-        .prepare("bad name", client(1), WITHIN)
+        .prepare("bad name", client(1), WITHIN, || false)
         .expect("not cached");
     let result = minting.await;
     assert!(
         matches!(result, Err(PrepareError::Mint(LeafError::InvalidName(_)))),
         "{result:?}"
     );
-    assert!(cache.prepare("bad name", client(1), WITHIN).is_some());
+    assert!(cache
+        .prepare("bad name", client(1), WITHIN, || false)
+        .is_some());
     assert_eq!(cache.stats().mint_errors, 1);
     assert_eq!(cache.queue().clients(), 0);
 }
