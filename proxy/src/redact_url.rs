@@ -26,6 +26,21 @@ pub fn for_log(url: &str) -> String {
     format!("{scheme}{host}{path}")
 }
 
+/// `text` (a URL, an authority or a `Host` value a client sent) with the
+/// user and password of its authority, if any, replaced by `***`: kept
+/// otherwise as written, so that a refusal quoting it still shows what
+/// was wrong. A client that wrote `user:pw@host` has put a credential
+/// there, and the refusal's audit record and error quote the text.
+pub fn userinfo_masked(text: &str) -> std::borrow::Cow<'_, str> {
+    let start = text.find("://").map_or(0, |i| i + 3);
+    let rest = &text[start..];
+    let end = rest.find(['/', '\\', '?', '#']).unwrap_or(rest.len());
+    match rest[..end].rfind('@') {
+        Some(at) => format!("{}***{}", &text[..start], &rest[at..]).into(),
+        None => text.into(),
+    }
+}
+
 /// `url` without its user and password, when it has any; the query is
 /// kept (it is part of where a request goes). Spelled as written
 /// otherwise: no `/` added after a bare host and port. `None` when there is
@@ -48,6 +63,21 @@ pub fn without_userinfo(url: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_clients_userinfo_is_masked_and_the_rest_kept() {
+        for (text, shown) in [
+            ("eve:EvePW@denied.test", "***@denied.test"),
+            ("frank:FrankPW@denied.test:443", "***@denied.test:443"),
+            ("http://eve:EvePW@a.test/x?q=1", "http://***@a.test/x?q=1"),
+            ("u:p@w@a.test", "***@a.test"),
+            ("a.test:80", "a.test:80"),
+            ("http://a.test/x@y", "http://a.test/x@y"),
+            ("", ""),
+        ] {
+            assert_eq!(userinfo_masked(text), shown, "{text}");
+        }
+    }
 
     #[test]
     fn userinfo_query_and_fragment_are_left_out() {

@@ -146,6 +146,8 @@ fn destination_of(
 ) -> Result<(String, u16), HostError> {
     let invalid = |raw: &[u8]| {
         let text = String::from_utf8_lossy(raw);
+        // Userinfo is refused, and may be a credential: not quoted.
+        let text = crate::redact_url::userinfo_masked(&text);
         HostError::Invalid(text.chars().take(256).collect())
     };
     let mut hosts = headers.get_all(header::HOST).iter();

@@ -224,7 +224,11 @@ async fn admit(
 /// `host:port`: no port, or userinfo (`CONNECT b.test@a.test:443`), which
 /// would otherwise be dropped quietly and the tunnel opened to a.test.
 fn refuse_target(target: &str, remote: SocketAddr, intake: &Intake) -> Response<Body> {
-    let text: String = target.chars().take(256).collect();
+    // Userinfo is refused, and may be a credential: not quoted.
+    let text: String = crate::redact_url::userinfo_masked(target)
+        .chars()
+        .take(256)
+        .collect();
     let mut conn = ConnInfo::new(remote, Mode::Tunnel, false, 0);
     conn.tunnel = Some(TunnelInfo {
         kind: "connect",
@@ -484,7 +488,12 @@ where
                 None => {
                     // Refused as a target the tunnel does not allow.
                     socks_reply(s, SOCKS_NOT_ALLOWED).await?;
-                    let text = String::from_utf8_lossy(&d).chars().take(256).collect();
+                    let text = String::from_utf8_lossy(&d);
+                    // Userinfo may be a credential: not quoted.
+                    let text = crate::redact_url::userinfo_masked(&text)
+                        .chars()
+                        .take(256)
+                        .collect();
                     Err(SocksError::Domain(text))
                 }
             };

@@ -51,7 +51,8 @@ fn record_of(px: &ProxyProcess, raw: &Raw) -> AuditRecord {
 fn connect_and_socks5_targets_with_userinfo_are_refused() {
     require_root!();
     let (_net, up, px) = mitm_with("httpbin.test");
-    let target = "evil.test@httpbin.test:443";
+    // The userinfo may be a credential: the record names the target without it.
+    let target = "eve:EvePW@httpbin.test:443";
 
     // A CONNECT read directly, and one hyper reads (a ClientHello sent before the answer).
     for early in [&b""[..], b"\x16\x03\x01"] {
@@ -66,7 +67,9 @@ fn connect_and_socks5_targets_with_userinfo_are_refused() {
         assert_eq!(rec.str("reason"), Some("invalid_host"), "{rec}");
         assert_eq!(rec.status_code(), Some(400), "{rec}");
         assert_eq!(rec.method(), Some("CONNECT"), "{rec}");
-        assert_eq!(rec.pointer("/tunnel/target"), Some(&target.into()), "{rec}");
+        let masked = "***@httpbin.test:443";
+        assert_eq!(rec.pointer("/tunnel/target"), Some(&masked.into()), "{rec}");
+        assert!(!rec.to_string().contains("EvePW"), "{rec}");
     }
 
     // A target that is no authority at all is named as sent.
@@ -83,7 +86,7 @@ fn connect_and_socks5_targets_with_userinfo_are_refused() {
     }
 
     // SOCKS5 with the same name as its domain: refused as "not allowed" (0x02), no tunnel.
-    let domain = b"evil.test@httpbin.test";
+    let domain = b"eve:EvePW@httpbin.test";
     let mut raw = Raw::connect(px.tunnel_addr());
     let mut request = vec![0x05, 0x01, 0x00, 0x03, domain.len() as u8];
     request.extend_from_slice(domain);
@@ -101,6 +104,7 @@ fn connect_and_socks5_targets_with_userinfo_are_refused() {
     assert_eq!(rec.str("reason"), Some("invalid_host"), "{rec}");
     assert_eq!(rec.status_code(), Some(0), "no HTTP response: {rec}");
     assert_eq!(rec.pointer("/tunnel/kind"), Some(&"socks5".into()), "{rec}");
+    assert!(!rec.to_string().contains("EvePW"), "{rec}");
 
     up.assert_untouched();
     assert_still_serving(&px, &up, "after-userinfo");
