@@ -18,6 +18,7 @@ mod oauth;
 mod reflected_body;
 mod reflected_head;
 mod replace;
+mod reread;
 mod schemes;
 mod signed_scrub;
 

@@ -25,15 +25,15 @@ fn limits_of(cfg: &Config) -> Limits {
 }
 
 /// Builds the swappable part of the proxy from a config. `sources` is kept
-/// for the life of the process so reloads reuse cached secret values.
+/// for the life of the process so reloads reuse cached secret values; pass
+/// a staged one ([`Sources::stage`]) and commit it once the policy is in
+/// force, so that a build never put in force contacts no secret backend.
 pub fn build_policy(
     cfg: &Config,
     sources: &Sources,
     metrics: Option<&Arc<crate::ops::Metrics>>,
 ) -> Result<(Policy, DenyList), AppError> {
     let limits = limits_of(cfg);
-    // This config's `ttl`s replace the last one's on the secret caches it keeps.
-    sources.next_build();
     let mut list: Vec<Arc<dyn Transform>> = Vec::with_capacity(cfg.transforms.len());
     for (index, t) in cfg.transforms.iter().enumerate() {
         list.push(build_transform(index, t, sources, &limits)?);

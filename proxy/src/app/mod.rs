@@ -383,7 +383,18 @@ impl App {
             },
             ..SourcesOptions::default()
         });
-        let (policy, deny) = build_policy(&cfg, &sources, Some(&metrics))?;
+        let staged = sources.stage();
+        let (policy, deny) = build_policy(&cfg, staged.sources(), Some(&metrics))?;
+        // Fetched now, in the background, so values are usually there before traffic.
+        staged.commit();
+        let stale = sources.clone();
+        let _ = metrics.register_secret_staleness(Box::new(move || {
+            stale
+                .staleness()
+                .into_iter()
+                .map(|(kind, name, d)| (vec![kind.to_string(), name], d.as_secs()))
+                .collect()
+        }));
         let (tls, ca_fingerprint) = tls_handling(&cfg, &metrics, ca)?;
         let upstream_tls = crate::tls::upstream_client_config()
             .map_err(|e| AppError::Tls(crate::error_chain(&e)))?;

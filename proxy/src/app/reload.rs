@@ -26,7 +26,12 @@
 //! reload too, so a reload can never load a policy that is silently ignored.
 //! Transforms a reload builds take their backend HTTP client from the
 //! process-long [`Sources`], so it keeps the startup resolver, exactly as the
-//! data plane does (`dns` is restart-only).
+//! data plane does (`dns` is restart-only). They are built through a staged
+//! registry ([`Sources::stage`]): what they ask of the secret sources (the
+//! first fetch of a source the config adds, a kept source's new `ttl`) is
+//! done by the commit after the swap, which also re-reads the sources kept
+//! (the answer's `secrets_reread`), so a reload refused after its build has
+//! contacted no backend and retuned nothing.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -38,7 +43,7 @@ use crate::config::{self, Config};
 use crate::config_source::{self, ConfigSource};
 use crate::ops::{self, Metrics, ReloadController, ReloadSummary, Reloader};
 use crate::secrets::aws::AwsShared;
-use crate::secrets::Sources;
+use crate::secrets::{Sources, Staged};
 use crate::state::Shared;
 
 use super::build_policy;
@@ -111,9 +116,18 @@ impl SourceReloader {
                 )),
                 config::TlsConfig::SniOnly => None,
             };
-            let (policy, deny) =
-                build_policy(&cfg, &sources, Some(&metrics)).map_err(|e| vec![e.to_string()])?;
-            Ok(Built { policy, deny, ca })
+            // Nothing the build asks of the secret sources happens before
+            // the commit, after the swap: a reload refused below contacts
+            // no backend and retunes no cache.
+            let staged = sources.stage();
+            let (policy, deny) = build_policy(&cfg, staged.sources(), Some(&metrics))
+                .map_err(|e| vec![e.to_string()])?;
+            Ok(Built {
+                policy,
+                deny,
+                ca,
+                staged,
+            })
         });
         match tokio::time::timeout(BUILD_TIMEOUT, build).await {
             Ok(Ok(built)) => built,
@@ -172,6 +186,8 @@ struct Built {
     deny: crate::upstream::DenyList,
     /// The CA the config names (MITM), as its files hold it now.
     ca: Option<CaFingerprint>,
+    /// What the build asks of the secret sources, done once it is in force.
+    staged: Staged,
 }
 
 /// The SHA-256 of a CA's certificate chain (DER): a CA replaced in its
@@ -267,7 +283,12 @@ impl Reloader for SourceReloader {
         if let Some(refused) = drops_the_allowlist(&self.shared.policy(), &cfg) {
             return Err(vec![refused]);
         }
-        let Built { policy, deny, ca } = self.build(&cfg).await?;
+        let Built {
+            policy,
+            deny,
+            ca,
+            staged,
+        } = self.build(&cfg).await?;
         // Lints, and the `IRON_*` variables nothing reads, as start-up logs them: the
         // environment is the one the process started with, but what the config names (a
         // secret source's `var`, `api_key_env`) is this config's.
@@ -308,6 +329,9 @@ impl Reloader for SourceReloader {
         // take seconds).
         self.apply_client_limits(&cfg);
         self.shared.swap(policy, deny);
+        // In force: the sources it adds are fetched, the ones it keeps
+        // re-read (in the background; "configuration reloaded" counts them).
+        let secrets = staged.commit();
         let moved = self.listeners.commit(prepared).await;
         for c in &moved {
             tracing::info!(
@@ -353,6 +377,7 @@ impl Reloader for SourceReloader {
         }
         let mut details = Map::new();
         details.insert("transforms".into(), Value::from(transforms));
+        details.insert("secrets_reread".into(), Value::from(secrets.reread));
         if let Some(cidrs) = kernel_deny {
             details.insert("kernel_deny_cidrs".into(), Value::from(cidrs));
         }

@@ -253,7 +253,8 @@ impl ReloadController {
             Ok(s) => {
                 cur.config_hash = s.config_hash.clone();
                 let transforms = s.details.get("transforms").and_then(Value::as_u64);
-                tracing::info!(trigger = trigger.as_str(), config_hash = %s.config_hash, transforms, "configuration reloaded");
+                let secrets_reread = s.details.get("secrets_reread").and_then(Value::as_u64);
+                tracing::info!(trigger = trigger.as_str(), config_hash = %s.config_hash, transforms, secrets_reread, "configuration reloaded");
                 ("success", Vec::new())
             }
             Err(errors) => {

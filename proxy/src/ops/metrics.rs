@@ -572,6 +572,21 @@ impl Metrics {
         Ok(())
     }
 
+    /// `iron_proxy_secret_stale_seconds{source,name}`: per secret source in
+    /// use (its type and name, never a value), how long the value it serves
+    /// has been stale (its refresh failing, the last good value served past
+    /// its `ttl`), 0 while fresh; read from the sources' registry.
+    pub fn register_secret_staleness(&self, read: CounterSourceFn) -> Result<(), MetricsError> {
+        self.register_gauge_source(
+            "secret_stale_seconds",
+            "Seconds the value a secret source serves has been stale (its refresh or re-read \
+             failing since, the last good value still served), 0 when fresh; by source type \
+             and name",
+            &["source", "name"],
+            read,
+        )
+    }
+
     /// `iron_proxy_dns_queries_total{outcome}` from the DNS server's stats.
     pub fn register_dns_queries(&self, read: CounterSourceFn) -> Result<(), MetricsError> {
         self.register_counter_source(

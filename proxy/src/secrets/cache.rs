@@ -12,7 +12,11 @@
 //!   [`RETRY_MIN`] up to `min(ttl, RETRY_MAX)`; each failure is logged at WARN.
 //!   There is no hard staleness limit: a stale credential is at worst refused
 //!   by the upstream, while dropping it would refuse every request.
-//! - **`ttl: 0`.** Read once, kept for the life of the source.
+//! - **`ttl: 0`.** Read once, kept for the life of the source; a reload
+//!   that keeps the source reads it again ([`Cached::reread`]).
+//! - **Stale.** A value whose refresh (or re-read after a reload) failed,
+//!   with no success since, is stale from that failure on
+//!   ([`Cached::stale_for`], the `iron_proxy_secret_stale_seconds` gauge).
 //!
 //! The refresh task holds only a weak reference, so it ends when the source is
 //! dropped (for example when a reload removes it). A reload that keeps the
@@ -66,6 +70,9 @@ struct State {
     ttl: Duration,
     /// The build ([`super::Sources::next_build`]) that last set `ttl`.
     ttl_build: u64,
+    /// Since when the value served is stale: the first failed refresh or
+    /// re-read after the last good fetch.
+    stale_since: Option<Instant>,
 }
 
 impl Cached {
@@ -122,6 +129,68 @@ impl Cached {
     /// `json_key`. Never a value.
     pub fn key(&self) -> &str {
         &self.key
+    }
+
+    /// The source's name (variable, secret id, `op://` reference).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The source's type (`env`, `aws_sm`, ...; empty outside the registry).
+    pub fn kind(&self) -> &'static str {
+        self.kind
+    }
+
+    /// How long the value served has been stale: since the first refresh
+    /// or re-read that failed after the last good fetch; zero when fresh
+    /// or never fetched.
+    pub fn stale_for(&self) -> Duration {
+        self.state()
+            .stale_since
+            .map_or(Duration::ZERO, |at| at.elapsed())
+    }
+
+    /// Fetches the value again now, in the background, if there is one
+    /// (a committed reload that keeps this source): the old value serves
+    /// until the new one is in; a failure keeps it, logs a warning naming
+    /// the source and makes it stale. Returns whether a re-read started
+    /// (no value yet, or no Tokio runtime: nothing to re-read).
+    pub fn reread(self: &Arc<Self>) -> bool {
+        if self.state().value.is_none() || tokio::runtime::Handle::try_current().is_err() {
+            return false;
+        }
+        let me = self.clone();
+        tokio::spawn(async move {
+            match me.fetch_once().await {
+                Ok(v) => me.store(v, "secret value changed on re-read after the reload"),
+                Err(e) => {
+                    me.mark_stale();
+                    tracing::warn!(secret = %me.name, error = %e,
+                        "re-reading the secret after the reload failed; serving the last good value");
+                }
+            }
+        });
+        true
+    }
+
+    /// Puts a freshly fetched value in service (no longer stale); logs
+    /// `changed` at INFO if it differs from the one it replaces.
+    fn store(&self, v: SecretValue, changed: &str) {
+        let mut st = self.state();
+        if st.value.as_ref().is_some_and(|old| *old != v) {
+            tracing::info!(secret = %self.name, "{changed}");
+        }
+        st.value = Some(v);
+        st.stale_since = None;
+    }
+
+    /// A refresh or re-read failed: the value served is stale from now,
+    /// unless it already was.
+    fn mark_stale(&self) {
+        let mut st = self.state();
+        if st.value.is_some() && st.stale_since.is_none() {
+            st.stale_since = Some(Instant::now());
+        }
     }
 
     /// The refresh interval now.
@@ -187,6 +256,7 @@ impl Cached {
                     let mut st = self.state();
                     st.value = Some(v.clone());
                     st.failure = None;
+                    st.stale_since = None;
                     let start = !st.ttl.is_zero() && !st.refreshing;
                     st.refreshing |= start;
                     start
@@ -246,7 +316,7 @@ impl Cached {
 }
 
 /// Of two refresh intervals, the one that refreshes sooner (zero is never).
-fn shortest_refresh(a: Duration, b: Duration) -> Duration {
+pub(super) fn shortest_refresh(a: Duration, b: Duration) -> Duration {
     match (a.is_zero(), b.is_zero()) {
         (true, _) => b,
         (_, true) => a,
@@ -295,15 +365,12 @@ fn spawn_refresh(weak: std::sync::Weak<Cached>, retune: Arc<Notify>) {
             let Some(me) = weak.upgrade() else { return };
             match me.fetch_once().await {
                 Ok(v) => {
-                    let mut st = me.state();
-                    if st.value.as_ref() != Some(&v) {
-                        tracing::info!(secret = %me.name, "secret value changed on refresh");
-                    }
-                    st.value = Some(v);
+                    me.store(v, "secret value changed on refresh");
                     delay = ttl;
                     failures = 0;
                 }
                 Err(e) => {
+                    me.mark_stale();
                     failures = failures.saturating_add(1);
                     delay = RETRY_MIN
                         .saturating_mul(1 << failures.min(16).saturating_sub(1))

@@ -20,6 +20,7 @@ pub mod env;
 pub mod http;
 pub mod onepassword;
 pub mod scrub;
+pub mod stage;
 pub mod value;
 
 use std::any::Any;
@@ -34,6 +35,7 @@ use zeroize::{Zeroize, Zeroizing};
 
 pub use crate::config::{OpRef, SecretSourceConfig};
 pub use cache::Cached;
+pub use stage::{Committed, Staged};
 pub use value::SecretValue;
 
 /// Why a secret could not be resolved. Never contains the value.
@@ -141,6 +143,9 @@ pub struct SourcesOptions {
 #[derive(Clone)]
 pub struct Sources {
     inner: Arc<SourcesInner>,
+    /// The build this handle stages ([`Sources::stage`]): what its sources
+    /// ask for waits for [`Staged::commit`].
+    stage: Option<Arc<stage::Stage>>,
 }
 
 struct SourcesInner {
@@ -173,6 +178,7 @@ impl Sources {
                 kept: Mutex::new(HashMap::new()),
                 build: AtomicU64::new(0),
             }),
+            stage: None,
         }
     }
 
@@ -206,9 +212,27 @@ impl Sources {
         }
     }
 
-    /// Starts building a new config (startup, each reload): the `ttl`s the
-    /// sources of this build ask for replace those of the last one. Within
-    /// one build, a source named twice refreshes at the shorter `ttl`.
+    /// Starts a config build whose effects on the sources wait for its
+    /// commit: build the policy with [`Staged::sources`], then call
+    /// [`Staged::commit`] once the policy is in force. Until then no
+    /// backend is contacted for the build (no prefetch of a source it adds)
+    /// and the sources it keeps run as the config in force asks (their
+    /// `ttl`); a build dropped uncommitted (a reload refused after the
+    /// policy was built) has changed nothing. The commit applies this
+    /// config's `ttl`s (a source named twice refreshes at the shorter one),
+    /// starts the first fetch of the sources without a value, and re-reads
+    /// those with one ([`Cached::reread`]).
+    pub fn stage(&self) -> Staged {
+        Staged::new(Sources {
+            inner: self.inner.clone(),
+            stage: Some(Arc::default()),
+        })
+    }
+
+    /// Starts building a new config outside [`Sources::stage`] (tests): the
+    /// `ttl`s the sources named from here on ask for replace those of the
+    /// last build. Within one build, a source named twice refreshes at the
+    /// shorter `ttl`.
     pub fn next_build(&self) {
         self.inner.build.fetch_add(1, Ordering::Relaxed);
     }
@@ -216,40 +240,89 @@ impl Sources {
     /// A handle on the value `cfg` describes. No I/O happens here unless
     /// prefetching is on, and then only in the background. A source already
     /// cached (the config in force names it too) is shared, value and all;
-    /// its refresh interval becomes `cfg`'s `ttl`.
+    /// its refresh interval becomes `cfg`'s `ttl`. In a staged build
+    /// ([`Sources::stage`]) neither happens before the commit.
     pub fn secret(&self, cfg: &SecretSourceConfig) -> Secret {
+        self.secret_from(cfg, || self.fetcher(cfg))
+    }
+
+    /// [`Sources::secret`] with the fetcher `make` returns when the source
+    /// is not cached yet (tests script backends this way).
+    pub(crate) fn secret_from(
+        &self,
+        cfg: &SecretSourceConfig,
+        make: impl FnOnce() -> Box<dyn Fetch>,
+    ) -> Secret {
         let (key, name) = identity(cfg);
-        let build = self.inner.build.load(Ordering::Relaxed);
         let ttl = cfg.ttl().get();
         let mut caches = self.inner.caches.lock().unwrap_or_else(|p| p.into_inner());
         caches.retain(|_, w| w.strong_count() > 0);
-        let cached = match caches.get(&key).and_then(Weak::upgrade) {
-            Some(c) => {
-                c.set_ttl(ttl, build);
-                c
-            }
+        let (cached, new) = match caches.get(&key).and_then(Weak::upgrade) {
+            Some(c) => (c, false),
             None => {
                 let c = Cached::keyed(
                     key.clone(),
                     name.clone(),
-                    self.fetcher(cfg),
+                    make(),
                     ttl,
                     source_type(cfg),
                     self.inner.opts.on_fetch_failure.clone(),
                 );
-                c.set_ttl(ttl, build);
                 caches.insert(key, Arc::downgrade(&c));
-                if self.inner.opts.prefetch {
-                    c.prefetch();
-                }
-                c
+                (c, true)
             }
         };
+        drop(caches);
+        match &self.stage {
+            Some(stage) => stage.name(&cached, ttl),
+            None => {
+                cached.set_ttl(ttl, self.inner.build.load(Ordering::Relaxed));
+                if new && self.inner.opts.prefetch {
+                    cached.prefetch();
+                }
+            }
+        }
         Secret {
             name,
             cached,
             json_key: cfg.json_key().map(str::to_string),
         }
+    }
+
+    /// How long the value each live source serves has been stale: since
+    /// the first refresh (or re-read after a reload) that failed with no
+    /// success after it; zero for a fresh one, and for one never fetched
+    /// (which serves nothing: its requests fail). By source type and name
+    /// (the variable, secret id, parameter name or `op://` reference; the
+    /// longest of several sources that share both). Never a value.
+    pub fn staleness(&self) -> Vec<(&'static str, String, Duration)> {
+        let caches: Vec<Arc<Cached>> = {
+            let caches = self.inner.caches.lock().unwrap_or_else(|p| p.into_inner());
+            caches.values().filter_map(Weak::upgrade).collect()
+        };
+        let mut out: Vec<(&'static str, String, Duration)> = Vec::new();
+        for c in caches {
+            let stale = c.stale_for();
+            match out
+                .iter_mut()
+                .find(|(k, n, _)| *k == c.kind() && n == c.name())
+            {
+                Some(found) => found.2 = found.2.max(stale),
+                None => out.push((c.kind(), c.name().to_string(), stale)),
+            }
+        }
+        out.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+        out
+    }
+
+    /// Whether new sources are fetched at once rather than on first use.
+    fn prefetches(&self) -> bool {
+        self.inner.opts.prefetch
+    }
+
+    /// The build number a commit applies its `ttl`s under.
+    fn take_build(&self) -> u64 {
+        self.inner.build.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     /// State that outlives the transform holding it across reloads: the
@@ -274,6 +347,22 @@ impl Sources {
         let any: Arc<dyn Any + Send + Sync> = made.clone();
         kept.insert(key.to_string(), Arc::downgrade(&any));
         made
+    }
+
+    /// A [`Sources::keep`] key: `kind` and a SHA-256 over `parts`, each
+    /// ended by a NUL. The parts are names and URLs, never a value; hashed
+    /// all the same, as a URL may carry a query the operator considers
+    /// private.
+    pub fn keep_key(kind: &str, parts: &[String]) -> String {
+        use sha2::Digest as _;
+        let mut h = sha2::Sha256::new();
+        for p in parts {
+            h.update(p.as_bytes());
+            h.update([0]);
+        }
+        let digest: [u8; 32] = h.finalize().into();
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        format!("{kind}/{hex}")
     }
 
     /// How many [`Sources::keep`] states are alive (tests).

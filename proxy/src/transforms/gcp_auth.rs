@@ -19,7 +19,11 @@
 //!   Identity Federation: [`external_account`]), else the metadata server
 //!   (`GCE_METADATA_HOST`, default `metadata.google.internal`).
 //! - One cached token per transform, refreshed in the background ahead of
-//!   expiry ([`cache`]); a keyfile whose content changes discards it.
+//!   expiry ([`cache`]); a keyfile whose content changes discards it. The
+//!   cache is kept across reloads ([`Sources::keep`]) by what the token is
+//!   minted from (the credentials' path, secret source or the default
+//!   chain, `subject`, `scopes`), so a reload that keeps the entry mints no
+//!   new token.
 //! - **First match wins**: once a credential transform (an earlier `gcp_auth`
 //!   entry included) has set Authorization on a request, later `gcp_auth`
 //!   entries leave it alone: no mint, no injection, only the annotation
@@ -219,22 +223,39 @@ pub fn build(cfg: &GcpAuthConfig, sources: &Sources) -> Arc<dyn Transform> {
 impl GcpAuth {
     /// The transform, concretely typed (tests).
     pub fn new(cfg: &GcpAuthConfig, sources: &Sources) -> Self {
+        let source = match &cfg.credentials {
+            GcpCredentials::KeyfilePath(p) => Source::Path(p.clone()),
+            GcpCredentials::Keyfile(s) => Source::Secret(sources.secret(s)),
+            GcpCredentials::WorkloadIdentity => Source::DefaultChain,
+        };
+        let key = Self::keep_key(&source, cfg);
         GcpAuth {
             minter: Arc::new(Minter {
-                source: match &cfg.credentials {
-                    GcpCredentials::KeyfilePath(p) => Source::Path(p.clone()),
-                    GcpCredentials::Keyfile(s) => Source::Secret(sources.secret(s)),
-                    GcpCredentials::WorkloadIdentity => Source::DefaultChain,
-                },
+                source,
                 subject: cfg.subject.clone(),
                 scopes: cfg.scopes.clone(),
                 http: sources.http_client(),
                 env: sources.env().clone(),
             }),
             rules: cfg.rules.clone(),
-            cache: Arc::default(),
+            cache: sources.keep(&key, cache::TokenCache::default),
             scrub_response_bodies: cfg.scrub_response_bodies,
         }
+    }
+
+    /// What the token cache is kept across reloads under: where the
+    /// credentials come from (a path, a source by its names, the default
+    /// chain), `subject` and `scopes`. Never a value.
+    fn keep_key(source: &Source, cfg: &GcpAuthConfig) -> String {
+        let mut parts = match source {
+            Source::Path(p) => vec!["keyfile_path".into(), p.display().to_string()],
+            Source::Secret(s) => vec!["keyfile".into(), s.identity()],
+            Source::DefaultChain => vec!["workload_identity".into()],
+        };
+        parts.extend(["subject".into(), cfg.subject.clone().unwrap_or_default()]);
+        parts.push("scopes".into());
+        parts.extend(cfg.scopes.iter().cloned());
+        Sources::keep_key("gcp_auth/token", &parts)
     }
 
     /// A valid token and the account it is for: cached, or minted now.

@@ -364,19 +364,9 @@ impl Creds {
     }
 }
 
-/// A [`Sources::keep`] key: `kind` and a SHA-256 over `parts`, each ended
-/// by a NUL (the parts are names and URLs, never a value; hashed all the
-/// same, as a token endpoint URL may carry a query the operator considers
-/// private).
+/// A [`Sources::keep`] key of this transform ([`Sources::keep_key`]).
 fn keep_key(kind: &str, parts: &[String]) -> String {
-    let mut h = sha2::Sha256::new();
-    for p in parts {
-        h.update(p.as_bytes());
-        h.update([0]);
-    }
-    let digest: [u8; 32] = h.finalize().into();
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    format!("oauth_token/{kind}/{hex}")
+    Sources::keep_key(&format!("oauth_token/{kind}"), parts)
 }
 
 /// Why a token could not be had; never holds a credential or token.

@@ -476,3 +476,52 @@ fn credentials_of_the_wrong_json_type_are_named_by_their_type() {
         "the credentials are not valid JSON: line 1"
     );
 }
+
+/// A reload builds the transform again: the rebuilt one (same credentials source, subject
+/// and scopes) serves the token the old one minted (before, every reload started with an
+/// empty cache and minted again); other scopes start with an empty cache.
+#[tokio::test]
+async fn a_rebuilt_transform_keeps_its_token() {
+    let sources = sources(&[]);
+    let build = |scope: &str| {
+        let text = format!(
+            "tls: {{ca_cert: /nonexistent/ca.pem, ca_key: /nonexistent/ca.key}}\n\
+             transforms:\n  - name: gcp_auth\n    config:\n\
+             \x20     keyfile_path: /nonexistent/key.json\n\
+             \x20     scopes: [\"{scope}\"]\n\
+             \x20     rules: [{{host: \"*.googleapis.com\"}}]\n"
+        );
+        let cfg = crate::config::parse(&text, "test.yaml", &|_| None).expect("config");
+        let Some(TransformConfig::GcpAuth(c)) = cfg.transforms.first() else {
+            panic!("not gcp_auth");
+        };
+        GcpAuth::new(c, &sources)
+    };
+    let minted = || async {
+        Ok::<cache::Minted, MintError>((
+            crate::transforms::oauth_token::TokenResponse {
+                access_token: zeroize::Zeroizing::new("ya29.kept".to_string()),
+                expires_in: Some(3600),
+                refresh_token: None,
+            },
+            "sa@example.iam.gserviceaccount.com".to_string(),
+        ))
+    };
+    let refused = || async { Err::<cache::Minted, _>(MintError("minted again".into())) };
+    let old = build("https://www.googleapis.com/auth/cloud-platform");
+    let (token, _) = old.cache.token([7; 32], minted).await.expect("minted");
+    assert_eq!(token.as_str(), "ya29.kept");
+    let rebuilt = build("https://www.googleapis.com/auth/cloud-platform");
+    drop(old);
+    let (token, _) = rebuilt
+        .cache
+        .token([7; 32], refused)
+        .await
+        .expect("the kept token, no mint");
+    assert_eq!(token.as_str(), "ya29.kept");
+    let other = build("https://www.googleapis.com/auth/devstorage.read_only");
+    assert!(
+        other.cache.token([7; 32], refused).await.is_err(),
+        "other scopes mint their own"
+    );
+}

@@ -78,7 +78,10 @@ pub struct Judge {
     /// The configured `max_concurrent` (the size of `slots`), for reasons.
     max_concurrent: u32,
     slots: Semaphore,
-    breaker: Breaker,
+    /// Kept across reloads ([`Sources::keep`]) while the instance's name,
+    /// provider and breaker settings stay: a reload neither closes an open
+    /// breaker nor forgets the failures counted.
+    breaker: Arc<Breaker>,
     http: HttpClient,
 }
 
@@ -146,6 +149,28 @@ fn capped(s: &str, max_chars: usize) -> String {
     s.chars().take(max_chars).collect()
 }
 
+/// What a judge's breaker is kept across reloads under: the instance, its
+/// provider (type, base URL, model, key variable) and the breaker's
+/// settings. Never the key's value.
+fn breaker_key(cfg: &JudgeConfig) -> String {
+    let (kind, p) = match &cfg.provider {
+        JudgeProvider::Anthropic(c) => ("anthropic", c),
+        JudgeProvider::OpenAi(c) => ("openai", c),
+    };
+    Sources::keep_key(
+        "judge/breaker",
+        &[
+            cfg.name.clone(),
+            kind.into(),
+            p.base_url.to_string(),
+            p.model.clone(),
+            p.api_key_env.clone(),
+            cfg.circuit_breaker.consecutive_failures.to_string(),
+            format!("{:?}", cfg.circuit_breaker.cooldown.get()),
+        ],
+    )
+}
+
 /// What one judgement came to.
 enum Outcome {
     Decided(Decision),
@@ -178,10 +203,12 @@ impl Judge {
                     .unwrap_or(usize::MAX)
                     .min(Semaphore::MAX_PERMITS),
             ),
-            breaker: Breaker::new(
-                cfg.circuit_breaker.consecutive_failures,
-                cfg.circuit_breaker.cooldown.get(),
-            ),
+            breaker: sources.keep(&breaker_key(cfg), || {
+                Breaker::new(
+                    cfg.circuit_breaker.consecutive_failures,
+                    cfg.circuit_breaker.cooldown.get(),
+                )
+            }),
             http: sources.http_client(),
         })
     }

@@ -669,3 +669,38 @@ async fn answers_that_are_not_decisions_do_not_open_the_breaker() {
         assert!(a.get("circuit_breaker_tripped").is_none(), "{a:?}");
     }
 }
+
+/// A reload builds the judge again: the rebuilt instance (same name, provider and breaker
+/// settings) keeps the breaker the old one tripped (before, every reload closed it, and the
+/// next request called a provider that was known to be failing); another provider starts
+/// with a closed one.
+#[tokio::test]
+async fn a_rebuilt_judge_keeps_its_breaker() {
+    let sources = sources(&[("KEY", "sk-judge")]);
+    let build = |base_url: &str| {
+        let text = format!(
+            "tls: {{ca_cert: /nonexistent/ca.pem, ca_key: /nonexistent/ca.key}}\ntransforms:\n  - name: judge\n    config:\n      name: guard\n      prompt: p\n      rules: [{{host: api.test}}]\n      provider: {{type: anthropic, model: m-1, api_key_env: KEY, base_url: \"{base_url}\"}}\n      circuit_breaker: {{consecutive_failures: 2, cooldown: 1h}}\n"
+        );
+        let cfg = crate::config::parse(&text, "test.yaml", &|_| None).expect("config");
+        let Some(TransformConfig::Judge(c)) = cfg.transforms.first() else {
+            panic!("not judge");
+        };
+        Judge::new(c, &sources).expect("builds")
+    };
+    let old = build("http://127.0.0.1:9");
+    for _ in 0..2 {
+        old.breaker.admit().expect("closed").settle(false);
+    }
+    assert!(old.breaker.is_open(), "tripped");
+    let rebuilt = build("http://127.0.0.1:9");
+    drop(old);
+    assert!(
+        rebuilt.breaker.is_open(),
+        "the reload kept the open breaker"
+    );
+    let other = build("http://127.0.0.1:10");
+    assert!(
+        !other.breaker.is_open(),
+        "another provider, another breaker"
+    );
+}

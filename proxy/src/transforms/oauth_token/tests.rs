@@ -573,3 +573,38 @@ async fn a_new_seed_wins_over_the_rotated_refresh_token() {
         .expect("and on from it");
     assert_eq!(ep.last(), "rt-3");
 }
+
+/// A reload re-reads the sources it keeps ([`Sources::stage`]); a re-read that finds the same
+/// refresh token in the store leaves the one the endpoint rotated to in service (only a
+/// changed store value is a new seed), so the exchange after the reload does not send the
+/// revoked seed again.
+#[tokio::test]
+async fn a_reread_of_the_same_seed_keeps_the_rotated_refresh_token() {
+    let ep = Rotating::start(&["rt-seed"]).await;
+    let sources = sources(&[("RT", "rt-seed"), ("ID", "client"), ("SECRET", "s1")]);
+    let reload = || {
+        let staged = sources.stage();
+        let t = built(&refresh_entry(&ep.url, "RT", "read"), staged.sources());
+        (t, staged.commit())
+    };
+    let (old, _) = reload();
+    mint(&old).await.expect("first exchange");
+    let (new, committed) = reload();
+    assert_eq!(
+        committed.reread, 3,
+        "refresh_token, client_id, client_secret"
+    );
+    drop(old);
+    // Let the re-reads land.
+    for _ in 0..20 {
+        tokio::task::yield_now().await;
+    }
+    mint(&new)
+        .await
+        .expect("the exchange after the reload succeeds");
+    assert_eq!(
+        ep.last(),
+        "rt-1",
+        "the rotated refresh token, not the re-read seed"
+    );
+}
