@@ -83,6 +83,15 @@ impl NoConfig {
     }
 }
 
+/// Where `intercept status|detach` looks: `-pin-path`, or the config's
+/// `intercept.pin_path`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct PinTarget {
+    /// The pin directory (eBPF mode), without reading any config; for a config that does not load.
+    #[arg(long = "pin-path", value_name = "PATH")]
+    pub pin_path: Option<PathBuf>,
+}
+
 /// `--log-format` of the loader child: the proxy's `log.format`.
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum LogFormatArg {
@@ -116,9 +125,9 @@ pub enum Alg {
 #[derive(Debug, Subcommand)]
 pub enum InterceptAction {
     /// What is attached where, pin state and counters.
-    Status,
+    Status(PinTarget),
     /// Remove pins and links: the only way interception ends.
-    Detach,
+    Detach(PinTarget),
     /// Internal: load, attach and pin the eBPF programs with settings read as
     /// JSON from stdin, then exit (`run` does this in a child process).
     #[command(hide = true)]

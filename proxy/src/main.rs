@@ -205,12 +205,12 @@ fn main() -> ExitCode {
                     log_format,
                 },
         }) => iron_proxy::cmd::intercept_load(log_level, log_format.into()),
-        Some(Command::Intercept { ref action }) => match need_config(&cli) {
-            Ok(path) => {
-                iron_proxy::cmd::intercept(&path, matches!(action, InterceptAction::Detach))
-            }
-            Err(code) => code,
-        },
+        Some(Command::Intercept {
+            action: InterceptAction::Status(ref t),
+        }) => iron_proxy::cmd::intercept(cli.config.as_deref(), t.pin_path.as_deref(), false),
+        Some(Command::Intercept {
+            action: InterceptAction::Detach(ref t),
+        }) => iron_proxy::cmd::intercept(cli.config.as_deref(), t.pin_path.as_deref(), true),
         Some(Command::Version) => ExitCode::SUCCESS,
     }
 }

@@ -8,6 +8,7 @@
 //! fake-internet addresses (inside the test's namespace) and loopback.
 
 mod conn_limit;
+mod detach;
 mod dns_tcp;
 pub(crate) mod lab;
 pub(crate) mod recreated;

@@ -238,20 +238,22 @@ impl Interceptor {
 
     /// Ends interception: detaches every pinned link (even ones another
     /// process holds open), then removes every pin and the pin directory.
-    /// Succeeds when nothing is pinned.
-    pub fn detach(pin_path: &Path) -> Result<(), InterceptError> {
-        if !pin_path.exists() {
-            return Ok(());
+    /// Returns whether anything was pinned; `Ok(false)` only when the pin
+    /// directory is not there. A pin directory that cannot be looked at
+    /// (`EACCES` for an unprivileged user) is an error, not "nothing pinned".
+    pub fn detach(pin_path: &Path) -> Result<bool, InterceptError> {
+        if !present(pin_path)? {
+            return Ok(false);
         }
         let links_dir = links_dir(pin_path);
-        if links_dir.exists() {
+        if present(&links_dir)? {
             for pin in read_dir_sorted(&links_dir)? {
                 links::detach_pinned(&pin)?;
             }
         }
         let (maps_dir, progs_dir) = (maps_dir(pin_path), progs_dir(pin_path));
         for dir in [&maps_dir, &progs_dir] {
-            if dir.exists() {
+            if present(dir)? {
                 for pin in read_dir_sorted(dir)? {
                     std::fs::remove_file(&pin).map_err(|source| InterceptError::PinDir {
                         path: pin.clone(),
@@ -261,14 +263,14 @@ impl Interceptor {
             }
         }
         for dir in [links_dir.as_path(), &maps_dir, &progs_dir, pin_path] {
-            if dir.exists() {
+            if present(dir)? {
                 std::fs::remove_dir(dir).map_err(|source| InterceptError::PinDir {
                     path: dir.to_owned(),
                     source,
                 })?;
             }
         }
-        Ok(())
+        Ok(true)
     }
 
     /// What is attached where, and the counters.
@@ -337,6 +339,25 @@ fn create_private_dir(dir: &Path) -> Result<(), InterceptError> {
             source: e,
         }),
         _ => Ok(()),
+    }
+}
+
+/// Whether `path` is there: `false` only when it is not (`NotFound`). Any
+/// other failure to look (`EACCES` under a 0700 pin directory or bpffs
+/// mount) is an error naming the path: `Path::exists` would call it absent.
+pub(crate) fn present(path: &Path) -> Result<bool, InterceptError> {
+    presence(path, std::fs::symlink_metadata(path).map(drop))
+}
+
+/// [`present`]'s classification of a lookup's outcome.
+fn presence(path: &Path, lookup: std::io::Result<()>) -> Result<bool, InterceptError> {
+    match lookup {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(source) => Err(InterceptError::PinDir {
+            path: path.to_owned(),
+            source,
+        }),
     }
 }
 

@@ -7,7 +7,7 @@ use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 use super::maps::{count_cookie_origins, read_counters, Counters};
-use super::{cgroup, links, links_dir, maps_dir, read_dir_sorted, sys, InterceptError};
+use super::{cgroup, links, links_dir, maps_dir, present, read_dir_sorted, sys, InterceptError};
 
 /// The state under a pin directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,13 +47,13 @@ pub struct LinkStatus {
 pub(crate) fn read(pin_path: &Path) -> Result<Status, InterceptError> {
     let mut status = Status {
         pin_path: pin_path.to_owned(),
-        pinned: pin_path.exists(),
+        pinned: present(pin_path)?,
         links: Vec::new(),
         counters: None,
         origins_held: None,
     };
     let links_dir = links_dir(pin_path);
-    if links_dir.exists() {
+    if present(&links_dir)? {
         for pin in read_dir_sorted(&links_dir)? {
             let Some((cgroup_id, hook)) = links::pin_hook(&pin) else {
                 continue;
@@ -82,9 +82,9 @@ pub(crate) fn read(pin_path: &Path) -> Result<Status, InterceptError> {
         }
     }
     let maps = maps_dir(pin_path);
-    if maps.exists() {
+    if present(&maps)? {
         status.counters = Some(read_counters(&maps)?);
-        if maps.join(ebpf_common::map::IRON_COOKIE_ORIGIN).exists() {
+        if present(&maps.join(ebpf_common::map::IRON_COOKIE_ORIGIN))? {
             status.origins_held = Some(count_cookie_origins(&maps)?);
         }
     }

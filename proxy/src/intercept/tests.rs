@@ -196,3 +196,29 @@ fn uid_ranges_are_merged_and_capped_without_losing_a_uid() {
         (100000, 65536)
     );
 }
+
+#[test]
+fn a_pin_directory_that_cannot_be_looked_at_is_an_error_not_absent() {
+    use std::io::{Error, ErrorKind};
+    let pin = Path::new("/sys/fs/bpf/private/iron-proxy");
+    assert!(!super::presence(pin, Err(Error::from(ErrorKind::NotFound))).unwrap());
+    assert!(super::presence(pin, Ok(())).unwrap());
+    let err = super::presence(pin, Err(Error::from_raw_os_error(libc::EACCES)))
+        .expect_err("EACCES is not \"nothing pinned\"");
+    let text = crate::error_chain(&err);
+    assert!(
+        text.contains("/sys/fs/bpf/private/iron-proxy") && text.contains("Permission denied"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_missing_pin_directory_is_nothing_pinned() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pin = dir.path().join("absent");
+    assert!(
+        !Interceptor::detach(&pin).expect("detach"),
+        "nothing was pinned"
+    );
+    assert!(!Interceptor::status(&pin).expect("status").pinned);
+}

@@ -285,6 +285,24 @@ fn an_unprivileged_workload_cannot_leave_the_cgroup_kill_the_proxy_or_detach() {
         .arg(lab.px.config_path())
         .run();
     assert_ne!(r.exit, 0, "{r}");
+    // Looking at the 0700 pin directory is refused, and said: neither "off" nor "removed".
+    for action in ["status", "detach"] {
+        let r = nobody(&paths::iron_proxy_bin().to_string_lossy())
+            .args(["intercept", action, "-pin-path"])
+            .arg(lab.pins.path())
+            .run();
+        assert_ne!(r.exit, 0, "{r}");
+        let text = r.to_string();
+        assert!(
+            text.contains(&lab.pins.path().display().to_string())
+                && text.contains("Permission denied"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("interception: off") && !text.contains("removed"),
+            "{text}"
+        );
+    }
 
     // Interception is still in force.
     let r = nobody("curl").curl([

@@ -91,9 +91,14 @@ pub(crate) fn audit_for(px: &ProxyProcess, path: &str) -> AuditRecord {
 
 /// `iron-proxy intercept ACTION -config <px's config>`: (exit, stdout+stderr).
 pub(crate) fn intercept_cmd(px: &ProxyProcess, action: &str) -> (i32, String) {
+    let config = px.config_path().as_os_str();
+    intercept_args(&[action.as_ref(), "-config".as_ref(), config])
+}
+
+/// `iron-proxy intercept ARGS...`: (exit, stdout+stderr).
+pub(crate) fn intercept_args(args: &[&std::ffi::OsStr]) -> (i32, String) {
     let mut cmd = std::process::Command::new(paths::iron_proxy_bin());
-    cmd.args(["intercept", action, "-config"])
-        .arg(px.config_path());
+    cmd.arg("intercept").args(args);
     let out = run_with_timeout("intercept", &mut cmd, std::time::Duration::from_secs(20));
     let text = format!(
         "{}{}",
