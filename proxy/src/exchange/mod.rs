@@ -388,7 +388,7 @@ async fn handle_tracked(
             req,
             policy.limits.upstream_response_header_timeout,
             conn.held.as_ref().filter(|_| !upgrade),
-            conn.counted_as,
+            &conn.counted_as,
         )
         .await
     {

@@ -303,7 +303,7 @@ impl Upstream {
         req: Request<Body>,
         header_timeout: Duration,
         held: Option<&HeldSlot>,
-        asker: crate::intercept::Client,
+        asker: &crate::intercept::Client,
     ) -> Result<Response<Body>, UpstreamError> {
         let req = chunk_a_read_with_a_body(req);
         let (req, timer) = HeadTimer::start(req, header_timeout);
@@ -321,7 +321,7 @@ impl Upstream {
                         &self.spares,
                         self.dialer.standing(),
                         || {
-                            let dialer = OwnDialer::new(self.dialer.for_client(asker));
+                            let dialer = OwnDialer::new(self.dialer.for_client(*asker));
                             OwnClient {
                                 client: client(
                                     dialer.clone(),
@@ -391,10 +391,10 @@ impl Upstream {
         pool: &Client<Dialer, Body>,
         req: Request<Body>,
         timer: &HeadTimer,
-        asker: crate::intercept::Client,
+        asker: &crate::intercept::Client,
     ) -> Result<Response<Incoming>, UpstreamError> {
         Box::pin(resolve::on_behalf_of(
-            asker,
+            *asker,
             self.send_pooled(pool, req, timer),
         ))
         .await
@@ -431,7 +431,7 @@ impl Upstream {
         slot: &HeldSlot,
         req: Request<Body>,
         timer: &HeadTimer,
-        asker: crate::intercept::Client,
+        asker: &crate::intercept::Client,
     ) -> Result<Response<Incoming>, UpstreamError> {
         let (key, mut req) = origin_form(req)?;
         // The runtime this task runs on: idle connections of its own go first.
@@ -509,9 +509,9 @@ impl Upstream {
     async fn dial_http1(
         &self,
         key: &Key,
-        asker: crate::intercept::Client,
+        asker: &crate::intercept::Client,
     ) -> Result<Held, UpstreamError> {
-        let dialer = self.dialer_h1.for_client(asker);
+        let dialer = self.dialer_h1.for_client(*asker);
         let io = dialer.open(&key.host, key.port, key.tls).await?;
         let standing = io.1.clone();
         let fd = io.0.inner().raw_fd();

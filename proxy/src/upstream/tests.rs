@@ -125,7 +125,7 @@ async fn an_http2_upstream_that_goes_silent_is_pinged_and_its_stream_fails() {
             req,
             Duration::from_secs(5),
             None,
-            crate::intercept::Client::UNKNOWN,
+            &crate::intercept::Client::UNKNOWN,
         )
         .await
         .expect("the response head");
@@ -188,7 +188,7 @@ async fn h2_get(up: &Upstream, port: u16, slot: &HeldSlot) -> http::StatusCode {
             req,
             Duration::from_secs(5),
             Some(slot),
-            crate::intercept::Client::UNKNOWN,
+            &crate::intercept::Client::UNKNOWN,
         )
         .await
         .expect("the response");
@@ -337,7 +337,7 @@ async fn an_http2_upstream_that_takes_no_upload_pins_a_bounded_buffer() {
                 req,
                 Duration::from_secs(60),
                 Some(&slot),
-                crate::intercept::Client::UNKNOWN,
+                &crate::intercept::Client::UNKNOWN,
             )
             .await;
     });

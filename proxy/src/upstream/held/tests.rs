@@ -120,7 +120,7 @@ async fn send(up: &Upstream, slot: &HeldSlot, req: http::Request<Body>) -> Strin
                 req,
                 Duration::from_secs(5),
                 Some(slot),
-                crate::intercept::Client::UNKNOWN,
+                &crate::intercept::Client::UNKNOWN,
             )
             .await
             .expect("upstream answers");
@@ -337,7 +337,7 @@ async fn a_refused_dial_is_a_dial_error() {
             get(addr, "/"),
             Duration::from_secs(5),
             Some(&slot),
-            crate::intercept::Client::UNKNOWN,
+            &crate::intercept::Client::UNKNOWN,
         ),
     )
     .await
@@ -512,7 +512,7 @@ async fn an_idle_client_connection_holds_no_upstream_connection() {
                     get(o.addr, "/"),
                     Duration::from_secs(5),
                     Some(&slot),
-                    crate::intercept::Client::UNKNOWN,
+                    &crate::intercept::Client::UNKNOWN,
                 )
                 .await
                 .expect("upstream answers");
@@ -662,7 +662,7 @@ async fn a_head_and_a_body_larger_than_one_read_arrive_whole() {
                 get(addr, "/"),
                 Duration::from_secs(5),
                 Some(&slot),
-                crate::intercept::Client::UNKNOWN,
+                &crate::intercept::Client::UNKNOWN,
             )
             .await
             .expect("upstream answers");
@@ -704,7 +704,7 @@ async fn try_send(
                 req,
                 Duration::from_secs(5),
                 Some(slot),
-                crate::intercept::Client::UNKNOWN,
+                &crate::intercept::Client::UNKNOWN,
             )
             .await
         {
@@ -730,7 +730,7 @@ async fn a_get_the_idle_timeout_crossed_is_sent_again_and_a_post_is_not() {
         get(o.addr, "/again"),
         Duration::from_secs(5),
         Some(&slot),
-        crate::intercept::Client::UNKNOWN,
+        &crate::intercept::Client::UNKNOWN,
     );
     let rsp = drive(slot.clone(), fut).await.expect("sent again");
     assert!(
@@ -947,7 +947,7 @@ async fn send_h2_at_once(up: &Upstream, slot: &HeldSlot, addr: SocketAddr, n: us
                     req,
                     Duration::from_secs(10),
                     Some(&slot),
-                    crate::intercept::Client::UNKNOWN,
+                    &crate::intercept::Client::UNKNOWN,
                 )
                 .await;
             match rsp {

@@ -252,7 +252,7 @@ async fn get(up: &Upstream, slot: &HeldSlot, uri: &str) -> String {
             req,
             Duration::from_secs(30),
             Some(slot),
-            crate::intercept::Client::UNKNOWN,
+            &crate::intercept::Client::UNKNOWN,
         )
         .await
         .expect("answered");
@@ -417,7 +417,7 @@ async fn a_connection_whose_body_is_still_read_is_not_closed_to_make_room() {
                 req,
                 Duration::from_secs(30),
                 Some(&slot),
-                crate::intercept::Client::UNKNOWN,
+                &crate::intercept::Client::UNKNOWN,
             )
             .await
             .expect("the head");
@@ -549,7 +549,7 @@ async fn an_http2_connection_whose_stream_failed_is_closed_to_make_room() {
             req,
             Duration::from_secs(30),
             Some(&slot),
-            crate::intercept::Client::UNKNOWN,
+            &crate::intercept::Client::UNKNOWN,
         )
         .await;
     assert!(refused.is_err(), "origin 0 answered");
