@@ -93,6 +93,7 @@ pub fn main(root: &Path, target: &Path, args: LinkOrderArgs) -> Result<()> {
         // response searched for it): that code is serving code too. The bare
         // path is a part of this one.
         secrets: true,
+        profiling: true,
     };
     sandbox::sweep_stale();
     run::run(

@@ -129,6 +129,10 @@ pub struct BenchArgs {
     /// default pipeline (an allowlist alone) measures the bare proxy.
     #[arg(long)]
     pub secrets: bool,
+    /// Set by `xtask link-order` (the proxy runs under callgrind): see
+    /// `Settings::profiling`.
+    #[arg(skip)]
+    pub profiling: bool,
 }
 
 /// Entry point: re-runs itself in release when asked for a release bench

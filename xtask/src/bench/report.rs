@@ -702,6 +702,7 @@ mod tests {
                 profile: "release".into(),
                 paired: true,
                 secrets: false,
+                profiling: false,
             },
             allowlist: None,
             leaf: None,

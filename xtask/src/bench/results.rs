@@ -72,6 +72,12 @@ pub struct Settings {
     pub paired: bool,
     /// iron-proxy injected a key into every request (`--secrets`).
     pub secrets: bool,
+    /// The proxy runs under a profiler (`xtask link-order`): a measure in
+    /// which no request completed, with no error recorded, only warns (a
+    /// 64 KiB response through a debug binary under callgrind can take longer
+    /// than the run), as the profile still holds what ran.
+    #[serde(skip)]
+    pub profiling: bool,
 }
 
 /// One topology's results.
