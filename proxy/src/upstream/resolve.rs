@@ -179,7 +179,7 @@ impl Resolver {
                 .await
                 .map_err(|e| ResolveError::Lookup {
                     name: host.to_string(),
-                    detail: e.to_string(),
+                    detail: describe::lookup_failure(&e),
                 })?;
         let ips: Vec<IpAddr> = found.iter().collect();
         if ips.is_empty() {
@@ -192,5 +192,6 @@ impl Resolver {
     }
 }
 
+mod describe;
 #[cfg(test)]
 mod tests;

@@ -38,7 +38,12 @@ transforms:
         r.body, "iron-proxy: nxdomain.test: name did not resolve\n",
         "{r}"
     );
-    audited(&px, "nxdomain.test", "/get", &failed(502, "dns_failure"));
+    let rec = audited(&px, "nxdomain.test", "/get", &failed(502, "dns_failure"));
+    assert_eq!(
+        rec.str("error"),
+        Some("resolving nxdomain.test: no such name (NXDOMAIN)"),
+        "the record names the DNS outcome: {rec}"
+    );
     assert!(net.dns().was_queried("nxdomain.test"));
 
     let r = plain(&px, "http://silent.test/get").run();
