@@ -73,6 +73,17 @@ struct State {
     /// Since when the value served is stale: the first failed refresh or
     /// re-read after the last good fetch.
     stale_since: Option<Instant>,
+    /// Fetches started so far: each fetch's ticket is its number, so that
+    /// one that ends after a later one (a slow re-read overtaken by a
+    /// refresh) neither replaces the later one's value nor marks it stale.
+    tickets: u64,
+    /// The ticket of the fetch whose value is served.
+    served: u64,
+    /// A re-read is in flight ([`Cached::reread`]).
+    rereading: bool,
+    /// Another reload asked for a re-read while one was in flight: one more
+    /// runs after it, however many asked.
+    reread_again: bool,
 }
 
 impl Cached {
@@ -153,42 +164,80 @@ impl Cached {
     /// Fetches the value again now, in the background, if there is one
     /// (a committed reload that keeps this source): the old value serves
     /// until the new one is in; a failure keeps it, logs a warning naming
-    /// the source and makes it stale. Returns whether a re-read started
-    /// (no value yet, or no Tokio runtime: nothing to re-read).
+    /// the source and makes it stale. One re-read runs at a time: reloads
+    /// that ask while one is in flight get a single one more after it (a
+    /// burst of reloads against a slow backend does not pile up fetches).
+    /// Returns whether a re-read started or was queued (no value yet, or no
+    /// Tokio runtime: nothing to re-read).
     pub fn reread(self: &Arc<Self>) -> bool {
-        if self.state().value.is_none() || tokio::runtime::Handle::try_current().is_err() {
+        if tokio::runtime::Handle::try_current().is_err() {
             return false;
+        }
+        {
+            let mut st = self.state();
+            if st.value.is_none() {
+                return false;
+            }
+            if st.rereading {
+                st.reread_again = true;
+                return true;
+            }
+            st.rereading = true;
         }
         let me = self.clone();
         tokio::spawn(async move {
-            match me.fetch_once().await {
-                Ok(v) => me.store(v, "secret value changed on re-read after the reload"),
-                Err(e) => {
-                    me.mark_stale();
-                    tracing::warn!(secret = %me.name, error = %e,
-                        "re-reading the secret after the reload failed; serving the last good value");
+            loop {
+                let ticket = me.ticket();
+                match me.fetch_once().await {
+                    Ok(v) => me.store(
+                        v,
+                        ticket,
+                        "secret value changed on re-read after the reload",
+                    ),
+                    Err(e) => {
+                        me.mark_stale(ticket);
+                        tracing::warn!(secret = %me.name, error = %e,
+                            "re-reading the secret after the reload failed; serving the last good value");
+                    }
+                }
+                let mut st = me.state();
+                if !std::mem::take(&mut st.reread_again) {
+                    st.rereading = false;
+                    return;
                 }
             }
         });
         true
     }
 
-    /// Puts a freshly fetched value in service (no longer stale); logs
-    /// `changed` at INFO if it differs from the one it replaces.
-    fn store(&self, v: SecretValue, changed: &str) {
+    /// The ticket of a fetch starting now.
+    fn ticket(&self) -> u64 {
         let mut st = self.state();
+        st.tickets += 1;
+        st.tickets
+    }
+
+    /// Puts the value fetch `ticket` got in service (no longer stale),
+    /// unless a later fetch's already is; logs `changed` at INFO if it
+    /// differs from the one it replaces.
+    fn store(&self, v: SecretValue, ticket: u64, changed: &str) {
+        let mut st = self.state();
+        if ticket < st.served {
+            return;
+        }
         if st.value.as_ref().is_some_and(|old| *old != v) {
             tracing::info!(secret = %self.name, "{changed}");
         }
         st.value = Some(v);
+        st.served = ticket;
         st.stale_since = None;
     }
 
-    /// A refresh or re-read failed: the value served is stale from now,
-    /// unless it already was.
-    fn mark_stale(&self) {
+    /// Fetch `ticket` (a refresh or re-read) failed: the value served is
+    /// stale from now, unless it already was or came from a later fetch.
+    fn mark_stale(&self, ticket: u64) {
         let mut st = self.state();
-        if st.value.is_some() && st.stale_since.is_none() {
+        if ticket > st.served && st.value.is_some() && st.stale_since.is_none() {
             st.stale_since = Some(Instant::now());
         }
     }
@@ -250,11 +299,13 @@ impl Cached {
         if let Some(v) = self.fast_path()? {
             return Ok(v);
         }
+        let ticket = self.ticket();
         match self.fetch_once().await {
             Ok(v) => {
                 let start_refresh = {
                     let mut st = self.state();
                     st.value = Some(v.clone());
+                    st.served = ticket;
                     st.failure = None;
                     st.stale_since = None;
                     let start = !st.ttl.is_zero() && !st.refreshing;
@@ -363,14 +414,15 @@ fn spawn_refresh(weak: std::sync::Weak<Cached>, retune: Arc<Notify>) {
             ttl = t;
             let max_retry = ttl.clamp(RETRY_MIN, RETRY_MAX);
             let Some(me) = weak.upgrade() else { return };
+            let ticket = me.ticket();
             match me.fetch_once().await {
                 Ok(v) => {
-                    me.store(v, "secret value changed on refresh");
+                    me.store(v, ticket, "secret value changed on refresh");
                     delay = ttl;
                     failures = 0;
                 }
                 Err(e) => {
-                    me.mark_stale();
+                    me.mark_stale(ticket);
                     failures = failures.saturating_add(1);
                     delay = RETRY_MIN
                         .saturating_mul(1 << failures.min(16).saturating_sub(1))

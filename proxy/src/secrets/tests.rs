@@ -3,6 +3,7 @@
 mod connect;
 mod moto;
 mod op_cli;
+mod reread;
 mod stage;
 
 use std::collections::HashMap;
