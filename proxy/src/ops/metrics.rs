@@ -113,6 +113,8 @@ pub struct Metrics {
     secret_failures: Family<SourceLabel, Counter>,
     reloads: Family<ResultLabel, Counter>,
     last_reload_success: Gauge<f64, AtomicU64>,
+    /// 1 while the last load (start-up or reload) succeeded, 0 after a failed reload.
+    last_reload_ok: Gauge,
     ca_expiry: Gauge,
     otel_dropped: Counter,
     audit_dropped: Counter,
@@ -194,6 +196,7 @@ impl Metrics {
             secret_failures: Family::default(),
             reloads: Family::default(),
             last_reload_success: Gauge::default(),
+            last_reload_ok: Gauge::default(),
             ca_expiry: Gauge::default(),
             otel_dropped: Counter::default(),
             audit_dropped: Counter::default(),
@@ -271,6 +274,12 @@ impl Metrics {
                 m.last_reload_success.clone(),
             );
             r.register(
+                "last_reload_successful",
+                "1 if the last configuration load (start-up or reload) succeeded, 0 if it failed \
+                 (the proxy serves the config in force before it)",
+                m.last_reload_ok.clone(),
+            );
+            r.register(
                 "ca_expiry_timestamp_seconds",
                 "Unix time at which the interception CA certificate expires",
                 m.ca_expiry.clone(),
@@ -339,6 +348,7 @@ impl Metrics {
             "secret_resolution_failures",
             "reloads",
             "last_reload_success_timestamp_seconds",
+            "last_reload_successful",
             "ca_expiry_timestamp_seconds",
             "otel_dropped_records",
             "audit_dropped_records",
@@ -490,12 +500,16 @@ impl Metrics {
         self.reloads.get_or_create(&ResultLabel { result }).inc();
         if success {
             self.config_loaded(SystemTime::now());
+        } else {
+            self.last_reload_ok.set(0);
         }
     }
 
-    /// Sets the last-success timestamp without counting a reload (the initial load).
+    /// Sets the last-success timestamp, and the last load as successful,
+    /// without counting a reload (the initial load).
     pub fn config_loaded(&self, at: SystemTime) {
         self.last_reload_success.set(unix_seconds(at));
+        self.last_reload_ok.set(1);
     }
 
     /// Sets the CA certificate's expiry time.

@@ -130,6 +130,11 @@ fn a_config_replaced_by_a_fifo_fails_the_reload_and_the_proxy_keeps_serving() {
     let mut px = managed_proxy(&policy(&["httpbin.test"]), &net);
     assert_eq!(status_of(&px, "httpbin.test"), 200);
     assert_eq!(failed_reloads(&px), 0.0);
+    assert_eq!(
+        last_reload_successful(&px),
+        Some(1.0),
+        "the start-up load counts"
+    );
 
     // The file becomes a FIFO that nothing ever writes.
     let path = px.config_path().to_path_buf();
@@ -158,6 +163,7 @@ fn a_config_replaced_by_a_fifo_fails_the_reload_and_the_proxy_keeps_serving() {
     );
     px.wait_for_log(|l| l.contains("configuration reload error") && l.contains(&error));
     assert_eq!(failed_reloads(&px), 1.0);
+    assert_eq!(last_reload_successful(&px), Some(0.0));
     assert!(px.is_running());
     assert_eq!(status_of(&px, "httpbin.test"), 200, "the old policy serves");
 
@@ -187,6 +193,12 @@ fn a_config_replaced_by_a_fifo_fails_the_reload_and_the_proxy_keeps_serving() {
     );
     assert_eq!(status_of(&px, "other.test"), 200, "the new policy serves");
     assert_eq!(status_of(&px, "httpbin.test"), 200);
+    assert_eq!(last_reload_successful(&px), Some(1.0));
+}
+
+/// `iron_proxy_last_reload_successful`: 1 while the last load succeeded.
+fn last_reload_successful(px: &ProxyProcess) -> Option<f64> {
+    sample(&scrape(px), "iron_proxy_last_reload_successful", &[])
 }
 
 /// A Kubernetes ConfigMap volume: `proxy.yaml -> ..data/proxy.yaml`, `..data -> ..<version>`,

@@ -256,6 +256,7 @@ async fn scrape_parses_with_official_parser_and_readiness_flips() {
         ("iron_proxy_secret_resolution_failures", "counter"),
         ("iron_proxy_reloads", "counter"),
         ("iron_proxy_last_reload_success_timestamp_seconds", "gauge"),
+        ("iron_proxy_last_reload_successful", "gauge"),
         ("iron_proxy_ca_expiry_timestamp_seconds", "gauge"),
         ("iron_proxy_otel_dropped_records", "counter"),
         ("iron_proxy_build_info", "gauge"),
@@ -371,6 +372,8 @@ async fn scrape_parses_with_official_parser_and_readiness_flips() {
     assert_eq!(v(ca, ca, &[]), 2e9);
     let last = "iron_proxy_last_reload_success_timestamp_seconds";
     assert!(v(last, last, &[]) > 1.7e9);
+    let ok = "iron_proxy_last_reload_successful";
+    assert_eq!(v(ok, ok, &[]), 0.0, "the last reload (the second) failed");
     let od = "iron_proxy_otel_dropped_records";
     assert_eq!(v(od, "iron_proxy_otel_dropped_records_total", &[]), 4.0);
     let bi = "iron_proxy_build_info";
