@@ -10,6 +10,9 @@ use super::*;
 use crate::h2_frames::*;
 use crate::listen::H2_PREFACE;
 
+/// The client the requests of these tests are sent for.
+const ANYONE: &crate::intercept::Client = &crate::intercept::Client::UNKNOWN;
+
 /// A TLS acceptor offering ALPN h2 only, with a self-signed certificate for
 /// 127.0.0.1, and the root to trust.
 pub(crate) fn h2_acceptor() -> (rustls::RootCertStore, tokio_rustls::TlsAcceptor) {
@@ -121,12 +124,7 @@ async fn an_http2_upstream_that_goes_silent_is_pinged_and_its_stream_fails() {
         .expect("request");
     *req.version_mut() = http::Version::HTTP_2;
     let rsp = up
-        .send(
-            req,
-            Duration::from_secs(5),
-            None,
-            &crate::intercept::Client::UNKNOWN,
-        )
+        .send(req, Duration::from_secs(5), None, ANYONE)
         .await
         .expect("the response head");
     assert_eq!(rsp.status(), http::StatusCode::OK);
@@ -184,12 +182,7 @@ async fn h2_get(up: &Upstream, port: u16, slot: &HeldSlot) -> http::StatusCode {
         .expect("request");
     *req.version_mut() = http::Version::HTTP_2;
     let rsp = up
-        .send(
-            req,
-            Duration::from_secs(5),
-            Some(slot),
-            &crate::intercept::Client::UNKNOWN,
-        )
+        .send(req, Duration::from_secs(5), Some(slot), ANYONE)
         .await
         .expect("the response");
     assert_eq!(rsp.version(), http::Version::HTTP_2, "ALPN chose h2");
@@ -333,12 +326,7 @@ async fn an_http2_upstream_that_takes_no_upload_pins_a_bounded_buffer() {
     // No response ever comes; the send is dropped with the test.
     let sending = tokio::spawn(async move {
         let _ = up
-            .send(
-                req,
-                Duration::from_secs(60),
-                Some(&slot),
-                &crate::intercept::Client::UNKNOWN,
-            )
+            .send(req, Duration::from_secs(60), Some(&slot), ANYONE)
             .await;
     });
     let pulled = settled(&pulled).await;

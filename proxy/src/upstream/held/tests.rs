@@ -13,6 +13,9 @@ use crate::upstream::{
     DenyList, DialError, Dialer, Resolver, Upstream, UpstreamError, REPLAY_AFTER,
 };
 
+/// The client the requests of these tests are sent for.
+const ANYONE: &crate::intercept::Client = &crate::intercept::Client::UNKNOWN;
+
 /// A plain HTTP/1 origin on loopback that answers `conn <n> <target> <host>`
 /// and counts the connections it accepted. `close_idle` closes every
 /// connection after its first response.
@@ -116,12 +119,7 @@ fn get(addr: SocketAddr, path: &str) -> http::Request<Body> {
 async fn send(up: &Upstream, slot: &HeldSlot, req: http::Request<Body>) -> String {
     let fut = async {
         let rsp = up
-            .send(
-                req,
-                Duration::from_secs(5),
-                Some(slot),
-                &crate::intercept::Client::UNKNOWN,
-            )
+            .send(req, Duration::from_secs(5), Some(slot), ANYONE)
             .await
             .expect("upstream answers");
         let body = rsp.into_body().collect().await.expect("body").to_bytes();
@@ -333,12 +331,7 @@ async fn a_refused_dial_is_a_dial_error() {
     let slot = HeldSlot::default();
     let err = drive(
         slot.clone(),
-        up.send(
-            get(addr, "/"),
-            Duration::from_secs(5),
-            Some(&slot),
-            &crate::intercept::Client::UNKNOWN,
-        ),
+        up.send(get(addr, "/"), Duration::from_secs(5), Some(&slot), ANYONE),
     )
     .await
     .expect_err("nothing listens");
@@ -512,7 +505,7 @@ async fn an_idle_client_connection_holds_no_upstream_connection() {
                     get(o.addr, "/"),
                     Duration::from_secs(5),
                     Some(&slot),
-                    &crate::intercept::Client::UNKNOWN,
+                    ANYONE,
                 )
                 .await
                 .expect("upstream answers");
@@ -658,12 +651,7 @@ async fn a_head_and_a_body_larger_than_one_read_arrive_whole() {
     let slot = HeldSlot::default();
     let fut = async {
         let rsp = up
-            .send(
-                get(addr, "/"),
-                Duration::from_secs(5),
-                Some(&slot),
-                &crate::intercept::Client::UNKNOWN,
-            )
+            .send(get(addr, "/"), Duration::from_secs(5), Some(&slot), ANYONE)
             .await
             .expect("upstream answers");
         let headers = rsp.headers().clone();
@@ -700,12 +688,7 @@ async fn try_send(
 ) -> Result<String, String> {
     let fut = async {
         match up
-            .send(
-                req,
-                Duration::from_secs(5),
-                Some(slot),
-                &crate::intercept::Client::UNKNOWN,
-            )
+            .send(req, Duration::from_secs(5), Some(slot), ANYONE)
             .await
         {
             Ok(rsp) => {
@@ -730,7 +713,7 @@ async fn a_get_the_idle_timeout_crossed_is_sent_again_and_a_post_is_not() {
         get(o.addr, "/again"),
         Duration::from_secs(5),
         Some(&slot),
-        &crate::intercept::Client::UNKNOWN,
+        ANYONE,
     );
     let rsp = drive(slot.clone(), fut).await.expect("sent again");
     assert!(
@@ -943,12 +926,7 @@ async fn send_h2_at_once(up: &Upstream, slot: &HeldSlot, addr: SocketAddr, n: us
         *req.version_mut() = http::Version::HTTP_2;
         set.spawn(async move {
             let rsp = up
-                .send(
-                    req,
-                    Duration::from_secs(10),
-                    Some(&slot),
-                    &crate::intercept::Client::UNKNOWN,
-                )
+                .send(req, Duration::from_secs(10), Some(&slot), ANYONE)
                 .await;
             match rsp {
                 Ok(rsp) => rsp.into_body().collect().await.is_ok(),

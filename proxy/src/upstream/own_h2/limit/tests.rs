@@ -22,6 +22,9 @@ use super::MAX_OPEN;
 use crate::upstream::own_h2::{OwnDialer, Spares};
 use crate::upstream::{DenyList, Dialer, HeldSlot, Resolver, Upstream};
 
+/// The client the requests of these tests are sent for.
+const ANYONE: &crate::intercept::Client = &crate::intercept::Client::UNKNOWN;
+
 /// A connection an origin accepted or saw closed, by the origin's index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Event {
@@ -248,12 +251,7 @@ async fn get(up: &Upstream, slot: &HeldSlot, uri: &str) -> String {
         .expect("request");
     *req.version_mut() = http::Version::HTTP_2;
     let rsp = up
-        .send(
-            req,
-            Duration::from_secs(30),
-            Some(slot),
-            &crate::intercept::Client::UNKNOWN,
-        )
+        .send(req, Duration::from_secs(30), Some(slot), ANYONE)
         .await
         .expect("answered");
     let body = rsp.into_body().collect().await.expect("body").to_bytes();
@@ -413,12 +411,7 @@ async fn a_connection_whose_body_is_still_read_is_not_closed_to_make_room() {
             .expect("request");
         *req.version_mut() = http::Version::HTTP_2;
         let rsp = up
-            .send(
-                req,
-                Duration::from_secs(30),
-                Some(&slot),
-                &crate::intercept::Client::UNKNOWN,
-            )
+            .send(req, Duration::from_secs(30), Some(&slot), ANYONE)
             .await
             .expect("the head");
         reading.push(rsp.into_body());
@@ -545,12 +538,7 @@ async fn an_http2_connection_whose_stream_failed_is_closed_to_make_room() {
         .expect("request");
     *req.version_mut() = http::Version::HTTP_2;
     let refused = up
-        .send(
-            req,
-            Duration::from_secs(30),
-            Some(&slot),
-            &crate::intercept::Client::UNKNOWN,
-        )
+        .send(req, Duration::from_secs(30), Some(&slot), ANYONE)
         .await;
     assert!(refused.is_err(), "origin 0 answered");
     for i in 1..=MAX_OPEN {
