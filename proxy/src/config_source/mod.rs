@@ -6,6 +6,7 @@
 //! locations of config errors, are named by the source as given on the
 //! command line: `proxy.yaml:12:3: ...` or `s3://bucket/key:12:3: ...`.
 
+mod encoding;
 pub mod file;
 pub mod s3;
 
@@ -147,8 +148,16 @@ fn not_regular(kind: &str, target: Option<&Path>) -> String {
 
 /// Parses config `bytes` named `name` in errors, with the process environment.
 pub fn parse(bytes: &[u8], name: &str) -> Result<Config, ConfigErrors> {
-    let text = std::str::from_utf8(bytes)
-        .map_err(|_| one_error(name, "cannot read config: the config is not UTF-8".into()))?;
+    let text = std::str::from_utf8(bytes).map_err(|e| {
+        let why = encoding::not_utf8(bytes, &e);
+        ConfigErrors(vec![ConfigError {
+            file: name.to_string(),
+            line: why.at.map(|(line, _)| line),
+            column: why.at.map(|(_, column)| column),
+            path: String::new(),
+            message: why.message,
+        }])
+    })?;
     config::parse_with_process_env(text, name)
 }
 
@@ -214,10 +223,12 @@ mod tests {
             first.starts_with("s3://b-1/k.yaml:3:3: proxy: unknown field 'bogus'"),
             "{first}"
         );
-        let err = parse(&[0xff, 0xfe], "s3://b-1/k.yaml").unwrap_err();
-        assert_eq!(
-            err.0[0].to_string(),
-            "s3://b-1/k.yaml: cannot read config: the config is not UTF-8"
+        let err = parse(b"a: \xff", "s3://b-1/k.yaml").unwrap_err();
+        assert!(
+            err.0[0]
+                .to_string()
+                .starts_with("s3://b-1/k.yaml:1:4: cannot read config: the config is not UTF-8: "),
+            "{err}"
         );
     }
 
