@@ -55,11 +55,6 @@ fn load_ca(
     crate::app::load_ca(cfg, m).map_err(|e| e.with_label("error: "))
 }
 
-/// [`load_ca`]'s error, if any.
-fn ca_error(cfg: &config::Config, m: &config::MitmConfig) -> Option<String> {
-    load_ca(cfg, m).err()
-}
-
 /// `iron-proxy -config FILE|s3://BUCKET/KEY`: runs until SIGTERM/SIGINT.
 pub fn run(arg: &Path) -> ExitCode {
     // First: until their handlers exist, SIGHUP and SIGUSR1 (logrotate's)
@@ -103,6 +98,15 @@ pub fn run(arg: &Path) -> ExitCode {
     }
     for finding in config::lint(&cfg) {
         tracing::warn!(%finding, "configuration warning");
+    }
+    if let (Some(ca), config::TlsConfig::Mitm(m)) = (&ca, &cfg.tls) {
+        if let Some(soon) = m
+            .ca_paths()
+            .ok()
+            .and_then(|(cert, _)| crate::tls::expiry::check(ca, cert))
+        {
+            soon.log();
+        }
     }
     for finding in config::unknown_variables(&cfg, config::process_names()) {
         tracing::warn!(%finding, "configuration warning");
@@ -229,25 +233,56 @@ pub fn validate(arg: &Path, strict: bool) -> ExitCode {
     else {
         return ExitCode::FAILURE;
     };
+    // What this machine lacks: an error when the proxy would refuse to
+    // start without it (`nginx -t`'s question: will it start here?), else a
+    // warning (an error under -strict): the proxy starts and what needs it
+    // fails closed.
     let refs = config::check_references(&cfg, &|k| std::env::var(k).ok());
-    let kind = if strict { "error" } else { "warning" };
     for r in &refs {
+        let kind = if r.stops_start || strict {
+            "error"
+        } else {
+            "warning"
+        };
         errln!("{}: {kind}: {r}", cfg.locate(&r.path));
     }
+    let stop_start = refs.iter().filter(|r| r.stops_start).count();
+    let tolerated = refs.len() - stop_start;
     // The CA as the proxy loads it, when both files are here: a pair that does
     // not load (not PEM, not a CA, expired, a key of another CA) stops the
-    // proxy, so it is an error here too, under -strict or not.
+    // proxy, so it is an error here too, under -strict or not. One that
+    // loads and expires within 30 days is a warning at `tls.ca_cert`.
+    let mut ca_expiry = None;
     let ca_error = match &cfg.tls {
-        config::TlsConfig::Mitm(m)
-            if m.ca_paths()
-                .is_ok_and(|(cert, key)| cert.exists() && key.exists()) =>
-        {
-            ca_error(&cfg, m)
-        }
-        _ => None,
+        config::TlsConfig::Mitm(m) => match m.ca_paths() {
+            Ok((cert, key)) if cert.exists() && key.exists() => match load_ca(&cfg, m) {
+                Ok(ca) => {
+                    ca_expiry = crate::tls::expiry::check(&ca, cert);
+                    None
+                }
+                Err(e) => Some(e),
+            },
+            _ => None,
+        },
+        config::TlsConfig::SniOnly => None,
     };
     if let Some(e) = &ca_error {
         errln!("{e}");
+    }
+    // Start-up reads this variable before anything else and refuses a
+    // value it cannot use.
+    let threads_error = crate::listen::workers::thread_count(
+        std::env::var_os(crate::listen::workers::THREADS_VAR).as_deref(),
+    )
+    .err();
+    if let Some(e) = &threads_error {
+        let var = crate::listen::workers::THREADS_VAR;
+        let text = e.to_string();
+        let text = text
+            .strip_prefix(&format!("{var}: "))
+            .unwrap_or(&text)
+            .to_string();
+        errln!("{var}: error: {text}");
     }
     // Everything start-up builds from the config, built the same way, so
     // that what only a build finds (a gRPC TLS file that holds no usable
@@ -258,6 +293,10 @@ pub fn validate(arg: &Path, strict: bool) -> ExitCode {
     for e in &build_errors {
         errln!("{e}");
     }
+    if let Some(soon) = &ca_expiry {
+        let field = "tls.ca_cert";
+        errln!("{}: warning: {field}: {soon}", cfg.locate(field));
+    }
     // Lints are warnings even under -strict: each is a choice the spec allows.
     // Each names where its field was set, as errors do: `proxy.yaml:14:5: warning: ...`.
     for l in config::lint(&cfg) {
@@ -267,16 +306,16 @@ pub fn validate(arg: &Path, strict: bool) -> ExitCode {
     for l in config::unknown_variables(&cfg, config::process_names()) {
         errln!("{}", l.warning_line());
     }
-    let errors = usize::from(ca_error.is_some()) + build_errors.len();
+    let errors = stop_start
+        + usize::from(ca_error.is_some())
+        + usize::from(threads_error.is_some())
+        + build_errors.len();
     if errors > 0 {
         errln!("{source}: invalid ({errors} error(s))");
         return ExitCode::FAILURE;
     }
-    if strict && !refs.is_empty() {
-        errln!(
-            "{source}: invalid under -strict ({} problem(s))",
-            refs.len()
-        );
+    if strict && tolerated > 0 {
+        errln!("{source}: invalid under -strict ({tolerated} problem(s))");
         return ExitCode::FAILURE;
     }
     printed(outln!("{source}: valid"))
@@ -367,6 +406,9 @@ pub fn init(args: &crate::init::InitArgs) -> ExitCode {
             for v in &report.verify {
                 ok &= outln!("  {v}");
             }
+            for w in &report.warnings {
+                errln!("iron-proxy init: warning: {w}");
+            }
             printed(ok)
         }
         Err(e) => {
@@ -407,7 +449,7 @@ mod tests {
         let config::TlsConfig::Mitm(m) = &cfg.tls else {
             panic!("mitm is the default")
         };
-        ca_error(&cfg, m)
+        load_ca(&cfg, m).err()
     }
 
     #[test]

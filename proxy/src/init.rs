@@ -41,6 +41,8 @@ pub struct Report {
     pub steps: Vec<String>,
     /// How to check the result.
     pub verify: Vec<String>,
+    /// What the operator should act on (a kept CA that expires soon).
+    pub warnings: Vec<String>,
 }
 
 /// `path` (absolute, as on the target system) under `root`.
@@ -210,6 +212,21 @@ fn hidden_from_the_unit(bin: &Path) -> Option<&'static str> {
         .find(|d| bin.starts_with(d))
 }
 
+/// What is wrong with the CA init keeps: one that expires within 30 days,
+/// or one the proxy would not load (expired, a key of another CA); `-force`
+/// replaces it.
+fn kept_ca_warning(crt: &Path, key: &Path) -> Option<String> {
+    match crate::tls::CertificateAuthority::load(crt, key) {
+        Ok(ca) => crate::tls::expiry::check(&ca, crt)
+            .map(|soon| format!("{soon}; or rerun init with -force for a new 90-day CA")),
+        Err(e) => Some(format!(
+            "the kept CA does not load, so the proxy will not start with it: {}; rerun init \
+             with -force for a new CA",
+            crate::error_chain(&e)
+        )),
+    }
+}
+
 /// 256 random bits from the kernel, hex-encoded.
 fn random_key() -> Result<String, InitError> {
     use std::io::Read;
@@ -260,9 +277,12 @@ pub fn run(args: &InitArgs) -> Result<Report, InitError> {
     })?;
     let (crt, key) = (dir.join("ca.crt"), dir.join("ca.key"));
     match (crt.exists(), key.exists(), args.force) {
-        (true, true, false) => report
-            .steps
-            .push(format!("kept existing CA {}", crt.display())),
+        (true, true, false) => {
+            report
+                .steps
+                .push(format!("kept existing CA {}", crt.display()));
+            report.warnings.extend(kept_ca_warning(&crt, &key));
+        }
         (true, false, false) => return Err(InitError::HalfCa(crt)),
         (false, true, false) => return Err(InitError::HalfCa(key)),
         (had_crt, had_key, _) => {

@@ -6,12 +6,15 @@
 //! config files (deep nesting, alias bombs) refused on reload, a `-config` that is a FIFO, a
 //! directory, a device or a socket refused at once (start-up, `validate`, reload) and a config
 //! behind ConfigMap-style links reloaded through an atomic swap, `validate` on files as yaml.v3
-//! users write them, and the JSON (or text) operational log lines next to the audit records on
-//! stderr; a listener whose address is taken named at its line.
+//! users write them and whether the proxy would start with them here, a CA about to expire
+//! named by `validate`, start-up, reload and `init`, and the JSON (or text) operational log
+//! lines next to the audit records on stderr; a listener whose address is taken named at its
+//! line.
 
 mod audit_bound;
 mod audit_entries;
 mod audit_sink;
+mod ca_expiry;
 mod client_acl;
 mod config_file;
 mod config_s3;
@@ -29,6 +32,7 @@ mod reload_live;
 mod revoke;
 mod traffic;
 mod validate;
+mod validate_start;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;

@@ -47,6 +47,29 @@ fn write(path: &Path, contents: &str) {
 impl TestCa {
     /// Generates a CA named `common_name` and writes `dir/ca.crt` and `dir/ca.key`.
     pub fn new(common_name: &str, dir: &Path) -> Self {
+        Self::valid(common_name, dir, validity)
+    }
+
+    /// A CA like [`TestCa::new`] that expires `left` from now (valid since a day ago), for
+    /// the warnings about a CA's coming expiry. Returns its `notAfter` as well (to the
+    /// second, as the certificate holds it).
+    pub fn expiring_in(
+        common_name: &str,
+        dir: &Path,
+        left: std::time::Duration,
+    ) -> (Self, time::OffsetDateTime) {
+        let now = time::OffsetDateTime::now_utc()
+            .replace_nanosecond(0)
+            .expect("0 ns is in range");
+        let not_after = now + left;
+        let ca = Self::valid(common_name, dir, |params| {
+            params.not_before = now - time::Duration::days(1);
+            params.not_after = not_after;
+        });
+        (ca, not_after)
+    }
+
+    fn valid(common_name: &str, dir: &Path, validity: impl Fn(&mut CertificateParams)) -> Self {
         std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
         let key = KeyPair::generate().expect("generating a CA key");
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("empty SAN list");

@@ -110,10 +110,16 @@ impl SourceReloader {
     async fn build(&self, cfg: &Config) -> Result<Built, Vec<String>> {
         let (cfg, sources, metrics) = (cfg.clone(), self.sources.clone(), self.metrics.clone());
         let build = tokio::task::spawn_blocking(move || {
+            let mut ca_expiry = None;
             let ca = match &cfg.tls {
-                config::TlsConfig::Mitm(m) => Some(CaFingerprint::of(
-                    &super::load_ca(&cfg, m).map_err(|e| vec![e.with_label("")])?,
-                )),
+                config::TlsConfig::Mitm(m) => {
+                    let loaded = super::load_ca(&cfg, m).map_err(|e| vec![e.with_label("")])?;
+                    ca_expiry = m
+                        .ca_paths()
+                        .ok()
+                        .and_then(|(cert, _)| crate::tls::expiry::check(&loaded, cert));
+                    Some(CaFingerprint::of(&loaded))
+                }
                 config::TlsConfig::SniOnly => None,
             };
             // Nothing the build asks of the secret sources happens before
@@ -126,6 +132,7 @@ impl SourceReloader {
                 policy,
                 deny,
                 ca,
+                ca_expiry,
                 staged,
             })
         });
@@ -186,6 +193,8 @@ struct Built {
     deny: crate::upstream::DenyList,
     /// The CA the config names (MITM), as its files hold it now.
     ca: Option<CaFingerprint>,
+    /// That CA's coming expiry, within 30 days.
+    ca_expiry: Option<crate::tls::expiry::ExpiresSoon>,
     /// What the build asks of the secret sources, done once it is in force.
     staged: Staged,
 }
@@ -287,6 +296,7 @@ impl Reloader for SourceReloader {
             policy,
             deny,
             ca,
+            ca_expiry,
             staged,
         } = self.build(&cfg).await?;
         // Lints, and the `IRON_*` variables nothing reads, as start-up logs them: the
@@ -294,9 +304,18 @@ impl Reloader for SourceReloader {
         // secret source's `var`, `api_key_env`) is this config's.
         let mut findings = config::lint(&cfg);
         findings.extend(config::unknown_variables(&cfg, config::process_names()));
-        let warnings: Vec<String> = findings.iter().map(|l| l.to_string()).collect();
+        let mut warnings: Vec<String> = findings.iter().map(|l| l.to_string()).collect();
         for finding in &warnings {
             tracing::warn!(%finding, "configuration warning");
+        }
+        // As at start-up, and in the reload's answer: the CA in the files
+        // (the one in force unless rotated in place, which a restart takes).
+        if let Some(soon) = &ca_expiry {
+            soon.log();
+            warnings.push(format!(
+                "{}: tls.ca_cert: {soon}",
+                cfg.locate("tls.ca_cert")
+            ));
         }
         let transforms = policy.pipeline.transforms().len();
         // Every new socket is bound before anything changes: a reload whose

@@ -1,6 +1,8 @@
 //! Files and environment variables a valid config points at but that are not
-//! there. `validate` prints these as warnings (errors under `-strict`): they
-//! are facts about this machine, not about the config text.
+//! there: facts about this machine, not about the config text. Those the
+//! proxy cannot start without ([`Reference::stops_start`]) are errors in
+//! `validate`; the others (a secret's variable, read when a request needs
+//! it) are warnings, errors under `-strict`.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -20,6 +22,12 @@ pub struct Reference {
     pub path: String,
     /// What is missing.
     pub kind: ReferenceKind,
+    /// Whether the proxy refuses to start without it (the MITM CA, the
+    /// management key, a judge's key, a gRPC TLS file, an intercepted user),
+    /// as opposed to what it starts without and fails closed on when a
+    /// request needs it (a secret source's variable, a `gcp_auth` keyfile,
+    /// a cgroup made later).
+    pub stops_start: bool,
 }
 
 /// What is missing.
@@ -84,26 +92,50 @@ struct Machine<'e> {
 
 impl Walk<'_> {
     fn file(&mut self, path: String, file: &Path) {
+        self.file_of(path, file, false);
+    }
+
+    /// A file the proxy reads at start and refuses to start without.
+    fn file_to_start(&mut self, path: String, file: &Path) {
+        self.file_of(path, file, true);
+    }
+
+    fn file_of(&mut self, path: String, file: &Path, stops_start: bool) {
         if (self.missing_file)(file) {
             self.out.push(Reference {
                 path,
                 kind: ReferenceKind::MissingFile(file.to_path_buf()),
+                stops_start,
             });
         }
     }
 
-    fn var(&mut self, path: String, var: &str) {
+    /// A variable the proxy reads at start and refuses to start without
+    /// (secret sources' variables are read when a request needs them: see
+    /// [`Walk::source`]).
+    fn var_to_start(&mut self, path: String, var: &str) {
         if (self.missing_var)(var) {
             self.out.push(Reference {
                 path,
                 kind: ReferenceKind::UnsetEnv(var.to_string()),
+                stops_start: true,
+            });
+        }
+    }
+
+    fn source_var(&mut self, path: String, var: &str) {
+        if (self.missing_var)(var) {
+            self.out.push(Reference {
+                path,
+                kind: ReferenceKind::UnsetEnv(var.to_string()),
+                stops_start: false,
             });
         }
     }
 
     fn source(&mut self, path: String, src: &SecretSourceConfig) {
         for (field, var) in src.env_vars() {
-            self.var(format!("{path}.{field}"), var);
+            self.source_var(format!("{path}.{field}"), var);
         }
     }
 
@@ -114,6 +146,8 @@ impl Walk<'_> {
                     self.out.push(Reference {
                         path: format!("intercept.uids[{i}]"),
                         kind: ReferenceKind::UnknownUser(name.clone()),
+                        // `app::intercept::settings` resolves each name.
+                        stops_start: true,
                     });
                 }
             }
@@ -123,6 +157,8 @@ impl Walk<'_> {
                 self.out.push(Reference {
                     path: format!("intercept.cgroups[{i}]"),
                     kind: ReferenceKind::MissingCgroup(dir),
+                    // Linked once it is made (`app::cgroup_watch`).
+                    stops_start: false,
                 });
             }
         }
@@ -246,18 +282,19 @@ fn walk(
     if let TlsConfig::Mitm(m) = &cfg.tls {
         for (field, file) in [("tls.ca_cert", &m.ca_cert), ("tls.ca_key", &m.ca_key)] {
             if let Some(file) = file {
-                w.file(field.into(), file);
+                w.file_to_start(field.into(), file);
             }
         }
         for u in m.unset() {
             w.out.push(Reference {
                 path: format!("tls.{}", u.field),
                 kind: ReferenceKind::UnsetField(u),
+                stops_start: true,
             });
         }
     }
     if let Some(mg) = &cfg.management {
-        w.var("management.api_key_env".into(), &mg.api_key_env);
+        w.var_to_start("management.api_key_env".into(), &mg.api_key_env);
     }
     for (i, t) in cfg.transforms.iter().enumerate() {
         let p = format!("transforms[{i}].config");
@@ -301,17 +338,17 @@ fn walk(
             TransformConfig::Grpc(g) => {
                 if let Some(tls) = &g.tls {
                     if let Some(ca) = &tls.ca_cert {
-                        w.file(format!("{p}.tls.ca_cert"), ca);
+                        w.file_to_start(format!("{p}.tls.ca_cert"), ca);
                     }
                     if let Some(c) = &tls.client {
-                        w.file(format!("{p}.tls.cert"), &c.cert);
-                        w.file(format!("{p}.tls.key"), &c.key);
+                        w.file_to_start(format!("{p}.tls.cert"), &c.cert);
+                        w.file_to_start(format!("{p}.tls.key"), &c.key);
                     }
                 }
             }
             TransformConfig::Judge(j) => {
                 let (JudgeProvider::Anthropic(pc) | JudgeProvider::OpenAi(pc)) = &j.provider;
-                w.var(format!("{p}.provider.api_key_env"), &pc.api_key_env);
+                w.var_to_start(format!("{p}.provider.api_key_env"), &pc.api_key_env);
             }
             TransformConfig::Allowlist(_)
             | TransformConfig::BodyCapture(_)

@@ -14,6 +14,7 @@ use rustls::crypto::CryptoProvider;
 
 pub mod ca;
 pub mod cache;
+pub mod expiry;
 pub mod generate;
 pub mod leaf;
 pub mod mint_queue;
