@@ -264,11 +264,24 @@ fn install_round_trip(built: &Built, validate: bool) -> Result<()> {
     )?;
     ensure!(ok, "systemd-analyze verify failed:\n{text}");
     if validate {
-        let (ok, text) = output(Command::new("/usr/bin/iron-proxy").args([
-            "validate",
-            "-config",
-            "/etc/iron-proxy/proxy.yaml",
-        ]))?;
+        // The shipped config names /etc/iron-proxy/ca.crt, which the operator makes
+        // (`generate-ca`, `init`): without it `validate` rightly says the proxy would not
+        // start. A CA made elsewhere stands in through IRON_TLS_CA_CERT/KEY, so that
+        // /etc/iron-proxy holds only what the package put there (the purge check below).
+        let ca = tempdir_in_target(&built.tarball)?.join("ca");
+        let (ok, text) = output(
+            Command::new("/usr/bin/iron-proxy")
+                .args(["generate-ca", "-outdir"])
+                .arg(&ca),
+        )?;
+        ensure!(ok, "generate-ca for the validate check: {text}");
+        let (ok, text) = output(
+            Command::new("/usr/bin/iron-proxy")
+                .args(["validate", "-config", "/etc/iron-proxy/proxy.yaml"])
+                .env("IRON_TLS_CA_CERT", ca.join("ca.crt"))
+                .env("IRON_TLS_CA_KEY", ca.join("ca.key")),
+        )?;
+        let _ = std::fs::remove_dir_all(&ca);
         ensure!(ok, "the packaged proxy.yaml does not validate:\n{text}");
     }
     let (ok, text) = output(Command::new("dpkg").args(["--purge", NAME]))?;
