@@ -72,7 +72,14 @@ check "warn mode" grep -q '^      warn: true$' "$conf"
 check "GitHub domains allowed" grep -q '"\*.actions.githubusercontent.com"' "$conf"
 check "egress rules merged (domain alias)" grep -q 'host: "api.example.com"' "$conf"
 check "upstream resolver" grep -q 'upstream_resolver: "8.8.8.8:53"' "$conf"
-check "config validates" "$ROOT/usr/bin/iron-proxy" validate -config "$conf"
+# validate answers whether the proxy would start: with the CA and the secrets file init wrote
+# under $ROOT standing in for /etc/iron-proxy (as the unit's EnvironmentFile= supplies them).
+validate_as_the_unit() {
+  (set -a; . "$ROOT/etc/iron-proxy/iron-proxy.env"; set +a
+   IRON_TLS_CA_CERT="$ROOT/etc/iron-proxy/ca.crt" IRON_TLS_CA_KEY="$ROOT/etc/iron-proxy/ca.key" \
+     "$ROOT/usr/bin/iron-proxy" validate -config "$conf")
+}
+check "config validates" validate_as_the_unit
 check "secrets file 0600" test "$(stat -c %a "$ROOT/etc/iron-proxy/iron-proxy.env")" = 600
 check "drop-in for the packaged unit" test -f "$ROOT/etc/systemd/system/iron-proxy.service.d/10-iron-proxy-init.conf"
 check "CA trusted" cmp -s "$ROOT/etc/iron-proxy/ca.crt" "$ROOT/usr/local/share/ca-certificates/iron-proxy.crt"
