@@ -20,6 +20,10 @@
 #     subordinate uids (newuidmap) is intercepted too;
 #   - `systemctl reload` (SIGHUP) applies a changed allowlist; a broken config
 #     is refused by ExecReload's reload and by ExecStartPre's validate;
+#   - why the service did not start is in `journalctl -u iron-proxy` (validate's
+#     error from ExecStartPre; the proxy's own reason when validate passes but
+#     a transform cannot start), and every line of /var/log/iron-proxy.log
+#     still parses as JSON, the proxy's reason there as an error record;
 #   - logrotate with the packaged config: the proxy reopens its log file on
 #     SIGUSR1 (postrotate), records before and after in the right files;
 #   - `systemctl stop` leaves interception in force (fail closed: connection
@@ -168,6 +172,30 @@ expect_status() {
     say "ok: curl $url as $who -> $got"
 }
 unit_prop() { in_ct systemctl show --value -p "$2" "$1"; }
+# Fails unless every line of the unit's log file is a JSON object (checked on the host: the
+# container has no python3).
+log_is_json_lines() {
+    local why
+    why="$(in_ct cat /var/log/iron-proxy.log | python3 -c '
+import json, sys
+for n, line in enumerate(sys.stdin, 1):
+    try:
+        ok = isinstance(json.loads(line), dict)
+    except ValueError:
+        ok = False
+    if not ok:
+        sys.exit(f"line {n} is not a JSON object: {line!r}")
+' 2>&1)" || fail "/var/log/iron-proxy.log ($1): $why"
+}
+# Waits until `journalctl -u iron-proxy` has a line containing $1 (journald takes the
+# lines a moment after the process wrote them); fails naming $2 if it never does.
+expect_journal() {
+    for _ in $(seq 100); do
+        in_ct journalctl -u iron-proxy --no-pager -o cat | grep -qF -- "$1" && return 0
+        sleep 0.1
+    done
+    fail "$2: the journal does not say \"$1\": $(in_ct journalctl -u iron-proxy --no-pager -o cat -n 20)"
+}
 
 # systemctl needs PID 1's private socket, which appears a moment into boot.
 for _ in $(seq 300); do
@@ -330,8 +358,32 @@ grep -q 'ExecStartPre=.*validate.*status=[1-9]' <<<"$status" ||
     fail "the broken config was not stopped by ExecStartPre: $status"
 expect_status "$user" "http://allowed.test/" "exit 7"
 say "ok: a broken config is refused by reload and by ExecStartPre; interception stays closed"
+# validate writes to the journal (stdout), not into the JSON-lines log file (stderr).
+expect_journal "/etc/iron-proxy/proxy.yaml: invalid (1 error(s))" "ExecStartPre's validate"
+log_is_json_lines "after ExecStartPre refused a broken config"
+say "ok: journalctl -u iron-proxy names the config error; the log file is still all JSON lines"
 in_ct sed -i '$d' /etc/iron-proxy/proxy.yaml
 in_ct systemctl start iron-proxy
+expect_status "$user" "http://allowed.test/" 200
+
+# A config validate passes (an unset key variable is only a warning there) but the proxy
+# refuses to start with: the proxy's own reason, in the journal and as a JSON record.
+in_ct cp /etc/iron-proxy/proxy.yaml /etc/iron-proxy/proxy.yaml.good
+in_ct sed -i 's/^transforms:$/transforms:\n  - name: judge\n    config:\n      name: guard\n      prompt: "Deny all."\n      rules: [{host: nothing.test}]\n      provider: {type: openai, model: m, api_key_env: IRON_SYSTEMD_TEST_UNSET_KEY}/' \
+    /etc/iron-proxy/proxy.yaml
+in_ct grep -q IRON_SYSTEMD_TEST_UNSET_KEY /etc/iron-proxy/proxy.yaml || fail "could not add the judge to proxy.yaml"
+in_ct iron-proxy validate -config /etc/iron-proxy/proxy.yaml >/dev/null 2>&1 ||
+    fail "validate refuses the config with the judge: $(in_ct iron-proxy validate -config /etc/iron-proxy/proxy.yaml 2>&1)"
+if in_ct systemctl restart iron-proxy 2>/dev/null; then fail "restart with a judge whose key is unset succeeded"; fi
+why="provider.api_key_env names IRON_SYSTEMD_TEST_UNSET_KEY, which is not set"
+expect_journal "$why" "the proxy's start-up failure"
+log_is_json_lines "after the proxy refused to start"
+in_ct grep -F -- "$why" /var/log/iron-proxy.log | grep -q '"level":"error"' ||
+    fail "no error record in /var/log/iron-proxy.log says \"$why\": $(in_ct tail -n 5 /var/log/iron-proxy.log)"
+say "ok: a proxy that refuses to start says why in the journal, and as a JSON record in the log file"
+in_ct mv /etc/iron-proxy/proxy.yaml.good /etc/iron-proxy/proxy.yaml
+in_ct systemctl reset-failed iron-proxy 2>/dev/null || true
+in_ct systemctl restart iron-proxy
 expect_status "$user" "http://allowed.test/" 200
 
 # ---- log rotation -------------------------------------------------------------
@@ -361,6 +413,7 @@ in_ct grep -q '"path":"/before-rotation"' /var/log/iron-proxy.log.1 || fail "the
 if in_ct grep -q '"path":"/after-rotation"' /var/log/iron-proxy.log.1; then
     fail "a record after the rotation went to the rotated file"
 fi
+log_is_json_lines "after logrotate"
 say "ok: logrotate with the packaged config; the proxy reopened its log on SIGUSR1, no record lost"
 
 # ---- security score -----------------------------------------------------------

@@ -14,31 +14,49 @@ use crate::console::{errln, outln, printed};
 mod intercept;
 pub use intercept::{intercept, intercept_load};
 
-fn print_config_errors(errors: &config::ConfigErrors) {
+/// How a command says what is wrong: [`crate::console::err`] (`validate`),
+/// or [`fatal_json`] (`run`, which stops).
+type Say = fn(std::fmt::Arguments<'_>);
+
+/// `errln!` for the reasons `run` stops: see [`crate::console::fatal`].
+macro_rules! fatal {
+    ($format:expr, $($arg:tt)*) => {
+        crate::console::fatal($format, format_args!($($arg)*))
+    };
+}
+
+/// [`crate::console::fatal`] before the config (and so its `log.format`) is
+/// known: the default format, JSON.
+fn fatal_json(args: std::fmt::Arguments<'_>) {
+    crate::console::fatal(config::LogFormat::Json, args)
+}
+
+fn print_config_errors(errors: &config::ConfigErrors, say: Say) {
     for e in &errors.0 {
-        errln!("{e}");
+        say(format_args!("{e}"));
     }
 }
 
 /// The source `-config` names (a file, or `s3://bucket/key`); a malformed
-/// `s3://` URL is printed.
-fn config_source(arg: &Path) -> Option<ConfigSource> {
+/// `s3://` URL is said.
+fn config_source(arg: &Path, say: Say) -> Option<ConfigSource> {
     ConfigSource::parse(arg)
-        .map_err(|e| errln!("iron-proxy: {e}"))
+        .map_err(|e| say(format_args!("iron-proxy: {e}")))
         .ok()
 }
 
-/// The config `-config` names, loaded with its bytes; `None` once what is wrong is printed: a
+/// The config `-config` names, loaded with its bytes; `None` once what is wrong is said: a
 /// malformed `s3://` URL, or each config error and then `invalid(source, error count)`.
 fn load_config(
     arg: &Path,
+    say: Say,
     invalid: impl FnOnce(&ConfigSource, usize),
 ) -> Option<(ConfigSource, config::Config, Vec<u8>)> {
-    let source = config_source(arg)?;
+    let source = config_source(arg, say)?;
     match source.load_blocking() {
         Ok((cfg, bytes)) => Some((source, cfg, bytes)),
         Err(e) => {
-            print_config_errors(&e);
+            print_config_errors(&e, say);
             invalid(&source, e.0.len());
             None
         }
@@ -60,23 +78,26 @@ pub fn run(arg: &Path) -> ExitCode {
     // First: until their handlers exist, SIGHUP and SIGUSR1 (logrotate's)
     // would end a proxy that is still starting.
     if let Err(e) = crate::ops::signals::catch_early() {
-        errln!("iron-proxy: {}", crate::error_chain(&e));
+        fatal_json(format_args!("iron-proxy: {}", crate::error_chain(&e)));
         return ExitCode::FAILURE;
     }
-    let Some((source, cfg, bytes)) = load_config(arg, |source, n| {
-        errln!("iron-proxy: {n} error(s) in {source}; not starting")
+    let Some((source, cfg, bytes)) = load_config(arg, fatal_json, |source, n| {
+        fatal_json(format_args!(
+            "iron-proxy: {n} error(s) in {source}; not starting"
+        ))
     }) else {
         return ExitCode::FAILURE;
     };
     // The CA is loaded here, before anything starts, so that a pair that does
     // not load is reported as `validate` reports it: at the field that names
     // the file at fault. The app takes it from here.
+    let format = cfg.log.format;
     let ca = match &cfg.tls {
         config::TlsConfig::Mitm(m) => match load_ca(&cfg, m) {
             Ok(ca) => Some(ca),
             Err(e) => {
-                errln!("{e}");
-                errln!("iron-proxy: 1 error(s) in {source}; not starting");
+                fatal!(format, "{e}");
+                fatal!(format, "iron-proxy: 1 error(s) in {source}; not starting");
                 return ExitCode::FAILURE;
             }
         },
@@ -124,7 +145,7 @@ pub fn run(arg: &Path) -> ExitCode {
         Ok(n) => n,
         Err(e) => {
             FlushStderr::now();
-            errln!("iron-proxy: {e}; not starting");
+            fatal!(format, "iron-proxy: {e}; not starting");
             return ExitCode::FAILURE;
         }
     };
@@ -136,7 +157,8 @@ pub fn run(arg: &Path) -> ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             FlushStderr::now();
-            errln!(
+            fatal!(
+                format,
                 "iron-proxy: starting the runtime: {}",
                 crate::error_chain(&e)
             );
@@ -149,7 +171,7 @@ pub fn run(arg: &Path) -> ExitCode {
             Ok(s) => s,
             Err(e) => {
                 FlushStderr::now();
-                errln!("iron-proxy: {}", crate::error_chain(&e));
+                fatal!(format, "iron-proxy: {}", crate::error_chain(&e));
                 return ExitCode::FAILURE;
             }
         };
@@ -158,7 +180,8 @@ pub fn run(arg: &Path) -> ExitCode {
             Ok(a) => a,
             Err(e) => {
                 FlushStderr::now();
-                errln!(
+                fatal!(
+                    format,
                     "iron-proxy: starting the audit writer thread: {}",
                     crate::error_chain(&e)
                 );
@@ -171,7 +194,7 @@ pub fn run(arg: &Path) -> ExitCode {
                 // One line with the whole cause (not a log line as well: the
                 // same text twice in the journal).
                 FlushStderr::now();
-                errln!("iron-proxy: {}", crate::error_chain(&e));
+                fatal!(format, "iron-proxy: {}", crate::error_chain(&e));
                 return ExitCode::FAILURE;
             }
         };
@@ -228,9 +251,9 @@ const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// `iron-proxy validate -config FILE|s3://BUCKET/KEY [-strict]`.
 pub fn validate(arg: &Path, strict: bool) -> ExitCode {
-    let Some((source, cfg, _)) =
-        load_config(arg, |source, n| errln!("{source}: invalid ({n} error(s))"))
-    else {
+    let Some((source, cfg, _)) = load_config(arg, crate::console::err, |source, n| {
+        errln!("{source}: invalid ({n} error(s))")
+    }) else {
         return ExitCode::FAILURE;
     };
     // What this machine lacks: an error when the proxy would refuse to

@@ -61,15 +61,34 @@ impl std::fmt::Display for Run {
 /// Runs the binary with `args` and a scrubbed environment plus `env`; kills it
 /// (by its PID) if it is still running after 20 s.
 fn run_env(args: &[&str], env: &[(&str, &str)]) -> Run {
+    run_streams(args, env, false)
+}
+
+/// Runs the binary as the packaged unit does: stdout the journal (here a
+/// file that `JOURNAL_STREAM` names, as systemd names the journal's socket),
+/// stderr the log file (`StandardError=append:`).
+fn run_as_unit(args: &[&str], env: &[(&str, &str)]) -> Run {
+    run_streams(args, env, true)
+}
+
+/// [`run_env`], with `JOURNAL_STREAM` naming stdout when `journal`.
+fn run_streams(args: &[&str], env: &[(&str, &str)], journal: bool) -> Run {
+    use std::os::unix::fs::MetadataExt;
     let dir = tempfile::tempdir().expect("temp dir");
     let (out_path, err_path) = (dir.path().join("out"), dir.path().join("err"));
+    let stdout = std::fs::File::create(&out_path).expect("stdout file");
+    let meta = stdout.metadata().expect("stat stdout file");
     let mut cmd = Command::new(BIN);
     cmd.args(args)
         .env_remove("IRON_LOG_FILTER")
+        .env_remove("JOURNAL_STREAM")
         .envs(env.iter().copied())
         .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&out_path).expect("stdout file"))
+        .stdout(stdout)
         .stderr(std::fs::File::create(&err_path).expect("stderr file"));
+    if journal {
+        cmd.env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()));
+    }
     for (k, _) in std::env::vars() {
         if k.starts_with("IRON_") {
             cmd.env_remove(k);
@@ -649,6 +668,105 @@ fn validate_and_startup_refuse_a_bad_ca_without_printing_it() {
             ca.0
         ));
     assert!(!r.stderr.contains("KEY-MATERIAL"), "{r}");
+}
+
+/// Every line of `r`'s stderr (the unit's log file), parsed as a JSON object.
+fn json_lines(r: &Run) -> Vec<serde_json::Map<String, serde_json::Value>> {
+    r.stderr
+        .lines()
+        .map(|l| match serde_json::from_str(l) {
+            Ok(serde_json::Value::Object(m)) => m,
+            _ => panic!("a line of the log file is not a JSON object: {l:?}\n{r}"),
+        })
+        .collect()
+}
+
+/// Under the packaged unit (stdout the journal, stderr the log file) the
+/// log file stays JSON lines, every line of it, and the journal says why
+/// the proxy did not start: `validate` (ExecStartPre) writes its warnings
+/// and errors to the journal only; the proxy's reasons to stop, before the
+/// logger is up (a config error, a CA that does not load) and after (a
+/// transform that cannot start), go to the journal as plain lines and to
+/// the file as JSON records of the logger's shape.
+#[test]
+fn under_the_unit_the_journal_says_why_and_the_log_file_stays_json_lines() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca = generated_ca(dir.path());
+    // validate: a warning (an unset variable), and an error.
+    let secret = "  - name: secrets\n    config:\n      secrets:\n        - source: {type: env, var: IRON_CLI_TEST_UNSET_VAR}\n          inject: {header: X-Key}\n";
+    let warned = ConfigFile::new(&runnable(&ca, secret));
+    let r = run_as_unit(&["validate", "-config", &warned.arg()], &[]);
+    r.expect_code(0, "validate with a warning")
+        .expect_stdout("warning")
+        .expect_stdout("IRON_CLI_TEST_UNSET_VAR")
+        .expect_stdout(": valid");
+    assert_eq!(r.stderr, "", "nothing for the log file\n{r}");
+    let broken = ConfigFile::new("transforms: [oops\n");
+    let r = run_as_unit(&["validate", "-config", &broken.arg()], &[]);
+    r.expect_code(1, "validate of a broken config")
+        .expect_stdout("proxy.yaml:")
+        .expect_stdout("invalid (1 error(s))");
+    assert_eq!(r.stderr, "", "nothing for the log file\n{r}");
+
+    // The proxy, before its logger is up: the config, then the CA.
+    let garbage = dir.path().join("garbage.crt");
+    std::fs::write(&garbage, "not PEM\n").expect("writing garbage.crt");
+    let garbage = garbage.to_str().expect("UTF-8").to_string();
+    let bad_ca = ConfigFile::new(&runnable(
+        &(garbage.clone(), ca.1.clone()),
+        "  - name: allowlist\n    config:\n      domains: [a.test]\n",
+    ));
+    let judge = "  - name: judge\n    config:\n      name: guard\n      prompt: \"Deny all.\"\n      rules: [{host: a.test}]\n      provider: {type: openai, model: m, api_key_env: IRON_TEST_UNSET_KEY}\n";
+    let no_start = ConfigFile::new(&runnable(&ca, judge));
+    for (cfg, why) in [
+        (&broken, "proxy.yaml:".to_string()),
+        (
+            &bad_ca,
+            format!("tls.ca_cert: {garbage}: no PEM certificate found"),
+        ),
+        // After the logger is up: its lines are JSON too.
+        (
+            &no_start,
+            "provider.api_key_env names IRON_TEST_UNSET_KEY, which is not set".to_string(),
+        ),
+    ] {
+        let r = run_as_unit(&["-config", &cfg.arg()], &[]);
+        r.expect_code(1, "run that cannot start")
+            .expect_stdout(&why);
+        let records = json_lines(&r);
+        let said = |needle: &str| {
+            records.iter().any(|m| {
+                m.get("level").and_then(|v| v.as_str()) == Some("error")
+                    && m.get("msg")
+                        .and_then(|v| v.as_str())
+                        .is_some_and(|msg| msg.contains(needle))
+            })
+        };
+        assert!(
+            said(&why),
+            "no error record with {why:?} in the log file\n{r}"
+        );
+        assert!(
+            records
+                .iter()
+                .all(|m| m.contains_key("time") && m.contains_key("msg")),
+            "{r}"
+        );
+        // From a terminal, as it always was: plain lines on stderr.
+        let t = run(&["-config", &cfg.arg()]);
+        t.expect_code(1, "run from a terminal").expect_stderr(&why);
+        assert!(
+            t.stderr
+                .lines()
+                .any(|l| !l.starts_with('{') && l.contains(&why)),
+            "a plain line on stderr\n{t}"
+        );
+    }
+    // A JOURNAL_STREAM that names another stream (inherited) changes nothing.
+    let r = run_env(&["-config", &broken.arg()], &[("JOURNAL_STREAM", "1:2")]);
+    r.expect_code(1, "inherited JOURNAL_STREAM")
+        .expect_stderr("proxy.yaml:");
+    assert_eq!(r.stdout, "", "{r}");
 }
 
 /// Runs `iron-proxy ARGS` with stdout a pipe whose read end is already closed

@@ -67,7 +67,7 @@ pub fn intercept(config: Option<&Path>, pin_path: Option<&Path>, detach: bool) -
 /// its errors printed and is read again, leniently, for `intercept.pin_path`
 /// and `intercept.mode` alone; `None` once that too failed and is printed.
 fn target_of_config(arg: &Path, verb: &str) -> Option<(PathBuf, InterceptMode)> {
-    if let Some((_, cfg, _)) = super::load_config(arg, |_, _| {}) {
+    if let Some((_, cfg, _)) = super::load_config(arg, crate::console::err, |_, _| {}) {
         return Some(match cfg.intercept {
             Some(ic) => (ic.pin_path, ic.mode),
             None => (PathBuf::from(config::DEFAULT_PIN_PATH), InterceptMode::Ebpf),
@@ -77,7 +77,7 @@ fn target_of_config(arg: &Path, verb: &str) -> Option<(PathBuf, InterceptMode)> 
         "give the pin directory with -pin-path PATH (default {})",
         config::DEFAULT_PIN_PATH
     );
-    let lenient = match super::config_source(arg) {
+    let lenient = match super::config_source(arg, crate::console::err) {
         Some(ConfigSource::File(file)) => std::fs::read_to_string(&file)
             .map_err(|e| format!("reading {}: {e}", file.display()))
             .and_then(|text| lenient_target(&text)),

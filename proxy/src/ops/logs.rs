@@ -313,6 +313,17 @@ fn render(time: &str, level: Level, fields: JsonVisitor) -> String {
     }
 }
 
+/// One JSON line (with its newline) of the logger's shape, at `level`, with
+/// `msg` and no fields: for a line written where no logger is installed yet
+/// or any more (`console::fatal`: why the proxy does not start).
+pub fn json_line(level: Level, msg: &str) -> String {
+    let fields = JsonVisitor {
+        message: Some(msg.to_string()),
+        fields: Vec::new(),
+    };
+    render(&now(), level, fields)
+}
+
 /// `trace` stays `trace` (only `IRON_LOG_FILTER` enables it) rather than
 /// being folded into `debug`, so a reader can tell the two apart.
 fn level_name(level: Level) -> &'static str {

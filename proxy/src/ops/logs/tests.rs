@@ -250,3 +250,27 @@ fn the_level_changes_through_the_handle_and_other_crates_stay_at_warn() {
         .collect();
     assert_eq!(msgs, vec!["info before", "after"], "{msgs:?}");
 }
+
+/// A fatal start-up line written without a logger has the logger's shape:
+/// same keys in the same order, one line, whatever the message holds.
+#[test]
+fn a_line_without_a_logger_has_the_loggers_shape() {
+    let (_, logged) = one_json(|| tracing::error!("x"));
+    let msg = "proxy.yaml:1:12: error: \"quoted\"\nand a newline \u{2028}";
+    let line = json_line(Level::ERROR, msg);
+    assert!(
+        line.ends_with('\n') && line.matches('\n').count() == 1,
+        "exactly one line: {line:?}"
+    );
+    let Ok(Value::Object(m)) = serde_json::from_str::<Value>(&line) else {
+        panic!("not a JSON object: {line:?}")
+    };
+    assert_eq!(
+        m.keys().collect::<Vec<_>>(),
+        logged.keys().collect::<Vec<_>>(),
+        "{line}"
+    );
+    assert_eq!(m["level"], "error");
+    assert_eq!(m["msg"], msg);
+    assert!(line.starts_with("{\"time\":\""), "{line}");
+}
