@@ -5,7 +5,9 @@
 //!    `-intercept-user`/`-intercept-cgroup`, metrics and management on loopback; checked with
 //!    the config parser before it is written;
 //! 3. the secrets file `iron-proxy.env` (0600) with a random management API key;
-//! 4. a drop-in for the packaged unit, or the full unit where there is none;
+//! 4. a drop-in for the packaged unit, or the full unit where there is none,
+//!    and then also the packages' logrotate file (when logrotate is installed
+//!    and has no file for iron-proxy yet);
 //! 5. optionally the CA in the system trust store (`-trust`);
 //! 6. `systemctl enable` + start, then waits for `/readyz` (skipped with `-no-start` or `-root`).
 //!
@@ -16,6 +18,7 @@
 mod options;
 mod render;
 mod system;
+mod systemd_syntax;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -31,6 +34,10 @@ pub const CA_EXPIRY_HOURS: u64 = 90 * 24;
 pub const UNIT: &str = "iron-proxy.service";
 /// Where the packages install the unit.
 pub const PACKAGED_UNIT_PATH: &str = "/usr/lib/systemd/system/iron-proxy.service";
+/// Where logrotate reads its per-package files.
+pub const LOGROTATE_DIR: &str = "/etc/logrotate.d";
+/// The log file of the unit (`StandardError=append:`).
+pub const LOG_FILE: &str = "/var/log/iron-proxy.log";
 /// Name of the drop-in `init` writes next to a packaged unit.
 pub const DROP_IN: &str = "/etc/systemd/system/iron-proxy.service.d/10-iron-proxy-init.conf";
 
@@ -65,8 +72,10 @@ pub fn inputs(args: &InitArgs) -> Result<ConfigInputs, InitError> {
             args.config_dir.display()
         )));
     }
+    // It goes into the unit: refused here, before anything is written.
+    let config_dir = systemd_syntax::unit_path(&args.config_dir, "-config-dir")?;
     let mut c = ConfigInputs {
-        config_dir: args.config_dir.display().to_string(),
+        config_dir: config_dir.to_string(),
         warn: args.warn,
         // On by default when intercepting: the kernel refuses an intercepted
         // workload's UDP, DNS included, unless it goes to the proxy's server.
@@ -267,6 +276,7 @@ pub fn run(args: &InitArgs) -> Result<Report, InitError> {
             render::PACKAGED_BIN
         )));
     }
+    let bin_text = systemd_syntax::unit_path(&bin, "the binary's path")?;
     let mut report = Report::default();
     let mut changed = false;
 
@@ -336,7 +346,7 @@ pub fn run(args: &InitArgs) -> Result<Report, InitError> {
     };
     changed |= step(&mut report, env_change, &env_path);
 
-    let config_dir = args.config_dir.display().to_string();
+    let config_dir = c.config_dir.clone();
     let unit_markers = [render::UNIT_MARKER];
     if under(root, Path::new(PACKAGED_UNIT_PATH)).exists() {
         let p = under(root, Path::new(DROP_IN));
@@ -344,7 +354,7 @@ pub fn run(args: &InitArgs) -> Result<Report, InitError> {
             &mut report,
             replace_owned(
                 &p,
-                &render::drop_in(&bin, &config_dir),
+                &render::drop_in(bin_text, &config_dir),
                 0o644,
                 &unit_markers,
                 args.force,
@@ -357,13 +367,16 @@ pub fn run(args: &InitArgs) -> Result<Report, InitError> {
             &mut report,
             replace_owned(
                 &p,
-                &render::full_unit(&bin, &config_dir),
+                &render::full_unit(bin_text, &config_dir),
                 0o644,
                 &unit_markers,
                 args.force,
             )?,
             &p,
         );
+        // The package ships it; without the package, init does.
+        let step = system::install_logrotate(&under(root, Path::new(LOGROTATE_DIR)))?;
+        report.steps.push(step);
     }
 
     if args.trust {
@@ -412,9 +425,12 @@ pub fn run(args: &InitArgs) -> Result<Report, InitError> {
     for u in &c.users {
         report.verify.push(format!("sudo -u {u} curl -sS -o /dev/null -w '%{{http_code}}\\n' https://example.com/   # 403 unless allowed"));
     }
+    report.verify.push(format!(
+        "tail -f {LOG_FILE}   # one JSON audit record per request"
+    ));
     report
         .verify
-        .push("tail -f /var/log/iron-proxy.log   # one JSON audit record per request".into());
+        .push("journalctl -u iron-proxy   # why it did not start, if it did not".into());
     report.verify.push(format!(
         "iron-proxy intercept status -config {config_dir}/proxy.yaml"
     ));

@@ -225,3 +225,40 @@ pub fn trust(
     }
     Ok(change)
 }
+
+/// Installs the packages' logrotate file in `dir` (`/etc/logrotate.d`, under
+/// `-root` if given) for an install without the package (which ships it),
+/// so that the log the unit appends to is rotated: only when logrotate's
+/// directory exists and no file is there yet. A file already there, the
+/// operator's or an earlier init's, is never replaced (a `.bak` beside it
+/// would be read by logrotate as a second entry for the same log, which it
+/// refuses). Returns the step for the report.
+pub fn install_logrotate(dir: &Path) -> Result<String, InitError> {
+    let log = super::LOG_FILE;
+    if !dir.is_dir() {
+        return Ok(format!(
+            "no {} (logrotate is not installed): {log} is not rotated; install logrotate and \
+             re-run init, or rotate it yourself (SIGUSR1 makes the proxy reopen it)",
+            dir.display()
+        ));
+    }
+    let path = dir.join("iron-proxy");
+    let content = super::render::logrotate();
+    match fs::read(&path) {
+        Ok(old) if old == content.as_bytes() => Ok(format!("unchanged {}", path.display())),
+        Ok(_) => Ok(format!(
+            "kept {} (already there; init does not replace it): it should rotate {log} and \
+             send SIGUSR1 after, as packaging/logrotate does",
+            path.display()
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            write_if_changed(&path, &content, 0o644)?;
+            Ok(format!(
+                "created {} (rotates {log} daily, keeps 14 compressed; SIGUSR1 makes the proxy \
+                 reopen it)",
+                path.display()
+            ))
+        }
+        Err(source) => Err(InitError::Io { path, source }),
+    }
+}

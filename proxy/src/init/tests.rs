@@ -351,3 +351,213 @@ fn a_binary_the_unit_hides_is_named() {
         assert_eq!(super::hidden_from_the_unit(Path::new(bin)), hidden, "{bin}");
     }
 }
+
+/// The unit's non-comment lines.
+fn settings(unit: &str) -> Vec<&str> {
+    unit.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .collect()
+}
+
+#[test]
+fn the_full_unit_is_the_packaged_one_with_the_paths_substituted() {
+    assert_eq!(
+        render::full_unit(render::PACKAGED_BIN, render::PACKAGED_CONFIG_DIR),
+        format!("{}\n{}", render::UNIT_MARKER, render::PACKAGED_UNIT),
+        "the packaged paths change nothing"
+    );
+    let unit = render::full_unit("/opt/ip/bin/iron-proxy", "/srv/iron/");
+    for l in settings(&unit) {
+        assert!(
+            !l.contains(render::PACKAGED_CONFIG_DIR) && !l.contains(render::PACKAGED_BIN),
+            "a packaged path left in {l:?}"
+        );
+    }
+    assert!(
+        unit.contains(
+            "\nExecStartPre=/opt/ip/bin/iron-proxy validate -config /srv/iron/proxy.yaml\n"
+        ),
+        "{unit}"
+    );
+    assert!(
+        unit.contains("\nEnvironmentFile=-/srv/iron/iron-proxy.env\n"),
+        "{unit}"
+    );
+}
+
+/// A directory with a space and `%` (a specifier in systemd), and a binary
+/// in one: quoted and escaped as systemd reads them; `systemd-analyze
+/// verify`, where installed, loads the result (it refuses an unquoted binary
+/// path with a space, which it cannot find, and `%Z`, which is no specifier).
+#[test]
+fn paths_with_spaces_and_percent_are_quoted_in_the_unit_and_drop_in() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let tools = tmp.path().join("my tools %d");
+    std::fs::create_dir_all(&tools).expect("mkdir");
+    let bin = tools.join("iron-proxy");
+    std::fs::copy("/bin/true", &bin).expect("an executable to name");
+    let bin = bin.to_str().expect("UTF-8 temp path");
+    let q = |s: &str| format!("\"{}\"", s.replace('%', "%%"));
+    let config = "/srv/iron proxy 100%Z";
+    let unit = render::full_unit(bin, config);
+    let want_pre = format!(
+        "\nExecStartPre={} validate -config \"/srv/iron proxy 100%%Z/proxy.yaml\"\n",
+        q(bin)
+    );
+    assert!(unit.contains(&want_pre), "{want_pre}\n{unit}");
+    assert!(
+        unit.contains(&format!(
+            "\nExecStart={} -config \"/srv/iron proxy 100%%Z/proxy.yaml\"\n",
+            q(bin)
+        )),
+        "{unit}"
+    );
+    assert!(
+        unit.contains("\nEnvironmentFile=-/srv/iron proxy 100%%Z/iron-proxy.env\n"),
+        "{unit}"
+    );
+    let drop_in = render::drop_in(bin, config);
+    assert!(drop_in.contains(&want_pre), "{want_pre}\n{drop_in}");
+    assert!(
+        drop_in.contains("\nEnvironmentFile=-/srv/iron proxy 100%%Z/iron-proxy.env\n"),
+        "{drop_in}"
+    );
+    let analyze = std::process::Command::new("systemd-analyze")
+        .arg("--version")
+        .output();
+    if !analyze.is_ok_and(|o| o.status.success()) {
+        eprintln!("systemd-analyze is not installed: the rendered units are not verified");
+        return;
+    }
+    // The drop-in after the unit, as systemd merges them.
+    for (name, text) in [
+        ("unit", unit.clone()),
+        ("unit and drop-in", format!("{unit}{drop_in}")),
+    ] {
+        let path = tmp.path().join("iron-proxy.service");
+        std::fs::write(&path, &text).expect("write unit");
+        let out = std::process::Command::new("systemd-analyze")
+            .arg("verify")
+            .arg(&path)
+            .output()
+            .expect("systemd-analyze verify");
+        assert!(
+            out.status.success(),
+            "systemd-analyze verify refuses the {name}:\n{}{}\n{text}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn a_config_dir_a_unit_cannot_hold_is_refused_before_anything_is_written() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut a = args(tmp.path());
+    a.config_dir = "/srv/iron\nExecStartPre=/bin/false".into();
+    let err = run(&a).expect_err("a newline in -config-dir");
+    assert!(
+        err.to_string().starts_with(
+            "-config-dir \"/srv/iron\\nExecStartPre=/bin/false\": it holds a control character"
+        ),
+        "{err}"
+    );
+    assert!(
+        std::fs::read_dir(tmp.path())
+            .expect("read root")
+            .next()
+            .is_none(),
+        "nothing written"
+    );
+    // A space and a percent sign are fine (quoted in the unit).
+    a.config_dir = "/srv/iron proxy 100%".into();
+    run(&a).expect("init runs");
+    let unit = read(&tmp.path().join("etc/systemd/system/iron-proxy.service"));
+    assert!(
+        unit.contains(
+            "ExecStart=/usr/bin/iron-proxy -config \"/srv/iron proxy 100%%/proxy.yaml\"\n"
+        ),
+        "{unit}"
+    );
+    let yaml = read(&tmp.path().join("srv/iron proxy 100%/proxy.yaml"));
+    assert!(
+        yaml.contains("ca_cert: \"/srv/iron proxy 100%/ca.crt\""),
+        "{yaml}"
+    );
+}
+
+/// Without the package (no packaged unit), init installs the package's
+/// logrotate file for the log its unit appends to, where logrotate is
+/// installed and has none yet; it never replaces one.
+#[test]
+fn a_tarball_install_gets_the_logrotate_file() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("etc/logrotate.d");
+    let file = dir.join("iron-proxy");
+    // No logrotate: nothing written, and the report says the log is not rotated.
+    let report = run(&args(tmp.path())).expect("init runs");
+    assert!(!dir.exists());
+    assert!(
+        report
+            .steps
+            .iter()
+            .any(|s| s.contains("/var/log/iron-proxy.log is not rotated")),
+        "{:?}",
+        report.steps
+    );
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let report = run(&args(tmp.path())).expect("init runs");
+    let text = read(&file);
+    assert_eq!(mode(&file), 0o644);
+    assert!(text.starts_with(render::LOGROTATE_MARKER), "{text}");
+    assert!(text.ends_with(render::PACKAGED_LOGROTATE), "{text}");
+    assert!(text.contains("/var/log/iron-proxy.log {"), "{text}");
+    assert!(text.contains("--signal=USR1 iron-proxy.service"), "{text}");
+    let created = format!("created {}", file.display());
+    assert!(
+        report.steps.iter().any(|s| s.starts_with(&created)),
+        "{:?}",
+        report.steps
+    );
+    let report = run(&args(tmp.path())).expect("second run");
+    assert!(
+        report
+            .steps
+            .contains(&format!("unchanged {}", file.display())),
+        "{:?}",
+        report.steps
+    );
+    // The operator's own file stays as it is, and nothing is put beside it.
+    std::fs::write(&file, "/var/log/iron-proxy.log { weekly }\n").expect("write");
+    let report = run(&args(tmp.path())).expect("third run");
+    assert_eq!(read(&file), "/var/log/iron-proxy.log { weekly }\n");
+    assert_eq!(
+        std::fs::read_dir(&dir).expect("read dir").count(),
+        1,
+        "only the operator's file"
+    );
+    let kept = format!("kept {}", file.display());
+    assert!(
+        report.steps.iter().any(|s| s.starts_with(&kept)),
+        "{:?}",
+        report.steps
+    );
+}
+
+/// With the package, the package's own logrotate file is left to it.
+#[test]
+fn a_package_install_leaves_logrotate_to_the_package() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let packaged = tmp.path().join("usr/lib/systemd/system/iron-proxy.service");
+    std::fs::create_dir_all(packaged.parent().expect("parent")).expect("mkdir");
+    std::fs::write(&packaged, render::PACKAGED_UNIT).expect("write unit");
+    let dir = tmp.path().join("etc/logrotate.d");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let report = run(&args(tmp.path())).expect("init runs");
+    assert!(!dir.join("iron-proxy").exists());
+    assert!(
+        !report.steps.iter().any(|s| s.contains("logrotate")),
+        "{:?}",
+        report.steps
+    );
+}
