@@ -17,7 +17,7 @@ use super::{Origin, OriginalDst};
 
 /// A workload, as interception recorded the process that opened a
 /// connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Workload {
     /// The process's uid.
     pub uid: u32,
@@ -62,7 +62,7 @@ pub trait DatagramIdentity: Send + Sync {
 }
 
 /// What a per-client bound counts by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Client {
     /// A client interception did not identify: its address (IPv4-mapped
     /// IPv6 as the IPv4 address).

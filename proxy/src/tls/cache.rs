@@ -12,9 +12,10 @@
 //!   [`REFUSED_LEAVES`], so that the client can still read its 403, and
 //!   never takes a place in the main cache;
 //! - in the main cache each leaf counts against the client that minted it,
-//!   and a client past its fair share replaces its own oldest leaf
-//!   ([`shares`]), so that names made up under an allowed wildcard churn
-//!   only the leaves of the client that makes them up.
+//!   and a new leaf in a full cache replaces its client's own oldest leaf
+//!   when that client holds its fair share, else the oldest of the client
+//!   holding the most ([`shares`]), so that names made up under an allowed
+//!   wildcard churn only the leaves of the client that makes them up.
 //!
 //! rustls calls [`SniResolver::resolve`] synchronously, on the connection
 //! worker, and a mint there would hold the worker for a CA signature
@@ -33,7 +34,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use moka::ops::compute::Op;
+use moka::ops::compute::{CompResult, Op};
 use moka::policy::EvictionPolicy;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
@@ -130,8 +131,10 @@ pub struct CacheStats {
     pub refused_mints: u64,
     /// Leaves in that side cache.
     pub refused_entries: u64,
-    /// Leaves that gave up their place to a newer leaf of the same client,
-    /// which held its fair share of a full cache ([`shares`]).
+    /// Leaves that gave up their place in a full cache to a newer leaf:
+    /// of the same client, which held its fair share, or of a client under
+    /// its share, the leaf being the oldest of the client holding the most
+    /// ([`shares`]).
     pub displaced: u64,
     /// Mints that waited for a turn ([`super::mint_queue`]): behind their
     /// client's previous mint, or for a slot.
@@ -379,9 +382,11 @@ impl LeafCache {
     /// concurrent caller minted: per key serialised, whoever comes second
     /// sees the first one's leaf.
     fn mint_or_join(&self, key: String, place: Place) -> Result<Arc<CertifiedKey>, LeafError> {
-        if let Place::Main(client) = place {
-            self.make_room(client, &key);
-        }
+        // Held until the leaf is in: a concurrent mint of `key` makes no room.
+        let _room = match place {
+            Place::Main(client) => self.make_room(client, &key),
+            Place::Refused => None,
+        };
         let result = self
             .cache_of(place)
             .entry(key.clone())
@@ -413,30 +418,38 @@ impl LeafCache {
     }
 
     /// Before `client` mints `key` into the main cache: when the cache is
-    /// full and the client holds its fair share, removes the client's own
-    /// oldest leaf, so that the new one takes its place rather than the
-    /// least recently used leaf of whoever ([`shares`]). A replacement of a
-    /// cached leaf (`key` near expiry) takes no new place. Removed before
-    /// the new leaf goes in: moka evicts when an insert finds the cache
-    /// full.
-    fn make_room(&self, client: Client, key: &str) {
+    /// full, removes the leaf [`Shares::displace`] picks (the client's own
+    /// oldest when it holds its fair share, else the oldest of the client
+    /// holding the most), so that the new one takes its place rather than
+    /// the least recently used leaf of whoever ([`shares`]). A replacement
+    /// of a cached leaf (`key` near expiry) takes no new place, nor does a
+    /// mint of a name another mint made room for already: the room is
+    /// held for `key` until the returned guard drops. Removed before the
+    /// new leaf goes in: moka evicts when an insert finds the cache full.
+    fn make_room<'a>(&'a self, client: Client, key: &'a str) -> Option<Room<'a>> {
         if self.cache.contains_key(key) {
-            return;
+            return None;
         }
         // The lock is released before the cache is touched: the cache's
         // eviction listener takes it.
-        let Some(displaced) = lock(&self.shares).displace(client) else {
-            return;
+        let displaced = lock(&self.shares).displace(client, key)?;
+        let room = Room {
+            shares: &self.shares,
+            key,
         };
         // Only if it is still that leaf (not replaced meanwhile by a newer
         // one, which counts against whoever minted it).
-        self.cache
+        let removed = self
+            .cache
             .entry(displaced.key)
             .and_compute_with(|current| match current {
                 Some(e) if e.value().seq == displaced.seq => Op::Remove,
                 _ => Op::Nop,
             });
-        self.counters.displaced.fetch_add(1, Ordering::Relaxed);
+        if matches!(removed, CompResult::Removed(_)) {
+            self.counters.displaced.fetch_add(1, Ordering::Relaxed);
+        }
+        Some(room)
     }
 
     fn mint(&self, name: &str, now: OffsetDateTime) -> Result<Entry, LeafError> {
@@ -455,6 +468,18 @@ impl LeafCache {
             owner: Client::UNKNOWN,
             seq: 0,
         })
+    }
+}
+
+/// The room one mint made for `key` in the main cache ([`LeafCache::make_room`]).
+struct Room<'a> {
+    shares: &'a Mutex<Shares>,
+    key: &'a str,
+}
+
+impl Drop for Room<'_> {
+    fn drop(&mut self) {
+        lock(self.shares).made_room(self.key);
     }
 }
 

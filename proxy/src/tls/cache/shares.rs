@@ -9,17 +9,29 @@
 //! So every leaf in the main cache is counted against the client whose
 //! connection minted it, and a client's fair share is the capacity divided
 //! by the clients holding leaves (itself included). When the cache is full
-//! and a client that already holds its share mints a new name, the new leaf
-//! takes the place of that client's own oldest leaf instead of the least
-//! recently used one: a client past its share churns only its own leaves.
-//! A client under its share, or the only client holding leaves, evicts in
-//! LRU order as before. A client holding no more than its share therefore
-//! keeps its leaves whatever another client mints.
+//! and a client mints a new name, the new leaf takes the place of an oldest
+//! minted leaf, never of the least recently used one of whoever:
+//!
+//! - a client holding at least its share gives up its own oldest;
+//! - a client under its share, or holding nothing yet, takes the place of
+//!   the oldest leaf of the client holding the most leaves, which is then
+//!   past its share (a full cache shared by clients none of which holds
+//!   more than its share would leave the minter above it).
+//!
+//! The only client holding leaves evicts in LRU order as before. A client
+//! holding no more than its share therefore keeps its leaves whatever
+//! another client mints. Finding the client holding the most is a lookup in
+//! an ordered index of the counts, kept as leaves come and go: O(log
+//! clients) per mint.
+//!
+//! A client gives up its oldest *minted* leaf, not its least used one: a
+//! name it connects to all the time goes too, and is minted again on its
+//! next connection (the hit path records no use, to stay one lookup).
 //!
 //! This bookkeeping is touched when a leaf is minted into the cache and when
 //! one leaves it (moka's eviction listener), never on a cache hit.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 
 use crate::intercept::Client;
 
@@ -30,6 +42,12 @@ pub(super) struct Shares {
     /// Leaves counted, over all clients.
     held: usize,
     clients: HashMap<Client, Held>,
+    /// Each client in `clients` by the number of leaves it holds, to find
+    /// the one holding the most.
+    by_count: BTreeSet<(usize, Client)>,
+    /// Names whose mint made room already (a concurrent mint of the same
+    /// name makes none: only one of them takes a place).
+    making_room: HashSet<String>,
     next_seq: u64,
 }
 
@@ -60,16 +78,21 @@ impl Shares {
             capacity: usize::try_from(capacity).unwrap_or(usize::MAX).max(1),
             held: 0,
             clients: HashMap::new(),
+            by_count: BTreeSet::new(),
+            making_room: HashSet::new(),
             next_seq: 0,
         }
     }
 
-    /// Before `client` mints a new name into the cache: the leaf of its own
-    /// that the new one replaces, when the cache is full, the client holds
-    /// at least its fair share and another client holds leaves too. The
-    /// leaf returned is no longer counted.
-    pub fn displace(&mut self, client: Client) -> Option<Displaced> {
-        if self.held < self.capacity {
+    /// Before `client` mints `key`, a name not in the cache: the leaf
+    /// the new one replaces, when the cache is full and another client
+    /// holds leaves too. That is the client's own oldest when it holds at
+    /// least its fair share, else the oldest of the client holding the
+    /// most. The leaf returned is no longer counted, and `key` is marked as
+    /// making room until [`made_room`](Self::made_room): a concurrent mint
+    /// of the same name displaces nothing.
+    pub fn displace(&mut self, client: Client, key: &str) -> Option<Displaced> {
+        if self.held < self.capacity || self.making_room.contains(key) {
             return None;
         }
         let holders = self.clients.len() + usize::from(!self.clients.contains_key(&client));
@@ -77,20 +100,26 @@ impl Shares {
             return None; // the only client: plain LRU
         }
         let fair = (self.capacity / holders).max(1);
-        let held = self.clients.get_mut(&client)?;
-        if held.live.len() < fair {
-            return None;
-        }
-        while let Some((seq, key)) = held.order.pop_front() {
-            if held.live.remove(&seq) {
-                self.held -= 1;
-                if held.live.is_empty() {
-                    self.clients.remove(&client);
-                }
-                return Some(Displaced { key, seq });
+        let mine = self.clients.get(&client).map_or(0, |h| h.live.len());
+        let from = if mine >= fair {
+            client
+        } else {
+            // The cache is full and the minter under its share, so another
+            // client is past it; `None` only if the counts were wrong.
+            let &(most, owner) = self.by_count.last()?;
+            if most <= fair {
+                return None;
             }
-        }
-        None
+            owner
+        };
+        let displaced = self.take_oldest(from)?;
+        self.making_room.insert(key.to_string());
+        Some(displaced)
+    }
+
+    /// The mint of `key` that made room ended (its leaf cached, or not).
+    pub fn made_room(&mut self, key: &str) {
+        self.making_room.remove(key);
     }
 
     /// Counts a leaf for `key` that `client` minted into the cache; its
@@ -99,9 +128,11 @@ impl Shares {
         let seq = self.next_seq;
         self.next_seq += 1;
         let held = self.clients.entry(client).or_default();
+        let before = held.live.len();
         held.live.insert(seq);
         held.order.push_back((seq, key.to_string()));
         self.held += 1;
+        self.recount(client, before, before + 1);
         seq
     }
 
@@ -115,12 +146,43 @@ impl Shares {
         if !held.live.remove(&seq) {
             return;
         }
-        self.held -= 1;
-        if held.live.is_empty() {
-            self.clients.remove(&client);
-        } else if held.order.len() > 2 * held.live.len() + 8 {
+        let left = held.live.len();
+        if left > 0 && held.order.len() > 2 * left + 8 {
             let live = &held.live;
             held.order.retain(|(s, _)| live.contains(s));
+        }
+        self.forget_one(client, left);
+    }
+
+    /// Takes `client`'s oldest leaf out of the count.
+    fn take_oldest(&mut self, client: Client) -> Option<Displaced> {
+        let held = self.clients.get_mut(&client)?;
+        while let Some((seq, key)) = held.order.pop_front() {
+            if held.live.remove(&seq) {
+                let left = held.live.len();
+                self.forget_one(client, left);
+                return Some(Displaced { key, seq });
+            }
+        }
+        None
+    }
+
+    /// One of `client`'s leaves is no longer counted; it holds `left`.
+    fn forget_one(&mut self, client: Client, left: usize) {
+        self.held -= 1;
+        if left == 0 {
+            self.clients.remove(&client);
+        }
+        self.recount(client, left + 1, left);
+    }
+
+    /// `client` went from holding `from` leaves to `to` in `by_count`.
+    fn recount(&mut self, client: Client, from: usize, to: usize) {
+        if from > 0 {
+            self.by_count.remove(&(from, client));
+        }
+        if to > 0 {
+            self.by_count.insert((to, client));
         }
     }
 
@@ -144,7 +206,7 @@ mod tests {
         let mut s = Shares::new(2);
         s.record(client(1), "a");
         s.record(client(1), "b");
-        assert_eq!(s.displace(client(1)), None, "the only client: LRU");
+        assert_eq!(s.displace(client(1), "c"), None, "the only client: LRU");
     }
 
     #[test]
@@ -152,19 +214,39 @@ mod tests {
         let mut s = Shares::new(4);
         s.record(client(1), "b1");
         for (i, name) in ["a1", "a2", "a3"].iter().enumerate() {
-            assert_eq!(s.displace(client(2)), None, "room left at {i}");
+            assert_eq!(s.displace(client(2), name), None, "room left at {i}");
             s.record(client(2), name);
         }
         // Full; client 2 holds 3 of 4, past its share of 2.
-        let d = s.displace(client(2)).expect("its own oldest");
+        let d = s.displace(client(2), "a4").expect("its own oldest");
         assert_eq!(d.key, "a1");
         s.record(client(2), "a4");
+        s.made_room("a4");
         assert_eq!((s.held_by(client(1)), s.held_by(client(2))), (1, 3));
-        // Client 1, under its share, takes the LRU path.
-        assert_eq!(s.displace(client(1)), None);
-        // A third client: shares of 1; client 2 still past it.
-        assert_eq!(s.displace(client(3)), None, "it holds nothing yet");
-        assert_eq!(s.displace(client(2)).map(|d| d.key), Some("a2".into()));
+        // Client 1, under its share, takes the place of the oldest leaf of
+        // client 2, which holds the most.
+        let d = s.displace(client(1), "b2").expect("client 2's oldest");
+        assert_eq!(d.key, "a2");
+        s.record(client(1), "b2");
+        s.made_room("b2");
+        // A third client, holding nothing yet: shares of 1; client 1 and
+        // 2 hold 2 each, the tie goes to either.
+        let d = s
+            .displace(client(3), "c1")
+            .expect("the oldest of one holding 2");
+        assert!(["b1", "a3"].contains(&d.key.as_str()), "{d:?}");
+    }
+
+    #[test]
+    fn a_name_being_minted_makes_room_once() {
+        let mut s = Shares::new(2);
+        s.record(client(1), "a");
+        s.record(client(2), "b");
+        assert_eq!(s.displace(client(1), "n").map(|d| d.key), Some("a".into()));
+        s.record(client(1), "c"); // another name took the room meanwhile
+        assert_eq!(s.displace(client(2), "n"), None, "room made for n already");
+        s.made_room("n");
+        assert_eq!(s.displace(client(2), "n").map(|d| d.key), Some("b".into()));
     }
 
     #[test]
@@ -177,13 +259,18 @@ mod tests {
         s.release(client(2), a1); // reported again: no effect
         assert_eq!(s.held_by(client(2)), 1);
         s.record(client(2), "a3");
-        let d = s.displace(client(2)).expect("full, 2 of 3 > share 1");
+        let d = s.displace(client(2), "a4").expect("full, 2 of 3 > share 1");
         assert_eq!(d.key, "a2", "a1 already left");
         s.release(client(2), d.seq); // the cache's removal of a2: already given up
         assert_eq!(s.held_by(client(2)), 1);
         s.release(client(1), b);
         assert_eq!(s.held_by(client(1)), 0);
         assert!(!s.clients.contains_key(&client(1)), "no entry kept for it");
+        assert_eq!(
+            s.by_count.iter().collect::<Vec<_>>(),
+            [&(1, client(2))],
+            "the index follows the counts"
+        );
     }
 
     #[test]

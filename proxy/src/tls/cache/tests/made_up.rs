@@ -1,7 +1,9 @@
 //! Made-up names cannot push other clients' leaves out of the cache: names
 //! no rule can allow go to the refused names' cache, and names made up
 //! under an allowed wildcard displace only their own client's leaves once
-//! it holds its fair share ([`super::super::shares`]).
+//! it holds its fair share, while a client under its share takes the place
+//! of the oldest leaf of the client holding the most
+//! ([`super::super::shares`]).
 
 use std::net::IpAddr;
 
@@ -96,15 +98,15 @@ async fn a_client_past_its_share_keeps_its_most_recent_leaves() {
         assert!(ready(&cache, &format!("b{i}.test"), client(2), false).await);
     }
     // Client 1 is under its share (2 of 4) for its first two names, which
-    // evict the least recently used leaves (client 2's oldest); then it
-    // churns its own.
+    // take the places of the oldest leaves of client 2, holding the most;
+    // then it churns its own.
     for i in 0..10 {
         assert!(ready(&cache, &format!("r{i}.wild.test"), client(1), false).await);
     }
     for name in ["b3.test", "b4.test"] {
         assert!(!ready(&cache, name, client(2), false).await, "{name} kept");
     }
-    assert_eq!(cache.stats().displaced, 8, "{:?}", cache.stats());
+    assert_eq!(cache.stats().displaced, 10, "{:?}", cache.stats());
 }
 
 #[tokio::test]
@@ -118,4 +120,113 @@ async fn a_lone_client_evicts_in_lru_order() {
     assert!(!ready(&cache, "a.test", client(1), false).await, "a kept");
     assert!(ready(&cache, "b.test", client(1), false).await, "b evicted");
     assert_eq!(cache.stats().displaced, 0);
+}
+
+#[tokio::test]
+async fn a_new_client_takes_the_place_of_the_flooders_leaf_not_the_lru_one() {
+    let cache = shared(8);
+    assert!(ready(&cache, "kept.test", client(2), false).await);
+    for i in 0..30 {
+        assert!(ready(&cache, &format!("r{i}.wild.test"), client(1), false).await);
+    }
+    // Client 1 holds 7 of 8, past its share of 4; kept.test is the least
+    // recently used leaf.
+    assert!(ready(&cache, "x.wild.test", client(3), false).await);
+    assert!(
+        !ready(&cache, "kept.test", client(2), false).await,
+        "kept.test, within client 2's share, is still cached: {:?}",
+        cache.stats()
+    );
+    assert!(
+        !ready(&cache, "x.wild.test", client(3), false).await,
+        "client 3's new leaf is cached"
+    );
+    assert!(
+        ready(&cache, "r23.wild.test", client(1), false).await,
+        "the flooder's oldest leaf gave up its place"
+    );
+}
+
+#[tokio::test]
+async fn a_client_under_its_share_displaces_the_client_holding_the_most() {
+    let cache = shared(6);
+    for name in ["b1.test", "b2.test"] {
+        assert!(ready(&cache, name, client(2), false).await);
+    }
+    for i in 0..4 {
+        assert!(ready(&cache, &format!("r{i}.wild.test"), client(1), false).await);
+    }
+    // Full: client 1 holds 4, client 2 holds 2 (shares of 3). b1 is the
+    // least recently used leaf; client 2 is under its share.
+    assert!(ready(&cache, "b3.test", client(2), false).await);
+    assert!(
+        ready(&cache, "r0.wild.test", client(1), false).await,
+        "client 1's oldest gave up its place to b3: {:?}",
+        cache.stats()
+    );
+    for name in ["b1.test", "b2.test", "b3.test"] {
+        assert!(!ready(&cache, name, client(2), false).await, "{name} kept");
+    }
+}
+
+#[test]
+fn concurrent_mints_of_one_new_name_make_room_once() {
+    let cache = Arc::new(cache(4).0);
+    for name in ["a1.test", "a2.test"] {
+        cache
+            .mint_or_join(name.into(), Place::Main(client(1)))
+            .expect("mint");
+        cache.run_pending_tasks();
+    }
+    for name in ["b1.test", "b2.test"] {
+        cache
+            .mint_or_join(name.into(), Place::Main(client(2)))
+            .expect("mint");
+        cache.run_pending_tasks();
+    }
+    // Full, each client at its share of 2. Client 1's mint of new.test
+    // makes room (its own a1) and is held in its mint.
+    let (entered, minting) = std::sync::mpsc::channel();
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    let held = Mutex::new(held);
+    cache.on_mint(Box::new(move |name| {
+        if name == "new.test" {
+            let _ = entered.send(());
+            let _ = held.lock().expect("held").recv();
+        }
+    }));
+    let first = {
+        let cache = cache.clone();
+        std::thread::spawn(move || cache.mint_or_join("new.test".into(), Place::Main(client(1))))
+    };
+    minting.recv().expect("client 1's mint started");
+    // Meanwhile client 1 mints another name into the room left, filling
+    // the cache again.
+    cache
+        .mint_or_join("c.test".into(), Place::Main(client(1)))
+        .expect("mint");
+    cache.run_pending_tasks();
+    // Client 2 asks for new.test: it will join client 1's leaf, so it
+    // takes no place and must give up none of its own.
+    let room = cache.make_room(client(2), "new.test");
+    assert_eq!(cache.stats().displaced, 1, "{:?}", cache.stats());
+    assert_eq!(lock(&cache.shares).held_by(client(2)), 2, "b1, b2 kept");
+    drop(room);
+    release.send(()).expect("release");
+    first.join().expect("client 1's thread").expect("new.test");
+    cache
+        .mint_or_join("new.test".into(), Place::Main(client(2)))
+        .expect("joins the leaf");
+    cache.run_pending_tasks();
+    let stats = cache.stats();
+    assert_eq!(
+        (stats.mints, stats.entries, stats.displaced),
+        (6, 4, 1),
+        "{stats:?}"
+    );
+    // new.test went in over a full cache (c.test took the room made for
+    // it): the least recently used leaf, a2, gave way.
+    for name in ["b1.test", "b2.test", "c.test", "new.test"] {
+        assert!(cache.cache.contains_key(name), "{name} is cached");
+    }
 }
