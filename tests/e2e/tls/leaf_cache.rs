@@ -230,3 +230,34 @@ fn cert_cache_mints(px: &ProxyProcess) -> Option<f64> {
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
 }
+
+/// A client minting its first name in a full cache takes the place of the oldest leaf of the
+/// client holding the most, not of the least recently used leaf (here another client's,
+/// within its share).
+#[test]
+fn a_new_clients_first_name_takes_the_place_of_the_flooders_leaf() {
+    let px = small_cache_proxy();
+    let kept = ["kept.test".to_string()];
+    connect_names(&px, "127.0.0.1", "handshake", &kept);
+    let names: Vec<String> = (0..30).map(|i| format!("made-up-{i}.wild.test")).collect();
+    connect_names(&px, "127.0.0.2", "handshake", &names);
+    // kept.test is now the least recently used leaf; 127.0.0.2 holds the 7 others.
+    connect_names(
+        &px,
+        "127.0.0.3",
+        "handshake",
+        &["new.wild.test".to_string()],
+    );
+    assert_eq!(cert_cache(&px, "mint"), 32.0, "one leaf per name");
+
+    connect_names(&px, "127.0.0.1", "handshake", &kept);
+    assert_eq!(
+        cert_cache(&px, "mint"),
+        32.0,
+        "kept.test's leaf is still cached: no mint for 127.0.0.1's next connection"
+    );
+    // 23 of 127.0.0.2's own, then its oldest for 127.0.0.3's name. (With plain LRU the
+    // eviction moka applies lazily may come after kept.test's hit above, and take another
+    // leaf: this count is what tells the two apart here.)
+    assert_eq!(cert_cache(&px, "displaced"), 24.0);
+}
