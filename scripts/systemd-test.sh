@@ -366,16 +366,34 @@ in_ct sed -i '$d' /etc/iron-proxy/proxy.yaml
 in_ct systemctl start iron-proxy
 expect_status "$user" "http://allowed.test/" 200
 
-# A config validate passes (an unset key variable is only a warning there) but the proxy
-# refuses to start with: the proxy's own reason, in the journal and as a JSON record.
+# A config plain validate passes (an unset key variable is only a warning there) but
+# `validate -preflight`, the unit's ExecStartPre, refuses: the proxy would not start here.
 in_ct cp /etc/iron-proxy/proxy.yaml /etc/iron-proxy/proxy.yaml.good
 in_ct sed -i 's/^transforms:$/transforms:\n  - name: judge\n    config:\n      name: guard\n      prompt: "Deny all."\n      rules: [{host: nothing.test}]\n      provider: {type: openai, model: m, api_key_env: IRON_SYSTEMD_TEST_UNSET_KEY}/' \
     /etc/iron-proxy/proxy.yaml
 in_ct grep -q IRON_SYSTEMD_TEST_UNSET_KEY /etc/iron-proxy/proxy.yaml || fail "could not add the judge to proxy.yaml"
 in_ct iron-proxy validate -config /etc/iron-proxy/proxy.yaml >/dev/null 2>&1 ||
-    fail "validate refuses the config with the judge: $(in_ct iron-proxy validate -config /etc/iron-proxy/proxy.yaml 2>&1)"
+    fail "plain validate refuses the config with the judge: $(in_ct iron-proxy validate -config /etc/iron-proxy/proxy.yaml 2>&1)"
+if in_ct iron-proxy validate -preflight -config /etc/iron-proxy/proxy.yaml >/dev/null 2>&1; then
+    fail "validate -preflight accepts a judge whose key variable is unset"
+fi
 if in_ct systemctl restart iron-proxy 2>/dev/null; then fail "restart with a judge whose key is unset succeeded"; fi
-why="provider.api_key_env names IRON_SYSTEMD_TEST_UNSET_KEY, which is not set"
+expect_journal "error: transforms[0].config.provider.api_key_env: environment variable IRON_SYSTEMD_TEST_UNSET_KEY is not set" \
+    "ExecStartPre's validate -preflight"
+log_is_json_lines "after ExecStartPre -preflight refused the config"
+say "ok: ExecStartPre (validate -preflight) refuses what the proxy would not start with, and says so in the journal"
+in_ct cp /etc/iron-proxy/proxy.yaml.good /etc/iron-proxy/proxy.yaml
+in_ct systemctl reset-failed iron-proxy 2>/dev/null || true
+
+# A config -preflight passes (it binds nothing) but the proxy refuses at start: the metrics
+# listener on the fake upstream's address, which is taken. The proxy's own reason, in the
+# journal and as a JSON record in the log file.
+in_ct sed -i "/^metrics:\$/,/^\$/ s/^  listen: .*/  listen: \"$upstream_ip:80\"/" /etc/iron-proxy/proxy.yaml
+in_ct grep -q "listen: \"$upstream_ip:80\"" /etc/iron-proxy/proxy.yaml || fail "could not move metrics.listen"
+in_ct iron-proxy validate -preflight -config /etc/iron-proxy/proxy.yaml >/dev/null 2>&1 ||
+    fail "validate -preflight refuses the config: $(in_ct iron-proxy validate -preflight -config /etc/iron-proxy/proxy.yaml 2>&1)"
+if in_ct systemctl restart iron-proxy 2>/dev/null; then fail "restart with metrics.listen on a taken address succeeded"; fi
+why="metrics.listen: binding $upstream_ip:80: Address already in use"
 expect_journal "$why" "the proxy's start-up failure"
 log_is_json_lines "after the proxy refused to start"
 in_ct grep -F -- "$why" /var/log/iron-proxy.log | grep -q '"level":"error"' ||

@@ -77,7 +77,7 @@ check "upstream resolver" grep -q 'upstream_resolver: "8.8.8.8:53"' "$conf"
 validate_as_the_unit() {
   (set -a; . "$ROOT/etc/iron-proxy/iron-proxy.env"; set +a
    IRON_TLS_CA_CERT="$ROOT/etc/iron-proxy/ca.crt" IRON_TLS_CA_KEY="$ROOT/etc/iron-proxy/ca.key" \
-     "$ROOT/usr/bin/iron-proxy" validate -config "$conf")
+     "$ROOT/usr/bin/iron-proxy" validate -preflight -config "$conf")
 }
 check "config validates" validate_as_the_unit
 check "secrets file 0600" test "$(stat -c %a "$ROOT/etc/iron-proxy/iron-proxy.env")" = 600

@@ -34,6 +34,13 @@ pub enum Command {
         /// Treat missing referenced files and unset environment variables as errors.
         #[arg(long)]
         strict: bool,
+        /// Also answer whether the proxy would start on this machine, as
+        /// `nginx -t` does: what it refuses to start without and this
+        /// machine lacks (the MITM CA files, a key variable, a gRPC TLS
+        /// file, an intercepted user, a usable TOKIO_WORKER_THREADS) is an
+        /// error. The packaged unit's ExecStartPre uses it.
+        #[arg(long)]
+        preflight: bool,
     },
     /// Print the version.
     Version,
@@ -377,12 +384,18 @@ mod tests {
         let c = parse(&["iron-proxy", "validate", "-config=/x.yaml", "-strict"]);
         assert!(matches!(
             c.command,
-            Some(Command::Validate { strict: true })
+            Some(Command::Validate {
+                strict: true,
+                preflight: false
+            })
         ));
         let c = parse(&["iron-proxy", "check", "--config", "/x.yaml"]);
         assert!(matches!(
             c.command,
-            Some(Command::Validate { strict: false })
+            Some(Command::Validate {
+                strict: false,
+                preflight: false
+            })
         ));
         assert!(parse(&["iron-proxy", "-v"]).version);
         let c = parse(&[

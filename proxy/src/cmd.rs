@@ -249,20 +249,22 @@ impl Drop for FlushStderr {
 /// How long in-flight requests may take to finish after SIGTERM/SIGINT.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// `iron-proxy validate -config FILE|s3://BUCKET/KEY [-strict]`.
-pub fn validate(arg: &Path, strict: bool) -> ExitCode {
+/// `iron-proxy validate -config FILE|s3://BUCKET/KEY [-strict] [-preflight]`.
+pub fn validate(arg: &Path, strict: bool, preflight: bool) -> ExitCode {
     let Some((source, cfg, _)) = load_config(arg, crate::console::err, |source, n| {
         errln!("{source}: invalid ({n} error(s))")
     }) else {
         return ExitCode::FAILURE;
     };
-    // What this machine lacks: an error when the proxy would refuse to
-    // start without it (`nginx -t`'s question: will it start here?), else a
-    // warning (an error under -strict): the proxy starts and what needs it
-    // fails closed.
+    // What this machine lacks is a warning: the config itself is valid
+    // (every example of the docs validates on any machine). Under
+    // -preflight (`nginx -t`'s question: will it start here?) what the
+    // proxy refuses to start without is an error; under -strict all of it
+    // is, what the proxy starts without and fails closed on too.
     let refs = config::check_references(&cfg, &|k| std::env::var(k).ok());
+    let here = strict || preflight;
     for r in &refs {
-        let kind = if r.stops_start || strict {
+        let kind = if strict || (preflight && r.stops_start) {
             "error"
         } else {
             "warning"
@@ -270,7 +272,6 @@ pub fn validate(arg: &Path, strict: bool) -> ExitCode {
         errln!("{}: {kind}: {r}", cfg.locate(&r.path));
     }
     let stop_start = refs.iter().filter(|r| r.stops_start).count();
-    let tolerated = refs.len() - stop_start;
     // The CA as the proxy loads it, when both files are here: a pair that does
     // not load (not PEM, not a CA, expired, a key of another CA) stops the
     // proxy, so it is an error here too, under -strict or not. One that
@@ -305,7 +306,8 @@ pub fn validate(arg: &Path, strict: bool) -> ExitCode {
             .strip_prefix(&format!("{var}: "))
             .unwrap_or(&text)
             .to_string();
-        errln!("{var}: error: {text}");
+        let kind = if here { "error" } else { "warning" };
+        errln!("{var}: {kind}: {text}");
     }
     // Everything start-up builds from the config, built the same way, so
     // that what only a build finds (a gRPC TLS file that holds no usable
@@ -329,18 +331,23 @@ pub fn validate(arg: &Path, strict: bool) -> ExitCode {
     for l in config::unknown_variables(&cfg, config::process_names()) {
         errln!("{}", l.warning_line());
     }
-    let errors = stop_start
-        + usize::from(ca_error.is_some())
-        + usize::from(threads_error.is_some())
-        + build_errors.len();
-    if errors > 0 {
-        // Under -strict the tolerated references were printed as errors too.
-        let errors = errors + if strict { tolerated } else { 0 };
-        errln!("{source}: invalid ({errors} error(s))");
+    // Errors in the config itself, and what this machine lacks printed as
+    // errors (-preflight: what start-up refuses without; -strict: all of it).
+    let errors = usize::from(ca_error.is_some()) + build_errors.len();
+    let machine = usize::from(here && threads_error.is_some())
+        + if strict {
+            refs.len()
+        } else if preflight {
+            stop_start
+        } else {
+            0
+        };
+    if strict && errors == 0 && machine > 0 {
+        errln!("{source}: invalid under -strict ({machine} problem(s))");
         return ExitCode::FAILURE;
     }
-    if strict && tolerated > 0 {
-        errln!("{source}: invalid under -strict ({tolerated} problem(s))");
+    if errors + machine > 0 {
+        errln!("{source}: invalid ({} error(s))", errors + machine);
         return ExitCode::FAILURE;
     }
     printed(outln!("{source}: valid"))

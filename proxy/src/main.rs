@@ -185,8 +185,8 @@ fn main() -> ExitCode {
             }
             Err(code) => code,
         },
-        Some(Command::Validate { strict }) => match need_config(&cli) {
-            Ok(path) => iron_proxy::cmd::validate(&path, strict),
+        Some(Command::Validate { strict, preflight }) => match need_config(&cli) {
+            Ok(path) => iron_proxy::cmd::validate(&path, strict, preflight),
             Err(code) => code,
         },
         Some(Command::GenerateCa {

@@ -296,7 +296,7 @@ pub fn drop_in(bin: &str, config_dir: &str) -> String {
     );
     let env = systemd_syntax::value(&format!("{dir}/iron-proxy.env"));
     format!(
-        "{UNIT_MARKER}\n[Service]\nExecStartPre=\nExecStartPre={bin} validate -config {config}\n\
+        "{UNIT_MARKER}\n[Service]\nExecStartPre=\nExecStartPre={bin} validate -preflight -config {config}\n\
          ExecStart=\nExecStart={bin} -config {config}\nEnvironmentFile=-{env}\n"
     )
 }

@@ -375,7 +375,7 @@ fn the_full_unit_is_the_packaged_one_with_the_paths_substituted() {
     }
     assert!(
         unit.contains(
-            "\nExecStartPre=/opt/ip/bin/iron-proxy validate -config /srv/iron/proxy.yaml\n"
+            "\nExecStartPre=/opt/ip/bin/iron-proxy validate -preflight -config /srv/iron/proxy.yaml\n"
         ),
         "{unit}"
     );
@@ -401,7 +401,7 @@ fn paths_with_spaces_and_percent_are_quoted_in_the_unit_and_drop_in() {
     let config = "/srv/iron proxy 100%Z";
     let unit = render::full_unit(bin, config);
     let want_pre = format!(
-        "\nExecStartPre={} validate -config \"/srv/iron proxy 100%%Z/proxy.yaml\"\n",
+        "\nExecStartPre={} validate -preflight -config \"/srv/iron proxy 100%%Z/proxy.yaml\"\n",
         q(bin)
     );
     assert!(unit.contains(&want_pre), "{want_pre}\n{unit}");
