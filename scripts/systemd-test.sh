@@ -368,13 +368,19 @@ expect_status "$user" "http://allowed.test/" 200
 
 # A config plain validate passes (an unset key variable is only a warning there) but
 # `validate -preflight`, the unit's ExecStartPre, refuses: the proxy would not start here.
+# Run by hand, with the variables the unit's EnvironmentFile= gives it.
+validate_as_the_unit() {
+    in_ct sh -c 'set -a; . /etc/iron-proxy/iron-proxy.env; set +a; exec iron-proxy validate "$@"' sh "$@"
+}
 in_ct cp /etc/iron-proxy/proxy.yaml /etc/iron-proxy/proxy.yaml.good
 in_ct sed -i 's/^transforms:$/transforms:\n  - name: judge\n    config:\n      name: guard\n      prompt: "Deny all."\n      rules: [{host: nothing.test}]\n      provider: {type: openai, model: m, api_key_env: IRON_SYSTEMD_TEST_UNSET_KEY}/' \
     /etc/iron-proxy/proxy.yaml
 in_ct grep -q IRON_SYSTEMD_TEST_UNSET_KEY /etc/iron-proxy/proxy.yaml || fail "could not add the judge to proxy.yaml"
 in_ct iron-proxy validate -config /etc/iron-proxy/proxy.yaml >/dev/null 2>&1 ||
     fail "plain validate refuses the config with the judge: $(in_ct iron-proxy validate -config /etc/iron-proxy/proxy.yaml 2>&1)"
-if in_ct iron-proxy validate -preflight -config /etc/iron-proxy/proxy.yaml >/dev/null 2>&1; then
+validate_as_the_unit -preflight -config /etc/iron-proxy/proxy.yaml.good >/dev/null 2>&1 ||
+    fail "validate -preflight refuses the good config: $(validate_as_the_unit -preflight -config /etc/iron-proxy/proxy.yaml.good 2>&1)"
+if validate_as_the_unit -preflight -config /etc/iron-proxy/proxy.yaml >/dev/null 2>&1; then
     fail "validate -preflight accepts a judge whose key variable is unset"
 fi
 if in_ct systemctl restart iron-proxy 2>/dev/null; then fail "restart with a judge whose key is unset succeeded"; fi
@@ -390,8 +396,8 @@ in_ct systemctl reset-failed iron-proxy 2>/dev/null || true
 # journal and as a JSON record in the log file.
 in_ct sed -i "/^metrics:\$/,/^\$/ s/^  listen: .*/  listen: \"$upstream_ip:80\"/" /etc/iron-proxy/proxy.yaml
 in_ct grep -q "listen: \"$upstream_ip:80\"" /etc/iron-proxy/proxy.yaml || fail "could not move metrics.listen"
-in_ct iron-proxy validate -preflight -config /etc/iron-proxy/proxy.yaml >/dev/null 2>&1 ||
-    fail "validate -preflight refuses the config: $(in_ct iron-proxy validate -preflight -config /etc/iron-proxy/proxy.yaml 2>&1)"
+validate_as_the_unit -preflight -config /etc/iron-proxy/proxy.yaml >/dev/null 2>&1 ||
+    fail "validate -preflight refuses the config: $(validate_as_the_unit -preflight -config /etc/iron-proxy/proxy.yaml 2>&1)"
 if in_ct systemctl restart iron-proxy 2>/dev/null; then fail "restart with metrics.listen on a taken address succeeded"; fi
 why="metrics.listen: binding $upstream_ip:80: Address already in use"
 expect_journal "$why" "the proxy's start-up failure"
