@@ -121,11 +121,7 @@ pub fn run(arg: &Path) -> ExitCode {
         tracing::warn!(%finding, "configuration warning");
     }
     if let (Some(ca), config::TlsConfig::Mitm(m)) = (&ca, &cfg.tls) {
-        if let Some(soon) = m
-            .ca_paths()
-            .ok()
-            .and_then(|(cert, _)| crate::tls::expiry::check(ca, cert))
-        {
+        if let Some(soon) = crate::tls::expiry::of_config(ca, m) {
             soon.log();
         }
     }

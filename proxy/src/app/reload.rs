@@ -114,10 +114,7 @@ impl SourceReloader {
             let ca = match &cfg.tls {
                 config::TlsConfig::Mitm(m) => {
                     let loaded = super::load_ca(&cfg, m).map_err(|e| vec![e.with_label("")])?;
-                    ca_expiry = m
-                        .ca_paths()
-                        .ok()
-                        .and_then(|(cert, _)| crate::tls::expiry::check(&loaded, cert));
+                    ca_expiry = crate::tls::expiry::of_config(&loaded, m);
                     Some(CaFingerprint::of(&loaded))
                 }
                 config::TlsConfig::SniOnly => None,

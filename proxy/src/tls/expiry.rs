@@ -51,6 +51,16 @@ pub fn check(ca: &super::CertificateAuthority, file: &Path) -> Option<ExpiresSoo
     expires_soon(file, ca.not_after(), OffsetDateTime::now_utc())
 }
 
+/// [`check`] for `ca` as loaded from the certificate file `m` names
+/// (start-up, a reload).
+pub fn of_config(
+    ca: &super::CertificateAuthority,
+    m: &crate::config::MitmConfig,
+) -> Option<ExpiresSoon> {
+    let (cert, _) = m.ca_paths().ok()?;
+    check(ca, cert)
+}
+
 impl ExpiresSoon {
     /// The expiry as `2026-12-20 14:03 UTC`.
     pub fn date(&self) -> String {

@@ -34,25 +34,7 @@ fn tls(dir: &Path) -> String {
 }
 
 fn validate(text: &str) -> (i32, String, String, String) {
-    let dir = paths::scratch_dir("ca-expiry-validate");
-    let file = dir.path().join("proxy.yaml");
-    std::fs::write(&file, text).expect("writing the config");
-    let out = process::run_with_timeout(
-        "iron-proxy validate",
-        Command::new(paths::iron_proxy_bin())
-            .arg("validate")
-            .arg("-config")
-            .arg(&file)
-            .env_remove("IRON_TLS_CA_CERT")
-            .env_remove("IRON_TLS_CA_KEY"),
-        Duration::from_secs(30),
-    );
-    (
-        out.exit,
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-        file.display().to_string(),
-    )
+    super::validate::validate_with(text, &[], &[])
 }
 
 const ALLOW: &str = "transforms:\n  - name: allowlist\n    config:\n      domains: [a.test]\n";

@@ -9,18 +9,31 @@ use iron_proxy_tests::{paths, process};
 
 /// Runs `iron-proxy validate -config <file holding text>`: exit code, stdout, stderr, file.
 fn validate(text: &str) -> (i32, String, String, String) {
+    validate_with(text, &[], &[])
+}
+
+/// [`validate`] with `flags` after `validate` and `env` added to an environment without the
+/// `IRON_*` overrides the config's fields stand for here (and `TOKIO_WORKER_THREADS`).
+pub(super) fn validate_with(
+    text: &str,
+    flags: &[&str],
+    env: &[(&str, &str)],
+) -> (i32, String, String, String) {
     let dir = paths::scratch_dir("validate");
     let file = dir.path().join("proxy.yaml");
     std::fs::write(&file, text).expect("writing the config");
-    let out = process::run_with_timeout(
-        "iron-proxy validate",
-        Command::new(paths::iron_proxy_bin())
-            .arg("validate")
-            .arg("-config")
-            .arg(&file)
-            .env_remove("IRON_MANAGEMENT_LISTEN"),
-        Duration::from_secs(30),
-    );
+    let mut cmd = Command::new(paths::iron_proxy_bin());
+    cmd.arg("validate").args(flags).arg("-config").arg(&file);
+    for var in [
+        "IRON_MANAGEMENT_LISTEN",
+        "IRON_TLS_CA_CERT",
+        "IRON_TLS_CA_KEY",
+        "TOKIO_WORKER_THREADS",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.envs(env.iter().copied());
+    let out = process::run_with_timeout("iron-proxy validate", &mut cmd, Duration::from_secs(30));
     (
         out.exit,
         String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -8,37 +8,14 @@
 //! source's variable, a `gcp_auth` keyfile) stays a warning under `-preflight` too, an error
 //! under `-strict`, and the proxy is shown to start.
 
-use std::process::Command;
 use std::time::Duration;
 
-use iron_proxy_tests::{paths, process, Proxy};
+use iron_proxy_tests::{paths, Proxy};
+
+use super::validate::validate_with as validate;
 
 /// Unset everywhere: named by the configs below as a key the proxy lacks.
 const UNSET: &str = "IRON_E2E_O2_UNSET_KEY";
-
-/// Runs `iron-proxy validate [flags] -config <file holding text>` with `env` added:
-/// exit code, stdout, stderr, the file's path.
-fn validate(text: &str, flags: &[&str], env: &[(&str, &str)]) -> (i32, String, String, String) {
-    let dir = paths::scratch_dir("validate-start");
-    let file = dir.path().join("proxy.yaml");
-    std::fs::write(&file, text).expect("writing the config");
-    let mut cmd = Command::new(paths::iron_proxy_bin());
-    cmd.arg("validate").arg("-config").arg(&file);
-    cmd.args(flags);
-    cmd.env_remove("IRON_MANAGEMENT_LISTEN")
-        .env_remove("IRON_TLS_CA_CERT")
-        .env_remove("IRON_TLS_CA_KEY")
-        .env_remove("TOKIO_WORKER_THREADS")
-        .env_remove(UNSET)
-        .envs(env.iter().copied());
-    let out = process::run_with_timeout("iron-proxy validate", &mut cmd, Duration::from_secs(30));
-    (
-        out.exit,
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-        file.display().to_string(),
-    )
-}
 
 const ALLOW: &str = "transforms:\n  - name: allowlist\n    config:\n      domains: [a.test]\n";
 
